@@ -1,0 +1,3 @@
+from pkgcache.cli import main
+
+main()

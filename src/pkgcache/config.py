@@ -1,0 +1,292 @@
+"""The one place configuration lives: a typed model loaded from TOML, the environment and command-line flags.
+
+Priority, highest first: flags given to `pkgcache serve`, environment variables (`PKGCACHE_SECTION__KEY`, e.g.
+`PKGCACHE_SERVER__PORT=8080`), the TOML file, built-in defaults.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from pkgcache import __version__
+from pkgcache.presets import (
+    CONDA_PRESETS,
+    DEFAULT_CONDA_UPSTREAMS,
+    DEFAULT_PYPI_UPSTREAMS,
+    PYPI_PRESETS,
+)
+
+DEFAULT_PORT = 3150
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says why, in words an admin can act on."""
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".cache" / "pkgcache"
+
+
+def _check_http_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{url!r} is neither a preset name nor an http(s) URL")
+    return url if url.endswith("/") else url + "/"
+
+
+def _name_from_url(url: str) -> str:
+    return urlsplit(url).netloc
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(_Section):
+    host: str = "0.0.0.0"
+    port: int = Field(DEFAULT_PORT, ge=1, le=65535)
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    log_level: str = "info"
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+
+class UpstreamPolicy(_Section):
+    """How pkgcache treats every upstream: politeness, timeouts and failover."""
+
+    user_agent: str = f"pkgcache/{__version__}"
+    connect_timeout: float = Field(10.0, gt=0)
+    read_timeout: float = Field(60.0, gt=0, description="longest silence while reading a response")
+    cooldown: float = Field(60.0, ge=0, description="seconds a failing upstream is skipped")
+    max_connections: int = Field(8, ge=1, description="concurrent connections per upstream")
+    max_redirects: int = Field(5, ge=0)
+
+
+class PypiUpstream(_Section):
+    """One PyPI upstream: a simple-index root URL, named for logs and status."""
+
+    name: str
+    url: str
+    # Where this mirror keeps `packages/...` when it is not beside the index (`<root>/packages/`).
+    files_url: str | None = None
+    max_connections: int | None = Field(None, ge=1)
+
+    @classmethod
+    def parse(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if value in PYPI_PRESETS:
+            return {"name": value, "url": PYPI_PRESETS[value]}
+        url = _check_http_url(value)
+        return {"name": _name_from_url(url), "url": url}
+
+    @field_validator("url", "files_url")
+    @classmethod
+    def _url_is_http(cls, value: str | None) -> str | None:
+        return None if value is None else _check_http_url(value)
+
+
+class PypiConfig(_Section):
+    enabled: bool = True
+    upstreams: list[PypiUpstream] = Field(
+        default_factory=lambda: [
+            PypiUpstream.model_validate(PypiUpstream.parse(name)) for name in DEFAULT_PYPI_UPSTREAMS
+        ]
+    )
+    index_ttl: float = Field(600.0, ge=0, description="seconds a project page is fresh")
+
+    @field_validator("upstreams", mode="before")
+    @classmethod
+    def _resolve_presets(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        return [PypiUpstream.parse(item) for item in value]
+
+    @field_validator("upstreams")
+    @classmethod
+    def _at_least_one(cls, value: list[PypiUpstream]) -> list[PypiUpstream]:
+        if not value:
+            raise ValueError("give at least one upstream")
+        return _unique_names(value)
+
+
+class CondaUpstream(_Section):
+    """One conda upstream: where its `pkgs/...` channels live and where its community channels live."""
+
+    name: str
+    pkgs_url: str
+    cloud_url: str
+    max_connections: int | None = Field(None, ge=1)
+
+    @classmethod
+    def parse(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if value in CONDA_PRESETS:
+            pkgs, cloud = CONDA_PRESETS[value]
+            return {"name": value, "pkgs_url": pkgs, "cloud_url": cloud}
+        # A bare URL is a mirror laid out like the domestic ones: BASE/pkgs/... and BASE/cloud/...
+        base = _check_http_url(value)
+        return {"name": _name_from_url(base), "pkgs_url": base + "pkgs/", "cloud_url": base + "cloud/"}
+
+    @field_validator("pkgs_url", "cloud_url")
+    @classmethod
+    def _url_is_http(cls, value: str) -> str:
+        return _check_http_url(value)
+
+
+_Named = TypeVar("_Named", "PypiUpstream", "CondaUpstream")
+
+DEFAULT_CONDA_CHANNELS = [
+    "pkgs/main",
+    "pkgs/r",
+    "pkgs/msys2",
+    "pkgs/free",
+    "cloud/conda-forge",
+    "cloud/bioconda",
+    "cloud/pytorch",
+    "cloud/nvidia",
+]
+
+
+class CondaConfig(_Section):
+    enabled: bool = True
+    upstreams: list[CondaUpstream] = Field(
+        default_factory=lambda: [
+            CondaUpstream.model_validate(CondaUpstream.parse(name)) for name in DEFAULT_CONDA_UPSTREAMS
+        ]
+    )
+    channels: list[str] = Field(default_factory=lambda: list(DEFAULT_CONDA_CHANNELS))
+    index_ttl: float = Field(300.0, ge=0, description="seconds a repodata file is fresh")
+
+    @field_validator("upstreams", mode="before")
+    @classmethod
+    def _resolve_presets(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        return [CondaUpstream.parse(item) for item in value]
+
+    @field_validator("upstreams")
+    @classmethod
+    def _at_least_one(cls, value: list[CondaUpstream]) -> list[CondaUpstream]:
+        if not value:
+            raise ValueError("give at least one upstream")
+        return _unique_names(value)
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_paths(cls, value: list[str]) -> list[str]:
+        for channel in value:
+            parts = channel.strip("/").split("/")
+            if len(parts) != 2 or parts[0] not in ("pkgs", "cloud") or not parts[1]:
+                raise ValueError(f"channel {channel!r} must look like 'pkgs/NAME' or 'cloud/NAME'")
+        return [channel.strip("/") for channel in value]
+
+
+def _unique_names(upstreams: list[_Named]) -> list[_Named]:
+    seen: set[str] = set()
+    for upstream in upstreams:
+        if upstream.name in seen:
+            raise ValueError(f"two upstreams are named {upstream.name!r}; give them distinct names")
+        seen.add(upstream.name)
+    return upstreams
+
+
+_toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("pkgcache_toml_path", default=None)
+
+
+class Settings(BaseSettings):
+    """Everything pkgcache can be told."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PKGCACHE_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
+    )
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    upstream: UpstreamPolicy = Field(default_factory=UpstreamPolicy)
+    pypi: PypiConfig = Field(default_factory=PypiConfig)
+    conda: CondaConfig = Field(default_factory=CondaConfig)
+
+    @model_validator(mode="after")
+    def _something_enabled(self) -> Settings:
+        if not (self.pypi.enabled or self.conda.enabled):
+            raise ValueError("both pypi and conda are disabled: nothing to serve")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = _toml_path.get()
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from a TOML file (optional), the environment and flag overrides.
+
+    `overrides` are nested dicts keyed like the TOML file (`server={"port": 8080}`); None values are dropped so
+    an unset flag never hides the file or the environment.
+    """
+    if config_file is not None:
+        _check_toml_file(config_file)
+    token = _toml_path.set(config_file)
+    try:
+        return Settings(**_drop_none(overrides))
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation_error(exc, config_file)) from None
+    finally:
+        _toml_path.reset(token)
+
+
+def _check_toml_file(path: Path) -> None:
+    try:
+        with path.open("rb") as handle:
+            tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _drop_none(value: dict[str, Any]) -> dict[str, Any]:
+    cleaned: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, dict):
+            item = _drop_none(item)
+            if not item:
+                continue
+        if item is not None:
+            cleaned[key] = item
+    return cleaned
+
+
+def _describe_validation_error(exc: ValidationError, config_file: Path | None) -> str:
+    where = f" in {config_file}" if config_file else ""
+    lines = [f"invalid configuration{where}:"]
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        lines.append(f"  {location}: {error['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""Ways of answering shared by the PyPI and conda sides: cached files, downloads in flight, clear errors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from pkgcache.storage.downloads import Download, IntegrityError, StorageError
+from pkgcache.storage.store import UnsafePath
+from pkgcache.upstream.pool import UpstreamNotFound, UpstreamsUnavailable
+
+log = logging.getLogger(__name__)
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+CACHE_STATE_HEADER = "X-Pkgcache-Cache"
+
+
+def plain_error(status: int, message: str, **headers: str) -> web.Response:
+    """An error a person can read: plain text, one line saying what went wrong."""
+    return web.Response(status=status, text=message.rstrip() + "\n", headers=headers)
+
+
+def error_for(exc: BaseException) -> web.Response | None:
+    """The HTTP answer for a failure of the shared layers, or None if it is not one of theirs."""
+    if isinstance(exc, UnsafePath):
+        return plain_error(400, f"refused path: {exc}")
+    if isinstance(exc, UpstreamNotFound):
+        return plain_error(404, "not found on any upstream")
+    if isinstance(exc, UpstreamsUnavailable):
+        return plain_error(502, f"no upstream could answer: {exc}")
+    if isinstance(exc, IntegrityError):
+        return plain_error(502, f"the upstream sent a file that fails its check, so it was not kept: {exc}")
+    if isinstance(exc, StorageError):
+        if exc.disk_full:
+            return plain_error(507, "the cache's disk is full; nothing was stored")
+        return plain_error(500, f"the cache could not store the file: {exc}")
+    return None
+
+
+class CachedFileResponse(web.FileResponse):
+    """A cached file, sent with sendfile, with Range and conditional requests handled by aiohttp.
+
+    aiohttp would serve `X.gz` with Content-Encoding in place of `X` when both exist; in a package cache those
+    are two different files (`pkg.tar` and `pkg.tar.gz`), so that substitution is turned off.
+    """
+
+    def _get_file_path_stat_encoding(self, accept_encoding: str) -> tuple[Path, Any, str | None]:
+        path = Path(self._path)
+        return path, path.stat(), None
+
+
+def send_cached_file(path: Path, content_type: str, cache_control: str = IMMUTABLE) -> web.FileResponse:
+    response = CachedFileResponse(path, chunk_size=256 * 1024)
+    response.headers["Content-Type"] = content_type
+    response.headers["Cache-Control"] = cache_control
+    response.headers[CACHE_STATE_HEADER] = "hit"
+    return response
+
+
+async def send_download(
+    request: web.Request, download: Download, content_type: str, cache_control: str = IMMUTABLE
+) -> web.StreamResponse:
+    """Stream a file to the client while it downloads; cut the connection if the download turns out bad."""
+    try:
+        await download.wait_started()
+    except Exception as exc:
+        response = error_for(exc)
+        if response is None:
+            raise
+        return response
+    response = web.StreamResponse(
+        headers={"Content-Type": content_type, "Cache-Control": cache_control, CACHE_STATE_HEADER: "miss"}
+    )
+    if download.total is not None:
+        response.content_length = download.total
+    await response.prepare(request)
+    if request.method == "HEAD":
+        return response
+    try:
+        async for chunk in download.follow():
+            await response.write(chunk)
+    except (ConnectionResetError, web.HTTPException):
+        raise
+    except Exception as exc:
+        # Headers are gone already: the only honest signal left is an unfinished body.
+        log.warning("cutting %s short: %s", request.path, exc)
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    return response

@@ -1,0 +1,55 @@
+"""Project names and file names as they appear in request paths."""
+
+from __future__ import annotations
+
+import re
+
+from packaging.utils import canonicalize_name
+
+from pkgcache.storage.store import UnsafePath, check_segment
+
+# PEP 508 names; longer than any real project, short enough to be a safe file name.
+_PROJECT_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?$")
+
+# Extensions of files an index may list. Anything else in a page is not a distribution and is dropped.
+DIST_EXTENSIONS = (".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz", ".tar", ".egg", ".exe", ".msi", ".rpm", ".dmg")
+METADATA_SUFFIX = ".metadata"
+
+
+class BadName(ValueError):
+    """A project or file name that cannot be one."""
+
+
+def normalize_project(name: str) -> str:
+    """The PEP 503 form of a project name from a request; raises BadName for anything that is not a name."""
+    if not _PROJECT_NAME.match(name):
+        raise BadName(f"{name!r} is not a valid project name")
+    return canonicalize_name(name)
+
+
+def check_filename(filename: str) -> str:
+    """A distribution (or PEP 658 metadata) file name from a request, checked to be a plain, safe file name."""
+    try:
+        check_segment(filename)
+    except UnsafePath as exc:
+        raise BadName(str(exc)) from None
+    base = filename.removesuffix(METADATA_SUFFIX)
+    if not is_distribution_filename(base):
+        raise BadName(f"{filename!r} is not a distribution file name")
+    return filename
+
+
+def is_distribution_filename(filename: str) -> bool:
+    return filename.lower().endswith(DIST_EXTENSIONS) and "/" not in filename
+
+
+def magic_for(filename: str) -> tuple[bytes, ...]:
+    """The bytes a well-formed file of this kind starts with: catches error pages served in a file's place."""
+    lowered = filename.lower()
+    if lowered.endswith((".whl", ".zip", ".egg")):
+        return (b"PK\x03\x04", b"PK\x05\x06")
+    if lowered.endswith((".tar.gz", ".tgz")):
+        return (b"\x1f\x8b",)
+    if lowered.endswith(".tar.bz2"):
+        return (b"BZh",)
+    return ()

@@ -1,0 +1,149 @@
+"""The PyPI side's HTTP routes: `/pypi/simple/...` pages and `/pypi/files/...` files.
+
+Handlers are thin: they check the request, ask the PypiIndex, and answer in the negotiated format.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from pkgcache.http.responses import (
+    CACHE_STATE_HEADER,
+    error_for,
+    plain_error,
+    send_cached_file,
+    send_download,
+)
+from pkgcache.pypi.index import FileNotListed, PypiIndex
+from pkgcache.pypi.names import METADATA_SUFFIX, BadName, check_filename, normalize_project
+from pkgcache.pypi.negotiate import choose_format
+from pkgcache.pypi.render import (
+    JSON_CONTENT_TYPE,
+    TEXT_HTML,
+    render_project_list_html,
+    render_project_list_json,
+)
+
+PYPI_INDEX_KEY = web.AppKey("pypi_index", PypiIndex)
+NOT_ACCEPTABLE = (
+    "none of the formats in your Accept header is served here; ask for application/vnd.pypi.simple.v1+json, "
+    "application/vnd.pypi.simple.v1+html or text/html"
+)
+
+
+def add_pypi_routes(app: web.Application, index: PypiIndex) -> None:
+    app[PYPI_INDEX_KEY] = index
+    app.router.add_get("/pypi/simple", _redirect_to_index_root)
+    app.router.add_get("/pypi/simple/", project_list)
+    app.router.add_get("/pypi/simple/{project}", project_page_without_slash)
+    app.router.add_get("/pypi/simple/{project}/", project_page)
+    app.router.add_get("/pypi/files/{project}/{filename}", distribution_file)
+
+
+async def _redirect_to_index_root(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPMovedPermanently("/pypi/simple/")
+
+
+async def project_list(request: web.Request) -> web.StreamResponse:
+    """The projects this cache holds (not the upstream's whole list: clients install by name)."""
+    content_type = choose_format(request.headers.get("Accept"), request.query.get("format"))
+    if content_type is None:
+        return plain_error(406, NOT_ACCEPTABLE)
+    names = await request.app[PYPI_INDEX_KEY].cached_projects()
+    body = render_project_list_json(names) if content_type == JSON_CONTENT_TYPE else render_project_list_html(names)
+    return web.Response(body=body, headers={"Content-Type": _with_charset(content_type), "Vary": "Accept"})
+
+
+async def project_page_without_slash(request: web.Request) -> web.StreamResponse:
+    project = _project_or_error(request)
+    raise web.HTTPMovedPermanently(_with_query(request, f"/pypi/simple/{project}/"))
+
+
+async def project_page(request: web.Request) -> web.StreamResponse:
+    raw_name = request.match_info["project"]
+    project = _project_or_error(request)
+    if raw_name != project:
+        # PEP 503: one URL per project; clients follow the redirect.
+        raise web.HTTPMovedPermanently(_with_query(request, f"/pypi/simple/{project}/"))
+    content_type = choose_format(request.headers.get("Accept"), request.query.get("format"))
+    if content_type is None:
+        return plain_error(406, NOT_ACCEPTABLE)
+    index = request.app[PYPI_INDEX_KEY]
+    try:
+        entry, state = await index.get_page(project)
+    except Exception as exc:
+        return _page_error(project, exc)
+    request["cache"] = state
+    request["upstream"] = entry.upstream
+    rendered = entry.rendered(content_type)
+    headers = {
+        "Content-Type": _with_charset(content_type),
+        "ETag": rendered.etag,
+        "Vary": "Accept",
+        "Cache-Control": f"max-age={max(0, int(index.config.index_ttl - entry.age()))}",
+        "Age": str(int(entry.age())),
+        CACHE_STATE_HEADER: state,
+    }
+    if entry.refresh_error and state == "stale":
+        headers["X-Pkgcache-Stale-Reason"] = "no upstream could revalidate this page; serving the last good copy"
+    if rendered.etag in _etags(request.headers.get("If-None-Match")):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=rendered.body, headers=headers)
+
+
+async def distribution_file(request: web.Request) -> web.StreamResponse:
+    raw_name = request.match_info["project"]
+    project = _project_or_error(request)
+    try:
+        filename = check_filename(request.match_info["filename"])
+    except BadName as exc:
+        return plain_error(400, f"refused file name: {exc}")
+    if raw_name != project:
+        raise web.HTTPMovedPermanently(f"/pypi/files/{project}/{filename}")
+    content_type = "text/plain; charset=utf-8" if filename.endswith(METADATA_SUFFIX) else "application/octet-stream"
+    index = request.app[PYPI_INDEX_KEY]
+    try:
+        found = await index.open_file(project, filename)
+    except FileNotListed:
+        return plain_error(404, f"{project} has no file named {filename} on its upstream's page")
+    except Exception as exc:
+        return _page_error(project, exc)
+    if isinstance(found, Path):
+        request["cache"] = "hit"
+        return send_cached_file(found, content_type)
+    request["cache"] = "miss"
+    response = await send_download(request, found, content_type)
+    request["upstream"] = found.upstream.name if found.upstream else None
+    return response
+
+
+def _project_or_error(request: web.Request) -> str:
+    try:
+        return normalize_project(request.match_info["project"])
+    except BadName as exc:
+        raise web.HTTPBadRequest(text=f"refused project name: {exc}\n") from None
+
+
+def _page_error(project: str, exc: Exception) -> web.Response:
+    response = error_for(exc)
+    if response is None:
+        raise exc
+    if response.status == 404:
+        return plain_error(404, f"project {project!r} was not found on any upstream")
+    return response
+
+
+def _with_charset(content_type: str) -> str:
+    return f"{content_type}; charset=utf-8" if content_type == TEXT_HTML else content_type
+
+
+def _with_query(request: web.Request, path: str) -> str:
+    return f"{path}?{request.query_string}" if request.query_string else path
+
+
+def _etags(header: str | None) -> set[str]:
+    if not header:
+        return set()
+    return {tag.strip().removeprefix("W/") for tag in header.split(",")}

@@ -1,0 +1,1 @@
+"""Storage shared by the PyPI and conda sides: safe paths, atomic writes, single-flight verified downloads."""
