@@ -1,0 +1,80 @@
+"""Configuration: presets, TOML, environment overrides, flags, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pkgcache.config import ConfigError, load_settings
+from pkgcache.presets import CONDA_PRESETS, PYPI_PRESETS
+
+
+def test_defaults_use_domestic_mirrors(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    names = [upstream.name for upstream in settings.pypi.upstreams]
+    assert names and all(name in PYPI_PRESETS for name in names)
+    assert all(upstream.name in CONDA_PRESETS for upstream in settings.conda.upstreams)
+
+
+def test_presets_cover_the_domestic_mirrors() -> None:
+    for name in ("tuna", "ustc", "aliyun", "bfsu", "sjtu", "nju", "huawei", "tencent"):
+        assert PYPI_PRESETS[name].startswith("https://") and PYPI_PRESETS[name].endswith("/simple/")
+    for name in ("tuna", "ustc", "bfsu", "sjtu", "nju", "aliyun", "anaconda"):
+        assert name in CONDA_PRESETS
+
+
+def test_toml_then_environment_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "pkgcache.toml"
+    config.write_text(
+        """
+[server]
+port = 9000
+data_dir = "/srv/cache"
+[upstream]
+cooldown = 5
+[pypi]
+upstreams = ["ustc", "https://corp.test/simple", {name = "backup", url = "https://backup.test/simple/"}]
+index_ttl = 30
+"""
+    )
+    settings = load_settings(config)
+    assert settings.server.port == 9000
+    assert settings.server.data_dir == Path("/srv/cache")
+    assert [u.name for u in settings.pypi.upstreams] == ["ustc", "corp.test", "backup"]
+    assert settings.pypi.upstreams[1].url == "https://corp.test/simple/"
+    assert settings.upstream.cooldown == 5
+
+    monkeypatch.setenv("PKGCACHE_SERVER__PORT", "9100")
+    monkeypatch.setenv("PKGCACHE_PYPI__INDEX_TTL", "60")
+    settings = load_settings(config)
+    assert settings.server.port == 9100 and settings.pypi.index_ttl == 60
+    assert settings.server.data_dir == Path("/srv/cache")
+
+    settings = load_settings(config, server={"port": 9200, "host": None}, pypi={"upstreams": ["tuna"]})
+    assert settings.server.port == 9200
+    assert [u.name for u in settings.pypi.upstreams] == ["tuna"]
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[server]\nport = 'eighty'\n", "server.port"),
+        ("[pypi]\nupstreams = ['no-such-preset']\n", "neither a preset name nor an http(s) URL"),
+        ("[pypi]\nupstreams = []\n", "at least one upstream"),
+        ("[pypi]\nupstreams = ['tuna', 'tuna']\n", "distinct names"),
+        ("[server]\nprot = 1\n", "server.prot"),
+        ("[conda]\nchannels = ['conda-forge']\n", "pkgs/NAME"),
+        ("[server\n", "not valid TOML"),
+    ],
+)
+def test_bad_configuration_is_explained(tmp_path: Path, toml: str, message: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(toml)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_settings(config)
+
+
+def test_missing_config_file_is_explained(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml")

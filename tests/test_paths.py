@@ -1,0 +1,60 @@
+"""Nothing a request says can reach outside the data directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pkgcache.http.app import hostile_path_reason
+from pkgcache.pypi.names import BadName, check_filename, normalize_project
+from pkgcache.storage.store import CacheStore, UnsafePath
+
+
+@pytest.mark.parametrize(
+    "segment", ["..", ".", "", "a/b", "a\\b", "a\x00b", ".hidden", "x" * 300, "tab\there"]
+)
+def test_unsafe_segments_are_refused(tmp_path: Path, segment: str) -> None:
+    with pytest.raises(UnsafePath):
+        CacheStore(tmp_path).path_for("pypi", segment)
+
+
+def test_a_symlink_cannot_lead_out(tmp_path: Path) -> None:
+    store = CacheStore(tmp_path / "data")
+    (tmp_path / "data" / "pypi").mkdir(parents=True)
+    (tmp_path / "data" / "pypi" / "evil").symlink_to(tmp_path)
+    with pytest.raises(UnsafePath):
+        store.path_for("pypi", "evil", "secret")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/pypi/files/x/..%2F..%2Fetc%2Fpasswd",
+        "/pypi/files/x/%2e%2e/y",
+        "/pypi/simple/../../etc/passwd",
+        "/pypi/files/x/a%00.whl",
+        "/pypi/files/x/a%5c..%5cb.whl",
+        "/pypi/simple/http://evil.test/x/",
+        "/pypi/simple/" + "a" * 2000 + "/",
+    ],
+)
+def test_hostile_request_paths_are_refused(path: str) -> None:
+    assert hostile_path_reason(path) is not None
+
+
+def test_ordinary_paths_pass() -> None:
+    assert hostile_path_reason("/pypi/files/alpha/alpha-1.0-py3-none-any.whl") is None
+    assert hostile_path_reason("/pypi/simple/zope.interface/") is None
+
+
+def test_names() -> None:
+    assert normalize_project("Zope.Interface") == "zope-interface"
+    assert normalize_project("Delta_Pkg") == "delta-pkg"
+    for bad in ("", "-x", "a/b", "a" * 300, "x\x00"):
+        with pytest.raises(BadName):
+            normalize_project(bad)
+    assert check_filename("a-1.0-py3-none-any.whl.metadata")
+    for bad in ("passwd", ".whl", "../a-1.0.tar.gz", "a-1.0.tar.gz\x00"):
+        with pytest.raises(BadName):
+            check_filename(bad)
