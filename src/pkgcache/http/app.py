@@ -12,7 +12,7 @@ from aiohttp import web
 
 from pkgcache import __version__
 from pkgcache.config import PypiUpstream, Settings, UpstreamPolicy
-from pkgcache.http.responses import error_for, plain_error
+from pkgcache.http.responses import CACHE_STATE, UPSTREAM_USED, error_for, plain_error
 from pkgcache.pypi.index import PypiIndex
 from pkgcache.pypi.routes import add_pypi_routes
 from pkgcache.storage.downloads import Downloader
@@ -79,10 +79,10 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
             request.method,
             request.path,
             status,
-            request.get("cache", "-"),
+            request.get(CACHE_STATE, "-"),
             size,
             (time.monotonic() - started) * 1000,
-            request.get("upstream") or "-",
+            request.get(UPSTREAM_USED, "-"),
         )
 
 

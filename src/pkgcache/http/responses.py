@@ -15,6 +15,9 @@ from pkgcache.upstream.pool import UpstreamNotFound, UpstreamsUnavailable
 log = logging.getLogger(__name__)
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+# What the access log reports about a request, set by the handlers.
+CACHE_STATE = web.RequestKey("cache_state", str)
+UPSTREAM_USED = web.RequestKey("upstream_used", str)
 CACHE_STATE_HEADER = "X-Pkgcache-Cache"
 
 

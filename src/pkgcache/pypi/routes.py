@@ -10,7 +10,9 @@ from pathlib import Path
 from aiohttp import web
 
 from pkgcache.http.responses import (
+    CACHE_STATE,
     CACHE_STATE_HEADER,
+    UPSTREAM_USED,
     error_for,
     plain_error,
     send_cached_file,
@@ -75,8 +77,8 @@ async def project_page(request: web.Request) -> web.StreamResponse:
         entry, state = await index.get_page(project)
     except Exception as exc:
         return _page_error(project, exc)
-    request["cache"] = state
-    request["upstream"] = entry.upstream
+    request[CACHE_STATE] = state
+    request[UPSTREAM_USED] = entry.upstream
     rendered = entry.rendered(content_type)
     headers = {
         "Content-Type": _with_charset(content_type),
@@ -111,11 +113,12 @@ async def distribution_file(request: web.Request) -> web.StreamResponse:
     except Exception as exc:
         return _page_error(project, exc)
     if isinstance(found, Path):
-        request["cache"] = "hit"
+        request[CACHE_STATE] = "hit"
         return send_cached_file(found, content_type)
-    request["cache"] = "miss"
+    request[CACHE_STATE] = "miss"
     response = await send_download(request, found, content_type)
-    request["upstream"] = found.upstream.name if found.upstream else None
+    if found.upstream is not None:
+        request[UPSTREAM_USED] = found.upstream.name
     return response
 
 

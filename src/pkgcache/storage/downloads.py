@@ -78,6 +78,8 @@ class Download:
         self.written = 0
         self.total: int | None = expected.size
         self.upstream: Upstream | None = None
+        # The answering upstream's headers (ETag, Last-Modified...), for callers that keep validators.
+        self.response_headers: Mapping[str, str] = {}
         self.error: BaseException | None = None
         self.verified = False
         self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -97,8 +99,9 @@ class Download:
         if self.error is not None:
             raise self.error
 
-    def mark_started(self, upstream: Upstream, total: int | None) -> None:
+    def mark_started(self, upstream: Upstream, total: int | None, headers: Mapping[str, str]) -> None:
         self.upstream = upstream
+        self.response_headers = dict(headers)
         if self.total is None:
             self.total = total
         if not self._started.done():
@@ -174,16 +177,19 @@ class Downloader:
         target: TargetFor,
         expected: Expected,
         headers: HeadersFor | None = None,
+        *,
+        replace: bool = False,
     ) -> Download | None:
         """The download of `final_path`: a running one to join, or a new one. None if the file is already there.
 
         No await happens between the existence check and registering the download, so two requests can never
-        both start one.
+        both start one. With `replace`, an existing file is fetched again and replaced when the new one is whole
+        (for index files that change); until then readers of the old file keep it.
         """
         running = self._in_flight.get(final_path)
         if running is not None:
             return running
-        if final_path.is_file():
+        if not replace and final_path.is_file():
             return None
         download = Download(final_path, self.store.new_temp_path(final_path.name), expected)
         # Create the temp file now so that followers can open it before the first byte arrives.
@@ -255,7 +261,9 @@ class _Receiver:
         download = self.download
         skip = self._bytes_to_skip(response)
         _refuse_html_for_binary(response, download)
-        download.mark_started(upstream, _declared_length(response) if not download.written else None)
+        download.mark_started(
+            upstream, _declared_length(response) if not download.written else None, response.headers
+        )
         # Writes happen in a worker thread; the file is opened in append mode for the resume case.
         handle = await _storage_call(open, download.temp_path, "ab")
         try:

@@ -1,0 +1,768 @@
+"""Fake upstream package indexes (aiohttp.web, in-process, 127.0.0.1 only).
+
+- OfficialLikeUpstream: behaves like the official index: PEP 503 HTML and
+  PEP 691 JSON chosen by Accept, PEP 658/714 metadata, name redirects, files
+  on a second host (``.files``) with absolute links.
+- TunaLikeUpstream: behaves like a bandersnatch/nginx mirror: HTML only,
+  relative links, no metadata, no normalisation, and a picky firewall.
+- SlowUpstream: a TunaLike that delays answers and throttles file bodies.
+- FailingUpstream: answers 503, resets connections, or hangs.
+
+Every server logs requests (``.requests``, ``.count()``). The index servers
+carry runtime fault knobs: ``corrupt_files``, ``garbage``, ``missing_projects``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import html
+import json
+import random
+import re
+import socket
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import formatdate, parsedate_to_datetime
+
+from aiohttp import web
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from .dists import Dist
+
+JSON_CT = "application/vnd.pypi.simple.v1+json"
+HTML_V1_CT = "application/vnd.pypi.simple.v1+html"
+TEXT_HTML = "text/html"
+_LATEST_ALIASES = {
+    JSON_CT: "application/vnd.pypi.simple.latest+json",
+    HTML_V1_CT: "application/vnd.pypi.simple.latest+html",
+}
+# On equal quality the official index prefers HTML (the PEP 503 default).
+_OFFERS = (TEXT_HTML, HTML_V1_CT, JSON_CT)
+FILE_CT = "application/octet-stream"
+
+# Last-Modified of pages is this instant plus the serial, in seconds.
+_BASE_TS = 1704067200  # 2024-01-01T00:00:00Z
+_UPLOAD_BASE = datetime(2024, 1, 1, tzinfo=UTC)
+
+_REPO_VERSION_META = '    <meta name="pypi:repository-version" content="1.1">'
+FAULT_MODES = ("html-error", "bad-html", "bad-json", "random", "truncate", "reset", "hang")
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]  # header names as the client spelled them
+    query: str = ""
+
+
+def _raw_headers(request: web.BaseRequest) -> dict[str, str]:
+    # raw_headers keeps the client's spelling; CIMultiDict would not show it.
+    out: dict[str, str] = {}
+    for name, value in request.raw_headers:
+        out[name.decode("latin-1")] = value.decode("latin-1")
+    return out
+
+
+class FakeServer:
+    """An aiohttp server on 127.0.0.1 with a random port that logs every request."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.requests: list[RecordedRequest] = []
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        # handler_cancellation: stop work when the client goes away, like nginx does;
+        # a short shutdown_timeout keeps stop() fast even with hanging handlers.
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(RecordedRequest(request.method, request.path, _raw_headers(request), request.query_string))
+        return await self.handle(request)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPNotFound()
+
+    def count(self, what: str | Callable[[RecordedRequest], bool]) -> int:
+        """GET/HEAD requests whose path ends with ``what``, or requests matching a predicate."""
+        if callable(what):
+            return sum(1 for r in self.requests if what(r))
+        return sum(1 for r in self.requests if r.method in ("GET", "HEAD") and r.path.endswith(what))
+
+    def reset_log(self) -> None:
+        self.requests.clear()
+
+
+# --- small HTTP helpers -------------------------------------------------------------
+
+
+def _etag_for(*parts: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return f'"{digest.hexdigest()[:32]}"'
+
+
+def _not_modified(request: web.BaseRequest, etag: str, last_modified_ts: int) -> bool:
+    """True when the conditional headers say the client's copy is current."""
+    inm = request.headers.get("If-None-Match")
+    if inm is not None:
+        # Weak comparison, as RFC 9110 asks for If-None-Match.
+        tags = {t.strip().removeprefix("W/") for t in inm.split(",")}
+        return "*" in tags or etag in tags
+    ims = request.headers.get("If-Modified-Since")
+    if ims:
+        try:
+            return parsedate_to_datetime(ims).timestamp() >= last_modified_ts
+        except (TypeError, ValueError):
+            return False
+    return False
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
+    """(start, end_inclusive) for one satisfiable range, None to send it all, False if unsatisfiable."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None  # absent, foreign unit or multi-range: answer 200 with everything
+    first, _, last = header[len("bytes=") :].strip().partition("-")
+    try:
+        if first == "":
+            length = int(last)
+            if length <= 0:
+                return False
+            return max(0, size - length), size - 1
+        start = int(first)
+        end = int(last) if last else size - 1
+    except ValueError:
+        return None
+    if start >= size or end < start:
+        return False
+    return start, min(end, size - 1)
+
+
+def _parse_accept(header: str) -> list[tuple[str, float]]:
+    ranges: list[tuple[str, float]] = []
+    for part in header.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        if not media:
+            continue
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        ranges.append((media.lower(), q))
+    return ranges
+
+
+def _quality(offer: str, ranges: list[tuple[str, float]]) -> float:
+    """q of the most specific range matching offer (exact > type/* > */*), 0 if none."""
+    names = {offer, _LATEST_ALIASES.get(offer, offer)}
+    major = offer.split("/")[0]
+    best_specificity, q = 0, 0.0
+    for media, media_q in ranges:
+        if media in names:
+            specificity = 3
+        elif media == f"{major}/*":
+            specificity = 2
+        elif media == "*/*":
+            specificity = 1
+        else:
+            continue
+        if specificity > best_specificity:
+            best_specificity, q = specificity, media_q
+    return q
+
+
+def negotiate(accept: str | None) -> str:
+    """Pick the simple-API format for an Accept header the way the official index does."""
+    if not accept:
+        return TEXT_HTML
+    ranges = _parse_accept(accept)
+    best, best_q = TEXT_HTML, 0.0  # nothing acceptable: fall back to HTML, no 406
+    for offer in _OFFERS:
+        q = _quality(offer, ranges)
+        if q > best_q:
+            best, best_q = offer, q
+    return best
+
+
+def _sort_versions(versions: Iterable[str]) -> list[str]:
+    def key(v: str) -> tuple[bool, Version, str]:
+        # Unparseable versions sort last, among themselves by text.
+        try:
+            return (False, Version(v), v)
+        except InvalidVersion:
+            return (True, Version("0"), v)
+
+    return sorted(set(versions), key=key)
+
+
+_ERROR_PAGE = (
+    b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>"
+    b"<body><h1>502 Bad Gateway</h1><p>The upstream server is temporarily unavailable.</p></body></html>"
+)
+_LOGIN_PAGE = (
+    b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>"
+    b"<h1>Please sign in to continue</h1><form method='post'><input name='user'>"
+    b"<input name='password' type='password'><button>Sign in</button></form></body></html>"
+)
+_BAD_JSON = b'{"meta": {"api-version": "1.1"}, "name": "x", "files": [{"filename": '
+
+
+def _reset_connection(request: web.BaseRequest) -> None:
+    """Drop the TCP connection with an RST, without any HTTP answer."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        # Linger 0 turns close() into a reset instead of an orderly FIN.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+async def fault_response(
+    request: web.BaseRequest,
+    mode: str,
+    body: bytes = b"",
+    content_type: str = FILE_CT,
+    *,
+    json_content_type: str = JSON_CT,
+    hang_seconds: float = 30.0,
+) -> web.StreamResponse:
+    """A broken answer in place of ``body``.
+
+    Modes: "html-error" (200 HTML error page), "bad-html" (200 login page, no links),
+    "bad-json" (200, JSON content type, invalid JSON), "random" (200, random bytes),
+    "truncate" (full Content-Length, half the body, then close), "reset" (drop the
+    connection, no answer), "hang" (answer nothing for ``hang_seconds``), or a
+    3-digit status such as "503".
+    """
+    if mode == "html-error":
+        return web.Response(body=_ERROR_PAGE, headers={"Content-Type": "text/html; charset=utf-8"})
+    if mode == "bad-html":
+        return web.Response(body=_LOGIN_PAGE, headers={"Content-Type": "text/html; charset=utf-8"})
+    if mode == "bad-json":
+        return web.Response(body=_BAD_JSON, headers={"Content-Type": json_content_type})
+    if mode == "random":
+        return web.Response(body=random.Random(request.path).randbytes(512), headers={"Content-Type": content_type})
+    if mode == "truncate":
+        return await _truncated(request, body, content_type)
+    if mode == "reset":
+        _reset_connection(request)
+        raise asyncio.CancelledError()  # nothing left to answer on
+    if mode == "hang":
+        await asyncio.sleep(hang_seconds)
+        return web.Response(status=504, text="gave up hanging")
+    if mode.isdigit() and len(mode) == 3:
+        status = int(mode)
+        return web.Response(status=status, text=f"{status} fault injected by test\n")
+    raise ValueError(f"unknown fault mode {mode!r}")
+
+
+async def _truncated(request: web.BaseRequest, body: bytes, content_type: str) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": content_type})
+    resp.content_length = len(body)
+    await resp.prepare(request)
+    if request.method != "HEAD":
+        await resp.write(body[: len(body) // 2])
+    transport = request.transport
+    if transport is not None:
+        transport.close()  # close() flushes what was written, then sends FIN
+    raise asyncio.CancelledError()
+
+
+def _corrupt(data: bytes) -> bytes:
+    """Same length, different bytes: only a hash check notices."""
+    if not data:
+        return b"\0"
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
+
+
+# --- shared index behaviour ------------------------------------------------------------
+
+
+class _IndexServer(FakeServer):
+    """Dists, serial, fault knobs and file serving shared by the index fakes."""
+
+    serves_metadata = False  # PEP 658 .metadata files and attributes
+    hang_seconds = 30.0
+
+    def __init__(self, dists: Iterable[Dist] = ()) -> None:
+        super().__init__()
+        # Fault knobs, settable at any time from the test thread.
+        self.corrupt_files: set[str] = set()  # filenames (or "<wheel>.metadata") served altered
+        self.garbage: dict[str, str] = {}  # filename or project name -> fault mode
+        self.missing_projects: set[str] = set()  # 404 for these project pages (sync lag)
+        self.serial = 12344
+        self.dists: list[Dist] = []
+        self._by_path: dict[str, Dist] = {}
+        self._upload_times: dict[str, str] = {}
+        self.set_dists(dists)
+
+    # -- index contents --
+
+    def set_dists(self, dists: Iterable[Dist]) -> None:
+        """Replace the whole index (bumps the serial, so ETags change)."""
+        self.dists = list(dists)
+        self._by_path = {self.file_path(d): d for d in self.dists}
+        # Later positions in the list look like later uploads.
+        self._upload_times = {
+            d.filename: (_UPLOAD_BASE + timedelta(hours=i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            for i, d in enumerate(self.dists)
+        }
+        self.serial += 1
+
+    def add_dist(self, dist: Dist) -> None:
+        self.set_dists([*self.dists, dist])
+
+    def remove_dist(self, filename: str) -> None:
+        self.set_dists([d for d in self.dists if d.filename != filename])
+
+    @staticmethod
+    def file_path(dist: Dist) -> str:
+        sha = dist.sha256
+        return f"/packages/{sha[:2]}/{sha[2:4]}/{sha[4:]}/{dist.filename}"
+
+    def projects(self) -> dict[str, list[Dist]]:
+        """Visible projects by normalised name (missing_projects left out)."""
+        hidden = {canonicalize_name(n) for n in self.missing_projects}
+        out: dict[str, list[Dist]] = {}
+        for dist in self.dists:
+            if dist.normalized not in hidden:
+                out.setdefault(dist.normalized, []).append(dist)
+        return dict(sorted(out.items()))
+
+    @property
+    def last_modified_ts(self) -> int:
+        return _BASE_TS + self.serial
+
+    def _project_fault(self, name: str) -> str | None:
+        """The fault mode set for this project, under any spelling of its name."""
+        wanted = canonicalize_name(name)
+        return next((mode for key, mode in self.garbage.items() if canonicalize_name(key) == wanted), None)
+
+    # -- HTML shared by both index styles --
+
+    def _link(self, dist: Dist, href: str) -> str:
+        attrs = [f'href="{html.escape(href + "#sha256=" + dist.sha256)}"']
+        if dist.requires_python:
+            attrs.append(f'data-requires-python="{html.escape(dist.requires_python)}"')
+        if self.serves_metadata and dist.metadata_sha256:
+            # Both spellings, as PEP 714 asks during the transition.
+            attrs.append(f'data-dist-info-metadata="sha256={dist.metadata_sha256}"')
+            attrs.append(f'data-core-metadata="sha256={dist.metadata_sha256}"')
+        if dist.yanked is not False:
+            reason = "" if dist.yanked is True else str(dist.yanked)
+            attrs.append(f'data-yanked="{html.escape(reason)}"')
+        return f"    <a {' '.join(attrs)}>{html.escape(dist.filename)}</a><br />"
+
+    def _html_page(self, title: str, links: list[str], head_extra: str = "") -> bytes:
+        lines = [
+            "<!DOCTYPE html>",
+            "<html>",
+            "  <head>",
+            *([head_extra] if head_extra else []),
+            f"    <title>{html.escape(title)}</title>",
+            "  </head>",
+            "  <body>",
+            f"    <h1>{html.escape(title)}</h1>",
+            *links,
+            "  </body>",
+            "</html>",
+            f"<!--SERIAL {self.serial}-->",
+            "",
+        ]
+        return "\n".join(lines).encode("utf-8")
+
+    def _page_response(
+        self, request: web.BaseRequest, body: bytes, content_type: str, extra: dict[str, str] | None = None
+    ) -> web.Response:
+        etag = _etag_for(content_type.encode(), body)
+        headers = {
+            "ETag": etag,
+            "Last-Modified": formatdate(self.last_modified_ts, usegmt=True),
+            "Cache-Control": "max-age=600, public",
+            **(extra or {}),
+        }
+        if _not_modified(request, etag, self.last_modified_ts):
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=body, headers={**headers, "Content-Type": content_type})
+
+    def _redirect(self, path: str) -> web.Response:
+        # Absolute Location, as both the official index and nginx send it.
+        return web.Response(status=301, headers={"Location": self.url + path})
+
+    # -- files --
+
+    async def serve_file(self, request: web.Request) -> web.StreamResponse:
+        """A dist (or its .metadata) at its /packages/... path, with faults applied."""
+        path = request.path
+        is_metadata = path.endswith(".metadata")
+        dist = self._by_path.get(path.removesuffix(".metadata") if is_metadata else path)
+        if dist is None or (is_metadata and (not self.serves_metadata or dist.metadata is None)):
+            raise web.HTTPNotFound()
+        name = dist.filename + (".metadata" if is_metadata else "")
+        body = dist.metadata if is_metadata else dist.data
+        assert body is not None
+        if name in self.corrupt_files:
+            body = _corrupt(body)
+        mode = self.garbage.get(name)
+        if mode:
+            return await fault_response(request, mode, body, FILE_CT, hang_seconds=self.hang_seconds)
+        return await self._file_response(request, body)
+
+    async def _file_response(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        etag = _etag_for(body)
+        headers = {
+            "ETag": etag,
+            "Last-Modified": formatdate(_BASE_TS, usegmt=True),
+            "Accept-Ranges": "bytes",
+            "Cache-Control": "max-age=365000000, immutable, public",
+            "Content-Type": FILE_CT,
+        }
+        if _not_modified(request, etag, _BASE_TS):
+            return web.Response(status=304, headers=headers)
+        wanted = _parse_range(request.headers.get("Range"), len(body))
+        if wanted is False:
+            return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{len(body)}"})
+        if isinstance(wanted, tuple):
+            start, end = wanted
+            headers["Content-Range"] = f"bytes {start}-{end}/{len(body)}"
+            return await self._send_body(request, 206, headers, body[start : end + 1])
+        return await self._send_body(request, 200, headers, body)
+
+    async def _send_body(
+        self, request: web.Request, status: int, headers: dict[str, str], body: bytes
+    ) -> web.StreamResponse:
+        """Hook for SlowUpstream's throttling; aiohttp drops the body for HEAD."""
+        return web.Response(status=status, headers=headers, body=body)
+
+
+class _FilesHost(FakeServer):
+    """The separate files host of OfficialLikeUpstream; faults come from the owner."""
+
+    def __init__(self, owner: _IndexServer) -> None:
+        super().__init__()
+        self._owner = owner
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if not request.path.startswith("/packages/"):
+            raise web.HTTPNotFound()
+        return await self._owner.serve_file(request)
+
+
+# --- the official-like index ------------------------------------------------------------
+
+
+class OfficialLikeUpstream(_IndexServer):
+    """Simple API at ``{url}/simple/``, files on ``.files`` (another port).
+
+    ``json_content_type`` is what JSON answers are labelled with; set it to
+    "application/octet-stream" to imitate a mirror that mislabels JSON.
+    Requests to the files host are logged on ``.files.requests``.
+    """
+
+    serves_metadata = True
+
+    def __init__(self, dists: Iterable[Dist] = (), *, json_content_type: str = JSON_CT) -> None:
+        super().__init__(dists)
+        self.json_content_type = json_content_type
+        self.files = _FilesHost(self)
+
+    async def start(self) -> None:
+        await self.files.start()
+        await super().start()
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self.files.stop()
+
+    @property
+    def index_url(self) -> str:
+        return f"{self.url}/simple/"
+
+    def file_url(self, dist: Dist) -> str:
+        return self.files.url + self.file_path(dist)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if path == "/simple":
+            return self._redirect("/simple/")
+        if path == "/simple/":
+            return self._root(request)
+        match = re.fullmatch(r"/simple/([^/]+)(/?)", path)
+        if match is None:
+            raise web.HTTPNotFound()
+        name, slash = match.groups()
+        normalized = canonicalize_name(name)
+        if name != normalized or not slash:
+            return self._redirect(f"/simple/{normalized}/")
+        dists = self.projects().get(normalized, [])
+        body, content_type = self._render(
+            negotiate(request.headers.get("Accept")),
+            self._project_doc(normalized, dists),
+            self._project_html(normalized, dists),
+        )
+        # A fault set on the project wins over both the page and its absence.
+        mode = self._project_fault(normalized)
+        if mode:
+            return await fault_response(
+                request,
+                mode,
+                body,
+                content_type,
+                json_content_type=self.json_content_type,
+                hang_seconds=self.hang_seconds,
+            )
+        if not dists:
+            raise web.HTTPNotFound()
+        return self._page_response(request, body, content_type, self._headers())
+
+    def _headers(self) -> dict[str, str]:
+        return {"Vary": "Accept, Accept-Encoding", "X-PyPI-Last-Serial": str(self.serial)}
+
+    def _render(self, chosen: str, json_doc: dict[str, object], html_body: bytes) -> tuple[bytes, str]:
+        """(body, Content-Type) for the negotiated format."""
+        if chosen == JSON_CT:
+            return json.dumps(json_doc, separators=(",", ":")).encode(), self.json_content_type
+        return html_body, "text/html; charset=utf-8" if chosen == TEXT_HTML else HTML_V1_CT
+
+    def _meta(self) -> dict[str, object]:
+        return {"api-version": "1.1", "_last-serial": self.serial}
+
+    def _root(self, request: web.Request) -> web.Response:
+        chosen = negotiate(request.headers.get("Accept"))
+        projects = self.projects()
+        names = {norm: dists[0].project for norm, dists in projects.items()}
+        doc = {"meta": self._meta(), "projects": [{"name": n, "_last-serial": self.serial} for n in names.values()]}
+        links = [f'    <a href="/simple/{norm}/">{html.escape(n)}</a>' for norm, n in names.items()]
+        page = self._html_page("Simple index", links, _REPO_VERSION_META)
+        return self._page_response(request, *self._render(chosen, doc, page), self._headers())
+
+    def _file_entry(self, dist: Dist) -> dict[str, object]:
+        metadata: object = {"sha256": dist.metadata_sha256} if dist.metadata_sha256 else False
+        return {
+            "filename": dist.filename,
+            "url": self.file_url(dist),
+            "hashes": {"sha256": dist.sha256},
+            "requires-python": dist.requires_python,
+            "yanked": dist.yanked,
+            "core-metadata": metadata,
+            "data-dist-info-metadata": metadata,
+            "size": dist.size,
+            "upload-time": self._upload_times[dist.filename],
+        }
+
+    def _project_doc(self, normalized: str, dists: list[Dist]) -> dict[str, object]:
+        return {
+            "meta": self._meta(),
+            "name": normalized,
+            "files": [self._file_entry(d) for d in dists],
+            "versions": _sort_versions(d.version for d in dists),
+        }
+
+    def _project_html(self, normalized: str, dists: list[Dist]) -> bytes:
+        links = [self._link(d, self.file_url(d)) for d in dists]
+        return self._html_page(f"Links for {normalized}", links, _REPO_VERSION_META)
+
+
+# --- the mirror-like index ---------------------------------------------------------------
+
+TUNA_ALLOWED_HEADERS = frozenset(
+    {
+        "host",
+        "user-agent",
+        "accept",
+        "accept-encoding",
+        "connection",
+        "if-none-match",
+        "if-modified-since",
+        "range",
+        "cache-control",
+        "pragma",
+        "content-length",
+        "keep-alive",
+    }
+)
+
+
+@dataclass
+class Firewall:
+    """The mirror's request filter; every rule can be changed by a test."""
+
+    allowed_headers: frozenset[str] = TUNA_ALLOWED_HEADERS
+    forbidden_ua_prefixes: tuple[str, ...] = ("python-requests",)
+    # pip's and uv's own User-Agents contain "implementation" (linehaul JSON), so this
+    # rule also refuses them when they talk to the mirror directly.
+    forbidden_ua_substrings: tuple[str, ...] = ("implementation",)
+    enabled: bool = True
+    refused: list[tuple[int, str]] = field(default_factory=list)  # (status, why) per refusal
+
+    def check(self, request: web.BaseRequest) -> web.Response | None:
+        if not self.enabled:
+            return None
+        for raw_name, _ in request.raw_headers:
+            name = raw_name.decode("latin-1")
+            if name.lower() not in self.allowed_headers:
+                return self._refuse(404, f"header {name}")
+        ua = request.headers.get("User-Agent")
+        if not ua:
+            return self._refuse(403, "no User-Agent")
+        if ua.startswith(self.forbidden_ua_prefixes) or any(s in ua for s in self.forbidden_ua_substrings):
+            return self._refuse(403, f"User-Agent {ua[:60]}")
+        return None
+
+    def _refuse(self, status: int, why: str) -> web.Response:
+        self.refused.append((status, why))
+        return web.Response(status=status, text=f"{status} refused\n", headers={"Content-Type": "text/html"})
+
+
+class TunaLikeUpstream(_IndexServer):
+    """A static mirror: HTML only, relative links, files under ``{url}/packages/``.
+
+    ``firewall`` holds the request filter; ``TunaLikeUpstream(dists, strict_ua=False)``
+    drops the "implementation" rule so pip and uv can talk to it directly.
+    """
+
+    def __init__(self, dists: Iterable[Dist] = (), *, strict_ua: bool = True) -> None:
+        super().__init__(dists)
+        self.firewall = Firewall()
+        if not strict_ua:
+            self.firewall.forbidden_ua_substrings = ()
+
+    @property
+    def index_url(self) -> str:
+        return f"{self.url}/simple/"
+
+    def file_url(self, dist: Dist) -> str:
+        return self.url + self.file_path(dist)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        refusal = self.firewall.check(request)
+        if refusal is not None:
+            return refusal
+        path = request.path
+        if path.startswith("/packages/"):
+            return await self.serve_file(request)
+        if path == "/simple":
+            return self._redirect("/simple/")
+        if path == "/simple/":
+            return self._root(request)
+        match = re.fullmatch(r"/simple/([^/]+)(/?)", path)
+        # No normalisation: only the exact normalised directory name exists.
+        if match is None or match.group(1) != canonicalize_name(match.group(1)):
+            raise web.HTTPNotFound()
+        name, slash = match.groups()
+        if not slash:
+            return self._redirect(f"/simple/{name}/")  # nginx adds the slash for directories
+        dists = self.projects().get(name, [])
+        links = [self._link(d, "../.." + self.file_path(d)) for d in dists]
+        body = self._html_page(f"Links for {name}", links)
+        mode = self._project_fault(name)
+        if mode:
+            return await fault_response(request, mode, body, TEXT_HTML, hang_seconds=self.hang_seconds)
+        if not dists:
+            raise web.HTTPNotFound()
+        return self._mirror_page(request, body)
+
+    def _root(self, request: web.Request) -> web.Response:
+        links = [f'    <a href="{norm}/">{norm}</a><br />' for norm in self.projects()]
+        return self._mirror_page(request, self._html_page("Simple Index", links))
+
+    def _mirror_page(self, request: web.Request, body: bytes) -> web.Response:
+        return self._page_response(request, body, TEXT_HTML, {"Server": "nginx", "Accept-Ranges": "bytes"})
+
+
+class SlowUpstream(TunaLikeUpstream):
+    """TunaLike that waits ``delay`` seconds before every answer and sends file
+    bodies at ``bytes_per_second`` (0 = unthrottled) in small chunks."""
+
+    def __init__(
+        self,
+        dists: Iterable[Dist] = (),
+        *,
+        delay: float = 0.0,
+        bytes_per_second: int = 1024 * 1024,
+        strict_ua: bool = True,
+    ) -> None:
+        super().__init__(dists, strict_ua=strict_ua)
+        self.delay = delay
+        self.bytes_per_second = bytes_per_second
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return await super().handle(request)
+
+    async def _send_body(
+        self, request: web.Request, status: int, headers: dict[str, str], body: bytes
+    ) -> web.StreamResponse:
+        rate = self.bytes_per_second
+        if rate <= 0 or request.method == "HEAD":
+            return await super()._send_body(request, status, headers, body)
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = len(body)
+        await resp.prepare(request)
+        chunk = max(1024, rate // 20)  # about 20 writes per second
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for offset in range(0, len(body), chunk):
+            await resp.write(body[offset : offset + chunk])
+            # Sleep against the schedule, not per chunk, so the rate does not drift.
+            ahead = started + (offset + chunk) / rate - loop.time()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+        await resp.write_eof()
+        return resp
+
+
+class FailingUpstream(FakeServer):
+    """Every request fails: mode "503" (or any 3-digit status), "reset", "hang".
+
+    ``mode`` and ``hang_seconds`` can be changed while running.
+    """
+
+    def __init__(self, mode: str = "503", *, hang_seconds: float = 30.0) -> None:
+        super().__init__()
+        self.mode = mode
+        self.hang_seconds = hang_seconds
+
+    @property
+    def index_url(self) -> str:
+        return f"{self.url}/simple/"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        return await fault_response(request, self.mode, b"", TEXT_HTML, hang_seconds=self.hang_seconds)

@@ -1,0 +1,76 @@
+"""Real clients (pip and uv) install through pkgcache, from each kind of upstream, and again from cache alone."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.cache_service import RunningCache
+from tests.fakes.pypi_upstreams import OfficialLikeUpstream, TunaLikeUpstream
+from tests.support import BackgroundLoop, installed_dists, run_pip_install, run_uv_install
+
+EXPECTED_TREE = {"alpha==2.0", "beta==1.1", "gamma==0.5", "delta-pkg==3.0"}
+Installer = Callable[..., object]
+INSTALLERS = {"pip": run_pip_install, "uv": run_uv_install}
+
+
+def _install(kind: str, cache: RunningCache, target: Path) -> set[str]:
+    result = INSTALLERS[kind](cache.index_url, target, "alpha==2.0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return installed_dists(target)
+
+
+def _file_requests(server: OfficialLikeUpstream | TunaLikeUpstream) -> list[str]:
+    files_server = getattr(server, "files", server)
+    return [r.path for r in files_server.requests if "/packages/" in r.path]
+
+
+@pytest.mark.parametrize("kind", ["pip", "uv"])
+def test_install_from_official_layout_then_from_cache_alone(
+    kind: str,
+    official_upstream: OfficialLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    bg_loop: BackgroundLoop,
+    tmp_path: Path,
+) -> None:
+    cache = make_cache([official_upstream.index_url])
+    assert _install(kind, cache, tmp_path / "first") == EXPECTED_TREE
+    # The upstream really served this install: pages on the index host, files on the files host.
+    assert official_upstream.count("/simple/alpha/") >= 1
+    assert official_upstream.count("/simple/delta-pkg/") >= 1
+    fetched = _file_requests(official_upstream)
+    assert any(path.endswith("alpha-2.0-py3-none-any.whl") for path in fetched)
+    if kind == "uv":
+        # uv reads PEP 658 metadata, which pkgcache passes on because this upstream has it.
+        assert any(path.endswith(".whl.metadata") for path in fetched)
+    # Every request pkgcache made upstream was plain and carried its own User-Agent.
+    for request in official_upstream.requests + official_upstream.files.requests:
+        assert request.headers.get("User-Agent", "").startswith("pkgcache/")
+        assert not any(name.lower().startswith("x-") for name in request.headers)
+
+    bg_loop.run(official_upstream.stop())
+    assert _install(kind, cache, tmp_path / "second") == EXPECTED_TREE
+
+
+@pytest.mark.parametrize("kind", ["pip", "uv"])
+def test_install_from_tuna_like_mirror_then_from_cache_alone(
+    kind: str,
+    tuna_upstream: TunaLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    bg_loop: BackgroundLoop,
+    tmp_path: Path,
+) -> None:
+    cache = make_cache([tuna_upstream.index_url], pypi={"index_ttl": 0})
+    assert _install(kind, cache, tmp_path / "first") == EXPECTED_TREE
+    # The mirror's firewall let every pkgcache request through, and it served the relative ../../packages links.
+    assert tuna_upstream.firewall.refused == []
+    assert any(path.endswith("beta-1.1-py3-none-any.whl") for path in _file_requests(tuna_upstream))
+
+    bg_loop.run(tuna_upstream.stop())
+    # index_ttl 0: every page is stale now and its revalidation fails, yet the install works from cache.
+    assert _install(kind, cache, tmp_path / "second") == EXPECTED_TREE
+    answer = cache.get("/pypi/simple/alpha/")
+    assert answer.status == 200
+    assert answer.headers["x-pkgcache-cache"] == "stale"
