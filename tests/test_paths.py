@@ -58,3 +58,28 @@ def test_names() -> None:
     for bad in ("passwd", ".whl", "../a-1.0.tar.gz", "a-1.0.tar.gz\x00"):
         with pytest.raises(BadName):
             check_filename(bad)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/pypi/files/alpha/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/pypi/files/alpha/%2e%2e",
+        "/pypi/files/../../../etc/passwd",
+        "/pypi/simple/..%2f/",
+        "/pypi/files/alpha/alpha-2.0-py3-none-any.whl%00.txt",
+        "/pypi/simple/" + "a" * 300 + "/",
+        "/pypi/files/alpha/" + "a" * 300 + ".whl",
+        "/pypi/files/alpha/passwd",
+        "/pypi/simple/http:%2F%2Fevil.test/",
+    ],
+)
+def test_hostile_requests_are_refused_over_http(path: str, make_cache, official_upstream) -> None:  # noqa: ANN001
+    cache = make_cache([official_upstream.index_url])
+    answer = cache.get(path)
+    assert answer.status in (400, 404), (path, answer)
+    assert answer.status != 404 or b"refused" in answer.body or answer.body
+    # Nothing was asked upstream, nothing written anywhere.
+    assert official_upstream.requests == [] and official_upstream.files.requests == []
+    written = [p for p in cache.data_dir.rglob("*") if p.is_file()]
+    assert written == []

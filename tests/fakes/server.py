@@ -177,7 +177,7 @@ class Content:
 
 
 def corrupt(body: bytes) -> bytes:
-    """Same length, different bytes: only a hash check can tell."""
+    """Same length, different bytes, so a size check passes; the archive structure may break too."""
     if not body:
         return b"\0"
     data = bytearray(body)

@@ -316,8 +316,8 @@ class _Receiver:
 
     def _reject(self, upstream: Upstream, reason: str) -> None:
         # The client may already hold all but the last byte, so there is no resuming from another mirror:
-        # the download fails as a whole and the mirror that served bad bytes is rested.
-        self.pool.report_failure(upstream, f"bad file {self.download.final_path.name}: {reason}")
+        # the download fails as a whole; the next request starts afresh.
+        self.pool.record_bad_answer(upstream, f"bad file {self.download.final_path.name}: {reason}")
         raise IntegrityError(f"{self.download.final_path.name}: {reason}")
 
 

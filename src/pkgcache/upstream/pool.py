@@ -223,6 +223,12 @@ class UpstreamPool:
         retry_after = parse_retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None
         raise UpstreamError(f"HTTP {status} from {url}", retry_after=retry_after)
 
+    def record_bad_answer(self, upstream: Upstream, reason: str) -> None:
+        """Count a bad answer (a file failing its hash) without resting the upstream: its other files may be fine."""
+        upstream.stats.failures += 1
+        upstream.last_error = reason
+        log.warning("upstream %s: %s", upstream.name, reason)
+
     def report_failure(self, upstream: Upstream, reason: str, retry_after: float | None = None) -> None:
         """Count a failure of `upstream` and skip it for the cool-down (or as long as it asked us to wait)."""
         upstream.stats.failures += 1

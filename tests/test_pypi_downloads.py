@@ -1,0 +1,165 @@
+"""Files: fetched once however many ask, streamed, checked, written atomically, never half-kept."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import http.client
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+
+from tests.cache_service import CacheProcess, RunningCache
+from tests.fakes.dists import Dist, find_dist, sample_dists
+from tests.fakes.pypi_upstreams import OfficialLikeUpstream, SlowUpstream
+from tests.support import BackgroundLoop, http_get
+
+BIG = "bigpkg-1.0-py3-none-any.whl"
+ALPHA = "alpha-2.0-py3-none-any.whl"
+
+
+def _dist(filename: str) -> Dist:
+    return find_dist(sample_dists(), filename)
+
+
+def _cached_files(data_dir: Path) -> list[Path]:
+    return [path for path in (data_dir / "pypi" / "files").rglob("*") if path.is_file()]
+
+
+async def _fetch_many(url: str, count: int) -> list[tuple[int, bytes]]:
+    async with aiohttp.ClientSession() as session:
+
+        async def one() -> tuple[int, bytes]:
+            async with session.get(url) as response:
+                return response.status, await response.read()
+
+        return await asyncio.gather(*(one() for _ in range(count)))
+
+
+def test_fifty_clients_asking_for_one_missing_file_cause_one_upstream_download(
+    bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
+) -> None:
+    slow = SlowUpstream(sample_dists(), bytes_per_second=4 * 1024 * 1024)
+    bg_loop.run(slow.start())
+    try:
+        cache = make_cache([slow.index_url])
+        url = f"{cache.url}/pypi/files/bigpkg/{BIG}"
+        answers = asyncio.run(_fetch_many(url, 50))
+        expected = _dist(BIG).sha256
+        assert all(status == 200 for status, _ in answers)
+        assert all(hashlib.sha256(body).hexdigest() == expected for _, body in answers)
+        assert slow.count(f"/{BIG}") == 1
+        # And then it is a plain cache hit.
+        again = cache.get(f"/pypi/files/bigpkg/{BIG}")
+        assert again.headers["x-pkgcache-cache"] == "hit"
+        assert hashlib.sha256(again.body).hexdigest() == expected
+    finally:
+        bg_loop.run(slow.stop())
+
+
+def test_a_client_gets_bytes_before_the_download_ends(
+    bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
+) -> None:
+    slow = SlowUpstream(sample_dists(), bytes_per_second=1024 * 1024)  # 4 MiB: about four seconds
+    bg_loop.run(slow.start())
+    try:
+        cache = make_cache([slow.index_url])
+
+        async def first_chunk_then_rest() -> tuple[float, float, bytes]:
+            started = time.monotonic()
+            async with aiohttp.ClientSession() as session, session.get(f"{cache.url}/pypi/files/bigpkg/{BIG}") as r:
+                first = await r.content.readany()
+                first_at = time.monotonic() - started
+                rest = await r.read()
+                return first_at, time.monotonic() - started, first + rest
+
+        first_at, total, body = asyncio.run(first_chunk_then_rest())
+        assert hashlib.sha256(body).hexdigest() == _dist(BIG).sha256
+        assert first_at < total / 2, (first_at, total)
+    finally:
+        bg_loop.run(slow.stop())
+
+
+def test_a_file_failing_its_hash_is_refused_and_not_kept(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    official_upstream.corrupt_files.add(ALPHA)
+    cache = make_cache([official_upstream.index_url])
+    try:
+        answer = cache.get(f"/pypi/files/alpha/{ALPHA}")
+    except http.client.IncompleteRead as cut:
+        # Streaming had begun: the connection is cut before the last byte, so the client cannot take it as whole.
+        assert len(cut.partial) < _dist(ALPHA).size
+    else:
+        assert answer.status == 502, answer
+    assert _cached_files(cache.data_dir) == []
+    assert list((cache.data_dir / "tmp").iterdir()) == []
+
+    official_upstream.corrupt_files.clear()
+    answer = cache.get(f"/pypi/files/alpha/{ALPHA}")
+    assert answer.status == 200
+    assert hashlib.sha256(answer.body).hexdigest() == _dist(ALPHA).sha256
+
+
+def test_a_killed_process_leaves_no_partial_file_that_is_later_served(bg_loop: BackgroundLoop, tmp_path: Path) -> None:
+    slow = SlowUpstream(sample_dists(), bytes_per_second=512 * 1024)  # 4 MiB takes about eight seconds
+    bg_loop.run(slow.start())
+    data_dir = tmp_path / "data"
+    try:
+        process = CacheProcess(data_dir, "--pypi-upstream", slow.index_url)
+        reader = threading.Thread(
+            target=lambda: _ignore_errors(lambda: http_get(f"{process.url}/pypi/files/bigpkg/{BIG}", timeout=20)),
+            daemon=True,
+        )
+        reader.start()
+        deadline = time.monotonic() + 10
+        while not any(p.stat().st_size > 0 for p in (data_dir / "tmp").glob("*.part")):
+            assert time.monotonic() < deadline, "the download never started"
+            time.sleep(0.05)
+        process.kill()
+        assert _cached_files(data_dir) == []
+
+        slow.bytes_per_second = 0
+        process = CacheProcess(data_dir, "--pypi-upstream", slow.index_url)
+        try:
+            assert list((data_dir / "tmp").glob("*.part")) == []  # leftovers are dropped at start
+            answer = http_get(f"{process.url}/pypi/files/bigpkg/{BIG}")
+            assert answer.status == 200
+            assert hashlib.sha256(answer.body).hexdigest() == _dist(BIG).sha256
+            (kept,) = _cached_files(data_dir)
+            assert hashlib.sha256(kept.read_bytes()).hexdigest() == _dist(BIG).sha256
+        finally:
+            assert process.terminate() == 0
+    finally:
+        bg_loop.run(slow.stop())
+
+
+def _ignore_errors(action: Callable[[], object]) -> None:
+    try:
+        action()
+    except Exception:  # the server is killed under this reader on purpose
+        pass
+
+
+def test_cached_files_support_range_requests(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    cache = make_cache([official_upstream.index_url])
+    whole = cache.get(f"/pypi/files/alpha/{ALPHA}").body
+    part = cache.get(f"/pypi/files/alpha/{ALPHA}", {"Range": "bytes=10-19"})
+    assert part.status == 206
+    assert part.body == whole[10:20]
+    assert part.headers["content-range"] == f"bytes 10-19/{len(whole)}"
+
+
+def test_metadata_files_are_served_when_the_upstream_has_them(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    cache = make_cache([official_upstream.index_url])
+    answer = cache.get(f"/pypi/files/alpha/{ALPHA}.metadata")
+    assert answer.status == 200
+    assert hashlib.sha256(answer.body).hexdigest() == _dist(ALPHA).metadata_sha256
+    assert b"Requires-Dist: beta" in answer.body
