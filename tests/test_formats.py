@@ -16,7 +16,8 @@ META_SHA = "b" * 64
 
 TUNA_STYLE_HTML = f"""<!DOCTYPE html>
 <html><head><title>Links for demo</title></head><body><h1>Links for demo</h1>
-<a href="../../packages/aa/bb/cc/demo-1.0-py3-none-any.whl#sha256={SHA}" data-requires-python="&gt;=3.8">demo-1.0-py3-none-any.whl</a><br/>
+<a href="../../packages/aa/bb/cc/demo-1.0-py3-none-any.whl#sha256={SHA}"
+   data-requires-python="&gt;=3.8">demo-1.0-py3-none-any.whl</a><br/>
 <a href="../../packages/aa/bb/dd/demo-0.9.tar.gz#sha256={SHA}" data-yanked="broken build">demo-0.9.tar.gz</a><br/>
 <a href="../../packages/aa/bb/ee/demo-0.8.tar.gz" data-yanked="">demo-0.8.tar.gz</a><br/>
 </body></html>
@@ -39,7 +40,8 @@ def test_relative_html_links_resolve_against_the_page_url() -> None:
 
 def test_both_metadata_spellings_are_read() -> None:
     for attribute in ("data-core-metadata", "data-dist-info-metadata"):
-        html = f'<a href="https://files.test/p/x-1.0-py3-none-any.whl#sha256={SHA}" {attribute}="sha256={META_SHA}">x-1.0-py3-none-any.whl</a>'
+        link = f"https://files.test/p/x-1.0-py3-none-any.whl#sha256={SHA}"
+        html = f'<a href="{link}" {attribute}="sha256={META_SHA}">x-1.0-py3-none-any.whl</a>'
         page = parse_project_page(html.encode(), "https://index.test/simple/x/", "x")
         assert page.files[0].core_metadata == {"sha256": META_SHA}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 from pkgcache.http.app import hostile_path_reason
 from pkgcache.pypi.names import BadName, check_filename, normalize_project
 from pkgcache.storage.store import CacheStore, UnsafePath
+from tests.cache_service import RunningCache
+from tests.fakes.pypi_upstreams import OfficialLikeUpstream
 
 
 @pytest.mark.parametrize(
@@ -74,11 +77,12 @@ def test_names() -> None:
         "/pypi/simple/http:%2F%2Fevil.test/",
     ],
 )
-def test_hostile_requests_are_refused_over_http(path: str, make_cache, official_upstream) -> None:  # noqa: ANN001
+def test_hostile_requests_are_refused_over_http(
+    path: str, make_cache: Callable[..., RunningCache], official_upstream: OfficialLikeUpstream
+) -> None:
     cache = make_cache([official_upstream.index_url])
     answer = cache.get(path)
     assert answer.status in (400, 404), (path, answer)
-    assert answer.status != 404 or b"refused" in answer.body or answer.body
     # Nothing was asked upstream, nothing written anywhere.
     assert official_upstream.requests == [] and official_upstream.files.requests == []
     written = [p for p in cache.data_dir.rglob("*") if p.is_file()]
