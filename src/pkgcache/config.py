@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -150,6 +150,29 @@ class CondaUpstream(_Section):
         return _check_http_url(value)
 
 
+class CacheConfig(_Section):
+    """Limits on what the cache keeps."""
+
+    # e.g. "200GB"; when passed, least recently used package files are evicted. None: no limit.
+    max_size: ByteSize | None = None
+
+
+class AccessConfig(_Section):
+    """Who may use the service. Reads are open unless users are listed; the admin API needs the token."""
+
+    # user -> password for HTTP basic auth on every read; empty: reads are open.
+    users: dict[str, str] = Field(default_factory=dict)
+    # Bearer token for the admin HTTP API (purge, refresh, gc); None: the admin API is off.
+    admin_token: str | None = None
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_enough(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 16:
+            raise ValueError("the admin token must be at least 16 characters")
+        return value
+
+
 _Named = TypeVar("_Named", "PypiUpstream", "CondaUpstream")
 
 DEFAULT_CONDA_CHANNELS = [
@@ -221,6 +244,8 @@ class Settings(BaseSettings):
     upstream: UpstreamPolicy = Field(default_factory=UpstreamPolicy)
     pypi: PypiConfig = Field(default_factory=PypiConfig)
     conda: CondaConfig = Field(default_factory=CondaConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    access: AccessConfig = Field(default_factory=AccessConfig)
 
     @model_validator(mode="after")
     def _something_enabled(self) -> Settings:
