@@ -22,6 +22,7 @@ from pkgcache.upstream.pool import Upstream, UpstreamPolicySettings, UpstreamPoo
 log = logging.getLogger("pkgcache.access")
 
 MAX_PATH_LENGTH = 1024
+DOWNLOAD_GRACE_SECONDS = 20.0
 # Encoded forms of the characters that could change a path's meaning once decoded: dot, slash, backslash, NUL.
 _ENCODED_SEPARATOR = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
 
@@ -157,7 +158,8 @@ async def _prepare_store(app: web.Application) -> None:
 
 
 async def _stop_downloads(app: web.Application) -> None:
-    await app[DOWNLOADER_KEY].close()
+    # A graceful stop lets downloads in flight finish (their clients get whole files), within a bound.
+    await app[DOWNLOADER_KEY].close(grace=DOWNLOAD_GRACE_SECONDS)
 
 
 async def _close_pools(app: web.Application) -> None:

@@ -16,7 +16,7 @@ import functools
 import hashlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -82,6 +82,8 @@ class Download:
         self.response_headers: Mapping[str, str] = {}
         self.error: BaseException | None = None
         self.verified = False
+        # A conditional request answered 304: nothing was written and the cached file stays as it is.
+        self.not_modified = False
         self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._progress = asyncio.Condition()
 
@@ -179,12 +181,14 @@ class Downloader:
         headers: HeadersFor | None = None,
         *,
         replace: bool = False,
+        on_done: Callable[[Download], Awaitable[None]] | None = None,
     ) -> Download | None:
         """The download of `final_path`: a running one to join, or a new one. None if the file is already there.
 
         No await happens between the existence check and registering the download, so two requests can never
         both start one. With `replace`, an existing file is fetched again and replaced when the new one is whole
-        (for index files that change); until then readers of the old file keep it.
+        (for index files that change); until then readers of the old file keep it. `on_done` runs once the
+        download has ended, well or not, whoever is still waiting for it.
         """
         running = self._in_flight.get(final_path)
         if running is not None:
@@ -195,12 +199,19 @@ class Downloader:
         # Create the temp file now so that followers can open it before the first byte arrives.
         download.temp_path.touch()
         self._in_flight[final_path] = download
-        task = asyncio.get_running_loop().create_task(self._run(pool, download, target, headers))
+        task = asyncio.get_running_loop().create_task(self._run(pool, download, target, headers, on_done))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return download
 
-    async def _run(self, pool: UpstreamPool, download: Download, target: TargetFor, headers: HeadersFor | None) -> None:
+    async def _run(
+        self,
+        pool: UpstreamPool,
+        download: Download,
+        target: TargetFor,
+        headers: HeadersFor | None,
+        on_done: Callable[[Download], Awaitable[None]] | None,
+    ) -> None:
         error: BaseException | None = None
         try:
             receiver = _Receiver(download, self, pool)
@@ -208,15 +219,18 @@ class Downloader:
                 target,
                 receiver.receive,
                 headers=lambda upstream: receiver.request_headers(headers, upstream),
-                ok_statuses=frozenset({200, 206}),
+                ok_statuses=frozenset({200, 206, 304}),
             )
-            await asyncio.to_thread(self.store.commit_file, download.temp_path, download.final_path)
-            log.info(
-                "cached %s (%d bytes) from %s",
-                download.final_path.name,
-                download.written,
-                download.upstream.name if download.upstream else "?",
-            )
+            if download.not_modified:
+                await asyncio.to_thread(download.temp_path.unlink, True)
+            else:
+                await asyncio.to_thread(self.store.commit_file, download.temp_path, download.final_path)
+                log.info(
+                    "cached %s (%d bytes) from %s",
+                    download.final_path.name,
+                    download.written,
+                    download.upstream.name if download.upstream else "?",
+                )
         except OSError as exc:
             error = _storage_error(exc)
         except BaseException as exc:  # every failure, cancellation included, must reach the waiting clients
@@ -228,10 +242,15 @@ class Downloader:
                     download.temp_path.unlink()
                 log.warning("download of %s failed: %s", download.final_path.name, error)
             await download.finish(error)
+            if on_done is not None:
+                await _run_hook(on_done, download)
         if isinstance(error, asyncio.CancelledError):
             raise error
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 0.0) -> None:
+        """Let downloads in flight finish for up to `grace` seconds, then cut the rest (their files are dropped)."""
+        if self._tasks and grace > 0:
+            await asyncio.wait(list(self._tasks), timeout=grace)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -259,11 +278,13 @@ class _Receiver:
 
     async def receive(self, upstream: Upstream, response: aiohttp.ClientResponse) -> None:
         download = self.download
+        if response.status == 304:
+            download.not_modified = True
+            download.mark_started(upstream, None, response.headers)
+            return
         skip = self._bytes_to_skip(response)
         _refuse_html_for_binary(response, download)
-        download.mark_started(
-            upstream, _declared_length(response) if not download.written else None, response.headers
-        )
+        download.mark_started(upstream, _declared_length(response) if not download.written else None, response.headers)
         # Writes happen in a worker thread; the file is opened in append mode for the resume case.
         handle = await _storage_call(open, download.temp_path, "ab")
         try:
@@ -319,6 +340,13 @@ class _Receiver:
         # the download fails as a whole; the next request starts afresh.
         self.pool.record_bad_answer(upstream, f"bad file {self.download.final_path.name}: {reason}")
         raise IntegrityError(f"{self.download.final_path.name}: {reason}")
+
+
+async def _run_hook(hook: Callable[[Download], Awaitable[None]], download: Download) -> None:
+    try:
+        await hook(download)
+    except Exception:
+        log.exception("after-download hook failed for %s", download.final_path.name)
 
 
 def _write_all(handle: object, chunk: bytes) -> None:
