@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 
 from tests.cache_service import RunningCache, cache_settings, start_cache
+from tests.conda_support import Channels
+from tests.fakes.conda_channel import build_channel
+from tests.fakes.conda_upstreams import AnacondaLikeUpstream, MirrorLikeUpstream
 from tests.fakes.dists import sample_dists
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream, TunaLikeUpstream
 from tests.support import BackgroundLoop
@@ -59,3 +62,35 @@ def make_cache(bg_loop: BackgroundLoop, tmp_path: Path) -> Iterator[Callable[...
     yield make
     for cache in started:
         cache.stop()
+
+
+# --- conda channels and fake conda upstreams ---
+
+
+@pytest.fixture(scope="session")
+def conda_channels(tmp_path_factory: pytest.TempPathFactory) -> Channels:
+    """Two real channels built once: a plain one (.zst and .bz2 indexes) and a sharded one."""
+    root = tmp_path_factory.mktemp("conda-channels")
+    main_pkgs = build_channel(root / "main", write_bz2=True)
+    forge_pkgs = build_channel(root / "forge", sharded=True)
+    return Channels(root / "main", root / "forge", main_pkgs, forge_pkgs)
+
+
+@pytest.fixture
+def anaconda_upstream(bg_loop: BackgroundLoop, conda_channels: Channels) -> Iterator[AnacondaLikeUpstream]:
+    """anaconda.com-like: pkgs/main on one host, conda-forge (sharded) on another."""
+    upstream = AnacondaLikeUpstream({"pkgs/main": conda_channels.main, "conda-forge": conda_channels.forge})
+    bg_loop.run(upstream.start())
+    yield upstream
+    bg_loop.run(upstream.stop())
+
+
+@pytest.fixture
+def conda_mirror(bg_loop: BackgroundLoop, conda_channels: Channels) -> Iterator[MirrorLikeUpstream]:
+    """TUNA-like: both roots under /anaconda/ on one host, repodata.json only (no .zst, .bz2 or shards)."""
+    upstream = MirrorLikeUpstream(
+        {"pkgs/main": conda_channels.main, "conda-forge": conda_channels.forge}, only_json=True
+    )
+    bg_loop.run(upstream.start())
+    yield upstream
+    bg_loop.run(upstream.stop())

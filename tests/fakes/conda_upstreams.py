@@ -19,7 +19,16 @@ import msgpack
 import zstandard
 from aiohttp import web
 
-from .server import Content, FakeServer, Faults, RecordedRequest, corrupt, serve_content
+from .server import (
+    Content,
+    FakeServer,
+    FaultKnob,
+    Faults,
+    RecordedRequest,
+    RequestFilter,
+    corrupt,
+    serve_content,
+)
 
 INDEX_NAMES = frozenset(
     {
@@ -70,10 +79,7 @@ class ChannelServer(FakeServer):
         self.absolute_shard_urls = absolute_shard_urls
         super().__init__(faults)
 
-    def setup_routes(self, app: web.Application) -> None:
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD"):
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
         found = self._locate(request.path)
@@ -126,7 +132,7 @@ class _CondaUpstream:
 
     def __init__(self, channels: dict[str, Path]) -> None:
         self.channels = {key.strip("/"): Path(path) for key, path in channels.items()}
-        self.faults = Faults()
+        self.faults = Faults(retry_after=1)  # the CDN asks clients to come back in a second
         self.servers: list[ChannelServer] = []
 
     def channel_url(self, key: str) -> str:
@@ -152,8 +158,8 @@ class _CondaUpstream:
     def requests(self) -> list[RecordedRequest]:
         return [r for server in self.servers for r in server.requests]
 
-    def count(self, path_suffix: str, method: str | None = None) -> int:
-        return sum(server.count(path_suffix, method) for server in self.servers)
+    def count(self, what: RequestFilter, method: str | None = None) -> int:
+        return sum(server.count(what, method) for server in self.servers)
 
     def paths(self, method: str | None = None) -> list[str]:
         return [p for server in self.servers for p in server.paths(method)]
@@ -163,45 +169,11 @@ class _CondaUpstream:
             server.reset_log()
 
     # Fault knobs, forwarded to the shared Faults so every host misbehaves alike.
-    @property
-    def fail_mode(self) -> str | None:
-        return self.faults.fail_mode
-
-    @fail_mode.setter
-    def fail_mode(self, value: str | None) -> None:
-        self.faults.fail_mode = value
-
-    @property
-    def fail_paths(self) -> set[str] | None:
-        return self.faults.fail_paths
-
-    @fail_paths.setter
-    def fail_paths(self, value: set[str] | None) -> None:
-        self.faults.fail_paths = value
-
-    @property
-    def delay(self) -> float:
-        return self.faults.delay
-
-    @delay.setter
-    def delay(self, value: float) -> None:
-        self.faults.delay = value
-
-    @property
-    def bytes_per_second(self) -> int | None:
-        return self.faults.bytes_per_second
-
-    @bytes_per_second.setter
-    def bytes_per_second(self, value: int | None) -> None:
-        self.faults.bytes_per_second = value
-
-    @property
-    def corrupt_files(self) -> set[str]:
-        return self.faults.corrupt_files
-
-    @corrupt_files.setter
-    def corrupt_files(self, value: set[str]) -> None:
-        self.faults.corrupt_files = set(value)
+    fail_mode: FaultKnob[str | None] = FaultKnob()
+    fail_paths: FaultKnob[set[str] | None] = FaultKnob()
+    delay: FaultKnob[float] = FaultKnob()
+    bytes_per_second: FaultKnob[int | None] = FaultKnob()
+    corrupt_files: FaultKnob[set[str]] = FaultKnob()
 
 
 class AnacondaLikeUpstream(_CondaUpstream):

@@ -5,33 +5,30 @@
   on a second host (``.files``) with absolute links.
 - TunaLikeUpstream: behaves like a bandersnatch/nginx mirror: HTML only,
   relative links, no metadata, no normalisation, and a picky firewall.
-- SlowUpstream: a TunaLike that delays answers and throttles file bodies.
+- SlowUpstream: a TunaLike that delays answers and throttles bodies.
 - FailingUpstream: answers 503, resets connections, or hangs.
 
-Every server logs requests (``.requests``, ``.count()``). The index servers
-carry runtime fault knobs: ``corrupt_files``, ``garbage``, ``missing_projects``.
+Every server is a ``tests.fakes.server.FakeServer``: it logs requests (``.requests``,
+``.count()``, ``.reset_log()``) and serves with ETag/Last-Modified/304 and ranges. The
+index servers carry runtime fault knobs: ``corrupt_files``, ``garbage``, ``missing_projects``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import html
 import json
 import random
 import re
-import socket
-import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.utils import formatdate, parsedate_to_datetime
 
 from aiohttp import web
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from .dists import Dist
+from .server import Content, FakeServer, FaultKnob, Faults, corrupt, fault_response, serve_content
 
 JSON_CT = "application/vnd.pypi.simple.v1+json"
 HTML_V1_CT = "application/vnd.pypi.simple.v1+html"
@@ -52,119 +49,7 @@ _REPO_VERSION_META = '    <meta name="pypi:repository-version" content="1.1">'
 FAULT_MODES = ("html-error", "bad-html", "bad-json", "random", "truncate", "reset", "hang")
 
 
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    headers: dict[str, str]  # header names as the client spelled them
-    query: str = ""
-
-
-def _raw_headers(request: web.BaseRequest) -> dict[str, str]:
-    # raw_headers keeps the client's spelling; CIMultiDict would not show it.
-    out: dict[str, str] = {}
-    for name, value in request.raw_headers:
-        out[name.decode("latin-1")] = value.decode("latin-1")
-    return out
-
-
-class FakeServer:
-    """An aiohttp server on 127.0.0.1 with a random port that logs every request."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self.requests: list[RecordedRequest] = []
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        # handler_cancellation: stop work when the client goes away, like nginx does;
-        # a short shutdown_timeout keeps stop() fast even with hanging handlers.
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self._runner = runner
-        self.port = runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append(RecordedRequest(request.method, request.path, _raw_headers(request), request.query_string))
-        return await self.handle(request)
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        raise web.HTTPNotFound()
-
-    def count(self, what: str | Callable[[RecordedRequest], bool]) -> int:
-        """GET/HEAD requests whose path ends with ``what``, or requests matching a predicate."""
-        if callable(what):
-            return sum(1 for r in self.requests if what(r))
-        return sum(1 for r in self.requests if r.method in ("GET", "HEAD") and r.path.endswith(what))
-
-    def reset_log(self) -> None:
-        self.requests.clear()
-
-
-# --- small HTTP helpers -------------------------------------------------------------
-
-
-def _etag_for(*parts: bytes) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part)
-    return f'"{digest.hexdigest()[:32]}"'
-
-
-def _not_modified(request: web.BaseRequest, etag: str, last_modified_ts: int) -> bool:
-    """True when the conditional headers say the client's copy is current."""
-    inm = request.headers.get("If-None-Match")
-    if inm is not None:
-        # Weak comparison, as RFC 9110 asks for If-None-Match.
-        tags = {t.strip().removeprefix("W/") for t in inm.split(",")}
-        return "*" in tags or etag in tags
-    ims = request.headers.get("If-Modified-Since")
-    if ims:
-        try:
-            return parsedate_to_datetime(ims).timestamp() >= last_modified_ts
-        except (TypeError, ValueError):
-            return False
-    return False
-
-
-def _parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
-    """(start, end_inclusive) for one satisfiable range, None to send it all, False if unsatisfiable."""
-    if not header or not header.startswith("bytes=") or "," in header:
-        return None  # absent, foreign unit or multi-range: answer 200 with everything
-    first, _, last = header[len("bytes=") :].strip().partition("-")
-    try:
-        if first == "":
-            length = int(last)
-            if length <= 0:
-                return False
-            return max(0, size - length), size - 1
-        start = int(first)
-        end = int(last) if last else size - 1
-    except ValueError:
-        return None
-    if start >= size or end < start:
-        return False
-    return start, min(end, size - 1)
+# --- content negotiation -------------------------------------------------------------
 
 
 def _parse_accept(header: str) -> list[tuple[str, float]]:
@@ -240,34 +125,22 @@ _LOGIN_PAGE = (
 _BAD_JSON = b'{"meta": {"api-version": "1.1"}, "name": "x", "files": [{"filename": '
 
 
-def _reset_connection(request: web.BaseRequest) -> None:
-    """Drop the TCP connection with an RST, without any HTTP answer."""
-    transport = request.transport
-    if transport is None:
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        # Linger 0 turns close() into a reset instead of an orderly FIN.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
-
-
-async def fault_response(
-    request: web.BaseRequest,
+async def garbage_response(
+    request: web.Request,
     mode: str,
-    body: bytes = b"",
-    content_type: str = FILE_CT,
+    content: Content,
+    faults: Faults,
     *,
     json_content_type: str = JSON_CT,
-    hang_seconds: float = 30.0,
 ) -> web.StreamResponse:
-    """A broken answer in place of ``body``.
+    """A broken answer in place of ``content``.
 
     Modes: "html-error" (200 HTML error page), "bad-html" (200 login page, no links),
     "bad-json" (200, JSON content type, invalid JSON), "random" (200, random bytes),
-    "truncate" (full Content-Length, half the body, then close), "reset" (drop the
-    connection, no answer), "hang" (answer nothing for ``hang_seconds``), or a
-    3-digit status such as "503".
+    "truncate" (full Content-Length, half the body, then close), and the server-level
+    faults of ``tests.fakes.server.fault_response``: "reset" (drop the connection, no
+    answer), "hang" (answer nothing for ``faults.hang_seconds``), or a 3-digit status
+    such as "503".
     """
     if mode == "html-error":
         return web.Response(body=_ERROR_PAGE, headers={"Content-Type": "text/html; charset=utf-8"})
@@ -276,39 +149,11 @@ async def fault_response(
     if mode == "bad-json":
         return web.Response(body=_BAD_JSON, headers={"Content-Type": json_content_type})
     if mode == "random":
-        return web.Response(body=random.Random(request.path).randbytes(512), headers={"Content-Type": content_type})
+        body = random.Random(request.path).randbytes(512)
+        return web.Response(body=body, headers={"Content-Type": content.content_type})
     if mode == "truncate":
-        return await _truncated(request, body, content_type)
-    if mode == "reset":
-        _reset_connection(request)
-        raise asyncio.CancelledError()  # nothing left to answer on
-    if mode == "hang":
-        await asyncio.sleep(hang_seconds)
-        return web.Response(status=504, text="gave up hanging")
-    if mode.isdigit() and len(mode) == 3:
-        status = int(mode)
-        return web.Response(status=status, text=f"{status} fault injected by test\n")
-    raise ValueError(f"unknown fault mode {mode!r}")
-
-
-async def _truncated(request: web.BaseRequest, body: bytes, content_type: str) -> web.StreamResponse:
-    resp = web.StreamResponse(headers={"Content-Type": content_type})
-    resp.content_length = len(body)
-    await resp.prepare(request)
-    if request.method != "HEAD":
-        await resp.write(body[: len(body) // 2])
-    transport = request.transport
-    if transport is not None:
-        transport.close()  # close() flushes what was written, then sends FIN
-    raise asyncio.CancelledError()
-
-
-def _corrupt(data: bytes) -> bytes:
-    """Same length, different bytes: only a hash check notices."""
-    if not data:
-        return b"\0"
-    middle = len(data) // 2
-    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
+        return await serve_content(request, content, faults, truncate=True)
+    return await fault_response(request, mode, faults)
 
 
 # --- shared index behaviour ------------------------------------------------------------
@@ -318,12 +163,12 @@ class _IndexServer(FakeServer):
     """Dists, serial, fault knobs and file serving shared by the index fakes."""
 
     serves_metadata = False  # PEP 658 .metadata files and attributes
-    hang_seconds = 30.0
+    # Fault knobs, settable at any time from the test thread; these two live on ``faults``, shared with ``.files``.
+    corrupt_files: FaultKnob[set[str]] = FaultKnob()  # filenames (or "<wheel>.metadata") served altered
+    hang_seconds: FaultKnob[float] = FaultKnob()  # how long "hang" garbage stays silent
 
     def __init__(self, dists: Iterable[Dist] = ()) -> None:
         super().__init__()
-        # Fault knobs, settable at any time from the test thread.
-        self.corrupt_files: set[str] = set()  # filenames (or "<wheel>.metadata") served altered
         self.garbage: dict[str, str] = {}  # filename or project name -> fault mode
         self.missing_projects: set[str] = set()  # 404 for these project pages (sync lag)
         self.serial = 12344
@@ -407,19 +252,21 @@ class _IndexServer(FakeServer):
         ]
         return "\n".join(lines).encode("utf-8")
 
-    def _page_response(
-        self, request: web.BaseRequest, body: bytes, content_type: str, extra: dict[str, str] | None = None
-    ) -> web.Response:
-        etag = _etag_for(content_type.encode(), body)
-        headers = {
-            "ETag": etag,
-            "Last-Modified": formatdate(self.last_modified_ts, usegmt=True),
-            "Cache-Control": "max-age=600, public",
-            **(extra or {}),
-        }
-        if _not_modified(request, etag, self.last_modified_ts):
-            return web.Response(status=304, headers=headers)
-        return web.Response(body=body, headers={**headers, "Content-Type": content_type})
+    async def _page_response(
+        self,
+        request: web.Request,
+        body: bytes,
+        content_type: str,
+        extra: dict[str, str],
+        mode: str | None = None,
+        *,
+        json_content_type: str = JSON_CT,
+    ) -> web.StreamResponse:
+        """A page with validators; a fault ``mode`` set on its project replaces it with garbage."""
+        content = Content(body, content_type, self.last_modified_ts, "max-age=600, public", headers=extra)
+        if mode:
+            return await garbage_response(request, mode, content, self.faults, json_content_type=json_content_type)
+        return await serve_content(request, content, self.faults)
 
     def _redirect(self, path: str) -> web.Response:
         # Absolute Location, as both the official index and nginx send it.
@@ -434,48 +281,22 @@ class _IndexServer(FakeServer):
         dist = self._by_path.get(path.removesuffix(".metadata") if is_metadata else path)
         if dist is None or (is_metadata and (not self.serves_metadata or dist.metadata is None)):
             raise web.HTTPNotFound()
-        name = dist.filename + (".metadata" if is_metadata else "")
         body = dist.metadata if is_metadata else dist.data
         assert body is not None
-        if name in self.corrupt_files:
-            body = _corrupt(body)
-        mode = self.garbage.get(name)
+        if self.faults.corrupts(path):
+            body = corrupt(body)
+        content = Content(body, FILE_CT, _BASE_TS, "max-age=365000000, immutable, public")
+        mode = self.garbage.get(dist.filename + (".metadata" if is_metadata else ""))
         if mode:
-            return await fault_response(request, mode, body, FILE_CT, hang_seconds=self.hang_seconds)
-        return await self._file_response(request, body)
-
-    async def _file_response(self, request: web.Request, body: bytes) -> web.StreamResponse:
-        etag = _etag_for(body)
-        headers = {
-            "ETag": etag,
-            "Last-Modified": formatdate(_BASE_TS, usegmt=True),
-            "Accept-Ranges": "bytes",
-            "Cache-Control": "max-age=365000000, immutable, public",
-            "Content-Type": FILE_CT,
-        }
-        if _not_modified(request, etag, _BASE_TS):
-            return web.Response(status=304, headers=headers)
-        wanted = _parse_range(request.headers.get("Range"), len(body))
-        if wanted is False:
-            return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{len(body)}"})
-        if isinstance(wanted, tuple):
-            start, end = wanted
-            headers["Content-Range"] = f"bytes {start}-{end}/{len(body)}"
-            return await self._send_body(request, 206, headers, body[start : end + 1])
-        return await self._send_body(request, 200, headers, body)
-
-    async def _send_body(
-        self, request: web.Request, status: int, headers: dict[str, str], body: bytes
-    ) -> web.StreamResponse:
-        """Hook for SlowUpstream's throttling; aiohttp drops the body for HEAD."""
-        return web.Response(status=status, headers=headers, body=body)
+            return await garbage_response(request, mode, content, self.faults)
+        return await serve_content(request, content, self.faults)
 
 
 class _FilesHost(FakeServer):
     """The separate files host of OfficialLikeUpstream; faults come from the owner."""
 
     def __init__(self, owner: _IndexServer) -> None:
-        super().__init__()
+        super().__init__(owner.faults)
         self._owner = owner
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -522,7 +343,7 @@ class OfficialLikeUpstream(_IndexServer):
         if path == "/simple":
             return self._redirect("/simple/")
         if path == "/simple/":
-            return self._root(request)
+            return await self._root(request)
         match = re.fullmatch(r"/simple/([^/]+)(/?)", path)
         if match is None:
             raise web.HTTPNotFound()
@@ -538,18 +359,11 @@ class OfficialLikeUpstream(_IndexServer):
         )
         # A fault set on the project wins over both the page and its absence.
         mode = self._project_fault(normalized)
-        if mode:
-            return await fault_response(
-                request,
-                mode,
-                body,
-                content_type,
-                json_content_type=self.json_content_type,
-                hang_seconds=self.hang_seconds,
-            )
-        if not dists:
+        if not dists and not mode:
             raise web.HTTPNotFound()
-        return self._page_response(request, body, content_type, self._headers())
+        return await self._page_response(
+            request, body, content_type, self._headers(), mode, json_content_type=self.json_content_type
+        )
 
     def _headers(self) -> dict[str, str]:
         return {"Vary": "Accept, Accept-Encoding", "X-PyPI-Last-Serial": str(self.serial)}
@@ -563,14 +377,14 @@ class OfficialLikeUpstream(_IndexServer):
     def _meta(self) -> dict[str, object]:
         return {"api-version": "1.1", "_last-serial": self.serial}
 
-    def _root(self, request: web.Request) -> web.Response:
+    async def _root(self, request: web.Request) -> web.StreamResponse:
         chosen = negotiate(request.headers.get("Accept"))
         projects = self.projects()
         names = {norm: dists[0].project for norm, dists in projects.items()}
         doc = {"meta": self._meta(), "projects": [{"name": n, "_last-serial": self.serial} for n in names.values()]}
         links = [f'    <a href="/simple/{norm}/">{html.escape(n)}</a>' for norm, n in names.items()]
         page = self._html_page("Simple index", links, _REPO_VERSION_META)
-        return self._page_response(request, *self._render(chosen, doc, page), self._headers())
+        return await self._page_response(request, *self._render(chosen, doc, page), self._headers())
 
     def _file_entry(self, dist: Dist) -> dict[str, object]:
         metadata: object = {"sha256": dist.metadata_sha256} if dist.metadata_sha256 else False
@@ -680,7 +494,7 @@ class TunaLikeUpstream(_IndexServer):
         if path == "/simple":
             return self._redirect("/simple/")
         if path == "/simple/":
-            return self._root(request)
+            return await self._root(request)
         match = re.fullmatch(r"/simple/([^/]+)(/?)", path)
         # No normalisation: only the exact normalised directory name exists.
         if match is None or match.group(1) != canonicalize_name(match.group(1)):
@@ -692,23 +506,24 @@ class TunaLikeUpstream(_IndexServer):
         links = [self._link(d, "../.." + self.file_path(d)) for d in dists]
         body = self._html_page(f"Links for {name}", links)
         mode = self._project_fault(name)
-        if mode:
-            return await fault_response(request, mode, body, TEXT_HTML, hang_seconds=self.hang_seconds)
-        if not dists:
+        if not dists and not mode:
             raise web.HTTPNotFound()
-        return self._mirror_page(request, body)
+        return await self._mirror_page(request, body, mode)
 
-    def _root(self, request: web.Request) -> web.Response:
+    async def _root(self, request: web.Request) -> web.StreamResponse:
         links = [f'    <a href="{norm}/">{norm}</a><br />' for norm in self.projects()]
-        return self._mirror_page(request, self._html_page("Simple Index", links))
+        return await self._mirror_page(request, self._html_page("Simple Index", links))
 
-    def _mirror_page(self, request: web.Request, body: bytes) -> web.Response:
-        return self._page_response(request, body, TEXT_HTML, {"Server": "nginx", "Accept-Ranges": "bytes"})
+    async def _mirror_page(self, request: web.Request, body: bytes, mode: str | None = None) -> web.StreamResponse:
+        return await self._page_response(request, body, TEXT_HTML, {"Server": "nginx"}, mode)
 
 
 class SlowUpstream(TunaLikeUpstream):
-    """TunaLike that waits ``delay`` seconds before every answer and sends file
-    bodies at ``bytes_per_second`` (0 = unthrottled) in small chunks."""
+    """TunaLike that waits ``delay`` seconds before every answer and sends bodies at
+    ``bytes_per_second`` (0 = unthrottled) in small chunks; both can be changed while running."""
+
+    delay: FaultKnob[float] = FaultKnob()
+    bytes_per_second: FaultKnob[int | None] = FaultKnob()
 
     def __init__(
         self,
@@ -722,32 +537,6 @@ class SlowUpstream(TunaLikeUpstream):
         self.delay = delay
         self.bytes_per_second = bytes_per_second
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        return await super().handle(request)
-
-    async def _send_body(
-        self, request: web.Request, status: int, headers: dict[str, str], body: bytes
-    ) -> web.StreamResponse:
-        rate = self.bytes_per_second
-        if rate <= 0 or request.method == "HEAD":
-            return await super()._send_body(request, status, headers, body)
-        resp = web.StreamResponse(status=status, headers=headers)
-        resp.content_length = len(body)
-        await resp.prepare(request)
-        chunk = max(1024, rate // 20)  # about 20 writes per second
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        for offset in range(0, len(body), chunk):
-            await resp.write(body[offset : offset + chunk])
-            # Sleep against the schedule, not per chunk, so the rate does not drift.
-            ahead = started + (offset + chunk) / rate - loop.time()
-            if ahead > 0:
-                await asyncio.sleep(ahead)
-        await resp.write_eof()
-        return resp
-
 
 class FailingUpstream(FakeServer):
     """Every request fails: mode "503" (or any 3-digit status), "reset", "hang".
@@ -755,14 +544,12 @@ class FailingUpstream(FakeServer):
     ``mode`` and ``hang_seconds`` can be changed while running.
     """
 
+    mode: FaultKnob[str | None] = FaultKnob("fail_mode")
+    hang_seconds: FaultKnob[float] = FaultKnob()
+
     def __init__(self, mode: str = "503", *, hang_seconds: float = 30.0) -> None:
-        super().__init__()
-        self.mode = mode
-        self.hang_seconds = hang_seconds
+        super().__init__(Faults(fail_mode=mode, hang_seconds=hang_seconds))
 
     @property
     def index_url(self) -> str:
         return f"{self.url}/simple/"
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        return await fault_response(request, self.mode, b"", TEXT_HTML, hang_seconds=self.hang_seconds)

@@ -11,11 +11,14 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from pkgcache import __version__
-from pkgcache.config import PypiUpstream, Settings, UpstreamPolicy
+from pkgcache.conda.routes import add_conda_routes
+from pkgcache.conda.service import CondaChannels
+from pkgcache.config import CondaUpstream, PypiUpstream, Settings, UpstreamPolicy
 from pkgcache.http.responses import CACHE_STATE, UPSTREAM_USED, error_for, plain_error
 from pkgcache.pypi.index import PypiIndex
 from pkgcache.pypi.routes import add_pypi_routes
 from pkgcache.storage.downloads import Downloader
+from pkgcache.storage.refreshing import RefreshingFiles
 from pkgcache.storage.store import CacheStore
 from pkgcache.upstream.pool import Upstream, UpstreamPolicySettings, UpstreamPool
 
@@ -129,6 +132,10 @@ def _pypi_pool(upstreams: list[PypiUpstream], policy: UpstreamPolicy) -> Upstrea
     return make_pool([(u.name, u.url, u.max_connections) for u in upstreams], policy)
 
 
+def _conda_pool(upstreams: list[CondaUpstream], policy: UpstreamPolicy) -> UpstreamPool:
+    return make_pool([(u.name, u.pkgs_url, u.max_connections) for u in upstreams], policy)
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[refuse_hostile_paths, access_log, shared_errors])
     store = CacheStore(settings.server.data_dir)
@@ -143,6 +150,10 @@ def create_app(settings: Settings) -> web.Application:
     if settings.pypi.enabled:
         pools["pypi"] = _pypi_pool(settings.pypi.upstreams, settings.upstream)
         add_pypi_routes(app, PypiIndex(settings.pypi, pools["pypi"], store, downloader))
+    if settings.conda.enabled:
+        pools["conda"] = _conda_pool(settings.conda.upstreams, settings.upstream)
+        refreshing = RefreshingFiles(store, downloader)
+        add_conda_routes(app, CondaChannels(settings.conda, pools["conda"], store, downloader, refreshing))
 
     app.router.add_get("/", landing_page)
     app.router.add_get("/-/health", health)

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from pkgcache.storage.downloads import Download, IntegrityError, StorageError
+from pkgcache.storage.eviction import FILE_USE
 from pkgcache.storage.store import UnsafePath
 from pkgcache.upstream.pool import UpstreamNotFound, UpstreamsUnavailable
 
@@ -48,11 +50,37 @@ class CachedFileResponse(web.FileResponse):
 
     aiohttp would serve `X.gz` with Content-Encoding in place of `X` when both exist; in a package cache those
     are two different files (`pkg.tar` and `pkg.tar.gz`), so that substitution is turned off.
+
+    While the response exists and until it is sent, the file is marked in use so that eviction leaves it alone;
+    `body_bytes` says how much of it went out (sendfile bypasses aiohttp's own byte count).
     """
+
+    def __init__(self, path: Path, chunk_size: int = 256 * 1024) -> None:
+        super().__init__(path, chunk_size=chunk_size)
+        self.body_bytes = 0
+        self._held = True
+        FILE_USE.begin(Path(self._path))
 
     def _get_file_path_stat_encoding(self, accept_encoding: str) -> tuple[Path, Any, str | None]:
         path = Path(self._path)
         return path, path.stat(), None
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        # Once sent (the metrics middleware may send it before aiohttp does), preparing again is a no-op.
+        if self.prepared:
+            return self._payload_writer
+        try:
+            writer = await super().prepare(request)
+            if self.status in (200, 206) and request.method != "HEAD":
+                self.body_bytes = self.content_length or 0
+            return writer
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._held:
+            self._held = False
+            FILE_USE.end(Path(self._path))
 
 
 def send_cached_file(path: Path, content_type: str, cache_control: str = IMMUTABLE) -> web.FileResponse:

@@ -24,10 +24,11 @@ import aiohttp
 
 from pkgcache.config import PypiConfig, PypiUpstream
 from pkgcache.pypi.model import DistFile, ProjectPage
-from pkgcache.pypi.names import METADATA_SUFFIX, magic_for
+from pkgcache.pypi.names import METADATA_SUFFIX
 from pkgcache.pypi.parse import InvalidPage, parse_project_page
 from pkgcache.pypi.render import JSON_CONTENT_TYPE, render_html, render_json
 from pkgcache.storage.downloads import Download, Downloader, Expected
+from pkgcache.storage.filetypes import magic_for
 from pkgcache.storage.store import CacheStore
 from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamError, UpstreamNotFound, UpstreamPool
 

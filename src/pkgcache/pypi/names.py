@@ -41,15 +41,3 @@ def check_filename(filename: str) -> str:
 
 def is_distribution_filename(filename: str) -> bool:
     return filename.lower().endswith(DIST_EXTENSIONS) and "/" not in filename
-
-
-def magic_for(filename: str) -> tuple[bytes, ...]:
-    """The bytes a well-formed file of this kind starts with: catches error pages served in a file's place."""
-    lowered = filename.lower()
-    if lowered.endswith((".whl", ".zip", ".egg")):
-        return (b"PK\x03\x04", b"PK\x05\x06")
-    if lowered.endswith((".tar.gz", ".tgz")):
-        return (b"\x1f\x8b",)
-    if lowered.endswith(".tar.bz2"):
-        return (b"BZh",)
-    return ()

@@ -19,7 +19,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 import aiohttp
 
@@ -84,12 +84,14 @@ class Download:
         self.verified = False
         # A conditional request answered 304: nothing was written and the cached file stays as it is.
         self.not_modified = False
+        self._announced = False
+        self.compressed_transfer = False
         self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._progress = asyncio.Condition()
 
     @property
     def finished(self) -> bool:
-        return self.verified or self.error is not None
+        return self._announced
 
     async def wait_started(self) -> None:
         """Wait until an upstream has begun sending the file; raises what went wrong if none did."""
@@ -113,16 +115,21 @@ class Download:
         async with self._progress:
             self._progress.notify_all()
 
-    async def finish(self, error: BaseException | None) -> None:
+    def settle(self, error: BaseException | None) -> None:
+        """Record the outcome, without waking anyone yet (after-download hooks run in between)."""
         if error is None:
             self.verified = True
         else:
             self.error = error
+
+    async def announce(self) -> None:
+        """Wake every waiter and follower: the outcome is final."""
+        self._announced = True
         if not self._started.done():
-            if error is None:
+            if self.error is None:
                 self._started.set_result(None)
             else:
-                self._started.set_exception(error)
+                self._started.set_exception(self.error)
                 self._started.exception()  # mark retrieved: nobody may be waiting
         await self.notify()
 
@@ -133,9 +140,20 @@ class Download:
     def _has_news_for(self, position: int) -> bool:
         return self.error is not None or self.verified or self._readable_limit() > position
 
+    def _open_for_reading(self) -> IO[bytes]:
+        try:
+            return open(self.temp_path, "rb")
+        except FileNotFoundError:
+            # Already committed (renamed into place) before this client got here: same bytes, final name.
+            if self.verified and not self.not_modified:
+                return open(self.final_path, "rb")
+            if self.error is not None:
+                raise self.error from None
+            raise
+
     async def follow(self) -> AsyncIterator[bytes]:
         """The file's bytes as they arrive, for one client. Raises the download's error if it fails."""
-        handle = await asyncio.to_thread(open, self.temp_path, "rb")
+        handle = await asyncio.to_thread(self._open_for_reading)
         try:
             position = 0
             while True:
@@ -157,11 +175,17 @@ class Download:
             await asyncio.to_thread(handle.close)
 
 
+# Called on the event loop after a file is committed: its path, and how many bytes the cache grew by (its size
+# less that of the file it replaced). The cache's size keeper (storage/eviction.py) keeps its total with it.
+CommitHook = Callable[[Path, int], None]
+
+
 class Downloader:
     """Runs downloads into a CacheStore, at most one per destination path at a time."""
 
-    def __init__(self, store: CacheStore) -> None:
+    def __init__(self, store: CacheStore, on_commit: CommitHook | None = None) -> None:
         self.store = store
+        self.on_commit = on_commit
         self._in_flight: dict[Path, Download] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.upstream_bytes = 0
@@ -171,6 +195,9 @@ class Downloader:
 
     def is_being_written(self, path: Path) -> bool:
         return path in self._in_flight
+
+    def running(self, path: Path) -> Download | None:
+        return self._in_flight.get(path)
 
     def get_or_start(
         self,
@@ -182,13 +209,15 @@ class Downloader:
         *,
         replace: bool = False,
         on_done: Callable[[Download], Awaitable[None]] | None = None,
+        compressed_transfer: bool = False,
     ) -> Download | None:
         """The download of `final_path`: a running one to join, or a new one. None if the file is already there.
 
         No await happens between the existence check and registering the download, so two requests can never
         both start one. With `replace`, an existing file is fetched again and replaced when the new one is whole
         (for index files that change); until then readers of the old file keep it. `on_done` runs once the
-        download has ended, well or not, whoever is still waiting for it.
+        download has ended, well or not, whoever is still waiting for it. `compressed_transfer` lets the
+        upstream gzip the body on the wire (worth it for JSON indexes; a cut transfer then restarts from zero).
         """
         running = self._in_flight.get(final_path)
         if running is not None:
@@ -196,6 +225,7 @@ class Downloader:
         if not replace and final_path.is_file():
             return None
         download = Download(final_path, self.store.new_temp_path(final_path.name), expected)
+        download.compressed_transfer = compressed_transfer
         # Create the temp file now so that followers can open it before the first byte arrives.
         download.temp_path.touch()
         self._in_flight[final_path] = download
@@ -224,7 +254,8 @@ class Downloader:
             if download.not_modified:
                 await asyncio.to_thread(download.temp_path.unlink, True)
             else:
-                await asyncio.to_thread(self.store.commit_file, download.temp_path, download.final_path)
+                replaced = await asyncio.to_thread(self._commit, download)
+                self._report_commit(download.final_path, download.written - replaced)
                 log.info(
                     "cached %s (%d bytes) from %s",
                     download.final_path.name,
@@ -236,16 +267,36 @@ class Downloader:
         except BaseException as exc:  # every failure, cancellation included, must reach the waiting clients
             error = exc
         finally:
-            self._in_flight.pop(download.final_path, None)
             if error is not None:
                 with contextlib.suppress(FileNotFoundError):
                     download.temp_path.unlink()
                 log.warning("download of %s failed: %s", download.final_path.name, error)
-            await download.finish(error)
+            download.settle(error)
             if on_done is not None:
                 await _run_hook(on_done, download)
+            # Unregistered only now: until the hook has recorded the outcome, a new request must join this
+            # download rather than start a second one.
+            self._in_flight.pop(download.final_path, None)
+            await download.announce()
         if isinstance(error, asyncio.CancelledError):
             raise error
+
+    def _commit(self, download: Download) -> int:
+        """Move the verified file into place (blocking); returns the size of the file it replaced, if any."""
+        try:
+            replaced = download.final_path.stat().st_size
+        except OSError:
+            replaced = 0
+        self.store.commit_file(download.temp_path, download.final_path)
+        return replaced
+
+    def _report_commit(self, path: Path, added_bytes: int) -> None:
+        if self.on_commit is None:
+            return
+        try:
+            self.on_commit(path, added_bytes)
+        except Exception:  # bookkeeping must never fail a good download
+            log.exception("commit hook failed for %s", path.name)
 
     async def close(self, grace: float = 0.0) -> None:
         """Let downloads in flight finish for up to `grace` seconds, then cut the rest (their files are dropped)."""
@@ -268,11 +319,13 @@ class _Receiver:
         self.hasher = hashlib.new(digest[0]) if digest else None
 
     def request_headers(self, extra: HeadersFor | None, upstream: Upstream) -> dict[str, str]:
-        # identity: the hash is of the file's own bytes, not of a compressed transfer.
-        headers = {"Accept-Encoding": "identity"}
+        # Bodies are decoded as they arrive, so a hash is always of the file's own bytes; but Range counts encoded
+        # bytes, so only an identity transfer can be resumed where it was cut.
+        compressed = self.download.compressed_transfer
+        headers = {"Accept-Encoding": "gzip" if compressed else "identity"}
         if extra is not None:
             headers.update(extra(upstream))
-        if self.download.written:
+        if self.download.written and not compressed:
             headers["Range"] = f"bytes={self.download.written}-"
         return headers
 
@@ -310,6 +363,8 @@ class _Receiver:
 
     def _bytes_to_skip(self, response: aiohttp.ClientResponse) -> int:
         written = self.download.written
+        if self.download.compressed_transfer and written:
+            raise UpstreamError("a compressed transfer was cut and cannot be resumed")
         if response.status == 206:
             start = _content_range_start(response.headers.get("Content-Range"))
             if start != written:
@@ -320,7 +375,7 @@ class _Receiver:
     def _check_start(self, chunk: bytes) -> None:
         magic = self.download.expected.magic
         if self.download.written == 0 and magic and not any(chunk.startswith(m) for m in magic):
-            raise UpstreamError("the body does not start like a file of this kind (an error page?)")
+            raise UpstreamError("the body does not start like a file of this kind", rest_upstream=False)
 
     def _verify(self, upstream: Upstream) -> None:
         download = self.download

@@ -33,11 +33,16 @@ NOT_FOUND_STATUSES = frozenset({404, 410})
 
 
 class UpstreamError(Exception):
-    """One upstream could not give a usable answer; the next one should be tried."""
+    """One upstream could not give a usable answer; the next one should be tried.
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    `rest_upstream` is False when the fault is in one answer (a damaged file), not in the upstream itself: it is
+    counted, but the upstream keeps serving other requests.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, rest_upstream: bool = True) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.rest_upstream = rest_upstream
 
 
 class UpstreamNotFound(Exception):
@@ -160,7 +165,7 @@ class UpstreamPool:
 
         `target(upstream)` gives that upstream's URL, or None when it cannot have the thing. `handle` is called
         with the open response when its status is in `ok_statuses`; raising UpstreamError in it moves on to the
-        next upstream. Raises UpstreamNotFound when every upstream asked answered 404/410, and
+        next upstream. Raises UpstreamNotFound when no upstream had it and at least one answered 404/410, and
         UpstreamsUnavailable when none gave a usable answer for any other reason.
         """
         errors: dict[str, str] = {}
@@ -177,9 +182,14 @@ class UpstreamPool:
                 errors[upstream.name] = "not found"
             except UpstreamError as exc:
                 errors[upstream.name] = str(exc)
-                self.report_failure(upstream, str(exc), exc.retry_after)
-        if asked_any and errors and all(reason == "not found" for reason in errors.values()):
-            raise UpstreamNotFound(f"not found on {', '.join(errors)}")
+                if exc.rest_upstream:
+                    self.report_failure(upstream, str(exc), exc.retry_after)
+                else:
+                    self.record_bad_answer(upstream, str(exc))
+        not_found_on = [name for name, reason in errors.items() if reason == "not found"]
+        if asked_any and not_found_on:
+            # An upstream that answered "not there" is believed over the ones that could not answer at all.
+            raise UpstreamNotFound(f"not found on {', '.join(not_found_on)}")
         raise UpstreamsUnavailable(errors)
 
     async def _fetch_from(

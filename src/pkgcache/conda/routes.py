@@ -1,0 +1,129 @@
+"""The conda side's HTTP routes: `/conda/<pkgs|cloud>/<channel>/[<subdir>/]<file>` and shards.
+
+Handlers are thin: they check the path, ask CondaChannels, and answer from disk or from a download in flight.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from pkgcache.conda.channels import (
+    CHANNEL_INDEX_FILES,
+    FileKind,
+    UnknownPath,
+    check_shard_name,
+    check_subdir,
+    kind_of,
+    media_type,
+)
+from pkgcache.conda.service import CondaChannels, PackageNotInRepodata, UnknownChannel
+from pkgcache.http.responses import (
+    CACHE_STATE,
+    CACHE_STATE_HEADER,
+    IMMUTABLE,
+    UPSTREAM_USED,
+    error_for,
+    plain_error,
+    send_cached_file,
+    send_download,
+)
+from pkgcache.storage.downloads import Download
+from pkgcache.storage.refreshing import Lookup, State
+
+CONDA_CHANNELS_KEY = web.AppKey("conda_channels", CondaChannels)
+ROOTS = ("pkgs", "cloud")
+
+
+def add_conda_routes(app: web.Application, channels: CondaChannels) -> None:
+    app[CONDA_CHANNELS_KEY] = channels
+    app.router.add_get("/conda/{root}/{name}/{subdir}/shards/{shard}", shard_file)
+    app.router.add_get("/conda/{root}/{name}/{subdir}/{filename}", subdir_file)
+    app.router.add_get("/conda/{root}/{name}/{filename}", channel_file)
+
+
+async def subdir_file(request: web.Request) -> web.StreamResponse:
+    service = request.app[CONDA_CHANNELS_KEY]
+    filename = request.match_info["filename"]
+    try:
+        channel = _channel(request)
+        subdir = check_subdir(request.match_info["subdir"])
+        kind = kind_of(filename)
+        if kind is FileKind.INDEX:
+            return await _send_index(request, await service.index_file(channel, subdir, filename), filename)
+        return await _send_immutable(request, await service.package(channel, subdir, filename), filename)
+    except Exception as exc:
+        return _error(exc)
+
+
+async def channel_file(request: web.Request) -> web.StreamResponse:
+    service = request.app[CONDA_CHANNELS_KEY]
+    filename = request.match_info["filename"]
+    try:
+        channel = _channel(request)
+        if filename not in CHANNEL_INDEX_FILES:
+            raise UnknownPath(f"{filename!r} is not a channel-level file ({', '.join(sorted(CHANNEL_INDEX_FILES))})")
+        return await _send_index(request, await service.index_file(channel, None, filename), filename)
+    except Exception as exc:
+        return _error(exc)
+
+
+async def shard_file(request: web.Request) -> web.StreamResponse:
+    service = request.app[CONDA_CHANNELS_KEY]
+    try:
+        channel = _channel(request)
+        subdir = check_subdir(request.match_info["subdir"])
+        name = check_shard_name(request.match_info["shard"])
+        # Shards are content-addressed: served from cache whatever Cache-Control the client sends.
+        return await _send_immutable(request, await service.shard(channel, subdir, name), name)
+    except Exception as exc:
+        return _error(exc)
+
+
+def _channel(request: web.Request):
+    root, name = request.match_info["root"], request.match_info["name"]
+    if root not in ROOTS:
+        raise UnknownChannel(f"conda channels live under /conda/pkgs/ and /conda/cloud/, not /conda/{root}/")
+    return request.app[CONDA_CHANNELS_KEY].channel(root, name)
+
+
+async def _send_index(request: web.Request, found: Lookup, filename: str) -> web.StreamResponse:
+    service = request.app[CONDA_CHANNELS_KEY]
+    request[CACHE_STATE] = found.state
+    if found.download is not None:
+        _note_upstream(request, found.download)
+        return await send_download(
+            request, found.download, media_type(filename), f"public, max-age={int(service.config.index_ttl)}"
+        )
+    meta = found.meta
+    remaining = 0 if meta is None or found.state == State.STALE else service.config.index_ttl - meta.age()
+    response = send_cached_file(found.path, media_type(filename), f"public, max-age={max(0, int(remaining))}")
+    response.headers[CACHE_STATE_HEADER] = found.state
+    if meta is not None and meta.upstream:
+        request[UPSTREAM_USED] = meta.upstream
+    return response
+
+
+async def _send_immutable(request: web.Request, found: Path | Download, filename: str) -> web.StreamResponse:
+    if isinstance(found, Path):
+        request[CACHE_STATE] = State.HIT
+        return send_cached_file(found, media_type(filename), IMMUTABLE)
+    request[CACHE_STATE] = State.MISS
+    response = await send_download(request, found, media_type(filename), IMMUTABLE)
+    _note_upstream(request, found)
+    return response
+
+
+def _note_upstream(request: web.Request, download: Download) -> None:
+    if download.upstream is not None:
+        request[UPSTREAM_USED] = download.upstream.name
+
+
+def _error(exc: Exception) -> web.StreamResponse:
+    if isinstance(exc, (UnknownChannel, UnknownPath, PackageNotInRepodata)):
+        return plain_error(404, str(exc))
+    response = error_for(exc)
+    if response is None:
+        raise exc
+    return response

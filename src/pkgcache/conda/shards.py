@@ -1,0 +1,73 @@
+"""CEP-16 sharded repodata: the shard index must send clients back to pkgcache, never around it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zstandard
+
+# Relative to the shard index: packages beside it, shards in shards/ (pkgcache's own layout).
+LOCAL_BASE_URL = ""
+LOCAL_SHARDS_BASE_URL = "./shards/"
+
+
+class InvalidShardIndex(ValueError):
+    """The upstream's shard index cannot be read."""
+
+
+def rewrite_shard_index(path: Path, temp: Path) -> dict[str, str]:
+    """Point a shard index at pkgcache, replacing `path` through `temp` (blocking).
+
+    Returns the upstream's own base URLs, which the caller keeps: they say where to fetch shards from.
+    """
+    try:
+        document = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(path.read_bytes(), max_output_size=1 << 30))
+    except (zstandard.ZstdError, ValueError, msgpack.UnpackException) as exc:
+        raise InvalidShardIndex(str(exc)) from None
+    info = document.get("info") if isinstance(document, dict) else None
+    if not isinstance(info, dict):
+        raise InvalidShardIndex("no 'info' map")
+    original = {"base_url": _text(info.get("base_url")), "shards_base_url": _text(info.get("shards_base_url"))}
+    info["base_url"] = LOCAL_BASE_URL
+    info["shards_base_url"] = LOCAL_SHARDS_BASE_URL
+    temp.write_bytes(zstandard.ZstdCompressor(level=10).compress(msgpack.packb(document, use_bin_type=True)))
+    temp.replace(path)
+    return original
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def shard_for(index_path: Path, package_name: str) -> str | None:
+    """The shard file name (`<sha256>.msgpack.zst`) holding a package name's records, or None (blocking)."""
+    document = _read_msgpack_zst(index_path)
+    shards = document.get("shards") if isinstance(document, dict) else None
+    digest = shards.get(package_name) if isinstance(shards, dict) else None
+    if isinstance(digest, bytes):
+        return f"{digest.hex()}.msgpack.zst"
+    if isinstance(digest, str):
+        return f"{digest.lower()}.msgpack.zst"
+    return None
+
+
+def record_in_shard(shard_path: Path, filename: str) -> dict[str, Any] | None:
+    """A package's record from a shard, with its hashes as hex text like repodata.json has them (blocking)."""
+    document = _read_msgpack_zst(shard_path)
+    if not isinstance(document, dict):
+        return None
+    for section in ("packages.conda", "packages"):
+        records = document.get(section)
+        if isinstance(records, dict) and isinstance(records.get(filename), dict):
+            return {key: value.hex() if isinstance(value, bytes) else value for key, value in records[filename].items()}
+    return None
+
+
+def _read_msgpack_zst(path: Path) -> Any:
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(path.read_bytes(), max_output_size=1 << 30)
+        return msgpack.unpackb(raw, strict_map_key=False)
+    except (OSError, zstandard.ZstdError, ValueError, msgpack.UnpackException):
+        return None

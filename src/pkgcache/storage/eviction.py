@@ -1,0 +1,371 @@
+"""Keeping the cache within its size limit, and removing entries on request.
+
+What may be evicted: package files only, the big immutable things that can always be fetched again —
+`pypi/files/...` and, under `conda/`, `*.conda`, `*.tar.bz2` and anything inside a `shards/` folder. Index pages and
+repodata are small and follow their own time-to-live; files being downloaded live in `tmp/` until committed and are
+never looked at; a file that is being sent to a client right now is skipped.
+
+Size: a running total of the bytes under `pypi/` and `conda/`, measured by one walk at startup (in a worker
+thread), then moved by every commit, eviction and purge. A periodic walk, also in a worker thread, corrects what
+the running total cannot see (index pages rewritten in place, files removed by hand).
+
+Recency: the kernel's atime is unreliable (noatime, relatime), so each serve is noted in memory (`FileUse`,
+no system call on the event loop) and written back, in batches from a worker thread, as the file's atime with
+`os.utime`. An explicit utime is honoured whatever the mount options, so the record survives restarts; mtime,
+which aiohttp turns into ETag and Last-Modified, is left alone. Recency is max(atime, mtime): a file committed
+and never served counts from its download. Other readers of the files (a backup) can only make a file look more
+recently used, the safe direction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pkgcache.storage.store import CacheStore
+
+log = logging.getLogger(__name__)
+
+# Once the limit is passed, evict down to this share of it, so that eviction does not run after every download.
+LOW_WATER_RATIO = 0.9
+# How often the running total is corrected by a walk and served-times are written back.
+MAINTENANCE_INTERVAL = 600.0
+CACHE_AREAS = ("pypi", "conda")
+CONDA_PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
+
+
+def is_package_file(relative: Path) -> bool:
+    """Whether a file (path relative to the data directory) is a package file that eviction may remove."""
+    parts = relative.parts
+    if len(parts) >= 4 and parts[0] == "pypi" and parts[1] == "files":
+        return True
+    if len(parts) >= 2 and parts[0] == "conda":
+        return relative.name.endswith(CONDA_PACKAGE_SUFFIXES) or "shards" in parts[1:-1]
+    return False
+
+
+@dataclass
+class Freed:
+    """What an eviction or purge removed."""
+
+    files: int = 0
+    bytes: int = 0
+
+    def add(self, other: Freed) -> None:
+        self.files += other.files
+        self.bytes += other.bytes
+
+    def to_json(self) -> dict[str, int]:
+        return {"files": self.files, "bytes": self.bytes}
+
+
+class FileUse:
+    """Which cached files are being sent right now, and when each was last served.
+
+    Process-wide (paths are absolute, so several apps in one process do not mix): `send_cached_file` has no app
+    at hand. The lock is held by the event loop only for a dict update, and by the eviction thread for one
+    check-and-unlink, so a file can never be removed between the check and the unlink while a send starts.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sending: Counter[Path] = Counter()
+        self._served: dict[Path, float] = {}
+
+    def begin(self, path: Path) -> None:
+        with self._lock:
+            self._sending[path] += 1
+            self._served[path] = time.time()
+
+    def end(self, path: Path) -> None:
+        with self._lock:
+            self._sending[path] -= 1
+            if self._sending[path] <= 0:
+                del self._sending[path]
+
+    def is_sending(self, path: Path) -> bool:
+        with self._lock:
+            return path in self._sending
+
+    def remove_if_idle(self, path: Path, idle_since: float) -> bool:
+        """Unlink `path` unless it is being sent or was served after `idle_since` (blocking)."""
+        with self._lock:
+            if path in self._sending or self._served.get(path, 0.0) >= idle_since:
+                return False
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                return False
+            self._served.pop(path, None)
+            return True
+
+    def take_served_under(self, root: Path) -> dict[Path, float]:
+        """Remove and return the serve times noted for files under `root` (to be written back as atimes)."""
+        with self._lock:
+            taken = {path: when for path, when in self._served.items() if path.is_relative_to(root)}
+            for path in taken:
+                del self._served[path]
+            return taken
+
+    def forget_under(self, root: Path) -> None:
+        with self._lock:
+            for path in [path for path in self._served if path.is_relative_to(root)]:
+                del self._served[path]
+
+
+FILE_USE = FileUse()
+
+
+# --- blocking filesystem work: run these in a worker thread ---
+
+
+def _walk_files(directory: Path) -> Iterator[os.DirEntry[str]]:
+    """Regular files under `directory`, symlinks neither followed nor reported."""
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                yield from _walk_files(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                yield entry
+        except OSError:
+            continue
+
+
+def measure_cache(root: Path) -> int:
+    """Bytes of every cached entry (pages, repodata, package files); temporary files and logs are not counted."""
+    total = 0
+    for area in CACHE_AREAS:
+        for entry in _walk_files(root / area):
+            with contextlib.suppress(OSError):
+                total += entry.stat(follow_symlinks=False).st_size
+    return total
+
+
+def write_served_times(served: dict[Path, float]) -> None:
+    """Record serve times as atimes, keeping each file's mtime (blocking)."""
+    for path, when in served.items():
+        try:
+            stat = path.stat()
+            atime_ns = max(int(when * 1_000_000_000), stat.st_atime_ns)
+            os.utime(path, ns=(atime_ns, stat.st_mtime_ns))
+        except OSError:
+            continue  # evicted or purged meanwhile
+
+
+def _package_files_by_recency(root: Path) -> list[tuple[float, int, Path]]:
+    found: list[tuple[float, int, Path]] = []
+    for area in CACHE_AREAS:
+        for entry in _walk_files(root / area):
+            path = Path(entry.path)
+            if not is_package_file(path.relative_to(root)):
+                continue
+            try:
+                stat = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            found.append((max(stat.st_atime, stat.st_mtime), stat.st_size, path))
+    found.sort(key=lambda item: item[0])
+    return found
+
+
+def evict_least_recent(root: Path, bytes_to_free: int, use: FileUse) -> Freed:
+    """Remove package files, least recently used first, until `bytes_to_free` bytes are gone (blocking).
+
+    Served times still in memory are written back first so that the walk sees them.
+    """
+    write_served_times(use.take_served_under(root))
+    started = time.time()
+    freed = Freed()
+    for _recency, size, path in _package_files_by_recency(root):
+        if freed.bytes >= bytes_to_free:
+            break
+        if use.remove_if_idle(path, idle_since=started):
+            freed.files += 1
+            freed.bytes += size
+    return freed
+
+
+def remove_entries(paths: list[Path]) -> Freed:
+    """Remove files and whole folders (a project's entries), counting what was freed (blocking).
+
+    On POSIX a file being sent keeps its bytes until the send ends, so a purge may remove it.
+    """
+    freed = Freed()
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            for entry in _walk_files(path):
+                freed.add(_unlink_counting(Path(entry.path)))
+            _remove_empty_dirs(path)
+        elif path.exists() or path.is_symlink():
+            freed.add(_unlink_counting(path))
+    return freed
+
+
+def _unlink_counting(path: Path) -> Freed:
+    try:
+        size = path.lstat().st_size
+        path.unlink()
+    except FileNotFoundError:
+        return Freed()
+    return Freed(files=1, bytes=size)
+
+
+def _remove_empty_dirs(directory: Path) -> None:
+    for dirpath, _dirnames, _filenames in sorted(os.walk(directory), key=lambda item: -len(item[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(dirpath)
+
+
+# --- the keeper, on the event loop ---
+
+
+class CacheKeeper:
+    """Knows the cache's size and keeps it under `max_size`: evicts after commits, periodically and on demand."""
+
+    def __init__(
+        self,
+        store: CacheStore,
+        max_size: int | None,
+        *,
+        use: FileUse = FILE_USE,
+        interval: float = MAINTENANCE_INTERVAL,
+    ) -> None:
+        self.store = store
+        self.max_size = max_size
+        self.use = use
+        self.interval = interval
+        self.total_bytes = 0
+        self.measured = False
+        self.evicted = Freed()  # since start
+        self.last_eviction: float | None = None
+        self._lock = asyncio.Lock()  # one walk, eviction or purge at a time
+        self._eviction: asyncio.Task[Freed] | None = None
+        self._maintenance: asyncio.Task[None] | None = None
+
+    @property
+    def root(self) -> Path:
+        return self.store.root
+
+    def low_water(self) -> int | None:
+        return None if self.max_size is None else int(self.max_size * LOW_WATER_RATIO)
+
+    def over_limit(self) -> bool:
+        return self.max_size is not None and self.total_bytes > self.max_size
+
+    # --- lifecycle ---
+
+    async def start(self) -> None:
+        self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
+
+    async def stop(self) -> None:
+        for task in (self._maintenance, self._eviction):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await self.write_served_times()
+
+    async def _maintain(self) -> None:
+        while True:
+            try:
+                await self.write_served_times()
+                await self.measure()
+                if self.over_limit():
+                    await self.evict_to(self.low_water() or 0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("cache maintenance failed; trying again in %.0f s", self.interval)
+            await asyncio.sleep(self.interval)
+
+    # --- events ---
+
+    def file_committed(self, path: Path, added_bytes: int) -> None:
+        """The Downloader's commit hook: a file entered the cache (or replaced one), changing it by `added_bytes`."""
+        self.total_bytes += added_bytes
+        if self.over_limit() and (self._eviction is None or self._eviction.done()):
+            self._eviction = asyncio.get_running_loop().create_task(self.evict_to(self.low_water() or 0))
+
+    # --- operations ---
+
+    async def measure(self) -> int:
+        """Walk the cache (in a worker thread) and set the running total from it."""
+        async with self._lock:
+            at_start = self.total_bytes
+            measured = await asyncio.to_thread(measure_cache, self.root)
+            # Commits during the walk moved the total; the walk may have missed them, so keep their change.
+            self.total_bytes = measured + (self.total_bytes - at_start)
+            self.measured = True
+            return self.total_bytes
+
+    async def evict_to(self, target: int) -> Freed:
+        """Evict least recently used package files until the cache holds at most `target` bytes."""
+        async with self._lock:
+            excess = self.total_bytes - target
+            if excess <= 0:
+                return Freed()
+            freed = await asyncio.to_thread(evict_least_recent, self.root, excess, self.use)
+            self.total_bytes -= freed.bytes
+            self.evicted.add(freed)
+            self.last_eviction = time.time()
+        if freed.files:
+            log.info("evicted %d package files (%d bytes); cache now %d bytes", freed.files, freed.bytes,
+                     self.total_bytes)
+        if self.total_bytes > target:
+            log.warning("the cache is still %d bytes, over its %d-byte target: the rest is index pages, files "
+                        "being sent, or files served during the eviction", self.total_bytes, target)
+        return freed
+
+    async def gc(self, target: int | None = None) -> Freed:
+        """A collection by hand: measure, then evict to `target` (default: the low-water mark of the limit)."""
+        await self.measure()
+        goal = target if target is not None else self.low_water()
+        if goal is None:
+            return Freed()
+        return await self.evict_to(goal)
+
+    async def purge(self, paths: list[Path]) -> Freed:
+        """Remove cache entries (files or folders) now; they are fetched again on the next request."""
+        async with self._lock:
+            freed = await asyncio.to_thread(remove_entries, paths)
+            self.total_bytes = max(0, self.total_bytes - freed.bytes)
+        return freed
+
+    async def write_served_times(self) -> None:
+        served = self.use.take_served_under(self.root)
+        if served:
+            await asyncio.to_thread(write_served_times, served)
+
+    def status(self) -> dict[str, object]:
+        return {
+            "cache_bytes": self.total_bytes,
+            "cache_measured": self.measured,
+            "max_size": self.max_size,
+            "evicted_files": self.evicted.files,
+            "evicted_bytes": self.evicted.bytes,
+        }
+
+
+def collect_offline(store: CacheStore, max_size: int | None, target: int | None = None) -> tuple[Freed, int]:
+    """`pkgcache gc` with nothing running: the same eviction, directly on the data directory (blocking).
+
+    Returns what was freed and the cache's size afterwards.
+    """
+    total = measure_cache(store.root)
+    goal = target if target is not None else (None if max_size is None else int(max_size * LOW_WATER_RATIO))
+    if goal is None or total <= goal:
+        return Freed(), total
+    freed = evict_least_recent(store.root, total - goal, FileUse())
+    return freed, total - freed.bytes
