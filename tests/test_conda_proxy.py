@@ -32,7 +32,9 @@ def mirror_config(upstream: MirrorLikeUpstream) -> str:
 
 
 def conda_cache(make_cache: Callable[..., RunningCache], *upstreams: Any, **conda: Any) -> RunningCache:
-    return make_cache(["http://127.0.0.1:9/simple/"], conda={"upstreams": list(upstreams), "channels": CHANNELS, **conda})
+    # The PyPI side points at a closed port: these tests must never need it.
+    conda_section = {"upstreams": list(upstreams), "channels": CHANNELS, **conda}
+    return make_cache(["http://127.0.0.1:9/simple/"], conda=conda_section)
 
 
 def channel_urls(cache: RunningCache) -> list[str]:
@@ -84,7 +86,7 @@ def test_absolute_shard_urls_are_rewritten_so_clients_never_go_around(
     bg_loop.run(upstream.start())
     try:
         cache = conda_cache(make_cache, anaconda_config(upstream))
-        prefix, result = install(tmp_path, channel_urls(cache)[1:], ["app"])
+        _, result = install(tmp_path, channel_urls(cache)[1:], ["app"])
         assert installed_names(result) == APP_TREE
         assert_only_pkgcache_asked(upstream)
         assert any("/shards/" in path for path in upstream.paths())
@@ -196,7 +198,7 @@ def test_failover_to_the_second_conda_upstream(
 ) -> None:
     conda_mirror.fail_mode = "503"
     cache = conda_cache(make_cache, mirror_config(conda_mirror), anaconda_config(anaconda_upstream))
-    prefix, result = install(tmp_path, channel_urls(cache), ["app"])
+    _, result = install(tmp_path, channel_urls(cache), ["app"])
     assert installed_names(result) == APP_TREE
     status = json.loads(cache.get("/-/status").body)
     first, second = status["upstreams"]["conda"]
