@@ -75,6 +75,14 @@ class UpstreamPolicy(_Section):
     cooldown: float = Field(60.0, ge=0, description="seconds a failing upstream is skipped")
     max_connections: int = Field(8, ge=1, description="concurrent connections per upstream")
     max_redirects: int = Field(5, ge=0)
+    # An HTTP proxy for reaching upstreams (e.g. "http://proxy.corp:3128"); None: connect directly. The
+    # environment's *_PROXY variables are deliberately not used, so a proxy is always a visible choice.
+    proxy: str | None = None
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_is_http(cls, value: str | None) -> str | None:
+        return None if value is None else _check_http_url(value).rstrip("/")
 
 
 class PypiUpstream(_Section):

@@ -124,6 +124,7 @@ def make_pool(upstreams: list[tuple[str, str, int | None]], policy: UpstreamPoli
             read_timeout=policy.read_timeout,
             cooldown=policy.cooldown,
             max_redirects=policy.max_redirects,
+            proxy=policy.proxy,
         ),
     )
 

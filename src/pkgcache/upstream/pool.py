@@ -116,6 +116,7 @@ class UpstreamPolicySettings:
     read_timeout: float
     cooldown: float
     max_redirects: int
+    proxy: str | None = None
 
 
 TargetFor = Callable[[Upstream], str | None]
@@ -264,6 +265,7 @@ def make_client_session(policy: UpstreamPolicySettings) -> aiohttp.ClientSession
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=True,
         trust_env=False,
+        proxy=policy.proxy,
     )
 
 
