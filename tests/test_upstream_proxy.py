@@ -1,0 +1,61 @@
+"""Upstreams reached through an HTTP proxy, when one is configured."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import aiohttp
+from aiohttp import web
+
+from tests.cache_service import RunningCache
+from tests.fakes.pypi_upstreams import TunaLikeUpstream
+from tests.support import BackgroundLoop
+
+
+class ForwardProxy:
+    """A minimal forward proxy on loopback: takes absolute-form requests and passes them on."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.forward)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+
+    async def stop(self) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+    async def forward(self, request: web.Request) -> web.StreamResponse:
+        self.seen.append(str(request.url))
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "proxy-connection")}
+        async with (
+            aiohttp.ClientSession(auto_decompress=False) as session,
+            session.request(request.method, str(request.url), headers=headers) as upstream,
+        ):
+            body = await upstream.read()
+            passed = {k: v for k, v in upstream.headers.items() if k.lower() not in ("transfer-encoding", "connection")}
+            return web.Response(status=upstream.status, body=body, headers=passed)
+
+
+def test_upstreams_are_reached_through_the_configured_proxy(
+    bg_loop: BackgroundLoop, tuna_upstream: TunaLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    proxy = ForwardProxy()
+    bg_loop.run(proxy.start())
+    try:
+        cache = make_cache([tuna_upstream.index_url], upstream={"proxy": proxy.url})
+        assert cache.get("/pypi/simple/alpha/").status == 200
+        assert cache.get("/pypi/files/alpha/alpha-2.0-py3-none-any.whl").status == 200
+        assert any(url.endswith("/simple/alpha/") for url in proxy.seen)
+        assert any(url.endswith("/alpha-2.0-py3-none-any.whl") for url in proxy.seen)
+        assert tuna_upstream.count("/simple/alpha/") == 1
+    finally:
+        bg_loop.run(proxy.stop())
