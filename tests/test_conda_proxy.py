@@ -126,6 +126,8 @@ def test_index_files_answer_head_404_and_304(
     assert revalidated.status == 304
     head = cache.get(path, method="HEAD")
     assert head.status == 200 and int(head.headers["content-length"]) == len(first.body)
+    bz2 = cache.get(f"/conda/pkgs/main/{SUBDIR}/repodata.json.bz2")
+    assert bz2.status == 200 and bz2.body == (conda_channels.main / SUBDIR / "repodata.json.bz2").read_bytes()
     # Not there upstream: a 404, remembered so the next probe costs the upstream nothing.
     missing = f"/conda/pkgs/main/{SUBDIR}/current_repodata.json"
     assert cache.get(missing, method="HEAD").status == 404
