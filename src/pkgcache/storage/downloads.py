@@ -133,12 +133,17 @@ class Download:
                 self._started.exception()  # mark retrieved: nobody may be waiting
         await self.notify()
 
+    @property
+    def _complete(self) -> bool:
+        # Verified and announced: the file is checked and whatever records it (hooks) has done so.
+        return self.verified and self._announced
+
     def _readable_limit(self) -> int:
-        # Until verified, hold back the last byte written so a client never holds a whole unchecked file.
-        return self.written if self.verified else max(0, self.written - 1)
+        # Until complete, hold back the last byte written so a client never holds a whole unchecked file.
+        return self.written if self._complete else max(0, self.written - 1)
 
     def _has_news_for(self, position: int) -> bool:
-        return self.error is not None or self.verified or self._readable_limit() > position
+        return self.error is not None or self._complete or self._readable_limit() > position
 
     def _open_for_reading(self) -> IO[bytes]:
         try:
@@ -153,6 +158,14 @@ class Download:
 
     async def follow(self) -> AsyncIterator[bytes]:
         """The file's bytes as they arrive, for one client. Raises the download's error if it fails."""
+        if self.not_modified or (self.compressed_transfer and not self.written):
+            # A revalidation may end in 304, leaving the cached copy as the answer: wait for the outcome first.
+            async with self._progress:
+                await self._progress.wait_for(lambda: self.error is not None or self._complete or self.written > 0)
+        if self.not_modified and self._complete:
+            async for chunk in _read_whole(self.final_path):
+                yield chunk
+            return
         handle = await asyncio.to_thread(self._open_for_reading)
         try:
             position = 0
@@ -162,7 +175,7 @@ class Download:
                 if self.error is not None:
                     raise self.error
                 limit = self._readable_limit()
-                if position >= limit and self.verified:
+                if position >= limit and self._complete:
                     return
                 while position < limit:
                     size = min(CHUNK_SIZE, limit - position)
@@ -173,6 +186,15 @@ class Download:
                     yield chunk
         finally:
             await asyncio.to_thread(handle.close)
+
+
+async def _read_whole(path: Path) -> AsyncIterator[bytes]:
+    handle = await asyncio.to_thread(open, path, "rb")
+    try:
+        while chunk := await asyncio.to_thread(handle.read, CHUNK_SIZE):
+            yield chunk
+    finally:
+        await asyncio.to_thread(handle.close)
 
 
 # Called on the event loop after a file is committed: its path, and how many bytes the cache grew by (its size
