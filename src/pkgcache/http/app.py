@@ -14,6 +14,9 @@ from pkgcache import __version__
 from pkgcache.conda.routes import add_conda_routes
 from pkgcache.conda.service import CondaChannels
 from pkgcache.config import CondaUpstream, PypiUpstream, Settings, UpstreamPolicy
+from pkgcache.http.auth import require_read_access
+from pkgcache.http.metrics import body_bytes_sent, measure_requests, status_extras
+from pkgcache.http.operations import install_operations
 from pkgcache.http.responses import CACHE_STATE, UPSTREAM_USED, error_for, plain_error
 from pkgcache.pypi.index import PypiIndex
 from pkgcache.pypi.routes import add_pypi_routes
@@ -77,7 +80,7 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
         status = exc.status
         raise
     finally:
-        size = _response_size(response)
+        size = body_bytes_sent(request, response)
         log.info(
             "%s %s %d cache=%s bytes=%d ms=%.1f upstream=%s",
             request.method,
@@ -88,13 +91,6 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
             (time.monotonic() - started) * 1000,
             request.get(UPSTREAM_USED, "-"),
         )
-
-
-def _response_size(response: web.StreamResponse | None) -> int:
-    if response is None:
-        return 0
-    # A streamed answer knows what it wrote; a plain one is only sent after this middleware returns.
-    return response.body_length or response.content_length or 0
 
 
 @web.middleware
@@ -138,7 +134,10 @@ def _conda_pool(upstreams: list[CondaUpstream], policy: UpstreamPolicy) -> Upstr
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[refuse_hostile_paths, access_log, shared_errors])
+    # measure_requests sends cached files itself, so that access_log (outside it) sees the bytes really sent.
+    app = web.Application(
+        middlewares=[refuse_hostile_paths, access_log, measure_requests, require_read_access, shared_errors]
+    )
     store = CacheStore(settings.server.data_dir)
     downloader = Downloader(store)
     pools: dict[str, UpstreamPool] = {}
@@ -156,10 +155,11 @@ def create_app(settings: Settings) -> web.Application:
         refreshing = RefreshingFiles(store, downloader)
         add_conda_routes(app, CondaChannels(settings.conda, pools["conda"], store, downloader, refreshing))
 
-    app.router.add_get("/", landing_page)
     app.router.add_get("/-/health", health)
     app.router.add_get("/-/status", status)
     app.on_startup.append(_prepare_store)
+    # The page at /, /-/stats, /metrics, the admin API, and the cache's size keeper.
+    install_operations(app, settings, store, downloader, pools)
     app.on_shutdown.append(_stop_downloads)
     app.on_cleanup.append(_close_pools)
     return app
@@ -191,15 +191,6 @@ async def status(request: web.Request) -> web.StreamResponse:
             "uptime_seconds": round(time.time() - app[STARTED_KEY], 1),
             "downloads_in_flight": app[DOWNLOADER_KEY].in_flight(),
             "upstreams": {side: pool.status() for side, pool in app[POOLS_KEY].items()},
+            **status_extras(app),
         }
     )
-
-
-async def landing_page(request: web.Request) -> web.StreamResponse:
-    base = f"{request.scheme}://{request.host}"
-    text = (
-        f"pkgcache {__version__}\n\n"
-        f"pip:  pip config set global.index-url {base}/pypi/simple/\n"
-        f"uv:   export UV_INDEX_URL={base}/pypi/simple/\n"
-    )
-    return web.Response(text=text)

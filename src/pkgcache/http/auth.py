@@ -70,8 +70,9 @@ def admin_refusal(request: web.Request, token: str) -> web.Response | None:
     """The answer refusing an admin request (401 without a bearer token, 403 with a wrong one), or None."""
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
-        return plain_error(401, "the admin API needs 'Authorization: Bearer <admin token>'",
-                           **{"WWW-Authenticate": ADMIN_REALM})
+        return plain_error(
+            401, "the admin API needs 'Authorization: Bearer <admin token>'", **{"WWW-Authenticate": ADMIN_REALM}
+        )
     if not _same_secret(given.strip(), token):
         return plain_error(403, "wrong admin token")
     return None

@@ -32,7 +32,11 @@ def body_bytes_sent(request: web.BaseRequest, response: web.StreamResponse | Non
     if isinstance(response, CachedFileResponse):
         return response.body_bytes
     if response.prepared:
-        # Streamed by its handler (a download being followed): what went on the wire.
+        # Streamed by its handler (a download being followed). Once finished, aiohttp's count is what went on the
+        # wire, headers included; with a declared length, that length is the body.
+        finished = response.body_length > 0
+        if finished and response.content_length is not None:
+            return response.content_length
         return response.body_length
     if request.method == "HEAD" or response.status in (204, 304):
         return 0

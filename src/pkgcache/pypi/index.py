@@ -240,6 +240,10 @@ class PypiIndex:
         path = self._page_path(project)
         await asyncio.to_thread(_unlink_quietly, path)
 
+    def purge(self, project: str) -> None:
+        """Forget a project's page held in memory (after its entries were removed from disk, see the admin API)."""
+        self._memory.pop(project, None)
+
     async def cached_projects(self) -> list[str]:
         root = self.store.root / "pypi" / "simple"
 
@@ -309,6 +313,11 @@ class PypiIndex:
             "pages_in_memory": len(self._memory),
             "index_ttl": self.config.index_ttl,
         }
+
+
+def project_entries(store: CacheStore, project: str) -> list[Path]:
+    """Where a (normalised) project's cached entries live: its page's folder and its files' folder."""
+    return [store.path_for("pypi", "simple", project), store.path_for("pypi", "files", project)]
 
 
 def _lookup(entry: CachedPage, filename: str) -> tuple[DistFile, bool] | None:

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 LOW_WATER_RATIO = 0.9
 # How often the running total is corrected by a walk and served-times are written back.
 MAINTENANCE_INTERVAL = 600.0
+# After an eviction that could not get under the limit (index files alone fill it), commits wait this long before
+# starting another walk.
+EVICTION_BACKOFF = 60.0
 CACHE_AREAS = ("pypi", "conda")
 CONDA_PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
 
@@ -252,6 +255,7 @@ class CacheKeeper:
         self.last_eviction: float | None = None
         self._lock = asyncio.Lock()  # one walk, eviction or purge at a time
         self._eviction: asyncio.Task[Freed] | None = None
+        self._no_auto_eviction_until = 0.0
         self._maintenance: asyncio.Task[None] | None = None
 
     @property
@@ -295,7 +299,9 @@ class CacheKeeper:
     def file_committed(self, path: Path, added_bytes: int) -> None:
         """The Downloader's commit hook: a file entered the cache (or replaced one), changing it by `added_bytes`."""
         self.total_bytes += added_bytes
-        if self.over_limit() and (self._eviction is None or self._eviction.done()):
+        if not self.over_limit() or time.monotonic() < self._no_auto_eviction_until:
+            return
+        if self._eviction is None or self._eviction.done():
             self._eviction = asyncio.get_running_loop().create_task(self.evict_to(self.low_water() or 0))
 
     # --- operations ---
@@ -321,11 +327,18 @@ class CacheKeeper:
             self.evicted.add(freed)
             self.last_eviction = time.time()
         if freed.files:
-            log.info("evicted %d package files (%d bytes); cache now %d bytes", freed.files, freed.bytes,
-                     self.total_bytes)
+            log.info(
+                "evicted %d package files (%d bytes); cache now %d bytes", freed.files, freed.bytes, self.total_bytes
+            )
+        if self.over_limit():
+            self._no_auto_eviction_until = time.monotonic() + EVICTION_BACKOFF
         if self.total_bytes > target:
-            log.warning("the cache is still %d bytes, over its %d-byte target: the rest is index pages, files "
-                        "being sent, or files served during the eviction", self.total_bytes, target)
+            log.warning(
+                "the cache is still %d bytes, over its %d-byte target: the rest is index pages, files "
+                "being sent, or files served during the eviction",
+                self.total_bytes,
+                target,
+            )
         return freed
 
     async def gc(self, target: int | None = None) -> Freed:

@@ -1,0 +1,232 @@
+"""Admin actions (HTTP API and CLI) and access control: off without a token, refused without it, working with it."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from pkgcache.admin_cli import gc_command, purge_command, refresh_command
+from tests.cache_service import CacheProcess, RunningCache
+from tests.conda_support import Channels
+from tests.fakes.conda_channel import find_pkg
+from tests.fakes.conda_upstreams import AnacondaLikeUpstream
+from tests.fakes.dists import find_dist, sample_dists
+from tests.fakes.pypi_upstreams import OfficialLikeUpstream
+from tests.support import http_get, installed_dists, run_pip_install
+
+TOKEN = "a-test-admin-token-0123456789"
+ALPHA = "alpha-2.0-py3-none-any.whl"
+ALPHA_FILE = f"/pypi/files/alpha/{ALPHA}"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def _post(cache: RunningCache, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    answer = cache.get(path, headers, method="POST")
+    body = json.loads(answer.body) if answer.headers.get("content-type", "").startswith("application/json") else {}
+    return answer.status, body
+
+
+def _admin_cache(make_cache: Callable[..., RunningCache], upstream: OfficialLikeUpstream) -> RunningCache:
+    return make_cache([upstream.index_url], access={"admin_token": TOKEN})
+
+
+def test_admin_api_is_absent_without_a_configured_token(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    cache = make_cache([official_upstream.index_url])
+    for path in ("/-/admin/gc", "/-/admin/pypi/purge/alpha", "/-/admin/pypi/refresh/alpha"):
+        assert cache.get(path, BEARER, method="POST").status == 404
+
+
+def test_admin_api_refuses_without_the_token_and_with_a_wrong_one(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    cache = _admin_cache(make_cache, official_upstream)
+    assert cache.get(ALPHA_FILE).status == 200
+    for path in ("/-/admin/gc?target=0", "/-/admin/pypi/purge/alpha", "/-/admin/pypi/refresh/alpha"):
+        missing = cache.get(path, method="POST")
+        assert missing.status == 401 and missing.headers["www-authenticate"].startswith("Bearer")
+        assert cache.get(path, {"Authorization": "Bearer wrong-token-but-long-enough"}, method="POST").status == 403
+        assert cache.get(path, {"Authorization": f"Basic {TOKEN}"}, method="POST").status == 401
+    # Nothing was touched.
+    assert cache.get(ALPHA_FILE).headers["x-pkgcache-cache"] == "hit"
+
+
+def test_purge_a_project_then_the_next_requests_are_misses(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    cache = _admin_cache(make_cache, official_upstream)
+    size = find_dist(sample_dists(), ALPHA).size
+    assert cache.get("/pypi/simple/alpha/").status == 200
+    assert cache.get(ALPHA_FILE).status == 200
+    assert cache.get("/pypi/simple/alpha/").headers["x-pkgcache-cache"] == "hit"
+
+    status, answer = _post(cache, "/-/admin/pypi/purge/Alpha", BEARER)  # any spelling of the name
+    assert status == 200
+    assert answer["project"] == "alpha" and answer["freed_files"] == 2 and answer["freed_bytes"] > size
+    assert not (cache.data_dir / "pypi" / "files" / "alpha").exists()
+
+    pages_before = official_upstream.count("/simple/alpha/")
+    assert cache.get("/pypi/simple/alpha/").headers["x-pkgcache-cache"] == "miss"
+    assert official_upstream.count("/simple/alpha/") == pages_before + 1
+    assert cache.get(ALPHA_FILE).headers["x-pkgcache-cache"] == "miss"
+    assert official_upstream.files.count(ALPHA) == 2
+
+
+def test_purge_one_file_and_refresh_a_project(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    cache = _admin_cache(make_cache, official_upstream)
+    assert cache.get(ALPHA_FILE).status == 200
+    status, answer = _post(cache, f"/-/admin/pypi/purge/alpha/{ALPHA}", BEARER)
+    assert status == 200 and answer["freed_files"] == 1
+    assert cache.get("/pypi/simple/alpha/").headers["x-pkgcache-cache"] == "hit"  # the page stays
+    assert cache.get(ALPHA_FILE).headers["x-pkgcache-cache"] == "miss"
+
+    pages_before = official_upstream.count("/simple/alpha/")
+    status, answer = _post(cache, "/-/admin/pypi/refresh/alpha", BEARER)
+    assert status == 200 and answer["files"] == 3
+    assert official_upstream.count("/simple/alpha/") == pages_before + 1
+    assert _post(cache, "/-/admin/pypi/refresh/no-such-project", BEARER)[0] == 404
+    assert cache.get("/-/admin/pypi/purge/alpha/not-a-dist.txt", BEARER, method="POST").status == 400
+
+
+def test_gc_by_hand_reports_what_it_freed(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    cache = _admin_cache(make_cache, official_upstream)
+    assert cache.get(ALPHA_FILE).status == 200
+    status, answer = _post(cache, "/-/admin/gc?target=0", BEARER)
+    assert status == 200
+    assert answer["freed_files"] == 1 and answer["freed_bytes"] == find_dist(sample_dists(), ALPHA).size
+    assert cache.get(ALPHA_FILE).headers["x-pkgcache-cache"] == "miss"
+    assert _post(cache, "/-/admin/gc?target=lots", BEARER)[0] == 400
+
+
+def test_basic_auth_for_reads_when_users_are_set(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    cache = make_cache([official_upstream.index_url], access={"users": {"dev": "s3cret"}, "admin_token": TOKEN})
+    for path in ("/", "/pypi/simple/alpha/", ALPHA_FILE, "/metrics", "/-/stats", "/-/status"):
+        refused = cache.get(path)
+        assert refused.status == 401, path
+        assert refused.headers["www-authenticate"].startswith("Basic")
+        assert cache.get(path, _basic("dev", "wrong")).status == 401
+        assert cache.get(path, _basic("nobody", "s3cret")).status == 401
+        assert cache.get(path, _basic("dev", "s3cret")).status == 200, path
+    assert cache.get("/-/health").status == 200
+    # The admin API keeps its own token.
+    assert cache.get("/-/admin/gc", _basic("dev", "s3cret"), method="POST").status == 401
+    assert cache.get("/-/admin/gc", BEARER, method="POST").status == 200
+
+    # A real client with the credentials in the index URL.
+    index = cache.index_url.replace("http://", "http://dev:s3cret@")
+    result = run_pip_install(index, tmp_path / "target", "alpha")
+    assert result.returncode == 0, result.stderr
+    assert "alpha==2.0" in installed_dists(tmp_path / "target")
+
+
+# --- the command line ---
+
+
+def _write_config(path: Path, upstream: OfficialLikeUpstream, token: str | None) -> Path:
+    lines = ["[pypi]", f'upstreams = ["{upstream.index_url}"]', "[conda]", "enabled = false"]
+    if token:
+        lines += ["[access]", f'admin_token = "{token}"']
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_cli_works_on_a_running_instance_through_the_admin_api(
+    official_upstream: OfficialLikeUpstream, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    config = _write_config(tmp_path / "pkgcache.toml", official_upstream, TOKEN)
+    process = CacheProcess(data_dir, "--config", str(config))
+    try:
+        where = ["--config", str(config), "--data-dir", str(data_dir)]
+        assert http_get(process.url + ALPHA_FILE).status == 200
+        runner = CliRunner()
+
+        purged = runner.invoke(purge_command, ["alpha", "--file", ALPHA, *where])
+        assert purged.exit_code == 0, purged.output
+        assert "freed 1 file" in purged.output
+        assert http_get(process.url + ALPHA_FILE).headers["x-pkgcache-cache"] == "miss"
+
+        pages_before = official_upstream.count("/simple/alpha/")
+        refreshed = runner.invoke(refresh_command, ["alpha", *where])
+        assert refreshed.exit_code == 0, refreshed.output
+        assert "refreshed alpha" in refreshed.output
+        assert official_upstream.count("/simple/alpha/") == pages_before + 1
+
+        collected = runner.invoke(gc_command, ["--to", "0", *where])
+        assert collected.exit_code == 0, collected.output
+        assert "freed 1 file" in collected.output
+        assert http_get(process.url + ALPHA_FILE).headers["x-pkgcache-cache"] == "miss"
+
+        # Without the token in the config, the command says what to do.
+        tokenless = _write_config(tmp_path / "tokenless.toml", official_upstream, None)
+        refused = runner.invoke(gc_command, ["--config", str(tokenless), "--data-dir", str(data_dir)])
+        assert refused.exit_code != 0 and "admin_token" in refused.output
+    finally:
+        process.terminate()
+
+
+def test_cli_gc_and_purge_work_on_the_data_directory_when_nothing_runs(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    cache = make_cache([official_upstream.index_url])
+    assert cache.get(ALPHA_FILE).status == 200
+    assert cache.get("/pypi/files/beta/beta-1.1-py3-none-any.whl").status == 200
+    cache.stop()
+    where = ["--data-dir", str(cache.data_dir)]
+    runner = CliRunner()
+
+    purged = runner.invoke(purge_command, ["alpha", *where])
+    assert purged.exit_code == 0, purged.output
+    assert "not running" in purged.output
+    assert not (cache.data_dir / "pypi" / "files" / "alpha").exists()
+    assert not (cache.data_dir / "pypi" / "simple" / "alpha").exists()
+
+    collected = runner.invoke(gc_command, ["--to", "0", *where])
+    assert collected.exit_code == 0, collected.output
+    assert "freed 1 file" in collected.output
+    assert not list((cache.data_dir / "pypi" / "files").rglob("*.whl"))
+
+    assert runner.invoke(refresh_command, ["alpha", *where]).exit_code == 1
+    assert runner.invoke(purge_command, where).exit_code == 2  # neither a project nor a conda file
+
+
+def test_purge_one_conda_package(
+    anaconda_upstream: AnacondaLikeUpstream, conda_channels: Channels, make_cache: Callable[..., RunningCache]
+) -> None:
+    upstream = {
+        "name": "anaconda-fake",
+        "pkgs_url": f"{anaconda_upstream.repo.url}/pkgs/",
+        "cloud_url": f"{anaconda_upstream.conda.url}/",
+    }
+    cache = make_cache(
+        ["http://127.0.0.1:9/simple/"],
+        conda={"upstreams": [upstream], "channels": ["pkgs/main"]},
+        access={"admin_token": TOKEN},
+    )
+    pkg = find_pkg(conda_channels.main_pkgs, "tzinfo")
+    url = f"/conda/pkgs/main/{pkg.subdir}/{pkg.filename}"
+    assert cache.get(url).status == 200
+    assert cache.get(url).headers["x-pkgcache-cache"] == "hit"
+
+    status, answer = _post(cache, f"/-/admin/conda/purge/pkgs/main/{pkg.subdir}/{pkg.filename}", BEARER)
+    assert status == 200 and answer["freed_files"] == 1 and answer["freed_bytes"] == pkg.size
+    assert cache.get(url).headers["x-pkgcache-cache"] == "miss"
+    assert anaconda_upstream.count(f"/{pkg.filename}") == 2
+    # Index files follow their time-to-live; channels not served are unknown.
+    assert _post(cache, f"/-/admin/conda/purge/pkgs/main/{pkg.subdir}/repodata.json", BEARER)[0] == 400
+    assert _post(cache, f"/-/admin/conda/purge/cloud/bioconda/{pkg.subdir}/{pkg.filename}", BEARER)[0] == 404

@@ -1,0 +1,168 @@
+"""The cache size limit: least recently used package files go, the cache stays within its limit and keeps serving."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pkgcache.storage.eviction import (
+    FileUse,
+    collect_offline,
+    evict_least_recent,
+    is_package_file,
+    measure_cache,
+    write_served_times,
+)
+from pkgcache.storage.store import CacheStore
+from tests.cache_service import RunningCache
+from tests.fakes.dists import Dist, build_wheel, find_dist, sample_dists
+from tests.fakes.pypi_upstreams import OfficialLikeUpstream
+from tests.support import BackgroundLoop
+
+KiB = 1024
+FILLERS = [build_wheel(f"filler{n}", "1.0", payload_size=300 * KiB) for n in range(1, 5)]
+BIG = "bigpkg-1.0-py3-none-any.whl"
+# A bit over two filler wheels; index pages (a few KiB) count too.
+MAX_SIZE = 700 * KiB
+
+
+@pytest.fixture
+def upstream(bg_loop: BackgroundLoop) -> Iterator[OfficialLikeUpstream]:
+    server = OfficialLikeUpstream([*sample_dists(), *FILLERS])
+    bg_loop.run(server.start())
+    yield server
+    bg_loop.run(server.stop())
+
+
+def _url(dist: Dist) -> str:
+    return f"/pypi/files/{dist.normalized}/{dist.filename}"
+
+
+def _fetch(cache: RunningCache, dist: Dist) -> str:
+    """Fetch a file, check its bytes, and return where it came from (hit or miss)."""
+    answer = cache.get(_url(dist))
+    assert answer.status == 200
+    assert hashlib.sha256(answer.body).hexdigest() == dist.sha256
+    return answer.headers["x-pkgcache-cache"]
+
+
+def _cached_files(data_dir: Path) -> set[str]:
+    return {path.name for path in (data_dir / "pypi" / "files").rglob("*") if path.is_file()}
+
+
+def _settled_size(cache: RunningCache) -> int:
+    """The cache's size once any eviction started by the last download has run."""
+    deadline = time.monotonic() + 15
+    while True:
+        stats = json.loads(cache.get("/-/stats").body)
+        on_disk = measure_cache(cache.data_dir)
+        if (stats["cache_bytes"] <= MAX_SIZE and on_disk <= MAX_SIZE) or time.monotonic() > deadline:
+            return on_disk
+        time.sleep(0.05)
+
+
+def test_a_small_limit_keeps_the_cache_within_it_and_keeps_serving(
+    upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    cache = make_cache([upstream.index_url], cache={"max_size": MAX_SIZE})
+    first, second, third, fourth = FILLERS
+    for dist in (first, second):
+        assert _fetch(cache, dist) == "miss"
+        assert _settled_size(cache) <= MAX_SIZE
+    assert _cached_files(cache.data_dir) == {first.filename, second.filename}
+    # Using the first again makes the second the least recently used...
+    assert _fetch(cache, first) == "hit"
+    assert _fetch(cache, third) == "miss"
+    assert _settled_size(cache) <= MAX_SIZE
+    # ...so the second is the one evicted.
+    assert _cached_files(cache.data_dir) == {first.filename, third.filename}
+
+    # A file larger than the whole limit is still served whole, then does not stay.
+    big = find_dist(sample_dists(), BIG)
+    assert _fetch(cache, big) == "miss"
+    assert _settled_size(cache) <= MAX_SIZE
+    assert _fetch(cache, fourth) == "miss"
+    assert _settled_size(cache) <= MAX_SIZE
+    assert fourth.filename in _cached_files(cache.data_dir)
+
+    # An evicted file is fetched again on the next request.
+    assert _fetch(cache, second) == "miss"
+    assert upstream.files.count(second.filename) == 2
+    assert _settled_size(cache) <= MAX_SIZE
+    stats = json.loads(cache.get("/-/stats").body)
+    assert stats["evicted_files"] >= 3
+    assert stats["cache_max_bytes"] == MAX_SIZE
+
+
+def test_eviction_takes_least_recent_first_and_spares_files_being_sent(tmp_path: Path) -> None:
+    store = CacheStore(tmp_path)
+    store.prepare()
+    files = []
+    for age, name in enumerate(("newest.whl", "middle.whl", "oldest.whl", "sending.whl")):
+        path = store.path_for("pypi", "files", "p", name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 1000)
+        stamp = time.time() - 1000 * (age + 1)
+        os.utime(path, (stamp, stamp))
+        files.append(path)
+    page = store.path_for("pypi", "simple", "p", "page.json")
+    page.parent.mkdir(parents=True)
+    page.write_bytes(b"{}" * 100)
+    os.utime(page, (0, 0))  # oldest of all, but an index page: never evicted
+    newest, middle, oldest, sending = files
+    use = FileUse()
+    use.begin(sending)  # the least recent, but being sent right now
+
+    freed = evict_least_recent(tmp_path, 1500, use)
+
+    assert (freed.files, freed.bytes) == (2, 2000)
+    assert not oldest.exists() and not middle.exists()
+    assert newest.exists() and sending.exists() and page.exists()
+    # Once sent, it counts as just used: the next file to go is the one that was newest before.
+    use.end(sending)
+    assert evict_least_recent(tmp_path, 1, use).files == 1
+    assert sending.exists() and not newest.exists()
+
+
+def test_serve_times_are_kept_as_atime_without_touching_mtime(tmp_path: Path) -> None:
+    path = tmp_path / "pypi" / "files" / "p" / "a.whl"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"x")
+    os.utime(path, (1000, 2000))
+    write_served_times({path: 5000.0})
+    stat = path.stat()
+    assert (stat.st_atime, stat.st_mtime) == (5000, 2000)
+
+
+def test_what_counts_as_a_package_file() -> None:
+    assert is_package_file(Path("pypi/files/numpy/numpy-2.0-cp312-none-any.whl"))
+    assert is_package_file(Path("pypi/files/numpy/numpy-2.0-cp312-none-any.whl.metadata"))
+    assert is_package_file(Path("conda/cloud/conda-forge/linux-64/numpy-2.0-py312_0.conda"))
+    assert is_package_file(Path("conda/pkgs/main/noarch/six-1.16-py_0.tar.bz2"))
+    assert is_package_file(Path("conda/cloud/conda-forge/linux-64/shards/" + "a" * 64 + ".msgpack.zst"))
+    assert not is_package_file(Path("pypi/simple/numpy/page.json"))
+    assert not is_package_file(Path("conda/pkgs/main/linux-64/repodata.json"))
+    assert not is_package_file(Path("conda/pkgs/main/linux-64/repodata_shards.msgpack.zst"))
+    assert not is_package_file(Path("tmp/abc-numpy.whl.part"))
+
+
+def test_offline_collection_evicts_to_the_low_water_mark(tmp_path: Path) -> None:
+    store = CacheStore(tmp_path)
+    for n in range(10):
+        path = store.path_for("pypi", "files", "p", f"p-{n}.whl")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 1000)
+        os.utime(path, (n, n))
+    freed, remaining = collect_offline(store, max_size=5000)
+    assert remaining <= 4500 and freed.files == 6
+    # The oldest went first.
+    assert sorted(path.name for path in (tmp_path / "pypi" / "files" / "p").iterdir()) == [
+        f"p-{n}.whl" for n in range(6, 10)
+    ]
+    assert collect_offline(store, max_size=None, target=0)[1] == 0
