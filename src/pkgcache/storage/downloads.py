@@ -149,12 +149,11 @@ class Download:
         try:
             return open(self.temp_path, "rb")
         except FileNotFoundError:
-            # Already committed (renamed into place) before this client got here: same bytes, final name.
-            if self.verified and not self.not_modified:
-                return open(self.final_path, "rb")
             if self.error is not None:
                 raise self.error from None
-            raise
+            # Renamed into place before this client got here. Only checked files are ever renamed, and after a
+            # 304 the file in place is the answer too.
+            return open(self.final_path, "rb")
 
     async def follow(self) -> AsyncIterator[bytes]:
         """The file's bytes as they arrive, for one client. Raises the download's error if it fails."""
@@ -289,11 +288,11 @@ class Downloader:
         except BaseException as exc:  # every failure, cancellation included, must reach the waiting clients
             error = exc
         finally:
+            download.settle(error)  # before the temp file goes, so a follower that misses it knows why
             if error is not None:
                 with contextlib.suppress(FileNotFoundError):
                     download.temp_path.unlink()
                 log.warning("download of %s failed: %s", download.final_path.name, error)
-            download.settle(error)
             if on_done is not None:
                 await _run_hook(on_done, download)
             # Unregistered only now: until the hook has recorded the outcome, a new request must join this
