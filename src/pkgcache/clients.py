@@ -176,10 +176,9 @@ def uv_snippets(base_url: str) -> list[Snippet]:
     toml = ["[[index]]", f"url = {_toml_string(index)}", "default = true"]
     env = [f"export UV_DEFAULT_INDEX={index}"]
     if is_plain_http(base_url):
-        env.append(
-            "# Plain http needs nothing more. UV_INSECURE_HOST only skips TLS certificate checks: set it to "
-            f"{url_host(base_url)} if you put pkgcache behind https with a self-signed certificate."
-        )
+        host = url_host(base_url)
+        env.append("# Plain http needs nothing more: UV_INSECURE_HOST only skips TLS certificate checks, for when")
+        env.append(f"# pkgcache sits behind https with a self-signed certificate (then UV_INSECURE_HOST={host}).")
     env.append(f'# Windows PowerShell: $env:UV_DEFAULT_INDEX = "{index}"')
     return [
         Snippet(

@@ -11,6 +11,7 @@ from another pid namespace (a container sharing the data directory).
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.client
 import json
 import os
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 try:
     import fcntl
@@ -41,10 +43,11 @@ class DaemonError(Exception):
 
 
 class AlreadyRunning(DaemonError):
-    def __init__(self, data_dir: Path, pid: int | None) -> None:
+    def __init__(self, data_dir: Path, pid: int | None, url: str | None = None) -> None:
         who = f"pid {pid}" if pid else "another process"
+        serving = f", serving {url}/" if url else ""
         super().__init__(
-            f"pkgcache is already running on data directory {data_dir} ({who}); "
+            f"pkgcache is already running on data directory {data_dir} ({who}{serving}); "
             f"stop it first with: pkgcache stop --data-dir {data_dir}"
         )
         self.pid = pid
@@ -177,6 +180,8 @@ def remove_stale_files(paths: InstancePaths) -> bool:
         fd = os.open(paths.pid_file, os.O_RDONLY)
     except FileNotFoundError:
         return True
+    except OSError:
+        return False  # not ours to read (another user's instance): leave it alone
     try:
         if not _try_lock(fd, exclusive=True) or not _same_file(fd, paths.pid_file):
             return False
@@ -184,6 +189,8 @@ def remove_stale_files(paths: InstancePaths) -> bool:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         return True
+    except OSError:
+        return False  # e.g. no permission to delete in that directory
     finally:
         os.close(fd)
 
@@ -204,6 +211,8 @@ def lock_is_held(path: Path) -> bool | None:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return False
+    except OSError:
+        return None  # unreadable here: fall back on the pid
     try:
         free = _try_lock(fd, exclusive=False)
         if free:
@@ -299,6 +308,8 @@ def port_problem(host: str, port: int) -> str | None:
             try:
                 sock.bind(address)
             except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return f"port {port} on {host} is already in use by another program; choose another with --port"
                 return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
     return None
 
@@ -313,7 +324,6 @@ def rotate_log(path: Path, limit: int = LOG_ROTATE_BYTES) -> None:
 def spawn_service(paths: InstancePaths, serve_args: list[str]) -> subprocess.Popen[bytes]:
     """Start `python -m pkgcache serve ...` detached from this terminal, its output appended to the log file."""
     paths.data_dir.mkdir(parents=True, exist_ok=True)
-    rotate_log(paths.log_file)
     command = [sys.executable, "-m", "pkgcache", "serve", *serve_args]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with paths.log_file.open("ab") as log:
@@ -329,14 +339,20 @@ def spawn_service(paths: InstancePaths, serve_args: list[str]) -> subprocess.Pop
         )
 
 
-def wait_until_ready(process: subprocess.Popen[bytes], paths: InstancePaths, url: str, timeout: float) -> None:
+def wait_until_ready(
+    process: subprocess.Popen[bytes],
+    paths: InstancePaths,
+    url: str,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+) -> None:
     """Wait until our child answers its health check, or raise DaemonError saying why it did not."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise DaemonError(f"pkgcache exited during start-up (exit status {process.returncode})")
         # The pid check makes sure it is our child answering, not something else that took the port meanwhile.
-        if read_pid(paths.pid_file) == process.pid and health_ok(url):
+        if read_pid(paths.pid_file) == process.pid and health_ok(url, headers):
             return
         time.sleep(POLL_INTERVAL)
     raise DaemonError(f"pkgcache did not answer {url}/-/health within {timeout:.0f} s")
@@ -392,11 +408,11 @@ def local_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-def get_json(url: str, timeout: float = 5.0) -> dict[str, Any]:
+def get_json(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> dict[str, Any]:
     """GET a JSON object over plain HTTP (no proxy from the environment: this is our own service)."""
     connection = _connection_for(url, timeout)
     try:
-        connection.request("GET", _path_of(url), headers={"Accept": "application/json"})
+        connection.request("GET", _path_of(url), headers={"Accept": "application/json", **(headers or {})})
         response = connection.getresponse()
         body = response.read()
     finally:
@@ -412,24 +428,20 @@ def get_json(url: str, timeout: float = 5.0) -> dict[str, Any]:
     return value
 
 
-def health_ok(base_url: str) -> bool:
+def health_ok(base_url: str, headers: dict[str, str] | None = None) -> bool:
     try:
-        get_json(base_url + "/-/health", timeout=1.0)
+        get_json(base_url + "/-/health", timeout=1.0, headers=headers)
     except (OSError, DaemonError, http.client.HTTPException):
         return False
     return True
 
 
 def _connection_for(url: str, timeout: float) -> http.client.HTTPConnection:
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     return http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
 
 
 def _path_of(url: str) -> str:
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 

@@ -1,0 +1,467 @@
+"""The service commands as an admin uses them: real `pkgcache` processes started, inspected and stopped.
+
+Also `init` (the written file must load) and `check` (fake upstreams on loopback, good and bad).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from pkgcache.config import Settings, load_settings
+from tests.cache_service import free_port
+from tests.fakes.dists import find_dist, sample_dists
+from tests.fakes.pypi_upstreams import FailingUpstream, SlowUpstream, TunaLikeUpstream
+from tests.fakes.server import FakeServer
+from tests.support import BackgroundLoop, http_get, isolated_env
+
+BIG = "bigpkg-1.0-py3-none-any.whl"
+# Every conda upstream points at a closed loopback port: nothing may leave the machine.
+DEAD_CONDA = "http://127.0.0.1:9/"
+
+
+# --- helpers, also used by test_client_config.py ---
+
+
+def cli_env() -> dict[str, str]:
+    """The test environment without any pkgcache settings of this machine."""
+    return {k: v for k, v in isolated_env().items() if not k.startswith("PKGCACHE_")}
+
+
+def run_pkgcache(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "pkgcache", *args]
+    return subprocess.run(command, env=cli_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+class BackgroundService:
+    """`pkgcache start` on loopback with its own data directory; `close()` always leaves nothing running."""
+
+    def __init__(self, data_dir: Path, pypi_upstream: str, *extra: str) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.serve_args = [
+            "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(data_dir),
+            "--pypi-upstream", pypi_upstream, "--conda-upstream", DEAD_CONDA, *extra,
+        ]  # fmt: skip
+        self.pids: set[int] = set()
+
+    @property
+    def locate(self) -> list[str]:
+        return ["--data-dir", str(self.data_dir)]
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "pkgcache.pid"
+
+    @property
+    def pid(self) -> int:
+        pid = int(self.pid_file.read_text())
+        self.pids.add(pid)
+        return pid
+
+    def start(self) -> subprocess.CompletedProcess[str]:
+        done = run_pkgcache("start", *self.serve_args)
+        if self.pid_file.exists():
+            self.pid  # noqa: B018 - remember it, so close() can make sure it is gone
+        return done
+
+    def run(self, command: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        done = run_pkgcache(command, *self.locate, *args, timeout=timeout)
+        if self.pid_file.exists():
+            self.pid  # noqa: B018
+        return done
+
+    def close(self) -> None:
+        self.run("stop", "--timeout", "10")
+        for pid in self.pids:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def tuna(bg_loop: BackgroundLoop) -> Iterator[TunaLikeUpstream]:
+    server = TunaLikeUpstream(sample_dists())
+    bg_loop.run(server.start())
+    yield server
+    bg_loop.run(server.stop())
+
+
+@pytest.fixture
+def service(tmp_path: Path, tuna: TunaLikeUpstream) -> Iterator[BackgroundService]:
+    """A started background pkgcache over the TUNA-like fake."""
+    running = BackgroundService(tmp_path / "data", tuna.index_url)
+    try:
+        started = running.start()
+        assert started.returncode == 0, started.stderr + started.stdout
+        yield running
+    finally:
+        running.close()
+
+
+# --- start, status, stop ---
+
+
+def test_start_status_stop(service: BackgroundService) -> None:
+    pid = service.pid
+    assert pid_alive(pid)
+    runtime = json.loads((service.data_dir / "pkgcache.runtime.json").read_text())
+    assert runtime["port"] == service.port and runtime["pid"] == pid
+    assert http_get(service.url + "/-/health").status == 200
+
+    status = service.run("status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert f"pid {pid}" in status.stdout and "uptime" in status.stdout and service.url in status.stdout
+
+    stopped = service.run("stop")
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    assert not pid_alive(pid)
+    assert not service.pid_file.exists() and not (service.data_dir / "pkgcache.runtime.json").exists()
+
+    status = service.run("status")
+    assert status.returncode == 3 and "not running" in status.stdout
+    again = service.run("stop")
+    assert again.returncode == 0 and "not running" in again.stdout
+
+
+def test_start_prints_the_url_and_client_setup(tmp_path: Path, tuna: TunaLikeUpstream) -> None:
+    running = BackgroundService(tmp_path / "data", tuna.index_url)
+    try:
+        started = running.start()
+        assert started.returncode == 0, started.stderr
+        assert f"{running.url}/" in started.stdout
+        assert f"pip config set global.index-url {running.url}/pypi/simple/" in started.stdout
+        assert "client-config" in started.stdout
+    finally:
+        running.close()
+
+
+def test_second_start_on_the_same_data_dir_fails_clearly(service: BackgroundService) -> None:
+    pid = service.pid
+    again = service.start()
+    assert again.returncode != 0
+    assert "already running" in again.stderr and str(pid) in again.stderr
+    # The first one is untouched.
+    assert service.pid == pid and pid_alive(pid)
+    assert http_get(service.url + "/-/health").status == 200
+
+
+def test_start_on_a_taken_port_fails_clearly(tmp_path: Path, tuna: TunaLikeUpstream) -> None:
+    running = BackgroundService(tmp_path / "data", tuna.index_url)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", running.port))
+        squatter.listen()
+        try:
+            started = running.start()
+        finally:
+            running.close()
+    assert started.returncode != 0
+    assert "already in use" in started.stderr and str(running.port) in started.stderr
+    assert not running.pid_file.exists()
+
+
+def test_a_second_foreground_serve_on_the_same_data_dir_is_refused(service: BackgroundService) -> None:
+    other = run_pkgcache("serve", "--host", "127.0.0.1", "--port", str(free_port()), *service.locate, timeout=30)
+    assert other.returncode != 0 and "already running" in other.stderr
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_stale_pid_file_is_handled_by_status_and_start(tmp_path: Path, tuna: TunaLikeUpstream) -> None:
+    running = BackgroundService(tmp_path / "data", tuna.index_url)
+    running.data_dir.mkdir(parents=True)
+    dead = _dead_pid()
+    running.pid_file.write_text(f"{dead}\n")
+
+    status = running.run("status")
+    assert status.returncode == 3
+    assert "not running" in status.stdout and "stale" in status.stdout
+    assert not running.pid_file.exists()
+
+    running.pid_file.write_text(f"{dead}\n")
+    try:
+        started = running.start()
+        assert started.returncode == 0, started.stderr
+        assert "stale" in started.stdout
+        assert running.pid != dead and running.run("status").returncode == 0
+    finally:
+        running.close()
+
+
+def test_a_pid_file_naming_another_live_program_is_not_ours(tmp_path: Path, tuna: TunaLikeUpstream) -> None:
+    """A recycled pid: the file names a live process that is not pkgcache. It must be neither reported nor killed."""
+    running = BackgroundService(tmp_path / "data", tuna.index_url)
+    running.data_dir.mkdir(parents=True)
+    stranger = subprocess.Popen(["sleep", "30"])
+    try:
+        running.pid_file.write_text(f"{stranger.pid}\n")
+        assert running.run("status").returncode == 3
+        running.pid_file.write_text(f"{stranger.pid}\n")
+        assert running.run("stop").returncode == 0
+        assert stranger.poll() is None, "stop signalled a process that is not pkgcache"
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_stop_with_a_download_in_flight_ends_cleanly(bg_loop: BackgroundLoop, tmp_path: Path) -> None:
+    slow = SlowUpstream(sample_dists(), bytes_per_second=512 * 1024)  # 4 MiB: about eight seconds
+    bg_loop.run(slow.start())
+    running = BackgroundService(tmp_path / "data", slow.index_url)
+    try:
+        assert running.start().returncode == 0
+        pid = running.pid
+        client = threading.Thread(target=_fetch_ignoring_errors, args=(f"{running.url}/pypi/files/bigpkg/{BIG}",))
+        client.start()
+        _wait_for(lambda: _partial_bytes(running.data_dir) > 0, 20, "the download never started")
+
+        started = time.monotonic()
+        stopped = running.run("stop", "--timeout", "30")
+        took = time.monotonic() - started
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert "killed" not in stopped.stdout + stopped.stderr
+        assert took < 30 and not pid_alive(pid)
+        client.join(30)
+
+        # Whatever the shutdown chose (finish the download or cut it), only whole, verified files are kept.
+        expected = find_dist(sample_dists(), BIG)
+        for path in (running.data_dir / "pypi" / "files").rglob("*"):
+            if path.is_file() and path.name == BIG:
+                assert hashlib.sha256(path.read_bytes()).hexdigest() == expected.sha256, "partial file kept"
+        assert _partial_bytes(running.data_dir) == 0
+        assert "shutting down" in (running.data_dir / "pkgcache.log").read_text()
+    finally:
+        running.close()
+        bg_loop.run(slow.stop())
+
+
+def _fetch_ignoring_errors(url: str) -> None:
+    # The connection may be cut by the shutdown: that is allowed.
+    with contextlib.suppress(Exception):
+        http_get(url, timeout=30)
+
+
+def _partial_bytes(data_dir: Path) -> int:
+    tmp = data_dir / "tmp"
+    return sum(path.stat().st_size for path in tmp.rglob("*") if path.is_file()) if tmp.exists() else 0
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(message)
+
+
+def test_restart_keeps_the_options_it_was_started_with(service: BackgroundService, tuna: TunaLikeUpstream) -> None:
+    old = service.pid
+    restarted = service.run("restart")
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    new = service.pid
+    assert new != old and not pid_alive(old) and pid_alive(new)
+    # Same port, same upstream (given to `start` only), and it serves.
+    page = http_get(service.url + "/pypi/simple/alpha/")
+    assert page.status == 200 and b"alpha-2.0" in page.body
+    assert tuna.count("/simple/alpha/") >= 1
+
+
+def test_logs_show_request_lines(service: BackgroundService) -> None:
+    assert http_get(service.url + "/pypi/simple/alpha/").status == 200
+    shown = service.run("logs")
+    assert shown.returncode == 0
+    assert "GET /pypi/simple/alpha/ 200" in shown.stdout
+    last = service.run("logs", "-n", "1")
+    assert len(last.stdout.splitlines()) == 1
+
+
+def test_logs_follow_prints_new_lines(service: BackgroundService) -> None:
+    command = [sys.executable, "-m", "pkgcache", "logs", "-f", "-n", "0", *service.locate]
+    follower = subprocess.Popen(command, env=cli_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # let it reach the end of the log before the request is logged
+        assert http_get(service.url + "/pypi/simple/beta/").status == 200
+        seen: list[str] = []
+        stdout = follower.stdout
+        assert stdout is not None
+        reader = threading.Thread(target=lambda: seen.append(stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(15)
+        assert seen and "/pypi/simple/beta/" in seen[0]
+    finally:
+        follower.terminate()
+        follower.wait(10)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_foreground_serve_shuts_down_gracefully_on_signals(
+    tmp_path: Path, tuna: TunaLikeUpstream, sig: signal.Signals
+) -> None:
+    port = free_port()
+    data_dir = tmp_path / "data"
+    command = [
+        sys.executable, "-m", "pkgcache", "serve", "--host", "127.0.0.1", "--port", str(port),
+        "--data-dir", str(data_dir), "--pypi-upstream", tuna.index_url, "--conda-upstream", DEAD_CONDA,
+    ]  # fmt: skip
+    process = subprocess.Popen(command, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: _healthy(f"http://127.0.0.1:{port}"), 20, "serve did not come up")
+        assert (data_dir / "pkgcache.pid").read_text().strip() == str(process.pid)
+        process.send_signal(sig)
+        assert process.wait(20) == 0
+        assert process.stdout is not None
+        output = process.stdout.read()
+        assert "pkgcache stopped" in output
+        assert not (data_dir / "pkgcache.pid").exists()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return http_get(url + "/-/health", timeout=1).status == 200
+    except OSError:
+        return False
+
+
+# --- init ---
+
+
+def test_init_writes_a_config_that_loads_and_shows_every_setting(tmp_path: Path) -> None:
+    path = tmp_path / "pkgcache.toml"
+    written = run_pkgcache("init", str(path))
+    assert written.returncode == 0, written.stderr
+    text = path.read_text()
+    assert load_settings(path) == load_settings(None)
+    for section, field in Settings.model_fields.items():
+        assert f"[{section}]" in text
+        model = field.get_default(call_default_factory=True)
+        for key in type(model).model_fields:
+            assert f"\n{key} =" in text or f"\n# {key} =" in text, f"{section}.{key} missing"
+    for preset in ("tuna", "ustc", "aliyun", "bfsu", "anaconda"):
+        assert preset in text
+
+
+def test_init_examples_are_valid_when_uncommented(tmp_path: Path) -> None:
+    path = tmp_path / "pkgcache.toml"
+    assert run_pkgcache("init", str(path)).returncode == 0
+    lines = path.read_text().splitlines()
+    examples = [i for i, line in enumerate(lines) if line.startswith("#   upstreams = ")]
+    assert len(examples) == 4
+    for index in examples:
+        section = next(line for line in reversed(lines[:index]) if line.startswith("["))
+        edited = list(lines)
+        active = next(i for i in range(index, -1, -1) if lines[i].startswith("upstreams = "))
+        edited[active] = lines[index].removeprefix("#   ")
+        path.write_text("\n".join(edited))
+        settings = load_settings(path)
+        side = settings.pypi if section == "[pypi]" else settings.conda
+        assert len(side.upstreams) == 2, lines[index]
+
+
+def test_init_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    path = tmp_path / "pkgcache.toml"
+    path.write_text("# mine\n")
+    refused = run_pkgcache("init", str(path))
+    assert refused.returncode != 0 and "--force" in refused.stderr
+    assert path.read_text() == "# mine\n"
+    forced = run_pkgcache("init", str(path), "--force")
+    assert forced.returncode == 0 and "[server]" in path.read_text()
+
+
+# --- check ---
+
+
+class FakeCondaMirror(FakeServer):
+    """A mirror laid out like the university ones, with a tiny pkgs/main and conda-forge."""
+
+    REPODATA = json.dumps({"info": {"subdir": "noarch"}, "packages": {}, "packages.conda": {"x-1-0.conda": {}}})
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path in (
+            "/anaconda/pkgs/main/noarch/repodata.json",
+            "/anaconda/cloud/conda-forge/noarch/repodata.json",
+        ):
+            return web.Response(text=self.REPODATA, content_type="application/json")
+        raise web.HTTPNotFound()
+
+
+def test_check_times_every_upstream_and_reports_failures(bg_loop: BackgroundLoop, tmp_path: Path) -> None:
+    good = TunaLikeUpstream(sample_dists())
+    slow = SlowUpstream(sample_dists(), delay=0.3)
+    failing = FailingUpstream("503")
+    conda = FakeCondaMirror()
+    servers = [good, slow, failing, conda]
+    for server in servers:
+        bg_loop.run(server.start())
+    try:
+        config = tmp_path / "pkgcache.toml"
+        pypi = [("slow", slow.index_url), ("good", good.index_url), ("failing", failing.index_url)]
+        pypi.append(("closed", "http://127.0.0.1:9/simple/"))
+        tables = ", ".join(f'{{ name = "{name}", url = "{url}" }}' for name, url in pypi)
+        mirror = (
+            f'{{ name = "mirror", pkgs_url = "{conda.url}/anaconda/pkgs/", cloud_url = "{conda.url}/anaconda/cloud/" }}'
+        )
+        config.write_text(f"[pypi]\nupstreams = [{tables}]\n[conda]\nupstreams = [{mirror}]\n")
+        checked = run_pkgcache("check", "--config", str(config), "--project", "alpha", "--timeout", "5")
+        assert checked.returncode == 1, checked.stdout + checked.stderr
+        rows = [line for line in checked.stdout.splitlines() if line.startswith(("pypi ", "conda "))]
+        by_name = {row.split()[1] + " " + row.split()[0]: row for row in rows}
+        assert "OK" in by_name["good pypi"] and "files" in by_name["good pypi"]
+        assert "OK" in by_name["slow pypi"]
+        assert "ERROR: HTTP 503" in by_name["failing pypi"]
+        assert "ERROR: cannot connect" in by_name["closed pypi"]
+        assert sum("OK, 1 packages" in row for row in rows if row.startswith("conda")) == 1
+        # PyPI first, then conda; in each, working ones first, fastest first; the failing ones are left out of the
+        # suggested order.
+        pypi_rows = [row for row in rows if row.startswith("pypi")]
+        assert rows[: len(pypi_rows)] == pypi_rows
+        ok_rows = [row for row in pypi_rows if "ERROR" not in row]
+        assert pypi_rows[: len(ok_rows)] == ok_rows
+        assert rows.index(by_name["good pypi"]) < rows.index(by_name["slow pypi"])
+        assert "fastest working pypi upstreams first: good, slow\n" in checked.stdout
+        assert "fastest working conda upstreams first: mirror\n" in checked.stdout
+        assert good.count("/simple/alpha/") == 1 and conda.count("/repodata.json") == 2
+    finally:
+        for server in servers:
+            bg_loop.run(server.stop())
+
+
+def test_check_pypi_only(tmp_path: Path, tuna: TunaLikeUpstream) -> None:
+    config = tmp_path / "pkgcache.toml"
+    config.write_text(f'[pypi]\nupstreams = ["{tuna.index_url}"]\n[conda]\nenabled = false\n')
+    checked = run_pkgcache("check", "--config", str(config), "--project", "alpha", "--timeout", "5")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "OK" in checked.stdout and "ERROR" not in checked.stdout

@@ -1,0 +1,218 @@
+"""Client settings: the text `client-config` prints is right, and pip and uv really install with it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pkgcache.clients import (
+    CLIENT_IDS,
+    base_url_for,
+    client_host,
+    client_snippets,
+    pypi_index_url,
+    quick_setup,
+)
+from pkgcache.config import Settings, load_settings
+from tests.fakes.pypi_upstreams import TunaLikeUpstream
+from tests.support import UV, installed_dists, isolated_env
+from tests.test_cli_service import BackgroundService, run_pkgcache
+
+BASE = "http://10.0.0.5:3150"
+
+
+def _settings(**sections: dict[str, object]) -> Settings:
+    return load_settings(None, **sections)
+
+
+def _snippet_text(settings: Settings, client: str, title_part: str, base: str = BASE) -> str:
+    for snippet in client_snippets(base, settings):
+        if snippet.client == client and title_part in snippet.title:
+            return snippet.text
+    raise KeyError((client, title_part))
+
+
+# --- the text ---
+
+
+def test_condarc_has_the_documented_shape() -> None:
+    settings = _settings(conda={"channels": ["pkgs/main", "pkgs/r", "pkgs/msys2", "pkgs/free", "cloud/conda-forge"]})
+    assert _snippet_text(settings, "conda", ".condarc") == (
+        "channel_alias: http://10.0.0.5:3150/conda/cloud\n"
+        "default_channels:\n"
+        "  - http://10.0.0.5:3150/conda/pkgs/main\n"
+        "  - http://10.0.0.5:3150/conda/pkgs/r\n"
+        "  - http://10.0.0.5:3150/conda/pkgs/msys2\n"
+        "custom_channels:\n"
+        "  conda-forge: http://10.0.0.5:3150/conda/cloud\n"
+    )
+
+
+def test_condarc_names_every_configured_cloud_channel() -> None:
+    settings = _settings(conda={"channels": ["pkgs/main", "cloud/conda-forge", "cloud/bioconda", "cloud/pytorch"]})
+    text = _snippet_text(settings, "conda", ".condarc")
+    for name in ("conda-forge", "bioconda", "pytorch"):
+        assert f"  {name}: {BASE}/conda/cloud\n" in text
+    assert "pkgs/r" not in text  # not configured, so not offered
+
+
+def test_pixi_mirrors_map_original_channel_urls_to_pkgcache() -> None:
+    settings = _settings(conda={"channels": ["pkgs/main", "cloud/conda-forge", "cloud/bioconda"]})
+    config = tomllib.loads(_snippet_text(settings, "pixi", "config.toml"))
+    assert config["mirrors"] == {
+        "https://conda.anaconda.org/conda-forge": [f"{BASE}/conda/cloud/conda-forge"],
+        "https://conda.anaconda.org/bioconda": [f"{BASE}/conda/cloud/bioconda"],
+        "https://repo.anaconda.com/pkgs/main": [f"{BASE}/conda/pkgs/main"],
+    }
+    assert config["pypi-config"] == {"index-url": f"{BASE}/pypi/simple/"}
+
+
+def test_pip_and_uv_settings_parse_and_trust_a_plain_http_host() -> None:
+    settings = _settings()
+    pip_conf = _snippet_text(settings, "pip", "pip.conf")
+    assert pip_conf == f"[global]\nindex-url = {BASE}/pypi/simple/\ntrusted-host = 10.0.0.5\n"
+    commands = _snippet_text(settings, "pip", "pip config")
+    assert f"pip config set global.index-url {BASE}/pypi/simple/" in commands
+    assert "pip config set global.trusted-host 10.0.0.5" in commands
+    uv_toml = tomllib.loads(_snippet_text(settings, "uv", "uv.toml"))
+    assert uv_toml == {"index": [{"url": f"{BASE}/pypi/simple/", "default": True}]}
+    env = _snippet_text(settings, "uv", "environment")
+    assert f"export UV_DEFAULT_INDEX={BASE}/pypi/simple/" in env and "UV_INSECURE_HOST" in env
+    assert f"poetry source add --priority=primary pkgcache {BASE}/pypi/simple/" in _snippet_text(
+        settings, "poetry", "poetry"
+    )
+    assert f"pdm config pypi.url {BASE}/pypi/simple/" in _snippet_text(settings, "pdm", "pdm")
+
+
+def test_https_front_needs_no_trusted_host() -> None:
+    settings = _settings()
+    base = "https://pkgcache.example.cn"
+    assert "trusted-host" not in _snippet_text(settings, "pip", "pip.conf", base)
+    assert "verify_ssl" not in _snippet_text(settings, "pdm", "pdm", base)
+    assert "trusted-host" not in quick_setup(base, settings)
+
+
+def test_snippets_follow_what_is_enabled() -> None:
+    both = {snippet.client for snippet in client_snippets(BASE, _settings())}
+    assert both == set(CLIENT_IDS)
+    pypi_only = client_snippets(BASE, _settings(conda={"enabled": False}))
+    assert {s.client for s in pypi_only} == {"pip", "uv", "poetry", "pdm", "pixi"}
+    pixi = next(s for s in pypi_only if s.client == "pixi")
+    assert "[mirrors]" not in pixi.text and "[pypi-config]" in pixi.text
+    conda_only = client_snippets(BASE, _settings(pypi={"enabled": False}))
+    assert {s.client for s in conda_only} == {"conda", "pixi"}
+    assert "pypi" not in next(s for s in conda_only if s.client == "pixi").text
+    assert quick_setup(BASE, _settings(pypi={"enabled": False})).startswith("conda config --set channel_alias")
+
+
+def test_every_file_snippet_says_where_it_goes() -> None:
+    for snippet in client_snippets(BASE, _settings()):
+        if snippet.kind == "file":
+            assert snippet.locations and all(location.path for location in snippet.locations)
+        else:
+            assert snippet.where == "shell"
+
+
+def test_addresses() -> None:
+    assert base_url_for("10.0.0.5", 3150) == "http://10.0.0.5:3150"
+    assert base_url_for("fd00::5", 3150) == "http://[fd00::5]:3150"
+    assert pypi_index_url("http://h:1/") == "http://h:1/pypi/simple/"
+    assert client_host("0.0.0.0", "cache.lan") == "cache.lan"
+    assert client_host("192.168.1.2") == "192.168.1.2"
+    assert client_host("0.0.0.0") not in ("0.0.0.0", "")
+
+
+# --- the printed text, used for real ---
+
+
+def parse_blocks(output: str) -> dict[str, str]:
+    """`--- client: title -> where` headers and the text under each."""
+    blocks: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in output.splitlines():
+        if line.startswith("--- "):
+            title = line.removeprefix("--- ").split(" -> ")[0]
+            current = blocks.setdefault(title, [])
+        elif current is not None:
+            current.append(line)
+    return {title: "\n".join(lines).strip() + "\n" for title, lines in blocks.items()}
+
+
+@pytest.fixture
+def service(tmp_path: Path, tuna_upstream: TunaLikeUpstream) -> Iterator[BackgroundService]:
+    running = BackgroundService(tmp_path / "data", tuna_upstream.index_url)
+    try:
+        started = running.start()
+        assert started.returncode == 0, started.stderr
+        yield running
+    finally:
+        running.close()
+
+
+def _client_config(service: BackgroundService, *extra: str) -> str:
+    printed = run_pkgcache("client-config", *service.locate, "--host", "127.0.0.1", *extra)
+    assert printed.returncode == 0, printed.stderr
+    return printed.stdout
+
+
+def test_client_config_uses_the_running_instance_address(service: BackgroundService) -> None:
+    output = _client_config(service)
+    # The port was only given to `start`: client-config finds it from the running instance.
+    assert f"{service.url}/pypi/simple/" in output
+    blocks = parse_blocks(output)
+    assert {"pip: pip.conf", "uv: uv.toml", "conda: .condarc (conda, mamba)", "pixi: pixi config.toml"} <= set(blocks)
+    as_json = json.loads(_client_config(service, "--json", "--client", "uv"))
+    assert {entry["client"] for entry in as_json} == {"uv"}
+
+
+def test_printed_pip_conf_installs_through_the_service(
+    service: BackgroundService, tuna_upstream: TunaLikeUpstream, tmp_path: Path
+) -> None:
+    pip_conf = tmp_path / "pip.conf"
+    pip_conf.write_text(parse_blocks(_client_config(service))["pip: pip.conf"])
+    target = tmp_path / "pip-target"
+    command = [
+        sys.executable, "-m", "pip", "install", "--target", str(target),
+        "--no-cache-dir", "--no-input", "--progress-bar", "off", "alpha==2.0",
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, env=isolated_env(PIP_CONFIG_FILE=str(pip_conf)), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {"alpha==2.0", "beta==1.1", "gamma==0.5", "delta-pkg==3.0"} <= installed_dists(target)
+    assert tuna_upstream.count("/simple/alpha/") >= 1
+    assert tuna_upstream.count("alpha-2.0-py3-none-any.whl") == 1
+
+
+def test_printed_uv_toml_installs_through_the_service(
+    service: BackgroundService, tuna_upstream: TunaLikeUpstream, tmp_path: Path
+) -> None:
+    uv_toml = tmp_path / "uv.toml"
+    uv_toml.write_text(parse_blocks(_client_config(service))["uv: uv.toml"])
+    target = tmp_path / "uv-target"
+    env = {k: v for k, v in isolated_env().items() if k != "UV_NO_CONFIG"}
+    command = [
+        str(UV), "pip", "install", "--config-file", str(uv_toml),
+        "--python", sys.executable, "--target", str(target), "--no-cache", "alpha==2.0",
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {"alpha==2.0", "beta==1.1", "gamma==0.5", "delta-pkg==3.0"} <= installed_dists(target)
+    assert tuna_upstream.count("alpha-2.0-py3-none-any.whl") == 1
+    log = run_pkgcache("logs", *service.locate, "-n", "200").stdout
+    assert "GET /pypi/files/alpha/alpha-2.0-py3-none-any.whl 200" in log
+
+
+def test_client_config_without_a_running_instance_uses_the_configuration(tmp_path: Path) -> None:
+    config = tmp_path / "pkgcache.toml"
+    config.write_text(f'[server]\nport = 4567\ndata_dir = "{tmp_path / "data"}"\n[pypi]\nenabled = false\n')
+    printed = run_pkgcache("client-config", "--config", str(config), "--host", "cache.lan")
+    assert printed.returncode == 0, printed.stderr
+    assert "http://cache.lan:4567/conda/cloud" in printed.stdout
+    assert not any(title.startswith(("pip", "uv", "poetry", "pdm")) for title in parse_blocks(printed.stdout))
