@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import aiohttp
+
 T = TypeVar("T")
 
 UV = Path(sys.executable).parent / "uv"
@@ -137,3 +139,14 @@ def http_get(url: str, headers: Mapping[str, str] | None = None, method: str = "
         return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
     finally:
         connection.close()
+
+
+async def fetch_concurrently(url: str, count: int) -> list[tuple[int, bytes]]:
+    """`count` clients asking for `url` at the same moment: their statuses and bodies."""
+    async with aiohttp.ClientSession() as session:
+
+        async def one() -> tuple[int, bytes]:
+            async with session.get(url) as response:
+                return response.status, await response.read()
+
+        return await asyncio.gather(*(one() for _ in range(count)))

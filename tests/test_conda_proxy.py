@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import zstandard
 
@@ -18,7 +17,7 @@ from tests.cache_service import RunningCache
 from tests.conda_support import APP_TREE, SUBDIR, Channels, assert_app_landed, install, installed_names
 from tests.fakes.conda_channel import find_pkg
 from tests.fakes.conda_upstreams import AnacondaLikeUpstream, MirrorLikeUpstream
-from tests.support import BackgroundLoop
+from tests.support import BackgroundLoop, fetch_concurrently
 
 CHANNELS = ["pkgs/main", "cloud/conda-forge"]
 
@@ -150,23 +149,13 @@ def test_stale_repodata_is_revalidated_and_served_when_upstreams_are_down(
     assert answer.status == 200 and answer.headers["x-pkgcache-cache"] == "stale"
 
 
-async def _fetch_many(url: str, count: int) -> list[tuple[int, bytes]]:
-    async with aiohttp.ClientSession() as session:
-
-        async def one() -> tuple[int, bytes]:
-            async with session.get(url) as response:
-                return response.status, await response.read()
-
-        return await asyncio.gather(*(one() for _ in range(count)))
-
-
 def test_concurrent_requests_for_one_package_cause_one_upstream_download(
     anaconda_upstream: AnacondaLikeUpstream, conda_channels: Channels, make_cache: Callable[..., RunningCache]
 ) -> None:
     big = find_pkg(conda_channels.main_pkgs, "bigpkg")
     anaconda_upstream.bytes_per_second = 8 * 1024 * 1024
     cache = conda_cache(make_cache, anaconda_config(anaconda_upstream))
-    answers = asyncio.run(_fetch_many(f"{cache.url}/conda/pkgs/main/noarch/{big.filename}", 30))
+    answers = asyncio.run(fetch_concurrently(f"{cache.url}/conda/pkgs/main/noarch/{big.filename}", 30))
     assert all(status == 200 for status, _ in answers)
     assert all(hashlib.sha256(body).hexdigest() == big.sha256 for _, body in answers)
     assert anaconda_upstream.count(f"/{big.filename}") == 1

@@ -16,7 +16,7 @@ import aiohttp
 from tests.cache_service import CacheProcess, RunningCache
 from tests.fakes.dists import Dist, find_dist, sample_dists
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream, SlowUpstream
-from tests.support import BackgroundLoop, http_get
+from tests.support import BackgroundLoop, fetch_concurrently, http_get
 
 BIG = "bigpkg-1.0-py3-none-any.whl"
 ALPHA = "alpha-2.0-py3-none-any.whl"
@@ -30,16 +30,6 @@ def _cached_files(data_dir: Path) -> list[Path]:
     return [path for path in (data_dir / "pypi" / "files").rglob("*") if path.is_file()]
 
 
-async def _fetch_many(url: str, count: int) -> list[tuple[int, bytes]]:
-    async with aiohttp.ClientSession() as session:
-
-        async def one() -> tuple[int, bytes]:
-            async with session.get(url) as response:
-                return response.status, await response.read()
-
-        return await asyncio.gather(*(one() for _ in range(count)))
-
-
 def test_fifty_clients_asking_for_one_missing_file_cause_one_upstream_download(
     bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
 ) -> None:
@@ -48,7 +38,7 @@ def test_fifty_clients_asking_for_one_missing_file_cause_one_upstream_download(
     try:
         cache = make_cache([slow.index_url])
         url = f"{cache.url}/pypi/files/bigpkg/{BIG}"
-        answers = asyncio.run(_fetch_many(url, 50))
+        answers = asyncio.run(fetch_concurrently(url, 50))
         expected = _dist(BIG).sha256
         assert all(status == 200 for status, _ in answers)
         assert all(hashlib.sha256(body).hexdigest() == expected for _, body in answers)

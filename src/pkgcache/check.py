@@ -19,7 +19,7 @@ import aiohttp
 from pkgcache.config import Settings
 from pkgcache.pypi.index import UPSTREAM_ACCEPT
 from pkgcache.pypi.parse import InvalidPage, parse_project_page
-from pkgcache.upstream.pool import UpstreamPolicySettings, make_client_session
+from pkgcache.upstream.pool import UpstreamError, UpstreamPolicySettings, make_client_session, read_limited
 
 DEFAULT_PROJECT = "pip"
 DEFAULT_TIMEOUT = 15.0
@@ -119,7 +119,10 @@ async def _judge(probe: Probe, response: aiohttp.ClientResponse) -> str:
     if probe.kind == "exists":
         length = response.headers.get("Content-Length")
         return "OK" if not length else f"OK, {_size(int(length))}"
-    body = await _read_capped(response)
+    try:
+        body = await read_limited(response, MAX_BODY_BYTES)
+    except UpstreamError as exc:
+        raise ProbeFailed(str(exc)) from None
     if probe.kind == "pypi-page":
         return _judge_project_page(body, str(response.url), probe)
     return _judge_repodata(body)
@@ -145,17 +148,6 @@ def _judge_repodata(body: bytes) -> str:
         raise ProbeFailed("JSON, but not repodata")
     count = sum(len(data.get(key) or {}) for key in ("packages", "packages.conda"))
     return f"OK, {count} packages, {_size(len(body))}"
-
-
-async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in response.content.iter_chunked(256 * 1024):
-        total += len(chunk)
-        if total > MAX_BODY_BYTES:
-            raise ProbeFailed(f"answer larger than {_size(MAX_BODY_BYTES)}")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _describe_client_error(exc: aiohttp.ClientError) -> str:

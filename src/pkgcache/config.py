@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextvars
 import tomllib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -109,28 +109,35 @@ class PypiUpstream(_Section):
         return None if value is None else _check_http_url(value)
 
 
-class PypiConfig(_Section):
-    enabled: bool = True
-    upstreams: list[PypiUpstream] = Field(
-        default_factory=lambda: [
-            PypiUpstream.model_validate(PypiUpstream.parse(name)) for name in DEFAULT_PYPI_UPSTREAMS
-        ]
-    )
-    index_ttl: float = Field(600.0, ge=0, description="seconds a project page is fresh")
+class _UpstreamSide(_Section):
+    """What the PyPI and conda sections share: an ordered list of upstreams, given by preset name, URL or table."""
 
-    @field_validator("upstreams", mode="before")
+    upstream_type: ClassVar[type[PypiUpstream] | type[CondaUpstream]]
+    enabled: bool = True
+
+    @field_validator("upstreams", mode="before", check_fields=False)
     @classmethod
     def _resolve_presets(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [value]
-        return [PypiUpstream.parse(item) for item in value]
+        items = [value] if isinstance(value, str) else value
+        return [cls.upstream_type.parse(item) for item in items]
 
-    @field_validator("upstreams")
+    @field_validator("upstreams", check_fields=False)
     @classmethod
-    def _at_least_one(cls, value: list[PypiUpstream]) -> list[PypiUpstream]:
+    def _at_least_one_and_named_apart(cls, value: list[Any]) -> list[Any]:
         if not value:
             raise ValueError("give at least one upstream")
-        return _unique_names(value)
+        seen: set[str] = set()
+        for upstream in value:
+            if upstream.name in seen:
+                raise ValueError(f"two upstreams are named {upstream.name!r}; give them distinct names")
+            seen.add(upstream.name)
+        return value
+
+
+class PypiConfig(_UpstreamSide):
+    upstream_type = PypiUpstream
+    upstreams: list[PypiUpstream] = Field(default_factory=lambda: list(DEFAULT_PYPI_UPSTREAMS), validate_default=True)
+    index_ttl: float = Field(600.0, ge=0, description="seconds a project page is fresh")
 
 
 class CondaUpstream(_Section):
@@ -181,8 +188,6 @@ class AccessConfig(_Section):
         return value
 
 
-_Named = TypeVar("_Named", "PypiUpstream", "CondaUpstream")
-
 DEFAULT_CONDA_CHANNELS = [
     "pkgs/main",
     "pkgs/r",
@@ -195,29 +200,11 @@ DEFAULT_CONDA_CHANNELS = [
 ]
 
 
-class CondaConfig(_Section):
-    enabled: bool = True
-    upstreams: list[CondaUpstream] = Field(
-        default_factory=lambda: [
-            CondaUpstream.model_validate(CondaUpstream.parse(name)) for name in DEFAULT_CONDA_UPSTREAMS
-        ]
-    )
+class CondaConfig(_UpstreamSide):
+    upstream_type = CondaUpstream
+    upstreams: list[CondaUpstream] = Field(default_factory=lambda: list(DEFAULT_CONDA_UPSTREAMS), validate_default=True)
     channels: list[str] = Field(default_factory=lambda: list(DEFAULT_CONDA_CHANNELS))
     index_ttl: float = Field(300.0, ge=0, description="seconds a repodata file is fresh")
-
-    @field_validator("upstreams", mode="before")
-    @classmethod
-    def _resolve_presets(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [value]
-        return [CondaUpstream.parse(item) for item in value]
-
-    @field_validator("upstreams")
-    @classmethod
-    def _at_least_one(cls, value: list[CondaUpstream]) -> list[CondaUpstream]:
-        if not value:
-            raise ValueError("give at least one upstream")
-        return _unique_names(value)
 
     @field_validator("channels")
     @classmethod
@@ -227,15 +214,6 @@ class CondaConfig(_Section):
             if len(parts) != 2 or parts[0] not in ("pkgs", "cloud") or not parts[1]:
                 raise ValueError(f"channel {channel!r} must look like 'pkgs/NAME' or 'cloud/NAME'")
         return [channel.strip("/") for channel in value]
-
-
-def _unique_names(upstreams: list[_Named]) -> list[_Named]:
-    seen: set[str] = set()
-    for upstream in upstreams:
-        if upstream.name in seen:
-            raise ValueError(f"two upstreams are named {upstream.name!r}; give them distinct names")
-        seen.add(upstream.name)
-    return upstreams
 
 
 _toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("pkgcache_toml_path", default=None)

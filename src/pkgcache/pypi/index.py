@@ -30,7 +30,14 @@ from pkgcache.pypi.render import JSON_CONTENT_TYPE, render_html, render_json
 from pkgcache.storage.downloads import Download, Downloader, Expected
 from pkgcache.storage.filetypes import magic_for
 from pkgcache.storage.store import CacheStore
-from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamError, UpstreamNotFound, UpstreamPool
+from pkgcache.upstream.pool import (
+    TargetFor,
+    Upstream,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamPool,
+    read_limited,
+)
 
 log = logging.getLogger(__name__)
 
@@ -337,20 +344,6 @@ def _expected(dist: DistFile, is_metadata: bool) -> Expected:
         hashes = {} if isinstance(dist.core_metadata, bool) else dict(dist.core_metadata)
         return Expected(hashes=hashes)
     return Expected(hashes=dict(dist.hashes), size=dist.size, magic=magic_for(dist.filename))
-
-
-async def read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The whole body, refusing one larger than `limit` (an upstream must not exhaust our memory)."""
-    if response.content_length is not None and response.content_length > limit:
-        raise UpstreamError(f"a {response.content_length}-byte answer is larger than the {limit} allowed")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_chunked(256 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise UpstreamError(f"an answer larger than the {limit} bytes allowed")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _unlink_quietly(path: Path) -> None:

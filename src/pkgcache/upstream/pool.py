@@ -281,3 +281,17 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+async def read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """A whole body read into memory, refusing one larger than `limit`: an upstream must not exhaust our memory."""
+    if response.content_length is not None and response.content_length > limit:
+        raise UpstreamError(f"a {response.content_length}-byte answer is larger than the {limit} allowed")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(256 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise UpstreamError(f"an answer larger than the {limit} bytes allowed")
+        chunks.append(chunk)
+    return b"".join(chunks)
