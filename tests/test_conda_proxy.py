@@ -194,6 +194,7 @@ def test_failover_to_the_second_conda_upstream(
     status = json.loads(cache.get("/-/status").body)
     first, second = status["upstreams"]["conda"]
     assert first["healthy"] is False and second["healthy"] is True
+    assert status["conda"]["channels"] == CHANNELS
 
 
 @pytest.mark.parametrize(

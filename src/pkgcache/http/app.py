@@ -11,7 +11,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from pkgcache import __version__
-from pkgcache.conda.routes import add_conda_routes
+from pkgcache.conda.routes import CONDA_CHANNELS_KEY, add_conda_routes
 from pkgcache.conda.service import CondaChannels
 from pkgcache.config import CondaUpstream, PypiUpstream, Settings, UpstreamPolicy
 from pkgcache.http.auth import require_read_access
@@ -19,7 +19,7 @@ from pkgcache.http.metrics import body_bytes_sent, measure_requests, status_extr
 from pkgcache.http.operations import install_operations
 from pkgcache.http.responses import CACHE_STATE, UPSTREAM_USED, error_for, plain_error
 from pkgcache.pypi.index import PypiIndex
-from pkgcache.pypi.routes import add_pypi_routes
+from pkgcache.pypi.routes import PYPI_INDEX_KEY, add_pypi_routes
 from pkgcache.storage.downloads import Downloader
 from pkgcache.storage.refreshing import RefreshingFiles
 from pkgcache.storage.store import CacheStore
@@ -183,6 +183,16 @@ async def health(request: web.Request) -> web.StreamResponse:
     return web.json_response({"status": "ok", "version": __version__})
 
 
+def _side_status(app: web.Application) -> dict[str, object]:
+    """What each side serves: the PyPI index's settings, the conda channels."""
+    sides: dict[str, object] = {}
+    if PYPI_INDEX_KEY in app:
+        sides["pypi"] = app[PYPI_INDEX_KEY].status()
+    if CONDA_CHANNELS_KEY in app:
+        sides["conda"] = app[CONDA_CHANNELS_KEY].status()
+    return sides
+
+
 async def status(request: web.Request) -> web.StreamResponse:
     app = request.app
     return web.json_response(
@@ -191,6 +201,7 @@ async def status(request: web.Request) -> web.StreamResponse:
             "uptime_seconds": round(time.time() - app[STARTED_KEY], 1),
             "downloads_in_flight": app[DOWNLOADER_KEY].in_flight(),
             "upstreams": {side: pool.status() for side, pool in app[POOLS_KEY].items()},
+            **_side_status(app),
             **status_extras(app),
         }
     )

@@ -315,11 +315,7 @@ class PypiIndex:
         return upstream.files_url or urljoin(upstream.url, "../packages/")
 
     def status(self) -> dict[str, object]:
-        return {
-            "upstreams": self.pool.status(),
-            "pages_in_memory": len(self._memory),
-            "index_ttl": self.config.index_ttl,
-        }
+        return {"index_ttl": self.config.index_ttl, "pages_in_memory": len(self._memory)}
 
 
 def project_entries(store: CacheStore, project: str) -> list[Path]:
