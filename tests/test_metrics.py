@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 
@@ -94,22 +95,31 @@ def test_stats_and_status_json(
 
 
 def test_access_log_line_has_status_cache_state_bytes_time_and_upstream(
-    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], caplog: pytest.LogCaptureFixture
+    official_upstream: OfficialLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    caplog.set_level(logging.INFO, logger="pkgcache.access")  # as server.log_level = "info" does
     cache = make_cache([official_upstream.index_url])
-    with caplog.at_level(logging.INFO, logger="pkgcache.access"):
-        size = _fetch_page_and_file_twice(cache)
-        # The line is written once the answer is sent, which the client may see first.
-        deadline = time.monotonic() + 5
-        while len(file_lines := _file_lines(caplog)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+    size = _fetch_page_and_file_twice(cache)
+    # Lines are written in batches, a fraction of a second after their requests.
+    written = ""
+    deadline = time.monotonic() + 5
+    while len(file_lines := _file_lines(written)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        written += capsys.readouterr().err
     assert len(file_lines) == 2
     miss, hit = file_lines
     assert " 200 cache=miss " in miss and f"bytes={size} " in miss
     assert f"upstream=127.0.0.1:{official_upstream.port}" in miss
     assert " 200 cache=hit " in hit and f"bytes={size} " in hit and " ms=" in hit
+    # Stamped like every other log line.
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO pkgcache.access: GET /pypi/files/", written, re.M)
 
 
-def _file_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    lines = [record.getMessage() for record in caplog.records if record.name == "pkgcache.access"]
-    return [line for line in lines if line.startswith(f"GET /pypi/files/alpha/{ALPHA} ")]
+def _file_lines(written: str) -> list[str]:
+    requests = [line.partition("pkgcache.access: ")[2] for line in written.splitlines() if "pkgcache.access: " in line]
+    return [line for line in requests if line.startswith(f"GET /pypi/files/alpha/{ALPHA} ")]
+
+

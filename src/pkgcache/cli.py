@@ -160,9 +160,10 @@ def run_service(settings: Settings, launch_options: dict[str, Any] | None = None
 def _run_app(settings: Settings) -> None:
     from pkgcache.http.app import create_app
 
-    _install_uvloop()
+    _choose_event_loop(settings.server.event_loop)
     app = create_app(settings)
     app.on_shutdown.insert(0, _log_shutdown)
+    app.on_startup.append(_log_event_loop)
     log = logging.getLogger("pkgcache")
     log.info(
         "pkgcache %s serving on http://%s:%d/ with data in %s",
@@ -205,11 +206,20 @@ def configure_logging(level: str) -> None:
     )
 
 
-def _install_uvloop() -> None:
+async def _log_event_loop(app: web.Application) -> None:
+    loop = asyncio.get_running_loop()
+    logging.getLogger("pkgcache").info("event loop: %s.%s", type(loop).__module__, type(loop).__name__)
+
+
+def _choose_event_loop(name: str) -> None:
+    if name != "uvloop":
+        return
     try:
         import uvloop
     except ImportError:
-        return
+        raise click.ClickException(
+            "server.event_loop is 'uvloop' but uvloop is not installed: pip install uvloop"
+        ) from None
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 

@@ -14,6 +14,7 @@ from pkgcache import __version__
 from pkgcache.conda.routes import CONDA_CHANNELS_KEY, add_conda_routes
 from pkgcache.conda.service import CondaChannels
 from pkgcache.config import CondaUpstream, PypiUpstream, Settings, UpstreamPolicy
+from pkgcache.http.access_log import AccessLog
 from pkgcache.http.auth import require_read_access
 from pkgcache.http.metrics import body_bytes_sent, measure_requests, status_extras
 from pkgcache.http.operations import install_operations
@@ -25,7 +26,7 @@ from pkgcache.storage.refreshing import RefreshingFiles
 from pkgcache.storage.store import CacheStore
 from pkgcache.upstream.pool import Upstream, UpstreamPolicySettings, UpstreamPool
 
-log = logging.getLogger("pkgcache.access")
+log = logging.getLogger(__name__)
 
 MAX_PATH_LENGTH = 1024
 DOWNLOAD_GRACE_SECONDS = 20.0
@@ -39,6 +40,7 @@ STORE_KEY = web.AppKey("store", CacheStore)
 DOWNLOADER_KEY = web.AppKey("downloader", Downloader)
 POOLS_KEY = web.AppKey("pools", dict)
 STARTED_KEY = web.AppKey("started_at", float)
+ACCESS_LOG_KEY = web.AppKey("access_log", AccessLog)
 
 
 def hostile_path_reason(raw_path: str) -> str | None:
@@ -80,15 +82,13 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
         status = exc.status
         raise
     finally:
-        size = body_bytes_sent(request, response)
-        log.info(
-            "%s %s %d cache=%s bytes=%d ms=%.1f upstream=%s",
+        request.app[ACCESS_LOG_KEY].record(
             request.method,
             request.path,
             status,
             request.get(CACHE_STATE, "-"),
-            size,
-            (time.monotonic() - started) * 1000,
+            body_bytes_sent(request, response),
+            time.monotonic() - started,
             request.get(UPSTREAM_USED, "-"),
         )
 
@@ -146,6 +146,7 @@ def create_app(settings: Settings) -> web.Application:
     app[DOWNLOADER_KEY] = downloader
     app[POOLS_KEY] = pools
     app[STARTED_KEY] = time.time()
+    app[ACCESS_LOG_KEY] = AccessLog()
 
     if settings.pypi.enabled:
         pools["pypi"] = _pypi_pool(settings.pypi.upstreams, settings.upstream)
@@ -158,11 +159,21 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/-/health", health)
     app.router.add_get("/-/status", status)
     app.on_startup.append(_prepare_store)
+    app.on_startup.append(_start_access_log)
     # The page at /, /-/stats, /metrics, the admin API, and the cache's size keeper.
     install_operations(app, settings, store, downloader, pools)
     app.on_shutdown.append(_stop_downloads)
     app.on_cleanup.append(_close_pools)
+    app.on_cleanup.append(_stop_access_log)
     return app
+
+
+async def _start_access_log(app: web.Application) -> None:
+    app[ACCESS_LOG_KEY].start()
+
+
+async def _stop_access_log(app: web.Application) -> None:
+    await app[ACCESS_LOG_KEY].stop()
 
 
 async def _prepare_store(app: web.Application) -> None:

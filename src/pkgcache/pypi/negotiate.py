@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from pkgcache.pypi.render import HTML_CONTENT_TYPE, JSON_CONTENT_TYPE, TEXT_HTML
 
 # What each acceptable media type gives, in the server's order of preference for ties.
@@ -15,10 +17,12 @@ _OFFERS: dict[str, str] = {
 _WILDCARDS = {"*/*": TEXT_HTML, "text/*": TEXT_HTML, "application/*": JSON_CONTENT_TYPE}
 
 
+@functools.lru_cache(maxsize=256)
 def choose_format(accept: str | None, format_param: str | None = None) -> str | None:
     """The content type to answer with, or None when nothing the client accepts is on offer (406).
 
     No Accept header means text/html, as PEP 691 asks for old clients. A `?format=` query parameter wins.
+    Memoised: clients send the same few headers over and over, and parsing them showed in profiles.
     """
     if format_param:
         return _OFFERS.get(format_param.strip().lower())

@@ -1,0 +1,79 @@
+"""The access log: one line per request, written in batches.
+
+Python's `logging` costs about a third of a warm project page's time (a record, a formatted time and a flushed
+write for every request), so request lines bypass it: each is one f-string, and the lines go out together every
+`FLUSH_SECONDS` (and at shutdown). The lines keep the shape of pkgcache's other log lines. They are written when
+the `pkgcache.access` logger is enabled for INFO, which `server.log_level` decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from typing import TextIO
+
+LOGGER_NAME = "pkgcache.access"
+FLUSH_SECONDS = 0.2
+MAX_BUFFERED_LINES = 1000
+
+
+class AccessLog:
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream  # None: whatever sys.stderr is when lines are written
+        self._lines: list[str] = []
+        self._second = -1
+        self._stamp = ""
+        self._flusher: asyncio.Task[None] | None = None
+        self.enabled = logging.getLogger(LOGGER_NAME).isEnabledFor(logging.INFO)
+
+    def record(
+        self, method: str, path: str, status: int, cache: str, size: int, seconds: float, upstream: str
+    ) -> None:
+        if not self.enabled:
+            return
+        now = time.time()
+        line = (
+            f"{self._timestamp(now)},{int(now % 1 * 1000):03d} INFO {LOGGER_NAME}: {method} {path} {status} "
+            f"cache={cache} bytes={size} ms={seconds * 1000:.1f} upstream={upstream}\n"
+        )
+        self._lines.append(line)
+        if len(self._lines) >= MAX_BUFFERED_LINES:
+            self.flush()
+
+    def _timestamp(self, now: float) -> str:
+        # Formatting a time is the dear part of a line: do it once a second.
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        return self._stamp
+
+    def flush(self) -> None:
+        if not self._lines:
+            return
+        text = "".join(self._lines)
+        self._lines.clear()
+        stream = self._stream or sys.stderr
+        with contextlib.suppress(OSError, ValueError):  # a closed or full log must not take requests down
+            stream.write(text)
+            stream.flush()
+
+    def start(self) -> None:
+        if self.enabled and self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_periodically())
+
+    async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        self.flush()
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            self.flush()
