@@ -153,22 +153,3 @@ def test_metadata_files_are_served_when_the_upstream_has_them(
     assert answer.status == 200
     assert hashlib.sha256(answer.body).hexdigest() == _dist(ALPHA).metadata_sha256
     assert b"Requires-Dist: beta" in answer.body
-
-
-def test_the_uvloop_option_serves_misses_and_hits(bg_loop: BackgroundLoop, tmp_path: Path) -> None:
-    upstream = SlowUpstream(sample_dists(), bytes_per_second=0)
-    bg_loop.run(upstream.start())
-    config = tmp_path / "pkgcache.toml"
-    config.write_text('[server]\nevent_loop = "uvloop"\n')
-    try:
-        process = CacheProcess(tmp_path / "data", "--config", str(config), "--pypi-upstream", upstream.index_url)
-        try:
-            for expected_state in ("miss", "hit"):
-                answer = http_get(f"{process.url}/pypi/files/bigpkg/{BIG}")
-                assert answer.headers["x-pkgcache-cache"] == expected_state
-                assert hashlib.sha256(answer.body).hexdigest() == _dist(BIG).sha256
-        finally:
-            assert process.terminate() == 0
-        assert "event loop: uvloop" in process.log_path.read_text()
-    finally:
-        bg_loop.run(upstream.stop())

@@ -160,7 +160,6 @@ def run_service(settings: Settings, launch_options: dict[str, Any] | None = None
 def _run_app(settings: Settings) -> None:
     from pkgcache.http.app import create_app
 
-    _choose_event_loop(settings.server.event_loop)
     app = create_app(settings)
     app.on_shutdown.insert(0, _log_shutdown)
     app.on_startup.append(_log_event_loop)
@@ -207,20 +206,10 @@ def configure_logging(level: str) -> None:
 
 
 async def _log_event_loop(app: web.Application) -> None:
+    # asyncio's own loop on purpose: it sends cached files with zero-copy sendfile, which uvloop lacks (measured in
+    # BENCHMARKS.md: uvloop halved file throughput and gained nothing on pages).
     loop = asyncio.get_running_loop()
     logging.getLogger("pkgcache").info("event loop: %s.%s", type(loop).__module__, type(loop).__name__)
-
-
-def _choose_event_loop(name: str) -> None:
-    if name != "uvloop":
-        return
-    try:
-        import uvloop
-    except ImportError:
-        raise click.ClickException(
-            "server.event_loop is 'uvloop' but uvloop is not installed: pip install uvloop"
-        ) from None
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def recorded_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextvars
 import tomllib
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -59,9 +59,6 @@ class ServerConfig(_Section):
     port: int = Field(DEFAULT_PORT, ge=1, le=65535)
     data_dir: Path = Field(default_factory=_default_data_dir)
     log_level: str = "info"
-    # "asyncio" sends cached files with zero-copy sendfile; "uvloop" answers small requests about a tenth faster
-    # but has no sendfile, so files go through userspace at well under disk speed (see BENCHMARKS.md).
-    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
 
     @field_validator("data_dir")
     @classmethod

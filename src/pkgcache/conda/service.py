@@ -121,9 +121,7 @@ class CondaChannels:
             # The upstream has only the .json: make the .zst here, so LAN clients fetch a fraction of the bytes.
             return await self._generate_zst(channel, subdir, filename, path)
 
-    async def _generated_zst(
-        self, channel: Channel, subdir: str, filename: str, path: Path, meta: FileMeta
-    ) -> Lookup:
+    async def _generated_zst(self, channel: Channel, subdir: str, filename: str, path: Path, meta: FileMeta) -> Lookup:
         source = await self._whole_index_file(channel, subdir, filename.removesuffix(".zst"))
         if (source.size, source.mtime_ns) == (meta.extra.get("source_size"), meta.extra.get("source_mtime_ns")):
             return Lookup(State.HIT, path, meta)

@@ -29,9 +29,7 @@ class AccessLog:
         self._flusher: asyncio.Task[None] | None = None
         self.enabled = logging.getLogger(LOGGER_NAME).isEnabledFor(logging.INFO)
 
-    def record(
-        self, method: str, path: str, status: int, cache: str, size: int, seconds: float, upstream: str
-    ) -> None:
+    def record(self, method: str, path: str, status: int, cache: str, size: int, seconds: float, upstream: str) -> None:
         if not self.enabled:
             return
         now = time.time()
