@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from pkgcache.storage.cache_state import CacheState
+
 SIDES = ("pypi", "conda")
-# Cache states the handlers report (see http/responses.py CACHE_STATE).
-HIT, MISS, STALE = "hit", "miss", "stale"
 
 
 @dataclass
@@ -63,13 +63,13 @@ class RequestStats:
         if status >= 500:
             counters.errors += 1
         counters.bytes_served += body_bytes
-        if cache_state == HIT:
+        if cache_state == CacheState.HIT:
             counters.hits += 1
             counters.bytes_saved += body_bytes
-        elif cache_state == STALE:
+        elif cache_state == CacheState.STALE:
             counters.stale += 1
             counters.bytes_saved += body_bytes
-        elif cache_state == MISS:
+        elif cache_state == CacheState.MISS:
             counters.misses += 1
 
     def totals(self) -> SideCounters:

@@ -29,8 +29,9 @@ from pkgcache.http.responses import (
     send_cached_file,
     send_download,
 )
+from pkgcache.storage.cache_state import CacheState
 from pkgcache.storage.downloads import Download
-from pkgcache.storage.refreshing import Lookup, State
+from pkgcache.storage.refreshing import Lookup
 
 CONDA_CHANNELS_KEY = web.AppKey("conda_channels", CondaChannels)
 ROOTS = ("pkgs", "cloud")
@@ -97,7 +98,7 @@ async def _send_index(request: web.Request, found: Lookup, filename: str) -> web
             request, found.download, media_type(filename), f"public, max-age={int(service.config.index_ttl)}"
         )
     meta = found.meta
-    remaining = 0 if meta is None or found.state == State.STALE else service.config.index_ttl - meta.age()
+    remaining = 0 if meta is None or found.state == CacheState.STALE else service.config.index_ttl - meta.age()
     response = send_cached_file(found.path, media_type(filename), f"public, max-age={max(0, int(remaining))}")
     response.headers[CACHE_STATE_HEADER] = found.state
     if meta is not None and meta.upstream:
@@ -107,9 +108,9 @@ async def _send_index(request: web.Request, found: Lookup, filename: str) -> web
 
 async def _send_immutable(request: web.Request, found: Path | Download, filename: str) -> web.StreamResponse:
     if isinstance(found, Path):
-        request[CACHE_STATE] = State.HIT
+        request[CACHE_STATE] = CacheState.HIT
         return send_cached_file(found, media_type(filename), IMMUTABLE)
-    request[CACHE_STATE] = State.MISS
+    request[CACHE_STATE] = CacheState.MISS
     response = await send_download(request, found, media_type(filename), IMMUTABLE)
     _note_upstream(request, found)
     return response

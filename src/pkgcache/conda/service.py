@@ -20,9 +20,10 @@ from pkgcache.conda.channels import SHARD_INDEX, Channel, UnknownPath
 from pkgcache.conda.records import expected_of, find_record
 from pkgcache.conda.shards import InvalidShardIndex, record_in_shard, rewrite_shard_index, shard_for
 from pkgcache.config import CondaConfig, CondaUpstream
+from pkgcache.storage.cache_state import CacheState
 from pkgcache.storage.downloads import Download, Downloader, Expected
 from pkgcache.storage.filetypes import magic_for
-from pkgcache.storage.refreshing import FileMeta, Lookup, RefreshingFiles, State
+from pkgcache.storage.refreshing import FileMeta, Lookup, RefreshingFiles
 from pkgcache.storage.store import CacheStore
 from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamError, UpstreamNotFound, UpstreamPool
 
@@ -124,7 +125,7 @@ class CondaChannels:
     async def _generated_zst(self, channel: Channel, subdir: str, filename: str, path: Path, meta: FileMeta) -> Lookup:
         source = await self._whole_index_file(channel, subdir, filename.removesuffix(".zst"))
         if (source.size, source.mtime_ns) == (meta.extra.get("source_size"), meta.extra.get("source_mtime_ns")):
-            return Lookup(State.HIT, path, meta)
+            return Lookup(CacheState.HIT, path, meta)
         return await self._generate_zst(channel, subdir, filename, path)
 
     async def _generate_zst(self, channel: Channel, subdir: str, filename: str, path: Path) -> Lookup:
@@ -151,7 +152,7 @@ class CondaChannels:
         meta = await self.refreshing.record_generated(
             path, {"generated": True, "source_size": source.size, "source_mtime_ns": source.mtime_ns}
         )
-        return Lookup(State.MISS, path, meta)
+        return Lookup(CacheState.MISS, path, meta)
 
     async def _whole_index_file(self, channel: Channel, subdir: str, filename: str) -> FileMeta:
         """An index file, waited for until it is whole on disk; its metadata."""

@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 from pkgcache import __version__
 from pkgcache.http.responses import CACHE_STATE, CachedFileResponse
 from pkgcache.http.state import OPERATIONS_KEY, Operations, operations
-from pkgcache.stats import HIT, MISS, STALE
+from pkgcache.storage.cache_state import CacheState
 
 METRICS_REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -121,7 +121,11 @@ class LiveCollector(Collector):
             if side not in self.ops.pools:
                 continue
             requests.add_metric([side], counters.requests)
-            for result, count in ((HIT, counters.hits), (MISS, counters.misses), (STALE, counters.stale)):
+            for result, count in (
+                (CacheState.HIT, counters.hits),
+                (CacheState.MISS, counters.misses),
+                (CacheState.STALE, counters.stale),
+            ):
                 lookups.add_metric([side, result], count)
             errors.add_metric([side], counters.errors)
             served.add_metric([side], counters.bytes_served)

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
+from pkgcache.storage.cache_state import CacheState
 from pkgcache.storage.downloads import Download, IntegrityError, StorageError
 from pkgcache.storage.eviction import FILE_USE
 from pkgcache.storage.store import UnsafePath
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 # What the access log reports about a request, set by the handlers.
-CACHE_STATE = web.RequestKey("cache_state", str)
+CACHE_STATE = web.RequestKey("cache_state", CacheState)
 UPSTREAM_USED = web.RequestKey("upstream_used", str)
 CACHE_STATE_HEADER = "X-Pkgcache-Cache"
 
@@ -87,7 +88,7 @@ def send_cached_file(path: Path, content_type: str, cache_control: str = IMMUTAB
     response = CachedFileResponse(path, chunk_size=256 * 1024)
     response.headers["Content-Type"] = content_type
     response.headers["Cache-Control"] = cache_control
-    response.headers[CACHE_STATE_HEADER] = "hit"
+    response.headers[CACHE_STATE_HEADER] = CacheState.HIT
     return response
 
 
@@ -103,7 +104,7 @@ async def send_download(
             raise
         return response
     response = web.StreamResponse(
-        headers={"Content-Type": content_type, "Cache-Control": cache_control, CACHE_STATE_HEADER: "miss"}
+        headers={"Content-Type": content_type, "Cache-Control": cache_control, CACHE_STATE_HEADER: CacheState.MISS}
     )
     if download.total is not None:
         response.content_length = download.total

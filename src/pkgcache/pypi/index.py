@@ -27,6 +27,7 @@ from pkgcache.pypi.model import DistFile, ProjectPage
 from pkgcache.pypi.names import METADATA_SUFFIX
 from pkgcache.pypi.parse import InvalidPage, parse_project_page
 from pkgcache.pypi.render import JSON_CONTENT_TYPE, render_html, render_json
+from pkgcache.storage.cache_state import CacheState
 from pkgcache.storage.downloads import Download, Downloader, Expected
 from pkgcache.storage.filetypes import magic_for
 from pkgcache.storage.store import CacheStore
@@ -109,12 +110,6 @@ class CachedPage:
         )
 
 
-class PageState:
-    HIT = "hit"
-    MISS = "miss"
-    STALE = "stale"
-
-
 class PypiIndex:
     """Project pages and files of the PyPI side, over a shared pool, store and downloader."""
 
@@ -136,11 +131,11 @@ class PypiIndex:
         """
         entry = self._memory_get(project) or await self._load(project)
         if entry is None:
-            return await self.refresh(project), PageState.MISS
+            return await self.refresh(project), CacheState.MISS
         if entry.age() < self.config.index_ttl:
-            return entry, PageState.HIT
+            return entry, CacheState.HIT
         self._refresh_in_background(project)
-        return entry, PageState.STALE
+        return entry, CacheState.STALE
 
     async def refresh(self, project: str) -> CachedPage:
         """Fetch or revalidate a page now; concurrent callers share one upstream request."""

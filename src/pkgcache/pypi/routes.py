@@ -27,6 +27,7 @@ from pkgcache.pypi.render import (
     render_project_list_html,
     render_project_list_json,
 )
+from pkgcache.storage.cache_state import CacheState
 
 PYPI_INDEX_KEY = web.AppKey("pypi_index", PypiIndex)
 NOT_ACCEPTABLE = (
@@ -88,7 +89,7 @@ async def project_page(request: web.Request) -> web.StreamResponse:
         "Age": str(int(entry.age())),
         CACHE_STATE_HEADER: state,
     }
-    if entry.refresh_error and state == "stale":
+    if entry.refresh_error and state == CacheState.STALE:
         headers["X-Pkgcache-Stale-Reason"] = "no upstream could revalidate this page; serving the last good copy"
     if rendered.etag in _etags(request.headers.get("If-None-Match")):
         return web.Response(status=304, headers=headers)
@@ -113,9 +114,9 @@ async def distribution_file(request: web.Request) -> web.StreamResponse:
     except Exception as exc:
         return _page_error(project, exc)
     if isinstance(found, Path):
-        request[CACHE_STATE] = "hit"
+        request[CACHE_STATE] = CacheState.HIT
         return send_cached_file(found, content_type)
-    request[CACHE_STATE] = "miss"
+    request[CACHE_STATE] = CacheState.MISS
     response = await send_download(request, found, content_type)
     if found.upstream is not None:
         request[UPSTREAM_USED] = found.upstream.name

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pkgcache.storage.cache_state import CacheState
 from pkgcache.storage.downloads import Download, Downloader, Expected
 from pkgcache.storage.store import CacheStore
 from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamNotFound, UpstreamPool
@@ -43,12 +44,6 @@ class FileMeta:
 
     def age(self) -> float:
         return max(0.0, time.time() - self.fetched_at)
-
-
-class State:
-    HIT = "hit"
-    MISS = "miss"
-    STALE = "stale"
 
 
 @dataclass
@@ -91,7 +86,7 @@ class RefreshingFiles:
         if meta is not None and meta.age() < ttl:
             if meta.missing:
                 raise UpstreamNotFound(path.name)
-            return Lookup(State.HIT, path, meta)
+            return Lookup(CacheState.HIT, path, meta)
         if meta is not None and meta.missing:
             # A stale "not there" stays the answer while one background request asks again: clients treat a
             # 404 on optional files as "use another form", but a 5xx as fatal.
@@ -99,8 +94,8 @@ class RefreshingFiles:
             raise UpstreamNotFound(path.name)
         if meta is not None:
             self._revalidate_in_background(pool, path, target, meta, after_fetch)
-            return Lookup(State.STALE, path, meta)
-        return Lookup(State.MISS, path, None, self._fetch(pool, path, target, after_fetch))
+            return Lookup(CacheState.STALE, path, meta)
+        return Lookup(CacheState.MISS, path, None, self._fetch(pool, path, target, after_fetch))
 
     def _fetch(self, pool: UpstreamPool, path: Path, target: TargetFor, after_fetch: AfterFetch | None) -> Download:
         download = self.downloader.get_or_start(
