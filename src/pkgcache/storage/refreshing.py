@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -133,9 +132,6 @@ class RefreshingFiles:
             self._meta[path] = meta
         return meta
 
-    def forget(self, path: Path) -> None:
-        self._meta.pop(path, None)
-
     async def record_generated(self, path: Path, extra: dict[str, Any]) -> FileMeta:
         """Record metadata for a file pkgcache made itself (e.g. a .zst made from the .json)."""
         meta = FileMeta(fetched_at=time.time(), upstream=None, extra=extra)
@@ -246,9 +242,3 @@ class RefreshingFiles:
 
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + META_SUFFIX)
-
-
-def remove_with_sidecar(path: Path) -> None:
-    for candidate in (path, _sidecar(path)):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(candidate)

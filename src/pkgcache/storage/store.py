@@ -95,11 +95,3 @@ class CacheStore:
             return None
         except (OSError, ValueError):
             return None
-
-    def size_on_disk(self) -> int:
-        total = 0
-        for dirpath, _dirnames, filenames in os.walk(self.root):
-            for name in filenames:
-                with contextlib.suppress(OSError):
-                    total += os.stat(os.path.join(dirpath, name)).st_size
-        return total
