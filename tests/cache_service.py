@@ -75,8 +75,19 @@ class CacheProcess:
     def __init__(self, data_dir: Path, *args: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "pkgcache", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                   "--data-dir", str(data_dir), *args]
+        command = [
+            sys.executable,
+            "-m",
+            "pkgcache",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(data_dir),
+            *args,
+        ]
         self.log_path = data_dir.parent / f"pkgcache-{self.port}.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)

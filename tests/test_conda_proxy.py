@@ -80,8 +80,9 @@ def test_rattler_installs_through_pkgcache_then_from_cache_alone(
 def test_absolute_shard_urls_are_rewritten_so_clients_never_go_around(
     bg_loop: BackgroundLoop, conda_channels: Channels, make_cache: Callable[..., RunningCache], tmp_path: Path
 ) -> None:
-    upstream = AnacondaLikeUpstream({"pkgs/main": conda_channels.main, "conda-forge": conda_channels.forge},
-                                    absolute_shard_urls=True)
+    upstream = AnacondaLikeUpstream(
+        {"pkgs/main": conda_channels.main, "conda-forge": conda_channels.forge}, absolute_shard_urls=True
+    )
     bg_loop.run(upstream.start())
     try:
         cache = conda_cache(make_cache, anaconda_config(upstream))

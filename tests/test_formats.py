@@ -141,8 +141,10 @@ def test_render_then_parse_round_trips() -> None:
         ("*/*", TEXT_HTML),
         ("text/html,application/xhtml+xml,*/*;q=0.8", TEXT_HTML),
         # pip's and uv's headers
-        ("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01",
-         JSON_CONTENT_TYPE),
+        (
+            "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01",
+            JSON_CONTENT_TYPE,
+        ),
         ("application/vnd.pypi.simple.v1+html;q=0.2, application/vnd.pypi.simple.v1+json", JSON_CONTENT_TYPE),
         ("application/vnd.pypi.simple.v1+json;q=0.1, application/vnd.pypi.simple.v1+html", HTML_CONTENT_TYPE),
         ("application/vnd.pypi.simple.latest+json", JSON_CONTENT_TYPE),

@@ -121,5 +121,3 @@ def test_access_log_line_has_status_cache_state_bytes_time_and_upstream(
 def _file_lines(written: str) -> list[str]:
     requests = [line.partition("pkgcache.access: ")[2] for line in written.splitlines() if "pkgcache.access: " in line]
     return [line for line in requests if line.startswith(f"GET /pypi/files/alpha/{ALPHA} ")]
-
-

@@ -7,16 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from pkgcache.http.app import hostile_path_reason
+from pkgcache.http.request_cycle import hostile_path_reason
 from pkgcache.pypi.names import BadName, check_filename, normalize_project
 from pkgcache.storage.store import CacheStore, UnsafePath
 from tests.cache_service import RunningCache
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream
 
 
-@pytest.mark.parametrize(
-    "segment", ["..", ".", "", "a/b", "a\\b", "a\x00b", ".hidden", "x" * 300, "tab\there"]
-)
+@pytest.mark.parametrize("segment", ["..", ".", "", "a/b", "a\\b", "a\x00b", ".hidden", "x" * 300, "tab\there"])
 def test_unsafe_segments_are_refused(tmp_path: Path, segment: str) -> None:
     with pytest.raises(UnsafePath):
         CacheStore(tmp_path).path_for("pypi", segment)

@@ -40,10 +40,13 @@ def hit_ratio(counters: SideCounters) -> float:
     return round(served_from_cache / lookups, 4) if lookups else 0.0
 
 
+_SIDE_PREFIXES = tuple((side, f"/{side}/") for side in SIDES)
+
+
 def side_of(path: str) -> str | None:
     """Which side a request path belongs to, or None for the service's own pages (status, metrics, admin)."""
-    for side in SIDES:
-        if path.startswith(f"/{side}/"):
+    for side, prefix in _SIDE_PREFIXES:
+        if path.startswith(prefix):
             return side
     return None
 

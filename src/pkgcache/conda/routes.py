@@ -19,6 +19,7 @@ from pkgcache.conda.channels import (
     media_type,
 )
 from pkgcache.conda.service import CondaChannels, PackageNotInRepodata, UnknownChannel
+from pkgcache.http.request_cycle import add_get
 from pkgcache.http.responses import (
     CACHE_STATE,
     CACHE_STATE_HEADER,
@@ -39,9 +40,9 @@ ROOTS = ("pkgs", "cloud")
 
 def add_conda_routes(app: web.Application, channels: CondaChannels) -> None:
     app[CONDA_CHANNELS_KEY] = channels
-    app.router.add_get("/conda/{root}/{name}/{subdir}/shards/{shard}", shard_file)
-    app.router.add_get("/conda/{root}/{name}/{subdir}/{filename}", subdir_file)
-    app.router.add_get("/conda/{root}/{name}/{filename}", channel_file)
+    add_get(app, "/conda/{root}/{name}/{subdir}/shards/{shard}", shard_file)
+    add_get(app, "/conda/{root}/{name}/{subdir}/{filename}", subdir_file)
+    add_get(app, "/conda/{root}/{name}/{filename}", channel_file)
 
 
 async def subdir_file(request: web.Request) -> web.StreamResponse:

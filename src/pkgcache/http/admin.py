@@ -21,6 +21,7 @@ from pydantic import ByteSize, TypeAdapter, ValidationError
 
 from pkgcache.conda.channels import FileKind, UnknownPath, check_subdir, kind_of
 from pkgcache.http.auth import admin_refusal
+from pkgcache.http.request_cycle import add_post
 from pkgcache.http.responses import error_for, plain_error
 from pkgcache.http.state import operations
 from pkgcache.pypi.index import project_entries
@@ -144,12 +145,10 @@ def add_admin_routes(app: web.Application, token: str | None, *, pypi: bool, con
     """Mount the admin API when a token is configured; without one it does not exist."""
     if token is None:
         return
-    app.router.add_post(f"{ADMIN_ROOT}/gc", _guarded(gc))
+    add_post(app, f"{ADMIN_ROOT}/gc", _guarded(gc))
     if pypi:
-        app.router.add_post(f"{ADMIN_ROOT}/pypi/purge/{{project}}", _guarded(purge_pypi_project))
-        app.router.add_post(f"{ADMIN_ROOT}/pypi/purge/{{project}}/{{filename}}", _guarded(purge_pypi_file))
-        app.router.add_post(f"{ADMIN_ROOT}/pypi/refresh/{{project}}", _guarded(refresh_pypi_project))
+        add_post(app, f"{ADMIN_ROOT}/pypi/purge/{{project}}", _guarded(purge_pypi_project))
+        add_post(app, f"{ADMIN_ROOT}/pypi/purge/{{project}}/{{filename}}", _guarded(purge_pypi_file))
+        add_post(app, f"{ADMIN_ROOT}/pypi/refresh/{{project}}", _guarded(refresh_pypi_project))
     if conda:
-        app.router.add_post(
-            f"{ADMIN_ROOT}/conda/purge/{{root}}/{{name}}/{{subdir}}/{{filename}}", _guarded(purge_conda_file)
-        )
+        add_post(app, f"{ADMIN_ROOT}/conda/purge/{{root}}/{{name}}/{{subdir}}/{{filename}}", _guarded(purge_conda_file))

@@ -10,14 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from pkgcache.http.responses import plain_error
-from pkgcache.http.state import OPERATIONS_KEY
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 OPEN_PATHS = frozenset({"/-/health"})
 ADMIN_PREFIX = "/-/admin/"
@@ -56,14 +52,11 @@ def check_user(users: dict[str, str], header: str | None) -> bool:
     return matches and expected is not None
 
 
-@web.middleware
-async def require_read_access(request: web.Request, handler: Handler) -> web.StreamResponse:
-    users = request.app[OPERATIONS_KEY].settings.access.users
+def needs_credentials(users: dict[str, str], request: web.BaseRequest) -> bool:
+    """Whether a read must be refused for want of a valid user (reads are open when no users are configured)."""
     if not users or request.path in OPEN_PATHS or request.path.startswith(ADMIN_PREFIX):
-        return await handler(request)
-    if not check_user(users, request.headers.get("Authorization")):
-        return plain_error(401, "this pkgcache asks for a user name and password", **{"WWW-Authenticate": READ_REALM})
-    return await handler(request)
+        return False
+    return not check_user(users, request.headers.get("Authorization"))
 
 
 def admin_refusal(request: web.Request, token: str) -> web.Response | None:

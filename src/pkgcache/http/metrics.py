@@ -1,15 +1,14 @@
 """Counting requests, and telling machines how the service does: `/-/stats` (JSON) and `/metrics` (Prometheus).
 
-The `measure_requests` middleware counts every request of the PyPI and conda sides from what its handler noted
+The request counters are fed by the middleware in http/request_cycle.py, from what each handler noted
 (`CACHE_STATE`) and from the bytes really sent. `/metrics` reads live values through a custom collector on a
 registry of this application's own, so two applications in one process (as in the tests) never share counters.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -17,53 +16,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from pkgcache import __version__
-from pkgcache.http.responses import CACHE_STATE, CachedFileResponse
+from pkgcache.http.request_cycle import add_get
 from pkgcache.http.state import OPERATIONS_KEY, Operations, operations
 from pkgcache.storage.cache_state import CacheState
 
 METRICS_REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def body_bytes_sent(request: web.BaseRequest, response: web.StreamResponse | None) -> int:
-    """How many body bytes a response sent (or will send, for a plain body not yet written)."""
-    if response is None:
-        return 0
-    if isinstance(response, CachedFileResponse):
-        return response.body_bytes
-    if response.prepared:
-        # Streamed by its handler (a download being followed). Once finished, aiohttp's count is what went on the
-        # wire, headers included; with a declared length, that length is the body.
-        finished = response.body_length > 0
-        if finished and response.content_length is not None:
-            return response.content_length
-        return response.body_length
-    if request.method == "HEAD" or response.status in (204, 304):
-        return 0
-    return response.content_length or 0
-
-
-@web.middleware
-async def measure_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count the request in the per-side stats once its answer is known.
-
-    A cached file is sent here rather than after the middlewares return (sending it again later is a no-op), so
-    that this count and the access log see the bytes that really went out; sendfile leaves aiohttp's own count
-    at zero.
-    """
-    stats = request.app[OPERATIONS_KEY].stats
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        stats.record(request.path, exc.status, request.get(CACHE_STATE), 0)
-        raise
-    if isinstance(response, CachedFileResponse) and not response.prepared:
-        # A client gone mid-file: aiohttp's own finishing of the response notices it again and lets it go.
-        with contextlib.suppress(ConnectionError):
-            await response.prepare(request)
-            await response.write_eof()
-    stats.record(request.path, response.status, request.get(CACHE_STATE), body_bytes_sent(request, response))
-    return response
 
 
 # --- /-/stats ---
@@ -180,5 +137,5 @@ def add_metrics_routes(app: web.Application) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(LiveCollector(app[OPERATIONS_KEY]))
     app[METRICS_REGISTRY_KEY] = registry
-    app.router.add_get("/-/stats", stats_page)
-    app.router.add_get("/metrics", metrics_page)
+    add_get(app, "/-/stats", stats_page)
+    add_get(app, "/metrics", metrics_page)

@@ -1,7 +1,7 @@
 """Mounting what the operator and the LAN's developers see: the page, stats, metrics, the admin API, the size keeper.
 
-`create_app` calls `install_operations` once the sides are set up, and puts `measure_requests` and
-`require_read_access` in its middleware list.
+`create_app` calls `install_operations` once the sides are set up, with the request counters that the request
+cycle (http/request_cycle.py) feeds.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pkgcache.http.admin import add_admin_routes
 from pkgcache.http.metrics import add_metrics_routes
 from pkgcache.http.state import OPERATIONS_KEY, Operations
 from pkgcache.http.ui import add_ui_routes
+from pkgcache.stats import RequestStats
 from pkgcache.storage.downloads import Downloader
 from pkgcache.storage.eviction import CacheKeeper
 from pkgcache.storage.store import CacheStore
@@ -25,10 +26,11 @@ def install_operations(
     store: CacheStore,
     downloader: Downloader,
     pools: dict[str, UpstreamPool],
+    stats: RequestStats,
 ) -> Operations:
     keeper = CacheKeeper(store, settings.cache.max_size)
     downloader.on_commit = keeper.file_committed
-    ops = Operations(settings=settings, store=store, downloader=downloader, pools=pools, keeper=keeper)
+    ops = Operations(settings=settings, store=store, downloader=downloader, pools=pools, keeper=keeper, stats=stats)
     app[OPERATIONS_KEY] = ops
     add_ui_routes(app)
     add_metrics_routes(app)

@@ -25,7 +25,7 @@ class Operations:
     # side -> pool; the same dict create_app fills, so sides added after this object is made are seen.
     pools: dict[str, UpstreamPool]
     keeper: CacheKeeper
-    stats: RequestStats = field(default_factory=RequestStats)
+    stats: RequestStats
     started_at: float = field(default_factory=time.time)
 
     def bytes_fetched(self, side: str) -> int:

@@ -29,6 +29,7 @@ from pkgcache.clients import (
     pypi_index_url,
 )
 from pkgcache.daemon import format_bytes, format_duration
+from pkgcache.http.request_cycle import add_get
 from pkgcache.http.state import Operations, operations
 
 LANGUAGES = ("en", "zh")
@@ -336,7 +337,7 @@ async def landing_page(request: web.Request) -> web.StreamResponse:
 
 
 def add_ui_routes(app: web.Application) -> None:
-    app.router.add_get("/", landing_page)
+    add_get(app, "/", landing_page)
 
 
 STYLE = """

@@ -26,7 +26,7 @@ from pkgcache.config import PypiConfig, PypiUpstream
 from pkgcache.pypi.model import DistFile, ProjectPage
 from pkgcache.pypi.names import METADATA_SUFFIX
 from pkgcache.pypi.parse import InvalidPage, parse_project_page
-from pkgcache.pypi.render import JSON_CONTENT_TYPE, render_html, render_json
+from pkgcache.pypi.render import JSON_CONTENT_TYPE, render_html, render_json, with_charset
 from pkgcache.storage.cache_state import CacheState
 from pkgcache.storage.downloads import Download, Downloader, Expected
 from pkgcache.storage.filetypes import magic_for
@@ -57,9 +57,12 @@ class FileNotListed(LookupError):
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
+    """A page in one format, with the headers that go with these bytes whatever the request."""
+
     body: bytes
     content_type: str
     etag: str
+    headers: dict[str, str]
 
 
 @dataclass
@@ -87,7 +90,8 @@ class CachedPage:
         if cached is None:
             body = render_json(self.page) if content_type == JSON_CONTENT_TYPE else render_html(self.page)
             etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-            cached = self._rendered[content_type] = Rendered(body, content_type, etag)
+            headers = {"Content-Type": with_charset(content_type), "ETag": etag, "Vary": "Accept"}
+            cached = self._rendered[content_type] = Rendered(body, content_type, etag, headers)
         return cached
 
     def to_json(self) -> dict[str, Any]:
@@ -136,6 +140,14 @@ class PypiIndex:
             return entry, CacheState.HIT
         self._refresh_in_background(project)
         return entry, CacheState.STALE
+
+    def fresh_page(self, project: str) -> CachedPage | None:
+        """The page if it is in memory and fresh, without waiting for anything: the hit path of every request."""
+        entry = self._memory.get(project)
+        if entry is None or entry.age() >= self.config.index_ttl:
+            return None
+        self._memory.move_to_end(project)
+        return entry
 
     async def refresh(self, project: str) -> CachedPage:
         """Fetch or revalidate a page now; concurrent callers share one upstream request."""

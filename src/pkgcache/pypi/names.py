@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from packaging.utils import canonicalize_name
@@ -20,8 +21,12 @@ class BadName(ValueError):
     """A project or file name that cannot be one."""
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_project(name: str) -> str:
-    """The PEP 503 form of a project name from a request; raises BadName for anything that is not a name."""
+    """The PEP 503 form of a project name from a request; raises BadName for anything that is not a name.
+
+    Memoised: clients ask for the same few thousand names over and over (a refusal is not memoised).
+    """
     if not _PROJECT_NAME.match(name):
         raise BadName(f"{name!r} is not a valid project name")
     return canonicalize_name(name)

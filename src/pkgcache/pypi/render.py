@@ -18,6 +18,11 @@ JSON_CONTENT_TYPE = "application/vnd.pypi.simple.v1+json"
 TEXT_HTML = "text/html"
 
 
+def with_charset(content_type: str) -> str:
+    """The Content-Type header for a format: text/html names its charset, the PEP 691 types are UTF-8 by definition."""
+    return f"{content_type}; charset=utf-8" if content_type == TEXT_HTML else content_type
+
+
 def file_link(project: str, filename: str) -> str:
     """Where a project page links a file: relative to /pypi/simple/<project>/."""
     return f"../../files/{quote(project)}/{quote(filename)}"

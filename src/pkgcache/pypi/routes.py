@@ -9,6 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from pkgcache.http.request_cycle import add_get
 from pkgcache.http.responses import (
     CACHE_STATE,
     CACHE_STATE_HEADER,
@@ -18,14 +19,14 @@ from pkgcache.http.responses import (
     send_cached_file,
     send_download,
 )
-from pkgcache.pypi.index import FileNotListed, PypiIndex
+from pkgcache.pypi.index import CachedPage, FileNotListed, PypiIndex, Rendered
 from pkgcache.pypi.names import METADATA_SUFFIX, BadName, check_filename, normalize_project
 from pkgcache.pypi.negotiate import choose_format
 from pkgcache.pypi.render import (
     JSON_CONTENT_TYPE,
-    TEXT_HTML,
     render_project_list_html,
     render_project_list_json,
+    with_charset,
 )
 from pkgcache.storage.cache_state import CacheState
 
@@ -38,25 +39,17 @@ NOT_ACCEPTABLE = (
 
 def add_pypi_routes(app: web.Application, index: PypiIndex) -> None:
     app[PYPI_INDEX_KEY] = index
-    app.router.add_get("/pypi/simple", _redirect_to_index_root)
-    app.router.add_get("/pypi/simple/", project_list)
-    app.router.add_get("/pypi/simple/{project}", project_page_without_slash)
-    app.router.add_get("/pypi/simple/{project}/", project_page)
-    app.router.add_get("/pypi/files/{project}/{filename}", distribution_file)
+    routes = PypiRoutes(index)
+    # aiohttp tries the routes under one prefix in the order they were added: the busiest one goes first.
+    add_get(app, "/pypi/simple/{project}/", routes.project_page)
+    add_get(app, "/pypi/simple/{project}", project_page_without_slash)
+    add_get(app, "/pypi/simple/", routes.project_list)
+    add_get(app, "/pypi/simple", _redirect_to_index_root)
+    add_get(app, "/pypi/files/{project}/{filename}", routes.distribution_file)
 
 
 async def _redirect_to_index_root(request: web.Request) -> web.StreamResponse:
     raise web.HTTPMovedPermanently("/pypi/simple/")
-
-
-async def project_list(request: web.Request) -> web.StreamResponse:
-    """The projects this cache holds (not the upstream's whole list: clients install by name)."""
-    content_type = choose_format(request.headers.get("Accept"), request.query.get("format"))
-    if content_type is None:
-        return plain_error(406, NOT_ACCEPTABLE)
-    names = await request.app[PYPI_INDEX_KEY].cached_projects()
-    body = render_project_list_json(names) if content_type == JSON_CONTENT_TYPE else render_project_list_html(names)
-    return web.Response(body=body, headers={"Content-Type": _with_charset(content_type), "Vary": "Accept"})
 
 
 async def project_page_without_slash(request: web.Request) -> web.StreamResponse:
@@ -64,63 +57,91 @@ async def project_page_without_slash(request: web.Request) -> web.StreamResponse
     raise web.HTTPMovedPermanently(_with_query(request, f"/pypi/simple/{project}/"))
 
 
-async def project_page(request: web.Request) -> web.StreamResponse:
-    raw_name = request.match_info["project"]
-    project = _project_or_error(request)
-    if raw_name != project:
-        # PEP 503: one URL per project; clients follow the redirect.
-        raise web.HTTPMovedPermanently(_with_query(request, f"/pypi/simple/{project}/"))
-    content_type = choose_format(request.headers.get("Accept"), request.query.get("format"))
-    if content_type is None:
-        return plain_error(406, NOT_ACCEPTABLE)
-    index = request.app[PYPI_INDEX_KEY]
-    try:
-        entry, state = await index.get_page(project)
-    except Exception as exc:
-        return _page_error(project, exc)
-    request[CACHE_STATE] = state
-    request[UPSTREAM_USED] = entry.upstream
-    rendered = entry.rendered(content_type)
-    headers = {
-        "Content-Type": _with_charset(content_type),
-        "ETag": rendered.etag,
-        "Vary": "Accept",
-        "Cache-Control": f"max-age={max(0, int(index.config.index_ttl - entry.age()))}",
-        "Age": str(int(entry.age())),
-        CACHE_STATE_HEADER: state,
-    }
-    if entry.refresh_error and state == CacheState.STALE:
-        headers["X-Pkgcache-Stale-Reason"] = "no upstream could revalidate this page; serving the last good copy"
-    if rendered.etag in _etags(request.headers.get("If-None-Match")):
-        return web.Response(status=304, headers=headers)
-    return web.Response(body=rendered.body, headers=headers)
+class PypiRoutes:
+    """The handlers that need the index, bound to it."""
+
+    def __init__(self, index: PypiIndex) -> None:
+        self.index = index
+
+    async def project_list(self, request: web.Request) -> web.StreamResponse:
+        """The projects this cache holds (not the upstream's whole list: clients install by name)."""
+        content_type = _negotiated_format(request)
+        if content_type is None:
+            return plain_error(406, NOT_ACCEPTABLE)
+        names = await self.index.cached_projects()
+        render = render_project_list_json if content_type == JSON_CONTENT_TYPE else render_project_list_html
+        return web.Response(body=render(names), headers={"Content-Type": with_charset(content_type), "Vary": "Accept"})
+
+    async def project_page(self, request: web.Request) -> web.StreamResponse:
+        raw_name = request.match_info["project"]
+        # The hot path: a fresh page in memory. Memory is keyed by normalised names, so a hit also says the
+        # name in the URL needs no redirect.
+        entry = self.index.fresh_page(raw_name)
+        state = CacheState.HIT
+        if entry is None:
+            project = _project_or_error(request)
+            if raw_name != project:
+                # PEP 503: one URL per project; clients follow the redirect.
+                raise web.HTTPMovedPermanently(_with_query(request, f"/pypi/simple/{project}/"))
+        content_type = _negotiated_format(request)
+        if content_type is None:
+            return plain_error(406, NOT_ACCEPTABLE)
+        if entry is None:
+            try:
+                entry, state = await self.index.get_page(project)
+            except Exception as exc:
+                return _page_error(project, exc)
+        request[CACHE_STATE] = state
+        request[UPSTREAM_USED] = entry.upstream
+        return self._page_response(request, entry, state, entry.rendered(content_type))
+
+    def _page_response(
+        self, request: web.Request, entry: CachedPage, state: CacheState, rendered: Rendered
+    ) -> web.Response:
+        age = entry.age()
+        headers = {
+            **rendered.headers,
+            "Cache-Control": f"max-age={max(0, int(self.index.config.index_ttl - age))}",
+            "Age": str(int(age)),
+            CACHE_STATE_HEADER: state,
+        }
+        if entry.refresh_error and state == CacheState.STALE:
+            headers["X-Pkgcache-Stale-Reason"] = "no upstream could revalidate this page; serving the last good copy"
+        if_none_match = request.headers.get("If-None-Match")
+        if if_none_match and rendered.etag in _etags(if_none_match):
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=rendered.body, headers=headers)
+
+    async def distribution_file(self, request: web.Request) -> web.StreamResponse:
+        raw_name = request.match_info["project"]
+        project = _project_or_error(request)
+        try:
+            filename = check_filename(request.match_info["filename"])
+        except BadName as exc:
+            return plain_error(400, f"refused file name: {exc}")
+        if raw_name != project:
+            raise web.HTTPMovedPermanently(f"/pypi/files/{project}/{filename}")
+        content_type = "text/plain; charset=utf-8" if filename.endswith(METADATA_SUFFIX) else "application/octet-stream"
+        try:
+            found = await self.index.open_file(project, filename)
+        except FileNotListed:
+            return plain_error(404, f"{project} has no file named {filename} on its upstream's page")
+        except Exception as exc:
+            return _page_error(project, exc)
+        if isinstance(found, Path):
+            request[CACHE_STATE] = CacheState.HIT
+            return send_cached_file(found, content_type)
+        request[CACHE_STATE] = CacheState.MISS
+        response = await send_download(request, found, content_type)
+        if found.upstream is not None:
+            request[UPSTREAM_USED] = found.upstream.name
+        return response
 
 
-async def distribution_file(request: web.Request) -> web.StreamResponse:
-    raw_name = request.match_info["project"]
-    project = _project_or_error(request)
-    try:
-        filename = check_filename(request.match_info["filename"])
-    except BadName as exc:
-        return plain_error(400, f"refused file name: {exc}")
-    if raw_name != project:
-        raise web.HTTPMovedPermanently(f"/pypi/files/{project}/{filename}")
-    content_type = "text/plain; charset=utf-8" if filename.endswith(METADATA_SUFFIX) else "application/octet-stream"
-    index = request.app[PYPI_INDEX_KEY]
-    try:
-        found = await index.open_file(project, filename)
-    except FileNotListed:
-        return plain_error(404, f"{project} has no file named {filename} on its upstream's page")
-    except Exception as exc:
-        return _page_error(project, exc)
-    if isinstance(found, Path):
-        request[CACHE_STATE] = CacheState.HIT
-        return send_cached_file(found, content_type)
-    request[CACHE_STATE] = CacheState.MISS
-    response = await send_download(request, found, content_type)
-    if found.upstream is not None:
-        request[UPSTREAM_USED] = found.upstream.name
-    return response
+def _negotiated_format(request: web.Request) -> str | None:
+    # The query is only parsed when there is one: `?format=` is rare, and parsing showed in profiles.
+    format_param = request.query.get("format") if request.query_string else None
+    return choose_format(request.headers.get("Accept"), format_param)
 
 
 def _project_or_error(request: web.Request) -> str:
@@ -137,10 +158,6 @@ def _page_error(project: str, exc: Exception) -> web.Response:
     if response.status == 404:
         return plain_error(404, f"project {project!r} was not found on any upstream")
     return response
-
-
-def _with_charset(content_type: str) -> str:
-    return f"{content_type}; charset=utf-8" if content_type == TEXT_HTML else content_type
 
 
 def _with_query(request: web.Request, path: str) -> str:

@@ -1,0 +1,176 @@
+"""What happens around every request: the path check, basic auth, clear errors, the request counters and the
+access line.
+
+It wraps each handler when its route is added (`add_get`, `add_post`, and `add_fallback` for paths no route
+matches) rather than being an aiohttp middleware: aiohttp builds a middleware chain for every request, and on a
+cached page that chain cost more than pkgcache's own work (BENCHMARKS.md). Inside, a hostile path is refused
+before the handler sees it, auth is checked only when users are configured, and every answer (refusals included)
+is counted and logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from pkgcache.http.access_log import AccessLog
+from pkgcache.http.auth import READ_REALM, needs_credentials
+from pkgcache.http.responses import CACHE_STATE, UPSTREAM_USED, CachedFileResponse, error_for, plain_error
+from pkgcache.stats import RequestStats
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+MAX_PATH_LENGTH = 1024
+# Encoded forms of the characters that could change a path's meaning once decoded: dot, slash, backslash, NUL.
+_ENCODED_SEPARATOR = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
+# Every refusal below needs one of these: an escape, a backslash, a NUL, a dot segment or a doubled slash.
+_WORTH_A_CLOSER_LOOK = re.compile(r"%|\\|\x00|/\.|//")
+
+
+def hostile_path_reason(raw_path: str) -> str | None:
+    """Why a request path is refused before routing, or None if it is acceptable."""
+    path = raw_path.split("?", 1)[0]
+    if len(path) > MAX_PATH_LENGTH:
+        return "path too long"
+    if not _WORTH_A_CLOSER_LOOK.search(path):
+        return None  # the usual case, decided with one scan: nothing below could match
+    if _ENCODED_SEPARATOR.search(path):
+        return "encoded dots, slashes or NUL bytes are not allowed in paths"
+    decoded = unquote(path)
+    if "\x00" in decoded or "\\" in decoded:
+        return "NUL bytes and backslashes are not allowed in paths"
+    if any(segment in (".", "..") for segment in decoded.split("/")):
+        return "relative path segments are not allowed"
+    if "://" in decoded or decoded.startswith("//"):
+        return "absolute URLs are not allowed as paths"
+    return None
+
+
+def body_bytes_sent(request: web.BaseRequest, response: web.StreamResponse | None) -> int:
+    """How many body bytes a response sent (or will send, for a plain body not yet written)."""
+    if response is None:
+        return 0
+    if type(response) is web.Response and response.status == 200 and request.method == "GET":
+        return response.content_length or 0  # the common case, decided first
+    if isinstance(response, CachedFileResponse):
+        return response.body_bytes
+    if response.prepared:
+        # Streamed by its handler (a download being followed). Once finished, aiohttp's count is what went on the
+        # wire, headers included; with a declared length, that length is the body.
+        finished = response.body_length > 0
+        if finished and response.content_length is not None:
+            return response.content_length
+        return response.body_length
+    if request.method == "HEAD" or response.status in (204, 304):
+        return 0
+    return response.content_length or 0
+
+
+class RequestCycle:
+    """Wraps every handler of the application; the wrapping is done once, when a route is added."""
+
+    def __init__(self, access_log: AccessLog, stats: RequestStats, users: dict[str, str]) -> None:
+        self.access_log = access_log
+        self.stats = stats
+        self.users = users
+
+    def wrap(self, handler: Handler) -> Handler:
+        access_log, stats, users = self.access_log, self.stats, self.users
+
+        @functools.wraps(handler)
+        async def around(request: web.Request) -> web.StreamResponse:
+            started = time.monotonic()
+            status = 500
+            response: web.StreamResponse | None = None
+            try:
+                reason = hostile_path_reason(request.raw_path)
+                if reason is not None:
+                    response = plain_error(400, f"refused path: {reason}")
+                elif users and needs_credentials(users, request):
+                    response = plain_error(
+                        401, "this pkgcache asks for a user name and password", **{"WWW-Authenticate": READ_REALM}
+                    )
+                else:
+                    response = await _answer(request, handler)
+                status = response.status
+                return response
+            except web.HTTPException as exc:
+                status = exc.status
+                raise
+            finally:
+                size = body_bytes_sent(request, response)
+                cache_state = request.get(CACHE_STATE)
+                stats.record(request.path, status, cache_state, size)
+                access_log.record(
+                    request.method,
+                    request.path,
+                    status,
+                    cache_state or "-",
+                    size,
+                    time.monotonic() - started,
+                    request.get(UPSTREAM_USED, "-"),
+                )
+
+        return around
+
+
+REQUEST_CYCLE_KEY = web.AppKey("request_cycle", RequestCycle)
+
+
+def add_get(app: web.Application, path: str, handler: Handler) -> None:
+    """Mount a GET (and HEAD) handler inside the request cycle. Every route of pkgcache is added this way."""
+    app.router.add_get(path, app[REQUEST_CYCLE_KEY].wrap(handler))
+
+
+def add_post(app: web.Application, path: str, handler: Handler) -> None:
+    app.router.add_post(path, app[REQUEST_CYCLE_KEY].wrap(handler))
+
+
+def add_fallback(app: web.Application) -> None:
+    """The last route: whatever no other route matched, answered (404 or 405) inside the cycle, so it is logged."""
+    app.router.add_route("*", "/{tail:.*}", app[REQUEST_CYCLE_KEY].wrap(_no_such_route))
+
+
+async def _no_such_route(request: web.Request) -> web.StreamResponse:
+    # Only requests no route took get here, so this walk over the routes costs the common path nothing.
+    this = request.match_info.route.resource
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not this:
+            match, methods = await resource.resolve(request)
+            if match is None:
+                allowed |= methods
+    if allowed:
+        return plain_error(405, f"{request.method} is not allowed here", Allow=", ".join(sorted(allowed)))
+    return plain_error(404, "no such page")
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The handler's answer; failures of the shared layers it did not answer itself become clear HTTP errors."""
+    try:
+        response = await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        mapped = error_for(exc)
+        if mapped is None:
+            log.exception("unexpected error on %s", request.path)
+            return plain_error(500, f"internal error: {type(exc).__name__}")
+        return mapped
+    if isinstance(response, CachedFileResponse) and not response.prepared:
+        # Sent here rather than after the middleware returns (sending it again later is a no-op), so that the
+        # counters and the access line see the bytes that really went out: sendfile leaves aiohttp's count at
+        # zero. A client gone mid-file: aiohttp's own finishing of the response notices it again.
+        with contextlib.suppress(ConnectionError):
+            await response.prepare(request)
+            await response.write_eof()
+    return response
