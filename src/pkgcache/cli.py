@@ -20,6 +20,7 @@ from pkgcache import check as checks
 from pkgcache.admin_cli import gc_command, purge_command, refresh_command
 from pkgcache.config import ConfigError, Settings, load_settings
 from pkgcache.config_template import write_config_template
+from pkgcache.http.event_loop import loop_name, new_event_loop
 from pkgcache.presets import CONDA_PRESETS, PYPI_PRESETS
 
 SHUTDOWN_TIMEOUT = 30.0
@@ -186,6 +187,7 @@ def _run_app(settings: Settings) -> None:
             print=None,
             shutdown_timeout=SHUTDOWN_TIMEOUT,
             handle_signals=True,
+            loop=new_event_loop(),
         )
     except OSError as exc:
         raise click.ClickException(
@@ -206,10 +208,8 @@ def configure_logging(level: str) -> None:
 
 
 async def _log_event_loop(app: web.Application) -> None:
-    # asyncio's own loop on purpose: it sends cached files with zero-copy sendfile, which uvloop lacks (measured in
-    # BENCHMARKS.md: uvloop halved file throughput and gained nothing on pages).
-    loop = asyncio.get_running_loop()
-    logging.getLogger("pkgcache").info("event loop: %s.%s", type(loop).__module__, type(loop).__name__)
+    # uvloop where it is installed, with the zero-copy sendfile it lacks (http/event_loop.py, BENCHMARKS.md).
+    logging.getLogger("pkgcache").info("event loop: %s", loop_name(asyncio.get_running_loop()))
 
 
 def recorded_options(options: dict[str, Any]) -> dict[str, Any]:
