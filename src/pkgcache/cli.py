@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import http.client
 import logging
@@ -13,18 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-from aiohttp import web
 
 from pkgcache import __version__, clients, daemon
 from pkgcache import check as checks
 from pkgcache.admin_cli import gc_command, purge_command, refresh_command
 from pkgcache.config import ConfigError, Settings, load_settings
 from pkgcache.config_template import write_config_template
-from pkgcache.http.event_loop import loop_name, new_event_loop
 from pkgcache.presets import CONDA_PRESETS, PYPI_PRESETS
 
-SHUTDOWN_TIMEOUT = 30.0
-# Longer than the server's own shutdown timeout, so a graceful stop is never cut short by `stop` itself.
+# Longer than the service's own shutdown (serving.WORKER_STOP_TIMEOUT), so `stop` never cuts a graceful stop short.
 STOP_TIMEOUT = 90.0
 START_TIMEOUT = 30.0
 # Exit statuses of `status`, as init scripts use them: 0 running, 3 not running, 4 unknown.
@@ -40,6 +36,7 @@ SERVE_FLAGS: tuple[tuple[str, str], ...] = (
     ("pypi_upstreams", "--pypi-upstream"),
     ("conda_upstreams", "--conda-upstream"),
     ("log_level", "--log-level"),
+    ("workers", "--workers"),
 )
 
 
@@ -85,6 +82,11 @@ def _serve_options(function: Any) -> Any:
             type=click.Choice(["debug", "info", "warning", "error"]),
             help="How much to log (default info).",
         ),
+        click.option(
+            "--workers",
+            type=click.IntRange(0, 64),
+            help="Serving processes sharing the port (default 0: one per CPU core, at most 4; 1: one process).",
+        ),
     ]
     for option in reversed(options):
         function = option(function)
@@ -104,11 +106,12 @@ def settings_from_options(
     pypi_upstreams: tuple[str, ...] = (),
     conda_upstreams: tuple[str, ...] = (),
     log_level: str | None = None,
+    workers: int | None = None,
 ) -> Settings:
     try:
         return load_settings(
             config_file,
-            server={"host": host, "port": port, "data_dir": data_dir, "log_level": log_level},
+            server={"host": host, "port": port, "data_dir": data_dir, "log_level": log_level, "workers": workers},
             pypi={"upstreams": list(pypi_upstreams) or None},
             conda={"upstreams": list(conda_upstreams) or None},
         )
@@ -152,51 +155,23 @@ def run_service(settings: Settings, launch_options: dict[str, Any] | None = None
         server = settings.server
         info = daemon.runtime_info(server.host, server.port, server.data_dir, launch_options or {}, detached)
         lock.write_runtime(info)
-        _run_app(settings)
+        code = _serve_or_explain(settings)
         logging.getLogger("pkgcache").info("pkgcache stopped")
     finally:
         lock.release()
+    if code:
+        raise click.ClickException("pkgcache stopped: a worker process kept failing to start (see the log above)")
 
 
-def _run_app(settings: Settings) -> None:
-    from pkgcache.http.app import create_app
+def _serve_or_explain(settings: Settings) -> int:
+    from pkgcache import serving
 
-    app = create_app(settings)
-    app.on_shutdown.insert(0, _log_shutdown)
-    app.on_startup.append(_log_event_loop)
-    log = logging.getLogger("pkgcache")
-    log.info(
-        "pkgcache %s serving on http://%s:%d/ with data in %s",
-        __version__,
-        settings.server.host,
-        settings.server.port,
-        settings.server.data_dir,
-    )
-    for upstream in settings.pypi.upstreams if settings.pypi.enabled else []:
-        log.info("pypi upstream %s: %s", upstream.name, upstream.url)
-    for conda in settings.conda.upstreams if settings.conda.enabled else []:
-        log.info("conda upstream %s: %s and %s", conda.name, conda.pkgs_url, conda.cloud_url)
     try:
-        # run_app turns SIGINT and SIGTERM into a graceful shutdown: stop listening, run the shutdown hooks (which
-        # settle downloads in flight), wait up to shutdown_timeout for requests being answered, then exit 0.
-        web.run_app(
-            app,
-            host=settings.server.host,
-            port=settings.server.port,
-            access_log=None,
-            print=None,
-            shutdown_timeout=SHUTDOWN_TIMEOUT,
-            handle_signals=True,
-            loop=new_event_loop(),
-        )
+        return serving.run(settings)
     except OSError as exc:
         raise click.ClickException(
             f"cannot listen on {settings.server.host}:{settings.server.port}: {exc.strerror or exc}"
         ) from None
-
-
-async def _log_shutdown(app: web.Application) -> None:
-    logging.getLogger("pkgcache").info("shutting down: no new connections; settling downloads in flight")
 
 
 def configure_logging(level: str) -> None:
@@ -205,11 +180,6 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-
-
-async def _log_event_loop(app: web.Application) -> None:
-    # uvloop where it is installed, with the zero-copy sendfile it lacks (http/event_loop.py, BENCHMARKS.md).
-    logging.getLogger("pkgcache").info("event loop: %s", loop_name(asyncio.get_running_loop()))
 
 
 def recorded_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,8 @@ Priority, highest first: flags given to `pkgcache serve`, environment variables 
 from __future__ import annotations
 
 import contextvars
+import os
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any, ClassVar
@@ -54,11 +56,24 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+MAX_AUTO_WORKERS = 4
+
+
 class ServerConfig(_Section):
     host: str = "0.0.0.0"
     port: int = Field(DEFAULT_PORT, ge=1, le=65535)
     data_dir: Path = Field(default_factory=_default_data_dir)
     log_level: str = "info"
+    # Serving processes sharing the port: 0 = one per CPU core (at most 4), 1 = a single process.
+    workers: int = Field(0, ge=0, le=64)
+
+    def worker_count(self) -> int:
+        """How many serving processes to run. Several need Linux (SO_REUSEPORT spreading connections, fork)."""
+        if not sys.platform.startswith("linux"):
+            return 1
+        if self.workers:
+            return self.workers
+        return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
 
     @field_validator("data_dir")
     @classmethod

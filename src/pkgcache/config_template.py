@@ -44,6 +44,7 @@ KEY_NOTES: dict[str, str] = {
     "server.port": "TCP port.",
     "server.data_dir": "The cache, the pid file and the log of `pkgcache start` live here.",
     "server.log_level": "debug, info, warning or error. At info, every request is logged on one line.",
+    "server.workers": "Serving processes sharing the port: 0 = one per CPU core (at most 4), 1 = one process.",
     "upstream.user_agent": "Sent to every mirror. The default names this pkgcache version.",
     "upstream.connect_timeout": "Seconds to wait for a connection to a mirror.",
     "upstream.read_timeout": "Longest silence, in seconds, while reading a mirror's answer.",

@@ -129,6 +129,7 @@ class CondaChannels:
         return await self._generate_zst(channel, subdir, filename, path)
 
     async def _generate_zst(self, channel: Channel, subdir: str, filename: str, path: Path) -> Lookup:
+        self.store.require_writable()
         task = self._generating.get(path)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._make_zst(channel, subdir, filename, path))
@@ -168,6 +169,7 @@ class CondaChannels:
         path = self._path(channel, subdir, filename)
         if path.is_file():
             return path
+        self.store.require_writable()  # a reader hands a missing package to the writer before scanning repodata
         record = await self._find_record(channel, subdir, filename)
         if record is None:
             raise PackageNotInRepodata(f"{channel.path}/{subdir} has no package {filename}")
@@ -231,6 +233,7 @@ class CondaChannels:
         path = self._path(channel, subdir, "shards", shard_name)
         if path.is_file():
             return path
+        self.store.require_writable()
         shard_base = await self._upstream_shards_base(channel, subdir)
         download = self.downloader.get_or_start(
             self.pool,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import time
 from typing import TextIO
@@ -56,8 +57,14 @@ class AccessLog:
         self._lines.clear()
         stream = self._stream or sys.stderr
         with contextlib.suppress(OSError, ValueError):  # a closed or full log must not take requests down
-            stream.write(text)
-            stream.flush()
+            stream.flush()  # what other writers left in it goes first
+            try:
+                fd = stream.fileno()
+            except (OSError, ValueError, AttributeError):
+                stream.write(text)
+                stream.flush()
+                return
+            _write_all(fd, text.encode())
 
     def start(self) -> None:
         if self.enabled and self._flusher is None:
@@ -75,3 +82,12 @@ class AccessLog:
         while True:
             await asyncio.sleep(FLUSH_SECONDS)
             self.flush()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    # One write call per batch of whole lines: worker processes share the log, and a single write to a file is not
+    # interleaved with another's, where a buffered stream could split a line between two calls.
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]

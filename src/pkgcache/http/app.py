@@ -22,6 +22,15 @@ from pkgcache.storage.downloads import Downloader
 from pkgcache.storage.refreshing import RefreshingFiles
 from pkgcache.storage.store import CacheStore
 from pkgcache.upstream.pool import Upstream, UpstreamPolicySettings, UpstreamPool
+from pkgcache.workers.context import WorkerContext
+from pkgcache.workers.forwarding import Forwarder
+from pkgcache.workers.worker_app import (
+    install_replica_upkeep,
+    install_worker,
+    peer_stats,
+    replica_health,
+    workers_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +69,17 @@ def _conda_pool(upstreams: list[CondaUpstream], policy: UpstreamPolicy) -> Upstr
     return make_pool([(u.name, u.pkgs_url, u.max_connections) for u in upstreams], policy)
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.Application:
+    """The whole service in one process (`worker` None), or one worker of several (see workers/)."""
     app = web.Application()
+    reads_only = worker is not None and not worker.is_primary
+    forwarder = Forwarder(worker.primary_address) if reads_only and worker is not None else None
     access_log = app[ACCESS_LOG_KEY] = AccessLog()
     # Made before any route: every handler is wrapped in it as its route is added.
-    cycle = app[REQUEST_CYCLE_KEY] = RequestCycle(access_log, RequestStats(), settings.access.users)
-    store = CacheStore(settings.server.data_dir)
+    cycle = app[REQUEST_CYCLE_KEY] = RequestCycle(
+        access_log, RequestStats(), settings.access.users, hand_over=forwarder.forward if forwarder else None
+    )
+    store = CacheStore(settings.server.data_dir, writable=not reads_only)
     downloader = Downloader(store)
     pools: dict[str, UpstreamPool] = {}
     app[SETTINGS_KEY] = settings
@@ -82,12 +96,20 @@ def create_app(settings: Settings) -> web.Application:
         refreshing = RefreshingFiles(store, downloader)
         add_conda_routes(app, CondaChannels(settings.conda, pools["conda"], store, downloader, refreshing))
 
-    add_get(app, "/-/health", health)
-    add_get(app, "/-/status", status)
-    app.on_startup.append(_prepare_store)
     app.on_startup.append(_start_access_log)
-    # The page at /, /-/stats, /metrics, the admin API, and the cache's size keeper.
-    install_operations(app, settings, store, downloader, pools, cycle.stats)
+    if worker is not None:
+        install_worker(app, worker, cycle.stats)
+    if forwarder is not None:
+        # A replica: cached content here; the operator's pages, stats and admin API are the primary's.
+        add_get(app, "/-/health", replica_health)
+        install_replica_upkeep(app, store, forwarder)
+    else:
+        add_get(app, "/-/health", health)
+        add_get(app, "/-/status", status)
+        app.on_startup.insert(0, _prepare_store)
+        # The page at /, /-/stats, /metrics, the admin API, and the cache's size keeper.
+        ops = install_operations(app, settings, store, downloader, pools, cycle.stats)
+        ops.peer_stats = lambda: peer_stats(app)
     add_fallback(app)
     app.on_shutdown.append(_stop_downloads)
     app.on_cleanup.append(_close_pools)
@@ -141,5 +163,6 @@ async def status(request: web.Request) -> web.StreamResponse:
             "upstreams": {side: pool.status() for side, pool in app[POOLS_KEY].items()},
             **_side_status(app),
             **status_extras(app),
+            "workers": workers_status(app) or None,
         }
     )

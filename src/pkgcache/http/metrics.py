@@ -74,7 +74,7 @@ class LiveCollector(Collector):
         served = CounterMetricFamily("pkgcache_served_bytes", "Body bytes sent to clients", labels=["side"])
         saved = CounterMetricFamily("pkgcache_saved_bytes", "Body bytes sent from the cache", labels=["side"])
         fetched = CounterMetricFamily("pkgcache_fetched_bytes", "File bytes received from upstreams", labels=["side"])
-        for side, counters in self.ops.stats.sides.items():
+        for side, counters in self.ops.request_stats().sides.items():
             if side not in self.ops.pools:
                 continue
             requests.add_metric([side], counters.requests)

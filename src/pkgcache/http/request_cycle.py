@@ -24,6 +24,7 @@ from pkgcache.http.access_log import AccessLog
 from pkgcache.http.auth import READ_REALM, needs_credentials
 from pkgcache.http.responses import CACHE_STATE, UPSTREAM_USED, CachedFileResponse, error_for, plain_error
 from pkgcache.stats import RequestStats
+from pkgcache.storage.store import CacheIsReadOnly
 
 log = logging.getLogger(__name__)
 
@@ -78,19 +79,24 @@ def body_bytes_sent(request: web.BaseRequest, response: web.StreamResponse | Non
 class RequestCycle:
     """Wraps every handler of the application; the wrapping is done once, when a route is added."""
 
-    def __init__(self, access_log: AccessLog, stats: RequestStats, users: dict[str, str]) -> None:
+    def __init__(
+        self, access_log: AccessLog, stats: RequestStats, users: dict[str, str], hand_over: Handler | None = None
+    ) -> None:
         self.access_log = access_log
         self.stats = stats
         self.users = users
+        # In a worker that only reads the cache: how a request it cannot answer goes to the worker that writes.
+        self.hand_over = hand_over
 
     def wrap(self, handler: Handler) -> Handler:
-        access_log, stats, users = self.access_log, self.stats, self.users
+        access_log, stats, users, hand_over = self.access_log, self.stats, self.users, self.hand_over
 
         @functools.wraps(handler)
         async def around(request: web.Request) -> web.StreamResponse:
             started = time.monotonic()
             status = 500
             response: web.StreamResponse | None = None
+            handed_over = False
             try:
                 reason = hostile_path_reason(request.raw_path)
                 if reason is not None:
@@ -100,27 +106,47 @@ class RequestCycle:
                         401, "this pkgcache asks for a user name and password", **{"WWW-Authenticate": READ_REALM}
                     )
                 else:
-                    response = await _answer(request, handler)
+                    try:
+                        response = await _answer(request, handler)
+                    except CacheIsReadOnly:
+                        if hand_over is None:
+                            raise
+                        # Answered, logged and counted by the worker that writes: not here too.
+                        handed_over = True
+                        response = await hand_over(request)
                 status = response.status
                 return response
             except web.HTTPException as exc:
                 status = exc.status
                 raise
             finally:
-                size = body_bytes_sent(request, response)
-                cache_state = request.get(CACHE_STATE)
-                stats.record(request.path, status, cache_state, size)
-                access_log.record(
-                    request.method,
-                    request.path,
-                    status,
-                    cache_state or "-",
-                    size,
-                    time.monotonic() - started,
-                    request.get(UPSTREAM_USED, "-"),
-                )
+                if not handed_over:
+                    _account(request, response, status, started, stats, access_log)
 
         return around
+
+
+def _account(
+    request: web.Request,
+    response: web.StreamResponse | None,
+    status: int,
+    started: float,
+    stats: RequestStats,
+    access_log: AccessLog,
+) -> None:
+    """Count a request in its side's stats and write its access line."""
+    size = body_bytes_sent(request, response)
+    cache_state = request.get(CACHE_STATE)
+    stats.record(request.path, status, cache_state, size)
+    access_log.record(
+        request.method,
+        request.path,
+        status,
+        cache_state or "-",
+        size,
+        time.monotonic() - started,
+        request.get(UPSTREAM_USED, "-"),
+    )
 
 
 REQUEST_CYCLE_KEY = web.AppKey("request_cycle", RequestCycle)
@@ -136,8 +162,18 @@ def add_post(app: web.Application, path: str, handler: Handler) -> None:
 
 
 def add_fallback(app: web.Application) -> None:
-    """The last route: whatever no other route matched, answered (404 or 405) inside the cycle, so it is logged."""
-    app.router.add_route("*", "/{tail:.*}", app[REQUEST_CYCLE_KEY].wrap(_no_such_route))
+    """The last route: whatever no other route matched, answered inside the cycle, so it is logged.
+
+    A 404 or 405 here; in a worker that hands requests over, the other worker's answer (the operator's pages, the
+    admin API and the stats live there).
+    """
+    cycle = app[REQUEST_CYCLE_KEY]
+    handler = _no_such_route if cycle.hand_over is None else _hand_over
+    app.router.add_route("*", "/{tail:.*}", cycle.wrap(handler))
+
+
+async def _hand_over(request: web.Request) -> web.StreamResponse:
+    raise CacheIsReadOnly("answered by the worker that writes the cache")
 
 
 async def _no_such_route(request: web.Request) -> web.StreamResponse:
@@ -158,7 +194,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The handler's answer; failures of the shared layers it did not answer itself become clear HTTP errors."""
     try:
         response = await handler(request)
-    except web.HTTPException:
+    except (web.HTTPException, CacheIsReadOnly):
         raise
     except Exception as exc:
         mapped = error_for(exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -27,6 +28,16 @@ class Operations:
     keeper: CacheKeeper
     stats: RequestStats
     started_at: float = field(default_factory=time.time)
+    # With several worker processes: the other workers' counters, added to this one's for the service's totals.
+    peer_stats: Callable[[], list[RequestStats]] = field(default=list)
+
+    def request_stats(self) -> RequestStats:
+        """The whole service's request counters: this process's and its peers'."""
+        combined = RequestStats()
+        for stats in (self.stats, *self.peer_stats()):
+            for side, counters in stats.sides.items():
+                combined.sides[side].add(counters)
+        return combined
 
     def bytes_fetched(self, side: str) -> int:
         """Bytes received from the side's upstreams for files (index pages are small and not counted)."""
@@ -35,7 +46,8 @@ class Operations:
 
     def summary(self) -> dict[str, object]:
         """The numbers `/-/stats`, `/-/status` and the page show."""
-        totals = self.stats.totals()
+        stats = self.request_stats()
+        totals = stats.totals()
         return {
             **_counters_json(totals),
             "bytes_fetched": sum(self.bytes_fetched(side) for side in self.pools),
@@ -46,7 +58,7 @@ class Operations:
             "evicted_bytes": self.keeper.evicted.bytes,
             "sides": {
                 side: {**_counters_json(counters), "bytes_fetched": self.bytes_fetched(side)}
-                for side, counters in self.stats.sides.items()
+                for side, counters in stats.sides.items()
                 if side in self.pools
             },
             "upstreams": {side: pool.status() for side, pool in self.pools.items()},

@@ -30,7 +30,7 @@ from pkgcache.pypi.render import JSON_CONTENT_TYPE, render_html, render_json, wi
 from pkgcache.storage.cache_state import CacheState
 from pkgcache.storage.downloads import Download, Downloader, Expected
 from pkgcache.storage.filetypes import magic_for
-from pkgcache.storage.store import CacheStore
+from pkgcache.storage.store import READER_RECHECK_SECONDS, CacheStore, Stamp, file_stamp
 from pkgcache.upstream.pool import (
     TargetFor,
     Upstream,
@@ -77,6 +77,9 @@ class CachedPage:
     refresh_error: str | None = None
     files: dict[str, DistFile] = field(init=False, repr=False)
     _rendered: dict[str, Rendered] = field(default_factory=dict, init=False, repr=False)
+    # In a worker that only reads the cache: the page.json this copy was read from, and when that was checked.
+    disk_stamp: Stamp | None = field(default=None, init=False, repr=False)
+    checked_at: float = field(default=0.0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.files = {dist.filename: dist for dist in self.page.files}
@@ -125,6 +128,8 @@ class PypiIndex:
         self._upstream_config = {upstream.name: upstream for upstream in config.upstreams}
         self._memory: collections.OrderedDict[str, CachedPage] = collections.OrderedDict()
         self._refreshes: dict[str, asyncio.Task[CachedPage]] = {}
+        # A reader (a worker that does not write the cache) checks its memory against the disk now and then.
+        self._reader = not store.writable
 
     # --- project pages ---
 
@@ -133,7 +138,11 @@ class PypiIndex:
 
         Raises UpstreamNotFound / UpstreamsUnavailable when there is no copy and no upstream gives one.
         """
-        entry = self._memory_get(project) or await self._load(project)
+        entry = self._memory_get(project)
+        if entry is not None and self._due_for_disk_check(entry):
+            entry = await self._recheck_disk(project, entry)
+        if entry is None:
+            entry = await self._load(project)
         if entry is None:
             return await self.refresh(project), CacheState.MISS
         if entry.age() < self.config.index_ttl:
@@ -144,13 +153,26 @@ class PypiIndex:
     def fresh_page(self, project: str) -> CachedPage | None:
         """The page if it is in memory and fresh, without waiting for anything: the hit path of every request."""
         entry = self._memory.get(project)
-        if entry is None or entry.age() >= self.config.index_ttl:
+        if entry is None or entry.age() >= self.config.index_ttl or self._due_for_disk_check(entry):
             return None
         self._memory.move_to_end(project)
         return entry
 
+    def _due_for_disk_check(self, entry: CachedPage) -> bool:
+        return self._reader and time.monotonic() - entry.checked_at > READER_RECHECK_SECONDS
+
+    async def _recheck_disk(self, project: str, entry: CachedPage) -> CachedPage | None:
+        """A reader's memory copy if page.json is still the file it came from; else None (to be read again)."""
+        stamp = await asyncio.to_thread(file_stamp, self._page_path(project))
+        if stamp is not None and stamp == entry.disk_stamp:
+            entry.checked_at = time.monotonic()
+            return entry
+        self._memory.pop(project, None)
+        return None
+
     async def refresh(self, project: str) -> CachedPage:
         """Fetch or revalidate a page now; concurrent callers share one upstream request."""
+        self.store.require_writable()
         task = self._refreshes.get(project)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._refresh(project))
@@ -159,6 +181,7 @@ class PypiIndex:
         return await asyncio.shield(task)
 
     def _refresh_in_background(self, project: str) -> None:
+        self.store.require_writable()  # before serving stale: a reader hands the request to the writer instead
         if project in self._refreshes:
             return
 
@@ -238,14 +261,16 @@ class PypiIndex:
             self._memory.popitem(last=False)
 
     async def _load(self, project: str) -> CachedPage | None:
-        data = await asyncio.to_thread(self.store.read_json, self._page_path(project))
-        if data is None:
+        found = await asyncio.to_thread(self.store.read_json_stamped, self._page_path(project))
+        if found is None:
             return None
+        data, stamp = found
         try:
             entry = CachedPage.from_json(data)
         except (KeyError, TypeError, ValueError):
             log.warning("ignoring a damaged cached page for %s", project)
             return None
+        entry.disk_stamp, entry.checked_at = stamp, time.monotonic()
         self._remember(project, entry)
         return entry
 
@@ -283,6 +308,7 @@ class PypiIndex:
         path = self.file_path(project, filename)
         if path.is_file():
             return path
+        self.store.require_writable()  # a reader hands a missing file to the writer before any lookup
         entry, _ = await self.get_page(project)
         found = _lookup(entry, filename)
         if found is None and entry.age() > MISSING_FILE_RECHECK_SECONDS:

@@ -245,6 +245,7 @@ class Downloader:
             return running
         if not replace and final_path.is_file():
             return None
+        self.store.require_writable()
         download = Download(final_path, self.store.new_temp_path(final_path.name), expected)
         download.compressed_transfer = compressed_transfer
         # Create the temp file now so that followers can open it before the first byte arrives.

@@ -20,7 +20,7 @@ from typing import Any
 
 from pkgcache.storage.cache_state import CacheState
 from pkgcache.storage.downloads import Download, Downloader, Expected
-from pkgcache.storage.store import CacheStore
+from pkgcache.storage.store import READER_RECHECK_SECONDS, CacheStore
 from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamNotFound, UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,9 @@ class RefreshingFiles:
         self.downloader = downloader
         self._meta: dict[Path, FileMeta] = {}
         self._revalidating: set[Path] = set()
+        # A reader (a worker that does not write the cache) reads sidecars again now and then: the writer changes them.
+        self._reader = not store.writable
+        self._read_at: dict[Path, float] = {}
 
     async def get(
         self,
@@ -125,11 +128,14 @@ class RefreshingFiles:
     async def meta_for(self, path: Path) -> FileMeta | None:
         """The file's metadata if the file and its sidecar agree; None when there is no usable copy."""
         meta = self._meta.get(path)
+        if meta is not None and not (self._reader and time.monotonic() - self._read_at[path] > READER_RECHECK_SECONDS):
+            return meta
+        meta = await asyncio.to_thread(self._load_meta, path)
         if meta is None:
-            meta = await asyncio.to_thread(self._load_meta, path)
-            if meta is None:
-                return None
-            self._meta[path] = meta
+            self._meta.pop(path, None)
+            return None
+        self._meta[path] = meta
+        self._read_at[path] = time.monotonic()
         return meta
 
     async def record_generated(self, path: Path, extra: dict[str, Any]) -> FileMeta:

@@ -16,11 +16,18 @@ from pathlib import Path
 from typing import Any
 
 MAX_SEGMENT_LENGTH = 255
+# A process that only reads the cache looks again at the files behind what it holds in memory this often, so what
+# the writing process changed (a revalidated page, a purge) reaches it within about this long.
+READER_RECHECK_SECONDS = 1.0
 _FORBIDDEN_CHARACTERS = frozenset("/\\\x00")
 
 
 class UnsafePath(ValueError):
     """A path segment that could reach outside the cache (or is just not a file name)."""
+
+
+class CacheIsReadOnly(Exception):
+    """This process only reads the cache: fetching or writing is another process's job (see workers/)."""
 
 
 def check_segment(segment: str) -> str:
@@ -38,14 +45,24 @@ def check_segment(segment: str) -> str:
 
 
 class CacheStore:
-    """The data directory: cached entries under their areas (`pypi/`, `conda/`), temporary files under `tmp/`."""
+    """The data directory: cached entries under their areas (`pypi/`, `conda/`), temporary files under `tmp/`.
 
-    def __init__(self, root: Path) -> None:
+    With several worker processes only one may write (`writable`); the others read what it wrote, and every path
+    that would fetch or write calls `require_writable` first, so that they hand such requests over instead.
+    """
+
+    def __init__(self, root: Path, *, writable: bool = True) -> None:
         self.root = root.absolute()
         self.tmp_dir = self.root / "tmp"
+        self.writable = writable
+
+    def require_writable(self) -> None:
+        if not self.writable:
+            raise CacheIsReadOnly("this worker only reads the cache")
 
     def prepare(self) -> None:
         """Create the directory tree and drop leftovers of downloads cut off by a crash or kill."""
+        self.require_writable()
         self.root.mkdir(parents=True, exist_ok=True)
         if self.tmp_dir.exists():
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
@@ -62,11 +79,13 @@ class CacheStore:
         return path
 
     def new_temp_path(self, hint: str = "") -> Path:
+        self.require_writable()
         suffix = f"-{hint[:40]}" if hint else ""
         return self.tmp_dir / f"{uuid.uuid4().hex}{suffix}.part"
 
     def write_bytes_atomic(self, path: Path, data: bytes) -> None:
         """Write a small file whole, or not at all (blocking: call from a worker thread on hot paths)."""
+        self.require_writable()
         temp = self.new_temp_path(path.name)
         try:
             with temp.open("wb") as handle:
@@ -84,14 +103,36 @@ class CacheStore:
 
     def commit_file(self, temp: Path, path: Path) -> None:
         """Move a finished, verified temporary file into place (blocking)."""
+        self.require_writable()
         path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(temp, path)
 
     def read_json(self, path: Path) -> Any | None:
         """The JSON in `path`, or None if it is missing or unreadable (a damaged entry is treated as absent)."""
+        found = self.read_json_stamped(path)
+        return None if found is None else found[0]
+
+    def read_json_stamped(self, path: Path) -> tuple[Any, Stamp] | None:
+        """The JSON in `path` and the stamp of the very file it was read from, or None (missing or damaged)."""
         try:
-            return json.loads(path.read_bytes())
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+            with path.open("rb") as handle:
+                return json.loads(handle.read()), stamp_of(os.fstat(handle.fileno()))
         except (OSError, ValueError):
             return None
+
+
+# What tells one version of a file from the next: its modification time and size. Files here are replaced by
+# rename, never rewritten in place, so a new version always brings a new stamp.
+Stamp = tuple[int, int]
+
+
+def stamp_of(stat: os.stat_result) -> Stamp:
+    return stat.st_mtime_ns, stat.st_size
+
+
+def file_stamp(path: Path) -> Stamp | None:
+    """The stamp of the file at `path`, or None if there is none (blocking)."""
+    try:
+        return stamp_of(path.stat())
+    except OSError:
+        return None

@@ -1,0 +1,94 @@
+"""Request counters every worker process publishes, so that the primary can report the whole service's numbers.
+
+A block of shared memory, mapped by the supervisor before it starts the workers (an anonymous shared mapping is
+inherited across fork), with one slot per worker. Each worker copies its counters into its own slot about once a
+second; the primary sums the slots when `/-/stats`, `/metrics` or the page asks. A worker started again (after a
+crash) carries on from its slot's last numbers, so the totals never go down.
+
+Each slot is a seqlock: the writer makes the sequence odd, writes, makes it even; a reader retries while it is odd
+or moved, so it never sums half a slot.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import time
+from dataclasses import fields
+
+from pkgcache.stats import SIDES, RequestStats, SideCounters
+
+_COUNTER_NAMES = tuple(f.name for f in fields(SideCounters))
+# Per slot: sequence, pid, published at (ms), then every counter of every side.
+_HEADER = 3
+_SLOT_WORDS = _HEADER + len(SIDES) * len(_COUNTER_NAMES)
+_WORD = 8
+_READ_ATTEMPTS = 100
+
+
+class SharedCounters:
+    """The shared block; made once by the supervisor, then used by every worker through `slot(n)`."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._map = mmap.mmap(-1, workers * _SLOT_WORDS * _WORD)  # anonymous and shared: inherited by fork
+        self._words = memoryview(self._map).cast("q")
+
+    def slot(self, index: int) -> CounterSlot:
+        return CounterSlot(self._words, index)
+
+    def close(self) -> None:
+        self._words.release()
+        self._map.close()
+
+
+class CounterSlot:
+    """One worker's place in the block."""
+
+    def __init__(self, words: memoryview, index: int) -> None:
+        self._words = words
+        self.index = index
+        self._base = index * _SLOT_WORDS
+
+    def publish(self, stats: RequestStats) -> None:
+        """Copy a worker's counters into its slot (called by that worker only)."""
+        words, base = self._words, self._base
+        words[base] += 1  # odd: being written
+        words[base + 1] = os.getpid()
+        words[base + 2] = int(time.time() * 1000)
+        position = base + _HEADER
+        for side in SIDES:
+            counters = stats.sides[side]
+            for name in _COUNTER_NAMES:
+                words[position] = getattr(counters, name)
+                position += 1
+        words[base] += 1  # even: whole again
+
+    def read(self) -> tuple[int, float, RequestStats]:
+        """(pid, published at, counters) of the slot's last whole publication; pid 0 if it never published."""
+        words, base = self._words, self._base
+        for _ in range(_READ_ATTEMPTS):
+            before = words[base]
+            if before % 2:
+                continue
+            values = words[base + 1 : base + _SLOT_WORDS].tolist()
+            if words[base] == before:
+                return values[0], values[1] / 1000, _stats_from(values[_HEADER - 1 :])
+        raise RuntimeError(f"worker slot {self.index} kept changing while being read")
+
+    def restore_into(self, stats: RequestStats) -> None:
+        """Start a worker's counters from its slot, so a restarted worker carries on where its predecessor stopped."""
+        _pid, _when, previous = self.read()
+        for side in SIDES:
+            stats.sides[side].add(previous.sides[side])
+
+
+def _stats_from(values: list[int]) -> RequestStats:
+    stats = RequestStats()
+    position = 0
+    for side in SIDES:
+        counters = stats.sides[side]
+        for name in _COUNTER_NAMES:
+            setattr(counters, name, values[position])
+            position += 1
+    return stats

@@ -1,0 +1,124 @@
+"""What a worker process adds to the aiohttp application: its counters in shared memory, the others' counters
+(the primary, for the stats), the hand-over to the primary and the served-time upkeep (the replicas)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from pkgcache import __version__
+from pkgcache.stats import RequestStats
+from pkgcache.storage.eviction import FILE_USE, write_served_times
+from pkgcache.storage.store import CacheStore
+from pkgcache.workers.context import PRIMARY, WorkerContext
+from pkgcache.workers.forwarding import Forwarder
+
+log = logging.getLogger(__name__)
+
+PUBLISH_SECONDS = 1.0
+# A replica writes back when it served each file, for the primary's least-recently-used eviction to see.
+SERVED_TIMES_SECONDS = 30.0
+# The primary is taken for gone when it has not published its counters for this long.
+PRIMARY_SILENT_SECONDS = 5.0
+
+WORKER_KEY = web.AppKey("worker", WorkerContext)
+_STATS_KEY = web.AppKey("worker_stats", RequestStats)
+_TASKS_KEY = web.AppKey("worker_tasks", list)
+
+
+def install_worker(app: web.Application, worker: WorkerContext, stats: RequestStats) -> None:
+    """Every worker: carry on from its slot's counters, and publish them about once a second."""
+    app[WORKER_KEY] = worker
+    app[_STATS_KEY] = stats
+    app[_TASKS_KEY] = []
+    slot = worker.counters.slot(worker.index)
+    slot.restore_into(stats)
+
+    async def start(app: web.Application) -> None:
+        slot.publish(stats)
+        app[_TASKS_KEY].append(asyncio.get_running_loop().create_task(_every(PUBLISH_SECONDS, slot.publish, stats)))
+
+    async def stop(app: web.Application) -> None:
+        for task in app[_TASKS_KEY]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        slot.publish(stats)
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+
+
+def install_replica_upkeep(app: web.Application, store: CacheStore, forwarder: Forwarder) -> None:
+    """A replica: its connection pool to the primary, and served times written back for eviction."""
+
+    async def start(app: web.Application) -> None:
+        await forwarder.start()
+        app[_TASKS_KEY].append(asyncio.get_running_loop().create_task(_every(SERVED_TIMES_SECONDS, _write_back, store)))
+
+    async def stop(app: web.Application) -> None:
+        await forwarder.close()
+        await _write_back(store)
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+
+
+async def _write_back(store: CacheStore) -> None:
+    served = FILE_USE.take_served_under(store.root)
+    if served:
+        await asyncio.to_thread(write_served_times, served)
+
+
+async def _every(seconds: float, action: Any, *args: Any) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            result = action(*args)
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception:
+            log.exception("worker upkeep failed; trying again in %.0f s", seconds)
+
+
+def peer_stats(app: web.Application) -> list[RequestStats]:
+    """The other workers' published counters (the primary adds them to its own for the service's totals)."""
+    worker = app.get(WORKER_KEY)
+    if worker is None:
+        return []
+    return [worker.counters.slot(index).read()[2] for index in range(worker.count) if index != worker.index]
+
+
+def workers_status(app: web.Application) -> list[dict[str, object]]:
+    """Each worker as `/-/status` shows it: its pid, role, requests answered and when it last reported."""
+    worker = app.get(WORKER_KEY)
+    if worker is None:
+        return []
+    worker.counters.slot(worker.index).publish(app[_STATS_KEY])  # this worker's own row up to the moment
+    rows: list[dict[str, object]] = []
+    for index in range(worker.count):
+        pid, published_at, stats = worker.counters.slot(index).read()
+        rows.append(
+            {
+                "index": index,
+                "role": "primary" if index == PRIMARY else "replica",
+                "pid": pid or None,
+                "requests": stats.totals().requests,
+                "reported_seconds_ago": round(time.time() - published_at, 1) if pid else None,
+            }
+        )
+    return rows
+
+
+async def replica_health(request: web.Request) -> web.StreamResponse:
+    """A replica is only as healthy as the primary it hands misses to: alive if the primary reported lately."""
+    worker = request.app[WORKER_KEY]
+    pid, published_at, _ = worker.counters.slot(PRIMARY).read()
+    if not pid or time.time() - published_at > PRIMARY_SILENT_SECONDS:
+        return web.json_response({"status": "primary worker not running", "version": __version__}, status=503)
+    return web.json_response({"status": "ok", "version": __version__})
