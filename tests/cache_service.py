@@ -72,7 +72,7 @@ def free_port() -> int:
 class CacheProcess:
     """`pkgcache serve` as a real process, for what only a process shows (being killed, signals)."""
 
-    def __init__(self, data_dir: Path, *args: str) -> None:
+    def __init__(self, data_dir: Path, *args: str, timeout: float = 20) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [
@@ -91,7 +91,7 @@ class CacheProcess:
         self.log_path = data_dir.parent / f"pkgcache-{self.port}.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
-        self._wait_healthy()
+        self._wait_healthy(timeout)
 
     def _wait_healthy(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout

@@ -56,6 +56,8 @@ class RequestStats:
     """Counters per side, fed one request at a time."""
 
     sides: dict[str, SideCounters] = field(default_factory=lambda: {side: SideCounters() for side in SIDES})
+    # Requests a worker that only reads the cache passed to the one that writes it, which counts them in `sides`.
+    handed_over: int = 0
 
     def record(self, path: str, status: int, cache_state: str | None, body_bytes: int) -> None:
         side = side_of(path)

@@ -113,6 +113,7 @@ class RequestCycle:
                             raise
                         # Answered, logged and counted by the worker that writes: not here too.
                         handed_over = True
+                        stats.handed_over += 1
                         response = await hand_over(request)
                 status = response.status
                 return response

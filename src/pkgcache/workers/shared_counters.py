@@ -19,8 +19,8 @@ from dataclasses import fields
 from pkgcache.stats import SIDES, RequestStats, SideCounters
 
 _COUNTER_NAMES = tuple(f.name for f in fields(SideCounters))
-# Per slot: sequence, pid, published at (ms), then every counter of every side.
-_HEADER = 3
+# Per slot: sequence, pid, published at (ms), requests handed over, then every counter of every side.
+_HEADER = 4
 _SLOT_WORDS = _HEADER + len(SIDES) * len(_COUNTER_NAMES)
 _WORD = 8
 _READ_ATTEMPTS = 100
@@ -56,6 +56,7 @@ class CounterSlot:
         words[base] += 1  # odd: being written
         words[base + 1] = os.getpid()
         words[base + 2] = int(time.time() * 1000)
+        words[base + 3] = stats.handed_over
         position = base + _HEADER
         for side in SIDES:
             counters = stats.sides[side]
@@ -73,7 +74,9 @@ class CounterSlot:
                 continue
             values = words[base + 1 : base + _SLOT_WORDS].tolist()
             if words[base] == before:
-                return values[0], values[1] / 1000, _stats_from(values[_HEADER - 1 :])
+                stats = _stats_from(values[_HEADER - 1 :])
+                stats.handed_over = values[2]
+                return values[0], values[1] / 1000, stats
         raise RuntimeError(f"worker slot {self.index} kept changing while being read")
 
     def restore_into(self, stats: RequestStats) -> None:
@@ -81,6 +84,7 @@ class CounterSlot:
         _pid, _when, previous = self.read()
         for side in SIDES:
             stats.sides[side].add(previous.sides[side])
+        stats.handed_over += previous.handed_over
 
 
 def _stats_from(values: list[int]) -> RequestStats:

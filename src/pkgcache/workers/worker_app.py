@@ -108,7 +108,8 @@ def workers_status(app: web.Application) -> list[dict[str, object]]:
                 "index": index,
                 "role": "primary" if index == PRIMARY else "replica",
                 "pid": pid or None,
-                "requests": stats.totals().requests,
+                "requests": stats.totals().requests,  # answered by this worker
+                "handed_over": stats.handed_over,  # passed to the primary (which answered and counted them)
                 "reported_seconds_ago": round(time.time() - published_at, 1) if pid else None,
             }
         )

@@ -1,0 +1,208 @@
+"""Several worker processes on one port: real clients through them, one upstream fetch for all, restarts, stops."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pkgcache.stats import RequestStats
+from pkgcache.workers.shared_counters import SharedCounters
+from tests.cache_service import CacheProcess
+from tests.fakes.dists import build_wheel, find_dist, sample_dists
+from tests.fakes.pypi_upstreams import OfficialLikeUpstream, SlowUpstream
+from tests.support import (
+    BackgroundLoop,
+    fetch_concurrently,
+    http_get,
+    installed_dists,
+    run_pip_install,
+    run_uv_install,
+)
+
+BIG = "bigpkg-1.0-py3-none-any.whl"
+TOKEN = "workers-admin-token-0123456789"
+
+
+def _status(process: CacheProcess) -> dict:
+    answer = http_get(f"{process.url}/-/status")
+    assert answer.status == 200, answer
+    return json.loads(answer.body)
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for: {what}"
+        time.sleep(0.1)
+
+
+def _pages_over_new_connections(process: CacheProcess, path: str, count: int) -> list[dict[str, str]]:
+    """`count` requests, each on a connection of its own: the kernel spreads them over the workers."""
+    answers = [http_get(process.url + path) for _ in range(count)]
+    assert all(answer.status == 200 for answer in answers), [a.status for a in answers]
+    return [answer.headers for answer in answers]
+
+
+@pytest.mark.parametrize("installer", [run_pip_install, run_uv_install], ids=["pip", "uv"])
+def test_real_clients_install_through_three_workers(
+    installer: Callable[..., object], official_upstream: OfficialLikeUpstream, tmp_path: Path
+) -> None:
+    process = CacheProcess(tmp_path / "data", "--workers", "3", "--pypi-upstream", official_upstream.index_url)
+    try:
+        index = f"{process.url}/pypi/simple/"
+        first = installer(index, tmp_path / "first", "alpha==2.0")
+        assert first.returncode == 0, first.stdout + first.stderr  # type: ignore[attr-defined]
+        assert installed_dists(tmp_path / "first") == {"alpha==2.0", "beta==1.1", "gamma==0.5", "delta-pkg==3.0"}
+        assert official_upstream.count("/simple/alpha/") >= 1
+        assert any(p.endswith("/alpha-2.0-py3-none-any.whl") for p in official_upstream.files.paths())
+
+        # Warm: many connections, so every worker answers some; nothing more is asked upstream.
+        asked_before = len(official_upstream.requests) + len(official_upstream.files.requests)
+        states = {h["x-pkgcache-cache"] for h in _pages_over_new_connections(process, "/pypi/simple/alpha/", 30)}
+        again = installer(index, tmp_path / "again", "alpha==2.0")
+        assert again.returncode == 0, again.stdout + again.stderr  # type: ignore[attr-defined]
+        assert states == {"hit"}
+        assert len(official_upstream.requests) + len(official_upstream.files.requests) == asked_before
+
+        workers = _status(process)["workers"]
+        assert [w["role"] for w in workers] == ["primary", "replica", "replica"]
+        _eventually(lambda: all(w["requests"] > 0 for w in _status(process)["workers"]), what="every worker served")
+        # The service's totals are every worker's requests, whichever answered the stats.
+        totals = json.loads(http_get(f"{process.url}/-/stats").body)["sides"]["pypi"]
+        assert totals["requests"] >= 30 and totals["hits"] >= 30
+    finally:
+        assert process.terminate() == 0
+
+
+def test_many_clients_on_every_worker_cause_one_upstream_download(bg_loop: BackgroundLoop, tmp_path: Path) -> None:
+    slow = SlowUpstream(sample_dists(), bytes_per_second=4 * 1024 * 1024)  # about a second for the 4 MiB wheel
+    bg_loop.run(slow.start())
+    process = CacheProcess(tmp_path / "data", "--workers", "3", "--pypi-upstream", slow.index_url)
+    try:
+        url = f"{process.url}/pypi/files/bigpkg/{BIG}"
+        answers = asyncio.run(fetch_concurrently(url, 40))
+        expected = find_dist(sample_dists(), BIG).sha256
+        assert [status for status, _ in answers] == [200] * 40
+        assert all(hashlib.sha256(body).hexdigest() == expected for _, body in answers)
+        assert slow.count(f"/{BIG}") == 1
+        # The clients reached every worker: the replicas handed the missing file over to the primary.
+        _eventually(
+            lambda: all(w["handed_over"] > 0 for w in _status(process)["workers"][1:]), what="every replica took some"
+        )
+    finally:
+        assert process.terminate() == 0
+        bg_loop.run(slow.stop())
+
+
+def test_a_new_release_reaches_every_worker_after_a_refresh(
+    official_upstream: OfficialLikeUpstream, tmp_path: Path
+) -> None:
+    config = tmp_path / "pkgcache.toml"
+    config.write_text(
+        f'[pypi]\nupstreams = ["{official_upstream.index_url}"]\n[conda]\nenabled = false\n'
+        f'[access]\nadmin_token = "{TOKEN}"\n'
+    )
+    process = CacheProcess(tmp_path / "data", "--workers", "3", "--config", str(config))
+    try:
+        _pages_over_new_connections(process, "/pypi/simple/alpha/", 20)  # every worker now holds the page
+        official_upstream.add_dist(build_wheel("alpha", "9.0"))
+        refreshed = http_get(
+            f"{process.url}/-/admin/pypi/refresh/alpha", {"Authorization": f"Bearer {TOKEN}"}, method="POST"
+        )
+        assert refreshed.status == 200, refreshed
+
+        def everyone_lists_it() -> bool:
+            pages = [http_get(f"{process.url}/pypi/simple/alpha/").body for _ in range(20)]
+            return all(b"alpha-9.0-py3-none-any.whl" in page for page in pages)
+
+        _eventually(everyone_lists_it, timeout=5, what="every worker lists the new release")
+    finally:
+        assert process.terminate() == 0
+
+
+def test_a_worker_that_dies_is_started_again(official_upstream: OfficialLikeUpstream, tmp_path: Path) -> None:
+    process = CacheProcess(tmp_path / "data", "--workers", "2", "--pypi-upstream", official_upstream.index_url)
+    try:
+        _pages_over_new_connections(process, "/pypi/simple/alpha/", 10)
+        _eventually(lambda: all(w["requests"] > 0 for w in _status(process)["workers"]), what="both workers served")
+        replica = _status(process)["workers"][1]
+        served_before = replica["requests"]
+        os.kill(replica["pid"], signal.SIGKILL)
+
+        def started_again() -> bool:
+            now = _status(process)["workers"][1]
+            return now["pid"] not in (None, replica["pid"]) and now["reported_seconds_ago"] is not None
+
+        _eventually(started_again, what="a new replica")
+        _pages_over_new_connections(process, "/pypi/simple/alpha/", 10)
+        # Its counters carry on from its predecessor's: totals never go down.
+        assert _status(process)["workers"][1]["requests"] >= served_before
+        assert "worker 1 (pid" in process.log_path.read_text()
+    finally:
+        assert process.terminate() == 0
+
+
+def test_stopping_the_supervisor_stops_every_worker(official_upstream: OfficialLikeUpstream, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    process = CacheProcess(data_dir, "--workers", "3", "--pypi-upstream", official_upstream.index_url)
+    pids = [w["pid"] for w in _status(process)["workers"]]
+    assert len(set(pids)) == 3
+    assert process.terminate() == 0
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    assert not (data_dir / "pkgcache.pid").exists()
+
+
+def test_a_primary_that_cannot_start_stops_the_service(official_upstream: OfficialLikeUpstream, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "tmp").write_text("not a folder: the primary cannot prepare its temporary files")
+    with pytest.raises(RuntimeError, match="kept failing to start"):
+        CacheProcess(data_dir, "--workers", "2", "--pypi-upstream", official_upstream.index_url, timeout=40)
+
+
+# --- the shared counters ---
+
+
+def test_counters_published_by_one_worker_are_read_whole_by_another() -> None:
+    shared = SharedCounters(2)
+    try:
+        stats = RequestStats()
+        stats.record("/pypi/simple/a/", 200, "hit", 100)
+        stats.record("/conda/pkgs/main/noarch/x.conda", 200, "miss", 7)
+        shared.slot(1).publish(stats)
+        pid, published_at, read = shared.slot(1).read()
+        assert pid == os.getpid() and time.time() - published_at < 5
+        assert read.sides["pypi"].hits == 1 and read.sides["pypi"].bytes_saved == 100
+        assert read.sides["conda"].misses == 1 and read.sides["conda"].bytes_served == 7
+        assert shared.slot(0).read()[0] == 0  # never published
+
+        restarted = RequestStats()
+        shared.slot(1).restore_into(restarted)
+        assert restarted.totals().requests == 2
+    finally:
+        shared.close()
+
+
+def test_counters_are_shared_with_forked_workers() -> None:
+    shared = SharedCounters(1)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            stats = RequestStats()
+            stats.record("/pypi/simple/a/", 200, "hit", 5)
+            shared.slot(0).publish(stats)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        child_pid, _, read = shared.slot(0).read()
+        assert child_pid == pid and read.sides["pypi"].hits == 1
+    finally:
+        shared.close()
