@@ -18,8 +18,8 @@ from bench.scenarios import Bench
 from bench.venvs import ensure_venv
 
 SETUPS = [
-    "pkgcache: `pkgcache serve --config` with defaults (so its default event loop and access log) but address, "
-    "data dir and the local upstreams.",
+    "pkgcache: `pkgcache serve --config` with defaults (so a worker process per core, uvloop, the access log on) "
+    "but address, data dir and the local upstreams.",
     "nginx-cache: `proxy_cache` with `proxy_cache_lock`, stale-while-updating, upstream keep-alive, 2 workers.",
     "devpi: `devpi-server` defaults, a `type=mirror` index of the upstream.",
     "proxpi: as its Docker image runs it (gunicorn --preload, 1 worker, 2 threads).",

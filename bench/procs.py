@@ -154,9 +154,14 @@ def descendants(pid: int, children: dict[int, list[int]] | None = None) -> list[
     return found
 
 
+# Where each figure is: /proc/PID/status (VmRSS, VmHWM) or smaps_rollup (Pss: resident pages, each shared page
+# divided among the processes sharing it, so the sum over a tree counts every page once).
+_SOURCES = {"Pss": "smaps_rollup"}
+
+
 def memory_kb(pid: int, field_name: str) -> int:
     try:
-        with open(f"/proc/{pid}/status") as handle:
+        with open(f"/proc/{pid}/{_SOURCES.get(field_name, 'status')}") as handle:
             for line in handle:
                 if line.startswith(field_name + ":"):
                     return int(line.split()[1])
@@ -169,14 +174,30 @@ def tree_memory_kb(pid: int, field_name: str = "VmRSS", children: dict[int, list
     return sum(memory_kb(p, field_name) for p in descendants(pid, children))
 
 
+@dataclass(frozen=True)
+class TreeMemory:
+    """A process tree's memory: PSS summed (what the tree costs the machine) and RSS summed (shared pages counted
+    once per process that maps them, which overstates forked workers)."""
+
+    pss_kb: int
+    rss_kb: int
+
+
+def tree_memory(pid: int, children: dict[int, list[int]] | None = None) -> TreeMemory:
+    tree = descendants(pid, children)
+    return TreeMemory(sum(memory_kb(p, "Pss") for p in tree), sum(memory_kb(p, "VmRSS") for p in tree))
+
+
 @dataclass
 class MemorySampler:
-    """Samples the RSS of each system's process tree ten times a second; keeps the peak overall and per window."""
+    """Samples each system's process tree ten times a second: the peak PSS and RSS sums overall, and the peak PSS
+    sum per window."""
 
     interval: float = 0.1
     procs: dict[str, Proc] = field(default_factory=dict)
-    peak_kb: dict[str, int] = field(default_factory=dict)
-    windows: dict[str, dict[str, int]] = field(default_factory=dict)
+    peak_kb: dict[str, int] = field(default_factory=dict)  # PSS
+    peak_rss_kb: dict[str, int] = field(default_factory=dict)
+    windows: dict[str, dict[str, int]] = field(default_factory=dict)  # PSS
     _active: set[str] = field(default_factory=set)
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -218,9 +239,10 @@ class MemorySampler:
         for system, proc in procs.items():
             if not proc.alive():
                 continue
-            rss = tree_memory_kb(proc.pid, children=children)
+            memory = tree_memory(proc.pid, children)
             with self._lock:
-                self.peak_kb[system] = max(self.peak_kb.get(system, 0), rss)
+                self.peak_kb[system] = max(self.peak_kb.get(system, 0), memory.pss_kb)
+                self.peak_rss_kb[system] = max(self.peak_rss_kb.get(system, 0), memory.rss_kb)
                 for name in active:
                     window = self.windows[name]
-                    window[system] = max(window.get(system, 0), rss)
+                    window[system] = max(window.get(system, 0), memory.pss_kb)

@@ -30,14 +30,12 @@ from bench.venvs import ensure_venv
 OUT = WORK / "profile"
 NGINX_ROW = "nginx static (page copy, files and installs straight from the upstream)"
 RESULTS = BENCH_DIR / "profile_results.json"
-# (patches from bench/pkgcache_variant.py, server.log_level, the event loop); None: pkgcache's default.
-VARIANTS: tuple[tuple[str, str | None, str | None], ...] = (
-    ("asis", None, None),
-    ("asis", "warning", None),
-    ("lean", None, None),
-    ("asis", None, "uvloop"),
-    ("zero-copy", None, "uvloop"),
-    ("zero-copy+lean", "warning", "uvloop"),
+# (row label, a variant from bench/pkgcache_variant.py or None, [server] settings).
+VARIANTS: tuple[tuple[str, str | None, dict[str, str | int]], ...] = (
+    ("as shipped: a worker per core (2 here), uvloop with pkgcache's sendfile", None, {}),
+    ("workers = 1", None, {"workers": 1}),
+    ("workers = 1, asyncio's own loop", "asyncio-loop", {"workers": 1}),
+    ("log_level = warning (no access log)", None, {"log_level": "warning"}),
 )
 
 
@@ -89,9 +87,8 @@ def _warm(system: Pkgcache) -> tuple[str, str]:
 def _variants(upstream: Upstream, seconds: float) -> dict[str, dict[str, float | None]]:
     rows: dict[str, dict[str, float | None]] = {}
     page_bytes = b""
-    for variant, level, loop in VARIANTS:
-        name = ", ".join([variant] + [f"{k}={v}" for k, v in (("log_level", level), ("event_loop", loop)) if v])
-        system = Pkgcache("pkgcache-" + variant, OUT / f"{variant}-{level}-{loop}", upstream, variant, level, loop)
+    for number, (name, variant, server) in enumerate(VARIANTS):
+        system = Pkgcache(f"pkgcache-{number}", OUT / f"variant-{number}", upstream, variant, server)
         system.start(fresh=True)
         try:
             page_url, file_url = _warm(system)
@@ -173,8 +170,8 @@ def _profiles(upstream: Upstream, seconds: float) -> dict[str, dict[str, Any]]:
 def _record(pyspy: Path, pid: int, case: str, action: Callable[[], object]) -> dict[str, Any]:
     slug = re.sub(r"[^a-z0-9]+", "-", case.lower()).strip("-")
     raw = OUT / f"{slug}.txt"
-    command = [str(pyspy), "record", "--nonblocking", "--rate", "250", "--format", "raw", "-o", str(raw),
-               "--pid", str(pid)]  # fmt: skip
+    command = [str(pyspy), "record", "--nonblocking", "--subprocesses", "--rate", "250", "--format", "raw",
+               "-o", str(raw), "--pid", str(pid)]  # fmt: skip
     spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     time.sleep(1.0)  # py-spy attaches
     started = time.monotonic()

@@ -19,7 +19,7 @@ HEADLINE = (
     ("install", "pip_warm", "pip warm (s) ↓"),
     ("install", "uv_warm", "uv warm (s) ↓"),
     ("conda", "json_warm_s", "110 MB repodata warm (s) ↓"),
-    ("memory", "peak_mb", "peak RSS (MB) ↓"),
+    ("memory", "peak_mb", "peak memory, PSS (MB) ↓"),
 )
 
 ROW_ORDER = ("pkgcache", "nginx-cache", "devpi", "proxpi", "direct (upstream)", "nginx static, pkgcache's bytes")
@@ -149,7 +149,11 @@ def _targets(results: dict[str, Any]) -> str:
         for tool in results["plan"]["install_tools"]:
             add(f"{tool} warm install ≤ 1.1x direct", _cell(rows, REFERENCE, f"{tool}_warm_vs_direct"), 1.1, False)
     if "memory" in s:
-        add("peak RSS < 150 MB", _cell(s["memory"]["rows"], REFERENCE, "peak_mb"), 150, False, "{:.0f} MB")
+        rows = s["memory"]["rows"]
+        rss = _cell(rows, REFERENCE, "peak_rss_mb")
+        beside = f" (RSS summed: {rss:.0f} MB)" if rss is not None else ""
+        add("peak memory < 150 MB (PSS summed over the process tree; see 7)", _cell(rows, REFERENCE, "peak_mb"), 150,
+            False, "{:.0f} MB" + beside)
     lines = ["## Targets of issue 5", "", "| target | pkgcache | met |", "|---|---|---|"]
     marks = {True: "yes", False: "**no**", None: "—"}
     lines += [f"| {name} | {value} | {marks[ok]} |" for name, value, ok in checks]

@@ -31,7 +31,7 @@ from bench.prepare_pypi import (
     herd_files,
     pinned,
 )
-from bench.procs import MemorySampler, tree_memory_kb
+from bench.procs import MemorySampler, TreeMemory, tree_memory
 from bench.systems import Devpi, NginxCache, Pkgcache, Proxpi, System, Upstream
 from bench.venvs import ensure_venv
 
@@ -75,8 +75,8 @@ class Bench:
     sampler: MemorySampler = field(default_factory=MemorySampler)
     tables: dict[str, Table] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
-    idle_start_kb: dict[str, int] = field(default_factory=dict)
-    idle_end_kb: dict[str, int] = field(default_factory=dict)
+    idle_start: dict[str, TreeMemory] = field(default_factory=dict)
+    idle_end: dict[str, TreeMemory] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -99,7 +99,7 @@ class Bench:
         time.sleep(2)  # let start-up work settle before calling anything idle
         for name, system in self.systems.items():
             assert system.proc is not None
-            self.idle_start_kb[name] = tree_memory_kb(system.proc.pid)
+            self.idle_start[name] = tree_memory(system.proc.pid)
 
     def restart(self, system: System) -> None:
         """A fresh instance with an empty cache."""
@@ -301,11 +301,11 @@ class Bench:
         table = self.tables["conda"] = Table(
             "6. conda: a 110 MB repodata.json",
             "curl, identity encoding. cold = a subdir this proxy never saw (the same bytes under another subdir "
-            "name each repetition); warm = the same file again; `x4` = four clients at once, warm. RSS = the "
-            "server's largest resident set during this scenario.",
+            "name each repetition); warm = the same file again; `x4` = four clients at once, warm. PSS = the "
+            "server's largest memory during this scenario (see 7).",
             [metric("json_cold_s", "json cold (s)", "lower"), metric("json_warm_s", "json warm (s)", "lower"),
              metric("zst_cold_s", ".zst cold (s)", "lower"), metric("zst_warm_s", ".zst warm (s)", "lower"),
-             metric("json_warm_x4_s", "json warm x4 wall (s)", "lower"), metric("rss_mb", "peak RSS (MB)", "lower")],
+             metric("json_warm_x4_s", "json warm x4 wall (s)", "lower"), metric("rss_mb", "peak PSS (MB)", "lower")],
         )  # fmt: skip
         for name, system in self.systems.items():
             if not system.conda:
@@ -340,25 +340,32 @@ class Bench:
         time.sleep(2)
         for name, system in self.systems.items():
             if system.proc is not None:
-                self.idle_end_kb[name] = tree_memory_kb(system.proc.pid)
+                self.idle_end[name] = tree_memory(system.proc.pid)
 
     def memory_table(self) -> Table:
         windows = [w for w in ("install", "cold_miss", "herd", "warm_page", "warm_file", "conda") if w in
                    self.sampler.windows]  # fmt: skip
         table = Table(
             "7. Memory",
-            "Resident set of each server's whole process tree (workers included), sampled every 0.1 s from /proc. "
-            "idle = 2 s after start / after the last scenario; peak = the largest sample of the run (a server "
-            "restarted with an empty cache counts as the same server); VmHWM = the kernel's high-water mark, "
-            "summed over the tree, largest over its instances.",
-            [metric("idle_start_mb", "idle at start (MB)", "lower"), metric("idle_end_mb", "idle at end (MB)", "lower"),
-             metric("peak_mb", "peak (MB)", "lower"), metric("hwm_mb", "VmHWM (MB)", "lower")]
-            + [metric(f"peak_{w}_mb", f"peak in {w} (MB)", "lower") for w in windows],
+            "Each server's whole process tree (workers included), sampled every 0.1 s from /proc. PSS = proportional "
+            "set size summed over the tree: each page shared between processes (forked workers share most of "
+            "theirs) is divided among them, so the sum is what the tree costs the machine. RSS summed counts a "
+            "shared page once per process. idle = 2 s after start / after the last scenario; peak = the largest "
+            "sample of the run (a server restarted with an empty cache counts as the same server); VmHWM = the "
+            "kernel's per-process RSS high-water mark, summed over the tree, largest over its instances.",
+            [metric("idle_start_mb", "idle at start, PSS (MB)", "lower"),
+             metric("idle_end_mb", "idle at end, PSS (MB)", "lower"),
+             metric("peak_mb", "peak PSS (MB)", "lower"), metric("peak_rss_mb", "peak RSS summed (MB)", "lower"),
+             metric("idle_start_rss_mb", "idle RSS summed (MB)", "lower"), metric("hwm_mb", "VmHWM (MB)", "lower")]
+            + [metric(f"peak_{w}_mb", f"peak PSS in {w} (MB)", "lower") for w in windows],
         )  # fmt: skip
         for name, system in self.systems.items():
-            table.add(name, "idle_start_mb", _mb(self.idle_start_kb.get(name)))
-            table.add(name, "idle_end_mb", _mb(self.idle_end_kb.get(name)))
+            start, end = self.idle_start.get(name), self.idle_end.get(name)
+            table.add(name, "idle_start_mb", _mb(start.pss_kb if start else None))
+            table.add(name, "idle_end_mb", _mb(end.pss_kb if end else None))
             table.add(name, "peak_mb", _mb(self.sampler.peak_kb.get(name)))
+            table.add(name, "peak_rss_mb", _mb(self.sampler.peak_rss_kb.get(name)))
+            table.add(name, "idle_start_rss_mb", _mb(start.rss_kb if start else None))
             table.add(name, "hwm_mb", _mb(system.hwm_kb))
             for w in windows:
                 table.add(name, f"peak_{w}_mb", _mb(self.sampler.windows[w].get(name)))

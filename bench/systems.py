@@ -6,6 +6,7 @@ Every system exposes the same few URLs (index, project page, conda file) so scen
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -135,14 +136,12 @@ class Pkgcache(System):
         run_dir: Path,
         upstream: Upstream,
         variant: str | None = None,
-        log_level: str | None = None,
-        event_loop: str | None = None,
+        server: dict[str, str | int] | None = None,
     ) -> None:
         super().__init__(name, run_dir, conda=True)
         self.upstream = upstream
         self.variant = variant  # see bench/pkgcache_variant.py; None: the plain `pkgcache` command
-        self.log_level = log_level
-        self.event_loop = event_loop  # None: pkgcache's own (asyncio); "uvloop": measured through a variant
+        self.server = server or {}  # [server] settings other than the defaults (workers, log_level)
 
     @property
     def index_url(self) -> str:
@@ -161,16 +160,15 @@ class Pkgcache(System):
             shutil.rmtree(self.data_dir, ignore_errors=True)
         config = self.run_dir / "pkgcache.toml"
         # Defaults everywhere but the address, the data directory and the upstreams.
-        extra = f'log_level = "{self.log_level}"\n' if self.log_level else ""
+        extra = "".join(f"{key} = {json.dumps(value)}\n" for key, value in self.server.items())
         config.write_text(
             f'[server]\nhost = "{LOOPBACK}"\nport = {self.port}\ndata_dir = "{self.data_dir}"\n{extra}\n'
             f'[pypi]\nupstreams = ["{self.upstream.index_url}"]\n\n'
             f'[conda]\nupstreams = ["{self.upstream.base}/conda/"]\nchannels = ["{CHANNEL}"]\n'
         )
         command = [str(MAIN_PYTHON.parent / "pkgcache")]
-        variant = "+".join(v for v in (self.variant, self.event_loop if self.event_loop == "uvloop" else None) if v)
-        if variant:
-            command = [str(MAIN_PYTHON), "-m", "bench.pkgcache_variant", variant]
+        if self.variant:
+            command = [str(MAIN_PYTHON), "-m", "bench.pkgcache_variant", self.variant]
         argv = [*command, "serve", "--config", str(config)]
         return procs.start(self.name, argv, self.run_dir / "server.log", clean_env(PYTHONPATH=str(REPO)))
 
