@@ -16,6 +16,7 @@ from aiohttp import web
 
 from pkgcache.config import Settings, load_settings
 from pkgcache.http.app import create_app
+from pkgcache.http.hit_path import ServiceRunner
 from tests.support import Answer, BackgroundLoop, http_get
 
 
@@ -52,7 +53,7 @@ def cache_settings(data_dir: Path, pypi_upstreams: list[Any], **sections: dict[s
 
 def start_cache(loop: BackgroundLoop, settings: Settings) -> RunningCache:
     async def start() -> tuple[web.AppRunner, int]:
-        runner = web.AppRunner(create_app(settings), access_log=None)
+        runner = ServiceRunner(create_app(settings), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

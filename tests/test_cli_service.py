@@ -137,10 +137,15 @@ def test_start_status_stop(service: BackgroundService) -> None:
     status = service.run("status")
     assert status.returncode == 0, status.stdout + status.stderr
     assert f"pid {pid}" in status.stdout and "uptime" in status.stdout and service.url in status.stdout
+    # With the default worker count, a machine with several cores runs worker processes under this pid.
+    workers = json.loads(http_get(service.url + "/-/status").body)["workers"] or []
+    if (os.cpu_count() or 1) > 1:
+        assert len(workers) > 1 and "workers:" in status.stdout and f"primary {workers[0]['pid']}," in status.stdout
 
     stopped = service.run("stop")
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     assert not pid_alive(pid)
+    assert not any(pid_alive(worker["pid"]) for worker in workers)
     assert not service.pid_file.exists() and not (service.data_dir / "pkgcache.runtime.json").exists()
 
     status = service.run("status")

@@ -425,6 +425,10 @@ def _status_lines(
         lines.append(("saved", f"{daemon.format_bytes(info['bytes_saved'])} served from the cache"))
     if isinstance(info.get("downloads_in_flight"), int):
         lines.append(("downloads", f"{info['downloads_in_flight']} in flight"))
+    workers = info.get("workers")
+    if isinstance(workers, list) and workers:
+        pids = ", ".join(f"{w.get('role')} {w.get('pid') or 'restarting'}" for w in workers if isinstance(w, dict))
+        lines.append(("workers", f"{len(workers)} ({pids})"))
     return lines
 
 

@@ -6,9 +6,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import socket
+from collections.abc import Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -16,6 +19,7 @@ from pkgcache import __version__
 from pkgcache.config import Settings
 from pkgcache.http.app import create_app
 from pkgcache.http.event_loop import loop_name, new_event_loop
+from pkgcache.http.hit_path import ServiceRunner
 from pkgcache.workers.context import WorkerContext
 from pkgcache.workers.supervisor import Supervisor
 
@@ -44,22 +48,54 @@ def run(settings: Settings) -> int:
 
 
 def serve_worker(settings: Settings, worker: WorkerContext | None, sockets: list[socket.socket] | None) -> None:
-    """One serving process: the whole service (`worker` None, listening itself), or one worker on given sockets."""
+    """One serving process: the whole service (`worker` None, listening itself), or one worker on given sockets.
+
+    Like aiohttp's run_app, but with pkgcache's runner (the hit path in front of the router): SIGINT and SIGTERM
+    start a graceful shutdown (stop listening, run the shutdown hooks, which settle downloads in flight, wait up
+    to SHUTDOWN_TIMEOUT for requests being answered), then it returns.
+    """
     app = create_app(settings, worker)
     app.on_shutdown.insert(0, _log_shutdown)
     app.on_startup.append(_log_event_loop)
-    where = {"sock": sockets} if sockets is not None else {"host": settings.server.host, "port": settings.server.port}
-    # run_app turns SIGINT and SIGTERM into a graceful shutdown: stop listening, run the shutdown hooks (which
-    # settle downloads in flight), wait up to shutdown_timeout for requests being answered, then return.
-    web.run_app(
-        app,
-        **where,
-        access_log=None,
-        print=None,
-        shutdown_timeout=SHUTDOWN_TIMEOUT,
-        handle_signals=True,
-        loop=new_event_loop(),
-    )
+    runner = ServiceRunner(app, handle_signals=True, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+
+    async def serve() -> None:
+        await runner.setup()
+        try:
+            if sockets is None:
+                sites = [web.TCPSite(runner, settings.server.host, settings.server.port)]
+            else:
+                sites = [web.SockSite(runner, sock) for sock in sockets]
+            for site in sites:
+                await site.start()
+            await asyncio.get_running_loop().create_future()  # until a signal raises GracefulExit
+        finally:
+            await runner.cleanup()
+
+    _run_until_stopped(serve())
+
+
+def _run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    task = loop.create_task(main)
+    try:
+        loop.run_until_complete(task)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        try:
+            if not task.done():  # the graceful part: the runner's cleanup runs in the task's `finally`
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    loop.run_until_complete(task)
+            leftovers = asyncio.all_tasks(loop)
+            for leftover in leftovers:
+                leftover.cancel()
+            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
 
 
 def _log_banner(settings: Settings, workers: int) -> None:

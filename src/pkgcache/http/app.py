@@ -12,11 +12,12 @@ from pkgcache.conda.routes import CONDA_CHANNELS_KEY, add_conda_routes
 from pkgcache.conda.service import CondaChannels
 from pkgcache.config import CondaUpstream, PypiUpstream, Settings, UpstreamPolicy
 from pkgcache.http.access_log import AccessLog
+from pkgcache.http.hit_path import HIT_PATH_KEY, HitPath
 from pkgcache.http.metrics import status_extras
 from pkgcache.http.operations import install_operations
 from pkgcache.http.request_cycle import REQUEST_CYCLE_KEY, RequestCycle, add_fallback, add_get
 from pkgcache.pypi.index import PypiIndex
-from pkgcache.pypi.routes import PYPI_INDEX_KEY, add_pypi_routes
+from pkgcache.pypi.routes import PYPI_INDEX_KEY, PYPI_ROUTES_KEY, add_pypi_routes
 from pkgcache.stats import RequestStats
 from pkgcache.storage.downloads import Downloader
 from pkgcache.storage.refreshing import RefreshingFiles
@@ -96,6 +97,9 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
         refreshing = RefreshingFiles(store, downloader)
         add_conda_routes(app, CondaChannels(settings.conda, pools["conda"], store, downloader, refreshing))
 
+    if settings.pypi.enabled and not settings.access.users:
+        # Fresh pages in memory answered before routing (http/hit_path.py); with users, every read checks them.
+        app[HIT_PATH_KEY] = HitPath(app[PYPI_ROUTES_KEY], cycle)
     app.on_startup.append(_start_access_log)
     if worker is not None:
         install_worker(app, worker, cycle.stats)

@@ -89,7 +89,7 @@ class RequestCycle:
         self.hand_over = hand_over
 
     def wrap(self, handler: Handler) -> Handler:
-        access_log, stats, users, hand_over = self.access_log, self.stats, self.users, self.hand_over
+        stats, users, hand_over, account = self.stats, self.users, self.hand_over, self.account
 
         @functools.wraps(handler)
         async def around(request: web.Request) -> web.StreamResponse:
@@ -122,32 +122,24 @@ class RequestCycle:
                 raise
             finally:
                 if not handed_over:
-                    _account(request, response, status, started, stats, access_log)
+                    account(request, response, status, started)
 
         return around
 
-
-def _account(
-    request: web.Request,
-    response: web.StreamResponse | None,
-    status: int,
-    started: float,
-    stats: RequestStats,
-    access_log: AccessLog,
-) -> None:
-    """Count a request in its side's stats and write its access line."""
-    size = body_bytes_sent(request, response)
-    cache_state = request.get(CACHE_STATE)
-    stats.record(request.path, status, cache_state, size)
-    access_log.record(
-        request.method,
-        request.path,
-        status,
-        cache_state or "-",
-        size,
-        time.monotonic() - started,
-        request.get(UPSTREAM_USED, "-"),
-    )
+    def account(self, request: web.Request, response: web.StreamResponse | None, status: int, started: float) -> None:
+        """Count a request in its side's stats and write its access line."""
+        size = body_bytes_sent(request, response)
+        cache_state = request.get(CACHE_STATE)
+        self.stats.record(request.path, status, cache_state, size)
+        self.access_log.record(
+            request.method,
+            request.path,
+            status,
+            cache_state or "-",
+            size,
+            time.monotonic() - started,
+            request.get(UPSTREAM_USED, "-"),
+        )
 
 
 REQUEST_CYCLE_KEY = web.AppKey("request_cycle", RequestCycle)

@@ -39,7 +39,7 @@ NOT_ACCEPTABLE = (
 
 def add_pypi_routes(app: web.Application, index: PypiIndex) -> None:
     app[PYPI_INDEX_KEY] = index
-    routes = PypiRoutes(index)
+    routes = app[PYPI_ROUTES_KEY] = PypiRoutes(index)
     # aiohttp tries the routes under one prefix in the order they were added: the busiest one goes first.
     add_get(app, "/pypi/simple/{project}/", routes.project_page)
     add_get(app, "/pypi/simple/{project}", project_page_without_slash)
@@ -72,25 +72,38 @@ class PypiRoutes:
         render = render_project_list_json if content_type == JSON_CONTENT_TYPE else render_project_list_html
         return web.Response(body=render(names), headers={"Content-Type": with_charset(content_type), "Vary": "Accept"})
 
+    def page_hit(self, request: web.Request, raw_name: str) -> web.Response | None:
+        """The answer when the page is fresh in memory, without awaiting anything; None when it needs more.
+
+        The hot path of the whole service (http/hit_path.py calls it before aiohttp routes the request). Memory is
+        keyed by normalised names, so finding the name as written also says it needs no redirect and is safe.
+        """
+        entry = self.index.fresh_page(raw_name)
+        if entry is None:
+            return None
+        content_type = _negotiated_format(request)
+        if content_type is None:
+            return None
+        request[CACHE_STATE] = CacheState.HIT
+        request[UPSTREAM_USED] = entry.upstream
+        return self._page_response(request, entry, CacheState.HIT, entry.rendered(content_type))
+
     async def project_page(self, request: web.Request) -> web.StreamResponse:
         raw_name = request.match_info["project"]
-        # The hot path: a fresh page in memory. Memory is keyed by normalised names, so a hit also says the
-        # name in the URL needs no redirect.
-        entry = self.index.fresh_page(raw_name)
-        state = CacheState.HIT
-        if entry is None:
-            project = _project_or_error(request)
-            if raw_name != project:
-                # PEP 503: one URL per project; clients follow the redirect.
-                raise web.HTTPMovedPermanently(_with_query(request, f"/pypi/simple/{project}/"))
+        hit = self.page_hit(request, raw_name)
+        if hit is not None:
+            return hit
+        project = _project_or_error(request)
+        if raw_name != project:
+            # PEP 503: one URL per project; clients follow the redirect.
+            raise web.HTTPMovedPermanently(_with_query(request, f"/pypi/simple/{project}/"))
         content_type = _negotiated_format(request)
         if content_type is None:
             return plain_error(406, NOT_ACCEPTABLE)
-        if entry is None:
-            try:
-                entry, state = await self.index.get_page(project)
-            except Exception as exc:
-                return _page_error(project, exc)
+        try:
+            entry, state = await self.index.get_page(project)
+        except Exception as exc:
+            return _page_error(project, exc)
         request[CACHE_STATE] = state
         request[UPSTREAM_USED] = entry.upstream
         return self._page_response(request, entry, state, entry.rendered(content_type))
@@ -136,6 +149,9 @@ class PypiRoutes:
         if found.upstream is not None:
             request[UPSTREAM_USED] = found.upstream.name
         return response
+
+
+PYPI_ROUTES_KEY = web.AppKey("pypi_routes", PypiRoutes)
 
 
 def _negotiated_format(request: web.Request) -> str | None:

@@ -167,6 +167,13 @@ def write_served_times(served: dict[Path, float]) -> None:
             continue  # evicted or purged meanwhile
 
 
+async def write_back_served_times(root: Path, use: FileUse = FILE_USE) -> None:
+    """Write the serve times noted in memory for files under `root` back as their atimes, in a worker thread."""
+    served = use.take_served_under(root)
+    if served:
+        await asyncio.to_thread(write_served_times, served)
+
+
 def _package_files_by_recency(root: Path) -> list[tuple[float, int, Path]]:
     found: list[tuple[float, int, Path]] = []
     for area in CACHE_AREAS:
@@ -357,9 +364,7 @@ class CacheKeeper:
         return freed
 
     async def write_served_times(self) -> None:
-        served = self.use.take_served_under(self.root)
-        if served:
-            await asyncio.to_thread(write_served_times, served)
+        await write_back_served_times(self.root, self.use)
 
     def status(self) -> dict[str, object]:
         return {

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from pkgcache import __version__
 from pkgcache.stats import RequestStats
-from pkgcache.storage.eviction import FILE_USE, write_served_times
+from pkgcache.storage.eviction import write_back_served_times
 from pkgcache.storage.store import CacheStore
 from pkgcache.workers.context import PRIMARY, WorkerContext
 from pkgcache.workers.forwarding import Forwarder
@@ -59,20 +59,16 @@ def install_replica_upkeep(app: web.Application, store: CacheStore, forwarder: F
 
     async def start(app: web.Application) -> None:
         await forwarder.start()
-        app[_TASKS_KEY].append(asyncio.get_running_loop().create_task(_every(SERVED_TIMES_SECONDS, _write_back, store)))
+        app[_TASKS_KEY].append(
+            asyncio.get_running_loop().create_task(_every(SERVED_TIMES_SECONDS, write_back_served_times, store.root))
+        )
 
     async def stop(app: web.Application) -> None:
         await forwarder.close()
-        await _write_back(store)
+        await write_back_served_times(store.root)
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
-
-
-async def _write_back(store: CacheStore) -> None:
-    served = FILE_USE.take_served_under(store.root)
-    if served:
-        await asyncio.to_thread(write_served_times, served)
 
 
 async def _every(seconds: float, action: Any, *args: Any) -> None:
