@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.cache_service import CacheProcess, RunningCache
 from tests.fakes.dists import Dist, find_dist, sample_dists
@@ -153,3 +154,37 @@ def test_metadata_files_are_served_when_the_upstream_has_them(
     assert answer.status == 200
     assert hashlib.sha256(answer.body).hexdigest() == _dist(ALPHA).metadata_sha256
     assert b"Requires-Dist: beta" in answer.body
+
+
+@pytest.mark.parametrize("filename", [ALPHA, BIG], ids=["small, read whole", "large, sendfile"])
+def test_cached_files_answer_plain_and_conditional_requests_alike(
+    filename: str, bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
+) -> None:
+    """A plain GET is answered on a quick path, ranges and conditional requests by aiohttp: both must agree."""
+    upstream = SlowUpstream(sample_dists(), bytes_per_second=0)
+    bg_loop.run(upstream.start())
+    try:
+        cache = make_cache([upstream.index_url])
+        project = filename.split("-", 1)[0]
+        url = f"/pypi/files/{project}/{filename}"
+        assert cache.get(url).headers["x-pkgcache-cache"] == "miss"
+        plain = cache.get(url)
+        assert plain.status == 200 and plain.headers["x-pkgcache-cache"] == "hit"
+        assert hashlib.sha256(plain.body).hexdigest() == _dist(filename).sha256
+        assert plain.headers["content-length"] == str(len(plain.body))
+        assert plain.headers["accept-ranges"] == "bytes" and plain.headers["etag"].startswith('"')
+        assert plain.headers["cache-control"] == "public, max-age=31536000, immutable"
+
+        head = cache.get(url, method="HEAD")
+        assert head.status == 200 and head.body == b"" and head.headers["content-length"] == str(len(plain.body))
+        # The quick path's validators are the ones aiohttp's FileResponse checks.
+        again = cache.get(url, {"If-None-Match": plain.headers["etag"]})
+        assert again.status == 304 and again.body == b""
+        since = cache.get(url, {"If-Modified-Since": plain.headers["last-modified"]})
+        assert since.status == 304
+        part = cache.get(url, {"Range": "bytes=100-199"})
+        assert part.status == 206 and part.body == plain.body[100:200]
+        assert part.headers["etag"] == plain.headers["etag"]
+        assert upstream.count(f"/{filename}") == 1
+    finally:
+        bg_loop.run(upstream.stop())

@@ -100,7 +100,7 @@ async def _send_index(request: web.Request, found: Lookup, filename: str) -> web
         )
     meta = found.meta
     remaining = 0 if meta is None or found.state == CacheState.STALE else service.config.index_ttl - meta.age()
-    response = send_cached_file(found.path, media_type(filename), f"public, max-age={max(0, int(remaining))}")
+    response = send_cached_file(request, found.path, media_type(filename), f"public, max-age={max(0, int(remaining))}")
     response.headers[CACHE_STATE_HEADER] = found.state
     if meta is not None and meta.upstream:
         request[UPSTREAM_USED] = meta.upstream
@@ -110,7 +110,7 @@ async def _send_index(request: web.Request, found: Lookup, filename: str) -> web
 async def _send_immutable(request: web.Request, found: Path | Download, filename: str) -> web.StreamResponse:
     if isinstance(found, Path):
         request[CACHE_STATE] = CacheState.HIT
-        return send_cached_file(found, media_type(filename), IMMUTABLE)
+        return send_cached_file(request, found, media_type(filename), IMMUTABLE)
     request[CACHE_STATE] = CacheState.MISS
     response = await send_download(request, found, media_type(filename), IMMUTABLE)
     _note_upstream(request, found)

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from pkgcache.http.access_log import AccessLog
 from pkgcache.http.auth import READ_REALM, needs_credentials
-from pkgcache.http.responses import CACHE_STATE, UPSTREAM_USED, CachedFileResponse, error_for, plain_error
+from pkgcache.http.responses import CACHE_STATE, FILE_RESPONSES, UPSTREAM_USED, error_for, plain_error
 from pkgcache.stats import RequestStats
 from pkgcache.storage.store import CacheIsReadOnly
 
@@ -62,7 +62,7 @@ def body_bytes_sent(request: web.BaseRequest, response: web.StreamResponse | Non
         return 0
     if type(response) is web.Response and response.status == 200 and request.method == "GET":
         return response.content_length or 0  # the common case, decided first
-    if isinstance(response, CachedFileResponse):
+    if isinstance(response, FILE_RESPONSES):
         return response.body_bytes
     if response.prepared:
         # Streamed by its handler (a download being followed). Once finished, aiohttp's count is what went on the
@@ -195,7 +195,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
             log.exception("unexpected error on %s", request.path)
             return plain_error(500, f"internal error: {type(exc).__name__}")
         return mapped
-    if isinstance(response, CachedFileResponse) and not response.prepared:
+    if isinstance(response, FILE_RESPONSES) and not response.prepared:
         # Sent here rather than after the middleware returns (sending it again later is a no-op), so that the
         # counters and the access line see the bytes that really went out: sendfile leaves aiohttp's count at
         # zero. A client gone mid-file: aiohttp's own finishing of the response notices it again.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -84,12 +86,91 @@ class CachedFileResponse(web.FileResponse):
             FILE_USE.end(Path(self._path))
 
 
-def send_cached_file(path: Path, content_type: str, cache_control: str = IMMUTABLE) -> web.FileResponse:
-    response = CachedFileResponse(path, chunk_size=256 * 1024)
-    response.headers["Content-Type"] = content_type
-    response.headers["Cache-Control"] = cache_control
-    response.headers[CACHE_STATE_HEADER] = CacheState.HIT
+# Headers that make a file request more than "all of it": ranges and conditional requests. aiohttp's FileResponse
+# answers those (206, 304, 412, 416); the plain case, nearly every request, has a quicker way below.
+_NOT_PLAIN = ("Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
+# A file this small is read whole, at once, and sent as an ordinary body (package metadata, shards, small wheels).
+READ_WHOLE_BYTES = 64 * 1024
+
+
+def send_cached_file(
+    request: web.BaseRequest, path: Path, content_type: str, cache_control: str = IMMUTABLE
+) -> web.StreamResponse:
+    """A cached file, with the validators and headers aiohttp's FileResponse would give it.
+
+    aiohttp's FileResponse opens every file in a worker thread, which costs a cached 3 KB metadata file four times
+    what nginx takes (BENCHMARKS.md). A plain GET or HEAD is answered here instead: the file is opened at once (a
+    cached file is on local disk, and was just looked at), read whole when small, or sent with sendfile. Ranges
+    and conditional requests go to the FileResponse subclass below, which handles every case of them.
+    """
+    headers = {"Content-Type": content_type, "Cache-Control": cache_control, CACHE_STATE_HEADER: CacheState.HIT}
+    if any(name in request.headers for name in _NOT_PLAIN):
+        return _file_response(path, headers)
+    try:
+        handle = path.open("rb")
+    except OSError:
+        return _file_response(path, headers)  # gone meanwhile: aiohttp's 404 (or 403)
+    stat = os.fstat(handle.fileno())
+    if stat.st_size <= READ_WHOLE_BYTES:
+        with handle:
+            body = handle.read()
+        FILE_USE.note_served(path)
+        response: web.StreamResponse = web.Response(body=body, headers=headers)
+    else:
+        response = SentFile(path, handle, stat.st_size, headers)
+    # The same validators as aiohttp's FileResponse, so either way of answering agrees with the other.
+    response.etag = f"{stat.st_mtime_ns:x}-{stat.st_size:x}"
+    response.last_modified = stat.st_mtime
+    response.headers["Accept-Ranges"] = "bytes"
     return response
+
+
+def _file_response(path: Path, headers: dict[str, str]) -> CachedFileResponse:
+    response = CachedFileResponse(path, chunk_size=256 * 1024)
+    response.headers.update(headers)
+    return response
+
+
+class SentFile(web.StreamResponse):
+    """A whole cached file, already open, sent with the event loop's sendfile once the headers are out.
+
+    Open from the start, so eviction or a purge unlinking it meanwhile cannot take its bytes away; marked in use
+    until sent. `body_bytes` says how much went out (sendfile bypasses aiohttp's own byte count).
+    """
+
+    def __init__(self, path: Path, handle: IO[bytes], size: int, headers: dict[str, str]) -> None:
+        super().__init__(headers=headers)
+        self.content_length = size
+        self.body_bytes = 0
+        self._path = path
+        self._handle: IO[bytes] | None = handle
+        FILE_USE.begin(path)
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared:  # sent already (by the request cycle, before aiohttp would)
+            return self._payload_writer
+        try:
+            writer = await super().prepare(request)
+            assert self._handle is not None and self.content_length is not None
+            if request.method != "HEAD":
+                if request.transport is None:
+                    raise ConnectionResetError("the client went away")
+                await asyncio.get_running_loop().sendfile(request.transport, self._handle, 0, self.content_length)
+                self.body_bytes = self.content_length
+            await self.write_eof()
+            return writer
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+            FILE_USE.end(self._path)
+
+
+# Responses that send a file themselves and count what they sent (`body_bytes`).
+FILE_RESPONSES = (CachedFileResponse, SentFile)
 
 
 async def send_download(

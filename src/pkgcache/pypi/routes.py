@@ -143,7 +143,7 @@ class PypiRoutes:
             return _page_error(project, exc)
         if isinstance(found, Path):
             request[CACHE_STATE] = CacheState.HIT
-            return send_cached_file(found, content_type)
+            return send_cached_file(request, found, content_type)
         request[CACHE_STATE] = CacheState.MISS
         response = await send_download(request, found, content_type)
         if found.upstream is not None:

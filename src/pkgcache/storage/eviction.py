@@ -88,6 +88,11 @@ class FileUse:
             self._sending[path] += 1
             self._served[path] = time.time()
 
+    def note_served(self, path: Path) -> None:
+        """A file was served whole at once (read into memory): only its serve time matters."""
+        with self._lock:
+            self._served[path] = time.time()
+
     def end(self, path: Path) -> None:
         with self._lock:
             self._sending[path] -= 1

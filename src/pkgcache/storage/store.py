@@ -10,16 +10,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
 from typing import Any
 
 MAX_SEGMENT_LENGTH = 255
+MAX_FOLDERS_REMEMBERED = 100_000
 # A process that only reads the cache looks again at the files behind what it holds in memory this often, so what
 # the writing process changed (a revalidated page, a purge) reaches it within about this long.
 READER_RECHECK_SECONDS = 1.0
-_FORBIDDEN_CHARACTERS = frozenset("/\\\x00")
+# Separators, and control characters (NUL among them).
+_FORBIDDEN_CHARACTER = re.compile(r"[/\\\x00-\x1f]")
 
 
 class UnsafePath(ValueError):
@@ -36,7 +39,7 @@ def check_segment(segment: str) -> str:
         raise UnsafePath(f"empty or relative path segment {segment!r}")
     if len(segment.encode()) > MAX_SEGMENT_LENGTH:
         raise UnsafePath("path segment is too long")
-    if any(char in _FORBIDDEN_CHARACTERS for char in segment) or any(ord(char) < 32 for char in segment):
+    if _FORBIDDEN_CHARACTER.search(segment):
         raise UnsafePath(f"forbidden character in path segment {segment!r}")
     if segment.startswith("."):
         # Hidden names are ours (temporary files, metadata); no request may address them.
@@ -55,6 +58,8 @@ class CacheStore:
         self.root = root.absolute()
         self.tmp_dir = self.root / "tmp"
         self.writable = writable
+        self._real_root: Path | None = None
+        self._folders_inside: set[Path] = set()
 
     def require_writable(self) -> None:
         if not self.writable:
@@ -73,10 +78,29 @@ class CacheStore:
         for segment in segments:
             check_segment(segment)
         path = self.root.joinpath(*segments)
-        # Belt and braces: the segments are already safe, but a symlink planted in the tree must not lead out.
-        if not path.resolve(strict=False).is_relative_to(self.root.resolve()):
+        if not self._stays_inside(path):
             raise UnsafePath("path leaves the data directory")
         return path
+
+    def _stays_inside(self, path: Path) -> bool:
+        """Belt and braces: the segments are safe already, but a symlink planted in the tree must not lead out.
+
+        Resolving a whole path is a dozen system calls and cost more than the rest of serving a cached file, so each
+        folder is resolved once (there are few, and pkgcache makes them) and the entry itself is checked every time
+        with one lstat. A folder replaced by a symlink after it was first checked is followed until restart.
+        """
+        if self._real_root is None:
+            self._real_root = self.root.resolve(strict=False)
+        parent = path.parent
+        if parent not in self._folders_inside:
+            if not parent.resolve(strict=False).is_relative_to(self._real_root):
+                return False
+            if len(self._folders_inside) >= MAX_FOLDERS_REMEMBERED:
+                self._folders_inside.clear()
+            self._folders_inside.add(parent)
+        if os.path.islink(path):
+            return path.resolve(strict=False).is_relative_to(self._real_root)
+        return True
 
     def new_temp_path(self, hint: str = "") -> Path:
         self.require_writable()
