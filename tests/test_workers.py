@@ -102,6 +102,42 @@ def test_many_clients_on_every_worker_cause_one_upstream_download(bg_loop: Backg
         bg_loop.run(slow.stop())
 
 
+def test_a_download_failing_its_check_is_cut_for_clients_on_every_worker(
+    bg_loop: BackgroundLoop, tmp_path: Path
+) -> None:
+    slow = SlowUpstream(sample_dists(), bytes_per_second=4 * 1024 * 1024)
+    slow.corrupt_files.add(BIG)  # same size, other bytes: only the hash check can tell
+    bg_loop.run(slow.start())
+    process = CacheProcess(tmp_path / "data", "--workers", "2", "--pypi-upstream", slow.index_url)
+    try:
+        outcomes = asyncio.run(_fetch_outcomes(f"{process.url}/pypi/files/bigpkg/{BIG}", 20))
+        # Every client saw an error or a cut connection; none was handed a whole body of the wrong bytes.
+        assert all(outcome in ("cut", 502) for outcome in outcomes), outcomes
+        assert "cut" in outcomes  # streaming had begun: clients on both workers were following
+        _eventually(lambda: _status(process)["workers"][1]["handed_over"] > 0, what="the replica handed some over")
+        assert list((tmp_path / "data" / "pypi" / "files").rglob("*.whl")) == []
+    finally:
+        assert process.terminate() == 0
+        bg_loop.run(slow.stop())
+
+
+async def _fetch_outcomes(url: str, count: int) -> list[object]:
+    """Each client's outcome: the status of a whole answer, or "cut" if its body ended early."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+
+        async def one() -> object:
+            try:
+                async with session.get(url) as response:
+                    await response.read()
+                    return response.status
+            except aiohttp.ClientPayloadError:
+                return "cut"
+
+        return await asyncio.gather(*(one() for _ in range(count)))
+
+
 def test_a_new_release_reaches_every_worker_after_a_refresh(
     official_upstream: OfficialLikeUpstream, tmp_path: Path
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -192,13 +193,23 @@ async def send_download(
     await response.prepare(request)
     if request.method == "HEAD":
         return response
+    return await stream_body(request, response, download.follow(), cut_on=(Exception,))
+
+
+async def stream_body(
+    request: web.BaseRequest,
+    response: web.StreamResponse,
+    chunks: AsyncIterator[bytes],
+    cut_on: tuple[type[BaseException], ...],
+) -> web.StreamResponse:
+    """Write `chunks` as the body of a prepared response. If their source fails with one of `cut_on` mid-way, the
+    headers are gone already: the only honest signal left is an unfinished body, so the connection is cut."""
     try:
-        async for chunk in download.follow():
+        async for chunk in chunks:
             await response.write(chunk)
-    except (ConnectionResetError, web.HTTPException):
-        raise
-    except Exception as exc:
-        # Headers are gone already: the only honest signal left is an unfinished body.
+    except ConnectionResetError:
+        raise  # the client went away: nothing to tell it
+    except cut_on as exc:
         log.warning("cutting %s short: %s", request.path, exc)
         if request.transport is not None:
             request.transport.abort()

@@ -14,7 +14,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from pkgcache.http.responses import plain_error
+from pkgcache.http.responses import plain_error, stream_body
 
 log = logging.getLogger(__name__)
 
@@ -92,18 +92,8 @@ async def _relay(request: web.Request, answer: aiohttp.ClientResponse) -> web.St
     if request.method == "HEAD" or answer.status in (204, 304):
         await response.write_eof()
         return response
-    try:
-        async for chunk in answer.content.iter_any():
-            await response.write(chunk)
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        # The primary cut its answer short (a download that failed its check): cut ours too, so the client sees
-        # an unfinished body rather than a short one that looks whole.
-        log.warning("the primary cut %s short: %s", request.path, exc)
-        if request.transport is not None:
-            request.transport.abort()
-        return response
-    await response.write_eof()
-    return response
+    # The primary cuts its answer short when a download fails its check: ours is cut too, never left looking whole.
+    return await stream_body(request, response, answer.content.iter_any(), cut_on=(TimeoutError, aiohttp.ClientError))
 
 
 def _passed_on(headers: Mapping[str, str]) -> CIMultiDict[str]:
