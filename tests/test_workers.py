@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import signal
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -188,10 +189,15 @@ def test_a_worker_that_dies_is_started_again(official_upstream: OfficialLikeUpst
 
 def test_stopping_the_supervisor_stops_every_worker(official_upstream: OfficialLikeUpstream, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "pkgcache.primary.sock").write_text("left by a supervisor that was killed")
     process = CacheProcess(data_dir, "--workers", "3", "--pypi-upstream", official_upstream.index_url)
     pids = [w["pid"] for w in _status(process)["workers"]]
     assert len(set(pids)) == 3
+    private = data_dir / "pkgcache.primary.sock"
+    assert stat.S_ISSOCK(private.stat().st_mode) and stat.S_IMODE(private.stat().st_mode) == 0o600
     assert process.terminate() == 0
+    assert not private.exists()
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
     assert not (data_dir / "pkgcache.pid").exists()

@@ -42,6 +42,7 @@ def run(settings: Settings) -> int:
         settings.server.port,
         count,
         functools.partial(serve_worker, settings),
+        str(settings.server.data_dir),
         shutdown_timeout=WORKER_STOP_TIMEOUT,
     )
     return supervisor.run()

@@ -4,9 +4,9 @@ It is the process `pkgcache stop` signals and the one holding the pid-file lock.
 threads, so forking from it is safe, and everything it imported is shared, copy-on-write, with the workers.
 
 Each worker gets a listening socket of its own on the same port (SO_REUSEPORT), and the kernel spreads new
-connections across them. The primary also gets the private socket (a Unix socket in a folder only this user
-can enter) that the replicas hand requests over on. The supervisor keeps every socket open, so connections that
-arrive while a worker is being started again wait in its socket's queue instead of being refused.
+connections across them. The primary also gets the private socket (a Unix socket beside the pid file, that only
+this user may connect to) that the replicas hand requests over on. The supervisor keeps every socket open, so
+connections that arrive while a worker is being started again wait in its socket's queue instead of being refused.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from pkgcache.workers.shared_counters import SharedCounters
 log = logging.getLogger("pkgcache")
 
 BACKLOG = 1024
+PRIVATE_SOCKET = "pkgcache.primary.sock"
+MAX_UNIX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux; a little room to spare
 # A worker that dies this soon after starting counts as failing to start; after this many such failures in a row
 # the service stops instead of starting it again and again.
 STARTUP_SECONDS = 10.0
@@ -64,6 +66,7 @@ class Supervisor:
     port: int
     count: int
     serve: ServeWorker
+    runtime_dir: str  # the data directory, where the pid file is
     shutdown_timeout: float = 60.0
     _workers: list[_Worker] = field(default_factory=list)
     _counters: SharedCounters | None = None
@@ -95,15 +98,25 @@ class Supervisor:
         _check_port_is_free(self.host, self.port)
         try:
             self._workers = [_Worker(index, _listen(self.host, self.port)) for index in range(self.count)]
-            # In a folder of its own only this user can enter: nobody else can reach the primary this way.
-            self._private_dir = tempfile.mkdtemp(prefix="pkgcache-")
-            self._private_address = os.path.join(self._private_dir, "primary.sock")
+            self._private_address = self._private_socket_path()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._private_address)  # left by a supervisor that was killed; the instance lock is ours
             self._private = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self._private.bind(self._private_address)
+            os.chmod(self._private_address, 0o600)  # only this user may connect: nobody else reaches the primary
             self._private.listen(BACKLOG)
         except OSError:
             self._close()
             raise
+
+    def _private_socket_path(self) -> str:
+        """Beside the pid file, so a killed supervisor's socket is found and replaced at the next start; in a
+        private temporary folder when that path is too long for a Unix socket."""
+        beside = os.path.join(self.runtime_dir, PRIVATE_SOCKET)
+        if len(os.fsencode(beside)) <= MAX_UNIX_SOCKET_PATH:
+            return beside
+        self._private_dir = tempfile.mkdtemp(prefix="pkgcache-")
+        return os.path.join(self._private_dir, PRIVATE_SOCKET)
 
     def _close(self) -> None:
         for worker in self._workers:
@@ -111,6 +124,8 @@ class Supervisor:
                 sock.close()
         if self._private is not None:
             self._private.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self._private_address)
         if self._private_dir:
             shutil.rmtree(self._private_dir, ignore_errors=True)
         if self._counters is not None:
