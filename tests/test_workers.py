@@ -17,6 +17,8 @@ import pytest
 from pkgcache.stats import RequestStats
 from pkgcache.workers.shared_counters import SharedCounters
 from tests.cache_service import CacheProcess
+from tests.conda_support import APP_TREE, assert_app_landed, install, installed_names
+from tests.fakes.conda_upstreams import AnacondaLikeUpstream, MirrorLikeUpstream
 from tests.fakes.dists import build_wheel, find_dist, sample_dists
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream, SlowUpstream
 from tests.support import (
@@ -248,3 +250,46 @@ def test_counters_are_shared_with_forked_workers() -> None:
         assert child_pid == pid and read.sides["pypi"].hits == 1
     finally:
         shared.close()
+
+
+@pytest.mark.parametrize("kind", ["anaconda", "mirror"])
+def test_rattler_installs_through_two_workers_then_from_cache_alone(
+    kind: str,
+    anaconda_upstream: AnacondaLikeUpstream,
+    conda_mirror: MirrorLikeUpstream,
+    bg_loop: BackgroundLoop,
+    tmp_path: Path,
+) -> None:
+    """A real conda client: repodata (sharded from the anaconda-like upstream), .zst made by the primary, packages
+    checked; then served by both workers with the upstream gone."""
+    upstream = anaconda_upstream if kind == "anaconda" else conda_mirror
+    if kind == "anaconda":
+        conda_upstream = (
+            f'{{ name = "anaconda-fake", pkgs_url = "{anaconda_upstream.repo.url}/pkgs/", '
+            f'cloud_url = "{anaconda_upstream.conda.url}/" }}'
+        )
+    else:
+        conda_upstream = f'"{conda_mirror.url}/anaconda/"'
+    config = tmp_path / "pkgcache.toml"
+    config.write_text(
+        '[pypi]\nenabled = false\n[conda]\nchannels = ["pkgs/main", "cloud/conda-forge"]\n'
+        f"upstreams = [{conda_upstream}]\n"
+    )
+    process = CacheProcess(tmp_path / "data", "--workers", "2", "--config", str(config))
+    try:
+        channels = [f"{process.url}/conda/pkgs/main", f"{process.url}/conda/cloud/conda-forge"]
+        for number, channel in enumerate(channels):
+            prefix, result = install(tmp_path, [channel], ["app"], name=f"env-{number}")
+            assert installed_names(result) == APP_TREE
+            assert_app_landed(prefix)
+        assert upstream.requests and all(
+            r.headers.get("User-Agent", "").startswith("pkgcache/") for r in upstream.requests
+        )
+
+        bg_loop.run(upstream.stop())
+        for number in range(3):  # several installs: rattler's connections land on both workers
+            prefix, result = install(tmp_path, channels, ["app"], name=f"offline-{number}")
+            assert installed_names(result) == APP_TREE
+        _eventually(lambda: _status(process)["workers"][1]["requests"] > 0, what="the replica served some")
+    finally:
+        assert process.terminate() == 0
