@@ -236,6 +236,25 @@ def test_counters_published_by_one_worker_are_read_whole_by_another() -> None:
         shared.close()
 
 
+def test_a_slot_left_half_written_by_a_killed_worker_is_still_read_and_written() -> None:
+    shared = SharedCounters(1)
+    try:
+        stats = RequestStats()
+        stats.record("/pypi/simple/a/", 200, "hit", 5)
+        slot = shared.slot(0)
+        slot.publish(stats)
+        shared._words[0] += 1  # the sequence a writer leaves when it is killed between its first and last step
+        assert slot.read()[2].sides["pypi"].hits == 1  # a reader does not wait for a write nobody will finish
+
+        successor = RequestStats()
+        slot.restore_into(successor)  # the restarted worker starts from it...
+        successor.record("/pypi/simple/a/", 200, "hit", 5)
+        slot.publish(successor)  # ...and its next publication leaves the slot whole again
+        assert shared._words[0] % 2 == 0 and slot.read()[2].sides["pypi"].hits == 2
+    finally:
+        shared.close()
+
+
 def test_counters_are_shared_with_forked_workers() -> None:
     shared = SharedCounters(1)
     try:

@@ -6,7 +6,8 @@ second; the primary sums the slots when `/-/stats`, `/metrics` or the page asks.
 crash) carries on from its slot's last numbers, so the totals never go down.
 
 Each slot is a seqlock: the writer makes the sequence odd, writes, makes it even; a reader retries while it is odd
-or moved, so it never sums half a slot.
+or moved, so it does not sum half a slot, unless the writer was killed mid-write: then, after a bounded number of
+tries, it takes what is there, and the restarted worker's next write makes the slot whole again.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ class CounterSlot:
     def publish(self, stats: RequestStats) -> None:
         """Copy a worker's counters into its slot (called by that worker only)."""
         words, base = self._words, self._base
-        words[base] += 1  # odd: being written
+        # Odd while being written. `| 1` rather than `+ 1`: a predecessor killed in the middle of a write left the
+        # sequence odd, and this write must still end even.
+        words[base] |= 1
         words[base + 1] = os.getpid()
         words[base + 2] = int(time.time() * 1000)
         words[base + 3] = stats.handed_over
@@ -68,16 +71,17 @@ class CounterSlot:
     def read(self) -> tuple[int, float, RequestStats]:
         """(pid, published at, counters) of the slot's last whole publication; pid 0 if it never published."""
         words, base = self._words, self._base
+        values: list[int] = []
         for _ in range(_READ_ATTEMPTS):
             before = words[base]
-            if before % 2:
-                continue
             values = words[base + 1 : base + _SLOT_WORDS].tolist()
-            if words[base] == before:
-                stats = _stats_from(values[_HEADER - 1 :])
-                stats.handed_over = values[2]
-                return values[0], values[1] / 1000, stats
-        raise RuntimeError(f"worker slot {self.index} kept changing while being read")
+            if before % 2 == 0 and words[base] == before:
+                break
+        # Still odd after every attempt: its writer was killed in the middle of a write, and nobody will finish it.
+        # What is there is its last word (each counter whole, some maybe from the write before): take it.
+        stats = _stats_from(values[_HEADER - 1 :])
+        stats.handed_over = values[2]
+        return values[0], values[1] / 1000, stats
 
     def restore_into(self, stats: RequestStats) -> None:
         """Start a worker's counters from its slot, so a restarted worker carries on where its predecessor stopped."""
