@@ -19,9 +19,10 @@ import click
 
 from pkgcache import daemon
 from pkgcache.config import ConfigError, Settings, load_settings
-from pkgcache.http.admin import parse_size, pypi_file_entries
+from pkgcache.formatting import format_bytes
 from pkgcache.pypi.index import project_entries
 from pkgcache.pypi.names import BadName, check_filename, normalize_project
+from pkgcache.service.admin import parse_size, pypi_file_entries
 from pkgcache.storage.eviction import Freed, collect_offline, remove_entries
 from pkgcache.storage.store import CacheStore, UnsafePath
 
@@ -90,9 +91,9 @@ def call_admin_api(settings: Settings, url: str, path: str) -> dict[str, Any]:
 
 
 def _freed_line(files: int, size: int, cache_bytes: int | None = None) -> str:
-    line = f"freed {files} file{'s' if files != 1 else ''}, {daemon.format_bytes(size)}"
+    line = f"freed {files} file{'s' if files != 1 else ''}, {format_bytes(size)}"
     if cache_bytes is not None:
-        line += f"; the cache now holds {daemon.format_bytes(cache_bytes)}"
+        line += f"; the cache now holds {format_bytes(cache_bytes)}"
     return line
 
 

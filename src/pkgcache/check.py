@@ -17,6 +17,7 @@ from typing import Literal
 import aiohttp
 
 from pkgcache.config import Settings
+from pkgcache.formatting import format_bytes
 from pkgcache.pypi.index import UPSTREAM_ACCEPT
 from pkgcache.pypi.parse import InvalidPage, parse_project_page
 from pkgcache.upstream.pool import UpstreamError, UpstreamPolicySettings, make_client_session, read_limited
@@ -118,7 +119,7 @@ async def probe_one(session: aiohttp.ClientSession, probe: Probe, timeout: float
 async def _judge(probe: Probe, response: aiohttp.ClientResponse) -> str:
     if probe.kind == "exists":
         length = response.headers.get("Content-Length")
-        return "OK" if not length else f"OK, {_size(int(length))}"
+        return "OK" if not length else f"OK, {format_bytes(int(length))}"
     try:
         body = await read_limited(response, MAX_BODY_BYTES)
     except UpstreamError as exc:
@@ -147,7 +148,7 @@ def _judge_repodata(body: bytes) -> str:
     if not isinstance(data, dict) or not ({"packages", "packages.conda"} & data.keys()):
         raise ProbeFailed("JSON, but not repodata")
     count = sum(len(data.get(key) or {}) for key in ("packages", "packages.conda"))
-    return f"OK, {count} packages, {_size(len(body))}"
+    return f"OK, {count} packages, {format_bytes(len(body))}"
 
 
 def _describe_client_error(exc: aiohttp.ClientError) -> str:
@@ -207,11 +208,3 @@ def suggested_order(results: list[ProbeResult], side: str) -> list[str]:
         if result.probe.side == side and name not in failing and name not in order:
             order.append(name)
     return order
-
-
-def _size(count: float) -> str:
-    for unit in ("B", "KiB", "MiB"):
-        if count < 1024:
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count:.1f} GiB"

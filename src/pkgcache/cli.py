@@ -15,9 +15,10 @@ import click
 
 from pkgcache import __version__, clients, daemon
 from pkgcache import check as checks
-from pkgcache.admin_cli import gc_command, purge_command, refresh_command
+from pkgcache.admin_cli import add_admin_commands
 from pkgcache.config import ConfigError, Settings, load_settings
 from pkgcache.config_template import write_config_template
+from pkgcache.formatting import format_bytes, format_duration
 from pkgcache.presets import CONDA_PRESETS, PYPI_PRESETS
 
 # Longer than the service's own shutdown (serving.WORKER_STOP_TIMEOUT), so `stop` never cuts a graceful stop short.
@@ -126,8 +127,7 @@ def main() -> None:
 
 
 # The operator's cache tools (gc, purge, refresh) are defined in admin_cli.py.
-for _command in (gc_command, purge_command, refresh_command):
-    main.add_command(_command)
+add_admin_commands(main)
 
 
 # --- serve ---
@@ -164,7 +164,7 @@ def run_service(settings: Settings, launch_options: dict[str, Any] | None = None
 
 
 def _serve_or_explain(settings: Settings) -> int:
-    from pkgcache import serving
+    from pkgcache.service import serving
 
     try:
         return serving.run(settings)
@@ -412,17 +412,17 @@ def _status_lines(
     if "version" in info:
         lines.append(("version", str(info["version"])))
     if isinstance(info.get("uptime_seconds"), int | float):
-        lines.append(("uptime", daemon.format_duration(info["uptime_seconds"])))
+        lines.append(("uptime", format_duration(info["uptime_seconds"])))
     if isinstance(info.get("cache_bytes"), int | float):
-        size = daemon.format_bytes(info["cache_bytes"])
+        size = format_bytes(info["cache_bytes"])
         if isinstance(info.get("cache_max_bytes"), int | float):
-            size += f" of at most {daemon.format_bytes(info['cache_max_bytes'])}"
+            size += f" of at most {format_bytes(info['cache_max_bytes'])}"
         lines.append(("cache size", size))
     if "hit_ratio" in info:
         ratio = info["hit_ratio"]
         lines.append(("hit ratio", f"{ratio * 100:.1f} %" if isinstance(ratio, int | float) else "n/a (no requests)"))
     if isinstance(info.get("bytes_saved"), int | float):
-        lines.append(("saved", f"{daemon.format_bytes(info['bytes_saved'])} served from the cache"))
+        lines.append(("saved", f"{format_bytes(info['bytes_saved'])} served from the cache"))
     if isinstance(info.get("downloads_in_flight"), int):
         lines.append(("downloads", f"{info['downloads_in_flight']} in flight"))
     workers = info.get("workers")

@@ -1,7 +1,7 @@
 """Known upstreams, by short name.
 
-The domestic mirrors' URLs come from their own help pages (see docs/mirrors.md). The official Python index is
-deliberately absent: a user who wants it gives its URL.
+The domestic mirrors' URLs come from their own help pages (their layouts and quirks: docs/upstreams.md). The
+official Python index is deliberately absent: a user who wants it gives its URL.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from pkgcache.cache_state import CacheState
 from pkgcache.conda.channels import (
     CHANNEL_INDEX_FILES,
     FileKind,
@@ -30,7 +31,6 @@ from pkgcache.http.responses import (
     send_cached_file,
     send_download,
 )
-from pkgcache.storage.cache_state import CacheState
 from pkgcache.storage.downloads import Download
 from pkgcache.storage.refreshing import Lookup
 

@@ -16,11 +16,11 @@ from urllib.parse import urljoin
 
 import zstandard
 
+from pkgcache.cache_state import CacheState
 from pkgcache.conda.channels import SHARD_INDEX, Channel, UnknownPath
 from pkgcache.conda.records import expected_of, find_record
 from pkgcache.conda.shards import InvalidShardIndex, record_in_shard, rewrite_shard_index, shard_for
 from pkgcache.config import CondaConfig, CondaUpstream
-from pkgcache.storage.cache_state import CacheState
 from pkgcache.storage.downloads import Download, Downloader, Expected
 from pkgcache.storage.filetypes import magic_for
 from pkgcache.storage.refreshing import FileMeta, Lookup, RefreshingFiles

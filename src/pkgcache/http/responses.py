@@ -12,7 +12,7 @@ from typing import IO, Any
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
-from pkgcache.storage.cache_state import CacheState
+from pkgcache.cache_state import CacheState
 from pkgcache.storage.downloads import Download, IntegrityError, StorageError
 from pkgcache.storage.eviction import FILE_USE
 from pkgcache.storage.store import UnsafePath

@@ -22,12 +22,12 @@ from urllib.parse import urljoin
 
 import aiohttp
 
+from pkgcache.cache_state import CacheState
 from pkgcache.config import PypiConfig, PypiUpstream
 from pkgcache.pypi.model import DistFile, ProjectPage
 from pkgcache.pypi.names import METADATA_SUFFIX
 from pkgcache.pypi.parse import InvalidPage, parse_project_page
 from pkgcache.pypi.render import JSON_CONTENT_TYPE, render_html, render_json, with_charset
-from pkgcache.storage.cache_state import CacheState
 from pkgcache.storage.downloads import Download, Downloader, Expected
 from pkgcache.storage.filetypes import magic_for
 from pkgcache.storage.store import READER_RECHECK_SECONDS, CacheStore, Stamp, file_stamp

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from pkgcache.cache_state import CacheState
+from pkgcache.http.fast_path import FastPath
 from pkgcache.http.request_cycle import add_get
 from pkgcache.http.responses import (
     CACHE_STATE,
@@ -28,18 +30,20 @@ from pkgcache.pypi.render import (
     render_project_list_json,
     with_charset,
 )
-from pkgcache.storage.cache_state import CacheState
 
 PYPI_INDEX_KEY = web.AppKey("pypi_index", PypiIndex)
+PAGES_PREFIX = "/pypi/simple/"
 NOT_ACCEPTABLE = (
     "none of the formats in your Accept header is served here; ask for application/vnd.pypi.simple.v1+json, "
     "application/vnd.pypi.simple.v1+html or text/html"
 )
 
 
-def add_pypi_routes(app: web.Application, index: PypiIndex) -> None:
+def add_pypi_routes(app: web.Application, index: PypiIndex, fast_path: FastPath | None = None) -> None:
     app[PYPI_INDEX_KEY] = index
     routes = app[PYPI_ROUTES_KEY] = PypiRoutes(index)
+    if fast_path is not None:
+        fast_path.register(PAGES_PREFIX, routes.fast_page)
     # aiohttp tries the routes under one prefix in the order they were added: the busiest one goes first.
     add_get(app, "/pypi/simple/{project}/", routes.project_page)
     add_get(app, "/pypi/simple/{project}", project_page_without_slash)
@@ -72,11 +76,18 @@ class PypiRoutes:
         render = render_project_list_json if content_type == JSON_CONTENT_TYPE else render_project_list_html
         return web.Response(body=render(names), headers={"Content-Type": with_charset(content_type), "Vary": "Accept"})
 
+    def fast_page(self, request: web.Request, rest: str) -> web.Response | None:
+        """The fast path's answer for `/pypi/simple/<rest>`: a fresh page in memory, or None (the usual route)."""
+        if not rest.endswith("/"):
+            return None  # a query string, too, ends the raw path with something else than "/"
+        return self.page_hit(request, rest[:-1])
+
     def page_hit(self, request: web.Request, raw_name: str) -> web.Response | None:
         """The answer when the page is fresh in memory, without awaiting anything; None when it needs more.
 
-        The hot path of the whole service (http/hit_path.py calls it before aiohttp routes the request). Memory is
-        keyed by normalised names, so finding the name as written also says it needs no redirect and is safe.
+        The hot path of the whole service (http/fast_path.py offers it requests before aiohttp routes them).
+        Memory is keyed by normalised names, so finding the name as written also says it needs no redirect and is
+        safe (a name with a slash in it is never a key).
         """
         entry = self.index.fresh_page(raw_name)
         if entry is None:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pkgcache.storage.cache_state import CacheState
+from pkgcache.cache_state import CacheState
 from pkgcache.storage.downloads import Download, Downloader, Expected
 from pkgcache.storage.store import READER_RECHECK_SECONDS, CacheStore
 from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamNotFound, UpstreamPool

@@ -23,10 +23,10 @@ from pkgcache.conda.channels import FileKind, UnknownPath, check_subdir, kind_of
 from pkgcache.http.auth import admin_refusal
 from pkgcache.http.request_cycle import add_post
 from pkgcache.http.responses import error_for, plain_error
-from pkgcache.http.state import operations
 from pkgcache.pypi.index import project_entries
 from pkgcache.pypi.names import METADATA_SUFFIX, BadName, check_filename, normalize_project
 from pkgcache.pypi.routes import PYPI_INDEX_KEY
+from pkgcache.service.state import operations
 from pkgcache.storage.eviction import Freed
 from pkgcache.storage.store import CacheStore, UnsafePath
 

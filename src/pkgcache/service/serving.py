@@ -17,9 +17,9 @@ from aiohttp import web
 
 from pkgcache import __version__
 from pkgcache.config import Settings
-from pkgcache.http.app import create_app
 from pkgcache.http.event_loop import loop_name, new_event_loop
-from pkgcache.http.hit_path import ServiceRunner
+from pkgcache.http.fast_path import ServiceRunner
+from pkgcache.service.app import create_app
 from pkgcache.workers.context import WorkerContext
 from pkgcache.workers.supervisor import Supervisor
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from pkgcache.config import Settings
-from pkgcache.http.admin import add_admin_routes
-from pkgcache.http.metrics import add_metrics_routes
-from pkgcache.http.state import OPERATIONS_KEY, Operations
-from pkgcache.http.ui import add_ui_routes
+from pkgcache.service.admin import add_admin_routes
+from pkgcache.service.metrics import add_metrics_routes
+from pkgcache.service.state import OPERATIONS_KEY, Operations
+from pkgcache.service.ui import add_ui_routes
 from pkgcache.stats import RequestStats
 from pkgcache.storage.downloads import Downloader
 from pkgcache.storage.eviction import CacheKeeper

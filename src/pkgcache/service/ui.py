@@ -28,9 +28,9 @@ from pkgcache.clients import (
     conda_url,
     pypi_index_url,
 )
-from pkgcache.daemon import format_bytes, format_duration
+from pkgcache.formatting import format_bytes, format_duration
 from pkgcache.http.request_cycle import add_get
-from pkgcache.http.state import Operations, operations
+from pkgcache.service.state import Operations, operations
 
 LANGUAGES = ("en", "zh")
 LANG_COOKIE = "pkgcache_lang"

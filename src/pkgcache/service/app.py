@@ -12,12 +12,12 @@ from pkgcache.conda.routes import CONDA_CHANNELS_KEY, add_conda_routes
 from pkgcache.conda.service import CondaChannels
 from pkgcache.config import CondaUpstream, PypiUpstream, Settings, UpstreamPolicy
 from pkgcache.http.access_log import AccessLog
-from pkgcache.http.hit_path import HIT_PATH_KEY, HitPath
-from pkgcache.http.metrics import status_extras
-from pkgcache.http.operations import install_operations
+from pkgcache.http.fast_path import FAST_PATH_KEY, FastPath
 from pkgcache.http.request_cycle import REQUEST_CYCLE_KEY, RequestCycle, add_fallback, add_get
 from pkgcache.pypi.index import PypiIndex
-from pkgcache.pypi.routes import PYPI_INDEX_KEY, PYPI_ROUTES_KEY, add_pypi_routes
+from pkgcache.pypi.routes import PYPI_INDEX_KEY, add_pypi_routes
+from pkgcache.service.metrics import status_extras
+from pkgcache.service.operations import install_operations
 from pkgcache.stats import RequestStats
 from pkgcache.storage.downloads import Downloader
 from pkgcache.storage.refreshing import RefreshingFiles
@@ -89,17 +89,18 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
     app[POOLS_KEY] = pools
     app[STARTED_KEY] = time.time()
 
+    if not settings.access.users:
+        # Answers from memory before routing (http/fast_path.py); with users, every read checks them.
+        app[FAST_PATH_KEY] = FastPath(cycle)
     if settings.pypi.enabled:
         pools["pypi"] = _pypi_pool(settings.pypi.upstreams, settings.upstream)
-        add_pypi_routes(app, PypiIndex(settings.pypi, pools["pypi"], store, downloader))
+        index = PypiIndex(settings.pypi, pools["pypi"], store, downloader)
+        add_pypi_routes(app, index, app.get(FAST_PATH_KEY))
     if settings.conda.enabled:
         pools["conda"] = _conda_pool(settings.conda.upstreams, settings.upstream)
         refreshing = RefreshingFiles(store, downloader)
         add_conda_routes(app, CondaChannels(settings.conda, pools["conda"], store, downloader, refreshing))
 
-    if settings.pypi.enabled and not settings.access.users:
-        # Fresh pages in memory answered before routing (http/hit_path.py); with users, every read checks them.
-        app[HIT_PATH_KEY] = HitPath(app[PYPI_ROUTES_KEY], cycle)
     app.on_startup.append(_start_access_log)
     if worker is not None:
         install_worker(app, worker, cycle.stats)

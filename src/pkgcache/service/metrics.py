@@ -16,9 +16,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from pkgcache import __version__
+from pkgcache.cache_state import CacheState
 from pkgcache.http.request_cycle import add_get
-from pkgcache.http.state import OPERATIONS_KEY, Operations, operations
-from pkgcache.storage.cache_state import CacheState
+from pkgcache.service.state import OPERATIONS_KEY, Operations, operations
 
 METRICS_REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
 
