@@ -66,6 +66,9 @@ class ServerConfig(_Section):
     log_level: str = "info"
     # Serving processes sharing the port: 0 = one per CPU core (at most 4), 1 = a single process.
     workers: int = Field(0, ge=0, le=64)
+    # A client that takes longer than this to send its request headers is disconnected (slowloris).
+    header_timeout: float = Field(10.0, gt=0, description="seconds a client has to send its request headers")
+    keepalive_timeout: float = Field(15.0, gt=0, description="seconds an idle keep-alive connection is kept")
 
     def worker_count(self) -> int:
         """How many serving processes to run. Several need Linux (SO_REUSEPORT spreading connections, fork)."""
@@ -87,7 +90,15 @@ class UpstreamPolicy(_Section):
     user_agent: str = f"pkgcache/{__version__}"
     connect_timeout: float = Field(10.0, gt=0)
     read_timeout: float = Field(60.0, gt=0, description="longest silence while reading a response")
+    # Below the clients' own timeouts (pip gives up after 15 s): a silent mirror is left for the next one in time.
+    first_byte_timeout: float = Field(10.0, gt=0, description="seconds to wait for an upstream's answer to start")
+    # A body arriving slower than this (averaged over rate_window) is taken over by the next upstream, resuming
+    # where it stopped; the last upstream left is never given up on for being slow.
+    min_rate: int = Field(10240, ge=0, description="bytes per second an upstream must keep up; 0: no minimum")
+    rate_window: float = Field(10.0, gt=0, description="seconds over which min_rate is measured")
+    slot_wait: float = Field(2.0, ge=0, description="seconds to wait for a busy upstream before trying the next")
     cooldown: float = Field(60.0, ge=0, description="seconds a failing upstream is skipped")
+    max_retry_after: float = Field(3600.0, ge=0, description="longest rest an upstream's Retry-After can ask for")
     max_connections: int = Field(8, ge=1, description="concurrent connections per upstream")
     max_redirects: int = Field(5, ge=0)
     # An HTTP proxy for reaching upstreams (e.g. "http://proxy.corp:3128"); None: connect directly. The

@@ -118,8 +118,8 @@ async def _send_immutable(request: web.Request, found: Path | Download, filename
 
 
 def _note_upstream(request: web.Request, download: Download) -> None:
-    if download.upstream is not None:
-        request[UPSTREAM_USED] = download.upstream.name
+    if download.source is not None:
+        request[UPSTREAM_USED] = download.source
 
 
 def _error(exc: Exception) -> web.StreamResponse:

@@ -21,11 +21,12 @@ from pkgcache.conda.channels import SHARD_INDEX, Channel, UnknownPath
 from pkgcache.conda.records import expected_of, find_record
 from pkgcache.conda.shards import InvalidShardIndex, record_in_shard, rewrite_shard_index, shard_for
 from pkgcache.config import CondaConfig, CondaUpstream
-from pkgcache.storage.downloads import Download, Downloader, Expected
+from pkgcache.storage.downloads import Download, Expected
 from pkgcache.storage.filetypes import magic_for
 from pkgcache.storage.refreshing import FileMeta, Lookup, RefreshingFiles
 from pkgcache.storage.store import CacheStore
-from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamError, UpstreamNotFound, UpstreamPool
+from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamError, UpstreamNotFound
+from pkgcache.upstream.transfer import Fetcher
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +51,13 @@ class CondaChannels:
     def __init__(
         self,
         config: CondaConfig,
-        pool: UpstreamPool,
+        fetcher: Fetcher,
         store: CacheStore,
-        downloader: Downloader,
         refreshing: RefreshingFiles,
     ) -> None:
         self.config = config
-        self.pool = pool
+        self.fetcher = fetcher
         self.store = store
-        self.downloader = downloader
         self.refreshing = refreshing
         self._channels = {path: Channel(*path.split("/", 1)) for path in config.channels}
         self._upstreams: dict[str, CondaUpstream] = {upstream.name: upstream for upstream in config.upstreams}
@@ -95,11 +94,11 @@ class CondaChannels:
         ttl = self.config.index_ttl
         if filename == SHARD_INDEX:
             # Served only once rewritten to point at pkgcache, so never streamed while it downloads.
-            _, meta, state = await self.refreshing.fetch_now(self.pool, path, target, ttl, self._rewrite_shard_index)
+            _, meta, state = await self.refreshing.fetch_now(path, target, ttl, self._rewrite_shard_index)
             return Lookup(state, path, meta)
         if filename.endswith(".zst") and filename.removesuffix(".zst") in COMPRESSIBLE and subdir:
             return await self._zst_index(channel, subdir, filename, path, target)
-        return await self.refreshing.get(self.pool, path, target, ttl)
+        return await self.refreshing.get(path, target, ttl)
 
     async def _rewrite_shard_index(self, path: Path, meta: FileMeta) -> None:
         temp = self.store.new_temp_path(path.name)
@@ -114,7 +113,7 @@ class CondaChannels:
         if meta is not None and meta.extra.get("generated"):
             return await self._generated_zst(channel, subdir, filename, path, meta)
         try:
-            found = await self.refreshing.get(self.pool, path, target, self.config.index_ttl)
+            found = await self.refreshing.get(path, target, self.config.index_ttl)
             if found.download is not None:
                 await found.download.wait_started()  # raises the upstream's 404, if that is its answer
             return found
@@ -159,7 +158,7 @@ class CondaChannels:
         """An index file, waited for until it is whole on disk; its metadata."""
         path = self._path(channel, subdir, filename)
         target = self._target(channel, f"{subdir}/{filename}")
-        _, meta, _ = await self.refreshing.fetch_now(self.pool, path, target, self.config.index_ttl)
+        _, meta, _ = await self.refreshing.fetch_now(path, target, self.config.index_ttl)
         return meta
 
     # --- packages ---
@@ -174,8 +173,7 @@ class CondaChannels:
         if record is None:
             raise PackageNotInRepodata(f"{channel.path}/{subdir} has no package {filename}")
         hashes, size = expected_of(record)
-        download = self.downloader.get_or_start(
-            self.pool,
+        download = self.fetcher.download(
             path,
             self._target(channel, f"{subdir}/{filename}"),
             Expected(hashes=hashes, size=size, magic=magic_for(filename)),
@@ -192,7 +190,7 @@ class CondaChannels:
             meta = await self.refreshing.meta_for(repodata)
             if meta is not None and meta.age() > MISSING_PACKAGE_RECHECK_SECONDS:
                 target = self._target(channel, f"{subdir}/{repodata.name}")
-                await self.refreshing.refresh_now(self.pool, repodata, target)
+                await self.refreshing.refresh_now(repodata, target)
                 record = await asyncio.to_thread(find_record, repodata, filename)
         return record
 
@@ -201,7 +199,7 @@ class CondaChannels:
         for name in ("repodata.json", "repodata.json.zst"):
             path = self._path(channel, subdir, name)
             meta = await self.refreshing.meta_for(path)
-            if meta is not None and not meta.missing and not self.downloader.is_being_written(path):
+            if meta is not None and not meta.missing and not self.fetcher.is_being_written(path):
                 return path
         found = await self.index_file(channel, subdir, "repodata.json.zst")
         if found.download is not None:
@@ -235,8 +233,7 @@ class CondaChannels:
             return path
         self.store.require_writable()
         shard_base = await self._upstream_shards_base(channel, subdir)
-        download = self.downloader.get_or_start(
-            self.pool,
+        download = self.fetcher.download(
             path,
             lambda upstream: shard_base(upstream) + shard_name if shard_base(upstream) else None,
             Expected(hashes={"sha256": shard_name.removesuffix(".msgpack.zst")}, magic=magic_for(shard_name)),

@@ -188,8 +188,8 @@ async def send_download(
     response = web.StreamResponse(
         headers={"Content-Type": content_type, "Cache-Control": cache_control, CACHE_STATE_HEADER: CacheState.MISS}
     )
-    if download.total is not None:
-        response.content_length = download.total
+    if download.length is not None:
+        response.content_length = download.length
     await response.prepare(request)
     if request.method == "HEAD":
         return response

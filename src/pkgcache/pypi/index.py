@@ -28,7 +28,7 @@ from pkgcache.pypi.model import DistFile, ProjectPage
 from pkgcache.pypi.names import METADATA_SUFFIX
 from pkgcache.pypi.parse import InvalidPage, parse_project_page
 from pkgcache.pypi.render import JSON_CONTENT_TYPE, render_html, render_json, with_charset
-from pkgcache.storage.downloads import Download, Downloader, Expected
+from pkgcache.storage.downloads import Download, Expected
 from pkgcache.storage.filetypes import magic_for
 from pkgcache.storage.store import READER_RECHECK_SECONDS, CacheStore, Stamp, file_stamp
 from pkgcache.upstream.pool import (
@@ -39,6 +39,7 @@ from pkgcache.upstream.pool import (
     UpstreamPool,
     read_limited,
 )
+from pkgcache.upstream.transfer import Fetcher
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +121,11 @@ class CachedPage:
 class PypiIndex:
     """Project pages and files of the PyPI side, over a shared pool, store and downloader."""
 
-    def __init__(self, config: PypiConfig, pool: UpstreamPool, store: CacheStore, downloader: Downloader) -> None:
+    def __init__(self, config: PypiConfig, fetcher: Fetcher, store: CacheStore) -> None:
         self.config = config
-        self.pool = pool
+        self.fetcher = fetcher
+        self.pool: UpstreamPool = fetcher.pool
         self.store = store
-        self.downloader = downloader
         self._upstream_config = {upstream.name: upstream for upstream in config.upstreams}
         self._memory: collections.OrderedDict[str, CachedPage] = collections.OrderedDict()
         self._refreshes: dict[str, asyncio.Task[CachedPage]] = {}
@@ -232,7 +233,7 @@ class PypiIndex:
             previous.fetched_at = time.time()
             previous.refresh_error = None
             return previous
-        body = await read_limited(response, MAX_PAGE_BYTES)
+        body = await read_limited(response, MAX_PAGE_BYTES, self.pool.policy)
         try:
             page = await asyncio.to_thread(parse_project_page, body, str(response.url), project)
         except InvalidPage as exc:
@@ -317,11 +318,8 @@ class PypiIndex:
         if found is None:
             raise FileNotListed(f"{project} has no file {filename}")
         dist, is_metadata = found
-        download = self.downloader.get_or_start(
-            self.pool,
-            path,
-            self._file_target(entry.upstream, dist.url, is_metadata),
-            _expected(dist, is_metadata),
+        download = self.fetcher.download(
+            path, self._file_target(entry.upstream, dist.url, is_metadata), _expected(dist, is_metadata)
         )
         return path if download is None else download
 

@@ -157,8 +157,8 @@ class PypiRoutes:
             return send_cached_file(request, found, content_type)
         request[CACHE_STATE] = CacheState.MISS
         response = await send_download(request, found, content_type)
-        if found.upstream is not None:
-            request[UPSTREAM_USED] = found.upstream.name
+        if found.source is not None:
+            request[UPSTREAM_USED] = found.source
         return response
 
 

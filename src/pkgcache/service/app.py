@@ -23,6 +23,7 @@ from pkgcache.storage.downloads import Downloader
 from pkgcache.storage.refreshing import RefreshingFiles
 from pkgcache.storage.store import CacheStore
 from pkgcache.upstream.pool import Upstream, UpstreamPolicySettings, UpstreamPool
+from pkgcache.upstream.transfer import Fetcher
 from pkgcache.workers.context import WorkerContext
 from pkgcache.workers.forwarding import Forwarder
 from pkgcache.workers.worker_app import (
@@ -58,6 +59,11 @@ def make_pool(upstreams: list[tuple[str, str, int | None]], policy: UpstreamPoli
             cooldown=policy.cooldown,
             max_redirects=policy.max_redirects,
             proxy=policy.proxy,
+            first_byte_timeout=policy.first_byte_timeout,
+            min_rate=policy.min_rate,
+            rate_window=policy.rate_window,
+            slot_wait=policy.slot_wait,
+            max_retry_after=policy.max_retry_after,
         ),
     )
 
@@ -94,12 +100,13 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
         app[FAST_PATH_KEY] = FastPath(cycle)
     if settings.pypi.enabled:
         pools["pypi"] = _pypi_pool(settings.pypi.upstreams, settings.upstream)
-        index = PypiIndex(settings.pypi, pools["pypi"], store, downloader)
+        index = PypiIndex(settings.pypi, Fetcher(pools["pypi"], downloader), store)
         add_pypi_routes(app, index, app.get(FAST_PATH_KEY))
     if settings.conda.enabled:
         pools["conda"] = _conda_pool(settings.conda.upstreams, settings.upstream)
-        refreshing = RefreshingFiles(store, downloader)
-        add_conda_routes(app, CondaChannels(settings.conda, pools["conda"], store, downloader, refreshing))
+        fetcher = Fetcher(pools["conda"], downloader)
+        refreshing = RefreshingFiles(store, fetcher)
+        add_conda_routes(app, CondaChannels(settings.conda, fetcher, store, refreshing))
 
     app.on_startup.append(_start_access_log)
     if worker is not None:

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from pkgcache.cache_state import CacheState
-from pkgcache.storage.downloads import Download, Downloader, Expected
+from pkgcache.storage.downloads import Download, Expected
 from pkgcache.storage.store import READER_RECHECK_SECONDS, CacheStore
-from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamNotFound, UpstreamPool
+from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamNotFound
+from pkgcache.upstream.transfer import Fetcher
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,9 @@ AfterFetch = Callable[[Path, FileMeta], Awaitable[None]]
 class RefreshingFiles:
     """Mutable cached files with a time-to-live, revalidation, stale serving and remembered 404s."""
 
-    def __init__(self, store: CacheStore, downloader: Downloader) -> None:
+    def __init__(self, store: CacheStore, fetcher: Fetcher) -> None:
         self.store = store
-        self.downloader = downloader
+        self.fetcher = fetcher
         self._meta: dict[Path, FileMeta] = {}
         self._revalidating: set[Path] = set()
         # A reader (a worker that does not write the cache) reads sidecars again now and then: the writer changes them.
@@ -72,7 +73,6 @@ class RefreshingFiles:
 
     async def get(
         self,
-        pool: UpstreamPool,
         path: Path,
         target: TargetFor,
         ttl: float,
@@ -92,31 +92,30 @@ class RefreshingFiles:
         if meta is not None and meta.missing:
             # A stale "not there" stays the answer while one background request asks again: clients treat a
             # 404 on optional files as "use another form", but a 5xx as fatal.
-            self._fetch(pool, path, target, after_fetch)
+            self._fetch(path, target, after_fetch)
             raise UpstreamNotFound(path.name)
         if meta is not None:
-            self._revalidate_in_background(pool, path, target, meta, after_fetch)
+            self._revalidate_in_background(path, target, meta, after_fetch)
             return Lookup(CacheState.STALE, path, meta)
-        return Lookup(CacheState.MISS, path, None, self._fetch(pool, path, target, after_fetch))
+        return Lookup(CacheState.MISS, path, None, self._fetch(path, target, after_fetch))
 
-    def _fetch(self, pool: UpstreamPool, path: Path, target: TargetFor, after_fetch: AfterFetch | None) -> Download:
-        download = self.downloader.get_or_start(
-            pool,
+    def _fetch(self, path: Path, target: TargetFor, after_fetch: AfterFetch | None) -> Download:
+        download = self.fetcher.download(
             path,
             target,
             Expected(),
             replace=True,
             on_done=lambda finished: self._record(finished, after_fetch),
-            compressed_transfer=True,
+            compressed=True,
         )
         assert download is not None  # replace=True always gives a download
         return download
 
     async def fetch_now(
-        self, pool: UpstreamPool, path: Path, target: TargetFor, ttl: float, after_fetch: AfterFetch | None = None
+        self, path: Path, target: TargetFor, ttl: float, after_fetch: AfterFetch | None = None
     ) -> tuple[Path, FileMeta, str]:
         """Like `get`, but wait until the file is whole and recorded (for callers that read it themselves)."""
-        found = await self.get(pool, path, target, ttl, after_fetch)
+        found = await self.get(path, target, ttl, after_fetch)
         if found.download is not None:
             await found.download.wait_finished()
             found.meta = await self.meta_for(path)
@@ -146,13 +145,13 @@ class RefreshingFiles:
         return meta
 
     async def refresh_now(
-        self, pool: UpstreamPool, path: Path, target: TargetFor, after_fetch: AfterFetch | None = None
+        self, path: Path, target: TargetFor, after_fetch: AfterFetch | None = None
     ) -> FileMeta | None:
         """Revalidate a cached file now and wait for the outcome (e.g. a package missing from old repodata)."""
         meta = await self.meta_for(path)
         if meta is None or meta.missing:
             return None
-        download = self._revalidate_in_background(pool, path, target, meta, after_fetch)
+        download = self._revalidate_in_background(path, target, meta, after_fetch)
         if download is not None:
             # The after-download hook has recorded the outcome by the time waiters are woken.
             with contextlib.suppress(Exception):
@@ -160,10 +159,10 @@ class RefreshingFiles:
         return await self.meta_for(path)
 
     def _revalidate_in_background(
-        self, pool: UpstreamPool, path: Path, target: TargetFor, meta: FileMeta, after_fetch: AfterFetch | None
+        self, path: Path, target: TargetFor, meta: FileMeta, after_fetch: AfterFetch | None
     ) -> Download | None:
-        if path in self._revalidating or self.downloader.is_being_written(path):
-            return self.downloader.running(path)
+        if path in self._revalidating or self.fetcher.is_being_written(path):
+            return self.fetcher.running(path)
         self._revalidating.add(path)
 
         def validators(upstream: Upstream) -> dict[str, str]:
@@ -189,8 +188,8 @@ class RefreshingFiles:
             else:
                 await self._record(download, after_fetch)
 
-        return self.downloader.get_or_start(
-            pool, path, target, Expected(), validators, replace=True, on_done=done, compressed_transfer=True
+        return self.fetcher.download(
+            path, target, Expected(), headers=validators, replace=True, on_done=done, compressed=True
         )
 
     async def _record(self, download: Download, after_fetch: AfterFetch | None) -> None:
@@ -202,10 +201,10 @@ class RefreshingFiles:
             return
         if download.error is not None or download.not_modified:
             return
-        headers = download.response_headers
+        headers = download.headers
         meta = FileMeta(
             fetched_at=time.time(),
-            upstream=download.upstream.name if download.upstream else None,
+            upstream=download.source,
             etag=headers.get("ETag"),
             last_modified=headers.get("Last-Modified"),
         )
