@@ -20,8 +20,8 @@ import click
 from pkgcache import daemon
 from pkgcache.config import ConfigError, Settings, load_settings
 from pkgcache.formatting import format_bytes
-from pkgcache.pypi.index import project_entries
 from pkgcache.pypi.names import BadName, check_filename, normalize_project
+from pkgcache.pypi.pages import project_entries
 from pkgcache.service.admin import parse_size, pypi_file_entries
 from pkgcache.storage.eviction import Freed, collect_offline, remove_entries
 from pkgcache.storage.store import CacheStore, UnsafePath

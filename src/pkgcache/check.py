@@ -18,8 +18,8 @@ import aiohttp
 
 from pkgcache.config import Settings
 from pkgcache.formatting import format_bytes
-from pkgcache.pypi.index import UPSTREAM_ACCEPT
 from pkgcache.pypi.parse import InvalidPage, parse_project_page
+from pkgcache.pypi.upstream_index import UPSTREAM_ACCEPT
 from pkgcache.upstream.pool import UpstreamError, UpstreamPolicySettings, make_client_session, read_limited
 
 DEFAULT_PROJECT = "pip"

@@ -21,17 +21,18 @@ from pkgcache.http.responses import (
     send_cached_file,
     send_download,
 )
-from pkgcache.pypi.index import CachedPage, FileNotListed, PypiIndex, Rendered
 from pkgcache.pypi.names import METADATA_SUFFIX, BadName, check_filename, normalize_project
 from pkgcache.pypi.negotiate import choose_format
+from pkgcache.pypi.pages import CachedPage, Rendered
 from pkgcache.pypi.render import (
     JSON_CONTENT_TYPE,
     render_project_list_html,
     render_project_list_json,
     with_charset,
 )
+from pkgcache.pypi.source import FileNotListed, IndexSource
 
-PYPI_INDEX_KEY = web.AppKey("pypi_index", PypiIndex)
+PYPI_INDEX_KEY = web.AppKey("pypi_index", IndexSource)
 PAGES_PREFIX = "/pypi/simple/"
 NOT_ACCEPTABLE = (
     "none of the formats in your Accept header is served here; ask for application/vnd.pypi.simple.v1+json, "
@@ -39,7 +40,7 @@ NOT_ACCEPTABLE = (
 )
 
 
-def add_pypi_routes(app: web.Application, index: PypiIndex, fast_path: FastPath | None = None) -> None:
+def add_pypi_routes(app: web.Application, index: IndexSource, fast_path: FastPath | None = None) -> None:
     app[PYPI_INDEX_KEY] = index
     routes = app[PYPI_ROUTES_KEY] = PypiRoutes(index)
     if fast_path is not None:
@@ -64,7 +65,7 @@ async def project_page_without_slash(request: web.Request) -> web.StreamResponse
 class PypiRoutes:
     """The handlers that need the index, bound to it."""
 
-    def __init__(self, index: PypiIndex) -> None:
+    def __init__(self, index: IndexSource) -> None:
         self.index = index
 
     async def project_list(self, request: web.Request) -> web.StreamResponse:
@@ -95,9 +96,12 @@ class PypiRoutes:
         content_type = _negotiated_format(request)
         if content_type is None:
             return None
+        rendered = entry.rendered_now(content_type)
+        if rendered is None:
+            return None  # a big page not rendered in this format yet: rendered off the event loop by the route
         request[CACHE_STATE] = CacheState.HIT
         request[UPSTREAM_USED] = entry.upstream
-        return self._page_response(request, entry, CacheState.HIT, entry.rendered(content_type))
+        return self._page_response(request, entry, CacheState.HIT, rendered)
 
     async def project_page(self, request: web.Request) -> web.StreamResponse:
         raw_name = request.match_info["project"]
@@ -117,7 +121,7 @@ class PypiRoutes:
             return _page_error(project, exc)
         request[CACHE_STATE] = state
         request[UPSTREAM_USED] = entry.upstream
-        return self._page_response(request, entry, state, entry.rendered(content_type))
+        return self._page_response(request, entry, state, await entry.rendered(content_type))
 
     def _page_response(
         self, request: web.Request, entry: CachedPage, state: CacheState, rendered: Rendered
@@ -125,7 +129,7 @@ class PypiRoutes:
         age = entry.age()
         headers = {
             **rendered.headers,
-            "Cache-Control": f"max-age={max(0, int(self.index.config.index_ttl - age))}",
+            "Cache-Control": f"max-age={max(0, int(self.index.index_ttl - age))}",
             "Age": str(int(age)),
             CACHE_STATE_HEADER: state,
         }

@@ -23,8 +23,8 @@ from pkgcache.conda.channels import FileKind, UnknownPath, check_subdir, kind_of
 from pkgcache.http.auth import admin_refusal
 from pkgcache.http.request_cycle import add_post
 from pkgcache.http.responses import error_for, plain_error
-from pkgcache.pypi.index import project_entries
 from pkgcache.pypi.names import METADATA_SUFFIX, BadName, check_filename, normalize_project
+from pkgcache.pypi.pages import project_entries
 from pkgcache.pypi.routes import PYPI_INDEX_KEY
 from pkgcache.service.state import operations
 from pkgcache.storage.eviction import Freed
@@ -85,7 +85,7 @@ async def purge_pypi_project(request: web.Request) -> web.StreamResponse:
     project = _project(request)
     freed = await ops.keeper.purge(project_entries(ops.store, project))
     # After the files are gone, so that a request reading the page back from disk meanwhile is forgotten too.
-    request.app[PYPI_INDEX_KEY].purge(project)
+    request.app[PYPI_INDEX_KEY].forget(project)
     return _freed_answer(freed, request, project=project)
 
 

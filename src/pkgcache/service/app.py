@@ -14,8 +14,12 @@ from pkgcache.config import CondaUpstream, PypiUpstream, Settings, UpstreamPolic
 from pkgcache.http.access_log import AccessLog
 from pkgcache.http.fast_path import FAST_PATH_KEY, FastPath
 from pkgcache.http.request_cycle import REQUEST_CYCLE_KEY, RequestCycle, add_fallback, add_get
-from pkgcache.pypi.index import PypiIndex
+from pkgcache.pypi.cached_index import CachedIndex
+from pkgcache.pypi.pages import PageMemory, PageStore
+from pkgcache.pypi.replica_index import ReplicaIndex
 from pkgcache.pypi.routes import PYPI_INDEX_KEY, add_pypi_routes
+from pkgcache.pypi.source import IndexSource
+from pkgcache.pypi.upstream_index import UpstreamIndex
 from pkgcache.service.metrics import status_extras
 from pkgcache.service.operations import install_operations
 from pkgcache.stats import RequestStats
@@ -76,6 +80,14 @@ def _conda_pool(upstreams: list[CondaUpstream], policy: UpstreamPolicy) -> Upstr
     return make_pool([(u.name, u.pkgs_url, u.max_connections) for u in upstreams], policy)
 
 
+def _pypi_index(settings: Settings, pool: UpstreamPool, store: CacheStore, downloader: Downloader) -> IndexSource:
+    """The PyPI side's chain of index layers: chosen once, here (pypi/source.py says what each does)."""
+    pages, memory = PageStore(store), PageMemory()
+    if not store.writable:
+        return ReplicaIndex(settings.pypi, pages, memory)
+    return CachedIndex(settings.pypi, UpstreamIndex(settings.pypi, Fetcher(pool, downloader)), pages, memory)
+
+
 def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.Application:
     """The whole service in one process (`worker` None), or one worker of several (see workers/)."""
     app = web.Application()
@@ -100,8 +112,7 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
         app[FAST_PATH_KEY] = FastPath(cycle)
     if settings.pypi.enabled:
         pools["pypi"] = _pypi_pool(settings.pypi.upstreams, settings.upstream)
-        index = PypiIndex(settings.pypi, Fetcher(pools["pypi"], downloader), store)
-        add_pypi_routes(app, index, app.get(FAST_PATH_KEY))
+        add_pypi_routes(app, _pypi_index(settings, pools["pypi"], store, downloader), app.get(FAST_PATH_KEY))
     if settings.conda.enabled:
         pools["conda"] = _conda_pool(settings.conda.upstreams, settings.upstream)
         fetcher = Fetcher(pools["conda"], downloader)
