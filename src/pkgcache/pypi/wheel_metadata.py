@@ -18,6 +18,7 @@ with `zip_records`, so a cached wheel and a ranged read are checked alike. Anyth
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,26 @@ class RangeReader(Protocol):
     """
 
     async def __call__(self, start: int | None, length: int) -> RangeAnswer: ...
+
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+)")
+
+
+def range_answer(status: int, content_range: str | None, body: bytes) -> RangeAnswer:
+    """The `RangeAnswer` in an HTTP answer to a range request, for a `RangeReader` to return.
+
+    Only a 206 with `Content-Range: bytes first-last/size` that `body` fills is one; anything else raises
+    `RangesNotSupported` (check the status before reading a body: a 200 carries the whole file).
+    """
+    if status != 206:
+        raise RangesNotSupported(f"answered {status} to a range request")
+    match = _CONTENT_RANGE.fullmatch((content_range or "").strip())
+    if match is None:
+        raise RangesNotSupported(f"206 with an unusable Content-Range {content_range!r}")
+    first, last, size = (int(group) for group in match.groups())
+    if last < first or last >= size or len(body) != last - first + 1:
+        raise RangesNotSupported(f"Content-Range {content_range!r} does not match the {len(body)} bytes sent")
+    return RangeAnswer(first, body, size)
 
 
 @dataclass
@@ -180,7 +201,7 @@ def metadata_path(names: Iterable[str], filename: str) -> str:
         found = ", ".join(dist_infos) or "none"
         raise MetadataUnavailable(f"{filename}: needs exactly one .dist-info directory, found {found}")
     directory = dist_infos[0]
-    if not _names_project_version(directory.removesuffix(".dist-info"), project, version):
+    if not names_project_version(directory.removesuffix(".dist-info"), project, version):
         raise MetadataUnavailable(f"{filename}: {directory} is not the .dist-info of {project} {version}")
     path = f"{directory}/METADATA"
     copies = names.count(path)
@@ -197,8 +218,9 @@ def _wheel_name_and_version(filename: str) -> tuple[NormalizedName, Version]:
     return project, version
 
 
-def _names_project_version(stem: str, project: NormalizedName, version: Version) -> bool:
-    """Whether `stem` (`name-version`, spelled as any tool wrote it) names this project and version.
+def names_project_version(stem: str, project: NormalizedName, version: Version) -> bool:
+    """Whether `stem` (`name-version`, spelled as any tool wrote it: a .dist-info or sdist top directory) names
+    this project and version.
 
     Every hyphen is tried as the separator, as old names may hold hyphens and versions may be spelled `1.0-1`.
     """
@@ -270,7 +292,7 @@ def _plan_metadata_read(filename: str, size: int | None, tail_length: int) -> Ge
     sparse = _SparseFile(size)
     first = ByteRange(None, tail_length) if size is None else _tail_of(size, tail_length)
     yield from _fetch(sparse, first)
-    end = yield from _find_end_record(sparse)
+    end = yield from _find_end_record(sparse, tail_length)
     directory = zip_records.central_directory_of(end, MAX_CENTRAL_DIRECTORY)
     before_directory = max(0, directory.offset - min(directory.size, MAX_READ_BEFORE_DIRECTORY))
     yield from _ensure(sparse, directory.offset, directory.end, widen_from=before_directory)
@@ -322,13 +344,15 @@ def _check_answer(answer: RangeAnswer, wanted: ByteRange, size: int | None) -> N
         )
 
 
-def _find_end_record(sparse: _SparseFile) -> Generator[ByteRange, RangeAnswer, EndRecord]:
+def _find_end_record(sparse: _SparseFile, tail_length: int) -> Generator[ByteRange, RangeAnswer, EndRecord]:
     assert sparse.size is not None
     tail = sparse.tail()
     end = zip_records.find_end_record(tail.data, tail.start, sparse.size)
     if end is None and tail.start > 0:
-        # A long archive comment pushed the record out of the first read: fetch all it could take.
-        yield from _ensure(sparse, max(0, sparse.size - zip_records.END_RECORD_SEARCH), sparse.size)
+        # A long archive comment pushed the record out of the first read: fetch all it could take, and as much
+        # again before it, where the central directory (and maybe METADATA) are.
+        search_from = max(0, sparse.size - zip_records.END_RECORD_SEARCH)
+        yield from _ensure(sparse, search_from, sparse.size, widen_from=max(0, search_from - tail_length))
         tail = sparse.tail()
         end = zip_records.find_end_record(tail.data, tail.start, sparse.size)
     if end is None:
