@@ -19,7 +19,7 @@ from pkgcache.conda.channels import (
     kind_of,
     media_type,
 )
-from pkgcache.conda.service import CondaChannels, PackageNotInRepodata, UnknownChannel
+from pkgcache.conda.source import ChannelSource, Lookup, PackageNotInRepodata, UnknownChannel
 from pkgcache.http.request_cycle import add_get
 from pkgcache.http.responses import (
     CACHE_STATE,
@@ -32,13 +32,12 @@ from pkgcache.http.responses import (
     send_download,
 )
 from pkgcache.storage.downloads import Download
-from pkgcache.storage.refreshing import Lookup
 
-CONDA_CHANNELS_KEY = web.AppKey("conda_channels", CondaChannels)
+CONDA_CHANNELS_KEY = web.AppKey("conda_channels", ChannelSource)
 ROOTS = ("pkgs", "cloud")
 
 
-def add_conda_routes(app: web.Application, channels: CondaChannels) -> None:
+def add_conda_routes(app: web.Application, channels: ChannelSource) -> None:
     app[CONDA_CHANNELS_KEY] = channels
     add_get(app, "/conda/{root}/{name}/{subdir}/shards/{shard}", shard_file)
     add_get(app, "/conda/{root}/{name}/{subdir}/{filename}", subdir_file)
@@ -96,10 +95,10 @@ async def _send_index(request: web.Request, found: Lookup, filename: str) -> web
     if found.download is not None:
         _note_upstream(request, found.download)
         return await send_download(
-            request, found.download, media_type(filename), f"public, max-age={int(service.config.index_ttl)}"
+            request, found.download, media_type(filename), f"public, max-age={int(service.index_ttl)}"
         )
     meta = found.meta
-    remaining = 0 if meta is None or found.state == CacheState.STALE else service.config.index_ttl - meta.age()
+    remaining = 0 if meta is None or found.state == CacheState.STALE else service.index_ttl - meta.age()
     response = send_cached_file(request, found.path, media_type(filename), f"public, max-age={max(0, int(remaining))}")
     response.headers[CACHE_STATE_HEADER] = found.state
     if meta is not None and meta.upstream:

@@ -8,8 +8,13 @@ import time
 from aiohttp import web
 
 from pkgcache import __version__
+from pkgcache.conda.cached_channels import CachedChannels, ChannelPaths
+from pkgcache.conda.generated_zst import GeneratedZst
+from pkgcache.conda.index_files import IndexFiles
+from pkgcache.conda.replica_channels import ReplicaChannels
 from pkgcache.conda.routes import CONDA_CHANNELS_KEY, add_conda_routes
-from pkgcache.conda.service import CondaChannels
+from pkgcache.conda.source import ChannelSource
+from pkgcache.conda.upstream_channels import UpstreamChannels
 from pkgcache.config import CondaUpstream, PypiUpstream, Settings, UpstreamPolicy
 from pkgcache.http.access_log import AccessLog
 from pkgcache.http.fast_path import FAST_PATH_KEY, FastPath
@@ -24,7 +29,7 @@ from pkgcache.service.metrics import status_extras
 from pkgcache.service.operations import install_operations
 from pkgcache.stats import RequestStats
 from pkgcache.storage.downloads import Downloader
-from pkgcache.storage.refreshing import RefreshingFiles
+from pkgcache.storage.sidecars import Sidecars
 from pkgcache.storage.store import CacheStore
 from pkgcache.upstream.pool import Upstream, UpstreamPolicySettings, UpstreamPool
 from pkgcache.upstream.transfer import Fetcher
@@ -88,6 +93,16 @@ def _pypi_index(settings: Settings, pool: UpstreamPool, store: CacheStore, downl
     return CachedIndex(settings.pypi, UpstreamIndex(settings.pypi, Fetcher(pool, downloader)), pages, memory)
 
 
+def _conda_channels(settings: Settings, pool: UpstreamPool, store: CacheStore, downloader: Downloader) -> ChannelSource:
+    """The conda side's chain of layers: chosen once, here (conda/source.py says what each does)."""
+    paths, sidecars = ChannelPaths(settings.conda, store), Sidecars(store)
+    if not store.writable:
+        return GeneratedZst(ReplicaChannels(settings.conda, paths, sidecars), paths, sidecars)
+    origin = UpstreamChannels(settings.conda, Fetcher(pool, downloader))
+    cached = CachedChannels(settings.conda, paths, origin, IndexFiles(origin.fetcher, sidecars))
+    return GeneratedZst(cached, paths, sidecars)
+
+
 def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.Application:
     """The whole service in one process (`worker` None), or one worker of several (see workers/)."""
     app = web.Application()
@@ -115,9 +130,7 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
         add_pypi_routes(app, _pypi_index(settings, pools["pypi"], store, downloader), app.get(FAST_PATH_KEY))
     if settings.conda.enabled:
         pools["conda"] = _conda_pool(settings.conda.upstreams, settings.upstream)
-        fetcher = Fetcher(pools["conda"], downloader)
-        refreshing = RefreshingFiles(store, fetcher)
-        add_conda_routes(app, CondaChannels(settings.conda, fetcher, store, refreshing))
+        add_conda_routes(app, _conda_channels(settings, pools["conda"], store, downloader))
 
     app.on_startup.append(_start_access_log)
     if worker is not None:

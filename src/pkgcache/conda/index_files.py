@@ -1,84 +1,48 @@
-"""Files that change upstream (conda's repodata and friends), kept fresh like a good CDN would.
+"""A channel's index files (repodata and friends), kept fresh like a good CDN would: the writing worker's way.
 
-Each file has a small metadata sidecar (`<file>.meta`) saying which upstream gave it, its validators and when it was
-last checked. A fresh file is served as it is; a stale one is served at once while one background request
-revalidates it (`If-None-Match` / `If-Modified-Since` to the upstream that gave it); a missing one is fetched and
-streamed to the clients that wait for it. "Every upstream says 404" is remembered for the time-to-live too, so the
-probes clients make for optional files (`.zst`, shards) cost the upstreams nothing most of the time.
+Each file has a sidecar (`<file>.meta`, storage/sidecars.py) saying which upstream gave it, its validators and
+when it was last checked. A fresh file is served as it is; a stale one is served at once while one background
+request revalidates it (`If-None-Match` / `If-Modified-Since` to the upstream that gave it); a missing one is
+fetched and streamed to the clients that wait for it. "Every upstream says 404" is remembered for the
+time-to-live too, so the probes clients make for optional files (`.zst`, shards) cost the upstreams nothing most
+of the time. A new version replaces the old one only once it is whole and passes its shape check
+(conda/index_checks.py): a mirror's error page never replaces a good copy.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pkgcache.cache_state import CacheState
+from pkgcache.conda.index_checks import content_check_for
+from pkgcache.conda.source import Lookup
 from pkgcache.storage.downloads import Download, Expected
-from pkgcache.storage.store import READER_RECHECK_SECONDS, CacheStore
+from pkgcache.storage.sidecars import FileMeta, Sidecars
 from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamNotFound
 from pkgcache.upstream.transfer import Fetcher
 
 log = logging.getLogger(__name__)
 
-META_SUFFIX = ".meta"
-
-
-@dataclass
-class FileMeta:
-    """What pkgcache knows about one refreshing file."""
-
-    fetched_at: float
-    upstream: str | None = None
-    etag: str | None = None
-    last_modified: str | None = None
-    missing: bool = False  # every upstream said 404
-    size: int | None = None  # of the file this describes, to notice a sidecar that no longer matches it
-    mtime_ns: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def age(self) -> float:
-        return max(0.0, time.time() - self.fetched_at)
-
-
-@dataclass
-class Lookup:
-    """The answer to "give me this file": a path to serve, or a download to follow, and how it was found."""
-
-    state: str
-    path: Path
-    meta: FileMeta | None = None
-    download: Download | None = None
-
-
 AfterFetch = Callable[[Path, FileMeta], Awaitable[None]]
 
 
-class RefreshingFiles:
-    """Mutable cached files with a time-to-live, revalidation, stale serving and remembered 404s."""
+class IndexFiles:
+    """Changing files with a time-to-live, revalidation, stale serving and remembered 404s."""
 
-    def __init__(self, store: CacheStore, fetcher: Fetcher) -> None:
-        self.store = store
+    def __init__(self, fetcher: Fetcher, sidecars: Sidecars) -> None:
         self.fetcher = fetcher
-        self._meta: dict[Path, FileMeta] = {}
+        self.sidecars = sidecars
         self._revalidating: set[Path] = set()
-        # A reader (a worker that does not write the cache) reads sidecars again now and then: the writer changes them.
-        self._reader = not store.writable
-        self._read_at: dict[Path, float] = {}
 
-    async def get(
-        self,
-        path: Path,
-        target: TargetFor,
-        ttl: float,
-        after_fetch: AfterFetch | None = None,
-    ) -> Lookup:
-        """The file at `path`, fetched or revalidated through `pool` as its age requires.
+    async def meta_for(self, path: Path) -> FileMeta | None:
+        return await self.sidecars.meta_for(path)
+
+    async def get(self, path: Path, target: TargetFor, ttl: float, after_fetch: AfterFetch | None = None) -> Lookup:
+        """The file at `path`, fetched or revalidated as its age requires.
 
         Raises UpstreamNotFound when every upstream says it does not exist (remembered for `ttl`), and the pool's
         other errors when there is no copy and no upstream can give one. `after_fetch` runs on each new version
@@ -103,7 +67,7 @@ class RefreshingFiles:
         download = self.fetcher.download(
             path,
             target,
-            Expected(),
+            _expected(path),
             replace=True,
             on_done=lambda finished: self._record(finished, after_fetch),
             compressed=True,
@@ -113,7 +77,7 @@ class RefreshingFiles:
 
     async def fetch_now(
         self, path: Path, target: TargetFor, ttl: float, after_fetch: AfterFetch | None = None
-    ) -> tuple[Path, FileMeta, str]:
+    ) -> tuple[Path, FileMeta, CacheState]:
         """Like `get`, but wait until the file is whole and recorded (for callers that read it themselves)."""
         found = await self.get(path, target, ttl, after_fetch)
         if found.download is not None:
@@ -124,24 +88,10 @@ class RefreshingFiles:
         assert found.meta is not None
         return path, found.meta, found.state
 
-    async def meta_for(self, path: Path) -> FileMeta | None:
-        """The file's metadata if the file and its sidecar agree; None when there is no usable copy."""
-        meta = self._meta.get(path)
-        if meta is not None and not (self._reader and time.monotonic() - self._read_at[path] > READER_RECHECK_SECONDS):
-            return meta
-        meta = await asyncio.to_thread(self._load_meta, path)
-        if meta is None:
-            self._meta.pop(path, None)
-            return None
-        self._meta[path] = meta
-        self._read_at[path] = time.monotonic()
-        return meta
-
-    async def record_generated(self, path: Path, extra: dict[str, Any]) -> FileMeta:
+    async def record_generated(self, path: Path, extra: dict[str, object]) -> FileMeta:
         """Record metadata for a file pkgcache made itself (e.g. a .zst made from the .json)."""
-        meta = FileMeta(fetched_at=time.time(), upstream=None, extra=extra)
-        await asyncio.to_thread(self._save_meta, path, meta)
-        self._meta[path] = meta
+        meta = FileMeta(fetched_at=time.time(), upstream=None, extra=dict(extra))
+        await self.sidecars.save(path, meta)
         return meta
 
     async def refresh_now(
@@ -163,7 +113,6 @@ class RefreshingFiles:
     ) -> Download | None:
         if path in self._revalidating or self.fetcher.is_being_written(path):
             return self.fetcher.running(path)
-        self._revalidating.add(path)
 
         def validators(upstream: Upstream) -> dict[str, str]:
             # Validators only mean something to the upstream that issued them.
@@ -184,20 +133,21 @@ class RefreshingFiles:
                 log.warning("revalidating %s failed; serving the cached copy: %s", path.name, download.error)
             elif download.not_modified:
                 meta.fetched_at = time.time()
-                await asyncio.to_thread(self._save_meta, path, meta)
+                await self.sidecars.save(path, meta)
             else:
                 await self._record(download, after_fetch)
 
-        return self.fetcher.download(
-            path, target, Expected(), headers=validators, replace=True, on_done=done, compressed=True
+        download = self.fetcher.download(
+            path, target, _expected(path), headers=validators, replace=True, on_done=done, compressed=True
         )
+        # Only once it started: a revalidation that could not start is tried again by the next request.
+        self._revalidating.add(path)
+        return download
 
     async def _record(self, download: Download, after_fetch: AfterFetch | None) -> None:
         path = download.final_path
         if isinstance(download.error, UpstreamNotFound):
-            meta = FileMeta(fetched_at=time.time(), missing=True)
-            await asyncio.to_thread(self._save_meta, path, meta)
-            self._meta[path] = meta
+            await self.sidecars.save(path, FileMeta(fetched_at=time.time(), missing=True))
             return
         if download.error is not None or download.not_modified:
             return
@@ -210,40 +160,8 @@ class RefreshingFiles:
         )
         if after_fetch is not None:
             await after_fetch(path, meta)
-        await asyncio.to_thread(self._save_meta, path, meta)
-        self._meta[path] = meta
-
-    # --- sidecars (blocking: called in worker threads) ---
-
-    def _save_meta(self, path: Path, meta: FileMeta) -> None:
-        if not meta.missing:
-            try:
-                stat = path.stat()
-            except FileNotFoundError:
-                return
-            meta.size, meta.mtime_ns = stat.st_size, stat.st_mtime_ns
-        self.store.write_json_atomic(_sidecar(path), asdict(meta))
-
-    def _load_meta(self, path: Path) -> FileMeta | None:
-        data = self.store.read_json(_sidecar(path))
-        if not isinstance(data, dict):
-            return None
-        try:
-            meta = FileMeta(**data)
-        except TypeError:
-            return None
-        if meta.missing:
-            return meta
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            return None
-        if (stat.st_size, stat.st_mtime_ns) != (meta.size, meta.mtime_ns):
-            # The file was replaced after this sidecar was written (a crash between the two renames): the copy
-            # is still whole, but its validators are not its own, so it must be revalidated from scratch.
-            return FileMeta(fetched_at=0.0, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
-        return meta
+        await self.sidecars.save(path, meta)
 
 
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + META_SUFFIX)
+def _expected(path: Path) -> Expected:
+    return Expected(content_check=content_check_for(path.name))
