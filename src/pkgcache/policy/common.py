@@ -31,9 +31,16 @@ class RuleRef:
     text: str  # the rule as written (or its setting's value)
     index: int | None = None  # position in the side's `deny` or `allow` list
     reason: str | None = None
+    description: str = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "description", self._describe())  # built once: every refusal quotes it
 
     def describe(self) -> str:
         """The rule in words an admin finds in the config file, e.g. `[pypi] deny[2] "requests>=2.32,<3"`."""
+        return self.description
+
+    def _describe(self) -> str:
         if self.kind in ("deny", "allow"):
             where = f"[{self.side}] {self.kind}[{self.index}] {_quoted(self.text)}"
         elif self.kind == "allow_only":
@@ -65,7 +72,7 @@ ALLOWED = Verdict(True)
 
 
 def refusal(subject: str, rule: RuleRef, detail: str = "", available_at: datetime | None = None) -> Verdict:
-    message = f"{subject} is refused by pkgcache's policy: {rule.describe()}"
+    message = f"{subject} is refused by pkgcache's policy: {rule.description}"
     return Verdict(False, rule, message + (f"; {detail}" if detail else ""), available_at)
 
 
@@ -151,17 +158,18 @@ def glob_to_regex(pattern: str, *, ignore_case: bool = False) -> re.Pattern[str]
 class NameIndex(Generic[T]):
     """Items keyed by name or name pattern, looked up by a (normalised) name.
 
-    Exact names go in a dict. Patterns are grouped by their first two literal characters, so a lookup tries only
-    the few patterns that could match besides those starting with a wildcard. `lookup` keeps the items' order.
+    Exact names go in a dict. Patterns are filed under their literal prefix (what comes before the first
+    wildcard), so a lookup tries only the patterns whose prefix the name starts with, and those that start with a
+    wildcard. `lookup` keeps the order the items were given in.
     """
 
     def __init__(self, entries: Iterable[tuple[str, T]], normalize: Callable[[str], str]) -> None:
-        self._normalize = normalize
         self._exact: dict[str, list[tuple[int, T]]] = {}
         self._by_prefix: dict[str, list[tuple[int, re.Pattern[str], T]]] = {}
         self._anywhere: list[tuple[int, re.Pattern[str], T]] = []
         for position, (name, item) in enumerate(entries):
             self._add(position, normalize(name), item)
+        self._prefix_lengths = sorted({len(prefix) for prefix in self._by_prefix})
 
     def _add(self, position: int, name: str, item: T) -> None:
         if not is_pattern(name):
@@ -169,8 +177,8 @@ class NameIndex(Generic[T]):
             return
         prefix = _WILDCARDS.split(name, maxsplit=1)[0]
         entry = (position, glob_to_regex(name), item)
-        if len(prefix) >= 2:
-            self._by_prefix.setdefault(prefix[:2], []).append(entry)
+        if prefix:
+            self._by_prefix.setdefault(prefix, []).append(entry)
         else:
             self._anywhere.append(entry)
 
@@ -180,8 +188,10 @@ class NameIndex(Generic[T]):
     def lookup(self, name: str) -> list[T]:
         """Every item whose name or pattern matches `name` (already normalised), in the order they were given."""
         found = list(self._exact.get(name, ()))
-        for candidates in (self._by_prefix.get(name[:2], ()), self._anywhere):
-            found.extend((position, item) for position, regex, item in candidates if regex.match(name))
+        candidates = [self._by_prefix.get(name[:length], ()) for length in self._prefix_lengths]
+        candidates.append(self._anywhere)
+        for group in candidates:
+            found.extend((position, item) for position, regex, item in group if regex.match(name))
         if len(found) > 1:
             found.sort(key=lambda pair: pair[0])
         return [item for _, item in found]

@@ -130,12 +130,6 @@ class CondaRule:
         return self.exempt is not None and self.exempt.matches(name)
 
     def matches(self, facts: RecordFacts | PinFacts) -> bool | None:
-        if self.version is not None:
-            version = _parse_version(facts.version_text) if facts.version_text else None
-            if version is None:
-                return self.ref.kind == "deny"  # unreadable version: deny rules take it, allow rules do not
-            if not self.version.matches(version):
-                return False
         unknown = False
         for pattern, value in ((self.build, facts.build), (self.kind, facts.kind)):
             if pattern is None:
@@ -148,6 +142,13 @@ class CondaRule:
             if facts.license is None:
                 unknown = True
             elif not any(pattern.match(facts.license) for pattern in self.licenses):
+                return False
+        if self.version is not None:
+            version = _parse_version(facts.version_text) if facts.version_text else None
+            if version is None:
+                if self.ref.kind != "deny":  # unreadable version: deny rules take it, allow rules do not
+                    return False
+            elif not self.version.matches(version):
                 return False
         return None if unknown else True
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, Self
 
@@ -73,10 +73,11 @@ class Plan:
     deny: tuple[CompiledRule, ...]
     allow: tuple[CompiledRule, ...] | None  # None: allow_only is off
     age_exempt: bool
+    rules_only_age: bool = field(init=False)  # nothing but the release age to check
 
-    @property
-    def rules_only_age(self) -> bool:
-        return self.whole is None and not self.blocks and not self.deny and self.allow is None
+    def __post_init__(self) -> None:
+        only_age = self.whole is None and not self.blocks and not self.deny and self.allow is None
+        object.__setattr__(self, "rules_only_age", only_age)
 
 
 @dataclass(frozen=True, slots=True)

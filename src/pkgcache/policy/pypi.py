@@ -119,24 +119,34 @@ def _wheel_tags(filename: str) -> frozenset[str]:
 
 
 class FileFacts:
-    """What rules read of one file. For a pin without a file name, `kind` is None (not known)."""
+    """What rules read of one file, each fact worked out when a rule first asks for it.
 
-    __slots__ = ("_tags", "filename", "kind", "version_text")
+    For a pin without a file name, `kind` is None (not known) and the version is the pin's.
+    """
 
-    def __init__(self, filename: str | None, kind: FileKind | None, version_text: str | None) -> None:
+    __slots__ = ("_tags", "_version_text", "filename", "kind", "project")
+
+    def __init__(self, project: str, filename: str | None, kind: FileKind | None, version_text: str | None) -> None:
+        self.project = project
         self.filename = filename
         self.kind = kind
-        self.version_text = version_text
+        self._version_text = version_text
         self._tags: frozenset[str] | None = None
 
     @classmethod
     def of_file(cls, project: str, filename: str) -> FileFacts:
-        kind = file_kind(filename)
-        return cls(filename, kind, _version_text(project, filename, kind))
+        return cls(project, filename, file_kind(filename), None)
+
+    @property
+    def version_text(self) -> str | None:
+        if self._version_text is None and self.filename is not None and self.kind is not None:
+            self._version_text = _version_text(self.project, self.filename, self.kind)
+        return self._version_text
 
     @property
     def version(self) -> Version | None:
-        return None if self.version_text is None else _parse_version(self.version_text)
+        text = self.version_text
+        return None if text is None else _parse_version(text)
 
     @property
     def tags(self) -> frozenset[str]:
@@ -166,21 +176,27 @@ class PypiRule:
     def exempts(self, name: str) -> bool:
         return self.exempt is not None and self.exempt.matches(name)
 
+    def _kind_and_tag_match(self, facts: FileFacts) -> bool:
+        if self.kind is not None and facts.kind != self.kind:
+            return False
+        return self.tag is None or (facts.kind == "wheel" and any(map(self.tag.match, facts.tags)))
+
     def matches(self, facts: FileFacts) -> bool | None:
+        unknown = False
+        if self.kind is not None or self.tag is not None:
+            if facts.kind is None:
+                unknown = True
+            elif not self._kind_and_tag_match(facts):
+                return False
         if self.specifier is not None:
             version = facts.version
             if version is None:
                 # A version no rule can read: deny rules take it, allow rules do not (both fail closed).
-                return self.ref.kind == "deny"
-            if not self.specifier.contains(version, prereleases=True):
+                if self.ref.kind != "deny":
+                    return False
+            elif not self.specifier.contains(version, prereleases=True):
                 return False
-        if self.kind is None and self.tag is None:
-            return True
-        if facts.kind is None:
-            return None
-        if self.kind is not None and facts.kind != self.kind:
-            return False
-        return self.tag is None or (facts.kind == "wheel" and any(self.tag.match(tag) for tag in facts.tags))
+        return None if unknown else True
 
 
 def split_string_rule(text: str) -> tuple[str, str | None]:
@@ -320,7 +336,7 @@ class PypiPolicy(SidePolicy):
         for pin in pins:
             name = normalize_name(pin.name)
             kind = file_kind(pin.filename) if pin.filename else None
-            facts = FileFacts(pin.filename, kind, pin.version)
+            facts = FileFacts(name, pin.filename, kind, pin.version)
             results.append(self.decide_pin(pin, self.plan(name), facts, moment))
         return results
 
