@@ -24,6 +24,8 @@ from pkgcache.policy import (
 )
 from pkgcache.policy.common import format_duration
 from pkgcache.policy.conda import CondaPolicy
+from pkgcache.policy.conda import allow_rules_for as conda_allow_rules_for
+from pkgcache.policy.pypi import allow_rules_for as pypi_allow_rules_for
 from pkgcache.pypi.model import DistFile
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -624,6 +626,35 @@ def test_conda_pins_are_checked_with_what_they_say() -> None:
     assert unknown_time.verdict and unknown_time.notes == (
         'release time not given: [conda] min_release_age = "7d" not checked',
     )
+
+
+def test_an_allow_list_made_from_a_lock_file_serves_that_lock_file_and_nothing_else() -> None:
+    locked = [Pin("Requests", "2.32.3"), Pin("idna", "3.7"), Pin("urllib3", "2.2.1"), Pin("idna", "3.7")]
+    rules = pypi_allow_rules_for(locked)
+    assert rules == ["idna==3.7", "requests==2.32.3", "urllib3==2.2.1"]  # what `uv export` lines look like
+    policy = pypi(allow_only=True, allow=rules)
+    assert served(policy, "requests", "requests-2.32.3-py3-none-any.whl", "requests-2.32.4-py3-none-any.whl") == [
+        "requests-2.32.3-py3-none-any.whl"
+    ]
+    assert served(policy, "idna", "idna-3.7.tar.gz", "idna-3.6.tar.gz") == ["idna-3.7.tar.gz"]
+    assert not policy.check_project("certifi")
+    assert all(result.verdict for result in policy.check_requirements(locked, now=NOW))
+
+    conda_locked = [Pin("numpy", "1.26.4", build="py312h1234_0"), Pin("python", "3.12.3")]
+    conda_rules = conda_allow_rules_for(conda_locked)
+    assert conda_rules == ["numpy ==1.26.4 py312h1234_0", "python ==3.12.3"]
+    only_locked = conda(allow_only=True, allow=conda_rules)
+    records = dict(
+        [
+            record("numpy", "1.26.4", "py312h1234_0"),
+            record("numpy", "1.26.4", "py311h1234_0"),
+            record("python", "3.12.3", "h0_cpython"),
+            record("python", "3.12.30", "h0_cpython"),
+            record("pandas", "2.2.0"),
+        ]
+    )
+    kept = only_locked.filter_records(CHANNEL, SUBDIR, records, now=NOW).kept
+    assert sorted(kept) == ["numpy-1.26.4-py312h1234_0.conda", "python-3.12.3-h0_cpython.conda"]
 
 
 # --- speed (printed, not asserted) --------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Literal
@@ -337,3 +337,12 @@ def name_from_filename(filename: str) -> str:
     """A package's name from its file name (`NAME-VERSION-BUILD.conda`), for records that lack `name`."""
     stem = filename.removesuffix(".conda").removesuffix(".tar.bz2")
     return stem.rsplit("-", 2)[0].lower()
+
+
+def allow_rules_for(pins: Iterable[Pin]) -> list[str]:
+    """Allow rules admitting exactly these pins (`name ==version build`, the build when the pin has one), sorted."""
+    rules = set()
+    for pin in pins:
+        build = f" {pin.build}" if pin.build else ""
+        rules.add(f"{normalize_name(pin.name)} =={pin.version}{build}")
+    return sorted(rules)

@@ -347,3 +347,8 @@ def _released(dist: PageFile, first_seen: Callable[[str], datetime | None] | Non
         seen = first_seen(dist.filename)
         released = None if seen is None else epoch_of(seen)
     return released
+
+
+def allow_rules_for(pins: Iterable[Pin]) -> list[str]:
+    """Allow rules admitting exactly these pins (`name==version`), e.g. every package of a lock file, sorted."""
+    return sorted({f"{normalize_name(pin.name)}=={pin.version}" for pin in pins})
