@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
-from pkgcache.config import CondaConfig, PypiConfig
+from pkgcache.config import CondaConfig, PypiConfig, Settings
 from pkgcache.policy import (
     Block,
     CondaPolicySettings,
@@ -129,6 +129,22 @@ def test_the_policy_keys_sit_in_the_pypi_and_conda_sections_beside_their_own() -
     gpl = record("readline", "8.2", license="GPL-3.0-only")
     assert not CondaPolicy(conda_section).check_record(CHANNEL, SUBDIR, *gpl, now=NOW)
     assert CondaPolicy(conda_section).check_record("pkgs/main", SUBDIR, *gpl, now=NOW)  # the rule names conda-forge
+
+
+class MountedSettings(Settings):
+    pypi: MountedPypi = Field(default_factory=MountedPypi)
+    conda: MountedConda = Field(default_factory=MountedConda)
+
+
+def test_policy_keys_come_from_the_environment_like_every_other_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PKGCACHE_PYPI__MIN_RELEASE_AGE", "36h")
+    monkeypatch.setenv("PKGCACHE_CONDA__DENY", '["numpy >=2", {"name": "*", "license": "*GPL*"}]')
+    settings = MountedSettings()
+    assert settings.pypi.min_release_age == timedelta(hours=36)
+    policy = CondaPolicy(settings.conda)
+    assert policy.describe() == ['[conda] deny[0] "numpy >=2"', '[conda] deny[1] "* (license=*GPL*)"']
+    # The fingerprint reads the policy keys only, not the section's other keys.
+    assert policy.fingerprint == conda(deny=settings.conda.deny).fingerprint
 
 
 @pytest.mark.parametrize(

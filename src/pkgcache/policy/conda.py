@@ -295,7 +295,7 @@ class CondaPolicy(SidePolicy):
         refused: dict[str, Verdict] = {}
         until: float | None = None
         for filename, record in records.items():
-            name = record.get("name") or name_from_filename(filename)
+            name = (record.get("name") or name_from_filename(filename)).lower()
             plan = plans.get((channel, name)) or plan_of(name, channel)
             released = None
             if age and not plan.age_exempt:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, Self
@@ -175,11 +175,26 @@ class SidePolicy:
     def _fingerprint(self) -> str:
         content = {
             "side": self.side,
-            "settings": self.settings.model_dump(mode="json", by_alias=True),
+            # Only the policy's own keys: the section it is mounted in holds others (upstreams, ttl...).
+            "settings": self.settings.model_dump(
+                mode="json", by_alias=True, include=set(self.settings_type.model_fields)
+            ),
             "blocks": [block.as_json() for block in self.blocks],
         }
         encoded = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(encoded).hexdigest()[:16]
+
+    def describe(self) -> list[str]:
+        """Every rule and block in the words refusals use, for the status page and logs."""
+        lines = [rule.ref.describe() for rule in (*self._deny_rules, *self._allow_rules)]
+        if self.settings.allow_only:
+            lines.append(self._allow_only_ref.describe().split(",")[0])
+        if self._age_ref is not None:
+            exempt = self.settings.min_release_age_exempt
+            lines.append(self._age_ref.describe() + (f" (exempt: {', '.join(exempt)})" if exempt else ""))
+            lines.append(self._unknown_ref.describe())
+        lines += [f"blocked: {block.describe()}" for block in self.blocks]
+        return lines
 
     @property
     def is_empty(self) -> bool:
@@ -277,10 +292,3 @@ def earliest(current: float | None, candidate: datetime | None) -> float | None:
         return current
     value = candidate.timestamp()
     return value if current is None or value < current else current
-
-
-def describe_rules(policy: SidePolicy) -> Sequence[str]:
-    """Every rule of a policy in the words messages use, for status pages and logs."""
-    lines = [rule.ref.describe() for rule in (*policy._deny_rules, *policy._allow_rules)]
-    lines += [f"blocked: {block.describe()}" for block in policy.blocks]
-    return lines
