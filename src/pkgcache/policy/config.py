@@ -79,7 +79,7 @@ PypiRuleEntry = str | PypiRuleTable
 CondaRuleEntry = str | CondaRuleTable
 
 
-class _PolicySettings(BaseModel):
+class PolicySettingsBase(BaseModel):
     """The policy settings of one side. Defaults: no minimum age, no rules: everything is served."""
 
     model_config = ConfigDict(extra="forbid")
@@ -110,7 +110,7 @@ class _PolicySettings(BaseModel):
         raise NotImplementedError
 
 
-class PypiPolicySettings(_PolicySettings):
+class PypiPolicySettings(PolicySettingsBase):
     """The `[pypi]` policy keys."""
 
     deny: list[PypiRuleEntry] = Field(default_factory=list, description='rules refusing files, e.g. "evil-*"')
@@ -123,7 +123,7 @@ class PypiPolicySettings(_PolicySettings):
         compile_rule(entry, "deny", 0)
 
 
-class CondaPolicySettings(_PolicySettings):
+class CondaPolicySettings(PolicySettingsBase):
     """The `[conda]` policy keys."""
 
     deny: list[CondaRuleEntry] = Field(default_factory=list, description='rules refusing packages, e.g. "numpy <1.20"')

@@ -33,14 +33,10 @@ from pkgcache.policy.common import (
     from_epoch,
     refusal,
 )
-from pkgcache.policy.config import _PolicySettings
+from pkgcache.policy.config import PolicySettingsBase
 
 # Plans kept per policy before the cache is emptied and refilled (a plan is a few hundred bytes).
 MAX_PLANS = 200_000
-
-
-class Facts(Protocol):
-    """What a side knows of one file; rules read it."""
 
 
 class CompiledRule(Protocol):
@@ -114,9 +110,9 @@ class SidePolicy:
     """The rules of one side, compiled; a subclass is one side's vocabulary."""
 
     side: ClassVar[Side]
-    settings_type: ClassVar[type[_PolicySettings]]
+    settings_type: ClassVar[type[PolicySettingsBase]]
 
-    def __init__(self, settings: _PolicySettings | None = None, blocks: Iterable[Block] = ()) -> None:
+    def __init__(self, settings: PolicySettingsBase | None = None, blocks: Iterable[Block] = ()) -> None:
         self.settings = settings if settings is not None else self.settings_type()
         self._deny_rules = [self.compile_rule(entry, "deny", i) for i, entry in enumerate(self.settings.deny)]
         self._allow_rules = [self.compile_rule(entry, "allow", i) for i, entry in enumerate(self.settings.allow)]
