@@ -26,7 +26,7 @@ from pkgcache.policy.common import format_duration
 from pkgcache.policy.conda import CondaPolicy
 from pkgcache.policy.conda import allow_rules_for as conda_allow_rules_for
 from pkgcache.policy.pypi import allow_rules_for as pypi_allow_rules_for
-from pkgcache.pypi.model import DistFile
+from pkgcache.pypi.model import DistFile, ProjectPage
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 OLD = "2024-01-01T00:00:00Z"
@@ -374,6 +374,25 @@ def test_age_and_rules_apply_to_the_page_model_the_index_layer_uses() -> None:
     result = pypi(min_release_age="3d", deny=["pkg==1.5"]).filter_page_files("pkg", files, now=NOW)
     assert result.kept == (files[0],)  # the same objects, in their order
     assert [v.rule.kind for _, v in result.refused if v.rule] == ["min_release_age", "deny"]
+
+
+def test_a_filtered_page_drops_the_versions_whose_files_are_all_refused() -> None:
+    page = ProjectPage(
+        "pkg",
+        (
+            DistFile("pkg-1.0.tar.gz", "https://example.org/a", upload_time=OLD),
+            DistFile("pkg-1.0-py3-none-any.whl", "https://example.org/b", upload_time=OLD),
+            DistFile("pkg-2.0.tar.gz", "https://example.org/c", upload_time=OLD),
+            DistFile("pkg-2.0-py3-none-any.whl", "https://example.org/d", upload_time=OLD),
+        ),
+        versions=("0.9", "1.0", "2.0"),  # 0.9 has no files: the upstream lists it anyway
+        last_serial=7,
+    )
+    filtered, result = pypi(deny=["pkg==2", {"name": "pkg", "kind": "sdist"}]).filter_page(page, now=NOW)
+    assert filtered.files == (page.files[1],) and len(result.refused) == 3
+    assert filtered.versions == ("0.9", "1.0") and filtered.last_serial == 7 and filtered.name == "pkg"
+    same, _ = pypi(deny=["other"]).filter_page(page, now=NOW)
+    assert same is page
 
 
 def test_a_policy_without_rules_hands_back_every_file() -> None:

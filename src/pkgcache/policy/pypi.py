@@ -7,6 +7,7 @@ can be told why instead of seeing an empty page. A file's version is read from i
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -53,6 +54,22 @@ class PageFile(Protocol):
 
 
 F = TypeVar("F", bound=PageFile)
+
+
+class Page(Protocol):
+    """What `filter_page` reads of a project page (`pypi.model.ProjectPage` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def files(self) -> Sequence[PageFile]: ...
+
+    @property
+    def versions(self) -> Sequence[str] | None: ...
+
+
+P = TypeVar("P", bound=Page)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +124,12 @@ def _version_text(project: str, filename: str, kind: FileKind) -> str | None:
             rest = stem[position + 1 :]
             return rest.split("-")[0] if kind == "other" else rest  # eggs: NAME-VERSION-pyX.Y.egg
     return None
+
+
+def _version_key(project: str, filename: str) -> Version | str | None:
+    """A file's version as compared with `versions` entries: parsed when it can be, else its text."""
+    text = _version_text(project, filename, file_kind(filename))
+    return None if text is None else (_parse_version(text) or text)
 
 
 def _wheel_tags(filename: str) -> frozenset[str]:
@@ -304,6 +327,31 @@ class PypiPolicy(SidePolicy):
                 refused.append((dist, verdict))
                 until = earliest(until, verdict.available_at)
         return PageFilter(tuple(kept), tuple(refused), None if until is None else from_epoch(until))
+
+    def filter_page(
+        self,
+        page: P,
+        *,
+        now: datetime | None = None,
+        first_seen: Callable[[str], datetime | None] | None = None,
+    ) -> tuple[P, PageFilter[Any]]:
+        """A project page (a dataclass with `name`, `files` and PEP 700 `versions`, like `pypi.model.ProjectPage`)
+        with only the files served, and the split itself.
+
+        A version all of whose files are refused leaves `versions` too, so nothing names a release that cannot
+        be had; versions listed without files stay. The same page object comes back when nothing is refused.
+        """
+        result = self.filter_page_files(page.name, page.files, now=now, first_seen=first_seen)
+        if not result.changed:
+            return page, result
+        versions = page.versions
+        if versions is not None:
+            project = normalize_name(page.name)
+            gone = {_version_key(project, dist.filename) for dist, _ in result.refused}
+            gone -= {_version_key(project, dist.filename) for dist in result.kept}
+            gone.discard(None)  # files whose version cannot be read say nothing of `versions`
+            versions = tuple(v for v in versions if _parse_version(v) not in gone and v not in gone)
+        return dataclasses.replace(page, files=result.kept, versions=versions), result
 
     def check_file(
         self,
