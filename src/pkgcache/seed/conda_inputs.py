@@ -244,8 +244,15 @@ def read_pixi_lock(doc: Mapping[str, Any], path: Path, plan: SeedPlan) -> None:
         try:
             _read_pixi_package(fields.table(entry, "a packages entry"), origin, uses, indexes, plan)
         except EntryError as exc:
-            name = entry.get("name") if isinstance(entry, Mapping) else None
-            plan.error(origin, f"package {name or index + 1}: {exc}")
+            plan.error(origin, f"package {_pixi_label(entry, index)}: {exc}")
+
+
+def _pixi_label(entry: Any, index: int) -> str:
+    """How an error names a packages entry: its name, else its file name (v6+ binary entries have no name)."""
+    if not isinstance(entry, Mapping):
+        return str(index + 1)
+    location = next((entry[k] for k in ("conda", "pypi", "url", "path") if isinstance(entry.get(k), str)), "")
+    return str(entry.get("name") or filename_from_url(location) or index + 1)
 
 
 def _pixi_platform_subdirs(doc: Mapping[str, Any]) -> dict[str, str]:
