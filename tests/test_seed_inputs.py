@@ -126,13 +126,13 @@ def test_a_uv_lock_made_by_uv_yields_every_file_of_both_forks_with_hash_size_ind
 
     assert errors(plan) == []
     assert [i.format for i in plan.inputs] == [InputFormat.UV_LOCK]
-    assert plan.inputs[0].environments == ("sys_platform == 'win32'", "sys_platform != 'win32'")
+    assert plan.inputs[0].environments == ('sys_platform == "win32"', 'sys_platform != "win32"')
     assert plan.inputs[0].requires_python == ">=3.10"
     assert_locked_files_match_the_index(plan, official_upstream)
     found = files_by_name(plan)
     assert {f.index_url for f in found.values()} == {official_upstream.index_url}
-    assert found["alpha-1.0-py3-none-any.whl"].markers == ("sys_platform == 'win32'",)
-    assert found["alpha-2.0.tar.gz"].markers == ("sys_platform != 'win32'",)
+    assert found["alpha-1.0-py3-none-any.whl"].markers == ('sys_platform == "win32"',)
+    assert found["alpha-2.0.tar.gz"].markers == ('sys_platform != "win32"',)
     assert found["alpha-2.0.tar.gz"].version == "2.0"
     # The project itself is built from its source: skipped, and said so.
     assert [(s.what, s.reason) for s in plan.skipped] == [
@@ -445,7 +445,7 @@ def test_a_uv_lock_keeps_every_platform_wheel_and_skips_what_no_index_serves(tmp
     assert found["numpy-2.0.2-cp39-cp39-macosx_14_0_arm64.whl"].sha256 == sha("np-mac")
     assert found["torch-2.3.0+cpu-cp39-cp39-linux_x86_64.whl"].index_url == "https://download.example.org/whl/cpu"
     assert found["torch-2.3.0+cpu-cp39-cp39-linux_x86_64.whl"].size is None
-    assert plan.inputs[0].environments == ("sys_platform == 'linux'", "sys_platform == 'darwin'")
+    assert plan.inputs[0].environments == ('sys_platform == "linux"', 'sys_platform == "darwin"')
     assert [(s.origin.line, s.reason.split(":")[0]) for s in plan.skipped] == [
         (9, "a local project"),
         (14, "a version-control checkout"),
@@ -1278,4 +1278,21 @@ def test_the_same_file_from_two_inputs_is_one_cache_path_and_a_different_hash_fo
     assert distinct["pypi/files/attrs/attrs-25.1.0-py3-none-any.whl"].origin.path == first
     assert [str(c) for c in plan.hash_conflicts()] == [
         f"{second}:6: pypi/files/attrs/attrs-25.1.0-py3-none-any.whl: its sha256 differs from {first}:6's"
+    ]
+
+
+def test_a_malformed_marker_in_a_lock_file_is_an_error_at_its_package_and_the_rest_is_read(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "pdm.lock",
+        PDM_LOCK.replace('marker = "sys_platform == \\"win32\\""', 'marker = "sys_platform = win32"'),
+    )
+
+    plan = read_inputs([path])
+
+    assert "pywin32-308-cp311-cp311-win_amd64.whl" not in files_by_name(plan)
+    assert len(plan.pypi_files) == 3
+    assert errors(plan) == [
+        f"{path}:30: package pywin32: 'sys_platform = win32' is not an environment marker: "
+        "Expected marker operator, one of <=, <, !=, ==, >=, >, ~=, ===, in, not in"
     ]

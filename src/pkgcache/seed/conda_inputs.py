@@ -26,7 +26,7 @@ from .documents import LineList
 from .fields import EntryError
 from .model import CondaFile, CondaSpec, InputFile, InputFormat, Origin, PypiFile, SeedPlan
 from .references import check_digest, filename_from_url, is_remote_url, unseedable_reason
-from .requirements_txt import read_requirement_lines
+from .requirements_txt import clean_lines, read_requirement_lines
 
 # noarch, or <platform>-<arch> as conda names them (linux-64, osx-arm64, win-64, emscripten-wasm32...).
 _SUBDIR = re.compile(r"^(noarch|[a-z0-9]+-[a-z0-9_]+)$")
@@ -197,7 +197,7 @@ def _read_pip_section(pip_lines: Any, path: Path, plan: SeedPlan, origin: Origin
         return
     numbered = [(_line_of(pip_lines, index) or origin.line or 0, line) for index, line in enumerate(pip_lines)]
     # conda hands these to pip as a requirements file beside environment.yml: includes are relative to it.
-    read_requirement_lines(numbered, path, path.parent, plan)
+    read_requirement_lines(clean_lines(numbered), path, path.parent, plan)
 
 
 def _line_of(items: list[Any], index: int) -> int | None:

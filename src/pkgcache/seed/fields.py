@@ -3,8 +3,10 @@ entry (reported with its line), never a crash that loses the rest of the file.""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
+
+from packaging.markers import InvalidMarker, Marker
 
 T = TypeVar("T")
 
@@ -61,3 +63,15 @@ def strings(value: Any, what: str) -> tuple[str, ...]:
     if not all(isinstance(item, str) for item in found):
         raise EntryError(f"{what} is not a list of strings")
     return tuple(found)
+
+
+def markers(values: Iterable[str]) -> tuple[str, ...]:
+    """Environment markers in packaging's normal spelling (`sys_platform == "win32"`), so that markers from
+    every lock format compare equal and `Marker(m).evaluate(...)` works on them; EntryError for a bad one."""
+    normal = []
+    for value in values:
+        try:
+            normal.append(str(Marker(value)))
+        except InvalidMarker as exc:
+            raise EntryError(f"{value!r} is not an environment marker: {str(exc).splitlines()[0]}") from None
+    return tuple(normal)

@@ -137,7 +137,9 @@ def read_uv_lock(doc: Mapping[str, Any], text: str, path: Path, plan: SeedPlan) 
         plan.error(Origin(path), f"uv.lock version {version!r} is not one this reader knows (1)")
         return
     try:
-        markers = fields.strings(doc.get("supported-markers") or doc.get("resolution-markers"), "markers")
+        markers = fields.markers(
+            fields.strings(doc.get("supported-markers") or doc.get("resolution-markers"), "markers")
+        )
         requires_python = fields.text(doc, "requires-python")
         packages = fields.items(doc.get("package"), "[[package]]")
     except EntryError as exc:
@@ -166,7 +168,7 @@ def _read_uv_package(package: Mapping[str, Any], origin: Origin, plan: SeedPlan)
         "origin": origin,
         "version": fields.text(package, "version"),
         "index_url": registry if is_remote_url(registry) else None,
-        "markers": fields.strings(package.get("resolution-markers"), "resolution-markers"),
+        "markers": fields.markers(fields.strings(package.get("resolution-markers"), "resolution-markers")),
     }
     dists = [*fields.items(package.get("wheels"), "wheels")]
     if package.get("sdist") is not None:
@@ -212,9 +214,9 @@ def read_poetry_lock(doc: Mapping[str, Any], text: str, path: Path, plan: SeedPl
 def _poetry_markers(package: Mapping[str, Any]) -> tuple[str, ...]:
     markers = package.get("markers")
     if isinstance(markers, str):
-        return (markers,)
+        return fields.markers([markers])
     if isinstance(markers, Mapping):  # one marker per dependency group (lock-version 2.1)
-        return tuple(dict.fromkeys(str(marker) for marker in markers.values()))
+        return tuple(dict.fromkeys(fields.markers(str(marker) for marker in markers.values())))
     return ()
 
 
@@ -320,7 +322,7 @@ def _read_pdm_package(package: Mapping[str, Any], origin: Origin, plan: SeedPlan
                 version=fields.text(package, "version"),
                 url=url,
                 hashes=_hash_table(fields.text(entry, "hash"), filename),
-                markers=(marker,) if marker else (),
+                markers=fields.markers([marker]) if marker else (),
                 requires_python=fields.text(package, "requires_python") or None,
             )
         )

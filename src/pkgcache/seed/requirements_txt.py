@@ -83,6 +83,11 @@ def logical_lines(text: str) -> Iterator[tuple[int, str]]:
     yield from _expand_env(_drop_comments(_join_continuations(enumerate(text.splitlines(), start=1))))
 
 
+def clean_lines(lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, str]]:
+    """Comments dropped and `${VAR}` expanded, for lines that come one by one (environment.yml's `pip:` list)."""
+    yield from _expand_env(_drop_comments(lines))
+
+
 def _join_continuations(lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, str]]:
     first: int | None = None
     parts: list[str] = []
