@@ -68,8 +68,9 @@ class PypiFile:
     `url` is as written in the lock file (None when the format keeps only the file name: poetry, pdm without
     static URLs); `index_url` is the simple index it came from when the file says (None: the file does not
     say, which for poetry means the official index). `hashes` maps a lowercase algorithm to its hex digest.
-    `markers` are the environment markers the package is locked under (empty: all of the file's
-    environments); `platforms`/`environments` are filled from pixi locks.
+    `markers` (in packaging's spelling) say when the package applies: pylock's and pdm's `marker`, poetry's
+    `markers` (one per dependency group), uv's per-package `resolution-markers` (the forks it belongs to);
+    empty means every environment of the file. `platforms`/`environments` come from pixi and conda-lock.
     """
 
     project: NormalizedName

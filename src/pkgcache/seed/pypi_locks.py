@@ -25,7 +25,7 @@ from . import fields
 from .documents import array_table_lines
 from .fields import EntryError
 from .model import InputFile, InputFormat, Origin, PypiFile, PypiRequirement, SeedPlan
-from .references import filename_from_url, is_remote_url, split_hash, unseedable_reason, url_or_none
+from .references import check_digest, filename_from_url, is_remote_url, split_hash, unseedable_reason, url_or_none
 
 _EDITABLE = "an editable install: built from its source, not from an index"
 PackageReader = Callable[[Mapping[str, Any], Origin, SeedPlan], None]
@@ -54,6 +54,13 @@ def _file_name(url: str | None, given: str | None, what: str) -> str:
     if not name or "/" in name or "\\" in name or name in (".", ".."):
         raise EntryError(f"{what} has no usable file name")
     return name
+
+
+def _digest(algorithm: str, value: str) -> str:
+    try:
+        return check_digest(algorithm, value)
+    except ValueError as exc:
+        raise EntryError(str(exc)) from None
 
 
 def _hash_table(value: str | None, what: str) -> dict[str, str]:
@@ -98,18 +105,18 @@ def read_pylock(doc: Mapping[str, Any], text: str, path: Path, plan: SeedPlan) -
             where = (exc.context or "").replace("packages[0]", f"packages[{index}]")
             plan.error(origin, f"{exc.message}" + (f" (in {where})" if where else ""))
             continue
-        _read_pylock_package(validated, origin, plan)
+        try:
+            _read_pylock_package(validated, origin, plan)
+        except EntryError as exc:
+            plan.error(origin, f"package {validated.name}: {exc}")
 
 
 def _read_pylock_package(package: Any, origin: Origin, plan: SeedPlan) -> None:
     name = str(package.name)
     if package.is_direct:
         source = package.vcs or package.directory or package.archive
-        reference = getattr(source, "url", None) or getattr(source, "path", None) or name
-        if package.vcs:
-            reason = unseedable_reason(f"git+{reference}" if package.vcs.url else str(reference))
-        else:
-            reason = unseedable_reason(str(reference))
+        reference = str(getattr(source, "url", None) or getattr(source, "path", None) or name)
+        reason = unseedable_reason(f"{package.vcs.type}+{reference}" if package.vcs else reference)
         plan.skip(name, reason, origin, url=getattr(source, "url", None))
         return
     common = {
@@ -121,11 +128,12 @@ def _read_pylock_package(package: Any, origin: Origin, plan: SeedPlan) -> None:
         "requires_python": str(package.requires_python) if package.requires_python else None,
     }
     for dist in [*(package.wheels or ()), *([package.sdist] if package.sdist else [])]:
-        if dist.url is None:
-            plan.skip(f"{name} {dist.filename}", unseedable_reason(dist.path or dist.filename), origin)
+        if dist.url is None or not is_remote_url(dist.url):
+            plan.skip(f"{name} {dist.filename}", unseedable_reason(dist.url or dist.path or dist.filename), origin)
             continue
-        hashes = {algorithm.lower(): digest.lower() for algorithm, digest in dist.hashes.items()}
-        plan.pypi_files.append(PypiFile(filename=dist.filename, url=dist.url, hashes=hashes, size=dist.size, **common))
+        filename = _file_name(None, dist.filename, f"{name}'s file {dist.url}")
+        hashes = {algorithm.lower(): _digest(algorithm.lower(), value) for algorithm, value in dist.hashes.items()}
+        plan.pypi_files.append(PypiFile(filename=filename, url=dist.url, hashes=hashes, size=dist.size, **common))
 
 
 # --- uv.lock -------------------------------------------------------------------------------------------------
@@ -176,8 +184,8 @@ def _read_uv_package(package: Mapping[str, Any], origin: Origin, plan: SeedPlan)
     for dist in dists:
         dist = fields.table(dist, "a wheel or sdist entry")
         url = fields.text(dist, "url")
-        if url is None:  # a local index (`path`) or a local wheel (`filename`)
-            local = fields.text(dist, "path") or fields.text(dist, "filename") or "?"
+        if url is None or not is_remote_url(url):  # a local index (`path`) or a local wheel (`filename`)
+            local = url or fields.text(dist, "path") or fields.text(dist, "filename") or "?"
             plan.skip(f"{project} {local}", "a file of a local index: not on a package index", origin)
             continue
         filename = _file_name(url, None, f"{project}'s file {url}")
@@ -314,6 +322,9 @@ def _read_pdm_package(package: Mapping[str, Any], origin: Origin, plan: SeedPlan
         entry = fields.table(entry, "a files entry")
         url = fields.text(entry, "url")  # present with the static_urls strategy
         filename = _file_name(url, fields.text(entry, "file"), f"{project}'s files entry")
+        if url is not None and not is_remote_url(url):
+            plan.skip(f"{project} {filename}", unseedable_reason(url), origin)
+            continue
         plan.pypi_files.append(
             PypiFile(
                 project=project,
