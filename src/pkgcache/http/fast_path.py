@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from pkgcache.http.library_internals import put_in_front_of_server
 from pkgcache.http.request_cycle import RequestCycle
 
 # The request, and its raw path after the registered prefix; None declines.
@@ -69,6 +70,5 @@ class ServiceRunner(web.AppRunner):
     async def setup(self) -> None:
         await super().setup()
         fast_path = self.app.get(FAST_PATH_KEY)
-        if fast_path is not None and self.server is not None:
-            # Public since aiohttp 3.x: the server a runner made; connections take its handler when they open.
-            self.server.request_handler = fast_path.in_front_of(self.server.request_handler)
+        if fast_path is not None:
+            put_in_front_of_server(self, fast_path.in_front_of)

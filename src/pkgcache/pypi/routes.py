@@ -31,6 +31,7 @@ from pkgcache.pypi.render import (
     with_charset,
 )
 from pkgcache.pypi.source import FileNotListed, IndexSource
+from pkgcache.storage.file_use import FileUse
 
 PYPI_INDEX_KEY = web.AppKey("pypi_index", IndexSource)
 PAGES_PREFIX = "/pypi/simple/"
@@ -40,9 +41,11 @@ NOT_ACCEPTABLE = (
 )
 
 
-def add_pypi_routes(app: web.Application, index: IndexSource, fast_path: FastPath | None = None) -> None:
+def add_pypi_routes(
+    app: web.Application, index: IndexSource, file_use: FileUse, fast_path: FastPath | None = None
+) -> None:
     app[PYPI_INDEX_KEY] = index
-    routes = app[PYPI_ROUTES_KEY] = PypiRoutes(index)
+    routes = app[PYPI_ROUTES_KEY] = PypiRoutes(index, file_use)
     if fast_path is not None:
         fast_path.register(PAGES_PREFIX, routes.fast_page)
     # aiohttp tries the routes under one prefix in the order they were added: the busiest one goes first.
@@ -65,8 +68,9 @@ async def project_page_without_slash(request: web.Request) -> web.StreamResponse
 class PypiRoutes:
     """The handlers that need the index, bound to it."""
 
-    def __init__(self, index: IndexSource) -> None:
+    def __init__(self, index: IndexSource, file_use: FileUse) -> None:
         self.index = index
+        self.file_use = file_use
 
     async def project_list(self, request: web.Request) -> web.StreamResponse:
         """The projects this cache holds (not the upstream's whole list: clients install by name)."""
@@ -158,7 +162,7 @@ class PypiRoutes:
             return _page_error(project, exc)
         if isinstance(found, Path):
             request[CACHE_STATE] = CacheState.HIT
-            return send_cached_file(request, found, content_type)
+            return send_cached_file(request, found, content_type, self.file_use)
         request[CACHE_STATE] = CacheState.MISS
         response = await send_download(request, found, content_type)
         if found.source is not None:

@@ -127,10 +127,12 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
         app[FAST_PATH_KEY] = FastPath(cycle)
     if settings.pypi.enabled:
         pools["pypi"] = _pypi_pool(settings.pypi.upstreams, settings.upstream)
-        add_pypi_routes(app, _pypi_index(settings, pools["pypi"], store, downloader), app.get(FAST_PATH_KEY))
+        add_pypi_routes(
+            app, _pypi_index(settings, pools["pypi"], store, downloader), store.file_use, app.get(FAST_PATH_KEY)
+        )
     if settings.conda.enabled:
         pools["conda"] = _conda_pool(settings.conda.upstreams, settings.upstream)
-        add_conda_routes(app, _conda_channels(settings, pools["conda"], store, downloader))
+        add_conda_routes(app, _conda_channels(settings, pools["conda"], store, downloader), store.file_use)
 
     app.on_startup.append(_start_access_log)
     if worker is not None:

@@ -17,11 +17,11 @@ from aiohttp import web
 
 from pkgcache import __version__
 from pkgcache.config import Settings
-from pkgcache.http.event_loop import loop_name, new_event_loop
 from pkgcache.http.fast_path import ServiceRunner
+from pkgcache.http.library_internals import loop_name, new_event_loop
 from pkgcache.service.app import create_app
 from pkgcache.workers.context import WorkerContext
-from pkgcache.workers.supervisor import Supervisor
+from pkgcache.workers.supervisor import BACKLOG, Supervisor
 
 log = logging.getLogger("pkgcache")
 
@@ -51,7 +51,7 @@ def run(settings: Settings) -> int:
 def serve_worker(settings: Settings, worker: WorkerContext | None, sockets: list[socket.socket] | None) -> None:
     """One serving process: the whole service (`worker` None, listening itself), or one worker on given sockets.
 
-    Like aiohttp's run_app, but with pkgcache's runner (the hit path in front of the router): SIGINT and SIGTERM
+    Like aiohttp's run_app, but with pkgcache's runner (the fast path in front of the router): SIGINT and SIGTERM
     start a graceful shutdown (stop listening, run the shutdown hooks, which settle downloads in flight, wait up
     to SHUTDOWN_TIMEOUT for requests being answered), then it returns.
     """
@@ -64,9 +64,10 @@ def serve_worker(settings: Settings, worker: WorkerContext | None, sockets: list
         await runner.setup()
         try:
             if sockets is None:
-                sites = [web.TCPSite(runner, settings.server.host, settings.server.port)]
+                sites = [web.TCPSite(runner, settings.server.host, settings.server.port, backlog=BACKLOG)]
             else:
-                sites = [web.SockSite(runner, sock) for sock in sockets]
+                # The supervisor's listen(BACKLOG) would be cut back to aiohttp's default of 128 without this.
+                sites = [web.SockSite(runner, sock, backlog=BACKLOG) for sock in sockets]
             for site in sites:
                 await site.start()
             await asyncio.get_running_loop().create_future()  # until a signal raises GracefulExit
@@ -77,26 +78,13 @@ def serve_worker(settings: Settings, worker: WorkerContext | None, sockets: list
 
 
 def _run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
-    loop = new_event_loop()
-    asyncio.set_event_loop(loop)
-    task = loop.create_task(main)
-    try:
-        loop.run_until_complete(task)
-    except (web.GracefulExit, KeyboardInterrupt):
-        pass
-    finally:
-        try:
-            if not task.done():  # the graceful part: the runner's cleanup runs in the task's `finally`
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    loop.run_until_complete(task)
-            leftovers = asyncio.all_tasks(loop)
-            for leftover in leftovers:
-                leftover.cancel()
-            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            loop.close()
+    """Run `main` on pkgcache's event loop until a signal ends it; its `finally` (the graceful part) runs when
+    the runner cancels it on the way out."""
+    with (
+        asyncio.Runner(loop_factory=new_event_loop) as runner,
+        contextlib.suppress(web.GracefulExit, KeyboardInterrupt),
+    ):
+        runner.run(main)
 
 
 def _log_banner(settings: Settings, workers: int) -> None:
@@ -121,5 +109,5 @@ async def _log_shutdown(app: web.Application) -> None:
 
 
 async def _log_event_loop(app: web.Application) -> None:
-    # uvloop where it is installed, with the zero-copy sendfile it lacks (http/event_loop.py, BENCHMARKS.md).
+    # uvloop where it is installed, with the zero-copy sendfile it lacks (http/library_internals.py, BENCHMARKS.md).
     log.info("event loop: %s", loop_name(asyncio.get_running_loop()))

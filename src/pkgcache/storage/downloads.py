@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 from pkgcache.storage.store import CacheStore
 
@@ -324,7 +324,7 @@ class Download:
             # Renamed into place before this client got here. Only checked files are ever renamed.
             return open(self.final_path, "rb")
 
-    def _new_hasher(self) -> hashlib._Hash | None:
+    def _new_hasher(self) -> Any:  # a hashlib object, or None when the index gives no hash
         digest = self.expected.digest_to_check()
         return hashlib.new(digest[0]) if digest else None
 

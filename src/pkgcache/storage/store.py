@@ -16,6 +16,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from pkgcache.storage.file_use import FileUse
+
 MAX_SEGMENT_LENGTH = 255
 MAX_FOLDERS_REMEMBERED = 100_000
 # A process that only reads the cache looks again at the files behind what it holds in memory this often, so what
@@ -58,6 +60,8 @@ class CacheStore:
         self.root = root.absolute()
         self.tmp_dir = self.root / "tmp"
         self.writable = writable
+        # Which files are being sent and when each was last served: what sends files tells what evicts them.
+        self.file_use = FileUse()
         self._real_root: Path | None = None
         self._folders_inside: set[Path] = set()
 

@@ -60,12 +60,14 @@ def install_replica_upkeep(app: web.Application, store: CacheStore, forwarder: F
     async def start(app: web.Application) -> None:
         await forwarder.start()
         app[_TASKS_KEY].append(
-            asyncio.get_running_loop().create_task(_every(SERVED_TIMES_SECONDS, write_back_served_times, store.root))
+            asyncio.get_running_loop().create_task(
+                _every(SERVED_TIMES_SECONDS, write_back_served_times, store.root, store.file_use)
+            )
         )
 
     async def stop(app: web.Application) -> None:
         await forwarder.close()
-        await write_back_served_times(store.root)
+        await write_back_served_times(store.root, store.file_use)
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)

@@ -1,18 +1,31 @@
-"""The event loop pkgcache serves on: uvloop, given the zero-copy `sendfile` it lacks; asyncio's own loop without it.
+"""The one door to behaviour of aiohttp and uvloop that is not their documented contract, and why pkgcache uses it.
 
-uvloop runs the loop and its transports in C, which serves more cached pages per second than asyncio's loop
-(BENCHMARKS.md). But uvloop has no `loop.sendfile`, and aiohttp then sends each cached file by reading chunks in a
-thread and copying them through the transport, at half the speed. `SendfileLoop.sendfile` does what asyncio's own
-loop does instead: wait until the transport has sent what it holds (the response headers), then let the kernel
-copy the file to the socket with os.sendfile. Writability is awaited on a duplicate of the socket's descriptor,
-because uvloop already watches the original for the transport.
+Everything pkgcache relies on beyond those libraries' public API lives here, so an upgrade breaks one module, and
+`tests/test_library_internals.py` fails loudly when it does (the project pins both to the tested minor versions;
+`scripts/test-newest` runs the suite against their newest releases before a bump). Elsewhere, only public API.
+
+1. **A zero-copy sendfile on uvloop.** uvloop serves more cached pages per second than asyncio's loop
+   (BENCHMARKS.md) but has no `loop.sendfile`, and a cached file would then be copied through Python in chunks, at
+   half the speed. `SendfileLoop.sendfile` does what asyncio's own loop does: wait until the transport has sent
+   what it holds (the response headers; `get_write_buffer_size` is public), then let the kernel copy the file to
+   the socket with os.sendfile. Writability is awaited on a duplicate of the socket's descriptor, because uvloop
+   already watches the original for the transport. It is installed only while uvloop's `Loop.sendfile` is still
+   the abstract one that raises NotImplementedError; once uvloop has its own, the plain uvloop loop is used.
+   Relies on: `StreamResponse.prepare` writing the headers to the transport before it returns (aiohttp buffers
+   them only for plain `Response`s), so that the file's bytes follow the headers.
+2. **The fast path in front of the router.** `ServiceRunner` hangs `FastPath.in_front_of` on the server that
+   `AppRunner.setup` made (`runner.server`, public) by replacing its `request_handler`: each connection takes
+   the server's handler when it opens, so this must happen before the sites start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from typing import IO, Any
+
+from aiohttp import web
 
 try:
     import uvloop
@@ -24,16 +37,32 @@ MAX_SENDFILE_CHUNK = 1 << 30
 # How often to look whether the transport has sent the headers it holds (almost always it already has).
 FLUSH_POLL_SECONDS = 0.001
 
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+def uvloop_lacks_sendfile() -> bool:
+    return uvloop is not None and uvloop.Loop.sendfile is asyncio.AbstractEventLoop.sendfile
+
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
-    """The loop a pkgcache worker runs on."""
+    """The loop a pkgcache worker runs on (a factory for asyncio.Runner)."""
     if uvloop is None:
         return asyncio.new_event_loop()
-    return SendfileLoop()
+    if uvloop_lacks_sendfile():
+        return SendfileLoop()
+    return uvloop.new_event_loop()
 
 
 def loop_name(loop: asyncio.AbstractEventLoop) -> str:
     return f"{type(loop).__module__}.{type(loop).__name__}"
+
+
+def put_in_front_of_server(runner: web.AppRunner, front: Callable[[Handler], Handler]) -> None:
+    """Make every request of `runner`'s server go through `front(handler)` first (after setup, before sites)."""
+    server = runner.server
+    if server is None:
+        raise RuntimeError("the runner is not set up: call setup() first")
+    server.request_handler = front(server.request_handler)
 
 
 async def sendfile_to_socket(

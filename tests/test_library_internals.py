@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pkgcache.http import event_loop
-from pkgcache.http.event_loop import new_event_loop
+from pkgcache.http import library_internals
+from pkgcache.http.library_internals import new_event_loop
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream
 
-pytestmark = pytest.mark.skipif(event_loop.uvloop is None, reason="uvloop is not installed here")
+pytestmark = pytest.mark.skipif(library_internals.uvloop is None, reason="uvloop is not installed here")
 
 SIZE = 8 * 1024 * 1024 + 123
 
@@ -119,4 +119,4 @@ def test_a_served_process_sends_cached_files_whole_and_in_ranges(
         assert part.status == 206 and part.body == hit.body[10:100]
     finally:
         process.terminate()
-    assert "event loop: pkgcache.http.event_loop.SendfileLoop" in process.log_path.read_text()
+    assert "event loop: pkgcache.http.library_internals.SendfileLoop" in process.log_path.read_text()
