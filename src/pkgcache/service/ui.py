@@ -29,6 +29,7 @@ from pkgcache.clients import (
     pypi_index_url,
 )
 from pkgcache.formatting import format_bytes, format_duration
+from pkgcache.http.qvalues import best_offer
 from pkgcache.http.request_cycle import add_get
 from pkgcache.service.state import Operations, operations
 
@@ -104,25 +105,13 @@ def text(lang: str, key: str, **values: object) -> str:
 
 def language_from_accept(header: str | None) -> str:
     """The first language we have among those the browser prefers (by q-value), English if none."""
-    best, best_q = "en", 0.0
-    for position, part in enumerate((header or "").split(",")):
-        tag, *params = (item.strip() for item in part.split(";"))
-        primary = tag.lower().split("-")[0]
-        if primary not in LANGUAGES:
-            continue
-        q = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        # Equal q-values: the earlier tag wins, as browsers list them by preference.
-        q -= position * 1e-6
-        if q > best_q:
-            best, best_q = primary, q
-    return best
+    return best_offer(header, _language_of) or "en"
+
+
+def _language_of(tag: str) -> str | None:
+    """`zh-cn` -> `zh`, when it is one of ours."""
+    primary = tag.split("-")[0]
+    return primary if primary in LANGUAGES else None
 
 
 def choose_language(request: web.Request) -> tuple[str, bool]:
