@@ -86,6 +86,7 @@ def test_the_page_shows_settings_state_and_the_other_language_link() -> None:
     assert f"index-url = {BASE}/pypi/simple/" in html
     assert '<a class="lang" href="?lang=zh" hreflang="zh" lang="zh-CN">中文</a>' in html
     assert "resting, 12 s left" in html and "42 ms" in html
+    assert 'data-copied="Copied">Copy</button>' in html
     assert "http://USER:PASSWORD@10.0.0.5:3150/" in html  # the note shown when reads need a password
     for path in ("/-/stats", "/metrics", "/-/health", "/-/status"):
         assert f'<a href="{path}">{path}</a>' in html
@@ -97,6 +98,7 @@ def test_the_page_shows_settings_state_and_the_other_language_link() -> None:
 def test_both_languages(lang: str, heading: str, html_lang: str) -> None:
     html = render_page(lang, _operations(), BASE, "10.0.0.5:3150", "n")
     assert f'<html lang="{html_lang}">' in html and f"<h2>{heading}</h2>" in html
+    assert html.count(">Copy</button>" if lang == "en" else ">复制</button>") >= 6
 
 
 def test_a_side_turned_off_is_not_offered() -> None:

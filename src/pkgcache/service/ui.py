@@ -21,11 +21,12 @@ import secrets
 import time
 from dataclasses import dataclass
 from importlib import resources
+from types import SimpleNamespace
 from typing import Any
 
 import jinja2
 from aiohttp import web
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from pkgcache import __version__
 from pkgcache.clients import (
@@ -253,6 +254,7 @@ def page_context(lang: str, ops: Operations, base: str, host: str, nonce: str) -
         "html_lang": _html_lang(lang),
         "other": other,
         "other_html_lang": _html_lang(other),
+        "words": _words(lang),
         "t": functools.partial(text, lang),
         "nonce": nonce,
         "style": _static_text("page.css"),
@@ -268,12 +270,22 @@ def page_context(lang: str, ops: Operations, base: str, host: str, nonce: str) -
         if settings.conda.enabled
         else None,
         "sides": _upstream_sides(lang, ops),
+        "columns": UPSTREAM_COLUMNS,
         "machine_paths": MACHINE_PATHS,
     }
 
 
 def render_page(lang: str, ops: Operations, base: str, host: str, nonce: str) -> str:
     return _template().render(page_context(lang, ops, base, host, nonce))
+
+
+@functools.cache
+def _words(lang: str) -> SimpleNamespace:
+    """Every fixed text in one language, escaped once per process rather than on every request.
+
+    A namespace, not a dict: in the template `words.copy` must be our word, not the dict's method.
+    """
+    return SimpleNamespace(**{key: escape(text(lang, key)) for key in TEXT})
 
 
 def _html_lang(lang: str) -> str:
