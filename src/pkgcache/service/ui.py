@@ -324,7 +324,7 @@ async def landing_page(request: web.Request) -> web.StreamResponse:
         charset="utf-8",
         headers={
             "Cache-Control": "no-store",
-            "Content-Language": "zh-CN" if lang == "zh" else "en",
+            "Content-Language": _html_lang(lang),
             "Vary": "Accept-Language, Cookie, Host",
             # Nothing but our own inline style and script, and no framing.
             "Content-Security-Policy": (
@@ -341,4 +341,8 @@ async def landing_page(request: web.Request) -> web.StreamResponse:
 
 
 def add_ui_routes(app: web.Application) -> None:
+    # Load the package data now: an install without it fails at start, not at someone's first visit.
+    _template()
+    _static_text("page.css")
+    _static_text("copy.js")
     add_get(app, "/", landing_page)
