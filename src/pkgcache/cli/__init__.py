@@ -28,7 +28,7 @@ def main() -> None:
     """pkgcache: a caching proxy for PyPI and conda on your network."""
 
 
-for _command in (
+COMMANDS = (
     serve,
     start,
     stop,
@@ -41,5 +41,6 @@ for _command in (
     gc_command,
     purge_command,
     refresh_command,
-):
-    main.add_command(_command)
+)
+for command in COMMANDS:
+    main.add_command(command)

@@ -35,7 +35,6 @@ class Located:
     state: InstanceState
     settings: Settings
     named: bool  # the user said which (by option or environment), rather than leaving it to us
-    from_registry: bool = False  # found among the instances this account started
 
     @property
     def paths(self) -> InstancePaths:
@@ -48,7 +47,7 @@ class Located:
         return local_url(self.state.host or server.host, self.state.port or server.port)
 
     def others_remembered(self) -> list[Path]:
-        """The data directories of the other instances this account started (none of them running)."""
+        """The data directories of the other instances this account started."""
         return [entry.data_dir for entry in remembered() if entry.data_dir != self.paths.data_dir]
 
     def where_to_look(self) -> list[str]:
@@ -91,7 +90,7 @@ def locate_instance(command: str, config_file: Path | None, data_dir: Path | Non
     if running:
         found = running[0]
         fallback = resolve_settings(None, {"server": {"data_dir": str(found.paths.data_dir)}})
-        return Located(command, found, _as_launched(found, fallback), named=False, from_registry=True)
+        return Located(command, found, _as_launched(found, fallback), named=False)
     return Located(command, state, settings, named=False)
 
 

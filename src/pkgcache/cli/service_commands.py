@@ -293,4 +293,4 @@ def _read_record(path: Path) -> LaunchRecord:
     try:
         return read_launch_record(path)
     except ConfigError as exc:
-        raise click.ClickException(f"{exc}; start it with the options you want (pkgcache start ...)") from None
+        raise click.ClickException(f"{exc}; stop it and start it with the options you want") from None
