@@ -9,6 +9,7 @@
 - `registry`: the instances this account started, so commands given no directory can find them.
 - `status_client`: asking a running instance over HTTP (`/-/health`, `/-/status`).
 - `logs`: the log file of a background instance: rotating, tailing, following.
+- `errors`: what goes wrong, in words an admin can act on.
 
 Nothing here knows click: the commands in `pkgcache.cli` turn these into words and exit statuses.
 """
