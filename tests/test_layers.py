@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"workers"},
     {"pypi", "conda"},
     {"service"},
-    {"daemon", "admin_cli", "check"},
+    {"daemon"},
     {"cli"},
     {"__main__"},
 ]

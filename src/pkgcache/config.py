@@ -2,14 +2,20 @@
 
 Priority, highest first: flags given to `pkgcache serve`, environment variables (`PKGCACHE_SECTION__KEY`, e.g.
 `PKGCACHE_SERVER__PORT=8080`), the TOML file, built-in defaults.
+
+Settings once resolved can be recorded (`record_settings`) and read back as they were (`settings_from_record`),
+without the environment or a TOML file having a say: that is how `pkgcache start` hands its settings to the process
+it launches, and how `restart` brings the same service back.
 """
 
 from __future__ import annotations
 
 import contextvars
+import copy
 import os
 import sys
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -243,6 +249,8 @@ class CondaConfig(_UpstreamSide):
 
 
 _toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("pkgcache_toml_path", default=None)
+# Set while reading recorded settings back: then only the values given count, not the environment.
+_given_only: contextvars.ContextVar[bool] = contextvars.ContextVar("pkgcache_given_only", default=False)
 
 
 class Settings(BaseSettings):
@@ -274,6 +282,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if _given_only.get():
+            return (init_settings,)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         toml_path = _toml_path.get()
         if toml_path is not None:
@@ -296,6 +306,37 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(_describe_validation_error(exc, config_file)) from None
     finally:
         _toml_path.reset(token)
+
+
+def record_settings(settings: Settings) -> dict[str, Any]:
+    """The settings as plain JSON values, every field spelled out, for `settings_from_record` to read back."""
+    return settings.model_dump(mode="json")
+
+
+def settings_from_record(record: Mapping[str, Any], **overrides: Any) -> Settings:
+    """Settings recorded by `record_settings`, with `overrides` (shaped as for `load_settings`) laid over them.
+
+    Neither the environment nor a TOML file is read: a record is already resolved, and reading it back must give
+    the same settings whatever the environment of the process that reads it. An override changes only its own key
+    (`server={"port": 8080}` keeps the recorded host).
+    """
+    merged = _deep_merge(copy.deepcopy(dict(record)), _drop_none(overrides))
+    token = _given_only.set(True)
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation_error(exc, None)) from None
+    finally:
+        _given_only.reset(token)
+
+
+def _deep_merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+    return base
 
 
 def _check_toml_file(path: Path) -> None:

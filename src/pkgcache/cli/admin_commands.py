@@ -1,9 +1,10 @@
 """`pkgcache gc`, `pkgcache purge` and `pkgcache refresh`: the operator's tools on the command line.
 
-When an instance runs on the data directory (found from the same `--config` / `--data-dir` as the other commands),
-they go through its admin HTTP API, so that its memory and its size count stay right: that needs
-`access.admin_token` in the config, which is read from the same file. When nothing runs, `gc` and `purge` work
-directly on the data directory; `refresh` needs a running instance.
+When an instance runs on the data directory (found as the other commands find it: the same `--config` /
+`--data-dir`, or the one running instance this account started), they go through its admin HTTP API, so that its
+memory and its size count stay right: that needs `access.admin_token`, taken from the settings the instance was
+started with (or the config file, for one started otherwise). When nothing runs, `gc` and `purge` work directly on
+the data directory; `refresh` needs a running instance.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from urllib.parse import quote, urlsplit
 
 import click
 
-from pkgcache import daemon
-from pkgcache.config import ConfigError, Settings, load_settings
+from pkgcache.cli.locate import Located, locate_instance
+from pkgcache.cli.options import locate_options
+from pkgcache.config import Settings
 from pkgcache.formatting import format_bytes
 from pkgcache.pypi.names import BadName, check_filename, normalize_project
 from pkgcache.pypi.pages import project_entries
@@ -33,33 +35,14 @@ class AdminError(click.ClickException):
     """A failure the operator can act on."""
 
 
-def _locate(function: Any) -> Any:
-    function = click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="Where the cache lives (default ~/.cache/pkgcache).",
-    )(function)
-    return click.option(
-        "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="TOML configuration file."
-    )(function)
-
-
-def _settings(config_file: Path | None, data_dir: Path | None) -> Settings:
-    try:
-        return load_settings(config_file, server={"data_dir": data_dir})
-    except ConfigError as exc:
-        raise AdminError(str(exc)) from None
-
-
 # --- finding and asking the running instance ---
 
 
-def running_instance_url(settings: Settings) -> str | None:
+def running_instance_url(located: Located) -> str | None:
     """The local URL of the instance serving this data directory, or None when none runs."""
-    state = daemon.inspect_instance(daemon.InstancePaths(settings.server.data_dir))
-    if not (state.running or state.foreign):
+    if not (located.state.running or located.state.foreign):
         return None
-    return daemon.local_url(state.host or settings.server.host, state.port or settings.server.port)
+    return located.url
 
 
 def call_admin_api(settings: Settings, url: str, path: str) -> dict[str, Any]:
@@ -68,7 +51,8 @@ def call_admin_api(settings: Settings, url: str, path: str) -> dict[str, Any]:
     if token is None:
         raise AdminError(
             f"pkgcache is running at {url} with its admin API off: set access.admin_token in the config file "
-            "and restart it (or stop it, to work on the data directory directly)"
+            "and restart it with that file (pkgcache restart --config FILE), or stop it, to work on the data "
+            "directory directly"
         )
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=ADMIN_TIMEOUT)
@@ -101,18 +85,19 @@ def _freed_line(files: int, size: int, cache_bytes: int | None = None) -> str:
 
 
 @click.command("gc")
-@_locate
+@locate_options
 @click.option("--to", "target", metavar="SIZE", help="Evict down to this size (e.g. 50GB) instead of the limit.")
 def gc_command(config_file: Path | None, data_dir: Path | None, target: str | None) -> None:
     """Evict least recently used package files now, down to 90 % of cache.max_size (or to --to)."""
-    settings = _settings(config_file, data_dir)
+    located = locate_instance("gc", config_file, data_dir)
+    settings = located.settings
     try:
         target_bytes = None if target is None else parse_size(target)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--to") from None
     if target_bytes is None and settings.cache.max_size is None:
         click.echo("no cache.max_size is configured and no --to given: nothing to evict; measuring only", err=True)
-    url = running_instance_url(settings)
+    url = running_instance_url(located)
     if url is not None:
         path = "/-/admin/gc" + ("" if target_bytes is None else f"?target={target_bytes}")
         answer = call_admin_api(settings, url, path)
@@ -124,7 +109,7 @@ def gc_command(config_file: Path | None, data_dir: Path | None, target: str | No
 
 
 @click.command("purge")
-@_locate
+@locate_options
 @click.argument("project", required=False)
 @click.option("--file", "filename", metavar="NAME", help="Only this file of the project (and its .metadata).")
 @click.option(
@@ -140,14 +125,14 @@ def purge_command(
         raise click.UsageError("give a PROJECT, or --conda-file, but not both")
     if filename is not None and project is None:
         raise click.UsageError("--file needs the PROJECT it belongs to")
-    settings = _settings(config_file, data_dir)
+    located = locate_instance("purge", config_file, data_dir)
     if conda_file is not None:
-        _purge_conda(settings, conda_file)
+        _purge_conda(located, conda_file)
     else:
-        _purge_pypi(settings, project or "", filename)
+        _purge_pypi(located, project or "", filename)
 
 
-def _purge_pypi(settings: Settings, project: str, filename: str | None) -> None:
+def _purge_pypi(located: Located, project: str, filename: str | None) -> None:
     try:
         name = normalize_project(project)
         if filename is not None:
@@ -155,7 +140,8 @@ def _purge_pypi(settings: Settings, project: str, filename: str | None) -> None:
     except BadName as exc:
         raise click.BadParameter(str(exc)) from None
     what = f"{filename} of {name}" if filename else f"project {name}"
-    url = running_instance_url(settings)
+    settings = located.settings
+    url = running_instance_url(located)
     if url is not None:
         path = f"/-/admin/pypi/purge/{quote(name)}" + (f"/{quote(filename)}" if filename else "")
         answer = call_admin_api(settings, url, path)
@@ -167,11 +153,12 @@ def _purge_pypi(settings: Settings, project: str, filename: str | None) -> None:
     click.echo(f"purged {what}: " + _freed_line(freed.files, freed.bytes) + " (pkgcache is not running: done on disk)")
 
 
-def _purge_conda(settings: Settings, conda_file: str) -> None:
+def _purge_conda(located: Located, conda_file: str) -> None:
     parts = conda_file.strip("/").split("/")
     if len(parts) != 4:
         raise click.BadParameter("give CHANNEL/SUBDIR/FILE, e.g. pkgs/main/linux-64/zlib-1.3-h0_0.conda")
-    url = running_instance_url(settings)
+    settings = located.settings
+    url = running_instance_url(located)
     if url is not None:
         answer = call_admin_api(settings, url, "/-/admin/conda/purge/" + "/".join(quote(part) for part in parts))
         click.echo(f"purged {conda_file}: " + _freed_line(answer["freed_files"], answer["freed_bytes"]))
@@ -188,16 +175,17 @@ def _purge_conda(settings: Settings, conda_file: str) -> None:
 
 
 @click.command("refresh")
-@_locate
+@locate_options
 @click.argument("project")
 def refresh_command(config_file: Path | None, data_dir: Path | None, project: str) -> None:
     """Fetch a PyPI project's page from the upstreams now, instead of when its time-to-live runs out."""
-    settings = _settings(config_file, data_dir)
+    located = locate_instance("refresh", config_file, data_dir)
+    settings = located.settings
     try:
         name = normalize_project(project)
     except BadName as exc:
         raise click.BadParameter(str(exc)) from None
-    url = running_instance_url(settings)
+    url = running_instance_url(located)
     if url is None:
         click.echo(
             f"pkgcache is not running on {settings.server.data_dir}; start it, or drop the cached page with "
@@ -207,9 +195,3 @@ def refresh_command(config_file: Path | None, data_dir: Path | None, project: st
         sys.exit(1)
     answer = call_admin_api(settings, url, f"/-/admin/pypi/refresh/{quote(name)}")
     click.echo(f"refreshed {answer['project']} from {answer['upstream']}: {answer['files']} files listed")
-
-
-def add_admin_commands(group: click.Group) -> None:
-    """Register `gc`, `purge` and `refresh` on the `pkgcache` command group."""
-    for command in (gc_command, purge_command, refresh_command):
-        group.add_command(command)

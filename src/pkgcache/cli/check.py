@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import aiohttp
+import click
 
+from pkgcache.cli.options import config_option, settings_from_options
 from pkgcache.config import Settings
 from pkgcache.formatting import format_bytes
+from pkgcache.presets import CONDA_PRESETS, PYPI_PRESETS
 from pkgcache.pypi.parse import InvalidPage, parse_project_page
 from pkgcache.pypi.upstream_index import UPSTREAM_ACCEPT
 from pkgcache.upstream.pool import UpstreamError, UpstreamPolicySettings, make_client_session, read_limited
@@ -27,6 +32,44 @@ DEFAULT_TIMEOUT = 15.0
 MAX_BODY_BYTES = 256 * 1024 * 1024
 
 ProbeKind = Literal["pypi-page", "repodata", "exists"]
+
+
+@click.command("check")
+@config_option
+@click.option("--pypi-upstream", "pypi_upstreams", multiple=True, metavar="URL_OR_PRESET", help="Probe this instead.")
+@click.option("--conda-upstream", "conda_upstreams", multiple=True, metavar="URL_OR_PRESET", help="Probe this instead.")
+@click.option("--presets", is_flag=True, help="Probe every known preset mirror instead of the configured ones.")
+@click.option("--project", default=DEFAULT_PROJECT, show_default=True, help="PyPI project whose page is fetched.")
+@click.option(
+    "--timeout", type=float, default=DEFAULT_TIMEOUT, show_default=True, help="Seconds allowed for each probe."
+)
+def check_command(
+    config_file: Path | None,
+    pypi_upstreams: tuple[str, ...],
+    conda_upstreams: tuple[str, ...],
+    presets: bool,
+    project: str,
+    timeout: float,
+) -> None:
+    """Probe every configured upstream: latency and whether it answers correctly, fastest first."""
+    if presets:
+        pypi_upstreams, conda_upstreams = tuple(PYPI_PRESETS), tuple(CONDA_PRESETS)
+    settings = settings_from_options(config_file, pypi_upstreams=pypi_upstreams, conda_upstreams=conda_upstreams)
+    probes = plan_probes(settings, project)
+    click.echo(f"probing {len(probes)} upstream URLs (at most {timeout:g} s each)...", err=True)
+    results = sort_results(run_checks(settings, probes, timeout))
+    click.echo(format_table(results))
+    for side in ("pypi", "conda"):
+        order = suggested_order(results, side)
+        if order:
+            click.echo(f"\nfastest working {side} upstreams first: {', '.join(order)}")
+    failed = sum(1 for result in results if not result.ok)
+    if failed:
+        click.echo(f"\n{failed} of {len(results)} probes failed", err=True)
+        sys.exit(1)
+
+
+# --- probing ---
 
 
 class ProbeFailed(Exception):
