@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -29,6 +30,7 @@ from pkgcache.service.metrics import status_extras
 from pkgcache.service.operations import install_operations
 from pkgcache.stats import RequestStats
 from pkgcache.storage.downloads import Downloader
+from pkgcache.storage.eviction import CacheKeeper
 from pkgcache.storage.sidecars import Sidecars
 from pkgcache.storage.store import CacheStore
 from pkgcache.upstream.pool import Upstream, UpstreamPolicySettings, UpstreamPool
@@ -113,28 +115,27 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
     cycle = app[REQUEST_CYCLE_KEY] = RequestCycle(
         access_log, RequestStats(), settings.access.users, hand_over=forwarder.forward if forwarder else None
     )
-    store = CacheStore(settings.server.data_dir, writable=not reads_only)
-    downloader = Downloader(store)
-    pools: dict[str, UpstreamPool] = {}
+    store = app[STORE_KEY] = CacheStore(settings.server.data_dir, writable=not reads_only)
+    # The cache's size keeper lives where the cache is written, and hears of every file committed.
+    keeper = None if reads_only else CacheKeeper(store, settings.cache.max_size)
+    downloader = app[DOWNLOADER_KEY] = Downloader(store, on_commit=keeper.file_committed if keeper else None)
+    pools = app[POOLS_KEY] = _pools(settings)
     app[SETTINGS_KEY] = settings
-    app[STORE_KEY] = store
-    app[DOWNLOADER_KEY] = downloader
-    app[POOLS_KEY] = pools
     app[STARTED_KEY] = time.time()
+    if keeper is not None:
+        app.cleanup_ctx.append(_store_prepared)  # first: everything after it may use the data directory
+    app.cleanup_ctx.append(_access_log_running)
+    app.cleanup_ctx.append(_pools_open)
 
     if not settings.access.users:
         # Answers from memory before routing (http/fast_path.py); with users, every read checks them.
         app[FAST_PATH_KEY] = FastPath(cycle)
-    if settings.pypi.enabled:
-        pools["pypi"] = _pypi_pool(settings.pypi.upstreams, settings.upstream)
-        add_pypi_routes(
-            app, _pypi_index(settings, pools["pypi"], store, downloader), store.file_use, app.get(FAST_PATH_KEY)
-        )
-    if settings.conda.enabled:
-        pools["conda"] = _conda_pool(settings.conda.upstreams, settings.upstream)
+    if "pypi" in pools:
+        index = _pypi_index(settings, pools["pypi"], store, downloader)
+        add_pypi_routes(app, index, store.file_use, app.get(FAST_PATH_KEY))
+    if "conda" in pools:
         add_conda_routes(app, _conda_channels(settings, pools["conda"], store, downloader), store.file_use)
 
-    app.on_startup.append(_start_access_log)
     if worker is not None:
         install_worker(app, worker, cycle.stats)
     if forwarder is not None:
@@ -142,39 +143,45 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
         add_get(app, "/-/health", replica_health)
         install_replica_upkeep(app, store, forwarder)
     else:
+        assert keeper is not None
         add_get(app, "/-/health", health)
         add_get(app, "/-/status", status)
-        app.on_startup.insert(0, _prepare_store)
         # The page at /, /-/stats, /metrics, the admin API, and the cache's size keeper.
-        ops = install_operations(app, settings, store, downloader, pools, cycle.stats)
-        ops.peer_stats = lambda: peer_stats(app)
+        install_operations(app, settings, store, downloader, keeper, pools, cycle.stats, lambda: peer_stats(app))
     add_fallback(app)
     app.on_shutdown.append(_stop_downloads)
-    app.on_cleanup.append(_close_pools)
-    app.on_cleanup.append(_stop_access_log)
     return app
 
 
-async def _start_access_log(app: web.Application) -> None:
+def _pools(settings: Settings) -> dict[str, UpstreamPool]:
+    pools: dict[str, UpstreamPool] = {}
+    if settings.pypi.enabled:
+        pools["pypi"] = _pypi_pool(settings.pypi.upstreams, settings.upstream)
+    if settings.conda.enabled:
+        pools["conda"] = _conda_pool(settings.conda.upstreams, settings.upstream)
+    return pools
+
+
+async def _store_prepared(app: web.Application) -> AsyncIterator[None]:
+    app[STORE_KEY].prepare()
+    yield
+
+
+async def _access_log_running(app: web.Application) -> AsyncIterator[None]:
     app[ACCESS_LOG_KEY].start()
-
-
-async def _stop_access_log(app: web.Application) -> None:
+    yield
     await app[ACCESS_LOG_KEY].stop()
 
 
-async def _prepare_store(app: web.Application) -> None:
-    app[STORE_KEY].prepare()
+async def _pools_open(app: web.Application) -> AsyncIterator[None]:
+    yield
+    for pool in app[POOLS_KEY].values():
+        await pool.close()
 
 
 async def _stop_downloads(app: web.Application) -> None:
     # A graceful stop lets downloads in flight finish (their clients get whole files), within a bound.
     await app[DOWNLOADER_KEY].close(grace=DOWNLOAD_GRACE_SECONDS)
-
-
-async def _close_pools(app: web.Application) -> None:
-    for pool in app[POOLS_KEY].values():
-        await pool.close()
 
 
 async def health(request: web.Request) -> web.StreamResponse:

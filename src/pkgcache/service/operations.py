@@ -6,6 +6,8 @@ cycle (http/request_cycle.py) feeds.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+
 from aiohttp import web
 
 from pkgcache.config import Settings
@@ -25,25 +27,30 @@ def install_operations(
     settings: Settings,
     store: CacheStore,
     downloader: Downloader,
+    keeper: CacheKeeper,
     pools: dict[str, UpstreamPool],
     stats: RequestStats,
+    peer_stats: Callable[[], list[RequestStats]],
 ) -> Operations:
-    keeper = CacheKeeper(store, settings.cache.max_size)
-    downloader.on_commit = keeper.file_committed
-    ops = Operations(settings=settings, store=store, downloader=downloader, pools=pools, keeper=keeper, stats=stats)
+    ops = Operations(
+        settings=settings,
+        store=store,
+        downloader=downloader,
+        pools=pools,
+        keeper=keeper,
+        stats=stats,
+        peer_stats=peer_stats,
+    )
     app[OPERATIONS_KEY] = ops
     add_ui_routes(app)
     add_metrics_routes(app)
     add_admin_routes(app, settings.access.admin_token, pypi=settings.pypi.enabled, conda=settings.conda.enabled)
-    # Appended after create_app's own startup step, which prepares the data directory the keeper measures.
-    app.on_startup.append(_start_keeper)
-    app.on_cleanup.append(_stop_keeper)
+    app.cleanup_ctx.append(_keeper_running)
     return ops
 
 
-async def _start_keeper(app: web.Application) -> None:
-    await app[OPERATIONS_KEY].keeper.start()
-
-
-async def _stop_keeper(app: web.Application) -> None:
-    await app[OPERATIONS_KEY].keeper.stop()
+async def _keeper_running(app: web.Application) -> AsyncIterator[None]:
+    keeper = app[OPERATIONS_KEY].keeper
+    await keeper.start()
+    yield
+    await keeper.stop()
