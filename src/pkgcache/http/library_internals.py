@@ -135,3 +135,50 @@ if uvloop is not None:
                 raise ConnectionResetError("the connection closed before the file was sent")
             await _sent_what_it_holds(transport)
             return await sendfile_to_socket(self, sock.fileno(), file, offset, count)
+
+
+class ConnectionWatch:
+    """Closes client connections that hold a slot without using it, so they cannot crowd out real clients.
+
+    - A connection that has not sent a complete first request within `header_timeout` (slowloris: headers sent a
+      byte at a time) is closed. Later requests on a kept-alive connection are covered by aiohttp's own
+      keep-alive timer (`keepalive_timeout` on the runner), which closes a connection whose next request head
+      is not complete in time.
+    - When the open connections near `max_connections` (derived from the process's file limit), the ones idle
+      the longest are closed first, so new clients still get in.
+    Relies on: `Server.connections` (the server's open handlers) and each handler's request count and in-progress
+    flag, which aiohttp keeps for its own keep-alive logic.
+    """
+
+    def __init__(self, header_timeout: float, max_connections: int) -> None:
+        self.header_timeout = header_timeout
+        self.max_connections = max_connections
+        self._first_seen: dict[Any, float] = {}
+        self.closed_slow = 0
+        self.closed_idle = 0
+
+    def check(self, runner: web.BaseRunner, now: float) -> None:
+        server = runner.server
+        if server is None:
+            return
+        handlers = server.connections  # type: ignore[attr-defined]
+        alive = set(handlers)
+        for handler in [known for known in self._first_seen if known not in alive]:
+            del self._first_seen[handler]
+        for handler in handlers:
+            opened = self._first_seen.setdefault(handler, now)
+            if handler._request_count == 0 and not handler._request_in_progress and now - opened > self.header_timeout:
+                handler.force_close()
+                self.closed_slow += 1
+        excess = len(handlers) - self.max_connections
+        if excess > 0:
+            idle = [h for h in handlers if not h._request_in_progress]
+            for handler in sorted(idle, key=lambda h: self._first_seen.get(h, now))[:excess]:
+                handler.force_close()
+                self.closed_idle += 1
+
+    async def run(self, runner: web.BaseRunner, every: float = 1.0) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(every)
+            self.check(runner, loop.time())

@@ -22,9 +22,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
 from pkgcache.cache_state import CacheState
-from pkgcache.storage.downloads import Abandoned, Download, IntegrityError, StorageError
+from pkgcache.storage.downloads import Abandoned, Download, IntegrityError
 from pkgcache.storage.file_use import FileUse
-from pkgcache.storage.store import UnsafePath
+from pkgcache.storage.store import StorageError, UnsafePath
 from pkgcache.upstream.pool import UpstreamNotFound, UpstreamsUnavailable
 
 log = logging.getLogger(__name__)

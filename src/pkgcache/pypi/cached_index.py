@@ -24,6 +24,7 @@ from pkgcache.pypi.pages import CachedPage, PageMemory, PageStore
 from pkgcache.pypi.source import FileNotListed
 from pkgcache.pypi.upstream_index import UpstreamIndex
 from pkgcache.storage.downloads import Download
+from pkgcache.storage.store import StorageError
 from pkgcache.upstream.pool import UpstreamNotFound
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,11 @@ class CachedIndex:
                 previous.refresh_error = str(exc)
             raise
         self._missing.pop(project, None)
-        await self.pages.save(project, fetched)
+        try:
+            await self.pages.save(project, fetched)
+        except StorageError as exc:
+            # The page is good; only keeping it failed (a full disk): serve it, and keep it in memory only.
+            log.warning("could not keep the page of %s on disk: %s", project, exc)
         self.memory.put(project, fetched)
         return fetched
 

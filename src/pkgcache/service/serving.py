@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import resource
 import socket
 from collections.abc import Coroutine
 from typing import Any
@@ -18,7 +19,8 @@ from aiohttp import web
 from pkgcache import __version__
 from pkgcache.config import Settings
 from pkgcache.http.fast_path import ServiceRunner
-from pkgcache.http.library_internals import loop_name, new_event_loop
+from pkgcache.http.library_internals import ConnectionWatch, loop_name, new_event_loop
+from pkgcache.presets import shared_operators
 from pkgcache.service.app import create_app
 from pkgcache.workers.context import WorkerContext
 from pkgcache.workers.supervisor import BACKLOG, Supervisor
@@ -26,12 +28,15 @@ from pkgcache.workers.supervisor import BACKLOG, Supervisor
 log = logging.getLogger("pkgcache")
 
 SHUTDOWN_TIMEOUT = 30.0
+# File descriptors a worker keeps for cached files, temporary files, logs and upstream connections.
+FILES_RESERVED = 256
 # How long the supervisor waits for its workers' own graceful shutdowns before it kills them.
 WORKER_STOP_TIMEOUT = SHUTDOWN_TIMEOUT + 15.0
 
 
 def run(settings: Settings) -> int:
     """Serve until stopped (SIGTERM, SIGINT); the exit status. OSError if the address cannot be listened on."""
+    raise_open_file_limit()
     count = settings.server.worker_count()
     _log_banner(settings, count)
     if count == 1:
@@ -58,7 +63,14 @@ def serve_worker(settings: Settings, worker: WorkerContext | None, sockets: list
     app = create_app(settings, worker)
     app.on_shutdown.insert(0, _log_shutdown)
     app.on_startup.append(_log_event_loop)
-    runner = ServiceRunner(app, handle_signals=True, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    runner = ServiceRunner(
+        app,
+        handle_signals=True,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        keepalive_timeout=settings.server.keepalive_timeout,
+    )
+    watch = ConnectionWatch(settings.server.header_timeout, connection_budget())
 
     async def serve() -> None:
         await runner.setup()
@@ -70,7 +82,7 @@ def serve_worker(settings: Settings, worker: WorkerContext | None, sockets: list
                 sites = [web.SockSite(runner, sock, backlog=BACKLOG) for sock in sockets]
             for site in sites:
                 await site.start()
-            await asyncio.get_running_loop().create_future()  # until a signal raises GracefulExit
+            await watch.run(runner)  # until a signal raises GracefulExit
         finally:
             await runner.cleanup()
 
@@ -85,6 +97,23 @@ def _run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
         contextlib.suppress(web.GracefulExit, KeyboardInterrupt),
     ):
         runner.run(main)
+
+
+def raise_open_file_limit() -> None:
+    """Every connection is a file: raise the soft limit (often 1,024) to the hard one the system allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def connection_budget() -> int:
+    """How many client connections a worker keeps before closing idle ones: its file limit, less room for the
+    cache's own files and upstream connections."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 100_000
+    return max(64, int((soft - FILES_RESERVED) * 0.9))
 
 
 def _log_banner(settings: Settings, workers: int) -> None:
@@ -102,6 +131,17 @@ def _log_banner(settings: Settings, workers: int) -> None:
         log.info("pypi upstream %s: %s", upstream.name, upstream.url)
     for conda in settings.conda.upstreams if settings.conda.enabled else []:
         log.info("conda upstream %s: %s and %s", conda.name, conda.pkgs_url, conda.cloud_url)
+    sides = {"pypi": settings.pypi, "conda": settings.conda}
+    for side, config in sides.items():
+        if not config.enabled:
+            continue
+        for operator, names in shared_operators([upstream.name for upstream in config.upstreams]).items():
+            log.warning(
+                "%s upstreams %s are all run by (or end up on) %s: they fail together; see docs/upstreams.md",
+                side,
+                ", ".join(names),
+                operator,
+            )
 
 
 async def _log_shutdown(app: web.Application) -> None:

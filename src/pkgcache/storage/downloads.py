@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import functools
 import hashlib
 import logging
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from pkgcache.storage.store import CacheStore
+from pkgcache.storage.store import CacheStore, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +46,6 @@ NEARLY_DONE_SHARE = 0.75
 
 class IntegrityError(Exception):
     """The bytes are not the file the index described (size, hash, first bytes or content)."""
-
-
-class StorageError(Exception):
-    """The cache could not write the file (`disk_full` when there was no room)."""
-
-    def __init__(self, message: str, *, disk_full: bool = False) -> None:
-        super().__init__(message)
-        self.disk_full = disk_full
 
 
 class Abandoned(Exception):
@@ -445,7 +436,7 @@ class Downloader:
                 self._report_commit(download.final_path, download.written - replaced)
                 log.info("cached %s (%d bytes) from %s", download.final_path.name, download.written, download.source)
         except OSError as exc:
-            error = _storage_error(exc)
+            error = storage_error(exc)
         except BaseException as exc:  # every failure, cancellation included, must reach the waiting clients
             error = exc
         finally:
@@ -507,9 +498,4 @@ async def _storage_call(function: Callable[..., _R], *args: object) -> _R:
     try:
         return await asyncio.to_thread(function, *args)
     except OSError as exc:
-        raise _storage_error(exc) from exc
-
-
-def _storage_error(exc: OSError) -> StorageError:
-    disk_full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    return StorageError(f"cannot write to the cache: {exc.strerror or exc}", disk_full=disk_full)
+        raise storage_error(exc) from exc

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,13 @@ PLAIN_REQUEST_HEADERS = frozenset(
 )
 
 NOT_FOUND_STATUSES = frozenset({404, 410})
+# Statuses a mirror's "your network is blocked" page comes with.
+BLOCK_STATUSES = frozenset({403, 451, 429})
+# What such pages say: TUNA's shows a red identifier (an 8-digit hex status and a 32-digit request id) with
+# "denied access" or "blocked your requests" in several languages; others say much the same.
+_BLOCK_ID = re.compile(rb"\b([0-9a-f]{8})\s+([0-9a-f]{32})\b")
+_BLOCK_WORDS = re.compile(rb"denied access|blocked your requests|enormous traffic|abnormal requests", re.IGNORECASE)
+BLOCK_PAGE_BYTES = 64 * 1024
 CHUNK_SIZE = 256 * 1024
 
 
@@ -41,10 +49,13 @@ class UpstreamError(Exception):
     more): it is counted, but the upstream keeps serving other requests.
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None, rest_upstream: bool = True) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, rest_upstream: bool = True, blocked: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.rest_upstream = rest_upstream
+        self.blocked = blocked
 
 
 class UpstreamBusy(UpstreamError):
@@ -92,6 +103,8 @@ class Upstream:
     max_connections: int
     cooldown_until: float = 0.0
     last_error: str | None = None
+    # The last failure was the mirror's block page for this network (shown on the page at /, rested long).
+    blocked: bool = False
     stats: UpstreamStats = field(default_factory=UpstreamStats)
     _slots: asyncio.Semaphore | None = None
 
@@ -110,6 +123,7 @@ class Upstream:
             "name": self.name,
             "url": self.base_url,
             "healthy": not self.is_cooling_down(now),
+            "blocked": self.blocked and self.is_cooling_down(now),
             "cooldown_remaining": max(0.0, round(self.cooldown_until - now, 1)),
             "last_error": self.last_error,
             "requests": self.stats.requests,
@@ -201,6 +215,7 @@ class UpstreamPool:
             except UpstreamError as exc:
                 errors[upstream.name] = str(exc)
                 if exc.rest_upstream:
+                    upstream.blocked = exc.blocked
                     self.report_failure(upstream, str(exc), exc.retry_after)
                 elif not isinstance(exc, UpstreamBusy):
                     self.record_bad_answer(upstream, str(exc))
@@ -244,7 +259,7 @@ class UpstreamPool:
                 response = await self._send(method, url, headers)
                 try:
                     upstream.stats.observe_latency(time.monotonic() - started)
-                    self._check_status(response, ok_statuses, url)
+                    await self._check_status(response, ok_statuses, url)
                     result = await handle(upstream, response)
                 finally:
                     response.release()
@@ -257,6 +272,7 @@ class UpstreamPool:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise UpstreamError(f"{type(exc).__name__} from {url}: {exc}".rstrip(": ")) from None
         upstream.last_error = None
+        upstream.blocked = False
         return result
 
     async def _send(self, method: str, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
@@ -285,12 +301,21 @@ class UpstreamPool:
         finally:
             upstream.slots.release()
 
-    def _check_status(self, response: aiohttp.ClientResponse, ok_statuses: frozenset[int], url: str) -> None:
+    async def _check_status(self, response: aiohttp.ClientResponse, ok_statuses: frozenset[int], url: str) -> None:
         status = response.status
         if status in ok_statuses:
             return
         if status in NOT_FOUND_STATUSES:
             raise UpstreamNotFound(url)
+        if status in BLOCK_STATUSES and response.content_type in ("text/html", "text/plain"):
+            block = await _block_page(response)
+            if block is not None:
+                # The mirror blocked this network: asking again soon only prolongs it. Rest it long.
+                raise UpstreamError(
+                    f"HTTP {status} from {url}: the mirror blocks this network ({block})",
+                    retry_after=self.policy.max_retry_after,
+                    blocked=True,
+                )
         retry_after = parse_retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None
         raise UpstreamError(f"HTTP {status} from {url}", retry_after=retry_after)
 
@@ -394,3 +419,15 @@ async def watched_chunks(
                     f"sending {rate:.0f} B/s, under the {policy.min_rate} B/s minimum over {policy.rate_window:g} s"
                 )
             window_start, window_bytes = loop.time(), 0
+
+
+async def _block_page(response: aiohttp.ClientResponse) -> str | None:
+    """What a mirror's block page says about the block (its identifier, for the operator to quote), or None."""
+    try:
+        body = await response.content.read(BLOCK_PAGE_BYTES)
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+    if not _BLOCK_WORDS.search(body):
+        return None
+    found = _BLOCK_ID.search(body)
+    return f"identifier {found.group(1).decode()} {found.group(2).decode()}" if found else "no identifier given"
