@@ -102,6 +102,7 @@ UNUSABLE_LINKS = [
     '    <a href="javascript:alert(1)">alpha-0.1.tar.gz</a><br />',
     '    <a href="file:///etc/passwd">alpha-0.2.tar.gz</a><br />',
     '    <a href="../../packages/aa/bb/alpha-0.3.tar.gz">alpha\\..\\alpha-0.3.tar.gz</a><br />',
+    '    <a href="https://[not-ipv6]/alpha-0.4.tar.gz">alpha-0.4.tar.gz</a><br />',
 ]
 
 
@@ -113,7 +114,7 @@ def test_unusable_links_are_left_out_and_cost_neither_the_page_nor_the_upstream(
     document = json.loads(_page(cache, "alpha", JSON))
     assert sorted(entry["filename"] for entry in document["files"]) == _filenames(tuna_upstream, "alpha")
     html = _page(cache, "alpha", HTML)
-    assert "alpha-0.1" not in html and "alpha-0.2" not in html and "alpha-0.3" not in html
+    assert not any(f"alpha-0.{n}" in html for n in range(1, 5))
 
     # A client asking for a left-out file is told it is not there; nothing is fetched for it...
     assert cache.get("/pypi/files/alpha/alpha-0.1.tar.gz").status == 404

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import unquote, urldefrag, urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 from pkgcache.pypi.model import ACTIVE, DistFile, ProjectPage, ProjectStatus
 from pkgcache.pypi.names import DIST_EXTENSIONS, BadName, check_filename
@@ -30,6 +30,11 @@ _HASH_NAME = re.compile(r"^[a-z0-9_]+$")
 # PEP 700's form, `yyyy-mm-ddThh:mm:ss.ffffffZ` with the fraction optional; uv refuses a whole page over a bad one.
 _UPLOAD_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z")
 _WEB_SCHEMES = frozenset({"http", "https"})
+# A host name or address as clients resolve it: no spaces or punctuation that would only fail later, at download.
+_HOST = re.compile(r"[\w.:-]+")
+# The usual link, known good without parsing it again (a third of a big page's parse time): http(s), a plain host
+# name, a port that cannot be out of range, and a path or query. Anything else gets the full check.
+_PLAIN_WEB_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,4})?(?:[/?].*)?", re.ASCII)
 SUPPORTED_MAJOR_VERSION = 1
 # One log line per page names this many of the entries left out, and counts the rest.
 _LOGGED_EXAMPLES = 3
@@ -58,24 +63,38 @@ def parse_project_page(body: bytes, page_url: str, name: str) -> ProjectPage:
 # --- what both formats share ---
 
 
-def _file_link_problem(filename: str, url: str) -> str | None:
-    """Why a link to a distribution file cannot be used, or None when it can."""
+def _resolve(url: str, base: str) -> tuple[str, str] | None:
+    """`url` made absolute against `base` and parted from its fragment, when it is an http(s) URL that can be
+    fetched (a host, a valid port); None for anything else, a malformed URL among them."""
+    try:
+        absolute, _, fragment = urljoin(base, url.strip()).partition("#")
+        if _PLAIN_WEB_URL.fullmatch(absolute):
+            return absolute, fragment
+        parts = urlsplit(absolute)
+        if parts.scheme not in _WEB_SCHEMES or not _HOST.fullmatch(parts.hostname or ""):
+            return None
+        _ = parts.port  # reading the port checks it: ValueError when it is not a number in range
+    except ValueError:  # urllib's answer to a malformed URL, such as brackets around no IPv6 address
+        return None
+    return absolute, fragment
+
+
+def _web_url(url: str, base: str) -> str | None:
+    resolved = _resolve(url, base)
+    return None if resolved is None else resolved[0]
+
+
+def _is_safe_filename(filename: str) -> bool:
+    """Whether a file name can be a cache entry and a request path segment (no separator, control character...)."""
     try:
         check_filename(filename)
     except BadName:
-        return f"unsafe file name {_shown(filename)}"
-    if _web_url(url) is None:
-        return f"{_shown(filename)}: not an http(s) link ({_shown(url)})"
-    return None
+        return False
+    return True
 
 
-def _web_url(url: str, base: str | None = None) -> str | None:
-    """`url` made absolute against `base`, if that is an http(s) URL with a host; None for anything else."""
-    absolute = urljoin(base, url.strip()) if base else url.strip()
-    parts = urlsplit(absolute)
-    if parts.scheme not in _WEB_SCHEMES or not parts.hostname:
-        return None
-    return absolute
+def _last_segment(url: str) -> str:
+    return unquote(url.partition("#")[0].partition("?")[0].rsplit("/", 1)[-1])
 
 
 def _looks_like_distribution(filename: str) -> bool:
@@ -176,10 +195,12 @@ def _json_file(item: Any, page_url: str, left_out: list[str]) -> DistFile | None
         return None
     if not _looks_like_distribution(filename):
         return None
-    url = urldefrag(urljoin(page_url, url.strip())).url
-    problem = _file_link_problem(filename, url)
-    if problem is not None:
-        left_out.append(problem)
+    absolute = _web_url(url, page_url)
+    if absolute is None:
+        left_out.append(f"{_shown(filename)}: not an http(s) link ({_shown(url)})")
+        return None
+    if not _is_safe_filename(filename):
+        left_out.append(f"unsafe file name {_shown(filename)}")
         return None
     metadata = item.get("core-metadata", item.get("dist-info-metadata", False))
     size = item.get("size")
@@ -187,7 +208,7 @@ def _json_file(item: Any, page_url: str, left_out: list[str]) -> DistFile | None
     gpg_sig = item.get("gpg-sig")
     return DistFile(
         filename=filename,
-        url=url,
+        url=absolute,
         hashes=_clean_hashes(hashes),
         requires_python=requires_python if isinstance(requires_python, str) and requires_python else None,
         yanked=_json_yanked(item.get("yanked", False)),
@@ -353,14 +374,17 @@ def _html_file(
     href = attrs.get("href")
     if not href:
         return None, False
-    url, fragment = urldefrag(urljoin(base, href.strip()))
-    filename = text or unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    resolved = _resolve(href, base)
+    filename = text or _last_segment(resolved[0] if resolved else href)
     if not _looks_like_distribution(filename):
         return None, False
-    problem = _file_link_problem(filename, url)
-    if problem is not None:
-        left_out.append(problem)
+    if resolved is None:
+        left_out.append(f"{_shown(filename)}: not an http(s) link ({_shown(href)})")
         return None, True
+    if not _is_safe_filename(filename):
+        left_out.append(f"unsafe file name {_shown(filename)}")
+        return None, True
+    url, fragment = resolved
     dist = DistFile(
         filename=filename,
         url=url,
