@@ -326,6 +326,9 @@ BAD_LINKS = [
     ("https://[not-ipv6]/demo-0.6.tar.gz", "demo-0.6.tar.gz"),
     ("https://mirrors.example.org:99999/demo-0.7.tar.gz", "demo-0.7.tar.gz"),
     ("https://mirrors example.org/demo-0.8.tar.gz", "demo-0.8.tar.gz"),
+    # Control characters (here from another scheme than the page's, which urljoin passes through untouched).
+    ("http://mirrors.example.org/de\nmo-0.81.tar.gz", "demo-0.81.tar.gz"),
+    ("https://mirrors.example.org/de\x01mo-0.82.tar.gz", "demo-0.82.tar.gz"),
 ]
 UNSAFE_NAMES = [
     "..\\..\\demo-0.9.tar.gz",

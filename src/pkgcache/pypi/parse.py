@@ -34,7 +34,9 @@ _WEB_SCHEMES = frozenset({"http", "https"})
 _HOST = re.compile(r"[\w.:-]+")
 # The usual link, known good without parsing it again (a third of a big page's parse time): http(s), a plain host
 # name, a port that cannot be out of range, and a path or query. Anything else gets the full check.
-_PLAIN_WEB_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,4})?(?:[/?].*)?", re.ASCII)
+_PLAIN_WEB_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,4})?(?:[/?][^\x00-\x1f\x7f]*)?", re.ASCII)
+# No index writes these in a link; kept, they would reach the log lines of whatever fetches the URL.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 SUPPORTED_MAJOR_VERSION = 1
 # One log line per page names this many of the entries left out, and counts the rest.
 _LOGGED_EXAMPLES = 3
@@ -70,6 +72,8 @@ def _resolve(url: str, base: str) -> tuple[str, str] | None:
         absolute, _, fragment = urljoin(base, url.strip()).partition("#")
         if _PLAIN_WEB_URL.fullmatch(absolute):
             return absolute, fragment
+        if _CONTROL_CHARACTER.search(absolute):
+            return None
         parts = urlsplit(absolute)
         if parts.scheme not in _WEB_SCHEMES or not _HOST.fullmatch(parts.hostname or ""):
             return None
