@@ -247,15 +247,38 @@ def test_the_same_repodata_gives_the_same_bytes_whatever_the_bucket_layout(
     source = tmp_path / "repodata.json"
     write_synthetic_repodata(source, size=2_000_000, seed=9)
     first = build(source, tmp_path / "a")
-    # Tiny buckets force every bucket to be split again (and the heavy names to stay whole): same output.
-    monkeypatch.setattr(shard_builder, "MAX_BUCKET_BYTES", 4096)
+    # Small buckets force every bucket to be split again, and the heavy names' buckets to be kept whole.
+    splits: list[bool] = []
+    split_bucket = shard_builder._split_bucket
+
+    def counted_split(*args: Any) -> Any:
+        result = split_bucket(*args)
+        splits.append(result is not None)
+        return result
+
+    monkeypatch.setattr(shard_builder, "MAX_BUCKET_BYTES", 16384)
+    monkeypatch.setattr(shard_builder, "_split_bucket", counted_split)
     second = build(source, tmp_path / "b")
+    assert True in splits and False in splits
     assert (tmp_path / "a" / SHARDS_INDEX_NAME).read_bytes() == (tmp_path / "b" / SHARDS_INDEX_NAME).read_bytes()
     assert first.index_sha256 == second.index_sha256
     assert {p.name: p.read_bytes() for p in (tmp_path / "a/shards").iterdir()} == {
         p.name: p.read_bytes() for p in (tmp_path / "b/shards").iterdir()
     }
     assert leftovers(tmp_path) == []
+
+
+def test_records_in_another_order_give_the_same_shards(tmp_path: Path) -> None:
+    write_synthetic_repodata(tmp_path / "a.json", size=300_000, seed=11)
+    document = json.loads((tmp_path / "a.json").read_text())
+    for section in ("packages", "packages.conda"):
+        document[section] = dict(reversed(document[section].items()))
+    document["removed"].reverse()
+    document = dict(reversed(document.items()))
+    (tmp_path / "b.json").write_text(json.dumps(document))
+    build(tmp_path / "a.json", tmp_path / "a")
+    build(tmp_path / "b.json", tmp_path / "b")
+    assert (tmp_path / "a" / SHARDS_INDEX_NAME).read_bytes() == (tmp_path / "b" / SHARDS_INDEX_NAME).read_bytes()
 
 
 # --- rebuilds and old shards ---

@@ -2,9 +2,9 @@
 
 The records look like conda-forge's (name, version, build, depends, constrains, license, hashes, size, timestamp,
 sometimes noarch or track_features), with a long tail of package names that have a few records and a handful of
-names that have thousands, as python, vim or libblas do. The file is written record by record, so making a few
-hundred MB costs little memory. Everything comes from one seeded random generator: the same arguments give the
-same bytes.
+names that have thousands, as python, vim or libblas do (at most HEAVY_RECORDS each, whatever the size). The file
+is written record by record, so making a few hundred MB costs little memory. Everything comes from one seeded
+random generator: the same arguments give the same bytes.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any
 AVERAGE_RECORD_BYTES = 490
 LICENSES = ("MIT", "BSD-3-Clause", "Apache-2.0", "GPL-3.0-or-later", "LGPL-2.1-or-later", "MPL-2.0")
 HEAVY_NAMES = ("python", "vim", "libblas", "numpy", "openssl")
+# Records per heavy name at most: about 2.5 MB of shard, as vim has (conda-forge's largest shard, 2.6 MB).
+HEAVY_RECORDS = 5000
 
 
 @dataclass(frozen=True)
@@ -77,9 +79,10 @@ def _record(name: str, index: int, subdir: str, names: list[str], rng: random.Ra
 def _records(count: int, subdir: str, seed: int) -> Iterator[tuple[str, dict[str, Any]]]:
     rng = random.Random(seed)
     names = _package_names(max(len(HEAVY_NAMES) + 1, count // 20), rng)
-    # A tenth of the records belong to the few heavy names, the rest spread over the long tail.
+    # Up to a tenth of the records belong to the few heavy names, the rest spread over the long tail.
+    heavy_share = min(0.1, HEAVY_RECORDS * len(HEAVY_NAMES) / count)
     for index in range(count):
-        name = rng.choice(HEAVY_NAMES) if rng.random() < 0.1 else rng.choice(names)
+        name = rng.choice(HEAVY_NAMES) if rng.random() < heavy_share else rng.choice(names)
         yield _record(name, index, subdir, names, rng)
 
 

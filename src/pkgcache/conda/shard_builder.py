@@ -23,13 +23,15 @@ build time, so that `unreferenced_shards` can tell how long a shard has been unr
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import secrets
 import struct
 import tempfile
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +56,7 @@ __all__ = [
     "ShardBuildResult",
     "ShardIndex",
     "build_shards",
+    "iter_shard_index",
     "read_shard_index",
     "shard_file_name",
     "unreferenced_shards",
@@ -65,12 +68,15 @@ TEMP_SUFFIX = ".tmp"
 # zstd's default level, streamed (no content size in the frame header), as rattler's indexer writes: the same
 # records then make the very same shard files, names included. Higher levels gain little on small shards.
 COMPRESSION_LEVEL = 3
-# Bucket files open at once while the repodata is read, and the size above which a bucket is split again.
+# 2**FANOUT_BITS bucket files are open at once; a bucket larger than MAX_BUCKET_BYTES is split again by the next
+# FANOUT_BITS of its names' CRC-32, as long as bits remain.
 FANOUT_BITS = 6
 MAX_BUCKET_BYTES = 4 << 20
 BUCKET_WRITE_BUFFER = 64 << 10
-MAX_SPLIT_DEPTH = 64 // FANOUT_BITS - 1
-# Decompressed size accepted for an index read back (conda-forge's is under 1 MB).
+MAX_SPLIT_DEPTH = 32 // FANOUT_BITS - 1
+INDEX_WRITE_BATCH = 256 << 10
+COMPRESS_BATCH = 256 << 10
+# The largest single msgpack object accepted when an index is read back (conda-forge's whole index is < 1 MB).
 MAX_INDEX_BYTES = 256 << 20
 HASH_LENGTHS = {"sha256": 32, "md5": 16}
 PACKAGE_EXTENSIONS = (".tar.bz2", ".conda", ".whl")
@@ -158,28 +164,29 @@ def build_shards(
     index_dir = index_dir if index_dir is not None else shards_dir.parent
     stamp = (created_at or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     counts = _Counts()
-    digests: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory(prefix=".shard-build-", dir=index_dir) as work:
         info = _bucket_repodata(repodata_path, Path(work), counts)
         subdir = subdir or _text_field(info, "subdir")
-        _build_all_buckets(Path(work), shards_dir, digests, counts)
-    index_bytes = _index_bytes(subdir, base_url, shards_base_url, stamp, digests)
-    index_temp_path = _write_new_file(index_dir, f".{SHARDS_INDEX_NAME}", index_bytes)
-    dropped = _mark_dropped(previous_index, shards_dir, set(digests.values()))
+        entries = _build_all_buckets(Path(work), shards_dir, counts)
+    # One bytes object per package name, `<name>\0<digest>`: sorted, they are in name order (names hold no NUL).
+    entries.sort()
+    index_info = {"subdir": subdir, "base_url": base_url, "shards_base_url": shards_base_url, "created_at": stamp}
+    index_temp_path, index_sha256, index_size = _write_index(index_dir, index_info, entries)
+    dropped = _mark_dropped(previous_index, shards_dir, entries)
     return ShardBuildResult(
         index_temp_path=index_temp_path,
-        index_sha256=hashlib.sha256(index_bytes).hexdigest(),
-        index_size=len(index_bytes),
+        index_sha256=index_sha256,
+        index_size=index_size,
         subdir=subdir,
         created_at=stamp,
-        shards=len(digests),
+        shards=len(entries),
         records=counts.records,
         removed=counts.removed,
         removed_skipped=counts.removed_skipped,
         shards_written=counts.written,
         shards_reused=counts.reused,
         shards_dropped=dropped,
-        bytes_written=counts.bytes_written + len(index_bytes),
+        bytes_written=counts.bytes_written + index_size,
         shard_bytes=counts.shard_bytes,
         seconds=time.monotonic() - started,
     )
@@ -248,23 +255,20 @@ def _bucket_repodata(repodata_path: Path, work: Path, counts: _Counts) -> dict[s
     """Read every record and removed name into the first-level buckets; return the repodata's info."""
     info: dict[str, Any] = {}
     sections = _Sections()
-    hashes: dict[str, int] = {}
     packer = msgpack.Packer(use_bin_type=True)
     with _Buckets(work, 0) as buckets:
         for item in iter_repodata_file(repodata_path):
             if type(item) is Record:
                 name = _package_name(item)
                 packed = _pack_record(packer, item)
-                buckets.add(
-                    _name_hash(hashes, name), _frame(name, sections.number(item.section), item.filename, packed)
-                )
+                buckets.add(_name_hash(name), _frame(name, sections.number(item.section), item.filename, packed))
                 counts.records += 1
             elif type(item) is Removed:
                 name = _name_from_file_name(item.filename)
                 if name is None:
                     counts.removed_skipped += 1
                     continue
-                buckets.add(_name_hash(hashes, name), _frame(name, _REMOVED_SECTION, item.filename, b""))
+                buckets.add(_name_hash(name), _frame(name, _REMOVED_SECTION, item.filename, b""))
                 counts.removed += 1
             elif type(item) is Info:
                 info = item.info
@@ -274,7 +278,7 @@ def _bucket_repodata(repodata_path: Path, work: Path, counts: _Counts) -> dict[s
 
 def _package_name(item: Record) -> str:
     name = item.record.get("name")
-    if not isinstance(name, str) or not name:
+    if not isinstance(name, str) or not name or "\0" in name:
         raise MalformedRepodata(f"{item.section}/{item.filename}: the record has no package name")
     # Shards are looked up by normalized name, as rattler's PackageName does (conda's names are lower case).
     return name.lower()
@@ -307,11 +311,8 @@ def _pack_record(packer: msgpack.Packer, item: Record) -> bytes:
         raise MalformedRepodata(f"{item.section}/{item.filename}: {exc}") from None
 
 
-def _name_hash(cache: dict[str, int], name: str) -> int:
-    value = cache.get(name)
-    if value is None:
-        value = cache[name] = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
-    return value
+def _name_hash(name: str) -> int:
+    return zlib.crc32(name.encode())
 
 
 def _frame(name: str, section: int, filename: str, packed: bytes) -> bytes:
@@ -333,29 +334,32 @@ def _read_frames(path: Path) -> Iterator[tuple[str, int, str, bytes]]:
 # --- buckets into shards ---
 
 
-def _build_all_buckets(work: Path, shards_dir: Path, digests: dict[str, bytes], counts: _Counts) -> None:
+def _build_all_buckets(work: Path, shards_dir: Path, counts: _Counts) -> list[bytes]:
+    """Write every bucket's shards; return one `<name>\\0<digest>` entry per package name, in no order."""
+    entries: list[bytes] = []
     section_names = (work / _SECTIONS).read_text().split("\n")
     compressor = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL)
     pending = [(path, 0) for path in sorted(work.glob("0-*"))]
     while pending:
         path, depth = pending.pop()
         if path.stat().st_size > MAX_BUCKET_BYTES and depth < MAX_SPLIT_DEPTH:
-            sub_buckets = _split_bucket(path, work / f"{path.name}.split", depth + 1)
+            sub_buckets = _split_bucket(path, path.parent / f"{path.name}.split", depth + 1)
             if sub_buckets is not None:
                 pending.extend((sub_path, depth + 1) for sub_path in sub_buckets)
                 continue
         parts = _gather_bucket(path, section_names)
         path.unlink()
         for name, shard_parts in parts.items():
-            shard = _compress(compressor, _shard_bytes(shard_parts))
+            shard = _compress(compressor, _shard_chunks(shard_parts))
             digest = hashlib.sha256(shard).digest()
-            digests[name] = digest
+            entries.append(b"%b\0%b" % (name.encode(), digest))
             counts.shard_bytes += len(shard)
             if _keep_or_write_shard(shards_dir, digest, shard):
                 counts.written += 1
                 counts.bytes_written += len(shard)
             else:
                 counts.reused += 1
+    return entries
 
 
 def _split_bucket(path: Path, folder: Path, depth: int) -> list[Path] | None:
@@ -367,10 +371,9 @@ def _split_bucket(path: Path, folder: Path, depth: int) -> list[Path] | None:
             break
     if len(names) < 2:
         return None
-    hashes: dict[str, int] = {}
     with _Buckets(folder, depth) as buckets:
         for name, section, filename, packed in _read_frames(path):
-            buckets.add(_name_hash(hashes, name), _frame(name, section, filename, packed))
+            buckets.add(_name_hash(name), _frame(name, section, filename, packed))
     path.unlink()
     return buckets.paths
 
@@ -389,28 +392,29 @@ def _gather_bucket(path: Path, section_names: list[str]) -> dict[str, _ShardPart
     return parts
 
 
-def _shard_bytes(parts: _ShardParts) -> bytes:
+def _shard_chunks(parts: _ShardParts) -> Iterator[bytes]:
     """The shard's msgpack, in rattler's key order, entries sorted by file name: same records, same bytes."""
     packer = msgpack.Packer(use_bin_type=True)
     v3_groups = sorted(
         section.removeprefix(f"{V3_KEY}/") for section in parts.sections if section.startswith(f"{V3_KEY}/")
     )
-    chunks = [packer.pack_map_header(4 if v3_groups else 3)]
+    yield packer.pack_map_header(4 if v3_groups else 3)
     for section in RECORD_SECTIONS:
-        chunks += [packer.pack(section), *_packed_map(packer, parts.sections.get(section, {}))]
+        yield packer.pack(section)
+        yield from _packed_map(packer, parts.sections.get(section, {}))
     if v3_groups:
-        chunks += [packer.pack(V3_KEY), packer.pack_map_header(len(v3_groups))]
+        yield packer.pack(V3_KEY) + packer.pack_map_header(len(v3_groups))
         for group in v3_groups:
-            chunks += [packer.pack(group), *_packed_map(packer, parts.sections[f"{V3_KEY}/{group}"])]
-    chunks += [packer.pack("removed"), packer.pack(sorted(parts.removed))]
-    return b"".join(chunks)
+            yield packer.pack(group)
+            yield from _packed_map(packer, parts.sections[f"{V3_KEY}/{group}"])
+    yield packer.pack("removed") + packer.pack(sorted(parts.removed))
 
 
-def _packed_map(packer: msgpack.Packer, entries: dict[str, bytes]) -> list[bytes]:
-    chunks = [packer.pack_map_header(len(entries))]
+def _packed_map(packer: msgpack.Packer, entries: dict[str, bytes]) -> Iterator[bytes]:
+    yield packer.pack_map_header(len(entries))
     for filename in sorted(entries):
-        chunks += [packer.pack(filename), entries[filename]]
-    return chunks
+        yield packer.pack(filename)
+        yield entries[filename]
 
 
 def _keep_or_write_shard(shards_dir: Path, digest: bytes, shard: bytes) -> bool:
@@ -428,7 +432,7 @@ def _keep_or_write_shard(shards_dir: Path, digest: bytes, shard: bytes) -> bool:
 
 def _write_new_file(folder: Path, prefix: str, data: bytes) -> Path:
     """Write `data` to a fresh temporary file in `folder` and return its path."""
-    path = folder / f"{prefix}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    path = _new_temp_path(folder, prefix)
     try:
         with path.open("xb") as handle:
             handle.write(data)
@@ -438,64 +442,124 @@ def _write_new_file(folder: Path, prefix: str, data: bytes) -> Path:
     return path
 
 
+def _new_temp_path(folder: Path, prefix: str) -> Path:
+    return folder / f"{prefix}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
+
+
 # --- the index ---
 
 
-def _index_bytes(subdir: str, base_url: str, shards_base_url: str, created_at: str, digests: dict[str, bytes]) -> bytes:
-    document = {
-        "version": 1,
-        "info": {"subdir": subdir, "base_url": base_url, "shards_base_url": shards_base_url, "created_at": created_at},
-        "shards": {name: digests[name] for name in sorted(digests)},
-    }
-    return _compress(zstandard.ZstdCompressor(level=COMPRESSION_LEVEL), msgpack.packb(document, use_bin_type=True))
+def _write_index(index_dir: Path, info: dict[str, Any], entries: list[bytes]) -> tuple[Path, str, int]:
+    """Write the index from sorted entries, streamed through zstd; return its temporary path, sha256 and size."""
+    packer = msgpack.Packer(use_bin_type=True)
+    stream = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL).compressobj()
+    digest, size = hashlib.sha256(), 0
+    path = _new_temp_path(index_dir, f".{SHARDS_INDEX_NAME}")
+    try:
+        with path.open("xb") as handle:
+
+            def emit(data: bytes) -> None:
+                nonlocal size
+                digest.update(data)
+                size += len(data)
+                handle.write(data)
+
+            batch = bytearray(packer.pack_map_header(3))
+            batch += packer.pack("version") + packer.pack(1) + packer.pack("info") + packer.pack(info)
+            batch += packer.pack("shards") + packer.pack_map_header(len(entries))
+            for entry in entries:
+                name, _, shard_digest = entry.partition(b"\0")
+                batch += packer.pack(name.decode()) + packer.pack(shard_digest)
+                if len(batch) >= INDEX_WRITE_BATCH:
+                    emit(stream.compress(bytes(batch)))
+                    batch.clear()
+            emit(stream.compress(bytes(batch)) + stream.flush())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path, digest.hexdigest(), size
 
 
-def _compress(compressor: zstandard.ZstdCompressor, data: bytes) -> bytes:
+def _compress(compressor: zstandard.ZstdCompressor, chunks: Iterator[bytes]) -> bytes:
+    """zstd of the chunks joined, fed in batches: a large shard is never held twice uncompressed."""
     stream = compressor.compressobj()
-    return stream.compress(data) + stream.flush()
+    out, batch = [], bytearray()
+    for chunk in chunks:
+        batch += chunk
+        if len(batch) >= COMPRESS_BATCH:
+            out.append(stream.compress(bytes(batch)))
+            batch.clear()
+    out.append(stream.compress(bytes(batch)))
+    out.append(stream.flush())
+    return b"".join(out)
 
 
 def read_shard_index(path: Path) -> ShardIndex:
-    """Read a shard index (ours or anyone's); MalformedRepodata when it is not one."""
+    """Read a whole shard index (ours or anyone's); MalformedRepodata when it is not one."""
+    info: dict[str, Any] = {}
+
+    def keep_info(value: dict[str, Any]) -> None:
+        info.update(value)
+
+    names = {name: shard_file_name(digest) for name, digest in iter_shard_index(path, on_info=keep_info)}
+    return ShardIndex(info, names)
+
+
+def iter_shard_index(
+    path: Path, on_info: Callable[[dict[str, Any]], None] | None = None
+) -> Iterator[tuple[str, bytes]]:
+    """(package name, 32-byte shard digest) for each entry of a shard index, read as a stream.
+
+    `on_info` is called with the index's info map when it is met. Raises MalformedRepodata on anything else than
+    a shard index.
+    """
     try:
         with path.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as reader:
-            data = reader.read(MAX_INDEX_BYTES + 1)
-        if len(data) > MAX_INDEX_BYTES:
-            raise MalformedRepodata(f"{path.name}: larger than {MAX_INDEX_BYTES} bytes once decompressed")
-        document = msgpack.unpackb(data, strict_map_key=False)
-    except (zstandard.ZstdError, ValueError, msgpack.UnpackException) as exc:
-        raise MalformedRepodata(f"{path.name}: {exc}") from None
-    info = document.get("info") if isinstance(document, dict) else None
-    shards = document.get("shards") if isinstance(document, dict) else None
-    if not isinstance(info, dict) or not isinstance(shards, dict):
+            unpacker = msgpack.Unpacker(reader, strict_map_key=False, max_buffer_size=MAX_INDEX_BYTES)
+            found_shards = found_info = False
+            for _ in range(unpacker.read_map_header()):
+                key = unpacker.unpack()
+                if key == "shards":
+                    found_shards = True
+                    for _ in range(unpacker.read_map_header()):
+                        name, digest = unpacker.unpack(), unpacker.unpack()
+                        if not isinstance(name, str) or not isinstance(digest, bytes) or len(digest) != 32:
+                            raise MalformedRepodata(f"{path.name}: bad shard entry for {name!r}")
+                        yield name, digest
+                elif key == "info":
+                    value = unpacker.unpack()
+                    found_info = isinstance(value, dict)
+                    if found_info and on_info is not None:
+                        on_info(value)
+                else:
+                    unpacker.skip()
+    except (zstandard.ZstdError, ValueError, msgpack.UnpackException, msgpack.OutOfData) as exc:
+        raise MalformedRepodata(f"{path.name}: not a shard index ({exc})") from None
+    if not (found_shards and found_info):
         raise MalformedRepodata(f"{path.name}: not a shard index (no 'info' or 'shards' map)")
-    names = {}
-    for name, digest in shards.items():
-        if not isinstance(name, str) or not isinstance(digest, bytes) or len(digest) != 32:
-            raise MalformedRepodata(f"{path.name}: bad shard entry for {name!r}")
-        names[name] = shard_file_name(digest)
-    return ShardIndex(info, names)
 
 
 # --- old shards ---
 
 
-def _mark_dropped(previous_index: Path | None, shards_dir: Path, kept: set[bytes]) -> int:
-    """Set the mtime of shards the previous index referenced and the new one does not; return how many."""
+def _mark_dropped(previous_index: Path | None, shards_dir: Path, entries: list[bytes]) -> int:
+    """Set the mtime of shards the previous index referenced and the sorted `entries` do not; return how many."""
     if previous_index is None or not previous_index.exists():
         return 0
-    try:
-        previous = read_shard_index(previous_index)
-    except MalformedRepodata:
-        return 0  # nothing can be learnt from it; its shards age from their own mtime
-    kept_names = {shard_file_name(digest) for digest in kept}
     dropped = 0
-    for file_name in set(previous.shards.values()) - kept_names:
-        try:
-            os.utime(shards_dir / file_name)
-            dropped += 1
-        except FileNotFoundError:
-            pass
+    try:
+        for name, old_digest in iter_shard_index(previous_index):
+            key = name.encode() + b"\0"
+            at = bisect.bisect_left(entries, key)
+            if at < len(entries) and entries[at] == key + old_digest:
+                continue  # still referenced: left untouched
+            try:
+                os.utime(shards_dir / shard_file_name(old_digest))
+                dropped += 1
+            except FileNotFoundError:
+                pass
+    except MalformedRepodata:
+        pass  # nothing more can be learnt from it; those shards age from their own mtime
     return dropped
 
 
@@ -509,13 +573,19 @@ def unreferenced_shards(
     temporary files left by an interrupted build. Raises MalformedRepodata if the index cannot be read: never
     prune from an index you cannot read.
     """
-    referenced = set(read_shard_index(index_path).shards.values())
+    referenced = {digest for _, digest in iter_shard_index(index_path)}
     limit = (time.time() if now is None else now) - older_than
     found = []
     for entry in os.scandir(shards_dir):
-        if entry.name in referenced or not entry.is_file(follow_symlinks=False):
+        if not entry.is_file(follow_symlinks=False):
             continue
-        if not (entry.name.endswith(SHARD_SUFFIX) or entry.name.endswith(TEMP_SUFFIX)):
+        if entry.name.endswith(SHARD_SUFFIX):
+            try:
+                if bytes.fromhex(entry.name.removesuffix(SHARD_SUFFIX)) in referenced:
+                    continue
+            except ValueError:
+                continue  # not a shard name: not ours to delete
+        elif not entry.name.endswith(TEMP_SUFFIX):
             continue
         if entry.stat(follow_symlinks=False).st_mtime < limit:
             found.append(Path(entry.path))
