@@ -45,7 +45,7 @@ from tests.support import BackgroundLoop
 CREATED_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 HASH_KEYS = ("sha256", "md5")
 # Peak RSS of a process that does nothing but build shards, whatever the repodata's size (see the module doc).
-MEMORY_BOUND_MB = 80
+MEMORY_BOUND_MB = 64
 MEMORY_TEST_MB = int(os.environ.get("PKGCACHE_SHARD_MEMORY_TEST_MB", "256"))
 
 
@@ -365,6 +365,25 @@ def test_unreferenced_shards_refuses_an_unreadable_index(tmp_path: Path) -> None
     (tmp_path / SHARDS_INDEX_NAME).write_bytes(b"not zstd")
     with pytest.raises(MalformedRepodata):
         unreferenced_shards(tmp_path / "shards", tmp_path / SHARDS_INDEX_NAME, older_than=0)
+
+
+def test_stale_build_files_lists_what_killed_builds_left_and_spares_running_ones(tmp_path: Path) -> None:
+    source = tmp_path / "repodata.json"
+    source.write_text(json.dumps(tricky_repodata()))
+    out = tmp_path / "linux-64"
+    build(source, out)
+    long_ago = time.time() - 86400
+    killed_work = out / ".shard-build-abc123"
+    (killed_work / "0-00").parent.mkdir()
+    (killed_work / "0-00").write_bytes(b"frames")
+    killed_index = out / f".{SHARDS_INDEX_NAME}.4242-deadbeef.tmp"
+    killed_index.write_bytes(b"half an index")
+    for path in (killed_work, killed_index):
+        os.utime(path, (long_ago, long_ago))
+    running_work = out / ".shard-build-running"
+    running_work.mkdir()
+    assert shard_builder.stale_build_files(out, older_than=3600) == sorted([killed_work, killed_index])
+    assert (out / SHARDS_INDEX_NAME) not in shard_builder.stale_build_files(out, older_than=0, now=time.time() + 10)
 
 
 # --- a real client ---

@@ -11,8 +11,9 @@ in the JSON, which is what conda-index does and what all three clients accept.
 `build_shards` is blocking code for a worker thread. It streams the repodata (`repodata_stream`), writes each
 record, already packed, to one of a few dozen bucket files chosen by a hash of its package name, then builds the
 shards of one bucket at a time; a bucket too large to hold is split again by the next bits of the hash. So memory
-stays bounded by the bucket size, the largest single package's shard and the index (about 60 bytes per package
-name), whatever the repodata's size: see `tests/test_shard_builder.py` for the measured bound.
+stays bounded by the bucket size, the largest single package's shard and the index (about 100 bytes per package
+name), whatever the repodata's size: see `tests/test_shard_builder.py` for the measured bound. The work is pure
+Python and holds the GIL for seconds on a large repodata: a separate process keeps an event loop responsive.
 
 On disk: a shard whose bytes did not change keeps its file (not rewritten, its mtime untouched); a new shard is
 written under a temporary name and renamed in. The index is written last, to a temporary path that the caller
@@ -59,6 +60,7 @@ __all__ = [
     "iter_shard_index",
     "read_shard_index",
     "shard_file_name",
+    "stale_build_files",
     "unreferenced_shards",
 ]
 
@@ -156,8 +158,10 @@ def build_shards(
     references and the new one does not are marked as dropped now (their mtime). The index is written to a
     temporary file in `index_dir` (default: the folder above `shards_dir`, where the index lives beside it).
 
-    Raises `MalformedRepodata` when the repodata cannot be read or is not repodata; nothing is then left behind
-    but shards that were complete (they are content-addressed, so they do no harm). OSError when writing fails.
+    Raises `MalformedRepodata` when the repodata cannot be read or is not repodata: the whole file is read before
+    any shard is written, so nothing is written then. OSError when writing fails (complete shards may be left:
+    they are content-addressed and harmless). A build killed midway leaves a `.shard-build-*` folder in
+    `index_dir` and temporary files: `stale_build_files` lists them.
     """
     started = time.monotonic()
     shards_dir.mkdir(parents=True, exist_ok=True)
@@ -165,9 +169,9 @@ def build_shards(
     stamp = (created_at or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     counts = _Counts()
     with tempfile.TemporaryDirectory(prefix=".shard-build-", dir=index_dir) as work:
-        info = _bucket_repodata(repodata_path, Path(work), counts)
+        info, section_names = _bucket_repodata(repodata_path, Path(work), counts)
         subdir = subdir or _text_field(info, "subdir")
-        entries = _build_all_buckets(Path(work), shards_dir, counts)
+        entries = _build_all_buckets(Path(work), section_names, shards_dir, counts)
     # One bytes object per package name, `<name>\0<digest>`: sorted, they are in name order (names hold no NUL).
     entries.sort()
     index_info = {"subdir": subdir, "base_url": base_url, "shards_base_url": shards_base_url, "created_at": stamp}
@@ -248,11 +252,8 @@ class _Sections:
         return number
 
 
-_SECTIONS = "sections"
-
-
-def _bucket_repodata(repodata_path: Path, work: Path, counts: _Counts) -> dict[str, Any]:
-    """Read every record and removed name into the first-level buckets; return the repodata's info."""
+def _bucket_repodata(repodata_path: Path, work: Path, counts: _Counts) -> tuple[dict[str, Any], list[str]]:
+    """Read every record and removed name into the first-level buckets; return the info and section names."""
     info: dict[str, Any] = {}
     sections = _Sections()
     packer = msgpack.Packer(use_bin_type=True)
@@ -272,8 +273,7 @@ def _bucket_repodata(repodata_path: Path, work: Path, counts: _Counts) -> dict[s
                 counts.removed += 1
             elif type(item) is Info:
                 info = item.info
-    (work / _SECTIONS).write_text("\n".join(sections.names))
-    return info
+    return info, sections.names
 
 
 def _package_name(item: Record) -> str:
@@ -334,10 +334,9 @@ def _read_frames(path: Path) -> Iterator[tuple[str, int, str, bytes]]:
 # --- buckets into shards ---
 
 
-def _build_all_buckets(work: Path, shards_dir: Path, counts: _Counts) -> list[bytes]:
+def _build_all_buckets(work: Path, section_names: list[str], shards_dir: Path, counts: _Counts) -> list[bytes]:
     """Write every bucket's shards; return one `<name>\\0<digest>` entry per package name, in no order."""
     entries: list[bytes] = []
-    section_names = (work / _SECTIONS).read_text().split("\n")
     compressor = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL)
     pending = [(path, 0) for path in sorted(work.glob("0-*"))]
     while pending:
@@ -588,5 +587,21 @@ def unreferenced_shards(
         elif not entry.name.endswith(TEMP_SUFFIX):
             continue
         if entry.stat(follow_symlinks=False).st_mtime < limit:
+            found.append(Path(entry.path))
+    return sorted(found)
+
+
+def stale_build_files(index_dir: Path, *, older_than: float, now: float | None = None) -> list[Path]:
+    """Work folders (`.shard-build-*`) and temporary index files in `index_dir` left by builds that were killed.
+
+    Only those untouched for `older_than` seconds, so that a build still running keeps its own. Folders are to be
+    removed with their content (shutil.rmtree).
+    """
+    limit = (time.time() if now is None else now) - older_than
+    found = []
+    for entry in os.scandir(index_dir):
+        is_work = entry.name.startswith(".shard-build-") and entry.is_dir(follow_symlinks=False)
+        is_temp_index = entry.name.startswith(f".{SHARDS_INDEX_NAME}.") and entry.name.endswith(TEMP_SUFFIX)
+        if (is_work or is_temp_index) and entry.stat(follow_symlinks=False).st_mtime < limit:
             found.append(Path(entry.path))
     return sorted(found)
