@@ -36,6 +36,8 @@ from pkgcache.conda.shard_builder import (
 )
 from tests.clients.rattler_client import run_rattler_install
 from tests.conda_support import APP_TREE, SUBDIR
+
+# The channel builder's own package maker, to add one package to a channel it built.
 from tests.fakes.conda_channel import BUILD_TIMESTAMP_MS, _build_package, _PkgSpec, build_channel
 from tests.fakes.conda_upstreams import ChannelServer
 from tests.fakes.server import Faults
@@ -44,7 +46,8 @@ from tests.support import BackgroundLoop
 
 CREATED_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 HASH_KEYS = ("sha256", "md5")
-# Peak RSS of a process that does nothing but build shards, whatever the repodata's size (see the module doc).
+# Peak RSS of a process that does nothing but build shards, whatever the repodata's size: docs/conda-clients.md,
+# "Sharded repodata made here", says what it is made of.
 MEMORY_BOUND_MB = 64
 MEMORY_TEST_MB = int(os.environ.get("PKGCACHE_SHARD_MEMORY_TEST_MB", "256"))
 
@@ -52,13 +55,13 @@ MEMORY_TEST_MB = int(os.environ.get("PKGCACHE_SHARD_MEMORY_TEST_MB", "256"))
 # --- helpers ---
 
 
-def decode_zst_msgpack(path: Path) -> Any:
-    # Streamed: shards written without a content size in the frame header, as rattler's are.
-    return msgpack.unpackb(zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes()))
-
-
 def raw_msgpack(path: Path) -> bytes:
+    # Streamed: shards are written without a content size in the frame header, as rattler's are.
     return zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes())
+
+
+def decode_zst_msgpack(path: Path) -> Any:
+    return msgpack.unpackb(raw_msgpack(path))
 
 
 def build(repodata: Path, subdir_dir: Path, **kwargs: Any) -> ShardBuildResult:
