@@ -63,14 +63,14 @@ SDIST_SUFFIXES = (".tar.gz", ".zip")
 class MetadataCounters:
     """What `/metrics` and the page say about metadata: how it was obtained and what that saved."""
 
-    served: Counter[str] = field(default_factory=Counter)  # by how it was obtained
+    made: Counter[str] = field(default_factory=Counter)  # metadata files made, by how they were obtained
     range_requests: int = 0
     range_bytes: int = 0
     bytes_saved: int = 0  # wheel bytes not fetched because metadata was read by ranges
     mismatches: int = 0  # metadata read by ranges that the verified wheel contradicted
 
     def to_json(self) -> dict[str, object]:
-        return {**dataclasses.asdict(self), "served": dict(self.served)}
+        return {**dataclasses.asdict(self), "made": dict(self.made)}
 
 
 @dataclass
@@ -166,7 +166,6 @@ class MetadataIndex:
         records, _ = await self.records.get(project)
         record = records.get(dist_name)
         if path.is_file() and record is not None and _same_distribution(record, dist):
-            self.counters.served["cached"] += 1
             return path
         if not dist_name.endswith(".whl") and not dist.core_metadata and record is None:
             raise FileNotListed(f"{dist_name} has no core metadata pkgcache can vouch for")
@@ -186,7 +185,7 @@ class MetadataIndex:
         await download.write(data)
         digest = hashlib.sha256(data).hexdigest()
         await self.records.add(project, dist.filename, MetadataRecord(digest, _sha256_of(dist), source, verified))
-        self.counters.served[source] += 1
+        self.counters.made[source] += 1
 
     async def _obtain(self, project: str, entry: CachedPage, dist: DistFile) -> tuple[bytes, str, bool]:
         dist_path = self.pages.file_path(project, dist.filename)
@@ -236,11 +235,14 @@ class MetadataIndex:
         assert self.origin is not None
         pool, target = self.origin.pool, self.origin.file_target(entry, dist)
 
+        sizes: list[int] = []
+
         async def read(start: int | None, length: int) -> RangeAnswer:
             try:
                 got = await fetch_range(pool, target, start, length)
             except RangesRefused as exc:
                 raise RangesNotSupported(str(exc)) from None
+            sizes.append(got.size)  # the wheel's size, which an HTML page does not give
             return RangeAnswer(got.first, got.body, got.size)
 
         counted = RangeCounter(read)
@@ -252,8 +254,7 @@ class MetadataIndex:
         finally:
             self.counters.range_requests += counted.requests
             self.counters.range_bytes += counted.bytes_read
-        if dist.size is not None:
-            self.counters.bytes_saved += max(0, dist.size - counted.bytes_read)
+        self.counters.bytes_saved += max(0, (dist.size or sizes[-1]) - counted.bytes_read)
         return data
 
     async def _from_whole_wheel(self, project: str, dist: DistFile) -> bytes:

@@ -152,7 +152,17 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
         add_get(app, "/-/health", health)
         add_get(app, "/-/status", status)
         # The page at /, /-/stats, /metrics, the admin API, and the cache's size keeper.
-        install_operations(app, settings, store, downloader, keeper, pools, cycle.stats, lambda: peer_stats(app))
+        install_operations(
+            app,
+            settings,
+            store,
+            downloader,
+            keeper,
+            pools,
+            cycle.stats,
+            lambda: peer_stats(app),
+            lambda: _side_status(app),
+        )
     add_fallback(app)
     app.on_shutdown.append(_stop_downloads)
     return app
@@ -193,9 +203,9 @@ async def health(request: web.Request) -> web.StreamResponse:
     return web.json_response({"status": "ok", "version": __version__})
 
 
-def _side_status(app: web.Application) -> dict[str, object]:
+def _side_status(app: web.Application) -> dict[str, dict[str, object]]:
     """What each side serves: the PyPI index's settings, the conda channels."""
-    sides: dict[str, object] = {}
+    sides: dict[str, dict[str, object]] = {}
     if PYPI_INDEX_KEY in app:
         sides["pypi"] = app[PYPI_INDEX_KEY].status()
     if CONDA_CHANNELS_KEY in app:
