@@ -55,7 +55,9 @@ log = logging.getLogger(__name__)
 
 # A wheel this small is fetched whole for its metadata: a ranged read would bring most of it anyway.
 SMALL_WHEEL_BYTES = 256 * 1024
-MAX_VIEWS = 4096
+# The pages as this layer shows them are kept like the pages below them: bounded by what they list (an estimate of
+# their memory: see pages.BYTES_PER_FILE), a big page (made off the event loop) not at all.
+MAX_VIEW_FILES = 50_000
 SDIST_SUFFIXES = (".tar.gz", ".zip")
 
 
@@ -99,6 +101,7 @@ class MetadataIndex:
         self.origin = origin  # None in a worker that only reads: making metadata is the writer's
         self.counters = MetadataCounters()
         self._views: collections.OrderedDict[str, _View] = collections.OrderedDict()
+        self._view_files = 0
 
     # --- pages: metadata advertised ---
 
@@ -133,7 +136,7 @@ class MetadataIndex:
         return await self.inner.cached_projects()
 
     def forget(self, project: str) -> None:
-        self._views.pop(project, None)
+        self._drop_view(project)
         self.records.forget(project)
         self.inner.forget(project)
 
@@ -143,14 +146,22 @@ class MetadataIndex:
         if view is not None and view.source_page is entry and view.records_version == version:
             return view.page
         if entry.is_big:
-            page = await in_page_thread(_advertise, entry, records)
-        else:
-            page = _advertise(entry, records)
-        self._views[project] = _View(entry, version, page)
-        self._views.move_to_end(project)
-        while len(self._views) > MAX_VIEWS:
-            self._views.popitem(last=False)
+            return await in_page_thread(_advertise, entry, records)
+        page = _advertise(entry, records)
+        self._keep_view(project, _View(entry, version, page))
         return page
+
+    def _keep_view(self, project: str, view: _View) -> None:
+        self._drop_view(project)
+        self._views[project] = view
+        self._view_files += len(view.page.files)
+        while self._view_files > MAX_VIEW_FILES and self._views:
+            self._drop_view(next(iter(self._views)))
+
+    def _drop_view(self, project: str) -> None:
+        view = self._views.pop(project, None)
+        if view is not None:
+            self._view_files -= len(view.page.files)
 
     # --- files ---
 
