@@ -148,7 +148,7 @@ def test_what_counts_as_a_package_file() -> None:
     assert not is_package_file(Path("pypi/files/numpy/numpy-2.0-cp312-none-any.whl.metadata"))
     assert is_package_file(Path("conda/cloud/conda-forge/linux-64/numpy-2.0-py312_0.conda"))
     assert is_package_file(Path("conda/pkgs/main/noarch/six-1.16-py_0.tar.bz2"))
-    assert is_package_file(Path("conda/cloud/conda-forge/linux-64/shards/" + "a" * 64 + ".msgpack.zst"))
+    assert not is_package_file(Path("conda/cloud/conda-forge/linux-64/shards/" + "a" * 64 + ".msgpack.zst"))
     assert not is_package_file(Path("pypi/simple/numpy/page.json"))
     assert not is_package_file(Path("conda/pkgs/main/linux-64/repodata.json"))
     assert not is_package_file(Path("conda/pkgs/main/linux-64/repodata_shards.msgpack.zst"))

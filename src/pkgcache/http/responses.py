@@ -13,6 +13,7 @@ import asyncio
 import email.utils
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +81,12 @@ class Validators:
 
     @classmethod
     def of(cls, stat: os.stat_result) -> Validators:
+        return cls(cls.etag_of(stat.st_size, stat.st_mtime_ns), stat.st_mtime)
+
+    @staticmethod
+    def etag_of(size: int, mtime_ns: int) -> str:
         # Files are replaced by rename, never rewritten in place, so mtime and size tell one version from the next.
-        return cls(f'"{stat.st_size:x}.{stat.st_mtime_ns:x}"', stat.st_mtime)
+        return f'"{size:x}.{mtime_ns:x}"'
 
     @property
     def http_date(self) -> str:
@@ -290,8 +295,13 @@ async def send_download(
     response = web.StreamResponse(
         headers={"Content-Type": content_type, "Cache-Control": cache_control, CACHE_STATE_HEADER: CacheState.MISS}
     )
+    # The validators the cached file will have (its mtime is set to what is said here), so that the client can
+    # revalidate next time: the upstream's Last-Modified when it gave one, else now.
+    mtime_ns = download.fix_mtime(_http_date(download.headers.get("Last-Modified")) or time.time())
+    response.headers["Last-Modified"] = email.utils.formatdate(mtime_ns / 1e9, usegmt=True)
     if download.length is not None:
         response.content_length = download.length
+        response.headers["ETag"] = Validators.etag_of(download.length, mtime_ns)
     await start_response(request, response)
     if request.method == "HEAD":
         return response

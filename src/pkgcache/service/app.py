@@ -10,6 +10,7 @@ from aiohttp import web
 
 from pkgcache import __version__
 from pkgcache.conda.cached_channels import CachedChannels, ChannelPaths
+from pkgcache.conda.generated_shards import GeneratedShards
 from pkgcache.conda.generated_zst import GeneratedZst
 from pkgcache.conda.index_files import IndexFiles
 from pkgcache.conda.replica_channels import ReplicaChannels
@@ -104,10 +105,11 @@ def _conda_channels(settings: Settings, pool: UpstreamPool, store: CacheStore, d
     """The conda side's chain of layers: chosen once, here (conda/source.py says what each does)."""
     paths, sidecars = ChannelPaths(settings.conda, store), Sidecars(store)
     if not store.writable:
-        return GeneratedZst(ReplicaChannels(settings.conda, paths, sidecars), paths, sidecars)
-    origin = UpstreamChannels(settings.conda, Fetcher(pool, downloader))
-    cached = CachedChannels(settings.conda, paths, origin, IndexFiles(origin.fetcher, sidecars))
-    return GeneratedZst(cached, paths, sidecars)
+        below: ChannelSource = ReplicaChannels(settings.conda, paths, sidecars)
+    else:
+        origin = UpstreamChannels(settings.conda, Fetcher(pool, downloader))
+        below = CachedChannels(settings.conda, paths, origin, IndexFiles(origin.fetcher, sidecars))
+    return GeneratedShards(GeneratedZst(below, paths, sidecars), paths, sidecars)
 
 
 def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.Application:

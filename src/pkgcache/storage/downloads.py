@@ -96,6 +96,9 @@ class Download:
         self.generation = 0
         # Set by whoever needs the whole file even if no client waits for it (a prefetch, a seed).
         self.keep_unfollowed = False
+        # The modification time the file gets when committed, once clients were told it (their Last-Modified and
+        # ETag on a miss must be the same validators as the cached file's afterwards).
+        self.mtime_ns: int | None = None
         self._announced = False
         self._handle: IO[bytes] | None = None
         self._hasher = self._new_hasher()
@@ -178,6 +181,12 @@ class Download:
         self._start_bytes = b""
         self.generation += 1
         await self.notify()
+
+    def fix_mtime(self, seconds: float) -> int:
+        """The file's modification time (ns), fixed on first call to whole `seconds`: what clients are told."""
+        if self.mtime_ns is None:
+            self.mtime_ns = int(seconds) * 1_000_000_000
+        return self.mtime_ns
 
     def wanted(self) -> bool:
         """False once nobody has followed or awaited the download for a while and it is far from done."""
@@ -476,6 +485,9 @@ class Downloader:
             replaced = download.final_path.stat().st_size
         except OSError:
             replaced = 0
+        if download.mtime_ns is not None:
+            # atime now: eviction counts recency from the later of the two.
+            os.utime(download.temp_path, ns=(time.time_ns(), download.mtime_ns))
         self.store.commit_file(download.temp_path, download.final_path)
         return replaced
 

@@ -1,7 +1,7 @@
 """Keeping the cache within its size limit, and removing entries on request.
 
 What may be evicted: package files only, the big immutable things that can always be fetched again —
-`pypi/files/...` and, under `conda/`, `*.conda`, `*.tar.bz2` and anything inside a `shards/` folder. Index pages and
+`pypi/files/...` (not the core metadata beside them) and, under `conda/`, `*.conda` and `*.tar.bz2`. Index pages and
 repodata are small and follow their own time-to-live; files being downloaded live in `tmp/` until committed and are
 never looked at; a file that is being sent to a client right now is skipped.
 
@@ -51,7 +51,8 @@ def is_package_file(relative: Path) -> bool:
         # Core metadata is kept: a few KB that spare resolvers whole downloads, and made again only at a cost.
         return not relative.name.endswith(".metadata")
     if len(parts) >= 2 and parts[0] == "conda":
-        return relative.name.endswith(CONDA_PACKAGE_SUFFIXES) or "shards" in parts[1:-1]
+        # Shards are index data, small, and those made here cannot be fetched again: kept.
+        return relative.name.endswith(CONDA_PACKAGE_SUFFIXES)
     return False
 
 

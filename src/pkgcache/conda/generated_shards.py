@@ -1,0 +1,219 @@
+"""A layer: CEP-16 sharded repodata made here for every channel whose upstream has none.
+
+pixi and rattler (and conda with sharded repodata on) ask for `repodata_shards.msgpack.zst` and then only the
+shards of the packages a solve touches, instead of the whole repodata.json (tens of MB compressed for
+conda-forge). No domestic mirror serves shards, nor does anaconda.com, so this layer makes them from the cached
+repodata (conda/shard_builder.py: streaming, bounded memory, content-addressed shards):
+- an upstream that has real shards is passed through by the layer below, as before;
+- otherwise the first request builds them synchronously (single flight) from the repodata, fetching it first if
+  it is not cached: clients remember a 404 on the shard index for days or for good (docs/conda-clients.md), so a
+  subdir that exists never answers one;
+- each later request looks whether the repodata changed (its own revalidation, with the index time-to-live) and,
+  if so, serves the current shards while new ones are built in the background;
+- builds run in a separate process: pure Python that holds the GIL for seconds would stall the event loop;
+- the index is replaced atomically once its shards exist; shards it no longer references are kept for a grace
+  period (clients in the middle of a solve hold the previous index), then removed.
+The made index lives at `<subdir>/made-here/repodata_shards.msgpack.zst` (beside the upstream's, which the
+layer below keeps), its shards among the others in `<subdir>/shards/` (content-addressed: no clash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import multiprocessing
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from pkgcache.cache_state import CacheState
+from pkgcache.conda.cached_channels import ChannelPaths
+from pkgcache.conda.channels import SHARD_INDEX, Channel
+from pkgcache.conda.shard_builder import MalformedRepodata, ShardBuildResult, build_shards, unreferenced_shards
+from pkgcache.conda.shards import LOCAL_BASE_URL, LOCAL_SHARDS_BASE_URL
+from pkgcache.conda.source import ChannelSource, Lookup
+from pkgcache.storage.downloads import Download
+from pkgcache.storage.sidecars import FileMeta, Sidecars
+from pkgcache.upstream.pool import UpstreamNotFound
+
+log = logging.getLogger(__name__)
+
+MADE_HERE = "made-here"
+# The forms of repodata shards are made from, the one most likely cached first.
+SOURCES = ("repodata.json", "repodata.json.zst")
+# Shards dropped from the index stay this long: clients fetch shards within a solve, and indexes live at most the
+# index time-to-live in their caches.
+GRACE_SECONDS = 3600.0
+
+
+class GeneratedShards:
+    """Wraps a ChannelSource; answers the shard index (and shards) of subdirs whose upstream has none."""
+
+    def __init__(self, inner: ChannelSource, paths: ChannelPaths, sidecars: Sidecars) -> None:
+        self.inner = inner
+        self.paths = paths
+        self.sidecars = sidecars
+        self.index_ttl = inner.index_ttl
+        self._building: dict[Path, asyncio.Task[FileMeta]] = {}
+        self._made: dict[str, dict[str, object]] = {}  # "<channel>/<subdir>" -> what the last build made
+        self._passed_through: set[str] = set()
+
+    def channel(self, root: str, name: str) -> Channel:
+        return self.inner.channel(root, name)
+
+    def channel_paths(self) -> list[str]:
+        return self.inner.channel_paths()
+
+    async def package(self, channel: Channel, subdir: str, filename: str) -> Path | Download:
+        return await self.inner.package(channel, subdir, filename)
+
+    async def shard(self, channel: Channel, subdir: str, shard_name: str) -> Path | Download:
+        path = self.paths.path(channel, subdir, "shards", shard_name)
+        if path.is_file():  # made here, or fetched from an upstream's shards before
+            return path
+        return await self.inner.shard(channel, subdir, shard_name)
+
+    def status(self) -> dict[str, object]:
+        return {
+            **self.inner.status(),
+            "shards": {
+                "made_here": dict(self._made),
+                "passed_through": sorted(self._passed_through),
+            },
+        }
+
+    async def index_file(self, channel: Channel, subdir: str | None, filename: str) -> Lookup:
+        if filename != SHARD_INDEX or subdir is None:
+            return await self.inner.index_file(channel, subdir, filename)
+        try:
+            found = await self.inner.index_file(channel, subdir, filename)
+        except UpstreamNotFound:
+            return await self._made_here(channel, subdir)
+        self._passed_through.add(f"{channel.path}/{subdir}")
+        return found
+
+    async def _made_here(self, channel: Channel, subdir: str) -> Lookup:
+        index = self.paths.path(channel, subdir, MADE_HERE, SHARD_INDEX)
+        source, source_meta = await self._repodata(channel, subdir)
+        made = await self.sidecars.meta_for(index)
+        if made is not None and made.extra.get("source") == _source_key(source, source_meta):
+            return Lookup(CacheState.HIT, index, made)
+        if made is not None and made.extra.get("generated"):
+            # The repodata changed: the shards of the previous one are served while the new ones are built.
+            self._start_build(channel, subdir, index, source, source_meta)
+            return Lookup(CacheState.STALE, index, made)
+        made = await self._start_build(channel, subdir, index, source, source_meta)
+        return Lookup(CacheState.MISS, index, made)
+
+    async def _repodata(self, channel: Channel, subdir: str) -> tuple[Path, FileMeta]:
+        """The subdir's repodata, whole on disk, in the form that is cached (fetched if none is); its metadata."""
+        for name in SOURCES:
+            meta = await self.sidecars.meta_for(self.paths.path(channel, subdir, name))
+            if meta is not None and not meta.missing:
+                return await self._whole(channel, subdir, name)
+        return await self._whole(channel, subdir, SOURCES[0])
+
+    async def _whole(self, channel: Channel, subdir: str, name: str) -> tuple[Path, FileMeta]:
+        found = await self.inner.index_file(channel, subdir, name)  # revalidated as its age requires
+        if found.download is not None:
+            await found.download.wait_finished()
+            found.meta = await self.sidecars.meta_for(found.path)
+        if found.meta is None:
+            raise UpstreamNotFound(name)
+        return found.path, found.meta
+
+    def _start_build(
+        self, channel: Channel, subdir: str, index: Path, source: Path, source_meta: FileMeta
+    ) -> asyncio.Task[FileMeta]:
+        task = self._building.get(index)
+        if task is None:
+            self.paths.store.require_writable()  # a reader hands the request to the writer instead
+            task = asyncio.get_running_loop().create_task(self._build(channel, subdir, index, source, source_meta))
+            self._building[index] = task
+            task.add_done_callback(lambda _: self._building.pop(index, None))
+            task.add_done_callback(_log_failure)
+        return task
+
+    async def _build(self, channel: Channel, subdir: str, index: Path, source: Path, source_meta: FileMeta) -> FileMeta:
+        store = self.paths.store
+        shards_dir = self.paths.path(channel, subdir, "shards")
+        previous = index if index.is_file() else None
+        try:
+            result = await _in_builder_process(
+                build_shards,
+                source,
+                shards_dir,
+                base_url=LOCAL_BASE_URL,
+                shards_base_url=LOCAL_SHARDS_BASE_URL,
+                subdir=subdir,
+                previous_index=previous,
+                index_dir=store.tmp_dir,
+            )
+        except MalformedRepodata as exc:
+            log.warning("no shards for %s/%s: its repodata cannot be read (%s)", channel.path, subdir, exc)
+            raise UpstreamNotFound(f"{channel.path}/{subdir} has no readable repodata to make shards of") from None
+        await asyncio.to_thread(store.commit_file, result.index_temp_path, index)
+        meta = FileMeta(fetched_at=time.time(), extra={"generated": True, "source": _source_key(source, source_meta)})
+        meta.extra["build"] = _build_summary(result)
+        await self.sidecars.save(index, meta)
+        self._made[f"{channel.path}/{subdir}"] = meta.extra["build"]
+        log.info(
+            "made %d shards for %s/%s in %.1f s (%d new)",
+            result.shards,
+            channel.path,
+            subdir,
+            result.seconds,
+            result.shards_written,
+        )
+        await asyncio.to_thread(_prune, shards_dir, index)
+        return meta
+
+
+def _log_failure(task: asyncio.Task[FileMeta]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("making shards failed; the previous ones stay served: %s", task.exception())
+
+
+def _source_key(path: Path, meta: FileMeta) -> list[object]:
+    """What shards are made from: the repodata file's name and the version of it (size and mtime)."""
+    return [path.name, meta.size, meta.mtime_ns]
+
+
+def _build_summary(result: ShardBuildResult) -> dict[str, object]:
+    summary = asdict(result)
+    summary.pop("index_temp_path")
+    summary["built_at"] = time.time()
+    return summary
+
+
+def _prune(shards_dir: Path, index: Path) -> None:
+    """Remove shards no index has referenced for the grace period (blocking)."""
+    try:
+        stale = unreferenced_shards(shards_dir, index, older_than=GRACE_SECONDS)
+    except (MalformedRepodata, OSError):
+        return
+    for path in stale:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+async def _in_builder_process(function: object, *args: object, **kwargs: object) -> ShardBuildResult:
+    """Run a build in a process of its own (spawned: the serving process has threads and an event loop)."""
+    context = multiprocessing.get_context("spawn")
+    builder = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context)
+    try:
+        return await asyncio.get_running_loop().run_in_executor(builder, _Call(function, args, kwargs))
+    finally:
+        builder.shutdown(wait=False)  # the process ends on its own once idle; never block the event loop on it
+
+
+class _Call:
+    """A picklable call of a module-level function with keyword arguments, for run_in_executor."""
+
+    def __init__(self, function: object, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
+        self.function, self.args, self.kwargs = function, args, kwargs
+
+    def __call__(self) -> ShardBuildResult:
+        return self.function(*self.args, **self.kwargs)  # type: ignore[operator]
