@@ -1,0 +1,109 @@
+"""Faults of pkgcache's own plumbing between worker processes (two workers: a primary and a replica)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.cache_service import CacheProcess
+from tests.fakes.faulty import Fault, FaultyPypiUpstream, Kind
+from tests.faults.harness import SETTLE_SECONDS, Checks, fault_dists, fetch_all, start_process
+from tests.support import BackgroundLoop, http_get
+
+BIG = "bigpkg-1.0-py3-none-any.whl"
+CLIENT_HOST = "pkgcache.example.org:3150"
+
+
+@pytest.fixture
+def mirror(bg_loop: BackgroundLoop) -> Iterator[FaultyPypiUpstream]:
+    upstream = FaultyPypiUpstream(fault_dists())
+    bg_loop.run(upstream.start())
+    yield upstream
+    bg_loop.run(upstream.stop())
+
+
+@pytest.fixture
+def two_workers(mirror: FaultyPypiUpstream, tmp_path: Path) -> Iterator[CacheProcess]:
+    sections = {"pypi": {"upstreams": [mirror.index_url]}, "conda": {"enabled": False}}
+    process = start_process(tmp_path / "data", sections, "--workers", "2")
+    yield process
+    process.terminate()
+
+
+def _handed_over(process: CacheProcess) -> int:
+    """Requests the replica handed to the primary, once its counters are published (about once a second)."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        workers = json.loads(http_get(f"{process.url}/-/status").body)["workers"]
+        handed = sum(worker["handed_over"] for worker in workers[1:])
+        if handed or time.monotonic() > deadline:
+            return handed
+        time.sleep(0.2)
+
+
+def test_a_burst_of_misses_through_a_replica_never_gets_503(
+    two_workers: CacheProcess, mirror: FaultyPypiUpstream
+) -> None:
+    """1,000 distinct missing projects at once: each is a 404 from the upstream; none may fail in pkgcache."""
+    statuses = asyncio.run(_burst_of_misses(two_workers.url, 1000))
+    counts = collections.Counter(statuses)
+    checks = Checks()
+    checks.expect(counts.get(503, 0) == 0, "no 503 from pkgcache's own plumbing", dict(counts))
+    checks.expect(counts == {404: 1000}, "every client got the upstream's answer: 404", dict(counts))
+    checks.expect(mirror.count(lambda r: r.path.startswith("/simple/missing-")) >= 1, "the upstream was asked")
+    checks.expect(_handed_over(two_workers) > 0, "the replica handed requests to the primary", "")
+    checks.verdict()
+
+
+async def _burst_of_misses(url: str, count: int) -> list[int | str]:
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(i: int) -> int | str:
+            try:
+                async with session.get(f"{url}/pypi/simple/missing-{i}/") as response:
+                    await response.read()
+                    return response.status
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                return type(exc).__name__
+
+        return await asyncio.gather(*(one(i) for i in range(count)))
+
+
+def test_the_page_through_a_replica_shows_the_clients_host(two_workers: CacheProcess) -> None:
+    answers = [http_get(f"{two_workers.url}/", {"Host": CLIENT_HOST}) for _ in range(16)]
+    checks = Checks()
+    checks.expect(all(a.status == 200 for a in answers), "every request for / is answered", [a.status for a in answers])
+    wrong = [a.body.decode(errors="replace").count("pkgcache-primary") for a in answers]
+    checks.expect(not any(wrong), "no page shows the primary's private name", wrong)
+    shown = [a.body.count(CLIENT_HOST.encode()) for a in answers]
+    checks.expect(all(shown), f"every page shows {CLIENT_HOST}", shown)
+    checks.expect(_handed_over(two_workers) > 0, "some went through the replica", "")
+    checks.verdict()
+
+
+def test_a_replica_does_not_reuse_a_connection_the_primary_closed(
+    two_workers: CacheProcess, mirror: FaultyPypiUpstream
+) -> None:
+    """After the primary cuts a download that failed its check, the replica's next hand-overs still get through."""
+    mirror.plan.set(f"/{BIG}", Fault(Kind.WRONG_BYTES))
+    after: list[int | None] = []
+    for round_ in range(3):
+        cut = asyncio.run(fetch_all(f"{two_workers.url}/pypi/files/bigpkg/{BIG}", 10))
+        assert not any(r.complete and r.status == 200 for r in cut), [r.summary() for r in cut]
+        misses = [http_get(f"{two_workers.url}/pypi/simple/none-{round_}-{i}/").status for i in range(20)]
+        after += misses
+    checks = Checks()
+    counts = collections.Counter(after)
+    checks.expect(counts.get(503, 0) == 0, "no 503 after a cut download", dict(counts))
+    checks.expect(counts == {404: len(after)}, "every later miss got its 404", dict(counts))
+    checks.expect(_handed_over(two_workers) > 0, "the replica handed requests to the primary", "")
+    checks.verdict()
