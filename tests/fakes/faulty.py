@@ -78,6 +78,12 @@ class Fault:
     status: int = 0
     retry_after: str | None = None
 
+    def slug(self) -> str:
+        """A short name for test ids: the kind, or the status and what its Retry-After says."""
+        if self.kind is Kind.STATUS:
+            return f"{self.status}" + (f"-retry-after-{self.retry_after}" if self.retry_after else "")
+        return str(self.kind)
+
     def describe(self) -> str:
         """A few words for tables and test ids."""
         text = {

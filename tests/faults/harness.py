@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import bz2
+import dataclasses
 import hashlib
 import json
 import os
@@ -38,7 +39,7 @@ from tests.fakes.faulty import (
     closed_port_url,
     refused_conda_config,
 )
-from tests.faults.scenarios import MACHINE_SUBDIR, Outcome, Resource, Scenario, Side
+from tests.faults.scenarios import FIRST_SHARD, MACHINE_SUBDIR, Outcome, Resource, Scenario, Side
 from tests.support import BackgroundLoop
 
 # pip's own default timeout: a client that has waited this long has given up.
@@ -229,8 +230,18 @@ class FaultChannels:
 
     def file(self, resource: Resource) -> Path:
         root = self.main if resource.channel == "pkgs/main" else self.forge
-        parts = [p for p in (self.subdir_of(resource), resource.name) if p]
+        shards = "shards" if resource.kind == "shard" else None
+        parts = [p for p in (self.subdir_of(resource), shards, resource.name) if p]
         return root.joinpath(*parts)
+
+    def first_shard(self) -> str:
+        return sorted(p.name for p in (self.forge / self.subdir / "shards").iterdir())[0]
+
+    def resolved(self, resource: Resource) -> Resource:
+        """The resource with its placeholders filled in (the first shard's name)."""
+        if resource.name == FIRST_SHARD:
+            return dataclasses.replace(resource, name=self.first_shard())
+        return resource
 
     def subdir_of(self, resource: Resource) -> str | None:
         return self.subdir if resource.subdir == MACHINE_SUBDIR else resource.subdir
@@ -283,7 +294,7 @@ class FaultRun:
         self.loop = loop
         self.data_dir = data_dir
         self.channels = channels
-        self.resource = scenario.resource
+        self.resource = channels.resolved(scenario.resource)
         self.dists = fault_dists()
         self.extra_upstream = dict(upstream_settings or {})
         self.faulty: FaultyPypiUpstream | FaultyCondaMirror
@@ -355,13 +366,15 @@ class FaultRun:
             if resource.kind == "page":
                 return f"/pypi/simple/{resource.name}/"
             return f"/pypi/files/{resource.project}/{resource.name}"
-        parts = [resource.channel, self.channels.subdir_of(resource), resource.name]
+        shards = "shards" if resource.kind == "shard" else None
+        parts = [resource.channel, self.channels.subdir_of(resource), shards, resource.name]
         return "/conda/" + "/".join(p for p in parts if p)
 
     def upstream_suffix(self, resource: Resource) -> str:
         if resource.side is Side.PYPI:
             return f"/simple/{resource.name}/" if resource.kind == "page" else f"/{resource.name}"
-        parts = [resource.channel.removeprefix("cloud/"), self.channels.subdir_of(resource), resource.name]
+        shards = "shards" if resource.kind == "shard" else None
+        parts = [resource.channel.removeprefix("cloud/"), self.channels.subdir_of(resource), shards, resource.name]
         return "/" + "/".join(p for p in parts if p)
 
     def request_headers(self, resource: Resource) -> dict[str, str]:
@@ -377,7 +390,7 @@ class FaultRun:
             sha = next(d.sha256 for d in self.dists if d.filename == resource.name)
             return lambda body: hashlib.sha256(body).hexdigest() == sha
         true_bytes = self.channels.file(resource).read_bytes()
-        if resource.kind == "package":
+        if resource.kind in ("package", "shard"):
             sha = hashlib.sha256(true_bytes).hexdigest()
             return lambda body: hashlib.sha256(body).hexdigest() == sha
         truth = conda_document(resource.name, true_bytes)

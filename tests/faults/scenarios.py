@@ -60,7 +60,7 @@ class Resource:
     """What the clients ask for: a project page, a file, or a conda index file or package."""
 
     side: Side
-    kind: str  # "page" | "file" | "index" | "package"
+    kind: str  # "page" | "file" | "index" | "package" | "shard"
     name: str  # project name for pages; file name otherwise
     project: str = ""  # PyPI files: their project
     channel: str = "pkgs/main"  # conda: the channel
@@ -69,6 +69,8 @@ class Resource:
     def label(self) -> str:
         if self.side is Side.PYPI:
             return f"project page `{self.name}`" if self.kind == "page" else f"file `{self.name}`"
+        if self.kind == "shard":
+            return f"a shard of `{self.channel}/{self.subdir}`"
         where = "/".join(p for p in (self.channel, self.subdir, self.name) if p)
         return f"`{where}`"
 
@@ -77,6 +79,9 @@ PAGE = Resource(Side.PYPI, "page", "alpha")
 BIG_FILE = Resource(Side.PYPI, "file", "bigpkg-1.0-py3-none-any.whl", project="bigpkg")
 SMALL_FILE = Resource(Side.PYPI, "file", "alpha-2.0-py3-none-any.whl", project="alpha")
 CONDA_BIG_PACKAGE = Resource(Side.CONDA, "package", "bigpkg-1.0-h0_0.conda", subdir="noarch")
+# The first shard (by name) of the sharded channel's subdir: its name is its sha256, known once the channel is built.
+FIRST_SHARD = "<first shard>"
+CONDA_SHARD = Resource(Side.CONDA, "shard", FIRST_SHARD, channel="cloud/conda-forge")
 
 
 def conda_index(name: str, channel: str = "pkgs/main", subdir: str | None = MACHINE_SUBDIR) -> Resource:
@@ -120,19 +125,20 @@ class Scenario:
     def client_text(self) -> str:
         if self.client_gets:
             return self.client_gets
-        source = "from the healthy mirror" if self.healthy_asked else "from this mirror"
+        right = _RIGHT_ONE[self.resource.kind]
         if self.revalidation:
-            return "200 with the good cached copy, then the verified bytes"
+            return f"200 with the good cached copy; afterwards {right} again"
         if self.allowed == VERIFIED:
-            return f"200 with the verified bytes, {source}"
-        return "the verified bytes or a failed transfer, never a whole wrong body; the next request: verified bytes"
+            source = "from the healthy mirror" if self.healthy_asked else "from this mirror"
+            return f"200 with {right}, {source}"
+        return f"{right}, or a failed transfer (never a whole wrong body); the next request: {right}"
 
     def cache_text(self) -> str:
         if self.cache_keeps:
             return self.cache_keeps
         if self.revalidation:
-            return "the good copy (never the fault's body)"
-        return "the verified file, or nothing"
+            return "the good copy, never the fault's body"
+        return f"{_RIGHT_ONE[self.resource.kind]}, or nothing"
 
     def mirror_text(self) -> str:
         if not self.rests_faulty:
@@ -142,29 +148,46 @@ class Scenario:
         return "rested"
 
 
-def _each_side(prefix: str, resource: Resource, fault: Fault, **options: object) -> Scenario:
-    return Scenario(f"{prefix}-{fault.kind}", resource, fault, **options)  # type: ignore[arg-type]
+_RIGHT_ONE = {
+    "page": "the right page",
+    "file": "the verified bytes",
+    "package": "the verified bytes",
+    "shard": "the verified bytes",
+    "index": "the right index file",
+}
 
 
-_ABSURD_429 = Fault(Kind.STATUS, status=429, retry_after="999999999")
+def _named(prefix: str, resource: Resource, fault: Fault, **options: object) -> Scenario:
+    """A scenario called `<prefix>-<fault>`."""
+    return Scenario(f"{prefix}-{fault.slug()}", resource, fault, **options)  # type: ignore[arg-type]
+
+
+ABSURD_429 = Fault(Kind.STATUS, status=429, retry_after="999999999")
+SLOW = (Fault(Kind.SILENT), Fault(Kind.HANG_AFTER_HEADERS), Fault(Kind.DRIP, rate=50))
+# Faults seen before any byte could reach a client: failover must be invisible to clients.
+BEFORE_ANY_BYTE = (
+    Fault(Kind.REFUSE),
+    Fault(Kind.RESET),
+    Fault(Kind.STATUS, status=503),
+    Fault(Kind.REDIRECT_LOOP),
+    Fault(Kind.BLOCK_PAGE),
+)
 
 
 def _page_scenarios() -> list[Scenario]:
-    quick = [
-        Fault(Kind.CUT),
-        Fault(Kind.CUT_NO_LENGTH),
-        Fault(Kind.BLOCK_PAGE),
-        Fault(Kind.GARBAGE),
-        Fault(Kind.STATUS, status=503),
-        Fault(Kind.REDIRECT_LOOP),
-        Fault(Kind.RESET),
+    scenarios = [
+        _named("page", PAGE, fault, items=(15,) if fault.kind is Kind.BLOCK_PAGE else ()) for fault in BEFORE_ANY_BYTE
     ]
-    slow = [Fault(Kind.SILENT), Fault(Kind.HANG_AFTER_HEADERS), Fault(Kind.DRIP, rate=50)]
-    scenarios = [Scenario("page-refuse", PAGE, Fault(Kind.REFUSE), healthy_asked=True)]
-    scenarios += [_each_side("page", PAGE, fault) for fault in quick]
-    scenarios += [_each_side("page", PAGE, fault, settings=DEADLINES, items=(6, 13)) for fault in slow]
     scenarios += [
-        Scenario("page-429-absurd-retry-after", PAGE, _ABSURD_429, settings=RETRY_CAP, items=(12,)),
+        _named("page", PAGE, Fault(Kind.BLOCK_PAGE_AS_OCTETS), items=(15,)),
+        _named("page", PAGE, Fault(Kind.GARBAGE)),
+        _named("page", PAGE, Fault(Kind.CUT)),
+        _named("page", PAGE, Fault(Kind.CUT_NO_LENGTH)),
+        _named("page", PAGE, Fault(Kind.STATUS, status=429, retry_after="5")),
+        _named("page", PAGE, ABSURD_429, settings=RETRY_CAP, items=(12,)),
+    ]
+    scenarios += [_named("page", PAGE, fault, settings=DEADLINES, items=(6, 13)) for fault in SLOW]
+    scenarios += [
         Scenario(
             "page-scheme-links",
             PAGE,
@@ -181,14 +204,17 @@ def _page_scenarios() -> list[Scenario]:
 
 
 def _file_scenarios() -> list[Scenario]:
-    scenarios = [Scenario("file-refuse", BIG_FILE, Fault(Kind.REFUSE), clients=20)]
-    for fault in (Fault(Kind.SILENT), Fault(Kind.HANG_AFTER_HEADERS), Fault(Kind.DRIP, rate=50)):
-        scenarios.append(_each_side("file", BIG_FILE, fault, clients=20, settings=DEADLINES, items=(6, 13)))
+    def file(fault: Fault, **options: object) -> Scenario:
+        return _named("file", BIG_FILE, fault, **{"clients": 20, **options})
+
+    scenarios = [file(fault, items=(2,) if fault.kind is Kind.BLOCK_PAGE else ()) for fault in BEFORE_ANY_BYTE]
     scenarios += [
-        _each_side("file", BIG_FILE, Fault(Kind.CUT), clients=20, items=(3,)),
-        _each_side("file", BIG_FILE, Fault(Kind.CUT_NO_LENGTH), clients=20, items=(3,)),
-        _each_side("file", BIG_FILE, Fault(Kind.WRONG_BYTES), clients=20, allowed=VERIFIED_OR_FAILED, items=(2,)),
-        _each_side("file", BIG_FILE, Fault(Kind.LARGER_FILE), clients=40, allowed=VERIFIED_OR_FAILED, items=(1,)),
+        file(Fault(Kind.BLOCK_PAGE_AS_OCTETS), items=(2,)),
+        file(ABSURD_429, settings=RETRY_CAP, items=(12,)),
+        file(Fault(Kind.CUT), items=(3,)),
+        file(Fault(Kind.CUT_NO_LENGTH), items=(3,)),
+        file(Fault(Kind.WRONG_BYTES), allowed=VERIFIED_OR_FAILED, items=(2,)),
+        file(Fault(Kind.LARGER_FILE), clients=40, allowed=VERIFIED_OR_FAILED, items=(1,)),
         Scenario(
             "file-larger-file-hash-only-index",
             BIG_FILE,
@@ -198,13 +224,10 @@ def _file_scenarios() -> list[Scenario]:
             json_pages=False,
             items=(1,),
         ),
-        _each_side("file", BIG_FILE, Fault(Kind.TOO_LONG), clients=20, allowed=VERIFIED_OR_FAILED, items=(2, 11)),
-        _each_side("file", BIG_FILE, Fault(Kind.BLOCK_PAGE), clients=20, items=(2,)),
-        _each_side("file", BIG_FILE, Fault(Kind.BLOCK_PAGE_AS_OCTETS), clients=20, items=(2,)),
-        _each_side("file", BIG_FILE, Fault(Kind.STATUS, status=503), clients=20),
-        Scenario("file-429-absurd-retry-after", BIG_FILE, _ABSURD_429, clients=20, settings=RETRY_CAP, items=(12,)),
-        _each_side("file", BIG_FILE, Fault(Kind.REDIRECT_LOOP), clients=20),
-        _each_side("file", BIG_FILE, Fault(Kind.RESET), clients=20),
+        file(Fault(Kind.TOO_LONG), allowed=VERIFIED_OR_FAILED, items=(2, 11)),
+    ]
+    scenarios += [file(fault, settings=DEADLINES, items=(6, 13)) for fault in SLOW]
+    scenarios.append(
         Scenario(
             "file-first-segment-2-bytes",
             SMALL_FILE,
@@ -212,18 +235,26 @@ def _file_scenarios() -> list[Scenario]:
             rests_faulty=False,
             healthy_asked=False,
             items=(4,),
-        ),
-    ]
+        )
+    )
     return scenarios
 
 
 def _conda_scenarios() -> list[Scenario]:
     scenarios: list[Scenario] = []
     for resource in CONDA_INDEX_FILES:
-        stem = resource.name.replace("_", "-")
-        scenarios.append(Scenario(f"conda-{stem}-block-page", resource, Fault(Kind.BLOCK_PAGE), items=(5,)))
-        scenarios.append(Scenario(f"conda-{stem}-garbage", resource, Fault(Kind.GARBAGE), items=(5,)))
+        stem = f"conda-{resource.name.replace('_', '-')}"
+        scenarios.append(_named(stem, resource, Fault(Kind.BLOCK_PAGE), items=(5,)))
+        scenarios.append(_named(stem, resource, Fault(Kind.GARBAGE), items=(5,)))
+    repodata = "conda-repodata.json"
+    scenarios += [_named(repodata, REPODATA, fault) for fault in BEFORE_ANY_BYTE if fault.kind is not Kind.BLOCK_PAGE]
     scenarios += [
+        _named(repodata, REPODATA, Fault(Kind.BLOCK_PAGE_AS_OCTETS), items=(5,)),
+        _named(repodata, REPODATA, Fault(Kind.WRONG_BYTES), items=(5,)),
+        _named(repodata, REPODATA, Fault(Kind.CUT_NO_LENGTH), items=(5,)),
+        _named(repodata, REPODATA, Fault(Kind.CUT_COMPRESSED), items=(3,)),
+        _named("conda-repodata.json.zst", CONDA_INDEX_FILES[1], Fault(Kind.CUT), items=(3,)),
+        _named(repodata, REPODATA, ABSURD_429, settings=RETRY_CAP, items=(12,)),
         Scenario(
             "conda-repodata.json-revalidation-block-page",
             REPODATA,
@@ -232,27 +263,27 @@ def _conda_scenarios() -> list[Scenario]:
             healthy_asked=None,
             items=(5,),
         ),
-        Scenario("conda-repodata.json-cut-compressed", REPODATA, Fault(Kind.CUT_COMPRESSED), items=(3,)),
-        Scenario("conda-repodata.json.zst-cut", CONDA_INDEX_FILES[1], Fault(Kind.CUT), items=(3,)),
-        Scenario("conda-repodata.json-silent", REPODATA, Fault(Kind.SILENT), settings=DEADLINES, items=(13,)),
-        Scenario("conda-repodata.json-drip", REPODATA, Fault(Kind.DRIP, rate=50), settings=DEADLINES, items=(6,)),
-        Scenario("conda-repodata.json-429-absurd-retry-after", REPODATA, _ABSURD_429, settings=RETRY_CAP, items=(12,)),
-        Scenario(
-            "conda-package-wrong-bytes",
+    ]
+    scenarios += [_named(repodata, REPODATA, fault, settings=DEADLINES, items=(6, 13)) for fault in SLOW]
+    scenarios += [
+        _named(
+            "conda-package",
             CONDA_BIG_PACKAGE,
             Fault(Kind.WRONG_BYTES),
             clients=20,
             allowed=VERIFIED_OR_FAILED,
             items=(2,),
         ),
-        Scenario(
-            "conda-package-larger-file",
+        _named(
+            "conda-package",
             CONDA_BIG_PACKAGE,
             Fault(Kind.LARGER_FILE),
             clients=40,
             allowed=VERIFIED_OR_FAILED,
             items=(1,),
         ),
+        _named("conda-shard", CONDA_SHARD, Fault(Kind.WRONG_BYTES), allowed=VERIFIED_OR_FAILED, items=(2,)),
+        _named("conda-shard", CONDA_SHARD, Fault(Kind.BLOCK_PAGE), items=(2,)),
     ]
     return scenarios
 
@@ -375,9 +406,7 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
 
 # ---- the table of docs/reliability.md ----------------------------------------------------------------------------
 
-BEGIN = (
-    "<!-- scenarios:begin (generated by: .venv/bin/python -m tests.faults.scenarios --write docs/reliability.md) -->"
-)
+BEGIN = "<!-- scenarios:begin (generated from tests/faults/scenarios.py) -->"
 END = "<!-- scenarios:end -->"
 
 

@@ -94,7 +94,10 @@ async def _while_a_slot_is_held(url: str, slow: FaultyPypiUpstream, others: list
             while not slow.count(f"/{BULKY}"):
                 assert time.monotonic() < deadline, "the slow download never started"
                 await asyncio.sleep(0.05)
-            return await asyncio.gather(*(fetch_all(f"{url}/pypi/files/{_project(name)}/{name}", 1) for name in others))
+            answers = await asyncio.gather(
+                *(fetch_all(f"{url}/pypi/files/{_project(name)}/{name}", 1) for name in others)
+            )
+            return [first for first, *_ in answers]
         finally:
             occupant.cancel()
             await asyncio.gather(occupant, return_exceptions=True)
