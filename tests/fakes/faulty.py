@@ -59,6 +59,7 @@ class Kind(enum.StrEnum):
     CUT_NO_LENGTH = "cut-no-length"  # no Content-Length, half the body, then the connection closes (looks whole)
     WRONG_BYTES = "wrong-bytes"  # the true size, other bytes
     LARGER_FILE = "larger-file"  # a different, larger file of the same kind, with its own Content-Length
+    SMALLER_FILE = "smaller-file"  # a different, smaller file of the same kind, with its own Content-Length
     TOO_LONG = "too-long"  # the true body followed by more bytes, Content-Length counting them all
     BLOCK_PAGE = "block-page"  # 200 with an HTML block page (text/html)
     BLOCK_PAGE_AS_OCTETS = "block-page-as-octets"  # the same page labelled application/octet-stream
@@ -97,6 +98,7 @@ class Fault:
             Kind.CUT_NO_LENGTH: "cuts the body (no Content-Length: looks whole)",
             Kind.WRONG_BYTES: "wrong bytes, right size",
             Kind.LARGER_FILE: "a different, larger file with its own Content-Length",
+            Kind.SMALLER_FILE: "a different, smaller file with its own Content-Length",
             Kind.TOO_LONG: "the right bytes followed by more",
             Kind.BLOCK_PAGE: "200 with an HTML block page",
             Kind.BLOCK_PAGE_AS_OCTETS: "200 with an HTML block page labelled octet-stream",
@@ -149,9 +151,10 @@ def garbage(seed: str, size: int = 2048) -> bytes:
     return b"\x00" + POISON + random.Random(seed).randbytes(size)
 
 
-def larger_zip(body: bytes, seed: str) -> bytes:
-    """A well-formed zip archive (so it starts like a wheel or a .conda), larger than `body`, of other content."""
-    payload = random.Random(seed).randbytes(len(body) + 512 * 1024)
+def other_zip(body: bytes, seed: str, *, larger: bool = True) -> bytes:
+    """A well-formed zip archive (so it starts like a wheel or a .conda) of other content, larger than `body` or
+    much smaller."""
+    payload = random.Random(seed).randbytes(len(body) + 512 * 1024 if larger else 16)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr(zipfile.ZipInfo("payload.bin", date_time=(2024, 1, 1, 0, 0, 0)), payload)
@@ -205,8 +208,9 @@ class FaultAnswers:
             return web.Response(body=garbage(request.path), headers={"Content-Type": ctype})
         if kind is Kind.WRONG_BYTES:
             return await self._stream(request, 200, {"Content-Type": ctype}, corrupt(body))
-        if kind is Kind.LARGER_FILE:
-            return await self._stream(request, 200, {"Content-Type": ctype}, larger_zip(body, request.path))
+        if kind in (Kind.LARGER_FILE, Kind.SMALLER_FILE):
+            other = other_zip(body, request.path, larger=kind is Kind.LARGER_FILE)
+            return await self._stream(request, 200, {"Content-Type": ctype}, other)
         if kind is Kind.TOO_LONG:
             return await self._stream(request, 200, {"Content-Type": ctype}, body + garbage(request.path, 64 * 1024))
         if kind is Kind.DRIP:

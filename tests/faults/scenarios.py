@@ -225,6 +225,16 @@ def _file_scenarios() -> list[Scenario]:
             items=(1,),
         ),
         file(Fault(Kind.TOO_LONG), allowed=VERIFIED_OR_FAILED, items=(2, 11)),
+        file(Fault(Kind.SMALLER_FILE), allowed=VERIFIED_OR_FAILED, items=(3,)),
+        Scenario(
+            "file-smaller-file-hash-only-index",
+            BIG_FILE,
+            Fault(Kind.SMALLER_FILE),
+            clients=20,
+            allowed=VERIFIED_OR_FAILED,
+            json_pages=False,
+            items=(3,),
+        ),
     ]
     scenarios += [file(fault, settings=DEADLINES, items=(6, 13)) for fault in SLOW]
     scenarios.append(

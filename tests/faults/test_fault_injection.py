@@ -117,6 +117,9 @@ def test_wrong_bodies(mirror: FaultyPypiUpstream) -> None:
     larger = _with(mirror, BIG, Fault(Kind.LARGER_FILE))
     assert larger.headers["content-length"] == str(len(larger.body)) and len(larger.body) > BIG.size
     assert larger.body.startswith(b"PK\x03\x04") and larger.ending == "complete"
+    smaller = _with(mirror, BIG, Fault(Kind.SMALLER_FILE))
+    assert smaller.headers["content-length"] == str(len(smaller.body)) and len(smaller.body) < BIG.size
+    assert smaller.body.startswith(b"PK\x03\x04") and POISON in smaller.body
     long = _with(mirror, BIG, Fault(Kind.TOO_LONG))
     assert long.body.startswith(BIG.data) and len(long.body) > BIG.size
     for kind, content_type in ((Kind.BLOCK_PAGE, "text/html"), (Kind.BLOCK_PAGE_AS_OCTETS, "application/octet-stream")):
