@@ -85,8 +85,21 @@ def config_toml(sections: Mapping[str, Mapping[str, Any]]) -> str:
     lines: list[str] = []
     for name, values in sections.items():
         lines.append(f"[{name}]")
-        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+        lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
     return "\n".join(lines) + "\n"
+
+
+def toml_value(value: Any) -> str:
+    """A value in TOML's inline syntax (strings, numbers, booleans, lists, tables): all a test config needs."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value))  # a JSON string is a TOML basic string
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{key} = {toml_value(item)}" for key, item in value.items()) + " }"
+    return "[" + ", ".join(toml_value(item) for item in value) + "]"
 
 
 def start_process(data_dir: Path, sections: Mapping[str, Mapping[str, Any]], *args: str) -> CacheProcess:

@@ -89,7 +89,7 @@ def test_a_full_disk_answers_507_and_recovers(
             try:
                 _check_full_then_freed(cache, data, fault_channels)
             finally:
-                cache.stop()
+                _stop_or_say_why(cache)
     finally:
         bg_loop.run(pypi.stop())
         bg_loop.run(conda.stop())
@@ -145,6 +145,13 @@ def _check_full_then_freed(cache: RunningCache, data: Path, channels: FaultChann
     status = json.loads(fetch(f"{cache.url}/-/status").body)
     checks.expect(status["downloads_in_flight"] == 0, "no download left in flight", status["downloads_in_flight"])
     checks.verdict()
+
+
+def _stop_or_say_why(cache: RunningCache) -> None:
+    try:
+        cache.stop()
+    except TimeoutError:
+        pytest.fail("pkgcache did not stop within a minute after the disk was full (a download stuck?)", pytrace=False)
 
 
 def _expect_507(checks: Checks, what: str, answer: Received) -> None:
