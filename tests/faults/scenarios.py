@@ -418,8 +418,8 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
     ServiceScenario(
         "disk-full",
         "the data directory's disk is full (4 MB tmpfs, filled)",
-        "507 with a clear message, before any body, for pages, files and repodata; cached content still served; "
-        "served again once space is freed",
+        "507 with a clear message, before any body, for files and repodata (a page: 507 or the right page, not "
+        "kept); cached content still served; served again once space is freed",
         "nothing new; what it had",
         "test_disk_full.py::test_a_full_disk_answers_507_and_recovers",
         (10,),
