@@ -1,0 +1,504 @@
+"""The standing fault suite as data: every way a mirror misbehaves that pkgcache must cover for, and what then.
+
+`SCENARIOS` are run by one parametrized test (test_upstream_faults.py) against two upstreams, the faulty one first
+and a healthy one second; `SERVICE_SCENARIOS` are the faults with a test of their own (workers, clients that hang
+up or dawdle, a full disk...). `render_table()` turns both into the table of docs/reliability.md; regenerate it with
+
+    .venv/bin/python -m tests.faults.scenarios --write docs/reliability.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.fakes.faulty import Fault, Kind
+
+
+class Side(enum.StrEnum):
+    PYPI = "pypi"
+    CONDA = "conda"
+
+
+class Outcome(enum.StrEnum):
+    """What one client ended up with."""
+
+    OK = "ok"  # 200, every byte of its Content-Length, and the bytes check out
+    WRONG = "WRONG"  # 200, every byte of its Content-Length, and the bytes do NOT check out: never allowed
+    CUT = "cut"  # 200 whose body ended before its Content-Length: the client knows it failed
+    ERROR = "error"  # a 4xx or 5xx status
+    TIMEOUT = "timeout"  # no answer, or a body that stalled, within the client's own timeout
+    NO_ANSWER = "no-answer"  # the connection failed before any status
+
+
+VERIFIED = frozenset({Outcome.OK})
+# Where the first mirror's bytes already went out before they could be checked: a client may see its transfer
+# fail, but never a whole body of wrong bytes; the next request gets the verified bytes.
+VERIFIED_OR_FAILED = frozenset({Outcome.OK, Outcome.CUT, Outcome.ERROR})
+
+# The machine's conda subdir (linux-64...), filled in by the harness; the table shows it as is.
+MACHINE_SUBDIR = "<subdir>"
+
+# New [upstream] settings the suite relies on (issue 9), with the small values that keep scenarios quick. With
+# read_timeout far above the clients' own timeout, only these can rescue a client from a silent or dripping mirror.
+DEADLINES: Mapping[str, float] = {
+    "first_byte_timeout": 1.0,
+    "min_rate": 2048,
+    "rate_window": 1.0,
+    "slot_wait": 0.5,
+    "read_timeout": 60.0,
+}
+RETRY_CAP: Mapping[str, float] = {"max_retry_after": 120.0}
+
+
+@dataclass(frozen=True)
+class Resource:
+    """What the clients ask for: a project page, a file, or a conda index file or package."""
+
+    side: Side
+    kind: str  # "page" | "file" | "index" | "package" | "shard"
+    name: str  # project name for pages; file name otherwise
+    project: str = ""  # PyPI files: their project
+    channel: str = "pkgs/main"  # conda: the channel
+    subdir: str | None = MACHINE_SUBDIR  # conda: the subdir, or None for a channel-level file
+
+    def label(self) -> str:
+        if self.side is Side.PYPI:
+            return f"project page `{self.name}`" if self.kind == "page" else f"file `{self.name}`"
+        if self.kind == "shard":
+            return f"a shard of `{self.channel}/{self.subdir}`"
+        where = "/".join(p for p in (self.channel, self.subdir, self.name) if p)
+        return f"`{where}`"
+
+
+PAGE = Resource(Side.PYPI, "page", "alpha")
+BIG_FILE = Resource(Side.PYPI, "file", "bigpkg-1.0-py3-none-any.whl", project="bigpkg")
+SMALL_FILE = Resource(Side.PYPI, "file", "alpha-2.0-py3-none-any.whl", project="alpha")
+CONDA_BIG_PACKAGE = Resource(Side.CONDA, "package", "bigpkg-1.0-h0_0.conda", subdir="noarch")
+# The first shard (by name) of the sharded channel's subdir: its name is its sha256, known once the channel is built.
+FIRST_SHARD = "<first shard>"
+CONDA_SHARD = Resource(Side.CONDA, "shard", FIRST_SHARD, channel="cloud/conda-forge")
+
+
+def conda_index(name: str, channel: str = "pkgs/main", subdir: str | None = MACHINE_SUBDIR) -> Resource:
+    return Resource(Side.CONDA, "index", name, channel=channel, subdir=subdir)
+
+
+CONDA_INDEX_FILES = (
+    conda_index("repodata.json"),
+    conda_index("repodata.json.zst"),
+    conda_index("repodata.json.bz2"),
+    conda_index("current_repodata.json"),
+    conda_index("repodata_shards.msgpack.zst", channel="cloud/conda-forge"),
+    conda_index("channeldata.json", subdir=None),
+    conda_index("run_exports.json"),
+)
+REPODATA = CONDA_INDEX_FILES[0]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One fault of the first upstream, what every client must get, and what the cache must keep."""
+
+    id: str
+    resource: Resource
+    fault: Fault
+    allowed: frozenset[Outcome] = VERIFIED  # what each of the concurrent clients may end up with
+    rests_faulty: bool = True  # the faulty upstream is resting afterwards (False: it must not even be blamed)
+    healthy_asked: bool | None = True  # the healthy upstream was asked for the resource (None: either way)
+    clients: int = 8
+    settings: Mapping[str, float] = field(default_factory=dict)  # [upstream] settings beyond the harness's own
+    revalidation: bool = False  # a good copy is cached first; the fault meets its revalidation
+    json_pages: bool = True  # the mirror's pages give sizes (PEP 691 JSON); False: HTML, hashes only
+    items: tuple[int, ...] = ()  # the items of issue 9 it checks
+    client_gets: str = ""  # for the table; a default is derived from `allowed`
+    cache_keeps: str = ""
+
+    @property
+    def side(self) -> Side:
+        return self.resource.side
+
+    def client_text(self) -> str:
+        if self.client_gets:
+            return self.client_gets
+        right = _RIGHT_ONE[self.resource.kind]
+        if self.revalidation:
+            return f"200 with the good cached copy; afterwards {right} again"
+        if self.allowed == VERIFIED:
+            source = "from the healthy mirror" if self.healthy_asked else "from this mirror"
+            return f"200 with {right}, {source}"
+        return f"{right}, or a failed transfer (never a whole wrong body); the next request: {right}"
+
+    def cache_text(self) -> str:
+        if self.cache_keeps:
+            return self.cache_keeps
+        if self.revalidation:
+            return "the good copy, never the fault's body"
+        return f"{_RIGHT_ONE[self.resource.kind]}, or nothing"
+
+    def mirror_text(self) -> str:
+        if not self.rests_faulty:
+            return "not blamed"
+        if self.settings.get("max_retry_after") and self.fault.retry_after:
+            return "rested, at most max_retry_after"
+        return "rested"
+
+
+_RIGHT_ONE = {
+    "page": "the right page",
+    "file": "the verified bytes",
+    "package": "the verified bytes",
+    "shard": "the verified bytes",
+    "index": "the right index file",
+}
+
+
+def _named(prefix: str, resource: Resource, fault: Fault, **options: object) -> Scenario:
+    """A scenario called `<prefix>-<fault>`."""
+    return Scenario(f"{prefix}-{fault.slug()}", resource, fault, **options)  # type: ignore[arg-type]
+
+
+ABSURD_429 = Fault(Kind.STATUS, status=429, retry_after="999999999")
+SLOW = (Fault(Kind.SILENT), Fault(Kind.HANG_AFTER_HEADERS), Fault(Kind.DRIP, rate=50))
+# Faults seen before any byte could reach a client: failover must be invisible to clients.
+BEFORE_ANY_BYTE = (
+    Fault(Kind.REFUSE),
+    Fault(Kind.RESET),
+    Fault(Kind.STATUS, status=503),
+    Fault(Kind.REDIRECT_LOOP),
+    Fault(Kind.BLOCK_PAGE),
+)
+
+
+def _page_scenarios() -> list[Scenario]:
+    scenarios = [
+        _named("page", PAGE, fault, items=(15,) if fault.kind is Kind.BLOCK_PAGE else ()) for fault in BEFORE_ANY_BYTE
+    ]
+    scenarios += [
+        _named("page", PAGE, Fault(Kind.BLOCK_PAGE_AS_OCTETS), items=(15,)),
+        _named("page", PAGE, Fault(Kind.GARBAGE)),
+        _named("page", PAGE, Fault(Kind.CUT)),
+        _named("page", PAGE, Fault(Kind.CUT_NO_LENGTH)),
+        _named("page", PAGE, Fault(Kind.STATUS, status=429, retry_after="5")),
+        _named("page", PAGE, ABSURD_429, settings=RETRY_CAP, items=(12,)),
+    ]
+    scenarios += [_named("page", PAGE, fault, settings=DEADLINES, items=(6, 13)) for fault in SLOW]
+    scenarios += [
+        Scenario(
+            "page-scheme-links",
+            PAGE,
+            Fault(Kind.SCHEME_LINKS),
+            rests_faulty=False,
+            healthy_asked=False,
+            items=(12,),
+            client_gets="200 with the page, the javascript:/file: links left out (asking for them: 404)",
+            cache_keeps="the page without those links",
+        ),
+        Scenario("page-revalidation-block-page", PAGE, Fault(Kind.BLOCK_PAGE), revalidation=True, healthy_asked=None),
+    ]
+    return scenarios
+
+
+def _file_scenarios() -> list[Scenario]:
+    def file(fault: Fault, **options: object) -> Scenario:
+        return _named("file", BIG_FILE, fault, **{"clients": 20, **options})
+
+    scenarios = [file(fault, items=(2,) if fault.kind is Kind.BLOCK_PAGE else ()) for fault in BEFORE_ANY_BYTE]
+    scenarios += [
+        file(Fault(Kind.BLOCK_PAGE_AS_OCTETS), items=(2,)),
+        file(ABSURD_429, settings=RETRY_CAP, items=(12,)),
+        file(Fault(Kind.CUT), items=(3,)),
+        file(Fault(Kind.CUT_NO_LENGTH), items=(3,)),
+        file(Fault(Kind.WRONG_BYTES), allowed=VERIFIED_OR_FAILED, items=(2,)),
+        file(Fault(Kind.LARGER_FILE), clients=40, allowed=VERIFIED_OR_FAILED, items=(1,)),
+        Scenario(
+            "file-larger-file-hash-only-index",
+            BIG_FILE,
+            Fault(Kind.LARGER_FILE),
+            clients=40,
+            allowed=VERIFIED_OR_FAILED,
+            json_pages=False,
+            items=(1,),
+        ),
+        file(Fault(Kind.TOO_LONG), allowed=VERIFIED_OR_FAILED, items=(2, 11)),
+        file(Fault(Kind.SMALLER_FILE), allowed=VERIFIED_OR_FAILED, items=(3,)),
+        Scenario(
+            "file-smaller-file-hash-only-index",
+            BIG_FILE,
+            Fault(Kind.SMALLER_FILE),
+            clients=20,
+            allowed=VERIFIED_OR_FAILED,
+            json_pages=False,
+            items=(3,),
+        ),
+    ]
+    scenarios += [file(fault, settings=DEADLINES, items=(6, 13)) for fault in SLOW]
+    scenarios.append(
+        Scenario(
+            "file-first-segment-2-bytes",
+            SMALL_FILE,
+            Fault(Kind.FIRST_SEGMENT, rate=2),
+            rests_faulty=False,
+            healthy_asked=False,
+            items=(4,),
+        )
+    )
+    return scenarios
+
+
+# A block page or random bytes differ from an index file in their first bytes: none of them may reach a client.
+_FIRST_BYTES_TELL = "200 with the right index file, from the healthy mirror (the first bytes tell: none may go out)"
+
+
+def _after_bytes(fault: Fault) -> frozenset[Outcome]:
+    """A drip is seen only after its first bytes went out: on a compressed transfer, followers may see it fail."""
+    return VERIFIED_OR_FAILED if fault.kind is Kind.DRIP else VERIFIED
+
+
+def _conda_scenarios() -> list[Scenario]:
+    scenarios: list[Scenario] = []
+    for resource in CONDA_INDEX_FILES:
+        stem = f"conda-{resource.name.replace('_', '-')}"
+        for fault in (Fault(Kind.BLOCK_PAGE), Fault(Kind.GARBAGE)):
+            scenarios.append(_named(stem, resource, fault, items=(5,), client_gets=_FIRST_BYTES_TELL))
+    repodata = "conda-repodata.json"
+    scenarios += [_named(repodata, REPODATA, fault) for fault in BEFORE_ANY_BYTE if fault.kind is not Kind.BLOCK_PAGE]
+    scenarios += [
+        _named(repodata, REPODATA, Fault(Kind.BLOCK_PAGE_AS_OCTETS), items=(5,)),
+        # Only seen once bytes went out, and a compressed transfer cannot be resumed: followers may see it fail.
+        _named(repodata, REPODATA, Fault(Kind.WRONG_BYTES), allowed=VERIFIED_OR_FAILED, items=(5,)),
+        _named(repodata, REPODATA, Fault(Kind.CUT_NO_LENGTH), allowed=VERIFIED_OR_FAILED, items=(5,)),
+        _named(repodata, REPODATA, Fault(Kind.CUT_COMPRESSED), items=(3,)),
+        _named("conda-repodata.json.zst", CONDA_INDEX_FILES[1], Fault(Kind.CUT), items=(3,)),
+        _named(repodata, REPODATA, ABSURD_429, settings=RETRY_CAP, items=(12,)),
+        Scenario(
+            "conda-repodata.json-revalidation-block-page",
+            REPODATA,
+            Fault(Kind.BLOCK_PAGE),
+            revalidation=True,
+            healthy_asked=None,
+            items=(5,),
+        ),
+    ]
+    scenarios += [
+        _named(repodata, REPODATA, fault, settings=DEADLINES, items=(6, 13), allowed=_after_bytes(fault))
+        for fault in SLOW
+    ]
+    scenarios += [
+        _named(
+            "conda-package",
+            CONDA_BIG_PACKAGE,
+            Fault(Kind.WRONG_BYTES),
+            clients=20,
+            allowed=VERIFIED_OR_FAILED,
+            items=(2,),
+        ),
+        _named(
+            "conda-package",
+            CONDA_BIG_PACKAGE,
+            Fault(Kind.LARGER_FILE),
+            clients=40,
+            allowed=VERIFIED_OR_FAILED,
+            items=(1,),
+        ),
+        _named("conda-shard", CONDA_SHARD, Fault(Kind.WRONG_BYTES), allowed=VERIFIED_OR_FAILED, items=(2,)),
+        _named("conda-shard", CONDA_SHARD, Fault(Kind.BLOCK_PAGE), items=(2,)),
+    ]
+    return scenarios
+
+
+SCENARIOS: list[Scenario] = _page_scenarios() + _file_scenarios() + _conda_scenarios()
+
+
+@dataclass(frozen=True)
+class ServiceScenario:
+    """A fault with a test of its own: `test` names it (module::function)."""
+
+    id: str
+    fault: str
+    client_gets: str
+    cache_keeps: str
+    test: str
+    items: tuple[int, ...] = ()
+
+
+SERVICE_SCENARIOS: list[ServiceScenario] = [
+    ServiceScenario(
+        "slots-held-by-slow-mirror",
+        "the first mirror's only connection slot is held by a slow (but not too slow) download",
+        "other misses wait at most slot_wait, then come from the second mirror: 200, verified",
+        "the verified files",
+        "test_upstream_service.py::test_misses_do_not_queue_behind_a_slow_mirrors_busy_slots",
+        (6,),
+    ),
+    ServiceScenario(
+        "abandoned-download",
+        "a dripping mirror, and the only client hangs up early",
+        "(nobody waits) the download is stopped",
+        "nothing; tmp/ empty",
+        "test_upstream_service.py::test_a_download_nobody_waits_for_is_stopped",
+        (6,),
+    ),
+    ServiceScenario(
+        "every-mirror-resting",
+        "both mirrors answer 503, so both rest",
+        "an error naming each mirror and when it comes back, with Retry-After",
+        "nothing",
+        "test_upstream_service.py::test_every_mirror_resting_is_named_with_retry_after",
+        (13,),
+    ),
+    ServiceScenario(
+        "client-hangs-up",
+        "clients hang up in the middle of a download, on both workers",
+        "(gone) access log: 499, not 500; not counted as an error; no traceback",
+        "the verified file",
+        "test_clients.py::test_a_client_hanging_up_is_logged_499_and_not_counted_as_an_error",
+        (14,),
+    ),
+    ServiceScenario(
+        "slowloris",
+        "connections that send their headers a byte at a time",
+        "closed after header_timeout; normal clients keep being served",
+        "-",
+        "test_clients.py::test_connections_sending_headers_slowly_are_closed",
+        (8,),
+    ),
+    ServiceScenario(
+        "idle-keep-alive",
+        "a client keeps an idle connection open",
+        "closed after keepalive_timeout",
+        "-",
+        "test_clients.py::test_idle_keep_alive_connections_are_closed",
+        (8,),
+    ),
+    ServiceScenario(
+        "range-minus-zero",
+        "`Range: bytes=-0` on a cached file",
+        "416",
+        "the file",
+        "test_clients.py::test_an_empty_suffix_range_is_416",
+        (12,),
+    ),
+    ServiceScenario(
+        "crlf-in-path",
+        "a request path with an encoded CR/LF and a fake log line",
+        "an error; the access log gets one line for it, no forged line",
+        "-",
+        "test_clients.py::test_a_crlf_in_the_path_cannot_forge_an_access_log_line",
+        (12,),
+    ),
+    ServiceScenario(
+        "replica-burst-of-misses",
+        "1,000 distinct missing projects at once, through two workers",
+        "404 for each, no 503",
+        "remembered misses only",
+        "test_workers_faults.py::test_a_burst_of_misses_through_a_replica_never_gets_503",
+        (7,),
+    ),
+    ServiceScenario(
+        "replica-renders-host",
+        "the page at / asked through a replica",
+        "the page shows the client's Host, never the primary's private name",
+        "-",
+        "test_workers_faults.py::test_the_page_through_a_replica_shows_the_clients_host",
+        (16,),
+    ),
+    ServiceScenario(
+        "replica-after-cut",
+        "the primary cuts a download that failed its check; clients keep asking through the replica",
+        "no 503 from a reused dead connection to the primary",
+        "nothing of the bad file",
+        "test_workers_faults.py::test_a_replica_does_not_reuse_a_connection_the_primary_closed",
+        (11,),
+    ),
+    ServiceScenario(
+        "disk-full",
+        "the data directory's disk is full (4 MB tmpfs, filled)",
+        "507 with a clear message, before any body, for files and repodata (a page: 507 or the right page, not "
+        "kept); cached content still served; served again once space is freed",
+        "nothing new; what it had",
+        "test_disk_full.py::test_a_full_disk_answers_507_and_recovers",
+        (10,),
+    ),
+]
+
+
+# ---- the table of docs/reliability.md ----------------------------------------------------------------------------
+
+BEGIN = "<!-- scenarios:begin (generated from tests/faults/scenarios.py) -->"
+END = "<!-- scenarios:end -->"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _items(items: tuple[int, ...]) -> str:
+    return ", ".join(str(i) for i in items) or "-"
+
+
+def render_table() -> str:
+    """The tables of docs/reliability.md, from SCENARIOS and SERVICE_SCENARIOS."""
+    lines = [
+        "### The first of two mirrors misbehaves",
+        "",
+        "| scenario | asked for | the first mirror | each client gets | the cache keeps | that mirror | issue 9 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in SCENARIOS:
+        cells = [
+            f"`{s.id}`",
+            s.resource.label() + ("" if s.json_pages else " (HTML index: hash, no size)"),
+            s.fault.describe() + (" on revalidation" if s.revalidation else ""),
+            s.client_text(),
+            s.cache_text(),
+            s.mirror_text(),
+            _items(s.items),
+        ]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    lines += [
+        "",
+        "### The service under stress",
+        "",
+        "| scenario | fault | clients get | the cache keeps | test | issue 9 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in SERVICE_SCENARIOS:
+        cells = [f"`{t.id}`", t.fault, t.client_gets, t.cache_keeps, f"`{t.test}`", _items(t.items)]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table_in(doc: str) -> str:
+    """The generated part of a document (between the markers), or "" when the markers are missing."""
+    start, end = doc.find(BEGIN), doc.find(END)
+    if start < 0 or end < start:
+        return ""
+    return doc[start + len(BEGIN) : end].strip("\n") + "\n"
+
+
+def with_table(doc: str) -> str:
+    """`doc` with its generated part replaced by the current table."""
+    start, end = doc.find(BEGIN), doc.find(END)
+    if start < 0 or end < start:
+        raise ValueError("the document lacks the scenario table markers")
+    return doc[: start + len(BEGIN)] + "\n" + render_table() + doc[end:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Print, or write into a document, the fault suite's table.")
+    parser.add_argument("--write", type=Path, help="rewrite the table between the markers of this file")
+    args = parser.parse_args(argv)
+    if args.write is None:
+        sys.stdout.write(render_table())
+        return 0
+    args.write.write_text(with_table(args.write.read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

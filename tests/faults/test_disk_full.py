@@ -1,0 +1,165 @@
+"""A full disk: pkgcache's data directory on a small tmpfs (root only), filled to the last byte.
+
+What must hold: a miss answers 507 with a message saying so, before any body (pages, files, conda repodata); what
+is cached keeps being served; once space is freed, misses work again without a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cache_service import RunningCache, start_cache
+from tests.fakes.faulty import FaultyCondaMirror, FaultyPypiUpstream
+from tests.faults.harness import (
+    CONDA_CHANNELS,
+    JSON_ACCEPT,
+    Checks,
+    FaultChannels,
+    Received,
+    conda_checks_out,
+    conda_document,
+    expected_page,
+    fault_dists,
+    fetch,
+    page_checks_out,
+    settings_for,
+)
+from tests.support import BackgroundLoop
+
+TMPFS_SIZE = "4m"
+ALPHA_OLD = "alpha-1.0-py3-none-any.whl"
+ALPHA = "alpha-2.0-py3-none-any.whl"
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("disk-full test skipped: mounting a small tmpfs as the data directory needs root")
+    where.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(where)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"disk-full test skipped: mounting a tmpfs failed: {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(where)], capture_output=True)  # still busy: detach it
+
+
+def fill(path: Path) -> None:
+    """Write until the disk refuses another byte."""
+    with path.open("wb", buffering=0) as handle:
+        for size in (1 << 20, 64 << 10, 4 << 10, 1):
+            block = b"\0" * size
+            while True:
+                try:
+                    handle.write(block)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    break
+
+
+def _sha(name: str) -> str:
+    return next(d.sha256 for d in fault_dists() if d.filename == name)
+
+
+def test_a_full_disk_answers_507_and_recovers(
+    bg_loop: BackgroundLoop, tmp_path: Path, fault_channels: FaultChannels
+) -> None:
+    pypi = FaultyPypiUpstream(fault_dists())
+    conda = FaultyCondaMirror({"pkgs/main": fault_channels.main, "conda-forge": fault_channels.forge})
+    bg_loop.run(pypi.start())
+    bg_loop.run(conda.start())
+    try:
+        with small_tmpfs(tmp_path / "data") as data:
+            conda_section = {"upstreams": [conda.upstream_config("mirror")], "channels": CONDA_CHANNELS}
+            cache = start_cache(bg_loop, settings_for(data, [pypi.index_url], conda=conda_section))
+            try:
+                _check_full_then_freed(cache, data, fault_channels)
+            finally:
+                _stop_or_say_why(cache)
+    finally:
+        bg_loop.run(pypi.stop())
+        bg_loop.run(conda.stop())
+
+
+def _check_full_then_freed(cache: RunningCache, data: Path, channels: FaultChannels) -> None:
+    checks = Checks()
+    dists = fault_dists()
+    repodata = f"/conda/pkgs/main/{channels.subdir}/repodata.json"
+    truth = conda_document("repodata.json", (channels.main / channels.subdir / "repodata.json").read_bytes())
+
+    alpha_page = fetch(f"{cache.url}/pypi/simple/alpha/", JSON_ACCEPT)
+    assert page_checks_out(alpha_page.body, expected_page(dists, "alpha")), alpha_page.summary()
+    assert hashlib.sha256(fetch(f"{cache.url}/pypi/files/alpha/{ALPHA}").body).hexdigest() == _sha(ALPHA)
+
+    filler = data / "filler"
+    fill(filler)
+
+    page = fetch(f"{cache.url}/pypi/simple/beta/", JSON_ACCEPT)
+    # A page fetched whole may be answered without being kept: the right page or a 507, never a 500.
+    if not (page.status == 200 and page_checks_out(page.body, expected_page(dists, "beta"))):
+        _expect_507(checks, "a page miss (or the right page, not kept)", page)
+    file = fetch(f"{cache.url}/pypi/files/alpha/{ALPHA_OLD}")
+    _expect_507(checks, "a file miss", file)
+    index = fetch(cache.url + repodata)
+    checks.expect(
+        index.status != 200 or conda_checks_out("repodata.json", index.body, truth),
+        "a repodata.json miss is never a 200 of anything but the repodata",
+        index.summary(),
+    )
+    _expect_507(checks, "a repodata.json miss", index)
+
+    cached = fetch(f"{cache.url}/pypi/files/alpha/{ALPHA}")
+    checks.expect(
+        cached.status == 200 and hashlib.sha256(cached.body).hexdigest() == _sha(ALPHA),
+        "a cached file is still served",
+        cached.summary(),
+    )
+    cached_page = fetch(f"{cache.url}/pypi/simple/alpha/", JSON_ACCEPT)
+    checks.expect(
+        page_checks_out(cached_page.body, expected_page(dists, "alpha")),
+        "a cached page is still served",
+        cached_page.summary(),
+    )
+
+    filler.unlink()
+    page = fetch(f"{cache.url}/pypi/simple/beta/", JSON_ACCEPT)
+    checks.expect(page_checks_out(page.body, expected_page(dists, "beta")), "space freed: pages again", page.summary())
+    file = fetch(f"{cache.url}/pypi/files/alpha/{ALPHA_OLD}")
+    checks.expect(hashlib.sha256(file.body).hexdigest() == _sha(ALPHA_OLD), "space freed: files again", file.summary())
+    index = fetch(cache.url + repodata)
+    checks.expect(conda_checks_out("repodata.json", index.body, truth), "space freed: repodata again", index.summary())
+    leftovers = [p.name for p in (data / "tmp").iterdir()] if (data / "tmp").exists() else []
+    checks.expect(not leftovers, "nothing left in tmp/", leftovers)
+    status = json.loads(fetch(f"{cache.url}/-/status").body)
+    checks.expect(status["downloads_in_flight"] == 0, "no download left in flight", status["downloads_in_flight"])
+    checks.verdict()
+
+
+def _stop_or_say_why(cache: RunningCache) -> None:
+    try:
+        cache.stop()
+    except TimeoutError:
+        pytest.fail("pkgcache did not stop within a minute after the disk was full (a download stuck?)", pytrace=False)
+
+
+def _expect_507(checks: Checks, what: str, answer: Received) -> None:
+    text = answer.body.decode(errors="replace").lower()
+    checks.expect(
+        answer.status == 507 and ("disk" in text or "space" in text),
+        f"{what}: 507 with a message about the full disk, before any body",
+        answer.summary(),
+    )
