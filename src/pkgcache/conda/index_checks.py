@@ -23,11 +23,23 @@ import zstandard
 from pkgcache.storage.downloads import ContentCheck, IntegrityError
 
 CHUNK = 1 << 20
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # JSON smaller than this is parsed whole (a few times its size in memory); bigger files get the streaming checks.
 PARSE_WHOLE_BYTES = 32 << 20
 # Where a repodata file's "packages" key must appear by (after "info", which is small).
 PACKAGES_KEY_WITHIN = 1 << 20
 MAX_SHARD_INDEX_BYTES = 1 << 30
+
+
+def magic_of_index(filename: str) -> tuple[bytes, ...]:
+    """What an index file's bytes (as they arrive, decoded from any gzip on the wire) start with."""
+    if filename.endswith(".zst"):
+        return (ZSTD_MAGIC,)
+    if filename.endswith(".bz2"):
+        return (b"BZh",)
+    if filename.endswith(".json"):
+        return (b"{",)  # conda's JSON indexes are objects, written without leading space
+    return ()
 
 
 def content_check_for(filename: str) -> ContentCheck | None:

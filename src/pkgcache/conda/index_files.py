@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from pkgcache.cache_state import CacheState
-from pkgcache.conda.index_checks import content_check_for
+from pkgcache.conda.index_checks import content_check_for, magic_of_index
 from pkgcache.conda.source import Lookup
 from pkgcache.storage.downloads import Download, Expected
 from pkgcache.storage.sidecars import FileMeta, Sidecars
@@ -164,4 +164,6 @@ class IndexFiles:
 
 
 def _expected(path: Path) -> Expected:
-    return Expected(content_check=content_check_for(path.name))
+    # The first bytes already tell an error page or garbage from an index file: refused before any reaches a
+    # client, so that the next upstream can still answer the clients waiting for this one.
+    return Expected(magic=magic_of_index(path.name), content_check=content_check_for(path.name))

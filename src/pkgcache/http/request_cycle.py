@@ -170,7 +170,8 @@ def add_fallback(app: web.Application) -> None:
     """
     cycle = app[REQUEST_CYCLE_KEY]
     handler = _no_such_route if cycle.hand_over is None else _hand_over
-    app.router.add_route("*", "/{tail:.*}", cycle.wrap(handler))
+    # [\s\S]: a path with an (encoded) line break in it is answered and logged here too.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", cycle.wrap(handler))
 
 
 async def _hand_over(request: web.Request) -> web.StreamResponse:

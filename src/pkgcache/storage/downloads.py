@@ -236,9 +236,10 @@ class Download:
         await self.notify()
 
     async def close_file(self) -> None:
+        """Close the temporary file. Raises StorageError when its last bytes cannot be written (a full disk)."""
         if self._handle is not None:
             handle, self._handle = self._handle, None
-            await asyncio.to_thread(handle.close)
+            await _storage_call(_close, handle)
 
     # --- the clients' side ---
 
@@ -377,6 +378,17 @@ class Download:
             await _storage_call(self._handle.flush)
 
 
+def _close(handle: IO[bytes]) -> None:
+    try:
+        handle.close()
+    except OSError:
+        # Closing flushes; if that fails the file is given up, but it is closed all the same (or the descriptor
+        # would leak): a second close does nothing more than release it.
+        with contextlib.suppress(OSError):
+            handle.close()
+        raise
+
+
 def _truncate(handle: IO[bytes]) -> None:
     handle.seek(0)
     handle.truncate()
@@ -466,7 +478,9 @@ class Downloader:
         finally:
             download.settle(error)  # before the temp file goes, so a follower that misses it knows why
             if error is not None:
-                await download.close_file()
+                # Never raising from here: waiters are woken below whatever else fails.
+                with contextlib.suppress(Exception):
+                    await download.close_file()
                 await asyncio.to_thread(_unlink_quietly, download.temp_path)
                 log.warning("download of %s failed: %s", download.final_path.name, error)
             if on_done is not None:
