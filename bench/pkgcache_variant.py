@@ -17,10 +17,7 @@ import sys
 
 def apply(variant: str) -> None:
     if variant == "asyncio-loop":
-        from pkgcache.http import event_loop
-
-        event_loop.new_event_loop = asyncio.new_event_loop  # type: ignore[assignment]
-        from pkgcache import serving
+        from pkgcache.service import serving
 
         serving.new_event_loop = asyncio.new_event_loop  # type: ignore[assignment]
     elif variant != "asis":

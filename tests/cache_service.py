@@ -15,8 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from pkgcache.config import Settings, load_settings
-from pkgcache.http.app import create_app
-from pkgcache.http.hit_path import ServiceRunner
+from pkgcache.http.fast_path import ServiceRunner
+from pkgcache.service.app import create_app
 from tests.support import Answer, BackgroundLoop, http_get
 
 

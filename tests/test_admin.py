@@ -9,7 +9,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from pkgcache.admin_cli import gc_command, purge_command, refresh_command
+from pkgcache.cli.admin_commands import gc_command, purge_command, refresh_command
 from tests.cache_service import CacheProcess, RunningCache
 from tests.conda_support import Channels
 from tests.fakes.conda_channel import find_pkg

@@ -5,14 +5,17 @@ Also `init` (the written file must load) and `check` (fake upstreams on loopback
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,14 +39,24 @@ DEAD_CONDA = "http://127.0.0.1:9/"
 # --- helpers, also used by test_client_config.py ---
 
 
-def cli_env() -> dict[str, str]:
-    """The test environment without any pkgcache settings of this machine."""
-    return {k: v for k, v in isolated_env().items() if not k.startswith("PKGCACHE_")}
+# Where the started instances are remembered during the tests, instead of this account's own list.
+_STATE_HOME = Path(tempfile.mkdtemp(prefix="pkgcache-test-state-"))
+atexit.register(shutil.rmtree, _STATE_HOME, True)
 
 
-def run_pkgcache(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli_env(**extra: str) -> dict[str, str]:
+    """The test environment without any pkgcache settings of this machine, nor its list of started instances."""
+    env = {k: v for k, v in isolated_env().items() if not k.startswith("PKGCACHE_")}
+    env["XDG_STATE_HOME"] = str(_STATE_HOME)
+    env.update(extra)
+    return env
+
+
+def run_pkgcache(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "pkgcache", *args]
-    return subprocess.run(command, env=cli_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, env=env or cli_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def pid_alive(pid: int) -> bool:
@@ -61,8 +74,9 @@ def pid_alive(pid: int) -> bool:
 class BackgroundService:
     """`pkgcache start` on loopback with its own data directory; `close()` always leaves nothing running."""
 
-    def __init__(self, data_dir: Path, pypi_upstream: str, *extra: str) -> None:
+    def __init__(self, data_dir: Path, pypi_upstream: str, *extra: str, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
+        self.env = env or cli_env()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.serve_args = [
@@ -86,13 +100,18 @@ class BackgroundService:
         return pid
 
     def start(self) -> subprocess.CompletedProcess[str]:
-        done = run_pkgcache("start", *self.serve_args)
+        done = run_pkgcache("start", *self.serve_args, env=self.env)
         if self.pid_file.exists():
             self.pid  # noqa: B018 - remember it, so close() can make sure it is gone
         return done
 
     def run(self, command: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        done = run_pkgcache(command, *self.locate, *args, timeout=timeout)
+        """`pkgcache COMMAND --data-dir ours ARGS...`"""
+        return self.run_plain(command, *self.locate, *args, timeout=timeout)
+
+    def run_plain(self, command: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """`pkgcache COMMAND ARGS...`, naming no data directory unless ARGS do."""
+        done = run_pkgcache(command, *args, timeout=timeout, env=self.env)
         if self.pid_file.exists():
             self.pid  # noqa: B018
         return done
@@ -299,6 +318,175 @@ def test_restart_keeps_the_options_it_was_started_with(service: BackgroundServic
     page = http_get(service.url + "/pypi/simple/alpha/")
     assert page.status == 200 and b"alpha-2.0" in page.body
     assert tuna.count("/simple/alpha/") >= 1
+
+
+# --- the settings `start` records, and `restart` ---
+
+
+def _record(data_dir: Path) -> dict:
+    return json.loads((data_dir / "pkgcache.settings.json").read_text())
+
+
+def _command_line(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
+def test_start_records_the_resolved_settings_for_this_user_only(tmp_path: Path, tuna: TunaLikeUpstream) -> None:
+    # One setting from the environment, the others from flags: the record holds them all, resolved.
+    env = cli_env(PKGCACHE_PYPI__INDEX_TTL="123")
+    running = BackgroundService(tmp_path / "data", tuna.index_url, "--workers", "1", env=env)
+    try:
+        started = running.start()
+        assert started.returncode == 0, started.stderr
+        settings_file = running.data_dir / "pkgcache.settings.json"
+        assert settings_file.stat().st_mode & 0o777 == 0o600
+        record = _record(running.data_dir)
+        assert record["settings"]["server"]["port"] == running.port
+        assert record["settings"]["server"]["workers"] == 1
+        assert record["settings"]["pypi"]["index_ttl"] == 123
+        assert [upstream["url"] for upstream in record["settings"]["pypi"]["upstreams"]] == [tuna.index_url]
+        assert record["flags"]["server"]["port"] == running.port and "index_ttl" not in json.dumps(record["flags"])
+        # The service is launched on the record, not on flags passed along.
+        runtime = json.loads((running.data_dir / "pkgcache.runtime.json").read_text())
+        assert runtime["settings_file"] == str(settings_file)
+        argv = _command_line(running.pid)
+        assert "--settings-file" in argv and str(settings_file) in argv and "--port" not in argv
+        assert http_get(running.url + "/pypi/simple/alpha/").status == 200
+    finally:
+        running.close()
+
+
+def test_restart_keeps_settings_from_the_environment_of_start(tmp_path: Path, tuna: TunaLikeUpstream) -> None:
+    """Readers' passwords given through the environment of `start` hold after a `restart` from a plain shell."""
+    users = json.dumps({"dev": "s3cret"})
+    running = BackgroundService(
+        tmp_path / "data", tuna.index_url, "--workers", "1", env=cli_env(PKGCACHE_ACCESS__USERS=users)
+    )
+    try:
+        assert running.start().returncode == 0
+        assert http_get(running.url + "/pypi/simple/alpha/").status == 401
+        old = running.pid
+        running.env = cli_env()  # the users are not in this environment
+        restarted = running.run("restart")
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        assert running.pid != old and not pid_alive(old)
+        assert http_get(running.url + "/pypi/simple/alpha/").status == 401
+        credentials = {"Authorization": "Basic ZGV2OnMzY3JldA=="}  # dev:s3cret
+        assert http_get(running.url + "/pypi/simple/alpha/", credentials).status == 200
+        # `status` talks to it with the recorded users too (its /-/status needs them).
+        status = running.run("status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "uptime" in status.stdout
+    finally:
+        running.close()
+
+
+def test_restart_with_a_new_flag_changes_only_that(tmp_path: Path, tuna: TunaLikeUpstream) -> None:
+    running = BackgroundService(tmp_path / "data", tuna.index_url, "--workers", "1", "--log-level", "warning")
+    try:
+        assert running.start().returncode == 0
+        old_url = running.url
+        new_port = free_port()
+        restarted = running.run("restart", "--port", str(new_port))
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        running.port, running.url = new_port, f"http://127.0.0.1:{new_port}"
+        # The new port; the upstream, address, worker count and log level given to `start` still hold.
+        assert not _healthy(old_url)
+        assert http_get(running.url + "/pypi/simple/beta/").status == 200
+        assert tuna.count("/simple/beta/") == 1
+        server = _record(running.data_dir)["settings"]["server"]
+        given = {key: server[key] for key in ("host", "port", "data_dir", "log_level", "workers")}
+        assert given == {
+            "host": "127.0.0.1",
+            "port": new_port,
+            "data_dir": str(running.data_dir),
+            "log_level": "warning",
+            "workers": 1,
+        }
+        settings = _record(running.data_dir)["settings"]
+        assert [upstream["url"] for upstream in settings["pypi"]["upstreams"]] == [tuna.index_url]
+        # And a restart after that keeps the new port.
+        assert running.run("restart").returncode == 0
+        assert _healthy(running.url)
+    finally:
+        running.close()
+
+
+def test_restart_with_a_config_file_reads_it_again(tmp_path: Path, tuna: TunaLikeUpstream) -> None:
+    config = tmp_path / "pkgcache.toml"
+    config.write_text("[pypi]\nindex_ttl = 100\n")
+    running = BackgroundService(tmp_path / "data", tuna.index_url, "--workers", "1", "--config", str(config))
+    try:
+        assert running.start().returncode == 0
+        config.write_text("[pypi]\nindex_ttl = 200\n")
+        plain = running.run("restart")
+        assert plain.returncode == 0, plain.stdout + plain.stderr
+        assert f"pkgcache restart --config {config}" in plain.stdout  # how to have the edit read
+        assert _record(running.data_dir)["settings"]["pypi"]["index_ttl"] == 100
+        reread = running.run("restart", "--config", str(config))
+        assert reread.returncode == 0, reread.stdout + reread.stderr
+        settings = _record(running.data_dir)["settings"]
+        assert settings["pypi"]["index_ttl"] == 200
+        # The flags given to `start` still hold over the file.
+        assert settings["server"]["port"] == running.port and _healthy(running.url)
+    finally:
+        running.close()
+
+
+# --- finding the instance when none is named ---
+
+
+def _own_account(tmp_path: Path) -> dict[str, str]:
+    """An environment with its own home and state directories: no list of instances, no default data directory."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    return cli_env(HOME=str(home), XDG_STATE_HOME=str(tmp_path / "state"))
+
+
+def test_plain_status_and_stop_find_the_instance_this_account_started(tmp_path: Path, tuna: TunaLikeUpstream) -> None:
+    running = BackgroundService(tmp_path / "data", tuna.index_url, "--workers", "1", env=_own_account(tmp_path))
+    try:
+        assert running.start().returncode == 0
+        pid = running.pid
+        status = running.run_plain("status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert f"pid {pid}" in status.stdout and str(running.data_dir) in status.stdout
+
+        stopped = running.run_plain("stop")
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert "stopped" in stopped.stdout and not pid_alive(pid)
+
+        # Nothing runs now: the answer says where the instance was.
+        status = running.run_plain("status")
+        assert status.returncode == 3 and "not running" in status.stdout
+        assert f"pkgcache status --data-dir {running.data_dir}" in status.stdout
+    finally:
+        running.close()
+
+
+def test_plain_status_lists_the_instances_when_several_run(tmp_path: Path, tuna: TunaLikeUpstream) -> None:
+    env = _own_account(tmp_path)
+    first = BackgroundService(tmp_path / "one", tuna.index_url, "--workers", "1", env=env)
+    second = BackgroundService(tmp_path / "two", tuna.index_url, "--workers", "1", env=env)
+    try:
+        assert first.start().returncode == 0 and second.start().returncode == 0
+        status = first.run_plain("status")
+        assert status.returncode == 4, status.stdout + status.stderr
+        for running in (first, second):
+            assert f"pkgcache status --data-dir {running.data_dir}" in status.stdout
+        stop = first.run_plain("stop")
+        assert stop.returncode == 1 and f"pkgcache stop --data-dir {second.data_dir}" in stop.stderr
+        assert pid_alive(first.pid) and pid_alive(second.pid)  # neither was guessed at
+    finally:
+        first.close()
+        second.close()
+
+
+def test_plain_status_says_where_to_look_when_nothing_was_started(tmp_path: Path) -> None:
+    env = _own_account(tmp_path)
+    status = run_pkgcache("status", env=env)
+    assert status.returncode == 3 and "not running" in status.stdout
+    assert "--data-dir" in status.stdout and str(tmp_path / "state" / "pkgcache" / "instances.json") in status.stdout
 
 
 def test_logs_show_request_lines(service: BackgroundService) -> None:

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from pkgcache.storage.eviction import (
-    FileUse,
     collect_offline,
     evict_least_recent,
     is_package_file,
     measure_cache,
     write_served_times,
 )
+from pkgcache.storage.file_use import FileUse
 from pkgcache.storage.store import CacheStore
 from tests.cache_service import RunningCache
 from tests.fakes.dists import Dist, build_wheel, find_dist, sample_dists

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from pkgcache.http.hit_path import HIT_PATH_KEY
+from pkgcache.http.fast_path import FAST_PATH_KEY
 from pkgcache.http.request_cycle import REQUEST_CYCLE_KEY
 from tests.cache_service import RunningCache
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream
@@ -56,13 +56,13 @@ def test_fresh_pages_are_answered_before_routing_and_still_counted(
     make_cache: Callable[..., RunningCache], official_upstream: OfficialLikeUpstream
 ) -> None:
     cache = make_cache([official_upstream.index_url])
-    hit_path = cache.runner.app[HIT_PATH_KEY]
+    fast_path = cache.runner.app[FAST_PATH_KEY]
     json_accept = {"Accept": "application/vnd.pypi.simple.v1+json"}
     first = cache.get("/pypi/simple/alpha/", json_accept)  # a miss: the route fetches it
-    assert first.headers["x-pkgcache-cache"] == "miss" and hit_path.answered == 0
+    assert first.headers["x-pkgcache-cache"] == "miss" and fast_path.answered == 0
 
     second = cache.get("/pypi/simple/alpha/", json_accept)
-    assert hit_path.answered == 1
+    assert fast_path.answered == 1
     assert second.status == 200 and second.body == first.body
     assert second.headers["x-pkgcache-cache"] == "hit" and second.headers["vary"] == "Accept"
     assert second.headers["content-type"] == "application/vnd.pypi.simple.v1+json"
@@ -72,14 +72,14 @@ def test_fresh_pages_are_answered_before_routing_and_still_counted(
     assert html.headers["content-type"] == "text/html; charset=utf-8" and b"<a href" in html.body
     not_modified = cache.get("/pypi/simple/alpha/", {**json_accept, "If-None-Match": second.headers["etag"]})
     assert not_modified.status == 304
-    assert hit_path.answered == 3
+    assert fast_path.answered == 3
 
     # What it does not take goes the usual way, with the same answers.
     assert cache.get("/pypi/simple/alpha/?format=application/vnd.pypi.simple.v1%2Bjson").body == first.body
     assert cache.get("/pypi/simple/Alpha/").status == 301
     assert cache.get("/pypi/simple/alpha/", {"Accept": "image/png"}).status == 406
     assert cache.get("/pypi/simple/alpha/", method="HEAD").status == 200
-    assert hit_path.answered == 3
+    assert fast_path.answered == 3
 
     stats = json.loads(cache.get("/-/stats").body)["sides"]["pypi"]
     assert stats["requests"] == 8 and stats["hits"] == 5 and stats["misses"] == 1
@@ -90,7 +90,7 @@ def test_no_hit_path_when_reads_need_credentials(
     make_cache: Callable[..., RunningCache], official_upstream: OfficialLikeUpstream
 ) -> None:
     cache = make_cache([official_upstream.index_url], access={"users": {"dev": "s3cret"}})
-    assert HIT_PATH_KEY not in cache.runner.app
+    assert FAST_PATH_KEY not in cache.runner.app
     login = {"Authorization": "Basic ZGV2OnMzY3JldA=="}
     assert cache.get("/pypi/simple/alpha/", login).status == 200
     assert cache.get("/pypi/simple/alpha/").status == 401  # cached now, and still refused without credentials

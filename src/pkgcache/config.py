@@ -2,14 +2,20 @@
 
 Priority, highest first: flags given to `pkgcache serve`, environment variables (`PKGCACHE_SECTION__KEY`, e.g.
 `PKGCACHE_SERVER__PORT=8080`), the TOML file, built-in defaults.
+
+Settings once resolved can be recorded (`record_settings`) and read back as they were (`settings_from_record`),
+without the environment or a TOML file having a say: that is how `pkgcache start` hands its settings to the process
+it launches, and how `restart` brings the same service back.
 """
 
 from __future__ import annotations
 
 import contextvars
+import copy
 import os
 import sys
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -66,6 +72,9 @@ class ServerConfig(_Section):
     log_level: str = "info"
     # Serving processes sharing the port: 0 = one per CPU core (at most 4), 1 = a single process.
     workers: int = Field(0, ge=0, le=64)
+    # A client that takes longer than this to send its request headers is disconnected (slowloris).
+    header_timeout: float = Field(10.0, gt=0, description="seconds a client has to send its request headers")
+    keepalive_timeout: float = Field(15.0, gt=0, description="seconds an idle keep-alive connection is kept")
 
     def worker_count(self) -> int:
         """How many serving processes to run. Several need Linux (SO_REUSEPORT spreading connections, fork)."""
@@ -87,7 +96,15 @@ class UpstreamPolicy(_Section):
     user_agent: str = f"pkgcache/{__version__}"
     connect_timeout: float = Field(10.0, gt=0)
     read_timeout: float = Field(60.0, gt=0, description="longest silence while reading a response")
+    # Below the clients' own timeouts (pip gives up after 15 s): a silent mirror is left for the next one in time.
+    first_byte_timeout: float = Field(10.0, gt=0, description="seconds to wait for an upstream's answer to start")
+    # A body arriving slower than this (averaged over rate_window) is taken over by the next upstream, resuming
+    # where it stopped; the last upstream left is never given up on for being slow.
+    min_rate: int = Field(10240, ge=0, description="bytes per second an upstream must keep up; 0: no minimum")
+    rate_window: float = Field(10.0, gt=0, description="seconds over which min_rate is measured")
+    slot_wait: float = Field(2.0, ge=0, description="seconds to wait for a busy upstream before trying the next")
     cooldown: float = Field(60.0, ge=0, description="seconds a failing upstream is skipped")
+    max_retry_after: float = Field(3600.0, ge=0, description="longest rest an upstream's Retry-After can ask for")
     max_connections: int = Field(8, ge=1, description="concurrent connections per upstream")
     max_redirects: int = Field(5, ge=0)
     # An HTTP proxy for reaching upstreams (e.g. "http://proxy.corp:3128"); None: connect directly. The
@@ -232,6 +249,8 @@ class CondaConfig(_UpstreamSide):
 
 
 _toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("pkgcache_toml_path", default=None)
+# Set while reading recorded settings back: then only the values given count, not the environment.
+_given_only: contextvars.ContextVar[bool] = contextvars.ContextVar("pkgcache_given_only", default=False)
 
 
 class Settings(BaseSettings):
@@ -263,6 +282,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if _given_only.get():
+            return (init_settings,)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         toml_path = _toml_path.get()
         if toml_path is not None:
@@ -285,6 +306,37 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(_describe_validation_error(exc, config_file)) from None
     finally:
         _toml_path.reset(token)
+
+
+def record_settings(settings: Settings) -> dict[str, Any]:
+    """The settings as plain JSON values, every field spelled out, for `settings_from_record` to read back."""
+    return settings.model_dump(mode="json")
+
+
+def settings_from_record(record: Mapping[str, Any], **overrides: Any) -> Settings:
+    """Settings recorded by `record_settings`, with `overrides` (shaped as for `load_settings`) laid over them.
+
+    Neither the environment nor a TOML file is read: a record is already resolved, and reading it back must give
+    the same settings whatever the environment of the process that reads it. An override changes only its own key
+    (`server={"port": 8080}` keeps the recorded host).
+    """
+    merged = _deep_merge(copy.deepcopy(dict(record)), _drop_none(overrides))
+    token = _given_only.set(True)
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation_error(exc, None)) from None
+    finally:
+        _given_only.reset(token)
+
+
+def _deep_merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+    return base
 
 
 def _check_toml_file(path: Path) -> None:

@@ -1,7 +1,13 @@
-"""Known upstreams, by short name.
+"""Known upstreams, by short name, and who runs them.
 
-The domestic mirrors' URLs come from their own help pages (see docs/mirrors.md). The official Python index is
-deliberately absent: a user who wants it gives its URL.
+The domestic mirrors' URLs come from their own help pages (their layouts and quirks: docs/upstreams.md). The
+official Python index is deliberately absent: a user who wants it gives its URL.
+
+Failing over between mirrors only helps when they do not fail together. Several are run by one team or copy
+another: BFSU is run by TUNA's team with TUNA's scripts and anti-abuse rules; USTC's PyPI index is copied from
+TUNA and its misses (and its anaconda `pkgs/*`) redirect there; SJTUG's PyPI pages come from TUNA and its
+uncached files redirect there; ZJU sends off-campus requests to TUNA. `OPERATORS` says whose infrastructure each
+preset ends up on, and the defaults take one mirror per operator.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ PYPI_PRESETS: dict[str, str] = {
     "sustech": "https://mirrors.sustech.edu.cn/pypi/web/simple/",
 }
 
+# Three operators that share nothing: a university team, and two cloud companies.
 DEFAULT_PYPI_UPSTREAMS: list[str] = ["tuna", "aliyun", "tencent"]
 
 # Conda upstreams have two roots: one holding the `pkgs/...` channels and one holding the community channels that
@@ -40,4 +47,28 @@ CONDA_PRESETS: dict[str, tuple[str, str]] = {
     "aliyun": ("https://mirrors.aliyun.com/anaconda/pkgs/", "https://mirrors.aliyun.com/anaconda/cloud/"),
 }
 
-DEFAULT_CONDA_UPSTREAMS: list[str] = ["tuna", "bfsu", "anaconda"]
+# A domestic mirror, a cloud company's mirror, and the origin: three operators (BFSU, the earlier second choice,
+# is TUNA's own team).
+DEFAULT_CONDA_UPSTREAMS: list[str] = ["tuna", "aliyun", "anaconda"]
+
+# Whose infrastructure a preset's answers come from, when it is not its own (docs/upstreams.md gives the sources).
+OPERATORS: dict[str, str] = {
+    "tuna": "tuna",
+    "bfsu": "tuna",  # run by TUNA's team, with its scripts and anti-abuse rules
+    "ustc": "tuna",  # PyPI index copied from TUNA; misses and anaconda pkgs/* redirect there
+    "sjtu": "tuna",  # PyPI pages from TUNA; uncached files redirect there
+    "zju": "tuna",  # off-campus requests go to TUNA
+}
+
+
+def operator_of(name: str) -> str:
+    """Who runs the mirror a preset (or any upstream, by its name) ends up on."""
+    return OPERATORS.get(name, name)
+
+
+def shared_operators(names: list[str]) -> dict[str, list[str]]:
+    """Operators behind more than one of `names`: the upstreams that would fail together."""
+    by_operator: dict[str, list[str]] = {}
+    for name in names:
+        by_operator.setdefault(operator_of(name), []).append(name)
+    return {operator: members for operator, members in by_operator.items() if len(members) > 1}

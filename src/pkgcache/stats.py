@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from pkgcache.storage.cache_state import CacheState
+from pkgcache.cache_state import CacheState
 
 SIDES = ("pypi", "conda")
 

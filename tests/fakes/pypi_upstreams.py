@@ -10,7 +10,10 @@
 
 Every server is a ``tests.fakes.server.FakeServer``: it logs requests (``.requests``,
 ``.count()``, ``.reset_log()``) and serves with ETag/Last-Modified/304 and ranges. The
-index servers carry runtime fault knobs: ``corrupt_files``, ``garbage``, ``missing_projects``.
+index servers carry runtime fault knobs: ``corrupt_files``, ``garbage``, ``missing_projects``,
+and ``page_extras``: per project, what a page can say beyond its files (PEP 708 tracks and
+alternate locations, PEP 740 provenance, PEP 792 status) and raw entries to add (a
+``javascript:`` link...). Without extras the pages are exactly as before.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ _BASE_TS = 1704067200  # 2024-01-01T00:00:00Z
 _UPLOAD_BASE = datetime(2024, 1, 1, tzinfo=UTC)
 
 _REPO_VERSION_META = '    <meta name="pypi:repository-version" content="1.1">'
+PROVENANCE_CT = "application/json"
 FAULT_MODES = ("html-error", "bad-html", "bad-json", "random", "truncate", "reset", "hang")
 
 
@@ -156,6 +160,46 @@ async def garbage_response(
     return await fault_response(request, mode, faults)
 
 
+# --- what a page can say beyond its files ----------------------------------------------
+
+
+@dataclass
+class PageExtras:
+    """Set on ``server.page_extras[<normalised name>]``; both index styles serve it, each in its own format(s).
+
+    ``provenance``: every file links a provenance on the index host, at the path the official index
+    uses (``/integrity/<project>/<version>/<filename>/provenance``), and the fake serves it there.
+    ``html_links`` are added verbatim to the HTML page, ``json_files`` to the JSON ``files`` list.
+    ``api_version`` is what the page declares while it has extras.
+    """
+
+    status: str | None = None
+    status_reason: str | None = None
+    tracks: list[str] = field(default_factory=list)
+    alternate_locations: list[str] = field(default_factory=list)
+    provenance: bool = False
+    html_links: list[str] = field(default_factory=list)
+    json_files: list[object] = field(default_factory=list)
+    api_version: str = "1.4"
+
+    def html_meta(self) -> str:
+        """The head's meta tags, one per line."""
+        tags = [("pypi:repository-version", self.api_version)]
+        if self.status is not None:
+            tags.append(("pypi:project-status", self.status))
+        if self.status_reason is not None:
+            tags.append(("pypi:project-status-reason", self.status_reason))
+        tags += [("pypi:tracks", url) for url in self.tracks]
+        tags += [("pypi:alternate-locations", url) for url in self.alternate_locations]
+        return "\n".join(f'    <meta name="{n}" content="{html.escape(c)}">' for n, c in tags)
+
+
+def provenance_document(dist: Dist) -> bytes:
+    """The (stand-in) PEP 740 provenance the fakes serve for a file: JSON naming the file and its digest."""
+    doc = {"version": 1, "attestation_bundles": [], "_file": dist.filename, "_sha256": dist.sha256}
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
 # --- shared index behaviour ------------------------------------------------------------
 
 
@@ -171,6 +215,7 @@ class _IndexServer(FakeServer):
         super().__init__()
         self.garbage: dict[str, str] = {}  # filename or project name -> fault mode
         self.missing_projects: set[str] = set()  # 404 for these project pages (sync lag)
+        self.page_extras: dict[str, PageExtras] = {}  # normalised project name -> what its page adds
         self.serial = 12344
         self.dists: list[Dist] = []
         self._by_path: dict[str, Dist] = {}
@@ -214,6 +259,22 @@ class _IndexServer(FakeServer):
     def last_modified_ts(self) -> int:
         return _BASE_TS + self.serial
 
+    def _extras(self, normalized: str) -> PageExtras | None:
+        return self.page_extras.get(normalized)
+
+    def provenance_url(self, dist: Dist) -> str:
+        """Where a file's provenance is, on the index host (not beside the file, as on the official index)."""
+        return f"{self.url}/integrity/{dist.normalized}/{dist.version}/{dist.filename}/provenance"
+
+    async def serve_provenance(self, request: web.Request) -> web.StreamResponse:
+        match = re.fullmatch(r"/integrity/([^/]+)/([^/]+)/([^/]+)/provenance", request.path)
+        extras = self._extras(match.group(1)) if match else None
+        dist = next((d for d in self.dists if match and d.filename == match.group(3)), None)
+        if dist is None or extras is None or not extras.provenance:
+            raise web.HTTPNotFound()
+        content = Content(provenance_document(dist), PROVENANCE_CT, _BASE_TS, "max-age=600, public")
+        return await serve_content(request, content, self.faults)
+
     def _project_fault(self, name: str) -> str | None:
         """The fault mode set for this project, under any spelling of its name."""
         wanted = canonicalize_name(name)
@@ -221,7 +282,7 @@ class _IndexServer(FakeServer):
 
     # -- HTML shared by both index styles --
 
-    def _link(self, dist: Dist, href: str) -> str:
+    def _link(self, dist: Dist, href: str, extras: PageExtras | None = None) -> str:
         attrs = [f'href="{html.escape(href + "#sha256=" + dist.sha256)}"']
         if dist.requires_python:
             attrs.append(f'data-requires-python="{html.escape(dist.requires_python)}"')
@@ -232,6 +293,8 @@ class _IndexServer(FakeServer):
         if dist.yanked is not False:
             reason = "" if dist.yanked is True else str(dist.yanked)
             attrs.append(f'data-yanked="{html.escape(reason)}"')
+        if extras is not None and extras.provenance:
+            attrs.append(f'data-provenance="{html.escape(self.provenance_url(dist))}"')
         return f"    <a {' '.join(attrs)}>{html.escape(dist.filename)}</a><br />"
 
     def _html_page(self, title: str, links: list[str], head_extra: str = "") -> bytes:
@@ -344,6 +407,8 @@ class OfficialLikeUpstream(_IndexServer):
             return self._redirect("/simple/")
         if path == "/simple/":
             return await self._root(request)
+        if path.startswith("/integrity/"):
+            return await self.serve_provenance(request)
         match = re.fullmatch(r"/simple/([^/]+)(/?)", path)
         if match is None:
             raise web.HTTPNotFound()
@@ -386,9 +451,9 @@ class OfficialLikeUpstream(_IndexServer):
         page = self._html_page("Simple index", links, _REPO_VERSION_META)
         return await self._page_response(request, *self._render(chosen, doc, page), self._headers())
 
-    def _file_entry(self, dist: Dist) -> dict[str, object]:
+    def _file_entry(self, dist: Dist, extras: PageExtras | None = None) -> dict[str, object]:
         metadata: object = {"sha256": dist.metadata_sha256} if dist.metadata_sha256 else False
-        return {
+        entry: dict[str, object] = {
             "filename": dist.filename,
             "url": self.file_url(dist),
             "hashes": {"sha256": dist.sha256},
@@ -399,18 +464,35 @@ class OfficialLikeUpstream(_IndexServer):
             "size": dist.size,
             "upload-time": self._upload_times[dist.filename],
         }
+        if extras is not None:
+            # As the official index writes it: a URL, or null for a file without provenance.
+            entry["provenance"] = self.provenance_url(dist) if extras.provenance else None
+        return entry
 
     def _project_doc(self, normalized: str, dists: list[Dist]) -> dict[str, object]:
-        return {
-            "meta": self._meta(),
-            "name": normalized,
-            "files": [self._file_entry(d) for d in dists],
-            "versions": _sort_versions(d.version for d in dists),
-        }
+        extras = self._extras(normalized)
+        meta = self._meta()
+        files: list[object] = [self._file_entry(d, extras) for d in dists]
+        doc: dict[str, object] = {"meta": meta, "name": normalized}
+        if extras is not None:
+            meta["api-version"] = extras.api_version
+            if extras.tracks:
+                meta["tracks"] = list(extras.tracks)  # PEP 708: in meta
+            status = {"status": extras.status, "reason": extras.status_reason}
+            if any(value is not None for value in status.values()):
+                doc["project-status"] = {key: value for key, value in status.items() if value is not None}
+            doc["alternate-locations"] = list(extras.alternate_locations)
+            files += extras.json_files
+        doc["files"] = files
+        doc["versions"] = _sort_versions(d.version for d in dists)
+        return doc
 
     def _project_html(self, normalized: str, dists: list[Dist]) -> bytes:
-        links = [self._link(d, self.file_url(d)) for d in dists]
-        return self._html_page(f"Links for {normalized}", links, _REPO_VERSION_META)
+        extras = self._extras(normalized)
+        links = [self._link(d, self.file_url(d), extras) for d in dists]
+        if extras is None:
+            return self._html_page(f"Links for {normalized}", links, _REPO_VERSION_META)
+        return self._html_page(f"Links for {normalized}", [*links, *extras.html_links], extras.html_meta())
 
 
 # --- the mirror-like index ---------------------------------------------------------------
@@ -491,6 +573,8 @@ class TunaLikeUpstream(_IndexServer):
         path = request.path
         if path.startswith("/packages/"):
             return await self.serve_file(request)
+        if path.startswith("/integrity/"):
+            return await self.serve_provenance(request)
         if path == "/simple":
             return self._redirect("/simple/")
         if path == "/simple/":
@@ -503,8 +587,12 @@ class TunaLikeUpstream(_IndexServer):
         if not slash:
             return self._redirect(f"/simple/{name}/")  # nginx adds the slash for directories
         dists = self.projects().get(name, [])
-        links = [self._link(d, "../.." + self.file_path(d)) for d in dists]
-        body = self._html_page(f"Links for {name}", links)
+        extras = self._extras(name)
+        links = [self._link(d, "../.." + self.file_path(d), extras) for d in dists]
+        if extras is None:
+            body = self._html_page(f"Links for {name}", links)
+        else:
+            body = self._html_page(f"Links for {name}", [*links, *extras.html_links], extras.html_meta())
         mode = self._project_fault(name)
         if not dists and not mode:
             raise web.HTTPNotFound()

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from aiohttp import web
 
+from pkgcache.cache_state import CacheState
 from pkgcache.conda.channels import (
     CHANNEL_INDEX_FILES,
+    Channel,
     FileKind,
     UnknownPath,
     check_shard_name,
@@ -18,7 +20,7 @@ from pkgcache.conda.channels import (
     kind_of,
     media_type,
 )
-from pkgcache.conda.service import CondaChannels, PackageNotInRepodata, UnknownChannel
+from pkgcache.conda.source import ChannelSource, Lookup, PackageNotInRepodata, UnknownChannel
 from pkgcache.http.request_cycle import add_get
 from pkgcache.http.responses import (
     CACHE_STATE,
@@ -30,96 +32,97 @@ from pkgcache.http.responses import (
     send_cached_file,
     send_download,
 )
-from pkgcache.storage.cache_state import CacheState
 from pkgcache.storage.downloads import Download
-from pkgcache.storage.refreshing import Lookup
+from pkgcache.storage.file_use import FileUse
 
-CONDA_CHANNELS_KEY = web.AppKey("conda_channels", CondaChannels)
+CONDA_CHANNELS_KEY = web.AppKey("conda_channels", ChannelSource)
 ROOTS = ("pkgs", "cloud")
 
 
-def add_conda_routes(app: web.Application, channels: CondaChannels) -> None:
+def add_conda_routes(app: web.Application, channels: ChannelSource, file_use: FileUse) -> None:
     app[CONDA_CHANNELS_KEY] = channels
-    add_get(app, "/conda/{root}/{name}/{subdir}/shards/{shard}", shard_file)
-    add_get(app, "/conda/{root}/{name}/{subdir}/{filename}", subdir_file)
-    add_get(app, "/conda/{root}/{name}/{filename}", channel_file)
+    routes = CondaRoutes(channels, file_use)
+    add_get(app, "/conda/{root}/{name}/{subdir}/shards/{shard}", routes.shard_file)
+    add_get(app, "/conda/{root}/{name}/{subdir}/{filename}", routes.subdir_file)
+    add_get(app, "/conda/{root}/{name}/{filename}", routes.channel_file)
 
 
-async def subdir_file(request: web.Request) -> web.StreamResponse:
-    service = request.app[CONDA_CHANNELS_KEY]
-    filename = request.match_info["filename"]
-    try:
-        channel = _channel(request)
-        subdir = check_subdir(request.match_info["subdir"])
-        kind = kind_of(filename)
-        if kind is FileKind.INDEX:
-            return await _send_index(request, await service.index_file(channel, subdir, filename), filename)
-        return await _send_immutable(request, await service.package(channel, subdir, filename), filename)
-    except Exception as exc:
-        return _error(exc)
+class CondaRoutes:
+    """The handlers, bound to the channels they serve and to what tracks files being sent."""
 
+    def __init__(self, channels: ChannelSource, file_use: FileUse) -> None:
+        self.channels = channels
+        self.file_use = file_use
 
-async def channel_file(request: web.Request) -> web.StreamResponse:
-    service = request.app[CONDA_CHANNELS_KEY]
-    filename = request.match_info["filename"]
-    try:
-        channel = _channel(request)
-        if filename not in CHANNEL_INDEX_FILES:
-            raise UnknownPath(f"{filename!r} is not a channel-level file ({', '.join(sorted(CHANNEL_INDEX_FILES))})")
-        return await _send_index(request, await service.index_file(channel, None, filename), filename)
-    except Exception as exc:
-        return _error(exc)
+    async def subdir_file(self, request: web.Request) -> web.StreamResponse:
+        filename = request.match_info["filename"]
+        try:
+            channel = self._channel(request)
+            subdir = check_subdir(request.match_info["subdir"])
+            kind = kind_of(filename)
+            if kind is FileKind.INDEX:
+                found = await self.channels.index_file(channel, subdir, filename)
+                return await self._send_index(request, found, filename)
+            return await self._send_immutable(request, await self.channels.package(channel, subdir, filename), filename)
+        except Exception as exc:
+            return _error(exc)
 
+    async def channel_file(self, request: web.Request) -> web.StreamResponse:
+        filename = request.match_info["filename"]
+        try:
+            channel = self._channel(request)
+            if filename not in CHANNEL_INDEX_FILES:
+                raise UnknownPath(
+                    f"{filename!r} is not a channel-level file ({', '.join(sorted(CHANNEL_INDEX_FILES))})"
+                )
+            return await self._send_index(request, await self.channels.index_file(channel, None, filename), filename)
+        except Exception as exc:
+            return _error(exc)
 
-async def shard_file(request: web.Request) -> web.StreamResponse:
-    service = request.app[CONDA_CHANNELS_KEY]
-    try:
-        channel = _channel(request)
-        subdir = check_subdir(request.match_info["subdir"])
-        name = check_shard_name(request.match_info["shard"])
-        # Shards are content-addressed: served from cache whatever Cache-Control the client sends.
-        return await _send_immutable(request, await service.shard(channel, subdir, name), name)
-    except Exception as exc:
-        return _error(exc)
+    async def shard_file(self, request: web.Request) -> web.StreamResponse:
+        try:
+            channel = self._channel(request)
+            subdir = check_subdir(request.match_info["subdir"])
+            name = check_shard_name(request.match_info["shard"])
+            # Shards are content-addressed: served from cache whatever Cache-Control the client sends.
+            return await self._send_immutable(request, await self.channels.shard(channel, subdir, name), name)
+        except Exception as exc:
+            return _error(exc)
 
+    def _channel(self, request: web.Request) -> Channel:
+        root, name = request.match_info["root"], request.match_info["name"]
+        if root not in ROOTS:
+            raise UnknownChannel(f"conda channels live under /conda/pkgs/ and /conda/cloud/, not /conda/{root}/")
+        return self.channels.channel(root, name)
 
-def _channel(request: web.Request):
-    root, name = request.match_info["root"], request.match_info["name"]
-    if root not in ROOTS:
-        raise UnknownChannel(f"conda channels live under /conda/pkgs/ and /conda/cloud/, not /conda/{root}/")
-    return request.app[CONDA_CHANNELS_KEY].channel(root, name)
+    async def _send_index(self, request: web.Request, found: Lookup, filename: str) -> web.StreamResponse:
+        request[CACHE_STATE] = found.state
+        ttl = self.channels.index_ttl
+        if found.download is not None:
+            _note_upstream(request, found.download)
+            return await send_download(request, found.download, media_type(filename), f"public, max-age={int(ttl)}")
+        meta = found.meta
+        remaining = 0 if meta is None or found.state == CacheState.STALE else ttl - meta.age()
+        cache_control = f"public, max-age={max(0, int(remaining))}"
+        response = send_cached_file(request, found.path, media_type(filename), self.file_use, cache_control)
+        response.headers[CACHE_STATE_HEADER] = found.state
+        if meta is not None and meta.upstream:
+            request[UPSTREAM_USED] = meta.upstream
+        return response
 
-
-async def _send_index(request: web.Request, found: Lookup, filename: str) -> web.StreamResponse:
-    service = request.app[CONDA_CHANNELS_KEY]
-    request[CACHE_STATE] = found.state
-    if found.download is not None:
-        _note_upstream(request, found.download)
-        return await send_download(
-            request, found.download, media_type(filename), f"public, max-age={int(service.config.index_ttl)}"
-        )
-    meta = found.meta
-    remaining = 0 if meta is None or found.state == CacheState.STALE else service.config.index_ttl - meta.age()
-    response = send_cached_file(request, found.path, media_type(filename), f"public, max-age={max(0, int(remaining))}")
-    response.headers[CACHE_STATE_HEADER] = found.state
-    if meta is not None and meta.upstream:
-        request[UPSTREAM_USED] = meta.upstream
-    return response
-
-
-async def _send_immutable(request: web.Request, found: Path | Download, filename: str) -> web.StreamResponse:
-    if isinstance(found, Path):
-        request[CACHE_STATE] = CacheState.HIT
-        return send_cached_file(request, found, media_type(filename), IMMUTABLE)
-    request[CACHE_STATE] = CacheState.MISS
-    response = await send_download(request, found, media_type(filename), IMMUTABLE)
-    _note_upstream(request, found)
-    return response
+    async def _send_immutable(self, request: web.Request, found: Path | Download, filename: str) -> web.StreamResponse:
+        if isinstance(found, Path):
+            request[CACHE_STATE] = CacheState.HIT
+            return send_cached_file(request, found, media_type(filename), self.file_use, IMMUTABLE)
+        request[CACHE_STATE] = CacheState.MISS
+        response = await send_download(request, found, media_type(filename), IMMUTABLE)
+        _note_upstream(request, found)
+        return response
 
 
 def _note_upstream(request: web.Request, download: Download) -> None:
-    if download.upstream is not None:
-        request[UPSTREAM_USED] = download.upstream.name
+    if download.source is not None:
+        request[UPSTREAM_USED] = download.source
 
 
 def _error(exc: Exception) -> web.StreamResponse:

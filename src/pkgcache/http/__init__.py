@@ -1,1 +1,2 @@
-"""The HTTP face of pkgcache: the aiohttp application, its middlewares and the shared ways to answer."""
+"""The HTTP toolkit every route builds on: ways of answering, the request cycle around each handler, auth, the
+access log, the fast path in front of the router, and the event loop. It knows no side and no assembly."""

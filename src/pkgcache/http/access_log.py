@@ -34,6 +34,8 @@ class AccessLog:
         if not self.enabled:
             return
         now = time.time()
+        if not path.isprintable():
+            path = _escaped(path)  # a CR/LF in a request path must not forge a line of its own
         line = (
             f"{self._timestamp(now)},{int(now % 1 * 1000):03d} INFO {LOGGER_NAME}: {method} {path} {status} "
             f"cache={cache} bytes={size} ms={seconds * 1000:.1f} upstream={upstream}\n"
@@ -91,3 +93,8 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def _escaped(text: str) -> str:
+    """Control characters and other unprintables as \\xHH escapes, so one request stays one line."""
+    return "".join(char if char.isprintable() else f"\\x{ord(char):02x}" for char in text)

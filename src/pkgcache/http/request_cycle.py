@@ -10,7 +10,6 @@ is counted and logged.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import re
@@ -22,7 +21,16 @@ from aiohttp import web
 
 from pkgcache.http.access_log import AccessLog
 from pkgcache.http.auth import READ_REALM, needs_credentials
-from pkgcache.http.responses import CACHE_STATE, FILE_RESPONSES, UPSTREAM_USED, error_for, plain_error
+from pkgcache.http.responses import (
+    CACHE_STATE,
+    CLIENT_GONE,
+    STARTED_RESPONSE,
+    UPSTREAM_USED,
+    SentFile,
+    error_for,
+    note_client_gone,
+    plain_error,
+)
 from pkgcache.stats import RequestStats
 from pkgcache.storage.store import CacheIsReadOnly
 
@@ -62,7 +70,7 @@ def body_bytes_sent(request: web.BaseRequest, response: web.StreamResponse | Non
         return 0
     if type(response) is web.Response and response.status == 200 and request.method == "GET":
         return response.content_length or 0  # the common case, decided first
-    if isinstance(response, FILE_RESPONSES):
+    if isinstance(response, SentFile):
         return response.body_bytes
     if response.prepared:
         # Streamed by its handler (a download being followed). Once finished, aiohttp's count is what went on the
@@ -115,7 +123,7 @@ class RequestCycle:
                         handed_over = True
                         stats.handed_over += 1
                         response = await hand_over(request)
-                status = response.status
+                status = 499 if request.get(CLIENT_GONE) else response.status
                 return response
             except web.HTTPException as exc:
                 status = exc.status
@@ -189,17 +197,28 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except (web.HTTPException, CacheIsReadOnly):
         raise
+    except ConnectionResetError:
+        note_client_gone(request)
+        return request.get(STARTED_RESPONSE) or plain_error(499, "client closed the connection")
     except Exception as exc:
+        started = request.get(STARTED_RESPONSE)
+        if started is not None:
+            # Its headers are out: a second answer would land inside the first one's body. Cut it instead.
+            log.warning("cutting %s short after its answer started: %r", request.path, exc)
+            if request.transport is not None:
+                request.transport.abort()
+            return started
         mapped = error_for(exc)
         if mapped is None:
             log.exception("unexpected error on %s", request.path)
             return plain_error(500, f"internal error: {type(exc).__name__}")
         return mapped
-    if isinstance(response, FILE_RESPONSES) and not response.prepared:
-        # Sent here rather than after the middleware returns (sending it again later is a no-op), so that the
-        # counters and the access line see the bytes that really went out: sendfile leaves aiohttp's count at
-        # zero. A client gone mid-file: aiohttp's own finishing of the response notices it again.
-        with contextlib.suppress(ConnectionError):
+    if isinstance(response, SentFile) and not response.prepared:
+        # Sent here rather than after the cycle returns (sending it again later is a no-op), so that the counters
+        # and the access line see the bytes that really went out: sendfile leaves aiohttp's count at zero.
+        try:
             await response.prepare(request)
             await response.write_eof()
+        except ConnectionError:
+            note_client_gone(request)
     return response

@@ -1,21 +1,30 @@
-"""Ways of answering shared by the PyPI and conda sides: cached files, downloads in flight, clear errors."""
+"""Ways of answering shared by the PyPI and conda sides: cached files, downloads in flight, clear errors.
+
+A cached file is answered here whole (200), in part (206), not at all (304, 412) or refused (416), as RFC 9110
+says (sections 13 and 14): validators first (If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since),
+then one byte range when If-Range (if any) still matches. A request for several ranges gets the whole file with
+200, which the RFC allows and every client takes. Small files are read at once; the rest go out with the event
+loop's sendfile.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
-from pkgcache.storage.cache_state import CacheState
-from pkgcache.storage.downloads import Download, IntegrityError, StorageError
-from pkgcache.storage.eviction import FILE_USE
-from pkgcache.storage.store import UnsafePath
+from pkgcache.cache_state import CacheState
+from pkgcache.storage.downloads import Abandoned, Download, IntegrityError
+from pkgcache.storage.file_use import FileUse
+from pkgcache.storage.store import StorageError, UnsafePath
 from pkgcache.upstream.pool import UpstreamNotFound, UpstreamsUnavailable
 
 log = logging.getLogger(__name__)
@@ -25,6 +34,12 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 CACHE_STATE = web.RequestKey("cache_state", CacheState)
 UPSTREAM_USED = web.RequestKey("upstream_used", str)
 CACHE_STATE_HEADER = "X-Pkgcache-Cache"
+# The response whose headers already went out, if a handler streams one: after that, a failure can only cut it.
+STARTED_RESPONSE = web.RequestKey("started_response", web.StreamResponse)
+# Set when the client hung up before its answer was whole (logged as 499, never counted as an error).
+CLIENT_GONE = web.RequestKey("client_gone", bool)
+# A file this small is read whole, at once, and sent as an ordinary body (package metadata, shards, small wheels).
+READ_WHOLE_BYTES = 64 * 1024
 
 
 def plain_error(status: int, message: str, **headers: str) -> web.Response:
@@ -39,6 +54,10 @@ def error_for(exc: BaseException) -> web.Response | None:
     if isinstance(exc, UpstreamNotFound):
         return plain_error(404, "not found on any upstream")
     if isinstance(exc, UpstreamsUnavailable):
+        if exc.retry_after is not None:
+            return plain_error(
+                503, f"every upstream is resting after failures: {exc}", **{"Retry-After": str(int(exc.retry_after))}
+            )
         return plain_error(502, f"no upstream could answer: {exc}")
     if isinstance(exc, IntegrityError):
         return plain_error(502, f"the upstream sent a file that fails its check, so it was not kept: {exc}")
@@ -46,120 +65,204 @@ def error_for(exc: BaseException) -> web.Response | None:
         if exc.disk_full:
             return plain_error(507, "the cache's disk is full; nothing was stored")
         return plain_error(500, f"the cache could not store the file: {exc}")
+    if isinstance(exc, Abandoned):
+        return plain_error(503, "the download was stopped; ask again", **{"Retry-After": "1"})
     return None
 
 
-class CachedFileResponse(web.FileResponse):
-    """A cached file, sent with sendfile, with Range and conditional requests handled by aiohttp.
-
-    aiohttp would serve `X.gz` with Content-Encoding in place of `X` when both exist; in a package cache those
-    are two different files (`pkg.tar` and `pkg.tar.gz`), so that substitution is turned off.
-
-    While the response exists and until it is sent, the file is marked in use so that eviction leaves it alone;
-    `body_bytes` says how much of it went out (sendfile bypasses aiohttp's own byte count).
-    """
-
-    def __init__(self, path: Path, chunk_size: int = 256 * 1024) -> None:
-        super().__init__(path, chunk_size=chunk_size)
-        self.body_bytes = 0
-        self._held = True
-        FILE_USE.begin(Path(self._path))
-
-    def _get_file_path_stat_encoding(self, accept_encoding: str) -> tuple[Path, Any, str | None]:
-        path = Path(self._path)
-        return path, path.stat(), None
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        # Once sent (the metrics middleware may send it before aiohttp does), preparing again is a no-op.
-        if self.prepared:
-            return self._payload_writer
-        try:
-            writer = await super().prepare(request)
-            if self.status in (200, 206) and request.method != "HEAD":
-                self.body_bytes = self.content_length or 0
-            return writer
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        if self._held:
-            self._held = False
-            FILE_USE.end(Path(self._path))
+# --- cached files ---
 
 
-# Headers that make a file request more than "all of it": ranges and conditional requests. aiohttp's FileResponse
-# answers those (206, 304, 412, 416); the plain case, nearly every request, has a quicker way below.
-_NOT_PLAIN = ("Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
-# A file this small is read whole, at once, and sent as an ordinary body (package metadata, shards, small wheels).
-READ_WHOLE_BYTES = 64 * 1024
+@dataclass(frozen=True)
+class Validators:
+    etag: str
+    last_modified: float  # seconds since the epoch, as the file's mtime
+
+    @classmethod
+    def of(cls, stat: os.stat_result) -> Validators:
+        # Files are replaced by rename, never rewritten in place, so mtime and size tell one version from the next.
+        return cls(f'"{stat.st_size:x}.{stat.st_mtime_ns:x}"', stat.st_mtime)
+
+    @property
+    def http_date(self) -> str:
+        return email.utils.formatdate(self.last_modified, usegmt=True)
+
+
+@dataclass(frozen=True)
+class Part:
+    """What to send of a file: a status, and the bytes from `start` (inclusive) to `end` (exclusive)."""
+
+    status: int
+    start: int = 0
+    end: int = 0
 
 
 def send_cached_file(
-    request: web.BaseRequest, path: Path, content_type: str, cache_control: str = IMMUTABLE
+    request: web.BaseRequest, path: Path, content_type: str, use: FileUse, cache_control: str = IMMUTABLE
 ) -> web.StreamResponse:
-    """A cached file, with the validators and headers aiohttp's FileResponse would give it.
-
-    aiohttp's FileResponse opens every file in a worker thread, which costs a cached 3 KB metadata file four times
-    what nginx takes (BENCHMARKS.md). A plain GET or HEAD is answered here instead: the file is opened at once (a
-    cached file is on local disk, and was just looked at), read whole when small, or sent with sendfile. Ranges
-    and conditional requests go to the FileResponse subclass below, which handles every case of them.
-    """
-    headers = {"Content-Type": content_type, "Cache-Control": cache_control, CACHE_STATE_HEADER: CacheState.HIT}
-    if any(name in request.headers for name in _NOT_PLAIN):
-        return _file_response(path, headers)
+    """A cached file, answered as RFC 9110 says for the request's validators and range."""
     try:
         handle = path.open("rb")
     except OSError:
-        return _file_response(path, headers)  # gone meanwhile: aiohttp's 404 (or 403)
+        return plain_error(404, "no such file (it was removed meanwhile)")
     stat = os.fstat(handle.fileno())
-    if stat.st_size <= READ_WHOLE_BYTES:
+    validators = Validators.of(stat)
+    headers = {
+        "Content-Type": content_type,
+        "Cache-Control": cache_control,
+        CACHE_STATE_HEADER: CacheState.HIT,
+        "ETag": validators.etag,
+        "Last-Modified": validators.http_date,
+        "Accept-Ranges": "bytes",
+    }
+    part = choose_part(request.method, request.headers, validators, stat.st_size)
+    if part.status in (304, 412, 416):
+        handle.close()
+        if part.status == 416:
+            headers["Content-Range"] = f"bytes */{stat.st_size}"
+        if part.status == 304:
+            return web.Response(status=304, headers={k: v for k, v in headers.items() if k != "Content-Type"})
+        return web.Response(status=part.status, headers=headers)
+    if part.status == 206:
+        headers["Content-Range"] = f"bytes {part.start}-{part.end - 1}/{stat.st_size}"
+    count = part.end - part.start
+    if request.method == "HEAD":
+        handle.close()
+        head = web.StreamResponse(status=part.status, headers=headers)
+        head.content_length = count
+        return head
+    if count <= READ_WHOLE_BYTES:
         with handle:
-            body = handle.read()
-        FILE_USE.note_served(path)
-        response: web.StreamResponse = web.Response(body=body, headers=headers)
-    else:
-        response = SentFile(path, handle, stat.st_size, headers)
-    # The same validators as aiohttp's FileResponse, so either way of answering agrees with the other.
-    response.etag = f"{stat.st_mtime_ns:x}-{stat.st_size:x}"
-    response.last_modified = stat.st_mtime
-    response.headers["Accept-Ranges"] = "bytes"
-    return response
+            body = os.pread(handle.fileno(), count, part.start)
+        use.note_served(path)
+        return web.Response(status=part.status, body=body, headers=headers)
+    return SentFile(path, handle, part, headers, use)
 
 
-def _file_response(path: Path, headers: dict[str, str]) -> CachedFileResponse:
-    response = CachedFileResponse(path, chunk_size=256 * 1024)
-    response.headers.update(headers)
-    return response
+def choose_part(method: str, headers: Mapping[str, str], validators: Validators, size: int) -> Part:
+    """What a request gets of a file of `size` bytes with these validators (RFC 9110, 13.2.2)."""
+    if_match = headers.get("If-Match")
+    if if_match is not None:
+        if not _etag_listed(if_match, validators.etag, weak=False):
+            return Part(412)
+    elif _modified_after(headers.get("If-Unmodified-Since"), validators.last_modified):
+        return Part(412)
+    if_none_match = headers.get("If-None-Match")
+    if if_none_match is not None:
+        if _etag_listed(if_none_match, validators.etag, weak=True):
+            return Part(304) if method in ("GET", "HEAD") else Part(412)
+    elif method in ("GET", "HEAD") and _not_modified_since(headers.get("If-Modified-Since"), validators.last_modified):
+        return Part(304)
+    whole = Part(200, 0, size)
+    range_header = headers.get("Range")
+    if method != "GET" or range_header is None or not _if_range_holds(headers.get("If-Range"), validators):
+        return whole
+    return _part_for_range(range_header, size) or whole
+
+
+def _part_for_range(header: str, size: int) -> Part | None:
+    """One byte range (206), or an unsatisfiable one (416); None to answer the whole file (several ranges, or a
+    header that is not a byte range at all, which the RFC says to ignore)."""
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        return None
+    first, last = first.strip(), last.strip()
+    if not first:  # a suffix: the last N bytes
+        if not last.isdigit():
+            return None
+        length = int(last)
+        if length == 0 or size == 0:
+            return Part(416)
+        return Part(206, max(0, size - length), size)
+    if not first.isdigit() or (last and not last.isdigit()):
+        return None
+    start = int(first)
+    end = min(size, int(last) + 1) if last else size
+    if last and int(last) < start:
+        return None
+    if start >= size:
+        return Part(416)
+    return Part(206, start, end)
+
+
+def _etag_listed(header: str, etag: str, *, weak: bool) -> bool:
+    if header.strip() == "*":
+        return True
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        if candidate.startswith("W/"):
+            if not weak:
+                continue
+            candidate = candidate[2:]
+        if candidate == etag:
+            return True
+    return False
+
+
+def _http_date(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def _modified_after(header: str | None, last_modified: float) -> bool:
+    since = _http_date(header)
+    return since is not None and int(last_modified) > since
+
+
+def _not_modified_since(header: str | None, last_modified: float) -> bool:
+    since = _http_date(header)
+    return since is not None and int(last_modified) <= since
+
+
+def _if_range_holds(header: str | None, validators: Validators) -> bool:
+    """No If-Range, or one naming this very version (a strong ETag, or the exact Last-Modified date)."""
+    if header is None:
+        return True
+    header = header.strip()
+    if header.startswith(('"', "W/")):
+        return header == validators.etag
+    since = _http_date(header)
+    return since is not None and since == int(validators.last_modified)
 
 
 class SentFile(web.StreamResponse):
-    """A whole cached file, already open, sent with the event loop's sendfile once the headers are out.
+    """A cached file (or part), already open, sent with the event loop's sendfile once the headers are out.
 
     Open from the start, so eviction or a purge unlinking it meanwhile cannot take its bytes away; marked in use
     until sent. `body_bytes` says how much went out (sendfile bypasses aiohttp's own byte count).
     """
 
-    def __init__(self, path: Path, handle: IO[bytes], size: int, headers: dict[str, str]) -> None:
-        super().__init__(headers=headers)
-        self.content_length = size
+    def __init__(self, path: Path, handle: IO[bytes], part: Part, headers: dict[str, str], use: FileUse) -> None:
+        super().__init__(status=part.status, headers=headers)
+        self.content_length = part.end - part.start
         self.body_bytes = 0
-        self._path = path
+        self._file_path = path
         self._handle: IO[bytes] | None = handle
-        FILE_USE.begin(path)
+        self._part = part
+        self._use = use
+        self._writer: AbstractStreamWriter | None = None
+        use.begin(path)
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        if self.prepared:  # sent already (by the request cycle, before aiohttp would)
-            return self._payload_writer
+        if self._writer is not None:  # sent already (by the request cycle, before aiohttp would)
+            return self._writer
         try:
-            writer = await super().prepare(request)
-            assert self._handle is not None and self.content_length is not None
-            if request.method != "HEAD":
-                if request.transport is None:
-                    raise ConnectionResetError("the client went away")
-                await asyncio.get_running_loop().sendfile(request.transport, self._handle, 0, self.content_length)
-                self.body_bytes = self.content_length
+            self._writer = await super().prepare(request)
+            assert self._handle is not None
+            if request.transport is None:
+                raise ConnectionResetError("the client went away")
+            count = self._part.end - self._part.start
+            await asyncio.get_running_loop().sendfile(request.transport, self._handle, self._part.start, count)
+            self.body_bytes = count
             await self.write_eof()
-            return writer
+            return self._writer
         finally:
             self._release()
 
@@ -167,11 +270,10 @@ class SentFile(web.StreamResponse):
         if self._handle is not None:
             self._handle.close()
             self._handle = None
-            FILE_USE.end(self._path)
+            self._use.end(self._file_path)
 
 
-# Responses that send a file themselves and count what they sent (`body_bytes`).
-FILE_RESPONSES = (CachedFileResponse, SentFile)
+# --- downloads in flight ---
 
 
 async def send_download(
@@ -188,12 +290,24 @@ async def send_download(
     response = web.StreamResponse(
         headers={"Content-Type": content_type, "Cache-Control": cache_control, CACHE_STATE_HEADER: CacheState.MISS}
     )
-    if download.total is not None:
-        response.content_length = download.total
-    await response.prepare(request)
+    if download.length is not None:
+        response.content_length = download.length
+    await start_response(request, response)
     if request.method == "HEAD":
         return response
     return await stream_body(request, response, download.follow(), cut_on=(Exception,))
+
+
+async def start_response(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """Send a streamed response's headers, remembering that it started (see STARTED_RESPONSE)."""
+    await response.prepare(request)
+    request[STARTED_RESPONSE] = response
+
+
+def note_client_gone(request: web.BaseRequest) -> None:
+    request[CLIENT_GONE] = True
+    if request.transport is not None:
+        request.transport.abort()
 
 
 async def stream_body(
@@ -203,12 +317,14 @@ async def stream_body(
     cut_on: tuple[type[BaseException], ...],
 ) -> web.StreamResponse:
     """Write `chunks` as the body of a prepared response. If their source fails with one of `cut_on` mid-way, the
-    headers are gone already: the only honest signal left is an unfinished body, so the connection is cut."""
+    headers are gone already: the only honest signal left is an unfinished body, so the connection is cut.
+    A client that hangs up meanwhile is noted (CLIENT_GONE), not raised."""
     try:
         async for chunk in chunks:
             await response.write(chunk)
     except ConnectionResetError:
-        raise  # the client went away: nothing to tell it
+        note_client_gone(request)  # a client leaving is normal: nothing to tell it, nothing to log as an error
+        return response
     except cut_on as exc:
         log.warning("cutting %s short: %s", request.path, exc)
         if request.transport is not None:

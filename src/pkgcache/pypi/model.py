@@ -1,13 +1,23 @@
-"""What a project page says, apart from how it is written (HTML or JSON) or where it came from."""
+"""What a project page says, apart from how it is written (HTML or JSON) or where it came from.
+
+Everything an index can say about a project is kept, so that pkgcache passes it on whatever format the client
+asks for: file hashes, Requires-Python, yanks (PEP 592), core metadata (PEP 658/714), sizes, upload times and
+versions (PEP 700), tracks and alternate locations (PEP 708), provenance (PEP 740), project status (PEP 792) and
+the upstream's serial. `to_json`/`from_json` are the cached page.json form: fields added later have defaults, so
+a page.json written before them still loads, and keys this code does not know are ignored.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, parse_sdist_filename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
+
+# PEP 792: a project with no status marker is active.
+ACTIVE = "active"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +33,8 @@ class DistFile:
     gpg_sig: bool | None = None
     size: int | None = None  # PEP 700
     upload_time: str | None = None  # PEP 700
+    # PEP 740: where the upstream has the file's provenance (absolute). Clients are sent pkgcache's own link.
+    provenance_url: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -35,21 +47,44 @@ class DistFile:
             "gpg_sig": self.gpg_sig,
             "size": self.size,
             "upload_time": self.upload_time,
+            "provenance_url": self.provenance_url,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DistFile:
-        return cls(**data)
+        # Only the fields this code knows: a page.json written by a newer pkgcache still loads after a downgrade.
+        return cls(**{name: data[name] for name in _DIST_FIELDS if name in data})
+
+
+_DIST_FIELDS = tuple(item.name for item in fields(DistFile))
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectStatus:
+    """PEP 792: the project's status marker (`active`, `archived`, `quarantined`, `deprecated`...) and why."""
+
+    status: str = ACTIVE
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ProjectStatus:
+        return cls(status=data.get("status") or ACTIVE, reason=data.get("reason"))
 
 
 @dataclass(frozen=True, slots=True)
 class ProjectPage:
-    """A project's files as one upstream listed them."""
+    """A project's files as one upstream listed them, and what it said about the project itself."""
 
     name: str
     files: tuple[DistFile, ...]
     versions: tuple[str, ...] | None = None  # PEP 700, when the upstream gave it
-    last_serial: int | None = None
+    last_serial: int | None = None  # the upstream's `_last-serial` / `<!--SERIAL n-->`
+    status: ProjectStatus | None = None  # PEP 792, when the upstream gave it
+    tracks: tuple[str, ...] = ()  # PEP 708: the same project on the repositories this one extends (URLs)
+    alternate_locations: tuple[str, ...] = ()  # PEP 708: other repositories sharing this project's namespace
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -57,16 +92,23 @@ class ProjectPage:
             "files": [dist.to_json() for dist in self.files],
             "versions": None if self.versions is None else list(self.versions),
             "last_serial": self.last_serial,
+            "status": None if self.status is None else self.status.to_json(),
+            "tracks": list(self.tracks),
+            "alternate_locations": list(self.alternate_locations),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ProjectPage:
         versions = data.get("versions")
+        status = data.get("status")
         return cls(
             name=data["name"],
             files=tuple(DistFile.from_json(item) for item in data["files"]),
             versions=None if versions is None else tuple(versions),
             last_serial=data.get("last_serial"),
+            status=None if status is None else ProjectStatus.from_json(status),
+            tracks=tuple(data.get("tracks") or ()),
+            alternate_locations=tuple(data.get("alternate_locations") or ()),
         )
 
     def all_versions(self) -> list[str]:

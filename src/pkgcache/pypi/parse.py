@@ -2,22 +2,45 @@
 
 The format is decided from the body, not from the Content-Type: mirrors have labelled JSON as
 `application/octet-stream` and answered JSON requests with HTML.
+
+Everything the page says is read (see model.py). What cannot be used is left out, never a reason to reject the
+whole page: a file link that is not http(s) (`javascript:`, `file:`, `data:`...), a file name that is not safe as
+a file name, a malformed file entry, an upload time that is not one. What was left out is said in one log line
+per page. A page is rejected (InvalidPage) only when it is not a project page at all.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import unquote, urldefrag, urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
-from pkgcache.pypi.model import DistFile, ProjectPage
-from pkgcache.pypi.names import is_distribution_filename
+from pkgcache.pypi.model import ACTIVE, DistFile, ProjectPage, ProjectStatus
+from pkgcache.pypi.names import DIST_EXTENSIONS, BadName, check_filename
+
+log = logging.getLogger(__name__)
 
 _SERIAL_COMMENT = re.compile(r"\s*SERIAL\s+(\d+)\s*")
 _HASH_NAME = re.compile(r"^[a-z0-9_]+$")
+# PEP 700's form, `yyyy-mm-ddThh:mm:ss.ffffffZ` with the fraction optional; uv refuses a whole page over a bad one.
+_UPLOAD_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z")
+_WEB_SCHEMES = frozenset({"http", "https"})
+# A host name or address as clients resolve it: no spaces or punctuation that would only fail later, at download.
+_HOST = re.compile(r"[\w.:-]+")
+# The usual link, known good without parsing it again (a third of a big page's parse time): http(s), a plain host
+# name, a port that cannot be out of range, and a path or query. Anything else gets the full check.
+_PLAIN_WEB_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,4})?(?:[/?][^\x00-\x1f\x7f]*)?", re.ASCII)
+# No index writes these in a link; kept, they would reach the log lines of whatever fetches the URL.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+SUPPORTED_MAJOR_VERSION = 1
+# One log line per page names this many of the entries left out, and counts the rest.
+_LOGGED_EXAMPLES = 3
+_SHOWN_CHARACTERS = 120
 
 
 class InvalidPage(ValueError):
@@ -25,20 +48,120 @@ class InvalidPage(ValueError):
 
 
 def parse_project_page(body: bytes, page_url: str, name: str) -> ProjectPage:
-    """Read a project page served at `page_url`; relative file links are resolved against it."""
+    """Read a project page served at `page_url`; relative links are resolved against it (or its `<base>`)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidPage("the page is not UTF-8 text") from None
+    left_out: list[str] = []
     if text.lstrip().startswith("{"):
-        return _parse_json(text, page_url, name)
-    return _parse_html(text, page_url, name)
+        page = _parse_json(text, page_url, name, left_out)
+    else:
+        page = _parse_html(text, page_url, name, left_out)
+    _log_left_out(name, page_url, left_out)
+    return page
+
+
+# --- what both formats share ---
+
+
+def _resolve(url: str, base: str) -> tuple[str, str] | None:
+    """`url` made absolute against `base` and parted from its fragment, when it is an http(s) URL that can be
+    fetched (a host, a valid port); None for anything else, a malformed URL among them."""
+    try:
+        absolute, _, fragment = urljoin(base, url.strip()).partition("#")
+        if _PLAIN_WEB_URL.fullmatch(absolute):
+            return absolute, fragment
+        if _CONTROL_CHARACTER.search(absolute):
+            return None
+        parts = urlsplit(absolute)
+        if parts.scheme not in _WEB_SCHEMES or not _HOST.fullmatch(parts.hostname or ""):
+            return None
+        _ = parts.port  # reading the port checks it: ValueError when it is not a number in range
+    except ValueError:  # urllib's answer to a malformed URL, such as brackets around no IPv6 address
+        return None
+    return absolute, fragment
+
+
+def _web_url(url: str, base: str) -> str | None:
+    resolved = _resolve(url, base)
+    return None if resolved is None else resolved[0]
+
+
+def _is_safe_filename(filename: str) -> bool:
+    """Whether a file name can be a cache entry and a request path segment (no separator, control character...)."""
+    try:
+        check_filename(filename)
+    except BadName:
+        return False
+    return True
+
+
+def _last_segment(url: str) -> str:
+    return unquote(url.partition("#")[0].partition("?")[0].rsplit("/", 1)[-1])
+
+
+def _looks_like_distribution(filename: str) -> bool:
+    # Safety aside: a name that ends like a distribution was meant to be one, so leaving it out is worth a log line.
+    return filename.lower().endswith(DIST_EXTENSIONS)
+
+
+def _location_urls(values: Iterable[Any], base: str, what: str, left_out: list[str]) -> tuple[str, ...]:
+    """PEP 708 `tracks` / `alternate-locations`: the http(s) URLs, absolute, each once."""
+    urls: list[str] = []
+    for value in values:
+        url = _web_url(value, base) if isinstance(value, str) else None
+        if url is None:
+            left_out.append(f"{what} {_shown(value)}: not an http(s) URL")
+        elif url not in urls:
+            urls.append(url)
+    return tuple(urls)
+
+
+def _project_status(status: Any, reason: Any) -> ProjectStatus | None:
+    status = status.strip() if isinstance(status, str) else ""
+    reason = reason if isinstance(reason, str) and reason else None
+    if not status and reason is None:
+        return None
+    return ProjectStatus(status=status or ACTIVE, reason=reason)
+
+
+def _provenance_url(value: Any, filename: str, base: str, left_out: list[str]) -> str | None:
+    if value is None or value == "":
+        return None
+    url = _web_url(value, base) if isinstance(value, str) else None
+    if url is None:
+        left_out.append(f"provenance of {_shown(filename)}: not an http(s) URL ({_shown(value)})")
+    return url
+
+
+def _clean_hashes(hashes: Mapping[Any, Any]) -> dict[str, str]:
+    return {
+        str(algo).lower(): str(digest).lower()
+        for algo, digest in hashes.items()
+        if isinstance(digest, str) and _HASH_NAME.match(str(algo).lower())
+    }
+
+
+def _shown(value: Any) -> str:
+    """A value as a log line may show it: repr (so CR/LF cannot forge a line), and short."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARACTERS else text[: _SHOWN_CHARACTERS - 3] + "..."
+
+
+def _log_left_out(name: str, page_url: str, left_out: list[str]) -> None:
+    if not left_out:
+        return
+    shown = "; ".join(left_out[:_LOGGED_EXAMPLES])
+    if len(left_out) > _LOGGED_EXAMPLES:
+        shown += f"; and {len(left_out) - _LOGGED_EXAMPLES} more"
+    log.warning("project page of %s from %s: left out %d unusable entries: %s", name, page_url, len(left_out), shown)
 
 
 # --- PEP 691 JSON ---
 
 
-def _parse_json(text: str, page_url: str, name: str) -> ProjectPage:
+def _parse_json(text: str, page_url: str, name: str, left_out: list[str]) -> ProjectPage:
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -46,44 +169,69 @@ def _parse_json(text: str, page_url: str, name: str) -> ProjectPage:
     if not isinstance(data, dict) or not isinstance(data.get("files"), list):
         raise InvalidPage("JSON without a 'files' list")
     meta = data.get("meta")
-    api_version = str(meta.get("api-version", "")) if isinstance(meta, dict) else ""
-    if not api_version.startswith("1."):
+    meta = meta if isinstance(meta, dict) else {}
+    api_version = str(meta.get("api-version", ""))
+    if not api_version.startswith(f"{SUPPORTED_MAJOR_VERSION}."):
         raise InvalidPage(f"unsupported simple API version {api_version!r}")
-    files = tuple(_json_file(item, page_url) for item in data["files"])
+    files = (_json_file(item, page_url, left_out) for item in data["files"])
     versions = data.get("versions")
-    serial = meta.get("_last-serial")
+    tracks, alternates = meta.get("tracks"), data.get("alternate-locations")
     return ProjectPage(
         name=name,
         files=tuple(dist for dist in files if dist is not None),
         versions=tuple(str(v) for v in versions) if isinstance(versions, list) else None,
-        last_serial=serial if isinstance(serial, int) else None,
+        last_serial=_serial(meta.get("_last-serial")),
+        status=_json_status(data, meta),
+        tracks=_location_urls(tracks, page_url, "tracks", left_out) if isinstance(tracks, list) else (),
+        alternate_locations=(
+            _location_urls(alternates, page_url, "alternate location", left_out) if isinstance(alternates, list) else ()
+        ),
     )
 
 
-def _json_file(item: Any, page_url: str) -> DistFile | None:
+def _json_file(item: Any, page_url: str, left_out: list[str]) -> DistFile | None:
     if not isinstance(item, dict):
-        raise InvalidPage("a file entry is not an object")
+        left_out.append(f"a file entry that is not an object: {_shown(item)}")
+        return None
     filename, url, hashes = item.get("filename"), item.get("url"), item.get("hashes", {})
     if not isinstance(filename, str) or not isinstance(url, str) or not isinstance(hashes, dict):
-        raise InvalidPage("a file entry lacks filename, url or hashes")
-    if not is_distribution_filename(filename):
+        left_out.append(f"a file entry without a filename, url or hashes: {_shown(filename)}")
+        return None
+    if not _looks_like_distribution(filename):
+        return None
+    absolute = _web_url(url, page_url)
+    if absolute is None:
+        left_out.append(f"{_shown(filename)}: not an http(s) link ({_shown(url)})")
+        return None
+    if not _is_safe_filename(filename):
+        left_out.append(f"unsafe file name {_shown(filename)}")
         return None
     metadata = item.get("core-metadata", item.get("dist-info-metadata", False))
     size = item.get("size")
-    upload_time = item.get("upload-time")
     requires_python = item.get("requires-python")
     gpg_sig = item.get("gpg-sig")
     return DistFile(
         filename=filename,
-        url=urldefrag(urljoin(page_url, url)).url,
+        url=absolute,
         hashes=_clean_hashes(hashes),
         requires_python=requires_python if isinstance(requires_python, str) and requires_python else None,
         yanked=_json_yanked(item.get("yanked", False)),
         core_metadata=_json_metadata(metadata),
         gpg_sig=gpg_sig if isinstance(gpg_sig, bool) else None,
-        size=size if isinstance(size, int) and size >= 0 else None,
-        upload_time=upload_time if isinstance(upload_time, str) else None,
+        size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
+        upload_time=_upload_time(item.get("upload-time"), filename, left_out),
+        provenance_url=_provenance_url(item.get("provenance"), filename, page_url, left_out),
     )
+
+
+def _json_status(data: Mapping[str, Any], meta: Mapping[str, Any]) -> ProjectStatus | None:
+    """PEP 792's `project-status` object; or the status inside `meta`, as the spec's own example once wrote it."""
+    value = data.get("project-status")
+    if isinstance(value, dict):
+        return _project_status(value.get("status"), value.get("reason"))
+    if isinstance(meta.get("project-status"), str):
+        return _project_status(meta["project-status"], meta.get("project-status-reason"))
+    return None
 
 
 def _json_yanked(value: Any) -> bool | str:
@@ -98,44 +246,90 @@ def _json_metadata(value: Any) -> bool | Mapping[str, str]:
     return bool(value)
 
 
-def _clean_hashes(hashes: Mapping[Any, Any]) -> dict[str, str]:
-    return {
-        str(algo).lower(): str(digest).lower()
-        for algo, digest in hashes.items()
-        if isinstance(digest, str) and _HASH_NAME.match(str(algo).lower())
-    }
+def _serial(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _upload_time(value: Any, filename: str, left_out: list[str]) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and _UPLOAD_TIME.fullmatch(value):
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return value
+    left_out.append(f"upload-time of {_shown(filename)}: not a PEP 700 time ({_shown(value)})")
+    return None
 
 
 # --- PEP 503 HTML ---
 
 
-def _parse_html(text: str, page_url: str, name: str) -> ProjectPage:
-    reader = _AnchorReader()
+def _parse_html(text: str, page_url: str, name: str, left_out: list[str]) -> ProjectPage:
+    reader = _PageReader()
     try:
         reader.feed(text)
         reader.close()
     except (AssertionError, ValueError) as exc:  # HTMLParser's way of giving up
         raise InvalidPage(f"unreadable HTML: {exc}") from None
-    files = [dist for anchor in reader.anchors if (dist := _html_file(anchor, page_url)) is not None]
-    if not files and not reader.looks_like_index(text):
+    _check_html_version(reader.meta_content("pypi:repository-version"))
+    base = _html_base(reader.base_href, page_url, left_out)
+    files: list[DistFile] = []
+    links_to_files = 0
+    for anchor in reader.anchors:
+        dist, meant_as_file = _html_file(anchor, base, left_out)
+        links_to_files += meant_as_file
+        if dist is not None:
+            files.append(dist)
+    # A page whose every file link had to be left out is still a project page, not an error page.
+    if not links_to_files and not reader.looks_like_index(text):
         raise InvalidPage("an HTML page that is not a project index (no distribution links)")
-    return ProjectPage(name=name, files=tuple(files), last_serial=reader.serial)
+    return ProjectPage(
+        name=name,
+        files=tuple(files),
+        last_serial=reader.serial,
+        status=_project_status(
+            reader.meta_content("pypi:project-status"), reader.meta_content("pypi:project-status-reason")
+        ),
+        tracks=_location_urls(reader.meta.get("pypi:tracks", ()), base, "tracks", left_out),
+        alternate_locations=_location_urls(
+            reader.meta.get("pypi:alternate-locations", ()), base, "alternate location", left_out
+        ),
+    )
 
 
-class _AnchorReader(HTMLParser):
+class _PageReader(HTMLParser):
+    """Collects a page's anchors, its `pypi:` meta tags, its first `<base href>` and its serial comment."""
+
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.anchors: list[tuple[dict[str, str | None], str]] = []
+        self.meta: dict[str, list[str]] = {}
+        self.base_href: str | None = None
         self.serial: int | None = None
-        self.has_repository_meta = False
         self._open: dict[str, str | None] | None = None
         self._text: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "a":
             self._open, self._text = dict(attrs), []
-        elif tag == "meta" and dict(attrs).get("name") == "pypi:repository-version":
-            self.has_repository_meta = True
+        elif tag == "meta":
+            self._read_meta(dict(attrs))
+        elif tag == "base" and self.base_href is None:
+            # The document's base URL is the first <base> that has an href (HTML standard), wherever it stands.
+            self.base_href = dict(attrs).get("href") or None
+
+    def _read_meta(self, attrs: Mapping[str, str | None]) -> None:
+        name = (attrs.get("name") or "").strip().lower()
+        if name.startswith("pypi:"):
+            self.meta.setdefault(name, []).append(attrs.get("content") or "")
+
+    def meta_content(self, name: str) -> str | None:
+        """The first value of a meta tag; None when the page has no such tag."""
+        values = self.meta.get(name)
+        return values[0] if values else None
 
     def handle_data(self, data: str) -> None:
         if self._open is not None:
@@ -153,19 +347,49 @@ class _AnchorReader(HTMLParser):
 
     def looks_like_index(self, text: str) -> bool:
         # An empty project (every file deleted) is still a page: it has the usual title or the API meta tag.
-        return self.has_repository_meta or "Links for" in text
+        return "pypi:repository-version" in self.meta or "Links for" in text
 
 
-def _html_file(anchor: tuple[dict[str, str | None], str], page_url: str) -> DistFile | None:
+def _check_html_version(version: str | None) -> None:
+    """PEP 629: a major version other than the one pkgcache reads means a page it cannot understand."""
+    if version is None:
+        return
+    major = version.strip().partition(".")[0]
+    if major.isdigit() and int(major) != SUPPORTED_MAJOR_VERSION:
+        raise InvalidPage(f"unsupported simple API version {version!r}")
+
+
+def _html_base(base_href: str | None, page_url: str, left_out: list[str]) -> str:
+    """What relative links are resolved against: the page's `<base href>` when it has a usable one."""
+    if base_href is None:
+        return page_url
+    base = _web_url(base_href, page_url)
+    if base is None:
+        left_out.append(f"<base href={_shown(base_href)}>: not an http(s) URL")
+        return page_url
+    return base
+
+
+def _html_file(
+    anchor: tuple[dict[str, str | None], str], base: str, left_out: list[str]
+) -> tuple[DistFile | None, bool]:
+    """The file an anchor links, and whether the anchor was meant as a file link (even one left out)."""
     attrs, text = anchor
     href = attrs.get("href")
     if not href:
-        return None
-    url, fragment = urldefrag(urljoin(page_url, href))
-    filename = text or unquote(urlsplit(url).path.rsplit("/", 1)[-1])
-    if not is_distribution_filename(filename):
-        return None
-    return DistFile(
+        return None, False
+    resolved = _resolve(href, base)
+    filename = text or _last_segment(resolved[0] if resolved else href)
+    if not _looks_like_distribution(filename):
+        return None, False
+    if resolved is None:
+        left_out.append(f"{_shown(filename)}: not an http(s) link ({_shown(href)})")
+        return None, True
+    if not _is_safe_filename(filename):
+        left_out.append(f"unsafe file name {_shown(filename)}")
+        return None, True
+    url, fragment = resolved
+    dist = DistFile(
         filename=filename,
         url=url,
         hashes=_fragment_hashes(fragment),
@@ -173,7 +397,9 @@ def _html_file(anchor: tuple[dict[str, str | None], str], page_url: str) -> Dist
         yanked=_html_yanked(attrs),
         core_metadata=_html_metadata(attrs),
         gpg_sig=_html_bool(attrs.get("data-gpg-sig")),
+        provenance_url=_provenance_url(attrs.get("data-provenance"), filename, base, left_out),
     )
+    return dist, True
 
 
 def _fragment_hashes(fragment: str) -> dict[str, str]:

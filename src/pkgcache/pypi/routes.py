@@ -9,6 +9,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from pkgcache.cache_state import CacheState
+from pkgcache.http.fast_path import FastPath
 from pkgcache.http.request_cycle import add_get
 from pkgcache.http.responses import (
     CACHE_STATE,
@@ -19,27 +21,33 @@ from pkgcache.http.responses import (
     send_cached_file,
     send_download,
 )
-from pkgcache.pypi.index import CachedPage, FileNotListed, PypiIndex, Rendered
 from pkgcache.pypi.names import METADATA_SUFFIX, BadName, check_filename, normalize_project
 from pkgcache.pypi.negotiate import choose_format
+from pkgcache.pypi.pages import CachedPage, Rendered
 from pkgcache.pypi.render import (
     JSON_CONTENT_TYPE,
     render_project_list_html,
     render_project_list_json,
     with_charset,
 )
-from pkgcache.storage.cache_state import CacheState
+from pkgcache.pypi.source import FileNotListed, IndexSource
+from pkgcache.storage.file_use import FileUse
 
-PYPI_INDEX_KEY = web.AppKey("pypi_index", PypiIndex)
+PYPI_INDEX_KEY = web.AppKey("pypi_index", IndexSource)
+PAGES_PREFIX = "/pypi/simple/"
 NOT_ACCEPTABLE = (
     "none of the formats in your Accept header is served here; ask for application/vnd.pypi.simple.v1+json, "
     "application/vnd.pypi.simple.v1+html or text/html"
 )
 
 
-def add_pypi_routes(app: web.Application, index: PypiIndex) -> None:
+def add_pypi_routes(
+    app: web.Application, index: IndexSource, file_use: FileUse, fast_path: FastPath | None = None
+) -> None:
     app[PYPI_INDEX_KEY] = index
-    routes = app[PYPI_ROUTES_KEY] = PypiRoutes(index)
+    routes = app[PYPI_ROUTES_KEY] = PypiRoutes(index, file_use)
+    if fast_path is not None:
+        fast_path.register(PAGES_PREFIX, routes.fast_page)
     # aiohttp tries the routes under one prefix in the order they were added: the busiest one goes first.
     add_get(app, "/pypi/simple/{project}/", routes.project_page)
     add_get(app, "/pypi/simple/{project}", project_page_without_slash)
@@ -60,8 +68,9 @@ async def project_page_without_slash(request: web.Request) -> web.StreamResponse
 class PypiRoutes:
     """The handlers that need the index, bound to it."""
 
-    def __init__(self, index: PypiIndex) -> None:
+    def __init__(self, index: IndexSource, file_use: FileUse) -> None:
         self.index = index
+        self.file_use = file_use
 
     async def project_list(self, request: web.Request) -> web.StreamResponse:
         """The projects this cache holds (not the upstream's whole list: clients install by name)."""
@@ -72,11 +81,18 @@ class PypiRoutes:
         render = render_project_list_json if content_type == JSON_CONTENT_TYPE else render_project_list_html
         return web.Response(body=render(names), headers={"Content-Type": with_charset(content_type), "Vary": "Accept"})
 
+    def fast_page(self, request: web.Request, rest: str) -> web.Response | None:
+        """The fast path's answer for `/pypi/simple/<rest>`: a fresh page in memory, or None (the usual route)."""
+        if not rest.endswith("/"):
+            return None  # a query string, too, ends the raw path with something else than "/"
+        return self.page_hit(request, rest[:-1])
+
     def page_hit(self, request: web.Request, raw_name: str) -> web.Response | None:
         """The answer when the page is fresh in memory, without awaiting anything; None when it needs more.
 
-        The hot path of the whole service (http/hit_path.py calls it before aiohttp routes the request). Memory is
-        keyed by normalised names, so finding the name as written also says it needs no redirect and is safe.
+        The hot path of the whole service (http/fast_path.py offers it requests before aiohttp routes them).
+        Memory is keyed by normalised names, so finding the name as written also says it needs no redirect and is
+        safe (a name with a slash in it is never a key).
         """
         entry = self.index.fresh_page(raw_name)
         if entry is None:
@@ -84,9 +100,12 @@ class PypiRoutes:
         content_type = _negotiated_format(request)
         if content_type is None:
             return None
+        rendered = entry.rendered_now(content_type)
+        if rendered is None:
+            return None  # a big page not rendered in this format yet: rendered off the event loop by the route
         request[CACHE_STATE] = CacheState.HIT
         request[UPSTREAM_USED] = entry.upstream
-        return self._page_response(request, entry, CacheState.HIT, entry.rendered(content_type))
+        return self._page_response(request, entry, CacheState.HIT, rendered)
 
     async def project_page(self, request: web.Request) -> web.StreamResponse:
         raw_name = request.match_info["project"]
@@ -106,7 +125,7 @@ class PypiRoutes:
             return _page_error(project, exc)
         request[CACHE_STATE] = state
         request[UPSTREAM_USED] = entry.upstream
-        return self._page_response(request, entry, state, entry.rendered(content_type))
+        return self._page_response(request, entry, state, await entry.rendered(content_type))
 
     def _page_response(
         self, request: web.Request, entry: CachedPage, state: CacheState, rendered: Rendered
@@ -114,7 +133,7 @@ class PypiRoutes:
         age = entry.age()
         headers = {
             **rendered.headers,
-            "Cache-Control": f"max-age={max(0, int(self.index.config.index_ttl - age))}",
+            "Cache-Control": f"max-age={max(0, int(self.index.index_ttl - age))}",
             "Age": str(int(age)),
             CACHE_STATE_HEADER: state,
         }
@@ -143,11 +162,11 @@ class PypiRoutes:
             return _page_error(project, exc)
         if isinstance(found, Path):
             request[CACHE_STATE] = CacheState.HIT
-            return send_cached_file(request, found, content_type)
+            return send_cached_file(request, found, content_type, self.file_use)
         request[CACHE_STATE] = CacheState.MISS
         response = await send_download(request, found, content_type)
-        if found.upstream is not None:
-            request[UPSTREAM_USED] = found.upstream.name
+        if found.source is not None:
+            request[UPSTREAM_USED] = found.source
         return response
 
 

@@ -1,36 +1,35 @@
-"""Fetching missing files: one upstream download per file, streamed to every client that waits for it.
+"""Files on their way into the cache: one temporary file per missing file, followed by every client that waits.
 
 The first request for a missing file starts a `Download`; every later request for the same file, until it is in
-place, joins it. The download writes to a temporary file and each client follows that file as it grows, at its own
-pace. The last byte is held back from the clients until the whole file is checked (size, expected hash, a sane
-first few bytes), so a client can never receive a complete-looking body that was bad: if the check fails the
-clients' connections are cut, the temporary file is deleted and nothing enters the cache.
+place, joins it. Whoever produces the bytes (the upstream layer, `upstream/transfer.py`) writes them with
+`Download.write`; each client follows the temporary file as it grows, at its own pace. Nothing here knows where
+the bytes come from: this module deals in bytes, paths, temporary files, checks, commits and single flight.
+
+What a client can never get is a complete-looking body of bad bytes:
+- a write that would pass the index's size is refused before a byte of it is written;
+- the first bytes are checked against what a file of its kind starts with, however they arrive;
+- clients are held back from the byte that completes the expected size (or, size unknown, from the last byte
+  written) until the whole file is checked (size, hash, and the caller's own check of its content);
+- bytes found wrong are thrown away (`discard`): clients that had read some of them are cut, clients that had
+  read nothing go on with the bytes that replace them (from another mirror).
+Only a checked file is renamed into place.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import functools
 import hashlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
-import aiohttp
-
-from pkgcache.storage.store import CacheStore
-from pkgcache.upstream.pool import (
-    HeadersFor,
-    TargetFor,
-    Upstream,
-    UpstreamError,
-    UpstreamPool,
-)
+from pkgcache.storage.store import CacheStore, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -39,27 +38,34 @@ _R = TypeVar("_R")
 CHUNK_SIZE = 256 * 1024
 # Hashes we check, strongest first; an index may give several.
 HASH_PREFERENCE = ("sha256", "sha512", "sha384", "blake2b", "sha224", "sha1", "md5")
+# A download no client follows any more is stopped after this long, unless it is nearly done (then it is worth
+# finishing: the next request gets it at once).
+ABANDON_AFTER_SECONDS = 5.0
+NEARLY_DONE_SHARE = 0.75
 
 
 class IntegrityError(Exception):
-    """The downloaded bytes are not the file the index described."""
+    """The bytes are not the file the index described (size, hash, first bytes or content)."""
 
 
-class StorageError(Exception):
-    """The cache could not write the file (`disk_full` when there was no room)."""
+class Abandoned(Exception):
+    """Nobody waits for the download any more, and it was far from done: stopped to spare the upstream."""
 
-    def __init__(self, message: str, *, disk_full: bool = False) -> None:
-        super().__init__(message)
-        self.disk_full = disk_full
+
+# A check of a whole file's content (e.g. "this is JSON, not an HTML error page"), run in a worker thread on the
+# temporary file before it may replace anything; raises IntegrityError.
+ContentCheck = Callable[[Path], None]
 
 
 @dataclass(frozen=True)
 class Expected:
-    """What a file must be: its hashes from the index, its size if known, the bytes it must start with."""
+    """What a file must be: its hashes from the index, its size if known, the bytes it must start with, and a
+    check of its content when the index gives no hash (index files)."""
 
     hashes: Mapping[str, str] = field(default_factory=dict)
     size: int | None = None
     magic: tuple[bytes, ...] = ()
+    content_check: ContentCheck | None = None
 
     def digest_to_check(self) -> tuple[str, str] | None:
         for name in HASH_PREFERENCE:
@@ -69,51 +75,123 @@ class Expected:
 
 
 class Download:
-    """One file on its way from upstream into the cache."""
+    """One file on its way into the cache."""
 
-    def __init__(self, final_path: Path, temp_path: Path, expected: Expected) -> None:
+    def __init__(self, final_path: Path, temp_path: Path, expected: Expected, *, compressed: bool = False) -> None:
         self.final_path = final_path
         self.temp_path = temp_path
         self.expected = expected
+        # The upstream may gzip the body on the wire (JSON indexes): bytes are decoded as they arrive, but a cut
+        # transfer can then not be resumed where it stopped.
+        self.compressed = compressed
         self.written = 0
-        self.total: int | None = expected.size
-        self.upstream: Upstream | None = None
-        # The answering upstream's headers (ETag, Last-Modified...), for callers that keep validators.
-        self.response_headers: Mapping[str, str] = {}
+        # Where the bytes being written come from (an upstream's name), and that answer's headers (validators).
+        self.source: str | None = None
+        self.headers: Mapping[str, str] = {}
         self.error: BaseException | None = None
         self.verified = False
         # A conditional request answered 304: nothing was written and the cached file stays as it is.
         self.not_modified = False
+        # Moves on each time written bytes are thrown away, so a client that had read some of them is cut.
+        self.generation = 0
+        # Set by whoever needs the whole file even if no client waits for it (a prefetch, a seed).
+        self.keep_unfollowed = False
         self._announced = False
-        self.compressed_transfer = False
+        self._handle: IO[bytes] | None = None
+        self._hasher = self._new_hasher()
+        self._start_bytes = b""  # the first bytes, until there are enough to check them against the magic
+        self._interested = 0  # clients following the bytes or waiting for the outcome
+        self._unwanted_since: float | None = None
         self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._progress = asyncio.Condition()
+
+    # --- what clients are told ---
+
+    @property
+    def length(self) -> int | None:
+        """The body's length as clients may be told it: only the index's size is known to be right."""
+        return self.expected.size
 
     @property
     def finished(self) -> bool:
         return self._announced
 
-    async def wait_started(self) -> None:
-        """Wait until an upstream has begun sending the file; raises what went wrong if none did."""
-        await asyncio.shield(self._started)
+    # --- the producer's side ---
 
-    async def wait_finished(self) -> None:
-        async with self._progress:
-            await self._progress.wait_for(lambda: self.finished)
-        if self.error is not None:
-            raise self.error
+    def begin(self, source: str, headers: Mapping[str, str]) -> None:
+        """An upstream's answer starts (or takes over after another one failed)."""
+        self.source = source
+        self.headers = dict(headers)
 
-    def mark_started(self, upstream: Upstream, total: int | None, headers: Mapping[str, str]) -> None:
-        self.upstream = upstream
-        self.response_headers = dict(headers)
-        if self.total is None:
-            self.total = total
-        if not self._started.done():
-            self._started.set_result(None)
+    def mark_not_modified(self, source: str, headers: Mapping[str, str]) -> None:
+        self.begin(source, headers)
+        self.not_modified = True
+        self._set_started()
 
-    async def notify(self) -> None:
-        async with self._progress:
-            self._progress.notify_all()
+    async def write(self, chunk: bytes) -> None:
+        """Append bytes. Refuses, before writing any of them, bytes past the index's size or a wrong start."""
+        if not chunk:
+            return
+        size = self.expected.size
+        if size is not None and self.written + len(chunk) > size:
+            raise IntegrityError(f"more than the {size} bytes the index gives")
+        self._check_start(chunk)
+        await _storage_call(self._append, chunk)
+        self._hasher_update(chunk)
+        self.written += len(chunk)
+        if self._start_checked():
+            # Only now may clients be answered: the first bytes are on disk (so a full disk is a clean 507) and
+            # look like a file of this kind.
+            self._set_started()
+        await self.notify()
+
+    def verify(self, declared_total: int | None = None) -> None:
+        """Raises IntegrityError unless what was written is the whole file the index describes."""
+        expected = self.expected
+        if expected.size is not None and self.written != expected.size:
+            raise IntegrityError(f"{self.written} bytes where the index says {expected.size}")
+        if declared_total is not None and self.written != declared_total:
+            raise IntegrityError(f"{self.written} bytes where the answer said {declared_total}")
+        if not self._start_checked():
+            raise IntegrityError("too short to be a file of its kind")
+        digest = expected.digest_to_check()
+        if digest is not None and self._hasher is not None:
+            got = self._hasher.hexdigest()
+            if got != digest[1]:
+                raise IntegrityError(f"{digest[0]} mismatch: the index says {digest[1]}, the bytes give {got}")
+
+    async def check_content(self) -> None:
+        """The caller's check of the whole content (in a thread); raises IntegrityError."""
+        if self.expected.content_check is not None:
+            await self._flushed()
+            await asyncio.to_thread(self.expected.content_check, self.temp_path)
+
+    async def discard(self) -> None:
+        """Throw away what was written (it came from an upstream that failed or lied) and start again at zero."""
+        if self.written == 0 and not self._start_bytes:
+            return
+        if self._handle is not None:
+            await _storage_call(_truncate, self._handle)
+        self.written = 0
+        self._hasher = self._new_hasher()
+        self._start_bytes = b""
+        self.generation += 1
+        await self.notify()
+
+    def wanted(self) -> bool:
+        """False once nobody has followed or awaited the download for a while and it is far from done."""
+        if self._interested or self.keep_unfollowed:
+            self._unwanted_since = None
+            return True
+        now = time.monotonic()
+        if self._unwanted_since is None:
+            self._unwanted_since = now
+        if now - self._unwanted_since < ABANDON_AFTER_SECONDS:
+            return True
+        size = self.expected.size
+        return size is not None and self.written >= NEARLY_DONE_SHARE * size
+
+    # --- the outcome (called by the Downloader) ---
 
     def settle(self, error: BaseException | None) -> None:
         """Record the outcome, without waking anyone yet (after-download hooks run in between)."""
@@ -133,46 +211,64 @@ class Download:
                 self._started.exception()  # mark retrieved: nobody may be waiting
         await self.notify()
 
-    @property
-    def _complete(self) -> bool:
-        # Verified and announced: the file is checked and whatever records it (hooks) has done so.
-        return self.verified and self._announced
+    async def close_file(self) -> None:
+        if self._handle is not None:
+            handle, self._handle = self._handle, None
+            await asyncio.to_thread(handle.close)
 
-    def _readable_limit(self) -> int:
-        # Until complete, hold back the last byte written so a client never holds a whole unchecked file.
-        return self.written if self._complete else max(0, self.written - 1)
+    # --- the clients' side ---
 
-    def _has_news_for(self, position: int) -> bool:
-        return self.error is not None or self._complete or self._readable_limit() > position
-
-    def _open_for_reading(self) -> IO[bytes]:
+    async def wait_started(self) -> None:
+        """Wait until the first checked bytes are on disk (or a 304 came); raises what went wrong if none did."""
+        self._interested += 1
         try:
-            return open(self.temp_path, "rb")
-        except FileNotFoundError:
-            if self.error is not None:
-                raise self.error from None
-            # Renamed into place before this client got here. Only checked files are ever renamed, and after a
-            # 304 the file in place is the answer too.
-            return open(self.final_path, "rb")
+            await asyncio.shield(self._started)
+        finally:
+            self._interested -= 1
+
+    async def wait_finished(self) -> None:
+        self._interested += 1
+        try:
+            async with self._progress:
+                await self._progress.wait_for(lambda: self.finished)
+        finally:
+            self._interested -= 1
+        if self.error is not None:
+            raise self.error
+
+    async def notify(self) -> None:
+        async with self._progress:
+            self._progress.notify_all()
 
     async def follow(self) -> AsyncIterator[bytes]:
-        """The file's bytes as they arrive, for one client. Raises the download's error if it fails."""
-        if self.not_modified or (self.compressed_transfer and not self.written):
-            # A revalidation may end in 304, leaving the cached copy as the answer: wait for the outcome first.
-            async with self._progress:
-                await self._progress.wait_for(lambda: self.error is not None or self._complete or self.written > 0)
-        if self.not_modified and self._complete:
-            async for chunk in _read_whole(self.final_path):
+        """The file's bytes as they arrive, for one client. Raises the download's error if it fails, and
+        IntegrityError if bytes it already gave turn out wrong."""
+        self._interested += 1
+        try:
+            await self.wait_started()
+            if self.not_modified:
+                await self.wait_finished()
+                async for chunk in _read_whole(self.final_path):
+                    yield chunk
+                return
+            async for chunk in self._follow_temp_file():
                 yield chunk
-            return
+        finally:
+            self._interested -= 1
+
+    async def _follow_temp_file(self) -> AsyncIterator[bytes]:
         handle = await asyncio.to_thread(self._open_for_reading)
         try:
-            position = 0
+            position, generation = 0, self.generation
             while True:
                 async with self._progress:
-                    await self._progress.wait_for(functools.partial(self._has_news_for, position))
+                    await self._progress.wait_for(functools.partial(self._has_news_for, position, generation))
                 if self.error is not None:
                     raise self.error
+                if self.generation != generation:
+                    if position:
+                        raise IntegrityError("the bytes sent so far came from an upstream that failed its check")
+                    generation = self.generation
                 limit = self._readable_limit()
                 if position >= limit and self._complete:
                     return
@@ -185,6 +281,81 @@ class Download:
                     yield chunk
         finally:
             await asyncio.to_thread(handle.close)
+
+    # --- inside ---
+
+    @property
+    def _complete(self) -> bool:
+        # Verified and announced: the file is checked and whatever records it (hooks) has done so.
+        return self.verified and self._announced
+
+    def _readable_limit(self) -> int:
+        if self._complete:
+            return self.written
+        size = self.expected.size
+        # Hold back relative to the expected size: the byte that would complete it waits for the checks.
+        if size is not None:
+            return max(0, min(self.written, size - 1))
+        return max(0, self.written - 1)
+
+    def _has_news_for(self, position: int, generation: int) -> bool:
+        return (
+            self.error is not None
+            or self._complete
+            or self.generation != generation
+            or self._readable_limit() > position
+        )
+
+    def _open_for_reading(self) -> IO[bytes]:
+        try:
+            return open(self.temp_path, "rb")
+        except FileNotFoundError:
+            if self.error is not None:
+                raise self.error from None
+            # Renamed into place before this client got here. Only checked files are ever renamed.
+            return open(self.final_path, "rb")
+
+    def _new_hasher(self) -> Any:  # a hashlib object, or None when the index gives no hash
+        digest = self.expected.digest_to_check()
+        return hashlib.new(digest[0]) if digest else None
+
+    def _hasher_update(self, chunk: bytes) -> None:
+        if self._hasher is not None:
+            self._hasher.update(chunk)
+
+    def _check_start(self, chunk: bytes) -> None:
+        magic = self.expected.magic
+        if not magic or self._start_checked():
+            return
+        start = (self._start_bytes + chunk)[: max(len(m) for m in magic)]
+        if not any(m.startswith(start[: len(m)]) for m in magic):
+            raise IntegrityError("the body does not start like a file of this kind")
+        self._start_bytes = start
+
+    def _start_checked(self) -> bool:
+        magic = self.expected.magic
+        if not magic:
+            return True
+        return any(self._start_bytes.startswith(m) for m in magic)
+
+    def _set_started(self) -> None:
+        if not self._started.done():
+            self._started.set_result(None)
+
+    def _append(self, chunk: bytes) -> None:
+        if self._handle is None:
+            self._handle = open(self.temp_path, "wb")  # noqa: SIM115  # kept open across writes, closed by close_file
+        self._handle.write(chunk)
+        self._handle.flush()
+
+    async def _flushed(self) -> None:
+        if self._handle is not None:
+            await _storage_call(self._handle.flush)
+
+
+def _truncate(handle: IO[bytes]) -> None:
+    handle.seek(0)
+    handle.truncate()
 
 
 async def _read_whole(path: Path) -> AsyncIterator[bytes]:
@@ -199,6 +370,9 @@ async def _read_whole(path: Path) -> AsyncIterator[bytes]:
 # Called on the event loop after a file is committed: its path, and how many bytes the cache grew by (its size
 # less that of the file it replaced). The cache's size keeper (storage/eviction.py) keeps its total with it.
 CommitHook = Callable[[Path, int], None]
+# Fills a download: writes its bytes (or marks it not modified), checks them; raises if it could not.
+Produce = Callable[[Download], Awaitable[None]]
+AfterDownload = Callable[[Download], Awaitable[None]]
 
 
 class Downloader:
@@ -209,7 +383,6 @@ class Downloader:
         self.on_commit = on_commit
         self._in_flight: dict[Path, Download] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self.upstream_bytes = 0
 
     def in_flight(self) -> int:
         return len(self._in_flight)
@@ -222,23 +395,20 @@ class Downloader:
 
     def get_or_start(
         self,
-        pool: UpstreamPool,
         final_path: Path,
-        target: TargetFor,
         expected: Expected,
-        headers: HeadersFor | None = None,
+        produce: Produce,
         *,
         replace: bool = False,
-        on_done: Callable[[Download], Awaitable[None]] | None = None,
-        compressed_transfer: bool = False,
+        on_done: AfterDownload | None = None,
+        compressed: bool = False,
     ) -> Download | None:
         """The download of `final_path`: a running one to join, or a new one. None if the file is already there.
 
         No await happens between the existence check and registering the download, so two requests can never
         both start one. With `replace`, an existing file is fetched again and replaced when the new one is whole
         (for index files that change); until then readers of the old file keep it. `on_done` runs once the
-        download has ended, well or not, whoever is still waiting for it. `compressed_transfer` lets the
-        upstream gzip the body on the wire (worth it for JSON indexes; a cut transfer then restarts from zero).
+        download has ended, well or not, whoever is still waiting for it.
         """
         running = self._in_flight.get(final_path)
         if running is not None:
@@ -246,53 +416,34 @@ class Downloader:
         if not replace and final_path.is_file():
             return None
         self.store.require_writable()
-        download = Download(final_path, self.store.new_temp_path(final_path.name), expected)
-        download.compressed_transfer = compressed_transfer
-        # Create the temp file now so that followers can open it before the first byte arrives.
-        download.temp_path.touch()
+        download = Download(final_path, self.store.new_temp_path(final_path.name), expected, compressed=compressed)
         self._in_flight[final_path] = download
-        task = asyncio.get_running_loop().create_task(self._run(pool, download, target, headers, on_done))
+        task = asyncio.get_running_loop().create_task(self._run(download, produce, on_done))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return download
 
-    async def _run(
-        self,
-        pool: UpstreamPool,
-        download: Download,
-        target: TargetFor,
-        headers: HeadersFor | None,
-        on_done: Callable[[Download], Awaitable[None]] | None,
-    ) -> None:
+    async def _run(self, download: Download, produce: Produce, on_done: AfterDownload | None) -> None:
         error: BaseException | None = None
         try:
-            receiver = _Receiver(download, self, pool)
-            await pool.fetch(
-                target,
-                receiver.receive,
-                headers=lambda upstream: receiver.request_headers(headers, upstream),
-                ok_statuses=frozenset({200, 206, 304}),
-            )
+            await produce(download)
+            await download.close_file()
             if download.not_modified:
                 await asyncio.to_thread(download.temp_path.unlink, True)
             else:
-                replaced = await asyncio.to_thread(self._commit, download)
+                download.verify()  # the producer checked already; a file is never committed unchecked
+                replaced = await _storage_call(self._commit, download)
                 self._report_commit(download.final_path, download.written - replaced)
-                log.info(
-                    "cached %s (%d bytes) from %s",
-                    download.final_path.name,
-                    download.written,
-                    download.upstream.name if download.upstream else "?",
-                )
+                log.info("cached %s (%d bytes) from %s", download.final_path.name, download.written, download.source)
         except OSError as exc:
-            error = _storage_error(exc)
+            error = storage_error(exc)
         except BaseException as exc:  # every failure, cancellation included, must reach the waiting clients
             error = exc
         finally:
             download.settle(error)  # before the temp file goes, so a follower that misses it knows why
             if error is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    download.temp_path.unlink()
+                await download.close_file()
+                await asyncio.to_thread(_unlink_quietly, download.temp_path)
                 log.warning("download of %s failed: %s", download.final_path.name, error)
             if on_done is not None:
                 await _run_hook(on_done, download)
@@ -330,126 +481,16 @@ class Downloader:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-class _Receiver:
-    """Receives one download's bytes from whichever upstream answers, resuming where a failed one stopped."""
-
-    def __init__(self, download: Download, downloader: Downloader, pool: UpstreamPool) -> None:
-        self.download = download
-        self.downloader = downloader
-        self.pool = pool
-        digest = download.expected.digest_to_check()
-        self.hasher = hashlib.new(digest[0]) if digest else None
-
-    def request_headers(self, extra: HeadersFor | None, upstream: Upstream) -> dict[str, str]:
-        # Bodies are decoded as they arrive, so a hash is always of the file's own bytes; but Range counts encoded
-        # bytes, so only an identity transfer can be resumed where it was cut.
-        compressed = self.download.compressed_transfer
-        headers = {"Accept-Encoding": "gzip" if compressed else "identity"}
-        if extra is not None:
-            headers.update(extra(upstream))
-        if self.download.written and not compressed:
-            headers["Range"] = f"bytes={self.download.written}-"
-        return headers
-
-    async def receive(self, upstream: Upstream, response: aiohttp.ClientResponse) -> None:
-        download = self.download
-        if response.status == 304:
-            download.not_modified = True
-            download.mark_started(upstream, None, response.headers)
-            return
-        skip = self._bytes_to_skip(response)
-        _refuse_html_for_binary(response, download)
-        download.mark_started(upstream, _declared_length(response) if not download.written else None, response.headers)
-        # Writes happen in a worker thread; the file is opened in append mode for the resume case.
-        handle = await _storage_call(open, download.temp_path, "ab")
-        try:
-            async for chunk in response.content.iter_chunked(CHUNK_SIZE):
-                if skip:
-                    dropped = min(skip, len(chunk))
-                    chunk, skip = chunk[dropped:], skip - dropped
-                    if not chunk:
-                        continue
-                self._check_start(chunk)
-                await _storage_call(_write_all, handle, chunk)
-                if self.hasher is not None:
-                    self.hasher.update(chunk)
-                download.written += len(chunk)
-                upstream.stats.bytes_received += len(chunk)
-                self.downloader.upstream_bytes += len(chunk)
-                if download.total is not None and download.written > download.total:
-                    raise UpstreamError(f"{upstream.name} sent more than the {download.total} bytes expected")
-                await download.notify()
-        finally:
-            await asyncio.to_thread(handle.close)
-        self._verify(upstream)
-
-    def _bytes_to_skip(self, response: aiohttp.ClientResponse) -> int:
-        written = self.download.written
-        if self.download.compressed_transfer and written:
-            raise UpstreamError("a compressed transfer was cut and cannot be resumed")
-        if response.status == 206:
-            start = _content_range_start(response.headers.get("Content-Range"))
-            if start != written:
-                raise UpstreamError(f"asked for bytes from {written}, got a range from {start}")
-            return 0
-        return written  # a full body: drop what we already have
-
-    def _check_start(self, chunk: bytes) -> None:
-        magic = self.download.expected.magic
-        if self.download.written == 0 and magic and not any(chunk.startswith(m) for m in magic):
-            raise UpstreamError("the body does not start like a file of this kind", rest_upstream=False)
-
-    def _verify(self, upstream: Upstream) -> None:
-        download = self.download
-        expected = download.expected
-        if expected.size is not None and download.written != expected.size:
-            self._reject(upstream, f"size {download.written} where the index says {expected.size}")
-        if download.total is not None and download.written != download.total:
-            raise UpstreamError(f"body ended after {download.written} of {download.total} bytes")
-        digest = expected.digest_to_check()
-        if digest is not None and self.hasher is not None and self.hasher.hexdigest() != digest[1]:
-            self._reject(
-                upstream, f"{digest[0]} mismatch: the index says {digest[1]}, the bytes give {self.hasher.hexdigest()}"
-            )
-
-    def _reject(self, upstream: Upstream, reason: str) -> None:
-        # The client may already hold all but the last byte, so there is no resuming from another mirror:
-        # the download fails as a whole; the next request starts afresh.
-        self.pool.record_bad_answer(upstream, f"bad file {self.download.final_path.name}: {reason}")
-        raise IntegrityError(f"{self.download.final_path.name}: {reason}")
-
-
-async def _run_hook(hook: Callable[[Download], Awaitable[None]], download: Download) -> None:
+async def _run_hook(hook: AfterDownload, download: Download) -> None:
     try:
         await hook(download)
     except Exception:
         log.exception("after-download hook failed for %s", download.final_path.name)
 
 
-def _write_all(handle: object, chunk: bytes) -> None:
-    handle.write(chunk)  # type: ignore[attr-defined]
-    handle.flush()  # type: ignore[attr-defined]
-
-
-def _declared_length(response: aiohttp.ClientResponse) -> int | None:
-    if response.headers.get("Content-Encoding", "identity") != "identity":
-        return None
-    return response.content_length
-
-
-def _content_range_start(value: str | None) -> int | None:
-    # "bytes 100-199/200"
-    if not value or not value.startswith("bytes "):
-        return None
-    try:
-        return int(value[6:].split("-", 1)[0])
-    except ValueError:
-        return None
-
-
-def _refuse_html_for_binary(response: aiohttp.ClientResponse, download: Download) -> None:
-    if download.expected.magic and response.content_type in ("text/html", "application/xhtml+xml"):
-        raise UpstreamError(f"got an HTML page where {download.final_path.name} was expected")
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
 async def _storage_call(function: Callable[..., _R], *args: object) -> _R:
@@ -457,9 +498,4 @@ async def _storage_call(function: Callable[..., _R], *args: object) -> _R:
     try:
         return await asyncio.to_thread(function, *args)
     except OSError as exc:
-        raise _storage_error(exc) from exc
-
-
-def _storage_error(exc: OSError) -> StorageError:
-    disk_full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    return StorageError(f"cannot write to the cache: {exc.strerror or exc}", disk_full=disk_full)
+        raise storage_error(exc) from exc

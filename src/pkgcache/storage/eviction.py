@@ -23,13 +23,12 @@ import asyncio
 import contextlib
 import logging
 import os
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pkgcache.storage.file_use import FileUse
 from pkgcache.storage.store import CacheStore
 
 log = logging.getLogger(__name__)
@@ -68,68 +67,6 @@ class Freed:
 
     def to_json(self) -> dict[str, int]:
         return {"files": self.files, "bytes": self.bytes}
-
-
-class FileUse:
-    """Which cached files are being sent right now, and when each was last served.
-
-    Process-wide (paths are absolute, so several apps in one process do not mix): `send_cached_file` has no app
-    at hand. The lock is held by the event loop only for a dict update, and by the eviction thread for one
-    check-and-unlink, so a file can never be removed between the check and the unlink while a send starts.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sending: Counter[Path] = Counter()
-        self._served: dict[Path, float] = {}
-
-    def begin(self, path: Path) -> None:
-        with self._lock:
-            self._sending[path] += 1
-            self._served[path] = time.time()
-
-    def note_served(self, path: Path) -> None:
-        """A file was served whole at once (read into memory): only its serve time matters."""
-        with self._lock:
-            self._served[path] = time.time()
-
-    def end(self, path: Path) -> None:
-        with self._lock:
-            self._sending[path] -= 1
-            if self._sending[path] <= 0:
-                del self._sending[path]
-
-    def is_sending(self, path: Path) -> bool:
-        with self._lock:
-            return path in self._sending
-
-    def remove_if_idle(self, path: Path, idle_since: float) -> bool:
-        """Unlink `path` unless it is being sent or was served after `idle_since` (blocking)."""
-        with self._lock:
-            if path in self._sending or self._served.get(path, 0.0) >= idle_since:
-                return False
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                return False
-            self._served.pop(path, None)
-            return True
-
-    def take_served_under(self, root: Path) -> dict[Path, float]:
-        """Remove and return the serve times noted for files under `root` (to be written back as atimes)."""
-        with self._lock:
-            taken = {path: when for path, when in self._served.items() if path.is_relative_to(root)}
-            for path in taken:
-                del self._served[path]
-            return taken
-
-    def forget_under(self, root: Path) -> None:
-        with self._lock:
-            for path in [path for path in self._served if path.is_relative_to(root)]:
-                del self._served[path]
-
-
-FILE_USE = FileUse()
 
 
 # --- blocking filesystem work: run these in a worker thread ---
@@ -172,7 +109,7 @@ def write_served_times(served: dict[Path, float]) -> None:
             continue  # evicted or purged meanwhile
 
 
-async def write_back_served_times(root: Path, use: FileUse = FILE_USE) -> None:
+async def write_back_served_times(root: Path, use: FileUse) -> None:
     """Write the serve times noted in memory for files under `root` back as their atimes, in a worker thread."""
     served = use.take_served_under(root)
     if served:
@@ -254,12 +191,11 @@ class CacheKeeper:
         store: CacheStore,
         max_size: int | None,
         *,
-        use: FileUse = FILE_USE,
         interval: float = MAINTENANCE_INTERVAL,
     ) -> None:
         self.store = store
         self.max_size = max_size
-        self.use = use
+        self.use = store.file_use
         self.interval = interval
         self.total_bytes = 0
         self.measured = False

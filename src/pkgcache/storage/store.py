@@ -8,6 +8,7 @@ either the old entry, the new one, or none, never a partial file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -15,6 +16,8 @@ import shutil
 import uuid
 from pathlib import Path
 from typing import Any
+
+from pkgcache.storage.file_use import FileUse
 
 MAX_SEGMENT_LENGTH = 255
 MAX_FOLDERS_REMEMBERED = 100_000
@@ -27,6 +30,19 @@ _FORBIDDEN_CHARACTER = re.compile(r"[/\\\x00-\x1f]")
 
 class UnsafePath(ValueError):
     """A path segment that could reach outside the cache (or is just not a file name)."""
+
+
+class StorageError(Exception):
+    """The cache could not write (`disk_full` when there was no room): the cache's fault, never an upstream's."""
+
+    def __init__(self, message: str, *, disk_full: bool = False) -> None:
+        super().__init__(message)
+        self.disk_full = disk_full
+
+
+def storage_error(exc: OSError) -> StorageError:
+    disk_full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return StorageError(f"cannot write to the cache: {exc.strerror or exc}", disk_full=disk_full)
 
 
 class CacheIsReadOnly(Exception):
@@ -58,6 +74,8 @@ class CacheStore:
         self.root = root.absolute()
         self.tmp_dir = self.root / "tmp"
         self.writable = writable
+        # Which files are being sent and when each was last served: what sends files tells what evicts them.
+        self.file_use = FileUse()
         self._real_root: Path | None = None
         self._folders_inside: set[Path] = set()
 
@@ -118,6 +136,8 @@ class CacheStore:
                 os.fsync(handle.fileno())
             path.parent.mkdir(parents=True, exist_ok=True)
             os.replace(temp, path)
+        except OSError as exc:
+            raise storage_error(exc) from exc
         finally:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
@@ -128,8 +148,11 @@ class CacheStore:
     def commit_file(self, temp: Path, path: Path) -> None:
         """Move a finished, verified temporary file into place (blocking)."""
         self.require_writable()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(temp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temp, path)
+        except OSError as exc:
+            raise storage_error(exc) from exc
 
     def read_json(self, path: Path) -> Any | None:
         """The JSON in `path`, or None if it is missing or unreadable (a damaged entry is treated as absent)."""

@@ -10,9 +10,11 @@ hammered on every request while it is down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
@@ -30,19 +32,37 @@ PLAIN_REQUEST_HEADERS = frozenset(
 )
 
 NOT_FOUND_STATUSES = frozenset({404, 410})
+# Statuses a mirror's "your network is blocked" page comes with.
+BLOCK_STATUSES = frozenset({403, 451, 429})
+# What such pages say: TUNA's shows a red identifier (an 8-digit hex status and a 32-digit request id) with
+# "denied access" or "blocked your requests" in several languages; others say much the same.
+_BLOCK_ID = re.compile(rb"\b([0-9a-f]{8})\s+([0-9a-f]{32})\b")
+_BLOCK_WORDS = re.compile(rb"denied access|blocked your requests|enormous traffic|abnormal requests", re.IGNORECASE)
+BLOCK_PAGE_BYTES = 64 * 1024
+CHUNK_SIZE = 256 * 1024
 
 
 class UpstreamError(Exception):
     """One upstream could not give a usable answer; the next one should be tried.
 
-    `rest_upstream` is False when the fault is in one answer (a damaged file), not in the upstream itself: it is
-    counted, but the upstream keeps serving other requests.
+    `rest_upstream` is False when the fault is not the upstream's (it was busy, or its answer was not needed any
+    more): it is counted, but the upstream keeps serving other requests.
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None, rest_upstream: bool = True) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, rest_upstream: bool = True, blocked: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.rest_upstream = rest_upstream
+        self.blocked = blocked
+
+
+class UpstreamBusy(UpstreamError):
+    """Every connection this pkgcache may open to the upstream is in use; another upstream should be tried."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, rest_upstream=False)
 
 
 class UpstreamNotFound(Exception):
@@ -50,12 +70,13 @@ class UpstreamNotFound(Exception):
 
 
 class UpstreamsUnavailable(Exception):
-    """No upstream gave a usable answer. `errors` says what each one did."""
+    """No upstream gave a usable answer. `errors` says what each one did; `retry_after` (seconds), when every
+    upstream is resting, says when the first one comes back."""
 
-    def __init__(self, errors: Mapping[str, str]) -> None:
+    def __init__(self, errors: Mapping[str, str], retry_after: float | None = None) -> None:
         self.errors = dict(errors)
-        detail = "; ".join(f"{name}: {reason}" for name, reason in self.errors.items())
-        super().__init__(detail or "every upstream is cooling down after failures")
+        self.retry_after = retry_after
+        super().__init__("; ".join(f"{name}: {reason}" for name, reason in self.errors.items()))
 
 
 @dataclass
@@ -82,6 +103,8 @@ class Upstream:
     max_connections: int
     cooldown_until: float = 0.0
     last_error: str | None = None
+    # The last failure was the mirror's block page for this network (shown on the page at /, rested long).
+    blocked: bool = False
     stats: UpstreamStats = field(default_factory=UpstreamStats)
     _slots: asyncio.Semaphore | None = None
 
@@ -100,6 +123,7 @@ class Upstream:
             "name": self.name,
             "url": self.base_url,
             "healthy": not self.is_cooling_down(now),
+            "blocked": self.blocked and self.is_cooling_down(now),
             "cooldown_remaining": max(0.0, round(self.cooldown_until - now, 1)),
             "last_error": self.last_error,
             "requests": self.stats.requests,
@@ -117,6 +141,13 @@ class UpstreamPolicySettings:
     cooldown: float
     max_redirects: int
     proxy: str | None = None
+    # Bounds that keep one slow or silent upstream from stalling clients while another one could answer
+    # (config.UpstreamPolicy says what each means).
+    first_byte_timeout: float = 10.0
+    min_rate: int = 10240
+    rate_window: float = 10.0
+    slot_wait: float = 2.0
+    max_retry_after: float = 3600.0
 
 
 TargetFor = Callable[[Upstream], str | None]
@@ -167,31 +198,45 @@ class UpstreamPool:
         `target(upstream)` gives that upstream's URL, or None when it cannot have the thing. `handle` is called
         with the open response when its status is in `ok_statuses`; raising UpstreamError in it moves on to the
         next upstream. Raises UpstreamNotFound when no upstream had it and at least one answered 404/410, and
-        UpstreamsUnavailable when none gave a usable answer for any other reason.
+        UpstreamsUnavailable when none gave a usable answer for any other reason (or all are resting).
         """
         errors: dict[str, str] = {}
         asked_any = False
-        for upstream in self.candidates():
-            url = target(upstream)
-            if url is None:
-                continue
+        tries = [(upstream, url) for upstream in self.candidates() if (url := target(upstream)) is not None]
+        for position, (upstream, url) in enumerate(tries):
             asked_any = True
+            # A busy upstream is waited for only as long as another one could answer instead.
+            slot_wait = self.policy.slot_wait if position < len(tries) - 1 else None
             request_headers = dict(headers(upstream)) if headers else {}
             try:
-                return await self._fetch_from(upstream, url, handle, request_headers, method, ok_statuses)
+                return await self._fetch_from(upstream, url, handle, request_headers, method, ok_statuses, slot_wait)
             except UpstreamNotFound:
                 errors[upstream.name] = "not found"
             except UpstreamError as exc:
                 errors[upstream.name] = str(exc)
                 if exc.rest_upstream:
+                    upstream.blocked = exc.blocked
                     self.report_failure(upstream, str(exc), exc.retry_after)
-                else:
+                elif not isinstance(exc, UpstreamBusy):
                     self.record_bad_answer(upstream, str(exc))
         not_found_on = [name for name, reason in errors.items() if reason == "not found"]
         if asked_any and not_found_on:
             # An upstream that answered "not there" is believed over the ones that could not answer at all.
             raise UpstreamNotFound(f"not found on {', '.join(not_found_on)}")
+        if not asked_any:
+            raise self._all_resting(target)
         raise UpstreamsUnavailable(errors)
+
+    def _all_resting(self, target: TargetFor) -> UpstreamsUnavailable:
+        """Every upstream that could have the thing is resting after failures: say which, why and until when."""
+        now = time.monotonic()
+        resting = [upstream for upstream in self.upstreams if target(upstream) is not None]
+        errors = {
+            upstream.name: f"resting {max(0.0, upstream.cooldown_until - now):.0f} s more after: {upstream.last_error}"
+            for upstream in resting
+        }
+        back_in = min((max(0.0, upstream.cooldown_until - now) for upstream in resting), default=0.0)
+        return UpstreamsUnavailable(errors or {"-": "no upstream can have this"}, retry_after=max(1.0, back_in))
 
     async def _fetch_from(
         self,
@@ -201,36 +246,76 @@ class UpstreamPool:
         headers: dict[str, str],
         method: str,
         ok_statuses: frozenset[int],
+        slot_wait: float | None,
     ) -> T:
         unknown = {name for name in headers if name.lower() not in PLAIN_REQUEST_HEADERS}
         if unknown:
             # A programming error, not an upstream's: fail loudly rather than send them.
             raise ValueError(f"refusing to send non-plain headers upstream: {sorted(unknown)}")
-        upstream.stats.requests += 1
-        started = time.monotonic()
-        async with upstream.slots:
+        async with self._slot(upstream, slot_wait):
+            upstream.stats.requests += 1
+            started = time.monotonic()
             try:
-                async with self.session.request(
-                    method, url, headers=headers, allow_redirects=True, max_redirects=self.policy.max_redirects
-                ) as response:
+                response = await self._send(method, url, headers)
+                try:
                     upstream.stats.observe_latency(time.monotonic() - started)
-                    self._check_status(response, ok_statuses, url)
+                    await self._check_status(response, ok_statuses, url)
                     result = await handle(upstream, response)
+                finally:
+                    response.release()
             except (UpstreamError, UpstreamNotFound):
                 raise
             except aiohttp.TooManyRedirects:
                 raise UpstreamError(f"more than {self.policy.max_redirects} redirects from {url}") from None
+            except aiohttp.InvalidURL as exc:
+                raise UpstreamError(f"a redirect from {url} to an unusable URL: {exc}") from None
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise UpstreamError(f"{type(exc).__name__} from {url}: {exc}".rstrip(": ")) from None
         upstream.last_error = None
+        upstream.blocked = False
         return result
 
-    def _check_status(self, response: aiohttp.ClientResponse, ok_statuses: frozenset[int], url: str) -> None:
+    async def _send(self, method: str, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """The upstream's answer, its headers read; a silent upstream is given up on after first_byte_timeout."""
+        try:
+            async with asyncio.timeout(self.policy.first_byte_timeout):
+                return await self.session.request(
+                    method, url, headers=headers, allow_redirects=True, max_redirects=self.policy.max_redirects
+                )
+        except TimeoutError:
+            raise UpstreamError(f"no answer from {url} within {self.policy.first_byte_timeout:g} s") from None
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, upstream: Upstream, wait: float | None) -> AsyncIterator[None]:
+        """One of the upstream's connection slots; UpstreamBusy if none frees up within `wait` seconds."""
+        if wait is None:
+            await upstream.slots.acquire()
+        else:
+            try:
+                async with asyncio.timeout(wait):
+                    await upstream.slots.acquire()
+            except TimeoutError:
+                raise UpstreamBusy(f"all {upstream.max_connections} connections to {upstream.name} are busy") from None
+        try:
+            yield
+        finally:
+            upstream.slots.release()
+
+    async def _check_status(self, response: aiohttp.ClientResponse, ok_statuses: frozenset[int], url: str) -> None:
         status = response.status
         if status in ok_statuses:
             return
         if status in NOT_FOUND_STATUSES:
             raise UpstreamNotFound(url)
+        if status in BLOCK_STATUSES and response.content_type in ("text/html", "text/plain"):
+            block = await _block_page(response)
+            if block is not None:
+                # The mirror blocked this network: asking again soon only prolongs it. Rest it long.
+                raise UpstreamError(
+                    f"HTTP {status} from {url}: the mirror blocks this network ({block})",
+                    retry_after=self.policy.max_retry_after,
+                    blocked=True,
+                )
         retry_after = parse_retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None
         raise UpstreamError(f"HTTP {status} from {url}", retry_after=retry_after)
 
@@ -244,7 +329,9 @@ class UpstreamPool:
         """Count a failure of `upstream` and skip it for the cool-down (or as long as it asked us to wait)."""
         upstream.stats.failures += 1
         upstream.last_error = reason
-        pause = max(self.policy.cooldown, retry_after or 0.0)
+        # A mirror may ask for a long rest, but not for years (one sent Retry-After: 999999999).
+        longest = max(self.policy.max_retry_after, self.policy.cooldown)
+        pause = min(max(self.policy.cooldown, retry_after or 0.0), longest)
         upstream.cooldown_until = time.monotonic() + pause
         log.warning("upstream %s failed (%s); skipping it for %.0f s", upstream.name, reason, pause)
 
@@ -283,15 +370,64 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-async def read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """A whole body read into memory, refusing one larger than `limit`: an upstream must not exhaust our memory."""
+async def read_limited(
+    response: aiohttp.ClientResponse, limit: int, policy: UpstreamPolicySettings | None = None
+) -> bytes:
+    """A whole body read into memory, refusing one larger than `limit` (an upstream must not exhaust our memory)
+    and, given the policy, one that arrives slower than its minimum rate."""
     if response.content_length is not None and response.content_length > limit:
         raise UpstreamError(f"a {response.content_length}-byte answer is larger than the {limit} allowed")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.content.iter_chunked(256 * 1024):
+    async for chunk in watched_chunks(response, policy):
         size += len(chunk)
         if size > limit:
             raise UpstreamError(f"an answer larger than the {limit} bytes allowed")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def watched_chunks(
+    response: aiohttp.ClientResponse, policy: UpstreamPolicySettings | None, *, enforce_rate: bool = True
+) -> AsyncIterator[bytes]:
+    """A response body as it arrives. Given a policy (and `enforce_rate`), raises UpstreamError when fewer than
+    `min_rate` bytes per second arrived over the last `rate_window` seconds: a drip or a silence mid-body ends
+    here, and the caller can go on with another upstream. Without it, only the session's read timeout applies."""
+    if policy is None or not enforce_rate or policy.min_rate <= 0:
+        async for chunk in response.content.iter_chunked(CHUNK_SIZE):
+            yield chunk
+        return
+    loop = asyncio.get_running_loop()
+    window_start, window_bytes = loop.time(), 0
+    needed = policy.min_rate * policy.rate_window
+    while True:
+        remaining = window_start + policy.rate_window - loop.time()
+        try:
+            async with asyncio.timeout(max(0.0, remaining)):
+                chunk = await response.content.read(CHUNK_SIZE)
+        except TimeoutError:
+            chunk = None
+        if chunk == b"":
+            return
+        if chunk:
+            window_bytes += len(chunk)
+            yield chunk
+        if loop.time() - window_start >= policy.rate_window:
+            if window_bytes < needed:
+                rate = window_bytes / policy.rate_window
+                raise UpstreamError(
+                    f"sending {rate:.0f} B/s, under the {policy.min_rate} B/s minimum over {policy.rate_window:g} s"
+                )
+            window_start, window_bytes = loop.time(), 0
+
+
+async def _block_page(response: aiohttp.ClientResponse) -> str | None:
+    """What a mirror's block page says about the block (its identifier, for the operator to quote), or None."""
+    try:
+        body = await response.content.read(BLOCK_PAGE_BYTES)
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+    if not _BLOCK_WORDS.search(body):
+        return None
+    found = _BLOCK_ID.search(body)
+    return f"identifier {found.group(1).decode()} {found.group(2).decode()}" if found else "no identifier given"

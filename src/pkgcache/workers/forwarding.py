@@ -6,6 +6,7 @@ The primary logs and counts these requests; the replica does neither, so each re
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 
@@ -14,11 +15,12 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from pkgcache.http.responses import plain_error, stream_body
+from pkgcache.http.responses import plain_error, start_response, stream_body
 
 log = logging.getLogger(__name__)
 
-# Headers that describe one connection, not the message: never passed on (RFC 9110, 7.6.1), nor Host.
+# Headers that describe one connection, not the message: never passed on (RFC 9110, 7.6.1). Host is passed on:
+# what the primary renders from it (the page's copy-paste settings, redirects) must name the address the client used.
 _HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -30,10 +32,12 @@ _HOP_BY_HOP = frozenset(
         "trailer",
         "transfer-encoding",
         "upgrade",
-        "host",
         "content-length",
     }
 )
+# A hand-over that failed before the primary could have taken it (its socket's queue full, a pooled connection it
+# had closed) is tried again after these pauses, rather than answered 503 because of pkgcache's own plumbing.
+RETRY_PAUSES = (0.02, 0.1, 0.3, 1.0)
 # Passed on as they are: a download may be silent while the upstream is slow, so only connecting is bounded here.
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 600.0
@@ -67,28 +71,47 @@ class Forwarder:
         body = await request.read() if request.body_exists else None
         if body is not None and len(body) > MAX_FORWARDED_BODY:
             return plain_error(413, "request body too large")
-        try:
-            answer = await self._session.request(
-                request.method,
-                URL(_ORIGIN + request.raw_path, encoded=True),
-                headers=_passed_on(request.headers),
-                data=body,
-                allow_redirects=False,
-            )
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            log.warning("the primary worker did not answer %s %s: %s", request.method, request.path, exc)
+        answer = await self._send(request, body)
+        if answer is None:
             return plain_error(
                 503, "pkgcache's primary worker is not answering; try again shortly", **{"Retry-After": "2"}
             )
         async with answer:
             return await _relay(request, answer)
 
+    async def _send(self, request: web.Request, body: bytes | None) -> aiohttp.ClientResponse | None:
+        """The primary's answer, tried again while the failure says the primary never took the request."""
+        assert self._session is not None
+        for pause in (*RETRY_PAUSES, None):
+            try:
+                return await self._session.request(
+                    request.method,
+                    URL(_ORIGIN + request.raw_path, encoded=True),
+                    headers=_passed_on(request.headers),
+                    data=body,
+                    allow_redirects=False,
+                )
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                if pause is None or not _not_taken(exc, request.method):
+                    log.warning("the primary worker did not answer %s %s: %s", request.method, request.path, exc)
+                    return None
+                await asyncio.sleep(pause)
+        return None
+
+
+def _not_taken(exc: BaseException, method: str) -> bool:
+    """Whether a failed hand-over can be sent again: never connected, or (for a read) a connection that had closed."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return True
+    idempotent = method in ("GET", "HEAD")
+    return idempotent and isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError))
+
 
 async def _relay(request: web.Request, answer: aiohttp.ClientResponse) -> web.StreamResponse:
     response = web.StreamResponse(status=answer.status, reason=answer.reason, headers=_passed_on(answer.headers))
     if answer.content_length is not None:
         response.content_length = answer.content_length
-    await response.prepare(request)
+    await start_response(request, response)
     if request.method == "HEAD" or answer.status in (204, 304):
         await response.write_eof()
         return response

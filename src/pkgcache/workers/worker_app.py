@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -28,47 +29,48 @@ PRIMARY_SILENT_SECONDS = 5.0
 
 WORKER_KEY = web.AppKey("worker", WorkerContext)
 _STATS_KEY = web.AppKey("worker_stats", RequestStats)
-_TASKS_KEY = web.AppKey("worker_tasks", list)
 
 
 def install_worker(app: web.Application, worker: WorkerContext, stats: RequestStats) -> None:
     """Every worker: carry on from its slot's counters, and publish them about once a second."""
     app[WORKER_KEY] = worker
     app[_STATS_KEY] = stats
-    app[_TASKS_KEY] = []
     slot = worker.counters.slot(worker.index)
     slot.restore_into(stats)
 
-    async def start(app: web.Application) -> None:
+    async def publishing(app: web.Application) -> AsyncIterator[None]:
         slot.publish(stats)
-        app[_TASKS_KEY].append(asyncio.get_running_loop().create_task(_every(PUBLISH_SECONDS, slot.publish, stats)))
-
-    async def stop(app: web.Application) -> None:
-        for task in app[_TASKS_KEY]:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        async with _running(_every(PUBLISH_SECONDS, slot.publish, stats)):
+            yield
         slot.publish(stats)
 
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
+    app.cleanup_ctx.append(publishing)
 
 
 def install_replica_upkeep(app: web.Application, store: CacheStore, forwarder: Forwarder) -> None:
     """A replica: its connection pool to the primary, and served times written back for eviction."""
 
-    async def start(app: web.Application) -> None:
+    async def upkeep(app: web.Application) -> AsyncIterator[None]:
         await forwarder.start()
-        app[_TASKS_KEY].append(
-            asyncio.get_running_loop().create_task(_every(SERVED_TIMES_SECONDS, write_back_served_times, store.root))
-        )
-
-    async def stop(app: web.Application) -> None:
+        served_times = _every(SERVED_TIMES_SECONDS, write_back_served_times, store.root, store.file_use)
+        async with _running(served_times):
+            yield
         await forwarder.close()
-        await write_back_served_times(store.root)
+        await write_back_served_times(store.root, store.file_use)
 
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
+    app.cleanup_ctx.append(upkeep)
+
+
+@contextlib.asynccontextmanager
+async def _running(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """`work` as a task for the duration of the block, cancelled at its end."""
+    task = asyncio.get_running_loop().create_task(work)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _every(seconds: float, action: Any, *args: Any) -> None:

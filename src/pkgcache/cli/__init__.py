@@ -1,0 +1,46 @@
+"""The `pkgcache` command: one click group, its commands in rooms by job.
+
+- `service_commands`: serve, start, stop, restart
+- `status_commands`: status, logs
+- `setup_commands`: init, client-config
+- `check`: check (probing the upstreams)
+- `admin_commands`: gc, purge, refresh
+- `options` (the shared options, and settings from them) and `locate` (which instance a command means)
+
+The console script and `python -m pkgcache` both run `pkgcache.cli:main`.
+"""
+
+from __future__ import annotations
+
+import click
+
+from pkgcache import __version__
+from pkgcache.cli.admin_commands import gc_command, purge_command, refresh_command
+from pkgcache.cli.check import check_command
+from pkgcache.cli.service_commands import restart, serve, start, stop
+from pkgcache.cli.setup_commands import client_config, init
+from pkgcache.cli.status_commands import logs, status
+
+
+@click.group()
+@click.version_option(__version__, prog_name="pkgcache")
+def main() -> None:
+    """pkgcache: a caching proxy for PyPI and conda on your network."""
+
+
+COMMANDS = (
+    serve,
+    start,
+    stop,
+    restart,
+    status,
+    logs,
+    init,
+    client_config,
+    check_command,
+    gc_command,
+    purge_command,
+    refresh_command,
+)
+for command in COMMANDS:
+    main.add_command(command)

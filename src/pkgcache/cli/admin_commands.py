@@ -1,0 +1,197 @@
+"""`pkgcache gc`, `pkgcache purge` and `pkgcache refresh`: the operator's tools on the command line.
+
+When an instance runs on the data directory (found as the other commands find it: the same `--config` /
+`--data-dir`, or the one running instance this account started), they go through its admin HTTP API, so that its
+memory and its size count stay right: that needs `access.admin_token`, taken from the settings the instance was
+started with (or the config file, for one started otherwise). When nothing runs, `gc` and `purge` work directly on
+the data directory; `refresh` needs a running instance.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import click
+
+from pkgcache.cli.locate import Located, locate_instance
+from pkgcache.cli.options import locate_options
+from pkgcache.config import Settings
+from pkgcache.formatting import format_bytes
+from pkgcache.pypi.names import BadName, check_filename, normalize_project
+from pkgcache.pypi.pages import project_entries
+from pkgcache.service.admin import parse_size, pypi_file_entries
+from pkgcache.storage.eviction import Freed, collect_offline, remove_entries
+from pkgcache.storage.store import CacheStore, UnsafePath
+
+ADMIN_TIMEOUT = 600.0  # a gc of a large cache walks it whole
+
+
+class AdminError(click.ClickException):
+    """A failure the operator can act on."""
+
+
+# --- finding and asking the running instance ---
+
+
+def running_instance_url(located: Located) -> str | None:
+    """The local URL of the instance serving this data directory, or None when none runs."""
+    if not (located.state.running or located.state.foreign):
+        return None
+    return located.url
+
+
+def call_admin_api(settings: Settings, url: str, path: str) -> dict[str, Any]:
+    """POST to the admin API of the instance at `url`; its JSON answer, or AdminError saying what went wrong."""
+    token = settings.access.admin_token
+    if token is None:
+        raise AdminError(
+            f"pkgcache is running at {url} with its admin API off: set access.admin_token in the config file "
+            "and restart it with that file (pkgcache restart --config FILE), or stop it, to work on the data "
+            "directory directly"
+        )
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=ADMIN_TIMEOUT)
+    try:
+        connection.request("POST", path, headers={"Authorization": f"Bearer {token}", "Content-Length": "0"})
+        response = connection.getresponse()
+        body = response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise AdminError(f"pkgcache at {url} did not answer: {exc}") from None
+    finally:
+        connection.close()
+    if response.status == 200:
+        return json.loads(body)
+    message = body.decode("utf-8", "replace").strip()
+    if response.status == 404 and not message.startswith("project"):
+        message = "the admin API is off on the running instance (it was started without access.admin_token)"
+    elif response.status in (401, 403):
+        message = f"the running instance refused the admin token from the config file ({message})"
+    raise AdminError(f"HTTP {response.status} from {url}{path}: {message}")
+
+
+def _freed_line(files: int, size: int, cache_bytes: int | None = None) -> str:
+    line = f"freed {files} file{'s' if files != 1 else ''}, {format_bytes(size)}"
+    if cache_bytes is not None:
+        line += f"; the cache now holds {format_bytes(cache_bytes)}"
+    return line
+
+
+# --- the commands ---
+
+
+@click.command("gc")
+@locate_options
+@click.option("--to", "target", metavar="SIZE", help="Evict down to this size (e.g. 50GB) instead of the limit.")
+def gc_command(config_file: Path | None, data_dir: Path | None, target: str | None) -> None:
+    """Evict least recently used package files now, down to 90 % of cache.max_size (or to --to)."""
+    located = locate_instance("gc", config_file, data_dir)
+    settings = located.settings
+    try:
+        target_bytes = None if target is None else parse_size(target)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--to") from None
+    if target_bytes is None and settings.cache.max_size is None:
+        click.echo("no cache.max_size is configured and no --to given: nothing to evict; measuring only", err=True)
+    url = running_instance_url(located)
+    if url is not None:
+        path = "/-/admin/gc" + ("" if target_bytes is None else f"?target={target_bytes}")
+        answer = call_admin_api(settings, url, path)
+        click.echo(_freed_line(answer["freed_files"], answer["freed_bytes"], answer["cache_bytes"]))
+        return
+    store = CacheStore(settings.server.data_dir)
+    freed, remaining = collect_offline(store, settings.cache.max_size, target_bytes)
+    click.echo(_freed_line(freed.files, freed.bytes, remaining) + " (pkgcache is not running: done on disk)")
+
+
+@click.command("purge")
+@locate_options
+@click.argument("project", required=False)
+@click.option("--file", "filename", metavar="NAME", help="Only this file of the project (and its .metadata).")
+@click.option(
+    "--conda-file",
+    metavar="CHANNEL/SUBDIR/FILE",
+    help="A conda package instead, e.g. cloud/conda-forge/linux-64/numpy-2.0.0-py312h1_0.conda.",
+)
+def purge_command(
+    config_file: Path | None, data_dir: Path | None, project: str | None, filename: str | None, conda_file: str | None
+) -> None:
+    """Drop a PyPI project's cached page and files (or one file, or one conda package) so they are fetched anew."""
+    if (project is None) == (conda_file is None):
+        raise click.UsageError("give a PROJECT, or --conda-file, but not both")
+    if filename is not None and project is None:
+        raise click.UsageError("--file needs the PROJECT it belongs to")
+    located = locate_instance("purge", config_file, data_dir)
+    if conda_file is not None:
+        _purge_conda(located, conda_file)
+    else:
+        _purge_pypi(located, project or "", filename)
+
+
+def _purge_pypi(located: Located, project: str, filename: str | None) -> None:
+    try:
+        name = normalize_project(project)
+        if filename is not None:
+            check_filename(filename)
+    except BadName as exc:
+        raise click.BadParameter(str(exc)) from None
+    what = f"{filename} of {name}" if filename else f"project {name}"
+    settings = located.settings
+    url = running_instance_url(located)
+    if url is not None:
+        path = f"/-/admin/pypi/purge/{quote(name)}" + (f"/{quote(filename)}" if filename else "")
+        answer = call_admin_api(settings, url, path)
+        click.echo(f"purged {what}: " + _freed_line(answer["freed_files"], answer["freed_bytes"]))
+        return
+    store = CacheStore(settings.server.data_dir)
+    paths = project_entries(store, name) if filename is None else pypi_file_entries(store, name, filename)
+    freed = remove_entries(paths)
+    click.echo(f"purged {what}: " + _freed_line(freed.files, freed.bytes) + " (pkgcache is not running: done on disk)")
+
+
+def _purge_conda(located: Located, conda_file: str) -> None:
+    parts = conda_file.strip("/").split("/")
+    if len(parts) != 4:
+        raise click.BadParameter("give CHANNEL/SUBDIR/FILE, e.g. pkgs/main/linux-64/zlib-1.3-h0_0.conda")
+    settings = located.settings
+    url = running_instance_url(located)
+    if url is not None:
+        answer = call_admin_api(settings, url, "/-/admin/conda/purge/" + "/".join(quote(part) for part in parts))
+        click.echo(f"purged {conda_file}: " + _freed_line(answer["freed_files"], answer["freed_bytes"]))
+        return
+    if not parts[-1].endswith((".conda", ".tar.bz2")):
+        raise click.BadParameter(f"{parts[-1]!r} is not a conda package (.conda or .tar.bz2)")
+    store = CacheStore(settings.server.data_dir)
+    try:
+        path = store.path_for("conda", *parts)
+    except UnsafePath as exc:
+        raise click.BadParameter(str(exc)) from None
+    freed: Freed = remove_entries([path])
+    click.echo(f"purged {conda_file}: " + _freed_line(freed.files, freed.bytes) + " (pkgcache is not running)")
+
+
+@click.command("refresh")
+@locate_options
+@click.argument("project")
+def refresh_command(config_file: Path | None, data_dir: Path | None, project: str) -> None:
+    """Fetch a PyPI project's page from the upstreams now, instead of when its time-to-live runs out."""
+    located = locate_instance("refresh", config_file, data_dir)
+    settings = located.settings
+    try:
+        name = normalize_project(project)
+    except BadName as exc:
+        raise click.BadParameter(str(exc)) from None
+    url = running_instance_url(located)
+    if url is None:
+        click.echo(
+            f"pkgcache is not running on {settings.server.data_dir}; start it, or drop the cached page with "
+            f"`pkgcache purge {name}`",
+            err=True,
+        )
+        sys.exit(1)
+    answer = call_admin_api(settings, url, f"/-/admin/pypi/refresh/{quote(name)}")
+    click.echo(f"refreshed {answer['project']} from {answer['upstream']}: {answer['files']} files listed")

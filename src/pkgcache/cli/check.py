@@ -1,0 +1,253 @@
+"""`pkgcache check`: ask every configured upstream for something small and real, time it, and judge the answer.
+
+PyPI mirrors are asked for a project page (`<index>pip/`) that must parse as one; conda mirrors for
+`pkgs/main/noarch/repodata.json`, which must be repodata JSON, and (by HEAD) for the first community channel's
+repodata. Every probe runs at once, each bounded by a timeout, with pkgcache's own User-Agent and client settings, so a
+mirror that refuses pkgcache shows up here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import aiohttp
+import click
+
+from pkgcache.cli.options import config_option, settings_from_options
+from pkgcache.config import Settings
+from pkgcache.formatting import format_bytes
+from pkgcache.presets import CONDA_PRESETS, PYPI_PRESETS
+from pkgcache.pypi.parse import InvalidPage, parse_project_page
+from pkgcache.pypi.upstream_index import UPSTREAM_ACCEPT
+from pkgcache.upstream.pool import UpstreamError, UpstreamPolicySettings, make_client_session, read_limited
+
+DEFAULT_PROJECT = "pip"
+DEFAULT_TIMEOUT = 15.0
+MAX_BODY_BYTES = 256 * 1024 * 1024
+
+ProbeKind = Literal["pypi-page", "repodata", "exists"]
+
+
+@click.command("check")
+@config_option
+@click.option("--pypi-upstream", "pypi_upstreams", multiple=True, metavar="URL_OR_PRESET", help="Probe this instead.")
+@click.option("--conda-upstream", "conda_upstreams", multiple=True, metavar="URL_OR_PRESET", help="Probe this instead.")
+@click.option("--presets", is_flag=True, help="Probe every known preset mirror instead of the configured ones.")
+@click.option("--project", default=DEFAULT_PROJECT, show_default=True, help="PyPI project whose page is fetched.")
+@click.option(
+    "--timeout", type=float, default=DEFAULT_TIMEOUT, show_default=True, help="Seconds allowed for each probe."
+)
+def check_command(
+    config_file: Path | None,
+    pypi_upstreams: tuple[str, ...],
+    conda_upstreams: tuple[str, ...],
+    presets: bool,
+    project: str,
+    timeout: float,
+) -> None:
+    """Probe every configured upstream: latency and whether it answers correctly, fastest first."""
+    if presets:
+        pypi_upstreams, conda_upstreams = tuple(PYPI_PRESETS), tuple(CONDA_PRESETS)
+    settings = settings_from_options(config_file, pypi_upstreams=pypi_upstreams, conda_upstreams=conda_upstreams)
+    probes = plan_probes(settings, project)
+    click.echo(f"probing {len(probes)} upstream URLs (at most {timeout:g} s each)...", err=True)
+    results = sort_results(run_checks(settings, probes, timeout))
+    click.echo(format_table(results))
+    for side in ("pypi", "conda"):
+        order = suggested_order(results, side)
+        if order:
+            click.echo(f"\nfastest working {side} upstreams first: {', '.join(order)}")
+    failed = sum(1 for result in results if not result.ok)
+    if failed:
+        click.echo(f"\n{failed} of {len(results)} probes failed", err=True)
+        sys.exit(1)
+
+
+# --- probing ---
+
+
+class ProbeFailed(Exception):
+    """The upstream answered, but not with what was asked for."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    side: str  # "pypi" or "conda"
+    upstream: str
+    what: str
+    url: str
+    kind: ProbeKind
+
+    @property
+    def method(self) -> str:
+        return "HEAD" if self.kind == "exists" else "GET"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    probe: Probe
+    ok: bool
+    latency_ms: float | None  # time to the response headers; None when there was no answer
+    detail: str
+
+
+def plan_probes(settings: Settings, project: str = DEFAULT_PROJECT) -> list[Probe]:
+    """One probe per PyPI upstream, two per conda upstream (its pkgs/ root and its cloud/ root)."""
+    probes: list[Probe] = []
+    if settings.pypi.enabled:
+        for upstream in settings.pypi.upstreams:
+            url = f"{upstream.url}{project}/"
+            probes.append(Probe("pypi", upstream.name, f"{project} page", url, "pypi-page"))
+    if settings.conda.enabled:
+        cloud_channel = _first_cloud_channel(settings.conda.channels)
+        for upstream in settings.conda.upstreams:
+            url = f"{upstream.pkgs_url}main/noarch/repodata.json"
+            probes.append(Probe("conda", upstream.name, "pkgs/main repodata", url, "repodata"))
+            if cloud_channel:
+                url = f"{upstream.cloud_url}{cloud_channel}/noarch/repodata.json"
+                probes.append(Probe("conda", upstream.name, f"{cloud_channel} (HEAD)", url, "exists"))
+    return probes
+
+
+def run_checks(settings: Settings, probes: list[Probe], timeout: float = DEFAULT_TIMEOUT) -> list[ProbeResult]:
+    return asyncio.run(run_probes(settings, probes, timeout))
+
+
+async def run_probes(settings: Settings, probes: list[Probe], timeout: float) -> list[ProbeResult]:
+    policy = settings.upstream
+    client = UpstreamPolicySettings(
+        user_agent=policy.user_agent,
+        connect_timeout=min(policy.connect_timeout, timeout),
+        read_timeout=min(policy.read_timeout, timeout),
+        cooldown=policy.cooldown,
+        max_redirects=policy.max_redirects,
+    )
+    async with make_client_session(client) as session:
+        checks = [probe_one(session, probe, timeout, client.max_redirects) for probe in probes]
+        return list(await asyncio.gather(*checks))
+
+
+async def probe_one(session: aiohttp.ClientSession, probe: Probe, timeout: float, max_redirects: int) -> ProbeResult:
+    started = time.monotonic()
+    latency: float | None = None
+    headers = {"Accept": UPSTREAM_ACCEPT} if probe.kind == "pypi-page" else {}
+    try:
+        async with (
+            asyncio.timeout(timeout),
+            session.request(
+                probe.method, probe.url, headers=headers, allow_redirects=True, max_redirects=max_redirects
+            ) as response,
+        ):
+            latency = (time.monotonic() - started) * 1000
+            if response.status != 200:
+                raise ProbeFailed(f"HTTP {response.status}")
+            detail = await _judge(probe, response)
+    except ProbeFailed as exc:
+        return ProbeResult(probe, False, latency, str(exc))
+    except TimeoutError:
+        return ProbeResult(probe, False, latency, f"no complete answer within {timeout:g} s")
+    except aiohttp.TooManyRedirects:
+        return ProbeResult(probe, False, latency, f"more than {max_redirects} redirects")
+    except aiohttp.ClientError as exc:
+        return ProbeResult(probe, False, latency, _describe_client_error(exc))
+    return ProbeResult(probe, True, latency, detail)
+
+
+async def _judge(probe: Probe, response: aiohttp.ClientResponse) -> str:
+    if probe.kind == "exists":
+        length = response.headers.get("Content-Length")
+        return "OK" if not length else f"OK, {format_bytes(int(length))}"
+    try:
+        body = await read_limited(response, MAX_BODY_BYTES)
+    except UpstreamError as exc:
+        raise ProbeFailed(str(exc)) from None
+    if probe.kind == "pypi-page":
+        return _judge_project_page(body, str(response.url), probe)
+    return _judge_repodata(body)
+
+
+def _judge_project_page(body: bytes, url: str, probe: Probe) -> str:
+    project = probe.url.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        page = parse_project_page(body, url, project)
+    except InvalidPage as exc:
+        raise ProbeFailed(f"not a project page: {exc}") from None
+    if not page.files:
+        raise ProbeFailed("the project page lists no files")
+    return f"OK, {len(page.files)} files"
+
+
+def _judge_repodata(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise ProbeFailed("not JSON") from None
+    if not isinstance(data, dict) or not ({"packages", "packages.conda"} & data.keys()):
+        raise ProbeFailed("JSON, but not repodata")
+    count = sum(len(data.get(key) or {}) for key in ("packages", "packages.conda"))
+    return f"OK, {count} packages, {format_bytes(len(body))}"
+
+
+def _describe_client_error(exc: aiohttp.ClientError) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _first_cloud_channel(channels: list[str]) -> str | None:
+    return next((channel.split("/", 1)[1] for channel in channels if channel.startswith("cloud/")), None)
+
+
+# --- presenting ---
+
+
+SIDE_ORDER = {"pypi": 0, "conda": 1}
+
+
+def sort_results(results: list[ProbeResult]) -> list[ProbeResult]:
+    """PyPI then conda; within each, working upstreams fastest first, then the failing ones."""
+
+    def key(result: ProbeResult) -> tuple[int, bool, float]:
+        latency = result.latency_ms if result.latency_ms is not None else float("inf")
+        return SIDE_ORDER.get(result.probe.side, 2), not result.ok, latency
+
+    return sorted(results, key=key)
+
+
+def format_table(results: list[ProbeResult]) -> str:
+    header = ("SIDE", "UPSTREAM", "CHECK", "LATENCY", "RESULT", "URL")
+    rows = [header] + [
+        (
+            r.probe.side,
+            r.probe.upstream,
+            r.probe.what,
+            "-" if r.latency_ms is None else f"{r.latency_ms:.0f} ms",
+            r.detail if r.ok else f"ERROR: {r.detail}",
+            r.probe.url,
+        )
+        for r in results
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header) - 1)]
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+        lines.append("  ".join([*cells, row[-1]]))
+    return "\n".join(lines)
+
+
+def suggested_order(results: list[ProbeResult], side: str) -> list[str]:
+    """Upstream names of one side, fastest first, leaving out any with a failed probe."""
+    failing = {r.probe.upstream for r in results if r.probe.side == side and not r.ok}
+    order: list[str] = []
+    for result in sort_results(results):
+        name = result.probe.upstream
+        if result.probe.side == side and name not in failing and name not in order:
+            order.append(name)
+    return order

@@ -1,0 +1,124 @@
+"""Which instance a command means, and how to talk to it.
+
+Given `--config` or `--data-dir` (or `PKGCACHE_SERVER__DATA_DIR`), a command means the instance of that data
+directory, as always. Given neither, it means the instance running on the default data directory if there is one,
+else the one running instance among those this account started (`daemon.registry`); when several run, the user
+must name one. An instance launched by `start` is talked to with the settings it was launched with (its admin
+token, its users), read from its launch record; any other with the settings the options resolve to.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from pkgcache.cli.options import flag_overrides, resolve_settings
+from pkgcache.config import ConfigError, Settings
+from pkgcache.daemon.files import InstancePaths
+from pkgcache.daemon.launch_record import read_launch_record
+from pkgcache.daemon.lock import InstanceState, inspect_instance
+from pkgcache.daemon.registry import registry_path, remembered
+from pkgcache.daemon.status_client import local_url
+
+DATA_DIR_VARIABLE = "PKGCACHE_SERVER__DATA_DIR"
+
+
+@dataclass(frozen=True)
+class Located:
+    """The instance a command means: what its pid file says, and the settings to talk to it with."""
+
+    command: str  # the command asking, for examples of how to name an instance
+    state: InstanceState
+    settings: Settings
+    named: bool  # the user said which (by option or environment), rather than leaving it to us
+
+    @property
+    def paths(self) -> InstancePaths:
+        return self.state.paths
+
+    @property
+    def url(self) -> str:
+        """Where this machine reaches it: the address it runs at, else the configured one."""
+        server = self.settings.server
+        return local_url(self.state.host or server.host, self.state.port or server.port)
+
+    def others_remembered(self) -> list[Path]:
+        """The data directories of the other instances this account started."""
+        return [entry.data_dir for entry in remembered() if entry.data_dir != self.paths.data_dir]
+
+    def where_to_look(self) -> list[str]:
+        """For a "not running" answer given no directory: where the user's instances are, or how to name one."""
+        if self.named:
+            return []
+        others = self.others_remembered()
+        if others:
+            lines = ["pkgcache instances this account started (none of them running now):"]
+            lines += [f"  pkgcache {self.command} --data-dir {data_dir}" for data_dir in others]
+            return lines
+        return [
+            "if it was started with --data-dir or --config, give the same option here "
+            f"(instances started with `pkgcache start` are remembered in {registry_path()})"
+        ]
+
+
+class SeveralInstances(click.ClickException):
+    """Given no directory, and more than one instance of this account runs: the user must name one."""
+
+    def __init__(self, command: str, states: list[InstanceState]) -> None:
+        lines = [f"{len(states)} pkgcache instances started from this account are running; name one:"]
+        for state in states:
+            at = f", {local_url(state.host, state.port)}/" if state.host is not None and state.port else ""
+            lines.append(f"  pkgcache {command} --data-dir {state.paths.data_dir}   (pid {state.pid}{at})")
+        super().__init__("\n".join(lines))
+        self.states = states
+
+
+def locate_instance(command: str, config_file: Path | None, data_dir: Path | None) -> Located:
+    """The instance `pkgcache COMMAND` means (see the module's docstring); SeveralInstances when that is unclear."""
+    settings = resolve_settings(config_file, flag_overrides({"data_dir": data_dir}))
+    state = inspect_instance(InstancePaths(settings.server.data_dir))
+    named = config_file is not None or data_dir is not None or _data_dir_in_environment()
+    if named or state.running or state.foreign:
+        return Located(command, state, _as_launched(state, settings), named)
+    running = _running_elsewhere(settings.server.data_dir)
+    if len(running) > 1:
+        raise SeveralInstances(command, running)
+    if running:
+        found = running[0]
+        fallback = resolve_settings(None, {"server": {"data_dir": str(found.paths.data_dir)}})
+        return Located(command, found, _as_launched(found, fallback), named=False)
+    return Located(command, state, settings, named=False)
+
+
+def read_auth_headers(settings: Settings) -> dict[str, str]:
+    """Basic auth with the first configured reader, for when reads (status included) require it."""
+    users = settings.access.users
+    if not users:
+        return {}
+    user, password = next(iter(users.items()))
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def _as_launched(state: InstanceState, settings: Settings) -> Settings:
+    """The settings a running instance was launched with, when `start` recorded them; else `settings`."""
+    if not state.running or state.settings_file is None:
+        return settings
+    try:
+        return read_launch_record(state.settings_file).settings
+    except ConfigError:
+        return settings  # unreadable (another user's) or from another version: the options are the best guess
+
+
+def _running_elsewhere(default_dir: Path) -> list[InstanceState]:
+    states = (inspect_instance(InstancePaths(entry.data_dir)) for entry in remembered())
+    return [state for state in states if state.running and state.paths.data_dir != default_dir]
+
+
+def _data_dir_in_environment() -> bool:
+    # pydantic-settings reads environment names without regard to case.
+    return any(name.upper() == DATA_DIR_VARIABLE for name in os.environ)

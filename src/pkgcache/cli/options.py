@@ -1,0 +1,117 @@
+"""The options the commands share, and turning them into settings (always through `pkgcache.config`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from pkgcache.config import ConfigError, Settings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_option(function: F) -> F:
+    return click.option(
+        "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="TOML configuration file."
+    )(function)
+
+
+def data_dir_option(function: F) -> F:
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Where the cache lives (default ~/.cache/pkgcache).",
+    )(function)
+
+
+def locate_options(function: F) -> F:
+    """How the commands after `start` find an instance: the same config or data directory (or, given neither, the
+    one running instance this account started)."""
+    return config_option(data_dir_option(function))
+
+
+def serve_options(function: F) -> F:
+    """Options shared by every command that starts the service."""
+    options = [
+        config_option,
+        click.option("--host", help="Address to listen on (default 0.0.0.0)."),
+        click.option("--port", type=int, help="Port to listen on (default 3150)."),
+        data_dir_option,
+        click.option(
+            "--pypi-upstream",
+            "pypi_upstreams",
+            multiple=True,
+            metavar="URL_OR_PRESET",
+            help="A PyPI upstream, by preset name (tuna, ustc, aliyun...) or simple-index URL; "
+            "repeat in priority order.",
+        ),
+        click.option(
+            "--conda-upstream",
+            "conda_upstreams",
+            multiple=True,
+            metavar="URL_OR_PRESET",
+            help="A conda upstream, by preset name (tuna, bfsu, anaconda...) or base URL holding pkgs/ and cloud/; "
+            "repeat in priority order.",
+        ),
+        click.option(
+            "--log-level",
+            type=click.Choice(["debug", "info", "warning", "error"]),
+            help="How much to log (default info).",
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(0, 64),
+            help="Serving processes sharing the port (default 0: one per CPU core, at most 4; 1: one process).",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def flag_overrides(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings flags given (not config_file), shaped as `load_settings` overrides, in JSON values; flags not
+    given are left out, so they never hide the configuration file or the environment."""
+    data_dir = options.get("data_dir")
+    sections: dict[str, dict[str, Any]] = {
+        "server": {
+            "host": options.get("host"),
+            "port": options.get("port"),
+            # Absolute, so a recorded flag means the same directory whatever the working directory of a restart.
+            "data_dir": None if data_dir is None else str(Path(data_dir).expanduser().absolute()),
+            "log_level": options.get("log_level"),
+            "workers": options.get("workers"),
+        },
+        "pypi": {"upstreams": list(options.get("pypi_upstreams") or ()) or None},
+        "conda": {"upstreams": list(options.get("conda_upstreams") or ()) or None},
+    }
+    given = {name: {k: v for k, v in values.items() if v is not None} for name, values in sections.items()}
+    return {name: values for name, values in given.items() if values}
+
+
+def merge_flags(recorded: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Flags given now win, key by key; the recorded ones fill in the rest."""
+    merged = {name: dict(values) for name, values in recorded.items() if isinstance(values, Mapping)}
+    for name, values in given.items():
+        merged.setdefault(name, {}).update(values)
+    return merged
+
+
+def resolve_settings(config_file: Path | None, flags: Mapping[str, Any]) -> Settings:
+    """Flags over the environment over the configuration file over the defaults."""
+    try:
+        return load_settings(config_file, **flags)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def settings_from_options(config_file: Path | None = None, **options: Any) -> Settings:
+    """The settings the command line asks for (click's keyword arguments)."""
+    return resolve_settings(config_file, flag_overrides(options))
+
+
+def absolute(path: Path | None) -> Path | None:
+    return None if path is None else path.expanduser().absolute()

@@ -1,0 +1,296 @@
+"""`serve`, `start`, `stop` and `restart`: running the service in the foreground or in the background.
+
+`start` resolves the settings once (flags, configuration file, environment), records them in the data directory
+(`daemon.launch_record`) and launches `serve --settings-file` on that record; `restart` launches the same record
+again, with any options it is given laid over it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pkgcache import __version__, clients
+from pkgcache.cli.locate import Located, locate_instance, read_auth_headers
+from pkgcache.cli.options import (
+    absolute,
+    flag_overrides,
+    locate_options,
+    merge_flags,
+    resolve_settings,
+    serve_options,
+    settings_from_options,
+)
+from pkgcache.config import ConfigError, Settings, record_settings, settings_from_record
+from pkgcache.daemon.errors import AlreadyRunning, DaemonError
+from pkgcache.daemon.files import InstancePaths, file_size
+from pkgcache.daemon.launch_record import LaunchRecord, read_launch_record, write_launch_record
+from pkgcache.daemon.lifecycle import abandon, port_problem, spawn_service, stop_process, wait_until_ready
+from pkgcache.daemon.lock import InstanceLock, InstanceState, inspect_instance, remove_stale_files, runtime_info
+from pkgcache.daemon.logs import read_from, rotate_log
+from pkgcache.daemon.registry import remember
+from pkgcache.daemon.status_client import local_url
+
+# Longer than the service's own shutdown (serving.WORKER_STOP_TIMEOUT), so `stop` never cuts a graceful stop short.
+STOP_TIMEOUT = 90.0
+START_TIMEOUT = 30.0
+
+
+# --- serve ---
+
+
+@click.command()
+@serve_options
+@click.option(
+    "--settings-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    hidden=True,
+    help="Serve with the settings `pkgcache start` recorded in this file (no other settings option goes with it).",
+)
+@click.option("--detached", is_flag=True, hidden=True, help="Set by `pkgcache start` for the process it starts.")
+def serve(settings_file: Path | None, detached: bool, **options: Any) -> None:
+    """Run the service in the foreground (for containers, systemd and trying it out)."""
+    if settings_file is None:
+        settings = settings_from_options(**options)
+    elif any(value not in (None, ()) for value in options.values()):
+        raise click.UsageError("--settings-file holds every setting: give no other settings option with it")
+    else:
+        settings_file = settings_file.absolute()
+        settings = _read_record(settings_file).settings
+    run_service(settings, settings_file, detached)
+
+
+def run_service(settings: Settings, settings_file: Path | None = None, detached: bool = False) -> None:
+    configure_logging(settings.server.log_level)
+    lock = InstanceLock(InstancePaths(settings.server.data_dir))
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot use data directory {settings.server.data_dir}: {exc}") from None
+    try:
+        server = settings.server
+        lock.write_runtime(runtime_info(server.host, server.port, server.data_dir, settings_file, detached))
+        code = _serve_or_explain(settings)
+        logging.getLogger("pkgcache").info("pkgcache stopped")
+    finally:
+        lock.release()
+    if code:
+        raise click.ClickException("pkgcache stopped: a worker process kept failing to start (see the log above)")
+
+
+def _serve_or_explain(settings: Settings) -> int:
+    from pkgcache.service import serving  # the whole service: loaded only by the commands that serve
+
+    try:
+        return serving.run(settings)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {settings.server.host}:{settings.server.port}: {exc.strerror or exc}"
+        ) from None
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# --- start ---
+
+
+@click.command()
+@serve_options
+@click.option("--wait", "wait_timeout", type=float, default=START_TIMEOUT, show_default=True, help="Seconds to wait.")
+def start(wait_timeout: float, config_file: Path | None, **options: Any) -> None:
+    """Start the service in the background (pid, log and recorded settings in the data directory)."""
+    flags = flag_overrides(options)
+    record = LaunchRecord(resolve_settings(config_file, flags), absolute(config_file), flags)
+    start_background(record, wait_timeout)
+
+
+def start_background(record: LaunchRecord, wait_timeout: float) -> None:
+    """Record the settings, launch `serve` on the record, and wait until it answers."""
+    settings = record.settings
+    paths = InstancePaths(settings.server.data_dir)
+    state = inspect_instance(paths)
+    if state.running or state.foreign:
+        url = local_url(state.host or settings.server.host, state.port or settings.server.port)
+        raise click.ClickException(str(AlreadyRunning(paths.data_dir, state.pid, url)))
+    if state.stale and remove_stale_files(paths):
+        click.echo(f"removed a stale pid file left by pid {state.pid}, which is no longer running")
+    host, port = settings.server.host, settings.server.port
+    problem = port_problem(host, port)
+    if problem:
+        raise click.ClickException(problem)
+
+    try:
+        write_launch_record(paths.settings_file, record)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {paths.settings_file}: {exc.strerror or exc}") from None
+    rotate_log(paths.log_file)
+    log_offset = file_size(paths.log_file)
+    process = spawn_service(paths, ["--settings-file", str(paths.settings_file), "--detached"])
+    url = local_url(host, port)
+    try:
+        wait_until_ready(process, paths, url, wait_timeout, read_auth_headers(settings))
+    except DaemonError as exc:
+        abandon(process)
+        output = read_from(paths.log_file, log_offset).strip() or "(nothing logged)"
+        raise click.ClickException(f"{exc}:\n{textwrap.indent(output, '  ')}\n(log: {paths.log_file})") from None
+    _remember(paths.data_dir)
+    _print_started(settings, process.pid, paths, _locating_hint(record))
+
+
+def _remember(data_dir: Path) -> None:
+    """Put the instance on this account's list, so later commands find it without options; never fatal."""
+    try:
+        remember(data_dir)
+    except OSError as exc:
+        click.echo(f"note: could not remember this instance for later commands: {exc}", err=True)
+
+
+def _locating_hint(record: LaunchRecord) -> str:
+    """The flag that points later commands at this instance, when the default data directory is not it."""
+    if record.config_file is not None and "data_dir" not in record.flags.get("server", {}):
+        return f" --config {record.config_file}"
+    if "data_dir" in record.flags.get("server", {}):
+        return f" --data-dir {record.settings.server.data_dir}"
+    return ""
+
+
+def _print_started(settings: Settings, pid: int, paths: InstancePaths, hint: str) -> None:
+    host, port = settings.server.host, settings.server.port
+    base = clients.base_url_for(clients.client_host(host), port)
+    click.echo(f"pkgcache {__version__} started (pid {pid}), listening on {host}:{port}")
+    click.echo(f"  URL:          {base}/")
+    if settings.pypi.enabled:
+        click.echo(f"  PyPI index:   {clients.pypi_index_url(base)}")
+    if settings.conda.enabled:
+        example = clients.conda_url(base, settings.conda.channels[0]) if settings.conda.channels else ""
+        click.echo(f"  conda:        {clients.conda_url(base)}/<channel>  (e.g. {example})")
+    click.echo(f"  quick setup:  {clients.quick_setup(base, settings)}")
+    click.echo(f"  all clients:  pkgcache client-config{hint}")
+    click.echo(f"  log:          {paths.log_file}  (pkgcache logs -f{hint})")
+    click.echo(f"  settings:     {paths.settings_file}  (pkgcache restart{hint} starts it again with these)")
+    click.echo(f"  stop:         pkgcache stop{hint}")
+
+
+# --- stop ---
+
+
+@click.command()
+@locate_options
+@click.option("--timeout", type=float, default=STOP_TIMEOUT, show_default=True, help="Seconds before SIGKILL.")
+def stop(timeout: float, config_file: Path | None, data_dir: Path | None) -> None:
+    """Stop the background service gracefully (SIGTERM; SIGKILL after the timeout)."""
+    located = locate_instance("stop", config_file, data_dir)
+    if not stop_instance(located.state, timeout):
+        for line in located.where_to_look():
+            click.echo(line)
+
+
+def stop_instance(state: InstanceState, timeout: float) -> bool:
+    """Stop the instance whose pid file `state` read; True if one was running."""
+    paths = state.paths
+    if state.foreign:
+        raise click.ClickException(foreign_message(state))
+    if not state.running:
+        if state.stale and remove_stale_files(paths):
+            click.echo(f"pkgcache is not running (removed a stale pid file left by pid {state.pid})")
+        else:
+            click.echo(f"pkgcache is not running (data directory {paths.data_dir})")
+        return False
+    assert state.pid is not None
+    click.echo(f"stopping pkgcache (pid {state.pid}, data directory {paths.data_dir})...")
+    try:
+        outcome = stop_process(paths, state.pid, timeout)
+    except DaemonError as exc:
+        raise click.ClickException(str(exc)) from None
+    if outcome.killed:
+        click.echo(f"pkgcache (pid {outcome.pid}) did not stop within {timeout:g} s and was killed", err=True)
+    else:
+        click.echo(f"pkgcache stopped (pid {outcome.pid}, {outcome.seconds:.1f} s)")
+    return True
+
+
+def foreign_message(state: InstanceState) -> str:
+    return (
+        f"the pid file {state.paths.pid_file} is locked by a process not visible from here (pid {state.pid}); "
+        "is pkgcache running in a container that shares this data directory? Stop it where it runs."
+    )
+
+
+# --- restart ---
+
+
+@click.command()
+@serve_options
+@click.option("--timeout", type=float, default=STOP_TIMEOUT, show_default=True, help="Seconds before SIGKILL.")
+@click.option("--wait", "wait_timeout", type=float, default=START_TIMEOUT, show_default=True, help="Seconds to wait.")
+def restart(timeout: float, wait_timeout: float, config_file: Path | None, **options: Any) -> None:
+    """Stop the background service and start it again, with the settings `start` recorded for it.
+
+    Options given here replace those, and only those. Given --config, that file and the environment are read
+    afresh (the other options given to `start` still hold).
+    """
+    located = locate_instance("restart", config_file, options.get("data_dir"))
+    state = located.state
+    if state.running and not state.runtime.get("detached"):
+        raise click.ClickException(
+            f"pkgcache (pid {state.pid}) runs in the foreground (pkgcache serve, e.g. under systemd or docker); "
+            "restart it the way it was started"
+        )
+    if not (located.named or state.running or located.paths.settings_file.exists()) and located.others_remembered():
+        # Starting afresh on the default data directory is not what "restart" means to someone who started elsewhere.
+        lines = [
+            f"pkgcache was not started on the default data directory {located.paths.data_dir}",
+            *located.where_to_look(),
+        ]
+        raise click.ClickException("\n".join(lines))
+    record = _restart_record(located, config_file, flag_overrides(options))
+    stop_instance(state, timeout)
+    start_background(record, wait_timeout)
+
+
+def _restart_record(located: Located, config_file: Path | None, flags: dict[str, Any]) -> LaunchRecord:
+    """What to launch again: the recorded settings with the flags given now laid over them."""
+    previous = _previous_record(located.paths)
+    if previous is None:
+        # The instance found (perhaps on this account's list, given no directory) is the one to start again.
+        flags = merge_flags({"server": {"data_dir": str(located.paths.data_dir)}}, flags)
+        return LaunchRecord(resolve_settings(config_file, flags), absolute(config_file), flags)
+    merged_flags = merge_flags(previous.flags, flags)
+    if config_file is not None:
+        return LaunchRecord(resolve_settings(config_file, merged_flags), absolute(config_file), merged_flags)
+    if previous.config_file is not None:
+        click.echo(
+            f"using the settings recorded at start (to read {previous.config_file} again: "
+            f"pkgcache restart --config {previous.config_file})"
+        )
+    try:
+        settings = settings_from_record(record_settings(previous.settings), **flags)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    return LaunchRecord(settings, previous.config_file, merged_flags)
+
+
+def _previous_record(paths: InstancePaths) -> LaunchRecord | None:
+    if not paths.settings_file.exists():
+        return None  # never started with `start` (or by a pkgcache from before records): the options decide
+    return _read_record(paths.settings_file)
+
+
+def _read_record(path: Path) -> LaunchRecord:
+    try:
+        return read_launch_record(path)
+    except ConfigError as exc:
+        raise click.ClickException(f"{exc}; stop it and start it with the options you want") from None

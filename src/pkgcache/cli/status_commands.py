@@ -1,0 +1,118 @@
+"""`status` and `logs`: how a background instance is doing, and what it wrote."""
+
+from __future__ import annotations
+
+import http.client
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pkgcache.cli.locate import Located, SeveralInstances, locate_instance, read_auth_headers
+from pkgcache.cli.options import locate_options
+from pkgcache.cli.service_commands import foreign_message
+from pkgcache.daemon.errors import DaemonError
+from pkgcache.daemon.lock import remove_stale_files
+from pkgcache.daemon.logs import follow, tail_lines
+from pkgcache.daemon.status_client import get_json
+from pkgcache.formatting import format_bytes, format_duration
+
+# Exit statuses of `status`, as init scripts use them: 0 running, 3 not running, 4 unknown.
+EXIT_NOT_RUNNING = 3
+EXIT_UNKNOWN = 4
+
+
+@click.command()
+@locate_options
+def status(config_file: Path | None, data_dir: Path | None) -> None:
+    """Whether the service runs, and how it is doing. Exit status: 0 running, 3 not running, 4 unknown."""
+    try:
+        located = locate_instance("status", config_file, data_dir)
+    except SeveralInstances as exc:
+        click.echo(exc.message)
+        sys.exit(EXIT_UNKNOWN)
+    state, paths = located.state, located.paths
+    if state.foreign:
+        click.echo(foreign_message(state))
+        sys.exit(EXIT_UNKNOWN)
+    if not state.running:
+        click.echo(f"pkgcache is not running (data directory {paths.data_dir})")
+        if state.stale and remove_stale_files(paths):
+            click.echo(f"removed a stale pid file left by pid {state.pid}, which is no longer running")
+        for line in located.where_to_look():
+            click.echo(line)
+        sys.exit(EXIT_NOT_RUNNING)
+    url = located.url
+    try:
+        info = get_json(url + "/-/status", headers=read_auth_headers(located.settings))
+    except (OSError, http.client.HTTPException, DaemonError) as exc:
+        click.echo(f"pkgcache (pid {state.pid}) is running but does not answer at {url}/-/status: {exc}")
+        sys.exit(EXIT_UNKNOWN)
+    for label, value in status_lines(located, info):
+        click.echo(f"  {label + ':':<12} {value}" if label else value)
+
+
+def status_lines(located: Located, info: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) lines for `status`, from the pid file's instance and its /-/status answer."""
+    state = located.state
+    lines = [("", f"pkgcache is running (pid {state.pid})"), ("address", f"{located.url}/")]
+    if state.host:
+        lines.append(("listening", f"{state.host}:{state.port}"))
+    lines.append(("data dir", str(located.paths.data_dir)))
+    if "version" in info:
+        lines.append(("version", str(info["version"])))
+    if isinstance(info.get("uptime_seconds"), int | float):
+        lines.append(("uptime", format_duration(info["uptime_seconds"])))
+    if isinstance(info.get("cache_bytes"), int | float):
+        size = format_bytes(info["cache_bytes"])
+        if isinstance(info.get("cache_max_bytes"), int | float):
+            size += f" of at most {format_bytes(info['cache_max_bytes'])}"
+        lines.append(("cache size", size))
+    if "hit_ratio" in info:
+        ratio = info["hit_ratio"]
+        lines.append(("hit ratio", f"{ratio * 100:.1f} %" if isinstance(ratio, int | float) else "n/a (no requests)"))
+    if isinstance(info.get("bytes_saved"), int | float):
+        lines.append(("saved", f"{format_bytes(info['bytes_saved'])} served from the cache"))
+    if isinstance(info.get("downloads_in_flight"), int):
+        lines.append(("downloads", f"{info['downloads_in_flight']} in flight"))
+    workers = info.get("workers")
+    if isinstance(workers, list) and workers:
+        pids = ", ".join(f"{w.get('role')} {w.get('pid') or 'restarting'}" for w in workers if isinstance(w, dict))
+        lines.append(("workers", f"{len(workers)} ({pids})"))
+    if state.settings_file is not None:
+        lines.append(("settings", f"{state.settings_file} (recorded by `start`)"))
+    return lines
+
+
+@click.command()
+@locate_options
+@click.option("-f", "--follow", "follow_log", is_flag=True, help="Keep printing new lines as they are written.")
+@click.option("-n", "--lines", type=int, default=50, show_default=True, help="How many of the last lines to show.")
+def logs(follow_log: bool, lines: int, config_file: Path | None, data_dir: Path | None) -> None:
+    """Show the log of the background service."""
+    located = locate_instance("logs", config_file, data_dir)
+    log_file = located.paths.log_file
+    if not log_file.exists():
+        message = (
+            f"no log at {log_file}: pkgcache was not started with `pkgcache start` on this data directory "
+            "(`pkgcache serve` logs to its terminal, to journalctl under systemd, or to `docker compose logs`)"
+        )
+        raise click.ClickException("\n".join([message, *located.where_to_look()]))
+    out = click.get_binary_stream("stdout")
+    try:
+        out.writelines(_read_tail(log_file, lines))
+        out.flush()
+        if follow_log:
+            follow(log_file, out)
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (`| head`): nothing more to say
+
+
+def _read_tail(log_file: Path, lines: int) -> list[bytes]:
+    try:
+        return tail_lines(log_file, lines)
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {log_file}: {exc.strerror or exc}") from None

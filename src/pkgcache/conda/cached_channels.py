@@ -1,0 +1,180 @@
+"""The conda channels as the writing worker keeps them: index files fresh, packages and shards checked and kept.
+
+Layout under the data directory: `conda/<pkgs|cloud>/<channel>/<subdir>/<file>`, shards in `.../<subdir>/shards/`,
+each index file with its `.meta` sidecar (storage/sidecars.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from pkgcache.conda.channels import SHARD_INDEX, Channel
+from pkgcache.conda.index_files import IndexFiles
+from pkgcache.conda.records import expected_of, find_record
+from pkgcache.conda.shards import InvalidShardIndex, record_in_shard, rewrite_shard_index, shard_for
+from pkgcache.conda.source import Lookup, PackageNotInRepodata, UnknownChannel
+from pkgcache.conda.upstream_channels import UpstreamChannels
+from pkgcache.config import CondaConfig
+from pkgcache.storage.downloads import Download, Expected
+from pkgcache.storage.filetypes import magic_for
+from pkgcache.storage.sidecars import FileMeta
+from pkgcache.storage.store import CacheStore
+from pkgcache.upstream.pool import UpstreamError, UpstreamNotFound
+
+log = logging.getLogger(__name__)
+
+# A package missing from cached repodata may be newer than it: look again, but not more often than this.
+MISSING_PACKAGE_RECHECK_SECONDS = 10.0
+
+
+class ChannelPaths:
+    """The served channels, and where their files live in the cache (shared by every conda layer)."""
+
+    def __init__(self, config: CondaConfig, store: CacheStore) -> None:
+        self.store = store
+        self._channels = {path: Channel(*path.split("/", 1)) for path in config.channels}
+
+    def channel(self, root: str, name: str) -> Channel:
+        channel = self._channels.get(f"{root}/{name}")
+        if channel is None:
+            raise UnknownChannel(f"channel {root}/{name} is not served here; served: {', '.join(self._channels)}")
+        return channel
+
+    def channel_paths(self) -> list[str]:
+        return list(self._channels)
+
+    def path(self, channel: Channel, *parts: str) -> Path:
+        return self.store.path_for("conda", channel.root, channel.name, *parts)
+
+
+class CachedChannels:
+    """Index files, packages and shards of the configured channels, over the upstreams."""
+
+    def __init__(self, config: CondaConfig, paths: ChannelPaths, origin: UpstreamChannels, files: IndexFiles) -> None:
+        self.index_ttl = config.index_ttl
+        self.paths = paths
+        self.origin = origin
+        self.files = files
+        self.fetcher = origin.fetcher
+
+    def channel(self, root: str, name: str) -> Channel:
+        return self.paths.channel(root, name)
+
+    def channel_paths(self) -> list[str]:
+        return self.paths.channel_paths()
+
+    # --- index files ---
+
+    async def index_file(self, channel: Channel, subdir: str | None, filename: str) -> Lookup:
+        parts = [subdir, filename] if subdir else [filename]
+        path = self.paths.path(channel, *parts)
+        target = self.origin.target(channel, "/".join(parts))
+        if filename == SHARD_INDEX:
+            # Served only once rewritten to point at pkgcache, so never streamed while it downloads.
+            _, meta, state = await self.files.fetch_now(path, target, self.index_ttl, self._rewrite_shard_index)
+            return Lookup(state, path, meta)
+        return await self.files.get(path, target, self.index_ttl)
+
+    async def _rewrite_shard_index(self, path: Path, meta: FileMeta) -> None:
+        temp = self.paths.store.new_temp_path(path.name)
+        try:
+            meta.extra["upstream_urls"] = await asyncio.to_thread(rewrite_shard_index, path, temp)
+        except InvalidShardIndex as exc:
+            await asyncio.to_thread(path.unlink, True)
+            raise UpstreamError(f"unreadable shard index from {meta.upstream}: {exc}") from None
+
+    async def whole_index_file(self, channel: Channel, subdir: str, filename: str) -> FileMeta:
+        """An index file, waited for until it is whole on disk; its metadata."""
+        path = self.paths.path(channel, subdir, filename)
+        target = self.origin.target(channel, f"{subdir}/{filename}")
+        _, meta, _ = await self.files.fetch_now(path, target, self.index_ttl)
+        return meta
+
+    # --- packages ---
+
+    async def package(self, channel: Channel, subdir: str, filename: str) -> Path | Download:
+        path = self.paths.path(channel, subdir, filename)
+        if path.is_file():
+            return path
+        record = await self._find_record(channel, subdir, filename)
+        if record is None:
+            raise PackageNotInRepodata(f"{channel.path}/{subdir} has no package {filename}")
+        hashes, size = expected_of(record)
+        download = self.fetcher.download(
+            path,
+            self.origin.target(channel, f"{subdir}/{filename}"),
+            Expected(hashes=hashes, size=size, magic=magic_for(filename)),
+        )
+        return path if download is None else download
+
+    async def _find_record(self, channel: Channel, subdir: str, filename: str) -> dict[str, Any] | None:
+        record = await self._record_from_shards(channel, subdir, filename)
+        if record is not None:
+            return record
+        repodata = await self._repodata_to_search(channel, subdir)
+        record = await asyncio.to_thread(find_record, repodata, filename)
+        if record is None:
+            meta = await self.files.meta_for(repodata)
+            if meta is not None and meta.age() > MISSING_PACKAGE_RECHECK_SECONDS:
+                target = self.origin.target(channel, f"{subdir}/{repodata.name}")
+                await self.files.refresh_now(repodata, target)
+                record = await asyncio.to_thread(find_record, repodata, filename)
+        return record
+
+    async def _repodata_to_search(self, channel: Channel, subdir: str) -> Path:
+        """A whole local copy of the subdir's repodata, in whichever form is cached; fetched if none is."""
+        for name in ("repodata.json", "repodata.json.zst"):
+            path = self.paths.path(channel, subdir, name)
+            meta = await self.files.meta_for(path)
+            if meta is not None and not meta.missing and not self.fetcher.is_being_written(path):
+                return path
+        # The upstream's .zst is the cheapest to fetch; an upstream without one has the .json.
+        for name in ("repodata.json.zst", "repodata.json"):
+            try:
+                await self.whole_index_file(channel, subdir, name)
+            except UpstreamNotFound:
+                if name == "repodata.json":
+                    raise
+                continue
+            return self.paths.path(channel, subdir, name)
+        raise AssertionError("unreachable")
+
+    async def _record_from_shards(self, channel: Channel, subdir: str, filename: str) -> dict[str, Any] | None:
+        index = self.paths.path(channel, subdir, SHARD_INDEX)
+        meta = await self.files.meta_for(index)
+        if meta is None or meta.missing:
+            return None
+        package_name = filename.rsplit("-", 2)[0]
+        shard_name = await asyncio.to_thread(shard_for, index, package_name)
+        if shard_name is None:
+            return None
+        try:
+            found = await self.shard(channel, subdir, shard_name)
+            if isinstance(found, Download):
+                await found.wait_finished()
+        except (UpstreamNotFound, UpstreamError, OSError) as exc:
+            log.info("no shard for %s (%s); looking in repodata instead", filename, exc)
+            return None
+        shard_path = self.paths.path(channel, subdir, "shards", shard_name)
+        return await asyncio.to_thread(record_in_shard, shard_path, filename)
+
+    # --- shards ---
+
+    async def shard(self, channel: Channel, subdir: str, shard_name: str) -> Path | Download:
+        path = self.paths.path(channel, subdir, "shards", shard_name)
+        if path.is_file():
+            return path
+        index_meta = await self.files.meta_for(self.paths.path(channel, subdir, SHARD_INDEX))
+        shard_base = self.origin.shards_base(channel, subdir, index_meta)
+        download = self.fetcher.download(
+            path,
+            lambda upstream: base + shard_name if (base := shard_base(upstream)) else None,
+            Expected(hashes={"sha256": shard_name.removesuffix(".msgpack.zst")}, magic=magic_for(shard_name)),
+        )
+        return path if download is None else download
+
+    def status(self) -> dict[str, object]:
+        return {"channels": self.channel_paths(), "index_ttl": self.index_ttl}

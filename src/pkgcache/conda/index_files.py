@@ -1,0 +1,167 @@
+"""A channel's index files (repodata and friends), kept fresh like a good CDN would: the writing worker's way.
+
+Each file has a sidecar (`<file>.meta`, storage/sidecars.py) saying which upstream gave it, its validators and
+when it was last checked. A fresh file is served as it is; a stale one is served at once while one background
+request revalidates it (`If-None-Match` / `If-Modified-Since` to the upstream that gave it); a missing one is
+fetched and streamed to the clients that wait for it. "Every upstream says 404" is remembered for the
+time-to-live too, so the probes clients make for optional files (`.zst`, shards) cost the upstreams nothing most
+of the time. A new version replaces the old one only once it is whole and passes its shape check
+(conda/index_checks.py): a mirror's error page never replaces a good copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from pkgcache.cache_state import CacheState
+from pkgcache.conda.index_checks import content_check_for
+from pkgcache.conda.source import Lookup
+from pkgcache.storage.downloads import Download, Expected
+from pkgcache.storage.sidecars import FileMeta, Sidecars
+from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamNotFound
+from pkgcache.upstream.transfer import Fetcher
+
+log = logging.getLogger(__name__)
+
+AfterFetch = Callable[[Path, FileMeta], Awaitable[None]]
+
+
+class IndexFiles:
+    """Changing files with a time-to-live, revalidation, stale serving and remembered 404s."""
+
+    def __init__(self, fetcher: Fetcher, sidecars: Sidecars) -> None:
+        self.fetcher = fetcher
+        self.sidecars = sidecars
+        self._revalidating: set[Path] = set()
+
+    async def meta_for(self, path: Path) -> FileMeta | None:
+        return await self.sidecars.meta_for(path)
+
+    async def get(self, path: Path, target: TargetFor, ttl: float, after_fetch: AfterFetch | None = None) -> Lookup:
+        """The file at `path`, fetched or revalidated as its age requires.
+
+        Raises UpstreamNotFound when every upstream says it does not exist (remembered for `ttl`), and the pool's
+        other errors when there is no copy and no upstream can give one. `after_fetch` runs on each new version
+        (e.g. to rewrite it) before its metadata is recorded.
+        """
+        meta = await self.meta_for(path)
+        if meta is not None and meta.age() < ttl:
+            if meta.missing:
+                raise UpstreamNotFound(path.name)
+            return Lookup(CacheState.HIT, path, meta)
+        if meta is not None and meta.missing:
+            # A stale "not there" stays the answer while one background request asks again: clients treat a
+            # 404 on optional files as "use another form", but a 5xx as fatal.
+            self._fetch(path, target, after_fetch)
+            raise UpstreamNotFound(path.name)
+        if meta is not None:
+            self._revalidate_in_background(path, target, meta, after_fetch)
+            return Lookup(CacheState.STALE, path, meta)
+        return Lookup(CacheState.MISS, path, None, self._fetch(path, target, after_fetch))
+
+    def _fetch(self, path: Path, target: TargetFor, after_fetch: AfterFetch | None) -> Download:
+        download = self.fetcher.download(
+            path,
+            target,
+            _expected(path),
+            replace=True,
+            on_done=lambda finished: self._record(finished, after_fetch),
+            compressed=True,
+        )
+        assert download is not None  # replace=True always gives a download
+        return download
+
+    async def fetch_now(
+        self, path: Path, target: TargetFor, ttl: float, after_fetch: AfterFetch | None = None
+    ) -> tuple[Path, FileMeta, CacheState]:
+        """Like `get`, but wait until the file is whole and recorded (for callers that read it themselves)."""
+        found = await self.get(path, target, ttl, after_fetch)
+        if found.download is not None:
+            await found.download.wait_finished()
+            found.meta = await self.meta_for(path)
+            if found.meta is None:
+                raise UpstreamNotFound(path.name)
+        assert found.meta is not None
+        return path, found.meta, found.state
+
+    async def record_generated(self, path: Path, extra: dict[str, object]) -> FileMeta:
+        """Record metadata for a file pkgcache made itself (e.g. a .zst made from the .json)."""
+        meta = FileMeta(fetched_at=time.time(), upstream=None, extra=dict(extra))
+        await self.sidecars.save(path, meta)
+        return meta
+
+    async def refresh_now(
+        self, path: Path, target: TargetFor, after_fetch: AfterFetch | None = None
+    ) -> FileMeta | None:
+        """Revalidate a cached file now and wait for the outcome (e.g. a package missing from old repodata)."""
+        meta = await self.meta_for(path)
+        if meta is None or meta.missing:
+            return None
+        download = self._revalidate_in_background(path, target, meta, after_fetch)
+        if download is not None:
+            # The after-download hook has recorded the outcome by the time waiters are woken.
+            with contextlib.suppress(Exception):
+                await download.wait_finished()
+        return await self.meta_for(path)
+
+    def _revalidate_in_background(
+        self, path: Path, target: TargetFor, meta: FileMeta, after_fetch: AfterFetch | None
+    ) -> Download | None:
+        if path in self._revalidating or self.fetcher.is_being_written(path):
+            return self.fetcher.running(path)
+
+        def validators(upstream: Upstream) -> dict[str, str]:
+            # Validators only mean something to the upstream that issued them.
+            if upstream.name != meta.upstream:
+                return {}
+            headers = {}
+            if meta.etag:
+                headers["If-None-Match"] = meta.etag
+            if meta.last_modified:
+                headers["If-Modified-Since"] = meta.last_modified
+            return headers
+
+        async def done(download: Download) -> None:
+            self._revalidating.discard(path)
+            if isinstance(download.error, UpstreamNotFound):
+                await self._record(download, after_fetch)
+            elif download.error is not None:
+                log.warning("revalidating %s failed; serving the cached copy: %s", path.name, download.error)
+            elif download.not_modified:
+                meta.fetched_at = time.time()
+                await self.sidecars.save(path, meta)
+            else:
+                await self._record(download, after_fetch)
+
+        download = self.fetcher.download(
+            path, target, _expected(path), headers=validators, replace=True, on_done=done, compressed=True
+        )
+        # Only once it started: a revalidation that could not start is tried again by the next request.
+        self._revalidating.add(path)
+        return download
+
+    async def _record(self, download: Download, after_fetch: AfterFetch | None) -> None:
+        path = download.final_path
+        if isinstance(download.error, UpstreamNotFound):
+            await self.sidecars.save(path, FileMeta(fetched_at=time.time(), missing=True))
+            return
+        if download.error is not None or download.not_modified:
+            return
+        headers = download.headers
+        meta = FileMeta(
+            fetched_at=time.time(),
+            upstream=download.source,
+            etag=headers.get("ETag"),
+            last_modified=headers.get("Last-Modified"),
+        )
+        if after_fetch is not None:
+            await after_fetch(path, meta)
+        await self.sidecars.save(path, meta)
+
+
+def _expected(path: Path) -> Expected:
+    return Expected(content_check=content_check_for(path.name))

@@ -1,0 +1,56 @@
+"""The conda channels as a worker that only reads the cache sees them: fresh index files, cached packages, shards.
+
+Anything that would fetch or write (a stale or missing index file, a missing package or shard) raises
+CacheIsReadOnly before any response starts, and the request cycle hands the request to the writing worker.
+Sidecars are read again about once a second, so what the writer revalidated reaches this worker within that long.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pkgcache.cache_state import CacheState
+from pkgcache.conda.cached_channels import ChannelPaths
+from pkgcache.conda.channels import Channel
+from pkgcache.conda.source import Lookup
+from pkgcache.config import CondaConfig
+from pkgcache.storage.downloads import Download
+from pkgcache.storage.sidecars import Sidecars
+from pkgcache.storage.store import CacheIsReadOnly
+from pkgcache.upstream.pool import UpstreamNotFound
+
+
+class ReplicaChannels:
+    def __init__(self, config: CondaConfig, paths: ChannelPaths, sidecars: Sidecars) -> None:
+        self.index_ttl = config.index_ttl
+        self.paths = paths
+        self.sidecars = sidecars
+
+    def channel(self, root: str, name: str) -> Channel:
+        return self.paths.channel(root, name)
+
+    def channel_paths(self) -> list[str]:
+        return self.paths.channel_paths()
+
+    async def index_file(self, channel: Channel, subdir: str | None, filename: str) -> Lookup:
+        path = self.paths.path(channel, *([subdir, filename] if subdir else [filename]))
+        meta = await self.sidecars.meta_for(path)
+        if meta is None or meta.age() >= self.index_ttl:
+            raise CacheIsReadOnly("a missing or stale index file is fetched by the worker that writes")
+        if meta.missing:
+            raise UpstreamNotFound(path.name)
+        return Lookup(CacheState.HIT, path, meta)
+
+    async def package(self, channel: Channel, subdir: str, filename: str) -> Path | Download:
+        return self._cached(self.paths.path(channel, subdir, filename))
+
+    async def shard(self, channel: Channel, subdir: str, shard_name: str) -> Path | Download:
+        return self._cached(self.paths.path(channel, subdir, "shards", shard_name))
+
+    def _cached(self, path: Path) -> Path:
+        if path.is_file():
+            return path
+        raise CacheIsReadOnly("a missing file is fetched by the worker that writes")
+
+    def status(self) -> dict[str, object]:
+        return {"channels": self.channel_paths(), "index_ttl": self.index_ttl}

@@ -1,0 +1,63 @@
+"""The one small interface the conda routes talk to: a source of a channel's index files, packages and shards.
+
+The service builds a chain of layers that each offer it (service/app.py, at assembly):
+- `CachedChannels` (cached_channels.py): index files kept fresh (index_files.py), packages and shards fetched
+  once and checked, over `UpstreamChannels` (upstream_channels.py), which knows where each mirror keeps what.
+  The worker that writes the cache uses it.
+- `ReplicaChannels` (replica_channels.py): what is on disk and fresh; everything else raises CacheIsReadOnly, and
+  the request cycle hands the request to the worker that writes. The other workers use it.
+- `GeneratedZst` (generated_zst.py), over either: `repodata.json.zst` made here when the upstream lacks it.
+A new capability (shards made here, a policy filter) is one more layer wrapping a `ChannelSource`.
+
+Errors are part of the interface: `UnknownChannel`, `UnknownPath`, `PackageNotInRepodata` (404s),
+`UpstreamNotFound`, `UpstreamsUnavailable`, `CacheIsReadOnly`, `StorageError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from pkgcache.cache_state import CacheState
+from pkgcache.conda.channels import Channel
+from pkgcache.storage.downloads import Download
+from pkgcache.storage.sidecars import FileMeta
+
+
+class UnknownChannel(LookupError):
+    """A channel this pkgcache is not configured to serve."""
+
+
+class PackageNotInRepodata(LookupError):
+    """The channel's repodata has no such package, so there is nothing to check it against."""
+
+
+@dataclass
+class Lookup:
+    """The answer to "give me this index file": a path to serve, or a download to follow, and how it was found."""
+
+    state: CacheState
+    path: Path
+    meta: FileMeta | None = None
+    download: Download | None = None
+
+
+class ChannelSource(Protocol):
+    index_ttl: float
+
+    def channel(self, root: str, name: str) -> Channel:
+        """A served channel; raises UnknownChannel."""
+
+    def channel_paths(self) -> list[str]: ...
+
+    async def index_file(self, channel: Channel, subdir: str | None, filename: str) -> Lookup:
+        """An index file of a subdir (or of the channel when `subdir` is None): fresh, stale, or its download."""
+
+    async def package(self, channel: Channel, subdir: str, filename: str) -> Path | Download:
+        """A cached package's path, or the download bringing it, checked against the channel's repodata."""
+
+    async def shard(self, channel: Channel, subdir: str, shard_name: str) -> Path | Download:
+        """A content-addressed shard's path, or the download bringing it."""
+
+    def status(self) -> dict[str, object]: ...

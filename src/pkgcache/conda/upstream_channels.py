@@ -1,0 +1,53 @@
+"""The conda side's way to the mirrors: where each upstream keeps a channel's files, and fetching them.
+
+Every configured upstream lays channels out as the anaconda mirrors do (`<pkgs_url><name>/...` for `pkgs/<name>`,
+`<cloud_url><name>/...` for `cloud/<name>`); a shard index may say its shards live elsewhere (`shards_base_url`),
+which holds for the upstream that gave that index only. Keeps nothing: caching is the layers above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import urljoin
+
+from pkgcache.conda.channels import Channel
+from pkgcache.config import CondaConfig, CondaUpstream
+from pkgcache.storage.sidecars import FileMeta
+from pkgcache.upstream.pool import TargetFor, Upstream
+from pkgcache.upstream.transfer import Fetcher
+
+
+class UpstreamChannels:
+    """Channel files from the conda upstreams, through one pool."""
+
+    def __init__(self, config: CondaConfig, fetcher: Fetcher) -> None:
+        self.fetcher = fetcher
+        self._upstreams: dict[str, CondaUpstream] = {upstream.name: upstream for upstream in config.upstreams}
+
+    def target(self, channel: Channel, relative: str) -> TargetFor:
+        """Each upstream's URL for a file of a channel (`relative` to the channel's root)."""
+
+        def target(upstream: Upstream) -> str | None:
+            config = self._upstreams.get(upstream.name)
+            return None if config is None else channel.upstream_url(config) + relative
+
+        return target
+
+    def shards_base(
+        self, channel: Channel, subdir: str, index_meta: FileMeta | None
+    ) -> Callable[[Upstream], str | None]:
+        """Where each upstream keeps this subdir's shards: as its shard index said, else beside it."""
+        said = (index_meta.extra.get("upstream_urls", {}) if index_meta else {}).get("shards_base_url") or "./shards/"
+        index_upstream = index_meta.upstream if index_meta else None
+
+        def base(upstream: Upstream) -> str | None:
+            config = self._upstreams.get(upstream.name)
+            if config is None:
+                return None
+            subdir_url = channel.upstream_url(config) + f"{subdir}/"
+            # An absolute URL belongs to the upstream whose index gave it; other upstreams use their own layout.
+            if "://" in said and upstream.name != index_upstream:
+                return urljoin(subdir_url, "shards/")
+            return urljoin(subdir_url, said if said.endswith("/") else said + "/")
+
+        return base

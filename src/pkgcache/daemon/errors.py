@@ -1,0 +1,20 @@
+"""What goes wrong when running an instance in the background, in words an admin can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DaemonError(Exception):
+    """Something an admin must act on; the message says what."""
+
+
+class AlreadyRunning(DaemonError):
+    def __init__(self, data_dir: Path, pid: int | None, url: str | None = None) -> None:
+        who = f"pid {pid}" if pid else "another process"
+        serving = f", serving {url}/" if url else ""
+        super().__init__(
+            f"pkgcache is already running on data directory {data_dir} ({who}{serving}); "
+            f"stop it first with: pkgcache stop --data-dir {data_dir}"
+        )
+        self.pid = pid

@@ -1,0 +1,348 @@
+"""conda's side of the policy: rules over package names, MatchSpec versions and builds, formats, licenses, channels.
+
+Versions follow conda's ordering and MatchSpec's version syntax through py-rattler (`Version`, `VersionSpec`, and
+`MatchSpec` to read a rule's string), the library rattler and pixi solve with: `1.2.*`, `>=1.2,<2`, `1.2|1.4`,
+`numpy=1.26` (meaning 1.26.*), `numpy 1.26` (exactly 1.26, equal to 1.26.0), `numpy >=1.2 py3*` (with a build).
+
+The repodata layer calls `CondaPolicy.filter_records` on a repodata's `packages` and `packages.conda` (or a
+shard's) once per repodata and policy, and `check_record` for a package asked for directly. Records whose names no
+rule concerns cost a dict look-up and, with a release age, one comparison.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from rattler import MatchSpec, Version, VersionSpec
+
+from pkgcache.policy.common import (
+    Block,
+    NameIndex,
+    RuleRef,
+    Verdict,
+    conda_timestamp_seconds,
+    epoch_of,
+    from_epoch,
+    glob_to_regex,
+    is_pattern,
+    now_epoch,
+)
+from pkgcache.policy.config import CondaPolicySettings, CondaRuleTable, rule_table_text
+from pkgcache.policy.engine import Pin, PinVerdict, Plan, SidePolicy, earliest
+
+PackageKind = Literal["conda", "tar.bz2"]
+
+_NAME = re.compile(r"^[a-z0-9_*?](?:[a-z0-9._*?-]*)$")
+_STRING_RULE = re.compile(r"^\s*([A-Za-z0-9._*?-]+)(.*)$", re.DOTALL)
+_PLACEHOLDER = "policy-placeholder"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFilter:
+    """Records split by the policy: `kept` (filename -> record, in their order), `refused` (filename -> verdict).
+
+    `valid_until` is when the split may change with no change of policy or repodata: the earliest time a package
+    kept out by the release age becomes old enough (None: never).
+    """
+
+    kept: dict[str, Any]
+    refused: dict[str, Verdict]
+    valid_until: datetime | None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.refused)
+
+
+def normalize_name(name: str) -> str:
+    return name.strip().lower()
+
+
+def package_kind(filename: str) -> PackageKind | None:
+    if filename.endswith(".conda"):
+        return "conda"
+    if filename.endswith(".tar.bz2"):
+        return "tar.bz2"
+    return None
+
+
+@functools.lru_cache(maxsize=262144)
+def _parse_version(text: str) -> Version | None:
+    try:
+        return Version(text)
+    except Exception:  # rattler raises its own InvalidVersionError
+        return None
+
+
+class RecordFacts:
+    """What rules read of a repodata record. A field the record lacks reads as empty (it never matches a pattern)."""
+
+    __slots__ = ("build", "kind", "license", "version_text")
+
+    def __init__(self, filename: str, record: Mapping[str, Any]) -> None:
+        self.version_text: str | None = record.get("version")
+        self.build: str | None = record.get("build") or ""
+        self.kind: str | None = package_kind(filename) or ""
+        self.license: str | None = record.get("license") or ""
+
+
+class PinFacts:
+    """What rules read of a pin; a None field is one the pin does not say (rules needing it cannot tell)."""
+
+    __slots__ = ("build", "kind", "license", "version_text")
+
+    def __init__(self, pin: Pin) -> None:
+        self.version_text: str | None = pin.version
+        self.build: str | None = pin.build
+        self.kind: str | None = package_kind(pin.filename) if pin.filename else None
+        self.license: str | None = pin.license
+
+
+@dataclass(frozen=True, slots=True)
+class CondaRule:
+    """A compiled deny or allow rule."""
+
+    ref: RuleRef
+    name: str
+    version: VersionSpec | None
+    build: re.Pattern[str] | None
+    kind: PackageKind | None
+    licenses: tuple[re.Pattern[str], ...]
+    channel: re.Pattern[str] | None
+    exempt: NameIndex[bool] | None
+
+    @property
+    def whole(self) -> bool:
+        return self.version is None and self.build is None and self.kind is None and not self.licenses
+
+    def applies_in(self, channel: str | None) -> bool:
+        """Whether the rule concerns `channel` (matched whole, or by its last part: "conda-forge"); None: any."""
+        if self.channel is None or channel is None:
+            return True
+        return bool(self.channel.match(channel) or self.channel.match(channel.rsplit("/", 1)[-1]))
+
+    def exempts(self, name: str) -> bool:
+        return self.exempt is not None and self.exempt.matches(name)
+
+    def matches(self, facts: RecordFacts | PinFacts) -> bool | None:
+        unknown = False
+        for pattern, value in ((self.build, facts.build), (self.kind, facts.kind)):
+            if pattern is None:
+                continue
+            if value is None:
+                unknown = True
+            elif not (pattern == value if isinstance(pattern, str) else pattern.match(value)):
+                return False
+        if self.licenses:
+            if facts.license is None:
+                unknown = True
+            elif not any(pattern.match(facts.license) for pattern in self.licenses):
+                return False
+        if self.version is not None:
+            version = _parse_version(facts.version_text) if facts.version_text else None
+            if version is None:
+                if self.ref.kind != "deny":  # unreadable version: deny rules take it, allow rules do not
+                    return False
+            elif not self.version.matches(version):
+                return False
+        return None if unknown else True
+
+
+def split_string_rule(text: str) -> tuple[str, str | None, str | None]:
+    """`"numpy >=2"` -> ("numpy", ">=2", None); `"numpy=1.26=py3*"` -> ("numpy", "1.26.*"... as MatchSpec reads it).
+
+    The name may be a pattern; the rest is read by rattler's MatchSpec, so it means what it means to conda users.
+    """
+    match = _STRING_RULE.match(text)
+    if match is None:
+        raise ValueError("start with a package name or a pattern like 'cuda-*'")
+    name, rest = match.group(1).lower(), match.group(2).strip()
+    if not _NAME.match(name):
+        raise ValueError(f"{name!r} is not a package name or a pattern like 'cuda-*'")
+    if "[" in text or "::" in text:
+        raise ValueError("brackets and channel:: prefixes are not read here: use the table form (build, channel...)")
+    if not rest:
+        return name, None, None
+    stand_in = _PLACEHOLDER if is_pattern(name) else name
+    joiner = "" if rest[0] in "=<>!~" else " "
+    try:
+        spec = MatchSpec(stand_in + joiner + rest)
+    except Exception as exc:  # rattler's parse errors have no common Python base
+        raise ValueError(f"not a conda match spec: {exc}") from None
+    version = spec.version
+    return name, None if version is None else str(version), spec.build
+
+
+def compile_rule(entry: Any, kind: str, index: int) -> CondaRule:
+    """A rule from its configuration entry (string or table); ValueError says what is wrong with it."""
+    if isinstance(entry, dict):
+        entry = CondaRuleTable.model_validate(entry)
+    if isinstance(entry, str):
+        name, version, build = split_string_rule(entry)
+        ref = RuleRef("conda", kind, entry.strip(), index)  # type: ignore[arg-type]
+        return CondaRule(ref, name, _version_spec(version), _build_pattern(build), None, (), None, None)
+    if entry.spec:
+        name, version, build = split_string_rule(entry.spec)
+    else:
+        name, version, build = (entry.name or "").lower(), entry.version, entry.build
+        if not _NAME.match(name):
+            raise ValueError(f"{name!r} is not a package name or a pattern like 'cuda-*'")
+    licenses = (entry.license,) if isinstance(entry.license, str) else entry.license or ()
+    ref = RuleRef("conda", kind, rule_table_text(entry), index, entry.reason)  # type: ignore[arg-type]
+    return CondaRule(
+        ref=ref,
+        name=name,
+        version=_version_spec(version),
+        build=_build_pattern(build),
+        kind=entry.kind,
+        licenses=tuple(glob_to_regex(pattern, ignore_case=True) for pattern in licenses),
+        channel=glob_to_regex(entry.channel.strip("/")) if entry.channel else None,
+        exempt=NameIndex(((n, True) for n in entry.except_), normalize_name) if entry.except_ else None,
+    )
+
+
+def _version_spec(text: str | None) -> VersionSpec | None:
+    if text is None or text.strip() in ("", "*"):
+        return None
+    try:
+        return VersionSpec(text)
+    except Exception as exc:
+        raise ValueError(
+            f"{text!r} is not a conda version spec (like '>=1.2,<2', '1.26.*' or '1.2|1.4'): {exc}"
+        ) from None
+
+
+def _build_pattern(text: str | None) -> re.Pattern[str] | None:
+    return None if text is None or text == "*" else glob_to_regex(text)
+
+
+@dataclass(frozen=True, slots=True)
+class CondaBlock:
+    block: Block
+    ref: RuleRef
+    version: VersionSpec | None
+
+    def matches(self, facts: RecordFacts | PinFacts) -> bool:
+        if self.version is None:
+            return True
+        version = _parse_version(facts.version_text) if facts.version_text else None
+        if version is None:
+            return facts.version_text == self.block.version
+        return self.version.matches(version)
+
+
+class CondaPolicy(SidePolicy):
+    """The conda side's rules, compiled. Immutable: `with_blocks`/`add_block`/`remove_block` make new ones."""
+
+    side: ClassVar = "conda"
+    settings_type: ClassVar = CondaPolicySettings
+    normalize = staticmethod(normalize_name)
+
+    @classmethod
+    def compile_rule(cls, entry: Any, kind: str, index: int) -> CondaRule:
+        return compile_rule(entry, kind, index)
+
+    def compile_block(self, block: Block) -> CondaBlock:
+        """Raises ValueError for a version conda cannot read."""
+        spec = None
+        if block.version is not None:
+            if _parse_version(block.version) is None:
+                raise ValueError(f"{block.version!r} is not a conda version")
+            spec = VersionSpec(f"=={block.version}")
+        return CondaBlock(block, RuleRef("conda", "block", block.describe()), spec)
+
+    def check_record(
+        self,
+        channel: str,
+        subdir: str,
+        filename: str,
+        record: Mapping[str, Any],
+        *,
+        now: datetime | None = None,
+        first_seen: datetime | None = None,
+    ) -> Verdict:
+        """The verdict for one package (a 403 with `verdict.message` when refused)."""
+        released = conda_timestamp_seconds(record.get("timestamp"))
+        if released is None and first_seen is not None:
+            released = epoch_of(first_seen)
+        name = normalize_name(record.get("name") or name_from_filename(filename))
+        subject = f"{channel}/{subdir}/{filename}"
+        return self._decide_record(subject, self.plan(name, channel), filename, record, released, now_epoch(now))
+
+    def filter_records(
+        self,
+        channel: str,
+        subdir: str,
+        records: Mapping[str, Mapping[str, Any]],
+        *,
+        now: datetime | None = None,
+        first_seen: Callable[[str], datetime | None] | None = None,
+    ) -> RecordFilter:
+        """Split records (filename -> record, as in repodata's `packages` or `packages.conda`) by the policy.
+
+        A record's age is its `timestamp` (milliseconds or seconds), else `first_seen(filename)`, else unknown.
+        """
+        moment = now_epoch(now)
+        age = self._age_seconds
+        cutoff = moment - age
+        plans, plan_of = self._plans, self.plan
+        kept: dict[str, Any] = {}
+        refused: dict[str, Verdict] = {}
+        until: float | None = None
+        for filename, record in records.items():
+            name = (record.get("name") or name_from_filename(filename)).lower()
+            plan = plans.get((channel, name)) or plan_of(name, channel)
+            released = None
+            if age and not plan.age_exempt:
+                released = conda_timestamp_seconds(record.get("timestamp"))
+                if released is None and first_seen is not None:
+                    seen = first_seen(filename)
+                    released = None if seen is None else epoch_of(seen)
+            if plan.rules_only_age and (not age or plan.age_exempt or (released is not None and released <= cutoff)):
+                kept[filename] = record  # the common case, decided without building anything
+                continue
+            verdict = self._decide_record(f"{channel}/{subdir}/{filename}", plan, filename, record, released, moment)
+            if verdict.allowed:
+                kept[filename] = record
+            else:
+                refused[filename] = verdict
+                until = earliest(until, verdict.available_at)
+        return RecordFilter(kept, refused, None if until is None else from_epoch(until))
+
+    def _decide_record(
+        self, subject: str, plan: Plan, filename: str, record: Mapping[str, Any], released: float | None, now: float
+    ) -> Verdict:
+        if plan.rules_only_age:
+            return self.check_age(subject, plan, released, now)
+        return self.decide(subject, plan, RecordFacts(filename, record), released, now)
+
+    def check_requirements(self, pins: Sequence[Pin], *, now: datetime | None = None) -> list[PinVerdict]:
+        """For `pkgcache policy check`: the verdict for each pin, in order, with notes on what could not be checked.
+
+        A pin without a channel is judged by every rule, whatever channel the rule names.
+        """
+        moment = now_epoch(now)
+        return [
+            self.decide_pin(pin, self.plan(normalize_name(pin.name), pin.channel), PinFacts(pin), moment)
+            for pin in pins
+        ]
+
+
+def name_from_filename(filename: str) -> str:
+    """A package's name from its file name (`NAME-VERSION-BUILD.conda`), for records that lack `name`."""
+    stem = filename.removesuffix(".conda").removesuffix(".tar.bz2")
+    return stem.rsplit("-", 2)[0].lower()
+
+
+def allow_rules_for(pins: Iterable[Pin]) -> list[str]:
+    """Allow rules admitting exactly these pins (`name ==version build`, the build when the pin has one), sorted."""
+    rules = set()
+    for pin in pins:
+        build = f" {pin.build}" if pin.build else ""
+        rules.add(f"{normalize_name(pin.name)} =={pin.version}{build}")
+    return sorted(rules)

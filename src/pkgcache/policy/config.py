@@ -1,0 +1,165 @@
+"""The policy's configuration, one model per side, mounted by `config.py` as fields of `[pypi]` and `[conda]`.
+
+Both sides take the same words: `min_release_age`, `min_release_age_exempt`, `unknown_age`, `deny`, `allow`,
+`allow_only`. A rule is a string written the way the side's users already write requirements (`"requests>=2.32,<3"`,
+`"numpy >=2"`), or a table for what a string cannot say (kind, wheel tag, license, channel, reason, exceptions).
+Every rule is compiled while the configuration loads, so a bad one is reported then, not when a file is asked for.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator, model_validator
+
+from pkgcache.policy.common import format_duration, parse_duration
+
+
+def _duration_or_none(value: Any) -> timedelta | None:
+    if value is None or isinstance(value, timedelta):
+        return value or None
+    if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
+        return None
+    if not isinstance(value, str):
+        raise ValueError('write a duration as a string, like "7d", "36h" or "90m"')
+    return parse_duration(value) or None
+
+
+Duration = Annotated[
+    timedelta | None,
+    BeforeValidator(_duration_or_none),
+    PlainSerializer(lambda value: None if value is None else format_duration(value), return_type=str | None),
+]
+
+
+class _RuleTable(BaseModel):
+    """What both sides' table rules share."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    spec: str | None = Field(None, description="the rule in its string form; or give name (and version) instead")
+    name: str | None = None
+    version: str | None = None
+    reason: str | None = Field(None, description="shown in every refusal this rule makes")
+    except_: tuple[str, ...] = Field((), alias="except", description="names or patterns the rule does not apply to")
+
+    @model_validator(mode="after")
+    def _spec_or_name(self) -> _RuleTable:
+        if (self.spec is None) == (self.name is None):
+            raise ValueError("give either spec (the rule as a string) or name (with version if you like), not both")
+        if self.spec is not None and self.version is not None:
+            raise ValueError("a spec already holds its version: drop version, or use name and version")
+        return self
+
+
+class PypiRuleTable(_RuleTable):
+    """A PyPI rule as a table: name (exact or pattern), PEP 440 version specifier, file kind, wheel tag pattern."""
+
+    kind: Literal["sdist", "wheel", "other"] | None = Field(None, description="sdist, wheel, or other (eggs...)")
+    tag: str | None = Field(None, description="a pattern over the wheel's tags, e.g. '*-win32' or 'cp27-*'")
+
+
+class CondaRuleTable(_RuleTable):
+    """A conda rule as a table: name, MatchSpec version, build pattern, package format, license and channel."""
+
+    build: str | None = Field(None, description="a pattern over the build string, e.g. 'py3*' or '*cuda*'")
+    kind: Literal["conda", "tar.bz2"] | None = Field(None, description="package format: conda or tar.bz2")
+    license: str | tuple[str, ...] | None = Field(None, description="patterns over the record's license field")
+    channel: str | None = Field(None, description="a pattern over the channel, e.g. 'cloud/conda-forge'")
+
+    @model_validator(mode="after")
+    def _build_goes_with_name(self) -> CondaRuleTable:
+        if self.build is not None and self.spec is not None:
+            raise ValueError("a spec already holds its build: drop build, or use name, version and build")
+        return self
+
+
+PypiRuleEntry = str | PypiRuleTable
+CondaRuleEntry = str | CondaRuleTable
+
+
+class PolicySettingsBase(BaseModel):
+    """The policy settings of one side. Defaults: no minimum age, no rules: everything is served."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_release_age: Duration = Field(
+        None, description='files younger than this are not served, e.g. "7d" or "36h"; unset: no minimum'
+    )
+    min_release_age_exempt: list[str] = Field(
+        default_factory=list, description="names or patterns the minimum release age does not apply to"
+    )
+    unknown_age: Literal["refuse", "allow"] = Field(
+        "refuse", description="what to do with files whose age is not known, while min_release_age is set"
+    )
+    allow_only: bool = Field(False, description="serve only what some allow rule matches")
+
+    @field_validator("deny", "allow", mode="after", check_fields=False)
+    @classmethod
+    def _rules_compile(cls, value: list[Any]) -> list[Any]:
+        for position, entry in enumerate(value):
+            try:
+                cls._compile_check(entry)
+            except ValueError as exc:
+                raise ValueError(f"rule {position} ({_entry_text(entry)}): {exc}") from None
+        return value
+
+    @classmethod
+    def _compile_check(cls, entry: Any) -> None:
+        raise NotImplementedError
+
+
+class PypiPolicySettings(PolicySettingsBase):
+    """The `[pypi]` policy keys."""
+
+    deny: list[PypiRuleEntry] = Field(default_factory=list, description='rules refusing files, e.g. "evil-*"')
+    allow: list[PypiRuleEntry] = Field(default_factory=list, description="with allow_only: what is served")
+
+    @classmethod
+    def _compile_check(cls, entry: Any) -> None:
+        from pkgcache.policy.pypi import compile_rule
+
+        compile_rule(entry, "deny", 0)
+
+
+class CondaPolicySettings(PolicySettingsBase):
+    """The `[conda]` policy keys."""
+
+    deny: list[CondaRuleEntry] = Field(default_factory=list, description='rules refusing packages, e.g. "numpy <1.20"')
+    allow: list[CondaRuleEntry] = Field(default_factory=list, description="with allow_only: what is served")
+
+    @classmethod
+    def _compile_check(cls, entry: Any) -> None:
+        from pkgcache.policy.conda import compile_rule
+
+        compile_rule(entry, "deny", 0)
+
+
+def _entry_text(entry: Any) -> str:
+    return repr(entry) if isinstance(entry, str) else rule_table_text(entry)
+
+
+def rule_table_text(table: _RuleTable) -> str:
+    """A table rule in one line for messages: its spec or name and version, then its other conditions."""
+    head = table.spec or " ".join(part for part in (table.name, table.version) if part)
+    conditions = []
+    for key in ("build", "kind", "tag", "license", "channel"):
+        value = getattr(table, key, None)
+        if value is not None:
+            shown = "|".join(value) if isinstance(value, tuple) else value
+            conditions.append(f"{key}={shown}")
+    if table.except_:
+        conditions.append("except=" + ",".join(table.except_))
+    return head + (f" ({', '.join(conditions)})" if conditions else "")
+
+
+# Notes for `pkgcache init` (config_template.KEY_NOTES), one per key; the same for both sides.
+TEMPLATE_NOTES: dict[str, str] = {
+    "min_release_age": 'Files younger than this are left out, e.g. "7d" (see docs/policy.md). Unset: no minimum.',
+    "min_release_age_exempt": 'Names or patterns (e.g. "internal-*") the minimum release age does not apply to.',
+    "unknown_age": '"refuse" (default) or "allow" files whose upload time is not known, while an age is set.',
+    "deny": 'Rules refusing files: strings like "requests>=2.32,<3" or "evil-*", or tables (docs/policy.md).',
+    "allow": "Rules listing what is served when allow_only is true (e.g. generated from a lock file).",
+    "allow_only": "Serve only what some allow rule matches.",
+}

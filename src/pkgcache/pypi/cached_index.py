@@ -1,0 +1,179 @@
+"""The PyPI index as the writing worker keeps it: pages with a time-to-live over the upstreams, files fetched once.
+
+Pages are kept on disk (`page.json`) and in memory, revalidated with the upstream's validators once their
+time-to-live has passed, and served stale while that happens or when no upstream answers. Concurrent requests for
+one project share one upstream request. "No upstream has this project" is remembered for a short while, so a
+client asking again and again for a name that does not exist costs the mirrors nothing. Files are immutable:
+fetched once through the upstream layer, checked against the page's hashes, kept under
+`pypi/files/<project>/<filename>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from pathlib import Path
+
+from pkgcache.cache_state import CacheState
+from pkgcache.config import PypiConfig
+from pkgcache.pypi.model import DistFile
+from pkgcache.pypi.names import METADATA_SUFFIX
+from pkgcache.pypi.pages import CachedPage, PageMemory, PageStore
+from pkgcache.pypi.source import FileNotListed
+from pkgcache.pypi.upstream_index import UpstreamIndex
+from pkgcache.storage.downloads import Download
+from pkgcache.storage.store import StorageError
+from pkgcache.upstream.pool import UpstreamNotFound
+
+log = logging.getLogger(__name__)
+
+# A file missing from a cached page may be newer than the page: look again, but not more often than this.
+MISSING_FILE_RECHECK_SECONDS = 10.0
+# How long "no upstream has this project" is believed (at most the page time-to-live).
+NOT_FOUND_SECONDS = 60.0
+MAX_REMEMBERED_MISSING = 100_000
+
+
+class CachedIndex:
+    """Project pages and files of the PyPI side, cached over the upstreams (the writing worker's index)."""
+
+    def __init__(self, config: PypiConfig, origin: UpstreamIndex, pages: PageStore, memory: PageMemory) -> None:
+        self.index_ttl = config.index_ttl
+        self.origin = origin
+        self.pages = pages
+        self.memory = memory
+        self._refreshes: dict[str, asyncio.Task[CachedPage]] = {}
+        self._missing: collections.OrderedDict[str, float] = collections.OrderedDict()
+
+    # --- pages ---
+
+    def fresh_page(self, project: str) -> CachedPage | None:
+        entry = self.memory.peek(project)
+        if entry is None or entry.age() >= self.index_ttl:
+            return None
+        self.memory.touch(project)
+        return entry
+
+    async def get_page(self, project: str) -> tuple[CachedPage, CacheState]:
+        entry = self.memory.get(project) or await self._load(project)
+        if entry is None:
+            self._raise_if_known_missing(project)
+            return await self.refresh(project), CacheState.MISS
+        if entry.age() < self.index_ttl:
+            return entry, CacheState.HIT
+        self._refresh_in_background(project)
+        return entry, CacheState.STALE
+
+    async def refresh(self, project: str) -> CachedPage:
+        """Fetch or revalidate a page now; concurrent callers share one upstream request."""
+        task = self._refreshes.get(project)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._refresh(project))
+            self._refreshes[project] = task
+            task.add_done_callback(lambda _: self._refreshes.pop(project, None))
+        return await asyncio.shield(task)
+
+    def _refresh_in_background(self, project: str) -> None:
+        if project in self._refreshes:
+            return
+
+        async def refresh_quietly() -> None:
+            try:
+                await self.refresh(project)
+            except UpstreamNotFound:
+                pass  # _refresh already dropped the page
+            except Exception as exc:  # the stale copy keeps being served; say why in the log
+                log.warning("revalidating %s failed, serving the cached page: %s", project, exc)
+
+        asyncio.get_running_loop().create_task(refresh_quietly())
+
+    async def _refresh(self, project: str) -> CachedPage:
+        previous = self.memory.get(project) or await self._load(project)
+        try:
+            fetched = await self.origin.fetch_page(project, previous)
+        except UpstreamNotFound:
+            await self._forget_page(project)
+            self._remember_missing(project)
+            raise
+        except Exception as exc:
+            if previous is not None:
+                previous.refresh_error = str(exc)
+            raise
+        self._missing.pop(project, None)
+        try:
+            await self.pages.save(project, fetched)
+        except StorageError as exc:
+            # The page is good; only keeping it failed (a full disk): serve it, and keep it in memory only.
+            log.warning("could not keep the page of %s on disk: %s", project, exc)
+        self.memory.put(project, fetched)
+        return fetched
+
+    async def _load(self, project: str) -> CachedPage | None:
+        entry = await self.pages.load(project)
+        if entry is not None:
+            self.memory.put(project, entry)
+        return entry
+
+    async def _forget_page(self, project: str) -> None:
+        self.memory.drop(project)
+        await self.pages.remove(project)
+
+    def _remember_missing(self, project: str) -> None:
+        self._missing[project] = time.monotonic() + min(NOT_FOUND_SECONDS, self.index_ttl)
+        self._missing.move_to_end(project)
+        while len(self._missing) > MAX_REMEMBERED_MISSING:
+            self._missing.popitem(last=False)
+
+    def _raise_if_known_missing(self, project: str) -> None:
+        until = self._missing.get(project)
+        if until is None:
+            return
+        if time.monotonic() < until:
+            raise UpstreamNotFound(f"no upstream has {project} (asked less than {NOT_FOUND_SECONDS:.0f} s ago)")
+        del self._missing[project]
+
+    def forget(self, project: str) -> None:
+        self.memory.drop(project)
+        self._missing.pop(project, None)
+
+    async def cached_projects(self) -> list[str]:
+        return await self.pages.projects()
+
+    # --- files ---
+
+    async def open_file(self, project: str, filename: str) -> Path | Download:
+        path = self.pages.file_path(project, filename)
+        if path.is_file():
+            return path
+        entry, _ = await self.get_page(project)
+        found = _lookup(entry, filename)
+        if found is None and entry.age() > MISSING_FILE_RECHECK_SECONDS:
+            entry = await self.refresh(project)
+            found = _lookup(entry, filename)
+        if found is None:
+            raise FileNotListed(f"{project} has no file {filename}")
+        dist, is_metadata = found
+        download = self.origin.download(path, entry, dist, is_metadata)
+        return path if download is None else download
+
+    def status(self) -> dict[str, object]:
+        return {
+            "index_ttl": self.index_ttl,
+            "pages_in_memory": len(self.memory),
+            "page_memory_bytes": self.memory.total,
+            "projects_known_missing": len(self._missing),
+        }
+
+
+def _lookup(entry: CachedPage, filename: str) -> tuple[DistFile, bool] | None:
+    dist = entry.files.get(filename)
+    if dist is not None:
+        return dist, False
+    if filename.endswith(METADATA_SUFFIX):
+        dist = entry.files.get(filename.removesuffix(METADATA_SUFFIX))
+        # Only metadata the upstream said it has: never promise a file that will 404.
+        if dist is not None and dist.core_metadata:
+            return dist, True
+    return None

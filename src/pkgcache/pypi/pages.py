@@ -1,0 +1,238 @@
+"""Project pages as pkgcache keeps them: in memory (bounded by bytes) and on disk (`page.json`).
+
+A `CachedPage` is a parsed page plus where and when it came from, and its renderings (one per format, made once).
+`PageMemory` is the least-recently-used set of pages in memory, bounded by an estimate of their bytes, so one huge
+project page cannot take the process's memory. `PageStore` reads and writes pages on disk and knows where a
+project's files live. Neither fetches anything: the index layers (cached_index.py, replica_index.py) do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pkgcache.pypi.model import DistFile, ProjectPage
+from pkgcache.pypi.render import JSON_CONTENT_TYPE, render_html, render_json, with_charset
+from pkgcache.storage.store import CacheStore, Stamp
+
+log = logging.getLogger(__name__)
+
+# Bytes of memory a worker spends on project pages (parsed and rendered). A page estimated at more than a quarter
+# of it is not kept in memory: it is read from disk for each request (in a thread), which is slow but bounded.
+MEMORY_BUDGET_BYTES = 96 * 1024 * 1024
+# An estimate of what one listed file costs in memory: parsed (about 600 bytes) and rendered in both formats.
+BYTES_PER_FILE = 1100
+# Pages with more files than this are parsed, loaded and rendered in the page thread pool, off the event loop.
+BIG_PAGE_FILES = 2000
+
+# Parsing and rendering pages is CPU work that can take seconds for a project with 100k files: it gets threads of
+# its own, so it never holds up the file reads and writes that share asyncio's default pool.
+_PAGE_WORK = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="pkgcache-pages")
+
+
+async def in_page_thread(function: Any, *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(_PAGE_WORK, function, *args)
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A page in one format, with the representation's own headers (type, ETag, Vary), whatever the request."""
+
+    body: bytes
+    content_type: str
+    etag: str
+    headers: dict[str, str]
+
+
+def render(page: ProjectPage, content_type: str) -> Rendered:
+    body = render_json(page) if content_type == JSON_CONTENT_TYPE else render_html(page)
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = {"Content-Type": with_charset(content_type), "ETag": etag, "Vary": "Accept"}
+    return Rendered(body, content_type, etag, headers)
+
+
+@dataclass
+class CachedPage:
+    """A project page with what is needed to serve it and to revalidate it."""
+
+    page: ProjectPage
+    upstream: str
+    fetched_at: float
+    etag: str | None = None
+    last_modified: str | None = None
+    refresh_error: str | None = None
+    files: dict[str, DistFile] = field(init=False, repr=False)
+    _rendered: dict[str, Rendered] = field(default_factory=dict, init=False, repr=False)
+    # The page.json this copy was read from or written to, and when a reader last checked it is still that file.
+    disk_stamp: Stamp | None = field(default=None, init=False, repr=False)
+    checked_at: float = field(default=0.0, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.files = {dist.filename: dist for dist in self.page.files}
+
+    @property
+    def is_big(self) -> bool:
+        return len(self.page.files) > BIG_PAGE_FILES
+
+    def age(self) -> float:
+        return max(0.0, time.time() - self.fetched_at)
+
+    def rendered_now(self, content_type: str) -> Rendered | None:
+        """The page in a format if it can be had without real work (a small page, or one rendered before)."""
+        cached = self._rendered.get(content_type)
+        if cached is None and not self.is_big:
+            cached = self._rendered[content_type] = render(self.page, content_type)
+        return cached
+
+    async def rendered(self, content_type: str) -> Rendered:
+        """The page in a format, rendered on first use (a big page in the page thread pool) and kept."""
+        cached = self.rendered_now(content_type)
+        if cached is None:
+            cached = await in_page_thread(render, self.page, content_type)
+            self._rendered[content_type] = cached
+        return cached
+
+    def weight(self) -> int:
+        """An estimate of the bytes this page holds in memory once rendered in both formats."""
+        return BYTES_PER_FILE * (len(self.page.files) + 1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "page": self.page.to_json(),
+            "upstream": self.upstream,
+            "fetched_at": self.fetched_at,
+            "etag": self.etag,
+            "last_modified": self.last_modified,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CachedPage:
+        return cls(
+            page=ProjectPage.from_json(data["page"]),
+            upstream=data["upstream"],
+            fetched_at=float(data["fetched_at"]),
+            etag=data.get("etag"),
+            last_modified=data.get("last_modified"),
+        )
+
+
+class PageMemory:
+    """Pages in memory, least recently used first out, within a budget of (estimated) bytes."""
+
+    def __init__(self, budget: int = MEMORY_BUDGET_BYTES) -> None:
+        self.budget = budget
+        self._pages: collections.OrderedDict[str, CachedPage] = collections.OrderedDict()
+        self._weights: dict[str, int] = {}
+        self.total = 0
+
+    def __len__(self) -> int:
+        return len(self._pages)
+
+    def peek(self, project: str) -> CachedPage | None:
+        """The page without counting it as used (the hit path does its own move-to-end)."""
+        return self._pages.get(project)
+
+    def get(self, project: str) -> CachedPage | None:
+        entry = self._pages.get(project)
+        if entry is not None:
+            self._pages.move_to_end(project)
+        return entry
+
+    def touch(self, project: str) -> None:
+        self._pages.move_to_end(project)
+
+    def put(self, project: str, entry: CachedPage) -> None:
+        """Keep a page, unless it alone is too big to (it is then read from disk when asked for)."""
+        self.drop(project)
+        weight = entry.weight()
+        if weight > self.budget // 4:
+            return
+        self._pages[project] = entry
+        self._weights[project] = weight
+        self.total += weight
+        self._shrink()
+
+    def drop(self, project: str) -> None:
+        if self._pages.pop(project, None) is not None:
+            self.total -= self._weights.pop(project)
+
+    def _shrink(self) -> None:
+        while self.total > self.budget and self._pages:
+            project, _ = self._pages.popitem(last=False)
+            self.total -= self._weights.pop(project)
+
+
+class PageStore:
+    """Project pages and files on disk, under `pypi/simple/<project>/page.json` and `pypi/files/<project>/`."""
+
+    def __init__(self, store: CacheStore) -> None:
+        self.store = store
+
+    def page_path(self, project: str) -> Path:
+        return self.store.path_for("pypi", "simple", project, "page.json")
+
+    def file_path(self, project: str, filename: str) -> Path:
+        return self.store.path_for("pypi", "files", project, filename)
+
+    def project_entries(self, project: str) -> list[Path]:
+        return project_entries(self.store, project)
+
+    async def load(self, project: str) -> CachedPage | None:
+        """The page on disk, parsed (off the event loop), or None if there is none or it is damaged."""
+        return await in_page_thread(self._load, project)
+
+    def _load(self, project: str) -> CachedPage | None:
+        found = self.store.read_json_stamped(self.page_path(project))
+        if found is None:
+            return None
+        data, stamp = found
+        try:
+            entry = CachedPage.from_json(data)
+        except (KeyError, TypeError, ValueError):
+            log.warning("ignoring a damaged cached page for %s", project)
+            return None
+        entry.disk_stamp, entry.checked_at = stamp, time.monotonic()
+        return entry
+
+    async def save(self, project: str, entry: CachedPage) -> None:
+        await in_page_thread(self._save, project, entry)
+
+    def _save(self, project: str, entry: CachedPage) -> None:
+        path = self.page_path(project)
+        self.store.write_json_atomic(path, entry.to_json())
+        with contextlib.suppress(OSError):
+            stat = path.stat()
+            entry.disk_stamp = (stat.st_mtime_ns, stat.st_size)
+
+    async def remove(self, project: str) -> None:
+        await asyncio.to_thread(_unlink_quietly, self.page_path(project))
+
+    async def projects(self) -> list[str]:
+        root = self.store.root / "pypi" / "simple"
+
+        def scan() -> list[str]:
+            try:
+                return sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+            except FileNotFoundError:
+                return []
+
+        return await asyncio.to_thread(scan)
+
+
+def project_entries(store: CacheStore, project: str) -> list[Path]:
+    """Where a (normalised) project's cached entries live: its page's folder and its files' folder."""
+    return [store.path_for("pypi", "simple", project), store.path_for("pypi", "files", project)]
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

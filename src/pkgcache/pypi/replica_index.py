@@ -1,0 +1,77 @@
+"""The PyPI index as a worker that only reads the cache sees it: fresh pages and files on disk, nothing else.
+
+Everything that would fetch or write (a missing or stale page, a missing file, a refresh) raises
+CacheIsReadOnly before any response starts, and the request cycle hands the request to the writing worker.
+A page kept in memory is checked against its `page.json` about once a second (a `stat`), so what the writer
+revalidated or purged reaches this worker within about that long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from pkgcache.cache_state import CacheState
+from pkgcache.config import PypiConfig
+from pkgcache.pypi.pages import CachedPage, PageMemory, PageStore
+from pkgcache.storage.downloads import Download
+from pkgcache.storage.store import READER_RECHECK_SECONDS, CacheIsReadOnly, file_stamp
+
+
+class ReplicaIndex:
+    """Project pages and files, read-only (the replicas' index)."""
+
+    def __init__(self, config: PypiConfig, pages: PageStore, memory: PageMemory) -> None:
+        self.index_ttl = config.index_ttl
+        self.pages = pages
+        self.memory = memory
+
+    def fresh_page(self, project: str) -> CachedPage | None:
+        entry = self.memory.peek(project)
+        if entry is None or entry.age() >= self.index_ttl or self._due_for_disk_check(entry):
+            return None
+        self.memory.touch(project)
+        return entry
+
+    async def get_page(self, project: str) -> tuple[CachedPage, CacheState]:
+        entry = self.memory.get(project)
+        if entry is not None and self._due_for_disk_check(entry):
+            entry = await self._recheck_disk(project, entry)
+        if entry is None:
+            entry = await self.pages.load(project)
+            if entry is not None:
+                self.memory.put(project, entry)
+        if entry is None or entry.age() >= self.index_ttl:
+            raise CacheIsReadOnly("a missing or stale page is fetched by the worker that writes")
+        return entry, CacheState.HIT
+
+    async def refresh(self, project: str) -> CachedPage:
+        raise CacheIsReadOnly("refreshed by the worker that writes")
+
+    async def open_file(self, project: str, filename: str) -> Path | Download:
+        path = self.pages.file_path(project, filename)
+        if path.is_file():
+            return path
+        raise CacheIsReadOnly("a missing file is fetched by the worker that writes")
+
+    def _due_for_disk_check(self, entry: CachedPage) -> bool:
+        return time.monotonic() - entry.checked_at > READER_RECHECK_SECONDS
+
+    async def _recheck_disk(self, project: str, entry: CachedPage) -> CachedPage | None:
+        """The memory copy if page.json is still the file it came from; else None (to be read again)."""
+        stamp = await asyncio.to_thread(file_stamp, self.pages.page_path(project))
+        if stamp is not None and stamp == entry.disk_stamp:
+            entry.checked_at = time.monotonic()
+            return entry
+        self.memory.drop(project)
+        return None
+
+    def forget(self, project: str) -> None:
+        self.memory.drop(project)
+
+    async def cached_projects(self) -> list[str]:
+        return await self.pages.projects()
+
+    def status(self) -> dict[str, object]:
+        return {"index_ttl": self.index_ttl, "pages_in_memory": len(self.memory)}

@@ -1,0 +1,52 @@
+"""The one small interface the PyPI routes talk to: a source of project pages and files.
+
+The service builds a chain of layers that each offer it (service/app.py, at assembly):
+- `CachedIndex` (cached_index.py): pages in memory and on disk with a time-to-live, stale-while-revalidate, one
+  upstream request per project however many clients ask, files fetched once; over `UpstreamIndex`
+  (upstream_index.py), which talks to the mirrors. The worker that writes the cache uses it.
+- `ReplicaIndex` (replica_index.py): what is on disk and fresh; everything else raises CacheIsReadOnly, and the
+  request cycle hands the request to the worker that writes. The other workers use it.
+A new capability (generated metadata, a policy filter) is one more layer wrapping an `IndexSource`.
+
+Errors are part of the interface: `UpstreamNotFound` (no upstream has the project), `UpstreamsUnavailable`
+(none could answer and nothing is cached), `FileNotListed` (the page has no such file), `CacheIsReadOnly` (this
+worker may not fetch), `StorageError` (the disk).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from pkgcache.cache_state import CacheState
+from pkgcache.pypi.pages import CachedPage
+from pkgcache.storage.downloads import Download
+
+
+class FileNotListed(LookupError):
+    """The project page has no such file."""
+
+
+class IndexSource(Protocol):
+    index_ttl: float
+
+    def fresh_page(self, project: str) -> CachedPage | None:
+        """The page if it is fresh in memory, without waiting for anything (the hit path); else None."""
+
+    async def get_page(self, project: str) -> tuple[CachedPage, CacheState]:
+        """The page of a (normalised) project, and whether it was a hit, a miss, or served stale."""
+
+    async def refresh(self, project: str) -> CachedPage:
+        """The page fetched or revalidated from upstream now."""
+
+    async def open_file(self, project: str, filename: str) -> Path | Download:
+        """A cached file's path, or the download bringing it."""
+
+    async def cached_projects(self) -> list[str]:
+        """The projects this cache holds pages of."""
+
+    def forget(self, project: str) -> None:
+        """Drop what is held in memory about a project (its entries on disk were removed)."""
+
+    def status(self) -> dict[str, object]:
+        """What `/-/status` shows about this side."""

@@ -1,0 +1,116 @@
+"""The PyPI side's way to the mirrors: project pages fetched (or revalidated) and files downloaded.
+
+Knows the mirrors' layouts (a page's own links for the upstream that listed it, the same `packages/...` path on the
+others) and what to ask for (JSON preferred, validators only towards the upstream that issued them). Keeps
+nothing: caching is the layer above (cached_index.py).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from urllib.parse import urljoin
+
+import aiohttp
+
+from pkgcache.config import PypiConfig, PypiUpstream
+from pkgcache.pypi.model import DistFile
+from pkgcache.pypi.names import METADATA_SUFFIX
+from pkgcache.pypi.pages import CachedPage, in_page_thread
+from pkgcache.pypi.parse import InvalidPage, parse_project_page
+from pkgcache.storage.downloads import Download, Expected
+from pkgcache.storage.filetypes import magic_for
+from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamError, read_limited
+from pkgcache.upstream.transfer import Fetcher
+
+# What pkgcache asks upstreams for: JSON when they have it, HTML otherwise. The answer's format is read from
+# its body either way.
+UPSTREAM_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
+MAX_PAGE_BYTES = 64 * 1024 * 1024
+
+
+class UpstreamIndex:
+    """Pages and files from the PyPI upstreams, through one pool."""
+
+    def __init__(self, config: PypiConfig, fetcher: Fetcher) -> None:
+        self.fetcher = fetcher
+        self.pool = fetcher.pool
+        self._upstream_config = {upstream.name: upstream for upstream in config.upstreams}
+
+    async def fetch_page(self, project: str, previous: CachedPage | None) -> CachedPage:
+        """The project's page from the first upstream that has it; `previous` (304) when it did not change.
+
+        Raises UpstreamNotFound / UpstreamsUnavailable as the pool does.
+        """
+        return await self.pool.fetch(
+            lambda upstream: urljoin(upstream.base_url, f"{project}/"),
+            lambda upstream, response: self._read_page(project, previous, upstream, response),
+            headers=lambda upstream: _page_request_headers(previous, upstream),
+            ok_statuses=frozenset({200, 304}),
+        )
+
+    async def _read_page(
+        self, project: str, previous: CachedPage | None, upstream: Upstream, response: aiohttp.ClientResponse
+    ) -> CachedPage:
+        if response.status == 304 and previous is not None:
+            previous.fetched_at = time.time()
+            previous.refresh_error = None
+            return previous
+        body = await read_limited(response, MAX_PAGE_BYTES, self.pool.policy)
+        try:
+            page = await in_page_thread(parse_project_page, body, str(response.url), project)
+        except InvalidPage as exc:
+            raise UpstreamError(f"{upstream.name}: not a project page for {project}: {exc}") from None
+        return CachedPage(
+            page=page,
+            upstream=upstream.name,
+            fetched_at=time.time(),
+            etag=response.headers.get("ETag"),
+            last_modified=response.headers.get("Last-Modified"),
+        )
+
+    def download(self, path: Path, entry: CachedPage, dist: DistFile, is_metadata: bool) -> Download | None:
+        """The download bringing a file the page lists (or its metadata) to `path`; None if it is there."""
+        return self.fetcher.download(
+            path, self._file_target(entry.upstream, dist.url, is_metadata), _expected(dist, is_metadata)
+        )
+
+    def _file_target(self, page_upstream: str, url: str, is_metadata: bool) -> TargetFor:
+        """Which URL each upstream has for a file: the page's own link, or the same `packages/...` path."""
+        suffix = url.partition("/packages/")[2]
+        extension = METADATA_SUFFIX if is_metadata else ""
+
+        def target(upstream: Upstream) -> str | None:
+            if upstream.name == page_upstream:
+                return url + extension
+            files_base = self._files_base(upstream.name)
+            if suffix and files_base:
+                return files_base + suffix + extension
+            return None
+
+        return target
+
+    def _files_base(self, upstream_name: str) -> str | None:
+        upstream: PypiUpstream | None = self._upstream_config.get(upstream_name)
+        if upstream is None:
+            return None
+        # Mirrors keep files beside the index: <root>/simple/ and <root>/packages/.
+        return upstream.files_url or urljoin(upstream.url, "../packages/")
+
+
+def _page_request_headers(previous: CachedPage | None, upstream: Upstream) -> dict[str, str]:
+    headers = {"Accept": UPSTREAM_ACCEPT}
+    # Validators are only meaningful to the upstream that issued them.
+    if previous is not None and previous.upstream == upstream.name:
+        if previous.etag:
+            headers["If-None-Match"] = previous.etag
+        if previous.last_modified:
+            headers["If-Modified-Since"] = previous.last_modified
+    return headers
+
+
+def _expected(dist: DistFile, is_metadata: bool) -> Expected:
+    if is_metadata:
+        hashes = {} if isinstance(dist.core_metadata, bool) else dict(dist.core_metadata)
+        return Expected(hashes=hashes)
+    return Expected(hashes=dict(dist.hashes), size=dist.size, magic=magic_for(dist.filename))

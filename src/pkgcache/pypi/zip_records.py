@@ -1,0 +1,327 @@
+"""The few records of a ZIP archive that reading one member needs, parsed from bytes (no I/O).
+
+A wheel's METADATA is found through the end-of-central-directory record (and its ZIP64 form), the central
+directory, and the member's local header; the member's bytes are then inflated and checked against the sizes and
+CRC-32 the central directory gives. Every function takes bytes that the caller fetched (from a file or by HTTP
+ranges) and raises `ZipRecordError` on anything a well-formed archive would not contain, so a lying or broken archive
+never yields bytes.
+
+Only what wheels use is supported: one disk, stored or deflated members, no encryption.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import NamedTuple
+
+END_RECORD_SIZE = 22
+# The end record may carry a comment of up to 65535 bytes after it.
+END_RECORD_SEARCH = END_RECORD_SIZE + 0xFFFF
+ZIP64_LOCATOR_SIZE = 20
+ZIP64_END_RECORD_SIZE = 56
+CENTRAL_HEADER_SIZE = 46
+LOCAL_HEADER_SIZE = 30
+
+STORED = 0
+DEFLATED = 8
+
+_END_RECORD = struct.Struct("<4s4H2LH")
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")
+_ZIP64_END_RECORD = struct.Struct("<4sQ2H2L4Q")
+_CENTRAL_HEADER = struct.Struct("<4s6H3L5H2L")
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+_EXTRA_HEADER = struct.Struct("<2H")
+
+_END_SIGNATURE = b"PK\x05\x06"
+_ZIP64_LOCATOR_SIGNATURE = b"PK\x06\x07"
+_ZIP64_END_SIGNATURE = b"PK\x06\x06"
+_CENTRAL_SIGNATURE = b"PK\x01\x02"
+_LOCAL_SIGNATURE = b"PK\x03\x04"
+_ZIP64_EXTRA_ID = 0x0001
+
+_FLAG_ENCRYPTED = 0x0001
+_FLAG_STRONG_ENCRYPTION = 0x0040
+_FLAG_UTF8_NAME = 0x0800
+
+
+class _CentralHeader(NamedTuple):
+    """The fixed part of a central-directory entry, field by field."""
+
+    signature: bytes
+    version_made_by: int
+    version_needed: int
+    flags: int
+    method: int
+    time: int
+    date: int
+    crc32: int
+    compressed_size: int
+    size: int
+    name_length: int
+    extra_length: int
+    comment_length: int
+    start_disk: int
+    internal_attributes: int
+    external_attributes: int
+    header_offset: int
+
+
+class ZipRecordError(ValueError):
+    """The bytes are not the ZIP record they should be, or the archive is one this module refuses."""
+
+
+@dataclass(frozen=True)
+class EndRecord:
+    """Where the end-of-central-directory record (or its ZIP64 locator) starts, and what it says."""
+
+    offset: int
+    central_directory_offset: int
+    central_directory_size: int
+    entries: int
+    # Where the ZIP64 end record is, when a locator points at one (its fields are then not known yet).
+    zip64_end_record_offset: int | None = None
+
+
+@dataclass(frozen=True)
+class CentralDirectory:
+    """The central directory's place in the archive and its entry count."""
+
+    offset: int
+    size: int
+    entries: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.size
+
+
+@dataclass(frozen=True)
+class Member:
+    """One central-directory entry: what reading that member needs."""
+
+    name: str
+    raw_name: bytes
+    flags: int
+    method: int
+    crc32: int
+    compressed_size: int
+    size: int
+    header_offset: int
+
+
+def find_end_record(data: bytes, data_offset: int, file_size: int) -> EndRecord | None:
+    """The end record in `data` (the bytes at `data_offset`, which must reach the end of the file), or None.
+
+    The record is searched backwards; it must end exactly where its comment ends at the end of the file, which
+    rules out a signature that merely appears inside the comment or the central directory. None means the record
+    is not in `data`: the caller fetches up to `END_RECORD_SEARCH` bytes from the end and asks again.
+    """
+    if data_offset + len(data) != file_size:
+        raise ZipRecordError("the bytes searched for the end record do not reach the end of the file")
+    position = data.rfind(_END_SIGNATURE, 0, max(0, len(data) - END_RECORD_SIZE + 4))
+    while position >= 0:
+        record = _END_RECORD.unpack_from(data, position)
+        comment_length = record[7]
+        if position + END_RECORD_SIZE + comment_length == len(data):
+            return _end_record_from(record, data, data_offset + position, position)
+        position = data.rfind(_END_SIGNATURE, 0, position)
+    return None
+
+
+def _end_record_from(record: tuple[int | bytes, ...], data: bytes, offset: int, position: int) -> EndRecord:
+    _, disk, cd_disk, disk_entries, entries, cd_size, cd_offset, _ = record
+    if disk != 0 or cd_disk != 0 or disk_entries != entries:
+        raise ZipRecordError("archive spans several disks")
+    locator_position = position - ZIP64_LOCATOR_SIZE
+    if locator_position >= 0 and data[locator_position : locator_position + 4] == _ZIP64_LOCATOR_SIGNATURE:
+        _, locator_disk, zip64_offset, disks = _ZIP64_LOCATOR.unpack_from(data, locator_position)
+        if locator_disk != 0 or disks != 1:
+            raise ZipRecordError("ZIP64 archive spans several disks")
+        if zip64_offset + ZIP64_END_RECORD_SIZE > offset - ZIP64_LOCATOR_SIZE:
+            raise ZipRecordError("ZIP64 end record would overlap its locator")
+        return EndRecord(offset - ZIP64_LOCATOR_SIZE, 0, 0, 0, zip64_end_record_offset=zip64_offset)
+    if 0xFFFF in (disk_entries, entries) or 0xFFFFFFFF in (cd_size, cd_offset):
+        raise ZipRecordError("end record asks for ZIP64 but no ZIP64 locator precedes it")
+    return EndRecord(offset, int(cd_offset), int(cd_size), int(entries))
+
+
+def parse_zip64_end_record(data: bytes, offset: int, locator_offset: int) -> EndRecord:
+    """The ZIP64 end record at `offset` (`data` holds at least its fixed part), which must end at the locator.
+
+    An extensible data sector between the record and the locator is allowed, as the format allows it.
+    """
+    if len(data) < ZIP64_END_RECORD_SIZE:
+        raise ZipRecordError("ZIP64 end record is cut short")
+    signature, record_size, _, _, disk, cd_disk, disk_entries, entries, cd_size, cd_offset = (
+        _ZIP64_END_RECORD.unpack_from(data)
+    )
+    if signature != _ZIP64_END_SIGNATURE:
+        raise ZipRecordError("no ZIP64 end record where the locator points")
+    if offset + 12 + record_size != locator_offset:
+        raise ZipRecordError("ZIP64 end record does not end at its locator")
+    if disk != 0 or cd_disk != 0 or disk_entries != entries:
+        raise ZipRecordError("archive spans several disks")
+    return EndRecord(offset, cd_offset, cd_size, entries)
+
+
+def central_directory_of(end: EndRecord, max_size: int) -> CentralDirectory:
+    """The central directory an end record describes, checked to end exactly where that record starts.
+
+    Wheels carry no data before the first member nor between the central directory and the end record, so any
+    other place means a damaged or doctored archive (and is how a directory "pointing outside the file" shows).
+    """
+    directory = CentralDirectory(end.central_directory_offset, end.central_directory_size, end.entries)
+    if directory.end != end.offset:
+        raise ZipRecordError(
+            f"central directory at {directory.offset}+{directory.size} does not end at the end record ({end.offset})"
+        )
+    if directory.size > max_size:
+        raise ZipRecordError(f"central directory of {directory.size} bytes is over the {max_size}-byte cap")
+    if directory.entries * CENTRAL_HEADER_SIZE > directory.size:
+        raise ZipRecordError(f"{directory.entries} entries cannot fit in {directory.size} bytes")
+    return directory
+
+
+def parse_central_directory(data: bytes, directory: CentralDirectory) -> list[Member]:
+    """Every entry of the central directory (`data` is exactly its bytes), checked to fill it exactly."""
+    if len(data) != directory.size:
+        raise ZipRecordError("central directory bytes are cut short")
+    members: list[Member] = []
+    position = 0
+    for _ in range(directory.entries):
+        member, position = _parse_central_header(data, position)
+        if member.header_offset + LOCAL_HEADER_SIZE + len(member.raw_name) + member.compressed_size > directory.offset:
+            raise ZipRecordError(f"member {member.name!r} would reach into the central directory")
+        members.append(member)
+    if position != len(data):
+        raise ZipRecordError("central directory holds more bytes than its entries")
+    return members
+
+
+def _parse_central_header(data: bytes, position: int) -> tuple[Member, int]:
+    if position + CENTRAL_HEADER_SIZE > len(data):
+        raise ZipRecordError("central directory ends inside an entry")
+    header = _CentralHeader._make(_CENTRAL_HEADER.unpack_from(data, position))
+    if header.signature != _CENTRAL_SIGNATURE:
+        raise ZipRecordError("central directory entry has no signature")
+    name_start = position + CENTRAL_HEADER_SIZE
+    extra_start = name_start + header.name_length
+    end = extra_start + header.extra_length + header.comment_length
+    if end > len(data):
+        raise ZipRecordError("central directory entry runs past the directory")
+    raw_name = data[name_start:extra_start]
+    size, compressed, header_offset, start_disk = _apply_zip64_extra(
+        data[extra_start : extra_start + header.extra_length],
+        header.size,
+        header.compressed_size,
+        header.header_offset,
+        header.start_disk,
+    )
+    if start_disk != 0:
+        raise ZipRecordError("member lives on another disk")
+    member = Member(
+        name=raw_name.decode("utf-8" if header.flags & _FLAG_UTF8_NAME else "cp437", errors="replace"),
+        raw_name=raw_name,
+        flags=header.flags,
+        method=header.method,
+        crc32=header.crc32,
+        compressed_size=compressed,
+        size=size,
+        header_offset=header_offset,
+    )
+    return member, end
+
+
+def _apply_zip64_extra(extra: bytes, size: int, compressed: int, offset: int, disk: int) -> tuple[int, int, int, int]:
+    """Replace the 32-bit fields marked 0xFFFFFFFF (0xFFFF for the disk) by their 64-bit values, in the order the
+    format stores them: size, compressed size, header offset, disk."""
+    wanted = [size == 0xFFFFFFFF, compressed == 0xFFFFFFFF, offset == 0xFFFFFFFF, disk == 0xFFFF]
+    if not any(wanted):
+        return size, compressed, offset, disk
+    body = _extra_field(extra, _ZIP64_EXTRA_ID)
+    if body is None:
+        raise ZipRecordError("entry marks ZIP64 sizes but has no ZIP64 extra field")
+    values = [size, compressed, offset, disk]
+    position = 0
+    for index, needed in enumerate(wanted):
+        if not needed:
+            continue
+        width = 4 if index == 3 else 8
+        if position + width > len(body):
+            raise ZipRecordError("ZIP64 extra field is too short")
+        values[index] = int.from_bytes(body[position : position + width], "little")
+        position += width
+    return values[0], values[1], values[2], values[3]
+
+
+def _extra_field(extra: bytes, wanted_id: int) -> bytes | None:
+    position = 0
+    while position + _EXTRA_HEADER.size <= len(extra):
+        field_id, length = _EXTRA_HEADER.unpack_from(extra, position)
+        body_start = position + _EXTRA_HEADER.size
+        if body_start + length > len(extra):
+            raise ZipRecordError("extra field runs past its entry")
+        if field_id == wanted_id:
+            return extra[body_start : body_start + length]
+        position = body_start + length
+    return None
+
+
+def check_readable(member: Member, max_size: int) -> None:
+    """Refuse a member this module will not read: encrypted, compressed otherwise, or bigger than `max_size`."""
+    if member.flags & (_FLAG_ENCRYPTED | _FLAG_STRONG_ENCRYPTION):
+        raise ZipRecordError(f"{member.name!r} is encrypted")
+    if member.method not in (STORED, DEFLATED):
+        raise ZipRecordError(f"{member.name!r} uses compression method {member.method}")
+    if member.size > max_size or member.compressed_size > max_size:
+        raise ZipRecordError(f"{member.name!r} is {member.size} bytes, over the {max_size}-byte cap")
+
+
+def member_data_offset(header: bytes, member: Member) -> int:
+    """Where `member`'s data starts, from its local header (`header` holds its fixed part and the member's name).
+
+    The name must repeat the central directory's and the method must agree; the local sizes are not compared, as
+    a data descriptor (flag bit 3) leaves them zero: the CRC and sizes are checked on the data instead.
+    """
+    if len(header) < LOCAL_HEADER_SIZE + len(member.raw_name):
+        raise ZipRecordError("local header is cut short")
+    signature, _, flags, method, _, _, _, _, _, name_length, extra_length = _LOCAL_HEADER.unpack_from(header)
+    if signature != _LOCAL_SIGNATURE:
+        raise ZipRecordError(f"no local header where {member.name!r} should start")
+    if flags & (_FLAG_ENCRYPTED | _FLAG_STRONG_ENCRYPTION) or method != member.method:
+        raise ZipRecordError(f"local header of {member.name!r} disagrees with the central directory")
+    name_end = LOCAL_HEADER_SIZE + name_length
+    if name_length != len(member.raw_name) or header[LOCAL_HEADER_SIZE:name_end] != member.raw_name:
+        raise ZipRecordError(f"local header names another member than {member.name!r}")
+    return member.header_offset + name_end + extra_length
+
+
+def extract(member: Member, compressed: bytes) -> bytes:
+    """The member's bytes from its stored or deflated data, checked against its sizes and CRC-32."""
+    if len(compressed) != member.compressed_size:
+        raise ZipRecordError(f"{member.name!r}: got {len(compressed)} bytes of data, expected {member.compressed_size}")
+    if member.method == STORED:
+        data = compressed
+        if member.compressed_size != member.size:
+            raise ZipRecordError(f"stored member {member.name!r} has two different sizes")
+    else:
+        data = _inflate(member, compressed)
+    if len(data) != member.size:
+        raise ZipRecordError(f"{member.name!r} inflates to {len(data)} bytes, expected {member.size}")
+    if zlib.crc32(data) != member.crc32:
+        raise ZipRecordError(f"{member.name!r} fails its CRC-32 check")
+    return data
+
+
+def _inflate(member: Member, compressed: bytes) -> bytes:
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        # One byte more than expected is enough to tell a longer stream, without inflating a bomb.
+        data = inflater.decompress(compressed, member.size + 1)
+    except zlib.error as error:
+        raise ZipRecordError(f"{member.name!r} is not valid deflate data: {error}") from error
+    if not inflater.eof or inflater.unused_data or inflater.unconsumed_tail:
+        raise ZipRecordError(f"{member.name!r}: its deflate stream does not end with its compressed size")
+    return data

@@ -1,0 +1,213 @@
+"""The aiohttp application: builds the shared layers from the settings and mounts each side's routes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from pkgcache import __version__
+from pkgcache.conda.cached_channels import CachedChannels, ChannelPaths
+from pkgcache.conda.generated_zst import GeneratedZst
+from pkgcache.conda.index_files import IndexFiles
+from pkgcache.conda.replica_channels import ReplicaChannels
+from pkgcache.conda.routes import CONDA_CHANNELS_KEY, add_conda_routes
+from pkgcache.conda.source import ChannelSource
+from pkgcache.conda.upstream_channels import UpstreamChannels
+from pkgcache.config import CondaUpstream, PypiUpstream, Settings, UpstreamPolicy
+from pkgcache.http.access_log import AccessLog
+from pkgcache.http.fast_path import FAST_PATH_KEY, FastPath
+from pkgcache.http.request_cycle import REQUEST_CYCLE_KEY, RequestCycle, add_fallback, add_get
+from pkgcache.pypi.cached_index import CachedIndex
+from pkgcache.pypi.pages import PageMemory, PageStore
+from pkgcache.pypi.replica_index import ReplicaIndex
+from pkgcache.pypi.routes import PYPI_INDEX_KEY, add_pypi_routes
+from pkgcache.pypi.source import IndexSource
+from pkgcache.pypi.upstream_index import UpstreamIndex
+from pkgcache.service.metrics import status_extras
+from pkgcache.service.operations import install_operations
+from pkgcache.stats import RequestStats
+from pkgcache.storage.downloads import Downloader
+from pkgcache.storage.eviction import CacheKeeper
+from pkgcache.storage.sidecars import Sidecars
+from pkgcache.storage.store import CacheStore
+from pkgcache.upstream.pool import Upstream, UpstreamPolicySettings, UpstreamPool
+from pkgcache.upstream.transfer import Fetcher
+from pkgcache.workers.context import WorkerContext
+from pkgcache.workers.forwarding import Forwarder
+from pkgcache.workers.worker_app import (
+    install_replica_upkeep,
+    install_worker,
+    peer_stats,
+    replica_health,
+    workers_status,
+)
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_GRACE_SECONDS = 20.0
+
+SETTINGS_KEY = web.AppKey("settings", Settings)
+STORE_KEY = web.AppKey("store", CacheStore)
+DOWNLOADER_KEY = web.AppKey("downloader", Downloader)
+POOLS_KEY = web.AppKey("pools", dict)
+STARTED_KEY = web.AppKey("started_at", float)
+ACCESS_LOG_KEY = web.AppKey("access_log", AccessLog)
+
+
+def make_pool(upstreams: list[tuple[str, str, int | None]], policy: UpstreamPolicy) -> UpstreamPool:
+    members = [
+        Upstream(name=name, base_url=url, max_connections=cap or policy.max_connections) for name, url, cap in upstreams
+    ]
+    return UpstreamPool(
+        members,
+        UpstreamPolicySettings(
+            user_agent=policy.user_agent,
+            connect_timeout=policy.connect_timeout,
+            read_timeout=policy.read_timeout,
+            cooldown=policy.cooldown,
+            max_redirects=policy.max_redirects,
+            proxy=policy.proxy,
+            first_byte_timeout=policy.first_byte_timeout,
+            min_rate=policy.min_rate,
+            rate_window=policy.rate_window,
+            slot_wait=policy.slot_wait,
+            max_retry_after=policy.max_retry_after,
+        ),
+    )
+
+
+def _pypi_pool(upstreams: list[PypiUpstream], policy: UpstreamPolicy) -> UpstreamPool:
+    return make_pool([(u.name, u.url, u.max_connections) for u in upstreams], policy)
+
+
+def _conda_pool(upstreams: list[CondaUpstream], policy: UpstreamPolicy) -> UpstreamPool:
+    return make_pool([(u.name, u.pkgs_url, u.max_connections) for u in upstreams], policy)
+
+
+def _pypi_index(settings: Settings, pool: UpstreamPool, store: CacheStore, downloader: Downloader) -> IndexSource:
+    """The PyPI side's chain of index layers: chosen once, here (pypi/source.py says what each does)."""
+    pages, memory = PageStore(store), PageMemory()
+    if not store.writable:
+        return ReplicaIndex(settings.pypi, pages, memory)
+    return CachedIndex(settings.pypi, UpstreamIndex(settings.pypi, Fetcher(pool, downloader)), pages, memory)
+
+
+def _conda_channels(settings: Settings, pool: UpstreamPool, store: CacheStore, downloader: Downloader) -> ChannelSource:
+    """The conda side's chain of layers: chosen once, here (conda/source.py says what each does)."""
+    paths, sidecars = ChannelPaths(settings.conda, store), Sidecars(store)
+    if not store.writable:
+        return GeneratedZst(ReplicaChannels(settings.conda, paths, sidecars), paths, sidecars)
+    origin = UpstreamChannels(settings.conda, Fetcher(pool, downloader))
+    cached = CachedChannels(settings.conda, paths, origin, IndexFiles(origin.fetcher, sidecars))
+    return GeneratedZst(cached, paths, sidecars)
+
+
+def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.Application:
+    """The whole service in one process (`worker` None), or one worker of several (see workers/)."""
+    app = web.Application()
+    reads_only = worker is not None and not worker.is_primary
+    forwarder = Forwarder(worker.primary_address) if reads_only and worker is not None else None
+    access_log = app[ACCESS_LOG_KEY] = AccessLog()
+    # Made before any route: every handler is wrapped in it as its route is added.
+    cycle = app[REQUEST_CYCLE_KEY] = RequestCycle(
+        access_log, RequestStats(), settings.access.users, hand_over=forwarder.forward if forwarder else None
+    )
+    store = app[STORE_KEY] = CacheStore(settings.server.data_dir, writable=not reads_only)
+    # The cache's size keeper lives where the cache is written, and hears of every file committed.
+    keeper = None if reads_only else CacheKeeper(store, settings.cache.max_size)
+    downloader = app[DOWNLOADER_KEY] = Downloader(store, on_commit=keeper.file_committed if keeper else None)
+    pools = app[POOLS_KEY] = _pools(settings)
+    app[SETTINGS_KEY] = settings
+    app[STARTED_KEY] = time.time()
+    if keeper is not None:
+        app.cleanup_ctx.append(_store_prepared)  # first: everything after it may use the data directory
+    app.cleanup_ctx.append(_access_log_running)
+    app.cleanup_ctx.append(_pools_open)
+
+    if not settings.access.users:
+        # Answers from memory before routing (http/fast_path.py); with users, every read checks them.
+        app[FAST_PATH_KEY] = FastPath(cycle)
+    if "pypi" in pools:
+        index = _pypi_index(settings, pools["pypi"], store, downloader)
+        add_pypi_routes(app, index, store.file_use, app.get(FAST_PATH_KEY))
+    if "conda" in pools:
+        add_conda_routes(app, _conda_channels(settings, pools["conda"], store, downloader), store.file_use)
+
+    if worker is not None:
+        install_worker(app, worker, cycle.stats)
+    if forwarder is not None:
+        # A replica: cached content here; the operator's pages, stats and admin API are the primary's.
+        add_get(app, "/-/health", replica_health)
+        install_replica_upkeep(app, store, forwarder)
+    else:
+        assert keeper is not None
+        add_get(app, "/-/health", health)
+        add_get(app, "/-/status", status)
+        # The page at /, /-/stats, /metrics, the admin API, and the cache's size keeper.
+        install_operations(app, settings, store, downloader, keeper, pools, cycle.stats, lambda: peer_stats(app))
+    add_fallback(app)
+    app.on_shutdown.append(_stop_downloads)
+    return app
+
+
+def _pools(settings: Settings) -> dict[str, UpstreamPool]:
+    pools: dict[str, UpstreamPool] = {}
+    if settings.pypi.enabled:
+        pools["pypi"] = _pypi_pool(settings.pypi.upstreams, settings.upstream)
+    if settings.conda.enabled:
+        pools["conda"] = _conda_pool(settings.conda.upstreams, settings.upstream)
+    return pools
+
+
+async def _store_prepared(app: web.Application) -> AsyncIterator[None]:
+    app[STORE_KEY].prepare()
+    yield
+
+
+async def _access_log_running(app: web.Application) -> AsyncIterator[None]:
+    app[ACCESS_LOG_KEY].start()
+    yield
+    await app[ACCESS_LOG_KEY].stop()
+
+
+async def _pools_open(app: web.Application) -> AsyncIterator[None]:
+    yield
+    for pool in app[POOLS_KEY].values():
+        await pool.close()
+
+
+async def _stop_downloads(app: web.Application) -> None:
+    # A graceful stop lets downloads in flight finish (their clients get whole files), within a bound.
+    await app[DOWNLOADER_KEY].close(grace=DOWNLOAD_GRACE_SECONDS)
+
+
+async def health(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+def _side_status(app: web.Application) -> dict[str, object]:
+    """What each side serves: the PyPI index's settings, the conda channels."""
+    sides: dict[str, object] = {}
+    if PYPI_INDEX_KEY in app:
+        sides["pypi"] = app[PYPI_INDEX_KEY].status()
+    if CONDA_CHANNELS_KEY in app:
+        sides["conda"] = app[CONDA_CHANNELS_KEY].status()
+    return sides
+
+
+async def status(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    return web.json_response(
+        {
+            "version": __version__,
+            "uptime_seconds": round(time.time() - app[STARTED_KEY], 1),
+            "downloads_in_flight": app[DOWNLOADER_KEY].in_flight(),
+            "upstreams": {side: pool.status() for side, pool in app[POOLS_KEY].items()},
+            **_side_status(app),
+            **status_extras(app),
+            "workers": workers_status(app) or None,
+        }
+    )

@@ -1,0 +1,141 @@
+"""Counting requests, and telling machines how the service does: `/-/stats` (JSON) and `/metrics` (Prometheus).
+
+The request counters are fed by the middleware in http/request_cycle.py, from what each handler noted
+(`CACHE_STATE`) and from the bytes really sent. `/metrics` reads live values through a custom collector on a
+registry of this application's own, so two applications in one process (as in the tests) never share counters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from pkgcache import __version__
+from pkgcache.cache_state import CacheState
+from pkgcache.http.request_cycle import add_get
+from pkgcache.service.state import OPERATIONS_KEY, Operations, operations
+
+METRICS_REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
+
+
+# --- /-/stats ---
+
+
+async def stats_page(request: web.Request) -> web.StreamResponse:
+    ops = operations(request)
+    return web.json_response(
+        {"version": __version__, "uptime_seconds": round(time.time() - ops.started_at, 1), **ops.summary()}
+    )
+
+
+def status_extras(app: web.Application) -> dict[str, object]:
+    """What `/-/status` adds for `pkgcache status`: the cache's size and hit ratio."""
+    summary = app[OPERATIONS_KEY].summary()
+    return {key: summary[key] for key in ("cache_bytes", "cache_max_bytes", "hit_ratio", "bytes_saved")}
+
+
+# --- /metrics ---
+
+
+class LiveCollector(Collector):
+    """Reads the application's counters at each scrape; nothing is duplicated into prometheus objects."""
+
+    def __init__(self, ops: Operations) -> None:
+        self.ops = ops
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._service()
+        yield from self._sides()
+        yield from self._cache()
+        yield from self._upstreams()
+
+    def _service(self) -> Iterable[Metric]:
+        info = GaugeMetricFamily("pkgcache_info", "pkgcache version", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "pkgcache_start_time_seconds", "When the service started (Unix time)", value=self.ops.started_at
+        )
+        yield GaugeMetricFamily(
+            "pkgcache_downloads_in_flight", "Files being fetched from upstreams", value=self.ops.downloader.in_flight()
+        )
+
+    def _sides(self) -> Iterable[Metric]:
+        requests = CounterMetricFamily("pkgcache_requests", "Requests to a side's routes", labels=["side"])
+        lookups = CounterMetricFamily(
+            "pkgcache_cache_lookups", "Answers by origin: hit, miss (upstream), stale", labels=["side", "result"]
+        )
+        errors = CounterMetricFamily("pkgcache_error_responses", "Answers with a 5xx status", labels=["side"])
+        served = CounterMetricFamily("pkgcache_served_bytes", "Body bytes sent to clients", labels=["side"])
+        saved = CounterMetricFamily("pkgcache_saved_bytes", "Body bytes sent from the cache", labels=["side"])
+        fetched = CounterMetricFamily("pkgcache_fetched_bytes", "File bytes received from upstreams", labels=["side"])
+        for side, counters in self.ops.request_stats().sides.items():
+            if side not in self.ops.pools:
+                continue
+            requests.add_metric([side], counters.requests)
+            for result, count in (
+                (CacheState.HIT, counters.hits),
+                (CacheState.MISS, counters.misses),
+                (CacheState.STALE, counters.stale),
+            ):
+                lookups.add_metric([side, result], count)
+            errors.add_metric([side], counters.errors)
+            served.add_metric([side], counters.bytes_served)
+            saved.add_metric([side], counters.bytes_saved)
+            fetched.add_metric([side], self.ops.bytes_fetched(side))
+        yield from (requests, lookups, errors, served, saved, fetched)
+
+    def _cache(self) -> Iterable[Metric]:
+        keeper = self.ops.keeper
+        yield GaugeMetricFamily("pkgcache_cache_size_bytes", "Bytes in the cache", value=keeper.total_bytes)
+        if keeper.max_size is not None:
+            yield GaugeMetricFamily("pkgcache_cache_max_size_bytes", "The cache's size limit", value=keeper.max_size)
+        yield CounterMetricFamily(
+            "pkgcache_evicted_files", "Package files evicted to stay under the limit", value=keeper.evicted.files
+        )
+        yield CounterMetricFamily("pkgcache_evicted_bytes", "Bytes evicted", value=keeper.evicted.bytes)
+
+    def _upstreams(self) -> Iterable[Metric]:
+        labels = ["side", "upstream"]
+        requests = CounterMetricFamily("pkgcache_upstream_requests", "Requests sent to an upstream", labels=labels)
+        failures = CounterMetricFamily(
+            "pkgcache_upstream_failures", "Failed requests or bad answers from an upstream", labels=labels
+        )
+        received = CounterMetricFamily(
+            "pkgcache_upstream_received_bytes", "File bytes received from an upstream", labels=labels
+        )
+        latency = GaugeMetricFamily(
+            "pkgcache_upstream_latency_seconds", "Smoothed time to response headers", labels=labels
+        )
+        healthy = GaugeMetricFamily(
+            "pkgcache_upstream_healthy", "1 when the upstream is used, 0 while it cools down", labels=labels
+        )
+        now = time.monotonic()
+        for side, pool in self.ops.pools.items():
+            for upstream in pool.upstreams:
+                key = [side, upstream.name]
+                requests.add_metric(key, upstream.stats.requests)
+                failures.add_metric(key, upstream.stats.failures)
+                received.add_metric(key, upstream.stats.bytes_received)
+                if upstream.stats.latency_seconds is not None:
+                    latency.add_metric(key, upstream.stats.latency_seconds)
+                healthy.add_metric(key, 0 if upstream.is_cooling_down(now) else 1)
+        yield from (requests, failures, received, latency, healthy)
+
+
+async def metrics_page(request: web.Request) -> web.StreamResponse:
+    body = generate_latest(request.app[METRICS_REGISTRY_KEY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def add_metrics_routes(app: web.Application) -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(LiveCollector(app[OPERATIONS_KEY]))
+    app[METRICS_REGISTRY_KEY] = registry
+    add_get(app, "/-/stats", stats_page)
+    add_get(app, "/metrics", metrics_page)

@@ -1,0 +1,348 @@
+"""The page at `/`: what a developer on the LAN needs to use this pkgcache, in English and Chinese.
+
+Copy-paste settings for every client with this server's real address (from the request's Host header), the
+indexes and channels served, each upstream's health, and how much the cache holds and saves. Plain HTML with
+inline CSS and system fonts: it works without JavaScript; a few lines of inline script only add "copy" buttons.
+Nothing is loaded from anywhere else.
+
+The markup is the Jinja2 template `templates/page.html` (autoescape on: every value is HTML-escaped); the style and
+the script are `static/page.css` and `static/copy.js`, read once and inlined under the response's CSP nonce. This
+module gathers what the page shows (`page_context`) and picks its language.
+
+Language: `?lang=zh` / `?lang=en` picks one and remembers it in a cookie; otherwise the cookie; otherwise the
+browser's Accept-Language; otherwise English.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from importlib import resources
+from types import SimpleNamespace
+from typing import Any
+
+import jinja2
+from aiohttp import web
+from markupsafe import Markup, escape
+
+from pkgcache import __version__
+from pkgcache.clients import (
+    CLIENT_IDS,
+    Snippet,
+    base_url_for,
+    client_host,
+    client_snippets,
+    conda_url,
+    pypi_index_url,
+)
+from pkgcache.formatting import format_bytes, format_duration
+from pkgcache.http.qvalues import best_offer
+from pkgcache.http.request_cycle import add_get
+from pkgcache.service.state import Operations, operations
+
+LANGUAGES = ("en", "zh")
+LANG_COOKIE = "pkgcache_lang"
+LANG_COOKIE_MAX_AGE = 365 * 24 * 3600
+# What a Host header may hold to be used in the settings shown (a name or address and a port).
+_SAFE_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
+
+# key -> (English, Chinese)
+TEXT: dict[str, tuple[str, str]] = {
+    "title": ("pkgcache: packages for this network", "pkgcache：本地网络的软件包缓存"),
+    "tagline": (
+        "A caching proxy for PyPI and conda. Point your tools here: each package is downloaded from the "
+        "mirrors once, then served from this machine to everyone.",
+        "PyPI 与 conda 的缓存代理。把工具指向这里：每个包只从镜像下载一次，之后由本机提供给所有人。",
+    ),
+    "switch": ("中文", "English"),
+    "glance": ("At a glance", "概览"),
+    "cache_size": ("Cache size", "缓存大小"),
+    "of_limit": ("limit {limit}", "上限 {limit}"),
+    "no_limit": ("no size limit", "未设大小上限"),
+    "counting": ("counting…", "统计中…"),
+    "hit_ratio": ("Hit ratio", "命中率"),
+    "hit_detail": ("{hits} from cache, {misses} from mirrors", "缓存 {hits} 次，镜像 {misses} 次"),
+    "saved": ("Served from cache", "由缓存提供"),
+    "saved_detail": ("of {served} served in all", "共提供 {served}"),
+    "uptime": ("Running for", "已运行"),
+    "uptime_detail": ("{requests} package requests", "{requests} 次软件包请求"),
+    "setup": ("Set up your tools", "配置你的工具"),
+    "setup_intro": (
+        "Each block below already holds this server's address, {base}. Copy it into the file named, or run it.",
+        "下面每段配置都已填好本服务器地址 {base}，复制到所示文件中或直接运行即可。",
+    ),
+    "put_in": ("Put it in", "写入"),
+    "run_shell": ("Run in a shell", "在终端中运行"),
+    "copy": ("Copy", "复制"),
+    "copied": ("Copied", "已复制"),
+    "auth_note": (
+        "This server asks for a user name and password. Put them in the address, like http://USER:PASSWORD@{host}/…",
+        "本服务器需要用户名和密码，请写在地址里，例如 http://用户名:密码@{host}/…",
+    ),
+    "served": ("Indexes and channels", "索引与频道"),
+    "pypi_index": ("PyPI simple index", "PyPI 简单索引"),
+    "conda_channels": ("conda channels", "conda 频道"),
+    "upstreams": ("Upstream mirrors", "上游镜像"),
+    "upstreams_intro": (
+        "Tried in this order. A mirror that fails is rested for a while and the next one is used.",
+        "按此顺序使用。出错的镜像会暂停一段时间，改用下一个。",
+    ),
+    "side_pypi": ("PyPI", "PyPI"),
+    "side_conda": ("conda", "conda"),
+    "col_name": ("Mirror", "镜像"),
+    "col_state": ("State", "状态"),
+    "col_latency": ("Latency", "延迟"),
+    "col_requests": ("Requests", "请求"),
+    "col_failures": ("Failures", "失败"),
+    "col_error": ("Last error", "最近错误"),
+    "state_ok": ("OK", "正常"),
+    "state_unused": ("not used yet", "尚未使用"),
+    "state_resting": ("resting, {seconds} s left", "暂停中，剩余 {seconds} 秒"),
+    "machines": ("For machines", "机器可读接口"),
+    "footer": ("pkgcache {version}", "pkgcache {version}"),
+}
+
+
+def text(lang: str, key: str, **values: object) -> str:
+    """A translated string, with `values` filled in (the template escapes the whole, values included)."""
+    english, chinese = TEXT[key]
+    template = chinese if lang == "zh" else english
+    return template.format(**values) if values else template
+
+
+def language_from_accept(header: str | None) -> str:
+    """The first language we have among those the browser prefers (by q-value), English if none."""
+    return best_offer(header, _language_of) or "en"
+
+
+def _language_of(tag: str) -> str | None:
+    """`zh-cn` -> `zh`, when it is one of ours."""
+    primary = tag.split("-")[0]
+    return primary if primary in LANGUAGES else None
+
+
+def choose_language(request: web.Request) -> tuple[str, bool]:
+    """The page's language, and whether it was picked just now (and so must be remembered in the cookie)."""
+    asked = request.query.get("lang")
+    if asked in LANGUAGES:
+        return asked, True
+    remembered = request.cookies.get(LANG_COOKIE)
+    if remembered in LANGUAGES:
+        return remembered, False
+    return language_from_accept(request.headers.get("Accept-Language")), False
+
+
+def base_url(request: web.Request, ops: Operations) -> str:
+    """The address clients used to reach us, from the Host header; the configured one if the header is odd."""
+    host = request.host
+    if host and _SAFE_HOST.match(host):
+        return f"{request.scheme}://{host}"
+    server = ops.settings.server
+    return base_url_for(client_host(server.host), server.port, request.scheme)
+
+
+# --- what the page shows ---
+
+MACHINE_PATHS = ("/-/stats", "/metrics", "/-/health", "/-/status")
+UPSTREAM_COLUMNS = ("col_name", "col_state", "col_latency", "col_requests", "col_failures", "col_error")
+
+
+@dataclass(frozen=True)
+class Card:
+    label: str
+    value: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class UpstreamRow:
+    name: str
+    url: str
+    css: str  # good, bad or idle
+    state: str
+    latency: str
+    requests: object
+    failures: object
+    error: str
+
+
+@dataclass(frozen=True)
+class UpstreamSide:
+    title: str
+    rows: list[UpstreamRow]
+
+
+def _glance(lang: str, ops: Operations) -> list[Card]:
+    summary = ops.summary()
+    keeper = ops.keeper
+    size = format_bytes(keeper.total_bytes) if keeper.measured else text(lang, "counting")
+    limit = (
+        text(lang, "of_limit", limit=format_bytes(keeper.max_size))
+        if keeper.max_size is not None
+        else text(lang, "no_limit")
+    )
+    served_from_cache = int(summary["hits"]) + int(summary["stale"])
+    return [
+        Card(text(lang, "cache_size"), size, limit),
+        Card(
+            text(lang, "hit_ratio"),
+            f"{float(summary['hit_ratio']):.1%}",
+            text(lang, "hit_detail", hits=served_from_cache, misses=summary["misses"]),
+        ),
+        Card(
+            text(lang, "saved"),
+            format_bytes(int(summary["bytes_saved"])),
+            text(lang, "saved_detail", served=format_bytes(int(summary["bytes_served"]))),
+        ),
+        Card(
+            text(lang, "uptime"),
+            format_duration(time.time() - ops.started_at),
+            text(lang, "uptime_detail", requests=summary["requests"]),
+        ),
+    ]
+
+
+def _clients(ops: Operations, base: str) -> list[tuple[str, list[Snippet]]]:
+    """Each client that has settings, in the usual order, with its blocks."""
+    snippets = client_snippets(base, ops.settings)
+    grouped = [(client, [snippet for snippet in snippets if snippet.client == client]) for client in CLIENT_IDS]
+    return [(client, blocks) for client, blocks in grouped if blocks]
+
+
+def _upstream_state(lang: str, status: dict[str, Any]) -> tuple[str, str]:
+    """(css class, words) for one upstream's health."""
+    if not status.get("healthy"):
+        return "bad", text(lang, "state_resting", seconds=round(float(status.get("cooldown_remaining") or 0)))
+    if not status.get("requests"):
+        return "idle", text(lang, "state_unused")
+    return "good", text(lang, "state_ok")
+
+
+def _upstream_row(lang: str, status: dict[str, Any]) -> UpstreamRow:
+    css, state = _upstream_state(lang, status)
+    latency = status.get("latency_ms")
+    return UpstreamRow(
+        name=str(status.get("name")),
+        url=str(status.get("url")),
+        css=css,
+        state=state,
+        latency="–" if latency is None else f"{latency} ms",
+        requests=status.get("requests", 0),
+        failures=status.get("failures", 0),
+        error=str(status.get("last_error") or ""),
+    )
+
+
+def _upstream_sides(lang: str, ops: Operations) -> list[UpstreamSide]:
+    return [
+        UpstreamSide(
+            title=text(lang, f"side_{side}") if f"side_{side}" in TEXT else side,
+            rows=[_upstream_row(lang, status) for status in pool.status()],
+        )
+        for side, pool in ops.pools.items()
+    ]
+
+
+def page_context(lang: str, ops: Operations, base: str, host: str, nonce: str) -> dict[str, Any]:
+    """Everything the template shows, for one request."""
+    other = "en" if lang == "zh" else "zh"
+    settings = ops.settings
+    return {
+        "html_lang": _html_lang(lang),
+        "other": other,
+        "other_html_lang": _html_lang(other),
+        "words": _words(lang),
+        "t": functools.partial(text, lang),
+        "nonce": nonce,
+        "style": _static_text("page.css"),
+        "script": _static_text("copy.js"),
+        "version": __version__,
+        "base": base,
+        "host": host,
+        "cards": _glance(lang, ops),
+        "auth_required": bool(settings.access.users),
+        "clients": _clients(ops, base),
+        "pypi_index": pypi_index_url(base) if settings.pypi.enabled else None,
+        "conda_channels": [conda_url(base, channel) for channel in settings.conda.channels]
+        if settings.conda.enabled
+        else None,
+        "sides": _upstream_sides(lang, ops),
+        "columns": UPSTREAM_COLUMNS,
+        "machine_paths": MACHINE_PATHS,
+    }
+
+
+def render_page(lang: str, ops: Operations, base: str, host: str, nonce: str) -> str:
+    return _template().render(page_context(lang, ops, base, host, nonce))
+
+
+@functools.cache
+def _words(lang: str) -> SimpleNamespace:
+    """Every fixed text in one language, escaped once per process rather than on every request.
+
+    A namespace, not a dict: in the template `words.copy` must be our word, not the dict's method.
+    """
+    return SimpleNamespace(**{key: escape(text(lang, key)) for key in TEXT})
+
+
+def _html_lang(lang: str) -> str:
+    return "zh-CN" if lang == "zh" else "en"
+
+
+@functools.cache
+def _template() -> jinja2.Template:
+    """Compiled once per process: the template is package data and does not change while we run."""
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("pkgcache.service", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,  # a name missing from page_context is a bug, not an empty string
+        auto_reload=False,
+    )
+    return environment.get_template("page.html")
+
+
+@functools.cache
+def _static_text(name: str) -> Markup:
+    """Our own CSS or script, read once, to be inlined as it is (not escaped: it is code, not a value)."""
+    return Markup(resources.files("pkgcache.service").joinpath("static", name).read_text(encoding="utf-8"))
+
+
+async def landing_page(request: web.Request) -> web.StreamResponse:
+    ops = operations(request)
+    lang, picked = choose_language(request)
+    base = base_url(request, ops)
+    host = base.split("://", 1)[1]
+    nonce = secrets.token_urlsafe(16)
+    response = web.Response(
+        text=render_page(lang, ops, base, host, nonce),
+        content_type="text/html",
+        charset="utf-8",
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Language": _html_lang(lang),
+            "Vary": "Accept-Language, Cookie, Host",
+            # Nothing but our own inline style and script, and no framing.
+            "Content-Security-Policy": (
+                f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
+                "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+            ),
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+        },
+    )
+    if picked:
+        response.set_cookie(LANG_COOKIE, lang, max_age=LANG_COOKIE_MAX_AGE, path="/", samesite="Lax", httponly=True)
+    return response
+
+
+def add_ui_routes(app: web.Application) -> None:
+    # Load the package data now: an install without it fails at start, not at someone's first visit.
+    _template()
+    _static_text("page.css")
+    _static_text("copy.js")
+    add_get(app, "/", landing_page)

@@ -1,0 +1,213 @@
+"""Receiving a file from the upstreams into a download: which upstream, which range, and what to believe.
+
+`Fetcher.download` starts (or joins) the download of one file through the storage layer's Downloader, and fills it
+from the pool's upstreams in order. Each answer is received by a `_Receiver`, which
+- resumes where a cut answer stopped (`Range` on the next upstream, identity transfers only),
+- refuses an answer that cannot be the file (an HTML page for a package, a declared length that is not the index's
+  size) before writing any of it,
+- gives up on an upstream that drips or falls silent mid-body while another one could take over,
+- and, when the bytes turn out wrong (size, hash, content), throws them away and moves on to the next upstream,
+  resting the one that lied: the file is still fetched for the next clients, from a mirror that has it right.
+
+Which upstream is blamed is decided only from what is known to be right: the index's size and hash, and each
+answer's own headers. An upstream is never blamed for another one's bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+
+from pkgcache.storage.downloads import (
+    Abandoned,
+    AfterDownload,
+    Download,
+    Downloader,
+    Expected,
+    IntegrityError,
+)
+from pkgcache.upstream.pool import HeadersFor, TargetFor, Upstream, UpstreamError, UpstreamPool, watched_chunks
+
+log = logging.getLogger(__name__)
+
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+
+class Fetcher:
+    """Downloads files from one side's upstream pool into the cache, one download per file."""
+
+    def __init__(self, pool: UpstreamPool, downloader: Downloader) -> None:
+        self.pool = pool
+        self.downloader = downloader
+
+    def download(
+        self,
+        path: Path,
+        target: TargetFor,
+        expected: Expected,
+        *,
+        headers: HeadersFor | None = None,
+        replace: bool = False,
+        on_done: AfterDownload | None = None,
+        compressed: bool = False,
+    ) -> Download | None:
+        """The download bringing `path` (running or started now), or None when the file is already cached.
+
+        `compressed` lets the upstream gzip the body on the wire (worth it for JSON indexes; a cut transfer then
+        starts again from zero on the next upstream). See Downloader.get_or_start for `replace` and `on_done`.
+        """
+
+        async def produce(download: Download) -> None:
+            await receive_from_upstreams(self.pool, download, target, headers)
+
+        return self.downloader.get_or_start(
+            path, expected, produce, replace=replace, on_done=on_done, compressed=compressed
+        )
+
+    def running(self, path: Path) -> Download | None:
+        return self.downloader.running(path)
+
+    def is_being_written(self, path: Path) -> bool:
+        return self.downloader.is_being_written(path)
+
+
+async def receive_from_upstreams(
+    pool: UpstreamPool, download: Download, target: TargetFor, headers: HeadersFor | None = None
+) -> None:
+    """Fill `download` from the first upstream (in the pool's order) that gives the whole, checked file."""
+    receiver = _Receiver(download, pool, target)
+    await pool.fetch(
+        target,
+        receiver.receive,
+        headers=lambda upstream: receiver.request_headers(headers, upstream),
+        ok_statuses=frozenset({200, 206, 304}),
+    )
+
+
+class _Receiver:
+    """Receives one download's bytes from whichever upstream answers, resuming where a failed one stopped."""
+
+    def __init__(self, download: Download, pool: UpstreamPool, target: TargetFor) -> None:
+        self.download = download
+        self.pool = pool
+        self.target = target
+        self.tried: set[str] = set()
+
+    def request_headers(self, extra: HeadersFor | None, upstream: Upstream) -> dict[str, str]:
+        # Bodies are decoded as they arrive, so a hash is always of the file's own bytes; but Range counts encoded
+        # bytes, so only an identity transfer can be resumed where it was cut.
+        compressed = self.download.compressed
+        headers = {"Accept-Encoding": "gzip" if compressed else "identity"}
+        if extra is not None:
+            headers.update(extra(upstream))
+        if self.download.written and not compressed:
+            headers["Range"] = f"bytes={self.download.written}-"
+        return headers
+
+    async def receive(self, upstream: Upstream, response: aiohttp.ClientResponse) -> None:
+        self.tried.add(upstream.name)
+        download = self.download
+        if response.status == 304:
+            download.mark_not_modified(upstream.name, response.headers)
+            return
+        self._refuse_what_cannot_be_the_file(upstream, response)
+        skip = self._bytes_to_skip(response)
+        download.begin(upstream.name, response.headers)
+        declared = self._declared_total(response)
+        try:
+            await self._copy_body(upstream, response, skip)
+            self._refuse_a_short_body(upstream, declared)
+            download.verify(declared)
+            await download.check_content()
+        except IntegrityError as exc:
+            # The bytes are wrong, not just cut: none of them can be kept, and this upstream has lied.
+            await download.discard()
+            raise UpstreamError(f"{upstream.name} sent a bad {download.final_path.name}: {exc}") from None
+        except BaseException:
+            if download.compressed:
+                await download.discard()  # a cut compressed transfer cannot be resumed: the next one starts at 0
+            raise
+
+    async def _copy_body(self, upstream: Upstream, response: aiohttp.ClientResponse, skip: int) -> None:
+        download = self.download
+        # Only an upstream that another one could replace is given up on for being slow.
+        chunks = watched_chunks(response, self.pool.policy, enforce_rate=self._has_alternative(upstream))
+        async for chunk in chunks:
+            if skip:
+                dropped = min(skip, len(chunk))
+                chunk, skip = chunk[dropped:], skip - dropped
+                if not chunk:
+                    continue
+            await download.write(chunk)
+            upstream.stats.bytes_received += len(chunk)
+            if not download.wanted():
+                raise Abandoned(f"nobody waits for {download.final_path.name} any more")
+
+    def _refuse_a_short_body(self, upstream: Upstream, declared: int | None) -> None:
+        """A body that ended early was cut, not wrong: what arrived is kept, and the next upstream resumes it."""
+        written = self.download.written
+        whole = self.download.expected.size if self.download.expected.size is not None else declared
+        if whole is not None and written < whole:
+            raise UpstreamError(f"{upstream.name}'s answer ended after {written} of {whole} bytes")
+
+    def _has_alternative(self, upstream: Upstream) -> bool:
+        return any(
+            other.name not in self.tried and other is not upstream and self.target(other) is not None
+            for other in self.pool.candidates()
+        )
+
+    def _refuse_what_cannot_be_the_file(self, upstream: Upstream, response: aiohttp.ClientResponse) -> None:
+        download = self.download
+        if download.expected.magic and response.content_type in HTML_TYPES:
+            raise UpstreamError(f"{upstream.name} sent an HTML page where {download.final_path.name} was expected")
+        size = download.expected.size
+        total = _full_length(response)
+        if size is not None and total is not None and total != size:
+            raise UpstreamError(f"{upstream.name} offers {total} bytes where the index says {size}")
+
+    def _bytes_to_skip(self, response: aiohttp.ClientResponse) -> int:
+        written = self.download.written
+        if response.status == 206:
+            start = _content_range_start(response.headers.get("Content-Range"))
+            if start != written:
+                raise UpstreamError(f"asked for bytes from {written}, got a range from {start}")
+            return 0
+        return written  # a full body: drop what we already have
+
+    def _declared_total(self, response: aiohttp.ClientResponse) -> int | None:
+        """The file's whole length as this answer declares it, to check the body against (None: unknown)."""
+        total = _full_length(response)
+        return None if total is None or self.download.compressed else total
+
+
+def _full_length(response: aiohttp.ClientResponse) -> int | None:
+    """The whole file's length according to an identity answer: Content-Length, or a 206's Content-Range."""
+    if response.headers.get("Content-Encoding", "identity") != "identity":
+        return None
+    if response.status == 206:
+        return _content_range_total(response.headers.get("Content-Range"))
+    return response.content_length
+
+
+def _content_range_start(value: str | None) -> int | None:
+    # "bytes 100-199/200"
+    if not value or not value.startswith("bytes "):
+        return None
+    try:
+        return int(value[6:].split("-", 1)[0])
+    except ValueError:
+        return None
+
+
+def _content_range_total(value: str | None) -> int | None:
+    if not value or "/" not in value:
+        return None
+    total = value.rsplit("/", 1)[1].strip()
+    return int(total) if total.isdigit() else None
+
+
+# For callers that want to run something with the download's bytes in hand.
+OnDownload = Callable[[Download], Awaitable[None]]

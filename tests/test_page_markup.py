@@ -1,0 +1,107 @@
+"""The page's markup from its template, without a browser: values escaped, style and script inlined, both languages.
+
+tests/test_page_browser.py shows the page working in chromium; these check what only the markup shows.
+"""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from pkgcache.config import load_settings
+from pkgcache.service.ui import render_page
+
+BASE = "http://10.0.0.5:3150"
+HOSTILE = "<script>alert(1)</script>"
+
+
+class _Pool:
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def status(self) -> list[dict[str, Any]]:
+        return self.rows
+
+
+def _operations(**sections: Any) -> Any:
+    """What the page reads of Operations, with one upstream whose name and last error are hostile."""
+    return SimpleNamespace(
+        settings=load_settings(None, **sections),
+        started_at=0.0,
+        keeper=SimpleNamespace(total_bytes=1536, measured=True, max_size=None),
+        summary=lambda: {
+            "hits": 1,
+            "stale": 0,
+            "misses": 1,
+            "hit_ratio": 0.5,
+            "bytes_saved": 10,
+            "bytes_served": 20,
+            "requests": 2,
+        },
+        pools={
+            "pypi": _Pool(
+                [
+                    {
+                        "name": "tuna",
+                        "url": "https://example.org/simple/",
+                        "healthy": True,
+                        "requests": 3,
+                        "failures": 0,
+                        "latency_ms": 42,
+                        "last_error": None,
+                    },
+                    {
+                        "name": f"evil{HOSTILE}",
+                        "url": "https://example.org/x/",
+                        "healthy": False,
+                        "cooldown_remaining": 12.4,
+                        "requests": 1,
+                        "failures": 1,
+                        "latency_ms": None,
+                        "last_error": f"HTTP 503 {HOSTILE}",
+                    },
+                ]
+            )
+        },
+    )
+
+
+def test_every_value_is_escaped_and_only_our_own_code_runs() -> None:
+    html = render_page("en", _operations(), BASE, "10.0.0.5:3150", "N0NCE")
+    assert HOSTILE not in html
+    assert "evil&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    # One style and one script, both ours, both under the nonce; nothing else is loaded.
+    assert re.findall(r"<(style|script)\b[^>]*>", html) == ["style", "script"]
+    assert '<style nonce="N0NCE">' in html and '<script nonce="N0NCE">' in html
+    assert ":root{--bg:" in html and 'querySelectorAll("button.copy")' in html  # inlined as is, not escaped
+    assert " src=" not in html and "<link" not in html
+
+
+def test_the_page_shows_settings_state_and_the_other_language_link() -> None:
+    html = render_page("en", _operations(access={"users": {"dev": "pw"}}), BASE, "10.0.0.5:3150", "n")
+    assert html.startswith('<!DOCTYPE html>\n<html lang="en">')
+    assert f"index-url = {BASE}/pypi/simple/" in html
+    assert '<a class="lang" href="?lang=zh" hreflang="zh" lang="zh-CN">中文</a>' in html
+    assert "resting, 12 s left" in html and "42 ms" in html
+    assert 'data-copied="Copied">Copy</button>' in html
+    assert "http://USER:PASSWORD@10.0.0.5:3150/" in html  # the note shown when reads need a password
+    for path in ("/-/stats", "/metrics", "/-/health", "/-/status"):
+        assert f'<a href="{path}">{path}</a>' in html
+
+
+@pytest.mark.parametrize(
+    ("lang", "heading", "html_lang"), [("en", "Set up your tools", "en"), ("zh", "配置你的工具", "zh-CN")]
+)
+def test_both_languages(lang: str, heading: str, html_lang: str) -> None:
+    html = render_page(lang, _operations(), BASE, "10.0.0.5:3150", "n")
+    assert f'<html lang="{html_lang}">' in html and f"<h2>{heading}</h2>" in html
+    assert html.count(">Copy</button>" if lang == "en" else ">复制</button>") >= 6
+
+
+def test_a_side_turned_off_is_not_offered() -> None:
+    html = render_page("en", _operations(conda={"enabled": False}), BASE, "10.0.0.5:3150", "n")
+    assert "/conda/" not in html and 'id="client-conda"' not in html
+    assert f"<code>{BASE}/pypi/simple/</code>" in html

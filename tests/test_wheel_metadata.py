@@ -1,0 +1,606 @@
+"""A wheel's METADATA read from disk or by HTTP ranges, and an sdist's PKG-INFO and whether to trust it.
+
+Every wheel here is also read with `zipfile`, so the expected bytes never come from the code under test. Ranged
+reads go through a loopback server with real Range support, which counts the requests and bytes it sent.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import tarfile
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from pkgcache.pypi import wheel_metadata
+from pkgcache.pypi.sdist_metadata import pkg_info_from_sdist_file, sdist_metadata_is_reliable
+from pkgcache.pypi.wheel_metadata import (
+    DEFAULT_TAIL_LENGTH,
+    MetadataUnavailable,
+    RangeAnswer,
+    RangeCounter,
+    RangesNotSupported,
+    metadata_by_ranges,
+    metadata_from_wheel_file,
+    metadata_path,
+    range_answer,
+)
+from tests.fakes import zips
+from tests.fakes.dists import MiB, build_sdist, find_dist, sample_dists
+from tests.fakes.range_files import HttpRangeReader, RangeFileServer
+from tests.fakes.zips import DEFLATED, STORED, ZipMember, build_zip
+from tests.support import BackgroundLoop
+
+KiB = 1024
+
+
+# ---- wheels with chosen layouts -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CraftedWheel:
+    filename: str
+    data: bytes
+    metadata: bytes
+    metadata_name: str
+
+
+def _metadata_text(name: str, version: str) -> bytes:
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}", "Requires-Dist: numpy>=1.20"]
+    return ("\n".join(lines) + "\n\n" + f"The {name} project, described at length. " * 40 + "\n").encode()
+
+
+def craft_wheel(
+    *,
+    project: str = "odd_pkg",
+    dist_info_project: str | None = None,
+    version: str = "1.0",
+    metadata_first: bool = False,
+    payload: int = 0,
+    extra_files: int = 0,
+    metadata_method: int = DEFLATED,
+    local_extra: bytes = b"",
+    **zip_options: object,
+) -> CraftedWheel:
+    """A wheel of `project`, its .dist-info named after `dist_info_project` (default the same).
+
+    Members: the package (with a random `payload` stored, and `extra_files` small modules), then METADATA, WHEEL,
+    RECORD; `metadata_first` moves METADATA to the front.
+    """
+    dist_info = f"{dist_info_project or project}-{version}.dist-info"
+    metadata = _metadata_text(dist_info_project or project, version)
+    metadata_name = f"{dist_info}/METADATA"
+    package = [ZipMember(f"{project}/__init__.py", b"VERSION = 1\n")]
+    if payload:
+        package.append(ZipMember(f"{project}/payload.bin", _random_bytes(payload), STORED))
+    package += [ZipMember(f"{project}/module_{i:05d}_with_a_long_name.py", b"x = %d\n" % i) for i in range(extra_files)]
+    meta = ZipMember(metadata_name, metadata, metadata_method, local_extra)
+    tail = [ZipMember(f"{dist_info}/WHEEL", b"Wheel-Version: 1.0\nTag: py3-none-any\n")]
+    tail.append(ZipMember(f"{dist_info}/RECORD", b"".join(m.name.encode() + b",,\n" for m in package)))
+    members = [meta, *package, *tail] if metadata_first else [*package, meta, *tail]
+    data = build_zip(members, **zip_options)  # type: ignore[arg-type]
+    filename = f"{project}-{version}-py3-none-any.whl"
+    return CraftedWheel(filename, data, metadata, metadata_name)
+
+
+def _random_bytes(size: int) -> bytes:
+    return random.Random(size).randbytes(size)
+
+
+def _zipfile_reads(wheel: CraftedWheel) -> bytes:
+    with zipfile.ZipFile(io.BytesIO(wheel.data)) as archive:
+        return archive.read(wheel.metadata_name)
+
+
+LAYOUTS: dict[str, Callable[[], CraftedWheel]] = {
+    "deflated, METADATA near the end": lambda: craft_wheel(payload=256 * KiB),
+    "stored METADATA": lambda: craft_wheel(payload=256 * KiB, metadata_method=STORED),
+    "METADATA first": lambda: craft_wheel(payload=256 * KiB, metadata_first=True),
+    "zip64 records": lambda: craft_wheel(payload=256 * KiB, zip64=True),
+    "zip64 with METADATA first": lambda: craft_wheel(payload=256 * KiB, zip64=True, metadata_first=True),
+    "data descriptors": lambda: craft_wheel(payload=256 * KiB, data_descriptor=True),
+    "zip64 and data descriptors": lambda: craft_wheel(payload=256 * KiB, zip64=True, data_descriptor=True),
+    "a short archive comment": lambda: craft_wheel(payload=256 * KiB, comment=b"built by hand"),
+    "a 60 KiB archive comment": lambda: craft_wheel(payload=256 * KiB, comment=b"c" * (60 * KiB)),
+    "the longest archive comment": lambda: craft_wheel(payload=256 * KiB, comment=b"c" * 0xFFFF),
+    "a 2 KiB local extra field": lambda: craft_wheel(payload=256 * KiB, metadata_first=True, local_extra=b"\0" * 2048),
+    "3000 entries, METADATA near the end": lambda: craft_wheel(payload=256 * KiB, extra_files=3000),
+    "3000 entries, METADATA first": lambda: craft_wheel(payload=256 * KiB, extra_files=3000, metadata_first=True),
+    "project spelled differently": lambda: craft_wheel(project="odd_pkg", dist_info_project="Odd.Pkg", version="1.0"),
+    "a whole wheel smaller than the tail": lambda: craft_wheel(),
+}
+
+# Requests a ranged read takes for each layout with the default 64 KiB tail, and why.
+EXPECTED_REQUESTS = {
+    "deflated, METADATA near the end": 1,  # the tail holds the directory and METADATA
+    "stored METADATA": 1,
+    "METADATA first": 2,  # tail, then METADATA at the front
+    "zip64 records": 1,
+    "zip64 with METADATA first": 2,
+    "data descriptors": 1,
+    "zip64 and data descriptors": 1,
+    "a short archive comment": 1,
+    "a 60 KiB archive comment": 1,
+    "the longest archive comment": 2,  # the end record starts before the tail: it comes next, with what precedes it
+    "a 2 KiB local extra field": 3,  # tail, METADATA with a 1 KiB margin, then the rest past the long extra field
+    "3000 entries, METADATA near the end": 2,  # the directory is larger than the tail; METADATA comes with it
+    "3000 entries, METADATA first": 3,  # tail, the rest of the directory, METADATA
+    "project spelled differently": 1,
+    "a whole wheel smaller than the tail": 1,
+}
+
+
+@pytest.fixture(params=sorted(LAYOUTS))
+def layout(request: pytest.FixtureRequest) -> tuple[str, CraftedWheel]:
+    name = request.param
+    wheel = LAYOUTS[name]()
+    assert _zipfile_reads(wheel) == wheel.metadata, "the crafted archive must be a valid ZIP to zipfile too"
+    return name, wheel
+
+
+def test_crafted_zip64_wheels_really_use_zip64_records() -> None:
+    wheel = LAYOUTS["zip64 records"]()
+    assert b"PK\x06\x06" in wheel.data and b"PK\x06\x07" in wheel.data
+    end = zips.end_record_offset(wheel.data)
+    assert wheel.data[end + 8 : end + 20] == b"\xff\xff\xff\xff" + b"\xff" * 8
+
+
+def test_crafted_big_central_directories_do_not_fit_the_first_read() -> None:
+    wheel = LAYOUTS["3000 entries, METADATA first"]()
+    end = zips.end_record_offset(wheel.data)
+    directory_size = int.from_bytes(wheel.data[end + 12 : end + 16], "little")
+    assert directory_size > DEFAULT_TAIL_LENGTH
+
+
+# ---- from disk ------------------------------------------------------------------------------------------------
+
+
+def test_built_wheels_on_disk_give_their_metadata_file(tmp_path: Path) -> None:
+    wheels = [dist for dist in sample_dists() if dist.is_wheel]
+    for dist in wheels:
+        path = tmp_path / dist.filename
+        path.write_bytes(dist.data)
+        assert metadata_from_wheel_file(path) == dist.metadata
+
+
+def test_every_layout_reads_from_disk_as_zipfile_reads_it(layout: tuple[str, CraftedWheel], tmp_path: Path) -> None:
+    _, wheel = layout
+    path = tmp_path / wheel.filename
+    path.write_bytes(wheel.data)
+    assert metadata_from_wheel_file(path) == wheel.metadata
+
+
+def test_a_cached_wheel_under_another_name_is_read_with_the_name_given(tmp_path: Path) -> None:
+    wheel = craft_wheel()
+    path = tmp_path / "sha256-of-the-file"
+    path.write_bytes(wheel.data)
+    assert metadata_from_wheel_file(path, wheel.filename) == wheel.metadata
+    with pytest.raises(MetadataUnavailable, match="not a wheel"):
+        metadata_from_wheel_file(path)
+
+
+def test_a_missing_file_is_unavailable_not_an_os_error(tmp_path: Path) -> None:
+    with pytest.raises(MetadataUnavailable):
+        metadata_from_wheel_file(tmp_path / "gone-1.0-py3-none-any.whl")
+
+
+# ---- choosing the .dist-info directory --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dist_info", "filename"),
+    [
+        ("Foo.Bar-1.0.dist-info", "foo_bar-1.0-py3-none-any.whl"),
+        ("foo_bar-1.0.0.dist-info", "foo_bar-1.0-py3-none-any.whl"),  # versions compared as versions
+        ("FOO-BAR-1.0.dist-info", "foo_bar-1.0-py3-none-any.whl"),  # hyphens in an old unescaped name
+        ("torch-2.3.0+cpu.dist-info", "torch-2.3.0+cpu-cp311-cp311-linux_x86_64.whl"),
+    ],
+)
+def test_the_dist_info_directory_is_matched_normalised(dist_info: str, filename: str) -> None:
+    names = ["foo_bar/__init__.py", f"{dist_info}/METADATA", f"{dist_info}/RECORD"]
+    assert metadata_path(names, filename) == f"{dist_info}/METADATA"
+
+
+@pytest.mark.parametrize(
+    ("names", "reason"),
+    [
+        (["foo/__init__.py"], "none"),
+        (["foo-1.0.dist-info/METADATA", "bar-2.0.dist-info/METADATA"], "bar-2.0.dist-info, foo-1.0.dist-info"),
+        (["foo-1.0.dist-info/METADATA", "foo-1.0.dist-info/METADATA"], "appears 2 times"),
+        (["foo-1.0.dist-info/RECORD"], "appears 0 times"),
+        (["bar-1.0.dist-info/METADATA"], "not the .dist-info of foo"),
+        (["foo-2.0.dist-info/METADATA"], "not the .dist-info of foo"),
+        (["foobar-1.0.dist-info/METADATA"], "not the .dist-info of foo"),  # pip's prefix test would take it
+        (["sub/foo-1.0.dist-info/METADATA"], "none"),  # not at the top
+    ],
+)
+def test_a_missing_foreign_or_ambiguous_dist_info_is_refused(names: list[str], reason: str) -> None:
+    with pytest.raises(MetadataUnavailable, match=reason):
+        metadata_path(names, "foo-1.0-py3-none-any.whl")
+
+
+def test_a_file_name_that_is_not_a_wheels_is_refused_before_any_read(bg_loop: BackgroundLoop) -> None:
+    async def read(start: int | None, length: int) -> RangeAnswer:
+        raise AssertionError("nothing should be fetched")
+
+    with pytest.raises(MetadataUnavailable, match="not a wheel"):
+        bg_loop.run(metadata_by_ranges(read, 1000, "foo-1.0.tar.gz"))
+
+
+# ---- by ranges, through a loopback server -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def serve(bg_loop: BackgroundLoop) -> Iterator[Callable[..., RangeFileServer]]:
+    """serve({name: bytes}, honour_ranges=True) -> a started RangeFileServer."""
+    started: list[RangeFileServer] = []
+
+    def start(files: dict[str, bytes], honour_ranges: bool = True) -> RangeFileServer:
+        server = RangeFileServer(files, honour_ranges=honour_ranges)
+        bg_loop.run(server.start())
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        bg_loop.run(server.stop())
+
+
+def read_by_ranges(
+    bg_loop: BackgroundLoop, server: RangeFileServer, filename: str, size: int | None, **options: int
+) -> tuple[bytes, RangeCounter]:
+    async def run() -> tuple[bytes, RangeCounter]:
+        async with aiohttp.ClientSession() as session:
+            counter = RangeCounter(HttpRangeReader(session, server.url_of(filename)))
+            return await metadata_by_ranges(counter, size, filename, **options), counter
+
+    return bg_loop.run(run())
+
+
+def test_every_layout_reads_by_ranges_in_the_expected_requests(
+    layout: tuple[str, CraftedWheel], serve: Callable[..., RangeFileServer], bg_loop: BackgroundLoop
+) -> None:
+    name, wheel = layout
+    server = serve({wheel.filename: wheel.data})
+    metadata, counter = read_by_ranges(bg_loop, server, wheel.filename, len(wheel.data))
+    assert metadata == wheel.metadata
+    assert server.count(wheel.filename, method="GET") == counter.requests == EXPECTED_REQUESTS[name]
+    assert all(header and header.startswith("bytes=") for header in server.range_headers())
+    assert server.bytes_sent == counter.bytes_read
+
+
+def test_a_wheel_with_metadata_out_of_the_tail_takes_two_ranges_and_a_small_fraction_of_its_bytes(
+    serve: Callable[..., RangeFileServer], bg_loop: BackgroundLoop
+) -> None:
+    wheel = craft_wheel(payload=4 * MiB, extra_files=200, metadata_first=True)
+    server = serve({wheel.filename: wheel.data})
+    metadata, counter = read_by_ranges(bg_loop, server, wheel.filename, len(wheel.data))
+    assert metadata == wheel.metadata
+    assert counter.requests == 2
+    size = len(wheel.data)
+    metadata_offset = zips.local_header_offset(wheel.data, wheel.metadata_name)
+    assert server.range_headers() == [
+        f"bytes={size - DEFAULT_TAIL_LENGTH}-{size - 1}",
+        f"bytes={metadata_offset}-{metadata_offset + 30 + len(wheel.metadata_name) + _compressed_size(wheel) + 1023}",
+    ]
+    assert server.bytes_sent < size / 50
+
+
+def _compressed_size(wheel: CraftedWheel) -> int:
+    with zipfile.ZipFile(io.BytesIO(wheel.data)) as archive:
+        return archive.getinfo(wheel.metadata_name).compress_size
+
+
+def test_a_built_wheel_with_metadata_at_its_end_takes_one_range(
+    serve: Callable[..., RangeFileServer], bg_loop: BackgroundLoop
+) -> None:
+    dist = find_dist(sample_dists(), "bigpkg-1.0-py3-none-any.whl")
+    server = serve({dist.filename: dist.data})
+    metadata, counter = read_by_ranges(bg_loop, server, dist.filename, dist.size)
+    assert metadata == dist.metadata
+    assert counter.requests == 1
+    assert server.range_headers() == [f"bytes={dist.size - DEFAULT_TAIL_LENGTH}-{dist.size - 1}"]
+    assert server.bytes_sent == DEFAULT_TAIL_LENGTH < dist.size / 60
+
+
+def test_an_unknown_size_starts_with_a_suffix_range(
+    serve: Callable[..., RangeFileServer], bg_loop: BackgroundLoop
+) -> None:
+    wheel = craft_wheel(payload=1 * MiB, metadata_first=True)
+    server = serve({wheel.filename: wheel.data})
+    metadata, counter = read_by_ranges(bg_loop, server, wheel.filename, None)
+    assert metadata == wheel.metadata
+    assert counter.requests == 2
+    assert server.range_headers()[0] == f"bytes=-{DEFAULT_TAIL_LENGTH}"
+
+
+def test_the_tail_length_is_the_callers_choice(serve: Callable[..., RangeFileServer], bg_loop: BackgroundLoop) -> None:
+    wheel = craft_wheel(payload=256 * KiB, extra_files=3000)
+    server = serve({wheel.filename: wheel.data})
+    metadata, counter = read_by_ranges(bg_loop, server, wheel.filename, len(wheel.data), tail_length=512 * KiB)
+    assert metadata == wheel.metadata
+    assert counter.requests == 1
+
+
+def test_a_server_that_ignores_ranges_is_reported_after_one_request(
+    serve: Callable[..., RangeFileServer], bg_loop: BackgroundLoop
+) -> None:
+    wheel = craft_wheel(payload=1 * MiB)
+    server = serve({wheel.filename: wheel.data}, honour_ranges=False)
+    with pytest.raises(RangesNotSupported, match="answered 200"):
+        read_by_ranges(bg_loop, server, wheel.filename, len(wheel.data))
+    assert server.count(wheel.filename, method="GET") == 1
+
+
+def test_the_counter_keeps_what_a_failed_read_cost(bg_loop: BackgroundLoop) -> None:
+    data = b"not a zip at all" * 1000
+
+    async def read(start: int | None, length: int) -> RangeAnswer:
+        begin = len(data) - length if start is None else start
+        return RangeAnswer(begin, data[begin : begin + length], len(data))
+
+    counter = RangeCounter(read)
+    with pytest.raises(MetadataUnavailable, match="no end-of-central-directory"):
+        bg_loop.run(metadata_by_ranges(counter, len(data), "foo-1.0-py3-none-any.whl"))
+    assert (counter.requests, counter.bytes_read) == (1, len(data))
+
+
+@pytest.mark.parametrize(
+    ("status", "content_range", "body", "reason"),
+    [
+        (200, None, b"", "answered 200"),
+        (206, None, b"abc", "unusable Content-Range"),
+        (206, "bytes 0-2/*", b"abc", "unusable Content-Range"),
+        (206, "bytes 0-3/10", b"abc", "does not match"),
+        (206, "bytes 8-10/10", b"abc", "does not match"),
+        (416, "bytes */10", b"", "answered 416"),
+    ],
+)
+def test_answers_that_are_not_a_usable_206_mean_ranges_are_not_supported(
+    status: int, content_range: str | None, body: bytes, reason: str
+) -> None:
+    with pytest.raises(RangesNotSupported, match=reason):
+        range_answer(status, content_range, body)
+    assert range_answer(206, "bytes 7-9/10", b"abc") == RangeAnswer(7, b"abc", 10)
+
+
+# ---- lying and broken archives: a clear refusal, never bytes ------------------------------------------------------
+
+
+def _truncated_end(wheel: CraftedWheel) -> bytes:
+    return wheel.data[:-100]
+
+
+def _truncated_middle(wheel: CraftedWheel) -> bytes:
+    return wheel.data[: len(wheel.data) // 2] + wheel.data[-(200 * KiB) :]
+
+
+def _directory_outside_the_file(wheel: CraftedWheel) -> bytes:
+    end = zips.end_record_offset(wheel.data)
+    return zips.patched(wheel.data, end + zips.END_DIRECTORY_OFFSET, "L", len(wheel.data) + 5000)
+
+
+def _directory_elsewhere_inside(wheel: CraftedWheel) -> bytes:
+    end = zips.end_record_offset(wheel.data)
+    return zips.patched(wheel.data, end + zips.END_DIRECTORY_OFFSET, "L", 1000)
+
+
+def _entry_field(field: int, fmt: str, value: Callable[[int], int]) -> Callable[[CraftedWheel], bytes]:
+    def doctor(wheel: CraftedWheel) -> bytes:
+        offset = zips.central_header_offset(wheel.data, wheel.metadata_name) + field
+        current = int.from_bytes(wheel.data[offset : offset + 4 if fmt == "L" else offset + 2], "little")
+        return zips.patched(wheel.data, offset, fmt, value(current))
+
+    return doctor
+
+
+def _local_name_differs(wheel: CraftedWheel) -> bytes:
+    offset = zips.local_header_offset(wheel.data, wheel.metadata_name) + 30
+    return zips.patched(wheel.data, offset, "B", ord("X"))
+
+
+def _metadata_bytes_altered(wheel: CraftedWheel) -> bytes:
+    offset = zips.local_header_offset(wheel.data, wheel.metadata_name) + 30 + len(wheel.metadata_name) + 10
+    return zips.patched(wheel.data, offset, "B", wheel.data[offset] ^ 0xFF)
+
+
+LIES: dict[str, tuple[Callable[[CraftedWheel], bytes], str]] = {
+    "truncated at the end": (_truncated_end, "no end-of-central-directory"),
+    "a middle part missing": (_truncated_middle, "does not end at the end record"),
+    "directory pointing outside the file": (_directory_outside_the_file, "does not end at the end record"),
+    "directory pointing elsewhere inside": (_directory_elsewhere_inside, "does not end at the end record"),
+    "compressed size too small": (_entry_field(zips.CENTRAL_COMPRESSED_SIZE, "L", lambda n: n - 7), "deflate stream"),
+    "compressed size too large": (_entry_field(zips.CENTRAL_COMPRESSED_SIZE, "L", lambda n: n + 7), "deflate stream"),
+    "uncompressed size wrong": (_entry_field(zips.CENTRAL_SIZE, "L", lambda n: n + 1), "inflates to"),
+    "CRC wrong": (_entry_field(zips.CENTRAL_CRC, "L", lambda n: n ^ 1), "CRC-32"),
+    "encrypted": (_entry_field(zips.CENTRAL_FLAGS, "H", lambda n: n | 1), "encrypted"),
+    "bzip2 compressed": (_entry_field(zips.CENTRAL_METHOD, "H", lambda n: 12), "compression method 12"),
+    "local header offset outside": (_entry_field(zips.CENTRAL_HEADER_OFFSET, "L", lambda n: 10**9), "reach into"),
+    "local header offset wrong": (_entry_field(zips.CENTRAL_HEADER_OFFSET, "L", lambda n: n + 1), "no local header"),
+    "local header names another file": (_local_name_differs, "names another member"),
+    "METADATA bytes altered": (_metadata_bytes_altered, "deflate|CRC-32"),
+}
+
+
+@pytest.fixture(params=sorted(LIES))
+def lie(request: pytest.FixtureRequest) -> tuple[CraftedWheel, bytes, str]:
+    wheel = craft_wheel(payload=256 * KiB, metadata_first=True)
+    doctor, reason = LIES[request.param]
+    return wheel, doctor(wheel), reason
+
+
+def test_a_lying_archive_is_refused_by_ranges(
+    lie: tuple[CraftedWheel, bytes, str], serve: Callable[..., RangeFileServer], bg_loop: BackgroundLoop
+) -> None:
+    wheel, data, reason = lie
+    server = serve({wheel.filename: data})
+    with pytest.raises(MetadataUnavailable, match=reason):
+        read_by_ranges(bg_loop, server, wheel.filename, len(data))
+
+
+def test_a_lying_archive_is_refused_from_disk(lie: tuple[CraftedWheel, bytes, str], tmp_path: Path) -> None:
+    wheel, data, reason = lie
+    path = tmp_path / wheel.filename
+    path.write_bytes(data)
+    with pytest.raises(MetadataUnavailable, match=reason):
+        metadata_from_wheel_file(path)
+
+
+def test_an_answer_for_a_file_of_another_size_is_refused(bg_loop: BackgroundLoop) -> None:
+    wheel = craft_wheel(payload=256 * KiB, metadata_first=True)
+
+    async def read(start: int | None, length: int) -> RangeAnswer:
+        assert start is not None
+        return RangeAnswer(start, wheel.data[start : start + length], len(wheel.data) + 1)
+
+    with pytest.raises(MetadataUnavailable, match="bytes now"):
+        bg_loop.run(metadata_by_ranges(read, len(wheel.data), wheel.filename))
+
+
+def test_an_answer_that_misses_the_bytes_asked_for_is_refused(bg_loop: BackgroundLoop) -> None:
+    wheel = craft_wheel(payload=256 * KiB, metadata_first=True)
+
+    async def read(start: int | None, length: int) -> RangeAnswer:
+        assert start is not None
+        return RangeAnswer(start, wheel.data[start : start + length - 1], len(wheel.data))
+
+    with pytest.raises(MetadataUnavailable, match="asked for bytes"):
+        bg_loop.run(metadata_by_ranges(read, len(wheel.data), wheel.filename))
+
+
+def test_metadata_over_the_cap_is_refused_without_reading_it(
+    serve: Callable[..., RangeFileServer], bg_loop: BackgroundLoop
+) -> None:
+    huge = b"Metadata-Version: 2.1\nName: big\nVersion: 1.0\n\n" + b"x" * (wheel_metadata.MAX_METADATA_SIZE + 1)
+    members = [ZipMember("big/__init__.py", b""), ZipMember("big-1.0.dist-info/METADATA", huge)]
+    data = build_zip(members)
+    server = serve({"big-1.0-py3-none-any.whl": data})
+    with pytest.raises(MetadataUnavailable, match="over the"):
+        read_by_ranges(bg_loop, server, "big-1.0-py3-none-any.whl", len(data))
+    assert server.bytes_sent < 2 * DEFAULT_TAIL_LENGTH
+
+
+def test_a_central_directory_over_the_cap_is_refused_before_it_is_read(
+    serve: Callable[..., RangeFileServer], bg_loop: BackgroundLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wheel_metadata, "MAX_CENTRAL_DIRECTORY", 64 * KiB)
+    wheel = craft_wheel(payload=256 * KiB, extra_files=3000)
+    server = serve({wheel.filename: wheel.data})
+    with pytest.raises(MetadataUnavailable, match=r"central directory of \d+ bytes is over"):
+        read_by_ranges(bg_loop, server, wheel.filename, len(wheel.data))
+    assert server.count(wheel.filename, method="GET") == 1
+
+
+def test_zip64_records_that_disagree_are_refused(tmp_path: Path) -> None:
+    wheel = craft_wheel(payload=256 * KiB, zip64=True)
+    locator = wheel.data.rindex(b"PK\x06\x07")
+    doctored = zips.patched(wheel.data, locator + 8, "Q", 12345)  # the locator points at no ZIP64 end record
+    path = tmp_path / wheel.filename
+    path.write_bytes(doctored)
+    with pytest.raises(MetadataUnavailable, match="no ZIP64 end record"):
+        metadata_from_wheel_file(path)
+
+
+# ---- sdists -------------------------------------------------------------------------------------------------------
+
+
+def _pkg_info(version: str = "2.2", *extra_lines: str, name: str = "Foo.Bar", project_version: str = "1.0") -> bytes:
+    lines = [f"Metadata-Version: {version}", f"Name: {name}", f"Version: {project_version}", *extra_lines]
+    return ("\n".join(lines) + "\n\nA description.\n").encode()
+
+
+@pytest.mark.parametrize(
+    ("pkg_info", "reliable"),
+    [
+        (_pkg_info("2.2"), True),
+        (_pkg_info("2.4", "Requires-Dist: numpy", "Dynamic: Description", "Dynamic: License-Expression"), True),
+        (_pkg_info("2.1"), False),  # before PEP 643 nothing in PKG-INFO is binding
+        (_pkg_info("1.2"), False),
+        (_pkg_info("3.0"), False),  # a future major version may mean something else
+        (_pkg_info("2.2", "Dynamic: Requires-Dist"), False),
+        (_pkg_info("2.3", "Dynamic: requires-python"), False),  # field names are case-insensitive
+        (_pkg_info("2.2", "Dynamic: Provides-Extra"), False),
+        (_pkg_info("2.2", "Dynamic: Version"), False),  # not allowed by the spec; uv tolerates it, we do not
+        (_pkg_info("2.2", name=""), False),
+        (b"Metadata-Version: 2.2\nVersion: 1.0\n\n", False),
+        (b"\xff\xfe not metadata", False),
+    ],
+)
+def test_pkg_info_is_reliable_only_from_2_2_without_dynamic_fields_resolvers_use(
+    pkg_info: bytes, reliable: bool
+) -> None:
+    assert sdist_metadata_is_reliable(pkg_info) is reliable
+
+
+def test_pkg_info_must_name_the_sdist_it_came_from_when_the_name_is_given() -> None:
+    pkg_info = _pkg_info("2.2", name="Foo.Bar", project_version="1.0.0")
+    assert sdist_metadata_is_reliable(pkg_info, "foo_bar-1.0.tar.gz")
+    assert not sdist_metadata_is_reliable(pkg_info, "foo_bar-1.1.tar.gz")
+    assert not sdist_metadata_is_reliable(pkg_info, "other-1.0.tar.gz")
+    assert not sdist_metadata_is_reliable(pkg_info, "not an sdist name")
+
+
+def test_the_pkg_info_of_a_built_sdist_is_read_and_is_not_reliable(tmp_path: Path) -> None:
+    dist = build_sdist("Foo.Bar", "1.0")
+    path = tmp_path / dist.filename
+    path.write_bytes(dist.data)
+    pkg_info = pkg_info_from_sdist_file(path)
+    assert pkg_info.startswith(b"Metadata-Version: 2.1\nName: Foo.Bar\nVersion: 1.0\n")
+    assert not sdist_metadata_is_reliable(pkg_info, dist.filename)
+
+
+def _tar_gz(members: dict[str, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    return build_zip([ZipMember(name, data) for name, data in members.items()])
+
+
+@pytest.mark.parametrize("pack", [_tar_gz, _zip], ids=["tar.gz", "zip"])
+def test_only_the_top_pkg_info_of_the_project_is_taken(
+    pack: Callable[[dict[str, bytes]], bytes], tmp_path: Path
+) -> None:
+    top = _pkg_info("2.2")
+    members = {
+        "foo_bar-1.0/vendored/other-2.0/PKG-INFO": _pkg_info("2.2", name="other"),
+        "foo_bar-1.0/src/foo_bar.egg-info/PKG-INFO": _pkg_info("2.1"),
+        "foo_bar-1.0/PKG-INFO": top,
+        "foo_bar-1.0/pyproject.toml": b"[project]\n",
+    }
+    suffix = ".tar.gz" if pack is _tar_gz else ".zip"
+    path = tmp_path / f"foo_bar-1.0{suffix}"
+    path.write_bytes(pack(members))
+    assert pkg_info_from_sdist_file(path) == top
+    assert sdist_metadata_is_reliable(top, path.name)
+
+
+@pytest.mark.parametrize(
+    ("filename", "data", "reason"),
+    [
+        ("foo-1.0.tar.gz", _tar_gz({"foo-1.0/setup.py": b""}), "no foo-1.0/PKG-INFO"),
+        ("foo-1.0.tar.gz", _tar_gz({"bar-1.0/PKG-INFO": _pkg_info()}), "no foo-1.0/PKG-INFO"),
+        ("foo-1.0.tar.gz", _tar_gz({"foo-1.0/PKG-INFO": _pkg_info()})[:-40], "cannot read it"),
+        ("foo-1.0.tar.gz", b"not a tarball", "cannot read it"),
+        ("foo-1.0.zip", _zip({"foo-1.0/setup.py": b""}), "0 foo-1.0/PKG-INFO"),
+        ("foo-1.0.whl", b"", "not an sdist"),
+    ],
+)
+def test_an_sdist_without_a_readable_top_pkg_info_is_unavailable(
+    filename: str, data: bytes, reason: str, tmp_path: Path
+) -> None:
+    path = tmp_path / filename
+    path.write_bytes(data)
+    with pytest.raises(MetadataUnavailable, match=reason):
+        pkg_info_from_sdist_file(path)
