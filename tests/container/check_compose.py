@@ -130,8 +130,11 @@ def test_up_starts_a_healthy_unprivileged_service_that_pip_installs_through(
         return "pkgcache.access: GET /pypi/simple/alpha/ 200" in project.run("logs", "--no-color", "pkgcache")
 
     wait_until(logged, "the access line of the page pip asked for in `docker-compose logs`", timeout=30)
-    cached = _cached_file(project.volume_dir(), "alpha-2.0-py3-none-any.whl")
+    data_dir = project.volume_dir()
+    cached = _cached_file(data_dir, "alpha-2.0-py3-none-any.whl")
     assert cached is not None and cached.stat().st_uid == CONTAINER_UID
+    # Held while it runs; the next test expects it gone after a graceful stop.
+    assert (data_dir / "pkgcache.pid").exists()
 
 
 def test_down_mid_download_finishes_or_cuts_it_and_leaves_no_partial_file(deployment: Deployment) -> None:
@@ -144,6 +147,8 @@ def test_down_mid_download_finishes_or_cuts_it_and_leaves_no_partial_file(deploy
         finished: Future[tuple[int, bytes]] = clients.submit(_whole_body, deployment.file_url(FINISHED_IN_FLIGHT))
         cut: Future[tuple[int, bytes]] = clients.submit(_whole_body, deployment.file_url(CUT_IN_FLIGHT))
         wait_until(lambda: finished_gate.reached.is_set() and cut_gate.reached.is_set(), "both downloads halfway")
+        # Their unfinished bytes are where the check after the stop looks.
+        wait_until(lambda: len(_partial_files(data_dir)) == 2, "a temporary file for each download in tmp/")
 
         down = project.start("down")
         try:
