@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from pkgcache.config import load_settings
 from tests.cache_service import free_port
 from tests.container.deployment import (
+    REPO,
     STOP_TIMEOUT,
     ComposeProject,
     missing_environment,
@@ -96,6 +98,12 @@ def _partial_files(data_dir: Path) -> list[Path]:
 
 def _cached_file(data_dir: Path, filename: str) -> Path | None:
     return next((path for path in (data_dir / "pypi").rglob(filename) if path.is_file()), None)
+
+
+def test_the_config_file_beside_compose_yaml_is_one_pkgcache_accepts() -> None:
+    # The test's project mounts a config of its own; this one is what users start from.
+    settings = load_settings(REPO / "pkgcache.toml")
+    assert settings.pypi.upstreams and settings.conda.upstreams
 
 
 def test_up_starts_a_healthy_unprivileged_service_that_pip_installs_through(
