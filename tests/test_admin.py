@@ -71,7 +71,8 @@ def test_purge_a_project_then_the_next_requests_are_misses(
 
     status, answer = _post(cache, "/-/admin/pypi/purge/Alpha", BEARER)  # any spelling of the name
     assert status == 200
-    assert answer["project"] == "alpha" and answer["freed_files"] == 2 and answer["freed_bytes"] > size
+    # The page, the wheel, and the core metadata made from the wheel when it arrived (if that was done yet).
+    assert answer["project"] == "alpha" and answer["freed_files"] >= 2 and answer["freed_bytes"] > size
     assert not (cache.data_dir / "pypi" / "files" / "alpha").exists()
 
     pages_before = official_upstream.count("/simple/alpha/")
@@ -87,7 +88,7 @@ def test_purge_one_file_and_refresh_a_project(
     cache = _admin_cache(make_cache, official_upstream)
     assert cache.get(ALPHA_FILE).status == 200
     status, answer = _post(cache, f"/-/admin/pypi/purge/alpha/{ALPHA}", BEARER)
-    assert status == 200 and answer["freed_files"] == 1
+    assert status == 200 and answer["freed_files"] == 2  # the wheel and the core metadata read from it
     assert cache.get("/pypi/simple/alpha/").headers["x-pkgcache-cache"] == "hit"  # the page stays
     assert cache.get(ALPHA_FILE).headers["x-pkgcache-cache"] == "miss"
 
@@ -158,7 +159,7 @@ def test_cli_works_on_a_running_instance_through_the_admin_api(
 
         purged = runner.invoke(purge_command, ["alpha", "--file", ALPHA, *where])
         assert purged.exit_code == 0, purged.output
-        assert "freed 1 file" in purged.output
+        assert "freed 2 files" in purged.output  # the wheel and the core metadata read from it
         assert http_get(process.url + ALPHA_FILE).headers["x-pkgcache-cache"] == "miss"
 
         pages_before = official_upstream.count("/simple/alpha/")

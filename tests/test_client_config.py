@@ -187,7 +187,8 @@ def test_printed_pip_conf_installs_through_the_service(
     assert done.returncode == 0, done.stdout + done.stderr
     assert {"alpha==2.0", "beta==1.1", "gamma==0.5", "delta-pkg==3.0"} <= installed_dists(target)
     assert tuna_upstream.count("/simple/alpha/") >= 1
-    assert tuna_upstream.count("alpha-2.0-py3-none-any.whl") == 1
+    # Downloaded whole once (its core metadata may have been read before by a few ranges).
+    assert tuna_upstream.count_whole("alpha-2.0-py3-none-any.whl") == 1
 
 
 def test_printed_uv_toml_installs_through_the_service(
@@ -204,7 +205,8 @@ def test_printed_uv_toml_installs_through_the_service(
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert {"alpha==2.0", "beta==1.1", "gamma==0.5", "delta-pkg==3.0"} <= installed_dists(target)
-    assert tuna_upstream.count("alpha-2.0-py3-none-any.whl") == 1
+    # Downloaded whole once (its core metadata may have been read before by a few ranges).
+    assert tuna_upstream.count_whole("alpha-2.0-py3-none-any.whl") == 1
     log = run_pkgcache("logs", *service.locate, "-n", "200").stdout
     assert "GET /pypi/files/alpha/alpha-2.0-py3-none-any.whl 200" in log
 

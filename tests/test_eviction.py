@@ -53,7 +53,9 @@ def _fetch(cache: RunningCache, dist: Dist) -> str:
 
 
 def _cached_files(data_dir: Path) -> set[str]:
-    return {path.name for path in (data_dir / "pypi" / "files").rglob("*") if path.is_file()}
+    """The distributions in the cache (core metadata read from them is kept apart from eviction)."""
+    files = (data_dir / "pypi" / "files").rglob("*")
+    return {path.name for path in files if path.is_file() and not path.name.endswith(".metadata")}
 
 
 def _settled_size(cache: RunningCache) -> int:
@@ -142,7 +144,8 @@ def test_serve_times_are_kept_as_atime_without_touching_mtime(tmp_path: Path) ->
 
 def test_what_counts_as_a_package_file() -> None:
     assert is_package_file(Path("pypi/files/numpy/numpy-2.0-cp312-none-any.whl"))
-    assert is_package_file(Path("pypi/files/numpy/numpy-2.0-cp312-none-any.whl.metadata"))
+    # Core metadata stays: a few KB that spare resolvers a whole download each.
+    assert not is_package_file(Path("pypi/files/numpy/numpy-2.0-cp312-none-any.whl.metadata"))
     assert is_package_file(Path("conda/cloud/conda-forge/linux-64/numpy-2.0-py312_0.conda"))
     assert is_package_file(Path("conda/pkgs/main/noarch/six-1.16-py_0.tar.bz2"))
     assert is_package_file(Path("conda/cloud/conda-forge/linux-64/shards/" + "a" * 64 + ".msgpack.zst"))

@@ -41,6 +41,7 @@ def _operations(**sections: Any) -> Any:
             "bytes_served": 20,
             "requests": 2,
         },
+        core_metadata=lambda: {"made": {"ranges": 3, "wheel": 1}, "bytes_saved": 5 * 1024 * 1024},
         pools={
             "pypi": _Pool(
                 [

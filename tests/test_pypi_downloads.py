@@ -28,7 +28,9 @@ def _dist(filename: str) -> Dist:
 
 
 def _cached_files(data_dir: Path) -> list[Path]:
-    return [path for path in (data_dir / "pypi" / "files").rglob("*") if path.is_file()]
+    """The distributions in the cache (not the core metadata read from them)."""
+    files = (data_dir / "pypi" / "files").rglob("*")
+    return [path for path in files if path.is_file() and not path.name.endswith(".metadata")]
 
 
 def test_fifty_clients_asking_for_one_missing_file_cause_one_upstream_download(

@@ -33,6 +33,7 @@ from pkgcache.presets import (
     CONDA_PRESETS,
     DEFAULT_CONDA_UPSTREAMS,
     DEFAULT_PYPI_UPSTREAMS,
+    PYPI_PRESET_LIMITS,
     PYPI_PRESETS,
 )
 
@@ -125,13 +126,15 @@ class PypiUpstream(_Section):
     # Where this mirror keeps `packages/...` when it is not beside the index (`<root>/packages/`).
     files_url: str | None = None
     max_connections: int | None = Field(None, ge=1)
+    # Seconds between two range requests to this mirror (reading wheel metadata); USTC allows about one a second.
+    range_interval: float = Field(0.0, ge=0)
 
     @classmethod
     def parse(cls, value: Any) -> Any:
         if not isinstance(value, str):
             return value
         if value in PYPI_PRESETS:
-            return {"name": value, "url": PYPI_PRESETS[value]}
+            return {"name": value, "url": PYPI_PRESETS[value], **PYPI_PRESET_LIMITS.get(value, {})}
         url = _check_http_url(value)
         return {"name": _name_from_url(url), "url": url}
 

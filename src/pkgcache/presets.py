@@ -29,6 +29,12 @@ PYPI_PRESETS: dict[str, str] = {
     "sustech": "https://mirrors.sustech.edu.cn/pypi/web/simple/",
 }
 
+# What a preset's mirror asks of its clients, as its documentation says (USTC's limiter: 12 connections per
+# address, range requests about one a second).
+PYPI_PRESET_LIMITS: dict[str, dict[str, float | int]] = {
+    "ustc": {"max_connections": 12, "range_interval": 1.0},
+}
+
 # Three operators that share nothing: a university team, and two cloud companies.
 DEFAULT_PYPI_UPSTREAMS: list[str] = ["tuna", "aliyun", "tencent"]
 

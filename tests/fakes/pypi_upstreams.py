@@ -207,6 +207,9 @@ class _IndexServer(FakeServer):
     """Dists, serial, fault knobs and file serving shared by the index fakes."""
 
     serves_metadata = False  # PEP 658 .metadata files and attributes
+    honour_ranges = True  # False: a Range request gets the whole file with 200, as some mirrors answer
+    # filename -> other bytes of the same length, served to Range requests only (a mirror whose ranges lie)
+    range_bodies: dict[str, bytes]
     # Fault knobs, settable at any time from the test thread; these two live on ``faults``, shared with ``.files``.
     corrupt_files: FaultKnob[set[str]] = FaultKnob()  # filenames (or "<wheel>.metadata") served altered
     hang_seconds: FaultKnob[float] = FaultKnob()  # how long "hang" garbage stays silent
@@ -214,6 +217,7 @@ class _IndexServer(FakeServer):
     def __init__(self, dists: Iterable[Dist] = ()) -> None:
         super().__init__()
         self.garbage: dict[str, str] = {}  # filename or project name -> fault mode
+        self.range_bodies = {}
         self.missing_projects: set[str] = set()  # 404 for these project pages (sync lag)
         self.page_extras: dict[str, PageExtras] = {}  # normalised project name -> what its page adds
         self.serial = 12344
@@ -346,6 +350,10 @@ class _IndexServer(FakeServer):
             raise web.HTTPNotFound()
         body = dist.metadata if is_metadata else dist.data
         assert body is not None
+        if "Range" in request.headers:
+            if not self.honour_ranges:
+                return web.Response(body=body, content_type=FILE_CT)
+            body = self.range_bodies.get(dist.filename, body)
         if self.faults.corrupts(path):
             body = corrupt(body)
         content = Content(body, FILE_CT, _BASE_TS, "max-age=365000000, immutable, public")

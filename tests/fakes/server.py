@@ -178,6 +178,10 @@ class FakeServer:
         """How many logged requests have a path ending with `what` (or match the predicate `what`), of `method`."""
         return sum(1 for r in self.requests if request_matches(r, what, method))
 
+    def count_whole(self, what: RequestFilter) -> int:
+        """How many GETs for `what` asked for the whole file (no Range): the downloads, not metadata range reads."""
+        return sum(1 for r in self.requests if request_matches(r, what, "GET") and "Range" not in r.headers)
+
     def paths(self, method: str | None = None) -> list[str]:
         return [r.path for r in self.requests if method is None or r.method == method]
 

@@ -157,10 +157,10 @@ def choose_part(method: str, headers: Mapping[str, str], validators: Validators,
     range_header = headers.get("Range")
     if method != "GET" or range_header is None or not _if_range_holds(headers.get("If-Range"), validators):
         return whole
-    return _part_for_range(range_header, size) or whole
+    return part_for_range(range_header, size) or whole
 
 
-def _part_for_range(header: str, size: int) -> Part | None:
+def part_for_range(header: str, size: int) -> Part | None:
     """One byte range (206), or an unsatisfiable one (416); None to answer the whole file (several ranges, or a
     header that is not a byte range at all, which the RFC says to ignore)."""
     unit, _, spec = header.partition("=")

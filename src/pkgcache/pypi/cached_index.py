@@ -19,13 +19,14 @@ from pathlib import Path
 from pkgcache.cache_state import CacheState
 from pkgcache.config import PypiConfig
 from pkgcache.pypi.model import DistFile
-from pkgcache.pypi.names import METADATA_SUFFIX
+from pkgcache.pypi.names import PROVENANCE_SUFFIX
 from pkgcache.pypi.pages import CachedPage, PageMemory, PageStore
 from pkgcache.pypi.source import FileNotListed
 from pkgcache.pypi.upstream_index import UpstreamIndex
 from pkgcache.storage.downloads import Download
 from pkgcache.storage.store import StorageError
 from pkgcache.upstream.pool import UpstreamNotFound
+from pkgcache.upstream.ranges import RangeBody, fetch_range
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +155,30 @@ class CachedIndex:
             found = _lookup(entry, filename)
         if found is None:
             raise FileNotListed(f"{project} has no file {filename}")
-        dist, is_metadata = found
-        download = self.origin.download(path, entry, dist, is_metadata)
+        if filename.endswith(PROVENANCE_SUFFIX):
+            download = self.origin.download_provenance(path, entry, found)
+        else:
+            download = self.origin.download(path, entry, found)
         return path if download is None else download
+
+    def cached_file(self, project: str, filename: str) -> Path | None:
+        path = self.pages.file_path(project, filename)
+        return path if path.is_file() else None
+
+    async def read_range(self, project: str, filename: str, start: int, length: int) -> RangeBody:
+        entry, dist = await self.find_file(project, filename)
+        return await fetch_range(self.origin.pool, self.origin.file_target(entry, dist), start, length)
+
+    async def find_file(self, project: str, filename: str) -> tuple[CachedPage, DistFile]:
+        """The page listing a distribution, and its entry there; FileNotListed if it has none."""
+        entry, _ = await self.get_page(project)
+        dist = entry.files.get(filename)
+        if dist is None and entry.age() > MISSING_FILE_RECHECK_SECONDS:
+            entry = await self.refresh(project)
+            dist = entry.files.get(filename)
+        if dist is None:
+            raise FileNotListed(f"{project} has no file {filename}")
+        return entry, dist
 
     def status(self) -> dict[str, object]:
         return {
@@ -167,13 +189,10 @@ class CachedIndex:
         }
 
 
-def _lookup(entry: CachedPage, filename: str) -> tuple[DistFile, bool] | None:
-    dist = entry.files.get(filename)
-    if dist is not None:
-        return dist, False
-    if filename.endswith(METADATA_SUFFIX):
-        dist = entry.files.get(filename.removesuffix(METADATA_SUFFIX))
-        # Only metadata the upstream said it has: never promise a file that will 404.
-        if dist is not None and dist.core_metadata:
-            return dist, True
-    return None
+def _lookup(entry: CachedPage, filename: str) -> DistFile | None:
+    """The page's entry for a distribution, or for the distribution whose provenance is asked for (when the
+    upstream gave one). Core metadata is a layer's (core_metadata.py)."""
+    if filename.endswith(PROVENANCE_SUFFIX):
+        dist = entry.files.get(filename.removesuffix(PROVENANCE_SUFFIX))
+        return dist if dist is not None and dist.provenance_url else None
+    return entry.files.get(filename)

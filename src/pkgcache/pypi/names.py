@@ -15,6 +15,7 @@ _PROJECT_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?$"
 # Extensions of files an index may list. Anything else in a page is not a distribution and is dropped.
 DIST_EXTENSIONS = (".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz", ".tar", ".egg", ".exe", ".msi", ".rpm", ".dmg")
 METADATA_SUFFIX = ".metadata"
+PROVENANCE_SUFFIX = ".provenance"  # PEP 740 attestations of a file, fetched from where the upstream's page says
 
 
 class BadName(ValueError):
@@ -33,12 +34,13 @@ def normalize_project(name: str) -> str:
 
 
 def check_filename(filename: str) -> str:
-    """A distribution (or PEP 658 metadata) file name from a request, checked to be a plain, safe file name."""
+    """A distribution (or its PEP 658 metadata or PEP 740 provenance) file name from a request, checked to be a
+    plain, safe file name."""
     try:
         check_segment(filename)
     except UnsafePath as exc:
         raise BadName(str(exc)) from None
-    base = filename.removesuffix(METADATA_SUFFIX)
+    base = companion_base(filename) or filename
     if not is_distribution_filename(base):
         raise BadName(f"{filename!r} is not a distribution file name")
     return filename
@@ -46,3 +48,11 @@ def check_filename(filename: str) -> str:
 
 def is_distribution_filename(filename: str) -> bool:
     return filename.lower().endswith(DIST_EXTENSIONS) and "/" not in filename
+
+
+def companion_base(filename: str) -> str | None:
+    """The distribution a `.metadata` or `.provenance` file goes with; None for a distribution itself."""
+    for suffix in (METADATA_SUFFIX, PROVENANCE_SUFFIX):
+        if filename.endswith(suffix):
+            return filename.removesuffix(suffix)
+    return None

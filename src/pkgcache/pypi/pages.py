@@ -76,15 +76,33 @@ class CachedPage:
     disk_stamp: Stamp | None = field(default=None, init=False, repr=False)
     checked_at: float = field(default=0.0, init=False, repr=False)
 
+    # For a page a layer derived from another (metadata advertised, a policy applied): the page it came from,
+    # whose freshness (fetched_at, refresh_error) it shares as that one is revalidated.
+    base: CachedPage | None = field(default=None, repr=False)
+
     def __post_init__(self) -> None:
         self.files = {dist.filename: dist for dist in self.page.files}
+
+    def derived(self, page: ProjectPage) -> CachedPage:
+        """The same page as far as freshness goes, listing `page` instead (a layer's view of it)."""
+        origin = self.base or self
+        return CachedPage(page, self.upstream, self.fetched_at, self.etag, self.last_modified, base=origin)
+
+    @property
+    def origin(self) -> CachedPage:
+        return self.base or self
 
     @property
     def is_big(self) -> bool:
         return len(self.page.files) > BIG_PAGE_FILES
 
     def age(self) -> float:
-        return max(0.0, time.time() - self.fetched_at)
+        return max(0.0, time.time() - self.origin.fetched_at)
+
+    @property
+    def stale_reason(self) -> str | None:
+        """Why the last revalidation failed, if it did (every upstream down)."""
+        return self.origin.refresh_error
 
     def rendered_now(self, content_type: str) -> Rendered | None:
         """The page in a format if it can be had without real work (a small page, or one rendered before)."""

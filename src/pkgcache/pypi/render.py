@@ -16,11 +16,11 @@ from typing import Any
 from urllib.parse import quote
 
 from pkgcache.pypi.model import DistFile, ProjectPage, ProjectStatus
+from pkgcache.pypi.names import PROVENANCE_SUFFIX
 
 HTML_CONTENT_TYPE = "application/vnd.pypi.simple.v1+html"
 JSON_CONTENT_TYPE = "application/vnd.pypi.simple.v1+json"
 TEXT_HTML = "text/html"
-PROVENANCE_SUFFIX = ".provenance"
 
 # What each minor version of the simple API added (the specification's version history).
 BASE_VERSION = (1, 0)

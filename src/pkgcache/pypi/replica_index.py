@@ -14,9 +14,11 @@ from pathlib import Path
 
 from pkgcache.cache_state import CacheState
 from pkgcache.config import PypiConfig
+from pkgcache.pypi.model import DistFile
 from pkgcache.pypi.pages import CachedPage, PageMemory, PageStore
 from pkgcache.storage.downloads import Download
 from pkgcache.storage.store import READER_RECHECK_SECONDS, CacheIsReadOnly, file_stamp
+from pkgcache.upstream.ranges import RangeBody
 
 
 class ReplicaIndex:
@@ -54,6 +56,20 @@ class ReplicaIndex:
         if path.is_file():
             return path
         raise CacheIsReadOnly("a missing file is fetched by the worker that writes")
+
+    def cached_file(self, project: str, filename: str) -> Path | None:
+        path = self.pages.file_path(project, filename)
+        return path if path.is_file() else None
+
+    async def read_range(self, project: str, filename: str, start: int, length: int) -> RangeBody:
+        raise CacheIsReadOnly("upstreams are asked by the worker that writes")
+
+    async def find_file(self, project: str, filename: str) -> tuple[CachedPage, DistFile]:
+        entry, _ = await self.get_page(project)
+        dist = entry.files.get(filename)
+        if dist is None:
+            raise CacheIsReadOnly("a page without the file is refreshed by the worker that writes")
+        return entry, dist
 
     def _due_for_disk_check(self, entry: CachedPage) -> bool:
         return time.monotonic() - entry.checked_at > READER_RECHECK_SECONDS

@@ -17,11 +17,19 @@ from pkgcache.http.responses import (
     CACHE_STATE_HEADER,
     UPSTREAM_USED,
     error_for,
+    part_for_range,
     plain_error,
     send_cached_file,
     send_download,
 )
-from pkgcache.pypi.names import METADATA_SUFFIX, BadName, check_filename, normalize_project
+from pkgcache.pypi.names import (
+    METADATA_SUFFIX,
+    PROVENANCE_SUFFIX,
+    BadName,
+    check_filename,
+    companion_base,
+    normalize_project,
+)
 from pkgcache.pypi.negotiate import choose_format
 from pkgcache.pypi.pages import CachedPage, Rendered
 from pkgcache.pypi.render import (
@@ -32,6 +40,7 @@ from pkgcache.pypi.render import (
 )
 from pkgcache.pypi.source import FileNotListed, IndexSource
 from pkgcache.storage.file_use import FileUse
+from pkgcache.upstream.ranges import RangesRefused
 
 PYPI_INDEX_KEY = web.AppKey("pypi_index", IndexSource)
 PAGES_PREFIX = "/pypi/simple/"
@@ -137,7 +146,7 @@ class PypiRoutes:
             "Age": str(int(age)),
             CACHE_STATE_HEADER: state,
         }
-        if entry.refresh_error and state == CacheState.STALE:
+        if entry.stale_reason and state == CacheState.STALE:
             headers["X-Pkgcache-Stale-Reason"] = "no upstream could revalidate this page; serving the last good copy"
         if_none_match = request.headers.get("If-None-Match")
         if if_none_match and rendered.etag in _etags(if_none_match):
@@ -153,11 +162,15 @@ class PypiRoutes:
             return plain_error(400, f"refused file name: {exc}")
         if raw_name != project:
             raise web.HTTPMovedPermanently(f"/pypi/files/{project}/{filename}")
-        content_type = "text/plain; charset=utf-8" if filename.endswith(METADATA_SUFFIX) else "application/octet-stream"
+        content_type = _content_type(filename)
         try:
+            if self._wants_part(request, project, filename):
+                answer = await self._part_of_uncached(request, project, filename, content_type)
+                if answer is not None:
+                    return answer
             found = await self.index.open_file(project, filename)
-        except FileNotListed:
-            return plain_error(404, f"{project} has no file named {filename} on its upstream's page")
+        except FileNotListed as exc:
+            return plain_error(404, f"{project} has no file named {filename} on its upstream's page ({exc})")
         except Exception as exc:
             return _page_error(project, exc)
         if isinstance(found, Path):
@@ -168,6 +181,50 @@ class PypiRoutes:
         if found.source is not None:
             request[UPSTREAM_USED] = found.source
         return response
+
+    def _wants_part(self, request: web.Request, project: str, filename: str) -> bool:
+        """A HEAD, or a single range, on a distribution that is not cached: answered without fetching it whole."""
+        if companion_base(filename) is not None or self.index.cached_file(project, filename) is not None:
+            return False
+        return request.method == "HEAD" or "Range" in request.headers
+
+    async def _part_of_uncached(
+        self, request: web.Request, project: str, filename: str, content_type: str
+    ) -> web.StreamResponse | None:
+        """A HEAD from what the page says, or a range passed through to an upstream and not kept (uv and poetry
+        read a wheel's end this way). None when that cannot be done: the file is then fetched whole as usual."""
+        _, dist = await self.index.find_file(project, filename)
+        if dist.size is None:
+            return None
+        headers = {"Content-Type": content_type, "Accept-Ranges": "bytes", CACHE_STATE_HEADER: CacheState.MISS}
+        request[CACHE_STATE] = CacheState.MISS
+        if request.method == "HEAD":
+            head = web.StreamResponse(headers=headers)
+            head.content_length = dist.size
+            return head
+        part = part_for_range(request.headers["Range"], dist.size)
+        if part is None or request.headers.get("If-Range") is not None:
+            return None  # several ranges, or one to check against validators only a cached copy has
+        if part.status == 416:
+            return plain_error(416, "range not satisfiable", **{"Content-Range": f"bytes */{dist.size}"})
+        try:
+            got = await self.index.read_range(project, filename, part.start, part.end - part.start)
+        except RangesRefused:
+            return None
+        if got.size != dist.size or got.first != part.start:
+            return plain_error(502, f"the upstream's {filename} is not the size its page gives")
+        request[UPSTREAM_USED] = got.upstream
+        headers["Content-Range"] = f"bytes {part.start}-{part.start + len(got.body) - 1}/{dist.size}"
+        return web.Response(status=206, body=got.body, headers=headers)
+
+
+def _content_type(filename: str) -> str:
+    if filename.endswith(METADATA_SUFFIX):
+        return "text/plain; charset=utf-8"
+    if filename.endswith(PROVENANCE_SUFFIX):
+        return "application/json"
+    # As the official files host: clients go by the name, and pip lets application/zip override an sdist's.
+    return "application/octet-stream"
 
 
 PYPI_ROUTES_KEY = web.AppKey("pypi_routes", PypiRoutes)

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Protocol
 
 from pkgcache.cache_state import CacheState
+from pkgcache.pypi.model import DistFile
 from pkgcache.pypi.pages import CachedPage
 from pkgcache.storage.downloads import Download
+from pkgcache.upstream.ranges import RangeBody
 
 
 class FileNotListed(LookupError):
@@ -41,6 +43,15 @@ class IndexSource(Protocol):
 
     async def open_file(self, project: str, filename: str) -> Path | Download:
         """A cached file's path, or the download bringing it."""
+
+    def cached_file(self, project: str, filename: str) -> Path | None:
+        """The path of a cached file, if it is cached (a stat, no waiting)."""
+
+    async def read_range(self, project: str, filename: str, start: int, length: int) -> RangeBody:
+        """Part of a distribution that is not cached, from an upstream, not kept (RangesRefused if it will not)."""
+
+    async def find_file(self, project: str, filename: str) -> tuple[CachedPage, DistFile]:
+        """The page listing a distribution and its entry there (the page refreshed once if it lacks it)."""
 
     async def cached_projects(self) -> list[str]:
         """The projects this cache holds pages of."""

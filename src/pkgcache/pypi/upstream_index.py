@@ -15,7 +15,6 @@ import aiohttp
 
 from pkgcache.config import PypiConfig, PypiUpstream
 from pkgcache.pypi.model import DistFile
-from pkgcache.pypi.names import METADATA_SUFFIX
 from pkgcache.pypi.pages import CachedPage, in_page_thread
 from pkgcache.pypi.parse import InvalidPage, parse_project_page
 from pkgcache.storage.downloads import Download, Expected
@@ -69,26 +68,41 @@ class UpstreamIndex:
             last_modified=response.headers.get("Last-Modified"),
         )
 
-    def download(self, path: Path, entry: CachedPage, dist: DistFile, is_metadata: bool) -> Download | None:
-        """The download bringing a file the page lists (or its metadata) to `path`; None if it is there."""
+    def download(self, path: Path, entry: CachedPage, dist: DistFile) -> Download | None:
+        """The download bringing a file the page lists to `path`; None if it is there already."""
+        expected = Expected(hashes=dict(dist.hashes), size=dist.size, magic=magic_for(dist.filename))
+        return self.fetcher.download(path, self.file_target(entry, dist), expected)
+
+    def download_provenance(self, path: Path, entry: CachedPage, dist: DistFile) -> Download | None:
+        """The download of a file's PEP 740 provenance, from where the page's upstream said it is."""
+        url = dist.provenance_url
         return self.fetcher.download(
-            path, self._file_target(entry.upstream, dist.url, is_metadata), _expected(dist, is_metadata)
+            path, lambda upstream: url if upstream.name == entry.upstream else None, Expected()
         )
 
-    def _file_target(self, page_upstream: str, url: str, is_metadata: bool) -> TargetFor:
-        """Which URL each upstream has for a file: the page's own link, or the same `packages/...` path."""
-        suffix = url.partition("/packages/")[2]
-        extension = METADATA_SUFFIX if is_metadata else ""
+    def file_target(self, entry: CachedPage, dist: DistFile, suffix: str = "") -> TargetFor:
+        """Which URL each upstream has for a file (plus `suffix`, e.g. `.metadata`): the page's own link for the
+        upstream that listed it, the same `packages/...` path on the others."""
+        url = dist.url
+        packages_path = url.partition("/packages/")[2]
 
         def target(upstream: Upstream) -> str | None:
-            if upstream.name == page_upstream:
-                return url + extension
+            if upstream.name == entry.upstream:
+                return url + suffix
             files_base = self._files_base(upstream.name)
-            if suffix and files_base:
-                return files_base + suffix + extension
+            if packages_path and files_base:
+                return files_base + packages_path + suffix
             return None
 
         return target
+
+    async def fetch_small(self, target: TargetFor, limit: int) -> bytes:
+        """A small file (a `.metadata`) read whole from the first upstream that has it."""
+        return await self.pool.fetch(
+            target,
+            lambda upstream, response: read_limited(response, limit, self.pool.policy),
+            headers=lambda upstream: {"Accept-Encoding": "identity"},
+        )
 
     def _files_base(self, upstream_name: str) -> str | None:
         upstream: PypiUpstream | None = self._upstream_config.get(upstream_name)
@@ -107,10 +121,3 @@ def _page_request_headers(previous: CachedPage | None, upstream: Upstream) -> di
         if previous.last_modified:
             headers["If-Modified-Since"] = previous.last_modified
     return headers
-
-
-def _expected(dist: DistFile, is_metadata: bool) -> Expected:
-    if is_metadata:
-        hashes = {} if isinstance(dist.core_metadata, bool) else dict(dist.core_metadata)
-        return Expected(hashes=hashes)
-    return Expected(hashes=dict(dist.hashes), size=dist.size, magic=magic_for(dist.filename))

@@ -21,6 +21,8 @@ from pkgcache.http.access_log import AccessLog
 from pkgcache.http.fast_path import FAST_PATH_KEY, FastPath
 from pkgcache.http.request_cycle import REQUEST_CYCLE_KEY, RequestCycle, add_fallback, add_get
 from pkgcache.pypi.cached_index import CachedIndex
+from pkgcache.pypi.core_metadata import MetadataIndex
+from pkgcache.pypi.metadata_records import MetadataRecords
 from pkgcache.pypi.pages import PageMemory, PageStore
 from pkgcache.pypi.replica_index import ReplicaIndex
 from pkgcache.pypi.routes import PYPI_INDEX_KEY, add_pypi_routes
@@ -57,9 +59,10 @@ STARTED_KEY = web.AppKey("started_at", float)
 ACCESS_LOG_KEY = web.AppKey("access_log", AccessLog)
 
 
-def make_pool(upstreams: list[tuple[str, str, int | None]], policy: UpstreamPolicy) -> UpstreamPool:
+def make_pool(upstreams: list[tuple[str, str, int | None, float]], policy: UpstreamPolicy) -> UpstreamPool:
     members = [
-        Upstream(name=name, base_url=url, max_connections=cap or policy.max_connections) for name, url, cap in upstreams
+        Upstream(name=name, base_url=url, max_connections=cap or policy.max_connections, range_interval=interval)
+        for name, url, cap, interval in upstreams
     ]
     return UpstreamPool(
         members,
@@ -80,19 +83,21 @@ def make_pool(upstreams: list[tuple[str, str, int | None]], policy: UpstreamPoli
 
 
 def _pypi_pool(upstreams: list[PypiUpstream], policy: UpstreamPolicy) -> UpstreamPool:
-    return make_pool([(u.name, u.url, u.max_connections) for u in upstreams], policy)
+    return make_pool([(u.name, u.url, u.max_connections, u.range_interval) for u in upstreams], policy)
 
 
 def _conda_pool(upstreams: list[CondaUpstream], policy: UpstreamPolicy) -> UpstreamPool:
-    return make_pool([(u.name, u.pkgs_url, u.max_connections) for u in upstreams], policy)
+    return make_pool([(u.name, u.pkgs_url, u.max_connections, 0.0) for u in upstreams], policy)
 
 
 def _pypi_index(settings: Settings, pool: UpstreamPool, store: CacheStore, downloader: Downloader) -> IndexSource:
     """The PyPI side's chain of index layers: chosen once, here (pypi/source.py says what each does)."""
-    pages, memory = PageStore(store), PageMemory()
+    pages, memory, records = PageStore(store), PageMemory(), MetadataRecords(store)
     if not store.writable:
-        return ReplicaIndex(settings.pypi, pages, memory)
-    return CachedIndex(settings.pypi, UpstreamIndex(settings.pypi, Fetcher(pool, downloader)), pages, memory)
+        return MetadataIndex(ReplicaIndex(settings.pypi, pages, memory), pages, records, downloader, origin=None)
+    origin = UpstreamIndex(settings.pypi, Fetcher(pool, downloader))
+    cached = CachedIndex(settings.pypi, origin, pages, memory)
+    return MetadataIndex(cached, pages, records, downloader, origin)
 
 
 def _conda_channels(settings: Settings, pool: UpstreamPool, store: CacheStore, downloader: Downloader) -> ChannelSource:
@@ -147,7 +152,17 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
         add_get(app, "/-/health", health)
         add_get(app, "/-/status", status)
         # The page at /, /-/stats, /metrics, the admin API, and the cache's size keeper.
-        install_operations(app, settings, store, downloader, keeper, pools, cycle.stats, lambda: peer_stats(app))
+        install_operations(
+            app,
+            settings,
+            store,
+            downloader,
+            keeper,
+            pools,
+            cycle.stats,
+            lambda: peer_stats(app),
+            lambda: _side_status(app),
+        )
     add_fallback(app)
     app.on_shutdown.append(_stop_downloads)
     return app
@@ -188,9 +203,9 @@ async def health(request: web.Request) -> web.StreamResponse:
     return web.json_response({"status": "ok", "version": __version__})
 
 
-def _side_status(app: web.Application) -> dict[str, object]:
+def _side_status(app: web.Application) -> dict[str, dict[str, object]]:
     """What each side serves: the PyPI index's settings, the conda channels."""
-    sides: dict[str, object] = {}
+    sides: dict[str, dict[str, object]] = {}
     if PYPI_INDEX_KEY in app:
         sides["pypi"] = app[PYPI_INDEX_KEY].status()
     if CONDA_CHANNELS_KEY in app:

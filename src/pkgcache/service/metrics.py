@@ -53,6 +53,7 @@ class LiveCollector(Collector):
         yield from self._sides()
         yield from self._cache()
         yield from self._upstreams()
+        yield from self._core_metadata()
 
     def _service(self) -> Iterable[Metric]:
         info = GaugeMetricFamily("pkgcache_info", "pkgcache version", labels=["version"])
@@ -126,6 +127,24 @@ class LiveCollector(Collector):
                     latency.add_metric(key, upstream.stats.latency_seconds)
                 healthy.add_metric(key, 0 if upstream.is_cooling_down(now) else 1)
         yield from (requests, failures, received, latency, healthy)
+
+    def _core_metadata(self) -> Iterable[Metric]:
+        counters = self.ops.core_metadata()
+        if counters is None:
+            return
+        made = CounterMetricFamily(
+            "pkgcache_core_metadata_made", "Core metadata files made, by how they were obtained", labels=["source"]
+        )
+        for source, count in dict(counters["made"]).items():  # type: ignore[call-overload]
+            made.add_metric([source], count)
+        yield made
+        for name, key, about in (
+            ("pkgcache_core_metadata_range_requests", "range_requests", "Range requests sent to read wheel metadata"),
+            ("pkgcache_core_metadata_range_bytes", "range_bytes", "Bytes those range requests brought"),
+            ("pkgcache_core_metadata_saved_bytes", "bytes_saved", "Wheel bytes not fetched thanks to them"),
+            ("pkgcache_core_metadata_mismatches", "mismatches", "Metadata read by ranges that the wheel contradicted"),
+        ):
+            yield CounterMetricFamily(name, about, value=counters[key])
 
 
 async def metrics_page(request: web.Request) -> web.StreamResponse:

@@ -31,6 +31,7 @@ def install_operations(
     pools: dict[str, UpstreamPool],
     stats: RequestStats,
     peer_stats: Callable[[], list[RequestStats]],
+    side_status: Callable[[], dict[str, dict[str, object]]],
 ) -> Operations:
     ops = Operations(
         settings=settings,
@@ -40,6 +41,7 @@ def install_operations(
         keeper=keeper,
         stats=stats,
         peer_stats=peer_stats,
+        side_status=side_status,
     )
     app[OPERATIONS_KEY] = ops
     add_ui_routes(app)

@@ -30,6 +30,13 @@ class Operations:
     started_at: float = field(default_factory=time.time)
     # With several worker processes: the other workers' counters, added to this one's for the service's totals.
     peer_stats: Callable[[], list[RequestStats]] = field(default=list)
+    # What each side's index says of itself (`status()`), e.g. the PyPI side's core metadata counters.
+    side_status: Callable[[], dict[str, dict[str, object]]] = field(default=dict)
+
+    def core_metadata(self) -> dict[str, object] | None:
+        """What the PyPI side's core metadata layer made and saved, if that side is served."""
+        found = self.side_status().get("pypi", {}).get("core_metadata")
+        return found if isinstance(found, dict) else None
 
     def request_stats(self) -> RequestStats:
         """The whole service's request counters: this process's and its peers'."""

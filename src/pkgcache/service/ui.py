@@ -69,6 +69,11 @@ TEXT: dict[str, tuple[str, str]] = {
     "saved_detail": ("of {served} served in all", "共提供 {served}"),
     "uptime": ("Running for", "已运行"),
     "uptime_detail": ("{requests} package requests", "{requests} 次软件包请求"),
+    "metadata": ("Wheel metadata made here", "本地生成的元数据"),
+    "metadata_detail": (
+        "{ranges} read by ranges, {wheels} from wheels; {saved} of wheels not downloaded",
+        "{ranges} 个按范围读取，{wheels} 个取自 wheel；少下载 {saved}",
+    ),
     "setup": ("Set up your tools", "配置你的工具"),
     "setup_intro": (
         "Each block below already holds this server's address, {base}. Copy it into the file named, or run it.",
@@ -197,11 +202,33 @@ def _glance(lang: str, ops: Operations) -> list[Card]:
             format_bytes(int(summary["bytes_saved"])),
             text(lang, "saved_detail", served=format_bytes(int(summary["bytes_served"]))),
         ),
+        *_metadata_card(lang, ops),
         Card(
             text(lang, "uptime"),
             format_duration(time.time() - ops.started_at),
             text(lang, "uptime_detail", requests=summary["requests"]),
         ),
+    ]
+
+
+def _metadata_card(lang: str, ops: Operations) -> list[Card]:
+    """How much the core metadata made here spared resolvers (PyPI side only)."""
+    counters = ops.core_metadata()
+    if counters is None:
+        return []
+    made = dict(counters["made"])  # type: ignore[call-overload]
+    return [
+        Card(
+            text(lang, "metadata"),
+            str(sum(made.values())),
+            text(
+                lang,
+                "metadata_detail",
+                ranges=made.get("ranges", 0),
+                wheels=made.get("wheel", 0),
+                saved=format_bytes(int(counters["bytes_saved"])),  # type: ignore[call-overload]
+            ),
+        )
     ]
 
 

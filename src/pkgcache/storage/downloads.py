@@ -104,6 +104,7 @@ class Download:
         self._unwanted_since: float | None = None
         self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._progress = asyncio.Condition()
+        self._before_done: list[AfterDownload] = []
 
     # --- what clients are told ---
 
@@ -199,6 +200,20 @@ class Download:
             self.verified = True
         else:
             self.error = error
+
+    def before_done(self, hook: AfterDownload) -> bool:
+        """Run `hook(download)` once the outcome is known and before anyone is told (as the Downloader's on_done
+        does), without waiting for it: unlike waiting, this does not count as wanting the download. False when it
+        is too late for that (the outcome was already announced)."""
+        if self._announced:
+            return False
+        self._before_done.append(hook)
+        return True
+
+    async def run_before_done_hooks(self) -> None:
+        hooks, self._before_done = self._before_done, []
+        for hook in hooks:
+            await _run_hook(hook, self)
 
     async def announce(self) -> None:
         """Wake every waiter and follower: the outcome is final."""
@@ -447,6 +462,7 @@ class Downloader:
                 log.warning("download of %s failed: %s", download.final_path.name, error)
             if on_done is not None:
                 await _run_hook(on_done, download)
+            await download.run_before_done_hooks()
             # Unregistered only now: until the hook has recorded the outcome, a new request must join this
             # download rather than start a second one.
             self._in_flight.pop(download.final_path, None)

@@ -48,7 +48,8 @@ def is_package_file(relative: Path) -> bool:
     """Whether a file (path relative to the data directory) is a package file that eviction may remove."""
     parts = relative.parts
     if len(parts) >= 4 and parts[0] == "pypi" and parts[1] == "files":
-        return True
+        # Core metadata is kept: a few KB that spare resolvers whole downloads, and made again only at a cost.
+        return not relative.name.endswith(".metadata")
     if len(parts) >= 2 and parts[0] == "conda":
         return relative.name.endswith(CONDA_PACKAGE_SUFFIXES) or "shards" in parts[1:-1]
     return False

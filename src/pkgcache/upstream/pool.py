@@ -101,12 +101,25 @@ class Upstream:
     name: str
     base_url: str
     max_connections: int
+    # Seconds between two range requests to this upstream (USTC allows about one a second per client); 0: none.
+    range_interval: float = 0.0
     cooldown_until: float = 0.0
     last_error: str | None = None
     # The last failure was the mirror's block page for this network (shown on the page at /, rested long).
     blocked: bool = False
     stats: UpstreamStats = field(default_factory=UpstreamStats)
     _slots: asyncio.Semaphore | None = None
+    _next_range_at: float = 0.0
+
+    async def pace_range_request(self) -> None:
+        """Wait until this upstream may be sent another range request."""
+        if self.range_interval <= 0:
+            return
+        now = time.monotonic()
+        start = max(now, self._next_range_at)
+        self._next_range_at = start + self.range_interval
+        if start > now:
+            await asyncio.sleep(start - now)
 
     @property
     def slots(self) -> asyncio.Semaphore:
@@ -252,6 +265,8 @@ class UpstreamPool:
         if unknown:
             # A programming error, not an upstream's: fail loudly rather than send them.
             raise ValueError(f"refusing to send non-plain headers upstream: {sorted(unknown)}")
+        if "Range" in headers:
+            await upstream.pace_range_request()
         async with self._slot(upstream, slot_wait):
             upstream.stats.requests += 1
             started = time.monotonic()

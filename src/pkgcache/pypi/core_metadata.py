@@ -1,0 +1,354 @@
+"""A layer: core metadata (PEP 658) for every wheel, whatever the mirror serves.
+
+The domestic mirrors serve no `.metadata` files, so without this a resolver downloads whole wheels (pip) or reads
+them by ranges (uv, poetry) to learn their dependencies. Wrapping an `IndexSource`, this layer
+- advertises metadata for every wheel on every page (`data-core-metadata` / `core-metadata`), with the sha256 of
+  the bytes it serves once it has made them, `true` until then (and an upstream's own hash where it gave one);
+- serves `<wheel>.metadata`, obtained the cheapest way that works: read from the wheel when it is cached; the
+  upstream's own `.metadata` when it advertises one (and, if it 404s although advertised, the next way); a few
+  HTTP ranges of the upstream's wheel (its end-of-central-directory record, central directory and METADATA
+  entry: `wheel_metadata.py`); or, for a small wheel or an upstream that refuses ranges, the whole wheel, which is
+  likely to be installed next anyway;
+- checks metadata read by ranges against the wheel once the wheel itself is downloaded and verified, and keeps
+  the verified one if they differ (logged and counted);
+- advertises an sdist's metadata only when its PKG-INFO is reliable (Metadata-Version 2.2 or later, with no
+  dynamic dependencies: `sdist_metadata.py`), read from the sdist once cached.
+
+Every `.metadata` is made once (single flight through the Downloader) and kept beside its distribution; what the
+pages advertise comes from `metadata.json` records (metadata_records.py), so every worker renders the same page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import hashlib
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pkgcache.cache_state import CacheState
+from pkgcache.pypi.metadata_records import MetadataRecord, MetadataRecords
+from pkgcache.pypi.model import DistFile
+from pkgcache.pypi.names import METADATA_SUFFIX
+from pkgcache.pypi.pages import CachedPage, PageStore, in_page_thread
+from pkgcache.pypi.sdist_metadata import pkg_info_from_sdist_file, sdist_metadata_is_reliable
+from pkgcache.pypi.source import FileNotListed, IndexSource
+from pkgcache.pypi.upstream_index import UpstreamIndex
+from pkgcache.pypi.wheel_metadata import (
+    MAX_METADATA_SIZE,
+    MetadataUnavailable,
+    RangeAnswer,
+    RangeCounter,
+    RangesNotSupported,
+    metadata_by_ranges,
+    metadata_from_wheel_file,
+)
+from pkgcache.storage.downloads import Download, Downloader, Expected
+from pkgcache.storage.store import CacheIsReadOnly, StorageError
+from pkgcache.upstream.pool import UpstreamError, UpstreamNotFound, UpstreamsUnavailable
+from pkgcache.upstream.ranges import RangeBody, RangesRefused, fetch_range
+
+log = logging.getLogger(__name__)
+
+# A wheel this small is fetched whole for its metadata: a ranged read would bring most of it anyway.
+SMALL_WHEEL_BYTES = 256 * 1024
+# The pages as this layer shows them are kept like the pages below them: bounded by what they list (an estimate of
+# their memory: see pages.BYTES_PER_FILE), a big page (made off the event loop) not at all.
+MAX_VIEW_FILES = 50_000
+SDIST_SUFFIXES = (".tar.gz", ".zip")
+
+
+@dataclass
+class MetadataCounters:
+    """What `/metrics` and the page say about metadata: how it was obtained and what that saved."""
+
+    made: Counter[str] = field(default_factory=Counter)  # metadata files made, by how they were obtained
+    range_requests: int = 0
+    range_bytes: int = 0
+    bytes_saved: int = 0  # wheel bytes not fetched because metadata was read by ranges
+    mismatches: int = 0  # metadata read by ranges that the verified wheel contradicted
+
+    def to_json(self) -> dict[str, object]:
+        return {**dataclasses.asdict(self), "made": dict(self.made)}
+
+
+@dataclass
+class _View:
+    source_page: object  # the inner page object the view was made from
+    records_version: int
+    page: CachedPage
+
+
+class MetadataIndex:
+    """Wraps an IndexSource so that every wheel has core metadata."""
+
+    def __init__(
+        self,
+        inner: IndexSource,
+        pages: PageStore,
+        records: MetadataRecords,
+        downloader: Downloader,
+        origin: UpstreamIndex | None,
+    ) -> None:
+        self.inner = inner
+        self.index_ttl = inner.index_ttl
+        self.pages = pages
+        self.records = records
+        self.downloader = downloader
+        self.origin = origin  # None in a worker that only reads: making metadata is the writer's
+        self.counters = MetadataCounters()
+        self._views: collections.OrderedDict[str, _View] = collections.OrderedDict()
+        self._view_files = 0
+
+    # --- pages: metadata advertised ---
+
+    def fresh_page(self, project: str) -> CachedPage | None:
+        entry = self.inner.fresh_page(project)
+        if entry is None:
+            return None
+        known = self.records.peek(project)
+        view = self._views.get(project)
+        if known is None or view is None or view.source_page is not entry or view.records_version != known[1]:
+            return None  # made on the slow path, off the event loop when the page is big
+        self._views.move_to_end(project)
+        return view.page
+
+    async def get_page(self, project: str) -> tuple[CachedPage, CacheState]:
+        entry, state = await self.inner.get_page(project)
+        return await self._advertised(project, entry), state
+
+    async def refresh(self, project: str) -> CachedPage:
+        return await self._advertised(project, await self.inner.refresh(project))
+
+    async def find_file(self, project: str, filename: str) -> tuple[CachedPage, DistFile]:
+        return await self.inner.find_file(project, filename)
+
+    def cached_file(self, project: str, filename: str) -> Path | None:
+        return self.inner.cached_file(project, filename)
+
+    async def read_range(self, project: str, filename: str, start: int, length: int) -> RangeBody:
+        return await self.inner.read_range(project, filename, start, length)
+
+    async def cached_projects(self) -> list[str]:
+        return await self.inner.cached_projects()
+
+    def forget(self, project: str) -> None:
+        self._drop_view(project)
+        self.records.forget(project)
+        self.inner.forget(project)
+
+    async def _advertised(self, project: str, entry: CachedPage) -> CachedPage:
+        records, version = await self.records.get(project)
+        view = self._views.get(project)
+        if view is not None and view.source_page is entry and view.records_version == version:
+            return view.page
+        if entry.is_big:
+            return await in_page_thread(_advertise, entry, records)
+        page = _advertise(entry, records)
+        self._keep_view(project, _View(entry, version, page))
+        return page
+
+    def _keep_view(self, project: str, view: _View) -> None:
+        self._drop_view(project)
+        self._views[project] = view
+        self._view_files += len(view.page.files)
+        while self._view_files > MAX_VIEW_FILES and self._views:
+            self._drop_view(next(iter(self._views)))
+
+    def _drop_view(self, project: str) -> None:
+        view = self._views.pop(project, None)
+        if view is not None:
+            self._view_files -= len(view.page.files)
+
+    # --- files ---
+
+    async def open_file(self, project: str, filename: str) -> Path | Download:
+        if not filename.endswith(METADATA_SUFFIX):
+            found = await self.inner.open_file(project, filename)
+            if isinstance(found, Download):
+                found.before_done(lambda download: self._distribution_arrived(project, download))
+            return found
+        dist_name = filename.removesuffix(METADATA_SUFFIX)
+        entry, dist = await self.inner.find_file(project, dist_name)
+        path = self.pages.file_path(project, filename)
+        records, _ = await self.records.get(project)
+        record = records.get(dist_name)
+        if path.is_file() and record is not None and _same_distribution(record, dist):
+            return path
+        if not dist_name.endswith(".whl") and not dist.core_metadata and record is None:
+            raise FileNotListed(f"{dist_name} has no core metadata pkgcache can vouch for")
+        download = self.downloader.get_or_start(
+            path,
+            Expected(),
+            lambda into: self._make(into, project, entry, dist),
+            replace=path.is_file(),  # a record that no longer matches the page: made again
+        )
+        return path if download is None else download
+
+    async def _make(self, download: Download, project: str, entry: CachedPage, dist: DistFile) -> None:
+        """Fill `download` with the distribution's metadata, and record how it was obtained."""
+        if self.origin is None:
+            raise CacheIsReadOnly("metadata is made by the worker that writes")
+        data, source, verified = await self._obtain(project, entry, dist)
+        await download.write(data)
+        digest = hashlib.sha256(data).hexdigest()
+        await self.records.add(project, dist.filename, MetadataRecord(digest, _sha256_of(dist), source, verified))
+        self.counters.made[source] += 1
+
+    async def _obtain(self, project: str, entry: CachedPage, dist: DistFile) -> tuple[bytes, str, bool]:
+        dist_path = self.pages.file_path(project, dist.filename)
+        if dist_path.is_file():
+            return await self._from_cached(dist_path, dist), "wheel", True
+        if dist.core_metadata:
+            found = await self._from_upstream_metadata(entry, dist)
+            if found is not None:
+                return found, "upstream", False
+        if not dist.filename.endswith(".whl"):
+            raise FileNotListed(f"{dist.filename}: the upstream's advertised metadata cannot be had")
+        if dist.size is None or dist.size > SMALL_WHEEL_BYTES:
+            found = await self._from_ranges(entry, dist)
+            if found is not None:
+                return found, "ranges", False
+        return await self._from_whole_wheel(project, dist), "wheel", True
+
+    async def _from_cached(self, path: Path, dist: DistFile) -> bytes:
+        if dist.filename.endswith(".whl"):
+            try:
+                return await asyncio.to_thread(metadata_from_wheel_file, path, dist.filename)
+            except MetadataUnavailable as exc:
+                raise FileNotListed(f"no core metadata can be read from {dist.filename}: {exc}") from None
+        pkg_info = await asyncio.to_thread(pkg_info_from_sdist_file, path, dist.filename)
+        if not sdist_metadata_is_reliable(pkg_info, dist.filename):
+            raise FileNotListed(f"{dist.filename}'s PKG-INFO does not settle its dependencies")
+        return pkg_info
+
+    async def _from_upstream_metadata(self, entry: CachedPage, dist: DistFile) -> bytes | None:
+        """The upstream's own `.metadata`, if it has it and its hash (when given) holds; else None."""
+        assert self.origin is not None
+        try:
+            data = await self.origin.fetch_small(
+                self.origin.file_target(entry, dist, METADATA_SUFFIX), MAX_METADATA_SIZE
+            )
+        except (UpstreamNotFound, UpstreamsUnavailable) as exc:
+            log.info("the upstream advertises metadata for %s but does not serve it (%s)", dist.filename, exc)
+            return None
+        expected = dist.core_metadata if isinstance(dist.core_metadata, dict) else {}
+        if "sha256" in expected and hashlib.sha256(data).hexdigest() != expected["sha256"].lower():
+            log.warning("the upstream's metadata for %s does not match the hash it advertises", dist.filename)
+            return None
+        return data
+
+    async def _from_ranges(self, entry: CachedPage, dist: DistFile) -> bytes | None:
+        """The metadata read from a few ranges of the upstream's wheel; None when ranges do not work there."""
+        assert self.origin is not None
+        pool, target = self.origin.pool, self.origin.file_target(entry, dist)
+
+        sizes: list[int] = []
+
+        async def read(start: int | None, length: int) -> RangeAnswer:
+            try:
+                got = await fetch_range(pool, target, start, length)
+            except RangesRefused as exc:
+                raise RangesNotSupported(str(exc)) from None
+            sizes.append(got.size)  # the wheel's size, which an HTML page does not give
+            return RangeAnswer(got.first, got.body, got.size)
+
+        counted = RangeCounter(read)
+        try:
+            data = await metadata_by_ranges(counted, dist.size, dist.filename)
+        except (MetadataUnavailable, UpstreamError, UpstreamsUnavailable, UpstreamNotFound) as exc:
+            log.info("reading %s's metadata by ranges failed (%s); fetching the wheel", dist.filename, exc)
+            return None
+        finally:
+            self.counters.range_requests += counted.requests
+            self.counters.range_bytes += counted.bytes_read
+        self.counters.bytes_saved += max(0, (dist.size or sizes[-1]) - counted.bytes_read)
+        return data
+
+    async def _from_whole_wheel(self, project: str, dist: DistFile) -> bytes:
+        found = await self.inner.open_file(project, dist.filename)
+        if isinstance(found, Download):
+            await found.wait_finished()
+        return await self._from_cached(self.pages.file_path(project, dist.filename), dist)
+
+    # --- checking metadata read by ranges once the wheel is here ---
+
+    async def _distribution_arrived(self, project: str, download: Download) -> None:
+        # Before its clients are told it is whole, so that by then the pages advertise its metadata's hash.
+        if download.verified and not download.not_modified:
+            dist_sha256 = download.expected.hashes.get("sha256")
+            await self._check_against(project, download.final_path, dist_sha256.lower() if dist_sha256 else None)
+
+    async def _check_against(self, project: str, dist_path: Path, dist_sha256: str | None) -> None:
+        """A distribution is verified and cached: record its metadata (the pages then advertise its hash), and
+        let it win over metadata read another way."""
+        filename = dist_path.name
+        if not filename.endswith((".whl", *SDIST_SUFFIXES)):
+            return
+        try:
+            records, _ = await self.records.get(project)
+            record = records.get(filename)
+            if record is not None and record.verified:
+                return
+            data = await self._from_cached(dist_path, DistFile(filename=filename, url=""))
+        except (FileNotListed, OSError) as exc:
+            log.debug("no metadata recorded for %s: %s", filename, exc)
+            return
+        digest = hashlib.sha256(data).hexdigest()
+        if record is not None and record.sha256 != digest:
+            self.counters.mismatches += 1
+            log.warning(
+                "metadata of %s read by %s differs from the verified file's: keeping the file's",
+                filename,
+                record.source,
+            )
+        source = "wheel" if filename.endswith(".whl") else "sdist"
+        if record is not None and record.sha256 == digest:
+            source = record.source
+        path = dist_path.with_name(filename + METADATA_SUFFIX)
+        try:
+            if record is None or record.sha256 != digest or not path.is_file():
+                await asyncio.to_thread(self.pages.store.write_bytes_atomic, path, data)
+            await self.records.add(project, filename, MetadataRecord(digest, dist_sha256, source, True))
+        except (StorageError, CacheIsReadOnly) as exc:
+            log.warning("could not keep the metadata of %s: %s", filename, exc)
+
+    def status(self) -> dict[str, object]:
+        return {**self.inner.status(), "core_metadata": self.counters.to_json()}
+
+
+def _advertise(entry: CachedPage, records: dict[str, MetadataRecord]) -> CachedPage:
+    """The page with core metadata advertised for every wheel (and for sdists pkgcache can vouch for)."""
+    files = []
+    changed = False
+    for dist in entry.page.files:
+        advertised = _advertised_metadata(dist, records.get(dist.filename))
+        if advertised != dist.core_metadata:
+            dist = dataclasses.replace(dist, core_metadata=advertised)
+            changed = True
+        files.append(dist)
+    if not changed:
+        return entry
+    return entry.derived(dataclasses.replace(entry.page, files=tuple(files)))
+
+
+def _advertised_metadata(dist: DistFile, record: MetadataRecord | None) -> bool | dict[str, str]:
+    if record is not None and _same_distribution(record, dist):
+        return {"sha256": record.sha256}  # the hash of exactly the bytes pkgcache serves
+    if dist.filename.endswith(".whl"):
+        return dist.core_metadata or True
+    return dist.core_metadata  # an sdist: only what the upstream itself vouches for
+
+
+def _same_distribution(record: MetadataRecord, dist: DistFile) -> bool:
+    """Whether a record still belongs to the distribution a page lists under its name."""
+    page_sha256 = _sha256_of(dist)
+    return record.dist_sha256 is None or page_sha256 is None or record.dist_sha256 == page_sha256
+
+
+def _sha256_of(dist: DistFile) -> str | None:
+    value = dist.hashes.get("sha256")
+    return value.lower() if value else None

@@ -1,0 +1,277 @@
+"""Core metadata for every wheel, whatever the mirror (issue 11): real resolvers through pkgcache against a mirror
+that has no metadata, and the ways metadata is obtained when a mirror fails or lies."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cache_service import RunningCache
+from tests.fakes.dists import Dist, build_wheel
+from tests.fakes.pypi_upstreams import OfficialLikeUpstream, PageExtras, TunaLikeUpstream
+from tests.support import UV, BackgroundLoop, isolated_env
+
+MiB = 1024 * 1024
+HEAVY2 = "heavy-2.0-py3-none-any.whl"
+TIMEOUT = 120
+
+
+def resolution_dists() -> list[Dist]:
+    """app -> heavy>=1 (2.0 wins) -> lib>=2; the heavy and lib wheels are big enough that fetching them whole shows."""
+    return [
+        build_wheel("app", "1.0", requires=["heavy>=1", "lib"]),
+        build_wheel("heavy", "1.0", requires=["lib<2"], payload_size=2 * MiB),
+        build_wheel("heavy", "2.0", requires=["lib>=2"], payload_size=2 * MiB),
+        build_wheel("lib", "1.0", payload_size=1 * MiB),
+        build_wheel("lib", "2.0", payload_size=1 * MiB),
+    ]
+
+
+BIG_WHEELS = [dist.filename for dist in resolution_dists() if dist.size > MiB]
+
+
+@pytest.fixture
+def mirror(bg_loop: BackgroundLoop) -> Iterator[TunaLikeUpstream]:
+    """A TUNA-like mirror: HTML pages, no sizes, no metadata, Range supported; clients may talk to it directly."""
+    server = TunaLikeUpstream(resolution_dists(), strict_ua=False)
+    bg_loop.run(server.start())
+    yield server
+    bg_loop.run(server.stop())
+
+
+@pytest.fixture
+def official(bg_loop: BackgroundLoop) -> Iterator[OfficialLikeUpstream]:
+    server = OfficialLikeUpstream(resolution_dists())
+    bg_loop.run(server.start())
+    yield server
+    bg_loop.run(server.stop())
+
+
+def _whole_downloads(server: TunaLikeUpstream | OfficialLikeUpstream, filename: str) -> int:
+    return getattr(server, "files", server).count_whole(filename)
+
+
+def _range_requests(server: TunaLikeUpstream | OfficialLikeUpstream) -> int:
+    files = getattr(server, "files", server)
+    return sum(1 for r in files.requests if r.method == "GET" and "Range" in r.headers)
+
+
+def _run(command: list[str], cwd: Path | None = None) -> str:
+    done = subprocess.run(command, env=isolated_env(), capture_output=True, text=True, timeout=TIMEOUT, cwd=cwd)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _uv_compile(index_url: str, tmp_path: Path, name: str) -> list[str]:
+    requirements = tmp_path / f"{name}.in"
+    requirements.write_text("app\n")
+    output = _run(
+        [str(UV), "pip", "compile", str(requirements), "--index-url", index_url, "--no-cache",
+         "--python", sys.executable, "--no-header", "--no-annotate"]
+    )  # fmt: skip
+    return sorted(line.strip() for line in output.splitlines() if "==" in line)
+
+
+def _pip_report(index_url: str, tmp_path: Path, name: str) -> list[str]:
+    report = tmp_path / f"{name}.json"
+    _run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--report", str(report),
+         "--index-url", index_url, "--no-cache-dir", "--progress-bar", "off", "--quiet", "app"]
+    )  # fmt: skip
+    installs = json.loads(report.read_text())["install"]
+    return sorted(f"{item['metadata']['name']}=={item['metadata']['version']}" for item in installs)
+
+
+def _uv_lock(index_url: str, tmp_path: Path, name: str) -> list[str]:
+    project = tmp_path / name
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\nversion = "0.1"\nrequires-python = ">=3.11"\ndependencies = ["app"]\n'
+    )
+    _run([str(UV), "lock", "--default-index", index_url, "--no-cache", "--python", sys.executable], cwd=project)
+    lock = tomllib.loads((project / "uv.lock").read_text())
+    return sorted(f"{p['name']}=={p['version']}" for p in lock["package"] if p["name"] != "demo")
+
+
+RESOLVERS = {"uv pip compile": _uv_compile, "pip install --dry-run --report": _pip_report, "uv lock": _uv_lock}
+
+
+@pytest.mark.parametrize("resolver", sorted(RESOLVERS))
+def test_a_resolution_through_pkgcache_reads_metadata_instead_of_whole_wheels(
+    resolver: str, mirror: TunaLikeUpstream, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    resolve = RESOLVERS[resolver]
+    direct = resolve(mirror.index_url, tmp_path, "direct")
+    assert direct == ["app==1.0", "heavy==2.0", "lib==2.0"]
+    mirror.reset_log()
+
+    cache = make_cache([mirror.index_url])
+    assert resolve(cache.index_url, tmp_path, "through") == direct
+    # The mirror sent pages and a few ranges of the big wheels' ends, never one of them whole.
+    assert mirror.count("/simple/heavy/") >= 1
+    assert all(_whole_downloads(mirror, name) == 0 for name in BIG_WHEELS), mirror.paths("GET")
+    assert _range_requests(mirror) >= 2
+    status = json.loads(cache.get("/-/status").body)
+    counters = status["pypi"]["core_metadata"]
+    assert counters["made"].get("ranges", 0) >= 2 and counters["bytes_saved"] > 2 * MiB
+    metrics = cache.get("/metrics").body.decode()
+    assert 'pkgcache_core_metadata_made_total{source="ranges"}' in metrics
+    assert "Wheel metadata made here" in cache.get("/", {"Accept-Language": "en"}).body.decode()
+
+    # Warm: the same resolution needs nothing from the mirror.
+    mirror.reset_log()
+    assert resolve(cache.index_url, tmp_path, "warm") == direct
+    assert not [path for path in mirror.paths("GET") if "/packages/" in path]
+
+
+def test_pages_advertise_metadata_for_every_wheel_with_its_hash_once_known(
+    mirror: TunaLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    cache = make_cache([mirror.index_url])
+    json_accept = {"Accept": "application/vnd.pypi.simple.v1+json"}
+    files = {f["filename"]: f for f in json.loads(cache.get("/pypi/simple/heavy/", json_accept).body)["files"]}
+    assert files[HEAVY2]["core-metadata"] is True
+    metadata = cache.get(f"/pypi/files/heavy/{HEAVY2}.metadata")
+    assert metadata.status == 200 and metadata.body == _dist(HEAVY2).metadata
+    files = {f["filename"]: f for f in json.loads(cache.get("/pypi/simple/heavy/", json_accept).body)["files"]}
+    assert files[HEAVY2]["core-metadata"] == {"sha256": hashlib.sha256(metadata.body).hexdigest()}
+    html = cache.get("/pypi/simple/heavy/").body.decode()
+    assert f'data-core-metadata="sha256={hashlib.sha256(metadata.body).hexdigest()}"' in html
+    assert 'data-dist-info-metadata="sha256=' in html  # the legacy spelling too (PEP 714)
+
+
+def test_an_upstream_that_advertises_metadata_and_404s_it_is_read_around(
+    official: OfficialLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    official.garbage[HEAVY2 + ".metadata"] = "404"
+    cache = make_cache([official.index_url])
+    answer = cache.get(f"/pypi/files/heavy/{HEAVY2}.metadata")
+    assert answer.status == 200 and answer.body == _dist(HEAVY2).metadata
+    assert official.files.count(HEAVY2 + ".metadata") == 1  # asked, answered 404, not trusted again
+    assert _whole_downloads(official, HEAVY2) == 0 and _range_requests(official) >= 1
+
+
+def test_an_upstream_that_refuses_ranges_gets_the_wheel_fetched_whole_once(
+    mirror: TunaLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    mirror.honour_ranges = False
+    cache = make_cache([mirror.index_url])
+    answer = cache.get(f"/pypi/files/heavy/{HEAVY2}.metadata")
+    assert answer.status == 200 and answer.body == _dist(HEAVY2).metadata
+    assert _whole_downloads(mirror, HEAVY2) == 1
+    wheel = cache.get(f"/pypi/files/heavy/{HEAVY2}")  # likely installed next: it is cached already
+    assert wheel.status == 200 and wheel.headers["x-pkgcache-cache"] == "hit"
+    assert hashlib.sha256(wheel.body).hexdigest() == _dist(HEAVY2).sha256
+    assert _whole_downloads(mirror, HEAVY2) == 1
+
+
+def test_metadata_from_lying_ranges_gives_way_to_the_verified_wheels(
+    mirror: TunaLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    liar = build_wheel("heavy", "2.0", requires=["lib>=3"], payload_size=2 * MiB)
+    assert liar.size == _dist(HEAVY2).size and liar.metadata != _dist(HEAVY2).metadata
+    mirror.range_bodies[HEAVY2] = liar.data
+    cache = make_cache([mirror.index_url])
+    first = cache.get(f"/pypi/files/heavy/{HEAVY2}.metadata")
+    assert first.status == 200 and first.body == liar.metadata  # ranges cannot be checked until the wheel is here
+
+    wheel = cache.get(f"/pypi/files/heavy/{HEAVY2}")
+    assert hashlib.sha256(wheel.body).hexdigest() == _dist(HEAVY2).sha256
+    second = cache.get(f"/pypi/files/heavy/{HEAVY2}.metadata")
+    assert second.status == 200 and second.body == _dist(HEAVY2).metadata
+    assert json.loads(cache.get("/-/status").body)["pypi"]["core_metadata"]["mismatches"] == 1
+    page = json.loads(cache.get("/pypi/simple/heavy/", {"Accept": "application/vnd.pypi.simple.v1+json"}).body)
+    advertised = {f["filename"]: f["core-metadata"] for f in page["files"]}[HEAVY2]
+    assert advertised == {"sha256": hashlib.sha256(_dist(HEAVY2).metadata or b"").hexdigest()}
+
+
+def test_a_head_or_a_range_on_an_uncached_wheel_does_not_download_it(
+    official: OfficialLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    cache = make_cache([official.index_url])
+    dist = _dist(HEAVY2)
+    head = cache.get(f"/pypi/files/heavy/{HEAVY2}", method="HEAD")
+    assert head.status == 200 and int(head.headers["content-length"]) == dist.size
+    assert head.headers["accept-ranges"] == "bytes"
+    tail = cache.get(f"/pypi/files/heavy/{HEAVY2}", {"Range": "bytes=-1000"})
+    assert tail.status == 206 and tail.body == dist.data[-1000:]
+    assert tail.headers["content-range"] == f"bytes {dist.size - 1000}-{dist.size - 1}/{dist.size}"
+    middle = cache.get(f"/pypi/files/heavy/{HEAVY2}", {"Range": "bytes=100-199"})
+    assert middle.status == 206 and middle.body == dist.data[100:200]
+    time.sleep(0.2)
+    assert _whole_downloads(official, HEAVY2) == 0
+    assert not (cache.data_dir / "pypi" / "files" / "heavy" / HEAVY2).exists()
+    # Several ranges get the whole file, as RFC 9110 allows: fetched once and kept.
+    several = cache.get(f"/pypi/files/heavy/{HEAVY2}", {"Range": "bytes=0-9,20-29"})
+    assert several.status == 200 and several.body == dist.data
+
+
+def _sdist(name: str, metadata_version: str, dynamic: str | None = None) -> Dist:
+    base = f"{name}-1.0"
+    lines = [f"Metadata-Version: {metadata_version}", f"Name: {name}", "Version: 1.0", "Requires-Dist: lib"]
+    if dynamic:
+        lines.append(f"Dynamic: {dynamic}")
+    pkg_info = ("\n".join(lines) + "\n\n").encode()
+    raw = io.BytesIO()
+    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as packed, tarfile.open(fileobj=packed, mode="w") as tar:
+        info = tarfile.TarInfo(f"{base}/PKG-INFO")
+        info.size = len(pkg_info)
+        tar.addfile(info, io.BytesIO(pkg_info))
+    return Dist(project=name, version="1.0", filename=f"{base}.tar.gz", data=raw.getvalue())
+
+
+@pytest.mark.parametrize(
+    ("metadata_version", "dynamic", "advertised"),
+    [("2.2", None, True), ("2.1", None, False), ("2.2", "Requires-Dist", False)],
+)
+def test_an_sdists_metadata_is_advertised_only_when_its_pkg_info_is_reliable(
+    metadata_version: str,
+    dynamic: str | None,
+    advertised: bool,
+    bg_loop: BackgroundLoop,
+    make_cache: Callable[..., RunningCache],
+) -> None:
+    sdist = _sdist("plain", metadata_version, dynamic)
+    upstream = OfficialLikeUpstream([sdist])
+    upstream.serves_metadata = False
+    bg_loop.run(upstream.start())
+    try:
+        cache = make_cache([upstream.index_url])
+        json_accept = {"Accept": "application/vnd.pypi.simple.v1+json"}
+        page = json.loads(cache.get("/pypi/simple/plain/", json_accept).body)
+        assert "core-metadata" not in page["files"][0]  # nothing is promised before the sdist is read
+        assert cache.get(f"/pypi/files/plain/{sdist.filename}").status == 200
+        page = json.loads(cache.get("/pypi/simple/plain/", json_accept).body)
+        assert ("core-metadata" in page["files"][0]) is advertised
+        metadata = cache.get(f"/pypi/files/plain/{sdist.filename}.metadata")
+        assert metadata.status == (200 if advertised else 404)
+        if advertised:
+            assert metadata.body.startswith(b"Metadata-Version: 2.2")
+    finally:
+        bg_loop.run(upstream.stop())
+
+
+def test_provenance_is_served_through_pkgcache(
+    official: OfficialLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    official.page_extras["heavy"] = PageExtras(provenance=True)
+    cache = make_cache([official.index_url])
+    assert cache.get("/pypi/simple/heavy/").status == 200
+    answer = cache.get(f"/pypi/files/heavy/{HEAVY2}.provenance")
+    assert answer.status == 200 and json.loads(answer.body)
+    assert official.count("/provenance") == 1
+
+
+def _dist(filename: str) -> Dist:
+    return next(dist for dist in resolution_dists() if dist.filename == filename)
