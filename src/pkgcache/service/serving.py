@@ -90,13 +90,18 @@ def serve_worker(settings: Settings, worker: WorkerContext | None, sockets: list
 
 
 def _run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
-    """Run `main` on pkgcache's event loop until a signal ends it; its `finally` (the graceful part) runs when
-    the runner cancels it on the way out."""
-    with (
-        asyncio.Runner(loop_factory=new_event_loop) as runner,
-        contextlib.suppress(web.GracefulExit, KeyboardInterrupt),
-    ):
-        runner.run(main)
+    """Run `main` on pkgcache's event loop until a signal ends it, then cancel it alone, so its `finally` (the
+    graceful part: downloads in flight settle, requests being answered finish) runs while the tasks it waits for
+    still live. asyncio.Runner's exit would cancel every task at once, cutting them all."""
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        loop = runner.get_loop()
+        task = loop.create_task(main)
+        try:
+            loop.run_until_complete(task)
+        except (web.GracefulExit, KeyboardInterrupt):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                loop.run_until_complete(task)
 
 
 def raise_open_file_limit() -> None:
