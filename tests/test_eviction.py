@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from pkgcache.storage.eviction import (
+    BUSY_RETRY_SECONDS,
+    CacheKeeper,
     collect_offline,
     evict_least_recent,
     is_package_file,
@@ -169,3 +172,40 @@ def test_offline_collection_evicts_to_the_low_water_mark(tmp_path: Path) -> None
         f"p-{n}.whl" for n in range(6, 10)
     ]
     assert collect_offline(store, max_size=None, target=0)[1] == 0
+
+
+def test_a_file_in_use_during_an_eviction_is_evicted_soon_after_not_a_minute_later(tmp_path: Path) -> None:
+    """Under load the least recent files are often being sent: the cache must still come back under its limit as
+    soon as they are free, staying within about one file's size of it (issue 9: a 3 MB cap grew to 8 MB)."""
+
+    async def scenario() -> tuple[int, int, int]:
+        store = CacheStore(tmp_path)
+        store.prepare()
+        keeper = CacheKeeper(store, max_size=3000)
+        await keeper.start()
+        try:
+            paths = []
+            for index in range(5):
+                path = store.path_for("pypi", "files", "p", f"f{index}.whl")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(b"x" * 1000)
+                stamp = time.time() - 1000 * (10 - index)  # f0 is the least recent
+                os.utime(path, (stamp, stamp))
+                paths.append(path)
+            for path in paths[:4]:
+                store.file_use.begin(path)  # all but the newest are being sent right now
+            await keeper.measure()
+            for path in paths:
+                keeper.file_committed(path, 0)  # wake the keeper as a commit would
+            await asyncio.sleep(0.2)
+            while_busy = keeper.total_bytes
+            for path in paths[:4]:
+                store.file_use.end(path)
+            await asyncio.sleep(BUSY_RETRY_SECONDS + 0.5)
+            return while_busy, keeper.total_bytes, measure_cache(tmp_path)
+        finally:
+            await keeper.stop()
+
+    while_busy, after, on_disk = asyncio.run(scenario())
+    assert while_busy > 3000  # the files in use could not go
+    assert after <= 3000 and on_disk <= 3000  # and went as soon as they were free

@@ -37,9 +37,12 @@ log = logging.getLogger(__name__)
 LOW_WATER_RATIO = 0.9
 # How often the running total is corrected by a walk and served-times are written back.
 MAINTENANCE_INTERVAL = 600.0
-# After an eviction that could not get under the limit (index files alone fill it), commits wait this long before
-# starting another walk.
+# After an eviction that could not get under the limit although nothing evictable was in use (index files alone
+# fill it), commits wait this long before starting another walk.
 EVICTION_BACKOFF = 60.0
+# After one that had to leave files being sent, it is tried again this soon: the cache stays within about one
+# file's size of its limit however busy it is.
+BUSY_RETRY_SECONDS = 1.0
 CACHE_AREAS = ("pypi", "conda")
 CONDA_PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
 
@@ -58,14 +61,16 @@ def is_package_file(relative: Path) -> bool:
 
 @dataclass
 class Freed:
-    """What an eviction or purge removed."""
+    """What an eviction or purge removed (and how many files it had to leave because they were in use)."""
 
     files: int = 0
     bytes: int = 0
+    skipped_busy: int = 0
 
     def add(self, other: Freed) -> None:
         self.files += other.files
         self.bytes += other.bytes
+        self.skipped_busy += other.skipped_busy
 
     def to_json(self) -> dict[str, int]:
         return {"files": self.files, "bytes": self.bytes}
@@ -148,6 +153,8 @@ def evict_least_recent(root: Path, bytes_to_free: int, use: FileUse) -> Freed:
         if use.remove_if_idle(path, idle_since=started):
             freed.files += 1
             freed.bytes += size
+        else:
+            freed.skipped_busy += 1
     return freed
 
 
@@ -206,6 +213,7 @@ class CacheKeeper:
         self._lock = asyncio.Lock()  # one walk, eviction or purge at a time
         self._eviction: asyncio.Task[Freed] | None = None
         self._no_auto_eviction_until = 0.0
+        self._again = False
         self._maintenance: asyncio.Task[None] | None = None
 
     @property
@@ -249,10 +257,15 @@ class CacheKeeper:
     def file_committed(self, path: Path, added_bytes: int) -> None:
         """The Downloader's commit hook: a file entered the cache (or replaced one), changing it by `added_bytes`."""
         self.total_bytes += added_bytes
+        self._evict_if_over()
+
+    def _evict_if_over(self) -> None:
         if not self.over_limit() or time.monotonic() < self._no_auto_eviction_until:
             return
         if self._eviction is None or self._eviction.done():
             self._eviction = asyncio.get_running_loop().create_task(self.evict_to(self.low_water() or 0))
+        else:
+            self._again = True  # the running eviction may have walked past what was just added
 
     # --- operations ---
 
@@ -281,7 +294,13 @@ class CacheKeeper:
                 "evicted %d package files (%d bytes); cache now %d bytes", freed.files, freed.bytes, self.total_bytes
             )
         if self.over_limit():
-            self._no_auto_eviction_until = time.monotonic() + EVICTION_BACKOFF
+            if freed.skipped_busy:
+                asyncio.get_running_loop().call_later(BUSY_RETRY_SECONDS, self._evict_if_over)
+            else:
+                self._no_auto_eviction_until = time.monotonic() + EVICTION_BACKOFF
+        if self._again:
+            self._again = False
+            asyncio.get_running_loop().call_soon(self._evict_if_over)
         if self.total_bytes > target:
             log.warning(
                 "the cache is still %d bytes, over its %d-byte target: the rest is index pages, files "
