@@ -106,6 +106,10 @@ TEXT: dict[str, tuple[str, str]] = {
     "state_ok": ("OK", "正常"),
     "state_unused": ("not used yet", "尚未使用"),
     "state_resting": ("resting, {seconds} s left", "暂停中，剩余 {seconds} 秒"),
+    "state_blocked": (
+        "blocked by the mirror for this network; resting {seconds} s (see its last error)",
+        "镜像站封禁了本网络；暂停 {seconds} 秒（见最近错误）",
+    ),
     "machines": ("For machines", "机器可读接口"),
     "footer": ("pkgcache {version}", "pkgcache {version}"),
 }
@@ -241,6 +245,8 @@ def _clients(ops: Operations, base: str) -> list[tuple[str, list[Snippet]]]:
 
 def _upstream_state(lang: str, status: dict[str, Any]) -> tuple[str, str]:
     """(css class, words) for one upstream's health."""
+    if status.get("blocked"):
+        return "bad", text(lang, "state_blocked", seconds=round(float(status.get("cooldown_remaining") or 0)))
     if not status.get("healthy"):
         return "bad", text(lang, "state_resting", seconds=round(float(status.get("cooldown_remaining") or 0)))
     if not status.get("requests"):
