@@ -42,6 +42,7 @@ def _operations(**sections: Any) -> Any:
             "requests": 2,
         },
         core_metadata=lambda: {"made": {"ranges": 3, "wheel": 1}, "bytes_saved": 5 * 1024 * 1024},
+        side_status=lambda: {"conda": {"shards": {"made_here": {}, "passed_through": ["cloud/conda-forge/noarch"]}}},
         pools={
             "pypi": _Pool(
                 [

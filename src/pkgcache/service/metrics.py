@@ -54,6 +54,7 @@ class LiveCollector(Collector):
         yield from self._cache()
         yield from self._upstreams()
         yield from self._core_metadata()
+        yield from self._shards()
 
     def _service(self) -> Iterable[Metric]:
         info = GaugeMetricFamily("pkgcache_info", "pkgcache version", labels=["version"])
@@ -145,6 +146,29 @@ class LiveCollector(Collector):
             ("pkgcache_core_metadata_mismatches", "mismatches", "Metadata read by ranges that the wheel contradicted"),
         ):
             yield CounterMetricFamily(name, about, value=counters[key])
+
+    def _shards(self) -> Iterable[Metric]:
+        found = self.ops.side_status().get("conda", {}).get("shards")
+        if not isinstance(found, dict):
+            return
+        labels = ["subdir"]
+        made = GaugeMetricFamily(
+            "pkgcache_shards_made", "Shards in the index made here for a conda subdir", labels=labels
+        )
+        size = GaugeMetricFamily("pkgcache_shards_made_bytes", "Bytes of the shards made here", labels=labels)
+        took = GaugeMetricFamily("pkgcache_shards_build_seconds", "How long the last build took", labels=labels)
+        built = GaugeMetricFamily("pkgcache_shards_built_timestamp_seconds", "When it ended (Unix time)", labels=labels)
+        passed = GaugeMetricFamily(
+            "pkgcache_shards_passed_through", "1 for a subdir whose upstream's own shards are served", labels=labels
+        )
+        for where, build in dict(found.get("made_here", {})).items():
+            made.add_metric([where], build["shards"])
+            size.add_metric([where], build["shard_bytes"] + build["index_size"])
+            took.add_metric([where], build["seconds"])
+            built.add_metric([where], build["built_at"])
+        for where in found.get("passed_through", []):
+            passed.add_metric([where], 1)
+        yield from (made, size, took, built, passed)
 
 
 async def metrics_page(request: web.Request) -> web.StreamResponse:

@@ -70,6 +70,12 @@ TEXT: dict[str, tuple[str, str]] = {
     "uptime": ("Running for", "已运行"),
     "uptime_detail": ("{requests} package requests", "{requests} 次软件包请求"),
     "metadata": ("Wheel metadata made here", "本地生成的元数据"),
+    "shards": ("Sharded repodata (CEP-16)", "分片 repodata（CEP-16）"),
+    "shards_made": (
+        "{where}: made here, {shards} shards, {size}, built {ago} ago in {seconds} s",
+        "{where}：本地生成，{shards} 个分片，{size}，{ago}前生成，用时 {seconds} 秒",
+    ),
+    "shards_passed": ("{where}: passed through from its upstream", "{where}：直接转发上游的分片"),
     "metadata_detail": (
         "{ranges} read by ranges, {wheels} from wheels; {saved} of wheels not downloaded",
         "{ranges} 个按范围读取，{wheels} 个取自 wheel；少下载 {saved}",
@@ -236,6 +242,28 @@ def _metadata_card(lang: str, ops: Operations) -> list[Card]:
     ]
 
 
+def _shards(lang: str, ops: Operations) -> list[str]:
+    """One line per conda subdir whose sharded repodata is made here or passed through from its upstream."""
+    found = ops.side_status().get("conda", {}).get("shards")
+    if not isinstance(found, dict):
+        return []
+    lines = []
+    for where, build in sorted(dict(found.get("made_here", {})).items()):
+        lines.append(
+            text(
+                lang,
+                "shards_made",
+                where=where,
+                shards=build["shards"],
+                size=format_bytes(int(build["shard_bytes"]) + int(build["index_size"])),
+                seconds=f"{float(build['seconds']):.1f}",
+                ago=format_duration(time.time() - float(build["built_at"])),
+            )
+        )
+    lines += [text(lang, "shards_passed", where=where) for where in found.get("passed_through", [])]
+    return lines
+
+
 def _clients(ops: Operations, base: str) -> list[tuple[str, list[Snippet]]]:
     """Each client that has settings, in the usual order, with its blocks."""
     snippets = client_snippets(base, ops.settings)
@@ -303,6 +331,7 @@ def page_context(lang: str, ops: Operations, base: str, host: str, nonce: str) -
         if settings.conda.enabled
         else None,
         "sides": _upstream_sides(lang, ops),
+        "shards": _shards(lang, ops),
         "columns": UPSTREAM_COLUMNS,
         "machine_paths": MACHINE_PATHS,
     }

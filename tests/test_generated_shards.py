@@ -1,0 +1,159 @@
+"""Sharded repodata made here (issue 12): py-rattler solves and installs through pkgcache from a mirror that has no
+shards, reading the shards pkgcache made instead of repodata.json, and again after the mirror's repodata changed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import zstandard
+
+from tests.cache_service import RunningCache
+from tests.conda_support import APP_TREE, SUBDIR, install, installed_names
+from tests.fakes.conda_channel import BUILD_TIMESTAMP_MS, _build_package, _PkgSpec, build_channel
+from tests.fakes.conda_upstreams import MirrorLikeUpstream
+from tests.support import BackgroundLoop
+
+SHARD_INDEX = "repodata_shards.msgpack.zst"
+
+
+@pytest.fixture
+def channel(tmp_path: Path) -> Path:
+    """A channel of this test's own (it changes): repodata.json only, as a domestic mirror serves it."""
+    root = tmp_path / "forge"
+    build_channel(root)
+    return root
+
+
+@pytest.fixture
+def mirror(bg_loop: BackgroundLoop, channel: Path) -> Iterator[MirrorLikeUpstream]:
+    upstream = MirrorLikeUpstream({"conda-forge": channel}, only_json=True, repodata_max_age=0)
+    bg_loop.run(upstream.start())
+    yield upstream
+    bg_loop.run(upstream.stop())
+
+
+def _cache(make_cache: Callable[..., RunningCache], mirror: MirrorLikeUpstream) -> RunningCache:
+    base = f"{mirror.url}/anaconda/"
+    config = {"name": "mirror", "pkgs_url": base + "pkgs/", "cloud_url": base + "cloud/"}
+    conda = {"upstreams": [config], "channels": ["cloud/conda-forge"], "index_ttl": 0}
+    return make_cache(["http://127.0.0.1:9/simple/"], conda=conda)
+
+
+def _client_requests(capsys: pytest.CaptureFixture[str], wait_for: str) -> list[str]:
+    """The conda requests pkgcache logged (method and path), once a line with `wait_for` is among them."""
+    written, deadline = "", time.monotonic() + 5
+    while wait_for not in written and time.monotonic() < deadline:
+        time.sleep(0.05)
+        written += capsys.readouterr().err
+    lines = [line.partition("pkgcache.access: ")[2] for line in written.splitlines() if "pkgcache.access: " in line]
+    return [" ".join(line.split()[:2]) for line in lines if "/conda/" in line]
+
+
+def _unpack(body: bytes) -> Any:
+    return msgpack.unpackb(zstandard.ZstdDecompressor().decompress(body, max_output_size=1 << 26), raw=False)
+
+
+def _assert_shards_hold_the_repodata(cache: RunningCache, channel: Path) -> None:
+    """Every record in the shards pkgcache serves equals the mirror's repodata.json's (hashes as bytes)."""
+    for subdir in ("noarch", SUBDIR):
+        base = f"/conda/cloud/conda-forge/{subdir}/"
+        index = _unpack(cache.get(base + SHARD_INDEX).body)
+        assert index["info"]["base_url"] == "" and index["info"]["shards_base_url"] == "./shards/"
+        repodata = json.loads((channel / subdir / "repodata.json").read_text())
+        seen: dict[str, dict[str, Any]] = {}
+        for name, digest in index["shards"].items():
+            shard = _unpack(cache.get(base + f"shards/{digest.hex()}.msgpack.zst").body)
+            for section in ("packages", "packages.conda"):
+                for filename, record in shard[section].items():
+                    assert record["name"].lower() == name
+                    seen[filename] = {k: v.hex() if isinstance(v, bytes) else v for k, v in record.items()}
+        expected = {**repodata.get("packages", {}), **repodata.get("packages.conda", {})}
+        assert seen == expected
+
+
+def test_rattler_solves_through_shards_made_here_and_again_after_the_repodata_changed(
+    mirror: MirrorLikeUpstream,
+    channel: Path,
+    make_cache: Callable[..., RunningCache],
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    caplog.set_level(logging.INFO, logger="pkgcache.access")
+    cache = _cache(make_cache, mirror)
+    url = f"{cache.url}/conda/cloud/conda-forge"
+    _, first = install(tmp_path, [url], ["app"], name="first")
+    libfoo_shard = _unpack(cache.get(f"/conda/cloud/conda-forge/{SUBDIR}/{SHARD_INDEX}").body)["shards"]["libfoo"]
+    assert installed_names(first) == APP_TREE
+    asked = _client_requests(capsys, "/shards/")
+    # The client read the shard indexes and shards pkgcache made, never repodata.json.
+    assert any(line.endswith(f"/{SUBDIR}/{SHARD_INDEX}") for line in asked), asked
+    assert any("/shards/" in line for line in asked) and not any("repodata.json" in line for line in asked)
+    # pkgcache asked the mirror for shards (it has none), and built them from its repodata.json.
+    assert mirror.count(SHARD_INDEX) >= 1 and mirror.count(f"/{SUBDIR}/repodata.json") >= 1
+    status = json.loads(cache.get("/-/status").body)["conda"]["shards"]
+    assert f"cloud/conda-forge/{SUBDIR}" in status["made_here"]
+    assert f'pkgcache_shards_made{{subdir="cloud/conda-forge/{SUBDIR}"}}' in cache.get("/metrics").body.decode()
+    assert f"cloud/conda-forge/{SUBDIR}: made here" in cache.get("/", {"Accept-Language": "en"}).body.decode()
+    _assert_shards_hold_the_repodata(cache, channel)
+
+    # The mirror's repodata changes: libfoo 1.1 goes, a new noarch package comes.
+    extra = _build_package(
+        _PkgSpec("extra", "1.0", "py_0", 0, "noarch", ".conda", ("tzinfo",), {"share/extra/extra.txt": b"x\n"}),
+        channel,
+    )
+    _change(channel / "noarch" / "repodata.json", add={extra.filename: _record(extra)})
+    _change(channel / SUBDIR / "repodata.json", remove=["libfoo-1.1-h1_0.conda"])
+    # Requests see the repodata changed (index_ttl = 0: revalidated each time) and are served the current shards
+    # while new ones are built from it: soon every subdir's index has them.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        noarch = _unpack(cache.get(f"/conda/cloud/conda-forge/noarch/{SHARD_INDEX}").body)
+        platform = _unpack(cache.get(f"/conda/cloud/conda-forge/{SUBDIR}/{SHARD_INDEX}").body)
+        if "extra" in noarch["shards"] and platform["shards"]["libfoo"] != libfoo_shard:
+            break
+        time.sleep(0.2)
+    _, second = install(tmp_path, [url], ["app", "extra"], name="second")
+    versions = {p["name"]: p["version"] for p in second["installed"]}
+    assert versions["libfoo"] == "1.0" and "extra" in versions
+    assert (tmp_path / "second" / "share/extra/extra.txt").read_bytes() == b"x\n"
+    _assert_shards_hold_the_repodata(cache, channel)
+
+
+def test_an_upstreams_own_shards_are_still_passed_through(
+    anaconda_upstream: Any, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    from tests.test_conda_proxy import anaconda_config, channel_urls, conda_cache
+
+    cache = conda_cache(make_cache, anaconda_config(anaconda_upstream))
+    _, result = install(tmp_path, channel_urls(cache)[1:], ["app"])  # conda-forge, sharded upstream
+    assert installed_names(result) == APP_TREE
+    assert any("/shards/" in path for path in anaconda_upstream.paths())
+    status = json.loads(cache.get("/-/status").body)["conda"]["shards"]
+    assert any(key.startswith("cloud/conda-forge/") for key in status["passed_through"])
+    assert not any(key.startswith("cloud/conda-forge/") for key in status["made_here"])
+
+
+def _change(path: Path, *, add: dict[str, dict[str, Any]] | None = None, remove: list[str] = ()) -> None:
+    document = json.loads(path.read_text())
+    document.setdefault("packages.conda", {}).update(add or {})
+    for filename in remove:
+        for section in ("packages", "packages.conda"):
+            document.get(section, {}).pop(filename, None)
+        document.setdefault("removed", []).append(filename)
+    path.write_text(json.dumps(document))
+
+
+def _record(pkg: Any) -> dict[str, Any]:
+    return {
+        "build": pkg.build, "build_number": 0, "depends": ["tzinfo"], "license": "MIT", "md5": pkg.md5,
+        "name": "extra", "noarch": "generic", "sha256": pkg.sha256, "size": pkg.size, "subdir": "noarch",
+        "timestamp": BUILD_TIMESTAMP_MS, "version": "1.0",
+    }  # fmt: skip
