@@ -420,4 +420,3 @@ def test_metrics_and_the_page_name_the_node_its_tier_and_its_parent(tiers: Tiers
     assert "Node office-1, tier office" in page and "pkgcache, node central-1, tier central" in page
     status = json.loads(tiers.child.get("/-/status").body)
     assert status["node"] == "office-1" and status["tier"] == "office"
-
