@@ -69,8 +69,11 @@ def timed_install(tool: str, index_url: str, target: Path) -> float:
     else:
         command = [str(UV), "pip", "install", "--python", sys.executable, "--target", str(target)]
         command += ["--index-url", index_url, "--no-cache", "root"]
+    # One download at a time, as pip does: the fake mirror slows each answer, not the link, so parallel downloads
+    # would see the mirror as that many times faster than a slow link is.
+    env = isolated_env(UV_CONCURRENT_DOWNLOADS="1")
     started = time.monotonic()
-    result = subprocess.run(command, env=isolated_env(), capture_output=True, text=True, timeout=900)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     elapsed = time.monotonic() - started
     if result.returncode != 0:
         raise RuntimeError(f"{tool} failed: {result.stdout}{result.stderr}")
@@ -173,10 +176,42 @@ def measure_herd(loop: BackgroundLoop, work: Path, rate: int) -> list[tuple[str,
             assert statuses == [200] * clients, statuses
             fetches = sum(1 for r in mirror.requests if r.path.endswith(dist.filename))
             rows.append((f"{clients} client(s), one missing 32 MiB file: seconds (mirror fetches: {fetches})", elapsed))
+        rows.append(("haproxy's resident memory after the herd, MB", rss_bytes(cluster.haproxy.process.pid) / MB))
+        for name, node in cluster.nodes.items():
+            rows.append((f"{name}'s resident memory after the herd, MB", rss_bytes(node.process.pid) / MB))
+        rows += measure_spread(loop, cluster, 3000)
         return rows
     finally:
         cluster.stop()
         loop.run(mirror.stop())
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def answering_nodes(base: str, paths: list[str]) -> list[str]:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=32)) as session:
+
+        async def one(path: str) -> str:
+            async with session.get(base + path) as response:
+                await response.read()
+                return response.headers.get("X-Pkgcache-Node", "")
+
+        return await asyncio.gather(*(one(path) for path in paths))
+
+
+def measure_spread(loop: BackgroundLoop, cluster: Cluster, count: int) -> list[tuple[str, float]]:
+    """How evenly the hash spreads paths: `count` file paths that exist nowhere, and which node each went to."""
+    paths = [f"/pypi/files/spread{index}/spread{index}-1.0-py3-none-any.whl" for index in range(count)]
+    nodes = loop.run(answering_nodes(cluster.haproxy.url, paths), timeout=900)
+    shares = sorted((nodes.count(name) / count for name in NODES), reverse=True)
+    return [
+        (f"share of {count} paths on the busiest, middle, quietest node (x N)", share * len(NODES)) for share in shares
+    ]
 
 
 def measure_loss(loop: BackgroundLoop, work: Path, dists: list[Dist]) -> list[tuple[str, float]]:

@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
+from pkgcache.http.fast_path import FAST_PATH_KEY
 from pkgcache.node_identity import NODE_HEADER, TIER_HEADER
 from tests.cache_service import RunningCache
 from tests.conda_support import APP_TREE, SUBDIR, assert_app_landed, install, installed_names
@@ -240,7 +241,10 @@ def test_the_child_answers_with_its_own_cache_state_and_identity_never_the_paren
     again = tiers.child.get(path)
     assert again.headers["x-pkgcache-cache"] == "hit" and len(tiers.wire.to(path)) == 1
     # Pages the same way, the fast path's answers (a fresh page from memory) included.
+    fast_path = tiers.child.runner.app[FAST_PATH_KEY]
+    answered = fast_path.answered
     page = tiers.child.get("/pypi/simple/alpha/")
+    assert fast_path.answered == answered + 1
     assert page.headers["x-pkgcache-cache"] == "hit" and page.headers[NODE_HEADER.lower()] == "office-1"
 
 
