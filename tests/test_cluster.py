@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,17 +106,27 @@ class GatedMirror(TunaLikeUpstream):
         self.hold_first: str | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        if self.hold_first is not None and request.path.endswith(self.hold_first):
+        if self.hold_first is not None and request.path.endswith(self.hold_first) and _whole(request.headers):
             self.hold_first = None
             await asyncio.sleep(60)  # cancelled when the asking node's connection closes
         return await super().handle(request)
 
     def fetches(self, filename: str) -> list[str]:
-        """The User-Agents (one per node) of the requests for a file, in order."""
-        return [r.headers.get("User-Agent", "") for r in self.requests if r.path.endswith("/" + filename)]
+        """The User-Agents (one per node) of the requests for a whole file, in order (not the ranges a node reads
+        of a wheel to make its `.metadata`)."""
+        return [
+            r.headers.get("User-Agent", "")
+            for r in self.requests
+            if r.path.endswith("/" + filename) and _whole(r.headers)
+        ]
 
     def files_fetched(self) -> list[str]:
-        return [r.path.rsplit("/", 1)[1] for r in self.requests if "/packages/" in r.path]
+        """The files asked for whole, by name."""
+        return [r.path.rsplit("/", 1)[1] for r in self.requests if "/packages/" in r.path and _whole(r.headers)]
+
+
+def _whole(headers: Mapping[str, str]) -> bool:
+    return "Range" not in headers
 
 
 def render_haproxy_cfg(text: str, port: int, stats_port: int, node_ports: dict[str, int]) -> str:
@@ -175,9 +185,9 @@ class Cluster:
         self.killed.add(name)
 
     def files_held(self) -> dict[str, set[str]]:
-        """The package files each node keeps on its disk."""
+        """The package files each node keeps on its disk (not the `.metadata` it made of wheels)."""
         return {
-            name: {path.name for path in (data_dir / "pypi" / "files").glob("*/*")}
+            name: {path.name for path in (data_dir / "pypi" / "files").glob("*/*") if path.suffix == ".whl"}
             for name, data_dir in self.data_dirs.items()
         }
 

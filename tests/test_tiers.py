@@ -25,7 +25,7 @@ from tests.cache_service import RunningCache
 from tests.conda_support import APP_TREE, SUBDIR, assert_app_landed, install, installed_names
 from tests.fakes.conda_upstreams import AnacondaLikeUpstream
 from tests.fakes.dists import find_dist, sample_dists
-from tests.fakes.pypi_upstreams import OfficialLikeUpstream
+from tests.fakes.pypi_upstreams import OfficialLikeUpstream, TunaLikeUpstream
 from tests.fakes.server import FakeServer
 from tests.support import BackgroundLoop, http_get, installed_dists, run_pip_install, run_uv_install
 
@@ -186,6 +186,29 @@ def test_rattler_installs_through_a_child_over_a_parent_with_shards_through_both
     assert tiers.child_upstream("conda", f"127.0.0.1:{tiers.wire.port}")["pkgcache"]["tier"] == "central"
 
 
+def test_over_a_mirror_without_metadata_the_child_takes_the_parents_metadata_and_reads_no_ranges(
+    tuna_upstream: TunaLikeUpstream, make_cache: Callable[..., RunningCache], bg_loop: BackgroundLoop, tmp_path: Path
+) -> None:
+    parent = make_cache([tuna_upstream.index_url], server=PARENT)
+    wire = _start_wire(bg_loop, parent.url)
+    try:
+        child = make_cache(
+            [{"name": "parent", "url": f"{wire.url}/pypi/simple/"}, tuna_upstream.index_url],
+            server=CHILD,
+            upstream={"user_agent": CHILD_AGENT},
+        )
+        result = run_uv_install(child.index_url, tmp_path / "target", "alpha==2.0")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert installed_dists(tmp_path / "target") == EXPECTED_TREE
+        # The mirror has no metadata; the parent makes it (by ranges of the mirror's wheels, or from the wheel),
+        # and the child takes the parent's `.metadata` as any upstream's: never a range of the parent's wheels.
+        assert wire.to("alpha-2.0-py3-none-any.whl.metadata")
+        assert [e.path for e in wire.exchanges if "Range" in e.request_headers] == []
+        assert not any(r.headers.get("User-Agent") == CHILD_AGENT for r in tuna_upstream.requests)
+    finally:
+        bg_loop.run(wire.stop())
+
+
 # --- what the index says, intact ---
 
 
@@ -242,6 +265,7 @@ def test_the_child_answers_with_its_own_cache_state_and_identity_never_the_paren
     assert again.headers["x-pkgcache-cache"] == "hit" and len(tiers.wire.to(path)) == 1
     # Pages the same way, the fast path's answers (a fresh page from memory) included.
     fast_path = tiers.child.runner.app[FAST_PATH_KEY]
+    assert tiers.child.get("/pypi/simple/alpha/").status == 200
     answered = fast_path.answered
     page = tiers.child.get("/pypi/simple/alpha/")
     assert fast_path.answered == answered + 1
