@@ -136,8 +136,8 @@ class Upstream:
         return now < self.cooldown_until
 
     def note_answer(self, headers: Mapping[str, str]) -> None:
-        """Recognise a pkgcache upstream by its answers' identity headers (an answer without them changes nothing:
-        a parent's 404 from its router says nothing about it)."""
+        """Recognise a pkgcache upstream by its answers' identity headers; an answer without them (a proxy's error
+        page in front of it, say) leaves what was noted."""
         identity = NodeIdentity.from_headers(headers)
         if identity is not None:
             self.pkgcache = identity
