@@ -12,7 +12,18 @@ SOURCE = Path(__file__).resolve().parent.parent / "src" / "pkgcache"
 # packages of one layer do not import each other (the PyPI and conda sides know nothing of one another). The
 # first layer holds leaves: small modules of words, numbers and settings, and engines with no I/O of their own.
 LAYERS: list[set[str]] = [
-    {"cache_state", "formatting", "presets", "config", "config_template", "stats", "clients", "policy", "seed"},
+    {
+        "cache_state",
+        "formatting",
+        "presets",
+        "config",
+        "config_template",
+        "stats",
+        "clients",
+        "policy",
+        "seed",
+        "node_identity",
+    },
     {"storage"},
     {"upstream"},
     {"http"},

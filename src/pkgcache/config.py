@@ -29,6 +29,7 @@ from pydantic_settings import (
 )
 
 from pkgcache import __version__
+from pkgcache.node_identity import NAME_PATTERN, NodeIdentity, host_node_name
 from pkgcache.presets import (
     CONDA_PRESETS,
     DEFAULT_CONDA_UPSTREAMS,
@@ -76,6 +77,18 @@ class ServerConfig(_Section):
     # A client that takes longer than this to send its request headers is disconnected (slowloris).
     header_timeout: float = Field(10.0, gt=0, description="seconds a client has to send its request headers")
     keepalive_timeout: float = Field(15.0, gt=0, description="seconds an idle keep-alive connection is kept")
+    # Who this node is, in every answer's X-Pkgcache-Node / X-Pkgcache-Tier headers, /metrics and the page.
+    node_name: str | None = Field(
+        None, description="this node's name in answers' headers, /metrics and the page; unset: the host name"
+    )
+    tier: str | None = Field(
+        None, description='a label for this node\'s level, shared by a cluster\'s nodes (e.g. "central", "office-sh")'
+    )
+    # /-/health answers 503 below this, so a load balancer sends nothing to a node that could not store a file.
+    min_free_space: ByteSize = Field(
+        ByteSize(1 << 30),
+        description='free space (bytes, or a size like "5GB") the data directory keeps for /-/health to answer 200',
+    )
 
     def worker_count(self) -> int:
         """How many serving processes to run. Several need Linux (SO_REUSEPORT spreading connections, fork)."""
@@ -89,6 +102,17 @@ class ServerConfig(_Section):
     @classmethod
     def _expand_data_dir(cls, value: Path) -> Path:
         return value.expanduser().absolute()
+
+    @field_validator("node_name", "tier")
+    @classmethod
+    def _fit_for_a_header(cls, value: str | None) -> str | None:
+        if value is not None and not NAME_PATTERN.match(value):
+            raise ValueError("use 1 to 63 letters, digits, '.', '-' or '_', starting with a letter or digit")
+        return value
+
+    def identity(self) -> NodeIdentity:
+        """This node's name (the host name unless one is set) and tier."""
+        return NodeIdentity(self.node_name or host_node_name(), self.tier)
 
 
 class UpstreamPolicy(_Section):

@@ -31,6 +31,8 @@ class FastPath:
         self.cycle = cycle
         self._answers: list[tuple[str, FastAnswer]] = []
         self.answered = 0  # how many requests it took (tests look at it)
+        # Put on every fast answer, as aiohttp's on_response_prepare does on routed ones (the node's identity).
+        self.headers: dict[str, str] = {}
 
     def register(self, prefix: str, answer: FastAnswer) -> None:
         self._answers.append((prefix, answer))
@@ -44,6 +46,7 @@ class FastPath:
                 started = time.monotonic()
                 response = answer(request, path[len(prefix) :])
                 if response is not None:
+                    response.headers.update(self.headers)
                     self.answered += 1
                     self.cycle.account(request, response, response.status, started)
                 return response

@@ -25,7 +25,7 @@ from pkgcache.pypi.source import FileNotListed
 from pkgcache.pypi.upstream_index import UpstreamIndex
 from pkgcache.storage.downloads import Download
 from pkgcache.storage.store import StorageError
-from pkgcache.upstream.pool import UpstreamNotFound
+from pkgcache.upstream.pool import UpstreamNotFound, UpstreamsUnavailable
 from pkgcache.upstream.ranges import RangeBody, fetch_range
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,24 @@ class CachedIndex:
         path = self.pages.file_path(project, filename)
         if path.is_file():
             return path
+        entry, download = await self._start_download(project, filename, path)
+        if download is None or not self.origin.is_pkgcache(entry.upstream):
+            return path if download is None else download
+        try:
+            await download.wait_started()
+        except UpstreamsUnavailable:
+            # The parent pkgcache that gave the page failed just now, and only it serves the files it lists:
+            # once more, with the page from the next upstream (it rests now), so the client never sees it.
+            if not self.origin.is_resting(entry.upstream):
+                raise
+            _, download = await self._start_download(project, filename, path)
+        return path if download is None else download
+
+    async def _start_download(self, project: str, filename: str, path: Path) -> tuple[CachedPage, Download | None]:
+        """The page listing the file, and the download bringing it (None when the file is there already)."""
         entry, _ = await self.get_page(project)
+        if self.origin.is_resting(entry.upstream):
+            entry = await self._page_from_another_upstream(project, entry)
         found = _lookup(entry, filename)
         if found is None and entry.age() > MISSING_FILE_RECHECK_SECONDS:
             entry = await self.refresh(project)
@@ -156,10 +173,19 @@ class CachedIndex:
         if found is None:
             raise FileNotListed(f"{project} has no file {filename}")
         if filename.endswith(PROVENANCE_SUFFIX):
-            download = self.origin.download_provenance(path, entry, found)
-        else:
-            download = self.origin.download(path, entry, found)
-        return path if download is None else download
+            return entry, self.origin.download_provenance(path, entry, found)
+        return entry, self.origin.download(path, entry, found)
+
+    async def _page_from_another_upstream(self, project: str, entry: CachedPage) -> CachedPage:
+        """The page again, from the upstreams not resting, when the one that gave it rests after failing.
+
+        Its links may lead to it alone: a parent pkgcache's do (`files/<project>/<file>`, a layout no mirror shares),
+        so a file it lists could not fail over. The page as it was when no other upstream can give one.
+        """
+        try:
+            return await self.refresh(project)
+        except (UpstreamNotFound, UpstreamsUnavailable):
+            return entry
 
     def cached_file(self, project: str, filename: str) -> Path | None:
         path = self.pages.file_path(project, filename)
@@ -172,6 +198,8 @@ class CachedIndex:
     async def find_file(self, project: str, filename: str) -> tuple[CachedPage, DistFile]:
         """The page listing a distribution, and its entry there; FileNotListed if it has none."""
         entry, _ = await self.get_page(project)
+        if self.origin.is_resting(entry.upstream):
+            entry = await self._page_from_another_upstream(project, entry)
         dist = entry.files.get(filename)
         if dist is None and entry.age() > MISSING_FILE_RECHECK_SECONDS:
             entry = await self.refresh(project)

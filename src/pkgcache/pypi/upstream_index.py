@@ -68,6 +68,16 @@ class UpstreamIndex:
             last_modified=response.headers.get("Last-Modified"),
         )
 
+    def is_resting(self, upstream_name: str) -> bool:
+        """Whether an upstream rests after failing (the pages it gave may link files only it serves)."""
+        upstream = self.pool.by_name(upstream_name)
+        return upstream is not None and upstream.is_cooling_down(time.monotonic())
+
+    def is_pkgcache(self, upstream_name: str) -> bool:
+        """Whether an upstream's answers said it is a pkgcache (a parent tier): its pages link its own files."""
+        upstream = self.pool.by_name(upstream_name)
+        return upstream is not None and upstream.pkgcache is not None
+
     def download(self, path: Path, entry: CachedPage, dist: DistFile) -> Download | None:
         """The download bringing a file the page lists to `path`; None if it is there already."""
         expected = Expected(hashes=dict(dist.hashes), size=dist.size, magic=magic_for(dist.filename))

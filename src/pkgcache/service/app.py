@@ -29,6 +29,8 @@ from pkgcache.pypi.replica_index import ReplicaIndex
 from pkgcache.pypi.routes import PYPI_INDEX_KEY, add_pypi_routes
 from pkgcache.pypi.source import IndexSource
 from pkgcache.pypi.upstream_index import UpstreamIndex
+from pkgcache.service.health import DataDirCheck
+from pkgcache.service.identity import NODE_IDENTITY_KEY, install_identity_headers
 from pkgcache.service.metrics import status_extras
 from pkgcache.service.operations import install_operations
 from pkgcache.stats import RequestStats
@@ -44,7 +46,6 @@ from pkgcache.workers.worker_app import (
     install_replica_upkeep,
     install_worker,
     peer_stats,
-    replica_health,
     workers_status,
 )
 
@@ -58,6 +59,7 @@ DOWNLOADER_KEY = web.AppKey("downloader", Downloader)
 POOLS_KEY = web.AppKey("pools", dict)
 STARTED_KEY = web.AppKey("started_at", float)
 ACCESS_LOG_KEY = web.AppKey("access_log", AccessLog)
+DATA_DIR_CHECK_KEY = web.AppKey("data_dir_check", DataDirCheck)
 
 
 def make_pool(upstreams: list[tuple[str, str, int | None, float]], policy: UpstreamPolicy) -> UpstreamPool:
@@ -137,6 +139,8 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
     if not settings.access.users:
         # Answers from memory before routing (http/fast_path.py); with users, every read checks them.
         app[FAST_PATH_KEY] = FastPath(cycle)
+    install_identity_headers(app, settings.server.identity())
+    app[DATA_DIR_CHECK_KEY] = DataDirCheck(store.tmp_dir, settings.server.min_free_space)
     if "pypi" in pools:
         index = _pypi_index(settings, pools["pypi"], store, downloader)
         add_pypi_routes(app, index, store.file_use, app.get(FAST_PATH_KEY))
@@ -146,8 +150,8 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
     if worker is not None:
         install_worker(app, worker, cycle.stats)
     if forwarder is not None:
-        # A replica: cached content here; the operator's pages, stats and admin API are the primary's.
-        add_get(app, "/-/health", replica_health)
+        # A replica: cached content here; the operator's pages, stats and admin API are the primary's, and so is
+        # /-/health (a replica can serve only what its primary can: one check, answered there).
         install_replica_upkeep(app, store, forwarder)
     else:
         assert keeper is not None
@@ -202,7 +206,19 @@ async def _stop_downloads(app: web.Application) -> None:
 
 
 async def health(request: web.Request) -> web.StreamResponse:
-    return web.json_response({"status": "ok", "version": __version__})
+    """Can this node serve (service/health.py says what that means)? 200 if so, else 503 saying why. Healthy
+    while every upstream fails: the cache is still served."""
+    app = request.app
+    readiness = await app[DATA_DIR_CHECK_KEY].readiness()
+    body: dict[str, object] = {
+        "status": "ok" if readiness.ok else "unhealthy",
+        "version": __version__,
+        **app[NODE_IDENTITY_KEY].to_json(),
+        "free_bytes": readiness.free_bytes,
+    }
+    if not readiness.ok:
+        body["reason"] = readiness.problem
+    return web.json_response(body, status=200 if readiness.ok else 503, headers={"Cache-Control": "no-store"})
 
 
 def _side_status(app: web.Application) -> dict[str, dict[str, object]]:

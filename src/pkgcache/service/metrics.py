@@ -29,14 +29,23 @@ METRICS_REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
 async def stats_page(request: web.Request) -> web.StreamResponse:
     ops = operations(request)
     return web.json_response(
-        {"version": __version__, "uptime_seconds": round(time.time() - ops.started_at, 1), **ops.summary()}
+        {
+            "version": __version__,
+            **ops.settings.server.identity().to_json(),
+            "uptime_seconds": round(time.time() - ops.started_at, 1),
+            **ops.summary(),
+        }
     )
 
 
 def status_extras(app: web.Application) -> dict[str, object]:
-    """What `/-/status` adds for `pkgcache status`: the cache's size and hit ratio."""
-    summary = app[OPERATIONS_KEY].summary()
-    return {key: summary[key] for key in ("cache_bytes", "cache_max_bytes", "hit_ratio", "bytes_saved")}
+    """What `/-/status` adds for `pkgcache status`: which node this is, the cache's size and hit ratio."""
+    ops = app[OPERATIONS_KEY]
+    summary = ops.summary()
+    return {
+        **ops.settings.server.identity().to_json(),
+        **{key: summary[key] for key in ("cache_bytes", "cache_max_bytes", "hit_ratio", "bytes_saved")},
+    }
 
 
 # --- /metrics ---
@@ -60,6 +69,11 @@ class LiveCollector(Collector):
         info = GaugeMetricFamily("pkgcache_info", "pkgcache version", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
+        # Which node of which tier this is: join on it to see a cluster's nodes, or a chain of caches by tier.
+        identity = self.ops.settings.server.identity()
+        node = GaugeMetricFamily("pkgcache_node_info", "This node's name and tier", labels=["node", "tier"])
+        node.add_metric([identity.name, identity.tier or ""], 1)
+        yield node
         yield GaugeMetricFamily(
             "pkgcache_start_time_seconds", "When the service started (Unix time)", value=self.ops.started_at
         )
@@ -117,6 +131,11 @@ class LiveCollector(Collector):
         healthy = GaugeMetricFamily(
             "pkgcache_upstream_healthy", "1 when the upstream is used, 0 while it cools down", labels=labels
         )
+        parents = GaugeMetricFamily(
+            "pkgcache_upstream_parent_info",
+            "1 for an upstream whose answers say it is a pkgcache (a parent tier), with that parent's tier",
+            labels=[*labels, "parent_tier"],
+        )
         now = time.monotonic()
         for side, pool in self.ops.pools.items():
             for upstream in pool.upstreams:
@@ -127,7 +146,9 @@ class LiveCollector(Collector):
                 if upstream.stats.latency_seconds is not None:
                     latency.add_metric(key, upstream.stats.latency_seconds)
                 healthy.add_metric(key, 0 if upstream.is_cooling_down(now) else 1)
-        yield from (requests, failures, received, latency, healthy)
+                if upstream.pkgcache is not None:
+                    parents.add_metric([*key, upstream.pkgcache.tier or ""], 1)
+        yield from (requests, failures, received, latency, healthy, parents)
 
     def _core_metadata(self) -> Iterable[Metric]:
         counters = self.ops.core_metadata()

@@ -117,6 +117,10 @@ TEXT: dict[str, tuple[str, str]] = {
         "镜像站封禁了本网络；暂停 {seconds} 秒（见最近错误）",
     ),
     "machines": ("For machines", "机器可读接口"),
+    "node": ("Node {node}", "节点 {node}"),
+    "node_tier": ("Node {node}, tier {tier}", "节点 {node}，层级 {tier}"),
+    "parent": ("pkgcache, node {node}", "pkgcache，节点 {node}"),
+    "parent_tier": ("pkgcache, node {node}, tier {tier}", "pkgcache，节点 {node}，层级 {tier}"),
     "footer": ("pkgcache {version}", "pkgcache {version}"),
 }
 
@@ -182,6 +186,7 @@ class UpstreamRow:
     requests: object
     failures: object
     error: str
+    parent: str  # when the upstream is a pkgcache (a parent tier): which node answered last, and its tier
 
 
 @dataclass(frozen=True)
@@ -282,6 +287,15 @@ def _upstream_state(lang: str, status: dict[str, Any]) -> tuple[str, str]:
     return "good", text(lang, "state_ok")
 
 
+def _identity_words(lang: str, identity: dict[str, Any] | None, plain: str, with_tier: str) -> str:
+    """A node's name and tier in words ("" for no node), from `{"node": ..., "tier": ...}`."""
+    if not identity:
+        return ""
+    if identity.get("tier"):
+        return text(lang, with_tier, node=identity["node"], tier=identity["tier"])
+    return text(lang, plain, node=identity["node"])
+
+
 def _upstream_row(lang: str, status: dict[str, Any]) -> UpstreamRow:
     css, state = _upstream_state(lang, status)
     latency = status.get("latency_ms")
@@ -294,6 +308,7 @@ def _upstream_row(lang: str, status: dict[str, Any]) -> UpstreamRow:
         requests=status.get("requests", 0),
         failures=status.get("failures", 0),
         error=str(status.get("last_error") or ""),
+        parent=_identity_words(lang, status.get("pkgcache"), "parent", "parent_tier"),
     )
 
 
@@ -323,6 +338,7 @@ def page_context(lang: str, ops: Operations, base: str, host: str, nonce: str) -
         "version": __version__,
         "base": base,
         "host": host,
+        "node": _identity_words(lang, settings.server.identity().to_json(), "node", "node_tier"),
         "cards": _glance(lang, ops),
         "auth_required": bool(settings.access.users),
         "clients": _clients(ops, base),

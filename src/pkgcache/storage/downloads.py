@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from multidict import CIMultiDict
+
 from pkgcache.storage.store import CacheStore, storage_error
 
 log = logging.getLogger(__name__)
@@ -125,7 +127,8 @@ class Download:
     def begin(self, source: str, headers: Mapping[str, str]) -> None:
         """An upstream's answer starts (or takes over after another one failed)."""
         self.source = source
-        self.headers = dict(headers)
+        # Case-insensitive, as HTTP header names are: aiohttp spells an upstream's "ETag" as "Etag".
+        self.headers = CIMultiDict(headers)
 
     def mark_not_modified(self, source: str, headers: Mapping[str, str]) -> None:
         self.begin(source, headers)

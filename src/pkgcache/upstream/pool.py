@@ -21,6 +21,8 @@ from typing import TypeVar
 
 import aiohttp
 
+from pkgcache.node_identity import NodeIdentity
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -108,6 +110,8 @@ class Upstream:
     # The last failure was the mirror's block page for this network (shown on the page at /, rested long).
     blocked: bool = False
     stats: UpstreamStats = field(default_factory=UpstreamStats)
+    # Set once one of its answers says it is a pkgcache (a parent tier, or a cluster of nodes): the last node seen.
+    pkgcache: NodeIdentity | None = None
     _slots: asyncio.Semaphore | None = None
     _next_range_at: float = 0.0
 
@@ -131,6 +135,13 @@ class Upstream:
     def is_cooling_down(self, now: float) -> bool:
         return now < self.cooldown_until
 
+    def note_answer(self, headers: Mapping[str, str]) -> None:
+        """Recognise a pkgcache upstream by its answers' identity headers; an answer without them (a proxy's error
+        page in front of it, say) leaves what was noted."""
+        identity = NodeIdentity.from_headers(headers)
+        if identity is not None:
+            self.pkgcache = identity
+
     def status(self, now: float) -> dict[str, object]:
         return {
             "name": self.name,
@@ -143,6 +154,7 @@ class Upstream:
             "failures": self.stats.failures,
             "bytes_received": self.stats.bytes_received,
             "latency_ms": None if self.stats.latency_seconds is None else round(self.stats.latency_seconds * 1000, 1),
+            "pkgcache": None if self.pkgcache is None else self.pkgcache.to_json(),
         }
 
 
@@ -274,6 +286,7 @@ class UpstreamPool:
                 response = await self._send(method, url, headers)
                 try:
                     upstream.stats.observe_latency(time.monotonic() - started)
+                    upstream.note_answer(response.headers)
                     await self._check_status(response, ok_statuses, url)
                     result = await handle(upstream, response)
                 finally:

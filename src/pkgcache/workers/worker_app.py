@@ -12,7 +12,6 @@ from typing import Any
 
 from aiohttp import web
 
-from pkgcache import __version__
 from pkgcache.stats import RequestStats
 from pkgcache.storage.eviction import write_back_served_times
 from pkgcache.storage.store import CacheStore
@@ -24,8 +23,6 @@ log = logging.getLogger(__name__)
 PUBLISH_SECONDS = 1.0
 # A replica writes back when it served each file, for the primary's least-recently-used eviction to see.
 SERVED_TIMES_SECONDS = 30.0
-# The primary is taken for gone when it has not published its counters for this long.
-PRIMARY_SILENT_SECONDS = 5.0
 
 WORKER_KEY = web.AppKey("worker", WorkerContext)
 _STATS_KEY = web.AppKey("worker_stats", RequestStats)
@@ -112,12 +109,3 @@ def workers_status(app: web.Application) -> list[dict[str, object]]:
             }
         )
     return rows
-
-
-async def replica_health(request: web.Request) -> web.StreamResponse:
-    """A replica is only as healthy as the primary it hands misses to: alive if the primary reported lately."""
-    worker = request.app[WORKER_KEY]
-    pid, published_at, _ = worker.counters.slot(PRIMARY).read()
-    if not pid or time.time() - published_at > PRIMARY_SILENT_SECONDS:
-        return web.json_response({"status": "primary worker not running", "version": __version__}, status=503)
-    return web.json_response({"status": "ok", "version": __version__})

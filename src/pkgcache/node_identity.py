@@ -1,0 +1,55 @@
+"""Who answered: a pkgcache node's name and tier, as every answer of it says in two headers.
+
+Every pkgcache answer carries `X-Pkgcache-Node` (the node's name) and, when one is set, `X-Pkgcache-Tier` (a label
+shared by the nodes of one cluster or level, such as "central" or "office-sh"). They serve two readers: an operator
+looking at a cluster or a chain of caches (which node answered this?), and a pkgcache whose upstream is another
+pkgcache (a child over a parent), which recognises its parent by them (upstream/pool.py notes them per upstream).
+
+Nothing here knows the configuration: config.py makes a NodeIdentity from `[server] node_name` and `tier`.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+NODE_HEADER = "X-Pkgcache-Node"
+TIER_HEADER = "X-Pkgcache-Tier"
+
+# What a node name or tier may hold: it goes into a response header and a Prometheus label as it is.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_OUTSIDE_PATTERN = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeIdentity:
+    """A pkgcache node: its name (unique within a cluster) and its tier (None when the operator set none)."""
+
+    name: str
+    tier: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        """The headers every answer of this node carries."""
+        if self.tier:
+            return {NODE_HEADER: self.name, TIER_HEADER: self.tier}
+        return {NODE_HEADER: self.name}
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"node": self.name, "tier": self.tier}
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> NodeIdentity | None:
+        """The pkgcache node that sent an answer with these headers, or None when it was not a pkgcache."""
+        name = headers.get(NODE_HEADER)
+        if not name or not NAME_PATTERN.match(name):
+            return None
+        tier = headers.get(TIER_HEADER)
+        return cls(name, tier if tier and NAME_PATTERN.match(tier) else None)
+
+
+def host_node_name() -> str:
+    """This machine's host name, made fit for a header and a label (the default node name)."""
+    name = _OUTSIDE_PATTERN.sub("-", socket.gethostname()).strip("-._")[:63]
+    return name or "pkgcache"
