@@ -86,7 +86,7 @@ def test_fresh_pages_are_answered_before_routing_and_still_counted(
     assert official_upstream.count("/simple/alpha/") == 1
 
 
-def test_no_hit_path_when_reads_need_credentials(
+def test_no_fast_path_when_reads_need_credentials(
     make_cache: Callable[..., RunningCache], official_upstream: OfficialLikeUpstream
 ) -> None:
     cache = make_cache([official_upstream.index_url], access={"users": {"dev": "s3cret"}})

@@ -1,6 +1,7 @@
 """The conda side's HTTP routes: `/conda/<pkgs|cloud>/<channel>/[<subdir>/]<file>` and shards.
 
-Handlers are thin: they check the path, ask CondaChannels, and answer from disk or from a download in flight.
+Handlers are thin: they check the path, ask the chain of channel layers (conda/source.py), and answer from disk or
+from a download in flight.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The PyPI side's HTTP routes: `/pypi/simple/...` pages and `/pypi/files/...` files.
 
-Handlers are thin: they check the request, ask the PypiIndex, and answer in the negotiated format.
+Handlers are thin: they check the request, ask the chain of index layers (pypi/source.py), and answer in the
+negotiated format.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Counting requests, and telling machines how the service does: `/-/stats` (JSON) and `/metrics` (Prometheus).
 
-The request counters are fed by the middleware in http/request_cycle.py, from what each handler noted
+The request counters are fed by the request cycle (http/request_cycle.py), from what each handler noted
 (`CACHE_STATE`) and from the bytes really sent. `/metrics` reads live values through a custom collector on a
 registry of this application's own, so two applications in one process (as in the tests) never share counters.
 """
