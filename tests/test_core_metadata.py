@@ -14,6 +14,7 @@ import time
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,9 @@ from tests.cache_service import RunningCache
 from tests.fakes.dists import Dist, build_wheel
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream, PageExtras, TunaLikeUpstream
 from tests.support import UV, BackgroundLoop, isolated_env
+
+POETRY = Path(sys.executable).parent / "poetry"
+PDM = Path(sys.executable).parent / "pdm"
 
 MiB = 1024 * 1024
 HEAVY2 = "heavy-2.0-py3-none-any.whl"
@@ -67,8 +71,9 @@ def _range_requests(server: TunaLikeUpstream | OfficialLikeUpstream) -> int:
     return sum(1 for r in files.requests if r.method == "GET" and "Range" in r.headers)
 
 
-def _run(command: list[str], cwd: Path | None = None) -> str:
-    done = subprocess.run(command, env=isolated_env(), capture_output=True, text=True, timeout=TIMEOUT, cwd=cwd)
+def _run(command: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    environment = isolated_env(**(env or {}))
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=TIMEOUT, cwd=cwd)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -100,11 +105,46 @@ def _uv_lock(index_url: str, tmp_path: Path, name: str) -> list[str]:
         '[project]\nname = "demo"\nversion = "0.1"\nrequires-python = ">=3.11"\ndependencies = ["app"]\n'
     )
     _run([str(UV), "lock", "--default-index", index_url, "--no-cache", "--python", sys.executable], cwd=project)
-    lock = tomllib.loads((project / "uv.lock").read_text())
+    return _locked(tomllib.loads((project / "uv.lock").read_text()))
+
+
+def _demo_project(tmp_path: Path, name: str, tool_table: str) -> Path:
+    project = tmp_path / name
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\nversion = "0.1"\nrequires-python = ">=3.11"\ndependencies = ["app"]\n' + tool_table
+    )
+    return project
+
+
+def _locked(lock: dict[str, Any]) -> list[str]:
     return sorted(f"{p['name']}=={p['version']}" for p in lock["package"] if p["name"] != "demo")
 
 
-RESOLVERS = {"uv pip compile": _uv_compile, "pip install --dry-run --report": _pip_report, "uv lock": _uv_lock}
+def _poetry_lock(index_url: str, tmp_path: Path, name: str) -> list[str]:
+    source = f'\n[[tool.poetry.source]]\nname = "mirror"\nurl = "{index_url}"\npriority = "primary"\n'
+    project = _demo_project(tmp_path, name, source)
+    env = {"POETRY_CACHE_DIR": str(tmp_path / f"{name}-cache"), "POETRY_CONFIG_DIR": str(tmp_path / f"{name}-cfg")}
+    _run([str(POETRY), "lock", "--no-interaction"], cwd=project, env=env)
+    return _locked(tomllib.loads((project / "poetry.lock").read_text()))
+
+
+def _pdm_lock(index_url: str, tmp_path: Path, name: str) -> list[str]:
+    source = f'\n[[tool.pdm.source]]\nname = "pypi"\nurl = "{index_url}"\nverify_ssl = false\n'
+    project = _demo_project(tmp_path, name, source)
+    env = {"PDM_CACHE_DIR": str(tmp_path / f"{name}-cache"), "PDM_CONFIG_FILE": str(tmp_path / f"{name}.toml"),
+           "PDM_PYTHON": sys.executable, "PDM_NO_SELF": "1", "PDM_IGNORE_ACTIVE_VENV": "1"}  # fmt: skip
+    _run([str(PDM), "lock", "--no-isolation"], cwd=project, env=env)
+    return _locked(tomllib.loads((project / "pdm.lock").read_text()))
+
+
+RESOLVERS = {
+    "uv pip compile": _uv_compile,
+    "pip install --dry-run --report": _pip_report,
+    "uv lock": _uv_lock,
+    "poetry lock": _poetry_lock,
+    "pdm lock": _pdm_lock,
+}
 
 
 @pytest.mark.parametrize("resolver", sorted(RESOLVERS))
