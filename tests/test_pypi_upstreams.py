@@ -87,9 +87,14 @@ def test_files_come_from_another_mirror_with_the_same_path(
 def test_unknown_project_is_a_plain_404(
     official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache]
 ) -> None:
-    answer = make_cache([official_upstream.index_url]).get("/pypi/simple/no-such-project/")
+    cache = make_cache([official_upstream.index_url])
+    answer = cache.get("/pypi/simple/no-such-project/")
     assert answer.status == 404
     assert b"no-such-project" in answer.body and answer.headers["content-type"].startswith("text/plain")
+    # Remembered for a while: a client asking again and again costs the upstream nothing.
+    for _ in range(5):
+        assert cache.get("/pypi/simple/no-such-project/").status == 404
+    assert official_upstream.count("/simple/no-such-project/") == 1
 
 
 def test_names_are_normalised_with_a_redirect(
