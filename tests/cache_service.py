@@ -73,8 +73,8 @@ def free_port() -> int:
 class CacheProcess:
     """`pkgcache serve` as a real process, for what only a process shows (being killed, signals)."""
 
-    def __init__(self, data_dir: Path, *args: str, timeout: float = 20) -> None:
-        self.port = free_port()
+    def __init__(self, data_dir: Path, *args: str, timeout: float = 20, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [
             sys.executable,

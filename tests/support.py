@@ -150,3 +150,9 @@ async def fetch_concurrently(url: str, count: int) -> list[tuple[int, bytes]]:
                 return response.status, await response.read()
 
         return await asyncio.gather(*(one() for _ in range(count)))
+
+
+def agent_of(request: Any) -> str:
+    """The User-Agent of a request a fake recorded, without the loop mark pkgcache adds to it (" (+1a2b...)")."""
+    agent = request.headers.get("User-Agent", "")
+    return agent.split(" (+", 1)[0]

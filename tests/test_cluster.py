@@ -29,7 +29,7 @@ from aiohttp import web
 from tests.cache_service import CacheProcess, RunningCache, free_port
 from tests.fakes.dists import Dist, find_dist, sample_dists
 from tests.fakes.pypi_upstreams import TunaLikeUpstream
-from tests.support import BackgroundLoop, http_get, installed_dists, isolated_env, run_pip_install
+from tests.support import BackgroundLoop, agent_of, http_get, installed_dists, isolated_env, run_pip_install
 
 REPO = Path(__file__).resolve().parent.parent
 HAPROXY_CFG = REPO / "deploy" / "haproxy.cfg"
@@ -114,11 +114,7 @@ class GatedMirror(TunaLikeUpstream):
     def fetches(self, filename: str) -> list[str]:
         """The User-Agents (one per node) of the requests for a whole file, in order (not the ranges a node reads
         of a wheel to make its `.metadata`)."""
-        return [
-            r.headers.get("User-Agent", "")
-            for r in self.requests
-            if r.path.endswith("/" + filename) and _whole(r.headers)
-        ]
+        return [agent_of(r) for r in self.requests if r.path.endswith("/" + filename) and _whole(r.headers)]
 
     def files_fetched(self) -> list[str]:
         """The files asked for whole, by name."""

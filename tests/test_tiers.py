@@ -27,7 +27,7 @@ from tests.fakes.conda_upstreams import AnacondaLikeUpstream
 from tests.fakes.dists import find_dist, sample_dists
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream, TunaLikeUpstream
 from tests.fakes.server import FakeServer
-from tests.support import BackgroundLoop, http_get, installed_dists, run_pip_install, run_uv_install
+from tests.support import BackgroundLoop, agent_of, http_get, installed_dists, run_pip_install, run_uv_install
 
 EXPECTED_TREE = {"alpha==2.0", "beta==1.1", "gamma==0.5", "delta-pkg==3.0"}
 INSTALLERS = {"pip": run_pip_install, "uv": run_uv_install}
@@ -91,11 +91,7 @@ class Tiers:
     child: RunningCache
 
     def mirror_requests_from_child(self) -> list[str]:
-        return [
-            r.path
-            for r in self.mirror.requests + self.mirror.files.requests
-            if r.headers.get("User-Agent") == CHILD_AGENT
-        ]
+        return [r.path for r in self.mirror.requests + self.mirror.files.requests if agent_of(r) == CHILD_AGENT]
 
     def mirror_page(self, project: str) -> dict[str, Any]:
         return json.loads(http_get(f"{self.mirror.index_url}{project}/", JSON_PAGE).body)
@@ -204,7 +200,7 @@ def test_over_a_mirror_without_metadata_the_child_takes_the_parents_metadata_and
         # and the child takes the parent's `.metadata` as any upstream's: never a range of the parent's wheels.
         assert wire.to("alpha-2.0-py3-none-any.whl.metadata")
         assert [e.path for e in wire.exchanges if "Range" in e.request_headers] == []
-        assert not any(r.headers.get("User-Agent") == CHILD_AGENT for r in tuna_upstream.requests)
+        assert not any(agent_of(r) == CHILD_AGENT for r in tuna_upstream.requests)
     finally:
         bg_loop.run(wire.stop())
 
@@ -347,7 +343,7 @@ def test_stale_repodata_is_revalidated_with_304s_down_the_chain(
 
 def _found_by_child(server: FakeServer) -> list[str]:
     """The paths the child asked a fake mirror for and got something other than a 404."""
-    return [r.path for r in server.requests if r.headers.get("User-Agent") == CHILD_AGENT and r.status != 404]
+    return [r.path for r in server.requests if agent_of(r) == CHILD_AGENT and r.status != 404]
 
 
 def _conditional_answers(server: FakeServer, suffix: str) -> list[int | None]:
@@ -403,7 +399,7 @@ def test_rattler_with_the_parent_down_installs_from_the_mirror_itself(
     prefix, result = install(tmp_path, [f"{tiers.child.url}/conda/pkgs/main"], ["app"])
     assert installed_names(result) == APP_TREE
     assert_app_landed(prefix)
-    assert any(r.headers.get("User-Agent") == CHILD_AGENT for r in anaconda_upstream.requests)
+    assert any(agent_of(r) == CHILD_AGENT for r in anaconda_upstream.requests)
 
 
 @pytest.mark.parametrize("kind", ["pip", "uv"])
@@ -428,7 +424,7 @@ def test_over_a_warm_parent_the_child_never_reaches_the_mirror(
     # believed over the next upstream: docs/operations.md), and they answered 404 too.
     assert tiers.mirror.files.requests == []
     for server in (tiers.mirror, anaconda_upstream):
-        assert all(r.headers.get("User-Agent") == CHILD_AGENT for r in server.requests)
+        assert all(agent_of(r) == CHILD_AGENT for r in server.requests)
         assert _found_by_child(server) == []
     assert tiers.wire.to("/pypi/files/alpha/alpha-2.0-py3-none-any.whl")
 

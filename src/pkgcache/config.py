@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import copy
+import hashlib
 import os
 import sys
 import tomllib
@@ -113,6 +114,13 @@ class ServerConfig(_Section):
     def identity(self) -> NodeIdentity:
         """This node's name (the host name unless one is set) and tier."""
         return NodeIdentity(self.node_name or host_node_name(), self.tier)
+
+    def loop_mark(self) -> str:
+        """A short mark this instance puts in the User-Agent it sends upstream, to know its own requests when a
+        configuration loops back to itself (an upstream, or a cluster's address, that is this very pkgcache).
+        Derived from the node and its data directory: the same in every worker, no host name given away."""
+        seed = f"{self.identity().name}\0{self.data_dir}".encode()
+        return "+" + hashlib.sha256(seed).hexdigest()[:12]
 
 
 class UpstreamPolicy(_Section):

@@ -102,12 +102,14 @@ def toml_value(value: Any) -> str:
     return "[" + ", ".join(toml_value(item) for item in value) + "]"
 
 
-def start_process(data_dir: Path, sections: Mapping[str, Mapping[str, Any]], *args: str) -> CacheProcess:
+def start_process(
+    data_dir: Path, sections: Mapping[str, Mapping[str, Any]], *args: str, port: int | None = None
+) -> CacheProcess:
     """`pkgcache serve` as a real process with these config sections (a TOML file beside the data directory)."""
     config = data_dir.parent / f"pkgcache-{data_dir.name}.toml"
     config.write_text(config_toml(sections))
     try:
-        return CacheProcess(data_dir, "--config", str(config), *args)
+        return CacheProcess(data_dir, "--config", str(config), *args, port=port)
     except RuntimeError as exc:
         pytest.fail(f"pkgcache did not start with the settings this test needs: {exc}", pytrace=False)
 

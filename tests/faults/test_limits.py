@@ -15,7 +15,7 @@ from aiohttp import web
 from pkgcache.http.library_internals import ConnectionWatch
 from pkgcache.pypi.model import DistFile, ProjectPage
 from pkgcache.pypi.pages import CachedPage, PageMemory
-from tests.cache_service import RunningCache
+from tests.cache_service import RunningCache, free_port
 from tests.conda_support import Channels
 from tests.fakes.conda_upstreams import MirrorLikeUpstream
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream
@@ -145,5 +145,20 @@ def test_the_soft_open_file_limit_is_raised_to_the_hard_one(
         soft, hard = next(line.split()[3:5] for line in limits.splitlines() if line.startswith("Max open files"))
         assert soft == hard
         assert http_get(process.url + "/-/health").status == 200
+    finally:
+        process.terminate()
+
+
+def test_an_upstream_that_is_this_very_pkgcache_is_refused_at_once(tmp_path: Path) -> None:
+    """A configuration that loops back (an upstream, or a load balancer's address, reaching this instance) must not
+    recurse until timeouts: the instance knows its own requests by the mark in their User-Agent."""
+    port = free_port()
+    sections = {"pypi": {"upstreams": [f"http://127.0.0.1:{port}/pypi/simple/"]}, "conda": {"enabled": False}}
+    process = start_process(tmp_path / "data", sections, "--workers", "1", port=port)
+    try:
+        answer = http_get(process.url + "/pypi/simple/alpha/", timeout=20)
+        assert answer.status == 502 and b"HTTP 508" in answer.body
+        # Refused at once, not after recursing through every connection slot until the first-byte timeout.
+        assert "failed (HTTP 508 from" in process.log_path.read_text()
     finally:
         process.terminate()

@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAX_PATH_LENGTH = 1024
+LOOP_MESSAGE = (
+    "this request comes from this very pkgcache: its configuration loops back to itself (an upstream, or the address "
+    "of a load balancer in front of it, that reaches this instance)"
+)
 # Encoded forms of the characters that could change a path's meaning once decoded: dot, slash, backslash, NUL.
 _ENCODED_SEPARATOR = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
 # Every refusal below needs one of these: an escape, a backslash, a NUL, a dot segment or a doubled slash.
@@ -88,16 +92,29 @@ class RequestCycle:
     """Wraps every handler of the application; the wrapping is done once, when a route is added."""
 
     def __init__(
-        self, access_log: AccessLog, stats: RequestStats, users: dict[str, str], hand_over: Handler | None = None
+        self,
+        access_log: AccessLog,
+        stats: RequestStats,
+        users: dict[str, str],
+        hand_over: Handler | None = None,
+        loop_mark: str = "",
     ) -> None:
         self.access_log = access_log
         self.stats = stats
         self.users = users
         # In a worker that only reads the cache: how a request it cannot answer goes to the worker that writes.
         self.hand_over = hand_over
+        # What this instance's own upstream requests carry in their User-Agent (config.ServerConfig.loop_mark).
+        self.loop_mark = loop_mark
 
     def wrap(self, handler: Handler) -> Handler:
-        stats, users, hand_over, account = self.stats, self.users, self.hand_over, self.account
+        stats, users, hand_over, account, loop_mark = (
+            self.stats,
+            self.users,
+            self.hand_over,
+            self.account,
+            self.loop_mark,
+        )
 
         @functools.wraps(handler)
         async def around(request: web.Request) -> web.StreamResponse:
@@ -109,6 +126,8 @@ class RequestCycle:
                 reason = hostile_path_reason(request.raw_path)
                 if reason is not None:
                     response = plain_error(400, f"refused path: {reason}")
+                elif loop_mark and loop_mark in request.headers.get("User-Agent", ""):
+                    response = plain_error(508, LOOP_MESSAGE)
                 elif users and needs_credentials(users, request):
                     response = plain_error(
                         401, "this pkgcache asks for a user name and password", **{"WWW-Authenticate": READ_REALM}

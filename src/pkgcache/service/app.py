@@ -62,7 +62,9 @@ ACCESS_LOG_KEY = web.AppKey("access_log", AccessLog)
 DATA_DIR_CHECK_KEY = web.AppKey("data_dir_check", DataDirCheck)
 
 
-def make_pool(upstreams: list[tuple[str, str, int | None, float]], policy: UpstreamPolicy) -> UpstreamPool:
+def make_pool(
+    upstreams: list[tuple[str, str, int | None, float]], policy: UpstreamPolicy, loop_mark: str = ""
+) -> UpstreamPool:
     members = [
         Upstream(name=name, base_url=url, max_connections=cap or policy.max_connections, range_interval=interval)
         for name, url, cap, interval in upstreams
@@ -70,7 +72,7 @@ def make_pool(upstreams: list[tuple[str, str, int | None, float]], policy: Upstr
     return UpstreamPool(
         members,
         UpstreamPolicySettings(
-            user_agent=policy.user_agent,
+            user_agent=f"{policy.user_agent} ({loop_mark})" if loop_mark else policy.user_agent,
             connect_timeout=policy.connect_timeout,
             read_timeout=policy.read_timeout,
             cooldown=policy.cooldown,
@@ -85,12 +87,12 @@ def make_pool(upstreams: list[tuple[str, str, int | None, float]], policy: Upstr
     )
 
 
-def _pypi_pool(upstreams: list[PypiUpstream], policy: UpstreamPolicy) -> UpstreamPool:
-    return make_pool([(u.name, u.url, u.max_connections, u.range_interval) for u in upstreams], policy)
+def _pypi_pool(upstreams: list[PypiUpstream], policy: UpstreamPolicy, loop_mark: str) -> UpstreamPool:
+    return make_pool([(u.name, u.url, u.max_connections, u.range_interval) for u in upstreams], policy, loop_mark)
 
 
-def _conda_pool(upstreams: list[CondaUpstream], policy: UpstreamPolicy) -> UpstreamPool:
-    return make_pool([(u.name, u.pkgs_url, u.max_connections, 0.0) for u in upstreams], policy)
+def _conda_pool(upstreams: list[CondaUpstream], policy: UpstreamPolicy, loop_mark: str) -> UpstreamPool:
+    return make_pool([(u.name, u.pkgs_url, u.max_connections, 0.0) for u in upstreams], policy, loop_mark)
 
 
 def _pypi_index(settings: Settings, pool: UpstreamPool, store: CacheStore, downloader: Downloader) -> IndexSource:
@@ -122,7 +124,11 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
     access_log = app[ACCESS_LOG_KEY] = AccessLog()
     # Made before any route: every handler is wrapped in it as its route is added.
     cycle = app[REQUEST_CYCLE_KEY] = RequestCycle(
-        access_log, RequestStats(), settings.access.users, hand_over=forwarder.forward if forwarder else None
+        access_log,
+        RequestStats(),
+        settings.access.users,
+        hand_over=forwarder.forward if forwarder else None,
+        loop_mark=settings.server.loop_mark(),
     )
     store = app[STORE_KEY] = CacheStore(settings.server.data_dir, writable=not reads_only)
     # The cache's size keeper lives where the cache is written, and hears of every file committed.
@@ -177,9 +183,9 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
 def _pools(settings: Settings) -> dict[str, UpstreamPool]:
     pools: dict[str, UpstreamPool] = {}
     if settings.pypi.enabled:
-        pools["pypi"] = _pypi_pool(settings.pypi.upstreams, settings.upstream)
+        pools["pypi"] = _pypi_pool(settings.pypi.upstreams, settings.upstream, settings.server.loop_mark())
     if settings.conda.enabled:
-        pools["conda"] = _conda_pool(settings.conda.upstreams, settings.upstream)
+        pools["conda"] = _conda_pool(settings.conda.upstreams, settings.upstream, settings.server.loop_mark())
     return pools
 
 
