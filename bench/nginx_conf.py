@@ -88,3 +88,37 @@ def cache_conf(prefix: Path, port: int, upstream_port: int, access_log: Path) ->
     }}
 }}
 """
+
+
+def mirror_conf(prefix: Path, root: Path, port: int, access_log: Path) -> str:
+    """A TUNA-like mirror: static pages and files, Range on (nginx's default), every byte sent logged.
+
+    `$bytes_sent` counts headers and body as they left nginx, including a download cut short by the client.
+    """
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    return f"""{user}worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    types {{ application/octet-stream whl; text/html html; }}
+    default_type application/octet-stream;
+    log_format mirror '$msec $request_method $uri $status $bytes_sent "$http_range"';
+    access_log {access_log} mirror;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 65;
+    keepalive_requests 1000000;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy_temp;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location /simple/ {{ index index.html; }}
+    }}
+}}
+"""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-ALL_SCENARIOS = ("install", "cold_miss", "herd", "warm_page", "warm_file", "conda", "memory")
+ALL_SCENARIOS = ("install", "cold_miss", "herd", "warm_page", "warm_file", "conda", "resolution", "shards", "memory")
 PROXIES = ("pkgcache", "nginx-cache", "devpi", "proxpi")
 
 

@@ -14,7 +14,6 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from bench import load
 from bench.common import MAIN_PYTHON, WORK, clean_env, log
@@ -32,40 +31,17 @@ from bench.prepare_pypi import (
     pinned,
 )
 from bench.procs import MemorySampler, TreeMemory, tree_memory
+from bench.resolution import resolution_table
+from bench.shards import shards_table
 from bench.systems import Devpi, NginxCache, Pkgcache, Proxpi, System, Upstream
+from bench.tables import DIRECT, Table, metric
 from bench.venvs import ensure_venv
 
-DIRECT = "direct (upstream)"
 STATIC_COPY = "nginx static, pkgcache's bytes"
 INSTALL_TIMEOUT = 600
 # Installs unpack into memory: on this machine's disk, write-back stalls varied a 2 s install by 5 s from run to run,
 # drowning the proxy's share; tmpfs leaves the index and download path as the difference between systems.
 INSTALL_SCRATCH = Path("/dev/shm") / f"pkgcache-bench-{os.getpid()}"
-
-
-@dataclass
-class Table:
-    title: str
-    description: str
-    metrics: list[dict[str, str]]
-    rows: dict[str, dict[str, list[Any]] | None] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    def add(self, system: str, key: str, value: Any) -> None:
-        row = self.rows.setdefault(system, {})
-        assert row is not None
-        row.setdefault(key, []).append(value)
-
-    def not_applicable(self, system: str) -> None:
-        self.rows[system] = None
-
-    def as_dict(self) -> dict:
-        return {"title": self.title, "description": self.description, "metrics": self.metrics, "rows": self.rows,
-                "notes": self.notes}  # fmt: skip
-
-
-def metric(key: str, label: str, better: str) -> dict[str, str]:
-    return {"key": key, "label": label, "better": better}
 
 
 @dataclass
@@ -333,6 +309,16 @@ class Bench:
                 table.add(name, f"{key}_{state}_s", got.total_s if ok else None)
         herd = load.curl_herd(system.conda_url(subdir, "repodata.json") or "", 4)
         table.add(name, "json_warm_x4_s", max(r.total_s for r in herd) if all(r.status == 200 for r in herd) else None)
+
+    # --- 8. resolution against a mirror without metadata (issue 11; its own mirror and systems) ---
+
+    def scenario_resolution(self) -> None:
+        self.tables["resolution"] = resolution_table(self.plan, self.run_dir, self.errors)
+
+    # --- 9. a conda solve with shards made here (issue 12; its own pkgcache instances) ---
+
+    def scenario_shards(self) -> None:
+        self.tables["shards"] = shards_table(self.plan, self.run_dir, self.upstream, self.errors)
 
     # --- 7. memory ---
 
