@@ -11,14 +11,18 @@ pkgcache's whole process tree, builder included, sampled every 0.1 s during the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import procs
 from bench.common import MAIN_PYTHON, REPO, clean_env, log
 from bench.plan import Plan
 from bench.prepare_shards import CHANNEL, SPECS, prepare_shard_channel
@@ -52,7 +56,8 @@ def shards_table(plan: Plan, run_dir: Path, upstream: Upstream, errors: list[str
         "cold solve; build = the builder's own time, from pkgcache's log.",
         [metric("cold_mb", "cold MB", "lower"), metric("cold_s", "cold (s)", "lower"),
          metric("warm_mb", "warm MB", "lower"), metric("warm_s", "warm (s)", "lower"),
-         metric("peak_mb", "peak PSS, cold (MB)", "lower"), metric("build_s", "build (s)", "lower")],
+         metric("peak_mb", "peak PSS, cold (MB)", "lower"),
+         metric("builder_mb", "builder's own peak PSS (MB)", "lower"), metric("build_s", "build (s)", "lower")],
     )  # fmt: skip
     sampler = MemorySampler()
     sampler.start()
@@ -73,7 +78,7 @@ def _mode_cells(table: Table, row: str, mode: str, folder: Path, upstream: Upstr
     window = f"shards-{mode}-{run}"
     sampler.watch("pkgcache", system.proc)
     try:
-        with sampler.window(window):
+        with sampler.window(window), builder_peak(system.proc.pid) as builder:
             cold = _solve(system, mode, folder / "client-cold", errors)
         sampler.watch("pkgcache", None)
         warm = _solve(system, mode, folder / "client-warm", errors)
@@ -86,9 +91,38 @@ def _mode_cells(table: Table, row: str, mode: str, folder: Path, upstream: Upstr
         _check_paths(mode, state, got, errors)
     peak = sampler.windows[window].get("pkgcache")
     table.add(row, "peak_mb", round(peak / 1024, 1) if peak else None)
+    table.add(row, "builder_mb", round(builder[0] / 1024, 1) if builder[0] else None)
     table.add(row, "build_s", _build_seconds(system.run_dir / "server.log") if mode == "sharded" else None)
     log(f"shards: {mode}: cold {cold.seconds}s {cold.bytes_to_client / 1e6:.2f} MB, warm {warm.seconds}s "
         f"{warm.bytes_to_client / 1e6:.2f} MB, peak {peak and peak / 1024:.0f} MB")  # fmt: skip
+
+
+@contextlib.contextmanager
+def builder_peak(root: int, interval: float = 0.1) -> Iterator[list[int]]:
+    """The largest PSS (kB) of the shard builder alone: the spawned process (multiprocessing) under `root`."""
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(interval):
+            for pid in procs.descendants(root):
+                if _is_spawned_child(pid):
+                    peak[0] = max(peak[0], procs.memory_kb(pid, "Pss"))
+
+    thread = threading.Thread(target=sample, name="builder-sampler", daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _is_spawned_child(pid: int) -> bool:
+    try:
+        return b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _solve(system: Pkgcache, mode: str, cache_dir: Path, errors: list[str]) -> Solve:
