@@ -122,3 +122,16 @@ http {{
     }}
 }}
 """
+
+
+def drip_conf(prefix: Path, root: Path, port: int, access_log: Path, rate: int) -> str:
+    """The bench's upstream tree sent at `rate` bytes/s per connection: a mirror that throttles or is failing."""
+    return _common(prefix, access_log) + f"""
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        limit_rate {rate};
+        location /simple/ {{ index index.html; }}
+    }}
+}}
+"""

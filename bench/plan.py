@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-ALL_SCENARIOS = ("install", "cold_miss", "herd", "warm_page", "warm_file", "conda", "resolution", "shards", "memory")
+ALL_SCENARIOS = (
+    "install", "cold_miss", "herd", "warm_page", "warm_file", "conda", "resolution", "shards", "faults", "memory",
+)  # fmt: skip
 PROXIES = ("pkgcache", "nginx-cache", "devpi", "proxpi")
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bench import load
 from bench.common import MAIN_PYTHON, WORK, clean_env, log
+from bench.faults import faults_table
 from bench.plan import Plan
 from bench.prepare_conda import COLD_SUBDIRS
 from bench.prepare_pypi import (
@@ -319,6 +320,11 @@ class Bench:
 
     def scenario_shards(self) -> None:
         self.tables["shards"] = shards_table(self.plan, self.run_dir, self.upstream, self.errors)
+
+    # --- 10. faults under load (issue 9; its own pkgcache instances and a dripping mirror) ---
+
+    def scenario_faults(self) -> None:
+        self.tables["faults"] = faults_table(self.plan, self.run_dir, self.upstream, self.errors)
 
     # --- 7. memory ---
 
