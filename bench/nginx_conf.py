@@ -135,3 +135,17 @@ def drip_conf(prefix: Path, root: Path, port: int, access_log: Path, rate: int) 
     }}
 }}
 """
+
+
+def single_process_conf(prefix: Path, root: Path, port: int, access_log: Path) -> str:
+    """The static upstream as one process (no master): what valgrind counts, or a pinned single worker."""
+    single = "worker_processes 1;\nmaster_process off;\n"
+    common = _common(prefix, access_log).replace("worker_processes auto;\n", single)
+    return common + f"""
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location /simple/ {{ index index.html; }}
+    }}
+}}
+"""

@@ -139,6 +139,7 @@ class Pkgcache(System):
         server: dict[str, str | int | float] | None = None,
         channels: tuple[str, ...] = (CHANNEL,),
         sections: str = "",
+        env: dict[str, str] | None = None,
     ) -> None:
         super().__init__(name, run_dir, conda=True)
         self.upstream = upstream
@@ -146,6 +147,7 @@ class Pkgcache(System):
         self.server = server or {}  # [server] settings other than the defaults (workers, log_level)
         self.channels = channels
         self.sections = sections  # more TOML, after the other sections (e.g. [upstream] for the faults scenario)
+        self.env = env or {}  # more environment (e.g. LD_PRELOAD for bench/page_cost.py's clock counter)
 
     @property
     def index_url(self) -> str:
@@ -179,7 +181,7 @@ class Pkgcache(System):
         if self.variant:
             command = [str(MAIN_PYTHON), "-m", "bench.pkgcache_variant", self.variant]
         argv = [*command, "serve", "--config", str(config)]
-        return procs.start(self.name, argv, self.run_dir / "server.log", clean_env(PYTHONPATH=str(REPO)))
+        return procs.start(self.name, argv, self.run_dir / "server.log", clean_env(PYTHONPATH=str(REPO), **self.env))
 
 
 class Proxpi(System):
