@@ -63,7 +63,8 @@ class CellCpu:
 def wrk_with_cpu(url: str, connections: int, seconds: float, server_pid: int | None, accept: str | None = None,
                  wrk_cpus: str | None = None) -> CellCpu:  # fmt: skip
     """One wrk run (optionally pinned to `wrk_cpus` with taskset), with the CPU it and the server used."""
-    command = ["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{seconds:g}s", "--latency",
+    duration = f"{max(1, round(seconds))}s"  # wrk takes whole seconds
+    command = ["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", duration, "--latency",
                "--timeout", "30s"]  # fmt: skip
     if accept:
         command += ["-H", f"Accept: {accept}"]

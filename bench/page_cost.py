@@ -41,6 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.page_cost")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--spread-runs", type=int, default=20)
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     upstream = Upstream("upstream", OUT / "upstream")
@@ -49,7 +50,7 @@ def main() -> None:
     try:
         static_url = _static_copy(upstream)
         results["cells"] = _cells(upstream, static_url, args.seconds, args.runs)
-        results["spread"] = _spread(upstream, args.seconds, runs=8)
+        results["spread"] = _spread(upstream, 2, runs=args.spread_runs)
         results["clock_read_ns"] = clock_read_ns()
         results["clock_reads"] = native_clock_reads(upstream, args.seconds)
         if instructions.available():
@@ -180,31 +181,39 @@ def _pin_tree(pid: int, cpus: str) -> None:
 # --- SO_REUSEPORT: how wrk's connections land on the workers ---
 
 
-def _spread(upstream: Upstream, seconds: float, runs: int) -> list[dict[str, Any]]:
-    """Each run: a new wrk (new source ports), the connections each worker holds, and req/s."""
-    found: list[dict[str, Any]] = []
+def _spread(upstream: Upstream, seconds: float, runs: int) -> dict[str, list[dict[str, Any]]]:
+    """Each run: a new wrk (new source ports), the connections each server process holds, each one's share of the
+    server's CPU, and req/s; for pkgcache (2 workers) and the nginx upstream (2 workers, `listen ... reuseport`)."""
+    found: dict[str, list[dict[str, Any]]] = {"pkgcache": [], "nginx static": []}
     with _pkgcache(upstream) as (system, page):
-        assert system.proc is not None
+        assert system.proc is not None and upstream.proc is not None
         for _ in range(runs):
-            holder: dict[str, list[int]] = {}
-            sampler = _sample_spread_later(system.port, seconds / 2, holder)
-            cell = _cell(page, system.proc.pid, seconds)
-            sampler.join()
-            found.append({"connections_per_worker": holder.get("counts", []), "requests_per_s": cell.requests_per_s})
-            log(f"spread: {holder.get('counts')} -> {cell.requests_per_s:,.0f} req/s")
+            found["pkgcache"].append(_spread_run(system.proc.pid, system.port, page, seconds))
+            found["nginx static"].append(
+                _spread_run(upstream.proc.pid, upstream.port, f"{upstream.base}/static/bench-page.json", seconds)
+            )
+    for name, rows in found.items():
+        log(f"spread, {name}: " + ", ".join(f"{r['connections_per_worker']} {r['requests_per_s']:,.0f}" for r in rows))
     return found
 
 
-def _sample_spread_later(port: int, delay: float, holder: dict[str, list[int]]) -> Any:
+def _spread_run(root: int, port: int, url: str, seconds: float) -> dict[str, Any]:
     import threading
 
-    def sample() -> None:
-        time.sleep(delay)
-        holder["counts"] = connections_per_process(port)
-
-    thread = threading.Thread(target=sample, daemon=True)
+    members = [pid for pid in procs.descendants(root) if pid != root] or [root]
+    before = {pid: cpu.tree_cpu_seconds(pid) for pid in members}
+    holder: dict[str, list[int]] = {}
+    thread = threading.Thread(target=lambda: (time.sleep(seconds / 2), holder.update(c=connections_per_process(port))))
     thread.start()
-    return thread
+    cell = _cell(url, root, seconds)
+    thread.join()
+    used = sorted((cpu.tree_cpu_seconds(pid) - before[pid] for pid in members), reverse=True)
+    return {
+        "connections_per_worker": holder.get("c", []),
+        "cpu_share_per_worker": [round(u / max(sum(used), 1e-9), 2) for u in used],
+        "requests_per_s": cell.requests_per_s,
+        "others_pct": cell.others_pct,
+    }
 
 
 def connections_per_process(port: int) -> list[int]:
