@@ -17,8 +17,10 @@ from dataclasses import asdict, dataclass
 
 from bench import load, procs
 from bench.common import clean_env
+from bench.tables import Table, metric
 
 TICK = os.sysconf("SC_CLK_TCK")
+COST_CONNECTIONS = 16  # the warm-page cells whose CPU is accounted (the headline's column)
 # /proc/stat's cpu line: user nice system idle iowait irq softirq steal (guest time is counted inside user).
 STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 
@@ -63,6 +65,12 @@ class CellCpu:
 def wrk_with_cpu(url: str, connections: int, seconds: float, server_pid: int | None, accept: str | None = None,
                  wrk_cpus: str | None = None) -> CellCpu:  # fmt: skip
     """One wrk run (optionally pinned to `wrk_cpus` with taskset), with the CPU it and the server used."""
+    return wrk_measured(url, connections, seconds, server_pid, accept, wrk_cpus)[1]
+
+
+def wrk_measured(url: str, connections: int, seconds: float, server_pid: int | None, accept: str | None = None,
+                 wrk_cpus: str | None = None) -> tuple[load.WrkResult, CellCpu]:  # fmt: skip
+    """wrk's own result and the CPU accounting of the same run."""
     duration = f"{max(1, round(seconds))}s"  # wrk takes whole seconds
     command = ["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", duration, "--latency",
                "--timeout", "30s"]  # fmt: skip
@@ -84,7 +92,7 @@ def wrk_with_cpu(url: str, connections: int, seconds: float, server_pid: int | N
     total = sum(deltas.values()) or 1
     busy_s = (deltas["user"] + deltas["nice"] + deltas["system"] + deltas["irq"] + deltas["softirq"]) / TICK
     others_s = max(0.0, busy_s - (server_cpu or 0.0) - wrk_cpu)
-    return CellCpu(
+    return result, CellCpu(
         requests_per_s=round(result.requests_per_s),
         errors=result.errors,
         p99_ms=result.p99_ms,
@@ -99,3 +107,23 @@ def wrk_with_cpu(url: str, connections: int, seconds: float, server_pid: int | N
 def _children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def page_cost_table() -> Table:
+    return Table(
+        "1b. What a warm page costs, and what else ran",
+        f"The @{COST_CONNECTIONS} cells of table 1, with the CPU accounting of bench/cpu.py: server and wrk = CPU "
+        "microseconds (user + system) per request served; others = the share of the machine's CPU time taken by "
+        "processes other than the server and wrk during the cell; steal = the share the hypervisor gave to other "
+        "guests. instructions = user-space instructions per request counted by callgrind (pkgcache with 1 worker, "
+        "nginx as 1 process, wrk with 16 connections for 8 s), and clock reads = clock_gettime/gettimeofday calls "
+        "per request in the same count: these two do not depend on the machine's speed or load.",
+        [metric("server_us", "server CPU µs/req", "lower"), metric("wrk_us", "wrk CPU µs/req", "lower"),
+         metric("others_pct", "others %", "lower"), metric("steal_pct", "steal %", "lower"),
+         metric("instructions", "instructions/req", "lower"), metric("clock_reads", "clock reads/req", "lower")],
+    )  # fmt: skip
+
+
+def add_cell_cost(table: Table, row: str, cell: CellCpu) -> None:
+    for key in ("server_us", "wrk_us", "others_pct", "steal_pct"):
+        table.add(row, key, getattr(cell, key))

@@ -15,9 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import load
+from bench import cpu, instructions, load
 from bench.common import MAIN_PYTHON, WORK, clean_env, log
+from bench.cpu import COST_CONNECTIONS, add_cell_cost, page_cost_table
 from bench.faults import faults_table
+from bench.page_cost import count_both
 from bench.plan import Plan
 from bench.prepare_conda import COLD_SUBDIRS
 from bench.prepare_pypi import (
@@ -221,7 +223,20 @@ class Bench:
         targets[STATIC_COPY] = self._static_copy(targets["pkgcache"])
         sizes = {name: len(load.fetch(url, accept=load.PIP_ACCEPT)) for name, url in targets.items()}
         table.notes.append("page bytes: " + ", ".join(f"{n} {s}" for n, s in sizes.items()))
-        self._wrk_table(table, targets, conns, load.PIP_ACCEPT, "rps", lambda r: r.requests_per_s)
+        cost = self.tables["page_cost"] = page_cost_table()
+        pids = {name: self._server_pid(name) for name in targets}
+        self._wrk_table(table, targets, conns, load.PIP_ACCEPT, "rps", lambda r: r.requests_per_s, (pids, cost))
+        if instructions.available() and "pkgcache" in self.systems:
+            counted = count_both(self.upstream, self.run_dir / "callgrind")
+            for name, row in (("pkgcache", "pkgcache"), ("nginx static", STATIC_COPY)):
+                cost.add(row, "instructions", counted[name]["per_request"])
+                cost.add(row, "clock_reads", round(counted[name]["clock_calls"] / max(1, counted[name]["requests"]), 2))
+        else:
+            cost.notes.append("valgrind is not installed here: no instruction counts (apt-get install valgrind)")
+
+    def _server_pid(self, name: str) -> int | None:
+        system = self.systems.get(name) or self.upstream  # direct and the static copy: the upstream nginx
+        return system.proc.pid if system.proc else None
 
     def _static_copy(self, pkgcache_url: str) -> str:
         folder = UPSTREAM_ROOT / "static"
@@ -230,11 +245,17 @@ class Bench:
         return f"{self.upstream.base}/static/bench-page.json"
 
     def _wrk_table(self, table: Table, targets: dict[str, str], conns: tuple[int, ...], accept: str | None,
-                   prefix: str, value: Callable[[load.WrkResult], float]) -> None:  # fmt: skip
+                   prefix: str, value: Callable[[load.WrkResult], float],
+                   cost: tuple[dict[str, int | None], Table] | None = None) -> None:  # fmt: skip
+        """wrk on every target; with `cost`, the CPU accounting of every @16 cell too (bench/cpu.py)."""
         for _ in range(self.plan.runs):
             for c in conns:
                 for name, url in targets.items():
-                    result = load.wrk(url, c, self.plan.wrk_seconds, accept)
+                    if cost is not None and c == COST_CONNECTIONS:
+                        result, spent = cpu.wrk_measured(url, c, self.plan.wrk_seconds, cost[0][name], accept)
+                        add_cell_cost(cost[1], name, spent)
+                    else:
+                        result = load.wrk(url, c, self.plan.wrk_seconds, accept)
                     good = result.errors == 0
                     if not good:
                         self.errors.append(f"{table.title}: {name} @{c}: {result.errors} errors")
