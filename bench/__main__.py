@@ -14,6 +14,8 @@ from bench.common import RESULTS_JSON, log, write_json
 from bench.plan import ALL_SCENARIOS, PROXIES, make_plan
 from bench.prepare_conda import prepare_conda
 from bench.prepare_pypi import prepare_pypi
+from bench.prepare_shards import prepare_shard_channel
+from bench.resolution_mirror import prepare_resolution_mirror
 from bench.scenarios import Bench
 from bench.venvs import ensure_venv
 
@@ -36,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     _check_tools()
     prepare_pypi()
     prepare_conda()
+    prepare_resolution_mirror()
+    prepare_shard_channel()
     for group in ("devpi", "proxpi", "clients"):
         ensure_venv(group)
     if args.prepare_only:

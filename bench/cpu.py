@@ -33,7 +33,12 @@ def machine_ticks() -> dict[str, int]:
 
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of `pid` and every process below it (those alive now)."""
-    total = 0
+    return sum(tree_cpu_split(pid))
+
+
+def tree_cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of `pid` and every process below it: the interpreter's work, the kernel's."""
+    user = system = 0
     for member in procs.descendants(pid):
         try:
             with open(f"/proc/{member}/stat", "rb") as handle:
@@ -41,8 +46,8 @@ def tree_cpu_seconds(pid: int) -> float:
         except OSError:
             continue
         fields = stat[stat.rindex(b")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of the whole line)
-    return total / TICK
+        user, system = user + int(fields[11]), system + int(fields[12])  # utime, stime (fields 14 and 15)
+    return user / TICK, system / TICK
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ class CellCpu:
     errors: int
     p99_ms: float | None
     server_us: float | None
+    server_user_us: float | None  # of server_us: in the server's own code (the rest is the kernel's, for it)
     wrk_us: float | None
     others_pct: float  # share of the machine's CPU time used by processes other than server and wrk
     steal_pct: float  # share taken by the hypervisor for other guests
@@ -78,14 +84,16 @@ def wrk_measured(url: str, connections: int, seconds: float, server_pid: int | N
         command += ["-H", f"Accept: {accept}"]
     if wrk_cpus:
         command = ["taskset", "-c", wrk_cpus, *command]
-    server_before = tree_cpu_seconds(server_pid) if server_pid else 0.0
+    server_before = tree_cpu_split(server_pid) if server_pid else (0.0, 0.0)
     machine_before, children_before = machine_ticks(), _children_cpu_seconds()
     child = subprocess.Popen([*command, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env=clean_env())  # fmt: skip
     out, _ = child.communicate(timeout=seconds + 60)
     wrk_cpu = _children_cpu_seconds() - children_before  # wrk is the only child reaped meanwhile
     machine_after = machine_ticks()
-    server_cpu = (tree_cpu_seconds(server_pid) - server_before) if server_pid else None
+    server_after = tree_cpu_split(server_pid) if server_pid else (0.0, 0.0)
+    server_user = server_after[0] - server_before[0]
+    server_cpu = (sum(server_after) - sum(server_before)) if server_pid else None
     result = load.parse_wrk(out)
     served = result.requests_per_s * result.duration_s
     deltas = {key: machine_after[key] - machine_before[key] for key in STAT_FIELDS}
@@ -97,6 +105,7 @@ def wrk_measured(url: str, connections: int, seconds: float, server_pid: int | N
         errors=result.errors,
         p99_ms=result.p99_ms,
         server_us=round(server_cpu / served * 1e6, 2) if server_cpu is not None and served else None,
+        server_user_us=round(server_user / served * 1e6, 2) if server_cpu is not None and served else None,
         wrk_us=round(wrk_cpu / served * 1e6, 2) if served else None,
         others_pct=round(100 * others_s * TICK / total, 1),
         steal_pct=round(100 * deltas["steal"] / total, 1),
@@ -113,17 +122,19 @@ def page_cost_table() -> Table:
     return Table(
         "1b. What a warm page costs, and what else ran",
         f"The @{COST_CONNECTIONS} cells of table 1, with the CPU accounting of bench/cpu.py: server and wrk = CPU "
-        "microseconds (user + system) per request served; others = the share of the machine's CPU time taken by "
-        "processes other than the server and wrk during the cell; steal = the share the hypervisor gave to other "
-        "guests. instructions = user-space instructions per request counted by callgrind (pkgcache with 1 worker, "
-        "nginx as 1 process, wrk with 16 connections for 8 s), and clock reads = clock_gettime/gettimeofday calls "
-        "per request in the same count: these two do not depend on the machine's speed or load.",
-        [metric("server_us", "server CPU µs/req", "lower"), metric("wrk_us", "wrk CPU µs/req", "lower"),
+        "microseconds (user + system) per request served, and of the server's, the part in its own code (user "
+        "space; the rest is the kernel working for it: sockets, copies); others = the share of the machine's CPU "
+        "time taken by processes other than the server and wrk during the cell; steal = the share the hypervisor "
+        "gave to other guests. instructions = user-space instructions per request counted by callgrind (pkgcache "
+        "with 1 worker, nginx as 1 process, wrk with 16 connections for 8 s), and clock reads = clock_gettime and "
+        "gettimeofday calls per request in the same count: these two do not depend on the machine's speed or load.",
+        [metric("server_us", "server CPU µs/req", "lower"), metric("server_user_us", "of which user space", "lower"),
+         metric("wrk_us", "wrk CPU µs/req", "lower"),
          metric("others_pct", "others %", "lower"), metric("steal_pct", "steal %", "lower"),
          metric("instructions", "instructions/req", "lower"), metric("clock_reads", "clock reads/req", "lower")],
     )  # fmt: skip
 
 
 def add_cell_cost(table: Table, row: str, cell: CellCpu) -> None:
-    for key in ("server_us", "wrk_us", "others_pct", "steal_pct"):
+    for key in ("server_us", "server_user_us", "wrk_us", "others_pct", "steal_pct"):
         table.add(row, key, getattr(cell, key))

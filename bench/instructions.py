@@ -49,7 +49,7 @@ def callgrind_argv(out_dir: Path, argv: list[str]) -> list[str]:
             f"--callgrind-out-file={out_dir}/callgrind.%p", *argv]  # fmt: skip
 
 
-def count_requests(proc: procs.Proc, url: str, out_dir: Path, seconds: float = 8, connections: int = 4,
+def count_requests(proc: procs.Proc, url: str, out_dir: Path, seconds: float = 8, connections: int = 16,
                    accept: str | None = load.PIP_ACCEPT) -> Count:  # fmt: skip
     """Instructions `proc` (started with `callgrind_argv`) executes while wrk loads `url` for `seconds`."""
     for old in out_dir.glob("callgrind.*"):

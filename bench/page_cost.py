@@ -83,7 +83,8 @@ def _cells(upstream: Upstream, static_url: str, seconds: float, runs: int) -> di
 
     def add(name: str, cell: cpu.CellCpu) -> None:
         cells.setdefault(name, []).append(cell.as_dict())
-        log(f"{name}: {cell.requests_per_s:,.0f} req/s, server {cell.server_us} us/req, wrk {cell.wrk_us} us/req, "
+        log(f"{name}: {cell.requests_per_s:,.0f} req/s, server {cell.server_us} us/req ({cell.server_user_us} user), "
+            f"wrk {cell.wrk_us} us/req, "
             f"others {cell.others_pct}%, steal {cell.steal_pct}%")  # fmt: skip
 
     variants: dict[str, dict[str, Any]] = {
@@ -341,7 +342,7 @@ def count_both(upstream: Upstream, folder: Path, seconds: float = 8) -> dict[str
 
 
 def _summary(cells: dict[str, list[dict]]) -> dict[str, dict[str, float | None]]:
-    keys = ("requests_per_s", "server_us", "wrk_us", "others_pct", "steal_pct", "idle_pct")
+    keys = ("requests_per_s", "server_us", "server_user_us", "wrk_us", "others_pct", "steal_pct", "idle_pct")
     return {name: {key: median(run[key] for run in runs) for key in keys} for name, runs in cells.items()}
 
 
