@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 import resource
 import statistics
 import subprocess
@@ -186,8 +187,8 @@ def _slowloris(system: Pkgcache, page: str) -> Outcome:
     """wrk on a cached page while SLOW_CONNECTIONS connections dribble request heads; wrk's figures."""
     wrk = _start_wrk(page, 16, SLOWLORIS_SECONDS)
     held = asyncio.run(_hold_slow_connections(system.port, SLOWLORIS_SECONDS))
-    result = load.parse_wrk(wrk.communicate(timeout=SLOWLORIS_SECONDS + 60)[0])
-    outcome = _from_wrk(result)
+    text = wrk.communicate(timeout=SLOWLORIS_SECONDS + 60)[0]
+    outcome = _from_wrk(text)
     outcome.extra["shed"] = held["shed"]
     if held["refused"]:
         outcome.errors.append(f"{held['refused']} slow connections could not even connect")
@@ -332,10 +333,11 @@ def _wrk_outcome(url: str, connections: int, seconds: float) -> Outcome:
     out, err = wrk.communicate(timeout=seconds + 60)
     if wrk.returncode != 0:
         return Outcome(errors=[f"wrk failed: {err.strip()[:200]}"])
-    return _from_wrk(load.parse_wrk(out))
+    return _from_wrk(out)
 
 
-def _from_wrk(result: load.WrkResult) -> Outcome:
+def _from_wrk(text: str) -> Outcome:
+    result = load.parse_wrk(text)
     outcome = Outcome()
     outcome.extra = {
         "requests": round(result.requests_per_s * result.duration_s),
@@ -343,6 +345,10 @@ def _from_wrk(result: load.WrkResult) -> Outcome:
         "p50_ms": result.p50_ms,
         "p99_ms": result.p99_ms,
     }
+    # wrk's "Latency  avg  stdev  max  +/- stdev" line.
+    found = re.search(r"Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s|m)\b", text)
+    if found:
+        outcome.extra["max_ms"] = float(found.group(1)) * load.TIME_UNITS[found.group(2)] * 1000
     if result.errors:
         outcome.errors.append(f"wrk saw {result.errors} errors")
     return outcome
