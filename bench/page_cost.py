@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import ctypes
 import re
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,6 +45,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--spread-runs", type=int, default=20)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # so `finally` stops every server
     OUT.mkdir(parents=True, exist_ok=True)
     upstream = Upstream("upstream", OUT / "upstream")
     upstream.start(fresh=True)
@@ -53,11 +56,12 @@ def main() -> None:
         results["spread"] = _spread(upstream, 2, runs=args.spread_runs)
         results["clock_read_ns"] = clock_read_ns()
         results["clock_reads"] = native_clock_reads(upstream, args.seconds)
+        results["dear_clock"] = dear_clock(upstream, args.seconds, args.runs)
         if instructions.available():
             results["callgrind"] = count_both(upstream, OUT / "callgrind")
     finally:
         upstream.stop()
-    results["summary"] = _summary(results["cells"])
+    results["summary"] = _summary(results["cells"] | results["dear_clock"])
     write_json(RESULTS, results)
     log(f"wrote {RESULTS.relative_to(REPO)}")
 
@@ -250,11 +254,41 @@ def clock_read_ns(calls: int = 200_000) -> dict[str, float]:
             "clocksource": source.read_text().strip() if source.exists() else "unknown"}  # fmt: skip
 
 
-def native_clock_reads(upstream: Upstream, seconds: float) -> dict[str, float]:
-    """Clock reads per request at full speed (bench/clockcount.c preloaded): pkgcache's tree and nginx's."""
+def _clock_shim() -> Path:
     shim = OUT / "libclockcount.so"
     subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(shim), str(BENCH_DIR / "clockcount.c"), "-ldl",
                     "-lpthread"], check=True)  # fmt: skip
+    return shim
+
+
+def dear_clock(upstream: Upstream, seconds: float, runs: int) -> dict[str, list[dict]]:
+    """pkgcache (as shipped) and nginx (2 workers) with every clock read made DELAY ns dearer, as on a VM whose
+    clock source the hypervisor emulates: CPU per request and req/s."""
+    shim = _clock_shim()
+    cells: dict[str, list[dict]] = {}
+    for delay in (0, 1000, 5000):
+        env = {"LD_PRELOAD": str(shim), "CLOCKCOUNT_DIR": str(OUT / "clock-counts"), "CLOCKCOUNT_DELAY_NS": str(delay)}
+        system = Pkgcache("pkgcache-dear-clock", OUT / "dear-clock", upstream, env=env)
+        system.start(fresh=True)
+        nginx, url = _clock_counted_nginx(env, single=False)
+        try:
+            assert system.proc is not None
+            page = _warm(system)
+            for _ in range(runs):
+                for name, target, pid in (("pkgcache", page, system.proc.pid), ("nginx static", url, nginx.pid)):
+                    cell = _cell(target, pid, seconds)
+                    cells.setdefault(f"{name}, clock read +{delay} ns", []).append(cell.as_dict())
+                    log(f"{name}, clock read +{delay} ns: {cell.requests_per_s:,.0f} req/s, server {cell.server_us} "
+                        f"us/req ({cell.server_user_us} user), others {cell.others_pct}%")  # fmt: skip
+        finally:
+            system.stop()
+            procs.stop(nginx)
+    return cells
+
+
+def native_clock_reads(upstream: Upstream, seconds: float) -> dict[str, float]:
+    """Clock reads per request at full speed (bench/clockcount.c preloaded): pkgcache's tree and nginx's."""
+    shim = _clock_shim()
     counts_dir = OUT / "clock-counts"
     found: dict[str, float] = {}
     env = {"LD_PRELOAD": str(shim), "CLOCKCOUNT_DIR": str(counts_dir)}
@@ -275,13 +309,15 @@ def native_clock_reads(upstream: Upstream, seconds: float) -> dict[str, float]:
     return found
 
 
-def _clock_counted_nginx(env: dict[str, str]) -> tuple[procs.Proc, str]:
+def _clock_counted_nginx(env: dict[str, str], single: bool = True) -> tuple[procs.Proc, str]:
+    """nginx serving the static tree with `env` (the clock counter preloaded): one process, or as the bench's."""
     port = free_port()
     folder = OUT / f"nginx-clock-{port}"
     for sub in ("client_body", "proxy_temp", "fastcgi", "uwsgi", "scgi"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     conf = folder / "nginx.conf"
-    conf.write_text(nginx_conf.single_process_conf(folder, UPSTREAM_ROOT, port, folder / "access.log"))
+    make_conf = nginx_conf.single_process_conf if single else nginx_conf.upstream_conf
+    conf.write_text(make_conf(folder, UPSTREAM_ROOT, port, folder / "access.log"))
     proc = procs.start("nginx-clock", instructions.nginx_argv(folder, conf), folder / "server.log",
                        clean_env(**env))  # fmt: skip
     url = f"http://{LOOPBACK}:{port}/static/bench-page.json"
