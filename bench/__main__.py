@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bash bench/run", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="one repetition, 3 s load cells (about 5 minutes)")
+    parser.add_argument("--quick", action="store_true", help="one repetition, 3 s load cells (about 8 minutes)")
     parser.add_argument("--runs", type=int, help="repetitions per cell (default 3, or 1 with --quick)")
     parser.add_argument("--only", type=lambda v: v.split(","), help=f"comma-separated subset of {ALL_SCENARIOS}")
     parser.add_argument("--systems", type=lambda v: v.split(","), help=f"subset of {PROXIES} (pkgcache always)")

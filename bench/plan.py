@@ -1,4 +1,4 @@
-"""How much a run does: the full run (about 20 minutes here) or --quick (about 5)."""
+"""How much a run does: the full run (about 25 minutes here) or --quick (about 8)."""
 
 from __future__ import annotations
 
