@@ -37,7 +37,9 @@ http {{
 
 def upstream_conf(prefix: Path, root: Path, port: int, access_log: Path) -> str:
     """The local upstream: the prepared tree as static files; herd files at a limited rate."""
-    return _common(prefix, access_log) + f"""
+    return (
+        _common(prefix, access_log)
+        + f"""
     server {{
         listen 127.0.0.1:{port} reuseport;
         root {root};
@@ -47,11 +49,14 @@ def upstream_conf(prefix: Path, root: Path, port: int, access_log: Path) -> str:
     }}
 }}
 """
+    )
 
 
 def cache_conf(prefix: Path, port: int, upstream_port: int, access_log: Path) -> str:
     """nginx as a caching proxy: what a careful admin would write (cache lock for herds, stale while updating)."""
-    return _common(prefix, access_log) + f"""
+    return (
+        _common(prefix, access_log)
+        + f"""
     proxy_cache_path {prefix}/cache levels=1:2 keys_zone=bench:64m max_size=20g inactive=7d use_temp_path=off;
     upstream local_upstream {{
         server 127.0.0.1:{upstream_port};
@@ -88,6 +93,7 @@ def cache_conf(prefix: Path, port: int, upstream_port: int, access_log: Path) ->
     }}
 }}
 """
+    )
 
 
 def mirror_conf(prefix: Path, root: Path, port: int, access_log: Path) -> str:
@@ -126,7 +132,9 @@ http {{
 
 def drip_conf(prefix: Path, root: Path, port: int, access_log: Path, rate: int) -> str:
     """The bench's upstream tree sent at `rate` bytes/s per connection: a mirror that throttles or is failing."""
-    return _common(prefix, access_log) + f"""
+    return (
+        _common(prefix, access_log)
+        + f"""
     server {{
         listen 127.0.0.1:{port};
         root {root};
@@ -135,13 +143,16 @@ def drip_conf(prefix: Path, root: Path, port: int, access_log: Path, rate: int) 
     }}
 }}
 """
+    )
 
 
 def single_process_conf(prefix: Path, root: Path, port: int, access_log: Path) -> str:
     """The static upstream as one process (no master): what valgrind counts, or a pinned single worker."""
     single = "worker_processes 1;\nmaster_process off;\n"
     common = _common(prefix, access_log).replace("worker_processes auto;\n", single)
-    return common + f"""
+    return (
+        common
+        + f"""
     server {{
         listen 127.0.0.1:{port};
         root {root};
@@ -149,3 +160,4 @@ def single_process_conf(prefix: Path, root: Path, port: int, access_log: Path) -
     }}
 }}
 """
+    )

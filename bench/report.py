@@ -146,13 +146,21 @@ def _targets(results: dict[str, Any]) -> str:
     if "warm_file" in s:
         rows = s["warm_file"]["rows"]
         for c in results["plan"]["file_connections"]:
-            add(f"warm file @{c} conn ≥ 0.8x nginx-cache",
-                ratio(_cell(rows, REFERENCE, f"mbps_c{c}"), _cell(rows, "nginx-cache", f"mbps_c{c}")), 0.8, True)
+            add(
+                f"warm file @{c} conn ≥ 0.8x nginx-cache",
+                ratio(_cell(rows, REFERENCE, f"mbps_c{c}"), _cell(rows, "nginx-cache", f"mbps_c{c}")),
+                0.8,
+                True,
+            )
     if "warm_page" in s:
         rows = s["warm_page"]["rows"]
         static = "nginx static, pkgcache's bytes"
-        add("warm page @16 conns ≥ 0.5x nginx static (same bytes)",
-            ratio(_cell(rows, REFERENCE, "rps_c16"), _cell(rows, static, "rps_c16")), 0.5, True)
+        add(
+            "warm page @16 conns ≥ 0.5x nginx static (same bytes)",
+            ratio(_cell(rows, REFERENCE, "rps_c16"), _cell(rows, static, "rps_c16")),
+            0.5,
+            True,
+        )
     if "herd" in s:
         rows = s["herd"]["rows"]
         add("herd: exactly one upstream fetch", _cell(rows, REFERENCE, "upstream_fetches"), 1, False, "{:.0f}")
@@ -165,8 +173,13 @@ def _targets(results: dict[str, Any]) -> str:
         rows = s["memory"]["rows"]
         rss = _cell(rows, REFERENCE, "peak_rss_mb")
         beside = f" (RSS summed: {rss:.0f} MB)" if rss is not None else ""
-        add("peak memory < 150 MB (PSS summed over the process tree; see 7)", _cell(rows, REFERENCE, "peak_mb"), 150,
-            False, "{:.0f} MB" + beside)
+        add(
+            "peak memory < 150 MB (PSS summed over the process tree; see 7)",
+            _cell(rows, REFERENCE, "peak_mb"),
+            150,
+            False,
+            "{:.0f} MB" + beside,
+        )
     lines = ["## Targets of issue 5", "", "| target | pkgcache | met |", "|---|---|---|"]
     marks = {True: "yes", False: "**no**", None: "—"}
     lines += [f"| {name} | {value} | {marks[ok]} |" for name, value, ok in checks]
@@ -224,7 +237,7 @@ def _across_machines(results: dict[str, Any]) -> str:
         "",
         "A page figure from a machine whose other processes took a share of the CPU, or whose clock source makes "
         "reading the time dear (see the machine table), is not comparable with this one; the instruction count "
-        "is. bench/analysis.md (\"The page figure across machines\") has the measurements behind this.",
+        'is. bench/analysis.md ("The page figure across machines") has the measurements behind this.',
         "",
     ]
     return "\n".join(lines)
