@@ -14,6 +14,8 @@ from bench.common import RESULTS_JSON, log, write_json
 from bench.plan import ALL_SCENARIOS, PROXIES, make_plan
 from bench.prepare_conda import prepare_conda
 from bench.prepare_pypi import prepare_pypi
+from bench.prepare_shards import prepare_shard_channel
+from bench.resolution_mirror import prepare_resolution_mirror
 from bench.scenarios import Bench
 from bench.venvs import ensure_venv
 
@@ -36,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     _check_tools()
     prepare_pypi()
     prepare_conda()
+    prepare_resolution_mirror()
+    prepare_shard_channel()
     for group in ("devpi", "proxpi", "clients"):
         ensure_venv(group)
     if args.prepare_only:
@@ -60,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bash bench/run", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="one repetition, 3 s load cells (about 5 minutes)")
+    parser.add_argument("--quick", action="store_true", help="one repetition, 3 s load cells (about 8 minutes)")
     parser.add_argument("--runs", type=int, help="repetitions per cell (default 3, or 1 with --quick)")
     parser.add_argument("--only", type=lambda v: v.split(","), help=f"comma-separated subset of {ALL_SCENARIOS}")
     parser.add_argument("--systems", type=lambda v: v.split(","), help=f"subset of {PROXIES} (pkgcache always)")

@@ -1,6 +1,6 @@
 """The most a single aiohttp process can do here: one page held in memory, one file, no middleware, no logging.
 
-    python -m bench.ceiling_app PORT PAGE_FILE WHEEL_FILE asyncio|uvloop
+python -m bench.ceiling_app PORT PAGE_FILE WHEEL_FILE asyncio|uvloop
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from bench.common import clean_env
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
 HTML_ACCEPT = "text/html"
 _UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
-_TIME_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+TIME_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 
 
 @dataclass
@@ -52,7 +52,7 @@ def parse_wrk(text: str) -> WrkResult:
     summary = re.search(r"(\d+) requests in ([\d.]+)(\w+), ([\d.]+)(\w+) read", text)
     if summary is None:
         raise RuntimeError(f"cannot read wrk's output:\n{text}")
-    duration = float(summary.group(2)) * _TIME_UNITS[summary.group(3)]
+    duration = float(summary.group(2)) * TIME_UNITS[summary.group(3)]
     errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", text))
     for socket_errors in re.findall(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text):
         errors += sum(int(n) for n in socket_errors)
@@ -68,7 +68,7 @@ def parse_wrk(text: str) -> WrkResult:
 
 def _percentile(text: str, label: str) -> float | None:
     found = re.search(rf"^\s+{re.escape(label)}\s+([\d.]+)(us|ms|s|m)\s*$", text, re.MULTILINE)
-    return None if found is None else float(found.group(1)) * _TIME_UNITS[found.group(2)] * 1000
+    return None if found is None else float(found.group(1)) * TIME_UNITS[found.group(2)] * 1000
 
 
 @dataclass

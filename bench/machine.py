@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 
 from bench.common import MAIN_PYTHON, REPO
@@ -18,7 +19,39 @@ def machine() -> dict[str, str | int]:
         "ram_gib": round(_meminfo_kb("MemTotal") / 1024 / 1024, 1),
         "kernel": platform.release(),
         "os": _os_name(),
+        # What makes a Python server's figures move between machines of one kind (bench/analysis.md, issue 10):
+        # how the clock is read (pkgcache reads it ~10 times per page, nginx ~0.5) and the CPU's own speed.
+        "clocksource": _read("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
+        "clock_read_ns": _clock_read_ns(),
+        "cpu_mhz": _cpuinfo("cpu MHz"),
+        "cpu_family_model": f"{_cpuinfo('cpu family')}/{_cpuinfo('model')}",
     }
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def _cpuinfo(key: str) -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.split(":", 1)[0].strip() == key:
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def _clock_read_ns(calls: int = 200_000) -> float:
+    """Nanoseconds per time.monotonic() in this Python: tens through the vDSO, hundreds or more through a system
+    call or a clock source the hypervisor must emulate."""
+    started = time.perf_counter_ns()
+    for _ in range(calls):
+        time.monotonic()
+    loop = time.perf_counter_ns()
+    for _ in range(calls):
+        pass
+    return round(((loop - started) - (time.perf_counter_ns() - loop)) / calls, 1)
 
 
 def _cpu_model() -> str:

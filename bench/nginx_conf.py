@@ -37,7 +37,9 @@ http {{
 
 def upstream_conf(prefix: Path, root: Path, port: int, access_log: Path) -> str:
     """The local upstream: the prepared tree as static files; herd files at a limited rate."""
-    return _common(prefix, access_log) + f"""
+    return (
+        _common(prefix, access_log)
+        + f"""
     server {{
         listen 127.0.0.1:{port} reuseport;
         root {root};
@@ -47,11 +49,14 @@ def upstream_conf(prefix: Path, root: Path, port: int, access_log: Path) -> str:
     }}
 }}
 """
+    )
 
 
 def cache_conf(prefix: Path, port: int, upstream_port: int, access_log: Path) -> str:
     """nginx as a caching proxy: what a careful admin would write (cache lock for herds, stale while updating)."""
-    return _common(prefix, access_log) + f"""
+    return (
+        _common(prefix, access_log)
+        + f"""
     proxy_cache_path {prefix}/cache levels=1:2 keys_zone=bench:64m max_size=20g inactive=7d use_temp_path=off;
     upstream local_upstream {{
         server 127.0.0.1:{upstream_port};
@@ -88,3 +93,71 @@ def cache_conf(prefix: Path, port: int, upstream_port: int, access_log: Path) ->
     }}
 }}
 """
+    )
+
+
+def mirror_conf(prefix: Path, root: Path, port: int, access_log: Path) -> str:
+    """A TUNA-like mirror: static pages and files, Range on (nginx's default), every byte sent logged.
+
+    `$bytes_sent` counts headers and body as they left nginx, including a download cut short by the client.
+    """
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    return f"""{user}worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    types {{ application/octet-stream whl; text/html html; }}
+    default_type application/octet-stream;
+    log_format mirror '$msec $request_method $uri $status $bytes_sent "$http_range"';
+    access_log {access_log} mirror;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 65;
+    keepalive_requests 1000000;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy_temp;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location /simple/ {{ index index.html; }}
+    }}
+}}
+"""
+
+
+def drip_conf(prefix: Path, root: Path, port: int, access_log: Path, rate: int) -> str:
+    """The bench's upstream tree sent at `rate` bytes/s per connection: a mirror that throttles or is failing."""
+    return (
+        _common(prefix, access_log)
+        + f"""
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        limit_rate {rate};
+        location /simple/ {{ index index.html; }}
+    }}
+}}
+"""
+    )
+
+
+def single_process_conf(prefix: Path, root: Path, port: int, access_log: Path) -> str:
+    """The static upstream as one process (no master): what valgrind counts, or a pinned single worker."""
+    single = "worker_processes 1;\nmaster_process off;\n"
+    common = _common(prefix, access_log).replace("worker_processes auto;\n", single)
+    return (
+        common
+        + f"""
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location /simple/ {{ index index.html; }}
+    }}
+}}
+"""
+    )

@@ -6,12 +6,14 @@ making it.
 VARIANT is one of:
   asis          no change (the same as the `pkgcache` command)
   asyncio-loop  asyncio's own event loop instead of uvloop (whose sendfile pkgcache adds)
+  gc-off        the cyclic garbage collector disabled before the workers are forked (they inherit it)
 Settings such as `server.workers` and `server.log_level` are varied through the config file instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 
 
@@ -20,6 +22,8 @@ def apply(variant: str) -> None:
         from pkgcache.service import serving
 
         serving.new_event_loop = asyncio.new_event_loop  # type: ignore[assignment]
+    elif variant == "gc-off":
+        gc.disable()
     elif variant != "asis":
         raise SystemExit(f"unknown variant {variant!r}")
 

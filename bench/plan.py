@@ -1,10 +1,12 @@
-"""How much a run does: the full run (about 20 minutes here) or --quick (about 5)."""
+"""How much a run does: the full run (about 25 minutes here) or --quick (about 8)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-ALL_SCENARIOS = ("install", "cold_miss", "herd", "warm_page", "warm_file", "conda", "memory")
+ALL_SCENARIOS = (
+    "install", "cold_miss", "herd", "warm_page", "warm_file", "conda", "resolution", "shards", "faults", "memory",
+)  # fmt: skip
 PROXIES = ("pkgcache", "nginx-cache", "devpi", "proxpi")
 
 

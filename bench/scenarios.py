@@ -14,10 +14,12 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from bench import load
+from bench import cpu, instructions, load
 from bench.common import MAIN_PYTHON, WORK, clean_env, log
+from bench.cpu import COST_CONNECTIONS, add_cell_cost, page_cost_table
+from bench.faults import faults_table
+from bench.page_cost import count_both
 from bench.plan import Plan
 from bench.prepare_conda import COLD_SUBDIRS
 from bench.prepare_pypi import (
@@ -32,40 +34,17 @@ from bench.prepare_pypi import (
     pinned,
 )
 from bench.procs import MemorySampler, TreeMemory, tree_memory
+from bench.resolution import resolution_table
+from bench.shards import shards_table
 from bench.systems import Devpi, NginxCache, Pkgcache, Proxpi, System, Upstream
+from bench.tables import DIRECT, Table, metric
 from bench.venvs import ensure_venv
 
-DIRECT = "direct (upstream)"
 STATIC_COPY = "nginx static, pkgcache's bytes"
 INSTALL_TIMEOUT = 600
 # Installs unpack into memory: on this machine's disk, write-back stalls varied a 2 s install by 5 s from run to run,
 # drowning the proxy's share; tmpfs leaves the index and download path as the difference between systems.
 INSTALL_SCRATCH = Path("/dev/shm") / f"pkgcache-bench-{os.getpid()}"
-
-
-@dataclass
-class Table:
-    title: str
-    description: str
-    metrics: list[dict[str, str]]
-    rows: dict[str, dict[str, list[Any]] | None] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    def add(self, system: str, key: str, value: Any) -> None:
-        row = self.rows.setdefault(system, {})
-        assert row is not None
-        row.setdefault(key, []).append(value)
-
-    def not_applicable(self, system: str) -> None:
-        self.rows[system] = None
-
-    def as_dict(self) -> dict:
-        return {"title": self.title, "description": self.description, "metrics": self.metrics, "rows": self.rows,
-                "notes": self.notes}  # fmt: skip
-
-
-def metric(key: str, label: str, better: str) -> dict[str, str]:
-    return {"key": key, "label": label, "better": better}
 
 
 @dataclass
@@ -244,7 +223,20 @@ class Bench:
         targets[STATIC_COPY] = self._static_copy(targets["pkgcache"])
         sizes = {name: len(load.fetch(url, accept=load.PIP_ACCEPT)) for name, url in targets.items()}
         table.notes.append("page bytes: " + ", ".join(f"{n} {s}" for n, s in sizes.items()))
-        self._wrk_table(table, targets, conns, load.PIP_ACCEPT, "rps", lambda r: r.requests_per_s)
+        cost = self.tables["page_cost"] = page_cost_table()
+        pids = {name: self._server_pid(name) for name in targets}
+        self._wrk_table(table, targets, conns, load.PIP_ACCEPT, "rps", lambda r: r.requests_per_s, (pids, cost))
+        if instructions.available() and "pkgcache" in self.systems:
+            counted = count_both(self.upstream, self.run_dir / "callgrind")
+            for name, row in (("pkgcache", "pkgcache"), ("nginx static", STATIC_COPY)):
+                cost.add(row, "instructions", counted[name]["per_request"])
+                cost.add(row, "clock_reads", round(counted[name]["clock_calls"] / max(1, counted[name]["requests"]), 2))
+        else:
+            cost.notes.append("valgrind is not installed here: no instruction counts (apt-get install valgrind)")
+
+    def _server_pid(self, name: str) -> int | None:
+        system = self.systems.get(name) or self.upstream  # direct and the static copy: the upstream nginx
+        return system.proc.pid if system.proc else None
 
     def _static_copy(self, pkgcache_url: str) -> str:
         folder = UPSTREAM_ROOT / "static"
@@ -253,11 +245,17 @@ class Bench:
         return f"{self.upstream.base}/static/bench-page.json"
 
     def _wrk_table(self, table: Table, targets: dict[str, str], conns: tuple[int, ...], accept: str | None,
-                   prefix: str, value: Callable[[load.WrkResult], float]) -> None:  # fmt: skip
+                   prefix: str, value: Callable[[load.WrkResult], float],
+                   cost: tuple[dict[str, int | None], Table] | None = None) -> None:  # fmt: skip
+        """wrk on every target; with `cost`, the CPU accounting of every @16 cell too (bench/cpu.py)."""
         for _ in range(self.plan.runs):
             for c in conns:
                 for name, url in targets.items():
-                    result = load.wrk(url, c, self.plan.wrk_seconds, accept)
+                    if cost is not None and c == COST_CONNECTIONS:
+                        result, spent = cpu.wrk_measured(url, c, self.plan.wrk_seconds, cost[0][name], accept)
+                        add_cell_cost(cost[1], name, spent)
+                    else:
+                        result = load.wrk(url, c, self.plan.wrk_seconds, accept)
                     good = result.errors == 0
                     if not good:
                         self.errors.append(f"{table.title}: {name} @{c}: {result.errors} errors")
@@ -333,6 +331,21 @@ class Bench:
                 table.add(name, f"{key}_{state}_s", got.total_s if ok else None)
         herd = load.curl_herd(system.conda_url(subdir, "repodata.json") or "", 4)
         table.add(name, "json_warm_x4_s", max(r.total_s for r in herd) if all(r.status == 200 for r in herd) else None)
+
+    # --- 8. resolution against a mirror without metadata (issue 11; its own mirror and systems) ---
+
+    def scenario_resolution(self) -> None:
+        self.tables["resolution"] = resolution_table(self.plan, self.run_dir, self.errors)
+
+    # --- 9. a conda solve with shards made here (issue 12; its own pkgcache instances) ---
+
+    def scenario_shards(self) -> None:
+        self.tables["shards"] = shards_table(self.plan, self.run_dir, self.upstream, self.errors)
+
+    # --- 10. faults under load (issue 9; its own pkgcache instances and a dripping mirror) ---
+
+    def scenario_faults(self) -> None:
+        self.tables["faults"] = faults_table(self.plan, self.run_dir, self.upstream, self.errors)
 
     # --- 7. memory ---
 

@@ -85,7 +85,7 @@ class Upstream(System):
     def _launch(self, fresh: bool) -> procs.Proc:
         conf = self.run_dir / "nginx.conf"
         conf.write_text(nginx_conf.upstream_conf(self.run_dir, UPSTREAM_ROOT, self.port, self.access_log))
-        return _start_nginx(self.name, self.run_dir, conf)
+        return start_nginx(self.name, self.run_dir, conf)
 
     def fetches(self, path_suffix: str) -> int:
         """How many GETs the upstream has logged for a path ending in `path_suffix`."""
@@ -119,10 +119,10 @@ class NginxCache(System):
         conf = self.run_dir / "nginx.conf"
         access = self.run_dir / "access.log"
         conf.write_text(nginx_conf.cache_conf(self.run_dir, self.port, self.upstream.port, access))
-        return _start_nginx(self.name, self.run_dir, conf)
+        return start_nginx(self.name, self.run_dir, conf)
 
 
-def _start_nginx(name: str, prefix: Path, conf: Path) -> procs.Proc:
+def start_nginx(name: str, prefix: Path, conf: Path) -> procs.Proc:
     for folder in ("client_body", "proxy_temp", "fastcgi", "uwsgi", "scgi"):
         (prefix / folder).mkdir(parents=True, exist_ok=True)
     argv = ["nginx", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
@@ -136,12 +136,18 @@ class Pkgcache(System):
         run_dir: Path,
         upstream: Upstream,
         variant: str | None = None,
-        server: dict[str, str | int] | None = None,
+        server: dict[str, str | int | float] | None = None,
+        channels: tuple[str, ...] = (CHANNEL,),
+        sections: str = "",
+        env: dict[str, str] | None = None,
     ) -> None:
         super().__init__(name, run_dir, conda=True)
         self.upstream = upstream
         self.variant = variant  # see bench/pkgcache_variant.py; None: the plain `pkgcache` command
         self.server = server or {}  # [server] settings other than the defaults (workers, log_level)
+        self.channels = channels
+        self.sections = sections  # more TOML, after the other sections (e.g. [upstream] for the faults scenario)
+        self.env = env or {}  # more environment (e.g. LD_PRELOAD for bench/page_cost.py's clock counter)
 
     @property
     def index_url(self) -> str:
@@ -155,6 +161,10 @@ class Pkgcache(System):
     def data_dir(self) -> Path:
         return self.run_dir / "data"
 
+    def pypi_upstreams(self) -> str:
+        """The [pypi] upstreams as TOML: the bench's upstream, or more in priority order (set by a subclass)."""
+        return json.dumps([self.upstream.index_url])
+
     def _launch(self, fresh: bool) -> procs.Proc:
         if fresh:
             shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -163,14 +173,15 @@ class Pkgcache(System):
         extra = "".join(f"{key} = {json.dumps(value)}\n" for key, value in self.server.items())
         config.write_text(
             f'[server]\nhost = "{LOOPBACK}"\nport = {self.port}\ndata_dir = "{self.data_dir}"\n{extra}\n'
-            f'[pypi]\nupstreams = ["{self.upstream.index_url}"]\n\n'
-            f'[conda]\nupstreams = ["{self.upstream.base}/conda/"]\nchannels = ["{CHANNEL}"]\n'
+            f"[pypi]\nupstreams = {self.pypi_upstreams()}\n\n"
+            f'[conda]\nupstreams = ["{self.upstream.base}/conda/"]\nchannels = {json.dumps(list(self.channels))}\n'
+            + self.sections
         )
         command = [str(MAIN_PYTHON.parent / "pkgcache")]
         if self.variant:
             command = [str(MAIN_PYTHON), "-m", "bench.pkgcache_variant", self.variant]
         argv = [*command, "serve", "--config", str(config)]
-        return procs.start(self.name, argv, self.run_dir / "server.log", clean_env(PYTHONPATH=str(REPO)))
+        return procs.start(self.name, argv, self.run_dir / "server.log", clean_env(PYTHONPATH=str(REPO), **self.env))
 
 
 class Proxpi(System):
