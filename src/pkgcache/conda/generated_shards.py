@@ -10,7 +10,8 @@ repodata (conda/shard_builder.py: streaming, bounded memory, content-addressed s
   subdir that exists never answers one;
 - each later request looks whether the repodata changed (its own revalidation, with the index time-to-live) and,
   if so, serves the current shards while new ones are built in the background;
-- builds run in a separate process: pure Python that holds the GIL for seconds would stall the event loop;
+- builds run in a process of their own (a fresh interpreter loading only the builder): pure Python that holds the
+  GIL for seconds would stall the event loop;
 - the index is replaced atomically once its shards exist; shards it no longer references are kept for a grace
   period (clients in the middle of a solve hold the previous index), then removed.
 The made index lives at `<subdir>/made-here/repodata_shards.msgpack.zst` (beside the upstream's, which the
@@ -20,10 +21,10 @@ layer below keeps), its shards among the others in `<subdir>/shards/` (content-a
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
+import json
 import logging
-import multiprocessing
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -31,7 +32,7 @@ from pathlib import Path
 from pkgcache.cache_state import CacheState
 from pkgcache.conda.cached_channels import ChannelPaths
 from pkgcache.conda.channels import SHARD_INDEX, Channel
-from pkgcache.conda.shard_builder import MalformedRepodata, ShardBuildResult, build_shards, unreferenced_shards
+from pkgcache.conda.shard_builder import MalformedRepodata, ShardBuildResult, unreferenced_shards
 from pkgcache.conda.shards import LOCAL_BASE_URL, LOCAL_SHARDS_BASE_URL
 from pkgcache.conda.source import ChannelSource, Lookup
 from pkgcache.storage.downloads import Download
@@ -141,10 +142,9 @@ class GeneratedShards:
         shards_dir = self.paths.path(channel, subdir, "shards")
         previous = index if index.is_file() else None
         try:
-            result = await _in_builder_process(
-                build_shards,
-                source,
-                shards_dir,
+            result = await _build_in_own_process(
+                repodata_path=source,
+                shards_dir=shards_dir,
                 base_url=LOCAL_BASE_URL,
                 shards_base_url=LOCAL_SHARDS_BASE_URL,
                 subdir=subdir,
@@ -199,21 +199,29 @@ def _prune(shards_dir: Path, index: Path) -> None:
             path.unlink()
 
 
-async def _in_builder_process(function: object, *args: object, **kwargs: object) -> ShardBuildResult:
-    """Run a build in a process of its own (spawned: the serving process has threads and an event loop)."""
-    context = multiprocessing.get_context("spawn")
-    builder = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context)
+async def _build_in_own_process(**arguments: object) -> ShardBuildResult:
+    """Run a build in a fresh interpreter of its own (`python -m pkgcache.conda.shard_builder`): pure Python that
+    holds the GIL for seconds stays off the event loop, and only the builder's few modules are loaded."""
+    given = json.dumps({key: str(value) if isinstance(value, Path) else value for key, value in arguments.items()})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pkgcache.conda.shard_builder",
+        given,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
-        return await asyncio.get_running_loop().run_in_executor(builder, _Call(function, args, kwargs))
-    finally:
-        builder.shutdown(wait=False)  # the process ends on its own once idle; never block the event loop on it
-
-
-class _Call:
-    """A picklable call of a module-level function with keyword arguments, for run_in_executor."""
-
-    def __init__(self, function: object, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
-        self.function, self.args, self.kwargs = function, args, kwargs
-
-    def __call__(self) -> ShardBuildResult:
-        return self.function(*self.args, **self.kwargs)  # type: ignore[operator]
+        out, err = await process.communicate()
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        raise
+    if process.returncode != 0:
+        raise RuntimeError(f"the shard builder failed ({process.returncode}): {err.decode(errors='replace')[-500:]}")
+    answer = json.loads(out.decode().strip().splitlines()[-1])
+    if "malformed" in answer:
+        raise MalformedRepodata(answer["malformed"])
+    summary = answer["result"]
+    summary["index_temp_path"] = Path(summary["index_temp_path"])
+    return ShardBuildResult(**summary)

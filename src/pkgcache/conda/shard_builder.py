@@ -605,3 +605,38 @@ def stale_build_files(index_dir: Path, *, older_than: float, now: float | None =
         if (is_work or is_temp_index) and entry.stat(follow_symlinks=False).st_mtime < limit:
             found.append(Path(entry.path))
     return sorted(found)
+
+
+# --- run as a program: `python -m pkgcache.conda.shard_builder '<json arguments>'` ---
+
+
+def _run_from_command_line(arguments: str) -> int:
+    """Build from JSON arguments (build_shards' names, paths as text) and print the result as one JSON line.
+
+    The service runs builds this way, in a fresh interpreter that imports only this module and its few libraries
+    (a spawned multiprocessing child would import the whole service again: about 50 MB more while building).
+    """
+    import json
+    import sys
+
+    given = json.loads(arguments)
+    paths = {key: Path(value) for key, value in given.items() if key in _PATH_ARGUMENTS and value is not None}
+    others = {key: value for key, value in given.items() if key not in _PATH_ARGUMENTS}
+    try:
+        result = build_shards(paths.pop("repodata_path"), paths.pop("shards_dir"), **paths, **others)
+    except MalformedRepodata as exc:
+        print(json.dumps({"malformed": str(exc)}))
+        return 0
+    summary = {key: str(value) if isinstance(value, Path) else value for key, value in result.__dict__.items()}
+    print(json.dumps({"result": summary}))
+    sys.stdout.flush()
+    return 0
+
+
+_PATH_ARGUMENTS = ("repodata_path", "shards_dir", "previous_index", "index_dir")
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(_run_from_command_line(sys.argv[1]))

@@ -38,6 +38,7 @@ _HOP_BY_HOP = frozenset(
 # A hand-over that failed before the primary could have taken it (its socket's queue full, a pooled connection it
 # had closed) is tried again after these pauses, rather than answered 503 because of pkgcache's own plumbing.
 RETRY_PAUSES = (0.02, 0.1, 0.3, 1.0)
+MAX_CONNECTIONS_TO_PRIMARY = 512
 # Passed on as they are: a download may be silent while the upstream is slow, so only connecting is bounded here.
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 600.0
@@ -53,11 +54,13 @@ class Forwarder:
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.UnixConnector(path=self.address, limit=0)
+        # A burst of misses queues for these rather than opening a connection (two descriptors) each; only
+        # connecting is bounded in time, so waiting for one of them is never answered 503.
+        connector = aiohttp.UnixConnector(path=self.address, limit=MAX_CONNECTIONS_TO_PRIMARY)
         self._session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT),
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
         )
 
