@@ -5,6 +5,7 @@
 - `setup_commands`: init, client-config
 - `check`: check (probing the upstreams)
 - `admin_commands`: gc, purge, refresh
+- `kit_commands`: seed, export, import (the offline kit)
 - `options` (the shared options, and settings from them) and `locate` (which instance a command means)
 
 The console script and `python -m pkgcache` both run `pkgcache.cli:main`.
@@ -17,6 +18,7 @@ import click
 from pkgcache import __version__
 from pkgcache.cli.admin_commands import gc_command, purge_command, refresh_command
 from pkgcache.cli.check import check_command
+from pkgcache.cli.kit_commands import seed
 from pkgcache.cli.service_commands import restart, serve, start, stop
 from pkgcache.cli.setup_commands import client_config, init
 from pkgcache.cli.status_commands import logs, status
@@ -41,6 +43,7 @@ COMMANDS = (
     gc_command,
     purge_command,
     refresh_command,
+    seed,
 )
 for command in COMMANDS:
     main.add_command(command)

@@ -1,0 +1,160 @@
+"""`seed`, `export` and `import`: the offline kit (filling a cache from lock files, carrying it across an air gap).
+
+`seed` goes through the running instance the options name (found as `status` finds it), or `--url`, or else
+serves the data directory itself for the length of the seed. `export` and `import` work on the data directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from pkgcache.cli.locate import locate_instance, read_auth_headers
+from pkgcache.cli.options import locate_options
+from pkgcache.daemon.errors import DaemonError
+from pkgcache.formatting import format_bytes
+from pkgcache.kit_record import add_kit_entry, last_entry
+
+# Failures listed one a line before "... and N more".
+LISTED_FAILURES = 50
+
+
+@click.command()
+@locate_options
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--platform",
+    "platforms",
+    multiple=True,
+    metavar="NAME",
+    help="A target platform: a conda subdir (linux-64, linux-aarch64, osx-64, osx-arm64, win-64) or a uv "
+    "--python-platform name; repeat for several (default: this machine's).",
+)
+@click.option(
+    "--python",
+    "pythons",
+    multiple=True,
+    metavar="VERSION",
+    help="A target Python version for requirements resolved by uv (3.11...); repeat for several "
+    "(default: this interpreter's).",
+)
+@click.option("--channel", "channels", multiple=True, help="conda channel for specs whose file names none.")
+@click.option("--jobs", "-j", type=click.IntRange(1, 32), default=4, show_default=True, help="Files fetched at once.")
+@click.option("--with-sdists", is_flag=True, help="Also fetch sdists of resolved projects that have wheels.")
+@click.option("--url", help="Seed through the pkgcache at this URL (default: the instance the options name).")
+@click.option("--no-progress", is_flag=True, help="No progress bars (the summary is still printed).")
+def seed(
+    inputs: tuple[Path, ...],
+    platforms: tuple[str, ...],
+    pythons: tuple[str, ...],
+    channels: tuple[str, ...],
+    jobs: int,
+    with_sdists: bool,
+    url: str | None,
+    no_progress: bool,
+    config_file: Path | None,
+    data_dir: Path | None,
+) -> None:
+    """Fill the cache with what INPUTS name: requirements files, pylock.toml, uv.lock, poetry.lock, pdm.lock,
+    pixi.lock, conda-lock.yml, environment.yml, conda @EXPLICIT and spec lists.
+
+    Locked files are fetched as they are; unpinned requirements are resolved by uv and conda specs by rattler,
+    through pkgcache, for each --platform and --python. What is cached already is skipped: run it again to fetch
+    what failed. Exit status 1 when anything failed."""
+    from pkgcache.seed import read_inputs
+    from pkgcache.seed.resolve import ResolverMissing
+    from pkgcache.seed.seeding import DEFAULT_CONDA_CHANNELS, SeedOptions, run_seed, serving_in_process
+    from pkgcache.seed.targets import (
+        UnknownPlatform,
+        check_python_version,
+        parse_platform,
+        this_platform,
+        this_python,
+    )
+
+    try:
+        targets = tuple(parse_platform(p) for p in platforms) or (this_platform(),)
+        versions = tuple(check_python_version(v) for v in pythons) or (this_python(),)
+    except (UnknownPlatform, ValueError) as exc:
+        raise click.BadParameter(str(exc)) from None
+    options = SeedOptions(
+        targets, versions, jobs, with_sdists, channels or DEFAULT_CONDA_CHANNELS, progress=not no_progress
+    )
+    console = Console(stderr=True)
+    plan = read_inputs(inputs)
+    located = locate_instance("seed", config_file, data_dir)
+    settings = located.settings
+
+    async def go() -> object:
+        if url is not None:
+            return await run_seed(plan, url, settings, options, data_dir=None, console=console)
+        if located.state.running:
+            console.print(f"seeding through the running pkgcache at {located.url}/")
+            headers = read_auth_headers(settings)
+            local = located.paths.data_dir
+            return await run_seed(
+                plan, located.url, settings, options, data_dir=local, headers=headers, console=console
+            )
+        console.print(f"no pkgcache runs on {settings.server.data_dir}: serving it here for the seed")
+        async with serving_in_process(settings) as own_url:
+            return await run_seed(plan, own_url, settings, options, data_dir=settings.server.data_dir, console=console)
+
+    try:
+        report = asyncio.run(go())
+    except ResolverMissing as exc:
+        raise click.ClickException(str(exc)) from None
+    except DaemonError as exc:
+        raise click.ClickException(str(exc)) from None
+    _print_seed_report(report, console)
+    if url is None:
+        add_kit_entry(located.paths.data_dir, "seed", report.as_record([str(p) for p in inputs]))  # type: ignore[attr-defined]
+    sys.exit(0 if report.ok else 1)  # type: ignore[attr-defined]
+
+
+def _print_seed_report(report: object, console: Console) -> None:
+    from pkgcache.seed.seeding import SeedReport
+
+    assert isinstance(report, SeedReport)
+    fetched, cached, failed = report.files("fetched"), report.files("cached"), report.files("failed")
+    console.print(
+        f"[bold]seed:[/bold] {len(fetched)} fetched ({format_bytes(report.bytes_fetched)}), "
+        f"{len(cached)} already cached ({format_bytes(report.bytes_cached)}), {len(failed)} failed, "
+        f"in {report.seconds:.1f} s"
+    )
+    for note in report.notes:
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
+    _print_list(console, "could not be read", report.input_errors)
+    _print_list(console, "could not be resolved", report.resolve_failures)
+    _print_list(console, "failed", [f"{o.item.path} ({o.item.origin}): {o.reason}" for o in failed])
+    _print_list(console, "index files failed", [f"{o.item.path}: {o.reason}" for o in report.index_failures])
+    _print_list(console, "skipped (not on a package index)", report.skipped)
+
+
+def _print_list(console: Console, title: str, lines: list[str]) -> None:
+    if not lines:
+        return
+    console.print(f"[bold]{title}[/bold] ({len(lines)}):")
+    for line in lines[:LISTED_FAILURES]:
+        console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+    if len(lines) > LISTED_FAILURES:
+        console.print(f"  ... and {len(lines) - LISTED_FAILURES} more")
+
+
+def parse_since(value: str | None, data_dir: Path) -> float | None:
+    """`--since`: an ISO date or time (local time when no zone is given), or `last` (the last export's time)."""
+    if value is None:
+        return None
+    if value == "last":
+        entry = last_entry(data_dir, "export")
+        if entry is None:
+            raise click.BadParameter("no export of this data directory is recorded yet", param_hint="--since")
+        return float(entry["at"])
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date like 2026-11-30 or 2026-11-30T08:00", "--since") from None

@@ -1,0 +1,345 @@
+"""Turning what the inputs ask for into exact files, with real resolvers that go through pkgcache itself.
+
+- PyPI requirements without hashes: `uv pip compile --format pylock.toml` once per target (platform x Python
+  version) against pkgcache's index; the lock it writes names exactly the wheels that target installs (and the
+  sdist), read back with `read_inputs`. uv comes from the `seed` extra (the `uv` package) or from PATH.
+- PyPI pins with `--hash` values: every file of the pinned version whose hash is listed, from pkgcache's page.
+- conda MatchSpecs: py-rattler's solver once per platform (with noarch), on channels served by pkgcache, with
+  the target's virtual packages; each record is one file.
+
+Whatever the resolvers read (pages, repodata, shards) they read through pkgcache, so it is cached too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from packaging.utils import canonicalize_name
+
+from .fetch import FetchItem, SeedClient
+from .inputs import read_inputs
+from .model import CondaFile, CondaSpec, PypiFile, PypiRequirement, SeedPlan
+from .targets import Platform, archspec_build, virtual_packages
+
+UV_TIMEOUT = 900.0
+SOLVE_TIMEOUT = 900.0
+# Environment variables that would make uv read another index than pkgcache's, or a user's configuration.
+_UV_INDEX_VARIABLES = (
+    "UV_INDEX",
+    "UV_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_EXTRA_INDEX_URL",
+    "UV_FIND_LINKS",
+    "UV_NO_INDEX",
+    "UV_CONFIG_FILE",
+    "UV_OFFLINE",
+    "UV_INDEX_STRATEGY",
+)
+
+
+class ResolverMissing(RuntimeError):
+    """A resolver the inputs need is not installed; the message says how to get it."""
+
+
+@dataclass
+class Resolution:
+    """Exact files found for the inputs, and what could not be resolved (one line each, with the target)."""
+
+    items: list[FetchItem] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# --- exact files from lock files --------------------------------------------------------------------------------
+
+
+def locked_items(plan: SeedPlan) -> list[FetchItem]:
+    """The files lock files and `@EXPLICIT` lists name, once each."""
+    items = []
+    for cache_path, found in plan.distinct_files().items():
+        if isinstance(found, PypiFile):
+            items.append(FetchItem(cache_path, str(found.origin), found.sha256, found.size, project=str(found.project)))
+        else:
+            items.append(FetchItem(cache_path, str(found.origin), found.sha256, found.size))
+    return items
+
+
+def conda_index_items(items: Iterable[FetchItem]) -> list[FetchItem]:
+    """The index files a conda client asks for in each channel and subdir that packages come from (and the
+    channel's noarch): the shard index and repodata.json.zst; pkgcache keeps what it fetches (and makes) for them,
+    and remembers a 404, so clients find the same answers when no upstream can be reached."""
+    subdirs: set[tuple[str, str]] = set()
+    for item in items:
+        if item.path.startswith("conda/"):
+            channel_path, subdir = item.path.rsplit("/", 2)[0].rsplit("/", 1)
+            subdirs.update({(channel_path, subdir), (channel_path, "noarch")})
+    found = []
+    for channel_path, subdir in sorted(subdirs):
+        for name in ("repodata_shards.msgpack.zst", "repodata.json.zst"):
+            found.append(FetchItem(f"{channel_path}/{subdir}/{name}", "index", kind="index"))
+    return found
+
+
+# --- PyPI -------------------------------------------------------------------------------------------------------
+
+
+def find_uv() -> str:
+    """The uv to resolve with: the `uv` package's (pkgcache[seed]), else the one on PATH."""
+    try:
+        from uv import find_uv_bin  # type: ignore[import-not-found]
+
+        return str(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        pass
+    beside = Path(sys.executable).parent / ("uv.exe" if os.name == "nt" else "uv")
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("uv")
+    if found:
+        return found
+    raise ResolverMissing(
+        "resolving requirements without hashes needs uv: install pkgcache with the seed extra "
+        "(pip install 'pkgcache[seed]') or put uv on PATH"
+    )
+
+
+def requirements_text(requirements: Sequence[PypiRequirement]) -> tuple[str, str]:
+    """The requirements to resolve and the constraints, as two requirements files' text."""
+    wanted = [str(r.requirement) for r in requirements if not r.constraint]
+    bounds = [str(r.requirement) for r in requirements if r.constraint]
+    return "\n".join(wanted) + "\n", "\n".join(bounds) + "\n"
+
+
+def uv_environment() -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if name.upper() not in _UV_INDEX_VARIABLES}
+    # pkgcache is on this network (loopback when seed serves it itself): never through a proxy.
+    no_proxy = ",".join(filter(None, [env.get("NO_PROXY", ""), "127.0.0.1,localhost,::1"]))
+    env["NO_PROXY"] = env["no_proxy"] = no_proxy
+    return env
+
+
+async def compile_with_uv(
+    uv: str, index_url: str, requirements: Sequence[PypiRequirement], platform: Platform, python: str, work: Path
+) -> SeedPlan | str:
+    """One target's resolution as a plan of exact files; or why uv could not make it (its last lines)."""
+    wanted, bounds = requirements_text(requirements)
+    label = f"{platform.uv_platform}-py{python}".replace(".", "_")  # uv wants no dots in pylock.<name>.toml
+    (work / "requirements.in").write_text(wanted)
+    (work / "constraints.txt").write_text(bounds)
+    output = work / f"pylock.{label}.toml"
+    command = [
+        uv, "pip", "compile", str(work / "requirements.in"), "-c", str(work / "constraints.txt"),
+        "--format", "pylock.toml", "-o", str(output), "--no-header", "--quiet", "--no-config",
+        "--index-url", index_url, "--python-platform", str(platform.uv_platform), "--python-version", python,
+        "--cache-dir", str(work / "uv-cache"),
+    ]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *command, env=uv_environment(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), UV_TIMEOUT)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        return f"uv did not finish within {UV_TIMEOUT:.0f} s"
+    if process.returncode != 0:
+        lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+        return " / ".join(lines[-6:]) or f"uv exited with status {process.returncode}"
+    return read_inputs([output])
+
+
+def pylock_items(plan: SeedPlan, target: str, *, with_sdists: bool) -> list[FetchItem]:
+    """The files of one target's lock: its wheels, and a project's sdist only when it has no wheel here (or when
+    asked for)."""
+    with_wheel = {f.project for f in plan.pypi_files if f.is_wheel}
+    items = []
+    for found in plan.pypi_files:
+        if found.is_wheel or with_sdists or found.project not in with_wheel:
+            items.append(FetchItem(found.cache_path, target, found.sha256, found.size, project=str(found.project)))
+    return items
+
+
+async def resolve_requirements(
+    requirements: Sequence[PypiRequirement],
+    index_url: str,
+    platforms: Sequence[Platform],
+    pythons: Sequence[str],
+    *,
+    with_sdists: bool,
+) -> Resolution:
+    """Requirements without hashes, resolved by uv for every target."""
+    resolution = Resolution()
+    if not any(not r.constraint for r in requirements):
+        return resolution
+    uv = find_uv()
+    targets = [(p, v) for p in platforms if p.uv_platform for v in pythons]
+    skipped = [str(p) for p in platforms if not p.uv_platform]
+    if skipped:
+        resolution.notes.append(f"no PyPI resolution for {', '.join(skipped)}: uv has no such platform")
+    with tempfile.TemporaryDirectory(prefix="pkgcache-seed-") as work:
+        for platform, python in targets:
+            target = f"resolved by uv for {platform} / Python {python}"
+            found = await compile_with_uv(uv, index_url, requirements, platform, python, Path(work))
+            if isinstance(found, str):
+                resolution.failures.append(f"{target}: {found}")
+                continue
+            resolution.failures += [f"{target}: {error}" for error in found.errors]
+            resolution.items += pylock_items(found, target, with_sdists=with_sdists)
+    return resolution
+
+
+async def hashed_pin_items(requirements: Sequence[PypiRequirement], client: SeedClient) -> Resolution:
+    """Pins with `--hash`: the files of the pinned version whose sha256 is listed, from pkgcache's page."""
+    resolution = Resolution()
+    for requirement in requirements:
+        wanted = {h.partition(":")[2].lower() for h in requirement.hashes if h.lower().startswith("sha256:")}
+        files = await client.project_files(requirement.project)
+        if isinstance(files, str):
+            resolution.failures.append(f"{requirement.origin}: {requirement.requirement}: {files}")
+            continue
+        matched = [f for f in files.values() if f.sha256 in wanted]
+        if not matched:
+            resolution.failures.append(
+                f"{requirement.origin}: {requirement.requirement}: no file on the page has a listed sha256"
+            )
+        for found in matched:
+            path = f"pypi/files/{requirement.project}/{found.filename}"
+            resolution.items.append(
+                FetchItem(path, str(requirement.origin), found.sha256, found.size, project=requirement.project)
+            )
+    return resolution
+
+
+def split_requirements(plan: SeedPlan) -> tuple[list[PypiRequirement], list[PypiRequirement]]:
+    """(pins carrying sha256 hashes, the rest with the constraints) from the plan's requirements."""
+    hashed = [
+        r
+        for r in plan.pypi_requirements
+        if not r.constraint and r.pinned_version and any(h.lower().startswith("sha256:") for h in r.hashes)
+    ]
+    rest = [r for r in plan.pypi_requirements if r not in hashed]
+    return hashed, rest
+
+
+# --- conda ------------------------------------------------------------------------------------------------------
+
+
+def channel_path(channel: str, configured: Sequence[str]) -> list[str]:
+    """pkgcache's path(s) below /conda/ for a channel as an input names it: `conda-forge` -> `cloud/conda-forge`,
+    `pkgs/main` as is, `defaults` -> the configured pkgs/ channels, a URL by the channel it points at."""
+    if "://" in channel:
+        segments = [s for s in urlsplit(channel).path.split("/") if s]
+        if "pkgs" in segments[:-1]:
+            start = segments.index("pkgs")
+            return ["/".join(segments[start : start + 2])]
+        if "cloud" in segments[:-1]:
+            start = segments.index("cloud")
+            return ["cloud/" + "/".join(segments[start + 1 :])]
+        if segments and segments[0] == "conda" and len(segments) > 1:  # pkgcache's own /conda/<root>/<name>
+            return ["/".join(segments[1:])]
+        return ["cloud/" + "/".join(segments)] if segments else []
+    if channel == "defaults":
+        return [c for c in configured if c.startswith("pkgs/")] or ["pkgs/main", "pkgs/r"]
+    if channel.startswith(("pkgs/", "cloud/")):
+        return [channel]
+    return [f"cloud/{channel}"]
+
+
+def spec_groups(specs: Sequence[CondaSpec]) -> dict[tuple[tuple[str, ...], tuple[str, ...]], list[CondaSpec]]:
+    """Specs solved together: those of one input file share its channels and platforms."""
+    groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[CondaSpec]] = defaultdict(list)
+    for spec in specs:
+        groups[(spec.channels, spec.platforms)].append(spec)
+    return dict(groups)
+
+
+async def solve_with_rattler(
+    channel_urls: Sequence[str], specs: Sequence[str], subdir: str, cache_dir: Path
+) -> list[tuple[str, str | None, int | None]]:
+    """(package URL, sha256, size) of every record rattler's solver picks for `subdir` (with noarch)."""
+    import rattler
+
+    gateway = rattler.Gateway(cache_dir=cache_dir, max_concurrent_requests=8)
+    channels = [rattler.Channel(url) for url in channel_urls]
+    virtuals = [
+        rattler.GenericVirtualPackage(
+            rattler.PackageName(name),
+            rattler.Version(version),
+            rattler.BuildString(archspec_build(subdir) if name == "__archspec" else "0"),
+        )
+        for name, version in virtual_packages(subdir)
+    ]
+    records = await asyncio.wait_for(
+        rattler.solve(channels, list(specs), gateway=gateway, platforms=[subdir, "noarch"], virtual_packages=virtuals),
+        SOLVE_TIMEOUT,
+    )
+    return [(str(r.url), r.sha256.hex() if r.sha256 else None, r.size) for r in records]
+
+
+async def resolve_conda_specs(
+    specs: Sequence[CondaSpec],
+    base_url: str,
+    platforms: Sequence[Platform],
+    configured_channels: Sequence[str],
+    default_channels: Sequence[str],
+) -> Resolution:
+    """Every group of specs solved by rattler for each of its platforms (the file's own, else the targets)."""
+    resolution = Resolution()
+    conda_root = f"{base_url.rstrip('/')}/conda/"
+    with tempfile.TemporaryDirectory(prefix="pkgcache-solve-") as cache_dir:
+        for (channels, own_platforms), group in spec_groups(specs).items():
+            paths = [p for c in (channels or tuple(default_channels)) for p in channel_path(c, configured_channels)]
+            urls = [conda_root + p for p in dict.fromkeys(paths)]
+            subdirs = list(own_platforms) or [p.conda_subdir for p in platforms if p.conda_subdir]
+            origin = str(group[0].origin.path)
+            for subdir in dict.fromkeys(subdirs):
+                target = f"solved by rattler for {subdir} ({origin})"
+                try:
+                    records = await solve_with_rattler(urls, [s.spec for s in group], subdir, Path(cache_dir))
+                except Exception as exc:  # rattler raises its own exception types for unsolvable specs and I/O
+                    resolution.failures.append(f"{target}: {type(exc).__name__}: {' '.join(str(exc).split())[:600]}")
+                    continue
+                for url, sha256, size in records:
+                    if not url.startswith(conda_root):
+                        resolution.failures.append(f"{target}: {url} is not served by pkgcache")
+                        continue
+                    resolution.items.append(FetchItem("conda/" + url[len(conda_root) :], target, sha256, size))
+    return resolution
+
+
+def project_of(path: str) -> str:
+    """The project of a `pypi/files/<project>/<file>` path, normalised."""
+    return canonicalize_name(path.split("/")[2])
+
+
+def unique(items: Iterable[FetchItem]) -> list[FetchItem]:
+    """One item per path, the first kept (a file two targets share is fetched once)."""
+    found: dict[str, FetchItem] = {}
+    for item in items:
+        found.setdefault(item.path, item)
+    return list(found.values())
+
+
+__all__ = [
+    "CondaFile",
+    "Resolution",
+    "ResolverMissing",
+    "channel_path",
+    "conda_index_items",
+    "find_uv",
+    "hashed_pin_items",
+    "locked_items",
+    "resolve_conda_specs",
+    "resolve_requirements",
+    "split_requirements",
+    "unique",
+]
