@@ -18,7 +18,7 @@ import click
 from pkgcache import __version__
 from pkgcache.cli.admin_commands import gc_command, purge_command, refresh_command
 from pkgcache.cli.check import check_command
-from pkgcache.cli.kit_commands import seed
+from pkgcache.cli.kit_commands import export_command, import_command, seed
 from pkgcache.cli.service_commands import restart, serve, start, stop
 from pkgcache.cli.setup_commands import client_config, init
 from pkgcache.cli.status_commands import logs, status
@@ -44,6 +44,8 @@ COMMANDS = (
     purge_command,
     refresh_command,
     seed,
+    export_command,
+    import_command,
 )
 for command in COMMANDS:
     main.add_command(command)

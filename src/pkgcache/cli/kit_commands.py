@@ -7,15 +7,20 @@ serves the data directory itself for the length of the seed. `export` and `impor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from pkgcache.bundle.manifest import kind_of
 from pkgcache.cli.locate import locate_instance, read_auth_headers
-from pkgcache.cli.options import locate_options
+from pkgcache.cli.options import flag_overrides, locate_options, resolve_settings
 from pkgcache.daemon.errors import DaemonError
 from pkgcache.formatting import format_bytes
 from pkgcache.kit_record import add_kit_entry, last_entry
@@ -158,3 +163,123 @@ def parse_since(value: str | None, data_dir: Path) -> float | None:
         return datetime.fromisoformat(value).timestamp()
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a date like 2026-11-30 or 2026-11-30T08:00", "--since") from None
+
+
+@click.command("export")
+@locate_options
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="The bundle to write (a tar file; - for standard output).",
+)
+@click.option(
+    "--since",
+    metavar="DATE|last",
+    help="Only what was added since this date or time (2026-11-30, 2026-11-30T08:00), or since the last export.",
+)
+@click.option(
+    "--from",
+    "from_inputs",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Only the files this lock file names (repeatable).",
+)
+def export_command(
+    output: Path, since: str | None, from_inputs: tuple[Path, ...], config_file: Path | None, data_dir: Path | None
+) -> None:
+    """Write cached packages, with the pages and repodata that serve them, into one bundle file with a manifest
+    (every file's path, size and sha256). Exit status 1 when a file a lock file names is not in the cache."""
+    from pkgcache.bundle.exporting import ExportError, build_manifest, export_to
+    from pkgcache.bundle.selection import select_all, select_named, select_since
+
+    directory = _data_dir(config_file, data_dir)
+    started = time.time()
+    since_time = parse_since(since, directory)
+    console = Console(stderr=True)
+    if from_inputs:
+        selection = select_named(directory, from_inputs)
+        if since_time is not None:
+            recent = select_since(directory, since_time).paths
+            selection.paths = {p for p in selection.paths if kind_of(p) != "package" or p in recent}
+    elif since_time is not None:
+        selection = select_since(directory, since_time)
+    else:
+        selection = select_all(directory)
+    inputs = [str(p) for p in from_inputs]
+    try:
+        manifest = build_manifest(directory, selection.paths, since=since_time, inputs=inputs)
+        destination = None if str(output) == "-" else output
+        with _byte_progress(console, "writing", manifest.total_bytes) as advance:
+            result = export_to(directory, manifest, destination, advance)
+    except ExportError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
+    packages = [e for e in manifest.files if e.kind == "package"]
+    speed = manifest.total_bytes / result.seconds if result.seconds > 0 else 0
+    console.print(
+        f"[bold]export:[/bold] {len(packages)} packages ({format_bytes(sum(e.size for e in packages))}) and "
+        f"{len(manifest.files) - len(packages)} index and metadata files, {format_bytes(manifest.total_bytes)} "
+        f"in all, to {output} in {result.seconds:.1f} s ({format_bytes(int(speed))}/s)"
+    )
+    _print_list(console, "named but not in the cache (seed them first)", selection.missing)
+    _print_list(
+        console, "not exact files, left out (resolve them with seed, then export --since)", selection.unsupported
+    )
+    entry = {"bundle": str(output), "files": len(manifest.files), "bytes": manifest.total_bytes, "since": since_time}
+    add_kit_entry(directory, "export", {**entry, "inputs": inputs}, at=started)
+    sys.exit(1 if selection.missing else 0)
+
+
+@click.command("import")
+@locate_options
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path))
+def import_command(bundle: Path, config_file: Path | None, data_dir: Path | None) -> None:
+    """Merge a bundle into the data directory. Every file is checked against the manifest and its index (a package
+    against its page's or repodata's sha256) before it is moved into place; nothing good is replaced by anything
+    bad. Exit status 1, with a report per file, when any file in the bundle fails its check."""
+    from pkgcache.bundle.importing import BundleUnreadable, import_bundle
+
+    directory = _data_dir(config_file, data_dir)
+    console = Console(stderr=True)
+    from_stdin = str(bundle) == "-"
+    total = None if from_stdin else bundle.stat().st_size
+    try:
+        with contextlib.ExitStack() as stack:
+            source = sys.stdin.buffer if from_stdin else stack.enter_context(bundle.open("rb"))
+            advance = stack.enter_context(_byte_progress(console, "importing", total))
+            report = import_bundle(source, directory, advance)
+    except BundleUnreadable as exc:
+        raise click.ClickException(f"{bundle}: {exc}") from None
+    console.print(
+        f"[bold]import:[/bold] {len(report.added)} files added ({format_bytes(report.added_bytes)}), "
+        f"{len(report.replaced)} index files updated, {len(report.present)} already here, "
+        f"{len(report.failed)} refused, in {report.seconds:.1f} s"
+    )
+    added_packages = [e.path for e in report.added if e.kind == "package"]
+    _print_list(console, "packages added", added_packages)
+    _print_list(console, "refused", [f"{path}: {why}" for path, why in report.failed])
+    add_kit_entry(directory, "import", report.as_record(str(bundle)))
+    sys.exit(0 if report.ok else 1)
+
+
+def _data_dir(config_file: Path | None, data_dir: Path | None) -> Path:
+    settings = resolve_settings(config_file, flag_overrides({"data_dir": data_dir}))
+    return settings.server.data_dir
+
+
+@contextlib.contextmanager
+def _byte_progress(console: Console, label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A bar of bytes (with speed and time left) for export and import; yields the function that advances it."""
+    with Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda amount: progress.advance(task, amount)

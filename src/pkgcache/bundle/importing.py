@@ -1,0 +1,273 @@
+"""`pkgcache import`: a bundle into a data directory, every file checked, no good file ever replaced by a bad one.
+
+The tar is read as a stream (a bundle may be piped in). Each file is written under the data directory's `tmp/`,
+hashed as it is written, and checked against the manifest (size, sha256); then each package against its index:
+a PyPI file against the sha256 its project's page lists, a conda package against its record in the subdir's
+repodata or shard (the bundle's own index files, else the data directory's), a shard against the digest that is
+its name, a page must read as one. Only files that pass are moved into place, each with one rename, carrying
+their original mtime (so pkgcache's sidecars still describe them). A package already present is left as it is;
+an index file (page, repodata, sidecar) replaces the cached one only when the bundle's copy is newer.
+
+Whatever fails is reported file by file with the reason; the files that passed are still merged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from .index_hashes import IndexHashes
+from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, BadManifest, Entry, Manifest
+
+CHUNK = 1 << 20
+META_SUFFIX = ".meta"
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class ImportReport:
+    manifest: Manifest | None = None
+    added: list[Entry] = field(default_factory=list)
+    replaced: list[Entry] = field(default_factory=list)  # index files the bundle had newer copies of
+    present: list[Entry] = field(default_factory=list)  # already there (packages), or newer here (index files)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+    seconds: float = 0.0
+    bytes_read: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def added_bytes(self) -> int:
+        return sum(e.size for e in self.added) + sum(e.size for e in self.replaced)
+
+    def as_record(self, bundle: str) -> dict[str, object]:
+        return {
+            "bundle": bundle,
+            "added": len(self.added),
+            "replaced": len(self.replaced),
+            "present": len(self.present),
+            "failed": len(self.failed),
+            "bytes": self.added_bytes,
+            "created_at": self.manifest.created_at if self.manifest else None,
+        }
+
+
+class BundleUnreadable(Exception):
+    """The bundle cannot be read at all (not a tar, no manifest first, a manifest this version cannot read)."""
+
+
+def import_bundle(source: IO[bytes], data_dir: Path, progress: Progress | None = None) -> ImportReport:
+    """Read the bundle from `source` into `data_dir` (see the module's docstring)."""
+    started = time.monotonic()
+    report = ImportReport()
+    staging = data_dir / "tmp" / f"import-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        staged = _receive(source, staging, report, progress)
+        assert report.manifest is not None
+        good = _check_against_indexes(staged, data_dir, report)
+        _merge(good, staged, data_dir, report)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+# --- reading the stream -----------------------------------------------------------------------------------------
+
+
+def _receive(source: IO[bytes], staging: Path, report: ImportReport, progress: Progress | None) -> dict[str, Path]:
+    """Every member written to staging and checked against the manifest; cache path -> staged file."""
+    staged: dict[str, Path] = {}
+    try:
+        tar = tarfile.open(fileobj=source, mode="r|*")
+    except tarfile.TarError as exc:
+        raise BundleUnreadable(f"not a bundle (not a tar file): {exc}") from None
+    with tar:
+        try:
+            first = tar.next()
+            report.manifest = _read_manifest(tar, first)
+            expected = {entry.path: entry for entry in report.manifest.files}
+            for member in tar:
+                if member is first:
+                    continue  # iterating a TarFile yields the members already read, too
+                why = _receive_member(tar, member, expected, staged, staging, report, progress)
+                if why is not None:
+                    report.failed.append((member.name, why))
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            if report.manifest is None:
+                raise BundleUnreadable(f"the bundle cannot be read: {exc}") from None
+            report.failed.append(("(bundle)", f"the tar stream ends badly after {len(staged)} files: {exc}"))
+    seen = set(staged) | {path for path, _ in report.failed}
+    for entry in report.manifest.files:
+        if entry.path not in seen:
+            report.failed.append((entry.path, "in the manifest but not in the bundle (cut short?)"))
+    return staged
+
+
+def _read_manifest(tar: tarfile.TarFile, first: tarfile.TarInfo | None) -> Manifest:
+    if first is None or first.name != MANIFEST_NAME or not first.isreg():
+        raise BundleUnreadable(f"not a pkgcache bundle: its first member is not {MANIFEST_NAME}")
+    if first.size > MAX_MANIFEST_BYTES:
+        raise BundleUnreadable("the manifest is implausibly large")
+    handle = tar.extractfile(first)
+    assert handle is not None
+    try:
+        return Manifest.from_json(handle.read())
+    except BadManifest as exc:
+        raise BundleUnreadable(str(exc)) from None
+
+
+def _receive_member(
+    tar: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    expected: dict[str, Entry],
+    staged: dict[str, Path],
+    staging: Path,
+    report: ImportReport,
+    progress: Progress | None,
+) -> str | None:
+    """Stage one member; why it was refused, or None."""
+    entry = expected.get(member.name)
+    if entry is None:
+        return "not in the manifest"
+    if member.name in staged:
+        return "in the bundle twice"
+    if not member.isreg():
+        return "not a regular file"
+    if member.size != entry.size:
+        return f"{member.size} bytes in the tar, {entry.size} in the manifest"
+    handle = tar.extractfile(member)
+    assert handle is not None
+    target = staging / f"{len(staged) + len(report.failed):08d}"
+    digest = hashlib.sha256()
+    with target.open("wb") as out:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+            report.bytes_read += len(chunk)
+            if progress is not None:
+                progress(len(chunk))
+    if digest.hexdigest() != entry.sha256:
+        target.unlink()
+        return f"sha256 {digest.hexdigest()} is not the manifest's {entry.sha256}"
+    staged[member.name] = target
+    return None
+
+
+# --- checks against the indexes ----------------------------------------------------------------------------------
+
+
+def _check_against_indexes(staged: dict[str, Path], data_dir: Path, report: ImportReport) -> list[Entry]:
+    """The staged entries that pass their index checks; the others go to `report.failed`."""
+    assert report.manifest is not None
+    entries = [e for e in report.manifest.files if e.path in staged]
+    pages_ok = {e.path for e in entries if e.path.endswith("/page.json") and _is_page(staged[e.path])}
+    usable = {path: file for path, file in staged.items() if not path.endswith("/page.json") or path in pages_ok}
+    hashes = IndexHashes(data_dir, usable)
+    conda = hashes.conda_packages(e.path for e in entries if e.kind == "package" and e.path.startswith("conda/"))
+    good = []
+    for entry in entries:
+        if entry.path.endswith("/page.json") and entry.path not in pages_ok:
+            why: str | None = "not a project page pkgcache can read"
+        else:
+            why = _index_check(entry, hashes, conda)
+        if why is None:
+            good.append(entry)
+        else:
+            report.failed.append((entry.path, why))
+    return good
+
+
+def _index_check(entry: Entry, hashes: IndexHashes, conda: dict[str, object]) -> str | None:
+    if entry.kind == "shard":
+        name_digest = entry.path.rsplit("/", 1)[-1].split(".", 1)[0]
+        return None if name_digest == entry.sha256 else f"its content's sha256 is {entry.sha256}, not its name"
+    if entry.kind == "metadata":
+        expected = hashes.pypi_metadata(entry.path)
+        return _compare(entry, expected) if expected else None
+    if entry.kind != "package":
+        return None
+    if entry.path.startswith("pypi/"):
+        found = hashes.pypi_file(entry.path)
+        if found is None:
+            return "no project page in the bundle or the cache lists it"
+        return _compare(entry, found)
+    found_conda = conda.get(entry.path)
+    if found_conda is None:
+        return "no repodata or shard in the bundle or the cache lists it"
+    return _compare(entry, found_conda)  # type: ignore[arg-type]
+
+
+def _compare(entry: Entry, expected: object) -> str | None:
+    from .index_hashes import Expected
+
+    assert isinstance(expected, Expected)
+    if expected.sha256 is None:
+        return f"{expected.source} lists no sha256 for it"
+    if expected.sha256 != entry.sha256:
+        return f"sha256 {entry.sha256} is not the {expected.sha256} that {expected.source} lists"
+    if expected.size is not None and expected.size != entry.size:
+        return f"{entry.size} bytes, not the {expected.size} that {expected.source} lists"
+    return None
+
+
+def _is_page(path: Path) -> bool:
+    try:
+        document = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    page = document.get("page") if isinstance(document, dict) else None
+    return isinstance(page, dict) and isinstance(page.get("files"), list) and "fetched_at" in document
+
+
+# --- merging ------------------------------------------------------------------------------------------------------
+
+
+def _merge(good: list[Entry], staged: dict[str, Path], data_dir: Path, report: ImportReport) -> None:
+    """Move each good file into place, unless the data directory's copy is to be kept."""
+    decided: dict[str, bool] = {}  # an index file's path -> whether the bundle's copy went in
+    # Sidecars follow the file they describe: decide those files first.
+    for entry in sorted(good, key=lambda e: e.path.endswith(META_SUFFIX)):
+        destination = data_dir / entry.path
+        take = _take(entry, destination, decided)
+        if entry.kind == "index" and not entry.path.endswith(META_SUFFIX):
+            decided[entry.path] = take
+        if not take:
+            report.present.append(entry)
+            continue
+        existed = destination.exists()
+        source = staged[entry.path]
+        os.utime(source, ns=(time.time_ns(), entry.mtime_ns))
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, destination)
+        (report.replaced if existed else report.added).append(entry)
+
+
+def _take(entry: Entry, destination: Path, decided: dict[str, bool]) -> bool:
+    try:
+        here = destination.stat()
+    except FileNotFoundError:
+        if entry.path.endswith(META_SUFFIX):
+            described = entry.path.removesuffix(META_SUFFIX)
+            return decided.get(described, True)
+        return True
+    if entry.kind != "index":
+        return False  # packages, metadata and shards do not change: the copy here is the same file
+    if entry.path.endswith(META_SUFFIX):
+        described = entry.path.removesuffix(META_SUFFIX)
+        if described in decided:
+            return decided[described]
+    return entry.mtime_ns > here.st_mtime_ns
