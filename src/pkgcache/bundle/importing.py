@@ -92,7 +92,7 @@ def _receive(source: IO[bytes], staging: Path, report: ImportReport, progress: P
     """Every member written to staging and checked against the manifest; cache path -> staged file."""
     staged: dict[str, Path] = {}
     try:
-        tar = tarfile.open(fileobj=source, mode="r|*")
+        tar = tarfile.open(fileobj=source, mode="r|*")  # noqa: SIM115 (the `with` below closes it)
     except tarfile.TarError as exc:
         raise BundleUnreadable(f"not a bundle (not a tar file): {exc}") from None
     with tar:

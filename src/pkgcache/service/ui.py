@@ -41,6 +41,7 @@ from pkgcache.clients import (
 from pkgcache.formatting import format_bytes, format_duration
 from pkgcache.http.qvalues import best_offer
 from pkgcache.http.request_cycle import add_get
+from pkgcache.kit_record import read_kit_record
 from pkgcache.service.state import Operations, operations
 
 LANGUAGES = ("en", "zh")
@@ -116,6 +117,9 @@ TEXT: dict[str, tuple[str, str]] = {
         "blocked by the mirror for this network; resting {seconds} s (see its last error)",
         "镜像站封禁了本网络；暂停 {seconds} 秒（见最近错误）",
     ),
+    "kit": ("Seeded and imported", "预取与导入"),
+    "kit_seed": ("seeded {ago} ago: {files} files", "{ago}前预取：{files} 个文件"),
+    "kit_import": ("imported {ago} ago: {files} files", "{ago}前导入：{files} 个文件"),
     "machines": ("For machines", "机器可读接口"),
     "node": ("Node {node}", "节点 {node}"),
     "node_tier": ("Node {node}, tier {tier}", "节点 {node}，层级 {tier}"),
@@ -218,6 +222,7 @@ def _glance(lang: str, ops: Operations) -> list[Card]:
             text(lang, "saved_detail", served=format_bytes(int(summary["bytes_served"]))),
         ),
         *_metadata_card(lang, ops),
+        *_kit_card(lang, ops),
         Card(
             text(lang, "uptime"),
             format_duration(time.time() - ops.started_at),
@@ -267,6 +272,22 @@ def _shards(lang: str, ops: Operations) -> list[str]:
         )
     lines += [text(lang, "shards_passed", where=where) for where in found.get("passed_through", [])]
     return lines
+
+
+def _kit_card(lang: str, ops: Operations) -> list[Card]:
+    """The last `pkgcache seed` and `pkgcache import` into this data directory, when there were any."""
+    record = read_kit_record(ops.settings.server.data_dir)
+    now = time.time()
+    lines = []
+    for kind, key, counted in (("seed", "kit_seed", ("fetched", "cached")), ("import", "kit_import", ("added",))):
+        if record[kind]:
+            last = record[kind][-1]
+            files = sum(int(last.get(name) or 0) for name in counted)
+            ago = format_duration(now - float(last.get("at") or now))
+            lines.append(text(lang, key, ago=ago, files=files))
+    if not lines:
+        return []
+    return [Card(text(lang, "kit"), lines[0], "; ".join(lines[1:]))]
 
 
 def _clients(ops: Operations, base: str) -> list[tuple[str, list[Snippet]]]:
