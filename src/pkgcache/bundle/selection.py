@@ -9,6 +9,7 @@ channel's noarch (repodata in every cached form, sidecars, shard indexes), and t
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -46,14 +47,48 @@ def select_all(data_dir: Path) -> Selection:
     return Selection({path for path, _ in cached_files(data_dir)})
 
 
-def select_since(data_dir: Path, since: float) -> Selection:
-    """Files written at or after `since` (packages with what serves them; index files that changed)."""
+def select_since(data_dir: Path, since: float, known: set[str] | None = None) -> Selection:
+    """What arrived at or after `since`, with what serves it.
+
+    Packages keep their upstream's modification time, so arrival is read from the inode's change time (which
+    pkgcache also moves when it records that a file was served: a date may bring some older files along). Given
+    `known` (the files present at the last export), a package, shard or metadata file is new exactly when it is
+    not among them. Index files (pages, repodata) are rewritten when refreshed: those written since go in.
+    """
     since_ns = int(since * 1e9)
-    recent = [path for path, stat in cached_files(data_dir) if stat.st_mtime_ns >= since_ns]
-    selection = Selection(set(recent))
-    packages = [path for path in recent if kind_of(path) == "package"]
+    selection = Selection()
+    for path, stat in cached_files(data_dir):
+        kind = kind_of(path)
+        if kind == "index" or known is None:
+            new = max(stat.st_ctime_ns, stat.st_mtime_ns) >= since_ns
+        else:
+            new = path not in known
+        if new:
+            selection.paths.add(path)
+    packages = [path for path in selection.paths if kind_of(path) == "package"]
     selection.paths |= support_files(data_dir, packages)
     return selection
+
+
+def known_files(data_dir: Path) -> list[str]:
+    """Every cached package, shard and metadata file: what `--since last` will not carry again."""
+    return [path for path, _ in cached_files(data_dir) if kind_of(path) != "index"]
+
+
+def write_known_files(lines: list[str], destination: Path) -> None:
+    """`known_files`, one path a line (gzip), for the next `--since last`."""
+    temp = destination.with_name(f".{destination.name}.tmp")
+    with gzip.open(temp, "wt", encoding="utf-8") as out:
+        out.write("\n".join(sorted(lines)) + "\n")
+    os.replace(temp, destination)
+
+
+def read_known_files(source: Path) -> set[str] | None:
+    try:
+        with gzip.open(source, "rt", encoding="utf-8") as lines:
+            return {line.rstrip("\n") for line in lines if line.strip()}
+    except (OSError, EOFError, UnicodeDecodeError):
+        return None
 
 
 def select_named(data_dir: Path, inputs: Iterable[Path]) -> Selection:

@@ -25,6 +25,8 @@ from pkgcache.daemon.errors import DaemonError
 from pkgcache.formatting import format_bytes
 from pkgcache.kit_record import add_kit_entry, last_entry
 
+# What the data directory held at the last export, for `export --since last`.
+KNOWN_FILES = "pkgcache.exported.txt.gz"
 # Failures listed one a line before "... and N more".
 LISTED_FAILURES = 50
 
@@ -192,19 +194,28 @@ def export_command(
     """Write cached packages, with the pages and repodata that serve them, into one bundle file with a manifest
     (every file's path, size and sha256). Exit status 1 when a file a lock file names is not in the cache."""
     from pkgcache.bundle.exporting import ExportError, build_manifest, export_to
-    from pkgcache.bundle.selection import select_all, select_named, select_since
+    from pkgcache.bundle.selection import (
+        known_files,
+        read_known_files,
+        select_all,
+        select_named,
+        select_since,
+        write_known_files,
+    )
 
     directory = _data_dir(config_file, data_dir)
     started = time.time()
     since_time = parse_since(since, directory)
+    known = read_known_files(directory / KNOWN_FILES) if since == "last" else None
+    present_at_start = known_files(directory)  # what arrives during the export goes in the next one
     console = Console(stderr=True)
     if from_inputs:
         selection = select_named(directory, from_inputs)
         if since_time is not None:
-            recent = select_since(directory, since_time).paths
+            recent = select_since(directory, since_time, known).paths
             selection.paths = {p for p in selection.paths if kind_of(p) != "package" or p in recent}
     elif since_time is not None:
-        selection = select_since(directory, since_time)
+        selection = select_since(directory, since_time, known)
     else:
         selection = select_all(directory)
     inputs = [str(p) for p in from_inputs]
@@ -230,6 +241,7 @@ def export_command(
     )
     entry = {"bundle": str(output), "files": len(manifest.files), "bytes": manifest.total_bytes, "since": since_time}
     add_kit_entry(directory, "export", {**entry, "inputs": inputs}, at=started)
+    write_known_files(present_at_start, directory / KNOWN_FILES)
     sys.exit(1 if selection.missing else 0)
 
 

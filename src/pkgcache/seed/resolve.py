@@ -80,7 +80,7 @@ def conda_index_items(items: Iterable[FetchItem]) -> list[FetchItem]:
     subdirs: set[tuple[str, str]] = set()
     for item in items:
         if item.path.startswith("conda/"):
-            channel_path, subdir = item.path.rsplit("/", 2)[0].rsplit("/", 1)
+            channel_path, subdir, _ = item.path.rsplit("/", 2)
             subdirs.update({(channel_path, subdir), (channel_path, "noarch")})
     found = []
     for channel_path, subdir in sorted(subdirs):
