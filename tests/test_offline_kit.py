@@ -369,3 +369,41 @@ def test_pages_in_a_bundle_are_checked_and_the_kit_record_is_kept(tmp_path: Path
     assert "gamma-0.5-py3-none-any.whl: no project page in the bundle or the cache lists it" in result.stderr
     record = json.loads((inside / "pkgcache.kit.json").read_text())
     assert record["import"][-1]["failed"] == 2
+
+
+def test_paths_outside_the_cache_are_refused_whether_in_the_manifest_or_only_in_the_tar(
+    tmp_path: Path, small_bundle: Path
+) -> None:
+    import io
+    import tarfile
+
+    inside = tmp_path / "inside"
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(small_bundle) as source, tarfile.open(evil, "w", format=tarfile.PAX_FORMAT) as target:
+        for member in source.getmembers():
+            target.addfile(member, source.extractfile(member))
+        for name in ("../escaped.txt", "pypi/../../escaped.txt", "/tmp/escaped.txt"):
+            info = tarfile.TarInfo(name)
+            info.size = 4
+            target.addfile(info, io.BytesIO(b"evil"))
+
+    result = pkgcache("import", "--data-dir", inside, evil)
+
+    assert result.returncode == 1
+    assert "../escaped.txt: not in the manifest" in result.stderr
+    assert not (tmp_path / "escaped.txt").exists() and not Path("/tmp/escaped.txt").exists()
+
+    listed = tmp_path / "listed.tar"
+
+    def list_escape(document: dict[str, object]) -> None:
+        document["files"].append(  # type: ignore[attr-defined]
+            {"path": "conda/../../escaped.txt", "size": 4, "sha256": "0" * 64, "mtime_ns": 0}
+        )
+
+    from tests.kit_support import rewrite_bundle
+
+    rewrite_bundle(small_bundle, listed, lambda name, data: data, list_escape)
+    refused = pkgcache("import", "--data-dir", inside, listed)
+    assert refused.returncode == 1
+    assert "has an unsafe segment '..'" in refused.stderr
+    assert not (tmp_path / "escaped.txt").exists()
