@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -93,6 +94,7 @@ def seed(
         targets, versions, jobs, with_sdists, channels or DEFAULT_CONDA_CHANNELS, progress=not no_progress
     )
     console = Console(stderr=True)
+    _log_through(console)
     plan = read_inputs(inputs)
     located = locate_instance("seed", config_file, data_dir)
     settings = located.settings
@@ -121,6 +123,16 @@ def seed(
     if url is None:
         add_kit_entry(located.paths.data_dir, "seed", report.as_record([str(p) for p in inputs]))  # type: ignore[attr-defined]
     sys.exit(0 if report.ok else 1)  # type: ignore[attr-defined]
+
+
+def _log_through(console: Console) -> None:
+    """pkgcache's warnings (a mirror failing, a file refused) printed above the progress bars, not through them."""
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("pkgcache")
+    logger.addHandler(RichHandler(console=console, show_path=False, show_time=False, markup=False))
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
 
 
 def _print_seed_report(report: object, console: Console) -> None:
