@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from .index_hashes import IndexHashes
+from .index_hashes import Expected, IndexHashes
 from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, BadManifest, Entry, Manifest
 
 CHUNK = 1 << 20
@@ -191,7 +191,7 @@ def _check_against_indexes(staged: dict[str, Path], data_dir: Path, report: Impo
     return good
 
 
-def _index_check(entry: Entry, hashes: IndexHashes, conda: dict[str, object]) -> str | None:
+def _index_check(entry: Entry, hashes: IndexHashes, conda: dict[str, Expected]) -> str | None:
     if entry.kind == "shard":
         name_digest = entry.path.rsplit("/", 1)[-1].split(".", 1)[0]
         return None if name_digest == entry.sha256 else f"its content's sha256 is {entry.sha256}, not its name"
@@ -208,13 +208,10 @@ def _index_check(entry: Entry, hashes: IndexHashes, conda: dict[str, object]) ->
     found_conda = conda.get(entry.path)
     if found_conda is None:
         return "no repodata or shard in the bundle or the cache lists it"
-    return _compare(entry, found_conda)  # type: ignore[arg-type]
+    return _compare(entry, found_conda)
 
 
-def _compare(entry: Entry, expected: object) -> str | None:
-    from .index_hashes import Expected
-
-    assert isinstance(expected, Expected)
+def _compare(entry: Entry, expected: Expected) -> str | None:
     if expected.sha256 is None:
         return f"{expected.source} lists no sha256 for it"
     if expected.sha256 != entry.sha256:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -25,6 +26,9 @@ from pkgcache.cli.options import flag_overrides, locate_options, resolve_setting
 from pkgcache.daemon.errors import DaemonError
 from pkgcache.formatting import format_bytes
 from pkgcache.kit_record import add_kit_entry, last_entry
+
+if TYPE_CHECKING:
+    from pkgcache.seed.seeding import SeedReport
 
 # What the data directory held at the last export, for `export --since last`.
 KNOWN_FILES = "pkgcache.exported.txt.gz"
@@ -99,7 +103,7 @@ def seed(
     located = locate_instance("seed", config_file, data_dir)
     settings = located.settings
 
-    async def go() -> object:
+    async def go() -> SeedReport:
         if url is not None:
             return await run_seed(plan, url, settings, options, data_dir=None, console=console)
         if located.state.running:
@@ -121,8 +125,8 @@ def seed(
         raise click.ClickException(str(exc)) from None
     _print_seed_report(report, console)
     if url is None:
-        add_kit_entry(located.paths.data_dir, "seed", report.as_record([str(p) for p in inputs]))  # type: ignore[attr-defined]
-    sys.exit(0 if report.ok else 1)  # type: ignore[attr-defined]
+        add_kit_entry(located.paths.data_dir, "seed", report.as_record([str(p) for p in inputs]))
+    sys.exit(0 if report.ok else 1)
 
 
 def _log_through(console: Console) -> None:
@@ -135,10 +139,7 @@ def _log_through(console: Console) -> None:
     logger.propagate = False
 
 
-def _print_seed_report(report: object, console: Console) -> None:
-    from pkgcache.seed.seeding import SeedReport
-
-    assert isinstance(report, SeedReport)
+def _print_seed_report(report: SeedReport, console: Console) -> None:
     fetched, cached, failed = report.files("fetched"), report.files("cached"), report.files("failed")
     console.print(
         f"[bold]seed:[/bold] {len(fetched)} fetched ({format_bytes(report.bytes_fetched)}), "

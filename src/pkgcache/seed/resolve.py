@@ -23,11 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from packaging.utils import canonicalize_name
-
 from .fetch import FetchItem, SeedClient
 from .inputs import read_inputs
-from .model import CondaFile, CondaSpec, PypiFile, PypiRequirement, SeedPlan
+from .model import CondaSpec, PypiFile, PypiRequirement, SeedPlan
 from .targets import Platform, archspec_build, virtual_packages
 
 UV_TIMEOUT = 900.0
@@ -316,30 +314,9 @@ async def resolve_conda_specs(
     return resolution
 
 
-def project_of(path: str) -> str:
-    """The project of a `pypi/files/<project>/<file>` path, normalised."""
-    return canonicalize_name(path.split("/")[2])
-
-
 def unique(items: Iterable[FetchItem]) -> list[FetchItem]:
     """One item per path, the first kept (a file two targets share is fetched once)."""
     found: dict[str, FetchItem] = {}
     for item in items:
         found.setdefault(item.path, item)
     return list(found.values())
-
-
-__all__ = [
-    "CondaFile",
-    "Resolution",
-    "ResolverMissing",
-    "channel_path",
-    "conda_index_items",
-    "find_uv",
-    "hashed_pin_items",
-    "locked_items",
-    "resolve_conda_specs",
-    "resolve_requirements",
-    "split_requirements",
-    "unique",
-]

@@ -8,8 +8,8 @@ cannot be seeded. `serving_in_process(settings)` is the pkgcache to go through w
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,7 @@ from rich.console import Console
 
 from pkgcache.config import Settings
 
-from .fetch import FetchItem, Outcome, SeedClient, SeedProgress
+from .fetch import FetchItem, Outcome, PageFile, SeedClient, SeedProgress
 from .model import SeedPlan
 from .resolve import (
     Resolution,
@@ -32,8 +32,6 @@ from .resolve import (
     unique,
 )
 from .targets import Platform
-
-log = logging.getLogger(__name__)
 
 DEFAULT_CONDA_CHANNELS = ("conda-forge",)
 
@@ -160,24 +158,21 @@ def _merge(into: Resolution, more: Resolution) -> None:
 async def _read_pages_first(items: Sequence[FetchItem], client: SeedClient) -> None:
     """Every PyPI project's page, before its files: pkgcache learns where each file is and what it must hash to,
     and the sizes it lists make the progress bar's total."""
-    import asyncio
-
     projects = {item.project for item in items if item.project}
     await asyncio.gather(*(client.project_files(project) for project in projects))
 
 
-async def _page_of(item: FetchItem, client: SeedClient) -> object:
+async def _page_of(item: FetchItem, client: SeedClient) -> dict[str, PageFile] | str | None:
     return await client.project_files(item.project) if item.project else None
 
 
-def _checked_against_page(item: FetchItem, files: object) -> FetchItem | Outcome:
+def _checked_against_page(item: FetchItem, files: dict[str, PageFile] | str | None) -> FetchItem | Outcome:
     """The item with the size and sha256 the page lists when the input had none; a failed outcome when the page
     could not be read, does not list the file, or lists another sha256 than the input."""
     if item.project is None:
         return item
-    if isinstance(files, str):
-        return Outcome(item, "failed", reason=files)
-    assert isinstance(files, dict)
+    if isinstance(files, str) or files is None:
+        return Outcome(item, "failed", reason=files or "no page")
     listed = files.get(item.filename)
     if listed is None:
         return Outcome(item, "failed", reason=f"pkgcache's page of {item.project} does not list it")
