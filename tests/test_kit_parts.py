@@ -8,9 +8,9 @@ import pytest
 
 from pkgcache.bundle.manifest import bundle_order, check_path, kind_of
 from pkgcache.kit_record import KEPT_PER_KIND, add_kit_entry, last_entry, read_kit_record
-from pkgcache.seed.fetch import FetchItem
-from pkgcache.seed.resolve import channel_path, conda_index_items
-from pkgcache.seed.targets import UnknownPlatform, parse_platform, virtual_packages
+from pkgcache.seeding.fetch import FetchItem
+from pkgcache.seeding.resolve import channel_path, conda_index_items
+from pkgcache.seeding.targets import UnknownPlatform, parse_platform, virtual_packages
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,12 +23,13 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from pkgcache.bundle.manifest import kind_of
 from pkgcache.cli.locate import locate_instance, read_auth_headers
 from pkgcache.cli.options import flag_overrides, locate_options, resolve_settings
+from pkgcache.config import Settings
 from pkgcache.daemon.errors import DaemonError
 from pkgcache.formatting import format_bytes
 from pkgcache.kit_record import add_kit_entry, last_entry
 
 if TYPE_CHECKING:
-    from pkgcache.seed.seeding import SeedReport
+    from pkgcache.seeding.run import SeedReport
 
 # What the data directory held at the last export, for `export --since last`.
 KNOWN_FILES = "pkgcache.exported.txt.gz"
@@ -79,9 +80,9 @@ def seed(
     through pkgcache, for each --platform and --python. What is cached already is skipped: run it again to fetch
     what failed. Exit status 1 when anything failed."""
     from pkgcache.seed import read_inputs
-    from pkgcache.seed.resolve import ResolverMissing
-    from pkgcache.seed.seeding import DEFAULT_CONDA_CHANNELS, SeedOptions, run_seed, serving_in_process
-    from pkgcache.seed.targets import (
+    from pkgcache.seeding.resolve import ResolverMissing
+    from pkgcache.seeding.run import DEFAULT_CONDA_CHANNELS, SeedOptions, run_seed
+    from pkgcache.seeding.targets import (
         UnknownPlatform,
         check_python_version,
         parse_platform,
@@ -127,6 +128,34 @@ def seed(
     if url is None:
         add_kit_entry(located.paths.data_dir, "seed", report.as_record([str(p) for p in inputs]))
     sys.exit(0 if report.ok else 1)
+
+
+@contextlib.asynccontextmanager
+async def serving_in_process(settings: Settings) -> AsyncIterator[str]:
+    """pkgcache on a loopback port of its own for the length of the block; yields its URL.
+
+    Holds the data directory's lock meanwhile, so no `pkgcache serve` starts on it (and fails if one runs).
+    """
+    from aiohttp import web
+
+    from pkgcache.daemon.files import InstancePaths
+    from pkgcache.daemon.lock import InstanceLock
+    from pkgcache.service.app import create_app
+
+    lock = InstanceLock(InstancePaths(settings.server.data_dir))
+    lock.acquire()
+    try:
+        runner = web.AppRunner(create_app(settings), access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = runner.addresses[0][1]
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            await runner.cleanup()
+    finally:
+        lock.release()
 
 
 def _log_through(console: Console) -> None:

@@ -2,25 +2,22 @@
 
 `run_seed(plan, ...)` turns a `SeedPlan` into exact files (`resolve`), fetches them through a pkgcache
 (`fetch`), and returns a `SeedReport`: fetched, already cached, failed with why, and what the inputs said that
-cannot be seeded. `serving_in_process(settings)` is the pkgcache to go through when none runs: the application
-`create_app` builds, on a loopback port of its own, holding the data directory's lock as `serve` does.
+cannot be seeded. The pkgcache to go through is given by URL (the command serves one itself when none runs).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiohttp import web
 from rich.console import Console
 
 from pkgcache.config import Settings
+from pkgcache.seed.model import SeedPlan
 
 from .fetch import FetchItem, Outcome, PageFile, SeedClient, SeedProgress
-from .model import SeedPlan
 from .resolve import (
     Resolution,
     conda_index_items,
@@ -181,29 +178,3 @@ def _checked_against_page(item: FetchItem, files: dict[str, PageFile] | str | No
     return FetchItem(
         item.path, item.origin, item.sha256 or listed.sha256, item.size or listed.size, item.project, item.kind
     )
-
-
-@contextlib.asynccontextmanager
-async def serving_in_process(settings: Settings) -> AsyncIterator[str]:
-    """pkgcache on a loopback port of its own for the length of the block; yields its URL.
-
-    Holds the data directory's lock meanwhile, so no `pkgcache serve` starts on it (and fails if one runs).
-    """
-    from pkgcache.daemon.files import InstancePaths
-    from pkgcache.daemon.lock import InstanceLock
-    from pkgcache.service.app import create_app
-
-    lock = InstanceLock(InstancePaths(settings.server.data_dir))
-    lock.acquire()
-    try:
-        runner = web.AppRunner(create_app(settings), access_log=None)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            port = runner.addresses[0][1]
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            await runner.cleanup()
-    finally:
-        lock.release()

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pkgcache.seed.inputs import read_inputs
+from pkgcache.seed.model import CondaSpec, PypiFile, PypiRequirement, SeedPlan
+
 from .fetch import FetchItem, SeedClient
-from .inputs import read_inputs
-from .model import CondaSpec, PypiFile, PypiRequirement, SeedPlan
 from .targets import Platform, archspec_build, virtual_packages
 
 UV_TIMEOUT = 900.0
