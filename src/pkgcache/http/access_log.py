@@ -30,10 +30,21 @@ class AccessLog:
         self._flusher: asyncio.Task[None] | None = None
         self.enabled = logging.getLogger(LOGGER_NAME).isEnabledFor(logging.INFO)
 
-    def record(self, method: str, path: str, status: int, cache: str, size: int, seconds: float, upstream: str) -> None:
+    def record(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        cache: str,
+        size: int,
+        seconds: float,
+        upstream: str,
+        now: float | None = None,
+    ) -> None:
         if not self.enabled:
             return
-        now = time.time()
+        if now is None:
+            now = time.time()
         if not path.isprintable():
             path = _escaped(path)  # a CR/LF in a request path must not forge a line of its own
         line = (

@@ -50,9 +50,9 @@ class CachedIndex:
 
     # --- pages ---
 
-    def fresh_page(self, project: str) -> CachedPage | None:
+    def fresh_page(self, project: str, now: float | None = None) -> CachedPage | None:
         entry = self.memory.peek(project)
-        if entry is None or entry.age() >= self.index_ttl:
+        if entry is None or entry.age(now) >= self.index_ttl:
             return None
         self.memory.touch(project)
         return entry

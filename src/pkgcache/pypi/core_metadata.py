@@ -109,11 +109,11 @@ class MetadataIndex:
 
     # --- pages: metadata advertised ---
 
-    def fresh_page(self, project: str) -> CachedPage | None:
-        entry = self.inner.fresh_page(project)
+    def fresh_page(self, project: str, now: float | None = None) -> CachedPage | None:
+        entry = self.inner.fresh_page(project, now)
         if entry is None:
             return None
-        known = self.records.peek(project)
+        known = self.records.peek(project, now)
         view = self._views.get(project)
         if known is None or view is None or view.source_page is not entry or view.records_version != known[1]:
             return None  # made on the slow path, off the event loop when the page is big

@@ -48,10 +48,10 @@ class MetadataRecords:
     def path(self, project: str) -> Path:
         return self.store.path_for("pypi", "simple", project, "metadata.json")
 
-    def peek(self, project: str) -> tuple[dict[str, MetadataRecord], int] | None:
+    def peek(self, project: str, now: float | None = None) -> tuple[dict[str, MetadataRecord], int] | None:
         """The records in memory and their version, if looked at on disk within about a second; else None."""
         known = self._known.get(project)
-        if known is None or time.monotonic() - known.checked_at > READER_RECHECK_SECONDS:
+        if known is None or (time.time() if now is None else now) - known.checked_at > READER_RECHECK_SECONDS:
             return None
         return known.records, known.version
 
@@ -63,7 +63,7 @@ class MetadataRecords:
         stamp = await asyncio.to_thread(file_stamp, self.path(project))
         known = self._known.get(project)
         if known is not None and known.stamp == stamp:
-            known.checked_at = time.monotonic()
+            known.checked_at = time.time()
             return known.records, known.version
         records = await asyncio.to_thread(self._read, project)
         return self._remember(project, records, stamp).records, self._known[project].version
@@ -94,7 +94,7 @@ class MetadataRecords:
 
     def _remember(self, project: str, records: dict[str, MetadataRecord], stamp: Stamp | None) -> _Known:
         self._versions += 1
-        known = self._known[project] = _Known(records, stamp, time.monotonic(), self._versions)
+        known = self._known[project] = _Known(records, stamp, time.time(), self._versions)
         self._known.move_to_end(project)
         while len(self._known) > MAX_PROJECTS_REMEMBERED:
             self._known.popitem(last=False)

@@ -96,8 +96,9 @@ class CachedPage:
     def is_big(self) -> bool:
         return len(self.page.files) > BIG_PAGE_FILES
 
-    def age(self) -> float:
-        return max(0.0, time.time() - self.origin.fetched_at)
+    def age(self, now: float | None = None) -> float:
+        """Seconds since the page was fetched or revalidated (at `now`, a time.time() the caller read already)."""
+        return max(0.0, (time.time() if now is None else now) - self.origin.fetched_at)
 
     @property
     def stale_reason(self) -> str | None:
@@ -218,7 +219,7 @@ class PageStore:
         except (KeyError, TypeError, ValueError):
             log.warning("ignoring a damaged cached page for %s", project)
             return None
-        entry.disk_stamp, entry.checked_at = stamp, time.monotonic()
+        entry.disk_stamp, entry.checked_at = stamp, time.time()
         return entry
 
     async def save(self, project: str, entry: CachedPage) -> None:

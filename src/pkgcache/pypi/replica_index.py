@@ -29,9 +29,10 @@ class ReplicaIndex:
         self.pages = pages
         self.memory = memory
 
-    def fresh_page(self, project: str) -> CachedPage | None:
+    def fresh_page(self, project: str, now: float | None = None) -> CachedPage | None:
+        now = time.time() if now is None else now
         entry = self.memory.peek(project)
-        if entry is None or entry.age() >= self.index_ttl or self._due_for_disk_check(entry):
+        if entry is None or entry.age(now) >= self.index_ttl or self._due_for_disk_check(entry, now):
             return None
         self.memory.touch(project)
         return entry
@@ -71,14 +72,14 @@ class ReplicaIndex:
             raise CacheIsReadOnly("a page without the file is refreshed by the worker that writes")
         return entry, dist
 
-    def _due_for_disk_check(self, entry: CachedPage) -> bool:
-        return time.monotonic() - entry.checked_at > READER_RECHECK_SECONDS
+    def _due_for_disk_check(self, entry: CachedPage, now: float | None = None) -> bool:
+        return (time.time() if now is None else now) - entry.checked_at > READER_RECHECK_SECONDS
 
     async def _recheck_disk(self, project: str, entry: CachedPage) -> CachedPage | None:
         """The memory copy if page.json is still the file it came from; else None (to be read again)."""
         stamp = await asyncio.to_thread(file_stamp, self.pages.page_path(project))
         if stamp is not None and stamp == entry.disk_stamp:
-            entry.checked_at = time.monotonic()
+            entry.checked_at = time.time()
             return entry
         self.memory.drop(project)
         return None

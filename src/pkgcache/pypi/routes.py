@@ -6,6 +6,7 @@ negotiated format.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from aiohttp import web
@@ -91,20 +92,22 @@ class PypiRoutes:
         render = render_project_list_json if content_type == JSON_CONTENT_TYPE else render_project_list_html
         return web.Response(body=render(names), headers={"Content-Type": with_charset(content_type), "Vary": "Accept"})
 
-    def fast_page(self, request: web.Request, rest: str) -> web.Response | None:
+    def fast_page(self, request: web.Request, rest: str, now: float) -> web.Response | None:
         """The fast path's answer for `/pypi/simple/<rest>`: a fresh page in memory, or None (the usual route)."""
         if not rest.endswith("/"):
             return None  # a query string, too, ends the raw path with something else than "/"
-        return self.page_hit(request, rest[:-1])
+        return self.page_hit(request, rest[:-1], now)
 
-    def page_hit(self, request: web.Request, raw_name: str) -> web.Response | None:
+    def page_hit(self, request: web.Request, raw_name: str, now: float | None = None) -> web.Response | None:
         """The answer when the page is fresh in memory, without awaiting anything; None when it needs more.
 
         The hot path of the whole service (http/fast_path.py offers it requests before aiohttp routes them).
         Memory is keyed by normalised names, so finding the name as written also says it needs no redirect and is
         safe (a name with a slash in it is never a key).
         """
-        entry = self.index.fresh_page(raw_name)
+        if now is None:
+            now = time.time()
+        entry = self.index.fresh_page(raw_name, now)
         if entry is None:
             return None
         content_type = _negotiated_format(request)
@@ -115,7 +118,7 @@ class PypiRoutes:
             return None  # a big page not rendered in this format yet: rendered off the event loop by the route
         request[CACHE_STATE] = CacheState.HIT
         request[UPSTREAM_USED] = entry.upstream
-        return self._page_response(request, entry, CacheState.HIT, rendered)
+        return self._page_response(request, entry, CacheState.HIT, rendered, now)
 
     async def project_page(self, request: web.Request) -> web.StreamResponse:
         raw_name = request.match_info["project"]
@@ -138,9 +141,9 @@ class PypiRoutes:
         return self._page_response(request, entry, state, await entry.rendered(content_type))
 
     def _page_response(
-        self, request: web.Request, entry: CachedPage, state: CacheState, rendered: Rendered
+        self, request: web.Request, entry: CachedPage, state: CacheState, rendered: Rendered, now: float | None = None
     ) -> web.Response:
-        age = entry.age()
+        age = entry.age(now)
         headers = {
             **rendered.headers,
             "Cache-Control": f"max-age={max(0, int(self.index.index_ttl - age))}",

@@ -32,8 +32,9 @@ class FileNotListed(LookupError):
 class IndexSource(Protocol):
     index_ttl: float
 
-    def fresh_page(self, project: str) -> CachedPage | None:
-        """The page if it is fresh in memory, without waiting for anything (the hit path); else None."""
+    def fresh_page(self, project: str, now: float | None = None) -> CachedPage | None:
+        """The page if it is fresh in memory (at `now`, a time.time() the caller read), without waiting for anything
+        (the hit path); else None."""
 
     async def get_page(self, project: str) -> tuple[CachedPage, CacheState]:
         """The page of a (normalised) project, and whether it was a hit, a miss, or served stale."""
