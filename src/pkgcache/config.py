@@ -31,6 +31,7 @@ from pydantic_settings import (
 
 from pkgcache import __version__
 from pkgcache.node_identity import NAME_PATTERN, NodeIdentity, host_node_name
+from pkgcache.policy.config import CondaPolicySettings, PypiPolicySettings
 from pkgcache.presets import (
     CONDA_PRESETS,
     DEFAULT_CONDA_UPSTREAMS,
@@ -90,6 +91,8 @@ class ServerConfig(_Section):
         ByteSize(1 << 30),
         description='free space (bytes, or a size like "5GB") the data directory keeps for /-/health to answer 200',
     )
+    # Never contact an upstream: pages list only cached files, repodata only cached packages (docs/operations.md).
+    offline: bool = Field(False, description="serve only what the cache holds and never contact an upstream")
 
     def worker_count(self) -> int:
         """How many serving processes to run. Several need Linux (SO_REUSEPORT spreading connections, fork)."""
@@ -201,7 +204,8 @@ class _UpstreamSide(_Section):
         return value
 
 
-class PypiConfig(_UpstreamSide):
+class PypiConfig(_UpstreamSide, PypiPolicySettings):
+    # The policy keys (min_release_age, deny, allow...) come from PypiPolicySettings: docs/policy.md.
     upstream_type = PypiUpstream
     upstreams: list[PypiUpstream] = Field(default_factory=lambda: list(DEFAULT_PYPI_UPSTREAMS), validate_default=True)
     index_ttl: float = Field(600.0, ge=0, description="seconds a project page is fresh")
@@ -267,7 +271,8 @@ DEFAULT_CONDA_CHANNELS = [
 ]
 
 
-class CondaConfig(_UpstreamSide):
+class CondaConfig(_UpstreamSide, CondaPolicySettings):
+    # The same policy keys as [pypi], in conda's words (CondaPolicySettings).
     upstream_type = CondaUpstream
     upstreams: list[CondaUpstream] = Field(default_factory=lambda: list(DEFAULT_CONDA_UPSTREAMS), validate_default=True)
     channels: list[str] = Field(default_factory=lambda: list(DEFAULT_CONDA_CHANNELS))

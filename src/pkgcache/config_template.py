@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from pkgcache import __version__
 from pkgcache.config import Settings
+from pkgcache.policy.config import TEMPLATE_NOTES as POLICY_NOTES
 from pkgcache.presets import CONDA_PRESETS, DEFAULT_CONDA_UPSTREAMS, DEFAULT_PYPI_UPSTREAMS, PYPI_PRESETS
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -45,6 +46,7 @@ KEY_NOTES: dict[str, str] = {
     "server.data_dir": "The cache, the pid file and the log of `pkgcache start` live here.",
     "server.log_level": "debug, info, warning or error. At info, every request is logged on one line.",
     "server.workers": "Serving processes sharing the port: 0 = one per CPU core (at most 4), 1 = one process.",
+    "server.offline": "Never contact a mirror: serve only what the cache holds (pages list only cached files).",
     "upstream.user_agent": "Sent to every mirror. The default names this pkgcache version.",
     "upstream.connect_timeout": "Seconds to wait for a connection to a mirror.",
     "upstream.read_timeout": "Longest silence, in seconds, while reading a mirror's answer.",
@@ -61,12 +63,19 @@ KEY_NOTES: dict[str, str] = {
     "cache.max_size": 'Largest cache size, e.g. "200GB"; least recently used packages are evicted. Unset: no limit.',
     "access.users": "user = password pairs for HTTP basic auth on every read. Empty: reads are open to all.",
     "access.admin_token": "Bearer token (16+ characters) for the admin HTTP API. Unset: the admin API is off.",
+    **{f"{side}.{key}": note for side in ("pypi", "conda") for key, note in POLICY_NOTES.items()},
 }
+
+# The supply-chain policy's keys: written last in their sections, under a heading of their own.
+POLICY_KEYS = tuple(POLICY_NOTES)
+POLICY_HEADING = "# Supply-chain policy (docs/policy.md): what is served at all. By default, everything."
 
 # Examples for keys whose default is "unset" (TOML has no null, so they are written commented out).
 UNSET_EXAMPLES: dict[str, str] = {
     "cache.max_size": '"200GB"',
     "access.admin_token": '"a-long-random-secret-string"',
+    "pypi.min_release_age": '"7d"',
+    "conda.min_release_age": '"7d"',
 }
 
 # Written commented out: their defaults follow the installed version, which a copy in a file would freeze.
@@ -102,13 +111,17 @@ def _render_table(dotted: str, model: BaseModel, note: str | None) -> Iterator[s
         yield f"# {note}"
     yield f"[{dotted}]"
     subtables: list[tuple[str, BaseModel, str | None]] = []
-    for key, field in type(model).model_fields.items():
+    fields = type(model).model_fields
+    policy_keys = [key for key in POLICY_KEYS if key in fields]
+    for key in [*(key for key in fields if key not in policy_keys), *policy_keys]:
         value = getattr(model, key)
         path = f"{dotted}.{key}"
         if isinstance(value, BaseModel):
-            subtables.append((path, value, KEY_NOTES.get(path) or field.description))
+            subtables.append((path, value, KEY_NOTES.get(path) or fields[key].description))
             continue
-        yield from _render_key(path, key, value, KEY_NOTES.get(path) or field.description)
+        if policy_keys and key == policy_keys[0]:
+            yield POLICY_HEADING
+        yield from _render_key(path, key, value, KEY_NOTES.get(path) or fields[key].description)
         yield from _extra_notes(path)
     yield ""
     for path, value, sub_note in subtables:
