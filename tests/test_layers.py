@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
     {"upstream"},
     {"http"},
     {"workers"},
+    {"gate"},
     {"pypi", "conda"},
     {"seeding", "bundle"},
     {"service"},

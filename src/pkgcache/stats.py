@@ -71,7 +71,7 @@ class RequestStats:
         if cache_state == CacheState.HIT:
             counters.hits += 1
             counters.bytes_saved += body_bytes
-        elif cache_state == CacheState.STALE:
+        elif cache_state == CacheState.STALE or cache_state == CacheState.OFFLINE:
             counters.stale += 1
             counters.bytes_saved += body_bytes
         elif cache_state == CacheState.MISS:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -18,12 +20,16 @@ from pkgcache.conda.routes import CONDA_CHANNELS_KEY, add_conda_routes
 from pkgcache.conda.source import ChannelSource
 from pkgcache.conda.upstream_channels import UpstreamChannels
 from pkgcache.config import CondaUpstream, PypiUpstream, Settings, UpstreamPolicy
+from pkgcache.gate.offline import OfflinePool
+from pkgcache.gate.state import Gate
 from pkgcache.http.access_log import AccessLog
 from pkgcache.http.fast_path import FAST_PATH_KEY, FastPath
 from pkgcache.http.request_cycle import REQUEST_CYCLE_KEY, RequestCycle, add_fallback, add_get
 from pkgcache.pypi.cached_index import CachedIndex
 from pkgcache.pypi.core_metadata import MetadataIndex
+from pkgcache.pypi.filtered_index import FilteredIndex
 from pkgcache.pypi.metadata_records import MetadataRecords
+from pkgcache.pypi.page_gate import GatePages
 from pkgcache.pypi.pages import PageMemory, PageStore
 from pkgcache.pypi.replica_index import ReplicaIndex
 from pkgcache.pypi.routes import PYPI_INDEX_KEY, add_pypi_routes
@@ -60,6 +66,7 @@ POOLS_KEY = web.AppKey("pools", dict)
 STARTED_KEY = web.AppKey("started_at", float)
 ACCESS_LOG_KEY = web.AppKey("access_log", AccessLog)
 DATA_DIR_CHECK_KEY = web.AppKey("data_dir_check", DataDirCheck)
+GATE_KEY = web.AppKey("gate", Gate)
 
 
 def make_pool(
@@ -95,14 +102,20 @@ def _conda_pool(upstreams: list[CondaUpstream], policy: UpstreamPolicy, loop_mar
     return make_pool([(u.name, u.pkgs_url, u.max_connections, 0.0) for u in upstreams], policy, loop_mark)
 
 
-def _pypi_index(settings: Settings, pool: UpstreamPool, store: CacheStore, downloader: Downloader) -> IndexSource:
+def _pypi_index(
+    settings: Settings, pool: UpstreamPool, store: CacheStore, downloader: Downloader, gate: Gate
+) -> IndexSource:
     """The PyPI side's chain of index layers: chosen once, here (pypi/source.py says what each does)."""
     pages, memory, records = PageStore(store), PageMemory(), MetadataRecords(store)
     if not store.writable:
-        return MetadataIndex(ReplicaIndex(settings.pypi, pages, memory), pages, records, downloader, origin=None)
-    origin = UpstreamIndex(settings.pypi, Fetcher(pool, downloader))
-    cached = CachedIndex(settings.pypi, origin, pages, memory)
-    return MetadataIndex(cached, pages, records, downloader, origin)
+        below = MetadataIndex(ReplicaIndex(settings.pypi, pages, memory), pages, records, downloader, origin=None)
+    else:
+        origin = UpstreamIndex(settings.pypi, Fetcher(pool, downloader))
+        cached = CachedIndex(settings.pypi, origin, pages, memory)
+        below = MetadataIndex(cached, pages, records, downloader, origin)
+    filtered = FilteredIndex(below)  # the policy and the offline view, as the gate says
+    gate.subscribe("pypi", lambda side: filtered.use(GatePages(side, pages)))
+    return filtered
 
 
 def _conda_channels(settings: Settings, pool: UpstreamPool, store: CacheStore, downloader: Downloader) -> ChannelSource:
@@ -147,8 +160,10 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
         app[FAST_PATH_KEY] = FastPath(cycle)
     install_identity_headers(app, settings.server.identity())
     app[DATA_DIR_CHECK_KEY] = DataDirCheck(store.tmp_dir, settings.server.min_free_space)
+    gate = app[GATE_KEY] = Gate(settings, store, pools)
+    app.cleanup_ctx.append(_gate_watching)
     if "pypi" in pools:
-        index = _pypi_index(settings, pools["pypi"], store, downloader)
+        index = _pypi_index(settings, pools["pypi"], store, downloader, gate)
         add_pypi_routes(app, index, store.file_use, app.get(FAST_PATH_KEY))
     if "conda" in pools:
         add_conda_routes(app, _conda_channels(settings, pools["conda"], store, downloader), store.file_use)
@@ -186,12 +201,24 @@ def _pools(settings: Settings) -> dict[str, UpstreamPool]:
         pools["pypi"] = _pypi_pool(settings.pypi.upstreams, settings.upstream, settings.server.loop_mark())
     if settings.conda.enabled:
         pools["conda"] = _conda_pool(settings.conda.upstreams, settings.upstream, settings.server.loop_mark())
+    if settings.server.offline:  # no request may leave: pools that never send (gate/offline.py)
+        pools = {side: OfflinePool(pool.upstreams, pool.policy) for side, pool in pools.items()}
     return pools
 
 
 async def _store_prepared(app: web.Application) -> AsyncIterator[None]:
     app[STORE_KEY].prepare()
     yield
+
+
+async def _gate_watching(app: web.Application) -> AsyncIterator[None]:
+    gate = app[GATE_KEY]
+    await asyncio.to_thread(gate.load_blocks)
+    task = asyncio.get_running_loop().create_task(gate.watch())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _access_log_running(app: web.Application) -> AsyncIterator[None]:

@@ -1,0 +1,129 @@
+"""Instant blocks, kept in the data directory so that every worker (and the next start) sees them.
+
+`gate/blocks.json` holds the blocks in force, by side; `gate/blocks.log` has one JSON line per block and unblock,
+with who, when and why. The file is replaced whole (written aside, renamed), so a reader never sees half of it;
+every worker looks at its stamp about twice a second (`state.Gate`) and reads it again when it changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pkgcache.policy.common import Block, Side, parse_block_target
+from pkgcache.policy.pypi import normalize_name as normalize_pypi_name
+from pkgcache.storage.store import CacheStore, Stamp, file_stamp
+
+log = logging.getLogger(__name__)
+
+SIDES: tuple[Side, ...] = ("pypi", "conda")
+Blocks = Mapping[str, tuple[Block, ...]]
+
+
+def normalize(side: str, name: str) -> str:
+    """A name as the side compares it: PEP 503 for PyPI, case folded for conda."""
+    return normalize_pypi_name(name) if side == "pypi" else name.strip().lower()
+
+
+def block_from_target(side: str, target: str, who: str, why: str, when: datetime | None = None) -> Block:
+    """A block of `NAME==VERSION` (or `NAME` alone: every version); ValueError says what is wrong with `target`."""
+    name, version = parse_block_target(target)
+    return Block(normalize(side, name), version, who=who, why=why, when=when or datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class BlockChange:
+    """What one block or unblock did, for its answer and its log line."""
+
+    action: str  # "block" or "unblock"
+    side: str
+    block: Block | None  # the block added, or the one removed (None: there was none)
+    who: str
+    purged_files: int = 0
+    purged_bytes: int = 0
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "at": datetime.now(UTC).isoformat(),
+            "action": self.action,
+            "side": self.side,
+            "target": None if self.block is None else self.block.target,
+            "who": self.who,
+            "why": None if self.block is None else self.block.why,
+            "purged_files": self.purged_files,
+            "purged_bytes": self.purged_bytes,
+        }
+
+
+class BlockBook:
+    """The blocks file and its log, in a data directory."""
+
+    def __init__(self, store: CacheStore) -> None:
+        self.store = store
+        self.path = store.path_for("gate", "blocks.json")
+        self.log_path = store.path_for("gate", "blocks.log")
+
+    def stamp(self) -> Stamp | None:
+        return file_stamp(self.path)
+
+    def read(self) -> dict[str, tuple[Block, ...]]:
+        """The blocks in force by side (none for a side without any); a damaged file is logged and read as empty."""
+        data = self.store.read_json(self.path)
+        found: dict[str, tuple[Block, ...]] = {side: () for side in SIDES}
+        if data is None:
+            if self.path.exists():
+                log.error("the blocks file %s cannot be read: no block is in force until it is fixed", self.path)
+            return found
+        for side in SIDES:
+            try:
+                found[side] = tuple(Block.from_json(item) for item in data.get(side, ()))
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                log.error("ignoring the %s blocks of %s: %s", side, self.path, exc)
+        return found
+
+    def add(self, side: str, block: Block) -> None:
+        """Keep `block` (replacing one of the same name and version), blocking: call from a thread."""
+        blocks = self.read()
+        key = (normalize(side, block.name), block.version)
+        kept = [b for b in blocks[side] if (normalize(side, b.name), b.version) != key]
+        self._write({**blocks, side: (*kept, block)})
+
+    def remove(self, side: str, name: str, version: str | None) -> Block | None:
+        """Drop the block of `name` at `version` (None: the block of every version); the block dropped, if any."""
+        blocks = self.read()
+        key = (normalize(side, name), version)
+        gone = [b for b in blocks[side] if (normalize(side, b.name), b.version) == key]
+        if gone:
+            self._write({**blocks, side: tuple(b for b in blocks[side] if b not in gone)})
+        return gone[0] if gone else None
+
+    def record(self, change: BlockChange) -> None:
+        """Append the change to the log (one line, appended whole)."""
+        line = json.dumps(change.as_json(), ensure_ascii=False) + "\n"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("a", encoding="utf-8") as handle:
+            handle.write(line)
+
+    def history(self, limit: int = 50) -> list[dict[str, object]]:
+        """The last `limit` log lines, newest last."""
+        try:
+            lines = self.log_path.read_text(encoding="utf-8").splitlines()[-limit:]
+        except OSError:
+            return []
+        entries = []
+        for line in lines:
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                continue
+        return entries
+
+    def _write(self, blocks: Blocks) -> None:
+        self.store.tmp_dir.mkdir(parents=True, exist_ok=True)  # a command working on the directory directly
+        content = {side: [b.as_json() for b in sorted(blocks[side], key=lambda b: b.target)] for side in SIDES}
+        content["written_at"] = time.time()  # type: ignore[assignment]
+        self.store.write_json_atomic(self.path, content)
