@@ -101,11 +101,16 @@ class GeneratedShards:
         made = await self.sidecars.meta_for(index)
         if made is not None and made.extra.get("source") == _source_key(source, source_meta):
             return Lookup(CacheState.HIT, index, made)
-        if made is not None and made.extra.get("generated"):
+        wanted = _source_key(source, source_meta)
+        if made is not None and made.extra.get("generated") and _same_file(made.extra.get("source"), wanted):
             # The repodata changed: the shards of the previous one are served while the new ones are built.
             self._start_build(channel, subdir, index, source, source_meta)
             return Lookup(CacheState.STALE, index, made)
+        # None yet, or made from another file (a filter came into force or changed: conda/filtered_channels.py):
+        # what that one lists must not be served, so these are built now.
         made = await self._start_build(channel, subdir, index, source, source_meta)
+        if made.extra.get("source") != wanted:  # an earlier build of another file finished first
+            made = await self._start_build(channel, subdir, index, source, source_meta)
         return Lookup(CacheState.MISS, index, made)
 
     async def _repodata(self, channel: Channel, subdir: str) -> tuple[Path, FileMeta]:
@@ -177,8 +182,13 @@ def _log_failure(task: asyncio.Task[FileMeta]) -> None:
 
 
 def _source_key(path: Path, meta: FileMeta) -> list[object]:
-    """What shards are made from: the repodata file's name and the version of it (size and mtime)."""
-    return [path.name, meta.size, meta.mtime_ns]
+    """What shards are made from: the repodata file (its folder and name) and the version of it (size and mtime)."""
+    return [f"{path.parent.name}/{path.name}", meta.size, meta.mtime_ns]
+
+
+def _same_file(made_from: object, wanted: list[object]) -> bool:
+    """Whether shards were made from the same file as `wanted` (maybe another version of it)."""
+    return isinstance(made_from, list) and bool(made_from) and made_from[0] == wanted[0]
 
 
 def _build_summary(result: ShardBuildResult) -> dict[str, object]:

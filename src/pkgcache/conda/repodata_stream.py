@@ -12,9 +12,10 @@ What comes out, in file order:
 - `Info(info)` for the top-level "info" object;
 - `Record(section, filename, record)` for every entry of "packages" and "packages.conda", and of each map inside
   "v3" (section "v3/<key>", e.g. "v3/whl");
-- `Removed(filename)` for every entry of "removed".
-Other top-level keys ("repodata_version", ...) are read and dropped. Anything that is not a repodata document
-raises `MalformedRepodata`.
+- `Removed(filename)` for every entry of "removed";
+- other top-level keys ("repodata_version", ...) are read and dropped, or given as `Other(key, value)` when asked
+  for (`others=True`: what rewrites a repodata keeps them).
+Anything that is not a repodata document raises `MalformedRepodata`.
 """
 
 from __future__ import annotations
@@ -65,7 +66,13 @@ class Removed:
     filename: str
 
 
-RepodataItem = Info | Record | Removed
+@dataclass(frozen=True, slots=True)
+class Other:
+    key: str
+    value: Any
+
+
+RepodataItem = Info | Record | Removed | Other
 
 
 @contextmanager
@@ -82,18 +89,18 @@ def open_repodata_text(path: Path) -> Iterator[TextIO]:
             yield text
 
 
-def iter_repodata_file(path: Path) -> Iterator[RepodataItem]:
+def iter_repodata_file(path: Path, *, others: bool = False) -> Iterator[RepodataItem]:
     """`iter_repodata` over a file on disk; decompression and decoding errors become `MalformedRepodata`."""
     try:
         with open_repodata_text(path) as text:
-            yield from iter_repodata(text)
+            yield from iter_repodata(text, others=others)
     except (zstandard.ZstdError, UnicodeDecodeError, EOFError, OSError) as exc:
         if isinstance(exc, FileNotFoundError | PermissionError):
             raise
         raise MalformedRepodata(f"{path.name}: {exc}") from exc
 
 
-def iter_repodata(text: TextIO) -> Iterator[RepodataItem]:
+def iter_repodata(text: TextIO, *, others: bool = False) -> Iterator[RepodataItem]:
     """The items of one repodata document read from `text` (see the module docstring)."""
     scanner = _Scanner(text)
     scanner.expect("{", "a repodata document is a JSON object")
@@ -111,6 +118,8 @@ def iter_repodata(text: TextIO) -> Iterator[RepodataItem]:
             if not isinstance(info, dict):
                 raise scanner.error("'info' must be an object")
             yield Info(info)
+        elif others:
+            yield Other(key, scanner.value())
         else:
             scanner.value()
     scanner.expect_end()

@@ -22,6 +22,7 @@ from pkgcache.config import Settings
 from pkgcache.gate.blocks import SIDES, BlockBook
 from pkgcache.gate.offline import OfflinePool, all_resting
 from pkgcache.policy.common import Block
+from pkgcache.policy.config import PolicySettingsBase
 from pkgcache.policy.engine import SidePolicy
 from pkgcache.policy.pypi import PypiPolicy
 from pkgcache.storage.store import CacheStore, Stamp, StorageError, file_stamp
@@ -65,13 +66,12 @@ class Gate:
         self.offline = settings.server.offline
         self.primary = store.writable
         self._pools = pools
-        self._rules: dict[str, SidePolicy] = {}
+        self._settings: dict[str, PolicySettingsBase] = {}
         if settings.pypi.enabled:
-            self._rules["pypi"] = PypiPolicy(settings.pypi)
+            self._settings["pypi"] = settings.pypi
         if settings.conda.enabled:
-            from pkgcache.policy.conda import CondaPolicy  # py-rattler: only where conda is served
-
-            self._rules["conda"] = CondaPolicy(settings.conda)
+            self._settings["conda"] = settings.conda
+        self._rules: dict[str, SidePolicy] = {}  # compiled when first needed (see _rules_of_side)
         self._degraded_path = store.path_for("gate", "degraded.json")
         self._degraded: dict[str, bool] = dict.fromkeys(SIDES, False)
         self._stamps: dict[str, Stamp | None] = {}
@@ -152,19 +152,40 @@ class Gate:
                 self._publish(side)
 
     def _publish_all(self) -> None:
-        for side in self._rules:
+        for side in self._settings:
             self._publish(side)
 
-    def _publish(self, side: str) -> None:
+    def _rules_of_side(self, side: str) -> SidePolicy | None:
+        """The side's rules compiled, once; None while it has neither rules nor blocks (conda's versions need
+        py-rattler, loaded only then)."""
         rules = self._rules.get(side)
-        if rules is None:
+        if rules is not None:
+            return rules
+        settings = self._settings.get(side)
+        if settings is None:
+            return None
+        if side == "pypi":
+            rules = PypiPolicy(settings)
+        else:
+            if not self.blocks.get(side) and _without_rules(settings):
+                return None
+            from pkgcache.policy.conda import CondaPolicy
+
+            rules = CondaPolicy(settings)
+        self._rules[side] = rules
+        return rules
+
+    def _publish(self, side: str) -> None:
+        if side not in self._settings:
             return
+        rules = self._rules_of_side(side)
         policy: SidePolicy | None = rules
         try:
-            if self.blocks.get(side):
+            if rules is not None and self.blocks.get(side):
                 policy = rules.with_blocks(self.blocks[side])
         except ValueError as exc:  # a block conda cannot read (written by hand): the others stay in force
             log.error("a %s block cannot be used: %s", side, exc)
+            assert rules is not None
             policy = rules.with_blocks(b for b in self.blocks[side] if _usable(rules, b))
         if policy is not None and policy.is_empty:
             policy = None
@@ -191,6 +212,10 @@ class Gate:
             }
             for side, gate in self.sides.items()
         }
+
+
+def _without_rules(settings: PolicySettingsBase) -> bool:
+    return not (settings.min_release_age or settings.deny or settings.allow_only)  # type: ignore[attr-defined]
 
 
 def _rules_of(policy: SidePolicy | None) -> list[str]:

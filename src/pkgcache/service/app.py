@@ -12,9 +12,11 @@ from aiohttp import web
 
 from pkgcache import __version__
 from pkgcache.conda.cached_channels import CachedChannels, ChannelPaths
+from pkgcache.conda.filtered_channels import FilteredChannels
 from pkgcache.conda.generated_shards import GeneratedShards
 from pkgcache.conda.generated_zst import GeneratedZst
 from pkgcache.conda.index_files import IndexFiles
+from pkgcache.conda.record_gate import GateRecords
 from pkgcache.conda.replica_channels import ReplicaChannels
 from pkgcache.conda.routes import CONDA_CHANNELS_KEY, add_conda_routes
 from pkgcache.conda.source import ChannelSource
@@ -118,7 +120,9 @@ def _pypi_index(
     return filtered
 
 
-def _conda_channels(settings: Settings, pool: UpstreamPool, store: CacheStore, downloader: Downloader) -> ChannelSource:
+def _conda_channels(
+    settings: Settings, pool: UpstreamPool, store: CacheStore, downloader: Downloader, gate: Gate
+) -> ChannelSource:
     """The conda side's chain of layers: chosen once, here (conda/source.py says what each does)."""
     paths, sidecars = ChannelPaths(settings.conda, store), Sidecars(store)
     if not store.writable:
@@ -126,7 +130,10 @@ def _conda_channels(settings: Settings, pool: UpstreamPool, store: CacheStore, d
     else:
         origin = UpstreamChannels(settings.conda, Fetcher(pool, downloader))
         below = CachedChannels(settings.conda, paths, origin, IndexFiles(origin.fetcher, sidecars))
-    return GeneratedShards(GeneratedZst(below, paths, sidecars), paths, sidecars)
+    # The policy and the offline view, as the gate says; below the shards, which are made from what it shows.
+    filtered = FilteredChannels(GeneratedZst(below, paths, sidecars), paths, sidecars)
+    gate.subscribe("conda", lambda side: filtered.use(GateRecords(side, paths)))
+    return GeneratedShards(filtered, paths, sidecars)
 
 
 def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.Application:
@@ -166,7 +173,7 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
         index = _pypi_index(settings, pools["pypi"], store, downloader, gate)
         add_pypi_routes(app, index, store.file_use, app.get(FAST_PATH_KEY))
     if "conda" in pools:
-        add_conda_routes(app, _conda_channels(settings, pools["conda"], store, downloader), store.file_use)
+        add_conda_routes(app, _conda_channels(settings, pools["conda"], store, downloader, gate), store.file_use)
 
     if worker is not None:
         install_worker(app, worker, cycle.stats)
