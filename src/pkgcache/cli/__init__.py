@@ -6,6 +6,7 @@
 - `check`: check (probing the upstreams)
 - `admin_commands`: gc, purge, refresh
 - `kit_commands`: seed, export, import (the offline kit)
+- `policy_commands`: block, unblock, policy check|show (the supply-chain policy)
 - `options` (the shared options, and settings from them) and `locate` (which instance a command means)
 
 The console script and `python -m pkgcache` both run `pkgcache.cli:main`.
@@ -19,6 +20,7 @@ from pkgcache import __version__
 from pkgcache.cli.admin_commands import gc_command, purge_command, refresh_command
 from pkgcache.cli.check import check_command
 from pkgcache.cli.kit_commands import export_command, import_command, seed
+from pkgcache.cli.policy_commands import block_command, policy_group, unblock_command
 from pkgcache.cli.service_commands import restart, serve, start, stop
 from pkgcache.cli.setup_commands import client_config, init
 from pkgcache.cli.status_commands import logs, status
@@ -46,6 +48,9 @@ COMMANDS = (
     seed,
     export_command,
     import_command,
+    block_command,
+    unblock_command,
+    policy_group,
 )
 for command in COMMANDS:
     main.add_command(command)

@@ -66,6 +66,12 @@ def serve_options(function: F) -> F:
             type=click.IntRange(0, 64),
             help="Serving processes sharing the port (default 0: one per CPU core, at most 4; 1: one process).",
         ),
+        click.option(
+            "--offline",
+            is_flag=True,
+            default=None,
+            help="Never contact an upstream: serve only what the cache holds ([server] offline).",
+        ),
     ]
     for option in reversed(options):
         function = option(function)
@@ -84,6 +90,7 @@ def flag_overrides(options: Mapping[str, Any]) -> dict[str, Any]:
             "data_dir": None if data_dir is None else str(Path(data_dir).expanduser().absolute()),
             "log_level": options.get("log_level"),
             "workers": options.get("workers"),
+            "offline": options.get("offline") or None,  # a flag says yes; its absence leaves the file's say
         },
         "pypi": {"upstreams": list(options.get("pypi_upstreams") or ()) or None},
         "conda": {"upstreams": list(options.get("conda_upstreams") or ()) or None},

@@ -18,6 +18,8 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from aiohttp import web
+
 from pkgcache.config import Settings
 from pkgcache.gate.blocks import SIDES, BlockBook
 from pkgcache.gate.offline import OfflinePool, all_resting
@@ -232,3 +234,6 @@ def _usable(rules: SidePolicy, block: Block) -> bool:
     except ValueError:
         return False
     return True
+
+
+GATE_KEY = web.AppKey("gate", Gate)

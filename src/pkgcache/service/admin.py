@@ -9,10 +9,15 @@ the cache. Answers are JSON.
     POST /-/admin/pypi/purge/<project>/<filename>       one file (and its .metadata)
     POST /-/admin/pypi/refresh/<project>                fetch the project's page from upstream now
     POST /-/admin/conda/purge/<pkgs|cloud>/<channel>/<subdir>/<filename>   one conda package file
+    POST /-/admin/<pypi|conda>/block?target=NAME==VERSION&reason=WHY&who=WHO   block a release (or a whole
+                                                        project: target=NAME) on every worker, purge its files
+    POST /-/admin/<pypi|conda>/unblock?target=NAME==VERSION&who=WHO         lift a block
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -20,9 +25,13 @@ from aiohttp import web
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
 from pkgcache.conda.channels import FileKind, UnknownPath, check_subdir, kind_of
+from pkgcache.gate.blocks import BlockChange, block_from_target
+from pkgcache.gate.purge import blocked_files
+from pkgcache.gate.state import GATE_KEY
 from pkgcache.http.auth import admin_refusal
 from pkgcache.http.request_cycle import add_post
 from pkgcache.http.responses import error_for, plain_error
+from pkgcache.policy.common import parse_block_target
 from pkgcache.pypi.names import METADATA_SUFFIX, BadName, check_filename, normalize_project
 from pkgcache.pypi.pages import project_entries
 from pkgcache.pypi.routes import PYPI_INDEX_KEY
@@ -31,6 +40,7 @@ from pkgcache.storage.eviction import Freed
 from pkgcache.storage.store import CacheStore, UnsafePath
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger(__name__)
 
 ADMIN_ROOT = "/-/admin"
 _SIZE = TypeAdapter(ByteSize)
@@ -141,6 +151,56 @@ async def purge_conda_file(request: web.Request) -> web.StreamResponse:
     return _freed_answer(freed, request, file=str(path.relative_to(operations(request).store.root)))
 
 
+def _side(request: web.Request) -> str:
+    side = request.match_info["side"]
+    if side not in operations(request).pools:
+        raise web.HTTPNotFound(text=f"the {side} side is not served here\n")
+    return side
+
+
+def _who(request: web.Request) -> str:
+    """Who asked: as the command line says (the user running it), else the address the request came from."""
+    return request.query.get("who") or f"the admin API from {request.remote or 'an unknown address'}"
+
+
+async def block(request: web.Request) -> web.StreamResponse:
+    """Block a release (or every release of a project) now, on every worker, and purge its cached files."""
+    side, ops, gate = _side(request), operations(request), request.app[GATE_KEY]
+    try:
+        made = block_from_target(side, request.query.get("target", ""), _who(request), request.query.get("reason", ""))
+        if side == "conda":
+            from pkgcache.policy.conda import CondaPolicy
+
+            CondaPolicy(blocks=[made])  # a version conda cannot read is refused here, not when serving
+    except ValueError as exc:
+        return plain_error(400, str(exc))
+    await asyncio.to_thread(gate.book.add, side, made)
+    gate.set_blocks(side, (await asyncio.to_thread(gate.book.read))[side])
+    freed = await ops.keeper.purge(await asyncio.to_thread(blocked_files, ops.store, side, made))
+    change = BlockChange("block", side, made, made.who, freed.files, freed.bytes)
+    await asyncio.to_thread(gate.book.record, change)
+    log.warning("%s block: %s (purged %d cached files)", side, made.describe(), freed.files)
+    return web.json_response({**made.as_json(), "side": side, **change.as_json()})
+
+
+async def unblock(request: web.Request) -> web.StreamResponse:
+    side, gate = _side(request), request.app[GATE_KEY]
+    try:
+        name, version = parse_block_target(request.query.get("target", ""))
+    except ValueError as exc:
+        return plain_error(400, str(exc))
+    removed = await asyncio.to_thread(gate.book.remove, side, name, version)
+    if removed is None:
+        target = name if version is None else f"{name}=={version}"
+        return plain_error(404, f"no {side} block of {target} is in force")
+    gate.set_blocks(side, (await asyncio.to_thread(gate.book.read))[side])
+    who = _who(request)
+    change = BlockChange("unblock", side, removed, who)
+    await asyncio.to_thread(gate.book.record, change)
+    log.warning("%s unblock: %s by %s", side, removed.target, who)
+    return web.json_response({**removed.as_json(), "side": side, **change.as_json()})
+
+
 def add_admin_routes(app: web.Application, token: str | None, *, pypi: bool, conda: bool) -> None:
     """Mount the admin API when a token is configured; without one it does not exist."""
     if token is None:
@@ -152,3 +212,6 @@ def add_admin_routes(app: web.Application, token: str | None, *, pypi: bool, con
         add_post(app, f"{ADMIN_ROOT}/pypi/refresh/{{project}}", _guarded(refresh_pypi_project))
     if conda:
         add_post(app, f"{ADMIN_ROOT}/conda/purge/{{root}}/{{name}}/{{subdir}}/{{filename}}", _guarded(purge_conda_file))
+    if pypi or conda:
+        add_post(app, f"{ADMIN_ROOT}/{{side}}/block", _guarded(block))
+        add_post(app, f"{ADMIN_ROOT}/{{side}}/unblock", _guarded(unblock))

@@ -23,7 +23,7 @@ from pkgcache.conda.source import ChannelSource
 from pkgcache.conda.upstream_channels import UpstreamChannels
 from pkgcache.config import CondaUpstream, PypiUpstream, Settings, UpstreamPolicy
 from pkgcache.gate.offline import OfflinePool
-from pkgcache.gate.state import Gate
+from pkgcache.gate.state import GATE_KEY, Gate
 from pkgcache.http.access_log import AccessLog
 from pkgcache.http.fast_path import FAST_PATH_KEY, FastPath
 from pkgcache.http.request_cycle import REQUEST_CYCLE_KEY, RequestCycle, add_fallback, add_get
@@ -68,7 +68,6 @@ POOLS_KEY = web.AppKey("pools", dict)
 STARTED_KEY = web.AppKey("started_at", float)
 ACCESS_LOG_KEY = web.AppKey("access_log", AccessLog)
 DATA_DIR_CHECK_KEY = web.AppKey("data_dir_check", DataDirCheck)
-GATE_KEY = web.AppKey("gate", Gate)
 
 
 def make_pool(
@@ -280,6 +279,7 @@ async def status(request: web.Request) -> web.StreamResponse:
             "downloads_in_flight": app[DOWNLOADER_KEY].in_flight(),
             "upstreams": {side: pool.status() for side, pool in app[POOLS_KEY].items()},
             **_side_status(app),
+            "gate": app[GATE_KEY].status(),
             **status_extras(app),
             "workers": workers_status(app) or None,
         }

@@ -1,0 +1,295 @@
+"""`pkgcache block`, `pkgcache unblock` and `pkgcache policy check|show`: the supply-chain policy on the command line.
+
+Blocks go through the running instance's admin API when one serves the data directory (every worker then refuses
+the release within a second, and its cached files are purged through the instance, which keeps its size count);
+with nothing running they are written to the data directory (`gate/blocks.json`), where the next start reads them.
+
+`policy check` reads requirement and lock files (`pkgcache.seed.inputs`), and says which pins the configured policy
+and the blocks in force refuse, and why, without installing anything: exit status 1 when any is refused, for CI.
+Release times come from the cache's pages when it has them; a pin whose time is not known is reported with a note.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlencode
+
+import click
+
+from pkgcache.cli.admin_commands import call_admin_api, running_instance_url
+from pkgcache.cli.locate import Located, locate_instance
+from pkgcache.cli.options import locate_options
+from pkgcache.config import Settings
+from pkgcache.formatting import format_bytes
+from pkgcache.gate.blocks import BlockBook, BlockChange, block_from_target
+from pkgcache.gate.purge import blocked_files
+from pkgcache.policy.common import Block, from_epoch, parse_block_target, parse_upload_time
+from pkgcache.policy.engine import Pin, PinVerdict
+from pkgcache.policy.pypi import PypiPolicy, normalize_name
+from pkgcache.pypi.model import version_of
+from pkgcache.seed.inputs import CondaFile, PypiFile, PypiRequirement, SeedPlan, read_inputs
+from pkgcache.storage.eviction import remove_entries
+from pkgcache.storage.store import CacheStore
+
+EXIT_REFUSED = 1
+EXIT_UNREADABLE = 2
+
+
+def _who() -> str:
+    """The person running the command (the one behind sudo, when there is one)."""
+    return os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+def _side_of(conda: bool) -> str:
+    return "conda" if conda else "pypi"
+
+
+# --- block and unblock ---
+
+
+@click.command("block")
+@locate_options
+@click.argument("target")
+@click.option("--conda", is_flag=True, help="A conda package (NAME==VERSION matches every build of it).")
+@click.option("--reason", default="", help="Why: quoted in every refusal and in the log.")
+def block_command(config_file: Path | None, data_dir: Path | None, target: str, conda: bool, reason: str) -> None:
+    """Refuse a release now (TARGET is NAME==VERSION, or NAME for every release) and purge its cached files."""
+    side = _side_of(conda)
+    located = locate_instance("block", config_file, data_dir)
+    try:
+        made = block_from_target(side, target, _who(), reason)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="TARGET") from None
+    url = running_instance_url(located)
+    if url is not None:
+        query = urlencode({"target": target, "reason": reason, "who": made.who})
+        answer = call_admin_api(located.settings, url, f"/-/admin/{side}/block?{query}")
+        files, size = int(answer.get("purged_files", 0)), int(answer.get("purged_bytes", 0))
+    else:
+        files, size = _block_on_disk(located.settings, side, made)
+    click.echo(
+        f"blocked {made.target} ({side}) for everyone{_why(reason)}; purged {_files(files)}, {format_bytes(size)}"
+    )
+
+
+def _block_on_disk(settings: Settings, side: str, made: Block) -> tuple[int, int]:
+    if side == "conda":
+        from pkgcache.policy.conda import CondaPolicy
+
+        try:
+            CondaPolicy(blocks=[made])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="TARGET") from None
+    store = CacheStore(settings.server.data_dir)
+    book = BlockBook(store)
+    book.add(side, made)
+    freed = remove_entries(blocked_files(store, side, made))
+    book.record(BlockChange("block", side, made, made.who, freed.files, freed.bytes))
+    click.echo("pkgcache is not running: the block is written to the data directory, in force when it starts")
+    return freed.files, freed.bytes
+
+
+@click.command("unblock")
+@locate_options
+@click.argument("target")
+@click.option("--conda", is_flag=True, help="A conda package block.")
+def unblock_command(config_file: Path | None, data_dir: Path | None, target: str, conda: bool) -> None:
+    """Lift a block made with `pkgcache block` (TARGET as it was blocked)."""
+    side = _side_of(conda)
+    located = locate_instance("unblock", config_file, data_dir)
+    try:
+        name, version = parse_block_target(target)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="TARGET") from None
+    url = running_instance_url(located)
+    if url is not None:
+        query = urlencode({"target": target, "who": _who()})
+        call_admin_api(located.settings, url, f"/-/admin/{side}/unblock?{query}")
+    else:
+        book = BlockBook(CacheStore(located.settings.server.data_dir))
+        removed = book.remove(side, name, version)
+        if removed is None:
+            raise click.ClickException(f"no {side} block of {target} is in force")
+        book.record(BlockChange("unblock", side, removed, _who()))
+    click.echo(f"unblocked {target} ({side})")
+
+
+def _why(reason: str) -> str:
+    return f" ({reason})" if reason else ""
+
+
+def _files(count: int) -> str:
+    return f"{count} cached file{'s' if count != 1 else ''}"
+
+
+# --- policy show and check ---
+
+
+@click.group("policy")
+def policy_group() -> None:
+    """The supply-chain policy: what it refuses (see docs/policy.md)."""
+
+
+@policy_group.command("show")
+@locate_options
+def show_command(config_file: Path | None, data_dir: Path | None) -> None:
+    """The rules of both sides and the blocks in force."""
+    located = locate_instance("policy show", config_file, data_dir)
+    settings = located.settings
+    blocks = BlockBook(CacheStore(settings.server.data_dir)).read()
+    for side, section in (("pypi", settings.pypi), ("conda", settings.conda)):
+        if not section.enabled:
+            continue
+        lines = PypiPolicy(settings.pypi).describe() if side == "pypi" else _conda_rules(settings)
+        click.echo(f"[{side}]")
+        for line in lines or ["(no rule: everything is served)"]:
+            click.echo(f"  {line}")
+        for made in blocks[side]:
+            click.echo(f"  blocked: {made.describe()}")
+
+
+def _conda_rules(settings: Settings) -> list[str]:
+    conda = settings.conda
+    if not (conda.min_release_age or conda.deny or conda.allow_only):
+        return []
+    from pkgcache.policy.conda import CondaPolicy
+
+    return CondaPolicy(conda).describe()
+
+
+@policy_group.command("check")
+@locate_options
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def check_command(config_file: Path | None, data_dir: Path | None, files: tuple[Path, ...]) -> None:
+    """Say which pins of requirement or lock FILES the policy refuses, and why (exit 1 if any is).
+
+    Reads requirements files, pylock.toml, uv.lock, poetry.lock, pdm.lock, pixi.lock, conda-lock files, conda
+    @EXPLICIT lists and environment.yml.
+    """
+    located = locate_instance("policy check", config_file, data_dir)
+    plan = read_inputs(files)
+    for error in plan.errors:
+        click.echo(f"cannot read {error}", err=True)
+    if not plan.ok:
+        sys.exit(EXIT_UNREADABLE)
+    report = PolicyReport(located)
+    report.check(plan)
+    sys.exit(EXIT_REFUSED if report.refused else 0)
+
+
+class PolicyReport:
+    """Checks a plan's pins against the policy of the instance found, and prints what it finds."""
+
+    def __init__(self, located: Located) -> None:
+        self.settings = located.settings
+        self.store = CacheStore(self.settings.server.data_dir)
+        self.blocks = BlockBook(self.store).read()
+        self.checked = self.refused = self.noted = 0
+
+    def check(self, plan: SeedPlan) -> None:
+        pypi_pins, unpinned = self._pypi_pins(plan)
+        if pypi_pins:
+            policy = PypiPolicy(self.settings.pypi, self.blocks["pypi"])
+            self._report("pypi", policy.check_requirements([pin for pin, _ in pypi_pins]), [w for _, w in pypi_pins])
+        for requirement in unpinned:
+            self._unpinned(requirement)
+        conda_pins = [(self._conda_pin(item), str(item.origin)) for item in plan.conda_files]
+        if conda_pins:
+            from pkgcache.policy.conda import CondaPolicy
+
+            policy = CondaPolicy(self.settings.conda, self.blocks["conda"])
+            self._report("conda", policy.check_requirements([pin for pin, _ in conda_pins]), [w for _, w in conda_pins])
+        for spec in plan.conda_specs:
+            click.echo(f"note     {spec.spec} ({spec.origin}): not pinned; lock it to check it")
+            self.noted += 1
+        summary = f"{self.checked} pins checked: {self.refused} refused"
+        click.echo(summary + (f", {self.noted} with notes" if self.noted else ""))
+
+    def _report(self, side: str, verdicts: list[PinVerdict], origins: list[str]) -> None:
+        for verdict, origin in zip(verdicts, origins, strict=True):
+            self.checked += 1
+            pin = verdict.pin
+            label = f"{pin.name}=={pin.version}" if side == "pypi" else f"{pin.name}={pin.version}={pin.build or ''}"
+            if not verdict.verdict.allowed:
+                self.refused += 1
+                click.echo(f"REFUSED  {label} ({origin}): {verdict.verdict.message}")
+            for note in verdict.notes:
+                self.noted += 1
+                click.echo(f"note     {label} ({origin}): {note}")
+
+    def _pypi_pins(self, plan: SeedPlan) -> tuple[list[tuple[Pin, str]], list[PypiRequirement]]:
+        pins: list[tuple[Pin, str]] = []
+        unpinned: list[PypiRequirement] = []
+        for item in plan.pypi_files:
+            pins.append((self._pypi_pin(item), str(item.origin)))
+        for requirement in plan.pypi_requirements:
+            version = _exact_version(requirement)
+            if version is None:
+                if not requirement.constraint:
+                    unpinned.append(requirement)
+                continue
+            pin = Pin(
+                requirement.requirement.name,
+                version,
+                released_at=self._released(requirement.requirement.name, version, None),
+            )
+            pins.append((pin, str(requirement.origin)))
+        return pins, unpinned
+
+    def _pypi_pin(self, item: PypiFile) -> Pin:
+        version = item.version or _version_from_filename(item.filename) or ""
+        released = self._released(item.project, version, item.filename)
+        return Pin(item.project, version, filename=item.filename, released_at=released)
+
+    def _released(self, project: str, version: str, filename: str | None) -> datetime | None:
+        """The upload time the cache's page gives the file (or the version's earliest file), if it has the page."""
+        page = self.store.read_json(self.store.path_for("pypi", "simple", normalize_name(project), "page.json"))
+        if not isinstance(page, dict):
+            return None
+        times = []
+        for dist in page.get("page", {}).get("files", ()):
+            name = dist.get("filename", "")
+            if filename is not None and name != filename:
+                continue
+            if filename is None and _version_from_filename(name) != version:
+                continue
+            if (when := parse_upload_time(dist.get("upload_time"))) is not None:
+                times.append(when)
+        return from_epoch(min(times)) if times else None
+
+    def _unpinned(self, requirement: PypiRequirement) -> None:
+        name = requirement.requirement.name
+        verdict = PypiPolicy(self.settings.pypi, self.blocks["pypi"]).check_project(name)
+        self.checked += 1
+        if not verdict.allowed:
+            self.refused += 1
+            click.echo(f"REFUSED  {requirement.requirement} ({requirement.origin}): {verdict.message}")
+        else:
+            self.noted += 1
+            click.echo(
+                f"note     {requirement.requirement} ({requirement.origin}): not pinned; only rules on the "
+                "whole project were checked"
+            )
+
+    @staticmethod
+    def _conda_pin(item: CondaFile) -> Pin:
+        stem = item.filename.removesuffix(".conda").removesuffix(".tar.bz2")
+        name_version, _, build = stem.rpartition("-")
+        name, _, version = name_version.rpartition("-")
+        channel = item.channel if item.channel.startswith("pkgs/") else f"cloud/{item.channel}"
+        return Pin(name, version, filename=item.filename, build=build, channel=channel)
+
+
+def _exact_version(requirement: PypiRequirement) -> str | None:
+    specs = list(requirement.requirement.specifier)
+    if len(specs) == 1 and specs[0].operator in ("==", "===") and "*" not in specs[0].version:
+        return specs[0].version
+    return None
+
+
+def _version_from_filename(filename: str) -> str | None:
+    return version_of(filename)
