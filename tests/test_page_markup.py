@@ -42,7 +42,10 @@ def _operations(**sections: Any) -> Any:
             "requests": 2,
         },
         core_metadata=lambda: {"made": {"ranges": 3, "wheel": 1}, "bytes_saved": 5 * 1024 * 1024},
-        side_status=lambda: {"conda": {"shards": {"made_here": {}, "passed_through": ["cloud/conda-forge/noarch"]}}},
+        side_status=lambda: {
+            "conda": {"shards": {"made_here": {}, "passed_through": ["cloud/conda-forge/noarch"]}},
+            "pypi": {"gate": _GATE},
+        },
         pools={
             "pypi": _Pool(
                 [
@@ -71,9 +74,21 @@ def _operations(**sections: Any) -> Any:
     )
 
 
+# A side's gate as service/app.py reports it, with a block whose target, author and reason are hostile.
+_GATE = {
+    "rules": ['[pypi] deny[0] "evil-*"'],
+    "blocks": [
+        {"name": f"x{HOSTILE}", "version": "1.0", "who": HOSTILE, "why": HOSTILE, "when": "2026-05-01T09:30:00+00:00"}
+    ],
+    "offline": False,
+    "degraded": True,
+}
+
+
 def test_every_value_is_escaped_and_only_our_own_code_runs() -> None:
     html = render_page("en", _operations(), BASE, "10.0.0.5:3150", "N0NCE")
     assert HOSTILE not in html
+    assert "x&lt;script&gt;alert(1)&lt;/script&gt;==1.0" in html  # a block's target, who and why are escaped too
     assert "evil&lt;script&gt;alert(1)&lt;/script&gt;" in html
     # One style and one script, both ours, both under the nonce; nothing else is loaded.
     assert re.findall(r"<(style|script)\b[^>]*>", html) == ["style", "script"]
@@ -107,3 +122,10 @@ def test_a_side_turned_off_is_not_offered() -> None:
     html = render_page("en", _operations(conda={"enabled": False}), BASE, "10.0.0.5:3150", "n")
     assert "/conda/" not in html and 'id="client-conda"' not in html
     assert f"<code>{BASE}/pypi/simple/</code>" in html
+
+
+def test_the_page_shows_the_policy_the_blocks_and_a_side_whose_upstreams_are_all_down() -> None:
+    html = render_page("en", _operations(), BASE, "10.0.0.5:3150", "n")
+    assert "<code>[pypi] deny[0] &#34;evil-*&#34;</code>" in html
+    assert "2026-05-01 09:30:00" in html
+    assert "Every pypi mirror is down: only what the cache holds is served until one comes back." in html

@@ -261,12 +261,13 @@ async def health(request: web.Request) -> web.StreamResponse:
 
 
 def _side_status(app: web.Application) -> dict[str, dict[str, object]]:
-    """What each side serves: the PyPI index's settings, the conda channels."""
+    """What each side serves: the PyPI index's settings, the conda channels, and each side's gate."""
     sides: dict[str, dict[str, object]] = {}
+    gate = app[GATE_KEY].status()
     if PYPI_INDEX_KEY in app:
-        sides["pypi"] = app[PYPI_INDEX_KEY].status()
+        sides["pypi"] = {**app[PYPI_INDEX_KEY].status(), "gate": gate.get("pypi", {})}
     if CONDA_CHANNELS_KEY in app:
-        sides["conda"] = app[CONDA_CHANNELS_KEY].status()
+        sides["conda"] = {**app[CONDA_CHANNELS_KEY].status(), "gate": gate.get("conda", {})}
     return sides
 
 
@@ -279,7 +280,6 @@ async def status(request: web.Request) -> web.StreamResponse:
             "downloads_in_flight": app[DOWNLOADER_KEY].in_flight(),
             "upstreams": {side: pool.status() for side, pool in app[POOLS_KEY].items()},
             **_side_status(app),
-            "gate": app[GATE_KEY].status(),
             **status_extras(app),
             "workers": workers_status(app) or None,
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from datetime import datetime
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -64,6 +65,7 @@ class LiveCollector(Collector):
         yield from self._upstreams()
         yield from self._core_metadata()
         yield from self._shards()
+        yield from self._gate()
 
     def _service(self) -> Iterable[Metric]:
         info = GaugeMetricFamily("pkgcache_info", "pkgcache version", labels=["version"])
@@ -190,6 +192,35 @@ class LiveCollector(Collector):
         for where in found.get("passed_through", []):
             passed.add_metric([where], 1)
         yield from (made, size, took, built, passed)
+    def _gate(self) -> Iterable[Metric]:
+        """Each side's policy and blocks, and whether it shows only what the cache holds (gate/state.py)."""
+        rules = GaugeMetricFamily("pkgcache_policy_rules", "Rules of the side's policy", labels=["side"])
+        blocks = GaugeMetricFamily("pkgcache_policy_blocks", "Blocks in force", labels=["side"])
+        block = GaugeMetricFamily(
+            "pkgcache_policy_block_time_seconds",
+            "When each block in force was made (Unix time)",
+            labels=["side", "target", "who", "why"],
+        )
+        offline = GaugeMetricFamily(
+            "pkgcache_offline", "1 while the side shows only what the cache holds", labels=["side", "cause"]
+        )
+        for side, status in self.ops.side_status().items():
+            gate = status.get("gate")
+            if not isinstance(gate, dict):
+                continue
+            rules.add_metric([side], len(gate.get("rules") or ()))
+            in_force = gate.get("blocks") or []
+            blocks.add_metric([side], len(in_force))
+            for item in in_force:
+                target = item["name"] + (f"=={item['version']}" if item.get("version") else "")
+                block.add_metric([side, target, item.get("who") or "", item.get("why") or ""], _epoch(item["when"]))
+            offline.add_metric([side, "configured"], 1 if gate.get("offline") else 0)
+            offline.add_metric([side, "upstreams_down"], 1 if gate.get("degraded") else 0)
+        yield from (rules, blocks, block, offline)
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
 
 
 async def metrics_page(request: web.Request) -> web.StreamResponse:

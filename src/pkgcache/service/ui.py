@@ -15,6 +15,7 @@ browser's Accept-Language; otherwise English.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 import secrets
@@ -39,6 +40,7 @@ from pkgcache.clients import (
     pypi_index_url,
 )
 from pkgcache.formatting import format_bytes, format_duration
+from pkgcache.gate.holdings import Holdings, cache_holdings
 from pkgcache.http.qvalues import best_offer
 from pkgcache.http.request_cycle import add_get
 from pkgcache.kit_record import read_kit_record
@@ -120,6 +122,31 @@ TEXT: dict[str, tuple[str, str]] = {
     "kit": ("Seeded and imported", "预取与导入"),
     "kit_seed": ("seeded {ago} ago: {files} files", "{ago}前预取：{files} 个文件"),
     "kit_import": ("imported {ago} ago: {files} files", "{ago}前导入：{files} 个文件"),
+    "gate": ("What is let in", "准入策略"),
+    "gate_intro": (
+        "Files the rules or blocks refuse are left out of pages and repodata, and refused with the reason if asked "
+        "for (docs/policy.md).",
+        "规则或封禁拒绝的文件不会出现在页面和 repodata 中，直接请求时会被拒绝并说明原因（见 docs/policy.md）。",
+    ),
+    "no_rules": ("No rule: everything is served.", "没有规则：全部提供。"),
+    "no_blocks": ("No block.", "没有封禁。"),
+    "col_blocked": ("Blocked", "已封禁"),
+    "col_by": ("By", "操作人"),
+    "col_when": ("When", "时间"),
+    "col_why": ("Why", "原因"),
+    "offline_configured": (
+        "This pkgcache is offline: it asks no mirror and serves only what its cache holds.",
+        "本服务处于离线模式：不访问任何镜像，只提供缓存中已有的内容。",
+    ),
+    "offline_degraded": (
+        "Every {side} mirror is down: only what the cache holds is served until one comes back.",
+        "所有 {side} 镜像均不可用：恢复之前只提供缓存中已有的内容。",
+    ),
+    "holdings": (
+        "The cache holds {projects} PyPI projects ({files} files, {pypi_size}) and {packages} conda packages "
+        "({conda_size}).",
+        "缓存中有 {projects} 个 PyPI 项目（{files} 个文件，{pypi_size}）和 {packages} 个 conda 包（{conda_size}）。",
+    ),
     "machines": ("For machines", "机器可读接口"),
     "node": ("Node {node}", "节点 {node}"),
     "node_tier": ("Node {node}, tier {tier}", "节点 {node}，层级 {tier}"),
@@ -171,6 +198,7 @@ def base_url(request: web.Request, ops: Operations) -> str:
 
 MACHINE_PATHS = ("/-/stats", "/metrics", "/-/health", "/-/status")
 UPSTREAM_COLUMNS = ("col_name", "col_state", "col_latency", "col_requests", "col_failures", "col_error")
+BLOCK_COLUMNS = ("col_blocked", "col_by", "col_when", "col_why")
 
 
 @dataclass(frozen=True)
@@ -343,10 +371,78 @@ def _upstream_sides(lang: str, ops: Operations) -> list[UpstreamSide]:
     ]
 
 
-def page_context(lang: str, ops: Operations, base: str, host: str, nonce: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BlockRow:
+    target: str
+    who: str
+    when: str
+    why: str
+
+
+@dataclass(frozen=True)
+class GateSide:
+    title: str
+    rules: list[str]
+    blocks: list[BlockRow]
+
+
+def _gates(ops: Operations) -> dict[str, dict[str, Any]]:
+    """Each side's gate, as the side's status says it (service/app.py)."""
+    return {side: dict(status.get("gate") or {}) for side, status in ops.side_status().items()}
+
+
+def _gate_sides(lang: str, gates: dict[str, dict[str, Any]]) -> list[GateSide]:
+    return [
+        GateSide(
+            title=text(lang, f"side_{side}") if f"side_{side}" in TEXT else side,
+            rules=list(gate.get("rules") or []),
+            blocks=[
+                BlockRow(
+                    target=f"{block.get('name')}" + (f"=={block['version']}" if block.get("version") else ""),
+                    who=str(block.get("who") or ""),
+                    when=str(block.get("when") or "")[:19].replace("T", " "),
+                    why=str(block.get("why") or ""),
+                )
+                for block in gate.get("blocks") or []
+            ],
+        )
+        for side, gate in gates.items()
+    ]
+
+
+def _offline_notes(lang: str, gates: dict[str, dict[str, Any]], holdings: Holdings | None) -> list[str]:
+    notes = []
+    if any(gate.get("offline") for gate in gates.values()):
+        notes.append(text(lang, "offline_configured"))
+    else:
+        notes += [text(lang, "offline_degraded", side=side) for side, gate in gates.items() if gate.get("degraded")]
+    if notes and holdings is not None:
+        notes.append(
+            text(
+                lang,
+                "holdings",
+                projects=holdings.pypi_projects,
+                files=holdings.pypi_files,
+                pypi_size=format_bytes(holdings.pypi_bytes),
+                packages=holdings.conda_packages,
+                conda_size=format_bytes(holdings.conda_bytes),
+            )
+        )
+    return notes
+
+
+def serves_offline_view(ops: Operations) -> bool:
+    """Whether some side shows only what the cache holds (offline mode, or every upstream down)."""
+    return any(gate.get("offline") or gate.get("degraded") for gate in _gates(ops).values())
+
+
+def page_context(
+    lang: str, ops: Operations, base: str, host: str, nonce: str, holdings: Holdings | None = None
+) -> dict[str, Any]:
     """Everything the template shows, for one request."""
     other = "en" if lang == "zh" else "zh"
     settings = ops.settings
+    gates = _gates(ops)
     return {
         "html_lang": _html_lang(lang),
         "other": other,
@@ -370,12 +466,15 @@ def page_context(lang: str, ops: Operations, base: str, host: str, nonce: str) -
         "sides": _upstream_sides(lang, ops),
         "shards": _shards(lang, ops),
         "columns": UPSTREAM_COLUMNS,
+        "gate_sides": _gate_sides(lang, gates),
+        "block_columns": BLOCK_COLUMNS,
+        "offline_notes": _offline_notes(lang, gates, holdings),
         "machine_paths": MACHINE_PATHS,
     }
 
 
-def render_page(lang: str, ops: Operations, base: str, host: str, nonce: str) -> str:
-    return _template().render(page_context(lang, ops, base, host, nonce))
+def render_page(lang: str, ops: Operations, base: str, host: str, nonce: str, holdings: Holdings | None = None) -> str:
+    return _template().render(page_context(lang, ops, base, host, nonce, holdings))
 
 
 @functools.cache
@@ -417,8 +516,9 @@ async def landing_page(request: web.Request) -> web.StreamResponse:
     base = base_url(request, ops)
     host = base.split("://", 1)[1]
     nonce = secrets.token_urlsafe(16)
+    holdings = await asyncio.to_thread(cache_holdings, ops.store.root) if serves_offline_view(ops) else None
     response = web.Response(
-        text=render_page(lang, ops, base, host, nonce),
+        text=render_page(lang, ops, base, host, nonce, holdings),
         content_type="text/html",
         charset="utf-8",
         headers={

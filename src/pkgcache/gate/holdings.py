@@ -1,0 +1,64 @@
+"""What the cache holds, in a few numbers, for the page at / when it serves only that (the offline view)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# A walk of a large cache takes a while: its numbers are kept this long.
+KEEP_SECONDS = 30.0
+CONDA_PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
+
+
+@dataclass(frozen=True)
+class Holdings:
+    pypi_projects: int = 0
+    pypi_files: int = 0
+    pypi_bytes: int = 0
+    conda_packages: int = 0
+    conda_bytes: int = 0
+
+
+_known: dict[Path, tuple[float, Holdings]] = {}
+
+
+def cache_holdings(root: Path) -> Holdings:
+    """Projects with a page, their distribution files, and conda packages under the data directory (blocking)."""
+    known = _known.get(root)
+    if known is not None and time.monotonic() - known[0] < KEEP_SECONDS:
+        return known[1]
+    projects = len(_dirs(root / "pypi" / "simple"))
+    pypi_files = pypi_bytes = conda_packages = conda_bytes = 0
+    for project in _dirs(root / "pypi" / "files"):
+        for entry in _files(project):
+            if not entry.name.endswith((".metadata", ".provenance")):
+                pypi_files += 1
+                pypi_bytes += entry.stat().st_size
+    for channel_root in _dirs(root / "conda"):
+        for channel in _dirs(channel_root):
+            for subdir in _dirs(channel):
+                for entry in _files(subdir):
+                    if entry.name.endswith(CONDA_PACKAGE_SUFFIXES):
+                        conda_packages += 1
+                        conda_bytes += entry.stat().st_size
+    found = Holdings(projects, pypi_files, pypi_bytes, conda_packages, conda_bytes)
+    _known[root] = (time.monotonic(), found)
+    return found
+
+
+def _dirs(path: Path) -> list[Path]:
+    try:
+        with os.scandir(path) as entries:
+            return [Path(entry.path) for entry in entries if entry.is_dir()]
+    except OSError:
+        return []
+
+
+def _files(path: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as entries:
+            return [entry for entry in entries if entry.is_file()]
+    except OSError:
+        return []
