@@ -224,6 +224,8 @@ class _IndexServer(FakeServer):
         self.dists: list[Dist] = []
         self._by_path: dict[str, Dist] = {}
         self._upload_times: dict[str, str] = {}
+        # filename -> PEP 700 upload-time to give instead of the made-up one (a release uploaded just now...)
+        self.upload_time_overrides: dict[str, str] = {}
         self.set_dists(dists)
 
     # -- index contents --
@@ -470,7 +472,7 @@ class OfficialLikeUpstream(_IndexServer):
             "core-metadata": metadata,
             "data-dist-info-metadata": metadata,
             "size": dist.size,
-            "upload-time": self._upload_times[dist.filename],
+            "upload-time": self.upload_time_overrides.get(dist.filename, self._upload_times[dist.filename]),
         }
         if extras is not None:
             # As the official index writes it: a URL, or null for a file without provenance.
