@@ -1,0 +1,133 @@
+"""Offline (issue 13, point 3): pages and repodata list only what the cache holds, no request leaves, and pip, uv and
+rattler install what is there and fail cleanly on what is not; the same view when every upstream is down."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cache_service import CacheProcess, RunningCache, cache_settings, start_cache
+from tests.clients.rattler_client import run_rattler_install
+from tests.conda_support import SUBDIR
+from tests.fakes.conda_upstreams import MirrorLikeUpstream
+from tests.fakes.pypi_upstreams import OfficialLikeUpstream
+from tests.support import BackgroundLoop, http_get, installed_dists, run_pip_install, run_uv_install
+
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+CHANNEL = "cloud/conda-forge"
+
+
+def _files(url: str, project: str) -> tuple[str, list[str]]:
+    answer = http_get(f"{url}/pypi/simple/{project}/", JSON)
+    assert answer.status == 200, answer.body
+    return answer.headers["x-pkgcache-cache"], [item["filename"] for item in json.loads(answer.body)["files"]]
+
+
+def test_an_offline_pkgcache_lists_and_serves_only_what_it_holds_and_asks_no_upstream(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    online = make_cache([official_upstream.index_url])
+    result = run_pip_install(online.index_url, tmp_path / "seeded", "alpha==1.0", "beta==1.1")
+    assert result.returncode == 0, result.stderr
+    online.stop()
+    official_upstream.reset_log()
+    official_upstream.files.reset_log()
+
+    process = CacheProcess(online.data_dir, "--offline", "--pypi-upstream", official_upstream.index_url)
+    try:
+        index_url = process.url + "/pypi/simple/"
+        assert _files(process.url, "alpha") == ("offline", ["alpha-1.0-py3-none-any.whl"])
+        page = json.loads(http_get(f"{process.url}/pypi/simple/alpha/", JSON).body)
+        assert page["versions"] == ["1.0"]
+        for kind, install in (("pip", run_pip_install), ("uv", run_uv_install)):
+            done = install(index_url, tmp_path / f"{kind}-ok", "alpha", "beta")
+            assert done.returncode == 0, done.stderr
+            assert installed_dists(tmp_path / f"{kind}-ok") == {"alpha==1.0", "beta==1.1", "gamma==0.5"}
+            missing = install(index_url, tmp_path / f"{kind}-missing", "delta-pkg")  # never cached
+            assert missing.returncode != 0
+            assert "delta-pkg" in missing.stdout + missing.stderr
+            newer = install(index_url, tmp_path / f"{kind}-newer", "alpha==2.0")  # on the page, not in the cache
+            assert newer.returncode != 0
+        not_held = http_get(process.url + "/pypi/files/alpha/alpha-2.0-py3-none-any.whl")
+        assert not_held.status == 404 and b"not in this cache, which is offline" in not_held.body
+        no_page = http_get(process.url + "/pypi/simple/delta-pkg/")
+        assert no_page.status == 404 and b"not in this cache, which is offline" in no_page.body
+
+        landing = http_get(process.url + "/").body.decode()
+        assert "This pkgcache is offline" in landing and "The cache holds 3 PyPI projects (3 files" in landing
+        assert (
+            'pkgcache_offline{cause="configured",side="pypi"} 1.0' in http_get(process.url + "/metrics").body.decode()
+        )
+    finally:
+        process.terminate()
+    assert official_upstream.requests == [] and official_upstream.files.requests == []  # nothing left pkgcache
+
+
+def test_when_every_upstream_is_down_pages_list_only_what_the_cache_holds(
+    official_upstream: OfficialLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    bg_loop: BackgroundLoop,
+    tmp_path: Path,
+) -> None:
+    cache = make_cache([official_upstream.index_url])
+    assert run_pip_install(cache.index_url, tmp_path / "seeded", "alpha==1.0").returncode == 0
+    assert _files(cache.url, "alpha") == ("hit", ["alpha-1.0-py3-none-any.whl", "alpha-2.0-py3-none-any.whl",
+                                                   "alpha-2.0.tar.gz"])  # fmt: skip
+    bg_loop.run(official_upstream.stop())
+    assert cache.get("/pypi/simple/beta/").status in (502, 503)  # the upstream fails, and rests
+
+    deadline = time.monotonic() + 5
+    while _files(cache.url, "alpha")[0] != "offline" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _files(cache.url, "alpha") == ("offline", ["alpha-1.0-py3-none-any.whl"])
+    result = run_uv_install(cache.index_url, tmp_path / "during", "alpha")
+    assert result.returncode == 0, result.stderr
+    assert installed_dists(tmp_path / "during") == {"alpha==1.0"}
+    assert "Every pypi mirror is down" in cache.get("/").body.decode()
+
+
+def _rattler(url: str, tmp_path: Path, name: str, *specs: str, sharded: bool = True) -> dict[str, Any]:
+    extra = [] if sharded else ["--no-sharded"]
+    return run_rattler_install(
+        [f"{url}/conda/{CHANNEL}"], tmp_path / name, tmp_path / f"{name}-cache", list(specs), extra_args=extra
+    )
+
+
+@pytest.mark.parametrize("sharded", [True, False])
+def test_an_offline_pkgcache_serves_conda_repodata_and_shards_of_what_it_holds(
+    sharded: bool,
+    conda_mirror: MirrorLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    bg_loop: BackgroundLoop,
+    tmp_path: Path,
+) -> None:
+    conda = {"upstreams": [f"{conda_mirror.url}/anaconda/"], "channels": [CHANNEL]}
+    online = make_cache(["http://127.0.0.1:9/simple/"], conda=conda)
+    seeded = _rattler(online.url, tmp_path, "seeded", "app")
+    assert {item["name"] for item in seeded["installed"]} == {"app", "libfoo", "pydata", "tzinfo"}
+    online.stop()
+    conda_mirror.reset_log()
+
+    settings = cache_settings(online.data_dir, ["http://127.0.0.1:9/simple/"], conda=conda, server={"offline": True})
+    offline = start_cache(bg_loop, settings)
+    try:
+        answer = offline.get(f"/conda/{CHANNEL}/{SUBDIR}/repodata.json")
+        assert answer.status == 200 and answer.headers["x-pkgcache-cache"] == "offline"
+        repodata = json.loads(answer.body)
+        held = set(repodata["packages"]) | set(repodata["packages.conda"])
+        assert held == {"app-1.0-h1_0.conda", "libfoo-1.1-h1_0.conda"}  # libfoo 1.0 was never fetched
+
+        again = _rattler(offline.url, tmp_path, "again", "app", sharded=sharded)
+        assert {item["name"]: item["version"] for item in again["installed"]}["libfoo"] == "1.1"
+        with pytest.raises(RuntimeError, match="bigpkg"):
+            _rattler(offline.url, tmp_path, "missing", "bigpkg", sharded=sharded)
+        not_held = offline.get(f"/conda/{CHANNEL}/noarch/bigpkg-1.0-h0_0.conda")
+        assert not_held.status == 404 and b"not in this cache, which is offline" in not_held.body
+    finally:
+        offline.stop()
+    assert conda_mirror.requests == []  # nothing left pkgcache
