@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         ensure_venv(group)
     if args.prepare_only:
         return 0
-    plan = make_plan(args.quick, args.only, args.systems, args.runs)
+    plan = make_plan(args.quick, args.only, args.systems, args.runs, args.policy_rules)
     signal.signal(signal.SIGTERM, _exit_on_signal)  # so that `finally` stops every server
     started_wall, started = time.strftime("%Y-%m-%d %H:%M %Z"), time.monotonic()
     versions = machine.versions()  # before the run: src/ may change while it goes
@@ -68,6 +68,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="repetitions per cell (default 3, or 1 with --quick)")
     parser.add_argument("--only", type=lambda v: v.split(","), help=f"comma-separated subset of {ALL_SCENARIOS}")
     parser.add_argument("--systems", type=lambda v: v.split(","), help=f"subset of {PROXIES} (pkgcache always)")
+    parser.add_argument(
+        "--policy-rules", type=int, default=0, help="run pkgcache with a policy of N rules per side (bench/policy.py)"
+    )
     parser.add_argument("--prepare-only", action="store_true", help="build the upstream and virtualenvs, no run")
     parser.add_argument("--report-only", action="store_true", help="rewrite BENCHMARKS.md from bench/results.json")
     return parser.parse_args(argv)

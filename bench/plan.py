@@ -22,16 +22,19 @@ class Plan:
     scenarios: tuple[str, ...] = ALL_SCENARIOS
     systems: tuple[str, ...] = PROXIES
     notes: list[str] = field(default_factory=list)
+    policy_rules: int = 0  # pkgcache runs with a policy of this many rules per side (bench/policy.py)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def make_plan(quick: bool, only: list[str] | None, systems: list[str] | None, runs: int | None) -> Plan:
+def make_plan(
+    quick: bool, only: list[str] | None, systems: list[str] | None, runs: int | None, policy_rules: int = 0
+) -> Plan:
     scenarios = tuple(s for s in ALL_SCENARIOS if not only or s in only)
     chosen = tuple(s for s in PROXIES if not systems or s in systems)
     if "pkgcache" not in chosen:
         chosen = ("pkgcache", *chosen)  # every ratio is to pkgcache
     if quick:
-        return Plan(quick=True, runs=runs or 1, wrk_seconds=3, scenarios=scenarios, systems=chosen)
-    return Plan(quick=False, runs=runs or 3, wrk_seconds=5, scenarios=scenarios, systems=chosen)
+        return Plan(True, runs or 1, 3, scenarios=scenarios, systems=chosen, policy_rules=policy_rules)
+    return Plan(False, runs or 3, 5, scenarios=scenarios, systems=chosen, policy_rules=policy_rules)

@@ -61,7 +61,9 @@ class Bench:
         shutil.rmtree(self.run_dir, ignore_errors=True)
         self.upstream = Upstream("upstream", self.run_dir / "upstream")
         makers: dict[str, Callable[[], System]] = {
-            "pkgcache": lambda: Pkgcache("pkgcache", self.run_dir / "pkgcache", self.upstream),
+            "pkgcache": lambda: Pkgcache(
+                "pkgcache", self.run_dir / "pkgcache", self.upstream, policy_rules=self.plan.policy_rules
+            ),
             "nginx-cache": lambda: NginxCache("nginx-cache", self.run_dir / "nginx-cache", self.upstream),
             "devpi": lambda: Devpi("devpi", self.run_dir / "devpi", self.upstream),
             "proxpi": lambda: Proxpi("proxpi", self.run_dir / "proxpi", self.upstream),

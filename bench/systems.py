@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bench import nginx_conf, procs
 from bench.common import LOOPBACK, MAIN_PYTHON, REPO, clean_env, free_port, log
+from bench.policy import policy_keys
 from bench.prepare_conda import CHANNEL
 from bench.prepare_pypi import UPSTREAM_ROOT
 from bench.venvs import ensure_venv
@@ -140,6 +141,7 @@ class Pkgcache(System):
         channels: tuple[str, ...] = (CHANNEL,),
         sections: str = "",
         env: dict[str, str] | None = None,
+        policy_rules: int = 0,
     ) -> None:
         super().__init__(name, run_dir, conda=True)
         self.upstream = upstream
@@ -148,6 +150,7 @@ class Pkgcache(System):
         self.channels = channels
         self.sections = sections  # more TOML, after the other sections (e.g. [upstream] for the faults scenario)
         self.env = env or {}  # more environment (e.g. LD_PRELOAD for bench/page_cost.py's clock counter)
+        self.policy_rules = policy_rules  # rules of a policy on each side (bench/policy.py); 0: none
 
     @property
     def index_url(self) -> str:
@@ -173,8 +176,9 @@ class Pkgcache(System):
         extra = "".join(f"{key} = {json.dumps(value)}\n" for key, value in self.server.items())
         config.write_text(
             f'[server]\nhost = "{LOOPBACK}"\nport = {self.port}\ndata_dir = "{self.data_dir}"\n{extra}\n'
-            f"[pypi]\nupstreams = {self.pypi_upstreams()}\n\n"
+            f"[pypi]\nupstreams = {self.pypi_upstreams()}\n{policy_keys('pypi', self.policy_rules)}\n"
             f'[conda]\nupstreams = ["{self.upstream.base}/conda/"]\nchannels = {json.dumps(list(self.channels))}\n'
+            + policy_keys("conda", self.policy_rules)
             + self.sections
         )
         command = [str(MAIN_PYTHON.parent / "pkgcache")]
