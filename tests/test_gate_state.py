@@ -1,0 +1,154 @@
+"""The gate as each worker holds it: blocks read from the data directory, the offline state shared with replicas,
+side predicates handed over on every change; the block commands and `policy check` working on the directory."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pkgcache.cli.policy_commands import block_command, check_command, show_command, unblock_command
+from pkgcache.config import Settings, load_settings
+from pkgcache.config_template import render_config_template
+from pkgcache.gate.blocks import BlockBook, block_from_target
+from pkgcache.gate.first_seen import note_first_seen, read_first_seen
+from pkgcache.gate.refusals import MAX_REASON_CHARS, reason_phrase
+from pkgcache.gate.state import Gate, SideGate
+from pkgcache.storage.store import CacheStore
+
+
+def _settings(tmp_path: Path, **server: object) -> Settings:
+    return load_settings(None, server={"data_dir": tmp_path / "data", **server})
+
+
+def test_a_side_with_no_rule_passes_everything_and_a_block_or_offline_does_not(tmp_path: Path) -> None:
+    store = CacheStore(tmp_path / "data")
+    store.prepare()
+    gate = Gate(_settings(tmp_path), store, {})
+    seen: list[SideGate] = []
+    gate.subscribe("pypi", seen.append)
+    assert seen[-1].passes_everything and "conda" in gate.sides and gate.sides["conda"].policy is None
+
+    BlockBook(store).add("pypi", block_from_target("pypi", "Requests==2.32.0", "alice", "bad"))
+    assert gate.load_blocks() and not gate.load_blocks()  # read when it changed, not again
+    assert not seen[-1].passes_everything and seen[-1].policy is not None
+    assert not seen[-1].policy.check_file("requests", "requests-2.32.0-py3-none-any.whl").allowed
+    fingerprint = seen[-1].fingerprint
+
+    assert BlockBook(store).remove("pypi", "requests", "2.32.0") is not None
+    gate.load_blocks()
+    assert seen[-1].passes_everything and seen[-1].fingerprint != fingerprint
+
+    offline = Gate(_settings(tmp_path, offline=True), store, {})
+    assert offline.sides["pypi"].view_offline and not offline.sides["pypi"].passes_everything
+
+
+def test_a_replica_reads_the_primarys_word_that_every_upstream_is_down(tmp_path: Path) -> None:
+    store = CacheStore(tmp_path / "data")
+    store.prepare()
+    store.write_json_atomic(store.path_for("gate", "degraded.json"), {"pypi": True, "conda": False})
+    replica = Gate(_settings(tmp_path), CacheStore(tmp_path / "data", writable=False), {})
+    seen: list[SideGate] = []
+    replica.subscribe("pypi", seen.append)
+    replica._read_degraded()
+    assert seen[-1].degraded and seen[-1].view_offline and not seen[-1].offline
+
+
+def test_first_sightings_are_recorded_once_and_tell_first_sight_apart(tmp_path: Path) -> None:
+    store = CacheStore(tmp_path / "data")
+    store.prepare()
+    path = store.path_for("pypi", "simple", "x", "first-seen.json")
+    record, complete = note_first_seen(store, path, ["x-1.0.tar.gz"], now=1000.0)
+    assert complete and record.lookup(count_first_sight=False)("x-1.0.tar.gz") is None  # there before we looked
+    assert record.lookup(count_first_sight=True)("x-1.0.tar.gz").timestamp() == 1000.0
+    record, _ = note_first_seen(store, path, ["x-1.0.tar.gz", "x-2.0.tar.gz"], now=2000.0)
+    assert record.lookup(count_first_sight=False)("x-2.0.tar.gz").timestamp() == 2000.0
+    assert read_first_seen(store, path).files == {"x-1.0.tar.gz": 1000.0, "x-2.0.tar.gz": 2000.0}
+    reader = CacheStore(tmp_path / "data", writable=False)
+    _, complete = note_first_seen(reader, path, ["x-3.0.tar.gz"], now=3000.0)
+    assert not complete and "x-3.0.tar.gz" not in read_first_seen(store, path).files  # a reader writes nothing
+
+
+def test_a_reason_phrase_is_one_latin1_line_of_bounded_length() -> None:
+    phrase = reason_phrase("numpy\r\nrefused: 禁止 " + "x" * 1000)
+    assert "\n" not in phrase and "\r" not in phrase
+    phrase.encode("latin-1")
+    assert len(phrase) == MAX_REASON_CHARS and phrase.endswith("...")
+
+
+def test_pkgcache_init_documents_the_policy_keys_and_offline() -> None:
+    template = render_config_template()
+    for key in ("min_release_age", "min_release_age_exempt", "unknown_age", "deny", "allow", "allow_only"):
+        assert template.count(f"\n{key} = ") + template.count(f"\n# {key} = ") == 2, key
+    assert "offline = false" in template and "# Supply-chain policy (docs/policy.md)" in template
+
+
+def test_block_and_unblock_work_on_the_data_directory_when_nothing_runs(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    wheel = data / "pypi/files/alpha/alpha-2.0-py3-none-any.whl"
+    wheel.parent.mkdir(parents=True)
+    wheel.write_bytes(b"PK")
+    (wheel.parent / (wheel.name + ".metadata")).write_bytes(b"Metadata-Version: 2.1")
+    (wheel.parent / "alpha-1.0-py3-none-any.whl").write_bytes(b"PK")
+    package = data / "conda/cloud/conda-forge/linux-64/numpy-1.26.4-py312h0_0.conda"
+    package.parent.mkdir(parents=True)
+    package.write_bytes(b"PK")
+    where = ["--data-dir", str(data)]
+    runner = CliRunner()
+
+    done = runner.invoke(block_command, ["alpha==2.0", "--reason", "bad build", *where])
+    assert done.exit_code == 0, done.output
+    assert "purged 2 cached files" in done.output and "not running" in done.output
+    assert not wheel.exists() and (wheel.parent / "alpha-1.0-py3-none-any.whl").exists()
+    done = runner.invoke(block_command, ["--conda", "numpy==1.26.4", *where])
+    assert done.exit_code == 0, done.output
+    assert not package.exists()
+    assert runner.invoke(block_command, ["--conda", "numpy==not a version!", *where]).exit_code != 0
+
+    shown = runner.invoke(show_command, where)
+    assert "blocked: alpha==2.0 by" in shown.output and "bad build" in shown.output
+    assert "blocked: numpy==1.26.4" in shown.output
+    lines = [json.loads(line) for line in (data / "gate/blocks.log").read_text().splitlines()]
+    assert [(line["action"], line["target"], line["purged_files"]) for line in lines] == [
+        ("block", "alpha==2.0", 2),
+        ("block", "numpy==1.26.4", 1),
+    ]
+
+    done = runner.invoke(unblock_command, ["alpha==2.0", *where])
+    assert done.exit_code == 0, done.output
+    assert runner.invoke(unblock_command, ["alpha==2.0", *where]).exit_code != 0  # no such block any more
+    assert [b.target for b in BlockBook(CacheStore(data)).read()["pypi"]] == []
+
+
+@pytest.mark.parametrize(("blocked", "code"), [(False, 0), (True, 1)])
+def test_policy_check_says_which_pins_are_refused_for_ci(tmp_path: Path, blocked: bool, code: int) -> None:
+    data = tmp_path / "data"
+    config = tmp_path / "pkgcache.toml"
+    config.write_text('[pypi]\nmin_release_age = "3d"\ndeny = ["evil-*"]\n[conda]\ndeny = ["openssl <3"]\n')
+    if blocked:
+        BlockBook(CacheStore(data)).add("pypi", block_from_target("pypi", "requests==2.32.0", "ci", "INC-1"))
+    # The cache has requests' page: its upload time says how old the pin is.
+    page = {
+        "page": {"name": "requests", "files": [{"filename": "requests-2.32.0-py3-none-any.whl", "url": "x",
+                                                "upload_time": "2020-01-01T00:00:00Z"}]},
+        "upstream": "tuna", "fetched_at": time.time(),
+    }  # fmt: skip
+    (data / "pypi/simple/requests").mkdir(parents=True)
+    (data / "pypi/simple/requests/page.json").write_text(json.dumps(page))
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("requests==2.32.0\nnumpy==2.1.0\nflask\n")
+    explicit = tmp_path / "conda.txt"
+    explicit.write_text("@EXPLICIT\nhttps://conda.anaconda.org/conda-forge/linux-64/openssl-3.3.1-h4ab18f5_0.conda\n")
+
+    checked = CliRunner().invoke(
+        check_command, ["--config", str(config), "--data-dir", str(data), str(requirements), str(explicit)]
+    )
+    assert checked.exit_code == code, checked.output
+    assert ("REFUSED  requests==2.32.0" in checked.output) is blocked
+    assert "numpy==2.1.0 (" in checked.output and "not checked" in checked.output  # no page: age unknown
+    assert "flask (" in checked.output and "not pinned" in checked.output
+    assert "REFUSED  openssl" not in checked.output
+    assert f"4 pins checked: {int(blocked)} refused" in checked.output
