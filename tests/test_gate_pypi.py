@@ -92,12 +92,18 @@ def test_files_first_seen_by_pkgcache_wait_their_age_on_a_mirror_without_upload_
     )
     assert _listed(cache.url, "gamma") == ["gamma-0.4-py3-none-any.whl", "gamma-0.5-py3-none-any.whl"]
     tuna_upstream.add_dist(build_wheel("gamma", "0.6"))
+    record_path = cache.data_dir / "pypi/simple/gamma/first-seen.json"
+    deadline = time.monotonic() + 10
+    while "gamma-0.6-py3-none-any.whl" not in record_path.read_text() and time.monotonic() < deadline:
+        _listed(cache.url, "gamma")  # a stale page is served while it is revalidated (index_ttl = 0)
+        time.sleep(0.1)
+    record = json.loads(record_path.read_text())
+    assert record["files"]["gamma-0.6-py3-none-any.whl"] > record["since"]
 
     result = run_pip_install(cache.index_url, tmp_path / "target", "gamma")
     assert result.returncode == 0, result.stderr
     assert installed_dists(tmp_path / "target") == {"gamma==0.5"}
-    record = json.loads((cache.data_dir / "pypi/simple/gamma/first-seen.json").read_text())
-    assert record["files"]["gamma-0.6-py3-none-any.whl"] > record["since"]
+    assert not any(path.endswith("gamma-0.6-py3-none-any.whl") for path in tuna_upstream.paths("GET"))
     refused = http_get(f"{cache.url}/pypi/files/gamma/gamma-0.6-py3-none-any.whl")
     assert refused.status == 403 and b"served from" in refused.body
 

@@ -215,6 +215,15 @@ class FilteredIndex:
         entry, _ = await self._inner_page(project, predicate)
         return await self._view(project, entry, predicate)
 
+    def _kept_view(self, project: str, predicate: PagePredicate) -> _View | None:
+        """The view kept for the project under this predicate, even of a page since gone stale: what it refuses
+        does not depend on the page's freshness, so a cached file is judged without revalidating its page (which a
+        worker that only reads would hand over)."""
+        view = self._views.get(project)
+        if view is None or view.expired() or view.key != (predicate.fingerprint, predicate.project_stamp(project)):
+            return None
+        return view
+
     def _refuse(self, view: _View, filename: str) -> None:
         refusal = view.refused.get(filename)
         if refusal is not None:
@@ -227,8 +236,11 @@ class FilteredIndex:
         predicate = self.predicate
         if predicate.passes_everything:
             return await self.inner.open_file(project, filename)
-        view = await self._current_view(project, predicate)
-        self._refuse(view, companion_base(filename) or filename)
+        base = companion_base(filename) or filename
+        view = self._kept_view(project, predicate)
+        if view is None or (base not in view.source.files and base not in view.refused):
+            view = await self._current_view(project, predicate)
+        self._refuse(view, base)
         try:
             return await self.inner.open_file(project, filename)
         except UpstreamsUnavailable:
