@@ -192,6 +192,7 @@ class LiveCollector(Collector):
         for where in found.get("passed_through", []):
             passed.add_metric([where], 1)
         yield from (made, size, took, built, passed)
+
     def _gate(self) -> Iterable[Metric]:
         """Each side's policy and blocks, and whether it shows only what the cache holds (gate/state.py)."""
         rules = GaugeMetricFamily("pkgcache_policy_rules", "Rules of the side's policy", labels=["side"])
