@@ -189,8 +189,7 @@ class FilteredChannels:
     ) -> tuple[Path, FileMeta]:
         """The filtered file for the current predicate and source: kept, made now, or (when only its source or a
         date changed) the previous one while the next is made."""
-        key = _view_key(predicate.fingerprint, await asyncio.to_thread(predicate.subdir_stamp, channel, subdir))
-        json_path = self.paths.path(channel, subdir, FILTERED, key, base)
+        json_path = self.paths.path(channel, subdir, FILTERED, await self._key(channel, subdir, predicate), base)
         wanted = _source_key(source, source_meta)
         made = await self.sidecars.meta_for(json_path)
         if made is not None and made.extra.get("source") == wanted and not _expired(made):
@@ -331,9 +330,14 @@ class FilteredChannels:
         predicate = self.predicate
         if predicate.passes_everything:
             return await self.inner.package(channel, subdir, filename)
-        refusal = await asyncio.to_thread(predicate.quick_refusal, channel, subdir, filename)
+        refusal = predicate.quick_refusal(channel, subdir, filename)  # a look at the name, and a stat offline
         if refusal is None:
-            refusal = (await self._refusals_of(channel, subdir, predicate)).get(filename)
+            refused = None
+            if self.paths.path(channel, subdir, filename).is_file():  # cached: judged as the last filtering did
+                refused = await self._kept_refusals(channel, subdir, predicate)
+            if refused is None:
+                refused = await self._refusals_of(channel, subdir, predicate)
+            refusal = refused.get(filename)
         if refusal is not None:
             self.counters[f"refused_{refusal[0]}"] += 1
             raise refusal_error(*refusal)
@@ -344,14 +348,27 @@ class FilteredChannels:
                 raise offline_miss(f"{channel.path}/{subdir}/{filename}") from None
             raise
 
-    async def _refusals_of(
+    async def _key(self, channel: Channel, subdir: str, predicate: RecordPredicate) -> str:
+        if not predicate.offline:
+            return _view_key(predicate.fingerprint, "")
+        return _view_key(predicate.fingerprint, await asyncio.to_thread(predicate.subdir_stamp, channel, subdir))
+
+    async def _kept_refusals(
         self, channel: Channel, subdir: str, predicate: RecordPredicate
-    ) -> dict[str, tuple[int, str]]:
-        """What the filtering of the subdir's repodata refused (the filtered repodata is made if need be)."""
+    ) -> dict[str, tuple[int, str]] | None:
+        """The refusals of the last filtering under this predicate, whatever the repodata's freshness, for a cached
+        package (what the predicate says of it does not depend on that): a worker that only reads then does not
+        hand the package over to revalidate the repodata. None when there are none yet."""
         base = "repodata.json"
-        source, source_meta, _ = await self._source(channel, subdir, base, predicate)
-        json_path, made = await self._made(channel, subdir, base, predicate, source, source_meta)
-        path = json_path.with_name(f"{base}.refused.json")
+        path = self.paths.path(
+            channel, subdir, FILTERED, await self._key(channel, subdir, predicate), f"{base}.refused.json"
+        )
+        made = await self.sidecars.meta_for(path.with_name(base))
+        if made is None:
+            return None
+        return await self._load_refusals(path, made)
+
+    async def _load_refusals(self, path: Path, made: FileMeta) -> dict[str, tuple[int, str]]:
         known = self._refusals.get(path)
         stamp = (made.size, made.mtime_ns)
         if known is not None and known[0] == stamp:
@@ -362,6 +379,15 @@ class FilteredChannels:
         while len(self._refusals) > MAX_REFUSAL_MAPS:
             self._refusals.popitem(last=False)
         return refused
+
+    async def _refusals_of(
+        self, channel: Channel, subdir: str, predicate: RecordPredicate
+    ) -> dict[str, tuple[int, str]]:
+        """What the filtering of the subdir's repodata refused (the filtered repodata is made if need be)."""
+        base = "repodata.json"
+        source, source_meta, _ = await self._source(channel, subdir, base, predicate)
+        json_path, made = await self._made(channel, subdir, base, predicate, source, source_meta)
+        return await self._load_refusals(json_path.with_name(f"{base}.refused.json"), made)
 
     async def shard(self, channel: Channel, subdir: str, shard_name: str) -> Path | Download:
         if not self.predicate.passes_everything:
