@@ -152,3 +152,11 @@ def test_policy_check_says_which_pins_are_refused_for_ci(tmp_path: Path, blocked
     assert "flask (" in checked.output and "not pinned" in checked.output
     assert "REFUSED  openssl" not in checked.output
     assert f"4 pins checked: {int(blocked)} refused" in checked.output
+
+
+def test_offline_and_online_flags_override_the_config_and_their_absence_does_not() -> None:
+    from pkgcache.cli.options import flag_overrides
+
+    assert flag_overrides({"offline": True}) == {"server": {"offline": True}}
+    assert flag_overrides({"offline": False}) == {"server": {"offline": False}}  # `restart --online`
+    assert flag_overrides({"offline": None}) == {}

@@ -67,10 +67,9 @@ def serve_options(function: F) -> F:
             help="Serving processes sharing the port (default 0: one per CPU core, at most 4; 1: one process).",
         ),
         click.option(
-            "--offline",
-            is_flag=True,
+            "--offline/--online",
             default=None,
-            help="Never contact an upstream: serve only what the cache holds ([server] offline).",
+            help="Never contact an upstream, serving only what the cache holds ([server] offline); --online: do.",
         ),
     ]
     for option in reversed(options):
@@ -90,7 +89,7 @@ def flag_overrides(options: Mapping[str, Any]) -> dict[str, Any]:
             "data_dir": None if data_dir is None else str(Path(data_dir).expanduser().absolute()),
             "log_level": options.get("log_level"),
             "workers": options.get("workers"),
-            "offline": options.get("offline") or None,  # a flag says yes; its absence leaves the file's say
+            "offline": options.get("offline"),  # None when neither flag is given: the file has its say
         },
         "pypi": {"upstreams": list(options.get("pypi_upstreams") or ()) or None},
         "conda": {"upstreams": list(options.get("conda_upstreams") or ()) or None},
