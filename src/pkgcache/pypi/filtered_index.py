@@ -120,6 +120,7 @@ class FilteredIndex:
         self.counters: Counter[str] = Counter()
         self._views: collections.OrderedDict[str, _View] = collections.OrderedDict()
         self._view_files = 0
+        self.use(predicate)
 
     def use(self, predicate: PagePredicate) -> None:
         """Filter by `predicate` from now on (views made under the previous one are made again when asked for)."""
@@ -127,6 +128,10 @@ class FilteredIndex:
         if predicate.passes_everything:
             self._views.clear()
             self._view_files = 0
+            # The hot path (a fresh page in memory, before routing) then calls the layer below directly.
+            self.fresh_page = self.inner.fresh_page  # type: ignore[method-assign]
+        else:
+            self.__dict__.pop("fresh_page", None)
 
     # --- pages ---
 
