@@ -103,11 +103,13 @@ class _View:
     entry: CachedPage  # what clients are shown
     refused: Mapping[str, Refusal]
 
-    def holds(self, source: CachedPage, key: tuple[str, object]) -> bool:
-        return self.source is source and self.key == key and not self.expired()
+    def holds(self, source: CachedPage, key: tuple[str, object], now: float | None = None) -> bool:
+        return self.source is source and self.key == key and not self.expired(now)
 
-    def expired(self) -> bool:
-        return self.valid_until is not None and time.time() >= self.valid_until
+    def expired(self, now: float | None = None) -> bool:
+        if self.valid_until is None:
+            return False
+        return (time.time() if now is None else now) >= self.valid_until
 
 
 class FilteredIndex:
@@ -135,17 +137,17 @@ class FilteredIndex:
 
     # --- pages ---
 
-    def fresh_page(self, project: str) -> CachedPage | None:
+    def fresh_page(self, project: str, now: float | None = None) -> CachedPage | None:
         predicate = self.predicate
         if predicate.passes_everything:
-            return self.inner.fresh_page(project)
+            return self.inner.fresh_page(project, now)
         if predicate.offline:
             return None  # answered by get_page, which says the page is the offline view
-        entry = self.inner.fresh_page(project)
+        entry = self.inner.fresh_page(project, now)
         if entry is None:
             return None
         view = self._views.get(project)
-        if view is None or not view.holds(entry, (predicate.fingerprint, None)):
+        if view is None or not view.holds(entry, (predicate.fingerprint, None), now):
             return None  # made on the slow path (off the event loop when the page is big)
         self._views.move_to_end(project)
         return view.entry
