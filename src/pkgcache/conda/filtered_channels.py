@@ -34,7 +34,7 @@ from pkgcache.cache_state import CacheState
 from pkgcache.conda.cached_channels import ChannelPaths
 from pkgcache.conda.channels import SHARD_INDEX, Channel
 from pkgcache.conda.repodata_filter import FilterJob, FilterOutcome, filter_repodata, refusals_of, write_refusals
-from pkgcache.conda.source import ChannelSource, Lookup
+from pkgcache.conda.source import ChannelLayer, ChannelSource, Lookup
 from pkgcache.gate.first_seen import FILE_NAME as FIRST_SEEN_FILE
 from pkgcache.gate.first_seen import FirstSeen, read_first_seen
 from pkgcache.gate.refusals import offline_miss, refusal_error
@@ -93,7 +93,7 @@ class _PassEverything:
 PASS_EVERYTHING: RecordPredicate = _PassEverything()
 
 
-class FilteredChannels:
+class FilteredChannels(ChannelLayer):
     """Wraps a ChannelSource so that clients see and fetch only what `predicate` allows."""
 
     def __init__(
@@ -103,10 +103,9 @@ class FilteredChannels:
         sidecars: Sidecars,
         predicate: RecordPredicate = PASS_EVERYTHING,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.paths = paths
         self.sidecars = sidecars
-        self.index_ttl = inner.index_ttl
         self.predicate = predicate
         self.counters: Counter[str] = Counter()
         self._making: dict[Path, asyncio.Task[FileMeta]] = {}
@@ -115,12 +114,6 @@ class FilteredChannels:
 
     def use(self, predicate: RecordPredicate) -> None:
         self.predicate = predicate
-
-    def channel(self, root: str, name: str) -> Channel:
-        return self.inner.channel(root, name)
-
-    def channel_paths(self) -> list[str]:
-        return self.inner.channel_paths()
 
     # --- index files ---
 

@@ -34,7 +34,7 @@ from pkgcache.conda.cached_channels import ChannelPaths
 from pkgcache.conda.channels import SHARD_INDEX, Channel
 from pkgcache.conda.shard_builder import MalformedRepodata, ShardBuildResult, unreferenced_shards
 from pkgcache.conda.shards import LOCAL_BASE_URL, LOCAL_SHARDS_BASE_URL
-from pkgcache.conda.source import ChannelSource, Lookup
+from pkgcache.conda.source import ChannelLayer, ChannelSource, Lookup
 from pkgcache.storage.downloads import Download
 from pkgcache.storage.sidecars import FileMeta, Sidecars
 from pkgcache.upstream.pool import UpstreamNotFound
@@ -49,26 +49,16 @@ SOURCES = ("repodata.json", "repodata.json.zst")
 GRACE_SECONDS = 3600.0
 
 
-class GeneratedShards:
+class GeneratedShards(ChannelLayer):
     """Wraps a ChannelSource; answers the shard index (and shards) of subdirs whose upstream has none."""
 
     def __init__(self, inner: ChannelSource, paths: ChannelPaths, sidecars: Sidecars) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.paths = paths
         self.sidecars = sidecars
-        self.index_ttl = inner.index_ttl
         self._building: dict[Path, asyncio.Task[FileMeta]] = {}
         self._made: dict[str, dict[str, object]] = {}  # "<channel>/<subdir>" -> what the last build made
         self._passed_through: set[str] = set()
-
-    def channel(self, root: str, name: str) -> Channel:
-        return self.inner.channel(root, name)
-
-    def channel_paths(self) -> list[str]:
-        return self.inner.channel_paths()
-
-    async def package(self, channel: Channel, subdir: str, filename: str) -> Path | Download:
-        return await self.inner.package(channel, subdir, filename)
 
     async def shard(self, channel: Channel, subdir: str, shard_name: str) -> Path | Download:
         path = self.paths.path(channel, subdir, "shards", shard_name)

@@ -17,8 +17,7 @@ import zstandard
 from pkgcache.cache_state import CacheState
 from pkgcache.conda.cached_channels import ChannelPaths
 from pkgcache.conda.channels import Channel
-from pkgcache.conda.source import ChannelSource, Lookup
-from pkgcache.storage.downloads import Download
+from pkgcache.conda.source import ChannelLayer, ChannelSource, Lookup
 from pkgcache.storage.sidecars import FileMeta, Sidecars
 from pkgcache.upstream.pool import UpstreamNotFound
 
@@ -29,30 +28,14 @@ COMPRESSIBLE = frozenset({"repodata.json", "current_repodata.json"})
 ZSTD_LEVEL = 3  # about as fast as the disk; conda-forge's repodata shrinks about eight times
 
 
-class GeneratedZst:
+class GeneratedZst(ChannelLayer):
     """Wraps a ChannelSource; answers `<json>.zst` from the layer below, or makes it."""
 
     def __init__(self, inner: ChannelSource, paths: ChannelPaths, sidecars: Sidecars) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.paths = paths
         self.sidecars = sidecars
-        self.index_ttl = inner.index_ttl
         self._making: dict[Path, asyncio.Task[Lookup]] = {}
-
-    def channel(self, root: str, name: str) -> Channel:
-        return self.inner.channel(root, name)
-
-    def channel_paths(self) -> list[str]:
-        return self.inner.channel_paths()
-
-    async def package(self, channel: Channel, subdir: str, filename: str) -> Path | Download:
-        return await self.inner.package(channel, subdir, filename)
-
-    async def shard(self, channel: Channel, subdir: str, shard_name: str) -> Path | Download:
-        return await self.inner.shard(channel, subdir, shard_name)
-
-    def status(self) -> dict[str, object]:
-        return self.inner.status()
 
     async def index_file(self, channel: Channel, subdir: str | None, filename: str) -> Lookup:
         source_name = filename.removesuffix(".zst")

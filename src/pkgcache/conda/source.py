@@ -61,3 +61,29 @@ class ChannelSource(Protocol):
         """A content-addressed shard's path, or the download bringing it."""
 
     def status(self) -> dict[str, object]: ...
+
+
+class ChannelLayer:
+    """A layer around a ChannelSource that passes everything through to it: a layer overrides what it changes."""
+
+    def __init__(self, inner: ChannelSource) -> None:
+        self.inner = inner
+        self.index_ttl = inner.index_ttl
+
+    def channel(self, root: str, name: str) -> Channel:
+        return self.inner.channel(root, name)
+
+    def channel_paths(self) -> list[str]:
+        return self.inner.channel_paths()
+
+    async def index_file(self, channel: Channel, subdir: str | None, filename: str) -> Lookup:
+        return await self.inner.index_file(channel, subdir, filename)
+
+    async def package(self, channel: Channel, subdir: str, filename: str) -> Path | Download:
+        return await self.inner.package(channel, subdir, filename)
+
+    async def shard(self, channel: Channel, subdir: str, shard_name: str) -> Path | Download:
+        return await self.inner.shard(channel, subdir, shard_name)
+
+    def status(self) -> dict[str, object]:
+        return self.inner.status()

@@ -35,7 +35,7 @@ from pkgcache.pypi.model import DistFile
 from pkgcache.pypi.names import METADATA_SUFFIX
 from pkgcache.pypi.pages import CachedPage, PageStore, in_page_thread
 from pkgcache.pypi.sdist_metadata import pkg_info_from_sdist_file, sdist_metadata_is_reliable
-from pkgcache.pypi.source import FileNotListed, IndexSource
+from pkgcache.pypi.source import FileNotListed, IndexLayer, IndexSource
 from pkgcache.pypi.upstream_index import UpstreamIndex
 from pkgcache.pypi.wheel_metadata import (
     MAX_METADATA_SIZE,
@@ -49,7 +49,7 @@ from pkgcache.pypi.wheel_metadata import (
 from pkgcache.storage.downloads import Download, Downloader, Expected
 from pkgcache.storage.store import CacheIsReadOnly, StorageError
 from pkgcache.upstream.pool import UpstreamError, UpstreamNotFound, UpstreamsUnavailable
-from pkgcache.upstream.ranges import RangeBody, RangesRefused, fetch_range
+from pkgcache.upstream.ranges import RangesRefused, fetch_range
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class _View:
     page: CachedPage
 
 
-class MetadataIndex:
+class MetadataIndex(IndexLayer):
     """Wraps an IndexSource so that every wheel has core metadata."""
 
     def __init__(
@@ -97,8 +97,7 @@ class MetadataIndex:
         downloader: Downloader,
         origin: UpstreamIndex | None,
     ) -> None:
-        self.inner = inner
-        self.index_ttl = inner.index_ttl
+        super().__init__(inner)
         self.pages = pages
         self.records = records
         self.downloader = downloader
@@ -126,18 +125,6 @@ class MetadataIndex:
 
     async def refresh(self, project: str) -> CachedPage:
         return await self._advertised(project, await self.inner.refresh(project))
-
-    async def find_file(self, project: str, filename: str) -> tuple[CachedPage, DistFile]:
-        return await self.inner.find_file(project, filename)
-
-    def cached_file(self, project: str, filename: str) -> Path | None:
-        return self.inner.cached_file(project, filename)
-
-    async def read_range(self, project: str, filename: str, start: int, length: int) -> RangeBody:
-        return await self.inner.read_range(project, filename, start, length)
-
-    async def cached_projects(self) -> list[str]:
-        return await self.inner.cached_projects()
 
     def forget(self, project: str) -> None:
         self._drop_view(project)

@@ -32,7 +32,7 @@ from pkgcache.gate.refusals import offline_miss, refusal_error
 from pkgcache.pypi.model import DistFile, ProjectPage
 from pkgcache.pypi.names import companion_base
 from pkgcache.pypi.pages import CachedPage, in_page_thread
-from pkgcache.pypi.source import IndexSource
+from pkgcache.pypi.source import IndexLayer, IndexSource
 from pkgcache.storage.downloads import Download
 from pkgcache.upstream.pool import UpstreamsUnavailable
 from pkgcache.upstream.ranges import RangeBody
@@ -112,12 +112,11 @@ class _View:
         return (time.time() if now is None else now) >= self.valid_until
 
 
-class FilteredIndex:
+class FilteredIndex(IndexLayer):
     """Wraps an IndexSource so that clients see and fetch only what `predicate` allows."""
 
     def __init__(self, inner: IndexSource, predicate: PagePredicate = PASS_EVERYTHING) -> None:
-        self.inner = inner
-        self.index_ttl = inner.index_ttl
+        super().__init__(inner)
         self.predicate = predicate
         self.counters: Counter[str] = Counter()
         self._views: collections.OrderedDict[str, _View] = collections.OrderedDict()
@@ -272,9 +271,6 @@ class FilteredIndex:
             self._refuse(view, filename)
         return view.entry, dist
 
-    def cached_file(self, project: str, filename: str) -> Path | None:
-        return self.inner.cached_file(project, filename)
-
     async def read_range(self, project: str, filename: str, start: int, length: int) -> RangeBody:
         predicate = self.predicate
         if not predicate.passes_everything:
@@ -282,9 +278,6 @@ class FilteredIndex:
                 raise offline_miss(f"part of {filename}")
             self._refuse(await self._current_view(project, predicate), filename)
         return await self.inner.read_range(project, filename, start, length)
-
-    async def cached_projects(self) -> list[str]:
-        return await self.inner.cached_projects()
 
     def forget(self, project: str) -> None:
         self._drop_view(project)

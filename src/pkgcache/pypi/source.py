@@ -62,3 +62,41 @@ class IndexSource(Protocol):
 
     def status(self) -> dict[str, object]:
         """What `/-/status` shows about this side."""
+
+
+class IndexLayer:
+    """A layer around an IndexSource that passes everything through to it: a layer overrides what it changes."""
+
+    def __init__(self, inner: IndexSource) -> None:
+        self.inner = inner
+        self.index_ttl = inner.index_ttl
+
+    def fresh_page(self, project: str, now: float | None = None) -> CachedPage | None:
+        return self.inner.fresh_page(project, now)
+
+    async def get_page(self, project: str) -> tuple[CachedPage, CacheState]:
+        return await self.inner.get_page(project)
+
+    async def refresh(self, project: str) -> CachedPage:
+        return await self.inner.refresh(project)
+
+    async def open_file(self, project: str, filename: str) -> Path | Download:
+        return await self.inner.open_file(project, filename)
+
+    def cached_file(self, project: str, filename: str) -> Path | None:
+        return self.inner.cached_file(project, filename)
+
+    async def read_range(self, project: str, filename: str, start: int, length: int) -> RangeBody:
+        return await self.inner.read_range(project, filename, start, length)
+
+    async def find_file(self, project: str, filename: str) -> tuple[CachedPage, DistFile]:
+        return await self.inner.find_file(project, filename)
+
+    async def cached_projects(self) -> list[str]:
+        return await self.inner.cached_projects()
+
+    def forget(self, project: str) -> None:
+        self.inner.forget(project)
+
+    def status(self) -> dict[str, object]:
+        return self.inner.status()
