@@ -14,43 +14,52 @@ The console script and `python -m pkgcache` both run `pkgcache.cli:main`.
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from pkgcache import __version__
-from pkgcache.cli.admin_commands import gc_command, purge_command, refresh_command
-from pkgcache.cli.check import check_command
-from pkgcache.cli.kit_commands import export_command, import_command, seed
-from pkgcache.cli.policy_commands import block_command, policy_group, unblock_command
-from pkgcache.cli.service_commands import restart, serve, start, stop
-from pkgcache.cli.setup_commands import client_config, init
-from pkgcache.cli.status_commands import logs, status
+
+# Command name -> "module:attribute". A command's module is imported only when that command runs, so that
+# `pkgcache serve` (and every worker forked from it) does not carry the offline kit's and the policy tools' imports.
+COMMANDS = {
+    "serve": "service_commands:serve",
+    "start": "service_commands:start",
+    "stop": "service_commands:stop",
+    "restart": "service_commands:restart",
+    "status": "status_commands:status",
+    "logs": "status_commands:logs",
+    "init": "setup_commands:init",
+    "client-config": "setup_commands:client_config",
+    "check": "check:check_command",
+    "gc": "admin_commands:gc_command",
+    "purge": "admin_commands:purge_command",
+    "refresh": "admin_commands:refresh_command",
+    "seed": "kit_commands:seed",
+    "export": "kit_commands:export_command",
+    "import": "kit_commands:import_command",
+    "block": "policy_commands:block_command",
+    "unblock": "policy_commands:unblock_command",
+    "policy": "policy_commands:policy_group",
+}
 
 
-@click.group()
+class _LazyGroup(click.Group):
+    """click's group, finding each command in its module when it is asked for (click's lazy-loading pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = COMMANDS.get(cmd_name)
+        if where is None:
+            return None
+        module, attribute = where.split(":")
+        command: click.Command = getattr(importlib.import_module(f"pkgcache.cli.{module}"), attribute)
+        return command
+
+
+@click.group(cls=_LazyGroup)
 @click.version_option(__version__, prog_name="pkgcache")
 def main() -> None:
     """pkgcache: a caching proxy for PyPI and conda on your network."""
-
-
-COMMANDS = (
-    serve,
-    start,
-    stop,
-    restart,
-    status,
-    logs,
-    init,
-    client_config,
-    check_command,
-    gc_command,
-    purge_command,
-    refresh_command,
-    seed,
-    export_command,
-    import_command,
-    block_command,
-    unblock_command,
-    policy_group,
-)
-for command in COMMANDS:
-    main.add_command(command)
