@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from pkgcache.pypi import wheel_metadata
+from pkgcache.pypi import wheel_metadata, zip_records
 from pkgcache.pypi.sdist_metadata import pkg_info_from_sdist_file, sdist_metadata_is_reliable
 from pkgcache.pypi.wheel_metadata import (
     DEFAULT_TAIL_LENGTH,
@@ -128,8 +128,8 @@ EXPECTED_REQUESTS = {
     "a 60 KiB archive comment": 1,
     "the longest archive comment": 2,  # the end record starts before the tail: it comes next, with what precedes it
     "a 2 KiB local extra field": 3,  # tail, METADATA with a 1 KiB margin, then the rest past the long extra field
-    "3000 entries, METADATA near the end": 2,  # the directory is larger than the tail; METADATA comes with it
-    "3000 entries, METADATA first": 3,  # tail, the rest of the directory, METADATA
+    "3000 entries, METADATA near the end": 2,  # tail (METADATA's entry is among the directory's last), METADATA
+    "3000 entries, METADATA first": 3,  # tail, the rest of the directory (METADATA's entry is in it), METADATA
     "project spelled differently": 1,
     "a whole wheel smaller than the tail": 1,
 }
@@ -155,6 +155,53 @@ def test_crafted_big_central_directories_do_not_fit_the_first_read() -> None:
     end = zips.end_record_offset(wheel.data)
     directory_size = int.from_bytes(wheel.data[end + 12 : end + 16], "little")
     assert directory_size > DEFAULT_TAIL_LENGTH
+
+
+# ---- the central directory's last entries, from a cut ---------------------------------------------------------
+
+
+def _whole_entries_after(archive: bytes, cut: int) -> list[str]:
+    """Names of the central-directory entries that lie wholly at or after `cut`, read with zipfile."""
+    with zipfile.ZipFile(io.BytesIO(archive)) as opened:
+        names = [info.filename for info in opened.infolist()]
+    return [name for name in names if zips.central_header_offset(archive, name) >= cut]
+
+
+def _directory_tail(archive: bytes, cut: int) -> list[str]:
+    offset, size = _central_directory(CraftedWheel("x-1.0-py3-none-any.whl", archive, b"", ""))
+    directory = zip_records.CentralDirectory(offset, size, 0)
+    return [member.name for member in zip_records.parse_directory_tail(archive[cut:], cut, directory)]
+
+
+@pytest.mark.parametrize("names_hold_signatures", [False, True])
+def test_the_directorys_last_entries_are_found_wherever_the_cut_falls(names_hold_signatures: bool) -> None:
+    # Names holding the entry signature itself are where a search by signature could go wrong.
+    stem = "odd_pkg/PK\x01\x02_{:04d}_PK\x01\x02.py" if names_hold_signatures else "odd_pkg/module_{:04d}.py"
+    members = [ZipMember(stem.format(i), b"x = %d\n" % i) for i in range(400)]
+    archive = build_zip(members)
+    offset, size = _central_directory(CraftedWheel("x-1.0-py3-none-any.whl", archive, b"", ""))
+    end = offset + size
+    last_entry = zips.central_header_offset(archive, members[-1].name)
+    cuts = [end - 1000 + shift for shift in range(0, 160, 3)] + [offset + 1, last_entry, last_entry + 1]
+    for cut in cuts:
+        assert _directory_tail(archive, cut) == _whole_entries_after(archive, cut), f"cut at {cut}"
+    assert _directory_tail(archive, last_entry) == [members[-1].name]
+    assert _directory_tail(archive, last_entry + 1) == []
+    assert len(_directory_tail(archive, offset + 1)) == len(members) - 1
+
+
+def test_bytes_full_of_signatures_give_no_entries() -> None:
+    garbage = b"PK\x01\x02" * 4096
+    directory = zip_records.CentralDirectory(offset=100, size=len(garbage), entries=3)
+    assert zip_records.parse_directory_tail(garbage, 100 + 1, directory) == []
+
+
+def test_a_directory_that_does_not_start_before_the_bytes_is_refused() -> None:
+    archive = build_zip([ZipMember("odd_pkg/a.py", b"a = 1\n")])
+    offset, size = _central_directory(CraftedWheel("x-1.0-py3-none-any.whl", archive, b"", ""))
+    directory = zip_records.CentralDirectory(offset, size, 1)
+    with pytest.raises(zip_records.ZipRecordError):
+        zip_records.parse_directory_tail(archive[offset:], offset, directory)
 
 
 # ---- from disk ------------------------------------------------------------------------------------------------
@@ -289,6 +336,47 @@ def test_a_wheel_with_metadata_out_of_the_tail_takes_two_ranges_and_a_small_frac
         f"bytes={metadata_offset}-{metadata_offset + 30 + len(wheel.metadata_name) + _compressed_size(wheel) + 1023}",
     ]
     assert server.bytes_sent < size / 50
+
+
+def test_metadata_among_the_directorys_last_entries_is_read_without_the_rest_of_the_directory(
+    serve: Callable[..., RangeFileServer], bg_loop: BackgroundLoop
+) -> None:
+    wheel = craft_wheel(payload=4 * MiB, extra_files=3000)
+    _, directory_size = _central_directory(wheel)
+    assert directory_size > 16 * KiB, "the directory must start before the first read"
+    server = serve({wheel.filename: wheel.data})
+    metadata, _ = read_by_ranges(bg_loop, server, wheel.filename, len(wheel.data), tail_length=16 * KiB)
+    assert metadata == wheel.metadata
+    size = len(wheel.data)
+    metadata_offset = zips.local_header_offset(wheel.data, wheel.metadata_name)
+    assert server.range_headers() == [
+        f"bytes={size - 16 * KiB}-{size - 1}",
+        f"bytes={metadata_offset}-{metadata_offset + 30 + len(wheel.metadata_name) + _compressed_size(wheel) + 1023}",
+    ]
+    assert server.bytes_sent < 16 * KiB + len(wheel.metadata) + 2 * KiB < directory_size
+
+
+def test_metadata_whose_entry_is_not_among_the_last_ones_takes_exactly_the_rest_of_the_directory(
+    serve: Callable[..., RangeFileServer], bg_loop: BackgroundLoop
+) -> None:
+    wheel = craft_wheel(payload=1 * MiB, extra_files=3000, metadata_first=True)
+    directory_offset, _ = _central_directory(wheel)
+    server = serve({wheel.filename: wheel.data})
+    metadata, counter = read_by_ranges(bg_loop, server, wheel.filename, len(wheel.data), tail_length=16 * KiB)
+    assert metadata == wheel.metadata
+    size = len(wheel.data)
+    assert server.range_headers()[:2] == [
+        f"bytes={size - 16 * KiB}-{size - 1}",
+        f"bytes={directory_offset}-{size - 16 * KiB - 1}",
+    ]
+    assert counter.requests == 3
+
+
+def _central_directory(wheel: CraftedWheel) -> tuple[int, int]:
+    end = zips.end_record_offset(wheel.data)
+    size = int.from_bytes(wheel.data[end + 12 : end + 16], "little")
+    offset = int.from_bytes(wheel.data[end + 16 : end + 20], "little")
+    return offset, size
 
 
 def _compressed_size(wheel: CraftedWheel) -> int:
@@ -427,10 +515,19 @@ LIES: dict[str, tuple[Callable[[CraftedWheel], bytes], str]] = {
 }
 
 
-@pytest.fixture(params=sorted(LIES))
+LIARS: dict[str, Callable[[], CraftedWheel]] = {
+    # The whole directory in the first read.
+    "small directory": lambda: craft_wheel(payload=256 * KiB, metadata_first=True),
+    # METADATA's entry read from the directory's last entries, the rest of the directory never fetched.
+    "big directory, METADATA last": lambda: craft_wheel(payload=256 * KiB, extra_files=3000),
+}
+
+
+@pytest.fixture(params=[(lie, liar) for lie in sorted(LIES) for liar in sorted(LIARS)], ids=" / ".join)
 def lie(request: pytest.FixtureRequest) -> tuple[CraftedWheel, bytes, str]:
-    wheel = craft_wheel(payload=256 * KiB, metadata_first=True)
-    doctor, reason = LIES[request.param]
+    lie_name, liar = request.param
+    wheel = LIARS[liar]()
+    doctor, reason = LIES[lie_name]
     return wheel, doctor(wheel), reason
 
 

@@ -4,9 +4,9 @@
 only the parts of an upstream's wheel that lead to it, through a `RangeReader` the caller provides:
 
 1. the last `tail_length` bytes (64 KiB by default, or the whole file when smaller): the end-of-central-directory
-   record and, for about nine wheels in ten, the whole central directory and METADATA itself;
-2. when the central directory starts before that tail: the rest of it, and as many bytes again before it, where
-   METADATA usually lies (it precedes RECORD, the last member, whose size is close to the directory's);
+   record and, for most wheels, the whole central directory and METADATA itself;
+2. when the central directory starts before that tail: METADATA's entry is looked for among the directory's last
+   entries, those in the tail (wheels put `.dist-info` last); only when it is not there, the rest of the directory;
 3. when METADATA is still missing: its local header and data, in one range (a little more than the central
    directory says, as the local header's extra field may be longer; re-read only if it is longer still).
 
@@ -34,7 +34,7 @@ KiB = 1024
 MiB = 1024 * KiB
 
 # Measured on 967 real wheels (numpy, scipy, torch, tensorflow, botocore...): a 64 KiB tail holds the whole central
-# directory of 92% of them and METADATA too for 87%; ranged reads then average 1.14 requests and 86 KiB a wheel.
+# directory of 92% of them and METADATA too for 87%. Callers reading from a mirror choose a shorter one (uv's 16 KiB).
 DEFAULT_TAIL_LENGTH = 64 * KiB
 # torch's central directory is 1.2 MB and tensorflow's 1.7 MB; sixteen times more is a broken or hostile archive.
 MAX_CENTRAL_DIRECTORY = 16 * MiB
@@ -42,8 +42,6 @@ MAX_CENTRAL_DIRECTORY = 16 * MiB
 MAX_METADATA_SIZE = 8 * MiB
 # Local extra fields (timestamps, Unix ids) take a few dozen bytes when present; one read with this margin covers them.
 LOCAL_HEADER_MARGIN = 1 * KiB
-# How far before the central directory the second read reaches, at most (METADATA usually lies just before RECORD).
-MAX_READ_BEFORE_DIRECTORY = 4 * MiB
 
 
 class MetadataUnavailable(Exception):
@@ -294,10 +292,11 @@ def _plan_metadata_read(filename: str, size: int | None, tail_length: int) -> Ge
     yield from _fetch(sparse, first)
     end = yield from _find_end_record(sparse, tail_length)
     directory = zip_records.central_directory_of(end, MAX_CENTRAL_DIRECTORY)
-    before_directory = max(0, directory.offset - min(directory.size, MAX_READ_BEFORE_DIRECTORY))
-    yield from _ensure(sparse, directory.offset, directory.end, widen_from=before_directory)
-    members = zip_records.parse_central_directory(sparse.get(directory.offset, directory.size), directory)
-    member = _metadata_member(members, filename)
+    member = _metadata_member_in_directory_tail(sparse, directory, filename)
+    if member is None:
+        yield from _ensure(sparse, directory.offset, directory.end)
+        members = zip_records.parse_central_directory(sparse.get(directory.offset, directory.size), directory)
+        member = _metadata_member(members, filename)
     zip_records.check_readable(member, MAX_METADATA_SIZE)
     return (yield from _read_member(sparse, member, directory))
 
@@ -363,6 +362,27 @@ def _find_end_record(sparse: _SparseFile, tail_length: int) -> Generator[ByteRan
     yield from _ensure(sparse, zip64_offset, zip64_offset + zip_records.ZIP64_END_RECORD_SIZE)
     fixed_part = sparse.get(zip64_offset, zip_records.ZIP64_END_RECORD_SIZE)
     return zip_records.parse_zip64_end_record(fixed_part, zip64_offset, end.offset)
+
+
+def _metadata_member_in_directory_tail(
+    sparse: _SparseFile, directory: CentralDirectory, filename: str
+) -> Member | None:
+    """METADATA's entry, when the fetched tail holds only the end of the central directory and the entry is in it.
+
+    Wheel builders write `.dist-info` last, so its entries end the directory. On 1,008 real wheels read with a
+    16 KiB tail, this took 1.36 requests and 21 KiB a wheel on average, against 1.54 and 37 KiB fetching the rest of
+    the directory first (1.80 and 32 KiB against 2.27 and 83 KiB for wheels over 1 MB). The archive-wide checks
+    (one `.dist-info`, one METADATA) then see only the entries read: installers refuse a wheel that fails them,
+    and once the wheel is downloaded and verified its METADATA replaces what was read if they differ
+    (`core_metadata`). None: read the whole directory.
+    """
+    tail = sparse.tail()
+    if tail.start <= directory.offset:
+        return None  # the whole directory is here: parse it all
+    try:
+        return _metadata_member(zip_records.parse_directory_tail(tail.data, tail.start, directory), filename)
+    except MetadataUnavailable:
+        return None
 
 
 def _metadata_member(members: list[Member], filename: str) -> Member:

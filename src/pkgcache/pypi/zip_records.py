@@ -200,6 +200,39 @@ def parse_central_directory(data: bytes, directory: CentralDirectory) -> list[Me
     return members
 
 
+def parse_directory_tail(data: bytes, data_offset: int, directory: CentralDirectory) -> list[Member]:
+    """The last entries of a central directory that starts before `data` (bytes of the archive from `data_offset`
+    to at least the directory's end): the longest run of whole entries that ends exactly where the directory ends.
+
+    The bytes before the run are cut, and entries have no fixed size, so the run is found from the entry
+    signatures: each is parsed, and kept when the entry it starts ends at the directory's end or at the start of
+    an entry already kept. Empty when no entry fits, or when any kept entry points into the directory.
+    """
+    start, end = directory.offset - data_offset, directory.end - data_offset
+    if start >= 0 or end > len(data):
+        raise ZipRecordError("the bytes given do not hold the end of a central directory that starts before them")
+    fragment = data[:end]
+    chained: dict[int, tuple[Member, int]] = {}
+    position = fragment.rfind(_CENTRAL_SIGNATURE)
+    while position >= 0:
+        try:
+            member, entry_end = _parse_central_header(fragment, position)
+        except ZipRecordError:
+            pass
+        else:
+            if entry_end == end or entry_end in chained:
+                chained[position] = (member, entry_end)
+        position = fragment.rfind(_CENTRAL_SIGNATURE, 0, position)
+    members: list[Member] = []
+    position = min(chained, default=end)
+    while position != end:
+        member, position = chained[position]
+        if member.header_offset + LOCAL_HEADER_SIZE + len(member.raw_name) + member.compressed_size > directory.offset:
+            return []
+        members.append(member)
+    return members
+
+
 def _parse_central_header(data: bytes, position: int) -> tuple[Member, int]:
     if position + CENTRAL_HEADER_SIZE > len(data):
         raise ZipRecordError("central directory ends inside an entry")
