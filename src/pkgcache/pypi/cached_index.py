@@ -61,17 +61,18 @@ class CachedIndex:
         entry = self.memory.get(project) or await self._load(project)
         if entry is None:
             self._raise_if_known_missing(project)
-            return await self.refresh(project), CacheState.MISS
+            return await self.refresh(project, cached=False), CacheState.MISS
         if entry.age() < self.index_ttl:
             return entry, CacheState.HIT
         self._refresh_in_background(project)
         return entry, CacheState.STALE
 
-    async def refresh(self, project: str) -> CachedPage:
-        """Fetch or revalidate a page now; concurrent callers share one upstream request."""
+    async def refresh(self, project: str, *, cached: bool = True) -> CachedPage:
+        """Fetch or revalidate a page now; concurrent callers share one upstream request. `cached=False`: the
+        caller looked just now and there is no copy to revalidate (so it is not looked for again)."""
         task = self._refreshes.get(project)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._refresh(project))
+            task = asyncio.get_running_loop().create_task(self._refresh(project, cached))
             self._refreshes[project] = task
             task.add_done_callback(lambda _: self._refreshes.pop(project, None))
         return await asyncio.shield(task)
@@ -90,8 +91,8 @@ class CachedIndex:
 
         asyncio.get_running_loop().create_task(refresh_quietly())
 
-    async def _refresh(self, project: str) -> CachedPage:
-        previous = self.memory.get(project) or await self._load(project)
+    async def _refresh(self, project: str, cached: bool = True) -> CachedPage:
+        previous = (self.memory.get(project) or await self._load(project)) if cached else None
         try:
             fetched = await self.origin.fetch_page(project, previous)
         except UpstreamNotFound:

@@ -18,6 +18,8 @@ from pathlib import Path
 from pkgcache.storage.store import READER_RECHECK_SECONDS, CacheStore, Stamp, file_stamp
 
 MAX_PROJECTS_REMEMBERED = 20_000
+# A metadata.json up to this size (some 300 records) is read on the event loop.
+INLINE_READ_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -60,12 +62,17 @@ class MetadataRecords:
         peeked = self.peek(project)
         if peeked is not None:
             return peeked
-        stamp = await asyncio.to_thread(file_stamp, self.path(project))
+        # A stat, on the event loop as the hit path's are; the file is read only when it changed, and on the loop
+        # too when it is small (as PageStore.load reads a small page.json: cheaper than a hop to a thread).
+        stamp = file_stamp(self.path(project))
         known = self._known.get(project)
         if known is not None and known.stamp == stamp:
             known.checked_at = time.time()
             return known.records, known.version
-        records = await asyncio.to_thread(self._read, project)
+        if stamp is None or stamp[1] <= INLINE_READ_BYTES:
+            records = self._read(project)
+        else:
+            records = await asyncio.to_thread(self._read, project)
         return self._remember(project, records, stamp).records, self._known[project].version
 
     async def add(self, project: str, filename: str, record: MetadataRecord) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from pkgcache.pypi.model import DistFile, ProjectPage
 from pkgcache.pypi.render import JSON_CONTENT_TYPE, render_html, render_json, with_charset
-from pkgcache.storage.store import CacheStore, Stamp
+from pkgcache.storage.store import CacheStore, Stamp, file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ MEMORY_BUDGET_BYTES = 96 * 1024 * 1024
 BYTES_PER_FILE = 1100
 # Pages with more files than this are parsed, loaded and rendered in the page thread pool, off the event loop.
 BIG_PAGE_FILES = 2000
+# A page.json up to this size is read on the event loop (see PageStore.load): about 250 files.
+INLINE_LOAD_BYTES = 96 * 1024
 
 # Parsing and rendering pages is CPU work that can take seconds for a project with 100k files: it gets threads of
 # its own, so it never holds up the file reads and writes that share asyncio's default pool.
@@ -206,7 +208,16 @@ class PageStore:
         return project_entries(self.store, project)
 
     async def load(self, project: str) -> CachedPage | None:
-        """The page on disk, parsed (off the event loop), or None if there is none or it is damaged."""
+        """The page on disk, parsed, or None if there is none or it is damaged.
+
+        A small page.json (most projects) is read on the event loop: it was written lately and is in the page
+        cache, and reading it there (well under a millisecond) costs less than the hop to a thread and the wait
+        for its turn behind other pages. A bigger one is read in the page thread pool."""
+        stamp = file_stamp(self.page_path(project))
+        if stamp is None:
+            return None
+        if stamp[1] <= INLINE_LOAD_BYTES:
+            return self._load(project)
         return await in_page_thread(self._load, project)
 
     def _load(self, project: str) -> CachedPage | None:

@@ -8,7 +8,6 @@ revalidated or purged reaches this worker within about that long.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -77,7 +76,7 @@ class ReplicaIndex:
 
     async def _recheck_disk(self, project: str, entry: CachedPage) -> CachedPage | None:
         """The memory copy if page.json is still the file it came from; else None (to be read again)."""
-        stamp = await asyncio.to_thread(file_stamp, self.pages.page_path(project))
+        stamp = file_stamp(self.pages.page_path(project))  # one stat, on the loop as the hit path's are
         if stamp is not None and stamp == entry.disk_stamp:
             entry.checked_at = time.time()
             return entry
