@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import queue
 import shutil
 import signal
 import socket
@@ -507,13 +508,23 @@ def test_logs_follow_prints_new_lines(service: BackgroundService) -> None:
     try:
         time.sleep(1.0)  # let it reach the end of the log before the request is logged
         assert http_get(service.url + "/pypi/simple/beta/").status == 200
-        seen: list[str] = []
+        lines: queue.Queue[str] = queue.Queue()
         stdout = follower.stdout
         assert stdout is not None
-        reader = threading.Thread(target=lambda: seen.append(stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(15)
-        assert seen and "/pypi/simple/beta/" in seen[0]
+
+        def read_lines() -> None:
+            for line in stdout:
+                lines.put(line)
+
+        threading.Thread(target=read_lines, daemon=True).start()
+        # Lines of earlier requests (the fixture's health checks) may be written after the follower started:
+        # request lines go out in batches. The one that matters is the request made after it.
+        seen: list[str] = []
+        deadline = time.monotonic() + 15
+        while not any("GET /pypi/simple/beta/ 200" in line for line in seen):
+            assert time.monotonic() < deadline, seen
+            with contextlib.suppress(queue.Empty):
+                seen.append(lines.get(timeout=0.5))
     finally:
         follower.terminate()
         follower.wait(10)
