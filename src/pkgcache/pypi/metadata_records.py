@@ -81,8 +81,10 @@ class MetadataRecords:
             records, _ = await self.get(project)
             updated = {**records, filename: record}
             path = self.path(project)
-            await asyncio.to_thread(self.store.write_json_atomic, path, {k: asdict(v) for k, v in updated.items()})
-            self._remember(project, updated, await asyncio.to_thread(file_stamp, path))
+            content = {k: asdict(v) for k, v in updated.items()}
+            # Not durable: records lost to a power cut are made again (see CacheStore.write_bytes_atomic).
+            await asyncio.to_thread(self.store.write_json_atomic, path, content, durable=False)
+            self._remember(project, updated, file_stamp(path))
 
     def forget(self, project: str) -> None:
         self._known.pop(project, None)

@@ -238,7 +238,7 @@ class PageStore:
 
     def _save(self, project: str, entry: CachedPage) -> None:
         path = self.page_path(project)
-        self.store.write_json_atomic(path, entry.to_json())
+        self.store.write_json_atomic(path, entry.to_json(), durable=False)  # the upstream's page: fetched again
         with contextlib.suppress(OSError):
             stat = path.stat()
             entry.disk_stamp = (stat.st_mtime_ns, stat.st_size)

@@ -125,15 +125,21 @@ class CacheStore:
         suffix = f"-{hint[:40]}" if hint else ""
         return self.tmp_dir / f"{uuid.uuid4().hex}{suffix}.part"
 
-    def write_bytes_atomic(self, path: Path, data: bytes) -> None:
-        """Write a small file whole, or not at all (blocking: call from a worker thread on hot paths)."""
+    def write_bytes_atomic(self, path: Path, data: bytes, *, durable: bool = True) -> None:
+        """Write a small file whole, or not at all (blocking: call from a worker thread on hot paths).
+
+        `durable`: flushed to the disk before it is renamed into place, so that it survives a power cut whole.
+        Entries that are copies pkgcache can make again (a page.json, a metadata.json) pass False: a power cut
+        may then leave one empty or cut short, which its reader takes for absent (it is not valid JSON), and
+        the fsync would cost every cold miss a wait for the disk."""
         self.require_writable()
         temp = self.new_temp_path(path.name)
         try:
             with temp.open("wb") as handle:
                 handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
             path.parent.mkdir(parents=True, exist_ok=True)
             os.replace(temp, path)
         except OSError as exc:
@@ -142,8 +148,8 @@ class CacheStore:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
 
-    def write_json_atomic(self, path: Path, value: Any) -> None:
-        self.write_bytes_atomic(path, json.dumps(value, separators=(",", ":")).encode())
+    def write_json_atomic(self, path: Path, value: Any, *, durable: bool = True) -> None:
+        self.write_bytes_atomic(path, json.dumps(value, separators=(",", ":")).encode(), durable=durable)
 
     def commit_file(self, temp: Path, path: Path) -> None:
         """Move a finished, verified temporary file into place (blocking)."""

@@ -1,0 +1,92 @@
+"""Small cache entries written whole or not at all; which are flushed to the disk, and why the others may skip it.
+
+A page.json or metadata.json is written without an fsync (a cold miss would wait for the disk): a power cut may
+then leave it empty or cut short. These tests check that such a file reads as absent, so it is made again, never
+served half.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from pkgcache.pypi.metadata_records import MetadataRecord, MetadataRecords
+from pkgcache.pypi.model import DistFile, ProjectPage
+from pkgcache.pypi.pages import CachedPage, PageStore
+from pkgcache.storage.store import CacheStore
+
+
+def _count_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        calls.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    return calls
+
+
+def test_entries_are_flushed_unless_said_otherwise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = _store(tmp_path)
+    calls = _count_fsyncs(monkeypatch)
+    store.write_json_atomic(tmp_path / "gate" / "first_seen.json", {"since": 1})
+    assert len(calls) == 1
+    store.write_json_atomic(tmp_path / "pypi" / "simple" / "x" / "page.json", {"a": 1}, durable=False)
+    assert len(calls) == 1
+    assert (tmp_path / "pypi" / "simple" / "x" / "page.json").read_text() == '{"a":1}'
+
+
+def test_saving_pages_and_metadata_records_does_not_wait_for_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _store(tmp_path)
+    calls = _count_fsyncs(monkeypatch)
+    asyncio.run(PageStore(store).save("demo", _page()))
+    asyncio.run(MetadataRecords(store).add("demo", "demo-1.0-py3-none-any.whl", _record()))
+    assert calls == []
+    assert (tmp_path / "pypi" / "simple" / "demo" / "page.json").is_file()
+    assert (tmp_path / "pypi" / "simple" / "demo" / "metadata.json").is_file()
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.5, 0.99])
+def test_a_page_json_left_empty_or_cut_short_reads_as_absent(tmp_path: Path, keep: float) -> None:
+    pages = PageStore(_store(tmp_path))
+    asyncio.run(pages.save("demo", _page()))
+    assert asyncio.run(pages.load("demo")) is not None
+    _cut(pages.page_path("demo"), keep)
+    assert asyncio.run(pages.load("demo")) is None
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.5, 0.99])
+def test_a_metadata_json_left_empty_or_cut_short_reads_as_no_records(tmp_path: Path, keep: float) -> None:
+    store = _store(tmp_path)
+    asyncio.run(MetadataRecords(store).add("demo", "demo-1.0-py3-none-any.whl", _record()))
+    records = MetadataRecords(store)
+    assert asyncio.run(records.get("demo"))[0] == {"demo-1.0-py3-none-any.whl": _record()}
+    _cut(records.path("demo"), keep)
+    assert asyncio.run(MetadataRecords(store).get("demo"))[0] == {}
+
+
+def _store(root: Path) -> CacheStore:
+    store = CacheStore(root)
+    store.prepare()
+    return store
+
+
+def _cut(path: Path, keep: float) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _page() -> CachedPage:
+    dist = DistFile(filename="demo-1.0-py3-none-any.whl", url="http://up.example/demo-1.0-py3-none-any.whl")
+    return CachedPage(ProjectPage(name="demo", files=(dist,)), upstream="up", fetched_at=1.0)
+
+
+def _record() -> MetadataRecord:
+    return MetadataRecord(sha256="ab" * 32, dist_sha256="cd" * 32, source="ranges", verified=False)
