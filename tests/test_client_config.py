@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -207,8 +208,13 @@ def test_printed_uv_toml_installs_through_the_service(
     assert {"alpha==2.0", "beta==1.1", "gamma==0.5", "delta-pkg==3.0"} <= installed_dists(target)
     # Downloaded whole once (its core metadata may have been read before by a few ranges).
     assert tuna_upstream.count_whole("alpha-2.0-py3-none-any.whl") == 1
-    log = run_pkgcache("logs", *service.locate, "-n", "200").stdout
-    assert "GET /pypi/files/alpha/alpha-2.0-py3-none-any.whl 200" in log
+    # Through the service: its access log says so. Request lines are written in batches, a moment after.
+    deadline = time.monotonic() + 5
+    while "GET /pypi/files/alpha/alpha-2.0-py3-none-any.whl 200" not in (
+        log := run_pkgcache("logs", *service.locate, "-n", "200").stdout
+    ):
+        assert time.monotonic() < deadline, log
+        time.sleep(0.2)
 
 
 def test_client_config_without_a_running_instance_uses_the_configuration(tmp_path: Path) -> None:
