@@ -240,3 +240,35 @@ def test_the_usual_links_take_the_quick_join(link: str, base: str, expected: str
     found = parse._quick_resolve(link, base)
     assert found is not None and found[0] == expected
     assert found == parse._resolve_with_urllib(link, base)
+
+
+def test_quick_only_reads_the_regular_shapes_and_leaves_the_rest_to_the_full_reader() -> None:
+    regular = REGULAR_PAGES["tuna-like"].encode()
+    page = parse_project_page(regular, "http://m.example/simple/demo-pkg/", "demo-pkg", quick_only=True)
+    assert len(page.files) == 40
+    declined = DECLINED["a script"].encode()
+    with pytest.raises(parse.NeedsFullReader):
+        parse_project_page(declined, "http://m.example/simple/d/", "d", quick_only=True)
+    assert len(parse_project_page(declined, "http://m.example/simple/d/", "d").files) == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '<a href="d-1.0.zip">d-1.0.zip</a><a href="d-1.1.zip',  # cut off in transit
+        "<a " * 50,
+        '<a href="d-1.0.zip">d-1.0.zip</a>' + "<!--x>" * 50,
+        '<a href="d-1.0.zip">d-1.0.zip</a><![CDATA[x>',
+    ],
+)
+def test_markup_left_open_is_refused_before_html_parser_reads_it(text: str) -> None:
+    assert parse._unterminated_markup(text) is not None
+    with pytest.raises(parse.InvalidPage, match="unterminated"):
+        parse_project_page(text.encode(), "http://m.example/simple/d/", "d")
+
+
+def test_markup_closed_after_it_is_opened_goes_to_html_parser() -> None:
+    text = '<script>x</script><!-- a -- b --><a href="d-1.0.zip">d-1.0.zip</a><!--x>' * 3 + "-->"
+    assert parse._unterminated_markup(text) is None
+    files = parse_project_page(text.encode(), "http://m.example/s/d/", "d").files
+    assert [dist.filename for dist in files] == ["d-1.0.zip"] * 3

@@ -180,7 +180,9 @@ def test_a_new_release_appears_after_the_ttl(
     assert cache.get("/pypi/files/gamma/gamma-0.6-py3-none-any.whl").status == 200
 
 
-@pytest.mark.parametrize("garbage", ["bad-html", "bad-json", "random", "truncate", "html-error"])
+@pytest.mark.parametrize(
+    "garbage", ["bad-html", "bad-json", "random", "truncate", "html-error", "unclosed-tags", "unclosed-comments"]
+)
 def test_garbage_pages_give_502_and_poison_nothing(
     garbage: str, official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache]
 ) -> None:

@@ -127,6 +127,11 @@ _LOGIN_PAGE = (
     b"<input name='password' type='password'><button>Sign in</button></form></body></html>"
 )
 _BAD_JSON = b'{"meta": {"api-version": "1.1"}, "name": "x", "files": [{"filename": '
+# Pages whose markup never closes, which html.parser reads in time growing with the square of their size (seconds
+# for these 40-60 KB): a link that looks good, then tags or comments left open. A hostile or broken mirror.
+_LINK_FIRST = b'<html><body><a href="alpha-2.0-py3-none-any.whl">alpha-2.0-py3-none-any.whl</a>'
+_UNCLOSED_TAGS = _LINK_FIRST + b"<a " * 13000
+_UNCLOSED_COMMENTS = _LINK_FIRST + b"<!--x>" * 8000
 
 
 async def garbage_response(
@@ -139,7 +144,8 @@ async def garbage_response(
 ) -> web.StreamResponse:
     """A broken answer in place of ``content``.
 
-    Modes: "html-error" (200 HTML error page), "bad-html" (200 login page, no links),
+    Modes: "html-error" (200 HTML error page), "bad-html" (200 login page, no links), "unclosed-tags" and
+    "unclosed-comments" (200 HTML, a good-looking link, then markup that never closes),
     "bad-json" (200, JSON content type, invalid JSON), "random" (200, random bytes),
     "truncate" (full Content-Length, half the body, then close), and the server-level
     faults of ``tests.fakes.server.fault_response``: "reset" (drop the connection, no
@@ -152,6 +158,9 @@ async def garbage_response(
         return web.Response(body=_LOGIN_PAGE, headers={"Content-Type": "text/html; charset=utf-8"})
     if mode == "bad-json":
         return web.Response(body=_BAD_JSON, headers={"Content-Type": json_content_type})
+    if mode in ("unclosed-tags", "unclosed-comments"):
+        body = _UNCLOSED_TAGS if mode == "unclosed-tags" else _UNCLOSED_COMMENTS
+        return web.Response(body=body, headers={"Content-Type": "text/html; charset=utf-8"})
     if mode == "random":
         body = random.Random(request.path).randbytes(512)
         return web.Response(body=body, headers={"Content-Type": content.content_type})

@@ -7,6 +7,7 @@ nothing: caching is the layer above (cached_index.py).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from urllib.parse import urljoin
@@ -16,7 +17,7 @@ import aiohttp
 from pkgcache.config import PypiConfig, PypiUpstream
 from pkgcache.pypi.model import DistFile
 from pkgcache.pypi.pages import CachedPage, in_page_thread
-from pkgcache.pypi.parse import InvalidPage, parse_project_page
+from pkgcache.pypi.parse import InvalidPage, NeedsFullReader, parse_project_page
 from pkgcache.storage.downloads import Download, Expected
 from pkgcache.storage.filetypes import magic_for
 from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamError, read_limited
@@ -26,8 +27,9 @@ from pkgcache.upstream.transfer import Fetcher
 # its body either way.
 UPSTREAM_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
 MAX_PAGE_BYTES = 64 * 1024 * 1024
-# A page this small is read on the event loop (about 2 ms for 64 KiB, some 250 links): in a thread it would hold
-# the GIL all the same, and the hop there and back, and the wait for the GIL, cost a cold miss more than that.
+# A page this small is read on the event loop (about 2 ms for 64 KiB, some 250 links) when the quick reader can
+# read it: in a thread it would hold the GIL all the same, and the hop there and back, and the wait for the GIL,
+# cost a cold miss more than that. Anything html.parser has to read is read in the page threads.
 INLINE_PARSE_BYTES = 64 * 1024
 
 
@@ -60,9 +62,11 @@ class UpstreamIndex:
             return previous
         body = await read_limited(response, MAX_PAGE_BYTES, self.pool.policy)
         try:
+            page = None
             if len(body) <= INLINE_PARSE_BYTES:
-                page = parse_project_page(body, str(response.url), project)
-            else:
+                with contextlib.suppress(NeedsFullReader):
+                    page = parse_project_page(body, str(response.url), project, quick_only=True)
+            if page is None:
                 page = await in_page_thread(parse_project_page, body, str(response.url), project)
         except InvalidPage as exc:
             raise UpstreamError(f"{upstream.name}: not a project page for {project}: {exc}") from None
