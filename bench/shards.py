@@ -99,7 +99,8 @@ def _mode_cells(table: Table, row: str, mode: str, folder: Path, upstream: Upstr
 
 @contextlib.contextmanager
 def builder_peak(root: int, interval: float = 0.1) -> Iterator[list[int]]:
-    """The largest PSS (kB) of the shard builder alone: the spawned process (multiprocessing) under `root`."""
+    """The largest PSS (kB) of the shard builder alone: its own process (`python -m pkgcache.conda.shard_builder`)
+    under `root`."""
     peak = [0]
     stop = threading.Event()
 
@@ -120,7 +121,7 @@ def builder_peak(root: int, interval: float = 0.1) -> Iterator[list[int]]:
 
 def _is_spawned_child(pid: int) -> bool:
     try:
-        return b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"pkgcache.conda.shard_builder" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 

@@ -14,6 +14,7 @@ import msgpack
 import pytest
 import zstandard
 
+from pkgcache.conda.shard_packs import PackWriter
 from tests.cache_service import RunningCache
 from tests.conda_support import APP_TREE, SUBDIR, install, installed_names
 from tests.fakes.conda_channel import BUILD_TIMESTAMP_MS, _build_package, _PkgSpec, build_channel
@@ -157,3 +158,29 @@ def _record(pkg: Any) -> dict[str, Any]:
         "name": "extra", "noarch": "generic", "sha256": pkg.sha256, "size": pkg.size, "subdir": "noarch",
         "timestamp": BUILD_TIMESTAMP_MS, "version": "1.0",
     }  # fmt: skip
+
+
+def test_a_shard_still_in_its_pack_is_served_and_given_its_file(
+    mirror: MirrorLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    """Between a build and the files of its new shards (the builder makes them after reporting), a client asking
+    for a shard gets it out of the pack: never a 404 for a shard the index lists."""
+    cache = _cache(make_cache, mirror)
+    base = f"/conda/cloud/conda-forge/{SUBDIR}/"
+    index = _unpack(cache.get(base + SHARD_INDEX).body)
+    names = [f"{digest.hex()}.msgpack.zst" for digest in index["shards"].values()]
+    shards_dir = next(cache.data_dir.rglob(f"{SUBDIR}/shards"))
+    deadline = time.monotonic() + 30
+    while not all((shards_dir / name).is_file() for name in names) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the builder is still giving them their files
+    files = {name: (shards_dir / name).read_bytes() for name in names}
+    # Put them back in a pack, as a build leaves them before its explosion.
+    writer = PackWriter(shards_dir.parent / "shard-packs")
+    for name, data in files.items():
+        writer.add(bytes.fromhex(name.removesuffix(".msgpack.zst")), data)
+        (shards_dir / name).unlink()
+    writer.close()
+    for name, data in files.items():
+        answer = cache.get(base + f"shards/{name}")
+        assert answer.status == 200 and answer.body == data
+        assert (shards_dir / name).read_bytes() == data

@@ -26,6 +26,7 @@ import pytest
 import zstandard
 
 from pkgcache.conda import repodata_stream, shard_builder
+from pkgcache.conda.repodata_runs import Declined
 from pkgcache.conda.repodata_stream import Info, MalformedRepodata, Record, Removed, iter_repodata
 from pkgcache.conda.shard_builder import (
     SHARDS_INDEX_NAME,
@@ -34,6 +35,7 @@ from pkgcache.conda.shard_builder import (
     read_shard_index,
     unreferenced_shards,
 )
+from pkgcache.conda.shard_packs import explode_packs
 from tests.clients.rattler_client import run_rattler_install
 from tests.conda_support import APP_TREE, SUBDIR
 
@@ -65,7 +67,8 @@ def decode_zst_msgpack(path: Path) -> Any:
 
 
 def build(repodata: Path, subdir_dir: Path, **kwargs: Any) -> ShardBuildResult:
-    """Build into `<subdir_dir>/shards/` and put the index in place, as the service will."""
+    """Build into `<subdir_dir>/shards/` and put the index in place, then give the new shards their files, as the
+    service does."""
     kwargs.setdefault("created_at", CREATED_AT)
     result = build_shards(
         repodata,
@@ -76,6 +79,8 @@ def build(repodata: Path, subdir_dir: Path, **kwargs: Any) -> ShardBuildResult:
         **kwargs,
     )
     result.index_temp_path.replace(subdir_dir / SHARDS_INDEX_NAME)
+    assert explode_packs(subdir_dir / "shard-packs", subdir_dir / "shards") == result.shards_written
+    assert list((subdir_dir / "shard-packs").iterdir()) == []
     return result
 
 
@@ -228,6 +233,40 @@ def test_every_record_of_a_large_repodata_is_in_its_shard(tmp_path: Path) -> Non
     assert sorted(f for shard in shards.values() for f in shard["removed"]) == sorted(original["removed"])
     assert result.records == synthetic.records and result.shards == synthetic.names
     assert result.shards_written == result.shards and result.shards_reused == 0
+
+
+def test_msgspec_reads_regular_repodata_and_a_file_it_declines_gives_the_same_shards(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "repodata.json"
+    write_synthetic_repodata(source, size=3_000_000, seed=4)  # a few runs of records (about 1 MB each)
+
+    def read_record_by_record(*_: Any) -> Any:
+        raise AssertionError("a regular repodata was read record by record")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(shard_builder, "iter_repodata_file", read_record_by_record)
+        fast = build(source, tmp_path / "fast")
+
+    real_runs = shard_builder.iter_repodata_runs
+    declined_after: list[int] = []
+
+    def decline_midway(binary: Any) -> Iterator[Any]:
+        for number, item in enumerate(real_runs(binary)):
+            if number == 3:
+                declined_after.append(number)
+                raise Declined("as if something unexpected came")
+            yield item
+
+    monkeypatch.setattr(shard_builder, "iter_repodata_runs", decline_midway)
+    careful = build(source, tmp_path / "careful")
+    assert declined_after == [3]
+    assert (fast.records, fast.removed, fast.shards) == (careful.records, careful.removed, careful.shards)
+    assert (tmp_path / "fast" / SHARDS_INDEX_NAME).read_bytes() == (
+        tmp_path / "careful" / SHARDS_INDEX_NAME
+    ).read_bytes()
+    assert shard_files(tmp_path / "fast/shards").keys() == shard_files(tmp_path / "careful/shards").keys()
+    assert leftovers(tmp_path) == []
 
 
 def test_compressed_repodata_gives_the_same_shards(tmp_path: Path) -> None:

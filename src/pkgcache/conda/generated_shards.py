@@ -32,7 +32,8 @@ from pathlib import Path
 from pkgcache.cache_state import CacheState
 from pkgcache.conda.cached_channels import ChannelPaths
 from pkgcache.conda.channels import SHARD_INDEX, Channel
-from pkgcache.conda.shard_builder import MalformedRepodata, ShardBuildResult, unreferenced_shards
+from pkgcache.conda.shard_builder import PACKS_DIR_NAME, MalformedRepodata, ShardBuildResult, unreferenced_shards
+from pkgcache.conda.shard_packs import extract_shard
 from pkgcache.conda.shards import LOCAL_BASE_URL, LOCAL_SHARDS_BASE_URL
 from pkgcache.conda.source import ChannelLayer, ChannelSource, Lookup
 from pkgcache.storage.downloads import Download
@@ -64,6 +65,11 @@ class GeneratedShards(ChannelLayer):
         path = self.paths.path(channel, subdir, "shards", shard_name)
         if path.is_file():  # made here, or fetched from an upstream's shards before
             return path
+        packs = self.paths.path(channel, subdir, PACKS_DIR_NAME)
+        if packs.is_dir():  # made by a build whose shards do not all have their files yet
+            extracted = await asyncio.to_thread(extract_shard, packs, path.parent, shard_name)
+            if extracted is not None:
+                return extracted
         return await self.inner.shard(channel, subdir, shard_name)
 
     def status(self) -> dict[str, object]:
@@ -140,6 +146,7 @@ class GeneratedShards(ChannelLayer):
             result = await _build_in_own_process(
                 repodata_path=source,
                 shards_dir=shards_dir,
+                packs_dir=self.paths.path(channel, subdir, PACKS_DIR_NAME),
                 base_url=LOCAL_BASE_URL,
                 shards_base_url=LOCAL_SHARDS_BASE_URL,
                 subdir=subdir,
@@ -184,6 +191,7 @@ def _same_file(made_from: object, wanted: list[object]) -> bool:
 def _build_summary(result: ShardBuildResult) -> dict[str, object]:
     summary = asdict(result)
     summary.pop("index_temp_path")
+    summary.pop("pack_table")
     summary["built_at"] = time.time()
     return summary
 
@@ -201,7 +209,10 @@ def _prune(shards_dir: Path, index: Path) -> None:
 
 async def _build_in_own_process(**arguments: object) -> ShardBuildResult:
     """Run a build in a fresh interpreter of its own (`python -m pkgcache.conda.shard_builder`): pure Python that
-    holds the GIL for seconds stays off the event loop, and only the builder's few modules are loaded."""
+    holds the GIL for seconds stays off the event loop, and only the builder's few modules are loaded.
+
+    Returns as soon as the builder reports: it then goes on giving the new shards their own files (shard_packs),
+    which this process does not wait for."""
     given = json.dumps({key: str(value) if isinstance(value, Path) else value for key, value in arguments.items()})
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -212,16 +223,35 @@ async def _build_in_own_process(**arguments: object) -> ShardBuildResult:
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        out, err = await process.communicate()
+        report = await process.stdout.readline()  # type: ignore[union-attr]
     except asyncio.CancelledError:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         raise
-    if process.returncode != 0:
+    if not report:  # it ended without reporting
+        _, err = await process.communicate()
         raise RuntimeError(f"the shard builder failed ({process.returncode}): {err.decode(errors='replace')[-500:]}")
-    answer = json.loads(out.decode().strip().splitlines()[-1])
+    _finish_in_background(process)
+    answer = json.loads(report.decode())
     if "malformed" in answer:
         raise MalformedRepodata(answer["malformed"])
     summary = answer["result"]
     summary["index_temp_path"] = Path(summary["index_temp_path"])
+    summary["pack_table"] = Path(summary["pack_table"]) if summary["pack_table"] else None
     return ShardBuildResult(**summary)
+
+
+_finishing: set[asyncio.Task[None]] = set()
+
+
+def _finish_in_background(process: asyncio.subprocess.Process) -> None:
+    """Wait for a builder that has reported to end (it is giving shards their files), and log if it fails."""
+
+    async def finish() -> None:
+        _, err = await process.communicate()
+        if process.returncode != 0:
+            log.warning("giving new shards their files failed (%s): %s", process.returncode, err.decode()[-500:])
+
+    task = asyncio.get_running_loop().create_task(finish())
+    _finishing.add(task)
+    task.add_done_callback(_finishing.discard)

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import zstandard
 
@@ -76,17 +76,23 @@ RepodataItem = Info | Record | Removed | Other
 
 
 @contextmanager
-def open_repodata_text(path: Path) -> Iterator[TextIO]:
-    """The repodata file as text, decompressed on the fly when it ends in .zst or .bz2."""
+def open_repodata_binary(path: Path) -> Iterator[BinaryIO]:
+    """The repodata file's bytes, decompressed on the fly when it ends in .zst or .bz2."""
     with path.open("rb") as raw:
         if path.name.endswith(".zst"):
-            binary: Any = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+            yield zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
         elif path.name.endswith(".bz2"):
-            binary = bz2.BZ2File(raw)
+            with bz2.BZ2File(raw) as decompressed:
+                yield decompressed
         else:
-            binary = raw
-        with io.TextIOWrapper(binary, encoding="utf-8") as text:
-            yield text
+            yield raw
+
+
+@contextmanager
+def open_repodata_text(path: Path) -> Iterator[TextIO]:
+    """The repodata file as text, decompressed on the fly when it ends in .zst or .bz2."""
+    with open_repodata_binary(path) as binary, io.TextIOWrapper(binary, encoding="utf-8") as text:
+        yield text
 
 
 def iter_repodata_file(path: Path, *, others: bool = False) -> Iterator[RepodataItem]:

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import logging
 import os
 import secrets
-import struct
 import tempfile
 import time
 import zlib
@@ -39,8 +39,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import msgpack
+import msgspec
 import zstandard
 
+from pkgcache.conda.repodata_runs import Declined, RecordRun, iter_repodata_runs
 from pkgcache.conda.repodata_stream import (
     RECORD_SECTIONS,
     V3_KEY,
@@ -49,7 +51,9 @@ from pkgcache.conda.repodata_stream import (
     Record,
     Removed,
     iter_repodata_file,
+    open_repodata_binary,
 )
+from pkgcache.conda.shard_packs import PackWriter, explode_packs
 
 __all__ = [
     "SHARDS_INDEX_NAME",
@@ -65,6 +69,7 @@ __all__ = [
 ]
 
 SHARDS_INDEX_NAME = "repodata_shards.msgpack.zst"
+PACKS_DIR_NAME = "shard-packs"
 SHARD_SUFFIX = ".msgpack.zst"
 TEMP_SUFFIX = ".tmp"
 # zstd's default level, streamed (no content size in the frame header), as rattler's indexer writes: the same
@@ -75,17 +80,20 @@ COMPRESSION_LEVEL = 3
 FANOUT_BITS = 6
 MAX_BUCKET_BYTES = 4 << 20
 BUCKET_WRITE_BUFFER = 64 << 10
+BUCKET_READ_SIZE = 256 << 10
 MAX_SPLIT_DEPTH = 32 // FANOUT_BITS - 1
 INDEX_WRITE_BATCH = 256 << 10
-COMPRESS_BATCH = 256 << 10
 # The largest single msgpack object accepted when an index is read back (conda-forge's whole index is < 1 MB).
 MAX_INDEX_BYTES = 256 << 20
 HASH_LENGTHS = {"sha256": 32, "md5": 16}
 PACKAGE_EXTENSIONS = (".tar.bz2", ".conda", ".whl")
 
-# One bucket entry: package name, section number, file name, packed record (empty for a removed file name).
-_FRAME = struct.Struct("<HBHI")
 _REMOVED_SECTION = 0
+# msgspec's encoder writes the msgpack that msgpack-python's Packer(use_bin_type=True) writes, byte for byte (the
+# shards test against py-rattler's indexer checks it), in one C call for a record or a whole shard.
+_ENCODER = msgspec.msgpack.Encoder()
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,7 @@ class ShardBuildResult:
     """What one build made. The caller renames `index_temp_path` into place (or deletes it)."""
 
     index_temp_path: Path
+    pack_table: Path | None  # the pack holding the new shards (shard_packs), None when there were none
     index_sha256: str  # hex digest of the index file's bytes: a strong ETag for it
     index_size: int
     subdir: str
@@ -149,6 +158,7 @@ def build_shards(
     subdir: str | None = None,
     previous_index: Path | None = None,
     index_dir: Path | None = None,
+    packs_dir: Path | None = None,
     created_at: datetime | None = None,
 ) -> ShardBuildResult:
     """Build the shards of one subdir from `repodata_path` (.json, .json.zst or .json.bz2), blocking.
@@ -157,6 +167,8 @@ def build_shards(
     `subdir` defaults to the repodata's `info.subdir`. `previous_index` is the index now served, if any: shards it
     references and the new one does not are marked as dropped now (their mtime). The index is written to a
     temporary file in `index_dir` (default: the folder above `shards_dir`, where the index lives beside it).
+    Shards not on disk yet are written to one pack in `packs_dir` (default: `shard-packs` beside `shards_dir`):
+    `shard_packs.explode_packs` gives them their own files afterwards, `extract_shard` one of them meanwhile.
 
     Raises `MalformedRepodata` when the repodata cannot be read or is not repodata: the whole file is read before
     any shard is written, so nothing is written then. OSError when writing fails (complete shards may be left:
@@ -171,7 +183,9 @@ def build_shards(
     with tempfile.TemporaryDirectory(prefix=".shard-build-", dir=index_dir) as work:
         info, section_names = _bucket_repodata(repodata_path, Path(work), counts)
         subdir = subdir or _text_field(info, "subdir")
-        entries = _build_all_buckets(Path(work), section_names, shards_dir, counts)
+        with PackWriter(packs_dir or default_packs_dir(shards_dir)) as pack:
+            entries = _build_all_buckets(Path(work), section_names, shards_dir, pack, counts)
+            pack_table = pack.close()
     # One bytes object per package name, `<name>\0<digest>`: sorted, they are in name order (names hold no NUL).
     entries.sort()
     index_info = {"subdir": subdir, "base_url": base_url, "shards_base_url": shards_base_url, "created_at": stamp}
@@ -179,6 +193,7 @@ def build_shards(
     dropped = _mark_dropped(previous_index, shards_dir, entries)
     return ShardBuildResult(
         index_temp_path=index_temp_path,
+        pack_table=pack_table,
         index_sha256=index_sha256,
         index_size=index_size,
         subdir=subdir,
@@ -253,17 +268,53 @@ class _Sections:
 
 
 def _bucket_repodata(repodata_path: Path, work: Path, counts: _Counts) -> tuple[dict[str, Any], list[str]]:
-    """Read every record and removed name into the first-level buckets; return the info and section names."""
+    """Read every record and removed name into the first-level buckets; return the info and section names.
+
+    msgspec reads the file a run of records at a time (`repodata_runs`); a file it declines is read again, from
+    the start and into fresh buckets, by `repodata_stream`, which also names what is wrong with a broken one.
+    """
+    try:
+        return _bucket_items(work, counts, _runs_of(repodata_path))
+    except (Declined, MalformedRepodata) as exc:
+        log.info("%s: read record by record (%s)", repodata_path.name, exc)
+    for field_name in ("records", "removed", "removed_skipped"):
+        setattr(counts, field_name, 0)
+    return _bucket_items(work, counts, _records_of(repodata_path))
+
+
+def _runs_of(repodata_path: Path) -> Iterator[tuple[str, dict[str, Any]] | Info | Removed]:
+    """(section, records) runs read by msgspec; Declined when the file is not read that way."""
+    try:
+        with open_repodata_binary(repodata_path) as binary:
+            for item in iter_repodata_runs(binary):
+                yield (item.section, item.records) if type(item) is RecordRun else item  # type: ignore[misc]
+    except (zstandard.ZstdError, EOFError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError | PermissionError):
+            raise
+        raise Declined(str(exc)) from None
+
+
+def _records_of(repodata_path: Path) -> Iterator[tuple[str, dict[str, Any]] | Info | Removed]:
+    """Each record as a run of one, read by repodata_stream (which raises MalformedRepodata)."""
+    for item in iter_repodata_file(repodata_path):
+        yield (item.section, {item.filename: item.record}) if type(item) is Record else item  # type: ignore[misc]
+
+
+def _bucket_items(
+    work: Path, counts: _Counts, items: Iterator[tuple[str, dict[str, Any]] | Info | Removed]
+) -> tuple[dict[str, Any], list[str]]:
     info: dict[str, Any] = {}
     sections = _Sections()
-    packer = msgpack.Packer(use_bin_type=True)
     with _Buckets(work, 0) as buckets:
-        for item in iter_repodata_file(repodata_path):
-            if type(item) is Record:
-                name = _package_name(item)
-                packed = _pack_record(packer, item)
-                buckets.add(_name_hash(name), _frame(name, sections.number(item.section), item.filename, packed))
-                counts.records += 1
+        for item in items:
+            if type(item) is tuple:
+                section, records = item
+                number = sections.number(section)
+                for filename, record in records.items():
+                    name = _package_name(section, filename, record)
+                    packed = _pack_record(section, filename, record)
+                    buckets.add(_name_hash(name), _frame(name, number, filename, packed))
+                counts.records += len(records)
             elif type(item) is Removed:
                 name = _name_from_file_name(item.filename)
                 if name is None:
@@ -276,10 +327,10 @@ def _bucket_repodata(repodata_path: Path, work: Path, counts: _Counts) -> tuple[
     return info, sections.names
 
 
-def _package_name(item: Record) -> str:
-    name = item.record.get("name")
+def _package_name(section: str, filename: str, record: dict[str, Any]) -> str:
+    name = record.get("name")
     if not isinstance(name, str) or not name or "\0" in name:
-        raise MalformedRepodata(f"{item.section}/{item.filename}: the record has no package name")
+        raise MalformedRepodata(f"{section}/{filename}: the record has no package name")
     # Shards are looked up by normalized name, as rattler's PackageName does (conda's names are lower case).
     return name.lower()
 
@@ -291,9 +342,8 @@ def _name_from_file_name(filename: str) -> str | None:
     return parts[0].lower() if len(parts) == 3 and all(parts) else None
 
 
-def _pack_record(packer: msgpack.Packer, item: Record) -> bytes:
+def _pack_record(section: str, filename: str, record: dict[str, Any]) -> bytes:
     """The record as msgpack, key order kept, with its sha256 and md5 as raw bytes (CEP-16)."""
-    record = item.record
     for key, length in HASH_LENGTHS.items():
         value = record.get(key)
         if not value:
@@ -303,12 +353,12 @@ def _pack_record(packer: msgpack.Packer, item: Record) -> bytes:
         except (TypeError, ValueError):
             digest = b""
         if len(digest) != length:
-            raise MalformedRepodata(f"{item.section}/{item.filename}: {key} is not a hex digest: {value!r}")
+            raise MalformedRepodata(f"{section}/{filename}: {key} is not a hex digest: {value!r}")
         record[key] = digest
     try:
-        return packer.pack(record)
+        return _ENCODER.encode(record)
     except (OverflowError, ValueError, TypeError) as exc:
-        raise MalformedRepodata(f"{item.section}/{item.filename}: {exc}") from None
+        raise MalformedRepodata(f"{section}/{filename}: {exc}") from None
 
 
 def _name_hash(name: str) -> int:
@@ -316,26 +366,23 @@ def _name_hash(name: str) -> int:
 
 
 def _frame(name: str, section: int, filename: str, packed: bytes) -> bytes:
-    name_bytes, file_bytes = name.encode(), filename.encode()
-    if len(name_bytes) > 0xFFFF or len(file_bytes) > 0xFFFF:
-        raise MalformedRepodata(f"a package or file name longer than 64 KiB: {filename[:80]!r}")
-    return _FRAME.pack(len(name_bytes), section, len(file_bytes), len(packed)) + name_bytes + file_bytes + packed
+    """One bucket entry: a msgpack array (name, section number, file name, packed record or b"")."""
+    return _ENCODER.encode((name, section, filename, packed))
 
 
 def _read_frames(path: Path) -> Iterator[tuple[str, int, str, bytes]]:
     with path.open("rb") as handle:
-        while header := handle.read(_FRAME.size):
-            name_length, section, file_length, packed_length = _FRAME.unpack(header)
-            name = handle.read(name_length).decode()
-            filename = handle.read(file_length).decode()
-            yield name, section, filename, handle.read(packed_length)
+        yield from msgpack.Unpacker(handle, use_list=False, read_size=BUCKET_READ_SIZE)
 
 
 # --- buckets into shards ---
 
 
-def _build_all_buckets(work: Path, section_names: list[str], shards_dir: Path, counts: _Counts) -> list[bytes]:
-    """Write every bucket's shards; return one `<name>\\0<digest>` entry per package name, in no order."""
+def _build_all_buckets(
+    work: Path, section_names: list[str], shards_dir: Path, pack: PackWriter, counts: _Counts
+) -> list[bytes]:
+    """Make every bucket's shards, packing those not on disk yet; return one `<name>\\0<digest>` entry per
+    package name, in no order."""
     entries: list[bytes] = []
     compressor = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL)
     pending = [(path, 0) for path in sorted(work.glob("0-*"))]
@@ -349,15 +396,16 @@ def _build_all_buckets(work: Path, section_names: list[str], shards_dir: Path, c
         parts = _gather_bucket(path, section_names)
         path.unlink()
         for name, shard_parts in parts.items():
-            shard = _compress(compressor, _shard_chunks(shard_parts))
+            shard = _compress(compressor, _shard_bytes(shard_parts))
             digest = hashlib.sha256(shard).digest()
             entries.append(b"%b\0%b" % (name.encode(), digest))
             counts.shard_bytes += len(shard)
-            if _keep_or_write_shard(shards_dir, digest, shard):
+            if _on_disk(shards_dir, digest, len(shard)):
+                counts.reused += 1
+            else:
+                pack.add(digest, shard)
                 counts.written += 1
                 counts.bytes_written += len(shard)
-            else:
-                counts.reused += 1
     return entries
 
 
@@ -391,54 +439,32 @@ def _gather_bucket(path: Path, section_names: list[str]) -> dict[str, _ShardPart
     return parts
 
 
-def _shard_chunks(parts: _ShardParts) -> Iterator[bytes]:
+def _shard_bytes(parts: _ShardParts) -> bytes:
     """The shard's msgpack, in rattler's key order, entries sorted by file name: same records, same bytes."""
-    packer = msgpack.Packer(use_bin_type=True)
+    shard: dict[str, Any] = {section: _raw_map(parts.sections.get(section, {})) for section in RECORD_SECTIONS}
     v3_groups = sorted(
         section.removeprefix(f"{V3_KEY}/") for section in parts.sections if section.startswith(f"{V3_KEY}/")
     )
-    yield packer.pack_map_header(4 if v3_groups else 3)
-    for section in RECORD_SECTIONS:
-        yield packer.pack(section)
-        yield from _packed_map(packer, parts.sections.get(section, {}))
     if v3_groups:
-        yield packer.pack(V3_KEY) + packer.pack_map_header(len(v3_groups))
-        for group in v3_groups:
-            yield packer.pack(group)
-            yield from _packed_map(packer, parts.sections[f"{V3_KEY}/{group}"])
-    yield packer.pack("removed") + packer.pack(sorted(parts.removed))
+        shard[V3_KEY] = {group: _raw_map(parts.sections[f"{V3_KEY}/{group}"]) for group in v3_groups}
+    shard["removed"] = sorted(parts.removed)
+    return _ENCODER.encode(shard)
 
 
-def _packed_map(packer: msgpack.Packer, entries: dict[str, bytes]) -> Iterator[bytes]:
-    yield packer.pack_map_header(len(entries))
-    for filename in sorted(entries):
-        yield packer.pack(filename)
-        yield entries[filename]
+def _raw_map(entries: dict[str, bytes]) -> dict[str, msgspec.Raw]:
+    return {filename: msgspec.Raw(entries[filename]) for filename in sorted(entries)}
 
 
-def _keep_or_write_shard(shards_dir: Path, digest: bytes, shard: bytes) -> bool:
-    """Write the shard unless a file with its name and size is there; True when written."""
-    path = shards_dir / shard_file_name(digest)
+def _on_disk(shards_dir: Path, digest: bytes, size: int) -> bool:
+    """Whether the shard has its file already (a file cut short by a crash after its rename is made again)."""
     try:
-        if path.stat().st_size == len(shard):
-            return False
+        return (shards_dir / shard_file_name(digest)).stat().st_size == size
     except FileNotFoundError:
-        pass
-    # Not there, or cut short by a crash after its rename: (re)write it whole.
-    _write_new_file(shards_dir, f".{digest.hex()}", shard).replace(path)
-    return True
+        return False
 
 
-def _write_new_file(folder: Path, prefix: str, data: bytes) -> Path:
-    """Write `data` to a fresh temporary file in `folder` and return its path."""
-    path = _new_temp_path(folder, prefix)
-    try:
-        with path.open("xb") as handle:
-            handle.write(data)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return path
+def default_packs_dir(shards_dir: Path) -> Path:
+    return shards_dir.parent / PACKS_DIR_NAME
 
 
 def _new_temp_path(folder: Path, prefix: str) -> Path:
@@ -479,18 +505,10 @@ def _write_index(index_dir: Path, info: dict[str, Any], entries: list[bytes]) ->
     return path, digest.hexdigest(), size
 
 
-def _compress(compressor: zstandard.ZstdCompressor, chunks: Iterator[bytes]) -> bytes:
-    """zstd of the chunks joined, fed in batches: a large shard is never held twice uncompressed."""
+def _compress(compressor: zstandard.ZstdCompressor, data: bytes) -> bytes:
+    """zstd of `data`, streamed: no content size in the frame header, as rattler's indexer writes it."""
     stream = compressor.compressobj()
-    out, batch = [], bytearray()
-    for chunk in chunks:
-        batch += chunk
-        if len(batch) >= COMPRESS_BATCH:
-            out.append(stream.compress(bytes(batch)))
-            batch.clear()
-    out.append(stream.compress(bytes(batch)))
-    out.append(stream.flush())
-    return b"".join(out)
+    return stream.compress(data) + stream.flush()
 
 
 def read_shard_index(path: Path) -> ShardIndex:
@@ -630,10 +648,14 @@ def _run_from_command_line(arguments: str) -> int:
     summary = {key: str(value) if isinstance(value, Path) else value for key, value in result.__dict__.items()}
     print(json.dumps({"result": summary}))
     sys.stdout.flush()
+    # The caller serves the index from here on (taking any shard asked for out of the pack itself); the rest of
+    # the shards get their files now, and the pack goes.
+    shards_dir = Path(given["shards_dir"])
+    explode_packs(paths.get("packs_dir") or default_packs_dir(shards_dir), shards_dir)
     return 0
 
 
-_PATH_ARGUMENTS = ("repodata_path", "shards_dir", "previous_index", "index_dir")
+_PATH_ARGUMENTS = ("repodata_path", "shards_dir", "previous_index", "index_dir", "packs_dir")
 
 
 if __name__ == "__main__":

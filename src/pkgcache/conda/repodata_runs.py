@@ -1,0 +1,269 @@
+"""Reading a conda repodata.json a run of records at a time, decoded by msgspec's C decoder, in bounded memory.
+
+`repodata_stream` reads one record per step with the standard library's scanner, driven from Python: about 4 us
+a record, most of it Python around the decode. On a 110 MB repodata (218,834 records) that is most of a shard
+build. This reader hands msgspec about a megabyte of records at a time instead: it cuts the text of a section
+(`"packages": {...}`) just after a record's closing brace and decodes the cut as one object, so a run of a
+thousand records costs one call.
+
+Where to cut is found without reading the text: after the last `}` that is followed by `,` and then `"` (spaces
+allowed). Inside a JSON string such a `"` would be escaped, so the brace cannot be in a string unless that `"` ends
+it; and it may close a nested object inside a record. Both are caught by the decode itself: a cut in the wrong
+place does not decode (an open string or bracket), and since the text before it was decoded from a place known
+to be between two records, a cut that decodes is between two records as well. The end of a section is found the
+same way: decoding runs into it and msgspec reports "trailing characters" at its offset.
+
+That offset is read from msgspec's error message, which is not a documented interface: `msgspec` is pinned to
+the tested minor version for it, and `tests/test_repodata_runs.py` fails if the message changes. Anything this
+reader does not expect (that message changed, a value msgspec will not decode but json would, a record that is
+not an object, any malformed input) raises `Declined`, and the caller reads the file again with
+`repodata_stream`, which gives the same records or the precise error: this reader never decides that a file is
+malformed, it only declines to read it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import msgspec
+
+from pkgcache.conda.repodata_stream import RECORD_SECTIONS, V3_KEY, Info, Removed
+
+# Input bytes per run of records: big enough that a call to msgspec carries a thousand records, small enough that
+# the decoded run (several times its text as Python objects) stays a few MB.
+RUN_BYTES = 1 << 20
+READ_BYTES = 1 << 20
+# No single value may be larger: a broken file is handed to repodata_stream, which says what is wrong.
+MAX_VALUE_BYTES = 16 << 20
+# Cut points tried per run before declining (each failed try decodes up to a run's worth again).
+MAX_CUT_TRIES = 16
+
+_DECODER = msgspec.json.Decoder()
+_TRAILING = re.compile(r"trailing characters \(byte (\d+)\)")
+_WHITESPACE = b" \t\n\r"
+# What follows a record's closing brace when another record comes after it: a comma and a plain key whose value
+# is an object (group 1 is the key's opening quote). Stricter than needed, so that a nested object's brace is
+# rarely taken for a cut point.
+_NEXT_MEMBER = re.compile(rb'[ \t\n\r]*,[ \t\n\r]*(")[^"\\\x00-\x1f]*"[ \t\n\r]*:[ \t\n\r]*\{')
+_TRUNCATED = "Input data was truncated"
+
+
+class Declined(Exception):
+    """This reader does not read this file (see the module docstring); read it with repodata_stream."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRun:
+    """Consecutive records of one section, file name -> record, in file order."""
+
+    section: str
+    records: dict[str, Any]
+
+
+RunItem = Info | RecordRun | Removed
+
+
+def iter_repodata_runs(binary: BinaryIO) -> Iterator[RunItem]:
+    """`Info`, `RecordRun` and `Removed` items of the repodata in `binary`, in file order; `Declined` on anything
+    unexpected. Other top-level keys are read and dropped, as `repodata_stream.iter_repodata` does."""
+    reader = _Reader(binary)
+    reader.expect(b"{")
+    for key in reader.members():
+        if key in RECORD_SECTIONS:
+            reader.expect(b"{")
+            yield from _runs(reader, key)
+        elif key == V3_KEY:
+            reader.expect(b"{")
+            for group in reader.members():
+                reader.expect(b"{")
+                yield from _runs(reader, f"{V3_KEY}/{group}")
+        elif key == "removed":
+            removed = reader.value()
+            if not isinstance(removed, list) or not all(isinstance(name, str) for name in removed):
+                raise Declined("'removed' is not a list of file names")
+            for filename in removed:
+                yield Removed(filename)
+        elif key == "info":
+            info = reader.value()
+            if not isinstance(info, dict):
+                raise Declined("'info' is not an object")
+            yield Info(info)
+        else:
+            reader.value()
+    reader.expect_end()
+
+
+def _runs(reader: _Reader, section: str) -> Iterator[RecordRun]:
+    """The records of the section whose "{" was just taken, a run at a time, up to and with its "}"."""
+    if reader.peek() == b"}":
+        reader.pos += 1
+        return
+    while True:
+        records, section_ended = reader.record_run()
+        if not all(type(record) is dict for record in records.values()):
+            raise Declined(f"a record in {section!r} is not an object")
+        if records:
+            yield RecordRun(section, records)
+        if section_ended:
+            return
+
+
+class _Reader:
+    """A window on the bytes: `buffer[pos:]` is what is not read yet; it grows a read at a time."""
+
+    def __init__(self, binary: BinaryIO) -> None:
+        self._binary = binary
+        self.buffer = b""
+        self.pos = 0
+        self.eof = False
+
+    def fill(self, wanted: int) -> bool:
+        """Make at least `wanted` unread bytes available, or all that is left; False if none could be added."""
+        if len(self.buffer) - self.pos >= wanted or self.eof:
+            return False
+        parts = [self.buffer[self.pos :]]
+        have = len(parts[0])
+        while have < wanted:
+            chunk = self._binary.read(max(READ_BYTES, wanted - have))
+            if not chunk:
+                self.eof = True
+                break
+            parts.append(chunk)
+            have += len(chunk)
+        self.buffer, self.pos = b"".join(parts), 0
+        return len(parts) > 1
+
+    def peek(self) -> bytes:
+        """The next byte that is not whitespace, without taking it; b"" at the end."""
+        while True:
+            buffer, pos = self.buffer, self.pos
+            while pos < len(buffer) and buffer[pos] in _WHITESPACE:
+                pos += 1
+            self.pos = pos
+            if pos < len(buffer):
+                return buffer[pos : pos + 1]
+            if not self.fill(READ_BYTES):
+                return b""
+
+    def expect(self, byte: bytes) -> None:
+        if self.peek() != byte:
+            raise Declined(f"expected {byte!r}")
+        self.pos += 1
+
+    def expect_end(self) -> None:
+        if self.peek():
+            raise Declined("data after the end of the document")
+
+    def members(self) -> Iterator[str]:
+        """The keys of the object whose "{" was just taken; the caller reads each value in between."""
+        if self.peek() == b"}":
+            self.pos += 1
+            return
+        while True:
+            key = self.value()
+            if not isinstance(key, str):
+                raise Declined("expected a key")
+            self.expect(b":")
+            yield key
+            separator = self.peek()
+            self.pos += 1
+            if separator == b"}":
+                return
+            if separator != b",":
+                raise Declined("expected ',' or '}'")
+
+    def value(self) -> Any:
+        """Decode the next JSON value, reading more while it runs past the window."""
+        self.peek()
+        wanted = READ_BYTES
+        while True:
+            self.fill(wanted)
+            rest = memoryview(self.buffer)[self.pos :]
+            try:
+                value = _DECODER.decode(rest)
+            except msgspec.DecodeError as exc:
+                end = _trailing_offset(exc)
+                if end is not None:
+                    value = _decode(rest[:end])
+                    self.pos += end
+                    return value
+                if self.eof or str(exc) != _TRUNCATED:
+                    raise Declined(str(exc)) from None
+            else:
+                if self.eof:  # the value runs to the very end (a number might go on otherwise)
+                    self.pos = len(self.buffer)
+                    return value
+            wanted = _grow(len(rest))
+
+    def record_run(self) -> tuple[dict[str, Any], bool]:
+        """Decode records from here (the start of a member) up to about RUN_BYTES on; True when the section's
+        "}" was reached (and taken) too."""
+        self.fill(RUN_BYTES + 64)
+        limit = min(len(self.buffer), self.pos + RUN_BYTES)
+        cut = self.buffer.rfind(b"}", self.pos, limit)
+        for _ in range(MAX_CUT_TRIES):
+            if cut < 0:
+                break
+            next_member = _NEXT_MEMBER.match(self.buffer, cut + 1)
+            if next_member is not None:
+                document = b"{" + self.buffer[self.pos : cut + 1] + b"}"
+                try:
+                    records = _DECODER.decode(document)
+                except msgspec.DecodeError as exc:
+                    end = _trailing_offset(exc)
+                    if end is not None:  # the section ends before the cut: its "}" is in the document
+                        return self._last_run(document, end)
+                else:
+                    self.pos = next_member.start(1)
+                    return records, False
+            cut = self.buffer.rfind(b"}", self.pos, cut)
+        return self._run_to_section_end()
+
+    def _last_run(self, document: bytes, end: int) -> tuple[dict[str, Any], bool]:
+        """`document[:end]` (a "{" and the text from `pos`) is the rest of the section, its "}" included."""
+        records = _decode(memoryview(document)[:end])
+        self.pos += end - 1
+        return records, True
+
+    def _run_to_section_end(self) -> tuple[dict[str, Any], bool]:
+        """No cut point in this run: the section must end within a value's length from here."""
+        wanted = RUN_BYTES
+        while True:
+            self.fill(wanted)
+            document = b"{" + self.buffer[self.pos :]
+            try:
+                records = _DECODER.decode(document)
+            except msgspec.DecodeError as exc:
+                end = _trailing_offset(exc)
+                if end is not None:
+                    return self._last_run(document, end)
+                if self.eof or str(exc) != _TRUNCATED:
+                    raise Declined(str(exc)) from None
+            else:
+                if self.eof:
+                    self.pos = len(self.buffer)
+                    return records, True
+            wanted = _grow(len(document))
+
+
+def _grow(have: int) -> int:
+    if have >= MAX_VALUE_BYTES:
+        raise Declined(f"a value larger than {MAX_VALUE_BYTES} bytes")
+    return min(MAX_VALUE_BYTES + 1, have * 2 + READ_BYTES)
+
+
+def _trailing_offset(exc: msgspec.DecodeError) -> int | None:
+    """Where the first complete value of the input ends, when msgspec refused it for what follows: the bytes
+    before the offending one (msgspec counts from 1; whitespace before it belongs to the value)."""
+    found = _TRAILING.fullmatch(str(exc).removeprefix("JSON is malformed: "))
+    return int(found.group(1)) - 1 if found else None
+
+
+def _decode(data: bytes | memoryview) -> Any:
+    try:
+        return _DECODER.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise Declined(str(exc)) from None

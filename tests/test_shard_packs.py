@@ -1,0 +1,122 @@
+"""Shard packs (pkgcache.conda.shard_packs): a build's new shards in one file until each has its own.
+
+What is checked: a build into an empty folder creates no shard file, only a pack and its table; a shard asked for
+is taken out of the pack whole (its bytes hash to its name); exploding gives every shard its file and removes the
+pack; a rebuild packs only the shards that changed; bytes that do not match their hash are never given a file; a
+pack without a table (a killed build) is never read and is removed once abandoned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from pkgcache.conda import shard_packs
+from pkgcache.conda.shard_builder import SHARDS_INDEX_NAME, build_shards, read_shard_index
+from pkgcache.conda.shard_packs import PackWriter, explode_packs, extract_shard
+from tests.test_shard_builder import tricky_repodata
+
+
+def make_shards(tmp_path: Path, document: dict[str, object]) -> tuple[Path, Path, dict[str, str]]:
+    """Build the document's shards the way the service does, before the explosion; (shards, packs, index)."""
+    subdir = tmp_path / "linux-64"
+    repodata = tmp_path / "repodata.json"
+    repodata.write_text(json.dumps(document))
+    previous = subdir / SHARDS_INDEX_NAME
+    result = build_shards(
+        repodata, subdir / "shards", base_url="", shards_base_url="./shards/", previous_index=previous
+    )
+    result.index_temp_path.replace(previous)
+    return subdir / "shards", subdir / "shard-packs", read_shard_index(previous).shards
+
+
+def test_a_first_build_writes_one_pack_and_no_shard_file(tmp_path: Path) -> None:
+    shards, packs, index = make_shards(tmp_path, tricky_repodata())
+    assert list(shards.iterdir()) == []
+    assert sorted(p.suffix for p in packs.iterdir()) == [".pack", ".table"]
+
+    first = sorted(index.values())[0]
+    extracted = extract_shard(packs, shards, first)
+    assert extracted == shards / first
+    assert hashlib.sha256(extracted.read_bytes()).hexdigest() == first.removesuffix(".msgpack.zst")
+    assert [p.name for p in shards.iterdir()] == [first]
+
+    assert explode_packs(packs, shards) == len(index) - 1  # the extracted one has its file already
+    assert list(packs.iterdir()) == []
+    for name in index.values():
+        assert hashlib.sha256((shards / name).read_bytes()).hexdigest() == name.removesuffix(".msgpack.zst")
+    assert extract_shard(packs, shards, first) == shards / first  # no pack left: the file is found
+    assert extract_shard(packs, shards, "00" * 32 + ".msgpack.zst") is None
+
+
+def test_a_rebuild_packs_only_the_shards_that_changed(tmp_path: Path) -> None:
+    document = tricky_repodata()
+    shards, packs, index = make_shards(tmp_path, document)
+    explode_packs(packs, shards)
+    document["packages.conda"]["zeta-1.2-h0_0.conda"] = {"name": "zeta", "version": "1.2", "build": "h0_0"}
+    _, _, new_index = make_shards(tmp_path, document)
+    changed = {name for name, file in new_index.items() if index.get(name) != file}
+    assert changed == {"zeta"}
+    table = next(packs.glob("*.table"))
+    assert table.stat().st_size == 44  # one entry: sha256, offset, length
+    assert explode_packs(packs, shards) == 1
+    assert (shards / new_index["zeta"]).is_file() and (shards / index["zeta"]).is_file()
+
+
+def test_bytes_that_do_not_match_their_hash_never_get_a_file(tmp_path: Path) -> None:
+    shards, packs, index = make_shards(tmp_path, tricky_repodata())
+    pack = next(packs.glob("*.pack"))
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a torn write: one shard in the middle is wrong
+    pack.write_bytes(bytes(data))
+    extracted = {name: extract_shard(packs, shards, name) for name in index.values()}
+    assert sum(path is None for path in extracted.values()) == 1
+    assert explode_packs(packs, shards) == 0  # the good ones have their files already; the torn one gets none
+    for name, path in extracted.items():
+        assert (shards / name).is_file() == (path is not None)
+
+
+def test_a_pack_without_its_table_is_never_read_and_goes_once_abandoned(tmp_path: Path) -> None:
+    shards, packs = tmp_path / "shards", tmp_path / "packs"
+    shards.mkdir()
+    shard = b"\x28\xb5\x2f\xfd not really zstd"
+    digest = hashlib.sha256(shard).digest()
+    writer = PackWriter(packs)
+    writer.add(digest, shard)
+    writer._handle.close()  # killed before close() wrote the table
+    assert extract_shard(packs, shards, f"{digest.hex()}.msgpack.zst") is None
+    assert explode_packs(packs, shards) == 0
+    assert writer.pack_path.exists()  # may be a build still running
+    old = time.time() - shard_packs.ABANDONED_SECONDS - 1
+    os.utime(writer.pack_path, (old, old))
+    explode_packs(packs, shards)
+    assert not writer.pack_path.exists()
+    assert list(shards.iterdir()) == []
+
+
+def test_a_pack_that_holds_nothing_leaves_no_file(tmp_path: Path) -> None:
+    writer = PackWriter(tmp_path)
+    assert writer.close() is None
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("entries", [1, 2, 3, 1000])
+def test_every_entry_of_a_table_is_found(tmp_path: Path, entries: int) -> None:
+    shards, packs = tmp_path / "shards", tmp_path / "packs"
+    shards.mkdir()
+    writer = PackWriter(packs)
+    blobs = [os.urandom(i % 50 + 1) for i in range(entries)]
+    for blob in blobs:
+        writer.add(hashlib.sha256(blob).digest(), blob)
+    writer.close()
+    for blob in blobs:
+        name = f"{hashlib.sha256(blob).hexdigest()}.msgpack.zst"
+        path = extract_shard(packs, shards, name)
+        assert path is not None and path.read_bytes() == blob
+    assert extract_shard(packs, shards, "ff" * 32 + ".msgpack.zst") is None
+    assert extract_shard(packs, shards, "not-hex.msgpack.zst") is None
