@@ -25,7 +25,7 @@ import msgpack
 import pytest
 import zstandard
 
-from pkgcache.conda import repodata_stream, shard_builder
+from pkgcache.conda import repodata_stream, shard_buckets, shard_builder
 from pkgcache.conda.repodata_runs import Declined
 from pkgcache.conda.repodata_stream import Info, MalformedRepodata, Record, Removed, iter_repodata
 from pkgcache.conda.shard_builder import (
@@ -245,20 +245,20 @@ def test_msgspec_reads_regular_repodata_and_a_file_it_declines_gives_the_same_sh
         raise AssertionError("a regular repodata was read record by record")
 
     with monkeypatch.context() as patched:
-        patched.setattr(shard_builder, "iter_repodata_file", read_record_by_record)
+        patched.setattr(shard_buckets, "iter_repodata_file", read_record_by_record)
         fast = build(source, tmp_path / "fast")
 
-    real_runs = shard_builder.iter_repodata_runs
+    real_runs = shard_buckets.iter_repodata_runs
     declined_after: list[int] = []
 
-    def decline_midway(binary: Any) -> Iterator[Any]:
-        for number, item in enumerate(real_runs(binary)):
+    def decline_midway(binary: Any, **options: Any) -> Iterator[Any]:
+        for number, item in enumerate(real_runs(binary, **options)):
             if number == 3:
                 declined_after.append(number)
                 raise Declined("as if something unexpected came")
             yield item
 
-    monkeypatch.setattr(shard_builder, "iter_repodata_runs", decline_midway)
+    monkeypatch.setattr(shard_buckets, "iter_repodata_runs", decline_midway)
     careful = build(source, tmp_path / "careful")
     assert declined_after == [3]
     assert (fast.records, fast.removed, fast.shards) == (careful.records, careful.removed, careful.shards)
@@ -291,7 +291,7 @@ def test_the_same_repodata_gives_the_same_bytes_whatever_the_bucket_layout(
     first = build(source, tmp_path / "a")
     # Small buckets force every bucket to be split again, and the heavy names' buckets to be kept whole.
     splits: list[bool] = []
-    split_bucket = shard_builder._split_bucket
+    split_bucket = shard_builder.split_bucket
 
     def counted_split(*args: Any) -> Any:
         result = split_bucket(*args)
@@ -299,7 +299,7 @@ def test_the_same_repodata_gives_the_same_bytes_whatever_the_bucket_layout(
         return result
 
     monkeypatch.setattr(shard_builder, "MAX_BUCKET_BYTES", 16384)
-    monkeypatch.setattr(shard_builder, "_split_bucket", counted_split)
+    monkeypatch.setattr(shard_builder, "split_bucket", counted_split)
     second = build(source, tmp_path / "b")
     assert True in splits and False in splits
     assert (tmp_path / "a" / SHARDS_INDEX_NAME).read_bytes() == (tmp_path / "b" / SHARDS_INDEX_NAME).read_bytes()

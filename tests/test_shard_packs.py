@@ -35,10 +35,11 @@ def make_shards(tmp_path: Path, document: dict[str, object]) -> tuple[Path, Path
     return subdir / "shards", subdir / "shard-packs", read_shard_index(previous).shards
 
 
-def test_a_first_build_writes_one_pack_and_no_shard_file(tmp_path: Path) -> None:
+def test_a_first_build_writes_packs_and_no_shard_file(tmp_path: Path) -> None:
     shards, packs, index = make_shards(tmp_path, tricky_repodata())
     assert list(shards.iterdir()) == []
-    assert sorted(p.suffix for p in packs.iterdir()) == [".pack", ".table"]
+    suffixes = sorted(p.suffix for p in packs.iterdir())
+    assert suffixes in ([".pack", ".table"], [".pack", ".pack", ".table", ".table"])  # one per process building
 
     first = sorted(index.values())[0]
     extracted = extract_shard(packs, shards, first)
@@ -62,8 +63,7 @@ def test_a_rebuild_packs_only_the_shards_that_changed(tmp_path: Path) -> None:
     _, _, new_index = make_shards(tmp_path, document)
     changed = {name for name, file in new_index.items() if index.get(name) != file}
     assert changed == {"zeta"}
-    table = next(packs.glob("*.table"))
-    assert table.stat().st_size == 44  # one entry: sha256, offset, length
+    assert [table.stat().st_size for table in packs.glob("*.table")] == [44]  # one entry: sha256, offset, length
     assert explode_packs(packs, shards) == 1
     assert (shards / new_index["zeta"]).is_file() and (shards / index["zeta"]).is_file()
 

@@ -43,8 +43,10 @@ from pkgcache.upstream.pool import UpstreamNotFound
 log = logging.getLogger(__name__)
 
 MADE_HERE = "made-here"
-# The forms of repodata shards are made from, the one most likely cached first.
-SOURCES = ("repodata.json", "repodata.json.zst")
+# The forms of repodata shards are made from: an upstream's .zst first (about a quarter of the bytes to fetch, and
+# what most conda clients fetch anyway), else the .json. A .zst made here (generated_zst) is never used: the .json
+# it was made from is read instead.
+SOURCES = ("repodata.json.zst", "repodata.json")
 # Shards dropped from the index stay this long: clients fetch shards within a solve, and indexes live at most the
 # index time-to-live in their caches.
 GRACE_SECONDS = 3600.0
@@ -113,9 +115,12 @@ class GeneratedShards(ChannelLayer):
         """The subdir's repodata, whole on disk, in the form that is cached (fetched if none is); its metadata."""
         for name in SOURCES:
             meta = await self.sidecars.meta_for(self.paths.path(channel, subdir, name))
-            if meta is not None and not meta.missing:
+            if meta is not None and not meta.missing and not meta.extra.get("generated"):
                 return await self._whole(channel, subdir, name)
-        return await self._whole(channel, subdir, SOURCES[0])
+        path, meta = await self._whole(channel, subdir, SOURCES[0])
+        if meta.extra.get("generated"):  # the upstream has no .zst: it was made here from the .json
+            return await self._whole(channel, subdir, SOURCES[1])
+        return path, meta
 
     async def _whole(self, channel: Channel, subdir: str, name: str) -> tuple[Path, FileMeta]:
         found = await self.inner.index_file(channel, subdir, name)  # revalidated as its age requires
@@ -191,7 +196,7 @@ def _same_file(made_from: object, wanted: list[object]) -> bool:
 def _build_summary(result: ShardBuildResult) -> dict[str, object]:
     summary = asdict(result)
     summary.pop("index_temp_path")
-    summary.pop("pack_table")
+    summary.pop("pack_tables")
     summary["built_at"] = time.time()
     return summary
 
@@ -237,7 +242,7 @@ async def _build_in_own_process(**arguments: object) -> ShardBuildResult:
         raise MalformedRepodata(answer["malformed"])
     summary = answer["result"]
     summary["index_temp_path"] = Path(summary["index_temp_path"])
-    summary["pack_table"] = Path(summary["pack_table"]) if summary["pack_table"] else None
+    summary["pack_tables"] = [Path(table) for table in summary["pack_tables"]]
     return ShardBuildResult(**summary)
 
 

@@ -23,8 +23,11 @@ malformed, it only declines to read it.
 
 from __future__ import annotations
 
+import queue
 import re
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -36,6 +39,8 @@ from pkgcache.conda.repodata_stream import RECORD_SECTIONS, V3_KEY, Info, Remove
 # the decoded run (several times its text as Python objects) stays a few MB.
 RUN_BYTES = 1 << 20
 READ_BYTES = 1 << 20
+# Chunks a read_ahead thread keeps ready.
+READ_AHEAD = 4
 # No single value may be larger: a broken file is handed to repodata_stream, which says what is wrong.
 MAX_VALUE_BYTES = 16 << 20
 # Cut points tried per run before declining (each failed try decodes up to a run's worth again).
@@ -247,6 +252,59 @@ class _Reader:
                     self.pos = len(self.buffer)
                     return records, True
             wanted = _grow(len(document))
+
+
+class _ReadAhead:
+    """`read` from a thread that keeps up to READ_AHEAD chunks ready: decompression (which releases the GIL) runs
+    on another core while this one decodes. Chunks are whatever size the source gives, up to READ_BYTES."""
+
+    def __init__(self, binary: BinaryIO) -> None:
+        self._binary = binary
+        self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(READ_AHEAD)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, name="repodata-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _fill(self) -> None:
+        try:
+            while not self._stop.is_set():
+                chunk = self._binary.read(READ_BYTES)
+                self._put(chunk)
+                if not chunk:
+                    return
+        except BaseException as exc:
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while not self._stop.is_set():
+            try:
+                self._chunks.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, _size: int = -1) -> bytes:
+        item = self._chunks.get()
+        if isinstance(item, BaseException):
+            self._chunks.put(item)  # and again for any later call
+            raise item
+        if not item:
+            self._chunks.put(item)
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@contextmanager
+def read_ahead(binary: BinaryIO) -> Iterator[BinaryIO]:
+    """`binary`, read ahead in a thread of its own; the thread has ended when this block has."""
+    reader = _ReadAhead(binary)
+    try:
+        yield reader  # type: ignore[misc]
+    finally:
+        reader.close()
 
 
 def _grow(have: int) -> int:

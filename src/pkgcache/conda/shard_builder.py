@@ -8,50 +8,54 @@ Records are repodata.json's own, key for key and in the same order; only `sha256
 CEP-16 says and as conda, mamba and rattler read them. Everything else (`legacy_bz2_md5` included) stays as it is
 in the JSON, which is what conda-index does and what all three clients accept.
 
-`build_shards` is blocking code for a worker thread. It streams the repodata (`repodata_stream`), writes each
-record, already packed, to one of a few dozen bucket files chosen by a hash of its package name, then builds the
-shards of one bucket at a time; a bucket too large to hold is split again by the next bits of the hash. So memory
-stays bounded by the bucket size, the largest single package's shard and the index (about 100 bytes per package
-name), whatever the repodata's size: see `tests/test_shard_builder.py` for the measured bound. The work is pure
-Python and holds the GIL for seconds on a large repodata: a separate process keeps an event loop responsive.
+`build_shards` is blocking code for a process of its own (the service runs `python -m` this module). It sorts the
+repodata's records into bucket files by package name (`shard_buckets`: msgspec, a megabyte of records per call),
+then makes the shards of one bucket at a time, half of the buckets in a forked child when there is a second
+core; a bucket too large to hold is split again by the next bits of the hash. So memory stays bounded by the
+bucket size, the largest single package's shard and the index (about 100 bytes per package name), whatever the
+repodata's size: see `tests/test_shard_builder.py` for the measured bound.
 
-On disk: a shard whose bytes did not change keeps its file (not rewritten, its mtime untouched); a new shard is
-written under a temporary name and renamed in. The index is written last, to a temporary path that the caller
-renames into place once it is ready to serve it. The builder deletes no shard: shards dropped from the index keep
-their files for clients still holding the previous index. It marks them instead, by setting their mtime to the
-build time, so that `unreferenced_shards` can tell how long a shard has been unreferenced.
+On disk: a shard whose bytes did not change keeps its file (not rewritten, its mtime untouched); new shards are
+appended to a pack (`shard_packs`: one file instead of thousands, then given their own files after the build has
+reported). The index is written last, to a temporary path that the caller renames into place once it is ready to
+serve it. The builder deletes no shard: shards dropped from the index keep their files for clients still holding
+the previous index. It marks them instead, by setting their mtime to the build time, so that
+`unreferenced_shards` can tell how long a shard has been unreferenced.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
-import logging
 import os
 import secrets
 import tempfile
 import time
-import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import msgpack
 import msgspec
 import zstandard
 
-from pkgcache.conda.repodata_runs import Declined, RecordRun, iter_repodata_runs
 from pkgcache.conda.repodata_stream import (
     RECORD_SECTIONS,
     V3_KEY,
-    Info,
     MalformedRepodata,
-    Record,
-    Removed,
-    iter_repodata_file,
-    open_repodata_binary,
+)
+from pkgcache.conda.shard_buckets import (
+    ENCODER,
+    MAX_BUCKET_BYTES,
+    MAX_SPLIT_DEPTH,
+    BucketCounts,
+    ShardParts,
+    bucket_repodata,
+    bucket_size,
+    gather_bucket,
+    split_bucket,
 )
 from pkgcache.conda.shard_packs import PackWriter, explode_packs
 
@@ -75,25 +79,9 @@ TEMP_SUFFIX = ".tmp"
 # zstd's default level, streamed (no content size in the frame header), as rattler's indexer writes: the same
 # records then make the very same shard files, names included. Higher levels gain little on small shards.
 COMPRESSION_LEVEL = 3
-# 2**FANOUT_BITS bucket files are open at once; a bucket larger than MAX_BUCKET_BYTES is split again by the next
-# FANOUT_BITS of its names' CRC-32, as long as bits remain.
-FANOUT_BITS = 6
-MAX_BUCKET_BYTES = 4 << 20
-BUCKET_WRITE_BUFFER = 64 << 10
-BUCKET_READ_SIZE = 256 << 10
-MAX_SPLIT_DEPTH = 32 // FANOUT_BITS - 1
 INDEX_WRITE_BATCH = 256 << 10
 # The largest single msgpack object accepted when an index is read back (conda-forge's whole index is < 1 MB).
 MAX_INDEX_BYTES = 256 << 20
-HASH_LENGTHS = {"sha256": 32, "md5": 16}
-PACKAGE_EXTENSIONS = (".tar.bz2", ".conda", ".whl")
-
-_REMOVED_SECTION = 0
-# msgspec's encoder writes the msgpack that msgpack-python's Packer(use_bin_type=True) writes, byte for byte (the
-# shards test against py-rattler's indexer checks it), in one C call for a record or a whole shard.
-_ENCODER = msgspec.msgpack.Encoder()
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,7 +89,7 @@ class ShardBuildResult:
     """What one build made. The caller renames `index_temp_path` into place (or deletes it)."""
 
     index_temp_path: Path
-    pack_table: Path | None  # the pack holding the new shards (shard_packs), None when there were none
+    pack_tables: list[Path]  # the packs holding the new shards (shard_packs), none when there were none
     index_sha256: str  # hex digest of the index file's bytes: a strong ETag for it
     index_size: int
     subdir: str
@@ -128,21 +116,10 @@ class ShardIndex:
 
 @dataclass
 class _Counts:
-    records: int = 0
-    removed: int = 0
-    removed_skipped: int = 0
     written: int = 0
     reused: int = 0
     bytes_written: int = 0
     shard_bytes: int = 0
-
-
-@dataclass
-class _ShardParts:
-    """One package name's entries from a bucket: section -> file name -> packed record, and removed names."""
-
-    sections: dict[str, dict[str, bytes]] = field(default_factory=dict)
-    removed: set[str] = field(default_factory=set)
 
 
 def shard_file_name(digest: bytes) -> str:
@@ -179,13 +156,13 @@ def build_shards(
     shards_dir.mkdir(parents=True, exist_ok=True)
     index_dir = index_dir if index_dir is not None else shards_dir.parent
     stamp = (created_at or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    counts = _Counts()
+    counts, read = _Counts(), BucketCounts()
     with tempfile.TemporaryDirectory(prefix=".shard-build-", dir=index_dir) as work:
-        info, section_names = _bucket_repodata(repodata_path, Path(work), counts)
-        subdir = subdir or _text_field(info, "subdir")
-        with PackWriter(packs_dir or default_packs_dir(shards_dir)) as pack:
-            entries = _build_all_buckets(Path(work), section_names, shards_dir, pack, counts)
-            pack_table = pack.close()
+        bucketed = bucket_repodata(repodata_path, Path(work), read)
+        subdir = subdir or _text_field(bucketed.info, "subdir")
+        entries, pack_tables = _build_in_parallel(
+            bucketed.buckets, bucketed.section_names, shards_dir, packs_dir or default_packs_dir(shards_dir), counts
+        )
     # One bytes object per package name, `<name>\0<digest>`: sorted, they are in name order (names hold no NUL).
     entries.sort()
     index_info = {"subdir": subdir, "base_url": base_url, "shards_base_url": shards_base_url, "created_at": stamp}
@@ -193,15 +170,15 @@ def build_shards(
     dropped = _mark_dropped(previous_index, shards_dir, entries)
     return ShardBuildResult(
         index_temp_path=index_temp_path,
-        pack_table=pack_table,
+        pack_tables=pack_tables,
         index_sha256=index_sha256,
         index_size=index_size,
         subdir=subdir,
         created_at=stamp,
         shards=len(entries),
-        records=counts.records,
-        removed=counts.removed,
-        removed_skipped=counts.removed_skipped,
+        records=read.records,
+        removed=read.removed,
+        removed_skipped=read.removed_skipped,
         shards_written=counts.written,
         shards_reused=counts.reused,
         shards_dropped=dropped,
@@ -218,189 +195,81 @@ def _text_field(info: dict[str, Any], key: str) -> str:
     return value
 
 
-# --- reading the repodata into buckets ---
-
-
-class _Buckets:
-    """2**FANOUT_BITS append-only bucket files, one level of the split; frames go by bits of the name's hash."""
-
-    def __init__(self, folder: Path, depth: int) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.paths = [folder / f"{depth}-{number:02x}" for number in range(1 << FANOUT_BITS)]
-        self._shift = depth * FANOUT_BITS
-        self._files: list[BinaryIO] = []
-        try:
-            for path in self.paths:
-                self._files.append(path.open("wb", buffering=BUCKET_WRITE_BUFFER))
-        except BaseException:
-            self.close()
-            raise
-
-    def add(self, name_hash: int, frame: bytes) -> None:
-        self._files[(name_hash >> self._shift) & ((1 << FANOUT_BITS) - 1)].write(frame)
-
-    def close(self) -> None:
-        for handle in self._files:
-            handle.close()
-
-    def __enter__(self) -> _Buckets:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class _Sections:
-    """Section names <-> the numbers frames carry ("packages", "packages.conda", "v3/whl", ...)."""
-
-    def __init__(self) -> None:
-        self.names = ["removed"]
-        self._numbers: dict[str, int] = {}
-
-    def number(self, section: str) -> int:
-        number = self._numbers.get(section)
-        if number is None:
-            if len(self.names) > 255:
-                raise MalformedRepodata("more than 255 record sections")
-            number = self._numbers[section] = len(self.names)
-            self.names.append(section)
-        return number
-
-
-def _bucket_repodata(repodata_path: Path, work: Path, counts: _Counts) -> tuple[dict[str, Any], list[str]]:
-    """Read every record and removed name into the first-level buckets; return the info and section names.
-
-    msgspec reads the file a run of records at a time (`repodata_runs`); a file it declines is read again, from
-    the start and into fresh buckets, by `repodata_stream`, which also names what is wrong with a broken one.
-    """
-    try:
-        return _bucket_items(work, counts, _runs_of(repodata_path))
-    except (Declined, MalformedRepodata) as exc:
-        log.info("%s: read record by record (%s)", repodata_path.name, exc)
-    for field_name in ("records", "removed", "removed_skipped"):
-        setattr(counts, field_name, 0)
-    return _bucket_items(work, counts, _records_of(repodata_path))
-
-
-def _runs_of(repodata_path: Path) -> Iterator[tuple[str, dict[str, Any]] | Info | Removed]:
-    """(section, records) runs read by msgspec; Declined when the file is not read that way."""
-    try:
-        with open_repodata_binary(repodata_path) as binary:
-            for item in iter_repodata_runs(binary):
-                yield (item.section, item.records) if type(item) is RecordRun else item  # type: ignore[misc]
-    except (zstandard.ZstdError, EOFError, OSError) as exc:
-        if isinstance(exc, FileNotFoundError | PermissionError):
-            raise
-        raise Declined(str(exc)) from None
-
-
-def _records_of(repodata_path: Path) -> Iterator[tuple[str, dict[str, Any]] | Info | Removed]:
-    """Each record as a run of one, read by repodata_stream (which raises MalformedRepodata)."""
-    for item in iter_repodata_file(repodata_path):
-        yield (item.section, {item.filename: item.record}) if type(item) is Record else item  # type: ignore[misc]
-
-
-def _bucket_items(
-    work: Path, counts: _Counts, items: Iterator[tuple[str, dict[str, Any]] | Info | Removed]
-) -> tuple[dict[str, Any], list[str]]:
-    info: dict[str, Any] = {}
-    sections = _Sections()
-    with _Buckets(work, 0) as buckets:
-        for item in items:
-            if type(item) is tuple:
-                section, records = item
-                number = sections.number(section)
-                for filename, record in records.items():
-                    name = _package_name(section, filename, record)
-                    packed = _pack_record(section, filename, record)
-                    buckets.add(_name_hash(name), _frame(name, number, filename, packed))
-                counts.records += len(records)
-            elif type(item) is Removed:
-                name = _name_from_file_name(item.filename)
-                if name is None:
-                    counts.removed_skipped += 1
-                    continue
-                buckets.add(_name_hash(name), _frame(name, _REMOVED_SECTION, item.filename, b""))
-                counts.removed += 1
-            elif type(item) is Info:
-                info = item.info
-    return info, sections.names
-
-
-def _package_name(section: str, filename: str, record: dict[str, Any]) -> str:
-    name = record.get("name")
-    if not isinstance(name, str) or not name or "\0" in name:
-        raise MalformedRepodata(f"{section}/{filename}: the record has no package name")
-    # Shards are looked up by normalized name, as rattler's PackageName does (conda's names are lower case).
-    return name.lower()
-
-
-def _name_from_file_name(filename: str) -> str | None:
-    """The package name in `<name>-<version>-<build>.<ext>`, or None."""
-    stem = next((filename[: -len(ext)] for ext in PACKAGE_EXTENSIONS if filename.endswith(ext)), None)
-    parts = stem.rsplit("-", 2) if stem else []
-    return parts[0].lower() if len(parts) == 3 and all(parts) else None
-
-
-def _pack_record(section: str, filename: str, record: dict[str, Any]) -> bytes:
-    """The record as msgpack, key order kept, with its sha256 and md5 as raw bytes (CEP-16)."""
-    for key, length in HASH_LENGTHS.items():
-        value = record.get(key)
-        if not value:
-            continue  # absent, null or empty: kept as it is, as conda-index does
-        try:
-            digest = bytes.fromhex(value)
-        except (TypeError, ValueError):
-            digest = b""
-        if len(digest) != length:
-            raise MalformedRepodata(f"{section}/{filename}: {key} is not a hex digest: {value!r}")
-        record[key] = digest
-    try:
-        return _ENCODER.encode(record)
-    except (OverflowError, ValueError, TypeError) as exc:
-        raise MalformedRepodata(f"{section}/{filename}: {exc}") from None
-
-
-def _name_hash(name: str) -> int:
-    return zlib.crc32(name.encode())
-
-
-def _frame(name: str, section: int, filename: str, packed: bytes) -> bytes:
-    """One bucket entry: a msgpack array (name, section number, file name, packed record or b"")."""
-    return _ENCODER.encode((name, section, filename, packed))
-
-
-def _read_frames(path: Path) -> Iterator[tuple[str, int, str, bytes]]:
-    with path.open("rb") as handle:
-        yield from msgpack.Unpacker(handle, use_list=False, read_size=BUCKET_READ_SIZE)
-
-
 # --- buckets into shards ---
 
 
+def _build_in_parallel(
+    buckets: list[list[Path]], section_names: list[str], shards_dir: Path, packs_dir: Path, counts: _Counts
+) -> tuple[list[bytes], list[Path]]:
+    """Make the shards of every bucket, half of them in a forked child when the machine has a second core (the
+    buckets are independent: each process packs its own new shards); return the `<name>\\0<digest>` entries, in
+    no order, and the pack tables written."""
+    if len(buckets) < 2 or (os.cpu_count() or 1) < 2 or not hasattr(os, "fork"):
+        return _build_buckets(buckets, section_names, shards_dir, packs_dir, counts)
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: the odd buckets; its outcome goes back through the pipe
+        os.close(reader)
+        status = 1
+        try:
+            mine = _Counts()
+            entries, tables = _build_buckets(buckets[1::2], section_names, shards_dir, packs_dir, mine)
+            outcome = {"entries": entries, "tables": [str(t) for t in tables], "counts": mine.__dict__}
+            status = 0
+        except BaseException as exc:
+            outcome = {"error": f"{type(exc).__name__}: {exc}"}
+        with os.fdopen(writer, "wb") as pipe:
+            pipe.write(msgpack.packb(outcome))
+        os._exit(status)
+    os.close(writer)
+    try:
+        entries, tables = _build_buckets(buckets[0::2], section_names, shards_dir, packs_dir, counts)
+    finally:
+        with os.fdopen(reader, "rb") as pipe:
+            answer = pipe.read()
+        os.waitpid(child, 0)
+    outcome = msgpack.unpackb(answer) if answer else {"error": "the child building half the shards died"}
+    if "error" in outcome:
+        raise OSError(f"building shards: {outcome['error']}")
+    for key, value in outcome["counts"].items():
+        setattr(counts, key, getattr(counts, key) + value)
+    return entries + outcome["entries"], tables + [Path(t) for t in outcome["tables"]]
+
+
+def _build_buckets(
+    buckets: list[list[Path]], section_names: list[str], shards_dir: Path, packs_dir: Path, counts: _Counts
+) -> tuple[list[bytes], list[Path]]:
+    with PackWriter(packs_dir) as pack:
+        entries = _build_all_buckets(buckets, section_names, shards_dir, pack, counts)
+        table = pack.close()
+    return entries, [table] if table is not None else []
+
+
 def _build_all_buckets(
-    work: Path, section_names: list[str], shards_dir: Path, pack: PackWriter, counts: _Counts
+    buckets: list[list[Path]], section_names: list[str], shards_dir: Path, pack: PackWriter, counts: _Counts
 ) -> list[bytes]:
-    """Make every bucket's shards, packing those not on disk yet; return one `<name>\\0<digest>` entry per
+    """Make the buckets' shards, packing those not on disk yet; return one `<name>\\0<digest>` entry per
     package name, in no order."""
     entries: list[bytes] = []
     compressor = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL)
-    pending = [(path, 0) for path in sorted(work.glob("0-*"))]
+    on_disk = _names_in(shards_dir)
+    pending = [(paths, 0) for paths in buckets]
     while pending:
-        path, depth = pending.pop()
-        if path.stat().st_size > MAX_BUCKET_BYTES and depth < MAX_SPLIT_DEPTH:
-            sub_buckets = _split_bucket(path, path.parent / f"{path.name}.split", depth + 1)
+        paths, depth = pending.pop()
+        if bucket_size(paths) > MAX_BUCKET_BYTES and depth < MAX_SPLIT_DEPTH:
+            sub_buckets = split_bucket(paths, paths[0].parent / f"{paths[0].name}.split", depth + 1)
             if sub_buckets is not None:
-                pending.extend((sub_path, depth + 1) for sub_path in sub_buckets)
+                pending.extend((sub_paths, depth + 1) for sub_paths in sub_buckets)
                 continue
-        parts = _gather_bucket(path, section_names)
-        path.unlink()
+        parts = gather_bucket(paths, section_names)
+        for path in paths:
+            path.unlink()
         for name, shard_parts in parts.items():
             shard = _compress(compressor, _shard_bytes(shard_parts))
             digest = hashlib.sha256(shard).digest()
             entries.append(b"%b\0%b" % (name.encode(), digest))
             counts.shard_bytes += len(shard)
-            if _on_disk(shards_dir, digest, len(shard)):
+            if _on_disk(shards_dir, on_disk, digest, len(shard)):
                 counts.reused += 1
             else:
                 pack.add(digest, shard)
@@ -409,37 +278,7 @@ def _build_all_buckets(
     return entries
 
 
-def _split_bucket(path: Path, folder: Path, depth: int) -> list[Path] | None:
-    """Spread a large bucket over the next level's buckets; None when it holds one package name only."""
-    names: set[str] = set()
-    for name, *_ in _read_frames(path):
-        names.add(name)
-        if len(names) > 1:
-            break
-    if len(names) < 2:
-        return None
-    with _Buckets(folder, depth) as buckets:
-        for name, section, filename, packed in _read_frames(path):
-            buckets.add(_name_hash(name), _frame(name, section, filename, packed))
-    path.unlink()
-    return buckets.paths
-
-
-def _gather_bucket(path: Path, section_names: list[str]) -> dict[str, _ShardParts]:
-    parts: dict[str, _ShardParts] = {}
-    for name, section, filename, packed in _read_frames(path):
-        shard_parts = parts.get(name)
-        if shard_parts is None:
-            shard_parts = parts[name] = _ShardParts()
-        if section == _REMOVED_SECTION:
-            shard_parts.removed.add(filename)
-        else:
-            # A file name given twice keeps its last record, as json.load would.
-            shard_parts.sections.setdefault(section_names[section], {})[filename] = packed
-    return parts
-
-
-def _shard_bytes(parts: _ShardParts) -> bytes:
+def _shard_bytes(parts: ShardParts) -> bytes:
     """The shard's msgpack, in rattler's key order, entries sorted by file name: same records, same bytes."""
     shard: dict[str, Any] = {section: _raw_map(parts.sections.get(section, {})) for section in RECORD_SECTIONS}
     v3_groups = sorted(
@@ -448,17 +287,29 @@ def _shard_bytes(parts: _ShardParts) -> bytes:
     if v3_groups:
         shard[V3_KEY] = {group: _raw_map(parts.sections[f"{V3_KEY}/{group}"]) for group in v3_groups}
     shard["removed"] = sorted(parts.removed)
-    return _ENCODER.encode(shard)
+    return ENCODER.encode(shard)
 
 
 def _raw_map(entries: dict[str, bytes]) -> dict[str, msgspec.Raw]:
     return {filename: msgspec.Raw(entries[filename]) for filename in sorted(entries)}
 
 
-def _on_disk(shards_dir: Path, digest: bytes, size: int) -> bool:
-    """Whether the shard has its file already (a file cut short by a crash after its rename is made again)."""
+def _names_in(shards_dir: Path) -> frozenset[str]:
+    """The file names in the shards folder: one listing instead of a stat per shard (most are new on a first
+    build)."""
     try:
-        return (shards_dir / shard_file_name(digest)).stat().st_size == size
+        return frozenset(os.listdir(shards_dir))
+    except FileNotFoundError:
+        return frozenset()
+
+
+def _on_disk(shards_dir: Path, names: frozenset[str], digest: bytes, size: int) -> bool:
+    """Whether the shard has its file already (a file cut short by a crash after its rename is made again)."""
+    name = shard_file_name(digest)
+    if name not in names:
+        return False
+    try:
+        return (shards_dir / name).stat().st_size == size
     except FileNotFoundError:
         return False
 
@@ -645,7 +496,7 @@ def _run_from_command_line(arguments: str) -> int:
     except MalformedRepodata as exc:
         print(json.dumps({"malformed": str(exc)}))
         return 0
-    summary = {key: str(value) if isinstance(value, Path) else value for key, value in result.__dict__.items()}
+    summary = {key: _as_json(value) for key, value in result.__dict__.items()}
     print(json.dumps({"result": summary}))
     sys.stdout.flush()
     # The caller serves the index from here on (taking any shard asked for out of the pack itself); the rest of
@@ -653,6 +504,12 @@ def _run_from_command_line(arguments: str) -> int:
     shards_dir = Path(given["shards_dir"])
     explode_packs(paths.get("packs_dir") or default_packs_dir(shards_dir), shards_dir)
     return 0
+
+
+def _as_json(value: object) -> object:
+    if isinstance(value, Path):
+        return str(value)
+    return [_as_json(item) for item in value] if isinstance(value, list) else value
 
 
 _PATH_ARGUMENTS = ("repodata_path", "shards_dir", "previous_index", "index_dir", "packs_dir")
