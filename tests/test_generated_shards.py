@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -184,3 +185,70 @@ def test_a_shard_still_in_its_pack_is_served_and_given_its_file(
         answer = cache.get(base + f"shards/{name}")
         assert answer.status == 200 and answer.body == data
         assert (shards_dir / name).read_bytes() == data
+
+
+@pytest.fixture
+def zst_mirrors(bg_loop: BackgroundLoop, channel: Path, tmp_path: Path) -> Iterator[list[MirrorLikeUpstream]]:
+    """Two mirrors of the channel that serve repodata.json.zst too (shards are then made from it). The first has
+    a copy of the channel of its own, which a test may break."""
+    shutil.copytree(channel, tmp_path / "forge-copy")
+    mirrors = [
+        MirrorLikeUpstream({"conda-forge": root}, repodata_max_age=0) for root in (tmp_path / "forge-copy", channel)
+    ]
+    for upstream in mirrors:
+        bg_loop.run(upstream.start())
+    yield mirrors
+    for upstream in mirrors:
+        bg_loop.run(upstream.stop())
+
+
+def _two_mirror_cache(make_cache: Callable[..., RunningCache], mirrors: list[MirrorLikeUpstream]) -> RunningCache:
+    configs = [
+        {"name": f"mirror{i}", "pkgs_url": f"{m.url}/anaconda/pkgs/", "cloud_url": f"{m.url}/anaconda/cloud/"}
+        for i, m in enumerate(mirrors)
+    ]
+    conda = {"upstreams": configs, "channels": ["cloud/conda-forge"], "index_ttl": 0}
+    return make_cache(["http://127.0.0.1:9/simple/"], conda=conda)
+
+
+@pytest.mark.parametrize(
+    "first_mirror", ["healthy", "cuts the repodata midway", "sends it slowly", "sends corrupt bytes"]
+)
+def test_first_shards_are_made_from_the_repodata_as_it_downloads(
+    zst_mirrors: list[MirrorLikeUpstream],
+    channel: Path,
+    make_cache: Callable[..., RunningCache],
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    first_mirror: str,
+) -> None:
+    """The first shard index of a subdir is built while its repodata.json.zst downloads (the builder reads the
+    bytes as they come); a download that breaks off and goes on from the other mirror, or that drips, still
+    gives shards holding exactly the repodata's records, and a client solves from them."""
+    caplog.set_level(logging.INFO, logger="pkgcache.conda.generated_shards")
+    first = zst_mirrors[0]
+    first.fail_paths = {f"{SUBDIR}/repodata.json.zst"}
+    if first_mirror == "cuts the repodata midway":
+        first.fail_mode = "truncate"
+    elif first_mirror == "sends it slowly":
+        first.bytes_per_second = 20_000
+    elif first_mirror == "sends corrupt bytes":  # the .zst's checksum fails at its end: the bytes given are void
+        broken = tmp_path / "forge-copy" / SUBDIR / "repodata.json.zst"
+        data = bytearray(broken.read_bytes())
+        data[len(data) // 2 :] = bytes(b ^ 0x5A for b in data[len(data) // 2 :])  # a good start, a bad rest
+        broken.write_bytes(bytes(data))
+        first.bytes_per_second = 2_000  # slowly enough that the builder is given some of them first
+    cache = _two_mirror_cache(make_cache, zst_mirrors)
+    _assert_shards_hold_the_repodata(cache, channel)
+    made = [r.getMessage() for r in caplog.records if f"shards for cloud/conda-forge/{SUBDIR}" in r.getMessage()]
+    assert len(made) == 1, made
+    if first_mirror in ("healthy", "sends it slowly"):
+        assert made[0].endswith("from the download)"), made
+    elif first_mirror == "sends corrupt bytes":  # the builder fed the first mirror's bytes was stopped
+        assert not made[0].endswith("from the download)"), made
+    # Made from the .zst: the plain .json was never fetched.
+    assert sum(m.count(f"{SUBDIR}/repodata.json.zst") for m in zst_mirrors) >= 1
+    assert sum(m.count(f"{SUBDIR}/repodata.json") for m in zst_mirrors) == 0
+    url = f"{cache.url}/conda/cloud/conda-forge"
+    _, solved = install(tmp_path, [url], ["app"], name="client")
+    assert installed_names(solved) == APP_TREE

@@ -50,6 +50,8 @@ SOURCES = ("repodata.json.zst", "repodata.json")
 # Shards dropped from the index stay this long: clients fetch shards within a solve, and indexes live at most the
 # index time-to-live in their caches.
 GRACE_SECONDS = 3600.0
+# How long a builder told to stop may take to clean up before it is killed.
+STOP_GRACE = 5.0
 
 
 class GeneratedShards(ChannelLayer):
@@ -95,69 +97,84 @@ class GeneratedShards(ChannelLayer):
 
     async def _made_here(self, channel: Channel, subdir: str) -> Lookup:
         index = self.paths.path(channel, subdir, MADE_HERE, SHARD_INDEX)
-        source, source_meta = await self._repodata(channel, subdir)
         made = await self.sidecars.meta_for(index)
-        if made is not None and made.extra.get("source") == _source_key(source, source_meta):
-            return Lookup(CacheState.HIT, index, made)
+        found = await self._repodata(channel, subdir)
+        if made is None and found.download is not None:
+            # The subdir's first shards, and its repodata on its way: made from its bytes as they come.
+            return Lookup(CacheState.MISS, index, await self._start_build(channel, subdir, index, found))
+        source, source_meta = await self._whole(found)
         wanted = _source_key(source, source_meta)
+        if made is not None and made.extra.get("source") == wanted:
+            return Lookup(CacheState.HIT, index, made)
+        found = Lookup(CacheState.HIT, source, source_meta)
         if made is not None and made.extra.get("generated") and _same_file(made.extra.get("source"), wanted):
             # The repodata changed: the shards of the previous one are served while the new ones are built.
-            self._start_build(channel, subdir, index, source, source_meta)
+            self._start_build(channel, subdir, index, found)
             return Lookup(CacheState.STALE, index, made)
         # None yet, or made from another file (a filter came into force or changed: conda/filtered_channels.py):
         # what that one lists must not be served, so these are built now.
-        made = await self._start_build(channel, subdir, index, source, source_meta)
+        made = await self._start_build(channel, subdir, index, found)
         if made.extra.get("source") != wanted:  # an earlier build of another file finished first
-            made = await self._start_build(channel, subdir, index, source, source_meta)
+            made = await self._start_build(channel, subdir, index, found)
         return Lookup(CacheState.MISS, index, made)
 
-    async def _repodata(self, channel: Channel, subdir: str) -> tuple[Path, FileMeta]:
-        """The subdir's repodata, whole on disk, in the form that is cached (fetched if none is); its metadata."""
+    async def _repodata(self, channel: Channel, subdir: str) -> Lookup:
+        """The subdir's repodata in the form that is cached (fetched if none is): whole on disk, or on its way."""
         for name in SOURCES:
             meta = await self.sidecars.meta_for(self.paths.path(channel, subdir, name))
             if meta is not None and not meta.missing and not meta.extra.get("generated"):
-                return await self._whole(channel, subdir, name)
-        path, meta = await self._whole(channel, subdir, SOURCES[0])
-        if meta.extra.get("generated"):  # the upstream has no .zst: it was made here from the .json
-            return await self._whole(channel, subdir, SOURCES[1])
-        return path, meta
+                return await self._lookup(channel, subdir, name)
+        found = await self._lookup(channel, subdir, SOURCES[0])
+        if found.download is None and found.meta is not None and found.meta.extra.get("generated"):
+            return await self._lookup(channel, subdir, SOURCES[1])  # the upstream has no .zst: made from this
+        return found
 
-    async def _whole(self, channel: Channel, subdir: str, name: str) -> tuple[Path, FileMeta]:
-        found = await self.inner.index_file(channel, subdir, name)  # revalidated as its age requires
+    async def _whole(self, found: Lookup) -> tuple[Path, FileMeta]:
+        """The file of a lookup once it is whole on disk, and its metadata (raises the download's error)."""
+        meta = found.meta
         if found.download is not None:
             await found.download.wait_finished()
-            found.meta = await self.sidecars.meta_for(found.path)
-        if found.meta is None:
-            raise UpstreamNotFound(name)
-        return found.path, found.meta
+            meta = await self.sidecars.meta_for(found.path)
+        if meta is None:
+            raise UpstreamNotFound(found.path.name)
+        return found.path, meta
 
-    def _start_build(
-        self, channel: Channel, subdir: str, index: Path, source: Path, source_meta: FileMeta
-    ) -> asyncio.Task[FileMeta]:
+    async def _lookup(self, channel: Channel, subdir: str, name: str) -> Lookup:
+        found = await self.inner.index_file(channel, subdir, name)  # revalidated as its age requires
+        if found.download is None and found.meta is None:
+            raise UpstreamNotFound(name)
+        return found
+
+    def _start_build(self, channel: Channel, subdir: str, index: Path, found: Lookup) -> asyncio.Task[FileMeta]:
         task = self._building.get(index)
         if task is None:
             self.paths.store.require_writable()  # a reader hands the request to the writer instead
-            task = asyncio.get_running_loop().create_task(self._build(channel, subdir, index, source, source_meta))
+            task = asyncio.get_running_loop().create_task(self._build(channel, subdir, index, found))
             self._building[index] = task
             task.add_done_callback(lambda _: self._building.pop(index, None))
             task.add_done_callback(_log_failure)
         return task
 
-    async def _build(self, channel: Channel, subdir: str, index: Path, source: Path, source_meta: FileMeta) -> FileMeta:
+    async def _build(self, channel: Channel, subdir: str, index: Path, found: Lookup) -> FileMeta:
         store = self.paths.store
         shards_dir = self.paths.path(channel, subdir, "shards")
         previous = index if index.is_file() else None
+        arguments: dict[str, object] = {
+            "repodata_path": found.path,
+            "shards_dir": shards_dir,
+            "packs_dir": self.paths.path(channel, subdir, PACKS_DIR_NAME),
+            "base_url": LOCAL_BASE_URL,
+            "shards_base_url": LOCAL_SHARDS_BASE_URL,
+            "subdir": subdir,
+            "previous_index": previous,
+            "index_dir": store.tmp_dir,
+        }
         try:
-            result = await _build_in_own_process(
-                repodata_path=source,
-                shards_dir=shards_dir,
-                packs_dir=self.paths.path(channel, subdir, PACKS_DIR_NAME),
-                base_url=LOCAL_BASE_URL,
-                shards_base_url=LOCAL_SHARDS_BASE_URL,
-                subdir=subdir,
-                previous_index=previous,
-                index_dir=store.tmp_dir,
-            )
+            result = await _build_while_downloading(found, arguments)
+            streamed = result is not None
+            source, source_meta = await self._whole(found)
+            if result is None:  # not streamed, or the download changed course midway: from the file, whole
+                result = await _build_in_own_process(arguments)
         except MalformedRepodata as exc:
             log.warning("no shards for %s/%s: its repodata cannot be read (%s)", channel.path, subdir, exc)
             raise UpstreamNotFound(f"{channel.path}/{subdir} has no readable repodata to make shards of") from None
@@ -167,12 +184,13 @@ class GeneratedShards(ChannelLayer):
         await self.sidecars.save(index, meta)
         self._made[f"{channel.path}/{subdir}"] = meta.extra["build"]
         log.info(
-            "made %d shards for %s/%s in %.1f s (%d new)",
+            "made %d shards for %s/%s in %.1f s (%d new%s)",
             result.shards,
             channel.path,
             subdir,
             result.seconds,
             result.shards_written,
+            ", from the download" if streamed else "",
         )
         await asyncio.to_thread(_prune, shards_dir, index)
         return meta
@@ -212,9 +230,27 @@ def _prune(shards_dir: Path, index: Path) -> None:
             path.unlink()
 
 
-async def _build_in_own_process(**arguments: object) -> ShardBuildResult:
+async def _build_while_downloading(found: Lookup, arguments: dict[str, object]) -> ShardBuildResult | None:
+    """Build from the repodata's bytes as its download brings them (the build keeps pace with the download and
+    ends soon after it); None when there is no download to follow, or when it changed course midway (an upstream
+    failed and another took over: the bytes already read are not the file's)."""
+    download = found.download
+    if download is None or download.finished:
+        return None
+    try:
+        return await _build_in_own_process({**arguments, "from_stdin": True}, feed=download)
+    except _FeedBroken:
+        return None
+
+
+class _FeedBroken(Exception):
+    """The download being fed to a builder failed or started over: that build is void."""
+
+
+async def _build_in_own_process(arguments: dict[str, object], feed: Download | None = None) -> ShardBuildResult:
     """Run a build in a fresh interpreter of its own (`python -m pkgcache.conda.shard_builder`): pure Python that
-    holds the GIL for seconds stays off the event loop, and only the builder's few modules are loaded.
+    holds the GIL for seconds stays off the event loop, and only the builder's few modules are loaded. `feed`: a
+    download whose bytes are written to the builder's standard input as they arrive.
 
     Returns as soon as the builder reports: it then goes on giving the new shards their own files (shard_packs),
     which this process does not wait for."""
@@ -224,14 +260,19 @@ async def _build_in_own_process(**arguments: object) -> ShardBuildResult:
         "-m",
         "pkgcache.conda.shard_builder",
         given,
+        stdin=asyncio.subprocess.PIPE if feed is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    pump = asyncio.get_running_loop().create_task(_pump(feed, process)) if feed is not None else None
     try:
         report = await process.stdout.readline()  # type: ignore[union-attr]
-    except asyncio.CancelledError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
+        if pump is not None:
+            await pump  # done: the builder reads everything before it reports
+    except BaseException:
+        _stop(process)
+        if pump is not None:
+            pump.cancel()
         raise
     if not report:  # it ended without reporting
         _, err = await process.communicate()
@@ -244,6 +285,39 @@ async def _build_in_own_process(**arguments: object) -> ShardBuildResult:
     summary["index_temp_path"] = Path(summary["index_temp_path"])
     summary["pack_tables"] = [Path(table) for table in summary["pack_tables"]]
     return ShardBuildResult(**summary)
+
+
+async def _pump(download: Download, process: asyncio.subprocess.Process) -> None:
+    """Write the download's bytes to the builder's standard input; on a failed or restarted download, stop the
+    builder and raise _FeedBroken."""
+    stdin = process.stdin
+    assert stdin is not None
+    try:
+        async for chunk in download.follow():
+            stdin.write(chunk)
+            await stdin.drain()
+    except (ConnectionError, BrokenPipeError):
+        return  # the builder ended early: its report (or its absence) says why
+    except Exception as exc:
+        _stop(process)
+        raise _FeedBroken(str(exc)) from exc
+    finally:
+        stdin.close()  # the end of its input, or what unblocks its reading to let it stop
+
+
+def _stop(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM (the builder cleans up and ends), then SIGKILL if it has not ended within STOP_GRACE seconds."""
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.terminate()
+
+    def kill() -> None:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+
+    asyncio.get_running_loop().call_later(STOP_GRACE, kill)
 
 
 _finishing: set[asyncio.Task[None]] = set()

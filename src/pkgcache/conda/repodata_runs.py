@@ -39,8 +39,9 @@ from pkgcache.conda.repodata_stream import RECORD_SECTIONS, V3_KEY, Info, Remove
 # the decoded run (several times its text as Python objects) stays a few MB.
 RUN_BYTES = 1 << 20
 READ_BYTES = 1 << 20
-# Chunks a read_ahead thread keeps ready.
+# Chunks a read_ahead thread keeps ready, and how long its end is waited for.
 READ_AHEAD = 4
+READ_AHEAD_JOIN = 5.0
 # No single value may be larger: a broken file is handed to repodata_stream, which says what is wrong.
 MAX_VALUE_BYTES = 16 << 20
 # Cut points tried per run before declining (each failed try decodes up to a run's worth again).
@@ -294,12 +295,14 @@ class _ReadAhead:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join()
+        # A read blocked on a pipe that never ends would hold it: the thread is a daemon, and not waited for long.
+        self._thread.join(timeout=READ_AHEAD_JOIN)
 
 
 @contextmanager
 def read_ahead(binary: BinaryIO) -> Iterator[BinaryIO]:
-    """`binary`, read ahead in a thread of its own; the thread has ended when this block has."""
+    """`binary`, read ahead in a thread of its own; the thread has ended when this block has (or is stuck in a read
+    that never returns: then it is left, as a daemon)."""
     reader = _ReadAhead(binary)
     try:
         yield reader  # type: ignore[misc]

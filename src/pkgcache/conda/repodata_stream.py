@@ -78,14 +78,20 @@ RepodataItem = Info | Record | Removed | Other
 @contextmanager
 def open_repodata_binary(path: Path) -> Iterator[BinaryIO]:
     """The repodata file's bytes, decompressed on the fly when it ends in .zst or .bz2."""
-    with path.open("rb") as raw:
-        if path.name.endswith(".zst"):
-            yield zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-        elif path.name.endswith(".bz2"):
-            with bz2.BZ2File(raw) as decompressed:
-                yield decompressed
-        else:
-            yield raw
+    with path.open("rb") as raw, decompressed(path.name, raw) as binary:
+        yield binary
+
+
+@contextmanager
+def decompressed(name: str, raw: BinaryIO) -> Iterator[BinaryIO]:
+    """`raw`, the bytes of the file called `name`, decompressed on the fly when that ends in .zst or .bz2."""
+    if name.endswith(".zst"):
+        yield zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
+    elif name.endswith(".bz2"):
+        with bz2.BZ2File(raw) as binary:
+            yield binary
+    else:
+        yield raw
 
 
 @contextmanager

@@ -33,8 +33,8 @@ from pkgcache.conda.repodata_stream import (
     MalformedRepodata,
     Record,
     Removed,
+    decompressed,
     iter_repodata_file,
-    open_repodata_binary,
 )
 
 FANOUT_BITS = 6
@@ -85,24 +85,31 @@ class ShardParts:
     removed: set[str] = field(default_factory=set)
 
 
-def bucket_repodata(repodata_path: Path, work: Path, counts: BucketCounts) -> Bucketed:
+def bucket_repodata(repodata_path: Path, work: Path, counts: BucketCounts, source: BinaryIO | None = None) -> Bucketed:
     """Read every record and removed name of `repodata_path` into bucket files under `work`.
 
-    Raises MalformedRepodata when the file is not a readable repodata.
+    `source`, when given, is that file's bytes as they arrive (while it is being downloaded): they are read
+    instead of the file, which is read only if the careful reader is needed, once `source` has ended (the file is
+    whole on disk by then). Raises MalformedRepodata when the file is not a readable repodata.
     """
     try:
-        return _bucket_items(work, counts, _runs_of(repodata_path))
+        return _bucket_items(work, counts, _runs_of(repodata_path, source))
     except (Declined, MalformedRepodata) as exc:
         log.info("%s: read record by record (%s)", repodata_path.name, exc)
+    if source is not None:
+        while source.read(BUCKET_READ_SIZE):
+            pass
     counts.records = counts.removed = counts.removed_skipped = 0
     return _bucket_items(work, counts, _records_of(repodata_path))
 
 
-def _runs_of(repodata_path: Path) -> Iterator[RecordRun | Info | Removed]:
+def _runs_of(repodata_path: Path, source: BinaryIO | None) -> Iterator[RecordRun | Info | Removed]:
     """Runs of records read by msgspec; Declined when the file is not read that way."""
     try:
-        with open_repodata_binary(repodata_path) as binary, _decompressed_ahead(repodata_path, binary) as source:
-            yield from iter_repodata_runs(source)
+        with contextlib.ExitStack() as stack:
+            raw = source if source is not None else stack.enter_context(repodata_path.open("rb"))
+            binary = stack.enter_context(decompressed(repodata_path.name, raw))
+            yield from iter_repodata_runs(stack.enter_context(_decompressed_ahead(repodata_path, binary)))
     except (zstandard.ZstdError, EOFError, OSError) as exc:
         if isinstance(exc, FileNotFoundError | PermissionError):
             raise

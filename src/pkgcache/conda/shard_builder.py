@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import msgpack
 import msgspec
@@ -137,6 +137,7 @@ def build_shards(
     index_dir: Path | None = None,
     packs_dir: Path | None = None,
     created_at: datetime | None = None,
+    source: BinaryIO | None = None,
 ) -> ShardBuildResult:
     """Build the shards of one subdir from `repodata_path` (.json, .json.zst or .json.bz2), blocking.
 
@@ -146,6 +147,7 @@ def build_shards(
     temporary file in `index_dir` (default: the folder above `shards_dir`, where the index lives beside it).
     Shards not on disk yet are written to one pack in `packs_dir` (default: `shard-packs` beside `shards_dir`):
     `shard_packs.explode_packs` gives them their own files afterwards, `extract_shard` one of them meanwhile.
+    `source`: the repodata's bytes as they are downloaded, read instead of the file (see `bucket_repodata`).
 
     Raises `MalformedRepodata` when the repodata cannot be read or is not repodata: the whole file is read before
     any shard is written, so nothing is written then. OSError when writing fails (complete shards may be left:
@@ -158,7 +160,7 @@ def build_shards(
     stamp = (created_at or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     counts, read = _Counts(), BucketCounts()
     with tempfile.TemporaryDirectory(prefix=".shard-build-", dir=index_dir) as work:
-        bucketed = bucket_repodata(repodata_path, Path(work), read)
+        bucketed = bucket_repodata(repodata_path, Path(work), read, source)
         subdir = subdir or _text_field(bucketed.info, "subdir")
         entries, pack_tables = _build_in_parallel(
             bucketed.buckets, bucketed.section_names, shards_dir, packs_dir or default_packs_dir(shards_dir), counts
@@ -484,15 +486,21 @@ def _run_from_command_line(arguments: str) -> int:
 
     The service runs builds this way, in a fresh interpreter that imports only this module and its few libraries
     (a spawned multiprocessing child would import the whole service again: about 50 MB more while building).
+    With `"from_stdin": true` the repodata's bytes come on standard input as they are downloaded. SIGTERM ends
+    the build cleanly (its work folder and unfinished pack removed).
     """
     import json
+    import signal
     import sys
 
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     given = json.loads(arguments)
+    from_stdin = bool(given.pop("from_stdin", False))
     paths = {key: Path(value) for key, value in given.items() if key in _PATH_ARGUMENTS and value is not None}
     others = {key: value for key, value in given.items() if key not in _PATH_ARGUMENTS}
+    source = sys.stdin.buffer if from_stdin else None
     try:
-        result = build_shards(paths.pop("repodata_path"), paths.pop("shards_dir"), **paths, **others)
+        result = build_shards(paths.pop("repodata_path"), paths.pop("shards_dir"), **paths, **others, source=source)
     except MalformedRepodata as exc:
         print(json.dumps({"malformed": str(exc)}))
         return 0
@@ -504,6 +512,10 @@ def _run_from_command_line(arguments: str) -> int:
     shards_dir = Path(given["shards_dir"])
     explode_packs(paths.get("packs_dir") or default_packs_dir(shards_dir), shards_dir)
     return 0
+
+
+def _exit_on_sigterm(*_: object) -> None:
+    raise SystemExit(143)
 
 
 def _as_json(value: object) -> object:
