@@ -1,10 +1,11 @@
 """A TCP relay that delays every byte by a fixed time each way: a mirror "far away" on loopback.
 
-    python -m bench.latency_proxy --listen PORT --to HOST:PORT --delay-ms 15
+    python -m bench.latency_proxy --listen PORT --to HOST:PORT --delay-ms 15 [--rate-mbps 100]
 
 Each chunk read from one side is written to the other `delay` seconds after it arrived, in order, so a request
-and its answer cost a round trip of twice the delay, and a connection's setup one more, as on a real link. It
-does not limit bandwidth (loopback's is kept) and copies bytes only: nothing is parsed or changed.
+and its answer cost a round trip of twice the delay, and a connection's setup one more, as on a real link. With
+`--rate-mbps`, each direction of each connection also carries at most that many megabits a second (a chunk
+leaves once the link has sent the ones before it). It copies bytes only: nothing is parsed or changed.
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ import time
 CHUNK = 256 * 1024
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
-    """Copy reader to writer, each chunk `delay` after it was read, without holding up the reads."""
+async def _pump(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float, rate: float | None = None
+) -> None:
+    """Copy reader to writer, each chunk `delay` after it was read (and after the chunks before it have crossed
+    a link of `rate` bytes a second), without holding up the reads."""
     queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+    link_free = 0.0
 
     async def deliver() -> None:
         while True:
@@ -38,7 +43,11 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dela
     delivering = asyncio.create_task(deliver())
     try:
         while data := await reader.read(CHUNK):
-            queue.put_nowait((time.monotonic() + delay, data))
+            sent = time.monotonic()
+            if rate:
+                link_free = max(sent, link_free) + len(data) / rate
+                sent = link_free
+            queue.put_nowait((sent + delay, data))
     except OSError:
         pass
     queue.put_nowait((time.monotonic() + delay, b""))
@@ -47,7 +56,11 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dela
 
 
 async def _relay(
-    client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter, target: tuple[str, int], delay: float
+    client_reader: asyncio.StreamReader,
+    client_writer: asyncio.StreamWriter,
+    target: tuple[str, int],
+    delay: float,
+    rate: float | None,
 ) -> None:
     await asyncio.sleep(delay)  # the client's SYN crossing the link
     try:
@@ -57,15 +70,17 @@ async def _relay(
         return
     await asyncio.sleep(delay)  # the answer to it coming back
     try:
-        await asyncio.gather(_pump(client_reader, server_writer, delay), _pump(server_reader, client_writer, delay))
+        await asyncio.gather(
+            _pump(client_reader, server_writer, delay, rate), _pump(server_reader, client_writer, delay, rate)
+        )
     finally:
         for writer in (server_writer, client_writer):
             writer.close()
 
 
-async def serve(listen: int, target: tuple[str, int], delay: float) -> None:
+async def serve(listen: int, target: tuple[str, int], delay: float, rate: float | None = None) -> None:
     server = await asyncio.start_server(
-        lambda r, w: _relay(r, w, target, delay), "127.0.0.1", listen, reuse_address=True
+        lambda r, w: _relay(r, w, target, delay, rate), "127.0.0.1", listen, reuse_address=True
     )
     async with server:
         await server.serve_forever()
@@ -76,9 +91,11 @@ def main() -> None:
     parser.add_argument("--listen", type=int, required=True)
     parser.add_argument("--to", required=True, help="HOST:PORT")
     parser.add_argument("--delay-ms", type=float, required=True, help="one way")
+    parser.add_argument("--rate-mbps", type=float, help="megabits a second, each way of each connection")
     args = parser.parse_args()
     host, _, port = args.to.rpartition(":")
-    asyncio.run(serve(args.listen, (host, int(port)), args.delay_ms / 1000))
+    rate = args.rate_mbps * 1e6 / 8 if args.rate_mbps else None
+    asyncio.run(serve(args.listen, (host, int(port)), args.delay_ms / 1000, rate))
 
 
 if __name__ == "__main__":

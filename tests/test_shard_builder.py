@@ -269,6 +269,21 @@ def test_msgspec_reads_regular_repodata_and_a_file_it_declines_gives_the_same_sh
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("cores", [1, 4])
+def test_the_same_shards_whatever_the_number_of_processes_making_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cores: int
+) -> None:
+    source = tmp_path / "repodata.json"
+    write_synthetic_repodata(source, size=1_000_000, seed=6)
+    two = build(source, tmp_path / "two")  # this machine's cores, capped: the tests run where there are two
+    monkeypatch.setattr(shard_builder.os, "cpu_count", lambda: cores)
+    other = build(source, tmp_path / "other")
+    assert (tmp_path / "two" / SHARDS_INDEX_NAME).read_bytes() == (tmp_path / "other" / SHARDS_INDEX_NAME).read_bytes()
+    assert shard_files(tmp_path / "two/shards").keys() == shard_files(tmp_path / "other/shards").keys()
+    assert (two.shards_written, two.shard_bytes) == (other.shards_written, other.shard_bytes)
+    assert len(other.pack_tables) == cores
+
+
 def test_compressed_repodata_gives_the_same_shards(tmp_path: Path) -> None:
     source = tmp_path / "repodata.json"
     write_synthetic_repodata(source, size=500_000, seed=5)

@@ -73,6 +73,9 @@ __all__ = [
 ]
 
 SHARDS_INDEX_NAME = "repodata_shards.msgpack.zst"
+# Processes making shards at once (this one and forked children), one per core up to this: the shards are most
+# of a first build's time after the download, and each process holds a bucket or so (a few MB).
+MAX_PROCESSES = 4
 PACKS_DIR_NAME = "shard-packs"
 SHARD_SUFFIX = ".msgpack.zst"
 TEMP_SUFFIX = ".tmp"
@@ -203,39 +206,54 @@ def _text_field(info: dict[str, Any], key: str) -> str:
 def _build_in_parallel(
     buckets: list[list[Path]], section_names: list[str], shards_dir: Path, packs_dir: Path, counts: _Counts
 ) -> tuple[list[bytes], list[Path]]:
-    """Make the shards of every bucket, half of them in a forked child when the machine has a second core (the
-    buckets are independent: each process packs its own new shards); return the `<name>\\0<digest>` entries, in
-    no order, and the pack tables written."""
-    if len(buckets) < 2 or (os.cpu_count() or 1) < 2 or not hasattr(os, "fork"):
-        return _build_buckets(buckets, section_names, shards_dir, packs_dir, counts)
+    """Make the shards of every bucket, shared among this process and forked children, one per further core up
+    to MAX_PROCESSES (the buckets are independent: each process packs its own new shards); return the
+    `<name>\\0<digest>` entries, in no order, and the pack tables written."""
+    processes = min(MAX_PROCESSES, os.cpu_count() or 1, len(buckets)) if hasattr(os, "fork") else 1
+    children = [_fork_builder(buckets[number::processes], section_names, shards_dir, packs_dir)
+                for number in range(1, processes)]  # fmt: skip
+    try:
+        entries, tables = _build_buckets(buckets[0::processes], section_names, shards_dir, packs_dir, counts)
+    finally:
+        outcomes = [_outcome_of(*child) for child in children]
+    for outcome in outcomes:
+        if "error" in outcome:
+            raise OSError(f"building shards: {outcome['error']}")
+        for key, value in outcome["counts"].items():
+            setattr(counts, key, getattr(counts, key) + value)
+        entries += outcome["entries"]
+        tables += [Path(table) for table in outcome["tables"]]
+    return entries, tables
+
+
+def _fork_builder(
+    buckets: list[list[Path]], section_names: list[str], shards_dir: Path, packs_dir: Path
+) -> tuple[int, int]:
+    """A child process making the shards of `buckets`; (its pid, the pipe its outcome comes back through)."""
     reader, writer = os.pipe()
     child = os.fork()
-    if child == 0:  # the child: the odd buckets; its outcome goes back through the pipe
-        os.close(reader)
-        status = 1
-        try:
-            mine = _Counts()
-            entries, tables = _build_buckets(buckets[1::2], section_names, shards_dir, packs_dir, mine)
-            outcome = {"entries": entries, "tables": [str(t) for t in tables], "counts": mine.__dict__}
-            status = 0
-        except BaseException as exc:
-            outcome = {"error": f"{type(exc).__name__}: {exc}"}
-        with os.fdopen(writer, "wb") as pipe:
-            pipe.write(msgpack.packb(outcome))
-        os._exit(status)
-    os.close(writer)
+    if child:
+        os.close(writer)
+        return child, reader
+    os.close(reader)
+    status = 1
     try:
-        entries, tables = _build_buckets(buckets[0::2], section_names, shards_dir, packs_dir, counts)
-    finally:
-        with os.fdopen(reader, "rb") as pipe:
-            answer = pipe.read()
-        os.waitpid(child, 0)
-    outcome = msgpack.unpackb(answer) if answer else {"error": "the child building half the shards died"}
-    if "error" in outcome:
-        raise OSError(f"building shards: {outcome['error']}")
-    for key, value in outcome["counts"].items():
-        setattr(counts, key, getattr(counts, key) + value)
-    return entries + outcome["entries"], tables + [Path(t) for t in outcome["tables"]]
+        mine = _Counts()
+        entries, tables = _build_buckets(buckets, section_names, shards_dir, packs_dir, mine)
+        outcome = {"entries": entries, "tables": [str(t) for t in tables], "counts": mine.__dict__}
+        status = 0
+    except BaseException as exc:
+        outcome = {"error": f"{type(exc).__name__}: {exc}"}
+    with os.fdopen(writer, "wb") as pipe:
+        pipe.write(msgpack.packb(outcome))
+    os._exit(status)
+
+
+def _outcome_of(child: int, reader: int) -> dict[str, Any]:
+    with os.fdopen(reader, "rb") as pipe:
+        answer = pipe.read()
+    os.waitpid(child, 0)
+    return msgpack.unpackb(answer) if answer else {"error": "a child making shards died"}  # type: ignore[no-any-return]
 
 
 def _build_buckets(
