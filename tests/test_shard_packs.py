@@ -120,3 +120,22 @@ def test_every_entry_of_a_table_is_found(tmp_path: Path, entries: int) -> None:
         assert path is not None and path.read_bytes() == blob
     assert extract_shard(packs, shards, "ff" * 32 + ".msgpack.zst") is None
     assert extract_shard(packs, shards, "not-hex.msgpack.zst") is None
+
+
+def test_an_offline_kit_made_before_the_explosion_still_carries_the_shard(tmp_path: Path) -> None:
+    """`pkgcache export` picks the shard holding a package's record; one still in its build's pack is given its
+    file then, so that the kit never lists a shard it lacks."""
+    from pkgcache.bundle import selection
+
+    data_dir = tmp_path / "data"
+    subdir = data_dir / "conda/cloud/forge/linux-64"
+    (subdir / "made-here").mkdir(parents=True)
+    repodata = tmp_path / "repodata.json"
+    repodata.write_text(json.dumps(tricky_repodata()))
+    result = build_shards(repodata, subdir / "shards", base_url="", shards_base_url="./shards/")
+    result.index_temp_path.replace(subdir / "made-here" / SHARDS_INDEX_NAME)
+    assert list((subdir / "shards").iterdir()) == []
+    shard = selection._shard_of(data_dir, "conda/cloud/forge/linux-64", "zeta-1.1-h0_0.conda")
+    zeta = read_shard_index(subdir / "made-here" / SHARDS_INDEX_NAME).shards["zeta"]
+    assert shard == f"conda/cloud/forge/linux-64/shards/{zeta}"
+    assert hashlib.sha256((data_dir / shard).read_bytes()).hexdigest() == zeta.removesuffix(".msgpack.zst")

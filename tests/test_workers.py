@@ -12,8 +12,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import msgpack
 import pytest
+import zstandard
 
+from pkgcache.conda.shard_packs import PackWriter
 from pkgcache.stats import RequestStats
 from pkgcache.workers.shared_counters import SharedCounters
 from tests.cache_service import CacheProcess
@@ -310,5 +313,38 @@ def test_rattler_installs_through_two_workers_then_from_cache_alone(
             prefix, result = install(tmp_path, channels, ["app"], name=f"offline-{number}")
             assert installed_names(result) == APP_TREE
         _eventually(lambda: _status(process)["workers"][1]["requests"] > 0, what="the replica served some")
+    finally:
+        assert process.terminate() == 0
+
+
+def test_shards_still_in_their_pack_are_served_by_every_worker(
+    conda_mirror: MirrorLikeUpstream, tmp_path: Path
+) -> None:
+    """A shard made moments ago may still be in its build's pack (conda/shard_packs.py): a replica, which writes
+    nothing, hands the request to the primary, which gives the shard its file; no worker answers 404."""
+    config = tmp_path / "pkgcache.toml"
+    config.write_text(
+        '[pypi]\nenabled = false\n[conda]\nchannels = ["cloud/conda-forge"]\n'
+        f'upstreams = ["{conda_mirror.url}/anaconda/"]\n'
+    )
+    process = CacheProcess(tmp_path / "data", "--workers", "2", "--config", str(config))
+    try:
+        base = f"{process.url}/conda/cloud/conda-forge/noarch/"
+        index = msgpack.unpackb(zstandard.ZstdDecompressor().decompressobj().decompress(
+            http_get(base + "repodata_shards.msgpack.zst").body))  # fmt: skip
+        names = [f"{digest.hex()}.msgpack.zst" for digest in index["shards"].values()]
+        shards_dir = next((tmp_path / "data").rglob("noarch/shards"))
+        _eventually(lambda: all((shards_dir / name).is_file() for name in names), what="the shards' files")
+        files = {name: (shards_dir / name).read_bytes() for name in names}
+        writer = PackWriter(shards_dir.parent / "shard-packs")
+        for name, data in files.items():
+            writer.add(bytes.fromhex(name.removesuffix(".msgpack.zst")), data)
+            (shards_dir / name).unlink()
+        writer.close()
+        for _ in range(10):  # a new connection for each request: the kernel spreads them over both workers
+            for name, data in files.items():
+                answer = http_get(base + f"shards/{name}")
+                assert answer.status == 200 and answer.body == data, answer.status
+                (shards_dir / name).unlink()  # back in the pack alone for the next round
     finally:
         assert process.terminate() == 0

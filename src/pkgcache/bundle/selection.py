@@ -16,6 +16,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pkgcache.conda.shard_packs import PACKS_DIR_NAME, extract_shard
+
 from .index_hashes import SHARD_INDEXES, package_name, shard_map
 from .manifest import ROOTS, kind_of
 
@@ -177,10 +179,18 @@ def _shard_of(data_dir: Path, subdir_path: str, filename: str) -> str | None:
         if not index_path.is_file():
             continue
         digest = _shard_maps(index_path).get(package_name(filename))
+        if not digest:
+            continue
         shard = f"{subdir_path}/shards/{digest}.msgpack.zst"
-        if digest and (data_dir / shard).is_file():
+        if (data_dir / shard).is_file() or _out_of_its_pack(data_dir / subdir_path, f"{digest}.msgpack.zst"):
             return shard
     return None
+
+
+def _out_of_its_pack(subdir: Path, shard_name: str) -> bool:
+    """Give a shard made moments ago, still in its build's pack (conda/shard_packs.py), its own file."""
+    packs = subdir / PACKS_DIR_NAME
+    return packs.is_dir() and extract_shard(packs, subdir / "shards", shard_name) is not None
 
 
 @functools.lru_cache(maxsize=64)

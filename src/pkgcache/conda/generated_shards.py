@@ -32,8 +32,8 @@ from pathlib import Path
 from pkgcache.cache_state import CacheState
 from pkgcache.conda.cached_channels import ChannelPaths
 from pkgcache.conda.channels import SHARD_INDEX, Channel
-from pkgcache.conda.shard_builder import PACKS_DIR_NAME, MalformedRepodata, ShardBuildResult, unreferenced_shards
-from pkgcache.conda.shard_packs import extract_shard
+from pkgcache.conda.shard_builder import MalformedRepodata, ShardBuildResult, unreferenced_shards
+from pkgcache.conda.shard_packs import PACKS_DIR_NAME, extract_shard
 from pkgcache.conda.shards import LOCAL_BASE_URL, LOCAL_SHARDS_BASE_URL
 from pkgcache.conda.source import ChannelLayer, ChannelSource, Lookup
 from pkgcache.storage.downloads import Download
@@ -71,6 +71,7 @@ class GeneratedShards(ChannelLayer):
             return path
         packs = self.paths.path(channel, subdir, PACKS_DIR_NAME)
         if packs.is_dir():  # made by a build whose shards do not all have their files yet
+            self.paths.store.require_writable()  # a reader hands the request to the writer instead
             extracted = await asyncio.to_thread(extract_shard, packs, path.parent, shard_name)
             if extracted is not None:
                 return extracted

@@ -57,7 +57,7 @@ from pkgcache.conda.shard_buckets import (
     gather_bucket,
     split_bucket,
 )
-from pkgcache.conda.shard_packs import PackWriter, explode_packs
+from pkgcache.conda.shard_packs import PACKS_DIR_NAME, PackWriter, explode_packs
 
 __all__ = [
     "SHARDS_INDEX_NAME",
@@ -76,7 +76,6 @@ SHARDS_INDEX_NAME = "repodata_shards.msgpack.zst"
 # Processes making shards at once (this one and forked children), one per core up to this: the shards are most
 # of a first build's time after the download, and each process holds a bucket or so (a few MB).
 MAX_PROCESSES = 4
-PACKS_DIR_NAME = "shard-packs"
 SHARD_SUFFIX = ".msgpack.zst"
 TEMP_SUFFIX = ".tmp"
 # zstd's default level, streamed (no content size in the frame header), as rattler's indexer writes: the same

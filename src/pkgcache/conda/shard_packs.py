@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+# Beside a subdir's `shards/` folder.
+PACKS_DIR_NAME = "shard-packs"
 PACK_SUFFIX = ".pack"
 TABLE_SUFFIX = ".table"
 SHARD_SUFFIX = ".msgpack.zst"
