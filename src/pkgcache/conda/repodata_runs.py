@@ -40,7 +40,7 @@ from pkgcache.conda.repodata_stream import RECORD_SECTIONS, V3_KEY, Info, Remove
 RUN_BYTES = 1 << 20
 READ_BYTES = 1 << 20
 # Chunks a read_ahead thread keeps ready, and how long its end is waited for.
-READ_AHEAD = 4
+READ_AHEAD = 2
 READ_AHEAD_JOIN = 5.0
 # No single value may be larger: a broken file is handed to repodata_stream, which says what is wrong.
 MAX_VALUE_BYTES = 16 << 20

@@ -42,7 +42,7 @@ FANOUT_MASK = (1 << FANOUT_BITS) - 1
 # A bucket larger than this is split again by the next FANOUT_BITS of its names' CRC-32, as long as bits remain.
 MAX_BUCKET_BYTES = 4 << 20
 MAX_SPLIT_DEPTH = 32 // FANOUT_BITS - 1
-BUCKET_WRITE_BUFFER = 64 << 10
+BUCKET_WRITE_BUFFER = 16 << 10  # entries come a group (tens of KB) at a time
 BUCKET_READ_SIZE = 256 << 10
 # Entries held in memory before the buckets are written: about a run of records (repodata_runs.RUN_BYTES).
 FLUSH_ENTRIES = 4096
