@@ -165,7 +165,8 @@ def test_a_shard_still_in_its_pack_is_served_and_given_its_file(
     mirror: MirrorLikeUpstream, make_cache: Callable[..., RunningCache]
 ) -> None:
     """Between a build and the files of its new shards (the builder makes them after reporting), a client asking
-    for a shard gets it out of the pack: never a 404 for a shard the index lists."""
+    for a shard gets it out of the pack: never a 404 for a shard the index lists. A pack no builder is working on
+    (its builder was stopped with the service) gets its shards' files from pkgcache."""
     cache = _cache(make_cache, mirror)
     base = f"/conda/cloud/conda-forge/{SUBDIR}/"
     index = _unpack(cache.get(base + SHARD_INDEX).body)
@@ -181,10 +182,19 @@ def test_a_shard_still_in_its_pack_is_served_and_given_its_file(
         writer.add(bytes.fromhex(name.removesuffix(".msgpack.zst")), data)
         (shards_dir / name).unlink()
     writer.close()
+    first = next(iter(files))
+    answer = cache.get(base + f"shards/{first}")
+    assert answer.status == 200 and answer.body == files[first]
+    assert (shards_dir / first).read_bytes() == files[first]
+    # No builder is at work on that pack (as after a restart): pkgcache gives the others their files itself.
+    deadline = time.monotonic() + 10
+    while list((shards_dir.parent / "shard-packs").iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list((shards_dir.parent / "shard-packs").iterdir()) == []
     for name, data in files.items():
+        assert (shards_dir / name).read_bytes() == data
         answer = cache.get(base + f"shards/{name}")
         assert answer.status == 200 and answer.body == data
-        assert (shards_dir / name).read_bytes() == data
 
 
 @pytest.fixture

@@ -336,15 +336,16 @@ def test_shards_still_in_their_pack_are_served_by_every_worker(
         shards_dir = next((tmp_path / "data").rglob("noarch/shards"))
         _eventually(lambda: all((shards_dir / name).is_file() for name in names), what="the shards' files")
         files = {name: (shards_dir / name).read_bytes() for name in names}
-        writer = PackWriter(shards_dir.parent / "shard-packs")
-        for name, data in files.items():
-            writer.add(bytes.fromhex(name.removesuffix(".msgpack.zst")), data)
-            (shards_dir / name).unlink()
-        writer.close()
+        packs = shards_dir.parent / "shard-packs"
         for _ in range(10):  # a new connection for each request: the kernel spreads them over both workers
+            _eventually(lambda: not any(packs.iterdir()), what="the last round's pack given its files")
+            writer = PackWriter(packs)  # the shards back in a pack alone, as a build leaves them
+            for name, data in files.items():
+                writer.add(bytes.fromhex(name.removesuffix(".msgpack.zst")), data)
+                (shards_dir / name).unlink()
+            writer.close()
             for name, data in files.items():
                 answer = http_get(base + f"shards/{name}")
                 assert answer.status == 200 and answer.body == data, answer.status
-                (shards_dir / name).unlink()  # back in the pack alone for the next round
     finally:
         assert process.terminate() == 0

@@ -33,7 +33,7 @@ from pkgcache.cache_state import CacheState
 from pkgcache.conda.cached_channels import ChannelPaths
 from pkgcache.conda.channels import SHARD_INDEX, Channel
 from pkgcache.conda.shard_builder import MalformedRepodata, ShardBuildResult, unreferenced_shards
-from pkgcache.conda.shard_packs import PACKS_DIR_NAME, extract_shard
+from pkgcache.conda.shard_packs import PACKS_DIR_NAME, TABLE_SUFFIX, explode_packs, extract_shard
 from pkgcache.conda.shards import LOCAL_BASE_URL, LOCAL_SHARDS_BASE_URL
 from pkgcache.conda.source import ChannelLayer, ChannelSource, Lookup
 from pkgcache.storage.downloads import Download
@@ -74,6 +74,8 @@ class GeneratedShards(ChannelLayer):
             self.paths.store.require_writable()  # a reader hands the request to the writer instead
             extracted = await asyncio.to_thread(extract_shard, packs, path.parent, shard_name)
             if extracted is not None:
+                if packs not in _exploding:  # left by a builder that was stopped (the service was): finish its work
+                    _keep_exploding(packs, asyncio.get_running_loop().create_task(_explode(packs, path.parent)))
                 return extracted
         return await self.inner.shard(channel, subdir, shard_name)
 
@@ -278,7 +280,7 @@ async def _build_in_own_process(arguments: dict[str, object], feed: Download | N
     if not report:  # it ended without reporting
         _, err = await process.communicate()
         raise RuntimeError(f"the shard builder failed ({process.returncode}): {err.decode(errors='replace')[-500:]}")
-    _finish_in_background(process)
+    _finish_in_background(process, Path(str(arguments["packs_dir"])))
     answer = json.loads(report.decode())
     if "malformed" in answer:
         raise MalformedRepodata(answer["malformed"])
@@ -321,17 +323,41 @@ def _stop(process: asyncio.subprocess.Process) -> None:
     asyncio.get_running_loop().call_later(STOP_GRACE, kill)
 
 
-_finishing: set[asyncio.Task[None]] = set()
+# Packs folders whose shards are being given their files: by a builder that has reported, or by a thread here.
+_exploding: dict[Path, asyncio.Task[None]] = {}
 
 
-def _finish_in_background(process: asyncio.subprocess.Process) -> None:
+def _finish_in_background(process: asyncio.subprocess.Process, packs_dir: Path) -> None:
     """Wait for a builder that has reported to end (it is giving shards their files), and log if it fails."""
 
     async def finish() -> None:
         _, err = await process.communicate()
         if process.returncode != 0:
             log.warning("giving new shards their files failed (%s): %s", process.returncode, err.decode()[-500:])
+        if await asyncio.to_thread(_has_tables, packs_dir):  # a pack that came meanwhile, or one it left
+            await _explode(packs_dir, packs_dir.parent / "shards")
 
-    task = asyncio.get_running_loop().create_task(finish())
-    _finishing.add(task)
-    task.add_done_callback(_finishing.discard)
+    _keep_exploding(packs_dir, asyncio.get_running_loop().create_task(finish()))
+
+
+def _has_tables(packs_dir: Path) -> bool:
+    return any(packs_dir.glob(f"*{TABLE_SUFFIX}"))
+
+
+async def _explode(packs_dir: Path, shards_dir: Path) -> None:
+    try:
+        written = await asyncio.to_thread(explode_packs, packs_dir, shards_dir)
+    except OSError as exc:
+        log.warning("giving the shards in %s their files failed: %s", packs_dir, exc)
+    else:
+        log.info("gave %d shards left in %s their files", written, packs_dir)
+
+
+def _keep_exploding(packs_dir: Path, task: asyncio.Task[None]) -> None:
+    _exploding[packs_dir] = task
+
+    def forget(done: asyncio.Task[None]) -> None:
+        if _exploding.get(packs_dir) is done:
+            del _exploding[packs_dir]
+
+    task.add_done_callback(forget)
