@@ -7,7 +7,8 @@ mirror: repodata.json with .zst and .gz beside it, no `repodata_shards.msgpack.z
              names with thousands of records, as python or vim have), plus SOLVABLE: small packages whose
              dependencies stay among themselves, many versions each, so a solve touches a handful of names
   noarch/    a small repodata.json (+ .zst, .gz)
-The records are written one at a time (memory stays small whatever the size) from a seeded generator.
+The records come from a seeded generator and are written sorted, as conda-index and rattler's indexer write
+(until shardbench-2 they were written unsorted, `packages.conda` first).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ CHANNEL = "cloud/shardbench"
 CHANNEL_ROOT = WORK / "upstream" / "conda" / CHANNEL
 SUBDIR = "linux-64"
 REPODATA_TARGET_BYTES = 110 * 1000 * 1000
-STAMP_VERSION = "shardbench-1"
+STAMP_VERSION = "shardbench-2"  # 2: sections and file names sorted, as indexers write them
 NAMES = 20_000
 HEAVY = ("python", "vim", "libblas", "numpy", "openssl", "cuda-toolkit")
 # name -> its dependencies; every name here gets VERSIONS versions of two builds each.
@@ -69,21 +70,20 @@ def prepare_shard_channel() -> Path:
 
 
 def _write_repodata(path: Path, subdir: str, records: Iterator[tuple[str, dict[str, Any]]]) -> None:
-    """`.conda` records straight to the file, `.tar.bz2` ones to a side file appended after: one record in memory."""
-    side_path = path.with_name(path.name + ".part")
-    counts = {"packages.conda": 0, "packages": 0}
-    with path.open("w", encoding="utf-8") as out, side_path.open("w+", encoding="utf-8") as side:
-        out.write(f'{{"info":{{"subdir":{json.dumps(subdir)}}},"packages.conda":{{')
-        for filename, record in records:
-            section = "packages.conda" if filename.endswith(".conda") else "packages"
-            target = out if section == "packages.conda" else side
-            target.write(("," if counts[section] else "") + json.dumps(filename) + ":" + json.dumps(record))
-            counts[section] += 1
-        out.write('},"packages":{')
-        side.seek(0)
-        shutil.copyfileobj(side, out, 1 << 20)
-        out.write('},"removed":[],"repodata_version":1}\n')
-    side_path.unlink()
+    """The shape conda-index and rattler's indexer write, and mirrors copy: `info`, `packages`, `packages.conda`,
+    `removed`, each section's file names in order. The records' text is held (a few hundred MB) to be sorted."""
+    sections: dict[str, list[tuple[str, str]]] = {"packages": [], "packages.conda": []}
+    for filename, record in records:
+        section = "packages.conda" if filename.endswith(".conda") else "packages"
+        sections[section].append((filename, json.dumps(record)))
+    with path.open("w", encoding="utf-8") as out:
+        out.write(f'{{"info":{{"subdir":{json.dumps(subdir)}}}')
+        for section, entries in sections.items():
+            entries.sort()
+            out.write(f",{json.dumps(section)}:{{")
+            out.write(",".join(f"{json.dumps(filename)}:{text}" for filename, text in entries))
+            out.write("}")
+        out.write(',"removed":[],"repodata_version":1}\n')
 
 
 def _big_records(target: int) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -253,9 +253,9 @@ def test_first_shards_are_made_from_the_repodata_as_it_downloads(
     made = [r.getMessage() for r in caplog.records if f"shards for cloud/conda-forge/{SUBDIR}" in r.getMessage()]
     assert len(made) == 1, made
     if first_mirror in ("healthy", "sends it slowly"):
-        assert made[0].endswith("from the download)"), made
+        assert "from the download" in made[0], made
     elif first_mirror == "sends corrupt bytes":  # the builder fed the first mirror's bytes was stopped
-        assert not made[0].endswith("from the download)"), made
+        assert "from the download" not in made[0], made
     # Made from the .zst: the plain .json was never fetched.
     assert sum(m.count(f"{SUBDIR}/repodata.json.zst") for m in zst_mirrors) >= 1
     assert sum(m.count(f"{SUBDIR}/repodata.json") for m in zst_mirrors) == 0

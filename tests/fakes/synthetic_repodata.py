@@ -86,13 +86,19 @@ def _records(count: int, subdir: str, seed: int) -> Iterator[tuple[str, dict[str
         yield _record(name, index, subdir, names, rng)
 
 
-def write_synthetic_repodata(path: Path, *, size: int, subdir: str = "linux-64", seed: int = 16) -> SyntheticRepodata:
+def write_synthetic_repodata(
+    path: Path, *, size: int, subdir: str = "linux-64", seed: int = 16, sort_keys: bool = False
+) -> SyntheticRepodata:
     """Write a repodata.json of about `size` bytes; both sections, a `removed` list, `info` first.
 
-    `.conda` records go straight to the file; `.tar.bz2` ones go to a side file appended afterwards, so nothing
-    but one record is held in memory whatever the size.
+    Unsorted (the default), `.conda` records go straight to the file and `.tar.bz2` ones to a side file appended
+    afterwards, so nothing but one record is held in memory whatever the size. `sort_keys` writes the shape
+    conda-index and rattler's indexer write (`packages` before `packages.conda`, file names in order): the
+    records' text is held and sorted then.
     """
     count = max(10, size // AVERAGE_RECORD_BYTES)
+    if sort_keys:
+        return _write_sorted(path, count, subdir, seed)
     names: set[str] = set()
     side_path = path.with_name(path.name + ".packages-part")
     with path.open("wb") as out, side_path.open("w+b") as side:
@@ -109,7 +115,30 @@ def write_synthetic_repodata(path: Path, *, size: int, subdir: str = "linux-64",
         side.seek(0)
         while chunk := side.read(1 << 20):
             out.write(chunk)
-        removed = [f"{name}-0.0.1-h0_0.tar.bz2" for name in sorted(names)[:: max(1, len(names) // 500)]]
+        removed = _removed(names)
         out.write(f'\n }},\n "removed": {json.dumps(removed)},\n "repodata_version": 1\n}}\n'.encode())
     side_path.unlink()
     return SyntheticRepodata(path, count, len(names), len(removed), path.stat().st_size)
+
+
+def _write_sorted(path: Path, count: int, subdir: str, seed: int) -> SyntheticRepodata:
+    sections: dict[str, list[tuple[str, str]]] = {"packages": [], "packages.conda": []}
+    names: set[str] = set()
+    for filename, record in _records(count, subdir, seed):
+        names.add(record["name"])
+        section = "packages.conda" if filename.endswith(".conda") else "packages"
+        sections[section].append((filename, json.dumps(record, sort_keys=True)))
+    removed = _removed(names)
+    with path.open("w", encoding="utf-8") as out:
+        out.write(f'{{\n "info": {{"subdir": {json.dumps(subdir)}}},')
+        for section, entries in sections.items():
+            entries.sort()
+            body = ",".join(f"\n  {json.dumps(filename)}: {text}" for filename, text in entries)
+            out.write(f"\n {json.dumps(section)}: {{{body}\n }},")
+        out.write(f'\n "removed": {json.dumps(sorted(removed))},\n "repodata_version": 1\n}}\n')
+    return SyntheticRepodata(path, count, len(names), len(removed), path.stat().st_size)
+
+
+def _removed(names: set[str]) -> list[str]:
+    """About 500 file names in `removed`, one per package name picked."""
+    return [f"{name}-0.0.1-h0_0.tar.bz2" for name in sorted(names)[:: max(1, len(names) // 500)]]

@@ -187,13 +187,14 @@ class GeneratedShards(ChannelLayer):
         await self.sidecars.save(index, meta)
         self._made[f"{channel.path}/{subdir}"] = meta.extra["build"]
         log.info(
-            "made %d shards for %s/%s in %.1f s (%d new%s)",
+            "made %d shards for %s/%s in %.1f s (%d new%s%s)",
             result.shards,
             channel.path,
             subdir,
             result.seconds,
             result.shards_written,
             ", from the download" if streamed else "",
+            ", while reading" if result.made_while_reading else ", from buckets",
         )
         await asyncio.to_thread(_prune, shards_dir, index)
         return meta

@@ -6,7 +6,7 @@ one bucket at a time, so memory is bounded by a bucket, whatever the repodata's 
 `(package name, section number, file name, packed record or b"" for a removed file)`; entries are written a
 group at a time, one msgpack array per group.
 
-Reading: `repodata_runs` (msgspec, a megabyte of records per call), a compressed file decompressed in a thread
+Reading: `repodata_runs` (msgspec, half a megabyte of records per call), a compressed file decompressed in a thread
 of its own. A file that `repodata_runs` declines is read again from the start by `repodata_stream` (the standard
 library's scanner, one record at a time), which also says what is wrong with a broken one. (Handing every other
 run to a forked helper was tried: 0.69 -> 0.55 s on a 110 MB repodata.json, nothing on its .zst, whose
@@ -93,7 +93,7 @@ def bucket_repodata(repodata_path: Path, work: Path, counts: BucketCounts, sourc
     whole on disk by then). Raises MalformedRepodata when the file is not a readable repodata.
     """
     try:
-        return _bucket_items(work, counts, _runs_of(repodata_path, source))
+        return _bucket_items(work, counts, read_runs(repodata_path, source))
     except (Declined, MalformedRepodata) as exc:
         log.info("%s: read record by record (%s)", repodata_path.name, exc)
     if source is not None:
@@ -103,7 +103,7 @@ def bucket_repodata(repodata_path: Path, work: Path, counts: BucketCounts, sourc
     return _bucket_items(work, counts, _records_of(repodata_path))
 
 
-def _runs_of(repodata_path: Path, source: BinaryIO | None) -> Iterator[RecordRun | Info | Removed]:
+def read_runs(repodata_path: Path, source: BinaryIO | None) -> Iterator[RecordRun | Info | Removed]:
     """Runs of records read by msgspec; Declined when the file is not read that way."""
     try:
         with contextlib.ExitStack() as stack:
@@ -248,7 +248,7 @@ def _bucket_run(buckets: _Buckets, number: int, run: RecordRun) -> int:
 
 
 def _bucket_removed(buckets: _Buckets, filename: str, counts: BucketCounts) -> None:
-    name = _name_from_file_name(filename)
+    name = name_from_file_name(filename)
     if name is None:
         counts.removed_skipped += 1
         return
@@ -267,7 +267,7 @@ def _digest_bytes(section: str, filename: str, key: str, value: Any) -> bytes:
     return digest
 
 
-def _name_from_file_name(filename: str) -> str | None:
+def name_from_file_name(filename: str) -> str | None:
     """The package name in `<name>-<version>-<build>.<ext>`, or None."""
     stem = next((filename[: -len(ext)] for ext in PACKAGE_EXTENSIONS if filename.endswith(ext)), None)
     parts = stem.rsplit("-", 2) if stem else []

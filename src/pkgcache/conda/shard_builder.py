@@ -9,7 +9,7 @@ CEP-16 says and as conda, mamba and rattler read them. Everything else (`legacy_
 in the JSON, which is what conda-index does and what all three clients accept.
 
 `build_shards` is blocking code for a process of its own (the service runs `python -m` this module). It sorts the
-repodata's records into bucket files by package name (`shard_buckets`: msgspec, a megabyte of records per call),
+repodata's records into bucket files by package name (`shard_buckets`: msgspec, half a megabyte of records per call),
 then makes the shards of one bucket at a time, half of the buckets in a forked child when there is a second
 core; a bucket too large to hold is split again by the next bits of the hash. So memory stays bounded by the
 bucket size, the largest single package's shard and the index (about 100 bytes per package name), whatever the
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import logging
 import os
 import secrets
 import tempfile
@@ -41,6 +42,7 @@ import msgpack
 import msgspec
 import zstandard
 
+from pkgcache.conda.repodata_runs import Declined
 from pkgcache.conda.repodata_stream import (
     RECORD_SECTIONS,
     V3_KEY,
@@ -57,7 +59,15 @@ from pkgcache.conda.shard_buckets import (
     gather_bucket,
     split_bucket,
 )
-from pkgcache.conda.shard_packs import PACKS_DIR_NAME, PackWriter, explode_packs
+from pkgcache.conda.shard_output import (
+    COMPRESSION_LEVEL,
+    SHARD_SUFFIX,
+    OutputCounts,
+    ShardOutput,
+    shard_file_name,
+)
+from pkgcache.conda.shard_packs import PACK_SUFFIX, PACKS_DIR_NAME, PackWriter, explode_packs
+from pkgcache.conda.sorted_shards import Rewindable, build_sorted
 
 __all__ = [
     "SHARDS_INDEX_NAME",
@@ -76,12 +86,10 @@ SHARDS_INDEX_NAME = "repodata_shards.msgpack.zst"
 # Processes making shards at once (this one and forked children), one per core up to this: the shards are most
 # of a first build's time after the download, and each process holds a bucket or so (a few MB).
 MAX_PROCESSES = 4
-SHARD_SUFFIX = ".msgpack.zst"
 TEMP_SUFFIX = ".tmp"
-# zstd's default level, streamed (no content size in the frame header), as rattler's indexer writes: the same
-# records then make the very same shard files, names included. Higher levels gain little on small shards.
-COMPRESSION_LEVEL = 3
 INDEX_WRITE_BATCH = 256 << 10
+
+log = logging.getLogger(__name__)
 # The largest single msgpack object accepted when an index is read back (conda-forge's whole index is < 1 MB).
 MAX_INDEX_BYTES = 256 << 20
 
@@ -106,6 +114,7 @@ class ShardBuildResult:
     bytes_written: int  # new shard files plus the index
     shard_bytes: int  # total size of the shards the index references
     seconds: float
+    made_while_reading: bool  # the repodata was sorted (sorted_shards), not sorted into buckets first
 
 
 @dataclass(frozen=True)
@@ -114,18 +123,6 @@ class ShardIndex:
 
     info: dict[str, Any]
     shards: dict[str, str]
-
-
-@dataclass
-class _Counts:
-    written: int = 0
-    reused: int = 0
-    bytes_written: int = 0
-    shard_bytes: int = 0
-
-
-def shard_file_name(digest: bytes) -> str:
-    return f"{digest.hex()}{SHARD_SUFFIX}"
 
 
 def build_shards(
@@ -160,13 +157,28 @@ def build_shards(
     shards_dir.mkdir(parents=True, exist_ok=True)
     index_dir = index_dir if index_dir is not None else shards_dir.parent
     stamp = (created_at or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    counts, read = _Counts(), BucketCounts()
+    counts, read = OutputCounts(), BucketCounts()
+    packs_dir = packs_dir or default_packs_dir(shards_dir)
+    source = Rewindable(source) if source is not None else None
     with tempfile.TemporaryDirectory(prefix=".shard-build-", dir=index_dir) as work:
-        bucketed = bucket_repodata(repodata_path, Path(work), read, source)
-        subdir = subdir or _text_field(bucketed.info, "subdir")
-        entries, pack_tables = _build_in_parallel(
-            bucketed.buckets, bucketed.section_names, shards_dir, packs_dir or default_packs_dir(shards_dir), counts
-        )
+        made = _build_sorted(repodata_path, source, Path(work), shards_dir, packs_dir, read, counts)
+        if made is None:
+            read, counts = BucketCounts(), OutputCounts()
+            if source is not None and not source.rewind():
+                _drain(source)  # the file is whole once its download has ended
+                source = None
+            bucketed = bucket_repodata(repodata_path, Path(work), read, source)
+            if subdir is None:
+                _text_field(bucketed.info, "subdir")
+            entries, pack_tables = _build_in_parallel(
+                bucketed.buckets, bucketed.section_names, shards_dir, packs_dir, counts
+            )
+            info = bucketed.info
+        else:
+            info, entries, pack_tables = made
+            if subdir is None and not info.get("subdir"):
+                _discard_packs(pack_tables)
+    subdir = subdir or _text_field(info, "subdir")
     # One bytes object per package name, `<name>\0<digest>`: sorted, they are in name order (names hold no NUL).
     entries.sort()
     index_info = {"subdir": subdir, "base_url": base_url, "shards_base_url": shards_base_url, "created_at": stamp}
@@ -189,7 +201,42 @@ def build_shards(
         bytes_written=counts.bytes_written + index_size,
         shard_bytes=counts.shard_bytes,
         seconds=time.monotonic() - started,
+        made_while_reading=made is not None,
     )
+
+
+def _build_sorted(
+    repodata_path: Path,
+    source: BinaryIO | None,
+    work: Path,
+    shards_dir: Path,
+    packs_dir: Path,
+    read: BucketCounts,
+    counts: OutputCounts,
+) -> tuple[dict[str, Any], list[bytes], list[Path]] | None:
+    """The shards made as the repodata is read, when it is sorted (sorted_shards); None when it is not (or
+    this system cannot fork), and then nothing is left of the attempt."""
+    if not hasattr(os, "fork"):
+        return None
+    makers = max(1, min(MAX_PROCESSES, os.cpu_count() or 1) - 1)  # the reader takes a core of its own
+    try:
+        made = build_sorted(repodata_path, source, work, shards_dir, packs_dir, read, makers)
+    except Declined as exc:
+        log.info("%s: shards made from buckets (%s)", repodata_path.name, exc)
+        return None
+    _add_counts(counts, made.counts)
+    return made.info, made.entries, made.tables
+
+
+def _discard_packs(tables: list[Path]) -> None:
+    for table in tables:
+        table.unlink(missing_ok=True)
+        table.with_suffix(PACK_SUFFIX).unlink(missing_ok=True)
+
+
+def _drain(source: BinaryIO) -> None:
+    while source.read(1 << 20):
+        pass
 
 
 def _text_field(info: dict[str, Any], key: str) -> str:
@@ -203,7 +250,7 @@ def _text_field(info: dict[str, Any], key: str) -> str:
 
 
 def _build_in_parallel(
-    buckets: list[list[Path]], section_names: list[str], shards_dir: Path, packs_dir: Path, counts: _Counts
+    buckets: list[list[Path]], section_names: list[str], shards_dir: Path, packs_dir: Path, counts: OutputCounts
 ) -> tuple[list[bytes], list[Path]]:
     """Make the shards of every bucket, shared among this process and forked children, one per further core up
     to MAX_PROCESSES (the buckets are independent: each process packs its own new shards); return the
@@ -218,8 +265,7 @@ def _build_in_parallel(
     for outcome in outcomes:
         if "error" in outcome:
             raise OSError(f"building shards: {outcome['error']}")
-        for key, value in outcome["counts"].items():
-            setattr(counts, key, getattr(counts, key) + value)
+        _add_counts(counts, outcome["counts"])
         entries += outcome["entries"]
         tables += [Path(table) for table in outcome["tables"]]
     return entries, tables
@@ -237,7 +283,7 @@ def _fork_builder(
     os.close(reader)
     status = 1
     try:
-        mine = _Counts()
+        mine = OutputCounts()
         entries, tables = _build_buckets(buckets, section_names, shards_dir, packs_dir, mine)
         outcome = {"entries": entries, "tables": [str(t) for t in tables], "counts": mine.__dict__}
         status = 0
@@ -256,22 +302,18 @@ def _outcome_of(child: int, reader: int) -> dict[str, Any]:
 
 
 def _build_buckets(
-    buckets: list[list[Path]], section_names: list[str], shards_dir: Path, packs_dir: Path, counts: _Counts
+    buckets: list[list[Path]], section_names: list[str], shards_dir: Path, packs_dir: Path, counts: OutputCounts
 ) -> tuple[list[bytes], list[Path]]:
     with PackWriter(packs_dir) as pack:
-        entries = _build_all_buckets(buckets, section_names, shards_dir, pack, counts)
+        output = ShardOutput(shards_dir, pack)
+        _build_all_buckets(buckets, section_names, output)
         table = pack.close()
-    return entries, [table] if table is not None else []
+    _add_counts(counts, output.counts)
+    return output.entries(), [table] if table is not None else []
 
 
-def _build_all_buckets(
-    buckets: list[list[Path]], section_names: list[str], shards_dir: Path, pack: PackWriter, counts: _Counts
-) -> list[bytes]:
-    """Make the buckets' shards, packing those not on disk yet; return one `<name>\\0<digest>` entry per
-    package name, in no order."""
-    entries: list[bytes] = []
-    compressor = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL)
-    on_disk = _names_in(shards_dir)
+def _build_all_buckets(buckets: list[list[Path]], section_names: list[str], output: ShardOutput) -> None:
+    """Make the buckets' shards (a bucket too large to hold is split again first)."""
     pending = [(paths, 0) for paths in buckets]
     while pending:
         paths, depth = pending.pop()
@@ -284,17 +326,12 @@ def _build_all_buckets(
         for path in paths:
             path.unlink()
         for name, shard_parts in parts.items():
-            shard = _compress(compressor, _shard_bytes(shard_parts))
-            digest = hashlib.sha256(shard).digest()
-            entries.append(b"%b\0%b" % (name.encode(), digest))
-            counts.shard_bytes += len(shard)
-            if _on_disk(shards_dir, on_disk, digest, len(shard)):
-                counts.reused += 1
-            else:
-                pack.add(digest, shard)
-                counts.written += 1
-                counts.bytes_written += len(shard)
-    return entries
+            output.add(name, _shard_bytes(shard_parts))
+
+
+def _add_counts(total: OutputCounts, more: OutputCounts | dict[str, int]) -> None:
+    for key, value in (more if isinstance(more, dict) else more.__dict__).items():
+        setattr(total, key, getattr(total, key) + value)
 
 
 def _shard_bytes(parts: ShardParts) -> bytes:
@@ -311,26 +348,6 @@ def _shard_bytes(parts: ShardParts) -> bytes:
 
 def _raw_map(entries: dict[str, bytes]) -> dict[str, msgspec.Raw]:
     return {filename: msgspec.Raw(entries[filename]) for filename in sorted(entries)}
-
-
-def _names_in(shards_dir: Path) -> frozenset[str]:
-    """The file names in the shards folder: one listing instead of a stat per shard (most are new on a first
-    build)."""
-    try:
-        return frozenset(os.listdir(shards_dir))
-    except FileNotFoundError:
-        return frozenset()
-
-
-def _on_disk(shards_dir: Path, names: frozenset[str], digest: bytes, size: int) -> bool:
-    """Whether the shard has its file already (a file cut short by a crash after its rename is made again)."""
-    name = shard_file_name(digest)
-    if name not in names:
-        return False
-    try:
-        return (shards_dir / name).stat().st_size == size
-    except FileNotFoundError:
-        return False
 
 
 def default_packs_dir(shards_dir: Path) -> Path:
@@ -373,12 +390,6 @@ def _write_index(index_dir: Path, info: dict[str, Any], entries: list[bytes]) ->
         path.unlink(missing_ok=True)
         raise
     return path, digest.hexdigest(), size
-
-
-def _compress(compressor: zstandard.ZstdCompressor, data: bytes) -> bytes:
-    """zstd of `data`, streamed: no content size in the frame header, as rattler's indexer writes it."""
-    stream = compressor.compressobj()
-    return stream.compress(data) + stream.flush()
 
 
 def read_shard_index(path: Path) -> ShardIndex:

@@ -46,13 +46,17 @@ class PackWriter:
         self.pack_path = packs_dir / f"{stem}{PACK_SUFFIX}"
         self.table_path = packs_dir / f"{stem}{TABLE_SUFFIX}"
         self._handle = self.pack_path.open("xb")
-        self._entries: list[bytes] = []
+        self._entries: dict[bytes, bytes] = {}  # digest -> its table entry
         self._offset = 0
 
     def add(self, digest: bytes, shard: bytes) -> None:
         self._handle.write(shard)
-        self._entries.append(_ENTRY.pack(digest, self._offset, len(shard)))
+        self._entries[digest] = _ENTRY.pack(digest, self._offset, len(shard))
         self._offset += len(shard)
+
+    def forget(self, digest: bytes) -> None:
+        """Leave a shard added before out of the table (its bytes stay in the pack, which goes as a whole)."""
+        self._entries.pop(digest, None)
 
     @property
     def count(self) -> int:
@@ -64,10 +68,9 @@ class PackWriter:
         if not self._entries:
             self.pack_path.unlink(missing_ok=True)
             return None
-        self._entries.sort()
         temporary = self.table_path.with_name(f".{self.table_path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
         try:
-            temporary.write_bytes(b"".join(self._entries))
+            temporary.write_bytes(b"".join(sorted(self._entries.values())))
             temporary.replace(self.table_path)
         except BaseException:
             temporary.unlink(missing_ok=True)

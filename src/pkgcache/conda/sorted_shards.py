@@ -1,0 +1,422 @@
+"""Shards made while a sorted repodata is read: the shape every indexer writes, and a first build's fast way.
+
+conda-index and rattler's indexer write repodata.json with its keys in order (`info`, `packages`,
+`packages.conda`, `removed`) and each section's file names sorted; mirrors copy the file as it is. A package's
+file names all start with `<name>-`, so its records are one stretch of each section, and once the last record
+section has gone past every file name that starts with `<name>-`, the package's shard is complete but for
+`removed`, which comes after the sections and names few packages. So the shard is made then, by a forked child,
+while the rest of the file is still being read (or downloaded), instead of in a pass over buckets after the last
+byte (shard_builder): on a slow link the shards are ready moments after it, and on a fast one the two halves of
+the work run on two cores at once. A package that `removed` names after its shard was made has its shard made
+again; the first one is left out of the pack's table.
+
+The reader packs each package's records of a section in one call (msgspec; digests as bytes, as shard_buckets
+does) into a spill file, and hands a child the stretches of a package once it is complete; the child reads them
+back and makes the very bytes shard_builder makes from buckets (tests/test_sorted_shards.py compares the two).
+Anything but that shape (a file name out of order, or not starting with its record's `<name>-`; a name with
+capitals; a `v3` section; a malformed file) raises Declined, and shard_builder builds from buckets instead.
+Memory: the stretches' offsets (a few numbers per package name) and the records of one package at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import os
+import threading
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import msgpack
+import msgspec
+
+from pkgcache.conda.repodata_runs import Declined, RecordRun
+from pkgcache.conda.repodata_stream import RECORD_SECTIONS, Info, Removed
+from pkgcache.conda.shard_buckets import ENCODER, BucketCounts, name_from_file_name, read_runs
+from pkgcache.conda.shard_output import OutputCounts, ShardOutput
+from pkgcache.conda.shard_packs import PackWriter
+
+SECTION_NUMBERS = {section: number for number, section in enumerate(RECORD_SECTIONS)}
+SPILL_NAME = "sorted.spill"
+_BEFORE_FIRST = object()
+JOB_BUFFER = 64 << 10
+# The first bytes of a stream kept so that a build declined early (a repodata that is not sorted shows it within
+# its first records) starts over from them instead of waiting for the whole download.
+REWIND_BYTES = 8 << 20
+
+
+@dataclass
+class SortedBuild:
+    info: dict[str, Any]
+    entries: list[bytes]  # `<name>\0<digest>`, in no order
+    tables: list[Path]
+    counts: OutputCounts
+
+
+def build_sorted(
+    repodata_path: Path,
+    source: BinaryIO | None,
+    work: Path,
+    shards_dir: Path,
+    packs_dir: Path,
+    read: BucketCounts,
+    makers: int,
+) -> SortedBuild:
+    """Make the shards of a sorted repodata as it is read (from `source`, else the file), with `makers` forked
+    children making them; Declined when the repodata does not have that shape (see the module docstring)."""
+    spill_path = work / SPILL_NAME
+    spill = os.open(spill_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    children: list[_Maker] = []
+    try:
+        for _ in range(max(1, makers)):
+            children.append(_fork_maker(spill_path, shards_dir, packs_dir, children))
+        reader = _SortedReader(spill, children, read)
+        reader.read(read_runs(repodata_path, source))
+        for child in children:
+            child.finish()
+        outcomes = [child.outcome() for child in children]
+    except BrokenPipeError:  # a child stopped taking jobs: it failed, and says why
+        errors = [child.abandon() for child in children]
+        raise OSError(f"making shards: {next(filter(None, errors), 'a child making shards died')}") from None
+    except BaseException:
+        for child in children:
+            child.abandon()
+        raise
+    finally:
+        os.close(spill)
+    total, entries, tables = OutputCounts(), [], []
+    for outcome in outcomes:
+        if "error" in outcome:
+            raise OSError(f"making shards: {outcome['error']}")
+        for key, value in outcome["counts"].items():
+            setattr(total, key, getattr(total, key) + value)
+        entries += outcome["entries"]
+        tables += [Path(table) for table in outcome["tables"]]
+    return SortedBuild(reader.info, entries, tables, total)
+
+
+# --- the reader: records into the spill file, complete packages to the children ---
+
+
+class _SortedReader:
+    def __init__(self, spill: int, children: list[_Maker], counts: BucketCounts) -> None:
+        self.spill = spill
+        self.children = children
+        self.counts = counts
+        self.info: dict[str, Any] = {}
+        self.offset = 0  # of the spill file's end, buffer included
+        self.buffer = bytearray()
+        # name -> [section number, offset, length, records] of each stretch, a name being here once it is known;
+        # once its shard is made, the same packed (a tenth of the memory: it is kept only for a late `removed`).
+        self.stretches: dict[str, list[list[int]] | bytes] = {}
+        self.removed: dict[str, list[str]] = {}
+        self.pending: list[str] = []  # heap of "<name>-" of the packages whose shard is not made yet
+        self.late: set[str] = set()  # closed, then named by `removed`
+        self.sections_done: set[int] = set()
+        self.section: int | None = None
+        self.last_file = ""
+
+    def read(self, items: Iterator[Info | RecordRun | Removed]) -> None:
+        for item in items:
+            if type(item) is RecordRun:
+                self._run(item)
+            elif type(item) is Removed:
+                self._removed(item.filename)
+            elif type(item) is Info:
+                self.info = item.info
+        self._write_spill()
+        while self.pending:
+            self._close(heapq.heappop(self.pending)[:-1])
+        for name in sorted(self.late):
+            self._send(name)
+
+    def _run(self, run: RecordRun) -> None:
+        self._enter_section(run.section)
+        try:
+            self.last_file = self._pack_run(run.records, self.section, self.last_file)  # type: ignore[arg-type]
+        except (TypeError, ValueError) as exc:  # a digest that is not hex text
+            raise Declined(str(exc)) from None
+        self.counts.records += len(run.records)
+        self._write_spill()
+        if len(self.sections_done) == len(RECORD_SECTIONS) - 1:  # the last record section: packages end here
+            self._close_passed(self.last_file)
+        self._flush_jobs()
+
+    def _pack_run(self, records: dict[str, Any], section: int, last: str) -> str:
+        """Check and pack a run's records, a package's stretch at a time; return the run's last file name. The
+        builder's inner loop when the repodata is sorted (one turn per record), so written flat."""
+        encode, fromhex = ENCODER.encode, bytes.fromhex
+        name: object = _BEFORE_FIRST  # equal to no record's name, None included
+        prefix, group = "", {}
+        for filename, record in records.items():
+            if filename <= last:
+                raise Declined(f"{filename!r} comes after {last!r}")
+            last = filename
+            record_name = record.get("name")
+            if record_name != name:
+                if group:
+                    self._add_group(section, name, group, encode)  # type: ignore[arg-type]
+                name, group = _checked_name(record_name), {}
+                prefix = f"{name}-"
+            if not filename.startswith(prefix):
+                raise Declined(f"{filename!r} does not start with {prefix!r}")
+            sha256, md5 = record.get("sha256"), record.get("md5")
+            if sha256:  # absent, null or empty: kept as it is (shard_buckets does the same)
+                if len(digest := fromhex(sha256)) != 32:
+                    raise Declined(f"{filename}: sha256 is not a hex digest")
+                record["sha256"] = digest
+            if md5:
+                if len(digest := fromhex(md5)) != 16:
+                    raise Declined(f"{filename}: md5 is not a hex digest")
+                record["md5"] = digest
+            group[filename] = record
+        if group:
+            self._add_group(section, name, group, encode)  # type: ignore[arg-type]
+        return last
+
+    def _enter_section(self, section: str) -> None:
+        number = SECTION_NUMBERS.get(section)
+        if number is None:
+            raise Declined(f"a {section!r} section")
+        if number == self.section:
+            return
+        if number in self.sections_done:
+            raise Declined(f"{section!r} twice")
+        if self.section is not None:
+            self.sections_done.add(self.section)
+        self.section, self.last_file = number, ""
+
+    def _add_group(self, section: int, name: str, group: dict[str, Any], encode: Any) -> None:
+        """One package's consecutive records of a section, packed as a msgpack map body into the spill."""
+        try:
+            packed = encode(group)
+        except (OverflowError, ValueError, TypeError) as exc:
+            raise Declined(str(exc)) from None
+        body = memoryview(packed)[_map_header_length(len(group)) :]
+        stretches = self._known(name)
+        if type(stretches) is bytes:
+            raise Declined(f"records of {name!r} after its shard was made")
+        last = stretches[-1] if stretches else None
+        if last is not None and last[0] == section and last[1] + last[2] == self.offset:
+            last[2] += len(body)
+            last[3] += len(group)
+        else:
+            stretches.append([section, self.offset, len(body), len(group)])
+        self.buffer += body
+        self.offset += len(body)
+
+    def _known(self, name: str) -> list[list[int]] | bytes:
+        stretches = self.stretches.get(name)
+        if stretches is None:
+            stretches = self.stretches[name] = []
+            heapq.heappush(self.pending, f"{name}-")
+        return stretches
+
+    def _removed(self, filename: str) -> None:
+        name = name_from_file_name(filename)
+        if name is None:
+            self.counts.removed_skipped += 1
+            return
+        self.counts.removed += 1
+        self.removed.setdefault(name, []).append(filename)
+        if type(self._known(name)) is bytes:
+            self.late.add(name)
+
+    def _close_passed(self, last_file: str) -> None:
+        """Make the shards of the packages whose file names all sort before `last_file` (they are complete)."""
+        pending = self.pending
+        while pending and pending[0] < last_file and not last_file.startswith(pending[0]):
+            self._close(heapq.heappop(pending)[:-1])
+
+    def _close(self, name: str) -> None:
+        self.stretches[name] = ENCODER.encode(self.stretches[name])
+        self._send(name)
+
+    def _send(self, name: str) -> None:
+        stretches = msgspec.Raw(self.stretches[name])  # packed: the package's shard has been made once
+        job = ENCODER.encode((name, stretches, self.removed.get(name, [])))
+        child = self.children[zlib.crc32(name.encode()) % len(self.children)]
+        child.jobs.write(len(job).to_bytes(4, "big") + job)
+
+    def _flush_jobs(self) -> None:
+        for child in self.children:
+            child.jobs.flush()
+
+    def _write_spill(self) -> None:
+        view = memoryview(self.buffer)
+        while view:
+            view = view[os.write(self.spill, view) :]
+        view.release()
+        self.buffer.clear()
+
+
+def _checked_name(name: object) -> str:
+    if type(name) is not str or not name or "\0" in name or name != name.lower():
+        raise Declined(f"a record named {name!r}")
+    return name
+
+
+def _map_header_length(count: int) -> int:
+    return 1 if count < 16 else 3 if count < 1 << 16 else 5
+
+
+def _map_header(count: int) -> bytes:
+    if count < 16:
+        return bytes((0x80 | count,))
+    if count < 1 << 16:
+        return b"\xde" + count.to_bytes(2, "big")
+    return b"\xdf" + count.to_bytes(4, "big")
+
+
+# --- the children: stretches into shards ---
+
+
+class _Maker:
+    """A forked child making shards from jobs (`<4-byte length><msgpack [name, stretches, removed]>`); a zero
+    length ends them, and its outcome comes back on `results`. Jobs ending without it: the child drops its pack."""
+
+    def __init__(self, pid: int, jobs: BinaryIO, results: int) -> None:
+        self.pid = pid
+        self.jobs = jobs
+        self.results = results
+
+    def finish(self) -> None:
+        self.jobs.write(b"\0\0\0\0")
+        self.jobs.close()
+
+    def outcome(self) -> dict[str, Any]:
+        answer = self._answer()
+        return msgpack.unpackb(answer) if answer else {"error": "a child making shards died"}  # type: ignore[no-any-return]
+
+    def abandon(self) -> str | None:
+        """Stop the child (its jobs end without their end: it drops its pack); the error it gave, if any."""
+        with contextlib.suppress(OSError):
+            self.jobs.close()
+        answer = self._answer()
+        error = msgpack.unpackb(answer).get("error") if answer else None
+        return str(error) if error else None
+
+    def _answer(self) -> bytes:
+        """What the child wrote back (once: b"" after that), and its exit waited for."""
+        if self.results < 0:
+            return b""
+        answer = b""
+        with contextlib.suppress(OSError), os.fdopen(self.results, "rb") as pipe:
+            answer = pipe.read()
+        self.results = -1
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        return answer
+
+
+def _fork_maker(spill_path: Path, shards_dir: Path, packs_dir: Path, earlier: list[_Maker]) -> _Maker:
+    jobs_in, jobs_out = os.pipe()
+    results_in, results_out = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(jobs_in)
+        os.close(results_out)
+        return _Maker(pid, os.fdopen(jobs_out, "wb", buffering=JOB_BUFFER), results_in)
+    status = 1
+    try:
+        os.close(jobs_out)
+        os.close(results_in)
+        for other in earlier:  # their job pipes must end when the reader closes them, not when this child does
+            os.close(other.jobs.fileno())
+            os.close(other.results)
+        outcome = _make_shards(jobs_in, spill_path, shards_dir, packs_dir)
+        status = 0 if outcome is not None else 1
+    except BaseException as exc:
+        outcome = {"error": f"{type(exc).__name__}: {exc}"}
+    if outcome is not None:
+        with contextlib.suppress(OSError), os.fdopen(results_out, "wb") as pipe:
+            pipe.write(msgpack.packb(outcome))
+    os._exit(status)
+
+
+def _make_shards(jobs_fd: int, spill_path: Path, shards_dir: Path, packs_dir: Path) -> dict[str, Any] | None:
+    """The child's work; None when the jobs ended without their end (the build was given up)."""
+    decoder = msgspec.msgpack.Decoder()
+    spill = os.open(spill_path, os.O_RDONLY)
+    try:
+        with os.fdopen(jobs_fd, "rb") as jobs, PackWriter(packs_dir) as pack:
+            output = ShardOutput(shards_dir, pack)
+            while True:
+                header = jobs.read(4)
+                size = int.from_bytes(header, "big")
+                if len(header) == 4 and size == 0:
+                    break
+                job = jobs.read(size) if len(header) == 4 else b""
+                if len(job) != size or not job:
+                    pack.discard()
+                    return None
+                name, stretches, removed = decoder.decode(job)
+                output.add(name, _shard_of(spill, stretches, removed))
+            table = pack.close()
+    finally:
+        os.close(spill)
+    return {"entries": output.entries(), "tables": [str(table)] if table else [], "counts": output.counts.__dict__}
+
+
+def _shard_of(spill: int, stretches: list[list[int]], removed: list[str]) -> bytes:
+    """The shard's msgpack, as shard_builder's `_shard_bytes` writes it: both sections, file names in order."""
+    bodies: list[list[bytes]] = [[] for _ in RECORD_SECTIONS]
+    counts = [0] * len(RECORD_SECTIONS)
+    for section, offset, length, records in stretches:
+        body = os.pread(spill, length, offset)
+        if len(body) != length:
+            raise OSError(f"the spill file ends at {offset + len(body)}, before {offset + length}")
+        bodies[section].append(body)
+        counts[section] += records
+    shard: dict[str, Any] = {
+        section: msgspec.Raw(_map_header(counts[number]) + b"".join(bodies[number]))
+        for number, section in enumerate(RECORD_SECTIONS)
+    }
+    shard["removed"] = sorted(set(removed))
+    return ENCODER.encode(shard)
+
+
+# --- a stream that can start over ---
+
+
+class Rewindable:
+    """A stream whose first REWIND_BYTES are kept, so that it can be read from the start once more.
+
+    Reads may come from two threads (a read-ahead thread of the first reading may still be in one): a lock keeps
+    the kept bytes in the order they were read.
+    """
+
+    def __init__(self, stream: BinaryIO, keep: int = REWIND_BYTES) -> None:
+        # One read of the pipe at a time, not as many as a whole `size` takes: a signal (SIGTERM, the service
+        # stopping the build) that comes during a read that then succeeds is only acted on between two reads.
+        self._read = getattr(stream, "read1", stream.read)
+        self._keep = keep
+        self._kept: bytearray | None = bytearray()
+        self._replay: memoryview | None = None
+        self._lock = threading.Lock()
+
+    def read(self, size: int = -1) -> bytes:
+        with self._lock:
+            if self._replay:
+                chunk = bytes(self._replay[: size if size >= 0 else len(self._replay)])
+                self._replay = self._replay[len(chunk) :]
+                return chunk
+            chunk = self._read(size)
+            if self._kept is not None and self._replay is None:
+                if len(self._kept) + len(chunk) <= self._keep:
+                    self._kept += chunk
+                else:
+                    self._kept = None
+            return chunk
+
+    def rewind(self) -> bool:
+        """Read from the start again; False when more than the kept bytes were read already (or it was done)."""
+        with self._lock:
+            if self._kept is None or self._replay is not None:
+                return False
+            self._replay = memoryview(bytes(self._kept))
+            self._kept = None
+            return True

@@ -1,0 +1,292 @@
+"""Shards made while a sorted repodata is read (conda/sorted_shards.py): the very bytes the bucket way makes, for
+every shape it takes; the shapes it declines go the bucket way; a stream declined early starts over; a failing
+or stopped build leaves no pack behind."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import zstandard
+
+from pkgcache.conda import shard_builder, shard_output, sorted_shards
+from pkgcache.conda.shard_builder import SHARDS_INDEX_NAME, ShardBuildResult
+from pkgcache.conda.sorted_shards import Rewindable
+from tests.fakes.synthetic_repodata import write_synthetic_repodata
+from tests.test_shard_builder import build
+
+
+def both_ways(repodata: Path, root: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ShardBuildResult, ShardBuildResult]:
+    """Build while reading, then from buckets (the sorted way turned off), and check the two made the same files."""
+    read = build(repodata, root / "sorted")
+    with monkeypatch.context() as patched:
+        patched.setattr(shard_builder, "_build_sorted", lambda *_: None)
+        bucketed = build(repodata, root / "buckets")
+    assert not bucketed.made_while_reading
+    assert files_of(root / "sorted") == files_of(root / "buckets")
+    for key in ("shards", "records", "removed", "removed_skipped", "shards_written", "shard_bytes", "index_size"):
+        assert getattr(read, key) == getattr(bucketed, key), key
+    return read, bucketed
+
+
+def files_of(subdir: Path) -> dict[str, bytes]:
+    found = {path.name: path.read_bytes() for path in (subdir / "shards").iterdir()}
+    found[SHARDS_INDEX_NAME] = (subdir / SHARDS_INDEX_NAME).read_bytes()
+    return found
+
+
+def record(name: str, version: str, **extra: Any) -> dict[str, Any]:
+    digest = f"{name}{version}".encode().hex()
+    return {
+        "build": "h0_0",
+        "build_number": 0,
+        "depends": [],
+        "md5": (digest * 16)[:32],
+        "name": name,
+        "sha256": (digest * 32)[:64],
+        "version": version,
+        **extra,
+    }
+
+
+def section(*packages: tuple[str, str], ext: str, **extra: Any) -> dict[str, Any]:
+    return {f"{name}-{version}-h0_0{ext}": record(name, version, **extra) for name, version in sorted(packages)}
+
+
+def write(path: Path, document: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(document, indent=1))
+    return path
+
+
+PREFIXED = [("fo", "1"), ("foo", "1.0"), ("foo", "2.0"), ("foo-bar", "1"), ("foo-bar-baz", "3"), ("foo2", "1")]
+SORTED_SHAPES: dict[str, dict[str, Any]] = {
+    "names that start with other names": {
+        "info": {"subdir": "linux-64"},
+        "packages": section(*PREFIXED, ("zlib", "1"), ext=".tar.bz2"),
+        "packages.conda": section(*PREFIXED, ("only-conda", "1"), ext=".conda"),
+    },
+    "removed names packages made already, packages with no records, and no package": {
+        "info": {"subdir": "linux-64"},
+        "packages": section(("alpha", "1"), ("beta", "1"), ext=".tar.bz2"),
+        "packages.conda": section(("alpha", "2"), ("gamma", "1"), ext=".conda"),
+        "removed": ["alpha-0.1-h0_0.tar.bz2", "alpha-0.1-h0_0.tar.bz2", "ghost-1-h0_0.conda", "README.txt"],
+    },
+    "removed first, packages.conda before packages": {
+        "removed": ["beta-0.1-h0_0.conda", "zed-1-h0_0.conda"],
+        "packages.conda": section(("alpha", "2"), ("beta", "1"), ext=".conda"),
+        "packages": section(("alpha", "1"), ext=".tar.bz2"),
+        "info": {"subdir": "linux-64"},
+    },
+    "one section only": {"info": {"subdir": "noarch"}, "packages": section(("a", "1"), ("b", "2"), ext=".tar.bz2")},
+    "empty sections": {"info": {"subdir": "linux-64"}, "packages": {}, "packages.conda": {}, "removed": []},
+    "digests absent, null or empty": {
+        "info": {"subdir": "linux-64"},
+        "packages.conda": {
+            "a-1-h0_0.conda": {"name": "a", "version": "1", "sha256": None},
+            "a-2-h0_0.conda": {"name": "a", "version": "2", "md5": ""},
+            "b-1-h0_0.conda": {"name": "b", "version": "1"},
+        },
+    },
+    "a package with more records than a small map holds": {
+        "info": {"subdir": "linux-64"},
+        "packages.conda": section(*[("many", f"1.{n:03d}") for n in range(40)], ext=".conda"),
+    },
+}
+
+
+@pytest.mark.parametrize("shape", SORTED_SHAPES)
+def test_a_sorted_repodata_gives_the_bytes_the_bucket_way_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shape: str
+) -> None:
+    repodata = write(tmp_path / "repodata.json", SORTED_SHAPES[shape])
+    read, _ = both_ways(repodata, tmp_path, monkeypatch)
+    assert read.made_while_reading
+
+
+def test_a_large_sorted_repodata_gives_the_same_bytes_read_plain_or_compressed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synthetic = write_synthetic_repodata(tmp_path / "repodata.json", size=4_000_000, seed=21, sort_keys=True)
+    zst = tmp_path / "repodata.json.zst"
+    zst.write_bytes(zstandard.ZstdCompressor().compress(synthetic.path.read_bytes()))
+    for number, source in enumerate((synthetic.path, zst)):
+        read, _ = both_ways(source, tmp_path / str(number), monkeypatch)
+        assert read.made_while_reading and read.records == synthetic.records and read.shards == synthetic.names
+        # `removed` names ~500 packages after their shards were made: made again, the first ones left out.
+        assert read.shards_written == read.shards
+
+
+DECLINED_SHAPES: dict[str, dict[str, Any]] = {
+    "file names out of order": {
+        "info": {"subdir": "linux-64"},
+        "packages": dict(reversed(section(("a", "1"), ("b", "1"), ext=".tar.bz2").items())),
+    },
+    "a file name that is not its record's": {
+        "info": {"subdir": "linux-64"},
+        "packages": {"a-1-h0_0.tar.bz2": record("b", "1"), "c-1-h0_0.tar.bz2": record("c", "1")},
+    },
+    "a name with capitals": {"info": {"subdir": "linux-64"}, "packages": section(("Abc", "1"), ext=".tar.bz2")},
+    "a v3 section": {
+        "info": {"subdir": "linux-64"},
+        "packages": section(("a", "1"), ext=".tar.bz2"),
+        "v3": {"whl": {"a-1-py3-none-any.whl": record("a", "1")}},
+    },
+    "a digest that is not hex": {
+        "info": {"subdir": "linux-64"},
+        "packages": {"a-1-h0_0.tar.bz2": {"name": "a", "sha256": 5}},
+    },
+}
+
+
+@pytest.mark.parametrize("shape", DECLINED_SHAPES)
+def test_what_the_sorted_way_declines_goes_the_bucket_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shape: str
+) -> None:
+    repodata = write(tmp_path / "repodata.json", DECLINED_SHAPES[shape])
+    if shape == "a digest that is not hex":  # the bucket way says what is wrong
+        with pytest.raises(shard_builder.MalformedRepodata, match="sha256"):
+            build(repodata, tmp_path / "out")
+        assert list((tmp_path / "out" / "shard-packs").iterdir()) == []
+        return
+    read, _ = both_ways(repodata, tmp_path, monkeypatch)
+    assert not read.made_while_reading
+
+
+@pytest.mark.parametrize("count", [0, 1, 15, 16, 17, 255, 65535, 65536, 1 << 20])
+def test_map_headers_are_msgpacks(count: int) -> None:
+    header = msgpack.Packer().pack_map_header(count)
+    assert sorted_shards._map_header(count) == header
+    assert sorted_shards._map_header_length(count) == len(header)
+
+
+def test_a_pipe_declined_early_is_read_again_from_its_start_not_from_the_file(tmp_path: Path) -> None:
+    """An unsorted repodata arriving on a stream (its download): the stream is read again from the bytes kept,
+    at once, instead of waiting for the download to end and reading the file."""
+    document = DECLINED_SHAPES["file names out of order"]
+    data = json.dumps(document).encode()
+    missing = tmp_path / "not-downloaded-yet" / "repodata.json"
+    result = shard_builder.build_shards(
+        missing, tmp_path / "shards", base_url="", shards_base_url="./shards/", source=io.BytesIO(data)
+    )
+    assert not result.made_while_reading and result.records == 2 and result.shards == 2
+
+
+def test_a_stream_declined_late_is_drained_and_the_file_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sorted_shards, "REWIND_BYTES", 1000)
+    synthetic = write_synthetic_repodata(tmp_path / "repodata.json", size=2_500_000, seed=5, sort_keys=True)
+    document = json.loads(synthetic.path.read_text())
+    conda = list(document["packages.conda"].items())
+    conda[-2], conda[-1] = conda[-1], conda[-2]  # out of order at the very end
+    document["packages.conda"] = dict(conda)
+    write(synthetic.path, document)
+    source = io.BytesIO(synthetic.path.read_bytes())
+    result = shard_builder.build_shards(
+        synthetic.path, tmp_path / "shards", base_url="", shards_base_url="./shards/", source=source
+    )
+    assert not result.made_while_reading and result.records == synthetic.records
+    assert source.tell() == len(source.getvalue())  # drained before the file was read
+
+
+def test_rewindable_gives_the_kept_bytes_again_once() -> None:
+    stream = Rewindable(io.BytesIO(b"0123456789"), keep=6)
+    assert stream.read(4) == b"0123"
+    assert stream.rewind()
+    assert stream.read(3) + stream.read(3) + stream.read(10) == b"0123456789"
+    assert not stream.rewind()  # once only
+    too_far = Rewindable(io.BytesIO(b"0123456789"), keep=6)
+    assert too_far.read(4) + too_far.read(4) == b"01234567"
+    assert not too_far.rewind()
+
+
+def test_a_child_that_fails_fails_the_build_and_leaves_no_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synthetic = write_synthetic_repodata(tmp_path / "repodata.json", size=1_500_000, seed=6, sort_keys=True)
+    made = {"count": 0}
+    real_add = shard_output.ShardOutput.add
+
+    def fail_after_a_few(self: shard_output.ShardOutput, name: str, shard: bytes) -> None:
+        made["count"] += 1  # in the forked child: its own copy
+        if made["count"] > 20:
+            raise OSError(28, "No space left on device")
+        real_add(self, name, shard)
+
+    monkeypatch.setattr(shard_output.ShardOutput, "add", fail_after_a_few)
+    with pytest.raises(OSError, match="No space left on device"):
+        shard_builder.build_shards(synthetic.path, tmp_path / "shards", base_url="", shards_base_url="./shards/")
+    assert list((tmp_path / "shard-packs").iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_builder_stopped_midway_leaves_no_pack_and_no_child(tmp_path: Path) -> None:
+    """The service stops a builder whose download broke off (SIGTERM): the children making shards end with it and
+    drop their packs, and its work folder goes."""
+    synthetic = write_synthetic_repodata(tmp_path / "repodata.json", size=3_000_000, seed=7, sort_keys=True)
+    data = synthetic.path.read_bytes()
+    arguments = {
+        "repodata_path": str(synthetic.path),
+        "shards_dir": str(tmp_path / "out" / "shards"),
+        "base_url": "",
+        "shards_base_url": "./shards/",
+        "from_stdin": True,
+    }
+    builder = subprocess.Popen(
+        [sys.executable, "-m", "pkgcache.conda.shard_builder", json.dumps(arguments)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert builder.stdin is not None
+    builder.stdin.write(data[: len(data) * 3 // 4])  # shards of the first packages are being made by now
+    builder.stdin.flush()
+    packs = tmp_path / "out" / "shard-packs"
+    deadline = time.monotonic() + 30
+    while not any(packs.glob("*.pack")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    children = _children_of(builder.pid)
+    assert children, "no child making shards"
+    builder.send_signal(signal.SIGTERM)
+    assert builder.wait(timeout=30) == 143
+    builder.stdin.close()
+    deadline = time.monotonic() + 10
+    while any(_alive(child) for child in children) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(_alive(child) for child in children)
+    assert list(packs.iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["shard-packs", "shards"]
+
+
+def _children_of(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_pack_writer_forgets_a_shard_made_again(tmp_path: Path) -> None:
+    from pkgcache.conda.shard_packs import PackWriter, explode_packs
+
+    first, second = hashlib.sha256(b"first").digest(), hashlib.sha256(b"second").digest()
+    pack = PackWriter(tmp_path / "packs")
+    pack.add(first, b"first")
+    pack.add(second, b"second")
+    pack.forget(first)
+    assert pack.close() is not None
+    (tmp_path / "shards").mkdir()
+    assert explode_packs(tmp_path / "packs", tmp_path / "shards") == 1
+    assert os.listdir(tmp_path / "shards") == [shard_output.shard_file_name(second)]
