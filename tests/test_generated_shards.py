@@ -48,6 +48,15 @@ def _cache(make_cache: Callable[..., RunningCache], mirror: MirrorLikeUpstream) 
     return make_cache(["http://127.0.0.1:9/simple/"], conda=conda)
 
 
+def _access_lines(capsys: pytest.CaptureFixture[str], wait_for: str) -> list[str]:
+    """What pkgcache's access log wrote (after "pkgcache.access: "), once a line with `wait_for` is among them."""
+    written, deadline = capsys.readouterr().err, time.monotonic() + 5
+    while wait_for not in written and time.monotonic() < deadline:
+        time.sleep(0.05)
+        written += capsys.readouterr().err
+    return [line.partition("pkgcache.access: ")[2] for line in written.splitlines() if "pkgcache.access: " in line]
+
+
 def _client_requests(capsys: pytest.CaptureFixture[str], wait_for: str) -> list[str]:
     """The conda requests pkgcache logged (method and path), once a line with `wait_for` is among them."""
     written, deadline = "", time.monotonic() + 5
@@ -262,3 +271,71 @@ def test_first_shards_are_made_from_the_repodata_as_it_downloads(
     url = f"{cache.url}/conda/cloud/conda-forge"
     _, solved = install(tmp_path, [url], ["app"], name="client")
     assert installed_names(solved) == APP_TREE
+
+
+def test_shards_named_in_prebuild_shards_are_made_before_any_client_asks(
+    mirror: MirrorLikeUpstream,
+    channel: Path,
+    make_cache: Callable[..., RunningCache],
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """`[conda] prebuild_shards`: the primary makes the named subdirs' shards at start, with no client asking; a
+    client's first solve then finds them made (its shard-index requests are cache hits), and a change of the
+    repodata is picked up without a client too."""
+    caplog.set_level(logging.INFO, logger="pkgcache.access")  # the access log is written (to stderr)
+    base = f"{mirror.url}/anaconda/"
+    upstream = {"name": "mirror", "pkgs_url": base + "pkgs/", "cloud_url": base + "cloud/"}
+    subdirs = [f"cloud/conda-forge/{subdir}" for subdir in ("noarch", SUBDIR)]
+    conda = {"upstreams": [upstream], "channels": ["cloud/conda-forge"], "index_ttl": 0, "prebuild_shards": subdirs}
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr("pkgcache.conda.shards_ahead.MIN_INTERVAL", 0.5)
+        cache = make_cache(["http://127.0.0.1:9/simple/"], conda=conda)
+        deadline = time.monotonic() + 30
+        made: dict[str, Any] = {}
+        while time.monotonic() < deadline and not all(subdir in made for subdir in subdirs):
+            time.sleep(0.1)
+            made = json.loads(cache.get("/-/status").body)["conda"]["shards"]["made_here"]
+        assert all(subdir in made for subdir in subdirs), made
+        before_any_client = _access_lines(capsys, "GET /-/status")
+        assert any("GET /-/status" in line for line in before_any_client)  # the access log is read here...
+        assert not [line for line in before_any_client if "/conda/" in line]  # ...and no client asked
+        assert mirror.count(f"/{SUBDIR}/repodata.json") >= 1
+
+        _, solved = install(tmp_path, [f"{cache.url}/conda/cloud/conda-forge"], ["app"], name="client")
+        assert installed_names(solved) == APP_TREE
+        index_answers = [line for line in _access_lines(capsys, "/shards/") if f"/{SUBDIR}/{SHARD_INDEX}" in line]
+        assert index_answers and all(" 200 cache=hit " in line for line in index_answers), index_answers
+        _assert_shards_hold_the_repodata(cache, channel)
+
+        # The repodata changes; with nobody asking, the next round sees it and the shards are made again.
+        _change(channel / SUBDIR / "repodata.json", remove=["libfoo-1.1-h1_0.conda"])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            shards = _unpack(cache.get(f"/conda/cloud/conda-forge/{SUBDIR}/{SHARD_INDEX}").body)["shards"]
+            libfoo = _unpack(
+                cache.get(f"/conda/cloud/conda-forge/{SUBDIR}/shards/{shards['libfoo'].hex()}.msgpack.zst").body
+            )
+            if "libfoo-1.1-h1_0.conda" in libfoo["removed"]:
+                break
+            time.sleep(0.2)
+        assert "libfoo-1.1-h1_0.conda" in libfoo["removed"]
+
+
+def test_prebuild_shards_must_name_a_served_channel_and_a_subdir() -> None:
+    from pydantic import ValidationError
+
+    from pkgcache.config import CondaConfig
+
+    assert CondaConfig(prebuild_shards=["/cloud/conda-forge/linux-64/"]).prebuild_shards == [
+        "cloud/conda-forge/linux-64"
+    ]
+    for wrong in (
+        "cloud/elsewhere/linux-64",
+        "cloud/conda-forge",
+        "conda-forge/linux-64",
+        "cloud/conda-forge/Linux 64",
+    ):
+        with pytest.raises(ValidationError, match="prebuild_shards"):
+            CondaConfig(prebuild_shards=[wrong])

@@ -14,6 +14,7 @@ import contextvars
 import copy
 import hashlib
 import os
+import re
 import sys
 import tomllib
 from collections.abc import Mapping
@@ -259,6 +260,8 @@ class AccessConfig(_Section):
         return value
 
 
+_SUBDIR_SHAPE = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+
 DEFAULT_CONDA_CHANNELS = [
     "pkgs/main",
     "pkgs/r",
@@ -277,6 +280,8 @@ class CondaConfig(_UpstreamSide, CondaPolicySettings):
     upstreams: list[CondaUpstream] = Field(default_factory=lambda: list(DEFAULT_CONDA_UPSTREAMS), validate_default=True)
     channels: list[str] = Field(default_factory=lambda: list(DEFAULT_CONDA_CHANNELS))
     index_ttl: float = Field(300.0, ge=0, description="seconds a repodata file is fresh")
+    # "<channel>/<subdir>" whose shards are made ahead of any request (conda/shards_ahead.py).
+    prebuild_shards: list[str] = Field(default_factory=list)
 
     @field_validator("channels")
     @classmethod
@@ -286,6 +291,18 @@ class CondaConfig(_UpstreamSide, CondaPolicySettings):
             if len(parts) != 2 or parts[0] not in ("pkgs", "cloud") or not parts[1]:
                 raise ValueError(f"channel {channel!r} must look like 'pkgs/NAME' or 'cloud/NAME'")
         return [channel.strip("/") for channel in value]
+
+    @model_validator(mode="after")
+    def _prebuilt_subdirs_served(self) -> CondaConfig:
+        for entry in self.prebuild_shards:
+            channel, _, subdir = entry.strip("/").rpartition("/")
+            if channel not in self.channels or not _SUBDIR_SHAPE.fullmatch(subdir):
+                raise ValueError(
+                    f"prebuild_shards entry {entry!r} must be CHANNEL/SUBDIR with CHANNEL one of conda.channels "
+                    "(like 'cloud/conda-forge/linux-64')"
+                )
+        self.prebuild_shards = [entry.strip("/") for entry in self.prebuild_shards]
+        return self
 
 
 _toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("pkgcache_toml_path", default=None)

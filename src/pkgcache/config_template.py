@@ -60,6 +60,10 @@ KEY_NOTES: dict[str, str] = {
     "conda.upstreams": "Mirrors to use, in order of preference: preset names or base URLs (see below).",
     "conda.channels": "Channels served: pkgs/NAME (Anaconda's own) or cloud/NAME (community, like conda-forge).",
     "conda.index_ttl": "Seconds a repodata file is fresh.",
+    "conda.prebuild_shards": (
+        "CHANNEL/SUBDIR whose sharded repodata is made at start and kept fresh before any client asks "
+        '(like "cloud/conda-forge/linux-64"): fetches that repodata whether or not anyone asks. Empty: on first use.'
+    ),
     "cache.max_size": 'Largest cache size, e.g. "200GB"; least recently used packages are evicted. Unset: no limit.',
     "access.users": "user = password pairs for HTTP basic auth on every read. Empty: reads are open to all.",
     "access.admin_token": "Bearer token (16+ characters) for the admin HTTP API. Unset: the admin API is off.",

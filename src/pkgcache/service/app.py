@@ -19,6 +19,7 @@ from pkgcache.conda.index_files import IndexFiles
 from pkgcache.conda.record_gate import GateRecords
 from pkgcache.conda.replica_channels import ReplicaChannels
 from pkgcache.conda.routes import CONDA_CHANNELS_KEY, add_conda_routes
+from pkgcache.conda.shards_ahead import shards_made_ahead
 from pkgcache.conda.source import ChannelSource
 from pkgcache.conda.upstream_channels import UpstreamChannels
 from pkgcache.config import CondaUpstream, PypiUpstream, Settings, UpstreamPolicy
@@ -172,7 +173,11 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
         index = _pypi_index(settings, pools["pypi"], store, downloader, gate)
         add_pypi_routes(app, index, store.file_use, app.get(FAST_PATH_KEY))
     if "conda" in pools:
-        add_conda_routes(app, _conda_channels(settings, pools["conda"], store, downloader, gate), store.file_use)
+        channels = _conda_channels(settings, pools["conda"], store, downloader, gate)
+        add_conda_routes(app, channels, store.file_use)
+        keeping_shards = None if reads_only else shards_made_ahead(channels, settings.conda)
+        if keeping_shards is not None:  # the writer's work: a replica would hand each request over anyway
+            app.cleanup_ctx.append(keeping_shards)
 
     if worker is not None:
         install_worker(app, worker, cycle.stats)
