@@ -6,7 +6,9 @@ mirror. For each mode, pkgcache starts with an empty cache; `cold` = the first s
 repodata and, sharded, builds the shards in its builder process), `warm` = the same solve again from an empty
 client cache. Bytes to the client = the bytes of every answer in pkgcache's access log during that solve;
 seconds = the client's own fetch-and-solve time (bench/rattler_solve.py, interpreter start left out); peak PSS =
-pkgcache's whole process tree, builder included, sampled every 0.1 s during the cold solve.
+pkgcache's whole process tree, builder included, sampled every 0.1 s during the cold solve. The "made ahead" row
+starts pkgcache with the channel's subdirs in `[conda] prebuild_shards` and waits for its status to report them
+made before the cold solve: what a client sees of a subdir an operator keeps ready.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +33,13 @@ from bench.procs import MemorySampler
 from bench.systems import Pkgcache, Upstream
 from bench.tables import Table, metric
 
-MODES = {"sharded": "shards made here", "zst": "repodata.json.zst"}
+MODES = {
+    "sharded": "shards made here",
+    "ahead": "shards made ahead (prebuild_shards)",
+    "zst": "repodata.json.zst",
+}
+SUBDIRS = ("linux-64", "noarch")
+AHEAD_TIMEOUT = 120
 SOLVE_TIMEOUT = 600
 ACCESS = re.compile(r"pkgcache\.access: (\w+) (\S+) (\d+) cache=\S+ bytes=(\d+)")
 BUILT = re.compile(r"made (\d+) shards for (\S+) in ([\d.]+) s")
@@ -49,9 +58,11 @@ def shards_table(plan: Plan, run_dir: Path, upstream: Upstream, errors: list[str
     table = Table(
         "9. A conda solve with shards made here (issue 12)",
         f"py-rattler solves {', '.join(SPECS)} (8 packages) from `{CHANNEL}`: linux-64 repodata.json of 110 MB, "
-        "no shards upstream. Rows: pkgcache making shards from the cached repodata, and pkgcache with the client "
-        "told not to try shards (so it fetches repodata.json.zst). cold = pkgcache just started with an empty "
-        "cache; warm = the same solve again (client cache empty). MB = bytes pkgcache sent the client; s = the "
+        "no shards upstream. Rows: pkgcache making shards from the cached repodata when first asked; the same with "
+        "the channel's subdirs in `prebuild_shards` (made at start, unasked; the solve begins once pkgcache reports "
+        "them made); pkgcache with the client told not to try shards (so it fetches repodata.json.zst). cold = "
+        "pkgcache just started with an empty cache (and, made ahead, after its start-up build); warm = the same "
+        "solve again (client cache empty). MB = bytes pkgcache sent the client; s = the "
         "client's fetch and solve; peak PSS = pkgcache's process tree (the shard builder included) during the "
         "cold solve; build = the builder's own time, from pkgcache's log.",
         [metric("cold_mb", "cold MB", "lower"), metric("cold_s", "cold (s)", "lower"),
@@ -72,9 +83,12 @@ def shards_table(plan: Plan, run_dir: Path, upstream: Upstream, errors: list[str
 
 def _mode_cells(table: Table, row: str, mode: str, folder: Path, upstream: Upstream, sampler: MemorySampler,
                 errors: list[str], run: int) -> None:  # fmt: skip
-    system = Pkgcache("pkgcache", folder, upstream, channels=(CHANNEL,))
+    ahead = f"prebuild_shards = {json.dumps([f'{CHANNEL}/{subdir}' for subdir in SUBDIRS])}\n"
+    system = Pkgcache("pkgcache", folder, upstream, channels=(CHANNEL,), sections=ahead if mode == "ahead" else "")
     system.start(fresh=True)
     assert system.proc is not None
+    if mode == "ahead" and not _made_ahead(system):
+        errors.append(f"shards: the shards of {CHANNEL} were not made ahead within {AHEAD_TIMEOUT} s")
     window = f"shards-{mode}-{run}"
     sampler.watch("pkgcache", system.proc)
     try:
@@ -92,9 +106,21 @@ def _mode_cells(table: Table, row: str, mode: str, folder: Path, upstream: Upstr
     peak = sampler.windows[window].get("pkgcache")
     table.add(row, "peak_mb", round(peak / 1024, 1) if peak else None)
     table.add(row, "builder_mb", round(builder[0] / 1024, 1) if builder[0] else None)
-    table.add(row, "build_s", _build_seconds(system.run_dir / "server.log") if mode == "sharded" else None)
+    table.add(row, "build_s", _build_seconds(system.run_dir / "server.log") if mode != "zst" else None)
     log(f"shards: {mode}: cold {cold.seconds}s {cold.bytes_to_client / 1e6:.2f} MB, warm {warm.seconds}s "
         f"{warm.bytes_to_client / 1e6:.2f} MB, peak {peak and peak / 1024:.0f} MB")  # fmt: skip
+
+
+def _made_ahead(system: Pkgcache) -> bool:
+    """Wait until pkgcache reports the subdirs' shards made (it started making them at start, unasked)."""
+    deadline = time.monotonic() + AHEAD_TIMEOUT
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{system.base}/-/status", timeout=5) as response:
+            made = json.load(response)["conda"]["shards"]["made_here"]
+        if all(f"{CHANNEL}/{subdir}" in made for subdir in SUBDIRS):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 @contextlib.contextmanager
@@ -151,7 +177,7 @@ def _check_paths(mode: str, state: str, got: Solve, errors: list[str]) -> None:
     """A sharded solve that fell back to the whole repodata (or a .zst solve that did not read it) measures nothing."""
     asked_index = any(p.endswith("/linux-64/repodata_shards.msgpack.zst") for p in got.paths)
     asked_whole = any(re.search(r"/linux-64/repodata\.json(\.zst)?$", p) for p in got.paths)
-    if mode == "sharded" and (not asked_index or asked_whole):
+    if mode != "zst" and (not asked_index or asked_whole):
         errors.append(f"shards: the {state} sharded solve did not use shards only: {got.paths[:12]}")
     if mode == "zst" and not asked_whole:
         errors.append(f"shards: the {state} .zst solve did not fetch the repodata: {got.paths[:12]}")

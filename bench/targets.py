@@ -48,7 +48,7 @@ def resolution_checks(rows: dict[str, Any]) -> list[Check]:
     ]  # fmt: skip
 
 
-SHARDED, ZST = "shards made here", "repodata.json.zst"
+SHARDED, AHEAD, ZST = "shards made here", "shards made ahead (prebuild_shards)", "repodata.json.zst"
 
 
 def shard_checks(rows: dict[str, Any]) -> list[Check]:
@@ -61,6 +61,9 @@ def shard_checks(rows: dict[str, Any]) -> list[Check]:
         time_ratio = ratio(_cell(rows, SHARDED, f"{state}_s"), _cell(rows, ZST, f"{state}_s"))
         checks.append(_check(f"{state} sharded solve faster than the .zst solve (time ratio below 1)", time_ratio,
                              1.0, strict=True))  # fmt: skip
+    ahead = ratio(_cell(rows, AHEAD, "cold_s"), _cell(rows, ZST, "cold_s"))
+    checks.append(_check("cold sharded solve, subdirs in prebuild_shards (not the default), faster than the .zst "
+                         "solve", ahead, 1.0, strict=True))  # fmt: skip
     peak = _cell(rows, SHARDED, "peak_mb")
     checks.append(_check("pkgcache's memory while building under 150 MB (PSS of the tree, builder included)", peak,
                          150, "{:.0f} MB", strict=True))  # fmt: skip
