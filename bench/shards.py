@@ -152,11 +152,12 @@ def _is_spawned_child(pid: int) -> bool:
         return False
 
 
-def _solve(system: Pkgcache, mode: str, cache_dir: Path, errors: list[str]) -> Solve:
+def _solve(system: Pkgcache, mode: str, cache_dir: Path, errors: list[str], base: str | None = None) -> Solve:
+    """The solve through `base` (pkgcache's own address by default, or a relay's in front of it)."""
     shutil.rmtree(cache_dir, ignore_errors=True)
     server_log = system.run_dir / "server.log"
     offset = server_log.stat().st_size
-    command = [str(MAIN_PYTHON), "-m", "bench.rattler_solve", "--channel", f"{system.base}/conda/{CHANNEL}",
+    command = [str(MAIN_PYTHON), "-m", "bench.rattler_solve", "--channel", f"{base or system.base}/conda/{CHANNEL}",
                "--cache-dir", str(cache_dir), *(["--no-sharded"] if mode == "zst" else []), *SPECS]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=SOLVE_TIMEOUT, cwd=REPO,
                             env=clean_env(PYTHONPATH=str(REPO)))  # fmt: skip

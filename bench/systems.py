@@ -188,6 +188,32 @@ class Pkgcache(System):
         return procs.start(self.name, argv, self.run_dir / "server.log", clean_env(PYTHONPATH=str(REPO), **self.env))
 
 
+class Relay(System):
+    """bench/latency_proxy.py in front of another system: a link of a given round trip and bandwidth (per
+    connection, each way) between whoever connects here and that system. `index_url` and `health_url` are the
+    other system's, reached through the link."""
+
+    def __init__(self, name: str, run_dir: Path, behind: System, round_trip_ms: float, mbps: float) -> None:
+        super().__init__(name, run_dir, conda=behind.conda)
+        self.behind = behind
+        self.round_trip_ms = round_trip_ms
+        self.mbps = mbps
+
+    @property
+    def index_url(self) -> str:
+        return self.behind.index_url.replace(self.behind.base, self.base, 1)
+
+    @property
+    def health_url(self) -> str:
+        return self.behind.health_url.replace(self.behind.base, self.base, 1)
+
+    def _launch(self, fresh: bool) -> procs.Proc:
+        argv = [str(MAIN_PYTHON), "-m", "bench.latency_proxy", "--listen", str(self.port),
+                "--to", f"{LOOPBACK}:{self.behind.port}", "--delay-ms", str(self.round_trip_ms / 2),
+                "--rate-mbps", str(self.mbps)]  # fmt: skip
+        return procs.start(self.name, argv, self.run_dir / "relay.log", clean_env(PYTHONPATH=str(REPO)))
+
+
 class Proxpi(System):
     """proxpi as its Docker image runs it: gunicorn, one worker, two threads, --preload."""
 
