@@ -65,15 +65,17 @@ def _targets(entries: list[str]) -> list[tuple[str, str, str]]:
 
 
 async def _keep_ready(channels: ChannelSource, targets: list[tuple[str, str, str]], every: float) -> None:
+    failing: set[tuple[str, str, str]] = set()  # said once, not every round (a mirror down, or offline)
     while True:
-        for root, name, subdir in targets:
-            await make_ready(channels, root, name, subdir)
+        for target in targets:
+            error = await make_ready(channels, *target)
+            _say(target, error, failing)
         await asyncio.sleep(every)
 
 
-async def make_ready(channels: ChannelSource, root: str, name: str, subdir: str) -> bool:
-    """Ask for the subdir's shard index as a client would; whether it could be had (a failure is logged, and
-    the next round tries again)."""
+async def make_ready(channels: ChannelSource, root: str, name: str, subdir: str) -> Exception | None:
+    """Ask for the subdir's shard index as a client would; None when it could be had, else why not (the next
+    round tries again)."""
     try:
         found = await channels.index_file(channels.channel(root, name), subdir, SHARD_INDEX)
         if found.download is not None:  # passed through from an upstream that has shards: let it finish
@@ -81,6 +83,19 @@ async def make_ready(channels: ChannelSource, root: str, name: str, subdir: str)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        log.warning("shards of %s/%s/%s not made ahead this time: %s", root, name, subdir, exc)
-        return False
-    return True
+        return exc
+    return None
+
+
+def _say(target: tuple[str, str, str], error: Exception | None, failing: set[tuple[str, str, str]]) -> None:
+    """A warning when a subdir's shards stop being made ahead, a line when they are again; silence meanwhile."""
+    where = "/".join(target)
+    if error is None:
+        if target in failing:
+            failing.discard(target)
+            log.info("shards of %s made ahead again", where)
+    elif target not in failing:
+        failing.add(target)
+        log.warning("shards of %s not made ahead (tried again every round, said once): %s", where, error)
+    else:
+        log.debug("shards of %s still not made ahead: %s", where, error)
