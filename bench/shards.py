@@ -85,6 +85,8 @@ def _mode_cells(table: Table, row: str, mode: str, folder: Path, upstream: Upstr
                 errors: list[str], run: int) -> None:  # fmt: skip
     ahead = f"prebuild_shards = {json.dumps([f'{CHANNEL}/{subdir}' for subdir in SUBDIRS])}\n"
     system = Pkgcache("pkgcache", folder, upstream, channels=(CHANNEL,), sections=ahead if mode == "ahead" else "")
+    server_log = system.run_dir / "server.log"
+    log_start = server_log.stat().st_size if server_log.exists() else 0  # the log is appended to, run after run
     system.start(fresh=True)
     assert system.proc is not None
     if mode == "ahead" and not _made_ahead(system):
@@ -106,7 +108,7 @@ def _mode_cells(table: Table, row: str, mode: str, folder: Path, upstream: Upstr
     peak = sampler.windows[window].get("pkgcache")
     table.add(row, "peak_mb", round(peak / 1024, 1) if peak else None)
     table.add(row, "builder_mb", round(builder[0] / 1024, 1) if builder[0] else None)
-    table.add(row, "build_s", _build_seconds(system.run_dir / "server.log") if mode != "zst" else None)
+    table.add(row, "build_s", _build_seconds(server_log, log_start) if mode != "zst" else None)
     log(f"shards: {mode}: cold {cold.seconds}s {cold.bytes_to_client / 1e6:.2f} MB, warm {warm.seconds}s "
         f"{warm.bytes_to_client / 1e6:.2f} MB, peak {peak and peak / 1024:.0f} MB")  # fmt: skip
 
@@ -190,7 +192,8 @@ def _read_from(path: Path, offset: int) -> list[str]:
         return handle.read().decode(errors="replace").splitlines()
 
 
-def _build_seconds(server_log: Path) -> float | None:
-    found = [float(m.group(3)) for m in (BUILT.search(line) for line in _read_from(server_log, 0))
+def _build_seconds(server_log: Path, offset: int) -> float | None:
+    """The first linux-64 build this run's pkgcache logged (its log from `offset` on)."""
+    found = [float(m.group(3)) for m in (BUILT.search(line) for line in _read_from(server_log, offset))
              if m and m.group(2).endswith("linux-64")]  # fmt: skip
     return found[0] if found else None

@@ -516,9 +516,10 @@ def test_py_rattler_solves_and_installs_from_generated_shards_and_again_after_th
 
 MEMORY_CHILD = textwrap.dedent(
     """
-    import json, resource, sys
+    import gc, json, resource, sys
     from pathlib import Path
     from pkgcache.conda.shard_builder import build_shards
+    gc.disable()  # as the service's builder runs (shard_builder's command line)
     result = build_shards(Path(sys.argv[1]), Path(sys.argv[2]), base_url="", shards_base_url="./shards/")
     # VmHWM is the peak RSS of this process's own memory. ru_maxrss is not: Linux carries the peak of the process
     # that forked it across exec (with vfork, the parent's: pytest's, with its generated repodata).
