@@ -3,8 +3,9 @@
 A mirror that answers `repodata.json` with an HTML error page (and a 200) must not replace the good copy: every
 package of the subdir would 404 after it. Each kind of index file gets a check of its shape, run in a worker thread
 on the downloaded file, streaming, so that a repodata.json of hundreds of MB costs little memory:
-- JSON files must be one JSON object (parsed whole when small; for a big one, its first and last bytes and, being
-  repodata, the `"packages"` key near its start);
+- JSON files must be one JSON object (when small, every byte of its syntax checked, by msgspec, which makes no
+  objects of what it reads; for a big one, its first and last bytes and, being repodata, the `"packages"` key near
+  its start);
 - `.zst` and `.bz2` must decompress (their checksums are verified on the way) to such an object;
 - the CEP-16 shard index must be msgpack holding `info` and `shards` maps.
 """
@@ -12,20 +13,25 @@ on the downloaded file, streaming, so that a repodata.json of hundreds of MB cos
 from __future__ import annotations
 
 import bz2
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 import msgpack
+import msgspec
 import zstandard
 
 from pkgcache.storage.downloads import ContentCheck, IntegrityError
 
 CHUNK = 1 << 20
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-# JSON smaller than this is parsed whole (a few times its size in memory); bigger files get the streaming checks.
-PARSE_WHOLE_BYTES = 32 << 20
+ZSTD_FRAME_HEADER_MAX = 18  # bytes: the longest a zstd frame header can be (the format's own bound)
+# JSON up to this size (decompressed) is checked whole: its text is held for that, in the writing worker, beside
+# whatever else it holds (a shard build's download, say), so this bounds the check's memory. Bigger files get the
+# streaming checks (and a .zst its own checksum, when its frames have one). (It was 32 MB, parsed by json.loads:
+# a 30 MB repodata.json then cost the worker 135 MB, and the 32 MB of chunks held before a bigger one was known
+# to be bigger put the bench's shard build over the memory budget.)
+PARSE_WHOLE_BYTES = 8 << 20
 # Where a repodata file's "packages" key must appear by (after "info", which is small).
 PACKAGES_KEY_WITHIN = 1 << 20
 MAX_SHARD_INDEX_BYTES = 1 << 30
@@ -52,10 +58,27 @@ def content_check_for(filename: str) -> ContentCheck | None:
     repodata = base.startswith(("repodata", "current_repodata"))
 
     def check(path: Path) -> None:
+        size = _decompressed_size(path, filename)
         with _open_decompressed(path, filename) as stream:
-            _check_json_object(_chunks(stream), repodata)
+            _check_json_object(_chunks(stream), repodata, whole=size is None or size <= PARSE_WHOLE_BYTES)
 
     return check
+
+
+def _decompressed_size(path: Path, filename: str) -> int | None:
+    """The size of the JSON text when it is known before reading it: a plain file's, or what a .zst frame's
+    header says (writers that know it put it there); None otherwise."""
+    if filename.endswith(".json"):
+        return path.stat().st_size
+    if filename.endswith(".zst"):
+        with path.open("rb") as handle:
+            header = handle.read(ZSTD_FRAME_HEADER_MAX)
+        try:
+            size = zstandard.frame_content_size(header)
+        except zstandard.ZstdError:
+            return None  # not zstd: the decompression says so
+        return size if size >= 0 else None
+    return None
 
 
 def _open_decompressed(path: Path, filename: str) -> IO[bytes]:
@@ -74,39 +97,43 @@ def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
         raise IntegrityError(f"does not decompress: {exc}") from None
 
 
-def _check_json_object(chunks: Iterator[bytes], repodata: bool) -> None:
+def _check_json_object(chunks: Iterator[bytes], repodata: bool, whole: bool) -> None:
+    """`whole`: keep the text (up to PARSE_WHOLE_BYTES) to check all of it; False when it is known to be bigger."""
     head = b""
-    whole: list[bytes] | None = []
-    size = 0
+    text: bytearray | None = bytearray() if whole else None
     last = b""
     for chunk in chunks:
-        size += len(chunk)
         if len(head) < PACKAGES_KEY_WITHIN:
             head += chunk[: PACKAGES_KEY_WITHIN - len(head)]
-        if whole is not None:
-            whole.append(chunk)
-            if size > PARSE_WHOLE_BYTES:
-                whole = None
+        if text is not None:
+            if len(text) + len(chunk) > PARSE_WHOLE_BYTES:
+                text = None  # bigger than that: the streaming checks only
+            else:
+                text += chunk
         if chunk.strip():
             last = chunk.rstrip()[-1:]
     start = head.lstrip()[:1]
     if start != b"{" or last != b"}":
         kind = "an HTML page" if start == b"<" else "not a JSON object"
         raise IntegrityError(f"{kind} (starts with {head.lstrip()[:40]!r})")
-    if whole is not None:
-        _parse_whole(b"".join(whole), repodata)
+    if text is not None:
+        _check_whole(text, repodata)
     elif repodata and b'"packages' not in head:
         raise IntegrityError('a big JSON object without the repodata\'s "packages"')
 
 
-def _parse_whole(body: bytes, repodata: bool) -> None:
+# The top level's members, each value's syntax checked as msgspec skips over it (no objects are made of it).
+_TOP_LEVEL = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def _check_whole(text: bytearray, repodata: bool) -> None:
     try:
-        document = json.loads(body)
-    except ValueError as exc:
+        members = _TOP_LEVEL.decode(text)
+    except msgspec.ValidationError:
+        raise IntegrityError("not a JSON object") from None
+    except msgspec.DecodeError as exc:
         raise IntegrityError(f"not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise IntegrityError("not a JSON object")
-    if repodata and not any(key in document for key in ("packages", "packages.conda")):
+    if repodata and not any(key in members for key in ("packages", "packages.conda")):
         raise IntegrityError("repodata without packages")
 
 
