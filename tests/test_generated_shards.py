@@ -3,11 +3,13 @@ shards, reading the shards pkgcache made instead of repodata.json, and again aft
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import msgpack
 import pytest
 import zstandard
 
+from pkgcache.conda import generated_shards
 from pkgcache.conda.shard_packs import PackWriter
 from tests.cache_service import RunningCache
 from tests.conda_support import APP_TREE, SUBDIR, install, installed_names
@@ -219,6 +222,51 @@ def zst_mirrors(bg_loop: BackgroundLoop, channel: Path, tmp_path: Path) -> Itera
     yield mirrors
     for upstream in mirrors:
         bg_loop.run(upstream.stop())
+
+
+def test_builders_take_turns_and_each_ends_in_a_fresh_interpreter_giving_shards_their_files(
+    mirror: MirrorLikeUpstream, channel: Path, make_cache: Callable[..., RunningCache], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first solve asks for a platform subdir and noarch together. Their builders take turns: a build takes about
+    50 MB whatever the repodata's size, and two at once do not fit the memory budget beside the service. A builder
+    that has reported gives its shards their files after exec'ing into an interpreter that loads only
+    shard_packs, so its build's memory is not held beside the next build."""
+    running, most, started = [0], [0], []
+    build = generated_shards._build_in_own_process
+
+    async def counted(arguments: dict[str, object], feed: object = None) -> object:
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        started.append(arguments["shards_dir"])
+        try:
+            return await build(arguments, feed)  # type: ignore[arg-type]
+        finally:
+            running[0] -= 1
+
+    monkeypatch.setattr(generated_shards, "_build_in_own_process", counted)
+    spawned: list[list[str]] = []
+    spawn = asyncio.create_subprocess_exec
+
+    async def recorded(*argv: str, **options: object) -> object:
+        spawned.append(list(argv))
+        return await spawn(*argv, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(generated_shards.asyncio, "create_subprocess_exec", recorded)
+    cache = _cache(make_cache, mirror)
+    with ThreadPoolExecutor(2) as pool:
+        paths = [f"/conda/cloud/conda-forge/{subdir}/{SHARD_INDEX}" for subdir in ("noarch", SUBDIR)]
+        answers = list(pool.map(cache.get, paths))
+    assert [answer.status for answer in answers] == [200, 200]
+    assert len(started) == 2 and most[0] == 1, (started, most)
+    assert all("pkgcache.conda.shard_builder" in argv for argv in spawned) and len(spawned) == 2
+    _assert_shards_hold_the_repodata(cache, channel)
+    deadline = time.monotonic() + 30
+    while any(cache.data_dir.rglob("shard-packs/*.pack")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the exec'd interpreters are giving the shards their files
+    assert not list(cache.data_dir.rglob("shard-packs/*.pack"))
+    shards = list(cache.data_dir.rglob("shards/*.msgpack.zst"))
+    index = _unpack(cache.get(f"/conda/cloud/conda-forge/{SUBDIR}/{SHARD_INDEX}").body)
+    assert {f"{digest.hex()}.msgpack.zst" for digest in index["shards"].values()} <= {p.name for p in shards}
 
 
 def _two_mirror_cache(make_cache: Callable[..., RunningCache], mirrors: list[MirrorLikeUpstream]) -> RunningCache:

@@ -66,7 +66,7 @@ from pkgcache.conda.shard_output import (
     ShardOutput,
     shard_file_name,
 )
-from pkgcache.conda.shard_packs import PACK_SUFFIX, PACKS_DIR_NAME, PackWriter, explode_packs
+from pkgcache.conda.shard_packs import PACK_SUFFIX, PACKS_DIR_NAME, PackWriter
 from pkgcache.conda.sorted_shards import Rewindable, build_sorted
 
 __all__ = [
@@ -539,11 +539,13 @@ def _run_from_command_line(arguments: str) -> int:
     summary = {key: _as_json(value) for key, value in result.__dict__.items()}
     print(json.dumps({"result": summary}))
     sys.stdout.flush()
-    # The caller serves the index from here on (taking any shard asked for out of the pack itself); the rest of
-    # the shards get their files now, and the pack goes.
+    # The caller serves the index from here on (taking any shard asked for out of the pack itself) and may start
+    # its next build. The rest of the shards get their files now, and the pack goes: seconds on a busy disk, so in
+    # a fresh interpreter that loads only shard_packs (the same process, exec'd: the caller waits for it as
+    # before), which gives back the build's memory first instead of holding it beside the next build.
     shards_dir = Path(given["shards_dir"])
-    explode_packs(paths.get("packs_dir") or default_packs_dir(shards_dir), shards_dir)
-    return 0
+    packs_dir = paths.get("packs_dir") or default_packs_dir(shards_dir)
+    os.execv(sys.executable, [sys.executable, "-m", "pkgcache.conda.shard_packs", str(packs_dir), str(shards_dir)])
 
 
 def _exit_on_sigterm(*_: object) -> None:

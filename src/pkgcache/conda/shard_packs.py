@@ -210,3 +210,9 @@ def _remove_abandoned(packs_dir: Path) -> None:
         )
         if (is_orphan_pack or entry.name.endswith(TEMP_SUFFIX)) and entry.stat().st_mtime < limit:
             Path(entry.path).unlink(missing_ok=True)
+
+
+if __name__ == "__main__":  # `python -m pkgcache.conda.shard_packs PACKS_DIR SHARDS_DIR`: what a builder ends with
+    import sys
+
+    explode_packs(Path(sys.argv[1]), Path(sys.argv[2]))
