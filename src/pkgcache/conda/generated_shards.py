@@ -54,7 +54,8 @@ GRACE_SECONDS = 3600.0
 STOP_GRACE = 5.0
 # Builder processes at work at once. A build takes about 50 MB whatever the repodata's size (the builder and its
 # child), beside a service of about 90: one fits the 150 MB budget, two do not (a first solve asks for a
-# platform subdir and noarch together; two 110 MB subdirs at once peaked at 190 MB, in turns at 147-152). The
+# platform subdir and noarch together; two 110 MB subdirs at once peaked at 190 MB, in turns at 147-152, the
+# first's shard files still being written beside the second build). The
 # price: that first solve waits longer (both indexes in 3.2-3.6 s in turns, 2.3-2.6 s at once, on two cores);
 # a build waiting for its turn goes on downloading meanwhile.
 BUILDERS_AT_ONCE = 1
