@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,13 @@ def mirror(bg_loop: BackgroundLoop, channel: Path) -> Iterator[MirrorLikeUpstrea
     bg_loop.run(upstream.start())
     yield upstream
     bg_loop.run(upstream.stop())
+
+
+@pytest.fixture
+def builds_in_a_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every build in a builder process, as a subdir bigger than the test channel's takes (theirs are a few KB,
+    which pkgcache otherwise makes into shards in its own process)."""
+    monkeypatch.setattr(generated_shards, "IN_PROCESS_MAX_BYTES", -1)
 
 
 def _cache(make_cache: Callable[..., RunningCache], mirror: MirrorLikeUpstream) -> RunningCache:
@@ -92,6 +100,7 @@ def _assert_shards_hold_the_repodata(cache: RunningCache, channel: Path) -> None
         assert seen == expected
 
 
+@pytest.mark.parametrize("made", ["in the service", "by a builder process"])
 def test_rattler_solves_through_shards_made_here_and_again_after_the_repodata_changed(
     mirror: MirrorLikeUpstream,
     channel: Path,
@@ -99,8 +108,13 @@ def test_rattler_solves_through_shards_made_here_and_again_after_the_repodata_ch
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    made: str,
 ) -> None:
+    if made == "by a builder process":
+        monkeypatch.setattr(generated_shards, "IN_PROCESS_MAX_BYTES", -1)
     caplog.set_level(logging.INFO, logger="pkgcache.access")
+    caplog.set_level(logging.INFO, logger="pkgcache.conda.generated_shards")
     cache = _cache(make_cache, mirror)
     url = f"{cache.url}/conda/cloud/conda-forge"
     _, first = install(tmp_path, [url], ["app"], name="first")
@@ -117,6 +131,8 @@ def test_rattler_solves_through_shards_made_here_and_again_after_the_repodata_ch
     assert f'pkgcache_shards_made{{subdir="cloud/conda-forge/{SUBDIR}"}}' in cache.get("/metrics").body.decode()
     assert f"cloud/conda-forge/{SUBDIR}: made here" in cache.get("/", {"Accept-Language": "en"}).body.decode()
     _assert_shards_hold_the_repodata(cache, channel)
+    builds = [r.getMessage() for r in caplog.records if r.getMessage().startswith("made ")]
+    assert len(builds) == 2 and all(("own process" in b) == (made == "in the service") for b in builds), builds
 
     # The mirror's repodata changes: libfoo 1.1 goes, a new noarch package comes.
     extra = _build_package(
@@ -224,6 +240,7 @@ def zst_mirrors(bg_loop: BackgroundLoop, channel: Path, tmp_path: Path) -> Itera
         bg_loop.run(upstream.stop())
 
 
+@pytest.mark.usefixtures("builds_in_a_process")
 def test_builders_take_turns_and_each_ends_in_a_fresh_interpreter_giving_shards_their_files(
     mirror: MirrorLikeUpstream, channel: Path, make_cache: Callable[..., RunningCache], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -278,6 +295,7 @@ def _two_mirror_cache(make_cache: Callable[..., RunningCache], mirrors: list[Mir
     return make_cache(["http://127.0.0.1:9/simple/"], conda=conda)
 
 
+@pytest.mark.usefixtures("builds_in_a_process")
 @pytest.mark.parametrize(
     "first_mirror", ["healthy", "cuts the repodata midway", "sends it slowly", "sends corrupt bytes"]
 )
@@ -387,3 +405,93 @@ def test_prebuild_shards_must_name_a_served_channel_and_a_subdir() -> None:
     ):
         with pytest.raises(ValidationError, match="prebuild_shards"):
             CondaConfig(prebuild_shards=[wrong])
+
+
+def _pad(repodata: Path, size: int) -> None:
+    """Make a repodata.json about `size` bytes bigger with a top-level key readers drop, and write its .zst anew
+    when it has one (padding that compresses to almost nothing)."""
+    document = json.loads(repodata.read_text())
+    document["x_padding"] = "a" * size
+    repodata.write_text(json.dumps(document))
+    compressed = repodata.with_name("repodata.json.zst")
+    if compressed.exists():
+        compressed.write_bytes(zstandard.ZstdCompressor().compress(repodata.read_bytes()))
+
+
+def _recording_spawns(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    spawned: list[list[str]] = []
+    spawn = asyncio.create_subprocess_exec
+
+    async def recorded(*argv: str, **options: object) -> object:
+        spawned.append(list(argv))
+        return await spawn(*argv, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(generated_shards.asyncio, "create_subprocess_exec", recorded)
+    return spawned
+
+
+def test_a_small_subdir_is_made_here_while_a_big_ones_builder_holds_its_turn(
+    mirror: MirrorLikeUpstream,
+    channel: Path,
+    make_cache: Callable[..., RunningCache],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A repodata of a few KB is made into shards in pkgcache's own process, without a builder: it neither starts
+    an interpreter nor waits for the turn of a big subdir's builder (a first solve asks for both at once)."""
+    caplog.set_level(logging.INFO, logger="pkgcache.conda.generated_shards")
+    monkeypatch.setattr(generated_shards, "IN_PROCESS_MAX_BYTES", 8 << 10)
+    _pad(channel / SUBDIR / "repodata.json", 16 << 10)  # the big one
+    gate, building = threading.Event(), threading.Event()
+    build = generated_shards._build_in_own_process
+
+    async def held(arguments: dict[str, object], feed: object = None) -> object:
+        building.set()
+        await asyncio.to_thread(gate.wait, 30)
+        return await build(arguments, feed)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(generated_shards, "_build_in_own_process", held)
+    spawned = _recording_spawns(monkeypatch)
+    cache = _cache(make_cache, mirror)
+    with ThreadPoolExecutor(1) as pool:
+        big = pool.submit(cache.get, f"/conda/cloud/conda-forge/{SUBDIR}/{SHARD_INDEX}")
+        assert building.wait(10)  # the big subdir's builder has its turn, and is held there
+        small = cache.get(f"/conda/cloud/conda-forge/noarch/{SHARD_INDEX}")
+        assert small.status == 200 and not big.done() and spawned == []
+        gate.set()
+        assert big.result(30).status == 200
+    assert len(spawned) == 1 and "pkgcache.conda.shard_builder" in spawned[0]
+    made = {r.getMessage().split()[4]: r.getMessage() for r in caplog.records if r.getMessage().startswith("made ")}
+    assert "own process" in made["cloud/conda-forge/noarch"], made
+    assert "own process" not in made[f"cloud/conda-forge/{SUBDIR}"], made
+    # The shards made here are whole files, like a builder's (no pack is left), and hold the repodata's records.
+    assert not list(cache.data_dir.rglob("noarch/shard-packs/*.pack"))
+    _assert_shards_hold_the_repodata(cache, channel)
+
+
+def test_a_repodata_bigger_than_its_compressed_size_said_goes_to_a_builder(
+    bg_loop: BackgroundLoop,
+    channel: Path,
+    make_cache: Callable[..., RunningCache],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whether a repodata is small is decided on its JSON, decompressed: a .zst of a few hundred bytes that holds
+    more than the limit (what a mirror could send to make pkgcache's own process work) goes to a builder."""
+    caplog.set_level(logging.INFO, logger="pkgcache.conda.generated_shards")
+    monkeypatch.setattr(generated_shards, "IN_PROCESS_MAX_BYTES", 8 << 10)
+    _pad(channel / SUBDIR / "repodata.json", 64 << 10)
+    assert (channel / SUBDIR / "repodata.json.zst").stat().st_size < 8 << 10
+    spawned = _recording_spawns(monkeypatch)
+    upstream = MirrorLikeUpstream({"conda-forge": channel}, repodata_max_age=0)
+    bg_loop.run(upstream.start())
+    try:
+        cache = _cache(make_cache, upstream)
+        assert cache.get(f"/conda/cloud/conda-forge/{SUBDIR}/{SHARD_INDEX}").status == 200
+        assert upstream.count(f"{SUBDIR}/repodata.json.zst") >= 1
+        assert len(spawned) == 1 and "pkgcache.conda.shard_builder" in spawned[0]
+        assert cache.get(f"/conda/cloud/conda-forge/noarch/{SHARD_INDEX}").status == 200
+        assert len(spawned) == 1  # noarch's .zst is small all through: made here
+        _assert_shards_hold_the_repodata(cache, channel)
+    finally:
+        bg_loop.run(upstream.stop())

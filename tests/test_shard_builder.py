@@ -284,6 +284,47 @@ def test_the_same_shards_whatever_the_number_of_processes_making_them(
     assert len(other.pack_tables) == cores
 
 
+def test_one_process_forks_nothing_and_gives_the_same_shards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`processes=1` is how the service builds a small repodata in a thread of its own: forking a process with
+    threads is not safe, so nothing may fork, and the shards are the very ones a builder process makes."""
+    source = tmp_path / "repodata.json"
+    write_synthetic_repodata(source, size=300_000, seed=8, sort_keys=True)
+    forked = build(source, tmp_path / "forked")
+    assert forked.made_while_reading  # sorted: a builder process makes these with forked children
+
+    def no_fork() -> int:
+        raise AssertionError("forked")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    alone = build(source, tmp_path / "alone", processes=1)
+    assert not alone.made_while_reading and len(alone.pack_tables) == 1
+    assert (tmp_path / "alone" / SHARDS_INDEX_NAME).read_bytes() == (
+        tmp_path / "forked" / SHARDS_INDEX_NAME
+    ).read_bytes()
+    assert shard_files(tmp_path / "alone/shards").keys() == shard_files(tmp_path / "forked/shards").keys()
+
+
+def test_json_within_reads_every_frame_of_a_zst(tmp_path: Path) -> None:
+    """How much JSON a compressed repodata holds is learnt by reading it: a first frame that says it is small
+    says nothing of the frames after it."""
+    text = json.dumps({"info": {"subdir": SUBDIR}, "packages": {}, "pad": "a" * 5000}).encode()
+    one = tmp_path / "one" / "repodata.json.zst"
+    one.parent.mkdir()
+    one.write_bytes(zstandard.ZstdCompressor().compress(text))
+    several = tmp_path / "several" / "repodata.json.zst"
+    several.parent.mkdir()
+    compress = zstandard.ZstdCompressor(write_content_size=True).compress
+    several.write_bytes(b"".join(compress(text[at : at + 1000]) for at in range(0, len(text), 1000)))
+    plain = tmp_path / "repodata.json"
+    plain.write_bytes(text)
+    assert zstandard.frame_content_size(several.read_bytes()) == 1000
+    for path in (one, several, plain):
+        assert repodata_stream.json_within(path, len(text))
+        assert not repodata_stream.json_within(path, len(text) - 1)
+    (tmp_path / "broken.json.zst").write_bytes(b"not zstd at all")
+    assert not repodata_stream.json_within(tmp_path / "broken.json.zst", 1 << 20)
+
+
 def test_compressed_repodata_gives_the_same_shards(tmp_path: Path) -> None:
     source = tmp_path / "repodata.json"
     write_synthetic_repodata(source, size=500_000, seed=5)

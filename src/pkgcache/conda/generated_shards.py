@@ -11,7 +11,9 @@ repodata (conda/shard_builder.py: streaming, bounded memory, content-addressed s
 - each later request looks whether the repodata changed (its own revalidation, with the index time-to-live) and,
   if so, serves the current shards while new ones are built in the background;
 - builds run in a process of their own (a fresh interpreter loading only the builder): pure Python that holds the
-  GIL for seconds would stall the event loop;
+  GIL for seconds would stall the event loop; but a small repodata (private channels, a noarch of a few
+  packages) is made into shards here, in a thread, in milliseconds, rather than in a second or more
+  of starting an interpreter and waiting for a big subdir's build to end;
 - the index is replaced atomically once its shards exist; shards it no longer references are kept for a grace
   period (clients in the middle of a solve hold the previous index), then removed.
 The made index lives at `<subdir>/made-here/repodata_shards.msgpack.zst` (beside the upstream's, which the
@@ -32,7 +34,8 @@ from pathlib import Path
 from pkgcache.cache_state import CacheState
 from pkgcache.conda.cached_channels import ChannelPaths
 from pkgcache.conda.channels import SHARD_INDEX, Channel
-from pkgcache.conda.shard_builder import MalformedRepodata, ShardBuildResult, unreferenced_shards
+from pkgcache.conda.repodata_stream import json_within
+from pkgcache.conda.shard_builder import MalformedRepodata, ShardBuildResult, build_shards, unreferenced_shards
 from pkgcache.conda.shard_packs import PACKS_DIR_NAME, TABLE_SUFFIX, explode_packs, extract_shard
 from pkgcache.conda.shards import LOCAL_BASE_URL, LOCAL_SHARDS_BASE_URL
 from pkgcache.conda.source import ChannelLayer, ChannelSource, Lookup
@@ -59,6 +62,10 @@ STOP_GRACE = 5.0
 # price: that first solve waits longer (both indexes in 3.2-3.6 s in turns, 2.3-2.6 s at once, on two cores);
 # a build waiting for its turn goes on downloading meanwhile.
 BUILDERS_AT_ONCE = 1
+# A repodata of at most this much JSON is made into shards in this process, in a thread: about 30 ms for 2 MB
+# (4,000 records), against 0.1 s for a builder's interpreter to start, and its turn after a big subdir's build.
+# The GIL is the event loop's again every few milliseconds meanwhile.
+IN_PROCESS_MAX_BYTES = 2 << 20
 
 
 class GeneratedShards(ChannelLayer):
@@ -181,9 +188,12 @@ class GeneratedShards(ChannelLayer):
             "index_dir": store.tmp_dir,
         }
         try:
-            async with self._builders:
-                result = await _build_while_downloading(found, arguments)
-            streamed = result is not None
+            result = await self._build_here_if_small(found, arguments)
+            built_here, streamed = result is not None, False
+            if result is None:
+                async with self._builders:
+                    result = await _build_while_downloading(found, arguments)
+                streamed = result is not None
             source, source_meta = await self._whole(found)
             if result is None:  # not streamed, or the download changed course midway: from the file, whole
                 async with self._builders:
@@ -197,7 +207,7 @@ class GeneratedShards(ChannelLayer):
         await self.sidecars.save(index, meta)
         self._made[f"{channel.path}/{subdir}"] = meta.extra["build"]
         log.info(
-            "made %d shards for %s/%s in %.1f s (%d new%s%s)",
+            "made %d shards for %s/%s in %.1f s (%d new%s%s%s)",
             result.shards,
             channel.path,
             subdir,
@@ -205,9 +215,38 @@ class GeneratedShards(ChannelLayer):
             result.shards_written,
             ", from the download" if streamed else "",
             ", while reading" if result.made_while_reading else ", from buckets",
+            ", in the service's own process" if built_here else "",
         )
         await asyncio.to_thread(_prune, shards_dir, index)
         return meta
+
+    async def _build_here_if_small(self, found: Lookup, arguments: dict[str, object]) -> ShardBuildResult | None:
+        """The build of a repodata said to be small, made here once it is whole; None when it is not small (it
+        turned out bigger than its upstream said: the builder process then reads the file)."""
+        if not _said_to_be_small(found):
+            return None
+        await self._whole(found)  # small: moments
+        return await asyncio.to_thread(_build_small_here, arguments)
+
+
+def _said_to_be_small(found: Lookup) -> bool:
+    """Whether the repodata's file (or the upstream's answer on its way) is small enough to be built here, going by
+    its size on disk or its Content-Length (checked against the JSON itself before building)."""
+    if found.download is None:
+        return found.meta is not None and found.meta.size <= IN_PROCESS_MAX_BYTES
+    declared = found.download.headers.get("Content-Length", "")
+    return declared.isdigit() and int(declared) <= IN_PROCESS_MAX_BYTES
+
+
+def _build_small_here(arguments: dict[str, object]) -> ShardBuildResult | None:
+    """Build in this thread, forking nothing, and give the shards their files (blocking); None when the repodata
+    decompresses to more than IN_PROCESS_MAX_BYTES."""
+    repodata_path = Path(str(arguments["repodata_path"]))
+    if not json_within(repodata_path, IN_PROCESS_MAX_BYTES):
+        return None
+    result = build_shards(**arguments, processes=1)  # type: ignore[arg-type]
+    explode_packs(Path(str(arguments["packs_dir"])), Path(str(arguments["shards_dir"])))
+    return result
 
 
 def _log_failure(task: asyncio.Task[FileMeta]) -> None:

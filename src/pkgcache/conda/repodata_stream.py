@@ -82,6 +82,21 @@ def open_repodata_binary(path: Path) -> Iterator[BinaryIO]:
         yield binary
 
 
+def json_within(path: Path, limit: int) -> bool:
+    """Whether the repodata file's JSON (decompressed, across all its frames) is at most `limit` bytes: read up to
+    there to know it, as a compressed file's headers may not say it, or may lie. False when it cannot be read."""
+    seen = 0
+    try:
+        with open_repodata_binary(path) as binary:
+            while chunk := binary.read(limit + 1 - seen):
+                seen += len(chunk)
+                if seen > limit:
+                    return False
+    except (zstandard.ZstdError, EOFError, OSError):
+        return False
+    return True
+
+
 @contextmanager
 def decompressed(name: str, raw: BinaryIO) -> Iterator[BinaryIO]:
     """`raw`, the bytes of the file called `name`, decompressed on the fly when that ends in .zst or .bz2."""

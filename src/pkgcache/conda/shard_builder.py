@@ -137,6 +137,7 @@ def build_shards(
     packs_dir: Path | None = None,
     created_at: datetime | None = None,
     source: BinaryIO | None = None,
+    processes: int | None = None,
 ) -> ShardBuildResult:
     """Build the shards of one subdir from `repodata_path` (.json, .json.zst or .json.bz2), blocking.
 
@@ -147,6 +148,8 @@ def build_shards(
     Shards not on disk yet are written to one pack in `packs_dir` (default: `shard-packs` beside `shards_dir`):
     `shard_packs.explode_packs` gives them their own files afterwards, `extract_shard` one of them meanwhile.
     `source`: the repodata's bytes as they are downloaded, read instead of the file (see `bucket_repodata`).
+    `processes`: how many processes make shards, this one included; None: one per core up to MAX_PROCESSES. With
+    1 nothing is forked (what a caller with threads of its own needs: a small repodata built in the service).
 
     Raises `MalformedRepodata` when the repodata cannot be read or is not repodata: the whole file is read before
     any shard is written, so nothing is written then. OSError when writing fails (complete shards may be left:
@@ -161,7 +164,9 @@ def build_shards(
     packs_dir = packs_dir or default_packs_dir(shards_dir)
     source = Rewindable(source) if source is not None else None
     with tempfile.TemporaryDirectory(prefix=".shard-build-", dir=index_dir) as work:
-        made = _build_sorted(repodata_path, source, Path(work), shards_dir, packs_dir, read, counts)
+        made = None
+        if hasattr(os, "fork") and processes != 1:
+            made = _build_sorted(repodata_path, source, Path(work), shards_dir, packs_dir, read, counts, processes)
         if made is None:
             read, counts = BucketCounts(), OutputCounts()
             if source is not None and not source.rewind():
@@ -171,7 +176,7 @@ def build_shards(
             if subdir is None:
                 _text_field(bucketed.info, "subdir")
             entries, pack_tables = _build_in_parallel(
-                bucketed.buckets, bucketed.section_names, shards_dir, packs_dir, counts
+                bucketed.buckets, bucketed.section_names, shards_dir, packs_dir, counts, processes
             )
             info = bucketed.info
         else:
@@ -213,12 +218,11 @@ def _build_sorted(
     packs_dir: Path,
     read: BucketCounts,
     counts: OutputCounts,
+    processes: int | None,
 ) -> tuple[dict[str, Any], list[bytes], list[Path]] | None:
-    """The shards made as the repodata is read, when it is sorted (sorted_shards); None when it is not (or
-    this system cannot fork), and then nothing is left of the attempt."""
-    if not hasattr(os, "fork"):
-        return None
-    makers = max(1, min(MAX_PROCESSES, os.cpu_count() or 1) - 1)  # the reader takes a core of its own
+    """The shards made as the repodata is read, when it is sorted (sorted_shards), by forked children; None when
+    it is not, and then nothing is left of the attempt."""
+    makers = max(1, min(processes or MAX_PROCESSES, os.cpu_count() or 1) - 1)  # the reader takes a core of its own
     try:
         made = build_sorted(repodata_path, source, work, shards_dir, packs_dir, read, makers)
     except Declined as exc:
@@ -250,12 +254,17 @@ def _text_field(info: dict[str, Any], key: str) -> str:
 
 
 def _build_in_parallel(
-    buckets: list[list[Path]], section_names: list[str], shards_dir: Path, packs_dir: Path, counts: OutputCounts
+    buckets: list[list[Path]],
+    section_names: list[str],
+    shards_dir: Path,
+    packs_dir: Path,
+    counts: OutputCounts,
+    processes: int | None,
 ) -> tuple[list[bytes], list[Path]]:
     """Make the shards of every bucket, shared among this process and forked children, one per further core up
-    to MAX_PROCESSES (the buckets are independent: each process packs its own new shards); return the
-    `<name>\\0<digest>` entries, in no order, and the pack tables written."""
-    processes = min(MAX_PROCESSES, os.cpu_count() or 1, len(buckets)) if hasattr(os, "fork") else 1
+    to MAX_PROCESSES unless `processes` says how many (the buckets are independent: each process packs its own
+    new shards); return the `<name>\\0<digest>` entries, in no order, and the pack tables written."""
+    processes = min(processes or MAX_PROCESSES, os.cpu_count() or 1, len(buckets)) if hasattr(os, "fork") else 1
     children = [_fork_builder(buckets[number::processes], section_names, shards_dir, packs_dir)
                 for number in range(1, processes)]  # fmt: skip
     try:
