@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import time
 import tomllib
 from dataclasses import dataclass
@@ -166,6 +168,21 @@ def test_a_bad_rule_is_reported_when_the_config_loads_naming_the_rule(side: str,
     model = PypiPolicySettings if side == "pypi" else CondaPolicySettings
     with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace(")", r"\)").replace("|", r"\|")):
         model(deny=rules)
+
+
+def test_loading_settings_loads_py_rattler_only_for_conda_rules() -> None:
+    """The settings check every rule as they load; a configuration with no conda rules (most, and every CLI
+    command's) must not pay for importing py-rattler, which only the conda rules' compiler needs."""
+    script = """
+import sys
+from pkgcache.config import Settings
+Settings(pypi={"deny": ["evil-*"], "upstreams": ["http://127.0.0.1:9/simple/"]})
+print("rattler" in sys.modules)
+Settings(conda={"deny": ["numpy <1.20"]})
+print("rattler" in sys.modules)
+"""
+    answer = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
+    assert answer.stdout.split() == ["False", "True"], answer.stderr
 
 
 def test_min_release_age_accepts_zero_and_unset_as_no_minimum() -> None:
