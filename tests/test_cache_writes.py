@@ -1,4 +1,5 @@
-"""Small cache entries written whole or not at all; which are flushed to the disk, and why the others may skip it.
+"""Cache entries written whole or not at all; which are flushed to the disk (downloads, what cannot be made
+again), and why the others may skip it.
 
 A page.json or metadata.json is written without an fsync (a cold miss would wait for the disk): a power cut may
 then leave it empty or cut short. These tests check that such a file reads as absent, so it is made again, never
@@ -90,3 +91,44 @@ def _page() -> CachedPage:
 
 def _record() -> MetadataRecord:
     return MetadataRecord(sha256="ab" * 32, dist_sha256="cd" * 32, source="ranges", verified=False)
+
+
+def test_a_download_is_on_the_disk_before_it_is_renamed_into_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A downloaded file is served from the cache without being hashed again, so it must never be found cut short:
+    its bytes are flushed before the rename that makes it an entry (without, a power cut soon after can leave
+    the renamed file empty: file systems write the rename before data they have not placed yet)."""
+    from pkgcache.storage import store as store_module
+    from pkgcache.storage.downloads import Download, Downloader, Expected
+
+    events: list[tuple[str, str]] = []
+    real_fdatasync, real_replace = os.fdatasync, os.replace
+
+    def fdatasync(descriptor: int) -> None:
+        events.append(("flushed", os.readlink(f"/proc/self/fd/{descriptor}")))
+        real_fdatasync(descriptor)
+
+    def replace(source: str | Path, target: str | Path) -> None:
+        events.append(("renamed", str(source)))
+        real_replace(source, target)
+
+    monkeypatch.setattr(store_module.os, "fdatasync", fdatasync)
+    monkeypatch.setattr(store_module.os, "replace", replace)
+    store = _store(tmp_path)
+    data = os.urandom(300_000)
+    final = tmp_path / "pypi" / "files" / "demo-1.0-py3-none-any.whl"
+
+    async def produce(download: Download) -> None:
+        download.begin("fake upstream", {})
+        await download.write(data)
+
+    async def run() -> None:
+        download = Downloader(store).get_or_start(final, Expected(size=len(data)), produce)
+        assert download is not None
+        await download.wait_finished()
+
+    asyncio.run(run())
+    assert final.read_bytes() == data
+    temp = next(path for kind, path in events if kind == "renamed")
+    assert events == [("flushed", temp), ("renamed", temp)], events

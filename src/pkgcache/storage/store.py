@@ -152,9 +152,14 @@ class CacheStore:
         self.write_bytes_atomic(path, json.dumps(value, separators=(",", ":")).encode(), durable=durable)
 
     def commit_file(self, temp: Path, path: Path) -> None:
-        """Move a finished, verified temporary file into place (blocking)."""
+        """Move a finished, verified temporary file into place (blocking), its bytes flushed to the disk first.
+
+        Without the flush, a power cut soon after the rename can leave the entry cut short or empty (the file
+        system writes the rename before data it has not yet placed), and a cached file is served without being
+        hashed again. The flush costs about 0.5 ms a MB on a disk that caches writes, paid once per download."""
         self.require_writable()
         try:
+            _flush_to_disk(temp)
             path.parent.mkdir(parents=True, exist_ok=True)
             os.replace(temp, path)
         except OSError as exc:
@@ -172,6 +177,14 @@ class CacheStore:
                 return json.loads(handle.read()), stamp_of(os.fstat(handle.fileno()))
         except (OSError, ValueError):
             return None
+
+
+def _flush_to_disk(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 # What tells one version of a file from the next: its modification time and size. Files here are replaced by
