@@ -464,8 +464,12 @@ def test_a_small_subdir_is_made_here_while_a_big_ones_builder_holds_its_turn(
     made = {r.getMessage().split()[4]: r.getMessage() for r in caplog.records if r.getMessage().startswith("made ")}
     assert "own process" in made["cloud/conda-forge/noarch"], made
     assert "own process" not in made[f"cloud/conda-forge/{SUBDIR}"], made
-    # The shards made here are whole files, like a builder's (no pack is left), and hold the repodata's records.
+    # The shards made here get whole files, like a builder's (no pack is left), and hold the repodata's records.
+    deadline = time.monotonic() + 10
+    while list(cache.data_dir.rglob("noarch/shard-packs/*.pack")) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not list(cache.data_dir.rglob("noarch/shard-packs/*.pack"))
+    assert len(list(cache.data_dir.rglob("noarch/shards/*.msgpack.zst"))) == 3
     _assert_shards_hold_the_repodata(cache, channel)
 
 

@@ -139,3 +139,40 @@ def test_an_offline_kit_made_before_the_explosion_still_carries_the_shard(tmp_pa
     zeta = read_shard_index(subdir / "made-here" / SHARDS_INDEX_NAME).shards["zeta"]
     assert shard == f"conda/cloud/forge/linux-64/shards/{zeta}"
     assert hashlib.sha256((data_dir / shard).read_bytes()).hexdigest() == zeta.removesuffix(".msgpack.zst")
+
+
+def test_packs_are_on_the_disk_before_their_table_and_go_only_once_their_files_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index is put in place once the packs' tables exist, so a pack and its table must survive a power cut
+    from then on; and a pack is a shard's only copy on the disk until the shard's own file is flushed."""
+    events: list[str] = []
+    real_fdatasync, real_sync, real_unlink = os.fdatasync, os.sync, Path.unlink
+
+    def fdatasync(descriptor: int) -> None:
+        events.append("flushed " + Path(os.readlink(f"/proc/self/fd/{descriptor}")).suffix)
+        real_fdatasync(descriptor)
+
+    def sync() -> None:
+        events.append("synced")
+        real_sync()
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        events.append("deleted " + path.suffix)
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(shard_packs.os, "fdatasync", fdatasync)
+    monkeypatch.setattr(shard_packs.os, "sync", sync)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    writer = PackWriter(tmp_path / "packs")
+    for number in range(3):
+        data = f"shard {number}".encode()
+        writer.add(hashlib.sha256(data).digest(), data)
+    table = writer.close()
+    assert table is not None and table.is_file()
+    assert events == ["flushed .pack", "flushed .tmp"], events  # the table, under its temporary name
+    events.clear()
+    (tmp_path / "shards").mkdir()
+    assert explode_packs(tmp_path / "packs", tmp_path / "shards") == 3
+    assert events == ["synced", "deleted .table", "deleted .pack"], events
+    assert len(list((tmp_path / "shards").iterdir())) == 3

@@ -217,6 +217,9 @@ class GeneratedShards(ChannelLayer):
             ", while reading" if result.made_while_reading else ", from buckets",
             ", in the service's own process" if built_here else "",
         )
+        if built_here and result.pack_tables:  # no builder process to give its new shards their files
+            packs = Path(str(arguments["packs_dir"]))
+            _keep_exploding(packs, asyncio.get_running_loop().create_task(_explode_all(packs, shards_dir)))
         await asyncio.to_thread(_prune, shards_dir, index)
         return meta
 
@@ -239,14 +242,12 @@ def _said_to_be_small(found: Lookup) -> bool:
 
 
 def _build_small_here(arguments: dict[str, object]) -> ShardBuildResult | None:
-    """Build in this thread, forking nothing, and give the shards their files (blocking); None when the repodata
-    decompresses to more than IN_PROCESS_MAX_BYTES."""
+    """Build in this thread, forking nothing (blocking); None when the repodata decompresses to more than
+    IN_PROCESS_MAX_BYTES. Its new shards are in a pack, given their files after the index is in place."""
     repodata_path = Path(str(arguments["repodata_path"]))
     if not json_within(repodata_path, IN_PROCESS_MAX_BYTES):
         return None
-    result = build_shards(**arguments, processes=1)  # type: ignore[arg-type]
-    explode_packs(Path(str(arguments["packs_dir"])), Path(str(arguments["shards_dir"])))
-    return result
+    return build_shards(**arguments, processes=1)  # type: ignore[arg-type]
 
 
 def _log_failure(task: asyncio.Task[FileMeta]) -> None:
@@ -394,13 +395,20 @@ def _has_tables(packs_dir: Path) -> bool:
     return any(packs_dir.glob(f"*{TABLE_SUFFIX}"))
 
 
-async def _explode(packs_dir: Path, shards_dir: Path) -> None:
+async def _explode_all(packs_dir: Path, shards_dir: Path) -> None:
+    """Give the shards of a build made here their files; and those of any pack that came meanwhile."""
+    await _explode(packs_dir, shards_dir, logging.DEBUG)
+    if await asyncio.to_thread(_has_tables, packs_dir):
+        await _explode(packs_dir, shards_dir)
+
+
+async def _explode(packs_dir: Path, shards_dir: Path, level: int = logging.INFO) -> None:
     try:
         written = await asyncio.to_thread(explode_packs, packs_dir, shards_dir)
     except OSError as exc:
         log.warning("giving the shards in %s their files failed: %s", packs_dir, exc)
     else:
-        log.info("gave %d shards left in %s their files", written, packs_dir)
+        log.log(level, "gave %d shards in %s their files", written, packs_dir)
 
 
 def _keep_exploding(packs_dir: Path, task: asyncio.Task[None]) -> None:
