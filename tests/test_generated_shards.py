@@ -499,3 +499,18 @@ def test_a_repodata_bigger_than_its_compressed_size_said_goes_to_a_builder(
         _assert_shards_hold_the_repodata(cache, channel)
     finally:
         bg_loop.run(upstream.stop())
+
+
+def test_a_cached_repodata_is_small_by_its_recorded_size_and_never_by_a_missing_one(tmp_path: Path) -> None:
+    from pkgcache.cache_state import CacheState
+    from pkgcache.conda.source import Lookup
+    from pkgcache.storage.sidecars import FileMeta
+
+    def lookup(size: int | None) -> Lookup:
+        return Lookup(CacheState.HIT, tmp_path / "repodata.json", FileMeta(fetched_at=0.0, size=size))
+
+    limit = generated_shards.IN_PROCESS_MAX_BYTES
+    assert generated_shards._said_to_be_small(lookup(limit))
+    assert not generated_shards._said_to_be_small(lookup(limit + 1))
+    assert not generated_shards._said_to_be_small(lookup(None))
+    assert not generated_shards._said_to_be_small(Lookup(CacheState.HIT, tmp_path / "repodata.json"))

@@ -236,7 +236,8 @@ def _said_to_be_small(found: Lookup) -> bool:
     """Whether the repodata's file (or the upstream's answer on its way) is small enough to be built here, going by
     its size on disk or its Content-Length (checked against the JSON itself before building)."""
     if found.download is None:
-        return found.meta is not None and found.meta.size <= IN_PROCESS_MAX_BYTES
+        size = found.meta.size if found.meta is not None else None
+        return size is not None and size <= IN_PROCESS_MAX_BYTES
     declared = found.download.headers.get("Content-Length", "")
     return declared.isdigit() and int(declared) <= IN_PROCESS_MAX_BYTES
 
