@@ -407,3 +407,12 @@ def test_paths_outside_the_cache_are_refused_whether_in_the_manifest_or_only_in_
     assert refused.returncode == 1
     assert "has an unsafe segment '..'" in refused.stderr
     assert not (tmp_path / "escaped.txt").exists()
+
+
+@pytest.mark.parametrize("since", ["garbage", "last"])
+def test_export_since_a_date_it_cannot_read_or_an_export_never_made_says_so(tmp_path: Path, since: str) -> None:
+    answer = pkgcache("export", "--data-dir", tmp_path / "data", "--since", since, "-o", tmp_path / "out.tar")
+    assert answer.returncode == 2 and "Traceback" not in answer.stderr, answer.stderr
+    assert "Invalid value for --since" in answer.stderr
+    assert ("not a date like" if since == "garbage" else "no export of this data directory") in answer.stderr
+    assert not (tmp_path / "out.tar").exists()

@@ -206,7 +206,9 @@ def parse_since(value: str | None, data_dir: Path) -> float | None:
     try:
         return datetime.fromisoformat(value).timestamp()
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date like 2026-11-30 or 2026-11-30T08:00", "--since") from None
+        raise click.BadParameter(
+            f"{value!r} is not a date like 2026-11-30 or 2026-11-30T08:00", param_hint="--since"
+        ) from None
 
 
 @click.command("export")
