@@ -672,3 +672,31 @@ def test_check_pypi_only(tmp_path: Path, tuna: TunaLikeUpstream) -> None:
     checked = run_pkgcache("check", "--config", str(config), "--project", "alpha", "--timeout", "5")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "OK" in checked.stdout and "ERROR" not in checked.stdout
+
+
+def test_following_a_log_copies_what_is_appended_follows_its_rotation_and_stops_while_waiting(tmp_path: Path) -> None:
+    """`pkgcache logs -f` reads on from the end, goes on with the new log once the old one is rotated away, and
+    stops cleanly when told to while no new log has appeared yet."""
+    from pkgcache.daemon.logs import follow
+
+    log = tmp_path / "pkgcache.log"
+    log.write_bytes(b"before\n")
+    read_fd, write_fd = os.pipe()
+    stop = threading.Event()
+
+    def writer() -> None:
+        time.sleep(0.1)
+        with log.open("ab") as handle:
+            handle.write(b"one\n")
+        time.sleep(0.2)
+        os.replace(log, tmp_path / "pkgcache.log.1")  # rotated: and no new log until told to stop
+        time.sleep(0.3)
+        stop.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    with os.fdopen(write_fd, "wb") as out:
+        follow(log, out, keep_going=lambda: not stop.is_set(), poll=0.02)
+    thread.join()
+    with os.fdopen(read_fd, "rb") as got:
+        assert got.read() == b"one\n"

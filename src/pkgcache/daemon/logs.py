@@ -38,7 +38,7 @@ def tail_lines(path: Path, count: int, block: int = 8192) -> list[bytes]:
 
 def follow(path: Path, out: IO[bytes], keep_going: Callable[[], bool] = lambda: True, poll: float = 0.25) -> None:
     """Copy what is appended to `path` to `out` as it arrives; follows a rotated or truncated log."""
-    handle = path.open("rb")
+    handle: IO[bytes] = path.open("rb")
     handle.seek(0, os.SEEK_END)
     try:
         while keep_going():
@@ -49,9 +49,10 @@ def follow(path: Path, out: IO[bytes], keep_going: Callable[[], bool] = lambda: 
                 continue
             if _replaced_or_truncated(handle, path):
                 handle.close()
-                handle = _wait_open(path, keep_going, poll)
-                if handle is None:
+                reopened = _wait_open(path, keep_going, poll)
+                if reopened is None:
                     return
+                handle = reopened
                 continue
             time.sleep(poll)
     finally:
