@@ -69,7 +69,10 @@ def build_manifest(data_dir: Path, paths: Iterable[str], *, since: float | None,
 
 def write_bundle(data_dir: Path, manifest: Manifest, out: BinaryIO, progress: Progress | None = None) -> None:
     """The tar: the manifest, then every file as the manifest lists it."""
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=COPY_BUFFER) as tar:
+    # copybufsize is TarFile's, which tarfile.open passes on; typeshed's overloads of open leave it out.
+    with tarfile.open(  # type: ignore[call-overload]
+        fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=COPY_BUFFER
+    ) as tar:
         raw = manifest.to_json()
         info = tarfile.TarInfo(MANIFEST_NAME)
         info.size, info.mtime, info.mode = len(raw), int(manifest.created_at), 0o644

@@ -106,12 +106,12 @@ def plan_probes(settings: Settings, project: str = DEFAULT_PROJECT) -> list[Prob
             probes.append(Probe("pypi", upstream.name, f"{project} page", url, "pypi-page"))
     if settings.conda.enabled:
         cloud_channel = _first_cloud_channel(settings.conda.channels)
-        for upstream in settings.conda.upstreams:
-            url = f"{upstream.pkgs_url}main/noarch/repodata.json"
-            probes.append(Probe("conda", upstream.name, "pkgs/main repodata", url, "repodata"))
+        for conda_upstream in settings.conda.upstreams:
+            url = f"{conda_upstream.pkgs_url}main/noarch/repodata.json"
+            probes.append(Probe("conda", conda_upstream.name, "pkgs/main repodata", url, "repodata"))
             if cloud_channel:
-                url = f"{upstream.cloud_url}{cloud_channel}/noarch/repodata.json"
-                probes.append(Probe("conda", upstream.name, f"{cloud_channel} (HEAD)", url, "exists"))
+                url = f"{conda_upstream.cloud_url}{cloud_channel}/noarch/repodata.json"
+                probes.append(Probe("conda", conda_upstream.name, f"{cloud_channel} (HEAD)", url, "exists"))
     return probes
 
 

@@ -201,8 +201,9 @@ class PolicyReport:
         if conda_pins:
             from pkgcache.policy.conda import CondaPolicy
 
-            policy = CondaPolicy(self.settings.conda, self.blocks["conda"])
-            self._report("conda", policy.check_requirements([pin for pin, _ in conda_pins]), [w for _, w in conda_pins])
+            conda_policy = CondaPolicy(self.settings.conda, self.blocks["conda"])
+            verdicts = conda_policy.check_requirements([pin for pin, _ in conda_pins])
+            self._report("conda", verdicts, [w for _, w in conda_pins])
         for spec in plan.conda_specs:
             click.echo(f"note     {spec.spec} ({spec.origin}): not pinned; lock it to check it")
             self.noted += 1

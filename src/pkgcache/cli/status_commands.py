@@ -99,7 +99,7 @@ def logs(follow_log: bool, lines: int, config_file: Path | None, data_dir: Path 
             "(`pkgcache serve` logs to its terminal, to journalctl under systemd, or to `docker compose logs`)"
         )
         raise click.ClickException("\n".join([message, *located.where_to_look()]))
-    out = click.get_binary_stream("stdout")
+    out = sys.stdout.buffer  # bytes as the log holds them (click's get_binary_stream is deprecated)
     try:
         out.writelines(_read_tail(log_file, lines))
         out.flush()

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO, cast
 
 import zstandard
 
@@ -104,7 +104,7 @@ def decompressed(name: str, raw: BinaryIO) -> Iterator[BinaryIO]:
         yield zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
     elif name.endswith(".bz2"):
         with bz2.BZ2File(raw) as binary:
-            yield binary
+            yield cast(BinaryIO, binary)  # a binary stream; typeshed does not say BZ2File is one
     else:
         yield raw
 

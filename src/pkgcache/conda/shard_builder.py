@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import msgpack
 import msgspec
@@ -162,17 +162,18 @@ def build_shards(
     stamp = (created_at or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     counts, read = OutputCounts(), BucketCounts()
     packs_dir = packs_dir or default_packs_dir(shards_dir)
-    source = Rewindable(source) if source is not None else None
+    rewindable = Rewindable(source) if source is not None else None
+    stream = cast("BinaryIO | None", rewindable)  # read as the stream it wraps is
     with tempfile.TemporaryDirectory(prefix=".shard-build-", dir=index_dir) as work:
         made = None
         if hasattr(os, "fork") and processes != 1:
-            made = _build_sorted(repodata_path, source, Path(work), shards_dir, packs_dir, read, counts, processes)
+            made = _build_sorted(repodata_path, stream, Path(work), shards_dir, packs_dir, read, counts, processes)
         if made is None:
             read, counts = BucketCounts(), OutputCounts()
-            if source is not None and not source.rewind():
-                _drain(source)  # the file is whole once its download has ended
-                source = None
-            bucketed = bucket_repodata(repodata_path, Path(work), read, source)
+            if stream is not None and rewindable is not None and not rewindable.rewind():
+                _drain(stream)  # the file is whole once its download has ended
+                stream = None
+            bucketed = bucket_repodata(repodata_path, Path(work), read, stream)
             if subdir is None:
                 _text_field(bucketed.info, "subdir")
             entries, pack_tables = _build_in_parallel(
@@ -537,8 +538,8 @@ def _run_from_command_line(arguments: str) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     given = json.loads(arguments)
     from_stdin = bool(given.pop("from_stdin", False))
-    paths = {key: Path(value) for key, value in given.items() if key in _PATH_ARGUMENTS and value is not None}
-    others = {key: value for key, value in given.items() if key not in _PATH_ARGUMENTS}
+    paths: dict[str, Any] = {key: Path(value) for key, value in given.items() if key in _PATH_ARGUMENTS and value}
+    others: dict[str, Any] = {key: value for key, value in given.items() if key not in _PATH_ARGUMENTS}
     source = sys.stdin.buffer if from_stdin else None
     try:
         result = build_shards(paths.pop("repodata_path"), paths.pop("shards_dir"), **paths, **others, source=source)

@@ -28,7 +28,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import msgpack
 import msgspec
@@ -150,7 +150,8 @@ class _SortedReader:
         builder's inner loop when the repodata is sorted (one turn per record), so written flat."""
         encode, fromhex = ENCODER.encode, bytes.fromhex
         name: object = _BEFORE_FIRST  # equal to no record's name, None included
-        prefix, group = "", {}
+        prefix = ""
+        group: dict[str, Any] = {}
         for filename, record in records.items():
             if filename <= last:
                 raise Declined(f"{filename!r} comes after {last!r}")
@@ -197,7 +198,7 @@ class _SortedReader:
             raise Declined(str(exc)) from None
         body = memoryview(packed)[_map_header_length(len(group)) :]
         stretches = self._known(name)
-        if type(stretches) is bytes:
+        if isinstance(stretches, bytes):
             raise Declined(f"records of {name!r} after its shard was made")
         last = stretches[-1] if stretches else None
         if last is not None and last[0] == section and last[1] + last[2] == self.offset:
@@ -236,7 +237,7 @@ class _SortedReader:
         self._send(name)
 
     def _send(self, name: str) -> None:
-        stretches = msgspec.Raw(self.stretches[name])  # packed: the package's shard has been made once
+        stretches = msgspec.Raw(cast(bytes, self.stretches[name]))  # packed: its shard has been made once
         job = ENCODER.encode((name, stretches, self.removed.get(name, [])))
         child = self.children[zlib.crc32(name.encode()) % len(self.children)]
         child.jobs.write(len(job).to_bytes(4, "big") + job)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from pkgcache.policy.common import Block, Side, parse_block_target
 from pkgcache.policy.pypi import normalize_name as normalize_pypi_name
@@ -124,6 +125,8 @@ class BlockBook:
 
     def _write(self, blocks: Blocks) -> None:
         self.store.tmp_dir.mkdir(parents=True, exist_ok=True)  # a command working on the directory directly
-        content = {side: [b.as_json() for b in sorted(blocks[side], key=lambda b: b.target)] for side in SIDES}
-        content["written_at"] = time.time()  # type: ignore[assignment]
+        content: dict[str, Any] = {
+            side: [b.as_json() for b in sorted(blocks[side], key=lambda b: b.target)] for side in SIDES
+        }
+        content["written_at"] = time.time()
         self.store.write_json_atomic(self.path, content)

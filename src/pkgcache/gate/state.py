@@ -28,6 +28,7 @@ from pkgcache.policy.config import PolicySettingsBase
 from pkgcache.policy.engine import SidePolicy
 from pkgcache.policy.pypi import PypiPolicy
 from pkgcache.storage.store import CacheStore, Stamp, StorageError, file_stamp
+from pkgcache.upstream.pool import UpstreamPool
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class SideGate:
 class Gate:
     """The gate of both sides in this worker (see the module docstring)."""
 
-    def __init__(self, settings: Settings, store: CacheStore, pools: Mapping[str, object]) -> None:
+    def __init__(self, settings: Settings, store: CacheStore, pools: Mapping[str, UpstreamPool]) -> None:
         self.store = store
         self.book = BlockBook(store)
         self.offline = settings.server.offline
@@ -217,7 +218,7 @@ class Gate:
 
 
 def _without_rules(settings: PolicySettingsBase) -> bool:
-    return not (settings.min_release_age or settings.deny or settings.allow_only)  # type: ignore[attr-defined]
+    return not (settings.min_release_age or settings.deny or settings.allow_only)
 
 
 def _rules_of(policy: SidePolicy | None) -> list[str]:

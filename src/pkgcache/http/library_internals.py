@@ -121,7 +121,7 @@ if uvloop is not None:
     class SendfileLoop(uvloop.Loop):  # type: ignore[misc,name-defined]
         """uvloop with `sendfile` for plain TCP transports."""
 
-        async def sendfile(
+        async def sendfile(  # type: ignore[override]  # takes what its base does; annotated for our transports
             self,
             transport: asyncio.WriteTransport,
             file: IO[bytes],

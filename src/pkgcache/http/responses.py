@@ -288,10 +288,10 @@ async def send_download(
     try:
         await download.wait_started()
     except Exception as exc:
-        response = error_for(exc)
-        if response is None:
+        refusal = error_for(exc)
+        if refusal is None:
             raise
-        return response
+        return refusal
     response = web.StreamResponse(
         headers={"Content-Type": content_type, "Cache-Control": cache_control, CACHE_STATE_HEADER: CacheState.MISS}
     )

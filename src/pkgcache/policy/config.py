@@ -9,7 +9,7 @@ Every rule is compiled while the configuration loads, so a bad one is reported t
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator
 
@@ -49,6 +49,10 @@ class PolicySettingsBase(BaseModel):
         "refuse", description="what to do with files whose age is not known, while min_release_age is set"
     )
     allow_only: bool = Field(False, description="serve only what some allow rule matches")
+
+    if TYPE_CHECKING:  # each side's own model declares them, with its own rule types
+        deny: list[Any] = Field(default_factory=list)
+        allow: list[Any] = Field(default_factory=list)
 
     @field_validator("deny", "allow", mode="after", check_fields=False)
     @classmethod

@@ -40,9 +40,18 @@ MAX_PLANS = 200_000
 
 
 class CompiledRule(Protocol):
-    ref: RuleRef
-    name: str  # normalised name or pattern
-    whole: bool  # no condition but the name (and channel): refuses or allows every file of the name
+    @property
+    def ref(self) -> RuleRef: ...
+
+    @property
+    def name(self) -> str:
+        """The normalised name or pattern."""
+        ...
+
+    @property
+    def whole(self) -> bool:
+        """No condition but the name (and channel): refuses or allows every file of the name."""
+        ...
 
     def applies_in(self, channel: str | None) -> bool: ...
 
@@ -54,8 +63,11 @@ class CompiledRule(Protocol):
 
 
 class CompiledBlock(Protocol):
-    block: Block
-    ref: RuleRef
+    @property
+    def block(self) -> Block: ...
+
+    @property
+    def ref(self) -> RuleRef: ...
 
     def matches(self, facts: Any) -> bool: ...
 

@@ -53,7 +53,10 @@ F = TypeVar("F", bound=PageFile)
 
 
 class Page(Protocol):
-    """What `filter_page` reads of a project page (`pypi.model.ProjectPage` is one)."""
+    """What `filter_page` reads of a project page (`pypi.model.ProjectPage` is one): a dataclass, copied with
+    the files it keeps."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
 
     @property
     def name(self) -> str: ...

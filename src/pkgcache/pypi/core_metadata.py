@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -326,7 +327,7 @@ def _advertise(entry: CachedPage, records: dict[str, MetadataRecord]) -> CachedP
     return entry.derived(dataclasses.replace(entry.page, files=tuple(files)))
 
 
-def _advertised_metadata(dist: DistFile, record: MetadataRecord | None) -> bool | dict[str, str]:
+def _advertised_metadata(dist: DistFile, record: MetadataRecord | None) -> bool | Mapping[str, str]:
     if record is not None and _same_distribution(record, dist):
         return {"sha256": record.sha256}  # the hash of exactly the bytes pkgcache serves
     if dist.filename.endswith(".whl"):

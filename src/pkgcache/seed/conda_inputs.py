@@ -387,7 +387,7 @@ def _read_conda_lock_package(url: str, entry: Mapping[str, Any], origin: Origin,
         plan.skip(f"{name} ({url})", unseedable_reason(url), origin)
         return
     hashes = fields.table(entry.get("hash") or {}, "hash")
-    details = {"platforms": tuple(use.platforms), "environments": tuple(use.environments)}
+    details: dict[str, Any] = {"platforms": tuple(use.platforms), "environments": tuple(use.environments)}
     manager = fields.text(entry, "manager")
     if manager == "conda":
         try:

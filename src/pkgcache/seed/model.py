@@ -228,10 +228,13 @@ class SeedPlan:
     def skip(self, what: str, reason: str, origin: Origin, url: str | None = None) -> None:
         self.skipped.append(Skipped(what, reason, origin, url))
 
+    def _all_files(self) -> list[PypiFile | CondaFile]:
+        return [*self.pypi_files, *self.conda_files]
+
     def distinct_files(self) -> dict[str, PypiFile | CondaFile]:
         """Exact files by cache path, the first occurrence kept (see `hash_conflicts`)."""
         found: dict[str, PypiFile | CondaFile] = {}
-        for item in [*self.pypi_files, *self.conda_files]:
+        for item in self._all_files():
             found.setdefault(item.cache_path, item)
         return found
 
@@ -240,7 +243,7 @@ class SeedPlan:
         inputs does not expect the file the other does (a private index's rebuild, a stale lock)."""
         first_seen = self.distinct_files()
         conflicts = []
-        for item in [*self.pypi_files, *self.conda_files]:
+        for item in self._all_files():
             first = first_seen[item.cache_path]
             theirs = _hashes_of(first)
             clash = sorted(algo for algo, digest in _hashes_of(item).items() if theirs.get(algo, digest) != digest)

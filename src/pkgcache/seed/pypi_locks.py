@@ -119,7 +119,7 @@ def _read_pylock_package(package: Any, origin: Origin, plan: SeedPlan) -> None:
         reason = unseedable_reason(f"{package.vcs.type}+{reference}" if package.vcs else reference)
         plan.skip(name, reason, origin, url=getattr(source, "url", None))
         return
-    common = {
+    common: dict[str, Any] = {
         "project": package.name,
         "origin": origin,
         "version": str(package.version) if package.version else None,
@@ -171,7 +171,7 @@ def _read_uv_package(package: Mapping[str, Any], origin: Origin, plan: SeedPlan)
             reason = unseedable_reason(f"git+{reference}" if kind == "git" else reference)
             plan.skip(what, reason, origin, url=url_or_none(reference))
         return
-    common = {
+    common: dict[str, Any] = {
         "project": project,
         "origin": origin,
         "version": fields.text(package, "version"),
@@ -210,8 +210,9 @@ def read_poetry_lock(doc: Mapping[str, Any], text: str, path: Path, plan: SeedPl
     python_versions = fields.text(metadata, "python-versions")
     plan.inputs.append(InputFile(path, InputFormat.POETRY_LOCK, requires_python=python_versions))
     # Before lock-version 2.0 the files were listed apart, by package name.
-    legacy_files = metadata.get("files") if isinstance(metadata.get("files"), Mapping) else {}
-    legacy_hashes = metadata.get("hashes") if isinstance(metadata.get("hashes"), Mapping) else {}
+    listed_files, listed_hashes = metadata.get("files"), metadata.get("hashes")
+    legacy_files: Mapping[str, Any] = listed_files if isinstance(listed_files, Mapping) else {}
+    legacy_hashes: Mapping[str, Any] = listed_hashes if isinstance(listed_hashes, Mapping) else {}
 
     def read(package: Mapping[str, Any], origin: Origin, plan: SeedPlan) -> None:
         _read_poetry_package(package, origin, plan, legacy_files, legacy_hashes)

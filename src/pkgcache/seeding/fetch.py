@@ -300,7 +300,7 @@ def _page_files(document: Any) -> dict[str, PageFile] | str:
     for entry in files:
         if not isinstance(entry, dict) or not isinstance(entry.get("filename"), str):
             continue
-        hashes = entry.get("hashes") if isinstance(entry.get("hashes"), dict) else {}
+        hashes = entry["hashes"] if isinstance(entry.get("hashes"), dict) else {}
         size = entry.get("size")
         found[entry["filename"]] = PageFile(
             entry["filename"], hashes.get("sha256"), size if isinstance(size, int) else None

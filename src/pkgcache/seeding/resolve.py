@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from pkgcache.seed.inputs import read_inputs
@@ -277,8 +278,9 @@ async def solve_with_rattler(
         )
         for name, version in virtual_packages(subdir)
     ]
+    platforms: list[Any] = [subdir, "noarch"]  # names rattler knows (the plan's subdirs are checked against them)
     records = await asyncio.wait_for(
-        rattler.solve(channels, list(specs), gateway=gateway, platforms=[subdir, "noarch"], virtual_packages=virtuals),
+        rattler.solve(channels, list(specs), gateway=gateway, platforms=platforms, virtual_packages=virtuals),
         SOLVE_TIMEOUT,
     )
     return [(str(r.url), r.sha256.hex() if r.sha256 else None, r.size) for r in records]

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from pkgcache import __version__
-from pkgcache.config import Settings
+from pkgcache.config import CondaConfig, PypiConfig, Settings
 from pkgcache.http.fast_path import ServiceRunner
 from pkgcache.http.library_internals import ConnectionWatch, loop_name, new_event_loop
 from pkgcache.presets import shared_operators
@@ -75,6 +75,7 @@ def serve_worker(settings: Settings, worker: WorkerContext | None, sockets: list
     async def serve() -> None:
         await runner.setup()
         try:
+            sites: list[web.BaseSite]
             if sockets is None:
                 sites = [web.TCPSite(runner, settings.server.host, settings.server.port, backlog=BACKLOG)]
             else:
@@ -136,7 +137,7 @@ def _log_banner(settings: Settings, workers: int) -> None:
         log.info("pypi upstream %s: %s", upstream.name, upstream.url)
     for conda in settings.conda.upstreams if settings.conda.enabled else []:
         log.info("conda upstream %s: %s and %s", conda.name, conda.pkgs_url, conda.cloud_url)
-    sides = {"pypi": settings.pypi, "conda": settings.conda}
+    sides: dict[str, PypiConfig | CondaConfig] = {"pypi": settings.pypi, "conda": settings.conda}
     for side, config in sides.items():
         if not config.enabled:
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -31,9 +32,9 @@ class Operations:
     # With several worker processes: the other workers' counters, added to this one's for the service's totals.
     peer_stats: Callable[[], list[RequestStats]] = field(default=list)
     # What each side's index says of itself (`status()`), e.g. the PyPI side's core metadata counters.
-    side_status: Callable[[], dict[str, dict[str, object]]] = field(default=dict)
+    side_status: Callable[[], dict[str, dict[str, Any]]] = field(default=dict)
 
-    def core_metadata(self) -> dict[str, object] | None:
+    def core_metadata(self) -> dict[str, Any] | None:
         """What the PyPI side's core metadata layer made and saved, if that side is served."""
         found = self.side_status().get("pypi", {}).get("core_metadata")
         return found if isinstance(found, dict) else None
@@ -51,7 +52,7 @@ class Operations:
         pool = self.pools.get(side)
         return 0 if pool is None else sum(upstream.stats.bytes_received for upstream in pool.upstreams)
 
-    def summary(self) -> dict[str, object]:
+    def summary(self) -> dict[str, Any]:  # JSON: numbers and texts, as /-/stats shows them
         """The numbers `/-/stats`, `/-/status` and the page show."""
         stats = self.request_stats()
         totals = stats.totals()

@@ -422,14 +422,15 @@ async def watched_chunks(
     `min_rate` bytes per second arrived over the last `rate_window` seconds: a drip or a silence mid-body ends
     here, and the caller can go on with another upstream. Without it, only the session's read timeout applies."""
     if policy is None or not enforce_rate or policy.min_rate <= 0:
-        async for chunk in response.content.iter_chunked(CHUNK_SIZE):
-            yield chunk
+        async for piece in response.content.iter_chunked(CHUNK_SIZE):
+            yield piece
         return
     loop = asyncio.get_running_loop()
     window_start, window_bytes = loop.time(), 0
     needed = policy.min_rate * policy.rate_window
     while True:
         remaining = window_start + policy.rate_window - loop.time()
+        chunk: bytes | None
         try:
             async with asyncio.timeout(max(0.0, remaining)):
                 chunk = await response.content.read(CHUNK_SIZE)

@@ -134,7 +134,7 @@ class Supervisor:
 
     # --- workers ---
 
-    def _start(self, worker: _Worker, child_mask: set[signal.Signals]) -> None:
+    def _start(self, worker: _Worker, child_mask: set[int | signal.Signals]) -> None:
         assert self._counters is not None and self._private is not None
         context = WorkerContext(worker.index, self.count, self._counters, self._private_address)
         sockets = [*worker.sockets, self._private] if worker.index == PRIMARY else list(worker.sockets)
@@ -154,7 +154,7 @@ class Supervisor:
         worker.pid, worker.started_at, worker.restart_at = pid, time.monotonic(), None
         log.info("worker %d (%s) started, pid %d", worker.index, context.role, pid)
 
-    def _become_worker(self, parent: int, worker: _Worker, child_mask: set[signal.Signals]) -> None:
+    def _become_worker(self, parent: int, worker: _Worker, child_mask: set[int | signal.Signals]) -> None:
         for number in _WATCHED:
             signal.signal(number, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, child_mask)
@@ -169,7 +169,7 @@ class Supervisor:
         if worker.index != PRIMARY and self._private is not None:
             self._private.close()
 
-    def _watch(self, child_mask: set[signal.Signals]) -> int:
+    def _watch(self, child_mask: set[int | signal.Signals]) -> int:
         while True:
             received = signal.sigtimedwait(_WATCHED, self._next_wake())
             if received is not None and received.si_signo in STOP_SIGNALS:
@@ -215,7 +215,7 @@ class Supervisor:
             )
             worker.restart_at = time.monotonic() + delay
 
-    def _restart_due(self, child_mask: set[signal.Signals]) -> None:
+    def _restart_due(self, child_mask: set[int | signal.Signals]) -> None:
         now = time.monotonic()
         for worker in self._workers:
             if worker.pid is None and worker.restart_at is not None and worker.restart_at <= now:
