@@ -145,7 +145,9 @@ def test_packs_are_on_the_disk_before_their_table_and_go_only_once_their_files_a
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The index is put in place once the packs' tables exist, so a pack and its table must survive a power cut
-    from then on; and a pack is a shard's only copy on the disk until the shard's own file is flushed."""
+    from then on; a shard file is served as soon as it is found, so none may appear before its bytes are on the
+    disk; and a pack is the shards' other copy, so it goes only once their files and names are on the disk."""
+    shards = tmp_path / "shards"
     events: list[str] = []
     real_fdatasync, real_sync, real_unlink = os.fdatasync, os.sync, Path.unlink
 
@@ -154,7 +156,8 @@ def test_packs_are_on_the_disk_before_their_table_and_go_only_once_their_files_a
         real_fdatasync(descriptor)
 
     def sync() -> None:
-        events.append("synced")
+        files = sorted(p.suffix for p in shards.iterdir() if p.name.endswith(shard_packs.SHARD_SUFFIX))
+        events.append(f"synced with {len(files)} shard files")
         real_sync()
 
     def unlink(path: Path, missing_ok: bool = False) -> None:
@@ -172,7 +175,32 @@ def test_packs_are_on_the_disk_before_their_table_and_go_only_once_their_files_a
     assert table is not None and table.is_file()
     assert events == ["flushed .pack", "flushed .tmp"], events  # the table, under its temporary name
     events.clear()
+    shards.mkdir()
+    assert explode_packs(tmp_path / "packs", shards) == 3
+    expected = ["synced with 0 shard files", "synced with 3 shard files", "deleted .table", "deleted .pack"]
+    assert events == expected, events
+    assert sorted(p.name for p in shards.iterdir()) == sorted(
+        f"{hashlib.sha256(f'shard {n}'.encode()).hexdigest()}.msgpack.zst" for n in range(3)
+    )
+
+
+def test_a_shard_taken_out_of_its_pack_is_on_the_disk_before_it_has_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked for before the explosion, a shard gets its file at once, flushed first: the explosion after it may
+    delete the pack, and that file is served as found from then on."""
+    events: list[str] = []
+    real_fdatasync = os.fdatasync
+    monkeypatch.setattr(
+        shard_packs.os, "fdatasync", lambda fd: (events.append(os.readlink(f"/proc/self/fd/{fd}")), real_fdatasync(fd))
+    )
+    data = b"one shard"
+    digest = hashlib.sha256(data).digest()
+    writer = PackWriter(tmp_path / "packs")
+    writer.add(digest, data)
+    writer.close()
+    events.clear()
     (tmp_path / "shards").mkdir()
-    assert explode_packs(tmp_path / "packs", tmp_path / "shards") == 3
-    assert events == ["synced", "deleted .table", "deleted .pack"], events
-    assert len(list((tmp_path / "shards").iterdir())) == 3
+    path = extract_shard(tmp_path / "packs", tmp_path / "shards", f"{digest.hex()}.msgpack.zst")
+    assert path is not None and path.read_bytes() == data
+    assert len(events) == 1 and events[0].endswith(".tmp") and digest.hex() in events[0]
