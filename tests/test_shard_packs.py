@@ -13,6 +13,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,44 +142,59 @@ def test_an_offline_kit_made_before_the_explosion_still_carries_the_shard(tmp_pa
     assert hashlib.sha256((data_dir / shard).read_bytes()).hexdigest() == zeta.removesuffix(".msgpack.zst")
 
 
+@pytest.mark.parametrize("flushed", ["one by one", "all at once"])
 def test_packs_are_on_the_disk_before_their_table_and_go_only_once_their_files_are(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flushed: str
 ) -> None:
     """The index is put in place once the packs' tables exist, so a pack and its table must survive a power cut
     from then on; a shard file is served as soon as it is found, so none may appear before its bytes are on the
-    disk; and a pack is the shards' other copy, so it goes only once their files and names are on the disk."""
+    disk; and a pack is the shards' other copy, so it goes only once their files and names are on the disk.
+    A few new files are flushed one by one (and their folder), many with one os.sync."""
     shards = tmp_path / "shards"
     events: list[str] = []
-    real_fdatasync, real_sync, real_unlink = os.fdatasync, os.sync, Path.unlink
+    real_fsync, real_fdatasync, real_sync, real_unlink = os.fsync, os.fdatasync, os.sync, Path.unlink
 
-    def fdatasync(descriptor: int) -> None:
-        events.append("flushed " + Path(os.readlink(f"/proc/self/fd/{descriptor}")).suffix)
-        real_fdatasync(descriptor)
+    def shard_files() -> int:
+        return sum(p.name.endswith(shard_packs.SHARD_SUFFIX) for p in shards.iterdir())
+
+    def flushed_as(call: str, real: Any) -> Any:
+        def flush(descriptor: int) -> None:
+            target = Path(os.readlink(f"/proc/self/fd/{descriptor}"))
+            kind = "folder" if target == shards else target.suffix
+            events.append(f"{call} {kind} ({shard_files() if shards.exists() else 0} shard files)")
+            real(descriptor)
+
+        return flush
 
     def sync() -> None:
-        files = sorted(p.suffix for p in shards.iterdir() if p.name.endswith(shard_packs.SHARD_SUFFIX))
-        events.append(f"synced with {len(files)} shard files")
+        events.append(f"sync ({shard_files()} shard files)")
         real_sync()
 
     def unlink(path: Path, missing_ok: bool = False) -> None:
         events.append("deleted " + path.suffix)
         real_unlink(path, missing_ok=missing_ok)
 
-    monkeypatch.setattr(shard_packs.os, "fdatasync", fdatasync)
+    monkeypatch.setattr(shard_packs.os, "fsync", flushed_as("fsync", real_fsync))
+    monkeypatch.setattr(shard_packs.os, "fdatasync", flushed_as("fdatasync", real_fdatasync))
     monkeypatch.setattr(shard_packs.os, "sync", sync)
     monkeypatch.setattr(Path, "unlink", unlink)
+    if flushed == "all at once":
+        monkeypatch.setattr(shard_packs, "FLUSH_ONE_BY_ONE", 2)
     writer = PackWriter(tmp_path / "packs")
     for number in range(3):
         data = f"shard {number}".encode()
         writer.add(hashlib.sha256(data).digest(), data)
     table = writer.close()
     assert table is not None and table.is_file()
-    assert events == ["flushed .pack", "flushed .tmp"], events  # the table, under its temporary name
+    assert events == ["fdatasync .pack (0 shard files)", "fdatasync .tmp (0 shard files)"], events  # the table
     events.clear()
     shards.mkdir()
     assert explode_packs(tmp_path / "packs", shards) == 3
-    expected = ["synced with 0 shard files", "synced with 3 shard files", "deleted .table", "deleted .pack"]
-    assert events == expected, events
+    if flushed == "one by one":  # each file flushed before it has its name
+        expected = [f"fsync .tmp ({n} shard files)" for n in range(3)] + ["fsync folder (3 shard files)"]
+    else:
+        expected = ["sync (0 shard files)", "sync (3 shard files)"]
+    assert events == [*expected, "deleted .table", "deleted .pack"], events
     assert sorted(p.name for p in shards.iterdir()) == sorted(
         f"{hashlib.sha256(f'shard {n}'.encode()).hexdigest()}.msgpack.zst" for n in range(3)
     )
