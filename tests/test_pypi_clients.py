@@ -73,4 +73,6 @@ def test_install_from_tuna_like_mirror_then_from_cache_alone(
     assert _install(kind, cache, tmp_path / "second") == EXPECTED_TREE
     answer = cache.get("/pypi/simple/alpha/")
     assert answer.status == 200
-    assert answer.headers["x-pkgcache-cache"] == "stale"
+    # Served from the cache either way: "stale" (its revalidation failed), or "offline" once the gate has seen
+    # every upstream resting after those failures (it looks every 0.5 s) and switched to the offline view.
+    assert answer.headers["x-pkgcache-cache"] in ("stale", "offline")
