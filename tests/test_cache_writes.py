@@ -132,3 +132,40 @@ def test_a_download_is_on_the_disk_before_it_is_renamed_into_place(
     assert final.read_bytes() == data
     temp = next(path for kind, path in events if kind == "renamed")
     assert events == [("flushed", temp), ("renamed", temp)], events
+
+
+def test_a_long_download_is_flushed_as_it_comes_so_its_last_flush_covers_only_the_tail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every FLUSH_EVERY bytes the writing thread flushes the file: a 2 GB wheel's client does not wait at its end
+    for the disk to take the whole file (seconds on a slow disk), only the tail since the last flush."""
+    from pkgcache.storage import downloads as downloads_module
+    from pkgcache.storage.downloads import Download, Downloader, Expected
+
+    flushed_at: list[int] = []
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(descriptor: int) -> None:
+        flushed_at.append(os.fstat(descriptor).st_size)
+        real_fdatasync(descriptor)
+
+    monkeypatch.setattr(downloads_module, "FLUSH_EVERY", 100_000)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    store = _store(tmp_path)
+    data = os.urandom(350_000)
+    final = tmp_path / "pypi" / "files" / "long-1.0-py3-none-any.whl"
+
+    async def produce(download: Download) -> None:
+        download.begin("fake upstream", {})
+        for start in range(0, len(data), 50_000):
+            await download.write(data[start : start + 50_000])
+
+    async def run() -> None:
+        download = Downloader(store).get_or_start(final, Expected(size=len(data)), produce)
+        assert download is not None
+        await download.wait_finished()
+
+    asyncio.run(run())
+    assert final.read_bytes() == data
+    # Three times on the way, then once more before the rename, for the last 50,000 bytes.
+    assert flushed_at == [100_000, 200_000, 300_000, 350_000], flushed_at
