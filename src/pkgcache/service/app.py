@@ -51,6 +51,7 @@ from pkgcache.upstream.pool import Upstream, UpstreamPolicySettings, UpstreamPoo
 from pkgcache.upstream.transfer import Fetcher
 from pkgcache.workers.context import WorkerContext
 from pkgcache.workers.forwarding import Forwarder
+from pkgcache.workers.heap import trim_when_quiet
 from pkgcache.workers.worker_app import (
     install_replica_upkeep,
     install_worker,
@@ -161,6 +162,7 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
         app.cleanup_ctx.append(_store_prepared)  # first: everything after it may use the data directory
     app.cleanup_ctx.append(_access_log_running)
     app.cleanup_ctx.append(_pools_open)
+    app.cleanup_ctx.append(_heap_trimming)
 
     if not settings.access.users:
         # Answers from memory before routing (http/fast_path.py); with users, every read checks them.
@@ -226,6 +228,14 @@ async def _gate_watching(app: web.Application) -> AsyncIterator[None]:
     gate = app[GATE_KEY]
     await asyncio.to_thread(gate.load_blocks)
     task = asyncio.get_running_loop().create_task(gate.watch())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _heap_trimming(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.get_running_loop().create_task(trim_when_quiet())
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
