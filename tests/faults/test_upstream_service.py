@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from pkgcache.http.responses import CLIENT_RETRY_AFTER_SECONDS
 from tests.cache_service import RunningCache, start_cache
 from tests.fakes.faulty import Fault, FaultyPypiUpstream, Kind
 from tests.faults.harness import (
@@ -28,7 +29,7 @@ from tests.faults.harness import (
     tally,
 )
 from tests.faults.scenarios import DEADLINES, Outcome
-from tests.support import BackgroundLoop
+from tests.support import BackgroundLoop, run_pip_install
 
 BIG = "bigpkg-1.0-py3-none-any.whl"
 BULKY = "bulky-1.0-py3-none-any.whl"
@@ -185,11 +186,35 @@ def test_every_mirror_resting_is_named_with_retry_after(
         checks.expect(bool(re.search(r"\d+ ?s", text)), "and says when each comes back", text)
         retry_after = resting.headers.get("retry-after", "")
         checks.expect(
-            retry_after.isdigit() and 0 < int(retry_after) <= 30,
-            "with Retry-After (at most the cool-down)",
+            retry_after.isdigit() and 0 < int(retry_after) <= CLIENT_RETRY_AFTER_SECONDS,
+            "with a short Retry-After (a client that sleeps for it must not sit out the mirrors' rest)",
             retry_after,
         )
+        rests = [int(seconds) for seconds in re.findall(r"(\d+) ?s", text)]
+        checks.expect(any(rest > CLIENT_RETRY_AFTER_SECONDS for rest in rests), "while the body says the rest", text)
         checks.expect(first.count("/simple/alpha/") == 1, "a resting mirror is not asked again", first.paths())
     finally:
         cache.stop()
     checks.verdict()
+
+
+def test_pip_fails_soon_and_asks_again_when_every_mirror_is_resting(
+    bg_loop: BackgroundLoop, tmp_path: Path, mirrors: tuple[FaultyPypiUpstream, FaultyPypiUpstream]
+) -> None:
+    """pip sleeps for the Retry-After of each 503 before its retries: with the mirrors' own rest (a minute here,
+    an hour after a block page) it sat silent for minutes; now it retries within seconds and fails."""
+    for mirror in mirrors:
+        mirror.plan.set("/simple/alpha/", Fault(Kind.STATUS, status=503))
+    cache = _start(
+        bg_loop, tmp_path, [{"name": f"mirror-{n}", "url": m.index_url} for n, m in enumerate(mirrors)], cooldown=60
+    )
+    try:
+        assert fetch(f"{cache.url}/pypi/simple/alpha/").status in (502, 503)  # both mirrors rest from now on
+        resting = fetch(f"{cache.url}/pypi/simple/alpha/")
+        assert resting.status == 503 and re.search(r"\b(59|60) ?s", resting.body.decode()), resting.summary()
+        done = run_pip_install(cache.index_url, tmp_path / "target", "alpha", timeout=60)
+        assert done.returncode != 0 and "alpha" in done.stderr, done.stderr[-2000:]
+        answered = json.loads(cache.get("/-/stats").body)["sides"]["pypi"]
+        assert answered["errors"] - 2 >= 3, answered  # pip asked, and asked again after its short waits
+    finally:
+        cache.stop()

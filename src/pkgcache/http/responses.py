@@ -39,6 +39,10 @@ CACHE_STATE_HEADER = "X-Pkgcache-Cache"
 STARTED_RESPONSE = web.RequestKey("started_response", web.StreamResponse)
 # Set when the client hung up before its answer was whole (logged as 499, never counted as an error).
 CLIENT_GONE = web.RequestKey("client_gone", bool)
+# The longest Retry-After a client is sent when every upstream is resting. The rest itself may last an hour (a
+# mirror's block page), but pip sleeps for whatever Retry-After says before each of its five retries, silently:
+# 59 s made it sit two minutes before failing, where uv failed in 9 s. The body says when each upstream is back.
+CLIENT_RETRY_AFTER_SECONDS = 2
 # A file this small is read whole, at once, and sent as an ordinary body (package metadata, shards, small wheels).
 READ_WHOLE_BYTES = 64 * 1024
 
@@ -56,8 +60,9 @@ def error_for(exc: BaseException) -> web.Response | None:
         return plain_error(404, "not found on any upstream")
     if isinstance(exc, UpstreamsUnavailable):
         if exc.retry_after is not None:
+            retry_after = min(CLIENT_RETRY_AFTER_SECONDS, max(1, int(exc.retry_after)))
             return plain_error(
-                503, f"every upstream is resting after failures: {exc}", **{"Retry-After": str(int(exc.retry_after))}
+                503, f"every upstream is resting after failures: {exc}", **{"Retry-After": str(retry_after)}
             )
         return plain_error(502, f"no upstream could answer: {exc}")
     if isinstance(exc, IntegrityError):
