@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
-from tests.cache_service import RunningCache
+from pkgcache.cli.check import plan_probes, run_checks
+from tests.cache_service import RunningCache, cache_settings
 from tests.fakes.pypi_upstreams import TunaLikeUpstream
 from tests.support import BackgroundLoop
 
@@ -57,5 +59,23 @@ def test_upstreams_are_reached_through_the_configured_proxy(
         assert any(url.endswith("/simple/alpha/") for url in proxy.seen)
         assert any(url.endswith("/alpha-2.0-py3-none-any.whl") for url in proxy.seen)
         assert tuna_upstream.count("/simple/alpha/") == 1
+    finally:
+        bg_loop.run(proxy.stop())
+
+
+def test_pkgcache_check_goes_through_the_configured_proxy_too(
+    bg_loop: BackgroundLoop, tuna_upstream: TunaLikeUpstream, tmp_path: Path
+) -> None:
+    """`pkgcache check`, the command for choosing mirrors, times them the way the service reaches them: behind a
+    proxy it once connected directly and reported every mirror as broken."""
+    proxy = ForwardProxy()
+    bg_loop.run(proxy.start())
+    try:
+        settings = cache_settings(
+            tmp_path / "data", [tuna_upstream.index_url], upstream={"proxy": proxy.url}, conda={"enabled": False}
+        )
+        results = run_checks(settings, plan_probes(settings, "alpha"), timeout=5)
+        assert [result.ok for result in results] == [True], results
+        assert any(url.endswith("/simple/alpha/") for url in proxy.seen), proxy.seen
     finally:
         bg_loop.run(proxy.stop())

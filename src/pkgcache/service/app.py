@@ -81,18 +81,8 @@ def make_pool(
     ]
     return UpstreamPool(
         members,
-        UpstreamPolicySettings(
-            user_agent=f"{policy.user_agent} ({loop_mark})" if loop_mark else policy.user_agent,
-            connect_timeout=policy.connect_timeout,
-            read_timeout=policy.read_timeout,
-            cooldown=policy.cooldown,
-            max_redirects=policy.max_redirects,
-            proxy=policy.proxy,
-            first_byte_timeout=policy.first_byte_timeout,
-            min_rate=policy.min_rate,
-            rate_window=policy.rate_window,
-            slot_wait=policy.slot_wait,
-            max_retry_after=policy.max_retry_after,
+        UpstreamPolicySettings.of(
+            policy, user_agent=f"{policy.user_agent} ({loop_mark})" if loop_mark else policy.user_agent
         ),
     )
 

@@ -15,9 +15,9 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -173,6 +173,14 @@ class UpstreamPolicySettings:
     rate_window: float = 10.0
     slot_wait: float = 2.0
     max_retry_after: float = 3600.0
+
+    @classmethod
+    def of(cls, policy: object, **overrides: object) -> UpstreamPolicySettings:
+        """These settings from the configuration's [upstream] section (config.UpstreamPolicy, whose names are the
+        same), with `overrides`: every field is carried over, so a client made elsewhere (`pkgcache check`) cannot
+        miss one, as it once missed the proxy."""
+        values: dict[str, Any] = {field.name: getattr(policy, field.name) for field in fields(cls)}
+        return cls(**{**values, **overrides})
 
 
 TargetFor = Callable[[Upstream], str | None]
