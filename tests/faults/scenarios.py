@@ -346,7 +346,7 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
     ServiceScenario(
         "every-mirror-resting",
         "both mirrors answer 503, so both rest",
-        "an error naming each mirror and when it comes back, with Retry-After",
+        "an error naming each mirror and when it comes back, with a short Retry-After; pip fails within seconds",
         "nothing",
         "test_upstream_service.py::test_every_mirror_resting_is_named_with_retry_after",
         (13,),
