@@ -78,3 +78,19 @@ def test_bad_configuration_is_explained(tmp_path: Path, toml: str, message: str)
 def test_missing_config_file_is_explained(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("level", ["verbose", "trace"])
+def test_an_unknown_log_level_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: str) -> None:
+    config = tmp_path / "pkgcache.toml"
+    config.write_text(f'[server]\nlog_level = "{level}"\n')
+    with pytest.raises(ConfigError, match=r"server\.log_level"):
+        load_settings(config)
+    monkeypatch.setenv("PKGCACHE_SERVER__LOG_LEVEL", level)
+    with pytest.raises(ConfigError, match=r"server\.log_level.*'debug', 'info', 'warning' or 'error'"):
+        load_settings()
+
+
+def test_log_levels_are_those_of_the_flag_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PKGCACHE_SERVER__LOG_LEVEL", "WARNING")
+    assert load_settings().server.log_level == "warning"

@@ -19,7 +19,7 @@ import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -69,12 +69,16 @@ class _Section(BaseModel):
 
 MAX_AUTO_WORKERS = 4
 
+# The levels `--log-level` offers; the file and the environment are held to the same.
+LogLevel = Literal["debug", "info", "warning", "error"]
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
+
 
 class ServerConfig(_Section):
     host: str = "0.0.0.0"
     port: int = Field(DEFAULT_PORT, ge=1, le=65535)
     data_dir: Path = Field(default_factory=_default_data_dir)
-    log_level: str = "info"
+    log_level: LogLevel = "info"
     # Serving processes sharing the port: 0 = one per CPU core (at most 4), 1 = a single process.
     workers: int = Field(0, ge=0, le=64)
     # A client that takes longer than this to send its request headers is disconnected (slowloris).
@@ -107,6 +111,12 @@ class ServerConfig(_Section):
     @classmethod
     def _expand_data_dir(cls, value: Path) -> Path:
         return value.expanduser().absolute()
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: Any) -> Any:
+        # "INFO" was always understood (logging's own spelling): keep it so.
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("node_name", "tier")
     @classmethod

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from pkgcache.config import ConfigError, Settings, load_settings
+from pkgcache.config import LOG_LEVELS, ConfigError, Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,7 +58,7 @@ def serve_options(function: F) -> F:
         ),
         click.option(
             "--log-level",
-            type=click.Choice(["debug", "info", "warning", "error"]),
+            type=click.Choice(LOG_LEVELS),
             help="How much to log (default info).",
         ),
         click.option(
