@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,6 +81,83 @@ def test_bad_configuration_is_explained(tmp_path: Path, toml: str, message: str)
 def test_missing_config_file_is_explained(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.toml")
+
+
+def _run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """pkgcache as a user runs it, in a process of its own: what reaches the terminal is what is asserted."""
+    full_env = {k: v for k, v in os.environ.items() if not k.upper().startswith("PKGCACHE_")}
+    full_env.update(env or {})
+    command = [sys.executable, "-m", "pkgcache", *args]
+    return subprocess.run(command, env=full_env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field", "expected"),
+    [
+        ("PKGCACHE_PYPI__UPSTREAMS", "ustc", "pypi", ["ustc"]),
+        ("PKGCACHE_PYPI__UPSTREAMS", "ustc, tuna", "pypi", ["ustc", "tuna"]),
+        ("PKGCACHE_PYPI__UPSTREAMS", '["ustc", "tuna"]', "pypi", ["ustc", "tuna"]),
+        ("PKGCACHE_CONDA__UPSTREAMS", "tuna,anaconda", "conda", ["tuna", "anaconda"]),
+    ],
+)
+def test_upstreams_from_the_environment_as_a_comma_list_or_json(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, field: str, expected: list[str]
+) -> None:
+    monkeypatch.setenv(variable, value)
+    side = getattr(load_settings(), field)
+    assert [upstream.name for upstream in side.upstreams] == expected
+
+
+def test_string_lists_from_the_environment_as_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PKGCACHE_CONDA__CHANNELS", "pkgs/main,cloud/conda-forge")
+    monkeypatch.setenv("PKGCACHE_CONDA__PREBUILD_SHARDS", "cloud/conda-forge/linux-64")
+    monkeypatch.setenv("PKGCACHE_PYPI__MIN_RELEASE_AGE_EXEMPT", "ourcompany-*,internal-*")
+    settings = load_settings()
+    assert settings.conda.channels == ["pkgs/main", "cloud/conda-forge"]
+    assert settings.conda.prebuild_shards == ["cloud/conda-forge/linux-64"]
+    assert settings.pypi.min_release_age_exempt == ["ourcompany-*", "internal-*"]
+
+
+def test_a_comma_list_is_for_the_environment_only(tmp_path: Path) -> None:
+    config = tmp_path / "pkgcache.toml"
+    config.write_text('[conda]\nchannels = "pkgs/main,cloud/conda-forge"\n')
+    with pytest.raises(ConfigError, match=r"conda\.channels"):
+        load_settings(config)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "shape"),
+    [
+        # Rules may hold commas themselves ("requests>=2,<3"): only JSON says where one ends.
+        ("PKGCACHE_PYPI__DENY", "requests>=2,<3", '["'),
+        ("PKGCACHE_ACCESS__USERS", "bob", '{"'),
+        ("PKGCACHE_SERVER", "port=8080", '{"'),
+    ],
+)
+def test_an_environment_value_that_must_be_json_is_explained(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, shape: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert variable in message and "JSON" in message and f"{variable}='{shape}" in message
+
+
+def test_an_environment_value_that_must_be_json_is_one_line_from_the_cli(tmp_path: Path) -> None:
+    result = _run_cli("client-config", env={"PKGCACHE_ACCESS__USERS": "bob:secret", "HOME": str(tmp_path)})
+    line = _one_line_error(result)
+    assert "PKGCACHE_ACCESS__USERS" in line and "JSON" in line and "secret" not in line
 
 
 @pytest.mark.parametrize("level", ["verbose", "trace"])

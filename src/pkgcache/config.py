@@ -1,7 +1,8 @@
 """The one place configuration lives: a typed model loaded from TOML, the environment and command-line flags.
 
 Priority, highest first: flags given to `pkgcache serve`, environment variables (`PKGCACHE_SECTION__KEY`, e.g.
-`PKGCACHE_SERVER__PORT=8080`), the TOML file, built-in defaults.
+`PKGCACHE_SERVER__PORT=8080`; lists in JSON or, for lists of names, `a,b`: `pkgcache.env_settings`), the TOML
+file, built-in defaults.
 
 Settings once resolved can be recorded (`record_settings`) and read back as they were (`settings_from_record`),
 without the environment or a TOML file having a say: that is how `pkgcache start` hands its settings to the process
@@ -19,7 +20,7 @@ import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -31,6 +32,7 @@ from pydantic_settings import (
 )
 
 from pkgcache import __version__
+from pkgcache.env_settings import CommaSeparated, EnvValueError, PkgcacheEnvSource
 from pkgcache.node_identity import NAME_PATTERN, NodeIdentity, host_node_name
 from pkgcache.policy.config import CondaPolicySettings, PypiPolicySettings
 from pkgcache.presets import (
@@ -218,7 +220,9 @@ class _UpstreamSide(_Section):
 class PypiConfig(_UpstreamSide, PypiPolicySettings):
     # The policy keys (min_release_age, deny, allow...) come from PypiPolicySettings: docs/policy.md.
     upstream_type = PypiUpstream
-    upstreams: list[PypiUpstream] = Field(default_factory=lambda: list(DEFAULT_PYPI_UPSTREAMS), validate_default=True)
+    upstreams: Annotated[list[PypiUpstream], CommaSeparated()] = Field(
+        default_factory=lambda: list(DEFAULT_PYPI_UPSTREAMS), validate_default=True
+    )
     index_ttl: float = Field(600.0, ge=0, description="seconds a project page is fresh")
 
 
@@ -287,11 +291,13 @@ DEFAULT_CONDA_CHANNELS = [
 class CondaConfig(_UpstreamSide, CondaPolicySettings):
     # The same policy keys as [pypi], in conda's words (CondaPolicySettings).
     upstream_type = CondaUpstream
-    upstreams: list[CondaUpstream] = Field(default_factory=lambda: list(DEFAULT_CONDA_UPSTREAMS), validate_default=True)
-    channels: list[str] = Field(default_factory=lambda: list(DEFAULT_CONDA_CHANNELS))
+    upstreams: Annotated[list[CondaUpstream], CommaSeparated()] = Field(
+        default_factory=lambda: list(DEFAULT_CONDA_UPSTREAMS), validate_default=True
+    )
+    channels: Annotated[list[str], CommaSeparated()] = Field(default_factory=lambda: list(DEFAULT_CONDA_CHANNELS))
     index_ttl: float = Field(300.0, ge=0, description="seconds a repodata file is fresh")
     # "<channel>/<subdir>" whose shards are made ahead of any request (conda/shards_ahead.py).
-    prebuild_shards: list[str] = Field(default_factory=list)
+    prebuild_shards: Annotated[list[str], CommaSeparated()] = Field(default_factory=list)
 
     @field_validator("channels")
     @classmethod
@@ -351,7 +357,7 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         if _given_only.get():
             return (init_settings,)
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, PkgcacheEnvSource(settings_cls)]
         toml_path = _toml_path.get()
         if toml_path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
@@ -371,6 +377,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return Settings(**_drop_none(overrides))
     except ValidationError as exc:
         raise ConfigError(_describe_validation_error(exc, config_file)) from None
+    except EnvValueError as exc:
+        raise ConfigError(str(exc)) from None
     finally:
         _toml_path.reset(token)
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator
 
+from pkgcache.env_settings import CommaSeparated
 from pkgcache.policy.common import format_duration, parse_duration
 from pkgcache.policy.rule_tables import CondaRuleEntry, PypiRuleEntry, entry_text
 
@@ -42,7 +43,7 @@ class PolicySettingsBase(BaseModel):
     min_release_age: Duration = Field(
         None, description='files younger than this are not served, e.g. "7d" or "36h"; unset: no minimum'
     )
-    min_release_age_exempt: list[str] = Field(
+    min_release_age_exempt: Annotated[list[str], CommaSeparated()] = Field(
         default_factory=list, description="names or patterns the minimum release age does not apply to"
     )
     unknown_age: Literal["refuse", "allow"] = Field(
