@@ -160,6 +160,26 @@ def test_an_environment_value_that_must_be_json_is_one_line_from_the_cli(tmp_pat
     assert "PKGCACHE_ACCESS__USERS" in line and "JSON" in line and "secret" not in line
 
 
+def test_a_config_file_not_in_utf8_is_explained(tmp_path: Path) -> None:
+    config = tmp_path / "gbk.toml"
+    config.write_bytes("# 清华镜像\n[pypi]\nupstreams = ['tuna']\n".encode("gbk"))
+    with pytest.raises(ConfigError, match=r"gbk\.toml is not UTF-8 \(byte 0xc7 at offset 2\).*save it as UTF-8"):
+        load_settings(config)
+
+
+def test_a_config_file_not_in_utf8_is_one_line_from_the_cli(tmp_path: Path) -> None:
+    config = tmp_path / "gbk.toml"
+    config.write_bytes("# 清华镜像\n[pypi]\nupstreams = ['tuna']\n".encode("gbk"))
+    result = _run_cli("client-config", "--config", str(config), env={"HOME": str(tmp_path)})
+    assert "not UTF-8" in _one_line_error(result)
+
+
+def test_a_config_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    config = tmp_path / "bom.toml"
+    config.write_bytes(b"\xef\xbb\xbf[server]\nport = 45985\n")
+    assert load_settings(config).server.port == 45985
+
+
 @pytest.mark.parametrize("level", ["verbose", "trace"])
 def test_an_unknown_log_level_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: str) -> None:
     config = tmp_path / "pkgcache.toml"

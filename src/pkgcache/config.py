@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
 from pkgcache import __version__
@@ -321,7 +321,10 @@ class CondaConfig(_UpstreamSide, CondaPolicySettings):
         return self
 
 
-_toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("pkgcache_toml_path", default=None)
+# The config file's values, as `_read_config_file` gives them, while `load_settings` builds the settings.
+_file_values: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "pkgcache_file_values", default=None
+)
 # Set while reading recorded settings back: then only the values given count, not the environment.
 _given_only: contextvars.ContextVar[bool] = contextvars.ContextVar("pkgcache_given_only", default=False)
 
@@ -358,9 +361,9 @@ class Settings(BaseSettings):
         if _given_only.get():
             return (init_settings,)
         sources: list[PydanticBaseSettingsSource] = [init_settings, PkgcacheEnvSource(settings_cls)]
-        toml_path = _toml_path.get()
-        if toml_path is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        file_values = _file_values.get()
+        if file_values is not None:
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=file_values))
         return tuple(sources)
 
 
@@ -370,9 +373,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     `overrides` are nested dicts keyed like the TOML file (`server={"port": 8080}`); None values are dropped so
     an unset flag never hides the file or the environment.
     """
-    if config_file is not None:
-        _check_toml_file(config_file)
-    token = _toml_path.set(config_file)
+    token = _file_values.set(None if config_file is None else _read_config_file(config_file))
     try:
         return Settings(**_drop_none(overrides))
     except ValidationError as exc:
@@ -380,7 +381,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     except EnvValueError as exc:
         raise ConfigError(str(exc)) from None
     finally:
-        _toml_path.reset(token)
+        _file_values.reset(token)
 
 
 def record_settings(settings: Settings) -> dict[str, Any]:
@@ -414,14 +415,27 @@ def _deep_merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str,
     return base
 
 
-def _check_toml_file(path: Path) -> None:
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """The TOML file's values."""
     try:
-        with path.open("rb") as handle:
-            tomllib.load(handle)
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    # Windows editors (Notepad among them) may start a UTF-8 file with a byte order mark, which TOML does not allow.
+    raw = raw.removeprefix(b"\xef\xbb\xbf")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # Most often GBK from an editor's default here: say so in words, not as a traceback.
+        bad = raw[exc.start]
+        raise ConfigError(
+            f"config file {path} is not UTF-8 (byte {bad:#04x} at offset {exc.start}); save it as UTF-8"
+        ) from None
+    try:
+        values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return values
 
 
 def _drop_none(value: dict[str, Any]) -> dict[str, Any]:
