@@ -6,10 +6,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
-from pkgcache.config import ConfigError, load_settings
+from pkgcache.config import ConfigError, Settings, load_settings
 from pkgcache.presets import CONDA_PRESETS, PYPI_PRESETS
 
 
@@ -178,6 +179,43 @@ def test_a_config_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
     config = tmp_path / "bom.toml"
     config.write_bytes(b"\xef\xbb\xbf[server]\nport = 45985\n")
     assert load_settings(config).server.port == 45985
+
+
+def test_relative_paths_in_a_config_file_are_beside_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    config = folder / "pkgcache.toml"
+    config.write_text('[server]\ndata_dir = "cache"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert load_settings(config).server.data_dir == folder / "cache"
+    monkeypatch.chdir(folder)
+    assert load_settings(Path("pkgcache.toml")).server.data_dir == folder / "cache"
+
+
+def test_relative_paths_from_the_environment_or_flags_are_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    config = folder / "pkgcache.toml"
+    config.write_text('[server]\ndata_dir = "cache"\n')
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(config, server={"data_dir": "flagged"}).server.data_dir == tmp_path / "flagged"
+    monkeypatch.setenv("PKGCACHE_SERVER__DATA_DIR", "from-env")
+    assert load_settings(config).server.data_dir == tmp_path / "from-env"
+
+
+def test_every_path_setting_is_anchored_to_the_config_file() -> None:
+    # A new Path-valued setting must be listed where relative paths are anchored, or this test says so.
+    paths = {
+        f"{section}.{key}"
+        for section, field in Settings.model_fields.items()
+        for key, sub in field.annotation.model_fields.items()  # type: ignore[union-attr]
+        if Path in (sub.annotation, *get_args(sub.annotation))
+    }
+    assert paths == {"server.data_dir"}
 
 
 @pytest.mark.parametrize("level", ["verbose", "trace"])

@@ -2,7 +2,8 @@
 
 Priority, highest first: flags given to `pkgcache serve`, environment variables (`PKGCACHE_SECTION__KEY`, e.g.
 `PKGCACHE_SERVER__PORT=8080`; lists in JSON or, for lists of names, `a,b`: `pkgcache.env_settings`), the TOML
-file, built-in defaults.
+file, built-in defaults. A relative path in the TOML file is taken from the file's folder; one given as a flag or
+in the environment, from the working directory.
 
 Settings once resolved can be recorded (`record_settings`) and read back as they were (`settings_from_record`),
 without the environment or a TOML file having a say: that is how `pkgcache start` hands its settings to the process
@@ -416,7 +417,7 @@ def _deep_merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str,
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
-    """The TOML file's values."""
+    """The TOML file's values, its relative paths made absolute from the file's folder."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -435,7 +436,22 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    _anchor_relative_paths(values, path.absolute().parent)
     return values
+
+
+def _anchor_relative_paths(values: dict[str, Any], folder: Path) -> None:
+    """Relative paths in a config file are taken from its folder, so a command given the file's absolute path
+    finds the same data directory from any working directory. Every Path-valued key of every section counts."""
+    for section_name, field in Settings.model_fields.items():
+        section = values.get(section_name)
+        model = field.annotation
+        if not isinstance(section, dict) or not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        for key, key_field in model.model_fields.items():
+            value = section.get(key)
+            if isinstance(value, str) and Path in (key_field.annotation, *get_args(key_field.annotation)):
+                section[key] = str(folder / Path(value).expanduser())  # an absolute path is kept as it is
 
 
 def _drop_none(value: dict[str, Any]) -> dict[str, Any]:

@@ -43,7 +43,8 @@ SECTION_NOTES: dict[str, str] = {
 KEY_NOTES: dict[str, str] = {
     "server.host": "Address to listen on; 0.0.0.0 means every IPv4 interface, 127.0.0.1 this machine only.",
     "server.port": "TCP port.",
-    "server.data_dir": "The cache, the pid file and the log of `pkgcache start` live here.",
+    "server.data_dir": "The cache, the pid file and the log of `pkgcache start` live here; a relative path is "
+    "taken from this file's folder.",
     "server.log_level": "debug, info, warning or error. At info, every request is logged on one line.",
     "server.workers": "Serving processes sharing the port: 0 = one per CPU core (at most 4), 1 = one process.",
     "server.offline": "Never contact a mirror: serve only what the cache holds (pages list only cached files).",
