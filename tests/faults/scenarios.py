@@ -169,6 +169,7 @@ BEFORE_ANY_BYTE = (
     Fault(Kind.REFUSE),
     Fault(Kind.RESET),
     Fault(Kind.STATUS, status=503),
+    Fault(Kind.STATUS, status=304),  # "not modified" to a request that had no copy to compare
     Fault(Kind.REDIRECT_LOOP),
     Fault(Kind.BLOCK_PAGE),
 )

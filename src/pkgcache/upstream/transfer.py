@@ -95,6 +95,7 @@ class _Receiver:
         self.pool = pool
         self.target = target
         self.tried: set[str] = set()
+        self.asked_if_changed: set[str] = set()  # upstreams sent validators: only they may answer 304
 
     def request_headers(self, extra: HeadersFor | None, upstream: Upstream) -> dict[str, str]:
         # Bodies are decoded as they arrive, so a hash is always of the file's own bytes; but Range counts encoded
@@ -105,12 +106,17 @@ class _Receiver:
             headers.update(extra(upstream))
         if self.download.written and not compressed:
             headers["Range"] = f"bytes={self.download.written}-"
+        if "If-None-Match" in headers or "If-Modified-Since" in headers:
+            self.asked_if_changed.add(upstream.name)
+        else:
+            self.asked_if_changed.discard(upstream.name)
         return headers
 
     async def receive(self, upstream: Upstream, response: aiohttp.ClientResponse) -> None:
         self.tried.add(upstream.name)
         download = self.download
         if response.status == 304:
+            self._refuse_a_304_without_a_copy(upstream)
             download.mark_not_modified(upstream.name, response.headers)
             return
         self._refuse_what_cannot_be_the_file(upstream, response)
@@ -130,6 +136,15 @@ class _Receiver:
             if download.compressed:
                 await download.discard()  # a cut compressed transfer cannot be resumed: the next one starts at 0
             raise
+
+    def _refuse_a_304_without_a_copy(self, upstream: Upstream) -> None:
+        """ "Not modified" means "keep the copy you have": from an upstream that was not asked whether its copy
+        changed, or when there is none here, it is a broken answer (one mirror sent it to plain requests, and the
+        file could then be had from no mirror): that upstream fails, and the next one is asked."""
+        if upstream.name not in self.asked_if_changed:
+            raise UpstreamError(f"{upstream.name} answered 304 Not Modified to a request that was not conditional")
+        if not self.download.final_path.is_file():
+            raise UpstreamError(f"{upstream.name} answered 304 Not Modified, and there is no copy here to keep")
 
     async def _copy_body(self, upstream: Upstream, response: aiohttp.ClientResponse, skip: int) -> None:
         download = self.download
