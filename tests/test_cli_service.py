@@ -434,6 +434,45 @@ def test_restart_with_a_config_file_reads_it_again(tmp_path: Path, tuna: TunaLik
         running.close()
 
 
+def test_restart_with_only_a_config_file_restarts_the_running_instance(tmp_path: Path, tuna: TunaLikeUpstream) -> None:
+    """The fix the admin commands prescribe: `restart --config FILE`, given no data directory, applies FILE to the
+    instance `start --data-dir` launched, rather than starting a second one on the default data directory."""
+    env = _own_account(tmp_path)
+    running = BackgroundService(tmp_path / "data", tuna.index_url, "--workers", "1", env=env)
+    try:
+        assert running.start().returncode == 0
+        old = running.pid
+        config = tmp_path / "admin.toml"
+        config.write_text('[access]\nadmin_token = "0123456789abcdef0123"\n')
+        restarted = running.run_plain("restart", "--config", str(config))
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        assert running.pid != old and not pid_alive(old)
+        # Nothing started on the default data directory; the data directory, port and upstream of `start` hold.
+        assert not (tmp_path / "home" / ".cache" / "pkgcache" / "pkgcache.pid").exists()
+        settings = _record(running.data_dir)["settings"]
+        assert settings["access"]["admin_token"] == "0123456789abcdef0123"
+        assert settings["server"]["data_dir"] == str(running.data_dir) and settings["server"]["port"] == running.port
+        assert [upstream["url"] for upstream in settings["pypi"]["upstreams"]] == [tuna.index_url]
+        assert http_get(running.url + "/pypi/simple/alpha/").status == 200
+        # A plain admin command now reaches it with the token.
+        purged = running.run_plain("purge", "alpha")
+        assert purged.returncode == 0 and "done on disk" not in purged.stdout, purged.stdout + purged.stderr
+
+        # A file that sets another data directory is refused, in one line, and the instance is left alone.
+        elsewhere = tmp_path / "admin-elsewhere.toml"
+        elsewhere.write_text(f'[server]\ndata_dir = "{tmp_path / "other"}"\n')
+        pid = running.pid
+        refused = running.run_plain("restart", "--config", str(elsewhere))
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1 and str(running.data_dir) in refused.stderr
+        assert running.pid == pid and pid_alive(pid) and not (tmp_path / "other" / "pkgcache.pid").exists()
+    finally:
+        running.close()
+        # Where the second instance of the bug would run (on all addresses, with the built-in mirrors).
+        default_dir = tmp_path / "home" / ".cache" / "pkgcache"
+        run_pkgcache("stop", "--data-dir", str(default_dir), "--timeout", "10", env=env)
+
+
 # --- finding the instance when none is named ---
 
 

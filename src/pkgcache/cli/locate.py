@@ -1,7 +1,8 @@
 """Which instance a command means, and how to talk to it.
 
 Given `--config` or `--data-dir` (or `PKGCACHE_SERVER__DATA_DIR`), a command means the instance of that data
-directory, as always. Given neither, it means the instance running on the default data directory if there is one,
+directory, as always. `restart` is the exception for `--config`: there the file names the settings to apply, not
+the instance, so a file that sets no `data_dir` leaves the instance to be found as below. Given neither, it means the instance running on the default data directory if there is one,
 else the one running instance among those this account started (`daemon.registry`); when several run, the user
 must name one. An instance launched by `start` is talked to with the settings it was launched with (its admin
 token, its users), read from its launch record; any other with the settings the options resolve to.
@@ -34,7 +35,13 @@ class Located:
     command: str  # the command asking, for examples of how to name an instance
     state: InstanceState
     settings: Settings
-    named: bool  # the user said which (by option or environment), rather than leaving it to us
+    # How the user said which data directory ("--data-dir", the environment variable, "--config"), rather than
+    # leaving it to us; None when they did not.
+    named_by: str | None = None
+
+    @property
+    def named(self) -> bool:
+        return self.named_by is not None
 
     @property
     def paths(self) -> InstancePaths:
@@ -77,21 +84,37 @@ class SeveralInstances(click.ClickException):
         self.states = states
 
 
-def locate_instance(command: str, config_file: Path | None, data_dir: Path | None) -> Located:
-    """The instance `pkgcache COMMAND` means (see the module's docstring); SeveralInstances when that is unclear."""
+def locate_instance(
+    command: str, config_file: Path | None, data_dir: Path | None, *, config_names_instance: bool = True
+) -> Located:
+    """The instance `pkgcache COMMAND` means (see the module's docstring); SeveralInstances when that is unclear.
+
+    `config_names_instance=False` (for `restart`): a config file names an instance only by the data_dir it sets.
+    """
     settings = resolve_settings(config_file, flag_overrides({"data_dir": data_dir}))
     state = inspect_instance(InstancePaths(settings.server.data_dir))
-    named = config_file is not None or data_dir is not None or _data_dir_in_environment()
-    if named or state.running or state.foreign:
-        return Located(command, state, _as_launched(state, settings), named)
-    running = _running_elsewhere(settings.server.data_dir)
+    named_by = _named_by(settings, config_file, data_dir, config_names_instance)
+    if named_by is not None or state.running or state.foreign:
+        return Located(command, state, _as_launched(state, settings), named_by)
+    running = running_elsewhere(settings.server.data_dir)
     if len(running) > 1:
         raise SeveralInstances(command, running)
     if running:
         found = running[0]
-        fallback = resolve_settings(None, {"server": {"data_dir": str(found.paths.data_dir)}})
-        return Located(command, found, _as_launched(found, fallback), named=False)
-    return Located(command, state, settings, named=False)
+        fallback = resolve_settings(config_file, {"server": {"data_dir": str(found.paths.data_dir)}})
+        return Located(command, found, _as_launched(found, fallback))
+    return Located(command, state, settings)
+
+
+def _named_by(settings: Settings, config_file: Path | None, data_dir: Path | None, config_names: bool) -> str | None:
+    if data_dir is not None:
+        return "--data-dir"
+    if _data_dir_in_environment():
+        return DATA_DIR_VARIABLE
+    # Set by the file itself (pydantic counts a field as set when a source gave it), or any file, as the caller says.
+    if config_file is not None and (config_names or "data_dir" in settings.server.model_fields_set):
+        return "--config"
+    return None
 
 
 def read_auth_headers(settings: Settings) -> dict[str, str]:
@@ -114,7 +137,8 @@ def _as_launched(state: InstanceState, settings: Settings) -> Settings:
         return settings  # unreadable (another user's) or from another version: the options are the best guess
 
 
-def _running_elsewhere(default_dir: Path) -> list[InstanceState]:
+def running_elsewhere(default_dir: Path) -> list[InstanceState]:
+    """The running instances this account started, other than the one on `default_dir`."""
     states = (inspect_instance(InstancePaths(entry.data_dir)) for entry in remembered())
     return [state for state in states if state.running and state.paths.data_dir != default_dir]
 

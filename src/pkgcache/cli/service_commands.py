@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from pkgcache import __version__, clients
-from pkgcache.cli.locate import Located, locate_instance, read_auth_headers
+from pkgcache.cli.locate import Located, locate_instance, read_auth_headers, running_elsewhere
 from pkgcache.cli.options import (
     absolute,
     flag_overrides,
@@ -240,15 +240,19 @@ def restart(timeout: float, wait_timeout: float, config_file: Path | None, **opt
     """Stop the background service and start it again, with the settings `start` recorded for it.
 
     Options given here replace those, and only those. Given --config, that file and the environment are read
-    afresh (the other options given to `start` still hold).
+    afresh (the other options given to `start` still hold, its data directory included). The instance is found as
+    `status` finds it: --config names the settings to apply, not the instance, unless the file sets data_dir; a file
+    whose data_dir is not where the running instance is, is refused (add --data-dir to say which one you mean).
     """
-    located = locate_instance("restart", config_file, options.get("data_dir"))
+    located = locate_instance("restart", config_file, options.get("data_dir"), config_names_instance=False)
     state = located.state
     if state.running and not state.runtime.get("detached"):
         raise click.ClickException(
             f"pkgcache (pid {state.pid}) runs in the foreground (pkgcache serve, e.g. under systemd or docker); "
             "restart it the way it was started"
         )
+    if config_file is not None and located.named_by == "--config" and not (state.running or state.foreign):
+        _refuse_another_data_dir(config_file, located)
     if not (located.named or state.running or located.paths.settings_file.exists()) and located.others_remembered():
         # Starting afresh on the default data directory is not what "restart" means to someone who started elsewhere.
         lines = [
@@ -270,6 +274,9 @@ def _restart_record(located: Located, config_file: Path | None, flags: dict[str,
         return LaunchRecord(resolve_settings(config_file, flags), absolute(config_file), flags)
     merged_flags = merge_flags(previous.flags, flags)
     if config_file is not None:
+        # The instance stays where it is, even when its data directory came from the environment of `start` or
+        # from the file it read then, neither of which is read again.
+        merged_flags = merge_flags({"server": {"data_dir": str(located.paths.data_dir)}}, merged_flags)
         return LaunchRecord(resolve_settings(config_file, merged_flags), absolute(config_file), merged_flags)
     if previous.config_file is not None:
         click.echo(
@@ -281,6 +288,20 @@ def _restart_record(located: Located, config_file: Path | None, flags: dict[str,
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     return LaunchRecord(settings, previous.config_file, merged_flags)
+
+
+def _refuse_another_data_dir(config_file: Path, located: Located) -> None:
+    """`restart --config FILE` where FILE's data_dir has no running instance and another instance runs: the user
+    most likely means the running one, with FILE's other settings, so say how rather than start a second one."""
+    running = running_elsewhere(located.paths.data_dir)
+    if not running:
+        return
+    elsewhere = ", ".join(str(other.paths.data_dir) for other in running)
+    raise click.ClickException(
+        f"{config_file} sets data_dir {located.paths.data_dir}, where pkgcache is not running (it runs on "
+        f"{elsewhere}): to restart that one with this file, add --data-dir DIR (it wins over the file); to start "
+        f"one on {located.paths.data_dir}: pkgcache start --config {config_file}"
+    )
 
 
 def _previous_record(paths: InstancePaths) -> LaunchRecord | None:
