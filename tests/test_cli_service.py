@@ -442,6 +442,8 @@ def test_restart_with_only_a_config_file_restarts_the_running_instance(tmp_path:
     try:
         assert running.start().returncode == 0
         old = running.pid
+        advice = running.run_plain("purge", "alpha")
+        assert advice.returncode == 1 and "`pkgcache restart --config FILE`" in advice.stderr, advice.stderr
         config = tmp_path / "admin.toml"
         config.write_text('[access]\nadmin_token = "0123456789abcdef0123"\n')
         restarted = running.run_plain("restart", "--config", str(config))

@@ -20,7 +20,6 @@ import click
 
 from pkgcache.cli.locate import Located, locate_instance
 from pkgcache.cli.options import locate_options
-from pkgcache.config import Settings
 from pkgcache.formatting import format_bytes
 from pkgcache.pypi.names import BadName, check_filename, normalize_project
 from pkgcache.pypi.pages import project_entries
@@ -45,14 +44,17 @@ def running_instance_url(located: Located) -> str | None:
     return located.url
 
 
-def call_admin_api(settings: Settings, url: str, path: str) -> dict[str, Any]:
+def call_admin_api(located: Located, url: str, path: str) -> dict[str, Any]:
     """POST to the admin API of the instance at `url`; its JSON answer, or AdminError saying what went wrong."""
-    token = settings.access.admin_token
+    token = located.settings.access.admin_token
     if token is None:
+        # `restart --config FILE` finds the instance as this command did (and keeps its other settings); a data
+        # directory the user named must be named to it too.
+        named = f" --data-dir {located.paths.data_dir}" if located.named else ""
         raise AdminError(
-            f"pkgcache is running at {url} with its admin API off: set access.admin_token in the config file "
-            "and restart it with that file (pkgcache restart --config FILE), or stop it, to work on the data "
-            "directory directly"
+            f"pkgcache is running at {url} with its admin API off: set access.admin_token in a config file "
+            f"and apply it with `pkgcache restart{named} --config FILE` (the other settings it was started with "
+            "still hold), or stop it, to work on the data directory directly"
         )
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=ADMIN_TIMEOUT)
@@ -100,7 +102,7 @@ def gc_command(config_file: Path | None, data_dir: Path | None, target: str | No
     url = running_instance_url(located)
     if url is not None:
         path = "/-/admin/gc" + ("" if target_bytes is None else f"?target={target_bytes}")
-        answer = call_admin_api(settings, url, path)
+        answer = call_admin_api(located, url, path)
         click.echo(_freed_line(answer["freed_files"], answer["freed_bytes"], answer["cache_bytes"]))
         return
     store = CacheStore(settings.server.data_dir)
@@ -144,7 +146,7 @@ def _purge_pypi(located: Located, project: str, filename: str | None) -> None:
     url = running_instance_url(located)
     if url is not None:
         path = f"/-/admin/pypi/purge/{quote(name)}" + (f"/{quote(filename)}" if filename else "")
-        answer = call_admin_api(settings, url, path)
+        answer = call_admin_api(located, url, path)
         click.echo(f"purged {what}: " + _freed_line(answer["freed_files"], answer["freed_bytes"]))
         return
     store = CacheStore(settings.server.data_dir)
@@ -160,7 +162,7 @@ def _purge_conda(located: Located, conda_file: str) -> None:
     settings = located.settings
     url = running_instance_url(located)
     if url is not None:
-        answer = call_admin_api(settings, url, "/-/admin/conda/purge/" + "/".join(quote(part) for part in parts))
+        answer = call_admin_api(located, url, "/-/admin/conda/purge/" + "/".join(quote(part) for part in parts))
         click.echo(f"purged {conda_file}: " + _freed_line(answer["freed_files"], answer["freed_bytes"]))
         return
     if not parts[-1].endswith((".conda", ".tar.bz2")):
@@ -193,5 +195,5 @@ def refresh_command(config_file: Path | None, data_dir: Path | None, project: st
             err=True,
         )
         sys.exit(1)
-    answer = call_admin_api(settings, url, f"/-/admin/pypi/refresh/{quote(name)}")
+    answer = call_admin_api(located, url, f"/-/admin/pypi/refresh/{quote(name)}")
     click.echo(f"refreshed {answer['project']} from {answer['upstream']}: {answer['files']} files listed")

@@ -2,10 +2,11 @@
 
 Given `--config` or `--data-dir` (or `PKGCACHE_SERVER__DATA_DIR`), a command means the instance of that data
 directory, as always. `restart` is the exception for `--config`: there the file names the settings to apply, not
-the instance, so a file that sets no `data_dir` leaves the instance to be found as below. Given neither, it means the instance running on the default data directory if there is one,
-else the one running instance among those this account started (`daemon.registry`); when several run, the user
-must name one. An instance launched by `start` is talked to with the settings it was launched with (its admin
-token, its users), read from its launch record; any other with the settings the options resolve to.
+the instance, so a file that sets no `data_dir` leaves the instance to be found as below. Given neither, it means
+the instance running on the default data directory if there is one, else the one running instance among those
+this account started (`daemon.registry`); when several run, the user must name one. An instance launched by
+`start` is talked to with the settings it was launched with (its admin token, its users), read from its launch
+record; any other with the settings the options resolve to.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def block_command(config_file: Path | None, data_dir: Path | None, target: str, 
     url = running_instance_url(located)
     if url is not None:
         query = urlencode({"target": target, "reason": reason, "who": made.who})
-        answer = call_admin_api(located.settings, url, f"/-/admin/{side}/block?{query}")
+        answer = call_admin_api(located, url, f"/-/admin/{side}/block?{query}")
         files, size = int(answer.get("purged_files", 0)), int(answer.get("purged_bytes", 0))
     else:
         files, size = _block_on_disk(located.settings, side, made)
@@ -108,7 +108,7 @@ def unblock_command(config_file: Path | None, data_dir: Path | None, target: str
     url = running_instance_url(located)
     if url is not None:
         query = urlencode({"target": target, "who": _who()})
-        call_admin_api(located.settings, url, f"/-/admin/{side}/unblock?{query}")
+        call_admin_api(located, url, f"/-/admin/{side}/unblock?{query}")
     else:
         book = BlockBook(CacheStore(located.settings.server.data_dir))
         removed = book.remove(side, name, version)
