@@ -531,6 +531,39 @@ def test_plain_status_says_where_to_look_when_nothing_was_started(tmp_path: Path
     assert "--data-dir" in status.stdout and str(tmp_path / "state" / "pkgcache" / "instances.json") in status.stdout
 
 
+def test_export_reads_the_running_instance_and_refuses_a_directory_without_a_cache(
+    tmp_path: Path, tuna: TunaLikeUpstream
+) -> None:
+    env = _own_account(tmp_path)
+    env["COLUMNS"] = "80"  # narrower than the summary line: it must stay one line all the same
+    running = BackgroundService(tmp_path / "data", tuna.index_url, "--workers", "1", env=env)
+    try:
+        assert running.start().returncode == 0
+        assert http_get(running.url + "/pypi/simple/alpha/").status == 200
+        bundle = tmp_path / "bundle.tar"
+        exported = running.run_plain("export", "-o", str(bundle))
+        assert exported.returncode == 0, exported.stderr
+        summary = [line for line in exported.stderr.splitlines() if line.startswith("export:")]
+        assert len(summary) == 1 and f"from {running.data_dir} to {bundle}" in summary[0], exported.stderr
+        assert "0 index and metadata files" not in summary[0] and bundle.exists()
+
+        # A typo'd data directory: refused in one line, nothing written, nothing created.
+        typo = tmp_path / "dta"
+        for command in (["export", "-o", str(tmp_path / "typo.tar")], ["purge", "alpha"], ["gc", "--to", "0"]):
+            refused = running.run_plain(command[0], "--data-dir", str(typo), *command[1:])
+            assert refused.returncode == 1, refused.stdout + refused.stderr
+            assert refused.stderr.strip() == f"Error: data directory {typo} does not exist", refused.stderr
+            assert "purged" not in refused.stdout and "freed" not in refused.stdout
+        assert not typo.exists() and not (tmp_path / "typo.tar").exists()
+        # A directory that is there but holds no cache (not the data directory meant) is refused as well.
+        typo.mkdir()
+        refused = running.run_plain("export", "--data-dir", str(typo), "-o", str(tmp_path / "typo.tar"))
+        assert refused.returncode == 1 and "holds no pkgcache cache" in refused.stderr, refused.stderr
+        assert list(typo.iterdir()) == [] and not (tmp_path / "typo.tar").exists()
+    finally:
+        running.close()
+
+
 def test_logs_show_request_lines(service: BackgroundService) -> None:
     assert http_get(service.url + "/pypi/simple/alpha/").status == 200
     # Request lines are written in batches, a fraction of a second after their requests.

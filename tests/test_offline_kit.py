@@ -411,6 +411,7 @@ def test_paths_outside_the_cache_are_refused_whether_in_the_manifest_or_only_in_
 
 @pytest.mark.parametrize("since", ["garbage", "last"])
 def test_export_since_a_date_it_cannot_read_or_an_export_never_made_says_so(tmp_path: Path, since: str) -> None:
+    (tmp_path / "data" / "pypi").mkdir(parents=True)  # a cache, with nothing exported from it
     answer = pkgcache("export", "--data-dir", tmp_path / "data", "--since", since, "-o", tmp_path / "out.tar")
     assert answer.returncode == 2 and "Traceback" not in answer.stderr, answer.stderr
     assert "Invalid value for --since" in answer.stderr

@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit
 
 import click
 
-from pkgcache.cli.locate import Located, locate_instance
+from pkgcache.cli.locate import Located, locate_instance, require_cache
 from pkgcache.cli.options import locate_options
 from pkgcache.formatting import format_bytes
 from pkgcache.pypi.names import BadName, check_filename, normalize_project
@@ -105,7 +105,8 @@ def gc_command(config_file: Path | None, data_dir: Path | None, target: str | No
         answer = call_admin_api(located, url, path)
         click.echo(_freed_line(answer["freed_files"], answer["freed_bytes"], answer["cache_bytes"]))
         return
-    store = CacheStore(settings.server.data_dir)
+    require_cache(located.paths.data_dir)
+    store = CacheStore(located.paths.data_dir)
     freed, remaining = collect_offline(store, settings.cache.max_size, target_bytes)
     click.echo(_freed_line(freed.files, freed.bytes, remaining) + " (pkgcache is not running: done on disk)")
 
@@ -142,14 +143,14 @@ def _purge_pypi(located: Located, project: str, filename: str | None) -> None:
     except BadName as exc:
         raise click.BadParameter(str(exc)) from None
     what = f"{filename} of {name}" if filename else f"project {name}"
-    settings = located.settings
     url = running_instance_url(located)
     if url is not None:
         path = f"/-/admin/pypi/purge/{quote(name)}" + (f"/{quote(filename)}" if filename else "")
         answer = call_admin_api(located, url, path)
         click.echo(f"purged {what}: " + _freed_line(answer["freed_files"], answer["freed_bytes"]))
         return
-    store = CacheStore(settings.server.data_dir)
+    require_cache(located.paths.data_dir)
+    store = CacheStore(located.paths.data_dir)
     paths = project_entries(store, name) if filename is None else pypi_file_entries(store, name, filename)
     freed = remove_entries(paths)
     click.echo(f"purged {what}: " + _freed_line(freed.files, freed.bytes) + " (pkgcache is not running: done on disk)")
@@ -159,7 +160,6 @@ def _purge_conda(located: Located, conda_file: str) -> None:
     parts = conda_file.strip("/").split("/")
     if len(parts) != 4:
         raise click.BadParameter("give CHANNEL/SUBDIR/FILE, e.g. pkgs/main/linux-64/zlib-1.3-h0_0.conda")
-    settings = located.settings
     url = running_instance_url(located)
     if url is not None:
         answer = call_admin_api(located, url, "/-/admin/conda/purge/" + "/".join(quote(part) for part in parts))
@@ -167,7 +167,8 @@ def _purge_conda(located: Located, conda_file: str) -> None:
         return
     if not parts[-1].endswith((".conda", ".tar.bz2")):
         raise click.BadParameter(f"{parts[-1]!r} is not a conda package (.conda or .tar.bz2)")
-    store = CacheStore(settings.server.data_dir)
+    require_cache(located.paths.data_dir)
+    store = CacheStore(located.paths.data_dir)
     try:
         path = store.path_for("conda", *parts)
     except UnsafePath as exc:

@@ -1,7 +1,8 @@
 """`seed`, `export` and `import`: the offline kit (filling a cache from lock files, carrying it across an air gap).
 
 `seed` goes through the running instance the options name (found as `status` finds it), or `--url`, or else
-serves the data directory itself for the length of the seed. `export` and `import` work on the data directory.
+serves the data directory itself for the length of the seed. `export` reads the data directory of the instance
+the options name (found the same way), `import` writes into the data directory the options give.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from pkgcache.bundle.manifest import kind_of
-from pkgcache.cli.locate import locate_instance, read_auth_headers
+from pkgcache.cli.locate import locate_instance, read_auth_headers, require_cache
 from pkgcache.cli.options import flag_overrides, locate_options, resolve_settings
 from pkgcache.config import Settings
 from pkgcache.daemon.errors import DaemonError
@@ -247,7 +248,10 @@ def export_command(
         write_known_files,
     )
 
-    directory = _data_dir(config_file, data_dir)
+    # The instance the other commands would find (its data directory, not the default one), and it must hold a
+    # cache: an empty bundle of a typo'd directory would be carried across the air gap for nothing.
+    directory = locate_instance("export", config_file, data_dir).paths.data_dir
+    require_cache(directory)
     started = time.time()
     since_time = parse_since(since, directory)
     known = read_known_files(directory / KNOWN_FILES) if since == "last" else None
@@ -277,7 +281,8 @@ def export_command(
     console.print(
         f"[bold]export:[/bold] {len(packages)} packages ({format_bytes(sum(e.size for e in packages))}) and "
         f"{len(manifest.files) - len(packages)} index and metadata files, {format_bytes(manifest.total_bytes)} "
-        f"in all, to {output} in {result.seconds:.1f} s ({format_bytes(int(speed))}/s)"
+        f"in all, from {directory} to {output} in {result.seconds:.1f} s ({format_bytes(int(speed))}/s)",
+        soft_wrap=True,  # one line whatever the paths' length, as scripts and logs read it
     )
     _print_list(console, "named but not in the cache (seed them first)", selection.missing)
     _print_list(

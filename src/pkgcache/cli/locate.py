@@ -25,6 +25,7 @@ from pkgcache.daemon.launch_record import read_launch_record
 from pkgcache.daemon.lock import InstanceState, inspect_instance
 from pkgcache.daemon.registry import registry_path, remembered
 from pkgcache.daemon.status_client import local_url
+from pkgcache.storage.eviction import holds_cache
 
 DATA_DIR_VARIABLE = "PKGCACHE_SERVER__DATA_DIR"
 
@@ -116,6 +117,15 @@ def _named_by(settings: Settings, config_file: Path | None, data_dir: Path | Non
     if config_file is not None and (config_names or "data_dir" in settings.server.model_fields_set):
         return "--config"
     return None
+
+
+def require_cache(data_dir: Path) -> None:
+    """Refuse, in one line, a data directory that is not there or holds no cache: working on it would report
+    success on nothing (a typo'd --data-dir, or a default directory that is not where the cache is)."""
+    if not data_dir.is_dir():
+        raise click.ClickException(f"data directory {data_dir} does not exist")
+    if not holds_cache(data_dir):
+        raise click.ClickException(f"data directory {data_dir} holds no pkgcache cache (nothing cached there yet)")
 
 
 def read_auth_headers(settings: Settings) -> dict[str, str]:

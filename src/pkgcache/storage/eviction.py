@@ -47,6 +47,11 @@ CACHE_AREAS = ("pypi", "conda")
 CONDA_PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
 
 
+def holds_cache(root: Path) -> bool:
+    """Whether a directory is a pkgcache data directory that has cached something (a typo'd one has not)."""
+    return any((root / area).is_dir() for area in CACHE_AREAS)
+
+
 def is_package_file(relative: Path) -> bool:
     """Whether a file (path relative to the data directory) is a package file that eviction may remove."""
     parts = relative.parts
