@@ -26,6 +26,7 @@ import pytest
 from aiohttp import web
 
 from pkgcache.config import Settings, load_settings
+from pkgcache.daemon.logs import problem_lines
 from tests.cache_service import free_port
 from tests.fakes.dists import find_dist, sample_dists
 from tests.fakes.pypi_upstreams import FailingUpstream, SlowUpstream, TunaLikeUpstream
@@ -208,6 +209,31 @@ def test_start_on_a_taken_port_fails_clearly(tmp_path: Path, tuna: TunaLikeUpstr
     assert started.returncode != 0
     assert "already in use" in started.stderr and str(running.port) in started.stderr
     assert not running.pid_file.exists()
+
+
+def test_start_on_a_disk_under_min_free_space_says_why_at_once_and_stops_it(
+    tmp_path: Path, tuna: TunaLikeUpstream
+) -> None:
+    config = tmp_path / "full.toml"
+    config.write_text('[server]\nmin_free_space = "10PB"\n')  # more than any disk here: /-/health answers 503
+    running = BackgroundService(tmp_path / "data", tuna.index_url, "--workers", "1", "--config", str(config))
+    running.serve_args += ["--wait", "30"]
+    try:
+        began = time.monotonic()
+        started = running.start()
+        took = time.monotonic() - began
+        pid = running.pid if running.pid_file.exists() else None
+    finally:
+        running.close()
+    assert started.returncode == 1, started.stdout + started.stderr
+    # The health answer's reason, in one line, long before the wait is over; no access lines.
+    error = started.stderr.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("Error: pkgcache started but is unhealthy: only "), started.stderr
+    assert "kept free" in error[0] and "stopped it" in error[0]
+    assert took < 15, took
+    # It was stopped: it could not serve.
+    assert not running.pid_file.exists() and (pid is None or not pid_alive(pid))
+    assert not _healthy(running.url)
 
 
 def test_a_second_foreground_serve_on_the_same_data_dir_is_refused(service: BackgroundService) -> None:
@@ -774,3 +800,21 @@ def test_following_a_log_copies_what_is_appended_follows_its_rotation_and_stops_
     thread.join()
     with os.fdopen(read_fd, "rb") as got:
         assert got.read() == b"one\n"
+
+
+def test_a_failed_start_shows_only_the_problems_of_its_log() -> None:
+    log = "\n".join(
+        [
+            "2026-11-30 08:00:00,001 INFO pkgcache: pkgcache 0.1.0 serving on http://127.0.0.1:3150/",
+            *[f"2026-11-30 08:00:00,{i:03d} INFO pkgcache.access: GET /-/health 503 - 12 B 1 ms" for i in range(300)],
+            "2026-11-30 08:00:01,000 WARNING pkgcache: cannot write to the cache: Operation not permitted",
+            "Traceback (most recent call last):",
+            "OSError: [Errno 28] No space left on device",
+        ]
+    )
+    assert problem_lines(log, 12) == [
+        "2026-11-30 08:00:01,000 WARNING pkgcache: cannot write to the cache: Operation not permitted",
+        "Traceback (most recent call last):",
+        "OSError: [Errno 28] No space left on device",
+    ]
+    assert problem_lines(log, 1) == ["OSError: [Errno 28] No space left on device"]

@@ -27,18 +27,20 @@ from pkgcache.cli.options import (
     settings_from_options,
 )
 from pkgcache.config import ConfigError, Settings, record_settings, settings_from_record
-from pkgcache.daemon.errors import AlreadyRunning, DaemonError
+from pkgcache.daemon.errors import AlreadyRunning, DaemonError, Unhealthy
 from pkgcache.daemon.files import InstancePaths, file_size
 from pkgcache.daemon.launch_record import LaunchRecord, read_launch_record, write_launch_record
 from pkgcache.daemon.lifecycle import abandon, port_problem, spawn_service, stop_process, wait_until_ready
 from pkgcache.daemon.lock import InstanceLock, InstanceState, inspect_instance, remove_stale_files, runtime_info
-from pkgcache.daemon.logs import read_from, rotate_log
+from pkgcache.daemon.logs import problem_lines, read_from, rotate_log
 from pkgcache.daemon.registry import remember
 from pkgcache.daemon.status_client import local_url
 
 # Longer than the service's own shutdown (serving.WORKER_STOP_TIMEOUT), so `stop` never cuts a graceful stop short.
 STOP_TIMEOUT = 90.0
 START_TIMEOUT = 30.0
+# When a start fails: the last warnings and errors of its log shown (its access lines never are).
+LOG_LINES_SHOWN = 12
 
 
 # --- serve ---
@@ -109,7 +111,14 @@ def configure_logging(level: str) -> None:
 
 @click.command()
 @serve_options
-@click.option("--wait", "wait_timeout", type=float, default=START_TIMEOUT, show_default=True, help="Seconds to wait.")
+@click.option(
+    "--wait",
+    "wait_timeout",
+    type=float,
+    default=START_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for its health check to answer (an unhealthy answer ends the wait: it is stopped).",
+)
 def start(wait_timeout: float, config_file: Path | None, **options: Any) -> None:
     """Start the service in the background (pid, log and recorded settings in the data directory)."""
     flags = flag_overrides(options)
@@ -142,9 +151,15 @@ def start_background(record: LaunchRecord, wait_timeout: float) -> None:
     url = local_url(host, port)
     try:
         wait_until_ready(process, paths, url, wait_timeout, read_auth_headers(settings))
+    except Unhealthy as exc:
+        # It cannot serve (too little free space, a data directory it cannot write): left running it would only
+        # answer 503, so it is stopped, and the reason is the whole message.
+        abandon(process)
+        raise click.ClickException(f"{exc}; stopped it (log: {paths.log_file})") from None
     except DaemonError as exc:
         abandon(process)
-        output = read_from(paths.log_file, log_offset).strip() or "(nothing logged)"
+        problems = problem_lines(read_from(paths.log_file, log_offset), LOG_LINES_SHOWN)
+        output = "\n".join(problems) or "(no warning or error logged)"
         raise click.ClickException(f"{exc}:\n{textwrap.indent(output, '  ')}\n(log: {paths.log_file})") from None
     _remember(paths.data_dir)
     _print_started(settings, process.pid, paths, _locating_hint(record))

@@ -18,3 +18,11 @@ class AlreadyRunning(DaemonError):
             f"stop it first with: pkgcache stop --data-dir {data_dir}"
         )
         self.pid = pid
+
+
+class Unhealthy(DaemonError):
+    """The service runs and answers its health check, but says it cannot serve (e.g. too little free space)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"pkgcache started but is unhealthy: {reason}")
+        self.reason = reason

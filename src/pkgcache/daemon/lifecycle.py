@@ -12,11 +12,11 @@ import sys
 import time
 from dataclasses import dataclass
 
-from pkgcache.daemon.errors import DaemonError
+from pkgcache.daemon.errors import DaemonError, Unhealthy
 from pkgcache.daemon.files import InstancePaths
 from pkgcache.daemon.lock import read_pid, remove_stale_files
 from pkgcache.daemon.processes import process_alive
-from pkgcache.daemon.status_client import health_ok
+from pkgcache.daemon.status_client import ask_health
 
 POLL_INTERVAL = 0.1
 
@@ -70,14 +70,18 @@ def wait_until_ready(
     timeout: float,
     headers: dict[str, str] | None = None,
 ) -> None:
-    """Wait until our child answers its health check, or raise DaemonError saying why it did not."""
+    """Wait until our child answers its health check, or raise DaemonError saying why it did not (Unhealthy when it
+    answered that it cannot serve: waiting longer would not change that)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise DaemonError(f"pkgcache exited during start-up (exit status {process.returncode})")
         # The pid check makes sure it is our child answering, not something else that took the port meanwhile.
-        if read_pid(paths.pid_file) == process.pid and health_ok(url, headers):
+        health = ask_health(url, headers) if read_pid(paths.pid_file) == process.pid else None
+        if health is not None and health.ok:
             return
+        if health is not None:
+            raise Unhealthy(health.reason)
         time.sleep(POLL_INTERVAL)
     raise DaemonError(f"pkgcache did not answer {url}/-/health within {timeout:.0f} s")
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 LOG_ROTATE_BYTES = 20 * 1024 * 1024
+# A record below WARNING, as `serve` formats them ("2026-11-30 08:00:00,123 INFO pkgcache.access: ..."): the access
+# lines and start-up notes, which say nothing about why a start failed.
+_ROUTINE_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO) ")
 
 
 def rotate_log(path: Path, limit: int = LOG_ROTATE_BYTES) -> None:
@@ -84,3 +88,10 @@ def read_from(path: Path, offset: int) -> str:
             return handle.read().decode(errors="replace")
     except OSError:
         return ""
+
+
+def problem_lines(text: str, limit: int) -> list[str]:
+    """The last `limit` lines of `text` that are not routine log records: warnings, errors, tracebacks, and what
+    the process printed itself."""
+    lines = [line for line in text.splitlines() if line.strip() and not _ROUTINE_RECORD.match(line)]
+    return lines[-limit:]

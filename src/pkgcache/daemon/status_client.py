@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,6 +28,38 @@ def local_url(host: str, port: int) -> str:
 
 def get_json(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> dict[str, Any]:
     """GET a JSON object; DaemonError when the answer is not a 200 with a JSON object."""
+    status, value = _get_json_answer(url, timeout, headers)
+    if status != 200:
+        raise DaemonError(f"{url} answered HTTP {status}")
+    if value is None:
+        raise DaemonError(f"{url} did not answer a JSON object")
+    return value
+
+
+@dataclass(frozen=True)
+class Health:
+    """What `/-/health` answered: ok, or unhealthy with the service's reason (service/health.py)."""
+
+    ok: bool
+    reason: str = ""
+
+
+def ask_health(base_url: str, headers: dict[str, str] | None = None) -> Health | None:
+    """The instance's health answer; None when it gives none (not listening yet, or not pkgcache's answer)."""
+    try:
+        status, value = _get_json_answer(base_url + "/-/health", 1.0, headers)
+    except (OSError, http.client.HTTPException):
+        return None
+    if status == 200 and value is not None:
+        return Health(ok=True)
+    # A 503 saying "unhealthy" is an answer, not a silence: the service runs and says why it cannot serve.
+    if status == 503 and value is not None and value.get("status") == "unhealthy":
+        return Health(ok=False, reason=str(value.get("reason") or "no reason given"))
+    return None
+
+
+def _get_json_answer(url: str, timeout: float, headers: dict[str, str] | None) -> tuple[int, dict[str, Any] | None]:
+    """The status of a GET and its body as a JSON object (None when it is not one)."""
     connection = _connection_for(url, timeout)
     try:
         connection.request("GET", _path_of(url), headers={"Accept": "application/json", **(headers or {})})
@@ -34,23 +67,11 @@ def get_json(url: str, timeout: float = 5.0, headers: dict[str, str] | None = No
         body = response.read()
     finally:
         connection.close()
-    if response.status != 200:
-        raise DaemonError(f"{url} answered HTTP {response.status}")
     try:
         value = json.loads(body)
     except ValueError:
-        raise DaemonError(f"{url} did not answer JSON") from None
-    if not isinstance(value, dict):
-        raise DaemonError(f"{url} did not answer a JSON object")
-    return value
-
-
-def health_ok(base_url: str, headers: dict[str, str] | None = None) -> bool:
-    try:
-        get_json(base_url + "/-/health", timeout=1.0, headers=headers)
-    except (OSError, DaemonError, http.client.HTTPException):
-        return False
-    return True
+        return response.status, None
+    return response.status, value if isinstance(value, dict) else None
 
 
 def _connection_for(url: str, timeout: float) -> http.client.HTTPConnection:
