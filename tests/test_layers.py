@@ -18,6 +18,7 @@ LAYERS: list[set[str]] = [
         "presets",
         "config",
         "config_template",
+        "env_settings",
         "stats",
         "clients",
         "policy",
