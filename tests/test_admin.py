@@ -177,6 +177,7 @@ def test_cli_works_on_a_running_instance_through_the_admin_api(
         tokenless = _write_config(tmp_path / "tokenless.toml", official_upstream, None)
         refused = runner.invoke(gc_command, ["--config", str(tokenless), "--data-dir", str(data_dir)])
         assert refused.exit_code != 0 and "admin_token" in refused.output
+        assert "measuring only" not in refused.output, "nothing was measured: the error is said alone"
     finally:
         process.terminate()
 

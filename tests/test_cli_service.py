@@ -197,6 +197,21 @@ def test_second_start_on_the_same_data_dir_fails_clearly(service: BackgroundServ
     assert http_get(service.url + "/-/health").status == 200
 
 
+def test_start_on_the_port_of_another_instance_names_it(
+    service: BackgroundService, tmp_path: Path, tuna: TunaLikeUpstream
+) -> None:
+    other = BackgroundService(tmp_path / "other-data", tuna.index_url, env=service.env)
+    other.serve_args[other.serve_args.index(str(other.port))] = str(service.port)
+    try:
+        started = other.start()
+    finally:
+        other.close()
+    assert started.returncode != 0
+    message = started.stderr.strip()
+    assert "another pkgcache of this account" in message and str(service.data_dir) in message, message
+    assert f"pkgcache stop --data-dir {service.data_dir}" in message and len(message.splitlines()) == 1, message
+
+
 def test_start_on_a_taken_port_fails_clearly(tmp_path: Path, tuna: TunaLikeUpstream) -> None:
     running = BackgroundService(tmp_path / "data", tuna.index_url)
     with socket.socket() as squatter:

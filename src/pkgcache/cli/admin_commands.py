@@ -86,6 +86,11 @@ def _freed_line(files: int, size: int, cache_bytes: int | None = None) -> str:
 # --- the commands ---
 
 
+def _say_if_measuring_only(measuring_only: bool) -> None:
+    if measuring_only:
+        click.echo("no cache.max_size is configured and no --to given: nothing to evict; measuring only", err=True)
+
+
 @click.command("gc")
 @locate_options
 @click.option("--to", "target", metavar="SIZE", help="Evict down to this size (e.g. 50GB) instead of the limit.")
@@ -97,15 +102,16 @@ def gc_command(config_file: Path | None, data_dir: Path | None, target: str | No
         target_bytes = None if target is None else parse_size(target)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--to") from None
-    if target_bytes is None and settings.cache.max_size is None:
-        click.echo("no cache.max_size is configured and no --to given: nothing to evict; measuring only", err=True)
+    measuring_only = target_bytes is None and settings.cache.max_size is None
     url = running_instance_url(located)
     if url is not None:
         path = "/-/admin/gc" + ("" if target_bytes is None else f"?target={target_bytes}")
         answer = call_admin_api(located, url, path)
+        _say_if_measuring_only(measuring_only)  # once it is known to have run: an error is said alone
         click.echo(_freed_line(answer["freed_files"], answer["freed_bytes"], answer["cache_bytes"]))
         return
     require_cache(located.paths.data_dir)
+    _say_if_measuring_only(measuring_only)
     store = CacheStore(located.paths.data_dir)
     freed, remaining = collect_offline(store, settings.cache.max_size, target_bytes)
     click.echo(_freed_line(freed.files, freed.bytes, remaining) + " (pkgcache is not running: done on disk)")

@@ -33,7 +33,7 @@ from pkgcache.daemon.launch_record import LaunchRecord, read_launch_record, writ
 from pkgcache.daemon.lifecycle import abandon, port_problem, spawn_service, stop_process, wait_until_ready
 from pkgcache.daemon.lock import InstanceLock, InstanceState, inspect_instance, remove_stale_files, runtime_info
 from pkgcache.daemon.logs import problem_lines, read_from, rotate_log
-from pkgcache.daemon.registry import remember
+from pkgcache.daemon.registry import remember, remembered
 from pkgcache.daemon.status_client import local_url
 
 # Longer than the service's own shutdown (serving.WORKER_STOP_TIMEOUT), so `stop` never cuts a graceful stop short.
@@ -139,7 +139,7 @@ def start_background(record: LaunchRecord, wait_timeout: float) -> None:
     host, port = settings.server.host, settings.server.port
     problem = port_problem(host, port)
     if problem:
-        raise click.ClickException(problem)
+        raise click.ClickException(_own_instance_on(port) or problem)
 
     try:
         write_launch_record(paths.settings_file, record)
@@ -171,6 +171,19 @@ def _remember(data_dir: Path) -> None:
         remember(data_dir)
     except OSError as exc:
         click.echo(f"note: could not remember this instance for later commands: {exc}", err=True)
+
+
+def _own_instance_on(port: int) -> str | None:
+    """When the port is taken by another pkgcache this account started, which one, and what to do."""
+    for entry in remembered():
+        state = inspect_instance(InstancePaths(entry.data_dir))
+        if state.running and state.port == port:
+            return (
+                f"port {port} is already used by another pkgcache of this account (pid {state.pid}, data directory "
+                f"{entry.data_dir}); stop it with `pkgcache stop --data-dir {entry.data_dir}` or choose another "
+                "port with --port"
+            )
+    return None
 
 
 def _locating_hint(record: LaunchRecord) -> str:
