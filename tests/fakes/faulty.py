@@ -68,6 +68,8 @@ class Kind(enum.StrEnum):
     REDIRECT_LOOP = "redirect-loop"  # 302 to itself, forever
     SCHEME_LINKS = "scheme-links"  # the true project page plus links to javascript: and file: URLs
     FIRST_SEGMENT = "first-segment"  # the true body, its first `rate` bytes alone in the first TCP segment
+    ZSTD_BOMB = "zstd-bomb"  # 200 with a 16-byte zstd frame whose header declares 1 TiB of content
+    GZIP_BOMB = "gzip-bomb"  # gzip on the wire: the true JSON object padded with `rate` spaces before its last "}"
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ class Fault:
             Kind.REDIRECT_LOOP: "redirects to itself",
             Kind.SCHEME_LINKS: "lists javascript: and file: links",
             Kind.FIRST_SEGMENT: f"a valid body whose first TCP segment is {self.rate} bytes",
+            Kind.ZSTD_BOMB: "200 with a 16-byte zstd frame declaring 1 TiB",
+            Kind.GZIP_BOMB: f"gzip on the wire, decoding to the JSON padded with {self.rate} bytes",
         }
         return text[self.kind]
 
@@ -149,6 +153,13 @@ def closed_port_url(path: str = "/") -> str:
 def garbage(seed: str, size: int = 2048) -> bytes:
     """Random bytes that are no file format at all (and carry the poison marker)."""
     return b"\x00" + POISON + random.Random(seed).randbytes(size)
+
+
+def zstd_frame_declaring(size: int, payload: bytes = b"\x80") -> bytes:
+    """A zstd frame whose header declares `size` bytes of content, holding one raw block of `payload`."""
+    header = b"\x28\xb5\x2f\xfd" + bytes([0b11100000]) + size.to_bytes(8, "little")  # single segment, 8-byte size
+    block = (1 | (len(payload) << 3)).to_bytes(3, "little")  # the last block, raw
+    return header + block + payload
 
 
 def other_zip(body: bytes, seed: str, *, larger: bool = True) -> bytes:
@@ -224,6 +235,13 @@ class FaultAnswers:
             return await self._raw(request, headers, body[: len(body) // 2])
         if kind is Kind.CUT_NO_LENGTH:
             return await self._raw(request, {"Content-Type": ctype, "Connection": "close"}, body[: len(body) // 2])
+        if kind is Kind.ZSTD_BOMB:
+            return web.Response(body=zstd_frame_declaring(1 << 40), headers={"Content-Type": ctype})
+        if kind is Kind.GZIP_BOMB:
+            padded = body.rstrip()[:-1] + b" " * fault.rate + b"}"
+            return web.Response(
+                body=gzip.compress(padded, mtime=0), headers={"Content-Type": ctype, "Content-Encoding": "gzip"}
+            )
         if kind is Kind.CUT_COMPRESSED:
             encoded = gzip.compress(body, mtime=0) if _accepts_gzip(request) else body
             headers = {"Content-Type": ctype, "Content-Length": str(len(encoded))}

@@ -308,6 +308,8 @@ def _conda_scenarios() -> list[Scenario]:
         ),
         _named("conda-shard", CONDA_SHARD, Fault(Kind.WRONG_BYTES), allowed=VERIFIED_OR_FAILED, items=(2,)),
         _named("conda-shard", CONDA_SHARD, Fault(Kind.BLOCK_PAGE), items=(2,)),
+        # python-zstandard would allocate the declared terabyte up front: refused from the header, as the mirror's.
+        _named("conda-repodata-shards.msgpack.zst", CONDA_INDEX_FILES[4], Fault(Kind.ZSTD_BOMB), items=(5,)),
     ]
     return scenarios
 

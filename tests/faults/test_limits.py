@@ -12,15 +12,18 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from pkgcache.conda import index_checks
 from pkgcache.http.library_internals import ConnectionWatch
 from pkgcache.pypi.model import DistFile, ProjectPage
 from pkgcache.pypi.pages import CachedPage, PageMemory
 from tests.cache_service import RunningCache, free_port
 from tests.conda_support import Channels
 from tests.fakes.conda_upstreams import MirrorLikeUpstream
+from tests.fakes.faulty import Fault, Kind
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream
 from tests.fakes.server import FakeServer
-from tests.faults.harness import start_process
+from tests.faults.harness import FaultRun, outcome_of, start_process
+from tests.faults.scenarios import REPODATA, VERIFIED_OR_FAILED, Outcome, Scenario
 from tests.support import BackgroundLoop, http_get
 
 # What TUNA answers a blocked network (tuna/issues #2148, #2579): a 403 with an HTML page and a red identifier.
@@ -162,3 +165,29 @@ def test_an_upstream_that_is_this_very_pkgcache_is_refused_at_once(tmp_path: Pat
         assert "failed (HTTP 508 from" in process.log_path.read_text()
     finally:
         process.terminate()
+
+
+# Lowered for the test (the real cap is GBs): the bomb decodes to four times it, from a few KB on the wire.
+INDEX_CAP = 1 << 20
+
+
+def test_an_index_file_past_its_cap_is_the_mirrors_fault_and_nothing_of_it_is_kept(
+    fault_run: Callable[..., FaultRun], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(index_checks, "MAX_INDEX_BYTES", INDEX_CAP, raising=False)
+    bomb = Scenario("conda-repodata.json-gzip-bomb", REPODATA, Fault(Kind.GZIP_BOMB, rate=4 * INDEX_CAP))
+    with fault_run(bomb) as run:
+        verify = run.verifier(run.resource)
+        # Seen once the cap's worth went out, and a compressed transfer cannot be resumed: the first client may
+        # see its transfer fail (never a whole body of it); the next one gets the healthy mirror's.
+        first = run.get()
+        assert outcome_of(first, verify) in VERIFIED_OR_FAILED, first.summary()
+        assert run.wait_downloads_settled(), run.tmp_leftovers()
+        answer = run.get()
+        assert outcome_of(answer, verify) is Outcome.OK, answer.summary()
+        assert run.asked(run.faulty) == 1 and run.asked(run.healthy) == 1
+        faulty = run.upstreams()["faulty"]
+        assert not faulty["healthy"] and faulty["cooldown_remaining"] > 0, faulty
+        assert "a file of its kind may have" in faulty["last_error"], faulty
+        kept = run.cached_copies(run.resource)
+        assert kept and all(verify(path.read_bytes()) for path in kept), [p.stat().st_size for p in kept]

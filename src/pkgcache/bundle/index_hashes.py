@@ -15,6 +15,8 @@ from typing import Any
 import msgpack
 import zstandard
 
+from pkgcache.conda.bounded_zstd import decompress_within
+
 REPODATA_FORMS = ("repodata.json", "repodata.json.zst", "repodata.json.bz2")
 SHARD_INDEXES = ("repodata_shards.msgpack.zst", "made-here/repodata_shards.msgpack.zst")
 MAX_SHARD_BYTES = 1 << 30
@@ -46,7 +48,7 @@ def shard_map(index_path: Path) -> dict[str, str]:
 
 def _msgpack_zst(path: Path) -> Any:
     try:
-        raw = zstandard.ZstdDecompressor().decompress(path.read_bytes(), max_output_size=MAX_SHARD_BYTES)
+        raw = decompress_within(path.read_bytes(), MAX_SHARD_BYTES)
         return msgpack.unpackb(raw, strict_map_key=False)
     except (OSError, zstandard.ZstdError, ValueError, msgpack.UnpackException):
         return None

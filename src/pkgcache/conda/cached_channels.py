@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pkgcache.conda.channels import SHARD_INDEX, Channel
+from pkgcache.conda.index_checks import max_size_of_index
 from pkgcache.conda.index_files import IndexFiles
 from pkgcache.conda.records import expected_of, find_record
 from pkgcache.conda.shards import InvalidShardIndex, record_in_shard, rewrite_shard_index, shard_for
@@ -172,7 +173,11 @@ class CachedChannels:
         download = self.fetcher.download(
             path,
             lambda upstream: base + shard_name if (base := shard_base(upstream)) else None,
-            Expected(hashes={"sha256": shard_name.removesuffix(".msgpack.zst")}, magic=magic_for(shard_name)),
+            Expected(
+                hashes={"sha256": shard_name.removesuffix(".msgpack.zst")},
+                magic=magic_for(shard_name),
+                max_size=max_size_of_index(),  # named by its hash, but its size is the mirror's to say
+            ),
         )
         return path if download is None else download
 

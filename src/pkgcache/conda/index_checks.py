@@ -21,6 +21,7 @@ import msgpack
 import msgspec
 import zstandard
 
+from pkgcache.conda.bounded_zstd import decompress_within
 from pkgcache.storage.downloads import ContentCheck, IntegrityError
 
 CHUNK = 1 << 20
@@ -35,6 +36,17 @@ PARSE_WHOLE_BYTES = 8 << 20
 # Where a repodata file's "packages" key must appear by (after "info", which is small).
 PACKAGES_KEY_WITHIN = 1 << 20
 MAX_SHARD_INDEX_BYTES = 1 << 30
+# The most an index file may be, as it arrives (decoded from any gzip on the wire) and, for .zst and .bz2, as its
+# JSON: past it, the mirror's answer is refused as a fault of that mirror, and nothing of it is kept. The biggest real
+# one, conda-forge's linux-64 repodata.json, is a few hundred MB and grows by tens of MB a year; 2 GiB leaves years of
+# margin, while a mirror's ~1 MB of gzip (or a zstd frame of a few KB) can no longer become a cache entry (or a check)
+# of any size it likes.
+MAX_INDEX_BYTES = 2 << 30
+
+
+def max_size_of_index() -> int:
+    """The cap on an index file's size (read when a download starts, so tests may lower it)."""
+    return MAX_INDEX_BYTES
 
 
 def magic_of_index(filename: str) -> tuple[bytes, ...]:
@@ -90,8 +102,15 @@ def _open_decompressed(path: Path, filename: str) -> IO[bytes]:
 
 
 def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
+    """The decompressed text, refused past the index files' cap: a small .zst or .bz2 may decompress to any size,
+    and the check must not read (nor a shard build later) a terabyte of it."""
+    limit = max_size_of_index()
+    produced = 0
     try:
         while chunk := stream.read(CHUNK):
+            produced += len(chunk)
+            if produced > limit:
+                raise IntegrityError(f"decompresses to more than the {limit} bytes an index file may have")
             yield chunk
     except (zstandard.ZstdError, OSError, EOFError, ValueError) as exc:
         raise IntegrityError(f"does not decompress: {exc}") from None
@@ -139,7 +158,7 @@ def _check_whole(text: bytearray, repodata: bool) -> None:
 
 def _check_shard_index(path: Path) -> None:
     try:
-        raw = zstandard.ZstdDecompressor().decompress(path.read_bytes(), max_output_size=MAX_SHARD_INDEX_BYTES)
+        raw = decompress_within(path.read_bytes(), MAX_SHARD_INDEX_BYTES)
         document = msgpack.unpackb(raw, strict_map_key=False)
     except (zstandard.ZstdError, ValueError, msgpack.UnpackException) as exc:
         raise IntegrityError(f"not a shard index: {exc}") from None

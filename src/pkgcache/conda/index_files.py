@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from pkgcache.cache_state import CacheState
-from pkgcache.conda.index_checks import content_check_for, magic_of_index
+from pkgcache.conda.index_checks import content_check_for, magic_of_index, max_size_of_index
 from pkgcache.conda.source import Lookup
 from pkgcache.storage.downloads import Download, Expected
 from pkgcache.storage.sidecars import FileMeta, Sidecars
@@ -166,4 +166,7 @@ class IndexFiles:
 def _expected(path: Path) -> Expected:
     # The first bytes already tell an error page or garbage from an index file: refused before any reaches a
     # client, so that the next upstream can still answer the clients waiting for this one.
-    return Expected(magic=magic_of_index(path.name), content_check=content_check_for(path.name))
+    # And no mirror may make one any size it likes (gzip on the wire: ~1 KB becomes 1 MB).
+    return Expected(
+        magic=magic_of_index(path.name), content_check=content_check_for(path.name), max_size=max_size_of_index()
+    )

@@ -8,6 +8,10 @@ from typing import Any
 import msgpack
 import zstandard
 
+from pkgcache.conda.bounded_zstd import decompress_within
+
+# What a shard index or a shard may decompress to (CEP-16's are a few MB and a few KB).
+MAX_DECOMPRESSED_BYTES = 1 << 30
 # Relative to the shard index: packages beside it, shards in shards/ (pkgcache's own layout).
 LOCAL_BASE_URL = ""
 LOCAL_SHARDS_BASE_URL = "./shards/"
@@ -23,7 +27,7 @@ def rewrite_shard_index(path: Path, temp: Path) -> dict[str, str]:
     Returns the upstream's own base URLs, which the caller keeps: they say where to fetch shards from.
     """
     try:
-        document = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(path.read_bytes(), max_output_size=1 << 30))
+        document = msgpack.unpackb(decompress_within(path.read_bytes(), MAX_DECOMPRESSED_BYTES))
     except (zstandard.ZstdError, ValueError, msgpack.UnpackException) as exc:
         raise InvalidShardIndex(str(exc)) from None
     info = document.get("info") if isinstance(document, dict) else None
@@ -67,7 +71,7 @@ def record_in_shard(shard_path: Path, filename: str) -> dict[str, Any] | None:
 
 def _read_msgpack_zst(path: Path) -> Any:
     try:
-        raw = zstandard.ZstdDecompressor().decompress(path.read_bytes(), max_output_size=1 << 30)
+        raw = decompress_within(path.read_bytes(), MAX_DECOMPRESSED_BYTES)
         return msgpack.unpackb(raw, strict_map_key=False)
     except (OSError, zstandard.ZstdError, ValueError, msgpack.UnpackException):
         return None

@@ -27,15 +27,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 from multidict import CIMultiDict
 
-from pkgcache.storage.store import CacheStore, storage_error
+from pkgcache.storage.store import CacheStore, in_storage_thread, storage_error
 
 log = logging.getLogger(__name__)
-
-_R = TypeVar("_R")
 
 CHUNK_SIZE = 256 * 1024
 # Followers read the file being written (or just revalidated) on the event loop, not through the thread pool: the
@@ -71,12 +69,14 @@ ContentCheck = Callable[[Path], None]
 @dataclass(frozen=True)
 class Expected:
     """What a file must be: its hashes from the index, its size if known, the bytes it must start with, and a
-    check of its content when the index gives no hash (index files)."""
+    check of its content and a maximum size when the index gives no hash (index files)."""
 
     hashes: Mapping[str, str] = field(default_factory=dict)
     size: int | None = None
     magic: tuple[bytes, ...] = ()
     content_check: ContentCheck | None = None
+    # When the index gives no size: the most a file of its kind may be (a mirror must not set our disk use).
+    max_size: int | None = None
 
     def digest_to_check(self) -> tuple[str, str] | None:
         for name in HASH_PREFERENCE:
@@ -152,8 +152,11 @@ class Download:
         size = self.expected.size
         if size is not None and self.written + len(chunk) > size:
             raise IntegrityError(f"more than the {size} bytes the index gives")
+        limit = self.expected.max_size
+        if limit is not None and self.written + len(chunk) > limit:
+            raise IntegrityError(f"more than the {limit} bytes a file of its kind may have")
         self._check_start(chunk)
-        await _storage_call(self._append, chunk)
+        await in_storage_thread(self._append, chunk)
         self._hasher_update(chunk)
         self.written += len(chunk)
         if self._start_checked():
@@ -181,7 +184,7 @@ class Download:
         """The caller's check of the whole content (in a thread); raises IntegrityError."""
         if self.expected.content_check is not None:
             await self._flushed()
-            await asyncio.to_thread(self.expected.content_check, self.temp_path)
+            await asyncio.to_thread(_run_content_check, self.expected.content_check, self.temp_path)
 
     async def discard(self) -> None:
         """Throw away what was written (it came from an upstream that failed or lied) and start again at zero."""
@@ -195,7 +198,7 @@ class Download:
         self._start_bytes = b""
         self.generation += 1
         if self._handle is not None:
-            await _storage_call(_truncate, self._handle)
+            await in_storage_thread(_truncate, self._handle)
         await self.notify()
 
     def fix_mtime(self, seconds: float) -> int:
@@ -255,7 +258,7 @@ class Download:
         """Close the temporary file. Raises StorageError when its last bytes cannot be written (a full disk)."""
         if self._handle is not None:
             handle, self._handle = self._handle, None
-            await _storage_call(_close, handle)
+            await in_storage_thread(_close, handle)
 
     # --- the clients' side ---
 
@@ -399,7 +402,19 @@ class Download:
 
     async def _flushed(self) -> None:
         if self._handle is not None:
-            await _storage_call(self._handle.flush)
+            await in_storage_thread(self._handle.flush)
+
+
+def _run_content_check(check: ContentCheck, path: Path) -> None:
+    """Any failure of a check but the disk's is a verdict on the bytes: what a mirror's bytes make a parser do
+    (a MemoryError for a size they declare, an error the check did not foresee) must fail that mirror over and rest
+    it, not escape as a 500 that leaves the mirror first in line."""
+    try:
+        check(path)
+    except (IntegrityError, OSError):
+        raise
+    except Exception as exc:
+        raise IntegrityError(f"its content fails its check ({type(exc).__name__}: {exc})") from exc
 
 
 def _close(handle: IO[bytes]) -> None:
@@ -493,7 +508,7 @@ class Downloader:
                 await asyncio.to_thread(download.temp_path.unlink, True)
             else:
                 download.verify()  # the producer checked already; a file is never committed unchecked
-                replaced = await _storage_call(self._commit, download)
+                replaced = await in_storage_thread(self._commit, download)
                 self._report_commit(download.final_path, download.written - replaced)
                 log.info("cached %s (%d bytes) from %s", download.final_path.name, download.written, download.source)
         except OSError as exc:
@@ -558,11 +573,3 @@ async def _run_hook(hook: AfterDownload, download: Download) -> None:
 def _unlink_quietly(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-
-
-async def _storage_call(function: Callable[..., _R], *args: object) -> _R:
-    """Run a blocking file operation in a worker thread; a failure is the cache's, never the upstream's."""
-    try:
-        return await asyncio.to_thread(function, *args)
-    except OSError as exc:
-        raise storage_error(exc) from exc

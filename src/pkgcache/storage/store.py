@@ -7,6 +7,7 @@ either the old entry, the new one, or none, never a partial file.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import json
@@ -14,10 +15,13 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pkgcache.storage.file_use import FileUse
+
+_R = TypeVar("_R")
 
 MAX_SEGMENT_LENGTH = 255
 MAX_FOLDERS_REMEMBERED = 100_000
@@ -43,6 +47,15 @@ class StorageError(Exception):
 def storage_error(exc: OSError) -> StorageError:
     disk_full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
     return StorageError(f"cannot write to the cache: {exc.strerror or exc}", disk_full=disk_full)
+
+
+async def in_storage_thread(function: Callable[..., _R], *args: object) -> _R:
+    """Run a blocking operation that writes the cache (a file made here, a download's chunk) in a worker thread;
+    its OSError is the cache's, never an upstream's: a StorageError, so a full disk answers 507, not 500."""
+    try:
+        return await asyncio.to_thread(function, *args)
+    except OSError as exc:
+        raise storage_error(exc) from exc
 
 
 class CacheIsReadOnly(Exception):
