@@ -427,6 +427,14 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         "test_disk_full.py::test_a_full_disk_answers_507_and_recovers",
         (10,),
     ),
+    ServiceScenario(
+        "disk-full-made-here",
+        "the disk is full when pkgcache makes an index file (repodata.json.zst, the shard index)",
+        "507 with a clear message, not a 500",
+        "nothing new; nothing left in tmp/",
+        "test_disk_full.py::test_a_full_disk_while_making_index_files_here_answers_507",
+        (10,),
+    ),
 ]
 
 

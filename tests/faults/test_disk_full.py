@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.cache_service import RunningCache, start_cache
-from tests.fakes.faulty import FaultyCondaMirror, FaultyPypiUpstream
+from tests.fakes.faulty import Fault, FaultyCondaMirror, FaultyPypiUpstream, Kind, closed_port_url
 from tests.faults.harness import (
     CONDA_CHANNELS,
     JSON_ACCEPT,
@@ -163,3 +163,34 @@ def _expect_507(checks: Checks, what: str, answer: Received) -> None:
         f"{what}: 507 with a message about the full disk, before any body",
         answer.summary(),
     )
+
+
+MADE_HERE = ("repodata.json.zst", "repodata_shards.msgpack.zst")
+
+
+def test_a_full_disk_while_making_index_files_here_answers_507(
+    bg_loop: BackgroundLoop, tmp_path: Path, fault_channels: FaultChannels
+) -> None:
+    conda = FaultyCondaMirror({"pkgs/main": fault_channels.main, "conda-forge": fault_channels.forge})
+    subdir = f"/pkgs/main/{fault_channels.subdir}"
+    for name in MADE_HERE:  # the mirror has none: pkgcache makes them from the repodata.json
+        conda.plan.set(f"{subdir}/{name}", Fault(Kind.STATUS, status=404))
+    bg_loop.run(conda.start())
+    try:
+        with small_tmpfs(tmp_path / "data") as data:
+            conda_section = {"upstreams": [conda.upstream_config("mirror")], "channels": CONDA_CHANNELS}
+            cache = start_cache(bg_loop, settings_for(data, [closed_port_url("/simple/")], conda=conda_section))
+            try:
+                repodata = fetch(f"{cache.url}/conda{subdir}/repodata.json")
+                assert repodata.status == 200, repodata.summary()
+                fill(data / "filler")
+                checks = Checks()
+                for name in MADE_HERE:
+                    _expect_507(checks, f"{name} made here", fetch(f"{cache.url}/conda{subdir}/{name}"))
+                leftovers = [p.name for p in (data / "tmp").iterdir()] if (data / "tmp").exists() else []
+                checks.expect(not leftovers, "nothing left in tmp/", leftovers)
+                checks.verdict()
+            finally:
+                _stop_or_say_why(cache)
+    finally:
+        bg_loop.run(conda.stop())

@@ -40,7 +40,7 @@ from pkgcache.gate.first_seen import FirstSeen, read_first_seen
 from pkgcache.gate.refusals import offline_miss, refusal_error
 from pkgcache.storage.downloads import Download
 from pkgcache.storage.sidecars import FileMeta, Sidecars
-from pkgcache.storage.store import CacheStore
+from pkgcache.storage.store import CacheStore, in_storage_thread
 from pkgcache.upstream.pool import UpstreamNotFound, UpstreamsUnavailable
 
 log = logging.getLogger(__name__)
@@ -305,7 +305,7 @@ class FilteredChannels(ChannelLayer):
         store = self.paths.store
         temp = store.new_temp_path(path.name)
         try:
-            await asyncio.to_thread(_bz2_file, json_path, temp)
+            await in_storage_thread(_bz2_file, json_path, temp)
             await asyncio.to_thread(store.commit_file, temp, path)
         finally:
             await asyncio.to_thread(temp.unlink, True)
@@ -454,7 +454,7 @@ def _bz2_file(source: Path, destination: Path) -> None:
 async def _run_filter(source: Path, json_out: Path, zst_out: Path, job: FilterJob) -> FilterOutcome:
     """Filter in a thread, or for a large source in a process of its own (spawned: this one has threads)."""
     if source.stat().st_size * (8 if source.name.endswith(".zst") else 1) < PROCESS_ABOVE_BYTES:
-        return await asyncio.to_thread(filter_repodata, source, json_out, zst_out, job)
+        return await in_storage_thread(filter_repodata, source, json_out, zst_out, job)
     context = multiprocessing.get_context("spawn")
     worker = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context)
     try:

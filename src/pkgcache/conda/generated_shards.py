@@ -41,6 +41,7 @@ from pkgcache.conda.shards import LOCAL_BASE_URL, LOCAL_SHARDS_BASE_URL
 from pkgcache.conda.source import ChannelLayer, ChannelSource, Lookup
 from pkgcache.storage.downloads import Download
 from pkgcache.storage.sidecars import FileMeta, Sidecars
+from pkgcache.storage.store import in_storage_thread
 from pkgcache.upstream.pool import UpstreamNotFound
 
 log = logging.getLogger(__name__)
@@ -229,7 +230,7 @@ class GeneratedShards(ChannelLayer):
         if not _said_to_be_small(found):
             return None
         await self._whole(found)  # small: moments
-        return await asyncio.to_thread(_build_small_here, arguments)
+        return await in_storage_thread(_build_small_here, arguments)
 
 
 def _said_to_be_small(found: Lookup) -> bool:

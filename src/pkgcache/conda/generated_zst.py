@@ -19,6 +19,7 @@ from pkgcache.conda.cached_channels import ChannelPaths
 from pkgcache.conda.channels import Channel
 from pkgcache.conda.source import ChannelLayer, ChannelSource, Lookup
 from pkgcache.storage.sidecars import FileMeta, Sidecars
+from pkgcache.storage.store import in_storage_thread
 from pkgcache.upstream.pool import UpstreamNotFound
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class GeneratedZst(ChannelLayer):
         started = time.monotonic()
         try:
             # In a worker thread, streaming: the event loop keeps serving, and memory stays small.
-            await asyncio.to_thread(_compress_file, source_path, temp)
+            await in_storage_thread(_compress_file, source_path, temp)
             await asyncio.to_thread(store.commit_file, temp, path)
         finally:
             await asyncio.to_thread(temp.unlink, True)
