@@ -202,6 +202,24 @@ def test_an_upstream_that_advertises_metadata_and_404s_it_is_read_around(
     assert _whole_downloads(official, HEAVY2) == 0 and _range_requests(official) >= 1
 
 
+@pytest.mark.parametrize("answer", ["html-error", "random"])
+def test_an_upstreams_metadata_that_is_not_the_wheels_is_read_around_and_not_kept(
+    answer: str, official: OfficialLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    # The page says only that metadata exists (no hash to check it by); the mirror answers 200 with a block page.
+    official.metadata_hash_given = False
+    official.garbage[HEAVY2 + ".metadata"] = answer
+    cache = make_cache([official.index_url])
+    expected = _dist(HEAVY2).metadata or b""
+    got = cache.get(f"/pypi/files/heavy/{HEAVY2}.metadata")
+    assert got.status == 200 and got.body == expected
+    assert official.files.count(HEAVY2 + ".metadata") == 1 and _range_requests(official) >= 1
+    assert (cache.data_dir / "pypi" / "files" / "heavy" / f"{HEAVY2}.metadata").read_bytes() == expected
+    page = json.loads(cache.get("/pypi/simple/heavy/", {"Accept": "application/vnd.pypi.simple.v1+json"}).body)
+    advertised = {f["filename"]: f["core-metadata"] for f in page["files"]}[HEAVY2]
+    assert advertised == {"sha256": hashlib.sha256(expected).hexdigest()}
+
+
 def test_an_upstream_that_refuses_ranges_gets_the_wheel_fetched_whole_once(
     mirror: TunaLikeUpstream, make_cache: Callable[..., RunningCache]
 ) -> None:
@@ -315,3 +333,20 @@ def test_provenance_is_served_through_pkgcache(
 
 def _dist(filename: str) -> Dist:
     return next(dist for dist in resolution_dists() if dist.filename == filename)
+
+
+def test_provenance_that_is_not_json_is_refused_and_not_kept(
+    official: OfficialLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    official.page_extras["heavy"] = PageExtras(provenance=True)
+    official.garbage[HEAVY2 + ".provenance"] = "html-error"  # 200, text/html: a block page
+    # The mirror is rested for it (no rest here, so that the mended mirror is asked again at once).
+    cache = make_cache([official.index_url], upstream={"cooldown": 0})
+    assert cache.get("/pypi/simple/heavy/").status == 200
+    refused = cache.get(f"/pypi/files/heavy/{HEAVY2}.provenance")
+    assert refused.status == 502 and b"<html" not in refused.body.lower()
+    assert not (cache.data_dir / "pypi" / "files" / "heavy" / f"{HEAVY2}.provenance").exists()
+    del official.garbage[HEAVY2 + ".provenance"]  # the mirror mended: asked again, and its answer kept
+    answer = cache.get(f"/pypi/files/heavy/{HEAVY2}.provenance")
+    assert answer.status == 200 and json.loads(answer.body)["_file"] == HEAVY2
+    assert official.count("/provenance") == 2

@@ -216,6 +216,7 @@ class _IndexServer(FakeServer):
     """Dists, serial, fault knobs and file serving shared by the index fakes."""
 
     serves_metadata = False  # PEP 658 .metadata files and attributes
+    metadata_hash_given = True  # False: the pages say only that metadata exists (`true`), with no hash to check
     honour_ranges = True  # False: a Range request gets the whole file with 200, as some mirrors answer
     # filename -> other bytes of the same length, served to Range requests only (a mirror whose ranges lie)
     range_bodies: dict[str, bytes]
@@ -288,6 +289,9 @@ class _IndexServer(FakeServer):
         if dist is None or extras is None or not extras.provenance:
             raise web.HTTPNotFound()
         content = Content(provenance_document(dist), PROVENANCE_CT, _BASE_TS, "max-age=600, public")
+        mode = self.garbage.get(dist.filename + ".provenance")
+        if mode:
+            return await garbage_response(request, mode, content, self.faults)
         return await serve_content(request, content, self.faults)
 
     def _project_fault(self, name: str) -> str | None:
@@ -303,8 +307,9 @@ class _IndexServer(FakeServer):
             attrs.append(f'data-requires-python="{html.escape(dist.requires_python)}"')
         if self.serves_metadata and dist.metadata_sha256:
             # Both spellings, as PEP 714 asks during the transition.
-            attrs.append(f'data-dist-info-metadata="sha256={dist.metadata_sha256}"')
-            attrs.append(f'data-core-metadata="sha256={dist.metadata_sha256}"')
+            value = f"sha256={dist.metadata_sha256}" if self.metadata_hash_given else "true"
+            attrs.append(f'data-dist-info-metadata="{value}"')
+            attrs.append(f'data-core-metadata="{value}"')
         if dist.yanked is not False:
             reason = "" if dist.yanked is True else str(dist.yanked)
             attrs.append(f'data-yanked="{html.escape(reason)}"')
@@ -472,6 +477,8 @@ class OfficialLikeUpstream(_IndexServer):
 
     def _file_entry(self, dist: Dist, extras: PageExtras | None = None) -> dict[str, object]:
         metadata: object = {"sha256": dist.metadata_sha256} if dist.metadata_sha256 else False
+        if metadata and not self.metadata_hash_given:
+            metadata = True
         entry: dict[str, object] = {
             "filename": dist.filename,
             "url": self.file_url(dist),

@@ -30,6 +30,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from packaging.metadata import parse_email
+from packaging.utils import NormalizedName, canonicalize_name, parse_sdist_filename, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+
 from pkgcache.cache_state import CacheState
 from pkgcache.pypi.metadata_records import MetadataRecord, MetadataRecords
 from pkgcache.pypi.model import DistFile
@@ -218,20 +222,15 @@ class MetadataIndex(IndexLayer):
         return pkg_info
 
     async def _from_upstream_metadata(self, entry: CachedPage, dist: DistFile) -> bytes | None:
-        """The upstream's own `.metadata`, if it has it and its hash (when given) holds; else None."""
+        """The upstream's own `.metadata`, if one upstream serves it as core metadata of this distribution with
+        the hash the page gives (if any); else None, and the metadata is obtained another way."""
         assert self.origin is not None
+        target = self.origin.file_target(entry, dist, METADATA_SUFFIX)
         try:
-            data = await self.origin.fetch_small(
-                self.origin.file_target(entry, dist, METADATA_SUFFIX), MAX_METADATA_SIZE
-            )
+            return await self.origin.fetch_small(target, MAX_METADATA_SIZE, lambda data: _check_metadata(data, dist))
         except (UpstreamNotFound, UpstreamsUnavailable) as exc:
-            log.info("the upstream advertises metadata for %s but does not serve it (%s)", dist.filename, exc)
+            log.info("no upstream serves usable metadata for %s although advertised (%s)", dist.filename, exc)
             return None
-        expected = dist.core_metadata if isinstance(dist.core_metadata, dict) else {}
-        if "sha256" in expected and hashlib.sha256(data).hexdigest() != expected["sha256"].lower():
-            log.warning("the upstream's metadata for %s does not match the hash it advertises", dist.filename)
-            return None
-        return data
 
     async def _from_ranges(self, entry: CachedPage, dist: DistFile) -> bytes | None:
         """The metadata read from a few ranges of the upstream's wheel; None when ranges do not work there."""
@@ -333,6 +332,31 @@ def _advertised_metadata(dist: DistFile, record: MetadataRecord | None) -> bool 
     if dist.filename.endswith(".whl"):
         return dist.core_metadata or True
     return dist.core_metadata  # an sdist: only what the upstream itself vouches for
+
+
+def _check_metadata(data: bytes, dist: DistFile) -> None:
+    """Raises ValueError unless `data` is core metadata of `dist` with the hash its page gives: a mirror's answer
+    (an HTML block page served with 200, say) would otherwise be kept, and advertised, as the metadata."""
+    expected = dist.core_metadata if isinstance(dist.core_metadata, dict) else {}
+    if "sha256" in expected and hashlib.sha256(data).hexdigest() != expected["sha256"].lower():
+        raise ValueError(f"the metadata of {dist.filename} does not match the hash the page gives")
+    raw, _ = parse_email(data)
+    if "metadata_version" not in raw:
+        raise ValueError(f"the metadata of {dist.filename} is not core metadata (no Metadata-Version)")
+    name, version = _name_and_version(dist.filename)
+    try:
+        same = canonicalize_name(raw.get("name", "")) == name and Version(raw.get("version", "")) == version
+    except InvalidVersion:
+        same = False
+    if not same:
+        raise ValueError(f"the metadata of {dist.filename} names another distribution")
+
+
+def _name_and_version(filename: str) -> tuple[NormalizedName, Version]:
+    if filename.endswith(".whl"):
+        name, version, _, _ = parse_wheel_filename(filename)
+        return name, version
+    return parse_sdist_filename(filename)
 
 
 def _same_distribution(record: MetadataRecord, dist: DistFile) -> bool:

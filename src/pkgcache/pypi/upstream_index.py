@@ -8,7 +8,9 @@ nothing: caching is the layer above (cached_index.py).
 from __future__ import annotations
 
 import contextlib
+import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -18,7 +20,7 @@ from pkgcache.config import PypiConfig, PypiUpstream
 from pkgcache.pypi.model import DistFile
 from pkgcache.pypi.pages import CachedPage, in_page_thread
 from pkgcache.pypi.parse import InvalidPage, NeedsFullReader, parse_project_page
-from pkgcache.storage.downloads import Download, Expected
+from pkgcache.storage.downloads import Download, Expected, IntegrityError
 from pkgcache.storage.filetypes import magic_for
 from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamError, read_limited
 from pkgcache.upstream.transfer import Fetcher
@@ -31,6 +33,11 @@ MAX_PAGE_BYTES = 64 * 1024 * 1024
 # read it: in a thread it would hold the GIL all the same, and the hop there and back, and the wait for the GIL,
 # cost a cold miss more than that. Anything html.parser has to read is read in the page threads.
 INLINE_PARSE_BYTES = 64 * 1024
+
+# A PEP 740 provenance holds a few attestations of a few KB each; anything this big is not one.
+MAX_PROVENANCE_BYTES = 4 * 1024 * 1024
+# A check of a small file's whole body; raises ValueError when it is not the file asked for.
+BodyCheck = Callable[[bytes], None]
 
 
 class UpstreamIndex:
@@ -96,9 +103,9 @@ class UpstreamIndex:
     def download_provenance(self, path: Path, entry: CachedPage, dist: DistFile) -> Download | None:
         """The download of a file's PEP 740 provenance, from where the page's upstream said it is."""
         url = dist.provenance_url
-        return self.fetcher.download(
-            path, lambda upstream: url if upstream.name == entry.upstream else None, Expected()
-        )
+        # Provenance is a JSON object: its first byte and its parse say so, as for conda's JSON indexes.
+        expected = Expected(magic=(b"{",), content_check=_check_provenance)
+        return self.fetcher.download(path, lambda upstream: url if upstream.name == entry.upstream else None, expected)
 
     def file_target(self, entry: CachedPage, dist: DistFile, suffix: str = "") -> TargetFor:
         """Which URL each upstream has for a file (plus `suffix`, e.g. `.metadata`): the page's own link for the
@@ -116,13 +123,21 @@ class UpstreamIndex:
 
         return target
 
-    async def fetch_small(self, target: TargetFor, limit: int) -> bytes:
-        """A small file (a `.metadata`) read whole from the first upstream that has it."""
-        return await self.pool.fetch(
-            target,
-            lambda upstream, response: read_limited(response, limit, self.pool.policy),
-            headers=lambda upstream: {"Accept-Encoding": "identity"},
-        )
+    async def fetch_small(self, target: TargetFor, limit: int, check: BodyCheck | None = None) -> bytes:
+        """A small file (a `.metadata`) read whole from the first upstream that has it and whose answer passes
+        `check` (which raises ValueError on a body that is not the file: another upstream is asked)."""
+
+        async def read(upstream: Upstream, response: aiohttp.ClientResponse) -> bytes:
+            body = await read_limited(response, limit, self.pool.policy)
+            if check is not None:
+                try:
+                    check(body)
+                except ValueError as exc:
+                    # Like a file failing its hash: counted, but the upstream's other files may be fine.
+                    raise UpstreamError(f"{upstream.name}: {exc}", rest_upstream=False) from None
+            return body
+
+        return await self.pool.fetch(target, read, headers=lambda upstream: {"Accept-Encoding": "identity"})
 
     def _files_base(self, upstream_name: str) -> str | None:
         upstream: PypiUpstream | None = self._upstream_config.get(upstream_name)
@@ -141,3 +156,16 @@ def _page_request_headers(previous: CachedPage | None, upstream: Upstream) -> di
         if previous.last_modified:
             headers["If-Modified-Since"] = previous.last_modified
     return headers
+
+
+def _check_provenance(path: Path) -> None:
+    """Raises IntegrityError unless the file is one JSON object (not an HTML page served with 200, not a huge
+    body a mirror made up): it is kept for a year, and clients read it as PEP 740 provenance."""
+    if path.stat().st_size > MAX_PROVENANCE_BYTES:
+        raise IntegrityError(f"provenance of more than {MAX_PROVENANCE_BYTES} bytes")
+    try:
+        document = json.loads(path.read_bytes())
+    except ValueError as exc:  # invalid JSON or UTF-8
+        raise IntegrityError(f"provenance that is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise IntegrityError("provenance that is not a JSON object")
