@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.cache_service import RunningCache
+from tests.fakes.dists import build_wheel
+from tests.fakes.pypi_upstreams import JSON_CT as JSON_TYPE
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream, TunaLikeUpstream
 from tests.support import BackgroundLoop, installed_dists, run_pip_install, run_uv_install
 
@@ -76,3 +80,28 @@ def test_install_from_tuna_like_mirror_then_from_cache_alone(
     # Served from the cache either way: "stale" (its revalidation failed), or "offline" once the gate has seen
     # every upstream resting after those failures (it looks every 0.5 s) and switched to the offline view.
     assert answer.headers["x-pkgcache-cache"] in ("stale", "offline")
+
+
+@pytest.mark.parametrize("kind", ["pip", "uv"])
+def test_a_file_name_listed_twice_installs_the_first_entry_as_from_the_mirror_itself(
+    kind: str, bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    # One file name, two entries with other bytes (and hashes): clients take the first.
+    first, second = build_wheel("demo", "1.0"), build_wheel("demo", "1.0", payload_size=100)
+    assert first.filename == second.filename and first.sha256 != second.sha256
+    mirror = OfficialLikeUpstream([first, second])
+    bg_loop.run(mirror.start())
+    try:
+        direct = INSTALLERS[kind](mirror.index_url, tmp_path / "direct", "demo==1.0")
+        assert direct.returncode == 0, direct.stdout + direct.stderr
+        mirror.files.reset_log()
+        cache = make_cache([mirror.index_url])
+        through = INSTALLERS[kind](cache.index_url, tmp_path / "through", "demo==1.0")
+        assert through.returncode == 0, through.stdout + through.stderr
+        page = json.loads(cache.get("/pypi/simple/demo/", {"Accept": JSON_TYPE}).body)
+        assert [f["hashes"] for f in page["files"]] == [{"sha256": first.sha256}]
+        kept = cache.data_dir / "pypi" / "files" / "demo" / first.filename
+        assert hashlib.sha256(kept.read_bytes()).hexdigest() == first.sha256
+        assert mirror.files.count(mirror.file_path(second)) == 0
+    finally:
+        bg_loop.run(mirror.stop())

@@ -83,7 +83,9 @@ class CachedPage:
     base: CachedPage | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        self.files = {dist.filename: dist for dist in self.page.files}
+        # The first entry of a name wins, as with pip and uv (pages parsed now list each name once; one kept on
+        # disk before may not): the bytes served under the name are the ones clients expect.
+        self.files = {dist.filename: dist for dist in reversed(self.page.files)}
 
     def derived(self, page: ProjectPage) -> CachedPage:
         """The same page as far as freshness goes, listing `page` instead (a layer's view of it)."""

@@ -194,6 +194,17 @@ def _clean_hashes(hashes: Mapping[Any, Any]) -> dict[str, str]:
     }
 
 
+def _first_per_filename(files: Iterable[DistFile], left_out: list[str]) -> tuple[DistFile, ...]:
+    """One entry per file name, the first, as pip and uv take it. pkgcache serves one file under a name, so a
+    later entry with another hash would be listed beside bytes that cannot match it."""
+    kept: dict[str, DistFile] = {}
+    for dist in files:
+        first = kept.setdefault(dist.filename, dist)
+        if first is not dist and first != dist:  # an exact repeat loses nothing: not worth a word
+            left_out.append(f"{_shown(dist.filename)} listed again, differently (the first entry is kept)")
+    return tuple(kept.values())
+
+
 def _shown(value: Any) -> str:
     """A value as a log line may show it: repr (so CR/LF cannot forge a line), and short."""
     text = repr(value)
@@ -229,7 +240,7 @@ def _parse_json(text: str, page_url: str, name: str, left_out: list[str]) -> Pro
     tracks, alternates = meta.get("tracks"), data.get("alternate-locations")
     return ProjectPage(
         name=name,
-        files=tuple(dist for dist in files if dist is not None),
+        files=_first_per_filename((dist for dist in files if dist is not None), left_out),
         versions=tuple(str(v) for v in versions) if isinstance(versions, list) else None,
         last_serial=_serial(meta.get("_last-serial")),
         status=_json_status(data, meta),
@@ -347,7 +358,7 @@ def _parse_html(text: str, page_url: str, name: str, left_out: list[str], quick_
         raise InvalidPage("an HTML page that is not a project index (no distribution links)")
     return ProjectPage(
         name=name,
-        files=tuple(files),
+        files=_first_per_filename(files, left_out),
         last_serial=reader.serial,
         status=_project_status(
             reader.meta_content("pypi:project-status"), reader.meta_content("pypi:project-status-reason")
