@@ -394,10 +394,21 @@ def test_an_unusable_provenance_or_location_is_dropped_and_its_file_kept(caplog:
 
 def test_a_malformed_upload_time_is_dropped_and_its_file_kept(caplog: pytest.LogCaptureFixture) -> None:
     # uv refuses a whole page over one upload-time it cannot read.
-    files = [{**WHEEL_ENTRY, "upload-time": value} for value in ("yesterday", "2024-13-45T00:00:00Z")]
+    files = [
+        {**WHEEL_ENTRY, "filename": name, "upload-time": value}
+        for name, value in ((WHEEL, "yesterday"), (SDIST, "2024-13-45T00:00:00Z"))
+    ]
     page = _parse(json.dumps({**JSON_WITH_EVERYTHING, "files": files}))
     assert [dist.upload_time for dist in page.files] == [None, None]
     assert "left out 2" in caplog.text
+
+
+def test_a_file_name_listed_twice_keeps_its_first_entry_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    # pip and uv take the first; pkgcache serves one file under a name, so it lists that one only.
+    other = {**WHEEL_ENTRY, "url": f"../../packages/cd/{WHEEL}", "hashes": {"sha256": "c" * 64}}
+    page = _parse(json.dumps({**JSON_WITH_EVERYTHING, "files": [WHEEL_ENTRY, other, WHEEL_ENTRY]}))
+    assert [(dist.filename, dist.hashes) for dist in page.files] == [(WHEEL, {"sha256": SHA})]
+    assert "left out 1" in caplog.text and "listed again" in caplog.text
 
 
 def test_booleans_are_neither_sizes_nor_serials() -> None:
