@@ -249,35 +249,3 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition never became true"
         time.sleep(0.05)
-
-
-def test_a_package_listed_twice_in_repodata_is_checked_against_the_last_record_as_clients_read_it(
-    conda_channels: Channels, bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache], tmp_path: Path
-) -> None:
-    pkg, other = find_pkg(conda_channels.main_pkgs, "tzinfo"), find_pkg(conda_channels.main_pkgs, "app")
-    section = "packages.conda" if pkg.filename.endswith(".conda") else "packages"
-    record = json.loads((conda_channels.main / pkg.subdir / "repodata.json").read_bytes())[section][pkg.filename]
-    stale = {**record, "sha256": other.sha256, "md5": other.md5, "size": other.size}
-    # A JSON object with one key twice: every JSON reader keeps the later value.
-    key = json.dumps(pkg.filename)
-    entries = {"packages": "", "packages.conda": ""}
-    entries[section] = f"{key}:{json.dumps(stale)},{key}:{json.dumps(record)}"
-    sections = ",".join(f'"{name}":{{{body}}}' for name, body in entries.items())
-    channel = tmp_path / "main" / pkg.subdir
-    channel.mkdir(parents=True)
-    (channel / "repodata.json").write_text(f'{{"info":{{"subdir":"{pkg.subdir}"}},{sections}}}')
-    (channel / pkg.filename).write_bytes(pkg.path.read_bytes())
-    mirror = MirrorLikeUpstream({"pkgs/main": tmp_path / "main"}, only_json=True)
-    bg_loop.run(mirror.start())
-    try:
-        cache = conda_cache(make_cache, mirror_config(mirror), channels=["pkgs/main"])
-        served = json.loads(cache.get(f"/conda/pkgs/main/{pkg.subdir}/repodata.json").body)
-        assert served[section][pkg.filename]["sha256"] == pkg.sha256
-        answer = cache.get(f"/conda/pkgs/main/{pkg.subdir}/{pkg.filename}")
-        assert answer.status == 200 and hashlib.sha256(answer.body).hexdigest() == pkg.sha256
-        kept = cache.data_dir / "conda" / "pkgs" / "main" / pkg.subdir / pkg.filename
-        assert hashlib.sha256(kept.read_bytes()).hexdigest() == pkg.sha256
-        (upstream,) = json.loads(cache.get("/-/status").body)["upstreams"]["conda"]
-        assert upstream["healthy"] is True and upstream["last_error"] is None
-    finally:
-        bg_loop.run(mirror.stop())

@@ -57,14 +57,3 @@ def test_a_name_that_is_a_prefix_of_another_is_not_confused(tmp_path: Path) -> N
         json.dumps({"packages": {"ab-1.0-0.tar.bz2x": {"sha256": "1"}, "ab-1.0-0.tar.bz2": {"sha256": "2"}}})
     )
     assert find_record(path, "ab-1.0-0.tar.bz2") == {"sha256": "2"}
-
-
-def test_a_key_listed_twice_gives_the_last_record_as_json_readers_do(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(records, "CHUNK", 97)  # the two keys in different chunks
-    path = tmp_path / "repodata.json"
-    first, last = json.dumps({"sha256": "1", "pad": "x" * 300}), json.dumps({"sha256": "2"})
-    path.write_text(f'{{"packages":{{"a-1.0-0.tar.bz2":{first},"a-1.0-0.tar.bz2":{last}}}}}')
-    assert find_record(path, "a-1.0-0.tar.bz2") == json.loads(path.read_text())["packages"]["a-1.0-0.tar.bz2"]
-    assert find_record(path, "a-1.0-0.tar.bz2") == {"sha256": "2"}

@@ -2,8 +2,7 @@
 
 conda-forge's repodata.json is hundreds of MB: parsing it to check one package would cost seconds and gigabytes.
 Records are keyed by file name, so the file is scanned as a stream (decompressed on the fly when it is .zst or
-.bz2) for `"<filename>": {`, and only that object is parsed (the last one, when a key is listed twice, as JSON
-clients read it). Memory stays at a few MB whatever the file's size.
+.bz2) for `"<filename>": {`, and only that object is parsed. Memory stays at a few MB whatever the file's size.
 """
 
 from __future__ import annotations
@@ -23,32 +22,26 @@ RECORD_WINDOW = 1024 * 1024
 
 
 def find_record(repodata: Path, filename: str) -> dict[str, Any] | None:
-    """The record of `filename` in a repodata file (.json, .json.zst or .json.bz2), or None (blocking).
-
-    A key listed twice is read as JSON clients read it: the later one wins. So the whole file is scanned,
-    not only up to the first match, or pkgcache would check a package against a record no client uses."""
+    """The record of `filename` in a repodata file (.json, .json.zst or .json.bz2), or None (blocking)."""
     pattern = re.compile(b'"' + re.escape(filename.encode()) + rb'"\s*:\s*\{')
-    found = None
-    for window in _record_windows(repodata, pattern, keep=len(filename) + 64):
-        found = _parse_object(window) or found
-    return found
-
-
-def _record_windows(repodata: Path, pattern: re.Pattern[bytes], keep: int) -> Iterator[bytes]:
-    """For each match of `pattern` in the decompressed file, in file order, up to RECORD_WINDOW bytes from its
-    last byte (a record's opening brace) on. `keep`: the overlap kept between chunks, for a key split by them."""
+    keep = len(filename) + 64  # enough overlap for a key split across two chunks
     buffer = b""
     with _open_decompressed(repodata) as stream:
         chunks = _chunks(stream)
         for chunk in chunks:
             buffer += chunk
-            while (match := pattern.search(buffer)) is not None:
-                start = match.end() - 1  # the opening brace
-                while len(buffer) - start < RECORD_WINDOW and (more := next(chunks, b"")):
-                    buffer += more
-                yield buffer[start : start + RECORD_WINDOW]
-                buffer = buffer[start + 1 :]  # a later key of the same name is after this brace
-            buffer = buffer[-keep:]
+            match = pattern.search(buffer)
+            if match is None:
+                buffer = buffer[-keep:]
+                continue
+            start = match.end() - 1  # the opening brace
+            while len(buffer) - start < RECORD_WINDOW:
+                more = next(chunks, b"")
+                if not more:
+                    break
+                buffer += more
+            return _parse_object(buffer[start : start + RECORD_WINDOW])
+    return None
 
 
 def _open_decompressed(path: Path) -> IO[bytes]:
