@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ class RunningCache:
     def data_dir(self) -> Path:
         return self.settings.server.data_dir
 
-    def get(self, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> Answer:
+    def get(self, path: str, headers: Mapping[str, str | bytes] | None = None, method: str = "GET") -> Answer:
         return http_get(self.url + path, headers, method)
 
     def stop(self) -> None:

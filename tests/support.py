@@ -127,8 +127,11 @@ class Answer:
     body: bytes
 
 
-def http_get(url: str, headers: Mapping[str, str] | None = None, method: str = "GET", timeout: float = 30) -> Answer:
-    """One plain HTTP request: no proxies from the environment, no redirects followed, no decompression."""
+def http_get(
+    url: str, headers: Mapping[str, str | bytes] | None = None, method: str = "GET", timeout: float = 30
+) -> Answer:
+    """One plain HTTP request: no proxies from the environment, no redirects followed, no decompression. A header
+    given as bytes goes out as those bytes (for values that are not UTF-8 or not ASCII)."""
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:

@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from pkgcache.cli.admin_commands import gc_command, purge_command, refresh_command
@@ -110,6 +111,21 @@ def test_gc_by_hand_reports_what_it_freed(
     assert answer["freed_files"] == 1 and answer["freed_bytes"] == find_dist(sample_dists(), ALPHA).size
     assert cache.get(ALPHA_FILE).headers["x-pkgcache-cache"] == "miss"
     assert _post(cache, "/-/admin/gc?target=lots", BEARER)[0] == 400
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"Basic \xff", b"Basic dTpw\xff", b"Basic \xc3\xbf\xc3\xbf", b"Bearer \xff\xfe", b"Bearer \xed\xa0\x80"],
+)
+def test_credentials_that_are_not_ascii_are_refused_with_401(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], value: bytes
+) -> None:
+    cache = make_cache([official_upstream.index_url], access={"users": {"dev": "s3cret"}, "admin_token": TOKEN})
+    read = cache.get("/pypi/simple/alpha/", {"Authorization": value})
+    assert read.status == 401 and read.headers["www-authenticate"].startswith("Basic"), read.body
+    admin = cache.get("/-/admin/gc", {"Authorization": value}, method="POST")
+    assert admin.status == 401 and admin.headers["www-authenticate"].startswith("Bearer"), admin.body
+    assert cache.get("/pypi/simple/alpha/", _basic("dev", "s3cret")).status == 200
 
 
 def test_basic_auth_for_reads_when_users_are_set(

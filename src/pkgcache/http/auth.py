@@ -35,8 +35,10 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
     if scheme.lower() != "basic":
         return None
     try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+        # Base64 is ASCII: anything else (a header's non-UTF-8 bytes, "ÿ"...) makes the header unusable, not a 500.
+        raw = encoded.strip().encode("ascii")
+        decoded = base64.b64decode(raw, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeError):
         return None
     user, separator, password = decoded.partition(":")
     return (user, password) if separator else None
@@ -61,11 +63,25 @@ def needs_credentials(users: dict[str, str], request: web.BaseRequest) -> bool:
 
 def admin_refusal(request: web.Request, token: str) -> web.Response | None:
     """The answer refusing an admin request (401 without a bearer token, 403 with a wrong one), or None."""
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
+    given = bearer_token(request.headers.get("Authorization", ""))
+    if given is None:
         return plain_error(
             401, "the admin API needs 'Authorization: Bearer <admin token>'", **{"WWW-Authenticate": ADMIN_REALM}
         )
-    if not _same_secret(given.strip(), token):
+    if not _same_secret(given, token):
         return plain_error(403, "wrong admin token")
     return None
+
+
+def bearer_token(header: str) -> str | None:
+    """The token of an `Authorization: Bearer ...` header, or None if there is no usable one (a header's bytes that
+    are not UTF-8 arrive as lone surrogates, which no configured token has and which cannot be compared)."""
+    scheme, _, given = header.partition(" ")
+    token = given.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    try:
+        token.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return token
