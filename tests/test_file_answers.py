@@ -50,6 +50,13 @@ def test_ranges_one_several_none_and_unsatisfiable(cache: RunningCache) -> None:
     assert cache.get(URL, {"Range": "lines=1-2"}).status == 200  # not a byte range: ignored
 
 
+@pytest.mark.parametrize("spec", ["²-³", "-²", "١-٢", "0-١", "+1-2", "1_0-20", " 1 - 2x"])
+def test_a_range_without_ascii_digits_is_ignored(cache: RunningCache, spec: str) -> None:
+    data = find_dist(sample_dists(), BIG).data
+    answer = cache.get(URL, {"Range": f"bytes={spec}".encode()})
+    assert answer.status == 200 and answer.body == data and "content-range" not in answer.headers
+
+
 def test_if_range_sends_the_part_only_while_the_file_is_the_same(cache: RunningCache) -> None:
     data = find_dist(sample_dists(), BIG).data
     whole = cache.get(URL)

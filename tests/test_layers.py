@@ -25,6 +25,7 @@ LAYERS: list[set[str]] = [
         "seed",
         "node_identity",
         "kit_record",
+        "header_numbers",
     },
     {"storage"},
     {"upstream"},

@@ -39,6 +39,7 @@ from pkgcache.conda.shard_builder import MalformedRepodata, ShardBuildResult, bu
 from pkgcache.conda.shard_packs import PACKS_DIR_NAME, TABLE_SUFFIX, explode_packs, extract_shard
 from pkgcache.conda.shards import LOCAL_BASE_URL, LOCAL_SHARDS_BASE_URL
 from pkgcache.conda.source import ChannelLayer, ChannelSource, Lookup
+from pkgcache.header_numbers import ascii_number
 from pkgcache.storage.downloads import Download
 from pkgcache.storage.sidecars import FileMeta, Sidecars
 from pkgcache.storage.store import in_storage_thread
@@ -239,8 +240,8 @@ def _said_to_be_small(found: Lookup) -> bool:
     if found.download is None:
         size = found.meta.size if found.meta is not None else None
         return size is not None and size <= IN_PROCESS_MAX_BYTES
-    declared = found.download.headers.get("Content-Length", "")
-    return declared.isdigit() and int(declared) <= IN_PROCESS_MAX_BYTES
+    declared = ascii_number(found.download.headers.get("Content-Length", ""))
+    return declared is not None and declared <= IN_PROCESS_MAX_BYTES
 
 
 def _build_small_here(arguments: dict[str, object]) -> ShardBuildResult | None:

@@ -23,6 +23,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
 from pkgcache.cache_state import CacheState
+from pkgcache.header_numbers import ascii_number
 from pkgcache.storage.downloads import Abandoned, Download, IntegrityError
 from pkgcache.storage.file_use import FileUse
 from pkgcache.storage.store import StorageError, UnsafePath
@@ -181,18 +182,16 @@ def part_for_range(header: str, size: int) -> Part | None:
         return None
     first, last = first.strip(), last.strip()
     if not first:  # a suffix: the last N bytes
-        if not last.isdigit():
+        length = ascii_number(last)
+        if length is None:
             return None
-        length = int(last)
         if length == 0 or size == 0:
             return Part(416)
         return Part(206, max(0, size - length), size)
-    if not first.isdigit() or (last and not last.isdigit()):
-        return None
-    start = int(first)
-    end = min(size, int(last) + 1) if last else size
-    if last and int(last) < start:
-        return None
+    start, end_byte = ascii_number(first), ascii_number(last) if last else None
+    if start is None or (last and (end_byte is None or end_byte < start)):
+        return None  # not ASCII digits ("²", "١"...), or inverted: not a byte range, ignored as RFC 9110 says
+    end = size if end_byte is None else min(size, end_byte + 1)
     if start >= size:
         return Part(416)
     return Part(206, start, end)

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from pkgcache.header_numbers import ascii_number
 from pkgcache.node_identity import NodeIdentity
 
 log = logging.getLogger(__name__)
@@ -397,8 +398,9 @@ def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    seconds = ascii_number(value)
+    if seconds is not None:
+        return float(seconds)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import aiohttp
 
+from pkgcache.header_numbers import content_range
 from pkgcache.storage.downloads import (
     Abandoned,
     AfterDownload,
@@ -208,20 +209,13 @@ def _full_length(response: aiohttp.ClientResponse) -> int | None:
 
 
 def _content_range_start(value: str | None) -> int | None:
-    # "bytes 100-199/200"
-    if not value or not value.startswith("bytes "):
-        return None
-    try:
-        return int(value[6:].split("-", 1)[0])
-    except ValueError:
-        return None
+    sent = content_range(value)
+    return None if sent is None else sent.first
 
 
 def _content_range_total(value: str | None) -> int | None:
-    if not value or "/" not in value:
-        return None
-    total = value.rsplit("/", 1)[1].strip()
-    return int(total) if total.isdigit() else None
+    sent = content_range(value)
+    return None if sent is None else sent.size
 
 
 # For callers that want to run something with the download's bytes in hand.
