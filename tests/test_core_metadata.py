@@ -275,6 +275,54 @@ def test_a_head_or_a_range_on_an_uncached_wheel_does_not_download_it(
     assert several.status == 200 and several.body == dist.data
 
 
+# A wheel far larger than any range pkgcache asks for, for mirrors that answer a range with all of it as a 206.
+HUGE = build_wheel("huge", "1.0", payload_size=32 * MiB)
+
+
+def _start(bg_loop: BackgroundLoop, server: TunaLikeUpstream | OfficialLikeUpstream) -> None:
+    bg_loop.run(server.start())
+
+
+def test_metadata_reads_only_what_it_asked_of_a_206_claiming_the_whole_wheel(
+    bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
+) -> None:
+    server = TunaLikeUpstream([HUGE], strict_ua=False)  # pages without sizes: the first read is a 16 KiB suffix
+    server.ranges_as_whole_206 = True
+    _start(bg_loop, server)
+    try:
+        cache = make_cache([server.index_url])
+        answer = cache.get(f"/pypi/files/huge/{HUGE.filename}.metadata")
+        assert answer.status == 200 and answer.body == HUGE.metadata
+        # Refused from its Content-Range before its body was read: what left is what socket buffers hold.
+        assert server.range_bytes_sent < HUGE.size // 2, server.range_bytes_sent
+        assert server.count_whole(HUGE.filename) == 1  # the wheel path, from the same mirror: it was not rested
+    finally:
+        bg_loop.run(server.stop())
+
+
+def test_a_range_passed_through_gets_what_the_client_asked_whatever_the_206_covers(
+    bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
+) -> None:
+    server = OfficialLikeUpstream([HUGE])  # sizes on the page: a client's range is passed through
+    server.ranges_as_whole_206 = True
+    _start(bg_loop, server)
+    try:
+        cache = make_cache([server.index_url])
+        url = f"/pypi/files/huge/{HUGE.filename}"
+        for first, last in ((0, 9), (100, 199)):
+            part = cache.get(url, {"Range": f"bytes={first}-{last}"})
+            assert part.status == 206 and part.body == HUGE.data[first : last + 1]
+            assert part.headers["content-range"] == f"bytes {first}-{last}/{HUGE.size}"
+        assert server.range_bytes_sent < HUGE.size, server.range_bytes_sent
+        assert server.files.count_whole(HUGE.filename) == 0
+        assert not (cache.data_dir / "pypi" / "files" / "huge" / HUGE.filename).exists()
+        for spec in ("²-³", "١-٢"):  # not a range: the whole file, fetched as usual
+            whole = cache.get(url, {"Range": f"bytes={spec}".encode()})
+            assert whole.status == 200 and whole.body == HUGE.data
+    finally:
+        bg_loop.run(server.stop())
+
+
 def _sdist(name: str, metadata_version: str, dynamic: str | None = None) -> Dist:
     base = f"{name}-1.0"
     lines = [f"Metadata-Version: {metadata_version}", f"Name: {name}", "Version: 1.0", "Requires-Dist: lib"]

@@ -218,6 +218,10 @@ class _IndexServer(FakeServer):
     serves_metadata = False  # PEP 658 .metadata files and attributes
     metadata_hash_given = True  # False: the pages say only that metadata exists (`true`), with no hash to check
     honour_ranges = True  # False: a Range request gets the whole file with 200, as some mirrors answer
+    # True: a Range request gets the whole file as a 206 whose Content-Range covers it all (a mirror that claims to
+    # answer ranges, or a hostile one); `range_bytes_sent` counts the body bytes that left for such answers.
+    ranges_as_whole_206 = False
+    range_bytes_sent = 0
     # filename -> other bytes of the same length, served to Range requests only (a mirror whose ranges lie)
     range_bodies: dict[str, bytes]
     # Fault knobs, settable at any time from the test thread; these two live on ``faults``, shared with ``.files``.
@@ -369,6 +373,8 @@ class _IndexServer(FakeServer):
         if "Range" in request.headers:
             if not self.honour_ranges:
                 return web.Response(body=body, content_type=FILE_CT)
+            if self.ranges_as_whole_206:
+                return await self._whole_as_206(request, body)
             body = self.range_bodies.get(dist.filename, body)
         if self.faults.corrupts(path):
             body = corrupt(body)
@@ -377,6 +383,21 @@ class _IndexServer(FakeServer):
         if mode:
             return await garbage_response(request, mode, content, self.faults)
         return await serve_content(request, content, self.faults)
+
+    async def _whole_as_206(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        headers = {"Content-Type": FILE_CT, "Content-Range": f"bytes 0-{len(body) - 1}/{len(body)}"}
+        response = web.StreamResponse(status=206, headers=headers)
+        response.content_length = len(body)
+        await response.prepare(request)
+        try:
+            for offset in range(0, len(body), 64 * 1024):
+                chunk = body[offset : offset + 64 * 1024]
+                await response.write(chunk)  # returns once the chunk is out (or buffered by the kernel)
+                self.range_bytes_sent += len(chunk)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client took what it asked for and hung up
+        return response
 
 
 class _FilesHost(FakeServer):

@@ -18,7 +18,6 @@ with `zip_records`, so a cached wheel and a ranged read are checked alike. Anyth
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Protocol
 from packaging.utils import InvalidWheelFilename, NormalizedName, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from pkgcache.header_numbers import content_range as parse_content_range
 from pkgcache.pypi import zip_records
 from pkgcache.pypi.zip_records import CentralDirectory, EndRecord, Member, ZipRecordError
 
@@ -80,16 +80,14 @@ class RangeReader(Protocol):
     """Fetches part of one file, e.g. with `Range: bytes=start-(start+length-1)` or `Range: bytes=-length`.
 
     Contract: `start` None asks for the last `length` bytes (a suffix range, for when the size is not known yet;
-    the whole file when it is shorter). The answer must hold at least the bytes asked for (more is accepted, e.g. a
-    whole small file) with the file's full size, from a 206's `Content-Range: bytes first-last/size`. A server
+    the whole file when it is shorter). The answer must hold exactly the bytes asked for (clipped to the file's end:
+    an upstream's larger answer is cut down by the reader, which reads no more than that) with the file's full size,
+    from a 206's `Content-Range: bytes first-last/size`. A server
     that ignores the range (200), sends no usable Content-Range, or answers 416 should make the reader raise
     `RangesNotSupported`; other failures raise `MetadataUnavailable` (or propagate, for the caller to handle).
     """
 
     async def __call__(self, start: int | None, length: int) -> RangeAnswer: ...
-
-
-_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+)")
 
 
 def range_answer(status: int, content_range: str | None, body: bytes) -> RangeAnswer:
@@ -100,13 +98,12 @@ def range_answer(status: int, content_range: str | None, body: bytes) -> RangeAn
     """
     if status != 206:
         raise RangesNotSupported(f"answered {status} to a range request")
-    match = _CONTENT_RANGE.fullmatch((content_range or "").strip())
-    if match is None:
+    sent = parse_content_range(content_range)
+    if sent is None or sent.size is None:
         raise RangesNotSupported(f"206 with an unusable Content-Range {content_range!r}")
-    first, last, size = (int(group) for group in match.groups())
-    if last < first or last >= size or len(body) != last - first + 1:
+    if len(body) != sent.last - sent.first + 1:
         raise RangesNotSupported(f"Content-Range {content_range!r} does not match the {len(body)} bytes sent")
-    return RangeAnswer(first, body, size)
+    return RangeAnswer(sent.first, body, sent.size)
 
 
 @dataclass
@@ -337,7 +334,7 @@ def _check_answer(answer: RangeAnswer, wanted: ByteRange, size: int | None) -> N
         wanted_start, wanted_end = max(0, answer.file_size - wanted.length), answer.file_size
     else:
         wanted_start, wanted_end = wanted.start, min(wanted.start + wanted.length, answer.file_size)
-    if answer.start > wanted_start or answer.end < wanted_end:
+    if answer.start != wanted_start or answer.end != wanted_end:
         raise ZipRecordError(
             f"asked for bytes {wanted_start}-{wanted_end}, got {answer.start}-{answer.end} of {answer.file_size}"
         )

@@ -2,24 +2,29 @@
 
 Used to read a wheel's metadata without downloading the wheel (a few ranges near its end), and to pass a client's
 range request on a file that is not cached through to an upstream. Ranges count against each upstream's connection
-cap and range pacing like any request. An upstream that answers a range request with the whole file (200) or an
-unusable range raises `RangesRefused` at once, before its body is read: the caller falls back to a whole download.
+cap and range pacing like any request. An upstream that answers a range request with the whole file (200), an
+unusable range, or a 206 that does not hold the bytes asked for raises `RangesRefused` at once, before its body is
+read: the caller falls back to a whole download. Only the bytes asked for are read, whatever the upstream's
+Content-Range says it sends: an upstream must not decide how much pkgcache reads into memory.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import aiohttp
 
-from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamError, UpstreamPool, read_limited
+from pkgcache.header_numbers import content_range
+from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamError, UpstreamPool, watched_chunks
 
-_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+)")
+# A 206 may start a little before the bytes asked for (they are read and dropped), not a file's length before:
+# reading up to the asked part must cost about what the part itself costs, whatever the mirror claims.
+MAX_BYTES_BEFORE = 64 * 1024
 
 
 class RangesRefused(Exception):
-    """The upstream did not answer the range asked for (a 200 with the whole file, or no usable Content-Range)."""
+    """The upstream did not answer the range asked for (a 200 with the whole file, no usable Content-Range, or a
+    206 that does not hold the bytes asked for without much else before them)."""
 
 
 @dataclass(frozen=True)
@@ -34,21 +39,26 @@ class RangeBody:
 
 async def fetch_range(pool: UpstreamPool, target: TargetFor, start: int | None, length: int) -> RangeBody:
     """`length` bytes from `start` (or the last `length` bytes when `start` is None) from the first upstream that
-    answers; raises RangesRefused, or the pool's errors."""
+    answers, clipped to the file's end and never more, whatever the upstream sends; raises RangesRefused, or the
+    pool's errors."""
     wanted = f"bytes=-{length}" if start is None else f"bytes={start}-{start + length - 1}"
 
     async def read(upstream: Upstream, response: aiohttp.ClientResponse) -> RangeBody:
         if response.status != 206:
             raise RangesRefused(f"{upstream.name} answered {response.status} to a range request")
-        match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
-        if match is None:
+        sent = content_range(response.headers.get("Content-Range"))
+        if sent is None or sent.size is None:
             raise RangesRefused(f"{upstream.name} sent an unusable Content-Range")
-        first, last, size = (int(group) for group in match.groups())
-        body = await read_limited(response, last - first + 1, pool.policy)
-        if len(body) != last - first + 1:
-            raise UpstreamError(f"{upstream.name} sent {len(body)} bytes for a range of {last - first + 1}")
+        first, end = _asked_part(start, length, sent.size)
+        if not (sent.first <= first < end <= sent.last + 1 and first - sent.first <= MAX_BYTES_BEFORE):
+            raise RangesRefused(
+                f"{upstream.name} sent bytes {sent.first}-{sent.last}/{sent.size} for a request of {wanted}"
+            )
+        body = await read_slice(response, first - sent.first, end - first, pool)
+        if len(body) != end - first:
+            raise UpstreamError(f"{upstream.name} sent {len(body)} bytes for a range of {end - first}")
         upstream.stats.bytes_received += len(body)
-        return RangeBody(first, body, size, upstream.name)
+        return RangeBody(first, body, sent.size, upstream.name)
 
     return await pool.fetch(
         target,
@@ -56,3 +66,24 @@ async def fetch_range(pool: UpstreamPool, target: TargetFor, start: int | None, 
         headers=lambda upstream: {"Range": wanted, "Accept-Encoding": "identity"},
         ok_statuses=frozenset({200, 206}),
     )
+
+
+def _asked_part(start: int | None, length: int, size: int) -> tuple[int, int]:
+    """The bytes [first, end) a request for `length` bytes from `start` (None: the last ones) means in a file of
+    `size` bytes."""
+    if start is None:
+        return max(0, size - length), size
+    return start, min(start + length, size)
+
+
+async def read_slice(response: aiohttp.ClientResponse, skip: int, count: int, pool: UpstreamPool) -> bytes:
+    """`count` bytes of a body after its first `skip`, reading no further (the rest is never read: the connection
+    is closed when the response is released); fewer when the body ends before."""
+    kept = bytearray()
+    async for chunk in watched_chunks(response, pool.policy):
+        dropped = min(skip, len(chunk))
+        skip -= dropped
+        kept += chunk[dropped : dropped + count - len(kept)]
+        if len(kept) == count:
+            break
+    return bytes(kept)
