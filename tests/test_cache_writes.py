@@ -9,6 +9,7 @@ served half.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 
@@ -146,7 +147,9 @@ def test_a_long_download_is_flushed_as_it_comes_so_its_last_flush_covers_only_th
     real_fdatasync = os.fdatasync
 
     def fdatasync(descriptor: int) -> None:
-        flushed_at.append(os.fstat(descriptor).st_size)
+        # Where writing has got to (the file's size is its whole size from the start: its space is taken first);
+        # the flush before the rename is of a descriptor opened afresh, at 0: then the file's size.
+        flushed_at.append(os.lseek(descriptor, 0, os.SEEK_CUR) or os.fstat(descriptor).st_size)
         real_fdatasync(descriptor)
 
     monkeypatch.setattr(downloads_module, "FLUSH_EVERY", 100_000)
@@ -169,3 +172,49 @@ def test_a_long_download_is_flushed_as_it_comes_so_its_last_flush_covers_only_th
     assert final.read_bytes() == data
     # Three times on the way, then once more before the rename, for the last 50,000 bytes.
     assert flushed_at == [100_000, 200_000, 300_000, 350_000], flushed_at
+
+
+@pytest.mark.parametrize("refusal", ["EOPNOTSUPP", "ENOSPC"])
+def test_a_download_takes_its_space_first_unless_the_file_system_cannot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: str
+) -> None:
+    """A file whose size the index gives has its space taken before its first byte (fallocate(2)): a disk too full
+    for it refuses it before any client is answered. A file system that cannot reserve space (NFS, some FUSE) says
+    EOPNOTSUPP, and the file is written as its bytes come."""
+    import ctypes
+    import errno
+
+    from pkgcache.storage import downloads as downloads_module
+    from pkgcache.storage.downloads import Download, Downloader, Expected
+    from pkgcache.storage.store import StorageError
+
+    asked: list[int] = []
+
+    def fallocate(descriptor: int, mode: int, offset: int, size: int) -> int:
+        asked.append(size)
+        ctypes.set_errno(getattr(errno, refusal))
+        return -1
+
+    monkeypatch.setattr(downloads_module, "_FALLOCATE", fallocate)
+    store = _store(tmp_path)
+    data = os.urandom(200_000)
+    final = tmp_path / "pypi" / "files" / "demo-1.0-py3-none-any.whl"
+
+    async def produce(download: Download) -> None:
+        download.begin("fake upstream", {})
+        await download.write(data)
+
+    async def run() -> BaseException | None:
+        download = Downloader(store).get_or_start(final, Expected(size=len(data)), produce)
+        assert download is not None
+        with contextlib.suppress(StorageError):
+            await download.wait_finished()
+        return download.error
+
+    error = asyncio.run(run())
+    assert asked == [len(data)]
+    if refusal == "ENOSPC":
+        assert isinstance(error, StorageError) and error.disk_full, error
+        assert not final.exists() and not list((tmp_path / "tmp").iterdir())
+    else:
+        assert error is None and final.read_bytes() == data

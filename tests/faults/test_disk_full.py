@@ -194,3 +194,32 @@ def test_a_full_disk_while_making_index_files_here_answers_507(
                 _stop_or_say_why(cache)
     finally:
         bg_loop.run(conda.stop())
+
+
+BIG = "bigpkg-1.0-py3-none-any.whl"  # 4.0 MiB: more than the whole tmpfs holds
+
+
+def test_a_file_the_disk_cannot_hold_is_507_before_its_headers(bg_loop: BackgroundLoop, tmp_path: Path) -> None:
+    """The index gives the file's size, so its space is taken before its first byte: a disk too small for it
+    answers 507, where the client used to get a 200 and then a body cut where the disk filled."""
+    pypi = FaultyPypiUpstream(fault_dists())
+    bg_loop.run(pypi.start())
+    try:
+        with small_tmpfs(tmp_path / "data") as data:
+            cache = start_cache(bg_loop, settings_for(data, [pypi.index_url], conda={"enabled": False}))
+            try:
+                checks = Checks()
+                _expect_507(checks, "a file bigger than the free space", fetch(f"{cache.url}/pypi/files/bigpkg/{BIG}"))
+                leftovers = [p.name for p in (data / "tmp").iterdir()] if (data / "tmp").exists() else []
+                checks.expect(not leftovers, "nothing left in tmp/", leftovers)
+                small = fetch(f"{cache.url}/pypi/files/alpha/{ALPHA}")
+                checks.expect(
+                    small.status == 200 and hashlib.sha256(small.body).hexdigest() == _sha(ALPHA),
+                    "a file that fits is still fetched, whole",
+                    small.summary(),
+                )
+                checks.verdict()
+            finally:
+                _stop_or_say_why(cache)
+    finally:
+        bg_loop.run(pypi.stop())
