@@ -587,6 +587,13 @@ def test_export_reads_the_running_instance_and_refuses_a_directory_without_a_cac
         summary = [line for line in exported.stderr.splitlines() if line.startswith("export:")]
         assert len(summary) == 1 and f"from {running.data_dir} to {bundle}" in summary[0], exported.stderr
         assert "0 index and metadata files" not in summary[0] and bundle.exists()
+        # Imported back with no directory named: into the running instance's, as export read it (every file is
+        # already there), not into this account's default data directory.
+        imported = running.run_plain("import", str(bundle))
+        assert imported.returncode == 0, imported.stderr
+        said = [line for line in imported.stderr.splitlines() if line.startswith("import:")]
+        assert len(said) == 1 and f"into {running.data_dir}," in said[0] and "0 files added" in said[0], said
+        assert not (tmp_path / "home" / ".cache" / "pkgcache").exists()
 
         # A typo'd data directory: refused in one line, nothing written, nothing created.
         typo = tmp_path / "dta"

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from pkgcache.bundle.manifest import kind_of
 from pkgcache.cli.locate import locate_instance, read_auth_headers, require_cache
-from pkgcache.cli.options import flag_overrides, locate_options, resolve_settings
+from pkgcache.cli.options import locate_options
 from pkgcache.config import Settings
 from pkgcache.daemon.errors import DaemonError
 from pkgcache.formatting import format_bytes
@@ -303,7 +303,9 @@ def import_command(bundle: Path, config_file: Path | None, data_dir: Path | None
     bad. Exit status 1, with a report per file, when any file in the bundle fails its check."""
     from pkgcache.bundle.importing import BundleUnreadable, import_bundle
 
-    directory = _data_dir(config_file, data_dir)
+    # Into the running instance's data directory when none is named, as export reads it: a bundle merged into
+    # the default directory while the service serves another would look imported and never be served.
+    directory = locate_instance("import", config_file, data_dir).paths.data_dir
     console = Console(stderr=True)
     from_stdin = str(bundle) == "-"
     total = None if from_stdin else bundle.stat().st_size
@@ -317,18 +319,14 @@ def import_command(bundle: Path, config_file: Path | None, data_dir: Path | None
     console.print(
         f"[bold]import:[/bold] {len(report.added)} files added ({format_bytes(report.added_bytes)}), "
         f"{len(report.replaced)} index files updated, {len(report.present)} already here, "
-        f"{len(report.failed)} refused, in {report.seconds:.1f} s"
+        f"{len(report.failed)} refused, into {directory}, in {report.seconds:.1f} s",
+        soft_wrap=True,  # one line whatever the paths' length
     )
     added_packages = [e.path for e in report.added if e.kind == "package"]
     _print_list(console, "packages added", added_packages)
     _print_list(console, "refused", [f"{path}: {why}" for path, why in report.failed])
     add_kit_entry(directory, "import", report.as_record(str(bundle)))
     sys.exit(0 if report.ok else 1)
-
-
-def _data_dir(config_file: Path | None, data_dir: Path | None) -> Path:
-    settings = resolve_settings(config_file, flag_overrides({"data_dir": data_dir}))
-    return settings.server.data_dir
 
 
 @contextlib.contextmanager
