@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from pkgcache.conda import generated_shards
 from tests.cache_service import RunningCache, start_cache
 from tests.fakes.faulty import Fault, FaultyCondaMirror, FaultyPypiUpstream, Kind, closed_port_url
 from tests.faults.harness import (
@@ -168,9 +169,16 @@ def _expect_507(checks: Checks, what: str, answer: Received) -> None:
 MADE_HERE = ("repodata.json.zst", "repodata_shards.msgpack.zst")
 
 
+@pytest.mark.parametrize("builder", ["in the service", "in its own process"])
 def test_a_full_disk_while_making_index_files_here_answers_507(
-    bg_loop: BackgroundLoop, tmp_path: Path, fault_channels: FaultChannels
+    bg_loop: BackgroundLoop,
+    tmp_path: Path,
+    fault_channels: FaultChannels,
+    monkeypatch: pytest.MonkeyPatch,
+    builder: str,
 ) -> None:
+    if builder == "in its own process":  # as a big subdir's shards are made
+        monkeypatch.setattr(generated_shards, "IN_PROCESS_MAX_BYTES", -1)
     conda = FaultyCondaMirror({"pkgs/main": fault_channels.main, "conda-forge": fault_channels.forge})
     subdir = f"/pkgs/main/{fault_channels.subdir}"
     for name in MADE_HERE:  # the mirror has none: pkgcache makes them from the repodata.json

@@ -42,7 +42,7 @@ from pkgcache.conda.source import ChannelLayer, ChannelSource, Lookup
 from pkgcache.header_numbers import ascii_number
 from pkgcache.storage.downloads import Download
 from pkgcache.storage.sidecars import FileMeta, Sidecars
-from pkgcache.storage.store import in_storage_thread
+from pkgcache.storage.store import in_storage_thread, storage_error
 from pkgcache.upstream.pool import UpstreamNotFound
 
 log = logging.getLogger(__name__)
@@ -338,6 +338,8 @@ async def _build_in_own_process(arguments: dict[str, object], feed: Download | N
     answer = json.loads(report.decode())
     if "malformed" in answer:
         raise MalformedRepodata(answer["malformed"])
+    if "storage" in answer:  # the disk failed the builder (full: 507, as a build made here)
+        raise storage_error(OSError(answer["storage"]["errno"], answer["storage"]["message"]))
     summary = answer["result"]
     summary["index_temp_path"] = Path(summary["index_temp_path"])
     summary["pack_tables"] = [Path(table) for table in summary["pack_tables"]]

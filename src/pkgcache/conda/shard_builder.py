@@ -64,6 +64,8 @@ from pkgcache.conda.shard_output import (
     SHARD_SUFFIX,
     OutputCounts,
     ShardOutput,
+    failure_outcome,
+    raise_failure,
     shard_file_name,
 )
 from pkgcache.conda.shard_packs import PACK_SUFFIX, PACKS_DIR_NAME, PackWriter
@@ -273,8 +275,7 @@ def _build_in_parallel(
     finally:
         outcomes = [_outcome_of(*child) for child in children]
     for outcome in outcomes:
-        if "error" in outcome:
-            raise OSError(f"building shards: {outcome['error']}")
+        raise_failure(outcome, "building shards")
         _add_counts(counts, outcome["counts"])
         entries += outcome["entries"]
         tables += [Path(table) for table in outcome["tables"]]
@@ -298,7 +299,7 @@ def _fork_builder(
         outcome = {"entries": entries, "tables": [str(t) for t in tables], "counts": mine.__dict__}
         status = 0
     except BaseException as exc:
-        outcome = {"error": f"{type(exc).__name__}: {exc}"}
+        outcome = failure_outcome(exc)
     with os.fdopen(writer, "wb") as pipe:
         pipe.write(msgpack.packb(outcome))
     os._exit(status)
@@ -545,6 +546,9 @@ def _run_from_command_line(arguments: str) -> int:
         result = build_shards(paths.pop("repodata_path"), paths.pop("shards_dir"), **paths, **others, source=source)
     except MalformedRepodata as exc:
         print(json.dumps({"malformed": str(exc)}))
+        return 0
+    except OSError as exc:  # the cache's disk (full, read-only): the service answers it as its own storage error
+        print(json.dumps({"storage": {"errno": exc.errno, "message": exc.strerror or str(exc)}}))
         return 0
     summary = {key: _as_json(value) for key, value in result.__dict__.items()}
     print(json.dumps({"result": summary}))

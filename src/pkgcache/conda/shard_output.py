@@ -99,3 +99,21 @@ def _names_in(shards_dir: Path) -> frozenset[str]:
         return frozenset(os.listdir(shards_dir))
     except FileNotFoundError:
         return frozenset()
+
+
+# --- a forked child's failure, told to its parent ---
+
+
+def failure_outcome(exc: BaseException) -> dict[str, object]:
+    """What a child making shards sends back when it fails: its error in words, and the errno of a disk's refusal,
+    so that a full disk stays a full disk (a 507) once it reaches the service."""
+    return {"error": f"{type(exc).__name__}: {exc}", "errno": exc.errno if isinstance(exc, OSError) else None}
+
+
+def raise_failure(outcome: dict[str, object], what: str) -> None:
+    """Raise a child's failure as an OSError (with its errno when it had one); nothing when the child succeeded."""
+    if "error" not in outcome:
+        return
+    code = outcome.get("errno")
+    message = f"{what}: {outcome['error']}"
+    raise OSError(code, message) if isinstance(code, int) else OSError(message)

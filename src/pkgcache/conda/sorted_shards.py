@@ -36,7 +36,7 @@ import msgspec
 from pkgcache.conda.repodata_runs import Declined, RecordRun
 from pkgcache.conda.repodata_stream import RECORD_SECTIONS, Info, Removed
 from pkgcache.conda.shard_buckets import ENCODER, BucketCounts, name_from_file_name, read_runs
-from pkgcache.conda.shard_output import OutputCounts, ShardOutput
+from pkgcache.conda.shard_output import OutputCounts, ShardOutput, failure_outcome, raise_failure
 from pkgcache.conda.shard_packs import PackWriter
 
 SECTION_NUMBERS = {section: number for number, section in enumerate(RECORD_SECTIONS)}
@@ -89,8 +89,7 @@ def build_sorted(
         os.close(spill)
     total, entries, tables = OutputCounts(), [], []
     for outcome in outcomes:
-        if "error" in outcome:
-            raise OSError(f"making shards: {outcome['error']}")
+        raise_failure(outcome, "making shards")
         for key, value in outcome["counts"].items():
             setattr(total, key, getattr(total, key) + value)
         entries += outcome["entries"]
@@ -331,7 +330,7 @@ def _fork_maker(spill_path: Path, shards_dir: Path, packs_dir: Path, earlier: li
         outcome = _make_shards(jobs_in, spill_path, shards_dir, packs_dir)
         status = 0 if outcome is not None else 1
     except BaseException as exc:
-        outcome = {"error": f"{type(exc).__name__}: {exc}"}
+        outcome = failure_outcome(exc)
     if outcome is not None:
         with contextlib.suppress(OSError), os.fdopen(results_out, "wb") as pipe:
             pipe.write(msgpack.packb(outcome))
