@@ -593,6 +593,8 @@ def test_export_reads_the_running_instance_and_refuses_a_directory_without_a_cac
         assert imported.returncode == 0, imported.stderr
         said = [line for line in imported.stderr.splitlines() if line.startswith("import:")]
         assert len(said) == 1 and f"into {running.data_dir}," in said[0] and "0 files added" in said[0], said
+        # Not on a terminal (a log, a pipe): no progress bars, only the summaries.
+        assert "━" not in exported.stderr + imported.stderr, exported.stderr + imported.stderr
         assert not (tmp_path / "home" / ".cache" / "pkgcache").exists()
 
         # A typo'd data directory: refused in one line, nothing written, nothing created.

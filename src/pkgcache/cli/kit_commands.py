@@ -331,7 +331,8 @@ def import_command(bundle: Path, config_file: Path | None, data_dir: Path | None
 
 @contextlib.contextmanager
 def _byte_progress(console: Console, label: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """A bar of bytes (with speed and time left) for export and import; yields the function that advances it."""
+    """A bar of bytes (with speed and time left) for export and import; yields the function that advances it.
+    None in a log or a pipe (not a terminal): the summary line says it all there."""
     with Progress(
         TextColumn(f"[bold]{label}"),
         BarColumn(),
@@ -339,6 +340,9 @@ def _byte_progress(console: Console, label: str, total: int | None) -> Iterator[
         TransferSpeedColumn(),
         TimeRemainingColumn(),
         console=console,
+        disable=not console.is_terminal,
     ) as progress:
         task = progress.add_task(label, total=total)
         yield lambda amount: progress.advance(task, amount)
+        # Done: whole. (An import counts the files' bytes, not the tar's headers and padding, which `total` holds.)
+        progress.update(task, completed=total)
