@@ -224,3 +224,15 @@ def test_client_config_without_a_running_instance_uses_the_configuration(tmp_pat
     assert printed.returncode == 0, printed.stderr
     assert "http://cache.lan:4567/conda/cloud" in printed.stdout
     assert not any(title.startswith(("pip", "uv", "poetry", "pdm")) for title in parse_blocks(printed.stdout))
+
+
+def test_client_config_says_when_the_side_of_a_client_asked_for_is_disabled(tmp_path: Path) -> None:
+    config = tmp_path / "pkgcache.toml"
+    config.write_text(f'[server]\nport = 4567\ndata_dir = "{tmp_path / "data"}"\n[conda]\nenabled = false\n')
+    printed = run_pkgcache("client-config", "--config", str(config), "--host", "cache.lan", "--client", "conda")
+    assert printed.returncode == 0, printed.stderr
+    assert "none for conda: its side is disabled" in printed.stdout, printed.stdout  # not a header alone
+    every = run_pkgcache("client-config", "--config", str(config), "--host", "cache.lan")
+    assert "none for conda" in every.stdout and "none for pypi" not in every.stdout, every.stdout
+    pip_only = run_pkgcache("client-config", "--config", str(config), "--host", "cache.lan", "--client", "pip")
+    assert "none for" not in pip_only.stdout and "index-url" in pip_only.stdout, pip_only.stdout

@@ -16,6 +16,11 @@ from urllib.parse import urlsplit
 from pkgcache.config import Settings
 
 CLIENT_IDS: tuple[str, ...] = ("pip", "uv", "poetry", "pdm", "conda", "pixi")
+# Which side of pkgcache each client's settings point at.
+CLIENTS_OF_SIDE: dict[str, frozenset[str]] = {
+    "pypi": frozenset({"pip", "uv", "poetry", "pdm"}),
+    "conda": frozenset({"conda", "pixi"}),
+}
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 # Where the `defaults` channel of conda points, in conda's own order.
 DEFAULT_PKGS_CHANNELS: tuple[str, ...] = ("pkgs/main", "pkgs/r", "pkgs/msys2")

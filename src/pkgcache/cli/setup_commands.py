@@ -9,6 +9,7 @@ import click
 from pkgcache import clients
 from pkgcache.cli.locate import locate_instance
 from pkgcache.cli.options import locate_options
+from pkgcache.config import Settings
 from pkgcache.config_template import write_config_template
 
 
@@ -63,7 +64,19 @@ def client_config(
         click.echo(clients.snippets_json(snippets))
         return
     click.echo(f"# Settings for the pkgcache at {base}/ (paste the block for your tool)")
+    for side in _disabled_sides_asked(settings, only):
+        click.echo(f"# (none for {side}: its side is disabled in this pkgcache's settings, [{side}] enabled = false)")
     for snippet in snippets:
         where = "run in a shell" if snippet.kind == "shell" else snippet.where
         click.echo(f"\n--- {snippet.client}: {snippet.title} -> {where}")
         click.echo(snippet.text, nl=False)
+
+
+def _disabled_sides_asked(settings: Settings, only: tuple[str, ...]) -> list[str]:
+    """The sides ("pypi", "conda") that are off while a client of theirs was asked for (or every client was)."""
+    wanted = set(only) or set(clients.CLIENT_IDS)
+    return [
+        side
+        for side, enabled in (("pypi", settings.pypi.enabled), ("conda", settings.conda.enabled))
+        if not enabled and wanted & clients.CLIENTS_OF_SIDE[side]
+    ]
