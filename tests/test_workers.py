@@ -81,9 +81,14 @@ def test_real_clients_install_through_three_workers(
         workers = _status(process)["workers"]
         assert [w["role"] for w in workers] == ["primary", "replica", "replica"]
         _eventually(lambda: all(w["requests"] > 0 for w in _status(process)["workers"]), what="every worker served")
-        # The service's totals are every worker's requests, whichever answered the stats.
-        totals = json.loads(http_get(f"{process.url}/-/stats").body)["sides"]["pypi"]
-        assert totals["requests"] >= 30 and totals["hits"] >= 30
+
+        # The service's totals are every worker's requests, whichever answered the stats. Workers publish their
+        # counters about once a second, so the last second's hits may not be summed yet: wait for them.
+        def totals_counted() -> bool:
+            totals = json.loads(http_get(f"{process.url}/-/stats").body)["sides"]["pypi"]
+            return totals["requests"] >= 30 and totals["hits"] >= 30
+
+        _eventually(totals_counted, what="the service's totals to count every worker's hits")
     finally:
         assert process.terminate() == 0
 
