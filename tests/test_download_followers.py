@@ -5,9 +5,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
+from aiohttp import ClientPayloadError, ClientSession, web
+from aiohttp.test_utils import TestServer
+
+from pkgcache.http.responses import send_download
 from pkgcache.storage.downloads import CHUNK_SIZE, Download, Expected, IntegrityError
+
+T = TypeVar("T")
 
 
 async def _follow_late(tmp_path: Path, data: bytes) -> tuple[bytes, list[int]]:
@@ -89,3 +97,90 @@ def test_a_follower_whose_bytes_are_discarded_is_told_and_never_given_the_next_u
     assert "came from an upstream that failed its check" in str(raised)
     first = random.Random(1).randbytes(4 * CHUNK_SIZE)
     assert read == first[: len(read)] and 0 < len(read) < len(first)
+
+
+# --- sent to clients: by the kernel when the length is declared (http/responses.py:send_followed) ---
+
+
+async def _serve_download(
+    download: Download, client_reads: Callable[[ClientSession, str], Awaitable[T]]
+) -> tuple[T, int]:
+    """Serve `download` at / as the service does, run `client_reads` against it: its result, and how many times
+    the event loop's sendfile was called."""
+    calls = 0
+    loop = asyncio.get_running_loop()
+    real_sendfile = loop.sendfile
+
+    async def counting_sendfile(*args: Any, **kwargs: Any) -> int:
+        nonlocal calls
+        calls += 1
+        return await real_sendfile(*args, **kwargs)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await send_download(request, download, "application/octet-stream")
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    loop.sendfile = counting_sendfile  # type: ignore[method-assign]
+    try:
+        async with TestServer(app) as server, ClientSession() as session:
+            result = await client_reads(session, str(server.make_url("/")))
+    finally:
+        del loop.sendfile  # type: ignore[method-assign]
+        await download.close_file()
+    return result, calls
+
+
+async def _sized_download_followed(tmp_path: Path, data: bytes) -> tuple[tuple[int, bytes, str | None], int]:
+    download = Download(tmp_path / "sized.whl", tmp_path / "sized.whl.part", Expected(size=len(data)))
+    download.begin("test upstream", {})
+    await download.write(data[: len(data) // 2])
+
+    async def read(session: ClientSession, url: str) -> tuple[int, bytes, str | None]:
+        async with session.get(url) as response:
+            first = await response.content.readexactly(len(data) // 2 - 1)  # all but the held-back byte: no more
+            await download.write(data[len(data) // 2 :])
+            download.verify()
+            download.verified = True
+            await download.announce()
+            rest = await response.content.read()
+            return response.status, first + rest, response.headers.get("Content-Length")
+
+    return await _serve_download(download, read)
+
+
+def test_a_follower_of_a_download_of_declared_length_is_sent_the_file_by_the_kernel(tmp_path: Path) -> None:
+    data = random.Random(3).randbytes(3 * CHUNK_SIZE + 17)
+    (status, body, length), sendfile_calls = asyncio.run(_sized_download_followed(tmp_path, data))
+    assert status == 200 and length == str(len(data))
+    assert body == data
+    assert sendfile_calls >= 2  # what was there when it came, then the rest once checked
+
+
+async def _sized_download_discarded(tmp_path: Path) -> tuple[tuple[int, int, bool], int]:
+    first, second = random.Random(4).randbytes(2 * CHUNK_SIZE), random.Random(5).randbytes(2 * CHUNK_SIZE)
+    download = Download(tmp_path / "lied.whl", tmp_path / "lied.whl.part", Expected(size=len(first)))
+    download.begin("lying upstream", {})
+    await download.write(first[:CHUNK_SIZE])
+
+    async def read(session: ClientSession, url: str) -> tuple[int, int, bool]:
+        async with session.get(url) as response:
+            got = await response.content.readexactly(CHUNK_SIZE)
+            assert got == first[:CHUNK_SIZE]
+            await download.discard()
+            download.begin("honest upstream", {})
+            await download.write(second)
+            try:
+                rest = await response.content.read()
+            except ClientPayloadError:
+                return response.status, len(got), True
+            return response.status, len(got) + len(rest), False
+
+    return await _serve_download(download, read)
+
+
+def test_a_follower_sent_by_the_kernel_is_cut_when_its_bytes_are_discarded(tmp_path: Path) -> None:
+    (status, received, cut), sendfile_calls = asyncio.run(_sized_download_discarded(tmp_path))
+    assert status == 200 and sendfile_calls >= 1
+    assert cut, f"the answer ended cleanly after {received} bytes"
+    assert received < 2 * CHUNK_SIZE  # never a complete answer of bytes from the upstream that failed

@@ -309,7 +309,38 @@ async def send_download(
     await start_response(request, response)
     if request.method == "HEAD":
         return response
+    if download.length is not None:
+        return await send_followed(request, response, download)
     return await stream_body(request, response, download.follow(), cut_on=(Exception,))
+
+
+async def send_followed(
+    request: web.BaseRequest, response: web.StreamResponse, download: Download
+) -> web.StreamResponse:
+    """The body of a download whose length is declared, sent by the kernel from the file as it grows (sendfile), as
+    cached files are: a follower holds no copy of the bytes and the event loop copies none (64 clients of one 50 MB
+    download: 84-98 MB of PSS at the peak against 105-106 copied through). Cut like `stream_body` when the download
+    fails midway. A length-less answer is chunked, which sendfile cannot frame: it is copied (`stream_body`)."""
+    loop = asyncio.get_running_loop()
+    try:
+        async for span in download.follow_spans():
+            if request.transport is None:
+                raise ConnectionResetError("the client went away")
+            count = span.end - span.position
+            sent = await loop.sendfile(request.transport, span.handle, span.position, count)
+            span.position += sent
+            if sent < count:
+                download.check_span_ended(span)
+    except ConnectionError:
+        note_client_gone(request)
+        return response
+    except Exception as exc:
+        log.warning("cutting %s short: %s", request.path, exc)
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    return response
 
 
 async def start_response(request: web.BaseRequest, response: web.StreamResponse) -> None:

@@ -56,6 +56,17 @@ FLUSH_EVERY = 16 << 20
 NEARLY_DONE_SHARE = 0.75
 
 
+@dataclass(slots=True)
+class Span:
+    """Bytes `position` to `end` of an open file, for one follower of a download: `position` is moved on by
+    whoever sends them. `generation` says which upstream's bytes they are (see Download.generation)."""
+
+    handle: IO[bytes]
+    position: int
+    end: int
+    generation: int
+
+
 class IntegrityError(Exception):
     """The bytes are not the file the index described (size, hash, first bytes or content)."""
 
@@ -290,20 +301,45 @@ class Download:
     async def follow(self) -> AsyncIterator[bytes]:
         """The file's bytes as they arrive, for one client. Raises the download's error if it fails, and
         IntegrityError if bytes it already gave turn out wrong."""
+        async for span in self.follow_spans():
+            while span.position < span.end and self.generation == span.generation:
+                size = min(CHUNK_SIZE, span.end - span.position)
+                chunk = os.pread(span.handle.fileno(), size, span.position)  # on the loop: see CHUNK_SIZE
+                if not chunk:
+                    self.check_span_ended(span)
+                    break
+                span.position += len(chunk)
+                yield chunk
+                if span.position < span.end:
+                    await asyncio.sleep(0)  # far behind the download: let the others run between chunks
+
+    async def follow_spans(self) -> AsyncIterator[Span]:
+        """What one client may be sent of the file, as it arrives: a `Span` of an open file at a time, which the
+        client reads or has the kernel send (sendfile: no copy through this process), moving its `position` on as
+        it goes, before it asks for the next. Raises the download's error if it fails, and IntegrityError if bytes
+        it was given turn out wrong (they came from an upstream that failed its check: the client must be cut)."""
         self._interested += 1
         try:
             await self.wait_started()
             if self.not_modified:
                 await self.wait_finished()
-                async for chunk in _read_whole(self.final_path):
-                    yield chunk
+                with await asyncio.to_thread(open, self.final_path, "rb") as handle:
+                    span = Span(handle, 0, os.fstat(handle.fileno()).st_size, self.generation)
+                    yield span
+                    self.check_span_ended(span)
                 return
-            async for chunk in self._follow_temp_file():
-                yield chunk
+            async for span in self._temp_file_spans():
+                yield span
         finally:
             self._interested -= 1
 
-    async def _follow_temp_file(self) -> AsyncIterator[bytes]:
+    def check_span_ended(self, span: Span) -> None:
+        """After a span's file ran out before its end: the bytes were replaced (the generator that gave the span
+        sees to that), or the file is shorter than what was written, which must never reach a client whole."""
+        if span.position < span.end and self.generation == span.generation:
+            raise IntegrityError(f"the file being downloaded is shorter than its {self.written} bytes")
+
+    async def _temp_file_spans(self) -> AsyncIterator[Span]:
         handle = await asyncio.to_thread(self._open_for_reading)
         try:
             position, generation = 0, self.generation
@@ -319,17 +355,10 @@ class Download:
                 limit = self._readable_limit()
                 if position >= limit and self._complete:
                     return
-                while position < limit and self.generation == generation:
-                    size = min(CHUNK_SIZE, limit - position)
-                    chunk = os.pread(handle.fileno(), size, position)  # on the loop: see CHUNK_SIZE
-                    if not chunk:
-                        if self.generation != generation:
-                            break  # discarded while this client was being sent the last chunk
-                        raise IntegrityError(f"the file being downloaded is shorter than its {self.written} bytes")
-                    position += len(chunk)
-                    yield chunk
-                    if position < limit:
-                        await asyncio.sleep(0)  # far behind the download: let the others run between chunks
+                if position < limit:
+                    span = Span(handle, position, limit, generation)
+                    yield span
+                    position = span.position
         finally:
             await asyncio.to_thread(handle.close)
 
@@ -465,16 +494,6 @@ def _close(handle: IO[bytes]) -> None:
 def _truncate(handle: IO[bytes]) -> None:
     handle.seek(0)
     handle.truncate()
-
-
-async def _read_whole(path: Path) -> AsyncIterator[bytes]:
-    handle = await asyncio.to_thread(open, path, "rb")
-    try:
-        while chunk := handle.read(CHUNK_SIZE):  # on the loop, as followers read (see CHUNK_SIZE)
-            yield chunk
-            await asyncio.sleep(0)
-    finally:
-        await asyncio.to_thread(handle.close)
 
 
 # Called on the event loop after a file is committed: its path, and how many bytes the cache grew by (its size
