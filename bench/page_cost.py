@@ -30,7 +30,19 @@ from pathlib import Path
 from typing import Any
 
 from bench import cpu, instructions, load, nginx_conf, procs
-from bench.common import BENCH_DIR, LOOPBACK, MAIN_PYTHON, REPO, WORK, clean_env, free_port, log, median, write_json
+from bench.common import (
+    BENCH_DIR,
+    LOOPBACK,
+    MAIN_PYTHON,
+    REPO,
+    WORK,
+    byte_compile_pkgcache,
+    clean_env,
+    free_port,
+    log,
+    median,
+    write_json,
+)
 from bench.prepare_pypi import PAGE_PROJECT, UPSTREAM_ROOT
 from bench.systems import Pkgcache, Upstream
 
@@ -350,6 +362,7 @@ def count_both(upstream: Upstream, folder: Path, seconds: float = 8) -> dict[str
     page_body = load.fetch(system.page_url(PAGE_PROJECT), accept=load.PIP_ACCEPT)
     system.stop()
     argv = [str(MAIN_PYTHON.parent / "pkgcache"), "serve", "--config", str(system.run_dir / "pkgcache.toml")]
+    byte_compile_pkgcache()
     proc = instructions.start_counted("pkgcache-callgrind", argv, folder / "pkgcache",
                                       f"{system.base}/-/health", clean_env(PYTHONPATH=str(REPO)))  # fmt: skip
     try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import nginx_conf, procs
-from bench.common import LOOPBACK, MAIN_PYTHON, REPO, clean_env, free_port, log
+from bench.common import LOOPBACK, MAIN_PYTHON, REPO, byte_compile_pkgcache, clean_env, free_port, log
 from bench.policy import policy_keys
 from bench.prepare_conda import CHANNEL
 from bench.prepare_pypi import UPSTREAM_ROOT
@@ -185,6 +185,7 @@ class Pkgcache(System):
         if self.variant:
             command = [str(MAIN_PYTHON), "-m", "bench.pkgcache_variant", self.variant]
         argv = [*command, "serve", "--config", str(config)]
+        byte_compile_pkgcache()
         return procs.start(self.name, argv, self.run_dir / "server.log", clean_env(PYTHONPATH=str(REPO), **self.env))
 
 
