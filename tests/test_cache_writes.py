@@ -147,8 +147,8 @@ def test_a_long_download_is_flushed_as_it_comes_so_its_last_flush_covers_only_th
     real_fdatasync = os.fdatasync
 
     def fdatasync(descriptor: int) -> None:
-        # Where writing has got to (the file's size is its whole size from the start: its space is taken first);
-        # the flush before the rename is of a descriptor opened afresh, at 0: then the file's size.
+        # Where writing has got to (its position: the space taken first does not count in the file's size); the
+        # flush before the rename is of a descriptor opened afresh, at 0: then the file's size.
         flushed_at.append(os.lseek(descriptor, 0, os.SEEK_CUR) or os.fstat(descriptor).st_size)
         real_fdatasync(descriptor)
 
@@ -218,3 +218,48 @@ def test_a_download_takes_its_space_first_unless_the_file_system_cannot(
         assert not final.exists() and not list((tmp_path / "tmp").iterdir())
     else:
         assert error is None and final.read_bytes() == data
+
+
+def test_a_file_of_no_known_size_takes_the_space_its_answer_declares(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no size in the index, the space is taken by the answer's declared length (capped by the most a file of
+    its kind may be), once per answer and again after bytes are thrown away; the file keeps its written size
+    (FALLOC_FL_KEEP_SIZE), and space taken past what came is given back before the commit."""
+    from pkgcache.storage import downloads as downloads_module
+    from pkgcache.storage.downloads import FALLOC_FL_KEEP_SIZE, Download, Downloader, Expected
+
+    real = downloads_module._FALLOCATE
+    if real is None:
+        pytest.skip("no fallocate(2) here")
+    asked: list[tuple[int, int]] = []
+
+    def fallocate(descriptor: int, mode: int, offset: int, size: int) -> int:
+        asked.append((mode, size))
+        return int(real(descriptor, mode, offset, size))
+
+    monkeypatch.setattr(downloads_module, "_FALLOCATE", fallocate)
+    store = _store(tmp_path)
+    data = os.urandom(100_000)
+    final = tmp_path / "conda" / "repodata.json"
+
+    async def produce(download: Download) -> None:
+        download.begin("first", {}, declared_length=10 << 20)  # more than the cap: the cap is taken
+        await download.write(data[:1000])
+        await download.discard()  # that upstream lied: its bytes go, and the space with them
+        download.begin("second", {}, declared_length=len(data) * 2)  # more than comes
+        for start in range(0, len(data), 10_000):
+            await download.write(data[start : start + 10_000])
+
+    async def run() -> None:
+        expected = Expected(max_size=1 << 20)
+        download = Downloader(store).get_or_start(final, expected, produce)
+        assert download is not None
+        await download.wait_finished()
+        assert download.length is None  # clients are never told a declared length
+
+    asyncio.run(run())
+    assert asked == [(FALLOC_FL_KEEP_SIZE, 1 << 20), (FALLOC_FL_KEEP_SIZE, len(data) * 2)]
+    assert final.read_bytes() == data
+    # 100,000 bytes in 4 KB blocks: not the 200,000 taken.
+    assert final.stat().st_blocks * 512 < len(data) + 16 * 1024, final.stat().st_blocks

@@ -61,6 +61,7 @@ class Kind(enum.StrEnum):
     LARGER_FILE = "larger-file"  # a different, larger file of the same kind, with its own Content-Length
     SMALLER_FILE = "smaller-file"  # a different, smaller file of the same kind, with its own Content-Length
     TOO_LONG = "too-long"  # the true body followed by more bytes, Content-Length counting them all
+    HUGE_LENGTH = "huge-length"  # a Content-Length of 1 TiB, the true body, then the connection closes
     BLOCK_PAGE = "block-page"  # 200 with an HTML block page (text/html)
     BLOCK_PAGE_AS_OCTETS = "block-page-as-octets"  # the same page labelled application/octet-stream
     GARBAGE = "garbage"  # 200 with random bytes under the true Content-Type
@@ -102,6 +103,7 @@ class Fault:
             Kind.LARGER_FILE: "a different, larger file with its own Content-Length",
             Kind.SMALLER_FILE: "a different, smaller file with its own Content-Length",
             Kind.TOO_LONG: "the right bytes followed by more",
+            Kind.HUGE_LENGTH: "declares 1 TiB, sends the right bytes",
             Kind.BLOCK_PAGE: "200 with an HTML block page",
             Kind.BLOCK_PAGE_AS_OCTETS: "200 with an HTML block page labelled octet-stream",
             Kind.GARBAGE: "200 with random bytes",
@@ -233,6 +235,8 @@ class FaultAnswers:
         if kind is Kind.CUT:
             headers = {"Content-Type": ctype, "Content-Length": str(len(body))}
             return await self._raw(request, headers, body[: len(body) // 2])
+        if kind is Kind.HUGE_LENGTH:
+            return await self._raw(request, {"Content-Type": ctype, "Content-Length": str(1 << 40)}, body)
         if kind is Kind.CUT_NO_LENGTH:
             return await self._raw(request, {"Content-Type": ctype, "Connection": "close"}, body[: len(body) // 2])
         if kind is Kind.ZSTD_BOMB:

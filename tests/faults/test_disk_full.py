@@ -34,7 +34,7 @@ from tests.faults.harness import (
     page_checks_out,
     settings_for,
 )
-from tests.support import BackgroundLoop
+from tests.support import BackgroundLoop, run_pip_install
 
 TMPFS_SIZE = "4m"
 ALPHA_OLD = "alpha-1.0-py3-none-any.whl"
@@ -231,3 +231,51 @@ def test_a_file_the_disk_cannot_hold_is_507_before_its_headers(bg_loop: Backgrou
                 _stop_or_say_why(cache)
     finally:
         bg_loop.run(pypi.stop())
+
+
+def test_a_file_the_index_gives_no_size_of_takes_its_space_by_the_answers_length(
+    bg_loop: BackgroundLoop, tmp_path: Path
+) -> None:
+    """HTML-only mirrors give no file sizes: the space is then taken by the upstream's Content-Length before the
+    first byte, so a file the disk cannot hold is a 507 before any header, not a 200 cut where the disk filled. A
+    mirror declaring more than the disk holds does not stop another from giving the file; and a file that fits is
+    committed at its own size (the space taken must not become the file's length)."""
+    liar = FaultyPypiUpstream(fault_dists(), json_pages=False)
+    liar.plan.set(f"/{ALPHA_OLD}", Fault(Kind.HUGE_LENGTH))
+    honest = FaultyPypiUpstream(fault_dists(), json_pages=False)
+    bg_loop.run(liar.start())
+    bg_loop.run(honest.start())
+    try:
+        with small_tmpfs(tmp_path / "data") as data:
+            pypi = [{"name": "liar", "url": liar.index_url}, {"name": "honest", "url": honest.index_url}]
+            cache = start_cache(bg_loop, settings_for(data, pypi, conda={"enabled": False}))
+            try:
+                _check_sizeless_files(cache, data, tmp_path)
+            finally:
+                _stop_or_say_why(cache)
+    finally:
+        bg_loop.run(liar.stop())
+        bg_loop.run(honest.stop())
+
+
+def _check_sizeless_files(cache: RunningCache, data: Path, tmp_path: Path) -> None:
+    checks = Checks()
+    files = data / "pypi" / "files"
+    big = fetch(f"{cache.url}/pypi/files/bigpkg/{BIG}")
+    _expect_507(checks, "a file bigger than the free space, its size in no index", big)
+    checks.expect(not (files / "bigpkg" / BIG).exists(), "the file that did not fit is not in the cache", big.summary())
+    leftovers = [p.name for p in (data / "tmp").iterdir()] if (data / "tmp").exists() else []
+    checks.expect(not leftovers, "nothing left in tmp/", leftovers)
+
+    installed = run_pip_install(cache.index_url, tmp_path / "target", "alpha==1.0")
+    checks.expect(installed.returncode == 0, "pip installs a file that fits", installed.stderr[-2000:])
+    cached = files / "alpha" / ALPHA_OLD
+    dist = next(d for d in fault_dists() if d.filename == ALPHA_OLD)
+    checks.expect(
+        cached.is_file()
+        and cached.stat().st_size == dist.size
+        and hashlib.sha256(cached.read_bytes()).hexdigest() == dist.sha256,
+        "the file is committed whole, at its own size (not the 1 TiB one mirror declared)",
+        cached.stat().st_size if cached.is_file() else "absent",
+    )
+    checks.verdict()

@@ -6,6 +6,8 @@ place, joins it. Whoever produces the bytes (the upstream layer, `upstream/trans
 the bytes come from: this module deals in bytes, paths, temporary files, checks, commits and single flight.
 
 What a client can never get is a complete-looking body of bad bytes:
+- the file's disk space is taken before its first byte (by the index's size, else the answer's declared length), so
+  a disk too full for it fails the download before any client is answered;
 - a write that would pass the index's size is refused before a byte of it is written;
 - the first bytes are checked against what a file of its kind starts with, however they arrive;
 - clients are held back from the byte that completes the expected size (or, size unknown, from the last byte
@@ -34,7 +36,7 @@ from typing import IO, Any
 
 from multidict import CIMultiDict
 
-from pkgcache.storage.store import CacheStore, in_storage_thread, storage_error
+from pkgcache.storage.store import CacheStore, StorageError, in_storage_thread, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,16 @@ class IntegrityError(Exception):
 
 class Abandoned(Exception):
     """Nobody waits for the download any more, and it was far from done: stopped to spare the upstream."""
+
+
+class NoRoomForDeclaredLength(StorageError):
+    """The disk has no room for the length an upstream's answer declares (its Content-Length), the index giving
+    none. The cache's fault if the length is right; but a declared length is only believed for reserving space, so
+    the caller may ask another upstream before answering 507 (one that lies cannot give the file anyway: its body
+    ends before the length it declared)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, disk_full=True)
 
 
 # A check of a whole file's content (e.g. "this is JSON, not an HTML error page"), run in a worker thread on the
@@ -127,6 +139,11 @@ class Download:
         self._announced = False
         self._handle: IO[bytes] | None = None
         self._unflushed = 0  # bytes written since the file was last flushed to the disk
+        # Disk space to take before the next byte is written (see _reserve), how much that is from the upstream's
+        # declared length rather than the index's size, and how much is taken.
+        self._to_reserve = 0
+        self._reserve_from_answer = False
+        self._reserved = 0
         self._hasher = self._new_hasher()
         self._start_bytes = b""  # the first bytes, until there are enough to check them against the magic
         self._interested = 0  # clients following the bytes or waiting for the outcome
@@ -148,11 +165,14 @@ class Download:
 
     # --- the producer's side ---
 
-    def begin(self, source: str, headers: Mapping[str, str]) -> None:
-        """An upstream's answer starts (or takes over after another one failed)."""
+    def begin(self, source: str, headers: Mapping[str, str], declared_length: int | None = None) -> None:
+        """An upstream's answer starts (or takes over after another one failed). `declared_length`: the whole
+        file's length as that answer declares it, if it does; used only to take the disk space first when the
+        index gives no size, never to tell clients a length or to judge the bytes."""
         self.source = source
         # Case-insensitive, as HTTP header names are: aiohttp spells an upstream's "ETag" as "Etag".
         self.headers = CIMultiDict(headers)
+        self._plan_reservation(declared_length)
 
     def mark_not_modified(self, source: str, headers: Mapping[str, str]) -> None:
         self.begin(source, headers)
@@ -213,6 +233,8 @@ class Download:
         self.generation += 1
         if self._handle is not None:
             await in_storage_thread(_truncate, self._handle)
+            # The truncation gave the space back: the bytes that replace these take it again first.
+            self._to_reserve, self._reserved = max(self._to_reserve, self._reserved), 0
         await self.notify()
 
     def fix_mtime(self, seconds: float) -> int:
@@ -272,7 +294,9 @@ class Download:
         """Close the temporary file. Raises StorageError when its last bytes cannot be written (a full disk)."""
         if self._handle is not None:
             handle, self._handle = self._handle, None
-            await in_storage_thread(_close, handle)
+            # Space taken for more bytes than came (a declared length that was not the body's) is given back.
+            trim_to = self.written if self._reserved > self.written else None
+            await in_storage_thread(_close, handle, trim_to)
 
     # --- the clients' side ---
 
@@ -422,16 +446,42 @@ class Download:
         if not self._started.done():
             self._started.set_result(None)
 
+    def _plan_reservation(self, declared_length: int | None) -> None:
+        """How much disk space to take before the next byte: the index's size, else the answer's declared length,
+        capped by the most a file of its kind may be (a mirror must not set our disk use, even for a moment)."""
+        size, from_answer = self.expected.size, False
+        if size is None and declared_length is not None:
+            limit = self.expected.max_size
+            size, from_answer = (declared_length if limit is None else min(declared_length, limit)), True
+        self._to_reserve = size if size is not None and size > self._reserved else 0
+        self._reserve_from_answer = from_answer
+
     def _append(self, chunk: bytes) -> None:
         if self._handle is None:
             self._handle = open(self.temp_path, "wb")  # noqa: SIM115  # kept open across writes, closed by close_file
-            _reserve(self._handle, self.expected.size)
+        if self._to_reserve:  # once per answer, not per chunk
+            self._take_space()
         self._handle.write(chunk)
         self._handle.flush()
         self._unflushed += len(chunk)
         if self._unflushed >= FLUSH_EVERY:
             os.fdatasync(self._handle.fileno())  # meanwhile the upstream's bytes wait in the socket's buffers
             self._unflushed = 0
+
+    def _take_space(self) -> None:
+        assert self._handle is not None
+        size, self._to_reserve = self._to_reserve, 0
+        try:
+            _reserve(self._handle, size)
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # a refusal may have taken part of the space: give it back
+                self._handle.truncate(self.written)
+            if self._reserve_from_answer:
+                raise NoRoomForDeclaredLength(
+                    f"no room on the cache's disk for the {size} bytes {self.source} declares: {exc.strerror}"
+                ) from exc
+            raise
+        self._reserved = max(self._reserved, size)
 
     async def _flushed(self) -> None:
         if self._handle is not None:
@@ -450,15 +500,21 @@ def _run_content_check(check: ContentCheck, path: Path) -> None:
         raise IntegrityError(f"its content fails its check ({type(exc).__name__}: {exc})") from exc
 
 
-def _reserve(handle: IO[bytes], size: int | None) -> None:
-    """Take the disk space of a file whose size the index gives before its first byte is written: a disk too full
-    for it then refuses it now, while its clients can still be answered 507, instead of cutting their 200 midway.
-    A file system that cannot reserve space is written to as the bytes come, as before."""
-    if not size or _FALLOCATE is None:
+# fallocate(2)'s FALLOC_FL_KEEP_SIZE: the space is taken but the file's size stays what was written, so a file
+# that gets fewer bytes than were reserved (a declared length that was wrong) never ends in zeros; its content
+# check and its readers see only written bytes.
+FALLOC_FL_KEEP_SIZE = 1
+
+
+def _reserve(handle: IO[bytes], size: int) -> None:
+    """Take the disk space of a file whose size is known before its first byte is written: a disk too full for it
+    then refuses it now, while its clients can still be answered 507, instead of cutting their 200 midway. A file
+    system that cannot reserve space is written to as the bytes come, as before."""
+    if size <= 0 or _FALLOCATE is None:
         return
-    if _FALLOCATE(handle.fileno(), 0, 0, size) != 0:
+    if _FALLOCATE(handle.fileno(), FALLOC_FL_KEEP_SIZE, 0, size) != 0:
         error = ctypes.get_errno()
-        if error == errno.ENOSPC:
+        if error in (errno.ENOSPC, errno.EDQUOT):
             raise OSError(error, os.strerror(error))
 
 
@@ -480,8 +536,10 @@ def _find_fallocate() -> Any:
 _FALLOCATE = _find_fallocate()
 
 
-def _close(handle: IO[bytes]) -> None:
+def _close(handle: IO[bytes], trim_to: int | None = None) -> None:
     try:
+        if trim_to is not None:
+            handle.truncate(trim_to)  # frees the blocks reserved past the end (same size: nothing else changes)
         handle.close()
     except OSError:
         # Closing flushes; if that fails the file is given up, but it is closed all the same (or the descriptor

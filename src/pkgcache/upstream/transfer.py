@@ -29,8 +29,17 @@ from pkgcache.storage.downloads import (
     Downloader,
     Expected,
     IntegrityError,
+    NoRoomForDeclaredLength,
 )
-from pkgcache.upstream.pool import HeadersFor, TargetFor, Upstream, UpstreamError, UpstreamPool, watched_chunks
+from pkgcache.upstream.pool import (
+    HeadersFor,
+    TargetFor,
+    Upstream,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamsUnavailable,
+    watched_chunks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +89,19 @@ async def receive_from_upstreams(
 ) -> None:
     """Fill `download` from the first upstream (in the pool's order) that gives the whole, checked file."""
     receiver = _Receiver(download, pool, target)
-    await pool.fetch(
-        target,
-        receiver.receive,
-        headers=lambda upstream: receiver.request_headers(headers, upstream),
-        ok_statuses=frozenset({200, 206, 304}),
-    )
+    try:
+        await pool.fetch(
+            target,
+            receiver.receive,
+            headers=lambda upstream: receiver.request_headers(headers, upstream),
+            ok_statuses=frozenset({200, 206, 304}),
+        )
+    except UpstreamsUnavailable:
+        # An upstream declared a length the disk has no room for, and none could give the file instead: the
+        # disk's fault (507), not the upstreams'.
+        if receiver.no_room is not None:
+            raise receiver.no_room from None
+        raise
 
 
 class _Receiver:
@@ -97,6 +113,7 @@ class _Receiver:
         self.target = target
         self.tried: set[str] = set()
         self.asked_if_changed: set[str] = set()  # upstreams sent validators: only they may answer 304
+        self.no_room: NoRoomForDeclaredLength | None = None
 
     def request_headers(self, extra: HeadersFor | None, upstream: Upstream) -> dict[str, str]:
         # Bodies are decoded as they arrive, so a hash is always of the file's own bytes; but Range counts encoded
@@ -122,13 +139,18 @@ class _Receiver:
             return
         self._refuse_what_cannot_be_the_file(upstream, response)
         skip = self._bytes_to_skip(response)
-        download.begin(upstream.name, response.headers)
+        download.begin(upstream.name, response.headers, _length_to_reserve(response))
         declared = self._declared_total(response)
         try:
             await self._copy_body(upstream, response, skip)
             self._refuse_a_short_body(upstream, declared)
             download.verify(declared)
             await download.check_content()
+        except NoRoomForDeclaredLength as exc:
+            # The length may be a lie (its body would then end short of it): another upstream may still give the
+            # file. Not this upstream's fault if it is true, so it is not rested.
+            self.no_room = exc
+            raise UpstreamError(str(exc), rest_upstream=False) from None
         except IntegrityError as exc:
             # The bytes are wrong, not just cut: none of them can be kept, and this upstream has lied.
             await download.discard()
@@ -206,6 +228,13 @@ def _full_length(response: aiohttp.ClientResponse) -> int | None:
     if response.status == 206:
         return _content_range_total(response.headers.get("Content-Range"))
     return response.content_length
+
+
+def _length_to_reserve(response: aiohttp.ClientResponse) -> int | None:
+    """How many bytes the file will take according to the answer: its whole length, or for a compressed body the
+    length on the wire (the decoded file is at least about that long)."""
+    total = _full_length(response)
+    return total if total is not None else response.content_length
 
 
 def _content_range_start(value: str | None) -> int | None:
