@@ -263,3 +263,37 @@ def test_a_file_of_no_known_size_takes_the_space_its_answer_declares(
     assert final.read_bytes() == data
     # 100,000 bytes in 4 KB blocks: not the 200,000 taken.
     assert final.stat().st_blocks * 512 < len(data) + 16 * 1024, final.stat().st_blocks
+
+
+def test_a_download_whose_folder_cannot_take_it_fails_before_its_first_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder files cannot be renamed into (read-only, another user's: simulated, as root ignores modes) fails the
+    download before any client is answered, naming the folder and the errno for the operator, not the client."""
+    from pkgcache.http.responses import error_for
+    from pkgcache.storage.downloads import Download, Downloader, Expected
+    from pkgcache.storage.store import StorageError
+
+    store = _store(tmp_path)
+    folder = tmp_path / "pypi" / "files" / "demo"
+    folder.mkdir(parents=True)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != folder and real_access(path, mode, **kw))
+
+    async def produce(download: Download) -> None:
+        download.begin("fake upstream", {})
+        await download.write(b"PK\x03\x04 whatever")
+
+    async def run() -> BaseException | None:
+        download = Downloader(store).get_or_start(folder / "demo-1.0-py3-none-any.whl", Expected(), produce)
+        assert download is not None
+        with contextlib.suppress(StorageError):
+            await download.wait_started()
+        return download.error
+
+    error = asyncio.run(run())
+    assert isinstance(error, StorageError) and not error.disk_full, error
+    assert f"(EACCES) at {folder}" in str(error)
+    answer = error_for(error)
+    assert answer is not None and answer.status == 500 and answer.text is not None and str(tmp_path) not in answer.text
+    assert not list(folder.iterdir()) and not list((tmp_path / "tmp").iterdir())

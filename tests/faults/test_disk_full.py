@@ -11,6 +11,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -279,3 +280,63 @@ def _check_sizeless_files(cache: RunningCache, data: Path, tmp_path: Path) -> No
         cached.stat().st_size if cached.is_file() else "absent",
     )
     checks.verdict()
+
+
+# A folder of the data directory that cannot be written while tmp/ can (so /-/health says all is well): a file in
+# its place, which stops root as it stops anyone (a read-only or foreign folder does not stop root, who runs these).
+UNWRITABLE = {
+    "a project's files folder": ("pypi/files/alpha", f"/pypi/files/alpha/{ALPHA}"),
+    "a conda subdir's folder": ("conda/pkgs/main/{subdir}", "/conda/pkgs/main/{subdir}/app-1.0-h1_0.conda"),
+    "a conda subdir's shards folder": (
+        "conda/pkgs/main/{subdir}/shards",
+        "/conda/pkgs/main/{subdir}/repodata_shards.msgpack.zst",
+    ),
+}
+
+
+@pytest.mark.parametrize("where", list(UNWRITABLE))
+def test_a_folder_that_cannot_be_written_answers_a_clear_error(
+    bg_loop: BackgroundLoop,
+    tmp_path: Path,
+    fault_channels: FaultChannels,
+    caplog: pytest.LogCaptureFixture,
+    where: str,
+) -> None:
+    """A write refused by one folder of the data directory is answered 500 with a short reason before any body
+    (never a 200 cut at its last byte when the file could not be renamed into place), keeps nothing, and is logged
+    with the folder and the errno for the operator; once the folder is fixed, the same request is served."""
+    folder, url = (part.format(subdir=fault_channels.subdir) for part in UNWRITABLE[where])
+    pypi = FaultyPypiUpstream(fault_dists())
+    conda = FaultyCondaMirror({"pkgs/main": fault_channels.main, "conda-forge": fault_channels.forge})
+    bg_loop.run(pypi.start())
+    bg_loop.run(conda.start())
+    data = tmp_path / "data"
+    conda_section = {"upstreams": [conda.upstream_config("mirror")], "channels": CONDA_CHANNELS}
+    cache = start_cache(bg_loop, settings_for(data, [pypi.index_url], conda=conda_section))
+    try:
+        blocked = data / folder
+        blocked.parent.mkdir(parents=True, exist_ok=True)
+        blocked.write_text("a file where a folder should be")
+        caplog.clear()
+        answer = fetch(cache.url + url)
+        checks = Checks()
+        text = answer.body.decode(errors="replace")
+        checks.expect(
+            answer.status == 500 and answer.complete and "could not store" in text and str(data) not in text,
+            "500 with a short reason (no server path), before any body",
+            answer.summary(),
+        )
+        # ENOTDIR from the check before a download's first byte, EEXIST from a builder's mkdir.
+        said = re.compile(rf"\((ENOTDIR|EEXIST)\) at {re.escape(str(blocked))}$")
+        named = [r.getMessage() for r in caplog.records if said.search(r.getMessage())]
+        checks.expect(len(named) == 1, "logged once, with the folder and the errno", named)
+        leftovers = [p.name for p in (data / "tmp").iterdir()]
+        checks.expect(not leftovers, "nothing left in tmp/", leftovers)
+        blocked.unlink()
+        again = fetch(cache.url + url)
+        checks.expect(again.status == 200 and again.complete, "served once the folder is fixed", again.summary())
+        checks.verdict()
+    finally:
+        _stop_or_say_why(cache)
+        bg_loop.run(pypi.stop())
+        bg_loop.run(conda.stop())

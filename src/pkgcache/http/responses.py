@@ -71,7 +71,8 @@ def error_for(exc: BaseException) -> web.Response | None:
     if isinstance(exc, StorageError):
         if exc.disk_full:
             return plain_error(507, "the cache's disk is full; nothing was stored")
-        return plain_error(500, f"the cache could not store the file: {exc}")
+        # The reason only: the paths are the operator's, in the log.
+        return plain_error(500, f"the cache could not store the file, so nothing was kept ({exc.reason})")
     if isinstance(exc, Abandoned):
         return plain_error(503, "the download was stopped; ask again", **{"Retry-After": "1"})
     return None

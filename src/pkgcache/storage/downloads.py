@@ -36,7 +36,7 @@ from typing import IO, Any
 
 from multidict import CIMultiDict
 
-from pkgcache.storage.store import CacheStore, StorageError, in_storage_thread, storage_error
+from pkgcache.storage.store import CacheStore, StorageError, check_folder, in_storage_thread, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -458,6 +458,7 @@ class Download:
 
     def _append(self, chunk: bytes) -> None:
         if self._handle is None:
+            check_folder(self.final_path.parent)  # its folder can take it: checked now, not at the rename
             self._handle = open(self.temp_path, "wb")  # noqa: SIM115  # kept open across writes, closed by close_file
         if self._to_reserve:  # once per answer, not per chunk
             self._take_space()

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -37,16 +38,53 @@ class UnsafePath(ValueError):
 
 
 class StorageError(Exception):
-    """The cache could not write (`disk_full` when there was no room): the cache's fault, never an upstream's."""
+    """The cache could not write (`disk_full` when there was no room): the cache's fault, never an upstream's.
 
-    def __init__(self, message: str, *, disk_full: bool = False) -> None:
+    Its text is for the operator (what failed, its errno's name, where); `reason` is what a client may be told:
+    the same without the server's paths."""
+
+    def __init__(self, message: str, *, disk_full: bool = False, reason: str | None = None) -> None:
         super().__init__(message)
         self.disk_full = disk_full
+        self.reason = reason or message
 
 
 def storage_error(exc: OSError) -> StorageError:
     disk_full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    return StorageError(f"cannot write to the cache: {exc.strerror or exc}", disk_full=disk_full)
+    code = errno.errorcode.get(exc.errno) if exc.errno else None
+    reason = f"cannot write to the cache: {exc.strerror or exc}" + (f" ({code})" if code else "")
+    return StorageError(reason + _where(exc), disk_full=disk_full, reason=reason)
+
+
+def _where(exc: OSError) -> str:
+    """The path(s) an OSError names: what an operator has to fix (a folder made read-only, a file in its place)."""
+    if exc.filename is None:
+        return ""
+    if exc.filename2 is None:
+        return f" at {exc.filename}"
+    return f" at {exc.filename} -> {exc.filename2}"
+
+
+def check_folder(folder: Path) -> None:
+    """Check that files can be renamed into `folder`, or into the folder it will be made in (blocking); an OSError
+    naming the folder at fault if not. Makes nothing: a download that fails leaves no empty folder behind.
+
+    Called once per download, before its first byte: a folder that cannot take the file (a file in its place, a
+    read-only mount, another user's folder) then fails the download while its clients can still be answered,
+    instead of at the rename into place, after they were sent all of the file but its last byte."""
+    existing, found = folder, None
+    while found is None:
+        try:
+            found = os.stat(existing)
+        except (FileNotFoundError, NotADirectoryError):
+            if existing.parent == existing:
+                raise
+            existing = existing.parent  # made at the commit: its nearest existing folder must take it
+    if not stat.S_ISDIR(found.st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+    if not os.access(existing, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        code = errno.EROFS if os.statvfs(existing).f_flag & os.ST_RDONLY else errno.EACCES
+        raise OSError(code, os.strerror(code), str(existing))
 
 
 async def in_storage_thread(function: Callable[..., _R], *args: object) -> _R:
