@@ -291,6 +291,10 @@ UNWRITABLE = {
         "conda/pkgs/main/{subdir}/shards",
         "/conda/pkgs/main/{subdir}/repodata_shards.msgpack.zst",
     ),
+    "a conda subdir's shards folder, shards made in their own process": (
+        "conda/pkgs/main/{subdir}/shards",
+        "/conda/pkgs/main/{subdir}/repodata_shards.msgpack.zst",
+    ),
 }
 
 
@@ -300,12 +304,15 @@ def test_a_folder_that_cannot_be_written_answers_a_clear_error(
     tmp_path: Path,
     fault_channels: FaultChannels,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
     where: str,
 ) -> None:
     """A write refused by one folder of the data directory is answered 500 with a short reason before any body
     (never a 200 cut at its last byte when the file could not be renamed into place), keeps nothing, and is logged
     with the folder and the errno for the operator; once the folder is fixed, the same request is served."""
     folder, url = (part.format(subdir=fault_channels.subdir) for part in UNWRITABLE[where])
+    if "own process" in where:  # as a big subdir's shards are made
+        monkeypatch.setattr(generated_shards, "IN_PROCESS_MAX_BYTES", -1)
     pypi = FaultyPypiUpstream(fault_dists())
     conda = FaultyCondaMirror({"pkgs/main": fault_channels.main, "conda-forge": fault_channels.forge})
     bg_loop.run(pypi.start())

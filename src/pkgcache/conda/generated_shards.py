@@ -339,7 +339,8 @@ async def _build_in_own_process(arguments: dict[str, object], feed: Download | N
     if "malformed" in answer:
         raise MalformedRepodata(answer["malformed"])
     if "storage" in answer:  # the disk failed the builder (full: 507, as a build made here)
-        raise storage_error(OSError(answer["storage"]["errno"], answer["storage"]["message"]))
+        failure = answer["storage"]
+        raise storage_error(OSError(failure["errno"], failure["message"], failure.get("filename")))
     summary = answer["result"]
     summary["index_temp_path"] = Path(summary["index_temp_path"])
     summary["pack_tables"] = [Path(table) for table in summary["pack_tables"]]

@@ -548,7 +548,9 @@ def _run_from_command_line(arguments: str) -> int:
         print(json.dumps({"malformed": str(exc)}))
         return 0
     except OSError as exc:  # the cache's disk (full, read-only): the service answers it as its own storage error
-        print(json.dumps({"storage": {"errno": exc.errno, "message": exc.strerror or str(exc)}}))
+        where = None if exc.filename is None else str(exc.filename)  # the operator's to fix
+        failure = {"errno": exc.errno, "message": exc.strerror or str(exc), "filename": where}
+        print(json.dumps({"storage": failure}))
         return 0
     summary = {key: _as_json(value) for key, value in result.__dict__.items()}
     print(json.dumps({"result": summary}))

@@ -107,7 +107,12 @@ def _names_in(shards_dir: Path) -> frozenset[str]:
 def failure_outcome(exc: BaseException) -> dict[str, object]:
     """What a child making shards sends back when it fails: its error in words, and the errno of a disk's refusal,
     so that a full disk stays a full disk (a 507) once it reaches the service."""
-    return {"error": f"{type(exc).__name__}: {exc}", "errno": exc.errno if isinstance(exc, OSError) else None}
+    outcome: dict[str, object] = {"error": f"{type(exc).__name__}: {exc}", "errno": None, "filename": None}
+    if isinstance(exc, OSError):
+        outcome["errno"] = exc.errno
+        # Where the disk refused: the operator's to fix.
+        outcome["filename"] = None if exc.filename is None else str(exc.filename)
+    return outcome
 
 
 def raise_failure(outcome: dict[str, object], what: str) -> None:
@@ -116,4 +121,4 @@ def raise_failure(outcome: dict[str, object], what: str) -> None:
         return
     code = outcome.get("errno")
     message = f"{what}: {outcome['error']}"
-    raise OSError(code, message) if isinstance(code, int) else OSError(message)
+    raise OSError(code, message, outcome.get("filename")) if isinstance(code, int) else OSError(message)
