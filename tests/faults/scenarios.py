@@ -435,6 +435,23 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         "test_disk_full.py::test_a_full_disk_while_making_index_files_here_answers_507",
         (10,),
     ),
+    ServiceScenario(
+        "disk-full-no-size",
+        "a file bigger than the free space, from HTML-only mirrors (no size in the index); one mirror declares 1 TiB",
+        "507 before any header (its space is taken by the answer's Content-Length first); a file that fits is "
+        "served whole, from the next mirror when one declares more than the disk holds",
+        "nothing of the file that does not fit; the one that fits, at its own size",
+        "test_disk_full.py::test_a_file_the_index_gives_no_size_of_takes_its_space_by_the_answers_length",
+        (10,),
+    ),
+    ServiceScenario(
+        "unwritable-folder",
+        "one folder of the data directory cannot be written (a file in its place) while tmp/ can",
+        "500 with a short reason before any body, not a 200 cut at its last byte; served again once it is fixed",
+        "nothing; the log names the folder and the errno",
+        "test_disk_full.py::test_a_folder_that_cannot_be_written_answers_a_clear_error",
+        (),
+    ),
 ]
 
 
