@@ -14,6 +14,7 @@ _ASCII_DIGITS = re.compile(r"[0-9]+")
 # int() refuses strings of more than 4300 digits (CPython's guard); no header number is anywhere near this.
 MAX_DIGITS = 4000
 _CONTENT_RANGE = re.compile(r"bytes[ \t]+([0-9]+)-([0-9]+)/([0-9]+|\*)")
+_UNSATISFIED_RANGE = re.compile(r"bytes[ \t]+\*/([0-9]+)")
 
 
 def ascii_number(text: str) -> int | None:
@@ -42,3 +43,9 @@ def content_range(value: str | None) -> ContentRange | None:
     if first is None or last is None or last < first or (match[3] != "*" and (size is None or last >= size)):
         return None
     return ContentRange(first, last, size)
+
+
+def unsatisfied_range_size(value: str | None) -> int | None:
+    """The file's size a 416's `Content-Range: bytes */size` gives, or None."""
+    match = _UNSATISFIED_RANGE.fullmatch((value or "").strip())
+    return None if match is None else ascii_number(match[1])

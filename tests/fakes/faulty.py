@@ -62,6 +62,9 @@ class Kind(enum.StrEnum):
     SMALLER_FILE = "smaller-file"  # a different, smaller file of the same kind, with its own Content-Length
     TOO_LONG = "too-long"  # the true body followed by more bytes, Content-Length counting them all
     HUGE_LENGTH = "huge-length"  # a Content-Length of 1 TiB, the true body, then the connection closes
+    OVERSTATED_LENGTH = (
+        "overstated-length"  # a Content-Length 4 KiB past the true body, which it sends whole, then closes
+    )
     BLOCK_PAGE = "block-page"  # 200 with an HTML block page (text/html)
     BLOCK_PAGE_AS_OCTETS = "block-page-as-octets"  # the same page labelled application/octet-stream
     GARBAGE = "garbage"  # 200 with random bytes under the true Content-Type
@@ -104,6 +107,7 @@ class Fault:
             Kind.SMALLER_FILE: "a different, smaller file with its own Content-Length",
             Kind.TOO_LONG: "the right bytes followed by more",
             Kind.HUGE_LENGTH: "declares 1 TiB, sends the right bytes",
+            Kind.OVERSTATED_LENGTH: "declares 4 KiB more than the right bytes it sends",
             Kind.BLOCK_PAGE: "200 with an HTML block page",
             Kind.BLOCK_PAGE_AS_OCTETS: "200 with an HTML block page labelled octet-stream",
             Kind.GARBAGE: "200 with random bytes",
@@ -237,6 +241,8 @@ class FaultAnswers:
             return await self._raw(request, headers, body[: len(body) // 2])
         if kind is Kind.HUGE_LENGTH:
             return await self._raw(request, {"Content-Type": ctype, "Content-Length": str(1 << 40)}, body)
+        if kind is Kind.OVERSTATED_LENGTH:
+            return await self._raw(request, {"Content-Type": ctype, "Content-Length": str(len(body) + 4096)}, body)
         if kind is Kind.CUT_NO_LENGTH:
             return await self._raw(request, {"Content-Type": ctype, "Connection": "close"}, body[: len(body) // 2])
         if kind is Kind.ZSTD_BOMB:

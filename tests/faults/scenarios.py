@@ -226,6 +226,15 @@ def _file_scenarios() -> list[Scenario]:
             items=(1,),
         ),
         file(Fault(Kind.TOO_LONG), allowed=VERIFIED_OR_FAILED, items=(2, 11)),
+        Scenario(
+            "file-overstated-length-hash-only-index",
+            SMALL_FILE,
+            Fault(Kind.OVERSTATED_LENGTH),
+            clients=20,
+            json_pages=False,
+            items=(3,),
+            client_gets="200 with the verified bytes: the healthy mirror, asked for the rest, says there is none",
+        ),
         file(Fault(Kind.SMALLER_FILE), allowed=VERIFIED_OR_FAILED, items=(3,)),
         Scenario(
             "file-smaller-file-hash-only-index",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import aiohttp
 
-from pkgcache.header_numbers import content_range
+from pkgcache.header_numbers import content_range, unsatisfied_range_size
 from pkgcache.storage.downloads import (
     Abandoned,
     AfterDownload,
@@ -94,7 +94,7 @@ async def receive_from_upstreams(
             target,
             receiver.receive,
             headers=lambda upstream: receiver.request_headers(headers, upstream),
-            ok_statuses=frozenset({200, 206, 304}),
+            ok_statuses=frozenset({200, 206, 304, 416}),
         )
     except UpstreamsUnavailable:
         # An upstream declared a length the disk has no room for, and none could give the file instead: the
@@ -137,6 +137,9 @@ class _Receiver:
             self._refuse_a_304_without_a_copy(upstream)
             download.mark_not_modified(upstream.name, response.headers)
             return
+        if response.status == 416:
+            await self._take_range_refusal(upstream, response)
+            return
         self._refuse_what_cannot_be_the_file(upstream, response)
         skip = self._bytes_to_skip(response)
         download.begin(upstream.name, response.headers, _length_to_reserve(response))
@@ -159,6 +162,32 @@ class _Receiver:
             if download.compressed:
                 await download.discard()  # a cut compressed transfer cannot be resumed: the next one starts at 0
             raise
+
+    async def _take_range_refusal(self, upstream: Upstream, response: aiohttp.ClientResponse) -> None:
+        """416 to a resumed request: the upstream has no byte past those here. When the size it gives the file
+        (`Content-Range: bytes */size`) is what is here, the upstream before it sent the whole file and declared more
+        (its answer looked cut): what is here is checked as the whole file. Otherwise what is here cannot be resumed
+        from this upstream: it is thrown away, so that the next upstream (or request) starts from the first byte,
+        and this upstream, which did nothing wrong, is not rested."""
+        download = self.download
+        if "Range" not in response.request_info.headers:
+            raise UpstreamError(f"{upstream.name} answered 416 Range Not Satisfiable to a request without a range")
+        size = unsatisfied_range_size(response.headers.get("Content-Range"))
+        if size is None or size != download.written:
+            written = download.written
+            await download.discard()
+            raise UpstreamError(
+                f"{upstream.name} has no bytes past {written} of {download.final_path.name} (its size: {size})",
+                rest_upstream=False,
+            )
+        try:
+            download.verify(size)
+            await download.check_content()
+        except IntegrityError as exc:
+            await download.discard()  # the bytes of the upstream before it, which overstated nothing: they are wrong
+            raise UpstreamError(
+                f"the {size} bytes of {download.final_path.name} here fail their check: {exc}", rest_upstream=False
+            ) from None
 
     def _refuse_a_304_without_a_copy(self, upstream: Upstream) -> None:
         """ "Not modified" means "keep the copy you have": from an upstream that was not asked whether its copy
