@@ -249,3 +249,19 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition never became true"
         time.sleep(0.05)
+
+
+def test_a_package_is_found_when_the_cached_repodata_was_removed_under_the_service(
+    anaconda_upstream: AnacondaLikeUpstream, conda_channels: Channels, make_cache: Callable[..., RunningCache]
+) -> None:
+    pkg = find_pkg(conda_channels.main_pkgs, "tzinfo")
+    cache = conda_cache(make_cache, anaconda_config(anaconda_upstream))
+    assert cache.get(f"/conda/pkgs/main/{pkg.subdir}/repodata.json").status == 200
+    subdir = cache.data_dir / "conda" / "pkgs" / "main" / pkg.subdir
+    removed = [path for path in subdir.glob("repodata.json*") if path.is_file()]
+    assert removed
+    for path in removed:  # an operator's clean-up, or a purge: the sidecars stay
+        path.unlink()
+    answer = cache.get(f"/conda/pkgs/main/{pkg.subdir}/{pkg.filename}")
+    assert answer.status == 200, answer.body[:300]
+    assert hashlib.sha256(answer.body).hexdigest() == pkg.sha256

@@ -130,7 +130,9 @@ class CachedChannels:
         for name in ("repodata.json", "repodata.json.zst"):
             path = self.paths.path(channel, subdir, name)
             meta = await self.files.meta_for(path)
-            if meta is not None and not meta.missing and not self.fetcher.is_being_written(path):
+            # A sidecar alone is not a copy: the file may have been removed under the service (a purge, a person).
+            usable = meta is not None and not meta.missing and not self.fetcher.is_being_written(path)
+            if usable and path.is_file():
                 return path
         # The upstream's .zst is the cheapest to fetch; an upstream without one has the .json.
         for name in ("repodata.json.zst", "repodata.json"):
