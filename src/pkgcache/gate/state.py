@@ -12,7 +12,6 @@ A side with no rule, no block and no offline view passes everything: its filter 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
@@ -139,8 +138,10 @@ class Gate:
             else:
                 log.warning("a %s upstream is back: serving everything again", side)
             self._publish(side)
-        with contextlib.suppress(StorageError):
+        try:
             await asyncio.to_thread(self.store.write_json_atomic, self._degraded_path, self._degraded)
+        except StorageError as exc:  # this worker goes on; the others keep the view they had until it is written
+            log.warning("could not tell the other workers which sides are down: %s", exc)
 
     def _read_degraded(self) -> None:
         stamp = file_stamp(self._degraded_path)
