@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import enum
+from collections.abc import Iterator
 
 
 class CacheState(enum.StrEnum):
@@ -10,3 +13,38 @@ class CacheState(enum.StrEnum):
     MISS = "miss"  # fetched from an upstream for this request
     STALE = "stale"  # served from the cache past its time-to-live (revalidating, or no upstream answered)
     OFFLINE = "offline"  # the offline view: only what the cache holds, no upstream asked (gate/offline.py)
+
+
+# --- revalidation asked for by a request -------------------------------------------------------------------------
+#
+# `pkgcache seed` must resolve against current pages and repodata, not the stale copies every other client is
+# served while they are revalidated in the background. It asks with this header, once per page or index file per
+# run. Not Cache-Control: pip sends `max-age=0` on every page request, and honouring that would revalidate a page
+# on every install. The handler marks its request's context (`revalidation`); the index layers look
+# (`revalidation_due`), and the marking ends with the request.
+
+REVALIDATE_HEADER = "X-Pkgcache-Revalidate"
+# A page or index file validated this recently is served as it is, however often revalidation is asked for.
+REVALIDATE_FLOOR_SECONDS = 1.0
+
+_revalidate_asked: contextvars.ContextVar[bool] = contextvars.ContextVar("pkgcache_revalidate", default=False)
+
+
+@contextlib.contextmanager
+def revalidation(asked: bool) -> Iterator[None]:
+    """While in `with`: whether this request asked for what it reads to be revalidated first."""
+    token = _revalidate_asked.set(asked)
+    try:
+        yield
+    finally:
+        _revalidate_asked.reset(token)
+
+
+def revalidation_asked() -> bool:
+    """Whether this request asked for current index files (a file made from another one is then made anew)."""
+    return _revalidate_asked.get()
+
+
+def revalidation_due(age: float) -> bool:
+    """Whether a copy validated `age` seconds ago must be revalidated before this request's answer."""
+    return _revalidate_asked.get() and age >= REVALIDATE_FLOOR_SECONDS

@@ -178,6 +178,9 @@ def _print_seed_report(report: SeedReport, console: Console) -> None:
     )
     for note in report.notes:
         console.print(f"note: {note}", markup=False, soft_wrap=True)
+    _print_list(
+        console, "resolved against pkgcache's cached copies (no upstream could revalidate them)", report.cached_copies
+    )
     _print_list(console, "could not be read", report.input_errors)
     _print_list(console, "could not be resolved", report.resolve_failures)
     _print_list(console, "failed", [f"{o.item.path} ({o.item.origin}): {o.reason}" for o in failed])

@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from pkgcache.cache_state import CacheState
+from pkgcache.cache_state import CacheState, revalidation_asked
 from pkgcache.conda.cached_channels import ChannelPaths
 from pkgcache.conda.channels import SHARD_INDEX, Channel
 from pkgcache.conda.repodata_stream import json_within
@@ -127,12 +127,13 @@ class GeneratedShards(ChannelLayer):
         if made is not None and made.extra.get("source") == wanted:
             return Lookup(CacheState.HIT, index, made)
         found = Lookup(CacheState.HIT, source, source_meta)
-        if made is not None and made.extra.get("generated") and _same_file(made.extra.get("source"), wanted):
+        previous = made is not None and made.extra.get("generated") and _same_file(made.extra.get("source"), wanted)
+        if previous and not revalidation_asked():
             # The repodata changed: the shards of the previous one are served while the new ones are built.
             self._start_build(channel, subdir, index, found)
             return Lookup(CacheState.STALE, index, made)
-        # None yet, or made from another file (a filter came into force or changed: conda/filtered_channels.py):
-        # what that one lists must not be served, so these are built now.
+        # None yet, made from another file (a filter came into force or changed: conda/filtered_channels.py), whose
+        # listing must not be served, or current ones asked for (a seed): these are built now.
         made = await self._start_build(channel, subdir, index, found)
         if made.extra.get("source") != wanted:  # an earlier build of another file finished first
             made = await self._start_build(channel, subdir, index, found)

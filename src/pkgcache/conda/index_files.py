@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from pkgcache.cache_state import CacheState
+from pkgcache.cache_state import CacheState, revalidation_due
 from pkgcache.conda.index_checks import content_check_for, magic_of_index, max_size_of_index
 from pkgcache.conda.source import Lookup
 from pkgcache.storage.downloads import Download, Expected
@@ -49,6 +49,12 @@ class IndexFiles:
         (e.g. to rewrite it) before its metadata is recorded.
         """
         meta = await self.meta_for(path)
+        if meta is not None and revalidation_due(meta.age()):
+            meta = await self._revalidated(path, target, meta, after_fetch)
+            if meta is not None and meta.age() >= ttl:  # no upstream answered: the copy (or the 404) kept
+                if meta.missing:
+                    raise UpstreamNotFound(path.name)
+                return Lookup(CacheState.STALE, path, meta)
         if meta is not None and meta.age() < ttl:
             if meta.missing:
                 raise UpstreamNotFound(path.name)
@@ -62,6 +68,20 @@ class IndexFiles:
             self._revalidate_in_background(path, target, meta, after_fetch)
             return Lookup(CacheState.STALE, path, meta)
         return Lookup(CacheState.MISS, path, None, self._fetch(path, target, after_fetch))
+
+    async def _revalidated(
+        self, path: Path, target: TargetFor, meta: FileMeta, after_fetch: AfterFetch | None
+    ) -> FileMeta | None:
+        """Revalidate now, a remembered 404 too (the request asked for it), and wait: the metadata then."""
+        if meta.missing:
+            download: Download | None = self._fetch(path, target, after_fetch)
+        else:
+            download = self._revalidate_in_background(path, target, meta, after_fetch)
+        if download is not None:
+            # Recorded by the after-download hook by the time waiters are woken; a failure keeps the old copy.
+            with contextlib.suppress(Exception):
+                await download.wait_finished()
+        return await self.meta_for(path)
 
     def _fetch(self, path: Path, target: TargetFor, after_fetch: AfterFetch | None) -> Download:
         download = self.fetcher.download(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pkgcache.cache_state import CacheState
+from pkgcache.cache_state import CacheState, revalidation_due
 from pkgcache.conda.cached_channels import ChannelPaths
 from pkgcache.conda.channels import Channel
 from pkgcache.conda.source import Lookup
@@ -35,8 +35,10 @@ class ReplicaChannels:
     async def index_file(self, channel: Channel, subdir: str | None, filename: str) -> Lookup:
         path = self.paths.path(channel, *([subdir, filename] if subdir else [filename]))
         meta = await self.sidecars.meta_for(path)
-        if meta is None or meta.age() >= self.index_ttl:
-            raise CacheIsReadOnly("a missing or stale index file is fetched by the worker that writes")
+        if meta is None or meta.age() >= self.index_ttl or revalidation_due(meta.age()):
+            raise CacheIsReadOnly(
+                "a missing, stale or to be revalidated index file is fetched by the worker that writes"
+            )
         if meta.missing:
             raise UpstreamNotFound(path.name)
         return Lookup(CacheState.HIT, path, meta)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from pkgcache.cache_state import CacheState
+from pkgcache.cache_state import REVALIDATE_HEADER, CacheState, revalidation
 from pkgcache.conda.channels import (
     CHANNEL_INDEX_FILES,
     Channel,
@@ -62,7 +62,8 @@ class CondaRoutes:
             subdir = check_subdir(request.match_info["subdir"])
             kind = kind_of(filename)
             if kind is FileKind.INDEX:
-                found = await self.channels.index_file(channel, subdir, filename)
+                with revalidation(REVALIDATE_HEADER in request.headers):
+                    found = await self.channels.index_file(channel, subdir, filename)
                 return await self._send_index(request, found, filename)
             return await self._send_immutable(request, await self.channels.package(channel, subdir, filename), filename)
         except Exception as exc:
@@ -76,7 +77,9 @@ class CondaRoutes:
                 raise UnknownPath(
                     f"{filename!r} is not a channel-level file ({', '.join(sorted(CHANNEL_INDEX_FILES))})"
                 )
-            return await self._send_index(request, await self.channels.index_file(channel, None, filename), filename)
+            with revalidation(REVALIDATE_HEADER in request.headers):
+                found = await self.channels.index_file(channel, None, filename)
+            return await self._send_index(request, found, filename)
         except Exception as exc:
             return _error(exc)
 

@@ -16,7 +16,7 @@ import logging
 import time
 from pathlib import Path
 
-from pkgcache.cache_state import CacheState
+from pkgcache.cache_state import CacheState, revalidation_due
 from pkgcache.config import PypiConfig
 from pkgcache.pypi.model import DistFile
 from pkgcache.pypi.names import PROVENANCE_SUFFIX
@@ -62,10 +62,23 @@ class CachedIndex:
         if entry is None:
             self._raise_if_known_missing(project)
             return await self.refresh(project, cached=False), CacheState.MISS
+        if revalidation_due(entry.age()):
+            return await self._revalidated(project, entry)
         if entry.age() < self.index_ttl:
             return entry, CacheState.HIT
         self._refresh_in_background(project)
         return entry, CacheState.STALE
+
+    async def _revalidated(self, project: str, entry: CachedPage) -> tuple[CachedPage, CacheState]:
+        """The page revalidated now (the request asked for it); the cached copy, stale, when no upstream answers:
+        the page then says why (`refresh_error`), and the caller learns it used a cached page."""
+        try:
+            return await self.refresh(project), CacheState.MISS
+        except UpstreamNotFound:
+            raise
+        except Exception as exc:  # the asker is told by the page's headers (it is stale, and why)
+            log.info("revalidating %s failed, serving the cached page: %s", project, exc)
+            return entry, CacheState.STALE
 
     async def refresh(self, project: str, *, cached: bool = True) -> CachedPage:
         """Fetch or revalidate a page now; concurrent callers share one upstream request. `cached=False`: the

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pkgcache.cache_state import CacheState
+from pkgcache.cache_state import CacheState, revalidation_due
 from pkgcache.config import PypiConfig
 from pkgcache.pypi.model import DistFile
 from pkgcache.pypi.pages import CachedPage, PageMemory, PageStore
@@ -44,8 +44,8 @@ class ReplicaIndex:
             entry = await self.pages.load(project)
             if entry is not None:
                 self.memory.put(project, entry)
-        if entry is None or entry.age() >= self.index_ttl:
-            raise CacheIsReadOnly("a missing or stale page is fetched by the worker that writes")
+        if entry is None or entry.age() >= self.index_ttl or revalidation_due(entry.age()):
+            raise CacheIsReadOnly("a missing, stale or to be revalidated page is fetched by the worker that writes")
         return entry, CacheState.HIT
 
     async def refresh(self, project: str) -> CachedPage:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from pkgcache.cache_state import CacheState
+from pkgcache.cache_state import REVALIDATE_HEADER, CacheState, revalidation
 from pkgcache.http.fast_path import FastPath
 from pkgcache.http.request_cycle import add_get
 from pkgcache.http.responses import (
@@ -105,6 +105,8 @@ class PypiRoutes:
         Memory is keyed by normalised names, so finding the name as written also says it needs no redirect and is
         safe (a name with a slash in it is never a key).
         """
+        if REVALIDATE_HEADER in request.headers:
+            return None  # revalidated first, by the index layers (project_page)
         if now is None:
             now = time.time()
         entry = self.index.fresh_page(raw_name, now)
@@ -133,7 +135,8 @@ class PypiRoutes:
         if content_type is None:
             return plain_error(406, NOT_ACCEPTABLE)
         try:
-            entry, state = await self.index.get_page(project)
+            with revalidation(REVALIDATE_HEADER in request.headers):
+                entry, state = await self.index.get_page(project)
         except Exception as exc:
             return _page_error(project, exc)
         request[CACHE_STATE] = state

@@ -30,8 +30,12 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from pkgcache.cache_state import REVALIDATE_HEADER, CacheState
+
 JSON_PAGE = "application/vnd.pypi.simple.v1+json"
 CACHE_STATE_HEADER = "X-Pkgcache-Cache"
+# Answers to a revalidation that no upstream gave: pkgcache's copy, past its time-to-live or the offline view.
+CACHED_COPY_STATES = frozenset({CacheState.STALE, CacheState.OFFLINE})
 CHUNK = 256 * 1024
 # Long silences are pkgcache waiting on a slow mirror for a big file; its own read timeout ends hopeless ones.
 READ_TIMEOUT = 600.0
@@ -111,6 +115,9 @@ class SeedClient:
         self.stats = FetchStats()
         self._slots = asyncio.Semaphore(self.jobs)
         self._pages: dict[str, asyncio.Task[dict[str, PageFile] | str]] = {}
+        self._indexes: dict[str, asyncio.Task[int | None]] = {}
+        # Pages and index files no upstream could revalidate: the seed resolved against pkgcache's copies.
+        self.cached_copies: list[str] = []
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> SeedClient:
@@ -136,25 +143,61 @@ class SeedClient:
 
     # --- PyPI pages ------------------------------------------------------------------------------------------
 
+    @property
+    def pages_read(self) -> set[str]:
+        """The projects whose page this seed has read (each revalidated with its upstream when it was)."""
+        return set(self._pages)
+
     async def project_files(self, project: str) -> dict[str, PageFile] | str:
-        """The files pkgcache's page for `project` lists, by name; or why the page could not be had (text)."""
+        """The files pkgcache's page for `project` lists, by name; or why the page could not be had (text).
+
+        Read once per seed, and revalidated with the upstream first: a seed must see this week's releases, not
+        the copy other clients are served while it is revalidated in the background."""
         task = self._pages.get(project)
         if task is None:
             task = self._pages[project] = asyncio.ensure_future(self._read_page(project))
         return await task
 
+    async def revalidate_pages(self, projects: Iterable[str]) -> None:
+        """Have pkgcache revalidate these pages (those not read yet in this seed) before a resolver reads them."""
+        await asyncio.gather(*(self.project_files(project) for project in projects))
+
     async def _read_page(self, project: str) -> dict[str, PageFile] | str:
+        headers = {"Accept": JSON_PAGE, REVALIDATE_HEADER: "1"}
         async with self._slots:
             try:
-                async with self.session.get(
-                    self.url(f"pypi/simple/{project}/"), headers={"Accept": JSON_PAGE}
-                ) as response:
+                async with self.session.get(self.url(f"pypi/simple/{project}/"), headers=headers) as response:
                     if response.status != 200:
                         return await _reason(response)
+                    self._note_cached_copy(f"the page of {project}", response)
                     document = await response.json(content_type=None)
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 return f"the page of {project}: {_describe(exc)}"
         return _page_files(document)
+
+    # --- conda index files ------------------------------------------------------------------------------------
+
+    async def revalidate_index(self, path: str) -> int | None:
+        """Have pkgcache revalidate a conda index file (once per seed) before a solver reads it: a HEAD, so
+        that nothing big comes over. Its status (None when pkgcache could not be reached)."""
+        task = self._indexes.get(path)
+        if task is None:
+            task = self._indexes[path] = asyncio.ensure_future(self._head_index(path))
+        return await task
+
+    async def _head_index(self, path: str) -> int | None:
+        async with self._slots:
+            try:
+                async with self.session.head(self.url(path), headers={REVALIDATE_HEADER: "1"}) as response:
+                    if response.status == 200:
+                        self._note_cached_copy(path, response)
+                    return response.status
+            except (aiohttp.ClientError, TimeoutError):
+                return None
+
+    def _note_cached_copy(self, what: str, response: aiohttp.ClientResponse) -> None:
+        if response.headers.get(CACHE_STATE_HEADER) in CACHED_COPY_STATES:
+            self.cached_copies.append(what)
 
     # --- files ------------------------------------------------------------------------------------------------
 

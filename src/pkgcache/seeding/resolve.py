@@ -31,6 +31,8 @@ from .fetch import FetchItem, SeedClient
 from .targets import Platform, archspec_build, virtual_packages
 
 UV_TIMEOUT = 900.0
+# uv runs again while its locks name projects whose pages were not revalidated before the run; a bound all the same.
+MAX_UV_ROUNDS = 4
 SOLVE_TIMEOUT = 900.0
 # Environment variables that would make uv read another index than pkgcache's, or a user's configuration.
 _UV_INDEX_VARIABLES = (
@@ -170,13 +172,18 @@ def pylock_items(plan: SeedPlan, target: str, *, with_sdists: bool) -> list[Fetc
 
 async def resolve_requirements(
     requirements: Sequence[PypiRequirement],
-    index_url: str,
+    client: SeedClient,
     platforms: Sequence[Platform],
     pythons: Sequence[str],
     *,
     with_sdists: bool,
 ) -> Resolution:
-    """Requirements without hashes, resolved by uv for every target."""
+    """Requirements without hashes, resolved by uv for every target against current pages.
+
+    uv reads pages as pkgcache serves them, stale ones included, so every page it resolves against is revalidated
+    first, once per seed: those of the requirements before uv runs, and those of the projects its locks add,
+    after which uv runs again; until a run adds no project whose page was not revalidated before it.
+    """
     resolution = Resolution()
     if not any(not r.constraint for r in requirements):
         return resolution
@@ -185,15 +192,44 @@ async def resolve_requirements(
     skipped = [str(p) for p in platforms if not p.uv_platform]
     if skipped:
         resolution.notes.append(f"no PyPI resolution for {', '.join(skipped)}: uv has no such platform")
+    await client.revalidate_pages(str(r.project) for r in requirements if not r.constraint)
     with tempfile.TemporaryDirectory(prefix="pkgcache-seed-") as work:
-        for platform, python in targets:
-            target = f"resolved by uv for {platform} / Python {python}"
-            found = await compile_with_uv(uv, index_url, requirements, platform, python, Path(work))
-            if isinstance(found, str):
-                resolution.failures.append(f"{target}: {found}")
-                continue
-            resolution.failures += [f"{target}: {error}" for error in found.errors]
-            resolution.items += pylock_items(found, target, with_sdists=with_sdists)
+        for round_number in range(1, MAX_UV_ROUNDS + 1):
+            # A cache of uv's own per round: it would keep a page pkgcache called fresh in the round before.
+            index_url, round_work = client.url("pypi/simple/"), Path(work, str(round_number))
+            found = await compile_targets(uv, index_url, requirements, targets, round_work, with_sdists=with_sdists)
+            unseen = {item.project for item in found.items if item.project} - client.pages_read
+            if not unseen:
+                break
+            await client.revalidate_pages(sorted(unseen))
+        else:
+            found.notes.append(f"uv still found projects with pages not revalidated after {MAX_UV_ROUNDS} runs")
+    resolution.items += found.items
+    resolution.failures += found.failures
+    resolution.notes += found.notes
+    return resolution
+
+
+async def compile_targets(
+    uv: str,
+    index_url: str,
+    requirements: Sequence[PypiRequirement],
+    targets: Sequence[tuple[Platform, str]],
+    work: Path,
+    *,
+    with_sdists: bool,
+) -> Resolution:
+    """One uv run per target, and the files of each target's lock."""
+    resolution = Resolution()
+    work.mkdir(parents=True, exist_ok=True)
+    for platform, python in targets:
+        target = f"resolved by uv for {platform} / Python {python}"
+        found = await compile_with_uv(uv, index_url, requirements, platform, python, work)
+        if isinstance(found, str):
+            resolution.failures.append(f"{target}: {found}")
+            continue
+        resolution.failures += [f"{target}: {error}" for error in found.errors]
+        resolution.items += pylock_items(found, target, with_sdists=with_sdists)
     return resolution
 
 
@@ -286,22 +322,33 @@ async def solve_with_rattler(
     return [(str(r.url), r.sha256.hex() if r.sha256 else None, r.size) for r in records]
 
 
+async def revalidate_subdir(client: SeedClient, channel: str, subdir: str) -> None:
+    """Have pkgcache revalidate the index files a solver reads in one subdir of a channel (the shard index, else
+    the repodata: the .zst, else the .json), so that it solves against current ones, not stale copies."""
+    base = f"conda/{channel}/{subdir}"
+    await client.revalidate_index(f"{base}/repodata_shards.msgpack.zst")
+    if await client.revalidate_index(f"{base}/repodata.json.zst") == 404:
+        await client.revalidate_index(f"{base}/repodata.json")
+
+
 async def resolve_conda_specs(
     specs: Sequence[CondaSpec],
-    base_url: str,
+    client: SeedClient,
     platforms: Sequence[Platform],
     configured_channels: Sequence[str],
     default_channels: Sequence[str],
 ) -> Resolution:
     """Every group of specs solved by rattler for each of its platforms (the file's own, else the targets)."""
     resolution = Resolution()
-    conda_root = f"{base_url.rstrip('/')}/conda/"
+    conda_root = client.url("conda/")
     with tempfile.TemporaryDirectory(prefix="pkgcache-solve-") as cache_dir:
         for (channels, own_platforms), group in spec_groups(specs).items():
             paths = [p for c in (channels or tuple(default_channels)) for p in channel_path(c, configured_channels)]
             urls = [conda_root + p for p in dict.fromkeys(paths)]
             subdirs = list(own_platforms) or [p.conda_subdir for p in platforms if p.conda_subdir]
             origin = str(group[0].origin.path)
+            wanted = {(path, subdir) for path in paths for subdir in [*subdirs, "noarch"]}
+            await asyncio.gather(*(revalidate_subdir(client, path, subdir) for path, subdir in sorted(wanted)))
             for subdir in dict.fromkeys(subdirs):
                 target = f"solved by rattler for {subdir} ({origin})"
                 try:

@@ -50,6 +50,8 @@ class SeedReport:
     resolve_failures: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Pages and index files no upstream could revalidate: what was resolved against them may not be current.
+    cached_copies: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def files(self, state: str) -> list[Outcome]:
@@ -114,6 +116,7 @@ async def run_seed(
             report.outcomes += await client.fetch_all(ready, progress)
             report.outcomes += await client.fetch_all(conda_index_items(ready), progress)
         report.seconds = client.stats.seconds
+        report.cached_copies = list(dict.fromkeys(client.cached_copies))
     return report
 
 
@@ -130,14 +133,14 @@ async def _resolve_everything(
         targets = ", ".join(f"{p} / {v}" for p in options.platforms for v in options.pythons)
         console.print(f"resolving {len(rest)} PyPI requirements with uv for {targets}")
         more = await resolve_requirements(
-            rest, client.url("pypi/simple/"), options.platforms, options.pythons, with_sdists=options.with_sdists
+            rest, client, options.platforms, options.pythons, with_sdists=options.with_sdists
         )
         _merge(found, more)
     if plan.conda_specs:
         console.print(f"solving {len(plan.conda_specs)} conda specs with rattler")
         more = await resolve_conda_specs(
             plan.conda_specs,
-            client.base_url,
+            client,
             options.platforms,
             settings.conda.channels,
             options.conda_channels,
