@@ -7,6 +7,7 @@ cache and says it did.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from collections.abc import Iterator
@@ -14,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.cache_service import CacheProcess
+from tests.cache_service import CacheProcess, cache_settings, start_cache
 from tests.conda_support import SUBDIR, Channels
 from tests.fakes.conda_upstreams import MirrorLikeUpstream
 from tests.fakes.dists import sample_dists
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream
 from tests.fakes.server import RecordedRequest
-from tests.kit_support import UNREACHABLE_PYPI, cached_names, pkgcache, write, write_config
+from tests.kit_support import CHANNELS, UNREACHABLE_PYPI, cached_names, pkgcache, write, write_config
 from tests.support import BackgroundLoop, http_get
 
 NEW_RELEASE = {"alpha-2.0-py3-none-any.whl", "alpha-2.0.tar.gz"}
@@ -123,6 +124,8 @@ def test_conda_seeding_solves_against_revalidated_repodata(
         args = ("seed", "--config", config, "--data-dir", data, "--platform", SUBDIR, "--no-progress", env)
         first = pkgcache(*args)
         assert first.returncode == 0, first.stderr
+        # The mirror has no shards and no .zst: the 404s for them are its answer, not worth a warning.
+        assert "failed: not found" not in first.stderr
         assert cached_names(data, "conda/pkgs/main") == {"libfoo-1.0-h1_0.tar.bz2"}
 
         repodata_path.write_text(full)  # the mirror gains libfoo 1.1
@@ -162,3 +165,24 @@ def test_the_revalidation_header_is_honoured_by_every_worker_once_and_client_cac
     assert [a.status for a in answers] == [200] * 4
     assert answers[0].headers["x-pkgcache-cache"] == "miss"
     assert len(page_requests(official_upstream, "alpha")) == 1 if within_floor else 2
+
+
+def test_a_404_for_an_optional_index_file_is_no_warning_and_a_mirror_that_fails_still_is(
+    tmp_path: Path, conda_channels: Channels, bg_loop: BackgroundLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pkgcache")
+    mirror = MirrorLikeUpstream({"pkgs/main": conda_channels.main}, only_json=True)
+    bg_loop.run(mirror.start())
+    conda = {"upstreams": [f"{mirror.url}/anaconda/"], "channels": CHANNELS}
+    cache = start_cache(bg_loop, cache_settings(tmp_path / "data", [UNREACHABLE_PYPI], conda=conda))
+    try:
+        # No shards upstream: pkgcache makes them from the repodata.
+        assert cache.get(f"/conda/pkgs/main/{SUBDIR}/repodata_shards.msgpack.zst").status == 200
+        bg_loop.run(mirror.stop())
+        assert cache.get("/conda/pkgs/main/noarch/repodata.json").status >= 500
+    finally:
+        cache.stop()
+    downloads = [r for r in caplog.records if r.getMessage().startswith("download of ")]
+    warned = [r.getMessage() for r in downloads if r.levelno >= logging.WARNING]
+    assert len(warned) == 1 and warned[0].startswith("download of repodata.json failed"), warned
+    assert any(r.getMessage().startswith("download of repodata_shards.msgpack.zst failed") for r in downloads)

@@ -187,6 +187,11 @@ def _expected(path: Path) -> Expected:
     # The first bytes already tell an error page or garbage from an index file: refused before any reaches a
     # client, so that the next upstream can still answer the clients waiting for this one.
     # And no mirror may make one any size it likes (gzip on the wire: ~1 KB becomes 1 MB).
+    # Every index file but the repodata itself is one clients probe for (shards, .zst, .bz2, channel files): a 404
+    # there is the channel's answer, logged without a warning.
     return Expected(
-        magic=magic_of_index(path.name), content_check=content_check_for(path.name), max_size=max_size_of_index()
+        magic=magic_of_index(path.name),
+        content_check=content_check_for(path.name),
+        max_size=max_size_of_index(),
+        optional=path.name != "repodata.json",
     )

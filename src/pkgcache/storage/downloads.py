@@ -92,6 +92,10 @@ class NoRoomForDeclaredLength(StorageError):
 ContentCheck = Callable[[Path], None]
 
 
+class Absent(Exception):
+    """Base of the errors saying the file does not exist where it was asked for (every upstream's 404)."""
+
+
 @dataclass(frozen=True)
 class Expected:
     """What a file must be: its hashes from the index, its size if known, the bytes it must start with, and a
@@ -103,6 +107,8 @@ class Expected:
     content_check: ContentCheck | None = None
     # When the index gives no size: the most a file of its kind may be (a mirror must not set our disk use).
     max_size: int | None = None
+    # An optional file (a conda channel's shard index, its .zst): its absence is an answer, not worth a warning.
+    optional: bool = False
 
     def digest_to_check(self) -> tuple[str, str] | None:
         for name in HASH_PREFERENCE:
@@ -634,7 +640,8 @@ class Downloader:
                 with contextlib.suppress(Exception):
                     await download.close_file()
                 await asyncio.to_thread(_unlink_quietly, download.temp_path)
-                log.warning("download of %s failed: %s", download.final_path.name, error)
+                level = logging.INFO if _expected_absence(download, error) else logging.WARNING
+                log.log(level, "download of %s failed: %s", download.final_path.name, error)
             if on_done is not None:
                 await _run_hook(on_done, download)
             await download.run_before_done_hooks()
@@ -680,6 +687,10 @@ async def _run_hook(hook: AfterDownload, download: Download) -> None:
         await hook(download)
     except Exception:
         log.exception("after-download hook failed for %s", download.final_path.name)
+
+
+def _expected_absence(download: Download, error: BaseException) -> bool:
+    return download.expected.optional and isinstance(error, Absent)
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -23,6 +23,7 @@ import aiohttp
 
 from pkgcache.header_numbers import ascii_number
 from pkgcache.node_identity import NodeIdentity
+from pkgcache.storage.downloads import Absent
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class UpstreamBusy(UpstreamError):
         super().__init__(message, rest_upstream=False)
 
 
-class UpstreamNotFound(Exception):
+class UpstreamNotFound(Absent):
     """Every upstream that answered said the thing does not exist."""
 
 
