@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from pkgcache.cli.status_commands import upstream_lines
 from pkgcache.config import Settings, load_settings
 from pkgcache.daemon.logs import problem_lines
 from tests.cache_service import free_port
@@ -155,9 +156,14 @@ def test_start_status_stop(service: BackgroundService) -> None:
     assert runtime["port"] == service.port and runtime["pid"] == pid
     assert http_get(service.url + "/-/health").status == 200
 
+    # The conda upstream is dead: one request makes it rest, and `status` says so, as the page at / does.
+    assert http_get(service.url + "/conda/pkgs/main/noarch/repodata.json").status >= 500
     status = service.run("status")
     assert status.returncode == 0, status.stdout + status.stderr
     assert f"pid {pid}" in status.stdout and "uptime" in status.stdout and service.url in status.stdout
+    lines = {line.split(":", 1)[0].strip(): line for line in status.stdout.splitlines()}
+    assert "1 of 1 upstreams answering" in lines["pypi"]
+    assert "0 of 1 upstreams answering" in lines["conda"] and " resting " in lines["conda"]
     # With the default worker count, a machine with several cores runs worker processes under this pid.
     workers = json.loads(http_get(service.url + "/-/status").body)["workers"] or []
     if (os.cpu_count() or 1) > 1:
@@ -173,6 +179,28 @@ def test_start_status_stop(service: BackgroundService) -> None:
     assert status.returncode == 3 and "not running" in status.stdout
     again = service.run("stop")
     assert again.returncode == 0 and "not running" in again.stdout
+
+
+def test_status_says_per_side_which_upstreams_answer_and_when_the_offline_view_is_served() -> None:
+    tuna = {"name": "tuna", "healthy": False, "cooldown_remaining": 40.2, "last_error": "HTTP 503 from x " * 20}
+    ustc = {"name": "ustc", "healthy": True, "cooldown_remaining": 0.0, "last_error": None}
+    info = {
+        "upstreams": {"pypi": [tuna, ustc, {**ustc, "name": "bfsu"}], "conda": [{**tuna, "last_error": "refused"}]},
+        "pypi": {"gate": {"offline": False, "degraded": False}},
+        "conda": {"gate": {"offline": False, "degraded": True}},
+    }
+    lines = dict(upstream_lines(info))
+    assert lines["pypi"].startswith("2 of 3 upstreams answering; tuna resting 40 s (HTTP 503 from x HTTP 503")
+    assert lines["pypi"].endswith("...)") and len(lines["pypi"]) < 160
+    assert lines["conda"] == (
+        "offline view (every upstream down): only what the cache holds is served; "
+        "0 of 1 upstreams answering; tuna resting 40 s (refused)"
+    )
+    offline = {"upstreams": {"pypi": [ustc]}, "pypi": {"gate": {"offline": True}}}
+    assert upstream_lines(offline) == [
+        ("pypi", "offline mode: no upstream is asked, only what the cache holds is served")
+    ]
+    assert upstream_lines({}) == []
 
 
 def test_start_prints_the_url_and_client_setup(tmp_path: Path, tuna: TunaLikeUpstream) -> None:

@@ -21,6 +21,8 @@ from pkgcache.formatting import format_bytes, format_duration
 # Exit statuses of `status`, as init scripts use them: 0 running, 3 not running, 4 unknown.
 EXIT_NOT_RUNNING = 3
 EXIT_UNKNOWN = 4
+# An upstream's last error is cut to this in `status` (the page at / and /-/status have it whole).
+ERROR_CHARS = 80
 
 
 @click.command()
@@ -76,6 +78,7 @@ def status_lines(located: Located, info: dict[str, Any]) -> list[tuple[str, str]
         lines.append(("saved", f"{format_bytes(info['bytes_saved'])} served from the cache"))
     if isinstance(info.get("downloads_in_flight"), int):
         lines.append(("downloads", f"{info['downloads_in_flight']} in flight"))
+    lines += upstream_lines(info)
     workers = info.get("workers")
     if isinstance(workers, list) and workers:
         pids = ", ".join(f"{w.get('role')} {w.get('pid') or 'restarting'}" for w in workers if isinstance(w, dict))
@@ -83,6 +86,46 @@ def status_lines(located: Located, info: dict[str, Any]) -> list[tuple[str, str]
     if state.settings_file is not None:
         lines.append(("settings", f"{state.settings_file} (recorded by `start`)"))
     return lines
+
+
+def upstream_lines(info: dict[str, Any]) -> list[tuple[str, str]]:
+    """One line per side: its upstreams answering or resting, and whether it serves the offline view."""
+    upstreams = _mapping(info.get("upstreams"))
+    lines = []
+    for side in ("pypi", "conda"):
+        listed = [u for u in upstreams.get(side) or [] if isinstance(u, dict)]
+        gate = _mapping(_mapping(info.get(side)).get("gate"))
+        if listed or gate:
+            lines.append((side, side_health(listed, gate)))
+    return lines
+
+
+def side_health(upstreams: list[dict[str, Any]], gate: dict[str, Any]) -> str:
+    """ "2 of 3 upstreams answering; tuna resting 40 s (HTTP 503 ...)", or the offline mode or view first."""
+    if gate.get("offline"):
+        return "offline mode: no upstream is asked, only what the cache holds is served"
+    parts = ["offline view (every upstream down): only what the cache holds is served"] if gate.get("degraded") else []
+    answering = sum(1 for u in upstreams if u.get("healthy"))
+    parts.append(f"{answering} of {len(upstreams)} upstreams answering")
+    for upstream in upstreams:
+        if not upstream.get("healthy"):
+            parts.append(_resting(upstream))
+    return "; ".join(parts)
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _resting(upstream: dict[str, Any]) -> str:
+    remaining = upstream.get("cooldown_remaining")
+    text = f"{upstream.get('name', '?')} resting"
+    if isinstance(remaining, int | float):
+        text += f" {format_duration(remaining)}"
+    error = " ".join(str(upstream.get("last_error") or "").split())
+    if error:
+        text += f" ({error[:ERROR_CHARS] + '...' if len(error) > ERROR_CHARS else error})"
+    return text
 
 
 @click.command()
