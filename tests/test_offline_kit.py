@@ -324,6 +324,40 @@ def test_a_package_that_matches_a_forged_manifest_is_refused_by_its_page_and_nev
     assert hashlib.sha256((inside / bad_path).read_bytes()).hexdigest() == good
 
 
+def test_export_prints_the_bundles_sha256_and_import_given_it_refuses_an_edited_bundle_whole(
+    tmp_path: Path, small_bundle: Path
+) -> None:
+    from tests.kit_support import rewrite_bundle
+
+    bundle = tmp_path / "again.tar"
+    exported = pkgcache("export", "--data-dir", tmp_path / "outside", "-o", bundle)
+    assert exported.returncode == 0, exported.stderr
+    digest = hashlib.sha256(bundle.read_bytes()).hexdigest()
+    assert f"sha256 {digest} " in exported.stderr
+    # Edited with its manifest (a wheel taken out of both), the bundle passes every check of its own.
+    dropped = "pypi/files/gamma/gamma-0.5-py3-none-any.whl"
+
+    def drop_entry(document: dict[str, object]) -> None:
+        document["files"] = [e for e in document["files"] if e["path"] != dropped]  # type: ignore[attr-defined]
+
+    edited = tmp_path / "edited.tar"
+    rewrite_bundle(bundle, edited, lambda name, data: None if name == dropped else data, drop_entry)
+    assert pkgcache("import", "--data-dir", tmp_path / "unchecked", edited).returncode == 0
+    inside = tmp_path / "inside"
+
+    refused = pkgcache("import", "--data-dir", inside, "--sha256", digest, edited)
+
+    assert refused.returncode == 1
+    assert f"not the {digest} given" in refused.stderr and "nothing was imported" in refused.stderr
+    assert cached_names(inside, "pypi/files") == set()
+    assert not list((inside / "tmp").iterdir())
+    accepted = pkgcache("import", "--data-dir", inside, "--sha256", digest.upper(), bundle)
+    assert accepted.returncode == 0, accepted.stderr
+    assert "gamma-0.5-py3-none-any.whl" in cached_names(inside, "pypi/files")
+    wrong = pkgcache("import", "--data-dir", inside, "--sha256", "abc", bundle)
+    assert wrong.returncode == 2 and "is not a sha256" in wrong.stderr
+
+
 def test_a_bundle_cut_short_reports_the_files_it_lacks_and_a_non_bundle_is_refused_whole(
     tmp_path: Path, small_bundle: Path
 ) -> None:

@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from pkgcache import __version__
 
+from .digests import HashingWriter
 from .manifest import MANIFEST_NAME, Entry, Manifest, bundle_order, kind_of
 
 COPY_BUFFER = 1 << 20
@@ -39,6 +39,7 @@ class ExportResult:
     manifest: Manifest
     seconds: float
     bundle_bytes: int
+    sha256: str  # of the whole bundle, for the other side to check (bundle/digests.py)
 
 
 def hash_file(path: Path) -> str:
@@ -67,7 +68,7 @@ def build_manifest(data_dir: Path, paths: Iterable[str], *, since: float | None,
     return Manifest(entries, time.time(), __version__, since, inputs)
 
 
-def write_bundle(data_dir: Path, manifest: Manifest, out: BinaryIO, progress: Progress | None = None) -> None:
+def write_bundle(data_dir: Path, manifest: Manifest, out: HashingWriter, progress: Progress | None = None) -> None:
     """The tar: the manifest, then every file as the manifest lists it."""
     # copybufsize is TarFile's, which tarfile.open passes on; typeshed's overloads of open leave it out.
     with tarfile.open(  # type: ignore[call-overload]
@@ -107,15 +108,17 @@ def export_to(
     if destination is None:
         import sys
 
-        write_bundle(data_dir, manifest, sys.stdout.buffer, progress)
-        return ExportResult(manifest, time.monotonic() - started, 0)
+        stream = HashingWriter(sys.stdout.buffer)
+        write_bundle(data_dir, manifest, stream, progress)
+        return ExportResult(manifest, time.monotonic() - started, 0, stream.hexdigest())
     partial = destination.with_name(f".{destination.name}.partial")
     try:
         with partial.open("wb") as out:
-            write_bundle(data_dir, manifest, out, progress)
+            stream = HashingWriter(out)
+            write_bundle(data_dir, manifest, stream, progress)
         os.replace(partial, destination)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
         raise
-    return ExportResult(manifest, time.monotonic() - started, destination.stat().st_size)
+    return ExportResult(manifest, time.monotonic() - started, destination.stat().st_size, stream.hexdigest())

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from .digests import HashingReader
 from .index_hashes import Expected, IndexHashes
 from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, BadManifest, Entry, Manifest
 
@@ -68,15 +69,21 @@ class BundleUnreadable(Exception):
     """The bundle cannot be read at all (not a tar, no manifest first, a manifest this version cannot read)."""
 
 
-def import_bundle(source: IO[bytes], data_dir: Path, progress: Progress | None = None) -> ImportReport:
-    """Read the bundle from `source` into `data_dir` (see the module's docstring)."""
+def import_bundle(
+    source: IO[bytes], data_dir: Path, progress: Progress | None = None, *, sha256: str | None = None
+) -> ImportReport:
+    """Read the bundle from `source` into `data_dir` (see the module's docstring). With `sha256` (the digest
+    export printed, carried apart), a bundle that is not that one is refused whole, before anything is merged."""
     started = time.monotonic()
     report = ImportReport()
     staging = data_dir / "tmp" / f"import-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True, exist_ok=True)
+    stream = HashingReader(source)
     try:
-        staged = _receive(source, staging, report, progress)
+        staged = _receive(stream, staging, report, progress)
         assert report.manifest is not None
+        if sha256 is not None:
+            _check_digest(stream, sha256)
         good = _check_against_indexes(staged, data_dir, report)
         _merge(good, staged, data_dir, report)
     finally:
@@ -85,10 +92,19 @@ def import_bundle(source: IO[bytes], data_dir: Path, progress: Progress | None =
     return report
 
 
+def _check_digest(stream: HashingReader, sha256: str) -> None:
+    stream.drain()  # the tar reader stops at the end marker; the digest covers the file to its last byte
+    if stream.hexdigest() != sha256:
+        raise BundleUnreadable(
+            f"its sha256 is {stream.hexdigest()}, not the {sha256} given: it is not the bundle that was exported "
+            "(changed or swapped on the way); nothing was imported"
+        )
+
+
 # --- reading the stream -----------------------------------------------------------------------------------------
 
 
-def _receive(source: IO[bytes], staging: Path, report: ImportReport, progress: Progress | None) -> dict[str, Path]:
+def _receive(source: HashingReader, staging: Path, report: ImportReport, progress: Progress | None) -> dict[str, Path]:
     """Every member written to staging and checked against the manifest; cache path -> staged file."""
     staged: dict[str, Path] = {}
     try:

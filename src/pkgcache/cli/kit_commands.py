@@ -287,11 +287,19 @@ def export_command(
         f"in all, from {directory} to {output} in {result.seconds:.1f} s ({format_bytes(int(speed))}/s)",
         soft_wrap=True,  # one line whatever the paths' length, as scripts and logs read it
     )
+    # The manifest inside finds damage, not tampering: this digest, carried apart, lets import check the whole.
+    console.print(f"sha256 {result.sha256} (check it inside with: pkgcache import --sha256 HEX BUNDLE)", soft_wrap=True)
     _print_list(console, "named but not in the cache (seed them first)", selection.missing)
     _print_list(
         console, "not exact files, left out (resolve them with seed, then export --since)", selection.unsupported
     )
-    entry = {"bundle": str(output), "files": len(manifest.files), "bytes": manifest.total_bytes, "since": since_time}
+    entry = {
+        "bundle": str(output),
+        "files": len(manifest.files),
+        "bytes": manifest.total_bytes,
+        "since": since_time,
+        "sha256": result.sha256,
+    }
     add_kit_entry(directory, "export", {**entry, "inputs": inputs}, at=started)
     write_known_files(present_at_start, directory / KNOWN_FILES)
     sys.exit(1 if selection.missing else 0)
@@ -300,11 +308,23 @@ def export_command(
 @click.command("import")
 @locate_options
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path))
-def import_command(bundle: Path, config_file: Path | None, data_dir: Path | None) -> None:
+@click.option(
+    "--sha256",
+    "sha256",
+    metavar="HEX",
+    help="The bundle's sha256 as export printed it, carried apart: a bundle that is not that one is refused whole.",
+)
+def import_command(bundle: Path, sha256: str | None, config_file: Path | None, data_dir: Path | None) -> None:
     """Merge a bundle into the data directory. Every file is checked against the manifest and its index (a package
     against its page's or repodata's sha256) before it is moved into place; nothing good is replaced by anything
     bad. Exit status 1, with a report per file, when any file in the bundle fails its check."""
+    from pkgcache.bundle.digests import BundleDigestError, parse_sha256
     from pkgcache.bundle.importing import BundleUnreadable, import_bundle
+
+    try:
+        wanted = None if sha256 is None else parse_sha256(sha256)
+    except BundleDigestError as exc:
+        raise click.BadParameter(str(exc), param_hint="--sha256") from None
 
     # Into the running instance's data directory when none is named, as export reads it: a bundle merged into
     # the default directory while the service serves another would look imported and never be served.
@@ -316,7 +336,7 @@ def import_command(bundle: Path, config_file: Path | None, data_dir: Path | None
         with contextlib.ExitStack() as stack:
             source = sys.stdin.buffer if from_stdin else stack.enter_context(bundle.open("rb"))
             advance = stack.enter_context(_byte_progress(console, "importing", total))
-            report = import_bundle(source, directory, advance)
+            report = import_bundle(source, directory, advance, sha256=wanted)
     except BundleUnreadable as exc:
         raise click.ClickException(f"{bundle}: {exc}") from None
     console.print(
