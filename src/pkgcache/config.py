@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextvars
 import copy
 import hashlib
+import ipaddress
 import os
 import re
 import sys
@@ -64,6 +65,56 @@ def _check_http_url(url: str) -> str:
 
 def _name_from_url(url: str) -> str:
     return urlsplit(url).netloc
+
+
+# A host (lower case, no brackets, an IP address in one spelling) and a port; None: any port.
+HostPort = tuple[str, int | None]
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalise_host(host: str) -> str:
+    """A host as pkgcache compares hosts: `::1` and `[0:0::1]`, or `Files.Intranet.` and `files.intranet`, are one."""
+    host = host.strip().removeprefix("[").removesuffix("]").rstrip(".").lower()
+    try:
+        return ipaddress.ip_address(host).compressed
+    except ValueError:
+        pass
+    try:
+        return host.encode("idna").decode("ascii")  # as it goes on the wire (and as aiohttp names it)
+    except UnicodeError:
+        return host
+
+
+def parse_host_entry(entry: str) -> HostPort:
+    """An `allowed_hosts` entry: `host`, `host:port`, an IP address, `[v6 address]:port`."""
+    text = entry.strip()
+    try:
+        return (ipaddress.IPv6Address(text).compressed, None)  # a bare IPv6 address: its colons are not a port
+    except ValueError:
+        pass
+    hint = f"{entry!r} is not a host or host:port (like files.intranet:8080, 10.1.2.3 or [fd00::5]:8080)"
+    if not text or any(mark in text for mark in "/@?# "):
+        raise ValueError(hint)
+    parts = urlsplit("//" + text)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(hint) from None
+    if not parts.hostname:
+        raise ValueError(hint)
+    return (normalise_host(parts.hostname), port)
+
+
+def format_host_entry(host: str, port: int | None) -> str:
+    """A host and port written as an `allowed_hosts` entry (the way a refusal names them)."""
+    shown = f"[{host}]" if ":" in host and port is not None else host
+    return shown if port is None else f"{shown}:{port}"
+
+
+def url_host_port(url: str) -> HostPort:
+    """The host and port an http(s) URL connects to (the scheme's port when it names none)."""
+    parts = urlsplit(url)
+    return (normalise_host(parts.hostname or ""), parts.port or _DEFAULT_PORTS.get(parts.scheme))
 
 
 class _Section(BaseModel):
@@ -160,11 +211,22 @@ class UpstreamPolicy(_Section):
     # An HTTP proxy for reaching upstreams (e.g. "http://proxy.corp:3128"); None: connect directly. The
     # environment's *_PROXY variables are deliberately not used, so a proxy is always a visible choice.
     proxy: str | None = None
+    # Hosts pkgcache may fetch from whatever address they resolve to, besides the ones the upstreams' URLs and the
+    # proxy name (upstream/address_guard.py): a mirror's link to any other host is followed only to public addresses.
+    allowed_hosts: Annotated[list[str], CommaSeparated()] = Field(
+        default_factory=list,
+        description="hosts (host or host:port) a mirror's links may lead to although they are on a private network",
+    )
 
     @field_validator("proxy")
     @classmethod
     def _proxy_is_http(cls, value: str | None) -> str | None:
         return None if value is None else _check_http_url(value).rstrip("/")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts_or_host_ports(cls, value: list[str]) -> list[str]:
+        return [format_host_entry(*parse_host_entry(entry)) for entry in value]
 
 
 class PypiUpstream(_Section):
@@ -349,6 +411,17 @@ class Settings(BaseSettings):
         if not (self.pypi.enabled or self.conda.enabled):
             raise ValueError("both pypi and conda are disabled: nothing to serve")
         return self
+
+    def trusted_upstream_hosts(self) -> frozenset[HostPort]:
+        """Every host:port the configuration names for reaching upstreams (each upstream's URLs, the proxy) and
+        `[upstream] allowed_hosts`: pkgcache may fetch from these whatever addresses they have. Disabled sides
+        count too: they are the admin's own choices all the same."""
+        urls = [url for upstream in self.pypi.upstreams for url in (upstream.url, upstream.files_url) if url]
+        urls += [url for upstream in self.conda.upstreams for url in (upstream.pkgs_url, upstream.cloud_url)]
+        if self.upstream.proxy:
+            urls.append(self.upstream.proxy)
+        named = {url_host_port(url) for url in urls}
+        return frozenset(named | {parse_host_entry(entry) for entry in self.upstream.allowed_hosts})
 
     @classmethod
     def settings_customise_sources(
