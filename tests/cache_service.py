@@ -18,6 +18,7 @@ from aiohttp import web
 from pkgcache.config import Settings, load_settings
 from pkgcache.http.fast_path import ServiceRunner
 from pkgcache.service.app import create_app
+from tests.fakes.pypi_upstreams import public_stand_ins
 from tests.support import Answer, BackgroundLoop, http_get
 
 
@@ -46,9 +47,17 @@ class RunningCache:
 
 
 def cache_settings(data_dir: Path, pypi_upstreams: list[Any], **sections: dict[str, Any]) -> Settings:
+    """Settings for a pkgcache under test. The official-like fakes' files hosts, which stand in for a public host,
+    are allowed (`public_stand_ins`) unless the test gives `allowed_hosts` itself."""
     server = {"host": "127.0.0.1", "port": 1, "data_dir": data_dir, **sections.pop("server", {})}
     pypi = {"upstreams": pypi_upstreams, **sections.pop("pypi", {})}
-    upstream = {"cooldown": 30, "connect_timeout": 2, "read_timeout": 5, **sections.pop("upstream", {})}
+    upstream = {
+        "cooldown": 30,
+        "connect_timeout": 2,
+        "read_timeout": 5,
+        "allowed_hosts": public_stand_ins(),
+        **sections.pop("upstream", {}),
+    }
     return load_settings(None, server=server, pypi=pypi, upstream=upstream, **sections)
 
 
@@ -92,7 +101,10 @@ class CacheProcess:
         ]
         self.log_path = data_dir.parent / f"pkgcache-{self.port}.log"
         self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+        # As in cache_settings: the stand-ins for public files hosts are allowed, unless the test names its own.
+        stand_ins = {"PKGCACHE_UPSTREAM__ALLOWED_HOSTS": ",".join(public_stand_ins())} if public_stand_ins() else {}
+        env = {**stand_ins, **os.environ}
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         self._wait_healthy(timeout)
 
     def _wait_healthy(self, timeout: float = 20) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.cache_service import RunningCache, cache_settings, start_cache
+from tests.fakes.pypi_upstreams import public_stand_ins
 from tests.support import BackgroundLoop, isolated_env
 
 CHANNELS = ["pkgs/main", "cloud/conda-forge"]
@@ -30,10 +31,12 @@ def write(directory: Path, name: str, text: str) -> Path:
 
 
 def write_config(directory: Path, pypi: list[str], conda: list[str] | None = None) -> Path:
-    """A pkgcache.toml naming the fake upstreams (conda: base URLs holding pkgs/ and cloud/)."""
+    """A pkgcache.toml naming the fake upstreams (conda: base URLs holding pkgs/ and cloud/), and allowing the
+    stand-ins for public files hosts (tests/cache_service.py)."""
     lines = ["[pypi]", f"upstreams = {json.dumps(pypi)}", "[conda]"]
     lines += [f"upstreams = {json.dumps(conda or [UNREACHABLE_CONDA])}", f"channels = {json.dumps(CHANNELS)}"]
     lines += ["[upstream]", "connect_timeout = 2", "read_timeout = 10", "cooldown = 1"]
+    lines += [f"allowed_hosts = {json.dumps(public_stand_ins())}"]
     return write(directory, "pkgcache.toml", "\n".join(lines) + "\n")
 
 

@@ -53,7 +53,9 @@ def redirecting(bg_loop: BackgroundLoop, tuna_upstream: TunaLikeUpstream) -> Ite
 def test_redirect_chains_across_hosts_are_followed_and_the_file_is_kept(
     redirecting: RedirectingMirror, tuna_upstream: TunaLikeUpstream, make_cache: Callable[..., RunningCache]
 ) -> None:
-    cache = make_cache([f"{redirecting.url}/simple/"])
+    # The last hop's host is a public mirror in life; here it is on loopback, so it is named as allowed.
+    allowed = [f"127.0.0.1:{tuna_upstream.port}"]
+    cache = make_cache([f"{redirecting.url}/simple/"], upstream={"allowed_hosts": allowed})
     answer = cache.get("/pypi/files/alpha/alpha-2.0-py3-none-any.whl")
     assert answer.status == 200
     expected = find_dist(sample_dists(), "alpha-2.0-py3-none-any.whl").sha256

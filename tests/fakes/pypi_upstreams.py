@@ -415,6 +415,16 @@ class _FilesHost(FakeServer):
 
 # --- the official-like index ------------------------------------------------------------
 
+# The files hosts of the official-like fakes now running, as `allowed_hosts` entries. The real index's files host is
+# a public one, which pkgcache's guard against private addresses lets through; these stand-ins are on loopback, so
+# the pkgcaches the tests start are told of them (tests/cache_service.py), as an admin would name a LAN files host.
+_PUBLIC_STAND_INS: set[str] = set()
+
+
+def public_stand_ins() -> list[str]:
+    """The running official-like fakes' files hosts ("127.0.0.1:<port>"), which stand in for public hosts."""
+    return sorted(_PUBLIC_STAND_INS)
+
 
 class OfficialLikeUpstream(_IndexServer):
     """Simple API at ``{url}/simple/``, files on ``.files`` (another port).
@@ -434,10 +444,18 @@ class OfficialLikeUpstream(_IndexServer):
     async def start(self) -> None:
         await self.files.start()
         await super().start()
+        _PUBLIC_STAND_INS.add(self.files_host)
 
     async def stop(self) -> None:
+        if self.files.port:
+            _PUBLIC_STAND_INS.discard(self.files_host)
         await super().stop()
         await self.files.stop()
+
+    @property
+    def files_host(self) -> str:
+        """The files host as an `[upstream] allowed_hosts` entry."""
+        return f"127.0.0.1:{self.files.port}"
 
     @property
     def index_url(self) -> str:

@@ -122,7 +122,10 @@ def run_checks(settings: Settings, probes: list[Probe], timeout: float = DEFAULT
 async def run_probes(settings: Settings, probes: list[Probe], timeout: float) -> list[ProbeResult]:
     policy = settings.upstream
     client = UpstreamPolicySettings.of(
-        policy, connect_timeout=min(policy.connect_timeout, timeout), read_timeout=min(policy.read_timeout, timeout)
+        policy,
+        settings.trusted_upstream_hosts(),
+        connect_timeout=min(policy.connect_timeout, timeout),
+        read_timeout=min(policy.read_timeout, timeout),
     )
     async with make_client_session(client) as session:
         checks = [probe_one(session, probe, timeout, client.max_redirects) for probe in probes]

@@ -22,7 +22,7 @@ from pkgcache.conda.routes import CONDA_CHANNELS_KEY, add_conda_routes
 from pkgcache.conda.shards_ahead import shards_made_ahead
 from pkgcache.conda.source import ChannelSource
 from pkgcache.conda.upstream_channels import UpstreamChannels
-from pkgcache.config import CondaUpstream, PypiUpstream, Settings, UpstreamPolicy
+from pkgcache.config import CondaUpstream, PypiUpstream, Settings
 from pkgcache.gate.offline import OfflinePool
 from pkgcache.gate.state import GATE_KEY, Gate
 from pkgcache.http.access_log import AccessLog
@@ -72,9 +72,8 @@ ACCESS_LOG_KEY = web.AppKey("access_log", AccessLog)
 DATA_DIR_CHECK_KEY = web.AppKey("data_dir_check", DataDirCheck)
 
 
-def make_pool(
-    upstreams: list[tuple[str, str, int | None, float]], policy: UpstreamPolicy, loop_mark: str = ""
-) -> UpstreamPool:
+def make_pool(upstreams: list[tuple[str, str, int | None, float]], settings: Settings) -> UpstreamPool:
+    policy, loop_mark = settings.upstream, settings.server.loop_mark()
     members = [
         Upstream(name=name, base_url=url, max_connections=cap or policy.max_connections, range_interval=interval)
         for name, url, cap, interval in upstreams
@@ -82,17 +81,19 @@ def make_pool(
     return UpstreamPool(
         members,
         UpstreamPolicySettings.of(
-            policy, user_agent=f"{policy.user_agent} ({loop_mark})" if loop_mark else policy.user_agent
+            policy,
+            settings.trusted_upstream_hosts(),
+            user_agent=f"{policy.user_agent} ({loop_mark})" if loop_mark else policy.user_agent,
         ),
     )
 
 
-def _pypi_pool(upstreams: list[PypiUpstream], policy: UpstreamPolicy, loop_mark: str) -> UpstreamPool:
-    return make_pool([(u.name, u.url, u.max_connections, u.range_interval) for u in upstreams], policy, loop_mark)
+def _pypi_pool(upstreams: list[PypiUpstream], settings: Settings) -> UpstreamPool:
+    return make_pool([(u.name, u.url, u.max_connections, u.range_interval) for u in upstreams], settings)
 
 
-def _conda_pool(upstreams: list[CondaUpstream], policy: UpstreamPolicy, loop_mark: str) -> UpstreamPool:
-    return make_pool([(u.name, u.pkgs_url, u.max_connections, 0.0) for u in upstreams], policy, loop_mark)
+def _conda_pool(upstreams: list[CondaUpstream], settings: Settings) -> UpstreamPool:
+    return make_pool([(u.name, u.pkgs_url, u.max_connections, 0.0) for u in upstreams], settings)
 
 
 def _pypi_index(
@@ -201,9 +202,9 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
 def _pools(settings: Settings) -> dict[str, UpstreamPool]:
     pools: dict[str, UpstreamPool] = {}
     if settings.pypi.enabled:
-        pools["pypi"] = _pypi_pool(settings.pypi.upstreams, settings.upstream, settings.server.loop_mark())
+        pools["pypi"] = _pypi_pool(settings.pypi.upstreams, settings)
     if settings.conda.enabled:
-        pools["conda"] = _conda_pool(settings.conda.upstreams, settings.upstream, settings.server.loop_mark())
+        pools["conda"] = _conda_pool(settings.conda.upstreams, settings)
     if settings.server.offline:  # no request may leave: pools that never send (gate/offline.py)
         pools = {side: OfflinePool(pool.upstreams, pool.policy) for side, pool in pools.items()}
     return pools

@@ -14,16 +14,18 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import aiohttp
 
+from pkgcache.config import HostPort
 from pkgcache.header_numbers import ascii_number
 from pkgcache.node_identity import NodeIdentity
 from pkgcache.storage.downloads import Absent
+from pkgcache.upstream.address_guard import GuardedResolver, RefusedAddress, TrustedHosts, guard_middleware
 
 log = logging.getLogger(__name__)
 
@@ -175,14 +177,18 @@ class UpstreamPolicySettings:
     rate_window: float = 10.0
     slot_wait: float = 2.0
     max_retry_after: float = 3600.0
+    # Hosts (host, port; port None: any) reached whatever their addresses: the configured ones (address_guard.py).
+    trusted_hosts: frozenset[HostPort] = frozenset()
 
     @classmethod
-    def of(cls, policy: object, **overrides: object) -> UpstreamPolicySettings:
+    def of(cls, policy: object, trusted_hosts: Iterable[HostPort], **overrides: object) -> UpstreamPolicySettings:
         """These settings from the configuration's [upstream] section (config.UpstreamPolicy, whose names are the
-        same), with `overrides`: every field is carried over, so a client made elsewhere (`pkgcache check`) cannot
-        miss one, as it once missed the proxy."""
-        values: dict[str, Any] = {field.name: getattr(policy, field.name) for field in fields(cls)}
-        return cls(**{**values, **overrides})
+        same) and the hosts it trusts (`Settings.trusted_upstream_hosts()`), with `overrides`: every field is carried
+        over, so a client made elsewhere (`pkgcache check`) cannot miss one, as it once missed the proxy."""
+        values: dict[str, Any] = {
+            field.name: getattr(policy, field.name) for field in fields(cls) if field.name != "trusted_hosts"
+        }
+        return cls(**{**values, "trusted_hosts": frozenset(trusted_hosts), **overrides})
 
 
 TargetFor = Callable[[Upstream], str | None]
@@ -303,6 +309,10 @@ class UpstreamPool:
                     response.release()
             except (UpstreamError, UpstreamNotFound):
                 raise
+            except RefusedAddress as exc:
+                # A link or redirect of this upstream's to a private address: not followed. Its other files may be
+                # fine, so it is counted and logged without resting the upstream; the next one is asked.
+                raise UpstreamError(f"{exc} (from {url})", rest_upstream=False) from None
             except aiohttp.TooManyRedirects:
                 raise UpstreamError(f"more than {self.policy.max_redirects} redirects from {url}") from None
             except aiohttp.InvalidURL as exc:
@@ -379,10 +389,17 @@ class UpstreamPool:
 
 
 def make_client_session(policy: UpstreamPolicySettings) -> aiohttp.ClientSession:
+    """The one HTTP client every upstream request goes through, guarded against private addresses that the
+    configuration does not name (address_guard.py)."""
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=policy.connect_timeout, sock_read=policy.read_timeout)
-    # limit=0: the per-upstream semaphores are the caps; the connector only pools connections.
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    trusted = TrustedHosts(policy.trusted_hosts)
+    # limit=0: the per-upstream semaphores are the caps; the connector only pools connections. The resolver's
+    # verdict is cached with its answer (ttl_dns_cache): no lookup is added to a request.
+    connector = aiohttp.TCPConnector(
+        limit=0, ttl_dns_cache=300, enable_cleanup_closed=True, resolver=GuardedResolver(trusted)
+    )
     return aiohttp.ClientSession(
+        middlewares=(guard_middleware(trusted),),
         timeout=timeout,
         connector=connector,
         headers={"User-Agent": policy.user_agent},
