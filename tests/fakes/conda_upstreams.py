@@ -13,6 +13,7 @@ shared by every host of one upstream: set `fail_mode`, `fail_paths`, `delay`, `b
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path, PurePosixPath
 
 import msgpack
@@ -77,6 +78,9 @@ class ChannelServer(FakeServer):
         self.gzip_json = gzip_json
         self.repodata_max_age = repodata_max_age
         self.absolute_shard_urls = absolute_shard_urls
+        # Another server's base URL that absolute URLs name instead of this one's, in the shard index (with
+        # absolute_shard_urls) and as repodata.json's info.base_url (CEP-15): a mirror sending its readers elsewhere.
+        self.elsewhere: str | None = None
         super().__init__(faults)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -106,8 +110,13 @@ class ChannelServer(FakeServer):
 
     def _content(self, prefix: str, file: Path, url_path: str) -> Content:
         body = file.read_bytes()
+        subdir_url = f"{self.elsewhere or self.url}{prefix}/{file.parent.name}/"
         if file.name == SHARD_INDEX and self.absolute_shard_urls:
-            body = self._absolutise_shard_index(body, f"{self.url}{prefix}/{file.parent.name}/")
+            body = self._absolutise_shard_index(body, subdir_url)
+        if file.name == "repodata.json" and self.elsewhere:
+            document = json.loads(body)
+            document.setdefault("info", {})["base_url"] = subdir_url
+            body = json.dumps(document).encode()
         if self.faults.corrupts(url_path):
             body = corrupt(body)
         is_index = file.name in INDEX_NAMES
