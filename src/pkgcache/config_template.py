@@ -54,6 +54,11 @@ KEY_NOTES: dict[str, str] = {
     "upstream.cooldown": "Seconds a failing mirror is skipped before it is tried again.",
     "upstream.max_connections": "Concurrent connections to each mirror (polite mirrors stay reachable).",
     "upstream.max_redirects": "Redirects followed per request.",
+    "upstream.allowed_hosts": (
+        "Hosts a mirror's links and redirects may lead to although they are on a private network, as host or "
+        'host:port (like ["files.intranet:8080", "10.1.2.3"]). The upstreams and the proxy above are always allowed; '
+        "any other host only when all its addresses are public (docs/operations.md)."
+    ),
     "pypi.enabled": "Serve PyPI packages.",
     "pypi.upstreams": "Mirrors to use, in order of preference: preset names or simple-index URLs.",
     "pypi.index_ttl": "Seconds a project page is fresh; older pages are served while being refreshed.",
