@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import pytest
 
 from tests.cache_service import CacheProcess, RunningCache, cache_settings, start_cache
 from tests.clients.rattler_client import run_rattler_install
-from tests.conda_support import SUBDIR
+from tests.conda_support import SUBDIR, Channels
 from tests.fakes.conda_upstreams import MirrorLikeUpstream
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream
 from tests.support import BackgroundLoop, http_get, installed_dists, run_pip_install, run_uv_install
@@ -131,3 +131,54 @@ def test_an_offline_pkgcache_serves_conda_repodata_and_shards_of_what_it_holds(
     finally:
         offline.stop()
     assert conda_mirror.requests == []  # nothing left pkgcache
+
+
+@pytest.fixture
+def sharded_mirror(bg_loop: BackgroundLoop, conda_channels: Channels) -> Iterator[MirrorLikeUpstream]:
+    """A mirror (or a parent pkgcache) with real shards, .zst and .json: what shard-only clients are served."""
+    upstream = MirrorLikeUpstream({"pkgs/main": conda_channels.main, "conda-forge": conda_channels.forge})
+    bg_loop.run(upstream.start())
+    yield upstream
+    bg_loop.run(upstream.stop())
+
+
+def _cached_forms(cache: RunningCache, subdir: str) -> set[str]:
+    folder = cache.data_dir / "conda" / CHANNEL / subdir
+    return {path.name for path in folder.glob("repodata*") if not path.name.endswith(".meta")}
+
+
+def test_a_sharded_channel_solves_from_cache_once_its_upstream_is_down_past_the_ttl(
+    sharded_mirror: MirrorLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    bg_loop: BackgroundLoop,
+    tmp_path: Path,
+) -> None:
+    """A mirror or a parent pkgcache with real shards: shard-only clients never make the cache hold repodata.json.
+    With the upstream gone and the index stale, the shard index is never a 5xx, in either view of the gate."""
+    conda = {"upstreams": [f"{sharded_mirror.url}/anaconda/"], "channels": [CHANNEL], "index_ttl": 1}
+    cache = make_cache(["http://127.0.0.1:9/simple/"], conda=conda)
+    seeded = _rattler(cache.url, tmp_path, "seeded", "app")
+    assert {item["name"] for item in seeded["installed"]} == {"app", "libfoo", "pydata", "tzinfo"}
+    assert _cached_forms(cache, SUBDIR) == {"repodata_shards.msgpack.zst"}  # shards only, no repodata.json
+    bg_loop.run(sharded_mirror.stop())
+    time.sleep(1.5)  # past index_ttl
+
+    shard_index = f"/conda/{CHANNEL}/{SUBDIR}/repodata_shards.msgpack.zst"
+    down = 'pkgcache_offline{cause="upstreams_down",side="conda"} 1.0'
+    views = set()
+    deadline = time.monotonic() + 5
+    while True not in views and time.monotonic() < deadline:  # until the gate shows the offline view
+        answer = cache.get(shard_index)
+        assert answer.status == 200, answer.body
+        views.add(down in cache.get("/metrics").body.decode())
+        time.sleep(0.1)
+    assert views == {False, True}  # the stale index passed through, then the one of the offline view
+    during = _rattler(cache.url, tmp_path, "during", "app")
+    assert {item["name"]: item["version"] for item in during["installed"]}["libfoo"] == "1.1"
+    # The offline view lists what is held, made from the cached shards; a package not held is not listed.
+    repodata = json.loads(cache.get(f"/conda/{CHANNEL}/noarch/repodata.json").body)
+    noarch = cache.data_dir / "conda" / CHANNEL / "noarch"
+    held = {path.name for path in noarch.iterdir() if path.name.endswith((".conda", ".tar.bz2"))}
+    assert held and set(repodata["packages"]) | set(repodata["packages.conda"]) == held
+    with pytest.raises(RuntimeError, match="bigpkg"):
+        _rattler(cache.url, tmp_path, "missing", "bigpkg")

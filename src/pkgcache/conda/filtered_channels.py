@@ -21,6 +21,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import filecmp
 import hashlib
 import logging
 import multiprocessing
@@ -34,6 +35,7 @@ from pkgcache.cache_state import CacheState
 from pkgcache.conda.cached_channels import ChannelPaths
 from pkgcache.conda.channels import SHARD_INDEX, Channel
 from pkgcache.conda.repodata_filter import FilterJob, FilterOutcome, filter_repodata, refusals_of, write_refusals
+from pkgcache.conda.shards import repodata_from_shards
 from pkgcache.conda.source import ChannelLayer, ChannelSource, Lookup
 from pkgcache.gate.first_seen import FILE_NAME as FIRST_SEEN_FILE
 from pkgcache.gate.first_seen import FirstSeen, read_first_seen
@@ -46,6 +48,8 @@ from pkgcache.upstream.pool import UpstreamNotFound, UpstreamsUnavailable
 log = logging.getLogger(__name__)
 
 FILTERED = "filtered"
+# The repodata the offline view is made from when only the upstream's shards are cached (see _from_shards).
+FROM_SHARDS = "from-shards"
 FILTERABLE = frozenset({"repodata.json", "current_repodata.json"})
 # Index files that list what a filter refuses and cannot be filtered here: not served while a filter is in force.
 HIDDEN = frozenset({SHARD_INDEX, "repodata.jlap", "repodata_from_packages.json"})
@@ -109,6 +113,7 @@ class FilteredChannels(ChannelLayer):
         self.predicate = predicate
         self.counters: Counter[str] = Counter()
         self._making: dict[Path, asyncio.Task[FileMeta]] = {}
+        self._from_shards_tasks: dict[Path, asyncio.Task[FileMeta]] = {}
         self._refusals: OrderedDict[Path, tuple[object, dict[str, tuple[int, str]]]] = OrderedDict()
         self._last: dict[str, dict[str, object]] = {}  # "<channel>/<subdir>/<file>" -> what the last filter did
 
@@ -157,7 +162,53 @@ class FilteredChannels(ChannelLayer):
             meta = await self.sidecars.meta_for(self.paths.path(channel, subdir, name))
             if meta is not None and not meta.missing:
                 return await self._whole(channel, subdir, name, predicate)
+        if base == "repodata.json" and predicate.offline:
+            # Clients that use shards never made the cache fetch repodata; the view needs only what is held.
+            from_shards = await self._from_shards(channel, subdir)
+            if from_shards is not None:
+                return from_shards
         return await self._whole(channel, subdir, base, predicate)
+
+    async def _from_shards(self, channel: Channel, subdir: str) -> tuple[Path, FileMeta, CacheState] | None:
+        """The subdir's repodata as the cached shards of its upstream's shard index tell it (made again when the
+        index or the shards held change); None when no such index is cached."""
+        index = self.paths.path(channel, subdir, SHARD_INDEX)
+        index_meta = await self.sidecars.meta_for(index)
+        if index_meta is None or index_meta.missing:
+            return None
+        shards_dir = self.paths.path(channel, subdir, "shards")
+        wanted: list[object] = [index_meta.size, index_meta.mtime_ns, await asyncio.to_thread(_mtime_ns, shards_dir)]
+        path = self.paths.path(channel, subdir, FROM_SHARDS, "repodata.json")
+        meta = await self.sidecars.meta_for(path)
+        if meta is None or meta.extra.get("source") != wanted:
+            task = self._from_shards_tasks.get(path)
+            if task is None:
+                self.paths.store.require_writable()  # a reader hands the request to the writer instead
+                work = self._write_from_shards(index, shards_dir, path, subdir, index_meta, wanted)
+                task = asyncio.get_running_loop().create_task(work)
+                self._from_shards_tasks[path] = task
+                task.add_done_callback(lambda _: self._from_shards_tasks.pop(path, None))
+            meta = await asyncio.shield(task)
+        return path, meta, CacheState.STALE
+
+    async def _write_from_shards(
+        self, index: Path, shards_dir: Path, path: Path, subdir: str, index_meta: FileMeta, wanted: list[object]
+    ) -> FileMeta:
+        store = self.paths.store
+        temp = store.new_temp_path(path.name)
+        try:
+            records = await in_storage_thread(repodata_from_shards, index, shards_dir, temp, subdir)
+            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+            # The same records keep the same file (and mtime): what is filtered from it is not made again. (Shards
+            # made here land in the same folder and change its mtime without changing what this holds.)
+            if not await asyncio.to_thread(_same_bytes, temp, path):
+                await asyncio.to_thread(store.commit_file, temp, path)
+        finally:
+            await asyncio.to_thread(temp.unlink, True)
+        log.info("made %s from the %d records of the cached shards of %s", path, records, index)
+        meta = FileMeta(fetched_at=index_meta.fetched_at, upstream=None, extra={"generated": True, "source": wanted})
+        await self.sidecars.save(path, meta)
+        return meta
 
     async def _whole(
         self, channel: Channel, subdir: str, name: str, predicate: RecordPredicate
@@ -422,6 +473,20 @@ def _source_key(path: Path, meta: FileMeta) -> list[object]:
 def _expired(meta: FileMeta) -> bool:
     remake_at = meta.extra.get("remake_at")
     return isinstance(remake_at, int | float) and time.time() >= remake_at
+
+
+def _same_bytes(one: Path, other: Path) -> bool:
+    try:
+        return filecmp.cmp(one, other, shallow=False)
+    except OSError:
+        return False
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _log_failure(task: asyncio.Task[FileMeta]) -> None:

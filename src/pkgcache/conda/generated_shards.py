@@ -278,9 +278,15 @@ def _build_summary(result: ShardBuildResult) -> dict[str, object]:
 
 
 def _prune(shards_dir: Path, index: Path) -> None:
-    """Remove shards no index has referenced for the grace period (blocking)."""
+    """Remove shards neither index (this one, and the upstream's passed through) has referenced for the grace
+    period (blocking). The upstream's shards stay: they are what the offline view is made from when no repodata
+    is cached (conda/filtered_channels.py), and what clients of the upstream's index fetch."""
+    upstreams = index.parent.parent / SHARD_INDEX
     try:
         stale = unreferenced_shards(shards_dir, index, older_than=GRACE_SECONDS)
+        if stale and upstreams.is_file():
+            kept = set(unreferenced_shards(shards_dir, upstreams, older_than=GRACE_SECONDS))
+            stale = [path for path in stale if path in kept]
     except (MalformedRepodata, OSError):
         return
     for path in stale:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +76,47 @@ def _read_msgpack_zst(path: Path) -> Any:
         return msgpack.unpackb(raw, strict_map_key=False)
     except (OSError, zstandard.ZstdError, ValueError, msgpack.UnpackException):
         return None
+
+
+def repodata_from_shards(index_path: Path, shards_dir: Path, destination: Path, subdir: str) -> int:
+    """Write, as repodata.json, the records of the shards of a shard index that are on disk (blocking).
+
+    What a cache that only ever passed shards through knows of a subdir: enough for the offline view, which lists
+    only packages it holds (a package fetched through shards had its shard fetched first). Hashes become hex text
+    again. Returns the number of records written. Streaming per section: one shard in memory at a time.
+    """
+    document = _read_msgpack_zst(index_path)
+    shards = document.get("shards") if isinstance(document, dict) else None
+    if not isinstance(shards, dict):
+        raise InvalidShardIndex(f"{index_path.name}: no 'shards' map")
+    present = [
+        path
+        for digest in shards.values()
+        if isinstance(digest, bytes) and (path := shards_dir / f"{digest.hex()}.msgpack.zst").is_file()
+    ]
+    written = 0
+    with destination.open("w", encoding="utf-8") as out:
+        out.write('{"info": ' + json.dumps({"subdir": subdir}))
+        for section in ("packages", "packages.conda"):
+            out.write(f", {json.dumps(section)}: {{")
+            first = True
+            for path in present:
+                for filename, record in _section(path, section):
+                    out.write(("" if first else ", ") + f"{json.dumps(filename)}: {json.dumps(record)}")
+                    first = False
+                    written += 1
+            out.write("}")
+        out.write(', "repodata_version": 1}\n')
+    return written
+
+
+def _section(shard_path: Path, section: str) -> list[tuple[str, dict[str, Any]]]:
+    document = _read_msgpack_zst(shard_path)
+    records = document.get(section) if isinstance(document, dict) else None
+    if not isinstance(records, dict):
+        return []
+    return [
+        (filename, {key: value.hex() if isinstance(value, bytes) else value for key, value in record.items()})
+        for filename, record in records.items()
+        if isinstance(filename, str) and isinstance(record, dict)
+    ]
