@@ -182,3 +182,50 @@ def test_a_sharded_channel_solves_from_cache_once_its_upstream_is_down_past_the_
     assert held and set(repodata["packages"]) | set(repodata["packages.conda"]) == held
     with pytest.raises(RuntimeError, match="bigpkg"):
         _rattler(cache.url, tmp_path, "missing", "bigpkg")
+
+
+def _not_seeded_platform() -> str:
+    return "osx-64" if SUBDIR != "osx-64" else "linux-64"
+
+
+def test_an_offline_pkgcache_answers_404_for_conda_index_files_it_does_not_hold(
+    sharded_mirror: MirrorLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    bg_loop: BackgroundLoop,
+    tmp_path: Path,
+) -> None:
+    conda = {"upstreams": [f"{sharded_mirror.url}/anaconda/"], "channels": [CHANNEL]}
+    online = make_cache(["http://127.0.0.1:9/simple/"], conda=conda)
+    _rattler(online.url, tmp_path, "seeded", "app", "bigpkg")
+    online.stop()
+    sharded_mirror.reset_log()
+
+    settings = cache_settings(online.data_dir, ["http://127.0.0.1:9/simple/"], conda=conda, server={"offline": True})
+    offline = start_cache(bg_loop, settings)
+    platform = _not_seeded_platform()
+    try:
+        for path in (
+            f"{platform}/repodata_shards.msgpack.zst",
+            f"{platform}/repodata.json",
+            f"{platform}/repodata.json.zst",
+            f"{SUBDIR}/current_repodata.json",
+            f"{SUBDIR}/run_exports.json",
+            "channeldata.json",
+        ):
+            for method in ("GET", "HEAD"):
+                answer = offline.get(f"/conda/{CHANNEL}/{path}", method=method)
+                assert answer.status == 404, (method, path, answer.status, answer.body)
+        # rattler treats the platform as an empty subdir, and solves the noarch package it holds.
+        for sharded in (True, False):
+            solved = run_rattler_install(
+                [f"{offline.url}/conda/{CHANNEL}"],
+                tmp_path / f"other-{sharded}",
+                tmp_path / f"other-{sharded}-cache",
+                ["bigpkg"],
+                platform=platform,
+                extra_args=[] if sharded else ["--no-sharded"],
+            )
+            assert [item["name"] for item in solved["installed"]] == ["bigpkg"]
+    finally:
+        offline.stop()
+    assert sharded_mirror.requests == []  # nothing left pkgcache

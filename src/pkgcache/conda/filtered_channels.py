@@ -137,7 +137,11 @@ class FilteredChannels(ChannelLayer):
         self, channel: Channel, subdir: str | None, filename: str, predicate: RecordPredicate
     ) -> Lookup:
         try:
-            return await self.inner.index_file(channel, subdir, filename)
+            found = await self.inner.index_file(channel, subdir, filename)
+            if found.download is not None and predicate.never_fetches:
+                # Offline, a miss comes back as a download the pool fails at once: its failure is the miss.
+                await found.download.wait_started()
+            return found
         except UpstreamsUnavailable:
             if predicate.never_fetches:
                 raise offline_miss(f"{channel.path}/{subdir}/{filename}" if subdir else filename) from None
