@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 
 from tests.cache_service import CacheProcess, RunningCache, cache_settings, start_cache
 from tests.clients.rattler_client import run_rattler_install
@@ -229,3 +230,30 @@ def test_an_offline_pkgcache_answers_404_for_conda_index_files_it_does_not_hold(
     finally:
         offline.stop()
     assert sharded_mirror.requests == []  # nothing left pkgcache
+
+
+def test_a_missing_form_of_repodata_is_made_from_the_cached_one_when_no_upstream_answers(
+    sharded_mirror: MirrorLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    bg_loop: BackgroundLoop,
+) -> None:
+    """Before the gate shows the offline view (and after each cool-down), a miss goes to the upstreams: the other
+    cached form of the same file answers rather than a 502/503."""
+    conda = {"upstreams": [f"{sharded_mirror.url}/anaconda/"], "channels": [CHANNEL]}
+    cache = make_cache(["http://127.0.0.1:9/simple/"], conda=conda)
+    base = f"/conda/{CHANNEL}"
+    zst = cache.get(f"{base}/{SUBDIR}/repodata.json.zst")
+    json_only = cache.get(f"{base}/noarch/repodata.json")
+    assert zst.status == 200 and json_only.status == 200
+    assert _cached_forms(cache, SUBDIR) == {"repodata.json.zst"}
+    assert _cached_forms(cache, "noarch") == {"repodata.json"}
+    bg_loop.run(sharded_mirror.stop())
+
+    made_json = cache.get(f"{base}/{SUBDIR}/repodata.json")
+    assert made_json.status == 200 and made_json.headers["x-pkgcache-cache"] == "stale"
+    assert json.loads(made_json.body)["packages.conda"]
+    made_zst = cache.get(f"{base}/noarch/repodata.json.zst")
+    assert made_zst.status == 200 and made_zst.headers["x-pkgcache-cache"] == "stale"
+    assert zstandard.ZstdDecompressor().stream_reader(made_zst.body).read() == json_only.body
+    shards = cache.get(f"{base}/{SUBDIR}/repodata_shards.msgpack.zst")  # made here from the cached .zst
+    assert shards.status == 200

@@ -428,6 +428,23 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         (11,),
     ),
     ServiceScenario(
+        "sharded-upstream-down-after-ttl",
+        "the only conda mirror, one with real shards (or a parent pkgcache), stops answering; its clients had "
+        "fetched shards only (no repodata.json cached); index_ttl has passed",
+        "200 for the shard index in both views of the gate: the stale index passed through, then the offline "
+        "view's, made from the cached shards; rattler solves and installs what the cache holds",
+        "what it had (the mirror's shards are kept beside those made here)",
+        "../test_gate_offline.py::test_a_sharded_channel_solves_from_cache_once_its_upstream_is_down_past_the_ttl",
+    ),
+    ServiceScenario(
+        "repodata-other-form-while-down",
+        "every mirror stops answering; repodata.json is asked for with only its .zst cached (or the reverse), "
+        "before the gate shows the offline view",
+        "200 stale, made from the cached form (the shard index: made here from it), not a 502/503",
+        "the made form, replaced by the mirror's own once one answers",
+        "../test_gate_offline.py::test_a_missing_form_of_repodata_is_made_from_the_cached_one_when_no_upstream_answers",
+    ),
+    ServiceScenario(
         "disk-full",
         "the data directory's disk is full (4 MB tmpfs, filled)",
         "507 with a clear message, before any body, for files and repodata (a page: 507 or the right page, not "

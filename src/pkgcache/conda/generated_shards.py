@@ -43,7 +43,7 @@ from pkgcache.header_numbers import ascii_number
 from pkgcache.storage.downloads import Download
 from pkgcache.storage.sidecars import FileMeta, Sidecars
 from pkgcache.storage.store import in_storage_thread, storage_error
-from pkgcache.upstream.pool import UpstreamNotFound
+from pkgcache.upstream.pool import UpstreamNotFound, UpstreamsUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,12 @@ class GeneratedShards(ChannelLayer):
             found = await self.inner.index_file(channel, subdir, filename)
         except UpstreamNotFound:
             return await self._made_here(channel, subdir)
+        except UpstreamsUnavailable:
+            # Never a 5xx for the shard index when shards can be made from a cached repodata: rattler has no
+            # fallback of its own (docs/conda-clients.md). The upstream's index is asked for again next time.
+            if not await self._repodata_cached(channel, subdir):
+                raise
+            return await self._made_here(channel, subdir)
         self._passed_through.add(f"{channel.path}/{subdir}")
         return found
 
@@ -149,6 +155,13 @@ class GeneratedShards(ChannelLayer):
         if found.download is None and found.meta is not None and found.meta.extra.get("generated"):
             return await self._lookup(channel, subdir, SOURCES[1])  # the upstream has no .zst: made from this
         return found
+
+    async def _repodata_cached(self, channel: Channel, subdir: str) -> bool:
+        for name in SOURCES:
+            meta = await self.sidecars.meta_for(self.paths.path(channel, subdir, name))
+            if meta is not None and not meta.missing:
+                return True
+        return False
 
     async def _whole(self, found: Lookup) -> tuple[Path, FileMeta]:
         """The file of a lookup once it is whole on disk, and its metadata (raises the download's error)."""
