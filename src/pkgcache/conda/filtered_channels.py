@@ -6,10 +6,12 @@ Wrapping a `ChannelSource` (below `GeneratedShards`, above `GeneratedZst`), whil
   predicate fingerprint, the predicate's stamp for the subdir), under `<subdir>/filtered/<key>/`, the `.json`
   and the `.zst` in one pass; a conda-forge-sized input is filtered in a process of its own. They are made again
   when a date in them passes (a package becoming old enough), not sooner than the index time-to-live, the previous
-  ones served meanwhile;
+  ones served meanwhile. In the offline view, a subdir with no cached repodata but the upstream's shard index (its
+  clients use shards) is filtered from `<subdir>/from-shards/repodata.json`, the records of the shards held;
 - the upstream's shard index (and JLAP patches, and repodata_from_packages.json) is not passed through: it lists
   what the filter refuses. `GeneratedShards` above then makes shards from the filtered repodata, which this layer
   gives it as the subdir's repodata. Shards of an upstream's index are refused (404) for the same reason;
+- offline (`never_fetches`), an index file the cache does not hold is a 404 (its download fails at once);
 - a package asked for directly is checked against the blocks by its name (at once, before any repodata is read),
   then against what the filtering refused: 403 with the reason, or 404 for what an offline cache does not hold.
 With a predicate that passes everything (no policy, online) every call goes through untouched.

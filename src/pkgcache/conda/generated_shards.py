@@ -4,7 +4,8 @@ pixi and rattler (and conda with sharded repodata on) ask for `repodata_shards.m
 shards of the packages a solve touches, instead of the whole repodata.json (tens of MB compressed for
 conda-forge). No domestic mirror serves shards, nor does anaconda.com, so this layer makes them from the cached
 repodata (conda/shard_builder.py: streaming, bounded memory, content-addressed shards):
-- an upstream that has real shards is passed through by the layer below, as before;
+- an upstream that has real shards is passed through by the layer below, as before; when its index is not cached
+  and no upstream answers, shards are made here from the cached repodata rather than answered 5xx;
 - otherwise the first request builds them synchronously (single flight) from the repodata, fetching it first if
   it is not cached: clients remember a 404 on the shard index for days or for good (docs/conda-clients.md), so a
   subdir that exists never answers one;
