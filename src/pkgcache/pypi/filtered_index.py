@@ -8,9 +8,11 @@ Wrapping an `IndexSource`, it
 - makes each view once per (inner page object, predicate fingerprint, the predicate's stamp for the project), and
   again once a date in it passes (a file becoming old enough); views are kept within a bound of listed files like
   the pages below them, and big pages are split in the page thread pool;
-- shows a page the predicate would leave empty whole, every file refused with its reason: a resolver then fails on
-  the download with pkgcache's message, where an empty page would only say "no matching distribution" (neither pip
-  nor uv tells why a page could not be had).
+- shows a page the policy alone would leave empty whole, every file refused with its reason: a resolver then fails
+  on the download with pkgcache's message, where an empty page would only say "no matching distribution" (neither
+  pip nor uv tells why a page could not be had). A page left empty because the cache holds none of its files
+  (offline) is shown empty: a resolver then says "no matching distribution" at once, instead of failing a whole
+  install on a 404 for a file it picked.
 
 A page's ETag is a hash of its rendered body, so a predicate change that changes what a page lists changes it,
 and clients revalidating get the new list. A predicate that passes everything (no policy, online) costs one
@@ -112,6 +114,11 @@ class _View:
         return (time.time() if now is None else now) >= self.valid_until
 
 
+def _policy_alone(refused: Mapping[str, Refusal]) -> bool:
+    """Whether every file was refused by the policy (403), none for not being held offline (404)."""
+    return all(refusal.status != 404 for refusal in refused.values())
+
+
 class FilteredIndex(IndexLayer):
     """Wraps an IndexSource so that clients see and fetch only what `predicate` allows."""
 
@@ -198,8 +205,8 @@ class FilteredIndex(IndexLayer):
     def _make_view(self, entry: CachedPage, key: tuple[str, object], split: PageSplit) -> _View:
         if split.page is entry.page:
             shown = entry
-        elif not split.page.files and entry.page.files:
-            shown = entry  # nothing left: shown whole, every file refused with its reason (see the docstring)
+        elif not split.page.files and entry.page.files and _policy_alone(split.refused):
+            shown = entry  # the policy left nothing: shown whole, every file refused with its reason (see above)
             self.counters["pages_shown_whole"] += 1
         else:
             shown = entry.derived(split.page)
