@@ -1,9 +1,12 @@
-"""What the cache holds, in a few numbers, for the page at / when it serves only that (the offline view)."""
+"""What the cache holds, in a few numbers, for the page at / when it serves only that (the offline view); and the
+mark an import leaves, so that a running instance's workers drop what they hold in memory about the cache."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +25,23 @@ class Holdings:
 
 
 _known: dict[Path, tuple[float, Holdings]] = {}
+
+# Rewritten by every import that changed the cache; each worker's gate watches its stamp (gate/state.py).
+IMPORTED_MARK = ("gate", "imported.json")
+
+
+def mark_imported(root: Path) -> None:
+    """Say that an import changed the cache below `root`: a running instance's workers drop their memory of it."""
+    path = root.joinpath(*IMPORTED_MARK)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    staged.write_text(json.dumps({"at": time.time(), "pid": os.getpid()}))
+    os.replace(staged, path)  # a new inode each time: its stamp always changes
+
+
+def forget_holdings() -> None:
+    """The numbers are counted again when next asked (an import changed them)."""
+    _known.clear()
 
 
 def cache_holdings(root: Path) -> Holdings:

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from pkgcache.config import Settings
 from pkgcache.gate.blocks import SIDES, BlockBook
+from pkgcache.gate.holdings import IMPORTED_MARK, forget_holdings
 from pkgcache.gate.offline import OfflinePool, all_resting
 from pkgcache.policy.common import Block
 from pkgcache.policy.config import PolicySettingsBase
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 0.5
 Listener = Callable[["SideGate"], None]
+ImportListener = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,8 @@ class Gate:
         self._degraded: dict[str, bool] = dict.fromkeys(SIDES, False)
         self._stamps: dict[str, Stamp | None] = {}
         self._listeners: dict[str, list[Listener]] = {side: [] for side in SIDES}
+        self._imported_path = store.path_for(*IMPORTED_MARK)
+        self._import_listeners: list[ImportListener] = []
         self.blocks: dict[str, tuple[Block, ...]] = {side: () for side in SIDES}
         self.sides: dict[str, SideGate] = {}
         self._publish_all()
@@ -88,6 +92,10 @@ class Gate:
         """Call `listener` with the side's gate now and whenever it changes."""
         self._listeners[side].append(listener)
         listener(self.sides[side])
+
+    def on_import(self, listener: ImportListener) -> None:
+        """Call `listener` (on the event loop) whenever an import has changed the cache since the last look."""
+        self._import_listeners.append(listener)
 
     def policy(self, side: str) -> SidePolicy | None:
         """The side's rules with the blocks in force (None when the side is not served)."""
@@ -116,6 +124,8 @@ class Gate:
         while True:
             try:
                 await asyncio.to_thread(self.load_blocks)
+                if await asyncio.to_thread(self.import_seen):
+                    self._imported()
                 if self.primary:
                     await self._decide_degraded()
                 else:
@@ -123,6 +133,21 @@ class Gate:
             except Exception:  # the gate keeps its last state; say why
                 log.exception("the gate could not look at its files")
             await asyncio.sleep(WATCH_SECONDS)
+
+    def import_seen(self) -> bool:
+        """Whether the import mark changed since the last look (blocking); the first look only notes it."""
+        stamp = file_stamp(self._imported_path)
+        first = "imported" not in self._stamps
+        if not first and stamp == self._stamps["imported"]:
+            return False
+        self._stamps["imported"] = stamp
+        return not first
+
+    def _imported(self) -> None:
+        log.info("an import changed the cache: what this worker holds in memory about it is read again")
+        forget_holdings()
+        for listener in self._import_listeners:
+            listener()
 
     async def _decide_degraded(self) -> None:
         if self.offline:

@@ -153,6 +153,11 @@ class CachedIndex:
         self.memory.drop(project)
         self._missing.pop(project, None)
 
+    def forget_all(self) -> None:
+        # The writer's memory is never checked against the disk (it wrote it): another writer's change is told.
+        self.memory.clear()
+        self._missing.clear()
+
     async def cached_projects(self) -> list[str]:
         return await self.pages.projects()
 

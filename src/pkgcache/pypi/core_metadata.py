@@ -136,6 +136,12 @@ class MetadataIndex(IndexLayer):
         self.records.forget(project)
         self.inner.forget(project)
 
+    def forget_all(self) -> None:
+        self._views.clear()
+        self._view_files = 0
+        self.records.forget_all()
+        self.inner.forget_all()
+
     async def _advertised(self, project: str, entry: CachedPage) -> CachedPage:
         records, version = await self.records.get(project)
         view = self._views.get(project)

@@ -290,6 +290,11 @@ class FilteredIndex(IndexLayer):
         self._drop_view(project)
         self.inner.forget(project)
 
+    def forget_all(self) -> None:
+        self._views.clear()
+        self._view_files = 0
+        self.inner.forget_all()
+
     def status(self) -> dict[str, object]:
         predicate = self.predicate
         return {

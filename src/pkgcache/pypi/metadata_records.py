@@ -89,6 +89,9 @@ class MetadataRecords:
     def forget(self, project: str) -> None:
         self._known.pop(project, None)
 
+    def forget_all(self) -> None:
+        self._known.clear()
+
     def _read(self, project: str) -> dict[str, MetadataRecord]:
         data = self.store.read_json(self.path(project))
         if not isinstance(data, dict):

@@ -22,7 +22,7 @@ from typing import Any
 
 from pkgcache.pypi.model import DistFile, ProjectPage
 from pkgcache.pypi.render import JSON_CONTENT_TYPE, render_html, render_json, with_charset
-from pkgcache.storage.store import CacheStore, Stamp, file_stamp
+from pkgcache.storage.store import CacheStore, Stamp, file_stamp, stamp_of
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,11 @@ class PageMemory:
         if self._pages.pop(project, None) is not None:
             self.total -= self._weights.pop(project)
 
+    def clear(self) -> None:
+        self._pages.clear()
+        self._weights.clear()
+        self.total = 0
+
     def _shrink(self) -> None:
         while self.total > self.budget and self._pages:
             project, _ = self._pages.popitem(last=False)
@@ -243,7 +248,7 @@ class PageStore:
         self.store.write_json_atomic(path, entry.to_json(), durable=False)  # the upstream's page: fetched again
         with contextlib.suppress(OSError):
             stat = path.stat()
-            entry.disk_stamp = (stat.st_mtime_ns, stat.st_size)
+            entry.disk_stamp = stamp_of(stat)
 
     async def remove(self, project: str) -> None:
         await asyncio.to_thread(_unlink_quietly, self.page_path(project))

@@ -86,6 +86,9 @@ class ReplicaIndex:
     def forget(self, project: str) -> None:
         self.memory.drop(project)
 
+    def forget_all(self) -> None:
+        self.memory.clear()
+
     async def cached_projects(self) -> list[str]:
         return await self.pages.projects()
 

@@ -60,6 +60,9 @@ class IndexSource(Protocol):
     def forget(self, project: str) -> None:
         """Drop what is held in memory about a project (its entries on disk were removed)."""
 
+    def forget_all(self) -> None:
+        """Drop what is held in memory about every project (another process changed the cache: an import)."""
+
     def status(self) -> dict[str, object]:
         """What `/-/status` shows about this side."""
 
@@ -97,6 +100,9 @@ class IndexLayer:
 
     def forget(self, project: str) -> None:
         self.inner.forget(project)
+
+    def forget_all(self) -> None:
+        self.inner.forget_all()
 
     def status(self) -> dict[str, object]:
         return self.inner.status()

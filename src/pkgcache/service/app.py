@@ -109,6 +109,7 @@ def _pypi_index(
         below = MetadataIndex(cached, pages, records, downloader, origin)
     filtered = FilteredIndex(below)  # the policy and the offline view, as the gate says
     gate.subscribe("pypi", lambda side: filtered.use(GatePages(side, pages)))
+    gate.on_import(filtered.forget_all)  # pages, views and metadata records another process replaced
     return filtered
 
 
@@ -218,6 +219,7 @@ async def _store_prepared(app: web.Application) -> AsyncIterator[None]:
 async def _gate_watching(app: web.Application) -> AsyncIterator[None]:
     gate = app[GATE_KEY]
     await asyncio.to_thread(gate.load_blocks)
+    await asyncio.to_thread(gate.import_seen)  # what was imported before this start is read as it comes
     task = asyncio.get_running_loop().create_task(gate.watch())
     yield
     task.cancel()

@@ -238,13 +238,14 @@ def _flush_to_disk(path: Path) -> None:
         os.close(descriptor)
 
 
-# What tells one version of a file from the next: its modification time and size. Files here are replaced by
-# rename, never rewritten in place, so a new version always brings a new stamp.
-Stamp = tuple[int, int]
+# What tells one version of a file from the next: its modification time, size and inode. Files here are replaced by
+# rename, never rewritten in place, so a new version always brings a new inode, even when its mtime was set back
+# (an import gives files the mtime they had on the machine they come from) and its size is the same.
+Stamp = tuple[int, int, int]
 
 
 def stamp_of(stat: os.stat_result) -> Stamp:
-    return stat.st_mtime_ns, stat.st_size
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
 
 def file_stamp(path: Path) -> Stamp | None:
