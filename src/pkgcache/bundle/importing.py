@@ -5,8 +5,14 @@ hashed as it is written, and checked against the manifest (size, sha256); then e
 a PyPI file against the sha256 its project's page lists, a conda package against its record in the subdir's
 repodata or shard (the bundle's own index files, else the data directory's), a shard against the digest that is
 its name, a page must read as one. Only files that pass are moved into place, each with one rename, carrying
-their original mtime (so pkgcache's sidecars still describe them). A package already present is left as it is;
-an index file (page, repodata, sidecar) replaces the cached one only when the bundle's copy is newer.
+their original mtime (so pkgcache's sidecars still describe them). A package already present is left as it is.
+A project's `page.json` and `metadata.json` are one unit, merged with the data directory's (page_merge.py): the
+newer page, plus the other's files the cache holds, so every package imported stays listed. Any other index file
+(repodata, sidecar) replaces the cached one only when the bundle's copy is newer; a package that no index kept
+lists after the import is reported (`unlisted`): it is on disk but no client can find it.
+
+Once anything changed, the import leaves its mark (gate/holdings.py): a running instance's workers then drop
+what they hold in memory about the cache, within about half a second.
 
 Whatever fails is reported file by file with the reason; the files that passed are still merged.
 """
@@ -25,9 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from pkgcache.gate.holdings import mark_imported
+
 from .digests import HashingReader
 from .index_hashes import Expected, IndexHashes
 from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, BadManifest, Entry, Manifest
+from .page_merge import merge_project, read_page, read_records
 
 CHUNK = 1 << 20
 META_SUFFIX = ".meta"
@@ -42,6 +51,7 @@ class ImportReport:
     replaced: list[Entry] = field(default_factory=list)  # index files the bundle had newer copies of
     present: list[Entry] = field(default_factory=list)  # already there (packages), or newer here (index files)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+    unlisted: list[str] = field(default_factory=list)  # packages added that no index kept here lists
     seconds: float = 0.0
     bytes_read: int = 0
 
@@ -60,6 +70,7 @@ class ImportReport:
             "replaced": len(self.replaced),
             "present": len(self.present),
             "failed": len(self.failed),
+            "unlisted": len(self.unlisted),
             "bytes": self.added_bytes,
             "created_at": self.manifest.created_at if self.manifest else None,
         }
@@ -86,6 +97,9 @@ def import_bundle(
             _check_digest(stream, sha256)
         good = _check_against_indexes(staged, data_dir, report)
         _merge(good, staged, data_dir, report)
+        report.unlisted = _unlisted([e.path for e in report.added if e.kind == "package"], data_dir)
+        if report.added or report.replaced:
+            mark_imported(data_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     report.seconds = time.monotonic() - started
@@ -250,10 +264,12 @@ def _is_page(path: Path) -> bool:
 
 
 def _merge(good: list[Entry], staged: dict[str, Path], data_dir: Path, report: ImportReport) -> None:
-    """Move each good file into place, unless the data directory's copy is to be kept."""
+    """Move each good file into place, unless the data directory's copy is to be kept; then each project's index."""
+    units = _project_units(good)
+    in_units = {entry.path for unit in units.values() for entry in unit.values()}
     decided: dict[str, bool] = {}  # an index file's path -> whether the bundle's copy went in
     # Sidecars follow the file they describe: decide those files first.
-    for entry in sorted(good, key=lambda e: e.path.endswith(META_SUFFIX)):
+    for entry in sorted((e for e in good if e.path not in in_units), key=lambda e: e.path.endswith(META_SUFFIX)):
         destination = data_dir / entry.path
         take = _take(entry, destination, decided)
         if entry.kind == "index" and not entry.path.endswith(META_SUFFIX):
@@ -267,6 +283,76 @@ def _merge(good: list[Entry], staged: dict[str, Path], data_dir: Path, report: I
         destination.parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, destination)
         (report.replaced if existed else report.added).append(entry)
+    # After the packages: a page a running instance reads never lists a file not there yet.
+    for project, unit in units.items():
+        _merge_project(project, unit, staged, data_dir, report)
+
+
+PROJECT_INDEX = ("page.json", "metadata.json")
+
+
+def _project_units(good: list[Entry]) -> dict[str, dict[str, Entry]]:
+    """project -> its index files in the bundle, by name (`pypi/simple/<project>/page.json`, `metadata.json`)."""
+    units: dict[str, dict[str, Entry]] = {}
+    for entry in good:
+        parts = entry.path.split("/")
+        if len(parts) == 4 and parts[:2] == ["pypi", "simple"] and parts[3] in PROJECT_INDEX:
+            units.setdefault(parts[2], {})[parts[3]] = entry
+    return units
+
+
+def _merge_project(
+    project: str, unit: dict[str, Entry], staged: dict[str, Path], data_dir: Path, report: ImportReport
+) -> None:
+    """A project's page and records, merged with the data directory's as one unit (page_merge.py)."""
+    folder = data_dir / "pypi" / "simple" / project
+    page_entry, records_entry = unit.get("page.json"), unit.get("metadata.json")
+    bundle_page = read_page(staged[page_entry.path]) if page_entry else None
+    here_page = read_page(folder / "page.json")
+    bundle_records = read_records(staged[records_entry.path] if records_entry else None)
+    here_records = read_records(folder / "metadata.json")
+    if bundle_page is None:  # records alone: the page here stays the base
+        page_bytes, records = None, {**bundle_records, **here_records}
+        records_bytes = None if records == here_records else json.dumps(records).encode()
+    elif here_page is None:  # nothing to merge the page with; the records here (if any) yield to the bundle's
+        page_bytes = staged[page_entry.path].read_bytes() if page_entry else None
+        records = {**here_records, **bundle_records}
+        records_bytes = None if records == here_records else json.dumps(records).encode()
+    else:
+        merged = merge_project(bundle_page, here_page, bundle_records, here_records, _held(data_dir, project))
+        page_bytes, records_bytes = merged.page, merged.records
+    for entry, content in ((page_entry, page_bytes), (records_entry, records_bytes)):
+        if entry is not None:
+            _write_index(data_dir / entry.path, content, entry, report)
+
+
+def _held(data_dir: Path, project: str) -> set[str]:
+    try:
+        return set(os.listdir(data_dir / "pypi" / "files" / project))
+    except OSError:
+        return set()
+
+
+def _write_index(destination: Path, content: bytes | None, entry: Entry, report: ImportReport) -> None:
+    """One index file of a project written whole (one rename), or left as it is (`content` None)."""
+    if content is None:
+        report.present.append(entry)
+        return
+    existed = destination.exists()
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staged = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:8]}")
+    staged.write_bytes(content)
+    os.replace(staged, destination)
+    (report.replaced if existed else report.added).append(entry)
+
+
+def _unlisted(packages: list[str], data_dir: Path) -> list[str]:
+    """The packages (cache paths) no index now in the data directory lists: on disk, but no client finds them."""
+    hashes = IndexHashes(data_dir)
+    conda = hashes.conda_packages(p for p in packages if p.startswith("conda/"))
+    return [
+        path for path in packages if (hashes.pypi_file(path) is None if path.startswith("pypi/") else path not in conda)
+    ]
 
 
 def _take(entry: Entry, destination: Path, decided: dict[str, bool]) -> bool:

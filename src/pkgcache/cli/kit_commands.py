@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 # What the data directory held at the last export, for `export --since last`.
 KNOWN_FILES = "pkgcache.exported.txt.gz"
+# How long a running instance's workers take to notice an import (gate/state.py looks every 0.5 s), with room.
+IMPORT_PICKUP_SECONDS = 1.5
 # Failures listed one a line before "... and N more".
 LISTED_FAILURES = 50
 
@@ -328,7 +330,8 @@ def import_command(bundle: Path, sha256: str | None, config_file: Path | None, d
 
     # Into the running instance's data directory when none is named, as export reads it: a bundle merged into
     # the default directory while the service serves another would look imported and never be served.
-    directory = locate_instance("import", config_file, data_dir).paths.data_dir
+    located = locate_instance("import", config_file, data_dir)
+    directory = located.paths.data_dir
     console = Console(stderr=True)
     from_stdin = str(bundle) == "-"
     total = None if from_stdin else bundle.stat().st_size
@@ -348,7 +351,17 @@ def import_command(bundle: Path, sha256: str | None, config_file: Path | None, d
     added_packages = [e.path for e in report.added if e.kind == "package"]
     _print_list(console, "packages added", added_packages)
     _print_list(console, "refused", [f"{path}: {why}" for path, why in report.failed])
+    _print_list(
+        console,
+        "WARNING: added, but no page or repodata kept here lists them (no client can install them; import a "
+        "bundle whose index lists them)",
+        report.unlisted,
+    )
     add_kit_entry(directory, "import", report.as_record(str(bundle)))
+    if (report.added or report.replaced) and (located.state.running or located.state.foreign):
+        # Every worker looks at the import's mark about twice a second: once this returns, all of them serve it.
+        time.sleep(IMPORT_PICKUP_SECONDS)
+        console.print(f"the pkgcache running on {directory} serves what was imported now", soft_wrap=True)
     sys.exit(0 if report.ok else 1)
 
 
