@@ -31,12 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from pkgcache.conda.repodata_stream import MalformedRepodata
 from pkgcache.gate.holdings import mark_imported
 
 from .digests import HashingReader
 from .index_hashes import Expected, IndexHashes
 from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, BadManifest, Entry, Manifest
 from .page_merge import merge_project, read_page, read_records
+from .repodata_merge import REPODATA_FORMS, Side, in_unit, merge_subdir
 
 CHUNK = 1 << 20
 META_SUFFIX = ".meta"
@@ -96,7 +98,7 @@ def import_bundle(
         if sha256 is not None:
             _check_digest(stream, sha256)
         good = _check_against_indexes(staged, data_dir, report)
-        _merge(good, staged, data_dir, report)
+        _merge(good, staged, data_dir, report, staging)
         report.unlisted = _unlisted([e.path for e in report.added if e.kind == "package"], data_dir)
         if report.added or report.replaced:
             mark_imported(data_dir)
@@ -263,10 +265,12 @@ def _is_page(path: Path) -> bool:
 # --- merging ------------------------------------------------------------------------------------------------------
 
 
-def _merge(good: list[Entry], staged: dict[str, Path], data_dir: Path, report: ImportReport) -> None:
-    """Move each good file into place, unless the data directory's copy is to be kept; then each project's index."""
+def _merge(good: list[Entry], staged: dict[str, Path], data_dir: Path, report: ImportReport, staging: Path) -> None:
+    """Move each good file into place, unless the data directory's copy is to be kept; then each project's and each
+    conda subdir's index, as one unit each."""
     units = _project_units(good)
-    in_units = {entry.path for unit in units.values() for entry in unit.values()}
+    subdirs = _subdir_units(good)
+    in_units = {entry.path for unit in (*units.values(), *subdirs.values()) for entry in unit.values()}
     decided: dict[str, bool] = {}  # an index file's path -> whether the bundle's copy went in
     # Sidecars follow the file they describe: decide those files first.
     for entry in sorted((e for e in good if e.path not in in_units), key=lambda e: e.path.endswith(META_SUFFIX)):
@@ -286,6 +290,8 @@ def _merge(good: list[Entry], staged: dict[str, Path], data_dir: Path, report: I
     # After the packages: a page a running instance reads never lists a file not there yet.
     for project, unit in units.items():
         _merge_project(project, unit, staged, data_dir, report)
+    for subdir_path, subdir_unit in subdirs.items():
+        _merge_subdir(subdir_path, subdir_unit, staged, data_dir, report, staging)
 
 
 PROJECT_INDEX = ("page.json", "metadata.json")
@@ -324,6 +330,48 @@ def _merge_project(
     for entry, content in ((page_entry, page_bytes), (records_entry, records_bytes)):
         if entry is not None:
             _write_index(data_dir / entry.path, content, entry, report)
+
+
+def _subdir_units(good: list[Entry]) -> dict[str, dict[str, Entry]]:
+    """`conda/<root>/<channel>/<subdir>` -> the bundle's files of its index unit (repodata_merge.py), by their path
+    below the subdir; only for subdirs whose repodata the bundle brings (other files are taken one by one)."""
+    units: dict[str, dict[str, Entry]] = {}
+    for entry in good:
+        parts = entry.path.split("/")
+        if len(parts) >= 6 and parts[0] == "conda" and entry.kind == "index":
+            name = "/".join(parts[5:])
+            if in_unit(name):
+                units.setdefault("/".join(parts[:5]), {})[name] = entry
+    return {path: unit for path, unit in units.items() if any(form in unit for form in REPODATA_FORMS)}
+
+
+def _merge_subdir(
+    subdir_path: str,
+    unit: dict[str, Entry],
+    staged: dict[str, Path],
+    data_dir: Path,
+    report: ImportReport,
+    staging: Path,
+) -> None:
+    """A conda subdir's index, merged with the data directory's as one unit (repodata_merge.py)."""
+    folder = data_dir / subdir_path
+    bundle = Side(
+        files={name: staged[entry.path] for name, entry in unit.items()},
+        stats={name: (entry.size, entry.mtime_ns) for name, entry in unit.items()},
+    )
+    here = Side.in_folder(folder)
+    try:
+        outcome = merge_subdir(folder, bundle, here, staging)
+    except MalformedRepodata as exc:
+        for entry in unit.values():
+            report.failed.append((entry.path, f"the subdir's repodata could not be merged: {exc}"))
+        return
+    written = set(outcome.written) | {form + META_SUFFIX for form in outcome.written}
+    for name, entry in sorted(unit.items()):
+        if name in written or name in outcome.taken:
+            (report.replaced if name in here.files else report.added).append(entry)
+        else:
+            report.present.append(entry)
 
 
 def _held(data_dir: Path, project: str) -> set[str]:

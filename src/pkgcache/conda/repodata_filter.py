@@ -68,7 +68,7 @@ def filter_repodata(source: Path, json_out: Path, zst_out: Path | None, job: Fil
     started = time.monotonic()
     judge = _Judge(job)
     with json_out.open("wb") as raw_json, _zst_writer(zst_out) as raw_zst:
-        writer = _DocumentWriter([raw_json, *([raw_zst] if raw_zst is not None else [])])
+        writer = DocumentWriter([raw_json, *([raw_zst] if raw_zst is not None else [])])
         batch: dict[str, dict[str, Any]] = {}
         batch_section = ""
 
@@ -179,7 +179,7 @@ def _zst_writer(path: Path | None) -> Iterator[Any]:
             stream.close()
 
 
-class _DocumentWriter:
+class DocumentWriter:
     """Writes one JSON object member by member to several outputs at once (the .json and its .zst)."""
 
     def __init__(self, outputs: list[Any]) -> None:

@@ -1,0 +1,325 @@
+"""A conda subdir's index from a bundle and from the data directory, merged as one unit.
+
+Every form of a subdir's repodata (`repodata.json`, `.zst`, `.bz2`) says the same thing, so they go together:
+- the base is the newer repodata, by when its copy was fetched as its sidecar (`<form>.meta`, storage/sidecars.py)
+  says; a copy whose sidecar is missing or describes another version of the file is dated by its mtime instead
+  (pkgcache gives a fetched index file the upstream's Last-Modified as its mtime: the best left);
+- the other side's records (`packages` and `packages.conda`) whose package files the cache holds after the import
+  are added to it, the base's winning for a file name both list, so every package imported stays listed whichever
+  side is newer. A record added is taken out of the base's `removed` (the import brought or kept that very file:
+  it is meant to be installable; the policy's `deny` is the way to refuse a package). `v3` records are the base's;
+- the merged repodata is written, in one streaming pass, in every form either side holds, each renamed into place
+  whole with a new mtime (clients' validators are the file's size and mtime: one holding the old copy's ETag or
+  date gets the new bytes, never a 304), and each form's sidecar describes its new size and mtime. A sidecar keeps
+  the upstream and validators of the copy it came from (the base's, where the base has that form): the upstream
+  answering 304 to them keeps the merged copy, a changed upstream copy replaces it, as for any index file;
+- what only the upstream's indexer makes (`current_repodata.json` in its forms, the upstream's shard index) goes
+  with the base: the base side's copy, or none (online it is fetched again; offline a client falls back to
+  `repodata.json`);
+- what pkgcache makes from the repodata is removed, and made again from the merged one when next asked for, at once
+  rather than the previous one served meanwhile: the shard index made here (`made-here/`), the filtered and offline
+  views (`filtered/`), and JLAP patches (against bytes no longer served).
+Nothing changes when the data directory's repodata is the base and the bundle's adds no record to it.
+
+Memory: the records added (those of held packages the base lacks) and one batch of records; the repodata is read
+record by record (conda/repodata_stream.py), three passes: the other side's (records held), the base's (which of
+them it lacks), the base's again (writing). The `.bz2` form, when held, is the slow part (about 10 MB/s).
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import zstandard
+
+from pkgcache.conda.channels import SHARD_INDEX
+from pkgcache.conda.filtered_channels import FILTERED
+from pkgcache.conda.generated_shards import MADE_HERE
+from pkgcache.conda.repodata_filter import BATCH_RECORDS, ZSTD_LEVEL, DocumentWriter
+from pkgcache.conda.repodata_stream import RECORD_SECTIONS, Info, Other, Record, Removed, iter_repodata_file
+from pkgcache.storage.sidecars import META_SUFFIX, FileMeta
+
+REPODATA_FORMS = ("repodata.json", "repodata.json.zst", "repodata.json.bz2")
+# The upstream indexer's own views of the subdir, which pkgcache cannot make: they go with the base.
+FOLLOW_BASE = ("current_repodata.json", "current_repodata.json.zst", "current_repodata.json.bz2", SHARD_INDEX)
+# Made by pkgcache (or the upstream's JLAP, patches against one repodata's bytes): removed, made again on demand.
+MADE_FROM_REPODATA = ("repodata.jlap", f"{MADE_HERE}/{SHARD_INDEX}")
+MADE_FROM_REPODATA_DIRS = (FILTERED,)
+UNIT_NAMES = frozenset(REPODATA_FORMS + FOLLOW_BASE + MADE_FROM_REPODATA)
+PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
+
+Records = dict[str, dict[str, dict[str, Any]]]  # section -> file name -> record
+
+
+def in_unit(name: str) -> bool:
+    """Whether a file of a subdir (its path below the subdir's folder) belongs to the subdir's index unit."""
+    return name.removesuffix(META_SUFFIX) in UNIT_NAMES
+
+
+@dataclass
+class Side:
+    """One side's copy of a subdir's index unit: where each file is (name below the subdir -> path), and the size
+    and mtime (ns) each has as that side knows it (the bundle's: as exported)."""
+
+    files: dict[str, Path] = field(default_factory=dict)
+    stats: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @classmethod
+    def in_folder(cls, folder: Path) -> Side:
+        side = cls()
+        for name in sorted(UNIT_NAMES):
+            for each in (name, name + META_SUFFIX):
+                path = folder / each
+                try:
+                    stat = path.stat()
+                except OSError:
+                    continue
+                side.files[each], side.stats[each] = path, (stat.st_size, stat.st_mtime_ns)
+        return side
+
+    def source(self) -> str | None:
+        """The form its repodata is read from: the first it holds of REPODATA_FORMS."""
+        return next((form for form in REPODATA_FORMS if form in self.files), None)
+
+    def meta(self, name: str) -> FileMeta | None:
+        """The sidecar of `name`, when it describes this very copy of it."""
+        path = self.files.get(name + META_SUFFIX)
+        if path is None or name not in self.stats:
+            return None
+        try:
+            meta = FileMeta(**json.loads(path.read_bytes()))
+        except (OSError, ValueError, TypeError):
+            return None
+        if meta.missing or (meta.size, meta.mtime_ns) != self.stats[name]:
+            return None
+        return meta
+
+    def fetched_at(self) -> float:
+        """When its repodata was fetched (last found current upstream), as its sidecar says; else its mtime."""
+        source = self.source()
+        assert source is not None
+        meta = self.meta(source)
+        return meta.fetched_at if meta is not None else self.stats[source][1] / 1e9
+
+
+@dataclass
+class SubdirMerge:
+    """What merging a subdir's unit did (names below the subdir's folder)."""
+
+    base: str  # "bundle" or "here"
+    changed: bool = False
+    records_added: int = 0
+    written: list[str] = field(default_factory=list)  # repodata forms written from the merged records
+    taken: list[str] = field(default_factory=list)  # the bundle's files moved into place as they are
+    removed: list[str] = field(default_factory=list)
+
+
+def merge_subdir(folder: Path, bundle: Side, here: Side, work_dir: Path) -> SubdirMerge:
+    """Merge the unit of the subdir at `folder` (see the module docstring); the packages must be in place."""
+    if here.source() is None or bundle.fetched_at() > here.fetched_at():
+        base_name, base, other = "bundle", bundle, here
+    else:
+        base_name, base, other = "here", here, bundle
+    outcome = SubdirMerge(base_name)
+    base_source = base.source()
+    assert base_source is not None  # the caller merges only a unit whose bundle brings repodata
+    held = _held(folder)
+    other_source = other.source()
+    candidates = _held_records(other.files[other_source], held) if other_source else _no_records()
+    extras = _not_listed(base.files[base_source], candidates)
+    outcome.records_added = sum(len(records) for records in extras.values())
+    if base is here and not outcome.records_added:
+        return outcome  # the data directory's index stays as it is
+    outcome.changed = True
+    forms = [form for form in REPODATA_FORMS if form in bundle.files or form in here.files]
+    temps = {form: work_dir / f"merged-{uuid.uuid4().hex[:8]}-{form}" for form in forms}
+    _write_merged(base.files[base_source], extras, temps)
+    json_stat = temps["repodata.json"].stat() if "repodata.json" in temps else None
+    # The compressed forms first: repodata.json (what most readers look at first) once they agree with it.
+    for form in sorted(forms, key=lambda name: name == "repodata.json"):
+        _put_form(folder / form, temps[form], _sidecar_template(form, base, other, base_source), json_stat)
+        outcome.written.append(form)
+    outcome.taken, outcome.removed = _follow_base(folder, base is bundle, bundle)
+    outcome.removed += _remove_made_from_repodata(folder)
+    return outcome
+
+
+# --- reading ------------------------------------------------------------------------------------------------------
+
+
+def _no_records() -> Records:
+    return {section: {} for section in RECORD_SECTIONS}
+
+
+def _held(folder: Path) -> set[str]:
+    try:
+        with os.scandir(folder) as entries:
+            return {e.name for e in entries if e.name.endswith(PACKAGE_SUFFIXES) and e.is_file()}
+    except OSError:
+        return set()
+
+
+def _held_records(source: Path, held: set[str]) -> Records:
+    """The records of `source` whose package files the cache holds."""
+    found = _no_records()
+    for item in iter_repodata_file(source):
+        if isinstance(item, Record) and item.section in found and item.filename in held:
+            found[item.section][item.filename] = item.record
+    return found
+
+
+def _not_listed(source: Path, candidates: Records) -> Records:
+    """The candidates `source` does not list (in any section: a file name is one package whatever its section)."""
+    remaining = {section: dict(records) for section, records in candidates.items()}
+    if not any(remaining.values()):
+        return remaining
+    for item in iter_repodata_file(source):
+        if isinstance(item, Record):
+            for records in remaining.values():
+                records.pop(item.filename, None)
+    return remaining
+
+
+# --- writing ------------------------------------------------------------------------------------------------------
+
+
+def _write_merged(source: Path, extras: Records, temps: dict[str, Path]) -> None:
+    """The base's repodata with `extras` at the end of their sections, to every form in `temps` in one pass."""
+    added = {name for records in extras.values() for name in records}
+    with _outputs(temps) as outputs:
+        writer = DocumentWriter(outputs)
+        batch: dict[str, dict[str, Any]] = {}
+        section = ""
+        written: set[str] = set()
+
+        def end_section() -> None:
+            if batch:
+                writer.records(section, dict(batch))
+                batch.clear()
+            if section in extras and section not in written:
+                writer.records(section, extras[section])
+                written.add(section)
+
+        for item in iter_repodata_file(source, others=True):
+            if isinstance(item, Record):
+                if item.section != section:
+                    end_section()
+                    section = item.section
+                elif len(batch) >= BATCH_RECORDS:
+                    writer.records(section, dict(batch))
+                    batch.clear()
+                batch[item.filename] = item.record
+                continue
+            end_section()
+            section = ""
+            if isinstance(item, Removed):
+                if item.filename not in added:  # listed again: not removed
+                    writer.removed(item.filename)
+            elif isinstance(item, Info):
+                writer.member("info", item.info)
+            elif isinstance(item, Other):
+                writer.member(item.key, item.value)
+        end_section()
+        for name in RECORD_SECTIONS:  # a section the base has none of
+            if name not in written and extras.get(name):
+                writer.records(name, extras[name])
+        writer.finish()
+
+
+@contextlib.contextmanager
+def _outputs(temps: dict[str, Path]) -> Iterator[list[IO[bytes]]]:
+    """A writable stream per form, compressing as its name says; all closed (and compressed frames ended) after."""
+    with contextlib.ExitStack() as stack:
+        outputs: list[IO[bytes]] = []
+        for form, path in temps.items():
+            raw = stack.enter_context(path.open("wb"))
+            if form.endswith(".zst"):
+                compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+                outputs.append(stack.enter_context(compressor.stream_writer(raw, closefd=False)))
+            elif form.endswith(".bz2"):
+                outputs.append(stack.enter_context(bz2.BZ2File(raw, "wb", compresslevel=9)))
+            else:
+                outputs.append(raw)
+        yield outputs
+
+
+def _sidecar_template(form: str, base: Side, other: Side, base_source: str) -> FileMeta:
+    """What a written form's sidecar says besides its size and mtime: its own sidecar on the base side, else on the
+    other side, else the base repodata's (a form only one side held keeps what that side knew of it)."""
+    for side, name in ((base, form), (other, form), (base, base_source)):
+        meta = side.meta(name)
+        if meta is not None:
+            return meta
+    return FileMeta(fetched_at=base.fetched_at())
+
+
+def _put_form(path: Path, temp: Path, template: FileMeta, json_stat: os.stat_result | None) -> None:
+    """A form renamed into place, and its sidecar describing it."""
+    stat = temp.stat()
+    meta = dataclasses.replace(template, extra=dict(template.extra), size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+    if meta.extra.get("generated") and json_stat is not None and "source_size" in meta.extra:
+        # A .zst pkgcache made (conda/generated_zst.py) is recorded as made from this very .json.
+        meta.extra["source_size"], meta.extra["source_mtime_ns"] = json_stat.st_size, json_stat.st_mtime_ns
+    os.replace(temp, path)
+    _write_json(path.with_name(path.name + META_SUFFIX), dataclasses.asdict(meta))
+
+
+def _write_json(path: Path, value: Any) -> None:
+    staged = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    staged.write_text(json.dumps(value, separators=(",", ":")))
+    os.replace(staged, path)
+
+
+# --- the rest of the unit -----------------------------------------------------------------------------------------
+
+
+def _follow_base(folder: Path, base_is_bundle: bool, bundle: Side) -> tuple[list[str], list[str]]:
+    """The upstream indexer's other files as the base has them: (taken from the bundle, removed here)."""
+    taken: list[str] = []
+    removed: list[str] = []
+    if not base_is_bundle:
+        return taken, removed  # the data directory's stay; the bundle's are older
+    for name in FOLLOW_BASE:
+        for each in (name, name + META_SUFFIX):
+            path = folder / each
+            if name in bundle.files:
+                if each in bundle.files:
+                    staged = bundle.files[each]
+                    os.utime(staged, ns=(bundle.stats[each][1], bundle.stats[each][1]))
+                    os.replace(staged, path)
+                    taken.append(each)
+                else:
+                    removed += _unlink(path, each)
+            else:
+                removed += _unlink(path, each)
+    return taken, removed
+
+
+def _remove_made_from_repodata(folder: Path) -> list[str]:
+    removed: list[str] = []
+    for name in MADE_FROM_REPODATA:
+        for each in (name, name + META_SUFFIX):
+            removed += _unlink(folder / each, each)
+    for name in MADE_FROM_REPODATA_DIRS:
+        if (folder / name).is_dir():
+            shutil.rmtree(folder / name, ignore_errors=True)
+            removed.append(name + "/")
+    return removed
+
+
+def _unlink(path: Path, name: str) -> list[str]:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return []
+    return [name]
