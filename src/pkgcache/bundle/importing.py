@@ -338,10 +338,10 @@ def _subdir_units(good: list[Entry]) -> dict[str, dict[str, Entry]]:
     units: dict[str, dict[str, Entry]] = {}
     for entry in good:
         parts = entry.path.split("/")
-        if len(parts) >= 6 and parts[0] == "conda" and entry.kind == "index":
-            name = "/".join(parts[5:])
+        if len(parts) >= 5 and parts[0] == "conda" and entry.kind == "index":
+            name = "/".join(parts[4:])
             if in_unit(name):
-                units.setdefault("/".join(parts[:5]), {})[name] = entry
+                units.setdefault("/".join(parts[:4]), {})[name] = entry
     return {path: unit for path, unit in units.items() if any(form in unit for form in REPODATA_FORMS)}
 
 

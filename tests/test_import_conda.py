@@ -1,0 +1,232 @@
+"""A conda subdir's index imported as one unit: an older bundle over newer data (and the reverse), every form of
+the merged repodata agreeing, served offline (`[server] offline = true`) to real rattler, and by a running
+2-worker instance at once; the merge's own rules (the base, `removed`, sidecars, what goes with the base)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import zstandard
+
+from pkgcache.bundle.repodata_merge import Side, merge_subdir
+from pkgcache.conda.repodata_filter import iter_kept_names
+from tests.cache_service import CacheProcess, cache_settings, start_cache
+from tests.conda_support import SUBDIR, Channels, install, installed_names
+from tests.fakes.conda_upstreams import MirrorLikeUpstream
+from tests.kit_support import CHANNELS, UNREACHABLE_CONDA, UNREACHABLE_PYPI, pkgcache, write, write_config
+from tests.support import BackgroundLoop, http_get
+
+OLD = "libfoo-1.0-h1_0.tar.bz2"  # only the bundle's (older) repodata lists it
+NEW = "libfoo-1.1-h1_0.conda"  # only the data directory's (newer) repodata lists it
+FORMS = ("repodata.json", "repodata.json.zst")
+
+
+def _seed(tmp_path: Path, mirror: MirrorLikeUpstream, channels: Channels, name: str, package: str) -> Path:
+    """A data directory holding one pkgs/main package (by an @EXPLICIT list), and its subdir's repodata."""
+    config = write_config(tmp_path, [UNREACHABLE_PYPI], [f"{mirror.url}/anaconda/"])
+    pkg = next(p for p in channels.main_pkgs if p.filename == package)
+    url = f"{mirror.channel_url('pkgs/main')}/{SUBDIR}/{pkg.filename}#{pkg.sha256}"
+    lock = write(tmp_path, f"{name}.lock", f"# platform: {SUBDIR}\n@EXPLICIT\n{url}\n")
+    data = tmp_path / name
+    seeded = pkgcache("seed", "--config", config, "--data-dir", data, "--platform", SUBDIR, "--no-progress", lock)
+    assert seeded.returncode == 0, seeded.stderr
+    return data
+
+
+def _relist(data: Path, drop: str, fetched_at: float, *, with_zst: bool = False) -> Path:
+    """The subdir's repodata here without `drop`, fetched at `fetched_at` (its file given that mtime), as a mirror
+    lagging behind (or ahead) left it; with `with_zst`, also its .zst, as an upstream that has one."""
+    folder = data / "conda/pkgs/main" / SUBDIR
+    path = folder / "repodata.json"
+    document = json.loads(path.read_bytes())
+    for section in ("packages", "packages.conda"):
+        document[section].pop(drop, None)
+    path.write_text(json.dumps(document))
+    _recorded(path, fetched_at)
+    if with_zst:
+        zst = folder / "repodata.json.zst"
+        zst.write_bytes(zstandard.ZstdCompressor().compress(path.read_bytes()))
+        _recorded(zst, fetched_at)
+    return folder
+
+
+def _recorded(path: Path, fetched_at: float) -> None:
+    os.utime(path, (fetched_at, fetched_at))
+    stat = path.stat()
+    meta = {"fetched_at": fetched_at, "upstream": "mirror", "etag": '"upstream-etag"', "last_modified": None}
+    meta |= {"missing": False, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "extra": {}}
+    path.with_name(path.name + ".meta").write_text(json.dumps(meta))
+
+
+def _export(data: Path, bundle: Path) -> Path:
+    exported = pkgcache("export", "--data-dir", data, "-o", bundle)
+    assert exported.returncode == 0, exported.stderr
+    return bundle
+
+
+def _listed_on_disk(folder: Path) -> dict[str, set[str]]:
+    return {form: set(iter_kept_names(folder / form)) for form in FORMS if (folder / form).is_file()}
+
+
+def _listed_served(url: str) -> dict[str, set[str]]:
+    """The file names each form of the subdir's repodata lists as served: .json, .zst, and the shards."""
+    subdir = f"{url}/conda/pkgs/main/{SUBDIR}"
+    found: dict[str, set[str]] = {}
+    for form in FORMS:
+        answer = http_get(f"{subdir}/{form}")
+        assert answer.status == 200, (form, answer)
+        body = (
+            zstandard.ZstdDecompressor().decompressobj().decompress(answer.body)
+            if form.endswith(".zst")
+            else answer.body
+        )
+        document = json.loads(body)
+        found[form] = set(document.get("packages", {})) | set(document.get("packages.conda", {}))
+    index = http_get(f"{subdir}/repodata_shards.msgpack.zst")
+    assert index.status == 200, index
+    shards: set[str] = set()
+    for digest in _unpack(index.body)["shards"].values():
+        shard = _unpack(http_get(f"{subdir}/shards/{digest.hex()}.msgpack.zst").body)
+        shards |= set(shard.get("packages", {})) | set(shard.get("packages.conda", {}))
+    found["shards"] = shards
+    return found
+
+
+def _unpack(body: bytes) -> Any:
+    return msgpack.unpackb(zstandard.ZstdDecompressor().decompressobj().decompress(body), strict_map_key=False)
+
+
+@pytest.fixture
+def older_bundle_over_newer_data(
+    request: pytest.FixtureRequest, tmp_path: Path, conda_mirror: MirrorLikeUpstream, conda_channels: Channels
+) -> tuple[Path, Path]:
+    """(a bundle of OLD whose repodata does not list NEW yet, a data directory holding NEW whose newer repodata no
+    longer lists OLD, with a .zst beside it). The bundle carries the .zst made outside (a client asked for it), its
+    file newer than the one here, unless the parameter says "no zst"."""
+    outside = _seed(tmp_path, conda_mirror, conda_channels, "outside", OLD)
+    folder = _relist(outside, NEW, time.time() - 7200)
+    if getattr(request, "param", "zst") == "no zst":
+        for name in ("repodata.json.zst", "repodata.json.zst.meta"):
+            (folder / name).unlink()
+    bundle = _export(outside, tmp_path / "old.tar")
+    inside = _seed(tmp_path, conda_mirror, conda_channels, "inside", NEW)
+    _relist(inside, OLD, time.time() - 60, with_zst=True)
+    return bundle, inside
+
+
+@pytest.mark.parametrize("older_bundle_over_newer_data", ["zst", "no zst"], indirect=True)
+def test_an_older_bundle_over_newer_conda_data_leaves_both_sides_packages_installable_offline(
+    tmp_path: Path, older_bundle_over_newer_data: tuple[Path, Path], bg_loop: BackgroundLoop
+) -> None:
+    bundle, inside = older_bundle_over_newer_data
+    folder = inside / "conda/pkgs/main" / SUBDIR
+    before = json.loads((folder / "repodata.json.meta").read_text())
+
+    imported = pkgcache("import", "--data-dir", inside, bundle)
+
+    assert imported.returncode == 0, imported.stderr
+    assert "no page or repodata kept here lists them" not in imported.stderr, imported.stderr
+    on_disk = _listed_on_disk(folder)
+    assert set(on_disk) == set(FORMS)
+    assert on_disk["repodata.json"] == on_disk["repodata.json.zst"]
+    assert {OLD, NEW} <= on_disk["repodata.json"]
+    meta = json.loads((folder / "repodata.json.meta").read_text())
+    assert meta["fetched_at"] == before["fetched_at"]  # the newer repodata, the data directory's, is the base
+    stat = (folder / "repodata.json").stat()
+    assert (meta["size"], meta["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns)
+    assert stat.st_mtime_ns != before["mtime_ns"]  # a client holding the old ETag or date gets the new bytes
+
+    conda = {"upstreams": [UNREACHABLE_CONDA], "channels": CHANNELS}
+    settings = cache_settings(inside, [UNREACHABLE_PYPI], conda=conda, server={"offline": True})
+    cache = start_cache(bg_loop, settings)
+    try:
+        served = _listed_served(cache.url)
+        assert served["repodata.json"] == served["repodata.json.zst"] == served["shards"] == {OLD, NEW}
+        channel = f"{cache.url}/conda/pkgs/main"
+        for spec, name in (("libfoo ==1.0", "old-env"), ("libfoo ==1.1", "new-env")):
+            _, result = install(tmp_path, [channel], [spec], name=name)
+            assert installed_names(result) == {"libfoo"}
+            assert all(p["url"].startswith(cache.url) for p in result["installed"])
+    finally:
+        cache.stop()
+
+
+def test_a_conda_import_into_a_running_two_worker_instance_is_served_by_every_worker_at_once(
+    tmp_path: Path, older_bundle_over_newer_data: tuple[Path, Path]
+) -> None:
+    bundle, inside = older_bundle_over_newer_data
+    process = CacheProcess(inside, "--workers", "2", "--offline", "--conda-upstream", UNREACHABLE_CONDA)
+    try:
+        for _ in range(10):  # every worker has read the subdir's index, and the views and shards are made
+            assert all(OLD not in names for names in _listed_served(process.url).values())
+        imported = pkgcache("import", "--data-dir", inside, bundle)
+        assert imported.returncode == 0, imported.stderr
+        for _ in range(20):  # at once, on many new connections (the kernel spreads them over both workers)
+            served = _listed_served(process.url)
+            assert served["repodata.json"] == served["repodata.json.zst"] == served["shards"] == {OLD, NEW}
+        _, result = install(tmp_path, [f"{process.url}/conda/pkgs/main"], ["libfoo ==1.0"])
+        assert installed_names(result) == {"libfoo"}
+    finally:
+        process.terminate()
+
+
+# --- the merge's rules, on small repodata -------------------------------------------------------------------------
+
+
+def _record(filename: str) -> dict[str, Any]:
+    name, version, build = filename.removesuffix(".conda").removesuffix(".tar.bz2").rsplit("-", 2)
+    return {"name": name, "version": version, "build": build, "build_number": 0, "depends": [], "sha256": "0" * 64}
+
+
+def _repodata(folder: Path, names: list[str], fetched_at: float, removed: tuple[str, ...] = ()) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    document = {
+        "info": {"subdir": "linux-64"},
+        "packages": {n: _record(n) for n in names if n.endswith(".tar.bz2")},
+        "packages.conda": {n: _record(n) for n in names if n.endswith(".conda")},
+        "removed": list(removed),
+        "repodata_version": 1,
+    }
+    (folder / "repodata.json").write_text(json.dumps(document))
+    _recorded(folder / "repodata.json", fetched_at)
+
+
+def _side(folder: Path) -> Side:
+    files = {p.name: p for p in folder.iterdir() if p.is_file()}
+    return Side(files, {name: (p.stat().st_size, p.stat().st_mtime_ns) for name, p in files.items()})
+
+
+def test_a_newer_bundle_is_the_base_and_keeps_what_only_the_older_data_lists_of_the_packages_held(
+    tmp_path: Path,
+) -> None:
+    here, bundle = tmp_path / "data/conda/pkgs/main/linux-64", tmp_path / "bundle"
+    _repodata(here, ["a-1-0.conda", "held-1-0.tar.bz2", "gone-1-0.conda"], time.time() - 3600)
+    (here / "current_repodata.json").write_text("{}")  # the older side's: does not go with the merged one
+    (here / "made-here").mkdir()
+    (here / "made-here/repodata_shards.msgpack.zst").write_bytes(b"made from the old repodata")
+    for name in ("a-1-0.conda", "held-1-0.tar.bz2", "b-1-0.conda"):
+        (here / name).write_bytes(b"a package")
+    _repodata(bundle, ["a-1-0.conda", "b-1-0.conda"], time.time(), removed=("held-1-0.tar.bz2", "other-1-0.conda"))
+
+    outcome = merge_subdir(here, _side(bundle), Side.in_folder(here), tmp_path)
+
+    assert outcome.base == "bundle" and outcome.records_added == 1
+    merged = json.loads((here / "repodata.json").read_text())
+    assert set(merged["packages.conda"]) == {"a-1-0.conda", "b-1-0.conda"}  # not held: gone-1-0 left out
+    assert set(merged["packages"]) == {"held-1-0.tar.bz2"}
+    assert merged["removed"] == ["other-1-0.conda"]  # listed again, so no longer removed
+    assert merged["info"] == {"subdir": "linux-64"} and merged["repodata_version"] == 1
+    assert not (here / "current_repodata.json").exists()
+    assert not (here / "made-here/repodata_shards.msgpack.zst").exists()
+    meta = json.loads((here / "repodata.json.meta").read_text())
+    stat = (here / "repodata.json").stat()
+    assert (meta["size"], meta["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns)
+    # Nothing more to add the second time, and the data directory's is now the base: left as it is.
+    assert not merge_subdir(here, _side(bundle), Side.in_folder(here), tmp_path).changed
+    assert (here / "repodata.json").stat().st_mtime_ns == stat.st_mtime_ns
