@@ -230,3 +230,38 @@ def test_a_newer_bundle_is_the_base_and_keeps_what_only_the_older_data_lists_of_
     # Nothing more to add the second time, and the data directory's is now the base: left as it is.
     assert not merge_subdir(here, _side(bundle), Side.in_folder(here), tmp_path).changed
     assert (here / "repodata.json").stat().st_mtime_ns == stat.st_mtime_ns
+
+
+def test_a_worker_reads_the_subdir_again_once_an_import_changed_it(
+    tmp_path: Path,
+    older_bundle_over_newer_data: tuple[Path, Path],
+    bg_loop: BackgroundLoop,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker whose memory of index files (their sidecars) would last an hour serves the merged index once the
+    import is done: the shard index made from the replaced repodata, which the import removed, is never answered
+    from that memory (404 "removed meanwhile", which rattler would remember), and the memory is dropped on the
+    import's mark (the gate's import listeners)."""
+    bundle, inside = older_bundle_over_newer_data
+    monkeypatch.setattr("pkgcache.storage.sidecars.READER_RECHECK_SECONDS", 3600.0)
+    # Online (nothing to ask an upstream: every index file is fresh for an hour), so shards are made from the raw
+    # repodata and the sidecars remembered are the repodata's own.
+    conda = {"upstreams": [UNREACHABLE_CONDA], "channels": CHANNELS, "index_ttl": 3600}
+    cache = start_cache(bg_loop, cache_settings(inside, [UNREACHABLE_PYPI], conda=conda))
+    index = f"{cache.url}/conda/pkgs/main/{SUBDIR}/repodata_shards.msgpack.zst"
+    try:
+        assert "libfoo" in _unpack(http_get(index).body)["shards"]
+        before = http_get(index).body
+        imported = pkgcache("import", "--data-dir", inside, bundle)
+        assert imported.returncode == 0, imported.stderr
+        deadline = time.monotonic() + 30  # the gate looks at the mark about twice a second
+        answer = http_get(index)
+        while (answer.status != 200 or answer.body == before) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            answer = http_get(index)
+        assert answer.status == 200 and answer.body != before, answer
+        digest = _unpack(answer.body)["shards"]["libfoo"].hex()
+        shard = _unpack(http_get(f"{cache.url}/conda/pkgs/main/{SUBDIR}/shards/{digest}.msgpack.zst").body)
+        assert {OLD, NEW} <= set(shard.get("packages", {})) | set(shard.get("packages.conda", {}))
+    finally:
+        cache.stop()

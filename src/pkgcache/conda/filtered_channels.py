@@ -78,6 +78,8 @@ class RecordPredicate(Protocol):
 
     def quick_refusal(self, channel: Channel, subdir: str, filename: str) -> tuple[int, str] | None: ...
 
+    def forget_held(self) -> None: ...
+
 
 class _PassEverything:
     fingerprint = "-"
@@ -93,6 +95,9 @@ class _PassEverything:
         return FilterJob(channel.path, subdir, time.time())
 
     def quick_refusal(self, channel: Channel, subdir: str, filename: str) -> tuple[int, str] | None:
+        return None
+
+    def forget_held(self) -> None:
         return None
 
 
@@ -121,6 +126,12 @@ class FilteredChannels(ChannelLayer):
 
     def use(self, predicate: RecordPredicate) -> None:
         self.predicate = predicate
+
+    def forget_all(self) -> None:
+        """Drop what is known in memory of the cache (an import replaced repodata and added packages): the refusals
+        of past filterings and the packages held per subdir are read again when next needed."""
+        self._refusals.clear()
+        self.predicate.forget_held()
 
     # --- index files ---
 

@@ -68,6 +68,10 @@ class GateRecords:
         self._held[str(folder)] = (mtime, names)
         return names
 
+    def forget_held(self) -> None:
+        """List the packages held again when next asked, whatever the folders' mtimes say."""
+        self._held.clear()
+
     def job(self, channel: Channel, subdir: str, first_seen: FirstSeen | None) -> FilterJob:
         """What the subdir's repodata is to be filtered by, now."""
         policy = self.policy

@@ -126,6 +126,10 @@ def _conda_channels(
     # The policy and the offline view, as the gate says; below the shards, which are made from what it shows.
     filtered = FilteredChannels(GeneratedZst(below, paths, sidecars), paths, sidecars)
     gate.subscribe("conda", lambda side: filtered.use(GateRecords(side, paths)))
+    # Repodata, sidecars and packages another process replaced: the views made from them are made again (the
+    # import removes them on disk), and what this worker remembers of them is read again.
+    gate.on_import(sidecars.forget_all)
+    gate.on_import(filtered.forget_all)
     return GeneratedShards(filtered, paths, sidecars)
 
 

@@ -52,7 +52,10 @@ class Sidecars:
     async def meta_for(self, path: Path) -> FileMeta | None:
         """The file's metadata if the file and its sidecar agree; None when there is no usable copy."""
         known = self._known.get(path)
-        if known is not None and time.monotonic() - known[1] <= READER_RECHECK_SECONDS:
+        # A file removed under the service (an import removes what is made from the repodata it replaced) is not
+        # served from this memory, which would answer 404 "removed meanwhile": it is made or fetched again.
+        recent = known is not None and time.monotonic() - known[1] <= READER_RECHECK_SECONDS
+        if known is not None and recent and (known[0].missing or path.exists()):
             return known[0]
         meta = await asyncio.to_thread(self._load, path)
         if meta is None:
@@ -60,6 +63,10 @@ class Sidecars:
         else:
             self._known[path] = (meta, time.monotonic())
         return meta
+
+    def forget_all(self) -> None:
+        """Read every sidecar again when next asked (another process, an import, replaced files and sidecars)."""
+        self._known.clear()
 
     async def save(self, path: Path, meta: FileMeta) -> None:
         """Record `meta` for the file at `path` (as it is now on disk)."""
