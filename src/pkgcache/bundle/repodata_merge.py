@@ -21,9 +21,11 @@ Every form of a subdir's repodata (`repodata.json`, `.zst`, `.bz2`) says the sam
   views (`filtered/`), and JLAP patches (against bytes no longer served).
 Nothing changes when the data directory's repodata is the base and the bundle's adds no record to it.
 
-Memory: the records added (those of held packages the base lacks) and one batch of records; the repodata is read
-record by record (conda/repodata_stream.py), three passes: the other side's (records held), the base's (which of
-them it lacks), the base's again (writing). The `.bz2` form, when held, is the slow part (about 10 MB/s).
+Memory: the file names the base lists (about 20 MB for conda-forge's 220,000), the records added and one batch of
+records; never a whole repodata: each is read a run of records at a time, in three passes: the base's (its file
+names) and the other side's (the records to add) by msgspec (conda/repodata_runs.py), the base's again, record by
+record with everything around them (conda/repodata_stream.py), writing every form at once. The `.bz2` form, when
+either side holds one, is the slow part to write.
 """
 
 from __future__ import annotations
@@ -46,7 +48,16 @@ from pkgcache.conda.channels import SHARD_INDEX
 from pkgcache.conda.filtered_channels import FILTERED
 from pkgcache.conda.generated_shards import MADE_HERE
 from pkgcache.conda.repodata_filter import BATCH_RECORDS, ZSTD_LEVEL, DocumentWriter
-from pkgcache.conda.repodata_stream import RECORD_SECTIONS, Info, Other, Record, Removed, iter_repodata_file
+from pkgcache.conda.repodata_runs import Declined, RecordRun, iter_repodata_runs
+from pkgcache.conda.repodata_stream import (
+    RECORD_SECTIONS,
+    Info,
+    Other,
+    Record,
+    Removed,
+    iter_repodata_file,
+    open_repodata_binary,
+)
 from pkgcache.storage.sidecars import META_SUFFIX, FileMeta
 
 REPODATA_FORMS = ("repodata.json", "repodata.json.zst", "repodata.json.bz2")
@@ -133,10 +144,9 @@ def merge_subdir(folder: Path, bundle: Side, here: Side, work_dir: Path) -> Subd
     outcome = SubdirMerge(base_name)
     base_source = base.source()
     assert base_source is not None  # the caller merges only a unit whose bundle brings repodata
-    held = _held(folder)
     other_source = other.source()
-    candidates = _held_records(other.files[other_source], held) if other_source else _no_records()
-    extras = _not_listed(base.files[base_source], candidates)
+    wanted = _held(folder) - _listed(base.files[base_source]) if other_source else set()
+    extras = _records_of(other.files[other_source], wanted) if other_source and wanted else _no_records()
     outcome.records_added = sum(len(records) for records in extras.values())
     if base is here and not outcome.records_added:
         return outcome  # the data directory's index stays as it is
@@ -169,25 +179,35 @@ def _held(folder: Path) -> set[str]:
         return set()
 
 
-def _held_records(source: Path, held: set[str]) -> Records:
-    """The records of `source` whose package files the cache holds."""
+def _listed(source: Path) -> set[str]:
+    """The file names a repodata lists (in any section: a file name is one package whatever its section)."""
+    return {name for _, records in _record_runs(source) for name in records}
+
+
+def _records_of(source: Path, wanted: set[str]) -> Records:
+    """The records of `source` (`packages` and `packages.conda`) of the file names in `wanted`."""
     found = _no_records()
-    for item in iter_repodata_file(source):
-        if isinstance(item, Record) and item.section in found and item.filename in held:
-            found[item.section][item.filename] = item.record
+    for section, records in _record_runs(source):
+        if section in found:
+            found[section].update((name, records[name]) for name in wanted.intersection(records))
     return found
 
 
-def _not_listed(source: Path, candidates: Records) -> Records:
-    """The candidates `source` does not list (in any section: a file name is one package whatever its section)."""
-    remaining = {section: dict(records) for section, records in candidates.items()}
-    if not any(remaining.values()):
-        return remaining
-    for item in iter_repodata_file(source):
-        if isinstance(item, Record):
-            for records in remaining.values():
-                records.pop(item.filename, None)
-    return remaining
+def _record_runs(source: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(section, records) runs of a repodata, read by msgspec (conda/repodata_runs.py, several times faster); when
+    that reader declines, every record again from the start by repodata_stream's (which raises MalformedRepodata
+    for a broken file): what the callers gather comes out the same when read twice."""
+    try:
+        with open_repodata_binary(source) as binary:
+            for item in iter_repodata_runs(binary):
+                if isinstance(item, RecordRun):
+                    yield item.section, item.records
+        return
+    except (Declined, zstandard.ZstdError, EOFError, OSError):
+        pass
+    for each in iter_repodata_file(source):
+        if isinstance(each, Record):
+            yield each.section, {each.filename: each.record}
 
 
 # --- writing ------------------------------------------------------------------------------------------------------
