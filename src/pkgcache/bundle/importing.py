@@ -7,9 +7,15 @@ repodata or shard (the bundle's own index files, else the data directory's), a s
 its name, a page must read as one. Only files that pass are moved into place, each with one rename, carrying
 their original mtime (so pkgcache's sidecars still describe them). A package already present is left as it is.
 A project's `page.json` and `metadata.json` are one unit, merged with the data directory's (page_merge.py): the
-newer page, plus the other's files the cache holds, so every package imported stays listed. Any other index file
-(repodata, sidecar) replaces the cached one only when the bundle's copy is newer; a package that no index kept
-lists after the import is reported (`unlisted`): it is on disk but no client can find it.
+newer page, plus the other's files the cache holds, so every package imported stays listed. A conda subdir's index
+is one unit too, when the bundle brings its repodata (repodata_merge.py): the newer repodata (by its sidecar's
+fetched_at) plus the other's records of packages the cache holds, written in every form either side held, with
+sidecars describing the new bytes; `current_repodata.json` and an upstream's shard index go with the base; what
+pkgcache makes from the repodata (shards made here, filtered views) is removed, to be made again from it. Both
+kinds of unit are merged after the packages are in place, so a running instance never lists a file not there yet.
+Any other index file (`run_exports.json`, a sidecar of one) replaces the cached one only when the bundle's copy is
+newer; a package that no index kept lists after the import is reported (`unlisted`): it is on disk but no client
+can find it.
 
 Once anything changed, the import leaves its mark (gate/holdings.py): a running instance's workers then drop
 what they hold in memory about the cache, within about half a second.

@@ -14,8 +14,8 @@ Every form of a subdir's repodata (`repodata.json`, `.zst`, `.bz2`) says the sam
   the upstream and validators of the copy it came from (the base's, where the base has that form): the upstream
   answering 304 to them keeps the merged copy, a changed upstream copy replaces it, as for any index file;
 - what only the upstream's indexer makes (`current_repodata.json` in its forms, the upstream's shard index) goes
-  with the base: the base side's copy, or none (online it is fetched again; offline a client falls back to
-  `repodata.json`);
+  with the base: the base side's copy, or none (online it is fetched again; offline it is a 404, and neither
+  conda's default solver nor rattler asks for current_repodata);
 - what pkgcache makes from the repodata is removed, and made again from the merged one when next asked for, at once
   rather than the previous one served meanwhile: the shard index made here (`made-here/`), the filtered and offline
   views (`filtered/`), and JLAP patches (against bytes no longer served).
