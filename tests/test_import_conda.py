@@ -265,3 +265,28 @@ def test_a_worker_reads_the_subdir_again_once_an_import_changed_it(
         assert {OLD, NEW} <= set(shard.get("packages", {})) | set(shard.get("packages.conda", {}))
     finally:
         cache.stop()
+
+
+def test_records_of_a_data_directory_that_holds_only_an_upstreams_shards_are_added_from_them(tmp_path: Path) -> None:
+    """Clients of a sharded upstream never made the cache fetch repodata: a bundle's repodata (the base, as the only
+    one) gets the records of the packages held here from the upstream's shards held here."""
+    here, bundle = tmp_path / "data/conda/cloud/conda-forge/linux-64", tmp_path / "bundle"
+    record = _record("viashards-1-0.conda") | {"sha256": bytes.fromhex("ab" * 32)}
+    shard = zstandard.ZstdCompressor().compress(
+        msgpack.packb({"packages": {}, "packages.conda": {"viashards-1-0.conda": record}})
+    )
+    digest = "cd" * 32
+    (here / "shards").mkdir(parents=True)
+    (here / "shards" / f"{digest}.msgpack.zst").write_bytes(shard)
+    index = {"info": {"base_url": "", "shards_base_url": "./shards/"}, "shards": {"viashards": bytes.fromhex(digest)}}
+    (here / "repodata_shards.msgpack.zst").write_bytes(zstandard.ZstdCompressor().compress(msgpack.packb(index)))
+    for name in ("viashards-1-0.conda", "a-1-0.conda"):
+        (here / name).write_bytes(b"a package")
+    _repodata(bundle, ["a-1-0.conda"], time.time() - 3600)
+
+    outcome = merge_subdir(here, _side(bundle), Side.in_folder(here), tmp_path)
+
+    assert outcome.base == "bundle" and outcome.records_added == 1
+    merged = json.loads((here / "repodata.json").read_text())
+    assert merged["packages.conda"]["viashards-1-0.conda"]["sha256"] == "ab" * 32
+    assert set(merged["packages.conda"]) == {"a-1-0.conda", "viashards-1-0.conda"}

@@ -167,14 +167,24 @@ class IndexHashes:
 
 
 def _shard_record(shard: Path, filename: str) -> dict[str, Any] | None:
+    return shard_records(shard).get(filename)
+
+
+def shard_records(shard: Path) -> dict[str, dict[str, Any]]:
+    """File name -> record of every package in a CEP-16 shard, hashes as hex as repodata has them; {} when
+    unreadable."""
     document = _msgpack_zst(shard)
     if not isinstance(document, dict):
-        return None
-    for section in ("packages.conda", "packages"):
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    for section in ("packages", "packages.conda"):
         records = document.get(section)
-        if isinstance(records, dict) and isinstance(records.get(filename), dict):
-            return {k: v.hex() if isinstance(v, bytes) else v for k, v in records[filename].items()}
-    return None
+        if not isinstance(records, dict):
+            continue
+        for filename, record in records.items():
+            if isinstance(filename, str) and isinstance(record, dict):
+                found[filename] = {k: v.hex() if isinstance(v, bytes) else v for k, v in record.items()}
+    return found
 
 
 def _expected(record: Mapping[str, Any], source: str) -> Expected:

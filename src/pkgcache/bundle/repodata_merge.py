@@ -5,7 +5,8 @@ Every form of a subdir's repodata (`repodata.json`, `.zst`, `.bz2`) says the sam
   says; a copy whose sidecar is missing or describes another version of the file is dated by its mtime instead
   (pkgcache gives a fetched index file the upstream's Last-Modified as its mtime: the best left);
 - the other side's records (`packages` and `packages.conda`) whose package files the cache holds after the import
-  are added to it, the base's winning for a file name both list, so every package imported stays listed whichever
+  are added to it (from the upstream's shards that side holds, when it holds shards and no repodata: its clients
+  read shards only), the base's winning for a file name both list, so every package imported stays listed whichever
   side is newer. A record added is taken out of the base's `removed` (the import brought or kept that very file:
   it is meant to be installable; the policy's `deny` is the way to refuse a package). `v3` records are the base's;
 - the merged repodata is written, in one streaming pass, in every form either side holds, each renamed into place
@@ -44,6 +45,7 @@ from typing import IO, Any
 
 import zstandard
 
+from pkgcache.bundle.index_hashes import package_name, shard_map, shard_records
 from pkgcache.conda.channels import SHARD_INDEX
 from pkgcache.conda.filtered_channels import FILTERED
 from pkgcache.conda.generated_shards import MADE_HERE
@@ -145,8 +147,15 @@ def merge_subdir(folder: Path, bundle: Side, here: Side, work_dir: Path) -> Subd
     base_source = base.source()
     assert base_source is not None  # the caller merges only a unit whose bundle brings repodata
     other_source = other.source()
-    wanted = _held(folder) - _listed(base.files[base_source]) if other_source else set()
-    extras = _records_of(other.files[other_source], wanted) if other_source and wanted else _no_records()
+    other_index = other.files.get(SHARD_INDEX)
+    wanted = _held(folder) - _listed(base.files[base_source]) if other_source or other_index else set()
+    if not wanted:
+        extras = _no_records()
+    elif other_source is not None:
+        extras = _records_of(other.files[other_source], wanted)
+    else:  # the other side's clients read shards only: its records are in the upstream's shards it holds
+        assert other_index is not None
+        extras = _records_in_shards(other_index, folder / "shards", wanted)
     outcome.records_added = sum(len(records) for records in extras.values())
     if base is here and not outcome.records_added:
         return outcome  # the data directory's index stays as it is
@@ -190,6 +199,23 @@ def _records_of(source: Path, wanted: set[str]) -> Records:
     for section, records in _record_runs(source):
         if section in found:
             found[section].update((name, records[name]) for name in wanted.intersection(records))
+    return found
+
+
+def _records_in_shards(index: Path, shards_dir: Path, wanted: set[str]) -> Records:
+    """The records of the file names in `wanted` in the shards of an upstream's shard index the cache holds (the
+    bundle's shards are in place by now), each shard read once."""
+    found = _no_records()
+    digests = shard_map(index)
+    by_shard: dict[str, set[str]] = {}
+    for filename in wanted:
+        digest = digests.get(package_name(filename))
+        if digest is not None:
+            by_shard.setdefault(digest, set()).add(filename)
+    for digest, filenames in sorted(by_shard.items()):
+        records = shard_records(shards_dir / f"{digest}.msgpack.zst")
+        for filename in filenames & set(records):
+            found["packages.conda" if filename.endswith(".conda") else "packages"][filename] = records[filename]
     return found
 
 
