@@ -142,6 +142,8 @@ class Download:
         # The modification time the file gets when committed, once clients were told it (their Last-Modified and
         # ETag on a miss must be the same validators as the cached file's afterwards).
         self.mtime_ns: int | None = None
+        # What a `before_commit` hook learnt of the bytes or did to them, for whoever records the file.
+        self.notes: dict[str, object] = {}
         self._announced = False
         self._handle: IO[bytes] | None = None
         self._unflushed = 0  # bytes written since the file was last flushed to the disk
@@ -596,13 +598,17 @@ class Downloader:
         replace: bool = False,
         on_done: AfterDownload | None = None,
         compressed: bool = False,
+        before_commit: AfterDownload | None = None,
     ) -> Download | None:
         """The download of `final_path`: a running one to join, or a new one. None if the file is already there.
 
         No await happens between the existence check and registering the download, so two requests can never
         both start one. With `replace`, an existing file is fetched again and replaced when the new one is whole
         (for index files that change); until then readers of the old file keep it. `on_done` runs once the
-        download has ended, well or not, whoever is still waiting for it.
+        download has ended, well or not, whoever is still waiting for it. `before_commit` runs on a whole, checked
+        file before it is renamed into place, and may replace its temporary file's bytes (an index file rewritten
+        to point at pkgcache): the cached file is never seen unchanged. Clients following the download read the
+        bytes as they came, so a caller that changes them must not have let clients follow it.
         """
         running = self._in_flight.get(final_path)
         if running is not None:
@@ -612,12 +618,14 @@ class Downloader:
         self.store.require_writable()
         download = Download(final_path, self.store.new_temp_path(final_path.name), expected, compressed=compressed)
         self._in_flight[final_path] = download
-        task = asyncio.get_running_loop().create_task(self._run(download, produce, on_done))
+        task = asyncio.get_running_loop().create_task(self._run(download, produce, on_done, before_commit))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return download
 
-    async def _run(self, download: Download, produce: Produce, on_done: AfterDownload | None) -> None:
+    async def _run(
+        self, download: Download, produce: Produce, on_done: AfterDownload | None, before_commit: AfterDownload | None
+    ) -> None:
         error: BaseException | None = None
         try:
             await produce(download)
@@ -626,8 +634,10 @@ class Downloader:
                 await asyncio.to_thread(download.temp_path.unlink, True)
             else:
                 download.verify()  # the producer checked already; a file is never committed unchecked
-                replaced = await in_storage_thread(self._commit, download)
-                self._report_commit(download.final_path, download.written - replaced)
+                if before_commit is not None:
+                    await before_commit(download)
+                added = await in_storage_thread(self._commit, download)
+                self._report_commit(download.final_path, added)
                 log.info("cached %s (%d bytes) from %s", download.final_path.name, download.written, download.source)
         except OSError as exc:
             error = storage_error(exc)
@@ -653,16 +663,18 @@ class Downloader:
             raise error
 
     def _commit(self, download: Download) -> int:
-        """Move the verified file into place (blocking); returns the size of the file it replaced, if any."""
+        """Move the verified file into place (blocking); returns how many bytes the cache grew by (its size less
+        that of the file it replaced, if any; its size on disk: a `before_commit` hook may have changed it)."""
         try:
             replaced = download.final_path.stat().st_size
         except OSError:
             replaced = 0
+        size = download.temp_path.stat().st_size
         if download.mtime_ns is not None:
             # atime now: eviction counts recency from the later of the two.
             os.utime(download.temp_path, ns=(time.time_ns(), download.mtime_ns))
         self.store.commit_file(download.temp_path, download.final_path)
-        return replaced
+        return size - replaced
 
     def _report_commit(self, path: Path, added_bytes: int) -> None:
         if self.on_commit is None:

@@ -63,18 +63,26 @@ class Fetcher:
         replace: bool = False,
         on_done: AfterDownload | None = None,
         compressed: bool = False,
+        before_commit: AfterDownload | None = None,
     ) -> Download | None:
         """The download bringing `path` (running or started now), or None when the file is already cached.
 
         `compressed` lets the upstream gzip the body on the wire (worth it for JSON indexes; a cut transfer then
-        starts again from zero on the next upstream). See Downloader.get_or_start for `replace` and `on_done`.
+        starts again from zero on the next upstream). See Downloader.get_or_start for `replace`, `on_done` and
+        `before_commit`.
         """
 
         async def produce(download: Download) -> None:
             await receive_from_upstreams(self.pool, download, target, headers)
 
         return self.downloader.get_or_start(
-            path, expected, produce, replace=replace, on_done=on_done, compressed=compressed
+            path,
+            expected,
+            produce,
+            replace=replace,
+            on_done=on_done,
+            compressed=compressed,
+            before_commit=before_commit,
         )
 
     def running(self, path: Path) -> Download | None:
