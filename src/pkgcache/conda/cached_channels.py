@@ -7,23 +7,35 @@ each index file with its `.meta` sidecar (storage/sidecars.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from pkgcache.cache_state import CacheState
+from pkgcache.conda.base_url import (
+    HEAD_BYTES,
+    REPODATA_NAMES,
+    head_of_bytes,
+    needs_rewrite,
+    rewrite_repodata,
+    sends_elsewhere,
+)
 from pkgcache.conda.channels import SHARD_INDEX, Channel
 from pkgcache.conda.index_checks import max_size_of_index
-from pkgcache.conda.index_files import IndexFiles
+from pkgcache.conda.index_files import IndexFiles, Transform
 from pkgcache.conda.records import expected_of, find_record
+from pkgcache.conda.repodata_stream import MalformedRepodata
 from pkgcache.conda.shards import InvalidShardIndex, record_in_shard, rewrite_shard_index, shard_for
 from pkgcache.conda.source import Lookup, PackageNotInRepodata, UnknownChannel
 from pkgcache.conda.upstream_channels import UpstreamChannels
 from pkgcache.config import CondaConfig
-from pkgcache.storage.downloads import Download, Expected
+from pkgcache.storage.downloads import Download, Expected, IntegrityError
 from pkgcache.storage.filetypes import magic_for
 from pkgcache.storage.sidecars import FileMeta
-from pkgcache.storage.store import CacheStore
-from pkgcache.upstream.pool import UpstreamError, UpstreamNotFound
+from pkgcache.storage.store import CacheStore, in_storage_thread
+from pkgcache.upstream.pool import TargetFor, UpstreamError, UpstreamNotFound
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +89,15 @@ class CachedChannels:
             # Served only once rewritten to point at pkgcache, so never streamed while it downloads.
             _, meta, state = await self.files.fetch_now(path, target, self.index_ttl, self._rewrite_shard_index)
             return Lookup(state, path, meta)
-        return await self.files.get(path, target, self.index_ttl)
+        found = await self.files.get(path, target, self.index_ttl, transform=_transform_for(self.paths, filename))
+        if found.download is None or filename not in REPODATA_NAMES or await _streamable(found.download, filename):
+            return found
+        # Its info sends clients elsewhere (or may): served once rewritten, when it is whole.
+        await found.download.wait_finished()
+        rewritten = await self.files.meta_for(path)
+        if rewritten is None:
+            raise UpstreamNotFound(filename)
+        return Lookup(CacheState.MISS, path, rewritten)
 
     async def _rewrite_shard_index(self, path: Path, meta: FileMeta) -> None:
         temp = self.paths.store.new_temp_path(path.name)
@@ -91,7 +111,8 @@ class CachedChannels:
         """An index file, waited for until it is whole on disk; its metadata."""
         path = self.paths.path(channel, subdir, filename)
         target = self.origin.target(channel, f"{subdir}/{filename}")
-        _, meta, _ = await self.files.fetch_now(path, target, self.index_ttl)
+        transform = _transform_for(self.paths, filename)
+        _, meta, _ = await self.files.fetch_now(path, target, self.index_ttl, transform=transform)
         return meta
 
     # --- packages ---
@@ -106,10 +127,26 @@ class CachedChannels:
         hashes, size = expected_of(record)
         download = self.fetcher.download(
             path,
-            self.origin.target(channel, f"{subdir}/{filename}"),
+            await self._package_target(channel, subdir, filename),
             Expected(hashes=hashes, size=size, magic=magic_for(filename)),
         )
         return path if download is None else download
+
+    async def _package_target(self, channel: Channel, subdir: str, filename: str) -> TargetFor:
+        """Each upstream's URL for a package: beside its repodata, or where the subdir's cached repodata or shard
+        index said its packages are (their `base_url`, which clients are not shown: conda/base_url.py)."""
+        for name in (SHARD_INDEX, *PACKAGE_LISTS):
+            meta = await self.files.meta_for(self.paths.path(channel, subdir, name))
+            if meta is None or meta.missing:
+                continue
+            said = (
+                meta.extra.get("base_url")
+                if name != SHARD_INDEX
+                else meta.extra.get("upstream_urls", {}).get("base_url")
+            )
+            if isinstance(said, str) and sends_elsewhere({"base_url": said}):
+                return self.origin.package_target(channel, subdir, filename, said, meta.upstream, name)
+        return self.origin.target(channel, f"{subdir}/{filename}")
 
     async def _find_record(self, channel: Channel, subdir: str, filename: str) -> dict[str, Any] | None:
         record = await self._record_from_shards(channel, subdir, filename)
@@ -121,7 +158,7 @@ class CachedChannels:
             meta = await self.files.meta_for(repodata)
             if meta is not None and meta.age() > MISSING_PACKAGE_RECHECK_SECONDS:
                 target = self.origin.target(channel, f"{subdir}/{repodata.name}")
-                await self.files.refresh_now(repodata, target)
+                await self.files.refresh_now(repodata, target, transform=_transform_for(self.paths, repodata.name))
                 record = await asyncio.to_thread(find_record, repodata, filename)
         return record
 
@@ -185,3 +222,52 @@ class CachedChannels:
 
     def status(self) -> dict[str, object]:
         return {"channels": self.channel_paths(), "index_ttl": self.index_ttl}
+
+
+# The repodata forms that say where a subdir's packages are, looked at in this order (the forms clients fetch).
+PACKAGE_LISTS = (
+    "repodata.json.zst",
+    "repodata.json",
+    "repodata.json.bz2",
+    "current_repodata.json",
+    "current_repodata.json.zst",
+    "current_repodata.json.bz2",
+)
+
+
+def _transform_for(paths: ChannelPaths, filename: str) -> Transform | None:
+    """What each new version of an index file goes through before it is kept: repodata is made to send clients to
+    pkgcache for packages (its `info.base_url` dropped, and noted in its sidecar)."""
+    if filename not in REPODATA_NAMES:
+        return None
+
+    async def point_here(download: Download) -> None:
+        temp = paths.store.new_temp_path(download.final_path.name)
+        try:
+            said = await in_storage_thread(rewrite_repodata, download.temp_path, temp, filename)
+        except MalformedRepodata as exc:
+            raise IntegrityError(f"its info cannot be read: {exc}") from None
+        finally:
+            await asyncio.to_thread(temp.unlink, True)
+        if said is not None:
+            download.notes["base_url"] = said
+            log.info(
+                "%s from %s said its packages are at %r: clients are sent to pkgcache", filename, download.source, said
+            )
+
+    return point_here
+
+
+async def _streamable(download: Download, filename: str) -> bool:
+    """Whether a repodata download may be streamed to clients as it comes: its first megabyte of text shows an
+    `info` that sends them nowhere else (else it is served once rewritten). Waits for that much of it, or all."""
+    data = bytearray()
+    # Left as soon as it tells: closed then, so the download does not count this as a client still following.
+    async with contextlib.aclosing(cast(AsyncGenerator[bytes, None], download.follow())) as chunks:
+        async for chunk in chunks:
+            data += chunk
+            head = head_of_bytes(filename, bytes(data))
+            if len(head) >= HEAD_BYTES:
+                return not needs_rewrite(head, whole=False)
+    head = head_of_bytes(filename, bytes(data))
+    return not needs_rewrite(head, whole=len(head) < HEAD_BYTES)

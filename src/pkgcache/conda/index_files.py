@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from pkgcache.cache_state import CacheState, revalidation_due
@@ -28,6 +29,12 @@ from pkgcache.upstream.transfer import Fetcher
 log = logging.getLogger(__name__)
 
 AfterFetch = Callable[[Path, FileMeta], Awaitable[None]]
+# Run on each new version, whole and checked, before it is renamed into place: may rewrite its bytes (and leave
+# `download.notes`, which go into the file's sidecar).
+Transform = Callable[[Download], Awaitable[None]]
+# In the sidecar of a file kept through a transform: copies kept before it was (an older pkgcache's) are fetched
+# again whole at their next revalidation instead of being kept on a 304.
+TRANSFORMED = "transformed"
 
 
 class IndexFiles:
@@ -41,16 +48,25 @@ class IndexFiles:
     async def meta_for(self, path: Path) -> FileMeta | None:
         return await self.sidecars.meta_for(path)
 
-    async def get(self, path: Path, target: TargetFor, ttl: float, after_fetch: AfterFetch | None = None) -> Lookup:
+    async def get(
+        self,
+        path: Path,
+        target: TargetFor,
+        ttl: float,
+        after_fetch: AfterFetch | None = None,
+        transform: Transform | None = None,
+    ) -> Lookup:
         """The file at `path`, fetched or revalidated as its age requires.
 
         Raises UpstreamNotFound when every upstream says it does not exist (remembered for `ttl`), and the pool's
         other errors when there is no copy and no upstream can give one. `after_fetch` runs on each new version
-        (e.g. to rewrite it) before its metadata is recorded.
+        (e.g. to rewrite it) before its metadata is recorded; `transform` on each new version before it is put in
+        place (see Transform).
         """
+        how = _How(after_fetch, transform)
         meta = await self.meta_for(path)
         if meta is not None and revalidation_due(meta.age()):
-            meta = await self._revalidated(path, target, meta, after_fetch)
+            meta = await self._revalidated(path, target, meta, how)
             if meta is not None and meta.age() >= ttl:  # no upstream answered: the copy (or the 404) kept
                 if meta.missing:
                     raise UpstreamNotFound(path.name)
@@ -62,44 +78,48 @@ class IndexFiles:
         if meta is not None and meta.missing:
             # A stale "not there" stays the answer while one background request asks again: clients treat a
             # 404 on optional files as "use another form", but a 5xx as fatal.
-            self._fetch(path, target, after_fetch)
+            self._fetch(path, target, how)
             raise UpstreamNotFound(path.name)
         if meta is not None:
-            self._revalidate_in_background(path, target, meta, after_fetch)
+            self._revalidate_in_background(path, target, meta, how)
             return Lookup(CacheState.STALE, path, meta)
-        return Lookup(CacheState.MISS, path, None, self._fetch(path, target, after_fetch))
+        return Lookup(CacheState.MISS, path, None, self._fetch(path, target, how))
 
-    async def _revalidated(
-        self, path: Path, target: TargetFor, meta: FileMeta, after_fetch: AfterFetch | None
-    ) -> FileMeta | None:
+    async def _revalidated(self, path: Path, target: TargetFor, meta: FileMeta, how: _How) -> FileMeta | None:
         """Revalidate now, a remembered 404 too (the request asked for it), and wait: the metadata then."""
         if meta.missing:
-            download: Download | None = self._fetch(path, target, after_fetch)
+            download: Download | None = self._fetch(path, target, how)
         else:
-            download = self._revalidate_in_background(path, target, meta, after_fetch)
+            download = self._revalidate_in_background(path, target, meta, how)
         if download is not None:
             # Recorded by the after-download hook by the time waiters are woken; a failure keeps the old copy.
             with contextlib.suppress(Exception):
                 await download.wait_finished()
         return await self.meta_for(path)
 
-    def _fetch(self, path: Path, target: TargetFor, after_fetch: AfterFetch | None) -> Download:
+    def _fetch(self, path: Path, target: TargetFor, how: _How) -> Download:
         download = self.fetcher.download(
             path,
             target,
             _expected(path),
             replace=True,
-            on_done=lambda finished: self._record(finished, after_fetch),
+            on_done=lambda finished: self._record(finished, how),
             compressed=True,
+            before_commit=how.transform,
         )
         assert download is not None  # replace=True always gives a download
         return download
 
     async def fetch_now(
-        self, path: Path, target: TargetFor, ttl: float, after_fetch: AfterFetch | None = None
+        self,
+        path: Path,
+        target: TargetFor,
+        ttl: float,
+        after_fetch: AfterFetch | None = None,
+        transform: Transform | None = None,
     ) -> tuple[Path, FileMeta, CacheState]:
         """Like `get`, but wait until the file is whole and recorded (for callers that read it themselves)."""
-        found = await self.get(path, target, ttl, after_fetch)
+        found = await self.get(path, target, ttl, after_fetch, transform)
         if found.download is not None:
             await found.download.wait_finished()
             found.meta = await self.meta_for(path)
@@ -115,28 +135,31 @@ class IndexFiles:
         return meta
 
     async def refresh_now(
-        self, path: Path, target: TargetFor, after_fetch: AfterFetch | None = None
+        self,
+        path: Path,
+        target: TargetFor,
+        after_fetch: AfterFetch | None = None,
+        transform: Transform | None = None,
     ) -> FileMeta | None:
         """Revalidate a cached file now and wait for the outcome (e.g. a package missing from old repodata)."""
         meta = await self.meta_for(path)
         if meta is None or meta.missing:
             return None
-        download = self._revalidate_in_background(path, target, meta, after_fetch)
+        download = self._revalidate_in_background(path, target, meta, _How(after_fetch, transform))
         if download is not None:
             # The after-download hook has recorded the outcome by the time waiters are woken.
             with contextlib.suppress(Exception):
                 await download.wait_finished()
         return await self.meta_for(path)
 
-    def _revalidate_in_background(
-        self, path: Path, target: TargetFor, meta: FileMeta, after_fetch: AfterFetch | None
-    ) -> Download | None:
+    def _revalidate_in_background(self, path: Path, target: TargetFor, meta: FileMeta, how: _How) -> Download | None:
         if path in self._revalidating or self.fetcher.is_being_written(path):
             return self.fetcher.running(path)
 
         def validators(upstream: Upstream) -> dict[str, str]:
-            # Validators only mean something to the upstream that issued them.
-            if upstream.name != meta.upstream:
+            # Validators only mean something to the upstream that issued them; and a copy kept without the
+            # transform it now needs is fetched whole, to be transformed.
+            if upstream.name != meta.upstream or (how.transform is not None and not meta.extra.get(TRANSFORMED)):
                 return {}
             headers = {}
             if meta.etag:
@@ -148,23 +171,30 @@ class IndexFiles:
         async def done(download: Download) -> None:
             self._revalidating.discard(path)
             if isinstance(download.error, UpstreamNotFound):
-                await self._record(download, after_fetch)
+                await self._record(download, how)
             elif download.error is not None:
                 log.warning("revalidating %s failed; serving the cached copy: %s", path.name, download.error)
             elif download.not_modified:
                 meta.fetched_at = time.time()
                 await self.sidecars.save(path, meta)
             else:
-                await self._record(download, after_fetch)
+                await self._record(download, how)
 
         download = self.fetcher.download(
-            path, target, _expected(path), headers=validators, replace=True, on_done=done, compressed=True
+            path,
+            target,
+            _expected(path),
+            headers=validators,
+            replace=True,
+            on_done=done,
+            compressed=True,
+            before_commit=how.transform,
         )
         # Only once it started: a revalidation that could not start is tried again by the next request.
         self._revalidating.add(path)
         return download
 
-    async def _record(self, download: Download, after_fetch: AfterFetch | None) -> None:
+    async def _record(self, download: Download, how: _How) -> None:
         path = download.final_path
         if isinstance(download.error, UpstreamNotFound):
             await self.sidecars.save(path, FileMeta(fetched_at=time.time(), missing=True))
@@ -178,9 +208,20 @@ class IndexFiles:
             etag=headers.get("ETag"),
             last_modified=headers.get("Last-Modified"),
         )
-        if after_fetch is not None:
-            await after_fetch(path, meta)
+        if how.transform is not None:
+            meta.extra.update(download.notes)
+            meta.extra[TRANSFORMED] = True
+        if how.after_fetch is not None:
+            await how.after_fetch(path, meta)
         await self.sidecars.save(path, meta)
+
+
+@dataclass(frozen=True)
+class _How:
+    """What is done to each new version of a file: `transform` before it is put in place, `after_fetch` after."""
+
+    after_fetch: AfterFetch | None = None
+    transform: Transform | None = None
 
 
 def _expected(path: Path) -> Expected:

@@ -3,7 +3,8 @@
 The source (`repodata.json`, or its `.zst` or `.bz2`) is read record by record (repodata_stream.py); records are
 judged in batches (the policy engine's `filter_records` is fastest over many at once) and the kept ones written at
 once to the `.json` and its `.zst`, so a client that asks for either gets the same records. Everything that is not
-a record (`info`, `removed`, `repodata_version`...) is kept as it is. Memory holds one batch and the refusals.
+a record (`info`, `removed`, `repodata_version`...) is kept as it is, but `info.base_url` (conda/base_url.py).
+Memory holds one batch and the refusals.
 
 `FilterJob` says what to refuse and is plain data, so the work runs as well in a thread as in a process of its own
 (service: conda/filtered_channels.py, which uses a process for conda-forge-sized input: pure Python that holds the
@@ -39,6 +40,8 @@ class FilterJob:
     `policy_settings` and `blocks` are the conda policy as JSON (None: no policy); `held`, when given, is the set
     of package files the cache holds (the offline view: the rest is refused); `first_seen` maps file names to when
     pkgcache first saw them, for records without a timestamp (`first_seen_since`: when that record began).
+    `info_without`: keys left out of `info` (by default `base_url`: packages are fetched beside the repodata, from
+    pkgcache, whatever the source said: conda/base_url.py).
     """
 
     channel: str
@@ -50,6 +53,7 @@ class FilterJob:
     held: frozenset[str] | None = None
     first_seen: dict[str, float] = field(default_factory=dict)
     first_seen_since: float | None = None
+    info_without: tuple[str, ...] = ("base_url",)
 
 
 @dataclass
@@ -88,7 +92,7 @@ def filter_repodata(source: Path, json_out: Path, zst_out: Path | None, job: Fil
             if isinstance(item, Removed):
                 writer.removed(item.filename)
             elif isinstance(item, Info):
-                writer.member("info", item.info)
+                writer.member("info", {key: value for key, value in item.info.items() if key not in job.info_without})
             elif isinstance(item, Other):
                 writer.member(item.key, item.value)
         flush()

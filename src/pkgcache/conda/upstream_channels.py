@@ -2,7 +2,9 @@
 
 Every configured upstream lays channels out as the anaconda mirrors do (`<pkgs_url><name>/...` for `pkgs/<name>`,
 `<cloud_url><name>/...` for `cloud/<name>`); a shard index may say its shards live elsewhere (`shards_base_url`),
-which holds for the upstream that gave that index only. Keeps nothing: caching is the layers above.
+which holds for the upstream that gave that index only, and a repodata (or shard index) that its packages do
+(`base_url`, CEP-15): an absolute one holds for that upstream only, a relative one for each. Keeps nothing:
+caching is the layers above.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import urljoin
 
+from pkgcache.conda.base_url import package_base
 from pkgcache.conda.channels import Channel
 from pkgcache.config import CondaConfig, CondaUpstream
 from pkgcache.storage.sidecars import FileMeta
@@ -30,6 +33,23 @@ class UpstreamChannels:
         def target(upstream: Upstream) -> str | None:
             config = self._upstreams.get(upstream.name)
             return None if config is None else channel.upstream_url(config) + relative
+
+        return target
+
+    def package_target(
+        self, channel: Channel, subdir: str, filename: str, base_url: str, giver: str | None, said_in: str
+    ) -> TargetFor:
+        """Each upstream's URL for a package whose subdir's `said_in` (repodata or shard index) from `giver` says
+        its packages are at `base_url`: resolved against each upstream's own URL of that file when relative (mirrors
+        copy the channel's layout), followed on `giver` only when absolute (the others: beside their repodata)."""
+
+        def target(upstream: Upstream) -> str | None:
+            config = self._upstreams.get(upstream.name)
+            if config is None:
+                return None
+            subdir_url = channel.upstream_url(config) + f"{subdir}/"
+            base = package_base(subdir_url + said_in, base_url, from_giver=upstream.name == giver)
+            return (base or subdir_url) + filename
 
         return target
 
