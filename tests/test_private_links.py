@@ -168,7 +168,8 @@ def test_conda_indexes_naming_an_unnamed_private_host_are_not_followed(
 ) -> None:
     """The first mirror's shard index says its shards live on the internal host (shards_base_url), and its
     repodata.json says its packages do (CEP-15 info.base_url): rattler installs through pkgcache all the same, the
-    shards coming from the next mirror, and the internal host is never asked."""
+    shards and packages coming from the next mirror (pkgcache follows a base_url only to a host it may ask), and
+    the internal host is never asked."""
     channels = {"pkgs/main": conda_channels.main, "conda-forge": conda_channels.forge}
     internal = MirrorLikeUpstream(channels)
     hostile = MirrorLikeUpstream(channels, absolute_shard_urls=True)
@@ -192,9 +193,10 @@ def test_conda_indexes_naming_an_unnamed_private_host_are_not_followed(
         answer = cache.get(f"/conda/pkgs/main/{SUBDIR}/repodata.json")
         assert answer.status == 200
         document = json.loads(answer.body)
+        assert "base_url" not in document["info"]  # clients are sent to pkgcache, never to where it said
         package = next(iter({**document["packages"], **document["packages.conda"]}))
         assert cache.get(f"/conda/pkgs/main/{SUBDIR}/{package}").status == 200
-        assert hostile.count(f"/{SUBDIR}/{package}") == 1
+        assert good.count(f"/{SUBDIR}/{package}") == 1
         assert internal.requests == []
     finally:
         for server in (internal, hostile, good):

@@ -13,6 +13,8 @@ shared by every host of one upstream: set `fail_mode`, `fail_paths`, `delay`, `b
 from __future__ import annotations
 
 import asyncio
+import bz2
+import io
 import json
 from pathlib import Path, PurePosixPath
 
@@ -41,6 +43,7 @@ INDEX_NAMES = frozenset(
         "repodata_shards.msgpack.zst",
     }
 )
+REPODATA_NAMES = frozenset({"repodata.json", "repodata.json.zst", "repodata.json.bz2", "current_repodata.json"})
 # What a plain-JSON mirror lacks.
 COMPRESSED_INDEX_NAMES = frozenset({"repodata.json.zst", "repodata.json.bz2", "repodata_shards.msgpack.zst"})
 SHARD_INDEX = "repodata_shards.msgpack.zst"
@@ -79,9 +82,20 @@ class ChannelServer(FakeServer):
         self.repodata_max_age = repodata_max_age
         self.absolute_shard_urls = absolute_shard_urls
         # Another server's base URL that absolute URLs name instead of this one's, in the shard index (with
-        # absolute_shard_urls) and as repodata.json's info.base_url (CEP-15): a mirror sending its readers elsewhere.
+        # absolute_shard_urls) and as every repodata's info.base_url (CEP-15): a mirror sending its readers elsewhere.
         self.elsewhere: str | None = None
+        # Or the info.base_url every repodata says, as given ("{subdir}" filled in): a relative one, say.
+        self.base_url: str | None = None
+        # Package files are not answered under the channels' mounts (404): they are only where base_url says, or
+        # under the mounts of `mount_packages`.
+        self.index_only = False
+        self.package_mounts: set[str] = set()
         super().__init__(faults)
+
+    def mount_packages(self, prefix: str, root: Path) -> None:
+        """Serve a channel's files at `prefix` too (e.g. where a relative base_url leads), packages included."""
+        self.mounts = dict(sorted({**self.mounts, prefix: root}.items(), key=lambda kv: -len(kv[0])))
+        self.package_mounts.add(prefix)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD"):
@@ -104,6 +118,9 @@ class ChannelServer(FakeServer):
                 return None
             if self.only_json and (rel.name in COMPRESSED_INDEX_NAMES or rel.parts[1] == "shards"):
                 return None
+            is_package = rel.name not in INDEX_NAMES and rel.parts[1] != "shards"
+            if self.index_only and is_package and prefix not in self.package_mounts:
+                return None
             file = root.joinpath(*rel.parts)
             return (prefix, file) if file.is_file() else None
         return None
@@ -113,10 +130,9 @@ class ChannelServer(FakeServer):
         subdir_url = f"{self.elsewhere or self.url}{prefix}/{file.parent.name}/"
         if file.name == SHARD_INDEX and self.absolute_shard_urls:
             body = self._absolutise_shard_index(body, subdir_url)
-        if file.name == "repodata.json" and self.elsewhere:
-            document = json.loads(body)
-            document.setdefault("info", {})["base_url"] = subdir_url
-            body = json.dumps(document).encode()
+        base_url = self.base_url.format(subdir=file.parent.name) if self.base_url else subdir_url
+        if file.name in REPODATA_NAMES and (self.elsewhere or self.base_url):
+            body = _with_base_url(file.name, body, base_url)
         if self.faults.corrupts(url_path):
             body = corrupt(body)
         is_index = file.name in INDEX_NAMES
@@ -134,6 +150,25 @@ class ChannelServer(FakeServer):
         index["info"]["base_url"] = subdir_url
         index["info"]["shards_base_url"] = subdir_url + "shards/"
         return zstandard.ZstdCompressor().compress(msgpack.packb(index))
+
+
+def _with_base_url(name: str, body: bytes, base_url: str) -> bytes:
+    """A repodata file (in its compression) whose info says `base_url`, as an upstream's indexer would write it."""
+    if name.endswith(".zst"):
+        text = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body), read_across_frames=True).read()
+    elif name.endswith(".bz2"):
+        text = bz2.decompress(body)
+    else:
+        text = body
+    document = json.loads(text)
+    document.setdefault("info", {})["base_url"] = base_url
+    document["repodata_version"] = 2
+    text = json.dumps(document).encode()
+    if name.endswith(".zst"):
+        return zstandard.ZstdCompressor().compress(text)
+    if name.endswith(".bz2"):
+        return bz2.compress(text)
+    return text
 
 
 class _CondaUpstream:

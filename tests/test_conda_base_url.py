@@ -1,0 +1,141 @@
+"""CEP-15 `info.base_url`: an upstream's repodata that says its packages are elsewhere never sends clients around
+pkgcache (conda/base_url.py). Clients are sent to pkgcache for every package, and pkgcache fetches them from where
+the repodata said (checked against its sha256), whatever form of the repodata the client reads.
+
+The upstreams here answer package files 404 under their channels (`index_only`): the packages are only where the
+base_url leads, so an install that works shows pkgcache followed it.
+"""
+
+from __future__ import annotations
+
+import bz2
+import io
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+
+from tests.cache_service import RunningCache
+from tests.clients.rattler_client import run_rattler_install
+from tests.conda_support import APP_TREE, SUBDIR, Channels, assert_app_landed, installed_names
+from tests.fakes.conda_upstreams import MirrorLikeUpstream
+from tests.support import BackgroundLoop
+
+NO_PROXY_PYPI = ["http://127.0.0.1:9/simple/"]  # the PyPI side points at a closed port: never needed here
+
+
+@pytest.fixture
+def channels(conda_channels: Channels) -> dict[str, Path]:
+    return {"pkgs/main": conda_channels.main, "conda-forge": conda_channels.forge}
+
+
+@pytest.fixture
+def files_host(bg_loop: BackgroundLoop, channels: dict[str, Path]) -> Iterator[MirrorLikeUpstream]:
+    """The host an upstream's repodata names as its base_url: it holds the packages, and counts who asks."""
+    server = MirrorLikeUpstream(channels)
+    bg_loop.run(server.start())
+    yield server
+    bg_loop.run(server.stop())
+
+
+@pytest.fixture
+def upstream(bg_loop: BackgroundLoop, channels: dict[str, Path]) -> Iterator[MirrorLikeUpstream]:
+    """The configured mirror: index files only, its repodata saying where the packages are."""
+    server = MirrorLikeUpstream(channels)
+    server.server.index_only = True
+    bg_loop.run(server.start())
+    yield server
+    bg_loop.run(server.stop())
+
+
+def _cache(
+    make_cache: Callable[..., RunningCache], upstream: MirrorLikeUpstream, **upstream_section: Any
+) -> RunningCache:
+    conda = {"upstreams": [f"{upstream.url}/anaconda/"], "channels": ["pkgs/main", "cloud/conda-forge"]}
+    return make_cache(NO_PROXY_PYPI, conda=conda, upstream=upstream_section)
+
+
+def _install(tmp_path: Path, cache: RunningCache, name: str, *flags: str) -> dict[str, Any]:
+    """py-rattler solves and installs the app from pkgs/main through pkgcache, with a fresh client cache."""
+    prefix = tmp_path / name
+    channel = f"{cache.url}/conda/pkgs/main"
+    result = run_rattler_install([channel], prefix, tmp_path / f"{name}-cache", ["app"], extra_args=list(flags))
+    assert installed_names(result) == APP_TREE
+    assert_app_landed(prefix)
+    assert all(package["url"].startswith(f"{channel}/") for package in result["installed"]), result
+    return result
+
+
+def _text(name: str, body: bytes) -> dict[str, Any]:
+    if name.endswith(".zst"):
+        body = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body), read_across_frames=True).read()
+    elif name.endswith(".bz2"):
+        body = bz2.decompress(body)
+    document: dict[str, Any] = json.loads(body)
+    return document
+
+
+def _assert_repodata_points_here(cache: RunningCache, channel_dir: Path) -> None:
+    """Every form pkgcache serves (cached, or streamed on a miss) has no base_url, and the upstream's records."""
+    upstream_document = json.loads((channel_dir / SUBDIR / "repodata.json").read_bytes())
+    for name in ("repodata.json", "repodata.json.zst", "repodata.json.bz2"):
+        for _ in range(2):  # the first may be a miss, the second is a hit
+            answer = cache.get(f"/conda/pkgs/main/{SUBDIR}/{name}")
+            assert answer.status == 200, (name, answer.status)
+            document = _text(name, answer.body)
+            assert "base_url" not in document["info"], (name, document["info"])
+            assert document["info"]["subdir"] == SUBDIR
+            for section in ("packages", "packages.conda"):
+                assert document[section] == upstream_document[section], (name, section)
+
+
+def _assert_only_pkgcache_asked(server: MirrorLikeUpstream) -> None:
+    assert server.requests
+    for request in server.requests:
+        assert request.headers.get("User-Agent", "").startswith("pkgcache/"), request
+
+
+@pytest.mark.parametrize("flags", [["--no-sharded"], ["--no-sharded", "--no-zst", "--no-bz2"], []])
+def test_packages_a_repodata_places_on_another_host_are_fetched_by_pkgcache_not_by_clients(
+    flags: list[str],
+    upstream: MirrorLikeUpstream,
+    files_host: MirrorLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    conda_channels: Channels,
+    tmp_path: Path,
+) -> None:
+    """The mirror's repodata (every form) says `base_url: http://<files host>/anaconda/pkgs/main/<subdir>/`, a host
+    named in upstream.allowed_hosts. rattler, reading repodata.json.zst, .json or the shards made here, is sent to
+    pkgcache for every package; pkgcache fetches them from the files host and keeps them."""
+    upstream.server.elsewhere = files_host.url
+    cache = _cache(make_cache, upstream, allowed_hosts=[files_host.url.removeprefix("http://")])
+    result = _install(tmp_path, cache, "env", *flags)
+    _assert_only_pkgcache_asked(files_host)
+    assert any(path.endswith((".conda", ".tar.bz2")) for path in files_host.paths())
+    assert not any(path.endswith((".conda", ".tar.bz2")) for path in upstream.paths())
+    for package in result["installed"]:
+        subdir, filename = package["url"].split("/")[-2:]
+        assert (cache.data_dir / "conda" / "pkgs" / "main" / subdir / filename).is_file(), package
+    _assert_repodata_points_here(cache, conda_channels.main)
+
+    # A second client, everything from the cache: the files host is not asked again.
+    files_host.reset_log()
+    _install(tmp_path, cache, "again", *flags)
+    assert files_host.requests == []
+
+
+def test_a_relative_base_url_is_resolved_against_the_upstreams_repodata(
+    upstream: MirrorLikeUpstream, make_cache: Callable[..., RunningCache], conda_channels: Channels, tmp_path: Path
+) -> None:
+    """`base_url: ../../../../package-store/main/<subdir>/` is relative to the mirror's repodata URL, which the client
+    does not know: read against pkgcache's URL it would lead nowhere. pkgcache resolves it on the mirror."""
+    upstream.server.mount_packages("/package-store/main", conda_channels.main)
+    upstream.server.base_url = "../../../../package-store/main/{subdir}/"
+    cache = _cache(make_cache, upstream)
+    _install(tmp_path, cache, "env", "--no-sharded")
+    assert any(path.startswith("/package-store/main/") for path in upstream.paths())
+    _assert_only_pkgcache_asked(upstream)
+    _assert_repodata_points_here(cache, conda_channels.main)
