@@ -173,7 +173,8 @@ def test_filtering_keeps_the_document_and_every_record_it_does_not_refuse(tmp_pa
 
     written = json.loads((tmp_path / "out.json").read_text())
     expected = {**source, "packages": {"a-1.0-h0_0.tar.bz2": source["packages"]["a-1.0-h0_0.tar.bz2"]}}
-    assert written == {**expected, "packages.conda": {}}
+    # All but info.base_url (CEP-15): packages are fetched beside the filtered repodata, from pkgcache.
+    assert written == {**expected, "info": {"subdir": "linux-64"}, "packages.conda": {}}
     decompressed = zstandard.ZstdDecompressor().stream_reader((tmp_path / "out.json.zst").read_bytes()).read()
     assert decompressed == (tmp_path / "out.json").read_bytes()
     assert outcome.kept == 2 and set(outcome.refused) == {"b-2.0-h0_0.tar.bz2", "b-2.0-h0_0.conda"}

@@ -138,13 +138,14 @@ def _skip_space(text: str, pos: int) -> int:
     return pos
 
 
-def needs_rewrite(head: bytes, whole: bool) -> bool:
-    """Whether a repodata whose text begins with `head` must be rewritten before clients see it (or, when `head`
-    does not tell, may have to be)."""
+def needs_rewrite(head: bytes, whole: bool) -> bool | None:
+    """Whether a repodata whose text begins with `head` (`whole`: all of it) must be rewritten before clients see
+    it, as `rewrite_repodata` will find (a head of HEAD_BYTES that does not tell: it may have to be). None when more
+    of the text is needed to tell: `info` was not yet read whole and the head is shorter than HEAD_BYTES."""
     try:
         place = find_info(head, whole)
     except Undecided:
-        return True
+        return None if not whole and len(head) < HEAD_BYTES else True
     return place is not None and sends_elsewhere(place.info)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -90,13 +91,20 @@ class CachedChannels:
             _, meta, state = await self.files.fetch_now(path, target, self.index_ttl, self._rewrite_shard_index)
             return Lookup(state, path, meta)
         found = await self.files.get(path, target, self.index_ttl, transform=_transform_for(self.paths, filename))
-        if found.download is None or filename not in REPODATA_NAMES or await _streamable(found.download, filename):
-            return found
-        # Its info sends clients elsewhere (or may): served once rewritten, when it is whole.
-        await found.download.wait_finished()
+        download = found.download
+        if download is not None and filename in REPODATA_NAMES:
+            found.instead_of_streaming = functools.partial(self._rewritten_instead, download, path)
+        return found
+
+    async def _rewritten_instead(self, download: Download, path: Path) -> Lookup | None:
+        """None when a repodata download may be streamed as it comes (its info sends clients nowhere else); else,
+        once it is whole and rewritten, the file."""
+        if await _streamable(download, path.name):
+            return None
+        await download.wait_finished()
         rewritten = await self.files.meta_for(path)
         if rewritten is None:
-            raise UpstreamNotFound(filename)
+            raise UpstreamNotFound(path.name)
         return Lookup(CacheState.MISS, path, rewritten)
 
     async def _rewrite_shard_index(self, path: Path, meta: FileMeta) -> None:
@@ -259,15 +267,16 @@ def _transform_for(paths: ChannelPaths, filename: str) -> Transform | None:
 
 
 async def _streamable(download: Download, filename: str) -> bool:
-    """Whether a repodata download may be streamed to clients as it comes: its first megabyte of text shows an
-    `info` that sends them nowhere else (else it is served once rewritten). Waits for that much of it, or all."""
+    """Whether a repodata download may be streamed to clients as it comes: the start of its text shows an `info`
+    that sends them nowhere else (else it is served once rewritten). Waits for as much of it as tells: `info` (the
+    first member, as indexers write it), at most its first megabyte of text, or all of it."""
     data = bytearray()
     # Left as soon as it tells: closed then, so the download does not count this as a client still following.
     async with contextlib.aclosing(cast(AsyncGenerator[bytes, None], download.follow())) as chunks:
         async for chunk in chunks:
             data += chunk
-            head = head_of_bytes(filename, bytes(data))
-            if len(head) >= HEAD_BYTES:
-                return not needs_rewrite(head, whole=False)
+            verdict = needs_rewrite(head_of_bytes(filename, bytes(data)), whole=False)
+            if verdict is not None:
+                return not verdict
     head = head_of_bytes(filename, bytes(data))
     return not needs_rewrite(head, whole=len(head) < HEAD_BYTES)

@@ -100,6 +100,8 @@ class CondaRoutes:
         return self.channels.channel(root, name)
 
     async def _send_index(self, request: web.Request, found: Lookup, filename: str) -> web.StreamResponse:
+        if found.download is not None and found.instead_of_streaming is not None:
+            found = await found.instead_of_streaming() or found
         request[CACHE_STATE] = found.state
         ttl = self.channels.index_ttl
         if found.download is not None:

@@ -15,6 +15,7 @@ Errors are part of the interface: `UnknownChannel`, `UnknownPath`, `PackageNotIn
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -35,12 +36,18 @@ class PackageNotInRepodata(LookupError):
 
 @dataclass
 class Lookup:
-    """The answer to "give me this index file": a path to serve, or a download to follow, and how it was found."""
+    """The answer to "give me this index file": a path to serve, or a download to follow, and how it was found.
+
+    `instead_of_streaming`, for a download whose bytes may have to change before clients see them (repodata whose
+    `info.base_url` is dropped: conda/base_url.py): what to send clients instead of the bytes as they come, once
+    it is known (None: they may be streamed). Layers that read the bytes themselves (a shard build) need not ask.
+    """
 
     state: CacheState
     path: Path
     meta: FileMeta | None = None
     download: Download | None = None
+    instead_of_streaming: Callable[[], Awaitable[Lookup | None]] | None = None
 
 
 class ChannelSource(Protocol):
