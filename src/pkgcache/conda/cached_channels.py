@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import weakref
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any, cast
@@ -73,6 +74,8 @@ class CachedChannels:
         self.origin = origin
         self.files = files
         self.fetcher = origin.fetcher
+        # Whether each repodata download in flight may be streamed: told once, for all its clients (a herd).
+        self._streamable: weakref.WeakKeyDictionary[Download, asyncio.Task[bool]] = weakref.WeakKeyDictionary()
 
     def channel(self, root: str, name: str) -> Channel:
         return self.paths.channel(root, name)
@@ -99,7 +102,12 @@ class CachedChannels:
     async def _rewritten_instead(self, download: Download, path: Path) -> Lookup | None:
         """None when a repodata download may be streamed as it comes (its info sends clients nowhere else); else,
         once it is whole and rewritten, the file."""
-        if await _streamable(download, path.name):
+        verdict = self._streamable.get(download)
+        if verdict is None:
+            verdict = asyncio.get_running_loop().create_task(_streamable(download, path.name))
+            verdict.add_done_callback(lambda task: task.cancelled() or task.exception())  # the download's to tell
+            self._streamable[download] = verdict
+        if await asyncio.shield(verdict):
             return None
         await download.wait_finished()
         rewritten = await self.files.meta_for(path)
