@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import zstandard
 
+from pkgcache.conda import base_url as cep15
+from pkgcache.conda.base_url import needs_rewrite, rewrite_repodata
 from tests.cache_service import RunningCache
 from tests.clients.rattler_client import run_rattler_install
 from tests.conda_support import APP_TREE, SUBDIR, Channels, assert_app_landed, installed_names
@@ -139,3 +141,72 @@ def test_a_relative_base_url_is_resolved_against_the_upstreams_repodata(
     assert any(path.startswith("/package-store/main/") for path in upstream.paths())
     _assert_only_pkgcache_asked(upstream)
     _assert_repodata_points_here(cache, conda_channels.main)
+
+
+# --- the rewrite itself (conda/base_url.py) ---
+
+RECORDS = {f"pkg{i}-1.0-h0_0.conda": {"name": f"pkg{i}", "version": "1.0", "sha256": "ab" * 32} for i in range(3)}
+
+
+def _compress(name: str, text: bytes) -> bytes:
+    if name.endswith(".zst"):
+        return zstandard.ZstdCompressor().compress(text)
+    if name.endswith(".bz2"):
+        return bz2.compress(text)
+    return text
+
+
+@pytest.mark.parametrize("name", ["repodata.json", "repodata.json.zst", "repodata.json.bz2"])
+def test_only_the_info_objects_bytes_change(name: str, tmp_path: Path) -> None:
+    info = '{"subdir": "linux-64", "base_url": "https://files.example/x/linux-64/"}'
+    rest = ',\n "packages": {},\n "packages.conda": ' + json.dumps(RECORDS, indent=3) + ',\n "repodata_version": 2}'
+    path = tmp_path / "download.part"  # named as a download's temporary file: the name says the compression
+    path.write_bytes(_compress(name, ('{\n "info": ' + info + rest).encode()))
+    assert rewrite_repodata(path, tmp_path / "temp", name) == "https://files.example/x/linux-64/"
+    text = json.dumps(_text(name, path.read_bytes()))  # decompresses and checks it is JSON
+    assert json.loads(text)["info"] == {"subdir": "linux-64"}
+    raw = _text_bytes(name, path.read_bytes())
+    assert raw == ('{\n "info": {"subdir":"linux-64"}' + rest).encode()
+    assert rewrite_repodata(path, tmp_path / "temp", name) is None  # nothing left to do: left as it is
+
+
+def _text_bytes(name: str, body: bytes) -> bytes:
+    if name.endswith(".zst"):
+        return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body), read_across_frames=True).read()
+    return bz2.decompress(body) if name.endswith(".bz2") else body
+
+
+@pytest.mark.parametrize(
+    ("base_url", "rewritten"),
+    [("", False), ("./", False), ("https://files.example/x/", True), ("/x/", True), ("../other/", True)],
+)
+def test_a_base_url_that_stays_beside_the_repodata_is_left_alone(base_url: str, rewritten: bool) -> None:
+    head = json.dumps({"info": {"subdir": "noarch", "base_url": base_url}, "packages": {}}).encode()
+    assert needs_rewrite(head, whole=True) is rewritten
+    assert needs_rewrite(head[:-5], whole=False) is rewritten  # told before the rest arrives
+    assert needs_rewrite(b'{"info": {"subdir": "noa', whole=False) is None  # not yet
+
+
+def test_info_after_a_big_section_is_found_by_reading_it_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cep15, "HEAD_BYTES", 64)
+    document = {"packages": RECORDS, "info": {"subdir": "noarch", "base_url": "https://files.example/"}}
+    path = tmp_path / "download.part"
+    path.write_bytes(_compress("repodata.json.zst", json.dumps(document).encode()))
+    head = cep15.head_of_bytes("repodata.json.zst", path.read_bytes())
+    assert len(head) == 64 and needs_rewrite(head, whole=False) is True  # may have to be: never streamed
+    assert rewrite_repodata(path, tmp_path / "temp", "repodata.json.zst") == "https://files.example/"
+    written = _text("repodata.json.zst", path.read_bytes())
+    assert written["info"] == {"subdir": "noarch"} and written["packages"] == RECORDS
+
+
+def test_where_pkgcache_fetches_packages_from() -> None:
+    repodata = "http://mirror.example/anaconda/pkgs/main/linux-64/repodata.json"
+    assert cep15.package_base(repodata, "https://files.example/main/linux-64", from_giver=True) == (
+        "https://files.example/main/linux-64/"
+    )
+    assert cep15.package_base(repodata, "https://files.example/main/linux-64/", from_giver=False) is None
+    assert cep15.package_base(repodata, "../../../../store/main/linux-64/", from_giver=False) == (
+        "http://mirror.example/store/main/linux-64/"
+    )
+    assert cep15.package_base(repodata, "/store/", from_giver=True) == "http://mirror.example/store/"
+    assert cep15.package_base(repodata, "./", from_giver=True) is None
