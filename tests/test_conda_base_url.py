@@ -11,6 +11,7 @@ from __future__ import annotations
 import bz2
 import io
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from tests.cache_service import RunningCache
 from tests.clients.rattler_client import run_rattler_install
 from tests.conda_support import APP_TREE, SUBDIR, Channels, assert_app_landed, installed_names
 from tests.fakes.conda_upstreams import MirrorLikeUpstream
-from tests.support import BackgroundLoop
+from tests.support import BackgroundLoop, http_get
 
 NO_PROXY_PYPI = ["http://127.0.0.1:9/simple/"]  # the PyPI side points at a closed port: never needed here
 
@@ -210,3 +211,43 @@ def test_where_pkgcache_fetches_packages_from() -> None:
     )
     assert cep15.package_base(repodata, "/store/", from_giver=True) == "http://mirror.example/store/"
     assert cep15.package_base(repodata, "./", from_giver=True) is None
+
+
+def test_a_copy_kept_before_the_rewrite_existed_is_fetched_whole_and_rewritten_at_its_next_revalidation(
+    upstream: MirrorLikeUpstream,
+    files_host: MirrorLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    tmp_path: Path,
+) -> None:
+    """An older pkgcache kept the upstream's repodata.json as it came (base_url and all), with the upstream's
+    validators. A 304 would keep it so for good: the revalidation asks for it whole instead, and rewrites it."""
+    upstream.server.elsewhere = files_host.url
+    path = f"/anaconda/pkgs/main/{SUBDIR}/repodata.json"
+    as_it_came = http_get(upstream.url + path)
+    assert "base_url" in json.loads(as_it_came.body)["info"]
+    data_dir = tmp_path / "data-0"  # where make_cache puts the first cache's data (tests/conftest.py)
+    kept = data_dir / "conda" / "pkgs" / "main" / SUBDIR / "repodata.json"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(as_it_came.body)
+    stat = kept.stat()
+    sidecar = {
+        "fetched_at": time.time() - 3600,  # stale: revalidated at the next request
+        "upstream": upstream.url.removeprefix("http://"),
+        "etag": as_it_came.headers["etag"],
+        "last_modified": as_it_came.headers["last-modified"],
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+    }
+    kept.with_name("repodata.json.meta").write_text(json.dumps(sidecar))
+    upstream.reset_log()
+    cache = _cache(make_cache, upstream, allowed_hosts=[files_host.url.removeprefix("http://")])
+    assert cache.data_dir == data_dir
+    assert cache.get(f"/conda/pkgs/main/{SUBDIR}/repodata.json").status == 200  # stale: served while revalidated
+    deadline = time.monotonic() + 10
+    while "base_url" in json.loads(kept.read_bytes())["info"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    asked = [request for request in upstream.requests if request.path == path]
+    assert asked and all("If-None-Match" not in request.headers for request in asked), asked
+    assert all(request.status == 200 for request in asked)
+    answer = cache.get(f"/conda/pkgs/main/{SUBDIR}/repodata.json")
+    assert "base_url" not in json.loads(answer.body)["info"]
