@@ -232,6 +232,27 @@ def test_a_newer_bundle_is_the_base_and_keeps_what_only_the_older_data_lists_of_
     assert (here / "repodata.json").stat().st_mtime_ns == stat.st_mtime_ns
 
 
+def test_a_merged_repodata_never_sends_clients_around_pkgcache_whatever_the_bundle_kept(tmp_path: Path) -> None:
+    # A bundle from a pkgcache that stored repodata as the upstream gave it: its info.base_url names the upstream.
+    here, bundle = tmp_path / "data/conda/pkgs/main/linux-64", tmp_path / "bundle"
+    _repodata(here, ["a-1-0.conda"], time.time() - 3600)
+    (here / "a-1-0.conda").write_bytes(b"a package")
+    _repodata(bundle, ["b-1-0.conda"], time.time())
+    document = json.loads((bundle / "repodata.json").read_text())
+    document["info"]["base_url"] = "https://packages.example.org/main/linux-64/"
+    (bundle / "repodata.json").write_text(json.dumps(document))
+
+    outcome = merge_subdir(here, _side(bundle), Side.in_folder(here), tmp_path)
+
+    assert outcome.base == "bundle" and outcome.changed
+    merged = json.loads((here / "repodata.json").read_text())
+    assert merged["info"] == {"subdir": "linux-64"}
+    assert set(merged["packages.conda"]) == {"a-1-0.conda", "b-1-0.conda"}
+    # pkgcache itself still knows where the upstream said the packages are.
+    meta = json.loads((here / "repodata.json.meta").read_text())
+    assert meta["extra"]["base_url"] == "https://packages.example.org/main/linux-64/"
+
+
 def test_a_worker_reads_the_subdir_again_once_an_import_changed_it(
     tmp_path: Path,
     older_bundle_over_newer_data: tuple[Path, Path],

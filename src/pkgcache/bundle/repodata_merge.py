@@ -46,6 +46,7 @@ from typing import IO, Any
 import zstandard
 
 from pkgcache.bundle.index_hashes import package_name, shard_map, shard_records
+from pkgcache.conda.base_url import pointing_here, sends_elsewhere
 from pkgcache.conda.channels import SHARD_INDEX
 from pkgcache.conda.filtered_channels import FILTERED
 from pkgcache.conda.generated_shards import MADE_HERE
@@ -162,11 +163,14 @@ def merge_subdir(folder: Path, bundle: Side, here: Side, work_dir: Path) -> Subd
     outcome.changed = True
     forms = [form for form in REPODATA_FORMS if form in bundle.files or form in here.files]
     temps = {form: work_dir / f"merged-{uuid.uuid4().hex[:8]}-{form}" for form in forms}
-    _write_merged(base.files[base_source], extras, temps)
+    said = _write_merged(base.files[base_source], extras, temps)
     json_stat = temps["repodata.json"].stat() if "repodata.json" in temps else None
     # The compressed forms first: repodata.json (what most readers look at first) once they agree with it.
     for form in sorted(forms, key=lambda name: name == "repodata.json"):
-        _put_form(folder / form, temps[form], _sidecar_template(form, base, other, base_source), json_stat)
+        template = _sidecar_template(form, base, other, base_source)
+        if said is not None:  # where the packages are, for pkgcache's own fetches (conda/cached_channels.py)
+            template = dataclasses.replace(template, extra={**template.extra, "base_url": said})
+        _put_form(folder / form, temps[form], template, json_stat)
         outcome.written.append(form)
     outcome.taken, outcome.removed = _follow_base(folder, base is bundle, bundle)
     outcome.removed += _remove_made_from_repodata(folder)
@@ -239,8 +243,11 @@ def _record_runs(source: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 # --- writing ------------------------------------------------------------------------------------------------------
 
 
-def _write_merged(source: Path, extras: Records, temps: dict[str, Path]) -> None:
-    """The base's repodata with `extras` at the end of their sections, to every form in `temps` in one pass."""
+def _write_merged(source: Path, extras: Records, temps: dict[str, Path]) -> str | None:
+    """The base's repodata with `extras` at the end of their sections, to every form in `temps` in one pass; the
+    `info.base_url` it dropped, if any (a copy kept by a pkgcache from before repodata was stored without one must
+    not send clients around pkgcache once imported: conda/base_url.py)."""
+    said: str | None = None
     added = {name for records in extras.values() for name in records}
     with _outputs(temps) as outputs:
         writer = DocumentWriter(outputs)
@@ -272,7 +279,9 @@ def _write_merged(source: Path, extras: Records, temps: dict[str, Path]) -> None
                 if item.filename not in added:  # listed again: not removed
                     writer.removed(item.filename)
             elif isinstance(item, Info):
-                writer.member("info", item.info)
+                if sends_elsewhere(item.info):
+                    said = item.info.get("base_url") if isinstance(item.info.get("base_url"), str) else ""
+                writer.member("info", pointing_here(item.info) if said is not None else item.info)
             elif isinstance(item, Other):
                 writer.member(item.key, item.value)
         end_section()
@@ -280,6 +289,7 @@ def _write_merged(source: Path, extras: Records, temps: dict[str, Path]) -> None
             if name not in written and extras.get(name):
                 writer.records(name, extras[name])
         writer.finish()
+    return said
 
 
 @contextlib.contextmanager
