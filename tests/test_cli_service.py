@@ -196,6 +196,14 @@ def test_status_says_per_side_which_upstreams_answer_and_when_the_offline_view_i
         "offline view (every upstream down): only what the cache holds is served; "
         "0 of 1 upstreams answering; tuna resting 40 s (refused)"
     )
+    probing = {**tuna, "cooldown_remaining": 0.0, "probing": True, "last_error": "refused"}
+    info["upstreams"]["conda"] = [probing, {**probing, "name": "ustc", "probe_in_flight": True}]
+    info["conda"] = {"gate": {"offline": False, "degraded": True, "probing": True}}
+    assert dict(upstream_lines(info))["conda"] == (
+        "offline view (every upstream down, each probed once its rest is over): only what the cache holds is "
+        "served; 0 of 2 upstreams answering; tuna resting until it answers a probe (refused); "
+        "ustc resting, being probed (refused)"
+    )
     offline = {"upstreams": {"pypi": [ustc]}, "pypi": {"gate": {"offline": True}}}
     assert upstream_lines(offline) == [
         ("pypi", "offline mode: no upstream is asked, only what the cache holds is served")

@@ -128,4 +128,13 @@ def test_the_page_shows_the_policy_the_blocks_and_a_side_whose_upstreams_are_all
     html = render_page("en", _operations(), BASE, "10.0.0.5:3150", "n")
     assert "<code>[pypi] deny[0] &#34;evil-*&#34;</code>" in html
     assert "2026-05-01 09:30:00" in html
-    assert "Every pypi mirror is down: only what the cache holds is served until one comes back." in html
+    assert "Every pypi mirror is down: only what the cache holds is served until one of them answers again" in html
+
+
+def test_an_upstream_of_the_offline_view_whose_rest_is_over_is_shown_as_waiting_for_a_probe() -> None:
+    waiting = {"name": "tuna", "healthy": False, "cooldown_remaining": 0.0, "probing": True, "requests": 2}
+    ops = _operations()
+    ops.pools = {"pypi": _Pool([waiting, {**waiting, "name": "ustc", "cooldown_remaining": 20.0}])}
+    html = render_page("en", ops, BASE, "10.0.0.5:3150", "n")
+    assert "resting until it answers: asked once each rest is over" in html  # tuna: its probe is due or in flight
+    assert "resting, 20 s left" in html  # ustc: a probe failed, and it rests again

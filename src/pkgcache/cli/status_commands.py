@@ -104,13 +104,18 @@ def side_health(upstreams: list[dict[str, Any]], gate: dict[str, Any]) -> str:
     """ "2 of 3 upstreams answering; tuna resting 40 s (HTTP 503 ...)", or the offline mode or view first."""
     if gate.get("offline"):
         return "offline mode: no upstream is asked, only what the cache holds is served"
-    parts = ["offline view (every upstream down): only what the cache holds is served"] if gate.get("degraded") else []
+    parts = [_offline_view(gate)] if gate.get("degraded") else []
     answering = sum(1 for u in upstreams if u.get("healthy"))
     parts.append(f"{answering} of {len(upstreams)} upstreams answering")
     for upstream in upstreams:
         if not upstream.get("healthy"):
             parts.append(_resting(upstream))
     return "; ".join(parts)
+
+
+def _offline_view(gate: dict[str, Any]) -> str:
+    cause = "every upstream down, each probed once its rest is over" if gate.get("probing") else "every upstream down"
+    return f"offline view ({cause}): only what the cache holds is served"
 
 
 def _mapping(value: object) -> dict[str, Any]:
@@ -120,7 +125,11 @@ def _mapping(value: object) -> dict[str, Any]:
 def _resting(upstream: dict[str, Any]) -> str:
     remaining = upstream.get("cooldown_remaining")
     text = f"{upstream.get('name', '?')} resting"
-    if isinstance(remaining, int | float):
+    if upstream.get("probe_in_flight"):
+        text += ", being probed"
+    elif upstream.get("probing") and not remaining:
+        text += " until it answers a probe"
+    elif isinstance(remaining, int | float):
         text += f" {format_duration(remaining)}"
     error = " ".join(str(upstream.get("last_error") or "").split())
     if error:

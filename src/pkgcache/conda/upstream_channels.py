@@ -71,3 +71,18 @@ class UpstreamChannels:
             return urljoin(subdir_url, said if said.endswith("/") else said + "/")
 
         return base
+
+
+def probe_target(config: CondaConfig) -> TargetFor:
+    """What a probe of a resting conda upstream asks for (upstream/pool.py): the noarch repodata of the first
+    channel served, which every mirror of that channel has (only its first byte is asked for)."""
+    channel = Channel(*config.channels[0].split("/", 1)) if config.channels else None
+    upstreams = {upstream.name: upstream for upstream in config.upstreams}
+
+    def target(upstream: Upstream) -> str | None:
+        found = upstreams.get(upstream.name)
+        if found is None or channel is None:
+            return None  # the pool asks for the upstream's root instead
+        return channel.upstream_url(found) + "noarch/repodata.json"
+
+    return target

@@ -4,8 +4,11 @@ With `[server] offline = true` each side's pool is an `OfflinePool`: every fetch
 connection, so no request can leave whatever layer asks. The side's filter layer shows the offline view (only
 what the cache holds) and answers what is missing with a clear 404.
 
-Without it, a side whose every upstream is resting after failures (`all_resting`) is shown the same offline view
-until one of them is tried again.
+Without it, a side is shown the same offline view from the moment every upstream of it rests after failures
+(`all_resting`) until an answer proves one of them up (`offline_view_goes_on`): the end of a cool-down proves
+nothing, so no client request is sent to a resting upstream meanwhile (its pool is held), and the primary probes
+each upstream whose rest is over instead (upstream/pool.py, `hold` and `probe_due`). A probe that fails rests its
+upstream again, so a mirror that stays down costs one small request per cool-down and never a client's wait.
 """
 
 from __future__ import annotations
@@ -37,6 +40,21 @@ class OfflinePool(UpstreamPool):
 
 
 def all_resting(pool: UpstreamPool, now: float | None = None) -> bool:
-    """Whether every upstream of the pool is resting after failures (none would be asked now)."""
+    """Whether every upstream of the pool is resting after a failure that no answer has followed."""
     moment = time.monotonic() if now is None else now
-    return all(upstream.is_cooling_down(moment) for upstream in pool.upstreams)
+    return all(upstream.is_down(moment) for upstream in pool.upstreams)
+
+
+def offline_view_goes_on(pool: UpstreamPool, shown: bool) -> bool:
+    """Whether a side shows the offline view from now on, `shown` saying whether it did (the primary asks twice a
+    second). It begins when every upstream rests (the pool is then held) and lasts until the pool lets go, which
+    an answer makes it do; meanwhile each upstream whose rest is over is probed."""
+    if not shown:
+        if not all_resting(pool):
+            return False
+        pool.hold()
+        return True
+    if not pool.held:
+        return False
+    pool.probe_due()
+    return True

@@ -4,7 +4,7 @@ Every worker holds one. It compiles each side's rules once, lays the blocks of `
 tells the side's filter layer whenever what it filters by changes (`subscribe`). About twice a second it looks at
 the blocks file's stamp (a block made on any worker, or by `pkgcache block` on the directory, is in force
 everywhere within a second) and at whether a side's upstreams are all down: the primary, which talks to them,
-decides and writes `gate/degraded.json`; the replicas read it.
+decides (and probes them while they are: gate/offline.py) and writes `gate/degraded.json`; the replicas read it.
 
 A side with no rule, no block and no offline view passes everything: its filter layer then costs nothing.
 """
@@ -22,7 +22,7 @@ from aiohttp import web
 from pkgcache.config import Settings
 from pkgcache.gate.blocks import SIDES, BlockBook
 from pkgcache.gate.holdings import IMPORTED_MARK, forget_holdings
-from pkgcache.gate.offline import OfflinePool, all_resting
+from pkgcache.gate.offline import OfflinePool, offline_view_goes_on
 from pkgcache.policy.common import Block
 from pkgcache.policy.config import PolicySettingsBase
 from pkgcache.policy.engine import SidePolicy
@@ -44,7 +44,7 @@ class SideGate:
     side: str
     policy: SidePolicy | None  # None: no rule, no block, no age
     offline: bool  # [server] offline: never contact an upstream
-    degraded: bool  # every upstream resting after failures
+    degraded: bool  # every upstream down: from when all rest until one answers (gate/offline.py)
     fingerprint: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -152,14 +152,22 @@ class Gate:
     async def _decide_degraded(self) -> None:
         if self.offline:
             return
-        now = {side: all_resting(pool) for side, pool in self._pools.items() if not isinstance(pool, OfflinePool)}
+        now = {
+            side: offline_view_goes_on(pool, self._degraded.get(side, False))
+            for side, pool in self._pools.items()
+            if not isinstance(pool, OfflinePool)
+        }
         changed = [side for side, down in now.items() if down != self._degraded.get(side)]
         if not changed:
             return
         self._degraded.update(now)
         for side in changed:
             if now[side]:
-                log.warning("every %s upstream is down: serving what the cache holds (the offline view)", side)
+                log.warning(
+                    "every %s upstream is down: serving what the cache holds (the offline view) until a probe "
+                    "finds one back",
+                    side,
+                )
             else:
                 log.warning("a %s upstream is back: serving everything again", side)
             self._publish(side)
@@ -228,6 +236,10 @@ class Gate:
 
     # --- what the operator sees ---
 
+    def _probing(self, side: str) -> bool:
+        pool = self._pools.get(side)  # held on the primary only: the replicas send nothing upstream
+        return pool is not None and pool.held
+
     def status(self) -> dict[str, object]:
         """For `/-/status`, the page at / and `/metrics`."""
         return {
@@ -237,6 +249,8 @@ class Gate:
                 "fingerprint": gate.fingerprint,
                 "offline": gate.offline,
                 "degraded": gate.degraded,
+                # The primary asks the resting upstreams whether they are back (their pool is held meanwhile).
+                "probing": gate.degraded and self._probing(side),
                 "filtering": not gate.passes_everything,
             }
             for side, gate in self.sides.items()

@@ -34,6 +34,10 @@ MAX_PAGE_BYTES = 64 * 1024 * 1024
 # cost a cold miss more than that. Anything html.parser has to read is read in the page threads.
 INLINE_PARSE_BYTES = 64 * 1024
 
+# What a probe asks a resting PyPI upstream for (upstream/pool.py): a page every mirror of the index has, small
+# enough (and only its first byte is asked for), as `pkgcache check` asks.
+PROBE_PROJECT = "pip"
+
 # A PEP 740 provenance holds a few attestations of a few KB each; anything this big is not one.
 MAX_PROVENANCE_BYTES = 4 * 1024 * 1024
 # A check of a small file's whole body; raises ValueError when it is not the file asked for.
@@ -88,7 +92,7 @@ class UpstreamIndex:
     def is_resting(self, upstream_name: str) -> bool:
         """Whether an upstream rests after failing (the pages it gave may link files only it serves)."""
         upstream = self.pool.by_name(upstream_name)
-        return upstream is not None and upstream.is_cooling_down(time.monotonic())
+        return upstream is not None and self.pool.is_resting(upstream)
 
     def is_pkgcache(self, upstream_name: str) -> bool:
         """Whether an upstream's answers said it is a pkgcache (a parent tier): its pages link its own files."""
@@ -145,6 +149,11 @@ class UpstreamIndex:
             return None
         # Mirrors keep files beside the index: <root>/simple/ and <root>/packages/.
         return upstream.files_url or urljoin(upstream.url, "../packages/")
+
+
+def probe_target(upstream: Upstream) -> str:
+    """The URL a probe of a PyPI upstream asks for."""
+    return urljoin(upstream.base_url, f"{PROBE_PROJECT}/")
 
 
 def _page_request_headers(previous: CachedPage | None, upstream: Upstream) -> dict[str, str]:

@@ -22,6 +22,7 @@ from pkgcache.conda.routes import CONDA_CHANNELS_KEY, add_conda_routes
 from pkgcache.conda.shards_ahead import shards_made_ahead
 from pkgcache.conda.source import ChannelSource
 from pkgcache.conda.upstream_channels import UpstreamChannels
+from pkgcache.conda.upstream_channels import probe_target as conda_probe_target
 from pkgcache.config import CondaUpstream, PypiUpstream, Settings
 from pkgcache.gate.offline import OfflinePool
 from pkgcache.gate.state import GATE_KEY, Gate
@@ -38,6 +39,7 @@ from pkgcache.pypi.replica_index import ReplicaIndex
 from pkgcache.pypi.routes import PYPI_INDEX_KEY, add_pypi_routes
 from pkgcache.pypi.source import IndexSource
 from pkgcache.pypi.upstream_index import UpstreamIndex
+from pkgcache.pypi.upstream_index import probe_target as pypi_probe_target
 from pkgcache.service.health import DataDirCheck
 from pkgcache.service.identity import NODE_IDENTITY_KEY, install_identity_headers
 from pkgcache.service.metrics import status_extras
@@ -47,7 +49,7 @@ from pkgcache.storage.downloads import Downloader
 from pkgcache.storage.eviction import CacheKeeper
 from pkgcache.storage.sidecars import Sidecars
 from pkgcache.storage.store import CacheStore
-from pkgcache.upstream.pool import Upstream, UpstreamPolicySettings, UpstreamPool
+from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamPolicySettings, UpstreamPool
 from pkgcache.upstream.transfer import Fetcher
 from pkgcache.workers.context import WorkerContext
 from pkgcache.workers.forwarding import Forwarder
@@ -72,7 +74,9 @@ ACCESS_LOG_KEY = web.AppKey("access_log", AccessLog)
 DATA_DIR_CHECK_KEY = web.AppKey("data_dir_check", DataDirCheck)
 
 
-def make_pool(upstreams: list[tuple[str, str, int | None, float]], settings: Settings) -> UpstreamPool:
+def make_pool(
+    upstreams: list[tuple[str, str, int | None, float]], settings: Settings, probe_target: TargetFor | None = None
+) -> UpstreamPool:
     policy, loop_mark = settings.upstream, settings.server.loop_mark()
     members = [
         Upstream(name=name, base_url=url, max_connections=cap or policy.max_connections, range_interval=interval)
@@ -85,15 +89,18 @@ def make_pool(upstreams: list[tuple[str, str, int | None, float]], settings: Set
             settings.trusted_upstream_hosts(),
             user_agent=f"{policy.user_agent} ({loop_mark})" if loop_mark else policy.user_agent,
         ),
+        probe_target,
     )
 
 
 def _pypi_pool(upstreams: list[PypiUpstream], settings: Settings) -> UpstreamPool:
-    return make_pool([(u.name, u.url, u.max_connections, u.range_interval) for u in upstreams], settings)
+    upstream_list = [(u.name, u.url, u.max_connections, u.range_interval) for u in upstreams]
+    return make_pool(upstream_list, settings, pypi_probe_target)
 
 
 def _conda_pool(upstreams: list[CondaUpstream], settings: Settings) -> UpstreamPool:
-    return make_pool([(u.name, u.pkgs_url, u.max_connections, 0.0) for u in upstreams], settings)
+    upstream_list = [(u.name, u.pkgs_url, u.max_connections, 0.0) for u in upstreams]
+    return make_pool(upstream_list, settings, conda_probe_target(settings.conda))
 
 
 def _pypi_index(

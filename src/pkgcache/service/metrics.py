@@ -130,8 +130,15 @@ class LiveCollector(Collector):
         latency = GaugeMetricFamily(
             "pkgcache_upstream_latency_seconds", "Smoothed time to response headers", labels=labels
         )
+        probes = CounterMetricFamily(
+            "pkgcache_upstream_probes",
+            "Requests of pkgcache's own asking a resting upstream whether it is back (in the offline view)",
+            labels=labels,
+        )
         healthy = GaugeMetricFamily(
-            "pkgcache_upstream_healthy", "1 when the upstream is used, 0 while it cools down", labels=labels
+            "pkgcache_upstream_healthy",
+            "1 when the upstream is used, 0 while it cools down (or, in the offline view, until it answers a probe)",
+            labels=labels,
         )
         parents = GaugeMetricFamily(
             "pkgcache_upstream_parent_info",
@@ -147,10 +154,11 @@ class LiveCollector(Collector):
                 received.add_metric(key, upstream.stats.bytes_received)
                 if upstream.stats.latency_seconds is not None:
                     latency.add_metric(key, upstream.stats.latency_seconds)
-                healthy.add_metric(key, 0 if upstream.is_cooling_down(now) else 1)
+                probes.add_metric(key, upstream.stats.probes)
+                healthy.add_metric(key, 0 if pool.is_resting(upstream, now) else 1)
                 if upstream.pkgcache is not None:
                     parents.add_metric([*key, upstream.pkgcache.tier or ""], 1)
-        yield from (requests, failures, received, latency, healthy, parents)
+        yield from (requests, failures, received, latency, probes, healthy, parents)
 
     def _core_metadata(self) -> Iterable[Metric]:
         counters = self.ops.core_metadata()

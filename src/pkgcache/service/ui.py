@@ -115,6 +115,10 @@ TEXT: dict[str, tuple[str, str]] = {
     "state_ok": ("OK", "正常"),
     "state_unused": ("not used yet", "尚未使用"),
     "state_resting": ("resting, {seconds} s left", "暂停中，剩余 {seconds} 秒"),
+    "state_probing": (
+        "resting until it answers: asked once each rest is over",
+        "暂停中，直到它再次应答：每次暂停结束后探测一次",
+    ),
     "state_blocked": (
         "blocked by the mirror for this network; resting {seconds} s (see its last error)",
         "镜像站封禁了本网络；暂停 {seconds} 秒（见最近错误）",
@@ -139,8 +143,10 @@ TEXT: dict[str, tuple[str, str]] = {
         "本服务处于离线模式：不访问任何镜像，只提供缓存中已有的内容。",
     ),
     "offline_degraded": (
-        "Every {side} mirror is down: only what the cache holds is served until one comes back.",
-        "所有 {side} 镜像均不可用：恢复之前只提供缓存中已有的内容。",
+        "Every {side} mirror is down: only what the cache holds is served until one of them answers again (each "
+        "is asked once its rest is over, with one small request).",
+        "所有 {side} 镜像均不可用：在其中之一重新应答之前只提供缓存中已有的内容"
+        "（每个镜像暂停结束后用一个小请求探测一次）。",
     ),
     "holdings": (
         "The cache holds {projects} PyPI projects ({files} files, {pypi_size}) and {packages} conda packages "
@@ -329,8 +335,11 @@ def _upstream_state(lang: str, status: dict[str, Any]) -> tuple[str, str]:
     """(css class, words) for one upstream's health."""
     if status.get("blocked"):
         return "bad", text(lang, "state_blocked", seconds=round(float(status.get("cooldown_remaining") or 0)))
+    seconds = round(float(status.get("cooldown_remaining") or 0))
+    if not status.get("healthy") and status.get("probing") and not seconds:
+        return "bad", text(lang, "state_probing")
     if not status.get("healthy"):
-        return "bad", text(lang, "state_resting", seconds=round(float(status.get("cooldown_remaining") or 0)))
+        return "bad", text(lang, "state_resting", seconds=seconds)
     if not status.get("requests"):
         return "idle", text(lang, "state_unused")
     return "good", text(lang, "state_ok")

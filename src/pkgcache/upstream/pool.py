@@ -5,6 +5,12 @@ says which URL each upstream has for the thing it wants and hands over a corouti
 Whatever goes wrong with one upstream (no connection, a timeout, a 5xx, a 429, a refusal, a body the caller
 rejects) moves the request on to the next one and puts the failing upstream in a cool-down, so that it is not
 hammered on every request while it is down.
+
+A pool can be held (`hold`: the gate does it when every upstream rests, gate/offline.py): no request of a caller
+then leaves it, whatever the cool-downs say, and each upstream whose rest is over is sent one probe instead
+(`probe_due`), a small request of the side's choice (`probe_target`). Any answer (to a probe, or to a request
+still in flight) lets go of the pool; a failed probe rests the upstream again, so probes are as far apart as
+rests.
 """
 
 from __future__ import annotations
@@ -46,6 +52,11 @@ _BLOCK_ID = re.compile(rb"\b([0-9a-f]{8})\s+([0-9a-f]{32})\b")
 _BLOCK_WORDS = re.compile(rb"denied access|blocked your requests|enormous traffic|abnormal requests", re.IGNORECASE)
 BLOCK_PAGE_BYTES = 64 * 1024
 CHUNK_SIZE = 256 * 1024
+# A probe asks for the first byte only (static mirrors answer 206 with it) and reads none of the body: the status
+# says whether the mirror serves. "Not found" counts too: the pool never rests an upstream for it, and a mirror
+# that says so is answering (a private index may lack the project a probe names).
+PROBE_HEADERS = {"Range": "bytes=0-0"}
+PROBE_ANSWERS = frozenset({200, 206}) | NOT_FOUND_STATUSES
 
 
 class UpstreamError(Exception):
@@ -89,6 +100,7 @@ class UpstreamsUnavailable(Exception):
 class UpstreamStats:
     requests: int = 0
     failures: int = 0
+    probes: int = 0  # requests of the pool's own, asking a resting upstream whether it is back
     not_found: int = 0
     bytes_received: int = 0
     latency_seconds: float | None = None  # smoothed time to response headers
@@ -110,6 +122,9 @@ class Upstream:
     # Seconds between two range requests to this upstream (USTC allows about one a second per client); 0: none.
     range_interval: float = 0.0
     cooldown_until: float = 0.0
+    # When it last failed (and was rested), and last answered (monotonic): an answer after the failure proves it up.
+    failed_at: float = 0.0
+    answered_at: float = 0.0
     last_error: str | None = None
     # The last failure was the mirror's block page for this network (shown on the page at /, rested long).
     blocked: bool = False
@@ -138,6 +153,11 @@ class Upstream:
 
     def is_cooling_down(self, now: float) -> bool:
         return now < self.cooldown_until
+
+    def is_down(self, now: float) -> bool:
+        """Resting after a failure that no answer has followed (an answer to a request sent before the failure,
+        arriving after it, proves it up although its rest goes on)."""
+        return self.is_cooling_down(now) and self.answered_at <= self.failed_at
 
     def note_answer(self, headers: Mapping[str, str]) -> None:
         """Recognise a pkgcache upstream by its answers' identity headers; an answer without them (a proxy's error
@@ -199,12 +219,18 @@ ResponseHandler = Callable[[Upstream, aiohttp.ClientResponse], Awaitable[T]]
 class UpstreamPool:
     """An ordered list of upstreams sharing one HTTP client session."""
 
-    def __init__(self, upstreams: list[Upstream], policy: UpstreamPolicySettings) -> None:
+    def __init__(
+        self, upstreams: list[Upstream], policy: UpstreamPolicySettings, probe_target: TargetFor | None = None
+    ) -> None:
         if not upstreams:
             raise ValueError("an upstream pool needs at least one upstream")
         self.upstreams = upstreams
         self.policy = policy
+        # What a probe asks each upstream for (the side knows something small every mirror has); None: its root.
+        self.probe_target = probe_target
         self._session: aiohttp.ClientSession | None = None
+        self._held = False
+        self._probes: dict[str, asyncio.Task[None]] = {}
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -213,14 +239,75 @@ class UpstreamPool:
         return self._session
 
     async def close(self) -> None:
+        probes = list(self._probes.values())
+        for task in probes:
+            task.cancel()
+        await asyncio.gather(*probes, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     def candidates(self) -> list[Upstream]:
-        """Upstreams to try, in configured order, leaving out those cooling down."""
+        """Upstreams to try, in configured order, leaving out those cooling down (all of them while held)."""
         now = time.monotonic()
-        return [upstream for upstream in self.upstreams if not upstream.is_cooling_down(now)]
+        return [upstream for upstream in self.upstreams if not self.is_resting(upstream, now)]
+
+    def is_resting(self, upstream: Upstream, now: float | None = None) -> bool:
+        """Whether a caller's request would skip the upstream now: cooling down, or the pool is held."""
+        return self._held or upstream.is_cooling_down(time.monotonic() if now is None else now)
+
+    # --- holding the pool while every upstream is down: probes instead of callers' requests ---
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def hold(self) -> None:
+        """Send no caller's request from now on until an upstream answers (a probe, or a request in flight)."""
+        if not self._held:
+            self._held = True
+            log.info("every upstream rests: none is asked again before it answers a probe")
+
+    def probe_due(self, now: float | None = None) -> None:
+        """While held: one probe to each upstream whose rest is over and that has none in flight."""
+        if not self._held:
+            return
+        moment = time.monotonic() if now is None else now
+        for upstream in self.upstreams:
+            if upstream.is_cooling_down(moment) or upstream.name in self._probes:
+                continue
+            self._probes[upstream.name] = asyncio.get_running_loop().create_task(self._probe(upstream))
+
+    def _probe_done(self, name: str) -> None:
+        self._probes.pop(name, None)
+
+    def probing(self, upstream: Upstream) -> bool:
+        """Whether a probe of the upstream is in flight."""
+        return upstream.name in self._probes
+
+    async def _probe(self, upstream: Upstream) -> None:
+        """Ask a resting upstream whether it is back: an answer lets go of the pool (`_answered`), a failure rests
+        it again (for the cool-down, or as long as its Retry-After or its block page asks)."""
+        url = (self.probe_target(upstream) if self.probe_target else None) or upstream.base_url
+        upstream.stats.probes += 1
+        log.info("upstream %s: its rest is over; asking %s whether it is back", upstream.name, url)
+        try:
+            await self._fetch_from(upstream, url, _status_only, dict(PROBE_HEADERS), "GET", PROBE_ANSWERS, None)
+        except UpstreamError as exc:
+            upstream.blocked = exc.blocked
+            self.report_failure(upstream, f"probe: {exc}", exc.retry_after)
+        except Exception as exc:  # never a probe that neither answers nor rests its upstream
+            log.exception("probing upstream %s failed", upstream.name)
+            self.report_failure(upstream, f"probe: {type(exc).__name__}: {exc}")
+        finally:
+            self._probe_done(upstream.name)
+
+    def _answered(self, upstream: Upstream) -> None:
+        """The upstream gave a usable answer: it is up, and a held pool lets go."""
+        upstream.answered_at = time.monotonic()
+        if self._held:
+            self._held = False
+            log.warning("upstream %s answered: it is back, and is asked again", upstream.name)
 
     def by_name(self, name: str) -> Upstream | None:
         return next((upstream for upstream in self.upstreams if upstream.name == name), None)
@@ -272,12 +359,15 @@ class UpstreamPool:
         """Every upstream that could have the thing is resting after failures: say which, why and until when."""
         now = time.monotonic()
         resting = [upstream for upstream in self.upstreams if target(upstream) is not None]
-        errors = {
-            upstream.name: f"resting {max(0.0, upstream.cooldown_until - now):.0f} s more after: {upstream.last_error}"
-            for upstream in resting
-        }
+        errors = {upstream.name: self._resting_words(upstream, now) for upstream in resting}
         back_in = min((max(0.0, upstream.cooldown_until - now) for upstream in resting), default=0.0)
         return UpstreamsUnavailable(errors or {"-": "no upstream can have this"}, retry_after=max(1.0, back_in))
+
+    def _resting_words(self, upstream: Upstream, now: float) -> str:
+        if upstream.is_cooling_down(now):
+            return f"resting {upstream.cooldown_until - now:.0f} s more after: {upstream.last_error}"
+        # Held: its rest is over, and a probe (not a caller's request) finds out whether it is back.
+        return f"resting until it answers a probe ({self.policy.cooldown:g} s apart) after: {upstream.last_error}"
 
     async def _fetch_from(
         self,
@@ -321,6 +411,7 @@ class UpstreamPool:
                 raise UpstreamError(f"{type(exc).__name__} from {url}: {exc}".rstrip(": ")) from None
         upstream.last_error = None
         upstream.blocked = False
+        self._answered(upstream)
         return result
 
     async def _send(self, method: str, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
@@ -380,12 +471,23 @@ class UpstreamPool:
         # A mirror may ask for a long rest, but not for years (one sent Retry-After: 999999999).
         longest = max(self.policy.max_retry_after, self.policy.cooldown)
         pause = min(max(self.policy.cooldown, retry_after or 0.0), longest)
-        upstream.cooldown_until = time.monotonic() + pause
+        upstream.failed_at = time.monotonic()
+        upstream.cooldown_until = upstream.failed_at + pause
         log.warning("upstream %s failed (%s); skipping it for %.0f s", upstream.name, reason, pause)
 
     def status(self) -> list[dict[str, object]]:
         now = time.monotonic()
-        return [upstream.status(now) for upstream in self.upstreams]
+        return [
+            {
+                **upstream.status(now),
+                "healthy": not self.is_resting(upstream, now),
+                # Held: its rest is over or not, it is asked again only once it answers a probe.
+                "probing": self._held,
+                "probe_in_flight": self.probing(upstream),
+                "probes": upstream.stats.probes,
+            }
+            for upstream in self.upstreams
+        ]
 
 
 def make_client_session(policy: UpstreamPolicySettings) -> aiohttp.ClientSession:
@@ -409,6 +511,10 @@ def make_client_session(policy: UpstreamPolicySettings) -> aiohttp.ClientSession
         trust_env=False,
         proxy=policy.proxy,
     )
+
+
+async def _status_only(upstream: Upstream, response: aiohttp.ClientResponse) -> None:
+    """A probe's answer: its status said enough; the body is not read (the connection is closed instead)."""
 
 
 def parse_retry_after(value: str | None) -> float | None:
