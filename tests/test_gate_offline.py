@@ -17,6 +17,7 @@ from tests.clients.rattler_client import run_rattler_install
 from tests.conda_support import SUBDIR, Channels
 from tests.fakes.conda_upstreams import MirrorLikeUpstream
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream
+from tests.fakes.server import RecordedRequest
 from tests.support import BackgroundLoop, http_get, installed_dists, run_pip_install, run_uv_install
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
@@ -257,3 +258,106 @@ def test_a_missing_form_of_repodata_is_made_from_the_cached_one_when_no_upstream
     assert zstandard.ZstdDecompressor().stream_reader(made_zst.body).read() == json_only.body
     shards = cache.get(f"{base}/{SUBDIR}/repodata_shards.msgpack.zst")  # made here from the cached .zst
     assert shards.status == 200
+
+
+# --- the offline view lasts until a probe finds an upstream back ---
+
+# Short rests, and a short wait for a silent (blackholing) mirror: each cool-down end is then a second away.
+PROBED = {"cooldown": 1, "connect_timeout": 1, "first_byte_timeout": 1}
+PROBE_PATH = "/simple/pip/"  # what a probe asks a PyPI upstream for (pypi/upstream_index.probe_target)
+ALPHA_HELD = ["alpha-1.0-py3-none-any.whl"]
+ALPHA_ALL = ["alpha-1.0-py3-none-any.whl", "alpha-2.0-py3-none-any.whl", "alpha-2.0.tar.gz"]
+
+
+def _wait_for(condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"still not {what}"
+        time.sleep(0.05)
+
+
+def _is_probe(request: RecordedRequest) -> bool:
+    return request.method == "GET" and request.path == PROBE_PATH and request.headers.get("Range") == "bytes=0-0"
+
+
+def _probes_seen(mirror: OfficialLikeUpstream) -> int:
+    return sum(1 for request in mirror.requests if _is_probe(request))
+
+
+def _pypi_gate(cache: RunningCache) -> tuple[dict[str, Any], dict[str, Any]]:
+    status = json.loads(cache.get("/-/status").body)
+    return status["pypi"]["gate"], status["upstreams"]["pypi"][0]
+
+
+def _blackholed_after_seeding(
+    mirror: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> RunningCache:
+    """A pkgcache holding alpha 1.0 whose only mirror has just gone silent, showing the offline view."""
+    cache = make_cache([mirror.index_url], upstream=PROBED)
+    assert run_pip_install(cache.index_url, tmp_path / "seeded", "alpha==1.0").returncode == 0
+    mirror.faults.fail_mode = "hang"  # connections accepted, nothing answered
+    assert cache.get("/pypi/simple/beta/").status in (502, 503)  # a client's request finds it silent: it rests
+    _wait_for(lambda: _files(cache.url, "alpha")[0] == "offline", "in the offline view")
+    return cache
+
+
+def test_the_offline_view_lasts_across_cool_downs_while_the_mirror_stays_down_and_only_probes_reach_it(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    cache = _blackholed_after_seeding(official_upstream, make_cache, tmp_path)
+    seen_before = len(official_upstream.requests)
+    asked = 0
+    # Two probes answered by silence: two cool-downs ended, and the mirror was still down each time.
+    while sum(1 for r in official_upstream.requests[seen_before:] if _is_probe(r) and r.status is None) < 2:
+        assert _files(cache.url, "alpha") == ("offline", ALPHA_HELD)  # the view goes on
+        missing = cache.get("/pypi/simple/beta/")  # not cached: a clear error at once, nothing sent
+        assert missing.status == 503 and b"resting" in missing.body, missing.body
+        asked += 1
+        time.sleep(0.05)
+    sent = official_upstream.requests[seen_before:]
+    assert sent and all(_is_probe(request) for request in sent), [(r.method, r.path) for r in sent]
+    assert len(sent) < asked  # one per cool-down, however many clients asked
+    assert official_upstream.files.requests[-1].path.endswith("alpha-1.0-py3-none-any.whl")  # the seeding's only
+    gate, upstream = _pypi_gate(cache)
+    assert gate["degraded"] and gate["probing"] and not upstream["healthy"] and upstream["probing"], (gate, upstream)
+    assert upstream["probes"] >= 2 and "probe: no answer" in upstream["last_error"], upstream
+    metrics = cache.get("/metrics").body.decode()
+    assert 'pkgcache_offline{cause="upstreams_down",side="pypi"} 1.0' in metrics
+    assert 'pkgcache_upstream_probes_total{side="pypi",upstream=' in metrics
+
+
+def test_the_offline_view_ends_when_a_probe_finds_the_mirror_back(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    cache = _blackholed_after_seeding(official_upstream, make_cache, tmp_path)
+    seen_before = len(official_upstream.requests)
+    official_upstream.faults.fail_mode = None  # back
+    _wait_for(lambda: _files(cache.url, "alpha")[0] != "offline", "out of the offline view")
+    assert _files(cache.url, "alpha") == ("hit", ALPHA_ALL)  # the full index again
+    sent = official_upstream.requests[seen_before:]
+    answered = [request for request in sent if request.status is not None]
+    assert _is_probe(answered[0]) and answered[0].status == 404, answered  # a probe's answer ended it
+    assert all(_is_probe(request) for request in sent[: sent.index(answered[0]) + 1])
+    gate, upstream = _pypi_gate(cache)
+    assert not gate["degraded"] and not gate["probing"] and upstream["healthy"], (gate, upstream)
+    assert cache.get("/pypi/simple/beta/").status == 200  # asked again
+    done = run_pip_install(cache.index_url, tmp_path / "after", "alpha==2.0")
+    assert done.returncode == 0, done.stderr
+    assert "alpha==2.0" in installed_dists(tmp_path / "after")
+
+
+def test_pip_and_uv_install_what_the_cache_holds_across_the_end_of_a_cool_down(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    cache = _blackholed_after_seeding(official_upstream, make_cache, tmp_path)
+    seen_before = len(official_upstream.requests)
+    for kind, install in (("pip", run_pip_install), ("uv", run_uv_install)):
+        probes_before = _probes_seen(official_upstream)
+        done = install(cache.index_url, tmp_path / kind, "alpha")
+        assert done.returncode == 0, done.stderr
+        assert installed_dists(tmp_path / kind) == {"alpha==1.0"}
+        # A cool-down ended during the install (a probe went out), or its end is waited for before the next one.
+        _wait_for(lambda before=probes_before: _probes_seen(official_upstream) > before, "probed")
+    assert _files(cache.url, "alpha") == ("offline", ALPHA_HELD)
+    sent = official_upstream.requests[seen_before:]
+    assert all(_is_probe(request) for request in sent), [(r.method, r.path) for r in sent]
