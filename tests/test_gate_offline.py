@@ -361,3 +361,63 @@ def test_pip_and_uv_install_what_the_cache_holds_across_the_end_of_a_cool_down(
     assert _files(cache.url, "alpha") == ("offline", ALPHA_HELD)
     sent = official_upstream.requests[seen_before:]
     assert all(_is_probe(request) for request in sent), [(r.method, r.path) for r in sent]
+
+
+CONDA_PROBE_PATH = f"/anaconda/{CHANNEL}/noarch/repodata.json"  # conda/upstream_channels.probe_target
+
+
+def _conda_probes(mirror: MirrorLikeUpstream, since: int = 0) -> list[RecordedRequest]:
+    return [
+        request
+        for request in mirror.requests[since:]
+        if request.path == CONDA_PROBE_PATH and request.headers.get("Range") == "bytes=0-0"
+    ]
+
+
+def _conda_down(cache: RunningCache) -> tuple[dict[str, Any], dict[str, Any]]:
+    status = json.loads(cache.get("/-/status").body)
+    return status["conda"]["gate"], status["upstreams"]["conda"][0]
+
+
+def _conda_cache_gone_down(mirror: MirrorLikeUpstream, make_cache: Callable[..., RunningCache]) -> RunningCache:
+    """A pkgcache holding the channel's noarch repodata whose only mirror answers 503 (asking for a second's wait)
+    and shows the offline view."""
+    conda = {"upstreams": [f"{mirror.url}/anaconda/"], "channels": [CHANNEL]}
+    cache = make_cache(["http://127.0.0.1:9/simple/"], conda=conda, upstream=PROBED)
+    assert cache.get(f"/conda/{CHANNEL}/noarch/repodata.json").status == 200
+    mirror.faults.fail_mode = "503"
+    assert cache.get(f"/conda/{CHANNEL}/{SUBDIR}/repodata.json").status in (502, 503)  # not cached: it rests
+    _wait_for(lambda: _conda_down(cache)[0]["degraded"], "in the offline view")
+    return cache
+
+
+def test_a_conda_side_in_the_offline_view_probes_its_channel_and_ends_the_view_when_the_mirror_is_back(
+    conda_mirror: MirrorLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    cache = _conda_cache_gone_down(conda_mirror, make_cache)
+    seen_before = len(conda_mirror.requests)
+    while not [probe for probe in _conda_probes(conda_mirror, seen_before) if probe.status == 503]:
+        answer = cache.get(f"/conda/{CHANNEL}/noarch/repodata.json")
+        assert answer.status == 200 and answer.headers["x-pkgcache-cache"] == "offline"
+        time.sleep(0.05)
+    sent = conda_mirror.requests[seen_before:]
+    assert all(request in _conda_probes(conda_mirror, seen_before) for request in sent), sent  # nothing but probes
+    conda_mirror.faults.fail_mode = None
+    _wait_for(lambda: not _conda_down(cache)[0]["degraded"], "out of the offline view")
+    assert _conda_probes(conda_mirror, seen_before)[-1].status in (200, 206)  # the probe that found it back
+    answer = cache.get(f"/conda/{CHANNEL}/noarch/repodata.json")
+    assert answer.status == 200 and answer.headers["x-pkgcache-cache"] != "offline"
+    assert cache.get(f"/conda/{CHANNEL}/{SUBDIR}/repodata.json").status == 200  # asked again
+
+
+def test_a_probe_answered_with_retry_after_rests_its_upstream_as_long_as_asked(
+    conda_mirror: MirrorLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    cache = _conda_cache_gone_down(conda_mirror, make_cache)
+    conda_mirror.faults.retry_after = 600  # from the next answer on: come back in ten minutes
+    seen_before = len(conda_mirror.requests)
+    _wait_for(lambda: any(probe.status == 503 for probe in _conda_probes(conda_mirror, seen_before)), "probed")
+    _wait_for(lambda: _conda_down(cache)[1]["cooldown_remaining"] > 60, "resting as long as asked")
+    gate, upstream = _conda_down(cache)
+    assert gate["degraded"] and gate["probing"] and upstream["probes"] >= 1, (gate, upstream)
+    assert "probe: HTTP 503" in upstream["last_error"]
