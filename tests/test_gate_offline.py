@@ -238,8 +238,8 @@ def test_a_missing_form_of_repodata_is_made_from_the_cached_one_when_no_upstream
     make_cache: Callable[..., RunningCache],
     bg_loop: BackgroundLoop,
 ) -> None:
-    """Before the gate shows the offline view (and after each cool-down), a miss goes to the upstreams: the other
-    cached form of the same file answers rather than a 502/503."""
+    """Before the gate shows the offline view, a miss goes to the upstreams: the other cached form of the same file
+    answers rather than a 502/503."""
     conda = {"upstreams": [f"{sharded_mirror.url}/anaconda/"], "channels": [CHANNEL]}
     cache = make_cache(["http://127.0.0.1:9/simple/"], conda=conda)
     base = f"/conda/{CHANNEL}"

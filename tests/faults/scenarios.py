@@ -445,6 +445,25 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         "../test_gate_offline.py::test_a_missing_form_of_repodata_is_made_from_the_cached_one_when_no_upstream_answers",
     ),
     ServiceScenario(
+        "every-mirror-down-past-its-rest",
+        "the only mirror goes silent (connections accepted, nothing answered) and stays so while its rest ends "
+        "again and again",
+        "the offline view throughout, across every cool-down's end: what the cache holds (pip and uv install it), "
+        "a clear 503 at once for the rest; never a wait on the dead mirror. The mirror sees one small probe per "
+        "cool-down (pypi: the pip page's first byte; conda: the first channel's noarch repodata's), no client's",
+        "what it had",
+        "../test_gate_offline.py::test_the_offline_view_lasts_across_cool_downs_while_the_mirror_stays_down_and_only_"
+        "probes_reach_it",
+    ),
+    ServiceScenario(
+        "mirror-back-after-offline-view",
+        "the mirror of a side in the offline view comes back (or answers its probe 503 with Retry-After)",
+        "the whole index again once a probe is answered (a probe answered with Retry-After rests the mirror as "
+        "long as asked)",
+        "what it had; what clients fetch from then on",
+        "../test_gate_offline.py::test_the_offline_view_ends_when_a_probe_finds_the_mirror_back",
+    ),
+    ServiceScenario(
         "disk-full",
         "the data directory's disk is full (4 MB tmpfs, filled)",
         "507 with a clear message, before any body, for files and repodata (a page: 507 or the right page, not "
