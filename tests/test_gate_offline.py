@@ -3,6 +3,7 @@ rattler install what is there and fail cleanly on what is not; the same view whe
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -12,11 +13,14 @@ from typing import Any
 import pytest
 import zstandard
 
+from pkgcache.pypi.upstream_index import probe_target
+from pkgcache.service.app import make_pool
+from pkgcache.upstream.pool import Upstream, UpstreamsUnavailable
 from tests.cache_service import CacheProcess, RunningCache, cache_settings, start_cache
 from tests.clients.rattler_client import run_rattler_install
 from tests.conda_support import SUBDIR, Channels
 from tests.fakes.conda_upstreams import MirrorLikeUpstream
-from tests.fakes.pypi_upstreams import OfficialLikeUpstream
+from tests.fakes.pypi_upstreams import FailingUpstream, OfficialLikeUpstream
 from tests.fakes.server import RecordedRequest
 from tests.support import BackgroundLoop, http_get, installed_dists, run_pip_install, run_uv_install
 
@@ -421,3 +425,44 @@ def test_a_probe_answered_with_retry_after_rests_its_upstream_as_long_as_asked(
     gate, upstream = _conda_down(cache)
     assert gate["degraded"] and gate["probing"] and upstream["probes"] >= 1, (gate, upstream)
     assert "probe: HTTP 503" in upstream["last_error"]
+
+
+def test_a_held_pool_sends_no_callers_request_and_one_probe_at_a_time_per_upstream(
+    bg_loop: BackgroundLoop, tmp_path: Path
+) -> None:
+    silent = FailingUpstream("hang")
+    bg_loop.run(silent.start())
+    settings = cache_settings(tmp_path, [silent.index_url], upstream={**PROBED, "cooldown": 0.1})
+
+    async def scenario() -> tuple[int, int, str]:
+        pool = make_pool([("silent", silent.index_url, None, 0.0)], settings, probe_target)
+        try:
+            upstream = pool.upstreams[0]
+            pool.report_failure(upstream, "silent")
+            pool.hold()
+            with pytest.raises(UpstreamsUnavailable, match="resting"):  # its rest is not over: not asked
+                await pool.fetch(lambda _: silent.index_url + "alpha/", _never)
+            await asyncio.sleep(0.2)  # its rest is over, but the pool is held: still not asked
+            with pytest.raises(UpstreamsUnavailable, match="until it answers a probe"):
+                await pool.fetch(lambda _: silent.index_url + "alpha/", _never)
+            for _ in range(5):  # the gate asks twice a second; a probe still waiting for its answer is not doubled
+                pool.probe_due()
+                await asyncio.sleep(0.05)
+            in_flight = len(silent.requests)
+            while pool.probing(upstream):
+                await asyncio.sleep(0.05)
+            return in_flight, upstream.stats.probes, upstream.last_error or ""
+        finally:
+            await pool.close()
+
+    try:
+        in_flight, probes, error = bg_loop.run(scenario())
+    finally:
+        bg_loop.run(silent.stop())
+    assert (in_flight, probes) == (1, 1)
+    assert [request.path for request in silent.requests] == ["/simple/pip/"]
+    assert error.startswith("probe: no answer")
+
+
+async def _never(upstream: Upstream, response: object) -> None:
+    raise AssertionError("no answer was expected")

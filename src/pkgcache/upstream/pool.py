@@ -288,10 +288,10 @@ class UpstreamPool:
     async def _probe(self, upstream: Upstream) -> None:
         """Ask a resting upstream whether it is back: an answer lets go of the pool (`_answered`), a failure rests
         it again (for the cool-down, or as long as its Retry-After or its block page asks)."""
-        url = (self.probe_target(upstream) if self.probe_target else None) or upstream.base_url
         upstream.stats.probes += 1
-        log.info("upstream %s: its rest is over; asking %s whether it is back", upstream.name, url)
         try:
+            url = (self.probe_target(upstream) if self.probe_target else None) or upstream.base_url
+            log.info("upstream %s: its rest is over; asking %s whether it is back", upstream.name, url)
             await self._fetch_from(upstream, url, _status_only, dict(PROBE_HEADERS), "GET", PROBE_ANSWERS, None)
         except UpstreamError as exc:
             upstream.blocked = exc.blocked
