@@ -122,15 +122,21 @@ class Supervisor:
         for worker in self._workers:
             for sock in worker.sockets:
                 sock.close()
-        if self._private is not None:
-            self._private.close()
-            with contextlib.suppress(OSError):
-                os.unlink(self._private_address)
+        self._close_private()
         if self._private_dir:
             shutil.rmtree(self._private_dir, ignore_errors=True)
         if self._counters is not None:
             self._counters.close()
             self._counters = None
+
+    def _close_private(self) -> None:
+        """Close the primary's socket. With no primary left to accept, this also resets the requests replicas
+        queued on it, which would otherwise wait the whole shutdown timeout for an answer that cannot come."""
+        if self._private is not None:
+            self._private.close()
+            self._private = None
+            with contextlib.suppress(OSError):
+                os.unlink(self._private_address)
 
     # --- workers ---
 
@@ -224,6 +230,8 @@ class Supervisor:
     def _stop_all(self) -> None:
         """SIGTERM every worker (each finishes what it is sending, within its shutdown timeout), then wait."""
         running = [w for w in self._workers if w.pid is not None]
+        if not any(w.index == PRIMARY for w in running):
+            self._close_private()
         for worker in running:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.pid, signal.SIGTERM)  # type: ignore[arg-type]
