@@ -666,8 +666,6 @@ def test_logs_follow_prints_new_lines(service: BackgroundService) -> None:
     command = [sys.executable, "-m", "pkgcache", "logs", "-f", "-n", "0", *service.locate]
     follower = subprocess.Popen(command, env=cli_env(), stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)  # let it reach the end of the log before the request is logged
-        assert http_get(service.url + "/pypi/simple/beta/").status == 200
         lines: queue.Queue[str] = queue.Queue()
         stdout = follower.stdout
         assert stdout is not None
@@ -677,14 +675,19 @@ def test_logs_follow_prints_new_lines(service: BackgroundService) -> None:
                 lines.put(line)
 
         threading.Thread(target=read_lines, daemon=True).start()
-        # Lines of earlier requests (the fixture's health checks) may be written after the follower started:
-        # request lines go out in batches. The one that matters is the request made after it.
+        # With -n 0 the follower prints only what is logged after it reached the end of the log, and when it gets
+        # there depends on how long it takes to start: so the request is made again until one of them shows (lines
+        # of earlier requests, the fixture's health checks, may come too; the page's request is what matters).
         seen: list[str] = []
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60
         while not any("GET /pypi/simple/beta/ 200" in line for line in seen):
             assert time.monotonic() < deadline, seen
+            assert follower.poll() is None, "pkgcache logs -f exited"
+            assert http_get(service.url + "/pypi/simple/beta/").status == 200
             with contextlib.suppress(queue.Empty):
-                seen.append(lines.get(timeout=0.5))
+                seen.append(lines.get(timeout=1.0))
+                while True:
+                    seen.append(lines.get_nowait())
     finally:
         follower.terminate()
         follower.wait(10)
