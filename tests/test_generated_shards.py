@@ -4,6 +4,7 @@ shards, reading the shards pkgcache made instead of repodata.json, and again aft
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import shutil
@@ -52,11 +53,13 @@ def builds_in_a_process(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(generated_shards, "IN_PROCESS_MAX_BYTES", -1)
 
 
-def _cache(make_cache: Callable[..., RunningCache], mirror: MirrorLikeUpstream) -> RunningCache:
+def _cache(
+    make_cache: Callable[..., RunningCache], mirror: MirrorLikeUpstream, **sections: dict[str, Any]
+) -> RunningCache:
     base = f"{mirror.url}/anaconda/"
     config = {"name": "mirror", "pkgs_url": base + "pkgs/", "cloud_url": base + "cloud/"}
     conda = {"upstreams": [config], "channels": ["cloud/conda-forge"], "index_ttl": 0}
-    return make_cache(["http://127.0.0.1:9/simple/"], conda=conda)
+    return make_cache(["http://127.0.0.1:9/simple/"], conda=conda, **sections)
 
 
 def _access_lines(capsys: pytest.CaptureFixture[str], wait_for: str) -> list[str]:
@@ -157,6 +160,46 @@ def test_rattler_solves_through_shards_made_here_and_again_after_the_repodata_ch
     _assert_shards_hold_the_repodata(cache, channel)
 
 
+def test_a_new_package_is_served_while_the_repodata_that_lists_it_is_revalidated_again(
+    bg_loop: BackgroundLoop, mirror: MirrorLikeUpstream, channel: Path, make_cache: Callable[..., RunningCache]
+) -> None:
+    """A client that learned of a new package from the shards made here asks for it while repodata.json is being
+    revalidated again (index_ttl 0: each shard index request starts one). The package is looked up in the cached
+    repodata.json, which lists it, not in the .zst made here from an older repodata.json: never a 404."""
+    # The mirror's silence below lasts until it is stopped, not until pkgcache gives up on it.
+    cache = _cache(make_cache, mirror, upstream={"first_byte_timeout": 3600})
+    base = "/conda/cloud/conda-forge/noarch/"
+    assert cache.get(base + SHARD_INDEX).status == 200
+    # Made from repodata.json on the way (the mirror has no .zst), and made again only when a client asks for it.
+    assert (cache.data_dir / "conda/cloud/conda-forge/noarch/repodata.json.zst").is_file()
+    extra = _build_package(
+        _PkgSpec("extra", "1.0", "py_0", 0, "noarch", ".conda", ("tzinfo",), {"share/extra/extra.txt": b"x\n"}),
+        channel,
+    )
+    _change(channel / "noarch" / "repodata.json", add={extra.filename: _record(extra)})
+    deadline = time.monotonic() + 30
+    while "extra" not in _unpack(cache.get(base + SHARD_INDEX).body)["shards"] and time.monotonic() < deadline:
+        time.sleep(0.2)  # each request revalidates repodata.json; new shards are built from the new one
+    assert "extra" in _unpack(cache.get(base + SHARD_INDEX).body)["shards"]
+    _wait_for_no_download(cache)
+    # The mirror now holds the next revalidation of repodata.json: it stays in flight while the client goes on.
+    mirror.faults.fail_paths, mirror.faults.fail_mode = {"/noarch/repodata.json"}, "hang"
+    mirror.faults.hang_seconds = 3600
+    asked = mirror.count("/noarch/repodata.json")
+    assert cache.get(base + SHARD_INDEX).status == 200
+    deadline = time.monotonic() + 30
+    while mirror.count("/noarch/repodata.json") == asked and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert mirror.count("/noarch/repodata.json") == asked + 1
+    answer = cache.get(base + extra.filename)
+    assert answer.status == 200, answer.body[:300]
+    assert hashlib.sha256(answer.body).hexdigest() == extra.sha256
+    assert mirror.count(f"/noarch/{extra.filename}") == 1
+    # The revalidation was still held all along (it ends, failing, when the mirror stops).
+    assert json.loads(cache.get("/-/status").body)["downloads_in_flight"] >= 1
+    bg_loop.run(mirror.stop())
+
+
 def test_an_upstreams_own_shards_are_still_passed_through(
     anaconda_upstream: Any, make_cache: Callable[..., RunningCache], tmp_path: Path
 ) -> None:
@@ -169,6 +212,13 @@ def test_an_upstreams_own_shards_are_still_passed_through(
     status = json.loads(cache.get("/-/status").body)["conda"]["shards"]
     assert any(key.startswith("cloud/conda-forge/") for key in status["passed_through"])
     assert not any(key.startswith("cloud/conda-forge/") for key in status["made_here"])
+
+
+def _wait_for_no_download(cache: RunningCache) -> None:
+    deadline = time.monotonic() + 30
+    while json.loads(cache.get("/-/status").body)["downloads_in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert json.loads(cache.get("/-/status").body)["downloads_in_flight"] == 0
 
 
 def _change(path: Path, *, add: dict[str, dict[str, Any]] | None = None, remove: list[str] = ()) -> None:

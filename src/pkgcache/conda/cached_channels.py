@@ -183,8 +183,11 @@ class CachedChannels:
         for name in ("repodata.json", "repodata.json.zst"):
             path = self.paths.path(channel, subdir, name)
             meta = await self.files.meta_for(path)
+            # A copy being revalidated is still whole (its next version replaces it by a rename) and is as new as
+            # any here. A .zst made here (generated_zst) is not searched: it is remade only when a client asks for
+            # it, so it may be older than the .json it was made from, and not list a package that one lists.
+            usable = meta is not None and not meta.missing and not meta.extra.get("generated")
             # A sidecar alone is not a copy: the file may have been removed under the service (a purge, a person).
-            usable = meta is not None and not meta.missing and not self.fetcher.is_being_written(path)
             if usable and path.is_file():
                 return path
         # The upstream's .zst is the cheapest to fetch; an upstream without one has the .json.
