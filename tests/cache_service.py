@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -41,6 +42,17 @@ class RunningCache:
 
     def get(self, path: str, headers: Mapping[str, str | bytes] | None = None, method: str = "GET") -> Answer:
         return http_get(self.url + path, headers, method)
+
+    def downloads_in_flight(self) -> int:
+        return int(json.loads(self.get("/-/status").body)["downloads_in_flight"])
+
+    def wait_for_downloads_to_end(self, deadline_seconds: float = 30) -> None:
+        """Until no download is in flight (a download ends after its clients may have been answered: a client it
+        cut goes on while it tries the next upstream, cleans up and records its outcome)."""
+        deadline = time.monotonic() + deadline_seconds
+        while self.downloads_in_flight() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert self.downloads_in_flight() == 0, "a download is still in flight"
 
     def stop(self) -> None:
         self.loop.run(self.runner.cleanup())

@@ -181,7 +181,7 @@ def test_a_new_package_is_served_while_the_repodata_that_lists_it_is_revalidated
     while "extra" not in _unpack(cache.get(base + SHARD_INDEX).body)["shards"] and time.monotonic() < deadline:
         time.sleep(0.2)  # each request revalidates repodata.json; new shards are built from the new one
     assert "extra" in _unpack(cache.get(base + SHARD_INDEX).body)["shards"]
-    _wait_for_no_download(cache)
+    cache.wait_for_downloads_to_end()
     # The mirror now holds the next revalidation of repodata.json: it stays in flight while the client goes on.
     mirror.faults.fail_paths, mirror.faults.fail_mode = {"/noarch/repodata.json"}, "hang"
     mirror.faults.hang_seconds = 3600
@@ -196,7 +196,7 @@ def test_a_new_package_is_served_while_the_repodata_that_lists_it_is_revalidated
     assert hashlib.sha256(answer.body).hexdigest() == extra.sha256
     assert mirror.count(f"/noarch/{extra.filename}") == 1
     # The revalidation was still held all along (it ends, failing, when the mirror stops).
-    assert json.loads(cache.get("/-/status").body)["downloads_in_flight"] >= 1
+    assert cache.downloads_in_flight() >= 1
     bg_loop.run(mirror.stop())
 
 
@@ -212,13 +212,6 @@ def test_an_upstreams_own_shards_are_still_passed_through(
     status = json.loads(cache.get("/-/status").body)["conda"]["shards"]
     assert any(key.startswith("cloud/conda-forge/") for key in status["passed_through"])
     assert not any(key.startswith("cloud/conda-forge/") for key in status["made_here"])
-
-
-def _wait_for_no_download(cache: RunningCache) -> None:
-    deadline = time.monotonic() + 30
-    while json.loads(cache.get("/-/status").body)["downloads_in_flight"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert json.loads(cache.get("/-/status").body)["downloads_in_flight"] == 0
 
 
 def _change(path: Path, *, add: dict[str, dict[str, Any]] | None = None, remove: list[str] = ()) -> None:

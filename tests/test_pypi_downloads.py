@@ -91,6 +91,9 @@ def test_a_file_failing_its_hash_is_refused_and_not_kept(
     else:
         assert answer.status == 502, answer
     assert _cached_files(cache.data_dir) == []
+    # A client is cut (or refused) as soon as the bytes are known bad; the download then ends on its own (it would
+    # try the next upstream), dropping its temporary file before it stops being in flight.
+    cache.wait_for_downloads_to_end()
     assert list((cache.data_dir / "tmp").iterdir()) == []
 
     official_upstream.corrupt_files.clear()
