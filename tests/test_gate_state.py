@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from pkgcache.cli.kit_commands import workers_behind
 from pkgcache.cli.policy_commands import block_command, check_command, show_command, unblock_command
 from pkgcache.config import Settings, load_settings
 from pkgcache.config_template import render_config_template
 from pkgcache.gate.blocks import BlockBook, block_from_target
 from pkgcache.gate.first_seen import note_first_seen, read_first_seen
+from pkgcache.gate.holdings import mark_imported, read_import_mark
 from pkgcache.gate.refusals import MAX_REASON_CHARS, reason_phrase
 from pkgcache.gate.state import Gate, SideGate
 from pkgcache.storage.store import CacheStore
@@ -55,6 +57,33 @@ def test_a_replica_reads_the_primarys_word_that_every_upstream_is_down(tmp_path:
     replica.subscribe("pypi", seen.append)
     replica._read_degraded()
     assert seen[-1].degraded and seen[-1].view_offline and not seen[-1].offline
+
+
+def test_a_worker_reports_an_import_mark_acted_on_only_after_its_listeners_ran(tmp_path: Path) -> None:
+    store = CacheStore(tmp_path / "data")
+    store.prepare()
+    first = mark_imported(store.root)
+    gate = Gate(_settings(tmp_path), store, {})
+    heard: list[int] = []
+    gate.on_import(lambda: heard.append(gate.import_mark))
+    # A worker starting after an import holds nothing older than it: the first look counts it as acted on.
+    assert not gate.import_seen() and gate.import_mark == first and heard == []
+
+    second = mark_imported(store.root)
+    assert second != first and read_import_mark(store.root) == second
+    assert gate.import_seen() and gate.import_mark == first  # seen, not acted on yet
+    gate._imported()
+    assert heard == [first] and gate.import_mark == second  # the listeners ran before the mark was reported
+    assert not gate.import_seen()
+
+
+def test_the_import_command_waits_for_every_worker_to_report_its_mark() -> None:
+    rows = [{"index": 0, "pid": 10, "import_mark": 7}, {"index": 1, "pid": 11, "import_mark": 3}]
+    assert workers_behind({"workers": rows}, 7) == ["worker 1 (pid 11) has not looked yet"]
+    assert workers_behind({"workers": rows[:1]}, 7) == []
+    assert workers_behind({"workers": None, "import_mark": 7}, 7) == []  # one process
+    assert workers_behind({"workers": None, "import_mark": 3}, 7) == ["the service has not looked yet"]
+    assert workers_behind({}, 7) == ["the service has not looked yet"]  # an older service says nothing of it
 
 
 def test_first_sightings_are_recorded_once_and_tell_first_sight_apart(tmp_path: Path) -> None:

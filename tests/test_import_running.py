@@ -84,6 +84,11 @@ def test_a_bundle_imported_into_a_running_instance_is_served_by_every_worker_at_
             assert NEW_WHEEL not in _listed(process.url)
         imported = pkgcache("import", "--data-dir", inside, new)
         assert imported.returncode == 0, imported.stderr
+        # The command returned once each worker said it had acted on this import's mark, not after a guess.
+        assert "serves what was imported now" in imported.stderr and "warning" not in imported.stderr
+        mark = json.loads((inside / "gate/imported.json").read_text())["id"]
+        workers = json.loads(http_get(process.url + "/-/status").body)["workers"]
+        assert [row["import_mark"] for row in workers] == [mark, mark]
         # At once, on many new connections (the kernel spreads them over both workers).
         for _ in range(20):
             assert NEW_WHEEL in _listed(process.url)

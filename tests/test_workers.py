@@ -232,12 +232,13 @@ def test_counters_published_by_one_worker_are_read_whole_by_another() -> None:
         stats = RequestStats()
         stats.record("/pypi/simple/a/", 200, "hit", 100)
         stats.record("/conda/pkgs/main/noarch/x.conda", 200, "miss", 7)
-        shared.slot(1).publish(stats)
-        pid, published_at, read = shared.slot(1).read()
+        shared.slot(1).publish(stats, import_mark=12345)
+        pid, published_at, read, import_mark = shared.slot(1).read()
         assert pid == os.getpid() and time.time() - published_at < 5
+        assert import_mark == 12345  # the import the worker has acted on, which `pkgcache import` waits for
         assert read.sides["pypi"].hits == 1 and read.sides["pypi"].bytes_saved == 100
         assert read.sides["conda"].misses == 1 and read.sides["conda"].bytes_served == 7
-        assert shared.slot(0).read()[0] == 0  # never published
+        assert shared.slot(0).read().pid == 0  # never published
 
         restarted = RequestStats()
         shared.slot(1).restore_into(restarted)
@@ -254,13 +255,13 @@ def test_a_slot_left_half_written_by_a_killed_worker_is_still_read_and_written()
         slot = shared.slot(0)
         slot.publish(stats)
         shared._words[0] += 1  # the sequence a writer leaves when it is killed between its first and last step
-        assert slot.read()[2].sides["pypi"].hits == 1  # a reader does not wait for a write nobody will finish
+        assert slot.read().stats.sides["pypi"].hits == 1  # a reader does not wait for a write nobody will finish
 
         successor = RequestStats()
         slot.restore_into(successor)  # the restarted worker starts from it...
         successor.record("/pypi/simple/a/", 200, "hit", 5)
         slot.publish(successor)  # ...and its next publication leaves the slot whole again
-        assert shared._words[0] % 2 == 0 and slot.read()[2].sides["pypi"].hits == 2
+        assert shared._words[0] % 2 == 0 and slot.read().stats.sides["pypi"].hits == 2
     finally:
         shared.close()
 
@@ -275,8 +276,8 @@ def test_counters_are_shared_with_forked_workers() -> None:
             shared.slot(0).publish(stats)
             os._exit(0)
         os.waitpid(pid, 0)
-        child_pid, _, read = shared.slot(0).read()
-        assert child_pid == pid and read.sides["pypi"].hits == 1
+        reading = shared.slot(0).read()
+        assert reading.pid == pid and reading.stats.sides["pypi"].hits == 1
     finally:
         shared.close()
 

@@ -62,6 +62,7 @@ class ImportReport:
     unlisted: list[str] = field(default_factory=list)  # packages added that no index kept here lists
     seconds: float = 0.0
     bytes_read: int = 0
+    mark: int = 0  # the id of the mark left for a running instance (gate/holdings.py); 0: nothing changed
 
     @property
     def ok(self) -> bool:
@@ -107,7 +108,7 @@ def import_bundle(
         _merge(good, staged, data_dir, report, staging)
         report.unlisted = _unlisted([e.path for e in report.added if e.kind == "package"], data_dir)
         if report.added or report.replaced:
-            mark_imported(data_dir)
+            report.mark = mark_imported(data_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     report.seconds = time.monotonic() - started

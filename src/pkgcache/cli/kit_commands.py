@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import logging
 import sys
 import time
@@ -26,6 +27,7 @@ from pkgcache.cli.locate import locate_instance, read_auth_headers, require_cach
 from pkgcache.cli.options import locate_options
 from pkgcache.config import Settings
 from pkgcache.daemon.errors import DaemonError
+from pkgcache.daemon.status_client import get_json
 from pkgcache.formatting import format_bytes
 from pkgcache.kit_record import add_kit_entry, last_entry
 
@@ -34,8 +36,10 @@ if TYPE_CHECKING:
 
 # What the data directory held at the last export, for `export --since last`.
 KNOWN_FILES = "pkgcache.exported.txt.gz"
-# How long a running instance's workers take to notice an import (gate/state.py looks every 0.5 s), with room.
-IMPORT_PICKUP_SECONDS = 1.5
+# How long `import` waits for a running instance's workers to say they act on it (each looks every 0.5 s and
+# reports once a second: gate/state.py, workers/shared_counters.py), and how often it asks.
+IMPORT_PICKUP_TIMEOUT = 15.0
+IMPORT_PICKUP_POLL = 0.2
 # Failures listed one a line before "... and N more".
 LISTED_FAILURES = 50
 
@@ -358,11 +362,45 @@ def import_command(bundle: Path, sha256: str | None, config_file: Path | None, d
         report.unlisted,
     )
     add_kit_entry(directory, "import", report.as_record(str(bundle)))
-    if (report.added or report.replaced) and (located.state.running or located.state.foreign):
-        # Every worker looks at the import's mark about twice a second: once this returns, all of them serve it.
-        time.sleep(IMPORT_PICKUP_SECONDS)
-        console.print(f"the pkgcache running on {directory} serves what was imported now", soft_wrap=True)
+    if report.mark and (located.state.running or located.state.foreign):
+        _wait_for_pickup(console, located.url, read_auth_headers(located.settings), report.mark, directory)
     sys.exit(0 if report.ok else 1)
+
+
+def _wait_for_pickup(console: Console, url: str, headers: dict[str, str], mark: int, directory: Path) -> None:
+    """Wait until every worker of the instance running on `directory` says it has acted on the import's mark
+    (`/-/status`), bounded; say which did not."""
+    deadline = time.monotonic() + IMPORT_PICKUP_TIMEOUT
+    behind: list[str] = []
+    while True:
+        try:
+            behind = workers_behind(get_json(url + "/-/status", timeout=2.0, headers=headers), mark)
+        except (DaemonError, OSError, http.client.HTTPException) as exc:
+            behind = [f"its status could not be read ({exc})"]
+        if not behind or time.monotonic() >= deadline:
+            break
+        time.sleep(IMPORT_PICKUP_POLL)
+    if not behind:
+        console.print(f"the pkgcache running on {directory} serves what was imported now", soft_wrap=True)
+        return
+    console.print(
+        f"[yellow]warning:[/yellow] the pkgcache running on {directory} did not say within "
+        f"{IMPORT_PICKUP_TIMEOUT:.0f} s that it serves what was imported: {'; '.join(behind)}; such a worker "
+        "may serve what it held before the import until it notices (or until `pkgcache restart`)",
+        soft_wrap=True,
+    )
+
+
+def workers_behind(status: dict[str, object], mark: int) -> list[str]:
+    """The workers in a `/-/status` answer that have not yet acted on import mark `mark`, each described."""
+    rows = status.get("workers")
+    if not isinstance(rows, list):  # one process, no workers
+        return [] if status.get("import_mark") == mark else ["the service has not looked yet"]
+    return [
+        f"worker {row.get('index')} (pid {row.get('pid')}) has not looked yet"
+        for row in rows
+        if isinstance(row, dict) and row.get("import_mark") != mark
+    ]
 
 
 @contextlib.contextmanager

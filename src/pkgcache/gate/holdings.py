@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -30,13 +31,28 @@ _known: dict[Path, tuple[float, Holdings]] = {}
 IMPORTED_MARK = ("gate", "imported.json")
 
 
-def mark_imported(root: Path) -> None:
-    """Say that an import changed the cache below `root`: a running instance's workers drop their memory of it."""
+def mark_imported(root: Path) -> int:
+    """Say that an import changed the cache below `root`: a running instance's workers drop their memory of it.
+
+    Returns the mark's id: each worker reports the id of the last mark it acted on (`/-/status`), so the import
+    command can wait until every one of them has, instead of for a guessed while."""
     path = root.joinpath(*IMPORTED_MARK)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mark = secrets.randbits(52) + 1  # never 0 (no mark seen), and exact as a JSON number in any reader
     staged = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    staged.write_text(json.dumps({"at": time.time(), "pid": os.getpid()}))
+    staged.write_text(json.dumps({"at": time.time(), "pid": os.getpid(), "id": mark}))
     os.replace(staged, path)  # a new inode each time: its stamp always changes
+    return mark
+
+
+def read_import_mark(root: Path) -> int:
+    """The id of the last import's mark below `root` (blocking); 0 when there is none or it has no id."""
+    try:
+        content = json.loads(root.joinpath(*IMPORTED_MARK).read_text())
+    except (OSError, ValueError):
+        return 0
+    mark = content.get("id") if isinstance(content, dict) else None
+    return mark if isinstance(mark, int) and not isinstance(mark, bool) and mark > 0 else 0
 
 
 def forget_holdings() -> None:

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from pkgcache.config import Settings
 from pkgcache.gate.blocks import SIDES, BlockBook
-from pkgcache.gate.holdings import IMPORTED_MARK, forget_holdings
+from pkgcache.gate.holdings import IMPORTED_MARK, forget_holdings, read_import_mark
 from pkgcache.gate.offline import OfflinePool, offline_view_goes_on
 from pkgcache.policy.common import Block
 from pkgcache.policy.config import PolicySettingsBase
@@ -82,6 +82,9 @@ class Gate:
         self._listeners: dict[str, list[Listener]] = {side: [] for side in SIDES}
         self._imported_path = store.path_for(*IMPORTED_MARK)
         self._import_listeners: list[ImportListener] = []
+        # The id of the last import mark this worker has acted on (its listeners have run), for `/-/status`.
+        self.import_mark = 0
+        self._pending_mark = 0  # read with the mark's stamp, acted on by _imported
         self.blocks: dict[str, tuple[Block, ...]] = {side: () for side in SIDES}
         self.sides: dict[str, SideGate] = {}
         self._publish_all()
@@ -135,12 +138,16 @@ class Gate:
             await asyncio.sleep(WATCH_SECONDS)
 
     def import_seen(self) -> bool:
-        """Whether the import mark changed since the last look (blocking); the first look only notes it."""
+        """Whether the import mark changed since the last look (blocking); the first look only notes it (a worker
+        that has just started holds nothing from before the mark) and counts it as acted on."""
         stamp = file_stamp(self._imported_path)
         first = "imported" not in self._stamps
         if not first and stamp == self._stamps["imported"]:
             return False
         self._stamps["imported"] = stamp
+        self._pending_mark = read_import_mark(self.store.root)
+        if first:
+            self.import_mark = self._pending_mark
         return not first
 
     def _imported(self) -> None:
@@ -148,6 +155,7 @@ class Gate:
         forget_holdings()
         for listener in self._import_listeners:
             listener()
+        self.import_mark = self._pending_mark  # acknowledged only once every listener has run
 
     async def _decide_degraded(self) -> None:
         if self.offline:

@@ -185,7 +185,7 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
             app.cleanup_ctx.append(keeping_shards)
 
     if worker is not None:
-        install_worker(app, worker, cycle.stats)
+        install_worker(app, worker, cycle.stats, lambda: gate.import_mark)
     if forwarder is not None:
         # A replica: cached content here; the operator's pages, stats and admin API are the primary's, and so is
         # /-/health (a replica can serve only what its primary can: one check, answered there).
@@ -300,6 +300,7 @@ async def status(request: web.Request) -> web.StreamResponse:
             "upstreams": {side: pool.status() for side, pool in app[POOLS_KEY].items()},
             **_side_status(app),
             **status_extras(app),
+            "import_mark": app[GATE_KEY].import_mark,  # this process's; each worker's is in its row
             "workers": workers_status(app) or None,
         }
     )

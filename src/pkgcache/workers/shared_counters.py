@@ -8,6 +8,9 @@ crash) carries on from its slot's last numbers, so the totals never go down.
 Each slot is a seqlock: the writer makes the sequence odd, writes, makes it even; a reader retries while it is odd
 or moved, so it does not sum half a slot, unless the writer was killed mid-write: then, after a bounded number of
 tries, it takes what is there, and the restarted worker's next write makes the slot whole again.
+
+A slot also carries the id of the last import mark its worker has acted on (gate/state.py), which `pkgcache
+import` waits for on every worker.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ import mmap
 import os
 import time
 from dataclasses import fields
+from typing import NamedTuple
 
 from pkgcache.stats import SIDES, RequestStats, SideCounters
 
 _COUNTER_NAMES = tuple(f.name for f in fields(SideCounters))
-# Per slot: sequence, pid, published at (ms), requests handed over, then every counter of every side.
-_HEADER = 4
+# Per slot: sequence, pid, published at (ms), import mark acted on, requests handed over, then every counter of
+# every side.
+_HEADER = 5
 _SLOT_WORDS = _HEADER + len(SIDES) * len(_COUNTER_NAMES)
 _WORD = 8
 _READ_ATTEMPTS = 100
@@ -43,6 +48,13 @@ class SharedCounters:
         self._map.close()
 
 
+class SlotReading(NamedTuple):
+    pid: int  # 0: the slot was never published
+    published_at: float
+    stats: RequestStats
+    import_mark: int
+
+
 class CounterSlot:
     """One worker's place in the block."""
 
@@ -51,15 +63,16 @@ class CounterSlot:
         self.index = index
         self._base = index * _SLOT_WORDS
 
-    def publish(self, stats: RequestStats) -> None:
-        """Copy a worker's counters into its slot (called by that worker only)."""
+    def publish(self, stats: RequestStats, import_mark: int = 0) -> None:
+        """Copy a worker's counters, and the import mark it has acted on, into its slot (by that worker only)."""
         words, base = self._words, self._base
         # Odd while being written. `| 1` rather than `+ 1`: a predecessor killed in the middle of a write left the
         # sequence odd, and this write must still end even.
         words[base] |= 1
         words[base + 1] = os.getpid()
         words[base + 2] = int(time.time() * 1000)
-        words[base + 3] = stats.handed_over
+        words[base + 3] = import_mark
+        words[base + 4] = stats.handed_over
         position = base + _HEADER
         for side in SIDES:
             counters = stats.sides[side]
@@ -68,8 +81,8 @@ class CounterSlot:
                 position += 1
         words[base] += 1  # even: whole again
 
-    def read(self) -> tuple[int, float, RequestStats]:
-        """(pid, published at, counters) of the slot's last whole publication; pid 0 if it never published."""
+    def read(self) -> SlotReading:
+        """The slot's last whole publication."""
         words, base = self._words, self._base
         values: list[int] = []
         for _ in range(_READ_ATTEMPTS):
@@ -80,12 +93,12 @@ class CounterSlot:
         # Still odd after every attempt: its writer was killed in the middle of a write, and nobody will finish it.
         # What is there is its last word (each counter whole, some maybe from the write before): take it.
         stats = _stats_from(values[_HEADER - 1 :])
-        stats.handed_over = values[2]
-        return values[0], values[1] / 1000, stats
+        stats.handed_over = values[3]
+        return SlotReading(values[0], values[1] / 1000, stats, values[2])
 
     def restore_into(self, stats: RequestStats) -> None:
         """Start a worker's counters from its slot, so a restarted worker carries on where its predecessor stopped."""
-        _pid, _when, previous = self.read()
+        previous = self.read().stats
         for side in SIDES:
             stats.sides[side].add(previous.sides[side])
         stats.handed_over += previous.handed_over

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -26,20 +26,28 @@ SERVED_TIMES_SECONDS = 30.0
 
 WORKER_KEY = web.AppKey("worker", WorkerContext)
 _STATS_KEY = web.AppKey("worker_stats", RequestStats)
+_IMPORT_MARK_KEY = web.AppKey("worker_import_mark", Callable[[], int])
 
 
-def install_worker(app: web.Application, worker: WorkerContext, stats: RequestStats) -> None:
-    """Every worker: carry on from its slot's counters, and publish them about once a second."""
+def install_worker(
+    app: web.Application, worker: WorkerContext, stats: RequestStats, import_mark: Callable[[], int]
+) -> None:
+    """Every worker: carry on from its slot's counters, and publish them (with the import mark it has acted on,
+    `import_mark()`) about once a second."""
     app[WORKER_KEY] = worker
     app[_STATS_KEY] = stats
+    app[_IMPORT_MARK_KEY] = import_mark
     slot = worker.counters.slot(worker.index)
     slot.restore_into(stats)
 
+    def publish() -> None:
+        slot.publish(stats, import_mark())
+
     async def publishing(app: web.Application) -> AsyncIterator[None]:
-        slot.publish(stats)
-        async with _running(_every(PUBLISH_SECONDS, slot.publish, stats)):
+        publish()
+        async with _running(_every(PUBLISH_SECONDS, publish)):
             yield
-        slot.publish(stats)
+        publish()
 
     app.cleanup_ctx.append(publishing)
 
@@ -86,26 +94,29 @@ def peer_stats(app: web.Application) -> list[RequestStats]:
     worker = app.get(WORKER_KEY)
     if worker is None:
         return []
-    return [worker.counters.slot(index).read()[2] for index in range(worker.count) if index != worker.index]
+    return [worker.counters.slot(index).read().stats for index in range(worker.count) if index != worker.index]
 
 
 def workers_status(app: web.Application) -> list[dict[str, object]]:
-    """Each worker as `/-/status` shows it: its pid, role, requests answered and when it last reported."""
+    """Each worker as `/-/status` shows it: its pid, role, requests answered, the last import mark it has acted on
+    and when it last reported."""
     worker = app.get(WORKER_KEY)
     if worker is None:
         return []
-    worker.counters.slot(worker.index).publish(app[_STATS_KEY])  # this worker's own row up to the moment
+    # This worker's own row up to the moment.
+    worker.counters.slot(worker.index).publish(app[_STATS_KEY], app[_IMPORT_MARK_KEY]())
     rows: list[dict[str, object]] = []
     for index in range(worker.count):
-        pid, published_at, stats = worker.counters.slot(index).read()
+        reading = worker.counters.slot(index).read()
         rows.append(
             {
                 "index": index,
                 "role": "primary" if index == PRIMARY else "replica",
-                "pid": pid or None,
-                "requests": stats.totals().requests,  # answered by this worker
-                "handed_over": stats.handed_over,  # passed to the primary (which answered and counted them)
-                "reported_seconds_ago": round(time.time() - published_at, 1) if pid else None,
+                "pid": reading.pid or None,
+                "requests": reading.stats.totals().requests,  # answered by this worker
+                "handed_over": reading.stats.handed_over,  # passed to the primary (which answered and counted them)
+                "import_mark": reading.import_mark,
+                "reported_seconds_ago": round(time.time() - reading.published_at, 1) if reading.pid else None,
             }
         )
     return rows
