@@ -16,6 +16,7 @@ import zstandard
 
 from pkgcache.bundle.repodata_merge import Side, merge_subdir
 from pkgcache.conda.repodata_filter import iter_kept_names
+from pkgcache.conda.repodata_stream import MalformedRepodata
 from tests.cache_service import CacheProcess, cache_settings, start_cache
 from tests.conda_support import SUBDIR, Channels, install, installed_names
 from tests.fakes.conda_upstreams import MirrorLikeUpstream
@@ -176,6 +177,30 @@ def test_a_conda_import_into_a_running_two_worker_instance_is_served_by_every_wo
         process.terminate()
 
 
+def test_an_import_mends_a_repodata_damaged_here_and_says_so(
+    tmp_path: Path, older_bundle_over_newer_data: tuple[Path, Path], bg_loop: BackgroundLoop
+) -> None:
+    bundle, inside = older_bundle_over_newer_data
+    folder = inside / "conda/pkgs/main" / SUBDIR
+    cut = (folder / "repodata.json").read_bytes()[:100]
+    (folder / "repodata.json").write_bytes(cut)
+    _recorded(folder / "repodata.json", time.time() - 60)  # as a disk fault leaves it: its sidecar still agrees
+
+    imported = pkgcache("import", "--data-dir", inside, bundle)
+
+    assert imported.returncode == 0, imported.stderr
+    assert "damaged here" in imported.stderr and f"{SUBDIR}/repodata.json:" in imported.stderr, imported.stderr
+    on_disk = _listed_on_disk(folder)
+    assert on_disk["repodata.json"] == on_disk["repodata.json.zst"] and {OLD, NEW} <= on_disk["repodata.json"]
+    conda = {"upstreams": [UNREACHABLE_CONDA], "channels": CHANNELS}
+    cache = start_cache(bg_loop, cache_settings(inside, [UNREACHABLE_PYPI], conda=conda, server={"offline": True}))
+    try:
+        _, result = install(tmp_path, [f"{cache.url}/conda/pkgs/main"], ["libfoo ==1.0"])
+        assert installed_names(result) == {"libfoo"}
+    finally:
+        cache.stop()
+
+
 # --- the merge's rules, on small repodata -------------------------------------------------------------------------
 
 
@@ -311,3 +336,52 @@ def test_records_of_a_data_directory_that_holds_only_an_upstreams_shards_are_add
     merged = json.loads((here / "repodata.json").read_text())
     assert merged["packages.conda"]["viashards-1-0.conda"]["sha256"] == "ab" * 32
     assert set(merged["packages.conda"]) == {"a-1-0.conda", "viashards-1-0.conda"}
+
+
+@pytest.mark.parametrize("damage", ["cut json", "cut zst alone"])
+def test_a_damaged_repodata_here_is_mended_by_the_import_not_a_reason_to_refuse_it(tmp_path: Path, damage: str) -> None:
+    """A disk that damaged the data directory's (newer) repodata: the merge reads the next form here, else takes the
+    bundle's as the base; the damaged form is written again from the merged records, or removed when the bundle has
+    no such form (never left to be served)."""
+    here, bundle = tmp_path / "data/conda/pkgs/main/linux-64", tmp_path / "bundle"
+    _repodata(here, ["a-1-0.conda", "kept-1-0.conda"], time.time())
+    zst = here / "repodata.json.zst"
+    zst.write_bytes(zstandard.ZstdCompressor().compress((here / "repodata.json").read_bytes()))
+    _recorded(zst, time.time())
+    if damage == "cut zst alone":
+        for name in ("repodata.json", "repodata.json.meta"):
+            (here / name).unlink()
+    for name in ("a-1-0.conda", "kept-1-0.conda", "b-1-0.conda"):
+        (here / name).write_bytes(b"a package")
+    damaged = here / ("repodata.json" if damage == "cut json" else "repodata.json.zst")
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    _recorded(damaged, time.time())  # its sidecar agrees with it: only reading it shows the damage
+    _repodata(bundle, ["a-1-0.conda", "b-1-0.conda"], time.time() - 3600)
+
+    outcome = merge_subdir(here, _side(bundle), Side.in_folder(here), tmp_path)
+
+    assert [form for form, _ in outcome.damaged] == [damaged.name] and outcome.changed
+    merged = json.loads((here / "repodata.json").read_text())
+    if damage == "cut json":  # the .zst here, still readable and newer, is the base; both forms written from it
+        assert outcome.base == "here"
+        assert set(merged["packages.conda"]) == {"a-1-0.conda", "b-1-0.conda", "kept-1-0.conda"}
+        from_zst = json.loads(zstandard.ZstdDecompressor().decompressobj().decompress(zst.read_bytes()))
+        assert from_zst == merged
+    else:  # nothing readable here: the bundle's is the base, and the damaged .zst (the bundle has none) is removed
+        assert outcome.base == "bundle" and set(merged["packages.conda"]) == {"a-1-0.conda", "b-1-0.conda"}
+        assert not zst.exists() and not (here / "repodata.json.zst.meta").exists()
+        assert "repodata.json.zst" in outcome.removed
+
+
+def test_a_damaged_bundle_repodata_is_refused_and_leaves_the_data_directory_as_it_was(tmp_path: Path) -> None:
+    here, bundle = tmp_path / "data/conda/pkgs/main/linux-64", tmp_path / "bundle"
+    _repodata(here, ["a-1-0.conda"], time.time() - 3600)
+    (here / "b-1-0.conda").write_bytes(b"a package")
+    before = (here / "repodata.json").read_bytes()
+    _repodata(bundle, ["a-1-0.conda", "b-1-0.conda"], time.time())
+    (bundle / "repodata.json").write_bytes((bundle / "repodata.json").read_bytes()[:40])
+
+    with pytest.raises(MalformedRepodata):
+        merge_subdir(here, _side(bundle), Side.in_folder(here), tmp_path)
+
+    assert (here / "repodata.json").read_bytes() == before

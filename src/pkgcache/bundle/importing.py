@@ -63,6 +63,7 @@ class ImportReport:
     seconds: float = 0.0
     bytes_read: int = 0
     mark: int = 0  # the id of the mark left for a running instance (gate/holdings.py); 0: nothing changed
+    repaired: list[tuple[str, str]] = field(default_factory=list)  # (path, why): damaged here, replaced or removed
 
     @property
     def ok(self) -> bool:
@@ -107,7 +108,7 @@ def import_bundle(
         good = _check_against_indexes(staged, data_dir, report)
         _merge(good, staged, data_dir, report, staging)
         report.unlisted = _unlisted([e.path for e in report.added if e.kind == "package"], data_dir)
-        if report.added or report.replaced:
+        if report.added or report.replaced or report.repaired:
             report.mark = mark_imported(data_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -373,6 +374,7 @@ def _merge_subdir(
         for entry in unit.values():
             report.failed.append((entry.path, f"the subdir's repodata could not be merged: {exc}"))
         return
+    report.repaired += [(f"{subdir_path}/{form}", why) for form, why in outcome.damaged]
     written = set(outcome.written) | {form + META_SUFFIX for form in outcome.written}
     for name, entry in sorted(unit.items()):
         if name in written or name in outcome.taken:

@@ -20,7 +20,9 @@ Every form of a subdir's repodata (`repodata.json`, `.zst`, `.bz2`) says the sam
 - what pkgcache makes from the repodata is removed, and made again from the merged one when next asked for, at once
   rather than the previous one served meanwhile: the shard index made here (`made-here/`), the filtered and offline
   views (`filtered/`), and JLAP patches (against bytes no longer served).
-Nothing changes when the data directory's repodata is the base and the bundle's adds no record to it.
+Nothing changes when the data directory's repodata is the base and the bundle's adds no record to it. A form of the
+data directory's repodata that cannot be read (damaged on this disk) is left out of the merge and replaced, or
+removed when the bundle has no such form: an import is how a damaged offline cache is mended, not blocked.
 
 Memory: the file names the base lists (about 20 MB for conda-forge's 220,000), the records added and one batch of
 records; never a whole repodata: each is read a run of records at a time, in three passes: the base's (its file
@@ -55,6 +57,7 @@ from pkgcache.conda.repodata_runs import Declined, RecordRun, iter_repodata_runs
 from pkgcache.conda.repodata_stream import (
     RECORD_SECTIONS,
     Info,
+    MalformedRepodata,
     Other,
     Record,
     Removed,
@@ -101,6 +104,11 @@ class Side:
                 side.files[each], side.stats[each] = path, (stat.st_size, stat.st_mtime_ns)
         return side
 
+    def without(self, form: str) -> Side:
+        """This side as if it did not hold `form` (nor its sidecar)."""
+        left = [name for name in self.files if name not in (form, form + META_SUFFIX)]
+        return Side({name: self.files[name] for name in left}, {n: self.stats[n] for n in left if n in self.stats})
+
     def source(self) -> str | None:
         """The form its repodata is read from: the first it holds of REPODATA_FORMS."""
         return next((form for form in REPODATA_FORMS if form in self.files), None)
@@ -136,10 +144,35 @@ class SubdirMerge:
     written: list[str] = field(default_factory=list)  # repodata forms written from the merged records
     taken: list[str] = field(default_factory=list)  # the bundle's files moved into place as they are
     removed: list[str] = field(default_factory=list)
+    # Forms of the data directory's repodata that could not be read, and why: replaced by the merged one, or removed.
+    damaged: list[tuple[str, str]] = field(default_factory=list)
 
 
 def merge_subdir(folder: Path, bundle: Side, here: Side, work_dir: Path) -> SubdirMerge:
-    """Merge the unit of the subdir at `folder` (see the module docstring); the packages must be in place."""
+    """Merge the unit of the subdir at `folder` (see the module docstring); the packages must be in place.
+
+    Raises MalformedRepodata when the bundle's repodata cannot be read; nothing is written then."""
+    damaged: list[tuple[str, str]] = []
+    while True:
+        try:
+            outcome = _merge_readable(folder, bundle, here, work_dir)
+            break
+        except MalformedRepodata as exc:
+            source = here.source()
+            if source is None:  # the bundle's own repodata (else the merge without this side's would have read)
+                raise
+            # Maybe this side's copy: tried again without it. Nothing is written before every read has passed.
+            damaged.append((source, str(exc)))
+            here = here.without(source)
+    for form, _why in damaged:
+        if form not in outcome.written:
+            outcome.removed += _unlink(folder / form, form) + _unlink(folder / (form + META_SUFFIX), form + META_SUFFIX)
+    outcome.damaged = damaged
+    outcome.changed = outcome.changed or bool(damaged)
+    return outcome
+
+
+def _merge_readable(folder: Path, bundle: Side, here: Side, work_dir: Path) -> SubdirMerge:
     if here.source() is None or bundle.fetched_at() > here.fetched_at():
         base_name, base, other = "bundle", bundle, here
     else:

@@ -357,6 +357,11 @@ def import_command(bundle: Path, sha256: str | None, config_file: Path | None, d
     _print_list(console, "refused", [f"{path}: {why}" for path, why in report.failed])
     _print_list(
         console,
+        "damaged here, could not be read: replaced by the merged index (or removed)",
+        [f"{path}: {why}" for path, why in report.repaired],
+    )
+    _print_list(
+        console,
         "WARNING: added, but no page or repodata kept here lists them (no client can install them; import a "
         "bundle whose index lists them)",
         report.unlisted,
