@@ -24,10 +24,11 @@ from pkgcache.config import Settings
 from pkgcache.formatting import format_bytes
 from pkgcache.presets import CONDA_PRESETS, PYPI_PRESETS
 from pkgcache.pypi.parse import InvalidPage, parse_project_page
-from pkgcache.pypi.upstream_index import UPSTREAM_ACCEPT
+from pkgcache.pypi.upstream_index import PROBE_PROJECT, UPSTREAM_ACCEPT
 from pkgcache.upstream.pool import UpstreamError, UpstreamPolicySettings, make_client_session, read_limited
 
-DEFAULT_PROJECT = "pip"
+# The project the service's own probe asks for (pypi/upstream_index.py): what `check` says works is what it uses.
+DEFAULT_PROJECT = PROBE_PROJECT
 DEFAULT_TIMEOUT = 15.0
 MAX_BODY_BYTES = 256 * 1024 * 1024
 
