@@ -144,6 +144,33 @@ def test_a_relative_base_url_is_resolved_against_the_upstreams_repodata(
     _assert_repodata_points_here(cache, conda_channels.main)
 
 
+@pytest.mark.parametrize("flags", [["--no-sharded"], []])
+def test_a_relative_base_url_is_resolved_against_where_a_redirect_led(
+    flags: list[str],
+    upstream: MirrorLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    conda_channels: Channels,
+    tmp_path: Path,
+) -> None:
+    """The mirror moved the channel: its configured URL answers 302 to `/relocated/main/...`, whose repodata says
+    `base_url: ../../../store/main/<subdir>/`. Relative to where the repodata came from, that is `/store/main/`; read
+    against the configured URL it would be `/anaconda/store/main/`, where nothing is. pkgcache resolves it against
+    the URL after the redirect, as a client fetching the mirror itself would."""
+    upstream.server.mount_packages("/relocated/main", conda_channels.main)
+    upstream.server.package_mounts.discard("/relocated/main")  # index files only there
+    upstream.server.mount_packages("/store/main", conda_channels.main)
+    upstream.server.moved = {"/anaconda/pkgs/main/": "/relocated/main/"}
+    upstream.server.base_url = "../../../store/main/{subdir}/"
+    cache = _cache(make_cache, upstream)
+    _install(tmp_path, cache, "env", *flags)
+    paths = upstream.paths()
+    assert any(path.startswith("/relocated/main/") and "repodata" in path for path in paths)
+    assert any(path.startswith("/store/main/") for path in paths)
+    assert not any(path.startswith("/anaconda/store/") for path in paths)
+    _assert_only_pkgcache_asked(upstream)
+    _assert_repodata_points_here(cache, conda_channels.main)
+
+
 # --- the rewrite itself (conda/base_url.py) ---
 
 RECORDS = {f"pkg{i}-1.0-h0_0.conda": {"name": f"pkg{i}", "version": "1.0", "sha256": "ab" * 32} for i in range(3)}

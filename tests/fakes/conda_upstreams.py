@@ -90,6 +90,8 @@ class ChannelServer(FakeServer):
         # under the mounts of `mount_packages`.
         self.index_only = False
         self.package_mounts: set[str] = set()
+        # URL path prefix -> the prefix it answers 302 to, for every path below it: a channel moved elsewhere.
+        self.moved: dict[str, str] = {}
         super().__init__(faults)
 
     def mount_packages(self, prefix: str, root: Path) -> None:
@@ -100,6 +102,9 @@ class ChannelServer(FakeServer):
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD"):
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
+        for prefix, destination in self.moved.items():
+            if request.path.startswith(prefix):
+                raise web.HTTPFound(destination + request.path[len(prefix) :])
         found = self._locate(request.path)
         if found is None:
             raise web.HTTPNotFound()

@@ -35,7 +35,7 @@ from pkgcache.conda.upstream_channels import UpstreamChannels
 from pkgcache.config import CondaConfig
 from pkgcache.storage.downloads import Download, Expected, IntegrityError
 from pkgcache.storage.filetypes import magic_for
-from pkgcache.storage.sidecars import FileMeta
+from pkgcache.storage.sidecars import FETCHED_URL, FileMeta
 from pkgcache.storage.store import CacheStore, in_storage_thread
 from pkgcache.upstream.pool import TargetFor, UpstreamError, UpstreamNotFound
 
@@ -161,7 +161,9 @@ class CachedChannels:
                 else meta.extra.get("upstream_urls", {}).get("base_url")
             )
             if isinstance(said, str) and sends_elsewhere({"base_url": said}):
-                return self.origin.package_target(channel, subdir, filename, said, meta.upstream, name)
+                fetched_url = meta.extra.get(FETCHED_URL)
+                said_at = fetched_url if isinstance(fetched_url, str) else None
+                return self.origin.package_target(channel, subdir, filename, said, meta.upstream, name, said_at)
         return self.origin.target(channel, f"{subdir}/{filename}")
 
     async def _find_record(self, channel: Channel, subdir: str, filename: str) -> dict[str, Any] | None:

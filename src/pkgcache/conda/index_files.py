@@ -22,7 +22,7 @@ from pkgcache.cache_state import CacheState, revalidation_due
 from pkgcache.conda.index_checks import content_check_for, magic_of_index, max_size_of_index
 from pkgcache.conda.source import Lookup
 from pkgcache.storage.downloads import Download, Expected
-from pkgcache.storage.sidecars import FileMeta, Sidecars
+from pkgcache.storage.sidecars import FETCHED_URL, FileMeta, Sidecars
 from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamNotFound
 from pkgcache.upstream.transfer import Fetcher
 
@@ -208,6 +208,9 @@ class IndexFiles:
             etag=headers.get("ETag"),
             last_modified=headers.get("Last-Modified"),
         )
+        if download.url is not None:
+            # What relative URLs in the file (a repodata's base_url, a shard index's) mean, on its upstream.
+            meta.extra[FETCHED_URL] = download.url
         if how.transform is not None:
             meta.extra.update(download.notes)
             meta.extra[TRANSFORMED] = True

@@ -15,7 +15,7 @@ from urllib.parse import urljoin
 from pkgcache.conda.base_url import package_base
 from pkgcache.conda.channels import Channel
 from pkgcache.config import CondaConfig, CondaUpstream
-from pkgcache.storage.sidecars import FileMeta
+from pkgcache.storage.sidecars import FETCHED_URL, FileMeta
 from pkgcache.upstream.pool import TargetFor, Upstream
 from pkgcache.upstream.transfer import Fetcher
 
@@ -37,18 +37,28 @@ class UpstreamChannels:
         return target
 
     def package_target(
-        self, channel: Channel, subdir: str, filename: str, base_url: str, giver: str | None, said_in: str
+        self,
+        channel: Channel,
+        subdir: str,
+        filename: str,
+        base_url: str,
+        giver: str | None,
+        said_in: str,
+        said_at: str | None = None,
     ) -> TargetFor:
         """Each upstream's URL for a package whose subdir's `said_in` (repodata or shard index) from `giver` says
         its packages are at `base_url`: resolved against each upstream's own URL of that file when relative (mirrors
-        copy the channel's layout), followed on `giver` only when absolute (the others: beside their repodata)."""
+        copy the channel's layout; on `giver`, the URL its copy came from after redirects, `said_at`, when known),
+        followed on `giver` only when absolute (the others: beside their repodata)."""
 
         def target(upstream: Upstream) -> str | None:
             config = self._upstreams.get(upstream.name)
             if config is None:
                 return None
             subdir_url = channel.upstream_url(config) + f"{subdir}/"
-            base = package_base(subdir_url + said_in, base_url, from_giver=upstream.name == giver)
+            from_giver = upstream.name == giver
+            file_url = said_at if from_giver and said_at else subdir_url + said_in
+            base = package_base(file_url, base_url, from_giver=from_giver)
             return (base or subdir_url) + filename
 
         return target
@@ -59,6 +69,7 @@ class UpstreamChannels:
         """Where each upstream keeps this subdir's shards: as its shard index said, else beside it."""
         said = (index_meta.extra.get("upstream_urls", {}) if index_meta else {}).get("shards_base_url") or "./shards/"
         index_upstream = index_meta.upstream if index_meta else None
+        fetched_url = index_meta.extra.get(FETCHED_URL) if index_meta else None
 
         def base(upstream: Upstream) -> str | None:
             config = self._upstreams.get(upstream.name)
@@ -68,7 +79,9 @@ class UpstreamChannels:
             # An absolute URL belongs to the upstream whose index gave it; other upstreams use their own layout.
             if "://" in said and upstream.name != index_upstream:
                 return urljoin(subdir_url, "shards/")
-            return urljoin(subdir_url, said if said.endswith("/") else said + "/")
+            # A relative one, on that upstream, is relative to where its index came from after redirects.
+            index_url = fetched_url if upstream.name == index_upstream and isinstance(fetched_url, str) else None
+            return urljoin(index_url or subdir_url, said if said.endswith("/") else said + "/")
 
         return base
 

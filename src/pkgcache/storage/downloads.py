@@ -130,6 +130,7 @@ class Download:
         self.written = 0
         # Where the bytes being written come from (an upstream's name), and that answer's headers (validators).
         self.source: str | None = None
+        self.url: str | None = None  # where the source's answer came from, after its redirects
         self.headers: Mapping[str, str] = {}
         self.error: BaseException | None = None
         self.verified = False
@@ -173,11 +174,15 @@ class Download:
 
     # --- the producer's side ---
 
-    def begin(self, source: str, headers: Mapping[str, str], declared_length: int | None = None) -> None:
+    def begin(
+        self, source: str, headers: Mapping[str, str], declared_length: int | None = None, url: str | None = None
+    ) -> None:
         """An upstream's answer starts (or takes over after another one failed). `declared_length`: the whole
         file's length as that answer declares it, if it does; used only to take the disk space first when the
-        index gives no size, never to tell clients a length or to judge the bytes."""
+        index gives no size, never to tell clients a length or to judge the bytes. `url`: where the answer came
+        from, after redirects (what a reference in the file is relative to)."""
         self.source = source
+        self.url = url
         # Case-insensitive, as HTTP header names are: aiohttp spells an upstream's "ETag" as "Etag".
         self.headers = CIMultiDict(headers)
         self._plan_reservation(declared_length)

@@ -19,6 +19,9 @@ from typing import Any
 from pkgcache.storage.store import READER_RECHECK_SECONDS, CacheStore
 
 META_SUFFIX = ".meta"
+# An index file's `extra` note of the URL its copy was fetched from, after redirects: what relative URLs in it
+# (a repodata's base_url, a shard index's) are relative to, on its upstream.
+FETCHED_URL = "fetched_url"
 
 
 @dataclass

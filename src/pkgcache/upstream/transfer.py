@@ -150,7 +150,7 @@ class _Receiver:
             return
         self._refuse_what_cannot_be_the_file(upstream, response)
         skip = self._bytes_to_skip(response)
-        download.begin(upstream.name, response.headers, _length_to_reserve(response))
+        download.begin(upstream.name, response.headers, _length_to_reserve(response), str(response.url))
         declared = self._declared_total(response)
         try:
             await self._copy_body(upstream, response, skip)
