@@ -9,10 +9,12 @@ base_url leads, so an install that works shows pkgcache followed it.
 from __future__ import annotations
 
 import bz2
+import http.client
 import io
 import json
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from tests.cache_service import RunningCache
 from tests.clients.rattler_client import run_rattler_install
 from tests.conda_support import APP_TREE, SUBDIR, Channels, assert_app_landed, installed_names
 from tests.fakes.conda_upstreams import MirrorLikeUpstream
+from tests.fakes.faulty import Fault, FaultyCondaMirror, Kind
 from tests.support import BackgroundLoop, http_get
 
 NO_PROXY_PYPI = ["http://127.0.0.1:9/simple/"]  # the PyPI side points at a closed port: never needed here
@@ -278,3 +281,46 @@ def test_a_copy_kept_before_the_rewrite_existed_is_fetched_whole_and_rewritten_a
     assert all(request.status == 200 for request in asked)
     answer = cache.get(f"/conda/pkgs/main/{SUBDIR}/repodata.json")
     assert "base_url" not in json.loads(answer.body)["info"]
+
+
+def test_a_mirror_taking_over_a_repodata_download_is_judged_on_its_own_bytes(
+    bg_loop: BackgroundLoop,
+    channels: dict[str, Path],
+    files_host: MirrorLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    tmp_path: Path,
+) -> None:
+    """The first mirror's repodata has no base_url, so its download is streamed to clients as it comes; it sends
+    too slowly and is given up midway. The second mirror's copy, which takes over from the first byte, says an
+    absolute base_url: a client that asks while it comes must not be streamed those bytes as they come, but get the
+    rewritten file, which sends it to pkgcache for packages."""
+    slow, dripping = FaultyCondaMirror(channels), FaultyCondaMirror(channels)
+    slow.plan.set(f"/{SUBDIR}/repodata.json", Fault(Kind.DRIP, rate=200))  # below min_rate: given up
+    dripping.server.elsewhere = files_host.url
+    dripping.plan.set(f"/{SUBDIR}/repodata.json", Fault(Kind.DRIP, rate=1500))  # about a second for the file
+    for mirror in (slow, dripping):
+        bg_loop.run(mirror.start())
+    try:
+        conda = {
+            "upstreams": [slow.upstream_config("slow"), dripping.upstream_config("dripping")],
+            "channels": ["pkgs/main"],
+        }
+        upstream = {"min_rate": 1000, "rate_window": 1.0, "allowed_hosts": [files_host.url.removeprefix("http://")]}
+        cache = make_cache(NO_PROXY_PYPI, conda=conda, upstream=upstream)
+        url = f"{cache.url}/conda/pkgs/main/{SUBDIR}/repodata.json"
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(http_get, url)  # streamed the first mirror's bytes, then cut
+            deadline = time.monotonic() + 20
+            while not any(p.endswith(f"/{SUBDIR}/repodata.json") for p in dripping.paths()):
+                assert time.monotonic() < deadline, "the second mirror was never asked"
+                time.sleep(0.02)
+            second = http_get(url)  # while the dripping mirror's bytes come
+            # The first client was cut short: never a complete answer of the given-up mirror's bytes.
+            assert isinstance(first.exception(), http.client.IncompleteRead), first.exception()
+        assert second.status == 200, second
+        document = json.loads(second.body)
+        assert "base_url" not in document["info"], document["info"]
+        assert document["packages"] or document["packages.conda"]
+    finally:
+        for mirror in (slow, dripping):
+            bg_loop.run(mirror.stop())

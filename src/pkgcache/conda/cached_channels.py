@@ -74,8 +74,11 @@ class CachedChannels:
         self.origin = origin
         self.files = files
         self.fetcher = origin.fetcher
-        # Whether each repodata download in flight may be streamed: told once, for all its clients (a herd).
-        self._streamable: weakref.WeakKeyDictionary[Download, asyncio.Task[bool]] = weakref.WeakKeyDictionary()
+        # Whether each repodata download in flight may be streamed: told once per generation of its bytes (an
+        # upstream taking over starts a new one), for all its clients (a herd).
+        self._streamable: weakref.WeakKeyDictionary[Download, tuple[int, asyncio.Task[bool]]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def channel(self, root: str, name: str) -> Channel:
         return self.paths.channel(root, name)
@@ -101,19 +104,36 @@ class CachedChannels:
 
     async def _rewritten_instead(self, download: Download, path: Path) -> Lookup | None:
         """None when a repodata download may be streamed as it comes (its info sends clients nowhere else); else,
-        once it is whole and rewritten, the file."""
-        verdict = self._streamable.get(download)
-        if verdict is None:
-            verdict = asyncio.get_running_loop().create_task(_streamable(download, path.name))
-            verdict.add_done_callback(lambda task: task.cancelled() or task.exception())  # the download's to tell
-            self._streamable[download] = verdict
-        if await asyncio.shield(verdict):
+        once it is whole and rewritten, the file. Told from the bytes of the upstream answering now: when another
+        one takes over (the download starts again at its first byte, a new generation), from the new one's."""
+        while True:
+            generation = download.generation
+            try:
+                streamable = await asyncio.shield(self._verdict_for(download, path, generation))
+            except IntegrityError:
+                if download.generation == generation:
+                    raise
+                continue  # the bytes it was told from were thrown away: the next upstream's tell again
+            if download.generation == generation:
+                break
+        if streamable:
             return None
         await download.wait_finished()
         rewritten = await self.files.meta_for(path)
         if rewritten is None:
             raise UpstreamNotFound(path.name)
         return Lookup(CacheState.MISS, path, rewritten)
+
+    def _verdict_for(self, download: Download, path: Path, generation: int) -> asyncio.Task[bool]:
+        """The task telling whether `download` may be streamed, from its bytes of `generation`: one for all its
+        clients (a herd)."""
+        known = self._streamable.get(download)
+        if known is not None and known[0] == generation:
+            return known[1]
+        verdict = asyncio.get_running_loop().create_task(_streamable(download, path.name))
+        verdict.add_done_callback(lambda task: task.cancelled() or task.exception())  # the download's to tell
+        self._streamable[download] = (generation, verdict)
+        return verdict
 
     async def _rewrite_shard_index(self, path: Path, meta: FileMeta) -> None:
         temp = self.paths.store.new_temp_path(path.name)
