@@ -26,7 +26,7 @@ SERVED_TIMES_SECONDS = 30.0
 
 WORKER_KEY = web.AppKey("worker", WorkerContext)
 _STATS_KEY = web.AppKey("worker_stats", RequestStats)
-_IMPORT_MARK_KEY = web.AppKey("worker_import_mark", Callable[[], int])
+_IMPORT_MARK_KEY: web.AppKey[Callable[[], int]] = web.AppKey("worker_import_mark")
 
 
 def install_worker(
