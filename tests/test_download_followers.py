@@ -99,6 +99,44 @@ def test_a_follower_whose_bytes_are_discarded_is_told_and_never_given_the_next_u
     assert read == first[: len(read)] and 0 < len(read) < len(first)
 
 
+async def _pinned_follower_after_a_takeover(tmp_path: Path, pinned: bool) -> tuple[bytes, BaseException | None]:
+    """A follower that starts once the first upstream's bytes were discarded and another's arrive, before it read
+    any: with the generation it was judged on pinned, or not. What it read, and what it raised."""
+    tmp_path.mkdir(exist_ok=True)
+    first, second = b'{"info": {}, "first": 1}', b'{"info": {"base_url": "http://elsewhere/"}}'
+    download = Download(tmp_path / "repodata.json", tmp_path / "repodata.json.part", Expected(), compressed=True)
+    download.begin("first upstream", {})
+    await download.write(first)
+    judged = download.generation  # the first upstream's bytes were read and found fit to stream
+    await download.discard()
+    download.begin("second upstream", {})
+    await download.write(second)
+    read, raised = bytearray(), None
+    try:
+        async with asyncio.timeout(5):  # a guard against a hang, not a measure
+            async for chunk in download.follow(judged if pinned else None):
+                read += chunk
+                if len(read) >= len(second) - 1:  # its last byte is held until the download is whole
+                    break
+    except IntegrityError as exc:
+        raised = exc
+    finally:
+        await download.close_file()
+    return bytes(read), raised
+
+
+def test_a_follower_pinned_to_the_bytes_it_was_judged_on_is_never_given_another_upstreams(tmp_path: Path) -> None:
+    """conda/cached_channels.py streams a repodata download as it comes only once its start was read and sends
+    clients nowhere else; bytes of an upstream that took over since were not read, even from their first byte."""
+    read, raised = asyncio.run(_pinned_follower_after_a_takeover(tmp_path / "pinned", pinned=True))
+    assert read == b"" and isinstance(raised, IntegrityError)
+    assert "another upstream took over" in str(raised)
+    # Unpinned (a package, checked against its hash at the end), a follower takes the new upstream's bytes.
+    (tmp_path / "free").mkdir()
+    read, raised = asyncio.run(_pinned_follower_after_a_takeover(tmp_path / "free", pinned=False))
+    assert raised is None and read == b'{"info": {"base_url": "http://elsewhere/"}}'[:-1]
+
+
 # --- sent to clients: by the kernel when the length is declared (http/responses.py:send_followed) ---
 
 

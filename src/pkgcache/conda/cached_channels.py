@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import weakref
@@ -99,13 +100,14 @@ class CachedChannels:
         found = await self.files.get(path, target, self.index_ttl, transform=_transform_for(self.paths, filename))
         download = found.download
         if download is not None and filename in REPODATA_NAMES:
-            found.instead_of_streaming = functools.partial(self._rewritten_instead, download, path)
+            found.instead_of_streaming = functools.partial(self._rewritten_instead, found, download, path)
         return found
 
-    async def _rewritten_instead(self, download: Download, path: Path) -> Lookup | None:
-        """None when a repodata download may be streamed as it comes (its info sends clients nowhere else); else,
-        once it is whole and rewritten, the file. Told from the bytes of the upstream answering now: when another
-        one takes over (the download starts again at its first byte, a new generation), from the new one's."""
+    async def _rewritten_instead(self, found: Lookup, download: Download, path: Path) -> Lookup:
+        """`found` pinned to the generation of the download's bytes when they may be streamed as they come (its
+        info sends clients nowhere else); else, once it is whole and rewritten, the file. Told from the bytes of the
+        upstream answering now: when another one takes over (the download starts again at its first byte, a new
+        generation), from the new one's; a client streamed one generation is cut if another takes over."""
         while True:
             generation = download.generation
             try:
@@ -117,7 +119,7 @@ class CachedChannels:
             if download.generation == generation:
                 break
         if streamable:
-            return None
+            return dataclasses.replace(found, instead_of_streaming=None, generation=generation)
         await download.wait_finished()
         rewritten = await self.files.meta_for(path)
         if rewritten is None:

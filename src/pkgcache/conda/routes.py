@@ -106,7 +106,8 @@ class CondaRoutes:
         ttl = self.channels.index_ttl
         if found.download is not None:
             _note_upstream(request, found.download)
-            return await send_download(request, found.download, media_type(filename), f"public, max-age={int(ttl)}")
+            cache_control = f"public, max-age={int(ttl)}"
+            return await send_download(request, found.download, media_type(filename), cache_control, found.generation)
         meta = found.meta
         remaining = 0 if meta is None or found.state == CacheState.STALE else ttl - meta.age()
         cache_control = f"public, max-age={max(0, int(remaining))}"

@@ -40,7 +40,8 @@ class Lookup:
 
     `instead_of_streaming`, for a download whose bytes may have to change before clients see them (repodata whose
     `info.base_url` is dropped: conda/base_url.py): what to send clients instead of the bytes as they come, once
-    it is known (None: they may be streamed). Layers that read the bytes themselves (a shard build) need not ask.
+    it is known (the file once rewritten; or the same lookup pinned to the `generation` judged streamable).
+    Layers that read the bytes themselves (a shard build) need not ask.
     """
 
     state: CacheState
@@ -48,6 +49,9 @@ class Lookup:
     meta: FileMeta | None = None
     download: Download | None = None
     instead_of_streaming: Callable[[], Awaitable[Lookup | None]] | None = None
+    # The generation of the download's bytes that were judged fit to stream (Download.follow_spans): another
+    # upstream's, taking over after that, are not streamed to this client.
+    generation: int | None = None
 
 
 class ChannelSource(Protocol):

@@ -287,9 +287,14 @@ class SentFile(web.StreamResponse):
 
 
 async def send_download(
-    request: web.Request, download: Download, content_type: str, cache_control: str = IMMUTABLE
+    request: web.Request,
+    download: Download,
+    content_type: str,
+    cache_control: str = IMMUTABLE,
+    generation: int | None = None,
 ) -> web.StreamResponse:
-    """Stream a file to the client while it downloads; cut the connection if the download turns out bad."""
+    """Stream a file to the client while it downloads; cut the connection if the download turns out bad, or, with
+    `generation`, if its bytes are not that generation's (Download.follow_spans)."""
     try:
         await download.wait_started()
     except Exception as exc:
@@ -311,12 +316,12 @@ async def send_download(
     if request.method == "HEAD":
         return response
     if download.length is not None:
-        return await send_followed(request, response, download)
-    return await stream_body(request, response, download.follow(), cut_on=(Exception,))
+        return await send_followed(request, response, download, generation)
+    return await stream_body(request, response, download.follow(generation), cut_on=(Exception,))
 
 
 async def send_followed(
-    request: web.BaseRequest, response: web.StreamResponse, download: Download
+    request: web.BaseRequest, response: web.StreamResponse, download: Download, generation: int | None = None
 ) -> web.StreamResponse:
     """The body of a download whose length is declared, sent by the kernel from the file as it grows (sendfile), as
     cached files are: a follower holds no copy of the bytes and the event loop copies none (64 clients of one 50 MB
@@ -324,7 +329,7 @@ async def send_followed(
     fails midway. A length-less answer is chunked, which sendfile cannot frame: it is copied (`stream_body`)."""
     loop = asyncio.get_running_loop()
     try:
-        async for span in download.follow_spans():
+        async for span in download.follow_spans(generation):
             if request.transport is None:
                 raise ConnectionResetError("the client went away")
             count = span.end - span.position

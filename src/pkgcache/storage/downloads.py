@@ -335,10 +335,11 @@ class Download:
         async with self._progress:
             self._progress.notify_all()
 
-    async def follow(self) -> AsyncIterator[bytes]:
+    async def follow(self, generation: int | None = None) -> AsyncIterator[bytes]:
         """The file's bytes as they arrive, for one client. Raises the download's error if it fails, and
-        IntegrityError if bytes it already gave turn out wrong."""
-        async for span in self.follow_spans():
+        IntegrityError if bytes it already gave turn out wrong (or, with `generation`, if they are not that
+        generation's: see `follow_spans`)."""
+        async for span in self.follow_spans(generation):
             while span.position < span.end and self.generation == span.generation:
                 size = min(CHUNK_SIZE, span.end - span.position)
                 chunk = os.pread(span.handle.fileno(), size, span.position)  # on the loop: see CHUNK_SIZE
@@ -350,11 +351,15 @@ class Download:
                 if span.position < span.end:
                     await asyncio.sleep(0)  # far behind the download: let the others run between chunks
 
-    async def follow_spans(self) -> AsyncIterator[Span]:
+    async def follow_spans(self, generation: int | None = None) -> AsyncIterator[Span]:
         """What one client may be sent of the file, as it arrives: a `Span` of an open file at a time, which the
         client reads or has the kernel send (sendfile: no copy through this process), moving its `position` on as
         it goes, before it asks for the next. Raises the download's error if it fails, and IntegrityError if bytes
-        it was given turn out wrong (they came from an upstream that failed its check: the client must be cut)."""
+        it was given turn out wrong (they came from an upstream that failed its check: the client must be cut).
+
+        `generation`: the generation of the bytes this client was judged fit to be sent as they come (a repodata
+        whose start was read: conda/cached_channels.py); another upstream's bytes, even from the first, are then
+        refused too (IntegrityError) instead of followed: they were not judged."""
         self._interested += 1
         try:
             await self.wait_started()
@@ -365,7 +370,7 @@ class Download:
                     yield span
                     self.check_span_ended(span)
                 return
-            async for span in self._temp_file_spans():
+            async for span in self._temp_file_spans(generation):
                 yield span
         finally:
             self._interested -= 1
@@ -376,10 +381,10 @@ class Download:
         if span.position < span.end and self.generation == span.generation:
             raise IntegrityError(f"the file being downloaded is shorter than its {self.written} bytes")
 
-    async def _temp_file_spans(self) -> AsyncIterator[Span]:
+    async def _temp_file_spans(self, pinned: int | None) -> AsyncIterator[Span]:
         handle = await asyncio.to_thread(self._open_for_reading)
         try:
-            position, generation = 0, self.generation
+            position, generation = 0, self.generation if pinned is None else pinned
             while True:
                 async with self._progress:
                     await self._progress.wait_for(functools.partial(self._has_news_for, position, generation))
@@ -388,6 +393,8 @@ class Download:
                 if self.generation != generation:
                     if position:
                         raise IntegrityError("the bytes sent so far came from an upstream that failed its check")
+                    if pinned is not None:
+                        raise IntegrityError("another upstream took over before its bytes could be judged")
                     generation = self.generation
                 limit = self._readable_limit()
                 if position >= limit and self._complete:
