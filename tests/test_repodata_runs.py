@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -64,16 +65,41 @@ def careful_items(text: str) -> list[Any]:
     return list(iter_repodata(io.StringIO(text)))
 
 
+RAW = {"raw_records": False}
+
+
+@pytest.fixture(autouse=True, params=[False, True], ids=["decoded", "raw records"])
+def raw_records(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test both ways: records decoded by the reader, or left as their JSON text (sorted_shards' way)."""
+    RAW["raw_records"] = request.param
+    yield
+    RAW["raw_records"] = False
+
+
 def run_items(data: bytes) -> list[Any]:
-    """The runs, flattened to the careful reader's items."""
+    """The runs, flattened to the careful reader's items. Raw records are decoded as sorted_shards' makers do
+    (and declined as they decline what is not an object)."""
     items: list[Any] = []
-    for item in iter_repodata_runs(io.BytesIO(data)):
+    for item in iter_repodata_runs(io.BytesIO(data), raw_records=RAW["raw_records"]):
         if isinstance(item, RecordRun):
             assert item.records, "an empty run"
-            items += [Record(item.section, filename, rec) for filename, rec in item.records.items()]
+            items += [Record(item.section, filename, _decoded(rec)) for filename, rec in item.records.items()]
         else:
             items.append(item)
     return items
+
+
+def _decoded(record: Any) -> Any:
+    if not isinstance(record, msgspec.Raw):
+        assert not RAW["raw_records"]
+        return record
+    try:
+        decoded = msgspec.json.decode(record)
+    except msgspec.DecodeError as exc:
+        raise Declined(str(exc)) from None
+    if type(decoded) is not dict:
+        raise Declined("a record that is not an object")
+    return decoded
 
 
 def assert_same_records(items: list[Any], expected: list[Any]) -> None:
@@ -101,7 +127,8 @@ def test_regular_documents_are_read_without_declining_and_give_what_the_careful_
 def test_runs_carry_many_records_each() -> None:
     document = regular_document()
     document["packages"] = {f"p{i}-1-0.conda": record(f"p{i}", "1") for i in range(5000)}
-    runs = [i for i in iter_repodata_runs(io.BytesIO(json.dumps(document).encode())) if isinstance(i, RecordRun)]
+    data = io.BytesIO(json.dumps(document).encode())
+    runs = [i for i in iter_repodata_runs(data, raw_records=RAW["raw_records"]) if isinstance(i, RecordRun)]
     assert sum(len(run.records) for run in runs) == 5000 + len(document["packages.conda"]) + 1
     assert max(len(run.records) for run in runs) == 5000  # one call to msgspec for the whole section
 

@@ -145,6 +145,26 @@ DECLINED_SHAPES: dict[str, dict[str, Any]] = {
         "info": {"subdir": "linux-64"},
         "packages": {"a-1-h0_0.tar.bz2": {"name": "a", "sha256": 5}},
     },
+    "a digest of the wrong length": {
+        "info": {"subdir": "linux-64"},
+        "packages": {"a-1-h0_0.tar.bz2": {"name": "a", "md5": "abcd"}},
+    },
+    "a record that is not an object": {"info": {"subdir": "linux-64"}, "packages": {"a-1-h0_0.tar.bz2": [1]}},
+    "a file name with capitals": {
+        "info": {"subdir": "linux-64"},
+        "packages": {"Abc-1-h0_0.tar.bz2": record("abc", "1")},
+    },
+    "a file name that names no package": {
+        "info": {"subdir": "linux-64"},
+        "packages": {"a-1.tar.bz2": record("a", "1"), "b-1-h0_0.zip": record("b", "1")},
+    },
+}
+
+
+MALFORMED = {
+    "a digest that is not hex": "sha256",
+    "a digest of the wrong length": "md5",
+    "a record that is not an object": "not an object",
 }
 
 
@@ -153,13 +173,52 @@ def test_what_the_sorted_way_declines_goes_the_bucket_way(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shape: str
 ) -> None:
     repodata = write(tmp_path / "repodata.json", DECLINED_SHAPES[shape])
-    if shape == "a digest that is not hex":  # the bucket way says what is wrong
-        with pytest.raises(shard_builder.MalformedRepodata, match="sha256"):
+    if shape in MALFORMED:  # the bucket way says what is wrong
+        with pytest.raises(shard_builder.MalformedRepodata, match=MALFORMED[shape]):
             build(repodata, tmp_path / "out")
         assert list((tmp_path / "out" / "shard-packs").iterdir()) == []
         return
     read, _ = both_ways(repodata, tmp_path, monkeypatch)
     assert not read.made_while_reading
+
+
+def test_a_record_not_named_as_its_file_is_declined_by_a_child_and_built_from_buckets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reader goes by file names only; the child making the package's shard finds the record's own name is
+    another and declines: the bucket way, which goes by the record's name, makes the same shards it always did."""
+    packages = section(("a", "1"), ("b", "1"), ("c", "1"), ext=".tar.bz2")
+    packages["b-1-h0_0.tar.bz2"]["name"] = "bb"
+    repodata = write(tmp_path / "repodata.json", {"info": {"subdir": "linux-64"}, "packages": packages})
+    with caplog.at_level("INFO", logger=shard_builder.__name__):
+        read, _ = both_ways(repodata, tmp_path, monkeypatch)
+    assert not read.made_while_reading and read.shards == 3
+    assert "a child making shards: 'b-1-h0_0.tar.bz2' is not a record named 'b'" in caplog.text
+
+
+@pytest.mark.parametrize("makers", [1, 2])
+def test_a_child_declining_midway_through_a_stream_leaves_no_pack_and_the_bucket_way_follows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, makers: int
+) -> None:
+    """Declined by a child while the reader is far into a stream (past what it keeps to start over): the reader
+    stops at its next job (a broken pipe) or at the end, every child's pack goes, and the file is built again
+    from buckets, to the same bytes."""
+    monkeypatch.setattr(sorted_shards, "REWIND_BYTES", 1000)
+    monkeypatch.setattr(shard_builder, "MAX_PROCESSES", makers)
+    monkeypatch.setattr(os, "cpu_count", lambda: makers)
+    synthetic = write_synthetic_repodata(tmp_path / "repodata.json", size=2_500_000, seed=8, sort_keys=True)
+    document = json.loads(synthetic.path.read_text())
+    filename, renamed = list(document["packages.conda"].items())[len(document["packages.conda"]) // 3]
+    renamed["name"] += "x"
+    write(synthetic.path, document)
+    with caplog.at_level("INFO", logger=shard_builder.__name__):
+        streamed = build(synthetic.path, tmp_path / "streamed", source=io.BytesIO(synthetic.path.read_bytes()))
+    assert not streamed.made_while_reading and streamed.records == synthetic.records
+    assert f"{filename!r} is not a record named" in caplog.text
+    with monkeypatch.context() as patched:
+        patched.setattr(shard_builder, "_build_sorted", lambda *_: None)
+        build(synthetic.path, tmp_path / "buckets")
+    assert files_of(tmp_path / "streamed") == files_of(tmp_path / "buckets")
 
 
 @pytest.mark.parametrize("count", [0, 1, 15, 16, 17, 255, 65535, 65536, 1 << 20])

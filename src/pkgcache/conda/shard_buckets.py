@@ -103,13 +103,17 @@ def bucket_repodata(repodata_path: Path, work: Path, counts: BucketCounts, sourc
     return _bucket_items(work, counts, _records_of(repodata_path))
 
 
-def read_runs(repodata_path: Path, source: BinaryIO | None) -> Iterator[RecordRun | Info | Removed]:
-    """Runs of records read by msgspec; Declined when the file is not read that way."""
+def read_runs(
+    repodata_path: Path, source: BinaryIO | None, *, raw_records: bool = False
+) -> Iterator[RecordRun | Info | Removed]:
+    """Runs of records read by msgspec (each record its `msgspec.Raw` text with `raw_records`); Declined when the
+    file is not read that way."""
     try:
         with contextlib.ExitStack() as stack:
             raw = source if source is not None else stack.enter_context(repodata_path.open("rb"))
             binary = stack.enter_context(decompressed(repodata_path.name, raw))
-            yield from iter_repodata_runs(stack.enter_context(_decompressed_ahead(repodata_path, binary)))
+            ahead = stack.enter_context(_decompressed_ahead(repodata_path, binary))
+            yield from iter_repodata_runs(ahead, raw_records=raw_records)
     except (zstandard.ZstdError, EOFError, OSError) as exc:
         if isinstance(exc, FileNotFoundError | PermissionError):
             raise

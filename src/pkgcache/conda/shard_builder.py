@@ -13,7 +13,10 @@ repodata's records into bucket files by package name (`shard_buckets`: msgspec, 
 then makes the shards of one bucket at a time, half of the buckets in a forked child when there is a second
 core; a bucket too large to hold is split again by the next bits of the hash. So memory stays bounded by the
 bucket size, the largest single package's shard and the index (about 100 bytes per package name), whatever the
-repodata's size: see `tests/test_shard_builder.py` for the measured bound.
+repodata's size: see `tests/test_shard_builder.py` for the measured bound. A sorted repodata (the shape indexers
+write) has its shards made while it is read instead (`sorted_shards`: this process finds each package's records
+and spills their JSON text; forked makers, one per core, decode, pack, compress and hash them); whatever that
+way declines is built from buckets.
 
 On disk: a shard whose bytes did not change keeps its file (not rewritten, its mtime untouched); new shards are
 appended to a pack (`shard_packs`: one file instead of thousands, then given their own files after the build has
@@ -68,7 +71,7 @@ from pkgcache.conda.shard_output import (
     raise_failure,
     shard_file_name,
 )
-from pkgcache.conda.shard_packs import PACK_SUFFIX, PACKS_DIR_NAME, PackWriter
+from pkgcache.conda.shard_packs import PACKS_DIR_NAME, PackWriter, discard_packs
 from pkgcache.conda.sorted_shards import Rewindable, build_sorted
 
 __all__ = [
@@ -150,8 +153,9 @@ def build_shards(
     Shards not on disk yet are written to one pack in `packs_dir` (default: `shard-packs` beside `shards_dir`):
     `shard_packs.explode_packs` gives them their own files afterwards, `extract_shard` one of them meanwhile.
     `source`: the repodata's bytes as they are downloaded, read instead of the file (see `bucket_repodata`).
-    `processes`: how many processes make shards, this one included; None: one per core up to MAX_PROCESSES. With
-    1 nothing is forked (what a caller with threads of its own needs: a small repodata built in the service).
+    `processes`: how many processes make shards, this one included; None: one per core up to MAX_PROCESSES. (A
+    sorted repodata has that many forked makers, beside this process reading it: the lighter share.) With 1
+    nothing is forked (what a caller with threads of its own needs: a small repodata built in the service).
 
     Raises `MalformedRepodata` when the repodata cannot be read or is not repodata: the whole file is read before
     any shard is written, so nothing is written then. OSError when writing fails (complete shards may be left:
@@ -185,7 +189,7 @@ def build_shards(
         else:
             info, entries, pack_tables = made
             if subdir is None and not info.get("subdir"):
-                _discard_packs(pack_tables)
+                discard_packs(pack_tables)
     subdir = subdir or _text_field(info, "subdir")
     # One bytes object per package name, `<name>\0<digest>`: sorted, they are in name order (names hold no NUL).
     entries.sort()
@@ -225,7 +229,9 @@ def _build_sorted(
 ) -> tuple[dict[str, Any], list[bytes], list[Path]] | None:
     """The shards made as the repodata is read, when it is sorted (sorted_shards), by forked children; None when
     it is not, and then nothing is left of the attempt."""
-    makers = max(1, min(processes or MAX_PROCESSES, os.cpu_count() or 1) - 1)  # the reader takes a core of its own
+    # One maker per core: the reader only finds the records and spills their text (a fifth of the work), so it
+    # shares a core with one (sorted_shards).
+    makers = max(1, min(processes or MAX_PROCESSES, os.cpu_count() or 1))
     try:
         made = build_sorted(repodata_path, source, work, shards_dir, packs_dir, read, makers)
     except Declined as exc:
@@ -233,12 +239,6 @@ def _build_sorted(
         return None
     _add_counts(counts, made.counts)
     return made.info, made.entries, made.tables
-
-
-def _discard_packs(tables: list[Path]) -> None:
-    for table in tables:
-        table.unlink(missing_ok=True)
-        table.with_suffix(PACK_SUFFIX).unlink(missing_ok=True)
 
 
 def _drain(source: BinaryIO) -> None:

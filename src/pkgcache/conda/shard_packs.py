@@ -130,6 +130,13 @@ def _find(table_path: Path, digest: bytes) -> tuple[int, int] | None:
             return offset, length
 
 
+def discard_packs(tables: list[Path]) -> None:
+    """Delete whole packs (their tables first: a pack without a table is never read) that will not be used."""
+    for table in tables:
+        table.unlink(missing_ok=True)
+        table.with_suffix(PACK_SUFFIX).unlink(missing_ok=True)
+
+
 def _tables(packs_dir: Path) -> list[Path]:
     try:
         return sorted(packs_dir.glob(f"*{TABLE_SUFFIX}"), reverse=True)  # newest first
