@@ -12,18 +12,23 @@ again; the first one is left out of the pack's table.
 
 The work is split so that both cores are busy. The reader (the builder's process) has msgspec find the records of a
 run without decoding them (repodata_runs' `raw_records`: each record's JSON text as a `msgspec.Raw`, a fifth of a
-full decode), takes each package name from its file name (`<name>-<version>-<build>.conda` or `.tar.bz2`), checks
-the order and the names by file name only, and spills the JSON text of each package's stretch of a section. The
-forked makers (one per core: the reader's share is small) read a complete package's stretches back, decode them,
-check that every record's own "name" is the file name's, turn the digests into bytes (as shard_buckets does),
-and pack, compress and hash the shard: the very bytes shard_builder makes from buckets (tests/test_sorted_shards.py
-compares the two). On the bench's 110 MB repodata this took the reader from 1.3 s of CPU to about 0.5 s, and the
-build's wall time from about 1.5 to 1.0 s on two cores (it was the reader that the build waited for).
-Anything but that shape (a file name out of order or not `<name>-<version>-<build>.<ext>`, a name with capitals, a
-`v3` section, a malformed file) raises Declined in the reader; a record whose own name is another, a digest that
+full decode), takes each package name from its file name (`<name>-<version>-<build>.<ext>`: what comes before the
+last two dashes), checks the order and the names by file name only, and spills the JSON text of each package's
+stretch of a section. The forked makers (one per core: the reader's share is small) read a complete package's
+stretches back, decode them, check that every record's own "name" is the file name's, turn the digests into bytes
+(as shard_buckets does), and pack, compress and hash the shard: the very bytes shard_builder makes from buckets
+(tests/test_sorted_shards.py compares the two). The reader used to decode and pack the records itself and was what
+the build waited for: on the bench's 110 MB repodata.json, two cores, it took 1.2-2.0 s of CPU and its one maker
+0.7 s. Now it takes about 0.5 s, the two makers 1.2-1.5 s between them, and the build 1.0 s instead of 1.45 (the
+.json.zst: 1.25 s instead of 1.95). With one maker it is no faster than before: that maker is then what the build
+waits for.
+
+Anything but that shape (a file name out of order or with fewer than two dashes, a name with capitals, a `v3`
+section, a malformed file) raises Declined in the reader; a record whose own name is another, a digest that
 is not one, or a record that is not an object is found by its maker, which drops its pack and says so, and the
 reader stops at its next job for that child (a broken pipe) or at the end; the other makers' packs go too, and
-Declined is raised all the same: shard_builder then builds from buckets, which go by the record's own name.
+Declined is raised all the same: shard_builder then builds from buckets, which go by the record's own name. (Found
+a third of the way into the bench's repodata, that took 2.2-2.4 s in all, against 2.05 s when the reader found it.)
 Memory: the stretches' offsets (a few numbers per package name) in the reader; in a maker, one stretch decoded
 (at most STRETCH_BYTES of text and a run) and the packed records of one package.
 """
@@ -35,7 +40,7 @@ import heapq
 import os
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -116,14 +121,14 @@ def build_sorted(
     return SortedBuild(reader.info, entries, tables, total)
 
 
-def _discard_finished_packs(outcomes: list[dict[str, Any] | None]) -> None:
+def _discard_finished_packs(outcomes: Sequence[dict[str, Any] | None]) -> None:
     """The packs of the children that finished, when the build fails or is declined all the same."""
     for outcome in outcomes:
         if outcome:
             discard_packs([Path(table) for table in outcome.get("tables", [])])
 
 
-def _raise_declined(outcomes: list[dict[str, Any] | None]) -> None:
+def _raise_declined(outcomes: Sequence[dict[str, Any] | None]) -> None:
     """Declined, as the first child that declined its package says, if one did."""
     for outcome in outcomes:
         if outcome and "declined" in outcome:
@@ -388,7 +393,7 @@ def _make_shards(jobs_fd: int, spill_path: Path, shards_dir: Path, packs_dir: Pa
 
 def _shard_of(spill: int, name: str, stretches: list[list[int]], removed: list[str]) -> bytes:
     """The shard's msgpack, as shard_builder's `_shard_bytes` writes it: both sections, file names in order."""
-    bodies: list[list[bytes]] = [[] for _ in RECORD_SECTIONS]
+    bodies: list[list[bytes | memoryview]] = [[] for _ in RECORD_SECTIONS]
     counts = [0] * len(RECORD_SECTIONS)
     for section, offset, length in stretches:
         text = os.pread(spill, length, offset)
