@@ -15,7 +15,8 @@ core; a bucket too large to hold is split again by the next bits of the hash. So
 bucket size, the largest single package's shard and the index (about 100 bytes per package name), whatever the
 repodata's size: see `tests/test_shard_builder.py` for the measured bound. A sorted repodata (the shape indexers
 write) has its shards made while it is read instead (`sorted_shards`: this process finds each package's records
-and spills their JSON text; forked makers, one per core, decode, pack, compress and hash them); whatever that
+and spills their JSON text; forked makers, one per core but the reader's, decode, pack, compress and hash them);
+whatever that
 way declines is built from buckets.
 
 On disk: a shard whose bytes did not change keeps its file (not rewritten, its mtime untouched); new shards are
@@ -229,9 +230,11 @@ def _build_sorted(
 ) -> tuple[dict[str, Any], list[bytes], list[Path]] | None:
     """The shards made as the repodata is read, when it is sorted (sorted_shards), by forked children; None when
     it is not, and then nothing is left of the attempt."""
-    # One maker per core: the reader only finds the records and spills their text (a fifth of the work), so it
-    # shares a core with one (sorted_shards).
-    makers = max(1, min(processes or MAX_PROCESSES, os.cpu_count() or 1))
+    # One maker per core but the reader's. The reader's share is light (it finds the records and spills their
+    # text), so a maker on its core too would make the build faster: on 2 cores, 1.45 -> 1.0 s for the bench's
+    # 110 MB repodata.json by hand. But each maker costs 10-13 MB of PSS, and the service's tree with a second
+    # maker peaked at the issue's 150 MB budget (table 9 of BENCHMARKS.md, 2026-12-02). With one, it stays near 143.
+    makers = max(1, min(processes or MAX_PROCESSES, os.cpu_count() or 1) - 1)
     try:
         made = build_sorted(repodata_path, source, work, shards_dir, packs_dir, read, makers)
     except Declined as exc:

@@ -10,18 +10,20 @@ byte (shard_builder): on a slow link the shards are ready moments after it, and 
 the work run on two cores at once. A package that `removed` names after its shard was made has its shard made
 again; the first one is left out of the pack's table.
 
-The work is split so that both cores are busy. The reader (the builder's process) has msgspec find the records of a
-run without decoding them (repodata_runs' `raw_records`: each record's JSON text as a `msgspec.Raw`, a fifth of a
-full decode), takes each package name from its file name (`<name>-<version>-<build>.<ext>`: what comes before the
-last two dashes), checks the order and the names by file name only, and spills the JSON text of each package's
-stretch of a section. The forked makers (one per core: the reader's share is small) read a complete package's
+The work is split so that the reader is the lighter share. The reader (the builder's process) has msgspec find the
+records of a run without decoding them (repodata_runs' `raw_records`: each record's JSON text as a `msgspec.Raw`, a
+fifth of a full decode), takes each package name from its file name (`<name>-<version>-<build>.<ext>`: what comes
+before the last two dashes), checks the order and the names by file name only, and spills the JSON text of each
+package's stretch of a section. The forked makers (shard_builder decides how many) read a complete package's
 stretches back, decode them, check that every record's own "name" is the file name's, turn the digests into bytes
 (as shard_buckets does), and pack, compress and hash the shard: the very bytes shard_builder makes from buckets
 (tests/test_sorted_shards.py compares the two). The reader used to decode and pack the records itself and was what
-the build waited for: on the bench's 110 MB repodata.json, two cores, it took 1.2-2.0 s of CPU and its one maker
-0.7 s. Now it takes about 0.5 s, the two makers 1.2-1.5 s between them, and the build 1.0 s instead of 1.45 (the
+the build waited for: on the bench's 110 MB repodata.json, two cores, it took 1.2-2.0 s of CPU and its one maker 0.7
+s. Now it takes about 0.5 s, the two makers 1.2-1.5 s between them, and the build 1.0 s instead of 1.45 (the
 .json.zst: 1.25 s instead of 1.95). With one maker it is no faster than before: that maker is then what the build
-waits for.
+waits for. So it is the machines with more cores that gain: the old reader held the build to its own 1.2-2.0 s
+however many makers ran, the new one lets them share all but a fifth of the work. On 2 cores shard_builder keeps one
+maker (a second costs 10-13 MB of PSS, more than the memory budget has to spare).
 
 Anything but that shape (a file name out of order or with fewer than two dashes, a name with capitals, a `v3`
 section, a malformed file) raises Declined in the reader; a record whose own name is another, a digest that
