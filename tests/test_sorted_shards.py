@@ -221,6 +221,59 @@ def test_a_child_declining_midway_through_a_stream_leaves_no_pack_and_the_bucket
     assert files_of(tmp_path / "streamed") == files_of(tmp_path / "buckets")
 
 
+def _makers_taking(monkeypatch: pytest.MonkeyPatch, every: int) -> dict[str, int]:
+    """Makers' pipes that take one job in `every` (0: none), so that the reader makes the rest once it has read to
+    the end; counts the jobs made in the reader."""
+    counts = {"offered": 0, "here": 0}
+    real_take, real_make = sorted_shards._Maker.take, sorted_shards._MadeHere.make
+
+    def take(self: Any, job: bytes) -> bool:
+        counts["offered"] += 1
+        return bool(every) and counts["offered"] % every == 0 and real_take(self, job)
+
+    def make(self: Any, name: str, job: bytes) -> None:
+        counts["here"] += 1
+        real_make(self, name, job)
+
+    monkeypatch.setattr(sorted_shards._Maker, "take", take)
+    monkeypatch.setattr(sorted_shards._MadeHere, "make", make)
+    return counts
+
+
+@pytest.mark.parametrize("every", [0, 2])
+def test_jobs_no_maker_had_room_for_are_made_by_the_reader_to_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, every: int
+) -> None:
+    """The reader makes what is still queued once it has read to the end; a package `removed` names late is made
+    again where it was made first (each maker's output keeps the last shard of a name: two would both be
+    indexed), whether that was a child or the reader."""
+    synthetic = write_synthetic_repodata(tmp_path / "repodata.json", size=1_500_000, seed=31, sort_keys=True)
+    counts = _makers_taking(monkeypatch, every)
+    read, _ = both_ways(synthetic.path, tmp_path, monkeypatch)
+    assert read.made_while_reading and read.shards == synthetic.names
+    if every:
+        assert 0 < counts["here"] < read.shards  # the child made the rest
+    else:  # every shard, and again those of the packages `removed` names (one file name each, most made before)
+        assert read.shards < counts["here"] <= read.shards + synthetic.removed
+    assert list((tmp_path / "sorted" / "shard-packs").iterdir()) == []  # exploded: no pack left behind
+
+
+def test_a_record_not_named_as_its_file_found_by_the_reader_is_built_from_buckets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reader, making a queued job itself, declines as a child would: its own pack goes, and the children's."""
+    _makers_taking(monkeypatch, 0)
+    synthetic = write_synthetic_repodata(tmp_path / "repodata.json", size=1_000_000, seed=32, sort_keys=True)
+    document = json.loads(synthetic.path.read_text())
+    filename, renamed = list(document["packages.conda"].items())[-1]
+    renamed["name"] += "x"
+    write(synthetic.path, document)
+    with caplog.at_level("INFO", logger=shard_builder.__name__):
+        read, _ = both_ways(synthetic.path, tmp_path, monkeypatch)
+    assert not read.made_while_reading
+    assert f"{filename!r} is not a record named" in caplog.text
+
+
 @pytest.mark.parametrize("count", [0, 1, 15, 16, 17, 255, 65535, 65536, 1 << 20])
 def test_map_headers_are_msgpacks(count: int) -> None:
     header = msgpack.Packer().pack_map_header(count)
