@@ -17,6 +17,9 @@ import msgpack
 import pytest
 import zstandard
 
+from pkgcache.bundle.verifying import verify_cache
+from pkgcache.conda import index_checks
+from pkgcache.storage.downloads import IntegrityError
 from tests.cache_service import RunningCache
 from tests.conda_support import SUBDIR, Channels
 from tests.fakes.conda_channel import find_pkg
@@ -283,3 +286,23 @@ def test_what_a_damaged_index_says_is_not_held_against_the_packages(filled: Fill
         assert result.returncode == 1
         assert set(_failures(result.stdout)) == {f"{MAIN}/repodata.json"}, result.stdout
         assert (filled.data / filled.conda_package).is_file()
+
+
+def test_a_big_repodata_is_read_record_by_record_and_damage_in_its_middle_is_found(
+    filled: Filled, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond 8 MB the download's shape check looks at the ends of a repodata only (made 0 bytes here, so this small
+    one counts as big): verify reads every record as the package lookups do, in bounded memory."""
+    monkeypatch.setattr(index_checks, "PARSE_WHOLE_BYTES", 0)
+    repodata = filled.data / MAIN / "repodata.json"
+    text = repodata.read_bytes()
+    middle = text.index(b'"sha256"', len(text) // 2)
+    _rewrite(repodata, lambda data: data[:middle] + b"#" + data[middle + 1 :])  # same size: the sidecar agrees
+    with pytest.raises(IntegrityError):  # what the whole-file check would have said, were it used
+        index_checks._check_whole(bytearray(repodata.read_bytes()), repodata=True)
+
+    report = verify_cache(filled.data)
+
+    assert [(f.path, f.removed) for f in report.failures] == [(f"{MAIN}/repodata.json", True)]
+    assert report.failures[0].reason.startswith("not a readable repodata")
+    assert not repodata.exists() and (filled.data / filled.conda_package).is_file()

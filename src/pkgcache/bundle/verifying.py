@@ -8,9 +8,10 @@ is that a file in the cache is whole and matches its hash, or it is not there; t
   package with its record's sha256 (md5 when that is all it has) in the subdir's repodata or shard, a shard with
   the sha256 that is its name; a size the index gives is compared first;
 - a file without one is checked for its shape, by the checks its download passes: a conda index file (repodata
-  in every form, a shard index) by `conda/index_checks.py` (streaming beyond 8 MB, and a .zst or .bz2 must
-  decompress), a provenance as one JSON object, a page as pkgcache reads one, a `metadata.json` as a JSON
-  object; a package no index lists any more by the bytes a file of its kind starts with;
+  in every form, a shard index) by `conda/index_checks.py` (a .zst or .bz2 must decompress), then a repodata's
+  every record read as the package lookups and shard builds read them (`conda/repodata_stream.py`, streaming:
+  beyond 8 MB the download's check looks at its ends only); a provenance as one JSON object, a page as pkgcache
+  reads one, a `metadata.json` as a JSON object; a package no index lists any more by its kind's first bytes;
 - a file with a sidecar (`<file>.meta`) must have the size it records, and the sidecar must be readable.
 
 Index files are checked first, and what a damaged one says is not believed when the packages are checked.
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pkgcache.conda.index_checks import content_check_for
+from pkgcache.conda.repodata_stream import MalformedRepodata, iter_repodata_file
 from pkgcache.conda.shard_packs import PACKS_DIR_NAME
 from pkgcache.pypi.metadata_records import MetadataRecord
 from pkgcache.pypi.names import PROVENANCE_SUFFIX
@@ -223,7 +225,10 @@ class _Checker:
         check = content_check_for(name)
         if check is None:
             return (BY_SHAPE if sidecar_of(full).exists() else UNCHECKED), None
-        return BY_SHAPE, _integrity_problem(check, full)
+        problem = _integrity_problem(check, full)
+        if problem is None and _is_repodata(name):
+            problem = _repodata_problem(full)
+        return BY_SHAPE, problem
 
     # --- packages, core metadata, shards ---
 
@@ -296,6 +301,22 @@ def _integrity_problem(check: Callable[[Path], None], full: Path) -> str | None:
         check(full)
     except IntegrityError as exc:
         return str(exc)
+    return None
+
+
+def _is_repodata(name: str) -> bool:
+    base = name.removesuffix(".zst").removesuffix(".bz2")
+    return base.endswith(".json") and base.startswith(("repodata", "current_repodata"))
+
+
+def _repodata_problem(full: Path) -> str | None:
+    """Every record of a repodata read, as the package lookups and the shard builds read them (streaming, in
+    bounded memory): beyond 8 MB the download's check looked at the ends and the "packages" key only."""
+    try:
+        for _ in iter_repodata_file(full):
+            pass
+    except MalformedRepodata as exc:
+        return f"not a readable repodata: {exc}"
     return None
 
 
