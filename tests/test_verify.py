@@ -17,6 +17,7 @@ import msgpack
 import pytest
 import zstandard
 
+from pkgcache.bundle import verifying
 from pkgcache.bundle.verifying import verify_cache
 from pkgcache.conda import index_checks
 from pkgcache.storage.downloads import IntegrityError
@@ -306,3 +307,25 @@ def test_a_big_repodata_is_read_record_by_record_and_damage_in_its_middle_is_fou
     assert [(f.path, f.removed) for f in report.failures] == [(f"{MAIN}/repodata.json", True)]
     assert report.failures[0].reason.startswith("not a readable repodata")
     assert not repodata.exists() and (filled.data / filled.conda_package).is_file()
+
+
+def test_a_file_replaced_while_it_was_checked_is_left_in_place(filled: Filled, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A running instance may rename a new version in while verify hashes the old one: the new one is not removed
+    for what was wrong with the old."""
+    wheel = filled.data / "pypi/files/beta" / WHEEL
+    _rewrite(wheel, _flip_middle_byte)
+    good = find_dist(sample_dists(), WHEEL).data
+    hashing = verifying._digest_problem
+
+    def replaced_meanwhile(full: Path, algorithm: str, expected: str, source: str) -> str | None:
+        problem = hashing(full, algorithm, expected, source)
+        if full == wheel:
+            fresh = wheel.with_name(".fresh.tmp")
+            fresh.write_bytes(good)
+            os.replace(fresh, wheel)  # as the service commits a download: a new inode
+        return problem
+
+    monkeypatch.setattr(verifying, "_digest_problem", replaced_meanwhile)
+    report = verify_cache(filled.data)
+    assert report.failures == [] and report.changed == [f"pypi/files/beta/{WHEEL}"]
+    assert wheel.read_bytes() == good
