@@ -126,6 +126,8 @@ def _is_package(path: str) -> bool:
 
 
 class _Checker:
+    """Judges one file at a time into the report, and removes what fails (unless a dry run)."""
+
     def __init__(self, store: CacheStore, report: VerifyReport, dry_run: bool) -> None:
         self.root = store.root
         self.store = store
@@ -143,6 +145,7 @@ class _Checker:
         self._conda = hashes.conda_packages(packages)
 
     def check(self, path: str, problem_of: ProblemOf) -> None:
+        """Its sidecar first (when it has one), then `problem_of`; a file gone meanwhile is not counted."""
         full = self.root / path
         try:
             stat = full.stat()  # now, not at the walk: the file may have been replaced or evicted since
