@@ -29,6 +29,7 @@ class Expected:
     sha256: str | None
     size: int | None
     source: str
+    md5: str | None = None  # old conda records may give only this; `pkgcache verify` falls back on it
 
 
 def shard_map(index_path: Path) -> dict[str, str]:
@@ -63,15 +64,19 @@ def package_name(filename: str) -> str:
 class IndexHashes:
     """Expected hashes of packages, from staged index files (by cache path) or the data directory's."""
 
-    def __init__(self, data_dir: Path, staged: Mapping[str, Path] | None = None) -> None:
+    def __init__(self, data_dir: Path, staged: Mapping[str, Path] | None = None, ignored: Iterable[str] = ()) -> None:
         self.data_dir = data_dir
         self.staged = dict(staged or {})
+        # Index files found damaged (by `pkgcache verify`): what they say is not believed, even before they go.
+        self.ignored = set(ignored)
         self._pages: dict[str, dict[str, Any] | None] = {}
 
     def locate(self, path: str) -> Path | None:
         """Where an index file is: staged, else in the data directory, else None."""
         if path in self.staged:
             return self.staged[path]
+        if path in self.ignored:
+            return None
         found = self.data_dir / path
         return found if found.is_file() else None
 
@@ -85,7 +90,13 @@ class IndexHashes:
             return None
         hashes = entry.get("hashes") if isinstance(entry.get("hashes"), dict) else {}
         size = entry.get("size")
-        return Expected(hashes.get("sha256"), size if isinstance(size, int) else None, self._page_path(project))
+        sha256, md5 = hashes.get("sha256"), hashes.get("md5")
+        return Expected(
+            sha256.lower() if isinstance(sha256, str) else None,
+            size if isinstance(size, int) else None,
+            self._page_path(project),
+            md5.lower() if isinstance(md5, str) else None,
+        )
 
     def pypi_metadata(self, path: str) -> Expected | None:
         """`<wheel>.metadata`: the hash the page advertises for it (PEP 658), or None when it advertises none."""
@@ -190,6 +201,10 @@ def shard_records(shard: Path) -> dict[str, dict[str, Any]]:
 def _expected(record: Mapping[str, Any], source: str) -> Expected:
     sha256 = record.get("sha256")
     size = record.get("size")
+    md5 = record.get("md5")
     return Expected(
-        sha256.lower() if isinstance(sha256, str) else None, size if isinstance(size, int) else None, source
+        sha256.lower() if isinstance(sha256, str) else None,
+        size if isinstance(size, int) else None,
+        source,
+        md5.lower() if isinstance(md5, str) else None,
     )

@@ -4,7 +4,7 @@
 - `status_commands`: status, logs
 - `setup_commands`: init, client-config
 - `check`: check (probing the upstreams)
-- `admin_commands`: gc, purge, refresh
+- `admin_commands`: gc, purge, refresh, verify
 - `kit_commands`: seed, export, import (the offline kit)
 - `policy_commands`: block, unblock, policy check|show (the supply-chain policy)
 - `options` (the shared options, and settings from them) and `locate` (which instance a command means)
@@ -35,6 +35,7 @@ COMMANDS = {
     "gc": "admin_commands:gc_command",
     "purge": "admin_commands:purge_command",
     "refresh": "admin_commands:refresh_command",
+    "verify": "admin_commands:verify_command",
     "seed": "kit_commands:seed",
     "export": "kit_commands:export_command",
     "import": "kit_commands:import_command",

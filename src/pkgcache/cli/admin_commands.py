@@ -1,10 +1,11 @@
-"""`pkgcache gc`, `pkgcache purge` and `pkgcache refresh`: the operator's tools on the command line.
+"""`pkgcache gc`, `purge`, `refresh` and `verify`: the operator's tools on the command line.
 
 When an instance runs on the data directory (found as the other commands find it: the same `--config` /
 `--data-dir`, or the one running instance this account started), they go through its admin HTTP API, so that its
 memory and its size count stay right: that needs `access.admin_token`, taken from the settings the instance was
 started with (or the config file, for one started otherwise). When nothing runs, `gc` and `purge` work directly on
-the data directory; `refresh` needs a running instance.
+the data directory; `refresh` needs a running instance. `verify` always works on the data directory itself
+(bundle/verifying.py says why that is safe beside a running instance).
 """
 
 from __future__ import annotations
@@ -204,3 +205,37 @@ def refresh_command(config_file: Path | None, data_dir: Path | None, project: st
         sys.exit(1)
     answer = call_admin_api(located, url, f"/-/admin/pypi/refresh/{quote(name)}")
     click.echo(f"refreshed {answer['project']} from {answer['upstream']}: {answer['files']} files listed")
+
+
+@click.command("verify")
+@locate_options
+@click.option("--dry-run", is_flag=True, help="Report what fails, remove nothing.")
+def verify_command(config_file: Path | None, data_dir: Path | None, dry_run: bool) -> None:
+    """Check every cached file against what is known of it, and remove what fails (with its sidecar), so that the
+    next request fetches it again.
+
+    Packages are hashed against their page's, repodata's or shard's digest, shards against their name, core
+    metadata against the hash it is served under; index files are checked for their shape (repodata parses, a .zst
+    or .bz2 decompresses, a page reads as one) and against the size their sidecar records. Safe beside a running
+    instance: files being written are temporaries and are left alone, and a removed file is fetched again when
+    asked for. Reads every byte of the cache once. Exit status 0 when everything is whole, 1 when something failed
+    (even once removed)."""
+    from pkgcache.bundle.verifying import failure_lines, verify_cache
+
+    directory = locate_instance("verify", config_file, data_dir).paths.data_dir
+    require_cache(directory)
+    report = verify_cache(directory, dry_run=dry_run)
+    how = report.how
+    click.echo(
+        f"verify: {report.checked} files checked ({format_bytes(report.checked_bytes)}: {how['digest']} against a "
+        f"digest, {how['shape']} by shape or size, {how['unchecked']} with nothing to check them against), "
+        f"{len(report.failures)} failed, {report.removed} removed ({format_bytes(report.removed_bytes)}), "
+        f"in {report.seconds:.1f} s" + (" (dry run: nothing removed)" if dry_run else "")
+    )
+    for line in failure_lines(report):
+        click.echo(f"  FAILED {line}")
+    for path in report.also_removed:
+        click.echo(f"  removed {path} too (made here from what failed: made again when next asked for)")
+    for path in report.changed:
+        click.echo(f"  {path}: replaced while it was checked, left as it is (verify again to check the new one)")
+    sys.exit(0 if report.ok else 1)

@@ -108,7 +108,7 @@ class UpstreamIndex:
         """The download of a file's PEP 740 provenance, from where the page's upstream said it is."""
         url = dist.provenance_url
         # Provenance is a JSON object: its first byte and its parse say so, as for conda's JSON indexes.
-        expected = Expected(magic=(b"{",), content_check=_check_provenance)
+        expected = Expected(magic=(b"{",), content_check=check_provenance)
         return self.fetcher.download(path, lambda upstream: url if upstream.name == entry.upstream else None, expected)
 
     def file_target(self, entry: CachedPage, dist: DistFile, suffix: str = "") -> TargetFor:
@@ -167,7 +167,7 @@ def _page_request_headers(previous: CachedPage | None, upstream: Upstream) -> di
     return headers
 
 
-def _check_provenance(path: Path) -> None:
+def check_provenance(path: Path) -> None:
     """Raises IntegrityError unless the file is one JSON object (not an HTML page served with 200, not a huge
     body a mirror made up): it is kept for a year, and clients read it as PEP 740 provenance."""
     if path.stat().st_size > MAX_PROVENANCE_BYTES:

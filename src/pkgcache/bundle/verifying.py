@@ -1,0 +1,370 @@
+"""`pkgcache verify`: every file at rest in the cache checked against what is known of it; what fails is removed.
+
+pkgcache checks a file once, before it is renamed into place, and then trusts it by its sidecar's size and mtime:
+a disk fault afterwards (a file cut short, bytes flipped) would be served until the entry is revalidated. The rule
+is that a file in the cache is whole and matches its hash, or it is not there; this walk restores it:
+- a file with a known digest is hashed (in chunks) and compared: a PyPI distribution with the hash its project's
+  page lists, its core metadata with the hash pkgcache serves it under (`metadata.json`, else the page's), a conda
+  package with its record's sha256 (md5 when that is all it has) in the subdir's repodata or shard, a shard with
+  the sha256 that is its name; a size the index gives is compared first;
+- a file without one is checked for its shape, by the checks its download passes: a conda index file (repodata
+  in every form, a shard index) by `conda/index_checks.py` (a .zst or .bz2 must decompress), then a repodata's
+  every record read as the package lookups and shard builds read them (`conda/repodata_stream.py`, streaming:
+  beyond 8 MB the download's check looks at its ends only); a provenance as one JSON object, a page as pkgcache
+  reads one, a `metadata.json` as a JSON object; a package no index lists any more by its kind's first bytes;
+- a file with a sidecar (`<file>.meta`) must have the size it records, and the sidecar must be readable.
+
+Index files are checked first, and what a damaged one says is not believed when the packages are checked.
+Whatever fails is removed with its sidecar (not with `dry_run`), so the next request fetches it again; a shard
+made here (it cannot be fetched) takes the index made here with it, which is then made again from the repodata.
+
+It is safe beside a running instance: files are written under temporary names (`tmp/`, or hidden names ending
+in `.tmp`) and renamed into place whole, and those are never looked at, nor are a shard build's packs; a file is
+removed only when it is still the very file that was checked (same inode, size and mtime), and a sidecar that
+disagrees with its file is looked at again a moment later, since a new file is renamed in just before its sidecar.
+
+This lives on the kit floor, beside the import that checks files the same way (`index_hashes.py`): it needs both
+sides' checks, which storage/ may not import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pkgcache.conda.index_checks import content_check_for
+from pkgcache.conda.repodata_stream import MalformedRepodata, iter_repodata_file
+from pkgcache.conda.shard_packs import PACKS_DIR_NAME
+from pkgcache.pypi.metadata_records import MetadataRecord
+from pkgcache.pypi.names import PROVENANCE_SUFFIX
+from pkgcache.pypi.pages import CachedPage
+from pkgcache.pypi.upstream_index import check_provenance
+from pkgcache.storage.downloads import HASH_PREFERENCE, IntegrityError
+from pkgcache.storage.filetypes import magic_for
+from pkgcache.storage.sidecars import META_SUFFIX, FileMeta, sidecar_of
+from pkgcache.storage.store import CacheStore, file_stamp, stamp_of
+
+from .index_hashes import Expected, IndexHashes, shard_map
+from .manifest import kind_of
+from .selection import cached_files
+
+# A sidecar that disagrees with its file is read again after this long: a running instance renames a new file into
+# place, then writes its sidecar (storage/sidecars.py), and a walk passing in between must not take that for damage.
+SIDECAR_SETTLE_SECONDS = 1.0
+MADE_HERE_SHARD_INDEX = "made-here/repodata_shards.msgpack.zst"
+# How each file was judged, for the summary.
+BY_DIGEST, BY_SHAPE, UNCHECKED = "digest", "shape", "unchecked"
+# How one file was judged, and what is wrong with it (None: nothing).
+Verdict = tuple[str, str | None]
+ProblemOf = Callable[[str, os.stat_result], Verdict]
+
+
+@dataclass
+class Failure:
+    path: str  # below the data directory
+    reason: str
+    size: int
+    removed: bool = False
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    checked_bytes: int = 0
+    how: dict[str, int] = field(default_factory=lambda: {BY_DIGEST: 0, BY_SHAPE: 0, UNCHECKED: 0})
+    failures: list[Failure] = field(default_factory=list)
+    # Failed files left alone because they were replaced while checked (a new version, not the one that failed).
+    changed: list[str] = field(default_factory=list)
+    # Files removed with a failed one because they depend on it (the index made here of a damaged shard).
+    also_removed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def removed(self) -> int:
+        return sum(1 for failure in self.failures if failure.removed)
+
+    @property
+    def removed_bytes(self) -> int:
+        return sum(failure.size for failure in self.failures if failure.removed)
+
+
+def verify_cache(data_dir: Path, *, dry_run: bool = False) -> VerifyReport:
+    """Check every cached file under `data_dir` (blocking); remove what fails unless `dry_run`."""
+    started = time.monotonic()
+    report = VerifyReport()
+    checker = _Checker(CacheStore(data_dir, writable=False), report, dry_run)
+    files = [path for path, _ in cached_files(data_dir) if _is_cache_entry(path)]
+    # Index files first: a damaged one must not vouch for (or condemn) the packages checked after it.
+    indexes = [path for path in files if kind_of(path) == "index"]
+    for path in indexes:
+        checker.check(path, checker.index_problem)
+    hashes = IndexHashes(data_dir, ignored=checker.failed_paths())
+    checker.expect_conda(hashes, [path for path in files if path.startswith("conda/") and _is_package(path)])
+    for path in files:
+        if kind_of(path) != "index":
+            checker.check(path, lambda p, s: checker.content_problem(p, s, hashes))
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _is_cache_entry(path: str) -> bool:
+    """Sidecars are checked with their files; a shard build's packs are its own work in progress."""
+    return not path.endswith(META_SUFFIX) and f"/{PACKS_DIR_NAME}/" not in path
+
+
+def _is_package(path: str) -> bool:
+    return kind_of(path) == "package"
+
+
+class _Checker:
+    """Judges one file at a time into the report, and removes what fails (unless a dry run)."""
+
+    def __init__(self, store: CacheStore, report: VerifyReport, dry_run: bool) -> None:
+        self.root = store.root
+        self.store = store
+        self.report = report
+        self.dry_run = dry_run
+        self._conda: dict[str, Expected] = {}
+        self._made_here_shards: dict[str, set[str]] = {}  # subdir path -> digests its index made here lists
+        self._records: dict[str, dict[str, MetadataRecord]] = {}  # metadata.json path -> its records
+
+    def failed_paths(self) -> set[str]:
+        return {failure.path for failure in self.report.failures}
+
+    def expect_conda(self, hashes: IndexHashes, packages: list[str]) -> None:
+        """Every cached conda package's record, one pass over each subdir's repodata (or shards)."""
+        self._conda = hashes.conda_packages(packages)
+
+    def check(self, path: str, problem_of: ProblemOf) -> None:
+        """Its sidecar first (when it has one), then `problem_of`; a file gone meanwhile is not counted."""
+        full = self.root / path
+        try:
+            stat = full.stat()  # now, not at the walk: the file may have been replaced or evicted since
+        except FileNotFoundError:
+            return
+        how, problem = self._sidecar_problem(full, stat)
+        if problem is None:
+            try:
+                how, problem = problem_of(path, stat)
+            except OSError as exc:
+                if not full.exists():
+                    return  # evicted or replaced meanwhile: nothing left to judge
+                how, problem = BY_SHAPE, f"cannot be read: {exc.strerror or exc}"
+        self.report.checked += 1
+        self.report.checked_bytes += stat.st_size
+        self.report.how[how] += 1
+        if problem is not None:
+            self._fail(path, stat, problem)
+
+    # --- what fails ---
+
+    def _fail(self, path: str, stat: os.stat_result, reason: str) -> None:
+        full = self.root / path
+        if file_stamp(full) != stamp_of(stat):
+            self.report.changed.append(path)  # a new version came meanwhile: not the file that failed
+            return
+        failure = Failure(path, reason, stat.st_size)
+        self.report.failures.append(failure)
+        if self.dry_run:
+            return
+        for each in (full, sidecar_of(full)):
+            each.unlink(missing_ok=True)
+        failure.removed = True
+        if kind_of(path) == "shard":
+            self._remove_made_here_index(path)
+
+    def _remove_made_here_index(self, shard_path: str) -> None:
+        """A shard made here cannot be fetched again: its index made here goes too, to be made again (and the
+        shard with it) at the next request for the subdir's shards."""
+        subdir_path = shard_path.rsplit("/", 2)[0]
+        digest = shard_path.rsplit("/", 1)[-1].split(".", 1)[0]
+        if digest not in self._made_here(subdir_path):
+            return
+        index = self.root / subdir_path / MADE_HERE_SHARD_INDEX
+        for each in (index, sidecar_of(index)):
+            each.unlink(missing_ok=True)
+        self.report.also_removed.append(f"{subdir_path}/{MADE_HERE_SHARD_INDEX}")
+
+    def _made_here(self, subdir_path: str) -> set[str]:
+        if subdir_path not in self._made_here_shards:
+            index = self.root / subdir_path / MADE_HERE_SHARD_INDEX
+            self._made_here_shards[subdir_path] = set(shard_map(index).values()) if index.is_file() else set()
+        return self._made_here_shards[subdir_path]
+
+    # --- sidecars ---
+
+    def _sidecar_problem(self, full: Path, stat: os.stat_result) -> Verdict:
+        problem = _sidecar_disagrees(self.store, full, stat)
+        if problem is not None:
+            time.sleep(SIDECAR_SETTLE_SECONDS)  # a new file renamed in, its sidecar about to follow?
+            again = file_stamp(full)
+            if again is None or again != stamp_of(stat):
+                return BY_SHAPE, None  # replaced or gone meanwhile: judged by what follows, or not at all
+            problem = _sidecar_disagrees(self.store, full, stat)
+        return BY_SHAPE, problem
+
+    # --- index files ---
+
+    def index_problem(self, path: str, stat: os.stat_result) -> Verdict:
+        full = self.root / path
+        name = full.name
+        if path.startswith("pypi/"):
+            if name == "page.json":
+                return BY_SHAPE, _page_problem(full)
+            if name == "metadata.json":
+                return BY_SHAPE, _json_object_problem(full)
+            if name.endswith(PROVENANCE_SUFFIX):
+                return BY_SHAPE, _integrity_problem(check_provenance, full)
+            return UNCHECKED, None
+        check = content_check_for(name)
+        if check is None:
+            return (BY_SHAPE if sidecar_of(full).exists() else UNCHECKED), None
+        problem = _integrity_problem(check, full)
+        if problem is None and _is_repodata(name):
+            problem = _repodata_problem(full)
+        return BY_SHAPE, problem
+
+    # --- packages, core metadata, shards ---
+
+    def content_problem(self, path: str, stat: os.stat_result, hashes: IndexHashes) -> Verdict:
+        full = self.root / path
+        kind = kind_of(path)
+        if kind == "shard":
+            digest = full.name.split(".", 1)[0]
+            return BY_DIGEST, _digest_problem(full, "sha256", digest, "its name")
+        if kind == "metadata":
+            return self._metadata_problem(path, full, hashes)
+        expected = hashes.pypi_file(path) if path.startswith("pypi/") else self._conda.get(path)
+        if expected is None or (expected.sha256 is None and expected.md5 is None):
+            return BY_SHAPE, _magic_problem(full)  # no index here lists it (any more): its kind's first bytes
+        if expected.size is not None and expected.size != stat.st_size:
+            return BY_DIGEST, f"{stat.st_size} bytes, not the {expected.size} that {expected.source} lists"
+        algorithm, digest = _strongest({"sha256": expected.sha256, "md5": expected.md5})
+        return BY_DIGEST, _digest_problem(full, algorithm, digest, expected.source)
+
+    def _metadata_problem(self, path: str, full: Path, hashes: IndexHashes) -> Verdict:
+        """Core metadata: the hash pkgcache serves it under (its record), else the one its page advertises."""
+        _, _, project, filename = path.split("/")
+        records_path = f"pypi/simple/{project}/metadata.json"
+        if records_path not in self._records:
+            self._records = {records_path: _metadata_records(self.store, self.root / records_path)}  # one project
+        record = self._records[records_path].get(filename.removesuffix(".metadata"))
+        if record is not None:
+            return BY_DIGEST, _digest_problem(full, "sha256", record.sha256, records_path)
+        advertised = hashes.pypi_metadata(path)
+        if advertised is not None and advertised.sha256 is not None:
+            return BY_DIGEST, _digest_problem(full, "sha256", advertised.sha256, advertised.source)
+        return UNCHECKED, None
+
+
+def _sidecar_disagrees(store: CacheStore, full: Path, stat: os.stat_result) -> str | None:
+    side = sidecar_of(full)
+    if not side.exists():
+        return None
+    data = store.read_json(side)
+    try:
+        meta = FileMeta(**data) if isinstance(data, dict) else None
+    except TypeError:
+        meta = None
+    if meta is None:
+        return f"its sidecar {side.name} cannot be read"
+    if not meta.missing and meta.size is not None and meta.size != stat.st_size:
+        return f"{stat.st_size} bytes, its sidecar says {meta.size}"
+    return None
+
+
+def _strongest(hashes: dict[str, str | None]) -> tuple[str, str]:
+    """The strongest of the hashes given, as the downloads choose (storage/downloads.py)."""
+    for name in HASH_PREFERENCE:
+        value = hashes.get(name)
+        if value:
+            return name, value
+    raise ValueError("no hash given")
+
+
+def _digest_problem(full: Path, algorithm: str, expected: str, source: str) -> str | None:
+    with full.open("rb") as handle:
+        got = hashlib.file_digest(handle, algorithm).hexdigest()  # in chunks: a 2 GB file costs no memory
+    if got != expected.lower():
+        return f"{algorithm} {got} is not the {expected} that {source} gives"
+    return None
+
+
+def _integrity_problem(check: Callable[[Path], None], full: Path) -> str | None:
+    try:
+        check(full)
+    except IntegrityError as exc:
+        return str(exc)
+    return None
+
+
+def _is_repodata(name: str) -> bool:
+    base = name.removesuffix(".zst").removesuffix(".bz2")
+    return base.endswith(".json") and base.startswith(("repodata", "current_repodata"))
+
+
+def _repodata_problem(full: Path) -> str | None:
+    """Every record of a repodata read, as the package lookups and the shard builds read them (streaming, in
+    bounded memory): beyond 8 MB the download's check looked at the ends and the "packages" key only."""
+    try:
+        for _ in iter_repodata_file(full):
+            pass
+    except MalformedRepodata as exc:
+        return f"not a readable repodata: {exc}"
+    return None
+
+
+def _magic_problem(full: Path) -> str | None:
+    magic = magic_for(full.name)
+    if not magic:
+        return None
+    with full.open("rb") as handle:
+        start = handle.read(max(len(m) for m in magic))
+    if not start.startswith(magic):
+        return f"does not start as a {full.name.rsplit('.', 1)[-1]} file does (no index here lists it)"
+    return None
+
+
+def _page_problem(full: Path) -> str | None:
+    """A page as pkgcache reads one (pypi/pages.py); one it could not read would be fetched again anyway."""
+    try:
+        CachedPage.from_json(json.loads(full.read_bytes()))
+    except (ValueError, KeyError, TypeError) as exc:
+        return f"not a project page pkgcache can read ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _json_object_problem(full: Path) -> str | None:
+    try:
+        document = json.loads(full.read_bytes())
+    except ValueError as exc:
+        return f"not valid JSON: {exc}"
+    return None if isinstance(document, dict) else "not a JSON object"
+
+
+def _metadata_records(store: CacheStore, path: Path) -> dict[str, MetadataRecord]:
+    """A project's core metadata records (pypi/metadata_records.py); {} when unreadable (it is judged apart)."""
+    data = store.read_json(path)
+    records: dict[str, MetadataRecord] = {}
+    for filename, fields in (data if isinstance(data, dict) else {}).items():
+        try:
+            records[filename] = MetadataRecord(**fields)
+        except TypeError:
+            continue
+    return records
+
+
+def failure_lines(report: VerifyReport) -> Iterator[str]:
+    """One line per failure: the path, why, and what was done with it."""
+    for failure in report.failures:
+        done = "removed" if failure.removed else "left in place (dry run)"
+        yield f"{failure.path}: {failure.reason}; {done}"
