@@ -268,6 +268,37 @@ def test_a_shard_still_in_its_pack_is_served_and_given_its_file(
         assert answer.status == 200 and answer.body == data
 
 
+def test_a_shard_lost_from_the_disk_is_made_again_for_the_client_that_holds_its_index(
+    mirror: MirrorLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    """A shard file lost after its build (a disk fault, `pkgcache verify`): the index made here still lists it and
+    no upstream has it. pkgcache makes the shards again from the cached repodata (the same bytes: they name the
+    file), so rattler's solve gets it instead of a 404; a shard name no index lists builds nothing."""
+    caplog.set_level(logging.INFO, logger="pkgcache.conda.generated_shards")
+    cache = _cache(make_cache, mirror)
+    base = f"/conda/cloud/conda-forge/{SUBDIR}/"
+    index = _unpack(cache.get(base + SHARD_INDEX).body)
+    lost = f"{index['shards']['libfoo'].hex()}.msgpack.zst"
+    shards_dir = next(cache.data_dir.rglob(f"{SUBDIR}/shards"))
+    packs = shards_dir.parent / "shard-packs"
+    deadline = time.monotonic() + 30
+    while not ((shards_dir / lost).is_file() and not any(packs.glob("*.table"))) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the build's shards are given their files after it reports
+    data = (shards_dir / lost).read_bytes()
+    (shards_dir / lost).unlink()
+    _, installed = install(tmp_path, [f"{cache.url}/conda/cloud/conda-forge"], ["app"], name="after")
+    assert installed_names(installed) == APP_TREE
+    assert (shards_dir / lost).read_bytes() == data
+    again = [r for r in caplog.records if "is missing; making the shards again" in r.getMessage()]
+    assert len(again) == 1 and lost in again[0].getMessage()
+    unknown = cache.get(base + f"shards/{'0' * 64}.msgpack.zst")  # the mirror has no shards: its 404 stands
+    assert unknown.status == 404
+    assert len([r for r in caplog.records if "making the shards again" in r.getMessage()]) == 1
+
+
 @pytest.fixture
 def zst_mirrors(bg_loop: BackgroundLoop, channel: Path, tmp_path: Path) -> Iterator[list[MirrorLikeUpstream]]:
     """Two mirrors of the channel that serve repodata.json.zst too (shards are then made from it). The first has

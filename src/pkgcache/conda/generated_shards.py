@@ -36,8 +36,14 @@ from pkgcache.cache_state import CacheState, revalidation_asked
 from pkgcache.conda.cached_channels import ChannelPaths
 from pkgcache.conda.channels import SHARD_INDEX, Channel
 from pkgcache.conda.repodata_stream import json_within
-from pkgcache.conda.shard_builder import MalformedRepodata, ShardBuildResult, build_shards, unreferenced_shards
-from pkgcache.conda.shard_packs import PACKS_DIR_NAME, TABLE_SUFFIX, explode_packs, extract_shard
+from pkgcache.conda.shard_builder import (
+    MalformedRepodata,
+    ShardBuildResult,
+    build_shards,
+    iter_shard_index,
+    unreferenced_shards,
+)
+from pkgcache.conda.shard_packs import PACKS_DIR_NAME, SHARD_SUFFIX, TABLE_SUFFIX, explode_packs, extract_shard
 from pkgcache.conda.shards import LOCAL_BASE_URL, LOCAL_SHARDS_BASE_URL
 from pkgcache.conda.source import ChannelLayer, ChannelSource, Lookup
 from pkgcache.header_numbers import ascii_number
@@ -95,7 +101,31 @@ class GeneratedShards(ChannelLayer):
                 if packs not in _exploding:  # left by a builder that was stopped (the service was): finish its work
                     _keep_exploding(packs, asyncio.get_running_loop().create_task(_explode(packs, path.parent)))
                 return extracted
+        made_again = await self._made_again(channel, subdir, shard_name)
+        if made_again is not None:
+            return made_again
         return await self.inner.shard(channel, subdir, shard_name)
+
+    async def _made_again(self, channel: Channel, subdir: str, shard_name: str) -> Path | None:
+        """A shard the index made here lists, with no file and in no pack (lost to a disk fault, removed by
+        `pkgcache verify`, or in a pack a power cut tore): made again, with the subdir's other shards, from the
+        cached repodata. Shards are named by their bytes, so the same repodata gives the same shard, and the client
+        holding that index gets it instead of a 404 (no upstream has it). None when the index made here does not
+        list it (asked for by name only: nothing is built for that), or when the repodata changed meanwhile and
+        the shard is no longer made: the new index then no longer lists it either, so this is tried once."""
+        index = self.paths.path(channel, subdir, MADE_HERE, SHARD_INDEX)
+        if not await asyncio.to_thread(_index_lists, index, shard_name):
+            return None
+        self.paths.store.require_writable()  # a reader hands the request to the writer instead
+        source, source_meta = await self._whole(await self._repodata(channel, subdir))
+        log.warning("%s/%s: shard %s is missing; making the shards again", channel.path, subdir, shard_name)
+        await self._start_build(channel, subdir, index, Lookup(CacheState.HIT, source, source_meta))
+        path = self.paths.path(channel, subdir, "shards", shard_name)
+        if path.is_file():
+            return path
+        return await asyncio.to_thread(
+            extract_shard, self.paths.path(channel, subdir, PACKS_DIR_NAME), path.parent, shard_name
+        )
 
     def status(self) -> dict[str, object]:
         return {
@@ -266,6 +296,15 @@ def _build_small_here(arguments: dict[str, object]) -> ShardBuildResult | None:
     if not json_within(repodata_path, IN_PROCESS_MAX_BYTES):
         return None
     return build_shards(**arguments, processes=1)  # type: ignore[arg-type]
+
+
+def _index_lists(index: Path, shard_name: str) -> bool:
+    """Whether the shard index at `index` (if any, and readable) references `shard_name` (blocking)."""
+    try:
+        digest = bytes.fromhex(shard_name.removesuffix(SHARD_SUFFIX))
+        return any(listed == digest for _, listed in iter_shard_index(index))
+    except (ValueError, FileNotFoundError, MalformedRepodata):
+        return False
 
 
 def _log_failure(task: asyncio.Task[FileMeta]) -> None:

@@ -230,12 +230,11 @@ def _build_sorted(
 ) -> tuple[dict[str, Any], list[bytes], list[Path]] | None:
     """The shards made as the repodata is read, when it is sorted (sorted_shards), by forked children; None when
     it is not, and then nothing is left of the attempt."""
-    # One maker per core but the reader's. The reader's share is light (it finds the records and spills their
-    # text), so a maker on its core too would make the build faster: on 2 cores, 1.45 -> 1.0 s for the bench's
-    # 110 MB repodata.json by hand. But each maker costs 10-13 MB of PSS, and the service's tree with a second
-    # maker peaked at the issue's 150 MB budget (table 9 of BENCHMARKS.md, 2026-12-02). With one, it stays near 143;
-    # and the reader makes what its makers have no room for once it has read to the end (sorted_shards), so on 2
-    # cores both cores make shards for the last part of the build all the same.
+    # One maker per core but the reader's: the reader reads, then makes what its makers have no room for
+    # (sorted_shards), so every core makes shards by the end. A maker on the reader's core too is no faster once
+    # the reader shares the work (on 2 cores, the bench's 110 MB repodata.json: 1.24 s with two makers, 1.19 with
+    # one, by hand), and each maker costs 10-13 MB of PSS: the service's tree with a second one peaked at the
+    # issue's 150 MB budget (table 9 of BENCHMARKS.md, 2026-12-02), with one it stays near 143.
     makers = max(1, min(processes or MAX_PROCESSES, os.cpu_count() or 1) - 1)
     try:
         made = build_sorted(repodata_path, source, work, shards_dir, packs_dir, read, makers)

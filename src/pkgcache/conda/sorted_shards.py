@@ -23,7 +23,8 @@ s. Now it takes about 0.5 s, the two makers 1.2-1.5 s between them, and the buil
 .json.zst: 1.25 s instead of 1.95). With one maker it is no faster than before: that maker is then what the build
 waits for. So it is the machines with more cores that gain: the old reader held the build to its own 1.2-2.0 s
 however many makers ran, the new one lets them share all but a fifth of the work. On 2 cores shard_builder keeps one
-maker (a second costs 10-13 MB of PSS, more than the memory budget has to spare).
+maker (a second costs 10-13 MB of PSS, more than the memory budget has to spare, and since the reader shares the
+tail, below, it is no faster).
 
 The reader never waits for a maker: a maker's job pipe is small and written without blocking, and jobs that do not
 fit wait in the reader's queue. Once it has read to the end, the reader makes the queued jobs itself, newest first,
