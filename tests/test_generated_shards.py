@@ -325,12 +325,12 @@ def test_builders_take_turns_and_each_ends_in_a_fresh_interpreter_giving_shards_
     running, most, started = [0], [0], []
     build = generated_shards._build_in_own_process
 
-    async def counted(arguments: dict[str, object], feed: object = None) -> object:
+    async def counted(arguments: dict[str, object], feed: object = None, spare: object = None) -> object:
         running[0] += 1
         most[0] = max(most[0], running[0])
         started.append(arguments["shards_dir"])
         try:
-            return await build(arguments, feed)  # type: ignore[arg-type]
+            return await build(arguments, feed, spare)  # type: ignore[arg-type]
         finally:
             running[0] -= 1
 
@@ -519,10 +519,10 @@ def test_a_small_subdir_is_made_here_while_a_big_ones_builder_holds_its_turn(
     gate, building = threading.Event(), threading.Event()
     build = generated_shards._build_in_own_process
 
-    async def held(arguments: dict[str, object], feed: object = None) -> object:
+    async def held(arguments: dict[str, object], feed: object = None, spare: object = None) -> object:
         building.set()
         await asyncio.to_thread(gate.wait, 30)
-        return await build(arguments, feed)  # type: ignore[arg-type]
+        return await build(arguments, feed, spare)  # type: ignore[arg-type]
 
     monkeypatch.setattr(generated_shards, "_build_in_own_process", held)
     spawned = _recording_spawns(monkeypatch)
@@ -531,10 +531,11 @@ def test_a_small_subdir_is_made_here_while_a_big_ones_builder_holds_its_turn(
         big = pool.submit(cache.get, f"/conda/cloud/conda-forge/{SUBDIR}/{SHARD_INDEX}")
         assert building.wait(10)  # the big subdir's builder has its turn, and is held there
         small = cache.get(f"/conda/cloud/conda-forge/noarch/{SHARD_INDEX}")
-        assert small.status == 200 and not big.done() and spawned == []
+        # The one interpreter so far is the big subdir's, started when its request came (a spare may not wait twice).
+        assert small.status == 200 and not big.done() and len(spawned) <= 1
         gate.set()
         assert big.result(30).status == 200
-    assert len(spawned) == 1 and "pkgcache.conda.shard_builder" in spawned[0]
+    assert len(spawned) == 1 and "pkgcache.conda.shard_builder" in spawned[0]  # the big one's: the small made none
     made = {r.getMessage().split()[4]: r.getMessage() for r in caplog.records if r.getMessage().startswith("made ")}
     assert "own process" in made["cloud/conda-forge/noarch"], made
     assert "own process" not in made[f"cloud/conda-forge/{SUBDIR}"], made
@@ -545,6 +546,51 @@ def test_a_small_subdir_is_made_here_while_a_big_ones_builder_holds_its_turn(
     assert not list(cache.data_dir.rglob("noarch/shard-packs/*.pack"))
     assert len(list(cache.data_dir.rglob("noarch/shards/*.msgpack.zst"))) == 3
     _assert_shards_hold_the_repodata(cache, channel)
+
+
+@pytest.mark.usefixtures("builds_in_a_process")
+def test_a_first_build_runs_in_the_interpreter_started_when_its_request_came(
+    mirror: MirrorLikeUpstream, make_cache: Callable[..., RunningCache], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The builder's interpreter starts while the upstream is asked for its own index, before the repodata is
+    fetched, and the build runs in it: one interpreter per build, not a second."""
+    spawn, started = generated_shards._spawn_builder, []
+
+    async def recorded() -> asyncio.subprocess.Process:
+        started.append(mirror.count(f"/{SUBDIR}/repodata.json"))  # what the mirror had been asked for by then
+        return await spawn()
+
+    monkeypatch.setattr(generated_shards, "_spawn_builder", recorded)
+    cache = _cache(make_cache, mirror)
+    index = cache.get(f"/conda/cloud/conda-forge/{SUBDIR}/{SHARD_INDEX}")
+    assert index.status == 200 and _unpack(index.body)["shards"]
+    assert started == [0]
+
+
+def test_an_interpreter_started_for_a_build_that_never_came_ends(
+    anaconda_upstream: Any, make_cache: Callable[..., RunningCache], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upstream has shards of its own (passed through): the interpreter started when the request came is told
+    to end (its input ends without arguments) and exits cleanly."""
+    from tests.test_conda_proxy import anaconda_config, conda_cache
+
+    spawn, processes = generated_shards._spawn_builder, []
+
+    async def recorded() -> asyncio.subprocess.Process:
+        processes.append(await spawn())
+        return processes[-1]
+
+    monkeypatch.setattr(generated_shards, "_spawn_builder", recorded)
+    cache = conda_cache(make_cache, anaconda_config(anaconda_upstream))
+    index = cache.get(f"/conda/cloud/conda-forge/{SUBDIR}/{SHARD_INDEX}")
+    assert index.status == 200 and any(path.endswith(SHARD_INDEX) for path in anaconda_upstream.paths())
+    assert len(processes) == 1
+    deadline = time.monotonic() + 10
+    while processes[0].returncode is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert processes[0].returncode == 0
+    status = json.loads(cache.get("/-/status").body)["conda"]["shards"]
+    assert f"cloud/conda-forge/{SUBDIR}" in status["passed_through"] and not status["made_here"]
 
 
 def test_a_repodata_bigger_than_its_compressed_size_said_goes_to_a_builder(
@@ -569,7 +615,13 @@ def test_a_repodata_bigger_than_its_compressed_size_said_goes_to_a_builder(
         assert upstream.count(f"{SUBDIR}/repodata.json.zst") >= 1
         assert len(spawned) == 1 and "pkgcache.conda.shard_builder" in spawned[0]
         assert cache.get(f"/conda/cloud/conda-forge/noarch/{SHARD_INDEX}").status == 200
-        assert len(spawned) == 1  # noarch's .zst is small all through: made here
+        # noarch's .zst is small all through: made here (an interpreter started when its request came, before its
+        # size was known, was told to end unused)
+        made = {r.getMessage().split()[4]: r.getMessage() for r in caplog.records if r.getMessage().startswith("made ")}
+        assert (
+            "own process" in made["cloud/conda-forge/noarch"]
+            and "own process" not in made[f"cloud/conda-forge/{SUBDIR}"]
+        )
         _assert_shards_hold_the_repodata(cache, channel)
     finally:
         bg_loop.run(upstream.stop())

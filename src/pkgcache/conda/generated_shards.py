@@ -75,6 +75,13 @@ BUILDERS_AT_ONCE = 1
 # (4,000 records), against 0.1 s for a builder's interpreter to start, and its turn after a big subdir's build.
 # The GIL is the event loop's again every few milliseconds meanwhile.
 IN_PROCESS_MAX_BYTES = 2 << 20
+# A builder's interpreter is started as soon as a subdir's first shard index request comes, while the upstream is
+# asked for its own index and the repodata's download begins, rather than once the build may start: starting it
+# and importing the builder took about 0.2 s of the first solve's 1.8 on a busy machine (table 9's server log).
+# It waits for its arguments on its standard input. One at most waits at a time (one builds at a time, and a
+# waiting interpreter holds about 15 MB); one that no build took by the end of its request (the upstream had
+# shards, the subdir was small, a build from another request took the turn) is told to end.
+SPARE_STOP_SECONDS = 5.0
 
 
 class GeneratedShards(ChannelLayer):
@@ -88,6 +95,7 @@ class GeneratedShards(ChannelLayer):
         self._made: dict[str, dict[str, object]] = {}  # "<channel>/<subdir>" -> what the last build made
         self._passed_through: set[str] = set()
         self._builders = asyncio.Semaphore(BUILDERS_AT_ONCE)  # held until a builder reports, not while it waits
+        self._spare = SpareBuilder()
 
     async def shard(self, channel: Channel, subdir: str, shard_name: str) -> Path | Download:
         path = self.paths.path(channel, subdir, "shards", shard_name)
@@ -139,6 +147,25 @@ class GeneratedShards(ChannelLayer):
     async def index_file(self, channel: Channel, subdir: str | None, filename: str) -> Lookup:
         if filename != SHARD_INDEX or subdir is None:
             return await self.inner.index_file(channel, subdir, filename)
+        spare = self._spare.start() if self._first_of(channel, subdir) else None
+        try:
+            return await self._shard_index(channel, subdir, filename)
+        finally:
+            if spare is not None:
+                self._spare.retire(spare)
+
+    def _first_of(self, channel: Channel, subdir: str) -> bool:
+        """Whether this request may be the subdir's first build here (no index made here yet, none being made, no
+        upstream index passed through), in the process that builds."""
+        index = self.paths.path(channel, subdir, MADE_HERE, SHARD_INDEX)
+        return (
+            self.paths.store.writable
+            and index not in self._building
+            and f"{channel.path}/{subdir}" not in self._passed_through
+            and not index.is_file()
+        )
+
+    async def _shard_index(self, channel: Channel, subdir: str, filename: str) -> Lookup:
         try:
             found = await self.inner.index_file(channel, subdir, filename)
         except UpstreamNotFound:
@@ -239,12 +266,12 @@ class GeneratedShards(ChannelLayer):
             built_here, streamed = result is not None, False
             if result is None:
                 async with self._builders:
-                    result = await _build_while_downloading(found, arguments)
+                    result = await _build_while_downloading(found, arguments, self._spare)
                 streamed = result is not None
             source, source_meta = await self._whole(found)
             if result is None:  # not streamed, or the download changed course midway: from the file, whole
                 async with self._builders:
-                    result = await _build_in_own_process(arguments)
+                    result = await _build_in_own_process(arguments, spare=self._spare)
         except MalformedRepodata as exc:
             log.warning("no shards for %s/%s: its repodata cannot be read (%s)", channel.path, subdir, exc)
             raise UpstreamNotFound(f"{channel.path}/{subdir} has no readable repodata to make shards of") from None
@@ -347,7 +374,9 @@ def _prune(shards_dir: Path, index: Path) -> None:
             path.unlink()
 
 
-async def _build_while_downloading(found: Lookup, arguments: dict[str, object]) -> ShardBuildResult | None:
+async def _build_while_downloading(
+    found: Lookup, arguments: dict[str, object], spare: SpareBuilder | None = None
+) -> ShardBuildResult | None:
     """Build from the repodata's bytes as its download brings them (the build keeps pace with the download and
     ends soon after it); None when there is no download to follow, or when it changed course midway (an upstream
     failed and another took over: the bytes already read are not the file's)."""
@@ -355,7 +384,7 @@ async def _build_while_downloading(found: Lookup, arguments: dict[str, object]) 
     if download is None or download.finished:
         return None
     try:
-        return await _build_in_own_process({**arguments, "from_stdin": True}, feed=download)
+        return await _build_in_own_process({**arguments, "from_stdin": True}, feed=download, spare=spare)
     except _FeedBroken:
         return None
 
@@ -364,25 +393,22 @@ class _FeedBroken(Exception):
     """The download being fed to a builder failed or started over: that build is void."""
 
 
-async def _build_in_own_process(arguments: dict[str, object], feed: Download | None = None) -> ShardBuildResult:
-    """Run a build in a fresh interpreter of its own (`python -m pkgcache.conda.shard_builder`): pure Python that
-    holds the GIL for seconds stays off the event loop, and only the builder's few modules are loaded. `feed`: a
-    download whose bytes are written to the builder's standard input as they arrive.
+async def _build_in_own_process(
+    arguments: dict[str, object], feed: Download | None = None, spare: SpareBuilder | None = None
+) -> ShardBuildResult:
+    """Run a build in a fresh interpreter of its own (`python -m pkgcache.conda.shard_builder -`): pure Python that
+    holds the GIL for seconds stays off the event loop, and only the builder's few modules are loaded. The
+    interpreter is `spare`'s if one is waiting. Its arguments go on its standard input, one line of JSON; `feed`: a
+    download whose bytes follow them there as they arrive.
 
     Returns as soon as the builder reports: it then goes on giving the new shards their own files (shard_packs),
     which this process does not wait for."""
     given = json.dumps({key: str(value) if isinstance(value, Path) else value for key, value in arguments.items()})
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pkgcache.conda.shard_builder",
-        given,
-        stdin=asyncio.subprocess.PIPE if feed is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    pump = asyncio.get_running_loop().create_task(_pump(feed, process)) if feed is not None else None
+    process = await _builder_with_arguments(given.encode(), spare, more=feed is not None)
+    pump = None
     try:
+        if feed is not None:
+            pump = asyncio.get_running_loop().create_task(_pump(feed, process))
         report = await process.stdout.readline()  # type: ignore[union-attr]
         if pump is not None:
             await pump  # done: the builder reads everything before it reports
@@ -405,6 +431,114 @@ async def _build_in_own_process(arguments: dict[str, object], feed: Download | N
     summary["index_temp_path"] = Path(summary["index_temp_path"])
     summary["pack_tables"] = [Path(table) for table in summary["pack_tables"]]
     return ShardBuildResult(**summary)
+
+
+async def _builder_with_arguments(
+    given: bytes, spare: SpareBuilder | None, *, more: bool
+) -> asyncio.subprocess.Process:
+    """The spare interpreter if one waits (else a new one), given the build's arguments; a new one if the spare
+    died meanwhile."""
+    process = await spare.take() if spare is not None else None
+    if process is not None:
+        try:
+            await _give_arguments(process, given, more=more)
+            return process
+        except (BrokenPipeError, ConnectionResetError):
+            _stop(process)
+    process = await _spawn_builder()
+    try:
+        await _give_arguments(process, given, more=more)
+    except BaseException:
+        _stop(process)
+        raise
+    return process
+
+
+async def _spawn_builder() -> asyncio.subprocess.Process:
+    """A builder's interpreter, waiting for its arguments on its standard input."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pkgcache.conda.shard_builder",
+        "-",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def _give_arguments(process: asyncio.subprocess.Process, given: bytes, *, more: bool) -> None:
+    """The build's arguments, one line on the builder's standard input; closed after them unless `more` (the
+    repodata's bytes) follows."""
+    stdin = process.stdin
+    assert stdin is not None
+    stdin.write(given + b"\n")
+    await stdin.drain()
+    if not more:
+        stdin.close()
+
+
+class SpareBuilder:
+    """At most one builder's interpreter started ahead of its build (see SPARE_STOP_SECONDS above)."""
+
+    def __init__(self) -> None:
+        self._waiting: asyncio.Task[asyncio.subprocess.Process] | None = None
+
+    def start(self) -> asyncio.Task[asyncio.subprocess.Process] | None:
+        """Start one unless one is waiting already; what to `retire` when the request that wanted it ends."""
+        if self._waiting is not None:
+            return None
+        self._waiting = asyncio.get_running_loop().create_task(_spawn_builder())
+        return self._waiting
+
+    async def take(self) -> asyncio.subprocess.Process | None:
+        """The waiting interpreter for a build, if there is one and it is alive."""
+        waiting, self._waiting = self._waiting, None
+        if waiting is None:
+            return None
+        try:
+            process = await waiting
+        except OSError:
+            return None
+        return process if process.returncode is None else None
+
+    def retire(self, started: asyncio.Task[asyncio.subprocess.Process]) -> None:
+        """End the interpreter `start` gave, unless a build took it."""
+        if self._waiting is not started:
+            return
+        self._waiting = None
+        ending = asyncio.get_running_loop().create_task(_end_spare(started))
+        _ending_spares.add(ending)
+        ending.add_done_callback(_ending_spares.discard)
+
+
+# Spares told to end and not yet reaped: the service waits for them when it stops (a process left to a closed
+# event loop is never reaped).
+_ending_spares: set[asyncio.Task[None]] = set()
+
+
+async def spares_ended() -> None:
+    """Wait (a few seconds at most) for the spare interpreters told to end: called as the service stops."""
+    loop = asyncio.get_running_loop()
+    ending = {task for task in _ending_spares if task.get_loop() is loop}
+    if ending:
+        await asyncio.wait(ending, timeout=SPARE_STOP_SECONDS + 1)
+
+
+async def _end_spare(started: asyncio.Task[asyncio.subprocess.Process]) -> None:
+    """A spare that no build took: its input ends without arguments, and it exits (killed if it does not)."""
+    try:
+        process = await started
+    except OSError:
+        return
+    if process.stdin is not None:
+        process.stdin.close()
+    try:
+        await asyncio.wait_for(process.communicate(), SPARE_STOP_SECONDS)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
 
 
 async def _pump(download: Download, process: asyncio.subprocess.Process) -> None:

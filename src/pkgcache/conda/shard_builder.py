@@ -521,7 +521,7 @@ def stale_build_files(index_dir: Path, *, older_than: float, now: float | None =
     return sorted(found)
 
 
-# --- run as a program: `python -m pkgcache.conda.shard_builder '<json arguments>'` ---
+# --- run as a program: `python -m pkgcache.conda.shard_builder '<json arguments>'`, or `-` to read them ---
 
 
 def _run_from_command_line(arguments: str) -> int:
@@ -529,8 +529,10 @@ def _run_from_command_line(arguments: str) -> int:
 
     The service runs builds this way, in a fresh interpreter that imports only this module and its few libraries
     (a spawned multiprocessing child would import the whole service again: about 50 MB more while building).
-    With `"from_stdin": true` the repodata's bytes come on standard input as they are downloaded. SIGTERM ends
-    the build cleanly (its work folder and unfinished pack removed).
+    `-` for the arguments: they are the first line of standard input, so that the service can start the
+    interpreter before it knows them (generated_shards' spare builder); no line at all, and it ends at once.
+    With `"from_stdin": true` the repodata's bytes come on standard input (after that line) as they are
+    downloaded. SIGTERM ends the build cleanly (its work folder and unfinished pack removed).
     """
     import gc
     import json
@@ -541,6 +543,10 @@ def _run_from_command_line(arguments: str) -> int:
     # the collector's passes over them find nothing and cost a tenth of the build. The process ends after it.
     gc.disable()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if arguments == "-":
+        arguments = sys.stdin.buffer.readline().decode()
+        if not arguments.strip():
+            return 0  # not needed after all
     given = json.loads(arguments)
     from_stdin = bool(given.pop("from_stdin", False))
     paths: dict[str, Any] = {key: Path(value) for key, value in given.items() if key in _PATH_ARGUMENTS and value}

@@ -13,7 +13,7 @@ from aiohttp import web
 from pkgcache import __version__
 from pkgcache.conda.cached_channels import CachedChannels, ChannelPaths
 from pkgcache.conda.filtered_channels import FilteredChannels
-from pkgcache.conda.generated_shards import GeneratedShards
+from pkgcache.conda.generated_shards import GeneratedShards, spares_ended
 from pkgcache.conda.generated_zst import GeneratedZst
 from pkgcache.conda.index_files import IndexFiles
 from pkgcache.conda.record_gate import GateRecords
@@ -183,6 +183,7 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
         keeping_shards = None if reads_only else shards_made_ahead(channels, settings.conda)
         if keeping_shards is not None:  # the writer's work: a replica would hand each request over anyway
             app.cleanup_ctx.append(keeping_shards)
+        app.on_shutdown.append(_spare_builders_ended)
 
     if worker is not None:
         install_worker(app, worker, cycle.stats, lambda: gate.import_mark)
@@ -209,6 +210,10 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
     add_fallback(app)
     app.on_shutdown.append(_stop_downloads)
     return app
+
+
+async def _spare_builders_ended(_: web.Application) -> None:
+    await spares_ended()
 
 
 def _pools(settings: Settings) -> dict[str, UpstreamPool]:
