@@ -123,7 +123,7 @@ def test_json_for_uv_from_an_html_only_mirror(
     # This mirror has no .metadata files: pkgcache promises its own for every wheel, and none for sdists.
     for name, entry in by_name.items():
         assert ("core-metadata" in entry) == name.endswith(".whl"), name
-    assert answer.headers["vary"] == "Accept"
+    assert answer.headers["vary"] == "Accept, Accept-Encoding"
 
 
 def test_html_for_pip_from_a_json_upstream_mislabelled_as_octet_stream(

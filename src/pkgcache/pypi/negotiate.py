@@ -1,10 +1,11 @@
-"""PEP 691 content negotiation: which format a client asked for in its Accept header."""
+"""Content negotiation for pages: which format a client asked for in its Accept header (PEP 691), and whether it
+takes gzip (Accept-Encoding)."""
 
 from __future__ import annotations
 
 import functools
 
-from pkgcache.http.qvalues import best_offer
+from pkgcache.http.qvalues import best_offer, parse_qvalues
 from pkgcache.pypi.render import HTML_CONTENT_TYPE, JSON_CONTENT_TYPE, TEXT_HTML
 
 # What each acceptable media type gives. Among equal quality values the client's order decides, not ours.
@@ -34,3 +35,12 @@ def choose_format(accept: str | None, format_param: str | None = None) -> str | 
 
 def _offer_for(media_type: str) -> str | None:
     return _OFFERS.get(media_type) or _WILDCARDS.get(media_type)
+
+
+@functools.lru_cache(maxsize=64)
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether a client's Accept-Encoding takes gzip (RFC 9110, 12.5.3): named, or `*`, with a quality above 0.
+    Memoised like choose_format: a few distinct headers, on every page request."""
+    qualities = dict(parse_qvalues(accept_encoding))
+    quality = qualities.get("gzip", qualities.get("x-gzip", qualities.get("*", 0.0)))
+    return quality > 0

@@ -32,8 +32,8 @@ from pkgcache.pypi.names import (
     companion_base,
     normalize_project,
 )
-from pkgcache.pypi.negotiate import choose_format
-from pkgcache.pypi.pages import CachedPage, Rendered
+from pkgcache.pypi.negotiate import accepts_gzip, choose_format
+from pkgcache.pypi.pages import CachedPage, Rendered, same_page_etag
 from pkgcache.pypi.render import (
     JSON_CONTENT_TYPE,
     render_project_list_html,
@@ -115,7 +115,7 @@ class PypiRoutes:
         content_type = _negotiated_format(request)
         if content_type is None:
             return None
-        rendered = entry.rendered_now(content_type)
+        rendered = entry.rendered_now(content_type, _takes_gzip(request))
         if rendered is None:
             return None  # a big page not rendered in this format yet: rendered off the event loop by the route
         request[CACHE_STATE] = CacheState.HIT
@@ -141,7 +141,7 @@ class PypiRoutes:
             return _page_error(project, exc)
         request[CACHE_STATE] = state
         request[UPSTREAM_USED] = entry.upstream
-        return self._page_response(request, entry, state, await entry.rendered(content_type))
+        return self._page_response(request, entry, state, await entry.rendered(content_type, _takes_gzip(request)))
 
     def _page_response(
         self, request: web.Request, entry: CachedPage, state: CacheState, rendered: Rendered, now: float | None = None
@@ -156,7 +156,8 @@ class PypiRoutes:
         if entry.stale_reason and state == CacheState.STALE:
             headers["X-Pkgcache-Stale-Reason"] = "no upstream could revalidate this page; serving the last good copy"
         if_none_match = request.headers.get("If-None-Match")
-        if if_none_match and rendered.etag in _etags(if_none_match):
+        if if_none_match and same_page_etag(rendered.etag) in _etags(if_none_match):
+            headers.pop("Content-Encoding", None)  # a 304 has no body to be encoded
             return web.Response(status=304, headers=headers)
         return web.Response(body=rendered.body, headers=headers)
 
@@ -267,6 +268,11 @@ def _with_query(request: web.Request, path: str) -> str:
 
 
 def _etags(header: str | None) -> set[str]:
+    """The entity tags of an If-None-Match, weak marks and gzip marks taken off (the page is the same page)."""
     if not header:
         return set()
-    return {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return {same_page_etag(tag.strip().removeprefix("W/")) for tag in header.split(",")}
+
+
+def _takes_gzip(request: web.Request) -> bool:
+    return accepts_gzip(request.headers.get("Accept-Encoding"))
