@@ -145,6 +145,29 @@ def test_a_big_page_is_gzipped_off_the_event_loop(
     assert cache.get("/pypi/simple/omega/", {**JSON, **GZIP}).body == gzipped.body
 
 
+def test_a_large_rendering_is_gzipped_off_the_event_loop(
+    make_cache: Callable[..., RunningCache], upstream: OfficialLikeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pages, "INLINE_GZIP_BYTES", 100)  # omega's page is rendered here, gzipped in a thread
+    used: list[str] = []
+    real = pages.in_page_thread
+
+    async def counted(function: Callable[..., object], *args: object) -> object:
+        used.append(function.__name__)
+        return await real(function, *args)
+
+    monkeypatch.setattr(pages, "in_page_thread", counted)
+    cache = make_cache([upstream.index_url])
+    plain = cache.get("/pypi/simple/omega/", JSON)
+    fast_path = cache.runner.app[FAST_PATH_KEY]
+    gzipped = cache.get("/pypi/simple/omega/", {**JSON, **GZIP})  # declined by the fast path: not gzipped yet
+    rendering = ("render", "gzip_of")  # the page threads also save pages
+    assert fast_path.answered == 0 and [name for name in used if name in rendering] == ["gzip_of"]
+    assert gzip.decompress(gzipped.body) == plain.body
+    assert cache.get("/pypi/simple/omega/", {**JSON, **GZIP}).body == gzipped.body  # kept: from memory now
+    assert fast_path.answered == 1 and [name for name in used if name in rendering] == ["gzip_of"]
+
+
 def test_pip_and_uv_install_through_gzipped_pages(
     make_cache: Callable[..., RunningCache],
     upstream: OfficialLikeUpstream,

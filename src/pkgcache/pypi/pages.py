@@ -42,6 +42,8 @@ INLINE_LOAD_BYTES = 96 * 1024
 GZIP_MIN_BYTES = 1024
 # zlib's default level: a page is compressed once and sent many times; the fastest levels gave 15-25% more bytes.
 GZIP_LEVEL = 6
+# Renderings up to this size are gzipped on the event loop (about a millisecond); larger ones in the page threads.
+INLINE_GZIP_BYTES = 64 * 1024
 
 # Parsing and rendering pages is CPU work that can take seconds for a project with 100k files: it gets threads of
 # its own, so it never holds up the file reads and writes that share asyncio's default pool.
@@ -150,7 +152,10 @@ class CachedPage:
         if cached is None and not self.is_big:
             plain = self._rendered.get((content_type, False)) or render(self.page, content_type)
             self._rendered[(content_type, False)] = plain
-            cached = self._rendered[(content_type, gzipped)] = gzip_of(plain) if gzipped else plain
+            if not gzipped:
+                return plain
+            if len(plain.body) <= INLINE_GZIP_BYTES:
+                cached = self._rendered[(content_type, True)] = gzip_of(plain)
         return cached
 
     async def rendered(self, content_type: str, gzipped: bool = False) -> Rendered:
