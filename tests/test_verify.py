@@ -329,3 +329,30 @@ def test_a_file_replaced_while_it_was_checked_is_left_in_place(filled: Filled, m
     report = verify_cache(filled.data)
     assert report.failures == [] and report.changed == [f"pypi/files/beta/{WHEEL}"]
     assert wheel.read_bytes() == good
+
+
+def test_a_long_run_tells_how_far_it_has_gone(filled: Filled, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With `every` at 0 each file checked is told: the counts only grow, up to every file and byte of the cache."""
+    told: list[tuple[int, int, int, int]] = []
+
+    def progress(report: verifying.VerifyReport, files: int, size: int) -> None:
+        told.append((report.checked, report.checked_bytes, files, size))
+
+    report = verify_cache(filled.data, progress=progress, every=0)
+    assert report.ok and report.checked > 3
+    assert [checked for checked, *_ in told] == list(range(1, report.checked + 1))
+    assert {(files, size) for *_, files, size in told} == {(report.checked, report.checked_bytes)}
+    assert told[-1][:2] == (report.checked, report.checked_bytes)
+    quiet: list[int] = []
+    verify_cache(filled.data, progress=lambda report, files, size: quiet.append(files))  # a quick run: never told
+    assert quiet == []
+
+
+def test_the_command_tells_its_progress_on_stderr(filled: Filled, capsys: pytest.CaptureFixture[str]) -> None:
+    from pkgcache.cli.admin_commands import _tell_progress
+
+    report = verify_cache(filled.data)
+    _tell_progress(report, report.checked * 2, report.checked_bytes * 2)
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"verify: {report.checked} of {report.checked * 2} files checked (") and "0 failed" in err

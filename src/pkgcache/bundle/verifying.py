@@ -59,6 +59,8 @@ SIDECAR_SETTLE_SECONDS = 1.0
 MADE_HERE_SHARD_INDEX = "made-here/repodata_shards.msgpack.zst"
 # How each file was judged, for the summary.
 BY_DIGEST, BY_SHAPE, UNCHECKED = "digest", "shape", "unchecked"
+# Told how far a run has gone: the report so far, and the files and bytes it will check in all.
+Progress = Callable[["VerifyReport", int, int], None]
 # How one file was judged, and what is wrong with it (None: nothing).
 Verdict = tuple[str, str | None]
 ProblemOf = Callable[[str, os.stat_result], Verdict]
@@ -97,23 +99,47 @@ class VerifyReport:
         return sum(failure.size for failure in self.failures if failure.removed)
 
 
-def verify_cache(data_dir: Path, *, dry_run: bool = False) -> VerifyReport:
-    """Check every cached file under `data_dir` (blocking); remove what fails unless `dry_run`."""
+def verify_cache(
+    data_dir: Path, *, dry_run: bool = False, progress: Progress | None = None, every: float = 10.0
+) -> VerifyReport:
+    """Check every cached file under `data_dir` (blocking); remove what fails unless `dry_run`. `progress` is
+    called every `every` seconds while it runs (a large cache takes minutes: it reads every byte)."""
     started = time.monotonic()
     report = VerifyReport()
     checker = _Checker(CacheStore(data_dir, writable=False), report, dry_run)
-    files = [path for path, _ in cached_files(data_dir) if _is_cache_entry(path)]
+    found = [(path, stat.st_size) for path, stat in cached_files(data_dir) if _is_cache_entry(path)]
+    files = [path for path, _ in found]
+    told = _Teller(report, progress, every, len(files), sum(size for _, size in found))
     # Index files first: a damaged one must not vouch for (or condemn) the packages checked after it.
     indexes = [path for path in files if kind_of(path) == "index"]
     for path in indexes:
         checker.check(path, checker.index_problem)
+        told.maybe()
     hashes = IndexHashes(data_dir, ignored=checker.failed_paths())
     checker.expect_conda(hashes, [path for path in files if path.startswith("conda/") and _is_package(path)])
     for path in files:
         if kind_of(path) != "index":
             checker.check(path, lambda p, s: checker.content_problem(p, s, hashes))
+            told.maybe()
     report.seconds = time.monotonic() - started
     return report
+
+
+class _Teller:
+    """Calls `progress` at most once every `every` seconds."""
+
+    def __init__(self, report: VerifyReport, progress: Progress | None, every: float, files: int, size: int) -> None:
+        self.report = report
+        self.progress = progress
+        self.every = every
+        self.files = files
+        self.size = size
+        self.next = time.monotonic() + every
+
+    def maybe(self) -> None:
+        if self.progress is not None and time.monotonic() >= self.next:
+            self.progress(self.report, self.files, self.size)
+            self.next = time.monotonic() + self.every
 
 
 def _is_cache_entry(path: str) -> bool:

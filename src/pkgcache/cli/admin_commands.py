@@ -14,7 +14,7 @@ import http.client
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import click
@@ -27,6 +27,9 @@ from pkgcache.pypi.pages import project_entries
 from pkgcache.service.admin import parse_size, pypi_file_entries
 from pkgcache.storage.eviction import Freed, collect_offline, remove_entries
 from pkgcache.storage.store import CacheStore, UnsafePath
+
+if TYPE_CHECKING:
+    from pkgcache.bundle.verifying import VerifyReport  # imported when verify runs: the CLI starts without it
 
 ADMIN_TIMEOUT = 600.0  # a gc of a large cache walks it whole
 
@@ -207,6 +210,15 @@ def refresh_command(config_file: Path | None, data_dir: Path | None, project: st
     click.echo(f"refreshed {answer['project']} from {answer['upstream']}: {answer['files']} files listed")
 
 
+def _tell_progress(report: VerifyReport, files: int, size: int) -> None:
+    """A line on stderr now and then while verify runs (stdout keeps the summary alone)."""
+    click.echo(
+        f"verify: {report.checked} of {files} files checked ({format_bytes(report.checked_bytes)} of "
+        f"{format_bytes(size)}), {len(report.failures)} failed so far",
+        err=True,
+    )
+
+
 @click.command("verify")
 @locate_options
 @click.option("--dry-run", is_flag=True, help="Report what fails, remove nothing.")
@@ -224,7 +236,7 @@ def verify_command(config_file: Path | None, data_dir: Path | None, dry_run: boo
 
     directory = locate_instance("verify", config_file, data_dir).paths.data_dir
     require_cache(directory)
-    report = verify_cache(directory, dry_run=dry_run)
+    report = verify_cache(directory, dry_run=dry_run, progress=_tell_progress)
     how = report.how
     click.echo(
         f"verify: {report.checked} files checked ({format_bytes(report.checked_bytes)}: {how['digest']} against a "
