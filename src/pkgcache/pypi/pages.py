@@ -30,9 +30,10 @@ log = logging.getLogger(__name__)
 # Bytes of memory a worker spends on project pages (parsed and rendered). A page estimated at more than a quarter
 # of it is not kept in memory: it is read from disk for each request (in a thread), which is slow but bounded.
 MEMORY_BUDGET_BYTES = 96 * 1024 * 1024
-# An estimate of what one listed file costs in memory: parsed (about 600 bytes), rendered in both formats (about
-# 250 bytes each), and each rendering gzipped (about 100 bytes: its digests do not compress).
-BYTES_PER_FILE = 1300
+# An estimate of what one listed file costs in memory: parsed (about 600 bytes), and rendered in the format
+# installers ask for (JSON, about 320 bytes) plain and gzipped (about 75: digests do not compress), with room for
+# some of the other format. A page rendered both ways and gzipped both ways comes to about 1300.
+BYTES_PER_FILE = 1100
 # Pages with more files than this are parsed, loaded and rendered in the page thread pool, off the event loop.
 BIG_PAGE_FILES = 2000
 # A page.json up to this size is read on the event loop (see PageStore.load): about 250 files.
