@@ -123,9 +123,16 @@ class SeedClient:
     async def __aenter__(self) -> SeedClient:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=READ_TIMEOUT)
         connector = aiohttp.TCPConnector(limit=self.jobs * 2)
-        # trust_env False: pkgcache is on this network, never behind the proxy the environment may name.
+        # trust_env False: pkgcache is on this network, never behind the proxy the environment may name. Bodies
+        # are read as sent (auto_decompress off), so no Accept-Encoding is sent either: pkgcache gzips pages for
+        # clients that say they take it.
         self._session = aiohttp.ClientSession(
-            timeout=timeout, connector=connector, headers=self.headers, trust_env=False, auto_decompress=False
+            timeout=timeout,
+            connector=connector,
+            headers=self.headers,
+            trust_env=False,
+            auto_decompress=False,
+            skip_auto_headers=("Accept-Encoding",),
         )
         return self
 
