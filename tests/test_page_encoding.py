@@ -125,6 +125,17 @@ def test_a_rendering_that_would_not_shrink_is_kept_as_it_is() -> None:
     assert gzip_of(plain).body == body and "Content-Encoding" not in gzip_of(plain).headers
 
 
+def test_a_large_rendering_is_gzipped_at_the_fastest_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = b"".join(b'{"filename": "omega-1.%d-py3-none-any.whl"},' % n for n in range(2000))
+    plain = Rendered(body, "text/html", '"x"', {"ETag": '"x"'})
+    assert gzip_of(plain).body == gzip.compress(body, compresslevel=pages.GZIP_LEVEL, mtime=0)
+    monkeypatch.setattr(pages, "GZIP_LARGE_BYTES", len(body) - 1)
+    fast = gzip_of(plain).body
+    assert fast == gzip.compress(body, compresslevel=pages.GZIP_LARGE_LEVEL, mtime=0)
+    assert fast != gzip.compress(body, compresslevel=pages.GZIP_LEVEL, mtime=0)
+    assert gzip.decompress(fast) == body
+
+
 def test_a_big_page_is_gzipped_off_the_event_loop(
     make_cache: Callable[..., RunningCache], upstream: OfficialLikeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -45,6 +45,10 @@ GZIP_MIN_BYTES = 1024
 GZIP_LEVEL = 6
 # Renderings up to this size are gzipped on the event loop (about a millisecond); larger ones in the page threads.
 INLINE_GZIP_BYTES = 64 * 1024
+# Renderings larger than this are gzipped at the fastest level: a page too big for the page memory is rendered and
+# compressed for every request (a 12 MB rendering of 20k files: 0.07 s at level 1 against 0.15 s, 9% more bytes).
+GZIP_LARGE_BYTES = 4 * 1024 * 1024
+GZIP_LARGE_LEVEL = 1
 
 # Parsing and rendering pages is CPU work that can take seconds for a project with 100k files: it gets threads of
 # its own, so it never holds up the file reads and writes that share asyncio's default pool.
@@ -81,7 +85,8 @@ def _representation(body: bytes, content_type: str, gzipped: bool) -> Rendered:
     # Every page's answer varies with both: a cache between pkgcache and its clients must not mix them up.
     headers = {"Content-Type": with_charset(content_type), "Vary": "Accept, Accept-Encoding"}
     if gzipped and len(body) >= GZIP_MIN_BYTES:
-        packed = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+        level = GZIP_LEVEL if len(body) <= GZIP_LARGE_BYTES else GZIP_LARGE_LEVEL
+        packed = gzip.compress(body, compresslevel=level, mtime=0)
         if len(packed) < len(body):
             etag = f'"{tag}{GZIP_ETAG_SUFFIX}"'
             return Rendered(packed, content_type, etag, {**headers, "ETag": etag, "Content-Encoding": "gzip"})
