@@ -91,6 +91,13 @@ def test_a_page_goes_gzipped_to_a_client_that_takes_it_and_as_it_is_to_one_that_
     assert gzip.decompress(html.body) == html_plain.body and b"<a href" in html_plain.body
     refused = cache.get("/pypi/simple/omega/", {**JSON, "Accept-Encoding": "gzip;q=0, deflate"})
     assert "content-encoding" not in refused.headers and refused.body == plain.body
+    # A HEAD says what the GET would send: the gzipped length, encoding and ETag, or the plain ones.
+    for asked, got in (({**JSON, **GZIP}, first), (JSON, plain)):
+        head = cache.get("/pypi/simple/omega/", asked, method="HEAD")
+        assert head.status == 200 and head.body == b""
+        assert int(head.headers["content-length"]) == len(got.body)
+        assert head.headers.get("content-encoding") == got.headers.get("content-encoding")
+        assert head.headers["etag"] == got.headers["etag"]
 
 
 def test_a_client_holding_either_representation_revalidates_to_a_304(
