@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import time
 import weakref
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -38,12 +39,16 @@ from pkgcache.storage.downloads import Download, Expected, IntegrityError
 from pkgcache.storage.filetypes import magic_for
 from pkgcache.storage.sidecars import FETCHED_URL, FileMeta
 from pkgcache.storage.store import CacheStore, in_storage_thread
-from pkgcache.upstream.pool import TargetFor, UpstreamError, UpstreamNotFound
+from pkgcache.upstream.pool import BadBytesEverywhere, TargetFor, UpstreamError, UpstreamNotFound
 
 log = logging.getLogger(__name__)
 
 # A package missing from cached repodata may be newer than it: look again, but not more often than this.
 MISSING_PACKAGE_RECHECK_SECONDS = 10.0
+# Packages whose bytes failed their record's hash on every upstream, remembered (at most this many) so that the
+# next request for one looks its record up again first: the channel may have replaced the file since the repodata
+# here was fetched.
+CONTRADICTED_PACKAGES_KEPT = 1024
 
 
 class ChannelPaths:
@@ -80,6 +85,7 @@ class CachedChannels:
         self._streamable: weakref.WeakKeyDictionary[Download, tuple[int, asyncio.Task[bool]]] = (
             weakref.WeakKeyDictionary()
         )
+        self._contradicted: dict[Path, float] = {}  # package -> when every upstream's bytes failed its record
 
     def channel(self, root: str, name: str) -> Channel:
         return self.paths.channel(root, name)
@@ -159,7 +165,8 @@ class CachedChannels:
         path = self.paths.path(channel, subdir, filename)
         if path.is_file():
             return path
-        record = await self._find_record(channel, subdir, filename)
+        recheck = self._contradicted.pop(path, None) is not None
+        record = await self._find_record(channel, subdir, filename, recheck=recheck)
         if record is None:
             raise PackageNotInRepodata(f"{channel.path}/{subdir} has no package {filename}")
         hashes, size = expected_of(record)
@@ -167,8 +174,16 @@ class CachedChannels:
             path,
             await self._package_target(channel, subdir, filename),
             Expected(hashes=hashes, size=size, magic=magic_for(filename)),
+            on_done=self._note_if_contradicted,
         )
         return path if download is None else download
+
+    async def _note_if_contradicted(self, download: Download) -> None:
+        """Every upstream sent bytes failing the package's record: its record is looked up again next time."""
+        if isinstance(download.error, BadBytesEverywhere):
+            if len(self._contradicted) >= CONTRADICTED_PACKAGES_KEPT:
+                self._contradicted.pop(next(iter(self._contradicted)))
+            self._contradicted[download.final_path] = time.monotonic()
 
     async def _package_target(self, channel: Channel, subdir: str, filename: str) -> TargetFor:
         """Each upstream's URL for a package: beside its repodata, or where the subdir's cached repodata or shard
@@ -188,13 +203,18 @@ class CachedChannels:
                 return self.origin.package_target(channel, subdir, filename, said, meta.upstream, name, said_at)
         return self.origin.target(channel, f"{subdir}/{filename}")
 
-    async def _find_record(self, channel: Channel, subdir: str, filename: str) -> dict[str, Any] | None:
-        record = await self._record_from_shards(channel, subdir, filename)
+    async def _find_record(
+        self, channel: Channel, subdir: str, filename: str, *, recheck: bool = False
+    ) -> dict[str, Any] | None:
+        """The package's record: from the upstream's shards when they are cached, else from the repodata, which is
+        refreshed (at most every MISSING_PACKAGE_RECHECK_SECONDS) when it lists no such package or, with
+        `recheck`, when its record was contradicted by every upstream's bytes."""
+        record = None if recheck else await self._record_from_shards(channel, subdir, filename)
         if record is not None:
             return record
         repodata = await self._repodata_to_search(channel, subdir)
         record = await asyncio.to_thread(find_record, repodata, filename)
-        if record is None:
+        if record is None or recheck:
             meta = await self.files.meta_for(repodata)
             if meta is not None and meta.age() > MISSING_PACKAGE_RECHECK_SECONDS:
                 target = self.origin.target(channel, f"{subdir}/{repodata.name}")
@@ -218,7 +238,7 @@ class CachedChannels:
         for name in ("repodata.json.zst", "repodata.json"):
             try:
                 await self.whole_index_file(channel, subdir, name)
-            except UpstreamNotFound:
+            except (UpstreamNotFound, BadBytesEverywhere):  # none, or none sound: the .json instead
                 if name == "repodata.json":
                     raise
                 continue

@@ -50,7 +50,7 @@ from pkgcache.header_numbers import ascii_number
 from pkgcache.storage.downloads import Download
 from pkgcache.storage.sidecars import FileMeta, Sidecars
 from pkgcache.storage.store import in_storage_thread, storage_error
-from pkgcache.upstream.pool import UpstreamNotFound, UpstreamsUnavailable
+from pkgcache.upstream.pool import BadBytesEverywhere, UpstreamNotFound, UpstreamsUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -179,13 +179,19 @@ class GeneratedShards(ChannelLayer):
         self._passed_through.add(f"{channel.path}/{subdir}")
         return found
 
-    async def _made_here(self, channel: Channel, subdir: str) -> Lookup:
+    async def _made_here(self, channel: Channel, subdir: str, *, again: bool = True) -> Lookup:
         index = self.paths.path(channel, subdir, MADE_HERE, SHARD_INDEX)
         made = await self.sidecars.meta_for(index)
         found = await self._repodata(channel, subdir)
         if made is None and found.download is not None:
             # The subdir's first shards, and its repodata on its way: made from its bytes as they come.
-            return Lookup(CacheState.MISS, index, await self._start_build(channel, subdir, index, found))
+            try:
+                return Lookup(CacheState.MISS, index, await self._start_build(channel, subdir, index, found))
+            except BadBytesEverywhere:
+                if not again or found.path.name == SOURCES[-1]:
+                    raise
+                # No upstream's .zst is sound (now remembered as not there: conda/index_files.py): the .json.
+                return await self._made_here(channel, subdir, again=False)
         source, source_meta = await self._whole(found)
         wanted = _source_key(source, source_meta)
         if made is not None and made.extra.get("source") == wanted:

@@ -6,7 +6,10 @@ request revalidates it (`If-None-Match` / `If-Modified-Since` to the upstream th
 fetched and streamed to the clients that wait for it. "Every upstream says 404" is remembered for the
 time-to-live too, so the probes clients make for optional files (`.zst`, shards) cost the upstreams nothing most
 of the time. A new version replaces the old one only once it is whole and passes its shape check
-(conda/index_checks.py): a mirror's error page never replaces a good copy.
+(conda/index_checks.py): a mirror's error page never replaces a good copy. An optional file (anything but
+repodata.json) that no upstream can give whole and right, and of which there is no copy, is remembered as not
+there for the time-to-live as well: a `.zst` cut short on every mirror (one caught mid-sync) then sends clients,
+and the layers that make shards and `.zst` files here, to the `.json` instead of answering 5xx.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pkgcache.conda.index_checks import content_check_for, magic_of_index, max_s
 from pkgcache.conda.source import Lookup
 from pkgcache.storage.downloads import Download, Expected
 from pkgcache.storage.sidecars import FETCHED_URL, FileMeta, Sidecars
-from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamNotFound
+from pkgcache.upstream.pool import BadBytesEverywhere, TargetFor, Upstream, UpstreamNotFound
 from pkgcache.upstream.transfer import Fetcher
 
 log = logging.getLogger(__name__)
@@ -197,6 +200,10 @@ class IndexFiles:
     async def _record(self, download: Download, how: _How) -> None:
         path = download.final_path
         if isinstance(download.error, UpstreamNotFound):
+            await self.sidecars.save(path, FileMeta(fetched_at=time.time(), missing=True))
+            return
+        if isinstance(download.error, BadBytesEverywhere) and download.expected.optional:
+            log.warning("no upstream has a sound %s; answered as not there for now: %s", path.name, download.error)
             await self.sidecars.save(path, FileMeta(fetched_at=time.time(), missing=True))
             return
         if download.error is not None or download.not_modified:

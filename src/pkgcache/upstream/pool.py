@@ -96,6 +96,12 @@ class UpstreamsUnavailable(Exception):
         super().__init__("; ".join(f"{name}: {reason}" for name, reason in self.errors.items()))
 
 
+class BadBytesEverywhere(UpstreamsUnavailable):
+    """No upstream gave the file, and at least one sent bytes that failed the index's check. When every mirror
+    sends the same wrong bytes, the index that gave the hash is the likely culprit (it may be out of date), so
+    none of them is rested for it: a layer that keeps that index may refresh it and try again."""
+
+
 @dataclass
 class UpstreamStats:
     requests: int = 0
@@ -467,6 +473,10 @@ class UpstreamPool:
     def report_failure(self, upstream: Upstream, reason: str, retry_after: float | None = None) -> None:
         """Count a failure of `upstream` and skip it for the cool-down (or as long as it asked us to wait)."""
         upstream.stats.failures += 1
+        self.rest(upstream, reason, retry_after)
+
+    def rest(self, upstream: Upstream, reason: str, retry_after: float | None = None) -> None:
+        """Skip `upstream` for the cool-down (or as long as it asked us to wait), a failure counted already."""
         upstream.last_error = reason
         # A mirror may ask for a long rest, but not for years (one sent Retry-After: 999999999).
         longest = max(self.policy.max_retry_after, self.policy.cooldown)

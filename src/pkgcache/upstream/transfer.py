@@ -6,8 +6,11 @@ from the pool's upstreams in order. Each answer is received by a `_Receiver`, wh
 - refuses an answer that cannot be the file (an HTML page for a package, a declared length that is not the index's
   size) before writing any of it,
 - gives up on an upstream that drips or falls silent mid-body while another one could take over,
-- and, when the bytes turn out wrong (size, hash, content), throws them away and moves on to the next upstream,
-  resting the one that lied: the file is still fetched for the next clients, from a mirror that has it right.
+- and, when the bytes turn out wrong (size, hash, content), throws them away and moves on to the next upstream:
+  the file is still fetched for the next clients, from a mirror that has it right. The one that sent them is
+  rested once another has given the right bytes. When none does, the index's hash may be the wrong one (an index
+  cached before the file changed upstream): no mirror is rested for one file's sake, and the failure says so
+  (`BadBytesEverywhere`), so that a layer keeping that index can refresh it.
 
 Which upstream is blamed is decided only from what is known to be right: the index's size and hash, and each
 answer's own headers. An upstream is never blamed for another one's bytes.
@@ -32,6 +35,7 @@ from pkgcache.storage.downloads import (
     NoRoomForDeclaredLength,
 )
 from pkgcache.upstream.pool import (
+    BadBytesEverywhere,
     HeadersFor,
     TargetFor,
     Upstream,
@@ -104,12 +108,19 @@ async def receive_from_upstreams(
             headers=lambda upstream: receiver.request_headers(headers, upstream),
             ok_statuses=frozenset({200, 206, 304, 416}),
         )
-    except UpstreamsUnavailable:
+    except UpstreamsUnavailable as exc:
         # An upstream declared a length the disk has no room for, and none could give the file instead: the
         # disk's fault (507), not the upstreams'.
         if receiver.no_room is not None:
             raise receiver.no_room from None
+        if receiver.bytes_failed:
+            raise BadBytesEverywhere(exc.errors) from None
         raise
+    # Another upstream had the file right: those that sent it wrong lied, and rest.
+    for name, reason in receiver.sent_bad.items():
+        liar = pool.by_name(name)
+        if liar is not None:
+            pool.rest(liar, reason)
 
 
 class _Receiver:
@@ -122,6 +133,8 @@ class _Receiver:
         self.tried: set[str] = set()
         self.asked_if_changed: set[str] = set()  # upstreams sent validators: only they may answer 304
         self.no_room: NoRoomForDeclaredLength | None = None
+        self.sent_bad: dict[str, str] = {}  # upstream -> why its bytes failed their check
+        self.bytes_failed = False  # some bytes failed their check (whoever sent them)
 
     def request_headers(self, extra: HeadersFor | None, upstream: Upstream) -> dict[str, str]:
         # Bodies are decoded as they arrive, so a hash is always of the file's own bytes; but Range counts encoded
@@ -163,9 +176,10 @@ class _Receiver:
             self.no_room = exc
             raise UpstreamError(str(exc), rest_upstream=False) from None
         except IntegrityError as exc:
-            # The bytes are wrong, not just cut: none of them can be kept, and this upstream has lied.
+            # The bytes are wrong, not just cut: none of them can be kept.
             await download.discard()
-            raise UpstreamError(f"{upstream.name} sent a bad {download.final_path.name}: {exc}") from None
+            reason = f"{upstream.name} sent a bad {download.final_path.name}: {exc}"
+            raise self._contradicts_index(upstream, reason) from None
         except BaseException:
             if download.compressed:
                 await download.discard()  # a cut compressed transfer cannot be resumed: the next one starts at 0
@@ -193,6 +207,7 @@ class _Receiver:
             await download.check_content()
         except IntegrityError as exc:
             await download.discard()  # the bytes of the upstream before it, which overstated nothing: they are wrong
+            self.bytes_failed = True
             raise UpstreamError(
                 f"the {size} bytes of {download.final_path.name} here fail their check: {exc}", rest_upstream=False
             ) from None
@@ -241,7 +256,14 @@ class _Receiver:
         size = download.expected.size
         total = _full_length(response)
         if size is not None and total is not None and total != size:
-            raise UpstreamError(f"{upstream.name} offers {total} bytes where the index says {size}")
+            raise self._contradicts_index(upstream, f"{upstream.name} offers {total} bytes where the index says {size}")
+
+    def _contradicts_index(self, upstream: Upstream, reason: str) -> UpstreamError:
+        """The upstream's file is not the one the index describes. It lied, or the index is out of date: it is
+        rested only if another upstream has the file right (receive_from_upstreams)."""
+        self.sent_bad[upstream.name] = reason
+        self.bytes_failed = True
+        return UpstreamError(reason, rest_upstream=False)
 
     def _bytes_to_skip(self, response: aiohttp.ClientResponse) -> int:
         written = self.download.written
