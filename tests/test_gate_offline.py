@@ -466,3 +466,29 @@ def test_a_held_pool_sends_no_callers_request_and_one_probe_at_a_time_per_upstre
 
 async def _never(upstream: Upstream, response: object) -> None:
     raise AssertionError("no answer was expected")
+
+
+def test_what_the_offline_view_leaves_out_while_the_mirror_is_down_is_a_503_to_ask_again_not_a_404(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    """Offline by configuration, a file not held is gone for good (404); while every mirror is down it may come
+    back, so clients are told to ask again (503 with Retry-After), in words that do not say the cache is offline."""
+    cache = _blackholed_after_seeding(official_upstream, make_cache, tmp_path)
+    for path in (
+        "/pypi/files/alpha/alpha-2.0-py3-none-any.whl",
+        "/pypi/files/alpha/alpha-2.0-py3-none-any.whl.metadata",
+    ):
+        answer = cache.get(path)
+        assert answer.status == 503 and answer.headers["retry-after"] == "2", (path, answer.status, answer.body)
+        assert b"every upstream is down" in answer.body and b"offline" not in answer.body, answer.body
+
+
+def test_a_conda_package_the_offline_view_leaves_out_while_the_mirror_is_down_is_a_503(
+    conda_mirror: MirrorLikeUpstream, conda_channels: Channels, make_cache: Callable[..., RunningCache]
+) -> None:
+    cache = _conda_cache_gone_down(conda_mirror, make_cache)
+    _wait_for(lambda: _conda_down(cache)[0]["degraded"], "in the offline view")
+    pkg = next(p for p in conda_channels.forge_pkgs if p.subdir == "noarch")
+    answer = cache.get(f"/conda/{CHANNEL}/noarch/{pkg.filename}")
+    assert answer.status == 503 and answer.headers["retry-after"] == "2", (answer.status, answer.body)
+    assert b"every upstream is down" in answer.body and b"offline" not in answer.body, answer.body

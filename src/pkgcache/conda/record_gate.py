@@ -22,6 +22,7 @@ from pkgcache.conda.cached_channels import ChannelPaths
 from pkgcache.conda.channels import Channel
 from pkgcache.conda.repodata_filter import FilterJob
 from pkgcache.gate.first_seen import FirstSeen
+from pkgcache.gate.misses import not_held
 from pkgcache.gate.state import SideGate
 
 if TYPE_CHECKING:  # py-rattler is imported only where a conda policy is in force (gate/state.py)
@@ -88,6 +89,7 @@ class GateRecords:
             blocks=tuple(block.as_json() for block in policy.blocks) if policy is not None else (),
             policy_fingerprint=policy.fingerprint if policy is not None else "",
             held=self.held(channel, subdir) if self.offline else None,
+            never_fetches=self.never_fetches,
             first_seen=dict(first_seen.files) if first_seen is not None else {},
             first_seen_since=first_seen.since if first_seen is not None else None,
         )
@@ -102,8 +104,7 @@ class GateRecords:
             if not verdict.allowed:
                 return 403, verdict.message
         if self.offline and not self.paths.path(channel, subdir, filename).is_file():
-            where = f"{channel.path}/{subdir}/{filename}"
-            return 404, f"{where} is not in this cache, which is offline (no upstream is asked)"
+            return not_held(f"{channel.path}/{subdir}/{filename}", configured_offline=self.never_fetches)
         return None
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import zstandard
 
 from pkgcache.conda.repodata_stream import RECORD_SECTIONS, Info, Other, Record, Removed, iter_repodata_file
+from pkgcache.gate.misses import not_held
 from pkgcache.policy.common import Block, from_epoch
 
 BATCH_RECORDS = 4096
@@ -38,7 +39,8 @@ class FilterJob:
     """What to refuse in one subdir's repodata (picklable: it may cross to another process).
 
     `policy_settings` and `blocks` are the conda policy as JSON (None: no policy); `held`, when given, is the set
-    of package files the cache holds (the offline view: the rest is refused); `first_seen` maps file names to when
+    of package files the cache holds (the offline view: the rest is refused, for good when `never_fetches`, else
+    for as long as every upstream is down); `first_seen` maps file names to when
     pkgcache first saw them, for records without a timestamp (`first_seen_since`: when that record began).
     `info_without`: keys left out of `info` (by default `base_url`: packages are fetched beside the repodata, from
     pkgcache, whatever the source said: conda/base_url.py).
@@ -51,6 +53,7 @@ class FilterJob:
     blocks: tuple[dict[str, Any], ...] = ()
     policy_fingerprint: str = ""
     held: frozenset[str] | None = None
+    never_fetches: bool = True
     first_seen: dict[str, float] = field(default_factory=dict)
     first_seen_since: float | None = None
     info_without: tuple[str, ...] = ("base_url",)
@@ -130,8 +133,8 @@ class _Judge:
                 kept = {filename: record for filename, record in kept.items() if filename in held}
                 where = f"{job.channel}/{job.subdir}"
                 for filename in missing:
-                    message = f"{where}/{filename} is not in this cache, which is offline (no upstream is asked)"
-                    outcome.refused[filename] = (404, message)
+                    refusal = not_held(f"{where}/{filename}", configured_offline=job.never_fetches)
+                    outcome.refused[filename] = refusal
         outcome.kept += len(kept)
         return kept
 

@@ -1,4 +1,5 @@
-"""The gate's answers: a refusal by the policy (403) or a miss of the offline cache (404), as exceptions.
+"""The gate's answers: a refusal by the policy (403), a miss of the offline cache (404), or a miss of the offline
+view shown while every upstream is down (503: it may come back), as exceptions.
 
 They are aiohttp's HTTP exceptions, so a layer deep in a side's chain raises one and the route's client gets it
 as it is. pip and uv show the reason phrase of a file they could not download (not the body), so the message is
@@ -10,6 +11,9 @@ from __future__ import annotations
 import re
 
 from aiohttp import web
+
+from pkgcache.gate.misses import not_held
+from pkgcache.http.responses import CLIENT_RETRY_AFTER_SECONDS
 
 # Long enough for a rule, its reason and a date; status lines of this size pass every client and proxy tried.
 MAX_REASON_CHARS = 480
@@ -39,10 +43,25 @@ class NotInOfflineCache(web.HTTPNotFound):
         self.message = message
 
 
+class NotHeldWhileDown(web.HTTPServiceUnavailable):
+    """Something the cache does not hold while every upstream of its side is down: asked for again soon, it may be
+    fetched (the same Retry-After as the pool's own "every upstream is resting" answer)."""
+
+    def __init__(self, message: str) -> None:
+        headers = {"Cache-Control": "no-store", "Retry-After": str(CLIENT_RETRY_AFTER_SECONDS)}
+        super().__init__(reason=reason_phrase(message), text=message + "\n", headers=headers)
+        self.message = message
+
+
 def offline_miss(what: str) -> NotInOfflineCache:
-    return NotInOfflineCache(f"{what} is not in this cache, which is offline (no upstream is asked)")
+    return NotInOfflineCache(not_held(what, configured_offline=True)[1])
 
 
 def refusal_error(status: int, message: str) -> web.HTTPException:
-    """The exception answering a refusal: 404 for what an offline cache does not hold, else 403."""
-    return NotInOfflineCache(message) if status == 404 else Refused(message)
+    """The exception answering a refusal: 404 for what an offline cache does not hold, 503 for what it does not
+    hold while every upstream is down, else 403."""
+    if status == 404:
+        return NotInOfflineCache(message)
+    if status == 503:
+        return NotHeldWhileDown(message)
+    return Refused(message)

@@ -48,7 +48,9 @@ class SideGate:
     fingerprint: str = field(init=False)
 
     def __post_init__(self) -> None:
-        parts = [self.side, self.policy.fingerprint if self.policy else "-", "offline" if self.view_offline else "-"]
+        # Offline by configuration and offline while every upstream is down refuse what is not held differently.
+        view = "offline" if self.offline else "down" if self.degraded else "-"
+        parts = [self.side, self.policy.fingerprint if self.policy else "-", view]
         object.__setattr__(self, "fingerprint", hashlib.sha256("/".join(parts).encode()).hexdigest()[:16])
 
     @property

@@ -3,8 +3,8 @@
 Two filters, applied in this order to a page:
 - the supply-chain policy (pkgcache.policy): a refused file is left out and answered 403 with the policy's message;
   a file's age is its PEP 700 upload time, else when pkgcache first saw it (gate/first_seen.py);
-- the offline view: a file the cache does not hold is left out and answered 404 (offline mode, or every upstream
-  down).
+- the offline view: a file the cache does not hold is left out and answered 404 in offline mode, or 503 (with
+  Retry-After) while every upstream is down, since it can be fetched once one answers again.
 Either leaves out of PEP 700 `versions` the versions it left with no file.
 """
 
@@ -20,6 +20,7 @@ from packaging.version import InvalidVersion, Version
 
 from pkgcache.gate.first_seen import FILE_NAME as FIRST_SEEN_FILE
 from pkgcache.gate.first_seen import note_first_seen
+from pkgcache.gate.misses import not_held
 from pkgcache.gate.state import SideGate
 from pkgcache.policy.pypi import PypiPolicy, normalize_name
 from pkgcache.pypi.filtered_index import PageSplit, Refusal
@@ -66,9 +67,8 @@ class GatePages:
             missing = [dist.filename for dist in shown.files if dist.filename not in held]
             if missing:
                 shown = without_files(shown, missing)
-                message = "{} is not in this cache, which is offline (no upstream is asked)"
                 for name in missing:
-                    refused.setdefault(name, Refusal(404, message.format(name)))
+                    refused.setdefault(name, Refusal(*not_held(name, configured_offline=self.never_fetches)))
         return PageSplit(shown, refused, until)
 
     def _first_seen(
