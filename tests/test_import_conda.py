@@ -4,9 +4,11 @@ the merged repodata agreeing, served offline (`[server] offline = true`) to real
 
 from __future__ import annotations
 
+import bz2
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -385,3 +387,78 @@ def test_a_damaged_bundle_repodata_is_refused_and_leaves_the_data_directory_as_i
         merge_subdir(here, _side(bundle), Side.in_folder(here), tmp_path)
 
     assert (here / "repodata.json").read_bytes() == before
+
+
+# --- subdirs as clients and seed leave them: repodata in any form, with or without packages -------------------------
+
+NOARCH_PKG = "pydata-2.0-py_0.conda"
+
+
+@pytest.fixture
+def full_mirror(bg_loop: BackgroundLoop, conda_channels: Channels) -> Iterator[MirrorLikeUpstream]:
+    """A mirror serving every form of the repodata (.json, .zst, .bz2): a client or seed may ask for any."""
+    upstream = MirrorLikeUpstream({"pkgs/main": conda_channels.main, "conda-forge": conda_channels.forge})
+    bg_loop.run(upstream.start())
+    yield upstream
+    bg_loop.run(upstream.stop())
+
+
+def _filled_by_clients(bg_loop: BackgroundLoop, mirror: MirrorLikeUpstream, data: Path, paths: list[str]) -> None:
+    """`data` as clients leave it: each of `paths` (below pkgs/main) asked for through a pkgcache on `mirror`."""
+    conda = {"upstreams": [f"{mirror.url}/anaconda/"], "channels": CHANNELS}
+    cache = start_cache(bg_loop, cache_settings(data, [UNREACHABLE_PYPI], conda=conda))
+    try:
+        for path in paths:
+            answer = cache.get(f"/conda/pkgs/main/{path}")
+            assert answer.status == 200, (path, answer)
+        cache.wait_for_downloads_to_end()
+    finally:
+        cache.stop()
+
+
+def _records(body: bytes, form: str) -> dict[str, Any]:
+    """Every package record (both sections, by file name) of a repodata's bytes in `form`."""
+    if form.endswith(".zst"):
+        body = zstandard.ZstdDecompressor().decompressobj().decompress(body)
+    elif form.endswith(".bz2"):
+        body = bz2.decompress(body)
+    document = json.loads(body)
+    return {**document.get("packages", {}), **document.get("packages.conda", {})}
+
+
+def _assert_imported_as_upstream(bg_loop: BackgroundLoop, data: Path, channel: Path, form: str, held: set[str]) -> None:
+    """`data` holds `form` of noarch's and the platform's repodata with the channel's very records, and the packages
+    `held` (`<subdir>/<file>`) as the channel's bytes; an offline pkgcache on it serves them, each subdir's
+    repodata listing the packages held (the offline view: conda/filtered_channels.py)."""
+    conda = {"upstreams": [UNREACHABLE_CONDA], "channels": CHANNELS}
+    cache = start_cache(bg_loop, cache_settings(data, [UNREACHABLE_PYPI], conda=conda, server={"offline": True}))
+    try:
+        for subdir in ("noarch", SUBDIR):
+            upstream = _records((channel / subdir / "repodata.json").read_bytes(), "repodata.json")
+            assert _records((data / "conda/pkgs/main" / subdir / form).read_bytes(), form) == upstream, subdir
+            answer = cache.get(f"/conda/pkgs/main/{subdir}/{form}")
+            assert answer.status == 200, (subdir, answer)
+            listed = {name: upstream[name] for name in upstream if f"{subdir}/{name}" in held}
+            assert _records(answer.body, form) == listed, subdir
+        for package in held:
+            answer = cache.get(f"/conda/pkgs/main/{package}")
+            assert answer.status == 200 and answer.body == (channel / package).read_bytes(), package
+    finally:
+        cache.stop()
+
+
+def test_a_subdir_whose_repodata_came_without_any_of_its_packages_is_imported_and_served(
+    tmp_path: Path, full_mirror: MirrorLikeUpstream, conda_channels: Channels, bg_loop: BackgroundLoop
+) -> None:
+    """conda fetches the platform's repodata with noarch's even when it installs noarch packages only: the bundle
+    brings repodata for a subdir of which the data directory holds no file yet."""
+    outside, inside = tmp_path / "outside", tmp_path / "inside"
+    asked = ["noarch/repodata.json", f"{SUBDIR}/repodata.json", f"noarch/{NOARCH_PKG}"]
+    _filled_by_clients(bg_loop, full_mirror, outside, asked)
+
+    imported = pkgcache("import", "--data-dir", inside, _export(outside, tmp_path / "kit.tar"))
+
+    assert imported.returncode == 0 and "Traceback" not in imported.stderr, imported.stderr
+    assert "no page or repodata kept here lists them" not in imported.stderr, imported.stderr
+    assert not list((inside / "tmp").iterdir())
+    _assert_imported_as_upstream(bg_loop, inside, conda_channels.main, "repodata.json", {f"noarch/{NOARCH_PKG}"})

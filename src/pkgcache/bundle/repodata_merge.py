@@ -194,6 +194,9 @@ def _merge_readable(folder: Path, bundle: Side, here: Side, work_dir: Path) -> S
     if base is here and not outcome.records_added:
         return outcome  # the data directory's index stays as it is
     outcome.changed = True
+    # A subdir may have no folder here yet: conda fetches the platform's repodata with noarch's even when it
+    # installs noarch packages only, so a bundle brings repodata for subdirs it brings no package of.
+    folder.mkdir(parents=True, exist_ok=True)
     forms = [form for form in REPODATA_FORMS if form in bundle.files or form in here.files]
     temps = {form: work_dir / f"merged-{uuid.uuid4().hex[:8]}-{form}" for form in forms}
     said = _write_merged(base.files[base_source], extras, temps)
