@@ -462,3 +462,21 @@ def test_a_subdir_whose_repodata_came_without_any_of_its_packages_is_imported_an
     assert "no page or repodata kept here lists them" not in imported.stderr, imported.stderr
     assert not list((inside / "tmp").iterdir())
     _assert_imported_as_upstream(bg_loop, inside, conda_channels.main, "repodata.json", {f"noarch/{NOARCH_PKG}"})
+
+
+def test_a_subdir_whose_folder_cannot_be_made_is_refused_in_one_line_and_the_rest_is_imported(
+    tmp_path: Path, full_mirror: MirrorLikeUpstream, conda_channels: Channels, bg_loop: BackgroundLoop
+) -> None:
+    outside, inside = tmp_path / "outside", tmp_path / "inside"
+    asked = ["noarch/repodata.json", f"{SUBDIR}/repodata.json", f"noarch/{NOARCH_PKG}"]
+    _filled_by_clients(bg_loop, full_mirror, outside, asked)
+    write(inside, f"conda/pkgs/main/{SUBDIR}", "a file where the subdir's folder goes")
+
+    imported = pkgcache("import", "--data-dir", inside, _export(outside, tmp_path / "kit.tar"))
+
+    assert imported.returncode == 1 and "Traceback" not in imported.stderr, imported.stderr
+    assert f"{SUBDIR}/repodata.json: the subdir's index could not be written here: " in imported.stderr
+    noarch = inside / "conda/pkgs/main/noarch"
+    upstream = _records((conda_channels.main / "noarch/repodata.json").read_bytes(), "repodata.json")
+    assert _records((noarch / "repodata.json").read_bytes(), "repodata.json") == upstream
+    assert (noarch / NOARCH_PKG).read_bytes() == (conda_channels.main / "noarch" / NOARCH_PKG).read_bytes()

@@ -371,8 +371,10 @@ def _merge_subdir(
     try:
         outcome = merge_subdir(folder, bundle, here, staging)
     except MalformedRepodata as exc:
-        for entry in unit.values():
-            report.failed.append((entry.path, f"the subdir's repodata could not be merged: {exc}"))
+        _refuse_unit(unit, report, f"the subdir's repodata could not be merged: {exc}")
+        return
+    except OSError as exc:  # said for this subdir alone: the other units are still merged
+        _refuse_unit(unit, report, f"the subdir's index could not be written here: {exc}")
         return
     report.repaired += [(f"{subdir_path}/{form}", why) for form, why in outcome.damaged]
     written = set(outcome.written) | {form + META_SUFFIX for form in outcome.written}
@@ -381,6 +383,11 @@ def _merge_subdir(
             (report.replaced if name in here.files else report.added).append(entry)
         else:
             report.present.append(entry)
+
+
+def _refuse_unit(unit: dict[str, Entry], report: ImportReport, why: str) -> None:
+    for entry in unit.values():
+        report.failed.append((entry.path, why))
 
 
 def _held(data_dir: Path, project: str) -> set[str]:

@@ -151,7 +151,8 @@ class SubdirMerge:
 def merge_subdir(folder: Path, bundle: Side, here: Side, work_dir: Path) -> SubdirMerge:
     """Merge the unit of the subdir at `folder` (see the module docstring); the packages must be in place.
 
-    Raises MalformedRepodata when the bundle's repodata cannot be read; nothing is written then."""
+    Raises MalformedRepodata when the bundle's repodata cannot be read, and OSError when the subdir's folder cannot
+    be made (a file in its place); nothing is written then."""
     damaged: list[tuple[str, str]] = []
     while True:
         try:
