@@ -22,7 +22,15 @@ from pkgcache.conda.repodata_stream import MalformedRepodata
 from tests.cache_service import CacheProcess, cache_settings, start_cache
 from tests.conda_support import SUBDIR, Channels, install, installed_names
 from tests.fakes.conda_upstreams import MirrorLikeUpstream
-from tests.kit_support import CHANNELS, UNREACHABLE_CONDA, UNREACHABLE_PYPI, pkgcache, write, write_config
+from tests.kit_support import (
+    CHANNELS,
+    UNREACHABLE_CONDA,
+    UNREACHABLE_PYPI,
+    pkgcache,
+    rewrite_bundle,
+    write,
+    write_config,
+)
 from tests.support import BackgroundLoop, http_get
 
 OLD = "libfoo-1.0-h1_0.tar.bz2"  # only the bundle's (older) repodata lists it
@@ -480,3 +488,58 @@ def test_a_subdir_whose_folder_cannot_be_made_is_refused_in_one_line_and_the_res
     upstream = _records((conda_channels.main / "noarch/repodata.json").read_bytes(), "repodata.json")
     assert _records((noarch / "repodata.json").read_bytes(), "repodata.json") == upstream
     assert (noarch / NOARCH_PKG).read_bytes() == (conda_channels.main / "noarch" / NOARCH_PKG).read_bytes()
+
+
+@pytest.mark.parametrize("form", ["repodata.json.zst", "repodata.json.bz2"])
+def test_a_subdir_whose_repodata_is_cached_only_compressed_is_imported_and_served(
+    tmp_path: Path, full_mirror: MirrorLikeUpstream, conda_channels: Channels, bg_loop: BackgroundLoop, form: str
+) -> None:
+    """Clients ask for the .zst (or the .bz2) alone: the cache holds the subdir's repodata compressed only."""
+    outside, inside = tmp_path / "outside", tmp_path / "inside"
+    held = {f"noarch/{NOARCH_PKG}", f"{SUBDIR}/{NEW}"}
+    _filled_by_clients(bg_loop, full_mirror, outside, [f"noarch/{form}", f"{SUBDIR}/{form}", *sorted(held)])
+    assert not list(outside.glob("conda/pkgs/main/*/repodata.json"))
+
+    imported = pkgcache("import", "--data-dir", inside, _export(outside, tmp_path / "kit.tar"))
+
+    assert imported.returncode == 0, imported.stderr
+    assert "no page or repodata kept here lists them" not in imported.stderr, imported.stderr
+    _assert_imported_as_upstream(bg_loop, inside, conda_channels.main, form, held)
+
+
+def test_seed_export_import_keeps_the_conda_indexes_seed_caches_as_zst(
+    tmp_path: Path, full_mirror: MirrorLikeUpstream, conda_channels: Channels, bg_loop: BackgroundLoop
+) -> None:
+    """The documented flow, from an upstream that has .zst: seed caches each subdir's repodata.json.zst (noarch's
+    too, with none of its packages)."""
+    outside, inside = _seed(tmp_path, full_mirror, conda_channels, "outside", NEW), tmp_path / "inside"
+    assert not list(outside.glob("conda/pkgs/main/*/repodata.json"))
+
+    imported = pkgcache("import", "--data-dir", inside, _export(outside, tmp_path / "kit.tar"))
+
+    assert imported.returncode == 0, imported.stderr
+    assert "no page or repodata kept here lists them" not in imported.stderr, imported.stderr
+    _assert_imported_as_upstream(bg_loop, inside, conda_channels.main, "repodata.json.zst", {f"{SUBDIR}/{NEW}"})
+
+
+def test_a_bundle_holding_a_subdirs_repodata_as_bz2_alone_is_imported(
+    tmp_path: Path, full_mirror: MirrorLikeUpstream, conda_channels: Channels, bg_loop: BackgroundLoop
+) -> None:
+    outside, inside = tmp_path / "outside", tmp_path / "inside"
+    _filled_by_clients(bg_loop, full_mirror, outside, [f"{SUBDIR}/repodata.json.bz2", f"{SUBDIR}/{NEW}"])
+    bz2_only = tmp_path / "bz2-only.tar"
+    rewrite_bundle(
+        _export(outside, tmp_path / "kit.tar"),
+        bz2_only,
+        lambda name, data: None if ".zst" in name else data,
+        lambda manifest: manifest.update(files=[e for e in manifest["files"] if ".zst" not in e["path"]]),
+    )
+
+    imported = pkgcache("import", "--data-dir", inside, bz2_only)
+
+    assert imported.returncode == 0, imported.stderr
+    assert "no page or repodata kept here lists them" not in imported.stderr, imported.stderr
+    folder = inside / "conda/pkgs/main" / SUBDIR
+    assert sorted(p.name for p in folder.iterdir()) == [NEW, "repodata.json.bz2", "repodata.json.bz2.meta"]
+    upstream = _records((conda_channels.main / SUBDIR / "repodata.json").read_bytes(), "repodata.json")
+    assert _records((folder / "repodata.json.bz2").read_bytes(), "repodata.json.bz2") == upstream

@@ -191,7 +191,7 @@ def _receive_member(
         return f"{member.size} bytes in the tar, {entry.size} in the manifest"
     handle = tar.extractfile(member)
     assert handle is not None
-    target = staging / f"{len(staged) + len(report.failed):08d}"
+    target = _staging_path(staging, len(staged) + len(report.failed), member.name)
     digest = hashlib.sha256()
     with target.open("wb") as out:
         while chunk := handle.read(CHUNK):
@@ -205,6 +205,14 @@ def _receive_member(
         return f"sha256 {digest.hexdigest()} is not the manifest's {entry.sha256}"
     staged[member.name] = target
     return None
+
+
+def _staging_path(staging: Path, number: int, path: str) -> Path:
+    """Where the member at cache path `path` is staged: in a folder of its own, under its own file name, as what
+    reads it goes by the name (a repodata.json.zst or .bz2 is decompressed because its name says so)."""
+    folder = staging / f"{number:08d}"
+    folder.mkdir()
+    return folder / path.rsplit("/", 1)[-1]
 
 
 # --- checks against the indexes ----------------------------------------------------------------------------------

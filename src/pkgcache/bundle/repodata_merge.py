@@ -85,8 +85,9 @@ def in_unit(name: str) -> bool:
 
 @dataclass
 class Side:
-    """One side's copy of a subdir's index unit: where each file is (name below the subdir -> path), and the size
-    and mtime (ns) each has as that side knows it (the bundle's: as exported)."""
+    """One side's copy of a subdir's index unit: where each file is (name below the subdir -> path, whose file name
+    is that name's last part: a repodata is read as compressed or not by it), and the size and mtime (ns) each has
+    as that side knows it (the bundle's: as exported)."""
 
     files: dict[str, Path] = field(default_factory=dict)
     stats: dict[str, tuple[int, int]] = field(default_factory=dict)
