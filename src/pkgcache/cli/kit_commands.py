@@ -30,6 +30,7 @@ from pkgcache.daemon.errors import DaemonError
 from pkgcache.daemon.status_client import get_json
 from pkgcache.formatting import format_bytes
 from pkgcache.kit_record import add_kit_entry, last_entry
+from pkgcache.seeding.credentials import reader_credentials
 
 if TYPE_CHECKING:
     from pkgcache.seeding.run import SeedReport
@@ -111,19 +112,23 @@ def seed(
     located = locate_instance("seed", config_file, data_dir)
     settings = located.settings
 
+    # pkgcache's reads may need a user: seed's requests, uv's and rattler's go as the first configured reader,
+    # also through the server seed starts itself (loopback, which every account on the machine reaches).
+    reader = reader_credentials(settings)
+
     async def go() -> SeedReport:
         if url is not None:
             return await run_seed(plan, url, settings, options, data_dir=None, console=console)
         if located.state.running:
             console.print(f"seeding through the running pkgcache at {located.url}/")
-            headers = read_auth_headers(settings)
             local = located.paths.data_dir
             return await run_seed(
-                plan, located.url, settings, options, data_dir=local, headers=headers, console=console
+                plan, located.url, settings, options, data_dir=local, credentials=reader, console=console
             )
         console.print(f"no pkgcache runs on {settings.server.data_dir}: serving it here for the seed")
         async with serving_in_process(settings) as own_url:
-            return await run_seed(plan, own_url, settings, options, data_dir=settings.server.data_dir, console=console)
+            local = settings.server.data_dir
+            return await run_seed(plan, own_url, settings, options, data_dir=local, credentials=reader, console=console)
 
     try:
         report = asyncio.run(go())

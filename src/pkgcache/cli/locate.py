@@ -11,7 +11,6 @@ record; any other with the settings the options resolve to.
 
 from __future__ import annotations
 
-import base64
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from pkgcache.daemon.launch_record import read_launch_record
 from pkgcache.daemon.lock import InstanceState, inspect_instance
 from pkgcache.daemon.registry import registry_path, remembered
 from pkgcache.daemon.status_client import local_url
+from pkgcache.seeding.credentials import reader_credentials
 from pkgcache.storage.eviction import holds_cache
 
 DATA_DIR_VARIABLE = "PKGCACHE_SERVER__DATA_DIR"
@@ -130,12 +130,8 @@ def require_cache(data_dir: Path) -> None:
 
 def read_auth_headers(settings: Settings) -> dict[str, str]:
     """Basic auth with the first configured reader, for when reads (status included) require it."""
-    users = settings.access.users
-    if not users:
-        return {}
-    user, password = next(iter(users.items()))
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
+    credentials = reader_credentials(settings)
+    return credentials.header() if credentials is not None else {}
 
 
 def _as_launched(state: InstanceState, settings: Settings) -> Settings:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ from rich.progress import (
 )
 
 from pkgcache.cache_state import REVALIDATE_HEADER, CacheState
+
+from .credentials import Credentials
 
 JSON_PAGE = "application/vnd.pypi.simple.v1+json"
 CACHE_STATE_HEADER = "X-Pkgcache-Cache"
@@ -104,13 +106,15 @@ class SeedClient:
         *,
         data_dir: Path | None,
         jobs: int,
-        headers: Mapping[str, str] | None = None,
+        credentials: Credentials | None = None,
         console: Console | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.data_dir = data_dir
         self.jobs = max(1, jobs)
-        self.headers = dict(headers or {})
+        # The resolvers seed runs (uv, rattler) read pkgcache with these too.
+        self.credentials = credentials
+        self.headers = credentials.header() if credentials is not None else {}
         self.console = console or Console(stderr=True)
         self.stats = FetchStats()
         self._slots = asyncio.Semaphore(self.jobs)

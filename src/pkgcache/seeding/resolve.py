@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from pkgcache.seed.inputs import read_inputs
 from pkgcache.seed.model import CondaSpec, PypiFile, PypiRequirement, SeedPlan
 
+from .credentials import Credentials
 from .fetch import FetchItem, SeedClient
 from .targets import Platform, archspec_build, virtual_packages
 
@@ -46,6 +47,10 @@ _UV_INDEX_VARIABLES = (
     "UV_OFFLINE",
     "UV_INDEX_STRATEGY",
 )
+# uv's name for pkgcache's index: it reads the index's credentials from UV_INDEX_<NAME>_USERNAME and _PASSWORD.
+UV_INDEX_NAME = "pkgcache"
+UV_USER_VARIABLE = f"UV_INDEX_{UV_INDEX_NAME.upper()}_USERNAME"
+UV_PASSWORD_VARIABLE = f"UV_INDEX_{UV_INDEX_NAME.upper()}_PASSWORD"
 
 
 class ResolverMissing(RuntimeError):
@@ -121,31 +126,53 @@ def requirements_text(requirements: Sequence[PypiRequirement]) -> tuple[str, str
     return "\n".join(wanted) + "\n", "\n".join(bounds) + "\n"
 
 
-def uv_environment() -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if name.upper() not in _UV_INDEX_VARIABLES}
+def uv_environment(credentials: Credentials | None = None) -> dict[str, str]:
+    """This environment without what would make uv read another index, with the reader's credentials if any
+    (here rather than in the index URL, which `ps` shows and uv may print)."""
+    own = {*_UV_INDEX_VARIABLES, UV_USER_VARIABLE, UV_PASSWORD_VARIABLE}
+    env = {name: value for name, value in os.environ.items() if name.upper() not in own}
     # pkgcache is on this network (loopback when seed serves it itself): never through a proxy.
     no_proxy = ",".join(filter(None, [env.get("NO_PROXY", ""), "127.0.0.1,localhost,::1"]))
     env["NO_PROXY"] = env["no_proxy"] = no_proxy
+    if credentials is not None:
+        env[UV_USER_VARIABLE], env[UV_PASSWORD_VARIABLE] = credentials.user, credentials.password
     return env
 
 
-async def compile_with_uv(
-    uv: str, index_url: str, requirements: Sequence[PypiRequirement], platform: Platform, python: str, work: Path
-) -> SeedPlan | str:
-    """One target's resolution as a plan of exact files; or why uv could not make it (its last lines)."""
-    wanted, bounds = requirements_text(requirements)
-    label = f"{platform.uv_platform}-py{python}".replace(".", "_")  # uv wants no dots in pylock.<name>.toml
-    (work / "requirements.in").write_text(wanted)
-    (work / "constraints.txt").write_text(bounds)
-    output = work / f"pylock.{label}.toml"
-    command = [
+def uv_command(uv: str, index_url: str, platform: Platform, python: str, work: Path) -> list[str]:
+    """`uv pip compile` of `work`'s requirements.in and constraints.txt into `uv_output(...)`."""
+    return [
         uv, "pip", "compile", str(work / "requirements.in"), "-c", str(work / "constraints.txt"),
-        "--format", "pylock.toml", "-o", str(output), "--no-header", "--quiet", "--no-config",
-        "--index-url", index_url, "--python-platform", str(platform.uv_platform), "--python-version", python,
+        "--format", "pylock.toml", "-o", str(uv_output(platform, python, work)), "--no-header", "--quiet",
+        "--no-config", "--default-index", f"{UV_INDEX_NAME}={index_url}",
+        "--python-platform", str(platform.uv_platform), "--python-version", python,
         "--cache-dir", str(work / "uv-cache"),
     ]  # fmt: skip
+
+
+def uv_output(platform: Platform, python: str, work: Path) -> Path:
+    label = f"{platform.uv_platform}-py{python}".replace(".", "_")  # uv wants no dots in pylock.<name>.toml
+    return work / f"pylock.{label}.toml"
+
+
+async def compile_with_uv(
+    uv: str,
+    index_url: str,
+    requirements: Sequence[PypiRequirement],
+    target: tuple[Platform, str],
+    work: Path,
+    credentials: Credentials | None = None,
+) -> SeedPlan | str:
+    """One target's resolution as a plan of exact files; or why uv could not make it (its last lines)."""
+    platform, python = target
+    wanted, bounds = requirements_text(requirements)
+    (work / "requirements.in").write_text(wanted)
+    (work / "constraints.txt").write_text(bounds)
     process = await asyncio.create_subprocess_exec(
-        *command, env=uv_environment(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *uv_command(uv, index_url, platform, python, work),
+        env=uv_environment(credentials),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         _, stderr = await asyncio.wait_for(process.communicate(), UV_TIMEOUT)
@@ -156,7 +183,7 @@ async def compile_with_uv(
     if process.returncode != 0:
         lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
         return " / ".join(lines[-6:]) or f"uv exited with status {process.returncode}"
-    return read_inputs([output])
+    return read_inputs([uv_output(platform, python, work)])
 
 
 def pylock_items(plan: SeedPlan, target: str, *, with_sdists: bool) -> list[FetchItem]:
@@ -193,11 +220,14 @@ async def resolve_requirements(
     if skipped:
         resolution.notes.append(f"no PyPI resolution for {', '.join(skipped)}: uv has no such platform")
     await client.revalidate_pages(str(r.project) for r in requirements if not r.constraint)
+    reader = client.credentials
     with tempfile.TemporaryDirectory(prefix="pkgcache-seed-") as work:
         for round_number in range(1, MAX_UV_ROUNDS + 1):
             # A cache of uv's own per round: it would keep a page pkgcache called fresh in the round before.
             index_url, round_work = client.url("pypi/simple/"), Path(work, str(round_number))
-            found = await compile_targets(uv, index_url, requirements, targets, round_work, with_sdists=with_sdists)
+            found = await compile_targets(
+                uv, index_url, requirements, targets, round_work, with_sdists=with_sdists, credentials=reader
+            )
             unseen = {item.project for item in found.items if item.project} - client.pages_read
             if not unseen:
                 break
@@ -218,13 +248,14 @@ async def compile_targets(
     work: Path,
     *,
     with_sdists: bool,
+    credentials: Credentials | None = None,
 ) -> Resolution:
     """One uv run per target, and the files of each target's lock."""
     resolution = Resolution()
     work.mkdir(parents=True, exist_ok=True)
     for platform, python in targets:
         target = f"resolved by uv for {platform} / Python {python}"
-        found = await compile_with_uv(uv, index_url, requirements, platform, python, work)
+        found = await compile_with_uv(uv, index_url, requirements, (platform, python), work, credentials)
         if isinstance(found, str):
             resolution.failures.append(f"{target}: {found}")
             continue
@@ -298,13 +329,34 @@ def spec_groups(specs: Sequence[CondaSpec]) -> dict[tuple[tuple[str, ...], tuple
     return dict(groups)
 
 
+def rattler_client(base_url: str, credentials: Credentials | None) -> Any:
+    """None (rattler's own client) when pkgcache's reads are open; else a client that sends the reader's
+    credentials to pkgcache's host, and to no other."""
+    if credentials is None:
+        return None
+    from rattler.networking import AddHeadersMiddleware, Client, RetryMiddleware
+
+    host, header = _bare_host(urlsplit(base_url).hostname or ""), credentials.header()
+
+    def add_header(request_host: str, _path: str) -> dict[str, str] | None:
+        return header if _bare_host(request_host) == host else None
+
+    return Client([RetryMiddleware(), AddHeadersMiddleware(add_header)])
+
+
+def _bare_host(host: str) -> str:
+    # An IPv6 address comes with brackets from one side and without from the other.
+    return host.strip("[]").lower()
+
+
 async def solve_with_rattler(
-    channel_urls: Sequence[str], specs: Sequence[str], subdir: str, cache_dir: Path
+    channel_urls: Sequence[str], specs: Sequence[str], subdir: str, cache_dir: Path, client: Any = None
 ) -> list[tuple[str, str | None, int | None]]:
-    """(package URL, sha256, size) of every record rattler's solver picks for `subdir` (with noarch)."""
+    """(package URL, sha256, size) of every record rattler's solver picks for `subdir` (with noarch), read with
+    `client` (a `rattler_client`)."""
     import rattler
 
-    gateway = rattler.Gateway(cache_dir=cache_dir, max_concurrent_requests=8)
+    gateway = rattler.Gateway(cache_dir=cache_dir, max_concurrent_requests=8, client=client)
     channels = [rattler.Channel(url) for url in channel_urls]
     virtuals = [
         rattler.GenericVirtualPackage(
@@ -341,6 +393,7 @@ async def resolve_conda_specs(
     """Every group of specs solved by rattler for each of its platforms (the file's own, else the targets)."""
     resolution = Resolution()
     conda_root = client.url("conda/")
+    reader = rattler_client(client.base_url, client.credentials)
     with tempfile.TemporaryDirectory(prefix="pkgcache-solve-") as cache_dir:
         for (channels, own_platforms), group in spec_groups(specs).items():
             paths = [p for c in (channels or tuple(default_channels)) for p in channel_path(c, configured_channels)]
@@ -352,7 +405,7 @@ async def resolve_conda_specs(
             for subdir in dict.fromkeys(subdirs):
                 target = f"solved by rattler for {subdir} ({origin})"
                 try:
-                    records = await solve_with_rattler(urls, [s.spec for s in group], subdir, Path(cache_dir))
+                    records = await solve_with_rattler(urls, [s.spec for s in group], subdir, Path(cache_dir), reader)
                 except Exception as exc:  # rattler raises its own exception types for unsolvable specs and I/O
                     resolution.failures.append(f"{target}: {type(exc).__name__}: {' '.join(str(exc).split())[:600]}")
                     continue

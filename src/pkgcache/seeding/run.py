@@ -8,7 +8,7 @@ cannot be seeded. The pkgcache to go through is given by URL (the command serves
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from rich.console import Console
 from pkgcache.config import Settings
 from pkgcache.seed.model import SeedPlan
 
+from .credentials import Credentials
 from .fetch import FetchItem, Outcome, PageFile, SeedClient, SeedProgress
 from .resolve import (
     Resolution,
@@ -92,10 +93,11 @@ async def run_seed(
     options: SeedOptions,
     *,
     data_dir: Path | None,
-    headers: Mapping[str, str] | None = None,
+    credentials: Credentials | None = None,
     console: Console | None = None,
 ) -> SeedReport:
-    """Resolve and fetch everything `plan` asks for through the pkgcache at `base_url`."""
+    """Resolve and fetch everything `plan` asks for through the pkgcache at `base_url` (as `credentials`' user,
+    when its reads need one)."""
     console = console or Console(stderr=True)
     report = SeedReport(
         input_errors=[str(e) for e in [*plan.errors, *plan.hash_conflicts()]],
@@ -103,7 +105,9 @@ async def run_seed(
     )
     if plan.pypi_options:
         report.notes.append("index options in requirements files are not followed: everything goes through pkgcache")
-    async with SeedClient(base_url, data_dir=data_dir, jobs=options.jobs, headers=headers, console=console) as client:
+    async with SeedClient(
+        base_url, data_dir=data_dir, jobs=options.jobs, credentials=credentials, console=console
+    ) as client:
         found = await _resolve_everything(plan, client, settings, options, console)
         report.resolve_failures += found.failures
         report.notes += found.notes
