@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pkgcache.bundle.manifest import bundle_order, check_path, kind_of
-from pkgcache.kit_record import KEPT_PER_KIND, add_kit_entry, last_entry, read_kit_record
+from pkgcache.kit_record import KEPT_PER_KIND, add_kit_entry, last_baseline, last_entry, read_kit_record
 from pkgcache.seeding.fetch import FetchItem
 from pkgcache.seeding.resolve import channel_path, conda_index_items
 from pkgcache.seeding.targets import UnknownPlatform, parse_platform, virtual_packages
@@ -102,3 +102,15 @@ def test_the_kit_record_keeps_the_newest_entries_of_each_kind(tmp_path: Path) ->
     assert len(record["export"]) == KEPT_PER_KIND and record["export"][0]["files"] == 3
     assert last_entry(tmp_path, "export") == {"at": float(KEPT_PER_KIND + 2), "files": KEPT_PER_KIND + 2}
     assert record["seed"][0]["fetched"] == 1 and record["import"] == []
+
+
+def test_the_kit_record_keeps_the_last_baseline_export_however_many_selections_follow_it(tmp_path: Path) -> None:
+    add_kit_entry(tmp_path, "export", {"inputs": [], "baseline": True}, at=1.0)
+    for number in range(KEPT_PER_KIND + 3):
+        add_kit_entry(tmp_path, "export", {"inputs": ["uv.lock"], "baseline": False}, at=2.0 + number)
+    entries = read_kit_record(tmp_path)["export"]
+    assert len(entries) == KEPT_PER_KIND and entries[0]["at"] == 1.0
+    assert last_baseline(tmp_path) == {"at": 1.0, "inputs": [], "baseline": True}
+    # An entry written before exports said whether they moved it counts when it names no lock file.
+    add_kit_entry(tmp_path, "export", {"inputs": []}, at=99.0)
+    assert last_baseline(tmp_path) == {"at": 99.0, "inputs": []}

@@ -451,3 +451,55 @@ def test_export_since_a_date_it_cannot_read_or_an_export_never_made_says_so(tmp_
     assert "Invalid value for --since" in answer.stderr
     assert ("not a date like" if since == "garbage" else "no export of this data directory") in answer.stderr
     assert not (tmp_path / "out.tar").exists()
+
+
+def test_since_last_counts_from_the_last_export_of_everything_not_from_a_selection_by_lock(
+    tmp_path: Path, official_upstream: OfficialLikeUpstream, bg_loop: BackgroundLoop
+) -> None:
+    from tests.cache_service import cache_settings, start_cache
+
+    config = write_config(tmp_path, [official_upstream.index_url])
+    data = tmp_path / "outside"
+    gamma = write(tmp_path, "gamma.txt", f"gamma==0.5 --hash=sha256:{sha_of('gamma-0.5-py3-none-any.whl')}\n")
+    beta = write(tmp_path, "beta.txt", f"beta==1.0 --hash=sha256:{sha_of('beta-1.0-py3-none-any.whl')}\n")
+    assert pkgcache("seed", "--config", config, "--data-dir", data, "--no-progress", gamma, beta).returncode == 0
+    assert pkgcache("export", "--data-dir", data, "-o", tmp_path / "w0.tar").returncode == 0
+    assert pkgcache("export", "--data-dir", data, "--since", "last", "-o", tmp_path / "w1.tar").returncode == 0
+    # A client fetches alpha 1.0 through the instance; then a bundle for one app, whose lock does not name it.
+    cache = start_cache(bg_loop, cache_settings(data, [official_upstream.index_url]))
+    try:
+        assert cache.get("/pypi/simple/alpha/").status == 200
+        assert cache.get("/pypi/files/alpha/alpha-1.0-py3-none-any.whl").status == 200
+    finally:
+        cache.stop()
+    app = tmp_path / "app.tar"
+    assert pkgcache("export", "--data-dir", data, "--from", beta, "-o", app).returncode == 0
+    assert manifest_packages(app) == {"beta-1.0-py3-none-any.whl"}
+
+    weekly = tmp_path / "w2.tar"
+    exported = pkgcache("export", "--data-dir", data, "--since", "last", "-o", weekly)
+
+    assert exported.returncode == 0, exported.stderr
+    assert manifest_packages(weekly) == {"alpha-1.0-py3-none-any.whl"}
+    # That one moved the baseline: the next carries nothing again.
+    again = tmp_path / "w3.tar"
+    assert pkgcache("export", "--data-dir", data, "--since", "last", "-o", again).returncode == 0
+    assert manifest_packages(again) == set()
+    record = json.loads((data / "pkgcache.kit.json").read_text())
+    assert [e["baseline"] for e in record["export"]] == [True, True, False, True, True]
+
+
+def test_since_last_after_only_selections_by_lock_says_an_export_of_everything_is_needed(
+    tmp_path: Path, official_upstream: OfficialLikeUpstream
+) -> None:
+    config = write_config(tmp_path, [official_upstream.index_url])
+    data = tmp_path / "outside"
+    beta = write(tmp_path, "beta.txt", f"beta==1.0 --hash=sha256:{sha_of('beta-1.0-py3-none-any.whl')}\n")
+    assert pkgcache("seed", "--config", config, "--data-dir", data, "--no-progress", beta).returncode == 0
+    assert pkgcache("export", "--data-dir", data, "--from", beta, "-o", tmp_path / "app.tar").returncode == 0
+
+    answer = pkgcache("export", "--data-dir", data, "--since", "last", "-o", tmp_path / "w.tar")
+
+    assert answer.returncode == 2, answer.stderr
+    assert "no export of everything from this data directory is recorded yet" in answer.stderr
+    assert not (tmp_path / "w.tar").exists()

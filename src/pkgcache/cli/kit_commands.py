@@ -29,13 +29,13 @@ from pkgcache.config import Settings
 from pkgcache.daemon.errors import DaemonError
 from pkgcache.daemon.status_client import get_json
 from pkgcache.formatting import format_bytes
-from pkgcache.kit_record import add_kit_entry, last_entry
+from pkgcache.kit_record import add_kit_entry, last_baseline, last_entry
 from pkgcache.seeding.credentials import reader_credentials
 
 if TYPE_CHECKING:
     from pkgcache.seeding.run import SeedReport
 
-# What the data directory held at the last export, for `export --since last`.
+# What the data directory held at the last baseline export (`moves_baseline`), for `export --since last`.
 KNOWN_FILES = "pkgcache.exported.txt.gz"
 # How long `import` waits for a running instance's workers to say they act on it (each looks every 0.5 s and
 # reports once a second: gate/state.py, workers/shared_counters.py), and how often it asks.
@@ -209,14 +209,22 @@ def _print_list(console: Console, title: str, lines: list[str]) -> None:
         console.print(f"  ... and {len(lines) - LISTED_FAILURES} more")
 
 
+def moves_baseline(since: str | None, from_inputs: tuple[Path, ...]) -> bool:
+    """Whether an export is one `--since last` counts from: it carries everything (no option), or everything new
+    since the last such export (`--since last`). A selection by lock file, or since a date, may leave out files
+    that no bundle carried yet: after one, `--since last` still counts from the export before."""
+    return not from_inputs and since in (None, "last")
+
+
 def parse_since(value: str | None, data_dir: Path) -> float | None:
-    """`--since`: an ISO date or time (local time when no zone is given), or `last` (the last export's time)."""
+    """`--since`: an ISO date or time (local time when no zone is given), or `last` (the time of the last export
+    that moved the baseline)."""
     if value is None:
         return None
     if value == "last":
-        entry = last_entry(data_dir, "export")
+        entry = last_baseline(data_dir)
         if entry is None:
-            raise click.BadParameter("no export of this data directory is recorded yet", param_hint="--since")
+            raise click.BadParameter(_no_baseline(data_dir), param_hint="--since")
         return float(entry["at"])
     try:
         return datetime.fromisoformat(value).timestamp()
@@ -224,6 +232,15 @@ def parse_since(value: str | None, data_dir: Path) -> float | None:
         raise click.BadParameter(
             f"{value!r} is not a date like 2026-11-30 or 2026-11-30T08:00", param_hint="--since"
         ) from None
+
+
+def _no_baseline(data_dir: Path) -> str:
+    if last_entry(data_dir, "export") is None:
+        return "no export of this data directory is recorded yet"
+    return (
+        "no export of everything from this data directory is recorded yet (exports with --from or --since DATE "
+        "carry a selection): export it without them first"
+    )
 
 
 @click.command("export")
@@ -238,7 +255,8 @@ def parse_since(value: str | None, data_dir: Path) -> float | None:
 @click.option(
     "--since",
     metavar="DATE|last",
-    help="Only what was added since this date or time (2026-11-30, 2026-11-30T08:00), or since the last export.",
+    help="Only what was added since this date or time (2026-11-30, 2026-11-30T08:00), or since the last export "
+    "of everything (one with no option, or with --since last; not one with --from or --since DATE).",
 )
 @click.option(
     "--from",
@@ -269,7 +287,9 @@ def export_command(
     started = time.time()
     since_time = parse_since(since, directory)
     known = read_known_files(directory / KNOWN_FILES) if since == "last" else None
-    present_at_start = known_files(directory)  # what arrives during the export goes in the next one
+    baseline = moves_baseline(since, from_inputs)
+    # What arrives during the export goes in the next one.
+    present_at_start = known_files(directory) if baseline else []
     console = Console(stderr=True)
     if from_inputs:
         selection = select_named(directory, from_inputs)
@@ -310,9 +330,11 @@ def export_command(
         "bytes": manifest.total_bytes,
         "since": since_time,
         "sha256": result.sha256,
+        "baseline": baseline,
     }
     add_kit_entry(directory, "export", {**entry, "inputs": inputs}, at=started)
-    write_known_files(present_at_start, directory / KNOWN_FILES)
+    if baseline:
+        write_known_files(present_at_start, directory / KNOWN_FILES)
     sys.exit(1 if selection.missing else 0)
 
 
