@@ -881,3 +881,31 @@ def test_a_failed_start_shows_only_the_problems_of_its_log() -> None:
         "OSError: [Errno 28] No space left on device",
     ]
     assert problem_lines(log, 1) == ["OSError: [Errno 28] No space left on device"]
+
+
+def test_policy_with_config_uses_that_files_rules_while_an_instance_runs_on_its_data_dir(
+    tmp_path: Path, tuna: TunaLikeUpstream
+) -> None:
+    """Started with no rule, the instance runs on; `policy show|check --config FILE` report FILE's rules (and say
+    the running ones differ); without --config, the running instance's."""
+    data = tmp_path / "data"
+    config = tmp_path / "p.toml"
+    config.write_text(f'[server]\ndata_dir = "{data}"\n[pypi]\ndeny = ["alpha"]\n[conda]\nenabled = false\n')
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("alpha==1.0\nbeta==1.1\n")
+    running = BackgroundService(data, tuna.index_url, "--workers", "1")
+    try:
+        assert running.start().returncode == 0
+        shown = running.run_plain("policy", "show", "--config", str(config))
+        checked = running.run_plain("policy", "check", "--config", str(config), str(requirements))
+        as_running = running.run_plain("policy", "show", *running.locate)
+    finally:
+        running.close()
+
+    assert shown.returncode == 0, shown.stderr
+    assert "deny" in shown.stdout and "alpha" in shown.stdout and "no rule" not in shown.stdout
+    assert f"the pkgcache running on {data} enforces other rules than {config}" in shown.stderr
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "REFUSED  alpha==1.0" in checked.stdout and "2 pins checked: 1 refused" in checked.stdout
+    assert as_running.returncode == 0 and "(no rule: everything is served)" in as_running.stdout
+    assert "enforces other rules" not in as_running.stderr

@@ -7,6 +7,10 @@ with nothing running they are written to the data directory (`gate/blocks.json`)
 `policy check` reads requirement and lock files (`pkgcache.seed.inputs`), and says which pins the configured policy
 and the blocks in force refuse, and why, without installing anything: exit status 1 when any is refused, for CI.
 Release times come from the cache's pages when it has them; a pin whose time is not known is reported with a note.
+
+Which policy `policy show` and `policy check` use: given `--config FILE`, that file's rules (what it says, running
+or not: a file being written is checked before `restart --config` applies it); else the rules of the instance the
+options find, as it was launched when `start` recorded that. The blocks are those in force in its data directory.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import click
 
 from pkgcache.cli.admin_commands import call_admin_api, running_instance_url
 from pkgcache.cli.locate import Located, locate_instance
-from pkgcache.cli.options import locate_options
+from pkgcache.cli.options import flag_overrides, locate_options, resolve_settings
 from pkgcache.config import Settings
 from pkgcache.formatting import format_bytes
 from pkgcache.gate.blocks import BlockBook, BlockChange, block_from_target
@@ -137,19 +141,42 @@ def policy_group() -> None:
 @policy_group.command("show")
 @locate_options
 def show_command(config_file: Path | None, data_dir: Path | None) -> None:
-    """The rules of both sides and the blocks in force."""
+    """The rules of both sides (those of --config FILE when given) and the blocks in force."""
     located = locate_instance("policy show", config_file, data_dir)
-    settings = located.settings
+    settings = policy_settings(located, config_file, data_dir)
     blocks = BlockBook(CacheStore(settings.server.data_dir)).read()
-    for side, section in (("pypi", settings.pypi), ("conda", settings.conda)):
-        if not section.enabled:
-            continue
-        lines = PypiPolicy(settings.pypi).describe() if side == "pypi" else _conda_rules(settings)
+    for side, lines in rules_by_side(settings).items():
         click.echo(f"[{side}]")
         for line in lines or ["(no rule: everything is served)"]:
             click.echo(f"  {line}")
         for made in blocks[side]:
             click.echo(f"  blocked: {made.describe()}")
+
+
+def rules_by_side(settings: Settings) -> dict[str, list[str]]:
+    """The rules of each enabled side, one line each."""
+    rules = {}
+    if settings.pypi.enabled:
+        rules["pypi"] = PypiPolicy(settings.pypi).describe()
+    if settings.conda.enabled:
+        rules["conda"] = _conda_rules(settings)
+    return rules
+
+
+def policy_settings(located: Located, config_file: Path | None, data_dir: Path | None) -> Settings:
+    """The settings whose policy to show or check: `--config FILE`'s when given, since the user named that file
+    (the running instance may have been launched with other rules); else those the instance found runs with."""
+    if config_file is None:
+        return located.settings
+    named = resolve_settings(config_file, flag_overrides({"data_dir": data_dir}))
+    if located.state.running and rules_by_side(located.settings) != rules_by_side(named):
+        click.echo(
+            f"note: the pkgcache running on {located.paths.data_dir} enforces other rules than {config_file} "
+            f"(`pkgcache policy show --data-dir {located.paths.data_dir}` shows them; "
+            f"`pkgcache restart --config {config_file}` applies the file's); these are the file's",
+            err=True,
+        )
+    return named
 
 
 def _conda_rules(settings: Settings) -> list[str]:
@@ -171,21 +198,23 @@ def check_command(config_file: Path | None, data_dir: Path | None, files: tuple[
     @EXPLICIT lists and environment.yml.
     """
     located = locate_instance("policy check", config_file, data_dir)
+    settings = policy_settings(located, config_file, data_dir)
     plan = read_inputs(files)
     for error in plan.errors:
         click.echo(f"cannot read {error}", err=True)
     if not plan.ok:
         sys.exit(EXIT_UNREADABLE)
-    report = PolicyReport(located)
+    report = PolicyReport(settings)
     report.check(plan)
     sys.exit(EXIT_REFUSED if report.refused else 0)
 
 
 class PolicyReport:
-    """Checks a plan's pins against the policy of the instance found, and prints what it finds."""
+    """Checks a plan's pins against the policy of `settings` and the blocks in force in its data directory, and
+    prints what it finds."""
 
-    def __init__(self, located: Located) -> None:
-        self.settings = located.settings
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.store = CacheStore(self.settings.server.data_dir)
         self.blocks = BlockBook(self.store).read()
         self.checked = self.refused = self.noted = 0
