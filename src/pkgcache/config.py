@@ -203,6 +203,12 @@ class UpstreamPolicy(_Section):
     # where it stopped; the last upstream left is never given up on for being slow.
     min_rate: int = Field(10240, ge=0, description="bytes per second an upstream must keep up; 0: no minimum")
     rate_window: float = Field(10.0, gt=0, description="seconds over which min_rate is measured")
+    # A body arriving at under this share of what another upstream has lately delivered is taken over by that one
+    # in the same way (and its upstream rests): a mirror at 20 KB/s is not left to hold a download for minutes
+    # while another does megabytes a second.
+    relative_min_rate: float = Field(
+        0.1, ge=0, le=1, description="share of another upstream's recent rate an upstream must keep up; 0: off"
+    )
     slot_wait: float = Field(2.0, ge=0, description="seconds to wait for a busy upstream before trying the next")
     cooldown: float = Field(60.0, ge=0, description="seconds a failing upstream is skipped")
     max_retry_after: float = Field(3600.0, ge=0, description="longest rest an upstream's Retry-After can ask for")

@@ -218,3 +218,42 @@ def test_pip_fails_soon_and_asks_again_when_every_mirror_is_resting(
         assert answered["errors"] - 2 >= 3, answered  # pip asked, and asked again after its short waits
     finally:
         cache.stop()
+
+
+def test_a_mirror_far_slower_than_another_has_lately_been_is_taken_over_by_it(
+    bg_loop: BackgroundLoop, tmp_path: Path, mirrors: tuple[FaultyPypiUpstream, FaultyPypiUpstream]
+) -> None:
+    """Above min_rate, yet under a tenth of what the second mirror delivered a moment ago: after one rate window
+    the second mirror resumes the download with a range, instead of the client waiting out the crawl."""
+    slow, healthy = mirrors
+    cache = _start(
+        bg_loop,
+        tmp_path,
+        [{"name": "slow", "url": slow.index_url}, {"name": "healthy", "url": healthy.index_url}],
+        **{**DEADLINES, "min_rate": 1024, "cooldown": 0},
+    )
+    checks = Checks()
+    try:
+        # The second mirror shows its rate on a big file the first one refuses.
+        slow.plan.set(f"/{BIG}", Fault(Kind.STATUS, status=503))
+        big = fetch(f"{cache.url}/pypi/files/bigpkg/{BIG}")
+        checks.expect(outcome_of(big, _checks_against(_sha(BIG))) == Outcome.OK, "the big file came whole", big)
+        rates = {
+            u["name"]: u["rate_bytes_per_second"]
+            for u in json.loads(fetch(f"{cache.url}/-/status").body)["upstreams"]["pypi"]
+        }
+        checks.expect(
+            rates["healthy"] is not None and rates["slow"] is None, "the second mirror's rate is known", rates
+        )
+        # 512 KiB at 20 KB/s: about 25 s from the first mirror alone, beyond the client's patience here.
+        slow.plan.set(f"/{BULKY}", Fault(Kind.DRIP, rate=20_000))
+        bulky = fetch(f"{cache.url}/pypi/files/bulky/{BULKY}", timeout=12)
+        checks.expect(outcome_of(bulky, _checks_against(_sha(BULKY))) == Outcome.OK, "the file came whole", bulky)
+        resumed = [r for r in healthy.requests if r.path.endswith(f"/{BULKY}") and r.headers.get("Range")]
+        checks.expect(bool(resumed), "the second mirror was asked for the rest", healthy.paths())
+        status = json.loads(fetch(f"{cache.url}/-/status").body)["upstreams"]["pypi"]
+        why = next(u["last_error"] for u in status if u["name"] == "slow") or ""
+        checks.expect("another upstream lately delivered" in why, "the first mirror was left for its rate", why)
+    finally:
+        cache.stop()
+    checks.verdict()

@@ -59,6 +59,10 @@ PROBE_HEADERS = {"Range": "bytes=0-0"}
 PROBE_ANSWERS = frozenset({200, 206}) | NOT_FOUND_STATUSES
 
 
+# Bodies smaller than this tell an upstream's latency more than its rate: they do not count towards it.
+RATE_SAMPLE_BYTES = 1 << 20
+
+
 class UpstreamError(Exception):
     """One upstream could not give a usable answer; the next one should be tried.
 
@@ -110,12 +114,20 @@ class UpstreamStats:
     not_found: int = 0
     bytes_received: int = 0
     latency_seconds: float | None = None  # smoothed time to response headers
+    rate: float | None = None  # smoothed bytes per second of its bodies big enough to tell (RATE_SAMPLE_BYTES)
 
     def observe_latency(self, seconds: float) -> None:
         if self.latency_seconds is None:
             self.latency_seconds = seconds
         else:
             self.latency_seconds = 0.8 * self.latency_seconds + 0.2 * seconds
+
+    def observe_body(self, size: int, seconds: float) -> None:
+        """A body of `size` bytes took `seconds`: its rate counts when it is big enough not to be all latency."""
+        if size < RATE_SAMPLE_BYTES or seconds <= 0:
+            return
+        rate = size / seconds
+        self.rate = rate if self.rate is None else 0.7 * self.rate + 0.3 * rate
 
 
 @dataclass
@@ -184,6 +196,7 @@ class Upstream:
             "failures": self.stats.failures,
             "bytes_received": self.stats.bytes_received,
             "latency_ms": None if self.stats.latency_seconds is None else round(self.stats.latency_seconds * 1000, 1),
+            "rate_bytes_per_second": None if self.stats.rate is None else round(self.stats.rate),
             "pkgcache": None if self.pkgcache is None else self.pkgcache.to_json(),
         }
 
@@ -201,6 +214,7 @@ class UpstreamPolicySettings:
     first_byte_timeout: float = 10.0
     min_rate: int = 10240
     rate_window: float = 10.0
+    relative_min_rate: float = 0.1
     slot_wait: float = 2.0
     max_retry_after: float = 3600.0
     # Hosts (host, port; port None: any) reached whatever their addresses: the configured ones (address_guard.py).
@@ -560,18 +574,25 @@ async def read_limited(
 
 
 async def watched_chunks(
-    response: aiohttp.ClientResponse, policy: UpstreamPolicySettings | None, *, enforce_rate: bool = True
+    response: aiohttp.ClientResponse,
+    policy: UpstreamPolicySettings | None,
+    *,
+    enforce_rate: bool = True,
+    rate_to_beat: float | None = None,
 ) -> AsyncIterator[bytes]:
     """A response body as it arrives. Given a policy (and `enforce_rate`), raises UpstreamError when fewer than
-    `min_rate` bytes per second arrived over the last `rate_window` seconds: a drip or a silence mid-body ends
-    here, and the caller can go on with another upstream. Without it, only the session's read timeout applies."""
-    if policy is None or not enforce_rate or policy.min_rate <= 0:
+    `min_rate` bytes per second arrived over the last `rate_window` seconds, or fewer than `relative_min_rate` of
+    `rate_to_beat` (what another upstream that could take over has lately done): a drip, a silence or a crawl
+    mid-body ends here, and the caller can go on with another upstream. Without it, only the session's read
+    timeout applies."""
+    floor, why = _rate_floor(policy, rate_to_beat) if policy is not None and enforce_rate else (0.0, "")
+    if policy is None or floor <= 0:
         async for piece in response.content.iter_chunked(CHUNK_SIZE):
             yield piece
         return
     loop = asyncio.get_running_loop()
     window_start, window_bytes = loop.time(), 0
-    needed = policy.min_rate * policy.rate_window
+    needed = floor * policy.rate_window
     while True:
         remaining = window_start + policy.rate_window - loop.time()
         chunk: bytes | None
@@ -588,10 +609,19 @@ async def watched_chunks(
         if loop.time() - window_start >= policy.rate_window:
             if window_bytes < needed:
                 rate = window_bytes / policy.rate_window
-                raise UpstreamError(
-                    f"sending {rate:.0f} B/s, under the {policy.min_rate} B/s minimum over {policy.rate_window:g} s"
-                )
+                raise UpstreamError(f"sending {rate:.0f} B/s, under {why} over {policy.rate_window:g} s")
             window_start, window_bytes = loop.time(), 0
+
+
+def _rate_floor(policy: UpstreamPolicySettings, rate_to_beat: float | None) -> tuple[float, str]:
+    """The bytes per second a body must keep up, and in words why."""
+    floor, why = float(policy.min_rate), f"the {policy.min_rate} B/s minimum"
+    if rate_to_beat is not None and policy.relative_min_rate > 0:
+        relative = policy.relative_min_rate * rate_to_beat
+        if relative > floor:
+            share = f"{policy.relative_min_rate:.0%}"
+            floor, why = relative, f"{share} of the {rate_to_beat:.0f} B/s another upstream lately delivered"
+    return floor, why
 
 
 async def _block_page(response: aiohttp.ClientResponse) -> str | None:

@@ -19,6 +19,7 @@ answer's own headers. An upstream is never blamed for another one's bytes.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -223,9 +224,18 @@ class _Receiver:
 
     async def _copy_body(self, upstream: Upstream, response: aiohttp.ClientResponse, skip: int) -> None:
         download = self.download
-        # Only an upstream that another one could replace is given up on for being slow.
-        chunks = watched_chunks(response, self.pool.policy, enforce_rate=self._has_alternative(upstream))
+        # Only an upstream that another one could replace is given up on for being slow, or for being far slower
+        # than the fastest such one has lately been.
+        alternatives = self._alternatives(upstream)
+        rates = [other.stats.rate for other in alternatives if other.stats.rate is not None]
+        chunks = watched_chunks(
+            response, self.pool.policy, enforce_rate=bool(alternatives), rate_to_beat=max(rates, default=None)
+        )
+        received, first_byte_at = 0, None
         async for chunk in chunks:
+            if first_byte_at is None:
+                first_byte_at = time.monotonic()
+            received += len(chunk)
             if skip:
                 dropped = min(skip, len(chunk))
                 chunk, skip = chunk[dropped:], skip - dropped
@@ -235,6 +245,8 @@ class _Receiver:
             upstream.stats.bytes_received += len(chunk)
             if not download.wanted():
                 raise Abandoned(f"nobody waits for {download.final_path.name} any more")
+        if first_byte_at is not None:
+            upstream.stats.observe_body(received, time.monotonic() - first_byte_at)
 
     def _refuse_a_short_body(self, upstream: Upstream, declared: int | None) -> None:
         """A body that ended early was cut, not wrong: what arrived is kept, and the next upstream resumes it."""
@@ -243,11 +255,13 @@ class _Receiver:
         if whole is not None and written < whole:
             raise UpstreamError(f"{upstream.name}'s answer ended after {written} of {whole} bytes")
 
-    def _has_alternative(self, upstream: Upstream) -> bool:
-        return any(
-            other.name not in self.tried and other is not upstream and self.target(other) is not None
+    def _alternatives(self, upstream: Upstream) -> list[Upstream]:
+        """The upstreams that could take this download over: not tried yet, not resting, able to have it."""
+        return [
+            other
             for other in self.pool.candidates()
-        )
+            if other.name not in self.tried and other is not upstream and self.target(other) is not None
+        ]
 
     def _refuse_what_cannot_be_the_file(self, upstream: Upstream, response: aiohttp.ClientResponse) -> None:
         download = self.download
