@@ -275,6 +275,39 @@ def test_a_head_or_a_range_on_an_uncached_wheel_does_not_download_it(
     assert several.status == 200 and several.body == dist.data
 
 
+def test_a_head_or_a_range_on_an_uncached_wheel_of_a_mirror_without_sizes_does_not_download_it(
+    mirror: TunaLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    """The HTML mirrors' pages give hashes, no sizes: the size comes from the mirror's own Content-Range."""
+    cache = make_cache([mirror.index_url])
+    dist = _dist(HEAVY2)
+    url, size = f"/pypi/files/heavy/{HEAVY2}", dist.size
+    head = cache.get(url, method="HEAD")
+    assert head.status == 200 and head.body == b""
+    assert int(head.headers["content-length"]) == size and head.headers["accept-ranges"] == "bytes"
+    asked = {
+        "bytes=-1000": (size - 1000, size),  # passed upstream as a suffix: the size is in its answer
+        f"bytes=-{size + 10}": (0, size),
+        "bytes=100-199": (100, 200),
+        f"bytes={size - 10}-{size + 100}": (size - 10, size),
+        f"bytes={size - 10}-": (size - 10, size),  # an open end: the size is learnt first
+    }
+    for spec, (first, end) in asked.items():
+        part = cache.get(url, {"Range": spec})
+        assert part.status == 206 and part.body == dist.data[first:end], spec
+        assert part.headers["content-range"] == f"bytes {first}-{end - 1}/{size}", spec
+        assert part.headers["accept-ranges"] == "bytes"
+    for spec in (f"bytes={size}-{size + 10}", f"bytes={size}-", "bytes=-0"):
+        beyond = cache.get(url, {"Range": spec})
+        assert beyond.status == 416 and beyond.headers["content-range"] == f"bytes */{size}", spec
+    # The mirror's 416s were answers, not failures: it is still asked.
+    assert cache.get(url, {"Range": "bytes=0-9"}).body == dist.data[:10]
+    time.sleep(0.2)
+    asked_of_mirror = [r for r in mirror.requests if r.path.endswith(f"/{HEAVY2}")]
+    assert asked_of_mirror and all(r.method == "GET" and "Range" in r.headers for r in asked_of_mirror)
+    assert not [path for path in (cache.data_dir / "pypi" / "files").rglob("*") if path.is_file()]
+
+
 # A wheel far larger than any range pkgcache asks for, for mirrors that answer a range with all of it as a 206.
 HUGE = build_wheel("huge", "1.0", payload_size=32 * MiB)
 

@@ -175,6 +175,42 @@ def choose_part(method: str, headers: Mapping[str, str], validators: Validators,
 def part_for_range(header: str, size: int) -> Part | None:
     """One byte range (206), or an unsatisfiable one (416); None to answer the whole file (several ranges, or a
     header that is not a byte range at all, which the RFC says to ignore)."""
+    asked = parse_byte_range(header)
+    return None if asked is None else asked.part(size)
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """One byte range as a client wrote it, before the file's size is known: bytes `first` to `last` inclusive;
+    `first` None for the last `last` bytes (a suffix), `last` None for every byte from `first` on."""
+
+    first: int | None
+    last: int | None
+
+    def part(self, size: int) -> Part:
+        """What it means in a file of `size` bytes: a 206 of the bytes there are, or a 416."""
+        if self.first is None:
+            length = self.last or 0
+            if length == 0 or size == 0:
+                return Part(416)
+            return Part(206, max(0, size - length), size)
+        if self.first >= size:
+            return Part(416)
+        return Part(206, self.first, size if self.last is None else min(size, self.last + 1))
+
+    def upstream_ask(self) -> tuple[int | None, int] | None:
+        """(start, length) to ask an upstream for without knowing the size (start None: the last `length` bytes),
+        as `fetch_range` takes them; None when the size is needed first (an open end, an empty suffix)."""
+        if self.last is None or (self.first is None and self.last == 0):
+            return None
+        if self.first is None:
+            return None, self.last
+        return self.first, self.last - self.first + 1
+
+
+def parse_byte_range(header: str) -> ByteRange | None:
+    """The one byte range a `Range` header asks for; None for several ranges, or a header that is not a byte range
+    (RFC 9110 says to ignore it)."""
     unit, _, spec = header.partition("=")
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
@@ -184,18 +220,11 @@ def part_for_range(header: str, size: int) -> Part | None:
     first, last = first.strip(), last.strip()
     if not first:  # a suffix: the last N bytes
         length = ascii_number(last)
-        if length is None:
-            return None
-        if length == 0 or size == 0:
-            return Part(416)
-        return Part(206, max(0, size - length), size)
+        return None if length is None else ByteRange(None, length)
     start, end_byte = ascii_number(first), ascii_number(last) if last else None
     if start is None or (last and (end_byte is None or end_byte < start)):
         return None  # not ASCII digits ("²", "١"...), or inverted: not a byte range, ignored as RFC 9110 says
-    end = size if end_byte is None else min(size, end_byte + 1)
-    if start >= size:
-        return Part(416)
-    return Part(206, start, end)
+    return ByteRange(start, end_byte)
 
 
 def _etag_listed(header: str, etag: str, *, weak: bool) -> bool:

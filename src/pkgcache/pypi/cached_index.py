@@ -210,7 +210,7 @@ class CachedIndex:
         path = self.pages.file_path(project, filename)
         return path if path.is_file() else None
 
-    async def read_range(self, project: str, filename: str, start: int, length: int) -> RangeBody:
+    async def read_range(self, project: str, filename: str, start: int | None, length: int) -> RangeBody:
         entry, dist = await self.find_file(project, filename)
         return await fetch_range(self.origin.pool, self.origin.file_target(entry, dist), start, length)
 

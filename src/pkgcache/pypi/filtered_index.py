@@ -278,7 +278,7 @@ class FilteredIndex(IndexLayer):
             self._refuse(view, filename)
         return view.entry, dist
 
-    async def read_range(self, project: str, filename: str, start: int, length: int) -> RangeBody:
+    async def read_range(self, project: str, filename: str, start: int | None, length: int) -> RangeBody:
         predicate = self.predicate
         if not predicate.passes_everything:
             if predicate.never_fetches:

@@ -61,7 +61,7 @@ class ReplicaIndex:
         path = self.pages.file_path(project, filename)
         return path if path.is_file() else None
 
-    async def read_range(self, project: str, filename: str, start: int, length: int) -> RangeBody:
+    async def read_range(self, project: str, filename: str, start: int | None, length: int) -> RangeBody:
         raise CacheIsReadOnly("upstreams are asked by the worker that writes")
 
     async def find_file(self, project: str, filename: str) -> tuple[CachedPage, DistFile]:

@@ -18,8 +18,9 @@ from pkgcache.http.responses import (
     CACHE_STATE,
     CACHE_STATE_HEADER,
     UPSTREAM_USED,
+    ByteRange,
     error_for,
-    part_for_range,
+    parse_byte_range,
     plain_error,
     send_cached_file,
     send_download,
@@ -42,7 +43,7 @@ from pkgcache.pypi.render import (
 )
 from pkgcache.pypi.source import FileNotListed, IndexSource
 from pkgcache.storage.file_use import FileUse
-from pkgcache.upstream.ranges import RangesRefused
+from pkgcache.upstream.ranges import RangeBody, RangeNotSatisfiable, RangesRefused
 
 PYPI_INDEX_KEY = web.AppKey("pypi_index", IndexSource)
 PAGES_PREFIX = "/pypi/simple/"
@@ -199,34 +200,79 @@ class PypiRoutes:
     async def _part_of_uncached(
         self, request: web.Request, project: str, filename: str, content_type: str
     ) -> web.StreamResponse | None:
-        """A HEAD from what the page says, or a range passed through to an upstream and not kept (uv and poetry
-        read a wheel's end this way). None when that cannot be done: the file is then fetched whole as usual."""
+        """A HEAD, or a range passed through to an upstream and not kept (uv and poetry read a wheel's end this
+        way). None when that cannot be done: the file is then fetched whole as usual.
+
+        The size is the page's; a page without sizes (the HTML mirrors') has it learnt from the upstream's
+        Content-Range: a range asked as is, or the file's last byte for a HEAD and for ranges that need the size
+        (an open end).
+        """
+        asked = None
+        if request.method != "HEAD":
+            asked = parse_byte_range(request.headers["Range"])
+            if asked is None or request.headers.get("If-Range") is not None:
+                return None  # several ranges, or one to check against validators only a cached copy has
         _, dist = await self.index.find_file(project, filename)
-        if dist.size is None:
-            return None
         headers = {"Content-Type": content_type, "Accept-Ranges": "bytes", CACHE_STATE_HEADER: CacheState.MISS}
         request[CACHE_STATE] = CacheState.MISS
-        if request.method == "HEAD":
-            head = web.StreamResponse(headers=headers)
-            head.content_length = dist.size
-            return head
-        part = part_for_range(request.headers["Range"], dist.size)
-        if part is None or request.headers.get("If-Range") is not None:
-            return None  # several ranges, or one to check against validators only a cached copy has
-        if part.status == 416:
-            return plain_error(416, "range not satisfiable", **{"Content-Range": f"bytes */{dist.size}"})
         try:
-            got = await self.index.read_range(project, filename, part.start, part.end - part.start)
+            size = dist.size
+            if size is None and (asked is None or asked.upstream_ask() is None):
+                size = await self._upstream_size(request, project, filename)
+            if asked is None:
+                head = web.StreamResponse(headers=headers)
+                head.content_length = size
+                return head
+            got = await self._read_part(project, filename, asked, size)
+        except RangeNotSatisfiable as exc:
+            return _not_satisfiable(exc.size)
         except RangesRefused:
             return None
-        if got.size != dist.size:
-            return plain_error(502, f"the upstream's {filename} is not the size its page gives")
-        # read_range gives exactly the bytes asked for (clipped to the file's end); the checks stay cheap.
-        if got.first != part.start or len(got.body) != part.end - part.start:
-            return plain_error(502, f"the upstream did not send bytes {part.start}-{part.end - 1} of {filename}")
+        return _part_answer(request, filename, asked, got, dist.size, headers)
+
+    async def _upstream_size(self, request: web.Request, project: str, filename: str) -> int:
+        """A distribution's size from an upstream's answer to a range of its last byte (RangesRefused if none)."""
+        try:
+            got = await self.index.read_range(project, filename, None, 1)
+        except RangeNotSatisfiable as exc:
+            return exc.size  # an empty file has no last byte
         request[UPSTREAM_USED] = got.upstream
-        headers["Content-Range"] = f"bytes {part.start}-{part.end - 1}/{dist.size}"
-        return web.Response(status=206, body=got.body, headers=headers)
+        return got.size
+
+    async def _read_part(self, project: str, filename: str, asked: ByteRange, size: int | None) -> RangeBody:
+        """The bytes of `asked` from an upstream: as the size places them, or as asked when it is not known."""
+        if size is None:
+            ask = asked.upstream_ask()
+            assert ask is not None  # the size was learnt first otherwise
+            return await self.index.read_range(project, filename, *ask)
+        part = asked.part(size)
+        if part.status == 416:
+            raise RangeNotSatisfiable("past the end", size)
+        return await self.index.read_range(project, filename, part.start, part.end - part.start)
+
+
+def _not_satisfiable(size: int) -> web.Response:
+    return plain_error(416, "range not satisfiable", **{"Content-Range": f"bytes */{size}"})
+
+
+def _part_answer(
+    request: web.Request,
+    filename: str,
+    asked: ByteRange,
+    got: RangeBody,
+    page_size: int | None,
+    headers: dict[str, str],
+) -> web.Response:
+    """The 206 for bytes read from an upstream, once they are checked to be the part asked of the whole file."""
+    if page_size is not None and got.size != page_size:
+        return plain_error(502, f"the upstream's {filename} is not the size its page gives")
+    part = asked.part(got.size)
+    # read_range gives exactly the bytes asked for (clipped to the file's end); the checks stay cheap.
+    if part.status != 206 or got.first != part.start or len(got.body) != part.end - part.start:
+        return plain_error(502, f"the upstream did not send bytes {part.start}-{part.end - 1} of {filename}")
+    request[UPSTREAM_USED] = got.upstream
+    headers["Content-Range"] = f"bytes {part.start}-{part.end - 1}/{got.size}"
+    return web.Response(status=206, body=got.body, headers=headers)
 
 
 def _content_type(filename: str) -> str:

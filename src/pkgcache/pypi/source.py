@@ -48,8 +48,9 @@ class IndexSource(Protocol):
     def cached_file(self, project: str, filename: str) -> Path | None:
         """The path of a cached file, if it is cached (a stat, no waiting)."""
 
-    async def read_range(self, project: str, filename: str, start: int, length: int) -> RangeBody:
-        """Part of a distribution that is not cached, from an upstream, not kept (RangesRefused if it will not)."""
+    async def read_range(self, project: str, filename: str, start: int | None, length: int) -> RangeBody:
+        """`length` bytes from `start` (None: the last `length` bytes) of a distribution that is not cached, from an
+        upstream, not kept (RangesRefused if it will not; RangeNotSatisfiable, with the size, past the end)."""
 
     async def find_file(self, project: str, filename: str) -> tuple[CachedPage, DistFile]:
         """The page listing a distribution and its entry there (the page refreshed once if it lacks it)."""
@@ -89,7 +90,7 @@ class IndexLayer:
     def cached_file(self, project: str, filename: str) -> Path | None:
         return self.inner.cached_file(project, filename)
 
-    async def read_range(self, project: str, filename: str, start: int, length: int) -> RangeBody:
+    async def read_range(self, project: str, filename: str, start: int | None, length: int) -> RangeBody:
         return await self.inner.read_range(project, filename, start, length)
 
     async def find_file(self, project: str, filename: str) -> tuple[CachedPage, DistFile]:

@@ -4,7 +4,8 @@ Used to read a wheel's metadata without downloading the wheel (a few ranges near
 range request on a file that is not cached through to an upstream. Ranges count against each upstream's connection
 cap and range pacing like any request. An upstream that answers a range request with the whole file (200), an
 unusable range, or a 206 that does not hold the bytes asked for raises `RangesRefused` at once, before its body is
-read: the caller falls back to a whole download. Only the bytes asked for are read, whatever the upstream's
+read: the caller falls back to a whole download; a 416 that gives the file's size raises `RangeNotSatisfiable`
+(a range past the end, asked without knowing the size). Only the bytes asked for are read, whatever the upstream's
 Content-Range says it sends: an upstream must not decide how much pkgcache reads into memory.
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from pkgcache.header_numbers import content_range
+from pkgcache.header_numbers import content_range, unsatisfied_range_size
 from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamError, UpstreamPool, watched_chunks
 
 # A 206 may start a little before the bytes asked for (they are read and dropped), not a file's length before:
@@ -25,6 +26,15 @@ MAX_BYTES_BEFORE = 64 * 1024
 class RangesRefused(Exception):
     """The upstream did not answer the range asked for (a 200 with the whole file, no usable Content-Range, or a
     206 that does not hold the bytes asked for without much else before them)."""
+
+
+class RangeNotSatisfiable(RangesRefused):
+    """The upstream answered 416: the range starts past the end of a file of `size` bytes. A RangesRefused, so
+    that a caller that only knows those falls back to a whole download as before."""
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,10 @@ async def fetch_range(pool: UpstreamPool, target: TargetFor, start: int | None, 
     wanted = f"bytes=-{length}" if start is None else f"bytes={start}-{start + length - 1}"
 
     async def read(upstream: Upstream, response: aiohttp.ClientResponse) -> RangeBody:
+        if response.status == 416:
+            size = unsatisfied_range_size(response.headers.get("Content-Range"))
+            if size is not None:
+                raise RangeNotSatisfiable(f"{upstream.name}: {wanted} is past the end of {size} bytes", size)
         if response.status != 206:
             raise RangesRefused(f"{upstream.name} answered {response.status} to a range request")
         sent = content_range(response.headers.get("Content-Range"))
@@ -64,7 +78,8 @@ async def fetch_range(pool: UpstreamPool, target: TargetFor, start: int | None, 
         target,
         read,
         headers=lambda upstream: {"Range": wanted, "Accept-Encoding": "identity"},
-        ok_statuses=frozenset({200, 206}),
+        # A 416 is the upstream's answer about the range, not a failure of the upstream: it must not rest it.
+        ok_statuses=frozenset({200, 206, 416}),
     )
 
 
