@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 import subprocess
 import sys
 import tarfile
@@ -306,6 +307,31 @@ def test_a_head_or_a_range_on_an_uncached_wheel_of_a_mirror_without_sizes_does_n
     asked_of_mirror = [r for r in mirror.requests if r.path.endswith(f"/{HEAVY2}")]
     assert asked_of_mirror and all(r.method == "GET" and "Range" in r.headers for r in asked_of_mirror)
     assert not [path for path in (cache.data_dir / "pypi" / "files").rglob("*") if path.is_file()]
+
+
+def test_a_head_on_uncached_metadata_gives_its_length_and_the_log_says_it_was_made_here(
+    mirror: TunaLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.INFO, logger="pkgcache")  # before the cache starts: its access log looks once
+    cache = make_cache([mirror.index_url])
+    metadata = _dist(HEAVY2).metadata or b""
+    head = cache.get(f"/pypi/files/heavy/{HEAVY2}.metadata", method="HEAD")
+    assert head.status == 200 and head.body == b"" and int(head.headers["content-length"]) == len(metadata)
+    assert head.headers["x-pkgcache-cache"] == "miss"
+    assert _whole_downloads(mirror, HEAVY2) == 0 and _range_requests(mirror) >= 1  # made by ranges, for the HEAD
+    cached = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"cached {HEAVY2}.metadata")]
+    assert cached == [f"cached {HEAVY2}.metadata ({len(metadata)} bytes) from made-here:ranges"]
+    deadline, written = time.monotonic() + 5, ""
+    while "upstream=made-here:ranges" not in written and time.monotonic() < deadline:
+        time.sleep(0.05)
+        written += capsys.readouterr().err
+    assert f"HEAD /pypi/files/heavy/{HEAVY2}.metadata 200 cache=miss" in written
+    assert "upstream=made-here:ranges" in written
+    again = cache.get(f"/pypi/files/heavy/{HEAVY2}.metadata")
+    assert again.body == metadata and again.headers["x-pkgcache-cache"] == "hit"
 
 
 # A wheel far larger than any range pkgcache asks for, for mirrors that answer a range with all of it as a 206.

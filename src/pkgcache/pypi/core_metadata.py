@@ -68,6 +68,9 @@ FIRST_RANGE_BYTES = 16 * 1024
 # their memory: see pages.BYTES_PER_FILE), a big page (made off the event loop) not at all.
 MAX_VIEW_FILES = 50_000
 SDIST_SUFFIXES = (".tar.gz", ".zip")
+# The source of metadata made here, as logs name it: "made-here:ranges", "made-here:wheel", "made-here:upstream"
+# (the upstream's own .metadata, checked here), one word for the access line's upstream= field.
+MADE_HERE = "made-here:"
 
 
 @dataclass
@@ -195,6 +198,8 @@ class MetadataIndex(IndexLayer):
         if self.origin is None:
             raise CacheIsReadOnly("metadata is made by the worker that writes")
         data, source, verified = await self._obtain(project, entry, dist)
+        # Where it came from, for the log's "cached" line and the access line's upstream= (no upstream sent it as is).
+        download.begin(f"{MADE_HERE}{source}", {})
         await download.write(data)
         digest = hashlib.sha256(data).hexdigest()
         await self.records.add(project, dist.filename, MetadataRecord(digest, _sha256_of(dist), source, verified))

@@ -42,6 +42,7 @@ from pkgcache.pypi.render import (
     with_charset,
 )
 from pkgcache.pypi.source import FileNotListed, IndexSource
+from pkgcache.storage.downloads import Download
 from pkgcache.storage.file_use import FileUse
 from pkgcache.upstream.ranges import RangeBody, RangeNotSatisfiable, RangesRefused
 
@@ -178,6 +179,10 @@ class PypiRoutes:
                 if answer is not None:
                     return answer
             found = await self.index.open_file(project, filename)
+            if request.method == "HEAD" and isinstance(found, Download) and filename.endswith(METADATA_SUFFIX):
+                # Metadata is made whole before it is kept, and is small: the HEAD waits for it, to give its length.
+                await found.wait_finished()
+                return self._made_metadata_head(request, found, content_type)
         except FileNotListed as exc:
             return plain_error(404, f"{project} has no file named {filename} on its upstream's page ({exc})")
         except Exception as exc:
@@ -189,6 +194,15 @@ class PypiRoutes:
         response = await send_download(request, found, content_type)
         if found.source is not None:
             request[UPSTREAM_USED] = found.source
+        return response
+
+    def _made_metadata_head(self, request: web.Request, made: Download, content_type: str) -> web.StreamResponse:
+        """The HEAD of metadata made for this request: the cached file's headers, as the miss it was."""
+        request[CACHE_STATE] = CacheState.MISS
+        if made.source is not None:
+            request[UPSTREAM_USED] = made.source
+        response = send_cached_file(request, made.final_path, content_type, self.file_use)
+        response.headers[CACHE_STATE_HEADER] = CacheState.MISS
         return response
 
     def _wants_part(self, request: web.Request, project: str, filename: str) -> bool:
