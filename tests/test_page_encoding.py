@@ -117,6 +117,19 @@ def test_a_client_holding_either_representation_revalidates_to_a_304(
     assert html.status == 200 and b"<a href" in gzip.decompress(html.body)
 
 
+def test_if_none_match_star_gets_a_304_as_it_does_for_files(
+    make_cache: Callable[..., RunningCache], upstream: OfficialLikeUpstream
+) -> None:
+    """RFC 9110 13.1.2: `*` matches any current representation, so a GET of a page that exists gets a 304."""
+    cache = make_cache([upstream.index_url])
+    for state in ("miss", "hit"):  # the route, then the fast path
+        star = cache.get("/pypi/simple/omega/", {**JSON, **GZIP, "If-None-Match": " * "})
+        assert star.status == 304 and star.body == b"" and star.headers["x-pkgcache-cache"] == state
+    other = cache.get("/pypi/simple/omega/", {**JSON, "If-None-Match": '"not-this-page"'})
+    assert other.status == 200 and b"omega-1.0-py3-none-any.whl" in other.body
+    assert cache.get("/pypi/simple/no-such-project/", {"If-None-Match": "*"}).status == 404
+
+
 def test_a_small_page_is_sent_as_it_is(make_cache: Callable[..., RunningCache], upstream: OfficialLikeUpstream) -> None:
     cache = make_cache([upstream.index_url])
     for _ in range(2):  # the miss, then the hit from memory

@@ -158,7 +158,7 @@ class PypiRoutes:
         if entry.stale_reason and state == CacheState.STALE:
             headers["X-Pkgcache-Stale-Reason"] = "no upstream could revalidate this page; serving the last good copy"
         if_none_match = request.headers.get("If-None-Match")
-        if if_none_match and same_page_etag(rendered.etag) in _etags(if_none_match):
+        if if_none_match and _names_page(if_none_match, rendered.etag):
             headers.pop("Content-Encoding", None)  # a 304 has no body to be encoded
             return web.Response(status=304, headers=headers)
         return web.Response(body=rendered.body, headers=headers)
@@ -325,6 +325,12 @@ def _page_error(project: str, exc: Exception) -> web.Response:
 
 def _with_query(request: web.Request, path: str) -> str:
     return f"{path}?{request.query_string}" if request.query_string else path
+
+
+def _names_page(if_none_match: str, etag: str) -> bool:
+    """Whether an If-None-Match matches the page: its tag (either representation), or `*`, which matches any
+    current representation (RFC 9110, 13.1.2), as it does for files."""
+    return if_none_match.strip() == "*" or same_page_etag(etag) in _etags(if_none_match)
 
 
 def _etags(header: str | None) -> set[str]:
