@@ -6,13 +6,19 @@ tests/test_page_browser.py shows the page working in chromium; these check what 
 from __future__ import annotations
 
 import re
+import socket
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
+from pkgcache.clients import base_url_for
 from pkgcache.config import load_settings
 from pkgcache.service.ui import render_page
+from tests.cache_service import RunningCache
+from tests.fakes.pypi_upstreams import OfficialLikeUpstream
 
 BASE = "http://10.0.0.5:3150"
 HOSTILE = "<script>alert(1)</script>"
@@ -138,3 +144,27 @@ def test_an_upstream_of_the_offline_view_whose_rest_is_over_is_shown_as_waiting_
     html = render_page("en", ops, BASE, "10.0.0.5:3150", "n")
     assert "resting until it answers: asked once each rest is over" in html  # tuna: its probe is due or in flight
     assert "resting, 20 s left" in html  # ustc: a probe failed, and it rests again
+
+
+def _page_without_host(url: str) -> str:
+    """The page at `/` asked as HTTP/1.0 allows: no Host header at all."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\nAccept-Language: en\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200"), head
+    return body.decode()
+
+
+def test_the_snippets_carry_the_port_whatever_the_host_header(
+    make_cache: Callable[..., RunningCache], official_upstream: OfficialLikeUpstream
+) -> None:
+    cache = make_cache([official_upstream.index_url])
+    server = cache.settings.server
+    configured = base_url_for(server.host, server.port)  # 127.0.0.1: what clients are told with no Host to go by
+    assert f"index-url = {configured}/pypi/simple/" in _page_without_host(cache.url)
+    named = cache.get("/", {"Host": "pkgcache.example:3141", "Accept-Language": "en"}).body.decode()
+    assert "index-url = http://pkgcache.example:3141/pypi/simple/" in named

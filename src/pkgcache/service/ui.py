@@ -192,8 +192,9 @@ def choose_language(request: web.Request) -> tuple[str, bool]:
 
 
 def base_url(request: web.Request, ops: Operations) -> str:
-    """The address clients used to reach us, from the Host header; the configured one if the header is odd."""
-    host = request.host
+    """The address clients used to reach us, from the Host header; the configured one if there is none or it is
+    odd. The header itself, not `request.host`, which without one is the socket's host without its port."""
+    host = request.headers.get("Host")
     if host and _SAFE_HOST.match(host):
         return f"{request.scheme}://{host}"
     server = ops.settings.server
