@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -85,3 +89,44 @@ def test_hostile_requests_are_refused_over_http(
     assert official_upstream.requests == [] and official_upstream.files.requests == []
     written = [p for p in cache.data_dir.rglob("*") if p.is_file()]
     assert written == []
+
+
+def _raw_request(url: str, head: bytes) -> bytes:
+    """The server's answer to a request written byte for byte (clients refuse to send what these tests need)."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(head)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /pypi/simple/" + b"a" * 20_000 + b"/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /pypi/simple/alpha/ HTTP/1.1\r\nHost: x\r\nX-Long: " + b"b" * 20_000 + b"\r\n\r\n",
+        b"GET /pypi/simple/alpha/ HTTP/1.1\r\nHost: x\r\nBad\x01Name: 1\r\n\r\n",
+    ],
+    ids=["request line too long", "header too long", "bad header name"],
+)
+def test_a_request_that_cannot_be_parsed_gets_400_and_one_log_line_without_traceback(
+    head: bytes,
+    make_cache: Callable[..., RunningCache],
+    official_upstream: OfficialLikeUpstream,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="aiohttp.server")
+    cache = make_cache([official_upstream.index_url])
+    answer = _raw_request(cache.url, head)
+    assert answer.split(b"\r\n", 1)[0].split(b" ")[1] == b"400", answer[:200]
+    deadline = time.monotonic() + 5
+    while not caplog.records and time.monotonic() < deadline:
+        time.sleep(0.05)
+    logged = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(logged) == 1 and logged[0].levelno == logging.INFO and logged[0].exc_info is None, logged
+    line = logged[0].getMessage()
+    assert line.startswith("a request from 127.0.0.1 could not be parsed, answered 400: ") and len(line) < 400
+    assert "Traceback" not in caplog.text and "\n" not in line
+    assert cache.get("/-/health").status == 200

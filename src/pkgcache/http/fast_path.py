@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from pkgcache.http.library_internals import put_in_front_of_server
+from pkgcache.http.library_internals import put_in_front_of_server, quiet_unparsable_requests
 from pkgcache.http.request_cycle import RequestCycle
 
 # The request, its raw path after the registered prefix, and the time (time.time()) it was taken; None declines.
@@ -68,10 +68,12 @@ FAST_PATH_KEY = web.AppKey("fast_path", FastPath)
 
 
 class ServiceRunner(web.AppRunner):
-    """aiohttp's AppRunner, with the application's fast path (if it has one) in front of its server's handler."""
+    """aiohttp's AppRunner, with the application's fast path (if it has one) in front of its server's handler, and
+    requests it cannot parse logged in one line each rather than a traceback."""
 
     async def setup(self) -> None:
         await super().setup()
+        quiet_unparsable_requests()
         fast_path = self.app.get(FAST_PATH_KEY)
         if fast_path is not None:
             put_in_front_of_server(self, fast_path.in_front_of)

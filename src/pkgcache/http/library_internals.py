@@ -16,16 +16,25 @@ Everything pkgcache relies on beyond those libraries' public API lives here, so 
 2. **The fast path in front of the router.** `ServiceRunner` hangs `FastPath.in_front_of` on the server that
    `AppRunner.setup` made (`runner.server`, public) by replacing its `request_handler`: each connection takes
    the server's handler when it opens, so this must happen before the sites start.
+3. **One line for a request that cannot be parsed.** aiohttp's server answers a request it cannot parse (a
+   request line over 8,190 bytes, a broken header) with a 400 and logs it with `logger.exception` on
+   `aiohttp.server`: a full traceback per request, so any client could fill the log with them.
+   `quiet_unparsable_requests` puts a filter on that logger that turns such a record into one INFO line (the
+   client's address, the status and aiohttp's reason, escaped and cut short), without the traceback. Relies on:
+   aiohttp logging them on `aiohttp.server` with the parse error (an `HttpProcessingError` with a 4xx code) as
+   the record's exc_info and the client's address as its one argument (`RequestHandler.handle_error`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from typing import IO, Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 try:
     import uvloop
@@ -36,6 +45,8 @@ except ImportError:  # not on every platform; asyncio's loop has a zero-copy sen
 MAX_SENDFILE_CHUNK = 1 << 30
 # How often to look whether the transport has sent the headers it holds (almost always it already has).
 FLUSH_POLL_SECONDS = 0.001
+# How much of aiohttp's reason for refusing a request goes in the log line (it may quote the client's bytes).
+MAX_REASON_CHARS = 200
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
@@ -63,6 +74,33 @@ def put_in_front_of_server(runner: web.AppRunner, front: Callable[[Handler], Han
     if server is None:
         raise RuntimeError("the runner is not set up: call setup() first")
     server.request_handler = front(server.request_handler)
+
+
+class UnparsableRequestLines(logging.Filter):
+    """Turns aiohttp's traceback for a request it could not parse into one INFO line (see 3. above)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError) or not 400 <= exc.code < 500:
+            return True
+        reason = " ".join(str(exc.message).split())  # aiohttp's reasons run over lines
+        if not reason.isprintable():
+            reason = ascii(reason)  # a CR/LF from the client must not forge a log line of its own
+        remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        record.msg = "a request from %s could not be parsed, answered %d: %s"
+        record.args = (remote, exc.code, reason[:MAX_REASON_CHARS])
+        record.exc_info, record.exc_text = None, None
+        if record.levelno > logging.INFO:
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        # The logger let it through as an error: at its new level it goes out only if the logger logs those.
+        return logging.getLogger(record.name).isEnabledFor(record.levelno)
+
+
+def quiet_unparsable_requests() -> None:
+    """Put `UnparsableRequestLines` on aiohttp's server logger, once per process."""
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(known, UnparsableRequestLines) for known in logger.filters):
+        logger.addFilter(UnparsableRequestLines())
 
 
 async def sendfile_to_socket(
