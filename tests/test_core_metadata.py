@@ -309,6 +309,18 @@ def test_a_head_or_a_range_on_an_uncached_wheel_of_a_mirror_without_sizes_does_n
     assert not [path for path in (cache.data_dir / "pypi" / "files").rglob("*") if path.is_file()]
 
 
+def test_a_416_from_an_upstream_whose_file_is_not_the_size_its_page_gives_is_a_502(
+    official: OfficialLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    cache = make_cache([official.index_url])
+    dist = _dist(HEAVY2)
+    assert cache.get("/pypi/simple/heavy/").status == 200  # the page, with the size, is cached
+    shorter = build_wheel("heavy", "2.0", requires=["lib>=2"], payload_size=MiB)
+    official._by_path[official.file_path(dist)] = shorter  # the same link now leads to a shorter file
+    answer = cache.get(f"/pypi/files/heavy/{HEAVY2}", {"Range": f"bytes={dist.size - 10}-"})
+    assert answer.status == 502 and b"not the size its page gives" in answer.body
+
+
 def test_a_head_on_uncached_metadata_gives_its_length_and_the_log_says_it_was_made_here(
     mirror: TunaLikeUpstream,
     make_cache: Callable[..., RunningCache],

@@ -239,6 +239,8 @@ class PypiRoutes:
                 return head
             got = await self._read_part(project, filename, asked, size)
         except RangeNotSatisfiable as exc:
+            if dist.size is not None and exc.size != dist.size:
+                return plain_error(502, f"the upstream's {filename} is not the size its page gives")
             return _not_satisfiable(exc.size)
         except RangesRefused:
             return None
