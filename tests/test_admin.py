@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pkgcache.cli.admin_commands import gc_command, purge_command, refresh_command
+from pkgcache.cli.admin_commands import AdminError, call_admin_api, gc_command, purge_command, refresh_command
+from pkgcache.cli.locate import Located
+from pkgcache.daemon.files import InstancePaths
+from pkgcache.daemon.lock import inspect_instance
 from tests.cache_service import CacheProcess, RunningCache
 from tests.conda_support import Channels
 from tests.fakes.conda_channel import find_pkg
@@ -44,7 +47,34 @@ def test_admin_api_is_absent_without_a_configured_token(
 ) -> None:
     cache = make_cache([official_upstream.index_url])
     for path in ("/-/admin/gc", "/-/admin/pypi/purge/alpha", "/-/admin/pypi/refresh/alpha"):
-        assert cache.get(path, BEARER, method="POST").status == 404
+        answer = cache.get(path, BEARER, method="POST")
+        assert answer.status == 404 and answer.headers["x-pkgcache-admin"] == "off"
+
+
+def _located_with_token(cache: RunningCache) -> Located:
+    """How a command finds this instance when its config file holds the token (whether or not the instance has it)."""
+    settings = cache.settings
+    access = settings.access.model_copy(update={"admin_token": TOKEN})
+    state = inspect_instance(InstancePaths(cache.data_dir))
+    return Located("test", state, settings.model_copy(update={"access": access}))
+
+
+def test_cli_says_the_servers_404_and_that_the_api_is_off_only_when_it_is(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    on = _admin_cache(make_cache, official_upstream)
+    located = _located_with_token(on)
+    for path, said in (
+        ("/-/admin/pypi/unblock?target=gamma", "no pypi block of gamma is in force"),
+        ("/-/admin/pypi/refresh/nosuchproject", "not found on any upstream"),
+    ):
+        with pytest.raises(AdminError) as refused:
+            call_admin_api(located, on.url, path)
+        assert said in refused.value.message and "admin API is off" not in refused.value.message
+
+    off = make_cache([official_upstream.index_url])
+    with pytest.raises(AdminError, match="admin API is off"):
+        call_admin_api(_located_with_token(off), off.url, "/-/admin/pypi/unblock?target=gamma")
 
 
 def test_admin_api_refuses_without_the_token_and_with_a_wrong_one(

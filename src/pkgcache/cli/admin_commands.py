@@ -24,7 +24,7 @@ from pkgcache.cli.options import locate_options
 from pkgcache.formatting import format_bytes
 from pkgcache.pypi.names import BadName, check_filename, normalize_project
 from pkgcache.pypi.pages import project_entries
-from pkgcache.service.admin import parse_size, pypi_file_entries
+from pkgcache.service.admin import ADMIN_OFF, ADMIN_STATE_HEADER, parse_size, pypi_file_entries
 from pkgcache.storage.eviction import Freed, collect_offline, remove_entries
 from pkgcache.storage.store import CacheStore, UnsafePath
 
@@ -72,12 +72,18 @@ def call_admin_api(located: Located, url: str, path: str) -> dict[str, Any]:
         connection.close()
     if response.status == 200:
         return json.loads(body)
+    raise AdminError(f"HTTP {response.status} from {url}{path}: {_refusal(response, body)}")
+
+
+def _refusal(response: http.client.HTTPResponse, body: bytes) -> str:
+    """What a refused admin request means, in the server's own words unless it marked the API as off."""
     message = body.decode("utf-8", "replace").strip()
-    if response.status == 404 and not message.startswith("project"):
-        message = "the admin API is off on the running instance (it was started without access.admin_token)"
-    elif response.status in (401, 403):
-        message = f"the running instance refused the admin token from the config file ({message})"
-    raise AdminError(f"HTTP {response.status} from {url}{path}: {message}")
+    # Only the service's mark says the API is off: a 404 from an action (no such block) is said as it came.
+    if response.status == 404 and response.getheader(ADMIN_STATE_HEADER) == ADMIN_OFF:
+        return "the admin API is off on the running instance (it was started without access.admin_token)"
+    if response.status in (401, 403):
+        return f"the running instance refused the admin token from the config file ({message})"
+    return message
 
 
 def _freed_line(files: int, size: int, cache_bytes: int | None = None) -> str:

@@ -1,8 +1,9 @@
 """The admin HTTP API under `/-/admin/`: purge cached entries, force an index refresh, run a collection.
 
-Off unless `access.admin_token` is configured: the routes do not exist (404). With a token, every admin request
-must carry `Authorization: Bearer <token>` (401 without one, 403 with a wrong one). All are POST: they change
-the cache. Answers are JSON.
+Off unless `access.admin_token` is configured: every admin POST is then a 404 marked `X-Pkgcache-Admin: off`, so
+that the command line can tell "the API is off" from a 404 an action gives (no such block). With a token, every
+admin request must carry `Authorization: Bearer <token>` (401 without one, 403 with a wrong one). All are POST:
+they change the cache. Answers are JSON.
 
     POST /-/admin/gc[?target=SIZE]                      evict to SIZE (default: 90 % of cache.max_size)
     POST /-/admin/pypi/purge/<project>                  a project's page and files
@@ -43,6 +44,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger(__name__)
 
 ADMIN_ROOT = "/-/admin"
+# On the 404 every admin path gets when the API is off: the mark clients match, not the wording.
+ADMIN_STATE_HEADER = "X-Pkgcache-Admin"
+ADMIN_OFF = "off"
 _SIZE = TypeAdapter(ByteSize)
 
 
@@ -201,9 +205,18 @@ async def unblock(request: web.Request) -> web.StreamResponse:
     return web.json_response({**removed.as_json(), "side": side, **change.as_json()})
 
 
+async def admin_off(request: web.Request) -> web.StreamResponse:
+    return plain_error(
+        404,
+        "the admin API is off here: this instance was started without access.admin_token",
+        **{ADMIN_STATE_HEADER: ADMIN_OFF},
+    )
+
+
 def add_admin_routes(app: web.Application, token: str | None, *, pypi: bool, conda: bool) -> None:
-    """Mount the admin API when a token is configured; without one it does not exist."""
+    """Mount the admin API when a token is configured; without one, a marked 404 on every admin path."""
     if token is None:
+        add_post(app, ADMIN_ROOT + r"/{tail:[\s\S]*}", admin_off)
         return
     add_post(app, f"{ADMIN_ROOT}/gc", _guarded(gc))
     if pypi:
