@@ -152,6 +152,27 @@ def test_block_and_unblock_work_on_the_data_directory_when_nothing_runs(tmp_path
     assert [b.target for b in BlockBook(CacheStore(data)).read()["pypi"]] == []
 
 
+def test_block_and_unblock_refuse_a_data_directory_that_is_not_one(tmp_path: Path) -> None:
+    """A mistyped --data-dir is refused as gc and purge refuse it, not created to hold a block no instance reads."""
+    runner = CliRunner()
+    missing = tmp_path / "nodir"
+    for command, args in ((block_command, ["alpha"]), (unblock_command, ["alpha"]), (block_command, ["--conda", "x"])):
+        refused = runner.invoke(command, [*args, "--data-dir", str(missing)])
+        assert refused.exit_code == 1 and f"data directory {missing} does not exist" in refused.output
+    assert not missing.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = runner.invoke(block_command, ["alpha", "--data-dir", str(empty)])
+    assert refused.exit_code == 1 and "holds no pkgcache cache" in refused.output
+    assert list(empty.iterdir()) == []
+
+    # A directory holding blocks and nothing cached is a data directory: its blocks can be lifted.
+    BlockBook(CacheStore(empty)).add("pypi", block_from_target("pypi", "alpha", "alice", ""))
+    lifted = runner.invoke(unblock_command, ["alpha", "--data-dir", str(empty)])
+    assert lifted.exit_code == 0, lifted.output
+    assert runner.invoke(block_command, ["beta", "--data-dir", str(empty)]).exit_code == 0
+
+
 @pytest.mark.parametrize(("blocked", "code"), [(False, 0), (True, 1)])
 def test_policy_check_says_which_pins_are_refused_for_ci(tmp_path: Path, blocked: bool, code: int) -> None:
     data = tmp_path / "data"

@@ -28,6 +28,7 @@ from pkgcache.seeding.credentials import reader_credentials
 from pkgcache.storage.eviction import holds_cache
 
 DATA_DIR_VARIABLE = "PKGCACHE_SERVER__DATA_DIR"
+GATE_AREA = "gate"  # where the data directory keeps its blocks (gate/blocks.json)
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,14 @@ def require_cache(data_dir: Path) -> None:
         raise click.ClickException(f"data directory {data_dir} does not exist")
     if not holds_cache(data_dir):
         raise click.ClickException(f"data directory {data_dir} holds no pkgcache cache (nothing cached there yet)")
+
+
+def require_data_dir(data_dir: Path) -> None:
+    """As `require_cache`, for commands that write the data directory's own records (blocks): one that holds
+    blocks and nothing cached yet is a data directory too."""
+    if (data_dir / GATE_AREA).is_dir():
+        return
+    require_cache(data_dir)
 
 
 def read_auth_headers(settings: Settings) -> dict[str, str]:

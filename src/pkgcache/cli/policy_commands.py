@@ -25,7 +25,7 @@ from urllib.parse import urlencode
 import click
 
 from pkgcache.cli.admin_commands import call_admin_api, running_instance_url
-from pkgcache.cli.locate import Located, locate_instance
+from pkgcache.cli.locate import Located, locate_instance, require_data_dir
 from pkgcache.cli.options import flag_overrides, locate_options, resolve_settings
 from pkgcache.config import Settings
 from pkgcache.formatting import format_bytes
@@ -81,6 +81,8 @@ def block_command(config_file: Path | None, data_dir: Path | None, target: str, 
 
 
 def _block_on_disk(settings: Settings, side: str, made: Block) -> tuple[int, int]:
+    # A mistyped --data-dir would be created and hold a block no instance reads: refuse it, as gc and purge do.
+    require_data_dir(settings.server.data_dir)
     if side == "conda":
         from pkgcache.policy.conda import CondaPolicy
 
@@ -114,6 +116,7 @@ def unblock_command(config_file: Path | None, data_dir: Path | None, target: str
         query = urlencode({"target": target, "who": _who()})
         call_admin_api(located, url, f"/-/admin/{side}/unblock?{query}")
     else:
+        require_data_dir(located.settings.server.data_dir)
         book = BlockBook(CacheStore(located.settings.server.data_dir))
         removed = book.remove(side, name, version)
         if removed is None:
