@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from pkgcache.bundle.manifest import bundle_order, check_path, kind_of
+from pkgcache.cli.kit_commands import seed
 from pkgcache.kit_record import KEPT_PER_KIND, add_kit_entry, last_baseline, last_entry, read_kit_record
 from pkgcache.seeding.fetch import FetchItem
 from pkgcache.seeding.resolve import channel_path, conda_index_items
@@ -29,9 +31,20 @@ def test_a_platform_is_named_in_conda_or_uv_spelling_and_mapped_to_the_other(giv
     assert (platform.conda_subdir, platform.uv_platform) == (subdir, uv)
 
 
-def test_an_unknown_platform_says_what_is_accepted() -> None:
-    with pytest.raises(UnknownPlatform, match="linux-64"):
-        parse_platform("amiga")
+@pytest.mark.parametrize("given", ["amiga", "linux-65", "osx-65", "win-x64"])
+def test_an_unknown_platform_says_what_is_accepted(given: str) -> None:
+    with pytest.raises(UnknownPlatform, match=r"linux-64.*linux-ppc64le"):
+        parse_platform(given)
+
+
+def test_seed_refuses_a_mistyped_platform_before_it_starts(tmp_path: Path) -> None:
+    """Not a note and exit status 0 having seeded nothing: the typo is said, and nothing is done."""
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("alpha\n")
+    missing = tmp_path / "nodir"
+    refused = CliRunner().invoke(seed, ["--platform", "linux-65", "--data-dir", str(missing), str(requirements)])
+    assert refused.exit_code == 2 and "unknown platform 'linux-65'" in refused.output
+    assert not missing.exists()
 
 
 def test_virtual_packages_are_the_targets_not_this_machines() -> None:

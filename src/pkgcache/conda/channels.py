@@ -6,35 +6,10 @@ import enum
 import re
 from dataclasses import dataclass
 
+from pkgcache.conda.subdirs import KNOWN_SUBDIRS
 from pkgcache.config import CondaUpstream
 from pkgcache.storage.store import UnsafePath, check_segment
 
-# The subdirs conda knows (its KNOWN_SUBDIRS, with rattler's additions). Only these are asked for upstream, so
-# invented ones cost neither a request nor a remembered 404 on disk.
-KNOWN_SUBDIRS = frozenset(
-    {
-        "noarch",
-        "emscripten-wasm32",
-        "wasi-wasm32",
-        "freebsd-64",
-        "linux-32",
-        "linux-64",
-        "linux-aarch64",
-        "linux-armv6l",
-        "linux-armv7l",
-        "linux-ppc64",
-        "linux-ppc64le",
-        "linux-riscv32",
-        "linux-riscv64",
-        "linux-s390x",
-        "osx-64",
-        "osx-arm64",
-        "win-32",
-        "win-64",
-        "win-arm64",
-        "zos-z",
-    }
-)
 _SHARD = re.compile(r"^[0-9a-f]{64}\.msgpack\.zst$")
 _PACKAGE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+\.(conda|tar\.bz2)$")
 

@@ -20,8 +20,9 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from pkgcache.conda.channels import KNOWN_SUBDIRS, SHARD_INDEX
+from pkgcache.conda.channels import SHARD_INDEX
 from pkgcache.conda.source import ChannelSource
+from pkgcache.conda.subdirs import KNOWN_SUBDIRS
 from pkgcache.config import CondaConfig
 
 log = logging.getLogger(__name__)

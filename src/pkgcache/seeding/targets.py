@@ -13,6 +13,8 @@ import platform
 import sys
 from dataclasses import dataclass
 
+from pkgcache.conda.subdirs import KNOWN_SUBDIRS
+
 # conda subdir -> uv --python-platform (the generic name: uv picks its default glibc / macOS floor).
 _UV_FOR_SUBDIR = {
     "linux-64": "x86_64-unknown-linux-gnu",
@@ -22,6 +24,10 @@ _UV_FOR_SUBDIR = {
     "win-64": "x86_64-pc-windows-msvc",
     "win-arm64": "aarch64-pc-windows-msvc",
 }
+# The other subdirs of machines conda knows (not noarch, nor wasm or BSD, for which no virtual packages are given).
+_OTHER_SUBDIRS = frozenset(
+    subdir for subdir in KNOWN_SUBDIRS if subdir.startswith(("linux-", "osx-", "win-")) and subdir not in _UV_FOR_SUBDIR
+)
 # uv's short names and the start of its long ones -> conda subdir.
 _SUBDIR_FOR_UV = {"linux": "linux-64", "macos": "osx-arm64", "windows": "win-64"}
 _SUBDIR_FOR_UV_PREFIX = (
@@ -74,10 +80,14 @@ def parse_platform(name: str) -> Platform:
     for prefix, subdir in _SUBDIR_FOR_UV_PREFIX:
         if name.startswith(prefix):
             return Platform(name, subdir, name)
-    if name.startswith(("linux-", "osx-", "win-")) and name.count("-") == 1:
+    if name in _OTHER_SUBDIRS:
         return Platform(name, name, None)  # a conda subdir uv has no wheels for (linux-ppc64le...)
-    accepted = ", ".join([*_UV_FOR_SUBDIR, "or a uv --python-platform name (x86_64-manylinux_2_28...)"])
-    raise UnknownPlatform(f"unknown platform {name!r}: use a conda subdir ({accepted})")
+    # Refused here, not skipped later: a typo (linux-65) would otherwise seed nothing and exit 0.
+    accepted = ", ".join([*_UV_FOR_SUBDIR, *sorted(_OTHER_SUBDIRS)])
+    raise UnknownPlatform(
+        f"unknown platform {name!r}: use a conda subdir ({accepted}) or a uv --python-platform name "
+        "(x86_64-manylinux_2_28...)"
+    )
 
 
 def this_platform() -> Platform:
