@@ -129,6 +129,22 @@ def test_string_lists_from_the_environment_as_a_comma_list(monkeypatch: pytest.M
     assert settings.pypi.min_release_age_exempt == ["ourcompany-*", "internal-*"]
 
 
+@pytest.mark.parametrize(
+    ("entry", "said"),
+    [
+        ("cloud/conda-forge/linux-65", "'linux-65' is not a conda subdir (emscripten-wasm32, freebsd-64, linux-32"),
+        ("cloud/conda-forge/Linux-64", "'Linux-64' is not a conda subdir"),
+        ("cloud/elsewhere/linux-64", "CHANNEL one of conda.channels"),
+    ],
+)
+def test_prebuild_shards_names_a_served_channel_and_a_subdir_conda_knows(tmp_path: Path, entry: str, said: str) -> None:
+    config = tmp_path / "pkgcache.toml"
+    config.write_text(f'[conda]\nprebuild_shards = ["{entry}"]\n')
+    with pytest.raises(ConfigError, match=f"prebuild_shards entry '{entry}'") as refused:
+        load_settings(config)
+    assert said in str(refused.value)
+
+
 def test_a_comma_list_is_for_the_environment_only(tmp_path: Path) -> None:
     config = tmp_path / "pkgcache.toml"
     config.write_text('[conda]\nchannels = "pkgs/main,cloud/conda-forge"\n')

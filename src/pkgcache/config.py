@@ -17,7 +17,6 @@ import copy
 import hashlib
 import ipaddress
 import os
-import re
 import sys
 import tomllib
 from collections.abc import Mapping
@@ -34,6 +33,7 @@ from pydantic_settings import (
 )
 
 from pkgcache import __version__
+from pkgcache.conda.subdirs import KNOWN_SUBDIRS
 from pkgcache.env_settings import CommaSeparated, EnvValueError, PkgcacheEnvSource
 from pkgcache.node_identity import NAME_PATTERN, NodeIdentity, host_node_name
 from pkgcache.policy.config import CondaPolicySettings, PypiPolicySettings
@@ -343,8 +343,6 @@ class AccessConfig(_Section):
         return value
 
 
-_SUBDIR_SHAPE = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
-
 DEFAULT_CONDA_CHANNELS = [
     "pkgs/main",
     "pkgs/r",
@@ -381,11 +379,15 @@ class CondaConfig(_UpstreamSide, CondaPolicySettings):
     def _prebuilt_subdirs_served(self) -> CondaConfig:
         for entry in self.prebuild_shards:
             channel, _, subdir = entry.strip("/").rpartition("/")
-            if channel not in self.channels or not _SUBDIR_SHAPE.fullmatch(subdir):
+            if channel not in self.channels:
                 raise ValueError(
                     f"prebuild_shards entry {entry!r} must be CHANNEL/SUBDIR with CHANNEL one of conda.channels "
                     "(like 'cloud/conda-forge/linux-64')"
                 )
+            # Checked here, not when the service starts: a typo (linux-65) would only be an error in its log.
+            if subdir not in KNOWN_SUBDIRS:
+                known = ", ".join(sorted(KNOWN_SUBDIRS))
+                raise ValueError(f"prebuild_shards entry {entry!r}: {subdir!r} is not a conda subdir ({known})")
         self.prebuild_shards = [entry.strip("/") for entry in self.prebuild_shards]
         return self
 
