@@ -177,6 +177,44 @@ def test_an_environment_value_that_must_be_json_is_one_line_from_the_cli(tmp_pat
     assert "PKGCACHE_ACCESS__USERS" in line and "JSON" in line and "secret" not in line
 
 
+@pytest.mark.parametrize(
+    ("variable", "nearest"),
+    [
+        ("PKGCACHE_SERVER_PORT", "did you mean PKGCACHE_SERVER__PORT?"),  # one underscore
+        ("PKGCACHE_SEVER__PORT", "did you mean PKGCACHE_SERVER__PORT?"),
+        ("PKGCACHE_DATA_DIR", "did you mean PKGCACHE_SERVER__DATA_DIR?"),  # the key without its section
+        ("PKGCACHE_UPSTREAMS", "did you mean PKGCACHE_CONDA__UPSTREAMS or PKGCACHE_PYPI__UPSTREAMS?"),
+        ("pkgcache_server__portt", "did you mean PKGCACHE_SERVER__PORT?"),  # read without regard to case
+        ("PKGCACHE_XYZZY", "settings are PKGCACHE_<SECTION>__<KEY>"),
+    ],
+)
+def test_an_environment_variable_that_names_no_setting_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, variable: str, nearest: str
+) -> None:
+    """As a mistyped key in the config file is: pydantic-settings alone would leave the setting as it was."""
+    monkeypatch.setenv(variable, "18197")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert f"{variable} is not a pkgcache setting" in str(caught.value) and nearest in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "variable", ["PKGCACHE_TEST_PORT", "PKGCACHE_FAULTS_LENIENT", "PKGCACHE_SHARD_MEMORY_TEST_MB", "PKGCACHE_PYPI"]
+)
+def test_the_projects_own_variables_and_whole_sections_are_no_error(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    monkeypatch.setenv(variable, "{}" if variable == "PKGCACHE_PYPI" else "1")
+    monkeypatch.setenv("PKGCACHE_ACCESS__USERS__ALICE", "secret")  # one entry of a table
+    assert load_settings().server.port == 3150
+
+
+def test_an_unknown_environment_variable_is_one_line_from_the_cli(tmp_path: Path) -> None:
+    result = _run_cli("client-config", env={"PKGCACHE_SERVER_PORT": "18197", "HOME": str(tmp_path)})
+    line = _one_line_error(result)
+    assert "PKGCACHE_SERVER_PORT is not a pkgcache setting: did you mean PKGCACHE_SERVER__PORT?" in line
+
+
 def test_a_config_file_not_in_utf8_is_explained(tmp_path: Path) -> None:
     config = tmp_path / "gbk.toml"
     config.write_bytes("# 清华镜像\n[pypi]\nupstreams = ['tuna']\n".encode("gbk"))

@@ -5,17 +5,29 @@ A list or table is written as JSON (`PKGCACHE_CONDA__DENY='["numpy >=2"]'`). A l
 and tables may hold commas themselves, so they stay JSON only. A value that is neither is an `EnvValueError`
 naming the variable and the JSON form, not pydantic-settings' traceback.
 
+A `PKGCACHE_` variable that names no setting is an `EnvValueError` too, naming the nearest one: pydantic-settings
+would ignore it, so `PKGCACHE_SERVER_PORT` (one underscore) would leave the port as it was without a word, where
+the same typo in the config file is an error.
+
 Kept apart from `pkgcache.config` so the policy models (which `pkgcache.config` imports) can mark their fields.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+import os
+from collections.abc import Iterable, Mapping
 from typing import Any, get_origin
 
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
-from pydantic_settings import EnvSettingsSource
+from pydantic_settings import BaseSettings, EnvSettingsSource
 from pydantic_settings.exceptions import SettingsError
+
+# Variables with the prefix that are not settings: read by pkgcache's own test suite and its tools (tests/,
+# scripts/test_container), so a developer's shell holding one is no configuration error.
+NOT_SETTINGS = frozenset({"PKGCACHE_FAULTS_LENIENT", "PKGCACHE_SHARD_MEMORY_TEST_MB", "PKGCACHE_SCREENSHOT_DIR"})
+NOT_SETTINGS_PREFIX = "PKGCACHE_TEST_"
 
 
 class CommaSeparated:
@@ -45,6 +57,9 @@ class PkgcacheEnvSource(EnvSettingsSource):
             raise _Undecodable(value, field) from None
 
     def __call__(self) -> dict[str, Any]:
+        unknown = unknown_variables(self.settings_cls, self.env_prefix, os.environ)
+        if unknown:
+            raise EnvValueError("; ".join(unknown))
         try:
             return super().__call__()
         except SettingsError as exc:
@@ -66,3 +81,48 @@ def _variable_holding(env_vars: Mapping[str, str | None], prefix: str, value: st
     ours = (name.upper() for name, held in env_vars.items() if held == value)
     names = sorted(name for name in ours if name.startswith(prefix.upper()))
     return " or ".join(names) or f"a {prefix.upper()} environment variable"
+
+
+def unknown_variables(settings_cls: type[BaseSettings], prefix: str, names: Iterable[str]) -> list[str]:
+    """What is wrong with each variable among `names` that has the prefix but names no setting (none: empty)."""
+    prefix = prefix.upper()
+    settings, tables = setting_variables(settings_cls, prefix)
+    found = []
+    for name in sorted(names):
+        upper = name.upper()  # pydantic-settings reads names without regard to case
+        if not upper.startswith(prefix) or upper in settings or upper in NOT_SETTINGS:
+            continue
+        if upper.startswith(NOT_SETTINGS_PREFIX) or upper.startswith(tables):
+            continue
+        found.append(f"{name} is not a pkgcache setting{_nearest(upper, settings, prefix)}")
+    return found
+
+
+def setting_variables(settings_cls: type[BaseSettings], prefix: str) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The variables naming a setting (`PKGCACHE_SECTION`, as JSON, and `PKGCACHE_SECTION__KEY`), and the starts of
+    those naming one entry of a table (`PKGCACHE_ACCESS__USERS__ALICE`)."""
+    names: set[str] = set()
+    tables: list[str] = []
+    for section, field in settings_cls.model_fields.items():
+        base = f"{prefix}{section}".upper()
+        names.add(base)
+        model = field.annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        for key, key_field in model.model_fields.items():
+            names.add(f"{base}__{key.upper()}")
+            if get_origin(key_field.annotation) is dict:
+                tables.append(f"{base}__{key.upper()}__")
+    return frozenset(names), tuple(tables)
+
+
+def _nearest(name: str, settings: frozenset[str], prefix: str) -> str:
+    """ ": did you mean X?" for the setting `name` most likely means, or how settings are named when none is near."""
+    tail = name.removeprefix(prefix)
+    tails = {setting.removeprefix(prefix): setting for setting in settings}
+    # A key given without its section (PKGCACHE_DATA_DIR) is that key, in whichever sections have it.
+    by_key = sorted(setting for short, setting in tails.items() if short.partition("__")[2] == tail)
+    close = by_key or [tails[found] for found in difflib.get_close_matches(tail, sorted(tails), n=1, cutoff=0.6)]
+    if close:
+        return f": did you mean {' or '.join(close)}?"
+    return f" (settings are {prefix}<SECTION>__<KEY>, two underscores between the config file's section and key)"
