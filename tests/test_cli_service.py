@@ -262,6 +262,26 @@ def test_start_on_a_taken_port_fails_clearly(tmp_path: Path, tuna: TunaLikeUpstr
     assert not running.pid_file.exists()
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_on_a_taken_port_never_says_it_serves(tmp_path: Path, workers: str) -> None:
+    """ "serving on" is said once the port is held: not before "Address already in use"."""
+    port = free_port()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        served = run_pkgcache(
+            "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(tmp_path / "data"),
+            "--workers", workers, "--pypi-upstream", "http://127.0.0.1:9/simple/", "--conda-upstream", DEAD_CONDA,
+            timeout=30,
+        )  # fmt: skip
+    assert served.returncode != 0 and "already in use" in served.stderr, served.stderr
+    assert "serving on" not in served.stdout + served.stderr
+
+
+def test_the_serving_line_is_logged_once_listening(service: BackgroundService) -> None:
+    assert f"serving on http://127.0.0.1:{service.port}/" in service.run("logs").stdout
+
+
 def test_start_on_a_disk_under_min_free_space_says_why_at_once_and_stops_it(
     tmp_path: Path, tuna: TunaLikeUpstream
 ) -> None:

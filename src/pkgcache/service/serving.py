@@ -11,7 +11,7 @@ import functools
 import logging
 import resource
 import socket
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -38,9 +38,10 @@ def run(settings: Settings) -> int:
     """Serve until stopped (SIGTERM, SIGINT); the exit status. OSError if the address cannot be listened on."""
     raise_open_file_limit()
     count = settings.server.worker_count()
-    _log_banner(settings, count)
+    # Said once the port is held: "serving on" followed by "Address already in use" would be a contradiction.
+    banner = functools.partial(_log_banner, settings, count)
     if count == 1:
-        serve_worker(settings, None, None)
+        serve_worker(settings, None, None, on_listening=banner)
         return 0
     supervisor = Supervisor(
         settings.server.host,
@@ -49,12 +50,19 @@ def run(settings: Settings) -> int:
         functools.partial(serve_worker, settings),
         str(settings.server.data_dir),
         shutdown_timeout=WORKER_STOP_TIMEOUT,
+        on_bound=banner,
     )
     return supervisor.run()
 
 
-def serve_worker(settings: Settings, worker: WorkerContext | None, sockets: list[socket.socket] | None) -> None:
+def serve_worker(
+    settings: Settings,
+    worker: WorkerContext | None,
+    sockets: list[socket.socket] | None,
+    on_listening: Callable[[], None] | None = None,
+) -> None:
     """One serving process: the whole service (`worker` None, listening itself), or one worker on given sockets.
+    `on_listening` is called once every socket listens.
 
     Like aiohttp's run_app, but with pkgcache's runner (the fast path in front of the router): SIGINT and SIGTERM
     start a graceful shutdown (stop listening, run the shutdown hooks, which settle downloads in flight, wait up
@@ -83,6 +91,8 @@ def serve_worker(settings: Settings, worker: WorkerContext | None, sockets: list
                 sites = [web.SockSite(runner, sock, backlog=BACKLOG) for sock in sockets]
             for site in sites:
                 await site.start()
+            if on_listening is not None:
+                on_listening()
             await watch.run(runner)  # until a signal raises GracefulExit
         finally:
             await runner.cleanup()

@@ -68,6 +68,7 @@ class Supervisor:
     serve: ServeWorker
     runtime_dir: str  # the data directory, where the pid file is
     shutdown_timeout: float = 60.0
+    on_bound: Callable[[], None] | None = None  # once the port is held, before any worker starts
     _workers: list[_Worker] = field(default_factory=list)
     _counters: SharedCounters | None = None
     _private: socket.socket | None = None
@@ -78,6 +79,8 @@ class Supervisor:
     def run(self) -> int:
         """Start the workers and keep them running until asked to stop; the exit status for the service."""
         self._bind()
+        if self.on_bound is not None:
+            self.on_bound()
         self._counters = SharedCounters(self.count)
         # Objects made so far are never freed: keep the collector off their pages, so they stay shared.
         gc.collect()
