@@ -24,7 +24,9 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from click.testing import CliRunner
 
+from pkgcache.cli import main
 from pkgcache.cli.status_commands import upstream_lines
 from pkgcache.config import Settings, load_settings
 from pkgcache.daemon.logs import problem_lines
@@ -280,6 +282,17 @@ def test_serve_on_a_taken_port_never_says_it_serves(tmp_path: Path, workers: str
 
 def test_the_serving_line_is_logged_once_listening(service: BackgroundService) -> None:
     assert f"serving on http://127.0.0.1:{service.port}/" in service.run("logs").stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["start", "--wait", "-1"], ["restart", "--wait", "-1"], ["stop", "--timeout", "-5"], ["check", "--timeout", "-1"]],
+)
+def test_a_negative_wait_or_timeout_is_refused(tmp_path: Path, args: list[str]) -> None:
+    """Taken, it would mean no wait at all: `start --wait -1` said it had started something it never looked at."""
+    refused = CliRunner().invoke(main, [*args, "--config", str(tmp_path / "none.toml")])
+    assert refused.exit_code == 2 and f"Invalid value for '{args[1]}'" in refused.output, refused.output
+    assert not (tmp_path / "data").exists()
 
 
 def test_start_on_a_disk_under_min_free_space_says_why_at_once_and_stops_it(

@@ -19,7 +19,7 @@ from typing import Literal
 import aiohttp
 import click
 
-from pkgcache.cli.options import config_option, settings_from_options
+from pkgcache.cli.options import SECONDS, config_option, settings_from_options
 from pkgcache.config import Settings
 from pkgcache.formatting import format_bytes
 from pkgcache.presets import CONDA_PRESETS, PYPI_PRESETS
@@ -42,7 +42,7 @@ ProbeKind = Literal["pypi-page", "repodata", "exists"]
 @click.option("--presets", is_flag=True, help="Probe every known preset mirror instead of the configured ones.")
 @click.option("--project", default=DEFAULT_PROJECT, show_default=True, help="PyPI project whose page is fetched.")
 @click.option(
-    "--timeout", type=float, default=DEFAULT_TIMEOUT, show_default=True, help="Seconds allowed for each probe."
+    "--timeout", type=SECONDS, default=DEFAULT_TIMEOUT, show_default=True, help="Seconds allowed for each probe."
 )
 def check_command(
     config_file: Path | None,

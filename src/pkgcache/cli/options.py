@@ -11,6 +11,8 @@ import click
 from pkgcache.config import LOG_LEVELS, ConfigError, Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
+# A wait or a timeout in seconds: a negative one would be taken and mean "no time at all", so it is refused.
+SECONDS = click.FloatRange(min=0)
 
 
 def config_option(function: F) -> F:

@@ -18,6 +18,7 @@ import click
 from pkgcache import __version__, clients
 from pkgcache.cli.locate import Located, locate_instance, read_auth_headers, running_elsewhere
 from pkgcache.cli.options import (
+    SECONDS,
     absolute,
     flag_overrides,
     locate_options,
@@ -114,7 +115,7 @@ def configure_logging(level: str) -> None:
 @click.option(
     "--wait",
     "wait_timeout",
-    type=float,
+    type=SECONDS,
     default=START_TIMEOUT,
     show_default=True,
     help="Seconds to wait for its health check to answer (an unhealthy answer ends the wait: it is stopped).",
@@ -217,7 +218,7 @@ def _print_started(settings: Settings, pid: int, paths: InstancePaths, hint: str
 
 @click.command()
 @locate_options
-@click.option("--timeout", type=float, default=STOP_TIMEOUT, show_default=True, help="Seconds before SIGKILL.")
+@click.option("--timeout", type=SECONDS, default=STOP_TIMEOUT, show_default=True, help="Seconds before SIGKILL.")
 def stop(timeout: float, config_file: Path | None, data_dir: Path | None) -> None:
     """Stop the background service gracefully (SIGTERM; SIGKILL after the timeout)."""
     located = locate_instance("stop", config_file, data_dir)
@@ -262,8 +263,8 @@ def foreign_message(state: InstanceState) -> str:
 
 @click.command()
 @serve_options
-@click.option("--timeout", type=float, default=STOP_TIMEOUT, show_default=True, help="Seconds before SIGKILL.")
-@click.option("--wait", "wait_timeout", type=float, default=START_TIMEOUT, show_default=True, help="Seconds to wait.")
+@click.option("--timeout", type=SECONDS, default=STOP_TIMEOUT, show_default=True, help="Seconds before SIGKILL.")
+@click.option("--wait", "wait_timeout", type=SECONDS, default=START_TIMEOUT, show_default=True, help="Seconds to wait.")
 def restart(timeout: float, wait_timeout: float, config_file: Path | None, **options: Any) -> None:
     """Stop the background service and start it again, with the settings `start` recorded for it.
 
