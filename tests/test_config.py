@@ -65,6 +65,13 @@ index_ttl = 30
     [
         ("[server]\nport = 'eighty'\n", "server.port"),
         ("[pypi]\nupstreams = ['no-such-preset']\n", "neither a preset name nor an http(s) URL"),
+        ("[conda]\nupstreams = ['no-such-preset']\n", "neither a preset name nor an http(s) URL"),
+        # Proxies and an upstream table's URLs have no presets: the message does not offer any.
+        (
+            "[upstream]\nproxy = 'proxy.corp:3128'\n",
+            "upstream.proxy: Value error, 'proxy.corp:3128' is not an http(s) URL",
+        ),
+        ("[[pypi.upstreams]]\nname = 'm'\nurl = 'ftp://m/'\n", "'ftp://m/' is not an http(s) URL"),
         ("[pypi]\nupstreams = []\n", "at least one upstream"),
         ("[pypi]\nupstreams = ['tuna', 'tuna']\n", "distinct names"),
         ("[server]\nprot = 1\n", "server.prot"),

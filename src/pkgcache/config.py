@@ -56,10 +56,12 @@ def _default_data_dir() -> Path:
     return Path.home() / ".cache" / "pkgcache"
 
 
-def _check_http_url(url: str) -> str:
+def _check_http_url(url: str, *, or_preset: bool = False) -> str:
+    """`url` ending in "/"; ValueError, mentioning presets only where one would have been taken (`or_preset`)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{url!r} is neither a preset name nor an http(s) URL")
+        what = "neither a preset name nor an http(s) URL" if or_preset else "not an http(s) URL"
+        raise ValueError(f"{url!r} is {what}")
     return url if url.endswith("/") else url + "/"
 
 
@@ -252,7 +254,7 @@ class PypiUpstream(_Section):
             return value
         if value in PYPI_PRESETS:
             return {"name": value, "url": PYPI_PRESETS[value], **PYPI_PRESET_LIMITS.get(value, {})}
-        url = _check_http_url(value)
+        url = _check_http_url(value, or_preset=True)
         return {"name": _name_from_url(url), "url": url}
 
     @field_validator("url", "files_url")
@@ -311,7 +313,7 @@ class CondaUpstream(_Section):
             pkgs, cloud = CONDA_PRESETS[value]
             return {"name": value, "pkgs_url": pkgs, "cloud_url": cloud}
         # A bare URL is a mirror laid out like the domestic ones: BASE/pkgs/... and BASE/cloud/...
-        base = _check_http_url(value)
+        base = _check_http_url(value, or_preset=True)
         return {"name": _name_from_url(base), "pkgs_url": base + "pkgs/", "cloud_url": base + "cloud/"}
 
     @field_validator("pkgs_url", "cloud_url")
