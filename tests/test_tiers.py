@@ -444,3 +444,41 @@ def test_metrics_and_the_page_name_the_node_its_tier_and_its_parent(tiers: Tiers
     assert "Node office-1, tier office" in page and "pkgcache, node central-1, tier central" in page
     status = json.loads(tiers.child.get("/-/status").body)
     assert status["node"] == "office-1" and status["tier"] == "office"
+
+
+@pytest.mark.parametrize("kind", ["pip", "uv"])
+def test_a_parents_policy_refusal_reaches_the_client_and_neither_rests_the_parent_nor_goes_to_the_mirror(
+    kind: str,
+    official_upstream: OfficialLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    bg_loop: BackgroundLoop,
+    tmp_path: Path,
+) -> None:
+    """The central cache denies delta-pkg; an office cache lists it first and the public mirror after it. The
+    office passes the central verdict on: asking the mirror instead would serve what the central policy refused,
+    and resting the central cache would send every other install of the office to the mirror meanwhile."""
+    deny = {"deny": [{"name": "delta-pkg", "reason": "typosquat INC-42"}]}
+    parent = make_cache([official_upstream.index_url], server=PARENT, pypi=deny)
+    wire = _start_wire(bg_loop, parent.url)
+    try:
+        child = make_cache(
+            [{"name": "parent", "url": f"{wire.url}/pypi/simple/"}, official_upstream.index_url],
+            server=CHILD,
+            conda={"enabled": False},
+            upstream={"user_agent": CHILD_AGENT},
+        )
+        result = INSTALLERS[kind](child.index_url, tmp_path / "target", "alpha==2.0")
+        said = result.stdout + result.stderr
+        assert result.returncode != 0 and "INC-42" in said, said  # both show a refused download's reason phrase
+        answer = child.get("/pypi/files/delta-pkg/delta_pkg-3.0-py3-none-any.whl")
+        assert answer.status == 403 and b"INC-42" in answer.body, (answer.status, answer.body)
+        mirror_seen = official_upstream.requests + official_upstream.files.requests
+        assert not [r.path for r in mirror_seen if agent_of(r) == CHILD_AGENT]  # all through the central cache
+        status = json.loads(child.get("/-/status").body)
+        parent_status = next(u for u in status["upstreams"]["pypi"] if u["name"] == "parent")
+        assert parent_status["healthy"] and parent_status["failures"] == 0, parent_status
+        # The rest of the office's installs still go through the central cache at once.
+        other = INSTALLERS[kind](child.index_url, tmp_path / "other", "gamma==0.5")
+        assert other.returncode == 0, other.stdout + other.stderr
+    finally:
+        bg_loop.run(wire.stop())

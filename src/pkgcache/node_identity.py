@@ -17,6 +17,10 @@ from dataclasses import dataclass
 
 NODE_HEADER = "X-Pkgcache-Node"
 TIER_HEADER = "X-Pkgcache-Tier"
+# On a 403 of the policy's (`policy`): the refusal is the node's verdict, not a fault. A child passes it on to its
+# client as it is, without resting that node or asking another upstream, which would serve what the policy refused.
+REFUSAL_HEADER = "X-Pkgcache-Refusal"
+POLICY_REFUSAL = "policy"
 
 # What a node name or tier may hold: it goes into a response header and a Prometheus label as it is.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from pkgcache.gate.misses import not_held
 from pkgcache.http.responses import CLIENT_RETRY_AFTER_SECONDS
+from pkgcache.node_identity import POLICY_REFUSAL, REFUSAL_HEADER
 
 # Long enough for a rule, its reason and a date; status lines of this size pass every client and proxy tried.
 MAX_REASON_CHARS = 480
@@ -28,10 +29,11 @@ def reason_phrase(message: str) -> str:
 
 
 class Refused(web.HTTPForbidden):
-    """A project or file the policy does not let through."""
+    """A project or file the policy does not let through (marked so, for a pkgcache below this one: a child)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(reason=reason_phrase(message), text=message + "\n", headers={"Cache-Control": "no-store"})
+        headers = {"Cache-Control": "no-store", REFUSAL_HEADER: POLICY_REFUSAL}
+        super().__init__(reason=reason_phrase(message), text=message + "\n", headers=headers)
         self.message = message
 
 

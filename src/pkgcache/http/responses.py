@@ -24,10 +24,11 @@ from aiohttp.abc import AbstractStreamWriter
 
 from pkgcache.cache_state import CacheState
 from pkgcache.header_numbers import ascii_number
+from pkgcache.node_identity import POLICY_REFUSAL, REFUSAL_HEADER
 from pkgcache.storage.downloads import Abandoned, Download, IntegrityError
 from pkgcache.storage.file_use import FileUse
 from pkgcache.storage.store import StorageError, UnsafePath
-from pkgcache.upstream.pool import UpstreamNotFound, UpstreamsUnavailable
+from pkgcache.upstream.pool import UpstreamNotFound, UpstreamRefused, UpstreamsUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ def error_for(exc: BaseException) -> web.Response | None:
         return plain_error(400, f"refused path: {exc}")
     if isinstance(exc, UpstreamNotFound):
         return plain_error(404, "not found on any upstream")
+    if isinstance(exc, UpstreamRefused):
+        # The parent's verdict as it gave it (pip and uv show the reason phrase), marked for a child below this one.
+        headers = {"Cache-Control": "no-store", REFUSAL_HEADER: POLICY_REFUSAL}
+        return web.Response(status=403, reason=exc.reason, text=f"{exc}\n", headers=headers)
     if isinstance(exc, UpstreamsUnavailable):
         if exc.retry_after is not None:
             retry_after = min(CLIENT_RETRY_AFTER_SECONDS, max(1, int(exc.retry_after)))

@@ -29,7 +29,7 @@ import aiohttp
 
 from pkgcache.config import HostPort
 from pkgcache.header_numbers import ascii_number
-from pkgcache.node_identity import NodeIdentity
+from pkgcache.node_identity import POLICY_REFUSAL, REFUSAL_HEADER, NodeIdentity
 from pkgcache.storage.downloads import Absent
 from pkgcache.upstream.address_guard import GuardedResolver, RefusedAddress, TrustedHosts, guard_middleware
 
@@ -59,6 +59,8 @@ PROBE_HEADERS = {"Range": "bytes=0-0"}
 PROBE_ANSWERS = frozenset({200, 206}) | NOT_FOUND_STATUSES
 
 
+# How much of a parent pkgcache's policy refusal is read for its reason (its body is the one-line message).
+MAX_REFUSAL_BYTES = 1024
 # Bodies smaller than this tell an upstream's latency more than its rate: they do not count towards it.
 RATE_SAMPLE_BYTES = 1 << 20
 
@@ -84,6 +86,15 @@ class UpstreamBusy(UpstreamError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, rest_upstream=False)
+
+
+class UpstreamRefused(Exception):
+    """A pkgcache upstream (a parent) refused the thing by its policy: its verdict, final. The upstream is not
+    rested and no other one is asked (that would serve what the policy refused); the client gets the refusal."""
+
+    def __init__(self, reason: str, node: str) -> None:
+        super().__init__(f"{reason} (refused by pkgcache {node})")
+        self.reason = reason
 
 
 class UpstreamNotFound(Absent):
@@ -466,6 +477,9 @@ class UpstreamPool:
             return
         if status in NOT_FOUND_STATUSES:
             raise UpstreamNotFound(url)
+        refusing_node = NodeIdentity.from_headers(response.headers)
+        if status == 403 and refusing_node is not None and response.headers.get(REFUSAL_HEADER) == POLICY_REFUSAL:
+            raise UpstreamRefused(await _refusal_reason(response), refusing_node.name)
         if status in BLOCK_STATUSES and response.content_type in ("text/html", "text/plain"):
             block = await _block_page(response)
             if block is not None:
@@ -622,6 +636,17 @@ def _rate_floor(policy: UpstreamPolicySettings, rate_to_beat: float | None) -> t
             share = f"{policy.relative_min_rate:.0%}"
             floor, why = relative, f"{share} of the {rate_to_beat:.0f} B/s another upstream lately delivered"
     return floor, why
+
+
+async def _refusal_reason(response: aiohttp.ClientResponse) -> str:
+    """A pkgcache's policy refusal in its words: the first line of its body (a proxy between may drop the status
+    line's reason, and HTTP/2 has none), else that reason, as one printable line fit for a status line."""
+    try:
+        first = (await response.content.read(MAX_REFUSAL_BYTES)).decode("utf-8", "replace").strip().split("\n")[0]
+    except (aiohttp.ClientError, TimeoutError):
+        first = ""
+    words = " ".join(first.split()) or response.reason or "refused by its policy"
+    return "".join(c if c.isprintable() else "?" for c in words).encode("latin-1", "replace").decode("latin-1")
 
 
 async def _block_page(response: aiohttp.ClientResponse) -> str | None:
