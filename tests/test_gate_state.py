@@ -210,3 +210,19 @@ def test_offline_and_online_flags_override_the_config_and_their_absence_does_not
     assert flag_overrides({"offline": True}) == {"server": {"offline": True}}
     assert flag_overrides({"offline": False}) == {"server": {"offline": False}}  # `restart --online`
     assert flag_overrides({"offline": None}) == {}
+
+
+@pytest.mark.parametrize(("side", "blocked", "lifted"), [("pypi", "1.1.0", "1.1"), ("conda", "1.1", "1.1.0")])
+def test_a_block_is_lifted_by_any_spelling_of_its_version_and_replaced_by_one(
+    tmp_path: Path, side: str, blocked: str, lifted: str
+) -> None:
+    """A block of 1.1.0 refuses the files of 1.1 (one version, as the side compares them): so it is one block,
+    lifted by `unblock multi==1.1`, and blocking 1.1 again replaces it rather than adding a second."""
+    book = BlockBook(CacheStore(tmp_path))
+    book.add(side, block_from_target(side, f"Multi=={blocked}", "ops", "qa"))
+    book.add(side, block_from_target(side, f"multi=={lifted}", "ops", "again"))
+    assert [(b.version, b.why) for b in book.read()[side]] == [(lifted, "again")]
+    removed = book.remove(side, "multi", blocked)
+    assert removed is not None and removed.why == "again"
+    assert book.read()[side] == ()
+    assert book.remove(side, "multi", "1.2") is None  # another version is not this one

@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pkgcache.policy.common import Block, Side, parse_block_target
+from pkgcache.policy.conda_rules import parse_version as parse_conda_version
 from pkgcache.policy.pypi import normalize_name as normalize_pypi_name
+from pkgcache.policy.pypi_rules import parse_version as parse_pypi_version
 from pkgcache.storage.store import CacheStore, Stamp, file_stamp
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,15 @@ Blocks = Mapping[str, tuple[Block, ...]]
 def normalize(side: str, name: str) -> str:
     """A name as the side compares it: PEP 503 for PyPI, case folded for conda."""
     return normalize_pypi_name(name) if side == "pypi" else name.strip().lower()
+
+
+def block_key(side: str, name: str, version: str | None) -> tuple[str, object]:
+    """What makes two blocks the same: the normalised name and the version as the side compares versions (PEP 440
+    or conda's: `1.1` and `1.1.0` are one version), or its text when it is no version of the side's."""
+    if version is None:
+        return normalize(side, name), None
+    parsed = parse_pypi_version(version) if side == "pypi" else parse_conda_version(version)
+    return normalize(side, name), parsed if parsed is not None else version
 
 
 def block_from_target(side: str, target: str, who: str, why: str, when: datetime | None = None) -> Block:
@@ -89,15 +100,16 @@ class BlockBook:
     def add(self, side: str, block: Block) -> None:
         """Keep `block` (replacing one of the same name and version), blocking: call from a thread."""
         blocks = self.read()
-        key = (normalize(side, block.name), block.version)
-        kept = [b for b in blocks[side] if (normalize(side, b.name), b.version) != key]
+        key = block_key(side, block.name, block.version)
+        kept = [b for b in blocks[side] if block_key(side, b.name, b.version) != key]
         self._write({**blocks, side: (*kept, block)})
 
     def remove(self, side: str, name: str, version: str | None) -> Block | None:
-        """Drop the block of `name` at `version` (None: the block of every version); the block dropped, if any."""
+        """Drop the block of `name` at `version` (None: the block of every version; `1.1` is `1.1.0`, as a block
+        of either refuses the files of both); the block dropped, if any."""
         blocks = self.read()
-        key = (normalize(side, name), version)
-        gone = [b for b in blocks[side] if (normalize(side, b.name), b.version) == key]
+        key = block_key(side, name, version)
+        gone = [b for b in blocks[side] if block_key(side, b.name, b.version) == key]
         if gone:
             self._write({**blocks, side: tuple(b for b in blocks[side] if b not in gone)})
         return gone[0] if gone else None
