@@ -26,6 +26,7 @@ LAYERS: list[set[str]] = [
         "node_identity",
         "kit_record",
         "header_numbers",
+        "conda_subdirs",
     },
     {"storage"},
     {"upstream"},

@@ -33,7 +33,7 @@ from pydantic_settings import (
 )
 
 from pkgcache import __version__
-from pkgcache.conda.subdirs import KNOWN_SUBDIRS
+from pkgcache.conda_subdirs import KNOWN_SUBDIRS
 from pkgcache.env_settings import CommaSeparated, EnvValueError, PkgcacheEnvSource
 from pkgcache.node_identity import NAME_PATTERN, NodeIdentity, host_node_name
 from pkgcache.policy.config import CondaPolicySettings, PypiPolicySettings

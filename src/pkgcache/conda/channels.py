@@ -6,7 +6,7 @@ import enum
 import re
 from dataclasses import dataclass
 
-from pkgcache.conda.subdirs import KNOWN_SUBDIRS
+from pkgcache.conda_subdirs import KNOWN_SUBDIRS
 from pkgcache.config import CondaUpstream
 from pkgcache.storage.store import UnsafePath, check_segment
 

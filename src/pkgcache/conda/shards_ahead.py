@@ -22,7 +22,7 @@ from aiohttp import web
 
 from pkgcache.conda.channels import SHARD_INDEX
 from pkgcache.conda.source import ChannelSource
-from pkgcache.conda.subdirs import KNOWN_SUBDIRS
+from pkgcache.conda_subdirs import KNOWN_SUBDIRS
 from pkgcache.config import CondaConfig
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import platform
 import sys
 from dataclasses import dataclass
 
-from pkgcache.conda.subdirs import KNOWN_SUBDIRS
+from pkgcache.conda_subdirs import KNOWN_SUBDIRS
 
 # conda subdir -> uv --python-platform (the generic name: uv picks its default glibc / macOS floor).
 _UV_FOR_SUBDIR = {

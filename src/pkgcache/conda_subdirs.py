@@ -1,5 +1,5 @@
-"""The conda subdirs pkgcache knows, in a module of its own: the config model checks names against them, and it
-cannot import the conda side (which imports the config)."""
+"""The conda subdirs pkgcache knows, a leaf below the conda side: the config model checks names against them, and
+it may not import the conda side (which stands above it and imports the config)."""
 
 from __future__ import annotations
 
