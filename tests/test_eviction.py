@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -209,3 +210,56 @@ def test_a_file_in_use_during_an_eviction_is_evicted_soon_after_not_a_minute_lat
     while_busy, after, on_disk = asyncio.run(scenario())
     assert while_busy > 3000  # the files in use could not go
     assert after <= 3000 and on_disk <= 3000  # and went as soon as they were free
+
+
+def test_files_committed_during_an_eviction_are_evicted_right_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten downloads end at once: the first commits start an eviction, the others land while it walks. The cache
+    must come back under its limit at once, not stay three times over it until a minute's back-off ends (QA: a
+    7 MB cap held 18 MB)."""
+    from pkgcache.storage import eviction
+
+    async def scenario() -> tuple[int, int]:
+        store = CacheStore(tmp_path)
+        store.prepare()
+        keeper = CacheKeeper(store, max_size=3000)
+        loop = asyncio.get_running_loop()
+        real_evict = eviction.evict_least_recent
+        walks = 0
+
+        def new_file(index: int) -> Path:
+            path = store.path_for("pypi", "files", "p", f"f{index}.whl")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"x" * 1000)
+            stamp = time.time() - 1000 * (10 - index)  # f0 is the least recent
+            os.utime(path, (stamp, stamp))
+            return path
+
+        async def the_others_land() -> None:
+            for index in range(4, 10):
+                keeper.file_committed(new_file(index), 1000)
+
+        def evict_while_the_others_land(root: Path, excess: int, use: FileUse) -> Any:
+            nonlocal walks
+            walks += 1
+            freed = real_evict(root, excess, use)
+            if walks == 1:  # the first walk is over its files when six more downloads end
+                asyncio.run_coroutine_threadsafe(the_others_land(), loop).result(5)
+            return freed
+
+        monkeypatch.setattr(eviction, "evict_least_recent", evict_while_the_others_land)
+        try:  # no maintenance loop: its first pass would evict on its own
+            await keeper.measure()
+            for index in range(4):
+                keeper.file_committed(new_file(index), 1000)  # 4000 bytes: an eviction starts
+            for _ in range(100):
+                if walks and keeper.total_bytes <= 3000:
+                    break
+                await asyncio.sleep(0.02)
+            return keeper.total_bytes, measure_cache(tmp_path)
+        finally:
+            await keeper.stop()
+
+    total, on_disk = asyncio.run(scenario())
+    assert total <= 3000 and on_disk <= 3000, (total, on_disk)

@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 LOW_WATER_RATIO = 0.9
 # How often the running total is corrected by a walk and served-times are written back.
 MAINTENANCE_INTERVAL = 600.0
-# After an eviction that could not get under the limit although nothing evictable was in use (index files alone
-# fill it), commits wait this long before starting another walk.
+# After an eviction that could not free what it set out to although nothing evictable was in use (index files
+# alone fill the cache), commits wait this long before starting another walk. One that freed all it meant to, and
+# is over the limit again only because files came in meanwhile, is followed by another at once.
 EVICTION_BACKOFF = 60.0
 # After one that had to leave files being sent, it is tried again this soon: the cache stays within about one
 # file's size of its limit however busy it is.
@@ -301,8 +302,10 @@ class CacheKeeper:
         if self.over_limit():
             if freed.skipped_busy:
                 asyncio.get_running_loop().call_later(BUSY_RETRY_SECONDS, self._evict_if_over)
-            else:
+            elif freed.bytes < excess:  # nothing more to evict: index files fill the rest
                 self._no_auto_eviction_until = time.monotonic() + EVICTION_BACKOFF
+            else:  # files were committed during the walk: they are evicted now, not after the back-off
+                self._again = True
         if self._again:
             self._again = False
             asyncio.get_running_loop().call_soon(self._evict_if_over)
