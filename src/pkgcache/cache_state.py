@@ -48,3 +48,21 @@ def revalidation_asked() -> bool:
 def revalidation_due(age: float) -> bool:
     """Whether a copy validated `age` seconds ago must be revalidated before this request's answer."""
     return _revalidate_asked.get() and age >= REVALIDATE_FLOOR_SECONDS
+
+
+# --- the age of a copy ------------------------------------------------------------------------------------------
+#
+# A copy stamped later than now by more than a clock's slip was fetched while the clock was ahead (and has since
+# been stepped back): how old it is cannot be known. Taken as "now - fetched_at", it would pass for fresh until the
+# clock caught up, days or weeks later, and never be revalidated; it is taken as older than any time-to-live
+# instead, so the next request revalidates it (and the copy then gets a fetch time of the clock's).
+CLOCK_SLIP_SECONDS = 60.0
+UNKNOWN_AGE_SECONDS = 10 * 365 * 86400.0  # finite: it goes into Age headers and arithmetic
+
+
+def age_since(fetched_at: float, now: float) -> float:
+    """Seconds since `fetched_at` (a time.time()), at `now`; UNKNOWN_AGE_SECONDS when it lies in the future."""
+    elapsed = now - fetched_at
+    if elapsed < -CLOCK_SLIP_SECONDS:
+        return UNKNOWN_AGE_SECONDS
+    return max(0.0, elapsed)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pkgcache.cache_state import age_since
 from pkgcache.pypi.model import DistFile, ProjectPage
 from pkgcache.pypi.render import JSON_CONTENT_TYPE, render_html, render_json, with_charset
 from pkgcache.storage.store import CacheStore, Stamp, file_stamp, stamp_of
@@ -144,7 +145,7 @@ class CachedPage:
 
     def age(self, now: float | None = None) -> float:
         """Seconds since the page was fetched or revalidated (at `now`, a time.time() the caller read already)."""
-        return max(0.0, (time.time() if now is None else now) - self.origin.fetched_at)
+        return age_since(self.origin.fetched_at, time.time() if now is None else now)
 
     @property
     def stale_reason(self) -> str | None:

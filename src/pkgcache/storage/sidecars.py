@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pkgcache.cache_state import age_since
 from pkgcache.storage.store import READER_RECHECK_SECONDS, CacheStore
 
 META_SUFFIX = ".meta"
@@ -38,7 +39,7 @@ class FileMeta:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def age(self) -> float:
-        return max(0.0, time.time() - self.fetched_at)
+        return age_since(self.fetched_at, time.time())
 
 
 def sidecar_of(path: Path) -> Path:
