@@ -16,6 +16,8 @@ them by ranges (uv, poetry) to learn their dependencies. Wrapping an `IndexSourc
 
 Every `.metadata` is made once (single flight through the Downloader) and kept beside its distribution; what the
 pages advertise comes from `metadata.json` records (metadata_records.py), so every worker renders the same page.
+Metadata made but not kept (a full disk) is answered from memory (`made_not_kept`), and neither kept nor recorded:
+the next request makes it again and tries to keep it.
 """
 
 from __future__ import annotations
@@ -85,6 +87,28 @@ class MetadataCounters:
 
     def to_json(self) -> dict[str, object]:
         return {**dataclasses.asdict(self), "made": dict(self.made)}
+
+
+@dataclass(frozen=True)
+class _Made:
+    """Metadata made for a download, held in its notes: the bytes, and the record to write once they are kept."""
+
+    data: bytes
+    record: MetadataRecord
+
+
+# The key of `_Made` in a metadata download's notes.
+MADE_NOTE = "core_metadata"
+
+
+def made_not_kept(download: Download) -> bytes | None:
+    """The metadata a download made whole but could not keep for a full disk: small (at most MAX_METADATA_SIZE),
+    so it is answered from memory instead of a 507. None when the download failed otherwise, or made nothing."""
+    error = download.error
+    made = download.notes.get(MADE_NOTE)
+    if isinstance(error, StorageError) and error.disk_full and isinstance(made, _Made):
+        return made.data
+    return None
 
 
 @dataclass
@@ -190,20 +214,34 @@ class MetadataIndex(IndexLayer):
             Expected(),
             lambda into: self._make(into, project, entry, dist),
             replace=path.is_file(),  # a record that no longer matches the page: made again
+            on_done=lambda made: self._record_if_kept(made, project, dist_name),
         )
         return path if download is None else download
 
     async def _make(self, download: Download, project: str, entry: CachedPage, dist: DistFile) -> None:
-        """Fill `download` with the distribution's metadata, and record how it was obtained."""
+        """Fill `download` with the distribution's metadata; the bytes and their record go in its notes, for
+        `_record_if_kept` and, should the disk be too full to keep them, `made_not_kept`."""
         if self.origin is None:
             raise CacheIsReadOnly("metadata is made by the worker that writes")
         data, source, verified = await self._obtain(project, entry, dist)
+        digest = hashlib.sha256(data).hexdigest()
+        download.notes[MADE_NOTE] = _Made(data, MetadataRecord(digest, _sha256_of(dist), source, verified))
+        self.counters.made[source] += 1
         # Where it came from, for the log's "cached" line and the access line's upstream= (no upstream sent it as is).
         download.begin(f"{MADE_HERE}{source}", {})
         await download.write(data)
-        digest = hashlib.sha256(data).hexdigest()
-        await self.records.add(project, dist.filename, MetadataRecord(digest, _sha256_of(dist), source, verified))
-        self.counters.made[source] += 1
+
+    async def _record_if_kept(self, download: Download, project: str, dist_name: str) -> None:
+        """Record metadata once its file is in place (the pages then advertise its hash): metadata not kept is
+        not recorded, so a record never names a file that is not there."""
+        made = download.notes.get(MADE_NOTE)
+        if not download.verified or not isinstance(made, _Made):
+            return
+        try:
+            await self.records.add(project, dist_name, made.record)
+        except StorageError as exc:
+            # The file stays unrecorded: the pages advertise `true` for it, and the next request makes it again.
+            log.warning("kept the metadata of %s but could not record it: %s", dist_name, exc)
 
     async def _obtain(self, project: str, entry: CachedPage, dist: DistFile) -> tuple[bytes, str, bool]:
         dist_path = self.pages.file_path(project, dist.filename)

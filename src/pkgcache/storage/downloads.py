@@ -143,7 +143,8 @@ class Download:
         # The modification time the file gets when committed, once clients were told it (their Last-Modified and
         # ETag on a miss must be the same validators as the cached file's afterwards).
         self.mtime_ns: int | None = None
-        # What a `before_commit` hook learnt of the bytes or did to them, for whoever records the file.
+        # What a `before_commit` hook learnt of the bytes or did to them, or what their producer made in memory, for
+        # whoever records the file (or answers it when it cannot be kept).
         self.notes: dict[str, object] = {}
         self._announced = False
         self._handle: IO[bytes] | None = None
