@@ -9,10 +9,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import os
 import re
 import subprocess
+import urllib.error
+import urllib.request
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +24,9 @@ import pytest
 
 from pkgcache.conda import generated_shards
 from tests.cache_service import RunningCache, start_cache
+from tests.fakes.dists import build_wheel
 from tests.fakes.faulty import Fault, FaultyCondaMirror, FaultyPypiUpstream, Kind, closed_port_url
+from tests.fakes.pypi_upstreams import OfficialLikeUpstream, TunaLikeUpstream
 from tests.faults.harness import (
     CONDA_CHANNELS,
     JSON_ACCEPT,
@@ -165,6 +171,100 @@ def _expect_507(checks: Checks, what: str, answer: Received) -> None:
         f"{what}: 507 with a message about the full disk, before any body",
         answer.summary(),
     )
+
+
+def test_metadata_made_while_the_disk_is_full_is_served_and_not_kept(bg_loop: BackgroundLoop, tmp_path: Path) -> None:
+    """A wheel is cached but its .metadata is not (the disk filled while the wheel came, so neither the file nor its
+    record was kept). The disk still full, the metadata is made from the wheel and served from memory, not a 507 that
+    stops pip; nothing of it is kept, and once space is freed the next request keeps it."""
+    pypi = FaultyPypiUpstream(fault_dists())
+    bg_loop.run(pypi.start())
+    try:
+        with small_tmpfs(tmp_path / "data") as data:
+            cache = start_cache(bg_loop, settings_for(data, [pypi.index_url], conda={"enabled": False}))
+            try:
+                _check_metadata_not_kept(cache, data, tmp_path)
+            finally:
+                _stop_or_say_why(cache)
+    finally:
+        bg_loop.run(pypi.stop())
+
+
+def _check_metadata_not_kept(cache: RunningCache, data: Path, tmp_path: Path) -> None:
+    checks = Checks()
+    url = f"{cache.url}/pypi/files/alpha/{ALPHA_OLD}.metadata"
+    wheel = fetch(f"{cache.url}/pypi/files/alpha/{ALPHA_OLD}")
+    assert hashlib.sha256(wheel.body).hexdigest() == _sha(ALPHA_OLD), wheel.summary()
+    truth = zipfile.ZipFile(io.BytesIO(wheel.body)).read("alpha-1.0.dist-info/METADATA")
+    kept = data / "pypi" / "files" / "alpha" / f"{ALPHA_OLD}.metadata"
+    records = data / "pypi" / "simple" / "alpha" / "metadata.json"
+    kept.unlink()  # as when the disk filled while the wheel came: "could not keep the metadata of ..."
+    records.unlink()
+    fill(data / "filler")
+
+    made = fetch(url)
+    checks.expect(made.status == 200 and made.body == truth, "200 with the wheel's METADATA", made.summary())
+    head = _head(url)
+    checks.expect(head == (200, str(len(truth))), "a HEAD gives its length", head)
+    checks.expect(not kept.exists() and not records.exists(), "neither the metadata nor a record of it is kept")
+    leftovers = [p.name for p in (data / "tmp").iterdir()] if (data / "tmp").exists() else []
+    checks.expect(not leftovers, "nothing left in tmp/", leftovers)
+    installed = run_pip_install(cache.index_url, tmp_path / "target", "alpha==1.0")
+    checks.expect(installed.returncode == 0, "pip installs the cached wheel", installed.stderr[-2000:])
+
+    (data / "filler").unlink()
+    again = fetch(url)
+    checks.expect(again.status == 200 and again.body == truth, "space freed: served again", again.summary())
+    checks.expect(
+        kept.is_file() and kept.read_bytes() == truth and ALPHA_OLD in json.loads(records.read_text()),
+        "space freed: the next request keeps it, and records it",
+        kept.exists(),
+    )
+    checks.verdict()
+
+
+@pytest.mark.parametrize("source", ["ranges", "upstream"])
+def test_metadata_read_from_the_upstream_while_the_disk_is_full_is_served_and_not_kept(
+    bg_loop: BackgroundLoop, tmp_path: Path, source: str
+) -> None:
+    """Metadata read by ranges of a wheel that is not cached, or the upstream's own .metadata, is served with the
+    disk full (it is whole in memory), and neither kept nor recorded; the wheel is not fetched for it."""
+    heavy = build_wheel("heavy", "2.0", payload_size=1 << 20)  # big enough to be read by ranges, not whole
+    server = TunaLikeUpstream([heavy], strict_ua=False) if source == "ranges" else OfficialLikeUpstream([heavy])
+    bg_loop.run(server.start())
+    try:
+        with small_tmpfs(tmp_path / "data") as data:
+            cache = start_cache(bg_loop, settings_for(data, [server.index_url], conda={"enabled": False}))
+            try:
+                assert fetch(f"{cache.url}/pypi/simple/heavy/").status == 200
+                fill(data / "filler")
+                checks = Checks()
+                made = fetch(f"{cache.url}/pypi/files/heavy/{heavy.filename}.metadata")
+                checks.expect(
+                    made.status == 200 and made.body == heavy.metadata, "200 with the METADATA", made.summary()
+                )
+                kept = [p.name for p in (data / "pypi" / "files").rglob("*")]
+                checks.expect(not kept, "nothing kept of the distribution or its metadata", kept)
+                records = data / "pypi" / "simple" / "heavy" / "metadata.json"
+                checks.expect(not records.exists(), "no record of metadata not kept")
+                leftovers = [p.name for p in (data / "tmp").iterdir()] if (data / "tmp").exists() else []
+                checks.expect(not leftovers, "nothing left in tmp/", leftovers)
+                files = getattr(server, "files", server)
+                checks.expect(files.count_whole(heavy.filename) == 0, "the wheel not fetched whole for it")
+                checks.verdict()
+            finally:
+                _stop_or_say_why(cache)
+    finally:
+        bg_loop.run(server.stop())
+
+
+def _head(url: str) -> tuple[int, str | None]:
+    """The status and Content-Length of a HEAD."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=30) as answer:
+            return answer.status, answer.headers["Content-Length"]
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Length"]
 
 
 MADE_HERE = ("repodata.json.zst", "repodata_shards.msgpack.zst")

@@ -6,6 +6,7 @@ negotiated format.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from pkgcache.http.responses import (
     send_cached_file,
     send_download,
 )
+from pkgcache.pypi.core_metadata import made_not_kept
 from pkgcache.pypi.names import (
     METADATA_SUFFIX,
     PROVENANCE_SUFFIX,
@@ -44,7 +46,10 @@ from pkgcache.pypi.render import (
 from pkgcache.pypi.source import FileNotListed, IndexSource
 from pkgcache.storage.downloads import Download
 from pkgcache.storage.file_use import FileUse
+from pkgcache.storage.store import StorageError
 from pkgcache.upstream.ranges import RangeBody, RangeNotSatisfiable, RangesRefused
+
+log = logging.getLogger(__name__)
 
 PYPI_INDEX_KEY = web.AppKey("pypi_index", IndexSource)
 PAGES_PREFIX = "/pypi/simple/"
@@ -179,10 +184,8 @@ class PypiRoutes:
                 if answer is not None:
                     return answer
             found = await self.index.open_file(project, filename)
-            if request.method == "HEAD" and isinstance(found, Download) and filename.endswith(METADATA_SUFFIX):
-                # Metadata is made whole before it is kept, and is small: the HEAD waits for it, to give its length.
-                await found.wait_finished()
-                return self._made_metadata_head(request, found, content_type)
+            if isinstance(found, Download) and filename.endswith(METADATA_SUFFIX):
+                return await self._made_metadata(request, found, content_type)
         except FileNotListed as exc:
             return plain_error(404, f"{project} has no file named {filename} on its upstream's page ({exc})")
         except Exception as exc:
@@ -196,12 +199,23 @@ class PypiRoutes:
             request[UPSTREAM_USED] = found.source
         return response
 
-    def _made_metadata_head(self, request: web.Request, made: Download, content_type: str) -> web.StreamResponse:
-        """The HEAD of metadata made for this request: the cached file's headers, as the miss it was."""
+    async def _made_metadata(self, request: web.Request, made: Download, content_type: str) -> web.StreamResponse:
+        """Metadata made for this request, as the miss it was. It is made whole before it is kept, and is small:
+        the answer waits for it (a HEAD gets its length), then sends the file kept, or the bytes from memory when a
+        full disk kept them out (as a page fetched but not kept is served); any other failure is raised."""
         request[CACHE_STATE] = CacheState.MISS
+        try:
+            await made.wait_finished()
+        except StorageError:
+            unkept = made_not_kept(made)
+            if unkept is None:
+                raise
+            log.info("served %s from memory: the disk is full, so it was not kept", made.final_path.name)
+            response: web.StreamResponse = _not_kept_answer(unkept, content_type)
+        else:
+            response = send_cached_file(request, made.final_path, content_type, self.file_use)
         if made.source is not None:
             request[UPSTREAM_USED] = made.source
-        response = send_cached_file(request, made.final_path, content_type, self.file_use)
         response.headers[CACHE_STATE_HEADER] = CacheState.MISS
         return response
 
@@ -265,6 +279,11 @@ class PypiRoutes:
         if part.status == 416:
             raise RangeNotSatisfiable("past the end", size)
         return await self.index.read_range(project, filename, part.start, part.end - part.start)
+
+
+def _not_kept_answer(data: bytes, content_type: str) -> web.Response:
+    """Bytes served but not kept: no validators (there is no file to check them against), nor kept by clients."""
+    return web.Response(body=data, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
 
 def _not_satisfiable(size: int) -> web.Response:
