@@ -473,6 +473,16 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         (10,),
     ),
     ServiceScenario(
+        "disk-full-metadata",
+        "the disk is full when a wheel's .metadata is asked for and not kept yet (made from the cached wheel, read "
+        "by ranges, or the upstream's own)",
+        "200 with the metadata, from memory (not a 507); pip installs the cached wheel; kept on a later request once "
+        "space is freed",
+        "nothing new: neither the .metadata nor its record; nothing left in tmp/",
+        "test_disk_full.py::test_metadata_made_while_the_disk_is_full_is_served_and_not_kept",
+        (10,),
+    ),
+    ServiceScenario(
         "disk-full-made-here",
         "the disk is full when pkgcache makes an index file (repodata.json.zst, the shard index)",
         "507 with a clear message, not a 500",
