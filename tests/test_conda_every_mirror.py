@@ -118,11 +118,28 @@ def test_a_mirror_that_sends_a_bad_package_is_rested_once_the_other_sends_it_rig
     assert _resting(cache) == ["mirror0"]
 
 
+# How a mirror's .zst goes bad: caught mid-sync (cut short: found at its end), or something else in its place
+# (found at its first bytes). Every mirror serves the same file here.
+BROKEN_ZST = {
+    "cut-short": lambda good: good[: len(good) // 2],
+    "not-zstd": lambda good: b"<html><body>syncing, come back later</body></html>",
+}
+
+
+def _break_zst(channel: Path, how: str) -> None:
+    zst = channel / SUBDIR / "repodata.json.zst"
+    zst.write_bytes(BROKEN_ZST[how](zst.read_bytes()))
+
+
+@pytest.mark.parametrize("how", sorted(BROKEN_ZST))
 def test_a_zst_broken_on_every_mirror_sends_clients_and_shards_to_the_json(
-    channel: Path, mirrors: list[MirrorLikeUpstream], make_cache: Callable[..., RunningCache], tmp_path: Path
+    how: str,
+    channel: Path,
+    mirrors: list[MirrorLikeUpstream],
+    make_cache: Callable[..., RunningCache],
+    tmp_path: Path,
 ) -> None:
-    for mirror in mirrors:
-        mirror.faults.corrupt_files = {f"{SUBDIR}/repodata.json.zst"}  # its size, but not its bytes
+    _break_zst(channel, how)
     cache = _cache(make_cache, mirrors)
     base = f"/conda/{CHANNEL}/{SUBDIR}/"
     # A package's record is looked up in the .json once the .zst proves unsound on every mirror.
@@ -152,11 +169,11 @@ def _unzstd(body: bytes) -> bytes:
     return zstandard.ZstdDecompressor().decompress(body, max_output_size=1 << 26)
 
 
+@pytest.mark.parametrize("how", sorted(BROKEN_ZST))
 def test_a_zst_broken_on_every_mirror_on_the_first_shard_request_is_made_from_the_json(
-    channel: Path, mirrors: list[MirrorLikeUpstream], make_cache: Callable[..., RunningCache]
+    how: str, channel: Path, mirrors: list[MirrorLikeUpstream], make_cache: Callable[..., RunningCache]
 ) -> None:
-    for mirror in mirrors:
-        mirror.faults.corrupt_files = {f"{SUBDIR}/repodata.json.zst"}
+    _break_zst(channel, how)
     cache = _cache(make_cache, mirrors)
     index = cache.get(f"/conda/{CHANNEL}/{SUBDIR}/repodata_shards.msgpack.zst")
     assert index.status == 200, index.body

@@ -179,19 +179,21 @@ class GeneratedShards(ChannelLayer):
         self._passed_through.add(f"{channel.path}/{subdir}")
         return found
 
-    async def _made_here(self, channel: Channel, subdir: str, *, again: bool = True) -> Lookup:
+    async def _made_here(self, channel: Channel, subdir: str) -> Lookup:
+        try:
+            return await self._made_here_once(channel, subdir)
+        except BadBytesEverywhere:
+            # No upstream's .zst is sound, found as it came: it is now remembered as not there
+            # (conda/index_files.py), so the second try takes the .json.
+            return await self._made_here_once(channel, subdir)
+
+    async def _made_here_once(self, channel: Channel, subdir: str) -> Lookup:
         index = self.paths.path(channel, subdir, MADE_HERE, SHARD_INDEX)
         made = await self.sidecars.meta_for(index)
         found = await self._repodata(channel, subdir)
         if made is None and found.download is not None:
             # The subdir's first shards, and its repodata on its way: made from its bytes as they come.
-            try:
-                return Lookup(CacheState.MISS, index, await self._start_build(channel, subdir, index, found))
-            except BadBytesEverywhere:
-                if not again or found.path.name == SOURCES[-1]:
-                    raise
-                # No upstream's .zst is sound (now remembered as not there: conda/index_files.py): the .json.
-                return await self._made_here(channel, subdir, again=False)
+            return Lookup(CacheState.MISS, index, await self._start_build(channel, subdir, index, found))
         source, source_meta = await self._whole(found)
         wanted = _source_key(source, source_meta)
         if made is not None and made.extra.get("source") == wanted:

@@ -26,7 +26,7 @@ from pkgcache.conda.channels import Channel
 from pkgcache.conda.source import ChannelLayer, ChannelSource, Lookup
 from pkgcache.storage.sidecars import FileMeta, Sidecars
 from pkgcache.storage.store import in_storage_thread
-from pkgcache.upstream.pool import UpstreamNotFound, UpstreamsUnavailable
+from pkgcache.upstream.pool import BadBytesEverywhere, UpstreamNotFound, UpstreamsUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class GeneratedZst(ChannelLayer):
             return await self._made_here(channel, subdir, source_name, path, meta)
         try:
             return await self._started(channel, subdir, filename)
-        except UpstreamNotFound:
+        except (UpstreamNotFound, BadBytesEverywhere):  # none upstream, or none sound from its first bytes
             return await self._make(channel, subdir, source_name, path)
 
     async def _started(self, channel: Channel, subdir: str, filename: str) -> Lookup:
