@@ -4,6 +4,7 @@ or stopped build leaves no pack behind."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -22,6 +23,7 @@ import zstandard
 from pkgcache.conda import shard_builder, shard_output, sorted_shards
 from pkgcache.conda.shard_builder import SHARDS_INDEX_NAME, ShardBuildResult
 from pkgcache.conda.sorted_shards import Rewindable
+from pkgcache.storage.store import storage_error
 from tests.fakes.synthetic_repodata import write_synthetic_repodata
 from tests.test_shard_builder import build
 
@@ -336,6 +338,35 @@ def test_a_child_that_fails_fails_the_build_and_leaves_no_pack(tmp_path: Path, m
         shard_builder.build_shards(synthetic.path, tmp_path / "shards", base_url="", shards_base_url="./shards/")
     assert list((tmp_path / "shard-packs").iterdir()) == []
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_full_disk_in_a_child_stays_a_full_disk_when_the_reader_finds_its_pipe_broken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A maker refused by a full disk dies, and the reader learns it from a broken pipe: the build's error keeps the
+    child's errno, so that the service answers 507 (storage_error sees a full disk), not 500."""
+    synthetic = write_synthetic_repodata(tmp_path / "repodata.json", size=1_500_000, seed=8, sort_keys=True)
+    reader = os.getpid()
+    real_add = shard_output.ShardOutput.add
+
+    def refused_in_a_child(self: shard_output.ShardOutput, name: str, shard: bytes) -> None:
+        if os.getpid() != reader:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_add(self, name, shard)
+
+    finish = sorted_shards._Maker.finish
+
+    def once_the_child_has_died(self: sorted_shards._Maker) -> None:
+        os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)  # left to be reaped: its pipe is broken now
+        finish(self)
+
+    monkeypatch.setattr(shard_output.ShardOutput, "add", refused_in_a_child)
+    monkeypatch.setattr(sorted_shards._Maker, "finish", once_the_child_has_died)
+    with pytest.raises(OSError, match="No space left on device") as raised:
+        shard_builder.build_shards(synthetic.path, tmp_path / "shards", base_url="", shards_base_url="./shards/")
+    assert raised.value.errno == errno.ENOSPC
+    assert storage_error(raised.value).disk_full
+    assert list((tmp_path / "shard-packs").iterdir()) == []
 
 
 def test_a_builder_stopped_midway_leaves_no_pack_and_no_child(tmp_path: Path) -> None:

@@ -120,8 +120,10 @@ def build_sorted(
         answers = [child.abandon() for child in children]
         _discard_finished_packs(answers)  # a child told its end before another's pipe broke has closed its pack
         _raise_declined(answers)
-        errors = [answer.get("error") for answer in answers if answer]
-        raise OSError(f"making shards: {next(filter(None, errors), 'a child making shards died')}") from None
+        for answer in answers:  # the first child's failure, with its errno: a full disk stays a 507
+            if answer and "error" in answer:
+                raise_failure(answer, "making shards")
+        raise OSError("making shards: a child making shards died") from None
     except BaseException:
         here.discard()
         _discard_finished_packs([child.abandon() for child in children])
