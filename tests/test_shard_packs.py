@@ -220,3 +220,39 @@ def test_a_shard_taken_out_of_its_pack_is_on_the_disk_before_it_has_its_name(
     path = extract_shard(tmp_path / "packs", tmp_path / "shards", f"{digest.hex()}.msgpack.zst")
     assert path is not None and path.read_bytes() == data
     assert len(events) == 1 and events[0].endswith(".tmp") and digest.hex() in events[0]
+
+
+def test_a_builds_packs_are_named_after_it_and_go_together_when_it_fails(tmp_path: Path) -> None:
+    """Whatever process made them (a killed builder's children included), a failed build's packs, tables and
+    temporary tables go; another build's stay."""
+    packs = tmp_path / "packs"
+    other = PackWriter(packs)
+    other.add(b"\0" * 32, b"another build's")
+    with pytest.raises(OSError), shard_packs.build_packs(packs, "20261203T000000-1-abcdef01"):
+        finished = PackWriter(packs)
+        finished.add(b"\1" * 32, b"made")
+        table = finished.close()
+        assert table is not None and table.name.startswith("20261203T000000-1-abcdef01-")
+        PackWriter(packs).add(b"\2" * 32, b"being made")
+        (packs / f".{finished.pack_path.stem}.table.0a1b2c3d.tmp").write_bytes(b"cut short")
+        raise OSError(28, "No space left on device")
+    assert sorted(path.name for path in packs.iterdir()) == [other.pack_path.name]
+
+
+def test_orphan_packs_go_and_those_being_written_or_with_a_table_stay(tmp_path: Path) -> None:
+    packs = tmp_path / "conda" / "cloud" / "conda-forge" / "linux-64" / shard_packs.PACKS_DIR_NAME
+    killed = PackWriter(packs)
+    killed.add(b"\1" * 32, b"no table will list it")
+    killed._handle.close()  # killed: the lock went with its process
+    cut_short = packs / f".{killed.pack_path.stem}.table.0a1b2c3d.tmp"
+    cut_short.write_bytes(b"a table cut short")
+    writing = PackWriter(packs)
+    writing.add(b"\2" * 32, b"on its way")
+    finished = PackWriter(packs)
+    finished.add(b"\3" * 32, b"listed")
+    table = finished.close()
+    assert shard_packs.remove_orphan_packs(tmp_path / "conda") == 2
+    assert not killed.pack_path.exists() and not cut_short.exists()
+    assert writing.pack_path.exists() and table is not None and table.exists() and finished.pack_path.exists()
+    assert writing.close() is not None
+    assert shard_packs.remove_orphan_packs(tmp_path / "conda") == 0

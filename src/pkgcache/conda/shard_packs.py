@@ -11,12 +11,19 @@ a client never waits for the rest.
 
 A table is written after its pack, under a temporary name renamed in: a pack without a table is a build that did
 not finish and is never read. Bytes taken from a pack are checked against their sha256 before they become a file.
+
+Every pack of one build starts with the build's id (`new_build_id`; `build_packs` names them and removes them all
+when the build fails, whichever process wrote them), and its writer holds a lock on it until its table is in
+place: a pack without a table that nobody holds is an orphan, removed when the primary starts
+(`remove_orphan_packs`).
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
+import contextvars
+import fcntl
 import hashlib
 import mmap
 import os
@@ -39,6 +46,41 @@ _ENTRY = struct.Struct(">32sQI")
 ABANDONED_SECONDS = 3600.0
 # New shard files up to this many are flushed one by one when a pack is exploded; more, with one os.sync.
 FLUSH_ONE_BY_ONE = 256
+# The id of the build this process (or thread) is making packs for: set by `build_packs`, inherited by the children
+# a build forks, so that every pack of the build is named after it without each maker being told.
+_BUILD_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("shard_build_id", default=None)
+
+
+def new_build_id() -> str:
+    """A build's id, the start of its packs' names: the time first, so that names sort oldest first."""
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+@contextlib.contextmanager
+def build_packs(packs_dir: Path, build_id: str) -> Iterator[None]:
+    """Name the packs made inside (in this thread and the children it forks) after `build_id`; if the build fails,
+    remove them all, tables included: a failed build's packs are referenced by no index (and a full disk must not
+    fill up with one more at each client's retry)."""
+    token = _BUILD_ID.set(build_id)
+    try:
+        yield
+    except BaseException:
+        discard_build(packs_dir, build_id)
+        raise
+    finally:
+        _BUILD_ID.reset(token)
+
+
+def discard_build(packs_dir: Path, build_id: str) -> None:
+    """Remove every file of the build `build_id` in `packs_dir`: packs, tables and temporary tables."""
+    try:
+        names = os.listdir(packs_dir)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith((f"{build_id}-", f".{build_id}-")):
+            with contextlib.suppress(FileNotFoundError):
+                (packs_dir / name).unlink()
 
 
 class PackWriter:
@@ -46,10 +88,12 @@ class PackWriter:
 
     def __init__(self, packs_dir: Path) -> None:
         packs_dir.mkdir(parents=True, exist_ok=True)
-        stem = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{secrets.token_hex(4)}"
+        stem = f"{_BUILD_ID.get() or new_build_id()}-{os.getpid()}-{secrets.token_hex(4)}"
         self.pack_path = packs_dir / f"{stem}{PACK_SUFFIX}"
         self.table_path = packs_dir / f"{stem}{TABLE_SUFFIX}"
         self._handle = self.pack_path.open("xb")
+        # Held until the table is in place (or the process ends): tells `remove_orphan_packs` it is being written.
+        fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX)
         self._entries: dict[bytes, bytes] = {}  # digest -> its table entry
         self._offset = 0
 
@@ -70,12 +114,10 @@ class PackWriter:
         """Finish the pack: its table path, or None (and no files) when nothing was added. Both are on the disk
         when this returns: an index put in place after it must never name shards a power cut could take back."""
         if not self._entries:
-            self._handle.close()
-            self.pack_path.unlink(missing_ok=True)
+            self.discard()
             return None
         self._handle.flush()
         os.fdatasync(self._handle.fileno())
-        self._handle.close()
         temporary = self.table_path.with_name(f".{self.table_path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
         try:
             with temporary.open("xb") as table:
@@ -86,11 +128,16 @@ class PackWriter:
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
+        self._handle.close()  # the lock goes with it: the pack has its table
         return self.table_path
 
     def discard(self) -> None:
-        self._handle.close()
-        self.pack_path.unlink(missing_ok=True)
+        """Remove the pack, even when closing it fails (a full disk refuses the buffered bytes' flush)."""
+        try:
+            with contextlib.suppress(OSError):
+                self._handle.close()
+        finally:
+            self.pack_path.unlink(missing_ok=True)
 
     def __enter__(self) -> PackWriter:
         return self
@@ -274,6 +321,51 @@ def _remove_abandoned(packs_dir: Path) -> None:
         )
         if (is_orphan_pack or entry.name.endswith(TEMP_SUFFIX)) and entry.stat().st_mtime < limit:
             Path(entry.path).unlink(missing_ok=True)
+
+
+def remove_orphan_packs(conda_dir: Path) -> int:
+    """Remove, in every subdir's packs folder under `conda_dir`, the packs without a table that no process is
+    writing (nothing reads them: a build that failed or was killed left them) and their temporary tables; return
+    how many files went (blocking). What the primary does as it starts; packs with a table are left to
+    `explode_packs` (the index made here may list their shards)."""
+    removed = 0
+    for packs_dir in conda_dir.glob(f"*/*/*/{PACKS_DIR_NAME}"):
+        try:
+            names = os.listdir(packs_dir)
+        except OSError:
+            continue
+        for name in names:
+            stem = _orphan_stem(name, names)
+            if stem is not None and not _being_written(packs_dir / f"{stem}{PACK_SUFFIX}"):
+                with contextlib.suppress(FileNotFoundError):
+                    (packs_dir / name).unlink()
+                    removed += 1
+    return removed
+
+
+def _orphan_stem(name: str, names: list[str]) -> str | None:
+    """The pack stem of `name` when it is a pack without its table or a temporary table (`.<stem>.table.<hex>.tmp`);
+    None for anything else."""
+    if name.endswith(PACK_SUFFIX):
+        stem = name.removesuffix(PACK_SUFFIX)
+        return None if f"{stem}{TABLE_SUFFIX}" in names else stem
+    if name.startswith(".") and name.endswith(TEMP_SUFFIX) and TABLE_SUFFIX in name:
+        return name[1:].partition(TABLE_SUFFIX)[0]
+    return None
+
+
+def _being_written(pack: Path) -> bool:
+    """Whether a process holds the pack's lock (its writer, until the table is in place)."""
+    try:
+        handle = pack.open("rb")
+    except FileNotFoundError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
 
 
 if __name__ == "__main__":  # `python -m pkgcache.conda.shard_packs PACKS_DIR SHARDS_DIR`: what a builder ends with
