@@ -9,6 +9,7 @@ dropped ones; the build of a large repodata stays within its memory bound; broke
 from __future__ import annotations
 
 import bz2
+import errno
 import io
 import json
 import os
@@ -25,7 +26,7 @@ import msgpack
 import pytest
 import zstandard
 
-from pkgcache.conda import repodata_stream, shard_buckets, shard_builder
+from pkgcache.conda import repodata_stream, shard_buckets, shard_builder, shard_output
 from pkgcache.conda.repodata_runs import Declined
 from pkgcache.conda.repodata_stream import Info, MalformedRepodata, Record, Removed, iter_repodata
 from pkgcache.conda.shard_builder import (
@@ -682,3 +683,28 @@ def test_the_reader_refuses_a_single_value_larger_than_its_limit(monkeypatch: py
     # An unterminated string is not read to the end of a huge file either.
     with pytest.raises(MalformedRepodata):
         list(iter_repodata(io.StringIO('{"packages": {"a-1-0.conda": {"name": "' + "y" * 50_000)))
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs a second core for a forked child")
+def test_a_build_that_fails_removes_the_packs_of_every_process_it_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child finished its buckets (its pack has its table) when the disk refused this process's shards: the build
+    fails, and neither pack is left, nor a table no index will ever list. A retry then makes every shard."""
+    source = tmp_path / "repodata.json"
+    write_synthetic_repodata(source, size=300_000, seed=9)  # not sorted: buckets, shared with a forked child
+    builder, real_add = os.getpid(), shard_output.ShardOutput.add
+
+    def refused_here(self: shard_output.ShardOutput, name: str, shard: bytes) -> None:
+        if os.getpid() == builder:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_add(self, name, shard)
+
+    monkeypatch.setattr(shard_output.ShardOutput, "add", refused_here)
+    with pytest.raises(OSError, match="No space left on device"):
+        build(source, tmp_path / "subdir", processes=2)
+    assert list((tmp_path / "subdir" / "shard-packs").iterdir()) == []
+    monkeypatch.setattr(shard_output.ShardOutput, "add", real_add)
+    result = build(source, tmp_path / "subdir", processes=2)
+    assert not result.made_while_reading and result.shards_written == result.shards
+    assert list((tmp_path / "subdir" / "shard-packs").iterdir()) == []

@@ -72,7 +72,7 @@ from pkgcache.conda.shard_output import (
     raise_failure,
     shard_file_name,
 )
-from pkgcache.conda.shard_packs import PACKS_DIR_NAME, PackWriter, discard_packs
+from pkgcache.conda.shard_packs import PACKS_DIR_NAME, PackWriter, build_packs, new_build_id
 from pkgcache.conda.sorted_shards import Rewindable, build_sorted
 
 __all__ = [
@@ -144,6 +144,7 @@ def build_shards(
     created_at: datetime | None = None,
     source: BinaryIO | None = None,
     processes: int | None = None,
+    build_id: str | None = None,
 ) -> ShardBuildResult:
     """Build the shards of one subdir from `repodata_path` (.json, .json.zst or .json.bz2), blocking.
 
@@ -157,11 +158,13 @@ def build_shards(
     `processes`: how many processes make shards, this one included; None: one per core up to MAX_PROCESSES. (A
     sorted repodata has that many forked makers, beside this process reading it: the lighter share.) With 1
     nothing is forked (what a caller with threads of its own needs: a small repodata built in the service).
+    `build_id`: what the build's packs are named after (`shard_packs.new_build_id`; a new one when None): a build
+    that fails removes them all, and so can its caller if the builder was killed (`shard_packs.discard_build`).
 
     Raises `MalformedRepodata` when the repodata cannot be read or is not repodata: the whole file is read before
-    any shard is written, so nothing is written then. OSError when writing fails (complete shards may be left:
-    they are content-addressed and harmless). A build killed midway leaves a `.shard-build-*` folder in
-    `index_dir` and temporary files: `stale_build_files` lists them.
+    any shard is written, so nothing is written then. OSError when writing fails (no pack is left then; complete
+    shard files may be: they are content-addressed and harmless). A build killed midway leaves a `.shard-build-*`
+    folder in `index_dir` and temporary files: `stale_build_files` lists them.
     """
     started = time.monotonic()
     shards_dir.mkdir(parents=True, exist_ok=True)
@@ -171,32 +174,31 @@ def build_shards(
     packs_dir = packs_dir or default_packs_dir(shards_dir)
     rewindable = Rewindable(source) if source is not None else None
     stream = cast("BinaryIO | None", rewindable)  # read as the stream it wraps is
-    with tempfile.TemporaryDirectory(prefix=".shard-build-", dir=index_dir) as work:
-        made = None
-        if hasattr(os, "fork") and processes != 1:
-            made = _build_sorted(repodata_path, stream, Path(work), shards_dir, packs_dir, read, counts, processes)
-        if made is None:
-            read, counts = BucketCounts(), OutputCounts()
-            if stream is not None and rewindable is not None and not rewindable.rewind():
-                _drain(stream)  # the file is whole once its download has ended
-                stream = None
-            bucketed = bucket_repodata(repodata_path, Path(work), read, stream)
-            if subdir is None:
-                _text_field(bucketed.info, "subdir")
-            entries, pack_tables = _build_in_parallel(
-                bucketed.buckets, bucketed.section_names, shards_dir, packs_dir, counts, processes
-            )
-            info = bucketed.info
-        else:
-            info, entries, pack_tables = made
-            if subdir is None and not info.get("subdir"):
-                discard_packs(pack_tables)
-    subdir = subdir or _text_field(info, "subdir")
-    # One bytes object per package name, `<name>\0<digest>`: sorted, they are in name order (names hold no NUL).
-    entries.sort()
-    index_info = {"subdir": subdir, "base_url": base_url, "shards_base_url": shards_base_url, "created_at": stamp}
-    index_temp_path, index_sha256, index_size = _write_index(index_dir, index_info, entries)
-    dropped = _mark_dropped(previous_index, shards_dir, entries)
+    with build_packs(packs_dir, build_id or new_build_id()):  # a build that fails leaves no pack
+        with tempfile.TemporaryDirectory(prefix=".shard-build-", dir=index_dir) as work:
+            made = None
+            if hasattr(os, "fork") and processes != 1:
+                made = _build_sorted(repodata_path, stream, Path(work), shards_dir, packs_dir, read, counts, processes)
+            if made is None:
+                read, counts = BucketCounts(), OutputCounts()
+                if stream is not None and rewindable is not None and not rewindable.rewind():
+                    _drain(stream)  # the file is whole once its download has ended
+                    stream = None
+                bucketed = bucket_repodata(repodata_path, Path(work), read, stream)
+                if subdir is None:
+                    _text_field(bucketed.info, "subdir")
+                entries, pack_tables = _build_in_parallel(
+                    bucketed.buckets, bucketed.section_names, shards_dir, packs_dir, counts, processes
+                )
+                info = bucketed.info
+            else:
+                info, entries, pack_tables = made
+        subdir = subdir or _text_field(info, "subdir")
+        # One bytes object per package name, `<name>\0<digest>`: sorted, they are in name order (names hold no NUL).
+        entries.sort()
+        index_info = {"subdir": subdir, "base_url": base_url, "shards_base_url": shards_base_url, "created_at": stamp}
+        index_temp_path, index_sha256, index_size = _write_index(index_dir, index_info, entries)
+        dropped = _mark_dropped(previous_index, shards_dir, entries)
     return ShardBuildResult(
         index_temp_path=index_temp_path,
         pack_tables=pack_tables,
