@@ -4,6 +4,7 @@ shards, reading the shards pkgcache made instead of repodata.json, and again aft
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import logging
@@ -19,9 +20,9 @@ import msgpack
 import pytest
 import zstandard
 
-from pkgcache.conda import generated_shards
+from pkgcache.conda import generated_shards, shard_packs
 from pkgcache.conda.shard_packs import PackWriter
-from tests.cache_service import RunningCache
+from tests.cache_service import RunningCache, start_cache
 from tests.conda_support import APP_TREE, SUBDIR, install, installed_names
 from tests.fakes.conda_channel import BUILD_TIMESTAMP_MS, _build_package, _PkgSpec, build_channel
 from tests.fakes.conda_upstreams import MirrorLikeUpstream
@@ -266,6 +267,81 @@ def test_a_shard_still_in_its_pack_is_served_and_given_its_file(
         assert (shards_dir / name).read_bytes() == data
         answer = cache.get(base + f"shards/{name}")
         assert answer.status == 200 and answer.body == data
+
+
+class _FullDiskFile:
+    """A pack's file on a full disk: its bytes are refused, and so is their flush when it is closed (as a buffered
+    file's is)."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    def fileno(self) -> int:
+        return int(self._handle.fileno())
+
+    def write(self, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def close(self) -> None:
+        self._handle.close()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_builds_failing_on_a_full_disk_leave_no_pack_and_a_retry_makes_the_right_shards(
+    mirror: MirrorLikeUpstream, channel: Path, make_cache: Callable[..., RunningCache], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each client's retry on a full disk starts a build that fails: it answers 507 and leaves no pack behind (they
+    used to pile up, each one taking more of the little space left). Once the disk takes bytes again, the next
+    request makes the shards, and they hold the repodata."""
+    real_init = PackWriter.__init__
+
+    def on_a_full_disk(self: PackWriter, packs_dir: Path) -> None:
+        real_init(self, packs_dir)
+        self._handle = _FullDiskFile(self._handle)  # type: ignore[assignment]
+
+    monkeypatch.setattr(shard_packs.PackWriter, "__init__", on_a_full_disk)
+    cache = _cache(make_cache, mirror)
+    base = f"/conda/cloud/conda-forge/{SUBDIR}/"
+    for _ in range(3):
+        answer = cache.get(base + SHARD_INDEX)
+        assert answer.status == 507, answer.body[:300]
+    packs = [path.name for path in cache.data_dir.rglob("shard-packs/*")]
+    assert packs == []
+    monkeypatch.setattr(shard_packs.PackWriter, "__init__", real_init)
+    _assert_shards_hold_the_repodata(cache, channel)
+
+
+def test_the_primary_removes_packs_no_build_finished_as_it_starts(
+    bg_loop: BackgroundLoop, mirror: MirrorLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    """A pack without a table (its builder was killed) is never read: the primary removes it as it starts, and
+    leaves a pack a build still writes and one with a table (its shards may be listed by the index)."""
+    cache = _cache(make_cache, mirror)
+    base = f"/conda/cloud/conda-forge/{SUBDIR}/"
+    assert cache.get(base + SHARD_INDEX).status == 200
+    packs_dir = next(cache.data_dir.rglob(f"{SUBDIR}/shards")).parent / "shard-packs"
+    deadline = time.monotonic() + 30
+    while any(packs_dir.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the build's shards are given their files after it reports
+    cache.stop()
+    killed = PackWriter(packs_dir)
+    killed.add(b"\1" * 32, b"bytes no table lists")
+    killed._handle.close()  # its builder killed: no table, no lock
+    writing = PackWriter(packs_dir)  # a builder still at work (of the service before this one, say)
+    writing.add(b"\2" * 32, b"bytes on their way")
+    finished = PackWriter(packs_dir)
+    finished.add(b"\3" * 32, b"bytes a table lists")
+    table = finished.close()
+    again = start_cache(bg_loop, cache.settings)
+    try:
+        assert not killed.pack_path.exists()
+        assert writing.pack_path.exists() and table is not None and table.exists()
+    finally:
+        writing.discard()
+        again.stop()
 
 
 def test_a_shard_lost_from_the_disk_is_made_again_for_the_client_that_holds_its_index(

@@ -485,8 +485,9 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
     ServiceScenario(
         "disk-full-made-here",
         "the disk is full when pkgcache makes an index file (repodata.json.zst, the shard index)",
-        "507 with a clear message, not a 500",
-        "nothing new; nothing left in tmp/",
+        "507 with a clear message, not a 500 (a client's retries too)",
+        "nothing new; nothing left in tmp/, no shard pack (each failed build removes its own; one a killed builder "
+        "left goes when the primary starts)",
         "test_disk_full.py::test_a_full_disk_while_making_index_files_here_answers_507",
         (10,),
     ),

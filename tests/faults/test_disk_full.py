@@ -296,8 +296,14 @@ def test_a_full_disk_while_making_index_files_here_answers_507(
                 checks = Checks()
                 for name in MADE_HERE:
                     _expect_507(checks, f"{name} made here", fetch(f"{cache.url}/conda{subdir}/{name}"))
+                for retry in range(3):  # a client retrying: each retry's build fails again
+                    _expect_507(
+                        checks, f"shard index retry {retry}", fetch(f"{cache.url}/conda{subdir}/{MADE_HERE[1]}")
+                    )
                 leftovers = [p.name for p in (data / "tmp").iterdir()] if (data / "tmp").exists() else []
                 checks.expect(not leftovers, "nothing left in tmp/", leftovers)
+                packs = [p.name for p in data.rglob("shard-packs/*")]
+                checks.expect(not packs, "no shard pack left by the failed builds", packs)
                 checks.verdict()
             finally:
                 _stop_or_say_why(cache)

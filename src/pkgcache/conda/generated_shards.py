@@ -43,7 +43,15 @@ from pkgcache.conda.shard_builder import (
     iter_shard_index,
     unreferenced_shards,
 )
-from pkgcache.conda.shard_packs import PACKS_DIR_NAME, SHARD_SUFFIX, TABLE_SUFFIX, explode_packs, extract_shard
+from pkgcache.conda.shard_packs import (
+    PACKS_DIR_NAME,
+    SHARD_SUFFIX,
+    TABLE_SUFFIX,
+    discard_build,
+    explode_packs,
+    extract_shard,
+    new_build_id,
+)
 from pkgcache.conda.shards import LOCAL_BASE_URL, LOCAL_SHARDS_BASE_URL
 from pkgcache.conda.source import ChannelLayer, ChannelSource, Lookup
 from pkgcache.header_numbers import ascii_number
@@ -268,6 +276,7 @@ class GeneratedShards(ChannelLayer):
             "subdir": subdir,
             "previous_index": previous,
             "index_dir": store.tmp_dir,
+            "build_id": new_build_id(),
         }
         try:
             result = await self._build_here_if_small(found, arguments)
@@ -280,10 +289,15 @@ class GeneratedShards(ChannelLayer):
             if result is None:  # not streamed, or the download changed course midway: from the file, whole
                 async with self._builders:
                     result = await _build_in_own_process(arguments, spare=self._spare)
-        except MalformedRepodata as exc:
-            log.warning("no shards for %s/%s: its repodata cannot be read (%s)", channel.path, subdir, exc)
-            raise UpstreamNotFound(f"{channel.path}/{subdir} has no readable repodata to make shards of") from None
-        await asyncio.to_thread(store.commit_file, result.index_temp_path, index)
+            await asyncio.to_thread(store.commit_file, result.index_temp_path, index)
+        except BaseException as exc:
+            # The builder removes its packs when it fails, but not when it is killed (or its index cannot be put
+            # in place): no index lists them then, and each retry on a full disk would leave more.
+            await asyncio.to_thread(discard_build, Path(str(arguments["packs_dir"])), str(arguments["build_id"]))
+            if isinstance(exc, MalformedRepodata):
+                log.warning("no shards for %s/%s: its repodata cannot be read (%s)", channel.path, subdir, exc)
+                raise UpstreamNotFound(f"{channel.path}/{subdir} has no readable repodata to make shards of") from None
+            raise
         meta = FileMeta(fetched_at=time.time(), extra={"generated": True, "source": _source_key(source, source_meta)})
         meta.extra["build"] = _build_summary(result)
         await self.sidecars.save(index, meta)

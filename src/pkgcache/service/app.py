@@ -19,6 +19,7 @@ from pkgcache.conda.index_files import IndexFiles
 from pkgcache.conda.record_gate import GateRecords
 from pkgcache.conda.replica_channels import ReplicaChannels
 from pkgcache.conda.routes import CONDA_CHANNELS_KEY, add_conda_routes
+from pkgcache.conda.shard_packs import remove_orphan_packs
 from pkgcache.conda.shards_ahead import shards_made_ahead
 from pkgcache.conda.source import ChannelSource
 from pkgcache.conda.upstream_channels import UpstreamChannels
@@ -180,6 +181,8 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
     if "conda" in pools:
         channels = _conda_channels(settings, pools["conda"], store, downloader, gate)
         add_conda_routes(app, channels, store.file_use)
+        if not reads_only:  # before any build starts: what no build is writing then is an orphan
+            app.cleanup_ctx.append(_orphan_packs_removed)
         keeping_shards = None if reads_only else shards_made_ahead(channels, settings.conda)
         if keeping_shards is not None:  # the writer's work: a replica would hand each request over anyway
             app.cleanup_ctx.append(keeping_shards)
@@ -229,6 +232,14 @@ def _pools(settings: Settings) -> dict[str, UpstreamPool]:
 
 async def _store_prepared(app: web.Application) -> AsyncIterator[None]:
     app[STORE_KEY].prepare()
+    yield
+
+
+async def _orphan_packs_removed(app: web.Application) -> AsyncIterator[None]:
+    """Packs without a table left by shard builds that failed or were killed (shard_packs): nothing reads them."""
+    removed = await asyncio.to_thread(remove_orphan_packs, app[STORE_KEY].root / "conda")
+    if removed:
+        log.info("removed %d files of shard builds that did not finish", removed)
     yield
 
 
