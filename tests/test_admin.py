@@ -6,6 +6,7 @@ import base64
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -278,3 +279,36 @@ def test_purge_one_conda_package(
     # Index files follow their time-to-live; channels not served are unknown.
     assert _post(cache, f"/-/admin/conda/purge/pkgs/main/{pkg.subdir}/repodata.json", BEARER)[0] == 400
     assert _post(cache, f"/-/admin/conda/purge/cloud/bioconda/{pkg.subdir}/{pkg.filename}", BEARER)[0] == 404
+
+
+def test_a_purge_holds_for_a_file_whose_download_was_under_way(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    """The purge said the project went, yet the wheel being downloaded at that moment landed a second later and
+    stayed (QA). Its client still gets the whole file; the cache does not keep it."""
+    import hashlib
+    import threading
+    import time
+
+    cache = _admin_cache(make_cache, official_upstream)
+    big = "bigpkg-1.0-py3-none-any.whl"
+    dist = find_dist(sample_dists(), big)
+    assert cache.get("/pypi/simple/bigpkg/").status == 200
+    official_upstream.faults.bytes_per_second = dist.size // 2  # about two seconds for the wheel
+    got: list[Any] = []
+    client = threading.Thread(target=lambda: got.append(cache.get(f"/pypi/files/bigpkg/{big}")))
+    client.start()
+    deadline = time.monotonic() + 10
+    while cache.downloads_in_flight() == 0:
+        assert time.monotonic() < deadline, "the download never started"
+        time.sleep(0.02)
+    status, answer = _post(cache, "/-/admin/pypi/purge/bigpkg", BEARER)
+    assert status == 200, answer
+    client.join(30)
+    assert got and got[0].status == 200 and hashlib.sha256(got[0].body).hexdigest() == dist.sha256
+    wheel = cache.data_dir / "pypi" / "files" / "bigpkg" / big
+    while wheel.exists():
+        assert time.monotonic() < deadline + 20, "the purged wheel stayed in the cache"
+        time.sleep(0.05)
+    official_upstream.faults.bytes_per_second = None
+    assert cache.get(f"/pypi/files/bigpkg/{big}").headers["x-pkgcache-cache"] == "miss"

@@ -36,7 +36,8 @@ from pkgcache.policy.common import parse_block_target
 from pkgcache.pypi.names import METADATA_SUFFIX, BadName, check_filename, normalize_project
 from pkgcache.pypi.pages import project_entries
 from pkgcache.pypi.routes import PYPI_INDEX_KEY
-from pkgcache.service.state import operations
+from pkgcache.service.state import Operations, operations
+from pkgcache.storage.downloads import AfterDownload, Download
 from pkgcache.storage.eviction import Freed
 from pkgcache.storage.store import CacheStore, UnsafePath
 
@@ -65,6 +66,34 @@ def _guarded(handler: Handler) -> Handler:
         return refusal if refusal is not None else await handler(request)
 
     return guarded
+
+
+async def purge_holding(ops: Operations, paths: list[Path]) -> Freed:
+    """Remove cache entries now, and what a download in flight into them brings once it lands: without this, a
+    file whose download was under way when it was purged came back a moment later, though the purge said it went.
+    Its clients still get their bytes (they hold the file open); the next request fetches it again."""
+    freed = await ops.keeper.purge(paths)
+    for download in ops.downloader.running_under(paths):
+        if not download.before_done(_purge_once_landed(ops)):
+            _purge_soon(ops, download.final_path)  # it ended between the purge and now
+    return freed
+
+
+def _purge_once_landed(ops: Operations) -> AfterDownload:
+    async def purge(download: Download) -> None:
+        if download.error is None and not download.not_modified:
+            _purge_soon(ops, download.final_path)  # in a moment: the clients following it hold it open
+
+    return purge
+
+
+_LATE_PURGES: set[asyncio.Task[Freed]] = set()
+
+
+def _purge_soon(ops: Operations, path: Path) -> None:
+    task = asyncio.get_running_loop().create_task(ops.keeper.purge([path]))
+    _LATE_PURGES.add(task)
+    task.add_done_callback(_LATE_PURGES.discard)
 
 
 def _freed_answer(freed: Freed, request: web.Request, **extra: object) -> web.Response:
@@ -97,7 +126,7 @@ def _project(request: web.Request) -> str:
 async def purge_pypi_project(request: web.Request) -> web.StreamResponse:
     ops = operations(request)
     project = _project(request)
-    freed = await ops.keeper.purge(project_entries(ops.store, project))
+    freed = await purge_holding(ops, project_entries(ops.store, project))
     # After the files are gone, so that a request reading the page back from disk meanwhile is forgotten too.
     request.app[PYPI_INDEX_KEY].forget(project)
     return _freed_answer(freed, request, project=project)
@@ -117,7 +146,7 @@ async def purge_pypi_file(request: web.Request) -> web.StreamResponse:
         paths = pypi_file_entries(ops.store, project, filename)
     except (BadName, UnsafePath) as exc:
         return plain_error(400, f"refused file name: {exc}")
-    freed = await ops.keeper.purge(paths)
+    freed = await purge_holding(ops, paths)
     return _freed_answer(freed, request, project=project, filename=filename)
 
 
@@ -151,7 +180,7 @@ def conda_package_path(request: web.Request) -> Path:
 
 async def purge_conda_file(request: web.Request) -> web.StreamResponse:
     path = conda_package_path(request)
-    freed = await operations(request).keeper.purge([path])
+    freed = await purge_holding(operations(request), [path])
     return _freed_answer(freed, request, file=str(path.relative_to(operations(request).store.root)))
 
 

@@ -602,6 +602,14 @@ class Downloader:
     def running(self, path: Path) -> Download | None:
         return self._in_flight.get(path)
 
+    def running_under(self, paths: list[Path]) -> list[Download]:
+        """The downloads in flight into any of `paths` (files, or folders they are under)."""
+        return [
+            download
+            for final, download in self._in_flight.items()
+            if any(final == path or final.is_relative_to(path) for path in paths)
+        ]
+
     def get_or_start(
         self,
         final_path: Path,
