@@ -19,6 +19,7 @@ from pkgcache.policy import (
     Block,
     CondaPolicySettings,
     Pin,
+    PinFile,
     PypiPolicy,
     PypiPolicySettings,
     parse_block_target,
@@ -660,6 +661,57 @@ def test_pins_are_checked_and_what_a_pin_cannot_tell_is_noted() -> None:
     assert results[3].notes == (
         'not checked, the pin does not say enough: [pypi] deny[1] "* (kind=sdist)" (reason: wheels only)',
     )
+
+
+def test_a_pin_with_files_passes_when_one_of_them_is_allowed_and_notes_the_others() -> None:
+    policy = pypi(deny=["evil-*", "alpha==1.0", {"name": "*", "kind": "sdist", "except": ["pyyaml"]}])
+    wheel, sdist = PinFile("alpha-2.0-py3-none-any.whl"), PinFile("alpha-2.0.tar.gz")
+    both, only_sdist, old_wheel, evil, exempt = policy.check_requirements(
+        [
+            Pin("alpha", "2.0", files=(wheel, sdist)),
+            Pin("alpha", "2.0", files=(sdist,)),
+            Pin("alpha", "1.0", files=(PinFile("alpha-1.0-py3-none-any.whl"),)),
+            Pin("evil-pkg", "1.0", files=(PinFile("evil_pkg-1.0-py3-none-any.whl"),)),
+            Pin("PyYAML", "6.0", files=(PinFile("PyYAML-6.0.tar.gz"),)),
+        ],
+        now=NOW,
+    )
+    # What an installer of the lock meets: the wheel is served, the sdist is not; a note says so.
+    assert both.verdict and both.notes == (
+        "1 of its 2 files refused, an installer that can use only those fails: alpha-2.0.tar.gz by "
+        '[pypi] deny[2] "* (kind=sdist, except=pyyaml)"',
+    )
+    assert not only_sdist.verdict and only_sdist.verdict.message.startswith("alpha-2.0.tar.gz is refused")
+    # A rule on the name or the version refuses the pin whatever its files.
+    assert not old_wheel.verdict and old_wheel.verdict.message.startswith("alpha==1.0 is refused")
+    assert not evil.verdict and '[pypi] deny[0] "evil-*"' in evil.verdict.message
+    assert exempt.verdict and exempt.notes == ()
+
+
+def test_a_pin_all_of_whose_files_are_refused_says_why_for_each() -> None:
+    policy = pypi(min_release_age="7d", deny=[{"name": "*", "kind": "sdist"}])
+    young = NOW - timedelta(days=2)
+    result = policy.check_requirements(
+        [
+            Pin(
+                "alpha",
+                "2.0",
+                files=(
+                    PinFile("alpha-2.0-cp312-cp312-manylinux_2_17_x86_64.whl", young),
+                    PinFile("alpha-2.0-cp312-cp312-win_amd64.whl", young),
+                    PinFile("alpha-2.0.tar.gz", NOW - timedelta(days=30)),
+                ),
+            )
+        ],
+        now=NOW,
+    )[0]
+    assert not result.verdict
+    assert result.verdict.message == (
+        "no file of alpha==2.0 is allowed by pkgcache's policy: alpha-2.0-cp312-cp312-manylinux_2_17_x86_64.whl, "
+        'alpha-2.0-cp312-cp312-win_amd64.whl by [pypi] min_release_age = "7d" (served from 2026-06-06 12:00:00 UTC); '
+        'alpha-2.0.tar.gz by [pypi] deny[0] "* (kind=sdist)"'
+    )
+    assert result.verdict.available_at == young + timedelta(days=7)  # then the wheels are served
 
 
 def test_conda_pins_are_checked_with_what_they_say() -> None:

@@ -10,7 +10,7 @@ side's settings (`PypiPolicySettings`, `CondaPolicySettings`, mounted in `[pypi]
 
 from pkgcache.policy.common import ALLOWED, Block, RuleRef, Verdict, parse_block_target, parse_duration
 from pkgcache.policy.config import CondaPolicySettings, PypiPolicySettings
-from pkgcache.policy.engine import Pin, PinVerdict
+from pkgcache.policy.engine import Pin, PinFile, PinVerdict
 from pkgcache.policy.pypi import PageFilter, PypiPolicy
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "CondaPolicySettings",
     "PageFilter",
     "Pin",
+    "PinFile",
     "PinVerdict",
     "PypiPolicy",
     "PypiPolicySettings",

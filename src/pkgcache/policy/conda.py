@@ -11,7 +11,7 @@ rule concerns cost a dict look-up and, with a release age, one comparison.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -173,16 +173,9 @@ class CondaPolicy(SidePolicy):
             return self.check_age(subject, plan, released, now)
         return self.decide(subject, plan, RecordFacts(filename, record), released, now)
 
-    def check_requirements(self, pins: Sequence[Pin], *, now: datetime | None = None) -> list[PinVerdict]:
-        """For `pkgcache policy check`: the verdict for each pin, in order, with notes on what could not be checked.
-
-        A pin without a channel is judged by every rule, whatever channel the rule names.
-        """
-        moment = now_epoch(now)
-        return [
-            self.decide_pin(pin, self.plan(normalize_name(pin.name), pin.channel), PinFacts(pin), moment)
-            for pin in pins
-        ]
+    def check_pin(self, pin: Pin, now: float) -> PinVerdict:
+        """A pin without a channel is judged by every rule, whatever channel the rule names."""
+        return self.decide_pin(pin, self.plan(normalize_name(pin.name), pin.channel), PinFacts(pin), now)
 
 
 def name_from_filename(filename: str) -> str:

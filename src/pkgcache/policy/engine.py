@@ -14,9 +14,10 @@ never half-filtered under another. Plans (which rules concern a name) are worked
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, Self
@@ -31,6 +32,7 @@ from pkgcache.policy.common import (
     format_duration,
     format_time,
     from_epoch,
+    now_epoch,
     refusal,
 )
 from pkgcache.policy.config import PolicySettingsBase
@@ -89,11 +91,21 @@ class Plan:
 
 
 @dataclass(frozen=True, slots=True)
+class PinFile:
+    """One of the files a lock lists for a pin, with its upload time when known."""
+
+    filename: str
+    released_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Pin:
     """One pinned item to check (from a requirements or lock file): what is known of it, the rest left None.
 
     `filename` gives the file kind (and a wheel's tags); `released_at` the upload time or conda timestamp; `build`,
-    `license` and `channel` are read by conda rules.
+    `license` and `channel` are read by conda rules. `files` are the files a lock lists for the pin when an
+    installer picks one of them (a wheel or the sdist of a uv, poetry or pdm lock): each is judged with its own
+    name and upload time, and `filename` and `released_at` are not read.
     """
 
     name: str
@@ -103,6 +115,7 @@ class Pin:
     build: str | None = None
     license: str | None = None
     channel: str | None = None
+    files: tuple[PinFile, ...] = ()
 
     @property
     def label(self) -> str:
@@ -265,6 +278,45 @@ class SidePolicy:
         detail = f"released {format_time(from_epoch(released))}, served from {format_time(moment)}"
         return refusal(subject, self._age_ref, detail, available_at=moment)
 
+    def check_requirements(self, pins: Sequence[Pin], *, now: datetime | None = None) -> list[PinVerdict]:
+        """For `pkgcache policy check`: the verdict for each pin, in order, with notes on what could not be checked.
+
+        A pin with `files` is judged as an installer meets them: refused when the rules refuse its version whatever
+        the file (a rule on the name or the version, a block), or when they refuse every one of its files; else
+        allowed, with a note naming the files refused and the rules that refuse them.
+        """
+        moment = now_epoch(now)
+        return [self._check_pin_files(pin, moment) if pin.files else self.check_pin(pin, moment) for pin in pins]
+
+    def check_pin(self, pin: Pin, now: float) -> PinVerdict:
+        """The verdict for one pin, read as one file (or none): a side builds its facts and calls `decide_pin`."""
+        raise NotImplementedError
+
+    def _check_pin_files(self, pin: Pin, now: float) -> PinVerdict:
+        bare = dataclasses.replace(pin, filename=None, released_at=None, files=())
+        whatever_the_file = self.check_pin(bare, now).verdict
+        if not whatever_the_file.allowed:
+            return PinVerdict(pin, whatever_the_file)
+        by_file = [
+            self.check_pin(dataclasses.replace(bare, filename=file.filename, released_at=file.released_at), now)
+            for file in pin.files
+        ]
+        allowed = [result for result in by_file if result.verdict.allowed]
+        refused = [result for result in by_file if not result.verdict.allowed]
+        if not allowed:
+            notes = _unique(note for result in by_file for note in result.notes)
+            if len(refused) == 1:
+                return PinVerdict(pin, refused[0].verdict, notes)
+            times = [result.verdict.available_at for result in refused if result.verdict.available_at is not None]
+            message = f"no file of {pin.label} is allowed by pkgcache's policy: {_refused_files(refused)}"
+            verdict = Verdict(False, refused[0].verdict.rule, message, min(times) if times else None)
+            return PinVerdict(pin, verdict, notes)
+        notes = _unique(note for result in allowed for note in result.notes)
+        if refused:
+            count = f"{len(refused)} of its {len(by_file)} files"
+            notes += (f"{count} refused, an installer that can use only those fails: {_refused_files(refused)}",)
+        return PinVerdict(pin, ALLOWED, notes)
+
     def decide_pin(self, pin: Pin, plan: Plan, facts: Any, now: float) -> PinVerdict:
         """Like `decide`, for a pin that may lack facts: a rule that cannot tell is noted, not applied."""
         notes: list[str] = []
@@ -292,6 +344,24 @@ class SidePolicy:
             return PinVerdict(pin, ALLOWED, tuple(notes))
         released = None if pin.released_at is None else pin.released_at.timestamp()
         return PinVerdict(pin, self.check_age(subject, plan, released, now), tuple(notes))
+
+
+def _unique(notes: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(notes))
+
+
+def _refused_files(refused: Sequence[PinVerdict]) -> str:
+    """Refused files grouped by the rule refusing them: `a.tar.gz, b.zip by [pypi] deny[2] "..."; ...`."""
+    groups: dict[tuple[str, datetime | None], list[str]] = {}
+    for result in refused:
+        verdict = result.verdict
+        why = verdict.rule.description if verdict.rule is not None else verdict.message
+        groups.setdefault((why, verdict.available_at), []).append(result.pin.label)
+    parts = []
+    for (why, available_at), files in groups.items():
+        served = f" (served from {format_time(available_at)})" if available_at is not None else ""
+        parts.append(f"{', '.join(files)} by {why}{served}")
+    return "; ".join(parts)
 
 
 def earliest(current: float | None, candidate: datetime | None) -> float | None:

@@ -206,16 +206,10 @@ class PypiPolicy(SidePolicy):
             return self.check_age(filename, plan, released, now)
         return self.decide(filename, plan, FileFacts.of_file(name, filename), released, now)
 
-    def check_requirements(self, pins: Sequence[Pin], *, now: datetime | None = None) -> list[PinVerdict]:
-        """For `pkgcache policy check`: the verdict for each pin, in order, with notes on what could not be checked."""
-        moment = now_epoch(now)
-        results = []
-        for pin in pins:
-            name = normalize_name(pin.name)
-            kind = file_kind(pin.filename) if pin.filename else None
-            facts = FileFacts(name, pin.filename, kind, pin.version)
-            results.append(self.decide_pin(pin, self.plan(name), facts, moment))
-        return results
+    def check_pin(self, pin: Pin, now: float) -> PinVerdict:
+        name = normalize_name(pin.name)
+        kind = file_kind(pin.filename) if pin.filename else None
+        return self.decide_pin(pin, self.plan(name), FileFacts(name, pin.filename, kind, pin.version), now)
 
 
 def _released(dist: PageFile, first_seen: Callable[[str], datetime | None] | None) -> float | None:
