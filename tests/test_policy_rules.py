@@ -678,7 +678,7 @@ def test_a_pin_with_files_passes_when_one_of_them_is_allowed_and_notes_the_other
     )
     # What an installer of the lock meets: the wheel is served, the sdist is not; a note says so.
     assert both.verdict and both.notes == (
-        "1 of its 2 files refused, an installer that can use only those fails: alpha-2.0.tar.gz by "
+        "1 of its 2 files is refused (an installer that can use no other file fails): alpha-2.0.tar.gz by "
         '[pypi] deny[2] "* (kind=sdist, except=pyyaml)"',
     )
     assert not only_sdist.verdict and only_sdist.verdict.message.startswith("alpha-2.0.tar.gz is refused")

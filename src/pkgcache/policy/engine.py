@@ -313,8 +313,8 @@ class SidePolicy:
             return PinVerdict(pin, verdict, notes)
         notes = _unique(note for result in allowed for note in result.notes)
         if refused:
-            count = f"{len(refused)} of its {len(by_file)} files"
-            notes += (f"{count} refused, an installer that can use only those fails: {_refused_files(refused)}",)
+            count = f"{len(refused)} of its {len(by_file)} files {'is' if len(refused) == 1 else 'are'} refused"
+            notes += (f"{count} (an installer that can use no other file fails): {_refused_files(refused)}",)
         return PinVerdict(pin, ALLOWED, notes)
 
     def decide_pin(self, pin: Pin, plan: Plan, facts: Any, now: float) -> PinVerdict:
