@@ -201,7 +201,95 @@ def test_policy_check_says_which_pins_are_refused_for_ci(tmp_path: Path, blocked
     assert "numpy==2.1.0 (" in checked.output and "not checked" in checked.output  # no page: age unknown
     assert "flask (" in checked.output and "not pinned" in checked.output
     assert "REFUSED  openssl" not in checked.output
-    assert f"4 pins checked: {int(blocked)} refused" in checked.output
+    assert f"4 pins checked (1 file): {int(blocked)} refused" in checked.output  # the conda package is one
+
+
+NO_SDISTS = '[pypi]\ndeny = ["evil-*", { name = "*", kind = "sdist", except = ["pyyaml"] }]\n[conda]\nenabled = false\n'
+
+
+def _poetry_lock(path: Path, packages: dict[str, tuple[str, list[str]]]) -> Path:
+    """A poetry.lock listing, for each project, its version and the files of it the lock names."""
+    entries = []
+    for name, (version, files) in packages.items():
+        listed = "".join(f'    {{file = "{file}", hash = "sha256:{"ab" * 32}"}},\n' for file in files)
+        entries.append(
+            f'[[package]]\nname = "{name}"\nversion = "{version}"\ndescription = ""\noptional = false\n'
+            f'python-versions = "*"\nfiles = [\n{listed}]\n'
+        )
+    path.write_text("\n".join(entries) + '\n[metadata]\nlock-version = "2.0"\npython-versions = "^3.12"\n')
+    return path
+
+
+def _policy_check(tmp_path: Path, config: str, *locks: Path) -> tuple[int, str]:
+    (tmp_path / "pkgcache.toml").write_text(config)
+    arguments = ["--config", str(tmp_path / "pkgcache.toml"), "--data-dir", str(tmp_path / "data")]
+    checked = CliRunner().invoke(check_command, [*arguments, *map(str, locks)])
+    return checked.exit_code, checked.output
+
+
+def test_policy_check_passes_a_locked_wheel_beside_a_refused_sdist_and_notes_the_sdist(tmp_path: Path) -> None:
+    # As an installer of the lock meets it: alpha's wheel is served, so the lock installs; a note names the sdist.
+    lock = _poetry_lock(
+        tmp_path / "poetry.lock",
+        {
+            "alpha": ("2.0", ["alpha-2.0-py3-none-any.whl", "alpha-2.0.tar.gz"]),
+            "pyyaml": ("6.0", ["PyYAML-6.0.tar.gz"]),
+        },
+    )
+    pdm = tmp_path / "pdm.lock"
+    pdm.write_text(
+        '[metadata]\ngroups = ["default"]\nlock_version = "4.5.0"\n\n[[package]]\nname = "alpha"\nversion = "2.0"\n'
+        f'files = [\n    {{file = "alpha-2.0-py3-none-any.whl", hash = "sha256:{"cd" * 32}"}},\n'
+        f'    {{file = "alpha-2.0.tar.gz", hash = "sha256:{"ef" * 32}"}},\n]\n'
+    )
+    code, output = _policy_check(tmp_path, NO_SDISTS, lock, pdm)
+    assert code == 0, output
+    assert "REFUSED" not in output
+    note = (
+        "1 of its 2 files is refused (an installer that can use no other file fails): alpha-2.0.tar.gz by "
+        '[pypi] deny[1] "* (kind=sdist, except=pyyaml)"'
+    )
+    assert f"note     alpha==2.0 ({lock}:1): {note}" in output
+    assert f"note     alpha==2.0 ({pdm}:" in output
+    assert output.splitlines()[-1] == "3 pins checked (5 files): 0 refused, 2 with notes"
+
+
+def test_policy_check_refuses_a_pin_whose_only_locked_file_is_refused(tmp_path: Path) -> None:
+    lock = _poetry_lock(
+        tmp_path / "poetry.lock",
+        {"alpha": ("2.0", ["alpha-2.0-py3-none-any.whl", "alpha-2.0.tar.gz"]), "beta": ("1.1", ["beta-1.1.tar.gz"])},
+    )
+    code, output = _policy_check(tmp_path, NO_SDISTS, lock)
+    assert code == 1, output
+    assert (
+        f"REFUSED  beta==1.1 ({lock}:12): beta-1.1.tar.gz is refused by pkgcache's policy: "
+        '[pypi] deny[1] "* (kind=sdist, except=pyyaml)"'
+    ) in output
+    assert "REFUSED  alpha" not in output
+    assert output.splitlines()[-1] == "2 pins checked (3 files): 1 refused, 1 with notes"
+
+
+def test_policy_check_refuses_a_denied_name_or_version_whatever_files_the_lock_lists(tmp_path: Path) -> None:
+    lock = _poetry_lock(
+        tmp_path / "poetry.lock",
+        {
+            "evil-pkg": ("1.0", ["evil_pkg-1.0-py3-none-any.whl", "evil_pkg-1.0.tar.gz"]),
+            "alpha": ("2.0", ["alpha-2.0-py3-none-any.whl"]),
+        },
+    )
+    config = NO_SDISTS.replace('deny = ["evil-*",', 'deny = ["evil-*", "alpha==2.0",')
+    code, output = _policy_check(tmp_path, config, lock)
+    assert code == 1, output
+    assert (
+        "REFUSED  evil-pkg==1.0 (" in output
+        and 'evil-pkg==1.0 is refused by pkgcache\'s policy: [pypi] deny[0] "evil-*"' in output
+    )
+    assert (
+        "REFUSED  alpha==2.0 (" in output
+        and 'alpha==2.0 is refused by pkgcache\'s policy: [pypi] deny[1] "alpha==2.0"' in output
+    )
+    assert "note" not in output  # the sdist rule says nothing more of a pin refused whatever its files
+    assert output.splitlines()[-1] == "2 pins checked (3 files): 2 refused"
 
 
 def test_offline_and_online_flags_override_the_config_and_their_absence_does_not() -> None:

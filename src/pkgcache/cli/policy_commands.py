@@ -6,7 +6,9 @@ with nothing running they are written to the data directory (`gate/blocks.json`)
 
 `policy check` reads requirement and lock files (`pkgcache.seed.inputs`), and says which pins the configured policy
 and the blocks in force refuse, and why, without installing anything: exit status 1 when any is refused, for CI.
-Release times come from the cache's pages when it has them; a pin whose time is not known is reported with a note.
+A lock's pin is judged by the files the lock lists for it, as an installer meets them: refused when no file of it is
+allowed (or its version is refused whatever the file); when some are, the others are noted. Release times come from
+the cache's pages when it has them; a pin whose time is not known is reported with a note.
 
 Which policy `policy show` and `policy check` use: given `--config FILE`, that file's rules (what it says, running
 or not: a file being written is checked before `restart --config` applies it); else the rules of the instance the
@@ -32,7 +34,7 @@ from pkgcache.formatting import format_bytes
 from pkgcache.gate.blocks import BlockBook, BlockChange, block_from_target
 from pkgcache.gate.purge import blocked_files
 from pkgcache.policy.common import Block, from_epoch, parse_block_target, parse_upload_time
-from pkgcache.policy.engine import Pin, PinVerdict
+from pkgcache.policy.engine import Pin, PinFile, PinVerdict
 from pkgcache.policy.pypi import PypiPolicy, normalize_name
 from pkgcache.pypi.model import version_of
 from pkgcache.seed.inputs import CondaFile, PypiFile, PypiRequirement, SeedPlan, read_inputs
@@ -220,7 +222,7 @@ class PolicyReport:
         self.settings = settings
         self.store = CacheStore(self.settings.server.data_dir)
         self.blocks = BlockBook(self.store).read()
-        self.checked = self.refused = self.noted = 0
+        self.checked = self.files = self.refused = self.noted = 0
 
     def check(self, plan: SeedPlan) -> None:
         pypi_pins, unpinned = self._pypi_pins(plan)
@@ -239,26 +241,26 @@ class PolicyReport:
         for spec in plan.conda_specs:
             click.echo(f"note     {spec.spec} ({spec.origin}): not pinned; lock it to check it")
             self.noted += 1
-        summary = f"{self.checked} pins checked: {self.refused} refused"
+        files = f" ({_count(self.files, 'file')})" if self.files else ""
+        summary = f"{_count(self.checked, 'pin')} checked{files}: {self.refused} refused"
         click.echo(summary + (f", {self.noted} with notes" if self.noted else ""))
 
     def _report(self, side: str, verdicts: list[PinVerdict], origins: list[str]) -> None:
         for verdict, origin in zip(verdicts, origins, strict=True):
             self.checked += 1
             pin = verdict.pin
+            self.files += len(pin.files) or (1 if pin.filename else 0)
             label = f"{pin.name}=={pin.version}" if side == "pypi" else f"{pin.name}={pin.version}={pin.build or ''}"
             if not verdict.verdict.allowed:
                 self.refused += 1
                 click.echo(f"REFUSED  {label} ({origin}): {verdict.verdict.message}")
+            self.noted += 1 if verdict.notes else 0
             for note in verdict.notes:
-                self.noted += 1
                 click.echo(f"note     {label} ({origin}): {note}")
 
     def _pypi_pins(self, plan: SeedPlan) -> tuple[list[tuple[Pin, str]], list[PypiRequirement]]:
-        pins: list[tuple[Pin, str]] = []
+        pins = [(self._pypi_pin(items), str(items[0].origin)) for items in _files_by_pin(plan.pypi_files)]
         unpinned: list[PypiRequirement] = []
-        for item in plan.pypi_files:
-            pins.append((self._pypi_pin(item), str(item.origin)))
         for requirement in plan.pypi_requirements:
             version = _exact_version(requirement)
             if version is None:
@@ -273,10 +275,11 @@ class PolicyReport:
             pins.append((pin, str(requirement.origin)))
         return pins, unpinned
 
-    def _pypi_pin(self, item: PypiFile) -> Pin:
-        version = item.version or _version_from_filename(item.filename) or ""
-        released = self._released(item.project, version, item.filename)
-        return Pin(item.project, version, filename=item.filename, released_at=released)
+    def _pypi_pin(self, items: list[PypiFile]) -> Pin:
+        """A pin with the files a lock lists for it, each with its upload time."""
+        project, version = items[0].project, _version_of(items[0])
+        files = tuple(PinFile(item.filename, self._released(project, version, item.filename)) for item in items)
+        return Pin(project, version, files=files)
 
     def _released(self, project: str, version: str, filename: str | None) -> datetime | None:
         """The upload time the cache's page gives the file (or the version's earliest file), if it has the page."""
@@ -315,6 +318,25 @@ class PolicyReport:
         name, _, version = name_version.rpartition("-")
         channel = item.channel if item.channel.startswith("pkgs/") else f"cloud/{item.channel}"
         return Pin(name, version, filename=item.filename, build=build, channel=channel)
+
+
+def _files_by_pin(items: list[PypiFile]) -> list[list[PypiFile]]:
+    """A lock's files grouped by the package entry that lists them (a pin: its wheels and sdist, of which an
+    installer takes one), in the order they come. A file listed apart (a pixi or conda-lock entry, which one
+    platform installs as it is) is a pin of its own."""
+    pins: dict[tuple[object, ...], list[PypiFile]] = {}
+    for item in items:
+        key = (item.origin, item.project, _version_of(item), item.platforms, item.environments)
+        pins.setdefault(key, []).append(item)
+    return list(pins.values())
+
+
+def _version_of(item: PypiFile) -> str:
+    return item.version or _version_from_filename(item.filename) or ""
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _exact_version(requirement: PypiRequirement) -> str | None:
