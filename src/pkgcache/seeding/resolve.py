@@ -100,7 +100,7 @@ def conda_index_items(items: Iterable[FetchItem]) -> list[FetchItem]:
 
 
 def find_uv() -> str:
-    """The uv to resolve with: the `uv` package's (pkgcache[seed]), else the one on PATH."""
+    """The uv to resolve with: the `uv` package's (the seed extra), else the one on PATH."""
     try:
         from uv import find_uv_bin  # type: ignore[import-not-found]
 
@@ -115,7 +115,7 @@ def find_uv() -> str:
         return found
     raise ResolverMissing(
         "resolving requirements without hashes needs uv: install pkgcache with the seed extra "
-        "(pip install 'pkgcache[seed]') or put uv on PATH"
+        "(pip install '.[seed]' in pkgcache's clone) or put uv on PATH"
     )
 
 
