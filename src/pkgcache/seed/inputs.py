@@ -2,7 +2,8 @@
 
 The content decides, the name breaks ties: a line `@EXPLICIT` makes a conda explicit list whatever the file is
 called (`conda-linux-64.lock`); TOML is told apart by its keys (pylock's top-level `lock-version`, uv's integer
-`version` and `[[package]]`, poetry's `[metadata] lock-version`, pdm's `[metadata] lock_version`); YAML by
+`version` with `requires-python` or a `source` table in every `[[package]]`, poetry's `[metadata] lock-version`,
+pdm's `[metadata] lock_version`: another tool's lock such as Cargo.lock is none of them); YAML by
 its keys (pixi's `environments`, conda-lock's `metadata` + `package`, environment.yml's `dependencies`); text
 is a requirements file (or a conda spec list when it carries CEP 23's `# platform:` comment). A file of no
 known format is one error naming what was tried; nothing is raised, every problem is collected in the plan.
@@ -59,6 +60,11 @@ _PLATFORM_COMMENT = re.compile(r"^\s*#\s*platform:\s*\S+\s*$", re.MULTILINE)
 _KNOWN = (
     "requirements file, pylock.toml, uv.lock, poetry.lock, pdm.lock, pixi.lock, conda-lock.yml, environment.yml,"
     " conda @EXPLICIT or spec list"
+)
+_NOT_A_TOML_LOCK = "a TOML file, but not a lock file seed reads (pylock.toml, uv.lock, poetry.lock, pdm.lock)"
+_NOT_A_UV_LOCK = (
+    "a TOML lock file, but not a uv.lock (uv writes a top-level requires-python and a source table for each package)"
+    " nor another lock file seed reads (pylock.toml, poetry.lock, pdm.lock)"
 )
 
 TomlReader = Callable[[Mapping[str, Any], str, Path, SeedPlan], None]
@@ -125,7 +131,16 @@ def detect_format(path: Path, text: str) -> tuple[InputFormat, Any]:
         return found
     if _looks_like_requirements(path, text):
         return _text_format(text), None
-    raise DocumentError(f"not an input format seed reads ({_KNOWN})")
+    raise DocumentError(_unknown_format(text))
+
+
+def _unknown_format(text: str) -> str:
+    """Why a file with no telling name is none of the inputs: a TOML lock shaped like uv's is named as such."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        doc = {}
+    return _NOT_A_UV_LOCK if _uv_like(doc) else f"not an input format seed reads ({_KNOWN})"
 
 
 def _text_format(text: str) -> InputFormat:
@@ -141,7 +156,7 @@ def _as_toml(text: str, *, required: bool) -> tuple[InputFormat, Any] | None:
         return None
     found = _toml_kind(doc)
     if found is None and required:
-        raise DocumentError("a TOML file, but not a lock file seed reads (pylock.toml, uv.lock, poetry.lock, pdm.lock)")
+        raise DocumentError(_NOT_A_UV_LOCK if _uv_like(doc) else _NOT_A_TOML_LOCK)
     return (found, doc) if found else None
 
 
@@ -153,9 +168,29 @@ def _toml_kind(doc: Mapping[str, Any]) -> InputFormat | None:
         return InputFormat.PDM_LOCK
     if isinstance(metadata, Mapping) and "lock-version" in metadata:
         return InputFormat.POETRY_LOCK
-    if isinstance(doc.get("version"), int) and ("package" in doc or "requires-python" in doc):
+    if _is_uv_lock(doc):
         return InputFormat.UV_LOCK
     return None
+
+
+def _uv_like(doc: Mapping[str, Any]) -> bool:
+    """An integer `version` and `[[package]]`: what uv.lock shares with other tools' locks (Cargo.lock)."""
+    return isinstance(doc.get("version"), int) and "package" in doc
+
+
+def _is_uv_lock(doc: Mapping[str, Any]) -> bool:
+    """uv's integer `version` with what only uv writes beside it: the top-level `requires-python` (every uv.lock
+    has one), or, failing that, a `source` table in every package (Cargo.lock's sources are strings)."""
+    if not isinstance(doc.get("version"), int):
+        return False
+    if "requires-python" in doc:
+        return True
+    packages = doc.get("package")
+    return (
+        isinstance(packages, list)
+        and bool(packages)
+        and all(isinstance(package, Mapping) and isinstance(package.get("source"), Mapping) for package in packages)
+    )
 
 
 def _as_yaml(text: str, *, required: bool) -> tuple[InputFormat, Any] | None:
