@@ -74,6 +74,14 @@ def test_pixi_mirrors_map_original_channel_urls_to_pkgcache() -> None:
     assert config["pypi-config"] == {"index-url": f"{BASE}/pypi/simple/"}
 
 
+def test_pixi_pypi_settings_say_init_only_and_give_the_line_for_an_existing_workspace() -> None:
+    text = _snippet_text(_settings(), "pixi", "config.toml")
+    assert "into the manifest `pixi init` writes, and uses it nowhere else" in text
+    # The commented lines, uncommented, are the table a pixi.toml takes.
+    workspace = "\n".join(line.removeprefix("#   ") for line in text.splitlines() if line.startswith("#   "))
+    assert tomllib.loads(workspace) == {"pypi-options": {"index-url": f"{BASE}/pypi/simple/"}}
+
+
 def test_pip_and_uv_settings_parse_and_trust_a_plain_http_host() -> None:
     settings = _settings()
     pip_conf = _snippet_text(settings, "pip", "pip.conf")

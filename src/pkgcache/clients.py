@@ -255,7 +255,17 @@ def pixi_snippet(base_url: str, settings: Settings) -> Snippet | None:
     if settings.pypi.enabled:
         if lines:
             lines.append("")
-        lines += ["[pypi-config]", f"index-url = {_toml_string(pypi_index_url(base_url))}"]
+        index = _toml_string(pypi_index_url(base_url))
+        lines += [
+            # pixi's docs: [pypi-config] index-url is no global setting, only what `pixi init` writes in a manifest.
+            "# pixi copies this index-url into the manifest `pixi init` writes, and uses it nowhere else: a workspace",
+            "# that exists uses its manifest's index (the default one when it names none). For such a workspace, put",
+            "# these lines in its pixi.toml ([tool.pixi.pypi-options] in a pyproject.toml):",
+            "#   [pypi-options]",
+            f"#   index-url = {index}",
+            "[pypi-config]",
+            f"index-url = {index}",
+        ]
     if not lines:
         return None
     return Snippet(
