@@ -216,7 +216,8 @@ def poetry_snippet(base_url: str) -> Snippet:
 def pdm_snippet(base_url: str) -> Snippet:
     commands = [f"pdm config pypi.url {pypi_index_url(base_url)}"]
     if is_plain_http(base_url):
-        # pdm only uses a plain-http index it is told to trust; verify_ssl=false is how it is told.
+        # pdm (2.29, through unearth) skips a plain-http index on any host but loopback unless its source has
+        # verify_ssl=false, which marks the host trusted (and, for https, turns off certificate checks).
         commands.append("pdm config pypi.verify_ssl false")
     return Snippet(client="pdm", title="pdm config", text=_lines(commands), kind="shell", language="sh")
 
