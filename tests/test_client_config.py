@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,11 +22,18 @@ from pkgcache.clients import (
     quick_setup,
 )
 from pkgcache.config import Settings, load_settings
+from tests.cache_service import RunningCache
 from tests.fakes.pypi_upstreams import TunaLikeUpstream
 from tests.support import UV, installed_dists, isolated_env
 from tests.test_cli_service import BackgroundService, run_pkgcache
 
 BASE = "http://10.0.0.5:3150"
+POETRY = Path(sys.executable).parent / "poetry"
+PDM = Path(sys.executable).parent / "pdm"
+# A reader whose password holds the characters an address needs percent-encoded.
+READER, PASSWORD = "alice", "p@ss:w/rd%1"
+ENCODED_PASSWORD = "p%40ss%3Aw%2Frd%251"
+USERS = {"users": {READER: PASSWORD}}
 
 
 def _settings(**sections: dict[str, object]) -> Settings:
@@ -137,6 +145,45 @@ def test_addresses() -> None:
     assert client_host("0.0.0.0") not in ("0.0.0.0", "")
 
 
+def test_with_users_every_client_says_where_its_user_and_password_go_and_never_a_password() -> None:
+    settings = _settings(access=USERS, conda={"channels": ["pkgs/main", "cloud/conda-forge"]})
+    snippets = client_snippets(BASE, settings)
+    assert {snippet.client for snippet in snippets} == set(CLIENT_IDS)
+    assert not any(PASSWORD in snippet.text or READER in snippet.text for snippet in snippets)
+    for client in CLIENT_IDS:
+        text = "".join(snippet.text for snippet in snippets if snippet.client == client)
+        assert "USER" in text and "PASSWORD" in text, client
+    # The address holds them only in the user's own files, never in what poetry or pixi copy into a project.
+    assert "index-url = http://USER:PASSWORD@10.0.0.5:3150/pypi/simple/" in _snippet_text(settings, "pip", "pip.conf")
+    uv_toml = tomllib.loads(_snippet_text(settings, "uv", "uv.toml"))
+    assert uv_toml["index"] == [
+        {"name": "pkgcache", "url": "http://USER:PASSWORD@10.0.0.5:3150/pypi/simple/", "default": True}
+    ]
+    env = _snippet_text(settings, "uv", "environment")
+    assert "export UV_DEFAULT_INDEX=pkgcache=http://10.0.0.5:3150/pypi/simple/" in env
+    assert "export UV_INDEX_PKGCACHE_USERNAME=USER\nexport UV_INDEX_PKGCACHE_PASSWORD=PASSWORD\n" in env
+    poetry = _snippet_text(settings, "poetry", "poetry")
+    assert f"poetry source add --priority=primary pkgcache {BASE}/pypi/simple/\n" in poetry
+    assert "poetry config http-basic.pkgcache USER PASSWORD\n" in poetry
+    pdm = _snippet_text(settings, "pdm", "pdm")
+    assert f"pdm config pypi.url {BASE}/pypi/simple/\n" in pdm
+    assert "pdm config pypi.username USER\npdm config pypi.password PASSWORD\n" in pdm
+    condarc = _snippet_text(settings, "conda", "condarc")
+    assert "channel_alias: http://USER:PASSWORD@10.0.0.5:3150/conda/cloud\n" in condarc
+    assert "USER" not in _snippet_text(settings, "pixi", "config.toml")
+    pixi = _snippet_text(settings, "pixi", "credentials")
+    assert "pixi auth login 10.0.0.5 --username USER --password PASSWORD\n" in pixi
+    assert "machine 10.0.0.5 login USER password PASSWORD" in pixi
+    assert quick_setup(BASE, settings).startswith("pip config set global.index-url http://USER:PASSWORD@10.0.0.5")
+
+
+def test_without_users_no_client_is_told_of_credentials() -> None:
+    for snippet in client_snippets(BASE, _settings()):
+        assert "USER" not in snippet.text and "PASSWORD" not in snippet.text and "@" not in snippet.text
+        assert "credentials" not in snippet.title
+    assert "USER" not in quick_setup(BASE, _settings())
+
+
 # --- the printed text, used for real ---
 
 
@@ -244,3 +291,136 @@ def test_client_config_says_when_the_side_of_a_client_asked_for_is_disabled(tmp_
     assert "none for conda" in every.stdout and "none for pypi" not in every.stdout, every.stdout
     pip_only = run_pkgcache("client-config", "--config", str(config), "--host", "cache.lan", "--client", "pip")
     assert "none for" not in pip_only.stdout and "index-url" in pip_only.stdout, pip_only.stdout
+
+
+def test_client_config_tells_how_to_give_credentials_only_when_reads_need_them(tmp_path: Path) -> None:
+    config = tmp_path / "pkgcache.toml"
+    config.write_text(f'[server]\nport = 4567\ndata_dir = "{tmp_path / "data"}"\n')
+    open_reads = run_pkgcache("client-config", "--config", str(config), "--host", "cache.lan")
+    assert open_reads.returncode == 0, open_reads.stderr
+    assert "USER:PASSWORD" not in open_reads.stdout and "password" not in open_reads.stdout.lower(), open_reads.stdout
+
+    with config.open("a") as out:
+        out.write(f'[access]\nusers = {{{READER} = "{PASSWORD}"}}\n')
+    printed = run_pkgcache("client-config", "--config", str(config), "--host", "cache.lan")
+    assert printed.returncode == 0, printed.stderr
+    header = printed.stdout.split("\n---", 1)[0]
+    assert "asks for a user name and password" in header and "percent-encoded" in header, header
+    assert "@ as %40, : as %3A, / as %2F" in header
+    assert "#     machine cache.lan login USER password PASSWORD\n" in header
+    blocks = parse_blocks(printed.stdout)
+    assert "http://USER:PASSWORD@cache.lan:4567/pypi/simple/" in blocks["pip: pip.conf"]
+    assert "poetry config http-basic.pkgcache USER PASSWORD" in blocks["poetry: poetry (in each project)"]
+    assert "pixi auth login cache.lan" in blocks["pixi: pixi credentials"]
+    # Never a configured password, nor a user's name.
+    assert PASSWORD not in printed.stdout and READER not in printed.stdout
+    as_json = _json_snippets(run_pkgcache("client-config", "--config", str(config), "--json", "--client", "uv").stdout)
+    assert "UV_INDEX_PKGCACHE_PASSWORD=PASSWORD" in "".join(entry["text"] for entry in as_json)
+
+
+def _json_snippets(output: str) -> list[dict[str, str]]:
+    return list(json.loads(output))
+
+
+# --- with credentials, for real: each client reaches a pkgcache whose reads need a user ---
+
+
+def _filled_in(text: str, password: str = PASSWORD) -> str:
+    return text.replace("USER", READER).replace("PASSWORD", password)
+
+
+def _commands(text: str) -> list[list[str]]:
+    """The shell lines of a snippet, comments left out, each split as a shell would."""
+    return [shlex.split(line) for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+@pytest.fixture
+def guarded(make_cache: Callable[..., RunningCache], tuna_upstream: TunaLikeUpstream) -> RunningCache:
+    """A pkgcache whose reads need a user, and the snippets shown for it."""
+    tuna_upstream.firewall.forbidden_ua_substrings = ()
+    return make_cache([tuna_upstream.index_url], access=USERS)
+
+
+def _guarded_snippet(cache: RunningCache, client: str, title_part: str) -> str:
+    return _snippet_text(cache.settings, client, title_part, cache.url)
+
+
+def _demo_project(directory: Path) -> Path:
+    directory.mkdir()
+    (directory / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\nversion = "0.1"\nrequires-python = ">=3.11"\ndependencies = ["alpha==2.0"]\n'
+    )
+    return directory
+
+
+def _run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
+
+
+def _locked_names(lock: Path) -> set[str]:
+    return {package["name"] for package in tomllib.loads(lock.read_text())["package"]}
+
+
+def test_poetry_with_http_basic_locks_through_pkgcache_and_keeps_the_password_out_of_the_project(
+    guarded: RunningCache, tmp_path: Path
+) -> None:
+    project = _demo_project(tmp_path / "project")
+    env = isolated_env(
+        POETRY_CONFIG_DIR=str(tmp_path / "poetry-config"),
+        POETRY_CACHE_DIR=str(tmp_path / "poetry-cache"),
+        # No keyring here: poetry keeps the password in its own auth.toml, in its config directory.
+        PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring",
+    )
+    source_add, http_basic = _commands(_filled_in(_guarded_snippet(guarded, "poetry", "poetry")))
+    added = _run([str(POETRY), *source_add[1:]], project, env)
+    assert added.returncode == 0, added.stdout + added.stderr
+
+    # Without the user, pkgcache refuses poetry: the credentials below are what lets it through.
+    refused = _run([str(POETRY), "lock", "--no-interaction"], project, env)
+    assert refused.returncode != 0 and "Authorization error" in refused.stdout + refused.stderr, refused.stdout
+
+    configured = _run([str(POETRY), *http_basic[1:]], project, env)
+    assert configured.returncode == 0, configured.stdout + configured.stderr
+    locked = _run([str(POETRY), "lock", "--no-interaction"], project, env)
+    assert locked.returncode == 0, locked.stdout + locked.stderr
+    assert {"alpha", "beta", "gamma", "delta-pkg"} <= _locked_names(project / "poetry.lock")
+    for name in ("pyproject.toml", "poetry.lock"):
+        text = (project / name).read_text()
+        assert PASSWORD not in text and ENCODED_PASSWORD not in text and READER not in text, name
+    assert f"{guarded.url}/pypi/simple/" in (project / "pyproject.toml").read_text()
+
+
+def test_uv_toml_with_a_percent_encoded_password_installs_through_pkgcache(
+    guarded: RunningCache, tmp_path: Path
+) -> None:
+    uv_toml = tmp_path / "uv.toml"
+    uv_toml.write_text(_filled_in(_guarded_snippet(guarded, "uv", "uv.toml"), ENCODED_PASSWORD))
+    env = {k: v for k, v in isolated_env().items() if k != "UV_NO_CONFIG"}
+    target = tmp_path / "uv-target"
+    command = [
+        str(UV), "pip", "install", "--config-file", str(uv_toml),
+        "--python", sys.executable, "--target", str(target), "--no-cache", "alpha==2.0",
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {"alpha==2.0", "beta==1.1", "gamma==0.5", "delta-pkg==3.0"} <= installed_dists(target)
+
+
+def test_pdm_with_its_user_and_password_settings_locks_through_pkgcache(guarded: RunningCache, tmp_path: Path) -> None:
+    project = _demo_project(tmp_path / "project")
+    env = isolated_env(
+        PDM_CONFIG_FILE=str(tmp_path / "pdm-config.toml"),
+        PDM_CACHE_DIR=str(tmp_path / "pdm-cache"),
+        PDM_PYTHON=sys.executable,
+        PDM_NO_SELF="1",
+        PDM_IGNORE_ACTIVE_VENV="1",
+        PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring",
+    )
+    for command in _commands(_filled_in(_guarded_snippet(guarded, "pdm", "pdm"))):
+        done = _run([str(PDM), *command[1:]], project, env)
+        assert done.returncode == 0, done.stdout + done.stderr
+    locked = _run([str(PDM), "lock", "--no-isolation"], project, env)
+    assert locked.returncode == 0, locked.stdout + locked.stderr
+    assert {"alpha", "beta", "gamma", "delta-pkg"} <= _locked_names(project / "pdm.lock")
+    for name in ("pyproject.toml", "pdm.lock"):
+        assert PASSWORD not in (project / name).read_text(), name

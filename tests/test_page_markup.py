@@ -106,13 +106,28 @@ def test_every_value_is_escaped_and_only_our_own_code_runs() -> None:
 def test_the_page_shows_settings_state_and_the_other_language_link() -> None:
     html = render_page("en", _operations(access={"users": {"dev": "pw"}}), BASE, "10.0.0.5:3150", "n")
     assert html.startswith('<!DOCTYPE html>\n<html lang="en">')
-    assert f"index-url = {BASE}/pypi/simple/" in html
+    assert "index-url = http://USER:PASSWORD@10.0.0.5:3150/pypi/simple/" in html
     assert '<a class="lang" href="?lang=zh" hreflang="zh" lang="zh-CN">中文</a>' in html
     assert "resting, 12 s left" in html and "42 ms" in html
     assert 'data-copied="Copied">Copy</button>' in html
-    assert "http://USER:PASSWORD@10.0.0.5:3150/" in html  # the note shown when reads need a password
     for path in ("/-/stats", "/metrics", "/-/health", "/-/status"):
         assert f'<a href="{path}">{path}</a>' in html
+
+
+@pytest.mark.parametrize(("lang", "words"), [("en", "percent-encoded"), ("zh", "百分号编码")])
+def test_with_users_the_page_says_where_credentials_go_and_never_shows_a_password(lang: str, words: str) -> None:
+    html = render_page(lang, _operations(access={"users": {"dev": "pw-s3cret"}}), BASE, "10.0.0.5:3150", "n")
+    assert words in html and "@ %40" not in html
+    assert "<pre><code>machine 10.0.0.5 login USER password PASSWORD</code></pre>" in html
+    assert "poetry config http-basic.pkgcache USER PASSWORD" in html
+    assert "pixi auth login 10.0.0.5 --username USER --password PASSWORD" in html
+    assert "pw-s3cret" not in html and "dev:" not in html
+
+
+def test_without_users_the_page_says_nothing_of_credentials() -> None:
+    html = render_page("en", _operations(), BASE, "10.0.0.5:3150", "n")
+    assert "USER" not in html.replace("%USERPROFILE%", "") and "password" not in html.lower()
+    assert "http-basic" not in html and "netrc" not in html
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,11 @@
 Everything here is a pure function of the base URL clients use (e.g. `http://10.0.0.5:3150`) and the Settings, so the
 `client-config` command, `start` and the web page at `/` all show the same text. `guess_lan_address` is the one
 helper that looks at the machine, to turn a wildcard listen address into one clients can reach.
+
+When reads need a user (`[access] users`), each client's settings say where its user and password go: always a
+place of the user's own (pip.conf, uv.toml, poetry's and pdm's own stores, ~/.condarc, pixi's credential store,
+~/.netrc), never a file that is committed with a project (pyproject.toml, poetry.lock, pixi.toml). They hold the
+placeholders USER and PASSWORD, never a configured password; `credentials_note` says how to fill them in.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import json
 import socket
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pkgcache.config import Settings
 
@@ -27,6 +32,26 @@ DEFAULT_PKGS_CHANNELS: tuple[str, ...] = ("pkgs/main", "pkgs/r", "pkgs/msys2")
 # The original locations that pixi's [mirrors] keys must name.
 ANACONDA_PKGS_URL = "https://repo.anaconda.com/pkgs/"
 ANACONDA_CLOUD_URL = "https://conda.anaconda.org/"
+# What the settings hold in place of a reader's user name and password (never a configured one).
+USER_PLACEHOLDER = "USER"
+PASSWORD_PLACEHOLDER = "PASSWORD"
+# The name given to pkgcache's index where a client names its indexes (poetry's source, uv's index).
+INDEX_NAME = "pkgcache"
+# How to fill in the placeholders, for a pkgcache whose reads need a user: (English, Chinese), followed by the line
+# for ~/.netrc (`netrc_line`). The page at `/` shows one of them, `client-config` the English.
+CREDENTIALS_NOTE: tuple[str, str] = (
+    "This pkgcache asks for a user name and password (HTTP basic auth). The settings below hold USER and PASSWORD "
+    "in their place: put yours there. Each goes into your own settings, never into a project's files "
+    "(pyproject.toml, poetry.lock, pixi.toml), which are shared and committed. In an address, write the special "
+    "characters of a user name or password percent-encoded: @ as %40, : as %3A, / as %2F, % as %25, # as %23, "
+    "? as %3F, a space as %20. Or leave them out of the addresses and put this line in ~/.netrc, which pip, uv, pdm, "
+    "conda and pixi read:",
+    "本服务器需要用户名和密码（HTTP basic 认证）。下面的配置中以 USER 和 PASSWORD 占位，请换成你自己的。"
+    "它们只写在你自己的配置里，不要写进项目文件（pyproject.toml、poetry.lock、pixi.toml），这些文件会被共享和提交。"
+    "写在地址里时，用户名和密码中的特殊字符要做百分号编码：@ 写作 %40，: 写作 %3A，/ 写作 %2F，% 写作 %25，"
+    "# 写作 %23，? 写作 %3F，空格写作 %20。也可以不写在地址里，而在 ~/.netrc 中加入下面一行"
+    "（pip、uv、pdm、conda 和 pixi 都会读取）：",
+)
 
 
 @dataclass(frozen=True)
@@ -76,6 +101,30 @@ def normalise_base_url(base_url: str) -> str:
 
 def pypi_index_url(base_url: str) -> str:
     return f"{normalise_base_url(base_url)}/pypi/simple/"
+
+
+def with_credentials(base_url: str) -> str:
+    """The base URL with the USER and PASSWORD placeholders in it, for the settings that hold them in the address."""
+    parts = urlsplit(normalise_base_url(base_url))
+    netloc = f"{USER_PLACEHOLDER}:{PASSWORD_PLACEHOLDER}@{parts.netloc.rpartition('@')[2]}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def netrc_line(base_url: str) -> str:
+    """The ~/.netrc line giving the placeholders for pkgcache's host (netrc names a host without its port)."""
+    return f"machine {url_host(base_url)} login {USER_PLACEHOLDER} password {PASSWORD_PLACEHOLDER}"
+
+
+def needs_credentials(settings: Settings) -> bool:
+    """Whether reads need a user, and so every client's settings need one."""
+    return bool(settings.access.users)
+
+
+def credentials_note(lang: str = "en") -> str:
+    """How to fill in the USER and PASSWORD placeholders the settings hold, and where else they may go (then
+    `netrc_line`)."""
+    english, chinese = CREDENTIALS_NOTE
+    return chinese if lang == "zh" else english
 
 
 def conda_url(base_url: str, channel: str = "") -> str:
@@ -134,23 +183,29 @@ def client_host(listen_host: str, override: str | None = None) -> str:
 
 
 def client_snippets(base_url: str, settings: Settings) -> list[Snippet]:
-    """Every client's settings for a pkgcache at `base_url`, PyPI ones only if PyPI is served, conda ones likewise."""
+    """Every client's settings for a pkgcache at `base_url`, PyPI ones only if PyPI is served, conda ones likewise.
+
+    When reads need a user, each holds the USER and PASSWORD placeholders where that client takes them."""
+    auth = needs_credentials(settings)
     snippets: list[Snippet] = []
     if settings.pypi.enabled:
-        snippets += pip_snippets(base_url)
-        snippets += uv_snippets(base_url)
-        snippets.append(poetry_snippet(base_url))
-        snippets.append(pdm_snippet(base_url))
+        snippets += pip_snippets(base_url, auth)
+        snippets += uv_snippets(base_url, auth)
+        snippets.append(poetry_snippet(base_url, auth))
+        snippets.append(pdm_snippet(base_url, auth))
     if settings.conda.enabled:
-        snippets.append(condarc_snippet(base_url, settings.conda.channels))
+        snippets.append(condarc_snippet(base_url, settings.conda.channels, auth))
     pixi = pixi_snippet(base_url, settings)
     if pixi is not None:
         snippets.append(pixi)
+        if auth:
+            snippets.append(pixi_auth_snippet(base_url, settings))
     return snippets
 
 
-def pip_snippets(base_url: str) -> list[Snippet]:
-    index = pypi_index_url(base_url)
+def pip_snippets(base_url: str, auth: bool = False) -> list[Snippet]:
+    # pip.conf is the user's own file: the credentials may sit in the address (or in ~/.netrc).
+    index = pypi_index_url(with_credentials(base_url) if auth else base_url)
     host = url_host(base_url)
     conf = ["[global]", f"index-url = {index}"]
     commands = [f"pip config set global.index-url {index}"]
@@ -176,15 +231,29 @@ def pip_snippets(base_url: str) -> list[Snippet]:
     ]
 
 
-def uv_snippets(base_url: str) -> list[Snippet]:
+def uv_snippets(base_url: str, auth: bool = False) -> list[Snippet]:
     index = pypi_index_url(base_url)
-    toml = ["[[index]]", f"url = {_toml_string(index)}", "default = true"]
+    toml = ["[[index]]"]
     env = [f"export UV_DEFAULT_INDEX={index}"]
+    if auth:
+        # uv.toml is the user's own file; in the environment, uv takes a named index's user and password apart.
+        toml.append(f"name = {_toml_string(INDEX_NAME)}")
+        toml.append(f"url = {_toml_string(pypi_index_url(with_credentials(base_url)))}")
+        variable = f"UV_INDEX_{INDEX_NAME.upper()}"
+        env = [
+            f"export UV_DEFAULT_INDEX={INDEX_NAME}={index}",
+            f"export {variable}_USERNAME={USER_PLACEHOLDER}",
+            f"export {variable}_PASSWORD={PASSWORD_PLACEHOLDER}",
+        ]
+    else:
+        toml.append(f"url = {_toml_string(index)}")
+    toml.append("default = true")
     if is_plain_http(base_url):
         host = url_host(base_url)
         env.append("# Plain http needs nothing more: UV_INSECURE_HOST only skips TLS certificate checks, for when")
         env.append(f"# pkgcache sits behind https with a self-signed certificate (then UV_INSECURE_HOST={host}).")
-    env.append(f'# Windows PowerShell: $env:UV_DEFAULT_INDEX = "{index}"')
+    default = f"{INDEX_NAME}={index}" if auth else index
+    env.append(f'# Windows PowerShell: $env:UV_DEFAULT_INDEX = "{default}"')
     return [
         Snippet(
             client="uv",
@@ -202,27 +271,38 @@ def uv_snippets(base_url: str) -> list[Snippet]:
     ]
 
 
-def poetry_snippet(base_url: str) -> Snippet:
-    command = f"poetry source add --priority=primary pkgcache {pypi_index_url(base_url)}"
+def poetry_snippet(base_url: str, auth: bool = False) -> Snippet:
+    # The source's address goes into pyproject.toml and poetry.lock, which are committed: never the password.
+    commands = [f"poetry source add --priority=primary {INDEX_NAME} {pypi_index_url(base_url)}"]
+    if auth:
+        commands.append("# Your user and password go to poetry's own store (keyring or auth.toml), once per machine:")
+        commands.append(f"poetry config http-basic.{INDEX_NAME} {USER_PLACEHOLDER} {PASSWORD_PLACEHOLDER}")
     return Snippet(
         client="poetry",
         title="poetry (in each project)",
-        text=_lines([command]),
+        text=_lines(commands),
         kind="shell",
         language="sh",
     )
 
 
-def pdm_snippet(base_url: str) -> Snippet:
+def pdm_snippet(base_url: str, auth: bool = False) -> Snippet:
+    # `pdm config` without -l writes pdm's global config, the user's own file.
     commands = [f"pdm config pypi.url {pypi_index_url(base_url)}"]
     if is_plain_http(base_url):
         # pdm (2.29, through unearth) skips a plain-http index on any host but loopback unless its source has
         # verify_ssl=false, which marks the host trusted (and, for https, turns off certificate checks).
         commands.append("pdm config pypi.verify_ssl false")
+    if auth:
+        commands.append(f"pdm config pypi.username {USER_PLACEHOLDER}")
+        commands.append(f"pdm config pypi.password {PASSWORD_PLACEHOLDER}")
     return Snippet(client="pdm", title="pdm config", text=_lines(commands), kind="shell", language="sh")
 
 
-def condarc_snippet(base_url: str, channels: list[str]) -> Snippet:
+def condarc_snippet(base_url: str, channels: list[str], auth: bool = False) -> Snippet:
+    # ~/.condarc is the user's own file; conda and mamba take a channel's user and password in its address.
+    if auth:
+        base_url = with_credentials(base_url)
     lines = [f"channel_alias: {conda_url(base_url, 'cloud')}"]
     defaults = [channel for channel in DEFAULT_PKGS_CHANNELS if channel in channels]
     if defaults:
@@ -247,6 +327,7 @@ def condarc_snippet(base_url: str, channels: list[str]) -> Snippet:
 
 
 def pixi_snippet(base_url: str, settings: Settings) -> Snippet | None:
+    # No credentials here: pixi copies the PyPI index-url into the pixi.toml of a project it makes.
     lines: list[str] = []
     if settings.conda.enabled:
         lines.append("[mirrors]")
@@ -283,14 +364,28 @@ def pixi_snippet(base_url: str, settings: Settings) -> Snippet | None:
     )
 
 
-def quick_setup(base_url: str, settings: Settings) -> str:
-    """One line that points the most common client at pkgcache."""
+def pixi_auth_snippet(base_url: str, settings: Settings) -> Snippet:
+    """Where pixi finds the user and password: its credential store for conda channels (keyed by host, as
+    rattler looks them up), ~/.netrc for PyPI."""
+    lines = []
+    if settings.conda.enabled:
+        lines.append(
+            f"pixi auth login {url_host(base_url)} --username {USER_PLACEHOLDER} --password {PASSWORD_PLACEHOLDER}"
+        )
     if settings.pypi.enabled:
-        line = f"pip config set global.index-url {pypi_index_url(base_url)}"
+        lines.append(f"# PyPI packages: pixi reads ~/.netrc, with this line in it: {netrc_line(base_url)}")
+    return Snippet(client="pixi", title="pixi credentials", text=_lines(lines), kind="shell", language="sh")
+
+
+def quick_setup(base_url: str, settings: Settings) -> str:
+    """One line that points the most common client at pkgcache (with the placeholders when reads need a user)."""
+    address = with_credentials(base_url) if needs_credentials(settings) else base_url
+    if settings.pypi.enabled:
+        line = f"pip config set global.index-url {pypi_index_url(address)}"
         if is_plain_http(base_url):
             line += f" && pip config set global.trusted-host {url_host(base_url)}"
         return line
-    return f"conda config --set channel_alias {conda_url(base_url, 'cloud')}"
+    return f"conda config --set channel_alias {conda_url(address, 'cloud')}"
 
 
 def snippets_json(snippets: list[Snippet]) -> str:

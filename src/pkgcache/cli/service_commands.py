@@ -208,6 +208,8 @@ def _print_started(settings: Settings, pid: int, paths: InstancePaths, hint: str
         click.echo(f"  conda:        {clients.conda_url(base)}/<channel>  (e.g. {example})")
     click.echo(f"  quick setup:  {clients.quick_setup(base, settings)}")
     click.echo(f"  all clients:  pkgcache client-config{hint}")
+    if clients.needs_credentials(settings):
+        click.echo("  credentials:  reads need a user; client-config says where each client takes USER and PASSWORD")
     click.echo(f"  log:          {paths.log_file}  (pkgcache logs -f{hint})")
     click.echo(f"  settings:     {paths.settings_file}  (pkgcache restart{hint} starts it again with these)")
     click.echo(f"  stop:         pkgcache stop{hint}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import click
@@ -64,6 +65,10 @@ def client_config(
         click.echo(clients.snippets_json(snippets))
         return
     click.echo(f"# Settings for the pkgcache at {base}/ (paste the block for your tool)")
+    if clients.needs_credentials(settings):
+        for line in textwrap.wrap(clients.credentials_note(), width=116, break_on_hyphens=False):
+            click.echo(f"# {line}")
+        click.echo(f"#     {clients.netrc_line(base)}")
     for side in _disabled_sides_asked(settings, only):
         click.echo(f"# (none for {side}: its side is disabled in this pkgcache's settings, [{side}] enabled = false)")
     for snippet in snippets:

@@ -32,11 +32,14 @@ from markupsafe import Markup, escape
 from pkgcache import __version__
 from pkgcache.clients import (
     CLIENT_IDS,
+    CREDENTIALS_NOTE,
     Snippet,
     base_url_for,
     client_host,
     client_snippets,
     conda_url,
+    needs_credentials,
+    netrc_line,
     pypi_index_url,
 )
 from pkgcache.formatting import format_bytes, format_duration
@@ -92,10 +95,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "run_shell": ("Run in a shell", "在终端中运行"),
     "copy": ("Copy", "复制"),
     "copied": ("Copied", "已复制"),
-    "auth_note": (
-        "This server asks for a user name and password. Put them in the address, like http://USER:PASSWORD@{host}/…",
-        "本服务器需要用户名和密码，请写在地址里，例如 http://用户名:密码@{host}/…",
-    ),
+    "auth_note": CREDENTIALS_NOTE,  # the words `client-config` prints too
     "served": ("Indexes and channels", "索引与频道"),
     "pypi_index": ("PyPI simple index", "PyPI 简单索引"),
     "conda_channels": ("conda channels", "conda 频道"),
@@ -467,7 +467,8 @@ def page_context(
         "host": host,
         "node": _identity_words(lang, settings.server.identity().to_json(), "node", "node_tier"),
         "cards": _glance(lang, ops),
-        "auth_required": bool(settings.access.users),
+        "auth_required": needs_credentials(settings),
+        "netrc_line": netrc_line(base),
         "clients": _clients(ops, base),
         "pypi_index": pypi_index_url(base) if settings.pypi.enabled else None,
         "conda_channels": [conda_url(base, channel) for channel in settings.conda.channels]
