@@ -69,7 +69,7 @@ index_ttl = 30
         # Proxies and an upstream table's URLs have no presets: the message does not offer any.
         (
             "[upstream]\nproxy = 'proxy.corp:3128'\n",
-            "upstream.proxy: Value error, 'proxy.corp:3128' is not an http(s) URL",
+            "upstream.proxy: 'proxy.corp:3128' is not an http(s) URL",
         ),
         ("[[pypi.upstreams]]\nname = 'm'\nurl = 'ftp://m/'\n", "'ftp://m/' is not an http(s) URL"),
         ("[pypi]\nupstreams = []\n", "at least one upstream"),
@@ -84,6 +84,54 @@ def test_bad_configuration_is_explained(tmp_path: Path, toml: str, message: str)
     config.write_text(toml)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_settings(config)
+
+
+PYPI_PRESET_LIST = ", ".join(PYPI_PRESETS)
+CONDA_PRESET_LIST = ", ".join(CONDA_PRESETS)
+
+
+@pytest.mark.parametrize(
+    ("toml", "line"),
+    [
+        # A mistyped key, table or preset is named with the nearest known one, as a mistyped variable is.
+        ("[server]\nprot = 3150\n", "unknown setting server.prot; did you mean server.port?"),
+        ("[sever]\nport = 3150\n", "unknown setting sever; did you mean server?"),
+        ("[access]\nadmin_tokn = 'x'\n", "unknown setting access.admin_tokn; did you mean access.admin_token?"),
+        ("[pypi]\nindex_tll = 60\n", "unknown setting pypi.index_tll; did you mean pypi.index_ttl?"),
+        (
+            "[[pypi.upstreams]]\nname = 'm'\nurl = 'https://m/'\nmax_conections = 3\n",
+            "unknown setting pypi.upstreams.0.max_conections; did you mean pypi.upstreams.0.max_connections?",
+        ),
+        # A key written above every [section] line: the section that has it.
+        ("port = 3150\n", "unknown setting port; did you mean server.port (under [server])?"),
+        # Nothing near: the names there are.
+        (
+            "[zzzz]\nport = 1\n",
+            "unknown setting zzzz; the sections are [access], [cache], [conda], [pypi], [server], [upstream]",
+        ),
+        ("[cache]\nqqqqqq = 1\n", "unknown setting cache.qqqqqq; the settings of [cache] are max_size"),
+        (
+            "[pypi]\nupstreams = ['tunaa']\n",
+            "pypi.upstreams: 'tunaa' is neither a preset name nor an http(s) URL; did you mean 'tuna'? "
+            f"the presets are {PYPI_PRESET_LIST}",
+        ),
+        (
+            "[conda]\nupstreams = ['tuna', 'anacoda']\n",
+            "conda.upstreams: 'anacoda' is neither a preset name nor an http(s) URL; did you mean 'anaconda'? "
+            f"the presets are {CONDA_PRESET_LIST}",
+        ),
+        (
+            "[pypi]\nupstreams = ['zzzzzz']\n",
+            f"pypi.upstreams: 'zzzzzz' is neither a preset name nor an http(s) URL; the presets are {PYPI_PRESET_LIST}",
+        ),
+    ],
+)
+def test_a_mistyped_name_in_the_file_is_named_with_the_nearest_setting(tmp_path: Path, toml: str, line: str) -> None:
+    config = tmp_path / "typo.toml"
+    config.write_text(toml)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(config)
+    assert str(raised.value).splitlines() == [f"invalid configuration in {config}:", f"  {line}"]
 
 
 def test_missing_config_file_is_explained(tmp_path: Path) -> None:

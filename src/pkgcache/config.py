@@ -19,12 +19,14 @@ import ipaddress
 import os
 import sys
 import tomllib
+import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -34,7 +36,7 @@ from pydantic_settings import (
 
 from pkgcache import __version__
 from pkgcache.conda_subdirs import KNOWN_SUBDIRS
-from pkgcache.env_settings import CommaSeparated, EnvValueError, PkgcacheEnvSource
+from pkgcache.env_settings import CommaSeparated, EnvValueError, PkgcacheEnvSource, closest_name
 from pkgcache.node_identity import NAME_PATTERN, NodeIdentity, host_node_name
 from pkgcache.policy.config import CondaPolicySettings, PypiPolicySettings
 from pkgcache.presets import (
@@ -56,12 +58,17 @@ def _default_data_dir() -> Path:
     return Path.home() / ".cache" / "pkgcache"
 
 
-def _check_http_url(url: str, *, or_preset: bool = False) -> str:
-    """`url` ending in "/"; ValueError, mentioning presets only where one would have been taken (`or_preset`)."""
+def _check_http_url(url: str, *, presets: Mapping[str, object] | None = None) -> str:
+    """`url` ending in "/"; ValueError, naming the nearest preset and listing them where one would have been taken
+    (`presets`)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        what = "neither a preset name nor an http(s) URL" if or_preset else "not an http(s) URL"
-        raise ValueError(f"{url!r} is {what}")
+        if presets is None:
+            raise ValueError(f"{url!r} is not an http(s) URL")
+        nearest = closest_name(url, presets)
+        hint = f"; did you mean {nearest!r}?" if nearest is not None else ";"
+        listed = ", ".join(presets)
+        raise ValueError(f"{url!r} is neither a preset name nor an http(s) URL{hint} the presets are {listed}")
     return url if url.endswith("/") else url + "/"
 
 
@@ -254,7 +261,7 @@ class PypiUpstream(_Section):
             return value
         if value in PYPI_PRESETS:
             return {"name": value, "url": PYPI_PRESETS[value], **PYPI_PRESET_LIMITS.get(value, {})}
-        url = _check_http_url(value, or_preset=True)
+        url = _check_http_url(value, presets=PYPI_PRESETS)
         return {"name": _name_from_url(url), "url": url}
 
     @field_validator("url", "files_url")
@@ -313,7 +320,7 @@ class CondaUpstream(_Section):
             pkgs, cloud = CONDA_PRESETS[value]
             return {"name": value, "pkgs_url": pkgs, "cloud_url": cloud}
         # A bare URL is a mirror laid out like the domestic ones: BASE/pkgs/... and BASE/cloud/...
-        base = _check_http_url(value, or_preset=True)
+        base = _check_http_url(value, presets=CONDA_PRESETS)
         return {"name": _name_from_url(base), "pkgs_url": base + "pkgs/", "cloud_url": base + "cloud/"}
 
     @field_validator("pkgs_url", "cloud_url")
@@ -552,7 +559,72 @@ def _drop_none(value: dict[str, Any]) -> dict[str, Any]:
 def _describe_validation_error(exc: ValidationError, config_file: Path | None) -> str:
     where = f" in {config_file}" if config_file else ""
     lines = [f"invalid configuration{where}:"]
-    for error in exc.errors():
-        location = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        lines.append(f"  {location}: {error['msg']}")
+    lines += [f"  {_describe_error(error)}" for error in exc.errors()]
     return "\n".join(lines)
+
+
+def _describe_error(error: ErrorDetails) -> str:
+    """One validation error in words: an unknown name with the nearest known one, a check's own message as is."""
+    location = error["loc"]
+    if error["type"] == "extra_forbidden":
+        return _unknown_setting(location)
+    message = error["msg"]
+    if error["type"] == "value_error" and "error" in error.get("ctx", {}):
+        message = str(error["ctx"]["error"])  # pydantic's "Value error, " adds nothing
+    return f"{_dotted(location) or '(top level)'}: {message}"
+
+
+def _unknown_setting(location: tuple[int | str, ...]) -> str:
+    """`unknown setting server.prot; did you mean server.port?`, for a section or key that the model has not, at
+    any depth (`pypi.upstreams.0.nmae`); when none is near, the names there are."""
+    name, parent = str(location[-1]), location[:-1]
+    model = _model_at(parent)
+    known = sorted(model.model_fields) if model is not None else []
+    said = f"unknown setting {_dotted(location)}"
+    nearest = closest_name(name, known)
+    if nearest is not None:
+        return f"{said}; did you mean {_dotted((*parent, nearest))}?"
+    if not parent:
+        # A key written before any [section] line, or under none: the sections that have it.
+        sections = [
+            f"{section}.{name}"
+            for section, field in Settings.model_fields.items()
+            if name in getattr(_model_in(field.annotation), "model_fields", {})
+        ]
+        if sections:
+            return f"{said}; did you mean {' or '.join(sections)} (under [{sections[0].partition('.')[0]}])?"
+        return f"{said}; the sections are {', '.join(f'[{section}]' for section in known)}"
+    if known:
+        table = f"[{parent[0]}]" if len(parent) == 1 else _dotted(parent)
+        return f"{said}; the settings of {table} are {', '.join(known)}"
+    return said
+
+
+def _dotted(location: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in location)
+
+
+def _model_at(location: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model whose keys are allowed at `location` (a path of keys and list indexes from the top), if any."""
+    model: type[BaseModel] | None = Settings
+    for part in location:
+        if isinstance(part, int):
+            continue  # the list's items: already unwrapped to their model
+        field = model.model_fields.get(part) if model is not None else None
+        model = _model_in(field.annotation) if field is not None else None
+    return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model an annotation holds: itself, or the items of a list, the values of a table, the one of a union."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _model_in(get_args(annotation)[0])
+    if origin in (list, dict, Union, types.UnionType):
+        for argument in reversed(get_args(annotation)):
+            found = _model_in(argument)
+            if found is not None:
+                return found
+    return None

@@ -122,7 +122,18 @@ def _nearest(name: str, settings: frozenset[str], prefix: str) -> str:
     tails = {setting.removeprefix(prefix): setting for setting in settings}
     # A key given without its section (PKGCACHE_DATA_DIR) is that key, in whichever sections have it.
     by_key = sorted(setting for short, setting in tails.items() if short.partition("__")[2] == tail)
-    close = by_key or [tails[found] for found in difflib.get_close_matches(tail, sorted(tails), n=1, cutoff=0.6)]
+    nearest = closest_name(tail, tails)
+    close = by_key or ([tails[nearest]] if nearest is not None else [])
     if close:
         return f": did you mean {' or '.join(close)}?"
     return f" (settings are {prefix}<SECTION>__<KEY>, two underscores between the config file's section and key)"
+
+
+def closest_name(name: str, names: Iterable[str]) -> str | None:
+    """The one of `names` that `name` most likely misspells, regardless of case, or None when none is near.
+
+    The one measure for every mistyped name: environment variables here, the config file's sections, keys and
+    presets in `pkgcache.config`."""
+    by_lower = {candidate.lower(): candidate for candidate in sorted(names, reverse=True)}
+    found = difflib.get_close_matches(name.lower(), sorted(by_lower), n=1, cutoff=0.6)
+    return by_lower[found[0]] if found else None
