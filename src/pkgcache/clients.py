@@ -107,7 +107,7 @@ def with_credentials(base_url: str) -> str:
     """The base URL with the USER and PASSWORD placeholders in it, for the settings that hold them in the address."""
     parts = urlsplit(normalise_base_url(base_url))
     netloc = f"{USER_PLACEHOLDER}:{PASSWORD_PLACEHOLDER}@{parts.netloc.rpartition('@')[2]}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def netrc_line(base_url: str) -> str:
