@@ -15,7 +15,7 @@ import zstandard
 
 from pkgcache.conda.repodata_filter import FilterJob, filter_repodata
 from pkgcache.policy.config import CondaPolicySettings
-from tests.cache_service import RunningCache
+from tests.cache_service import RunningCache, cache_settings, start_cache
 from tests.clients.rattler_client import run_rattler_install
 from tests.conda_support import SUBDIR, Channels, installed_names
 from tests.fakes.conda_upstreams import AnacondaLikeUpstream, MirrorLikeUpstream
@@ -143,6 +143,62 @@ def test_a_denied_package_asked_for_by_a_stale_solve_is_refused_with_the_reason(
     assert refused.status == 403 and b'[conda] deny[0] "bigpkg"' in refused.body
     assert refused.headers.get("content-type", "").startswith("text/plain")
     assert installed_names(_install(cache, tmp_path, "app", "app")) == {"app", "libfoo", "pydata", "tzinfo"}
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["not-cached", "cached"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda path: path.unlink(),
+        lambda path: path.write_bytes(path.read_bytes()[:-7]),
+        lambda path: path.write_text('{"libfoo-1.1-h1_0.conda": "refused"}'),
+    ],
+    ids=["removed", "cut-short", "not-refusals"],
+)
+def test_a_filtered_view_whose_refusals_are_lost_is_made_again_and_still_refuses(
+    cached: bool,
+    damage: Callable[[Path], None],
+    conda_mirror: MirrorLikeUpstream,
+    bg_loop: BackgroundLoop,
+    tmp_path: Path,
+) -> None:
+    """The refusals of a filtering, read back after a restart to answer a package asked for directly: missing or
+    unreadable, they say nothing, and the view counts as not made (it is made again from the repodata, with the
+    rules), never as "nothing refused". `cached`: libfoo 1.1 was fetched before the rule came in (its refusal
+    is then read from the last filtering without looking at the repodata's freshness)."""
+    data = tmp_path / "data"
+    upstream = f"{conda_mirror.url}/anaconda/"
+    package = f"/conda/{CHANNEL}/{SUBDIR}/{LIBFOO_NEW}"
+
+    def started(**conda: Any) -> RunningCache:
+        section = {"upstreams": [upstream], "channels": [CHANNEL], **conda}
+        return start_cache(bg_loop, cache_settings(data, ["http://127.0.0.1:9/simple/"], conda=section))
+
+    if cached:
+        cache = started()
+        assert cache.get(package).status == 200
+        cache.wait_for_downloads_to_end()
+        cache.stop()
+    cache = started(deny=["libfoo >=1.1"])
+    try:
+        assert LIBFOO_NEW not in _served_records(cache)
+        assert cache.get(package).status == 403
+    finally:
+        cache.stop()
+    (refusals,) = (data / "conda" / CHANNEL / SUBDIR / "filtered").glob("*/repodata.json.refused.json")
+    damage(refusals)
+    conda_mirror.reset_log()
+
+    cache = started(deny=["libfoo >=1.1"])
+    try:
+        refused = cache.get(package)
+        assert refused.status == 403, refused.body
+        assert b'[conda] deny[0] "libfoo >=1.1"' in refused.body
+        assert not any(path.endswith(LIBFOO_NEW) for path in conda_mirror.paths())
+        assert LIBFOO_NEW in json.loads(refusals.read_bytes())  # made again, whole
+        assert LIBFOO_NEW not in _served_records(cache) and "libfoo-1.0-h1_0.tar.bz2" in _served_records(cache)
+    finally:
+        cache.stop()
 
 
 # --- the filter itself ---

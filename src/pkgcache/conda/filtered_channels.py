@@ -36,7 +36,14 @@ from typing import Protocol
 from pkgcache.cache_state import CacheState
 from pkgcache.conda.cached_channels import ChannelPaths
 from pkgcache.conda.channels import SHARD_INDEX, Channel
-from pkgcache.conda.repodata_filter import FilterJob, FilterOutcome, filter_repodata, refusals_of, write_refusals
+from pkgcache.conda.repodata_filter import (
+    FilterJob,
+    FilterOutcome,
+    filter_repodata,
+    refusals_of,
+    refusals_path,
+    write_refusals,
+)
 from pkgcache.conda.shards import repodata_from_shards
 from pkgcache.conda.source import ChannelLayer, ChannelSource, Lookup
 from pkgcache.gate.first_seen import FILE_NAME as FIRST_SEEN_FILE
@@ -252,7 +259,7 @@ class FilteredChannels(ChannelLayer):
         date changed) the previous one while the next is made."""
         json_path = self.paths.path(channel, subdir, FILTERED, await self._key(channel, subdir, predicate), base)
         wanted = _source_key(source, source_meta)
-        made = await self.sidecars.meta_for(json_path)
+        made = await self._made_meta(json_path)
         if made is not None and made.extra.get("source") == wanted and not _expired(made):
             return json_path, made
         if made is not None:
@@ -302,7 +309,7 @@ class FilteredChannels(ChannelLayer):
             outcome = await _run_filter(source, json_temp, zst_temp, job)
             folder = json_path.parent
             await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-            await asyncio.to_thread(write_refusals, folder / f"{base}.refused.json", outcome.refused)
+            await asyncio.to_thread(write_refusals, store, refusals_path(json_path), outcome.refused)
             await asyncio.to_thread(store.commit_file, zst_temp, folder / f"{base}.zst")
             await asyncio.to_thread(store.commit_file, json_temp, json_path)
         finally:
@@ -313,7 +320,7 @@ class FilteredChannels(ChannelLayer):
         meta = self._meta_of(source, source_meta, outcome)
         await self.sidecars.save(json_path, meta)
         await self.sidecars.save(json_path.with_name(base + ".zst"), dataclasses.replace(meta, extra=dict(meta.extra)))
-        self._refusals.pop(json_path.with_name(f"{base}.refused.json"), None)
+        self._refusals.pop(refusals_path(json_path), None)
         self.counters["filtered"] += 1
         self._last[f"{channel.path}/{subdir}/{base}"] = {
             "kept": outcome.kept,
@@ -414,28 +421,39 @@ class FilteredChannels(ChannelLayer):
             return _view_key(predicate.fingerprint, "")
         return _view_key(predicate.fingerprint, await asyncio.to_thread(predicate.subdir_stamp, channel, subdir))
 
+    async def _made_meta(self, json_path: Path) -> FileMeta | None:
+        """The sidecar of a filtered repodata whose view is whole: the .json, its .zst and its refusals, made in
+        one pass. None otherwise: a view in part (a file lost, or removed by `pkgcache verify`) counts as not made,
+        and is made again whole, with the rules; its refusals missing must never read as "nothing refused"."""
+        made = await self.sidecars.meta_for(json_path)
+        if made is None or not await asyncio.to_thread(_all_there, made_together(json_path)):
+            return None
+        return made
+
     async def _kept_refusals(
         self, channel: Channel, subdir: str, predicate: RecordPredicate
     ) -> dict[str, tuple[int, str]] | None:
         """The refusals of the last filtering under this predicate, whatever the repodata's freshness, for a cached
         package (what the predicate says of it does not depend on that): a worker that only reads then does not
-        hand the package over to revalidate the repodata. None when there are none yet."""
-        base = "repodata.json"
-        path = self.paths.path(
-            channel, subdir, FILTERED, await self._key(channel, subdir, predicate), f"{base}.refused.json"
+        hand the package over to revalidate the repodata. None when there are none yet, or they cannot be read."""
+        json_path = self.paths.path(
+            channel, subdir, FILTERED, await self._key(channel, subdir, predicate), "repodata.json"
         )
-        made = await self.sidecars.meta_for(path.with_name(base))
+        made = await self._made_meta(json_path)
         if made is None:
             return None
-        return await self._load_refusals(path, made)
+        return await self._load_refusals(refusals_path(json_path), made)
 
-    async def _load_refusals(self, path: Path, made: FileMeta) -> dict[str, tuple[int, str]]:
+    async def _load_refusals(self, path: Path, made: FileMeta) -> dict[str, tuple[int, str]] | None:
+        """The refusals at `path`, of the filtering `made` says; None when they cannot be read (not remembered)."""
         known = self._refusals.get(path)
         stamp = (made.size, made.mtime_ns)
         if known is not None and known[0] == stamp:
             self._refusals.move_to_end(path)
             return known[1]
         refused = await asyncio.to_thread(refusals_of, path)
+        if refused is None:
+            return None
         self._refusals[path] = (stamp, refused)
         while len(self._refusals) > MAX_REFUSAL_MAPS:
             self._refusals.popitem(last=False)
@@ -444,11 +462,20 @@ class FilteredChannels(ChannelLayer):
     async def _refusals_of(
         self, channel: Channel, subdir: str, predicate: RecordPredicate
     ) -> dict[str, tuple[int, str]]:
-        """What the filtering of the subdir's repodata refused (the filtered repodata is made if need be)."""
+        """What the filtering of the subdir's repodata refused (the filtered repodata is made if need be, and made
+        again when its refusals cannot be read: they are never taken for "nothing refused")."""
         base = "repodata.json"
         source, source_meta, _ = await self._source(channel, subdir, base, predicate)
         json_path, made = await self._made(channel, subdir, base, predicate, source, source_meta)
-        return await self._load_refusals(json_path.with_name(f"{base}.refused.json"), made)
+        refused = await self._load_refusals(refusals_path(json_path), made)
+        if refused is None:
+            log.warning("the refusals beside %s cannot be read: filtering the repodata again", json_path)
+            task = self._start(channel, subdir, base, predicate, source, source_meta, json_path)
+            made = await asyncio.shield(task)
+            refused = await self._load_refusals(refusals_path(json_path), made)
+        if refused is None:
+            raise RuntimeError(f"the refusals beside {json_path} cannot be read, even just made again")
+        return refused
 
     async def shard(self, channel: Channel, subdir: str, shard_name: str) -> Path | Download:
         if not self.predicate.passes_everything:
@@ -469,6 +496,21 @@ class FilteredChannels(ChannelLayer):
                 **self.counters,
             },
         }
+
+
+def made_together(json_path: Path) -> tuple[Path, ...]:
+    """The files of a filtered view that one filtering makes: the .json, its .zst and its refusals."""
+    return json_path, json_path.with_name(json_path.name + ".zst"), refusals_path(json_path)
+
+
+def view_files(json_path: Path) -> tuple[Path, ...]:
+    """Every file of a filtered view (its sidecars aside): what one filtering makes, and the .bz2 made from the
+    .json when first asked for. A view is whole or not there: `pkgcache verify` removes all of them together."""
+    return (*made_together(json_path), json_path.with_name(json_path.name + ".bz2"))
+
+
+def _all_there(paths: tuple[Path, ...]) -> bool:
+    return all(path.is_file() for path in paths)
 
 
 def _split_compression(filename: str) -> tuple[str, str]:

@@ -21,13 +21,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zstandard
 
 from pkgcache.conda.repodata_stream import RECORD_SECTIONS, Info, Other, Record, Removed, iter_repodata_file
 from pkgcache.gate.misses import not_held
 from pkgcache.policy.common import Block, from_epoch
+
+if TYPE_CHECKING:
+    from pkgcache.storage.store import CacheStore
 
 BATCH_RECORDS = 4096
 ZSTD_LEVEL = 3  # as generated_zst.py: about as fast as the disk
@@ -261,17 +264,55 @@ class DocumentWriter:
         self._write("}")
 
 
-def refusals_of(path: Path) -> dict[str, tuple[int, str]]:
-    """The refusals a filter run recorded beside its output (blocking)."""
+# The refusals of a filtering are kept beside the filtered repodata, as `<base>` + this (conda/filtered_channels.py):
+# one JSON object, file name -> [status, reason].
+REFUSALS_SUFFIX = ".refused.json"
+
+
+class DamagedRefusals(ValueError):
+    """A refusals file that is not what a filter run writes."""
+
+
+def refusals_path(json_path: Path) -> Path:
+    """Where the refusals of the filtered repodata at `json_path` are kept."""
+    return json_path.with_name(json_path.name + REFUSALS_SUFFIX)
+
+
+def read_refusals(path: Path) -> dict[str, tuple[int, str]]:
+    """The refusals a filter run recorded beside its output (blocking); raises OSError when the file cannot be
+    read and DamagedRefusals when it is not what a filter run writes: a JSON object, file name -> [status, reason]."""
     try:
         data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return {}
-    return {name: (int(value[0]), str(value[1])) for name, value in data.items()} if isinstance(data, dict) else {}
+    except ValueError as exc:
+        raise DamagedRefusals(f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise DamagedRefusals("not a JSON object")
+    refused: dict[str, tuple[int, str]] = {}
+    for name, value in data.items():
+        if not (
+            isinstance(value, list)
+            and len(value) == 2
+            and isinstance(value[0], int)
+            and not isinstance(value[0], bool)
+            and isinstance(value[1], str)
+        ):
+            raise DamagedRefusals(f"{name!r} is not refused with [status, reason]: {value!r}"[:200])
+        refused[name] = (value[0], value[1])
+    return refused
 
 
-def write_refusals(path: Path, refused: dict[str, tuple[int, str]]) -> None:
-    path.write_text(json.dumps(refused, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+def refusals_of(path: Path) -> dict[str, tuple[int, str]] | None:
+    """The refusals a filter run recorded beside its output (blocking); None when they cannot be had (missing or
+    damaged): that says nothing of what is refused, and must never be taken for "nothing"."""
+    try:
+        return read_refusals(path)
+    except (OSError, DamagedRefusals):
+        return None
+
+
+def write_refusals(store: CacheStore, path: Path, refused: dict[str, tuple[int, str]]) -> None:
+    """Record the refusals whole or not at all (blocking): a reader never sees them cut short."""
+    store.write_bytes_atomic(path, json.dumps(refused, ensure_ascii=False, separators=(",", ":")).encode())
 
 
 def iter_kept_names(path: Path) -> Iterator[str]:
