@@ -356,3 +356,109 @@ def test_the_command_tells_its_progress_on_stderr(filled: Filled, capsys: pytest
     out, err = capsys.readouterr()
     assert out == ""
     assert err.startswith(f"verify: {report.checked} of {report.checked * 2} files checked (") and "0 failed" in err
+
+
+# --- a policy's filtered views (conda/filtered_channels.py) ---
+
+DENIED = "libfoo-1.1-h1_0.conda"
+FILTERED_FORGE = f"conda/cloud/conda-forge/{SUBDIR}"
+
+
+@pytest.fixture
+def denying(make_cache: Callable[..., RunningCache], conda_mirror: MirrorLikeUpstream) -> RunningCache:
+    """A cache whose conda side denies libfoo >=1.1, with its filtered view of a subdir made (the .json, its .zst
+    and .bz2, the refusals), the shards made from it and an allowed package: libfoo 1.1 asked for is a 403."""
+    conda = {
+        "upstreams": [f"{conda_mirror.url}/anaconda/"],
+        "channels": ["cloud/conda-forge"],
+        "deny": ["libfoo >=1.1"],
+    }
+    cache = make_cache(["http://127.0.0.1:9/simple/"], conda=conda)
+    for form in ("repodata.json", "repodata.json.zst", "repodata.json.bz2", "repodata_shards.msgpack.zst"):
+        _get_ok(cache, f"/{FILTERED_FORGE}/{form}")
+    _get_ok(cache, f"/{FILTERED_FORGE}/app-1.0-h1_0.conda")
+    assert cache.get(f"/{FILTERED_FORGE}/{DENIED}").status == 403
+    cache.wait_for_downloads_to_end()
+    return cache
+
+
+def _view(data: Path) -> Path:
+    (folder,) = (data / FILTERED_FORGE / "filtered").iterdir()
+    assert (folder / "repodata.json.refused.json").is_file()
+    return folder
+
+
+def _restart(cache: RunningCache) -> RunningCache:
+    """The same service started again on the same directory: nothing of what the first one knew is in memory."""
+    from tests.cache_service import start_cache
+
+    cache.stop()
+    again = start_cache(cache.loop, cache.settings)
+    cache.runner = again.runner  # the fixture stops it
+    cache.url = again.url
+    return cache
+
+
+def test_a_filtered_view_passes_as_it_is_and_its_refusals_stay_in_force(denying: RunningCache) -> None:
+    """The refusals beside a filtered repodata are checked as what they are (a JSON object of file name ->
+    [status, reason]), never as a repodata: a healthy cache passes, and the package stays refused."""
+    data = denying.data_dir
+    refusals = _view(data) / "repodata.json.refused.json"
+    before = _snapshot(data)
+
+    result = pkgcache("verify", "--data-dir", data)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " 0 failed, 0 removed" in result.stdout
+    assert _snapshot(data) == before
+    assert DENIED in json.loads(refusals.read_bytes())
+    cache = _restart(denying)
+    refused = cache.get(f"/{FILTERED_FORGE}/{DENIED}")
+    assert refused.status == 403 and b'deny[0] "libfoo >=1.1"' in refused.body
+
+
+@pytest.mark.parametrize(
+    ("part", "damage", "word"),
+    [
+        ("repodata.json.refused.json", _half, "not a record of refusals"),
+        ("repodata.json.refused.json", lambda _: b'{"libfoo-1.1-h1_0.conda": 403}', "not a record of refusals"),
+        ("repodata.json.zst", flip_last_byte, "decompress"),
+        ("repodata.json", _half, "JSON"),
+    ],
+)
+def test_a_damaged_part_of_a_filtered_view_takes_the_whole_view_with_it(
+    denying: RunningCache, part: str, damage: Callable[[bytes], bytes], word: str
+) -> None:
+    """A filtered view is one thing made in one pass: verify removes all of it when any part fails, so that it is
+    made again, with the rules, and never served (nor believed) in part."""
+    data = denying.data_dir
+    folder = _view(data)
+    damaged = folder / part
+    _rewrite(damaged, damage)
+    if damaged.with_name(f"{part}.meta").exists():  # only the shape check can tell
+        sidecar = damaged.with_name(f"{part}.meta")
+        meta = json.loads(sidecar.read_text())
+        meta["size"] = damaged.stat().st_size
+        sidecar.write_text(json.dumps(meta))
+    path = damaged.relative_to(data).as_posix()
+
+    result = pkgcache("verify", "--data-dir", data)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    failures = _failures(result.stdout)
+    assert list(failures) == [path], result.stdout
+    assert word in failures[path] and failures[path].endswith("; removed"), failures[path]
+    assert not [p for p in folder.glob("repodata.json*")], sorted(folder.iterdir())
+    assert f"removed {folder.relative_to(data).as_posix()}/repodata.json" in result.stdout
+
+    cache = _restart(denying)
+    refused = cache.get(f"/{FILTERED_FORGE}/{DENIED}")
+    assert refused.status == 403 and b'deny[0] "libfoo >=1.1"' in refused.body
+    for form in ("repodata.json", "repodata.json.zst"):
+        body = _get_ok(cache, f"/{FILTERED_FORGE}/{form}")
+        if form.endswith(".zst"):
+            body = zstandard.ZstdDecompressor().stream_reader(body).read()
+        assert DENIED not in json.loads(body)["packages.conda"]
+    cache.wait_for_downloads_to_end()
+    again = pkgcache("verify", "--data-dir", data)
+    assert again.returncode == 0, again.stdout

@@ -11,12 +11,15 @@ is that a file in the cache is whole and matches its hash, or it is not there; t
   in every form, a shard index) by `conda/index_checks.py` (a .zst or .bz2 must decompress), then a repodata's
   every record read as the package lookups and shard builds read them (`conda/repodata_stream.py`, streaming:
   beyond 8 MB the download's check looks at its ends only); a provenance as one JSON object, a page as pkgcache
-  reads one, a `metadata.json` as a JSON object; a package no index lists any more by its kind's first bytes;
+  reads one, a `metadata.json` as a JSON object; the refusals of a filtered view and a subdir's first sightings as
+  the gate reads them (each conda file known by its exact place and name: `conda_role`); a package no index lists
+  any more by its kind's first bytes;
 - a file with a sidecar (`<file>.meta`) must have the size it records, and the sidecar must be readable.
 
 Index files are checked first, and what a damaged one says is not believed when the packages are checked.
 Whatever fails is removed with its sidecar (not with `dry_run`), so the next request fetches it again; a shard
-made here (it cannot be fetched) takes the index made here with it, which is then made again from the repodata.
+made here (it cannot be fetched) takes the index made here with it, which is then made again from the repodata;
+any part of a policy's filtered view takes the whole view with it, made again with the rules.
 
 It is safe beside a running instance: files are written under temporary names (`tmp/`, or hidden names ending
 in `.tmp`) and renamed into place whole, and those are never looked at, nor are a shard build's packs; a file is
@@ -37,9 +40,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pkgcache.conda.index_checks import content_check_for
+from pkgcache.conda.channels import CHANNEL_INDEX_FILES, SHARD_INDEX, SUBDIR_INDEX_FILES
+from pkgcache.conda.filtered_channels import FILTERABLE, FILTERED, FROM_SHARDS, view_files
+from pkgcache.conda.generated_shards import MADE_HERE
+from pkgcache.conda.index_checks import content_check_for, is_repodata_name
+from pkgcache.conda.repodata_filter import REFUSALS_SUFFIX, DamagedRefusals, read_refusals
 from pkgcache.conda.repodata_stream import MalformedRepodata, iter_repodata_file
 from pkgcache.conda.shard_packs import PACKS_DIR_NAME
+from pkgcache.conda_subdirs import KNOWN_SUBDIRS
+from pkgcache.gate.first_seen import FILE_NAME as FIRST_SEEN_FILE
+from pkgcache.gate.first_seen import read_first_seen
 from pkgcache.pypi.metadata_records import MetadataRecord
 from pkgcache.pypi.names import PROVENANCE_SUFFIX
 from pkgcache.pypi.pages import CachedPage
@@ -64,6 +74,12 @@ Progress = Callable[["VerifyReport", int, int], None]
 # How one file was judged, and what is wrong with it (None: nothing).
 Verdict = tuple[str, str | None]
 ProblemOf = Callable[[str, os.stat_result], Verdict]
+# What a conda file other than a package or shard is, known by where it lies and its exact name (never by how its
+# name starts: `repodata.json.refused.json` is no repodata): an index file, the refusals of a filtered view, or the
+# first sightings of a subdir's files (gate/first_seen.py). Anything else is judged by its sidecar alone.
+INDEX, REFUSALS, FIRST_SEEN = "index", "refusals", "first-seen"
+FILTERED_INDEX_NAMES = frozenset(base + suffix for base in FILTERABLE for suffix in ("", ".zst", ".bz2"))
+REFUSALS_NAMES = frozenset(base + REFUSALS_SUFFIX for base in FILTERABLE)
 
 
 @dataclass
@@ -207,6 +223,21 @@ class _Checker:
         failure.removed = True
         if kind_of(path) == "shard":
             self._remove_made_here_index(path)
+        view = filtered_view_of(path)
+        if view is not None:
+            self._remove_view(view, path)
+
+    def _remove_view(self, json_path: str, failed: str) -> None:
+        """A filtered view is made whole, in one pass: any part of it failing, all of it goes, to be made again
+        (with the rules) at the next request, never served nor believed in part (its refusals gone would otherwise
+        read as nothing refused)."""
+        for each in view_files(self.root / json_path):
+            path = each.relative_to(self.root).as_posix()
+            if path == failed or not each.exists():
+                continue
+            for file in (each, sidecar_of(each)):
+                file.unlink(missing_ok=True)
+            self.report.also_removed.append(path)
 
     def _remove_made_here_index(self, shard_path: str) -> None:
         """A shard made here cannot be fetched again: its index made here goes too, to be made again (and the
@@ -251,11 +282,16 @@ class _Checker:
             if name.endswith(PROVENANCE_SUFFIX):
                 return BY_SHAPE, _integrity_problem(check_provenance, full)
             return UNCHECKED, None
-        check = content_check_for(name)
+        role = conda_role(path)
+        if role == REFUSALS:
+            return BY_SHAPE, _refusals_problem(full)
+        if role == FIRST_SEEN:
+            return BY_SHAPE, _first_seen_problem(self.store, full)
+        check = content_check_for(name) if role == INDEX else None
         if check is None:
             return (BY_SHAPE if sidecar_of(full).exists() else UNCHECKED), None
         problem = _integrity_problem(check, full)
-        if problem is None and _is_repodata(name):
+        if problem is None and is_repodata_name(name):
             problem = _repodata_problem(full)
         return BY_SHAPE, problem
 
@@ -333,9 +369,51 @@ def _integrity_problem(check: Callable[[Path], None], full: Path) -> str | None:
     return None
 
 
-def _is_repodata(name: str) -> bool:
-    base = name.removesuffix(".zst").removesuffix(".bz2")
-    return base.endswith(".json") and base.startswith(("repodata", "current_repodata"))
+def conda_role(path: str) -> str | None:
+    """What a file below conda/ is (INDEX, REFUSALS, FIRST_SEEN), by its exact place and name; None for packages,
+    shards and anything pkgcache does not write there. The layout: `conda/<root>/<channel>/` holds the channel's
+    index files and one folder per subdir; a subdir holds its index files, first sightings, `made-here/` (the shard
+    index made here), `from-shards/` (the repodata of the shards held) and `filtered/<key>/` (the filtered views)."""
+    parts = path.split("/")
+    if parts[0] != "conda" or len(parts) < 4:
+        return None
+    below, name = parts[3:-1], parts[-1]  # the folders below the channel's, and the file's name
+    if not below:
+        return INDEX if name in CHANNEL_INDEX_FILES else None
+    if below[0] not in KNOWN_SUBDIRS:
+        return None
+    places = {
+        (): {**dict.fromkeys(SUBDIR_INDEX_FILES, INDEX), FIRST_SEEN_FILE: FIRST_SEEN},
+        (MADE_HERE,): {SHARD_INDEX: INDEX},
+        (FROM_SHARDS,): {"repodata.json": INDEX},
+    }
+    if len(below) == 3 and below[1] == FILTERED:
+        return {**dict.fromkeys(FILTERED_INDEX_NAMES, INDEX), **dict.fromkeys(REFUSALS_NAMES, REFUSALS)}.get(name)
+    return places.get(tuple(below[1:]), {}).get(name)
+
+
+def filtered_view_of(path: str) -> str | None:
+    """The filtered repodata (`.../filtered/<key>/<base>`) whose view a file is part of; None for any other file."""
+    if conda_role(path) not in (INDEX, REFUSALS) or path.split("/")[-3] != FILTERED:
+        return None
+    folder, name = path.rsplit("/", 1)
+    base = name.removesuffix(REFUSALS_SUFFIX).removesuffix(".zst").removesuffix(".bz2")
+    return f"{folder}/{base}"
+
+
+def _refusals_problem(full: Path) -> str | None:
+    """The refusals of a filtered view, as the gate reads them (conda/repodata_filter.py)."""
+    try:
+        read_refusals(full)
+    except DamagedRefusals as exc:
+        return f"not a record of refusals: {exc}"
+    return None
+
+
+def _first_seen_problem(store: CacheStore, full: Path) -> str | None:
+    if read_first_seen(store, full) is None:
+        return "not a record of first sightings"
+    return None
 
 
 def _repodata_problem(full: Path) -> str | None:

@@ -21,7 +21,9 @@ import msgpack
 import msgspec
 import zstandard
 
+from pkgcache.conda.base_url import REPODATA_NAMES
 from pkgcache.conda.bounded_zstd import decompress_within
+from pkgcache.conda.channels import SHARD_INDEX
 from pkgcache.storage.downloads import ContentCheck, IntegrityError
 
 CHUNK = 1 << 20
@@ -60,14 +62,20 @@ def magic_of_index(filename: str) -> tuple[bytes, ...]:
     return ()
 
 
+def is_repodata_name(filename: str) -> bool:
+    """Whether a file of this name is a repodata (in any of its forms): by its exact name, never by how it starts
+    (`repodata.json.refused.json`, beside a filtered repodata, is not one)."""
+    return filename in REPODATA_NAMES
+
+
 def content_check_for(filename: str) -> ContentCheck | None:
     """The check for an index file of this name; None for files with no shape to check."""
-    if filename.endswith(".msgpack.zst"):
+    if filename == SHARD_INDEX:
         return _check_shard_index
     base = filename.removesuffix(".zst").removesuffix(".bz2")
     if not base.endswith(".json"):
         return None  # repodata.jlap: text with its own checksums, read by clients that check them
-    repodata = base.startswith(("repodata", "current_repodata"))
+    repodata = is_repodata_name(filename)
 
     def check(path: Path) -> None:
         size = _decompressed_size(path, filename)
