@@ -17,8 +17,10 @@ import pytest
 import zstandard
 
 from pkgcache.bundle.repodata_merge import Side, merge_subdir
+from pkgcache.conda.channels import SHARD_INDEX
 from pkgcache.conda.repodata_filter import iter_kept_names
 from pkgcache.conda.repodata_stream import MalformedRepodata
+from pkgcache.kit_record import read_kit_record
 from tests.cache_service import CacheProcess, cache_settings, start_cache
 from tests.conda_support import SUBDIR, Channels, install, installed_names
 from tests.fakes.conda_upstreams import MirrorLikeUpstream
@@ -470,6 +472,36 @@ def test_a_subdir_whose_repodata_came_without_any_of_its_packages_is_imported_an
     assert "no page or repodata kept here lists them" not in imported.stderr, imported.stderr
     assert not list((inside / "tmp").iterdir())
     _assert_imported_as_upstream(bg_loop, inside, conda_channels.main, "repodata.json", {f"noarch/{NOARCH_PKG}"})
+
+
+def test_an_import_into_an_empty_directory_says_what_it_did_not_take_and_calls_nothing_already_here(
+    tmp_path: Path, full_mirror: MirrorLikeUpstream, bg_loop: BackgroundLoop
+) -> None:
+    """The shard index made here from the bundle's repodata, and the upstream's answer that it has none (a sidecar
+    alone), are not taken: they are made (or asked for) again here. Into an empty directory nothing is "already
+    here", and every file said to be added is there."""
+    outside, inside = tmp_path / "outside", tmp_path / "inside"
+    asked = [f"{subdir}/{name}" for subdir in ("noarch", SUBDIR) for name in ("repodata.json", SHARD_INDEX)]
+    _filled_by_clients(bg_loop, full_mirror, outside, asked)
+    kit = _export(outside, tmp_path / "kit.tar")
+    not_taken = {
+        f"conda/pkgs/main/{subdir}/{name}"
+        for subdir in ("noarch", SUBDIR)
+        for name in (f"made-here/{SHARD_INDEX}", f"made-here/{SHARD_INDEX}.meta", f"{SHARD_INDEX}.meta")
+    }
+    assert all((outside / path).is_file() for path in not_taken)
+
+    imported = pkgcache("import", "--data-dir", inside, kit)
+
+    assert imported.returncode == 0, imported.stderr
+    line = imported.stderr.splitlines()[0]
+    assert " 0 already here, 6 not taken (made or fetched again here when asked for), 0 refused" in line, line
+    assert not any((inside / path).exists() for path in not_taken)
+    (record,) = read_kit_record(inside)["import"]
+    assert record["present"] == 0 and record["not_taken"] == 6, record
+    added = [path.relative_to(outside).as_posix() for path in (outside / "conda").rglob("*") if path.is_file()]
+    assert {path for path in added if not (inside / path).is_file()} == not_taken
+    assert line.startswith(f"import: {len(added) - len(not_taken)} files added"), line
 
 
 def test_a_subdir_whose_folder_cannot_be_made_is_refused_in_one_line_and_the_rest_is_imported(

@@ -58,6 +58,9 @@ class ImportReport:
     added: list[Entry] = field(default_factory=list)
     replaced: list[Entry] = field(default_factory=list)  # index files the bundle had newer copies of
     present: list[Entry] = field(default_factory=list)  # already there (packages), or newer here (index files)
+    # Files of a subdir's index unit not taken, with no copy of their own here: what pkgcache makes from the repodata
+    # (made again here, from the merged one, when asked for), or what goes with the newer side's repodata.
+    not_taken: list[Entry] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
     unlisted: list[str] = field(default_factory=list)  # packages added that no index kept here lists
     seconds: float = 0.0
@@ -79,6 +82,7 @@ class ImportReport:
             "added": len(self.added),
             "replaced": len(self.replaced),
             "present": len(self.present),
+            "not_taken": len(self.not_taken),
             "failed": len(self.failed),
             "unlisted": len(self.unlisted),
             "bytes": self.added_bytes,
@@ -389,8 +393,10 @@ def _merge_subdir(
     for name, entry in sorted(unit.items()):
         if name in written or name in outcome.taken:
             (report.replaced if name in here.files else report.added).append(entry)
+        elif name in here.files and name not in outcome.removed:
+            report.present.append(entry)  # the data directory's copy goes with its newer repodata
         else:
-            report.present.append(entry)
+            report.not_taken.append(entry)
 
 
 def _refuse_unit(unit: dict[str, Entry], report: ImportReport, why: str) -> None:

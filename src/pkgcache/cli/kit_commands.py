@@ -373,9 +373,11 @@ def import_command(bundle: Path, sha256: str | None, config_file: Path | None, d
             report = import_bundle(source, directory, advance, sha256=wanted)
     except BundleUnreadable as exc:
         raise click.ClickException(f"{bundle}: {exc}") from None
+    not_taken = f"{len(report.not_taken)} not taken (made or fetched again here when asked for), "
     console.print(
         f"[bold]import:[/bold] {len(report.added)} files added ({format_bytes(report.added_bytes)}), "
         f"{len(report.replaced)} index files updated, {len(report.present)} already here, "
+        f"{not_taken if report.not_taken else ''}"
         f"{len(report.failed)} refused, into {directory}, in {report.seconds:.1f} s",
         soft_wrap=True,  # one line whatever the paths' length
     )
