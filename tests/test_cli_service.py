@@ -29,6 +29,9 @@ from click.testing import CliRunner
 from pkgcache.cli import main
 from pkgcache.cli.status_commands import upstream_lines
 from pkgcache.config import Settings, load_settings
+from pkgcache.daemon.errors import ServesElsewhere
+from pkgcache.daemon.files import InstancePaths
+from pkgcache.daemon.lifecycle import wait_until_ready
 from pkgcache.daemon.logs import problem_lines
 from tests.cache_service import free_port
 from tests.fakes.dists import find_dist, sample_dists
@@ -323,6 +326,23 @@ def test_start_on_a_disk_under_min_free_space_says_why_at_once_and_stops_it(
 def test_a_second_foreground_serve_on_the_same_data_dir_is_refused(service: BackgroundService) -> None:
     other = run_pkgcache("serve", "--host", "127.0.0.1", "--port", str(free_port()), *service.locate, timeout=30)
     assert other.returncode != 0 and "already running" in other.stderr
+
+
+def test_the_wait_for_a_start_checks_that_its_child_runs_with_its_port(tmp_path: Path) -> None:
+    # As if the settings its child read were another start's: same pid, another port. Not waited out, nor taken
+    # for a success because something answers.
+    paths = InstancePaths(tmp_path)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        paths.pid_file.write_text(f"{child.pid}\n")
+        paths.runtime_file.write_text(json.dumps({"pid": child.pid, "port": 31572}))
+        began = time.monotonic()
+        with pytest.raises(ServesElsewhere, match="port 31572, not the port 31571"):
+            wait_until_ready(child, paths, 31571, "http://127.0.0.1:9", 10)
+        assert time.monotonic() - began < 5
+    finally:
+        child.kill()
+        child.wait()
 
 
 def _dead_pid() -> int:

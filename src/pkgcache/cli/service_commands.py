@@ -28,7 +28,7 @@ from pkgcache.cli.options import (
     settings_from_options,
 )
 from pkgcache.config import ConfigError, Settings, record_settings, settings_from_record
-from pkgcache.daemon.errors import AlreadyRunning, DaemonError, Unhealthy
+from pkgcache.daemon.errors import AlreadyRunning, DaemonError, ServesElsewhere, Unhealthy
 from pkgcache.daemon.files import InstancePaths, file_size
 from pkgcache.daemon.launch_record import LaunchRecord, read_launch_record, write_launch_record
 from pkgcache.daemon.lifecycle import abandon, port_problem, spawn_service, stop_process, wait_until_ready
@@ -151,7 +151,13 @@ def start_background(record: LaunchRecord, wait_timeout: float) -> None:
     process = spawn_service(paths, ["--settings-file", str(paths.settings_file), "--detached"])
     url = local_url(host, port)
     try:
-        wait_until_ready(process, paths, url, wait_timeout, read_auth_headers(settings))
+        wait_until_ready(process, paths, port, url, wait_timeout, read_auth_headers(settings))
+    except ServesElsewhere as exc:
+        # Not what was asked for, but an instance of this data directory all the same: stopping it could leave
+        # none running, so it is left for the admin to judge.
+        raise click.ClickException(
+            f"{exc}; left it running (see: pkgcache status --data-dir {paths.data_dir})"
+        ) from None
     except Unhealthy as exc:
         # It cannot serve (too little free space, a data directory it cannot write): left running it would only
         # answer 503, so it is stopped, and the reason is the whole message.

@@ -20,6 +20,18 @@ class AlreadyRunning(DaemonError):
         self.pid = pid
 
 
+class ServesElsewhere(DaemonError):
+    """The process launched runs, but with another port than the one it was launched for (its settings were not
+    the ones given): it is not what was asked for, and it is not another instance either."""
+
+    def __init__(self, pid: int, actual: object, expected: int) -> None:
+        super().__init__(
+            f"pkgcache (pid {pid}) started with port {actual}, not the port {expected} it was launched for "
+            "(were its recorded settings rewritten meanwhile?)"
+        )
+        self.pid = pid
+
+
 class Unhealthy(DaemonError):
     """The service runs and answers its health check, but says it cannot serve (e.g. too little free space)."""
 

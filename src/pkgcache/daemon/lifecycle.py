@@ -12,8 +12,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-from pkgcache.daemon.errors import DaemonError, Unhealthy
-from pkgcache.daemon.files import InstancePaths
+from pkgcache.daemon.errors import DaemonError, ServesElsewhere, Unhealthy
+from pkgcache.daemon.files import InstancePaths, read_json
 from pkgcache.daemon.lock import read_pid, remove_stale_files
 from pkgcache.daemon.processes import process_alive
 from pkgcache.daemon.status_client import ask_health
@@ -66,18 +66,19 @@ def spawn_service(paths: InstancePaths, serve_args: list[str]) -> subprocess.Pop
 def wait_until_ready(
     process: subprocess.Popen[bytes],
     paths: InstancePaths,
+    port: int,
     url: str,
     timeout: float,
     headers: dict[str, str] | None = None,
 ) -> None:
-    """Wait until our child answers its health check, or raise DaemonError saying why it did not (Unhealthy when it
-    answered that it cannot serve: waiting longer would not change that)."""
+    """Wait until our child answers its health check on `port`, or raise DaemonError saying why it did not
+    (Unhealthy when it answered that it cannot serve, ServesElsewhere when it runs with another port than the one
+    it was launched for: waiting longer would change neither)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise DaemonError(f"pkgcache exited during start-up (exit status {process.returncode})")
-        # The pid check makes sure it is our child answering, not something else that took the port meanwhile.
-        health = ask_health(url, headers) if read_pid(paths.pid_file) == process.pid else None
+        health = ask_health(url, headers) if _is_our_child(process, paths, port) else None
         if health is not None and health.ok:
             return
         if health is not None:
@@ -86,14 +87,29 @@ def wait_until_ready(
     raise DaemonError(f"pkgcache did not answer {url}/-/health within {timeout:.0f} s")
 
 
+def _is_our_child(process: subprocess.Popen[bytes], paths: InstancePaths, port: int) -> bool:
+    """Whether the data directory's instance is our child, with the port it was launched for: only then is what
+    answers at the URL ours, not something else that took the port meanwhile, nor another instance."""
+    if read_pid(paths.pid_file) != process.pid:
+        return False
+    runtime = read_json(paths.runtime_file)
+    if runtime.get("pid") != process.pid:
+        return False  # not written yet
+    if runtime.get("port") != port:
+        raise ServesElsewhere(process.pid, runtime.get("port"), port)
+    return True
+
+
 def abandon(process: subprocess.Popen[bytes]) -> None:
-    """Stop a child that failed to become ready."""
+    """Stop a child that failed to become ready; gone when this returns, so the next start finds no trace of it."""
     if process.poll() is None:
         process.terminate()
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(10)
 
 
 # --- stopping ---
