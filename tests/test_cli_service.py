@@ -328,6 +328,47 @@ def test_a_second_foreground_serve_on_the_same_data_dir_is_refused(service: Back
     assert other.returncode != 0 and "already running" in other.stderr
 
 
+def test_two_starts_at_once_on_one_data_dir_leave_exactly_one_running(tmp_path: Path, tuna: TunaLikeUpstream) -> None:
+    # Different ports, so each start would wait for its own; a race, hence several rounds.
+    for round_ in range(3):
+        data_dir = tmp_path / f"data-{round_}"
+        both = [BackgroundService(data_dir, tuna.index_url, "--workers", "1") for _ in range(2)]
+        try:
+            results = _start_at_once(both)
+            outcomes = {index: done.returncode for index, done in results.items()}
+            started = [index for index, code in outcomes.items() if code == 0]
+            assert len(started) == 1, results
+            winner, loser = both[started[0]], results[1 - started[0]]
+            assert "already running" in loser.stderr and str(winner.pid) in loser.stderr, loser.stderr
+            assert "exited during start-up" not in loser.stderr, loser.stderr
+            # The one that runs is the winner's, with the winner's settings, and it answers.
+            status = winner.run("status")
+            assert status.returncode == 0 and f"pid {winner.pid}" in status.stdout, status.stdout + status.stderr
+            runtime = json.loads((data_dir / "pkgcache.runtime.json").read_text())
+            assert runtime["port"] == winner.port and _record(data_dir)["settings"]["server"]["port"] == winner.port
+            assert http_get(winner.url + "/-/health").status == 200
+        finally:
+            for running in both:
+                running.close()
+
+
+def _start_at_once(services: list[BackgroundService]) -> dict[int, subprocess.CompletedProcess[str]]:
+    """`start` of each service, all let go at the same moment; their results by index."""
+    barrier = threading.Barrier(len(services))
+    results: dict[int, subprocess.CompletedProcess[str]] = {}
+
+    def start(index: int) -> None:
+        barrier.wait()
+        results[index] = services[index].start()
+
+    threads = [threading.Thread(target=start, args=(index,)) for index in range(len(services))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return results
+
+
 def test_the_wait_for_a_start_checks_that_its_child_runs_with_its_port(tmp_path: Path) -> None:
     # As if the settings its child read were another start's: same pid, another port. Not waited out, nor taken
     # for a success because something answers.

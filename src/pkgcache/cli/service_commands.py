@@ -7,6 +7,7 @@ again, with any options it is given laid over it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import textwrap
@@ -28,11 +29,18 @@ from pkgcache.cli.options import (
     settings_from_options,
 )
 from pkgcache.config import ConfigError, Settings, record_settings, settings_from_record
-from pkgcache.daemon.errors import AlreadyRunning, DaemonError, ServesElsewhere, Unhealthy
+from pkgcache.daemon.errors import AlreadyRunning, DaemonError, ServesElsewhere, StartInProgress, Unhealthy
 from pkgcache.daemon.files import InstancePaths, file_size
 from pkgcache.daemon.launch_record import LaunchRecord, read_launch_record, write_launch_record
 from pkgcache.daemon.lifecycle import abandon, port_problem, spawn_service, stop_process, wait_until_ready
-from pkgcache.daemon.lock import InstanceLock, InstanceState, inspect_instance, remove_stale_files, runtime_info
+from pkgcache.daemon.lock import (
+    InstanceLock,
+    InstanceState,
+    StartLock,
+    inspect_instance,
+    remove_stale_files,
+    runtime_info,
+)
 from pkgcache.daemon.logs import problem_lines, read_from, rotate_log
 from pkgcache.daemon.registry import remember, remembered
 from pkgcache.daemon.status_client import local_url
@@ -40,6 +48,9 @@ from pkgcache.daemon.status_client import local_url
 # Longer than the service's own shutdown (serving.WORKER_STOP_TIMEOUT), so `stop` never cuts a graceful stop short.
 STOP_TIMEOUT = 90.0
 START_TIMEOUT = 30.0
+# How much longer than its own --wait a start waits for another start on the same data directory to be done: that
+# one may have to stop its process, which `lifecycle.abandon` gives up to 20 s.
+START_LOCK_GRACE = 30.0
 # When a start fails: the last warnings and errors of its log shown (its access lines never are).
 LOG_LINES_SHOWN = 12
 
@@ -128,13 +139,47 @@ def start(wait_timeout: float, config_file: Path | None, **options: Any) -> None
 
 
 def start_background(record: LaunchRecord, wait_timeout: float) -> None:
-    """Record the settings, launch `serve` on the record, and wait until it answers."""
+    """Record the settings, launch `serve` on the record, and wait until it answers; one `start` or `restart` at a
+    time on a data directory."""
+    paths = InstancePaths(record.settings.server.data_dir)
+    _refuse_if_running(inspect_instance(paths), record.settings)  # at once, without waiting for the start lock
+    with _start_lock(paths, wait_timeout):
+        _launch(record, wait_timeout)
+
+
+def _start_lock(paths: InstancePaths, wait_timeout: float) -> StartLock:
+    """The data directory's start lock, held: waits for another `start` or `restart` to be done with it (its
+    process answering, or having failed and been stopped)."""
+    lock = StartLock(paths)
+
+    def tell(pid: int | None) -> None:
+        who = f" (pid {pid})" if pid else ""
+        click.echo(
+            f"waiting for another `pkgcache start` or `restart`{who} on data directory {paths.data_dir}...", err=True
+        )
+
+    try:
+        lock.acquire(wait_timeout + START_LOCK_GRACE, on_wait=tell)
+    except StartInProgress as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot use data directory {paths.data_dir}: {exc.strerror or exc}") from None
+    return lock
+
+
+def _refuse_if_running(state: InstanceState, settings: Settings) -> None:
+    if state.running or state.foreign:
+        url = local_url(state.host or settings.server.host, state.port or settings.server.port)
+        raise click.ClickException(str(AlreadyRunning(state.paths.data_dir, state.pid, url)))
+
+
+def _launch(record: LaunchRecord, wait_timeout: float) -> None:
+    """The start itself, under the start lock: nobody else starts an instance on this data directory meanwhile, nor
+    rewrites the settings record the process launched reads."""
     settings = record.settings
     paths = InstancePaths(settings.server.data_dir)
     state = inspect_instance(paths)
-    if state.running or state.foreign:
-        url = local_url(state.host or settings.server.host, state.port or settings.server.port)
-        raise click.ClickException(str(AlreadyRunning(paths.data_dir, state.pid, url)))
+    _refuse_if_running(state, settings)
     if state.stale and remove_stale_files(paths):
         click.echo(f"removed a stale pid file left by pid {state.pid}, which is no longer running")
     host, port = settings.server.host, settings.server.port
@@ -283,11 +328,7 @@ def restart(timeout: float, wait_timeout: float, config_file: Path | None, **opt
     """
     located = locate_instance("restart", config_file, options.get("data_dir"), config_names_instance=False)
     state = located.state
-    if state.running and not state.runtime.get("detached"):
-        raise click.ClickException(
-            f"pkgcache (pid {state.pid}) runs in the foreground (pkgcache serve, e.g. under systemd or docker); "
-            "restart it the way it was started"
-        )
+    _refuse_foreground(state)
     if config_file is not None and located.named_by == "--config" and not (state.running or state.foreign):
         _refuse_another_data_dir(config_file, located)
     if not (located.named or state.running or located.paths.settings_file.exists()) and located.others_remembered():
@@ -297,9 +338,25 @@ def restart(timeout: float, wait_timeout: float, config_file: Path | None, **opt
             *located.where_to_look(),
         ]
         raise click.ClickException("\n".join(lines))
-    record = _restart_record(located, config_file, flag_overrides(options))
-    stop_instance(state, timeout)
-    start_background(record, wait_timeout)
+    # From here on, as `start`: no other `start` or `restart` on this data directory until this one is done, and
+    # what runs there is looked at again once that is so.
+    with _start_lock(located.paths, wait_timeout):
+        located = dataclasses.replace(located, state=inspect_instance(located.paths))
+        _refuse_foreground(located.state)
+        record = _restart_record(located, config_file, flag_overrides(options))
+        stop_instance(located.state, timeout)
+        if InstancePaths(record.settings.server.data_dir) == located.paths:
+            _launch(record, wait_timeout)
+        else:  # a record that names another data directory: that one's start lock is the one to hold
+            start_background(record, wait_timeout)
+
+
+def _refuse_foreground(state: InstanceState) -> None:
+    if state.running and not state.runtime.get("detached"):
+        raise click.ClickException(
+            f"pkgcache (pid {state.pid}) runs in the foreground (pkgcache serve, e.g. under systemd or docker); "
+            "restart it the way it was started"
+        )
 
 
 def _restart_record(located: Located, config_file: Path | None, flags: dict[str, Any]) -> LaunchRecord:

@@ -20,6 +20,18 @@ class AlreadyRunning(DaemonError):
         self.pid = pid
 
 
+class StartInProgress(DaemonError):
+    """Another `pkgcache start` or `restart` is still starting an instance on this data directory."""
+
+    def __init__(self, data_dir: Path, pid: int | None) -> None:
+        who = f" (pid {pid})" if pid else ""
+        super().__init__(
+            f"another `pkgcache start` or `restart`{who} is still starting pkgcache on data directory {data_dir}; "
+            "wait for it, then see `pkgcache status`"
+        )
+        self.pid = pid
+
+
 class ServesElsewhere(DaemonError):
     """The process launched runs, but with another port than the one it was launched for (its settings were not
     the ones given): it is not what was asked for, and it is not another instance either."""

@@ -13,6 +13,7 @@ PID_FILE = "pkgcache.pid"
 LOG_FILE = "pkgcache.log"
 RUNTIME_FILE = "pkgcache.runtime.json"
 SETTINGS_FILE = "pkgcache.settings.json"
+START_LOCK_FILE = "pkgcache.start.lock"
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,10 @@ class InstancePaths:
     @property
     def settings_file(self) -> Path:
         return self.data_dir / SETTINGS_FILE
+
+    @property
+    def start_lock_file(self) -> Path:
+        return self.data_dir / START_LOCK_FILE
 
 
 def read_json(path: Path) -> dict[str, Any]:

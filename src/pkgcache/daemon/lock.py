@@ -6,6 +6,11 @@ as it runs, with its pid written inside, and writes `<data_dir>/pkgcache.runtime
 it when the process dies, however it dies, so a pid file left by a killed process is recognised as stale, and a
 recycled pid cannot fool us. Before a pid is believed we still check that it is a pkgcache process (its command
 line), in case the lock is held from another pid namespace (a container sharing the data directory).
+
+A second lock, `<data_dir>/pkgcache.start.lock`, is held by `start` and `restart` (never by the serving process) from
+the moment they look whether an instance runs until the process they launched answers or has failed: two of them at
+once on one data directory take turns, so the second sees the first one's instance and says it is already running,
+and neither rewrites the recorded settings the other's process is about to read.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pkgcache.daemon.errors import AlreadyRunning
+from pkgcache.daemon.errors import AlreadyRunning, StartInProgress
 from pkgcache.daemon.files import InstancePaths, read_json, write_json_atomic
 from pkgcache.daemon.processes import is_pkgcache_process
 
@@ -89,6 +95,55 @@ def runtime_info(host: str, port: int, data_dir: Path, settings_file: Path | Non
         "detached": detached,
         "settings_file": None if settings_file is None else str(settings_file),
     }
+
+
+# --- the side of `start` and `restart` ---
+
+
+class StartLock:
+    """One `start` or `restart` at a time on a data directory: held from the look at the pid file until the process
+    launched answers or has failed. The file stays (unlinking a lock file others may have open would let two hold
+    it); the holder's pid is written inside, for the message of whoever waits."""
+
+    def __init__(self, paths: InstancePaths) -> None:
+        self.paths = paths
+        self._fd: int | None = None
+
+    def acquire(self, timeout: float, on_wait: Callable[[int | None], None] | None = None) -> None:
+        """Take the lock, waiting up to `timeout` seconds for the other holder; StartInProgress when it still holds
+        it then. `on_wait` is called once, with the holder's pid, when we have to wait. OSError when the data
+        directory cannot be made or the file opened."""
+        self.paths.data_dir.mkdir(parents=True, exist_ok=True)
+        # Not inherited by the process launched (os.open makes it close-on-exec): the lock ends with this command.
+        fd = os.open(self.paths.start_lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + timeout
+        told = False
+        while not _try_lock(fd, exclusive=True):
+            holder = _read_pid_from_fd(fd)
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise StartInProgress(self.paths.data_dir, holder)
+            if not told and on_wait is not None:
+                on_wait(holder)
+                told = True
+            time.sleep(0.1)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass  # only for messages
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> StartLock:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
 
 
 # --- finding an instance ---
