@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import queue
+import shlex
 import shutil
 import signal
 import socket
@@ -226,6 +227,47 @@ def test_start_prints_the_url_and_client_setup(tmp_path: Path, tuna: TunaLikeUps
         assert "client-config" in started.stdout
     finally:
         running.close()
+
+
+def test_the_commands_start_and_restart_print_work_when_pasted_with_spaces_in_the_path(
+    tmp_path: Path, tuna: TunaLikeUpstream
+) -> None:
+    running = BackgroundService(tmp_path / "dir with spaces" / "缓存 ü", tuna.index_url, "--workers", "1")
+    data_dir = str(running.data_dir)
+    try:
+        for command in ("start", "restart"):
+            done = running.start() if command == "start" else running.run("restart")
+            assert done.returncode == 0, done.stdout + done.stderr
+            # Each command printed, as a shell would split it when pasted.
+            printed = [shlex.split(line[line.index("pkgcache ") :]) for line in _command_lines(done.stdout)]
+            assert {tuple(words[:2]) for words in printed} >= {
+                ("pkgcache", "client-config"),
+                ("pkgcache", "logs"),
+                ("pkgcache", "restart"),
+                ("pkgcache", "stop"),
+            }, done.stdout
+            for words in printed:
+                assert words[words.index("--data-dir") + 1] == data_dir, done.stdout
+        again = running.start()
+        assert again.returncode != 0 and "already running" in again.stderr
+        stop = shlex.split(again.stderr[again.stderr.index("pkgcache stop") :].strip())
+        assert stop == ["pkgcache", "stop", "--data-dir", data_dir], again.stderr
+        # Pasted, it stops the instance.
+        stopped = running.run_plain(*stop[1:])
+        assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+        assert not running.pid_file.exists()
+    finally:
+        running.close()
+
+
+def _command_lines(output: str) -> list[str]:
+    """The lines of `start`'s output that hold a pkgcache command, cut where the command ends."""
+    lines = []
+    for line in output.splitlines():
+        if "pkgcache " in line and "--data-dir" in line:
+            command = line[line.index("pkgcache ") :]
+            lines.append(command.split(")")[0].split(" starts it")[0] if "(" in line else command)
+    return lines
 
 
 def test_second_start_on_the_same_data_dir_fails_clearly(service: BackgroundService) -> None:
@@ -836,6 +878,15 @@ def test_init_writes_a_config_that_loads_and_shows_every_setting(tmp_path: Path)
             assert f"\n{key} =" in text or f"\n# {key} =" in text, f"{section}.{key} missing"
     for preset in ("tuna", "ustc", "aliyun", "bfsu", "anaconda"):
         assert preset in text
+
+
+def test_init_prints_a_start_command_that_works_when_pasted(tmp_path: Path) -> None:
+    path = tmp_path / "my configs" / "pkgcache ü.toml"
+    path.parent.mkdir()
+    written = run_pkgcache("init", str(path))
+    assert written.returncode == 0, written.stderr
+    command = written.stdout[written.stdout.index("pkgcache start") :].strip()
+    assert shlex.split(command) == ["pkgcache", "start", "--config", str(path)], written.stdout
 
 
 def test_init_examples_are_valid_when_uncommented(tmp_path: Path) -> None:

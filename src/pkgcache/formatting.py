@@ -1,6 +1,9 @@
-"""Numbers as people read them: byte counts and durations, for the page, the CLI and the logs."""
+"""Numbers as people read them (byte counts and durations, for the page, the CLI and the logs), and the words of
+the commands we suggest, quoted as a shell needs them."""
 
 from __future__ import annotations
+
+import shlex
 
 _BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
@@ -27,3 +30,9 @@ def format_duration(seconds: float) -> str:
     if minutes:
         return f"{minutes} min {secs} s"
     return f"{secs} s"
+
+
+def shell_quote(word: object) -> str:
+    """A path or other argument of a command we print for pasting into a shell: quoted when a shell would split or
+    expand it (`/srv/dir with spaces` → `'/srv/dir with spaces'`), as it is otherwise."""
+    return shlex.quote(str(word))

@@ -21,7 +21,7 @@ import click
 
 from pkgcache.cli.locate import Located, locate_instance, require_cache
 from pkgcache.cli.options import locate_options
-from pkgcache.formatting import format_bytes
+from pkgcache.formatting import format_bytes, shell_quote
 from pkgcache.pypi.names import BadName, check_filename, normalize_project
 from pkgcache.pypi.pages import project_entries
 from pkgcache.service.admin import ADMIN_OFF, ADMIN_STATE_HEADER, parse_size, pypi_file_entries
@@ -54,7 +54,7 @@ def call_admin_api(located: Located, url: str, path: str) -> dict[str, Any]:
     if token is None:
         # `restart --config FILE` finds the instance as this command did (and keeps its other settings); a data
         # directory the user named must be named to it too.
-        named = f" --data-dir {located.paths.data_dir}" if located.named else ""
+        named = f" --data-dir {shell_quote(located.paths.data_dir)}" if located.named else ""
         raise AdminError(
             f"pkgcache is running at {url} with its admin API off: set access.admin_token in a config file "
             f"and apply it with `pkgcache restart{named} --config FILE` (the other settings it was started with "
@@ -208,7 +208,7 @@ def refresh_command(config_file: Path | None, data_dir: Path | None, project: st
     if url is None:
         click.echo(
             f"pkgcache is not running on {settings.server.data_dir}; start it, or drop the cached page with "
-            f"`pkgcache purge {name}`",
+            f"`pkgcache purge {shell_quote(name)}`",
             err=True,
         )
         sys.exit(1)

@@ -24,6 +24,7 @@ from pkgcache.daemon.launch_record import read_launch_record
 from pkgcache.daemon.lock import InstanceState, inspect_instance
 from pkgcache.daemon.registry import registry_path, remembered
 from pkgcache.daemon.status_client import local_url
+from pkgcache.formatting import shell_quote
 from pkgcache.seeding.credentials import reader_credentials
 from pkgcache.storage.eviction import holds_cache
 
@@ -67,7 +68,7 @@ class Located:
         others = self.others_remembered()
         if others:
             lines = ["pkgcache instances this account started (none of them running now):"]
-            lines += [f"  pkgcache {self.command} --data-dir {data_dir}" for data_dir in others]
+            lines += [f"  pkgcache {self.command} --data-dir {shell_quote(data_dir)}" for data_dir in others]
             return lines
         return [
             "if it was started with --data-dir or --config, give the same option here "
@@ -82,7 +83,7 @@ class SeveralInstances(click.ClickException):
         lines = [f"{len(states)} pkgcache instances started from this account are running; name one:"]
         for state in states:
             at = f", {local_url(state.host, state.port)}/" if state.host is not None and state.port else ""
-            lines.append(f"  pkgcache {command} --data-dir {state.paths.data_dir}   (pid {state.pid}{at})")
+            lines.append(f"  pkgcache {command} --data-dir {shell_quote(state.paths.data_dir)}   (pid {state.pid}{at})")
         super().__init__("\n".join(lines))
         self.states = states
 

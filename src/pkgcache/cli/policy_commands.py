@@ -30,7 +30,7 @@ from pkgcache.cli.admin_commands import call_admin_api, running_instance_url
 from pkgcache.cli.locate import Located, locate_instance, require_data_dir
 from pkgcache.cli.options import flag_overrides, locate_options, resolve_settings
 from pkgcache.config import Settings
-from pkgcache.formatting import format_bytes
+from pkgcache.formatting import format_bytes, shell_quote
 from pkgcache.gate.blocks import BlockBook, BlockChange, block_from_target
 from pkgcache.gate.purge import blocked_files
 from pkgcache.policy.common import Block, from_epoch, parse_block_target, parse_upload_time
@@ -177,8 +177,8 @@ def policy_settings(located: Located, config_file: Path | None, data_dir: Path |
     if located.state.running and rules_by_side(located.settings) != rules_by_side(named):
         click.echo(
             f"note: the pkgcache running on {located.paths.data_dir} enforces other rules than {config_file} "
-            f"(`pkgcache policy show --data-dir {located.paths.data_dir}` shows them; "
-            f"`pkgcache restart --config {config_file}` applies the file's); these are the file's",
+            f"(`pkgcache policy show --data-dir {shell_quote(located.paths.data_dir)}` shows them; "
+            f"`pkgcache restart --config {shell_quote(config_file)}` applies the file's); these are the file's",
             err=True,
         )
     return named

@@ -44,6 +44,7 @@ from pkgcache.daemon.lock import (
 from pkgcache.daemon.logs import problem_lines, read_from, rotate_log
 from pkgcache.daemon.registry import remember, remembered
 from pkgcache.daemon.status_client import local_url
+from pkgcache.formatting import shell_quote
 
 # Longer than the service's own shutdown (serving.WORKER_STOP_TIMEOUT), so `stop` never cuts a graceful stop short.
 STOP_TIMEOUT = 90.0
@@ -201,7 +202,7 @@ def _launch(record: LaunchRecord, wait_timeout: float) -> None:
         # Not what was asked for, but an instance of this data directory all the same: stopping it could leave
         # none running, so it is left for the admin to judge.
         raise click.ClickException(
-            f"{exc}; left it running (see: pkgcache status --data-dir {paths.data_dir})"
+            f"{exc}; left it running (see: pkgcache status --data-dir {shell_quote(paths.data_dir)})"
         ) from None
     except Unhealthy as exc:
         # It cannot serve (too little free space, a data directory it cannot write): left running it would only
@@ -232,8 +233,8 @@ def _own_instance_on(port: int) -> str | None:
         if state.running and state.port == port:
             return (
                 f"port {port} is already used by another pkgcache of this account (pid {state.pid}, data directory "
-                f"{entry.data_dir}); stop it with `pkgcache stop --data-dir {entry.data_dir}` or choose another "
-                "port with --port"
+                f"{entry.data_dir}); stop it with `pkgcache stop --data-dir {shell_quote(entry.data_dir)}` or choose "
+                "another port with --port"
             )
     return None
 
@@ -241,9 +242,9 @@ def _own_instance_on(port: int) -> str | None:
 def _locating_hint(record: LaunchRecord) -> str:
     """The flag that points later commands at this instance, when the default data directory is not it."""
     if record.config_file is not None and "data_dir" not in record.flags.get("server", {}):
-        return f" --config {record.config_file}"
+        return f" --config {shell_quote(record.config_file)}"
     if "data_dir" in record.flags.get("server", {}):
-        return f" --data-dir {record.settings.server.data_dir}"
+        return f" --data-dir {shell_quote(record.settings.server.data_dir)}"
     return ""
 
 
@@ -375,7 +376,7 @@ def _restart_record(located: Located, config_file: Path | None, flags: dict[str,
     if previous.config_file is not None:
         click.echo(
             f"using the settings recorded at start (to read {previous.config_file} again: "
-            f"pkgcache restart --config {previous.config_file})"
+            f"pkgcache restart --config {shell_quote(previous.config_file)})"
         )
     try:
         settings = settings_from_record(record_settings(previous.settings), **flags)
@@ -394,7 +395,7 @@ def _refuse_another_data_dir(config_file: Path, located: Located) -> None:
     raise click.ClickException(
         f"{config_file} sets data_dir {located.paths.data_dir}, where pkgcache is not running (it runs on "
         f"{elsewhere}): to restart that one with this file, add --data-dir DIR (it wins over the file); to start "
-        f"one on {located.paths.data_dir}: pkgcache start --config {config_file}"
+        f"one on {located.paths.data_dir}: pkgcache start --config {shell_quote(config_file)}"
     )
 
 

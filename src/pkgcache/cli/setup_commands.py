@@ -12,6 +12,7 @@ from pkgcache.cli.locate import locate_instance
 from pkgcache.cli.options import locate_options
 from pkgcache.config import Settings
 from pkgcache.config_template import write_config_template
+from pkgcache.formatting import shell_quote
 
 
 @click.command()
@@ -25,7 +26,7 @@ def init(path: Path, force: bool) -> None:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
-    click.echo(f"wrote {path}; edit it, then run: pkgcache start --config {path}")
+    click.echo(f"wrote {path}; edit it, then run: pkgcache start --config {shell_quote(path)}")
 
 
 @click.command("client-config")

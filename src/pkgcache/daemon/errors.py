@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pkgcache.formatting import shell_quote
+
 
 class DaemonError(Exception):
     """Something an admin must act on; the message says what."""
@@ -15,7 +17,7 @@ class AlreadyRunning(DaemonError):
         serving = f", serving {url}/" if url else ""
         super().__init__(
             f"pkgcache is already running on data directory {data_dir} ({who}{serving}); "
-            f"stop it first with: pkgcache stop --data-dir {data_dir}"
+            f"stop it first with: pkgcache stop --data-dir {shell_quote(data_dir)}"
         )
         self.pid = pid
 
@@ -27,7 +29,7 @@ class StartInProgress(DaemonError):
         who = f" (pid {pid})" if pid else ""
         super().__init__(
             f"another `pkgcache start` or `restart`{who} is still starting pkgcache on data directory {data_dir}; "
-            "wait for it, then see `pkgcache status`"
+            f"wait for it, then see: pkgcache status --data-dir {shell_quote(data_dir)}"
         )
         self.pid = pid
 
