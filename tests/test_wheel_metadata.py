@@ -9,7 +9,9 @@ from __future__ import annotations
 import io
 import random
 import tarfile
+import tracemalloc
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from pkgcache.pypi import wheel_metadata, zip_records
+from pkgcache.pypi import sdist_metadata, wheel_metadata, zip_records
 from pkgcache.pypi.sdist_metadata import pkg_info_from_sdist_file, sdist_metadata_is_reliable
 from pkgcache.pypi.wheel_metadata import (
     DEFAULT_TAIL_LENGTH,
@@ -701,3 +703,144 @@ def test_an_sdist_without_a_readable_top_pkg_info_is_unavailable(
     path.write_bytes(data)
     with pytest.raises(MetadataUnavailable, match=reason):
         pkg_info_from_sdist_file(path)
+
+
+# ---- sdists anyone can upload: the read of PKG-INFO stays within bounds ---------------------------------------
+
+
+def _header(name: str, size: int, kind: bytes = tarfile.REGTYPE) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size, info.type = size, kind
+    return info.tobuf(format=tarfile.GNU_FORMAT)
+
+
+def _gzip_blocks(path: Path, *parts: tuple[bytes, int]) -> None:
+    """Write a .tar.gz of `parts`, each (bytes, times): repeated bytes are compressed as they go, so a tarball of
+    hundreds of MB once inflated is made without holding it."""
+    packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+    with path.open("wb") as out:
+        for data, times in parts:
+            for _ in range(times):
+                out.write(packer.compress(data))
+        out.write(packer.compress(bytes(1024)))
+        out.write(packer.flush())
+
+
+def _pkg_info_member(project: str = "bomb") -> bytes:
+    data = _pkg_info("2.2", name=project)
+    return _header(f"{project}-1.0/PKG-INFO", len(data)) + data + bytes(-len(data) % 512)
+
+
+def _peak_while(read: Callable[[], object]) -> tuple[object, int]:
+    tracemalloc.start()
+    try:
+        try:
+            result: object = read()
+        except MetadataUnavailable as error:
+            result = error
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_long_name_header_of_200_mb_is_refused_without_being_read(tmp_path: Path) -> None:
+    # What tarfile reads whole into memory: a GNU long name of 200 MB of zeros (about 200 KB compressed).
+    claimed = 200 * MiB
+    path = tmp_path / "bomb-1.0.tar.gz"
+    _gzip_blocks(path, (_header("././@LongLink", claimed, tarfile.GNUTYPE_LONGNAME), 1), (bytes(MiB), 200))
+    with path.open("ab") as out:  # a second gzip member: the PKG-INFO after the bomb, as gzip readers join them
+        packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+        out.write(packer.compress(_pkg_info_member()) + packer.compress(bytes(1024)) + packer.flush())
+    assert path.stat().st_size < 1 * MiB
+    result, peak = _peak_while(lambda: pkg_info_from_sdist_file(path))
+    assert isinstance(result, MetadataUnavailable) and "extended header" in str(result)
+    assert peak < 1 * MiB, peak
+
+
+def test_a_pax_header_over_the_bound_is_refused(tmp_path: Path) -> None:
+    record = b"path=" + b"x" * (sdist_metadata.MAX_EXTENDED_HEADER + 10) + b"\n"
+    length = len(record) + 6  # "NNNNN " and the record: six digits and a space for these sizes
+    pax = f"{length} ".encode() + record
+    path = tmp_path / "bomb-1.0.tar.gz"
+    _gzip_blocks(
+        path, (_header("pax", len(pax), tarfile.XHDTYPE) + pax + bytes(-len(pax) % 512), 1), (_pkg_info_member(), 1)
+    )
+    with pytest.raises(MetadataUnavailable, match="extended header"):
+        pkg_info_from_sdist_file(path)
+
+
+def test_the_members_of_a_tarball_are_not_kept_while_it_is_read(tmp_path: Path) -> None:
+    # tarfile keeps a TarInfo for every member it passes: a few MB here, 0.9 GB for two million.
+    empty = _header("bomb-1.0/x", 0)
+    path = tmp_path / "bomb-1.0.tar.gz"
+    _gzip_blocks(path, (empty * 1000, 30), (_pkg_info_member(), 1))
+    result, peak = _peak_while(lambda: pkg_info_from_sdist_file(path))
+    assert result == _pkg_info("2.2", name="bomb")  # far under MAX_MEMBERS: read, however many members precede it
+    assert peak < 1 * MiB, peak
+
+
+def test_a_tarball_of_more_members_than_the_bound_is_given_up_on_at_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sdist_metadata, "MAX_MEMBERS", 1000)
+    path = tmp_path / "bomb-1.0.tar.gz"
+    _gzip_blocks(path, (_header("bomb-1.0/x", 0) * 1000, 3), (_pkg_info_member(), 1))
+    with pytest.raises(MetadataUnavailable, match="no PKG-INFO in its first 1000 members"):
+        pkg_info_from_sdist_file(path)
+
+
+def test_a_tarball_is_inflated_no_further_than_the_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sdist_metadata, "MAX_INFLATED", 1 * MiB)
+    path = tmp_path / "bomb-1.0.tar.gz"
+    _gzip_blocks(path, (_header("bomb-1.0/zeros", 4 * MiB), 1), (bytes(MiB), 4), (_pkg_info_member(), 1))
+    with pytest.raises(MetadataUnavailable, match="once inflated"):
+        pkg_info_from_sdist_file(path)
+
+
+@pytest.mark.parametrize("tar_format", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])
+def test_pkg_info_is_found_under_a_long_top_directory_whatever_the_tar_format(tar_format: int, tmp_path: Path) -> None:
+    # Names over 100 bytes: a GNU long-name member, a pax `path`, or ustar's prefix field.
+    project = "a" * 90
+    data = _pkg_info("2.2", name=project)
+    path = tmp_path / f"{project}-1.0.tar.gz"
+    with tarfile.open(path, "w:gz", format=tar_format) as archive:
+        top = tarfile.TarInfo(f"{project}-1.0")
+        top.type = tarfile.DIRTYPE
+        archive.addfile(top)
+        link = tarfile.TarInfo(f"{project}-1.0/link")
+        link.type, link.linkname = tarfile.SYMTYPE, "PKG-INFO"
+        archive.addfile(link)
+        for name, content in ((f"{project}-1.0/{'b' * 50}/setup.py", b"x" * 700), (f"{project}-1.0/PKG-INFO", data)):
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    assert pkg_info_from_sdist_file(path) == data
+
+
+def test_a_tar_header_with_a_wrong_checksum_is_unreadable(tmp_path: Path) -> None:
+    broken = bytearray(_pkg_info_member("foo"))
+    broken[0] ^= 1
+    path = tmp_path / "foo-1.0.tar.gz"
+    _gzip_blocks(path, (bytes(broken), 1))
+    with pytest.raises(MetadataUnavailable, match="cannot read it: a tar header with a wrong checksum"):
+        pkg_info_from_sdist_file(path)
+
+
+def test_a_zip_sdist_of_more_entries_than_the_bound_is_given_up_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sdist_metadata, "MAX_MEMBERS", 100)
+    members = {f"foo-1.0/{index}.py": b"" for index in range(150)}
+    path = tmp_path / "foo-1.0.zip"
+    path.write_bytes(_zip({**members, "foo-1.0/PKG-INFO": _pkg_info(name="foo")}))
+    with pytest.raises(MetadataUnavailable, match="151 members, over 100"):
+        pkg_info_from_sdist_file(path)
+
+
+def test_a_zip_sdist_is_read_without_keeping_its_entries(tmp_path: Path) -> None:
+    data = _pkg_info(name="foo")
+    path = tmp_path / "foo-1.0.zip"
+    path.write_bytes(_zip({**{f"foo-1.0/{index}.py": b"" for index in range(20_000)}, "foo-1.0/PKG-INFO": data}))
+    result, peak = _peak_while(lambda: pkg_info_from_sdist_file(path))
+    assert result == data
+    assert peak < 2 * path.stat().st_size, (peak, path.stat().st_size)  # the directory's bytes, not an object each

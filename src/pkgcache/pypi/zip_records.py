@@ -6,13 +6,14 @@ CRC-32 the central directory gives. Every function takes bytes that the caller f
 ranges) and raises `ZipRecordError` on anything a well-formed archive would not contain, so a lying or broken archive
 never yields bytes.
 
-Only what wheels use is supported: one disk, stored or deflated members, no encryption.
+Only what wheels (and zip sdists) use is supported: one disk, stored or deflated members, no encryption.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -33,6 +34,7 @@ _ZIP64_END_RECORD = struct.Struct("<4sQ2H2L4Q")
 _CENTRAL_HEADER = struct.Struct("<4s6H3L5H2L")
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
 _EXTRA_HEADER = struct.Struct("<2H")
+_ENTRY_LENGTHS = struct.Struct("<3H")  # a central-directory entry's name, extra and comment lengths, at offset 28
 
 _END_SIGNATURE = b"PK\x05\x06"
 _ZIP64_LOCATOR_SIGNATURE = b"PK\x06\x07"
@@ -186,18 +188,31 @@ def central_directory_of(end: EndRecord, max_size: int) -> CentralDirectory:
 
 def parse_central_directory(data: bytes, directory: CentralDirectory) -> list[Member]:
     """Every entry of the central directory (`data` is exactly its bytes), checked to fill it exactly."""
+    return list(iter_central_directory(data, directory))
+
+
+def iter_central_directory(
+    data: bytes, directory: CentralDirectory, wanted: Callable[[bytes], bool] | None = None
+) -> Iterator[Member]:
+    """The entries of `parse_central_directory` one by one, for a caller that keeps only those it looks for (a
+    directory of many small entries makes many more objects than bytes); with `wanted`, only the entries whose raw
+    name it accepts, the others being stepped over (their signature and lengths checked, nothing more). The check
+    that the entries fill the directory exactly comes after the last one."""
     if len(data) != directory.size:
         raise ZipRecordError("central directory bytes are cut short")
-    members: list[Member] = []
     position = 0
     for _ in range(directory.entries):
+        if wanted is not None:
+            name_start, name_end, end = _central_header_extent(data, position)
+            if not wanted(data[name_start:name_end]):
+                position = end
+                continue
         member, position = _parse_central_header(data, position)
         if member.header_offset + LOCAL_HEADER_SIZE + len(member.raw_name) + member.compressed_size > directory.offset:
             raise ZipRecordError(f"member {member.name!r} would reach into the central directory")
-        members.append(member)
+        yield member
     if position != len(data):
         raise ZipRecordError("central directory holds more bytes than its entries")
-    return members
 
 
 def parse_directory_tail(data: bytes, data_offset: int, directory: CentralDirectory) -> list[Member]:
@@ -231,6 +246,18 @@ def parse_directory_tail(data: bytes, data_offset: int, directory: CentralDirect
             return []
         members.append(member)
     return members
+
+
+def _central_header_extent(data: bytes, position: int) -> tuple[int, int, int]:
+    """Where the name of the central-directory entry at `position` starts and ends, and where the entry ends."""
+    if position + CENTRAL_HEADER_SIZE > len(data) or data[position : position + 4] != _CENTRAL_SIGNATURE:
+        raise ZipRecordError("central directory entry has no signature, or is cut short")
+    name_length, extra_length, comment_length = _ENTRY_LENGTHS.unpack_from(data, position + 28)
+    end = position + CENTRAL_HEADER_SIZE + name_length + extra_length + comment_length
+    if end > len(data):
+        raise ZipRecordError("central directory entry runs past the directory")
+    name_start = position + CENTRAL_HEADER_SIZE
+    return name_start, name_start + name_length, end
 
 
 def _parse_central_header(data: bytes, position: int) -> tuple[Member, int]:
