@@ -395,16 +395,20 @@ def test_a_range_passed_through_gets_what_the_client_asked_whatever_the_206_cove
 
 
 def _sdist(name: str, metadata_version: str, dynamic: str | None = None) -> Dist:
-    base = f"{name}-1.0"
     lines = [f"Metadata-Version: {metadata_version}", f"Name: {name}", "Version: 1.0", "Requires-Dist: lib"]
     if dynamic:
         lines.append(f"Dynamic: {dynamic}")
-    pkg_info = ("\n".join(lines) + "\n\n").encode()
+    return _sdist_of(name, {"PKG-INFO": ("\n".join(lines) + "\n\n").encode()})
+
+
+def _sdist_of(name: str, members: dict[str, bytes]) -> Dist:
+    base = f"{name}-1.0"
     raw = io.BytesIO()
     with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as packed, tarfile.open(fileobj=packed, mode="w") as tar:
-        info = tarfile.TarInfo(f"{base}/PKG-INFO")
-        info.size = len(pkg_info)
-        tar.addfile(info, io.BytesIO(pkg_info))
+        for member, data in members.items():
+            info = tarfile.TarInfo(f"{base}/{member}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
     return Dist(project=name, version="1.0", filename=f"{base}.tar.gz", data=raw.getvalue())
 
 
@@ -437,6 +441,39 @@ def test_an_sdists_metadata_is_advertised_only_when_its_pkg_info_is_reliable(
             assert metadata.body.startswith(b"Metadata-Version: 2.2")
     finally:
         bg_loop.run(upstream.stop())
+
+
+def test_an_sdist_without_pkg_info_is_served_and_logs_no_error(
+    bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A repository's archive: a setup.py, no PKG-INFO. Nothing to advertise, and nothing went wrong.
+    sdist = _sdist_of("plain", {"setup.py": b"from setuptools import setup\nsetup(name='plain', version='1.0')\n"})
+    upstream = OfficialLikeUpstream([sdist])
+    upstream.serves_metadata = False
+    bg_loop.run(upstream.start())
+    try:
+        caplog.set_level(logging.DEBUG, logger="pkgcache")
+        cache = make_cache([upstream.index_url])
+        answer = cache.get(f"/pypi/files/plain/{sdist.filename}")
+        assert answer.status == 200 and answer.body == sdist.data
+        cache.wait_for_downloads_to_end()
+
+        def problems() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+        assert problems() == []
+        _wait_for(lambda: any("no metadata recorded for plain-1.0.tar.gz" in r.getMessage() for r in caplog.records))
+        assert problems() == []
+        assert cache.get(f"/pypi/files/plain/{sdist.filename}.metadata").status == 404
+    finally:
+        bg_loop.run(upstream.stop())
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        time.sleep(0.02)
 
 
 def test_provenance_is_served_through_pkgcache(

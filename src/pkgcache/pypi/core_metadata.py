@@ -265,7 +265,10 @@ class MetadataIndex(IndexLayer):
                 return await asyncio.to_thread(metadata_from_wheel_file, path, dist.filename)
             except MetadataUnavailable as exc:
                 raise FileNotListed(f"no core metadata can be read from {dist.filename}: {exc}") from None
-        pkg_info = await asyncio.to_thread(pkg_info_from_sdist_file, path, dist.filename)
+        try:
+            pkg_info = await asyncio.to_thread(pkg_info_from_sdist_file, path, dist.filename)
+        except MetadataUnavailable as exc:  # no PKG-INFO at its top (a repository's archive), or past a bound
+            raise FileNotListed(f"no PKG-INFO can be read from {dist.filename}: {exc}") from None
         if not sdist_metadata_is_reliable(pkg_info, dist.filename):
             raise FileNotListed(f"{dist.filename}'s PKG-INFO does not settle its dependencies")
         return pkg_info
