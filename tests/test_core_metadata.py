@@ -11,14 +11,17 @@ import logging
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import tomllib
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pkgcache.pypi import core_metadata, sdist_metadata
 from tests.cache_service import RunningCache
 from tests.fakes.dists import Dist, build_wheel
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream, PageExtras, TunaLikeUpstream
@@ -465,6 +468,94 @@ def test_an_sdist_without_pkg_info_is_served_and_logs_no_error(
         _wait_for(lambda: any("no metadata recorded for plain-1.0.tar.gz" in r.getMessage() for r in caplog.records))
         assert problems() == []
         assert cache.get(f"/pypi/files/plain/{sdist.filename}.metadata").status == 404
+    finally:
+        bg_loop.run(upstream.stop())
+
+
+def _advertises_metadata(cache: RunningCache, project: str) -> bool:
+    page = json.loads(cache.get(f"/pypi/simple/{project}/", {"Accept": "application/vnd.pypi.simple.v1+json"}).body)
+    return "core-metadata" in page["files"][0]
+
+
+def test_an_sdists_client_gets_its_last_byte_while_its_pkg_info_is_still_being_read(
+    bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ordering, not timing: the read is blocked until the test lets it go, and the client must be done before.
+    sdist = _sdist("plain", "2.2")
+    reading, release = threading.Event(), threading.Event()
+    read_pkg_info = core_metadata.pkg_info_from_sdist_file
+
+    def blocked(path: Path | str, filename: str | None = None) -> bytes:
+        reading.set()
+        release.wait(30)
+        return read_pkg_info(path, filename)
+
+    monkeypatch.setattr(core_metadata, "pkg_info_from_sdist_file", blocked)
+    monkeypatch.setattr(core_metadata, "METADATA_READ_WAIT", 0.05, raising=False)
+    upstream = OfficialLikeUpstream([sdist])
+    upstream.serves_metadata = False
+    bg_loop.run(upstream.start())
+    unblock_anyway = threading.Timer(10, release.set)  # a client held behind the read is let go, late
+    unblock_anyway.start()
+    try:
+        cache = make_cache([upstream.index_url])
+        answer = cache.get(f"/pypi/files/plain/{sdist.filename}")
+        held_until_released = release.is_set()
+        assert answer.status == 200 and answer.body == sdist.data
+        assert reading.is_set() and not held_until_released
+        assert not _advertises_metadata(cache, "plain")  # nothing promised before it is read...
+        release.set()
+        _wait_for(lambda: _advertises_metadata(cache, "plain"))  # ...and its hash once it is
+        metadata = cache.get(f"/pypi/files/plain/{sdist.filename}.metadata")
+        assert metadata.status == 200 and metadata.body.startswith(b"Metadata-Version: 2.2")
+    finally:
+        release.set()
+        unblock_anyway.cancel()
+        bg_loop.run(upstream.stop())
+
+
+def _hostile_sdist(name: str, *parts: tuple[bytes, int]) -> Dist:
+    """An sdist of `parts` (bytes, times repeated) before a reliable PKG-INFO, compressed as it is made."""
+    pkg_info = f"Metadata-Version: 2.2\nName: {name}\nVersion: 1.0\n\n".encode()
+    header = _tar_header(f"{name}-1.0/PKG-INFO", len(pkg_info), tarfile.REGTYPE)
+    packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+    packed = [packer.compress(data) for data, times in parts for _ in range(times)]
+    packed += [packer.compress(header + pkg_info + bytes(-len(pkg_info) % 512) + bytes(1024)), packer.flush()]
+    return Dist(project=name, version="1.0", filename=f"{name}-1.0.tar.gz", data=b"".join(packed))
+
+
+def _tar_header(name: str, size: int, kind: bytes) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size, info.type = size, kind
+    return info.tobuf(format=tarfile.GNU_FORMAT)
+
+
+@pytest.mark.parametrize("kind", ["long name of 200 MB", "members past the bound"])
+def test_a_hostile_sdist_is_served_whole_and_its_metadata_given_up_on_quietly(
+    kind: str,
+    bg_loop: BackgroundLoop,
+    make_cache: Callable[..., RunningCache],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if kind == "members past the bound":
+        monkeypatch.setattr(sdist_metadata, "MAX_MEMBERS", 1000, raising=False)
+        sdist = _hostile_sdist("bomb", (_tar_header("bomb-1.0/x", 0, tarfile.REGTYPE) * 1000, 3))
+    else:  # a GNU long name claiming 200 MB of zeros, which tarfile read whole
+        sdist = _hostile_sdist("bomb", (_tar_header("././@LongLink", 200 * MiB, b"L"), 1), (bytes(MiB), 200))
+    assert len(sdist.data) < 1 * MiB
+    upstream = OfficialLikeUpstream([sdist])
+    upstream.serves_metadata = False
+    bg_loop.run(upstream.start())
+    try:
+        caplog.set_level(logging.DEBUG, logger="pkgcache")
+        cache = make_cache([upstream.index_url])
+        answer = cache.get(f"/pypi/files/bomb/{sdist.filename}")
+        assert answer.status == 200 and answer.body == sdist.data
+        _wait_for(lambda: any("no metadata recorded for bomb-1.0.tar.gz" in r.getMessage() for r in caplog.records))
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+        assert not _advertises_metadata(cache, "bomb")
+        assert cache.get(f"/pypi/files/bomb/{sdist.filename}.metadata").status == 404
     finally:
         bg_loop.run(upstream.stop())
 

@@ -70,6 +70,10 @@ FIRST_RANGE_BYTES = 16 * 1024
 # their memory: see pages.BYTES_PER_FILE), a big page (made off the event loop) not at all.
 MAX_VIEW_FILES = 50_000
 SDIST_SUFFIXES = (".tar.gz", ".zip")
+# The longest a distribution's clients wait for its metadata to be read from it and recorded, after its last byte
+# is checked. An ordinary one takes milliseconds; an archive built to be slow (sdist_metadata's bounds: 200,000
+# members, 1 GiB inflated) takes seconds, which its clients are not held for.
+METADATA_READ_WAIT = 1.0
 # The source of metadata made here, as logs name it: "made-here:ranges", "made-here:wheel", "made-here:upstream"
 # (the upstream's own .metadata, checked here), one word for the access line's upstream= field.
 MADE_HERE = "made-here:"
@@ -136,6 +140,7 @@ class MetadataIndex(IndexLayer):
         self.origin = origin  # None in a worker that only reads: making metadata is the writer's
         self.counters = MetadataCounters()
         self._views: collections.OrderedDict[str, _View] = collections.OrderedDict()
+        self._checks: set[asyncio.Task[None]] = set()  # metadata read from arrived distributions, maybe past the wait
         self._view_files = 0
 
     # --- pages: metadata advertised ---
@@ -320,10 +325,32 @@ class MetadataIndex(IndexLayer):
     # --- checking metadata read by ranges once the wheel is here ---
 
     async def _distribution_arrived(self, project: str, download: Download) -> None:
-        # Before its clients are told it is whole, so that by then the pages advertise its metadata's hash.
-        if download.verified and not download.not_modified:
-            dist_sha256 = download.expected.hashes.get("sha256")
-            await self._check_against(project, download.final_path, dist_sha256.lower() if dist_sha256 else None)
+        """Before its clients are told it is whole (a `before_done` hook), so that by then the pages advertise its
+        metadata's hash: read and recorded in milliseconds for any ordinary distribution. Clients are held for it
+        at most METADATA_READ_WAIT, however long a hostile archive makes it take within its bounds
+        (sdist_metadata's): the read then goes on without them, and the pages advertise the hash once it ends.
+        Until then an sdist's metadata is not advertised, and a wheel's is `true` or the hash read by ranges."""
+        if not download.verified or download.not_modified:
+            return
+        dist_sha256 = download.expected.hashes.get("sha256")
+        check = asyncio.get_running_loop().create_task(
+            self._check_logged(project, download.final_path, dist_sha256.lower() if dist_sha256 else None)
+        )
+        self._checks.add(check)
+        check.add_done_callback(self._checks.discard)
+        done, _ = await asyncio.wait({check}, timeout=METADATA_READ_WAIT)
+        if not done:
+            log.info(
+                "the metadata of %s is still being read after %.1f s: its clients are not held for it",
+                download.final_path.name,
+                METADATA_READ_WAIT,
+            )
+
+    async def _check_logged(self, project: str, dist_path: Path, dist_sha256: str | None) -> None:
+        try:
+            await self._check_against(project, dist_path, dist_sha256)
+        except Exception:  # nobody may be waiting for it any more: said here, not lost
+            log.exception("reading the metadata of %s failed", dist_path.name)
 
     async def _check_against(self, project: str, dist_path: Path, dist_sha256: str | None) -> None:
         """A distribution is verified and cached: record its metadata (the pages then advertise its hash), and
