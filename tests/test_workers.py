@@ -17,9 +17,14 @@ import pytest
 import zstandard
 
 from pkgcache.conda.shard_packs import PackWriter
+from pkgcache.pypi.core_metadata import MetadataCounters
+from pkgcache.service.app import _pypi_pool
+from pkgcache.service.carried import PrimaryCounters
 from pkgcache.stats import RequestStats
-from pkgcache.workers.shared_counters import SharedCounters
-from tests.cache_service import CacheProcess
+from pkgcache.storage.eviction import CacheKeeper, Freed
+from pkgcache.storage.store import CacheStore
+from pkgcache.workers.shared_counters import _CARRIED_HEADER, CARRIED_BYTES, SharedCounters
+from tests.cache_service import CacheProcess, cache_settings
 from tests.conda_support import APP_TREE, assert_app_landed, install, installed_names
 from tests.fakes.conda_upstreams import AnacondaLikeUpstream, MirrorLikeUpstream
 from tests.fakes.dists import build_wheel, find_dist, sample_dists
@@ -278,6 +283,49 @@ def test_counters_are_shared_with_forked_workers() -> None:
         os.waitpid(pid, 0)
         reading = shared.slot(0).read()
         assert reading.pid == pid and reading.stats.sides["pypi"].hits == 1
+    finally:
+        shared.close()
+
+
+def test_the_primarys_own_counters_carry_over_a_restart_even_one_killed_mid_write(tmp_path: Path) -> None:
+    settings = cache_settings(tmp_path / "data", ["http://127.0.0.1:9/simple/"])
+
+    def primary() -> PrimaryCounters:
+        keeper = CacheKeeper(CacheStore(tmp_path / "data"), None)
+        return PrimaryCounters({"pypi": _pypi_pool(settings.pypi.upstreams, settings)}, keeper, MetadataCounters())
+
+    shared = SharedCounters(1)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the first primary
+            first = primary()
+            upstream = first.pools["pypi"].upstreams[0]
+            upstream.stats.requests, upstream.stats.bytes_received, upstream.stats.latency_seconds = 3, 898, 0.25
+            first.keeper.evicted.add(Freed(files=2, bytes=100))
+            assert first.metadata is not None
+            first.metadata.made["ranges"] += 4
+            first.metadata.range_bytes = 77
+            shared.carried.save(first.snapshot())
+            os._exit(0)
+        os.waitpid(pid, 0)
+        # The next write killed half-way: its copy is not the one in force.
+        carried = shared.carried
+        assert carried._words[0] == 0
+        copy = _CARRIED_HEADER + CARRIED_BYTES  # the other one
+        carried._map[copy : copy + 64] = b"\xff" * 64
+        carried._words[2] = 64
+
+        second = primary()
+        second.restore(shared.carried.load())
+        upstream = second.pools["pypi"].upstreams[0]
+        assert (upstream.stats.requests, upstream.stats.bytes_received) == (3, 898)
+        assert upstream.stats.latency_seconds == 0.25
+        assert (second.keeper.evicted.files, second.keeper.evicted.bytes) == (2, 100)
+        assert second.metadata is not None
+        assert second.metadata.made["ranges"] == 4 and second.metadata.range_bytes == 77
+        fresh = SharedCounters(1)
+        assert fresh.carried.load() == {}  # before any primary has written
+        fresh.close()
     finally:
         shared.close()
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import os
 import resource
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cache_service import CacheProcess
 from tests.fakes.dists import find_dist
@@ -141,3 +144,80 @@ def test_a_replica_does_not_reuse_a_connection_the_primary_closed(
     checks.expect(counts == {404: len(after)}, "every later miss got its 404", dict(counts))
     checks.expect(handed_over > 0, "the replica handed requests to the primary", "")
     checks.verdict()
+
+
+# --- the primary killed ---
+
+
+def _status(process: CacheProcess) -> dict:
+    return json.loads(http_get(f"{process.url}/-/status").body)
+
+
+def _counters(process: CacheProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of every counter `/metrics` shows, by name and labels."""
+    text = http_get(f"{process.url}/metrics").body.decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.type == "counter"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
+def _primary_restarted(process: CacheProcess, killed: int) -> None:
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        primary = _status(process)["workers"][0]
+        if primary["pid"] not in (None, killed) and primary["reported_seconds_ago"] is not None:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the primary was not started again")
+
+
+def test_a_restarted_primary_carries_on_the_services_counters_and_uptime(two_workers: CacheProcess) -> None:
+    """The counters only the primary keeps (bytes and requests to the upstreams...) never go back when it is killed
+    and started again, and the uptime everywhere is the service's, not the new primary's."""
+    name = "bulky-1.0-py3-none-any.whl"
+    answer = http_get(f"{two_workers.url}/pypi/files/bulky/{name}")
+    assert answer.status == 200 and len(answer.body) == find_dist(fault_dists(), name).size
+    time.sleep(2.5)  # the service has been up a while longer than the new primary will have been, when asked
+    before, stats_before, status_before = _counters(two_workers), _stats(two_workers), _status(two_workers)
+    killed = status_before["workers"][0]["pid"]
+    os.kill(killed, signal.SIGKILL)
+    _primary_restarted(two_workers, killed)
+    after, stats_after, status_after = _counters(two_workers), _stats(two_workers), _status(two_workers)
+    checks = Checks()
+    fetched = ("pkgcache_fetched_bytes_total", (("side", "pypi"),))
+    checks.expect(before.get(fetched, 0) > 0, "the file's bytes were counted", before.get(fetched))
+    upstream_requests = {k: v for k, v in before.items() if k[0] == "pkgcache_upstream_requests_total"}
+    checks.expect(sum(upstream_requests.values()) > 0, "the upstream requests were counted", upstream_requests)
+    went_back = {k: (v, after.get(k)) for k, v in before.items() if after.get(k, -1) < v}
+    checks.expect(not went_back, "no counter of /metrics went back", went_back)
+    for key in ("bytes_fetched", "requests", "misses", "bytes_served"):
+        checks.expect(
+            stats_after[key] >= stats_before[key],
+            f"/-/stats {key} did not go back",
+            (stats_before[key], stats_after[key]),
+        )
+    checks.expect(stats_after["bytes_fetched"] > 0, "/-/stats bytes_fetched is kept", stats_after["bytes_fetched"])
+    for where, earlier, later in (
+        ("/-/status", status_before, status_after),
+        ("/-/stats", stats_before, stats_after),
+    ):
+        checks.expect(
+            later["uptime_seconds"] >= earlier["uptime_seconds"],
+            f"{where} uptime is the service's: it did not drop",
+            (earlier["uptime_seconds"], later["uptime_seconds"]),
+        )
+    primary_age = status_after.get("worker_uptime_seconds")
+    checks.expect(
+        primary_age is not None and primary_age < status_after["uptime_seconds"],
+        "/-/status tells the new primary's age apart",
+        (primary_age, status_after["uptime_seconds"]),
+    )
+    checks.verdict()
+
+
+def _stats(process: CacheProcess) -> dict:
+    return json.loads(http_get(f"{process.url}/-/stats").body)

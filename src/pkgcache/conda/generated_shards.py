@@ -143,6 +143,15 @@ class GeneratedShards(ChannelLayer):
             extract_shard, self.paths.path(channel, subdir, PACKS_DIR_NAME), path.parent, shard_name
         )
 
+    def builds_made(self) -> dict[str, dict[str, object]]:
+        """What the last build of each subdir made here: "<channel>/<subdir>" -> its summary."""
+        return dict(self._made)
+
+    def carry_on(self, made: dict[str, dict[str, object]]) -> None:
+        """Know the builds a previous process made (a restarted primary), where this one has made none yet."""
+        for where, build in made.items():
+            self._made.setdefault(where, build)
+
     def status(self) -> dict[str, object]:
         return {
             **self.inner.status(),

@@ -41,6 +41,7 @@ from pkgcache.pypi.routes import PYPI_INDEX_KEY, add_pypi_routes
 from pkgcache.pypi.source import IndexSource
 from pkgcache.pypi.upstream_index import UpstreamIndex
 from pkgcache.pypi.upstream_index import probe_target as pypi_probe_target
+from pkgcache.service.carried import PrimaryCounters, find_layer, metadata_counters
 from pkgcache.service.health import DataDirCheck
 from pkgcache.service.identity import NODE_IDENTITY_KEY, install_identity_headers
 from pkgcache.service.metrics import status_extras
@@ -59,6 +60,7 @@ from pkgcache.workers.worker_app import (
     install_replica_upkeep,
     install_worker,
     peer_stats,
+    publish_now,
     workers_status,
 )
 
@@ -70,7 +72,8 @@ SETTINGS_KEY = web.AppKey("settings", Settings)
 STORE_KEY = web.AppKey("store", CacheStore)
 DOWNLOADER_KEY = web.AppKey("downloader", Downloader)
 POOLS_KEY = web.AppKey("pools", dict)
-STARTED_KEY = web.AppKey("started_at", float)
+STARTED_KEY = web.AppKey("started_at", float)  # the service's start: with workers, the supervisor's
+WORKER_STARTED_KEY = web.AppKey("worker_started_at", float)  # this process's
 ACCESS_LOG_KEY = web.AppKey("access_log", AccessLog)
 DATA_DIR_CHECK_KEY = web.AppKey("data_dir_check", DataDirCheck)
 
@@ -161,7 +164,8 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
     downloader = app[DOWNLOADER_KEY] = Downloader(store, on_commit=keeper.file_committed if keeper else None)
     pools = app[POOLS_KEY] = _pools(settings)
     app[SETTINGS_KEY] = settings
-    app[STARTED_KEY] = time.time()
+    app[WORKER_STARTED_KEY] = time.time()
+    app[STARTED_KEY] = app[WORKER_STARTED_KEY] if worker is None else worker.service_started_at
     if keeper is not None:
         app.cleanup_ctx.append(_store_prepared)  # first: everything after it may use the data directory
     app.cleanup_ctx.append(_access_log_running)
@@ -175,11 +179,16 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
     app[DATA_DIR_CHECK_KEY] = DataDirCheck(store.tmp_dir, settings.server.min_free_space)
     gate = app[GATE_KEY] = Gate(settings, store, pools)
     app.cleanup_ctx.append(_gate_watching)
+    carried = None if keeper is None else PrimaryCounters(pools, keeper)
     if "pypi" in pools:
         index = _pypi_index(settings, pools["pypi"], store, downloader, gate)
         add_pypi_routes(app, index, store.file_use, app.get(FAST_PATH_KEY))
+        if carried is not None:
+            carried.metadata = metadata_counters(index)
     if "conda" in pools:
         channels = _conda_channels(settings, pools["conda"], store, downloader, gate)
+        if carried is not None:
+            carried.shards = find_layer(channels, GeneratedShards)
         add_conda_routes(app, channels, store.file_use)
         if not reads_only:  # before any build starts: what no build is writing then is an orphan
             app.cleanup_ctx.append(_orphan_packs_removed)
@@ -189,7 +198,9 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
         app.on_shutdown.append(_spare_builders_ended)
 
     if worker is not None:
-        install_worker(app, worker, cycle.stats, lambda: gate.import_mark)
+        # The primary's own counters (upstreams, eviction, metadata, shards) carry over its restarts, as every
+        # worker's request counters do.
+        install_worker(app, worker, cycle.stats, lambda: gate.import_mark, carried)
     if forwarder is not None:
         # A replica: cached content here; the operator's pages, stats and admin API are the primary's, and so is
         # /-/health (a replica can serve only what its primary can: one check, answered there).
@@ -209,6 +220,8 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
             cycle.stats,
             lambda: peer_stats(app),
             lambda: _side_status(app),
+            started_at=app[STARTED_KEY],
+            publish=lambda: publish_now(app),
         )
     add_fallback(app)
     app.on_shutdown.append(_stop_downloads)
@@ -311,12 +324,14 @@ async def status(request: web.Request) -> web.StreamResponse:
     return web.json_response(
         {
             "version": __version__,
-            "uptime_seconds": round(time.time() - app[STARTED_KEY], 1),
+            "uptime_seconds": round(time.time() - app[STARTED_KEY], 1),  # the service's, however its workers fared
             "downloads_in_flight": app[DOWNLOADER_KEY].in_flight(),
             "upstreams": {side: pool.status() for side, pool in app[POOLS_KEY].items()},
             **_side_status(app),
             **status_extras(app),
             "import_mark": app[GATE_KEY].import_mark,  # this process's; each worker's is in its row
             "workers": workers_status(app) or None,
+            # The process answering (with workers, the primary): started with the service, or again since.
+            "worker_uptime_seconds": round(time.time() - app[WORKER_STARTED_KEY], 1),
         }
     )

@@ -59,6 +59,7 @@ class LiveCollector(Collector):
         self.ops = ops
 
     def collect(self) -> Iterable[Metric]:
+        self.ops.publish()  # what this scrape sees is what a restarted primary starts from, at least
         yield from self._service()
         yield from self._sides()
         yield from self._cache()

@@ -32,6 +32,9 @@ def install_operations(
     stats: RequestStats,
     peer_stats: Callable[[], list[RequestStats]],
     side_status: Callable[[], dict[str, dict[str, object]]],
+    *,
+    started_at: float,
+    publish: Callable[[], None],
 ) -> Operations:
     ops = Operations(
         settings=settings,
@@ -42,6 +45,8 @@ def install_operations(
         stats=stats,
         peer_stats=peer_stats,
         side_status=side_status,
+        started_at=started_at,
+        publish=publish,
     )
     app[OPERATIONS_KEY] = ops
     add_ui_routes(app)

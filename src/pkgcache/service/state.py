@@ -28,11 +28,14 @@ class Operations:
     pools: dict[str, UpstreamPool]
     keeper: CacheKeeper
     stats: RequestStats
-    started_at: float = field(default_factory=time.time)
+    started_at: float = field(default_factory=time.time)  # the service's start (with workers, the supervisor's)
     # With several worker processes: the other workers' counters, added to this one's for the service's totals.
     peer_stats: Callable[[], list[RequestStats]] = field(default=list)
     # What each side's index says of itself (`status()`), e.g. the PyPI side's core metadata counters.
     side_status: Callable[[], dict[str, dict[str, Any]]] = field(default=dict)
+    # With several worker processes: put this worker's counters in shared memory before reporting any of them, so
+    # that a number once reported is never taken back by a restart (workers/worker_app.py, publish_now).
+    publish: Callable[[], None] = field(default=lambda: None)
 
     def core_metadata(self) -> dict[str, Any] | None:
         """What the PyPI side's core metadata layer made and saved, if that side is served."""
@@ -54,6 +57,7 @@ class Operations:
 
     def summary(self) -> dict[str, Any]:  # JSON: numbers and texts, as /-/stats shows them
         """The numbers `/-/stats`, `/-/status` and the page show."""
+        self.publish()
         stats = self.request_stats()
         totals = stats.totals()
         return {

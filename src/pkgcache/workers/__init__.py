@@ -6,6 +6,7 @@
   single-flight downloads, revalidation, eviction and the admin API work exactly as in a single process.
 - The other workers, the replicas, answer from what the cache holds (fresh pages, cached files) and hand every
   other request to the primary over a private socket (`forwarding.py`), relaying its answer.
-- `shared_counters.py`: each worker's request counters, in shared memory, summed by the primary for the stats.
+- `shared_counters.py`: each worker's request counters, in shared memory, summed by the primary for the stats, and
+  the primary's own counters, which a restarted primary starts from.
 - `worker_app.py`: what a worker adds to the aiohttp application.
 """

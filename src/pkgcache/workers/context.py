@@ -16,6 +16,8 @@ class WorkerContext:
     counters: SharedCounters
     # The Unix socket only the primary listens on, for the requests the replicas hand over.
     primary_address: str
+    # When the service started (Unix time): the supervisor's start, which a restarted worker does not change.
+    service_started_at: float
 
     @property
     def is_primary(self) -> bool:

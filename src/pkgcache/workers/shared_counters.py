@@ -11,15 +11,22 @@ tries, it takes what is there, and the restarted worker's next write makes the s
 
 A slot also carries the id of the last import mark its worker has acted on (gate/state.py), which `pkgcache
 import` waits for on every worker.
+
+The counters only the primary keeps (what it fetched from each upstream, evicted, made) have no fixed shape: the
+primary publishes them as one JSON document in `carried`, a second block, alongside its slot, and a restarted
+primary starts from them. The block holds two copies written in turn, and a word saying which one is whole: a
+primary killed in the middle of a write leaves the previous copy in force.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import mmap
 import os
 import time
 from dataclasses import fields
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pkgcache.stats import SIDES, RequestStats, SideCounters
 
@@ -30,6 +37,14 @@ _HEADER = 5
 _SLOT_WORDS = _HEADER + len(SIDES) * len(_COUNTER_NAMES)
 _WORD = 8
 _READ_ATTEMPTS = 100
+# Room for one copy of the primary's carried counters: a few hundred bytes per upstream and per conda subdir whose
+# shards are made here. Pages of an anonymous mapping that are never written cost no memory.
+CARRIED_BYTES = 512 * 1024
+# The carried block: which copy is whole (0 or 1, and -1 before the first write), each copy's length, then the
+# copies.
+_CARRIED_HEADER = 3 * 8
+
+log = logging.getLogger(__name__)
 
 
 class SharedCounters:
@@ -39,9 +54,55 @@ class SharedCounters:
         self.workers = workers
         self._map = mmap.mmap(-1, workers * _SLOT_WORDS * _WORD)  # anonymous and shared: inherited by fork
         self._words = memoryview(self._map).cast("q")
+        self.carried = CarriedCounters()
 
     def slot(self, index: int) -> CounterSlot:
         return CounterSlot(self._words, index)
+
+    def close(self) -> None:
+        self._words.release()
+        self._map.close()
+        self.carried.close()
+
+
+class CarriedCounters:
+    """The primary's own counters, as a JSON document its successor starts from (see the module)."""
+
+    def __init__(self) -> None:
+        self._map = mmap.mmap(-1, _CARRIED_HEADER + 2 * CARRIED_BYTES)
+        self._words = memoryview(self._map)[:_CARRIED_HEADER].cast("q")
+        self._words[0] = -1
+        self._too_big_said = False
+
+    def save(self, document: dict[str, Any]) -> None:
+        """Write `document` into the copy not in force, then put it in force (by the primary only)."""
+        data = json.dumps(document, separators=(",", ":")).encode()
+        if len(data) > CARRIED_BYTES:
+            if not self._too_big_said:
+                log.warning(
+                    "the primary's counters (%d bytes) no longer fit in shared memory: a restart resets them", len(data)
+                )
+                self._too_big_said = True
+            return
+        target = 1 if self._words[0] == 0 else 0
+        start = _CARRIED_HEADER + target * CARRIED_BYTES
+        self._map[start : start + len(data)] = data
+        self._words[1 + target] = len(data)
+        self._words[0] = target  # one aligned word: the new copy is in force at once
+
+    def load(self) -> dict[str, Any]:
+        """The last copy put in force, or {} when none was ever written."""
+        current = self._words[0]
+        if current not in (0, 1):
+            return {}
+        start = _CARRIED_HEADER + current * CARRIED_BYTES
+        data = self._map[start : start + self._words[1 + current]]
+        try:
+            found = json.loads(data)
+        except ValueError:
+            log.warning("the previous primary's counters could not be read: they start from 0")
+            return {}
+        return found if isinstance(found, dict) else {}
 
     def close(self) -> None:
         self._words.release()

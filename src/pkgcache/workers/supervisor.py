@@ -75,6 +75,8 @@ class Supervisor:
     _private_address: str = ""
     _private_dir: str = ""
     _stopping: bool = False
+    # The service's start (Unix time), which every worker reports as its uptime's, however often it was restarted.
+    started_at: float = field(default_factory=time.time)
 
     def run(self) -> int:
         """Start the workers and keep them running until asked to stop; the exit status for the service."""
@@ -145,7 +147,7 @@ class Supervisor:
 
     def _start(self, worker: _Worker, child_mask: set[int | signal.Signals]) -> None:
         assert self._counters is not None and self._private is not None
-        context = WorkerContext(worker.index, self.count, self._counters, self._private_address)
+        context = WorkerContext(worker.index, self.count, self._counters, self._private_address, self.started_at)
         sockets = [*worker.sockets, self._private] if worker.index == PRIMARY else list(worker.sockets)
         parent = os.getpid()
         pid = os.fork()

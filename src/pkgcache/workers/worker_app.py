@@ -1,5 +1,6 @@
 """What a worker process adds to the aiohttp application: its counters in shared memory, the others' counters
-(the primary, for the stats), the hand-over to the primary and the served-time upkeep (the replicas)."""
+(the primary, for the stats), the primary's own counters carried over its restarts, the hand-over to the primary
+and the served-time upkeep (the replicas)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -25,23 +26,40 @@ PUBLISH_SECONDS = 1.0
 SERVED_TIMES_SECONDS = 30.0
 
 WORKER_KEY = web.AppKey("worker", WorkerContext)
-_STATS_KEY = web.AppKey("worker_stats", RequestStats)
-_IMPORT_MARK_KEY: web.AppKey[Callable[[], int]] = web.AppKey("worker_import_mark")
+_PUBLISH_KEY: web.AppKey[Callable[[], None]] = web.AppKey("worker_publish")
+
+
+class Carried(Protocol):
+    """The counters only the primary keeps, in a shape of their own (service/carried.py)."""
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def restore(self, saved: dict[str, Any]) -> None: ...
 
 
 def install_worker(
-    app: web.Application, worker: WorkerContext, stats: RequestStats, import_mark: Callable[[], int]
+    app: web.Application,
+    worker: WorkerContext,
+    stats: RequestStats,
+    import_mark: Callable[[], int],
+    carried: Carried | None = None,
 ) -> None:
     """Every worker: carry on from its slot's counters, and publish them (with the import mark it has acted on,
-    `import_mark()`) about once a second."""
+    `import_mark()`) about once a second. The primary does the same with its own counters, `carried`."""
     app[WORKER_KEY] = worker
-    app[_STATS_KEY] = stats
-    app[_IMPORT_MARK_KEY] = import_mark
     slot = worker.counters.slot(worker.index)
     slot.restore_into(stats)
+    if carried is not None and worker.is_primary:
+        carried.restore(worker.counters.carried.load())
+    else:
+        carried = None
 
     def publish() -> None:
         slot.publish(stats, import_mark())
+        if carried is not None:
+            worker.counters.carried.save(carried.snapshot())
+
+    app[_PUBLISH_KEY] = publish
 
     async def publishing(app: web.Application) -> AsyncIterator[None]:
         publish()
@@ -89,6 +107,15 @@ async def _every(seconds: float, action: Any, *args: Any) -> None:
             log.exception("worker upkeep failed; trying again in %.0f s", seconds)
 
 
+def publish_now(app: web.Application) -> None:
+    """Publish this worker's counters now (with one worker: nothing to do). Called before numbers are reported, so
+    that every number ever reported is in shared memory: a restarted worker starts from at least that, and a
+    counter a scraper has seen never goes back."""
+    publish = app.get(_PUBLISH_KEY)
+    if publish is not None:
+        publish()
+
+
 def peer_stats(app: web.Application) -> list[RequestStats]:
     """The other workers' published counters (the primary adds them to its own for the service's totals)."""
     worker = app.get(WORKER_KEY)
@@ -103,8 +130,7 @@ def workers_status(app: web.Application) -> list[dict[str, object]]:
     worker = app.get(WORKER_KEY)
     if worker is None:
         return []
-    # This worker's own row up to the moment.
-    worker.counters.slot(worker.index).publish(app[_STATS_KEY], app[_IMPORT_MARK_KEY]())
+    publish_now(app)  # this worker's own row up to the moment
     rows: list[dict[str, object]] = []
     for index in range(worker.count):
         reading = worker.counters.slot(index).read()
