@@ -221,3 +221,59 @@ def test_a_restarted_primary_carries_on_the_services_counters_and_uptime(two_wor
 
 def _stats(process: CacheProcess) -> dict:
     return json.loads(http_get(f"{process.url}/-/stats").body)
+
+
+# --- the primary stopped ---
+
+
+async def _timed_gets(url: str, paths: list[str], timeout: float) -> list[tuple[str, int | str, float, str | None]]:
+    """Each path asked at once over a connection of its own: (path, status or what failed, seconds, Retry-After)."""
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+
+        async def one(path: str) -> tuple[str, int | str, float, str | None]:
+            started = time.monotonic()
+            try:
+                async with session.get(url + path) as response:
+                    await response.read()
+                    return path, response.status, time.monotonic() - started, response.headers.get("Retry-After")
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                return path, type(exc).__name__, time.monotonic() - started, None
+
+        return await asyncio.gather(*(one(path) for path in paths))
+
+
+def test_a_stopped_primary_makes_health_a_prompt_503_through_a_replica(two_workers: CacheProcess) -> None:
+    """A primary that answers nothing (SIGSTOP): the replica answers /-/health 503 within the check's few seconds
+    and the status pages within their own bound, rather than holding each poll for ten minutes; resumed, 200.
+
+    Connections the kernel gives the stopped primary's own socket wait until it resumes (no process of pkgcache
+    reads them): those are the clients' timeouts here, as HAProxy's `timeout check` makes them a failed check."""
+    primary = _status(two_workers)["workers"][0]["pid"]
+    os.kill(primary, signal.SIGSTOP)
+    answers: list[tuple[str, int | str, float, str | None]] = []
+    try:
+        # The kernel picks the worker of each new connection: rounds until the replica had both kinds.
+        for _ in range(4):
+            paths = ["/-/health"] * 8 + ["/-/status", "/metrics"] * 2
+            answers += asyncio.run(_timed_gets(two_workers.url, paths, 14))
+            answered_paths = {path for path, status, *_ in answers if isinstance(status, int)}
+            if "/-/health" in answered_paths and answered_paths & {"/-/status", "/metrics"}:
+                break
+    finally:
+        os.kill(primary, signal.SIGCONT)
+    checks = Checks()
+    answered = [a for a in answers if isinstance(a[1], int)]
+    kinds = {path for path, *_ in answered}
+    checks.expect("/-/health" in kinds, "the replica answered /-/health", [a[:3] for a in answers])
+    checks.expect(bool(kinds & {"/-/status", "/metrics"}), "the replica answered a status page", answered)
+    checks.expect(
+        all(status == 503 and retry == "2" for _, status, _, retry in answered),
+        "every answer is a 503 with Retry-After",
+        answered,
+    )
+    slow = [a for a in answered if a[2] > (5.0 if a[0] == "/-/health" else 12.0)]
+    checks.expect(not slow, "/-/health within 5 s, the status pages within 12 s", slow)
+    after = asyncio.run(_timed_gets(two_workers.url, ["/-/health"] * 8, 15))
+    checks.expect(all(status == 200 for _, status, *_ in after), "resumed, every /-/health is 200", after)
+    checks.verdict()

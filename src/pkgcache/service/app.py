@@ -42,7 +42,7 @@ from pkgcache.pypi.source import IndexSource
 from pkgcache.pypi.upstream_index import UpstreamIndex
 from pkgcache.pypi.upstream_index import probe_target as pypi_probe_target
 from pkgcache.service.carried import PrimaryCounters, find_layer, metadata_counters
-from pkgcache.service.health import DataDirCheck
+from pkgcache.service.health import PROBE_TIMEOUT, DataDirCheck
 from pkgcache.service.identity import NODE_IDENTITY_KEY, install_identity_headers
 from pkgcache.service.metrics import status_extras
 from pkgcache.service.operations import install_operations
@@ -54,7 +54,7 @@ from pkgcache.storage.store import CacheStore
 from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamPolicySettings, UpstreamPool
 from pkgcache.upstream.transfer import Fetcher
 from pkgcache.workers.context import WorkerContext
-from pkgcache.workers.forwarding import Forwarder
+from pkgcache.workers.forwarding import Forwarder, HandOverLimit, primary_not_answering
 from pkgcache.workers.heap import trim_when_quiet
 from pkgcache.workers.worker_app import (
     install_replica_upkeep,
@@ -67,6 +67,14 @@ from pkgcache.workers.worker_app import (
 log = logging.getLogger(__name__)
 
 DOWNLOAD_GRACE_SECONDS = 20.0
+# How long a replica waits for the primary's answer to a check or status page a machine polls (forwarding.py).
+# `/-/health`: the primary's own check gives up after PROBE_TIMEOUT and answers 503 saying why; a little more than
+# that lets its answer through, and keeps the whole check under HAProxy's `timeout check` (5 s, deploy/).
+HEALTH_HAND_OVER_SECONDS = PROBE_TIMEOUT + 0.5
+# `/-/status` (`pkgcache status` waits 5 s), `/-/stats`, `/metrics` (Prometheus's scrape timeout is 10 s): memory
+# only. The page at `/` may count what the cache holds (the offline view), which takes longer on a big cache.
+STATUS_HAND_OVER_SECONDS = 10.0
+PAGE_HAND_OVER_SECONDS = 30.0
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 STORE_KEY = web.AppKey("store", CacheStore)
@@ -148,7 +156,7 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
     """The whole service in one process (`worker` None), or one worker of several (see workers/)."""
     app = web.Application()
     reads_only = worker is not None and not worker.is_primary
-    forwarder = Forwarder(worker.primary_address) if reads_only and worker is not None else None
+    forwarder = Forwarder(worker.primary_address, _hand_over_limits(app)) if reads_only and worker else None
     access_log = app[ACCESS_LOG_KEY] = AccessLog()
     # Made before any route: every handler is wrapped in it as its route is added.
     cycle = app[REQUEST_CYCLE_KEY] = RequestCycle(
@@ -290,6 +298,28 @@ async def _pools_open(app: web.Application) -> AsyncIterator[None]:
 async def _stop_downloads(app: web.Application) -> None:
     # A graceful stop lets downloads in flight finish (their clients get whole files), within a bound.
     await app[DOWNLOADER_KEY].close(grace=DOWNLOAD_GRACE_SECONDS)
+
+
+def _hand_over_limits(app: web.Application) -> dict[str, HandOverLimit]:
+    """What a replica bounds of what it hands to the primary: the checks and pages machines poll, never a file."""
+
+    def health_no_answer() -> web.StreamResponse:
+        body = {
+            "status": "unhealthy",
+            "version": __version__,
+            **app[NODE_IDENTITY_KEY].to_json(),
+            "reason": f"pkgcache's primary worker is not answering (within {HEALTH_HAND_OVER_SECONDS:g} s)",
+        }
+        return web.json_response(body, status=503, headers={"Cache-Control": "no-store", "Retry-After": "2"})
+
+    status = HandOverLimit(STATUS_HAND_OVER_SECONDS, primary_not_answering)
+    return {
+        "/-/health": HandOverLimit(HEALTH_HAND_OVER_SECONDS, health_no_answer),
+        "/-/status": status,
+        "/-/stats": status,
+        "/metrics": status,
+        "/": HandOverLimit(PAGE_HAND_OVER_SECONDS, primary_not_answering),
+    }
 
 
 async def health(request: web.Request) -> web.StreamResponse:

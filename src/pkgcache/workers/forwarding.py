@@ -2,13 +2,19 @@
 socket, and the primary's answer relayed back as it arrives (a download streams through while it downloads).
 
 The primary logs and counts these requests; the replica does neither, so each request appears once.
+
+A download may be silent for minutes while its upstream is slow, so a hand-over has no deadline of its own, with
+one exception: the checks and status pages a machine polls (`/-/health`, `/metrics`...) are given `limits` by the
+application. Past its limit such a request is answered at once (a primary stopped, or stuck, answers nothing), and
+its connection to the primary is closed rather than held for the next ten minutes by each poll.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
@@ -46,11 +52,24 @@ MAX_FORWARDED_BODY = 1024 * 1024
 _ORIGIN = "http://pkgcache-primary"
 
 
+@dataclass(frozen=True)
+class HandOverLimit:
+    """How long a read of one path may wait for the primary's whole answer, and what to answer instead."""
+
+    seconds: float
+    no_answer: Callable[[], web.StreamResponse]
+
+
+def primary_not_answering() -> web.Response:
+    return plain_error(503, "pkgcache's primary worker is not answering; try again shortly", **{"Retry-After": "2"})
+
+
 class Forwarder:
     """Relays requests to the primary; one connection pool for the replica's life."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, limits: Mapping[str, HandOverLimit] | None = None) -> None:
         self.address = address
+        self.limits = dict(limits or {})  # path -> its limit, for GET and HEAD
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -74,13 +93,38 @@ class Forwarder:
         body = await request.read() if request.body_exists else None
         if body is not None and len(body) > MAX_FORWARDED_BODY:
             return plain_error(413, "request body too large")
+        limit = self.limits.get(request.path) if request.method in ("GET", "HEAD") else None
+        if limit is not None:
+            return await self._forward_within(request, limit)
         answer = await self._send(request, body)
         if answer is None:
-            return plain_error(
-                503, "pkgcache's primary worker is not answering; try again shortly", **{"Retry-After": "2"}
-            )
+            return primary_not_answering()
         async with answer:
             return await _relay(request, answer)
+
+    async def _forward_within(self, request: web.Request, limit: HandOverLimit) -> web.StreamResponse:
+        """The primary's whole answer (a small one: a check, a status page) within the limit, or `no_answer`."""
+        try:
+            async with asyncio.timeout(limit.seconds):
+                answer = await self._send(request, None)
+                if answer is None:
+                    return limit.no_answer()
+                async with answer:
+                    body = await answer.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # Leaving the block closed the connection: the primary, if it wakes, answers nobody.
+            log.warning(
+                "the primary worker did not answer %s %s within %g s: %s",
+                request.method,
+                request.path,
+                limit.seconds,
+                exc or type(exc).__name__,
+            )
+            return limit.no_answer()
+        headers = _passed_on(answer.headers)
+        if request.method == "HEAD" and answer.content_length is not None:
+            headers["Content-Length"] = str(answer.content_length)  # the GET's, as the primary said
+        return web.Response(status=answer.status, reason=answer.reason, headers=headers, body=body or None)
 
     async def _send(self, request: web.Request, body: bytes | None) -> aiohttp.ClientResponse | None:
         """The primary's answer, tried again while the failure says the primary never took the request."""
