@@ -46,6 +46,7 @@ from pkgcache.pypi.source import FileNotListed, IndexLayer, IndexSource
 from pkgcache.pypi.upstream_index import UpstreamIndex
 from pkgcache.pypi.wheel_metadata import (
     MAX_METADATA_SIZE,
+    MAX_RANGE_LENGTH,
     MetadataUnavailable,
     RangeAnswer,
     RangeCounter,
@@ -298,7 +299,7 @@ class MetadataIndex(IndexLayer):
 
         async def read(start: int | None, length: int) -> RangeAnswer:
             try:
-                got = await fetch_range(pool, target, start, length)
+                got = await fetch_range(pool, target, start, length, limit=MAX_RANGE_LENGTH)
             except RangesRefused as exc:
                 raise RangesNotSupported(str(exc)) from None
             sizes.append(got.size)  # the wheel's size, which an HTML page does not give

@@ -42,6 +42,10 @@ MAX_CENTRAL_DIRECTORY = 16 * MiB
 MAX_METADATA_SIZE = 8 * MiB
 # Local extra fields (timestamps, Unix ids) take a few dozen bytes when present; one read with this margin covers them.
 LOCAL_HEADER_MARGIN = 1 * KiB
+# The longest range the plan asks for, with a tail under 1 MiB: the central directory, at most MAX_CENTRAL_DIRECTORY.
+# The others are shorter: the tail; the end record's search (END_RECORD_SEARCH and a tail before it); METADATA's
+# local header and data (MAX_METADATA_SIZE with a name, an extra field and LOCAL_HEADER_MARGIN, under 64 KiB each).
+MAX_RANGE_LENGTH = MAX_CENTRAL_DIRECTORY
 
 
 class MetadataUnavailable(Exception):

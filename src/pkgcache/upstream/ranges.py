@@ -6,7 +6,11 @@ cap and range pacing like any request. An upstream that answers a range request 
 unusable range, or a 206 that does not hold the bytes asked for raises `RangesRefused` at once, before its body is
 read: the caller falls back to a whole download; a 416 that gives the file's size raises `RangeNotSatisfiable`
 (a range past the end, asked without knowing the size). Only the bytes asked for are read, whatever the upstream's
-Content-Range says it sends: an upstream must not decide how much pkgcache reads into memory.
+Content-Range says it sends: an upstream must not decide how much pkgcache reads into memory; nor may a caller ask
+for more than its `limit` (`RangeTooLong`, before any request): a range is held in memory whole, unchecked.
+
+A client's range is passed through only when it is short and is not the whole file (`may_pass_through`); any other
+is answered from the verified download, as a GET is (http/responses.py, `send_download`).
 """
 
 from __future__ import annotations
@@ -21,11 +25,21 @@ from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamError, UpstreamP
 # A 206 may start a little before the bytes asked for (they are read and dropped), not a file's length before:
 # reading up to the asked part must cost about what the part itself costs, whatever the mirror claims.
 MAX_BYTES_BEFORE = 64 * 1024
+# The longest client range passed through to an upstream: its bytes are held in memory, and go out unverified. What
+# clients ask of a wheel they read by ranges: uv the last 16 KiB, then the rest of the central directory, then
+# METADATA rounded up to 8 KiB; poetry the last 10,000 bytes, then METADATA's local header to the next member; pip
+# (fast-deps) 10 KiB chunks. The longest of those is a big wheel's central directory: torch's 1.2 MB, tensorflow's
+# 1.7 MB (pypi/wheel_metadata.py). Anything longer (`bytes=N-` on a big file, a download resumed) is a download.
+MAX_PASSED_RANGE = 2 * 1024 * 1024
 
 
 class RangesRefused(Exception):
     """The upstream did not answer the range asked for (a 200 with the whole file, no usable Content-Range, or a
     206 that does not hold the bytes asked for without much else before them)."""
+
+
+class RangeTooLong(RangesRefused):
+    """A range longer than the caller's limit was asked for: refused before the upstream is asked."""
 
 
 class RangeNotSatisfiable(RangesRefused):
@@ -47,10 +61,20 @@ class RangeBody:
     upstream: str
 
 
-async def fetch_range(pool: UpstreamPool, target: TargetFor, start: int | None, length: int) -> RangeBody:
+def may_pass_through(first: int, end: int, size: int) -> bool:
+    """Whether a client's bytes [first, end) of a file of `size` bytes may be answered from an upstream's range, not
+    checked: a part no longer than MAX_PASSED_RANGE, and not the whole file (which must pass its check first)."""
+    return end - first <= MAX_PASSED_RANGE and not (first == 0 and end >= size)
+
+
+async def fetch_range(
+    pool: UpstreamPool, target: TargetFor, start: int | None, length: int, *, limit: int = MAX_PASSED_RANGE
+) -> RangeBody:
     """`length` bytes from `start` (or the last `length` bytes when `start` is None) from the first upstream that
-    answers, clipped to the file's end and never more, whatever the upstream sends; raises RangesRefused, or the
-    pool's errors."""
+    answers, clipped to the file's end and never more, whatever the upstream sends; raises RangesRefused
+    (RangeTooLong, before asking, when `length` is over `limit`), or the pool's errors."""
+    if length > limit:
+        raise RangeTooLong(f"a range of {length} bytes is over the {limit}-byte limit of a range read")
     wanted = f"bytes=-{length}" if start is None else f"bytes={start}-{start + length - 1}"
 
     async def read(upstream: Upstream, response: aiohttp.ClientResponse) -> RangeBody:
