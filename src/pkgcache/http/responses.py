@@ -326,9 +326,16 @@ async def send_download(
     content_type: str,
     cache_control: str = IMMUTABLE,
     generation: int | None = None,
+    size: int | None = None,
 ) -> web.StreamResponse:
     """Stream a file to the client while it downloads; cut the connection if the download turns out bad, or, with
-    `generation`, if its bytes are not that generation's (Download.follow_spans)."""
+    `generation`, if its bytes are not that generation's (Download.follow_spans).
+
+    One range (a GET's, without If-Range) is answered 206 when the file's size is known: the index's, else `size`
+    (what an upstream's Content-Range said); its bytes go out as they arrive and its last byte only once the whole
+    file is checked (`send_followed_part`). Without a size, or with If-Range (no validator can match a file not
+    cached yet), the whole file, as RFC 9110 allows.
+    """
     try:
         await download.wait_started()
     except Exception as exc:
@@ -336,8 +343,13 @@ async def send_download(
         if refusal is None:
             raise
         return refusal
+    total = download.length if download.length is not None else size
+    part = _part_of_download(request, total)
+    if part is not None and part.status == 416:
+        return plain_error(416, "range not satisfiable", **{"Content-Range": f"bytes */{total}"})
     response = web.StreamResponse(
-        headers={"Content-Type": content_type, "Cache-Control": cache_control, CACHE_STATE_HEADER: CacheState.MISS}
+        status=200 if part is None else 206,
+        headers={"Content-Type": content_type, "Cache-Control": cache_control, CACHE_STATE_HEADER: CacheState.MISS},
     )
     # The validators the cached file will have (its mtime is set to what is said here), so that the client can
     # revalidate next time: the upstream's Last-Modified when it gave one, else now.
@@ -346,12 +358,81 @@ async def send_download(
     if download.length is not None:
         response.content_length = download.length
         response.headers["ETag"] = Validators.etag_of(download.length, mtime_ns)
+    if part is not None:
+        response.content_length = part.end - part.start
+        response.headers["Content-Range"] = f"bytes {part.start}-{part.end - 1}/{total}"
+        response.headers["Accept-Ranges"] = "bytes"
     await start_response(request, response)
     if request.method == "HEAD":
         return response
+    if part is not None:
+        assert total is not None
+        return await send_followed_part(request, response, download, part, total, generation)
     if download.length is not None:
         return await send_followed(request, response, download, generation)
     return await stream_body(request, response, download.follow(generation), cut_on=(Exception,))
+
+
+def _part_of_download(request: web.BaseRequest, total: int | None) -> Part | None:
+    """The one range a GET asks of a download whose file is `total` bytes (a 206, or a 416); None for the whole."""
+    range_header = request.headers.get("Range")
+    if total is None or request.method != "GET" or range_header is None or "If-Range" in request.headers:
+        return None
+    return part_for_range(range_header, total)
+
+
+async def send_followed_part(
+    request: web.BaseRequest,
+    response: web.StreamResponse,
+    download: Download,
+    part: Part,
+    total: int,
+    generation: int | None = None,
+) -> web.StreamResponse:
+    """Bytes `part.start` to `part.end` of a download of a `total`-byte file, sent by the kernel as they arrive (as
+    `send_followed` sends a whole one: nothing is held in memory, however long the part). The part's last byte
+    waits until the whole file is checked and is `total` bytes long: a client never gets all of a part (its whole
+    Content-Length) of a file that fails its check, or of one that is not the size its Content-Range says. Cut
+    like `send_followed` when the download fails meanwhile."""
+    loop = asyncio.get_running_loop()
+    last = part.end - 1
+    held = b""  # the part's last byte, read once written, sent once the file is checked
+    file_end = 0  # how far the file was readable: all of it once follow_spans ends
+    try:
+        async for span in download.follow_spans(generation):
+            if request.transport is None:
+                raise ConnectionResetError("the client went away")
+            file_end = span.end
+            span.position = max(span.position, min(span.end, part.start))  # the bytes before the part: not sent
+            count = min(span.end, last) - span.position
+            if count > 0:
+                sent = await loop.sendfile(request.transport, span.handle, span.position, count)
+                span.position += sent
+                if sent < count:
+                    download.check_span_ended(span)
+                    continue
+            if span.position == last < span.end:
+                held = os.pread(span.handle.fileno(), 1, last)  # on the loop, as Download.follow reads
+                span.position += len(held)
+                if not held:
+                    download.check_span_ended(span)
+                    continue
+            if span.position > last:
+                span.position = span.end  # the rest of the file is not this client's: followed until it is checked
+        # follow_spans ended: the file is checked, and these are its bytes (other bytes would have raised).
+        if not held or file_end != total:
+            raise IntegrityError(f"the file is {file_end} bytes, not the {total} its Content-Range says")
+        await response.write(held)
+    except ConnectionError:
+        note_client_gone(request)
+        return response
+    except Exception as exc:
+        log.warning("cutting %s short: %s", request.path, exc)
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    return response
 
 
 async def send_followed(
