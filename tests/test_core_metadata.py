@@ -291,7 +291,6 @@ def test_a_head_or_a_range_on_an_uncached_wheel_of_a_mirror_without_sizes_does_n
     assert int(head.headers["content-length"]) == size and head.headers["accept-ranges"] == "bytes"
     asked = {
         "bytes=-1000": (size - 1000, size),  # passed upstream as a suffix: the size is in its answer
-        f"bytes=-{size + 10}": (0, size),
         "bytes=100-199": (100, 200),
         f"bytes={size - 10}-{size + 100}": (size - 10, size),
         f"bytes={size - 10}-": (size - 10, size),  # an open end: the size is learnt first
@@ -310,6 +309,11 @@ def test_a_head_or_a_range_on_an_uncached_wheel_of_a_mirror_without_sizes_does_n
     asked_of_mirror = [r for r in mirror.requests if r.path.endswith(f"/{HEAVY2}")]
     assert asked_of_mirror and all(r.method == "GET" and "Range" in r.headers for r in asked_of_mirror)
     assert not [path for path in (cache.data_dir / "pypi" / "files").rglob("*") if path.is_file()]
+    # A suffix longer than the file is the whole file: not passed through, but answered from the checked download.
+    whole = cache.get(url, {"Range": f"bytes=-{size + 10}"})
+    assert whole.status == 206 and whole.body == dist.data
+    assert whole.headers["content-range"] == f"bytes 0-{size - 1}/{size}"
+    assert _whole_downloads(mirror, HEAVY2) == 1
 
 
 def test_a_416_from_an_upstream_whose_file_is_not_the_size_its_page_gives_is_a_502(

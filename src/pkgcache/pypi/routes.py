@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -47,7 +48,13 @@ from pkgcache.pypi.source import FileNotListed, IndexSource
 from pkgcache.storage.downloads import Download
 from pkgcache.storage.file_use import FileUse
 from pkgcache.storage.store import StorageError
-from pkgcache.upstream.ranges import RangeBody, RangeNotSatisfiable, RangesRefused
+from pkgcache.upstream.ranges import (
+    MAX_PASSED_RANGE,
+    RangeBody,
+    RangeNotSatisfiable,
+    RangesRefused,
+    may_pass_through,
+)
 
 log = logging.getLogger(__name__)
 
@@ -178,11 +185,13 @@ class PypiRoutes:
         if raw_name != project:
             raise web.HTTPMovedPermanently(f"/pypi/files/{project}/{filename}")
         content_type = _content_type(filename)
+        size: int | None = None  # the file's size when an upstream told it and its page does not
         try:
             if self._wants_part(request, project, filename):
                 answer = await self._part_of_uncached(request, project, filename, content_type)
-                if answer is not None:
+                if not isinstance(answer, _FromDownload):
                     return answer
+                size = answer.size
             found = await self.index.open_file(project, filename)
             if isinstance(found, Download) and filename.endswith(METADATA_SUFFIX):
                 return await self._made_metadata(request, found, content_type)
@@ -194,7 +203,7 @@ class PypiRoutes:
             request[CACHE_STATE] = CacheState.HIT
             return send_cached_file(request, found, content_type, self.file_use)
         request[CACHE_STATE] = CacheState.MISS
-        response = await send_download(request, found, content_type)
+        response = await send_download(request, found, content_type, size=size)
         if found.source is not None:
             request[UPSTREAM_USED] = found.source
         return response
@@ -227,37 +236,52 @@ class PypiRoutes:
 
     async def _part_of_uncached(
         self, request: web.Request, project: str, filename: str, content_type: str
-    ) -> web.StreamResponse | None:
-        """A HEAD, or a range passed through to an upstream and not kept (uv and poetry read a wheel's end this
-        way). None when that cannot be done: the file is then fetched whole as usual.
+    ) -> web.StreamResponse | _FromDownload:
+        """A HEAD, or a short range passed through to an upstream and not kept (uv and poetry read a wheel's end
+        this way). Otherwise `_FromDownload`: the file is fetched whole as a GET would, and the range answered from
+        that download as its bytes arrive (`send_download`), its last byte once the file is checked. That is so for
+        a range over MAX_PASSED_RANGE (nothing but the download holds it, however long) and for one that is the
+        whole file (it must pass its check first: see `may_pass_through`), as for several ranges, an If-Range, or
+        an upstream that refuses ranges.
 
         The size is the page's; a page without sizes (the HTML mirrors') has it learnt from the upstream's
-        Content-Range: a range asked as is, or the file's last byte for a HEAD and for ranges that need the size
-        (an open end).
+        Content-Range: a short range asked as is, or the file's last byte for a HEAD and for the other ranges.
         """
         asked = None
         if request.method != "HEAD":
             asked = parse_byte_range(request.headers["Range"])
             if asked is None or request.headers.get("If-Range") is not None:
-                return None  # several ranges, or one to check against validators only a cached copy has
+                return _FromDownload(None)  # several ranges, or one to check against validators only a cached copy has
         _, dist = await self.index.find_file(project, filename)
         headers = {"Content-Type": content_type, "Accept-Ranges": "bytes", CACHE_STATE_HEADER: CacheState.MISS}
         request[CACHE_STATE] = CacheState.MISS
         try:
             size = dist.size
-            if size is None and (asked is None or asked.upstream_ask() is None):
+            if size is None and (asked is None or not _short_ask(asked)):
                 size = await self._upstream_size(request, project, filename)
             if asked is None:
                 head = web.StreamResponse(headers=headers)
                 head.content_length = size
                 return head
-            got = await self._read_part(project, filename, asked, size)
+            if size is not None:
+                part = asked.part(size)
+                if part.status == 416:
+                    raise RangeNotSatisfiable("past the end", size)
+                if not may_pass_through(part.start, part.end, size):
+                    return _FromDownload(size)
+                got = await self.index.read_range(project, filename, part.start, part.end - part.start)
+            else:
+                ask = asked.upstream_ask()
+                assert ask is not None  # a short ask: the size was learnt first otherwise
+                got = await self.index.read_range(project, filename, *ask)
+                if not may_pass_through(got.first, got.first + len(got.body), got.size):
+                    return _FromDownload(got.size)  # the whole file: its bytes are not sent before they are checked
         except RangeNotSatisfiable as exc:
             if dist.size is not None and exc.size != dist.size:
                 return plain_error(502, f"the upstream's {filename} is not the size its page gives")
             return _not_satisfiable(exc.size)
         except RangesRefused:
-            return None
+            return _FromDownload(None)
         return _part_answer(request, filename, asked, got, dist.size, headers)
 
     async def _upstream_size(self, request: web.Request, project: str, filename: str) -> int:
@@ -269,16 +293,20 @@ class PypiRoutes:
         request[UPSTREAM_USED] = got.upstream
         return got.size
 
-    async def _read_part(self, project: str, filename: str, asked: ByteRange, size: int | None) -> RangeBody:
-        """The bytes of `asked` from an upstream: as the size places them, or as asked when it is not known."""
-        if size is None:
-            ask = asked.upstream_ask()
-            assert ask is not None  # the size was learnt first otherwise
-            return await self.index.read_range(project, filename, *ask)
-        part = asked.part(size)
-        if part.status == 416:
-            raise RangeNotSatisfiable("past the end", size)
-        return await self.index.read_range(project, filename, part.start, part.end - part.start)
+
+@dataclass(frozen=True)
+class _FromDownload:
+    """A request on an uncached distribution that is answered from its download, as a GET is; with the file's size
+    when an upstream told it (the page gave none), for the range's Content-Range."""
+
+    size: int | None
+
+
+def _short_ask(asked: ByteRange) -> bool:
+    """Whether a range can be asked of an upstream as written, without knowing the size: not open-ended, and no
+    longer than a range passed through may be."""
+    ask = asked.upstream_ask()
+    return ask is not None and ask[1] <= MAX_PASSED_RANGE
 
 
 def _not_kept_answer(data: bytes, content_type: str) -> web.Response:
