@@ -14,9 +14,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from pkgcache.pypi import routes as pypi_routes
+from pkgcache.upstream import ranges
+from pkgcache.upstream.ranges import MAX_PASSED_RANGE
 from tests.cache_service import CacheProcess, RunningCache
-from tests.fakes.dists import Dist, find_dist, sample_dists
-from tests.fakes.pypi_upstreams import OfficialLikeUpstream, SlowUpstream
+from tests.fakes.dists import Dist, build_wheel, find_dist, sample_dists
+from tests.fakes.pypi_upstreams import OfficialLikeUpstream, SlowUpstream, TunaLikeUpstream
 from tests.support import BackgroundLoop, fetch_concurrently, http_get
 
 BIG = "bigpkg-1.0-py3-none-any.whl"
@@ -194,3 +197,125 @@ def test_cached_files_answer_plain_and_conditional_requests_alike(
         assert upstream.count(f"/{filename}") == 1
     finally:
         bg_loop.run(upstream.stop())
+
+
+# --- ranges on a distribution that is not cached ---
+
+MiB = 1024 * 1024
+
+
+def _range_lengths(server: OfficialLikeUpstream | TunaLikeUpstream, filename: str) -> list[int | None]:
+    """How many bytes each ranged GET for `filename` asked the upstream for (None: open-ended)."""
+    files = getattr(server, "files", server)
+    lengths: list[int | None] = []
+    for request in files.requests:
+        spec = request.headers.get("Range", "") if request.path.endswith(f"/{filename}") else ""
+        if spec:
+            first, _, last = spec.removeprefix("bytes=").partition("-")
+            lengths.append(int(last) if not first else None if not last else int(last) - int(first) + 1)
+    return lengths
+
+
+@pytest.mark.parametrize("sizes_on_page", [True, False], ids=["page with sizes", "page without sizes"])
+def test_an_open_ended_range_on_a_big_uncached_wheel_streams_from_its_download(
+    sizes_on_page: bool, bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
+) -> None:
+    """`Range: bytes=1-` on a 12 MiB wheel is not passed to the upstream (its answer would be held in memory
+    whole, then sent unchecked): the wheel is downloaded as for a GET, the part streamed as it arrives."""
+    big = build_wheel("huge", "1.0", payload_size=12 * MiB)
+    server: OfficialLikeUpstream | TunaLikeUpstream
+    if sizes_on_page:
+        server = OfficialLikeUpstream([big])
+    else:
+        server = SlowUpstream([big], bytes_per_second=8 * MiB, strict_ua=False)
+    bg_loop.run(server.start())
+    try:
+        cache = make_cache([server.index_url])
+        url = f"{cache.url}/pypi/files/huge/{big.filename}"
+
+        async def first_chunk_then_rest() -> tuple[int, dict[str, str], float, float, bytes]:
+            started = time.monotonic()
+            async with aiohttp.ClientSession() as session, session.get(url, headers={"Range": "bytes=1-"}) as r:
+                first = await r.content.readany()
+                first_at = time.monotonic() - started
+                rest = await r.read()
+                return r.status, dict(r.headers), first_at, time.monotonic() - started, first + rest
+
+        status, headers, first_at, total, body = asyncio.run(first_chunk_then_rest())
+        assert status == 206 and body == big.data[1:]
+        assert headers["Content-Range"] == f"bytes 1-{big.size - 1}/{big.size}"
+        assert headers["Content-Length"] == str(big.size - 1)
+        if not sizes_on_page:  # throttled: the part went out as the wheel came in, not once all of it was here
+            assert first_at < total / 2, (first_at, total)
+        # The upstream was asked for the wheel once, whole, and for no range longer than a passed-through one
+        # (the page without sizes: its last byte, for the size).
+        assert getattr(server, "files", server).count_whole(big.filename) == 1
+        assert all(length is not None and length <= MAX_PASSED_RANGE for length in _range_lengths(server, big.filename))
+        again = cache.get(f"/pypi/files/huge/{big.filename}", {"Range": "bytes=2-"})
+        assert again.status == 206 and again.headers["x-pkgcache-cache"] == "hit" and again.body == big.data[2:]
+    finally:
+        bg_loop.run(server.stop())
+
+
+@pytest.mark.parametrize("sizes_on_page", [True, False], ids=["page with sizes", "page without sizes"])
+@pytest.mark.parametrize("spec", ["bytes=0-", "bytes=0-{last}", "bytes=-{size}", "bytes=-{more}"])
+def test_a_range_covering_a_wheel_its_mirror_falsifies_never_gets_a_complete_206(
+    sizes_on_page: bool, spec: str, bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
+) -> None:
+    """The mirror sends other bytes of the same size than the page's hash says: a plain GET is cut short, and so
+    is any range that is the whole file (it is not passed through: it comes from the download, which fails its
+    check before the last byte goes out). Nothing is kept."""
+    liar = build_wheel("liar", "1.0", payload_size=300_000)
+    server: OfficialLikeUpstream | TunaLikeUpstream = (
+        OfficialLikeUpstream([liar]) if sizes_on_page else TunaLikeUpstream([liar], strict_ua=False)
+    )
+    server.corrupt_files.add(liar.filename)  # every answer, whole or ranged: same size, other bytes
+    bg_loop.run(server.start())
+    try:
+        cache = make_cache([server.index_url])
+        header = spec.format(last=liar.size - 1, size=liar.size, more=liar.size + 10)
+        try:
+            answer = cache.get(f"/pypi/files/liar/{liar.filename}", {"Range": header})
+        except http.client.IncompleteRead as cut:
+            assert len(cut.partial) < liar.size
+        else:
+            assert answer.status >= 500 and len(answer.body) < liar.size, (answer.status, answer.headers)
+        cache.wait_for_downloads_to_end()
+        assert _cached_files(cache.data_dir) == []
+    finally:
+        bg_loop.run(server.stop())
+
+
+def test_a_short_range_passes_through_and_one_over_the_cap_comes_from_the_download(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uv's and poetry's reads of a wheel's end (a tail, then a part of it) are passed through and not kept, up to
+    the cap, which is lowered here; one byte more is answered from the wheel's download, which then is kept."""
+    cap = 64 * 1024
+    monkeypatch.setattr(ranges, "MAX_PASSED_RANGE", cap)
+    monkeypatch.setattr(pypi_routes, "MAX_PASSED_RANGE", cap)
+    cache = make_cache([official_upstream.index_url])
+    data, url = _dist(BIG).data, f"/pypi/files/bigpkg/{BIG}"
+    for spec, (first, end) in {
+        "bytes=-16384": (len(data) - 16384, len(data)),  # uv's first read
+        "bytes=-10000": (len(data) - 10000, len(data)),  # poetry's
+        f"bytes=1000-{1000 + cap - 1}": (1000, 1000 + cap),
+        f"bytes={len(data) - cap}-": (len(data) - cap, len(data)),
+    }.items():
+        part = cache.get(url, {"Range": spec})
+        assert part.status == 206 and part.body == data[first:end], spec
+        assert part.headers["content-range"] == f"bytes {first}-{end - 1}/{len(data)}", spec
+    assert official_upstream.files.count_whole(BIG) == 0
+    assert _cached_files(cache.data_dir) == []
+    longer = cache.get(url, {"Range": f"bytes=1000-{1000 + cap}"})
+    assert longer.status == 206 and longer.body == data[1000 : 1000 + cap + 1]
+    assert longer.headers["content-range"] == f"bytes 1000-{1000 + cap}/{len(data)}"
+    assert official_upstream.files.count_whole(BIG) == 1
+    assert [path.name for path in _cached_files(cache.data_dir)] == [BIG]
+
+
+def test_fetch_range_refuses_a_range_over_its_limit_before_asking() -> None:
+    with pytest.raises(ranges.RangeTooLong):
+        asyncio.run(ranges.fetch_range(None, None, 0, ranges.MAX_PASSED_RANGE + 1))  # type: ignore[arg-type]
+    with pytest.raises(ranges.RangeTooLong):
+        asyncio.run(ranges.fetch_range(None, None, None, 1025, limit=1024))  # type: ignore[arg-type]
