@@ -7,9 +7,12 @@ a few hundred KB claiming a GB filled one. So the frames are read as a stream, a
 
 from __future__ import annotations
 
+from typing import BinaryIO
+
 import zstandard
 
 CHUNK = 1 << 20
+FRAME_HEADER_MAX = 18  # bytes: the longest a zstd frame header can be (the format's own bound)
 
 
 class DecompressedTooLarge(ValueError):
@@ -20,9 +23,22 @@ def decompress_within(data: bytes, limit: int) -> bytes:
     """Every frame of `data` decompressed; DecompressedTooLarge past `limit` bytes, before they are made, and
     zstandard.ZstdError when `data` is not zstd."""
     _refuse_declared_over(data, limit)
+    return _read_within(data, limit)
+
+
+def decompress_file_within(handle: BinaryIO, limit: int) -> bytes:
+    """`decompress_within` for an open file (read from its start), which is never held whole: only what it
+    decompresses to, up to `limit`."""
+    handle.seek(0)
+    _refuse_declared_over(handle.read(FRAME_HEADER_MAX), limit)
+    handle.seek(0)
+    return _read_within(handle, limit)
+
+
+def _read_within(source: bytes | BinaryIO, limit: int) -> bytes:
     chunks: list[bytes] = []
     produced = 0
-    with zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True) as reader:
+    with zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True, closefd=False) as reader:
         while chunk := reader.read(CHUNK):
             produced += len(chunk)
             if produced > limit:
