@@ -7,7 +7,8 @@ on the downloaded file, streaming, so that a repodata.json of hundreds of MB cos
   objects of what it reads; for a big one, its first and last bytes and, being repodata, the `"packages"` key near
   its start);
 - `.zst` and `.bz2` must decompress (their checksums are verified on the way) to such an object;
-- the CEP-16 shard index must be msgpack holding `info` and `shards` maps.
+- the CEP-16 shard index must be msgpack holding `info` and `shards` maps, read within the bounds that its rewrite
+  and each package's lookup read it in (a few KB of it may not become GBs of memory).
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-import msgpack
 import msgspec
 import zstandard
 
 from pkgcache.conda.base_url import REPODATA_NAMES
-from pkgcache.conda.bounded_zstd import decompress_within
 from pkgcache.conda.channels import SHARD_INDEX
+from pkgcache.conda.upstream_shard_index import InvalidShardIndex, read_shard_index
 from pkgcache.storage.downloads import ContentCheck, IntegrityError
 
 CHUNK = 1 << 20
@@ -37,7 +37,6 @@ ZSTD_FRAME_HEADER_MAX = 18  # bytes: the longest a zstd frame header can be (the
 PARSE_WHOLE_BYTES = 8 << 20
 # Where a repodata file's "packages" key must appear by (after "info", which is small).
 PACKAGES_KEY_WITHIN = 1 << 20
-MAX_SHARD_INDEX_BYTES = 1 << 30
 # The most an index file may be, as it arrives (decoded from any gzip on the wire) and, for .zst and .bz2, as its
 # JSON: past it, the mirror's answer is refused as a fault of that mirror, and nothing of it is kept. The biggest real
 # one, conda-forge's linux-64 repodata.json, is a few hundred MB and grows by tens of MB a year; 2 GiB leaves years of
@@ -165,12 +164,8 @@ def _check_whole(text: bytearray, repodata: bool) -> None:
 
 
 def _check_shard_index(path: Path) -> None:
+    """Read as the rewrite and the package lookups read it, within the same bounds (conda/upstream_shard_index.py)."""
     try:
-        raw = decompress_within(path.read_bytes(), MAX_SHARD_INDEX_BYTES)
-        document = msgpack.unpackb(raw, strict_map_key=False)
-    except (zstandard.ZstdError, ValueError, msgpack.UnpackException) as exc:
-        raise IntegrityError(f"not a shard index: {exc}") from None
-    if not (isinstance(document, dict) and isinstance(document.get("info"), dict)):
-        raise IntegrityError("a shard index without its 'info' map")
-    if not isinstance(document.get("shards"), dict):
-        raise IntegrityError("a shard index without its 'shards' map")
+        read_shard_index(path)
+    except InvalidShardIndex as exc:
+        raise IntegrityError(str(exc)) from None

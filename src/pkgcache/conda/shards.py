@@ -10,52 +10,42 @@ import msgpack
 import zstandard
 
 from pkgcache.conda.bounded_zstd import decompress_within
+from pkgcache.conda.upstream_shard_index import InvalidShardIndex, ShardNames, encode_index, read_shard_index, text
 
-# What a shard index or a shard may decompress to (CEP-16's are a few MB and a few KB).
+__all__ = ["InvalidShardIndex", "record_in_shard", "repodata_from_shards", "rewrite_shard_index", "shard_for"]
+
+# What a shard may decompress to (CEP-16's are a few KB; the shard index has its own bound, upstream_shard_index).
 MAX_DECOMPRESSED_BYTES = 1 << 30
 # Relative to the shard index: packages beside it, shards in shards/ (pkgcache's own layout).
 LOCAL_BASE_URL = ""
 LOCAL_SHARDS_BASE_URL = "./shards/"
 
-
-class InvalidShardIndex(ValueError):
-    """The upstream's shard index cannot be read."""
+# The name -> digest maps of the shard indexes kept, for the package requests: each index decoded once per version.
+SHARD_NAMES = ShardNames()
 
 
 def rewrite_shard_index(path: Path, temp: Path) -> dict[str, str]:
     """Point a shard index at pkgcache, replacing `path` through `temp` (blocking).
 
-    Returns the upstream's own base URLs, which the caller keeps: they say where to fetch shards from.
+    Returns the upstream's own base URLs, which the caller keeps: they say where to fetch shards from. Every other
+    member of the index is kept as it was.
     """
-    try:
-        document = msgpack.unpackb(decompress_within(path.read_bytes(), MAX_DECOMPRESSED_BYTES))
-    except (zstandard.ZstdError, ValueError, msgpack.UnpackException) as exc:
-        raise InvalidShardIndex(str(exc)) from None
-    info = document.get("info") if isinstance(document, dict) else None
-    if not isinstance(info, dict):
-        raise InvalidShardIndex("no 'info' map")
-    original = {"base_url": _text(info.get("base_url")), "shards_base_url": _text(info.get("shards_base_url"))}
-    info["base_url"] = LOCAL_BASE_URL
-    info["shards_base_url"] = LOCAL_SHARDS_BASE_URL
-    temp.write_bytes(zstandard.ZstdCompressor(level=10).compress(msgpack.packb(document, use_bin_type=True)))
+    index = read_shard_index(path)
+    original = {"base_url": index.info_text("base_url"), "shards_base_url": index.info_text("shards_base_url")}
+    info = {**index.info, "base_url": text(LOCAL_BASE_URL), "shards_base_url": text(LOCAL_SHARDS_BASE_URL)}
+    temp.write_bytes(zstandard.ZstdCompressor(level=10).compress(encode_index(index.members, info)))
     temp.replace(path)
     return original
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
 def shard_for(index_path: Path, package_name: str) -> str | None:
-    """The shard file name (`<sha256>.msgpack.zst`) holding a package name's records, or None (blocking)."""
-    document = _read_msgpack_zst(index_path)
-    shards = document.get("shards") if isinstance(document, dict) else None
-    digest = shards.get(package_name) if isinstance(shards, dict) else None
-    if isinstance(digest, bytes):
-        return f"{digest.hex()}.msgpack.zst"
-    if isinstance(digest, str):
-        return f"{digest.lower()}.msgpack.zst"
-    return None
+    """The shard file name (`<sha256>.msgpack.zst`) holding a package name's records, or None, also when the index
+    cannot be read (blocking). The index is decoded once per version of its file (SHARD_NAMES)."""
+    try:
+        digest = SHARD_NAMES.names(index_path).get(package_name)
+    except (InvalidShardIndex, OSError):
+        return None
+    return None if digest is None else f"{digest.hex()}.msgpack.zst"
 
 
 def record_in_shard(shard_path: Path, filename: str) -> dict[str, Any] | None:
@@ -85,15 +75,11 @@ def repodata_from_shards(index_path: Path, shards_dir: Path, destination: Path, 
     only packages it holds (a package fetched through shards had its shard fetched first). Hashes become hex text
     again. Returns the number of records written. Streaming per section: one shard in memory at a time.
     """
-    document = _read_msgpack_zst(index_path)
-    shards = document.get("shards") if isinstance(document, dict) else None
-    if not isinstance(shards, dict):
-        raise InvalidShardIndex(f"{index_path.name}: no 'shards' map")
-    present = [
-        path
-        for digest in shards.values()
-        if isinstance(digest, bytes) and (path := shards_dir / f"{digest.hex()}.msgpack.zst").is_file()
-    ]
+    try:
+        shards = SHARD_NAMES.names(index_path)
+    except InvalidShardIndex as exc:
+        raise InvalidShardIndex(f"{index_path.name}: {exc}") from None
+    present = [path for digest in shards.values() if (path := shards_dir / f"{digest.hex()}.msgpack.zst").is_file()]
     written = 0
     with destination.open("w", encoding="utf-8") as out:
         out.write('{"info": ' + json.dumps({"subdir": subdir}))

@@ -1,0 +1,216 @@
+"""An upstream's shard index is read within bounds (conda/upstream_shard_index.py): a few KB of zstd holding a
+msgpack bomb is refused by its check before it becomes GBs of memory, and the index kept for a subdir is decoded
+once per version of its file, not at every package request."""
+
+from __future__ import annotations
+
+import os
+import struct
+import tracemalloc
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import zstandard
+
+from pkgcache.conda import upstream_shard_index
+from pkgcache.conda.index_checks import content_check_for
+from pkgcache.conda.shards import rewrite_shard_index, shard_for
+from pkgcache.conda.upstream_shard_index import (
+    MAX_MAP_MEMBERS,
+    MAX_SHARD_INDEX_BYTES,
+    InvalidShardIndex,
+    ShardNames,
+    read_shard_index,
+)
+from pkgcache.storage.downloads import IntegrityError
+from tests.cache_service import RunningCache
+from tests.conda_support import SUBDIR, Channels
+from tests.fakes.conda_upstreams import AnacondaLikeUpstream
+
+SHARD_INDEX = "repodata_shards.msgpack.zst"
+# Nils past the cap: each one byte of msgpack, an 8-byte list slot once decoded, and a few KB of zstd in all.
+BOMB_NILS = MAX_SHARD_INDEX_BYTES + (16 << 20)
+
+
+def _bomb(path: Path, nils: int = BOMB_NILS) -> None:
+    """{"info": {...}, "shards": {}, "pad": [nil] * nils}, as a zstd stream that does not declare its size."""
+    head = b"\x83\xa4info\x81\xa6subdir\xa8linux-64\xa6shards\x80\xa3pad\xdd" + struct.pack(">I", nils)
+    stream = zstandard.ZstdCompressor(level=3).compressobj()
+    parts = [stream.compress(head)]
+    chunk = b"\xc0" * (1 << 20)
+    for start in range(0, nils, len(chunk)):
+        parts.append(stream.compress(chunk[: nils - start]))
+    parts.append(stream.flush())
+    path.write_bytes(b"".join(parts))
+
+
+def _index(path: Path, document: Any) -> None:
+    path.write_bytes(zstandard.ZstdCompressor().compress(msgpack.packb(document, use_bin_type=True)))
+
+
+def _unpack(path_or_body: Path | bytes) -> Any:
+    body = path_or_body.read_bytes() if isinstance(path_or_body, Path) else path_or_body
+    return msgpack.unpackb(zstandard.ZstdDecompressor().decompress(body, max_output_size=1 << 26))
+
+
+# --- the reader ---
+
+
+def test_a_small_index_that_decompresses_past_the_cap_is_refused_before_it_is_decoded(tmp_path: Path) -> None:
+    index = tmp_path / SHARD_INDEX
+    _bomb(index)
+    assert index.stat().st_size < 64 << 10
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidShardIndex, match="more than"):
+            read_shard_index(index)
+        with pytest.raises(IntegrityError, match="more than"):
+            check = content_check_for(SHARD_INDEX)
+            assert check is not None
+            check(index)
+        with pytest.raises(InvalidShardIndex, match="more than"):
+            rewrite_shard_index(index, tmp_path / "temp")
+        assert shard_for(index, "foo") is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # What was decompressed before the cap was met, and nothing made of it.
+    assert peak < MAX_SHARD_INDEX_BYTES + (32 << 20)
+
+
+def test_a_bomb_under_the_byte_cap_is_skipped_over_not_made_into_objects(tmp_path: Path) -> None:
+    """An unknown member of 40M nils (a 320 MB list, decoded) is allowed by CEP-16 and costs its bytes only."""
+    index = tmp_path / SHARD_INDEX
+    _bomb(index, nils=40 << 20)
+    tracemalloc.start()
+    try:
+        read = read_shard_index(index)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert read.shards == {} and set(read.members) == {"info", "shards", "pad"}
+    assert peak < (40 << 20) * 3
+
+
+@pytest.mark.parametrize(
+    ("document", "refusal"),
+    [
+        ([1, 2], "top level is not a map"),
+        ({"shards": {}}, "without its 'info'"),
+        ({"info": {}}, "without its 'shards'"),
+        ({"info": [], "shards": {}}, "'info' is not a map"),
+        ({"info": {}, "shards": {"a": "00" * 32}}, "not a map of names to digests"),
+        ({"info": {}, "shards": {"a": b"\0" * 31}}, "not a map of names to digests"),
+        ({"info": {}, "shards": {"a": {}}}, "not a map of names to digests"),
+        ({"info": {}, "shards": {}, **{str(n): None for n in range(MAX_MAP_MEMBERS)}}, "members, more than"),
+        ({"info": {str(n): {} for n in range(MAX_MAP_MEMBERS + 1)}, "shards": {}}, "members, more than"),
+    ],
+)
+def test_what_is_not_a_shard_index_of_cep_16s_shape_is_refused(tmp_path: Path, document: Any, refusal: str) -> None:
+    index = tmp_path / SHARD_INDEX
+    _index(index, document)
+    with pytest.raises(InvalidShardIndex, match=refusal):
+        read_shard_index(index)
+
+
+def test_the_rewrite_keeps_every_member_it_does_not_change(tmp_path: Path) -> None:
+    index = tmp_path / SHARD_INDEX
+    digest = os.urandom(32)
+    info = {"base_url": "https://elsewhere.example/c/", "shards_base_url": "s/", "created_at": "now", "x": [1, {}]}
+    _index(index, {"version": 1, "info": info, "shards": {"foo": digest}, "future": {"k": [b"v", None]}})
+    original = rewrite_shard_index(index, tmp_path / "temp")
+    assert original == {"base_url": "https://elsewhere.example/c/", "shards_base_url": "s/"}
+    assert _unpack(index) == {
+        "version": 1,
+        "info": {**info, "base_url": "", "shards_base_url": "./shards/"},
+        "shards": {"foo": digest},
+        "future": {"k": [b"v", None]},
+    }
+    assert shard_for(index, "foo") == f"{digest.hex()}.msgpack.zst"
+
+
+# --- the names remembered ---
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Every decoding of a shard index, counted."""
+    counted: list[int] = []
+    real = upstream_shard_index._read
+
+    def read(handle: Any) -> upstream_shard_index.UpstreamShardIndex:
+        counted.append(1)
+        return real(handle)
+
+    monkeypatch.setattr(upstream_shard_index, "_read", read)
+    yield counted
+
+
+def test_an_index_is_decoded_once_per_version_of_its_file(tmp_path: Path, reads: list[int]) -> None:
+    names = ShardNames()
+    index = tmp_path / SHARD_INDEX
+    first, second = os.urandom(32), os.urandom(32)
+    _index(index, {"info": {}, "shards": {"foo": first}})
+    assert [names.names(index).get("foo") for _ in range(5)] == [first] * 5
+    assert len(reads) == 1
+    temp = tmp_path / "temp"
+    _index(temp, {"info": {}, "shards": {"foo": second, "bar": first}})
+    temp.replace(index)  # as a new version is put in place
+    assert names.names(index) == {"foo": second, "bar": first}
+    assert names.names(index)["foo"] == second and len(reads) == 2
+    index.write_bytes(b"damaged")  # a file that is no index is not read again per lookup either
+    for _ in range(3):
+        with pytest.raises(InvalidShardIndex):
+            names.names(index)
+    assert len(reads) == 3
+
+
+def test_the_names_of_a_few_indexes_are_remembered_and_no_more(tmp_path: Path, reads: list[int]) -> None:
+    names = ShardNames(indexes=2, total=5)
+    paths = [tmp_path / f"{n}.msgpack.zst" for n in range(4)]
+    for n, path in enumerate(paths):
+        _index(path, {"info": {}, "shards": {f"p{k}": os.urandom(32) for k in range(n + 1)}})
+    names.names(paths[0])
+    names.names(paths[1])
+    names.names(paths[0])  # the most recent now
+    names.names(paths[2])  # 3 indexes: the least recent (1) goes
+    assert len(reads) == 3
+    names.names(paths[0])
+    assert len(reads) == 3
+    names.names(paths[1])
+    assert len(reads) == 4
+    names.names(paths[3])  # 4 names alone, past the total with any other: kept alone
+    names.names(paths[3])
+    assert len(reads) == 5
+    names.names(paths[1])
+    assert len(reads) == 6
+
+
+# --- through the service ---
+
+
+def _conda_cache(make_cache: Callable[..., RunningCache], upstream: AnacondaLikeUpstream) -> RunningCache:
+    config = {"name": "anaconda-fake", "pkgs_url": f"{upstream.repo.url}/pkgs/", "cloud_url": f"{upstream.conda.url}/"}
+    conda = {"upstreams": [config], "channels": ["pkgs/main", "cloud/conda-forge"]}
+    return make_cache(["http://127.0.0.1:9/simple/"], conda=conda)
+
+
+def test_package_requests_do_not_decode_the_kept_index_again(
+    anaconda_upstream: AnacondaLikeUpstream,
+    conda_channels: Channels,
+    make_cache: Callable[..., RunningCache],
+    reads: list[int],
+) -> None:
+    cache = _conda_cache(make_cache, anaconda_upstream)
+    assert cache.get(f"/conda/cloud/conda-forge/{SUBDIR}/{SHARD_INDEX}").status == 200
+    before = len(reads)  # its check and its rewrite
+    pkgs = [pkg for pkg in conda_channels.forge_pkgs if pkg.subdir == SUBDIR]
+    assert len(pkgs) >= 2
+    with ThreadPoolExecutor(len(pkgs)) as pool:  # at once, as a client's downloads come
+        answers = list(pool.map(cache.get, [f"/conda/cloud/conda-forge/{SUBDIR}/{pkg.filename}" for pkg in pkgs]))
+    assert all(answer.status == 200 for answer in answers), answers
+    assert len(reads) - before == 1
