@@ -5,6 +5,7 @@ once per version of its file, not at every package request."""
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -29,7 +30,9 @@ from pkgcache.conda.upstream_shard_index import (
 from pkgcache.storage.downloads import IntegrityError
 from tests.cache_service import RunningCache
 from tests.conda_support import SUBDIR, Channels
+from tests.fakes.conda_channel import find_pkg
 from tests.fakes.conda_upstreams import AnacondaLikeUpstream
+from tests.support import BackgroundLoop
 
 SHARD_INDEX = "repodata_shards.msgpack.zst"
 # Nils past the cap: each one byte of msgpack, an 8-byte list slot once decoded, and a few KB of zstd in all.
@@ -197,6 +200,40 @@ def _conda_cache(make_cache: Callable[..., RunningCache], upstream: AnacondaLike
     config = {"name": "anaconda-fake", "pkgs_url": f"{upstream.repo.url}/pkgs/", "cloud_url": f"{upstream.conda.url}/"}
     conda = {"upstreams": [config], "channels": ["pkgs/main", "cloud/conda-forge"]}
     return make_cache(["http://127.0.0.1:9/simple/"], conda=conda)
+
+
+@pytest.fixture
+def bomb_upstream(bg_loop: BackgroundLoop, conda_channels: Channels, tmp_path: Path) -> Iterator[AnacondaLikeUpstream]:
+    """The sharded conda-forge, its shard index of SUBDIR replaced by a msgpack bomb (its repodata sound)."""
+    forge = tmp_path / "forge"
+    shutil.copytree(conda_channels.forge, forge)
+    _bomb(forge / SUBDIR / SHARD_INDEX)
+    upstream = AnacondaLikeUpstream({"pkgs/main": conda_channels.main, "conda-forge": forge})
+    bg_loop.run(upstream.start())
+    yield upstream
+    bg_loop.run(upstream.stop())
+
+
+def test_a_shard_index_bomb_is_refused_and_shards_are_made_here_instead(
+    bomb_upstream: AnacondaLikeUpstream, conda_channels: Channels, make_cache: Callable[..., RunningCache]
+) -> None:
+    cache = _conda_cache(make_cache, bomb_upstream)
+    url = f"/conda/cloud/conda-forge/{SUBDIR}/{SHARD_INDEX}"
+    tracemalloc.start()
+    try:
+        answer = cache.get(url)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < MAX_SHARD_INDEX_BYTES + (64 << 20)
+    assert answer.status == 200, answer
+    made = _unpack(answer.body)
+    assert made["info"]["shards_base_url"] == "./shards/" and made["shards"]
+    assert cache.get(url).body == answer.body
+    index = cache.data_dir / "conda" / "cloud" / "conda-forge" / SUBDIR / SHARD_INDEX
+    assert not index.exists()  # the bomb was not kept
+    pkg = find_pkg(conda_channels.forge_pkgs, "tzinfo")
+    assert cache.get(f"/conda/cloud/conda-forge/{pkg.subdir}/{pkg.filename}").status == 200
 
 
 def test_package_requests_do_not_decode_the_kept_index_again(

@@ -187,6 +187,11 @@ class GeneratedShards(ChannelLayer):
             found = await self.inner.index_file(channel, subdir, filename)
         except UpstreamNotFound:
             return await self._made_here(channel, subdir)
+        except BadBytesEverywhere:
+            # No upstream's index is sound (an error page, or one past the bounds an index is read in:
+            # conda/upstream_shard_index.py). It is now remembered as not there (conda/index_files.py), as after a
+            # 404, and made here as after a 404: the next request would be, and this one need not be a 5xx.
+            return await self._made_here(channel, subdir)
         except UpstreamsUnavailable:
             # Never a 5xx for the shard index when shards can be made from a cached repodata: rattler has no
             # fallback of its own (docs/conda-clients.md). The upstream's index is asked for again next time.
