@@ -19,6 +19,8 @@ import zstandard
 
 from pkgcache.conda import upstream_shard_index
 from pkgcache.conda.index_checks import content_check_for
+from pkgcache.conda.repodata_stream import MalformedRepodata
+from pkgcache.conda.shard_builder import iter_shard_index
 from pkgcache.conda.shards import rewrite_shard_index, shard_for
 from pkgcache.conda.upstream_shard_index import (
     MAX_MAP_MEMBERS,
@@ -251,3 +253,28 @@ def test_package_requests_do_not_decode_the_kept_index_again(
         answers = list(pool.map(cache.get, [f"/conda/cloud/conda-forge/{SUBDIR}/{pkg.filename}" for pkg in pkgs]))
     assert all(answer.status == 200 for answer in answers), answers
     assert len(reads) - before == 1
+
+
+# --- an index made here, read back ---
+
+
+@pytest.mark.parametrize(
+    "info",
+    [
+        b"\xdd" + struct.pack(">I", 20 << 20) + b"\xc0" * (20 << 20),  # 20M nils: a list of 160 MB
+        b"\xdc\x00\x20" + (b"\xdc\xff\xff" + b"\x80" * 0xFFFF) * 0x20,  # 2M empty maps: ~130 MB of dicts
+    ],
+    ids=["a long list", "many maps"],
+)
+def test_a_damaged_index_made_here_is_refused_without_taking_memory(tmp_path: Path, info: bytes) -> None:
+    index = tmp_path / SHARD_INDEX
+    document = b"\x83\xa7version\x01\xa4info" + info + b"\xa6shards\x80"
+    index.write_bytes(zstandard.ZstdCompressor().compress(document))
+    tracemalloc.start()
+    try:
+        with pytest.raises(MalformedRepodata):
+            list(iter_shard_index(index))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20

@@ -98,6 +98,19 @@ INDEX_WRITE_BATCH = 256 << 10
 log = logging.getLogger(__name__)
 # The largest single msgpack object accepted when an index is read back (conda-forge's whole index is < 1 MB).
 MAX_INDEX_BYTES = 256 << 20
+# What one msgpack object of an index may be when it is read back: ours hold names, 32-byte digests and a small info
+# map. msgpack makes a list or a map of the length its header says at once, so a damaged length (or another's index)
+# would otherwise cost up to MAX_INDEX_BYTES slots of 8 bytes; and the info map may hold no more than
+# MAX_INFO_CONTAINERS maps and lists in all (each a Python object of ~60 bytes from 1 byte of msgpack). The shards
+# map's own length is read as a header, iterated, never allocated.
+INDEX_OBJECT_LIMITS = {
+    "max_str_len": 1 << 16,
+    "max_bin_len": 1 << 16,
+    "max_array_len": 1 << 16,
+    "max_map_len": 1 << 16,
+    "max_ext_len": 0,
+}
+MAX_INFO_CONTAINERS = 1024
 
 
 @dataclass(frozen=True)
@@ -429,8 +442,24 @@ def iter_shard_index(
     a shard index.
     """
     try:
+        containers = 0
+
+        def counted(container: Any) -> Any:
+            nonlocal containers
+            containers += 1
+            if containers > MAX_INFO_CONTAINERS:
+                raise MalformedRepodata(f"{path.name}: more than {MAX_INFO_CONTAINERS} maps and lists in its info")
+            return container
+
         with path.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as reader:
-            unpacker = msgpack.Unpacker(reader, strict_map_key=False, max_buffer_size=MAX_INDEX_BYTES)
+            unpacker = msgpack.Unpacker(
+                reader,
+                strict_map_key=False,
+                max_buffer_size=MAX_INDEX_BYTES,
+                object_hook=counted,
+                list_hook=counted,
+                **INDEX_OBJECT_LIMITS,
+            )
             found_shards = found_info = False
             for _ in range(unpacker.read_map_header()):
                 key = unpacker.unpack()
