@@ -77,11 +77,22 @@ def test_json_is_recognised_whatever_its_label() -> None:
         b'{"meta": {"api-version": "2.0"}, "files": []}',
         b"<html><body><h1>Please log in</h1><a href='/login'>login</a></body></html>",
         bytes(range(256)) * 4,
+        # Nested deeper than json's recursion limit: a RecursionError inside the parser, a bad page all the same.
+        b'{"meta": {"api-version": "1.0"}, "files": [], "x": ' + b"[" * 1200 + b"]" * 1200 + b"}",
     ],
 )
-def test_garbage_is_not_a_page(body: bytes) -> None:
+@pytest.mark.parametrize("quick_only", [False, True])
+def test_garbage_is_not_a_page(body: bytes, quick_only: bool) -> None:
     with pytest.raises(InvalidPage):
-        parse_project_page(body, "https://index.test/simple/x/", "x")
+        parse_project_page(body, "https://index.test/simple/x/", "x", quick_only=quick_only)
+
+
+@pytest.mark.parametrize("markup", ["", "<script>var x;</script>"])  # the quick reader, then html.parser
+def test_a_serial_of_thousands_of_digits_is_no_serial(markup: str) -> None:
+    # int() refuses to read it (a ValueError where nothing expected one): the page is read, without a serial.
+    body = f"<html><body>{markup}<a href='demo-1.0.tar.gz'>demo-1.0.tar.gz</a></body></html><!--SERIAL {'9' * 5000}-->"
+    page = parse_project_page(body.encode(), "https://index.test/simple/demo/", "demo")
+    assert [dist.filename for dist in page.files] == ["demo-1.0.tar.gz"] and page.last_serial is None
 
 
 def test_an_empty_project_page_is_still_a_page() -> None:

@@ -55,6 +55,25 @@ def test_failover_reaches_the_second_mirror_and_rests_the_first(
         bg_loop.run(broken.stop())
 
 
+def test_a_json_page_nested_too_deep_to_parse_fails_over_and_rests_its_mirror(
+    bg_loop: BackgroundLoop, tuna_upstream: TunaLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    # Nested 1,200 deep, the page makes json.loads raise RecursionError: a bad page from that mirror, not a 500.
+    deep = OfficialLikeUpstream(sample_dists())
+    deep.garbage["alpha"] = "deep-json"
+    bg_loop.run(deep.start())
+    try:
+        cache = make_cache([deep.index_url, tuna_upstream.index_url])
+        answer = cache.get("/pypi/simple/alpha/")
+        assert answer.status == 200 and b"alpha-2.0-py3-none-any.whl" in answer.body, answer
+        assert deep.count("/simple/alpha/") == 1 and tuna_upstream.count("/simple/alpha/") == 1
+        first, second = json.loads(cache.get("/-/status").body)["upstreams"]["pypi"]
+        assert first["healthy"] is False and first["failures"] == 1 and "RecursionError" in first["last_error"]
+        assert second["healthy"] is True and not second["last_error"]
+    finally:
+        bg_loop.run(deep.stop())
+
+
 def test_a_project_missing_on_one_mirror_is_found_on_the_next(
     tuna_upstream: TunaLikeUpstream, second_tuna: TunaLikeUpstream, make_cache: Callable[..., RunningCache]
 ) -> None:
@@ -181,7 +200,8 @@ def test_a_new_release_appears_after_the_ttl(
 
 
 @pytest.mark.parametrize(
-    "garbage", ["bad-html", "bad-json", "random", "truncate", "html-error", "unclosed-tags", "unclosed-comments"]
+    "garbage",
+    ["bad-html", "bad-json", "deep-json", "random", "truncate", "html-error", "unclosed-tags", "unclosed-comments"],
 )
 def test_garbage_pages_give_502_and_poison_nothing(
     garbage: str, official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache]

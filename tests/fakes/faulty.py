@@ -33,7 +33,7 @@ from packaging.utils import canonicalize_name
 
 from .conda_upstreams import ChannelServer, MirrorLikeUpstream
 from .dists import Dist
-from .pypi_upstreams import FILE_CT, JSON_CT, TunaLikeUpstream, negotiate
+from .pypi_upstreams import DEEP_JSON, FILE_CT, JSON_CT, TunaLikeUpstream, negotiate
 from .server import Content, Faults, corrupt, reset_connection, serve_content
 
 # Long enough to outlast any test; the handler is cancelled as soon as the client hangs up.
@@ -74,6 +74,7 @@ class Kind(enum.StrEnum):
     FIRST_SEGMENT = "first-segment"  # the true body, its first `rate` bytes alone in the first TCP segment
     ZSTD_BOMB = "zstd-bomb"  # 200 with a 16-byte zstd frame whose header declares 1 TiB of content
     GZIP_BOMB = "gzip-bomb"  # gzip on the wire: the true JSON object padded with `rate` spaces before its last "}"
+    DEEP_JSON = "deep-json"  # 200 with well-formed JSON nested 1,200 deep (json.loads: RecursionError)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class Fault:
             Kind.FIRST_SEGMENT: f"a valid body whose first TCP segment is {self.rate} bytes",
             Kind.ZSTD_BOMB: "200 with a 16-byte zstd frame declaring 1 TiB",
             Kind.GZIP_BOMB: f"gzip on the wire, decoding to the JSON padded with {self.rate} bytes",
+            Kind.DEEP_JSON: "200 with JSON nested 1,200 deep",
         }
         return text[self.kind]
 
@@ -245,6 +247,8 @@ class FaultAnswers:
             return await self._raw(request, {"Content-Type": ctype, "Content-Length": str(len(body) + 4096)}, body)
         if kind is Kind.CUT_NO_LENGTH:
             return await self._raw(request, {"Content-Type": ctype, "Connection": "close"}, body[: len(body) // 2])
+        if kind is Kind.DEEP_JSON:
+            return web.Response(body=DEEP_JSON, headers={"Content-Type": JSON_CT})
         if kind is Kind.ZSTD_BOMB:
             return web.Response(body=zstd_frame_declaring(1 << 40), headers={"Content-Type": ctype})
         if kind is Kind.GZIP_BOMB:

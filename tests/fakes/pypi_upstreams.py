@@ -50,7 +50,7 @@ _UPLOAD_BASE = datetime(2024, 1, 1, tzinfo=UTC)
 
 _REPO_VERSION_META = '    <meta name="pypi:repository-version" content="1.1">'
 PROVENANCE_CT = "application/json"
-FAULT_MODES = ("html-error", "bad-html", "bad-json", "random", "truncate", "reset", "hang")
+FAULT_MODES = ("html-error", "bad-html", "bad-json", "deep-json", "random", "truncate", "reset", "hang")
 
 
 # --- content negotiation -------------------------------------------------------------
@@ -127,6 +127,8 @@ _LOGIN_PAGE = (
     b"<input name='password' type='password'><button>Sign in</button></form></body></html>"
 )
 _BAD_JSON = b'{"meta": {"api-version": "1.1"}, "name": "x", "files": [{"filename": '
+# Well-formed JSON nested deeper than Python's json module recurses (a RecursionError in the parser).
+DEEP_JSON = b'{"meta": {"api-version": "1.1"}, "name": "x", "files": [], "x": ' + b"[" * 1200 + b"]" * 1200 + b"}"
 # Pages whose markup never closes, which html.parser reads in time growing with the square of their size (seconds
 # for these 40-60 KB): a link that looks good, then tags or comments left open. A hostile or broken mirror.
 _LINK_FIRST = b'<html><body><a href="alpha-2.0-py3-none-any.whl">alpha-2.0-py3-none-any.whl</a>'
@@ -146,7 +148,8 @@ async def garbage_response(
 
     Modes: "html-error" (200 HTML error page), "bad-html" (200 login page, no links), "unclosed-tags" and
     "unclosed-comments" (200 HTML, a good-looking link, then markup that never closes),
-    "bad-json" (200, JSON content type, invalid JSON), "random" (200, random bytes),
+    "bad-json" (200, JSON content type, invalid JSON), "deep-json" (200, JSON content type, valid JSON nested
+    1,200 deep), "random" (200, random bytes),
     "truncate" (full Content-Length, half the body, then close), and the server-level
     faults of ``tests.fakes.server.fault_response``: "reset" (drop the connection, no
     answer), "hang" (answer nothing for ``faults.hang_seconds``), or a 3-digit status
@@ -158,6 +161,8 @@ async def garbage_response(
         return web.Response(body=_LOGIN_PAGE, headers={"Content-Type": "text/html; charset=utf-8"})
     if mode == "bad-json":
         return web.Response(body=_BAD_JSON, headers={"Content-Type": json_content_type})
+    if mode == "deep-json":
+        return web.Response(body=DEEP_JSON, headers={"Content-Type": json_content_type})
     if mode in ("unclosed-tags", "unclosed-comments"):
         body = _UNCLOSED_TAGS if mode == "unclosed-tags" else _UNCLOSED_COMMENTS
         return web.Response(body=body, headers={"Content-Type": "text/html; charset=utf-8"})

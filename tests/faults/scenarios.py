@@ -182,6 +182,7 @@ def _page_scenarios() -> list[Scenario]:
     scenarios += [
         _named("page", PAGE, Fault(Kind.BLOCK_PAGE_AS_OCTETS), items=(15,)),
         _named("page", PAGE, Fault(Kind.GARBAGE)),
+        _named("page", PAGE, Fault(Kind.DEEP_JSON)),
         _named("page", PAGE, Fault(Kind.CUT)),
         _named("page", PAGE, Fault(Kind.CUT_NO_LENGTH)),
         _named("page", PAGE, Fault(Kind.STATUS, status=429, retry_after="5")),

@@ -6,7 +6,8 @@ The format is decided from the body, not from the Content-Type: mirrors have lab
 Everything the page says is read (see model.py). What cannot be used is left out, never a reason to reject the
 whole page: a file link that is not http(s) (`javascript:`, `file:`, `data:`...), a file name that is not safe as
 a file name, a malformed file entry, an upload time that is not one. What was left out is said in one log line
-per page. A page is rejected (InvalidPage) only when it is not a project page at all.
+per page. A page is rejected (InvalidPage) only when it is not a project page at all, or cannot be read (what
+the parsers raise on a mirror's bytes, a RecursionError among them, is an InvalidPage too).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from pkgcache.pypi.names import DIST_EXTENSIONS, BadName, check_filename
 
 log = logging.getLogger(__name__)
 
-_SERIAL_COMMENT = re.compile(r"\s*SERIAL\s+(\d+)\s*")
+# A serial of more digits than any index will reach is no serial (int() refuses thousands of digits anyway).
+_SERIAL_COMMENT = re.compile(r"\s*SERIAL\s+(\d{1,20})\s*")
 _HASH_NAME = re.compile(r"^[a-z0-9_]+$")
 # PEP 700's form, `yyyy-mm-ddThh:mm:ss.ffffffZ` with the fraction optional; uv refuses a whole page over a bad one.
 _UPLOAD_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z")
@@ -63,10 +65,18 @@ def parse_project_page(body: bytes, page_url: str, name: str, *, quick_only: boo
     except UnicodeDecodeError:
         raise InvalidPage("the page is not UTF-8 text") from None
     left_out: list[str] = []
-    if text.lstrip().startswith("{"):
-        page = _parse_json(text, page_url, name, left_out)
-    else:
-        page = _parse_html(text, page_url, name, left_out, quick_only)
+    try:
+        if text.lstrip().startswith("{"):
+            page = _parse_json(text, page_url, name, left_out)
+        else:
+            page = _parse_html(text, page_url, name, left_out, quick_only)
+    except (InvalidPage, NeedsFullReader, MemoryError):
+        raise
+    except Exception as exc:
+        # Whatever else a mirror's bytes make a parser do (json's RecursionError on arrays nested a thousand deep,
+        # int's ValueError on a number of thousands of digits, an error html.parser did not foresee) is a verdict
+        # on the page, not on pkgcache: the caller asks the next mirror, instead of answering 500 every time.
+        raise InvalidPage(f"unreadable page ({type(exc).__name__}: {_shown_error(exc)})") from None
     _log_left_out(name, page_url, left_out)
     return page
 
@@ -203,6 +213,12 @@ def _first_per_filename(files: Iterable[DistFile], left_out: list[str]) -> tuple
         if first is not dist and first != dist:  # an exact repeat loses nothing: not worth a word
             left_out.append(f"{_shown(dist.filename)} listed again, differently (the first entry is kept)")
     return tuple(kept.values())
+
+
+def _shown_error(exc: BaseException) -> str:
+    """An exception's words as a log line may show them: printable, and short."""
+    text = "".join(c if c.isprintable() else "?" for c in str(exc))
+    return text if len(text) <= _SHOWN_CHARACTERS else text[: _SHOWN_CHARACTERS - 3] + "..."
 
 
 def _shown(value: Any) -> str:
