@@ -139,6 +139,13 @@ class UpstreamIndex:
                 except ValueError as exc:
                     # Like a file failing its hash: counted, but the upstream's other files may be fine.
                     raise UpstreamError(f"{upstream.name}: {exc}", rest_upstream=False) from None
+                except MemoryError:
+                    raise
+                except Exception as exc:
+                    # What the body made the check's parser raise that it did not foresee: a verdict on the body
+                    # all the same (as for downloads' content checks), not a 500 that leaves this upstream first.
+                    reason = f"{upstream.name}: a body its check cannot read ({type(exc).__name__}: {exc})"
+                    raise UpstreamError(reason, rest_upstream=False) from None
             return body
 
         return await self.pool.fetch(target, read, headers=lambda upstream: {"Accept-Encoding": "identity"})
