@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import hashlib
 import http.client
+import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -15,11 +17,15 @@ import aiohttp
 import pytest
 
 from pkgcache.pypi import routes as pypi_routes
+from pkgcache.pypi import upstream_index
+from pkgcache.storage import filetypes
+from pkgcache.storage.downloads import Download
 from pkgcache.upstream import ranges
 from pkgcache.upstream.ranges import MAX_PASSED_RANGE
 from tests.cache_service import CacheProcess, RunningCache
 from tests.fakes.dists import Dist, build_wheel, find_dist, sample_dists
-from tests.fakes.pypi_upstreams import OfficialLikeUpstream, SlowUpstream, TunaLikeUpstream
+from tests.fakes.faulty import Fault, FaultyPypiUpstream, Kind
+from tests.fakes.pypi_upstreams import OfficialLikeUpstream, PageExtras, SlowUpstream, TunaLikeUpstream
 from tests.support import BackgroundLoop, fetch_concurrently, http_get
 
 BIG = "bigpkg-1.0-py3-none-any.whl"
@@ -319,3 +325,88 @@ def test_fetch_range_refuses_a_range_over_its_limit_before_asking() -> None:
         asyncio.run(ranges.fetch_range(None, None, 0, ranges.MAX_PASSED_RANGE + 1))  # type: ignore[arg-type]
     with pytest.raises(ranges.RangeTooLong):
         asyncio.run(ranges.fetch_range(None, None, None, 1025, limit=1024))  # type: ignore[arg-type]
+
+
+# --- what a mirror may make pkgcache write ---
+
+CAP = 64 * 1024
+
+
+@pytest.fixture
+def disk_peaks(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """The most each download's temporary file took on disk at any moment: its size, or the space reserved for it,
+    seen after every write."""
+    peaks: dict[str, int] = {}
+    original = Download._append
+
+    def append(download: Download, chunk: bytes) -> None:
+        original(download, chunk)
+        assert download._handle is not None
+        taken = max(os.fstat(download._handle.fileno()).st_size, download._reserved)
+        name = download.final_path.name
+        peaks[name] = max(peaks.get(name, 0), taken)
+
+    monkeypatch.setattr(Download, "_append", append)
+    return peaks
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(Kind.LARGER_FILE),  # 512 KiB more than the file, with its Content-Length
+        Fault(Kind.LARGER_NO_LENGTH),  # the same without a length: only the bytes tell
+    ],
+    ids=lambda fault: fault.slug(),
+)
+def test_a_sizeless_mirror_never_puts_more_than_the_cap_on_disk(
+    fault: Fault,
+    disk_peaks: dict[str, int],
+    monkeypatch: pytest.MonkeyPatch,
+    bg_loop: BackgroundLoop,
+    tuna_upstream: TunaLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+) -> None:
+    monkeypatch.setattr(filetypes, "MAX_PACKAGE_BYTES", CAP, raising=False)  # (not there before the cap was)
+    faulty = FaultyPypiUpstream(sample_dists(), json_pages=False)  # HTML: hashes, no sizes
+    faulty.plan.set(f"/{ALPHA}", fault)
+    bg_loop.run(faulty.start())
+    try:
+        cache = make_cache([faulty.index_url, tuna_upstream.index_url])
+        answer = cache.get(f"/pypi/files/alpha/{ALPHA}")
+        assert answer.status == 200 and hashlib.sha256(answer.body).hexdigest() == _dist(ALPHA).sha256
+        assert faulty.count(f"/{ALPHA}") == 1 and tuna_upstream.count(f"/{ALPHA}") == 1
+        cache.wait_for_downloads_to_end()
+        assert disk_peaks[ALPHA] <= CAP, disk_peaks
+        if fault.kind is Kind.GZIP_ENCODED:
+            assert disk_peaks[ALPHA] == _dist(ALPHA).size  # refused from its headers: only the good bytes were written
+        assert list((cache.data_dir / "tmp").iterdir()) == []
+        (kept,) = _cached_files(cache.data_dir)
+        assert hashlib.sha256(kept.read_bytes()).hexdigest() == _dist(ALPHA).sha256
+        # The mirror's bad answer is counted, and it rests now that another one gave the file.
+        first, second = json.loads(cache.get("/-/status").body)["upstreams"]["pypi"]
+        assert first["failures"] == 1 and first["healthy"] is False, first
+        assert second["healthy"] is True and not second["last_error"]
+    finally:
+        bg_loop.run(faulty.stop())
+
+
+@pytest.mark.parametrize("mode", [None, "chunked"], ids=["with its length", "without a length"])
+def test_provenance_past_its_cap_is_refused_at_the_cap(
+    mode: str | None,
+    disk_peaks: dict[str, int],
+    monkeypatch: pytest.MonkeyPatch,
+    official_upstream: OfficialLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+) -> None:
+    cap = 64  # the stand-in provenance is some 200 bytes
+    monkeypatch.setattr(upstream_index, "MAX_PROVENANCE_BYTES", cap)
+    official_upstream.page_extras["alpha"] = PageExtras(provenance=True)
+    if mode is not None:
+        official_upstream.garbage[ALPHA + ".provenance"] = mode
+    cache = make_cache([official_upstream.index_url])
+    answer = cache.get(f"/pypi/files/alpha/{ALPHA}.provenance")
+    assert answer.status == 502, answer
+    cache.wait_for_downloads_to_end()
+    assert disk_peaks.get(ALPHA + ".provenance", 0) <= cap, disk_peaks
+    assert not (cache.data_dir / "pypi" / "files" / "alpha" / f"{ALPHA}.provenance").exists()
+    assert list((cache.data_dir / "tmp").iterdir()) == []

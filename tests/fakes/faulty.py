@@ -75,6 +75,11 @@ class Kind(enum.StrEnum):
     ZSTD_BOMB = "zstd-bomb"  # 200 with a 16-byte zstd frame whose header declares 1 TiB of content
     GZIP_BOMB = "gzip-bomb"  # gzip on the wire: the true JSON object padded with `rate` spaces before its last "}"
     DEEP_JSON = "deep-json"  # 200 with well-formed JSON nested 1,200 deep (json.loads: RecursionError)
+    # gzip on the wire although identity was asked for: the true body followed by `rate` zero bytes (0: the true body)
+    GZIP_ENCODED = "gzip-encoded"
+    LARGER_NO_LENGTH = (
+        "larger-no-length"  # LARGER_FILE without a Content-Length (the body ends when the connection does)
+    )
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,9 @@ class Fault:
             Kind.ZSTD_BOMB: "200 with a 16-byte zstd frame declaring 1 TiB",
             Kind.GZIP_BOMB: f"gzip on the wire, decoding to the JSON padded with {self.rate} bytes",
             Kind.DEEP_JSON: "200 with JSON nested 1,200 deep",
+            Kind.GZIP_ENCODED: "gzip on the wire, asked for identity"
+            + (f" (the file followed by {self.rate} zero bytes)" if self.rate else ""),
+            Kind.LARGER_NO_LENGTH: "a different, larger file without a Content-Length",
         }
         return text[self.kind]
 
@@ -230,6 +238,12 @@ class FaultAnswers:
         if kind in (Kind.LARGER_FILE, Kind.SMALLER_FILE):
             other = other_zip(body, request.path, larger=kind is Kind.LARGER_FILE)
             return await self._stream(request, 200, {"Content-Type": ctype}, other)
+        if kind is Kind.LARGER_NO_LENGTH:
+            other = other_zip(body, request.path)
+            return await self._raw(request, {"Content-Type": ctype, "Connection": "close"}, other)
+        if kind is Kind.GZIP_ENCODED:
+            encoded = gzip.compress(body + bytes(fault.rate), mtime=0)
+            return await self._stream(request, 200, {"Content-Type": ctype, "Content-Encoding": "gzip"}, encoded)
         if kind is Kind.TOO_LONG:
             return await self._stream(request, 200, {"Content-Type": ctype}, body + garbage(request.path, 64 * 1024))
         if kind is Kind.DRIP:

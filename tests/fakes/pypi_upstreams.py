@@ -149,7 +149,7 @@ async def garbage_response(
     Modes: "html-error" (200 HTML error page), "bad-html" (200 login page, no links), "unclosed-tags" and
     "unclosed-comments" (200 HTML, a good-looking link, then markup that never closes),
     "bad-json" (200, JSON content type, invalid JSON), "deep-json" (200, JSON content type, valid JSON nested
-    1,200 deep), "random" (200, random bytes),
+    1,200 deep), "chunked" (the true body, chunked: no Content-Length), "random" (200, random bytes),
     "truncate" (full Content-Length, half the body, then close), and the server-level
     faults of ``tests.fakes.server.fault_response``: "reset" (drop the connection, no
     answer), "hang" (answer nothing for ``faults.hang_seconds``), or a 3-digit status
@@ -163,6 +163,13 @@ async def garbage_response(
         return web.Response(body=_BAD_JSON, headers={"Content-Type": json_content_type})
     if mode == "deep-json":
         return web.Response(body=DEEP_JSON, headers={"Content-Type": json_content_type})
+    if mode == "chunked":
+        response = web.StreamResponse(headers={"Content-Type": content.content_type})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(content.body)
+        await response.write_eof()
+        return response
     if mode in ("unclosed-tags", "unclosed-comments"):
         body = _UNCLOSED_TAGS if mode == "unclosed-tags" else _UNCLOSED_COMMENTS
         return web.Response(body=body, headers={"Content-Type": "text/html; charset=utf-8"})

@@ -36,7 +36,7 @@ from pkgcache.conda.source import Lookup, PackageNotInRepodata, UnknownChannel
 from pkgcache.conda.upstream_channels import UpstreamChannels
 from pkgcache.config import CondaConfig
 from pkgcache.storage.downloads import Download, Expected, IntegrityError
-from pkgcache.storage.filetypes import magic_for
+from pkgcache.storage.filetypes import magic_for, max_package_size
 from pkgcache.storage.sidecars import FETCHED_URL, FileMeta
 from pkgcache.storage.store import CacheStore, in_storage_thread
 from pkgcache.upstream.pool import BadBytesEverywhere, TargetFor, UpstreamError, UpstreamNotFound
@@ -173,7 +173,7 @@ class CachedChannels:
         download = self.fetcher.download(
             path,
             await self._package_target(channel, subdir, filename),
-            Expected(hashes=hashes, size=size, magic=magic_for(filename)),
+            Expected(hashes=hashes, size=size, magic=magic_for(filename), max_size=max_package_size()),
             on_done=self._note_if_contradicted,
         )
         return path if download is None else download

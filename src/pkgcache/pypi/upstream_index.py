@@ -21,7 +21,7 @@ from pkgcache.pypi.model import DistFile
 from pkgcache.pypi.pages import CachedPage, in_page_thread
 from pkgcache.pypi.parse import InvalidPage, NeedsFullReader, parse_project_page
 from pkgcache.storage.downloads import Download, Expected, IntegrityError
-from pkgcache.storage.filetypes import magic_for
+from pkgcache.storage.filetypes import magic_for, max_package_size
 from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamError, read_limited
 from pkgcache.upstream.transfer import Fetcher
 
@@ -101,14 +101,16 @@ class UpstreamIndex:
 
     def download(self, path: Path, entry: CachedPage, dist: DistFile) -> Download | None:
         """The download bringing a file the page lists to `path`; None if it is there already."""
-        expected = Expected(hashes=dict(dist.hashes), size=dist.size, magic=magic_for(dist.filename))
+        expected = Expected(
+            hashes=dict(dist.hashes), size=dist.size, magic=magic_for(dist.filename), max_size=max_package_size()
+        )
         return self.fetcher.download(path, self.file_target(entry, dist), expected)
 
     def download_provenance(self, path: Path, entry: CachedPage, dist: DistFile) -> Download | None:
         """The download of a file's PEP 740 provenance, from where the page's upstream said it is."""
         url = dist.provenance_url
         # Provenance is a JSON object: its first byte and its parse say so, as for conda's JSON indexes.
-        expected = Expected(magic=(b"{",), content_check=check_provenance)
+        expected = Expected(magic=(b"{",), content_check=check_provenance, max_size=MAX_PROVENANCE_BYTES)
         return self.fetcher.download(path, lambda upstream: url if upstream.name == entry.upstream else None, expected)
 
     def file_target(self, entry: CachedPage, dist: DistFile, suffix: str = "") -> TargetFor:
@@ -176,7 +178,8 @@ def _page_request_headers(previous: CachedPage | None, upstream: Upstream) -> di
 
 def check_provenance(path: Path) -> None:
     """Raises IntegrityError unless the file is one JSON object (not an HTML page served with 200, not a huge
-    body a mirror made up): it is kept for a year, and clients read it as PEP 740 provenance."""
+    body a mirror made up): it is kept for a year, and clients read it as PEP 740 provenance. (Its size is capped as
+    it arrives, too: Expected.max_size.)"""
     if path.stat().st_size > MAX_PROVENANCE_BYTES:
         raise IntegrityError(f"provenance of more than {MAX_PROVENANCE_BYTES} bytes")
     try:

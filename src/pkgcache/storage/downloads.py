@@ -105,7 +105,8 @@ class Expected:
     size: int | None = None
     magic: tuple[bytes, ...] = ()
     content_check: ContentCheck | None = None
-    # When the index gives no size: the most a file of its kind may be (a mirror must not set our disk use).
+    # The most a file of its kind may be, whatever the index says (a mirror must not set our disk use): the disk
+    # space taken first is never more, and a write past it is refused before a byte of it is written.
     max_size: int | None = None
     # An optional file (a conda channel's shard index, its .zst): its absence is an answer, not worth a warning.
     optional: bool = False
@@ -472,8 +473,10 @@ class Download:
         capped by the most a file of its kind may be (a mirror must not set our disk use, even for a moment)."""
         size, from_answer = self.expected.size, False
         if size is None and declared_length is not None:
-            limit = self.expected.max_size
-            size, from_answer = (declared_length if limit is None else min(declared_length, limit)), True
+            size, from_answer = declared_length, True
+        limit = self.expected.max_size
+        if size is not None and limit is not None:
+            size = min(size, limit)
         self._to_reserve = size if size is not None and size > self._reserved else 0
         self._reserve_from_answer = from_answer
 

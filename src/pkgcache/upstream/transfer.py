@@ -4,7 +4,7 @@
 from the pool's upstreams in order. Each answer is received by a `_Receiver`, which
 - resumes where a cut answer stopped (`Range` on the next upstream, identity transfers only),
 - refuses an answer that cannot be the file (an HTML page for a package, a declared length that is not the index's
-  size) before writing any of it,
+  size or is past the most a file of its kind may be) before writing any of it,
 - gives up on an upstream that drips or falls silent mid-body while another one could take over,
 - and, when the bytes turn out wrong (size, hash, content), throws them away and moves on to the next upstream:
   the file is still fetched for the next clients, from a mirror that has it right. The one that sent them is
@@ -265,19 +265,37 @@ class _Receiver:
 
     def _refuse_what_cannot_be_the_file(self, upstream: Upstream, response: aiohttp.ClientResponse) -> None:
         download = self.download
+        name = download.final_path.name
         if download.expected.magic and response.content_type in HTML_TYPES:
-            raise UpstreamError(f"{upstream.name} sent an HTML page where {download.final_path.name} was expected")
+            raise UpstreamError(f"{upstream.name} sent an HTML page where {name} was expected")
         size = download.expected.size
         total = _full_length(response)
         if size is not None and total is not None and total != size:
             raise self._contradicts_index(upstream, f"{upstream.name} offers {total} bytes where the index says {size}")
+        limit = download.expected.max_size
+        if limit is not None and size is not None and size > limit:
+            # No upstream can give it: not this one's fault.
+            raise UpstreamError(
+                f"the index gives {name} {size} bytes, more than the {limit} a file of its kind may have",
+                rest_upstream=False,
+            )
+        if limit is not None and total is not None and total > limit:
+            raise self._sent_bad(
+                upstream,
+                f"{upstream.name} offers {total} bytes of {name}, more than the {limit} a file of its kind may have",
+            )
+
+    def _sent_bad(self, upstream: Upstream, reason: str) -> UpstreamError:
+        """The upstream's answer cannot be the file: counted now, and rested once another upstream gives the file
+        (receive_from_upstreams), so a mirror that is the only way to the file is not rested for it."""
+        self.sent_bad[upstream.name] = reason
+        return UpstreamError(reason, rest_upstream=False)
 
     def _contradicts_index(self, upstream: Upstream, reason: str) -> UpstreamError:
         """The upstream's file is not the one the index describes. It lied, or the index is out of date: it is
         rested only if another upstream has the file right (receive_from_upstreams)."""
-        self.sent_bad[upstream.name] = reason
         self.bytes_failed = True
-        return UpstreamError(reason, rest_upstream=False)
+        return self._sent_bad(upstream, reason)
 
     def _bytes_to_skip(self, response: aiohttp.ClientResponse) -> int:
         written = self.download.written
