@@ -353,6 +353,8 @@ def disk_peaks(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 @pytest.mark.parametrize(
     "fault",
     [
+        # ~1 KiB of gzip decoding to 1 MiB (16 times the cap); the page gives no size to bound it.
+        Fault(Kind.GZIP_ENCODED, rate=1 << 20),
         Fault(Kind.LARGER_FILE),  # 512 KiB more than the file, with its Content-Length
         Fault(Kind.LARGER_NO_LENGTH),  # the same without a length: only the bytes tell
     ],

@@ -238,6 +238,13 @@ def _file_scenarios() -> list[Scenario]:
         ),
         file(Fault(Kind.SMALLER_FILE), allowed=VERIFIED_OR_FAILED, items=(3,)),
         Scenario(
+            "file-gzip-encoded-hash-only-index",
+            BIG_FILE,
+            Fault(Kind.GZIP_ENCODED),
+            clients=20,
+            json_pages=False,
+        ),
+        Scenario(
             "file-smaller-file-hash-only-index",
             BIG_FILE,
             Fault(Kind.SMALLER_FILE),

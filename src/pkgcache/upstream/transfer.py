@@ -4,7 +4,8 @@
 from the pool's upstreams in order. Each answer is received by a `_Receiver`, which
 - resumes where a cut answer stopped (`Range` on the next upstream, identity transfers only),
 - refuses an answer that cannot be the file (an HTML page for a package, a declared length that is not the index's
-  size or is past the most a file of its kind may be) before writing any of it,
+  size or is past the most a file of its kind may be, a body encoded although identity was asked for) before
+  writing any of it,
 - gives up on an upstream that drips or falls silent mid-body while another one could take over,
 - and, when the bytes turn out wrong (size, hash, content), throws them away and moves on to the next upstream:
   the file is still fetched for the next clients, from a mirror that has it right. The one that sent them is
@@ -268,6 +269,14 @@ class _Receiver:
         name = download.final_path.name
         if download.expected.magic and response.content_type in HTML_TYPES:
             raise UpstreamError(f"{upstream.name} sent an HTML page where {name} was expected")
+        encoding = _unasked_encoding(response, download.compressed)
+        if encoding is not None:
+            # Asked for identity, the upstream encoded the body anyway: a few MB of gzip on the wire can decode to
+            # any size (the hash fails only at its end), and a Range could not resume it. Not one byte is taken;
+            # the upstream rests once another one gives the file.
+            raise self._sent_bad(
+                upstream, f"{upstream.name} sent {name} with Content-Encoding: {encoding}, asked for identity"
+            )
         size = download.expected.size
         total = _full_length(response)
         if size is not None and total is not None and total != size:
@@ -310,6 +319,15 @@ class _Receiver:
         """The file's whole length as this answer declares it, to check the body against (None: unknown)."""
         total = _full_length(response)
         return None if total is None or self.download.compressed else total
+
+
+def _unasked_encoding(response: aiohttp.ClientResponse, compressed: bool) -> str | None:
+    """The answer's Content-Encoding when pkgcache asked for identity only (every download but the compressed ones,
+    index files, whose decoded size their own cap bounds); None for an identity answer."""
+    encoding = response.headers.get("Content-Encoding", "").strip()
+    if compressed or encoding.lower() in ("", "identity"):
+        return None
+    return "".join(c if c.isprintable() else "?" for c in encoding[:40])
 
 
 def _full_length(response: aiohttp.ClientResponse) -> int | None:
