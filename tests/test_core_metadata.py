@@ -14,6 +14,7 @@ import tarfile
 import threading
 import time
 import tomllib
+import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -256,6 +257,34 @@ def test_metadata_from_lying_ranges_gives_way_to_the_verified_wheels(
     page = json.loads(cache.get("/pypi/simple/heavy/", {"Accept": "application/vnd.pypi.simple.v1+json"}).body)
     advertised = {f["filename"]: f["core-metadata"] for f in page["files"]}[HEAVY2]
     assert advertised == {"sha256": hashlib.sha256(_dist(HEAVY2).metadata or b"").hexdigest()}
+
+
+@pytest.mark.parametrize("ranges", [True, False], ids=["read by ranges", "fetched whole"])
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA], ids=["bzip2", "LZMA"])
+def test_metadata_compressed_with_bzip2_or_lzma_is_served_as_the_wheel_holds_it(
+    method: int, ranges: bool, bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
+) -> None:
+    wheel = build_wheel("packed", "1.0", requires=["lib"], payload_size=MiB, metadata_method=method)
+    with zipfile.ZipFile(io.BytesIO(wheel.data)) as archive:  # as pip reads it
+        assert archive.getinfo("packed-1.0.dist-info/METADATA").compress_type == method
+        assert archive.read("packed-1.0.dist-info/METADATA") == wheel.metadata
+    server = TunaLikeUpstream([wheel], strict_ua=False)
+    server.honour_ranges = ranges
+    _start(bg_loop, server)
+    try:
+        cache = make_cache([server.index_url])
+        answer = cache.get(f"/pypi/files/packed/{wheel.filename}.metadata")
+        assert answer.status == 200 and answer.body == wheel.metadata
+        assert server.count_whole(wheel.filename) == (0 if ranges else 1)
+        advertised = _json_files(cache, "packed")[wheel.filename]["core-metadata"]
+        assert advertised == {"sha256": wheel.metadata_sha256}
+    finally:
+        bg_loop.run(server.stop())
+
+
+def _json_files(cache: RunningCache, project: str) -> dict[str, dict[str, Any]]:
+    answer = cache.get(f"/pypi/simple/{project}/", {"Accept": "application/vnd.pypi.simple.v1+json"})
+    return {f["filename"]: f for f in json.loads(answer.body)["files"]}
 
 
 def test_a_head_or_a_range_on_an_uncached_wheel_does_not_download_it(

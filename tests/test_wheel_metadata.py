@@ -35,7 +35,7 @@ from pkgcache.pypi.wheel_metadata import (
 from tests.fakes import zips
 from tests.fakes.dists import MiB, build_sdist, find_dist, sample_dists
 from tests.fakes.range_files import HttpRangeReader, RangeFileServer
-from tests.fakes.zips import DEFLATED, STORED, ZipMember, build_zip
+from tests.fakes.zips import BZIP2, DEFLATED, LZMA, STORED, ZipMember, build_zip
 from tests.support import BackgroundLoop
 
 KiB = 1024
@@ -102,6 +102,9 @@ def _zipfile_reads(wheel: CraftedWheel) -> bytes:
 LAYOUTS: dict[str, Callable[[], CraftedWheel]] = {
     "deflated, METADATA near the end": lambda: craft_wheel(payload=256 * KiB),
     "stored METADATA": lambda: craft_wheel(payload=256 * KiB, metadata_method=STORED),
+    "bzip2 METADATA": lambda: craft_wheel(payload=256 * KiB, metadata_method=BZIP2),
+    "LZMA METADATA": lambda: craft_wheel(payload=256 * KiB, metadata_method=LZMA),
+    "LZMA METADATA first": lambda: craft_wheel(payload=256 * KiB, metadata_method=LZMA, metadata_first=True),
     "METADATA first": lambda: craft_wheel(payload=256 * KiB, metadata_first=True),
     "zip64 records": lambda: craft_wheel(payload=256 * KiB, zip64=True),
     "zip64 with METADATA first": lambda: craft_wheel(payload=256 * KiB, zip64=True, metadata_first=True),
@@ -121,6 +124,9 @@ LAYOUTS: dict[str, Callable[[], CraftedWheel]] = {
 EXPECTED_REQUESTS = {
     "deflated, METADATA near the end": 1,  # the tail holds the directory and METADATA
     "stored METADATA": 1,
+    "bzip2 METADATA": 1,
+    "LZMA METADATA": 1,
+    "LZMA METADATA first": 2,
     "METADATA first": 2,  # tail, then METADATA at the front
     "zip64 records": 1,
     "zip64 with METADATA first": 2,
@@ -509,7 +515,7 @@ LIES: dict[str, tuple[Callable[[CraftedWheel], bytes], str]] = {
     "uncompressed size wrong": (_entry_field(zips.CENTRAL_SIZE, "L", lambda n: n + 1), "inflates to"),
     "CRC wrong": (_entry_field(zips.CENTRAL_CRC, "L", lambda n: n ^ 1), "CRC-32"),
     "encrypted": (_entry_field(zips.CENTRAL_FLAGS, "H", lambda n: n | 1), "encrypted"),
-    "bzip2 compressed": (_entry_field(zips.CENTRAL_METHOD, "H", lambda n: 12), "compression method 12"),
+    "an unknown compression method": (_entry_field(zips.CENTRAL_METHOD, "H", lambda n: 99), "compression method 99"),
     "local header offset outside": (_entry_field(zips.CENTRAL_HEADER_OFFSET, "L", lambda n: 10**9), "reach into"),
     "local header offset wrong": (_entry_field(zips.CENTRAL_HEADER_OFFSET, "L", lambda n: n + 1), "no local header"),
     "local header names another file": (_local_name_differs, "names another member"),
@@ -548,6 +554,59 @@ def test_a_lying_archive_is_refused_from_disk(lie: tuple[CraftedWheel, bytes, st
     path.write_bytes(data)
     with pytest.raises(MetadataUnavailable, match=reason):
         metadata_from_wheel_file(path)
+
+
+COMPRESSED_LIES: dict[str, tuple[Callable[[CraftedWheel], bytes], str]] = {
+    "compressed size too small": (_entry_field(zips.CENTRAL_COMPRESSED_SIZE, "L", lambda n: n - 7), "stream|data"),
+    "compressed size too large": (_entry_field(zips.CENTRAL_COMPRESSED_SIZE, "L", lambda n: n + 7), "stream|data"),
+    "uncompressed size too small": (_entry_field(zips.CENTRAL_SIZE, "L", lambda n: n - 1), "stream|inflates to"),
+    "uncompressed size too large": (_entry_field(zips.CENTRAL_SIZE, "L", lambda n: n + 1), "inflates to"),
+    "CRC wrong": (_entry_field(zips.CENTRAL_CRC, "L", lambda n: n ^ 1), "CRC-32"),
+    "METADATA bytes altered": (_metadata_bytes_altered, "stream|data|CRC-32|inflates to"),
+}
+
+
+@pytest.mark.parametrize("method", [BZIP2, LZMA], ids=["bzip2", "LZMA"])
+@pytest.mark.parametrize("lie_name", sorted(COMPRESSED_LIES))
+def test_a_lying_bzip2_or_lzma_member_is_refused(lie_name: str, method: int, tmp_path: Path) -> None:
+    wheel = craft_wheel(payload=256 * KiB, metadata_method=method)
+    doctor, reason = COMPRESSED_LIES[lie_name]
+    path = tmp_path / wheel.filename
+    path.write_bytes(doctor(wheel))
+    with pytest.raises(MetadataUnavailable, match=reason):
+        metadata_from_wheel_file(path)
+
+
+@pytest.mark.parametrize("method", [BZIP2, LZMA], ids=["bzip2", "LZMA"])
+def test_a_bzip2_or_lzma_bomb_is_inflated_no_further_than_its_size(method: int, tmp_path: Path) -> None:
+    # 64 MiB of zeros that claim to be 100 bytes: refused after inflating 101 bytes of them.
+    bomb = ZipMember("bomb-1.0.dist-info/METADATA", bytes(64 * MiB), method)
+    data = build_zip([ZipMember("bomb/__init__.py", b""), bomb])
+    offset = zips.central_header_offset(data, bomb.name) + zips.CENTRAL_SIZE
+    path = tmp_path / "bomb-1.0-py3-none-any.whl"
+    path.write_bytes(zips.patched(data, offset, "L", 100))
+    tracemalloc.start()
+    try:
+        with pytest.raises(MetadataUnavailable, match="stream"):
+            metadata_from_wheel_file(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MiB, peak
+
+
+def test_an_lzma_dictionary_claimed_far_larger_than_its_member_is_not_allocated(tmp_path: Path) -> None:
+    wheel = craft_wheel(payload=256 * KiB, metadata_method=LZMA)
+    properties = zips.local_header_offset(wheel.data, wheel.metadata_name) + 30 + len(wheel.metadata_name) + 4
+    path = tmp_path / wheel.filename
+    path.write_bytes(zips.patched(wheel.data, properties + 1, "L", 0xFFFFFFFF))  # a 4 GiB dictionary
+    tracemalloc.start()  # liblzma allocates through Python's allocator: traced
+    try:
+        assert metadata_from_wheel_file(path) == wheel.metadata
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MiB, peak
 
 
 def test_an_answer_for_a_file_of_another_size_is_refused(bg_loop: BackgroundLoop) -> None:

@@ -14,7 +14,7 @@ import io
 import random
 import tarfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from packaging.utils import canonicalize_name
@@ -83,7 +83,7 @@ def _payload(name: str, version: str, size: int) -> bytes:
     return random.Random(f"{name}-{version}").randbytes(size)
 
 
-def _zip_bytes(members: list[tuple[str, bytes]]) -> bytes:
+def _zip_bytes(members: list[tuple[str, bytes]], methods: Mapping[str, int] | None = None) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for path, data in members:
@@ -91,6 +91,7 @@ def _zip_bytes(members: list[tuple[str, bytes]]) -> bytes:
             info.external_attr = 0o644 << 16
             # Random payload does not shrink; storing it keeps building fast.
             info.compress_type = zipfile.ZIP_STORED if len(data) > 64 * 1024 else zipfile.ZIP_DEFLATED
+            info.compress_type = (methods or {}).get(path, info.compress_type)
             zf.writestr(info, data)
     return buf.getvalue()
 
@@ -102,11 +103,17 @@ def build_wheel(
     requires_python: str | None = None,
     payload_size: int = 0,
     yanked: str | bool = False,
+    metadata_method: int | None = None,
+    metadata_padding: int = 0,
 ) -> Dist:
-    """A pure-Python wheel with one importable module (named after the project)."""
+    """A pure-Python wheel with one importable module (named after the project).
+
+    `metadata_method` compresses METADATA with that `zipfile` method (bzip2, LZMA) instead of deflate;
+    `metadata_padding` makes METADATA that many bytes longer (a long description, as some projects have).
+    """
     escaped = escape_name(name)
     dist_info = f"{escaped}-{version}.dist-info"
-    metadata = _metadata(name, version, requires, requires_python)
+    metadata = _metadata(name, version, requires, requires_python) + b"x" * metadata_padding
     members = [
         (f"{escaped}/__init__.py", f'__version__ = "{version}"\n'.encode()),
         (f"{dist_info}/METADATA", metadata),
@@ -124,7 +131,7 @@ def build_wheel(
         project=name,
         version=version,
         filename=f"{escaped}-{version}-py3-none-any.whl",
-        data=_zip_bytes(members),
+        data=_zip_bytes(members, None if metadata_method is None else {f"{dist_info}/METADATA": metadata_method}),
         requires_python=requires_python,
         yanked=yanked,
         metadata=metadata,

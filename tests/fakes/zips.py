@@ -7,6 +7,8 @@ cannot hide one in the reader under test. Also: helpers to doctor an archive's r
 
 from __future__ import annotations
 
+import bz2
+import lzma
 import struct
 import zlib
 from collections.abc import Sequence
@@ -14,7 +16,10 @@ from dataclasses import dataclass
 
 STORED = 0
 DEFLATED = 8
+BZIP2 = 12
+LZMA = 14
 _DOS_TIME, _DOS_DATE = 0, (2024 - 1980) << 9 | 1 << 5 | 1  # 2024-01-01 00:00, fixed for reproducible bytes
+_FLAG_LZMA_END_MARKER = 0x0002
 _FLAG_DATA_DESCRIPTOR = 0x0008
 _FLAG_UTF8 = 0x0800
 _ZIP64_MARK = 0xFFFFFFFF
@@ -61,9 +66,21 @@ def build_zip(
     return bytes(out + comment)
 
 
+# LZMA1 with preset 6's settings, spelled out: lc=3, lp=0, pb=2 and an 8 MiB dictionary.
+_LZMA_OPTIONS = {"id": lzma.FILTER_LZMA1, "lc": 3, "lp": 0, "pb": 2, "dict_size": 8 * 1024 * 1024}
+
+
 def _compress(member: ZipMember) -> bytes:
     if member.method == STORED:
         return member.data
+    if member.method == BZIP2:
+        return bz2.compress(member.data)
+    if member.method == LZMA:
+        # The LZMA SDK's version (9.4, as zipfile writes it), the properties' length, the properties (lc, lp, pb
+        # packed in one byte; the dictionary size), then the raw stream, which ends with an end marker.
+        properties = struct.pack("<BL", (2 * 5 + 0) * 9 + 3, _LZMA_OPTIONS["dict_size"])
+        stream = lzma.compress(member.data, format=lzma.FORMAT_RAW, filters=[_LZMA_OPTIONS])
+        return struct.pack("<BBH", 9, 4, len(properties)) + properties + stream
     compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     return compressor.compress(member.data) + compressor.flush()
 
@@ -74,6 +91,7 @@ def _write_member(out: bytearray, member: ZipMember, *, zip64: bool, data_descri
     crc = zlib.crc32(member.data)
     name = member.name.encode()
     flags = (_FLAG_DATA_DESCRIPTOR if data_descriptor else 0) | (_FLAG_UTF8 if not member.name.isascii() else 0)
+    flags |= _FLAG_LZMA_END_MARKER if member.method == LZMA else 0
     local_crc, local_compressed, local_size = (0, 0, 0) if data_descriptor else (crc, len(compressed), len(member.data))
     extra = member.local_extra
     if zip64:

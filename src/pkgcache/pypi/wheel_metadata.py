@@ -166,7 +166,7 @@ async def metadata_by_ranges(
     `size` is the file's length when known (the index's `size`, a HEAD); None starts with a suffix range. Answers
     must agree on the size (and with `size`). Raises MetadataUnavailable (or `RangesNotSupported` from `read`)
     for: a file name that is not a wheel's; no single matching `.dist-info` directory; a METADATA encrypted,
-    compressed otherwise than stored or deflated, or over `MAX_METADATA_SIZE`; a central directory over
+    compressed otherwise than stored, deflated, bzip2 or LZMA, or over `MAX_METADATA_SIZE`; a central directory over
     `MAX_CENTRAL_DIRECTORY`; and any inconsistency (records out of place, sizes or CRC-32 that do not match).
     Wrap `read` in a `RangeCounter` to count the requests and bytes.
     """

@@ -6,11 +6,14 @@ CRC-32 the central directory gives. Every function takes bytes that the caller f
 ranges) and raises `ZipRecordError` on anything a well-formed archive would not contain, so a lying or broken archive
 never yields bytes.
 
-Only what wheels (and zip sdists) use is supported: one disk, stored or deflated members, no encryption.
+Only what wheels (and zip sdists) use is supported: one disk, no encryption, members stored, deflated, or
+compressed with bzip2 or LZMA (which `zipfile`, and so pip, reads too).
 """
 
 from __future__ import annotations
 
+import bz2
+import lzma
 import struct
 import zlib
 from collections.abc import Callable, Iterator
@@ -27,6 +30,9 @@ LOCAL_HEADER_SIZE = 30
 
 STORED = 0
 DEFLATED = 8
+BZIP2 = 12
+LZMA = 14
+READABLE_METHODS = (STORED, DEFLATED, BZIP2, LZMA)
 
 _END_RECORD = struct.Struct("<4s4H2LH")
 _ZIP64_LOCATOR = struct.Struct("<4sLQL")
@@ -44,6 +50,7 @@ _LOCAL_SIGNATURE = b"PK\x03\x04"
 _ZIP64_EXTRA_ID = 0x0001
 
 _FLAG_ENCRYPTED = 0x0001
+_FLAG_LZMA_END_MARKER = 0x0002  # for LZMA, bit 1: the stream ends with an end-of-stream marker
 _FLAG_STRONG_ENCRYPTION = 0x0040
 _FLAG_UTF8_NAME = 0x0800
 
@@ -333,7 +340,7 @@ def check_readable(member: Member, max_size: int) -> None:
     """Refuse a member this module will not read: encrypted, compressed otherwise, or bigger than `max_size`."""
     if member.flags & (_FLAG_ENCRYPTED | _FLAG_STRONG_ENCRYPTION):
         raise ZipRecordError(f"{member.name!r} is encrypted")
-    if member.method not in (STORED, DEFLATED):
+    if member.method not in READABLE_METHODS:
         raise ZipRecordError(f"{member.name!r} uses compression method {member.method}")
     if member.size > max_size or member.compressed_size > max_size:
         raise ZipRecordError(f"{member.name!r} is {member.size} bytes, over the {max_size}-byte cap")
@@ -359,15 +366,25 @@ def member_data_offset(header: bytes, member: Member) -> int:
 
 
 def extract(member: Member, compressed: bytes) -> bytes:
-    """The member's bytes from its stored or deflated data, checked against its sizes and CRC-32."""
+    """The member's bytes from its stored or compressed data, checked against its sizes and CRC-32.
+
+    Compressed data is inflated to one byte more than the member's size at most (`check_readable` bounds that
+    size), so a stream that would inflate further is refused without being inflated.
+    """
     if len(compressed) != member.compressed_size:
         raise ZipRecordError(f"{member.name!r}: got {len(compressed)} bytes of data, expected {member.compressed_size}")
     if member.method == STORED:
         data = compressed
         if member.compressed_size != member.size:
             raise ZipRecordError(f"stored member {member.name!r} has two different sizes")
-    else:
+    elif member.method == DEFLATED:
         data = _inflate(member, compressed)
+    elif member.method == BZIP2:
+        data = _unbzip2(member, compressed)
+    elif member.method == LZMA:
+        data = _unlzma(member, compressed)
+    else:
+        raise ZipRecordError(f"{member.name!r} uses compression method {member.method}")
     if len(data) != member.size:
         raise ZipRecordError(f"{member.name!r} inflates to {len(data)} bytes, expected {member.size}")
     if zlib.crc32(data) != member.crc32:
@@ -384,4 +401,52 @@ def _inflate(member: Member, compressed: bytes) -> bytes:
         raise ZipRecordError(f"{member.name!r} is not valid deflate data: {error}") from error
     if not inflater.eof or inflater.unused_data or inflater.unconsumed_tail:
         raise ZipRecordError(f"{member.name!r}: its deflate stream does not end with its compressed size")
+    return data
+
+
+def _unbzip2(member: Member, compressed: bytes) -> bytes:
+    decompressor = bz2.BZ2Decompressor()
+    try:
+        data = decompressor.decompress(compressed, member.size + 1)
+    except (OSError, ValueError, EOFError) as error:
+        raise ZipRecordError(f"{member.name!r} is not valid bzip2 data: {error}") from error
+    # A bzip2 stream always ends with its end-of-stream marker.
+    if not decompressor.eof or decompressor.unused_data:
+        raise ZipRecordError(f"{member.name!r}: its bzip2 stream does not end with its compressed size")
+    return data
+
+
+# A ZIP member's LZMA data starts with the LZMA SDK's version (2 bytes), the length of the properties (2 bytes,
+# always 5 for LZMA1), then the properties: lc/lp/pb packed in a byte, and the dictionary size.
+_LZMA_HEADER = struct.Struct("<2xH")
+_LZMA_PROPERTIES = struct.Struct("<BL")
+_LZMA_MIN_DICTIONARY = 4096
+
+
+def _unlzma(member: Member, compressed: bytes) -> bytes:
+    if len(compressed) < _LZMA_HEADER.size + _LZMA_PROPERTIES.size:
+        raise ZipRecordError(f"{member.name!r}: its LZMA header is cut short")
+    (properties_size,) = _LZMA_HEADER.unpack_from(compressed)
+    if properties_size != _LZMA_PROPERTIES.size:
+        raise ZipRecordError(f"{member.name!r}: LZMA properties of {properties_size} bytes, not LZMA1's 5")
+    packed, dictionary = _LZMA_PROPERTIES.unpack_from(compressed, _LZMA_HEADER.size)
+    if packed >= 9 * 5 * 5:
+        raise ZipRecordError(f"{member.name!r}: invalid LZMA properties")
+    lc, rest = packed % 9, packed // 9
+    lp, pb = rest % 5, rest // 5
+    # A dictionary larger than the output is never looked back into: bounding it by the member's size (which
+    # check_readable bounds) keeps a claimed 4 GiB dictionary from being allocated.
+    dictionary = min(dictionary, max(member.size, _LZMA_MIN_DICTIONARY))
+    lzma_filter = {"id": lzma.FILTER_LZMA1, "lc": lc, "lp": lp, "pb": pb, "dict_size": dictionary}
+    try:
+        decompressor = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[lzma_filter])
+        data = decompressor.decompress(compressed[_LZMA_HEADER.size + _LZMA_PROPERTIES.size :], member.size + 1)
+    except (lzma.LZMAError, ValueError, EOFError) as error:
+        raise ZipRecordError(f"{member.name!r} is not valid LZMA data: {error}") from error
+    if decompressor.unused_data:
+        raise ZipRecordError(f"{member.name!r}: its LZMA stream ends before its compressed size")
+    # Without the end-marker flag the stream may stop at the member's size with no marker (zipfile reads it so);
+    # with it, the marker must be there.
+    if not decompressor.eof and (member.flags & _FLAG_LZMA_END_MARKER or len(data) != member.size):
+        raise ZipRecordError(f"{member.name!r}: its LZMA stream does not end with its compressed size")
     return data
