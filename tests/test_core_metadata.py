@@ -3,6 +3,7 @@ that has no metadata, and the ways metadata is obtained when a mirror fails or l
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -24,9 +25,10 @@ import pytest
 
 from pkgcache.pypi import core_metadata, sdist_metadata
 from tests.cache_service import RunningCache
+from tests.fakes import zips
 from tests.fakes.dists import Dist, build_wheel
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream, PageExtras, TunaLikeUpstream
-from tests.support import UV, BackgroundLoop, isolated_env
+from tests.support import UV, BackgroundLoop, installed_dists, isolated_env, run_pip_install, run_uv_install
 
 POETRY = Path(sys.executable).parent / "poetry"
 PDM = Path(sys.executable).parent / "pdm"
@@ -285,6 +287,87 @@ def test_metadata_compressed_with_bzip2_or_lzma_is_served_as_the_wheel_holds_it(
 def _json_files(cache: RunningCache, project: str) -> dict[str, dict[str, Any]]:
     answer = cache.get(f"/pypi/simple/{project}/", {"Accept": "application/vnd.pypi.simple.v1+json"})
     return {f["filename"]: f for f in json.loads(answer.body)["files"]}
+
+
+def _unreadable_wheel(kind: str) -> Dist:
+    """A wheel pip installs but whose METADATA pkgcache does not read."""
+    if kind == "METADATA over the size cap":  # a 9 MiB long description, deflated to a few KiB
+        return build_wheel("murky", "1.0", payload_size=MiB, metadata_padding=9 * MiB)
+    wheel = build_wheel("murky", "1.0", payload_size=MiB)
+    name = "murky-1.0.dist-info/METADATA"
+    data = zips.patched(wheel.data, zips.central_header_offset(wheel.data, name) + zips.CENTRAL_METHOD, "H", 99)
+    data = zips.patched(data, zips.local_header_offset(data, name) + 8, "H", 99)  # the local header's method
+    return dataclasses.replace(wheel, data=data)
+
+
+@pytest.mark.parametrize("kind", ["METADATA over the size cap", "METADATA compressed by an unknown method"])
+def test_a_wheel_whose_metadata_cannot_be_read_is_no_longer_advertised_after_the_first_attempt(
+    kind: str, bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
+) -> None:
+    wheel = _unreadable_wheel(kind)
+    server = TunaLikeUpstream([wheel], strict_ua=False)
+    _start(bg_loop, server)
+    try:
+        cache = make_cache([server.index_url])
+        before = cache.get("/pypi/simple/murky/")
+        assert 'data-core-metadata="true"' in before.body.decode()
+        assert _json_files(cache, "murky")[wheel.filename]["core-metadata"] is True
+        # The first client to ask was told `true`: it gets the 404. Ranges gave up, the wheel was fetched whole.
+        assert cache.get(f"/pypi/files/murky/{wheel.filename}.metadata").status == 404
+        assert server.count_whole(wheel.filename) == 1
+        after = cache.get("/pypi/simple/murky/")
+        assert "data-core-metadata" not in after.body.decode()
+        assert "data-dist-info-metadata" not in after.body.decode()
+        assert after.headers["etag"] != before.headers["etag"]
+        assert cache.get("/pypi/simple/murky/", {"If-None-Match": before.headers["etag"]}).status == 200
+        assert "core-metadata" not in _json_files(cache, "murky")[wheel.filename]
+        # Asked again anyway: a 404 at once, the wheel neither fetched nor read again.
+        assert cache.get(f"/pypi/files/murky/{wheel.filename}.metadata").status == 404
+        assert server.count_whole(wheel.filename) == 1
+        records = json.loads((cache.data_dir / "pypi" / "simple" / "murky" / "metadata.json").read_text())
+        assert records[wheel.filename]["available"] is False
+    finally:
+        bg_loop.run(server.stop())
+
+
+def test_pip_and_uv_install_through_pkgcache_a_wheel_whose_metadata_it_gave_up_on(
+    bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    wheel = _unreadable_wheel("METADATA over the size cap")
+    server = TunaLikeUpstream([wheel], strict_ua=False)
+    _start(bg_loop, server)
+    try:
+        cache = make_cache([server.index_url])
+        assert cache.get(f"/pypi/files/murky/{wheel.filename}.metadata").status == 404  # the first attempt
+        for install, name in ((run_pip_install, "pip"), (run_uv_install, "uv")):
+            done = install(cache.index_url, tmp_path / name, "murky")
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert installed_dists(tmp_path / name) == {"murky==1.0"}
+            assert (tmp_path / name / "murky-1.0.dist-info" / "METADATA").read_bytes() == wheel.metadata
+        # The mirror sent the wheel once, to pkgcache, which served it to both.
+        assert server.count_whole(wheel.filename) == 1
+        assert server.count("/simple/murky/") >= 1
+    finally:
+        bg_loop.run(server.stop())
+
+
+def test_a_wheel_that_cannot_be_fetched_for_now_keeps_its_metadata_advertised(
+    bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
+) -> None:
+    wheel = build_wheel("flaky", "1.0", payload_size=MiB)
+    server = TunaLikeUpstream([wheel], strict_ua=False)
+    server.garbage[wheel.filename] = "503"  # ranges and the whole wheel alike
+    _start(bg_loop, server)
+    try:
+        cache = make_cache([server.index_url], upstream={"cooldown": 0})
+        assert cache.get(f"/pypi/files/flaky/{wheel.filename}.metadata").status >= 500
+        assert _json_files(cache, "flaky")[wheel.filename]["core-metadata"] is True
+        del server.garbage[wheel.filename]
+        answer = cache.get(f"/pypi/files/flaky/{wheel.filename}.metadata")
+        assert answer.status == 200 and answer.body == wheel.metadata
+        assert _json_files(cache, "flaky")[wheel.filename]["core-metadata"] == {"sha256": wheel.metadata_sha256}
+    finally:
+        bg_loop.run(server.stop())
 
 
 def test_a_head_or_a_range_on_an_uncached_wheel_does_not_download_it(

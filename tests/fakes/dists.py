@@ -105,11 +105,13 @@ def build_wheel(
     yanked: str | bool = False,
     metadata_method: int | None = None,
     metadata_padding: int = 0,
+    leading_members: Sequence[tuple[str, bytes]] = (),
 ) -> Dist:
     """A pure-Python wheel with one importable module (named after the project).
 
     `metadata_method` compresses METADATA with that `zipfile` method (bzip2, LZMA) instead of deflate;
-    `metadata_padding` makes METADATA that many bytes longer (a long description, as some projects have).
+    `metadata_padding` makes METADATA that many bytes longer (a long description, as some projects have);
+    `leading_members` (path, bytes) come first in the archive, before the module (a stray `.dist-info`...).
     """
     escaped = escape_name(name)
     dist_info = f"{escaped}-{version}.dist-info"
@@ -124,6 +126,7 @@ def build_wheel(
     ]
     if payload_size:
         members.insert(1, (f"{escaped}/payload.bin", _payload(name, version, payload_size)))
+    members[:0] = leading_members
     record_lines = [f"{path},{_record_hash(data)},{len(data)}" for path, data in members]
     record_lines.append(f"{dist_info}/RECORD,,")
     members.append((f"{dist_info}/RECORD", ("\n".join(record_lines) + "\n").encode()))

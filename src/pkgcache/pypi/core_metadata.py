@@ -11,6 +11,10 @@ them by ranges (uv, poetry) to learn their dependencies. Wrapping an `IndexSourc
   likely to be installed next anyway;
 - checks metadata read by ranges against the wheel once the wheel itself is downloaded and verified, and keeps
   the verified one if they differ (logged and counted);
+- stops advertising metadata for a wheel whose verified file yields none it can serve (METADATA over the size
+  cap, compressed a way it does not read, no single `.dist-info` named after the wheel: `MetadataRefused`), by a
+  record marked unavailable: its clients then read the wheel itself, as from a mirror without metadata. A
+  failure to get the wheel is no such judgement and is not recorded;
 - advertises an sdist's metadata only when its PKG-INFO is reliable (Metadata-Version 2.2 or later, with no
   dynamic dependencies: `sdist_metadata.py`), read from the sdist once cached.
 
@@ -47,6 +51,7 @@ from pkgcache.pypi.upstream_index import UpstreamIndex
 from pkgcache.pypi.wheel_metadata import (
     MAX_METADATA_SIZE,
     MAX_RANGE_LENGTH,
+    FileNotReadable,
     MetadataUnavailable,
     RangeAnswer,
     RangeCounter,
@@ -104,6 +109,11 @@ class _Made:
 
 # The key of `_Made` in a metadata download's notes.
 MADE_NOTE = "core_metadata"
+
+
+class MetadataRefused(FileNotListed):
+    """The verified wheel itself yields no metadata pkgcache can serve: a lasting judgement on those bytes, which
+    is recorded (the pages then stop advertising metadata for the wheel)."""
 
 
 def made_not_kept(download: Download) -> bytes | None:
@@ -211,8 +221,11 @@ class MetadataIndex(IndexLayer):
         path = self.pages.file_path(project, filename)
         records, _ = await self.records.get(project)
         record = records.get(dist_name)
-        if path.is_file() and record is not None and _same_distribution(record, dist):
-            return path
+        if record is not None and _same_distribution(record, dist):
+            if not record.available:
+                raise FileNotListed(f"{dist_name} yields no core metadata pkgcache can serve")
+            if path.is_file():
+                return path
         if not dist_name.endswith(".whl") and not dist.core_metadata and record is None:
             raise FileNotListed(f"{dist_name} has no core metadata pkgcache can vouch for")
         download = self.downloader.get_or_start(
@@ -229,7 +242,11 @@ class MetadataIndex(IndexLayer):
         `_record_if_kept` and, should the disk be too full to keep them, `made_not_kept`."""
         if self.origin is None:
             raise CacheIsReadOnly("metadata is made by the worker that writes")
-        data, source, verified = await self._obtain(project, entry, dist)
+        try:
+            data, source, verified = await self._obtain(project, entry, dist)
+        except MetadataRefused as exc:
+            await self._record_refused(project, dist.filename, _sha256_of(dist), str(exc))
+            raise
         digest = hashlib.sha256(data).hexdigest()
         download.notes[MADE_NOTE] = _Made(data, MetadataRecord(digest, _sha256_of(dist), source, verified))
         self.counters.made[source] += 1
@@ -269,8 +286,10 @@ class MetadataIndex(IndexLayer):
         if dist.filename.endswith(".whl"):
             try:
                 return await asyncio.to_thread(metadata_from_wheel_file, path, dist.filename)
+            except FileNotReadable as exc:  # the file, not the archive: nothing to judge it by
+                raise FileNotListed(f"the cached {dist.filename} cannot be read: {exc}") from None
             except MetadataUnavailable as exc:
-                raise FileNotListed(f"no core metadata can be read from {dist.filename}: {exc}") from None
+                raise MetadataRefused(f"no core metadata can be read from {dist.filename}: {exc}") from None
         try:
             pkg_info = await asyncio.to_thread(pkg_info_from_sdist_file, path, dist.filename)
         except MetadataUnavailable as exc:  # no PKG-INFO at its top (a repository's archive), or past a bound
@@ -387,6 +406,22 @@ class MetadataIndex(IndexLayer):
         except (StorageError, CacheIsReadOnly) as exc:
             log.warning("could not keep the metadata of %s: %s", filename, exc)
 
+    async def _record_refused(self, project: str, filename: str, dist_sha256: str | None, reason: str) -> None:
+        """Record that the verified wheel `filename` yields no metadata pkgcache can serve: the pages stop
+        advertising it, and `.metadata` is a 404 without the wheel being read again. Metadata kept before for it
+        (read by ranges) is removed."""
+        refused = MetadataRecord("", dist_sha256, "wheel", True, available=False)
+        try:
+            records, _ = await self.records.get(project)
+            if records.get(filename) == refused:
+                return
+            log.info("%s; its metadata is no longer advertised", reason)
+            await self.records.add(project, filename, refused)
+            path = self.pages.file_path(project, filename + METADATA_SUFFIX)
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        except (StorageError, CacheIsReadOnly, OSError) as exc:
+            log.warning("could not record that %s has no metadata to serve: %s", filename, exc)
+
     def status(self) -> dict[str, object]:
         return {**self.inner.status(), "core_metadata": self.counters.to_json()}
 
@@ -408,6 +443,8 @@ def _advertise(entry: CachedPage, records: dict[str, MetadataRecord]) -> CachedP
 
 def _advertised_metadata(dist: DistFile, record: MetadataRecord | None) -> bool | Mapping[str, str]:
     if record is not None and _same_distribution(record, dist):
+        if not record.available:
+            return False  # the verified file yields none pkgcache can serve: clients read the wheel themselves
         return {"sha256": record.sha256}  # the hash of exactly the bytes pkgcache serves
     if dist.filename.endswith(".whl"):
         return dist.core_metadata or True

@@ -3,8 +3,10 @@
 For each distribution whose `.metadata` pkgcache has made or fetched: the sha256 of the bytes it serves (what the
 pages advertise), the sha256 of the distribution those bytes belong to (a page listing other bytes under the same
 name makes the record stale), how they were obtained, and whether they were checked against the distribution
-itself. Read through a small memory that looks at the file again about once a second, so every worker renders the
-same pages.
+itself. For a wheel whose verified file yields no metadata pkgcache can serve (an archive it refuses): a record
+marked unavailable, so that the pages stop advertising metadata for it and clients read the wheel themselves.
+Read through a small memory that looks at the file again about once a second, so every worker renders the same
+pages.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ class MetadataRecord:
     dist_sha256: str | None  # of the distribution they were read from (as its page gives it)
     source: str  # "wheel" (read from the cached wheel), "upstream" (its .metadata), "ranges", "sdist"
     verified: bool  # read from the verified distribution itself, or checked against it since
+    # False: the verified distribution yields no metadata pkgcache can serve (sha256 is then ""), which the pages
+    # no longer advertise. Absent from records written before it: those are all available.
+    available: bool = True
 
 
 @dataclass

@@ -52,6 +52,10 @@ class MetadataUnavailable(Exception):
     """The core metadata cannot be read safely from this archive (or this server): fall back to the whole file."""
 
 
+class FileNotReadable(MetadataUnavailable):
+    """The wheel's file could not be read (gone, an I/O error): this says nothing of the archive it holds."""
+
+
 class RangesNotSupported(MetadataUnavailable):
     """The server did not answer with the ranges asked for (a 200 with the whole file, no Content-Range...).
 
@@ -134,7 +138,8 @@ class RangeCounter:
 def metadata_from_wheel_file(path: Path | str, filename: str | None = None) -> bytes:
     """The METADATA of the wheel at `path` (blocking: run it in a thread), named `filename` (default: the path's).
 
-    Raises MetadataUnavailable when the file is not a wheel this module reads (see `metadata_by_ranges`).
+    Raises MetadataUnavailable when the file is not a wheel this module reads (see `metadata_by_ranges`), and
+    its subclass FileNotReadable when the file itself cannot be read.
     """
     path = Path(path)
     try:
@@ -149,7 +154,7 @@ def metadata_from_wheel_file(path: Path | str, filename: str | None = None) -> b
     except ZipRecordError as error:
         raise MetadataUnavailable(f"{path.name}: {error}") from error
     except OSError as error:
-        raise MetadataUnavailable(f"{path.name}: cannot read it: {error}") from error
+        raise FileNotReadable(f"{path.name}: cannot read it: {error}") from error
 
 
 def _read_file_range(fd: int, size: int, wanted: ByteRange) -> RangeAnswer:
