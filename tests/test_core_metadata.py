@@ -370,6 +370,33 @@ def test_a_wheel_that_cannot_be_fetched_for_now_keeps_its_metadata_advertised(
         bg_loop.run(server.stop())
 
 
+def test_a_wheel_with_a_stray_dist_info_first_is_no_longer_advertised_once_cached_whole(
+    bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
+) -> None:
+    # The stray .dist-info's entry opens a central directory longer than the first range: ranges, which read the
+    # directory's last entries, cannot see it. pkgcache (and pip) refuse the wheel whole.
+    stray = ("stray-2.0.dist-info/METADATA", b"Metadata-Version: 2.1\nName: stray\nVersion: 2.0\n\n")
+    modules = [(f"twice/module_{i:04d}.py", b"x = 1\n") for i in range(400)]
+    wheel = build_wheel("twice", "1.0", payload_size=MiB, leading_members=[stray, *modules])
+    server = TunaLikeUpstream([wheel], strict_ua=False)
+    _start(bg_loop, server)
+    try:
+        cache = make_cache([server.index_url])
+        metadata_url = f"/pypi/files/twice/{wheel.filename}.metadata"
+        by_ranges = cache.get(metadata_url)
+        assert by_ranges.status == 200 and by_ranges.body == wheel.metadata
+        assert server.count_whole(wheel.filename) == 0
+        assert _json_files(cache, "twice")[wheel.filename]["core-metadata"] == {"sha256": wheel.metadata_sha256}
+
+        assert cache.get(f"/pypi/files/twice/{wheel.filename}").body == wheel.data
+        _wait_for(lambda: "core-metadata" not in _json_files(cache, "twice")[wheel.filename])
+        assert "data-core-metadata" not in cache.get("/pypi/simple/twice/").body.decode()
+        assert cache.get(metadata_url).status == 404
+        assert not (cache.data_dir / "pypi" / "files" / "twice" / f"{wheel.filename}.metadata").exists()
+    finally:
+        bg_loop.run(server.stop())
+
+
 def test_a_head_or_a_range_on_an_uncached_wheel_does_not_download_it(
     official: OfficialLikeUpstream, make_cache: Callable[..., RunningCache]
 ) -> None:

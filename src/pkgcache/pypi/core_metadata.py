@@ -381,9 +381,14 @@ class MetadataIndex(IndexLayer):
         try:
             records, _ = await self.records.get(project)
             record = records.get(filename)
-            if record is not None and record.verified:
+            if record is not None and record.verified and record.dist_sha256 in (None, dist_sha256):
                 return
             data = await self._from_cached(dist_path, DistFile(filename=filename, url=""))
+        except MetadataRefused as exc:
+            # Whatever was read by ranges before (from a directory's last entries, which cannot tell a second
+            # .dist-info earlier on) gives way: pkgcache refuses the wheel whole, as installers do.
+            await self._record_refused(project, filename, dist_sha256, str(exc))
+            return
         except (FileNotListed, OSError) as exc:
             log.debug("no metadata recorded for %s: %s", filename, exc)
             return
