@@ -196,6 +196,9 @@ def test_pages_advertise_metadata_for_every_wheel_with_its_hash_once_known(
     html = cache.get("/pypi/simple/heavy/").body.decode()
     assert f'data-core-metadata="sha256={hashlib.sha256(metadata.body).hexdigest()}"' in html
     assert 'data-dist-info-metadata="sha256=' in html  # the legacy spelling too (PEP 714)
+    # Recorded in the fields every version reads ("available" is written only when false).
+    records = json.loads((cache.data_dir / "pypi" / "simple" / "heavy" / "metadata.json").read_text())
+    assert set(records[HEAVY2]) == {"sha256", "dist_sha256", "source", "verified"}
 
 
 def test_an_upstream_that_advertises_metadata_and_404s_it_is_read_around(

@@ -31,8 +31,15 @@ class MetadataRecord:
     source: str  # "wheel" (read from the cached wheel), "upstream" (its .metadata), "ranges", "sdist"
     verified: bool  # read from the verified distribution itself, or checked against it since
     # False: the verified distribution yields no metadata pkgcache can serve (sha256 is then ""), which the pages
-    # no longer advertise. Absent from records written before it: those are all available.
+    # no longer advertise. Written only when False, so versions before it still read every other record.
     available: bool = True
+
+
+def _to_json(record: MetadataRecord) -> dict[str, object]:
+    fields = asdict(record)
+    if record.available:
+        del fields["available"]
+    return fields
 
 
 @dataclass
@@ -86,7 +93,7 @@ class MetadataRecords:
             records, _ = await self.get(project)
             updated = {**records, filename: record}
             path = self.path(project)
-            content = {k: asdict(v) for k, v in updated.items()}
+            content = {k: _to_json(v) for k, v in updated.items()}
             # Not durable: records lost to a power cut are made again (see CacheStore.write_bytes_atomic).
             await asyncio.to_thread(self.store.write_json_atomic, path, content, durable=False)
             self._remember(project, updated, file_stamp(path))
