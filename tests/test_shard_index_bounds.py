@@ -278,3 +278,52 @@ def test_a_damaged_index_made_here_is_refused_without_taking_memory(tmp_path: Pa
     finally:
         tracemalloc.stop()
     assert peak < 64 << 20
+
+
+# --- an upstream's shards, read within bounds as its index is (conda/shards.py) ---
+
+
+def _shard(path: Path, records: dict[str, Any]) -> None:
+    _index(path, {"packages": {}, "packages.conda": records, "removed": []})
+
+
+def _empty_maps_record_shard(path: Path, maps: int) -> None:
+    """A shard whose one record is a list of `maps` empty maps: one byte each, a 64-byte dict each once decoded."""
+    head = b"\x83\xa8packages\x80\xaepackages.conda\x81\xabapp-1.conda\xdd" + struct.pack(">I", maps)
+    stream = zstandard.ZstdCompressor(level=3).compressobj()
+    parts = [stream.compress(head)]
+    chunk = b"\x80" * (1 << 20)
+    for start in range(0, maps, len(chunk)):
+        parts.append(stream.compress(chunk[: maps - start]))
+    parts.append(stream.compress(b"\xa7removed\x90"))
+    parts.append(stream.flush())
+    path.write_bytes(b"".join(parts))
+
+
+def test_a_shards_record_is_read_with_its_hashes_as_hex_and_a_bomb_is_no_record(tmp_path: Path) -> None:
+    """A record is found in its shard as repodata.json has it; a shard an upstream made a bomb (a record of 4M
+    empty maps: 4 MB of msgpack, 256 MB of dicts) or a section of more records than any package has is read
+    as holding nothing, within a few MB of memory."""
+    from pkgcache.conda import shards
+
+    good = tmp_path / "good.msgpack.zst"
+    _shard(good, {"app-1.conda": {"name": "app", "version": "1", "sha256": bytes(range(32)), "depends": ["x"]}})
+    record = shards.record_in_shard(good, "app-1.conda")
+    assert record == {"name": "app", "version": "1", "sha256": bytes(range(32)).hex(), "depends": ["x"]}
+    assert shards.record_in_shard(good, "other-1.conda") is None
+    assert [name for name, _ in shards._section(good, "packages.conda")] == ["app-1.conda"]
+
+    bomb = tmp_path / "bomb.msgpack.zst"
+    _empty_maps_record_shard(bomb, 4 << 20)
+    crowded = tmp_path / "crowded.msgpack.zst"
+    _shard(crowded, {f"p-{number}.conda": None for number in range(200_001)})
+    tracemalloc.start()
+    try:
+        assert shards.record_in_shard(bomb, "app-1.conda") is None
+        assert shards._section(bomb, "packages.conda") == []
+        assert shards.record_in_shard(crowded, "p-1.conda") is None
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 48 << 20, peak  # the decompressed bytes (4 MB and ~3 MB), never their objects
+    assert shards.MAX_SECTION_RECORDS < 200_001

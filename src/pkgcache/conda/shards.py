@@ -6,16 +6,31 @@ import json
 from pathlib import Path
 from typing import Any
 
-import msgpack
+import msgspec
 import zstandard
 
-from pkgcache.conda.bounded_zstd import decompress_within
-from pkgcache.conda.upstream_shard_index import InvalidShardIndex, ShardNames, encode_index, read_shard_index, text
+from pkgcache.conda.bounded_zstd import decompress_file_within
+from pkgcache.conda.upstream_shard_index import (
+    MAX_MAP_MEMBERS,
+    InvalidShardIndex,
+    ShardNames,
+    bounded_map,
+    encode_index,
+    read_shard_index,
+    text,
+)
 
 __all__ = ["InvalidShardIndex", "record_in_shard", "repodata_from_shards", "rewrite_shard_index", "shard_for"]
 
-# What a shard may decompress to (CEP-16's are a few KB; the shard index has its own bound, upstream_shard_index).
-MAX_DECOMPRESSED_BYTES = 1 << 30
+# An upstream's shard is read within bounds, as its shard index is (upstream_shard_index.py): the upstream names it
+# by its hash, so a few KB of zstd may be made to decompress to a GB, and msgpack decoded whole into Python objects
+# costs many times its size. Real shards are KB (a package's every build in a subdir; the biggest conda-forge
+# names, a few MB), so: the shard decompressed up to MAX_SHARD_BYTES; its top level and each section read as maps
+# of undecoded values (a section of at most MAX_SECTION_RECORDS records); and only the records used decoded, each
+# of at most MAX_RECORD_BYTES (a record is about a KB), so that what one record can cost stays tens of MB.
+MAX_SHARD_BYTES = 64 << 20
+MAX_SECTION_RECORDS = 200_000
+MAX_RECORD_BYTES = 1 << 20
 # Relative to the shard index: packages beside it, shards in shards/ (pkgcache's own layout).
 LOCAL_BASE_URL = ""
 LOCAL_SHARDS_BASE_URL = "./shards/"
@@ -49,23 +64,47 @@ def shard_for(index_path: Path, package_name: str) -> str | None:
 
 
 def record_in_shard(shard_path: Path, filename: str) -> dict[str, Any] | None:
-    """A package's record from a shard, with its hashes as hex text like repodata.json has them (blocking)."""
-    document = _read_msgpack_zst(shard_path)
-    if not isinstance(document, dict):
-        return None
+    """A package's record from a shard, with its hashes as hex text like repodata.json has them (blocking); None
+    when the shard does not hold it or cannot be read within bounds."""
+    sections = _shard_sections(shard_path)
     for section in ("packages.conda", "packages"):
-        records = document.get(section)
-        if isinstance(records, dict) and isinstance(records.get(filename), dict):
-            return {key: value.hex() if isinstance(value, bytes) else value for key, value in records[filename].items()}
+        raw = _records(sections, section).get(filename)
+        if raw is not None:
+            return _record(raw)
     return None
 
 
-def _read_msgpack_zst(path: Path) -> Any:
+def _shard_sections(path: Path) -> dict[str, msgspec.Raw]:
+    """The shard's top-level members, undecoded; {} when it cannot be read within bounds."""
     try:
-        raw = decompress_within(path.read_bytes(), MAX_DECOMPRESSED_BYTES)
-        return msgpack.unpackb(raw, strict_map_key=False)
-    except (OSError, zstandard.ZstdError, ValueError, msgpack.UnpackException):
+        with path.open("rb") as handle:
+            return bounded_map(decompress_file_within(handle, MAX_SHARD_BYTES), MAX_MAP_MEMBERS)
+    except (OSError, zstandard.ZstdError, ValueError):  # InvalidShardIndex and DecompressedTooLarge included
+        return {}
+
+
+def _records(sections: dict[str, msgspec.Raw], section: str) -> dict[str, msgspec.Raw]:
+    """A section's records by file name, undecoded; {} when it is absent or not a bounded map of them."""
+    raw = sections.get(section)
+    if raw is None:
+        return {}
+    try:
+        return bounded_map(raw, MAX_SECTION_RECORDS)
+    except InvalidShardIndex:
+        return {}
+
+
+def _record(raw: msgspec.Raw) -> dict[str, Any] | None:
+    """One record decoded, its hashes as hex text; None when it is too big to be one or not a map."""
+    if len(raw) > MAX_RECORD_BYTES:
         return None
+    try:
+        record = msgspec.msgpack.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    return {key: value.hex() if isinstance(value, bytes) else value for key, value in record.items()}
 
 
 def repodata_from_shards(index_path: Path, shards_dir: Path, destination: Path, subdir: str) -> int:
@@ -97,12 +136,6 @@ def repodata_from_shards(index_path: Path, shards_dir: Path, destination: Path, 
 
 
 def _section(shard_path: Path, section: str) -> list[tuple[str, dict[str, Any]]]:
-    document = _read_msgpack_zst(shard_path)
-    records = document.get(section) if isinstance(document, dict) else None
-    if not isinstance(records, dict):
-        return []
-    return [
-        (filename, {key: value.hex() if isinstance(value, bytes) else value for key, value in record.items()})
-        for filename, record in records.items()
-        if isinstance(filename, str) and isinstance(record, dict)
-    ]
+    """A section's records, each decoded within its bound (one left out when it is not a record)."""
+    records = _records(_shard_sections(shard_path), section)
+    return [(filename, record) for filename, raw in records.items() if (record := _record(raw)) is not None]

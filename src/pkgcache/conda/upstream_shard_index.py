@@ -91,16 +91,26 @@ def _read(handle: BinaryIO) -> UpstreamShardIndex:
 
 def _small_map(raw: bytes | msgspec.Raw, what: str) -> dict[str, msgspec.Raw]:
     """A msgpack map of at most MAX_MAP_MEMBERS members, its values undecoded (their syntax checked)."""
+    try:
+        return bounded_map(raw, MAX_MAP_MEMBERS)
+    except InvalidShardIndex as exc:
+        raise InvalidShardIndex(f"a shard index whose {what} {exc}") from None
+
+
+def bounded_map(raw: bytes | msgspec.Raw, most: int) -> dict[str, msgspec.Raw]:
+    """A msgpack map of text keys and at most `most` members, its values undecoded (their syntax checked): its
+    size is read from its header before anything is decoded. InvalidShardIndex otherwise. Also used for shards
+    (conda/shards.py), whose sections are maps of file names to records."""
     with memoryview(raw) as view:
         size = _map_size(view[:5])
     if size is None:
-        raise InvalidShardIndex(f"a shard index whose {what} is not a map")
-    if size > MAX_MAP_MEMBERS:
-        raise InvalidShardIndex(f"a shard index whose {what} has {size} members, more than {MAX_MAP_MEMBERS}")
+        raise InvalidShardIndex("is not a map")
+    if size > most:
+        raise InvalidShardIndex(f"has {size} members, more than {most}")
     try:
         return _MEMBERS.decode(raw)
     except msgspec.DecodeError as exc:
-        raise InvalidShardIndex(f"a shard index whose {what} is not a map of names: {exc}") from None
+        raise InvalidShardIndex(f"is not a map of names: {exc}") from None
 
 
 def _map_size(head: memoryview) -> int | None:
