@@ -48,6 +48,39 @@ def test_a_side_with_no_rule_passes_everything_and_a_block_or_offline_does_not(t
     assert offline.sides["pypi"].view_offline and not offline.sides["pypi"].passes_everything
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [b"{not json", b'{"pypi": [{"version": "1.0"}], "conda": []}'],
+    ids=["not JSON", "a block without its name"],
+)
+def test_a_damaged_blocks_file_lifts_no_block_and_is_never_written_over(tmp_path: Path, damage: bytes) -> None:
+    """A blocks file that cannot be read whole leaves the blocks read before in force in a running gate, and
+    `block`/`unblock` refuse to write over it (which would keep only the new block and drop every other)."""
+    store = CacheStore(tmp_path / "data")
+    store.prepare()
+    book = BlockBook(store)
+    book.add("pypi", block_from_target("pypi", "requests==2.32.0", "alice", "bad"))
+    book.add("pypi", block_from_target("pypi", "urllib3", "alice", "bad"))
+    gate = Gate(_settings(tmp_path), store, {})
+    seen: list[SideGate] = []
+    gate.subscribe("pypi", seen.append)
+    assert gate.load_blocks() and seen[-1].policy is not None
+    assert not seen[-1].policy.check_file("requests", "requests-2.32.0-py3-none-any.whl").allowed
+
+    time.sleep(0.01)  # a new stamp for the file
+    book.path.write_bytes(damage)
+    gate.load_blocks()
+    assert not seen[-1].passes_everything and seen[-1].policy is not None
+    assert not seen[-1].policy.check_file("urllib3", "urllib3-2.0.0-py3-none-any.whl").allowed
+
+    where = ["--data-dir", str(tmp_path / "data")]
+    runner = CliRunner()
+    for command, target in ((block_command, "idna"), (unblock_command, "urllib3")):
+        refused = runner.invoke(command, [target, *where])
+        assert refused.exit_code == 1 and "cannot be read" in refused.output, refused.output
+    assert book.path.read_bytes() == damage
+
+
 def test_a_replica_reads_the_primarys_word_that_every_upstream_is_down(tmp_path: Path) -> None:
     store = CacheStore(tmp_path / "data")
     store.prepare()

@@ -31,7 +31,7 @@ from pkgcache.cli.locate import Located, locate_instance, require_data_dir
 from pkgcache.cli.options import flag_overrides, locate_options, resolve_settings
 from pkgcache.config import Settings
 from pkgcache.formatting import format_bytes, shell_quote
-from pkgcache.gate.blocks import BlockBook, BlockChange, block_from_target
+from pkgcache.gate.blocks import BlockBook, BlockChange, BlocksUnreadable, block_from_target
 from pkgcache.gate.purge import blocked_files
 from pkgcache.policy.common import Block, from_epoch, parse_block_target, parse_upload_time
 from pkgcache.policy.engine import Pin, PinFile, PinVerdict
@@ -94,7 +94,10 @@ def _block_on_disk(settings: Settings, side: str, made: Block) -> tuple[int, int
             raise click.BadParameter(str(exc), param_hint="TARGET") from None
     store = CacheStore(settings.server.data_dir)
     book = BlockBook(store)
-    book.add(side, made)
+    try:
+        book.add(side, made)
+    except BlocksUnreadable as exc:
+        raise click.ClickException(str(exc)) from None
     freed = remove_entries(blocked_files(store, side, made))
     book.record(BlockChange("block", side, made, made.who, freed.files, freed.bytes))
     click.echo("pkgcache is not running: the block is written to the data directory, in force when it starts")
@@ -120,7 +123,10 @@ def unblock_command(config_file: Path | None, data_dir: Path | None, target: str
     else:
         require_data_dir(located.settings.server.data_dir)
         book = BlockBook(CacheStore(located.settings.server.data_dir))
-        removed = book.remove(side, name, version)
+        try:
+            removed = book.remove(side, name, version)
+        except BlocksUnreadable as exc:
+            raise click.ClickException(str(exc)) from None
         if removed is None:
             raise click.ClickException(f"no {side} block of {target} is in force")
         book.record(BlockChange("unblock", side, removed, _who()))

@@ -71,6 +71,10 @@ class BlockChange:
         }
 
 
+class BlocksUnreadable(Exception):
+    """The blocks file is there but cannot be read whole (its words say which, and what to do)."""
+
+
 class BlockBook:
     """The blocks file and its log, in a data directory."""
 
@@ -83,23 +87,34 @@ class BlockBook:
         return file_stamp(self.path)
 
     def read(self) -> dict[str, tuple[Block, ...]]:
-        """The blocks in force by side (none for a side without any); a damaged file is logged and read as empty."""
+        """The blocks in force by side (none for a side without any); a damaged file is logged and read as empty.
+        For showing them; what writes the file or enforces it reads with `read_sound`."""
+        try:
+            return self.read_sound()
+        except BlocksUnreadable as exc:
+            log.error("%s", exc)
+            return {side: () for side in SIDES}
+
+    def read_sound(self) -> dict[str, tuple[Block, ...]]:
+        """The blocks in force by side; BlocksUnreadable when the file is there but cannot be read whole, so that
+        nothing takes it for "no blocks": a block written over it would drop every other one, and a running
+        gate would stop enforcing them."""
         data = self.store.read_json(self.path)
         found: dict[str, tuple[Block, ...]] = {side: () for side in SIDES}
         if data is None:
             if self.path.exists():
-                log.error("the blocks file %s cannot be read: no block is in force until it is fixed", self.path)
+                raise BlocksUnreadable(f"the blocks file {self.path} cannot be read: fix or remove it")
             return found
         for side in SIDES:
             try:
                 found[side] = tuple(Block.from_json(item) for item in data.get(side, ()))
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                log.error("ignoring the %s blocks of %s: %s", side, self.path, exc)
+                raise BlocksUnreadable(f"the {side} blocks of {self.path} cannot be read ({exc}): fix it") from None
         return found
 
     def add(self, side: str, block: Block) -> None:
         """Keep `block` (replacing one of the same name and version), blocking: call from a thread."""
-        blocks = self.read()
+        blocks = self.read_sound()
         key = block_key(side, block.name, block.version)
         kept = [b for b in blocks[side] if block_key(side, b.name, b.version) != key]
         self._write({**blocks, side: (*kept, block)})
@@ -107,7 +122,7 @@ class BlockBook:
     def remove(self, side: str, name: str, version: str | None) -> Block | None:
         """Drop the block of `name` at `version` (None: the block of every version; `1.1` is `1.1.0`, as a block
         of either refuses the files of both); the block dropped, if any."""
-        blocks = self.read()
+        blocks = self.read_sound()
         key = block_key(side, name, version)
         gone = [b for b in blocks[side] if block_key(side, b.name, b.version) == key]
         if gone:

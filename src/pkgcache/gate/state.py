@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from pkgcache.config import Settings
-from pkgcache.gate.blocks import SIDES, BlockBook
+from pkgcache.gate.blocks import SIDES, BlockBook, BlocksUnreadable
 from pkgcache.gate.holdings import IMPORTED_MARK, forget_holdings, read_import_mark
 from pkgcache.gate.offline import OfflinePool, offline_view_goes_on
 from pkgcache.policy.common import Block
@@ -114,7 +114,12 @@ class Gate:
         if "blocks" in self._stamps and stamp == self._stamps["blocks"]:
             return False
         self._stamps["blocks"] = stamp
-        self.blocks = self.book.read()
+        try:
+            self.blocks = self.book.read_sound()
+        except BlocksUnreadable as exc:
+            # The blocks read last stay in force (none at start): a damaged file never lifts them.
+            log.error("%s; the blocks read before stay in force", exc)
+            return False
         self._publish_all()
         return True
 

@@ -26,7 +26,7 @@ from aiohttp import web
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
 from pkgcache.conda.channels import FileKind, UnknownPath, check_subdir, kind_of
-from pkgcache.gate.blocks import BlockChange, block_from_target
+from pkgcache.gate.blocks import BlockChange, BlocksUnreadable, block_from_target
 from pkgcache.gate.purge import blocked_files
 from pkgcache.gate.state import GATE_KEY
 from pkgcache.http.auth import admin_refusal
@@ -207,7 +207,10 @@ async def block(request: web.Request) -> web.StreamResponse:
             CondaPolicy(blocks=[made])  # a version conda cannot read is refused here, not when serving
     except ValueError as exc:
         return plain_error(400, str(exc))
-    await asyncio.to_thread(gate.book.add, side, made)
+    try:
+        await asyncio.to_thread(gate.book.add, side, made)
+    except BlocksUnreadable as exc:
+        return plain_error(409, str(exc))
     gate.set_blocks(side, (await asyncio.to_thread(gate.book.read))[side])
     freed = await ops.keeper.purge(await asyncio.to_thread(blocked_files, ops.store, side, made))
     change = BlockChange("block", side, made, made.who, freed.files, freed.bytes)
@@ -222,7 +225,10 @@ async def unblock(request: web.Request) -> web.StreamResponse:
         name, version = parse_block_target(request.query.get("target", ""))
     except ValueError as exc:
         return plain_error(400, str(exc))
-    removed = await asyncio.to_thread(gate.book.remove, side, name, version)
+    try:
+        removed = await asyncio.to_thread(gate.book.remove, side, name, version)
+    except BlocksUnreadable as exc:
+        return plain_error(409, str(exc))
     if removed is None:
         target = name if version is None else f"{name}=={version}"
         return plain_error(404, f"no {side} block of {target} is in force")
