@@ -365,6 +365,22 @@ def test_start_on_a_disk_under_min_free_space_says_why_at_once_and_stops_it(
     assert not _healthy(running.url)
 
 
+def test_start_on_an_unreadable_blocks_file_refuses_and_says_which(tmp_path: Path, tuna: TunaLikeUpstream) -> None:
+    """A service started on it would have no block in force (a running one keeps the blocks it read last)."""
+    blocks = tmp_path / "data" / "gate" / "blocks.json"
+    blocks.parent.mkdir(parents=True)
+    blocks.write_text('{"pypi": [{"name": "requests"')  # cut short by a hand edit
+    running = BackgroundService(tmp_path / "data", tuna.index_url, "--workers", "1")
+    try:
+        started = running.start()
+    finally:
+        running.close()
+    assert started.returncode == 1, started.stdout + started.stderr
+    assert "not started" in started.stderr and str(blocks) in started.stderr, started.stderr
+    assert not running.pid_file.exists() and not _healthy(running.url)
+    assert blocks.read_text() == '{"pypi": [{"name": "requests"'
+
+
 def test_a_second_foreground_serve_on_the_same_data_dir_is_refused(service: BackgroundService) -> None:
     other = run_pkgcache("serve", "--host", "127.0.0.1", "--port", str(free_port()), *service.locate, timeout=30)
     assert other.returncode != 0 and "already running" in other.stderr

@@ -14,7 +14,7 @@ from pkgcache.cli.kit_commands import workers_behind
 from pkgcache.cli.policy_commands import block_command, check_command, show_command, unblock_command
 from pkgcache.config import Settings, load_settings
 from pkgcache.config_template import render_config_template
-from pkgcache.gate.blocks import BlockBook, block_from_target
+from pkgcache.gate.blocks import BlockBook, BlocksUnreadable, block_from_target
 from pkgcache.gate.first_seen import note_first_seen, read_first_seen
 from pkgcache.gate.holdings import mark_imported, read_import_mark
 from pkgcache.gate.refusals import MAX_REASON_CHARS, reason_phrase
@@ -72,6 +72,10 @@ def test_a_damaged_blocks_file_lifts_no_block_and_is_never_written_over(tmp_path
     gate.load_blocks()
     assert not seen[-1].passes_everything and seen[-1].policy is not None
     assert not seen[-1].policy.check_file("urllib3", "urllib3-2.0.0-py3-none-any.whl").allowed
+
+    # A worker starting now has no blocks read before: it does not start (the supervisor and `start` say why).
+    with pytest.raises(BlocksUnreadable, match="cannot be read"):
+        Gate(_settings(tmp_path), store, {}).load_blocks_at_start()
 
     where = ["--data-dir", str(tmp_path / "data")]
     runner = CliRunner()

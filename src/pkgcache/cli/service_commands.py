@@ -90,6 +90,7 @@ def run_service(settings: Settings, settings_file: Path | None = None, detached:
     except OSError as exc:
         raise click.ClickException(f"cannot use data directory {settings.server.data_dir}: {exc}") from None
     try:
+        _require_readable_blocks(settings.server.data_dir)
         server = settings.server
         lock.write_runtime(runtime_info(server.host, server.port, server.data_dir, settings_file, detached))
         code = _serve_or_explain(settings)
@@ -98,6 +99,18 @@ def run_service(settings: Settings, settings_file: Path | None = None, detached:
         lock.release()
     if code:
         raise click.ClickException("pkgcache stopped: a worker process kept failing to start (see the log above)")
+
+
+def _require_readable_blocks(data_dir: Path) -> None:
+    """Refuse to start on a blocks file that cannot be read whole: the service would serve what its blocks refuse
+    (a running one keeps the blocks it read last; a starting one has none)."""
+    from pkgcache.gate.blocks import BlockBook, BlocksUnreadable
+    from pkgcache.storage.store import CacheStore
+
+    try:
+        BlockBook(CacheStore(data_dir, writable=False)).read_sound()
+    except BlocksUnreadable as exc:
+        raise click.ClickException(f"not started: {exc} (the blocks in it must be in force from the start)") from None
 
 
 def _serve_or_explain(settings: Settings) -> int:

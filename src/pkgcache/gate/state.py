@@ -108,6 +108,14 @@ class Gate:
 
     # --- keeping it current ---
 
+    def load_blocks_at_start(self) -> None:
+        """Read the blocks file for the first time (blocking); BlocksUnreadable when it is there but cannot be read
+        whole: a worker has no blocks read before to keep in force, and starting without them would serve what
+        they refuse, so it does not start."""
+        self._stamps["blocks"] = self.book.stamp()
+        self.blocks = self.book.read_sound()
+        self._publish_all()
+
     def load_blocks(self) -> bool:
         """Read the blocks file if it changed (blocking); whether it did."""
         stamp = self.book.stamp()
@@ -117,7 +125,7 @@ class Gate:
         try:
             self.blocks = self.book.read_sound()
         except BlocksUnreadable as exc:
-            # The blocks read last stay in force (none at start): a damaged file never lifts them.
+            # The blocks read last stay in force: a damaged file never lifts them (at start, see load_blocks_at_start).
             log.error("%s; the blocks read before stay in force", exc)
             return False
         self._publish_all()

@@ -266,7 +266,7 @@ async def _orphan_packs_removed(app: web.Application) -> AsyncIterator[None]:
 
 async def _gate_watching(app: web.Application) -> AsyncIterator[None]:
     gate = app[GATE_KEY]
-    await asyncio.to_thread(gate.load_blocks)
+    await asyncio.to_thread(gate.load_blocks_at_start)  # a blocks file that cannot be read stops the start
     await asyncio.to_thread(gate.import_seen)  # what was imported before this start is read as it comes
     task = asyncio.get_running_loop().create_task(gate.watch())
     yield
