@@ -138,6 +138,23 @@ def test_first_sightings_are_recorded_once_and_tell_first_sight_apart(tmp_path: 
     assert not complete and "x-3.0.tar.gz" not in read_first_seen(store, path).files  # a reader writes nothing
 
 
+def test_a_damaged_record_of_first_sightings_takes_no_file_for_old(tmp_path: Path) -> None:
+    """Begun again as new, it would take every file for one there before pkgcache looked: with unknown_age "allow"
+    that serves files it had seen appear an hour ago. A record that knows nothing counts each from now."""
+    store = CacheStore(tmp_path / "data")
+    store.prepare()
+    path = store.path_for("pypi", "simple", "x", "first-seen.json")
+    note_first_seen(store, path, ["x-1.0.tar.gz"], now=1000.0)
+    note_first_seen(store, path, ["x-1.0.tar.gz", "x-2.0.tar.gz"], now=5000.0)
+    path.write_bytes(path.read_bytes()[:20])  # cut short
+
+    record, _ = note_first_seen(store, path, ["x-1.0.tar.gz", "x-2.0.tar.gz"], now=6000.0)
+    assert record.lookup(count_first_sight=False)("x-2.0.tar.gz").timestamp() == 6000.0
+    assert record.lookup(count_first_sight=False)("x-1.0.tar.gz").timestamp() == 6000.0
+    assert read_first_seen(store, path).files == {"x-1.0.tar.gz": 6000.0, "x-2.0.tar.gz": 6000.0}
+    assert read_first_seen(store, store.path_for("pypi", "simple", "y", "first-seen.json")) is None  # none yet
+
+
 def test_a_reason_phrase_is_one_latin1_line_of_bounded_length() -> None:
     phrase = reason_phrase("numpy\r\nrefused: 禁止 " + "x" * 1000)
     assert "\n" not in phrase and "\r" not in phrase

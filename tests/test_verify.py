@@ -462,3 +462,21 @@ def test_a_damaged_part_of_a_filtered_view_takes_the_whole_view_with_it(
     cache.wait_for_downloads_to_end()
     again = pkgcache("verify", "--data-dir", data)
     assert again.returncode == 0, again.stdout
+
+
+def test_a_damaged_record_of_first_sightings_is_replaced_by_one_that_knows_none(denying: RunningCache) -> None:
+    """Removed, it would be begun again with every record taken for one there before pkgcache looked, which
+    `unknown_age = "allow"` serves even when pkgcache had seen it appear an hour ago."""
+    data = denying.data_dir
+    record = data / FILTERED_FORGE / "first-seen.json"
+    record.write_bytes(b'{"since": 1000.0, "files": {"libfoo-1.0-h1_0.conda": 50')  # cut short
+    path = record.relative_to(data).as_posix()
+
+    result = pkgcache("verify", "--data-dir", data)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    failures = _failures(result.stdout)
+    assert list(failures) == [path], result.stdout + result.stderr
+    assert "knows no sighting" in failures[path] and failures[path].endswith("; removed"), failures[path]
+    assert json.loads(record.read_bytes()) == {"since": 0.0, "files": {}}
+    assert pkgcache("verify", "--data-dir", data).returncode == 0

@@ -17,7 +17,8 @@ is that a file in the cache is whole and matches its hash, or it is not there; t
 - a file with a sidecar (`<file>.meta`) must have the size it records, and the sidecar must be readable.
 
 Index files are checked first, and what a damaged one says is not believed when the packages are checked.
-Whatever fails is removed with its sidecar (not with `dry_run`), so the next request fetches it again; a shard
+Whatever fails is removed with its sidecar (not with `dry_run`), so the next request fetches it again (a conda
+subdir's first sightings are replaced by a record that knows none, never begun again as if new); a shard
 made here (it cannot be fetched) takes the index made here with it, which is then made again from the repodata;
 any part of a policy's filtered view takes the whole view with it, made again with the rules.
 
@@ -49,7 +50,7 @@ from pkgcache.conda.repodata_stream import MalformedRepodata, iter_repodata_file
 from pkgcache.conda.shard_packs import PACKS_DIR_NAME
 from pkgcache.conda_subdirs import KNOWN_SUBDIRS
 from pkgcache.gate.first_seen import FILE_NAME as FIRST_SEEN_FILE
-from pkgcache.gate.first_seen import read_first_seen
+from pkgcache.gate.first_seen import KNOWS_NOTHING, parse_first_seen
 from pkgcache.pypi.metadata_records import MetadataRecord
 from pkgcache.pypi.names import PROVENANCE_SUFFIX
 from pkgcache.pypi.pages import CachedPage
@@ -214,9 +215,20 @@ class _Checker:
         if file_stamp(full) != stamp_of(stat):
             self.report.changed.append(path)  # a new version came meanwhile: not the file that failed
             return
+        first_seen = conda_role(path) == FIRST_SEEN
+        if first_seen:
+            reason += " (a record that knows no sighting takes its place: its files count from their next one)"
         failure = Failure(path, reason, stat.st_size)
         self.report.failures.append(failure)
         if self.dry_run:
+            return
+        if first_seen:
+            # Removed, it would be begun again with every file taken for already there (unknown_age "allow"
+            # then serves files it knew were young).
+            writer = CacheStore(self.root)  # written aside and renamed in, as the service writes it
+            writer.tmp_dir.mkdir(parents=True, exist_ok=True)
+            writer.write_json_atomic(full, {"since": KNOWS_NOTHING, "files": {}})
+            failure.removed = True
             return
         for each in (full, sidecar_of(full)):
             each.unlink(missing_ok=True)
@@ -411,7 +423,7 @@ def _refusals_problem(full: Path) -> str | None:
 
 
 def _first_seen_problem(store: CacheStore, full: Path) -> str | None:
-    if read_first_seen(store, full) is None:
+    if parse_first_seen(store.read_json(full)) is None:
         return "not a record of first sightings"
     return None
 

@@ -12,6 +12,7 @@ never takes it for older than it can be.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from pathlib import Path
 
 from pkgcache.policy.common import from_epoch
 from pkgcache.storage.store import CacheStore
+
+log = logging.getLogger(__name__)
 
 FILE_NAME = "first-seen.json"
 
@@ -47,8 +50,25 @@ class FirstSeen:
         return [name for name in names if name not in self.files]
 
 
+# The beginning of a record that knows no sighting from before: what replaces a damaged one. Every file then
+# counts from its next sighting, as a young one: with `unknown_age = "allow"`, taking them all for "already there"
+# would serve files known to be young (the default, "refuse", counts first sights either way).
+KNOWS_NOTHING = 0.0
+
+
 def read_first_seen(store: CacheStore, path: Path) -> FirstSeen | None:
-    data = store.read_json(path)
+    """The record in `path`; None when there is none; one that knows nothing (KNOWS_NOTHING) when it is damaged."""
+    if not path.exists():
+        return None
+    record = parse_first_seen(store.read_json(path))
+    if record is None:
+        log.error("%s cannot be read: its files count as first seen from now", path)
+        return FirstSeen(since=KNOWS_NOTHING)
+    return record
+
+
+def parse_first_seen(data: object) -> FirstSeen | None:
+    """A record from its JSON; None when it is not one."""
     if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
         return None
     try:
