@@ -561,6 +561,28 @@ def _command_line(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
 
 
+def test_a_start_without_the_config_file_the_last_one_had_says_so(tmp_path: Path, tuna: TunaLikeUpstream) -> None:
+    """Easy to do by hand (`start --data-dir X` after `start --config C`), and the settings of C then give way to
+    the built-in defaults, unseen until a client fails: the start says it, and how to start as it was."""
+    config = tmp_path / "cache.toml"
+    config.write_text("[pypi]\nindex_ttl = 77\n")
+    first = BackgroundService(tmp_path / "data", tuna.index_url, "--workers", "1", "--config", str(config))
+    try:
+        started = first.start()
+        assert started.returncode == 0, started.stderr
+        assert "note:" not in started.stderr
+        assert first.run("stop", "--timeout", "10").returncode == 0
+        again = BackgroundService(tmp_path / "data", tuna.index_url, "--workers", "1")
+        again.port = first.port
+        again.serve_args[again.serve_args.index("--port") + 1] = str(first.port)
+        started = again.start()
+        assert started.returncode == 0, started.stderr
+        assert f"last started with --config {config}" in started.stderr, started.stderr
+        assert f"pkgcache restart --data-dir {tmp_path / 'data'}" in started.stderr
+    finally:
+        first.close()
+
+
 def test_start_records_the_resolved_settings_for_this_user_only(tmp_path: Path, tuna: TunaLikeUpstream) -> None:
     # One setting from the environment, the others from flags: the record holds them all, resolved.
     env = cli_env(PKGCACHE_PYPI__INDEX_TTL="123")

@@ -149,7 +149,26 @@ def start(wait_timeout: float, config_file: Path | None, **options: Any) -> None
     """Start the service in the background (pid, log and recorded settings in the data directory)."""
     flags = flag_overrides(options)
     record = LaunchRecord(resolve_settings(config_file, flags), absolute(config_file), flags)
+    _note_a_config_left_out(record)
     start_background(record, wait_timeout)
+
+
+def _note_a_config_left_out(record: LaunchRecord) -> None:
+    """Say so when the data directory was last started with a config file this start does not give: its settings
+    (upstreams, users, policy) give way to the built-in defaults, and `restart` would have kept them."""
+    data_dir = record.settings.server.data_dir
+    try:
+        last = read_launch_record(InstancePaths(data_dir).settings_file)
+    except ConfigError:
+        return
+    if last.config_file is None or record.config_file is not None:
+        return
+    click.echo(
+        f"note: {data_dir} was last started with --config {shell_quote(last.config_file)}; this start reads no "
+        f"config file (built-in defaults and the options given). To start it as it was: pkgcache restart "
+        f"--data-dir {shell_quote(data_dir)}",
+        err=True,
+    )
 
 
 def start_background(record: LaunchRecord, wait_timeout: float) -> None:
