@@ -424,3 +424,18 @@ def test_pdm_with_its_user_and_password_settings_locks_through_pkgcache(guarded:
     assert {"alpha", "beta", "gamma", "delta-pkg"} <= _locked_names(project / "pdm.lock")
     for name in ("pyproject.toml", "pdm.lock"):
         assert PASSWORD not in (project / name).read_text(), name
+
+
+@pytest.mark.parametrize("pypi", [True, False], ids=["pypi", "conda only"])
+def test_shell_lines_quote_an_ipv6_address_which_a_shell_would_take_for_a_pattern(pypi: bool) -> None:
+    """`[::1]` unquoted is a glob: zsh stops with "no matches found", bash passes it on only while nothing matches."""
+    settings = _settings(pypi={"enabled": pypi}, access={"users": {"alice": "secret"}})
+    base = "http://[fd00::5]:8080"
+    lines = [quick_setup(base, settings)]
+    lines += [s.text for s in client_snippets(base, settings) if s.kind == "shell"]
+    shell_words = [
+        word for text in lines for line in text.splitlines() if not line.startswith("#") for word in line.split()
+    ]
+    bare = [word for word in shell_words if "[fd00::5]" in word and "'" not in word]
+    assert shell_words and not bare, bare
+    assert any("'" in word and "[fd00::5]" in word for word in shell_words)

@@ -19,6 +19,7 @@ from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pkgcache.config import Settings
+from pkgcache.formatting import shell_quote
 
 CLIENT_IDS: tuple[str, ...] = ("pip", "uv", "poetry", "pdm", "conda", "pixi")
 # Which side of pkgcache each client's settings point at.
@@ -208,11 +209,11 @@ def pip_snippets(base_url: str, auth: bool = False) -> list[Snippet]:
     index = pypi_index_url(with_credentials(base_url) if auth else base_url)
     host = url_host(base_url)
     conf = ["[global]", f"index-url = {index}"]
-    commands = [f"pip config set global.index-url {index}"]
+    commands = [f"pip config set global.index-url {shell_quote(index)}"]
     if is_plain_http(base_url):
         # pip ignores a plain-http index unless its host is trusted (loopback excepted).
         conf.append(f"trusted-host = {host}")
-        commands.append(f"pip config set global.trusted-host {host}")
+        commands.append(f"pip config set global.trusted-host {shell_quote(host)}")
     return [
         Snippet(
             client="pip",
@@ -234,14 +235,14 @@ def pip_snippets(base_url: str, auth: bool = False) -> list[Snippet]:
 def uv_snippets(base_url: str, auth: bool = False) -> list[Snippet]:
     index = pypi_index_url(base_url)
     toml = ["[[index]]"]
-    env = [f"export UV_DEFAULT_INDEX={index}"]
+    env = [f"export UV_DEFAULT_INDEX={shell_quote(index)}"]
     if auth:
         # uv.toml is the user's own file; in the environment, uv takes a named index's user and password apart.
         toml.append(f"name = {_toml_string(INDEX_NAME)}")
         toml.append(f"url = {_toml_string(pypi_index_url(with_credentials(base_url)))}")
         variable = f"UV_INDEX_{INDEX_NAME.upper()}"
         env = [
-            f"export UV_DEFAULT_INDEX={INDEX_NAME}={index}",
+            f"export UV_DEFAULT_INDEX={shell_quote(f'{INDEX_NAME}={index}')}",
             f"export {variable}_USERNAME={USER_PLACEHOLDER}",
             f"export {variable}_PASSWORD={PASSWORD_PLACEHOLDER}",
         ]
@@ -273,7 +274,7 @@ def uv_snippets(base_url: str, auth: bool = False) -> list[Snippet]:
 
 def poetry_snippet(base_url: str, auth: bool = False) -> Snippet:
     # The source's address goes into pyproject.toml and poetry.lock, which are committed: never the password.
-    commands = [f"poetry source add --priority=primary {INDEX_NAME} {pypi_index_url(base_url)}"]
+    commands = [f"poetry source add --priority=primary {INDEX_NAME} {shell_quote(pypi_index_url(base_url))}"]
     if auth:
         commands.append("# Your user and password go to poetry's own store (keyring or auth.toml), once per machine:")
         commands.append(f"poetry config http-basic.{INDEX_NAME} {USER_PLACEHOLDER} {PASSWORD_PLACEHOLDER}")
@@ -288,7 +289,7 @@ def poetry_snippet(base_url: str, auth: bool = False) -> Snippet:
 
 def pdm_snippet(base_url: str, auth: bool = False) -> Snippet:
     # `pdm config` without -l writes pdm's global config, the user's own file.
-    commands = [f"pdm config pypi.url {pypi_index_url(base_url)}"]
+    commands = [f"pdm config pypi.url {shell_quote(pypi_index_url(base_url))}"]
     if is_plain_http(base_url):
         # pdm (2.29, through unearth) skips a plain-http index on any host but loopback unless its source has
         # verify_ssl=false, which marks the host trusted (and, for https, turns off certificate checks).
@@ -370,7 +371,8 @@ def pixi_auth_snippet(base_url: str, settings: Settings) -> Snippet:
     lines = []
     if settings.conda.enabled:
         lines.append(
-            f"pixi auth login {url_host(base_url)} --username {USER_PLACEHOLDER} --password {PASSWORD_PLACEHOLDER}"
+            f"pixi auth login {shell_quote(url_host(base_url))} "
+            f"--username {USER_PLACEHOLDER} --password {PASSWORD_PLACEHOLDER}"
         )
     if settings.pypi.enabled:
         lines.append(f"# PyPI packages: pixi reads ~/.netrc, with this line in it: {netrc_line(base_url)}")
@@ -381,11 +383,11 @@ def quick_setup(base_url: str, settings: Settings) -> str:
     """One line that points the most common client at pkgcache (with the placeholders when reads need a user)."""
     address = with_credentials(base_url) if needs_credentials(settings) else base_url
     if settings.pypi.enabled:
-        line = f"pip config set global.index-url {pypi_index_url(address)}"
+        line = f"pip config set global.index-url {shell_quote(pypi_index_url(address))}"
         if is_plain_http(base_url):
-            line += f" && pip config set global.trusted-host {url_host(base_url)}"
+            line += f" && pip config set global.trusted-host {shell_quote(url_host(base_url))}"
         return line
-    return f"conda config --set channel_alias {conda_url(address, 'cloud')}"
+    return f"conda config --set channel_alias {shell_quote(conda_url(address, 'cloud'))}"
 
 
 def snippets_json(snippets: list[Snippet]) -> str:
