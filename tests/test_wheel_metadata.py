@@ -6,6 +6,7 @@ reads go through a loopback server with real Range support, which counts the req
 
 from __future__ import annotations
 
+import asyncio
 import io
 import random
 import tarfile
@@ -662,6 +663,85 @@ def test_zip64_records_that_disagree_are_refused(tmp_path: Path) -> None:
     path.write_bytes(doctored)
     with pytest.raises(MetadataUnavailable, match="no ZIP64 end record"):
         metadata_from_wheel_file(path)
+
+
+# ---- a central directory of many entries --------------------------------------------------------------------------
+
+
+def _wheel_of_tiny_entries(entries: int, *, dist_infos: int = 1) -> CraftedWheel:
+    """METADATA first (so that the whole directory is read), then `entries` empty members with 1-byte names, the
+    shape of a hostile wheel (364,000 of them fit in MAX_CENTRAL_DIRECTORY); `dist_infos` - 1 more .dist-info."""
+    metadata = _metadata_text("many", "1.0")
+    members = [ZipMember("many-1.0.dist-info/METADATA", metadata, STORED)]
+    members += [ZipMember(f"other_{index:02d}-1.0.dist-info/RECORD", b"", STORED) for index in range(dist_infos - 1)]
+    members += [ZipMember(chr(ord("a") + index % 26), b"", STORED) for index in range(entries)]
+    return CraftedWheel("many-1.0-py3-none-any.whl", build_zip(members), metadata, "many-1.0.dist-info/METADATA")
+
+
+def test_a_directory_of_many_entries_is_read_from_disk_without_keeping_them(tmp_path: Path) -> None:
+    # A list of every entry made 8 times the directory's bytes here (109 MiB for 357,000 entries).
+    wheel = _wheel_of_tiny_entries(60_000)
+    _, directory_size = _central_directory(wheel)
+    assert directory_size > 16 * DEFAULT_TAIL_LENGTH
+    path = tmp_path / wheel.filename
+    path.write_bytes(wheel.data)
+    result, peak = _peak_while(lambda: metadata_from_wheel_file(path))
+    assert result == wheel.metadata
+    assert peak < 2.5 * directory_size, (peak, directory_size)  # the directory's bytes, and its tail once more
+
+
+def test_a_directory_of_many_entries_is_read_by_ranges_without_keeping_them() -> None:
+    wheel = _wheel_of_tiny_entries(60_000)
+    _, directory_size = _central_directory(wheel)
+
+    async def read(start: int | None, length: int) -> RangeAnswer:
+        start = len(wheel.data) - length if start is None else start
+        return RangeAnswer(start, wheel.data[start : start + length], len(wheel.data))
+
+    result, peak = _peak_while(lambda: asyncio.run(metadata_by_ranges(read, len(wheel.data), wheel.filename)))
+    assert result == wheel.metadata
+    assert peak < 2.5 * directory_size, (peak, directory_size)
+
+
+def test_every_entry_of_a_directory_read_whole_is_still_checked(tmp_path: Path) -> None:
+    # Only METADATA's entry is kept, but an entry elsewhere that points into the directory still refuses the wheel.
+    wheel = _wheel_of_tiny_entries(3000)
+    offset = wheel.data.rindex(b"\x00z") + 1 - 46 + zips.CENTRAL_HEADER_OFFSET  # the directory's last "z" entry
+    path = tmp_path / wheel.filename
+    path.write_bytes(zips.patched(wheel.data, offset, "L", len(wheel.data) - 100))
+    with pytest.raises(MetadataUnavailable, match="'z' would reach into the central directory"):
+        metadata_from_wheel_file(path)
+
+
+@pytest.mark.parametrize(
+    ("dist_infos", "reason"),
+    [
+        (2, r"found many-1\.0\.dist-info, other_00-1\.0\.dist-info$"),
+        (10, r"other_08-1\.0\.dist-info$"),
+        (15, r"other_08-1\.0\.dist-info, and more$"),  # wheel_metadata.NAMED_DIST_INFOS named, not 15
+    ],
+)
+def test_a_directory_of_many_dist_infos_is_refused_naming_a_few(dist_infos: int, reason: str, tmp_path: Path) -> None:
+    wheel = _wheel_of_tiny_entries(3000, dist_infos=dist_infos)
+    path = tmp_path / wheel.filename
+    path.write_bytes(wheel.data)
+    with pytest.raises(MetadataUnavailable, match=reason):
+        metadata_from_wheel_file(path)
+
+
+def test_a_second_metadata_among_many_entries_is_refused(tmp_path: Path) -> None:
+    wheel = _wheel_of_tiny_entries(3000)
+    first, *others = _zip_members(wheel.data)
+    data = build_zip([first, ZipMember(wheel.metadata_name, wheel.metadata), *others])  # not among the last entries
+    path = tmp_path / wheel.filename
+    path.write_bytes(data)
+    with pytest.raises(MetadataUnavailable, match="appears 2 times"):
+        metadata_from_wheel_file(path)
+
+
+def _zip_members(archive: bytes) -> list[ZipMember]:
+    with zipfile.ZipFile(io.BytesIO(archive)) as opened:
+        return [ZipMember(info.filename, opened.read(info), STORED) for info in opened.infolist()]
 
 
 # ---- sdists -------------------------------------------------------------------------------------------------------

@@ -197,21 +197,60 @@ def metadata_path(names: Iterable[str], filename: str) -> str:
     project and version, compared normalised (`Foo.Bar-1.0` matches a file named `foo_bar-1.0.0-...whl`), and it
     must hold exactly one METADATA. Anything else is ambiguous or foreign: MetadataUnavailable.
     """
-    project, version = _wheel_name_and_version(filename)
-    names = list(names)
-    directories = {name.split("/", 1)[0] for name in names if "/" in name}
-    dist_infos = sorted(directory for directory in directories if directory.endswith(".dist-info"))
-    if len(dist_infos) != 1:
-        found = ", ".join(dist_infos) or "none"
-        raise MetadataUnavailable(f"{filename}: needs exactly one .dist-info directory, found {found}")
-    directory = dist_infos[0]
-    if not names_project_version(directory.removesuffix(".dist-info"), project, version):
-        raise MetadataUnavailable(f"{filename}: {directory} is not the .dist-info of {project} {version}")
-    path = f"{directory}/METADATA"
-    copies = names.count(path)
-    if copies != 1:
-        raise MetadataUnavailable(f"{filename}: {path} appears {copies} times")
-    return path
+    choice = _MetadataChoice(filename)
+    for name in names:
+        choice.add(name, None)
+    return choice.chosen()[0]
+
+
+# A hostile archive may hold thousands of top-level .dist-info directories: its refusal names this many of them.
+NAMED_DIST_INFOS = 10
+
+
+class _MetadataChoice:
+    """`metadata_path`'s checks, made on an archive's entries one at a time: only what they need is kept (a few
+    `.dist-info` names, and METADATA's count and first entry while there is one `.dist-info`), so a central
+    directory of 300,000 entries is looked through without an object kept for each."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.project, self.version = _wheel_name_and_version(filename)
+        self.dist_infos: set[str] = set()
+        self.more_dist_infos = False  # more than NAMED_DIST_INFOS of them
+        self.copies = 0  # of `<the one .dist-info>/METADATA`, while there is one
+        self.first: Member | None = None
+
+    def add(self, name: str, member: Member | None) -> None:
+        top, slash, rest = name.partition("/")
+        if not slash or not top.endswith(".dist-info"):
+            return
+        if top not in self.dist_infos:
+            if len(self.dist_infos) >= NAMED_DIST_INFOS:
+                self.more_dist_infos = True
+                return
+            self.dist_infos.add(top)
+            if len(self.dist_infos) > 1:  # refused whatever follows: METADATA no longer matters
+                self.copies, self.first = 0, None
+        if rest == "METADATA" and len(self.dist_infos) == 1:
+            self.copies += 1
+            if self.first is None:
+                self.first = member
+
+    def chosen(self) -> tuple[str, Member | None]:
+        """METADATA's path, and its entry (the first one with that name) when entries were added."""
+        filename, project, version = self.filename, self.project, self.version
+        if len(self.dist_infos) != 1:
+            found = ", ".join(sorted(self.dist_infos)) or "none"
+            if self.more_dist_infos:
+                found += ", and more"
+            raise MetadataUnavailable(f"{filename}: needs exactly one .dist-info directory, found {found}")
+        (directory,) = self.dist_infos
+        if not names_project_version(directory.removesuffix(".dist-info"), project, version):
+            raise MetadataUnavailable(f"{filename}: {directory} is not the .dist-info of {project} {version}")
+        path = f"{directory}/METADATA"
+        if self.copies != 1:
+            raise MetadataUnavailable(f"{filename}: {path} appears {self.copies} times")
+        return path, self.first
 
 
 def _wheel_name_and_version(filename: str) -> tuple[NormalizedName, Version]:
@@ -276,6 +315,13 @@ class _SparseFile:
                 return span.data[start - span.start : start - span.start + length]
         raise AssertionError(f"bytes {start}+{length} were not fetched")
 
+    def view(self, start: int, length: int) -> memoryview:
+        """The bytes of `get` without their copy (the central directory: up to MAX_CENTRAL_DIRECTORY)."""
+        for span in self.spans:
+            if span.start <= start and start + length <= span.end:
+                return memoryview(span.data)[start - span.start : start - span.start + length]
+        raise AssertionError(f"bytes {start}+{length} were not fetched")
+
     def tail(self) -> RangeAnswer:
         """The fetched span that ends at the end of the file."""
         last = self.spans[-1]
@@ -301,7 +347,8 @@ def _plan_metadata_read(filename: str, size: int | None, tail_length: int) -> Ge
     member = _metadata_member_in_directory_tail(sparse, directory, filename)
     if member is None:
         yield from _ensure(sparse, directory.offset, directory.end)
-        members = zip_records.parse_central_directory(sparse.get(directory.offset, directory.size), directory)
+        # Every entry is parsed and checked as it comes, and dropped unless it is METADATA's.
+        members = zip_records.iter_central_directory(sparse.view(directory.offset, directory.size), directory)
         member = _metadata_member(members, filename)
     zip_records.check_readable(member, MAX_METADATA_SIZE)
     return (yield from _read_member(sparse, member, directory))
@@ -391,9 +438,14 @@ def _metadata_member_in_directory_tail(
         return None
 
 
-def _metadata_member(members: list[Member], filename: str) -> Member:
-    path = metadata_path((member.name for member in members), filename)
-    return next(member for member in members if member.name == path)
+def _metadata_member(members: Iterable[Member], filename: str) -> Member:
+    """METADATA's entry among `members`, chosen as `metadata_path` chooses it, keeping none of the others."""
+    choice = _MetadataChoice(filename)
+    for member in members:
+        choice.add(member.name, member)
+    _, chosen = choice.chosen()
+    assert chosen is not None
+    return chosen
 
 
 def _read_member(

@@ -193,25 +193,22 @@ def central_directory_of(end: EndRecord, max_size: int) -> CentralDirectory:
     return directory
 
 
-def parse_central_directory(data: bytes, directory: CentralDirectory) -> list[Member]:
-    """Every entry of the central directory (`data` is exactly its bytes), checked to fill it exactly."""
-    return list(iter_central_directory(data, directory))
-
-
 def iter_central_directory(
-    data: bytes, directory: CentralDirectory, wanted: Callable[[bytes], bool] | None = None
+    data: bytes | memoryview, directory: CentralDirectory, wanted: Callable[[bytes], bool] | None = None
 ) -> Iterator[Member]:
-    """The entries of `parse_central_directory` one by one, for a caller that keeps only those it looks for (a
-    directory of many small entries makes many more objects than bytes); with `wanted`, only the entries whose raw
-    name it accepts, the others being stepped over (their signature and lengths checked, nothing more). The check
-    that the entries fill the directory exactly comes after the last one."""
+    """The entries of the central directory (`data` is exactly its bytes) one by one, each checked (its records,
+    its ZIP64 fields, its member ending before the directory), for a caller that keeps only those it looks for: a
+    directory of many small entries makes many more objects than bytes, so none returns them all in a list. With
+    `wanted`, only the entries whose raw name it accepts, the others being stepped over (their signature and
+    lengths checked, nothing more). The check that the entries fill the directory exactly comes after the last one.
+    `data` may be a view of bytes fetched with others, which no entry keeps."""
     if len(data) != directory.size:
         raise ZipRecordError("central directory bytes are cut short")
     position = 0
     for _ in range(directory.entries):
         if wanted is not None:
             name_start, name_end, end = _central_header_extent(data, position)
-            if not wanted(data[name_start:name_end]):
+            if not wanted(bytes(data[name_start:name_end])):
                 position = end
                 continue
         member, position = _parse_central_header(data, position)
@@ -255,7 +252,7 @@ def parse_directory_tail(data: bytes, data_offset: int, directory: CentralDirect
     return members
 
 
-def _central_header_extent(data: bytes, position: int) -> tuple[int, int, int]:
+def _central_header_extent(data: bytes | memoryview, position: int) -> tuple[int, int, int]:
     """Where the name of the central-directory entry at `position` starts and ends, and where the entry ends."""
     if position + CENTRAL_HEADER_SIZE > len(data) or data[position : position + 4] != _CENTRAL_SIGNATURE:
         raise ZipRecordError("central directory entry has no signature, or is cut short")
@@ -267,7 +264,7 @@ def _central_header_extent(data: bytes, position: int) -> tuple[int, int, int]:
     return name_start, name_start + name_length, end
 
 
-def _parse_central_header(data: bytes, position: int) -> tuple[Member, int]:
+def _parse_central_header(data: bytes | memoryview, position: int) -> tuple[Member, int]:
     if position + CENTRAL_HEADER_SIZE > len(data):
         raise ZipRecordError("central directory ends inside an entry")
     header = _CentralHeader._make(_CENTRAL_HEADER.unpack_from(data, position))
@@ -278,7 +275,7 @@ def _parse_central_header(data: bytes, position: int) -> tuple[Member, int]:
     end = extra_start + header.extra_length + header.comment_length
     if end > len(data):
         raise ZipRecordError("central directory entry runs past the directory")
-    raw_name = data[name_start:extra_start]
+    raw_name = bytes(data[name_start:extra_start])
     size, compressed, header_offset, start_disk = _apply_zip64_extra(
         data[extra_start : extra_start + header.extra_length],
         header.size,
@@ -301,7 +298,9 @@ def _parse_central_header(data: bytes, position: int) -> tuple[Member, int]:
     return member, end
 
 
-def _apply_zip64_extra(extra: bytes, size: int, compressed: int, offset: int, disk: int) -> tuple[int, int, int, int]:
+def _apply_zip64_extra(
+    extra: bytes | memoryview, size: int, compressed: int, offset: int, disk: int
+) -> tuple[int, int, int, int]:
     """Replace the 32-bit fields marked 0xFFFFFFFF (0xFFFF for the disk) by their 64-bit values, in the order the
     format stores them: size, compressed size, header offset, disk."""
     wanted = [size == 0xFFFFFFFF, compressed == 0xFFFFFFFF, offset == 0xFFFFFFFF, disk == 0xFFFF]
@@ -323,7 +322,7 @@ def _apply_zip64_extra(extra: bytes, size: int, compressed: int, offset: int, di
     return values[0], values[1], values[2], values[3]
 
 
-def _extra_field(extra: bytes, wanted_id: int) -> bytes | None:
+def _extra_field(extra: bytes | memoryview, wanted_id: int) -> bytes | memoryview | None:
     position = 0
     while position + _EXTRA_HEADER.size <= len(extra):
         field_id, length = _EXTRA_HEADER.unpack_from(extra, position)
