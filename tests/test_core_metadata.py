@@ -3,6 +3,7 @@ that has no metadata, and the ways metadata is obtained when a mirror fails or l
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gzip
 import hashlib
@@ -657,6 +658,85 @@ def test_an_sdists_client_gets_its_last_byte_while_its_pkg_info_is_still_being_r
     finally:
         release.set()
         unblock_anyway.cancel()
+        bg_loop.run(upstream.stop())
+
+
+def _metadata_reads_pending(bg_loop: BackgroundLoop) -> int:
+    async def pending() -> int:
+        checks = [task for task in asyncio.all_tasks() if task.get_coro().__qualname__.endswith("._check_logged")]
+        return sum(not task.done() for task in checks)
+
+    return bg_loop.run(pending())
+
+
+@pytest.fixture
+def blocked_pkg_info_read(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """(reading, release): an sdist's PKG-INFO read is held until `release`, its clients not waiting for it."""
+    reading, release = threading.Event(), threading.Event()
+    read_pkg_info = core_metadata.pkg_info_from_sdist_file
+
+    def blocked(path: Path | str, filename: str | None = None) -> bytes:
+        reading.set()
+        release.wait(30)
+        return read_pkg_info(path, filename)
+
+    monkeypatch.setattr(core_metadata, "pkg_info_from_sdist_file", blocked)
+    monkeypatch.setattr(core_metadata, "METADATA_READ_WAIT", 0.05, raising=False)
+    yield reading, release
+    release.set()
+
+
+def test_a_metadata_read_still_going_on_when_the_service_stops_is_let_end_and_kept_whole(
+    bg_loop: BackgroundLoop,
+    make_cache: Callable[..., RunningCache],
+    blocked_pkg_info_read: tuple[threading.Event, threading.Event],
+) -> None:
+    reading, release = blocked_pkg_info_read
+    sdist = _sdist("plain", "2.2")
+    upstream = OfficialLikeUpstream([sdist])
+    upstream.serves_metadata = False
+    bg_loop.run(upstream.start())
+    try:
+        cache = make_cache([upstream.index_url])
+        assert cache.get(f"/pypi/files/plain/{sdist.filename}").status == 200
+        assert reading.is_set() and _metadata_reads_pending(bg_loop) == 1
+        let_go = threading.Timer(0.3, release.set)  # within the stop's grace
+        let_go.start()
+        cache.stop()
+        let_go.cancel()
+        assert _metadata_reads_pending(bg_loop) == 0  # not left running on after the service
+        (kept,) = cache.data_dir.rglob("*.metadata")
+        assert kept.read_bytes().startswith(b"Metadata-Version: 2.2") and kept.name == f"{sdist.filename}.metadata"
+        (records,) = cache.data_dir.rglob("metadata.json")
+        assert sdist.filename in json.loads(records.read_text())
+        assert list((cache.data_dir / "tmp").iterdir()) == []
+    finally:
+        bg_loop.run(upstream.stop())
+
+
+def test_a_metadata_read_past_the_stops_grace_is_cancelled_and_writes_nothing(
+    bg_loop: BackgroundLoop,
+    make_cache: Callable[..., RunningCache],
+    blocked_pkg_info_read: tuple[threading.Event, threading.Event],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reading, release = blocked_pkg_info_read
+    monkeypatch.setattr(core_metadata, "METADATA_STOP_GRACE", 0.1, raising=False)
+    sdist = _sdist("plain", "2.2")
+    upstream = OfficialLikeUpstream([sdist])
+    upstream.serves_metadata = False
+    bg_loop.run(upstream.start())
+    try:
+        cache = make_cache([upstream.index_url])
+        assert cache.get(f"/pypi/files/plain/{sdist.filename}").status == 200
+        assert reading.is_set()
+        cache.stop()
+        assert _metadata_reads_pending(bg_loop) == 0  # cancelled, and waited for
+        release.set()  # the read's thread goes on to its end: nothing is made of what it read
+        time.sleep(0.3)
+        assert list(cache.data_dir.rglob("*.metadata")) == []
+        assert list((cache.data_dir / "tmp").iterdir()) == []
+    finally:
         bg_loop.run(upstream.stop())
 
 

@@ -80,6 +80,10 @@ SDIST_SUFFIXES = (".tar.gz", ".zip")
 # is checked. An ordinary one takes milliseconds; an archive built to be slow (sdist_metadata's bounds: 200,000
 # members, 1 GiB inflated) takes seconds, which its clients are not held for.
 METADATA_READ_WAIT = 1.0
+# When the service stops, how long the reads its clients were not held for (above) may still take before they are
+# cancelled (`MetadataIndex.close`): an ordinary one ends in milliseconds, and a distribution's download, and so
+# the start of its read, comes well before the stop's end (the downloads' grace, then the requests').
+METADATA_STOP_GRACE = 2.0
 # The source of metadata made here, as logs name it: "made-here:ranges", "made-here:wheel", "made-here:upstream"
 # (the upstream's own .metadata, checked here), one word for the access line's upstream= field.
 MADE_HERE = "made-here:"
@@ -429,6 +433,24 @@ class MetadataIndex(IndexLayer):
 
     def status(self) -> dict[str, object]:
         return {**self.inner.status(), "core_metadata": self.counters.to_json()}
+
+    async def close(self, grace: float | None = None) -> None:
+        """As the service stops: let the metadata reads still going on (those clients were not held for) end for up
+        to `grace` seconds (METADATA_STOP_GRACE), then cancel the rest and wait for them, so none is left pending
+        when the loop closes.
+
+        A read cancelled mid-way writes nothing after; one cancelled while its file is written leaves it whole
+        (`write_bytes_atomic` renames a finished file, in a thread that ends its work), without a record: the
+        pages then advertise `true` for it, and the next request makes it again."""
+        grace = METADATA_STOP_GRACE if grace is None else grace
+        if self._checks and grace > 0:
+            await asyncio.wait(list(self._checks), timeout=grace)
+        left = list(self._checks)
+        for check in left:
+            check.cancel()
+        if left:
+            log.info("%d metadata reads still going on were cancelled as the service stops", len(left))
+            await asyncio.gather(*left, return_exceptions=True)
 
 
 def _advertise(entry: CachedPage, records: dict[str, MetadataRecord]) -> CachedPage:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -191,6 +191,9 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
     if "pypi" in pools:
         index = _pypi_index(settings, pools["pypi"], store, downloader, gate)
         add_pypi_routes(app, index, store.file_use, app.get(FAST_PATH_KEY))
+        metadata = find_layer(index, MetadataIndex)
+        if metadata is not None:  # after the requests answered last: none starts a read then
+            app.cleanup_ctx.append(_metadata_reads_ended(metadata))
         if carried is not None:
             carried.metadata = metadata_counters(index)
     if "conda" in pools:
@@ -234,6 +237,17 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
     add_fallback(app)
     app.on_shutdown.append(_stop_downloads)
     return app
+
+
+def _metadata_reads_ended(layer: MetadataIndex) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Metadata reads that went on after their distribution's clients were answered end (or are cancelled) before
+    the store and the loop they use are gone."""
+
+    async def ended(_: web.Application) -> AsyncIterator[None]:
+        yield
+        await layer.close()
+
+    return ended
 
 
 async def _spare_builders_ended(_: web.Application) -> None:
