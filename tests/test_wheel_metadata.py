@@ -714,6 +714,26 @@ def test_every_entry_of_a_directory_read_whole_is_still_checked(tmp_path: Path) 
 
 
 @pytest.mark.parametrize(
+    ("field", "fmt", "value", "reason"),
+    [
+        (zips.CENTRAL_SIZE, "L", 0xFFFFFFFF, "marks ZIP64 sizes but has no ZIP64 extra field"),
+        (34, "H", 1, "member lives on another disk"),  # the disk the member starts on
+    ],
+    ids=["ZIP64 mark without its field", "on another disk"],
+)
+def test_every_entry_of_a_directory_read_whole_has_its_fields_checked(
+    field: int, fmt: str, value: int, reason: str, tmp_path: Path
+) -> None:
+    # Entries outside any .dist-info are made no Member, but their ZIP64 fields and disk are still checked.
+    wheel = _wheel_of_tiny_entries(3000)
+    offset = wheel.data.rindex(b"\x00z") + 1 - 46 + field  # in the directory's last "z" entry
+    path = tmp_path / wheel.filename
+    path.write_bytes(zips.patched(wheel.data, offset, fmt, value))
+    with pytest.raises(MetadataUnavailable, match=reason):
+        metadata_from_wheel_file(path)
+
+
+@pytest.mark.parametrize(
     ("dist_infos", "reason"),
     [
         (2, r"found many-1\.0\.dist-info, other_00-1\.0\.dist-info$"),

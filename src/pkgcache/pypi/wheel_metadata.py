@@ -485,8 +485,17 @@ def _metadata_member_in_tail(tail: RangeAnswer, directory: CentralDirectory, fil
 
 
 def _metadata_member_in_directory(data: memoryview, directory: CentralDirectory, filename: str) -> Member:
-    """Every entry is parsed and checked as it comes, and dropped unless it is METADATA's."""
-    return _metadata_member(zip_records.iter_central_directory(data, directory), filename)
+    """Every entry is checked as it comes; only those `_MetadataChoice` looks at are made `Member`s, and dropped
+    unless they are METADATA's."""
+    entries = zip_records.iter_central_directory(data, directory, _in_a_dist_info, check_skipped=True)
+    return _metadata_member(entries, filename)
+
+
+def _in_a_dist_info(raw_name: bytes) -> bool:
+    """False for a name `_MetadataChoice.add` steps over (none of its top directory ends with `.dist-info`). The
+    name it reads is decoded from these bytes (UTF-8 or cp437), where an ASCII byte is always that character and
+    any other makes a character outside ASCII: the decoded name holds `.dist-info/` only if these bytes do."""
+    return b".dist-info/" in raw_name
 
 
 def _metadata_member(members: Iterable[Member], filename: str) -> Member:
