@@ -823,3 +823,60 @@ def test_provenance_that_is_not_json_is_refused_and_not_kept(
     answer = cache.get(f"/pypi/files/heavy/{HEAVY2}.provenance")
     assert answer.status == 200 and json.loads(answer.body)["_file"] == HEAVY2
     assert official.count("/provenance") == 2
+
+
+# ---- a hostile central directory does not hold the event loop --------------------------------------------------
+
+
+async def _loop_lateness(stop: asyncio.Event, lateness: list[float]) -> None:
+    """How late, each time, a task that sleeps 10 ms wakes, until `stop`."""
+    while not stop.is_set():
+        started = time.monotonic()
+        await asyncio.sleep(0.01)
+        lateness.append(time.monotonic() - started - 0.01)
+
+
+def test_a_hostile_central_directory_is_looked_through_off_the_event_loop(
+    bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
+) -> None:
+    # 350,000 empty entries after METADATA's: a 16 MiB central directory, read by ranges and looked through whole.
+    # It takes 0.7 s of CPU (1.7 s before entries outside a .dist-info were made no Member); on the event loop, it
+    # held every client of the service that long. The service and the mirror share the loop a probe measures.
+    metadata = b"Metadata-Version: 2.1\nName: many\nVersion: 1.0\n\n"
+    members = [zips.ZipMember("many-1.0.dist-info/METADATA", metadata, zips.STORED)]
+    members += [zips.ZipMember(chr(ord("a") + index % 26), b"", zips.STORED) for index in range(350_000)]
+    wheel = Dist("many", "1.0", "many-1.0-py3-none-any.whl", zips.build_zip(members), metadata=metadata)
+    server = TunaLikeUpstream([wheel], strict_ua=False)
+    _start(bg_loop, server)
+    try:
+        cache = make_cache([server.index_url])
+        assert cache.get("/pypi/simple/many/").status == 200
+        stop, lateness = asyncio.Event(), list[float]()
+        probe = asyncio.run_coroutine_threadsafe(_loop_lateness(stop, lateness), bg_loop.loop)
+        health: list[float] = []
+        reading = threading.Event()
+
+        def poll_health() -> None:
+            while reading.is_set():
+                started = time.monotonic()
+                assert cache.get("/-/health").status == 200
+                health.append(time.monotonic() - started)
+                time.sleep(0.01)
+
+        reading.set()
+        poller = threading.Thread(target=poll_health)
+        poller.start()
+        started = time.monotonic()
+        answer = cache.get(f"/pypi/files/many/{wheel.filename}.metadata")
+        took = time.monotonic() - started
+        reading.clear()
+        poller.join(10)
+        bg_loop.loop.call_soon_threadsafe(stop.set)
+        probe.result(10)
+        assert answer.status == 200 and answer.body == metadata
+        assert server.count_whole(wheel.filename) == 0 and _range_requests(server) == 3  # tail, directory, METADATA
+        # The loop went on while the directory was looked through: never late by more than a fraction of the read.
+        assert max(lateness) < took / 3, (max(lateness), took)
+        assert max(health) < took / 3, (max(health), took)
+    finally:
+        bg_loop.run(server.stop())

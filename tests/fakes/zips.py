@@ -45,14 +45,15 @@ class _Written:
 def build_zip(
     members: Sequence[ZipMember], *, zip64: bool = False, data_descriptor: bool = False, comment: bytes = b""
 ) -> bytes:
-    """An archive of `members` in this order; `zip64` writes every size and offset in ZIP64 form."""
+    """An archive of `members` in this order; `zip64` writes every size and offset in ZIP64 form. Over 65,535
+    members, the end record's counts are in a ZIP64 end record whatever `zip64` says."""
     out = bytearray()
     written = [_write_member(out, member, zip64=zip64, data_descriptor=data_descriptor) for member in members]
     directory_offset = len(out)
     for entry in written:
         out += _central_header(entry, zip64=zip64)
     directory_size = len(out) - directory_offset
-    if zip64:
+    if zip64 or len(written) > 0xFFFF:
         zip64_offset = len(out)
         out += struct.pack(
             "<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, len(written), len(written), directory_size, directory_offset
