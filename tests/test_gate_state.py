@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,29 @@ def test_a_damaged_blocks_file_lifts_no_block_and_is_never_written_over(tmp_path
         refused = runner.invoke(command, [target, *where])
         assert refused.exit_code == 1 and "cannot be read" in refused.output, refused.output
     assert book.path.read_bytes() == damage
+
+
+def test_blocks_made_at_once_are_all_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each block reads the file, adds itself and writes it again: made at once (admin API calls run in threads, on
+    several workers, beside `pkgcache block`), each wrote the file without the others' (21 of 30 lost, and a
+    blocked release then served)."""
+    store = CacheStore(tmp_path / "data")
+    store.prepare()
+    write = BlockBook._write
+
+    def slow_write(self: BlockBook, blocks: object) -> None:
+        time.sleep(0.02)  # the window between the read and the write, made wide
+        write(self, blocks)
+
+    monkeypatch.setattr(BlockBook, "_write", slow_write)
+    targets = [f"pkg{i}==1.0" for i in range(12)]
+    with ThreadPoolExecutor(max_workers=len(targets)) as pool:
+        list(pool.map(lambda t: BlockBook(store).add("pypi", block_from_target("pypi", t, "alice", "bad")), targets))
+    assert sorted(b.target for b in BlockBook(store).read_sound()["pypi"]) == sorted(targets)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(lambda i: BlockBook(store).remove("pypi", f"pkg{i}", "1.0"), range(6)))
+    assert sorted(b.target for b in BlockBook(store).read_sound()["pypi"]) == sorted(targets[6:])
 
 
 def test_a_replica_reads_the_primarys_word_that_every_upstream_is_down(tmp_path: Path) -> None:

@@ -7,10 +7,12 @@ every worker looks at its stamp about twice a second (`state.Gate`) and reads it
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -82,6 +84,7 @@ class BlockBook:
         self.store = store
         self.path = store.path_for("gate", "blocks.json")
         self.log_path = store.path_for("gate", "blocks.log")
+        self.lock_path = store.path_for("gate", "blocks.lock")
 
     def stamp(self) -> Stamp | None:
         return file_stamp(self.path)
@@ -99,12 +102,16 @@ class BlockBook:
         """The blocks in force by side; BlocksUnreadable when the file is there but cannot be read whole, so that
         nothing takes it for "no blocks": a block written over it would drop every other one, and a running
         gate would stop enforcing them."""
-        data = self.store.read_json(self.path)
         found: dict[str, tuple[Block, ...]] = {side: () for side in SIDES}
-        if data is None:
-            if self.path.exists():
-                raise BlocksUnreadable(f"the blocks file {self.path} cannot be read: fix or remove it")
+        try:
+            # One open: a file renamed in between a look for it and a read of it is neither missing nor damaged.
+            data = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
             return found
+        except (OSError, ValueError):
+            raise BlocksUnreadable(f"the blocks file {self.path} cannot be read: fix or remove it") from None
+        if not isinstance(data, dict):
+            raise BlocksUnreadable(f"the blocks file {self.path} is not a JSON object: fix or remove it")
         for side in SIDES:
             try:
                 found[side] = tuple(Block.from_json(item) for item in data.get(side, ()))
@@ -114,20 +121,34 @@ class BlockBook:
 
     def add(self, side: str, block: Block) -> None:
         """Keep `block` (replacing one of the same name and version), blocking: call from a thread."""
-        blocks = self.read_sound()
-        key = block_key(side, block.name, block.version)
-        kept = [b for b in blocks[side] if block_key(side, b.name, b.version) != key]
-        self._write({**blocks, side: (*kept, block)})
+        with self._changing():
+            blocks = self.read_sound()
+            key = block_key(side, block.name, block.version)
+            kept = [b for b in blocks[side] if block_key(side, b.name, b.version) != key]
+            self._write({**blocks, side: (*kept, block)})
 
     def remove(self, side: str, name: str, version: str | None) -> Block | None:
         """Drop the block of `name` at `version` (None: the block of every version; `1.1` is `1.1.0`, as a block
         of either refuses the files of both); the block dropped, if any."""
-        blocks = self.read_sound()
-        key = block_key(side, name, version)
-        gone = [b for b in blocks[side] if block_key(side, b.name, b.version) == key]
-        if gone:
-            self._write({**blocks, side: tuple(b for b in blocks[side] if b not in gone)})
+        with self._changing():
+            blocks = self.read_sound()
+            key = block_key(side, name, version)
+            gone = [b for b in blocks[side] if block_key(side, b.name, b.version) == key]
+            if gone:
+                self._write({**blocks, side: tuple(b for b in blocks[side] if b not in gone)})
         return gone[0] if gone else None
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Held while the file is read, changed and written again: two blocks made at once (admin API calls in
+        threads or workers, `pkgcache block` on the directory) would each write the file without the other's."""
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.lock_path.open("a") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # each open is its own lock: threads wait for each other too
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def record(self, change: BlockChange) -> None:
         """Append the change to the log (one line, appended whole)."""
