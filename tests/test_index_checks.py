@@ -108,3 +108,73 @@ def test_a_big_repodata_still_gets_the_streaming_checks(tmp_path: Path, big_repo
     renamed = big_repodata.replace(b'"packages', b'"pockages')
     with pytest.raises(IntegrityError, match='without the repodata\'s "packages"'):
         _check(_write(tmp_path, "repodata.json", renamed))
+
+
+# ---- the subdir a repodata (or shard index) names ----------------------------------------------------------------
+
+
+def _subdir_check(path: Path, subdir: str = "linux-64") -> None:
+    check = content_check_for(path.name, subdir)
+    assert check is not None
+    check(path)
+
+
+@pytest.mark.parametrize("name", ["repodata.json", "repodata.json.zst", "current_repodata.json"])
+def test_a_small_repodata_of_another_subdir_is_refused(tmp_path: Path, name: str) -> None:
+    _subdir_check(_write(tmp_path, name, SMALL_REPODATA))
+    with pytest.raises(IntegrityError, match="'linux-64', asked for 'noarch'"):
+        _subdir_check(_write(tmp_path, name, SMALL_REPODATA), "noarch")
+    # Without an info naming its subdir (old indexers), nothing is judged.
+    _subdir_check(_write(tmp_path, name, SMALL_REPODATA.replace(b'"subdir": "linux-64"', b'"arch": null')), "noarch")
+    # A channel's own files are not a subdir's.
+    assert content_check_for("channeldata.json", "noarch") is not None
+    content_check_for("channeldata.json", "noarch")(_write(tmp_path, "channeldata.json", b'{"info": {"subdir": "x"}}'))  # type: ignore[misc]
+
+
+def _big_repodata(info_at: str, subdir: str = "noarch") -> bytes:
+    info = f'"info": {{"subdir": "{subdir}", "base_url": ""}}'.encode()
+    # Records that carry an "info" of their own and a "subdir", to be told from the top level's.
+    record = b'"a-%d-0.tar.bz2": {"name": "a", "subdir": "nowhere", "info": {"subdir": "nowhere"}}'
+    records = b", ".join(record % n for n in range(120_000))
+    packages = b'"packages": {' + records + b'}, "packages.conda": {}'
+    removed = b'"removed": [], "repodata_version": 1'
+    middle = b'"packages.conda": {' + records + b"}"
+    members = {
+        "first": [info, packages, removed],
+        "last": [packages, removed, info],
+        "before-removed": [packages, info, removed],
+        "middle": [b'"packages": {}', middle, info, middle.replace(b"packages.conda", b"v3"), removed],
+    }[info_at]
+    return b"{" + b", ".join(members) + b"}"
+
+
+@pytest.mark.parametrize("info_at", ["first", "last", "before-removed"])
+@pytest.mark.parametrize("name", ["repodata.json", "repodata.json.zst"])
+def test_a_big_repodata_of_another_subdir_is_refused_where_its_info_is_cheap_to_read(
+    tmp_path: Path, info_at: str, name: str
+) -> None:
+    text = _big_repodata(info_at)
+    assert len(text) > PARSE_WHOLE_BYTES  # the streaming checks
+    with pytest.raises(IntegrityError, match="'noarch', asked for 'linux-64'"):
+        _subdir_check(_write(tmp_path, name, text))
+    _subdir_check(_write(tmp_path, name, _big_repodata(info_at, subdir="linux-64")))
+
+
+def test_a_big_repodata_whose_info_is_deep_in_the_middle_goes_unchecked(tmp_path: Path) -> None:
+    text = _big_repodata("middle")
+    assert len(text) > PARSE_WHOLE_BYTES
+    _subdir_check(_write(tmp_path, "repodata.json", text))  # documented: not read there
+
+
+def test_a_shard_index_of_another_subdir_is_refused(tmp_path: Path) -> None:
+    import msgpack
+
+    def index(subdir: str) -> Path:
+        doc = {"version": 1, "info": {"subdir": subdir, "base_url": "", "shards_base_url": ""}, "shards": {}}
+        path = tmp_path / "repodata_shards.msgpack.zst"
+        path.write_bytes(zstandard.ZstdCompressor().compress(msgpack.packb(doc)))
+        return path
+
+    _subdir_check(index("linux-64"))
+    with pytest.raises(IntegrityError, match="'noarch', asked for 'linux-64'"):
+        _subdir_check(index("noarch"))

@@ -299,7 +299,9 @@ class _Checker:
             return BY_SHAPE, _refusals_problem(full)
         if role == FIRST_SEEN:
             return BY_SHAPE, _first_seen_problem(self.store, full)
-        check = content_check_for(name) if role == INDEX else None
+        # A subdir's index files (`conda/<root>/<channel>/<subdir>/...`) must not name another subdir.
+        subdir = path.split("/")[3] if path.count("/") > 3 else None
+        check = content_check_for(name, subdir) if role == INDEX else None
         if check is None:
             return (BY_SHAPE if sidecar_of(full).exists() else UNCHECKED), None
         problem = _integrity_problem(check, full)

@@ -138,15 +138,22 @@ def _skip_space(text: str, pos: int) -> int:
     return pos
 
 
-def needs_rewrite(head: bytes, whole: bool) -> bool | None:
+def needs_rewrite(head: bytes, whole: bool, subdir: str | None = None) -> bool | None:
     """Whether a repodata whose text begins with `head` (`whole`: all of it) must be rewritten before clients see
     it, as `rewrite_repodata` will find (a head of HEAD_BYTES that does not tell: it may have to be). None when more
-    of the text is needed to tell: `info` was not yet read whole and the head is shorter than HEAD_BYTES."""
+    of the text is needed to tell: `info` was not yet read whole and the head is shorter than HEAD_BYTES.
+    True as well when its `info` names a subdir other than `subdir`: its check will refuse it (index_checks), so
+    clients wait for the next upstream's instead of being streamed it and cut."""
     try:
         place = find_info(head, whole)
     except Undecided:
         return None if not whole and len(head) < HEAD_BYTES else True
-    return place is not None and sends_elsewhere(place.info)
+    if place is None:
+        return False
+    said = place.info.get("subdir")
+    if subdir is not None and isinstance(said, str) and said != subdir:
+        return True
+    return sends_elsewhere(place.info)
 
 
 def head_of_bytes(name: str, data: bytes) -> bytes:

@@ -138,7 +138,7 @@ class CachedChannels:
         known = self._streamable.get(download)
         if known is not None and known[0] == generation:
             return known[1]
-        verdict = asyncio.get_running_loop().create_task(_streamable(download, path.name))
+        verdict = asyncio.get_running_loop().create_task(_streamable(download, path.name, path.parent.name))
         verdict.add_done_callback(lambda task: task.cancelled() or task.exception())  # the download's to tell
         self._streamable[download] = (generation, verdict)
         return verdict
@@ -321,20 +321,21 @@ def _transform_for(paths: ChannelPaths, filename: str) -> Transform | None:
     return point_here
 
 
-async def _streamable(download: Download, filename: str) -> bool:
+async def _streamable(download: Download, filename: str, subdir: str) -> bool:
     """Whether a repodata download may be streamed to clients as it comes: the start of its text shows an `info`
     that sends them nowhere else (else it is served once rewritten). Waits for as much of it as tells: `info` (the
-    first member, as indexers write it), at most its first megabyte of text, or all of it."""
+    first member, as indexers write it), at most its first megabyte of text, or all of it. One whose `info` names
+    another subdir is not streamed: its check refuses it, and its clients get the next upstream's."""
     data = bytearray()
     # Left as soon as it tells: closed then, so the download does not count this as a client still following.
     async with contextlib.aclosing(cast(AsyncGenerator[bytes, None], download.follow())) as chunks:
         async for chunk in chunks:
             data += chunk
-            verdict = needs_rewrite(await _head(filename, bytes(data)), whole=False)
+            verdict = needs_rewrite(await _head(filename, bytes(data)), whole=False, subdir=subdir)
             if verdict is not None:
                 return not verdict
     head = await _head(filename, bytes(data))
-    return not needs_rewrite(head, whole=len(head) < HEAD_BYTES)
+    return not needs_rewrite(head, whole=len(head) < HEAD_BYTES, subdir=subdir)
 
 
 async def _head(filename: str, data: bytes) -> bytes:

@@ -240,9 +240,11 @@ def _expected(path: Path) -> Expected:
     # And no mirror may make one any size it likes (gzip on the wire: ~1 KB becomes 1 MB).
     # Every index file but the repodata itself is one clients probe for (shards, .zst, .bz2, channel files): a 404
     # there is the channel's answer, logged without a warning.
+    # A subdir's files are kept in the subdir's folder: a repodata or shard index naming another subdir is a
+    # mirror's wrong answer (the check ignores the folder's name for a channel's own files).
     return Expected(
         magic=magic_of_index(path.name),
-        content_check=content_check_for(path.name),
+        content_check=content_check_for(path.name, subdir=path.parent.name),
         max_size=max_size_of_index(),
         optional=path.name != "repodata.json",
     )
