@@ -2,7 +2,9 @@
 
 Each file has a sidecar (`<file>.meta`, storage/sidecars.py) saying which upstream gave it, its validators and
 when it was last checked. A fresh file is served as it is; a stale one is served at once while one background
-request revalidates it (`If-None-Match` / `If-Modified-Since` to the upstream that gave it); a missing one is
+request revalidates it (`If-None-Match` / `If-Modified-Since` to the upstream that gave it; only the date to the
+others, asked when it fails: a lagging mirror's older version, 304 or 200 dated no later than the copy, never
+replaces a newer copy, which counts as fresh again); a missing one is
 fetched and streamed to the clients that wait for it. "Every upstream says 404" is remembered for the
 time-to-live too, so the probes clients make for optional files (`.zst`, shards) cost the upstreams nothing most
 of the time. A new version replaces the old one only once it is whole and passes its shape check
@@ -17,11 +19,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
-from pkgcache.cache_state import CacheState, revalidation_due
+from pkgcache.cache_state import CLOCK_SLIP_SECONDS, CacheState, revalidation_due
 from pkgcache.conda.index_checks import content_check_for, magic_of_index, max_size_of_index
 from pkgcache.conda.source import Lookup
 from pkgcache.storage.downloads import Download, Expected
@@ -159,17 +162,29 @@ class IndexFiles:
         if path in self._revalidating or self.fetcher.is_being_written(path):
             return self.fetcher.running(path)
 
+        # A copy kept without the transform it now needs is fetched whole, to be transformed.
+        refetch = how.transform is not None and not meta.extra.get(TRANSFORMED)
+        copy_date = None if refetch else _copy_date(meta)
+
         def validators(upstream: Upstream) -> dict[str, str]:
-            # Validators only mean something to the upstream that issued them; and a copy kept without the
-            # transform it now needs is fetched whole, to be transformed.
-            if upstream.name != meta.upstream or (how.transform is not None and not meta.extra.get(TRANSFORMED)):
+            # The ETag only means something to the upstream that issued it. The date is the version's: another
+            # mirror (the issuer failing) is asked whether it has anything newer, so that a lagging one answers
+            # 304 instead of sending an older version to replace this one.
+            if refetch:
                 return {}
             headers = {}
-            if meta.etag:
+            if upstream.name == meta.upstream and meta.etag:
                 headers["If-None-Match"] = meta.etag
-            if meta.last_modified:
+            if meta.last_modified and (upstream.name == meta.upstream or copy_date is not None):
                 headers["If-Modified-Since"] = meta.last_modified
             return headers
+
+        def older_than_copy(upstream: Upstream, headers: Mapping[str, str]) -> bool:
+            # A mirror that ignores If-Modified-Since: its 200 dated no later than the copy is not taken either.
+            if copy_date is None or upstream.name == meta.upstream:
+                return False
+            answer_date = _http_date(headers.get("Last-Modified"))
+            return answer_date is not None and answer_date <= copy_date
 
         async def done(download: Download) -> None:
             self._revalidating.discard(path)
@@ -192,6 +207,7 @@ class IndexFiles:
             on_done=done,
             compressed=True,
             before_commit=how.transform,
+            older_than_copy=older_than_copy,
         )
         # Only once it started: a revalidation that could not start is tried again by the next request.
         self._revalidating.add(path)
@@ -232,6 +248,24 @@ class _How:
 
     after_fetch: AfterFetch | None = None
     transform: Transform | None = None
+
+
+def _copy_date(meta: FileMeta) -> float | None:
+    """The Last-Modified of a cached copy, as a time other upstreams' versions are compared to; None when it has
+    none that can be (unreadable, or later than now: a mirror's clock ahead would keep every other one's out)."""
+    date = _http_date(meta.last_modified)
+    if date is None or date > time.time() + CLOCK_SLIP_SECONDS:
+        return None
+    return date
+
+
+def _http_date(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 def _expected(path: Path) -> Expected:

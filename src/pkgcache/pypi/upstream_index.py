@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Callable
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urljoin
 
 import aiohttp
 
 from pkgcache.config import PypiConfig, PypiUpstream
-from pkgcache.pypi.model import DistFile
+from pkgcache.pypi.model import DistFile, ProjectPage
 from pkgcache.pypi.pages import CachedPage, in_page_thread
 from pkgcache.pypi.parse import InvalidPage, NeedsFullReader, parse_project_page
 from pkgcache.storage.downloads import Download, Expected, IntegrityError
 from pkgcache.storage.filetypes import magic_for, max_package_size
 from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamError, read_limited
 from pkgcache.upstream.transfer import Fetcher
+
+log = logging.getLogger(__name__)
 
 # What pkgcache asks upstreams for: JSON when they have it, HTML otherwise. The answer's format is read from
 # its body either way.
@@ -81,6 +85,13 @@ class UpstreamIndex:
                 page = await in_page_thread(parse_project_page, body, str(response.url), project)
         except InvalidPage as exc:
             raise UpstreamError(f"{upstream.name}: not a project page for {project}: {exc}") from None
+        if previous is not None and previous.upstream != upstream.name and _older_than(page, response, previous):
+            # A lagging mirror (the one that gave the page failing): its older page would take files away that
+            # the cached one lists. Kept as if it had answered 304.
+            log.info("%s's page of %s is older than the cached one: the cached one is kept", upstream.name, project)
+            previous.fetched_at = time.time()
+            previous.refresh_error = None
+            return previous
         return CachedPage(
             page=page,
             upstream=upstream.name,
@@ -163,6 +174,24 @@ class UpstreamIndex:
 def probe_target(upstream: Upstream) -> str:
     """The URL a probe of a PyPI upstream asks for."""
     return urljoin(upstream.base_url, f"{PROBE_PROJECT}/")
+
+
+def _older_than(page: ProjectPage, response: aiohttp.ClientResponse, previous: CachedPage) -> bool:
+    """Whether a page from another upstream is an older version than the cached one: by the index's serial, which
+    mirrors copy from the index they mirror; failing that, by Last-Modified."""
+    if page.last_serial is not None and previous.page.last_serial is not None:
+        return page.last_serial < previous.page.last_serial
+    new, old = _http_date(response.headers.get("Last-Modified")), _http_date(previous.last_modified)
+    return new is not None and old is not None and new < old
+
+
+def _http_date(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 def _page_request_headers(previous: CachedPage | None, upstream: Upstream) -> dict[str, str]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -50,6 +50,9 @@ from pkgcache.upstream.pool import (
 log = logging.getLogger(__name__)
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
+# Whether an upstream's 200, by its headers, is an older version than the copy being revalidated (a lagging
+# mirror's): such an answer is taken as a 304 ("keep yours"), its body never read.
+OlderThanCopy = Callable[[Upstream, Mapping[str, str]], bool]
 
 
 class Fetcher:
@@ -70,16 +73,17 @@ class Fetcher:
         on_done: AfterDownload | None = None,
         compressed: bool = False,
         before_commit: AfterDownload | None = None,
+        older_than_copy: OlderThanCopy | None = None,
     ) -> Download | None:
         """The download bringing `path` (running or started now), or None when the file is already cached.
 
         `compressed` lets the upstream gzip the body on the wire (worth it for JSON indexes; a cut transfer then
         starts again from zero on the next upstream). See Downloader.get_or_start for `replace`, `on_done` and
-        `before_commit`.
+        `before_commit`; OlderThanCopy for `older_than_copy` (revalidations).
         """
 
         async def produce(download: Download) -> None:
-            await receive_from_upstreams(self.pool, download, target, headers)
+            await receive_from_upstreams(self.pool, download, target, headers, older_than_copy)
 
         return self.downloader.get_or_start(
             path,
@@ -99,10 +103,14 @@ class Fetcher:
 
 
 async def receive_from_upstreams(
-    pool: UpstreamPool, download: Download, target: TargetFor, headers: HeadersFor | None = None
+    pool: UpstreamPool,
+    download: Download,
+    target: TargetFor,
+    headers: HeadersFor | None = None,
+    older_than_copy: OlderThanCopy | None = None,
 ) -> None:
     """Fill `download` from the first upstream (in the pool's order) that gives the whole, checked file."""
-    receiver = _Receiver(download, pool, target)
+    receiver = _Receiver(download, pool, target, older_than_copy)
     try:
         await pool.fetch(
             target,
@@ -128,10 +136,13 @@ async def receive_from_upstreams(
 class _Receiver:
     """Receives one download's bytes from whichever upstream answers, resuming where a failed one stopped."""
 
-    def __init__(self, download: Download, pool: UpstreamPool, target: TargetFor) -> None:
+    def __init__(
+        self, download: Download, pool: UpstreamPool, target: TargetFor, older_than_copy: OlderThanCopy | None = None
+    ) -> None:
         self.download = download
         self.pool = pool
         self.target = target
+        self.older_than_copy = older_than_copy
         self.tried: set[str] = set()
         self.asked_if_changed: set[str] = set()  # upstreams sent validators: only they may answer 304
         self.no_room: NoRoomForDeclaredLength | None = None
@@ -164,6 +175,14 @@ class _Receiver:
             await self._take_range_refusal(upstream, response)
             return
         self._refuse_what_cannot_be_the_file(upstream, response)
+        if self._is_older_than_copy(upstream, response):
+            log.info(
+                "%s answered %s with an older version than the copy here: the copy is kept",
+                upstream.name,
+                download.final_path.name,
+            )
+            download.mark_not_modified(upstream.name, response.headers)
+            return
         skip = self._bytes_to_skip(response)
         download.begin(upstream.name, response.headers, _length_to_reserve(response), str(response.url))
         declared = self._declared_total(response)
@@ -213,6 +232,12 @@ class _Receiver:
             raise UpstreamError(
                 f"the {size} bytes of {download.final_path.name} here fail their check: {exc}", rest_upstream=False
             ) from None
+
+    def _is_older_than_copy(self, upstream: Upstream, response: aiohttp.ClientResponse) -> bool:
+        """A whole answer (nothing of another one's kept) that the caller finds older than the copy here."""
+        if self.older_than_copy is None or response.status != 200 or self.download.written:
+            return False
+        return self.download.final_path.is_file() and self.older_than_copy(upstream, response.headers)
 
     def _refuse_a_304_without_a_copy(self, upstream: Upstream) -> None:
         """ "Not modified" means "keep the copy you have": from an upstream that was not asked whether its copy
