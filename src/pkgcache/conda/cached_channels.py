@@ -100,8 +100,12 @@ class CachedChannels:
         path = self.paths.path(channel, *parts)
         target = self.origin.target(channel, "/".join(parts))
         if filename == SHARD_INDEX:
-            # Served only once rewritten to point at pkgcache, so never streamed while it downloads.
-            _, meta, state = await self.files.fetch_now(path, target, self.index_ttl, self._rewrite_shard_index)
+            # Served only once rewritten to point at pkgcache, so never streamed while it downloads. Never served
+            # stale while an upstream answers: an upstream that re-indexes deletes the shards its old index names
+            # (docs/conda-clients.md, "Shards passed through").
+            _, meta, state = await self.files.fetch_now(
+                path, target, self.index_ttl, self._rewrite_shard_index, revalidate_first=True
+            )
             return Lookup(state, path, meta)
         found = await self.files.get(path, target, self.index_ttl, transform=_transform_for(self.paths, filename))
         download = found.download

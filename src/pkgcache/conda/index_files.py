@@ -4,7 +4,8 @@ Each file has a sidecar (`<file>.meta`, storage/sidecars.py) saying which upstre
 when it was last checked. A fresh file is served as it is; a stale one is served at once while one background
 request revalidates it (`If-None-Match` / `If-Modified-Since` to the upstream that gave it; only the date to the
 others, asked when it fails: a lagging mirror's older version, 304 or 200 dated no later than the copy, never
-replaces a newer copy, which counts as fresh again); a missing one is
+replaces a newer copy, which counts as fresh again), or, for a file whose old version names files its upstream
+deletes (a shard index), before it is answered; a missing one is
 fetched and streamed to the clients that wait for it. "Every upstream says 404" is remembered for the
 time-to-live too, so the probes clients make for optional files (`.zst`, shards) cost the upstreams nothing most
 of the time. A new version replaces the old one only once it is whole and passes its shape check
@@ -61,17 +62,21 @@ class IndexFiles:
         ttl: float,
         after_fetch: AfterFetch | None = None,
         transform: Transform | None = None,
+        revalidate_first: bool = False,
     ) -> Lookup:
         """The file at `path`, fetched or revalidated as its age requires.
 
         Raises UpstreamNotFound when every upstream says it does not exist (remembered for `ttl`), and the pool's
         other errors when there is no copy and no upstream can give one. `after_fetch` runs on each new version
         (e.g. to rewrite it) before its metadata is recorded; `transform` on each new version before it is put in
-        place (see Transform).
+        place (see Transform). `revalidate_first`: a copy past its time-to-live is revalidated before it is
+        answered, and served stale only when no upstream answers (a file naming others that its upstream deletes
+        once it changes: a shard index).
         """
         how = _How(after_fetch, transform)
         meta = await self.meta_for(path)
-        if meta is not None and revalidation_due(meta.age()):
+        past_ttl = meta is not None and not meta.missing and meta.age() >= ttl
+        if meta is not None and (revalidation_due(meta.age()) or (revalidate_first and past_ttl)):
             meta = await self._revalidated(path, target, meta, how)
             if meta is not None and meta.age() >= ttl:  # no upstream answered: the copy (or the 404) kept
                 if meta.missing:
@@ -123,9 +128,10 @@ class IndexFiles:
         ttl: float,
         after_fetch: AfterFetch | None = None,
         transform: Transform | None = None,
+        revalidate_first: bool = False,
     ) -> tuple[Path, FileMeta, CacheState]:
         """Like `get`, but wait until the file is whole and recorded (for callers that read it themselves)."""
-        found = await self.get(path, target, ttl, after_fetch, transform)
+        found = await self.get(path, target, ttl, after_fetch, transform, revalidate_first)
         if found.download is not None:
             await found.download.wait_finished()
             found.meta = await self.meta_for(path)
