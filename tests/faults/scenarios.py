@@ -472,6 +472,31 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         "../test_gate_offline.py::test_the_offline_view_ends_when_a_probe_finds_the_mirror_back",
     ),
     ServiceScenario(
+        "conda-repodata-of-another-subdir",
+        "the first mirror answers `<subdir>/repodata.json` (and `.zst`) with another subdir's repodata: sound JSON "
+        "whose `info.subdir` is `noarch`",
+        "200 with the healthy mirror's, never streamed the wrong one; rattler installs. The first mirror rests",
+        "the healthy mirror's repodata",
+        "../test_conda_mirror_versions.py::test_another_subdirs_repodata_is_the_mirrors_bad_answer",
+    ),
+    ServiceScenario(
+        "lagging-mirror-older-index",
+        "the mirror that gave the cached repodata (or PyPI page) fails at its revalidation; the second mirror lags "
+        "behind it (an older Last-Modified; a lower serial for a page), whether it honours If-Modified-Since or not",
+        "200 with the cached, newer version: no package disappears",
+        "the newer copy, counted fresh for the TTL, the first mirror's validators kept; the second mirror's copy "
+        "once it is newer",
+        "../test_conda_mirror_versions.py::test_a_lagging_mirror_does_not_take_the_cache_back_to_older_repodata",
+    ),
+    ServiceScenario(
+        "upstream-shards-deleted",
+        "an upstream with its own shards re-indexes and deletes the shards its old index named; index_ttl has passed",
+        "the new shard index (revalidated before it is answered; stale only when no upstream answers) and its "
+        "shards: rattler solves and installs the new version",
+        "the new index and shards",
+        "../test_conda_mirror_versions.py::test_a_shard_index_past_its_ttl_never_names_shards_the_upstream_deleted",
+    ),
+    ServiceScenario(
         "disk-full",
         "the data directory's disk is full (4 MB tmpfs, filled)",
         "507 with a clear message, before any body, for files and repodata (a page: 507 or the right page, not "
