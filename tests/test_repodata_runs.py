@@ -243,3 +243,16 @@ def test_msgspec_still_reports_where_trailing_characters_start() -> None:
     with pytest.raises(msgspec.DecodeError) as caught:
         msgspec.json.decode(b'{"a": "unterminated')
     assert str(caught.value) == repodata_runs._TRUNCATED
+
+
+def test_runs_tell_the_names_they_hold_twice_with_every_record() -> None:
+    def runs_of(text: bytes) -> list[RecordRun]:
+        items = iter_repodata_runs(io.BytesIO(text), raw_records=True, repeats=True)
+        return [item for item in items if isinstance(item, RecordRun)]
+
+    twice = b'{"packages": {"a-1-0.tar.bz2": {"n": 1}, "a-1-0.tar.bz2": {"n": 3, "x": {"y": 1}}, "b-1-0.tar.bz2": {}}}'
+    assert next(run.repeated for run in runs_of(twice)) == {"a-1-0.tar.bz2": [{"n": 1}, {"n": 3, "x": {"y": 1}}]}
+    plain = b'{"packages": {"a-1-0.tar.bz2": {"n": 1}, "b-1-0.tar.bz2": {"n": 2}, "c-1-0.tar.bz2": {"n": 2}}}'
+    assert next((run.repeated, run.flat) for run in runs_of(plain)) == ({}, True)
+    nested = b'{"packages": {"a-1-0.tar.bz2": {"n": {}}, "b-1-0.tar.bz2": {"n": 2}, "c-1-0.tar.bz2": {"n": 2}}}'
+    assert next((run.repeated, run.flat) for run in runs_of(nested)) == ({}, False)

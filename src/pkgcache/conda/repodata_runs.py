@@ -23,21 +23,27 @@ malformed, it only declines to read it.
 With `raw_records`, a run's records are left undecoded: each is the `msgspec.Raw` of its JSON text (msgspec still
 checks that the whole run is well-formed JSON, so the cuts are as safe), for about a fifth of a full decode's
 time. sorted_shards reads that way and has its forked children decode the records, on the other core.
+
+A run is decoded into a dict, so a file name given twice within one run keeps only its last record there. With
+`repeats` (raw records only), a run that lost entries that way is noticed (its text holds more `{` than its records
+and keys do) and decoded again by the standard library, which keeps every entry: `RecordRun.repeated` then has
+each file name given more than once in the run, with all its records (decoded), in file order.
 """
 
 from __future__ import annotations
 
+import json
 import queue
 import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, BinaryIO
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Literal, overload
 
 import msgspec
 
-from pkgcache.conda.repodata_stream import RECORD_SECTIONS, V3_KEY, Info, Removed
+from pkgcache.conda.repodata_stream import RECORD_SECTIONS, V3_KEY, Info, Other, Removed
 
 # Input bytes per run of records: big enough that a call to msgspec carries a thousand records, small enough that
 # the decoded run (several times its text as Python objects) stays a few MB. (Half a megabyte took 5 MB less of
@@ -73,26 +79,43 @@ class RecordRun:
 
     section: str
     records: dict[str, Any]
+    # With `repeats`: the file names given more than once in this run, each with all its records, in file order;
+    # and whether the run's text was seen to hold no `{` but one for each record (no object inside one, no name
+    # given twice: nothing to look for inside them).
+    repeated: dict[str, list[Any]] = field(default_factory=dict)
+    flat: bool = False
 
 
 RunItem = Info | RecordRun | Removed
 
 
-def iter_repodata_runs(binary: BinaryIO, *, raw_records: bool = False) -> Iterator[RunItem]:
+@overload
+def iter_repodata_runs(
+    binary: BinaryIO, *, raw_records: bool = False, others: Literal[False] = False, repeats: bool = False
+) -> Iterator[RunItem]: ...
+@overload
+def iter_repodata_runs(
+    binary: BinaryIO, *, raw_records: bool = False, others: bool, repeats: bool = False
+) -> Iterator[RunItem | Other]: ...
+def iter_repodata_runs(
+    binary: BinaryIO, *, raw_records: bool = False, others: bool = False, repeats: bool = False
+) -> Iterator[RunItem | Other]:
     """`Info`, `RecordRun` and `Removed` items of the repodata in `binary`, in file order; `Declined` on anything
-    unexpected. Other top-level keys are read and dropped, as `repodata_stream.iter_repodata` does. With
-    `raw_records`, each record is its `msgspec.Raw` JSON text, not checked to be an object (the caller does)."""
+    unexpected. Other top-level keys are read and dropped, as `repodata_stream.iter_repodata` does, or given as
+    `Other(key, value)` with `others`. With `raw_records`, each record is its `msgspec.Raw` JSON text, not checked
+    to be an object (the caller does); with `repeats` too, runs tell the file names they hold more than once."""
     reader = _Reader(binary, _RAW_RUN_DECODER if raw_records else _DECODER)
+    find_repeats = repeats and raw_records
     reader.expect(b"{")
     for key in reader.members():
         if key in RECORD_SECTIONS:
             reader.expect(b"{")
-            yield from _runs(reader, key)
+            yield from _runs(reader, key, find_repeats)
         elif key == V3_KEY:
             reader.expect(b"{")
             for group in reader.members():
                 reader.expect(b"{")
-                yield from _runs(reader, f"{V3_KEY}/{group}")
+                yield from _runs(reader, f"{V3_KEY}/{group}", find_repeats)
         elif key == "removed":
             removed = reader.value()
             if not isinstance(removed, list) or not all(isinstance(name, str) for name in removed):
@@ -104,12 +127,14 @@ def iter_repodata_runs(binary: BinaryIO, *, raw_records: bool = False) -> Iterat
             if not isinstance(info, dict):
                 raise Declined("'info' is not an object")
             yield Info(info)
+        elif others:
+            yield Other(key, reader.value())
         else:
             reader.value()
     reader.expect_end()
 
 
-def _runs(reader: _Reader, section: str) -> Iterator[RecordRun]:
+def _runs(reader: _Reader, section: str, find_repeats: bool = False) -> Iterator[RecordRun]:
     """The records of the section whose "{" was just taken, a run at a time, up to and with its "}"."""
     if reader.peek() == b"}":
         reader.pos += 1
@@ -119,9 +144,37 @@ def _runs(reader: _Reader, section: str) -> Iterator[RecordRun]:
         if reader.run_decoder is _DECODER and not all(type(record) is dict for record in records.values()):
             raise Declined(f"a record in {section!r} is not an object")
         if records:
-            yield RecordRun(section, records)
+            if not find_repeats:
+                yield RecordRun(section, records)
+            elif bytes(reader.last_run).count(b"{") == 1 + len(records):
+                yield RecordRun(section, records, flat=True)
+            else:
+                yield RecordRun(section, records, _repeated_in(reader.last_run, records))
         if section_ended:
             return
+
+
+def _repeated_in(document: bytes | memoryview, records: dict[str, msgspec.Raw]) -> dict[str, list[Any]]:
+    """The file names given more than once in a run's text (`{` + its records + `}`), decoded as `records` (raw);
+    each with all its records. Every `{` of the text is the run's own, one of a record's or one in a key: when the
+    records and keys hold fewer, entries were lost to a repeated name, and the text is decoded again, keeping all."""
+    held = 1 + sum(bytes(raw).count(b"{") for raw in records.values()) + sum(key.count("{") for key in records)
+    if held == bytes(document).count(b"{"):
+        return {}
+    outer: list[list[tuple[str, Any]]] = []
+
+    def pairs_of(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        outer[:] = [pairs]  # the outermost object is the last one made
+        return dict(pairs)
+
+    try:
+        json.loads(bytes(document), object_pairs_hook=pairs_of)
+    except ValueError as exc:
+        raise Declined(f"a run of records that msgspec read: {exc}") from None
+    seen: dict[str, list[Any]] = {}
+    for name, record in outer[0] if outer else ():
+        seen.setdefault(name, []).append(record)
+    return {name: found for name, found in seen.items() if len(found) > 1}
 
 
 class _Reader:
@@ -133,6 +186,7 @@ class _Reader:
         self.buffer = b""
         self.pos = 0
         self.eof = False
+        self.last_run: bytes | memoryview = b"{}"  # the text of the last run of records decoded
 
     def fill(self, wanted: int) -> bool:
         """Make at least `wanted` unread bytes available, or all that is left; False if none could be added."""
@@ -232,13 +286,15 @@ class _Reader:
                         return self._last_run(document, end)
                 else:
                     self.pos = next_member.start(1)
+                    self.last_run = document
                     return records, False
             cut = self.buffer.rfind(b"}", self.pos, cut)
         return self._run_to_section_end()
 
     def _last_run(self, document: bytes, end: int) -> tuple[dict[str, Any], bool]:
         """`document[:end]` (a "{" and the text from `pos`) is the rest of the section, its "}" included."""
-        records = _decode(memoryview(document)[:end], self.run_decoder)
+        self.last_run = memoryview(document)[:end]
+        records = _decode(self.last_run, self.run_decoder)
         self.pos += end - 1
         return records, True
 
@@ -259,6 +315,7 @@ class _Reader:
             else:
                 if self.eof:
                     self.pos = len(self.buffer)
+                    self.last_run = document
                     return records, True
             wanted = _grow(len(document))
 
