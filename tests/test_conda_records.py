@@ -57,3 +57,94 @@ def test_a_name_that_is_a_prefix_of_another_is_not_confused(tmp_path: Path) -> N
         json.dumps({"packages": {"ab-1.0-0.tar.bz2x": {"sha256": "1"}, "ab-1.0-0.tar.bz2": {"sha256": "2"}}})
     )
     assert find_record(path, "ab-1.0-0.tar.bz2") == {"sha256": "2"}
+
+
+def _text_with(packages: list[str], conda: list[str], info: str = "{}") -> str:
+    """A repodata text from members written out (so that a name may be given twice)."""
+    return f'{{"info": {info}, "packages": {{{", ".join(packages)}}}, "packages.conda": {{{", ".join(conda)}}}}}'
+
+
+def _member(name: str, record: dict) -> str:
+    return f"{json.dumps(name)}: {json.dumps(record)}"
+
+
+REAL = {"name": "libfoo", "sha256": "aa" * 32, "size": 10}
+FAKE = {"name": "libfoo", "sha256": "bb" * 32, "size": 1}
+
+
+@pytest.mark.parametrize(
+    "earlier",
+    [
+        {"extra": {"libfoo-1.1-0.conda": {}}},
+        {"extra": {"libfoo-1.1-0.conda": {"size": 1}}},
+        {"extra": [{"deeper": {"libfoo-1.1-0.conda": {"size": 1}}}]},
+        {"extra": {'x"libfoo-1.1-0.conda': {"size": 1}}},  # written `"x\"libfoo-1.1-0.conda": {`
+    ],
+    ids=["empty", "other-size", "deeper", "escaped-quote"],
+)
+def test_an_object_under_the_name_elsewhere_is_not_its_record(tmp_path: Path, earlier: dict) -> None:
+    path = tmp_path / "repodata.json"
+    path.write_text(
+        _text_with([_member("libfoo-1.0-0.tar.bz2", {**FAKE, **earlier})], [_member("libfoo-1.1-0.conda", REAL)])
+    )
+    assert find_record(path, "libfoo-1.1-0.conda") == REAL
+
+
+def test_an_object_under_the_name_in_info_or_alone_is_no_record(tmp_path: Path) -> None:
+    path = tmp_path / "repodata.json"
+    path.write_text(_text_with([], [_member("libfoo-1.1-0.conda", REAL)], info='{"x": {"libfoo-1.2-0.conda": {}}}'))
+    assert find_record(path, "libfoo-1.2-0.conda") is None
+    assert find_record(path, "libfoo-1.1-0.conda") == REAL
+
+
+@pytest.mark.parametrize("apart", [0, 3000], ids=["adjacent", "runs-apart"])
+def test_a_name_given_different_records_has_none(tmp_path: Path, apart: int) -> None:
+    between = [
+        _member(f"pkg{i}-1.0-0.conda", {"name": f"pkg{i}", "sha256": "cc" * 32, "depends": ["x"] * 20})
+        for i in range(apart)
+    ]
+    path = tmp_path / "repodata.json.zst"
+    text = _text_with([], [_member("libfoo-1.1-0.conda", REAL), *between, _member("libfoo-1.1-0.conda", FAKE)])
+    path.write_bytes(zstandard.ZstdCompressor().compress(text.encode()))
+    with pytest.raises(records.AmbiguousRecord, match="2 different records"):
+        find_record(path, "libfoo-1.1-0.conda")
+    if apart:
+        assert find_record(path, "pkg7-1.0-0.conda") is not None  # the others are found as before
+
+
+def test_a_name_in_both_sections_with_different_records_has_none(tmp_path: Path) -> None:
+    path = tmp_path / "repodata.json"
+    path.write_text(_text_with([_member("libfoo-1.1-0.conda", FAKE)], [_member("libfoo-1.1-0.conda", REAL)]))
+    with pytest.raises(records.AmbiguousRecord):
+        find_record(path, "libfoo-1.1-0.conda")
+
+
+def test_a_record_too_large_even_to_read_whole_is_refused_with_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pkgcache.conda import repodata_runs, repodata_stream
+
+    monkeypatch.setattr(repodata_runs, "MAX_VALUE_BYTES", 2 << 20)
+    monkeypatch.setattr(repodata_stream, "MAX_VALUE_CHARS", 2 << 20)
+    big = {**REAL, "constrains": ["zz <0"] * 400_000}  # about 3 MB
+    path = tmp_path / "repodata.json"
+    path.write_text(_text_with([], [_member("libfoo-1.1-0.conda", big)]))
+    with pytest.raises(records.AmbiguousRecord, match="larger than"):
+        find_record(path, "libfoo-1.1-0.conda")
+
+
+def test_a_version_of_the_file_is_read_whole_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    passes: list[str] = []
+    real_pass = records.suspects_in
+    monkeypatch.setattr(records, "suspects_in", lambda name, raw: passes.append(name) or real_pass(name, raw))
+    path = tmp_path / "repodata.json"
+    path.write_text(_text_with([], [_member("libfoo-1.1-0.conda", REAL)]))
+    for _ in range(3):
+        assert find_record(path, "libfoo-1.1-0.conda") == REAL
+    assert len(passes) == 1
+    replacement = tmp_path / "new.json"
+    replacement.write_text(_text_with([_member("libfoo-1.1-0.conda", FAKE)], [_member("libfoo-1.1-0.conda", REAL)]))
+    replacement.replace(path)  # a new version, as the cache writes one
+    with pytest.raises(records.AmbiguousRecord):
+        find_record(path, "libfoo-1.1-0.conda")
+    assert len(passes) == 2

@@ -29,10 +29,10 @@ from pkgcache.conda.base_url import (
 from pkgcache.conda.channels import SHARD_INDEX, Channel
 from pkgcache.conda.index_checks import max_size_of_index
 from pkgcache.conda.index_files import IndexFiles, Transform
-from pkgcache.conda.records import expected_of, find_record
+from pkgcache.conda.records import AmbiguousRecord, expected_of, find_record
 from pkgcache.conda.repodata_stream import MalformedRepodata
 from pkgcache.conda.shards import InvalidShardIndex, record_in_shard, rewrite_shard_index, shard_for
-from pkgcache.conda.source import Lookup, PackageNotInRepodata, UnknownChannel
+from pkgcache.conda.source import Lookup, PackageNotInRepodata, PackageRecordUnclear, UnknownChannel
 from pkgcache.conda.upstream_channels import UpstreamChannels
 from pkgcache.config import CondaConfig
 from pkgcache.storage.downloads import Download, Expected, IntegrityError
@@ -217,13 +217,13 @@ class CachedChannels:
         if record is not None:
             return record
         repodata = await self._repodata_to_search(channel, subdir)
-        record = await asyncio.to_thread(find_record, repodata, filename)
+        record = await _record_in(channel, subdir, repodata, filename)
         if record is None or recheck:
             meta = await self.files.meta_for(repodata)
             if meta is not None and meta.age() > MISSING_PACKAGE_RECHECK_SECONDS:
                 target = self.origin.target(channel, f"{subdir}/{repodata.name}")
                 await self.files.refresh_now(repodata, target, transform=_transform_for(self.paths, repodata.name))
-                record = await asyncio.to_thread(find_record, repodata, filename)
+                record = await _record_in(channel, subdir, repodata, filename)
         return record
 
     async def _repodata_to_search(self, channel: Channel, subdir: str) -> Path:
@@ -323,6 +323,18 @@ def _transform_for(paths: ChannelPaths, filename: str) -> Transform | None:
             )
 
     return point_here
+
+
+async def _record_in(channel: Channel, subdir: str, repodata: Path, filename: str) -> dict[str, Any] | None:
+    """The package's one record in the cached repodata (records.py), or None; PackageRecordUnclear when the
+    repodata gives it no single one."""
+    try:
+        return await asyncio.to_thread(find_record, repodata, filename)
+    except AmbiguousRecord as exc:
+        raise PackageRecordUnclear(
+            f"{channel.path}/{subdir}/{filename} is not served: {exc}, so pkgcache cannot tell which one its clients"
+            " check it against"
+        ) from None
 
 
 async def _streamable(download: Download, filename: str, subdir: str) -> bool:

@@ -1,56 +1,129 @@
-"""Finding one package's record (sha256, size) in a channel's repodata, without loading the whole file.
+"""Finding one package's record (sha256, size) in a channel's repodata: the very record clients read there.
 
 conda-forge's repodata.json is hundreds of MB: parsing it to check one package would cost seconds and gigabytes.
 Records are keyed by file name, so the file is scanned as a stream (decompressed on the fly when it is .zst or
 .bz2) for `"<filename>": {`, and only that object is parsed. Memory stays at a few MB whatever the file's size.
+
+That scan finds the first such text anywhere, which is the record only when nothing else in the file looks like
+it: an object under that name inside an earlier record's unknown field, or in `info`, would be taken for it, and
+a name given twice (in one section, or in both `packages` and `packages.conda`) has two records to choose from.
+So each version of a repodata file (by its stamp) is read once, whole, in bounded memory (repodata_runs, records
+left undecoded), for its *suspects*: the names such a scan could get wrong. Each text that scan can find is a key
+whose value is an object (a JSON string holds no unescaped quote, so `"<filename>"` followed by `:` ends a key):
+the key is the file name, or ends with `"` and the file name (an escaped quote in a longer key). The suspects are
+the keys of objects anywhere but at a record's place (and such a key's tail after its last quote), and the file
+names given more than once (a bit filter over the names: a name whose bits are all set already is a suspect, so
+a rare false one only costs it the slow path). Only the suspects are kept (a few names in real repodata).
+
+A name not among the suspects is looked up by the scan, which then finds its one record or nothing. A suspect is
+looked up by reading the records themselves: every record given for that name, in every section; none is no
+record, the same one given several times is that record, different ones are `AmbiguousRecord`: pkgcache cannot
+know which one a client reads (rattler keeps the first of two adjacent ones, both of two apart, and refuses a
+name in both sections; json.load keeps the last), so it checks the package against none and refuses it. A record
+too large for the scan's window (RECORD_WINDOW) is read the same way, up to repodata_runs' bound for a value.
 """
 
 from __future__ import annotations
 
-import bz2
+import io
 import json
+import logging
+import os
 import re
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO, TextIO
 
-import zstandard
+from pkgcache.conda.repodata_runs import MAX_VALUE_BYTES, Declined, RecordRun, iter_repodata_runs
+from pkgcache.conda.repodata_stream import (
+    Info,
+    MalformedRepodata,
+    Other,
+    Record,
+    decompressed,
+    iter_repodata,
+)
+from pkgcache.storage.store import Stamp, stamp_of
+
+log = logging.getLogger(__name__)
 
 CHUNK = 4 * 1024 * 1024
-# A record is a few KB; this much after its key is always enough to hold it whole.
+# A record is a few KB; this much after its key holds it whole, or the record is read the slow way.
 RECORD_WINDOW = 1024 * 1024
+# The bit filter that finds names given twice: 2**26 bits (8 MiB, for the pass only), three bits a name. With
+# 700,000 names (conda-forge's largest subdir) about 5 are taken for repeated when they are not.
+FILTER_BITS = 1 << 26
+# Repodata files whose suspects are remembered (one entry per cached repodata file; a few names each).
+SUSPECTS_KEPT = 64
+# Spreads a name's hash over the bits of its third place in the filter.
+_MIX = 0x9E3779B97F4A7C15
+# A file name holding any of these is looked up the slow way: the scan's reasoning needs plain names.
+_NOT_PLAIN = re.compile(r'["\\{}:\x00-\x1f]')
+# Each place where a key whose value is an object starts, overlapping ones too (for the rare nested objects).
+_OBJECT_KEY = re.compile(rb'(?="([^"\\]*)"[ \t\n\r]*:[ \t\n\r]*\{)')
+
+
+class AmbiguousRecord(Exception):
+    """The repodata gives the package no single record to check it against (several different ones, or one that
+    cannot be read); the message says which."""
+
+
+@dataclass(frozen=True)
+class _Suspects:
+    stamp: Stamp
+    names: frozenset[str]
+
+
+_suspects: dict[str, _Suspects] = {}
+_locks: dict[str, threading.Lock] = {}
+_memo_lock = threading.Lock()
 
 
 def find_record(repodata: Path, filename: str) -> dict[str, Any] | None:
-    """The record of `filename` in a repodata file (.json, .json.zst or .json.bz2), or None (blocking)."""
+    """The record of `filename` in a repodata file (.json, .json.zst or .json.bz2), or None; `AmbiguousRecord` when
+    it has no single one (blocking: the first lookup in a version of the file reads it whole, once)."""
+    with repodata.open("rb") as raw:
+        suspects = _suspects_of(repodata, raw)
+        raw.seek(0)
+        if filename in suspects or _NOT_PLAIN.search(filename):
+            return _record_by_reading(repodata.name, raw, filename)
+        with decompressed(repodata.name, raw) as stream:
+            found = _scan_for(stream, filename)
+        if found is None or found is _TOO_LARGE:
+            if found is None:
+                return None
+            raw.seek(0)
+            return _record_by_reading(repodata.name, raw, filename)
+        return found  # type: ignore[return-value]
+
+
+_TOO_LARGE: Any = object()
+
+
+def _scan_for(stream: IO[bytes], filename: str) -> dict[str, Any] | None:
+    """The object after the first `"<filename>": {` of the text; _TOO_LARGE when it cannot be read in the window."""
     pattern = re.compile(b'"' + re.escape(filename.encode()) + rb'"\s*:\s*\{')
     keep = len(filename) + 64  # enough overlap for a key split across two chunks
     buffer = b""
-    with _open_decompressed(repodata) as stream:
-        chunks = _chunks(stream)
-        for chunk in chunks:
-            buffer += chunk
-            match = pattern.search(buffer)
-            if match is None:
-                buffer = buffer[-keep:]
-                continue
-            start = match.end() - 1  # the opening brace
-            while len(buffer) - start < RECORD_WINDOW:
-                more = next(chunks, b"")
-                if not more:
-                    break
-                buffer += more
-            return _parse_object(buffer[start : start + RECORD_WINDOW])
+    chunks = _chunks(stream)
+    for chunk in chunks:
+        buffer += chunk
+        match = pattern.search(buffer)
+        if match is None:
+            buffer = buffer[-keep:]
+            continue
+        start = match.end() - 1  # the opening brace
+        while len(buffer) - start < RECORD_WINDOW:
+            more = next(chunks, b"")
+            if not more:
+                break
+            buffer += more
+        record = _parse_object(buffer[start : start + RECORD_WINDOW])
+        return _TOO_LARGE if record is None else record
     return None
-
-
-def _open_decompressed(path: Path) -> IO[bytes]:
-    if path.name.endswith(".zst"):
-        raw = path.open("rb")
-        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)  # type: ignore[return-value]
-    if path.name.endswith(".bz2"):
-        return bz2.open(path, "rb")
-    return path.open("rb")
 
 
 def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
@@ -64,6 +137,189 @@ def _parse_object(window: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return record if isinstance(record, dict) else None
+
+
+# --- the suspects of a repodata file ---
+
+
+def _suspects_of(repodata: Path, raw: BinaryIO) -> frozenset[str]:
+    """The suspects of the file open as `raw` (this very version of it: by its stamp), found once."""
+    stamp = stamp_of(os.fstat(raw.fileno()))
+    key = str(repodata)
+    with _memo_lock:
+        lock = _locks.setdefault(key, threading.Lock())
+    with lock:  # one pass per file at a time: lookups arriving meanwhile wait for its answer
+        known = _suspects.get(key)
+        if known is not None and known.stamp == stamp:
+            return known.names
+        raw.seek(0)
+        names = suspects_in(repodata.name, raw)
+        with _memo_lock:
+            if len(_suspects) >= SUSPECTS_KEPT and key not in _suspects:
+                _suspects.pop(next(iter(_suspects)))
+            _suspects[key] = _Suspects(stamp, names)
+        return names
+
+
+def suspects_in(name: str, raw: BinaryIO) -> frozenset[str]:
+    """The names a scan for `"<name>": {` may get wrong in the repodata file called `name` open as `raw` (see the
+    module docstring); a file that cannot be read as repodata makes every name a suspect (an empty name stands for
+    that: `_record_by_reading` then says what is wrong)."""
+    finder = _SuspectFinder()
+    try:
+        with decompressed(name, raw) as binary:
+            for item in iter_repodata_runs(binary, raw_records=True, others=True, repeats=True):
+                finder.take(item)
+    except Declined as exc:  # the careful reader, which reads anything a client can
+        log.info("reading %s again with the standard library for its suspects: %s", name, exc)
+        finder = _SuspectFinder()
+        raw.seek(0)
+        try:
+            with decompressed(name, raw) as binary, _text(binary) as text:
+                for each in iter_repodata(text, others=True):
+                    finder.take(each)
+        except (MalformedRepodata, ValueError, OSError, EOFError) as exc:
+            log.warning("%s cannot be read as repodata (%s): its packages are not served", name, exc)
+            return _UNREADABLE
+    except (ValueError, OSError, EOFError) as exc:
+        log.warning("%s cannot be read as repodata (%s): its packages are not served", name, exc)
+        return _UNREADABLE
+    return frozenset(finder.suspects)
+
+
+class _AllNames(frozenset[str]):
+    def __contains__(self, _name: object) -> bool:
+        return True
+
+
+_UNREADABLE = _AllNames()
+
+
+class _SuspectFinder:
+    def __init__(self) -> None:
+        self.suspects: set[str] = set()
+        self._bits = bytearray(FILTER_BITS // 8)
+
+    def take(self, item: object) -> None:
+        if type(item) is RecordRun:
+            self.suspects.update(item.repeated)
+            if item.flat:
+                self._names(item.records)
+            else:
+                for filename, raw in item.records.items():
+                    self._record(filename, bytes(raw))
+        elif type(item) is Record:
+            self._record(item.filename, item.record)
+        elif type(item) is Info:
+            self._misplaced("info", item.info)
+        elif type(item) is Other:
+            self._misplaced(item.key, item.value)
+
+    def _record(self, filename: str, record: bytes | Any) -> None:
+        self._names({filename: None})
+        if isinstance(record, bytes):
+            if b"{" in record[1:]:  # an object inside the record (or a brace in a string): its keys
+                for found in _OBJECT_KEY.finditer(record, 1):
+                    self.suspects.add(found.group(1).decode("utf-8", "replace"))
+        else:
+            self._inside(record)
+
+    def _misplaced(self, key: str, value: Any) -> None:
+        if isinstance(value, dict):
+            self._add_key(key)
+        self._inside(value)
+
+    def _inside(self, value: Any) -> None:
+        """Every key of an object inside `value` whose value is an object too."""
+        stack = [value]
+        while stack:
+            current = stack.pop()
+            if isinstance(current, dict):
+                for key, inner in current.items():
+                    if isinstance(inner, dict):
+                        self._add_key(key)
+                    if isinstance(inner, dict | list):
+                        stack.append(inner)
+            elif isinstance(current, list):
+                stack.extend(item for item in current if isinstance(item, dict | list))
+
+    def _add_key(self, key: str) -> None:
+        self.suspects.add(key)
+        if '"' in key:
+            self.suspects.add(key.rsplit('"', 1)[1])
+
+    def _names(self, records: dict[str, Any]) -> None:
+        """Each name whose three bits in the filter were all set already (it was, or may have been, given before)
+        is a suspect; its bits are set. A name with a quote makes its tail after that a suspect too."""
+        bits, suspects, last = self._bits, self.suspects, FILTER_BITS - 1
+        for filename in records:
+            first = hash(filename)
+            a, b, c = first & last, (first >> 26) & last, ((first * _MIX) >> 24) & last
+            if bits[a >> 3] & (1 << (a & 7)) and bits[b >> 3] & (1 << (b & 7)) and bits[c >> 3] & (1 << (c & 7)):
+                suspects.add(filename)
+            else:
+                bits[a >> 3] |= 1 << (a & 7)
+                bits[b >> 3] |= 1 << (b & 7)
+                bits[c >> 3] |= 1 << (c & 7)
+            if '"' in filename:
+                suspects.add(filename.rsplit('"', 1)[1])
+
+
+# --- a suspect's record, read from the records themselves ---
+
+
+def _record_by_reading(name: str, raw: BinaryIO, filename: str) -> dict[str, Any] | None:
+    """Every record the repodata gives `filename`, in any section: its one record, or None, or AmbiguousRecord."""
+    try:
+        found = _records_given(name, raw, filename)
+    except Declined as exc:
+        if "larger than" in str(exc):
+            raise AmbiguousRecord(f"a value in {name} is larger than {MAX_VALUE_BYTES >> 20} MiB") from None
+        raw.seek(0)
+        try:
+            found = _records_given_carefully(name, raw, filename)
+        except (MalformedRepodata, ValueError, OSError, EOFError) as exc:
+            raise AmbiguousRecord(f"{name} cannot be read as repodata: {exc}") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise AmbiguousRecord(f"{name} cannot be read as repodata: {exc}") from None
+    if not found:
+        return None
+    if any(not isinstance(record, dict) for record in found):
+        raise AmbiguousRecord(f"{name} gives {filename} a record that is not an object")
+    if any(record != found[0] for record in found[1:]):
+        raise AmbiguousRecord(f"{name} gives {filename} {len(found)} different records")
+    return found[0]
+
+
+def _records_given(name: str, raw: BinaryIO, filename: str) -> list[Any]:
+    found: list[Any] = []
+    with decompressed(name, raw) as binary:
+        for item in iter_repodata_runs(binary, raw_records=True, repeats=True):
+            if type(item) is not RecordRun:
+                continue
+            if filename in item.repeated:
+                found.extend(item.repeated[filename])
+            elif filename in item.records:
+                try:
+                    found.append(json.loads(bytes(item.records[filename])))
+                except ValueError as exc:
+                    raise Declined(str(exc)) from None
+    return found
+
+
+def _records_given_carefully(name: str, raw: BinaryIO, filename: str) -> list[Any]:
+    with decompressed(name, raw) as binary, _text(binary) as text:
+        return [item.record for item in iter_repodata(text) if type(item) is Record and item.filename == filename]
+
+
+@contextmanager
+def _text(binary: BinaryIO) -> Iterator[TextIO]:
+    """`binary` as UTF-8 text, left open (it may be the caller's file)."""
+    text = io.TextIOWrapper(binary, encoding="utf-8")
+    try:
+        yield text
+    finally:
+        text.detach()
 
 
 def expected_of(record: dict[str, Any]) -> tuple[dict[str, str], int | None]:

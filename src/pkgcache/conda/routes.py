@@ -21,7 +21,7 @@ from pkgcache.conda.channels import (
     kind_of,
     media_type,
 )
-from pkgcache.conda.source import ChannelSource, Lookup, PackageNotInRepodata, UnknownChannel
+from pkgcache.conda.source import ChannelSource, Lookup, PackageNotInRepodata, PackageRecordUnclear, UnknownChannel
 from pkgcache.http.request_cycle import add_get
 from pkgcache.http.responses import (
     CACHE_STATE,
@@ -135,6 +135,8 @@ def _note_upstream(request: web.Request, download: Download) -> None:
 def _error(exc: Exception) -> web.StreamResponse:
     if isinstance(exc, (UnknownChannel, UnknownPath, PackageNotInRepodata)):
         return plain_error(404, str(exc))
+    if isinstance(exc, PackageRecordUnclear):
+        return plain_error(502, str(exc))
     response = error_for(exc)
     if response is None:
         raise exc

@@ -34,6 +34,11 @@ class PackageNotInRepodata(LookupError):
     """The channel's repodata has no such package, so there is nothing to check it against."""
 
 
+class PackageRecordUnclear(LookupError):
+    """The channel's repodata gives the package no single record to check it against (different records under
+    its name, or one that cannot be read): it is not served, as no check would be the one its clients make."""
+
+
 @dataclass
 class Lookup:
     """The answer to "give me this index file": a path to serve, or a download to follow, and how it was found.
