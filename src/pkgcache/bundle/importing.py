@@ -39,6 +39,7 @@ from typing import IO
 
 from pkgcache.conda.repodata_stream import MalformedRepodata
 from pkgcache.gate.holdings import mark_imported
+from pkgcache.storage.file_records import record_digest
 
 from .digests import HashingReader
 from .index_hashes import Expected, IndexHashes
@@ -304,6 +305,9 @@ def _merge(good: list[Entry], staged: dict[str, Path], data_dir: Path, report: I
         existed = destination.exists()
         source = staged[entry.path]
         os.utime(source, ns=(time.time_ns(), entry.mtime_ns))
+        if entry.kind != "index":
+            # As a download's: what it was checked against goes with it (a hit compares it with the index's record).
+            record_digest(source, ("sha256", entry.sha256))
         destination.parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, destination)
         (report.replaced if existed else report.added).append(entry)

@@ -24,6 +24,7 @@ from pkgcache.pypi.pages import CachedPage, PageMemory, PageStore
 from pkgcache.pypi.source import FileNotListed
 from pkgcache.pypi.upstream_index import UpstreamIndex
 from pkgcache.storage.downloads import Download
+from pkgcache.storage.file_records import Recorded, agrees, recorded_of
 from pkgcache.storage.store import StorageError
 from pkgcache.upstream.pool import UpstreamNotFound, UpstreamsUnavailable
 from pkgcache.upstream.ranges import RangeBody, fetch_range
@@ -165,9 +166,13 @@ class CachedIndex:
 
     async def open_file(self, project: str, filename: str) -> Path | Download:
         path = self.pages.file_path(project, filename)
-        if path.is_file():
+        recorded = recorded_of(path)
+        if recorded is not None and await self._is_as_listed(project, filename, recorded):
             return path
-        entry, download = await self._start_download(project, filename, path)
+        # A file there that the page no longer lists as it is was replaced upstream under its name: fetched again
+        # and checked against the page, it replaces the old one by a rename (readers of the old one finish).
+        replace = recorded is not None
+        entry, download = await self._start_download(project, filename, path, replace=replace)
         if download is None or not self.origin.is_pkgcache(entry.upstream):
             return path if download is None else download
         try:
@@ -177,10 +182,19 @@ class CachedIndex:
             # once more, with the page from the next upstream (it rests now), so the client never sees it.
             if not self.origin.is_resting(entry.upstream):
                 raise
-            _, download = await self._start_download(project, filename, path)
+            _, download = await self._start_download(project, filename, path, replace=replace)
         return path if download is None else download
 
-    async def _start_download(self, project: str, filename: str, path: Path) -> tuple[CachedPage, Download | None]:
+    async def _is_as_listed(self, project: str, filename: str, recorded: Recorded) -> bool:
+        """Whether a cached file is the one the project's page, as served now, lists under its name (its size and
+        hash, compared with what was recorded of the file when it was checked: no hashing here). A page that
+        does not list it, or lists no size or hash, cannot tell: the file is served as it is."""
+        entry = self.memory.get(project) or await self._load(project)
+        return is_as_listed(entry, filename, recorded)
+
+    async def _start_download(
+        self, project: str, filename: str, path: Path, *, replace: bool = False
+    ) -> tuple[CachedPage, Download | None]:
         """The page listing the file, and the download bringing it (None when the file is there already)."""
         entry, _ = await self.get_page(project)
         if self.origin.is_resting(entry.upstream):
@@ -193,7 +207,7 @@ class CachedIndex:
             raise FileNotListed(f"{project} has no file {filename}")
         if filename.endswith(PROVENANCE_SUFFIX):
             return entry, self.origin.download_provenance(path, entry, found)
-        return entry, self.origin.download(path, entry, found)
+        return entry, self.origin.download(path, entry, found, replace=replace)
 
     async def _page_from_another_upstream(self, project: str, entry: CachedPage) -> CachedPage:
         """The page again, from the upstreams not resting, when the one that gave it rests after failing.
@@ -208,7 +222,10 @@ class CachedIndex:
 
     def cached_file(self, project: str, filename: str) -> Path | None:
         path = self.pages.file_path(project, filename)
-        return path if path.is_file() else None
+        recorded = recorded_of(path)
+        if recorded is None or not is_as_listed(self.memory.peek(project), filename, recorded):
+            return None
+        return path
 
     async def read_range(self, project: str, filename: str, start: int | None, length: int) -> RangeBody:
         entry, dist = await self.find_file(project, filename)
@@ -243,3 +260,15 @@ def _lookup(entry: CachedPage, filename: str) -> DistFile | None:
         dist = entry.files.get(filename.removesuffix(PROVENANCE_SUFFIX))
         return dist if dist is not None and dist.provenance_url else None
     return entry.files.get(filename)
+
+
+def is_as_listed(entry: CachedPage | None, filename: str, recorded: Recorded) -> bool:
+    """Whether a cached file, as recorded, is the file `entry` (the page served now) lists under its name; True
+    when the page cannot tell (none, the file not on it, no size or hash given, a provenance: it has neither)."""
+    if entry is None or filename.endswith(PROVENANCE_SUFFIX):
+        return True
+    dist = entry.files.get(filename)
+    if dist is None or agrees(recorded, dist.hashes, dist.size):
+        return True
+    log.info("%s is not the file the page of %s lists now (replaced upstream): fetched again", filename, entry.upstream)
+    return False

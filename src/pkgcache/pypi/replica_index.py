@@ -13,9 +13,11 @@ from pathlib import Path
 
 from pkgcache.cache_state import CacheState, revalidation_due
 from pkgcache.config import PypiConfig
+from pkgcache.pypi.cached_index import is_as_listed
 from pkgcache.pypi.model import DistFile
 from pkgcache.pypi.pages import CachedPage, PageMemory, PageStore
 from pkgcache.storage.downloads import Download
+from pkgcache.storage.file_records import recorded_of
 from pkgcache.storage.store import READER_RECHECK_SECONDS, CacheIsReadOnly, file_stamp
 from pkgcache.upstream.ranges import RangeBody
 
@@ -53,13 +55,26 @@ class ReplicaIndex:
 
     async def open_file(self, project: str, filename: str) -> Path | Download:
         path = self.pages.file_path(project, filename)
-        if path.is_file():
-            return path
-        raise CacheIsReadOnly("a missing file is fetched by the worker that writes")
+        recorded = recorded_of(path)
+        if recorded is None:
+            raise CacheIsReadOnly("a missing file is fetched by the worker that writes")
+        entry = self.memory.get(project)
+        if entry is not None and self._due_for_disk_check(entry):
+            entry = await self._recheck_disk(project, entry)
+        if entry is None:
+            entry = await self.pages.load(project)
+            if entry is not None:
+                self.memory.put(project, entry)
+        if not is_as_listed(entry, filename, recorded):
+            raise CacheIsReadOnly("a file replaced upstream is fetched again by the worker that writes")
+        return path
 
     def cached_file(self, project: str, filename: str) -> Path | None:
         path = self.pages.file_path(project, filename)
-        return path if path.is_file() else None
+        recorded = recorded_of(path)
+        if recorded is None or not is_as_listed(self.memory.peek(project), filename, recorded):
+            return None
+        return path
 
     async def read_range(self, project: str, filename: str, start: int | None, length: int) -> RangeBody:
         raise CacheIsReadOnly("upstreams are asked by the worker that writes")

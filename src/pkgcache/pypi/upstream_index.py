@@ -110,12 +110,14 @@ class UpstreamIndex:
         upstream = self.pool.by_name(upstream_name)
         return upstream is not None and upstream.pkgcache is not None
 
-    def download(self, path: Path, entry: CachedPage, dist: DistFile) -> Download | None:
-        """The download bringing a file the page lists to `path`; None if it is there already."""
+    def download(self, path: Path, entry: CachedPage, dist: DistFile, *, replace: bool = False) -> Download | None:
+        """The download bringing a file the page lists to `path`; None if it is there already. `replace`: the
+        file there is not the one the page lists now (replaced upstream under its name): fetched again, it
+        replaces that one once whole and checked."""
         expected = Expected(
             hashes=dict(dist.hashes), size=dist.size, magic=magic_for(dist.filename), max_size=max_package_size()
         )
-        return self.fetcher.download(path, self.file_target(entry, dist), expected)
+        return self.fetcher.download(path, self.file_target(entry, dist), expected, replace=replace)
 
     def download_provenance(self, path: Path, entry: CachedPage, dist: DistFile) -> Download | None:
         """The download of a file's PEP 740 provenance, from where the page's upstream said it is."""

@@ -36,6 +36,7 @@ from typing import IO, Any
 
 from multidict import CIMultiDict
 
+from pkgcache.storage.file_records import record_digest
 from pkgcache.storage.store import CacheStore, StorageError, check_folder, in_storage_thread, storage_error
 
 log = logging.getLogger(__name__)
@@ -697,6 +698,11 @@ class Downloader:
         if download.mtime_ns is not None:
             # atime now: eviction counts recency from the later of the two.
             os.utime(download.temp_path, ns=(time.time_ns(), download.mtime_ns))
+        digest = download.expected.digest_to_check()
+        if digest is not None:  # verify() has just checked the bytes against it
+            # What it was checked against goes with the file, so a hit can be compared with the index's record
+            # of the moment without hashing the file (storage/file_records.py).
+            record_digest(download.temp_path, digest)
         self.store.commit_file(download.temp_path, download.final_path)
         return size - replaced
 
