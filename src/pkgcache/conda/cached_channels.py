@@ -29,6 +29,7 @@ from pkgcache.conda.base_url import (
 from pkgcache.conda.channels import SHARD_INDEX, Channel
 from pkgcache.conda.index_checks import max_size_of_index
 from pkgcache.conda.index_files import IndexFiles, Transform
+from pkgcache.conda.package_records import ListedRecords, client_disagrees
 from pkgcache.conda.records import AmbiguousRecord, expected_of, find_record
 from pkgcache.conda.repodata_stream import MalformedRepodata
 from pkgcache.conda.shards import InvalidShardIndex, record_in_shard, rewrite_shard_index, shard_for
@@ -36,6 +37,7 @@ from pkgcache.conda.source import Lookup, PackageNotInRepodata, PackageRecordUnc
 from pkgcache.conda.upstream_channels import UpstreamChannels
 from pkgcache.config import CondaConfig
 from pkgcache.storage.downloads import Download, Expected, IntegrityError
+from pkgcache.storage.file_records import Recorded, agrees, recorded_of
 from pkgcache.storage.filetypes import magic_for, max_package_size
 from pkgcache.storage.sidecars import FETCHED_URL, FileMeta
 from pkgcache.storage.store import CacheStore, in_storage_thread
@@ -86,6 +88,9 @@ class CachedChannels:
             weakref.WeakKeyDictionary()
         )
         self._contradicted: dict[Path, float] = {}  # package -> when every upstream's bytes failed its record
+        # What the cached index lists for each cached package, to tell a package replaced upstream (a hit is one
+        # only when it agrees).
+        self.listed = ListedRecords(files.meta_for)
 
     def channel(self, root: str, name: str) -> Channel:
         return self.paths.channel(root, name)
@@ -167,17 +172,27 @@ class CachedChannels:
 
     async def package(self, channel: Channel, subdir: str, filename: str) -> Path | Download:
         path = self.paths.path(channel, subdir, filename)
-        if path.is_file():
+        recorded = recorded_of(path)
+        if recorded is not None and await self.listed.is_as_listed(path, recorded):
             return path
-        recheck = self._contradicted.pop(path, None) is not None
+        # A package there that its index no longer lists as it is (or not as its client expects it) was replaced
+        # upstream under its name: fetched again and checked against its record, it replaces the old file by a
+        # rename (readers of the old one finish). Its record is looked up again as after contradicted bytes.
+        replace = recorded is not None
+        recheck = self._contradicted.pop(path, None) is not None or client_disagrees_with(recorded)
         record = await self._find_record(channel, subdir, filename, recheck=recheck)
         if record is None:
+            if replace:  # no longer listed at all: nothing to check a new copy against
+                return path
             raise PackageNotInRepodata(f"{channel.path}/{subdir} has no package {filename}")
         hashes, size = expected_of(record)
+        if recorded is not None and agrees(recorded, hashes, size):
+            return path  # the record, looked up again, is the cached file's: a client's repodata is not ours
         download = self.fetcher.download(
             path,
             await self._package_target(channel, subdir, filename),
             Expected(hashes=hashes, size=size, magic=magic_for(filename), max_size=max_package_size()),
+            replace=replace,
             on_done=self._note_if_contradicted,
         )
         return path if download is None else download
@@ -359,3 +374,7 @@ async def _head(filename: str, data: bytes) -> bytes:
     if filename.endswith(".json"):
         return head_of_bytes(filename, data)
     return await asyncio.to_thread(head_of_bytes, filename, data)
+
+
+def client_disagrees_with(recorded: Recorded | None) -> bool:
+    return recorded is not None and client_disagrees(recorded)

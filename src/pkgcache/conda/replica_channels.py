@@ -12,9 +12,11 @@ from pathlib import Path
 from pkgcache.cache_state import CacheState, revalidation_due
 from pkgcache.conda.cached_channels import ChannelPaths
 from pkgcache.conda.channels import Channel
+from pkgcache.conda.package_records import ListedRecords
 from pkgcache.conda.source import Lookup
 from pkgcache.config import CondaConfig
 from pkgcache.storage.downloads import Download
+from pkgcache.storage.file_records import recorded_of
 from pkgcache.storage.sidecars import Sidecars
 from pkgcache.storage.store import CacheIsReadOnly
 from pkgcache.upstream.pool import UpstreamNotFound
@@ -25,6 +27,7 @@ class ReplicaChannels:
         self.index_ttl = config.index_ttl
         self.paths = paths
         self.sidecars = sidecars
+        self.listed = ListedRecords(sidecars.meta_for)  # a package replaced upstream is the primary's to fetch
 
     def channel(self, root: str, name: str) -> Channel:
         return self.paths.channel(root, name)
@@ -44,7 +47,13 @@ class ReplicaChannels:
         return Lookup(CacheState.HIT, path, meta)
 
     async def package(self, channel: Channel, subdir: str, filename: str) -> Path | Download:
-        return self._cached(self.paths.path(channel, subdir, filename))
+        path = self.paths.path(channel, subdir, filename)
+        recorded = recorded_of(path)
+        if recorded is None:
+            raise CacheIsReadOnly("a missing file is fetched by the worker that writes")
+        if not await self.listed.is_as_listed(path, recorded):
+            raise CacheIsReadOnly("a package replaced upstream is fetched again by the worker that writes")
+        return path
 
     async def shard(self, channel: Channel, subdir: str, shard_name: str) -> Path | Download:
         return self._cached(self.paths.path(channel, subdir, "shards", shard_name))

@@ -21,6 +21,7 @@ from pkgcache.conda.channels import (
     kind_of,
     media_type,
 )
+from pkgcache.conda.package_records import EXPECTED_SHA256_HEADER, client_expects
 from pkgcache.conda.source import ChannelSource, Lookup, PackageNotInRepodata, PackageRecordUnclear, UnknownChannel
 from pkgcache.http.request_cycle import add_get
 from pkgcache.http.responses import (
@@ -65,7 +66,9 @@ class CondaRoutes:
                 with revalidation(REVALIDATE_HEADER in request.headers):
                     found = await self.channels.index_file(channel, subdir, filename)
                 return await self._send_index(request, found, filename)
-            return await self._send_immutable(request, await self.channels.package(channel, subdir, filename), filename)
+            with client_expects(request.headers.get(EXPECTED_SHA256_HEADER)):
+                found_package = await self.channels.package(channel, subdir, filename)
+            return await self._send_immutable(request, found_package, filename)
         except Exception as exc:
             return _error(exc)
 

@@ -1,0 +1,229 @@
+"""Whether a cached package is still the file its channel's index, as served now, lists under its name.
+
+A channel may replace a package under the same file name (a rebuild, a fix): its repodata and shards then give
+another sha256 and size. A cached package is served as a hit only when what was recorded of it when it was checked
+(storage/file_records.py: its size, the digest its bytes were checked against) agrees with the record the cached
+index gives now; otherwise it is fetched again (`CachedChannels.package`) or handed to the writing worker (a
+replica). A client's `x-expected-sha256` (rattler sends its index's sha256 with every package request) decides
+when it is sent: it tells which file the index that client was served lists (a shard index made here may lag the
+cached repodata for a moment), and a file recorded with another sha256 is not what that client will accept.
+
+The record is looked up only in what is cached (the shard, else the repodata the package's download is checked
+against: `CachedChannels._find_record`), once per version of those index files: the answers are kept per subdir
+until one of them changes. A repodata is scanned once per version for every package cached in its subdir
+(`records_of`), not once per package; a hit then costs a stat, a getxattr, the sidecars' memory and a dict lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bz2
+import contextlib
+import contextvars
+import json
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable, Collection, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import zstandard
+
+from pkgcache.conda.channels import SHARD_INDEX
+from pkgcache.conda.records import expected_of
+from pkgcache.conda.shards import record_in_shard, shard_for
+from pkgcache.storage.file_records import Recorded, agrees
+from pkgcache.storage.sidecars import FileMeta
+
+log = logging.getLogger(__name__)
+
+PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
+# The index files a package's record is looked up in, in the order CachedChannels._find_record uses them.
+RECORD_SOURCES = (SHARD_INDEX, "repodata.json", "repodata.json.zst")
+EXPECTED_SHA256_HEADER = "x-expected-sha256"
+CHUNK = 4 * 1024 * 1024
+# A record is a few KB: most are parsed from this much text after their key, the rest from RECORD_WINDOW.
+SHORT_WINDOW = 64 * 1024
+RECORD_WINDOW = 1024 * 1024
+# Subdirs whose answers are kept (each a dict of the packages asked about or cached there).
+SUBDIRS_KEPT = 256
+
+# A package's record as far as a cached file is compared with it: its hashes and size.
+Listed = tuple[dict[str, str], int | None]
+MetaFor = Callable[[Path], Awaitable[FileMeta | None]]
+
+_client_expects: contextvars.ContextVar[str | None] = contextvars.ContextVar("pkgcache_expected_sha256", default=None)
+
+
+@contextlib.contextmanager
+def client_expects(sha256: str | None) -> Iterator[None]:
+    """While in `with`: the sha256 this request's client expects of the package it asks for (its header)."""
+    value = sha256.strip().lower() if sha256 else None
+    token = _client_expects.set(value if value and len(value) == 64 else None)
+    try:
+        yield
+    finally:
+        _client_expects.reset(token)
+
+
+def client_disagrees(recorded: Recorded) -> bool:
+    """Whether this request's client expects another sha256 than the one the cached file was checked against."""
+    expected, digest = _client_expects.get(), recorded.digest
+    return expected is not None and digest is not None and digest[0] == "sha256" and digest[1] != expected
+
+
+class ListedRecords:
+    """The record each cached package has in its subdir's cached index, kept per version of that index."""
+
+    def __init__(self, meta_for: MetaFor) -> None:
+        self.meta_for = meta_for
+        # subdir folder -> (version of its index files, {package file name: its record, or None if not listed})
+        self._known: dict[Path, tuple[tuple[object, ...], dict[str, Listed | None]]] = {}
+        self._scans: dict[tuple[Path, tuple[object, ...]], asyncio.Task[dict[str, Listed | None]]] = {}
+
+    async def is_as_listed(self, path: Path, recorded: Recorded) -> bool:
+        """Whether the cached package at `path` is the file its subdir's cached index lists under its name, and
+        the one this request's client expects (its header, when it sent one, decides). True when the index cannot
+        tell: it does not list the package, or is not cached (the package is then served as it is, as before)."""
+        expected, digest = _client_expects.get(), recorded.digest
+        if expected is not None and digest is not None and digest[0] == "sha256":
+            # The index this client was served (a shard index made here may lag the repodata) says which file it
+            # takes: that one is the hit, another one is not.
+            if digest[1] == expected:
+                return True
+            log.info("%s: the client expects another sha256 than the cached file's: fetched again", path.name)
+            return False
+        listed = await self.listed(path)
+        if listed is None or agrees(recorded, *listed):
+            return True
+        log.info("%s is not the file its cached index lists now (replaced upstream): fetched again", path.name)
+        return False
+
+    async def listed(self, path: Path) -> Listed | None:
+        folder, filename = path.parent, path.name
+        version = await self._version(folder)
+        known = self._known.get(folder)
+        if known is not None and known[0] == version and filename in known[1]:
+            return known[1][filename]
+        if known is None or known[0] != version:
+            known = (version, {})
+            self._known.pop(folder, None)
+            self._known[folder] = known
+            while len(self._known) > SUBDIRS_KEPT:
+                self._known.pop(next(iter(self._known)))
+        answers = known[1]
+        try:
+            found = await self._look_up(folder, filename, version)
+        except (OSError, ValueError, zstandard.ZstdError, EOFError) as exc:
+            log.info("could not look %s up in its cached index (%s): served as it is", filename, exc)
+            return None
+        answers.update(found)
+        return answers.get(filename)
+
+    async def _version(self, folder: Path) -> tuple[object, ...]:
+        metas = [await self.meta_for(folder / name) for name in RECORD_SOURCES]
+        return tuple(
+            None if meta is None or meta.missing else (meta.size, meta.mtime_ns, meta.fetched_at) for meta in metas
+        )
+
+    async def _look_up(self, folder: Path, filename: str, version: tuple[object, ...]) -> dict[str, Listed | None]:
+        if version[0] is not None:  # the upstream's shards: the package's shard, if it is cached
+            record = await asyncio.to_thread(_record_from_cached_shard, folder, filename)
+            if record is not None:
+                return {filename: expected_of(record)}
+        repodata = await self._repodata(folder)
+        if repodata is None:
+            return {filename: None}
+        key = (folder, version)
+        scan = self._scans.get(key)
+        if scan is None:
+            scan = asyncio.get_running_loop().create_task(asyncio.to_thread(_scan, repodata, folder, filename))
+            self._scans[key] = scan
+            scan.add_done_callback(lambda _: self._scans.pop(key, None))
+        found = dict(await asyncio.shield(scan))
+        if filename not in found:  # cached after the scan began: on its own
+            record = await asyncio.to_thread(_first_record, repodata, filename)
+            found[filename] = None if record is None else expected_of(record)
+        return found
+
+    async def _repodata(self, folder: Path) -> Path | None:
+        """The subdir's cached repodata that packages are checked against (as `_repodata_to_search` picks it)."""
+        for name in ("repodata.json", "repodata.json.zst"):
+            path = folder / name
+            meta = await self.meta_for(path)
+            if meta is not None and not meta.missing and not meta.extra.get("generated") and path.is_file():
+                return path
+        return None
+
+
+def _record_from_cached_shard(folder: Path, filename: str) -> dict[str, Any] | None:
+    shard_name = shard_for(folder / SHARD_INDEX, filename.rsplit("-", 2)[0])
+    if shard_name is None:
+        return None
+    shard = folder / "shards" / shard_name
+    return record_in_shard(shard, filename) if shard.is_file() else None
+
+
+def _scan(repodata: Path, folder: Path, filename: str) -> dict[str, Listed | None]:
+    """The records of `filename` and of every package cached in `folder`, from one pass over `repodata`."""
+    with os.scandir(folder) as entries:
+        names = {e.name for e in entries if e.name.endswith(PACKAGE_SUFFIXES) and e.is_file()}
+    names.add(filename)
+    found = records_of(repodata, names)
+    return {name: (expected_of(found[name]) if name in found else None) for name in names}
+
+
+def _first_record(repodata: Path, filename: str) -> dict[str, Any] | None:
+    return records_of(repodata, {filename}).get(filename)
+
+
+_KEY = re.compile(rb'"([^"\\\s]{1,400}?(?:\.conda|\.tar\.bz2))"\s*:\s*\{')
+
+
+def records_of(repodata: Path, names: Collection[str]) -> dict[str, dict[str, Any]]:
+    """The records of `names` in a repodata file (.json, .json.zst or .json.bz2), read as a stream in one pass;
+    the first record of each name (blocking). Memory stays at a few MB whatever the file's size."""
+    wanted = set(names)
+    found: dict[str, dict[str, Any]] = {}
+    buffer, position, ended = b"", 0, False
+    with _open_decompressed(repodata) as stream:
+        while not ended and len(found) < len(wanted):
+            chunk = stream.read(CHUNK)
+            ended = not chunk
+            buffer += chunk
+            # A key starting before `limit` has its whole record in the buffer (or the file ends there).
+            limit = len(buffer) if ended else max(0, len(buffer) - RECORD_WINDOW)
+            for match in _KEY.finditer(buffer, position):
+                if match.start() >= limit:
+                    break
+                position = match.end()
+                name = match.group(1).decode("utf-8", "replace")
+                if name in wanted and name not in found:
+                    record = _parse_object(buffer, match.end() - 1)
+                    if record is not None:
+                        found[name] = record
+            cut = max(position, limit)
+            buffer, position = buffer[cut:], max(0, position - cut)
+    return found
+
+
+def _parse_object(buffer: bytes, start: int) -> dict[str, Any] | None:
+    for window in (SHORT_WINDOW, RECORD_WINDOW):
+        text = buffer[start : start + window].decode("utf-8", errors="replace")
+        try:
+            record, _ = json.JSONDecoder().raw_decode(text)
+        except ValueError:
+            if start + window >= len(buffer):
+                return None
+            continue
+        return record if isinstance(record, dict) else None
+    return None
+
+
+def _open_decompressed(path: Path) -> IO[bytes]:
+    if path.name.endswith(".zst"):
+        return zstandard.ZstdDecompressor().stream_reader(path.open("rb"), closefd=True)  # type: ignore[return-value]
+    if path.name.endswith(".bz2"):
+        return bz2.open(path, "rb")
+    return path.open("rb")
