@@ -225,3 +225,16 @@ def find_pkg(pkgs: list[CondaPkg], name: str, version: str | None = None) -> Con
         if pkg.name == name and (version is None or pkg.version == version):
             return pkg
     raise KeyError(f"{name} {version or ''}".strip())
+
+
+def rebuild_package(
+    root: Path, pkg: CondaPkg, payload: dict[str, bytes], *, sharded: bool = False, write_zst: bool = True
+) -> CondaPkg:
+    """Replace a package of the channel at `root` with another build under the same file name (another payload,
+    so another sha256 and size), and index the channel again: what a channel that fixes a package in place does."""
+    ext = ".conda" if pkg.filename.endswith(".conda") else ".tar.bz2"
+    spec = _PkgSpec(pkg.name, pkg.version, pkg.build, 0, pkg.subdir, ext, pkg.depends, payload)
+    (root / pkg.subdir / pkg.filename).unlink()
+    rebuilt = _build_package(spec, root)
+    _index(root, sharded=sharded, write_zst=write_zst)
+    return rebuilt

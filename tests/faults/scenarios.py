@@ -541,6 +541,16 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         "test_disk_full.py::test_a_folder_that_cannot_be_written_answers_a_clear_error",
         (),
     ),
+    ServiceScenario(
+        "replaced-upstream",
+        "a mirror replaces a cached package under the same name (its page or repodata lists another sha256/size)",
+        "once pkgcache's index lists the new file: the new bytes (a miss, then hits); pip, uv and rattler install "
+        "it. Every upstream down: an error, never the old bytes as the new record's; a rattler that says "
+        "(x-expected-sha256) it was served the old record gets the old file",
+        "the new file, replacing the old by a rename, its checked sha256 recorded on it (user.pkgcache.digest)",
+        "test_replaced_files.py::test_a_conda_package_replaced_upstream_is_fetched_again",
+        (),
+    ),
 ]
 
 

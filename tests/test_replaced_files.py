@@ -1,0 +1,201 @@
+"""A package file replaced upstream under the same name (its index lists another sha256 and size) is fetched again
+and replaces the cached one; it is never answered from the cache as the file the index now describes.
+
+Real clients (pip, uv, py-rattler) check what they get against the index pkgcache serves them: before the fix they
+failed with a hash mismatch until `pkgcache verify` or a purge, because a cached file was a hit whatever the index
+said of it now. Also: what a cached file is recorded as (storage/file_records.py), and the one-pass record scan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+import pytest
+import zstandard
+
+from pkgcache.conda.package_records import records_of
+from pkgcache.storage.file_records import Recorded, agrees, record_digest, recorded_of
+from tests.cache_service import RunningCache
+from tests.conda_support import Channels, install
+from tests.fakes.conda_channel import CondaPkg, find_pkg, rebuild_package
+from tests.fakes.conda_upstreams import AnacondaLikeUpstream
+from tests.fakes.dists import Dist, build_wheel
+from tests.fakes.pypi_upstreams import TunaLikeUpstream
+from tests.support import BackgroundLoop, http_get, run_pip_install, run_uv_install
+
+WHEEL = "qareplaced-1.0-py3-none-any.whl"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _wait_until(check: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+# --- PyPI ---
+
+
+@pytest.mark.parametrize("client", ["pip", "uv"])
+def test_a_wheel_replaced_upstream_is_fetched_again(
+    client: str, bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    old, new = build_wheel("qareplaced", "1.0", payload_size=1000), build_wheel("qareplaced", "1.0", payload_size=2000)
+    upstream = TunaLikeUpstream([old], strict_ua=False)
+    bg_loop.run(upstream.start())
+    try:
+        cache = make_cache([upstream.index_url], pypi={"index_ttl": 1})
+        first = http_get(f"{cache.url}/pypi/files/qareplaced/{WHEEL}")
+        assert first.status == 200 and _sha256(first.body) == old.sha256
+        cached = cache.data_dir / "pypi/files/qareplaced" / WHEEL
+        assert recorded_of(cached) == Recorded(len(old.data), ("sha256", old.sha256))
+
+        upstream.set_dists([new])
+        # The page goes stale, is revalidated in the background, and then lists the new file's hash.
+        _wait_until(lambda: new.sha256 in http_get(f"{cache.url}/pypi/simple/qareplaced/").body.decode())
+
+        run = run_pip_install if client == "pip" else run_uv_install
+        result = run(cache.index_url, tmp_path / "target", "qareplaced", extra_args=["--no-deps"])
+        assert result.returncode == 0, result.stderr
+        installed = (tmp_path / "target/qareplaced/payload.bin").read_bytes()
+        assert installed == zipfile.ZipFile(_wheel_file(tmp_path, new)).read("qareplaced/payload.bin")
+        assert cached.read_bytes() == new.data
+        assert recorded_of(cached) == Recorded(len(new.data), ("sha256", new.sha256))
+        again = http_get(f"{cache.url}/pypi/files/qareplaced/{WHEEL}")
+        assert (again.status, again.headers.get("x-pkgcache-cache")) == (200, "hit")
+        assert again.body == new.data
+        assert any(WHEEL in r.path for r in upstream.requests[-10:])  # fetched again from the upstream
+    finally:
+        bg_loop.run(upstream.stop())
+
+
+def _wheel_file(tmp_path: Path, dist: Dist) -> Path:
+    path = tmp_path / f"wheel-{dist.sha256}.whl"
+    path.write_bytes(dist.data)
+    return path
+
+
+def test_a_wheel_replaced_upstream_with_every_upstream_down_is_an_error_not_the_old_bytes(
+    bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
+) -> None:
+    old, new = build_wheel("qareplaced", "1.0", payload_size=1000), build_wheel("qareplaced", "1.0", payload_size=2000)
+    upstream = TunaLikeUpstream([old], strict_ua=False)
+    bg_loop.run(upstream.start())
+    cache = make_cache([upstream.index_url], pypi={"index_ttl": 1})
+    assert http_get(f"{cache.url}/pypi/files/qareplaced/{WHEEL}").body == old.data
+    upstream.set_dists([new])
+    _wait_until(lambda: new.sha256 in http_get(f"{cache.url}/pypi/simple/qareplaced/").body.decode())
+    bg_loop.run(upstream.stop())
+    answer = http_get(f"{cache.url}/pypi/files/qareplaced/{WHEEL}")
+    assert answer.status >= 500 and answer.body != old.data
+    # The old file is left as it was (nothing better to hold), never served as the page's.
+    assert (cache.data_dir / "pypi/files/qareplaced" / WHEEL).read_bytes() == old.data
+
+
+# --- conda ---
+
+
+def _lists(url: str, filename: str, sha256: str) -> bool:
+    answer = http_get(url)
+    if answer.status != 200:
+        return False
+    body = answer.body
+    if url.endswith(".zst"):
+        body = zstandard.ZstdDecompressor().stream_reader(body).read()
+    data = json.loads(body)
+    records = {**data.get("packages", {}), **data.get("packages.conda", {})}
+    return records.get(filename, {}).get("sha256") == sha256
+
+
+def _shard_lists(subdir_url: str, pkg: CondaPkg, sha256: str) -> bool:
+    index = http_get(f"{subdir_url}/repodata_shards.msgpack.zst")
+    if index.status != 200:
+        return False
+    shards = msgspec.msgpack.decode(zstandard.ZstdDecompressor().stream_reader(index.body).read())["shards"]
+    shard = http_get(f"{subdir_url}/shards/{shards[pkg.name].hex()}.msgpack.zst")
+    records = msgspec.msgpack.decode(zstandard.ZstdDecompressor().stream_reader(shard.body).read())
+    record = {**records.get("packages", {}), **records.get("packages.conda", {})}.get(pkg.filename, {})
+    return bool(record) and bytes(record["sha256"]).hex() == sha256
+
+
+def test_a_conda_package_replaced_upstream_is_fetched_again(
+    bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache], conda_channels: Channels, tmp_path: Path
+) -> None:
+    main = tmp_path / "main"
+    shutil.copytree(conda_channels.main, main)
+    upstream = AnacondaLikeUpstream({"pkgs/main": main})
+    bg_loop.run(upstream.start())
+    try:
+        urls = {"pkgs_url": f"{upstream.repo.url}/pkgs/", "cloud_url": f"{upstream.conda.url}/"}
+        conda = {"upstreams": [{"name": "anaconda-fake", **urls}]}
+        cache = make_cache(["http://127.0.0.1:9/simple/"], conda={**conda, "channels": ["pkgs/main"], "index_ttl": 1})
+        channel = f"{cache.url}/conda/pkgs/main"
+        pkg = find_pkg(conda_channels.main_pkgs, "tzinfo")
+        prefix, _ = install(tmp_path, [channel], ["tzinfo"], name="before")
+        assert (prefix / "share/tzinfo/tzinfo.txt").read_text() == "tzinfo 2024.1\n"
+        cached = cache.data_dir / "conda/pkgs/main/noarch" / pkg.filename
+        assert recorded_of(cached) == Recorded(pkg.size, ("sha256", pkg.sha256))
+
+        rebuilt = rebuild_package(main, pkg, {"share/tzinfo/tzinfo.txt": b"tzinfo 2024.1, rebuilt\n"})
+        assert rebuilt.sha256 != pkg.sha256
+        for form in ("repodata.json", "repodata.json.zst"):
+            url = f"{channel}/noarch/{form}"
+            _wait_until(lambda url=url: _lists(url, pkg.filename, rebuilt.sha256))  # type: ignore[misc]
+        # The shards made here from it follow (rattler reads those), rebuilt from the new repodata.
+        _wait_until(lambda: _shard_lists(f"{channel}/noarch", pkg, rebuilt.sha256))
+        # A client that was served an index listing the old file and says so gets the file it expects.
+        old_asked = http_get(f"{channel}/noarch/{pkg.filename}", headers={"x-expected-sha256": pkg.sha256})
+        assert (old_asked.status, _sha256(old_asked.body)) == (200, pkg.sha256)
+
+        prefix, _ = install(tmp_path, [channel], ["tzinfo"], name="after")
+        assert (prefix / "share/tzinfo/tzinfo.txt").read_text() == "tzinfo 2024.1, rebuilt\n"
+        assert _sha256(cached.read_bytes()) == rebuilt.sha256
+        assert recorded_of(cached) == Recorded(rebuilt.size, ("sha256", rebuilt.sha256))
+        answer = http_get(f"{channel}/noarch/{pkg.filename}")
+        assert (answer.status, answer.headers.get("x-pkgcache-cache")) == (200, "hit")
+        assert _sha256(answer.body) == rebuilt.sha256
+    finally:
+        bg_loop.run(upstream.stop())
+
+
+# --- the parts ---
+
+
+def test_what_a_cached_file_is_recorded_as(tmp_path: Path) -> None:
+    path = tmp_path / "f.whl"
+    assert recorded_of(path) is None
+    path.write_bytes(b"abc")
+    assert recorded_of(path) == Recorded(3)  # put there by other means: its size alone
+    record_digest(path, ("sha256", "AB" * 32))
+    recorded = recorded_of(path)
+    assert recorded == Recorded(3, ("sha256", "ab" * 32))
+    assert agrees(recorded, {"sha256": "ab" * 32}, 3)
+    assert agrees(recorded, {}, None)  # a page listing neither: nothing to compare
+    assert agrees(recorded, {"md5": "00" * 16}, 3)  # no digest of the same kind: the size alone
+    assert not agrees(recorded, {"sha256": "cd" * 32}, 3)
+    assert not agrees(recorded, {"sha256": "ab" * 32}, 4)
+    assert not agrees(Recorded(3), {}, 4)
+    assert recorded_of(tmp_path) is None  # a folder is no cached file
+
+
+def test_records_of_finds_every_name_in_one_pass(tmp_path: Path) -> None:
+    records = {f"p{i}-1.0-h_0.conda": {"name": f"p{i}", "sha256": f"{i:064x}", "size": i} for i in range(3000)}
+    text = json.dumps({"info": {"subdir": "noarch"}, "packages": {}, "packages.conda": records}).encode()
+    (tmp_path / "repodata.json").write_bytes(text)
+    (tmp_path / "repodata.json.zst").write_bytes(zstandard.ZstdCompressor().compress(text))
+    wanted = {"p0-1.0-h_0.conda", "p1234-1.0-h_0.conda", "p2999-1.0-h_0.conda", "absent-1.0-h_0.conda"}
+    for name in ("repodata.json", "repodata.json.zst"):
+        found = records_of(tmp_path / name, wanted)
+        assert set(found) == wanted - {"absent-1.0-h_0.conda"}
+        assert found["p1234-1.0-h_0.conda"]["sha256"] == f"{1234:064x}"
