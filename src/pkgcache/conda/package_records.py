@@ -17,21 +17,18 @@ until one of them changes. A repodata is scanned once per version for every pack
 from __future__ import annotations
 
 import asyncio
-import bz2
 import contextlib
 import contextvars
-import json
 import logging
 import os
-import re
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import zstandard
 
 from pkgcache.conda.channels import SHARD_INDEX
-from pkgcache.conda.records import expected_of
+from pkgcache.conda.records import expected_of, find_records
 from pkgcache.conda.shards import record_in_shard, shard_for
 from pkgcache.storage.file_records import Recorded, agrees
 from pkgcache.storage.sidecars import FileMeta
@@ -42,10 +39,6 @@ PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
 # The index files a package's record is looked up in, in the order CachedChannels._find_record uses them.
 RECORD_SOURCES = (SHARD_INDEX, "repodata.json", "repodata.json.zst")
 EXPECTED_SHA256_HEADER = "x-expected-sha256"
-CHUNK = 4 * 1024 * 1024
-# A record is a few KB: most are parsed from this much text after their key, the rest from RECORD_WINDOW.
-SHORT_WINDOW = 64 * 1024
-RECORD_WINDOW = 1024 * 1024
 # Subdirs whose answers are kept (each a dict of the packages asked about or cached there).
 SUBDIRS_KEPT = 256
 
@@ -178,52 +171,7 @@ def _first_record(repodata: Path, filename: str) -> dict[str, Any] | None:
     return records_of(repodata, {filename}).get(filename)
 
 
-_KEY = re.compile(rb'"([^"\\\s]{1,400}?(?:\.conda|\.tar\.bz2))"\s*:\s*\{')
-
-
 def records_of(repodata: Path, names: Collection[str]) -> dict[str, dict[str, Any]]:
-    """The records of `names` in a repodata file (.json, .json.zst or .json.bz2), read as a stream in one pass;
-    the first record of each name (blocking). Memory stays at a few MB whatever the file's size."""
-    wanted = set(names)
-    found: dict[str, dict[str, Any]] = {}
-    buffer, position, ended = b"", 0, False
-    with _open_decompressed(repodata) as stream:
-        while not ended and len(found) < len(wanted):
-            chunk = stream.read(CHUNK)
-            ended = not chunk
-            buffer += chunk
-            # A key starting before `limit` has its whole record in the buffer (or the file ends there).
-            limit = len(buffer) if ended else max(0, len(buffer) - RECORD_WINDOW)
-            for match in _KEY.finditer(buffer, position):
-                if match.start() >= limit:
-                    break
-                position = match.end()
-                name = match.group(1).decode("utf-8", "replace")
-                if name in wanted and name not in found:
-                    record = _parse_object(buffer, match.end() - 1)
-                    if record is not None:
-                        found[name] = record
-            cut = max(position, limit)
-            buffer, position = buffer[cut:], max(0, position - cut)
-    return found
-
-
-def _parse_object(buffer: bytes, start: int) -> dict[str, Any] | None:
-    for window in (SHORT_WINDOW, RECORD_WINDOW):
-        text = buffer[start : start + window].decode("utf-8", errors="replace")
-        try:
-            record, _ = json.JSONDecoder().raw_decode(text)
-        except ValueError:
-            if start + window >= len(buffer):
-                return None
-            continue
-        return record if isinstance(record, dict) else None
-    return None
-
-
-def _open_decompressed(path: Path) -> IO[bytes]:
-    if path.name.endswith(".zst"):
-        return zstandard.ZstdDecompressor().stream_reader(path.open("rb"), closefd=True)  # type: ignore[return-value]
-    if path.name.endswith(".bz2"):
-        return bz2.open(path, "rb")
-    return path.open("rb")
+    """The records of `names` in a repodata file, as the package check finds them (records.find_records: one pass
+    for the plain names; a name the repodata gives no single record is left out)."""
+    return find_records(repodata, names)

@@ -31,7 +31,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +101,65 @@ def find_record(repodata: Path, filename: str) -> dict[str, Any] | None:
 
 
 _TOO_LARGE: Any = object()
+
+
+def find_records(repodata: Path, filenames: Collection[str]) -> dict[str, dict[str, Any]]:
+    """The records of several files, each as `find_record` finds it, the plain names in one pass (blocking); a name
+    with no record, or none single (AmbiguousRecord), is left out."""
+    found: dict[str, dict[str, Any]] = {}
+    with repodata.open("rb") as raw:
+        suspects = _suspects_of(repodata, raw)
+        careful = {name for name in filenames if name in suspects or not _ANY_PACKAGE_NAME.fullmatch(name)}
+        raw.seek(0)
+        with decompressed(repodata.name, raw) as stream:
+            scanned = _scan_for_many(stream, set(filenames) - careful)
+    for name, record in scanned.items():
+        if record is _TOO_LARGE:
+            careful.add(name)
+        else:
+            found[name] = record
+    for name in careful:
+        try:
+            record = find_record(repodata, name)
+        except AmbiguousRecord:
+            continue
+        if record is not None:
+            found[name] = record
+    return found
+
+
+_ANY_PACKAGE_KEY = re.compile(rb'"([^"\\\s]{1,400}?(?:\.conda|\.tar\.bz2))"\s*:\s*\{')
+# The names that scan can meet (the others are looked up one by one, as find_record does).
+_ANY_PACKAGE_NAME = re.compile(r'[^"\\\s{}:\x00-\x1f]{1,400}?(?:\.conda|\.tar\.bz2)')
+# Most records are parsed from this much text after their key, the rest from RECORD_WINDOW.
+SHORT_WINDOW = 64 * 1024
+
+
+def _scan_for_many(stream: IO[bytes], wanted: set[str]) -> dict[str, Any]:
+    """The object after the first `"<name>": {` of each wanted name (_TOO_LARGE when it cannot be read in the
+    window), in one pass; a name never met is left out."""
+    found: dict[str, Any] = {}
+    buffer, position, ended = b"", 0, False
+    while wanted and not ended and len(found) < len(wanted):
+        chunk = stream.read(CHUNK)
+        ended = not chunk
+        buffer += chunk
+        # A key starting before `limit` has its whole window in the buffer (or the file ends there).
+        limit = len(buffer) if ended else max(0, len(buffer) - RECORD_WINDOW)
+        for match in _ANY_PACKAGE_KEY.finditer(buffer, position):
+            if match.start() >= limit:
+                break
+            position = match.end()
+            name = match.group(1).decode("utf-8", "replace")
+            if name in wanted and name not in found:
+                start = match.end() - 1
+                record = _parse_object(buffer[start : start + SHORT_WINDOW])
+                if record is None:
+                    record = _parse_object(buffer[start : start + RECORD_WINDOW])
+                found[name] = _TOO_LARGE if record is None else record
+        cut = max(position, limit)
+        buffer, position = buffer[cut:], max(0, position - cut)
+    return found
 
 
 def _scan_for(stream: IO[bytes], filename: str) -> dict[str, Any] | None:
