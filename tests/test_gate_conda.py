@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 import zstandard
 
@@ -143,6 +144,58 @@ def test_a_denied_package_asked_for_by_a_stale_solve_is_refused_with_the_reason(
     assert refused.status == 403 and b'[conda] deny[0] "bigpkg"' in refused.body
     assert refused.headers.get("content-type", "").startswith("text/plain")
     assert installed_names(_install(cache, tmp_path, "app", "app")) == {"app", "libfoo", "pydata", "tzinfo"}
+
+
+@pytest.fixture
+def odd_forge(conda_channels: Channels, bg_loop: BackgroundLoop, tmp_path: Path) -> Iterator[MirrorLikeUpstream]:
+    """conda-forge on a plain-JSON mirror whose repodata has odd records beside the real ones: libfoo 3.0 named
+    "libfoo " and " libfoo" (libfoo 1.1's bytes, so the mirror would serve them), and a record named 123."""
+    forge = tmp_path / "odd-forge"
+    shutil.copytree(conda_channels.forge, forge)
+    repodata_path = forge / SUBDIR / "repodata.json"
+    repodata = json.loads(repodata_path.read_text())
+    real = repodata["packages.conda"][LIBFOO_NEW]
+    for filename, name in ODD_RECORDS.items():
+        shutil.copy(forge / SUBDIR / LIBFOO_NEW, forge / SUBDIR / filename)
+        repodata["packages.conda"][filename] = {**real, "name": name, "version": filename.split("-")[1]}
+    repodata_path.write_text(json.dumps(repodata, indent=1))
+    upstream = MirrorLikeUpstream({"conda-forge": forge}, only_json=True)
+    bg_loop.run(upstream.start())
+    yield upstream
+    bg_loop.run(upstream.stop())
+
+
+ODD_RECORDS = {"libfoo-3.0-h1_0.conda": "libfoo ", "libfoo-3.1-h1_0.conda": " libfoo", "zzz-9.0-h1_0.conda": 123}
+
+
+def test_records_whose_names_cannot_be_read_are_refused_everywhere_and_the_subdir_is_served(
+    odd_forge: MirrorLikeUpstream, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    """A deny rule is not got round by padding a name (it was: the filter compared "libfoo " and the repodata and
+    shards kept it, its download answered 200), and one record named 123 does not make the whole subdir a 500."""
+    cache = _cache(make_cache, f"{odd_forge.url}/anaconda/", deny=["libfoo >=1.1"])
+
+    for form in ("repodata.json", "repodata.json.zst"):
+        served = _served_records(cache, form)
+        assert not served & set(ODD_RECORDS) and LIBFOO_NEW not in served
+        assert {"libfoo-1.0-h1_0.tar.bz2", "app-1.0-h1_0.conda"} <= served
+    index = cache.get(f"/conda/{CHANNEL}/{SUBDIR}/repodata_shards.msgpack.zst")
+    assert index.status == 200
+    shards = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(index.body, max_output_size=1 << 24))["shards"]
+    in_shards = set()
+    for digest in shards.values():
+        shard = cache.get(f"/conda/{CHANNEL}/{SUBDIR}/shards/{digest.hex()}.msgpack.zst")
+        assert shard.status == 200
+        content = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(shard.body, max_output_size=1 << 24))
+        in_shards |= set(content["packages"]) | set(content["packages.conda"])
+    assert sorted(shards) == ["app", "libfoo"] and not in_shards & set(ODD_RECORDS)
+    for filename in ODD_RECORDS:
+        refused = cache.get(f"/conda/{CHANNEL}/{SUBDIR}/{filename}")
+        assert refused.status == 403, (filename, refused.status)
+        assert b"[conda] its package name cannot be read" in refused.body
+        assert not any(path.endswith(filename) for path in odd_forge.paths())
+    for name, sharded in (("sharded", True), ("plain", False)):
+        assert _versions(_install(cache, tmp_path, name, "app", sharded=sharded))["libfoo"] == "1.0"
 
 
 @pytest.mark.parametrize("cached", [False, True], ids=["not-cached", "cached"])

@@ -626,10 +626,83 @@ def test_a_conda_package_asked_for_directly_gets_a_verdict_naming_the_rule() -> 
         "cloud/conda-forge/linux-64/numpy-2.0.0-py312_0.conda is refused by pkgcache's policy: "
         '[conda] deny[0] "numpy >=2"'
     )
-    young = {"version": "1.0", "build": "0", "timestamp": int((NOW - timedelta(hours=1)).timestamp() * 1000)}
-    verdict = policy.check_record(CHANNEL, SUBDIR, "tiny-1.0-0.conda", young, now=NOW)  # no name: read from the file
+    young = {
+        "name": "tiny",
+        "version": "1.0",
+        "build": "0",
+        "timestamp": int((NOW - timedelta(hours=1)).timestamp() * 1000),
+    }
+    verdict = policy.check_record(CHANNEL, SUBDIR, "tiny-1.0-0.conda", young, now=NOW)
     assert verdict.available_at == NOW + timedelta(hours=35)
     assert '[conda] min_release_age = "36h"' in verdict.message and "2026-06-02 23:00:00 UTC" in verdict.message
+
+
+# --- conda: the name a package is judged by (policy/conda_names.py) ----------------------------------------------
+
+# Records whose name the policy cannot read, in the file `libfoo-3.0-h1_0.conda` unless given: rattler installs a
+# record under its `name` as written (padded, look-alike) or cannot read it at all (missing, not a string).
+UNREADABLE_NAMES: dict[str, tuple[str, dict[str, Any]]] = {
+    "trailing space": ("libfoo-3.0-h1_0.conda", {"name": "libfoo "}),
+    "leading space": ("libfoo-3.0-h1_0.conda", {"name": " libfoo"}),
+    "tab": ("libfoo-3.0-h1_0.conda", {"name": "libfoo\t"}),
+    "zero-width space": ("libfoo-3.0-h1_0.conda", {"name": "lib\u200bfoo"}),
+    "full-width letters": ("libfoo-3.0-h1_0.conda", {"name": "\uff4c\uff49\uff42\uff46\uff4f\uff4f"}),
+    "kelvin sign": ("kfoo-3.0-h1_0.conda", {"name": "\u212afoo"}),  # Python's lower() makes it "kfoo"
+    "kelvin sign in its file name": ("\u212afoo-3.0-h1_0.conda", {"name": "kfoo"}),
+    "empty": ("libfoo-3.0-h1_0.conda", {"name": ""}),
+    "null": ("libfoo-3.0-h1_0.conda", {"name": None}),
+    "missing": ("libfoo-3.0-h1_0.conda", {}),
+    "a number": ("libfoo-3.0-h1_0.conda", {"name": 123}),
+    "a list": ("libfoo-3.0-h1_0.conda", {"name": ["libfoo"]}),
+    "another name than its file's": ("libfoo-3.0-h1_0.conda", {"name": "zzz"}),
+    "its file named another": ("zzz-3.0-h1_0.conda", {"name": "libfoo"}),
+    "a file name without version and build": ("libfoo.conda", {"name": "libfoo"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNREADABLE_NAMES))
+def test_a_conda_record_whose_name_cannot_be_read_is_refused_and_the_others_judged(case: str) -> None:
+    """Filtering a repodata and judging a package asked for directly read one name, and refuse a record without
+    one a rule can be looked up by, whatever the rules: one such record never fails the rest of the subdir."""
+    filename, fields = UNREADABLE_NAMES[case]
+    odd = {"version": "3.0", "build": "h1_0", "timestamp": 1_700_000_000_000, **fields}
+    records = {filename: odd, **dict([record("libfoo", "1.0"), record("libfoo", "1.1"), record("app", "1.0")])}
+    for policy in (conda(deny=["libfoo >=1.1"]), conda(min_release_age="1d"), conda(allow_only=True, allow=["*"])):
+        result = policy.filter_records(CHANNEL, SUBDIR, records, now=NOW)
+        assert filename in result.refused and filename not in result.kept
+        assert set(result.kept) >= {"libfoo-1.0-py312_0.conda", "app-1.0-py312_0.conda"}
+        verdict = policy.check_record(CHANNEL, SUBDIR, filename, odd, now=NOW)
+        assert verdict.message == result.refused[filename].message
+        assert verdict.rule is not None and verdict.rule.kind == "name"
+        assert verdict.message.startswith(
+            f"{CHANNEL}/{SUBDIR}/{filename} is refused by pkgcache's policy: [conda] its package name cannot be read"
+        )
+
+
+def test_conda_names_are_compared_with_ascii_case_folded_by_every_path() -> None:
+    """What a record says and what its file name says are one name whatever their case: the repodata filter, a
+    package asked for directly, its quick look by file name (blocks), a pin and a purge all judge `libfoo`."""
+    policy = conda(deny=["libfoo >=1.1"]).add_block(Block("libfoo", "3.0"))
+    records = {
+        "LibFoo-3.0-h1_0.conda": {"name": "LibFoo", "version": "3.0", "build": "h1_0"},
+        "libfoo-3.1-h1_0.conda": {"name": "LIBFOO", "version": "3.1", "build": "h1_0"},
+        "LIBFOO-1.0-h1_0.tar.bz2": {"name": "libfoo", "version": "1.0", "build": "h1_0"},
+    }
+    result = policy.filter_records(CHANNEL, SUBDIR, records, now=NOW)
+    assert list(result.kept) == ["LIBFOO-1.0-h1_0.tar.bz2"]
+    assert all("deny[0]" in v.message or "blocked: libfoo==3.0" in v.message for v in result.refused.values())
+    for filename, fields in records.items():
+        by_record = policy.check_record(CHANNEL, SUBDIR, filename, fields, now=NOW)
+        assert bool(by_record) == (filename in result.kept)
+    blocks = CondaPolicy(blocks=policy.blocks)
+    assert not blocks.check_file(CHANNEL, SUBDIR, "LibFoo-3.0-h1_0.conda")
+    assert blocks.check_file(CHANNEL, SUBDIR, "LibFoo-3.1-h1_0.conda")
+    assert not blocks.check_file(CHANNEL, SUBDIR, "libfoo .conda"), "a file name that names no package"
+    pins = [Pin("LibFoo", "3.1", filename="LibFoo-3.1-h1_0.conda", build="h1_0"), Pin("x", "1", filename="x.conda")]
+    assert [bool(r.verdict) for r in policy.check_requirements(pins, now=NOW)] == [False, False]
+    # A v3 record of another file format (a wheel) is judged by its record's name alone.
+    wheel = {"c-1.0-py3-none-any.whl": {"name": "c", "version": "1.0", "build": "py_0"}}
+    assert list(conda(deny=["libfoo"]).filter_records(CHANNEL, SUBDIR, wheel, now=NOW).kept) == list(wheel)
 
 
 # --- pins (pkgcache policy check) ---------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pkgcache.conda.cached_channels import ChannelPaths
@@ -97,10 +96,7 @@ class GateRecords:
     def quick_refusal(self, channel: Channel, subdir: str, filename: str) -> tuple[int, str] | None:
         """A refusal known from the file name alone: a block of its name and version, or (offline) not held."""
         if self._blocks is not None:
-            name_version, _, build = filename.removesuffix(".conda").removesuffix(".tar.bz2").rpartition("-")
-            name, _, version = name_version.rpartition("-")
-            record = {"name": name, "version": version, "build": build}
-            verdict = self._blocks.check_record(channel.path, subdir, filename, record, now=_NOW_UNUSED)
+            verdict = self._blocks.check_file(channel.path, subdir, filename)
             if not verdict.allowed:
                 return 403, verdict.message
         if self.offline and not self.paths.path(channel, subdir, filename).is_file():
@@ -110,5 +106,3 @@ class GateRecords:
 
 # The policy keys a FilterJob carries (the section holds others: upstreams, channels...).
 POLICY_KEYS = frozenset({"min_release_age", "min_release_age_exempt", "unknown_age", "deny", "allow", "allow_only"})
-# Blocks do not depend on the time; any moment will do.
-_NOW_UNUSED = datetime.fromtimestamp(0).astimezone()

@@ -48,11 +48,7 @@ def _conda_files(store: CacheStore, block: Block) -> list[Path]:
         for name in names:
             if not name.lower().startswith(prefix) or not name.endswith(CONDA_PACKAGE_SUFFIXES):
                 continue
-            stem = name.removesuffix(".conda").removesuffix(".tar.bz2")
-            name_version, _, build = stem.rpartition("-")
-            package, _, version = name_version.rpartition("-")
-            record = {"name": package, "version": version, "build": build}
-            if not policy.check_record(subdir.parent.name, subdir.name, name, record).allowed:
+            if not policy.check_file(subdir.parent.name, subdir.name, name).allowed:
                 found.append(subdir / name)
     return found
 

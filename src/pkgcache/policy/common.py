@@ -27,7 +27,7 @@ class RuleRef:
     """Which rule decided: its kind, where it is in the configuration, and how the admin wrote it."""
 
     side: Side
-    kind: Literal["deny", "allow", "allow_only", "block", "min_release_age", "unknown_age"]
+    kind: Literal["deny", "allow", "allow_only", "block", "min_release_age", "unknown_age", "name"]
     text: str  # the rule as written (or its setting's value)
     index: int | None = None  # position in the side's `deny` or `allow` list
     reason: str | None = None
@@ -47,6 +47,8 @@ class RuleRef:
             where = f"[{self.side}] allow_only = true, and no allow rule matches it"
         elif self.kind == "block":
             where = f"blocked: {self.text}"
+        elif self.kind == "name":
+            where = f"[{self.side}] {self.text}"
         else:
             where = f"[{self.side}] {self.kind} = {_quoted(self.text)}"
         return f"{where} (reason: {self.reason})" if self.reason else where

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from rattler import VersionSpec
 
 from pkgcache.policy.common import (
+    ALLOWED,
     Block,
     RuleRef,
     Verdict,
@@ -26,7 +27,9 @@ from pkgcache.policy.common import (
     epoch_of,
     from_epoch,
     now_epoch,
+    refusal,
 )
+from pkgcache.policy.conda_names import judged_name, why_no_name
 from pkgcache.policy.conda_rules import CondaRule, compile_rule, normalize_name, package_kind, parse_version
 from pkgcache.policy.config import CondaPolicySettings
 from pkgcache.policy.engine import Pin, PinVerdict, Plan, SidePolicy, earliest
@@ -119,12 +122,30 @@ class CondaPolicy(SidePolicy):
         first_seen: datetime | None = None,
     ) -> Verdict:
         """The verdict for one package (a 403 with `verdict.message` when refused)."""
+        subject = f"{channel}/{subdir}/{filename}"
+        name = judged_name(filename, record)
+        if name is None:
+            return refusal(subject, NAME_REF, why_no_name(filename, record))
         released = conda_timestamp_seconds(record.get("timestamp"))
         if released is None and first_seen is not None:
             released = epoch_of(first_seen)
-        name = normalize_name(record.get("name") or name_from_filename(filename))
-        subject = f"{channel}/{subdir}/{filename}"
         return self._decide_record(subject, self.plan(name, channel), filename, record, released, now_epoch(now))
+
+    def check_file(self, channel: str, subdir: str, filename: str) -> Verdict:
+        """The verdict for a package file by its name alone (`NAME-VERSION-BUILD.conda`): what its name, version
+        and build say, no more (no release time: only the rules, blocks among them, are applied)."""
+        subject = f"{channel}/{subdir}/{filename}"
+        name = judged_name(filename)
+        if name is None:
+            return refusal(subject, NAME_REF, why_no_name(filename))
+        name_version, _, build = filename.removesuffix(".conda").removesuffix(".tar.bz2").rpartition("-")
+        version = name_version.rpartition("-")[2]
+        record = {"name": name, "version": version, "build": build}
+        plan = self.plan(name, channel)
+        if plan.rules_only_age:
+            return ALLOWED
+        verdict = self.decide(subject, plan, RecordFacts(filename, record), None, now_epoch(None))
+        return ALLOWED if verdict.rule is not None and verdict.rule.kind in AGE_KINDS else verdict
 
     def filter_records(
         self,
@@ -147,7 +168,10 @@ class CondaPolicy(SidePolicy):
         refused: dict[str, Verdict] = {}
         until: float | None = None
         for filename, record in records.items():
-            name = (record.get("name") or name_from_filename(filename)).lower()
+            name = judged_name(filename, record)
+            if name is None:  # no name the rules can be looked up by: refused whatever they are
+                refused[filename] = refusal(f"{channel}/{subdir}/{filename}", NAME_REF, why_no_name(filename, record))
+                continue
             plan = plans.get((channel, name)) or plan_of(name, channel)
             released = None
             if age and not plan.age_exempt:
@@ -174,14 +198,25 @@ class CondaPolicy(SidePolicy):
         return self.decide(subject, plan, RecordFacts(filename, record), released, now)
 
     def check_pin(self, pin: Pin, now: float) -> PinVerdict:
-        """A pin without a channel is judged by every rule, whatever channel the rule names."""
-        return self.decide_pin(pin, self.plan(normalize_name(pin.name), pin.channel), PinFacts(pin), now)
+        """A pin without a channel is judged by every rule, whatever channel the rule names. A pin with a file
+        name is judged by the name its file name holds, as the cache judges that file asked for."""
+        if pin.filename:
+            name = judged_name(pin.filename)
+            if name is None:
+                return PinVerdict(pin, refusal(pin.label, NAME_REF, why_no_name(pin.filename)))
+        else:
+            name = normalize_name(pin.name)
+        return self.decide_pin(pin, self.plan(name, pin.channel), PinFacts(pin), now)
 
 
-def name_from_filename(filename: str) -> str:
-    """A package's name from its file name (`NAME-VERSION-BUILD.conda`), for records that lack `name`."""
-    stem = filename.removesuffix(".conda").removesuffix(".tar.bz2")
-    return stem.rsplit("-", 2)[0].lower()
+# What refuses a package whose name the policy cannot read (conda_names.py): no rule can be looked up for it.
+NAME_REF = RuleRef(
+    "conda",
+    "name",
+    "its package name cannot be read (a conda name, the same in its record and its file name, is needed to judge it)",
+)
+
+AGE_KINDS = frozenset({"min_release_age", "unknown_age"})
 
 
 def allow_rules_for(pins: Iterable[Pin]) -> list[str]:
