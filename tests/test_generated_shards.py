@@ -233,6 +233,43 @@ def _record(pkg: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def test_a_record_without_a_name_is_left_out_of_the_shards_made_here_and_rattler_reads_them(
+    mirror: MirrorLikeUpstream,
+    channel: Path,
+    make_cache: Callable[..., RunningCache],
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """One record without a name made the build fail and the shard index answer 404, which rattler remembers (it
+    then reads repodata.json for a while). The shards are made without it, every other record as it is."""
+    libfoo = json.loads((channel / SUBDIR / "repodata.json").read_text())["packages.conda"]["libfoo-1.1-h1_0.conda"]
+    nameless = {key: value for key, value in libfoo.items() if key != "name"}
+    _change(channel / SUBDIR / "repodata.json", add={"libfoo-9.0-h1_0.conda": {**nameless, "version": "9.0"}})
+    caplog.set_level(logging.INFO, logger="pkgcache.access")
+    cache = _cache(make_cache, mirror)
+
+    index = cache.get(f"/conda/cloud/conda-forge/{SUBDIR}/{SHARD_INDEX}")
+    assert index.status == 200, index.body
+    _, result = install(tmp_path, [f"{cache.url}/conda/cloud/conda-forge"], ["app"])
+    assert installed_names(result) == APP_TREE
+    assert {p["name"]: p["version"] for p in result["installed"]}["libfoo"] == "1.1"
+    asked = _client_requests(capsys, "/shards/")
+    assert any("/shards/" in line for line in asked) and not any("repodata.json" in line for line in asked)
+    status = json.loads(cache.get("/-/status").body)["conda"]["shards"]["made_here"][f"cloud/conda-forge/{SUBDIR}"]
+    assert status["records_skipped"] == 1
+    # Every other record is in its shard as the mirror's repodata.json has it.
+    shards = _unpack(index.body)["shards"]
+    libfoo_shard = _unpack(
+        cache.get(f"/conda/cloud/conda-forge/{SUBDIR}/shards/{shards['libfoo'].hex()}.msgpack.zst").body
+    )
+    found = {
+        k: v.hex() if isinstance(v, bytes) else v
+        for k, v in libfoo_shard["packages.conda"]["libfoo-1.1-h1_0.conda"].items()
+    }
+    assert found == libfoo and "libfoo-9.0-h1_0.conda" not in libfoo_shard["packages.conda"]
+
+
 def test_a_shard_still_in_its_pack_is_served_and_given_its_file(
     mirror: MirrorLikeUpstream, make_cache: Callable[..., RunningCache]
 ) -> None:

@@ -25,6 +25,8 @@ from typing import Any
 import msgpack
 import pytest
 import zstandard
+from rattler import Channel as RattlerChannel
+from rattler import RepoData
 
 from pkgcache.conda import repodata_stream, shard_buckets, shard_builder, shard_output
 from pkgcache.conda.repodata_runs import Declined
@@ -221,6 +223,48 @@ def test_every_record_in_the_shards_is_the_record_in_repodata_json(tmp_path: Pat
     assert shards["gone"] == {"packages": {}, "packages.conda": {}, "removed": ["gone-1.0-h0_0.conda"]}
     assert sorted(shards) == ["alpha", "gone", "mixed", "nohash", "wheelie", "zeta"]
     assert (result.records, result.removed, result.removed_skipped) == (8, 2, 1)
+
+
+# Records without a package name rattler can read: missing, null, empty, not a string.
+NAMELESS: dict[str, dict[str, Any]] = {
+    "packages": {"nameless-1.0-h0_0.tar.bz2": {"version": "1.0", "build": "h0_0", "build_number": 0}},
+    "packages.conda": {
+        "zeta-9.0-h0_0.conda": {"name": 123, "version": "9.0"},
+        "zeta-9.1-h0_0.conda": {"name": None, "version": "9.1"},
+        "zeta-9.2-h0_0.conda": {"name": "", "version": "9.2"},
+        "zeta-9.3-h0_0.conda": {"name": ["zeta"], "version": "9.3"},
+    },
+}
+
+
+def test_records_without_a_name_are_left_out_and_every_other_shard_is_made_as_without_them(tmp_path: Path) -> None:
+    """One record without a name made the whole build fail, so the shard index answered 404 (which rattler
+    remembers). rattler cannot read such a record, in a shard or in repodata.json: it is left out, and counted."""
+    clean = tmp_path / "clean.json"
+    clean.write_text(json.dumps(tricky_repodata()))
+    build(clean, tmp_path / "clean")
+    odd = tricky_repodata()
+    for section, records in NAMELESS.items():
+        odd[section] = {**records, **odd[section]}  # first in their sections: the build goes on past them
+    source = tmp_path / "repodata.json"
+    source.write_text(json.dumps(odd))
+
+    result = build(source, tmp_path / "linux-64")
+
+    assert (result.records, result.records_skipped) == (8, 5)
+    made, expected = tmp_path / "linux-64", tmp_path / "clean"
+    files = {p.relative_to(made): p.read_bytes() for p in made.rglob("*") if p.is_file()}
+    assert files == {p.relative_to(expected): p.read_bytes() for p in expected.rglob("*") if p.is_file()}
+    assert len(files) == 1 + len(shards_of(made))  # the index and its shards
+    # What rattler makes of such a record: the whole repodata is unreadable, not the record skipped (an empty name
+    # it reads, and no one can ask for).
+    for name in (None, 123, ["zeta"], "missing"):
+        record = {"build": "h0_0", "build_number": 0, "depends": [], "version": "9.0"}
+        record.update({} if name == "missing" else {"name": name})
+        lone = tmp_path / "lone.json"
+        lone.write_text(json.dumps({"info": {"subdir": SUBDIR}, "packages.conda": {"zeta-9.0-h0_0.conda": record}}))
+        with pytest.raises(Exception, match=r"missing field `name`|invalid type: (null|integer|sequence)"):
+            RepoData.from_path(str(lone)).into_repo_data(RattlerChannel("https://example.org/x"))
 
 
 def test_every_record_of_a_large_repodata_is_in_its_shard(tmp_path: Path) -> None:
@@ -609,7 +653,6 @@ MALFORMED = {
     "cut after the object": GOOD[:-1].encode(),
     "packages is a list": b'{"info": {"subdir": "linux-64"}, "packages": []}',
     "a record is a number": b'{"info": {"subdir": "linux-64"}, "packages": {"a-1-0.tar.bz2": 5}}',
-    "a record has no name": b'{"info": {"subdir": "linux-64"}, "packages": {"a-1-0.tar.bz2": {"version": "1"}}}',
     "a sha256 is not hex": b'{"info": {"subdir": "x"}, "packages": {"a-1-0.conda": {"name": "a", "sha256": "zz"}}}',
     "an md5 is too short": b'{"info": {"subdir": "x"}, "packages": {"a-1-0.conda": {"name": "a", "md5": "abcd"}}}',
     "removed holds a number": b'{"info": {"subdir": "x"}, "removed": [1]}',

@@ -36,7 +36,8 @@ def both_ways(repodata: Path, root: Path, monkeypatch: pytest.MonkeyPatch) -> tu
         bucketed = build(repodata, root / "buckets")
     assert not bucketed.made_while_reading
     assert files_of(root / "sorted") == files_of(root / "buckets")
-    for key in ("shards", "records", "removed", "removed_skipped", "shards_written", "shard_bytes", "index_size"):
+    keys = ("shards", "records", "records_skipped", "removed", "removed_skipped", "shards_written", "shard_bytes")
+    for key in (*keys, "index_size"):
         assert getattr(read, key) == getattr(bucketed, key), key
     return read, bucketed
 
@@ -138,6 +139,10 @@ DECLINED_SHAPES: dict[str, dict[str, Any]] = {
         "packages": {"a-1-h0_0.tar.bz2": record("b", "1"), "c-1-h0_0.tar.bz2": record("c", "1")},
     },
     "a name with capitals": {"info": {"subdir": "linux-64"}, "packages": section(("Abc", "1"), ext=".tar.bz2")},
+    "a record without a name": {
+        "info": {"subdir": "linux-64"},
+        "packages": {"a-1-h0_0.tar.bz2": {"version": "1"}, **section(("b", "1"), ext=".tar.bz2")},
+    },
     "a v3 section": {
         "info": {"subdir": "linux-64"},
         "packages": section(("a", "1"), ext=".tar.bz2"),

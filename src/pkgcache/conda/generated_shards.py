@@ -317,7 +317,7 @@ class GeneratedShards(ChannelLayer):
         await self.sidecars.save(index, meta)
         self._made[f"{channel.path}/{subdir}"] = meta.extra["build"]
         log.info(
-            "made %d shards for %s/%s in %.1f s (%d new%s%s%s)",
+            "made %d shards for %s/%s in %.1f s (%d new%s%s%s%s)",
             result.shards,
             channel.path,
             subdir,
@@ -326,6 +326,7 @@ class GeneratedShards(ChannelLayer):
             ", from the download" if streamed else "",
             ", while reading" if result.made_while_reading else ", from buckets",
             ", in the service's own process" if built_here else "",
+            f"; {result.records_skipped} records without a name left out" if result.records_skipped else "",
         )
         if built_here and result.pack_tables:  # no builder process to give its new shards their files
             packs = Path(str(arguments["packs_dir"]))

@@ -60,10 +60,13 @@ log = logging.getLogger(__name__)
 
 Entry = tuple[str, int, str, bytes]
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
 
 @dataclass
 class BucketCounts:
     records: int = 0
+    records_skipped: int = 0  # records without a package name (rattler cannot read them): in no shard
     removed: int = 0
     removed_skipped: int = 0
 
@@ -99,7 +102,7 @@ def bucket_repodata(repodata_path: Path, work: Path, counts: BucketCounts, sourc
     if source is not None:
         while source.read(BUCKET_READ_SIZE):
             pass
-    counts.records = counts.removed = counts.removed_skipped = 0
+    counts.records = counts.records_skipped = counts.removed = counts.removed_skipped = 0
     return _bucket_items(work, counts, _records_of(repodata_path))
 
 
@@ -144,7 +147,7 @@ def _bucket_items(work: Path, counts: BucketCounts, items: Iterator[RecordRun | 
     with _Buckets(work, 0) as buckets:
         for item in items:
             if type(item) is RecordRun:
-                counts.records += _bucket_run(buckets, sections.number(item.section), item)
+                _bucket_run(buckets, sections.number(item.section), item, counts)
             elif type(item) is Removed:
                 _bucket_removed(buckets, item.filename, counts)
             elif type(item) is Info:
@@ -225,16 +228,25 @@ class _Buckets:
         self.close()
 
 
-def _bucket_run(buckets: _Buckets, number: int, run: RecordRun) -> int:
-    """Pack each record of the run and put it in its name's bucket; return how many. The builder's inner loop
-    (218,834 turns for a 110 MB repodata), so written flat."""
+def _bucket_run(buckets: _Buckets, number: int, run: RecordRun, counts: BucketCounts) -> None:
+    """Pack each record of the run and put it in its name's bucket, counted in `counts`. The builder's inner loop
+    (218,834 turns for a 110 MB repodata), so written flat.
+
+    A record without a name (missing, not a string, empty) is left out, counted, and the rest made into shards:
+    rattler cannot read such a record ("missing field `name`"), and in a shard it would make the whole shard
+    unreadable; the client of the JSON repodata skips it unless it looks for that very package."""
     pending, shift, encode, crc32, section = buckets.pending, buckets.shift, ENCODER.encode, zlib.crc32, run.section
+    skipped = 0
     for filename, record in run.records.items():
         name = record.get("name")
         if type(name) is not str or not name or "\0" in name:
-            raise MalformedRepodata(f"{section}/{filename}: the record has no package name")
-        # Shards are looked up by normalized name, as rattler's PackageName does (conda's names are lower case).
-        name = name.lower()
+            if skipped == 0 and counts.records_skipped == 0:
+                log.warning("%s/%s: the record has no package name, left out of the shards", section, filename)
+            skipped += 1
+            continue
+        # Shards are looked up by normalized name, as rattler's PackageName does: ASCII letters lower-cased, and
+        # nothing else (Python's lower() would fold the Kelvin sign into "k").
+        name = name.lower() if name.isascii() else name.translate(_ASCII_LOWER)
         sha256, md5 = record.get("sha256"), record.get("md5")
         if sha256:  # absent, null or empty: kept as it is, as conda-index does
             record["sha256"] = _digest_bytes(section, filename, "sha256", sha256)
@@ -245,10 +257,11 @@ def _bucket_run(buckets: _Buckets, number: int, run: RecordRun) -> int:
         except (OverflowError, ValueError, TypeError) as exc:
             raise MalformedRepodata(f"{section}/{filename}: {exc}") from None
         pending[(crc32(name.encode()) >> shift) & FANOUT_MASK].append((name, number, filename, packed))
-    buckets.waiting += len(run.records)
+    buckets.waiting += len(run.records) - skipped
+    counts.records += len(run.records) - skipped
+    counts.records_skipped += skipped
     if buckets.waiting >= FLUSH_ENTRIES:
         buckets.flush()
-    return len(run.records)
 
 
 def _bucket_removed(buckets: _Buckets, filename: str, counts: BucketCounts) -> None:

@@ -125,6 +125,7 @@ class ShardBuildResult:
     created_at: str  # as written in the index's info
     shards: int  # package names in the index, one shard each
     records: int  # package records put into shards
+    records_skipped: int  # records without a package name, left out (rattler cannot read them)
     removed: int  # entries of "removed" put into shards
     removed_skipped: int  # entries of "removed" whose file name names no package
     shards_written: int
@@ -221,6 +222,7 @@ def build_shards(
         created_at=stamp,
         shards=len(entries),
         records=read.records,
+        records_skipped=read.records_skipped,
         removed=read.removed,
         removed_skipped=read.removed_skipped,
         shards_written=counts.written,
