@@ -263,3 +263,43 @@ def test_files_committed_during_an_eviction_are_evicted_right_after_it(
 
     total, on_disk = asyncio.run(scenario())
     assert total <= 3000 and on_disk <= 3000, (total, on_disk)
+
+
+def test_offline_nothing_is_evicted_for_size_but_gc_by_hand_still_evicts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """QA 4: offline, start-up maintenance evicted a wheel no upstream could give back (in an air-gapped site, the
+    bundle's only copy). Offline the limit is said not to be enforced, once, and nothing goes unless asked."""
+
+    async def scenario() -> tuple[list[str], list[str], int]:
+        store = CacheStore(tmp_path)
+        store.prepare()
+        keeper = CacheKeeper(store, max_size=3000, offline=True)
+        paths = []
+        for index in range(5):
+            path = store.path_for("pypi", "files", "p", f"f{index}.whl")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"x" * 1000)
+            paths.append(path)
+        await keeper.start()  # its first pass measures 5000 bytes, over the limit
+        try:
+            for _ in range(100):
+                if keeper.measured:
+                    break
+                await asyncio.sleep(0.01)
+            keeper.file_committed(paths[-1], 0)  # a commit (an import) over the limit
+            await asyncio.sleep(0.1)
+            kept = sorted(path.name for path in paths if path.exists())
+            freed = await keeper.gc()  # by hand: done, with a warning
+            after_gc = sorted(path.name for path in paths if path.exists())
+            return kept, after_gc, freed.files
+        finally:
+            await keeper.stop()
+
+    with caplog.at_level("WARNING", logger="pkgcache.storage.eviction"):
+        kept, after_gc, freed_files = asyncio.run(scenario())
+    assert kept == [f"f{index}.whl" for index in range(5)]
+    assert freed_files == 3 and len(after_gc) == 2
+    warnings = [record.getMessage() for record in caplog.records]
+    assert sum("max_size (3000 bytes) is not enforced" in message for message in warnings) == 1
+    assert any("evicting by hand" in message for message in warnings)

@@ -113,6 +113,12 @@ def gc_command(config_file: Path | None, data_dir: Path | None, target: str | No
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--to") from None
     measuring_only = target_bytes is None and settings.cache.max_size is None
+    if settings.server.offline and not measuring_only:
+        click.echo(
+            "warning: this instance is offline: package files evicted now cannot be fetched again "
+            "(only a new bundle, or an upstream, brings them back)",
+            err=True,
+        )
     url = running_instance_url(located)
     if url is not None:
         path = "/-/admin/gc" + ("" if target_bytes is None else f"?target={target_bytes}")

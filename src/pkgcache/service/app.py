@@ -168,7 +168,8 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
     )
     store = app[STORE_KEY] = CacheStore(settings.server.data_dir, writable=not reads_only)
     # The cache's size keeper lives where the cache is written, and hears of every file committed.
-    keeper = None if reads_only else CacheKeeper(store, settings.cache.max_size)
+    # Offline, it evicts nothing for size: nothing evicted could be fetched again (storage/eviction.py).
+    keeper = None if reads_only else CacheKeeper(store, settings.cache.max_size, offline=settings.server.offline)
     downloader = app[DOWNLOADER_KEY] = Downloader(store, on_commit=keeper.file_committed if keeper else None)
     pools = app[POOLS_KEY] = _pools(settings)
     app[SETTINGS_KEY] = settings

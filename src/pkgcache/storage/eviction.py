@@ -9,6 +9,10 @@ Size: a running total of the bytes under `pypi/` and `conda/`, measured by one w
 thread), then moved by every commit, eviction and purge. A periodic walk, also in a worker thread, corrects what
 the running total cannot see (index pages rewritten in place, files removed by hand).
 
+Offline (`[server] offline = true`), nothing is evicted for size: a file evicted could not be fetched again, and in
+an air-gapped site that imported a bundle it is the only copy. The size is still measured and shown; `max_size` is
+said not to be enforced, once, at start; `pkgcache gc` by hand still evicts, with a warning.
+
 Recency: the kernel's atime is unreliable (noatime, relatime), so each serve is noted in memory (`FileUse`,
 no system call on the event loop) and written back, in batches from a worker thread, as the file's atime with
 `os.utime`. An explicit utime is honoured whatever the mount options, so the record survives restarts; mtime,
@@ -199,7 +203,10 @@ def _remove_empty_dirs(directory: Path) -> None:
 
 
 class CacheKeeper:
-    """Knows the cache's size and keeps it under `max_size`: evicts after commits, periodically and on demand."""
+    """Knows the cache's size and keeps it under `max_size`: evicts after commits, periodically and on demand.
+
+    `offline`: the instance never asks an upstream, so what it evicts is gone for good: it only measures, and evicts
+    on demand (`gc`) alone."""
 
     def __init__(
         self,
@@ -207,9 +214,11 @@ class CacheKeeper:
         max_size: int | None,
         *,
         interval: float = MAINTENANCE_INTERVAL,
+        offline: bool = False,
     ) -> None:
         self.store = store
         self.max_size = max_size
+        self.offline = offline
         self.use = store.file_use
         self.interval = interval
         self.total_bytes = 0
@@ -246,11 +255,17 @@ class CacheKeeper:
         await self.write_served_times()
 
     async def _maintain(self) -> None:
+        if self.offline and self.max_size is not None:
+            log.warning(
+                "offline: [cache] max_size (%d bytes) is not enforced: a package file evicted could not be fetched "
+                "again, and may be the only copy (an imported bundle); `pkgcache gc` still evicts if asked",
+                self.max_size,
+            )
         while True:
             try:
                 await self.write_served_times()
                 await self.measure()
-                if self.over_limit():
+                if self.over_limit() and not self.offline:
                     await self.evict_to(self.low_water() or 0)
             except asyncio.CancelledError:
                 raise
@@ -266,7 +281,7 @@ class CacheKeeper:
         self._evict_if_over()
 
     def _evict_if_over(self) -> None:
-        if not self.over_limit() or time.monotonic() < self._no_auto_eviction_until:
+        if self.offline or not self.over_limit() or time.monotonic() < self._no_auto_eviction_until:
             return
         if self._eviction is None or self._eviction.done():
             self._eviction = asyncio.get_running_loop().create_task(self.evict_to(self.low_water() or 0))
@@ -324,6 +339,8 @@ class CacheKeeper:
         goal = target if target is not None else self.low_water()
         if goal is None:
             return Freed()
+        if self.offline and self.total_bytes > goal:
+            log.warning("offline: evicting by hand (gc); what goes cannot be fetched again until an upstream is asked")
         return await self.evict_to(goal)
 
     async def purge(self, paths: list[Path]) -> Freed:
