@@ -534,6 +534,28 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         (10,),
     ),
     ServiceScenario(
+        "evicted-before-open",
+        "a cached package file (a wheel, a .conda) is evicted between its lookup and its open",
+        '200 with the verified bytes, fetched again as a miss (before: 404 "it was removed meanwhile")',
+        "the file again",
+        "test_eviction_faults.py::test_a_pypi_hit_evicted_before_its_open_is_fetched_again_not_404",
+    ),
+    ServiceScenario(
+        "evicted-after-commit",
+        "a download's file is evicted right after its rename into place, before a client following it opened it",
+        "200 with the verified bytes, fetched again as a miss (before: 200 cut short); a client already following "
+        "it holds the file in use, so eviction leaves it",
+        "the file again",
+        "test_eviction_faults.py::test_a_follower_arriving_after_the_rename_of_a_file_evicted_at_once_gets_it_whole",
+    ),
+    ServiceScenario(
+        "offline-over-limit",
+        "an offline instance holds more than [cache] max_size (an imported bundle)",
+        "what it holds: nothing is evicted for size (the log says once that max_size is not enforced)",
+        "every file; `pkgcache gc` by hand still evicts, with a warning",
+        "test_eviction_faults.py::test_an_offline_instance_keeps_a_cache_over_its_limit",
+    ),
+    ServiceScenario(
         "unwritable-folder",
         "one folder of the data directory cannot be written (a file in its place) while tmp/ can",
         "500 with a short reason before any body, not a 200 cut at its last byte; served again once it is fixed",

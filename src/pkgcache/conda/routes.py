@@ -6,6 +6,8 @@ from a download in flight.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -29,6 +31,7 @@ from pkgcache.http.responses import (
     CACHE_STATE_HEADER,
     IMMUTABLE,
     UPSTREAM_USED,
+    answer_found,
     error_for,
     plain_error,
     send_cached_file,
@@ -63,12 +66,18 @@ class CondaRoutes:
             subdir = check_subdir(request.match_info["subdir"])
             kind = kind_of(filename)
             if kind is FileKind.INDEX:
-                with revalidation(REVALIDATE_HEADER in request.headers):
-                    found = await self.channels.index_file(channel, subdir, filename)
-                return await self._send_index(request, found, filename)
-            with client_expects(request.headers.get(EXPECTED_SHA256_HEADER)):
-                found_package = await self.channels.package(channel, subdir, filename)
-            return await self._send_immutable(request, found_package, filename)
+
+                async def index_file() -> Lookup:
+                    with revalidation(REVALIDATE_HEADER in request.headers):
+                        return await self.channels.index_file(channel, subdir, filename)
+
+                return await answer_found(request, index_file, self._index_sender(request, filename))
+
+            async def package() -> Lookup:
+                with client_expects(request.headers.get(EXPECTED_SHA256_HEADER)):
+                    return await self.channels.package(channel, subdir, filename)
+
+            return await answer_found(request, package, self._immutable_sender(request, filename))
         except Exception as exc:
             return _error(exc)
 
@@ -80,9 +89,12 @@ class CondaRoutes:
                 raise UnknownPath(
                     f"{filename!r} is not a channel-level file ({', '.join(sorted(CHANNEL_INDEX_FILES))})"
                 )
-            with revalidation(REVALIDATE_HEADER in request.headers):
-                found = await self.channels.index_file(channel, None, filename)
-            return await self._send_index(request, found, filename)
+
+            async def index_file() -> Lookup:
+                with revalidation(REVALIDATE_HEADER in request.headers):
+                    return await self.channels.index_file(channel, None, filename)
+
+            return await answer_found(request, index_file, self._index_sender(request, filename))
         except Exception as exc:
             return _error(exc)
 
@@ -92,7 +104,9 @@ class CondaRoutes:
             subdir = check_subdir(request.match_info["subdir"])
             name = check_shard_name(request.match_info["shard"])
             # Shards are content-addressed: served from cache whatever Cache-Control the client sends.
-            return await self._send_immutable(request, await self.channels.shard(channel, subdir, name), name)
+            return await answer_found(
+                request, lambda: self.channels.shard(channel, subdir, name), self._immutable_sender(request, name)
+            )
         except Exception as exc:
             return _error(exc)
 
@@ -102,7 +116,18 @@ class CondaRoutes:
             raise UnknownChannel(f"conda channels live under /conda/pkgs/ and /conda/cloud/, not /conda/{root}/")
         return self.channels.channel(root, name)
 
-    async def _send_index(self, request: web.Request, found: Lookup, filename: str) -> web.StreamResponse:
+    def _index_sender(
+        self, request: web.Request, filename: str
+    ) -> Callable[[Lookup], Awaitable[web.StreamResponse | None]]:
+        return functools.partial(self._send_index, request, filename=filename)
+
+    def _immutable_sender(
+        self, request: web.Request, filename: str
+    ) -> Callable[[Path | Download], Awaitable[web.StreamResponse | None]]:
+        return functools.partial(self._send_immutable, request, filename=filename)
+
+    async def _send_index(self, request: web.Request, found: Lookup, filename: str) -> web.StreamResponse | None:
+        """None: the file went before it could be opened (see `answer_found`)."""
         if found.download is not None and found.instead_of_streaming is not None:
             found = await found.instead_of_streaming() or found
         request[CACHE_STATE] = found.state
@@ -115,12 +140,17 @@ class CondaRoutes:
         remaining = 0 if meta is None or found.state == CacheState.STALE else ttl - meta.age()
         cache_control = f"public, max-age={max(0, int(remaining))}"
         response = send_cached_file(request, found.path, media_type(filename), self.file_use, cache_control)
+        if response is None:
+            return None
         response.headers[CACHE_STATE_HEADER] = found.state
         if meta is not None and meta.upstream:
             request[UPSTREAM_USED] = meta.upstream
         return response
 
-    async def _send_immutable(self, request: web.Request, found: Path | Download, filename: str) -> web.StreamResponse:
+    async def _send_immutable(
+        self, request: web.Request, found: Path | Download, filename: str
+    ) -> web.StreamResponse | None:
+        """None: the file went before it could be opened (see `answer_found`)."""
         if isinstance(found, Path):
             request[CACHE_STATE] = CacheState.HIT
             return send_cached_file(request, found, media_type(filename), self.file_use, IMMUTABLE)

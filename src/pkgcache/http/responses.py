@@ -10,14 +10,15 @@ loop's sendfile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -25,7 +26,7 @@ from aiohttp.abc import AbstractStreamWriter
 from pkgcache.cache_state import CacheState
 from pkgcache.header_numbers import ascii_number
 from pkgcache.node_identity import POLICY_REFUSAL, REFUSAL_HEADER
-from pkgcache.storage.downloads import Abandoned, Download, IntegrityError
+from pkgcache.storage.downloads import Abandoned, Download, FileGone, IntegrityError
 from pkgcache.storage.file_use import FileUse
 from pkgcache.storage.store import StorageError, UnsafePath
 from pkgcache.upstream.pool import UpstreamNotFound, UpstreamRefused, UpstreamsUnavailable
@@ -47,6 +48,10 @@ CLIENT_GONE = web.RequestKey("client_gone", bool)
 CLIENT_RETRY_AFTER_SECONDS = 2
 # A file this small is read whole, at once, and sent as an ordinary body (package metadata, shards, small wheels).
 READ_WHOLE_BYTES = 64 * 1024
+# A cached file may be evicted or purged between its lookup and its open (or a download's file between its commit
+# and its follower's open): it is then looked up again, which fetches it (`answer_found`). This many lookups in all,
+# then the client is asked to come back (503, which pip, uv and conda clients retry).
+LOOKUPS_OF_A_VANISHING_FILE = 3
 
 
 def plain_error(status: int, message: str, **headers: str) -> web.Response:
@@ -114,14 +119,41 @@ class Part:
     end: int = 0
 
 
+# A lookup's finding: the file in the cache, or the download bringing it.
+Found = Path | Download
+T = TypeVar("T")
+
+
+async def answer_found(
+    request: web.BaseRequest,
+    lookup: Callable[[], Awaitable[T]],
+    answer: Callable[[T], Awaitable[web.StreamResponse | None]],
+) -> web.StreamResponse:
+    """`answer` what `lookup` finds. None from `answer` means the file went between the lookup and its open
+    (evicted, purged: `send_cached_file`, `send_download`) and nothing was sent: the file is looked up again, a miss
+    now that fetches it, not a 404, which conda clients remember and no client retries."""
+    for _ in range(LOOKUPS_OF_A_VANISHING_FILE):
+        response = await answer(await lookup())
+        if response is not None:
+            return response
+        log.info("%s was removed from the cache between its lookup and its open: looking it up again", request.path)
+    return plain_error(
+        503, "the file kept being removed from the cache as it was answered; ask again", **{"Retry-After": "1"}
+    )
+
+
 def send_cached_file(
     request: web.BaseRequest, path: Path, content_type: str, use: FileUse, cache_control: str = IMMUTABLE
-) -> web.StreamResponse:
-    """A cached file, answered as RFC 9110 says for the request's validators and range."""
+) -> web.StreamResponse | None:
+    """A cached file, answered as RFC 9110 says for the request's validators and range; None, with nothing sent, if
+    it is not there any more (removed since it was looked up: the caller looks it up again, see `answer_found`)."""
     try:
         handle = path.open("rb")
-    except OSError:
-        return plain_error(404, "no such file (it was removed meanwhile)")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        log.warning("could not open the cached %s: %s", path.name, exc)
+        return plain_error(500, f"the cache could not read the file ({exc.strerror})")
     stat = os.fstat(handle.fileno())
     validators = Validators.of(stat)
     headers = {
@@ -327,9 +359,11 @@ async def send_download(
     cache_control: str = IMMUTABLE,
     generation: int | None = None,
     size: int | None = None,
-) -> web.StreamResponse:
+) -> web.StreamResponse | None:
     """Stream a file to the client while it downloads; cut the connection if the download turns out bad, or, with
-    `generation`, if its bytes are not that generation's (Download.follow_spans).
+    `generation`, if its bytes are not that generation's (Download.follow_spans). None, with nothing sent, if the
+    download had committed its file and it was removed before this client could open it (`FileGone`): the caller
+    looks it up again (`answer_found`). The file is opened before the headers go out, and held open to the end.
 
     One range (a GET's, without If-Range) is answered 206 when the file's size is known: the index's, else `size`
     (what an upstream's Content-Range said); its bytes go out as they arrive and its last byte only once the whole
@@ -343,6 +377,36 @@ async def send_download(
         if refusal is None:
             raise
         return refusal
+    reader = None
+    if request.method != "HEAD" and not download.not_modified:
+        try:
+            reader = await download.open_reader()
+        except FileGone:
+            # Looked up again once the download is over and unregistered, or the lookup would find it again.
+            with contextlib.suppress(Exception):
+                await download.wait_finished()
+            return None
+        except Exception as exc:  # the download failed before this client could open its file
+            refusal = error_for(exc)
+            if refusal is None:
+                raise
+            return refusal
+    try:
+        return await _send_download(request, download, content_type, cache_control, generation, size, reader)
+    finally:
+        if reader is not None:
+            await asyncio.to_thread(reader.close)
+
+
+async def _send_download(
+    request: web.BaseRequest,
+    download: Download,
+    content_type: str,
+    cache_control: str,
+    generation: int | None,
+    size: int | None,
+    reader: IO[bytes] | None,
+) -> web.StreamResponse:
     total = download.length if download.length is not None else size
     part = _part_of_download(request, total)
     if part is not None and part.status == 416:
@@ -367,10 +431,10 @@ async def send_download(
         return response
     if part is not None:
         assert total is not None
-        return await send_followed_part(request, response, download, part, total, generation)
+        return await send_followed_part(request, response, download, part, total, generation, reader)
     if download.length is not None:
-        return await send_followed(request, response, download, generation)
-    return await stream_body(request, response, download.follow(generation), cut_on=(Exception,))
+        return await send_followed(request, response, download, generation, reader)
+    return await stream_body(request, response, download.follow(generation, reader), cut_on=(Exception,))
 
 
 def _part_of_download(request: web.BaseRequest, total: int | None) -> Part | None:
@@ -388,6 +452,7 @@ async def send_followed_part(
     part: Part,
     total: int,
     generation: int | None = None,
+    reader: IO[bytes] | None = None,
 ) -> web.StreamResponse:
     """Bytes `part.start` to `part.end` of a download of a `total`-byte file, sent by the kernel as they arrive (as
     `send_followed` sends a whole one: nothing is held in memory, however long the part). The part's last byte
@@ -399,7 +464,7 @@ async def send_followed_part(
     held = b""  # the part's last byte, read once written, sent once the file is checked
     file_end = 0  # how far the file was readable: all of it once follow_spans ends
     try:
-        async for span in download.follow_spans(generation):
+        async for span in download.follow_spans(generation, reader):
             if request.transport is None:
                 raise ConnectionResetError("the client went away")
             file_end = span.end
@@ -436,7 +501,11 @@ async def send_followed_part(
 
 
 async def send_followed(
-    request: web.BaseRequest, response: web.StreamResponse, download: Download, generation: int | None = None
+    request: web.BaseRequest,
+    response: web.StreamResponse,
+    download: Download,
+    generation: int | None = None,
+    reader: IO[bytes] | None = None,
 ) -> web.StreamResponse:
     """The body of a download whose length is declared, sent by the kernel from the file as it grows (sendfile), as
     cached files are: a follower holds no copy of the bytes and the event loop copies none (64 clients of one 50 MB
@@ -444,7 +513,7 @@ async def send_followed(
     fails midway. A length-less answer is chunked, which sendfile cannot frame: it is copied (`stream_body`)."""
     loop = asyncio.get_running_loop()
     try:
-        async for span in download.follow_spans(generation):
+        async for span in download.follow_spans(generation, reader):
             if request.transport is None:
                 raise ConnectionResetError("the client went away")
             count = span.end - span.position

@@ -21,6 +21,8 @@ from pkgcache.http.responses import (
     CACHE_STATE_HEADER,
     UPSTREAM_USED,
     ByteRange,
+    Found,
+    answer_found,
     error_for,
     parse_byte_range,
     plain_error,
@@ -192,23 +194,42 @@ class PypiRoutes:
                 if not isinstance(answer, _FromDownload):
                     return answer
                 size = answer.size
-            found = await self.index.open_file(project, filename)
-            if isinstance(found, Download) and filename.endswith(METADATA_SUFFIX):
-                return await self._made_metadata(request, found, content_type)
-        except FileNotListed as exc:
-            return plain_error(404, f"{project} has no file named {filename} on its upstream's page ({exc})")
         except Exception as exc:
             return _page_error(project, exc)
-        if isinstance(found, Path):
-            request[CACHE_STATE] = CacheState.HIT
-            return send_cached_file(request, found, content_type, self.file_use)
-        request[CACHE_STATE] = CacheState.MISS
-        response = await send_download(request, found, content_type, size=size)
-        if found.source is not None:
-            request[UPSTREAM_USED] = found.source
-        return response
 
-    async def _made_metadata(self, request: web.Request, made: Download, content_type: str) -> web.StreamResponse:
+        def failed(exc: Exception) -> web.StreamResponse:
+            if isinstance(exc, FileNotListed):
+                return plain_error(404, f"{project} has no file named {filename} on its upstream's page ({exc})")
+            return _page_error(project, exc)
+
+        async def look_up() -> Found | web.StreamResponse:
+            try:
+                return await self.index.open_file(project, filename)
+            except Exception as exc:
+                return failed(exc)
+
+        async def answer_found_file(found: Found | web.StreamResponse) -> web.StreamResponse | None:
+            if isinstance(found, web.StreamResponse):  # the lookup's failure
+                return found
+            if isinstance(found, Path):
+                request[CACHE_STATE] = CacheState.HIT
+                return send_cached_file(request, found, content_type, self.file_use)
+            if filename.endswith(METADATA_SUFFIX):
+                try:
+                    return await self._made_metadata(request, found, content_type)
+                except Exception as exc:
+                    return failed(exc)
+            request[CACHE_STATE] = CacheState.MISS
+            response = await send_download(request, found, content_type, size=size)
+            if found.source is not None:
+                request[UPSTREAM_USED] = found.source
+            return response
+
+        return await answer_found(request, look_up, answer_found_file)
+
+    async def _made_metadata(
+        self, request: web.Request, made: Download, content_type: str
+    ) -> web.StreamResponse | None:
         """Metadata made for this request, as the miss it was. It is made whole before it is kept, and is small:
         the answer waits for it (a HEAD gets its length), then sends the file kept, or the bytes from memory when a
         full disk kept them out (as a page fetched but not kept is served); any other failure is raised."""
@@ -222,7 +243,10 @@ class PypiRoutes:
             log.info("served %s from memory: the disk is full, so it was not kept", made.final_path.name)
             response: web.StreamResponse = _not_kept_answer(unkept, content_type)
         else:
-            response = send_cached_file(request, made.final_path, content_type, self.file_use)
+            sent = send_cached_file(request, made.final_path, content_type, self.file_use)
+            if sent is None:
+                return None  # removed since it was made (a purge): made again
+            response = sent
         if made.source is not None:
             request[UPSTREAM_USED] = made.source
         response.headers[CACHE_STATE_HEADER] = CacheState.MISS

@@ -37,6 +37,7 @@ from typing import IO, Any
 from multidict import CIMultiDict
 
 from pkgcache.storage.file_records import record_digest
+from pkgcache.storage.file_use import FileUse
 from pkgcache.storage.store import CacheStore, StorageError, check_folder, in_storage_thread, storage_error
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,11 @@ class Absent(Exception):
     """Base of the errors saying the file does not exist where it was asked for (every upstream's 404)."""
 
 
+class FileGone(Exception):
+    """The download's file was renamed into place, then removed (evicted, purged), before this client opened it:
+    it is not in the cache any more, and a new lookup fetches it again (`Download.open_reader`)."""
+
+
 @dataclass(frozen=True)
 class Expected:
     """What a file must be: its hashes from the index, its size if known, the bytes it must start with, and a
@@ -122,7 +128,15 @@ class Expected:
 class Download:
     """One file on its way into the cache."""
 
-    def __init__(self, final_path: Path, temp_path: Path, expected: Expected, *, compressed: bool = False) -> None:
+    def __init__(
+        self,
+        final_path: Path,
+        temp_path: Path,
+        expected: Expected,
+        *,
+        compressed: bool = False,
+        use: FileUse | None = None,
+    ) -> None:
         self.final_path = final_path
         self.temp_path = temp_path
         self.expected = expected
@@ -163,6 +177,8 @@ class Download:
         self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._progress = asyncio.Condition()
         self._before_done: list[AfterDownload] = []
+        # Where followers say they read the file, as senders of cached files do: eviction leaves it while one does.
+        self._use = use
 
     # --- what clients are told ---
 
@@ -338,11 +354,19 @@ class Download:
         async with self._progress:
             self._progress.notify_all()
 
-    async def follow(self, generation: int | None = None) -> AsyncIterator[bytes]:
+    async def open_reader(self) -> IO[bytes]:
+        """The file open for one follower, once it has started (`wait_started`): the file being written, or the
+        file in place if it was committed before this. Open, its bytes stay this follower's whatever removes the
+        file afterwards (eviction, a purge). Raises the download's error if it failed and its file is gone, and
+        `FileGone` if it was committed and then removed before this open: to be answered as a miss again, before
+        anything was sent. The caller closes it (after passing it to `follow` or `follow_spans`)."""
+        return await asyncio.to_thread(self._open_for_reading)
+
+    async def follow(self, generation: int | None = None, reader: IO[bytes] | None = None) -> AsyncIterator[bytes]:
         """The file's bytes as they arrive, for one client. Raises the download's error if it fails, and
         IntegrityError if bytes it already gave turn out wrong (or, with `generation`, if they are not that
-        generation's: see `follow_spans`)."""
-        async for span in self.follow_spans(generation):
+        generation's: see `follow_spans`). `reader`: the file opened by `open_reader`, else it is opened here."""
+        async for span in self.follow_spans(generation, reader):
             while span.position < span.end and self.generation == span.generation:
                 size = min(CHUNK_SIZE, span.end - span.position)
                 chunk = os.pread(span.handle.fileno(), size, span.position)  # on the loop: see CHUNK_SIZE
@@ -354,7 +378,7 @@ class Download:
                 if span.position < span.end:
                     await asyncio.sleep(0)  # far behind the download: let the others run between chunks
 
-    async def follow_spans(self, generation: int | None = None) -> AsyncIterator[Span]:
+    async def follow_spans(self, generation: int | None = None, reader: IO[bytes] | None = None) -> AsyncIterator[Span]:
         """What one client may be sent of the file, as it arrives: a `Span` of an open file at a time, which the
         client reads or has the kernel send (sendfile: no copy through this process), moving its `position` on as
         it goes, before it asks for the next. Raises the download's error if it fails, and IntegrityError if bytes
@@ -362,7 +386,10 @@ class Download:
 
         `generation`: the generation of the bytes this client was judged fit to be sent as they come (a repodata
         whose start was read: conda/cached_channels.py); another upstream's bytes, even from the first, are then
-        refused too (IntegrityError) instead of followed: they were not judged."""
+        refused too (IntegrityError) instead of followed: they were not judged.
+
+        `reader`: the file as `open_reader` opened it (its caller closes it); without one, it is opened here, and a
+        file committed and then removed before that raises `FileGone` (after a response has started: a cut)."""
         self._interested += 1
         try:
             await self.wait_started()
@@ -373,7 +400,7 @@ class Download:
                     yield span
                     self.check_span_ended(span)
                 return
-            async for span in self._temp_file_spans(generation):
+            async for span in self._temp_file_spans(generation, reader):
                 yield span
         finally:
             self._interested -= 1
@@ -384,8 +411,10 @@ class Download:
         if span.position < span.end and self.generation == span.generation:
             raise IntegrityError(f"the file being downloaded is shorter than its {self.written} bytes")
 
-    async def _temp_file_spans(self, pinned: int | None) -> AsyncIterator[Span]:
-        handle = await asyncio.to_thread(self._open_for_reading)
+    async def _temp_file_spans(self, pinned: int | None, reader: IO[bytes] | None) -> AsyncIterator[Span]:
+        handle = reader if reader is not None else await self.open_reader()
+        if self._use is not None:
+            self._use.begin(self.final_path)
         try:
             position, generation = 0, self.generation if pinned is None else pinned
             while True:
@@ -407,7 +436,10 @@ class Download:
                     yield span
                     position = span.position
         finally:
-            await asyncio.to_thread(handle.close)
+            if self._use is not None:
+                self._use.end(self.final_path)
+            if reader is None:
+                await asyncio.to_thread(handle.close)
 
     # --- inside ---
 
@@ -439,8 +471,12 @@ class Download:
         except FileNotFoundError:
             if self.error is not None:
                 raise self.error from None
-            # Renamed into place before this client got here. Only checked files are ever renamed.
+        # Renamed into place before this client got here (only checked files are ever renamed), and maybe removed
+        # since: eviction may take a committed file no client was registered on yet.
+        try:
             return open(self.final_path, "rb")
+        except FileNotFoundError:
+            raise FileGone(f"{self.final_path.name} was removed from the cache before it could be read") from None
 
     def _new_hasher(self) -> Any:  # a hashlib object, or None when the index gives no hash
         digest = self.expected.digest_to_check()
@@ -727,6 +763,10 @@ class Downloader:
 async def _run_hook(hook: AfterDownload, download: Download) -> None:
     try:
         await hook(download)
+    except (StorageError, OSError) as exc:
+        # The disk's failure (full, read-only), not a bug: one line, as every request may meet it until it is fixed.
+        error = storage_error(exc) if isinstance(exc, OSError) else exc
+        log.warning("could not record the download of %s: %s", download.final_path.name, error)
     except Exception:
         log.exception("after-download hook failed for %s", download.final_path.name)
 
