@@ -297,3 +297,40 @@ def test_a_download_whose_folder_cannot_take_it_fails_before_its_first_byte(
     answer = error_for(error)
     assert answer is not None and answer.status == 500 and answer.text is not None and str(tmp_path) not in answer.text
     assert not list(folder.iterdir()) and not list((tmp_path / "tmp").iterdir())
+
+
+def test_a_record_that_a_full_disk_refuses_after_a_download_is_one_warning_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """QA 6: on a full disk, a repodata's sidecar could not be saved after its download, and every request logged
+    an ERROR with a whole traceback. The disk's failure is one WARNING line; the download itself still counts."""
+    import errno
+
+    from pkgcache.storage.downloads import Download, Downloader, Expected
+    from pkgcache.storage.sidecars import FileMeta, Sidecars
+
+    store = _store(tmp_path)
+    final = tmp_path / "conda" / "pkgs" / "main" / "noarch" / "repodata.json"
+
+    def full(path: Path, data: bytes, *, durable: bool = True) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    async def produce(download: Download) -> None:
+        download.begin("fake upstream", {})
+        await download.write(b'{"packages": {}}')
+
+    async def record(download: Download) -> None:
+        monkeypatch.setattr(store, "write_bytes_atomic", full)  # the disk fills up after the file is in
+        await Sidecars(store).save(download.final_path, FileMeta(fetched_at=0.0, upstream="fake upstream"))
+
+    async def run() -> None:
+        download = Downloader(store).get_or_start(final, Expected(), produce, on_done=record)
+        assert download is not None
+        await download.wait_finished()
+
+    with caplog.at_level("DEBUG", logger="pkgcache.storage.downloads"):
+        asyncio.run(run())
+    assert final.is_file()
+    hook_records = [r for r in caplog.records if "repodata.json" in r.getMessage() and "cached" not in r.getMessage()]
+    assert [(r.levelname, r.exc_info) for r in hook_records] == [("WARNING", None)], caplog.text
+    assert "No space left on device" in hook_records[0].getMessage()

@@ -677,7 +677,13 @@ class Downloader:
         if not replace and final_path.is_file():
             return None
         self.store.require_writable()
-        download = Download(final_path, self.store.new_temp_path(final_path.name), expected, compressed=compressed)
+        download = Download(
+            final_path,
+            self.store.new_temp_path(final_path.name),
+            expected,
+            compressed=compressed,
+            use=self.store.file_use,
+        )
         self._in_flight[final_path] = download
         task = asyncio.get_running_loop().create_task(self._run(download, produce, on_done, before_commit))
         self._tasks.add(task)
