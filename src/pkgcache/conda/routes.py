@@ -73,7 +73,7 @@ class CondaRoutes:
 
                 return await answer_found(request, index_file, self._index_sender(request, filename))
 
-            async def package() -> Lookup:
+            async def package() -> Path | Download:
                 with client_expects(request.headers.get(EXPECTED_SHA256_HEADER)):
                     return await self.channels.package(channel, subdir, filename)
 
