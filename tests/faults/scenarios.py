@@ -570,7 +570,7 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         "it. Every upstream down: an error, never the old bytes as the new record's; a rattler that says "
         "(x-expected-sha256) it was served the old record gets the old file",
         "the new file, replacing the old by a rename, its checked sha256 recorded on it (user.pkgcache.digest)",
-        "test_replaced_files.py::test_a_conda_package_replaced_upstream_is_fetched_again",
+        "../test_replaced_files.py::test_a_conda_package_replaced_upstream_is_fetched_again",
         (),
     ),
 ]
