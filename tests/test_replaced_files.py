@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import threading
 import time
 import zipfile
 from collections.abc import Callable
@@ -199,3 +200,51 @@ def test_records_of_finds_every_name_in_one_pass(tmp_path: Path) -> None:
         found = records_of(tmp_path / name, wanted)
         assert set(found) == wanted - {"absent-1.0-h_0.conda"}
         assert found["p1234-1.0-h_0.conda"]["sha256"] == f"{1234:064x}"
+
+
+def test_a_hit_waits_only_a_moment_for_its_subdirs_scan_and_the_scan_decides_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conda-forge repodata takes seconds to scan, once per version: the hits meanwhile are served as they are
+    (as before the check existed), not held for it; once it has ended, its answers decide."""
+    import asyncio
+
+    from pkgcache.conda import package_records
+    from pkgcache.storage.sidecars import FileMeta
+
+    folder = tmp_path / "linux-64"
+    folder.mkdir()
+    old, new = b"old bytes", b"new bytes!"
+    record = {"name": "p", "sha256": hashlib.sha256(new).hexdigest(), "size": len(new)}
+    (folder / "repodata.json").write_text(json.dumps({"packages": {}, "packages.conda": {"p-1-h_0.conda": record}}))
+    cached = folder / "p-1-h_0.conda"
+    cached.write_bytes(old)
+    record_digest(cached, ("sha256", hashlib.sha256(old).hexdigest()))
+    meta = FileMeta(fetched_at=time.time())
+    scan = package_records._scan
+    scan_may_end = threading.Event()
+
+    def slow_scan(*args: object) -> object:
+        scan_may_end.wait(30)  # a big repodata's scan: it ends only once the first hit has been answered
+        return scan(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(package_records, "_scan", slow_scan)
+    monkeypatch.setattr(package_records, "HIT_CHECK_WAIT", 0.2)
+
+    async def meta_for(path: Path) -> FileMeta | None:
+        return meta if path.name == "repodata.json" else None
+
+    async def run() -> tuple[bool, bool]:
+        records = package_records.ListedRecords(meta_for)
+        try:
+            # Held for the whole scan, this would wait the 30 s and fail here.
+            first = await asyncio.wait_for(records.is_as_listed(cached, recorded_of(cached)), 10)  # type: ignore[arg-type]
+        finally:
+            scan_may_end.set()
+        while records._scans:  # the scan ends
+            await asyncio.sleep(0.05)
+        return first, await records.is_as_listed(cached, recorded_of(cached))  # type: ignore[arg-type]
+
+    first, after = asyncio.run(run())
+    assert first  # served as it is meanwhile
+    assert not after  # then the scan's answer: not the file listed now, fetched again

@@ -12,6 +12,8 @@ The record is looked up only in what is cached (the shard, else the repodata the
 against: `CachedChannels._find_record`), once per version of those index files: the answers are kept per subdir
 until one of them changes. A repodata is scanned once per version for every package cached in its subdir
 (`records_of`), not once per package; a hit then costs a stat, a getxattr, the sidecars' memory and a dict lookup.
+A hit waits for that scan at most HIT_CHECK_WAIT: a big repodata's (seconds for conda-forge's, on the first hit
+after each change) goes on while hits are served as they are, as before this check, and decides those after it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ PACKAGE_SUFFIXES = (".conda", ".tar.bz2")
 # The index files a package's record is looked up in, in the order CachedChannels._find_record uses them.
 RECORD_SOURCES = (SHARD_INDEX, "repodata.json", "repodata.json.zst")
 EXPECTED_SHA256_HEADER = "x-expected-sha256"
+# How long a hit waits for its subdir's scan (once per version of its repodata): a small repodata's scan ends
+# within it; a big one's (seconds for conda-forge's) goes on while hits are served as they are, as before the
+# check, and decides the requests after it.
+HIT_CHECK_WAIT = 0.5
 # Subdirs whose answers are kept (each a dict of the packages asked about or cached there).
 SUBDIRS_KEPT = 256
 
@@ -64,6 +70,10 @@ def client_disagrees(recorded: Recorded) -> bool:
     """Whether this request's client expects another sha256 than the one the cached file was checked against."""
     expected, digest = _client_expects.get(), recorded.digest
     return expected is not None and digest is not None and digest[0] == "sha256" and digest[1] != expected
+
+
+class _NotYetKnown(Exception):
+    """The subdir's scan for this version of its repodata has not ended within HIT_CHECK_WAIT."""
 
 
 class ListedRecords:
@@ -108,6 +118,8 @@ class ListedRecords:
         answers = known[1]
         try:
             found = await self._look_up(folder, filename, version)
+        except _NotYetKnown:
+            return None
         except (OSError, ValueError, zstandard.ZstdError, EOFError) as exc:
             log.info("could not look %s up in its cached index (%s): served as it is", filename, exc)
             return None
@@ -133,12 +145,26 @@ class ListedRecords:
         if scan is None:
             scan = asyncio.get_running_loop().create_task(asyncio.to_thread(_scan, repodata, folder, filename))
             self._scans[key] = scan
-            scan.add_done_callback(lambda _: self._scans.pop(key, None))
-        found = dict(await asyncio.shield(scan))
-        if filename not in found:  # cached after the scan began: on its own
-            record = await asyncio.to_thread(_first_record, repodata, filename)
-            found[filename] = None if record is None else expected_of(record)
-        return found
+            scan.add_done_callback(lambda done: self._scanned(key, done))
+        try:
+            # A hit waits a moment for the scan (a small repodata's), never the seconds a big one takes: it is
+            # served as it is meanwhile, as before this check, and the scan's answers serve the requests after it.
+            found = await asyncio.wait_for(asyncio.shield(scan), HIT_CHECK_WAIT)
+        except TimeoutError:
+            raise _NotYetKnown from None
+        # A file cached after the scan began is not in it: it was checked against a version at least as new when
+        # it came, and is served as it is until the next version's scan.
+        return dict(found)
+
+    def _scanned(self, key: tuple[Path, tuple[object, ...]], done: asyncio.Task[dict[str, Listed | None]]) -> None:
+        """Keep a finished scan's answers for the version it read, unless a newer one is known by now."""
+        self._scans.pop(key, None)
+        if done.cancelled() or done.exception() is not None:
+            return
+        folder, version = key
+        known = self._known.get(folder)
+        if known is not None and known[0] == version:
+            known[1].update(done.result())
 
     async def _repodata(self, folder: Path) -> Path | None:
         """The subdir's cached repodata that packages are checked against (as `_repodata_to_search` picks it)."""
@@ -165,10 +191,6 @@ def _scan(repodata: Path, folder: Path, filename: str) -> dict[str, Listed | Non
     names.add(filename)
     found = records_of(repodata, names)
     return {name: (expected_of(found[name]) if name in found else None) for name in names}
-
-
-def _first_record(repodata: Path, filename: str) -> dict[str, Any] | None:
-    return records_of(repodata, {filename}).get(filename)
 
 
 def records_of(repodata: Path, names: Collection[str]) -> dict[str, dict[str, Any]]:
