@@ -267,6 +267,62 @@ def test_records_without_a_name_are_left_out_and_every_other_shard_is_made_as_wi
             RepoData.from_path(str(lone)).into_repo_data(RattlerChannel("https://example.org/x"))
 
 
+# Records that are not objects: a number, a list, a string, null, a boolean (in both sections, and in a v3 group).
+NOT_OBJECTS: dict[str, Any] = {
+    "packages": {"aa-1-h0_0.tar.bz2": 5, "zeta-1-h0_0.tar.bz2": ["zeta"]},
+    "packages.conda": {
+        "x-1-h_0.conda": 5,
+        "zeta-9.0-h0_0.conda": "zeta",
+        "zeta-9.1-h0_0.conda": None,
+        "zeta-9.2-h0_0.conda": True,
+        "zeta-9.3-h0_0.conda": {"name": "zeta", "version": "9.3"},  # a record, with the odd ones around it
+    },
+    "v3": {"whl": {"zeta-1-py3-none-any.whl": 1.5}},
+}
+
+
+@pytest.mark.parametrize("reader", ["runs", "record by record"])
+def test_records_that_are_not_objects_are_left_out_and_every_other_shard_is_made_as_without_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, reader: str
+) -> None:
+    """A record that is not an object (`"x-1-h_0.conda": 5`) made the whole build fail, so the shard index
+    answered 404 (which rattler remembers). rattler cannot read such a record: it is left out and counted, as a
+    record without a name is, by either reader of the bucket way."""
+    clean = tricky_repodata()
+    clean["packages.conda"]["zeta-9.3-h0_0.conda"] = NOT_OBJECTS["packages.conda"]["zeta-9.3-h0_0.conda"]
+    (tmp_path / "clean.json").write_text(json.dumps(clean))
+    build(tmp_path / "clean.json", tmp_path / "clean")
+    odd = tricky_repodata()
+    odd["packages"] = {**NOT_OBJECTS["packages"], **odd["packages"]}
+    odd["packages.conda"] = {**NOT_OBJECTS["packages.conda"], **odd["packages.conda"]}
+    odd["v3"]["whl"] = {**NOT_OBJECTS["v3"]["whl"], **odd["v3"]["whl"]}
+    source = tmp_path / "repodata.json"
+    source.write_text(json.dumps(odd))
+    if reader == "record by record":
+        monkeypatch.setattr(shard_buckets, "read_runs", _declining_runs)
+
+    with caplog.at_level("WARNING", logger=shard_buckets.__name__):
+        result = build(source, tmp_path / "linux-64")
+
+    assert (result.records, result.records_skipped) == (9, 7)
+    made, expected = tmp_path / "linux-64", tmp_path / "clean"
+    files = {p.relative_to(made): p.read_bytes() for p in made.rglob("*") if p.is_file()}
+    assert files == {p.relative_to(expected): p.read_bytes() for p in expected.rglob("*") if p.is_file()}
+    warned = [r.getMessage() for r in caplog.records if "left out of the shards" in r.getMessage()]
+    assert warned == ["packages/aa-1-h0_0.tar.bz2: the record is not an object, left out of the shards"]
+    # What rattler makes of such a record: the whole repodata is unreadable, not the record skipped.
+    for value in (5, ["zeta"], "zeta", None, True):
+        lone = tmp_path / "lone.json"
+        lone.write_text(json.dumps({"info": {"subdir": SUBDIR}, "packages.conda": {"x-1-h_0.conda": value}}))
+        with pytest.raises(Exception, match=r"invalid (type|length)"):
+            RepoData.from_path(str(lone)).into_repo_data(RattlerChannel("https://example.org/x"))
+
+
+def _declining_runs(*_: Any, **__: Any) -> Iterator[Any]:
+    raise Declined("read record by record here")
+    yield
+
+
 def test_every_record_of_a_large_repodata_is_in_its_shard(tmp_path: Path) -> None:
     synthetic = write_synthetic_repodata(tmp_path / "repodata.json", size=6_000_000, seed=3)
     result = build(synthetic.path, tmp_path / "linux-64")
@@ -652,7 +708,6 @@ MALFORMED = {
     "cut in a record": GOOD[: len(GOOD) // 2].encode(),
     "cut after the object": GOOD[:-1].encode(),
     "packages is a list": b'{"info": {"subdir": "linux-64"}, "packages": []}',
-    "a record is a number": b'{"info": {"subdir": "linux-64"}, "packages": {"a-1-0.tar.bz2": 5}}',
     "a sha256 is not hex": b'{"info": {"subdir": "x"}, "packages": {"a-1-0.conda": {"name": "a", "sha256": "zz"}}}',
     "an md5 is too short": b'{"info": {"subdir": "x"}, "packages": {"a-1-0.conda": {"name": "a", "md5": "abcd"}}}',
     "removed holds a number": b'{"info": {"subdir": "x"}, "removed": [1]}',

@@ -171,7 +171,6 @@ DECLINED_SHAPES: dict[str, dict[str, Any]] = {
 MALFORMED = {
     "a digest that is not hex": "sha256",
     "a digest of the wrong length": "md5",
-    "a record that is not an object": "not an object",
 }
 
 
@@ -201,6 +200,26 @@ def test_a_record_not_named_as_its_file_is_declined_by_a_child_and_built_from_bu
         read, _ = both_ways(repodata, tmp_path, monkeypatch)
     assert not read.made_while_reading and read.shards == 3
     assert "a child making shards: 'b-1-h0_0.tar.bz2' is not a record named 'b'" in caplog.text
+
+
+def test_records_that_are_not_objects_are_declined_by_a_child_and_left_out_by_the_bucket_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`"x-1-h_0.conda": 5` in a sorted repodata made the whole build fail (the index answered 404): the child
+    declines it, and the bucket way leaves such records out and counts them, every other shard as without them."""
+    packages = section(("a", "1"), ("b", "1"), ("c", "1"), ext=".tar.bz2")
+    odd = {**packages, "b-2-h0_0.tar.bz2": [1], "b-3-h0_0.tar.bz2": "b", "x-1-h0_0.tar.bz2": 5}
+    repodata = write(
+        tmp_path / "repodata.json", {"info": {"subdir": "linux-64"}, "packages": dict(sorted(odd.items()))}
+    )
+    with caplog.at_level("INFO"):
+        read, _ = both_ways(repodata, tmp_path, monkeypatch)
+    assert not read.made_while_reading and (read.shards, read.records, read.records_skipped) == (3, 3, 3)
+    assert "'b-2-h0_0.tar.bz2' is not a record named 'b'" in caplog.text
+    assert caplog.text.count("is not an object, left out of the shards") == 2  # once a build, of the two
+    clean = write(tmp_path / "clean.json", {"info": {"subdir": "linux-64"}, "packages": packages})
+    build(clean, tmp_path / "clean")
+    assert files_of(tmp_path / "sorted") == files_of(tmp_path / "clean")
 
 
 @pytest.mark.parametrize("makers", [1, 2])

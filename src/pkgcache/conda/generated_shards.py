@@ -326,7 +326,9 @@ class GeneratedShards(ChannelLayer):
             ", from the download" if streamed else "",
             ", while reading" if result.made_while_reading else ", from buckets",
             ", in the service's own process" if built_here else "",
-            f"; {result.records_skipped} records without a name left out" if result.records_skipped else "",
+            f"; {result.records_skipped} records without a name or not objects left out"
+            if result.records_skipped
+            else "",
         )
         if built_here and result.pack_tables:  # no builder process to give its new shards their files
             packs = Path(str(arguments["packs_dir"]))

@@ -91,31 +91,48 @@ RunItem = Info | RecordRun | Removed
 
 @overload
 def iter_repodata_runs(
-    binary: BinaryIO, *, raw_records: bool = False, others: Literal[False] = False, repeats: bool = False
+    binary: BinaryIO,
+    *,
+    raw_records: bool = False,
+    others: Literal[False] = False,
+    repeats: bool = False,
+    any_records: bool = False,
 ) -> Iterator[RunItem]: ...
 @overload
 def iter_repodata_runs(
-    binary: BinaryIO, *, raw_records: bool = False, others: bool, repeats: bool = False
+    binary: BinaryIO,
+    *,
+    raw_records: bool = False,
+    others: bool,
+    repeats: bool = False,
+    any_records: bool = False,
 ) -> Iterator[RunItem | Other]: ...
 def iter_repodata_runs(
-    binary: BinaryIO, *, raw_records: bool = False, others: bool = False, repeats: bool = False
+    binary: BinaryIO,
+    *,
+    raw_records: bool = False,
+    others: bool = False,
+    repeats: bool = False,
+    any_records: bool = False,
 ) -> Iterator[RunItem | Other]:
     """`Info`, `RecordRun` and `Removed` items of the repodata in `binary`, in file order; `Declined` on anything
     unexpected. Other top-level keys are read and dropped, as `repodata_stream.iter_repodata` does, or given as
     `Other(key, value)` with `others`. With `raw_records`, each record is its `msgspec.Raw` JSON text, not checked
-    to be an object (the caller does); with `repeats` too, runs tell the file names they hold more than once."""
+    to be an object (the caller does); with `repeats` too, runs tell the file names they hold more than once.
+    With `any_records`, a decoded record that is not an object is given as it is too, not declined."""
     reader = _Reader(binary, _RAW_RUN_DECODER if raw_records else _DECODER)
     find_repeats = repeats and raw_records
+    check_objects = not raw_records and not any_records
     reader.expect(b"{")
     for key in reader.members():
         if key in RECORD_SECTIONS:
             reader.expect(b"{")
-            yield from _runs(reader, key, find_repeats)
+            yield from _runs(reader, key, find_repeats, check_objects)
         elif key == V3_KEY:
             reader.expect(b"{")
             for group in reader.members():
                 reader.expect(b"{")
-                yield from _runs(reader, f"{V3_KEY}/{group}", find_repeats)
+                yield from _runs(reader, f"{V3_KEY}/{group}", find_repeats, check_objects)
         elif key == "removed":
             removed = reader.value()
             if not isinstance(removed, list) or not all(isinstance(name, str) for name in removed):
@@ -134,14 +151,14 @@ def iter_repodata_runs(
     reader.expect_end()
 
 
-def _runs(reader: _Reader, section: str, find_repeats: bool = False) -> Iterator[RecordRun]:
+def _runs(reader: _Reader, section: str, find_repeats: bool = False, check_objects: bool = True) -> Iterator[RecordRun]:
     """The records of the section whose "{" was just taken, a run at a time, up to and with its "}"."""
     if reader.peek() == b"}":
         reader.pos += 1
         return
     while True:
         records, section_ended = reader.record_run()
-        if reader.run_decoder is _DECODER and not all(type(record) is dict for record in records.values()):
+        if check_objects and not all(type(record) is dict for record in records.values()):
             raise Declined(f"a record in {section!r} is not an object")
         if records:
             if not find_repeats:

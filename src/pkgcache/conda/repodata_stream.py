@@ -116,28 +116,29 @@ def open_repodata_text(path: Path) -> Iterator[TextIO]:
         yield text
 
 
-def iter_repodata_file(path: Path, *, others: bool = False) -> Iterator[RepodataItem]:
+def iter_repodata_file(path: Path, *, others: bool = False, any_records: bool = False) -> Iterator[RepodataItem]:
     """`iter_repodata` over a file on disk; decompression and decoding errors become `MalformedRepodata`."""
     try:
         with open_repodata_text(path) as text:
-            yield from iter_repodata(text, others=others)
+            yield from iter_repodata(text, others=others, any_records=any_records)
     except (zstandard.ZstdError, UnicodeDecodeError, EOFError, OSError) as exc:
         if isinstance(exc, FileNotFoundError | PermissionError):
             raise
         raise MalformedRepodata(f"{path.name}: {exc}") from exc
 
 
-def iter_repodata(text: TextIO, *, others: bool = False) -> Iterator[RepodataItem]:
-    """The items of one repodata document read from `text` (see the module docstring)."""
+def iter_repodata(text: TextIO, *, others: bool = False, any_records: bool = False) -> Iterator[RepodataItem]:
+    """The items of one repodata document read from `text` (see the module docstring). A record that is not an
+    object is an error, or with `any_records` given as it is in its `Record` (the caller checks)."""
     scanner = _Scanner(text)
     scanner.expect("{", "a repodata document is a JSON object")
     for key in scanner.members():
         if key in RECORD_SECTIONS:
-            yield from _section_records(scanner, key)
+            yield from _section_records(scanner, key, any_records)
         elif key == V3_KEY:
             scanner.expect("{", "'v3' must be an object")
             for group in scanner.members():
-                yield from _section_records(scanner, f"{V3_KEY}/{group}")
+                yield from _section_records(scanner, f"{V3_KEY}/{group}", any_records)
         elif key == "removed":
             yield from _removed(scanner)
         elif key == "info":
@@ -152,11 +153,11 @@ def iter_repodata(text: TextIO, *, others: bool = False) -> Iterator[RepodataIte
     scanner.expect_end()
 
 
-def _section_records(scanner: _Scanner, section: str) -> Iterator[Record]:
+def _section_records(scanner: _Scanner, section: str, any_records: bool = False) -> Iterator[Record]:
     scanner.expect("{", f"{section!r} must be an object")
     for filename in scanner.members():
         record = scanner.value()
-        if not isinstance(record, dict):
+        if not isinstance(record, dict) and not any_records:
             raise scanner.error(f"the record of {filename!r} in {section!r} is not an object")
         yield Record(section, filename, record)
 

@@ -66,7 +66,7 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 @dataclass
 class BucketCounts:
     records: int = 0
-    records_skipped: int = 0  # records without a package name (rattler cannot read them): in no shard
+    records_skipped: int = 0  # records without a package name or not objects (rattler cannot read them): in no shard
     removed: int = 0
     removed_skipped: int = 0
 
@@ -116,7 +116,7 @@ def read_runs(
             raw = source if source is not None else stack.enter_context(repodata_path.open("rb"))
             binary = stack.enter_context(decompressed(repodata_path.name, raw))
             ahead = stack.enter_context(_decompressed_ahead(repodata_path, binary))
-            yield from iter_repodata_runs(ahead, raw_records=raw_records)
+            yield from iter_repodata_runs(ahead, raw_records=raw_records, any_records=True)
     except (zstandard.ZstdError, EOFError, OSError) as exc:
         if isinstance(exc, FileNotFoundError | PermissionError):
             raise
@@ -136,7 +136,7 @@ def _decompressed_ahead(path: Path, binary: BinaryIO) -> Iterator[BinaryIO]:
 
 def _records_of(repodata_path: Path) -> Iterator[RecordRun | Info | Removed]:
     """Each record as a run of one, read by repodata_stream (which raises MalformedRepodata)."""
-    for item in iter_repodata_file(repodata_path):
+    for item in iter_repodata_file(repodata_path, any_records=True):
         yield RecordRun(item.section, {item.filename: item.record}) if type(item) is Record else item  # type: ignore[misc]
 
 
@@ -232,16 +232,21 @@ def _bucket_run(buckets: _Buckets, number: int, run: RecordRun, counts: BucketCo
     """Pack each record of the run and put it in its name's bucket, counted in `counts`. The builder's inner loop
     (218,834 turns for a 110 MB repodata), so written flat.
 
-    A record without a name (missing, not a string, empty) is left out, counted, and the rest made into shards:
-    rattler cannot read such a record ("missing field `name`"), and in a shard it would make the whole shard
-    unreadable; the client of the JSON repodata skips it unless it looks for that very package."""
+    A record without a name (not an object; its name missing, not a string, empty) is left out, counted, and the
+    rest made into shards: rattler cannot read such a record ("missing field `name`", "invalid type"), and in a
+    shard it would make the whole shard unreadable; the client of the JSON repodata skips it unless it looks for
+    that very package."""
     pending, shift, encode, crc32, section = buckets.pending, buckets.shift, ENCODER.encode, zlib.crc32, run.section
     skipped = 0
     for filename, record in run.records.items():
-        name = record.get("name")
+        try:
+            name = record.get("name")
+        except AttributeError:  # not an object (a number, a list, a string...): no `get` (free unless raised)
+            name = None
         if type(name) is not str or not name or "\0" in name:
             if skipped == 0 and counts.records_skipped == 0:
-                log.warning("%s/%s: the record has no package name, left out of the shards", section, filename)
+                what = "has no package name" if type(record) is dict else "is not an object"
+                log.warning("%s/%s: the record %s, left out of the shards", section, filename, what)
             skipped += 1
             continue
         # Shards are looked up by normalized name, as rattler's PackageName does: ASCII letters lower-cased, and

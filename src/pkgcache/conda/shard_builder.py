@@ -125,7 +125,7 @@ class ShardBuildResult:
     created_at: str  # as written in the index's info
     shards: int  # package names in the index, one shard each
     records: int  # package records put into shards
-    records_skipped: int  # records without a package name, left out (rattler cannot read them)
+    records_skipped: int  # records without a package name or not objects, left out (rattler cannot read them)
     removed: int  # entries of "removed" put into shards
     removed_skipped: int  # entries of "removed" whose file name names no package
     shards_written: int
