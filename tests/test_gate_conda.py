@@ -14,7 +14,7 @@ import msgpack
 import pytest
 import zstandard
 
-from pkgcache.conda.repodata_filter import FilterJob, filter_repodata
+from pkgcache.conda.repodata_filter import NOT_A_RECORD, FilterJob, filter_repodata
 from pkgcache.policy.config import CondaPolicySettings
 from tests.cache_service import RunningCache, cache_settings, start_cache
 from tests.clients.rattler_client import run_rattler_install
@@ -289,6 +289,23 @@ def test_filtering_keeps_the_document_and_every_record_it_does_not_refuse(tmp_pa
     assert outcome.kept == 2 and set(outcome.refused) == {"b-2.0-h0_0.tar.bz2", "b-2.0-h0_0.conda"}
     assert all(status == 403 and "served from" in message for status, message in outcome.refused.values())
     assert outcome.valid_until is not None and outcome.valid_until > time.time() + 6 * 86400
+
+
+@pytest.mark.parametrize("odd", [5, "x", ["a", "b"], None], ids=["a number", "a string", "a list", "null"])
+def test_a_record_that_is_not_an_object_is_refused_and_the_rest_filtered(tmp_path: Path, odd: object) -> None:
+    """It failed the whole filtered view (and the shards made from it) with a policy in force."""
+    path = tmp_path / "repodata.json"
+    records = {"a-1.0-h0_0.conda": {**RECORD, "name": "a"}, "odd-1.0-h0_0.conda": odd}
+    path.write_text(json.dumps({"packages": {}, "packages.conda": records}))
+    settings = CondaPolicySettings(deny=["zzz"]).model_dump(mode="json", by_alias=True)
+    job = FilterJob("cloud/x", "linux-64", time.time(), settings, (), "f")
+
+    outcome = filter_repodata(path, tmp_path / "out.json", None, job)
+
+    assert json.loads((tmp_path / "out.json").read_text())["packages.conda"] == {
+        "a-1.0-h0_0.conda": records["a-1.0-h0_0.conda"]
+    }
+    assert outcome.kept == 1 and outcome.refused == {"odd-1.0-h0_0.conda": (403, NOT_A_RECORD)}
 
 
 def test_records_without_a_timestamp_are_judged_by_when_pkgcache_first_saw_them(tmp_path: Path) -> None:

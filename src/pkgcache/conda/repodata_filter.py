@@ -62,6 +62,9 @@ class FilterJob:
     info_without: tuple[str, ...] = ("base_url",)
 
 
+NOT_A_RECORD = "its record in the channel's repodata is not an object: no client can use it"
+
+
 @dataclass
 class FilterOutcome:
     """What a filter run did: counts, the refusals (file name -> (status, message)), until when it holds."""
@@ -87,8 +90,13 @@ def filter_repodata(source: Path, json_out: Path, zst_out: Path | None, job: Fil
                 writer.records(batch_section, judge.kept(batch))
                 batch.clear()
 
-        for item in iter_repodata_file(source, others=True):
+        for item in iter_repodata_file(source, others=True, any_records=True):
             if isinstance(item, Record):
+                if not isinstance(item.record, dict):
+                    # No client can use it (rattler refuses the whole repodata for it), nor a rule judge it: left
+                    # out and refused, the rest of the subdir served.
+                    judge.outcome.refused[item.filename] = (403, NOT_A_RECORD)
+                    continue
                 if item.section != batch_section or len(batch) >= BATCH_RECORDS:
                     flush()
                     batch_section = item.section
