@@ -222,3 +222,56 @@ def test_a_follower_sent_by_the_kernel_is_cut_when_its_bytes_are_discarded(tmp_p
     assert status == 200 and sendfile_calls >= 1
     assert cut, f"the answer ended cleanly after {received} bytes"
     assert received < 2 * CHUNK_SIZE  # never a complete answer of bytes from the upstream that failed
+
+
+async def _follow_once_rewritten(tmp_path: Path, arrive: str) -> tuple[bytes, BaseException | None]:
+    """A download whose `before_commit` rewrites its file shorter (a repodata whose base_url pkgcache takes out),
+    and a follower that arrives `arrive`: while the rewrite runs, or once the file is in place."""
+    from pkgcache.storage.downloads import Downloader
+    from pkgcache.storage.store import CacheStore
+
+    store = CacheStore(tmp_path / "data")
+    store.prepare()
+    final = tmp_path / "data" / "repodata.json"
+    written, rewritten = b'{"info": {"base_url": "http://elsewhere/"}, "packages": {}}', b'{"packages": {}}'
+    rewriting, may_rewrite = asyncio.Event(), asyncio.Event()
+
+    async def produce(download: Download) -> None:
+        download.begin("fake upstream", {})
+        await download.write(written)
+
+    async def rewrite(download: Download) -> None:
+        rewriting.set()
+        await may_rewrite.wait()
+        download.temp_path.write_bytes(rewritten)
+
+    download = Downloader(store).get_or_start(final, Expected(), produce, before_commit=rewrite)
+    assert download is not None
+    await rewriting.wait()
+    if arrive == "in place":
+        may_rewrite.set()
+        await download.wait_finished()
+    read, error = bytearray(), None
+    follower = download.follow()
+    first = asyncio.ensure_future(anext(follower))
+    await asyncio.sleep(0.05)
+    may_rewrite.set()
+    try:
+        read += await first
+        async for chunk in follower:
+            read += chunk
+    except Exception as exc:
+        error = exc
+    finally:
+        await follower.aclose()
+    await download.wait_finished()
+    return bytes(read), error
+
+
+def test_a_follower_that_comes_once_the_bytes_are_written_is_given_the_file_in_place_whole(tmp_path: Path) -> None:
+    """It read the rewritten file as if it were the bytes written, so it ran short of them and was cut ("the file
+    being downloaded is shorter than its N bytes"): seen on a repodata.json.zst whose base_url is taken out."""
+    for arrive in ("while rewritten", "in place"):
+        read, error = asyncio.run(_follow_once_rewritten(tmp_path / arrive.replace(" ", "-"), arrive))
+        assert error is None, (arrive, error)
+        assert read == b'{"packages": {}}', arrive

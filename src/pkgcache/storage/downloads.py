@@ -163,6 +163,9 @@ class Download:
         # whoever records the file (or answers it when it cannot be kept).
         self.notes: dict[str, object] = {}
         self._announced = False
+        # Every byte is written: from here the temporary file may be rewritten (a `before_commit` hook) or renamed,
+        # so a follower that opens it now reads the file in place once done instead (see open_reader).
+        self.writing_ended = False
         self._handle: IO[bytes] | None = None
         self._unflushed = 0  # bytes written since the file was last flushed to the disk
         # Disk space to take before the next byte is written (see _reserve), how much that is from the upstream's
@@ -360,7 +363,20 @@ class Download:
         file afterwards (eviction, a purge). Raises the download's error if it failed and its file is gone, and
         `FileGone` if it was committed and then removed before this open: to be answered as a miss again, before
         anything was sent. The caller closes it (after passing it to `follow` or `follow_spans`)."""
-        return await asyncio.to_thread(self._open_for_reading)
+        if not self.writing_ended:
+            handle = await asyncio.to_thread(self._open_for_reading)
+            if not self.writing_ended or _is_in_place(handle, self.final_path):
+                return handle  # the bytes as written (the flag is set on the loop before any rewrite begins)
+            await asyncio.to_thread(handle.close)  # opened while a rewrite may have begun: not those bytes
+        # Marked in use while it waits, so that eviction does not take the file between its rename and this open.
+        if self._use is not None:
+            self._use.begin(self.final_path)
+        try:
+            await self.wait_finished()
+            return await asyncio.to_thread(self._open_in_place)
+        finally:
+            if self._use is not None:
+                self._use.end(self.final_path)
 
     async def follow(self, generation: int | None = None, reader: IO[bytes] | None = None) -> AsyncIterator[bytes]:
         """The file's bytes as they arrive, for one client. Raises the download's error if it fails, and
@@ -416,6 +432,16 @@ class Download:
         if self._use is not None:
             self._use.begin(self.final_path)
         try:
+            if _is_in_place(handle, self.final_path):
+                # Opened once committed: the file in place, whole, at its own size, which a `before_commit` hook
+                # may have made other than the bytes written (a repodata whose base_url was taken out).
+                await self.wait_finished()
+                if pinned is not None and pinned != self.generation:
+                    raise IntegrityError("another upstream took over before its bytes could be judged")
+                span = Span(handle, 0, os.fstat(handle.fileno()).st_size, self.generation)
+                yield span
+                self.check_span_ended(span)
+                return
             position, generation = 0, self.generation if pinned is None else pinned
             while True:
                 async with self._progress:
@@ -471,8 +497,12 @@ class Download:
         except FileNotFoundError:
             if self.error is not None:
                 raise self.error from None
-        # Renamed into place before this client got here (only checked files are ever renamed), and maybe removed
-        # since: eviction may take a committed file no client was registered on yet.
+        # Renamed into place before this client got here (only checked files are ever renamed).
+        return self._open_in_place()
+
+    def _open_in_place(self) -> IO[bytes]:
+        """The committed file, which may have been removed since: eviction may take a committed file no client was
+        registered on yet."""
         try:
             return open(self.final_path, "rb")
         except FileNotFoundError:
@@ -696,6 +726,7 @@ class Downloader:
         error: BaseException | None = None
         try:
             await produce(download)
+            download.writing_ended = True
             await download.close_file()
             if download.not_modified:
                 await asyncio.to_thread(download.temp_path.unlink, True)
@@ -784,3 +815,8 @@ def _expected_absence(download: Download, error: BaseException) -> bool:
 def _unlink_quietly(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def _is_in_place(handle: IO[bytes], final_path: Path) -> bool:
+    """Whether a follower's file is the committed one (not the temporary file being written)."""
+    return os.fspath(handle.name) == os.fspath(final_path)
