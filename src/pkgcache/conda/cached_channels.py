@@ -29,11 +29,22 @@ from pkgcache.conda.base_url import (
 from pkgcache.conda.channels import SHARD_INDEX, Channel
 from pkgcache.conda.index_checks import max_size_of_index
 from pkgcache.conda.index_files import IndexFiles, Transform
-from pkgcache.conda.package_records import ListedRecords, client_disagrees
-from pkgcache.conda.records import AmbiguousRecord, expected_of, find_record
+from pkgcache.conda.package_records import (
+    ListedRecords,
+    client_disagrees,
+    client_expectation,
+    unlisted_refusal,
+)
+from pkgcache.conda.records import AmbiguousRecord, expected_of, find_record, is_removed
 from pkgcache.conda.repodata_stream import MalformedRepodata
 from pkgcache.conda.shards import InvalidShardIndex, record_in_shard, rewrite_shard_index, shard_for
-from pkgcache.conda.source import Lookup, PackageNotInRepodata, PackageRecordUnclear, UnknownChannel
+from pkgcache.conda.source import (
+    Lookup,
+    PackageNotInRepodata,
+    PackageRecordUnclear,
+    UnknownChannel,
+    UnlistedPackageMismatch,
+)
 from pkgcache.conda.upstream_channels import UpstreamChannels
 from pkgcache.config import CondaConfig
 from pkgcache.storage.downloads import Download, Expected, IntegrityError
@@ -51,6 +62,8 @@ MISSING_PACKAGE_RECHECK_SECONDS = 10.0
 # next request for one looks its record up again first: the channel may have replaced the file since the repodata
 # here was fetched.
 CONTRADICTED_PACKAGES_KEPT = 1024
+# Answers of "does this repodata name this package under `removed`" kept (for the 404's message).
+REMOVED_ANSWERS_KEPT = 1024
 
 
 class ChannelPaths:
@@ -91,6 +104,8 @@ class CachedChannels:
         # What the cached index lists for each cached package, to tell a package replaced upstream (a hit is one
         # only when it agrees).
         self.listed = ListedRecords(files.meta_for)
+        # (repodata, its version, package) -> whether it names the package under `removed`
+        self._removed: dict[tuple[Path, object, str], bool] = {}
 
     def channel(self, root: str, name: str) -> Channel:
         return self.paths.channel(root, name)
@@ -174,6 +189,11 @@ class CachedChannels:
         path = self.paths.path(channel, subdir, filename)
         recorded = recorded_of(path)
         if recorded is not None and await self.listed.is_as_listed(path, recorded):
+            # A policy judges a package its index does not list by its file name: the index is asked (its scan
+            # waited for) only when that judgement would refuse it.
+            refusal = unlisted_refusal()
+            if refusal is not None and not await self.listed.lists(path):
+                raise refusal
             return path
         # A package there that its index no longer lists as it is (or not as its client expects it) was replaced
         # upstream under its name: fetched again and checked against its record, it replaces the old file by a
@@ -182,12 +202,28 @@ class CachedChannels:
         recheck = self._contradicted.pop(path, None) is not None or client_disagrees_with(recorded)
         record = await self._find_record(channel, subdir, filename, recheck=recheck)
         if record is None:
-            if replace:  # no longer listed at all: nothing to check a new copy against
-                return path
-            raise PackageNotInRepodata(f"{channel.path}/{subdir} has no package {filename}")
-        hashes, size = expected_of(record)
-        if recorded is not None and agrees(recorded, hashes, size):
-            return path  # the record, looked up again, is the cached file's: a client's repodata is not ours
+            # Not listed: a package the channel took out of its index (under `removed`, as conda-forge marks one
+            # broken) or dropped, still on its server. Nothing to check it against but the sha256 its client
+            # expects (a lock file's: rattler sends it), so fetched only for a client that sends one.
+            expected = client_expectation()
+            refusal = unlisted_refusal()
+            if replace and not client_disagrees_with(recorded):
+                if refusal is not None:
+                    raise refusal
+                return path  # no longer listed: served as it was checked when it came
+            if expected is None:
+                raise PackageNotInRepodata(await self._not_listed(channel, subdir, filename))
+            if refusal is not None:
+                raise refusal
+            log.info(
+                "%s/%s/%s is not listed: fetched, checked against its client's sha256", channel.path, subdir, filename
+            )
+            hashes: dict[str, str] = {"sha256": expected}
+            size: int | None = None
+        else:
+            hashes, size = expected_of(record)
+            if recorded is not None and agrees(recorded, hashes, size):
+                return path  # the record, looked up again, is the cached file's: a client's repodata is not ours
         download = self.fetcher.download(
             path,
             await self._package_target(channel, subdir, filename),
@@ -195,7 +231,48 @@ class CachedChannels:
             replace=replace,
             on_done=self._note_if_contradicted,
         )
-        return path if download is None else download
+        if download is None:
+            return path
+        if record is None:
+            await self._checked_whole(download, f"{channel.path}/{subdir}/{filename}", hashes["sha256"])
+        return download
+
+    @staticmethod
+    async def _checked_whole(download: Download, what: str, expected: str) -> None:
+        """Wait until a package checked against its client's sha256 alone is whole and checked: its client then
+        gets a clear error, not a 200 cut short, when no upstream has the file it expects (a lock older than the
+        channel's file is a likely case). The first byte comes once the last is checked."""
+        try:
+            await download.wait_finished()
+        except BadBytesEverywhere as exc:
+            raise UnlistedPackageMismatch(
+                f"{what} is not listed by its channel, and no upstream has it with the sha256 the client expects"
+                f" ({expected}): not served, nothing kept ({exc})"
+            ) from None
+
+    async def _not_listed(self, channel: Channel, subdir: str, filename: str) -> str:
+        """Why a package not listed is not served, in words a user understands."""
+        where = f"{channel.path}/{subdir}"
+        repodata = await self._repodata_to_search(channel, subdir)
+        meta = await self.files.meta_for(repodata)
+        key = (repodata, None if meta is None else (meta.size, meta.mtime_ns), filename)
+        removed = self._removed.get(key)
+        if removed is None:
+            removed = await asyncio.to_thread(is_removed, repodata, filename)
+            while len(self._removed) >= REMOVED_ANSWERS_KEPT:
+                self._removed.pop(next(iter(self._removed)))
+            self._removed[key] = removed
+        why = (
+            "it was removed from the channel (its repodata names it under 'removed', as a channel marks a broken"
+            " package)"
+            if removed
+            else "its repodata does not list it"
+        )
+        return (
+            f"{where} has no package {filename}: {why}. pkgcache serves a package its channel does not list only to"
+            f" a client that sends the sha256 it expects (an X-Expected-Sha256 header, as rattler and pixi do when"
+            " installing from a lock file)"
+        )
 
     async def _note_if_contradicted(self, download: Download) -> None:
         """Every upstream sent bytes failing the package's record: its record is looked up again next time."""

@@ -14,6 +14,9 @@ Wrapping a `ChannelSource` (below `GeneratedShards`, above `GeneratedZst`), whil
 - offline (`never_fetches`), an index file the cache does not hold is a 404 (its download fails at once);
 - a package asked for directly is checked against the blocks by its name (at once, before any repodata is read),
   then against what the filtering refused: 403 with the reason, or 404 for what an offline cache does not hold.
+  One its index does not list (no record, so no filtering judged it: a package a channel took out, fetched for a
+  client that sends its sha256) is judged by its file name where the layer below finds no record, on a hit as on
+  a miss (`unlisted_gate`, conda/package_records.py).
 With a predicate that passes everything (no policy, online) every call goes through untouched.
 """
 
@@ -24,6 +27,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import filecmp
+import functools
 import hashlib
 import logging
 import multiprocessing
@@ -36,6 +40,7 @@ from typing import Protocol
 from pkgcache.cache_state import CacheState
 from pkgcache.conda.cached_channels import ChannelPaths
 from pkgcache.conda.channels import SHARD_INDEX, Channel
+from pkgcache.conda.package_records import unlisted_gate
 from pkgcache.conda.repodata_filter import (
     FilterJob,
     FilterOutcome,
@@ -48,7 +53,7 @@ from pkgcache.conda.shards import repodata_from_shards
 from pkgcache.conda.source import ChannelLayer, ChannelSource, Lookup
 from pkgcache.gate.first_seen import FILE_NAME as FIRST_SEEN_FILE
 from pkgcache.gate.first_seen import FirstSeen, read_first_seen
-from pkgcache.gate.refusals import offline_miss, refusal_error
+from pkgcache.gate.refusals import Refused, offline_miss, refusal_error
 from pkgcache.storage.downloads import Download
 from pkgcache.storage.sidecars import FileMeta, Sidecars
 from pkgcache.storage.store import CacheStore, in_storage_thread
@@ -78,12 +83,15 @@ class RecordPredicate(Protocol):
     offline: bool  # the offline view: index files answered as such
     never_fetches: bool  # no upstream is ever asked: what the chain cannot find is a clean 404
     ages_matter: bool  # first sightings of records without a timestamp are needed
+    judges_unlisted: bool  # a package its index does not list is to be judged (unlisted_refusal)
 
     def subdir_stamp(self, channel: Channel, subdir: str) -> str: ...
 
     def job(self, channel: Channel, subdir: str, first_seen: FirstSeen | None) -> FilterJob: ...
 
     def quick_refusal(self, channel: Channel, subdir: str, filename: str) -> tuple[int, str] | None: ...
+
+    def unlisted_refusal(self, channel: Channel, subdir: str, filename: str) -> tuple[int, str] | None: ...
 
     def forget_held(self) -> None: ...
 
@@ -94,6 +102,7 @@ class _PassEverything:
     offline = False
     never_fetches = False
     ages_matter = False
+    judges_unlisted = False
 
     def subdir_stamp(self, channel: Channel, subdir: str) -> str:
         return ""
@@ -102,6 +111,9 @@ class _PassEverything:
         return FilterJob(channel.path, subdir, time.time())
 
     def quick_refusal(self, channel: Channel, subdir: str, filename: str) -> tuple[int, str] | None:
+        return None
+
+    def unlisted_refusal(self, channel: Channel, subdir: str, filename: str) -> tuple[int, str] | None:
         return None
 
     def forget_held(self) -> None:
@@ -409,8 +421,15 @@ class FilteredChannels(ChannelLayer):
         if refusal is not None:
             self.counters[f"refused_{refusal[0]}"] += 1
             raise refusal_error(*refusal)
+        # The filtering judged only the records its repodata lists: one with no record is judged where the layer
+        # below finds none (on a hit as on a miss), before it is served or fetched.
+        judge = functools.partial(_unlisted_refusal, predicate, channel, subdir, filename)
         try:
-            return await self.inner.package(channel, subdir, filename)
+            with unlisted_gate(judge if predicate.judges_unlisted else None):
+                return await self.inner.package(channel, subdir, filename)
+        except Refused:
+            self.counters["refused_403"] += 1
+            raise
         except UpstreamsUnavailable:
             if predicate.never_fetches:
                 raise offline_miss(f"{channel.path}/{subdir}/{filename}") from None
@@ -496,6 +515,12 @@ class FilteredChannels(ChannelLayer):
                 **self.counters,
             },
         }
+
+
+def _unlisted_refusal(predicate: RecordPredicate, channel: Channel, subdir: str, filename: str) -> Exception | None:
+    """The refusal of a package its index does not list, by its file name (the judge of `unlisted_gate`)."""
+    refusal = predicate.unlisted_refusal(channel, subdir, filename)
+    return None if refusal is None else refusal_error(*refusal)
 
 
 def made_together(json_path: Path) -> tuple[Path, ...]:

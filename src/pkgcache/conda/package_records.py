@@ -14,6 +14,14 @@ until one of them changes. A repodata is scanned once per version for every pack
 (`records_of`), not once per package; a hit then costs a stat, a getxattr, the sidecars' memory and a dict lookup.
 A hit waits for that scan at most HIT_CHECK_WAIT: a big repodata's (seconds for conda-forge's, on the first hit
 after each change) goes on while hits are served as they are, as before this check, and decides those after it.
+
+A package its index does not list (a channel took it out of `packages` and named it under `removed`, as
+conda-forge marks a package broken, or dropped it) has nothing to be checked against but the client's
+`x-expected-sha256`: it is fetched only for a client that sends one, and checked against that
+(`CachedChannels.package`). Once cached it is served like any package its index no longer lists: as it is (its
+bytes were checked when they came; the channel still serves that file at that URL). A policy in force judges such
+a package by what its file name says (`unlisted_gate`: the filter layer gives the judge, the layer that finds no
+record calls it, on a hit as on a miss), so a package with no record is never let through unjudged.
 """
 
 from __future__ import annotations
@@ -53,6 +61,11 @@ Listed = tuple[dict[str, str], int | None]
 MetaFor = Callable[[Path], Awaitable[FileMeta | None]]
 
 _client_expects: contextvars.ContextVar[str | None] = contextvars.ContextVar("pkgcache_expected_sha256", default=None)
+# What judges a package its index does not list, while a policy is in force: the refusal it would get (the filter
+# layer sets it around each package request: conda/filtered_channels.py).
+_unlisted_gate: contextvars.ContextVar[Callable[[], Exception | None] | None] = contextvars.ContextVar(
+    "pkgcache_unlisted_gate", default=None
+)
 
 
 @contextlib.contextmanager
@@ -66,6 +79,30 @@ def client_expects(sha256: str | None) -> Iterator[None]:
         _client_expects.reset(token)
 
 
+def client_expectation() -> str | None:
+    """The sha256 this request's client expects of the package it asks for (a well-formed header), or None."""
+    return _client_expects.get()
+
+
+@contextlib.contextmanager
+def unlisted_gate(judge: Callable[[], Exception | None] | None) -> Iterator[None]:
+    """While in `with`: what judges this request's package should its index not list it (None: nothing, no policy
+    is in force). The judge gives the refusal to raise, or None; it reads the file name only, so it is cheap."""
+    token = _unlisted_gate.set(judge)
+    try:
+        yield
+    finally:
+        _unlisted_gate.reset(token)
+
+
+def unlisted_refusal() -> Exception | None:
+    """The refusal this request's package gets if its index does not list it; None when a policy in force would
+    let it through, or none is in force. A caller asks the index only when this is not None (a hit then costs
+    nothing more for a package the policy lets through either way)."""
+    judge = _unlisted_gate.get()
+    return None if judge is None else judge()
+
+
 def client_disagrees(recorded: Recorded) -> bool:
     """Whether this request's client expects another sha256 than the one the cached file was checked against."""
     expected, digest = _client_expects.get(), recorded.digest
@@ -74,6 +111,11 @@ def client_disagrees(recorded: Recorded) -> bool:
 
 class _NotYetKnown(Exception):
     """The subdir's scan for this version of its repodata has not ended within HIT_CHECK_WAIT."""
+
+
+class ListingUnknown(Exception):
+    """The cached index cannot tell now whether it lists the package (none cached, its scan not ended, a read
+    error, or the file cached after the scan began)."""
 
 
 class ListedRecords:
@@ -104,6 +146,33 @@ class ListedRecords:
         return False
 
     async def listed(self, path: Path) -> Listed | None:
+        """The record the subdir's cached index gives the package at `path`; None when it lists none or cannot
+        tell within HIT_CHECK_WAIT (the package is then served as it is)."""
+        try:
+            return await self.listing(path)
+        except ListingUnknown:
+            return None
+
+    async def lists(self, path: Path) -> bool:
+        """Whether the subdir's cached index lists the package at `path` at all, waited for (the subdir's scan, or
+        a lookup of its own when the scan cannot tell). No cached index lists nothing: a policy then judges the
+        package as one with no record (it never lets through a package it could not judge)."""
+        try:
+            return await self.listing(path, wait=None) is not None
+        except ListingUnknown:
+            pass
+        repodata = await self._repodata(path.parent)
+        if repodata is None:
+            return False
+        try:
+            return bool(await asyncio.to_thread(records_of, repodata, [path.name]))
+        except (OSError, ValueError, zstandard.ZstdError, EOFError) as exc:
+            log.info("could not look %s up in its cached index (%s): judged as not listed", path.name, exc)
+            return False
+
+    async def listing(self, path: Path, *, wait: float | None = HIT_CHECK_WAIT) -> Listed | None:
+        """The record the subdir's cached index gives the package at `path`, None when it lists none; waits for
+        the subdir's scan at most `wait` seconds (None: until it ends). ListingUnknown when it cannot tell."""
         folder, filename = path.parent, path.name
         version = await self._version(folder)
         known = self._known.get(folder)
@@ -117,14 +186,18 @@ class ListedRecords:
                 self._known.pop(next(iter(self._known)))
         answers = known[1]
         try:
-            found = await self._look_up(folder, filename, version)
+            found = await self._look_up(folder, filename, version, wait)
         except _NotYetKnown:
-            return None
+            raise ListingUnknown(f"the scan of {folder} has not ended") from None
         except (OSError, ValueError, zstandard.ZstdError, EOFError) as exc:
             log.info("could not look %s up in its cached index (%s): served as it is", filename, exc)
-            return None
+            raise ListingUnknown(str(exc)) from None
         answers.update(found)
-        return answers.get(filename)
+        if filename not in answers:
+            # A file cached after the scan began is not in it: it was checked against a version at least as new
+            # when it came, and is served as it is until the next version's scan.
+            raise ListingUnknown(f"{filename} was cached after the scan of {folder} began")
+        return answers[filename]
 
     async def _version(self, folder: Path) -> tuple[object, ...]:
         metas = [await self.meta_for(folder / name) for name in RECORD_SOURCES]
@@ -132,14 +205,16 @@ class ListedRecords:
             None if meta is None or meta.missing else (meta.size, meta.mtime_ns, meta.fetched_at) for meta in metas
         )
 
-    async def _look_up(self, folder: Path, filename: str, version: tuple[object, ...]) -> dict[str, Listed | None]:
+    async def _look_up(
+        self, folder: Path, filename: str, version: tuple[object, ...], wait: float | None
+    ) -> dict[str, Listed | None]:
         if version[0] is not None:  # the upstream's shards: the package's shard, if it is cached
             record = await asyncio.to_thread(_record_from_cached_shard, folder, filename)
             if record is not None:
                 return {filename: expected_of(record)}
         repodata = await self._repodata(folder)
         if repodata is None:
-            return {filename: None}
+            raise _NotYetKnown  # no index cached to tell
         key = (folder, version)
         scan = self._scans.get(key)
         if scan is None:
@@ -149,11 +224,9 @@ class ListedRecords:
         try:
             # A hit waits a moment for the scan (a small repodata's), never the seconds a big one takes: it is
             # served as it is meanwhile, as before this check, and the scan's answers serve the requests after it.
-            found = await asyncio.wait_for(asyncio.shield(scan), HIT_CHECK_WAIT)
+            found = await asyncio.wait_for(asyncio.shield(scan), wait)
         except TimeoutError:
             raise _NotYetKnown from None
-        # A file cached after the scan began is not in it: it was checked against a version at least as new when
-        # it came, and is served as it is until the next version's scan.
         return dict(found)
 
     def _scanned(self, key: tuple[Path, tuple[object, ...]], done: asyncio.Task[dict[str, Listed | None]]) -> None:

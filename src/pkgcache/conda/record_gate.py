@@ -42,6 +42,8 @@ class GateRecords:
         self.offline = gate.view_offline
         self.never_fetches = gate.offline
         self.ages_matter = bool(policy is not None and policy.settings.min_release_age)
+        # A package its index does not list has no record for the filtering to judge: judged by its file name.
+        self.judges_unlisted = policy is not None and not policy.is_empty
         # Blocks alone, to judge a package by its file name before any repodata is read.
         self._blocks = type(policy)(blocks=policy.blocks) if policy is not None and policy.blocks else None
         self._held: dict[str, tuple[int, frozenset[str]]] = {}  # subdir folder -> (its mtime, package files)
@@ -102,6 +104,14 @@ class GateRecords:
         if self.offline and not self.paths.path(channel, subdir, filename).is_file():
             return not_held(f"{channel.path}/{subdir}/{filename}", configured_offline=self.never_fetches)
         return None
+
+    def unlisted_refusal(self, channel: Channel, subdir: str, filename: str) -> tuple[int, str] | None:
+        """The refusal of a package its channel's index does not list (so no filtering judged it), by what its
+        file name says, with no release time (policy/conda.py, `check_unlisted`); None when allowed."""
+        if self.policy is None:
+            return None
+        verdict = self.policy.check_unlisted(channel.path, subdir, filename)
+        return None if verdict.allowed else (403, verdict.message)
 
 
 # The policy keys a FilterJob carries (the section holds others: upstreams, channels...).

@@ -37,12 +37,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, TextIO
 
+import zstandard
+
 from pkgcache.conda.repodata_runs import MAX_VALUE_BYTES, Declined, RecordRun, iter_repodata_runs
 from pkgcache.conda.repodata_stream import (
     Info,
     MalformedRepodata,
     Other,
     Record,
+    Removed,
     decompressed,
     iter_repodata,
 )
@@ -379,6 +382,27 @@ def _text(binary: BinaryIO) -> Iterator[TextIO]:
         yield text
     finally:
         text.detach()
+
+
+def is_removed(repodata: Path, filename: str) -> bool:
+    """Whether a repodata file names `filename` under `removed` (how a channel marks a package it took out, as
+    conda-forge marks one broken); False when it cannot be read (blocking: reads the file whole, records left
+    undecoded; only for the answer to a package the repodata does not list)."""
+    try:
+        with repodata.open("rb") as raw:
+            try:
+                with decompressed(repodata.name, raw) as binary:
+                    return any(
+                        type(item) is Removed and item.filename == filename
+                        for item in iter_repodata_runs(binary, raw_records=True)
+                    )
+            except Declined:
+                raw.seek(0)
+                with decompressed(repodata.name, raw) as binary, _text(binary) as text:
+                    return any(type(item) is Removed and item.filename == filename for item in iter_repodata(text))
+    except (MalformedRepodata, ValueError, OSError, EOFError, zstandard.ZstdError) as exc:
+        log.info("could not tell whether %s names %s under removed: %s", repodata.name, filename, exc)
+        return False
 
 
 def expected_of(record: dict[str, Any]) -> tuple[dict[str, str], int | None]:

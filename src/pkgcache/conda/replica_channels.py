@@ -12,7 +12,7 @@ from pathlib import Path
 from pkgcache.cache_state import CacheState, revalidation_due
 from pkgcache.conda.cached_channels import ChannelPaths
 from pkgcache.conda.channels import Channel
-from pkgcache.conda.package_records import ListedRecords
+from pkgcache.conda.package_records import ListedRecords, unlisted_refusal
 from pkgcache.conda.source import Lookup
 from pkgcache.config import CondaConfig
 from pkgcache.storage.downloads import Download
@@ -53,6 +53,9 @@ class ReplicaChannels:
             raise CacheIsReadOnly("a missing file is fetched by the worker that writes")
         if not await self.listed.is_as_listed(path, recorded):
             raise CacheIsReadOnly("a package replaced upstream is fetched again by the worker that writes")
+        refusal = unlisted_refusal()  # a policy judges a package its index does not list by its file name
+        if refusal is not None and not await self.listed.lists(path):
+            raise refusal
         return path
 
     async def shard(self, channel: Channel, subdir: str, shard_name: str) -> Path | Download:

@@ -24,7 +24,14 @@ from pkgcache.conda.channels import (
     media_type,
 )
 from pkgcache.conda.package_records import EXPECTED_SHA256_HEADER, client_expects
-from pkgcache.conda.source import ChannelSource, Lookup, PackageNotInRepodata, PackageRecordUnclear, UnknownChannel
+from pkgcache.conda.source import (
+    ChannelSource,
+    Lookup,
+    PackageNotInRepodata,
+    PackageRecordUnclear,
+    UnknownChannel,
+    UnlistedPackageMismatch,
+)
 from pkgcache.http.request_cycle import add_get
 from pkgcache.http.responses import (
     CACHE_STATE,
@@ -168,7 +175,7 @@ def _note_upstream(request: web.Request, download: Download) -> None:
 def _error(exc: Exception) -> web.StreamResponse:
     if isinstance(exc, (UnknownChannel, UnknownPath, PackageNotInRepodata)):
         return plain_error(404, str(exc))
-    if isinstance(exc, PackageRecordUnclear):
+    if isinstance(exc, (PackageRecordUnclear, UnlistedPackageMismatch)):
         return plain_error(502, str(exc))
     response = error_for(exc)
     if response is None:

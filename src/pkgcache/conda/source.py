@@ -10,6 +10,7 @@ The service builds a chain of layers that each offer it (service/app.py, at asse
 A new capability (shards made here, a policy filter) is one more layer wrapping a `ChannelSource`.
 
 Errors are part of the interface: `UnknownChannel`, `UnknownPath`, `PackageNotInRepodata` (404s),
+`PackageRecordUnclear`, `UnlistedPackageMismatch` (502s),
 `UpstreamNotFound`, `UpstreamsUnavailable`, `CacheIsReadOnly`, `StorageError`.
 """
 
@@ -37,6 +38,11 @@ class PackageNotInRepodata(LookupError):
 class PackageRecordUnclear(LookupError):
     """The channel's repodata gives the package no single record to check it against (different records under
     its name, or one that cannot be read): it is not served, as no check would be the one its clients make."""
+
+
+class UnlistedPackageMismatch(LookupError):
+    """A package its channel does not list, fetched for a client's sha256: no upstream has it with that sha256
+    (the client's lock may be older than the channel's file). Nothing was served or kept."""
 
 
 @dataclass

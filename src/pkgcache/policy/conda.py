@@ -11,6 +11,7 @@ rule concerns cost a dict look-up and, with a release age, one comparison.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -138,14 +139,26 @@ class CondaPolicy(SidePolicy):
         name = judged_name(filename)
         if name is None:
             return refusal(subject, NAME_REF, why_no_name(filename))
-        name_version, _, build = filename.removesuffix(".conda").removesuffix(".tar.bz2").rpartition("-")
-        version = name_version.rpartition("-")[2]
-        record = {"name": name, "version": version, "build": build}
+        record = _record_of_file(filename, name)
         plan = self.plan(name, channel)
         if plan.rules_only_age:
             return ALLOWED
         verdict = self.decide(subject, plan, RecordFacts(filename, record), None, now_epoch(None))
         return ALLOWED if verdict.rule is not None and verdict.rule.kind in AGE_KINDS else verdict
+
+    def check_unlisted(self, channel: str, subdir: str, filename: str, *, now: datetime | None = None) -> Verdict:
+        """The verdict for a package its channel's index does not list (taken out under `removed`, or dropped),
+        served only to a client that says the sha256 it expects: judged as a record holding what its file name
+        says (name, version, build) and no release time. Every rule applies to it as to a listed package (a
+        license rule never matches it); with a release age, the policy's `unknown_age` decides."""
+        subject = f"{channel}/{subdir}/{filename}"
+        name = judged_name(filename)
+        if name is None:
+            return refusal(subject, NAME_REF, why_no_name(filename))
+        verdict = self.check_record(channel, subdir, filename, _record_of_file(filename, name), now=now)
+        if verdict.allowed:
+            return verdict
+        return dataclasses.replace(verdict, message=f"{verdict.message} (its channel's index does not list it)")
 
     def filter_records(
         self,
@@ -217,6 +230,12 @@ NAME_REF = RuleRef(
 )
 
 AGE_KINDS = frozenset({"min_release_age", "unknown_age"})
+
+
+def _record_of_file(filename: str, name: str) -> dict[str, Any]:
+    """What a package file's name says of it (`NAME-VERSION-BUILD.conda`), as a record: its name, version, build."""
+    name_version, _, build = filename.removesuffix(".conda").removesuffix(".tar.bz2").rpartition("-")
+    return {"name": name, "version": name_version.rpartition("-")[2], "build": build}
 
 
 def allow_rules_for(pins: Iterable[Pin]) -> list[str]:
