@@ -573,6 +573,19 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         "../test_replaced_files.py::test_a_conda_package_replaced_upstream_is_fetched_again",
         (),
     ),
+    ServiceScenario(
+        "removed-upstream",
+        "a channel takes a package out of its repodata (named under `removed`, as conda-forge marks one broken, or "
+        "dropped) while the file stays on its server; a client installs it from a lock file",
+        "with the lock's sha256 (x-expected-sha256: rattler, pixi --locked): the file, fetched and checked against "
+        "that sha256 (failover past a mirror with other bytes; none right: 502 saying so, before any byte); without "
+        "it: 404 saying the channel does not list it (removed from the channel); refused by the policy as a listed "
+        "one (judged by its file name, its age unknown)",
+        "the file, its checked sha256 recorded on it; later requests, with the header or not, are hits; nothing "
+        "when no mirror has the sha256",
+        "../test_conda_removed_packages.py::test_rattler_installs_a_locked_package_the_channel_removed_since",
+        (),
+    ),
 ]
 
 
