@@ -135,8 +135,8 @@ def test_a_record_too_large_even_to_read_whole_is_refused_with_why(
 
 def test_a_version_of_the_file_is_read_whole_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     passes: list[str] = []
-    real_pass = records.suspects_in
-    monkeypatch.setattr(records, "suspects_in", lambda name, raw: passes.append(name) or real_pass(name, raw))
+    real_pass = records.read_whole
+    monkeypatch.setattr(records, "read_whole", lambda name, *rest: passes.append(name) or real_pass(name, *rest))
     path = tmp_path / "repodata.json"
     path.write_text(_text_with([], [_member("libfoo-1.1-0.conda", REAL)]))
     for _ in range(3):

@@ -35,6 +35,7 @@ from pkgcache.conda.package_records import (
     client_expectation,
     unlisted_refusal,
 )
+from pkgcache.conda.passes_ahead import PassesAhead
 from pkgcache.conda.records import AmbiguousRecord, expected_of, find_record, is_removed
 from pkgcache.conda.repodata_stream import MalformedRepodata
 from pkgcache.conda.shards import InvalidShardIndex, record_in_shard, rewrite_shard_index, shard_for
@@ -89,7 +90,14 @@ class ChannelPaths:
 class CachedChannels:
     """Index files, packages and shards of the configured channels, over the upstreams."""
 
-    def __init__(self, config: CondaConfig, paths: ChannelPaths, origin: UpstreamChannels, files: IndexFiles) -> None:
+    def __init__(
+        self,
+        config: CondaConfig,
+        paths: ChannelPaths,
+        origin: UpstreamChannels,
+        files: IndexFiles,
+        passes: PassesAhead | None = None,
+    ) -> None:
         self.index_ttl = config.index_ttl
         self.paths = paths
         self.origin = origin
@@ -103,7 +111,9 @@ class CachedChannels:
         self._contradicted: dict[Path, float] = {}  # package -> when every upstream's bytes failed its record
         # What the cached index lists for each cached package, to tell a package replaced upstream (a hit is one
         # only when it agrees).
-        self.listed = ListedRecords(files.meta_for)
+        self.listed = ListedRecords(files.meta_for, passes)
+        if passes is not None:  # each new repodata's pass made ahead of the first package request
+            files.when_new_version(self._repodata_committed)
         # (repodata, its version, package) -> whether it names the package under `removed`
         self._removed: dict[tuple[Path, object, str], bool] = {}
 
@@ -183,6 +193,13 @@ class CachedChannels:
         _, meta, _ = await self.files.fetch_now(path, target, self.index_ttl, transform=transform)
         return meta
 
+    async def _repodata_committed(self, path: Path, meta: FileMeta) -> None:
+        """A new version of an index file is in place: when it is a form packages are checked against (the
+        upstream's repodata.json or .zst; not current_repodata, a .bz2, a .zst made here or a filtered view), the
+        pass the first package request after it would wait for starts in the background (conda/passes_ahead.py)."""
+        if path.name in SEARCHED_REPODATA and not meta.missing and not meta.extra.get("generated"):
+            await self.listed.scan_ahead(path.parent)
+
     # --- packages ---
 
     async def package(self, channel: Channel, subdir: str, filename: str) -> Path | Download:
@@ -200,7 +217,10 @@ class CachedChannels:
         # rename (readers of the old one finish). Its record is looked up again as after contradicted bytes.
         replace = recorded is not None
         recheck = self._contradicted.pop(path, None) is not None or client_disagrees_with(recorded)
+        version = await self.listed.version_of(path.parent)
         record = await self._find_record(channel, subdir, filename, recheck=recheck)
+        if record is not None:  # what its index lists: the first hit on the file then needs no scan
+            await self.listed.note(path, version, record)
         if record is None:
             # Not listed: a package the channel took out of its index (under `removed`, as conda-forge marks one
             # broken) or dropped, still on its server. Nothing to check it against but the sha256 its client
@@ -320,7 +340,7 @@ class CachedChannels:
 
     async def _repodata_to_search(self, channel: Channel, subdir: str) -> Path:
         """A whole local copy of the subdir's repodata, in whichever form is cached; fetched if none is."""
-        for name in ("repodata.json", "repodata.json.zst"):
+        for name in SEARCHED_REPODATA:
             path = self.paths.path(channel, subdir, name)
             meta = await self.files.meta_for(path)
             # A copy being revalidated is still whole (its next version replaces it by a rename) and is as new as
@@ -383,6 +403,8 @@ class CachedChannels:
         return {"channels": self.channel_paths(), "index_ttl": self.index_ttl}
 
 
+# The repodata forms packages are checked against, in the order they are looked for (as ListedRecords does).
+SEARCHED_REPODATA = ("repodata.json", "repodata.json.zst")
 # The repodata forms that say where a subdir's packages are, looked at in this order (the forms clients fetch).
 PACKAGE_LISTS = (
     "repodata.json.zst",

@@ -29,12 +29,14 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 from pkgcache.cache_state import CacheState, revalidation_asked
 from pkgcache.conda.cached_channels import ChannelPaths
 from pkgcache.conda.channels import SHARD_INDEX, Channel
+from pkgcache.conda.passes_ahead import PassesAhead
 from pkgcache.conda.repodata_stream import json_within
 from pkgcache.conda.shard_builder import (
     MalformedRepodata,
@@ -95,10 +97,15 @@ SPARE_STOP_SECONDS = 5.0
 class GeneratedShards(ChannelLayer):
     """Wraps a ChannelSource; answers the shard index (and shards) of subdirs whose upstream has none."""
 
-    def __init__(self, inner: ChannelSource, paths: ChannelPaths, sidecars: Sidecars) -> None:
+    def __init__(
+        self, inner: ChannelSource, paths: ChannelPaths, sidecars: Sidecars, passes: PassesAhead | None = None
+    ) -> None:
         super().__init__(inner)
         self.paths = paths
         self.sidecars = sidecars
+        # The repodata passes made ahead (conda/passes_ahead.py) wait while a builder's interpreter is alive: the
+        # memory budget has room for one or the other beside the service, not both.
+        self.passes = passes
         self._building: dict[Path, asyncio.Task[FileMeta]] = {}
         self._made: dict[str, dict[str, object]] = {}  # "<channel>/<subdir>" -> what the last build made
         self._passed_through: set[str] = set()
@@ -165,11 +172,14 @@ class GeneratedShards(ChannelLayer):
         if filename != SHARD_INDEX or subdir is None:
             return await self.inner.index_file(channel, subdir, filename)
         spare = self._spare.start() if self._first_of(channel, subdir) else None
+        release = self.passes.hold() if spare is not None and self.passes is not None else None
         try:
             return await self._shard_index(channel, subdir, filename)
         finally:
             if spare is not None:
                 self._spare.retire(spare)
+            if release is not None:
+                release()
 
     def _first_of(self, channel: Channel, subdir: str) -> bool:
         """Whether this request may be the subdir's first build here (no index made here yet, none being made, no
@@ -275,6 +285,8 @@ class GeneratedShards(ChannelLayer):
             self._building[index] = task
             task.add_done_callback(lambda _: self._building.pop(index, None))
             task.add_done_callback(_log_failure)
+            if self.passes is not None:
+                task.add_done_callback(_released_with_builder(self.passes.hold(), self.paths.path(channel, subdir)))
         return task
 
     async def _build(self, channel: Channel, subdir: str, index: Path, found: Lookup) -> FileMeta:
@@ -343,6 +355,20 @@ class GeneratedShards(ChannelLayer):
             return None
         await self._whole(found)  # small: moments
         return await in_storage_thread(_build_small_here, arguments)
+
+
+def _released_with_builder(release: Callable[[], None], folder: Path) -> Callable[[asyncio.Task[FileMeta]], None]:
+    """Once a build's task has ended, `release` when its builder has too: a builder goes on giving the new shards
+    their files after it reports (a task in `_exploding`), and holds its memory until it ends."""
+
+    def ended(_: asyncio.Task[FileMeta]) -> None:
+        finishing = _exploding.get(folder / PACKS_DIR_NAME)
+        if finishing is None or finishing.done():
+            release()
+        else:
+            finishing.add_done_callback(lambda _: release())
+
+    return ended
 
 
 def _said_to_be_small(found: Lookup) -> bool:

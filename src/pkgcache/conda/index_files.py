@@ -36,6 +36,8 @@ from pkgcache.upstream.transfer import Fetcher
 log = logging.getLogger(__name__)
 
 AfterFetch = Callable[[Path, FileMeta], Awaitable[None]]
+# Told of each new version of a file once it is in place and recorded (its sidecar saved).
+NewVersion = Callable[[Path, FileMeta], Awaitable[None]]
 # Run on each new version, whole and checked, before it is renamed into place: may rewrite its bytes (and leave
 # `download.notes`, which go into the file's sidecar).
 Transform = Callable[[Download], Awaitable[None]]
@@ -51,6 +53,12 @@ class IndexFiles:
         self.fetcher = fetcher
         self.sidecars = sidecars
         self._revalidating: set[Path] = set()
+        self._listeners: list[NewVersion] = []
+
+    def when_new_version(self, listener: NewVersion) -> None:
+        """Tell `listener` of each new version of a file fetched here, once it is in place and recorded (not of a
+        304, a 404, or a file made here)."""
+        self._listeners.append(listener)
 
     async def meta_for(self, path: Path) -> FileMeta | None:
         return await self.sidecars.meta_for(path)
@@ -246,6 +254,11 @@ class IndexFiles:
         if how.after_fetch is not None:
             await how.after_fetch(path, meta)
         await self.sidecars.save(path, meta)
+        for listener in self._listeners:
+            try:
+                await listener(path, meta)
+            except Exception:  # the version is in place whatever a listener makes of it
+                log.exception("a listener to new versions of %s failed", path.name)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,11 @@ conda-forge marks a package broken, or dropped it) has nothing to be checked aga
 bytes were checked when they came; the channel still serves that file at that URL). A policy in force judges such
 a package by what its file name says (`unlisted_gate`: the filter layer gives the judge, the layer that finds no
 record calls it, on a hit as on a miss), so a package with no record is never let through unjudged.
+
+In the writing worker the scan of each new repodata version is made ahead (`scan_ahead`, when the version is in
+place: conda/passes_ahead.py), in the same pass as the repodata's suspects (records.find_records), so the first
+hit finds it done; a package miss leaves the record it found (`note`), so the first hit on the file it fetched
+needs no scan either.
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import os
+import threading
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +45,7 @@ from typing import Any
 import zstandard
 
 from pkgcache.conda.channels import SHARD_INDEX
+from pkgcache.conda.passes_ahead import PassesAhead, PassStopped
 from pkgcache.conda.records import expected_of, find_records
 from pkgcache.conda.shards import record_in_shard, shard_for
 from pkgcache.storage.file_records import Recorded, agrees
@@ -121,11 +129,12 @@ class ListingUnknown(Exception):
 class ListedRecords:
     """The record each cached package has in its subdir's cached index, kept per version of that index."""
 
-    def __init__(self, meta_for: MetaFor) -> None:
+    def __init__(self, meta_for: MetaFor, passes: PassesAhead | None = None) -> None:
         self.meta_for = meta_for
+        self.passes = passes  # where scans made ahead run (the writing worker's), if any
         # subdir folder -> (version of its index files, {package file name: its record, or None if not listed})
         self._known: dict[Path, tuple[tuple[object, ...], dict[str, Listed | None]]] = {}
-        self._scans: dict[tuple[Path, tuple[object, ...]], asyncio.Task[dict[str, Listed | None]]] = {}
+        self._scans: dict[tuple[Path, tuple[object, ...]], asyncio.Future[dict[str, Listed | None]]] = {}
 
     async def is_as_listed(self, path: Path, recorded: Recorded) -> bool:
         """Whether the cached package at `path` is the file its subdir's cached index lists under its name, and
@@ -178,13 +187,7 @@ class ListedRecords:
         known = self._known.get(folder)
         if known is not None and known[0] == version and filename in known[1]:
             return known[1][filename]
-        if known is None or known[0] != version:
-            known = (version, {})
-            self._known.pop(folder, None)
-            self._known[folder] = known
-            while len(self._known) > SUBDIRS_KEPT:
-                self._known.pop(next(iter(self._known)))
-        answers = known[1]
+        answers = self._answers_for(folder, version)
         try:
             found = await self._look_up(folder, filename, version, wait)
         except _NotYetKnown:
@@ -198,6 +201,46 @@ class ListedRecords:
             # when it came, and is served as it is until the next version's scan.
             raise ListingUnknown(f"{filename} was cached after the scan of {folder} began")
         return answers[filename]
+
+    def _answers_for(self, folder: Path, version: tuple[object, ...]) -> dict[str, Listed | None]:
+        """The answers kept for this version of the subdir's index files (none yet for a new one)."""
+        known = self._known.get(folder)
+        if known is None or known[0] != version:
+            known = (version, {})
+            self._known.pop(folder, None)
+            self._known[folder] = known
+            while len(self._known) > SUBDIRS_KEPT:
+                self._known.pop(next(iter(self._known)))
+        return known[1]
+
+    async def version_of(self, folder: Path) -> tuple[object, ...]:
+        """The version of the subdir's index files now (for `note`)."""
+        return await self._version(folder)
+
+    async def note(self, path: Path, version: tuple[object, ...], record: dict[str, Any]) -> None:
+        """The record a package miss found for the file at `path` in its subdir's index files of `version` (as
+        this check looks it up: the cached shard, else the repodata): kept, unless they changed meanwhile, so that
+        the first hit on the file, fetched after its subdir's scan began, needs no scan of its own."""
+        if await self._version(path.parent) == version:
+            self._answers_for(path.parent, version)[path.name] = expected_of(record)
+
+    async def scan_ahead(self, folder: Path) -> None:
+        """A new version of the subdir's repodata is in place: its scan (the records of the packages cached there,
+        and the repodata's suspects with them: conda/records.py) is made ahead, in the background, when nothing
+        heavier runs (conda/passes_ahead.py), so that the first hit and the first miss find it done."""
+        if self.passes is None:
+            return
+        repodata = await self._repodata(folder)
+        if repodata is None:
+            return
+        version = await self._version(folder)
+        key = (folder, version)
+        if key in self._scans:
+            return
+        self._answers_for(folder, version)
+        scan = self.passes.submit(folder, functools.partial(_scan, repodata, folder, None))
+        self._scans[key] = scan
+        scan.add_done_callback(lambda done: self._scanned(key, done))
 
     async def _version(self, folder: Path) -> tuple[object, ...]:
         metas = [await self.meta_for(folder / name) for name in RECORD_SOURCES]
@@ -224,14 +267,16 @@ class ListedRecords:
         try:
             # A hit waits a moment for the scan (a small repodata's), never the seconds a big one takes: it is
             # served as it is meanwhile, as before this check, and the scan's answers serve the requests after it.
+            # One made ahead may wait for a shard build: likewise.
             found = await asyncio.wait_for(asyncio.shield(scan), wait)
-        except TimeoutError:
+        except (TimeoutError, PassStopped):  # not yet, or a scan made ahead that a newer version took over
             raise _NotYetKnown from None
         return dict(found)
 
-    def _scanned(self, key: tuple[Path, tuple[object, ...]], done: asyncio.Task[dict[str, Listed | None]]) -> None:
+    def _scanned(self, key: tuple[Path, tuple[object, ...]], done: asyncio.Future[dict[str, Listed | None]]) -> None:
         """Keep a finished scan's answers for the version it read, unless a newer one is known by now."""
-        self._scans.pop(key, None)
+        if self._scans.get(key) is done:
+            del self._scans[key]
         if done.cancelled() or done.exception() is not None:
             return
         folder, version = key
@@ -257,16 +302,22 @@ def _record_from_cached_shard(folder: Path, filename: str) -> dict[str, Any] | N
     return record_in_shard(shard, filename) if shard.is_file() else None
 
 
-def _scan(repodata: Path, folder: Path, filename: str) -> dict[str, Listed | None]:
-    """The records of `filename` and of every package cached in `folder`, from one pass over `repodata`."""
+def _scan(
+    repodata: Path, folder: Path, filename: str | None, stop: threading.Event | None = None
+) -> dict[str, Listed | None]:
+    """The records of `filename` (if any) and of every package cached in `folder`, from one pass over `repodata`
+    (the pass that finds its suspects, when they are not known yet). `stop`: see records.find_records."""
     with os.scandir(folder) as entries:
         names = {e.name for e in entries if e.name.endswith(PACKAGE_SUFFIXES) and e.is_file()}
-    names.add(filename)
-    found = records_of(repodata, names)
+    if filename is not None:
+        names.add(filename)
+    found = records_of(repodata, names, stop)
     return {name: (expected_of(found[name]) if name in found else None) for name in names}
 
 
-def records_of(repodata: Path, names: Collection[str]) -> dict[str, dict[str, Any]]:
-    """The records of `names` in a repodata file, as the package check finds them (records.find_records: one pass
-    for the plain names; a name the repodata gives no single record is left out)."""
-    return find_records(repodata, names)
+def records_of(
+    repodata: Path, names: Collection[str], stop: threading.Event | None = None
+) -> dict[str, dict[str, Any]]:
+    """The records of `names` in a repodata file, as the package check finds them (records.find_records: one pass;
+    a name the repodata gives no single record is left out)."""
+    return find_records(repodata, names, stop)

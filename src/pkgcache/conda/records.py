@@ -14,6 +14,10 @@ the key is the file name, or ends with `"` and the file name (an escaped quote i
 the keys of objects anywhere but at a record's place (and such a key's tail after its last quote), and the file
 names given more than once (a bit filter over the names: a name whose bits are all set already is a suspect, so
 a rare false one only costs it the slow path). Only the suspects are kept (a few names in real repodata).
+The writing worker makes that pass as soon as a new version is in place, in the background (conda/passes_ahead.py,
+through `find_records` for the packages cached in the subdir: package_records.ListedRecords.scan_ahead), so the
+first lookup finds the suspects known; a lookup that comes while it runs waits for it (one pass per file at a time).
+`find_records` takes the records of the names it is asked for from that same pass when it makes it.
 
 A name not among the suspects is looked up by the scan, which then finds its one record or nothing. A suspect is
 looked up by reading the records themselves: every record given for that name, in every section; none is no
@@ -37,8 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, TextIO
 
+import msgspec
 import zstandard
 
+from pkgcache.conda.passes_ahead import PassStopped
 from pkgcache.conda.repodata_runs import MAX_VALUE_BYTES, Declined, RecordRun, iter_repodata_runs
 from pkgcache.conda.repodata_stream import (
     Info,
@@ -89,7 +95,7 @@ def find_record(repodata: Path, filename: str) -> dict[str, Any] | None:
     """The record of `filename` in a repodata file (.json, .json.zst or .json.bz2), or None; `AmbiguousRecord` when
     it has no single one (blocking: the first lookup in a version of the file reads it whole, once)."""
     with repodata.open("rb") as raw:
-        suspects = _suspects_of(repodata, raw)
+        suspects, _ = _suspects_of(repodata, raw)
         raw.seek(0)
         if filename in suspects or _NOT_PLAIN.search(filename):
             return _record_by_reading(repodata.name, raw, filename)
@@ -106,21 +112,28 @@ def find_record(repodata: Path, filename: str) -> dict[str, Any] | None:
 _TOO_LARGE: Any = object()
 
 
-def find_records(repodata: Path, filenames: Collection[str]) -> dict[str, dict[str, Any]]:
-    """The records of several files, each as `find_record` finds it, the plain names in one pass (blocking); a name
-    with no record, or none single (AmbiguousRecord), is left out."""
+def find_records(
+    repodata: Path, filenames: Collection[str], stop: threading.Event | None = None
+) -> dict[str, dict[str, Any]]:
+    """The records of several files, each as `find_record` finds it, in one pass (blocking); a name with no record,
+    or none single (AmbiguousRecord), is left out. When this version's suspects are not known yet, the pass that
+    finds them gives the records too; else the plain names are scanned for. `stop`: set, the pass ends early with
+    PassStopped (its work is lost)."""
     found: dict[str, dict[str, Any]] = {}
     with repodata.open("rb") as raw:
-        suspects = _suspects_of(repodata, raw)
-        careful = {name for name in filenames if name in suspects or not _ANY_PACKAGE_NAME.fullmatch(name)}
-        raw.seek(0)
-        with decompressed(repodata.name, raw) as stream:
-            scanned = _scan_for_many(stream, set(filenames) - careful)
-    for name, record in scanned.items():
-        if record is _TOO_LARGE:
-            careful.add(name)
+        suspects, given = _suspects_of(repodata, raw, filenames, stop)
+        if given is not None:
+            careful = _from_records_given(given, found)
         else:
-            found[name] = record
+            careful = {name for name in filenames if name in suspects or not _ANY_PACKAGE_NAME.fullmatch(name)}
+            raw.seek(0)
+            with decompressed(repodata.name, raw) as stream:
+                scanned = _scan_for_many(stream, set(filenames) - careful, stop)
+            for name, record in scanned.items():
+                if record is _TOO_LARGE:
+                    careful.add(name)
+                else:
+                    found[name] = record
     for name in careful:
         try:
             record = find_record(repodata, name)
@@ -131,6 +144,21 @@ def find_records(repodata: Path, filenames: Collection[str]) -> dict[str, dict[s
     return found
 
 
+def _from_records_given(given: dict[str, list[Any]], found: dict[str, dict[str, Any]]) -> set[str]:
+    """Into `found`, each name's one record among every record the file gives it (at a record's place, in any
+    section: as `_record_by_reading` decides); the names whose record text does not decode, to be read carefully."""
+    careful = set()
+    for name, texts in given.items():
+        try:
+            values = [json.loads(bytes(text)) if isinstance(text, msgspec.Raw) else text for text in texts]
+        except ValueError:
+            careful.add(name)
+            continue
+        if values and all(isinstance(value, dict) and value == values[0] for value in values):
+            found[name] = values[0]
+    return careful
+
+
 _ANY_PACKAGE_KEY = re.compile(rb'"([^"\\\s]{1,400}?(?:\.conda|\.tar\.bz2))"\s*:\s*\{')
 # The names that scan can meet (the others are looked up one by one, as find_record does).
 _ANY_PACKAGE_NAME = re.compile(r'[^"\\\s{}:\x00-\x1f]{1,400}?(?:\.conda|\.tar\.bz2)')
@@ -138,12 +166,14 @@ _ANY_PACKAGE_NAME = re.compile(r'[^"\\\s{}:\x00-\x1f]{1,400}?(?:\.conda|\.tar\.b
 SHORT_WINDOW = 64 * 1024
 
 
-def _scan_for_many(stream: IO[bytes], wanted: set[str]) -> dict[str, Any]:
+def _scan_for_many(stream: IO[bytes], wanted: set[str], stop: threading.Event | None = None) -> dict[str, Any]:
     """The object after the first `"<name>": {` of each wanted name (_TOO_LARGE when it cannot be read in the
     window), in one pass; a name never met is left out."""
     found: dict[str, Any] = {}
     buffer, position, ended = b"", 0, False
     while wanted and not ended and len(found) < len(wanted):
+        if stop is not None and stop.is_set():
+            raise PassStopped(f"the scan of {len(wanted)} names was told to stop")
         chunk = stream.read(CHUNK)
         ended = not chunk
         buffer += chunk
@@ -204,8 +234,12 @@ def _parse_object(window: bytes) -> dict[str, Any] | None:
 # --- the suspects of a repodata file ---
 
 
-def _suspects_of(repodata: Path, raw: BinaryIO) -> frozenset[str]:
-    """The suspects of the file open as `raw` (this very version of it: by its stamp), found once."""
+def _suspects_of(
+    repodata: Path, raw: BinaryIO, wanted: Collection[str] = (), stop: threading.Event | None = None
+) -> tuple[frozenset[str], dict[str, list[Any]] | None]:
+    """The suspects of the file open as `raw` (this very version of it: by its stamp), found once; and, when this
+    call read it for them, every record it gives each `wanted` name (None when they were known already, or the
+    file was not read by the run reader)."""
     stamp = stamp_of(os.fstat(raw.fileno()))
     key = str(repodata)
     with _memo_lock:
@@ -213,24 +247,35 @@ def _suspects_of(repodata: Path, raw: BinaryIO) -> frozenset[str]:
     with lock:  # one pass per file at a time: lookups arriving meanwhile wait for its answer
         known = _suspects.get(key)
         if known is not None and known.stamp == stamp:
-            return known.names
+            return known.names, None
         raw.seek(0)
-        names = suspects_in(repodata.name, raw)
+        names, given = read_whole(repodata.name, raw, wanted, stop)
         with _memo_lock:
             if len(_suspects) >= SUSPECTS_KEPT and key not in _suspects:
                 _suspects.pop(next(iter(_suspects)))
             _suspects[key] = _Suspects(stamp, names)
-        return names
+        return names, given
 
 
 def suspects_in(name: str, raw: BinaryIO) -> frozenset[str]:
     """The names a scan for `"<name>": {` may get wrong in the repodata file called `name` open as `raw` (see the
     module docstring); a file that cannot be read as repodata makes every name a suspect (an empty name stands for
     that: `_record_by_reading` then says what is wrong)."""
-    finder = _SuspectFinder()
+    return read_whole(name, raw)[0]
+
+
+def read_whole(
+    name: str, raw: BinaryIO, wanted: Collection[str] = (), stop: threading.Event | None = None
+) -> tuple[frozenset[str], dict[str, list[Any]] | None]:
+    """`suspects_in`, and every record the file gives each `wanted` name at a record's place, as the run reader
+    found it (its JSON text; None when the run reader declined the file: then read them again). `stop`: set, the
+    pass ends within a run of records with PassStopped."""
+    finder = _SuspectFinder(wanted)
     try:
         with decompressed(name, raw) as binary:
             for item in iter_repodata_runs(binary, raw_records=True, others=True, repeats=True):
+                if stop is not None and stop.is_set():
+                    raise PassStopped(f"the pass over {name} was told to stop")
                 finder.take(item)
     except Declined as exc:  # the careful reader, which reads anything a client can
         log.info("reading %s again with the standard library for its suspects: %s", name, exc)
@@ -239,14 +284,17 @@ def suspects_in(name: str, raw: BinaryIO) -> frozenset[str]:
         try:
             with decompressed(name, raw) as binary, _text(binary) as text:
                 for each in iter_repodata(text, others=True):
+                    if stop is not None and stop.is_set():
+                        raise PassStopped(f"the pass over {name} was told to stop")
                     finder.take(each)
         except (MalformedRepodata, ValueError, OSError, EOFError) as exc:
             log.warning("%s cannot be read as repodata (%s): its packages are not served", name, exc)
-            return _UNREADABLE
+            return _UNREADABLE, None
+        return frozenset(finder.suspects), None
     except (ValueError, OSError, EOFError) as exc:
         log.warning("%s cannot be read as repodata (%s): its packages are not served", name, exc)
-        return _UNREADABLE
-    return frozenset(finder.suspects)
+        return _UNREADABLE, None
+    return frozenset(finder.suspects), finder.given if wanted else None
 
 
 class _AllNames(frozenset[str]):
@@ -258,12 +306,18 @@ _UNREADABLE = _AllNames()
 
 
 class _SuspectFinder:
-    def __init__(self) -> None:
+    def __init__(self, wanted: Collection[str] = ()) -> None:
         self.suspects: set[str] = set()
         self._bits = bytearray(FILTER_BITS // 8)
+        self._wanted = frozenset(wanted)
+        # Every record given to each wanted name in the runs, in file order: its text (decoded when it was repeated
+        # within a run, as the run reader gives those).
+        self.given: dict[str, list[Any]] = {}
 
     def take(self, item: object) -> None:
         if type(item) is RecordRun:
+            if self._wanted:
+                self._gather(item)
             self.suspects.update(item.repeated)
             if item.flat:
                 self._names(item.records)
@@ -276,6 +330,16 @@ class _SuspectFinder:
             self._misplaced("info", item.info)
         elif type(item) is Other:
             self._misplaced(item.key, item.value)
+
+    def _gather(self, run: RecordRun) -> None:
+        records, wanted = run.records, self._wanted
+        found = [name for name in wanted if name in records] if len(wanted) < len(records) else wanted & records.keys()
+        for name in found:
+            given = self.given.setdefault(name, [])
+            if name in run.repeated:
+                given.extend(run.repeated[name])
+            else:
+                given.append(records[name])
 
     def _record(self, filename: str, record: bytes | Any) -> None:
         self._names({filename: None})

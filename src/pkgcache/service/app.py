@@ -16,6 +16,7 @@ from pkgcache.conda.filtered_channels import FilteredChannels
 from pkgcache.conda.generated_shards import GeneratedShards, spares_ended
 from pkgcache.conda.generated_zst import GeneratedZst
 from pkgcache.conda.index_files import IndexFiles
+from pkgcache.conda.passes_ahead import PassesAhead
 from pkgcache.conda.record_gate import GateRecords
 from pkgcache.conda.replica_channels import ReplicaChannels
 from pkgcache.conda.routes import CONDA_CHANNELS_KEY, add_conda_routes
@@ -133,15 +134,22 @@ def _pypi_index(
 
 
 def _conda_channels(
-    settings: Settings, pool: UpstreamPool, store: CacheStore, downloader: Downloader, gate: Gate
+    settings: Settings,
+    pool: UpstreamPool,
+    store: CacheStore,
+    downloader: Downloader,
+    gate: Gate,
+    passes: PassesAhead | None,
 ) -> ChannelSource:
-    """The conda side's chain of layers: chosen once, here (conda/source.py says what each does)."""
+    """The conda side's chain of layers: chosen once, here (conda/source.py says what each does). `passes`: where
+    the writing worker reads each new repodata ahead of its first package request (None in a replica, which
+    fetches nothing: its misses are the writer's)."""
     paths, sidecars = ChannelPaths(settings.conda, store), Sidecars(store)
     if not store.writable:
         below: ChannelSource = ReplicaChannels(settings.conda, paths, sidecars)
     else:
         origin = UpstreamChannels(settings.conda, Fetcher(pool, downloader))
-        below = CachedChannels(settings.conda, paths, origin, IndexFiles(origin.fetcher, sidecars))
+        below = CachedChannels(settings.conda, paths, origin, IndexFiles(origin.fetcher, sidecars), passes)
     # The policy and the offline view, as the gate says; below the shards, which are made from what it shows.
     filtered = FilteredChannels(GeneratedZst(below, paths, sidecars), paths, sidecars)
     gate.subscribe("conda", lambda side: filtered.use(GateRecords(side, paths)))
@@ -149,7 +157,7 @@ def _conda_channels(
     # import removes them on disk), and what this worker remembers of them is read again.
     gate.on_import(sidecars.forget_all)
     gate.on_import(filtered.forget_all)
-    return GeneratedShards(filtered, paths, sidecars)
+    return GeneratedShards(filtered, paths, sidecars, passes)
 
 
 def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.Application:
@@ -198,7 +206,10 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
         if carried is not None:
             carried.metadata = metadata_counters(index)
     if "conda" in pools:
-        channels = _conda_channels(settings, pools["conda"], store, downloader, gate)
+        passes = None if reads_only else PassesAhead()
+        channels = _conda_channels(settings, pools["conda"], store, downloader, gate, passes)
+        if passes is not None:  # a pass in its thread stops before the event loop's end waits for it
+            app.cleanup_ctx.append(_passes_ended(passes))
         if carried is not None:
             carried.shards = find_layer(channels, GeneratedShards)
         add_conda_routes(app, channels, store.file_use)
@@ -247,6 +258,14 @@ def _metadata_reads_ended(layer: MetadataIndex) -> Callable[[web.Application], A
     async def ended(_: web.Application) -> AsyncIterator[None]:
         yield
         await layer.close()
+
+    return ended
+
+
+def _passes_ended(passes: PassesAhead) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ended(_: web.Application) -> AsyncIterator[None]:
+        yield
+        await passes.close()
 
     return ended
 
