@@ -136,7 +136,9 @@ def test_a_record_too_large_even_to_read_whole_is_refused_with_why(
 def test_a_version_of_the_file_is_read_whole_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     passes: list[str] = []
     real_pass = records.read_whole
-    monkeypatch.setattr(records, "read_whole", lambda name, *rest: passes.append(name) or real_pass(name, *rest))
+    monkeypatch.setattr(
+        records, "read_whole", lambda name, *rest, **kw: passes.append(name) or real_pass(name, *rest, **kw)
+    )
     path = tmp_path / "repodata.json"
     path.write_text(_text_with([], [_member("libfoo-1.1-0.conda", REAL)]))
     for _ in range(3):
@@ -147,4 +149,30 @@ def test_a_version_of_the_file_is_read_whole_once(tmp_path: Path, monkeypatch: p
     replacement.replace(path)  # a new version, as the cache writes one
     with pytest.raises(records.AmbiguousRecord):
         find_record(path, "libfoo-1.1-0.conda")
+    assert len(passes) == 2
+
+
+@pytest.mark.parametrize("form", ["json", "zst"])
+def test_a_name_under_removed_is_known_from_the_pass_that_found_the_suspects(
+    tmp_path: Path, form: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    passes: list[object] = []  # every read of the whole file, by either of records' readers
+    real_runs, real_careful = records.iter_repodata_runs, records.iter_repodata
+    monkeypatch.setattr(records, "iter_repodata_runs", lambda *a, **kw: passes.append(a) or real_runs(*a, **kw))
+    monkeypatch.setattr(records, "iter_repodata", lambda *a, **kw: passes.append(a) or real_careful(*a, **kw))
+    raw = json.dumps(_repodata(50)).encode()
+    path = tmp_path / ("repodata.json" if form == "json" else "repodata.json.zst")
+    path.write_bytes(raw if form == "json" else zstandard.ZstdCompressor().compress(raw))
+    assert find_record(path, "pkg1-1.0-0.tar.bz2") is not None  # listed too, in this file
+    assert find_record(path, "gone-1.0-0.conda") is None
+    assert records.is_removed(path, "pkg1-1.0-0.tar.bz2")
+    assert not records.is_removed(path, "gone-1.0-0.conda")
+    assert not records.is_removed(path, "pkg2-1.0-0.tar.bz2")
+    assert len(passes) == 1  # the 404's wording costs no pass of its own
+    without = {**_repodata(50), "removed": []}
+    raw = json.dumps(without).encode()
+    replacement = tmp_path / "new"
+    replacement.write_bytes(raw if form == "json" else zstandard.ZstdCompressor().compress(raw))
+    replacement.replace(path)  # a new version no longer names it
+    assert not records.is_removed(path, "pkg1-1.0-0.tar.bz2")
     assert len(passes) == 2

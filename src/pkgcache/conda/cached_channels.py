@@ -63,8 +63,6 @@ MISSING_PACKAGE_RECHECK_SECONDS = 10.0
 # next request for one looks its record up again first: the channel may have replaced the file since the repodata
 # here was fetched.
 CONTRADICTED_PACKAGES_KEPT = 1024
-# Answers of "does this repodata name this package under `removed`" kept (for the 404's message).
-REMOVED_ANSWERS_KEPT = 1024
 
 
 class ChannelPaths:
@@ -114,8 +112,6 @@ class CachedChannels:
         self.listed = ListedRecords(files.meta_for, passes)
         if passes is not None:  # each new repodata's pass made ahead of the first package request
             files.when_new_version(self._repodata_committed)
-        # (repodata, its version, package) -> whether it names the package under `removed`
-        self._removed: dict[tuple[Path, object, str], bool] = {}
 
     def channel(self, root: str, name: str) -> Channel:
         return self.paths.channel(root, name)
@@ -274,14 +270,8 @@ class CachedChannels:
         """Why a package not listed is not served, in words a user understands."""
         where = f"{channel.path}/{subdir}"
         repodata = await self._repodata_to_search(channel, subdir)
-        meta = await self.files.meta_for(repodata)
-        key = (repodata, None if meta is None else (meta.size, meta.mtime_ns), filename)
-        removed = self._removed.get(key)
-        if removed is None:
-            removed = await asyncio.to_thread(is_removed, repodata, filename)
-            while len(self._removed) >= REMOVED_ANSWERS_KEPT:
-                self._removed.pop(next(iter(self._removed)))
-            self._removed[key] = removed
+        # Known from the pass that finds the repodata's suspects (made ahead, or by the lookup that found no record).
+        removed = await asyncio.to_thread(is_removed, repodata, filename)
         why = (
             "it was removed from the channel (its repodata names it under 'removed', as a channel marks a broken"
             " package)"

@@ -29,20 +29,22 @@ too large for the scan's window (RECORD_WINDOW) is read the same way, up to repo
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import io
 import json
 import logging
 import os
 import re
 import threading
+from array import array
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, TextIO
 
 import msgspec
-import zstandard
 
 from pkgcache.conda.passes_ahead import PassStopped
 from pkgcache.conda.repodata_runs import MAX_VALUE_BYTES, Declined, RecordRun, iter_repodata_runs
@@ -84,6 +86,9 @@ class AmbiguousRecord(Exception):
 class _Suspects:
     stamp: Stamp
     names: frozenset[str]
+    # The names under `removed`, as the sorted 8-byte digests of `_removed_key` (only a 404's wording hangs on
+    # them, so a clash costs nothing; conda-forge names thousands there, kept for up to SUSPECTS_KEPT files).
+    removed: array[int] = field(default_factory=lambda: array("q"))
 
 
 _suspects: dict[str, _Suspects] = {}
@@ -249,12 +254,40 @@ def _suspects_of(
         if known is not None and known.stamp == stamp:
             return known.names, None
         raw.seek(0)
-        names, given = read_whole(repodata.name, raw, wanted, stop)
+        finder = _SuspectFinder(wanted)
+        names, given = read_whole(repodata.name, raw, wanted, stop, finder=finder)
         with _memo_lock:
             if len(_suspects) >= SUSPECTS_KEPT and key not in _suspects:
                 _suspects.pop(next(iter(_suspects)))
-            _suspects[key] = _Suspects(stamp, names)
+            _suspects[key] = _Suspects(stamp, names, array("q", sorted(finder.removed)))
         return names, given
+
+
+def is_removed(repodata: Path, filename: str) -> bool:
+    """Whether a repodata file names `filename` under `removed` (how a channel marks a package it took out, as
+    conda-forge marks one broken): known from the pass that finds the file's suspects (blocking: made now if this
+    version has had none); False when the file cannot be read. Only a 404's wording hangs on it."""
+    key = str(repodata)
+    try:
+        with repodata.open("rb") as raw:
+            _suspects_of(repodata, raw)
+            stamp = stamp_of(os.fstat(raw.fileno()))
+    except OSError as exc:
+        log.info("could not tell whether %s names %s under removed: %s", repodata.name, filename, exc)
+        return False
+    with _memo_lock:
+        known = _suspects.get(key)
+    if known is None or known.stamp != stamp:
+        return False
+    wanted = _removed_key(filename)
+    at = bisect.bisect_left(known.removed, wanted)
+    return at < len(known.removed) and known.removed[at] == wanted
+
+
+def _removed_key(filename: str) -> int:
+    return int.from_bytes(
+        hashlib.blake2b(filename.encode("utf-8", "replace"), digest_size=8).digest(), "big", signed=True
+    )
 
 
 def suspects_in(name: str, raw: BinaryIO) -> frozenset[str]:
@@ -265,12 +298,18 @@ def suspects_in(name: str, raw: BinaryIO) -> frozenset[str]:
 
 
 def read_whole(
-    name: str, raw: BinaryIO, wanted: Collection[str] = (), stop: threading.Event | None = None
+    name: str,
+    raw: BinaryIO,
+    wanted: Collection[str] = (),
+    stop: threading.Event | None = None,
+    *,
+    finder: _SuspectFinder | None = None,
 ) -> tuple[frozenset[str], dict[str, list[Any]] | None]:
     """`suspects_in`, and every record the file gives each `wanted` name at a record's place, as the run reader
     found it (its JSON text; None when the run reader declined the file: then read them again). `stop`: set, the
-    pass ends within a run of records with PassStopped."""
-    finder = _SuspectFinder(wanted)
+    pass ends within a run of records with PassStopped. `finder` (made for `wanted`) is left holding what else the
+    pass found (the names under `removed`)."""
+    finder = finder if finder is not None else _SuspectFinder(wanted)
     try:
         with decompressed(name, raw) as binary:
             for item in iter_repodata_runs(binary, raw_records=True, others=True, repeats=True):
@@ -279,7 +318,7 @@ def read_whole(
                 finder.take(item)
     except Declined as exc:  # the careful reader, which reads anything a client can
         log.info("reading %s again with the standard library for its suspects: %s", name, exc)
-        finder = _SuspectFinder()
+        finder.start_again()
         raw.seek(0)
         try:
             with decompressed(name, raw) as binary, _text(binary) as text:
@@ -307,12 +346,21 @@ _UNREADABLE = _AllNames()
 
 class _SuspectFinder:
     def __init__(self, wanted: Collection[str] = ()) -> None:
+        self.wanted = frozenset(wanted)
+        self._reset(self.wanted)
+
+    def start_again(self) -> None:
+        """Forget what was found: the file is read again by the careful reader, which gives no records to gather."""
+        self._reset(frozenset())
+
+    def _reset(self, gathered: frozenset[str]) -> None:
         self.suspects: set[str] = set()
         self._bits = bytearray(FILTER_BITS // 8)
-        self._wanted = frozenset(wanted)
+        self._wanted = gathered
         # Every record given to each wanted name in the runs, in file order: its text (decoded when it was repeated
         # within a run, as the run reader gives those).
         self.given: dict[str, list[Any]] = {}
+        self.removed: set[int] = set()  # the `_removed_key` of each name under `removed`
 
     def take(self, item: object) -> None:
         if type(item) is RecordRun:
@@ -326,6 +374,8 @@ class _SuspectFinder:
                     self._record(filename, bytes(raw))
         elif type(item) is Record:
             self._record(item.filename, item.record)
+        elif type(item) is Removed:
+            self.removed.add(_removed_key(item.filename))
         elif type(item) is Info:
             self._misplaced("info", item.info)
         elif type(item) is Other:
@@ -446,27 +496,6 @@ def _text(binary: BinaryIO) -> Iterator[TextIO]:
         yield text
     finally:
         text.detach()
-
-
-def is_removed(repodata: Path, filename: str) -> bool:
-    """Whether a repodata file names `filename` under `removed` (how a channel marks a package it took out, as
-    conda-forge marks one broken); False when it cannot be read (blocking: reads the file whole, records left
-    undecoded; only for the answer to a package the repodata does not list)."""
-    try:
-        with repodata.open("rb") as raw:
-            try:
-                with decompressed(repodata.name, raw) as binary:
-                    return any(
-                        type(item) is Removed and item.filename == filename
-                        for item in iter_repodata_runs(binary, raw_records=True)
-                    )
-            except Declined:
-                raw.seek(0)
-                with decompressed(repodata.name, raw) as binary, _text(binary) as text:
-                    return any(type(item) is Removed and item.filename == filename for item in iter_repodata(text))
-    except (MalformedRepodata, ValueError, OSError, EOFError, zstandard.ZstdError) as exc:
-        log.info("could not tell whether %s names %s under removed: %s", repodata.name, filename, exc)
-        return False
 
 
 def expected_of(record: dict[str, Any]) -> tuple[dict[str, str], int | None]:
