@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import http.client
 import json
 import shutil
 import time
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from pkgcache.conda import cached_channels
 from pkgcache.conda.package_records import ListedRecords
 from pkgcache.policy.conda import CondaPolicy
 from pkgcache.policy.config import CondaPolicySettings
@@ -353,3 +355,31 @@ def test_rattler_installs_a_locked_package_the_channel_removed_since(
 def _listed_part(body: bytes) -> bytes:
     repodata = json.loads(body)
     return json.dumps({**repodata.get("packages", {}), **repodata.get("packages.conda", {})}).encode()
+
+
+def test_a_removed_package_still_coming_after_the_wait_is_streamed_not_held_back(
+    conda_channels: Channels,
+    mirror: MirrorLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Held back whole until checked, a big package from a slow mirror would give its client no byte for as long as
+    # the whole download takes, past its read timeout (conda's is 60 s): the wait is bounded.
+    monkeypatch.setattr(cached_channels, "UNLISTED_WHOLE_WAIT", 0.2, raising=False)
+    pkg = _libfoo(conda_channels)
+    cache = _cache(make_cache, [mirror])
+    assert cache.get(f"/conda/{CHANNEL}/{SUBDIR}/repodata.json").status == 200  # at full speed
+    seconds = 3.0
+    mirror.bytes_per_second = max(1, int(pkg.size / seconds))
+    connection = http.client.HTTPConnection(cache.url.removeprefix("http://"), timeout=30)
+    try:
+        started = time.monotonic()
+        connection.request("GET", f"/conda/{CHANNEL}/{SUBDIR}/{pkg.filename}", headers={HEADER: pkg.sha256})
+        response = connection.getresponse()
+        headers_after = time.monotonic() - started
+        body = response.read()
+    finally:
+        connection.close()
+    assert response.status == 200 and _sha256(body) == pkg.sha256
+    # The mirror needs `seconds` for the body; its first bytes reached the client long before the last.
+    assert headers_after < seconds / 2, headers_after

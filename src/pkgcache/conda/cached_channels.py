@@ -63,6 +63,10 @@ MISSING_PACKAGE_RECHECK_SECONDS = 10.0
 # next request for one looks its record up again first: the channel may have replaced the file since the repodata
 # here was fetched.
 CONTRADICTED_PACKAGES_KEPT = 1024
+# How long a package its channel does not list (checked against its client's sha256 alone) is waited for before
+# its first byte is sent: most packages are whole by then, and a mismatch is a clear 502; a bigger one is streamed
+# (conda's read timeout is 60 s; a client's own may be shorter).
+UNLISTED_WHOLE_WAIT = 5.0
 
 
 class ChannelPaths:
@@ -255,11 +259,15 @@ class CachedChannels:
 
     @staticmethod
     async def _checked_whole(download: Download, what: str, expected: str) -> None:
-        """Wait until a package checked against its client's sha256 alone is whole and checked: its client then
-        gets a clear error, not a 200 cut short, when no upstream has the file it expects (a lock older than the
-        channel's file is a likely case). The first byte comes once the last is checked."""
+        """Wait, at most UNLISTED_WHOLE_WAIT, until a package checked against its client's sha256 alone is whole
+        and checked: its client then gets a clear error, not a 200 cut short, when no upstream has the file it
+        expects (a lock older than the channel's file is a likely case). A package still coming then (a big one, a
+        slow mirror) is streamed as any package is, and cut short should its bytes fail: its client must not wait
+        for the last byte before the first one beyond its own read timeout."""
         try:
-            await download.wait_finished()
+            await asyncio.wait_for(download.wait_finished(), UNLISTED_WHOLE_WAIT)
+        except TimeoutError:
+            return
         except BadBytesEverywhere as exc:
             raise UnlistedPackageMismatch(
                 f"{what} is not listed by its channel, and no upstream has it with the sha256 the client expects"
