@@ -359,16 +359,18 @@ def import_command(bundle: Path, sha256: str | None, config_file: Path | None, d
     except BundleDigestError as exc:
         raise click.BadParameter(str(exc), param_hint="--sha256") from None
 
-    # Into the running instance's data directory when none is named, as export reads it: a bundle merged into
-    # the default directory while the service serves another would look imported and never be served.
-    located = locate_instance("import", config_file, data_dir)
-    directory = located.paths.data_dir
     console = Console(stderr=True)
     from_stdin = str(bundle) == "-"
     total = None if from_stdin else bundle.stat().st_size
     try:
         with contextlib.ExitStack() as stack:
+            # Opened first: run as root on the service's data directory, the command goes on as that directory's
+            # owner (locate_instance), who may not be allowed to read a bundle root can read.
             source = sys.stdin.buffer if from_stdin else stack.enter_context(bundle.open("rb"))
+            # Into the running instance's data directory when none is named, as export reads it: a bundle merged
+            # into the default directory while the service serves another would look imported and never be served.
+            located = locate_instance("import", config_file, data_dir)
+            directory = located.paths.data_dir
             advance = stack.enter_context(_byte_progress(console, "importing", total))
             report = import_bundle(source, directory, advance, sha256=wanted)
     except BundleUnreadable as exc:

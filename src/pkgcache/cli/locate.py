@@ -6,7 +6,8 @@ the instance, so a file that sets no `data_dir` leaves the instance to be found 
 the instance running on the default data directory if there is one, else the one running instance among those
 this account started (`daemon.registry`); when several run, the user must name one. An instance launched by
 `start` is talked to with the settings it was launched with (its admin token, its users), read from its launch
-record; any other with the settings the options resolve to.
+record; any other with the settings the options resolve to. Run as root on a data directory another user owns,
+the command then acts as that user (`owner`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import click
 
 from pkgcache.cli.options import flag_overrides, resolve_settings
+from pkgcache.cli.owner import act_as_data_dir_owner
 from pkgcache.config import ConfigError, Settings
 from pkgcache.daemon.files import InstancePaths
 from pkgcache.daemon.launch_record import read_launch_record
@@ -95,6 +97,14 @@ def locate_instance(
 
     `config_names_instance=False` (for `restart`): a config file names an instance only by the data_dir it sets.
     """
+    located = _locate(command, config_file, data_dir, config_names_instance)
+    # Run as root on another user's data directory (the service's), a command becomes that user before it writes
+    # anything there: root-owned files would make the service fail to write (owner.py).
+    act_as_data_dir_owner(located.paths.data_dir)
+    return located
+
+
+def _locate(command: str, config_file: Path | None, data_dir: Path | None, config_names_instance: bool) -> Located:
     settings = resolve_settings(config_file, flag_overrides({"data_dir": data_dir}))
     state = inspect_instance(InstancePaths(settings.server.data_dir))
     named_by = _named_by(settings, config_file, data_dir, config_names_instance)

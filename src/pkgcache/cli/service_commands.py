@@ -28,6 +28,7 @@ from pkgcache.cli.options import (
     serve_options,
     settings_from_options,
 )
+from pkgcache.cli.owner import act_as_data_dir_owner
 from pkgcache.config import ConfigError, Settings, record_settings, settings_from_record
 from pkgcache.daemon.errors import AlreadyRunning, DaemonError, ServesElsewhere, StartInProgress, Unhealthy
 from pkgcache.daemon.files import InstancePaths, file_size
@@ -81,6 +82,7 @@ def serve(settings_file: Path | None, detached: bool, **options: Any) -> None:
 
 
 def run_service(settings: Settings, settings_file: Path | None = None, detached: bool = False) -> None:
+    act_as_data_dir_owner(settings.server.data_dir)
     configure_logging(settings.server.log_level)
     lock = InstanceLock(InstancePaths(settings.server.data_dir))
     try:
@@ -175,6 +177,7 @@ def start_background(record: LaunchRecord, wait_timeout: float) -> None:
     """Record the settings, launch `serve` on the record, and wait until it answers; one `start` or `restart` at a
     time on a data directory."""
     paths = InstancePaths(record.settings.server.data_dir)
+    act_as_data_dir_owner(paths.data_dir)
     _refuse_if_running(inspect_instance(paths), record.settings)  # at once, without waiting for the start lock
     with _start_lock(paths, wait_timeout):
         _launch(record, wait_timeout)
