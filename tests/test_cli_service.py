@@ -685,6 +685,69 @@ def test_restart_with_a_config_file_reads_it_again(tmp_path: Path, tuna: TunaLik
         running.close()
 
 
+def test_restart_says_which_options_it_keeps_and_forgets_them_when_asked(
+    tmp_path: Path, tuna: TunaLikeUpstream
+) -> None:
+    """A --port given once kept overriding the config file's port on every later restart, unsaid."""
+    file_port = free_port()
+    config = tmp_path / "pkgcache.toml"
+    config.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {file_port}\nworkers = 1\n'
+        f'[pypi]\nupstreams = ["{tuna.index_url}"]\n[conda]\nupstreams = ["{DEAD_CONDA}"]\n'
+    )
+    running = BackgroundService(tmp_path / "data", tuna.index_url, "--config", str(config))
+    try:
+        assert running.start().returncode == 0
+        assert _healthy(running.url)
+        again = running.run("restart", "--config", str(config))
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert f"keeping the options given before: --host 127.0.0.1 --port {running.port}" in again.stdout
+        assert f"pkgcache restart --data-dir {running.data_dir} --forget-options" in again.stdout
+        assert _record(running.data_dir)["settings"]["server"]["port"] == running.port and _healthy(running.url)
+        forgot = running.run("restart", "--forget-options")
+        assert forgot.returncode == 0, forgot.stdout + forgot.stderr
+        assert f"forgetting the options given before: --host 127.0.0.1 --port {running.port}" in forgot.stdout
+        # The file's port now, from the file start was given; the data directory stays.
+        assert f"listening on 127.0.0.1:{file_port}" in forgot.stdout, forgot.stdout
+        record = _record(running.data_dir)
+        assert record["settings"]["server"]["port"] == file_port and record["config_file"] == str(config)
+        assert record["flags"] == {"server": {"data_dir": str(running.data_dir)}}
+        assert _healthy(f"http://127.0.0.1:{file_port}")
+        plain = running.run("restart")
+        assert plain.returncode == 0 and "keeping the options" not in plain.stdout, plain.stdout
+    finally:
+        running.close()
+
+
+def test_restart_of_a_data_directory_never_started_is_refused_and_creates_nothing(tmp_path: Path) -> None:
+    # Loopback only, should a restart start one all the same (it did, on 0.0.0.0 with the public mirrors).
+    dead = json.dumps(["http://127.0.0.1:9/simple/"])
+    env = _own_account(tmp_path)
+    env.update(
+        PKGCACHE_SERVER__HOST="127.0.0.1",
+        PKGCACHE_SERVER__PORT=str(free_port()),
+        PKGCACHE_SERVER__WORKERS="1",
+        PKGCACHE_PYPI__UPSTREAMS=dead,
+        PKGCACHE_CONDA__UPSTREAMS=json.dumps([DEAD_CONDA]),
+    )
+    mistyped = tmp_path / "nosuchdir"
+    default_dir = tmp_path / "home" / ".cache" / "pkgcache"
+    try:
+        refused = run_pkgcache("restart", "--data-dir", str(mistyped), env=env)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert f"pkgcache was never started on data directory {mistyped}" in refused.stderr
+        assert f"pkgcache start --data-dir {mistyped}" in refused.stderr
+        assert "started" not in refused.stdout and not mistyped.exists()
+        # Nor, given no directory and nothing started from this account, on the default one.
+        plain = run_pkgcache("restart", env=env)
+        assert plain.returncode == 1 and "nothing to restart" in plain.stderr, plain.stdout + plain.stderr
+        assert not default_dir.exists()
+    finally:
+        for data_dir in (mistyped, default_dir):
+            if (data_dir / "pkgcache.pid").exists():
+                run_pkgcache("stop", "--data-dir", str(data_dir), "--timeout", "10", env=env)
+
+
 def test_restart_with_only_a_config_file_restarts_the_running_instance(tmp_path: Path, tuna: TunaLikeUpstream) -> None:
     """The fix the admin commands prescribe: `restart --config FILE`, given no data directory, applies FILE to the
     instance `start --data-dir` launched, rather than starting a second one on the default data directory."""

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from pkgcache.config import LOG_LEVELS, ConfigError, Settings, load_settings
+from pkgcache.formatting import shell_quote
 
 F = TypeVar("F", bound=Callable[..., Any])
 # A wait or a timeout in seconds: a negative one would be taken and mean "no time at all", so it is refused.
@@ -98,6 +99,34 @@ def flag_overrides(options: Mapping[str, Any]) -> dict[str, Any]:
     }
     given = {name: {k: v for k, v in values.items() if v is not None} for name, values in sections.items()}
     return {name: values for name, values in given.items() if values}
+
+
+# How each recorded flag is written on the command line (`flag_overrides` read the other way).
+_FLAG_NAMES = {
+    ("server", "host"): "--host",
+    ("server", "port"): "--port",
+    ("server", "data_dir"): "--data-dir",
+    ("server", "log_level"): "--log-level",
+    ("server", "workers"): "--workers",
+    ("pypi", "upstreams"): "--pypi-upstream",
+    ("conda", "upstreams"): "--conda-upstream",
+}
+
+
+def flags_as_options(flags: Mapping[str, Any]) -> list[str]:
+    """Recorded flags as the options that give them (`--port 3151`, `--offline`), for messages."""
+    options: list[str] = []
+    for section, values in flags.items():
+        if not isinstance(values, Mapping):
+            continue
+        for key, value in values.items():
+            if (section, key) == ("server", "offline"):
+                options.append("--offline" if value else "--online")
+                continue
+            name = _FLAG_NAMES.get((section, key), f"{section}.{key}")
+            for item in value if isinstance(value, list) else [value]:
+                options.append(f"{name} {shell_quote(str(item))}")
+    return options
 
 
 def merge_flags(recorded: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from pkgcache.cli.options import (
     SECONDS,
     absolute,
     flag_overrides,
+    flags_as_options,
     locate_options,
     merge_flags,
     resolve_settings,
@@ -354,37 +355,58 @@ def foreign_message(state: InstanceState) -> str:
 @serve_options
 @click.option("--timeout", type=SECONDS, default=STOP_TIMEOUT, show_default=True, help="Seconds before SIGKILL.")
 @click.option("--wait", "wait_timeout", type=SECONDS, default=START_TIMEOUT, show_default=True, help="Seconds to wait.")
-def restart(timeout: float, wait_timeout: float, config_file: Path | None, **options: Any) -> None:
+@click.option(
+    "--forget-options",
+    is_flag=True,
+    help="Drop the options given to earlier starts and restarts (the data directory stays): the settings are read "
+    "afresh, as `start` reads them, from --config (else the file start was given), the environment and the "
+    "options given now.",
+)
+def restart(
+    timeout: float, wait_timeout: float, forget_options: bool, config_file: Path | None, **options: Any
+) -> None:
     """Stop the background service and start it again, with the settings `start` recorded for it.
 
-    Options given here replace those, and only those. Given --config, that file and the environment are read
-    afresh (the other options given to `start` still hold, its data directory included). The instance is found as
-    `status` finds it: --config names the settings to apply, not the instance, unless the file sets data_dir; a file
-    whose data_dir is not where the running instance is, is refused (add --data-dir to say which one you mean).
+    Options given here replace those, and only those, and are recorded in their turn: an option given to `start`
+    or to a restart holds for every later restart, over the config file too (restart names those it keeps; drop
+    them with --forget-options). Given --config, that file and the environment are read afresh (the other
+    options given before still hold, the data directory included). The instance is found as `status` finds it:
+    --config names the settings to apply, not the instance, unless the file sets data_dir; a file whose data_dir
+    is not where the running instance is, is refused (add --data-dir to say which one you mean). A data directory
+    no `start` ever started is refused.
     """
     located = locate_instance("restart", config_file, options.get("data_dir"), config_names_instance=False)
     state = located.state
     _refuse_foreground(state)
     if config_file is not None and located.named_by == "--config" and not (state.running or state.foreign):
         _refuse_another_data_dir(config_file, located)
-    if not (located.named or state.running or located.paths.settings_file.exists()) and located.others_remembered():
-        # Starting afresh on the default data directory is not what "restart" means to someone who started elsewhere.
-        lines = [
-            f"pkgcache was not started on the default data directory {located.paths.data_dir}",
-            *located.where_to_look(),
-        ]
-        raise click.ClickException("\n".join(lines))
+    if not (state.running or state.foreign or located.paths.settings_file.exists()):
+        _refuse_never_started(located)
     # From here on, as `start`: no other `start` or `restart` on this data directory until this one is done, and
     # what runs there is looked at again once that is so.
     with _start_lock(located.paths, wait_timeout):
         located = dataclasses.replace(located, state=inspect_instance(located.paths))
         _refuse_foreground(located.state)
-        record = _restart_record(located, config_file, flag_overrides(options))
+        record = _restart_record(located, config_file, flag_overrides(options), forget_options)
         stop_instance(located.state, timeout)
         if InstancePaths(record.settings.server.data_dir) == located.paths:
             _launch(record, wait_timeout)
         else:  # a record that names another data directory: that one's start lock is the one to hold
             start_background(record, wait_timeout)
+
+
+def _refuse_never_started(located: Located) -> None:
+    """Nothing runs there and nothing was started there: a mistyped --data-dir, or a plain `restart` meaning an
+    instance started elsewhere. Starting one afresh there, with every default, is not what "restart" means."""
+    data_dir = located.paths.data_dir
+    if not located.named and located.others_remembered():
+        lines = [f"pkgcache was not started on the default data directory {data_dir}", *located.where_to_look()]
+        raise click.ClickException("\n".join(lines))
+    named = f" --data-dir {shell_quote(data_dir)}" if located.named else ""
+    raise click.ClickException(
+        f"pkgcache was never started on data directory {data_dir} (no {located.paths.settings_file.name} there), "
+        f"so there is nothing to restart; to start one there: pkgcache start{named} [options]"
+    )
 
 
 def _refuse_foreground(state: InstanceState) -> None:
@@ -395,13 +417,30 @@ def _refuse_foreground(state: InstanceState) -> None:
         )
 
 
-def _restart_record(located: Located, config_file: Path | None, flags: dict[str, Any]) -> LaunchRecord:
+def _restart_record(
+    located: Located, config_file: Path | None, flags: dict[str, Any], forget: bool = False
+) -> LaunchRecord:
     """What to launch again: the recorded settings with the flags given now laid over them."""
     previous = _previous_record(located.paths)
+    here = {"server": {"data_dir": str(located.paths.data_dir)}}
     if previous is None:
         # The instance found (perhaps on this account's list, given no directory) is the one to start again.
-        flags = merge_flags({"server": {"data_dir": str(located.paths.data_dir)}}, flags)
+        flags = merge_flags(here, flags)
         return LaunchRecord(resolve_settings(config_file, flags), absolute(config_file), flags)
+    kept = _flags_kept(previous.flags, flags)
+    named = f" --data-dir {shell_quote(located.paths.data_dir)}" if located.named else ""
+    if forget:
+        # As `start` would, on this data directory, with the file given now or else the one given to `start`.
+        file = absolute(config_file) or previous.config_file
+        if kept:
+            click.echo(f"forgetting the options given before: {' '.join(flags_as_options(kept))}")
+        flags = merge_flags(here, flags)
+        return LaunchRecord(resolve_settings(file, flags), file, flags)
+    if kept:
+        click.echo(
+            f"keeping the options given before: {' '.join(flags_as_options(kept))} (they hold over the config file; "
+            f"to drop them: pkgcache restart{named} --forget-options)"
+        )
     merged_flags = merge_flags(previous.flags, flags)
     if config_file is not None:
         # The instance stays where it is, even when its data directory came from the environment of `start` or
@@ -418,6 +457,23 @@ def _restart_record(located: Located, config_file: Path | None, flags: dict[str,
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     return LaunchRecord(settings, previous.config_file, merged_flags)
+
+
+def _flags_kept(recorded: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The recorded flags that hold on because no flag given now replaces them (the data directory aside: it is
+    the instance itself)."""
+    kept: dict[str, Any] = {}
+    for section, values in recorded.items():
+        if not isinstance(values, dict):
+            continue
+        left = {
+            key: value
+            for key, value in values.items()
+            if key not in given.get(section, {}) and (section, key) != ("server", "data_dir")
+        }
+        if left:
+            kept[section] = left
+    return kept
 
 
 def _refuse_another_data_dir(config_file: Path, located: Located) -> None:
