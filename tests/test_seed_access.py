@@ -5,18 +5,25 @@ through the loopback server seed starts itself; the password is never on a comma
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
+from pkgcache.seed.model import Origin, PypiRequirement, SeedPlan
 from pkgcache.seeding.credentials import Credentials
-from pkgcache.seeding.resolve import uv_command, uv_environment
+from pkgcache.seeding.resolve import compile_with_uv, find_uv, uv_command, uv_environment
 from pkgcache.seeding.targets import parse_platform
 from tests.cache_service import CacheProcess
 from tests.conda_support import SUBDIR
 from tests.fakes.conda_upstreams import MirrorLikeUpstream
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream
+from tests.fakes.server import FakeServer
 from tests.kit_support import cached_names, pkgcache, write, write_config
+from tests.support import BackgroundLoop
 
 PASSWORD = "s3cret-pw"
 
@@ -71,3 +78,48 @@ def test_uv_gets_the_password_in_its_environment_not_on_its_command_line(tmp_pat
     assert not any(PASSWORD in part for part in command)
     assert PASSWORD in env.values() and "alice" in env.values()
     assert PASSWORD not in repr(reader)
+
+
+def test_uv_downloads_no_python_and_seed_says_what_to_do_when_there_is_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bg_loop: BackgroundLoop
+) -> None:
+    """`seed --python 3.12` with no such interpreter had uv download a CPython from the internet, past pkgcache."""
+    uv = find_uv()  # before PATH changes
+    # The index (it knows no project: uv fails fast) and, under /python/, where uv is told to fetch Pythons from.
+    server = FakeServer()
+    bg_loop.run(server.start())
+    index = f"{server.url}/simple/"
+    target = (parse_platform(SUBDIR), "3.12")
+
+    def compile_in(work: Path) -> SeedPlan | str:
+        work.mkdir()
+        requirement = PypiRequirement(Requirement("alpha"), Origin(tmp_path / "requirements.in"))
+        return asyncio.run(asyncio.wait_for(compile_with_uv(uv, index, [requirement], target, work), 120))
+
+    try:
+        for name in ("VIRTUAL_ENV", "CONDA_PREFIX", "UV_PYTHON_DOWNLOADS", "UV_PYTHON", "UV_PYTHON_PREFERENCE"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("UV_PYTHON_INSTALL_DIR", str(tmp_path / "managed"))  # no Python uv installed itself
+        monkeypatch.setenv("UV_PYTHON_INSTALL_MIRROR", f"{server.url}/python")
+        monkeypatch.chdir(tmp_path)
+        assert uv_environment()["UV_PYTHON_DOWNLOADS"] == "never"
+        assert "--no-python-downloads" in uv_command(uv, index, *target, tmp_path)
+
+        # This Python alone on PATH, of another version than 3.12: uv resolves for 3.12 without downloading one.
+        (tmp_path / "bin").mkdir()
+        (tmp_path / "bin" / "python3").symlink_to(os.path.realpath(sys.executable))
+        monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+        other = compile_in(tmp_path / "other")
+        assert isinstance(other, str) and "alpha" in other, other  # the index has no alpha: uv got that far
+        assert [path for path in server.paths() if path.startswith("/python")] == []
+        assert any(path.startswith("/simple/alpha") for path in server.paths())
+
+        # No Python at all: pkgcache says what to do.
+        monkeypatch.setenv("PATH", str(tmp_path / "managed"))
+        none = compile_in(tmp_path / "none")
+    finally:
+        bg_loop.run(server.stop())
+    assert isinstance(none, str), none
+    assert "uv found no Python interpreter here to resolve for Python 3.12 with" in none, none
+    assert "install Python 3.12 where uv finds it" in none
+    assert [path for path in server.paths() if path.startswith("/python")] == []

@@ -49,6 +49,8 @@ _UV_INDEX_VARIABLES = (
 )
 # uv's name for pkgcache's index: it reads the index's credentials from UV_INDEX_<NAME>_USERNAME and _PASSWORD.
 UV_INDEX_NAME = "pkgcache"
+# How uv starts its error when it has no interpreter (and may not download one).
+NO_INTERPRETER = "No interpreter found"
 UV_USER_VARIABLE = f"UV_INDEX_{UV_INDEX_NAME.upper()}_USERNAME"
 UV_PASSWORD_VARIABLE = f"UV_INDEX_{UV_INDEX_NAME.upper()}_PASSWORD"
 
@@ -131,6 +133,9 @@ def uv_environment(credentials: Credentials | None = None) -> dict[str, str]:
     (here rather than in the index URL, which `ps` shows and uv may print)."""
     own = {*_UV_INDEX_VARIABLES, UV_USER_VARIABLE, UV_PASSWORD_VARIABLE}
     env = {name: value for name, value in os.environ.items() if name.upper() not in own}
+    # Never a Python fetched from the internet behind pkgcache's back (uv would, for a --python-version it finds
+    # no interpreter of): `uv_command` says so too.
+    env["UV_PYTHON_DOWNLOADS"] = "never"
     # pkgcache is on this network (loopback when seed serves it itself): never through a proxy.
     no_proxy = ",".join(filter(None, [env.get("NO_PROXY", ""), "127.0.0.1,localhost,::1"]))
     env["NO_PROXY"] = env["no_proxy"] = no_proxy
@@ -145,9 +150,19 @@ def uv_command(uv: str, index_url: str, platform: Platform, python: str, work: P
         uv, "pip", "compile", str(work / "requirements.in"), "-c", str(work / "constraints.txt"),
         "--format", "pylock.toml", "-o", str(uv_output(platform, python, work)), "--no-header", "--quiet",
         "--no-config", "--default-index", f"{UV_INDEX_NAME}={index_url}",
-        "--python-platform", str(platform.uv_platform), "--python-version", python,
+        "--python-platform", str(platform.uv_platform), "--python-version", python, "--no-python-downloads",
         "--cache-dir", str(work / "uv-cache"),
     ]  # fmt: skip
+
+
+def no_interpreter_message(python: str) -> str:
+    """What to do when uv finds no Python to resolve with (with a Python of another version it warns, resolves
+    for `python` all the same, and builds what has no wheel with that one)."""
+    return (
+        f"uv found no Python interpreter here to resolve for Python {python} with, and pkgcache lets it download "
+        f"none (that would bypass pkgcache): install Python {python} where uv finds it (on PATH, or an active "
+        f"virtual environment); any Python 3 there will do, as uv resolves for {python} all the same"
+    )
 
 
 def uv_output(platform: Platform, python: str, work: Path) -> Path:
@@ -181,7 +196,10 @@ async def compile_with_uv(
         await process.wait()
         return f"uv did not finish within {UV_TIMEOUT:.0f} s"
     if process.returncode != 0:
-        lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+        text = stderr.decode(errors="replace")
+        if NO_INTERPRETER in text:
+            return no_interpreter_message(python)
+        lines = [line for line in text.splitlines() if line.strip()]
         return " / ".join(lines[-6:]) or f"uv exited with status {process.returncode}"
     return read_inputs([uv_output(platform, python, work)])
 
