@@ -53,7 +53,7 @@ def _snippet_text(settings: Settings, client: str, title_part: str, base: str = 
 def test_condarc_has_the_documented_shape() -> None:
     settings = _settings(conda={"channels": ["pkgs/main", "pkgs/r", "pkgs/msys2", "pkgs/free", "cloud/conda-forge"]})
     assert _snippet_text(settings, "conda", ".condarc") == (
-        "channel_alias: http://10.0.0.5:3150/conda/cloud\n"
+        "channel_alias: http://10.0.0.5:3150/conda/cloud/\n"
         "default_channels:\n"
         "  - http://10.0.0.5:3150/conda/pkgs/main\n"
         "  - http://10.0.0.5:3150/conda/pkgs/r\n"
@@ -61,6 +61,24 @@ def test_condarc_has_the_documented_shape() -> None:
         "custom_channels:\n"
         "  conda-forge: http://10.0.0.5:3150/conda/cloud\n"
     )
+
+
+@pytest.mark.parametrize("from_where", ["condarc", "quick setup"])
+def test_rattler_reaches_the_community_channels_through_the_channel_alias_given(from_where: str) -> None:
+    """rattler's ChannelConfig joins a channel's name to the alias: without the trailing slash it dropped `cloud`
+    and asked for /conda/conda-forge, a 404."""
+    rattler = pytest.importorskip("rattler")
+    settings = _settings(
+        conda={"channels": ["pkgs/main", "cloud/conda-forge"], "enabled": True}, pypi={"enabled": False}
+    )
+    if from_where == "condarc":
+        text = _snippet_text(settings, "conda", ".condarc")
+        alias = next(line for line in text.splitlines() if line.startswith("channel_alias: ")).split(": ", 1)[1]
+    else:
+        alias = shlex.split(quick_setup(BASE, settings))[-1]
+    config = rattler.ChannelConfig(channel_alias=alias)
+    for name in ("conda-forge", "bioconda"):
+        assert rattler.Channel(name, config).base_url == f"{BASE}/conda/cloud/{name}/"
 
 
 def test_condarc_names_every_configured_cloud_channel() -> None:
@@ -169,7 +187,7 @@ def test_with_users_every_client_says_where_its_user_and_password_go_and_never_a
     assert f"pdm config pypi.url {BASE}/pypi/simple/\n" in pdm
     assert "pdm config pypi.username USER\npdm config pypi.password PASSWORD\n" in pdm
     condarc = _snippet_text(settings, "conda", "condarc")
-    assert "channel_alias: http://USER:PASSWORD@10.0.0.5:3150/conda/cloud\n" in condarc
+    assert "channel_alias: http://USER:PASSWORD@10.0.0.5:3150/conda/cloud/\n" in condarc
     assert "USER" not in _snippet_text(settings, "pixi", "config.toml")
     pixi = _snippet_text(settings, "pixi", "credentials")
     assert "pixi auth login 10.0.0.5 --username USER --password PASSWORD\n" in pixi

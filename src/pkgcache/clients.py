@@ -134,6 +134,11 @@ def conda_url(base_url: str, channel: str = "") -> str:
     return f"{root}/{channel.strip('/')}" if channel else root
 
 
+def channel_alias(base_url: str) -> str:
+    """The base of the community channels (`<base>/conda/cloud/`), as conda's and rattler's channel_alias."""
+    return conda_url(base_url, "cloud") + "/"
+
+
 def is_plain_http(base_url: str) -> bool:
     return urlsplit(base_url).scheme == "http"
 
@@ -304,7 +309,9 @@ def condarc_snippet(base_url: str, channels: list[str], auth: bool = False) -> S
     # ~/.condarc is the user's own file; conda and mamba take a channel's user and password in its address.
     if auth:
         base_url = with_credentials(base_url)
-    lines = [f"channel_alias: {conda_url(base_url, 'cloud')}"]
+    # With its trailing slash: rattler (pixi) joins a name to the alias as a relative URL, so without one it asks
+    # for /conda/conda-forge; conda strips a trailing slash before it joins.
+    lines = [f"channel_alias: {channel_alias(base_url)}"]
     defaults = [channel for channel in DEFAULT_PKGS_CHANNELS if channel in channels]
     if defaults:
         lines.append("default_channels:")
@@ -387,7 +394,7 @@ def quick_setup(base_url: str, settings: Settings) -> str:
         if is_plain_http(base_url):
             line += f" && pip config set global.trusted-host {shell_quote(url_host(base_url))}"
         return line
-    return f"conda config --set channel_alias {shell_quote(conda_url(address, 'cloud'))}"
+    return f"conda config --set channel_alias {shell_quote(channel_alias(address))}"
 
 
 def snippets_json(snippets: list[Snippet]) -> str:
