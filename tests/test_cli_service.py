@@ -838,6 +838,18 @@ def test_plain_status_lists_the_instances_when_several_run(tmp_path: Path, tuna:
         second.close()
 
 
+@pytest.mark.parametrize(
+    "command", ["status", "stop", "logs", "export", "import", "gc", "verify", "seed", "block", "restart"]
+)
+def test_the_data_dir_help_says_how_the_instance_is_found_when_none_is_named(command: str) -> None:
+    """It said `default ~/.cache/pkgcache` where the commands take the running instance (it may be elsewhere)."""
+    shown = " ".join(CliRunner().invoke(main, [command, "--help"]).output.split())
+    assert "the one running instance this account started" in shown, shown
+    assert "Where the cache lives (default ~/.cache/pkgcache)" not in shown
+    start = " ".join(CliRunner().invoke(main, ["start", "--help"]).output.split())
+    assert "Where the cache lives (default ~/.cache/pkgcache)" in start
+
+
 def test_plain_status_says_where_to_look_when_nothing_was_started(tmp_path: Path) -> None:
     env = _own_account(tmp_path)
     status = run_pkgcache("status", env=env)

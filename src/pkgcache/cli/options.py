@@ -22,27 +22,36 @@ def config_option(function: F) -> F:
     )(function)
 
 
-def data_dir_option(function: F) -> F:
-    return click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="Where the cache lives (default ~/.cache/pkgcache).",
-    )(function)
+SERVE_DATA_DIR_HELP = "Where the cache lives (default ~/.cache/pkgcache)."
+# The commands after `start` look for the instance when no data directory is named (locate.locate_instance).
+LOCATE_DATA_DIR_HELP = (
+    "The instance's data directory (default: the pkgcache running on ~/.cache/pkgcache, else the one running "
+    "instance this account started with `pkgcache start`)."
+)
+
+
+def data_dir_option(function: F, help_text: str = SERVE_DATA_DIR_HELP) -> F:
+    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help=help_text)(function)
 
 
 def locate_options(function: F) -> F:
     """How the commands after `start` find an instance: the same config or data directory (or, given neither, the
     one running instance this account started)."""
-    return config_option(data_dir_option(function))
+    return config_option(data_dir_option(function, LOCATE_DATA_DIR_HELP))
 
 
-def serve_options(function: F) -> F:
+def restart_options(function: F) -> F:
+    """`restart`: the options of `start`, its data directory found as the commands after `start` find it."""
+    return serve_options(function, LOCATE_DATA_DIR_HELP)
+
+
+def serve_options(function: F, data_dir_help: str = SERVE_DATA_DIR_HELP) -> F:
     """Options shared by every command that starts the service."""
     options = [
         config_option,
         click.option("--host", help="Address to listen on (default 0.0.0.0)."),
         click.option("--port", type=int, help="Port to listen on (default 3150)."),
-        data_dir_option,
+        click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help=data_dir_help),
         click.option(
             "--pypi-upstream",
             "pypi_upstreams",

@@ -26,6 +26,7 @@ from pkgcache.cli.options import (
     locate_options,
     merge_flags,
     resolve_settings,
+    restart_options,
     serve_options,
     settings_from_options,
 )
@@ -352,7 +353,7 @@ def foreign_message(state: InstanceState) -> str:
 
 
 @click.command()
-@serve_options
+@restart_options
 @click.option("--timeout", type=SECONDS, default=STOP_TIMEOUT, show_default=True, help="Seconds before SIGKILL.")
 @click.option("--wait", "wait_timeout", type=SECONDS, default=START_TIMEOUT, show_default=True, help="Seconds to wait.")
 @click.option(
