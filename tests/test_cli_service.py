@@ -1087,6 +1087,40 @@ def test_check_times_every_upstream_and_reports_failures(bg_loop: BackgroundLoop
             bg_loop.run(server.stop())
 
 
+def test_check_says_what_a_404_most_likely_means_of_an_upstream_url(bg_loop: BackgroundLoop, tmp_path: Path) -> None:
+    """A PyPI URL without its /simple/ part, a conda base without a part of its path or with pkgs/ twice: every
+    project or channel 404s, and check said only `HTTP 404`."""
+    pypi = TunaLikeUpstream(sample_dists())
+    conda = FakeCondaMirror()
+    for server in (pypi, conda):
+        bg_loop.run(server.start())
+    try:
+        assert pypi.index_url == f"{pypi.url}/simple/"
+        mirrors = [
+            ("missing", f"{conda.url}/pkgs/", f"{conda.url}/cloud/"),
+            ("doubled", f"{conda.url}/anaconda/pkgs/pkgs/", f"{conda.url}/anaconda/pkgs/cloud/"),
+            ("right", f"{conda.url}/anaconda/pkgs/", f"{conda.url}/anaconda/cloud/"),
+        ]
+        tables = ", ".join(f'{{ name = "{n}", pkgs_url = "{p}", cloud_url = "{c}" }}' for n, p, c in mirrors)
+        config = tmp_path / "pkgcache.toml"
+        config.write_text(
+            f'[pypi]\nupstreams = [{{ name = "nosimple", url = "{pypi.url}/" }}, '
+            f'{{ name = "simple", url = "{pypi.index_url}" }}]\n[conda]\nupstreams = [{tables}]\n'
+        )
+        checked = run_pkgcache("check", "--config", str(config), "--project", "alpha", "--timeout", "5")
+        assert checked.returncode == 1, checked.stdout + checked.stderr
+        hints = {line.split()[1]: line for line in checked.stdout.splitlines() if line.startswith("hint: ")}
+        assert sorted(hints) == ["doubled", "missing", "nosimple"], checked.stdout
+        assert hints["nosimple"].startswith(f"hint: nosimple answered 404 for the project page {pypi.url}/alpha/")
+        assert "most often ending in /simple/" in hints["nosimple"]
+        missing = f"hint: missing answered 404 for {conda.url}/pkgs/main/noarch/repodata.json"
+        assert hints["missing"].startswith(missing) and "may lack a part" in hints["missing"]
+        assert "ends in pkgs/ already" in hints["doubled"]
+    finally:
+        for server in (pypi, conda):
+            bg_loop.run(server.stop())
+
+
 def test_check_pypi_only(tmp_path: Path, tuna: TunaLikeUpstream) -> None:
     config = tmp_path / "pkgcache.toml"
     config.write_text(f'[pypi]\nupstreams = ["{tuna.index_url}"]\n[conda]\nenabled = false\n')

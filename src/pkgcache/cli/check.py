@@ -60,6 +60,8 @@ def check_command(
     click.echo(f"probing {len(probes)} upstream URLs (at most {timeout:g} s each)...", err=True)
     results = sort_results(run_checks(settings, probes, timeout))
     click.echo(format_table(results))
+    for line in hints(results):
+        click.echo(f"\nhint: {line}")
     for side in ("pypi", "conda"):
         order = suggested_order(results, side)
         if order:
@@ -206,6 +208,38 @@ def _first_cloud_channel(channels: list[str]) -> str | None:
 
 
 # --- presenting ---
+
+
+NOT_FOUND = "HTTP 404"
+
+
+def hints(results: list[ProbeResult]) -> list[str]:
+    """What a 404 most likely means of an upstream's URL: a PyPI one without its simple-index part, a conda one
+    whose channel path is missing a part or has one twice. URLs are never refused for it (private indexes have
+    their own paths: devpi's `+simple/`, Artifactory's `.../simple/`)."""
+    found: list[str] = []
+    for result in results:
+        if result.ok or result.detail != NOT_FOUND:
+            continue
+        probe = result.probe
+        if probe.kind == "pypi-page":
+            base = probe.url.removesuffix("/").rsplit("/", 1)[0] + "/"
+            found.append(
+                f"{probe.upstream} answered 404 for the project page {probe.url}: is {base} its simple index? "
+                "A PyPI upstream's URL is the index's own, most often ending in /simple/ (devpi: /+simple/)"
+            )
+        elif probe.kind == "repodata":
+            doubled = "/pkgs/pkgs/" in probe.url
+            found.append(
+                f"{probe.upstream} answered 404 for {probe.url}: a conda upstream is the base URL holding pkgs/ "
+                "and cloud/ (BASE/pkgs/main/..., BASE/cloud/conda-forge/...); "
+                + (
+                    "this one ends in pkgs/ already: give the URL above it"
+                    if doubled
+                    else "its path may lack a part (such as anaconda/) or hold one twice"
+                )
+            )
+    return found
 
 
 SIDE_ORDER = {"pypi": 0, "conda": 1}
