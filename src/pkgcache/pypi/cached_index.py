@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import dataclasses
 import logging
+import os
 import time
+import weakref
+from collections.abc import Mapping
 from pathlib import Path
 
 from pkgcache.cache_state import CacheState, revalidation_due
@@ -26,7 +31,7 @@ from pkgcache.pypi.upstream_index import UpstreamIndex
 from pkgcache.storage.downloads import Download
 from pkgcache.storage.file_records import Recorded, agrees, recorded_of
 from pkgcache.storage.store import StorageError
-from pkgcache.upstream.pool import UpstreamNotFound, UpstreamsUnavailable
+from pkgcache.upstream.pool import BadBytesEverywhere, UpstreamNotFound, UpstreamsUnavailable
 from pkgcache.upstream.ranges import RangeBody, fetch_range
 
 log = logging.getLogger(__name__)
@@ -36,6 +41,9 @@ MISSING_FILE_RECHECK_SECONDS = 10.0
 # How long "no upstream has this project" is believed (at most the page time-to-live).
 NOT_FOUND_SECONDS = 60.0
 MAX_REMEMBERED_MISSING = 100_000
+# How long a request for a file waits for a check of its page against the other upstreams' under way (after every
+# upstream's bytes failed the page): the check's outcome is the page to use, but a client is not held past this.
+PAGE_CHECK_WAIT = 10.0
 
 
 class CachedIndex:
@@ -47,7 +55,12 @@ class CachedIndex:
         self.pages = pages
         self.memory = memory
         self._refreshes: dict[str, asyncio.Task[CachedPage]] = {}
+        # Checks of a page against the other upstreams' after every upstream's bytes failed it, by (project, file).
+        self._page_checks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._watched: weakref.WeakSet[Download] = weakref.WeakSet()
         self._missing: collections.OrderedDict[str, float] = collections.OrderedDict()
+        # Projects whose cached page was kept although some upstreams said "not found" (others could not answer).
+        self._kept_despite_not_found: collections.OrderedDict[str, float] = collections.OrderedDict()
 
     # --- pages ---
 
@@ -92,7 +105,7 @@ class CachedIndex:
         return await asyncio.shield(task)
 
     def _refresh_in_background(self, project: str) -> None:
-        if project in self._refreshes:
+        if project in self._refreshes or self._remembered(self._kept_despite_not_found, project):
             return
 
         async def refresh_quietly() -> None:
@@ -109,7 +122,17 @@ class CachedIndex:
         previous = (self.memory.get(project) or await self._load(project)) if cached else None
         try:
             fetched = await self.origin.fetch_page(project, previous)
-        except UpstreamNotFound:
+        except UpstreamNotFound as exc:
+            if previous is not None and exc.unanswered:
+                # Some upstreams said "not found" while others could not answer: not proof that the project is
+                # gone (a mirror lags, or leaves projects out). The cached page is kept and served stale, as when
+                # none answers, until every upstream that could have it says so.
+                unavailable = UpstreamsUnavailable(exc.unanswered)
+                previous.refresh_error = f"{exc}; no answer from {unavailable}"
+                log.info("%s: %s; the cached page is kept", project, previous.refresh_error)
+                # Not asked again in the background before NOT_FOUND_SECONDS (each request for the stale page would).
+                self._remember(self._kept_despite_not_found, project)
+                raise unavailable from None
             await self._forget_page(project)
             self._remember_missing(project)
             raise
@@ -118,6 +141,9 @@ class CachedIndex:
                 previous.refresh_error = str(exc)
             raise
         self._missing.pop(project, None)
+        self._kept_despite_not_found.pop(project, None)
+        if fetched is not previous:
+            fetched = await self._with_verified_entries(project, fetched)
         try:
             await self.pages.save(project, fetched)
         except StorageError as exc:
@@ -125,6 +151,40 @@ class CachedIndex:
             log.warning("could not keep the page of %s on disk: %s", project, exc)
         self.memory.put(project, fetched)
         return fetched
+
+    async def _with_verified_entries(self, project: str, fetched: CachedPage) -> CachedPage:
+        """`fetched`, except for the cached files it lists as other bytes than those checked and kept here, when
+        another upstream's page, asked now, still lists them as those: their entries (hashes, size, metadata) are
+        taken from that page. Mirrors disagreeing on a file name's bytes (which the official index never changes)
+        means one of them is wrong; the bytes here were checked against a page, so the page served keeps saying
+        what is served, and a lock file holding that hash keeps installing. When no other upstream lists them so
+        (they all list the new bytes now, or none answers), `fetched` is taken as it is: the file was replaced
+        upstream, and is fetched again on its next request."""
+        folder = self.pages.file_path(project, "-").parent
+        if not folder.is_dir():  # no file of the project cached (a stat, as on a hit)
+            return fetched
+        contradicted = await asyncio.to_thread(_contradicted_files, folder, fetched)
+        if not contradicted:
+            return fetched
+        vouched: dict[str, DistFile] = {}
+        async with contextlib.aclosing(self.origin.pages_of_others(project, but=fetched.upstream)) as others:
+            async for other in others:
+                for filename, recorded in contradicted.items():
+                    dist = other.files.get(filename)
+                    if filename not in vouched and dist is not None and _vouches_for(dist, recorded):
+                        vouched[filename] = dist
+                if len(vouched) == len(contradicted):
+                    break
+        if not vouched:
+            return fetched
+        log.warning(
+            "%s's page of %s lists %s as other bytes than those cached here, which another upstream's page lists: "
+            "the cached files are kept, listed as that page lists them",
+            fetched.upstream,
+            project,
+            ", ".join(sorted(vouched)),
+        )
+        return with_entries(fetched, vouched)
 
     async def _load(self, project: str) -> CachedPage | None:
         entry = await self.pages.load(project)
@@ -137,27 +197,38 @@ class CachedIndex:
         await self.pages.remove(project)
 
     def _remember_missing(self, project: str) -> None:
-        self._missing[project] = time.monotonic() + min(NOT_FOUND_SECONDS, self.index_ttl)
-        self._missing.move_to_end(project)
-        while len(self._missing) > MAX_REMEMBERED_MISSING:
-            self._missing.popitem(last=False)
+        self._remember(self._missing, project)
+
+    def _remember(self, memory: collections.OrderedDict[str, float], project: str) -> None:
+        memory[project] = time.monotonic() + min(NOT_FOUND_SECONDS, self.index_ttl)
+        memory.move_to_end(project)
+        while len(memory) > MAX_REMEMBERED_MISSING:
+            memory.popitem(last=False)
+
+    @staticmethod
+    def _remembered(memory: collections.OrderedDict[str, float], project: str) -> bool:
+        until = memory.get(project)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        del memory[project]
+        return False
 
     def _raise_if_known_missing(self, project: str) -> None:
-        until = self._missing.get(project)
-        if until is None:
-            return
-        if time.monotonic() < until:
+        if self._remembered(self._missing, project):
             raise UpstreamNotFound(f"no upstream has {project} (asked less than {NOT_FOUND_SECONDS:.0f} s ago)")
-        del self._missing[project]
 
     def forget(self, project: str) -> None:
         self.memory.drop(project)
         self._missing.pop(project, None)
+        self._kept_despite_not_found.pop(project, None)
 
     def forget_all(self) -> None:
         # The writer's memory is never checked against the disk (it wrote it): another writer's change is told.
         self.memory.clear()
         self._missing.clear()
+        self._kept_despite_not_found.clear()
 
     async def cached_projects(self) -> list[str]:
         return await self.pages.projects()
@@ -165,6 +236,7 @@ class CachedIndex:
     # --- files ---
 
     async def open_file(self, project: str, filename: str) -> Path | Download:
+        await self._page_checked(project, filename)
         path = self.pages.file_path(project, filename)
         recorded = recorded_of(path)
         if recorded is not None and await self._is_as_listed(project, filename, recorded):
@@ -173,6 +245,8 @@ class CachedIndex:
         # and checked against the page, it replaces the old one by a rename (readers of the old one finish).
         replace = recorded is not None
         entry, download = await self._start_download(project, filename, path, replace=replace)
+        if download is not None:
+            self._watch(project, filename, entry, download)
         if download is None or not self.origin.is_pkgcache(entry.upstream):
             return path if download is None else download
         try:
@@ -182,8 +256,98 @@ class CachedIndex:
             # once more, with the page from the next upstream (it rests now), so the client never sees it.
             if not self.origin.is_resting(entry.upstream):
                 raise
-            _, download = await self._start_download(project, filename, path, replace=replace)
+            entry, download = await self._start_download(project, filename, path, replace=replace)
+            if download is not None:
+                self._watch(project, filename, entry, download)
         return path if download is None else download
+
+    # --- a page whose hash every upstream's bytes fail ---
+
+    def _watch(self, project: str, filename: str, entry: CachedPage, download: Download) -> None:
+        """Once `download` (of a file `entry` lists) has failed because every upstream's bytes contradict the page,
+        the page is the suspect: it is checked against the other upstreams' pages (`_check_page`)."""
+        if download in self._watched or filename.endswith(PROVENANCE_SUFFIX):
+            return
+
+        async def after(done: Download) -> None:
+            key = (project, filename)
+            if isinstance(done.error, BadBytesEverywhere) and key not in self._page_checks:
+                task = asyncio.get_running_loop().create_task(self._check_page(project, filename, entry))
+                self._page_checks[key] = task
+                task.add_done_callback(lambda _: self._page_checks.pop(key, None))
+
+        if download.before_done(after):
+            self._watched.add(download)
+
+    async def _page_checked(self, project: str, filename: str) -> None:
+        """Wait (a while at most) for a check of the page under way for this file: its outcome is the page to use."""
+        task = self._page_checks.get((project, filename))
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(task), PAGE_CHECK_WAIT)
+
+    async def _check_page(self, project: str, filename: str, entry: CachedPage) -> None:
+        """Every upstream sent bytes failing the hash (or size) `entry` lists for a file: the page that gave it is
+        the likely culprit, not every mirror. The other upstreams' pages are asked (not the one that gave it); the
+        first that lists the file otherwise has it fetched against its entry, and once bytes pass that, the cached
+        page lists the file as that page does (hashes, size, metadata: the rest of the page stays as it is). No
+        client is ever sent bytes that passed no page's check; one that read the wrong page fails its own check
+        once, the next ones install."""
+        listed = entry.files.get(filename)
+        if listed is None:
+            return
+        try:
+            async with contextlib.aclosing(self.origin.pages_of_others(project, but=entry.upstream)) as others:
+                async for other in others:
+                    if await self._file_as_listed_by(project, filename, entry, listed, other):
+                        return
+        except Exception:
+            log.exception("checking the page of %s against the other upstreams' failed", project)
+            return
+        log.warning(
+            "%s: every upstream's bytes failed %s's page; no other page lists it otherwise", filename, entry.upstream
+        )
+
+    async def _file_as_listed_by(
+        self, project: str, filename: str, entry: CachedPage, listed: DistFile, other: CachedPage
+    ) -> bool:
+        """Whether the file could be had as `other` (another upstream's page) lists it, where that differs from
+        `listed` (`entry`'s): then the cached page lists it so."""
+        dist = other.files.get(filename)
+        if dist is None or not dist.hashes or (dist.hashes, dist.size) == (listed.hashes, listed.size):
+            return False
+        trial = with_entries(entry, {filename: dist})
+        download = self.origin.download(self.pages.file_path(project, filename), trial, trial.files[filename])
+        if download is not None:
+            try:
+                await download.wait_finished()
+            except Exception as exc:
+                log.warning("%s as %s's page lists it cannot be had either: %s", filename, other.upstream, exc)
+                return False
+        await self._adopt_entry(project, filename, listed, dist)
+        log.warning(
+            "%s: every upstream's bytes failed %s's page, and passed %s's: the page now lists it as %s's",
+            filename,
+            entry.upstream,
+            other.upstream,
+            other.upstream,
+        )
+        return True
+
+    async def _adopt_entry(self, project: str, filename: str, wrong: DistFile, right: DistFile) -> None:
+        """The cached page (as it is now) lists `filename` as `right` where it still lists it as `wrong`."""
+        current = self.memory.get(project) or await self._load(project)
+        if current is None:
+            return
+        now = current.files.get(filename)
+        if now is None or (now.hashes, now.size) != (wrong.hashes, wrong.size):
+            return  # the page changed meanwhile: the next request judges it
+        fixed = with_entries(current, {filename: right})
+        try:
+            await self.pages.save(project, fixed)
+        except StorageError as exc:
+            log.warning("could not keep the page of %s on disk: %s", project, exc)
+        self.memory.put(project, fixed)
 
     async def _is_as_listed(self, project: str, filename: str, recorded: Recorded) -> bool:
         """Whether a cached file is the one the project's page, as served now, lists under its name (its size and
@@ -260,6 +424,47 @@ def _lookup(entry: CachedPage, filename: str) -> DistFile | None:
         dist = entry.files.get(filename.removesuffix(PROVENANCE_SUFFIX))
         return dist if dist is not None and dist.provenance_url else None
     return entry.files.get(filename)
+
+
+def _contradicted_files(folder: Path, entry: CachedPage) -> dict[str, Recorded]:
+    """The cached files in `folder` (checked against a digest) that `entry` lists as other bytes (blocking)."""
+    try:
+        names = [name for name in os.listdir(folder) if name in entry.files]
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    found: dict[str, Recorded] = {}
+    for name in names:
+        recorded = recorded_of(folder / name)
+        dist = entry.files[name]
+        if recorded is not None and recorded.digest is not None and not agrees(recorded, dist.hashes, dist.size):
+            found[name] = recorded
+    return found
+
+
+def _vouches_for(dist: DistFile, recorded: Recorded) -> bool:
+    """Whether a page's entry lists a cached file as the bytes it was checked against (a digest, not a size alone)."""
+    assert recorded.digest is not None
+    name, value = recorded.digest
+    listed = dist.hashes.get(name)
+    return listed is not None and listed.lower() == value and agrees(recorded, dist.hashes, dist.size)
+
+
+def with_entries(entry: CachedPage, replaced: Mapping[str, DistFile]) -> CachedPage:
+    """`entry` with the files named in `replaced` listed as those entries (of another upstream's page) say: their
+    hashes, size and core metadata; the link stays the page's own, so each upstream is asked at its own place."""
+    files = tuple(
+        dataclasses.replace(
+            dist,
+            hashes=other.hashes,
+            size=other.size,
+            core_metadata=other.core_metadata,
+        )
+        if (other := replaced.get(dist.filename)) is not None
+        else dist
+        for dist in entry.page.files
+    )
+    page = dataclasses.replace(entry.page, files=files)
+    return CachedPage(page, entry.upstream, entry.fetched_at, entry.etag, entry.last_modified, entry.refresh_error)
 
 
 def is_as_listed(entry: CachedPage | None, filename: str, recorded: Recorded) -> bool:

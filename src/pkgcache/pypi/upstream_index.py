@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urljoin
@@ -24,7 +24,14 @@ from pkgcache.pypi.pages import CachedPage, in_page_thread
 from pkgcache.pypi.parse import InvalidPage, NeedsFullReader, parse_project_page
 from pkgcache.storage.downloads import Download, Expected, IntegrityError
 from pkgcache.storage.filetypes import magic_for, max_package_size
-from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamError, read_limited
+from pkgcache.upstream.pool import (
+    TargetFor,
+    Upstream,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamsUnavailable,
+    read_limited,
+)
 from pkgcache.upstream.transfer import Fetcher
 
 log = logging.getLogger(__name__)
@@ -66,7 +73,26 @@ class UpstreamIndex:
             lambda upstream, response: self._read_page(project, previous, upstream, response),
             headers=lambda upstream: _page_request_headers(previous, upstream),
             ok_statuses=frozenset({200, 304}),
+            # Nothing reaches the clients while a page is read: one that takes longer is left for the next upstream.
+            timeout=self.pool.policy.page_timeout,
         )
+
+    async def pages_of_others(self, project: str, but: str) -> AsyncGenerator[CachedPage, None]:
+        """The project's page from each upstream other than `but` that is not resting, in the pool's order, as
+        each is asked (the caller stops asking when it has what it needs); those that fail or lack it are passed
+        over. Nothing is kept."""
+        for upstream in self.pool.candidates():
+            if upstream.name == but:
+                continue
+            try:
+                yield await self.pool.fetch(
+                    _only(upstream, urljoin(upstream.base_url, f"{project}/")),
+                    lambda candidate, response: self._read_page(project, None, candidate, response),
+                    headers=lambda candidate: _page_request_headers(None, candidate),
+                    timeout=self.pool.policy.page_timeout,
+                )
+            except (UpstreamNotFound, UpstreamsUnavailable) as exc:
+                log.info("no page of %s from %s to compare: %s", project, upstream.name, exc)
 
     async def _read_page(
         self, project: str, previous: CachedPage | None, upstream: Upstream, response: aiohttp.ClientResponse
@@ -173,6 +199,11 @@ class UpstreamIndex:
         return upstream.files_url or urljoin(upstream.url, "../packages/")
 
 
+def _only(upstream: Upstream, url: str) -> TargetFor:
+    """A target that only `upstream` has (at `url`)."""
+    return lambda candidate: url if candidate.name == upstream.name else None
+
+
 def probe_target(upstream: Upstream) -> str:
     """The URL a probe of a PyPI upstream asks for."""
     return urljoin(upstream.base_url, f"{PROBE_PROJECT}/")
@@ -180,11 +211,17 @@ def probe_target(upstream: Upstream) -> str:
 
 def _older_than(page: ProjectPage, response: aiohttp.ClientResponse, previous: CachedPage) -> bool:
     """Whether a page from another upstream is an older version than the cached one: by the index's serial, which
-    mirrors copy from the index they mirror; failing that, by Last-Modified."""
+    mirrors copy from the index they mirror, when both pages give one; failing that, by Last-Modified, when both
+    answers gave one. When neither tells (one page without a serial, one answer without a date), a page that only
+    takes files away (it lists none the cached one does not) is taken for a lagging copy: a project rarely loses
+    files (yanked ones stay listed), and the upstream that gave the cached page still tells of a real removal."""
     if page.last_serial is not None and previous.page.last_serial is not None:
         return page.last_serial < previous.page.last_serial
     new, old = _http_date(response.headers.get("Last-Modified")), _http_date(previous.last_modified)
-    return new is not None and old is not None and new < old
+    if new is not None and old is not None:
+        return new < old
+    names = {dist.filename for dist in page.files}
+    return names < previous.files.keys()
 
 
 def _http_date(value: str | None) -> float | None:

@@ -98,7 +98,16 @@ class UpstreamRefused(Exception):
 
 
 class UpstreamNotFound(Absent):
-    """Every upstream that answered said the thing does not exist."""
+    """Every upstream that answered said the thing does not exist.
+
+    `unanswered` names the upstreams that could have had it and did not answer (they failed, or were resting),
+    with why: empty when every one of them said "not found". A caller holding a copy may find one upstream's word
+    too little to drop it for (pypi/cached_index.py keeps a cached page then).
+    """
+
+    def __init__(self, message: str, unanswered: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.unanswered = dict(unanswered or {})
 
 
 class UpstreamsUnavailable(Exception):
@@ -227,6 +236,7 @@ class UpstreamPolicySettings:
     rate_window: float = 10.0
     relative_min_rate: float = 0.1
     slot_wait: float = 2.0
+    page_timeout: float = 10.0
     max_retry_after: float = 3600.0
     # Hosts (host, port; port None: any) reached whatever their addresses: the configured ones (address_guard.py).
     trusted_hosts: frozenset[HostPort] = frozenset()
@@ -351,24 +361,36 @@ class UpstreamPool:
         headers: HeadersFor | None = None,
         method: str = "GET",
         ok_statuses: frozenset[int] = frozenset({200}),
+        timeout: float | None = None,
     ) -> T:
         """Ask each upstream in turn until one gives an answer that `handle` accepts.
 
         `target(upstream)` gives that upstream's URL, or None when it cannot have the thing. `handle` is called
         with the open response when its status is in `ok_statuses`; raising UpstreamError in it moves on to the
-        next upstream. Raises UpstreamNotFound when no upstream had it and at least one answered 404/410, and
-        UpstreamsUnavailable when none gave a usable answer for any other reason (or all are resting).
+        next upstream. `timeout`: the seconds one upstream's whole exchange (its answer and `handle`'s reading of
+        it) may take while another upstream could still be asked; past it that upstream failed (and rests), and
+        the next one is asked. Raises UpstreamNotFound when no upstream had it and at least one answered 404/410
+        (saying which could not answer), and UpstreamsUnavailable when none gave a usable answer for any other
+        reason (or all are resting).
         """
         errors: dict[str, str] = {}
         asked_any = False
         tries = [(upstream, url) for upstream in self.candidates() if (url := target(upstream)) is not None]
         for position, (upstream, url) in enumerate(tries):
             asked_any = True
+            last = position == len(tries) - 1
             # A busy upstream is waited for only as long as another one could answer instead.
-            slot_wait = self.policy.slot_wait if position < len(tries) - 1 else None
+            slot_wait = self.policy.slot_wait if not last else None
             request_headers = dict(headers(upstream)) if headers else {}
             try:
-                return await self._fetch_from(upstream, url, handle, request_headers, method, ok_statuses, slot_wait)
+                exchange = self._fetch_from(upstream, url, handle, request_headers, method, ok_statuses, slot_wait)
+                if timeout is None or last:
+                    return await exchange
+                try:
+                    async with asyncio.timeout(timeout):
+                        return await exchange
+                except TimeoutError:
+                    raise UpstreamError(f"no whole answer from {url} within {timeout:g} s") from None
             except UpstreamNotFound:
                 errors[upstream.name] = "not found"
             except UpstreamError as exc:
@@ -380,8 +402,14 @@ class UpstreamPool:
                     self.record_bad_answer(upstream, str(exc))
         not_found_on = [name for name, reason in errors.items() if reason == "not found"]
         if asked_any and not_found_on:
-            # An upstream that answered "not there" is believed over the ones that could not answer at all.
-            raise UpstreamNotFound(f"not found on {', '.join(not_found_on)}")
+            # An upstream that answered "not there" is believed over the ones that could not answer at all; which
+            # ones those were goes with it, for a caller holding a copy that one upstream's word is too little for.
+            now = time.monotonic()
+            unanswered = {name: reason for name, reason in errors.items() if reason != "not found"}
+            for upstream in self.upstreams:
+                if upstream.name not in errors and self.is_resting(upstream, now) and target(upstream) is not None:
+                    unanswered[upstream.name] = self._resting_words(upstream, now)
+            raise UpstreamNotFound(f"not found on {', '.join(not_found_on)}", unanswered)
         if not asked_any:
             raise self._all_resting(target)
         raise UpstreamsUnavailable(errors)
