@@ -18,6 +18,7 @@ alternate locations, PEP 740 provenance, PEP 792 status) and raw entries to add 
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import random
@@ -150,7 +151,8 @@ async def garbage_response(
     "unclosed-comments" (200 HTML, a good-looking link, then markup that never closes),
     "bad-json" (200, JSON content type, invalid JSON), "deep-json" (200, JSON content type, valid JSON nested
     1,200 deep), "chunked" (the true body, chunked: no Content-Length), "random" (200, random bytes),
-    "truncate" (full Content-Length, half the body, then close), and the server-level
+    "truncate" (full Content-Length, half the body, then close), "endless" (200, chunked, the page's links over
+    and over at 20 KB/s until the client hangs up), and the server-level
     faults of ``tests.fakes.server.fault_response``: "reset" (drop the connection, no
     answer), "hang" (answer nothing for ``faults.hang_seconds``), or a 3-digit status
     such as "503".
@@ -178,7 +180,31 @@ async def garbage_response(
         return web.Response(body=body, headers={"Content-Type": content.content_type})
     if mode == "truncate":
         return await serve_content(request, content, faults, truncate=True)
+    if mode == "endless":
+        return await _endless_response(request, content)
     return await fault_response(request, mode, faults)
+
+
+ENDLESS_BYTES_PER_SECOND = 20 * 1024
+
+
+async def _endless_response(request: web.Request, content: Content) -> web.StreamResponse:
+    """The page's first half, then its links' lines over and over, chunked, at ENDLESS_BYTES_PER_SECOND (above
+    pkgcache's min_rate), until the client hangs up: a page that never ends."""
+    response = web.StreamResponse(headers={"Content-Type": content.content_type})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    body = content.body
+    links = b"".join(line + b"\n" for line in body.splitlines() if b"<a " in line) or b"<!-- -->\n"
+    chunk = links * max(1, ENDLESS_BYTES_PER_SECOND // 10 // len(links))
+    try:
+        await response.write(body[: len(body) // 2])
+        while True:
+            await response.write(chunk)
+            await asyncio.sleep(len(chunk) / ENDLESS_BYTES_PER_SECOND)
+    except (ConnectionError, RuntimeError):
+        pass  # the client hung up
+    return response
 
 
 # --- what a page can say beyond its files ----------------------------------------------
@@ -252,6 +278,13 @@ class _IndexServer(FakeServer):
         self._upload_times: dict[str, str] = {}
         # filename -> PEP 700 upload-time to give instead of the made-up one (a release uploaded just now...)
         self.upload_time_overrides: dict[str, str] = {}
+        # filename -> the sha256 its page lists instead of the file's own (a page wrong about a file it serves right)
+        self.listed_sha256: dict[str, str] = {}
+        self.listed_size: dict[str, int] = {}  # filename -> the size a JSON page lists instead of the file's own
+        # False: project pages carry no serial (`<!--SERIAL n-->`), and/or come with no ETag or Last-Modified (a
+        # dynamic index: devpi, a proxy)
+        self.page_serial = True
+        self.page_validators = True
         self.set_dists(dists)
 
     # -- index contents --
@@ -318,7 +351,8 @@ class _IndexServer(FakeServer):
     # -- HTML shared by both index styles --
 
     def _link(self, dist: Dist, href: str, extras: PageExtras | None = None) -> str:
-        attrs = [f'href="{html.escape(href + "#sha256=" + dist.sha256)}"']
+        sha256 = self.listed_sha256.get(dist.filename, dist.sha256)
+        attrs = [f'href="{html.escape(href + "#sha256=" + sha256)}"']
         if dist.requires_python:
             attrs.append(f'data-requires-python="{html.escape(dist.requires_python)}"')
         if self.serves_metadata and dist.metadata_sha256:
@@ -346,7 +380,7 @@ class _IndexServer(FakeServer):
             *links,
             "  </body>",
             "</html>",
-            f"<!--SERIAL {self.serial}-->",
+            *([f"<!--SERIAL {self.serial}-->"] if self.page_serial else []),
             "",
         ]
         return "\n".join(lines).encode("utf-8")
@@ -365,6 +399,8 @@ class _IndexServer(FakeServer):
         content = Content(body, content_type, self.last_modified_ts, "max-age=600, public", headers=extra)
         if mode:
             return await garbage_response(request, mode, content, self.faults, json_content_type=json_content_type)
+        if not self.page_validators:
+            return web.Response(body=body, headers={"Content-Type": content_type, **extra})
         return await serve_content(request, content, self.faults)
 
     def _redirect(self, path: str) -> web.Response:
@@ -533,12 +569,12 @@ class OfficialLikeUpstream(_IndexServer):
         entry: dict[str, object] = {
             "filename": dist.filename,
             "url": self.file_url(dist),
-            "hashes": {"sha256": dist.sha256},
+            "hashes": {"sha256": self.listed_sha256.get(dist.filename, dist.sha256)},
             "requires-python": dist.requires_python,
             "yanked": dist.yanked,
             "core-metadata": metadata,
             "data-dist-info-metadata": metadata,
-            "size": dist.size,
+            "size": self.listed_size.get(dist.filename, dist.size),
             "upload-time": self.upload_time_overrides.get(dist.filename, self._upload_times[dist.filename]),
         }
         if extras is not None:

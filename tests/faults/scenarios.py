@@ -489,6 +489,49 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         "../test_conda_mirror_versions.py::test_a_lagging_mirror_does_not_take_the_cache_back_to_older_repodata",
     ),
     ServiceScenario(
+        "pypi-down-plus-404",
+        "a project only the first mirror has (the second lags, or leaves it out: 404); its page and wheel are cached; "
+        "the first mirror fails (503) and index_ttl passes",
+        "200 with the cached page, stale (saying why); pip and uv install from it. 404 only once every mirror that "
+        "could have it says 404",
+        "the page and the wheel; the page dropped once every mirror says 404",
+        "../test_pypi_failover.py::test_a_cached_project_is_served_stale_when_one_mirror_is_down_and_another_says_404",
+    ),
+    ServiceScenario(
+        "pypi-wrong-hash-on-page",
+        "the first mirror's page lists a file with a wrong sha256 (or size); both mirrors serve the right bytes",
+        "the first client, which read the wrong page: its transfer cut (or an error), never whole unchecked bytes; "
+        "then the page lists the file as the second mirror's page does, and pip and uv install",
+        "the file, checked against the second mirror's entry; the first mirror's page with that file's entry "
+        "(hashes, size, core metadata) taken from the second's",
+        "../test_pypi_failover.py::test_a_hash_every_mirrors_bytes_fail_is_checked_against_the_other_mirrors_pages",
+    ),
+    ServiceScenario(
+        "pypi-mirrors-disagree-on-hash",
+        "the mirrors list one file name as different bytes; it was cached from the second (the first was down) and a "
+        "lock file holds its hash; the first comes back and gives the page",
+        "the page lists the cached bytes' hash while the second mirror's page does; pip and uv install with "
+        "--require-hashes",
+        "the verified file, unchanged; the first mirror's page with that file's entry from the second's",
+        "../test_pypi_failover.py::test_a_verified_cached_file_stays_while_a_mirrors_page_lists_it",
+    ),
+    ServiceScenario(
+        "pypi-lagging-page-without-serial",
+        "the mirror that gave the cached page (with a serial) fails; the second lags (fewer versions) and its page has "
+        "no serial, and no Last-Modified on one side",
+        "200 with the cached page: no version disappears; uv installs the newer version",
+        "the cached page (a page from another mirror that only takes files away is a lagging copy)",
+        "../test_pypi_failover.py::test_a_lagging_page_without_a_serial_does_not_take_versions_away",
+    ),
+    ServiceScenario(
+        "pypi-endless-page",
+        "the first mirror's project page never ends: valid link lines at 20 KB/s, above min_rate",
+        "200 with the second mirror's page after page_timeout (well within pip's 15 s and uv's 30 s); pip and uv "
+        "install",
+        "the second mirror's page; the first mirror rests",
+        "../test_pypi_failover.py::test_a_page_that_never_ends_is_left_for_the_next_mirror_after_page_timeout",
+    ),
+    ServiceScenario(
         "upstream-shards-deleted",
         "an upstream with its own shards re-indexes and deletes the shards its old index named; index_ttl has passed",
         "the new shard index (revalidated before it is answered; stale only when no upstream answers) and its "
