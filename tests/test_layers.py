@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
         "kit_record",
         "header_numbers",
         "conda_subdirs",
+        "zip_records",
     },
     {"storage"},
     {"upstream"},

@@ -20,7 +20,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from pkgcache.pypi import sdist_metadata, wheel_metadata, zip_records
+from pkgcache import zip_records
+from pkgcache.pypi import sdist_metadata, wheel_metadata
 from pkgcache.pypi.sdist_metadata import pkg_info_from_sdist_file, sdist_metadata_is_reliable
 from pkgcache.pypi.wheel_metadata import (
     DEFAULT_TAIL_LENGTH,

@@ -20,14 +20,14 @@ from pathlib import Path, PurePosixPath
 from packaging.utils import InvalidSdistFilename, NormalizedName, canonicalize_name, parse_sdist_filename
 from packaging.version import InvalidVersion, Version
 
-from pkgcache.pypi import zip_records
+from pkgcache import zip_records
 from pkgcache.pypi.wheel_metadata import (
     MAX_CENTRAL_DIRECTORY,
     MAX_METADATA_SIZE,
     MetadataUnavailable,
     names_project_version,
 )
-from pkgcache.pypi.zip_records import ZipRecordError
+from pkgcache.zip_records import ZipRecordError
 
 KiB = 1024
 # What reading an sdist for its PKG-INFO may cost at most; past any of these it is given up on, as an sdist without
@@ -257,14 +257,7 @@ def _pkg_info_from_zip(path: Path, project: NormalizedName, version: Version) ->
     with path.open("rb") as file:
         fd = file.fileno()
         size = os.fstat(fd).st_size
-        tail_start = max(0, size - zip_records.END_RECORD_SEARCH)
-        end = zip_records.find_end_record(_pread(fd, size - tail_start, tail_start), tail_start, size)
-        if end is None:
-            raise ZipRecordError("no end-of-central-directory record: not a ZIP archive, or a truncated one")
-        if end.zip64_end_record_offset is not None:
-            offset = end.zip64_end_record_offset
-            fixed_part = _pread(fd, zip_records.ZIP64_END_RECORD_SIZE, offset)
-            end = zip_records.parse_zip64_end_record(fixed_part, offset, end.offset)
+        end = zip_records.read_end_record(lambda offset, length: _pread(fd, length, offset), size)
         directory = zip_records.central_directory_of(end, MAX_CENTRAL_DIRECTORY)
         if directory.entries > MAX_MEMBERS:
             raise MetadataUnavailable(f"{path.name}: {directory.entries} members, over {MAX_MEMBERS}")

@@ -33,9 +33,9 @@ from typing import Protocol, TypeVar, cast
 from packaging.utils import InvalidWheelFilename, NormalizedName, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from pkgcache import zip_records
 from pkgcache.header_numbers import content_range as parse_content_range
-from pkgcache.pypi import zip_records
-from pkgcache.pypi.zip_records import CentralDirectory, EndRecord, Member, ZipRecordError
+from pkgcache.zip_records import CentralDirectory, EndRecord, Member, ZipRecordError
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -169,6 +169,37 @@ def parse_zip64_end_record(data: bytes, offset: int, locator_offset: int) -> End
     return EndRecord(offset, cd_offset, cd_size, entries)
 
 
+def read_end_record(read: Callable[[int, int], bytes], file_size: int) -> EndRecord:
+    """The end record of an archive of `file_size` bytes (its ZIP64 form's fields when it has one), through
+    `read(offset, size)`, which gives those bytes of the file or raises (an archive's own I/O, not this module's)."""
+    tail_start = max(0, file_size - END_RECORD_SEARCH)
+    end = find_end_record(read(tail_start, file_size - tail_start), tail_start, file_size)
+    if end is None:
+        raise ZipRecordError("no end-of-central-directory record: not a ZIP archive, or a truncated one")
+    if end.zip64_end_record_offset is not None:
+        offset = end.zip64_end_record_offset
+        end = parse_zip64_end_record(read(offset, ZIP64_END_RECORD_SIZE), offset, end.offset)
+    return end
+
+
+def check_whole(read: Callable[[int, int], bytes], file_size: int) -> None:
+    """Raises ZipRecordError unless the archive of `file_size` bytes is whole as far as its records tell, read
+    through `read` (see `read_end_record`): its end record ends the file, and its central directory is where that
+    record says, within the file, before the record. A download cut short (a chunked body that ended early looks
+    whole) ends in the middle of a member or of the directory, where no end record ends the file. Members are not
+    inflated: that is the reader's work, as for a file checked by its hash."""
+    end = read_end_record(read, file_size)
+    directory = CentralDirectory(end.central_directory_offset, end.central_directory_size, end.entries)
+    if directory.end > end.offset:
+        raise ZipRecordError(
+            f"central directory at {directory.offset}+{directory.size} reaches past the end record ({end.offset})"
+        )
+    if directory.entries * CENTRAL_HEADER_SIZE > directory.size:
+        raise ZipRecordError(f"{directory.entries} entries cannot fit in {directory.size} bytes")
+    if directory.entries and read(directory.offset, 4) != _CENTRAL_SIGNATURE:
+        raise ZipRecordError(f"no central directory at {directory.offset}, where the end record says it is")
+
+
 def central_directory_of(end: EndRecord, max_size: int) -> CentralDirectory:
     """The central directory an end record describes, checked to end exactly where that record starts.
 
