@@ -285,6 +285,12 @@ class _IndexServer(FakeServer):
         # dynamic index: devpi, a proxy)
         self.page_serial = True
         self.page_validators = True
+        # filename -> the URL fragment its HTML link carries instead of `sha256=<hex>`: "" for none, "sha256=" for
+        # an empty hash (mirrors that give no usable hash)
+        self.link_fragments: dict[str, str] = {}
+        # filename -> the sha256 its HTML link advertises for its `.metadata` instead of the true one (a mirror
+        # whose PEP 658 hash is wrong); needs serves_metadata
+        self.advertised_metadata_hashes: dict[str, str] = {}
         self.set_dists(dists)
 
     # -- index contents --
@@ -352,12 +358,14 @@ class _IndexServer(FakeServer):
 
     def _link(self, dist: Dist, href: str, extras: PageExtras | None = None) -> str:
         sha256 = self.listed_sha256.get(dist.filename, dist.sha256)
-        attrs = [f'href="{html.escape(href + "#sha256=" + sha256)}"']
+        fragment = self.link_fragments.get(dist.filename, "sha256=" + sha256)
+        attrs = [f'href="{html.escape(href + ("#" + fragment if fragment else ""))}"']
         if dist.requires_python:
             attrs.append(f'data-requires-python="{html.escape(dist.requires_python)}"')
         if self.serves_metadata and dist.metadata_sha256:
             # Both spellings, as PEP 714 asks during the transition.
-            value = f"sha256={dist.metadata_sha256}" if self.metadata_hash_given else "true"
+            metadata_sha256 = self.advertised_metadata_hashes.get(dist.filename, dist.metadata_sha256)
+            value = f"sha256={metadata_sha256}" if self.metadata_hash_given else "true"
             attrs.append(f'data-dist-info-metadata="{value}"')
             attrs.append(f'data-core-metadata="{value}"')
         if dist.yanked is not False:

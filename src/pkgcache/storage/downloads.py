@@ -10,6 +10,8 @@ What a client can never get is a complete-looking body of bad bytes:
   a disk too full for it fails the download before any client is answered;
 - a write that would pass the index's size is refused before a byte of it is written;
 - the first bytes are checked against what a file of its kind starts with, however they arrive;
+- a file its index gives no hash for must end as a whole file of its kind does (a zip's end record, a gzip stream's
+  end): a body cut short can look whole (chunked, no length), and only its kind can tell;
 - clients are held back from the byte that completes the expected size (or, size unknown, from the last byte
   written) until the whole file is checked (size, hash, and the caller's own check of its content);
 - bytes found wrong are thrown away (`discard`): clients that had read some of them are cut, clients that had
@@ -38,6 +40,7 @@ from multidict import CIMultiDict
 
 from pkgcache.storage.file_records import record_digest
 from pkgcache.storage.file_use import FileUse
+from pkgcache.storage.filetypes import WholeCheck, whole_check_for
 from pkgcache.storage.store import CacheStore, StorageError, check_folder, in_storage_thread, storage_error
 
 log = logging.getLogger(__name__)
@@ -174,6 +177,7 @@ class Download:
         self._reserve_from_answer = False
         self._reserved = 0
         self._hasher = self._new_hasher()
+        self._whole = self._new_whole_check()
         self._start_bytes = b""  # the first bytes, until there are enough to check them against the magic
         self._interested = 0  # clients following the bytes or waiting for the outcome
         self._unwanted_since: float | None = None
@@ -248,6 +252,8 @@ class Download:
             got = self._hasher.hexdigest()
             if got != digest[1]:
                 raise IntegrityError(f"{digest[0]} mismatch: the index says {digest[1]}, the bytes give {got}")
+        if self._whole is not None:
+            self._check_whole(self._whole)
 
     async def check_content(self) -> None:
         """The caller's check of the whole content (in a thread); raises IntegrityError."""
@@ -264,6 +270,7 @@ class Download:
         self.written = 0
         self._unflushed = 0
         self._hasher = self._new_hasher()
+        self._whole = self._new_whole_check()
         self._start_bytes = b""
         self.generation += 1
         if self._handle is not None:
@@ -512,6 +519,31 @@ class Download:
         digest = self.expected.digest_to_check()
         return hashlib.new(digest[0]) if digest else None
 
+    def _new_whole_check(self) -> WholeCheck | None:
+        """Only for a file without a hash: a hash says more, and is computed in the same pass already."""
+        if self.expected.digest_to_check() is not None:
+            return None
+        return whole_check_for(self.expected.magic)
+
+    def _check_whole(self, check: WholeCheck) -> None:
+        """Raises IntegrityError unless the bytes written make a whole file of their kind (a few reads at the
+        file's end at most: on the loop, as a follower's reads are)."""
+        written = self.written
+
+        def read(offset: int, size: int) -> bytes:
+            data = os.pread(fd, size, offset) if offset + size <= written else b""
+            if len(data) != size:
+                raise ValueError(f"{size} bytes at {offset} run past the end of the {written} bytes")
+            return data
+
+        fd = os.open(self.temp_path, os.O_RDONLY)  # an OSError is the disk's, not the bytes'
+        try:
+            check.check(read, written)
+        except ValueError as exc:  # a ZipRecordError too
+            raise IntegrityError(f"not a whole file of its kind: {exc}") from None
+        finally:
+            os.close(fd)
+
     def _hasher_update(self, chunk: bytes) -> None:
         if self._hasher is not None:
             self._hasher.update(chunk)
@@ -555,6 +587,8 @@ class Download:
             self._take_space()
         self._handle.write(chunk)
         self._handle.flush()
+        if self._whole is not None:
+            self._whole.feed(chunk)
         self._unflushed += len(chunk)
         if self._unflushed >= FLUSH_EVERY:
             os.fdatasync(self._handle.fileno())  # meanwhile the upstream's bytes wait in the socket's buffers

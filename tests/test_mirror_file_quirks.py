@@ -1,0 +1,162 @@
+"""What one mirror's quirks on files must not cost clients, when another mirror has the file right: a page without
+a usable hash and a body cut short that looks whole; an sdist labelled with its own gzip (Apache's stock
+`AddEncoding x-gzip .gz`); a wrong PEP 658 hash; ranges refused by a slow mirror.
+
+Mirror A (first) has the quirk, mirror B (second) is healthy; the tests check that B was asked, and, where the
+quirk was about what a client installs, that real pip and uv install through pkgcache."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import io
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cache_service import RunningCache
+from tests.fakes.dists import Dist, build_sdist, build_wheel
+from tests.fakes.faulty import Fault, FaultyPypiUpstream, Kind
+from tests.fakes.pypi_upstreams import TunaLikeUpstream
+from tests.support import BackgroundLoop, installed_dists, run_pip_install, run_uv_install
+
+INSTALLERS = {"pip": run_pip_install, "uv": run_uv_install}
+
+
+def _start(bg_loop: BackgroundLoop, *servers: TunaLikeUpstream) -> None:
+    for server in servers:
+        bg_loop.run(server.start())
+
+
+@pytest.fixture
+def mirrors(bg_loop: BackgroundLoop) -> Iterator[Callable[[list[Dist]], tuple[FaultyPypiUpstream, TunaLikeUpstream]]]:
+    """make([dists]) -> (A, B): A an HTML-only mirror that misbehaves where its plan says, B a healthy one (with
+    `b_faulty`, one that misbehaves where its own plan says)."""
+    started: list[TunaLikeUpstream] = []
+
+    def make(dists: list[Dist], *, b_faulty: bool = False) -> tuple[FaultyPypiUpstream, TunaLikeUpstream]:
+        a = FaultyPypiUpstream(dists, json_pages=False)
+        b = FaultyPypiUpstream(dists, json_pages=False) if b_faulty else TunaLikeUpstream(dists, strict_ua=False)
+        _start(bg_loop, a, b)
+        started.extend((a, b))
+        return a, b
+
+    yield make
+    for server in started:
+        bg_loop.run(server.stop())
+
+
+def _kept(cache: RunningCache, project: str, filename: str) -> bytes:
+    return (cache.data_dir / "pypi" / "files" / project / filename).read_bytes()
+
+
+def _get_until_whole(cache: RunningCache, path: str) -> bytes:
+    """The file through pkgcache: the first client may be cut (it followed A's bytes before they were judged), the
+    next one gets what was kept."""
+    for _ in range(2):
+        try:
+            answer = cache.get(path)
+        except http.client.IncompleteRead:
+            cache.wait_for_downloads_to_end()
+            continue
+        if answer.status == 200:
+            return answer.body
+        cache.wait_for_downloads_to_end()
+    raise AssertionError(f"{path}: no whole answer")
+
+
+# --- a page without a usable hash, and a body cut short that looks whole ------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["pip", "uv"])
+@pytest.mark.parametrize("fragment", ["", "sha256="], ids=["no-fragment", "empty-sha256"])
+def test_a_cut_wheel_from_a_page_without_a_usable_hash_is_refused_and_fetched_from_the_next_mirror(
+    kind: str, fragment: str, mirrors: Callable[..., tuple[FaultyPypiUpstream, TunaLikeUpstream]],
+    make_cache: Callable[..., RunningCache], tmp_path: Path,
+) -> None:  # fmt: skip
+    wheel = build_wheel("cutwheel", "1.0", payload_size=200_000)
+    a, b = mirrors([wheel])
+    a.link_fragments[wheel.filename] = fragment  # A's page: nothing to check the bytes against
+    a.plan.set(wheel.filename, Fault(Kind.CUT_NO_LENGTH))  # half the wheel, chunked: looks whole
+    cache = make_cache([a.index_url, b.index_url])
+    result = INSTALLERS[kind](cache.index_url, tmp_path / "target", "cutwheel==1.0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert installed_dists(tmp_path / "target") == {"cutwheel==1.0"}
+    assert a.count(f"/{wheel.filename}", "GET") >= 1  # A was asked first, and cut its answer
+    assert b.count_whole(f"/{wheel.filename}") == 1  # then B, for the whole wheel
+    assert hashlib.sha256(_kept(cache, "cutwheel", wheel.filename)).hexdigest() == wheel.sha256
+
+
+def _zip_sdist(name: str, version: str) -> Dist:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(f"{name}-{version}/PKG-INFO", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        archive.writestr(f"{name}-{version}/data.bin", hashlib.sha256(b"x").digest() * 8000)
+    return Dist(project=name, version=version, filename=f"{name}-{version}.zip", data=buffer.getvalue())
+
+
+@pytest.mark.parametrize(
+    "dist",
+    [
+        build_wheel("cutwheel", "1.0", payload_size=200_000),
+        build_sdist("cutwheel", "1.0"),
+        _zip_sdist("cutwheel", "1.0"),
+    ],
+    ids=["wheel", "tar.gz", "zip"],
+)
+@pytest.mark.parametrize("fault", [Fault(Kind.CUT_NO_LENGTH), Fault(Kind.CUT)], ids=["no-length", "with-length"])
+def test_no_file_cut_short_is_kept_without_a_hash_whatever_its_kind(
+    dist: Dist, fault: Fault, mirrors: Callable[..., tuple[FaultyPypiUpstream, TunaLikeUpstream]],
+    make_cache: Callable[..., RunningCache],
+) -> None:  # fmt: skip
+    a, b = mirrors([dist])
+    a.link_fragments[dist.filename] = ""
+    a.plan.set(dist.filename, fault)
+    cache = make_cache([a.index_url, b.index_url])
+    assert cache.get("/pypi/simple/cutwheel/").status == 200
+    body = _get_until_whole(cache, f"/pypi/files/cutwheel/{dist.filename}")
+    assert body == dist.data
+    assert _kept(cache, "cutwheel", dist.filename) == dist.data
+    assert b.count(f"/{dist.filename}", "GET") >= 1
+
+
+def _cut_points(size: int) -> list[int]:
+    return sorted({1, 2, 10, size // 3, size // 2, size - 30, size - 22, size - 9, size - 8, size - 1})
+
+
+@pytest.mark.parametrize("dist", [build_wheel("w", "1.0", payload_size=50_000), build_sdist("s", "1.0")])
+def test_the_whole_file_check_refuses_every_cut_and_takes_the_whole(dist: Dist) -> None:
+    from pkgcache.storage.filetypes import GZIP_MAGIC, ZIP_MAGIC, whole_check_for
+
+    magic = ZIP_MAGIC if dist.filename.endswith(".whl") else GZIP_MAGIC
+
+    def judge(data: bytes) -> bool:
+        check = whole_check_for(magic)
+        assert check is not None
+        for offset in range(0, len(data), 4096):
+            check.feed(data[offset : offset + 4096])
+
+        def read(offset: int, size: int) -> bytes:
+            if offset + size > len(data):
+                raise ValueError("past the end")
+            return data[offset : offset + size]
+
+        try:
+            check.check(read, len(data))
+        except ValueError:
+            return False
+        return True
+
+    assert judge(dist.data)
+    for cut in _cut_points(dist.size):
+        assert not judge(dist.data[:cut]), cut
+    if magic == GZIP_MAGIC:
+        # A second gzip member, and zero padding after the stream, are whole files too (gzip readers take them);
+        # a second member cut short is not.
+        second = gzip.compress(b"more", mtime=0)
+        assert judge(dist.data + second)
+        assert judge(dist.data + bytes(512))
+        assert not judge(dist.data + second[:-3])
