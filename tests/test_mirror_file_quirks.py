@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.cache_service import RunningCache
-from tests.fakes.dists import Dist, build_sdist, build_wheel
+from tests.fakes.dists import Dist, build_buildable_sdist, build_sdist, build_wheel
 from tests.fakes.faulty import Fault, FaultyPypiUpstream, Kind
 from tests.fakes.pypi_upstreams import TunaLikeUpstream
 from tests.support import BackgroundLoop, installed_dists, run_pip_install, run_uv_install
@@ -160,3 +160,43 @@ def test_the_whole_file_check_refuses_every_cut_and_takes_the_whole(dist: Dist) 
         assert judge(dist.data + second)
         assert judge(dist.data + bytes(512))
         assert not judge(dist.data + second[:-3])
+
+
+# --- an sdist labelled with its own gzip -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["pip", "uv"])
+def test_an_sdist_both_mirrors_label_x_gzip_installs_as_from_the_mirror_itself(
+    kind: str, mirrors: Callable[..., tuple[FaultyPypiUpstream, TunaLikeUpstream]],
+    make_cache: Callable[..., RunningCache], tmp_path: Path,
+) -> None:  # fmt: skip
+    sdist = build_buildable_sdist("labelled", "1.0")
+    a, b = mirrors([sdist], b_faulty=True)  # both labelled by the same web server configuration
+    for mirror in (a, b):
+        assert isinstance(mirror, FaultyPypiUpstream)
+        mirror.plan.set(sdist.filename, Fault(Kind.LABELLED_GZIP))
+    direct = INSTALLERS[kind](a.index_url, tmp_path / "direct", "labelled==1.0")
+    assert direct.returncode == 0, direct.stdout + direct.stderr
+    a.reset_log()
+    cache = make_cache([a.index_url, b.index_url])
+    result = INSTALLERS[kind](cache.index_url, tmp_path / "target", "labelled==1.0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert installed_dists(tmp_path / "target") == {"labelled==1.0"}
+    assert (tmp_path / "target" / "labelled_sdist_built.py").is_file()
+    assert a.count(f"/{sdist.filename}", "GET") == 1  # taken from A, labelled as it was
+    assert a.transfers[-1].ending == "complete"
+    assert _kept(cache, "labelled", sdist.filename) == sdist.data
+
+
+def test_a_wheel_labelled_gzip_is_still_refused_and_comes_from_the_next_mirror(
+    mirrors: Callable[..., tuple[FaultyPypiUpstream, TunaLikeUpstream]], make_cache: Callable[..., RunningCache]
+) -> None:
+    # A wheel is no gzip file: a gzip label on it is a coding of the bytes (their hash fails as sent, and decoding
+    # them is what a gzip bomb asks for), refused from the headers as before.
+    wheel = build_wheel("labelled", "1.0")
+    a, b = mirrors([wheel])
+    a.plan.set(wheel.filename, Fault(Kind.LABELLED_GZIP))
+    cache = make_cache([a.index_url, b.index_url])
+    answer = cache.get(f"/pypi/files/labelled/{wheel.filename}")
+    assert answer.status == 200 and answer.body == wheel.data
+    assert b.count(f"/{wheel.filename}", "GET") == 1

@@ -166,6 +166,60 @@ def build_sdist(name: str, version: str, requires_python: str | None = None) -> 
     return Dist(project=name, version=version, filename=f"{base}.tar.gz", data=data, requires_python=requires_python)
 
 
+# A PEP 517 backend in the sdist itself (backend-path), needing nothing installed: a client builds the sdist into a
+# wheel without fetching a build backend from any index, so a test can install an sdist through the cache alone.
+_IN_TREE_BACKEND = """\
+import base64, hashlib, os, zipfile
+
+NAME, VERSION = {name!r}, {version!r}
+DIST_INFO = f"{{NAME}}-{{VERSION}}.dist-info"
+METADATA = f"Metadata-Version: 2.1\\nName: {{NAME}}\\nVersion: {{VERSION}}\\n".encode()
+WHEEL = b"Wheel-Version: 1.0\\nGenerator: in-tree\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    os.makedirs(os.path.join(metadata_directory, DIST_INFO))
+    with open(os.path.join(metadata_directory, DIST_INFO, "METADATA"), "wb") as file:
+        file.write(METADATA)
+    return DIST_INFO
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    members = [(f"{{NAME}}_sdist_built.py", b"BUILT = True\\n"), (f"{{DIST_INFO}}/METADATA", METADATA),
+               (f"{{DIST_INFO}}/WHEEL", WHEEL)]
+    record = "".join(
+        f"{{path}},sha256={{base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()}},"
+        f"{{len(data)}}\\n" for path, data in members
+    ) + f"{{DIST_INFO}}/RECORD,,\\n"
+    filename = f"{{NAME}}-{{VERSION}}-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, filename), "w") as wheel:
+        for path, data in [*members, (f"{{DIST_INFO}}/RECORD", record.encode())]:
+            wheel.writestr(path, data)
+    return filename
+"""
+
+
+def build_buildable_sdist(name: str, version: str) -> Dist:
+    """An sdist (`.tar.gz`) that pip and uv build with its own in-tree backend, installing nothing for it: its
+    wheel holds a module `<name>_sdist_built`."""
+    base = f"{escape_name(name)}-{version}"
+    pyproject = (
+        '[build-system]\nrequires = []\nbuild-backend = "in_tree_backend"\nbackend-path = ["."]\n\n'
+        f'[project]\nname = "{name}"\nversion = "{version}"\n'
+    ).encode()
+    backend = _IN_TREE_BACKEND.format(name=escape_name(name), version=version).encode()
+    members = [
+        (f"{base}/PKG-INFO", _metadata(name, version, (), None)),
+        (f"{base}/pyproject.toml", pyproject),
+        (f"{base}/in_tree_backend.py", backend),
+    ]
+    return Dist(project=name, version=version, filename=f"{base}.tar.gz", data=_tar_gz_bytes(members))
+
+
 @functools.lru_cache(maxsize=1)
 def _sample_dists() -> tuple[Dist, ...]:
     return (

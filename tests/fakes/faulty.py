@@ -80,6 +80,8 @@ class Kind(enum.StrEnum):
     LARGER_NO_LENGTH = (
         "larger-no-length"  # LARGER_FILE without a Content-Length (the body ends when the connection does)
     )
+    # the true body labelled Content-Encoding: x-gzip (Apache's stock `AddEncoding x-gzip .gz` on a .tar.gz)
+    LABELLED_GZIP = "labelled-gzip"
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ class Fault:
             Kind.GZIP_ENCODED: "gzip on the wire, asked for identity"
             + (f" (the file followed by {self.rate} zero bytes)" if self.rate else ""),
             Kind.LARGER_NO_LENGTH: "a different, larger file without a Content-Length",
+            Kind.LABELLED_GZIP: "the true body labelled Content-Encoding: x-gzip",
         }
         return text[self.kind]
 
@@ -244,6 +247,8 @@ class FaultAnswers:
         if kind is Kind.GZIP_ENCODED:
             encoded = gzip.compress(body + bytes(fault.rate), mtime=0)
             return await self._stream(request, 200, {"Content-Type": ctype, "Content-Encoding": "gzip"}, encoded)
+        if kind is Kind.LABELLED_GZIP:
+            return await self._stream(request, 200, {"Content-Type": ctype, "Content-Encoding": "x-gzip"}, body)
         if kind is Kind.TOO_LONG:
             return await self._stream(request, 200, {"Content-Type": ctype}, body + garbage(request.path, 64 * 1024))
         if kind is Kind.DRIP:

@@ -362,6 +362,7 @@ class UpstreamPool:
         method: str = "GET",
         ok_statuses: frozenset[int] = frozenset({200}),
         timeout: float | None = None,
+        decode: bool = True,
     ) -> T:
         """Ask each upstream in turn until one gives an answer that `handle` accepts.
 
@@ -372,6 +373,7 @@ class UpstreamPool:
         the next one is asked. Raises UpstreamNotFound when no upstream had it and at least one answered 404/410
         (saying which could not answer), and UpstreamsUnavailable when none gave a usable answer for any other
         reason (or all are resting).
+        `decode=False`: bodies are read as sent, whatever their Content-Encoding (`handle` judges it).
         """
         errors: dict[str, str] = {}
         asked_any = False
@@ -383,7 +385,9 @@ class UpstreamPool:
             slot_wait = self.policy.slot_wait if not last else None
             request_headers = dict(headers(upstream)) if headers else {}
             try:
-                exchange = self._fetch_from(upstream, url, handle, request_headers, method, ok_statuses, slot_wait)
+                exchange = self._fetch_from(
+                    upstream, url, handle, request_headers, method, ok_statuses, slot_wait, decode
+                )
                 if timeout is None or last:
                     return await exchange
                 try:
@@ -437,6 +441,7 @@ class UpstreamPool:
         method: str,
         ok_statuses: frozenset[int],
         slot_wait: float | None,
+        decode: bool = True,
     ) -> T:
         unknown = {name for name in headers if name.lower() not in PLAIN_REQUEST_HEADERS}
         if unknown:
@@ -448,7 +453,7 @@ class UpstreamPool:
             upstream.stats.requests += 1
             started = time.monotonic()
             try:
-                response = await self._send(method, url, headers)
+                response = await self._send(method, url, headers, decode)
                 try:
                     upstream.stats.observe_latency(time.monotonic() - started)
                     upstream.note_answer(response.headers)
@@ -473,12 +478,19 @@ class UpstreamPool:
         self._answered(upstream)
         return result
 
-    async def _send(self, method: str, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
+    async def _send(
+        self, method: str, url: str, headers: dict[str, str], decode: bool = True
+    ) -> aiohttp.ClientResponse:
         """The upstream's answer, its headers read; a silent upstream is given up on after first_byte_timeout."""
         try:
             async with asyncio.timeout(self.policy.first_byte_timeout):
                 return await self.session.request(
-                    method, url, headers=headers, allow_redirects=True, max_redirects=self.policy.max_redirects
+                    method,
+                    url,
+                    headers=headers,
+                    allow_redirects=True,
+                    max_redirects=self.policy.max_redirects,
+                    auto_decompress=decode,
                 )
         except TimeoutError:
             raise UpstreamError(f"no answer from {url} within {self.policy.first_byte_timeout:g} s") from None

@@ -117,6 +117,9 @@ async def receive_from_upstreams(
             receiver.receive,
             headers=lambda upstream: receiver.request_headers(headers, upstream),
             ok_statuses=frozenset({200, 206, 304, 416}),
+            # Asked for identity, a body is taken as sent: one encoded anyway is refused from its headers, unless
+            # the encoding names the file's own compression (_unasked_encoding).
+            decode=download.compressed,
         )
     except UpstreamsUnavailable as exc:
         # An upstream declared a length the disk has no room for, and none could give the file instead: the
@@ -184,7 +187,7 @@ class _Receiver:
             download.mark_not_modified(upstream.name, response.headers)
             return
         skip = self._bytes_to_skip(response)
-        download.begin(upstream.name, response.headers, _length_to_reserve(response), str(response.url))
+        download.begin(upstream.name, response.headers, self._length_to_reserve(response), str(response.url))
         declared = self._declared_total(response)
         try:
             await self._copy_body(upstream, response, skip)
@@ -294,7 +297,7 @@ class _Receiver:
         name = download.final_path.name
         if download.expected.magic and response.content_type in HTML_TYPES:
             raise UpstreamError(f"{upstream.name} sent an HTML page where {name} was expected")
-        encoding = _unasked_encoding(response, download.compressed)
+        encoding = _unasked_encoding(response, download.compressed, name)
         if encoding is not None:
             # Asked for identity, the upstream encoded the body anyway: a few MB of gzip on the wire can decode to
             # any size (the hash fails only at its end), and a Range could not resume it. Not one byte is taken;
@@ -303,7 +306,7 @@ class _Receiver:
                 upstream, f"{upstream.name} sent {name} with Content-Encoding: {encoding}, asked for identity"
             )
         size = download.expected.size
-        total = _full_length(response)
+        total = self._full_length(response)
         if size is not None and total is not None and total != size:
             raise self._contradicts_index(upstream, f"{upstream.name} offers {total} bytes where the index says {size}")
         limit = download.expected.max_size
@@ -342,33 +345,50 @@ class _Receiver:
 
     def _declared_total(self, response: aiohttp.ClientResponse) -> int | None:
         """The file's whole length as this answer declares it, to check the body against (None: unknown)."""
-        total = _full_length(response)
+        total = self._full_length(response)
         return None if total is None or self.download.compressed else total
 
+    def _full_length(self, response: aiohttp.ClientResponse) -> int | None:
+        """The whole file's length according to an answer whose body is the file's bytes as sent: Content-Length,
+        or a 206's Content-Range."""
+        if not _sent_as_is(response, self.download.compressed, self.download.final_path.name):
+            return None
+        if response.status == 206:
+            return _content_range_total(response.headers.get("Content-Range"))
+        return response.content_length
 
-def _unasked_encoding(response: aiohttp.ClientResponse, compressed: bool) -> str | None:
+    def _length_to_reserve(self, response: aiohttp.ClientResponse) -> int | None:
+        """How many bytes the file will take according to the answer: its whole length, or for a compressed body
+        the length on the wire (the decoded file is at least about that long)."""
+        total = self._full_length(response)
+        return total if total is not None else response.content_length
+
+
+# Files compressed with gzip themselves, which web servers label with the coding of their bytes: Apache's stock
+# `AddEncoding x-gzip .gz .tgz` sends an sdist with `Content-Encoding: x-gzip`. pip asks for identity and reads any
+# body as sent (network/utils.py: decode_content=False), so such a label only names the file's own compression.
+OWN_GZIP_SUFFIXES = (".gz", ".tgz")
+GZIP_CODINGS = ("gzip", "x-gzip")
+
+
+def _sent_as_is(response: aiohttp.ClientResponse, compressed: bool, filename: str) -> bool:
+    """Whether the body is the file's own bytes: an identity answer, or, asked for identity, a file compressed with
+    gzip itself labelled gzip (its body, taken as sent, is the file: its hash or its gzip stream's end decides)."""
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return True
+    return not compressed and encoding in GZIP_CODINGS and filename.lower().endswith(OWN_GZIP_SUFFIXES)
+
+
+def _unasked_encoding(response: aiohttp.ClientResponse, compressed: bool, filename: str) -> str | None:
     """The answer's Content-Encoding when pkgcache asked for identity only (every download but the compressed ones,
-    index files, whose decoded size their own cap bounds); None for an identity answer."""
+    index files, whose decoded size their own cap bounds) and the body is not the file's bytes as sent; None for
+    an identity answer or a `.tar.gz` labelled gzip (`_sent_as_is`). A wheel labelled gzip stays refused: its
+    bytes as sent are a gzip stream, not a zip, and decoding them is what a mirror's small gzip bomb asks for."""
+    if compressed or _sent_as_is(response, compressed, filename):
+        return None
     encoding = response.headers.get("Content-Encoding", "").strip()
-    if compressed or encoding.lower() in ("", "identity"):
-        return None
     return "".join(c if c.isprintable() else "?" for c in encoding[:40])
-
-
-def _full_length(response: aiohttp.ClientResponse) -> int | None:
-    """The whole file's length according to an identity answer: Content-Length, or a 206's Content-Range."""
-    if response.headers.get("Content-Encoding", "identity") != "identity":
-        return None
-    if response.status == 206:
-        return _content_range_total(response.headers.get("Content-Range"))
-    return response.content_length
-
-
-def _length_to_reserve(response: aiohttp.ClientResponse) -> int | None:
-    """How many bytes the file will take according to the answer: its whole length, or for a compressed body the
-    length on the wire (the decoded file is at least about that long)."""
-    total = _full_length(response)
-    return total if total is not None else response.content_length
 
 
 def _content_range_start(value: str | None) -> int | None:
