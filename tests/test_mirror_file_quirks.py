@@ -200,3 +200,31 @@ def test_a_wheel_labelled_gzip_is_still_refused_and_comes_from_the_next_mirror(
     answer = cache.get(f"/pypi/files/labelled/{wheel.filename}")
     assert answer.status == 200 and answer.body == wheel.data
     assert b.count(f"/{wheel.filename}", "GET") == 1
+
+
+# --- a wrong PEP 658 hash ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["pip", "uv"])
+def test_a_mirrors_wrong_metadata_hash_is_never_advertised(
+    kind: str, bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    wheel = build_wheel("metahash", "1.0")
+    wrong = "1" * 64
+    a, b = TunaLikeUpstream([wheel], strict_ua=False), TunaLikeUpstream([wheel], strict_ua=False)
+    a.serves_metadata = True  # the right METADATA, under a wrong hash; B has no PEP 658 at all
+    a.advertised_metadata_hashes[wheel.filename] = wrong
+    _start(bg_loop, a, b)
+    try:
+        cache = make_cache([a.index_url, b.index_url])
+        # The first run is the one that failed: the page then carried A's hash, the .metadata another.
+        result = INSTALLERS[kind](cache.index_url, tmp_path / "target", "metahash==1.0")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert installed_dists(tmp_path / "target") == {"metahash==1.0"}
+        assert a.count(f"/{wheel.filename}.metadata") >= 1  # A's .metadata was asked for, and refused
+        page = cache.get("/pypi/simple/metahash/").body.decode()
+        assert wrong not in page
+        assert f"sha256={hashlib.sha256(wheel.metadata or b'').hexdigest()}" in page
+    finally:
+        bg_loop.run(a.stop())
+        bg_loop.run(b.stop())

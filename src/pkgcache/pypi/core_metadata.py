@@ -3,7 +3,8 @@
 The domestic mirrors serve no `.metadata` files, so without this a resolver downloads whole wheels (pip) or reads
 them by ranges (uv, poetry) to learn their dependencies. Wrapping an `IndexSource`, this layer
 - advertises metadata for every wheel on every page (`data-core-metadata` / `core-metadata`), with the sha256 of
-  the bytes it serves once it has made them, `true` until then (and an upstream's own hash where it gave one);
+  the bytes it serves once it has made them, `true` until then: never an upstream's own hash, which the bytes
+  pkgcache serves may not match (a mirror's wrong hash, its `.metadata` then refused and read from the wheel);
 - serves `<wheel>.metadata`, obtained the cheapest way that works: read from the wheel when it is cached; the
   upstream's own `.metadata` when it advertises one (and, if it 404s although advertised, the next way); a few
   HTTP ranges of the upstream's wheel (its end-of-central-directory record, central directory and METADATA
@@ -473,9 +474,12 @@ def _advertised_metadata(dist: DistFile, record: MetadataRecord | None) -> bool 
         if not record.available:
             return False  # the verified file yields none pkgcache can serve: clients read the wheel themselves
         return {"sha256": record.sha256}  # the hash of exactly the bytes pkgcache serves
+    # Not made here yet: `true`, whatever hash the upstream gives. Its `.metadata` is checked against that hash
+    # when fetched, and on a mismatch made another way (from the wheel), whose hash is another: advertised, the
+    # upstream's hash would fail every client that checks it (pip, uv) until the page changed.
     if dist.filename.endswith(".whl"):
-        return dist.core_metadata or True
-    return dist.core_metadata  # an sdist: only what the upstream itself vouches for
+        return True
+    return bool(dist.core_metadata)  # an sdist: only if the upstream itself vouches for it
 
 
 def _check_metadata(data: bytes, dist: DistFile) -> None:
