@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import http.client
 import io
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from tests.cache_service import RunningCache
 from tests.fakes.dists import Dist, build_buildable_sdist, build_sdist, build_wheel
 from tests.fakes.faulty import Fault, FaultyPypiUpstream, Kind
 from tests.fakes.pypi_upstreams import TunaLikeUpstream
-from tests.support import BackgroundLoop, installed_dists, run_pip_install, run_uv_install
+from tests.support import BackgroundLoop, http_get, installed_dists, run_pip_install, run_uv_install
 
 INSTALLERS = {"pip": run_pip_install, "uv": run_uv_install}
 
@@ -228,3 +229,23 @@ def test_a_mirrors_wrong_metadata_hash_is_never_advertised(
     finally:
         bg_loop.run(a.stop())
         bg_loop.run(b.stop())
+
+
+# --- ranges refused by a slow mirror -----------------------------------------------------------------------------
+
+
+def test_a_metadata_read_asks_the_next_mirror_for_ranges_when_a_slow_one_refuses_them(
+    mirrors: Callable[..., tuple[FaultyPypiUpstream, TunaLikeUpstream]], make_cache: Callable[..., RunningCache]
+) -> None:
+    wheel = build_wheel("slowmeta", "1.0", payload_size=1_500_000)
+    a, b = mirrors([wheel])
+    # A answers every request for the wheel, ranges too, with the whole wheel at 20 KB/s (above min_rate): 75 s.
+    a.plan.set(wheel.filename, Fault(Kind.DRIP, rate=20_000))
+    cache = make_cache([a.index_url, b.index_url])
+    assert cache.get("/pypi/simple/slowmeta/").status == 200
+    started = time.monotonic()
+    # pip's own read timeout is 15 s: it got no byte before, and failed after five tries.
+    answer = http_get(f"{cache.url}/pypi/files/slowmeta/{wheel.filename}.metadata", timeout=10)
+    assert answer.status == 200 and answer.body == wheel.metadata
+    assert time.monotonic() - started < 5
+    assert any("Range" in request.headers for request in b.requests if request.path.endswith(wheel.filename))

@@ -3,9 +3,11 @@
 Used to read a wheel's metadata without downloading the wheel (a few ranges near its end), and to pass a client's
 range request on a file that is not cached through to an upstream. Ranges count against each upstream's connection
 cap and range pacing like any request. An upstream that answers a range request with the whole file (200), an
-unusable range, or a 206 that does not hold the bytes asked for raises `RangesRefused` at once, before its body is
-read: the caller falls back to a whole download; a 416 that gives the file's size raises `RangeNotSatisfiable`
-(a range past the end, asked without knowing the size). Only the bytes asked for are read, whatever the upstream's
+unusable range, or a 206 that does not hold the bytes asked for is not read further, and the next upstream is
+asked for the range: one mirror without ranges must not make a metadata read wait for a whole wheel from it (at
+its pace) while another mirror answers ranges. When every upstream that answered refused, `RangesRefused` is raised:
+the caller falls back to a whole download; a 416 that gives the file's size raises `RangeNotSatisfiable` (a range
+past the end, asked without knowing the size) at once. Only the bytes asked for are read, whatever the upstream's
 Content-Range says it sends: an upstream must not decide how much pkgcache reads into memory; nor may a caller ask
 for more than its `limit` (`RangeTooLong`, before any request): a range is held in memory whole, unchecked.
 
@@ -20,7 +22,15 @@ from dataclasses import dataclass
 import aiohttp
 
 from pkgcache.header_numbers import content_range, unsatisfied_range_size
-from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamError, UpstreamPool, watched_chunks
+from pkgcache.upstream.pool import (
+    TargetFor,
+    Upstream,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamPool,
+    UpstreamsUnavailable,
+    watched_chunks,
+)
 
 # A 206 may start a little before the bytes asked for (they are read and dropped), not a file's length before:
 # reading up to the asked part must cost about what the part itself costs, whatever the mirror claims.
@@ -36,6 +46,14 @@ MAX_PASSED_RANGE = 2 * 1024 * 1024
 class RangesRefused(Exception):
     """The upstream did not answer the range asked for (a 200 with the whole file, no usable Content-Range, or a
     206 that does not hold the bytes asked for without much else before them)."""
+
+
+class _RefusedBy(RangesRefused):
+    """One upstream refused the range: the next one is asked."""
+
+    def __init__(self, message: str, upstream: str) -> None:
+        super().__init__(message)
+        self.upstream = upstream
 
 
 class RangeTooLong(RangesRefused):
@@ -71,8 +89,9 @@ async def fetch_range(
     pool: UpstreamPool, target: TargetFor, start: int | None, length: int, *, limit: int = MAX_PASSED_RANGE
 ) -> RangeBody:
     """`length` bytes from `start` (or the last `length` bytes when `start` is None) from the first upstream that
-    answers, clipped to the file's end and never more, whatever the upstream sends; raises RangesRefused
-    (RangeTooLong, before asking, when `length` is over `limit`), or the pool's errors."""
+    answers the range, clipped to the file's end and never more, whatever the upstream sends; raises RangesRefused
+    when every upstream that answered refused the range (RangeTooLong, before asking, when `length` is over
+    `limit`), or the pool's errors when none answered."""
     if length > limit:
         raise RangeTooLong(f"a range of {length} bytes is over the {limit}-byte limit of a range read")
     wanted = f"bytes=-{length}" if start is None else f"bytes={start}-{start + length - 1}"
@@ -83,14 +102,15 @@ async def fetch_range(
             if size is not None:
                 raise RangeNotSatisfiable(f"{upstream.name}: {wanted} is past the end of {size} bytes", size)
         if response.status != 206:
-            raise RangesRefused(f"{upstream.name} answered {response.status} to a range request")
+            raise _RefusedBy(f"{upstream.name} answered {response.status} to a range request", upstream.name)
         sent = content_range(response.headers.get("Content-Range"))
         if sent is None or sent.size is None:
-            raise RangesRefused(f"{upstream.name} sent an unusable Content-Range")
+            raise _RefusedBy(f"{upstream.name} sent an unusable Content-Range", upstream.name)
         first, end = _asked_part(start, length, sent.size)
         if not (sent.first <= first < end <= sent.last + 1 and first - sent.first <= MAX_BYTES_BEFORE):
-            raise RangesRefused(
-                f"{upstream.name} sent bytes {sent.first}-{sent.last}/{sent.size} for a request of {wanted}"
+            raise _RefusedBy(
+                f"{upstream.name} sent bytes {sent.first}-{sent.last}/{sent.size} for a request of {wanted}",
+                upstream.name,
             )
         body = await read_slice(response, first - sent.first, end - first, pool)
         if len(body) != end - first:
@@ -98,13 +118,29 @@ async def fetch_range(
         upstream.stats.bytes_received += len(body)
         return RangeBody(first, body, sent.size, upstream.name)
 
-    return await pool.fetch(
-        target,
-        read,
-        headers=lambda upstream: {"Range": wanted, "Accept-Encoding": "identity"},
-        # A 416 is the upstream's answer about the range, not a failure of the upstream: it must not rest it.
-        ok_statuses=frozenset({200, 206, 416}),
-    )
+    refused: list[_RefusedBy] = []
+
+    def not_refused_yet(upstream: Upstream) -> str | None:
+        return None if any(refusal.upstream == upstream.name for refusal in refused) else target(upstream)
+
+    while True:
+        try:
+            return await pool.fetch(
+                not_refused_yet,
+                read,
+                headers=lambda upstream: {"Range": wanted, "Accept-Encoding": "identity"},
+                # A 416 is the upstream's answer about the range, not a failure of the upstream: it must not rest it.
+                ok_statuses=frozenset({200, 206, 416}),
+            )
+        except _RefusedBy as refusal:
+            # Not the upstream's fault (ranges are optional): it is neither counted nor rested, and the next
+            # upstream (in the pool's order, after it) is asked.
+            refused.append(refusal)
+        except (UpstreamsUnavailable, UpstreamNotFound):
+            if not refused:
+                raise
+            # One that refused has the file: a whole download from it can be had.
+            raise RangesRefused("; ".join(str(refusal) for refusal in refused)) from None
 
 
 def _asked_part(start: int | None, length: int, size: int) -> tuple[int, int]:
