@@ -629,6 +629,51 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         "../test_conda_removed_packages.py::test_rattler_installs_a_locked_package_the_channel_removed_since",
         (),
     ),
+    ServiceScenario(
+        "file-cut-no-hash-on-page",
+        "a mirror's HTML page gives no usable hash for a file (no fragment, or `#sha256=` with nothing after it), "
+        "and that mirror sends the file cut short without a Content-Length (chunked: it looks whole)",
+        "the whole file from the next mirror: a wheel or zip sdist must end in its end-of-central-directory record "
+        "with its central directory where it says, a .tar.gz's gzip stream must reach its end, a body shorter than "
+        "its Content-Length is resumed elsewhere; a client that followed the cut bytes is cut (pip and uv retry "
+        "and install)",
+        "the whole file (the cut one never; the mirror that cut it rests once another gave it)",
+        "../test_mirror_file_quirks.py::test_a_cut_wheel_from_a_page_without_a_usable_hash_is_refused_and_fetched_from"
+        "_the_next_mirror",
+        (),
+    ),
+    ServiceScenario(
+        "sdist-labelled-x-gzip",
+        "every mirror labels a .tar.gz sdist `Content-Encoding: x-gzip` (or gzip: Apache's stock "
+        "`AddEncoding x-gzip .gz`)",
+        "200 with the file's bytes as sent, checked by its hash (or its gzip stream's end); pip and uv install it as "
+        "from the mirror itself. A wheel labelled gzip is still refused from its headers (the next mirror is asked)",
+        "the sdist as the mirror sent it",
+        "../test_mirror_file_quirks.py::test_an_sdist_both_mirrors_label_x_gzip_installs_as_from_the_mirror_itself",
+        (),
+    ),
+    ServiceScenario(
+        "wrong-metadata-hash",
+        "a mirror's page advertises a wrong PEP 658 hash (data-core-metadata / data-dist-info-metadata sha256) for a "
+        "wheel's `.metadata`, which does not match it",
+        "a page advertising `true` until pkgcache has made the metadata, then the sha256 of the bytes it serves "
+        "(never the mirror's): pip and uv install on the first run",
+        "the metadata read from the wheel (by ranges, or from the cached wheel), its own sha256 recorded",
+        "../test_mirror_file_quirks.py::test_a_mirrors_wrong_metadata_hash_is_never_advertised",
+        (),
+    ),
+    ServiceScenario(
+        "ranges-refused-slow-mirror",
+        "the first mirror answers a wheel's Range requests with the whole wheel (200), slowly but above min_rate; "
+        "the next mirror answers ranges",
+        "its `.metadata` within a second or so, read by ranges from the next mirror (it waited for the whole wheel "
+        "from the slow one: pip got no byte and failed after 98 s). The wheel itself still comes from the first "
+        "mirror at its pace on a cold start",
+        "the metadata; the wheel once it is whole",
+        "../test_mirror_file_quirks.py::test_a_metadata_read_asks_the_next_mirror_for_ranges_when_a_slow_one_refuses_"
+        "them",
+        (),
+    ),
 ]
 
 
