@@ -3,8 +3,9 @@
 A wheel's METADATA is found through the end-of-central-directory record (and its ZIP64 form), the central
 directory, and the member's local header; the member's bytes are then inflated and checked against the sizes and
 CRC-32 the central directory gives. Every function takes bytes that the caller fetched (from a file or by HTTP
-ranges) and raises `ZipRecordError` on anything a well-formed archive would not contain, so a lying or broken archive
-never yields bytes.
+ranges), or a callable that fetches them (`read_end_record`, `check_whole`: whether a downloaded archive is whole,
+for storage/filetypes.py), and raises `ZipRecordError` on anything a well-formed archive would not contain, so a
+lying or broken archive never yields bytes.
 
 Only what wheels (and zip sdists) use is supported: one disk, no encryption, members stored, deflated, or
 compressed with bzip2 or LZMA (which `zipfile`, and so pip, reads too).
