@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Callable
+from urllib.parse import quote
 
 import pytest
 
@@ -316,10 +317,11 @@ def test_page_json_from_a_newer_pkgcache_loads_without_what_it_does_not_know() -
 
 # --- links that cannot be used are left out, and the page is kept ---
 
+# Links whose URL names a distribution (a file is named by its URL, as pip and uv name it), that cannot be fetched.
 BAD_LINKS = [
-    ("javascript:alert(1)", "demo-0.1.tar.gz"),
-    ("file:///etc/passwd", "demo-0.2.tar.gz"),
-    ("data:application/zip;base64,UEsFBg==", "demo-0.3-py3-none-any.whl"),
+    ("javascript:alert(1)//demo-0.1.tar.gz", "demo-0.1.tar.gz"),
+    ("file:///etc/demo-0.2.tar.gz", "demo-0.2.tar.gz"),
+    ("data:application/zip;base64,UEsFBg==/demo-0.3-py3-none-any.whl", "demo-0.3-py3-none-any.whl"),
     ("ftp://mirrors.example.org/demo-0.4.tar.gz", "demo-0.4.tar.gz"),
     ("http:///no-host/demo-0.5.tar.gz", "demo-0.5.tar.gz"),
     # Malformed: urllib raises for these, the HTTP client would have refused them at download time.
@@ -346,14 +348,14 @@ def _html_page(anchors: list[tuple[str, str]], title: str = "Links for demo") ->
 
 def test_unusable_html_links_are_left_out_with_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
     good = (f"../../packages/ab/{WHEEL}#sha256={SHA}", WHEEL)
-    unsafe = [(f"../../packages/x/{i}.tar.gz", name) for i, name in enumerate(UNSAFE_NAMES)]
+    unsafe = [(f"../../packages/x/{quote(name, safe='')}", f"{i}.tar.gz") for i, name in enumerate(UNSAFE_NAMES)]
     with caplog.at_level(logging.WARNING, logger="pkgcache.pypi.parse"):
         page = _parse(_html_page([*BAD_LINKS, good, *unsafe]))
     assert [dist.filename for dist in page.files] == [WHEEL]
     [record] = caplog.records
     message = record.getMessage()
     assert f"left out {len(BAD_LINKS) + len(UNSAFE_NAMES)} unusable entries" in message
-    assert "javascript:alert(1)" in message and "file:///etc/passwd" in message
+    assert "javascript:alert(1)" in message and "file:///etc/demo-0.2.tar.gz" in message
 
 
 def test_a_page_whose_every_file_link_is_unusable_is_still_a_page(caplog: pytest.LogCaptureFixture) -> None:
@@ -369,7 +371,7 @@ def test_a_file_name_taken_from_the_url_is_checked_too() -> None:
 
 
 def test_what_is_logged_cannot_forge_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
-    _parse(_html_page([("javascript:x", "forged\r\nERROR demo-1.0.tar.gz")]))
+    _parse(_html_page([("javascript:x/forged%0D%0AERROR%20demo-1.0.tar.gz", "demo-1.0.tar.gz")]))
     assert "\n" not in caplog.records[0].getMessage() and "\\r\\n" in caplog.records[0].getMessage()
 
 
@@ -409,6 +411,68 @@ def test_a_file_name_listed_twice_keeps_its_first_entry_and_says_so(caplog: pyte
     page = _parse(json.dumps({**JSON_WITH_EVERYTHING, "files": [WHEEL_ENTRY, other, WHEEL_ENTRY]}))
     assert [(dist.filename, dist.hashes) for dist in page.files] == [(WHEEL, {"sha256": SHA})]
     assert "left out 1" in caplog.text and "listed again" in caplog.text
+
+
+def test_a_file_is_named_by_its_url_not_by_its_link_text() -> None:
+    # pip and uv name a file by its URL's last segment. nginx's autoindex cuts a name past 50 characters in the
+    # text ("..>"); a text may name another file; the URL's name is percent-decoded.
+    long_wheel = "demo-2.0-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+    links = [
+        (long_wheel, long_wheel[:47] + "..&gt;"),
+        (f"../../packages/ab/{WHEEL}#sha256={SHA}", "demo-9.9-py3-none-any.whl"),
+        ("../../packages/cd/demo-1.0%2Blocal.tar.gz", "demo-1.0+local.tar.gz"),
+        ("../../packages/ef/demo-3.0.tar.gz", ""),
+    ]
+    page = _parse(_html_page(links, title="Index of /simple/demo/"))
+    assert [(dist.filename, dist.url.rsplit("/", 1)[-1]) for dist in page.files] == [
+        (long_wheel, long_wheel),
+        (WHEEL, WHEEL),
+        ("demo-1.0+local.tar.gz", "demo-1.0%2Blocal.tar.gz"),
+        ("demo-3.0.tar.gz", "demo-3.0.tar.gz"),
+    ]
+    assert page.files[1].hashes == {"sha256": SHA}
+
+
+def test_a_link_named_like_a_file_only_by_its_text_is_no_file() -> None:
+    # What pip and uv see: a URL whose name is not a distribution's is no file to them, whatever its text says.
+    page = _parse(_html_page([("../../download?id=1", WHEEL), (f"../../packages/cd/{SDIST}", SDIST)]))
+    assert [dist.filename for dist in page.files] == [SDIST]
+
+
+@pytest.mark.parametrize("name", ["other", "Other_Project", "demo2"])
+def test_a_json_page_of_another_project_is_no_page_of_this_one(name: str) -> None:
+    # A mirror's (or its CDN's) mix-up: refused, so that the next upstream is asked, and nothing is cached.
+    with pytest.raises(InvalidPage, match="another project"):
+        _parse(json.dumps({**JSON_WITH_EVERYTHING, "name": name}))
+
+
+@pytest.mark.parametrize("name", ["demo", "Demo", "DEMO", " demo", None, "", 7])
+def test_a_json_page_named_as_asked_or_not_named_is_taken(name: object) -> None:
+    document = {key: value for key, value in JSON_WITH_EVERYTHING.items() if key != "name"}
+    if name is not None:
+        document["name"] = name
+    assert [dist.filename for dist in _parse(json.dumps(document)).files] == [WHEEL, SDIST]
+
+
+def test_a_json_page_is_read_under_any_spelling_of_the_name_asked_for() -> None:
+    body = json.dumps({**JSON_WITH_EVERYTHING, "name": "Zope.Interface"}).encode()
+    page = parse_project_page(body, UPSTREAM_PAGE, "zope-interface")
+    assert page.name == "zope-interface" and len(page.files) == 2
+
+
+@pytest.mark.parametrize(
+    "suffix", [".tar.gz", ".zip", ".tar.bz2", ".tbz", ".tgz", ".tar", ".tar.xz", ".txz", ".tlz", ".tar.lz", ".tar.lzma"]
+)
+def test_every_sdist_kind_pip_reads_is_listed(suffix: str) -> None:
+    # pip's archive kinds (pip/_internal/utils/filetypes.py); uv reads those and .tar.zst.
+    name = f"demo-1.0{suffix}"
+    page = _parse(_html_page([(f"../../packages/ab/{name}#sha256={SHA}", name)]))
+    assert [dist.filename for dist in page.files] == [name]
+
+
+def test_sdist_kinds_uv_reads_are_listed_and_others_are_not() -> None:
+    links = [(f"../../packages/ab/demo-1.0{suffix}", "") for suffix in (".tar.zst", ".tar.7z", ".rar", ".tar.Z")]
+    assert [dist.filename for dist in _parse(_html_page(links)).files] == ["demo-1.0.tar.zst"]
 
 
 def test_booleans_are_neither_sizes_nor_serials() -> None:

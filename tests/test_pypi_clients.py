@@ -105,3 +105,49 @@ def test_a_file_name_listed_twice_installs_the_first_entry_as_from_the_mirror_it
         assert mirror.files.count(mirror.file_path(second)) == 0
     finally:
         bg_loop.run(mirror.stop())
+
+
+@pytest.mark.parametrize("kind", ["pip", "uv"])
+def test_files_are_named_by_their_urls_as_clients_name_them_not_by_cut_link_texts(
+    kind: str, bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    # nginx's autoindex cuts a name past 50 characters in its link text ("..>"); pip and uv read the URL.
+    wheel = build_wheel("demo_long_project_name_for_autoindex", "1.0")
+    assert len(wheel.filename) > 50
+    mirror = TunaLikeUpstream([wheel], strict_ua=False)
+    mirror.link_texts[wheel.filename] = wheel.filename[:47] + "..>"
+    bg_loop.run(mirror.start())
+    try:
+        cache = make_cache([mirror.index_url])
+        result = INSTALLERS[kind](cache.index_url, tmp_path / "through", "demo-long-project-name-for-autoindex==1.0")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert installed_dists(tmp_path / "through") == {"demo-long-project-name-for-autoindex==1.0"}
+        assert mirror.count("/simple/demo-long-project-name-for-autoindex/") >= 1
+        assert mirror.count(mirror.file_path(wheel), "GET") >= 1
+    finally:
+        bg_loop.run(mirror.stop())
+
+
+@pytest.mark.parametrize("kind", ["pip", "uv"])
+def test_a_page_of_another_project_gives_way_to_the_next_mirrors_page(
+    kind: str, bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    # A mirror (or its CDN) answers demo's page with other's, a sound JSON page naming "other": pkgcache asks the
+    # next mirror, and never caches the other project's page as demo's.
+    demo, other = build_wheel("demo", "1.0"), build_wheel("other", "1.0")
+    mixed_up, sound = OfficialLikeUpstream([demo, other]), TunaLikeUpstream([demo, other], strict_ua=False)
+    mixed_up.pages_instead["demo"] = "other"
+    bg_loop.run(mixed_up.start())
+    bg_loop.run(sound.start())
+    try:
+        cache = make_cache([mixed_up.index_url, sound.index_url])
+        result = INSTALLERS[kind](cache.index_url, tmp_path / "through", "demo==1.0")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert installed_dists(tmp_path / "through") == {"demo==1.0"}
+        assert mixed_up.count("/simple/demo/") >= 1 and sound.count("/simple/demo/") >= 1
+        assert sound.count(sound.file_path(demo), "GET") >= 1
+        cached = json.loads((cache.data_dir / "pypi" / "simple" / "demo" / "page.json").read_text())
+        assert [f["filename"] for f in cached["page"]["files"]] == [demo.filename]
+    finally:
+        bg_loop.run(mixed_up.stop())
+        bg_loop.run(sound.stop())

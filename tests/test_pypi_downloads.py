@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import bz2
 import contextlib
+import gzip
 import hashlib
 import http.client
+import io
 import json
+import lzma
 import os
+import tarfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -412,3 +418,88 @@ def test_provenance_past_its_cap_is_refused_at_the_cap(
     assert disk_peaks.get(ALPHA + ".provenance", 0) <= cap, disk_peaks
     assert not (cache.data_dir / "pypi" / "files" / "alpha" / f"{ALPHA}.provenance").exists()
     assert list((cache.data_dir / "tmp").iterdir()) == []
+
+
+def _sdist_bytes(suffix: str) -> bytes:
+    """A small sdist archive of the kind its name says (zstd's frame magic before filler: no zstd in the stdlib)."""
+    if suffix == ".zip":
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("demo-1.0/PKG-INFO", "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n")
+        return buffer.getvalue()
+    if suffix == ".tar.zst":
+        return b"\x28\xb5\x2f\xfd" + os.urandom(64)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo("demo-1.0/PKG-INFO")
+        content = b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n"
+        info.size = len(content)
+        archive.addfile(info, io.BytesIO(content))
+    plain = buffer.getvalue()
+    if suffix in (".tar.gz", ".tgz"):
+        return gzip.compress(plain)
+    if suffix in (".tar.bz2", ".tbz"):
+        return bz2.compress(plain)
+    if suffix in (".tar.xz", ".txz"):
+        return lzma.compress(plain)
+    if suffix in (".tar.lzma", ".tlz", ".tar.lz"):
+        return lzma.compress(plain, format=lzma.FORMAT_ALONE)
+    return plain
+
+
+@pytest.mark.parametrize(
+    "suffix",
+    [
+        ".tar.gz",
+        ".tgz",
+        ".zip",
+        ".tar",
+        ".tar.bz2",
+        ".tbz",
+        ".tar.xz",
+        ".txz",
+        ".tlz",
+        ".tar.lz",
+        ".tar.lzma",
+        ".tar.zst",
+    ],
+)
+def test_sdists_of_every_kind_pip_and_uv_read_are_listed_and_served(
+    suffix: str, bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
+) -> None:
+    sdist = Dist(project="demo", version="1.0", filename=f"demo-1.0{suffix}", data=_sdist_bytes(suffix))
+    mirror = TunaLikeUpstream([sdist], strict_ua=False)
+    bg_loop.run(mirror.start())
+    try:
+        cache = make_cache([mirror.index_url])
+        page = json.loads(cache.get("/pypi/simple/demo/", {"Accept": "application/vnd.pypi.simple.v1+json"}).body)
+        assert [item["filename"] for item in page["files"]] == [sdist.filename]
+        answer = cache.get(f"/pypi/files/demo/{sdist.filename}")
+        assert answer.status == 200 and answer.body == sdist.data
+        assert mirror.count(mirror.file_path(sdist), "GET") == 1
+    finally:
+        bg_loop.run(mirror.stop())
+
+
+@pytest.mark.parametrize("suffix", [".tar.xz", ".txz", ".tbz"])
+def test_an_error_page_in_place_of_an_sdist_fails_its_kinds_first_bytes(
+    suffix: str, bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
+) -> None:
+    # A mirror whose page lists what it then serves, an HTML page (its hash and all): not an archive of that kind.
+    page = b"<html><body>Please log in</body></html>"
+    sdist = Dist(project="demo", version="1.0", filename=f"demo-1.0{suffix}", data=page)
+    mirror = TunaLikeUpstream([sdist], strict_ua=False)
+    bg_loop.run(mirror.start())
+    try:
+        cache = make_cache([mirror.index_url])
+        assert filetypes.magic_for(sdist.filename)
+        try:
+            answer = cache.get(f"/pypi/files/demo/{sdist.filename}")
+        except http.client.IncompleteRead:
+            pass  # cut once known bad
+        else:
+            assert answer.status == 502, answer
+        assert mirror.count(mirror.file_path(sdist), "GET") >= 1
+        assert _cached_files(cache.data_dir) == []
+    finally:
+        bg_loop.run(mirror.stop())

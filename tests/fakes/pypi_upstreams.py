@@ -291,6 +291,10 @@ class _IndexServer(FakeServer):
         # filename -> the sha256 its HTML link advertises for its `.metadata` instead of the true one (a mirror
         # whose PEP 658 hash is wrong); needs serves_metadata
         self.advertised_metadata_hashes: dict[str, str] = {}
+        # filename -> the text of its HTML link instead of its name (nginx's autoindex cuts long names: "..>")
+        self.link_texts: dict[str, str] = {}
+        # normalised project name -> the project whose page is answered in its place (a CDN's cache-key mix-up)
+        self.pages_instead: dict[str, str] = {}
         self.set_dists(dists)
 
     # -- index contents --
@@ -373,7 +377,8 @@ class _IndexServer(FakeServer):
             attrs.append(f'data-yanked="{html.escape(reason)}"')
         if extras is not None and extras.provenance:
             attrs.append(f'data-provenance="{html.escape(self.provenance_url(dist))}"')
-        return f"    <a {' '.join(attrs)}>{html.escape(dist.filename)}</a><br />"
+        text = self.link_texts.get(dist.filename, dist.filename)
+        return f"    <a {' '.join(attrs)}>{html.escape(text)}</a><br />"
 
     def _html_page(self, title: str, links: list[str], head_extra: str = "") -> bytes:
         lines = [
@@ -535,6 +540,7 @@ class OfficialLikeUpstream(_IndexServer):
         normalized = canonicalize_name(name)
         if name != normalized or not slash:
             return self._redirect(f"/simple/{normalized}/")
+        normalized = self.pages_instead.get(normalized, normalized)
         dists = self.projects().get(normalized, [])
         body, content_type = self._render(
             negotiate(request.headers.get("Accept")),

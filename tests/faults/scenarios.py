@@ -532,6 +532,22 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         "../test_pypi_failover.py::test_a_page_that_never_ends_is_left_for_the_next_mirror_after_page_timeout",
     ),
     ServiceScenario(
+        "page-of-another-project",
+        "the first mirror answers a project's page with another project's sound JSON page (its `name` another's: a "
+        "CDN's cache-key mix-up)",
+        "200 with the healthy mirror's page; pip and uv install from it. The first mirror rests",
+        "the healthy mirror's page, never the other project's",
+        "../test_pypi_clients.py::test_a_page_of_another_project_gives_way_to_the_next_mirrors_page",
+    ),
+    ServiceScenario(
+        "page-link-texts-cut",
+        "the mirror's link texts are not the files' names: an nginx autoindex cuts them past 50 characters "
+        "(`..>`), or a text names another file",
+        "200 with every file named by its URL, as pip and uv name it: they install the long-named wheel",
+        "the files as their URLs name them",
+        "../test_pypi_clients.py::test_files_are_named_by_their_urls_as_clients_name_them_not_by_cut_link_texts",
+    ),
+    ServiceScenario(
         "upstream-shards-deleted",
         "an upstream with its own shards re-indexes and deletes the shards its old index named; index_ttl has passed",
         "the new shard index (revalidated before it is answered; stale only when no upstream answers) and its "

@@ -16,6 +16,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pkgcache.policy.pypi_rules import SDIST_EXTENSIONS
+
 FORMAT = "pkgcache-bundle"
 VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -24,7 +26,7 @@ MAX_MANIFEST_BYTES = 512 * 1024 * 1024
 ROOTS = ("pypi", "conda")
 MAX_SEGMENTS = 12
 
-PACKAGE_SUFFIXES = (".whl", ".tar.gz", ".zip", ".tar.bz2", ".conda", ".tgz", ".egg")
+PACKAGE_SUFFIXES = (".whl", *SDIST_EXTENSIONS, ".conda", ".egg")
 _SHARD = re.compile(r"^[0-9a-f]{64}\.msgpack\.zst$")
 
 # Kinds, in the order their files go into a bundle.

@@ -16,7 +16,23 @@ from pkgcache.policy.common import NameIndex, RuleRef, glob_to_regex
 from pkgcache.policy.rule_tables import PypiRuleTable, rule_table_text
 
 FileKind = Literal["sdist", "wheel", "other"]
-SDIST_EXTENSIONS = (".tar.gz", ".zip", ".tar.bz2", ".tgz", ".tar.xz", ".tar")
+# The endings of the sdists pip and uv read: pip's archive kinds (zip, tar, gzip, bzip2 and xz/lzma tars), and
+# uv's, which adds zstd tars (uv-distribution-filename's SourceDistExtension). New uploads are .tar.gz (PEP 625);
+# older releases have the rest.
+SDIST_EXTENSIONS = (
+    ".tar.gz",
+    ".zip",
+    ".tar.bz2",
+    ".tgz",
+    ".tbz",
+    ".tar.xz",
+    ".txz",
+    ".tlz",
+    ".tar.lz",
+    ".tar.lzma",
+    ".tar.zst",
+    ".tar",
+)
 
 # A project name or a pattern over names: PEP 508's characters plus the wildcards * and ?.
 _NAME = re.compile(r"^[A-Za-z0-9*?](?:[A-Za-z0-9._*?-]*[A-Za-z0-9*?])?$")

@@ -7,13 +7,15 @@ import re
 
 from packaging.utils import canonicalize_name
 
+from pkgcache.policy.pypi_rules import SDIST_EXTENSIONS
 from pkgcache.storage.store import UnsafePath, check_segment
 
 # PEP 508 names; longer than any real project, short enough to be a safe file name.
 _PROJECT_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?$")
 
-# Extensions of files an index may list. Anything else in a page is not a distribution and is dropped.
-DIST_EXTENSIONS = (".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz", ".tar", ".egg", ".exe", ".msi", ".rpm", ".dmg")
+# Extensions of files an index may list: wheels, the sdists pip and uv read, and the old binary kinds. Anything else
+# in a page is not a distribution and is dropped.
+DIST_EXTENSIONS = (".whl", *SDIST_EXTENSIONS, ".egg", ".exe", ".msi", ".rpm", ".dmg")
 METADATA_SUFFIX = ".metadata"
 PROVENANCE_SUFFIX = ".provenance"  # PEP 740 attestations of a file, fetched from where the upstream's page says
 

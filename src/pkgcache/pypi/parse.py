@@ -6,8 +6,13 @@ The format is decided from the body, not from the Content-Type: mirrors have lab
 Everything the page says is read (see model.py). What cannot be used is left out, never a reason to reject the
 whole page: a file link that is not http(s) (`javascript:`, `file:`, `data:`...), a file name that is not safe as
 a file name, a malformed file entry, an upload time that is not one. What was left out is said in one log line
-per page. A page is rejected (InvalidPage) only when it is not a project page at all, or cannot be read (what
-the parsers raise on a mirror's bytes, a RecursionError among them, is an InvalidPage too).
+per page. A page is rejected (InvalidPage) only when it is not a project page at all, is the page of another
+project (a JSON page's `name`), or cannot be read (what the parsers raise on a mirror's bytes, a RecursionError
+among them, is an InvalidPage too).
+
+A file is named as pip and uv name it: by its URL's last path segment (unquoted), never by an HTML link's text,
+which may be cut short (nginx's autoindex cuts names past 50 characters) or name something else; a JSON entry by
+its `filename`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from datetime import datetime
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
+
+from packaging.utils import canonicalize_name
 
 from pkgcache.pypi.html_scan import scan_html
 from pkgcache.pypi.model import ACTIVE, DistFile, ProjectPage, ProjectStatus
@@ -251,6 +258,7 @@ def _parse_json(text: str, page_url: str, name: str, left_out: list[str]) -> Pro
     api_version = str(meta.get("api-version", ""))
     if not api_version.startswith(f"{SUPPORTED_MAJOR_VERSION}."):
         raise InvalidPage(f"unsupported simple API version {api_version!r}")
+    _check_json_name(data.get("name"), name)
     files = (_json_file(item, page_url, left_out) for item in data["files"])
     versions = data.get("versions")
     tracks, alternates = meta.get("tracks"), data.get("alternate-locations")
@@ -300,6 +308,13 @@ def _json_file(item: Any, page_url: str, left_out: list[str]) -> DistFile | None
         upload_time=_upload_time(item.get("upload-time"), filename, left_out),
         provenance_url=_provenance_url(item.get("provenance"), filename, page_url, left_out),
     )
+
+
+def _check_json_name(value: Any, name: str) -> None:
+    """PEP 691's `name` is the project's: a page naming another project (a mirror's or its CDN's mix-up) is no
+    answer for this one. A page without a usable name is taken (HTML pages never have one)."""
+    if isinstance(value, str) and value.strip() and canonicalize_name(value.strip()) != canonicalize_name(name):
+        raise InvalidPage(f"the page of another project ({_shown(value)})")
 
 
 def _json_status(data: Mapping[str, Any], meta: Mapping[str, Any]) -> ProjectStatus | None:
@@ -483,12 +498,13 @@ def _html_file(
     anchor: tuple[dict[str, str | None], str], base: str, left_out: list[str]
 ) -> tuple[DistFile | None, bool]:
     """The file an anchor links, and whether the anchor was meant as a file link (even one left out)."""
-    attrs, text = anchor
+    attrs, _text = anchor
     href = attrs.get("href")
     if not href:
         return None, False
     resolved = _resolve(href, base)
-    filename = text or _last_segment(resolved[0] if resolved else href)
+    # The URL's name, as pip and uv read it: the link's text may be cut short or name another file.
+    filename = _last_segment(resolved[0] if resolved else href)
     if not _looks_like_distribution(filename):
         return None, False
     if resolved is None:

@@ -26,13 +26,17 @@ def max_package_size() -> int:
 
 
 def magic_for(filename: str) -> tuple[bytes, ...]:
+    """What a file of this name starts with; () when its kind has no fixed start (a plain tar, an lzma stream,
+    `.tlz`/`.tar.lz`, which pip reads as xz/lzma and lzip writes as its own)."""
     lowered = filename.lower()
     if lowered.endswith((".whl", ".zip", ".egg", ".conda")):
         return ZIP_MAGIC
     if lowered.endswith((".tar.gz", ".tgz")):
         return GZIP_MAGIC
-    if lowered.endswith(".bz2"):
+    if lowered.endswith((".bz2", ".tbz")):
         return (b"BZh",)
+    if lowered.endswith((".tar.xz", ".txz")):
+        return (b"\xfd7zXZ\x00",)
     if lowered.endswith(".zst"):
         return (b"\x28\xb5\x2f\xfd",)
     return ()
