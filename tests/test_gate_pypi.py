@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from pkgcache.cli.policy_commands import block_command, check_command, unblock_command
 from tests.cache_service import CacheProcess, RunningCache
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream, TunaLikeUpstream
-from tests.support import http_get, installed_dists, run_pip_install, run_uv_install
+from tests.support import BackgroundLoop, http_get, installed_dists, run_pip_install, run_uv_install
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 TOKEN = "a-test-token-long-enough"
@@ -106,6 +106,51 @@ def test_files_first_seen_by_pkgcache_wait_their_age_on_a_mirror_without_upload_
     assert not any(path.endswith("gamma-0.6-py3-none-any.whl") for path in tuna_upstream.paths("GET"))
     refused = http_get(f"{cache.url}/pypi/files/gamma/gamma-0.6-py3-none-any.whl")
     assert refused.status == 403 and b"served from" in refused.body
+
+
+def test_upload_times_once_given_still_count_when_the_page_comes_from_a_mirror_without_them(
+    bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    # The page first comes from a mirror giving upload times (JSON: long ago), the first mirror being down; later
+    # from the first one, in HTML without upload times. The files are as old as before: pip and uv still install
+    # them, and the cached wheel is still served, instead of taking them for first seen now and too young.
+    from tests.fakes.dists import build_wheel
+
+    wheel = build_wheel("demo", "1.0")
+    html_mirror, json_mirror = TunaLikeUpstream([wheel], strict_ua=False), OfficialLikeUpstream([wheel])
+    bg_loop.run(html_mirror.start())
+    bg_loop.run(json_mirror.start())
+    try:
+        html_mirror.garbage["demo"] = "503"
+        cache = make_cache(
+            [html_mirror.index_url, json_mirror.index_url],
+            pypi={"min_release_age": "7d", "index_ttl": 0},
+            upstream={"cooldown": 1},
+        )
+        code, output, installed = _install("pip", cache.index_url, tmp_path / "first", "demo==1.0")
+        assert code == 0, output
+        assert json_mirror.files.count(json_mirror.file_path(wheel), "GET") >= 1
+        page_path = cache.data_dir / "pypi/simple/demo/page.json"
+        from_json_mirror = json.loads(page_path.read_text())["upstream"]
+
+        html_mirror.garbage.clear()
+        deadline = time.monotonic() + 15
+        while json.loads(page_path.read_text())["upstream"] == from_json_mirror and time.monotonic() < deadline:
+            _listed(cache.url, "demo")  # a stale page is served while it is revalidated (index_ttl = 0)
+            time.sleep(0.2)
+        cached = json.loads(page_path.read_text())
+        assert cached["upstream"] != from_json_mirror and cached["page"]["files"][0]["upload_time"] is None
+        assert html_mirror.count("/simple/demo/") >= 2
+
+        assert _listed(cache.url, "demo") == [wheel.filename]
+        for kind in ("pip", "uv"):
+            code, output, installed = _install(kind, cache.index_url, tmp_path / kind, "demo==1.0")
+            assert code == 0, output
+            assert installed == {"demo==1.0"}
+        assert http_get(f"{cache.url}/pypi/files/demo/{wheel.filename}").status == 200
+    finally:
+        bg_loop.run(html_mirror.stop())
+        bg_loop.run(json_mirror.stop())
 
 
 def test_a_policy_change_turns_a_cached_pages_etag_over(

@@ -16,7 +16,7 @@ from pkgcache.cli.policy_commands import block_command, check_command, show_comm
 from pkgcache.config import Settings, load_settings
 from pkgcache.config_template import render_config_template
 from pkgcache.gate.blocks import BlockBook, BlocksUnreadable, block_from_target
-from pkgcache.gate.first_seen import note_first_seen, read_first_seen
+from pkgcache.gate.first_seen import KNOWS_NOTHING, note_first_seen, read_first_seen
 from pkgcache.gate.holdings import mark_imported, read_import_mark
 from pkgcache.gate.refusals import MAX_REASON_CHARS, reason_phrase
 from pkgcache.gate.state import Gate, SideGate
@@ -160,6 +160,49 @@ def test_first_sightings_are_recorded_once_and_tell_first_sight_apart(tmp_path: 
     reader = CacheStore(tmp_path / "data", writable=False)
     _, complete = note_first_seen(reader, path, ["x-3.0.tar.gz"], now=3000.0)
     assert not complete and "x-3.0.tar.gz" not in read_first_seen(store, path).files  # a reader writes nothing
+
+
+def test_release_times_once_given_are_kept_and_outlive_pages_without_them(tmp_path: Path) -> None:
+    """A page giving upload times, then one without (another mirror, in HTML): the files keep the age the first
+    gave, instead of counting as first seen when the second came."""
+    store = CacheStore(tmp_path / "data")
+    store.prepare()
+    path = store.path_for("pypi", "simple", "x", "first-seen.json")
+    times = {"x-1.0.tar.gz": 100.0, "x-2.0.tar.gz": 9000.0}  # the second "uploaded" after it was given: now
+    record, complete = note_first_seen(store, path, [], now=1000.0, released=times)
+    assert complete and record.released == {"x-1.0.tar.gz": 100.0, "x-2.0.tar.gz": 1000.0}
+
+    record, _ = note_first_seen(store, path, ["x-1.0.tar.gz", "x-2.0.tar.gz", "x-3.0.tar.gz"], now=5000.0)
+    for count in (True, False):
+        first_seen = record.lookup(count_first_sight=count)
+        assert first_seen("x-1.0.tar.gz").timestamp() == 100.0 and first_seen("x-2.0.tar.gz").timestamp() == 1000.0
+        assert first_seen("x-3.0.tar.gz").timestamp() == 5000.0  # appeared after the record began: seen then
+    assert read_first_seen(store, path).released == record.released
+
+    # Only an earlier time teaches it something (and a write); a later one is not taken.
+    written = path.stat()
+    note_first_seen(store, path, ["x-1.0.tar.gz"], now=6000.0, released={"x-1.0.tar.gz": 200.0})
+    assert read_first_seen(store, path).released["x-1.0.tar.gz"] == 100.0
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
+    note_first_seen(store, path, [], now=6000.0, released={"x-3.0.tar.gz": 50.0})
+    assert read_first_seen(store, path).lookup(count_first_sight=True)("x-3.0.tar.gz").timestamp() == 50.0
+
+    # A worker that only reads the cache keeps them in memory and does not wait for the writer over them.
+    reader = CacheStore(tmp_path / "data", writable=False)
+    record, complete = note_first_seen(reader, path, [], now=7000.0, released={"x-4.0.tar.gz": 10.0})
+    assert complete and record.released["x-4.0.tar.gz"] == 10.0
+    assert "x-4.0.tar.gz" not in read_first_seen(store, path).released
+
+
+def test_a_record_of_sightings_written_before_release_times_were_kept_still_reads(tmp_path: Path) -> None:
+    store = CacheStore(tmp_path / "data")
+    store.prepare()
+    path = store.path_for("pypi", "simple", "x", "first-seen.json")
+    store.write_json_atomic(path, {"since": 1000.0, "files": {"x-1.0.tar.gz": 1000.0}})
+    record = read_first_seen(store, path)
+    assert record is not None and record.released == {} and record.files == {"x-1.0.tar.gz": 1000.0}
+    store.write_json_atomic(path, {"since": 1000.0, "files": {}, "released": ["not", "a", "map"]})
+    assert read_first_seen(store, path).since == KNOWS_NOTHING  # damaged: counts every file from now
 
 
 def test_a_damaged_record_of_first_sightings_takes_no_file_for_old(tmp_path: Path) -> None:

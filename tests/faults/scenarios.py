@@ -548,6 +548,15 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         "../test_pypi_clients.py::test_files_are_named_by_their_urls_as_clients_name_them_not_by_cut_link_texts",
     ),
     ServiceScenario(
+        "page-loses-upload-times",
+        "with min_release_age: a page first came from a mirror giving upload times (JSON), and is revalidated "
+        "from one that gives none (HTML)",
+        "the files as old as before: pip and uv install them, the cached wheel is served (not held back as if "
+        "released at the revalidation)",
+        "the upload times once given (first-seen.json), kept for pages without them",
+        "../test_gate_pypi.py::test_upload_times_once_given_still_count_when_the_page_comes_from_a_mirror_without_them",
+    ),
+    ServiceScenario(
         "upstream-shards-deleted",
         "an upstream with its own shards re-indexes and deletes the shards its old index named; index_ttl has passed",
         "the new shard index (revalidated before it is answered; stale only when no upstream answers) and its "

@@ -581,7 +581,7 @@ def _log_failure(task: asyncio.Task[FileMeta]) -> None:
 def _record_first_seen(store: CacheStore, path: Path, known: FirstSeen | None, new: dict[str, float]) -> None:
     record = known or FirstSeen(since=min(new.values()))
     record.files.update(new)
-    store.write_json_atomic(path, {"since": record.since, "files": record.files})
+    store.write_json_atomic(path, record.to_json())
 
 
 def _prune(filtered_root: Path, current: Path) -> None:

@@ -2,7 +2,8 @@
 
 Two filters, applied in this order to a page:
 - the supply-chain policy (pkgcache.policy): a refused file is left out and answered 403 with the policy's message;
-  a file's age is its PEP 700 upload time, else when pkgcache first saw it (gate/first_seen.py);
+  a file's age is its PEP 700 upload time, else the one an earlier page gave, else when pkgcache first saw it
+  (gate/first_seen.py);
 - the offline view: a file the cache does not hold is left out and answered 404 in offline mode, or 503 (with
   Retry-After) while every upstream is down, since it can be fetched once one answers again.
 Either leaves out of PEP 700 `versions` the versions it left with no file.
@@ -22,6 +23,7 @@ from pkgcache.gate.first_seen import FILE_NAME as FIRST_SEEN_FILE
 from pkgcache.gate.first_seen import note_first_seen
 from pkgcache.gate.misses import not_held
 from pkgcache.gate.state import SideGate
+from pkgcache.policy.common import parse_upload_time
 from pkgcache.policy.pypi import PypiPolicy, normalize_name
 from pkgcache.pypi.filtered_index import PageSplit, Refusal
 from pkgcache.pypi.model import ProjectPage, version_of
@@ -74,16 +76,21 @@ class GatePages:
     def _first_seen(
         self, project: str, page: ProjectPage, policy: PypiPolicy
     ) -> tuple[Callable[[str], datetime | None] | None, bool]:
-        """When files without an upload time were first seen (recorded now if new), and whether the record is on
-        disk; (None, True) when no file needs it."""
+        """When files were first seen or released, as far as pkgcache knows (files without an upload time recorded
+        as seen now if new, upload times kept), and whether the record is on disk; (None, True) when ages do not
+        matter.
+
+        Upload times are kept as well, so that a later page without them (another mirror's, in HTML) does not make
+        files known to be old new again."""
         settings = policy.settings
         if not settings.min_release_age or policy.plan(normalize_name(project)).age_exempt:
             return None, True
         names = [dist.filename for dist in page.files if not dist.upload_time]
-        if not names:
-            return None, True
+        released = {
+            dist.filename: moment for dist in page.files if (moment := parse_upload_time(dist.upload_time)) is not None
+        }
         path = self.pages.store.path_for("pypi", "simple", project, FIRST_SEEN_FILE)
-        record, complete = note_first_seen(self.pages.store, path, names)
+        record, complete = note_first_seen(self.pages.store, path, names, released=released)
         return record.lookup(count_first_sight=settings.unknown_age == "refuse"), complete
 
     def _held(self, project: str) -> set[str]:
