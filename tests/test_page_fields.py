@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pytest
 
 from pkgcache.pypi.model import DistFile, ProjectPage, ProjectStatus
-from pkgcache.pypi.parse import InvalidPage, parse_project_page
+from pkgcache.pypi.parse import ContradictoryPage, InvalidPage, parse_project_page
 from pkgcache.pypi.render import html_api_version, json_api_version, render_html, render_json
 
 SHA = "a" * 64
@@ -405,12 +405,48 @@ def test_a_malformed_upload_time_is_dropped_and_its_file_kept(caplog: pytest.Log
     assert "left out 2" in caplog.text
 
 
-def test_a_file_name_listed_twice_keeps_its_first_entry_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
-    # pip and uv take the first; pkgcache serves one file under a name, so it lists that one only.
-    other = {**WHEEL_ENTRY, "url": f"../../packages/cd/{WHEEL}", "hashes": {"sha256": "c" * 64}}
-    page = _parse(json.dumps({**JSON_WITH_EVERYTHING, "files": [WHEEL_ENTRY, other, WHEEL_ENTRY]}))
-    assert [(dist.filename, dist.hashes) for dist in page.files] == [(WHEEL, {"sha256": SHA})]
-    assert "left out 1" in caplog.text and "listed again" in caplog.text
+def test_a_file_name_listed_twice_alike_is_one_entry() -> None:
+    # An exact repeat, and one file linked from two places with the same hashes: the same bytes either way.
+    elsewhere = {**WHEEL_ENTRY, "url": f"https://files.example.org/p/{WHEEL}"}
+    page = _parse(json.dumps({**JSON_WITH_EVERYTHING, "files": [WHEEL_ENTRY, SDIST_ENTRY, WHEEL_ENTRY, elsewhere]}))
+    assert [(dist.filename, dist.url) for dist in page.files] == [
+        (WHEEL, f"https://mirrors.example.org/pypi/packages/ab/{WHEEL}"),
+        (SDIST, f"https://mirrors.example.org/pypi/packages/cd/{SDIST}"),
+    ]
+    # The same link twice, no hash: the same URL, so the same file.
+    twice = _html_page([(f"../../packages/cd/{SDIST}", SDIST)] * 2)
+    assert [dist.filename for dist in _parse(twice).files] == [SDIST]
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"hashes": {"sha256": "c" * 64}},  # other bytes
+        {"url": f"../../packages/cd/{WHEEL}", "hashes": {"sha256": "c" * 64}},  # other bytes elsewhere
+        {"url": f"../../packages/cd/{WHEEL}", "hashes": {}},  # elsewhere, nothing shows they are the same bytes
+        {"size": 11},  # the same hash and another size: one of them is wrong
+    ],
+)
+def test_a_file_name_listed_twice_differently_makes_the_page_contradict_itself(other: dict[str, object]) -> None:
+    # pip takes the last entry of a name and uv the first: pkgcache serves one file under a name and does not guess.
+    # The page is refused (the next upstream's is asked for); the page without that file is what is left otherwise.
+    document = {**JSON_WITH_EVERYTHING, "files": [WHEEL_ENTRY, SDIST_ENTRY, {**WHEEL_ENTRY, **other}]}
+    with pytest.raises(ContradictoryPage) as raised:
+        _parse(json.dumps(document))
+    assert isinstance(raised.value, InvalidPage)
+    assert raised.value.files == (WHEEL,) and WHEEL in str(raised.value)
+    assert [dist.filename for dist in raised.value.page.files] == [SDIST]
+    assert raised.value.page.tracks == (TRACKS,)  # the rest of the page as read
+
+
+def test_a_file_listed_twice_on_an_html_page_with_other_hashes_contradicts_it() -> None:
+    links = [
+        (f"../../packages/ab/{WHEEL}#sha256={SHA}", WHEEL),
+        (f"../../packages/cd/{WHEEL}#sha256={'c' * 64}", WHEEL),
+    ]
+    with pytest.raises(ContradictoryPage) as raised:
+        _parse(_html_page([*links, (f"../../packages/cd/{SDIST}", SDIST)]))
+    assert [dist.filename for dist in raised.value.page.files] == [SDIST]
 
 
 def test_a_file_is_named_by_its_url_not_by_its_link_text() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,27 +83,98 @@ def test_install_from_tuna_like_mirror_then_from_cache_alone(
     assert answer.headers["x-pkgcache-cache"] in ("stale", "offline")
 
 
-@pytest.mark.parametrize("kind", ["pip", "uv"])
-def test_a_file_name_listed_twice_installs_the_first_entry_as_from_the_mirror_itself(
-    kind: str, bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache], tmp_path: Path
-) -> None:
-    # One file name, two entries with other bytes (and hashes): clients take the first.
+def test_clients_take_different_entries_of_a_file_name_listed_twice(bg_loop: BackgroundLoop, tmp_path: Path) -> None:
+    # Straight from a mirror listing one file name twice with other bytes: pip installs the last entry, uv the first.
     first, second = build_wheel("demo", "1.0"), build_wheel("demo", "1.0", payload_size=100)
     assert first.filename == second.filename and first.sha256 != second.sha256
     mirror = OfficialLikeUpstream([first, second])
     bg_loop.run(mirror.start())
     try:
-        direct = INSTALLERS[kind](mirror.index_url, tmp_path / "direct", "demo==1.0")
-        assert direct.returncode == 0, direct.stdout + direct.stderr
-        mirror.files.reset_log()
-        cache = make_cache([mirror.index_url])
-        through = INSTALLERS[kind](cache.index_url, tmp_path / "through", "demo==1.0")
-        assert through.returncode == 0, through.stdout + through.stderr
+        taken = {}
+        for kind, installer in INSTALLERS.items():
+            mirror.files.reset_log()
+            result = installer(mirror.index_url, tmp_path / kind, "demo==1.0")
+            assert result.returncode == 0, result.stdout + result.stderr
+            taken[kind] = [d for d in (first, second) if mirror.files.count(mirror.file_path(d), "GET")]
+        assert taken == {"pip": [second], "uv": [first]}
+    finally:
+        bg_loop.run(mirror.stop())
+
+
+@pytest.mark.parametrize("kind", ["pip", "uv"])
+def test_a_page_listing_a_file_twice_differently_gives_way_to_the_next_mirrors_page(
+    kind: str, bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    # Through pkgcache every client gets one and the same file: the mirror whose page contradicts itself is passed
+    # over for the next one's page, and the file comes from there.
+    first, second = build_wheel("demo", "1.0"), build_wheel("demo", "1.0", payload_size=100)
+    contradicting, sound = OfficialLikeUpstream([first, second]), TunaLikeUpstream([second], strict_ua=False)
+    bg_loop.run(contradicting.start())
+    bg_loop.run(sound.start())
+    try:
+        cache = make_cache([contradicting.index_url, sound.index_url])
+        result = INSTALLERS[kind](cache.index_url, tmp_path / "through", "demo==1.0")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert contradicting.count("/simple/demo/") >= 1 and sound.count("/simple/demo/") >= 1
         page = json.loads(cache.get("/pypi/simple/demo/", {"Accept": JSON_TYPE}).body)
-        assert [f["hashes"] for f in page["files"]] == [{"sha256": first.sha256}]
-        kept = cache.data_dir / "pypi" / "files" / "demo" / first.filename
-        assert hashlib.sha256(kept.read_bytes()).hexdigest() == first.sha256
-        assert mirror.files.count(mirror.file_path(second)) == 0
+        assert [f["hashes"] for f in page["files"]] == [{"sha256": second.sha256}]
+        kept = cache.data_dir / "pypi" / "files" / "demo" / second.filename
+        assert hashlib.sha256(kept.read_bytes()).hexdigest() == second.sha256
+        assert sound.count(sound.file_path(second), "GET") >= 1
+        assert contradicting.files.requests == []
+    finally:
+        bg_loop.run(contradicting.stop())
+        bg_loop.run(sound.stop())
+
+
+def test_a_page_from_a_mirror_now_down_is_kept_over_one_that_contradicts_itself(
+    bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
+) -> None:
+    # The cached page came from the sound mirror; at its revalidation that mirror is down and the other one's page
+    # lists the file twice: the cached page (with the file) is served stale, not replaced by one without it.
+    first, second = build_wheel("demo", "1.0"), build_wheel("demo", "1.0", payload_size=100)
+    contradicting, sound = OfficialLikeUpstream([first, second]), TunaLikeUpstream([second], strict_ua=False)
+    bg_loop.run(contradicting.start())
+    bg_loop.run(sound.start())
+    try:
+        cache = make_cache([contradicting.index_url, sound.index_url], pypi={"index_ttl": 0})
+        listed = lambda: json.loads(cache.get("/pypi/simple/demo/", {"Accept": JSON_TYPE}).body)["files"]  # noqa: E731
+        assert [f["hashes"] for f in listed()] == [{"sha256": second.sha256}]
+        sound.garbage["demo"] = "503"
+        asked = contradicting.count("/simple/demo/")
+        for _ in range(50):
+            if contradicting.count("/simple/demo/") > asked + 1:
+                break
+            listed()  # each serves the cached page and revalidates it in the background (index_ttl = 0)
+            time.sleep(0.1)
+        assert contradicting.count("/simple/demo/") > asked + 1
+        assert [f["hashes"] for f in listed()] == [{"sha256": second.sha256}]
+    finally:
+        bg_loop.run(contradicting.stop())
+        bg_loop.run(sound.stop())
+
+
+@pytest.mark.parametrize("kind", ["pip", "uv"])
+def test_a_file_listed_twice_differently_on_every_mirror_is_left_off_the_page(
+    kind: str, bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    # No mirror gives a page without the contradiction: pkgcache does not guess which entry is the file (pip and uv
+    # would each take another); the project's other files are served.
+    first, second = build_wheel("demo", "1.0"), build_wheel("demo", "1.0", payload_size=100)
+    older = build_wheel("demo", "0.9")
+    mirror = OfficialLikeUpstream([older, first, second])
+    bg_loop.run(mirror.start())
+    try:
+        cache = make_cache([mirror.index_url])
+        pinned = INSTALLERS[kind](cache.index_url, tmp_path / "pinned", "demo==1.0")
+        assert pinned.returncode != 0
+        assert "demo" in pinned.stdout + pinned.stderr
+        result = INSTALLERS[kind](cache.index_url, tmp_path / "any", "demo")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert installed_dists(tmp_path / "any") == {"demo==0.9"}
+        assert mirror.count("/simple/demo/") >= 1
+        assert mirror.files.count(mirror.file_path(older), "GET") == 1
+        assert not any(mirror.files.count(mirror.file_path(d)) for d in (first, second))
     finally:
         bg_loop.run(mirror.stop())
 

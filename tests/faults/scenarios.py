@@ -540,6 +540,15 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         "../test_pypi_clients.py::test_a_page_of_another_project_gives_way_to_the_next_mirrors_page",
     ),
     ServiceScenario(
+        "page-lists-a-file-twice",
+        "the first mirror's page lists one file name twice, differently (other hashes; other URLs without a hash): "
+        "pip would take the last entry, uv the first",
+        "200 with the healthy mirror's page and file: pip and uv install the same file. No mirror with a page "
+        "free of the contradiction: that page without the file (logged), the project's other files served",
+        "the healthy mirror's page and file; else the page without the file",
+        "../test_pypi_clients.py::test_a_page_listing_a_file_twice_differently_gives_way_to_the_next_mirrors_page",
+    ),
+    ServiceScenario(
         "page-link-texts-cut",
         "the mirror's link texts are not the files' names: an nginx autoindex cuts them past 50 characters "
         "(`..>`), or a text names another file",

@@ -12,11 +12,13 @@ among them, is an InvalidPage too).
 
 A file is named as pip and uv name it: by its URL's last path segment (unquoted), never by an HTML link's text,
 which may be cut short (nginx's autoindex cuts names past 50 characters) or name something else; a JSON entry by
-its `filename`.
+its `filename`. A file name listed more than once is one file when its entries agree; entries that contradict each
+other (other hashes, another URL without a hash to tie them) make the page a ContradictoryPage (see there).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -58,6 +60,21 @@ class InvalidPage(ValueError):
     """The upstream's answer is not a project page (an error page, a login page, broken JSON...)."""
 
 
+class ContradictoryPage(InvalidPage):
+    """A page listing one file name more than once, with entries that contradict each other (other hashes, or
+    other URLs with no hash to show they are the same bytes).
+
+    pip takes the last such entry and uv the first, so a client could not tell which file it would get; pkgcache
+    serves one file under a name and will not guess. The upstream's page is unreliable for those files: the next
+    upstream is asked for its page. `page` is this page without them (never guessed between), for when no upstream
+    gives a page without a contradiction; `files` are the names left out."""
+
+    def __init__(self, message: str, page: ProjectPage, files: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.page = page
+        self.files = files
+
+
 class NeedsFullReader(Exception):
     """The page is HTML the quick reader declines: read it with `quick_only=False`, off the event loop."""
 
@@ -72,11 +89,12 @@ def parse_project_page(body: bytes, page_url: str, name: str, *, quick_only: boo
     except UnicodeDecodeError:
         raise InvalidPage("the page is not UTF-8 text") from None
     left_out: list[str] = []
+    contradicted: list[str] = []
     try:
         if text.lstrip().startswith("{"):
-            page = _parse_json(text, page_url, name, left_out)
+            page = _parse_json(text, page_url, name, left_out, contradicted)
         else:
-            page = _parse_html(text, page_url, name, left_out, quick_only)
+            page = _parse_html(text, page_url, name, left_out, quick_only, contradicted)
     except (InvalidPage, NeedsFullReader, MemoryError):
         raise
     except Exception as exc:
@@ -85,6 +103,11 @@ def parse_project_page(body: bytes, page_url: str, name: str, *, quick_only: boo
         # on the page, not on pkgcache: the caller asks the next mirror, instead of answering 500 every time.
         raise InvalidPage(f"unreadable page ({type(exc).__name__}: {_shown_error(exc)})") from None
     _log_left_out(name, page_url, left_out)
+    if contradicted:
+        shown = ", ".join(_shown(filename) for filename in contradicted[:_LOGGED_EXAMPLES])
+        more = len(contradicted) - _LOGGED_EXAMPLES
+        shown += f" and {more} more" if more > 0 else ""
+        raise ContradictoryPage(f"lists {shown} more than once, differently", page, tuple(contradicted))
     return page
 
 
@@ -211,15 +234,24 @@ def _clean_hashes(hashes: Mapping[Any, Any]) -> dict[str, str]:
     }
 
 
-def _first_per_filename(files: Iterable[DistFile], left_out: list[str]) -> tuple[DistFile, ...]:
-    """One entry per file name, the first, as pip and uv take it. pkgcache serves one file under a name, so a
-    later entry with another hash would be listed beside bytes that cannot match it."""
+def _one_per_filename(files: Iterable[DistFile], contradicted: list[str]) -> tuple[DistFile, ...]:
+    """One entry per file name. Entries of one name that agree (`_same_entry`) are one entry, the first; a name
+    whose entries contradict each other is left out and put in `contradicted`: pip would take its last entry and uv
+    its first, and pkgcache serves one file under a name."""
     kept: dict[str, DistFile] = {}
     for dist in files:
         first = kept.setdefault(dist.filename, dist)
-        if first is not dist and first != dist:  # an exact repeat loses nothing: not worth a word
-            left_out.append(f"{_shown(dist.filename)} listed again, differently (the first entry is kept)")
-    return tuple(kept.values())
+        if first is not dist and not _same_entry(first, dist) and dist.filename not in contradicted:
+            contradicted.append(dist.filename)
+    return tuple(dist for filename, dist in kept.items() if filename not in contradicted)
+
+
+def _same_entry(first: DistFile, other: DistFile) -> bool:
+    """Whether two entries of one file name say the same: equal, or the same hashes (so the same bytes) and
+    everything else equal but where the file is (a mirror linking one file from two places)."""
+    if first == other:
+        return True
+    return bool(first.hashes) and first.hashes == other.hashes and dataclasses.replace(other, url=first.url) == first
 
 
 def _shown_error(exc: BaseException) -> str:
@@ -246,7 +278,7 @@ def _log_left_out(name: str, page_url: str, left_out: list[str]) -> None:
 # --- PEP 691 JSON ---
 
 
-def _parse_json(text: str, page_url: str, name: str, left_out: list[str]) -> ProjectPage:
+def _parse_json(text: str, page_url: str, name: str, left_out: list[str], contradicted: list[str]) -> ProjectPage:
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -264,7 +296,7 @@ def _parse_json(text: str, page_url: str, name: str, left_out: list[str]) -> Pro
     tracks, alternates = meta.get("tracks"), data.get("alternate-locations")
     return ProjectPage(
         name=name,
-        files=_first_per_filename((dist for dist in files if dist is not None), left_out),
+        files=_one_per_filename((dist for dist in files if dist is not None), contradicted),
         versions=tuple(str(v) for v in versions) if isinstance(versions, list) else None,
         last_serial=_serial(meta.get("_last-serial")),
         status=_json_status(data, meta),
@@ -360,7 +392,9 @@ def _upload_time(value: Any, filename: str, left_out: list[str]) -> str | None:
 # --- PEP 503 HTML ---
 
 
-def _parse_html(text: str, page_url: str, name: str, left_out: list[str], quick_only: bool) -> ProjectPage:
+def _parse_html(
+    text: str, page_url: str, name: str, left_out: list[str], quick_only: bool, contradicted: list[str]
+) -> ProjectPage:
     reader = _PageReader()
     if not scan_html(text, reader):
         # Not the regular shape the quick reader knows: html.parser reads it, from the start.
@@ -389,7 +423,7 @@ def _parse_html(text: str, page_url: str, name: str, left_out: list[str], quick_
         raise InvalidPage("an HTML page that is not a project index (no distribution links)")
     return ProjectPage(
         name=name,
-        files=_first_per_filename(files, left_out),
+        files=_one_per_filename(files, contradicted),
         last_serial=reader.serial,
         status=_project_status(
             reader.meta_content("pypi:project-status"), reader.meta_content("pypi:project-status-reason")

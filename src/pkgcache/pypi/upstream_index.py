@@ -21,7 +21,7 @@ import aiohttp
 from pkgcache.config import PypiConfig, PypiUpstream
 from pkgcache.pypi.model import DistFile, ProjectPage
 from pkgcache.pypi.pages import CachedPage, in_page_thread
-from pkgcache.pypi.parse import InvalidPage, NeedsFullReader, parse_project_page
+from pkgcache.pypi.parse import ContradictoryPage, InvalidPage, NeedsFullReader, parse_project_page
 from pkgcache.storage.downloads import Download, Expected, IntegrityError
 from pkgcache.storage.filetypes import magic_for, max_package_size
 from pkgcache.upstream.pool import (
@@ -66,16 +66,31 @@ class UpstreamIndex:
     async def fetch_page(self, project: str, previous: CachedPage | None) -> CachedPage:
         """The project's page from the first upstream that has it; `previous` (304) when it did not change.
 
+        A page that lists a file name twice, differently (parse.ContradictoryPage), is passed over for the next
+        upstream's; when no upstream gives a better one, the first such page is taken without those files.
         Raises UpstreamNotFound / UpstreamsUnavailable as the pool does.
         """
-        return await self.pool.fetch(
-            lambda upstream: urljoin(upstream.base_url, f"{project}/"),
-            lambda upstream, response: self._read_page(project, previous, upstream, response),
-            headers=lambda upstream: _page_request_headers(previous, upstream),
-            ok_statuses=frozenset({200, 304}),
-            # Nothing reaches the clients while a page is read: one that takes longer is left for the next upstream.
-            timeout=self.pool.policy.page_timeout,
-        )
+        contradictory: list[CachedPage] = []
+        try:
+            return await self.pool.fetch(
+                lambda upstream: urljoin(upstream.base_url, f"{project}/"),
+                lambda upstream, response: self._read_page(project, previous, upstream, response, contradictory),
+                headers=lambda upstream: _page_request_headers(previous, upstream),
+                ok_statuses=frozenset({200, 304}),
+                # Nothing reaches the clients while a page is read: one that takes longer is left for the next upstream.
+                timeout=self.pool.policy.page_timeout,
+            )
+        except (UpstreamNotFound, UpstreamsUnavailable) as exc:
+            if not _take_contradictory(contradictory, previous, exc):
+                raise
+            entry = contradictory[0]
+            log.warning(
+                "no upstream gave a page of %s without contradictions: %s's is taken without the files it contradicts "
+                "itself on",
+                project,
+                entry.upstream,
+            )
+            return entry
 
     async def pages_of_others(self, project: str, but: str) -> AsyncGenerator[CachedPage, None]:
         """The project's page from each upstream other than `but` that is not resting, in the pool's order, as
@@ -87,7 +102,7 @@ class UpstreamIndex:
             try:
                 yield await self.pool.fetch(
                     _only(upstream, urljoin(upstream.base_url, f"{project}/")),
-                    lambda candidate, response: self._read_page(project, None, candidate, response),
+                    lambda candidate, response: self._read_page(project, None, candidate, response, []),
                     headers=lambda candidate: _page_request_headers(None, candidate),
                     timeout=self.pool.policy.page_timeout,
                 )
@@ -95,13 +110,19 @@ class UpstreamIndex:
                 log.info("no page of %s from %s to compare: %s", project, upstream.name, exc)
 
     async def _read_page(
-        self, project: str, previous: CachedPage | None, upstream: Upstream, response: aiohttp.ClientResponse
+        self,
+        project: str,
+        previous: CachedPage | None,
+        upstream: Upstream,
+        response: aiohttp.ClientResponse,
+        contradictory: list[CachedPage],
     ) -> CachedPage:
         if response.status == 304 and previous is not None:
             previous.fetched_at = time.time()
             previous.refresh_error = None
             return previous
         body = await read_limited(response, MAX_PAGE_BYTES, self.pool.policy)
+        contradiction: ContradictoryPage | None = None
         try:
             page = None
             if len(body) <= INLINE_PARSE_BYTES:
@@ -109,6 +130,8 @@ class UpstreamIndex:
                     page = parse_project_page(body, str(response.url), project, quick_only=True)
             if page is None:
                 page = await in_page_thread(parse_project_page, body, str(response.url), project)
+        except ContradictoryPage as exc:
+            page, contradiction = exc.page, exc
         except InvalidPage as exc:
             raise UpstreamError(f"{upstream.name}: not a project page for {project}: {exc}") from None
         if previous is not None and previous.upstream != upstream.name and _older_than(page, response, previous):
@@ -118,13 +141,19 @@ class UpstreamIndex:
             previous.fetched_at = time.time()
             previous.refresh_error = None
             return previous
-        return CachedPage(
+        entry = CachedPage(
             page=page,
             upstream=upstream.name,
             fetched_at=time.time(),
             etag=response.headers.get("ETag"),
             last_modified=response.headers.get("Last-Modified"),
         )
+        if contradiction is not None:
+            # One project's page, not the upstream's fault at large: it is not rested.
+            contradictory.append(entry)
+            reason = f"{upstream.name}: its page of {project} {contradiction}"
+            raise UpstreamError(reason, rest_upstream=False)
+        return entry
 
     def is_resting(self, upstream_name: str) -> bool:
         """Whether an upstream rests after failing (the pages it gave may link files only it serves)."""
@@ -207,6 +236,16 @@ def _only(upstream: Upstream, url: str) -> TargetFor:
 def probe_target(upstream: Upstream) -> str:
     """The URL a probe of a PyPI upstream asks for."""
     return urljoin(upstream.base_url, f"{PROBE_PROJECT}/")
+
+
+def _take_contradictory(
+    contradictory: list[CachedPage], previous: CachedPage | None, failure: UpstreamNotFound | UpstreamsUnavailable
+) -> bool:
+    """Whether the first page that contradicted itself is taken (without those files) as no upstream gave a better
+    one: unless the cached page came from another upstream that could not answer now (it is kept, stale)."""
+    if not contradictory:
+        return False
+    return previous is None or previous.upstream == contradictory[0].upstream or isinstance(failure, UpstreamNotFound)
 
 
 def _older_than(page: ProjectPage, response: aiohttp.ClientResponse, previous: CachedPage) -> bool:
