@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import aiohttp
 from aiohttp import web
 
 from pkgcache.cli.check import plan_probes, run_checks
-from tests.cache_service import RunningCache, cache_settings
+from tests.cache_service import RunningCache, cache_settings, free_port
 from tests.fakes.pypi_upstreams import TunaLikeUpstream
 from tests.support import BackgroundLoop
 
@@ -79,3 +80,50 @@ def test_pkgcache_check_goes_through_the_configured_proxy_too(
         assert any(url.endswith("/simple/alpha/") for url in proxy.seen), proxy.seen
     finally:
         bg_loop.run(proxy.stop())
+
+
+class AskingProxy(ForwardProxy):
+    """A proxy that wants credentials it is never given: 407 to everything."""
+
+    async def forward(self, request: web.Request) -> web.StreamResponse:
+        self.seen.append(str(request.url))
+        return web.Response(
+            status=407, text="Proxy Authentication Required", headers={"Proxy-Authenticate": 'Basic realm="corp"'}
+        )
+
+
+def _last_errors(cache: RunningCache) -> list[str]:
+    status = json.loads(cache.get("/-/status").body)
+    return [u["last_error"] or "" for u in status["upstreams"]["pypi"]]
+
+
+def test_a_proxy_asking_for_credentials_is_named_as_the_fault_not_the_mirror(
+    bg_loop: BackgroundLoop, tuna_upstream: TunaLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    proxy = AskingProxy()
+    bg_loop.run(proxy.start())
+    try:
+        with_credentials = proxy.url.replace("http://", "http://corp-user:s3cr3t@")
+        cache = make_cache([tuna_upstream.index_url], upstream={"proxy": with_credentials}, conda={"enabled": False})
+        answer = cache.get("/pypi/simple/alpha/")
+        assert answer.status == 502 and proxy.seen
+        said = answer.body.decode()
+        for words in (f"HTTP 407 from the proxy {proxy.url}", "credentials", "[upstream] proxy"):
+            assert words in said, said
+            assert all(words in error for error in _last_errors(cache)), _last_errors(cache)
+        assert "s3cr3t" not in said and "corp-user" not in said
+        assert not any("s3cr3t" in error for error in _last_errors(cache))
+        assert tuna_upstream.requests == []
+    finally:
+        bg_loop.run(proxy.stop())
+
+
+def test_a_proxy_that_is_down_is_named_as_the_fault(
+    tuna_upstream: TunaLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    proxy = f"http://127.0.0.1:{free_port()}"
+    cache = make_cache([tuna_upstream.index_url], upstream={"proxy": proxy}, conda={"enabled": False})
+    answer = cache.get("/pypi/simple/alpha/")
+    assert answer.status == 502
+    assert f"the proxy {proxy} cannot be reached" in answer.body.decode(), answer.body
+    assert all(f"the proxy {proxy} cannot be reached" in error for error in _last_errors(cache))

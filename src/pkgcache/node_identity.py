@@ -10,6 +10,7 @@ Nothing here knows the configuration: config.py makes a NodeIdentity from `[serv
 
 from __future__ import annotations
 
+import enum
 import re
 import socket
 from collections.abc import Mapping
@@ -21,6 +22,13 @@ TIER_HEADER = "X-Pkgcache-Tier"
 # client as it is, without resting that node or asking another upstream, which would serve what the policy refused.
 REFUSAL_HEADER = "X-Pkgcache-Refusal"
 POLICY_REFUSAL = "policy"
+# On a 5xx the node answers because ITS upstreams failed for that request (none could answer, every one sent bad
+# bytes, or every one rests): a failure of that request, not of the node, which answers the rest of its cache. A
+# child fails that request over to its next upstream without resting the node (upstream/pool.py).
+UPSTREAM_FAILED_HEADER = "X-Pkgcache-Upstream-Failed"
+# How fresh the copy a node answered with is (http/responses.py names it too), and, on a stale page, why it is.
+CACHE_STATE_HEADER = "X-Pkgcache-Cache"
+STALE_REASON_HEADER = "X-Pkgcache-Stale-Reason"
 
 # What a node name or tier may hold: it goes into a response header and a Prometheus label as it is.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -51,6 +59,31 @@ class NodeIdentity:
             return None
         tier = headers.get(TIER_HEADER)
         return cls(name, tier if tier and NAME_PATTERN.match(tier) else None)
+
+
+class CopyState(enum.Enum):
+    """What a child makes of an index answer (a page, a repodata or shard index) by how its parent labelled it."""
+
+    FRESH = "fresh"  # the parent's copy is within its time-to-live (or the answer is not a pkgcache's)
+    # Past the parent's time-to-live while the parent revalidates it: kept, but as already expired, so that the
+    # child's next request revalidates it (by then the parent usually has it fresh).
+    EXPIRED = "expired"
+    # The parent's offline view (only what it holds), or its last good copy served because its upstreams failed:
+    # not the index. The child asks its next upstream for it; when none has it, it serves this answer and keeps
+    # it as already expired, as above.
+    NOT_AUTHORITATIVE = "not-authoritative"
+
+
+def copy_state(headers: Mapping[str, str]) -> CopyState:
+    """How far a child may believe an index answer with these headers (see CopyState)."""
+    if NodeIdentity.from_headers(headers) is None:
+        return CopyState.FRESH
+    state = headers.get(CACHE_STATE_HEADER, "").strip().lower()
+    if state == "offline" or (state == "stale" and headers.get(STALE_REASON_HEADER)):
+        return CopyState.NOT_AUTHORITATIVE
+    if state == "stale":
+        return CopyState.EXPIRED
+    return CopyState.FRESH
 
 
 def host_node_name() -> str:

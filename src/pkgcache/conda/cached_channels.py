@@ -30,6 +30,7 @@ from pkgcache.conda.channels import SHARD_INDEX, Channel
 from pkgcache.conda.index_checks import max_size_of_index
 from pkgcache.conda.index_files import IndexFiles, Transform
 from pkgcache.conda.package_records import (
+    EXPECTED_SHA256_HEADER,
     ListedRecords,
     client_disagrees,
     client_expectation,
@@ -240,6 +241,9 @@ class CachedChannels:
             )
             hashes: dict[str, str] = {"sha256": expected}
             size: int | None = None
+            # A parent pkgcache is asked as the client asked this one, so that it fetches the package too (the
+            # pool sends the header to a pkgcache only: mirrors refuse unusual headers, docs/upstreams.md).
+            extra: dict[str, str] = {EXPECTED_SHA256_HEADER: expected}
         else:
             hashes, size = expected_of(record)
             if recorded is not None and agrees(recorded, hashes, size):
@@ -248,6 +252,7 @@ class CachedChannels:
             path,
             await self._package_target(channel, subdir, filename),
             Expected(hashes=hashes, size=size, magic=magic_for(filename), max_size=max_package_size()),
+            headers=(lambda upstream: extra) if record is None else None,
             replace=replace,
             on_done=self._note_if_contradicted,
         )

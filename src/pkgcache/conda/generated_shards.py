@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import sys
@@ -220,9 +221,17 @@ class GeneratedShards(ChannelLayer):
             return await self._made_here_once(channel, subdir)
 
     async def _made_here_once(self, channel: Channel, subdir: str) -> Lookup:
+        found = await self._repodata(channel, subdir)
+        made = await self._made_from(channel, subdir, found)
+        if found.state in (CacheState.OFFLINE, CacheState.STALE):
+            # Made from the offline view, or from a stale repodata: the index says so, as the repodata would (a
+            # child pkgcache below keeps it only as expired: node_identity.py).
+            return dataclasses.replace(made, state=found.state)
+        return made
+
+    async def _made_from(self, channel: Channel, subdir: str, found: Lookup) -> Lookup:
         index = self.paths.path(channel, subdir, MADE_HERE, SHARD_INDEX)
         made = await self.sidecars.meta_for(index)
-        found = await self._repodata(channel, subdir)
         if made is None and found.download is not None:
             # The subdir's first shards, and its repodata on its way: made from its bytes as they come.
             return Lookup(CacheState.MISS, index, await self._start_build(channel, subdir, index, found))

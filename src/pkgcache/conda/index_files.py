@@ -28,6 +28,7 @@ from pathlib import Path
 from pkgcache.cache_state import CLOCK_SLIP_SECONDS, CacheState, revalidation_due
 from pkgcache.conda.index_checks import content_check_for, magic_of_index, max_size_of_index
 from pkgcache.conda.source import Lookup
+from pkgcache.node_identity import CopyState, copy_state
 from pkgcache.storage.downloads import Download, Expected
 from pkgcache.storage.sidecars import FETCHED_URL, FileMeta, Sidecars
 from pkgcache.upstream.pool import BadBytesEverywhere, TargetFor, Upstream, UpstreamNotFound
@@ -44,6 +45,8 @@ Transform = Callable[[Download], Awaitable[None]]
 # In the sidecar of a file kept through a transform: copies kept before it was (an older pkgcache's) are fetched
 # again whole at their next revalidation instead of being kept on a 304.
 TRANSFORMED = "transformed"
+# In the sidecar of a copy taken from a parent pkgcache's offline view (`_mark_provisional`).
+PROVISIONAL = "provisional"
 
 
 class IndexFiles:
@@ -84,7 +87,8 @@ class IndexFiles:
         how = _How(after_fetch, transform)
         meta = await self.meta_for(path)
         past_ttl = meta is not None and not meta.missing and meta.age() >= ttl
-        if meta is not None and (revalidation_due(meta.age()) or (revalidate_first and past_ttl)):
+        first = revalidate_first or (meta is not None and bool(meta.extra.get(PROVISIONAL)))
+        if meta is not None and (revalidation_due(meta.age()) or (first and past_ttl)):
             meta = await self._revalidated(path, target, meta, how)
             if meta is not None and meta.age() >= ttl:  # no upstream answered: the copy (or the 404) kept
                 if meta.missing:
@@ -207,7 +211,8 @@ class IndexFiles:
             elif download.error is not None:
                 log.warning("revalidating %s failed; serving the cached copy: %s", path.name, download.error)
             elif download.not_modified:
-                meta.fetched_at = time.time()
+                meta.fetched_at = _fetched_at(download)
+                _mark_provisional(meta, download)
                 await self.sidecars.save(path, meta)
             else:
                 await self._record(download, how)
@@ -240,11 +245,12 @@ class IndexFiles:
             return
         headers = download.headers
         meta = FileMeta(
-            fetched_at=time.time(),
+            fetched_at=_fetched_at(download),
             upstream=download.source,
             etag=headers.get("ETag"),
             last_modified=headers.get("Last-Modified"),
         )
+        _mark_provisional(meta, download)
         if download.url is not None:
             # What relative URLs in the file (a repodata's base_url, a shard index's) mean, on its upstream.
             meta.extra[FETCHED_URL] = download.url
@@ -267,6 +273,21 @@ class _How:
 
     after_fetch: AfterFetch | None = None
     transform: Transform | None = None
+
+
+def _mark_provisional(meta: FileMeta, download: Download) -> None:
+    """A parent pkgcache's offline view (or a copy it could not revalidate), taken for want of a better answer, is
+    revalidated before it is answered again (`get`), as a shard index always is."""
+    if copy_state(download.headers) is CopyState.NOT_AUTHORITATIVE:
+        meta.extra[PROVISIONAL] = True
+    else:
+        meta.extra.pop(PROVISIONAL, None)
+
+
+def _fetched_at(download: Download) -> float:
+    """When the answer's copy counts as fetched: now, but for a parent pkgcache's copy past its own time-to-live or
+    its offline view (node_identity.py), kept as already expired so that the next request revalidates it."""
+    return time.time() if copy_state(download.headers) is CopyState.FRESH else 0.0
 
 
 def _copy_date(meta: FileMeta) -> float | None:

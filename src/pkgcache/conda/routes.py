@@ -38,6 +38,7 @@ from pkgcache.http.responses import (
     CACHE_STATE_HEADER,
     IMMUTABLE,
     UPSTREAM_USED,
+    UPSTREAMS_FAILED,
     answer_found,
     error_for,
     plain_error,
@@ -144,7 +145,8 @@ class CondaRoutes:
             cache_control = f"public, max-age={int(ttl)}"
             return await send_download(request, found.download, media_type(filename), cache_control, found.generation)
         meta = found.meta
-        remaining = 0 if meta is None or found.state == CacheState.STALE else ttl - meta.age()
+        expired = found.state in (CacheState.STALE, CacheState.OFFLINE)
+        remaining = 0 if meta is None or expired else ttl - meta.age()
         cache_control = f"public, max-age={max(0, int(remaining))}"
         response = send_cached_file(request, found.path, media_type(filename), self.file_use, cache_control)
         if response is None:
@@ -176,7 +178,7 @@ def _error(exc: Exception) -> web.StreamResponse:
     if isinstance(exc, (UnknownChannel, UnknownPath, PackageNotInRepodata)):
         return plain_error(404, str(exc))
     if isinstance(exc, (PackageRecordUnclear, UnlistedPackageMismatch)):
-        return plain_error(502, str(exc))
+        return plain_error(502, str(exc), **UPSTREAMS_FAILED)
     response = error_for(exc)
     if response is None:
         raise exc

@@ -13,7 +13,7 @@ import re
 from aiohttp import web
 
 from pkgcache.gate.misses import not_held
-from pkgcache.http.responses import CLIENT_RETRY_AFTER_SECONDS
+from pkgcache.http.responses import CLIENT_RETRY_AFTER_SECONDS, UPSTREAMS_FAILED
 from pkgcache.node_identity import POLICY_REFUSAL, REFUSAL_HEADER
 
 # Long enough for a rule, its reason and a date; status lines of this size pass every client and proxy tried.
@@ -50,7 +50,7 @@ class NotHeldWhileDown(web.HTTPServiceUnavailable):
     fetched (the same Retry-After as the pool's own "every upstream is resting" answer)."""
 
     def __init__(self, message: str) -> None:
-        headers = {"Cache-Control": "no-store", "Retry-After": str(CLIENT_RETRY_AFTER_SECONDS)}
+        headers = {"Cache-Control": "no-store", "Retry-After": str(CLIENT_RETRY_AFTER_SECONDS), **UPSTREAMS_FAILED}
         super().__init__(reason=reason_phrase(message), text=message + "\n", headers=headers)
         self.message = message
 

@@ -25,7 +25,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from pkgcache.cache_state import CacheState
 from pkgcache.header_numbers import ascii_number
-from pkgcache.node_identity import POLICY_REFUSAL, REFUSAL_HEADER
+from pkgcache.node_identity import CACHE_STATE_HEADER, POLICY_REFUSAL, REFUSAL_HEADER, UPSTREAM_FAILED_HEADER
 from pkgcache.storage.downloads import Abandoned, Download, FileGone, IntegrityError
 from pkgcache.storage.file_use import FileUse
 from pkgcache.storage.store import StorageError, UnsafePath
@@ -37,7 +37,6 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 # What the access log reports about a request, set by the handlers.
 CACHE_STATE = web.RequestKey("cache_state", CacheState)
 UPSTREAM_USED = web.RequestKey("upstream_used", str)
-CACHE_STATE_HEADER = "X-Pkgcache-Cache"
 # The response whose headers already went out, if a handler streams one: after that, a failure can only cut it.
 STARTED_RESPONSE = web.RequestKey("started_response", web.StreamResponse)
 # Set when the client hung up before its answer was whole (logged as 499, never counted as an error).
@@ -59,6 +58,11 @@ def plain_error(status: int, message: str, **headers: str) -> web.Response:
     return web.Response(status=status, text=message.rstrip() + "\n", headers=headers)
 
 
+# On a 5xx that says this node's upstreams failed for the request (not the node itself): a child fails that request
+# over without resting this node (node_identity.py).
+UPSTREAMS_FAILED = {UPSTREAM_FAILED_HEADER: "1"}
+
+
 def error_for(exc: BaseException) -> web.Response | None:
     """The HTTP answer for a failure of the shared layers, or None if it is not one of theirs."""
     if isinstance(exc, UnsafePath):
@@ -73,11 +77,16 @@ def error_for(exc: BaseException) -> web.Response | None:
         if exc.retry_after is not None:
             retry_after = min(CLIENT_RETRY_AFTER_SECONDS, max(1, int(exc.retry_after)))
             return plain_error(
-                503, f"every upstream is resting after failures: {exc}", **{"Retry-After": str(retry_after)}
+                503,
+                f"every upstream is resting after failures: {exc}",
+                **{"Retry-After": str(retry_after)},
+                **UPSTREAMS_FAILED,
             )
-        return plain_error(502, f"no upstream could answer: {exc}")
+        return plain_error(502, f"no upstream could answer: {exc}", **UPSTREAMS_FAILED)
     if isinstance(exc, IntegrityError):
-        return plain_error(502, f"the upstream sent a file that fails its check, so it was not kept: {exc}")
+        return plain_error(
+            502, f"the upstream sent a file that fails its check, so it was not kept: {exc}", **UPSTREAMS_FAILED
+        )
     if isinstance(exc, StorageError):
         if exc.disk_full:
             return plain_error(507, "the cache's disk is full; nothing was stored")

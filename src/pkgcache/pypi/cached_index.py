@@ -75,8 +75,8 @@ class CachedIndex:
         entry = self.memory.get(project) or await self._load(project)
         if entry is None:
             self._raise_if_known_missing(project)
-            return await self.refresh(project, cached=False), CacheState.MISS
-        if revalidation_due(entry.age()):
+            return self._as_fetched(await self.refresh(project, cached=False))
+        if revalidation_due(entry.age()) or entry.origin.provisional:
             return await self._revalidated(project, entry)
         if entry.age() < self.index_ttl:
             return entry, CacheState.HIT
@@ -87,12 +87,17 @@ class CachedIndex:
         """The page revalidated now (the request asked for it); the cached copy, stale, when no upstream answers:
         the page then says why (`refresh_error`), and the caller learns it used a cached page."""
         try:
-            return await self.refresh(project), CacheState.MISS
+            return self._as_fetched(await self.refresh(project))
         except UpstreamNotFound:
             raise
         except Exception as exc:  # the asker is told by the page's headers (it is stale, and why)
             log.info("revalidating %s failed, serving the cached page: %s", project, exc)
             return entry, CacheState.STALE
+
+    def _as_fetched(self, entry: CachedPage) -> tuple[CachedPage, CacheState]:
+        """A page fetched for this request: a miss, unless it came expired already (a parent pkgcache's stale copy
+        or offline view, upstream_index.py): stale then, as the parent said, and revalidated by the next request."""
+        return entry, CacheState.MISS if entry.age() < self.index_ttl else CacheState.STALE
 
     async def refresh(self, project: str, *, cached: bool = True) -> CachedPage:
         """Fetch or revalidate a page now; concurrent callers share one upstream request. `cached=False`: the

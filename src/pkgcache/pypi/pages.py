@@ -115,6 +115,10 @@ class CachedPage:
     etag: str | None = None
     last_modified: str | None = None
     refresh_error: str | None = None
+    # Taken from a parent pkgcache's offline view (or a copy it could not revalidate) for want of a better answer:
+    # revalidated before it is answered again (cached_index.py), however young. Not kept on disk: a page read back
+    # is past its time-to-live already, and revalidated as any stale page.
+    provisional: bool = False
     files: dict[str, DistFile] = field(init=False, repr=False)
     _rendered: dict[tuple[str, bool], Rendered] = field(default_factory=dict, init=False, repr=False)
     # The page.json this copy was read from or written to, and when a reader last checked it is still that file.

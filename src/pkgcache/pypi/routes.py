@@ -20,6 +20,7 @@ from pkgcache.http.responses import (
     CACHE_STATE,
     CACHE_STATE_HEADER,
     UPSTREAM_USED,
+    UPSTREAMS_FAILED,
     ByteRange,
     Found,
     answer_found,
@@ -302,7 +303,7 @@ class PypiRoutes:
                     return _FromDownload(got.size)  # the whole file: its bytes are not sent before they are checked
         except RangeNotSatisfiable as exc:
             if dist.size is not None and exc.size != dist.size:
-                return plain_error(502, f"the upstream's {filename} is not the size its page gives")
+                return plain_error(502, f"the upstream's {filename} is not the size its page gives", **UPSTREAMS_FAILED)
             return _not_satisfiable(exc.size)
         except RangesRefused:
             return _FromDownload(None)
@@ -352,11 +353,13 @@ def _part_answer(
 ) -> web.Response:
     """The 206 for bytes read from an upstream, once they are checked to be the part asked of the whole file."""
     if page_size is not None and got.size != page_size:
-        return plain_error(502, f"the upstream's {filename} is not the size its page gives")
+        return plain_error(502, f"the upstream's {filename} is not the size its page gives", **UPSTREAMS_FAILED)
     part = asked.part(got.size)
     # read_range gives exactly the bytes asked for (clipped to the file's end); the checks stay cheap.
     if part.status != 206 or got.first != part.start or len(got.body) != part.end - part.start:
-        return plain_error(502, f"the upstream did not send bytes {part.start}-{part.end - 1} of {filename}")
+        return plain_error(
+            502, f"the upstream did not send bytes {part.start}-{part.end - 1} of {filename}", **UPSTREAMS_FAILED
+        )
     request[UPSTREAM_USED] = got.upstream
     headers["Content-Range"] = f"bytes {part.start}-{part.end - 1}/{got.size}"
     return web.Response(status=206, body=got.body, headers=headers)

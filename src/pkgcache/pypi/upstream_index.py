@@ -14,17 +14,19 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import quote, urljoin
 
 import aiohttp
 
 from pkgcache.config import PypiConfig, PypiUpstream
+from pkgcache.node_identity import CopyState, copy_state
 from pkgcache.pypi.model import DistFile, ProjectPage
 from pkgcache.pypi.pages import CachedPage, in_page_thread
 from pkgcache.pypi.parse import ContradictoryPage, InvalidPage, NeedsFullReader, parse_project_page
 from pkgcache.storage.downloads import Download, Expected, IntegrityError
 from pkgcache.storage.filetypes import magic_for, max_package_size
 from pkgcache.upstream.pool import (
+    NotAuthoritative,
     TargetFor,
     Upstream,
     UpstreamError,
@@ -62,6 +64,7 @@ class UpstreamIndex:
         self.fetcher = fetcher
         self.pool = fetcher.pool
         self._upstream_config = {upstream.name: upstream for upstream in config.upstreams}
+        self.index_ttl = config.index_ttl
 
     async def fetch_page(self, project: str, previous: CachedPage | None) -> CachedPage:
         """The project's page from the first upstream that has it; `previous` (304) when it did not change.
@@ -110,6 +113,27 @@ class UpstreamIndex:
                 log.info("no page of %s from %s to compare: %s", project, upstream.name, exc)
 
     async def _read_page(
+        self,
+        project: str,
+        previous: CachedPage | None,
+        upstream: Upstream,
+        response: aiohttp.ClientResponse,
+        contradictory: list[CachedPage],
+    ) -> CachedPage:
+        page = await self._page_of(project, previous, upstream, response, contradictory)
+        # A parent pkgcache's copy past its time-to-live, or its offline view: not kept as fresh (node_identity.py).
+        believed = copy_state(response.headers)
+        page.provisional = believed is CopyState.NOT_AUTHORITATIVE
+        if believed is CopyState.FRESH:
+            return page
+        page.fetched_at = min(page.fetched_at, time.time() - self.index_ttl)
+        if believed is CopyState.EXPIRED:
+            return page
+        why = f"{upstream.name}, a pkgcache, answered with its offline view or a copy it could not revalidate"
+        page.refresh_error = why
+        raise NotAuthoritative(f"{why}: the next upstream is asked", page)
+
+    async def _page_of(
         self,
         project: str,
         previous: CachedPage | None,
@@ -183,13 +207,17 @@ class UpstreamIndex:
 
     def file_target(self, entry: CachedPage, dist: DistFile, suffix: str = "") -> TargetFor:
         """Which URL each upstream has for a file (plus `suffix`, e.g. `.metadata`): the page's own link for the
-        upstream that listed it, the same `packages/...` path on the others."""
+        upstream that listed it; on the others, its path on a pkgcache (a parent, known by its answers:
+        `files/<project>/<file>` beside its `simple/`), else the same `packages/...` path as on the mirror."""
         url = dist.url
         packages_path = url.partition("/packages/")[2]
+        project = entry.page.name
 
         def target(upstream: Upstream) -> str | None:
             if upstream.name == entry.upstream:
                 return url + suffix
+            if upstream.pkgcache is not None:
+                return urljoin(upstream.base_url, f"../files/{quote(project)}/{quote(dist.filename)}{suffix}")
             files_base = self._files_base(upstream.name)
             if packages_path and files_base:
                 return files_base + packages_path + suffix

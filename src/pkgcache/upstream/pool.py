@@ -23,13 +23,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from pkgcache.config import HostPort
 from pkgcache.header_numbers import ascii_number
-from pkgcache.node_identity import POLICY_REFUSAL, REFUSAL_HEADER, NodeIdentity
+from pkgcache.node_identity import POLICY_REFUSAL, REFUSAL_HEADER, UPSTREAM_FAILED_HEADER, NodeIdentity
 from pkgcache.storage.downloads import Absent
 from pkgcache.upstream.address_guard import GuardedResolver, RefusedAddress, TrustedHosts, guard_middleware
 
@@ -42,6 +43,10 @@ T = TypeVar("T")
 PLAIN_REQUEST_HEADERS = frozenset(
     {"accept", "accept-encoding", "if-none-match", "if-modified-since", "range", "user-agent"}
 )
+# Headers only a pkgcache upstream (a parent, known by its answers' identity headers) is sent: a caller may give
+# them for any upstream, and the pool drops them for the others (mirrors). A client's X-Expected-Sha256 lets the
+# parent fetch a conda package its channel no longer lists (conda/package_records.py).
+PKGCACHE_REQUEST_HEADERS = frozenset({"x-expected-sha256"})
 
 NOT_FOUND_STATUSES = frozenset({404, 410})
 # Statuses a mirror's "your network is blocked" page comes with.
@@ -79,6 +84,25 @@ class UpstreamError(Exception):
         self.retry_after = retry_after
         self.rest_upstream = rest_upstream
         self.blocked = blocked
+
+
+class ParentUpstreamsFailed(UpstreamError):
+    """A pkgcache upstream (a parent) answered a 5xx marked `X-Pkgcache-Upstream-Failed`: ITS upstreams failed for
+    this request (it does not hold the thing, and could not fetch it). The parent answered, so it is up: it is not
+    rested (it serves the rest of its cache) and the next upstream is asked for this request only."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, rest_upstream=False)
+
+
+class NotAuthoritative(UpstreamError):
+    """An answer that will do only when no other upstream gives one (a parent pkgcache's offline view of an index):
+    the next upstream is asked, and `answer` is what `UpstreamPool.fetch` returns if none gives one (None: there is
+    nothing to fall back on, its body was not read; the request then fails as when no upstream answers)."""
+
+    def __init__(self, message: str, answer: object | None) -> None:
+        super().__init__(message, rest_upstream=False)
+        self.answer = answer
 
 
 class UpstreamBusy(UpstreamError):
@@ -334,6 +358,8 @@ class UpstreamPool:
             url = (self.probe_target(upstream) if self.probe_target else None) or upstream.base_url
             log.info("upstream %s: its rest is over; asking %s whether it is back", upstream.name, url)
             await self._fetch_from(upstream, url, _status_only, dict(PROBE_HEADERS), "GET", PROBE_ANSWERS, None)
+        except ParentUpstreamsFailed:
+            self._answered(upstream)  # a parent whose own upstreams fail answers: it is back (its cache serves)
         except UpstreamError as exc:
             upstream.blocked = exc.blocked
             self.report_failure(upstream, f"probe: {exc}", exc.retry_after)
@@ -377,33 +403,53 @@ class UpstreamPool:
         """
         errors: dict[str, str] = {}
         asked_any = False
+        fallback: NotAuthoritative | None = None
         tries = [(upstream, url) for upstream in self.candidates() if (url := target(upstream)) is not None]
         for position, (upstream, url) in enumerate(tries):
             asked_any = True
             last = position == len(tries) - 1
             # A busy upstream is waited for only as long as another one could answer instead.
             slot_wait = self.policy.slot_wait if not last else None
-            request_headers = dict(headers(upstream)) if headers else {}
-            try:
-                exchange = self._fetch_from(
-                    upstream, url, handle, request_headers, method, ok_statuses, slot_wait, decode
-                )
-                if timeout is None or last:
-                    return await exchange
+            for _ in range(2):
+                known = upstream.pkgcache is not None
+                request_headers = self._request_headers(upstream, headers)
                 try:
-                    async with asyncio.timeout(timeout):
-                        return await exchange
-                except TimeoutError:
-                    raise UpstreamError(f"no whole answer from {url} within {timeout:g} s") from None
-            except UpstreamNotFound:
-                errors[upstream.name] = "not found"
-            except UpstreamError as exc:
-                errors[upstream.name] = str(exc)
-                if exc.rest_upstream:
-                    upstream.blocked = exc.blocked
-                    self.report_failure(upstream, str(exc), exc.retry_after)
-                elif not isinstance(exc, UpstreamBusy):
-                    self.record_bad_answer(upstream, str(exc))
+                    exchange = self._fetch_from(
+                        upstream, url, handle, request_headers, method, ok_statuses, slot_wait, decode
+                    )
+                    return await _within(exchange, None if last else timeout, url)
+                except UpstreamNotFound:
+                    # Its "not found" just said it is a pkgcache: asked once more as one, when that changes the
+                    # URL (its files' own paths) or the headers (those only a pkgcache is sent).
+                    again = target(upstream) if not known and upstream.pkgcache is not None else None
+                    if again is not None and (again, self._request_headers(upstream, headers)) != (
+                        url,
+                        request_headers,
+                    ):
+                        log.info("upstream %s is a pkgcache: asking it again as one (%s)", upstream.name, again)
+                        url = again
+                        continue
+                    errors[upstream.name] = "not found"
+                except NotAuthoritative as exc:
+                    errors[upstream.name] = str(exc)
+                    if exc.answer is not None:
+                        fallback = fallback or exc
+                    self._answered(upstream)
+                except ParentUpstreamsFailed as exc:
+                    errors[upstream.name] = str(exc)
+                    upstream.last_error = str(exc)
+                    self._answered(upstream)
+                except UpstreamError as exc:
+                    errors[upstream.name] = str(exc)
+                    if exc.rest_upstream:
+                        upstream.blocked = exc.blocked
+                        self.report_failure(upstream, str(exc), exc.retry_after)
+                    elif not isinstance(exc, UpstreamBusy):
+                        self.record_bad_answer(upstream, str(exc))
+                break
+        if fallback is not None:
+            # No upstream gave a better answer than this one: it will do (its caller knows what it is).
+            return cast(T, fallback.answer)
         not_found_on = [name for name, reason in errors.items() if reason == "not found"]
         if asked_any and not_found_on:
             # An upstream that answered "not there" is believed over the ones that could not answer at all; which
@@ -417,6 +463,14 @@ class UpstreamPool:
         if not asked_any:
             raise self._all_resting(target)
         raise UpstreamsUnavailable(errors)
+
+    @staticmethod
+    def _request_headers(upstream: Upstream, headers: HeadersFor | None) -> dict[str, str]:
+        """The caller's headers for `upstream`, less those only a pkgcache is sent when it is not known to be one."""
+        given = dict(headers(upstream)) if headers else {}
+        if upstream.pkgcache is not None:
+            return given
+        return {name: value for name, value in given.items() if name.lower() not in PKGCACHE_REQUEST_HEADERS}
 
     def _all_resting(self, target: TargetFor) -> UpstreamsUnavailable:
         """Every upstream that could have the thing is resting after failures: say which, why and until when."""
@@ -443,7 +497,8 @@ class UpstreamPool:
         slot_wait: float | None,
         decode: bool = True,
     ) -> T:
-        unknown = {name for name in headers if name.lower() not in PLAIN_REQUEST_HEADERS}
+        allowed = PLAIN_REQUEST_HEADERS | (PKGCACHE_REQUEST_HEADERS if upstream.pkgcache is not None else frozenset())
+        unknown = {name for name in headers if name.lower() not in allowed}
         if unknown:
             # A programming error, not an upstream's: fail loudly rather than send them.
             raise ValueError(f"refusing to send non-plain headers upstream: {sorted(unknown)}")
@@ -471,6 +526,12 @@ class UpstreamPool:
                 raise UpstreamError(f"more than {self.policy.max_redirects} redirects from {url}") from None
             except aiohttp.InvalidURL as exc:
                 raise UpstreamError(f"a redirect from {url} to an unusable URL: {exc}") from None
+            except aiohttp.ClientProxyConnectionError as exc:
+                raise UpstreamError(
+                    f"the proxy {self._proxy_shown()} cannot be reached (asked for {url}): {exc}"
+                ) from None
+            except aiohttp.ClientHttpProxyError as exc:
+                raise UpstreamError(self._proxy_refusal(exc.status, url)) from None
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise UpstreamError(f"{type(exc).__name__} from {url}: {exc}".rstrip(": ")) from None
         upstream.last_error = None
@@ -517,9 +578,18 @@ class UpstreamPool:
             return
         if status in NOT_FOUND_STATUSES:
             raise UpstreamNotFound(url)
+        if status == 407 and self.policy.proxy:
+            # The proxy's answer, not the mirror's (every upstream is asked through it and gets the same).
+            raise UpstreamError(self._proxy_refusal(status, url))
         refusing_node = NodeIdentity.from_headers(response.headers)
         if status == 403 and refusing_node is not None and response.headers.get(REFUSAL_HEADER) == POLICY_REFUSAL:
             raise UpstreamRefused(await _refusal_reason(response), refusing_node.name)
+        if status >= 500 and refusing_node is not None and response.headers.get(UPSTREAM_FAILED_HEADER):
+            reason = await _refusal_reason(response)
+            raise ParentUpstreamsFailed(
+                f"HTTP {status} from {url}: pkgcache {refusing_node.name} could not get it from its own upstreams"
+                f" ({reason})"
+            )
         if status in BLOCK_STATUSES and response.content_type in ("text/html", "text/plain"):
             block = await _block_page(response)
             if block is not None:
@@ -531,6 +601,19 @@ class UpstreamPool:
                 )
         retry_after = parse_retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None
         raise UpstreamError(f"HTTP {status} from {url}", retry_after=retry_after)
+
+    def _proxy_shown(self) -> str:
+        """The configured proxy as it may be shown: its credentials left out."""
+        return proxy_shown(self.policy.proxy or "")
+
+    def _proxy_refusal(self, status: int, url: str) -> str:
+        shown = self._proxy_shown()
+        if status == 407:
+            return (
+                f"HTTP 407 from the proxy {shown} (asked for {url}): it wants credentials, and those of"
+                " [upstream] proxy (user:password@ in its URL) are missing or wrong"
+            )
+        return f"HTTP {status} from the proxy {shown} (asked for {url})"
 
     def record_bad_answer(self, upstream: Upstream, reason: str) -> None:
         """Count a bad answer (a file failing its hash) without resting the upstream: its other files may be fine."""
@@ -589,6 +672,18 @@ def make_client_session(policy: UpstreamPolicySettings) -> aiohttp.ClientSession
         trust_env=False,
         proxy=policy.proxy,
     )
+
+
+def proxy_shown(proxy: str) -> str:
+    """A proxy URL without its credentials (user:password@), fit for /-/status, a log or a client's error."""
+    try:
+        parsed = urlsplit(proxy)
+        host = parsed.hostname or ""
+        port = parsed.port
+    except ValueError:
+        return "(the configured proxy)"
+    where = f"[{host}]" if ":" in host else host
+    return f"{parsed.scheme}://{where}{f':{port}' if port else ''}"
 
 
 async def _status_only(upstream: Upstream, response: aiohttp.ClientResponse) -> None:
@@ -699,3 +794,15 @@ async def _block_page(response: aiohttp.ClientResponse) -> str | None:
         return None
     found = _BLOCK_ID.search(body)
     return f"identifier {found.group(1).decode()} {found.group(2).decode()}" if found else "no identifier given"
+
+
+async def _within(exchange: Awaitable[T], timeout: float | None, url: str) -> T:
+    """`exchange`, failed as that upstream's (UpstreamError) when it takes longer than `timeout` seconds (None: no
+    bound, for the last upstream left)."""
+    if timeout is None:
+        return await exchange
+    try:
+        async with asyncio.timeout(timeout):
+            return await exchange
+    except TimeoutError:
+        raise UpstreamError(f"no whole answer from {url} within {timeout:g} s") from None

@@ -27,6 +27,7 @@ from pathlib import Path
 import aiohttp
 
 from pkgcache.header_numbers import content_range, unsatisfied_range_size
+from pkgcache.node_identity import CopyState, copy_state
 from pkgcache.storage.downloads import (
     Abandoned,
     AfterDownload,
@@ -39,6 +40,7 @@ from pkgcache.storage.downloads import (
 from pkgcache.upstream.pool import (
     BadBytesEverywhere,
     HeadersFor,
+    NotAuthoritative,
     TargetFor,
     Upstream,
     UpstreamError,
@@ -170,6 +172,13 @@ class _Receiver:
     async def receive(self, upstream: Upstream, response: aiohttp.ClientResponse) -> None:
         self.tried.add(upstream.name)
         download = self.download
+        if copy_state(response.headers) is CopyState.NOT_AUTHORITATIVE and self._alternatives(upstream):
+            # A parent pkgcache's offline view (or a copy it could not revalidate): another upstream that could
+            # answer is asked instead. With none, it is taken, and kept as already expired (conda/index_files.py).
+            raise NotAuthoritative(
+                f"{upstream.name}, a pkgcache, answered with its offline view or a copy it could not revalidate",
+                None,
+            )
         if response.status == 304:
             self._refuse_a_304_without_a_copy(upstream)
             download.mark_not_modified(upstream.name, response.headers)

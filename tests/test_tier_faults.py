@@ -1,0 +1,352 @@
+"""Tiers when something fails: a child pkgcache over a parent pkgcache whose own mirrors fail, or beside a mirror
+that fails (docs/operations.md, "A pkgcache as another pkgcache's upstream").
+
+- The parent's offline view (or a copy it could not revalidate) is not the index: the child asks its next
+  upstream, and when none has better, serves it without keeping it as fresh.
+- The parent's 5xx about ITS upstreams (`X-Pkgcache-Upstream-Failed`) fails that request over, without resting the
+  parent (which would also take the child past the parent's policy, through its own mirror).
+- A client's `X-Expected-Sha256` goes to the parent (never to a mirror), so a locked conda install of a package its
+  channel dropped works through a tier.
+- With a mirror first and the parent second, a file fails over to the parent's own path for it.
+
+The child reaches the parent through tests/test_tiers.py's `Wire`, which records what went between them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cache_service import RunningCache
+from tests.clients.rattler_client import run_rattler_install
+from tests.conda_support import SUBDIR, Channels
+from tests.fakes.conda_channel import find_pkg
+from tests.fakes.conda_upstreams import MirrorLikeUpstream
+from tests.fakes.dists import find_dist, sample_dists
+from tests.fakes.pypi_upstreams import OfficialLikeUpstream
+from tests.support import BackgroundLoop, agent_of, installed_dists, run_pip_install, run_uv_install
+from tests.test_conda_removed_packages import _take_out
+from tests.test_tiers import CHILD, CHILD_AGENT, PARENT, Wire, _start_wire, _wait_for
+
+JSON_PAGE = {"Accept": "application/vnd.pypi.simple.v1+json"}
+CLOSED_PYPI = ["http://127.0.0.1:9/simple/"]
+FORGE = "cloud/conda-forge"
+EXPECTED = "X-Expected-Sha256"
+ALPHA_WHEEL = "alpha-2.0-py3-none-any.whl"
+# A literal, not node_identity's name for it: these tests also run against code without it.
+UPSTREAM_FAILED_HEADER = "X-Pkgcache-Upstream-Failed"
+
+
+def _files_on(body: bytes) -> list[str]:
+    return sorted(f["filename"] for f in json.loads(body)["files"])
+
+
+def _child_asked(server: Any, suffix: str) -> list[Any]:
+    return [r for r in server.requests if agent_of(r) == CHILD_AGENT and r.path.endswith(suffix)]
+
+
+def _child(make_cache: Callable[..., RunningCache], upstreams: list[Any], **sections: Any) -> RunningCache:
+    return make_cache(
+        upstreams, server=CHILD, upstream={"user_agent": CHILD_AGENT, **sections.pop("upstream", {})}, **sections
+    )
+
+
+@pytest.fixture
+def second_mirror(bg_loop: BackgroundLoop) -> Iterator[OfficialLikeUpstream]:
+    """A healthy mirror of the same index, the child's own (the parent's mirror is `official_upstream`)."""
+    mirror = OfficialLikeUpstream(sample_dists())
+    bg_loop.run(mirror.start())
+    yield mirror
+    bg_loop.run(mirror.stop())
+
+
+@pytest.fixture
+def offline_parent(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], bg_loop: BackgroundLoop
+) -> Iterator[tuple[RunningCache, Wire]]:
+    """A parent showing its offline view: it held alpha's page and alpha 2.0's wheel, and its mirror went down."""
+    parent = make_cache(
+        [official_upstream.index_url],
+        server=PARENT,
+        pypi={"index_ttl": 1},
+        upstream={"cooldown": 1, "connect_timeout": 1, "first_byte_timeout": 1},
+        conda={"enabled": False},
+    )
+    assert parent.get("/pypi/simple/alpha/").status == 200
+    assert parent.get(f"/pypi/files/alpha/{ALPHA_WHEEL}").status == 200
+    time.sleep(1.1)
+    official_upstream.faults.fail_mode = "reset"
+    parent.get("/pypi/simple/beta/")
+    _wait_for(
+        lambda: parent.get("/pypi/simple/alpha/", JSON_PAGE).headers.get("x-pkgcache-cache") == "offline",
+        "the parent's offline view",
+    )
+    wire = _start_wire(bg_loop, parent.url)
+    yield parent, wire
+    bg_loop.run(wire.stop())
+
+
+# --- 1. the parent's offline view is not the index ---
+
+
+def test_a_mirror_second_in_the_child_gives_the_page_the_parents_offline_view_shrank(
+    offline_parent: tuple[RunningCache, Wire],
+    second_mirror: OfficialLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    tmp_path: Path,
+) -> None:
+    _, wire = offline_parent
+    child = _child(make_cache, [{"name": "parent", "url": f"{wire.url}/pypi/simple/"}, second_mirror.index_url])
+    result = run_uv_install(child.index_url, tmp_path / "t", "alpha==1.0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert installed_dists(tmp_path / "t") == {"alpha==1.0"}
+    # The parent was asked first and answered its offline view; the child took the page from its mirror.
+    (asked,) = wire.to("/pypi/simple/alpha/")
+    assert asked.status == 200 and asked.headers["X-Pkgcache-Cache"] == "offline"
+    assert _child_asked(second_mirror, "/simple/alpha/")
+    # The parent is not rested for it: it answered.
+    status = json.loads(child.get("/-/status").body)
+    assert next(u for u in status["upstreams"]["pypi"] if u["name"] == "parent")["healthy"] is True
+
+
+def test_the_parents_offline_view_is_served_for_want_of_better_but_not_kept_once_the_parent_is_back(
+    offline_parent: tuple[RunningCache, Wire],
+    official_upstream: OfficialLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    tmp_path: Path,
+) -> None:
+    parent, wire = offline_parent
+    child = _child(make_cache, [{"name": "parent", "url": f"{wire.url}/pypi/simple/"}])
+    first = child.get("/pypi/simple/alpha/", JSON_PAGE)
+    # No other upstream: the parent's view is served, said to be stale (for a child below) and not fresh at all.
+    assert first.status == 200 and _files_on(first.body) == [ALPHA_WHEEL]
+    assert first.headers["x-pkgcache-cache"] == "stale" and first.headers["cache-control"] == "max-age=0"
+    assert "x-pkgcache-stale-reason" in first.headers
+    official_upstream.faults.fail_mode = None
+    _wait_for(
+        lambda: parent.get("/pypi/simple/alpha/", JSON_PAGE).headers.get("x-pkgcache-cache") != "offline",
+        "the parent back online",
+    )
+    # The very next request revalidates before answering: the whole page, and pip finds alpha 1.0.
+    asked = len(wire.to("/pypi/simple/alpha/"))
+    after = child.get("/pypi/simple/alpha/", JSON_PAGE)
+    assert _files_on(after.body) == _files_on(parent.get("/pypi/simple/alpha/", JSON_PAGE).body)
+    assert after.headers["x-pkgcache-cache"] == "miss" and len(wire.to("/pypi/simple/alpha/")) == asked + 1
+    result = run_pip_install(child.index_url, tmp_path / "t", "alpha==1.0")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_conda_the_parents_offline_shard_index_says_so_and_the_child_drops_it_once_the_parent_is_back(
+    conda_channels: Channels, make_cache: Callable[..., RunningCache], bg_loop: BackgroundLoop, tmp_path: Path
+) -> None:
+    mirror = MirrorLikeUpstream({"conda-forge": conda_channels.forge})
+    bg_loop.run(mirror.start())
+    wire: Wire | None = None
+    try:
+        parent = make_cache(
+            CLOSED_PYPI,
+            server=PARENT,
+            conda={"upstreams": [f"{mirror.url}/anaconda/"], "channels": [FORGE], "index_ttl": 1},
+            upstream={"cooldown": 1, "connect_timeout": 1, "first_byte_timeout": 1},
+        )
+
+        def rattler(url: str, name: str, spec: str) -> Any:
+            return run_rattler_install([f"{url}/conda/{FORGE}"], tmp_path / name, tmp_path / f"{name}-c", [spec])
+
+        rattler(parent.url, "seed", "app")
+        mirror.faults.fail_mode = "reset"
+        time.sleep(1.2)
+        shard_index = f"/conda/{FORGE}/noarch/repodata_shards.msgpack.zst"
+        down = 'pkgcache_offline{cause="upstreams_down",side="conda"} 1.0'
+
+        def offline() -> bool:
+            parent.get(shard_index)
+            return down in parent.get("/metrics").body.decode()
+
+        _wait_for(offline, "the parent's conda offline view")
+        view = parent.get(shard_index)
+        # The shard index made from the offline view says it is one (it said "miss"), and is not to be kept.
+        assert view.headers["x-pkgcache-cache"] == "offline" and view.headers["cache-control"] == "public, max-age=0"
+        wire = _start_wire(bg_loop, parent.url)
+        child = _child(make_cache, CLOSED_PYPI, conda={"upstreams": [f"{wire.url}/conda/"], "channels": [FORGE]})
+        for form in ("noarch/repodata_shards.msgpack.zst", f"{SUBDIR}/repodata_shards.msgpack.zst"):
+            assert child.get(f"/conda/{FORGE}/{form}").status == 200
+        mirror.faults.fail_mode = None
+        _wait_for(lambda: down not in parent.get("/metrics").body.decode(), "the parent back online")
+        installed = rattler(child.url, "b-big", "bigpkg")
+        assert "bigpkg" in {p["name"] for p in installed["installed"]}
+        assert any(e.status == 200 and "/bigpkg" in e.path for e in wire.exchanges)
+    finally:
+        if wire is not None:
+            bg_loop.run(wire.stop())
+        bg_loop.run(mirror.stop())
+
+
+# --- 2. the parent's 5xx about its own upstreams fails the request over, never rests the parent ---
+
+
+@pytest.mark.parametrize("kind", ["pip", "uv"])
+def test_a_5xx_of_the_parent_for_what_its_mirrors_cannot_give_leaves_the_parent_serving_its_cache(
+    kind: str,
+    official_upstream: OfficialLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    bg_loop: BackgroundLoop,
+    tmp_path: Path,
+) -> None:
+    install = run_pip_install if kind == "pip" else run_uv_install
+    parent = make_cache([official_upstream.index_url], server=PARENT, upstream={"cooldown": 60})
+    warm = install(parent.index_url, tmp_path / "warm", "alpha==2.0")
+    assert warm.returncode == 0, warm.stdout + warm.stderr
+    official_upstream.faults.fail_mode = "reset"
+    wire = _start_wire(bg_loop, parent.url)
+    try:
+        child = _child(make_cache, [{"name": "parent", "url": f"{wire.url}/pypi/simple/"}], upstream={"cooldown": 60})
+        miss = child.get("/pypi/simple/bigpkg/")
+        (relayed,) = wire.to("/pypi/simple/bigpkg/")
+        assert relayed.status in (502, 503) and relayed.headers[UPSTREAM_FAILED_HEADER] == "1"
+        # The child's own answer says the same to a child below it, with the parent's reason.
+        assert miss.status == 502 and miss.headers[UPSTREAM_FAILED_HEADER.lower()] == "1", miss.body
+        assert b"could not get it from its own upstreams" in miss.body
+        result = install(child.index_url, tmp_path / "t", "alpha==2.0")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert wire.to(f"/pypi/files/alpha/{ALPHA_WHEEL}")
+        status = json.loads(child.get("/-/status").body)
+        parent_status = next(u for u in status["upstreams"]["pypi"] if u["name"] == "parent")
+        assert parent_status["healthy"] is True and parent_status["failures"] == 0, parent_status
+    finally:
+        bg_loop.run(wire.stop())
+
+
+def test_a_5xx_of_the_parent_does_not_take_the_child_past_the_parents_policy_to_its_own_mirror(
+    official_upstream: OfficialLikeUpstream,
+    second_mirror: OfficialLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    bg_loop: BackgroundLoop,
+    tmp_path: Path,
+) -> None:
+    """The parent denies delta-pkg; the child lists it first and a healthy mirror second. One 502 of the parent
+    (its mirror blipped for an unrelated miss) once rested it, and the child served delta-pkg from its mirror."""
+    deny = {"deny": [{"name": "delta-pkg", "reason": "typosquat INC-42"}]}
+    parent = make_cache([official_upstream.index_url], server=PARENT, pypi=deny, conda={"enabled": False})
+    wire = _start_wire(bg_loop, parent.url)
+    try:
+        child = _child(
+            make_cache,
+            [{"name": "parent", "url": f"{wire.url}/pypi/simple/"}, second_mirror.index_url],
+            conda={"enabled": False},
+        )
+        wheel = "/pypi/files/delta-pkg/delta_pkg-3.0-py3-none-any.whl"
+        assert child.get(wheel).status == 403
+        official_upstream.faults.fail_mode = "reset"
+        # The parent cannot get bigpkg (which it never held): that request, and it alone, goes to the mirror.
+        assert child.get("/pypi/simple/bigpkg/").status == 200
+        assert [e.status for e in wire.to("/pypi/simple/bigpkg/")] == [502]
+        official_upstream.faults.fail_mode = None
+        refused = child.get(wheel)
+        assert refused.status == 403 and b"INC-42" in refused.body
+        result = run_pip_install(child.index_url, tmp_path / "t", "delta-pkg")
+        assert result.returncode != 0 and "INC-42" in result.stdout + result.stderr
+        assert not [r.path for r in second_mirror.requests + second_mirror.files.requests if "delta" in r.path]
+    finally:
+        bg_loop.run(wire.stop())
+
+
+# --- 3. a client's X-Expected-Sha256 reaches the parent, never a mirror ---
+
+
+@pytest.fixture
+def removed_forge(conda_channels: Channels, tmp_path: Path) -> Path:
+    """conda-forge with libfoo 1.1 taken out of its index (still on the server)."""
+    root = tmp_path / "forge"
+    shutil.copytree(conda_channels.forge, root)
+    _take_out(root, SUBDIR, find_pkg(conda_channels.forge_pkgs, "libfoo", "1.1").filename, under_removed=True)
+    return root
+
+
+def _conda_mirror(mirror: MirrorLikeUpstream, name: str) -> dict[str, str]:
+    return {"name": name, "pkgs_url": f"{mirror.url}/anaconda/pkgs/", "cloud_url": f"{mirror.url}/anaconda/cloud/"}
+
+
+@pytest.mark.parametrize("order", ["parent-first", "mirror-first"])
+def test_a_locked_install_of_a_package_its_channel_dropped_works_through_a_cold_parent(
+    order: str,
+    removed_forge: Path,
+    conda_channels: Channels,
+    make_cache: Callable[..., RunningCache],
+    bg_loop: BackgroundLoop,
+) -> None:
+    pkg = find_pkg(conda_channels.forge_pkgs, "libfoo", "1.1")
+    mirrors = [MirrorLikeUpstream({"conda-forge": removed_forge}, only_json=True) for _ in range(2)]
+    for mirror in mirrors:
+        bg_loop.run(mirror.start())
+    central, own = mirrors
+    parent = make_cache(
+        CLOSED_PYPI, server=PARENT, conda={"upstreams": [_conda_mirror(central, "central")], "channels": [FORGE]}
+    )
+    wire = _start_wire(bg_loop, parent.url)
+    try:
+        upstreams: list[Any] = [f"{wire.url}/conda/"]
+        if order == "mirror-first":
+            # The child's own mirror first, which lost the file: only the parent can give it. The child has not
+            # talked to the parent before (its repodata came from the mirror): the parent's 404 says what it is.
+            own.faults.fail_mode = "404"
+            own.faults.fail_paths = {pkg.filename}
+            upstreams.insert(0, _conda_mirror(own, "own"))
+        child = _child(make_cache, CLOSED_PYPI, conda={"upstreams": upstreams, "channels": [FORGE]})
+        url = f"/conda/{FORGE}/{SUBDIR}/{pkg.filename}"
+        answer = child.get(url, {EXPECTED: pkg.sha256})
+        assert answer.status == 200, answer.body
+        assert answer.body == parent.get(url, {EXPECTED: pkg.sha256}).body
+        asked = wire.to(pkg.filename)
+        assert asked[-1].request_headers[EXPECTED] == pkg.sha256 and asked[-1].status == 200
+        # Mirrors (the parent's, and the child's own) are never sent it: they refuse unusual headers.
+        assert not [r.path for mirror in mirrors for r in mirror.requests if EXPECTED in r.headers]
+        assert [r for r in central.requests if r.path.endswith(pkg.filename)]
+    finally:
+        bg_loop.run(wire.stop())
+        for mirror in mirrors:
+            bg_loop.run(mirror.stop())
+
+
+# --- 4. a mirror first, the parent second: files fail over to the parent's own path for them ---
+
+
+@pytest.mark.parametrize("fault", ["404", "corrupt"])
+def test_with_a_mirror_first_a_file_it_lacks_or_spoils_comes_from_the_parent_second(
+    fault: str,
+    official_upstream: OfficialLikeUpstream,
+    second_mirror: OfficialLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    bg_loop: BackgroundLoop,
+    tmp_path: Path,
+) -> None:
+    parent = make_cache([official_upstream.index_url], server=PARENT, conda={"enabled": False})
+    wire = _start_wire(bg_loop, parent.url)
+    try:
+        child = _child(
+            make_cache,
+            [second_mirror.index_url, {"name": "parent", "url": f"{wire.url}/pypi/simple/"}],
+            conda={"enabled": False},
+        )
+        if fault == "corrupt":
+            second_mirror.faults.corrupt_files = {ALPHA_WHEEL}
+        else:  # sync lag: the page lists the wheel, the mirror's files host does not have it (nor its metadata) yet
+            second_mirror.faults.fail_mode = "404"
+            second_mirror.faults.fail_paths = {ALPHA_WHEEL}
+        result = run_uv_install(child.index_url, tmp_path / "t", "alpha==2.0")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "alpha==2.0" in installed_dists(tmp_path / "t")
+        got = child.get(f"/pypi/files/alpha/{ALPHA_WHEEL}")
+        assert got.status == 200 and got.body == find_dist(sample_dists(), ALPHA_WHEEL).data
+        # The pages came from the mirror; the wheel from the parent, at its own path for it (never `packages/`).
+        assert _child_asked(second_mirror, "/simple/alpha/")
+        assert [e.status for e in wire.to(f"/pypi/files/alpha/{ALPHA_WHEEL}")][-1] == 200
+        assert not [e for e in wire.exchanges if "/pypi/packages/" in e.path and e.status == 200]
+    finally:
+        bg_loop.run(wire.stop())
