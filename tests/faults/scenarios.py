@@ -708,6 +708,54 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         "them",
         (),
     ),
+    ServiceScenario(
+        "tier-parent-offline-view",
+        "a child's parent pkgcache shows its offline view (its mirrors down): its pages and conda index files come "
+        "marked `X-Pkgcache-Cache: offline` (a stale page with `X-Pkgcache-Stale-Reason`), listing only what it holds",
+        "the index from the child's next upstream (uv installs what the parent's view left out); with none, the "
+        "parent's view, labelled stale, max-age=0; once the parent is back, the whole index on the next request "
+        "(revalidated before it is answered); rattler solves what the parent's view left out",
+        "the next upstream's index; else the parent's view as already expired and provisional, never as fresh",
+        "../test_tier_faults.py::test_the_parents_offline_view_is_served_for_want_of_better_but_not_kept_once_the_"
+        "parent_is_back",
+    ),
+    ServiceScenario(
+        "tier-parent-upstreams-failed",
+        "the parent pkgcache's own mirrors fail for something it does not hold: it answers 502/503 marked "
+        "`X-Pkgcache-Upstream-Failed: 1`",
+        "that request fails over to the child's next upstream (or 502, marked the same, with the parent's reason); "
+        "the parent is not rested: pip and uv install what it holds, and its policy's 403s still stand (no way "
+        "around them through the child's own mirror)",
+        "what the parent or the next upstream gave",
+        "../test_tier_faults.py::test_a_5xx_of_the_parent_does_not_take_the_child_past_the_parents_policy_to_its_"
+        "own_mirror",
+    ),
+    ServiceScenario(
+        "tier-locked-unlisted-conda-package",
+        "a lock-file install, through a child, of a conda package its channel no longer lists; the parent is cold "
+        "(parent first, or the child's own mirror first and lacking the file)",
+        "200 with the checked bytes: the client's X-Expected-Sha256 is passed to the parent (an upstream known to "
+        "be a pkgcache), never to a mirror",
+        "the file, at both tiers",
+        "../test_tier_faults.py::test_a_locked_install_of_a_package_its_channel_dropped_works_through_a_cold_parent",
+    ),
+    ServiceScenario(
+        "tier-mirror-first-file-fails",
+        "a child lists a mirror first and its parent pkgcache second; the mirror lacks a wheel its page lists "
+        "(sync lag, 404) or sends wrong bytes",
+        "200: the file from the parent, at its own path for it (`/pypi/files/<project>/<file>`); uv installs",
+        "the verified file",
+        "../test_tier_faults.py::test_with_a_mirror_first_a_file_it_lacks_or_spoils_comes_from_the_parent_second",
+    ),
+    ServiceScenario(
+        "proxy-refuses-or-down",
+        "the `[upstream] proxy` answers 407 (it wants credentials), or cannot be reached",
+        "502 naming the proxy (without its credentials) and, for a 407, the credentials of `[upstream] proxy`; "
+        "`/-/status` says the same for each mirror; the mirrors rest (each request would fail the same way) and "
+        "the side serves its offline view until a probe gets through",
+        "nothing new; what it had",
+        "../test_upstream_proxy.py::test_a_proxy_asking_for_credentials_is_named_as_the_fault_not_the_mirror",
+    ),
 ]
 
 
