@@ -22,16 +22,20 @@ import pytest
 import zstandard
 
 from pkgcache.conda.package_records import records_of
+from pkgcache.pypi.core_metadata import _same_distribution
+from pkgcache.pypi.metadata_records import MetadataRecord
+from pkgcache.pypi.model import DistFile
 from pkgcache.storage.file_records import Recorded, agrees, record_digest, recorded_of
 from tests.cache_service import RunningCache
 from tests.conda_support import Channels, install
 from tests.fakes.conda_channel import CondaPkg, find_pkg, rebuild_package
 from tests.fakes.conda_upstreams import AnacondaLikeUpstream
-from tests.fakes.dists import Dist, build_wheel
-from tests.fakes.pypi_upstreams import TunaLikeUpstream
-from tests.support import BackgroundLoop, http_get, run_pip_install, run_uv_install
+from tests.fakes.dists import Dist, build_wheel, sample_dists
+from tests.fakes.pypi_upstreams import OfficialLikeUpstream, TunaLikeUpstream
+from tests.support import BackgroundLoop, http_get, installed_dists, run_pip_install, run_uv_install
 
 WHEEL = "qareplaced-1.0-py3-none-any.whl"
+JSON_PAGE = {"Accept": "application/vnd.pypi.simple.v1+json"}
 
 
 def _sha256(data: bytes) -> str:
@@ -102,6 +106,68 @@ def test_a_wheel_replaced_upstream_with_every_upstream_down_is_an_error_not_the_
     assert answer.status >= 500 and answer.body != old.data
     # The old file is left as it was (nothing better to hold), never served as the page's.
     assert (cache.data_dir / "pypi/files/qareplaced" / WHEEL).read_bytes() == old.data
+
+
+@pytest.mark.parametrize("client", ["pip", "uv"])
+@pytest.mark.parametrize("made_by", ["upstream", "wheel", "ranges"])
+def test_a_wheel_replaced_upstream_gets_its_own_core_metadata(
+    client: str, made_by: str, bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    """The new wheel declares a new dependency. Its `.metadata` was made from the old wheel still cached and
+    recorded as the new one's, for good: the page advertised that metadata's own hash, so pip failed ("inconsistent
+    Requires-Dist") and uv installed without the dependency. Now it is made from the upstream's current file, each
+    way pkgcache has: the upstream's own `.metadata`, the new wheel fetched whole (a small one, its size on the
+    page), ranges of the new wheel (an HTML page gives no size)."""
+    old = build_wheel("qareplaced", "1.0", payload_size=1000)
+    new = build_wheel("qareplaced", "1.0", payload_size=2000, requires=["gamma"])
+    gamma = [dist for dist in sample_dists() if dist.project == "gamma"]
+    upstream: OfficialLikeUpstream | TunaLikeUpstream
+    if made_by == "ranges":
+        upstream = TunaLikeUpstream([old, *gamma], strict_ua=False)
+    else:
+        upstream = OfficialLikeUpstream([old, *gamma])
+        upstream.serves_metadata = made_by == "upstream"
+    bg_loop.run(upstream.start())
+    try:
+        cache = make_cache([upstream.index_url], pypi={"index_ttl": 1})
+        first = run_uv_install(cache.index_url, tmp_path / "before", "qareplaced")
+        assert first.returncode == 0, first.stderr
+        assert installed_dists(tmp_path / "before") == {"qareplaced==1.0"}
+        cached = cache.data_dir / "pypi/files/qareplaced" / WHEEL
+        assert cached.read_bytes() == old.data
+        assert (cache.data_dir / "pypi/files/qareplaced" / f"{WHEEL}.metadata").read_bytes() == old.metadata
+
+        upstream.set_dists([new, *gamma])
+        _wait_until(lambda: new.sha256 in http_get(f"{cache.url}/pypi/simple/qareplaced/").body.decode())
+        log = upstream.files.requests if isinstance(upstream, OfficialLikeUpstream) else upstream.requests
+        seen = len(log)
+
+        run = run_pip_install if client == "pip" else run_uv_install
+        result = run(cache.index_url, tmp_path / "after", "qareplaced")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert installed_dists(tmp_path / "after") == {"qareplaced==1.0", "gamma==0.5"}
+        assert any(r.path.endswith(WHEEL) for r in log[seen:])  # the new wheel, from the upstream
+
+        metadata = http_get(f"{cache.url}/pypi/files/qareplaced/{WHEEL}.metadata")
+        assert (metadata.status, metadata.body) == (200, new.metadata)
+        page = json.loads(http_get(f"{cache.url}/pypi/simple/qareplaced/", headers=JSON_PAGE).body)
+        entry = next(file for file in page["files"] if file["filename"] == WHEEL)
+        assert entry["hashes"]["sha256"] == new.sha256
+        assert entry["core-metadata"] == {"sha256": _sha256(new.metadata)}
+        records = json.loads((cache.data_dir / "pypi/simple/qareplaced/metadata.json").read_bytes())
+        assert records[WHEEL]["dist_sha256"] == new.sha256
+        assert records[WHEEL]["sha256"] == _sha256(new.metadata)
+    finally:
+        bg_loop.run(upstream.stop())
+
+
+def test_a_record_made_for_no_known_sha256_belongs_to_no_listed_one() -> None:
+    made = MetadataRecord("ab" * 32, None, "wheel", True)
+    assert not _same_distribution(made, DistFile(WHEEL, "", hashes={"sha256": "cd" * 32}))
+    assert _same_distribution(made, DistFile(WHEEL, ""))  # a page listing no sha256 cannot tell
+    listed = MetadataRecord("ab" * 32, "cd" * 32, "wheel", True)
+    assert _same_distribution(listed, DistFile(WHEEL, "", hashes={"sha256": "CD" * 32}))
+    assert not _same_distribution(listed, DistFile(WHEEL, "", hashes={"sha256": "ef" * 32}))
 
 
 # --- conda ---

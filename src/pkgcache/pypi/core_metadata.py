@@ -61,6 +61,7 @@ from pkgcache.pypi.wheel_metadata import (
     metadata_from_wheel_file,
 )
 from pkgcache.storage.downloads import Download, Downloader, Expected
+from pkgcache.storage.file_records import agrees, recorded_of
 from pkgcache.storage.store import CacheIsReadOnly, StorageError
 from pkgcache.upstream.pool import UpstreamError, UpstreamNotFound, UpstreamsUnavailable
 from pkgcache.upstream.ranges import RangesRefused, fetch_range
@@ -273,7 +274,10 @@ class MetadataIndex(IndexLayer):
 
     async def _obtain(self, project: str, entry: CachedPage, dist: DistFile) -> tuple[bytes, str, bool]:
         dist_path = self.pages.file_path(project, dist.filename)
-        if dist_path.is_file():
+        recorded = recorded_of(dist_path)
+        # Only the file the page lists now (the hit path's check): one replaced upstream under its name is the
+        # old bytes, whose metadata would be recorded, and served, as the new file's.
+        if recorded is not None and agrees(recorded, dist.hashes, dist.size):
             return await self._from_cached(dist_path, dist), "wheel", True
         if dist.core_metadata:
             found = await self._from_upstream_metadata(entry, dist)
@@ -508,9 +512,10 @@ def _name_and_version(filename: str) -> tuple[NormalizedName, Version]:
 
 
 def _same_distribution(record: MetadataRecord, dist: DistFile) -> bool:
-    """Whether a record still belongs to the distribution a page lists under its name."""
+    """Whether a record still belongs to the distribution a page lists under its name: made for the sha256 the page
+    lists (a record made for no known sha256 belongs to no listed one), or the page lists none and cannot tell."""
     page_sha256 = _sha256_of(dist)
-    return record.dist_sha256 is None or page_sha256 is None or record.dist_sha256 == page_sha256
+    return page_sha256 is None or record.dist_sha256 == page_sha256
 
 
 def _sha256_of(dist: DistFile) -> str | None:
