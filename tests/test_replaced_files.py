@@ -21,6 +21,7 @@ import msgspec
 import pytest
 import zstandard
 
+from pkgcache.bundle.verifying import verify_cache
 from pkgcache.conda.package_records import records_of
 from pkgcache.pypi.core_metadata import _same_distribution
 from pkgcache.pypi.metadata_records import MetadataRecord
@@ -157,6 +158,7 @@ def test_a_wheel_replaced_upstream_gets_its_own_core_metadata(
         records = json.loads((cache.data_dir / "pypi/simple/qareplaced/metadata.json").read_bytes())
         assert records[WHEEL]["dist_sha256"] == new.sha256
         assert records[WHEEL]["sha256"] == _sha256(new.metadata)
+        assert verify_cache(cache.data_dir, dry_run=True).ok
     finally:
         bg_loop.run(upstream.stop())
 
@@ -168,6 +170,35 @@ def test_a_record_made_for_no_known_sha256_belongs_to_no_listed_one() -> None:
     listed = MetadataRecord("ab" * 32, "cd" * 32, "wheel", True)
     assert _same_distribution(listed, DistFile(WHEEL, "", hashes={"sha256": "CD" * 32}))
     assert not _same_distribution(listed, DistFile(WHEEL, "", hashes={"sha256": "ef" * 32}))
+
+
+@pytest.mark.parametrize("made_from", ["the old wheel", "its wheel"])
+def test_verify_finds_core_metadata_made_from_another_file_than_its_wheel(made_from: str, tmp_path: Path) -> None:
+    """What an older pkgcache left of a wheel replaced upstream: the new wheel cached (and recorded as checked
+    against the new sha256), its `.metadata` the old wheel's, recorded under the new sha256 and its own hash."""
+    old = build_wheel("qareplaced", "1.0", payload_size=1000)
+    new = build_wheel("qareplaced", "1.0", payload_size=2000, requires=["gamma"])
+    folder = tmp_path / "pypi/files/qareplaced"
+    folder.mkdir(parents=True)
+    wheel = folder / WHEEL
+    wheel.write_bytes(new.data)
+    record_digest(wheel, ("sha256", new.sha256))
+    served = old.metadata if made_from == "the old wheel" else new.metadata
+    (folder / f"{WHEEL}.metadata").write_bytes(served)
+    records = tmp_path / "pypi/simple/qareplaced/metadata.json"
+    records.parent.mkdir(parents=True)
+    record = {"sha256": _sha256(served), "dist_sha256": new.sha256, "source": "wheel", "verified": True}
+    records.write_text(json.dumps({WHEEL: record}))
+
+    report = verify_cache(tmp_path)
+    if made_from == "its wheel":
+        assert report.ok, report.failures
+        return
+    [failure] = report.failures
+    assert failure.path == f"pypi/files/qareplaced/{WHEEL}.metadata" and failure.removed
+    assert "is not the METADATA of" in failure.reason
+    assert wheel.read_bytes() == new.data  # the wheel is the file it is recorded as: it stays
+    assert not (folder / f"{WHEEL}.metadata").exists()  # made again from the wheel at the next request
 
 
 # --- conda ---

@@ -651,6 +651,18 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         (),
     ),
     ServiceScenario(
+        "replaced-upstream-metadata",
+        "a mirror replaces a cached wheel under the same name with one declaring other dependencies; the page is "
+        "revalidated and a client asks for its core metadata (.metadata) before the wheel",
+        "the new wheel's metadata, made from the upstream's current file (its own .metadata, ranges, or the new "
+        "wheel fetched whole), never from the old wheel still cached; pip and uv install the new dependency "
+        "(before: pip failed, inconsistent Requires-Dist; uv left the dependency out)",
+        "the new metadata, recorded for the new sha256 (a record made for another sha256 is made again); `pkgcache "
+        "verify` removes a .metadata that is not the METADATA of the cached wheel it is recorded for",
+        "../test_replaced_files.py::test_a_wheel_replaced_upstream_gets_its_own_core_metadata",
+        (),
+    ),
+    ServiceScenario(
         "removed-upstream",
         "a channel takes a package out of its repodata (named under `removed`, as conda-forge marks one broken, or "
         "dropped) while the file stays on its server; a client installs it from a lock file",

@@ -4,7 +4,8 @@ pkgcache checks a file once, before it is renamed into place, and then trusts it
 a disk fault afterwards (a file cut short, bytes flipped) would be served until the entry is revalidated. The rule
 is that a file in the cache is whole and matches its hash, or it is not there; this walk restores it:
 - a file with a known digest is hashed (in chunks) and compared: a PyPI distribution with the hash its project's
-  page lists, its core metadata with the hash pkgcache serves it under (`metadata.json`, else the page's), a conda
+  page lists, its core metadata with the hash pkgcache serves it under (`metadata.json`, else the page's) and, when
+  its wheel is cached as the very file the record was made for, with that wheel's METADATA; a conda
   package with its record's sha256 (md5 when that is all it has) in the subdir's repodata or shard, a shard with
   the sha256 that is its name; a size the index gives is compared first;
 - a file without one is checked for its shape, by the checks its download passes: a conda index file (repodata
@@ -55,7 +56,9 @@ from pkgcache.pypi.metadata_records import MetadataRecord
 from pkgcache.pypi.names import PROVENANCE_SUFFIX
 from pkgcache.pypi.pages import CachedPage
 from pkgcache.pypi.upstream_index import check_provenance
+from pkgcache.pypi.wheel_metadata import MetadataUnavailable, metadata_from_wheel_file
 from pkgcache.storage.downloads import HASH_PREFERENCE, IntegrityError
+from pkgcache.storage.file_records import agrees, recorded_of
 from pkgcache.storage.filetypes import magic_for
 from pkgcache.storage.sidecars import META_SUFFIX, FileMeta, sidecar_of
 from pkgcache.storage.store import CacheStore, file_stamp, stamp_of
@@ -333,13 +336,36 @@ class _Checker:
         records_path = f"pypi/simple/{project}/metadata.json"
         if records_path not in self._records:
             self._records = {records_path: _metadata_records(self.store, self.root / records_path)}  # one project
-        record = self._records[records_path].get(filename.removesuffix(".metadata"))
+        dist_name = filename.removesuffix(".metadata")
+        record = self._records[records_path].get(dist_name)
         if record is not None:
-            return BY_DIGEST, _digest_problem(full, "sha256", record.sha256, records_path)
+            problem = _digest_problem(full, "sha256", record.sha256, records_path)
+            if problem is None and f"pypi/files/{project}/{dist_name}" not in self.failed_paths():
+                problem = _not_its_wheels(full.with_name(dist_name), record)
+            return BY_DIGEST, problem
         advertised = hashes.pypi_metadata(path)
         if advertised is not None and advertised.sha256 is not None:
             return BY_DIGEST, _digest_problem(full, "sha256", advertised.sha256, advertised.source)
         return UNCHECKED, None
+
+
+def _not_its_wheels(wheel: Path, record: MetadataRecord) -> str | None:
+    """Core metadata whose wheel is cached as the very file it is recorded for (the digest the wheel was checked
+    against, kept on it, is the record's) must be that wheel's METADATA: metadata made from another file under the
+    same name (a wheel replaced upstream, by an older pkgcache) would otherwise be served, and advertised, for good. The
+    wheel's METADATA is one entry read through its central directory: cheap beside hashing the wheel."""
+    if not wheel.name.endswith(".whl") or not record.available or record.dist_sha256 is None:
+        return None
+    recorded = recorded_of(wheel)
+    if recorded is None or recorded.digest is None or not agrees(recorded, {"sha256": record.dist_sha256}, None):
+        return None  # not cached, or not known to be the file it was made for: nothing to compare with
+    try:
+        data = metadata_from_wheel_file(wheel)
+    except MetadataUnavailable:  # the wheel's own check judges it; it yields nothing to compare with
+        return None
+    if hashlib.sha256(data).hexdigest() != record.sha256.lower():
+        return f"is not the METADATA of {wheel.name}, the wheel it is recorded for (made from another file)"
+    return None
 
 
 def _sidecar_disagrees(store: CacheStore, full: Path, stat: os.stat_result) -> str | None:
