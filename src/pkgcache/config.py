@@ -219,11 +219,13 @@ class UpstreamPolicy(_Section):
         0.1, ge=0, le=1, description="share of another upstream's recent rate an upstream must keep up; 0: off"
     )
     slot_wait: float = Field(2.0, ge=0, description="seconds to wait for a busy upstream before trying the next")
-    # A PyPI project page is read whole before its client gets a byte (pip gives up after 15 s of silence, uv after
-    # 30 s): one that takes longer than this (a page that never ends, arriving above min_rate) is left for the next
-    # upstream, and its upstream rests. The last upstream left is never given up on for it.
+    # A PyPI project page is read whole before its client gets a byte (pip gives up after 15 s of silence and asks
+    # again, up to 5 times; uv after 30 s): one that takes longer than this (a page that never ends, arriving above
+    # min_rate) is left for the next upstream, and its upstream rests. Not shorter: a big project's page from a far
+    # mirror (7 MB, 30,000 files) takes 12-15 s whole, and cutting it rested a healthy mirror for every project.
+    # The last upstream left is never given up on for it.
     page_timeout: float = Field(
-        10.0, gt=0, description="seconds one upstream may take to give a whole project page while another could"
+        20.0, gt=0, description="seconds one upstream may take to give a whole project page while another could"
     )
     cooldown: float = Field(60.0, ge=0, description="seconds a failing upstream is skipped")
     max_retry_after: float = Field(3600.0, ge=0, description="longest rest an upstream's Retry-After can ask for")

@@ -526,8 +526,8 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
     ServiceScenario(
         "pypi-endless-page",
         "the first mirror's project page never ends: valid link lines at 20 KB/s, above min_rate",
-        "200 with the second mirror's page after page_timeout (well within pip's 15 s and uv's 30 s); pip and uv "
-        "install",
+        "200 with the second mirror's page after page_timeout (pip asks again after 15 s of silence, uv waits 30 s); "
+        "pip and uv install",
         "the second mirror's page; the first mirror rests",
         "../test_pypi_failover.py::test_a_page_that_never_ends_is_left_for_the_next_mirror_after_page_timeout",
     ),

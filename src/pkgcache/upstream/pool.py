@@ -260,7 +260,7 @@ class UpstreamPolicySettings:
     rate_window: float = 10.0
     relative_min_rate: float = 0.1
     slot_wait: float = 2.0
-    page_timeout: float = 10.0
+    page_timeout: float = 20.0
     max_retry_after: float = 3600.0
     # Hosts (host, port; port None: any) reached whatever their addresses: the configured ones (address_guard.py).
     trusted_hosts: frozenset[HostPort] = frozenset()
