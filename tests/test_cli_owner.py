@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from pkgcache.cli.owner import first_unreadable
+from tests.cache_service import free_port
 from tests.fakes.dists import find_dist, sample_dists
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream
 from tests.kit_support import pkgcache, write, write_config
@@ -112,3 +114,77 @@ def test_a_data_directory_root_owns_is_left_to_root(as_root: tuple[str, dict[str
     assert blocked.returncode == 0, blocked.stderr
     assert "running as that user" not in blocked.stderr
     assert (data / "gate" / "blocks.json").stat().st_uid == 0
+
+
+def test_readability_is_checked_with_the_owners_uid_and_groups_on_every_folder_above() -> None:
+    base = Path(tempfile.mkdtemp(prefix="pkgcache-modes-"))  # /tmp: every user reaches it (tmp_path is root's)
+    try:
+        base.chmod(0o755)
+        tree = {"open": 0o755, "open/lib": 0o755, "closed": 0o700, "closed/lib": 0o755, "group": 0o750}
+        tree |= {"listless": 0o711, "listless/lib": 0o755, "own": 0o700, "own-no-group": 0o070}
+        for name, mode in tree.items():
+            (base / name).mkdir()
+            (base / name).chmod(mode)
+        (base / "open/lib/mod.py").write_text("")
+        (base / "open/lib/mod.py").chmod(0o644)
+        (base / "open/secret.py").write_text("")
+        (base / "open/secret.py").chmod(0o600)
+        (base / "open/link").symlink_to(base / "closed/lib")
+        os.chown(base / "group", 0, 4242)
+        os.chown(base / "own", OWNER, 0)
+        os.chown(base / "own-no-group", OWNER, 4242)
+        rx, r = os.R_OK | os.X_OK, os.R_OK
+
+        def check(path: str, access: int = rx, gids: frozenset[int] = frozenset({OWNER})) -> tuple[Path, Path] | None:
+            return first_unreadable([(base / path, access)], OWNER, gids)
+
+        assert check("open/lib") is None
+        assert check("open/lib/mod.py", r) is None
+        assert check("open/secret.py", r) == (base / "open/secret.py", base / "open/secret.py")
+        assert check("closed/lib") == (base / "closed/lib", base / "closed")  # a 0700 folder of root's above it
+        assert check("open/link") == (base / "open/link", base / "closed")  # a link: the folders above its target
+        assert check("group") == (base / "group", base / "group")
+        assert check("group", gids=frozenset({OWNER, 4242})) is None  # one of its groups owns it
+        assert check("listless") == (base / "listless", base / "listless")  # searched, not listed
+        assert check("listless/lib") is None  # searching it is enough on the way
+        assert check("own") is None
+        assert check("own-no-group", gids=frozenset({4242})) is not None  # the owner's bits, even with the group's
+        assert check("not-there") is None
+        assert first_unreadable([(base / "open/lib", rx), (base / "closed/lib", rx)], OWNER, {OWNER}) is not None
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("command", ["gc", "start"])
+def test_a_python_the_owner_cannot_read_is_refused_before_switching(
+    command: str, tmp_path: Path, service_dir: Path
+) -> None:
+    # This machine's interpreter (the venv's links to /root/.pyenv, and /root is 0700): once switched to the owner
+    # the command could not import its lazy modules (`start` crashed on encodings.idna with a traceback).
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", "import encodings.idna"], user=OWNER, group=OWNER, extra_groups=[], cwd="/",
+            capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+    except PermissionError:
+        pass  # it cannot even run it: the case at hand
+    else:
+        if probe.returncode == 0:
+            pytest.skip(f"uid {OWNER} can run this Python: nothing to refuse")
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    source = str(Path(__file__).resolve().parent.parent / "src")
+    env = isolated_env(
+        PYTHONPATH=os.pathsep.join([source, *paths]), PYTHONDONTWRITEBYTECODE="1", XDG_STATE_HOME=str(tmp_path)
+    )
+    args = ["--host", "127.0.0.1", "--port", str(free_port())] if command == "start" else []
+    try:
+        ran = _run((sys.executable, env), command, "--data-dir", service_dir, *args)
+    finally:
+        _run((sys.executable, env), "stop", "--data-dir", service_dir)  # had it started after all
+    assert ran.returncode == 1, ran.stderr
+    assert "Traceback" not in ran.stderr, ran.stderr
+    assert "running as that user" not in ran.stderr
+    assert f"Error: not switching to nobody (uid {OWNER}), the owner of the data directory {service_dir}" in ran.stderr
+    assert "that user cannot read " in ran.stderr and "sudo -u nobody pkgcache" in ran.stderr, ran.stderr
+    assert ran.stderr.count("\n") == 1, ran.stderr  # one paragraph
+    assert list(service_dir.iterdir()) == []  # nothing written there, as root or as the owner
