@@ -559,7 +559,10 @@ def test_shards_named_in_prebuild_shards_are_made_before_any_client_asks(
         _, solved = install(tmp_path, [f"{cache.url}/conda/cloud/conda-forge"], ["app"], name="client")
         assert installed_names(solved) == APP_TREE
         index_answers = [line for line in _access_lines(capsys, "/shards/") if f"/{SUBDIR}/{SHARD_INDEX}" in line]
-        assert index_answers and all(" 200 cache=hit " in line for line in index_answers), index_answers
+        # Made ahead, not for this client: a hit, or stale (index_ttl 0 puts every repodata past its time-to-live,
+        # answered while revalidated, and an index made from it says so, as the repodata would), never a miss.
+        made_ahead = (" 200 cache=hit ", " 200 cache=stale ")
+        assert index_answers and all(any(s in line for s in made_ahead) for line in index_answers), index_answers
         _assert_shards_hold_the_repodata(cache, channel)
 
         # The repodata changes; with nobody asking, the next round sees it and the shards are made again.
