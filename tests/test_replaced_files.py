@@ -22,7 +22,9 @@ import pytest
 import zstandard
 
 from pkgcache.bundle.verifying import verify_cache
+from pkgcache.conda import cached_channels
 from pkgcache.conda.package_records import records_of
+from pkgcache.conda.shards import shard_for
 from pkgcache.pypi.core_metadata import _same_distribution
 from pkgcache.pypi.metadata_records import MetadataRecord
 from pkgcache.pypi.model import DistFile
@@ -263,6 +265,42 @@ def test_a_conda_package_replaced_upstream_is_fetched_again(
         answer = http_get(f"{channel}/noarch/{pkg.filename}")
         assert (answer.status, answer.headers.get("x-pkgcache-cache")) == (200, "hit")
         assert _sha256(answer.body) == rebuilt.sha256
+    finally:
+        bg_loop.run(upstream.stop())
+
+
+def test_a_conda_package_replaced_since_its_shard_index_was_cached_is_fetched_as_the_new_index_lists_it(
+    bg_loop: BackgroundLoop,
+    make_cache: Callable[..., RunningCache],
+    conda_channels: Channels,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A locked install asks for no index: the package request itself revalidates a shard index past its ttl before
+    # taking its record, else the old shard's record fails the new bytes on every upstream (a 502).
+    monkeypatch.setattr(cached_channels, "MISSING_PACKAGE_RECHECK_SECONDS", 0.0)
+    forge = tmp_path / "forge"
+    shutil.copytree(conda_channels.forge, forge)
+    upstream = AnacondaLikeUpstream({"conda-forge": forge})
+    bg_loop.run(upstream.start())
+    try:
+        urls = {"pkgs_url": f"{upstream.repo.url}/pkgs/", "cloud_url": f"{upstream.conda.url}/"}
+        conda = {"upstreams": [{"name": "anaconda-fake", **urls}], "channels": ["cloud/conda-forge"], "index_ttl": 1}
+        cache = make_cache(["http://127.0.0.1:9/simple/"], conda=conda)
+        pkg = find_pkg(conda_channels.forge_pkgs, "libfoo", "1.1")
+        subdir = f"/conda/cloud/conda-forge/{pkg.subdir}"
+        assert cache.get(f"{subdir}/repodata_shards.msgpack.zst").status == 200
+        index = cache.data_dir / "conda/cloud/conda-forge" / pkg.subdir / "repodata_shards.msgpack.zst"
+        old_shard = shard_for(index, "libfoo")
+        assert old_shard is not None and cache.get(f"{subdir}/shards/{old_shard}").status == 200
+
+        rebuilt = rebuild_package(forge, pkg, {"share/libfoo/libfoo.txt": b"libfoo 1.1, rebuilt\n"}, sharded=True)
+        assert rebuilt.sha256 != pkg.sha256
+        time.sleep(1.1)  # the cached shard index is past its ttl
+        answer = cache.get(f"{subdir}/{pkg.filename}")
+        assert answer.status == 200, answer.body
+        assert _sha256(answer.body) == rebuilt.sha256
+        assert shard_for(index, "libfoo") != old_shard  # the index it was taken from is the new one
     finally:
         bg_loop.run(upstream.stop())
 

@@ -14,6 +14,7 @@ The child reaches the parent through tests/test_tiers.py's `Wire`, which records
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -25,11 +26,13 @@ import pytest
 
 from tests.cache_service import RunningCache
 from tests.clients.rattler_client import run_rattler_install
+from tests.clients.rattler_locked import run_locked_install
 from tests.conda_support import SUBDIR, Channels
 from tests.fakes.conda_channel import find_pkg
 from tests.fakes.conda_upstreams import MirrorLikeUpstream
 from tests.fakes.dists import find_dist, sample_dists
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream
+from tests.fakes.rattler_lock import write_pixi_lock
 from tests.support import BackgroundLoop, agent_of, installed_dists, run_pip_install, run_uv_install
 from tests.test_conda_removed_packages import _take_out
 from tests.test_tiers import CHILD, CHILD_AGENT, PARENT, Wire, _start_wire, _wait_for
@@ -312,6 +315,79 @@ def test_a_locked_install_of_a_package_its_channel_dropped_works_through_a_cold_
         bg_loop.run(wire.stop())
         for mirror in mirrors:
             bg_loop.run(mirror.stop())
+
+
+def _listed_by(cache: RunningCache, filename: str) -> bool:
+    repodata = json.loads(cache.get(f"/conda/{FORGE}/{SUBDIR}/repodata.json").body)
+    return filename in {**repodata.get("packages", {}), **repodata.get("packages.conda", {})}
+
+
+@contextlib.contextmanager
+def _tier_with_shards_from_before(
+    conda_channels: Channels,
+    make_cache: Callable[..., RunningCache],
+    bg_loop: BackgroundLoop,
+    tmp_path: Path,
+    child_ttl: float,
+) -> Iterator[tuple[RunningCache, RunningCache, Wire, MirrorLikeUpstream, Path]]:
+    """A child over a parent over a mirror serving repodata.json alone (the parent makes the shards). A lock is made
+    through the child (its shards cached), then the channel takes libfoo 1.1 out under `removed` and the parent's
+    index no longer lists it. Nothing had fetched the package: neither tier has it. Gives the child, the parent, the
+    wire between them, the mirror and the lock."""
+    pkg = find_pkg(conda_channels.forge_pkgs, "libfoo", "1.1")
+    root = tmp_path / "live-forge"
+    shutil.copytree(conda_channels.forge, root)
+    for subdir in ("noarch", SUBDIR):
+        for name in ("repodata.json.zst", "repodata.json.bz2", "repodata_shards.msgpack.zst"):
+            (root / subdir / name).unlink(missing_ok=True)
+    mirror = MirrorLikeUpstream({"conda-forge": root}, only_json=True)
+    bg_loop.run(mirror.start())
+    parent = make_cache(
+        CLOSED_PYPI,
+        server=PARENT,
+        conda={"upstreams": [_conda_mirror(mirror, "central")], "channels": [FORGE], "index_ttl": 1},
+    )
+    wire = _start_wire(bg_loop, parent.url)
+    try:
+        conda = {"upstreams": [f"{wire.url}/conda/"], "channels": [FORGE], "index_ttl": child_ttl}
+        child = _child(make_cache, CLOSED_PYPI, conda=conda)
+        lock = tmp_path / "pixi.lock"
+        locked = write_pixi_lock([f"{child.url}/conda/{FORGE}"], [SUBDIR], ["app"], lock, tmp_path / "lock-cache")
+        assert any(item["url"].endswith(pkg.filename) for item in locked)
+        assert list(child.data_dir.rglob(f"{SUBDIR}/shards/*.msgpack.zst")), "the child cached no shard"
+        _take_out(root, SUBDIR, pkg.filename, under_removed=True)
+        _wait_for(lambda: not _listed_by(parent, pkg.filename), "the parent's index to drop the package", 30)
+        assert not wire.to(pkg.filename) and not [p for p in mirror.paths() if p.endswith(pkg.filename)]
+        yield child, parent, wire, mirror, lock
+    finally:
+        bg_loop.run(wire.stop())
+        bg_loop.run(mirror.stop())
+
+
+@pytest.mark.parametrize("child_index", ["fresh", "refreshed"])
+def test_a_locked_install_of_a_package_dropped_since_the_child_cached_its_shards_works_through_the_tier(
+    child_index: str,
+    conda_channels: Channels,
+    make_cache: Callable[..., RunningCache],
+    bg_loop: BackgroundLoop,
+    tmp_path: Path,
+) -> None:
+    # The child's cached shards still list the package (its repodata too while fresh; "refreshed": its repodata no
+    # longer does). It takes its record from them, but the parent's index no longer lists it: the parent fetches
+    # it only for the client's sha256, which the child passes on though it found a record (as it agrees with it).
+    pkg = find_pkg(conda_channels.forge_pkgs, "libfoo", "1.1")
+    ttl = 600 if child_index == "fresh" else 1
+    with _tier_with_shards_from_before(conda_channels, make_cache, bg_loop, tmp_path, ttl) as (child, _, wire, m, lock):
+        if child_index == "refreshed":
+            _wait_for(lambda: not _listed_by(child, pkg.filename), "the child's repodata to drop the package", 30)
+        done = run_locked_install(lock, SUBDIR, tmp_path / "env", tmp_path / "pkgs")
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / "env/share/libfoo/libfoo.txt").read_text() == "libfoo 1.1\n"
+        asked = wire.to(pkg.filename)
+        assert [e.request_headers.get(EXPECTED) for e in asked] == [pkg.sha256] and asked[0].status == 200
+        assert not [r.path for r in m.requests if EXPECTED in r.headers]  # never sent to a mirror
+        # Listed packages went to the parent with the client's sha256 too (each agrees with the child's record).
+        assert all(e.request_headers.get(EXPECTED) for e in wire.exchanges if e.path.endswith(".conda"))
 
 
 # --- 4. a mirror first, the parent second: files fail over to the parent's own path for them ---

@@ -752,6 +752,17 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         "../test_tier_faults.py::test_a_locked_install_of_a_package_its_channel_dropped_works_through_a_cold_parent",
     ),
     ServiceScenario(
+        "tier-locked-package-dropped-since-child-cached",
+        "a lock-file install, through a child, of a conda package its channel dropped after the child cached its "
+        "shards (which still list it; its repodata too, or no longer); the parent's index no longer lists it",
+        "200 with the checked bytes (rattler installs): the client's X-Expected-Sha256 goes to the parent with every "
+        "package request that carries one, unless the child's record gives another sha256 (then its record, looked "
+        "up again, decides); a shard index past its ttl is revalidated before a package's record is taken from it",
+        "the file, at both tiers",
+        "../test_tier_faults.py::"
+        "test_a_locked_install_of_a_package_dropped_since_the_child_cached_its_shards_works_through_the_tier",
+    ),
+    ServiceScenario(
         "tier-mirror-first-file-fails",
         "a child lists a mirror first and its parent pkgcache second; the mirror lacks a wheel its page lists "
         "(sync lag, 404) or sends wrong bytes",

@@ -54,7 +54,13 @@ from pkgcache.storage.file_records import Recorded, agrees, recorded_of
 from pkgcache.storage.filetypes import magic_for, max_package_size
 from pkgcache.storage.sidecars import FETCHED_URL, FileMeta
 from pkgcache.storage.store import CacheStore, in_storage_thread
-from pkgcache.upstream.pool import BadBytesEverywhere, TargetFor, UpstreamError, UpstreamNotFound
+from pkgcache.upstream.pool import (
+    BadBytesEverywhere,
+    TargetFor,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamsUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +226,13 @@ class CachedChannels:
         recheck = self._contradicted.pop(path, None) is not None or client_disagrees_with(recorded)
         version = await self.listed.version_of(path.parent)
         record = await self._find_record(channel, subdir, filename, recheck=recheck)
+        if not recheck and _contradicts(record, client_expectation()):
+            # The client was served another index than the one cached here (newer, or older: a lock file): this
+            # one is looked at again first (at most every MISSING_PACKAGE_RECHECK_SECONDS), as after contradicted
+            # bytes. Should it still give another sha256, its record decides: the bytes are checked against it,
+            # as the parent checks them against its own (a client's header decides only which cached file is a
+            # hit), and a client with an older lock gets the file its channel lists now.
+            record = await self._find_record(channel, subdir, filename, recheck=True)
         if record is not None:  # what its index lists: the first hit on the file then needs no scan
             await self.listed.note(path, version, record)
         if record is None:
@@ -241,18 +254,21 @@ class CachedChannels:
             )
             hashes: dict[str, str] = {"sha256": expected}
             size: int | None = None
-            # A parent pkgcache is asked as the client asked this one, so that it fetches the package too (the
-            # pool sends the header to a pkgcache only: mirrors refuse unusual headers, docs/upstreams.md).
-            extra: dict[str, str] = {EXPECTED_SHA256_HEADER: expected}
         else:
             hashes, size = expected_of(record)
             if recorded is not None and agrees(recorded, hashes, size):
                 return path  # the record, looked up again, is the cached file's: a client's repodata is not ours
+        # A parent pkgcache is asked as the client asked this one, whether or not an index here lists the package:
+        # the parent's index may no longer list it (an index cached here is older), and it fetches it then only for
+        # a client's sha256. Not when the record here gives another one: only bytes matching it are taken. (The
+        # pool sends the header to a pkgcache only: mirrors refuse unusual headers, docs/upstreams.md.)
+        expected = client_expectation()
+        extra = {} if expected is None or _contradicts(record, expected) else {EXPECTED_SHA256_HEADER: expected}
         download = self.fetcher.download(
             path,
             await self._package_target(channel, subdir, filename),
             Expected(hashes=hashes, size=size, magic=magic_for(filename), max_size=max_package_size()),
-            headers=(lambda upstream: extra) if record is None else None,
+            headers=(lambda upstream: extra) if extra else None,
             replace=replace,
             on_done=self._note_if_contradicted,
         )
@@ -325,9 +341,10 @@ class CachedChannels:
     async def _find_record(
         self, channel: Channel, subdir: str, filename: str, *, recheck: bool = False
     ) -> dict[str, Any] | None:
-        """The package's record: from the upstream's shards when they are cached, else from the repodata, which is
-        refreshed (at most every MISSING_PACKAGE_RECHECK_SECONDS) when it lists no such package or, with
-        `recheck`, when its record was contradicted by every upstream's bytes."""
+        """The package's record: from the upstream's shards when they are cached (their index revalidated first when
+        past its ttl), else from the repodata, which is refreshed (at most every MISSING_PACKAGE_RECHECK_SECONDS)
+        when it lists no such package or, with `recheck`, when its record was contradicted by every upstream's bytes
+        or by the client's sha256."""
         record = None if recheck else await self._record_from_shards(channel, subdir, filename)
         if record is not None:
             return record
@@ -369,6 +386,24 @@ class CachedChannels:
         meta = await self.files.meta_for(index)
         if meta is None or meta.missing:
             return None
+        ttl = max(self.index_ttl, MISSING_PACKAGE_RECHECK_SECONDS)
+        if meta.age() >= ttl:
+            # A shard index past its time-to-live may list a package its channel has dropped or replaced since (a
+            # locked install asks for no index first): revalidated before its record is taken, as a client asking
+            # for it would (one conditional request per subdir at most every `ttl`; kept when none answers).
+            try:
+                await self.files.fetch_now(
+                    index,
+                    self.origin.target(channel, f"{subdir}/{SHARD_INDEX}"),
+                    ttl,
+                    self._rewrite_shard_index,
+                    revalidate_first=True,
+                )
+            except (UpstreamNotFound, UpstreamError, UpstreamsUnavailable) as exc:
+                log.info("shard index of %s/%s not revalidated (%s)", channel.path, subdir, exc)
+            meta = await self.files.meta_for(index)
+            if meta is None or meta.missing:
+                return None
         package_name = filename.rsplit("-", 2)[0]
         shard_name = await asyncio.to_thread(shard_for, index, package_name)
         if shard_name is None:
@@ -476,6 +511,12 @@ async def _head(filename: str, data: bytes) -> bytes:
     if filename.endswith(".json"):
         return head_of_bytes(filename, data)
     return await asyncio.to_thread(head_of_bytes, filename, data)
+
+
+def _contradicts(record: dict[str, Any] | None, expected: str | None) -> bool:
+    """Whether a package's record gives another sha256 than the one its client expects (either may be unknown)."""
+    listed = None if record is None else record.get("sha256")
+    return expected is not None and isinstance(listed, str) and listed.lower() != expected
 
 
 def client_disagrees_with(recorded: Recorded | None) -> bool:
