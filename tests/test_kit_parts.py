@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
 
+from pkgcache.bundle.importing import ImportReport
 from pkgcache.bundle.manifest import bundle_order, check_path, kind_of
 from pkgcache.cli.kit_commands import seed
 from pkgcache.kit_record import KEPT_PER_KIND, add_kit_entry, last_baseline, last_entry, read_kit_record
 from pkgcache.seeding.fetch import FetchItem
 from pkgcache.seeding.resolve import channel_path, conda_index_items
 from pkgcache.seeding.targets import UnknownPlatform, parse_platform, virtual_packages
+from pkgcache.service.ui import _kit_card
 
 
 @pytest.mark.parametrize(
@@ -127,3 +131,20 @@ def test_the_kit_record_keeps_the_last_baseline_export_however_many_selections_f
     # An entry written before exports said whether they moved it counts when it names no lock file.
     add_kit_entry(tmp_path, "export", {"inputs": []}, at=99.0)
     assert last_baseline(tmp_path) == {"at": 99.0, "inputs": []}
+
+
+def test_the_page_shows_the_last_good_import_and_that_a_later_one_refused_files_and_why(tmp_path: Path) -> None:
+    ops = SimpleNamespace(settings=SimpleNamespace(server=SimpleNamespace(data_dir=tmp_path)))
+    add_kit_entry(tmp_path, "import", {"bundle": "week-47.tar", "added": 18, "failed": 0}, at=time.time() - 7200)
+    assert _kit_card("en", ops)[0].value.endswith("ago: 18 files")
+    why = "pypi/files/six/six-1.17.0-py2.py3-none-any.whl: sha256 abc is not the def in the manifest"
+    add_kit_entry(tmp_path, "import", {"bundle": "week-48.tar", "added": 0, "failed": 1, "why": why})
+
+    card = _kit_card("en", ops)[0]
+
+    assert card.value.startswith("imported 2 h") and card.value.endswith("ago: 18 files")
+    assert "refused 1 files" in card.detail and why in card.detail
+    assert ImportReport(failed=[("a.whl", "cut short")]).as_record("b.tar")["why"] == "a.whl: cut short"
+    # An entry an older pkgcache wrote (no reason kept) names its bundle.
+    add_kit_entry(tmp_path, "import", {"bundle": "week-49.tar", "added": 0, "failed": 2})
+    assert "refused 2 files (week-49.tar)" in _kit_card("en", ops)[0].detail

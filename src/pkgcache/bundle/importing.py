@@ -85,6 +85,8 @@ class ImportReport:
             "present": len(self.present),
             "not_taken": len(self.not_taken),
             "failed": len(self.failed),
+            # The first refusal and why (the page at / says why a later import failed), cut to a line.
+            "why": f"{self.failed[0][0]}: {self.failed[0][1]}"[:200] if self.failed else None,
             "unlisted": len(self.unlisted),
             "bytes": self.added_bytes,
             "created_at": self.manifest.created_at if self.manifest else None,

@@ -126,6 +126,10 @@ TEXT: dict[str, tuple[str, str]] = {
     "kit": ("Seeded and imported", "预取与导入"),
     "kit_seed": ("seeded {ago} ago: {files} files", "{ago}前预取：{files} 个文件"),
     "kit_import": ("imported {ago} ago: {files} files", "{ago}前导入：{files} 个文件"),
+    "kit_import_failed": (
+        "the import {ago} ago refused {failed} files ({why})",
+        "{ago}前的导入拒绝了 {failed} 个文件（{why}）",
+    ),
     "gate": ("What is let in", "准入策略"),
     "gate_intro": (
         "Files the rules or blocks refuse are left out of pages and repodata, and refused with the reason if asked "
@@ -314,15 +318,26 @@ def _kit_card(lang: str, ops: Operations) -> list[Card]:
     record = read_kit_record(ops.settings.server.data_dir)
     now = time.time()
     lines = []
-    for kind, key, counted in (("seed", "kit_seed", ("fetched", "cached")), ("import", "kit_import", ("added",))):
-        if record[kind]:
-            last = record[kind][-1]
-            files = sum(int(last.get(name) or 0) for name in counted)
-            ago = format_duration(now - float(last.get("at") or now))
-            lines.append(text(lang, key, ago=ago, files=files))
+    if record["seed"]:
+        last = record["seed"][-1]
+        files = int(last.get("fetched") or 0) + int(last.get("cached") or 0)
+        lines.append(text(lang, "kit_seed", ago=_ago(now, last), files=files))
+    # The last import that refused nothing, then a later one that refused files, with its first reason: a failed
+    # import must not hide the good one before it (its files are still here).
+    good = [entry for entry in record["import"] if not entry.get("failed")]
+    if good:
+        lines.append(text(lang, "kit_import", ago=_ago(now, good[-1]), files=int(good[-1].get("added") or 0)))
+    if record["import"] and record["import"][-1].get("failed"):
+        last = record["import"][-1]
+        why = str(last.get("why") or last.get("bundle") or "")
+        lines.append(text(lang, "kit_import_failed", ago=_ago(now, last), failed=int(last["failed"]), why=why))
     if not lines:
         return []
     return [Card(text(lang, "kit"), lines[0], "; ".join(lines[1:]))]
+
+
+def _ago(now: float, entry: dict[str, Any]) -> str:
+    return format_duration(now - float(entry.get("at") or now))
 
 
 def _clients(ops: Operations, base: str) -> list[tuple[str, list[Snippet]]]:
