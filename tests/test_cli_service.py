@@ -5,6 +5,7 @@ Also `init` (the written file must load) and `check` (fake upstreams on loopback
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import hashlib
@@ -22,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -1201,3 +1203,46 @@ def test_policy_with_config_uses_that_files_rules_while_an_instance_runs_on_its_
     assert "REFUSED  alpha==1.0" in checked.stdout and "2 pins checked: 1 refused" in checked.stdout
     assert as_running.returncode == 0 and "(no rule: everything is served)" in as_running.stdout
     assert "enforces other rules" not in as_running.stderr
+
+
+def test_check_names_an_html_page_and_a_broken_answer_in_lines_a_terminal_shows() -> None:
+    """A mirror's HTML error or login page in place of repodata was only `not JSON`; an answer aiohttp cannot
+    parse was shown as its exception's repr, and the RESULT column was padded to it: lines of over 300
+    characters."""
+    from pkgcache.cli.check import format_table, plan_probes, run_probes
+
+    html = b"<!DOCTYPE html>\n<html><body><h1>Sign in</h1></body></html>"
+    raw = {
+        "/anaconda/pkgs/main/noarch/repodata.json": b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(html), html),
+        # A body past Content-Length after Connection: close: aiohttp's parser refuses it, quoting the bytes.
+        "/anaconda/cloud/conda-forge/noarch/repodata.json": b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"
+        b"Connection: close\r\n\r\n" + b"x" * 300,
+    }
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        writer.write(raw[request.split()[1].decode()])
+        await writer.drain()
+        writer.close()
+
+    async def probe() -> list[Any]:
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/anaconda/"
+        settings = load_settings(
+            None,
+            pypi={"enabled": False},
+            conda={"upstreams": [{"name": "mirror", "pkgs_url": f"{base}pkgs/", "cloud_url": f"{base}cloud/"}]},
+        )
+        async with server:
+            return await run_probes(settings, plan_probes(settings), 5.0)
+
+    results = asyncio.run(probe())
+    table = format_table(results)
+    repodata, head = results
+    assert not repodata.ok and repodata.detail == "not JSON but an HTML page (an error or login page?)"
+    assert not head.ok and head.detail.startswith("not a valid HTTP answer: "), head.detail
+    assert "ClientResponseError" not in table and "\n " not in head.detail
+    assert max(len(line) for line in table.splitlines()) < 200, table
+    # The wrapped result goes on below its row, in its own column.
+    assert head.detail.split()[-1] in table

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,7 +172,7 @@ async def _judge(probe: Probe, response: aiohttp.ClientResponse) -> str:
         raise ProbeFailed(str(exc)) from None
     if probe.kind == "pypi-page":
         return _judge_project_page(body, str(response.url), probe)
-    return _judge_repodata(body)
+    return _judge_repodata(body, response.headers.get("Content-Type", ""))
 
 
 def _judge_project_page(body: bytes, url: str, probe: Probe) -> str:
@@ -185,10 +186,12 @@ def _judge_project_page(body: bytes, url: str, probe: Probe) -> str:
     return f"OK, {len(page.files)} files"
 
 
-def _judge_repodata(body: bytes) -> str:
+def _judge_repodata(body: bytes, content_type: str = "") -> str:
     try:
         data = json.loads(body)
     except ValueError:
+        if _is_html(body, content_type):
+            raise ProbeFailed("not JSON but an HTML page (an error or login page?)") from None
         raise ProbeFailed("not JSON") from None
     if not isinstance(data, dict) or not ({"packages", "packages.conda"} & data.keys()):
         raise ProbeFailed("JSON, but not repodata")
@@ -196,11 +199,30 @@ def _judge_repodata(body: bytes) -> str:
     return f"OK, {count} packages, {format_bytes(len(body))}"
 
 
+def _is_html(body: bytes, content_type: str) -> bool:
+    start = body[:512].lstrip().lower()
+    return "html" in content_type.lower() or start.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
+
+
 def _describe_client_error(exc: aiohttp.ClientError) -> str:
+    """One short line a person reads, not the exception's repr (aiohttp's parser messages quote the raw bytes on
+    lines of their own)."""
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
-    text = str(exc)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the connection closed before a complete answer"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # Raised while reading the answer (the status is aiohttp's own 400): not valid HTTP.
+        return f"not a valid HTTP answer: {_first_line(exc.message) or 'unreadable'}"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return f"the body could not be read whole: {_first_line(str(exc))}"
+    text = _first_line(str(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _first_line(text: str, limit: int = 120) -> str:
+    line = text.strip().split("\n", 1)[0].strip().rstrip(":")
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _first_cloud_channel(channels: list[str]) -> str | None:
@@ -255,6 +277,10 @@ def sort_results(results: list[ProbeResult]) -> list[ProbeResult]:
     return sorted(results, key=key)
 
 
+# The RESULT column wraps at this width, so that a long reason does not pad every line past a terminal's width.
+RESULT_WIDTH = 48
+
+
 def format_table(results: list[ProbeResult]) -> str:
     header = ("SIDE", "UPSTREAM", "CHECK", "LATENCY", "RESULT", "URL")
     rows = [header] + [
@@ -268,11 +294,19 @@ def format_table(results: list[ProbeResult]) -> str:
         )
         for r in results
     ]
+    results_at = header.index("RESULT")
+    wrapped = [textwrap.wrap(row[results_at], RESULT_WIDTH, break_on_hyphens=False) or [""] for row in rows]
     widths = [max(len(row[column]) for row in rows) for column in range(len(header) - 1)]
+    widths[results_at] = max(len(part) for parts in wrapped for part in parts)
     lines = []
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
-        lines.append("  ".join([*cells, row[-1]]))
+    for row, parts in zip(rows, wrapped, strict=True):
+        # The first part of the result on the row's line, the rest under it, in its column.
+        for number, part in enumerate(parts):
+            first = number == 0
+            cells = [row[column] if first else "" for column in range(len(header))]
+            cells[results_at] = part
+            padded = [cell.ljust(width) for cell, width in zip(cells[:-1], widths, strict=True)]
+            lines.append("  ".join([*padded, cells[-1]]).rstrip())
     return "\n".join(lines)
 
 
