@@ -1246,3 +1246,19 @@ def test_check_names_an_html_page_and_a_broken_answer_in_lines_a_terminal_shows(
     assert max(len(line) for line in table.splitlines()) < 200, table
     # The wrapped result goes on below its row, in its own column.
     assert head.detail.split()[-1] in table
+
+
+def test_purge_of_a_conda_file_named_without_cloud_says_community_channels_need_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "conda").mkdir(parents=True)
+    env = {"HOME": str(tmp_path / "home"), "XDG_STATE_HOME": str(tmp_path / "state")}
+
+    def purge(path: str) -> str:
+        refused = CliRunner().invoke(main, ["purge", "--data-dir", str(data), "--conda-file", path], env=env)
+        assert refused.exit_code == 2, refused.output
+        return " ".join(refused.output.split())
+
+    said = purge("conda-forge/noarch/x-1.0-0.conda")
+    assert "community channels are under cloud/: cloud/conda-forge/noarch/x-1.0-0.conda" in said, said
+    # pkgs/main is a channel of its own: the path lacks a part, and no cloud/ is offered.
+    assert "cloud/" not in purge("main/noarch/x-1.0-0.conda")

@@ -181,7 +181,11 @@ def _purge_pypi(located: Located, project: str, filename: str | None) -> None:
 def _purge_conda(located: Located, conda_file: str) -> None:
     parts = conda_file.strip("/").split("/")
     if len(parts) != 4:
-        raise click.BadParameter("give CHANNEL/SUBDIR/FILE, e.g. pkgs/main/linux-64/zlib-1.3-h0_0.conda")
+        # A community channel is named with its cloud/ root, as in pkgcache's URLs: conda-forge is cloud/conda-forge.
+        channels = located.settings.conda.channels
+        community = len(parts) == 3 and parts[0] not in channels and f"cloud/{parts[0]}" in channels
+        hint = f"; community channels are under cloud/: cloud/{'/'.join(parts)}" if community else ""
+        raise click.BadParameter(f"give CHANNEL/SUBDIR/FILE, e.g. pkgs/main/linux-64/zlib-1.3-h0_0.conda{hint}")
     url = running_instance_url(located)
     if url is not None:
         answer = call_admin_api(located, url, "/-/admin/conda/purge/" + "/".join(quote(part) for part in parts))
