@@ -28,6 +28,7 @@ LAYERS: list[set[str]] = [
         "header_numbers",
         "conda_subdirs",
         "zip_records",
+        "malloc_tuning",
     },
     {"storage"},
     {"upstream"},

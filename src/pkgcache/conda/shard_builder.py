@@ -572,6 +572,10 @@ def _run_from_command_line(arguments: str) -> int:
     import signal
     import sys
 
+    from pkgcache.malloc_tuning import release_freed_memory_promptly
+
+    release_freed_memory_promptly()  # before its reader child is forked: both move the repodata through buffers
+
     # A build makes millions of containers that hold no cycles (decoded records) and drops them a run at a time:
     # the collector's passes over them find nothing and cost a tenth of the build. The process ends after it.
     gc.disable()

@@ -371,4 +371,8 @@ def _being_written(pack: Path) -> bool:
 if __name__ == "__main__":  # `python -m pkgcache.conda.shard_packs PACKS_DIR SHARDS_DIR`: what a builder ends with
     import sys
 
+    from pkgcache.malloc_tuning import release_freed_memory_promptly
+
+    release_freed_memory_promptly()
+
     explode_packs(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -1,0 +1,41 @@
+"""Making glibc's malloc give freed memory back as it goes, in every pkgcache process.
+
+glibc serves a request of 128 KiB or more with its own mmap, unmapped when freed; but the first such block freed
+raises that threshold to its size (and the heap's trim threshold to twice it), so that from then on blocks of up to
+that size come from the heap and the threads' arenas, whose free space is kept. A cold shard build moves a
+repodata of 100+ MB through buffers of about 1 MiB (the download written and checked in storage threads, the
+builder's runs of records): each process then held a few to 20 MB it had freed, and the tree peaked at 146-156 MB of
+PSS against its 150 MB budget (bench/analysis.md). With the thresholds fixed (no raise), 125-135 MB.
+
+`workers/heap.py` trims once a burst of work is over; this stops the burst itself from piling up freed memory.
+glibc only (its `mallopt` parameters): elsewhere nothing is done.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+
+# glibc's mallopt parameter numbers (malloc.h): stable since they were given, part of its ABI.
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+# Blocks this big or bigger get their own mapping, unmapped when freed: glibc's own default, kept fixed.
+MMAP_THRESHOLD = 128 * 1024
+# The heap's free top is given back once it is this big: more than the 128 KiB default, so that a buffer freed
+# and allocated again a moment later (a download's chunks) does not cost a system call each time.
+TRIM_THRESHOLD = 1024 * 1024
+
+
+def release_freed_memory_promptly() -> bool:
+    """Fix malloc's thresholds for this process and the processes it forks (see the module); False where the C
+    library is not glibc (nothing done)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols: its C library's among them
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    # Setting either one turns off the raising of both (glibc's rule); each call answers 1 when taken.
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
