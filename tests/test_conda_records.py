@@ -176,3 +176,26 @@ def test_a_name_under_removed_is_known_from_the_pass_that_found_the_suspects(
     replacement.replace(path)  # a new version no longer names it
     assert not records.is_removed(path, "pkg1-1.0-0.tar.bz2")
     assert len(passes) == 2
+
+
+def test_the_name_filter_is_sized_to_the_file() -> None:
+    # A small subdir's pass takes kilobytes (it may run beside a big subdir's build); conda-forge's biggest, 8 MiB.
+    assert records.filter_bits_for("repodata.json", 40_000) == records.MIN_FILTER_BITS
+    assert records.filter_bits_for("repodata.json", 300_000_000) == records.FILTER_BITS
+    assert records.filter_bits_for("repodata.json.zst", 30_000_000) == records.FILTER_BITS  # taken as 480 MB of JSON
+    assert records.filter_bits_for("repodata.json", 1_000_000) == 1 << 19  # half a bit a byte, to a power of two
+    assert records.filter_bits_for("repodata.json", None) == records.FILTER_BITS
+
+
+def test_a_filter_too_small_for_its_file_still_finds_every_name_given_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 4,000 names in 512 bits: most names are suspects (read the careful way), and the repeated one among them.
+    monkeypatch.setattr(records, "filter_bits_for", lambda name, size: 512)
+    repodata = _repodata(2000)
+    text = json.dumps(repodata)[:-1] + f', "packages.conda": {json.dumps({"pkg7-1.0-0.tar.bz2": FAKE})}}}'
+    path = tmp_path / "repodata.json"
+    path.write_text(text)
+    with pytest.raises(records.AmbiguousRecord):
+        find_record(path, "pkg7-1.0-0.tar.bz2")
+    assert find_record(path, "pkg8-1.0-0.tar.bz2") == repodata["packages"]["pkg8-1.0-0.tar.bz2"]

@@ -64,9 +64,16 @@ log = logging.getLogger(__name__)
 CHUNK = 4 * 1024 * 1024
 # A record is a few KB; this much after its key holds it whole, or the record is read the slow way.
 RECORD_WINDOW = 1024 * 1024
-# The bit filter that finds names given twice: 2**26 bits (8 MiB, for the pass only), three bits a name. With
+# The bit filter that finds names given twice: at most 2**26 bits (8 MiB, for the pass only), three bits a name. With
 # 700,000 names (conda-forge's largest subdir) about 5 are taken for repeated when they are not.
 FILTER_BITS = 1 << 26
+# It is sized to the file: half a bit for each byte of JSON the file may hold (a record takes 200 bytes at the
+# least: 100 bits a name, as 2**26 bits give conda-forge's largest subdir), a compressed file taken to be at most
+# COMPRESSION_RATIO times its size. A small subdir's pass (a channel's noarch, run beside a big subdir's build)
+# then takes kilobytes, not 8 MiB; a filter too small for the file only makes more names suspects (read the slow,
+# careful way), never fewer.
+MIN_FILTER_BITS = 1 << 16
+COMPRESSION_RATIO = 16
 # Repodata files whose suspects are remembered (one entry per cached repodata file; a few names each).
 SUSPECTS_KEPT = 64
 # Spreads a name's hash over the bits of its third place in the filter.
@@ -254,7 +261,7 @@ def _suspects_of(
         if known is not None and known.stamp == stamp:
             return known.names, None
         raw.seek(0)
-        finder = _SuspectFinder(wanted)
+        finder = _SuspectFinder(wanted, filter_bits_for(repodata.name, stamp[1]))
         names, given = read_whole(repodata.name, raw, wanted, stop, finder=finder)
         with _memo_lock:
             if len(_suspects) >= SUSPECTS_KEPT and key not in _suspects:
@@ -309,7 +316,7 @@ def read_whole(
     found it (its JSON text; None when the run reader declined the file: then read them again). `stop`: set, the
     pass ends within a run of records with PassStopped. `finder` (made for `wanted`) is left holding what else the
     pass found (the names under `removed`)."""
-    finder = finder if finder is not None else _SuspectFinder(wanted)
+    finder = finder if finder is not None else _SuspectFinder(wanted, filter_bits_for(name, _size_of(raw)))
     try:
         with decompressed(name, raw) as binary:
             for item in iter_repodata_runs(binary, raw_records=True, others=True, repeats=True):
@@ -344,9 +351,26 @@ class _AllNames(frozenset[str]):
 _UNREADABLE = _AllNames()
 
 
+def filter_bits_for(name: str, size: int | None) -> int:
+    """The bits of the name filter for a repodata file called `name` of `size` bytes on disk (None: unknown)."""
+    if size is None:
+        return FILTER_BITS
+    json_bytes = size if name.endswith(".json") else size * COMPRESSION_RATIO
+    wanted = max(MIN_FILTER_BITS, json_bytes // 2)
+    return min(FILTER_BITS, 1 << (wanted - 1).bit_length())
+
+
+def _size_of(raw: BinaryIO) -> int | None:
+    try:
+        return os.fstat(raw.fileno()).st_size
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return None  # not a file (bytes in memory, say)
+
+
 class _SuspectFinder:
-    def __init__(self, wanted: Collection[str] = ()) -> None:
+    def __init__(self, wanted: Collection[str] = (), filter_bits: int = FILTER_BITS) -> None:
         self.wanted = frozenset(wanted)
+        self.filter_bits = filter_bits
         self._reset(self.wanted)
 
     def start_again(self) -> None:
@@ -355,7 +379,7 @@ class _SuspectFinder:
 
     def _reset(self, gathered: frozenset[str]) -> None:
         self.suspects: set[str] = set()
-        self._bits = bytearray(FILTER_BITS // 8)
+        self._bits = bytearray(self.filter_bits // 8)
         self._wanted = gathered
         # Every record given to each wanted name in the runs, in file order: its text (decoded when it was repeated
         # within a run, as the run reader gives those).
@@ -427,7 +451,7 @@ class _SuspectFinder:
     def _names(self, records: dict[str, Any]) -> None:
         """Each name whose three bits in the filter were all set already (it was, or may have been, given before)
         is a suspect; its bits are set. A name with a quote makes its tail after that a suspect too."""
-        bits, suspects, last = self._bits, self.suspects, FILTER_BITS - 1
+        bits, suspects, last = self._bits, self.suspects, self.filter_bits - 1
         for filename in records:
             first = hash(filename)
             a, b, c = first & last, (first >> 26) & last, ((first * _MIX) >> 24) & last
