@@ -1,16 +1,19 @@
 """What one mirror's quirks on files must not cost clients, when another mirror has the file right: a page without
 a usable hash and a body cut short that looks whole; an sdist labelled with its own gzip (Apache's stock
-`AddEncoding x-gzip .gz`); a wrong PEP 658 hash; ranges refused by a slow mirror.
+`AddEncoding x-gzip .gz`); a wrong PEP 658 hash; ranges refused by a slow mirror; a file sent slowly (above
+min_rate) on a cold start, when no rate is known for the next mirror yet.
 
 Mirror A (first) has the quirk, mirror B (second) is healthy; the tests check that B was asked, and, where the
 quirk was about what a client installs, that real pip and uv install through pkgcache."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import http.client
 import io
+import re
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -18,10 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from pkgcache.config import UpstreamPolicy
+from pkgcache.upstream.compare import Progress, comparison_due
+from pkgcache.upstream.pool import UpstreamPolicySettings
 from tests.cache_service import RunningCache
 from tests.fakes.dists import Dist, build_buildable_sdist, build_sdist, build_wheel
 from tests.fakes.faulty import Fault, FaultyPypiUpstream, Kind
-from tests.fakes.pypi_upstreams import TunaLikeUpstream
+from tests.fakes.pypi_upstreams import SlowUpstream, TunaLikeUpstream
 from tests.support import BackgroundLoop, http_get, installed_dists, run_pip_install, run_uv_install
 
 INSTALLERS = {"pip": run_pip_install, "uv": run_uv_install}
@@ -249,3 +255,102 @@ def test_a_metadata_read_asks_the_next_mirror_for_ranges_when_a_slow_one_refuses
     assert answer.status == 200 and answer.body == wheel.metadata
     assert time.monotonic() - started < 5
     assert any("Range" in request.headers for request in b.requests if request.path.endswith(wheel.filename))
+
+
+# --- a slow mirror on a cold start: compared with the next one, which takes the transfer over -----------------
+
+
+def _ranges_asked(server: TunaLikeUpstream, filename: str) -> list[str]:
+    return [r.headers["Range"] for r in server.requests if r.path.endswith(f"/{filename}") and "Range" in r.headers]
+
+
+def _resumed_from(ranges: list[str]) -> list[int]:
+    """Where the open-ended ranges asked (`bytes=N-`, N > 0: a transfer resumed) start."""
+    return [int(found.group(1)) for asked in ranges if (found := re.fullmatch(r"bytes=([1-9][0-9]*)-", asked))]
+
+
+@pytest.mark.parametrize("kind", ["pip", "uv"])
+def test_a_wheel_dripping_from_the_first_mirror_on_a_cold_start_goes_on_from_the_next_one(
+    kind: str, mirrors: Callable[..., tuple[FaultyPypiUpstream, TunaLikeUpstream]],
+    make_cache: Callable[..., RunningCache], tmp_path: Path,
+) -> None:  # fmt: skip
+    wheel = build_wheel("dripwheel", "1.0", payload_size=600_000)
+    a, b = mirrors([wheel])
+    # A sends the wheel (ranges too: it refuses them) at 20 KB/s, above min_rate: 30 s whole, while B has it at
+    # once. Cold: no rate is known for B, so relative_min_rate alone has nothing to compare A with (pip waited
+    # 123 s for a 1.5 MB wheel so).
+    a.plan.set(wheel.filename, Fault(Kind.DRIP, rate=20_000))
+    cache = make_cache([a.index_url, b.index_url], upstream={"compare_after": 1})
+    result = INSTALLERS[kind](cache.index_url, tmp_path / "target", "dripwheel==1.0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert installed_dists(tmp_path / "target") == {"dripwheel==1.0"}
+    cache.wait_for_downloads_to_end()
+    assert hashlib.sha256(_kept(cache, "dripwheel", wheel.filename)).hexdigest() == wheel.sha256
+    ranges = _ranges_asked(b, wheel.filename)
+    # B was timed on one range of the wheel's first bytes (all of it: under 1 MiB), then resumed the transfer
+    # where A's bytes stopped; it never sent the whole wheel in one answer.
+    assert ranges.count(f"bytes=0-{len(wheel.data) - 1}") == 1
+    resumed = _resumed_from(ranges)
+    assert len(resumed) == 1 and 0 < resumed[0] < len(wheel.data), ranges
+    assert b.count_whole(f"/{wheel.filename}") == 0
+    # A never finished sending the wheel: the install did not wait for it.
+    endings = [transfer.ending for transfer in a.transfers if transfer.path.endswith(wheel.filename)]
+    assert endings and "complete" not in endings, endings
+
+
+def test_a_slow_transfer_is_compared_once_and_goes_on_when_the_next_mirror_is_no_faster(
+    bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
+) -> None:
+    wheel = build_wheel("slowboth", "1.0", payload_size=150_000)
+    a = SlowUpstream([wheel], bytes_per_second=20_000, strict_ua=False)
+    b = SlowUpstream([wheel], bytes_per_second=20_000, strict_ua=False)
+    _start(bg_loop, a, b)
+    try:
+        cache = make_cache([a.index_url, b.index_url], upstream={"compare_after": 1})
+        assert cache.get("/pypi/simple/slowboth/").status == 200
+        answer = cache.get(f"/pypi/files/slowboth/{wheel.filename}")
+        assert answer.status == 200 and answer.body == wheel.data
+        cache.wait_for_downloads_to_end()
+        # One range to B, given up on once B could no longer prove much faster; A sent the whole wheel.
+        assert _ranges_asked(b, wheel.filename) == [f"bytes=0-{len(wheel.data) - 1}"]
+        assert b.count_whole(f"/{wheel.filename}") == 0
+        assert a.count_whole(f"/{wheel.filename}") == 1 and not _ranges_asked(a, wheel.filename)
+    finally:
+        bg_loop.run(a.stop())
+        bg_loop.run(b.stop())
+
+
+def test_a_faster_mirror_whose_first_bytes_differ_does_not_take_a_slow_transfer_over(
+    bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
+) -> None:
+    wheel = build_wheel("otherbytes", "1.0", payload_size=150_000)
+    a = SlowUpstream([wheel], bytes_per_second=20_000, strict_ua=False)
+    b = TunaLikeUpstream([wheel], strict_ua=False)
+    # B answers ranges of the wheel with other bytes of the same length: resumed from it, the file would fail its
+    # hash, and A's good bytes would go with B's.
+    b.range_bodies[wheel.filename] = bytes(len(wheel.data))
+    _start(bg_loop, a, b)
+    try:
+        cache = make_cache([a.index_url, b.index_url], upstream={"compare_after": 1})
+        assert cache.get("/pypi/simple/otherbytes/").status == 200
+        answer = cache.get(f"/pypi/files/otherbytes/{wheel.filename}")
+        assert answer.status == 200 and answer.body == wheel.data
+        cache.wait_for_downloads_to_end()
+        assert _ranges_asked(b, wheel.filename) == [f"bytes=0-{len(wheel.data) - 1}"]
+        assert a.count_whole(f"/{wheel.filename}") == 1
+    finally:
+        bg_loop.run(a.stop())
+        bg_loop.run(b.stop())
+
+
+def test_only_a_transfer_far_from_its_end_after_compare_after_is_compared() -> None:
+    policy = UpstreamPolicySettings.of(UpstreamPolicy(), ())
+    assert policy.compare_after == 3.0
+    drip = Progress(received=36_000, seconds=3.0)  # 12 KB/s
+    assert comparison_due(policy, drip, 1_500_000)
+    assert not comparison_due(policy, Progress(received=24_000, seconds=2.0), 1_500_000)  # not yet
+    assert not comparison_due(policy, drip, 32_000)  # small: a range would cost about what is left
+    assert not comparison_due(policy, Progress(received=30_000_000, seconds=3.0), 20_000_000)  # ends within 2 s
+    assert comparison_due(policy, Progress(received=0, seconds=3.0), 1_000_000)  # nothing since its headers
+    assert not comparison_due(dataclasses.replace(policy, compare_after=0.0), drip, 1_500_000)
+    assert not comparison_due(dataclasses.replace(policy, relative_min_rate=0.0), drip, 1_500_000)

@@ -218,6 +218,15 @@ class UpstreamPolicy(_Section):
     relative_min_rate: float = Field(
         0.1, ge=0, le=1, description="share of another upstream's recent rate an upstream must keep up; 0: off"
     )
+    # No rate is known for the others on a cold start, so relative_min_rate has nothing to compare with: a file
+    # transfer that has run this long and is not near its end has one other upstream that has the file timed on a
+    # range of up to 1 MiB (upstream/compare.py), once per download; under relative_min_rate of what that one did,
+    # the transfer goes on from it, resuming with Range. A drip above min_rate held pip for 2 minutes otherwise.
+    compare_after: float = Field(
+        3.0,
+        ge=0,
+        description="seconds into a file transfer before a slow one is compared with another upstream; 0: never",
+    )
     slot_wait: float = Field(2.0, ge=0, description="seconds to wait for a busy upstream before trying the next")
     # A PyPI project page is read whole before its client gets a byte (pip gives up after 15 s of silence and asks
     # again, up to 5 times; uv after 30 s): one that takes longer than this (a page that never ends, arriving above

@@ -255,6 +255,22 @@ class Download:
         if self._whole is not None:
             self._check_whole(self._whole)
 
+    async def read_written(self, size: int) -> bytes:
+        """The first `size` bytes written (fewer when fewer are), read back from the temporary file in a thread:
+        for a producer comparing them with what another upstream sends for the same part of the file."""
+        size = min(size, self.written)
+        if size <= 0:
+            return b""
+
+        def read() -> bytes:
+            fd = os.open(self.temp_path, os.O_RDONLY)
+            try:
+                return os.pread(fd, size, 0)
+            finally:
+                os.close(fd)
+
+        return await in_storage_thread(read)
+
     async def check_content(self) -> None:
         """The caller's check of the whole content (in a thread); raises IntegrityError."""
         if self.expected.content_check is not None:
@@ -284,6 +300,11 @@ class Download:
         if self.mtime_ns is None:
             self.mtime_ns = int(seconds) * 1_000_000_000
         return self.mtime_ns
+
+    @property
+    def awaited(self) -> bool:
+        """Whether a client follows the download or waits for it now (or it is needed whatever: `keep_unfollowed`)."""
+        return self._interested > 0 or self.keep_unfollowed
 
     def wanted(self) -> bool:
         """False once nobody has followed or awaited the download for a while and it is far from done."""

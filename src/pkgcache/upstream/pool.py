@@ -259,6 +259,7 @@ class UpstreamPolicySettings:
     min_rate: int = 10240
     rate_window: float = 10.0
     relative_min_rate: float = 0.1
+    compare_after: float = 3.0
     slot_wait: float = 2.0
     page_timeout: float = 20.0
     max_retry_after: float = 3600.0

@@ -19,9 +19,11 @@ answer's own headers. An upstream is never blamed for another one's bytes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -37,6 +39,7 @@ from pkgcache.storage.downloads import (
     IntegrityError,
     NoRoomForDeclaredLength,
 )
+from pkgcache.upstream.compare import Progress, compare_with, comparison_due
 from pkgcache.upstream.pool import (
     BadBytesEverywhere,
     HeadersFor,
@@ -153,6 +156,7 @@ class _Receiver:
         self.no_room: NoRoomForDeclaredLength | None = None
         self.sent_bad: dict[str, str] = {}  # upstream -> why its bytes failed their check
         self.bytes_failed = False  # some bytes failed their check (whoever sent them)
+        self.compared = False  # a slow transfer of it was compared with another upstream (compare.py)
 
     def request_headers(self, extra: HeadersFor | None, upstream: Upstream) -> dict[str, str]:
         # Bodies are decoded as they arrive, so a hash is always of the file's own bytes; but Range counts encoded
@@ -263,28 +267,73 @@ class _Receiver:
     async def _copy_body(self, upstream: Upstream, response: aiohttp.ClientResponse, skip: int) -> None:
         download = self.download
         # Only an upstream that another one could replace is given up on for being slow, or for being far slower
-        # than the fastest such one has lately been.
+        # than the fastest such one has lately been (or, once per download, than the next one is: compare.py).
         alternatives = self._alternatives(upstream)
         rates = [other.stats.rate for other in alternatives if other.stats.rate is not None]
         chunks = watched_chunks(
             response, self.pool.policy, enforce_rate=bool(alternatives), rate_to_beat=max(rates, default=None)
         )
-        received, first_byte_at = 0, None
-        async for chunk in chunks:
-            if first_byte_at is None:
-                first_byte_at = time.monotonic()
-            received += len(chunk)
-            if skip:
-                dropped = min(skip, len(chunk))
-                chunk, skip = chunk[dropped:], skip - dropped
-                if not chunk:
-                    continue
-            await download.write(chunk)
-            upstream.stats.bytes_received += len(chunk)
-            if not download.wanted():
-                raise Abandoned(f"nobody waits for {download.final_path.name} any more")
+        total = self._whole_size(response)
+        received, first_byte_at, started = 0, None, time.monotonic()
+        comparing: asyncio.Task[str | None] | None = None
+
+        def progress() -> Progress:
+            return Progress(received, time.monotonic() - started)
+
+        try:
+            while (chunk := await _next_chunk(chunks, comparing)) is not None:
+                if first_byte_at is None:
+                    first_byte_at = time.monotonic()
+                received += len(chunk)
+                if skip:
+                    dropped = min(skip, len(chunk))
+                    chunk, skip = chunk[dropped:], skip - dropped
+                    if not chunk:
+                        continue
+                await download.write(chunk)
+                upstream.stats.bytes_received += len(chunk)
+                if not download.wanted():
+                    raise Abandoned(f"nobody waits for {download.final_path.name} any more")
+                if comparing is None and alternatives and total is not None:
+                    comparing = self._compare_if_due(upstream, total, progress)
+        finally:
+            if comparing is not None and not comparing.done():
+                comparing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await comparing
         if first_byte_at is not None:
             upstream.stats.observe_body(received, time.monotonic() - first_byte_at)
+
+    def _compare_if_due(
+        self, upstream: Upstream, total: int, progress: Callable[[], Progress]
+    ) -> asyncio.Task[str | None] | None:
+        """The comparison of this slow transfer with the next upstream that could take it over (compare.py), started
+        when it is due: once per download, for an identity transfer (one that can be resumed) that someone waits
+        for (one nobody waits for is stopped soon: it is not worth another upstream's bytes)."""
+        if self.compared or self.download.compressed or not self.download.awaited:
+            return None
+        if not comparison_due(self.pool.policy, progress(), total - self.download.written):
+            return None
+        alternatives = self._alternatives(upstream)
+        if not alternatives:
+            return None
+        self.compared = True
+        other = alternatives[0]
+        log.info(
+            "%s comes slowly from %s (%.0f B/s): timing %s on a range of it",
+            self.download.final_path.name,
+            upstream.name,
+            progress().rate,
+            other.name,
+        )
+        return asyncio.create_task(
+            _quietly(compare_with(self.pool, self.download, self.target, upstream, other, total, progress))
+        )
+
+    def _whole_size(self, response: aiohttp.ClientResponse) -> int | None:
+        """The whole file's size: the index's, else the one this answer declares (None: unknown)."""
+        size = self.download.expected.size
+        return size if size is not None else self._declared_total(response)
 
     def _refuse_a_short_body(self, upstream: Upstream, declared: int | None) -> None:
         """A body that ended early was cut, not wrong: what arrived is kept, and the next upstream resumes it."""
@@ -408,6 +457,42 @@ def _content_range_start(value: str | None) -> int | None:
 def _content_range_total(value: str | None) -> int | None:
     sent = content_range(value)
     return None if sent is None else sent.size
+
+
+async def _next_chunk(chunks: AsyncIterator[bytes], comparing: asyncio.Task[str | None] | None) -> bytes | None:
+    """The body's next chunk (None at its end). A comparison that says the transfer should go on from another
+    upstream ends it with an UpstreamError as soon as it says so, even while the body is silent."""
+    if comparing is None or comparing.done():
+        _take_verdict(comparing)
+        return await anext(chunks, None)
+    step = asyncio.ensure_future(anext(chunks, None))
+    try:
+        await asyncio.wait((step, comparing), return_when=asyncio.FIRST_COMPLETED)
+        if not step.done():
+            _take_verdict(comparing)
+        return await step
+    finally:
+        if not step.done():
+            step.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await step
+
+
+def _take_verdict(comparing: asyncio.Task[str | None] | None) -> None:
+    """Raise the failure a finished comparison found for the transfer (the upstream rests, as below min_rate)."""
+    if comparing is not None and comparing.done() and not comparing.cancelled():
+        reason = comparing.result()
+        if reason is not None:
+            raise UpstreamError(reason)
+
+
+async def _quietly(comparison: Awaitable[str | None]) -> str | None:
+    """A comparison's verdict; one that fails unexpectedly says nothing (the transfer goes on) and is logged."""
+    try:
+        return await comparison
+    except Exception:
+        log.exception("comparing a slow transfer with another upstream failed")
+        return None
 
 
 # For callers that want to run something with the download's bytes in hand.
