@@ -713,11 +713,25 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         "the first mirror answers a wheel's Range requests with the whole wheel (200), slowly but above min_rate; "
         "the next mirror answers ranges",
         "its `.metadata` within a second or so, read by ranges from the next mirror (it waited for the whole wheel "
-        "from the slow one: pip got no byte and failed after 98 s). The wheel itself still comes from the first "
-        "mirror at its pace on a cold start",
+        "from the slow one: pip got no byte and failed after 98 s). The wheel itself: as in "
+        "`slow-file-cold-start`",
         "the metadata; the wheel once it is whole",
         "../test_mirror_file_quirks.py::test_a_metadata_read_asks_the_next_mirror_for_ranges_when_a_slow_one_refuses_"
         "them",
+        (),
+    ),
+    ServiceScenario(
+        "slow-file-cold-start",
+        "the first mirror sends a file slowly but above min_rate (a 1.5 MB wheel at 12 KB/s), on a cold start: no "
+        "rate is known yet for the next mirror, which has the file, so relative_min_rate has nothing to compare with",
+        "200 with the checked file: after compare_after (3 s) the next mirror is timed on one range of the file's "
+        "first bytes (up to 1 MiB, once per download); far faster (relative_min_rate), it resumes the transfer "
+        "where it stopped (Range) and the first mirror rests. pip and uv install within seconds (they waited 2 "
+        "minutes for the slow mirror). No take-over when the next mirror is no faster, refuses ranges, or has "
+        "other bytes",
+        "the file, checked whole against the page's hash (the first mirror's bytes and the next one's together)",
+        "../test_mirror_file_quirks.py::test_a_wheel_dripping_from_the_first_mirror_on_a_cold_start_goes_on_from_"
+        "the_next_one",
         (),
     ),
     ServiceScenario(
