@@ -435,3 +435,33 @@ def test_a_block_is_lifted_by_any_spelling_of_its_version_and_replaced_by_one(
     assert removed is not None and removed.why == "again"
     assert book.read()[side] == ()
     assert book.remove(side, "multi", "1.2") is None  # another version is not this one
+
+
+def test_block_and_unblock_exit_1_naming_a_worker_the_instance_says_did_not_apply_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The running instance made the change but a worker did not say it has it in force (within the API's bound):
+    the command says the change is made, names the worker, and exits 1, so a script does not take it as done."""
+    import pkgcache.cli.policy_commands as commands
+
+    answers = {
+        "block": {"purged_files": 2, "purged_bytes": 10, "workers_behind": [{"worker": 2, "pid": 4242}]},
+        "unblock": {"workers_behind": [{"worker": 1, "pid": 4141}]},
+    }
+    monkeypatch.setattr(commands, "running_instance_url", lambda located: "http://127.0.0.1:9")
+    monkeypatch.setattr(
+        commands, "call_admin_api", lambda located, url, path: answers[path.split("?")[0].rsplit("/")[-1]]
+    )
+    where = ["--data-dir", str(tmp_path)]
+    blocked = CliRunner().invoke(block_command, ["alpha==2.0", *where])
+    assert blocked.exit_code == 1, blocked.output
+    assert "blocked alpha==2.0 (pypi); purged 2 cached files" in blocked.output
+    assert (
+        "for everyone" not in blocked.output and "worker 2 (pid 4242) did not say it has it in force" in blocked.output
+    )
+    unblocked = CliRunner().invoke(unblock_command, ["alpha==2.0", *where])
+    assert unblocked.exit_code == 1 and "worker 1 (pid 4141)" in unblocked.output, unblocked.output
+
+    answers["block"] = {"purged_files": 0, "purged_bytes": 0, "workers_behind": []}
+    done = CliRunner().invoke(block_command, ["alpha==2.0", *where])
+    assert done.exit_code == 0 and "blocked alpha==2.0 (pypi) for everyone" in done.output, done.output

@@ -17,12 +17,14 @@ import pytest
 import zstandard
 
 from pkgcache.conda.shard_packs import PackWriter
+from pkgcache.gate.state import APPLY_TIMEOUT
 from pkgcache.pypi.core_metadata import MetadataCounters
 from pkgcache.service.app import _pypi_pool
 from pkgcache.service.carried import PrimaryCounters
 from pkgcache.stats import RequestStats
 from pkgcache.storage.eviction import CacheKeeper, Freed
 from pkgcache.storage.store import CacheStore
+from pkgcache.workers.gate_sync import GateSync
 from pkgcache.workers.shared_counters import _CARRIED_HEADER, CARRIED_BYTES, SharedCounters
 from tests.cache_service import CacheProcess, cache_settings
 from tests.conda_support import APP_TREE, assert_app_landed, install, installed_names
@@ -285,6 +287,120 @@ def test_counters_are_shared_with_forked_workers() -> None:
         assert reading.pid == pid and reading.stats.sides["pypi"].hits == 1
     finally:
         shared.close()
+
+
+def test_the_blocks_generation_waits_for_live_workers_only_and_wakes_them() -> None:
+    """A worker is waited for from the moment it has joined until it says it applied the generation; a dead one (or
+    a zombie not yet reaped) is not; every other worker is woken through its eventfd."""
+    sync = GateSync(3)  # made by this process: the workers' parent, as the supervisor
+    try:
+        sync.joined(0)  # the primary is this process here
+        generation = sync.advance()
+        sync.applied(0, generation)
+        assert sync.stragglers(generation) == []  # workers 1 and 2 never started: nobody to wait for
+
+        ready_read, ready_write = os.pipe()
+        go_read, go_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # worker 1: joins, waits for a word, applies, then stays until killed
+            sync.joined(1)
+            os.write(ready_write, b"j")
+            os.read(go_read, 1)
+            sync.applied(1, sync.generation())
+            os.write(ready_write, b"a")
+            time.sleep(60)
+            os._exit(0)
+        try:
+            assert os.read(ready_read, 1) == b"j"
+            assert sync.stragglers(generation) == [(1, pid)]
+
+            readable = [sync.wake_fd(1), sync.wake_fd(2)]
+            sync.wake_others(0)
+            assert all(os.read(fd, 8) for fd in readable if fd is not None)  # each eventfd counted a wake
+            sync.woken(1)  # nothing left to read: no error
+
+            os.write(go_write, b"g")
+            assert os.read(ready_read, 1) == b"a"
+            assert sync.stragglers(generation) == [] and sync.applied_by(1) == generation
+            newer = sync.advance()
+            assert sync.stragglers(newer) == [(1, pid)]
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            # Dead but not reaped yet: a zombie is not waited for.
+            deadline = time.monotonic() + 5
+            while sync.stragglers(newer) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert sync.stragglers(newer) == []
+            os.waitpid(pid, 0)
+            for fd in (ready_read, ready_write, go_read, go_write):
+                os.close(fd)
+    finally:
+        sync.close()
+
+
+def _admin_over_private_socket(data_dir: Path, path: str) -> tuple[int, dict]:
+    """An admin POST to the primary through its private socket: a port connection may land on a stopped replica."""
+    import http.client
+    import socket
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(60)
+            self.sock.connect(str(data_dir / "pkgcache.primary.sock"))
+
+    connection = UnixConnection("pkgcache-primary", timeout=60)
+    try:
+        connection.request("POST", path, headers={"Authorization": f"Bearer {TOKEN}", "Content-Length": "0"})
+        answer = connection.getresponse()
+        return answer.status, json.loads(answer.read())
+    finally:
+        connection.close()
+
+
+def test_a_block_names_a_worker_that_does_not_apply_it_and_does_not_wait_for_a_dead_one(
+    official_upstream: OfficialLikeUpstream, tmp_path: Path
+) -> None:
+    config = tmp_path / "pkgcache.toml"
+    config.write_text(
+        f'[pypi]\nupstreams = ["{official_upstream.index_url}"]\n[conda]\nenabled = false\n'
+        f'[access]\nadmin_token = "{TOKEN}"\n'
+    )
+    data_dir = tmp_path / "data"
+    process = CacheProcess(data_dir, "--workers", "3", "--config", str(config))
+    try:
+        _pages_over_new_connections(process, "/pypi/simple/alpha/", 10)
+        replicas = [row["pid"] for row in _status(process)["workers"][1:]]
+
+        # A replica killed just before: its successor reads the blocks before it serves; the dead one is not waited
+        # for, and the API answers at once.
+        os.kill(replicas[0], signal.SIGKILL)
+        started = time.monotonic()
+        status, answer = _admin_over_private_socket(data_dir, "/-/admin/pypi/block?target=alpha==2.0&who=t")
+        assert status == 200 and answer["workers_behind"] == [], answer
+        assert time.monotonic() - started < APPLY_TIMEOUT / 2
+        _eventually(lambda: _status(process)["workers"][1]["pid"] not in (None, replicas[0]), what="a new replica")
+        for _ in range(20):
+            assert b"alpha-2.0-py3-none-any.whl" not in http_get(f"{process.url}/pypi/simple/alpha/").body
+
+        # A replica that cannot run: the unblock is made, answered after the bound, naming it.
+        os.kill(replicas[1], signal.SIGSTOP)
+        try:
+            status, answer = _admin_over_private_socket(data_dir, "/-/admin/pypi/unblock?target=alpha==2.0&who=t")
+            assert status == 200 and answer["workers_behind"] == [{"worker": 2, "pid": replicas[1]}], answer
+        finally:
+            os.kill(replicas[1], signal.SIGCONT)
+        # Running again, it catches up at once (it was woken meanwhile).
+        _eventually(
+            lambda: len({row["blocks_generation"] for row in _status(process)["workers"]}) == 1,
+            timeout=5,
+            what="every worker at the same generation",
+        )
+        for _ in range(20):
+            assert b"alpha-2.0-py3-none-any.whl" in http_get(f"{process.url}/pypi/simple/alpha/").body
+        assert "has not put the pypi unblock of alpha==2.0 in force" in process.log_path.read_text()
+    finally:
+        assert process.terminate() == 0
 
 
 def test_the_primarys_own_counters_carry_over_a_restart_even_one_killed_mid_write(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """`pkgcache block`, `pkgcache unblock` and `pkgcache policy check|show`: the supply-chain policy on the command line.
 
-Blocks go through the running instance's admin API when one serves the data directory (every worker then refuses
-the release within a second, and its cached files are purged through the instance, which keeps its size count);
-with nothing running they are written to the data directory (`gate/blocks.json`), where the next start reads them.
+Blocks go through the running instance's admin API when one serves the data directory (it answers once every
+worker has the block in force, so when the command returns no worker lists or serves the release; its cached files
+are purged through the instance, which keeps its size count); with nothing running they are written to the data
+directory (`gate/blocks.json`), where the next start reads them.
 
 `policy check` reads requirement and lock files (`pkgcache.seed.inputs`), and says which pins the configured policy
 and the blocks in force refuse, and why, without installing anything: exit status 1 when any is refused, for CI.
@@ -75,11 +76,32 @@ def block_command(config_file: Path | None, data_dir: Path | None, target: str, 
         query = urlencode({"target": target, "reason": reason, "who": made.who})
         answer = call_admin_api(located, url, f"/-/admin/{side}/block?{query}")
         files, size = int(answer.get("purged_files", 0)), int(answer.get("purged_bytes", 0))
+        behind = _workers_behind(answer)
     else:
         files, size = _block_on_disk(located.settings, side, made)
+        behind = ""
+    everyone = "" if behind else " for everyone"
+    click.echo(f"blocked {made.target} ({side}){everyone}{_why(reason)}; purged {_files(files)}, {format_bytes(size)}")
+    if behind:
+        _not_everywhere("block", behind)
+
+
+def _workers_behind(answer: dict[str, object]) -> str:
+    """The workers an admin answer says have not put the change in force, in words ("" when none)."""
+    rows = answer.get("workers_behind")
+    if not isinstance(rows, list):
+        return ""
+    return ", ".join(f"worker {row.get('worker')} (pid {row.get('pid')})" for row in rows if isinstance(row, dict))
+
+
+def _not_everywhere(action: str, behind: str) -> None:
+    """Exit 1: the change is made, but workers of the running instance did not say they have it in force."""
     click.echo(
-        f"blocked {made.target} ({side}) for everyone{_why(reason)}; purged {_files(files)}, {format_bytes(size)}"
+        f"warning: the {action} is made and in force on the other workers, but {behind} did not say it has it in "
+        "force: such a worker may still answer as before it (see its log; `pkgcache restart` starts it again)",
+        err=True,
     )
+    sys.exit(1)
 
 
 def _block_on_disk(settings: Settings, side: str, made: Block) -> tuple[int, int]:
@@ -119,7 +141,11 @@ def unblock_command(config_file: Path | None, data_dir: Path | None, target: str
     url = running_instance_url(located)
     if url is not None:
         query = urlencode({"target": target, "who": _who()})
-        call_admin_api(located, url, f"/-/admin/{side}/unblock?{query}")
+        behind = _workers_behind(call_admin_api(located, url, f"/-/admin/{side}/unblock?{query}"))
+        if behind:
+            click.echo(f"unblocked {target} ({side})")
+            _not_everywhere("unblock", behind)
+            return
     else:
         require_data_dir(located.settings.server.data_dir)
         book = BlockBook(CacheStore(located.settings.server.data_dir))

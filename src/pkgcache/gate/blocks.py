@@ -2,7 +2,8 @@
 
 `gate/blocks.json` holds the blocks in force, by side; `gate/blocks.log` has one JSON line per block and unblock,
 with who, when and why. The file is replaced whole (written aside, renamed), so a reader never sees half of it;
-every worker looks at its stamp about twice a second (`state.Gate`) and reads it again when it changed.
+a block made through the admin API has every worker read it again before the API answers (`state.Gate`), and every
+worker also looks at its stamp about twice a second (a file changed by other means).
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ they change the cache. Answers are JSON.
     POST /-/admin/<pypi|conda>/block?target=NAME==VERSION&reason=WHY&who=WHO   block a release (or a whole
                                                         project: target=NAME) on every worker, purge its files
     POST /-/admin/<pypi|conda>/unblock?target=NAME==VERSION&who=WHO         lift a block
+
+A block or unblock is answered once every live worker has it in force (gate/state.py): the requests made after the
+answer, whichever worker takes them, see no page listing a blocked file. A worker that has not said so within
+APPLY_TIMEOUT is named in the answer's `workers_behind` (the block is made all the same, and in force elsewhere).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from pydantic import ByteSize, TypeAdapter, ValidationError
 from pkgcache.conda.channels import FileKind, UnknownPath, check_subdir, kind_of
 from pkgcache.gate.blocks import BlockChange, BlocksUnreadable, block_from_target
 from pkgcache.gate.purge import blocked_files
-from pkgcache.gate.state import GATE_KEY
+from pkgcache.gate.state import APPLY_TIMEOUT, GATE_KEY, Gate
 from pkgcache.http.auth import admin_refusal
 from pkgcache.http.request_cycle import add_post
 from pkgcache.http.responses import error_for, plain_error
@@ -211,12 +215,26 @@ async def block(request: web.Request) -> web.StreamResponse:
         await asyncio.to_thread(gate.book.add, side, made)
     except BlocksUnreadable as exc:
         return plain_error(409, str(exc))
-    gate.set_blocks(side, (await asyncio.to_thread(gate.book.read))[side])
+    behind = await _in_force_everywhere(gate, f"the {side} block of {made.target}")
     freed = await ops.keeper.purge(await asyncio.to_thread(blocked_files, ops.store, side, made))
     change = BlockChange("block", side, made, made.who, freed.files, freed.bytes)
     await asyncio.to_thread(gate.book.record, change)
     log.warning("%s block: %s (purged %d cached files)", side, made.describe(), freed.files)
-    return web.json_response({**made.as_json(), "side": side, **change.as_json()})
+    return web.json_response({**made.as_json(), "side": side, **change.as_json(), "workers_behind": behind})
+
+
+async def _in_force_everywhere(gate: Gate, what: str) -> list[dict[str, int]]:
+    """Put the blocks file just written in force on every worker, waiting for them; those that did not say so."""
+    behind = await gate.blocks_changed()
+    for straggler in behind:
+        log.error(
+            "worker %d (pid %d) has not put %s in force within %g s: it may still serve what it changes",
+            straggler.worker,
+            straggler.pid,
+            what,
+            APPLY_TIMEOUT,
+        )
+    return [{"worker": straggler.worker, "pid": straggler.pid} for straggler in behind]
 
 
 async def unblock(request: web.Request) -> web.StreamResponse:
@@ -232,12 +250,12 @@ async def unblock(request: web.Request) -> web.StreamResponse:
     if removed is None:
         target = name if version is None else f"{name}=={version}"
         return plain_error(404, f"no {side} block of {target} is in force")
-    gate.set_blocks(side, (await asyncio.to_thread(gate.book.read))[side])
+    behind = await _in_force_everywhere(gate, f"the {side} unblock of {removed.target}")
     who = _who(request)
     change = BlockChange("unblock", side, removed, who)
     await asyncio.to_thread(gate.book.record, change)
     log.warning("%s unblock: %s by %s", side, removed.target, who)
-    return web.json_response({**removed.as_json(), "side": side, **change.as_json()})
+    return web.json_response({**removed.as_json(), "side": side, **change.as_json(), "workers_behind": behind})
 
 
 async def admin_off(request: web.Request) -> web.StreamResponse:

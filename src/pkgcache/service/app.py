@@ -194,7 +194,8 @@ def create_app(settings: Settings, worker: WorkerContext | None = None) -> web.A
         app[FAST_PATH_KEY] = FastPath(cycle)
     install_identity_headers(app, settings.server.identity())
     app[DATA_DIR_CHECK_KEY] = DataDirCheck(store.tmp_dir, settings.server.min_free_space)
-    gate = app[GATE_KEY] = Gate(settings, store, pools)
+    sync = worker.counters.gate if worker is not None else None
+    gate = app[GATE_KEY] = Gate(settings, store, pools, sync, worker.index if worker is not None else 0)
     app.cleanup_ctx.append(_gate_watching)
     carried = None if keeper is None else PrimaryCounters(pools, keeper)
     if "pypi" in pools:
@@ -302,11 +303,12 @@ async def _gate_watching(app: web.Application) -> AsyncIterator[None]:
     gate = app[GATE_KEY]
     await asyncio.to_thread(gate.load_blocks_at_start)  # a blocks file that cannot be read stops the start
     await asyncio.to_thread(gate.import_seen)  # what was imported before this start is read as it comes
-    task = asyncio.get_running_loop().create_task(gate.watch())
+    tasks = [asyncio.get_running_loop().create_task(work) for work in (gate.watch(), gate.follow())]
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _heap_trimming(app: web.Application) -> AsyncIterator[None]:

@@ -8,5 +8,7 @@
   other request to the primary over a private socket (`forwarding.py`), relaying its answer.
 - `shared_counters.py`: each worker's request counters, in shared memory, summed by the primary for the stats, and
   the primary's own counters, which a restarted primary starts from.
+- `gate_sync.py`: the generation of the blocks in force, which every worker follows and says it has applied, so that
+  a block's API call answers once every worker has it in force.
 - `worker_app.py`: what a worker adds to the aiohttp application.
 """

@@ -10,7 +10,7 @@ or moved, so it does not sum half a slot, unless the writer was killed mid-write
 tries, it takes what is there, and the restarted worker's next write makes the slot whole again.
 
 A slot also carries the id of the last import mark its worker has acted on (gate/state.py), which `pkgcache
-import` waits for on every worker.
+import` waits for on every worker. The blocks in force are agreed on through a block of their own (`gate_sync.py`).
 
 The counters only the primary keeps (what it fetched from each upstream, evicted, made) have no fixed shape: the
 primary publishes them as one JSON document in `carried`, a second block, alongside its slot, and a restarted
@@ -29,6 +29,7 @@ from dataclasses import fields
 from typing import Any, NamedTuple
 
 from pkgcache.stats import SIDES, RequestStats, SideCounters
+from pkgcache.workers.gate_sync import GateSync
 
 _COUNTER_NAMES = tuple(f.name for f in fields(SideCounters))
 # Per slot: sequence, pid, published at (ms), import mark acted on, requests handed over, then every counter of
@@ -55,6 +56,7 @@ class SharedCounters:
         self._map = mmap.mmap(-1, workers * _SLOT_WORDS * _WORD)  # anonymous and shared: inherited by fork
         self._words = memoryview(self._map).cast("q")
         self.carried = CarriedCounters()
+        self.gate = GateSync(workers)
 
     def slot(self, index: int) -> CounterSlot:
         return CounterSlot(self._words, index)
@@ -63,6 +65,7 @@ class SharedCounters:
         self._words.release()
         self._map.close()
         self.carried.close()
+        self.gate.close()
 
 
 class CarriedCounters:

@@ -125,8 +125,8 @@ def peer_stats(app: web.Application) -> list[RequestStats]:
 
 
 def workers_status(app: web.Application) -> list[dict[str, object]]:
-    """Each worker as `/-/status` shows it: its pid, role, requests answered, the last import mark it has acted on
-    and when it last reported."""
+    """Each worker as `/-/status` shows it: its pid, role, requests answered, the last import mark it has acted on,
+    the generation of the blocks it has in force and when it last reported."""
     worker = app.get(WORKER_KEY)
     if worker is None:
         return []
@@ -142,6 +142,8 @@ def workers_status(app: web.Application) -> list[dict[str, object]]:
                 "requests": reading.stats.totals().requests,  # answered by this worker
                 "handed_over": reading.stats.handed_over,  # passed to the primary (which answered and counted them)
                 "import_mark": reading.import_mark,
+                # The generation of the blocks it has in force (workers/gate_sync.py), as it said the moment it did.
+                "blocks_generation": worker.counters.gate.applied_by(index),
                 "reported_seconds_ago": round(time.time() - reading.published_at, 1) if reading.pid else None,
             }
         )
