@@ -16,11 +16,11 @@ import zstandard
 
 from pkgcache.conda.repodata_filter import NOT_A_RECORD, FilterJob, filter_repodata
 from pkgcache.policy.config import CondaPolicySettings
-from tests.cache_service import RunningCache, cache_settings, start_cache
+from tests.cache_service import CacheProcess, RunningCache, cache_settings, start_cache
 from tests.clients.rattler_client import run_rattler_install
 from tests.conda_support import SUBDIR, Channels, installed_names
 from tests.fakes.conda_upstreams import AnacondaLikeUpstream, MirrorLikeUpstream
-from tests.support import BackgroundLoop
+from tests.support import BackgroundLoop, http_get
 
 CHANNEL = "cloud/conda-forge"
 TOKEN = "a-test-token-long-enough"
@@ -326,3 +326,63 @@ def test_records_without_a_timestamp_are_judged_by_when_pkgcache_first_saw_them(
     later = run(seen, now - 7200)
     assert later.kept == 1 and set(later.refused) == {"n0-1.0-h0_0.conda", "n1-1.0-h0_0.conda"}
     assert later.new_first_seen == {}
+
+
+def test_when_a_conda_block_returns_no_worker_lists_the_package(
+    conda_mirror: MirrorLikeUpstream, tmp_path: Path
+) -> None:
+    """Every worker serves the cached repodata and shards; right after the block's API call returns, whichever
+    worker a request lands on, neither the repodata (and its .zst) nor the shards list the blocked package, and
+    right after the unblock they list it again."""
+    config = tmp_path / "pkgcache.toml"
+    config.write_text(
+        f'[pypi]\nenabled = false\n[conda]\nchannels = ["{CHANNEL}"]\nupstreams = ["{conda_mirror.url}/anaconda/"]\n'
+        f'[access]\nadmin_token = "{TOKEN}"\n'
+    )
+    process = CacheProcess(tmp_path / "data", "--workers", "4", "--config", str(config))
+    base = f"{process.url}/conda/{CHANNEL}/{SUBDIR}/"
+    bearer = {"Authorization": f"Bearer {TOKEN}", "Content-Length": "0"}
+
+    def served(form: str) -> set[str]:
+        answer = http_get(base + form)  # a new connection each: the kernel spreads them over the workers
+        assert answer.status == 200, (form, answer.status, answer.body[:200])
+        body = zstandard.ZstdDecompressor().stream_reader(answer.body).read() if form.endswith(".zst") else answer.body
+        repodata = json.loads(body)
+        return set(repodata["packages"]) | set(repodata["packages.conda"])
+
+    def libfoo_in_shards() -> set[str]:
+        index = msgpack.unpackb(zstandard.ZstdDecompressor().stream_reader(
+            http_get(base + "repodata_shards.msgpack.zst").body).read())  # fmt: skip
+        shard = http_get(base + f"shards/{index['shards']['libfoo'].hex()}.msgpack.zst")
+        assert shard.status == 200, shard.status
+        records = msgpack.unpackb(zstandard.ZstdDecompressor().stream_reader(shard.body).read())
+        return set(records["packages"]) | set(records["packages.conda"])
+
+    try:
+        deadline = time.monotonic() + 20
+        while not all(
+            int(row["requests"]) > 0 for row in json.loads(http_get(process.url + "/-/status").body)["workers"]
+        ):
+            assert time.monotonic() < deadline, "not every worker served the repodata"
+            for _ in range(20):
+                assert LIBFOO_NEW in served("repodata.json") and LIBFOO_NEW in libfoo_in_shards()
+            time.sleep(0.3)  # each worker publishes its counters once a second
+
+        for round in range(4):
+            blocked = http_get(
+                f"{process.url}/-/admin/conda/block?target=libfoo==1.1&reason=broken&who=ops", bearer, "POST"
+            )
+            assert blocked.status == 200 and json.loads(blocked.body).get("workers_behind", []) == [], blocked.body
+            for form in ("repodata.json", "repodata.json.zst"):
+                listing = [served(form) for _ in range(15)]
+                assert [s for s in listing if LIBFOO_NEW in s] == [], f"round {round}: {form} still lists it"
+            assert [s for s in (libfoo_in_shards() for _ in range(15)) if LIBFOO_NEW in s] == [], round
+            assert http_get(base + LIBFOO_NEW).status == 403
+
+            lifted = http_get(f"{process.url}/-/admin/conda/unblock?target=libfoo==1.1", bearer, "POST")
+            assert lifted.status == 200, lifted.body
+            listing = [served("repodata.json") for _ in range(15)]
+            assert [s for s in listing if LIBFOO_NEW not in s] == [], f"round {round}: still left out"
+            assert [s for s in (libfoo_in_shards() for _ in range(15)) if LIBFOO_NEW not in s] == [], round
+    finally:
+        assert process.terminate() == 0

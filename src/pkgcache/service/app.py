@@ -153,6 +153,10 @@ def _conda_channels(
     # The policy and the offline view, as the gate says; below the shards, which are made from what it shows.
     filtered = FilteredChannels(GeneratedZst(below, paths, sidecars), paths, sidecars)
     gate.subscribe("conda", lambda side: filtered.use(GateRecords(side, paths)))
+    # What is made from the repodata a filter shows (the shard index made here) says in its sidecar which file it
+    # was made from: once the filter changes, a sidecar remembered from before (a reader keeps one for a second)
+    # would take the index made under the previous filter for one made from the file now shown.
+    gate.subscribe("conda", lambda side: sidecars.forget_all())
     # Repodata, sidecars and packages another process replaced: the views made from them are made again (the
     # import removes them on disk), and what this worker remembers of them is read again.
     gate.on_import(sidecars.forget_all)
