@@ -666,6 +666,32 @@ def test_zip64_records_that_disagree_are_refused(tmp_path: Path) -> None:
         metadata_from_wheel_file(path)
 
 
+# ---- a member's bytes a chunk at a time ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("read_size", [1, 7, 4096, MiB])
+@pytest.mark.parametrize("chunk_size", [1, 7, 4096, MiB])
+@pytest.mark.parametrize("method", [STORED, DEFLATED, BZIP2, LZMA], ids=["stored", "deflate", "bzip2", "LZMA"])
+def test_iter_extract_gives_zipfiles_bytes_whatever_its_chunks_and_reads(
+    method: int, chunk_size: int, read_size: int
+) -> None:
+    text = b"".join(random.Random(7).choice([b"alpha ", b"beta\n", b"gamma delta "]) for _ in range(4000))
+    member = ZipMember("x-1.0.dist-info/METADATA", text, method)
+    archive = build_zip([member])
+    with zipfile.ZipFile(io.BytesIO(archive)) as opened:
+        assert opened.read(member.name) == text
+    end = zip_records.find_end_record(archive, 0, len(archive))
+    assert end is not None
+    directory = zip_records.central_directory_of(end, MiB)
+    listed = memoryview(archive)[directory.offset : directory.end]
+    (entry,) = zip_records.iter_central_directory(listed, directory, lambda _: True)
+    header = archive[entry.header_offset : entry.header_offset + zip_records.LOCAL_HEADER_SIZE + len(entry.raw_name)]
+    data = io.BytesIO(archive[zip_records.member_data_offset(header, entry) :][: entry.compressed_size])
+    chunks = list(zip_records.iter_extract(entry, data.read, chunk_size=chunk_size, read_size=read_size))
+    assert b"".join(chunks) == text
+    assert max(len(chunk) for chunk in chunks) <= (chunk_size if method != STORED else read_size)
+
+
 # ---- a central directory of many entries --------------------------------------------------------------------------
 
 

@@ -412,47 +412,137 @@ def extract(member: Member, compressed: bytes) -> bytes:
     """
     if len(compressed) != member.compressed_size:
         raise ZipRecordError(f"{member.name!r}: got {len(compressed)} bytes of data, expected {member.compressed_size}")
+    whole = memoryview(compressed)
+
+    def read(wanted: int) -> bytes:
+        nonlocal whole
+        part, whole = whole[:wanted], whole[wanted:]
+        return bytes(part)
+
+    # One read of the whole data, and at most the member's size and a byte made from it: the checks are
+    # iter_extract's, without the stream's chunks.
+    return b"".join(iter_extract(member, read, chunk_size=member.size + 1, read_size=max(1, len(compressed))))
+
+
+# The bytes iter_extract makes at a time, and reads at a time, by default: what one chunk of a stream holds.
+EXTRACT_CHUNK = 1024 * 1024
+
+
+def iter_extract(
+    member: Member,
+    read: Callable[[int], bytes],
+    *,
+    chunk_size: int = EXTRACT_CHUNK,
+    read_size: int = EXTRACT_CHUNK,
+    max_dictionary: int | None = None,
+) -> Iterator[bytes]:
+    """The member's bytes in chunks of at most `chunk_size`, made from its data as `read(n)` gives it (the next
+    bytes of the member's data, at most n of them, `read_size` at a time), checked as `extract` checks them.
+
+    Stored data comes in its reads. The bytes given never go past the member's size: a stream that makes more is
+    refused as soon as it does. Each chunk is held until the next is made, and the last until the stream's end,
+    its size and CRC-32 are checked: a consumer that keeps what it was given must still throw it away when this
+    raises. Memory stays within two chunks, one read, and the decompressor's state (deflate's 32 KiB window,
+    bzip2's 4 MiB at most, LZMA's dictionary: bounded by the member's size, refused over `max_dictionary`).
+    """
+    if member.method not in READABLE_METHODS:
+        raise ZipRecordError(f"{member.name!r} uses compression method {member.method}")
+    left = member.compressed_size
+
+    def more() -> bytes:
+        nonlocal left
+        if left == 0:
+            return b""
+        data = read(min(read_size, left))
+        if not data:
+            raise ZipRecordError(f"{member.name!r}: its data is cut short, {left} bytes missing")
+        left -= len(data)
+        return data
+
+    made = 0
+    crc = 0
+    held: bytes | None = None  # each chunk waits for the next: the last one, for the checks of the stream's end
+    for chunk in _decoded(member, more, chunk_size, max_dictionary):
+        made += len(chunk)
+        if made > member.size:
+            raise ZipRecordError(f"{member.name!r}: its stream inflates to more than its {member.size} bytes")
+        crc = zlib.crc32(chunk, crc)
+        if held is not None:
+            yield held
+        held = chunk
+    _check_end(member, made, crc, left)
+    if held is not None:
+        yield held
+
+
+def _check_end(member: Member, made: int, crc: int, left: int) -> None:
+    if left:
+        raise ZipRecordError(f"{member.name!r}: its {_METHOD_NAMES[member.method]} stream ends before its data does")
+    if made != member.size:
+        raise ZipRecordError(f"{member.name!r} inflates to {made} bytes, expected {member.size}")
+    if crc != member.crc32:
+        raise ZipRecordError(f"{member.name!r} fails its CRC-32 check")
+
+
+_METHOD_NAMES = {STORED: "stored", DEFLATED: "deflate", BZIP2: "bzip2", LZMA: "LZMA"}
+
+
+def _decoded(member: Member, more: Callable[[], bytes], chunk_size: int, max_dictionary: int | None) -> Iterator[bytes]:
+    """The bytes the member's data makes, at most `chunk_size` at a time; raises when the stream does not end
+    exactly where the data does (`more()` gives b"" once the data is all read)."""
     if member.method == STORED:
-        data = compressed
         if member.compressed_size != member.size:
             raise ZipRecordError(f"stored member {member.name!r} has two different sizes")
+        while data := more():
+            yield data
     elif member.method == DEFLATED:
-        data = _inflate(member, compressed)
+        yield from _inflated(member, more, chunk_size)
     elif member.method == BZIP2:
-        data = _unbzip2(member, compressed)
-    elif member.method == LZMA:
-        data = _unlzma(member, compressed)
+        yield from _unbzip2ed(member, more, chunk_size)
     else:
-        raise ZipRecordError(f"{member.name!r} uses compression method {member.method}")
-    if len(data) != member.size:
-        raise ZipRecordError(f"{member.name!r} inflates to {len(data)} bytes, expected {member.size}")
-    if zlib.crc32(data) != member.crc32:
-        raise ZipRecordError(f"{member.name!r} fails its CRC-32 check")
-    return data
+        yield from _unlzmaed(member, more, chunk_size, max_dictionary)
 
 
-def _inflate(member: Member, compressed: bytes) -> bytes:
+def _inflated(member: Member, more: Callable[[], bytes], chunk_size: int) -> Iterator[bytes]:
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    try:
-        # One byte more than expected is enough to tell a longer stream, without inflating a bomb.
-        data = inflater.decompress(compressed, member.size + 1)
-    except zlib.error as error:
-        raise ZipRecordError(f"{member.name!r} is not valid deflate data: {error}") from error
-    if not inflater.eof or inflater.unused_data or inflater.unconsumed_tail:
+    pending = b""
+    read_all = False
+    while not inflater.eof:
+        if not pending and not read_all:
+            pending = more()
+            read_all = not pending
+        try:
+            # At most a chunk: input that would make more stays in unconsumed_tail (and output zlib holds back,
+            # once the input is all read, comes with the next call, given no input).
+            chunk = inflater.decompress(pending, chunk_size)
+        except zlib.error as error:
+            raise ZipRecordError(f"{member.name!r} is not valid deflate data: {error}") from error
+        pending = inflater.unconsumed_tail
+        if chunk:
+            yield chunk
+        elif read_all and not pending:
+            break
+    if not inflater.eof or inflater.unused_data or pending or more():
         raise ZipRecordError(f"{member.name!r}: its deflate stream does not end with its compressed size")
-    return data
 
 
-def _unbzip2(member: Member, compressed: bytes) -> bytes:
+def _unbzip2ed(member: Member, more: Callable[[], bytes], chunk_size: int) -> Iterator[bytes]:
     decompressor = bz2.BZ2Decompressor()
-    try:
-        data = decompressor.decompress(compressed, member.size + 1)
-    except (OSError, ValueError, EOFError) as error:
-        raise ZipRecordError(f"{member.name!r} is not valid bzip2 data: {error}") from error
+    while not decompressor.eof:
+        data = b""
+        if decompressor.needs_input:
+            data = more()
+            if not data:
+                break
+        try:
+            chunk = decompressor.decompress(data, chunk_size)
+        except (OSError, ValueError, EOFError) as error:
+            raise ZipRecordError(f"{member.name!r} is not valid bzip2 data: {error}") from error
+        if chunk:
+            yield chunk
     # A bzip2 stream always ends with its end-of-stream marker.
-    if not decompressor.eof or decompressor.unused_data:
+    if not decompressor.eof or decompressor.unused_data or more():
         raise ZipRecordError(f"{member.name!r}: its bzip2 stream does not end with its compressed size")
-    return data
 
 
 # A ZIP member's LZMA data starts with the LZMA SDK's version (2 bytes), the length of the properties (2 bytes,
@@ -462,13 +552,19 @@ _LZMA_PROPERTIES = struct.Struct("<BL")
 _LZMA_MIN_DICTIONARY = 4096
 
 
-def _unlzma(member: Member, compressed: bytes) -> bytes:
-    if len(compressed) < _LZMA_HEADER.size + _LZMA_PROPERTIES.size:
+def _unlzmaed(
+    member: Member, more: Callable[[], bytes], chunk_size: int, max_dictionary: int | None
+) -> Iterator[bytes]:
+    header_size = _LZMA_HEADER.size + _LZMA_PROPERTIES.size
+    head = b""
+    while len(head) < header_size and (data := more()):
+        head += data
+    if len(head) < header_size:
         raise ZipRecordError(f"{member.name!r}: its LZMA header is cut short")
-    (properties_size,) = _LZMA_HEADER.unpack_from(compressed)
+    (properties_size,) = _LZMA_HEADER.unpack_from(head)
     if properties_size != _LZMA_PROPERTIES.size:
         raise ZipRecordError(f"{member.name!r}: LZMA properties of {properties_size} bytes, not LZMA1's 5")
-    packed, dictionary = _LZMA_PROPERTIES.unpack_from(compressed, _LZMA_HEADER.size)
+    packed, dictionary = _LZMA_PROPERTIES.unpack_from(head, _LZMA_HEADER.size)
     if packed >= 9 * 5 * 5:
         raise ZipRecordError(f"{member.name!r}: invalid LZMA properties")
     lc, rest = packed % 9, packed // 9
@@ -476,16 +572,31 @@ def _unlzma(member: Member, compressed: bytes) -> bytes:
     # A dictionary larger than the output is never looked back into: bounding it by the member's size (which
     # check_readable bounds) keeps a claimed 4 GiB dictionary from being allocated.
     dictionary = min(dictionary, max(member.size, _LZMA_MIN_DICTIONARY))
+    if max_dictionary is not None and dictionary > max_dictionary:
+        raise ZipRecordError(f"{member.name!r}: an LZMA dictionary of {dictionary} bytes, over {max_dictionary}")
     lzma_filter = {"id": lzma.FILTER_LZMA1, "lc": lc, "lp": lp, "pb": pb, "dict_size": dictionary}
     try:
         decompressor = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[lzma_filter])
-        data = decompressor.decompress(compressed[_LZMA_HEADER.size + _LZMA_PROPERTIES.size :], member.size + 1)
-    except (lzma.LZMAError, ValueError, EOFError) as error:
+    except (lzma.LZMAError, ValueError) as error:
         raise ZipRecordError(f"{member.name!r} is not valid LZMA data: {error}") from error
-    if decompressor.unused_data:
+    made = 0
+    pending = head[header_size:]
+    while not decompressor.eof:
+        if decompressor.needs_input and not pending:
+            pending = more()
+            if not pending:
+                break
+        try:
+            chunk = decompressor.decompress(pending, chunk_size)
+        except (lzma.LZMAError, ValueError, EOFError) as error:
+            raise ZipRecordError(f"{member.name!r} is not valid LZMA data: {error}") from error
+        pending = b""
+        made += len(chunk)
+        if chunk:
+            yield chunk
+    if decompressor.unused_data or more():
         raise ZipRecordError(f"{member.name!r}: its LZMA stream ends before its compressed size")
     # Without the end-marker flag the stream may stop at the member's size with no marker (zipfile reads it so);
     # with it, the marker must be there.
-    if not decompressor.eof and (member.flags & _FLAG_LZMA_END_MARKER or len(data) != member.size):
+    if not decompressor.eof and (member.flags & _FLAG_LZMA_END_MARKER or made != member.size):
         raise ZipRecordError(f"{member.name!r}: its LZMA stream does not end with its compressed size")
-    return data
