@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from pkgcache.pypi import core_metadata, sdist_metadata
+from pkgcache.pypi import core_metadata, sdist_metadata, wheel_metadata
 from tests.cache_service import RunningCache
 from tests.fakes import zips
 from tests.fakes.dists import Dist, build_wheel
@@ -293,10 +293,17 @@ def _json_files(cache: RunningCache, project: str) -> dict[str, dict[str, Any]]:
     return {f["filename"]: f for f in json.loads(answer.body)["files"]}
 
 
+def _big_metadata_wheel(name: str = "murky", requires: tuple[str, ...] = ()) -> Dist:
+    """A wheel whose METADATA is over what pkgcache reads into memory: a 9 MiB long description, deflated to a few
+    KiB, in a wheel of 1 MiB (too big to be fetched whole before ranges are tried)."""
+    return build_wheel(name, "1.0", requires=requires, payload_size=MiB, metadata_padding=9 * MiB)
+
+
 def _unreadable_wheel(kind: str) -> Dist:
-    """A wheel pip installs but whose METADATA pkgcache does not read."""
-    if kind == "METADATA over the size cap":  # a 9 MiB long description, deflated to a few KiB
-        return build_wheel("murky", "1.0", payload_size=MiB, metadata_padding=9 * MiB)
+    """A wheel whose METADATA pkgcache does not read. Pip and uv refuse the one with an unknown method too; the one
+    over the streamed size cap (monkeypatched down to 4 MiB by the tests that use it) they install."""
+    if kind == "METADATA over the streamed size cap":
+        return _big_metadata_wheel()
     wheel = build_wheel("murky", "1.0", payload_size=MiB)
     name = "murky-1.0.dist-info/METADATA"
     data = zips.patched(wheel.data, zips.central_header_offset(wheel.data, name) + zips.CENTRAL_METHOD, "H", 99)
@@ -304,10 +311,11 @@ def _unreadable_wheel(kind: str) -> Dist:
     return dataclasses.replace(wheel, data=data)
 
 
-@pytest.mark.parametrize("kind", ["METADATA over the size cap", "METADATA compressed by an unknown method"])
+@pytest.mark.parametrize("kind", ["METADATA over the streamed size cap", "METADATA compressed by an unknown method"])
 def test_a_wheel_whose_metadata_cannot_be_read_is_no_longer_advertised_after_the_first_attempt(
-    kind: str, bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
+    kind: str, bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(wheel_metadata, "MAX_STREAMED_METADATA_SIZE", 4 * MiB)
     wheel = _unreadable_wheel(kind)
     server = TunaLikeUpstream([wheel], strict_ua=False)
     _start(bg_loop, server)
@@ -335,9 +343,10 @@ def test_a_wheel_whose_metadata_cannot_be_read_is_no_longer_advertised_after_the
 
 
 def test_pip_and_uv_install_through_pkgcache_a_wheel_whose_metadata_it_gave_up_on(
-    bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache], tmp_path: Path
+    bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    wheel = _unreadable_wheel("METADATA over the size cap")
+    monkeypatch.setattr(wheel_metadata, "MAX_STREAMED_METADATA_SIZE", 4 * MiB)
+    wheel = _unreadable_wheel("METADATA over the streamed size cap")
     server = TunaLikeUpstream([wheel], strict_ua=False)
     _start(bg_loop, server)
     try:
@@ -351,6 +360,68 @@ def test_pip_and_uv_install_through_pkgcache_a_wheel_whose_metadata_it_gave_up_o
         # The mirror sent the wheel once, to pkgcache, which served it to both.
         assert server.count_whole(wheel.filename) == 1
         assert server.count("/simple/murky/") >= 1
+    finally:
+        bg_loop.run(server.stop())
+
+
+@pytest.mark.parametrize("kind", ["a mirror without metadata", "an index that serves it too"])
+def test_metadata_over_what_is_read_into_memory_is_served_at_the_first_request(
+    kind: str, bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
+) -> None:
+    # Advertised `true` before anything is known of it: the first .metadata must not be a 404 (pip and uv fail on
+    # it). Neither ranges nor the index's own (larger than read into memory) give it: the wheel, streamed.
+    wheel = _big_metadata_wheel()
+    assert wheel.metadata is not None and len(wheel.metadata) > wheel_metadata.MAX_METADATA_SIZE
+    server: TunaLikeUpstream | OfficialLikeUpstream
+    server = (
+        TunaLikeUpstream([wheel], strict_ua=False)
+        if kind == "a mirror without metadata"
+        else OfficialLikeUpstream([wheel])
+    )
+    _start(bg_loop, server)
+    try:
+        cache = make_cache([server.index_url])
+        assert _json_files(cache, "murky")[wheel.filename]["core-metadata"] is True
+        answer = cache.get(f"/pypi/files/murky/{wheel.filename}.metadata")
+        assert answer.status == 200 and answer.body == wheel.metadata
+        assert answer.headers["x-pkgcache-cache"] == "miss"
+        files = getattr(server, "files", server)
+        assert files.count_whole(wheel.filename) == 1
+        if isinstance(server, OfficialLikeUpstream):
+            # Its .metadata was asked for and left for being over what is read into memory: not the index's fault,
+            # which was not rested for it (the wheel then came from it).
+            assert files.count(server.file_path(wheel) + ".metadata") == 1
+        advertised = _json_files(cache, "murky")[wheel.filename]["core-metadata"]
+        assert advertised == {"sha256": wheel.metadata_sha256}
+        records = json.loads((cache.data_dir / "pypi" / "simple" / "murky" / "metadata.json").read_text())
+        assert records[wheel.filename]["source"] == "wheel" and records[wheel.filename].get("available", True)
+        again = cache.get(f"/pypi/files/murky/{wheel.filename}.metadata")
+        assert again.body == wheel.metadata and again.headers["x-pkgcache-cache"] == "hit"
+    finally:
+        bg_loop.run(server.stop())
+
+
+@pytest.mark.parametrize("client", ["pip", "uv"])
+def test_pip_and_uv_install_a_wheel_with_metadata_over_8_mib_through_a_new_pkgcache_at_the_first_attempt(
+    client: str, bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    # The dependency is only in the big METADATA: the client resolves it from the .metadata pkgcache serves.
+    wheel = _big_metadata_wheel(requires=("plain",))
+    server = TunaLikeUpstream([wheel, build_wheel("plain", "1.0")], strict_ua=False)
+    _start(bg_loop, server)
+    try:
+        cache = make_cache([server.index_url])
+        install = run_pip_install if client == "pip" else run_uv_install
+        done = install(cache.index_url, tmp_path / client, "murky")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert installed_dists(tmp_path / client) == {"murky==1.0", "plain==1.0"}
+        assert (tmp_path / client / "murky-1.0.dist-info" / "METADATA").read_bytes() == wheel.metadata
+        # The client asked for the .metadata (made only then: a wheel's own arrival leaves one this large alone),
+        # and the mirror sent the pages and the wheel, once.
+        records = json.loads((cache.data_dir / "pypi" / "simple" / "murky" / "metadata.json").read_text())
+        assert records[wheel.filename]["sha256"] == wheel.metadata_sha256
+        assert server.count("/simple/murky/") >= 1 and server.count("/simple/plain/") >= 1
+        assert server.count_whole(wheel.filename) == 1
     finally:
         bg_loop.run(server.stop())
 

@@ -174,12 +174,16 @@ def test_a_record_made_for_no_known_sha256_belongs_to_no_listed_one() -> None:
     assert not _same_distribution(listed, DistFile(WHEEL, "", hashes={"sha256": "ef" * 32}))
 
 
+@pytest.mark.parametrize("padding", [0, 9 * 1024 * 1024], ids=["", "METADATA over 8 MiB"])
 @pytest.mark.parametrize("made_from", ["the old wheel", "its wheel"])
-def test_verify_finds_core_metadata_made_from_another_file_than_its_wheel(made_from: str, tmp_path: Path) -> None:
+def test_verify_finds_core_metadata_made_from_another_file_than_its_wheel(
+    made_from: str, padding: int, tmp_path: Path
+) -> None:
     """What an older pkgcache left of a wheel replaced upstream: the new wheel cached (and recorded as checked
-    against the new sha256), its `.metadata` the old wheel's, recorded under the new sha256 and its own hash."""
-    old = build_wheel("qareplaced", "1.0", payload_size=1000)
-    new = build_wheel("qareplaced", "1.0", payload_size=2000, requires=["gamma"])
+    against the new sha256), its `.metadata` the old wheel's, recorded under the new sha256 and its own hash. A
+    METADATA too large to read into memory is compared too (streamed)."""
+    old = build_wheel("qareplaced", "1.0", payload_size=1000, metadata_padding=padding)
+    new = build_wheel("qareplaced", "1.0", payload_size=2000, requires=["gamma"], metadata_padding=padding)
     folder = tmp_path / "pypi/files/qareplaced"
     folder.mkdir(parents=True)
     wheel = folder / WHEEL

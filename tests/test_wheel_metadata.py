@@ -7,6 +7,7 @@ reads go through a loopback server with real Range support, which counts the req
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import random
 import tarfile
@@ -25,10 +26,12 @@ from pkgcache.pypi import sdist_metadata, wheel_metadata
 from pkgcache.pypi.sdist_metadata import pkg_info_from_sdist_file, sdist_metadata_is_reliable
 from pkgcache.pypi.wheel_metadata import (
     DEFAULT_TAIL_LENGTH,
+    MetadataTooLarge,
     MetadataUnavailable,
     RangeAnswer,
     RangeCounter,
     RangesNotSupported,
+    WheelMetadataStream,
     metadata_by_ranges,
     metadata_from_wheel_file,
     metadata_path,
@@ -666,7 +669,47 @@ def test_zip64_records_that_disagree_are_refused(tmp_path: Path) -> None:
         metadata_from_wheel_file(path)
 
 
-# ---- a member's bytes a chunk at a time ---------------------------------------------------------------------
+# ---- METADATA over what is read into memory: streamed from the wheel on disk ------------------------------------
+
+
+def _streamed(path: Path, chunk_size: int = zip_records.EXTRACT_CHUNK) -> list[bytes]:
+    with WheelMetadataStream(path, chunk_size=chunk_size) as stream:
+        return list(iter(stream.read, b""))
+
+
+def test_every_layout_streams_zipfiles_bytes_in_chunks_no_longer_than_asked(
+    layout: tuple[str, CraftedWheel], tmp_path: Path
+) -> None:
+    _, wheel = layout
+    path = tmp_path / wheel.filename
+    path.write_bytes(wheel.data)
+    chunks = _streamed(path, chunk_size=1000)
+    assert b"".join(chunks) == wheel.metadata
+    assert max(len(chunk) for chunk in chunks) <= 1000 and len(chunks) >= len(wheel.metadata) // 1000
+
+
+def test_a_lying_archive_is_refused_by_the_stream_before_its_last_bytes(
+    lie: tuple[CraftedWheel, bytes, str], tmp_path: Path
+) -> None:
+    wheel, data, reason = lie
+    path = tmp_path / wheel.filename
+    path.write_bytes(data)
+    given: list[bytes] = []
+    with pytest.raises(MetadataUnavailable, match=reason), WheelMetadataStream(path, chunk_size=256) as stream:
+        while chunk := stream.read():
+            given.append(chunk)
+    assert len(b"".join(given)) < len(wheel.metadata)  # never the whole of it: the last chunk waits for the checks
+
+
+@pytest.mark.parametrize("method", [BZIP2, LZMA], ids=["bzip2", "LZMA"])
+@pytest.mark.parametrize("lie_name", sorted(COMPRESSED_LIES))
+def test_a_lying_bzip2_or_lzma_member_is_refused_by_the_stream(lie_name: str, method: int, tmp_path: Path) -> None:
+    wheel = craft_wheel(payload=256 * KiB, metadata_method=method)
+    doctor, reason = COMPRESSED_LIES[lie_name]
+    path = tmp_path / wheel.filename
+    path.write_bytes(doctor(wheel))
+    with pytest.raises(MetadataUnavailable, match=reason):
+        _streamed(path, chunk_size=256)
 
 
 @pytest.mark.parametrize("read_size", [1, 7, 4096, MiB])
@@ -690,6 +733,92 @@ def test_iter_extract_gives_zipfiles_bytes_whatever_its_chunks_and_reads(
     chunks = list(zip_records.iter_extract(entry, data.read, chunk_size=chunk_size, read_size=read_size))
     assert b"".join(chunks) == text
     assert max(len(chunk) for chunk in chunks) <= (chunk_size if method != STORED else read_size)
+
+
+def _long_metadata(size: int) -> bytes:
+    """Core metadata with a long description: a block of 64 KiB of words over and over (deflate's 32 KiB window does
+    not reach back to the last copy, so it deflates as text does, 3 to 4 times; LZMA's does, and is quick)."""
+    words = [b"wheel", b"metadata", b"description", b"of", b"a", b"project\n", b"the", b"long"]
+    pick = random.Random(size).choice
+    block = bytearray()
+    while len(block) < 64 * KiB:
+        block += pick(words) + b" "
+    head = b"Metadata-Version: 2.1\nName: big\nVersion: 1.0\nRequires-Dist: numpy>=1.20\n\n"
+    return (head + bytes(block) * (size // len(block) + 1))[:size]
+
+
+# bzip2 and LZMA are streamed alike (every layout, and iter_extract, in small chunks): their state, bounded above,
+# is what differs, and compressing 20 MiB with them would take a minute of the tests' time.
+@pytest.mark.parametrize("method", [STORED, DEFLATED], ids=["stored", "deflate"])
+def test_metadata_over_what_memory_holds_is_streamed_from_disk_a_chunk_at_a_time(
+    method: int, tmp_path: Path, serve: Callable[..., RangeFileServer], bg_loop: BackgroundLoop
+) -> None:
+    metadata = _long_metadata(wheel_metadata.MAX_METADATA_SIZE + 12 * MiB)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as writing:  # at deflate's quickest level: zips' level 9 takes seconds
+        writing.writestr("big/__init__.py", b"")
+        writing.writestr("big-1.0.dist-info/METADATA", metadata, compress_type=method, compresslevel=1)
+    data = archive.getvalue()
+    path = tmp_path / "big-1.0-py3-none-any.whl"
+    path.write_bytes(data)
+    # Neither way in holds it in memory: each says it is too large, and ranges fetched a tail and no more.
+    with pytest.raises(MetadataTooLarge, match="over the"):
+        metadata_from_wheel_file(path)
+    server = serve({path.name: data})
+    with pytest.raises(MetadataTooLarge):
+        read_by_ranges(bg_loop, server, path.name, len(data))
+    assert server.bytes_sent <= DEFAULT_TAIL_LENGTH
+    tracemalloc.start()
+    try:
+        digest = hashlib.sha256()
+        with WheelMetadataStream(path) as stream:
+            assert stream.size == len(metadata)
+            while chunk := stream.read():
+                assert len(chunk) <= zip_records.EXTRACT_CHUNK
+                digest.update(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert digest.hexdigest() == hashlib.sha256(metadata).hexdigest()
+    # A chunk made, the one held back, a read of the file and zlib's copy of its unconsumed part, deflate's window:
+    # some 6 MiB, less than MAX_METADATA_SIZE (what a read into memory may take), far less than the 20 MiB made.
+    assert peak < wheel_metadata.MAX_METADATA_SIZE, peak
+
+
+def test_metadata_over_the_streamed_cap_is_refused_without_reading_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wheel_metadata, "MAX_STREAMED_METADATA_SIZE", 2 * MiB)
+    members = [ZipMember("big/__init__.py", b""), ZipMember("big-1.0.dist-info/METADATA", _long_metadata(3 * MiB))]
+    path = tmp_path / "big-1.0-py3-none-any.whl"
+    path.write_bytes(build_zip(members))
+    with pytest.raises(MetadataUnavailable, match="over the 2097152-byte cap") as refused:
+        WheelMetadataStream(path)
+    assert not isinstance(refused.value, MetadataTooLarge)
+    with pytest.raises(MetadataUnavailable, match="over the 2097152-byte cap") as refused:
+        metadata_from_wheel_file(path)
+    assert not isinstance(refused.value, MetadataTooLarge)
+
+
+def test_a_streamed_lzma_dictionary_over_what_memory_holds_is_refused(tmp_path: Path) -> None:
+    wheel = craft_wheel(payload=256 * KiB, metadata_method=LZMA)
+    claimed = wheel_metadata.MAX_METADATA_SIZE + MiB  # METADATA's size as its entry gives it: one to stream
+    data = zips.patched(
+        wheel.data, zips.central_header_offset(wheel.data, wheel.metadata_name) + zips.CENTRAL_SIZE, "L", claimed
+    )
+    properties = zips.local_header_offset(data, wheel.metadata_name) + 30 + len(wheel.metadata_name) + 4
+    path = tmp_path / wheel.filename
+    path.write_bytes(zips.patched(data, properties + 1, "L", 64 * MiB))  # zipfile's own is 8 MiB
+    with pytest.raises(MetadataTooLarge):
+        metadata_from_wheel_file(path)
+    tracemalloc.start()
+    try:
+        with pytest.raises(MetadataUnavailable, match="LZMA dictionary of 9437184 bytes, over 8388608"):
+            _streamed(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * MiB, peak
 
 
 # ---- a central directory of many entries --------------------------------------------------------------------------

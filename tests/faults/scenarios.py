@@ -709,6 +709,17 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         (),
     ),
     ServiceScenario(
+        "metadata-over-8-mib",
+        "a wheel's METADATA is over the 8 MiB pkgcache reads into memory (a long description); the mirror serves "
+        "no metadata (or its own `.metadata`, as large), and the page says `true` on a fresh pkgcache",
+        "200 with the whole METADATA at the first request, streamed from the wheel fetched whole (never a 404: pip "
+        "and uv fail an install on one); pip and uv install on the first run. An index serving its own large "
+        "`.metadata` is not rested for it",
+        "the wheel and its metadata, recorded (the pages then advertise its sha256)",
+        "../test_core_metadata.py::test_pip_and_uv_install_a_wheel_with_metadata_over_8_mib_through_a_new_pkgcache_at_"
+        "the_first_attempt",
+    ),
+    ServiceScenario(
         "ranges-refused-slow-mirror",
         "the first mirror answers a wheel's Range requests with the whole wheel (200), slowly but above min_rate; "
         "the next mirror answers ranges",

@@ -56,7 +56,12 @@ from pkgcache.pypi.metadata_records import MetadataRecord
 from pkgcache.pypi.names import PROVENANCE_SUFFIX
 from pkgcache.pypi.pages import CachedPage
 from pkgcache.pypi.upstream_index import check_provenance
-from pkgcache.pypi.wheel_metadata import MetadataUnavailable, metadata_from_wheel_file
+from pkgcache.pypi.wheel_metadata import (
+    MetadataTooLarge,
+    MetadataUnavailable,
+    WheelMetadataStream,
+    metadata_from_wheel_file,
+)
 from pkgcache.storage.downloads import HASH_PREFERENCE, IntegrityError
 from pkgcache.storage.file_records import agrees, recorded_of
 from pkgcache.storage.filetypes import magic_for
@@ -360,12 +365,24 @@ def _not_its_wheels(wheel: Path, record: MetadataRecord) -> str | None:
     if recorded is None or recorded.digest is None or not agrees(recorded, {"sha256": record.dist_sha256}, None):
         return None  # not cached, or not known to be the file it was made for: nothing to compare with
     try:
-        data = metadata_from_wheel_file(wheel)
+        digest = _metadata_sha256(wheel)
     except MetadataUnavailable:  # the wheel's own check judges it; it yields nothing to compare with
         return None
-    if hashlib.sha256(data).hexdigest() != record.sha256.lower():
+    if digest != record.sha256.lower():
         return f"is not the METADATA of {wheel.name}, the wheel it is recorded for (made from another file)"
     return None
+
+
+def _metadata_sha256(wheel: Path) -> str:
+    """The sha256 of the wheel's METADATA: read into memory, or streamed when it is too large for that."""
+    try:
+        return hashlib.sha256(metadata_from_wheel_file(wheel)).hexdigest()
+    except MetadataTooLarge:
+        digest = hashlib.sha256()
+        with WheelMetadataStream(wheel) as stream:
+            for chunk in iter(stream.read, b""):
+                digest.update(chunk)
+        return digest.hexdigest()
 
 
 def _sidecar_disagrees(store: CacheStore, full: Path, stat: os.stat_result) -> str | None:

@@ -12,10 +12,16 @@ them by ranges (uv, poetry) to learn their dependencies. Wrapping an `IndexSourc
   likely to be installed next anyway;
 - checks metadata read by ranges against the wheel once the wheel itself is downloaded and verified, and keeps
   the verified one if they differ (logged and counted);
-- stops advertising metadata for a wheel whose verified file yields none it can serve (METADATA over the size
-  cap, compressed a way it does not read, no single `.dist-info` named after the wheel: `MetadataRefused`), by a
-  record marked unavailable: its clients then read the wheel itself, as from a mirror without metadata. A
-  failure to get the wheel is no such judgement and is not recorded;
+- serves a METADATA of any size a wheel may hold (up to wheel_metadata.MAX_STREAMED_METADATA_SIZE): one over
+  MAX_METADATA_SIZE is not read into memory, by ranges or from the wheel, but streamed from the cached wheel into
+  its file (`_stream_into`), so that `true` on a page does not end in a 404 for its size (pip and uv both fail an
+  install on any error status for an advertised `.metadata`; neither falls back to the wheel);
+- stops advertising metadata for a wheel whose verified file yields none it can serve (a broken or lying
+  archive, METADATA compressed a way it does not read, no single `.dist-info` named after the wheel:
+  `MetadataRefused`), by a record marked unavailable: its clients then read the wheel itself, as from a mirror
+  without metadata. Such a wheel's first `.metadata` request, made on `true`, still gets a 404: a wheel pip
+  refuses too, but for the `.dist-info` check, stricter than pip's and uv's (and uv reads zstd METADATA, which
+  this does not: docs/pypi-clients.md). A failure to get the wheel is no such judgement and is not recorded;
 - advertises an sdist's metadata only when its PKG-INFO is reliable (Metadata-Version 2.2 or later, with no
   dynamic dependencies: `sdist_metadata.py`), read from the sdist once cached.
 
@@ -29,11 +35,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,10 +60,12 @@ from pkgcache.pypi.wheel_metadata import (
     MAX_METADATA_SIZE,
     MAX_RANGE_LENGTH,
     FileNotReadable,
+    MetadataTooLarge,
     MetadataUnavailable,
     RangeAnswer,
     RangeCounter,
     RangesNotSupported,
+    WheelMetadataStream,
     metadata_by_ranges,
     metadata_from_wheel_file,
 )
@@ -107,10 +116,19 @@ class MetadataCounters:
 
 @dataclass(frozen=True)
 class _Made:
-    """Metadata made for a download, held in its notes: the bytes, and the record to write once they are kept."""
+    """Metadata made for a download, held in its notes: the bytes (None when streamed: too large to hold), and the
+    record to write once they are kept."""
 
-    data: bytes
+    data: bytes | None
     record: MetadataRecord
+
+
+@dataclass(frozen=True)
+class _InWheel:
+    """METADATA too large to hold in memory (`MetadataTooLarge`), to be streamed from the cached wheel at `path`."""
+
+    path: Path
+    filename: str
 
 
 # The key of `_Made` in a metadata download's notes.
@@ -124,7 +142,8 @@ class MetadataRefused(FileNotListed):
 
 def made_not_kept(download: Download) -> bytes | None:
     """The metadata a download made whole but could not keep for a full disk: small (at most MAX_METADATA_SIZE),
-    so it is answered from memory instead of a 507. None when the download failed otherwise, or made nothing."""
+    so it is answered from memory instead of a 507. None when the download failed otherwise, or made nothing, or
+    streamed what it made (too large to hold: the 507 stands)."""
     error = download.error
     made = download.notes.get(MADE_NOTE)
     if isinstance(error, StorageError) and error.disk_full and isinstance(made, _Made):
@@ -249,16 +268,42 @@ class MetadataIndex(IndexLayer):
         if self.origin is None:
             raise CacheIsReadOnly("metadata is made by the worker that writes")
         try:
-            data, source, verified = await self._obtain(project, entry, dist)
+            found, source, verified = await self._obtain(project, entry, dist)
+            # Where it came from, for the log's "cached" line and the access line's upstream= (no upstream sent it
+            # as is).
+            made_here = f"{MADE_HERE}{source}"
+            if isinstance(found, _InWheel):
+                digest = await self._stream_into(download, found, made_here)
+                download.notes[MADE_NOTE] = _Made(None, MetadataRecord(digest, _sha256_of(dist), source, verified))
+            else:
+                digest = hashlib.sha256(found).hexdigest()
+                # Noted before it is written: a full disk then answers it from memory (made_not_kept).
+                download.notes[MADE_NOTE] = _Made(found, MetadataRecord(digest, _sha256_of(dist), source, verified))
+                download.begin(made_here, {})
+                await download.write(found)
         except MetadataRefused as exc:
             await self._record_refused(project, dist.filename, _sha256_of(dist), str(exc))
             raise
-        digest = hashlib.sha256(data).hexdigest()
-        download.notes[MADE_NOTE] = _Made(data, MetadataRecord(digest, _sha256_of(dist), source, verified))
         self.counters.made[source] += 1
-        # Where it came from, for the log's "cached" line and the access line's upstream= (no upstream sent it as is).
-        download.begin(f"{MADE_HERE}{source}", {})
-        await download.write(data)
+
+    async def _stream_into(self, download: Download, found: _InWheel, source: str) -> str:
+        """Write the METADATA of the cached wheel `found` into `download` a chunk at a time, each read in a thread
+        (never more than two chunks in memory), and return its sha256. A wheel that turns out broken on the way
+        raises MetadataRefused, and the download, failed, keeps none of it."""
+        with _judged(found.filename):
+            stream = await asyncio.to_thread(WheelMetadataStream, found.path, found.filename)
+        try:
+            download.begin(source, {}, declared_length=stream.size)
+            digest = hashlib.sha256()
+            while True:
+                with _judged(found.filename):
+                    chunk = await asyncio.to_thread(stream.read)
+                if not chunk:
+                    return digest.hexdigest()
+                digest.update(chunk)
+                await download.write(chunk)
+        finally:
+            stream.close()
 
     async def _record_if_kept(self, download: Download, project: str, dist_name: str) -> None:
         """Record metadata once its file is in place (the pages then advertise its hash): metadata not kept is
@@ -272,7 +317,7 @@ class MetadataIndex(IndexLayer):
             # The file stays unrecorded: the pages advertise `true` for it, and the next request makes it again.
             log.warning("kept the metadata of %s but could not record it: %s", dist_name, exc)
 
-    async def _obtain(self, project: str, entry: CachedPage, dist: DistFile) -> tuple[bytes, str, bool]:
+    async def _obtain(self, project: str, entry: CachedPage, dist: DistFile) -> tuple[bytes | _InWheel, str, bool]:
         dist_path = self.pages.file_path(project, dist.filename)
         recorded = recorded_of(dist_path)
         # Only the file the page lists now (the hit path's check): one replaced upstream under its name is the
@@ -291,14 +336,15 @@ class MetadataIndex(IndexLayer):
                 return found, "ranges", False
         return await self._from_whole_wheel(project, dist), "wheel", True
 
-    async def _from_cached(self, path: Path, dist: DistFile) -> bytes:
+    async def _from_cached(self, path: Path, dist: DistFile) -> bytes | _InWheel:
+        """The distribution's metadata read from its cached file, or, for a wheel whose METADATA is too large to
+        hold in memory, where to stream it from."""
         if dist.filename.endswith(".whl"):
-            try:
-                return await asyncio.to_thread(metadata_from_wheel_file, path, dist.filename)
-            except FileNotReadable as exc:  # the file, not the archive: nothing to judge it by
-                raise FileNotListed(f"the cached {dist.filename} cannot be read: {exc}") from None
-            except MetadataUnavailable as exc:
-                raise MetadataRefused(f"no core metadata can be read from {dist.filename}: {exc}") from None
+            with _judged(dist.filename):
+                try:
+                    return await asyncio.to_thread(metadata_from_wheel_file, path, dist.filename)
+                except MetadataTooLarge:
+                    return _InWheel(path, dist.filename)
         try:
             pkg_info = await asyncio.to_thread(pkg_info_from_sdist_file, path, dist.filename)
         except MetadataUnavailable as exc:  # no PKG-INFO at its top (a repository's archive), or past a bound
@@ -345,7 +391,7 @@ class MetadataIndex(IndexLayer):
         self.counters.bytes_saved += max(0, (dist.size or sizes[-1]) - counted.bytes_read)
         return data
 
-    async def _from_whole_wheel(self, project: str, dist: DistFile) -> bytes:
+    async def _from_whole_wheel(self, project: str, dist: DistFile) -> bytes | _InWheel:
         found = await self.inner.open_file(project, dist.filename)
         if isinstance(found, Download):
             await found.wait_finished()
@@ -392,7 +438,7 @@ class MetadataIndex(IndexLayer):
             record = records.get(filename)
             if record is not None and record.verified and record.dist_sha256 in (None, dist_sha256):
                 return
-            data = await self._from_cached(dist_path, DistFile(filename=filename, url=""))
+            found = await self._from_cached(dist_path, DistFile(filename=filename, url=""))
         except MetadataRefused as exc:
             # Whatever was read by ranges before (from a directory's last entries, which cannot tell a second
             # .dist-info earlier on) gives way: pkgcache refuses the wheel whole, as installers do.
@@ -401,6 +447,12 @@ class MetadataIndex(IndexLayer):
         except (FileNotListed, OSError) as exc:
             log.debug("no metadata recorded for %s: %s", filename, exc)
             return
+        if isinstance(found, _InWheel):
+            # Too large to hold: made (streamed) at its first request, and recorded then. Nothing was read by ranges
+            # (they read no METADATA this large), so no record made another way needs replacing.
+            log.debug("the metadata of %s is left for its first request: over %d bytes", filename, MAX_METADATA_SIZE)
+            return
+        data = found
         digest = hashlib.sha256(data).hexdigest()
         if record is not None and record.sha256 != digest:
             self.counters.mismatches += 1
@@ -502,6 +554,18 @@ def _check_metadata(data: bytes, dist: DistFile) -> None:
         same = False
     if not same:
         raise ValueError(f"the metadata of {dist.filename} names another distribution")
+
+
+@contextlib.contextmanager
+def _judged(filename: str) -> Iterator[None]:
+    """A wheel's MetadataUnavailable as the judgement it is: MetadataRefused, recorded (the pages stop advertising
+    it); the file that cannot be read (FileNotReadable) as FileNotListed, which judges nothing."""
+    try:
+        yield
+    except FileNotReadable as exc:  # the file, not the archive: nothing to judge it by
+        raise FileNotListed(f"the cached {filename} cannot be read: {exc}") from None
+    except MetadataUnavailable as exc:
+        raise MetadataRefused(f"no core metadata can be read from {filename}: {exc}") from None
 
 
 def _name_and_version(filename: str) -> tuple[NormalizedName, Version]:

@@ -26,6 +26,7 @@ from pkgcache.pypi.parse import ContradictoryPage, InvalidPage, NeedsFullReader,
 from pkgcache.storage.downloads import Download, Expected, IntegrityError
 from pkgcache.storage.filetypes import magic_for, max_package_size
 from pkgcache.upstream.pool import (
+    AnswerTooLarge,
     NotAuthoritative,
     TargetFor,
     Upstream,
@@ -227,10 +228,16 @@ class UpstreamIndex:
 
     async def fetch_small(self, target: TargetFor, limit: int, check: BodyCheck | None = None) -> bytes:
         """A small file (a `.metadata`) read whole from the first upstream that has it and whose answer passes
-        `check` (which raises ValueError on a body that is not the file: another upstream is asked)."""
+        `check` (which raises ValueError on a body that is not the file: another upstream is asked). An answer over
+        `limit` is no fault of its upstream's (not rested): the next is asked, and none may give it."""
 
         async def read(upstream: Upstream, response: aiohttp.ClientResponse) -> bytes:
-            body = await read_limited(response, limit, self.pool.policy)
+            try:
+                body = await read_limited(response, limit, self.pool.policy)
+            except AnswerTooLarge as exc:
+                # Larger than read into memory, not wrong for it: a parent pkgcache serves a METADATA of any size.
+                # The caller gets the file another way; the upstream keeps serving.
+                raise UpstreamError(f"{upstream.name}: {exc}", rest_upstream=False) from None
             if check is not None:
                 try:
                     check(body)

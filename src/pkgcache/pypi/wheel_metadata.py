@@ -1,7 +1,10 @@
 """A wheel's core metadata (`<name>-<version>.dist-info/METADATA`), read from the wheel on disk or by HTTP ranges.
 
 `metadata_from_wheel_file(path)` reads it from a cached wheel; `metadata_by_ranges(read, size, filename)` reads
-only the parts of an upstream's wheel that lead to it, through a `RangeReader` the caller provides:
+only the parts of an upstream's wheel that lead to it, through a `RangeReader` the caller provides; both hold it in
+memory, up to `MAX_METADATA_SIZE`. A larger one (`MetadataTooLarge`, up to `MAX_STREAMED_METADATA_SIZE`) is read
+from a cached wheel a chunk at a time by `WheelMetadataStream`, for its bytes to go to a file: installers read
+any size of METADATA, so a page that says a wheel has metadata must not be let down by its size. The ranges:
 
 1. the last `tail_length` bytes (64 KiB by default, or the whole file when smaller): the end-of-central-directory
    record and, for most wheels, the whole central directory and METADATA itself;
@@ -15,8 +18,8 @@ with `zip_records`, so a cached wheel and a ranged read are checked alike. Anyth
 `MetadataUnavailable`: the caller then downloads the whole wheel.
 
 The plan also hands its driver the parsing that may take long (`_Work`): looking through a central directory (a
-hostile one of 16 MiB holds 357,000 entries, 1.7 s of CPU) and inflating METADATA (up to 8 MiB). The ranged read
-runs on the event loop, so it does that work in a thread (`WORK_THREADS`) unless its input is under
+hostile one of 16 MiB holds 357,000 entries, 1.7 s of CPU) and inflating METADATA (up to 8 MiB in memory). The
+ranged read runs on the event loop, so it does that work in a thread (`WORK_THREADS`) unless its input is under
 `INLINE_WORK_BYTES`; the fetches stay on the loop. The file read is in a thread already and does it inline.
 """
 
@@ -24,10 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Protocol, TypeVar, cast
 
 from packaging.utils import InvalidWheelFilename, NormalizedName, canonicalize_name, parse_wheel_filename
@@ -45,8 +50,13 @@ MiB = 1024 * KiB
 DEFAULT_TAIL_LENGTH = 64 * KiB
 # torch's central directory is 1.2 MB and tensorflow's 1.7 MB; sixteen times more is a broken or hostile archive.
 MAX_CENTRAL_DIRECTORY = 16 * MiB
-# The largest METADATA among those wheels is 233 KB (long descriptions); this is far above any real one.
+# The largest METADATA among those wheels is 233 KB (long descriptions); this is far above any real one. It is what
+# is read into memory (by ranges, or from a cached wheel); a larger METADATA is streamed from the cached wheel.
 MAX_METADATA_SIZE = 8 * MiB
+# The largest METADATA streamed from a cached wheel to a file (`WheelMetadataStream`), in chunks of
+# zip_records.EXTRACT_CHUNK: the bound is on the disk it takes and the time to inflate it (a second or so), not on
+# memory. A member that claims more is a bomb, or a joke: refused (installers would load it whole into memory).
+MAX_STREAMED_METADATA_SIZE = 256 * MiB
 # Local extra fields (timestamps, Unix ids) take a few dozen bytes when present; one read with this margin covers them.
 LOCAL_HEADER_MARGIN = 1 * KiB
 # The longest range the plan asks for, with a tail under 1 MiB: the central directory, at most MAX_CENTRAL_DIRECTORY.
@@ -64,6 +74,11 @@ WORK_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pkgcache-wh
 
 class MetadataUnavailable(Exception):
     """The core metadata cannot be read safely from this archive (or this server): fall back to the whole file."""
+
+
+class MetadataTooLarge(MetadataUnavailable):
+    """METADATA is over MAX_METADATA_SIZE (no more is read into memory) but within MAX_STREAMED_METADATA_SIZE: it
+    can be read from the wheel on disk by `WheelMetadataStream`."""
 
 
 class FileNotReadable(MetadataUnavailable):
@@ -166,24 +181,92 @@ _Plan = Generator[_Step, object, bytes]
 def metadata_from_wheel_file(path: Path | str, filename: str | None = None) -> bytes:
     """The METADATA of the wheel at `path` (blocking: run it in a thread), named `filename` (default: the path's).
 
-    Raises MetadataUnavailable when the file is not a wheel this module reads (see `metadata_by_ranges`), and
-    its subclass FileNotReadable when the file itself cannot be read.
+    Raises MetadataUnavailable when the file is not a wheel this module reads (see `metadata_by_ranges`): its
+    subclass MetadataTooLarge for a METADATA to read with `WheelMetadataStream` instead, and FileNotReadable when
+    the file itself cannot be read.
     """
     path = Path(path)
+    with _file_errors(path.name), path.open("rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        return _run_on_file(file.fileno(), size, _plan_metadata_read(filename or path.name, size, DEFAULT_TAIL_LENGTH))
+
+
+class WheelMetadataStream:
+    """The METADATA of the wheel at `path`, named `filename` (default: the path's), `chunk_size` bytes at most at a
+    time: for one over MAX_METADATA_SIZE (`MetadataTooLarge`), whatever its size in memory a chunk or two (and one
+    read of as many bytes of the file: iter_extract's bound).
+
+    Every call blocks (run each in a thread). Opening it finds METADATA as `metadata_from_wheel_file` does; `read`
+    gives its next chunk, b"" at its end, checked as `metadata_from_wheel_file` checks it: the last chunk only once
+    the size and the CRC-32 agree, so whoever keeps the chunks must throw them away when `read` raises. Raises
+    MetadataUnavailable (FileNotReadable for the file itself) like `metadata_from_wheel_file`, at opening or at any
+    `read`. Close it (or use it as a context manager).
+    """
+
+    def __init__(
+        self, path: Path | str, filename: str | None = None, *, chunk_size: int = zip_records.EXTRACT_CHUNK
+    ) -> None:
+        path = Path(path)
+        self.name = path.name
+        with _file_errors(self.name):
+            self._file = path.open("rb")
+        try:
+            with _file_errors(self.name):
+                fd = self._file.fileno()
+                size = os.fstat(fd).st_size
+                member, offset = _run_on_file(fd, size, _plan_metadata_data(filename or path.name, size))
+        except BaseException:
+            self._file.close()
+            raise
+        self.size = member.size  # the length of the bytes it gives
+
+        def read(length: int) -> bytes:
+            nonlocal offset
+            data = os.pread(fd, length, offset)
+            offset += len(data)
+            return data
+
+        # An LZMA dictionary no larger than what is read into memory elsewhere (zipfile's default is 8 MiB too).
+        self._chunks: Iterator[bytes] = zip_records.iter_extract(
+            member, read, chunk_size=chunk_size, read_size=chunk_size, max_dictionary=MAX_METADATA_SIZE
+        )
+
+    def read(self) -> bytes:
+        with _file_errors(self.name):
+            return next(self._chunks, b"")
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> WheelMetadataStream:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+@contextmanager
+def _file_errors(name: str) -> Iterator[None]:
+    """A broken archive's ZipRecordError as MetadataUnavailable; an OSError (the file) as FileNotReadable."""
     try:
-        with path.open("rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            plan = _plan_metadata_read(filename or path.name, size, DEFAULT_TAIL_LENGTH)
-            step = next(plan)
-            while True:
-                sent = step.run() if isinstance(step, _Work) else _read_file_range(file.fileno(), size, step)
-                step = plan.send(sent)
-    except StopIteration as finished:
-        return finished.value
+        yield
     except ZipRecordError as error:
-        raise MetadataUnavailable(f"{path.name}: {error}") from error
+        raise MetadataUnavailable(f"{name}: {error}") from error
     except OSError as error:
-        raise FileNotReadable(f"{path.name}: cannot read it: {error}") from error
+        raise FileNotReadable(f"{name}: cannot read it: {error}") from error
+
+
+def _run_on_file(fd: int, size: int, plan: Generator[_Step, object, T]) -> T:
+    """What `plan` returns, driven with the file's bytes; its work done inline (the caller is in a thread)."""
+    try:
+        step = next(plan)
+        while True:
+            sent = step.run() if isinstance(step, _Work) else _read_file_range(fd, size, step)
+            step = plan.send(sent)
+    except StopIteration as finished:
+        return cast(T, finished.value)
 
 
 def _read_file_range(fd: int, size: int, wanted: ByteRange) -> RangeAnswer:
@@ -200,9 +283,10 @@ async def metadata_by_ranges(
     `size` is the file's length when known (the index's `size`, a HEAD); None starts with a suffix range. Answers
     must agree on the size (and with `size`). Raises MetadataUnavailable (or `RangesNotSupported` from `read`)
     for: a file name that is not a wheel's; no single matching `.dist-info` directory; a METADATA encrypted,
-    compressed otherwise than stored, deflated, bzip2 or LZMA, or over `MAX_METADATA_SIZE`; a central directory over
-    `MAX_CENTRAL_DIRECTORY`; and any inconsistency (records out of place, sizes or CRC-32 that do not match).
-    Wrap `read` in a `RangeCounter` to count the requests and bytes.
+    compressed otherwise than stored, deflated, bzip2 or LZMA, or over `MAX_METADATA_SIZE` (`MetadataTooLarge`,
+    when it is not over MAX_STREAMED_METADATA_SIZE: it can be streamed from the wheel once cached); a central
+    directory over `MAX_CENTRAL_DIRECTORY`; and any inconsistency (records out of place, sizes or CRC-32 that do
+    not match). Wrap `read` in a `RangeCounter` to count the requests and bytes.
     """
     plan = _plan_metadata_read(filename, size, tail_length)
     loop = asyncio.get_running_loop()
@@ -373,7 +457,36 @@ def _union(first: RangeAnswer, second: RangeAnswer) -> RangeAnswer:
 
 def _plan_metadata_read(filename: str, size: int | None, tail_length: int) -> _Plan:
     """Yields the byte ranges to fetch and the work to do, is sent what was fetched and what the work returned, and
-    returns the checked METADATA bytes."""
+    returns the checked METADATA bytes (MetadataTooLarge over MAX_METADATA_SIZE)."""
+    sparse, member, directory = yield from _plan_metadata_member(filename, size, tail_length)
+    if member.size > MAX_METADATA_SIZE or member.compressed_size > MAX_METADATA_SIZE:
+        raise MetadataTooLarge(
+            f"{filename}: {member.name} is {member.size} bytes ({member.compressed_size} compressed), over the "
+            f"{MAX_METADATA_SIZE} read into memory"
+        )
+    return (yield from _read_member(sparse, member, directory))
+
+
+def _plan_metadata_data(filename: str, size: int) -> Generator[_Step, object, tuple[Member, int]]:
+    """The plan of `WheelMetadataStream`: METADATA's entry, checked as `_plan_metadata_read` checks it, and where
+    its data starts (after its local header); the data itself is left for the stream to read."""
+    sparse, member, directory = yield from _plan_metadata_member(filename, size, DEFAULT_TAIL_LENGTH)
+    header_start = member.header_offset
+    header_end = header_start + zip_records.LOCAL_HEADER_SIZE + len(member.raw_name)
+    if header_end > directory.offset:
+        raise ZipRecordError(f"{member.name!r} would reach into the central directory")
+    yield from _ensure(sparse, header_start, header_end)
+    data_start = zip_records.member_data_offset(sparse.get(header_start, header_end - header_start), member)
+    if data_start + member.compressed_size > directory.offset:
+        raise ZipRecordError(f"{member.name!r} would reach into the central directory")
+    return member, data_start
+
+
+def _plan_metadata_member(
+    filename: str, size: int | None, tail_length: int
+) -> Generator[_Step, object, tuple[_SparseFile, Member, CentralDirectory]]:
+    """METADATA's entry, one this module reads (not over MAX_STREAMED_METADATA_SIZE), with the bytes fetched so
+    far and the central directory."""
     _wheel_name_and_version(filename)  # refuse a foreign name before fetching anything
     sparse = _SparseFile(size)
     first = ByteRange(None, tail_length) if size is None else _tail_of(size, tail_length)
@@ -385,8 +498,8 @@ def _plan_metadata_read(filename: str, size: int | None, tail_length: int) -> _P
         yield from _ensure(sparse, directory.offset, directory.end)
         view = sparse.view(directory.offset, directory.size)
         member = yield from _do(lambda: _metadata_member_in_directory(view, directory, filename), view.nbytes)
-    zip_records.check_readable(member, MAX_METADATA_SIZE)
-    return (yield from _read_member(sparse, member, directory))
+    zip_records.check_readable(member, MAX_STREAMED_METADATA_SIZE)
+    return sparse, member, directory
 
 
 def _do(run: Callable[[], T], cost: int) -> Generator[_Step, object, T]:

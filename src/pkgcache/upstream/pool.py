@@ -112,6 +112,11 @@ class UpstreamBusy(UpstreamError):
         super().__init__(message, rest_upstream=False)
 
 
+class AnswerTooLarge(UpstreamError):
+    """A body larger than its reader holds in memory (`read_limited`). The upstream is rested for it, unless the
+    reader knows that such a size may be right (`UpstreamIndex.fetch_small`: a `.metadata` of any size)."""
+
+
 class UpstreamRefused(Exception):
     """A pkgcache upstream (a parent) refused the thing by its policy: its verdict, final. The upstream is not
     rested and no other one is asked (that would serve what the policy refused); the client gets the refusal."""
@@ -712,13 +717,13 @@ async def read_limited(
     """A whole body read into memory, refusing one larger than `limit` (an upstream must not exhaust our memory)
     and, given the policy, one that arrives slower than its minimum rate."""
     if response.content_length is not None and response.content_length > limit:
-        raise UpstreamError(f"a {response.content_length}-byte answer is larger than the {limit} allowed")
+        raise AnswerTooLarge(f"a {response.content_length}-byte answer is larger than the {limit} allowed")
     chunks: list[bytes] = []
     size = 0
     async for chunk in watched_chunks(response, policy):
         size += len(chunk)
         if size > limit:
-            raise UpstreamError(f"an answer larger than the {limit} bytes allowed")
+            raise AnswerTooLarge(f"an answer larger than the {limit} bytes allowed")
         chunks.append(chunk)
     return b"".join(chunks)
 
