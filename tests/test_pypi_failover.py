@@ -15,6 +15,7 @@ request logs show who was asked.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import time
@@ -144,6 +145,28 @@ def test_a_hash_every_mirrors_bytes_fail_is_checked_against_the_other_mirrors_pa
         recorded = recorded_of(cache.data_dir / "pypi/files/wronghash" / wheel.filename)
         assert recorded is not None and recorded.digest == ("sha256", wheel.sha256)
         assert any(wheel.filename in request.path for request in b.requests)
+    finally:
+        _stop(bg_loop, a, b)
+
+
+def test_the_other_mirrors_page_asked_to_check_a_hash_is_bounded_by_page_timeout(
+    bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
+) -> None:
+    wheel = build_wheel("slowcheck", "1.0")
+    a, b = TunaLikeUpstream([wheel], strict_ua=False), TunaLikeUpstream([wheel], strict_ua=False)
+    a.listed_sha256[wheel.filename] = "0" * 64
+    b.garbage["slowcheck"] = "endless"  # B's page, asked only by the check, never ends (above min_rate)
+    upstreams = _mirrors(bg_loop, a, b)
+    try:
+        cache = make_cache(upstreams, upstream={"page_timeout": 2, "min_rate": 10240, "rate_window": 1})
+        assert http_get(f"{cache.url}/pypi/simple/slowcheck/").status == 200
+        with contextlib.suppress(http.client.IncompleteRead):  # every mirror's bytes fail A's page: B's is asked
+            http_get(f"{cache.url}/pypi/files/slowcheck/{wheel.filename}")
+        _wait_until(lambda: _page_requests(b, "slowcheck") == 1)
+        started = time.monotonic()
+        # B, the one upstream the check asks, is held to page_timeout all the same: it failed (and rests).
+        _wait_until(lambda: "within 2 s" in http_get(f"{cache.url}/-/status").body.decode(), seconds=10)
+        assert time.monotonic() - started < 6
     finally:
         _stop(bg_loop, a, b)
 

@@ -232,7 +232,8 @@ class UpstreamPolicy(_Section):
     # again, up to 5 times; uv after 30 s): one that takes longer than this (a page that never ends, arriving above
     # min_rate) is left for the next upstream, and its upstream rests. Not shorter: a big project's page from a far
     # mirror (7 MB, 30,000 files) takes 12-15 s whole, and cutting it rested a healthy mirror for every project.
-    # The last upstream left is never given up on for it.
+    # The last upstream left is never given up on for it, except by the check of a disputed hash against the other
+    # upstreams' pages (each asked alone, which only that check waits on).
     page_timeout: float = Field(
         20.0, gt=0, description="seconds one upstream may take to give a whole project page while another could"
     )

@@ -507,6 +507,15 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         "../test_pypi_failover.py::test_a_hash_every_mirrors_bytes_fail_is_checked_against_the_other_mirrors_pages",
     ),
     ServiceScenario(
+        "pypi-wrong-hash-endless-other-page",
+        "the first mirror's page lists a file with a wrong sha256; both mirrors serve the right bytes; the second "
+        "mirror's page, asked by the check, never ends (valid link lines at 20 KB/s, above min_rate)",
+        "the first client: its transfer cut (or an error), never whole unchecked bytes; the check gives up on the "
+        "second mirror's page after page_timeout, although it is the only page asked",
+        "nothing of the file; the first mirror's page as it is; the second mirror rests",
+        "../test_pypi_failover.py::test_the_other_mirrors_page_asked_to_check_a_hash_is_bounded_by_page_timeout",
+    ),
+    ServiceScenario(
         "pypi-mirrors-disagree-on-hash",
         "the mirrors list one file name as different bytes; it was cached from the second (the first was down) and a "
         "lock file holds its hash; the first comes back and gives the page",

@@ -99,7 +99,9 @@ class UpstreamIndex:
     async def pages_of_others(self, project: str, but: str) -> AsyncGenerator[CachedPage, None]:
         """The project's page from each upstream other than `but` that is not resting, in the pool's order, as
         each is asked (the caller stops asking when it has what it needs); those that fail or lack it are passed
-        over. Nothing is kept."""
+        over. Each is asked alone, so as the last upstream left, and is bounded all the same: a page that takes
+        longer than page_timeout (one that never ends) fails that upstream, as in fetch_page, rather than hold
+        the check that asked. Nothing is kept."""
         for upstream in self.pool.candidates():
             if upstream.name == but:
                 continue
@@ -109,6 +111,7 @@ class UpstreamIndex:
                     lambda candidate, response: self._read_page(project, None, candidate, response, []),
                     headers=lambda candidate: _page_request_headers(None, candidate),
                     timeout=self.pool.policy.page_timeout,
+                    bound_last=True,
                 )
             except (UpstreamNotFound, UpstreamsUnavailable) as exc:
                 log.info("no page of %s from %s to compare: %s", project, upstream.name, exc)

@@ -394,6 +394,7 @@ class UpstreamPool:
         method: str = "GET",
         ok_statuses: frozenset[int] = frozenset({200}),
         timeout: float | None = None,
+        bound_last: bool = False,
         decode: bool = True,
     ) -> T:
         """Ask each upstream in turn until one gives an answer that `handle` accepts.
@@ -402,9 +403,10 @@ class UpstreamPool:
         with the open response when its status is in `ok_statuses`; raising UpstreamError in it moves on to the
         next upstream. `timeout`: the seconds one upstream's whole exchange (its answer and `handle`'s reading of
         it) may take while another upstream could still be asked; past it that upstream failed (and rests), and
-        the next one is asked. Raises UpstreamNotFound when no upstream had it and at least one answered 404/410
-        (saying which could not answer), and UpstreamsUnavailable when none gave a usable answer for any other
-        reason (or all are resting).
+        the next one is asked. The last upstream left is not bounded (waiting for it is better than no answer),
+        unless `bound_last`: for an exchange that only a check waits on, which must end. Raises UpstreamNotFound
+        when no upstream had it and at least one answered 404/410 (saying which could not answer), and
+        UpstreamsUnavailable when none gave a usable answer for any other reason (or all are resting).
         `decode=False`: bodies are read as sent, whatever their Content-Encoding (`handle` judges it).
         """
         errors: dict[str, str] = {}
@@ -423,7 +425,7 @@ class UpstreamPool:
                     exchange = self._fetch_from(
                         upstream, url, handle, request_headers, method, ok_statuses, slot_wait, decode
                     )
-                    return await _within(exchange, None if last else timeout, url)
+                    return await _within(exchange, None if last and not bound_last else timeout, url)
                 except UpstreamNotFound:
                     # Its "not found" just said it is a pkgcache: asked once more as one, when that changes the
                     # URL (its files' own paths) or the headers (those only a pkgcache is sent).
