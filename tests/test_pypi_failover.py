@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from pkgcache.cache_state import REVALIDATE_HEADER
 from pkgcache.pypi.model import DistFile, ProjectPage
 from pkgcache.pypi.pages import CachedPage
 from pkgcache.pypi.upstream_index import _older_than
@@ -145,6 +146,42 @@ def test_a_hash_every_mirrors_bytes_fail_is_checked_against_the_other_mirrors_pa
         recorded = recorded_of(cache.data_dir / "pypi/files/wronghash" / wheel.filename)
         assert recorded is not None and recorded.digest == ("sha256", wheel.sha256)
         assert any(wheel.filename in request.path for request in b.requests)
+    finally:
+        _stop(bg_loop, a, b)
+
+
+def test_a_settled_hash_dispute_costs_its_pages_revalidations_no_other_mirrors_page(
+    bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    wheel = build_wheel("settled", "1.0")
+    a, b = TunaLikeUpstream([wheel], strict_ua=False), TunaLikeUpstream([wheel], strict_ua=False)
+    a.listed_sha256[wheel.filename] = "0" * 64
+    a.page_validators = False  # every revalidation gets A's whole (wrong) page again, as from a dynamic index
+    upstreams = _mirrors(bg_loop, a, b)
+    try:
+        cache = make_cache(upstreams, pypi={"index_ttl": 1})
+        page_url = f"{cache.url}/pypi/simple/settled/"
+        assert http_get(page_url).status == 200
+        with contextlib.suppress(http.client.IncompleteRead):  # every mirror's bytes fail A's page: B's is asked
+            http_get(f"{cache.url}/pypi/files/settled/{wheel.filename}")
+        _wait_until(lambda: wheel.sha256 in http_get(page_url).body.decode())
+        _install("uv", cache, tmp_path / "uv", "settled==1.0")
+        asked_of_b = _page_requests(b, "settled")
+        assert asked_of_b == 1
+        for revalidation in range(1, 4):
+            time.sleep(1.1)
+            before = _page_requests(a, "settled")
+            page = http_get(page_url, {REVALIDATE_HEADER: "1"})
+            assert _page_requests(a, "settled") == before + 1, revalidation
+            assert wheel.sha256 in page.body.decode() and "0" * 64 not in page.body.decode()
+        assert _page_requests(b, "settled") == asked_of_b  # the dispute, as it stands, was settled already
+        _install("pip", cache, tmp_path / "pip", "settled==1.0")
+
+        a.listed_sha256[wheel.filename] = "1" * 64  # A's entry changes: another dispute, B's page asked again
+        time.sleep(1.1)
+        page = http_get(page_url, {REVALIDATE_HEADER: "1"})
+        assert wheel.sha256 in page.body.decode() and "1" * 64 not in page.body.decode()
+        assert _page_requests(b, "settled") == asked_of_b + 1
     finally:
         _stop(bg_loop, a, b)
 

@@ -44,6 +44,12 @@ MAX_REMEMBERED_MISSING = 100_000
 # How long a request for a file waits for a check of its page against the other upstreams' under way (after every
 # upstream's bytes failed the page): the check's outcome is the page to use, but a client is not held past this.
 PAGE_CHECK_WAIT = 10.0
+# A dispute settled (one upstream's page lists a cached file as other bytes; another's, asked then, lists it as the
+# bytes checked and kept here) is believed for this long while that upstream's entry and the cached file stay as
+# they are: the page's revalidations ask no other upstream's page. Bounded all the same, since a file replaced on
+# every mirror (none vouching for the cached bytes any more) is told by asking: at most this late.
+SETTLED_DISPUTE_SECONDS = 3600.0
+MAX_SETTLED_PROJECTS = 10_000
 
 
 class CachedIndex:
@@ -61,6 +67,10 @@ class CachedIndex:
         self._missing: collections.OrderedDict[str, float] = collections.OrderedDict()
         # Projects whose cached page was kept although some upstreams said "not found" (others could not answer).
         self._kept_despite_not_found: collections.OrderedDict[str, float] = collections.OrderedDict()
+        # Disputes settled, by project: (file, upstream, its entry, the cached file) -> the entry vouching for it.
+        self._settled: collections.OrderedDict[str, dict[DisputeKey, tuple[DistFile, float]]] = (
+            collections.OrderedDict()
+        )
 
     # --- pages ---
 
@@ -171,25 +181,56 @@ class CachedIndex:
         contradicted = await asyncio.to_thread(_contradicted_files, folder, fetched)
         if not contradicted:
             return fetched
-        vouched: dict[str, DistFile] = {}
-        async with contextlib.aclosing(self.origin.pages_of_others(project, but=fetched.upstream)) as others:
-            async for other in others:
-                for filename, recorded in contradicted.items():
-                    dist = other.files.get(filename)
-                    if filename not in vouched and dist is not None and _vouches_for(dist, recorded):
-                        vouched[filename] = dist
-                if len(vouched) == len(contradicted):
-                    break
+        keys = {name: _dispute_key(name, fetched, recorded) for name, recorded in contradicted.items()}
+        # Disputes settled lately, as they stand now, are not asked about again.
+        vouched = {name: dist for name in contradicted if (dist := self._settled_for(project, keys[name])) is not None}
+        remembered = set(vouched)
+        if len(vouched) < len(contradicted):
+            async with contextlib.aclosing(self.origin.pages_of_others(project, but=fetched.upstream)) as others:
+                async for other in others:
+                    for filename, recorded in contradicted.items():
+                        dist = other.files.get(filename)
+                        if filename not in vouched and dist is not None and _vouches_for(dist, recorded):
+                            vouched[filename] = dist
+                            self._settle(project, keys[filename], dist)
+                    if len(vouched) == len(contradicted):
+                        break
         if not vouched:
             return fetched
-        log.warning(
-            "%s's page of %s lists %s as other bytes than those cached here, which another upstream's page lists: "
-            "the cached files are kept, listed as that page lists them",
-            fetched.upstream,
-            project,
-            ", ".join(sorted(vouched)),
-        )
+        if vouched.keys() - remembered:
+            log.warning(
+                "%s's page of %s lists %s as other bytes than those cached here, which another upstream's page "
+                "lists: the cached files are kept, listed as that page lists them",
+                fetched.upstream,
+                project,
+                ", ".join(sorted(vouched.keys() - remembered)),
+            )
+        if remembered:
+            log.info(
+                "%s's page of %s still lists %s as other bytes than those cached here: listed as another upstream's "
+                "page did when asked less than %.0f s ago",
+                fetched.upstream,
+                project,
+                ", ".join(sorted(remembered)),
+                SETTLED_DISPUTE_SECONDS,
+            )
         return with_entries(fetched, vouched)
+
+    def _settled_for(self, project: str, key: DisputeKey) -> DistFile | None:
+        """The entry of another upstream's page that vouched for a cached file in this dispute, if lately."""
+        disputes = self._settled.get(project, {})
+        vouching, until = disputes.get(key, (None, 0.0))
+        if vouching is not None and time.monotonic() < until:
+            return vouching
+        disputes.pop(key, None)
+        return None
+
+    def _settle(self, project: str, key: DisputeKey, vouching: DistFile) -> None:
+        disputes = self._settled.setdefault(project, {})
+        disputes[key] = (vouching, time.monotonic() + SETTLED_DISPUTE_SECONDS)
+        self._settled.move_to_end(project)
+        while len(self._settled) > MAX_SETTLED_PROJECTS:
+            self._settled.popitem(last=False)
 
     async def _load(self, project: str) -> CachedPage | None:
         entry = await self.pages.load(project)
@@ -228,12 +269,14 @@ class CachedIndex:
         self.memory.drop(project)
         self._missing.pop(project, None)
         self._kept_despite_not_found.pop(project, None)
+        self._settled.pop(project, None)
 
     def forget_all(self) -> None:
         # The writer's memory is never checked against the disk (it wrote it): another writer's change is told.
         self.memory.clear()
         self._missing.clear()
         self._kept_despite_not_found.clear()
+        self._settled.clear()
 
     async def cached_projects(self) -> list[str]:
         return await self.pages.projects()
@@ -330,6 +373,10 @@ class CachedIndex:
                 log.warning("%s as %s's page lists it cannot be had either: %s", filename, other.upstream, exc)
                 return False
         await self._adopt_entry(project, filename, listed, dist)
+        recorded = recorded_of(self.pages.file_path(project, filename))
+        if recorded is not None and recorded.digest is not None and _vouches_for(dist, recorded):
+            # The page's revalidations, finding the same entry there, need not ask `other` again.
+            self._settle(project, _dispute_key(filename, entry, recorded), dist)
         log.warning(
             "%s: every upstream's bytes failed %s's page, and passed %s's: the page now lists it as %s's",
             filename,
@@ -444,6 +491,17 @@ def _contradicted_files(folder: Path, entry: CachedPage) -> dict[str, Recorded]:
         if recorded is not None and recorded.digest is not None and not agrees(recorded, dist.hashes, dist.size):
             found[name] = recorded
     return found
+
+
+# A dispute over a cached file: its name, the upstream whose page lists it as other bytes, that entry's hashes and
+# size, and the cached file as recorded (size, digest).
+DisputeKey = tuple[str, str, tuple[tuple[str, str], ...], int | None, int, tuple[str, str] | None]
+
+
+def _dispute_key(filename: str, entry: CachedPage, recorded: Recorded) -> DisputeKey:
+    listed = entry.files[filename]
+    hashes = tuple(sorted((name, value.lower()) for name, value in listed.hashes.items()))
+    return (filename, entry.upstream, hashes, listed.size, recorded.size, recorded.digest)
 
 
 def _vouches_for(dist: DistFile, recorded: Recorded) -> bool:
