@@ -422,21 +422,44 @@ def test_a_file_name_listed_twice_alike_is_one_entry() -> None:
     "other",
     [
         {"hashes": {"sha256": "c" * 64}},  # other bytes
-        {"url": f"../../packages/cd/{WHEEL}", "hashes": {"sha256": "c" * 64}},  # other bytes elsewhere
-        {"url": f"../../packages/cd/{WHEEL}", "hashes": {}},  # elsewhere, nothing shows they are the same bytes
+        {"url": f"../../packages/cd/{WHEEL}", "hashes": {"sha256": "c" * 64}, "provenance": None},  # elsewhere
         {"size": 11},  # the same hash and another size: one of them is wrong
     ],
 )
 def test_a_file_name_listed_twice_differently_makes_the_page_contradict_itself(other: dict[str, object]) -> None:
     # pip takes the last entry of a name and uv the first: pkgcache serves one file under a name and does not guess.
-    # The page is refused (the next upstream's is asked for); the page without that file is what is left otherwise.
+    # The page is refused (the next upstream's is asked for). What is left otherwise lists the file once, undecided:
+    # what its entries agree on, no hash, size or metadata, and the entries, among which the bytes fetched decide.
     document = {**JSON_WITH_EVERYTHING, "files": [WHEEL_ENTRY, SDIST_ENTRY, {**WHEEL_ENTRY, **other}]}
     with pytest.raises(ContradictoryPage) as raised:
         _parse(json.dumps(document))
     assert isinstance(raised.value, InvalidPage)
     assert raised.value.files == (WHEEL,) and WHEEL in str(raised.value)
-    assert [dist.filename for dist in raised.value.page.files] == [SDIST]
+    assert [dist.filename for dist in raised.value.page.files] == [WHEEL, SDIST]
+    undecided = raised.value.page.files[0]
+    assert undecided.url == f"https://mirrors.example.org/pypi/packages/ab/{WHEEL}"  # the first entry's link
+    assert (undecided.hashes, undecided.size, undecided.core_metadata) == ({}, None, False)
+    assert undecided.upload_time == "2024-01-01T00:00:00.000000Z"  # the same in both
+    assert undecided.provenance_url == (PROVENANCE if "provenance" not in other else None)
+    assert [(dist.hashes, dist.size) for dist in undecided.candidates] == [
+        ({"sha256": SHA}, 10),
+        (other.get("hashes", {"sha256": SHA}), other.get("size", 10)),
+    ]
+    assert raised.value.page.files[1].candidates == ()
     assert raised.value.page.tracks == (TRACKS,)  # the rest of the page as read
+    # Kept and read back as such (page.json).
+    again = ProjectPage.from_json(json.loads(json.dumps(raised.value.page.to_json())))
+    assert again == raised.value.page
+
+
+def test_a_file_name_listed_twice_with_nothing_to_tell_its_entries_apart_is_left_out() -> None:
+    # Elsewhere, and no hash shows whether they are the same bytes: the bytes could not decide.
+    other = {"url": f"../../packages/cd/{WHEEL}", "hashes": {}}
+    document = {**JSON_WITH_EVERYTHING, "files": [WHEEL_ENTRY, SDIST_ENTRY, {**WHEEL_ENTRY, **other}]}
+    with pytest.raises(ContradictoryPage) as raised:
+        _parse(json.dumps(document))
+    assert raised.value.files == (WHEEL,)
+    assert [dist.filename for dist in raised.value.page.files] == [SDIST]
 
 
 def test_a_file_listed_twice_on_an_html_page_with_other_hashes_contradicts_it() -> None:
@@ -446,7 +469,8 @@ def test_a_file_listed_twice_on_an_html_page_with_other_hashes_contradicts_it() 
     ]
     with pytest.raises(ContradictoryPage) as raised:
         _parse(_html_page([*links, (f"../../packages/cd/{SDIST}", SDIST)]))
-    assert [dist.filename for dist in raised.value.page.files] == [SDIST]
+    assert [dist.filename for dist in raised.value.page.files] == [WHEEL, SDIST]
+    assert [dist.hashes for dist in raised.value.page.files[0].candidates] == [{"sha256": SHA}, {"sha256": "c" * 64}]
 
 
 def test_a_file_is_named_by_its_url_not_by_its_link_text() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pkgcache.cache_state import REVALIDATE_HEADER
 from tests.cache_service import RunningCache
 from tests.fakes.dists import build_wheel
 from tests.fakes.pypi_upstreams import JSON_CT as JSON_TYPE
@@ -154,27 +155,100 @@ def test_a_page_from_a_mirror_now_down_is_kept_over_one_that_contradicts_itself(
         bg_loop.run(sound.stop())
 
 
+def _files(cache: RunningCache, project: str) -> dict[str, dict[str, object]]:
+    page = json.loads(cache.get(f"/pypi/simple/{project}/", {"Accept": JSON_TYPE}).body)
+    return {entry["filename"]: entry for entry in page["files"]}
+
+
 @pytest.mark.parametrize("kind", ["pip", "uv"])
-def test_a_file_listed_twice_differently_on_every_mirror_is_left_off_the_page(
+def test_a_file_listed_twice_differently_on_every_mirror_is_the_entry_its_bytes_are(
     kind: str, bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache], tmp_path: Path
 ) -> None:
-    # No mirror gives a page without the contradiction: pkgcache does not guess which entry is the file (pip and uv
-    # would each take another); the project's other files are served.
+    # No mirror gives a page without the contradiction: the file is listed once, without a hash, and is the entry
+    # whose hash the bytes fetched for it give (pip straight from the mirror would take the last entry, uv the
+    # first); from then on the page lists it as that entry, and every client installs that same file.
     first, second = build_wheel("demo", "1.0"), build_wheel("demo", "1.0", payload_size=100)
     older = build_wheel("demo", "0.9")
     mirror = OfficialLikeUpstream([older, first, second])
     bg_loop.run(mirror.start())
     try:
         cache = make_cache([mirror.index_url])
-        pinned = INSTALLERS[kind](cache.index_url, tmp_path / "pinned", "demo==1.0")
-        assert pinned.returncode != 0
-        assert "demo" in pinned.stdout + pinned.stderr
-        result = INSTALLERS[kind](cache.index_url, tmp_path / "any", "demo")
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert installed_dists(tmp_path / "any") == {"demo==0.9"}
+        undecided = _files(cache, "demo")[first.filename]
+        assert undecided["hashes"] == {} and "size" not in undecided
+        pinned = INSTALLERS[kind](cache.index_url, tmp_path / kind, "demo==1.0")
+        assert pinned.returncode == 0, pinned.stdout + pinned.stderr
+        assert installed_dists(tmp_path / kind) == {"demo==1.0"}
         assert mirror.count("/simple/demo/") >= 1
-        assert mirror.files.count(mirror.file_path(older), "GET") == 1
-        assert not any(mirror.files.count(mirror.file_path(d)) for d in (first, second))
+        assert mirror.files.count(mirror.file_path(first), "GET") >= 1  # the first entry's link
+        assert mirror.files.count(mirror.file_path(second)) == 0
+        kept = cache.data_dir / "pypi" / "files" / "demo" / first.filename
+        assert hashlib.sha256(kept.read_bytes()).hexdigest() == first.sha256
+        decided = _files(cache, "demo")[first.filename]
+        assert (decided["hashes"], decided["size"]) == ({"sha256": first.sha256}, len(first.data))
+        assert decided["core-metadata"] == {"sha256": first.metadata_sha256}  # made from the file kept
+
+        # The other client, holding the hash the page lists now, installs the same file, from the cache.
+        other = "uv" if kind == "pip" else "pip"
+        requirements = tmp_path / "req.txt"
+        requirements.write_text(f"demo==1.0 --hash=sha256:{first.sha256}\n")
+        locked = INSTALLERS[other](cache.index_url, tmp_path / other, "-r", str(requirements), "--require-hashes")
+        assert locked.returncode == 0, locked.stdout + locked.stderr
+        assert mirror.files.count(mirror.file_path(second)) == 0
+    finally:
+        bg_loop.run(mirror.stop())
+
+
+def test_a_file_listed_twice_differently_is_the_entry_its_bytes_are_whichever_link_served_them(
+    bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    # The first entry's link serves the second entry's bytes (the first entry's hash is a stale one): the bytes
+    # are that entry, and the page lists their hash, not the first entry's.
+    first, second = build_wheel("demo", "1.0"), build_wheel("demo", "1.0", payload_size=100)
+    mirror = OfficialLikeUpstream([first, second])
+    mirror._by_path[mirror.file_path(first)] = second  # what the fake serves at the first entry's link
+    mirror.page_validators = False  # each revalidation gets the whole page again
+    bg_loop.run(mirror.start())
+    try:
+        cache = make_cache([mirror.index_url])
+        result = run_uv_install(cache.index_url, tmp_path / "uv", "demo==1.0")
+        assert result.returncode == 0, result.stdout + result.stderr
+        decided = _files(cache, "demo")[first.filename]
+        assert (decided["hashes"], decided["size"]) == ({"sha256": second.sha256}, len(second.data))
+        kept = cache.data_dir / "pypi" / "files" / "demo" / first.filename
+        assert hashlib.sha256(kept.read_bytes()).hexdigest() == second.sha256
+
+        # Revalidated, the mirror's page lists the file twice again: it is listed as the entry the cached bytes are.
+        asked = mirror.count("/simple/demo/")
+        time.sleep(1.1)
+        revalidated = cache.get("/pypi/simple/demo/", {"Accept": JSON_TYPE, REVALIDATE_HEADER: "1"})
+        assert mirror.count("/simple/demo/") == asked + 1
+        entry = {f["filename"]: f for f in json.loads(revalidated.body)["files"]}[first.filename]
+        assert (entry["hashes"], entry["size"]) == ({"sha256": second.sha256}, len(second.data))
+    finally:
+        bg_loop.run(mirror.stop())
+
+
+@pytest.mark.parametrize("kind", ["pip", "uv"])
+def test_a_file_listed_twice_differently_whose_bytes_are_neither_entry_is_never_served_whole(
+    kind: str, bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache], tmp_path: Path
+) -> None:
+    first, second = build_wheel("demo", "1.0"), build_wheel("demo", "1.0", payload_size=100)
+    mirror = OfficialLikeUpstream([first, second])
+    mirror.corrupt_files = {first.filename}  # the bytes under that name are neither entry's
+    bg_loop.run(mirror.start())
+    try:
+        cache = make_cache([mirror.index_url])
+        result = INSTALLERS[kind](cache.index_url, tmp_path / kind, "demo==1.0")
+        assert result.returncode != 0
+        assert installed_dists(tmp_path / kind) == set()
+        assert mirror.files.count(mirror.file_path(first), "GET") >= 1
+        assert not (cache.data_dir / "pypi" / "files" / "demo" / first.filename).exists()
+        assert _files(cache, "demo")[first.filename]["hashes"] == {}  # still undecided
+        # Asked again soon after, it is a 502 saying why, not the bytes fetched again to be cut once more.
+        fetched = mirror.files.count(mirror.file_path(first), "GET")
+        again = cache.get(f"/pypi/files/demo/{first.filename}")
+        assert again.status == 502 and b"none of the 2 files the index lists under its name" in again.body
+        assert mirror.files.count(mirror.file_path(first), "GET") == fetched
     finally:
         bg_loop.run(mirror.stop())
 

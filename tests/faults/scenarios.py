@@ -553,9 +553,21 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         "the first mirror's page lists one file name twice, differently (other hashes; other URLs without a hash): "
         "pip would take the last entry, uv the first",
         "200 with the healthy mirror's page and file: pip and uv install the same file. No mirror with a page "
-        "free of the contradiction: that page without the file (logged), the project's other files served",
-        "the healthy mirror's page and file; else the page without the file",
+        "free of the contradiction: that page with the file listed once without a hash (logged), fetched from the "
+        "first entry's link; bytes that are one entry (its hash and size) are served and the page lists that entry, "
+        "and pip and uv install the same file; bytes that are neither: never served whole, then a 502 saying why for "
+        "a minute. Entries with no hash to tell them apart: the file left off the page (logged)",
+        "the healthy mirror's page and file; else the file its bytes decided, the page listing it as that entry",
         "../test_pypi_clients.py::test_a_page_listing_a_file_twice_differently_gives_way_to_the_next_mirrors_page",
+    ),
+    ServiceScenario(
+        "single-page-lists-a-file-twice",
+        "the only mirror's page lists one file name twice with other hashes and links (pip straight from it takes "
+        "the last entry, uv the first)",
+        "the file listed once without a hash until fetched, then as the entry its bytes are: pip and uv install "
+        "that same file, the other client with --require-hashes",
+        "the file, checked to be one of the entries; the page listing it as that entry",
+        "../test_pypi_clients.py::test_a_file_listed_twice_differently_on_every_mirror_is_the_entry_its_bytes_are",
     ),
     ServiceScenario(
         "page-link-texts-cut",

@@ -71,6 +71,11 @@ class CachedIndex:
         self._settled: collections.OrderedDict[str, dict[DisputeKey, tuple[DistFile, float]]] = (
             collections.OrderedDict()
         )
+        # Files a page lists undecided whose bytes were none of its entries, by (project, file): those entries,
+        # until when this is believed, and why (answered as a 502 meanwhile, rather than fetched again to be cut).
+        self._no_entry: collections.OrderedDict[tuple[str, str], tuple[tuple[DistFile, ...], float, dict[str, str]]] = (
+            collections.OrderedDict()
+        )
 
     # --- pages ---
 
@@ -174,10 +179,15 @@ class CachedIndex:
         means one of them is wrong; the bytes here were checked against a page, so the page served keeps saying
         what is served, and a lock file holding that hash keeps installing. When no other upstream lists them so
         (they all list the new bytes now, or none answers), `fetched` is taken as it is: the file was replaced
-        upstream, and is fetched again on its next request."""
+        upstream, and is fetched again on its next request. A file `fetched` lists undecided (its page lists it
+        more than once, differently) is listed as the entry its cached bytes were found to be, if they are one."""
         folder = self.pages.file_path(project, "-").parent
         if not folder.is_dir():  # no file of the project cached (a stat, as on a hit)
             return fetched
+        decided = await asyncio.to_thread(_decided_by_cached_files, folder, fetched)
+        if decided:
+            # A file the page lists undecided (twice, differently) was decided by its bytes when it was fetched.
+            fetched = _with_files(fetched, decided)
         contradicted = await asyncio.to_thread(_contradicted_files, folder, fetched)
         if not contradicted:
             return fetched
@@ -270,6 +280,8 @@ class CachedIndex:
         self._missing.pop(project, None)
         self._kept_despite_not_found.pop(project, None)
         self._settled.pop(project, None)
+        for key in [key for key in self._no_entry if key[0] == project]:
+            del self._no_entry[key]
 
     def forget_all(self) -> None:
         # The writer's memory is never checked against the disk (it wrote it): another writer's change is told.
@@ -277,6 +289,7 @@ class CachedIndex:
         self._missing.clear()
         self._kept_despite_not_found.clear()
         self._settled.clear()
+        self._no_entry.clear()
 
     async def cached_projects(self) -> list[str]:
         return await self.pages.projects()
@@ -313,7 +326,9 @@ class CachedIndex:
 
     def _watch(self, project: str, filename: str, entry: CachedPage, download: Download) -> None:
         """Once `download` (of a file `entry` lists) has failed because every upstream's bytes contradict the page,
-        the page is the suspect: it is checked against the other upstreams' pages (`_check_page`)."""
+        the page is the suspect: it is checked against the other upstreams' pages (`_check_page`). Once it has
+        passed as one of the entries of a file the page lists undecided, the page lists it as that one
+        (`_decide`), before its clients are told it is whole."""
         if download in self._watched or filename.endswith(PROVENANCE_SUFFIX):
             return
 
@@ -323,6 +338,17 @@ class CachedIndex:
                 task = asyncio.get_running_loop().create_task(self._check_page(project, filename, entry))
                 self._page_checks[key] = task
                 task.add_done_callback(lambda _: self._page_checks.pop(key, None))
+            listed = entry.files.get(filename)
+            if listed is None or not listed.candidates:
+                return
+            if done.verified and done.checked_digest is not None:
+                await self._decide(project, filename, listed, done.checked_digest, done.written)
+            elif isinstance(done.error, BadBytesEverywhere):
+                until = time.monotonic() + min(NOT_FOUND_SECONDS, self.index_ttl)
+                self._no_entry[key] = (listed.candidates, until, dict(done.error.errors))
+                self._no_entry.move_to_end(key)
+                while len(self._no_entry) > MAX_REMEMBERED_MISSING:
+                    self._no_entry.popitem(last=False)
 
         if download.before_done(after):
             self._watched.add(download)
@@ -386,15 +412,34 @@ class CachedIndex:
         )
         return True
 
-    async def _adopt_entry(self, project: str, filename: str, wrong: DistFile, right: DistFile) -> None:
-        """The cached page (as it is now) lists `filename` as `right` where it still lists it as `wrong`."""
+    async def _decide(
+        self, project: str, filename: str, undecided: DistFile, digest: tuple[str, str], size: int
+    ) -> None:
+        """The bytes fetched for a file the page lists undecided passed as one of its entries (by `digest`): the
+        cached page lists it as that entry from now on, its hash among what it says."""
+        candidate = _candidate_of(undecided, digest, size)
+        if candidate is None:
+            return
+        await self._adopt_entry(project, filename, undecided, _decided(undecided, candidate), whole=True)
+        log.info(
+            "%s, listed more than once with other hashes on the page of %s, is the entry with %s %s: listed so",
+            filename,
+            project,
+            *digest,
+        )
+
+    async def _adopt_entry(
+        self, project: str, filename: str, wrong: DistFile, right: DistFile, *, whole: bool = False
+    ) -> None:
+        """The cached page (as it is now) lists `filename` as `right` where it still lists it as `wrong` (its hashes,
+        size and core metadata; `whole`: `right` as it is)."""
         current = self.memory.get(project) or await self._load(project)
         if current is None:
             return
         now = current.files.get(filename)
-        if now is None or (now.hashes, now.size) != (wrong.hashes, wrong.size):
+        if now is None or (now.hashes, now.size, now.candidates) != (wrong.hashes, wrong.size, wrong.candidates):
             return  # the page changed meanwhile: the next request judges it
-        fixed = with_entries(current, {filename: right})
+        fixed = _with_files(current, {filename: right}) if whole else with_entries(current, {filename: right})
         try:
             await self.pages.save(project, fixed)
         except StorageError as exc:
@@ -423,7 +468,20 @@ class CachedIndex:
             raise FileNotListed(f"{project} has no file {filename}")
         if filename.endswith(PROVENANCE_SUFFIX):
             return entry, self.origin.download_provenance(path, entry, found)
+        if found.candidates:
+            self._raise_if_no_entry(project, filename, found)
         return entry, self.origin.download(path, entry, found, replace=replace)
+
+    def _raise_if_no_entry(self, project: str, filename: str, undecided: DistFile) -> None:
+        """Raises the failure of the last download of a file listed undecided (its bytes were none of its entries)
+        while it is believed: the entries are the same, and it is less than NOT_FOUND_SECONDS old."""
+        known = self._no_entry.get((project, filename))
+        if known is None:
+            return
+        candidates, until, errors = known
+        if candidates == undecided.candidates and time.monotonic() < until:
+            raise BadBytesEverywhere({name: f"{reason} (fetched lately)" for name, reason in errors.items()})
+        del self._no_entry[(project, filename)]
 
     async def _page_from_another_upstream(self, project: str, entry: CachedPage) -> CachedPage:
         """The page again, from the upstreams not resting, when the one that gave it rests after failing.
@@ -487,10 +545,48 @@ def _contradicted_files(folder: Path, entry: CachedPage) -> dict[str, Recorded]:
     found: dict[str, Recorded] = {}
     for name in names:
         recorded = recorded_of(folder / name)
-        dist = entry.files[name]
-        if recorded is not None and recorded.digest is not None and not agrees(recorded, dist.hashes, dist.size):
+        if recorded is not None and recorded.digest is not None and not listed_as(entry.files[name], recorded):
             found[name] = recorded
     return found
+
+
+def listed_as(dist: DistFile, recorded: Recorded) -> bool:
+    """Whether a cached file, as recorded, is the file a page's entry lists: for an undecided entry, one of its
+    candidates."""
+    if dist.candidates:
+        return any(agrees(recorded, candidate.hashes, candidate.size) for candidate in dist.candidates)
+    return agrees(recorded, dist.hashes, dist.size)
+
+
+def _decided_by_cached_files(folder: Path, entry: CachedPage) -> dict[str, DistFile]:
+    """The files `entry` lists undecided whose cached bytes (checked against a digest) are one of their entries,
+    as that entry (blocking)."""
+    found: dict[str, DistFile] = {}
+    for dist in entry.page.files:
+        if not dist.candidates:
+            continue
+        recorded = recorded_of(folder / dist.filename)
+        if recorded is None or recorded.digest is None:
+            continue
+        candidate = _candidate_of(dist, recorded.digest, recorded.size)
+        if candidate is not None:
+            found[dist.filename] = _decided(dist, candidate)
+    return found
+
+
+def _candidate_of(undecided: DistFile, digest: tuple[str, str], size: int) -> DistFile | None:
+    """The entry (of an undecided one's candidates) that bytes of this digest and size are."""
+    name, value = digest
+    for candidate in undecided.candidates:
+        listed = candidate.hashes.get(name)
+        if listed is not None and listed.lower() == value and candidate.size in (None, size):
+            return candidate
+    return None
+
+
+def _decided(undecided: DistFile, candidate: DistFile) -> DistFile:
+    """An undecided entry as the candidate its bytes are: all that candidate says, at the link they came from."""
+    return dataclasses.replace(candidate, url=undecided.url)
 
 
 # A dispute over a cached file: its name, the upstream whose page lists it as other bytes, that entry's hashes and
@@ -515,17 +611,21 @@ def _vouches_for(dist: DistFile, recorded: Recorded) -> bool:
 def with_entries(entry: CachedPage, replaced: Mapping[str, DistFile]) -> CachedPage:
     """`entry` with the files named in `replaced` listed as those entries (of another upstream's page) say: their
     hashes, size and core metadata; the link stays the page's own, so each upstream is asked at its own place."""
-    files = tuple(
-        dataclasses.replace(
-            dist,
-            hashes=other.hashes,
-            size=other.size,
-            core_metadata=other.core_metadata,
-        )
-        if (other := replaced.get(dist.filename)) is not None
-        else dist
-        for dist in entry.page.files
+    return _with_files(
+        entry,
+        {
+            dist.filename: dataclasses.replace(
+                dist, hashes=other.hashes, size=other.size, core_metadata=other.core_metadata, candidates=()
+            )
+            for dist in entry.page.files
+            if (other := replaced.get(dist.filename)) is not None
+        },
     )
+
+
+def _with_files(entry: CachedPage, replaced: Mapping[str, DistFile]) -> CachedPage:
+    """`entry` with the files named in `replaced` listed as those entries."""
+    files = tuple(replaced.get(dist.filename, dist) for dist in entry.page.files)
     page = dataclasses.replace(entry.page, files=files)
     return CachedPage(page, entry.upstream, entry.fetched_at, entry.etag, entry.last_modified, entry.refresh_error)
 
@@ -536,7 +636,7 @@ def is_as_listed(entry: CachedPage | None, filename: str, recorded: Recorded) ->
     if entry is None or filename.endswith(PROVENANCE_SUFFIX):
         return True
     dist = entry.files.get(filename)
-    if dist is None or agrees(recorded, dist.hashes, dist.size):
+    if dist is None or listed_as(dist, recorded):
         return True
     log.info("%s is not the file the page of %s lists now (replaced upstream): fetched again", filename, entry.upstream)
     return False

@@ -407,7 +407,10 @@ class MetadataIndex(IndexLayer):
         Until then an sdist's metadata is not advertised, and a wheel's is `true` or the hash read by ranges."""
         if not download.verified or download.not_modified:
             return
-        dist_sha256 = download.expected.hashes.get("sha256")
+        # What the bytes were checked against: for a file its page lists undecided (more than once, differently),
+        # the hash of the entry they turned out to be.
+        checked = download.checked_digest
+        dist_sha256 = checked[1] if checked and checked[0] == "sha256" else download.expected.hashes.get("sha256")
         check = asyncio.get_running_loop().create_task(
             self._check_logged(project, download.final_path, dist_sha256.lower() if dist_sha256 else None)
         )

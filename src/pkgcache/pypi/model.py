@@ -38,9 +38,13 @@ class DistFile:
     upload_time: str | None = None  # PEP 700
     # PEP 740: where the upstream has the file's provenance (absolute). Clients are sent pkgcache's own link.
     provenance_url: str | None = None
+    # The entries of a page that lists this name more than once with other hashes (parse.py): this entry is then
+    # what they agree on, with no hash, and the bytes fetched under it decide which of them it is (they must be
+    # one of them: storage.downloads.Expected.one_of). Empty for an ordinary entry. Never rendered.
+    candidates: tuple[DistFile, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "filename": self.filename,
             "url": self.url,
             "hashes": dict(self.hashes),
@@ -52,11 +56,17 @@ class DistFile:
             "upload_time": self.upload_time,
             "provenance_url": self.provenance_url,
         }
+        if self.candidates:
+            data["candidates"] = [candidate.to_json() for candidate in self.candidates]
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DistFile:
         # Only the fields this code knows: a page.json written by a newer pkgcache still loads after a downgrade.
-        return cls(**{name: data[name] for name in _DIST_FIELDS if name in data})
+        values = {name: data[name] for name in _DIST_FIELDS if name in data}
+        if "candidates" in values:
+            values["candidates"] = tuple(cls.from_json(candidate) for candidate in values["candidates"])
+        return cls(**values)
 
 
 _DIST_FIELDS = tuple(item.name for item in fields(DistFile))

@@ -34,6 +34,7 @@ from packaging.utils import canonicalize_name
 from pkgcache.pypi.html_scan import scan_html
 from pkgcache.pypi.model import ACTIVE, DistFile, ProjectPage, ProjectStatus
 from pkgcache.pypi.names import DIST_EXTENSIONS, BadName, check_filename
+from pkgcache.storage.downloads import common_hash
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,10 @@ class ContradictoryPage(InvalidPage):
 
     pip takes the last such entry and uv the first, so a client could not tell which file it would get; pkgcache
     serves one file under a name and will not guess. The upstream's page is unreliable for those files: the next
-    upstream is asked for its page. `page` is this page without them (never guessed between), for when no upstream
-    gives a page without a contradiction; `files` are the names left out."""
+    upstream is asked for its page. `page` is this page as it can be taken when no upstream gives a page without a
+    contradiction: a name whose entries all give a hash (of an algorithm they share) listed once, without a hash,
+    the bytes fetched under it deciding which entry they are (`DistFile.candidates`: never guessed between); a
+    name the bytes could not decide (an entry without a hash) left out. `files` are the names contradicted."""
 
     def __init__(self, message: str, page: ProjectPage, files: tuple[str, ...]) -> None:
         super().__init__(message)
@@ -236,14 +239,46 @@ def _clean_hashes(hashes: Mapping[Any, Any]) -> dict[str, str]:
 
 def _one_per_filename(files: Iterable[DistFile], contradicted: list[str]) -> tuple[DistFile, ...]:
     """One entry per file name. Entries of one name that agree (`_same_entry`) are one entry, the first; a name
-    whose entries contradict each other is left out and put in `contradicted`: pip would take its last entry and uv
-    its first, and pkgcache serves one file under a name."""
+    whose entries contradict each other is put in `contradicted` (pip would take its last entry and uv its first,
+    and pkgcache serves one file under a name), and listed undecided (`_undecided`) or left out."""
     kept: dict[str, DistFile] = {}
+    others: dict[str, list[DistFile]] = {}
     for dist in files:
         first = kept.setdefault(dist.filename, dist)
-        if first is not dist and not _same_entry(first, dist) and dist.filename not in contradicted:
-            contradicted.append(dist.filename)
-    return tuple(dist for filename, dist in kept.items() if filename not in contradicted)
+        if first is dist or _same_entry(first, dist):
+            continue
+        entries = others.setdefault(dist.filename, [first])
+        if not any(_same_entry(entry, dist) for entry in entries):
+            entries.append(dist)
+    if not others:
+        return tuple(kept.values())
+    contradicted.extend(name for name in kept if name in others)
+    listed = (_undecided(others[name]) if name in others else dist for name, dist in kept.items())
+    return tuple(dist for dist in listed if dist is not None)
+
+
+def _undecided(entries: list[DistFile]) -> DistFile | None:
+    """One file name's entries that contradict each other, as one entry: what they all say (where the first one
+    has it), no hash, size or core metadata, and the entries as `candidates`, among which the bytes fetched under it
+    decide. None when the bytes could not decide: an entry gives no hash of an algorithm the others give."""
+    if common_hash(entry.hashes for entry in entries) is None:
+        return None
+    first = entries[0]
+    values: dict[str, Any] = {}
+    for name, default in _AGREED_OR.items():
+        value = getattr(first, name)
+        values[name] = value if all(getattr(entry, name) == value for entry in entries) else default
+    return DistFile(filename=first.filename, url=first.url, candidates=tuple(entries), **values)
+
+
+# The fields of an undecided entry (`_undecided`) kept when every entry gives the same, else the default.
+_AGREED_OR: dict[str, Any] = {
+    "requires_python": None,
+    "yanked": False,
+    "gpg_sig": None,
+    "upload_time": None,
+    "provenance_url": None,
+}
 
 
 def _same_entry(first: DistFile, other: DistFile) -> bool:

@@ -71,7 +71,8 @@ class UpstreamIndex:
         """The project's page from the first upstream that has it; `previous` (304) when it did not change.
 
         A page that lists a file name twice, differently (parse.ContradictoryPage), is passed over for the next
-        upstream's; when no upstream gives a better one, the first such page is taken without those files.
+        upstream's; when no upstream gives a better one, the first such page is taken, each of those files listed
+        once without a hash for its bytes to decide which entry it is (or left out when they could not).
         Raises UpstreamNotFound / UpstreamsUnavailable as the pool does.
         """
         contradictory: list[CachedPage] = []
@@ -88,11 +89,14 @@ class UpstreamIndex:
             if not _take_contradictory(contradictory, previous, exc):
                 raise
             entry = contradictory[0]
+            undecided = sorted(dist.filename for dist in entry.page.files if dist.candidates)
             log.warning(
-                "no upstream gave a page of %s without contradictions: %s's is taken without the files it contradicts "
-                "itself on",
+                "no upstream gave a page of %s without contradictions: %s's is taken; %s",
                 project,
                 entry.upstream,
+                f"{', '.join(undecided)} listed once, without a hash: the bytes fetched decide which entry each is"
+                if undecided
+                else "without the files listed more than once, differently (no hash to tell them apart)",
             )
             return entry
 
@@ -198,7 +202,11 @@ class UpstreamIndex:
         file there is not the one the page lists now (replaced upstream under its name): fetched again, it
         replaces that one once whole and checked."""
         expected = Expected(
-            hashes=dict(dist.hashes), size=dist.size, magic=magic_for(dist.filename), max_size=max_package_size()
+            hashes=dict(dist.hashes),
+            size=dist.size,
+            magic=magic_for(dist.filename),
+            max_size=max_package_size(),
+            one_of=tuple((candidate.hashes, candidate.size) for candidate in dist.candidates),
         )
         return self.fetcher.download(path, self.file_target(entry, dist), expected, replace=replace)
 

@@ -13,7 +13,8 @@ What a client can never get is a complete-looking body of bad bytes:
 - a file its index gives no hash for must end as a whole file of its kind does (a zip's end record, a gzip stream's
   end): a body cut short can look whole (chunked, no length), and only its kind can tell;
 - clients are held back from the byte that completes the expected size (or, size unknown, from the last byte
-  written) until the whole file is checked (size, hash, and the caller's own check of its content);
+  written) until the whole file is checked (size, hash, and the caller's own check of its content); a file its
+  index lists as one of several (`Expected.one_of`) must be one of them, by its hash and size;
 - bytes found wrong are thrown away (`discard`): clients that had read some of them are cut, clients that had
   read nothing go on with the bytes that replace them (from another mirror).
 Only a checked file is renamed into place.
@@ -31,7 +32,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -120,12 +121,25 @@ class Expected:
     max_size: int | None = None
     # An optional file (a conda channel's shard index, its .zst): its absence is an answer, not worth a warning.
     optional: bool = False
+    # Several files an index lists under one name (a PyPI page listing it twice, differently): the bytes must be
+    # one of them, (hashes, size) each, by a hash every one of them gives; `hashes` and `size` are then not given.
+    one_of: tuple[tuple[Mapping[str, str], int | None], ...] = ()
 
     def digest_to_check(self) -> tuple[str, str] | None:
+        """The (algorithm, hex digest) the bytes must give; for `one_of`, the algorithm with no digest ("")."""
+        if self.one_of:
+            name = common_hash(hashes for hashes, _ in self.one_of)
+            return None if name is None else (name, "")
         for name in HASH_PREFERENCE:
             if name in self.hashes:
                 return name, self.hashes[name].lower()
         return None
+
+
+def common_hash(all_hashes: Iterable[Mapping[str, str]]) -> str | None:
+    """The strongest hash algorithm every one of these gives a digest for, if any."""
+    given = [set(hashes) for hashes in all_hashes]
+    return next((name for name in HASH_PREFERENCE if given and all(name in names for names in given)), None)
 
 
 class Download:
@@ -153,6 +167,8 @@ class Download:
         self.headers: Mapping[str, str] = {}
         self.error: BaseException | None = None
         self.verified = False
+        # The (algorithm, hex digest) the bytes were checked against, once they passed (what is recorded with them).
+        self.checked_digest: tuple[str, str] | None = None
         # A conditional request answered 304: nothing was written and the cached file stays as it is.
         self.not_modified = False
         # Moves on each time written bytes are thrown away, so a client that had read some of them is cut.
@@ -248,10 +264,22 @@ class Download:
         if not self._start_checked():
             raise IntegrityError("too short to be a file of its kind")
         digest = expected.digest_to_check()
+        if expected.one_of and digest is None:
+            raise IntegrityError("the files the index lists under its name share no hash to tell which one it is")
         if digest is not None and self._hasher is not None:
             got = self._hasher.hexdigest()
-            if got != digest[1]:
+            if expected.one_of:
+                name = digest[0]
+                if not any(
+                    hashes[name].lower() == got and size in (None, self.written) for hashes, size in expected.one_of
+                ):
+                    raise IntegrityError(
+                        f"none of the {len(expected.one_of)} files the index lists under its name: "
+                        f"{self.written} bytes of {name} {got}"
+                    )
+            elif got != digest[1]:
                 raise IntegrityError(f"{digest[0]} mismatch: the index says {digest[1]}, the bytes give {got}")
+            self.checked_digest = (digest[0], got)
         if self._whole is not None:
             self._check_whole(self._whole)
 
@@ -285,6 +313,7 @@ class Download:
         # a file shorter than `written` says.
         self.written = 0
         self._unflushed = 0
+        self.checked_digest = None
         self._hasher = self._new_hasher()
         self._whole = self._new_whole_check()
         self._start_bytes = b""
@@ -826,7 +855,7 @@ class Downloader:
         if download.mtime_ns is not None:
             # atime now: eviction counts recency from the later of the two.
             os.utime(download.temp_path, ns=(time.time_ns(), download.mtime_ns))
-        digest = download.expected.digest_to_check()
+        digest = download.checked_digest
         if digest is not None:  # verify() has just checked the bytes against it
             # What it was checked against goes with the file, so a hit can be compared with the index's record
             # of the moment without hashing the file (storage/file_records.py).
