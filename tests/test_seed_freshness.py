@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +21,7 @@ from tests.cache_service import CacheProcess, cache_settings, start_cache
 from tests.conda_support import SUBDIR, Channels
 from tests.fakes.conda_upstreams import MirrorLikeUpstream
 from tests.fakes.dists import sample_dists
-from tests.fakes.pypi_upstreams import OfficialLikeUpstream
+from tests.fakes.pypi_upstreams import OfficialLikeUpstream, TunaLikeUpstream
 from tests.fakes.server import RecordedRequest
 from tests.kit_support import CHANNELS, UNREACHABLE_PYPI, cached_names, pkgcache, write, write_config
 from tests.support import BackgroundLoop, http_get
@@ -186,3 +188,41 @@ def test_a_404_for_an_optional_index_file_is_no_warning_and_a_mirror_that_fails_
     warned = [r.getMessage() for r in downloads if r.levelno >= logging.WARNING]
     assert len(warned) == 1 and warned[0].startswith("download of repodata.json failed"), warned
     assert any(r.getMessage().startswith("download of repodata_shards.msgpack.zst failed") for r in downloads)
+
+
+def test_files_pkgcache_fetched_for_the_resolver_count_as_fetched_not_as_already_cached(
+    tmp_path: Path, bg_loop: BackgroundLoop
+) -> None:
+    # A mirror without metadata that ignores Range: pkgcache fetches each wheel whole when uv asks for its metadata,
+    # during the resolution, and the seed then finds it on disk. On an empty data directory, that is this run's
+    # fetch: the summary said "0 fetched (0 B), N already cached". (Not told by mtime: it is the mirror's.)
+    mirror = TunaLikeUpstream(sample_dists(), strict_ua=False)
+    mirror.honour_ranges = False
+    bg_loop.run(mirror.start())
+    try:
+        config = write_config(tmp_path, [mirror.index_url])
+        data = tmp_path / "fresh"
+        wanted = write(tmp_path, "wanted.in", "alpha==2.0\n")
+        seed = ("seed", "--config", config, "--data-dir", data, "--python", "3.11", "--no-progress", wanted)
+        first = pkgcache(*seed)
+        assert first.returncode == 0, first.stderr
+        wheels = {"alpha-2.0-py3-none-any.whl", "beta-1.1-py3-none-any.whl", "delta_pkg-3.0-py3-none-any.whl"}
+        assert wheels <= cached_names(data, "pypi/files")
+        fetched_for_metadata = [r.path for r in mirror.requests if r.path.endswith(".whl")]
+        assert fetched_for_metadata, "the resolver's metadata reads fetched no wheel: the test shows nothing"
+        summary = _summary(first.stderr)
+        assert summary["already cached"] == 0 and summary["fetched"] >= len(wheels), first.stderr
+        assert not summary["fetched bytes"].startswith("0 B"), first.stderr
+
+        second = pkgcache(*seed)
+        assert second.returncode == 0, second.stderr
+        again = _summary(second.stderr)
+        assert again["fetched"] == 0 and again["already cached"] == summary["fetched"], second.stderr
+    finally:
+        bg_loop.run(mirror.stop())
+
+
+def _summary(stderr: str) -> dict[str, Any]:
+    found = re.search(r"seed: (\d+) fetched \(([^)]*)\), (\d+) already cached", stderr)
+    assert found is not None, stderr
+    return {"fetched": int(found[1]), "fetched bytes": found[2], "already cached": int(found[3])}

@@ -5,13 +5,16 @@ Every request goes to pkgcache (`/pypi/simple/<project>/`, `/pypi/files/<project
 hash checks apply, and what is fetched lands in its cache exactly as a client's download would. A file already in
 the cache is skipped without being read (seen on disk when the data directory is here, else by a HEAD that pkgcache
 answers from its cache), so a second run fetches only what the first could not. Each file's body is hashed as it
-arrives and checked against what the input expected, as pkgcache checks it against the index.
+arrives and checked against what the input expected, as pkgcache checks it against the index. A PyPI file found on
+disk that was not there when the seed started was fetched by pkgcache during this run (the resolver's reads of a
+small wheel, or of one from a mirror without ranges, bring it whole): it counts as fetched, not as already cached.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,6 +42,8 @@ CACHE_STATE_HEADER = "X-Pkgcache-Cache"
 # Answers to a revalidation that no upstream gave: pkgcache's copy, past its time-to-live or the offline view.
 CACHED_COPY_STATES = frozenset({CacheState.STALE, CacheState.OFFLINE})
 CHUNK = 256 * 1024
+# Where the PyPI files are, in the data directory as in pkgcache's URLs.
+PYPI_FILES = "pypi/files"
 # Long silences are pkgcache waiting on a slow mirror for a big file; its own read timeout ends hopeless ones.
 READ_TIMEOUT = 600.0
 # Files at least this big get a bar of their own while they download.
@@ -123,8 +128,12 @@ class SeedClient:
         # Pages and index files no upstream could revalidate: the seed resolved against pkgcache's copies.
         self.cached_copies: list[str] = []
         self._session: aiohttp.ClientSession | None = None
+        # The PyPI files in the data directory (its paths) when the seed started, before anything was resolved.
+        self._present_at_start: frozenset[str] | None = None
 
     async def __aenter__(self) -> SeedClient:
+        if self.data_dir is not None:
+            self._present_at_start = await asyncio.to_thread(_files_below, self.data_dir, PYPI_FILES)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=READ_TIMEOUT)
         connector = aiohttp.TCPConnector(limit=self.jobs * 2)
         # trust_env False: pkgcache is on this network, never behind the proxy the environment may name. Bodies
@@ -232,11 +241,18 @@ class SeedClient:
         async with self._slots:
             size = await self.cached_size(item) if item.kind == "file" else None
             if size is not None:
-                return Outcome(item, "cached", size=size)
+                return Outcome(item, "cached" if self._there_at_start(item) else "fetched", size=size)
             try:
                 return await self._download(item, progress)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 return Outcome(item, "failed", reason=_describe(exc))
+
+    def _there_at_start(self, item: FetchItem) -> bool:
+        """Whether a file found in the cache was there when the seed started (or cannot be told: taken as so). Not
+        by its times: a cached file's mtime is its upstream's Last-Modified."""
+        if self._present_at_start is None or not item.path.lstrip("/").startswith(PYPI_FILES + "/"):
+            return True
+        return item.path.lstrip("/") in self._present_at_start
 
     async def _download(self, item: FetchItem, progress: SeedProgress) -> Outcome:
         async with self.session.get(self.url(item.path)) as response:
@@ -370,6 +386,23 @@ async def _reason(response: aiohttp.ClientResponse) -> str:
         body = ""
     text = " ".join(body.split())[:REASON_CHARS]
     return f"HTTP {response.status}" + (f": {text}" if text else "")
+
+
+def _files_below(data_dir: Path, folder: str) -> frozenset[str]:
+    """The paths (relative to `data_dir`, as in pkgcache's URLs) of the files in `folder`'s project folders
+    (blocking: a listing of each)."""
+    found: set[str] = set()
+    try:
+        projects = list(os.scandir(data_dir / folder))
+    except OSError:
+        return frozenset()
+    for project in projects:
+        try:
+            names = os.listdir(project.path)
+        except OSError:  # not a folder, or gone meanwhile
+            continue
+        found.update(f"{folder}/{project.name}/{name}" for name in names)
+    return frozenset(found)
 
 
 def _describe(exc: BaseException) -> str:

@@ -68,7 +68,8 @@ class SeedReport:
 
     @property
     def bytes_fetched(self) -> int:
-        return sum(o.transferred for o in self.files("fetched"))
+        # A file pkgcache fetched during the run (for the resolver) came to the seed over no HTTP: its size counts.
+        return sum(o.transferred or o.size or o.item.size or 0 for o in self.files("fetched"))
 
     @property
     def bytes_cached(self) -> int:
