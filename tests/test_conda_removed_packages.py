@@ -163,6 +163,33 @@ def test_a_removed_package_whose_bytes_fail_the_clients_sha256_is_never_served_c
     assert (right.status, right.body) == (200, pkg.path.read_bytes())
 
 
+def test_a_sha256_no_upstream_had_is_not_fetched_again_for_a_while(
+    conda_channels: Channels,
+    mirror: MirrorLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A client sending made-up sha256s (or a stale lock, again and again) made each request a whole download.
+    pkg = _libfoo(conda_channels)
+    cache = _cache(make_cache, [mirror])
+    url = f"/conda/{CHANNEL}/{SUBDIR}/{pkg.filename}"
+    wrong = _sha256(b"not this package")
+    assert cache.get(url, headers={HEADER: wrong}).status == 502
+    asked = _asked(mirror, pkg.filename)
+    assert asked >= 1
+    again = cache.get(url, headers={HEADER: wrong})
+    assert again.status == 502, again.body
+    assert b"not asked again for" in again.body, again.body
+    assert _asked(mirror, pkg.filename) == asked
+    # Another sha256 (the right one) is asked as before; and the wrong one is once its time is up.
+    right = cache.get(url, headers={HEADER: pkg.sha256})
+    assert (right.status, right.body) == (200, pkg.path.read_bytes())
+    asked = _asked(mirror, pkg.filename)
+    monkeypatch.setattr(cached_channels, "UNMATCHED_SECONDS", 0.0)
+    cache.get(url, headers={HEADER: wrong})
+    assert _asked(mirror, pkg.filename) > asked
+
+
 def _with_wrong_bytes(root: Path, pkg: CondaPkg, conda_channels: Channels) -> None:
     """The mirror has other bytes under the package's name (another package's, so a sound .conda)."""
     other = find_pkg(conda_channels.forge_pkgs, "app")

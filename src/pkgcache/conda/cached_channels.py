@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -74,6 +74,11 @@ CONTRADICTED_PACKAGES_KEPT = 1024
 # its first byte is sent: most packages are whole by then, and a mismatch is a clear 502; a bigger one is streamed
 # (conda's read timeout is 60 s; a client's own may be shorter).
 UNLISTED_WHOLE_WAIT = 5.0
+# A package not listed whose upstreams' bytes matched no client's sha256 is not fetched again for that sha256 for
+# this long (at most UNMATCHED_KEPT remembered): every request with a sha256 no upstream has (a stale lock, or a
+# client sending made-up ones) was a whole download from the upstreams, a way for any client to busy them.
+UNMATCHED_SECONDS = 300.0
+UNMATCHED_KEPT = 1024
 
 
 class ChannelPaths:
@@ -118,6 +123,8 @@ class CachedChannels:
             weakref.WeakKeyDictionary()
         )
         self._contradicted: dict[Path, float] = {}  # package -> when every upstream's bytes failed its record
+        # (package not listed, a client's sha256) -> when no upstream's bytes matched it
+        self._unmatched: dict[tuple[Path, str], float] = {}
         # What the cached index lists for each cached package, to tell a package replaced upstream (a hit is one
         # only when it agrees).
         self.listed = ListedRecords(files.meta_for, passes)
@@ -249,6 +256,7 @@ class CachedChannels:
                 raise PackageNotInRepodata(await self._not_listed(channel, subdir, filename))
             if refusal is not None:
                 raise refusal
+            self._refuse_if_unmatched(path, expected, f"{channel.path}/{subdir}/{filename}")
             log.info(
                 "%s/%s/%s is not listed: fetched, checked against its client's sha256", channel.path, subdir, filename
             )
@@ -270,7 +278,7 @@ class CachedChannels:
             Expected(hashes=hashes, size=size, magic=magic_for(filename), max_size=max_package_size()),
             headers=(lambda upstream: extra) if extra else None,
             replace=replace,
-            on_done=self._note_if_contradicted,
+            on_done=self._note_if_contradicted if record is not None else self._note_if_unmatched(hashes["sha256"]),
         )
         if download is None:
             return path
@@ -319,6 +327,32 @@ class CachedChannels:
             if len(self._contradicted) >= CONTRADICTED_PACKAGES_KEPT:
                 self._contradicted.pop(next(iter(self._contradicted)))
             self._contradicted[download.final_path] = time.monotonic()
+
+    def _note_if_unmatched(self, expected: str) -> Callable[[Download], Awaitable[None]]:
+        """A package not listed, fetched for a client's sha256: remembered when no upstream had those bytes."""
+
+        async def noted(download: Download) -> None:
+            if isinstance(download.error, BadBytesEverywhere):
+                if len(self._unmatched) >= UNMATCHED_KEPT:
+                    self._unmatched.pop(next(iter(self._unmatched)))
+                self._unmatched[(download.final_path, expected)] = time.monotonic()
+
+        return noted
+
+    def _refuse_if_unmatched(self, path: Path, expected: str, what: str) -> None:
+        """UnlistedPackageMismatch, without asking any upstream, when the upstreams' bytes for the package not
+        listed at `path` matched no `expected` sha256 within UNMATCHED_SECONDS."""
+        when = self._unmatched.get((path, expected))
+        if when is None:
+            return
+        age = time.monotonic() - when
+        if age >= UNMATCHED_SECONDS:
+            del self._unmatched[(path, expected)]
+            return
+        raise UnlistedPackageMismatch(
+            f"{what} is not listed by its channel, and no upstream had it with the sha256 the client expects"
+            f" ({expected}) {age:.0f} s ago: not asked again for {UNMATCHED_SECONDS - age:.0f} s"
+        )
 
     async def _package_target(self, channel: Channel, subdir: str, filename: str) -> TargetFor:
         """Each upstream's URL for a package: beside its repodata, or where the subdir's cached repodata or shard
