@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from pkgcache.conda import index_checks
 from pkgcache.conda.index_checks import CHUNK, PARSE_WHOLE_BYTES, content_check_for
 from pkgcache.storage.downloads import IntegrityError
 from tests.fakes.synthetic_repodata import write_synthetic_repodata
@@ -178,3 +179,17 @@ def test_a_shard_index_of_another_subdir_is_refused(tmp_path: Path) -> None:
     _subdir_check(index("linux-64"))
     with pytest.raises(IntegrityError, match="'noarch', asked for 'linux-64'"):
         _subdir_check(index("noarch"))
+
+
+@pytest.mark.parametrize("chunk", [97, 4096])
+def test_the_streaming_checks_hold_across_small_chunks(
+    tmp_path: Path, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The tail kept as the last chunks (INFO_TAIL_BYTES of them), the last byte found past whitespace-only chunks.
+    monkeypatch.setattr(index_checks, "CHUNK", chunk)
+    text = _big_repodata("last") + b"\n" * 300 + b" \t\r\n" * 50
+    with pytest.raises(IntegrityError, match="'noarch', asked for 'linux-64'"):
+        _subdir_check(_write(tmp_path, "repodata.json.zst", text))
+    _subdir_check(_write(tmp_path, "repodata.json.zst", _big_repodata("last", subdir="linux-64") + b"\n" * 300))
+    with pytest.raises(IntegrityError, match="not a JSON object"):
+        _subdir_check(_write(tmp_path, "repodata.json.zst", _big_repodata("last", subdir="linux-64")[:-2] + b"\n"))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import bz2
 import json
 import re
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -145,7 +146,10 @@ def _check_json_object(chunks: Iterator[bytes], repodata: bool, whole: bool, sub
     `subdir`: the subdir a repodata naming its own must name."""
     head = b""
     text: bytearray | None = bytearray() if whole else None
-    tail = bytearray()
+    # The last chunks, by reference (no copy of each chunk: a big repodata is hundreds of them), enough of them to
+    # hold INFO_TAIL_BYTES.
+    tail: deque[bytes] = deque()
+    in_tail = 0
     total = 0
     last = b""
     for chunk in chunks:
@@ -158,11 +162,11 @@ def _check_json_object(chunks: Iterator[bytes], repodata: bool, whole: bool, sub
             else:
                 text += chunk
         if subdir is not None:
-            tail += chunk
-            if len(tail) > 2 * INFO_TAIL_BYTES:
-                del tail[: len(tail) - INFO_TAIL_BYTES]
-        if chunk.strip():
-            last = chunk.rstrip()[-1:]
+            tail.append(chunk)
+            in_tail += len(chunk)
+            while in_tail - len(tail[0]) >= INFO_TAIL_BYTES:
+                in_tail -= len(tail.popleft())
+        last = _last_non_space(chunk) or last
     start = head.lstrip()[:1]
     if start != b"{" or last != b"}":
         kind = "an HTML page" if start == b"<" else "not a JSON object"
@@ -173,7 +177,18 @@ def _check_json_object(chunks: Iterator[bytes], repodata: bool, whole: bool, sub
     if repodata and b'"packages' not in head:
         raise IntegrityError('a big JSON object without the repodata\'s "packages"')
     if subdir is not None:
-        _check_subdir(_info_at_either_end(head, bytes(tail[-INFO_TAIL_BYTES:]), total), subdir)
+        _check_subdir(_info_at_either_end(head, b"".join(tail)[-INFO_TAIL_BYTES:], total), subdir)
+
+
+def _last_non_space(chunk: bytes) -> bytes:
+    """The chunk's last byte that is not JSON whitespace (b"" if none), found from the end without a copy."""
+    at = len(chunk) - 1
+    while at >= 0 and chunk[at] in _JSON_SPACE:
+        at -= 1
+    return chunk[at : at + 1]
+
+
+_JSON_SPACE = frozenset(b" \t\n\r")
 
 
 # The top level's members, each value's syntax checked as msgspec skips over it (no objects are made of it).
