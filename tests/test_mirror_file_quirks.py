@@ -23,6 +23,7 @@ import pytest
 
 from pkgcache.config import UpstreamPolicy
 from pkgcache.upstream.compare import Progress, comparison_due
+from pkgcache.upstream.credentials import OriginCredentials
 from pkgcache.upstream.pool import UpstreamPolicySettings
 from tests.cache_service import RunningCache
 from tests.fakes.dists import Dist, build_buildable_sdist, build_sdist, build_wheel
@@ -344,7 +345,7 @@ def test_a_faster_mirror_whose_first_bytes_differ_does_not_take_a_slow_transfer_
 
 
 def test_only_a_transfer_far_from_its_end_after_compare_after_is_compared() -> None:
-    policy = UpstreamPolicySettings.of(UpstreamPolicy(), ())
+    policy = UpstreamPolicySettings.of(UpstreamPolicy(), (), OriginCredentials())
     assert policy.compare_after == 3.0
     drip = Progress(received=36_000, seconds=3.0)  # 12 KB/s
     assert comparison_due(policy, drip, 1_500_000)

@@ -17,13 +17,14 @@ import copy
 import hashlib
 import ipaddress
 import os
+import re
 import sys
 import tomllib
 import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
@@ -63,17 +64,67 @@ def _check_http_url(url: str, *, presets: Mapping[str, object] | None = None) ->
     (`presets`)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
+        shown = redact_credentials(url)
         if presets is None:
-            raise ValueError(f"{url!r} is not an http(s) URL")
+            raise ValueError(f"{shown!r} is not an http(s) URL")
         nearest = closest_name(url, presets)
         hint = f"; did you mean {nearest!r}?" if nearest is not None else ";"
         listed = ", ".join(presets)
-        raise ValueError(f"{url!r} is neither a preset name nor an http(s) URL{hint} the presets are {listed}")
+        raise ValueError(f"{shown!r} is neither a preset name nor an http(s) URL{hint} the presets are {listed}")
     return url if url.endswith("/") else url + "/"
 
 
 def _name_from_url(url: str) -> str:
-    return urlsplit(url).netloc
+    """An upstream given by URL is named by its host and port: never by its credentials (user:password@)."""
+    return urlsplit(url).netloc.rpartition("@")[2]
+
+
+def split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """`url` without its `user:password@`, and the user and password it held (percent-decoded; None: not given)."""
+    parts = urlsplit(url)
+    userinfo, at, host_port = parts.netloc.rpartition("@")
+    if not at:
+        return url, None, None
+    user, colon, password = userinfo.partition(":")
+    bare = urlunsplit((parts.scheme, host_port, parts.path, parts.query, parts.fragment))
+    return bare, unquote(user), unquote(password) if colon else None
+
+
+# A URL's `user:password@` (or `user@`) in any text: up to the last "@" before the path.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s?#]*)@")
+
+
+def redact_credentials(text: str) -> str:
+    """`text` with every URL's credentials shown as `user:***@`: what status, logs, errors and commands show."""
+
+    def shown(match: re.Match[str]) -> str:
+        return f"{match.group(1)}{match.group(2).partition(':')[0]}:***@"
+
+    return _USERINFO.sub(shown, text)
+
+
+def with_user_shown(url: str, user: str | None) -> str:
+    """`url` (without credentials) as it may be shown when `user` (and a password) go with its requests."""
+    if user is None:
+        return url
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, f"{user}:***@{parts.netloc}", parts.path, parts.query, parts.fragment))
+
+
+# Where an http(s) URL's requests go: its scheme, host (as `normalise_host` gives it) and port (the scheme's when it
+# names none). An upstream's credentials go with every request to its own origins, and with none to any other.
+Origin = tuple[str, str, int | None]
+
+
+def url_origin(url: str) -> Origin:
+    """The origin of an http(s) URL (`Origin`)."""
+    host, port = url_host_port(url)
+    return (urlsplit(url).scheme.lower(), host, port)
+
+
+def format_origin(origin: Origin) -> str:
+    scheme, host, port = origin
+    return f"{scheme}://{format_host_entry(host, port)}"
 
 
 # A host (lower case, no brackets, an IP address in one spelling) and a port; None: any port.
@@ -262,9 +313,69 @@ class UpstreamPolicy(_Section):
         return [format_host_entry(*parse_host_entry(entry)) for entry in value]
 
 
-class PypiUpstream(_Section):
+class _UpstreamCredentials(_Section):
+    """An upstream's user and password (HTTP basic auth), for a mirror whose reads need them: a central pkgcache
+    with `[access] users`, an internal Artifactory or Nexus. Given as `user` and `password`, or in its URLs
+    (`http://user:password@host/...`), where they are taken out at once: the URLs kept (and shown, logged, named
+    after) have none. They go with every request to the origins of the upstream's URLs (scheme, host, port: its
+    pages, its files there, ranges, metadata, probes), never to another origin (a page's links to another host, a
+    redirect there); see `upstream/credentials.py`."""
+
+    url_keys: ClassVar[tuple[str, ...]]
+    user: str | None = None
+    password: str | None = Field(None, repr=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_out_of_urls(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        value = dict(value)
+        found: set[tuple[str, str]] = set()
+        for key in cls.url_keys:
+            url = value.get(key)
+            if isinstance(url, str):
+                bare, user, password = split_credentials(url)
+                if user is not None:
+                    found.add((user, password or ""))
+                    value[key] = bare
+        if len(found) > 1:
+            raise ValueError("the upstream's URLs give different credentials (user:password@): give one user")
+        if found:
+            user, password = found.pop()
+            given_user, given_password = value.get("user"), value.get("password")
+            if (given_user is not None and given_user != user) or (
+                given_password is not None and given_password != password
+            ):
+                raise ValueError("the credentials in the upstream's URL and its user or password differ: give one")
+            value["user"], value["password"] = user, password
+        return value
+
+    @model_validator(mode="after")
+    def _password_with_a_user(self) -> _UpstreamCredentials:
+        if self.password is not None and self.user is None:
+            raise ValueError("a password is given without a user: give the upstream's user too")
+        if self.user is not None and ":" in self.user:
+            raise ValueError("a user name cannot hold a ':' (HTTP basic auth)")
+        return self
+
+    def credentials(self) -> tuple[str, str] | None:
+        """(user, password) to send this upstream; None: its requests carry none."""
+        return None if self.user is None else (self.user, self.password or "")
+
+    def origins(self) -> set[Origin]:
+        """Where this upstream's URLs send requests: the origins its credentials go to."""
+        return {url_origin(url) for key in self.url_keys if isinstance(url := getattr(self, key), str)}
+
+    def shown(self, url: str) -> str:
+        """One of its URLs as it may be shown: `user:***@` when credentials go with it."""
+        return with_user_shown(url, self.user)
+
+
+class PypiUpstream(_UpstreamCredentials):
     """One PyPI upstream: a simple-index root URL, named for logs and status."""
 
+    url_keys = ("url", "files_url")
     name: str
     url: str
     # Where this mirror keeps `packages/...` when it is not beside the index (`<root>/packages/`).
@@ -322,9 +433,10 @@ class PypiConfig(_UpstreamSide, PypiPolicySettings):
     index_ttl: float = Field(600.0, ge=0, description="seconds a project page is fresh")
 
 
-class CondaUpstream(_Section):
+class CondaUpstream(_UpstreamCredentials):
     """One conda upstream: where its `pkgs/...` channels live and where its community channels live."""
 
+    url_keys = ("pkgs_url", "cloud_url")
     name: str
     pkgs_url: str
     cloud_url: str
@@ -446,6 +558,34 @@ class Settings(BaseSettings):
         if not (self.pypi.enabled or self.conda.enabled):
             raise ValueError("both pypi and conda are disabled: nothing to serve")
         return self
+
+    @model_validator(mode="after")
+    def _one_user_an_origin(self) -> Settings:
+        seen: dict[Origin, tuple[str, tuple[str, str]]] = {}
+        upstreams: list[PypiUpstream | CondaUpstream] = [*self.pypi.upstreams, *self.conda.upstreams]
+        for upstream in upstreams:
+            credentials = upstream.credentials()
+            if credentials is None:
+                continue
+            for origin in sorted(upstream.origins()):
+                other = seen.setdefault(origin, (upstream.name, credentials))
+                if other[1] != credentials:
+                    raise ValueError(
+                        f"upstreams {other[0]!r} and {upstream.name!r} give {format_origin(origin)} different"
+                        " credentials: requests to one origin carry one user's"
+                    )
+        return self
+
+    def upstream_credentials(self) -> dict[Origin, tuple[str, str]]:
+        """The user and password that go with every request to each origin of an upstream that has them (the
+        enabled sides')."""
+        sides = [side for side in (self.pypi, self.conda) if side.enabled]
+        found: dict[Origin, tuple[str, str]] = {}
+        for upstream in (upstream for side in sides for upstream in side.upstreams):
+            credentials = upstream.credentials()
+            if credentials is not None:
+                found.update(dict.fromkeys(upstream.origins(), credentials))
+        return found
 
     def trusted_upstream_hosts(self) -> frozenset[HostPort]:
         """Every host:port the configuration names for reaching upstreams (each upstream's URLs, the proxy) and

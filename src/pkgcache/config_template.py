@@ -161,6 +161,7 @@ def _extra_notes(path: str) -> Iterator[str]:
         yield (
             '#   upstreams = ["tuna", { name = "campus", url = "https://pypi.campus.cn/simple/", max_connections = 4 }]'
         )
+        yield from _credentials_note()
     elif path == "conda.upstreams":
         yield "# conda presets (where pkgs/* channels live, where cloud/* channels live):"
         for name, (pkgs, cloud) in CONDA_PRESETS.items():
@@ -172,8 +173,14 @@ def _extra_notes(path: str) -> Iterator[str]:
             '#   upstreams = ["tuna", { name = "campus", pkgs_url = "https://mirror.campus.cn/anaconda/pkgs/", '
             'cloud_url = "https://mirror.campus.cn/anaconda/cloud/" }]'
         )
+        yield from _credentials_note()
     elif path == "access.users":
         yield '#   users = { alice = "a long password", build-bot = "another one" }'
+
+
+def _credentials_note() -> Iterator[str]:
+    yield "# One whose reads need HTTP basic auth (a central pkgcache with [access] users, an Artifactory): a table's"
+    yield '# user = "...", password = "..." (or user:password@ in its URL); sent to its own host only, never shown.'
 
 
 def toml_value(value: Any) -> str:

@@ -21,11 +21,12 @@ import aiohttp
 import click
 
 from pkgcache.cli.options import SECONDS, config_option, settings_from_options
-from pkgcache.config import Settings
+from pkgcache.config import Settings, with_user_shown
 from pkgcache.formatting import format_bytes
 from pkgcache.presets import CONDA_PRESETS, PYPI_PRESETS
 from pkgcache.pypi.parse import InvalidPage, parse_project_page
 from pkgcache.pypi.upstream_index import PROBE_PROJECT, UPSTREAM_ACCEPT
+from pkgcache.upstream.credentials import OriginCredentials
 from pkgcache.upstream.pool import UpstreamError, UpstreamPolicySettings, make_client_session, read_limited
 
 # The project the service's own probe asks for (pypi/upstream_index.py): what `check` says works is what it uses.
@@ -87,10 +88,16 @@ class Probe:
     what: str
     url: str
     kind: ProbeKind
+    # The user whose credentials go with the request (the upstream's), shown in its URL as `user:***@`.
+    user: str | None = None
 
     @property
     def method(self) -> str:
         return "HEAD" if self.kind == "exists" else "GET"
+
+    @property
+    def shown_url(self) -> str:
+        return with_user_shown(self.url, self.user)
 
 
 @dataclass(frozen=True)
@@ -107,15 +114,16 @@ def plan_probes(settings: Settings, project: str = DEFAULT_PROJECT) -> list[Prob
     if settings.pypi.enabled:
         for upstream in settings.pypi.upstreams:
             url = f"{upstream.url}{project}/"
-            probes.append(Probe("pypi", upstream.name, f"{project} page", url, "pypi-page"))
+            probes.append(Probe("pypi", upstream.name, f"{project} page", url, "pypi-page", upstream.user))
     if settings.conda.enabled:
         cloud_channel = _first_cloud_channel(settings.conda.channels)
         for conda_upstream in settings.conda.upstreams:
             url = f"{conda_upstream.pkgs_url}main/noarch/repodata.json"
-            probes.append(Probe("conda", conda_upstream.name, "pkgs/main repodata", url, "repodata"))
+            user = conda_upstream.user
+            probes.append(Probe("conda", conda_upstream.name, "pkgs/main repodata", url, "repodata", user))
             if cloud_channel:
                 url = f"{conda_upstream.cloud_url}{cloud_channel}/noarch/repodata.json"
-                probes.append(Probe("conda", conda_upstream.name, f"{cloud_channel} (HEAD)", url, "exists"))
+                probes.append(Probe("conda", conda_upstream.name, f"{cloud_channel} (HEAD)", url, "exists", user))
     return probes
 
 
@@ -128,6 +136,7 @@ async def run_probes(settings: Settings, probes: list[Probe], timeout: float) ->
     client = UpstreamPolicySettings.of(
         policy,
         settings.trusted_upstream_hosts(),
+        OriginCredentials(settings.upstream_credentials()),
         connect_timeout=min(policy.connect_timeout, timeout),
         read_timeout=min(policy.read_timeout, timeout),
     )
@@ -233,6 +242,7 @@ def _first_cloud_channel(channels: list[str]) -> str | None:
 
 
 NOT_FOUND = "HTTP 404"
+UNAUTHORIZED = "HTTP 401"
 
 
 def hints(results: list[ProbeResult]) -> list[str]:
@@ -241,9 +251,15 @@ def hints(results: list[ProbeResult]) -> list[str]:
     their own paths: devpi's `+simple/`, Artifactory's `.../simple/`)."""
     found: list[str] = []
     for result in results:
+        probe = result.probe
+        if not result.ok and result.detail == UNAUTHORIZED:
+            given = "its user and password are refused" if probe.user is not None else "it wants a user and password"
+            found.append(
+                f"{probe.upstream} answered {result.detail} for {probe.shown_url}: {given}; give them as the "
+                "upstream's user and password (a table's keys, or user:password@ in its URL)"
+            )
         if result.ok or result.detail != NOT_FOUND:
             continue
-        probe = result.probe
         if probe.kind == "pypi-page":
             base = probe.url.removesuffix("/").rsplit("/", 1)[0] + "/"
             found.append(
@@ -290,7 +306,7 @@ def format_table(results: list[ProbeResult]) -> str:
             r.probe.what,
             "-" if r.latency_ms is None else f"{r.latency_ms:.0f} ms",
             r.detail if r.ok else f"ERROR: {r.detail}",
-            r.probe.url,
+            r.probe.shown_url,
         )
         for r in results
     ]

@@ -47,6 +47,10 @@ class AccessLog:
             now = time.time()
         if not path.isprintable():
             path = _escaped(path)  # a CR/LF in a request path must not forge a line of its own
+        if "@" in upstream:
+            # Named by its host and port: a page or index file kept from before an upstream's credentials were taken
+            # out of its name (`office:password@central:3150`) still names it so.
+            upstream = upstream.rpartition("@")[2]
         line = (
             f"{self._timestamp(now)},{int(now % 1 * 1000):03d} INFO {LOGGER_NAME}: {method} {path} {status} "
             f"cache={cache} bytes={size} ms={seconds * 1000:.1f} upstream={upstream}\n"

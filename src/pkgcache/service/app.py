@@ -52,6 +52,7 @@ from pkgcache.storage.downloads import Downloader
 from pkgcache.storage.eviction import CacheKeeper
 from pkgcache.storage.sidecars import Sidecars
 from pkgcache.storage.store import CacheStore
+from pkgcache.upstream.credentials import OriginCredentials
 from pkgcache.upstream.pool import TargetFor, Upstream, UpstreamPolicySettings, UpstreamPool
 from pkgcache.upstream.transfer import Fetcher
 from pkgcache.workers.context import WorkerContext
@@ -91,8 +92,15 @@ def make_pool(
     upstreams: list[tuple[str, str, int | None, float]], settings: Settings, probe_target: TargetFor | None = None
 ) -> UpstreamPool:
     policy, loop_mark = settings.upstream, settings.server.loop_mark()
+    credentials = OriginCredentials(settings.upstream_credentials())
     members = [
-        Upstream(name=name, base_url=url, max_connections=cap or policy.max_connections, range_interval=interval)
+        Upstream(
+            name=name,
+            base_url=url,
+            max_connections=cap or policy.max_connections,
+            range_interval=interval,
+            user=credentials.user_for(url),
+        )
         for name, url, cap, interval in upstreams
     ]
     return UpstreamPool(
@@ -100,6 +108,7 @@ def make_pool(
         UpstreamPolicySettings.of(
             policy,
             settings.trusted_upstream_hosts(),
+            credentials,
             user_agent=f"{policy.user_agent} ({loop_mark})" if loop_mark else policy.user_agent,
         ),
         probe_target,

@@ -146,9 +146,9 @@ def _log_banner(settings: Settings, workers: int) -> None:
         processes,
     )
     for upstream in settings.pypi.upstreams if settings.pypi.enabled else []:
-        log.info("pypi upstream %s: %s", upstream.name, upstream.url)
+        log.info("pypi upstream %s: %s", upstream.name, upstream.shown(upstream.url))
     for conda in settings.conda.upstreams if settings.conda.enabled else []:
-        log.info("conda upstream %s: %s and %s", conda.name, conda.pkgs_url, conda.cloud_url)
+        log.info("conda upstream %s: %s and %s", conda.name, conda.shown(conda.pkgs_url), conda.shown(conda.cloud_url))
     sides: dict[str, PypiConfig | CondaConfig] = {"pypi": settings.pypi, "conda": settings.conda}
     for side, config in sides.items():
         if not config.enabled:

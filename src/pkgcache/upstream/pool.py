@@ -28,11 +28,12 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from pkgcache.config import HostPort
+from pkgcache.config import HostPort, redact_credentials, with_user_shown
 from pkgcache.header_numbers import ascii_number
 from pkgcache.node_identity import POLICY_REFUSAL, REFUSAL_HEADER, UPSTREAM_FAILED_HEADER, NodeIdentity
 from pkgcache.storage.downloads import Absent
 from pkgcache.upstream.address_guard import GuardedResolver, RefusedAddress, TrustedHosts, guard_middleware
+from pkgcache.upstream.credentials import OriginCredentials, credentials_middleware
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,8 @@ class UpstreamError(Exception):
     def __init__(
         self, message: str, *, retry_after: float | None = None, rest_upstream: bool = True, blocked: bool = False
     ) -> None:
-        super().__init__(message)
+        # Its message reaches /-/status, the log and clients' error bodies: no URL in it shows credentials.
+        super().__init__(redact_credentials(message))
         self.retry_after = retry_after
         self.rest_upstream = rest_upstream
         self.blocked = blocked
@@ -144,7 +146,7 @@ class UpstreamsUnavailable(Exception):
     upstream is resting, says when the first one comes back."""
 
     def __init__(self, errors: Mapping[str, str], retry_after: float | None = None) -> None:
-        self.errors = dict(errors)
+        self.errors = {name: redact_credentials(reason) for name, reason in errors.items()}
         self.retry_after = retry_after
         super().__init__("; ".join(f"{name}: {reason}" for name, reason in self.errors.items()))
 
@@ -188,6 +190,8 @@ class Upstream:
     max_connections: int
     # Seconds between two range requests to this upstream (USTC allows about one a second per client); 0: none.
     range_interval: float = 0.0
+    # The user whose credentials go with its requests (upstream/credentials.py): shown as `user:***@` in its URL.
+    user: str | None = None
     cooldown_until: float = 0.0
     # When it last failed (and was rested), and last answered (monotonic): an answer after the failure proves it up.
     failed_at: float = 0.0
@@ -236,7 +240,7 @@ class Upstream:
     def status(self, now: float) -> dict[str, object]:
         return {
             "name": self.name,
-            "url": self.base_url,
+            "url": with_user_shown(redact_credentials(self.base_url), self.user),
             "healthy": not self.is_cooling_down(now),
             "blocked": self.blocked and self.is_cooling_down(now),
             "cooldown_remaining": max(0.0, round(self.cooldown_until - now, 1)),
@@ -270,16 +274,26 @@ class UpstreamPolicySettings:
     max_retry_after: float = 3600.0
     # Hosts (host, port; port None: any) reached whatever their addresses: the configured ones (address_guard.py).
     trusted_hosts: frozenset[HostPort] = frozenset()
+    # The upstreams' credentials, by origin (credentials.py); its repr shows no password.
+    credentials: OriginCredentials = field(default_factory=OriginCredentials)
 
     @classmethod
-    def of(cls, policy: object, trusted_hosts: Iterable[HostPort], **overrides: object) -> UpstreamPolicySettings:
+    def of(
+        cls,
+        policy: object,
+        trusted_hosts: Iterable[HostPort],
+        credentials: OriginCredentials,
+        **overrides: object,
+    ) -> UpstreamPolicySettings:
         """These settings from the configuration's [upstream] section (config.UpstreamPolicy, whose names are the
-        same) and the hosts it trusts (`Settings.trusted_upstream_hosts()`), with `overrides`: every field is carried
-        over, so a client made elsewhere (`pkgcache check`) cannot miss one, as it once missed the proxy."""
+        same), the hosts it trusts (`Settings.trusted_upstream_hosts()`) and the upstreams' credentials
+        (`Settings.upstream_credentials()`), with `overrides`: every field is carried over, so a client made
+        elsewhere (`pkgcache check`) cannot miss one, as it once missed the proxy."""
+        given: dict[str, Any] = {"trusted_hosts": frozenset(trusted_hosts), "credentials": credentials}
         values: dict[str, Any] = {
-            field.name: getattr(policy, field.name) for field in fields(cls) if field.name != "trusted_hosts"
+            field.name: getattr(policy, field.name) for field in fields(cls) if field.name not in given
         }
-        return cls(**{**values, "trusted_hosts": frozenset(trusted_hosts), **overrides})
+        return cls(**{**values, **given, **overrides})
 
 
 TargetFor = Callable[[Upstream], str | None]
@@ -362,7 +376,8 @@ class UpstreamPool:
         upstream.stats.probes += 1
         try:
             url = (self.probe_target(upstream) if self.probe_target else None) or upstream.base_url
-            log.info("upstream %s: its rest is over; asking %s whether it is back", upstream.name, url)
+            shown = redact_credentials(url)
+            log.info("upstream %s: its rest is over; asking %s whether it is back", upstream.name, shown)
             await self._fetch_from(upstream, url, _status_only, dict(PROBE_HEADERS), "GET", PROBE_ANSWERS, None)
         except ParentUpstreamsFailed:
             self._answered(upstream)  # a parent whose own upstreams fail answers: it is back (its cache serves)
@@ -585,7 +600,7 @@ class UpstreamPool:
         if status in ok_statuses:
             return
         if status in NOT_FOUND_STATUSES:
-            raise UpstreamNotFound(url)
+            raise UpstreamNotFound(redact_credentials(url))
         if status == 407 and self.policy.proxy:
             # The proxy's answer, not the mirror's (every upstream is asked through it and gets the same).
             raise UpstreamError(self._proxy_refusal(status, url))
@@ -626,7 +641,7 @@ class UpstreamPool:
     def record_bad_answer(self, upstream: Upstream, reason: str) -> None:
         """Count a bad answer (a file failing its hash) without resting the upstream: its other files may be fine."""
         upstream.stats.failures += 1
-        upstream.last_error = reason
+        upstream.last_error = reason = redact_credentials(reason)
         log.warning("upstream %s: %s", upstream.name, reason)
 
     def report_failure(self, upstream: Upstream, reason: str, retry_after: float | None = None) -> None:
@@ -636,7 +651,7 @@ class UpstreamPool:
 
     def rest(self, upstream: Upstream, reason: str, retry_after: float | None = None) -> None:
         """Skip `upstream` for the cool-down (or as long as it asked us to wait), a failure counted already."""
-        upstream.last_error = reason
+        upstream.last_error = reason = redact_credentials(reason)
         # A mirror may ask for a long rest, but not for years (one sent Retry-After: 999999999).
         longest = max(self.policy.max_retry_after, self.policy.cooldown)
         pause = min(max(self.policy.cooldown, retry_after or 0.0), longest)
@@ -670,7 +685,8 @@ def make_client_session(policy: UpstreamPolicySettings) -> aiohttp.ClientSession
         limit=0, ttl_dns_cache=300, enable_cleanup_closed=True, resolver=GuardedResolver(trusted)
     )
     return aiohttp.ClientSession(
-        middlewares=(guard_middleware(trusted),),
+        # Each hop of a redirect is checked, then given its origin's credentials (and no other's).
+        middlewares=(guard_middleware(trusted), credentials_middleware(policy.credentials)),
         timeout=timeout,
         connector=connector,
         headers={"User-Agent": policy.user_agent},
