@@ -825,6 +825,16 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         "nothing new; what it had",
         "../test_upstream_proxy.py::test_a_proxy_asking_for_credentials_is_named_as_the_fault_not_the_mirror",
     ),
+    ServiceScenario(
+        "tier-parent-with-users",
+        "the parent pkgcache has `[access] users` (every read needs basic auth); the child's upstream gives its user "
+        "and password (`user`/`password`, or `user:password@` in its URL)",
+        "200: pip, uv and rattler install through the child (files, `.metadata`, shards, packages: the credentials "
+        "go with every request to the parent's origin, to no other host); the password is in no status, stats, "
+        "metrics, page, log, CLI output or error body (the upstream is named by host:port, shown as `user:***@`)",
+        "what the parent gave",
+        "../test_upstream_credentials.py::test_pip_uv_and_rattler_install_through_an_office_over_a_central_with_users",
+    ),
 ]
 
 
