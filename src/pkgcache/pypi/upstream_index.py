@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Collection
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import quote, urljoin
@@ -35,7 +35,7 @@ from pkgcache.upstream.pool import (
     UpstreamsUnavailable,
     read_limited,
 )
-from pkgcache.upstream.transfer import Fetcher
+from pkgcache.upstream.transfer import Elsewhere, Fetcher
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +100,16 @@ class UpstreamIndex:
             )
             return entry
 
-    async def pages_of_others(self, project: str, but: str) -> AsyncGenerator[CachedPage, None]:
-        """The project's page from each upstream other than `but` that is not resting, in the pool's order, as
-        each is asked (the caller stops asking when it has what it needs); those that fail or lack it are passed
-        over. Each is asked alone, so as the last upstream left, and is bounded all the same: a page that takes
-        longer than page_timeout (one that never ends) fails that upstream, as in fetch_page, rather than hold
-        the check that asked. Nothing is kept."""
+    async def pages_of_others(
+        self, project: str, but: str, *, nor: Collection[str] = ()
+    ) -> AsyncGenerator[CachedPage, None]:
+        """The project's page from each upstream other than `but` (and those in `nor`) that is not resting, in the
+        pool's order, as each is asked (the caller stops asking when it has what it needs); those that fail or lack
+        it are passed over. Each is asked alone, so as the last upstream left, and is bounded all the same: a page
+        that takes longer than page_timeout (one that never ends) fails that upstream, as in fetch_page, rather
+        than hold the check that asked. Nothing is kept."""
         for upstream in self.pool.candidates():
-            if upstream.name == but:
+            if upstream.name == but or upstream.name in nor:
                 continue
             try:
                 yield await self.pool.fetch(
@@ -208,7 +210,29 @@ class UpstreamIndex:
             max_size=max_package_size(),
             one_of=tuple((candidate.hashes, candidate.size) for candidate in dist.candidates),
         )
-        return self.fetcher.download(path, self.file_target(entry, dist), expected, replace=replace)
+        # A parent pkgcache's page links files only it serves: the other upstreams' paths for one it cannot give
+        # (it cut the file its own upstream cut or spoiled, or its upstreams failed) are on their own pages.
+        elsewhere = self._on_other_pages(entry, dist) if self.is_pkgcache(entry.upstream) else None
+        return self.fetcher.download(
+            path, self.file_target(entry, dist), expected, replace=replace, elsewhere=elsewhere
+        )
+
+    def _on_other_pages(self, entry: CachedPage, dist: DistFile) -> Elsewhere:
+        """Where the upstreams not tried yet have a file `entry` lists: the link of the first one whose page lists it
+        as `entry` does (no hash or size of it contradicts `entry`'s; the bytes are checked against `entry`'s all
+        the same). Asked only once the upstreams `entry`'s links lead to could not give the file."""
+        project = entry.page.name
+
+        async def find(tried: frozenset[str]) -> TargetFor | None:
+            async with contextlib.aclosing(self.pages_of_others(project, but=entry.upstream, nor=tried)) as others:
+                async for other in others:
+                    listed = other.files.get(dist.filename)
+                    if listed is not None and _same_file(listed, dist):
+                        log.info("%s: %s lists it too, at %s", dist.filename, other.upstream, listed.url)
+                        return _only_named(other.upstream, listed.url)
+            return None
+
+        return find
 
     def download_provenance(self, path: Path, entry: CachedPage, dist: DistFile) -> Download | None:
         """The download of a file's PEP 740 provenance, from where the page's upstream said it is."""
@@ -276,7 +300,24 @@ class UpstreamIndex:
 
 def _only(upstream: Upstream, url: str) -> TargetFor:
     """A target that only `upstream` has (at `url`)."""
-    return lambda candidate: url if candidate.name == upstream.name else None
+    return _only_named(upstream.name, url)
+
+
+def _only_named(name: str, url: str) -> TargetFor:
+    """A target that only the upstream called `name` has (at `url`)."""
+    return lambda candidate: url if candidate.name == name else None
+
+
+def _same_file(listed: DistFile, wanted: DistFile) -> bool:
+    """Whether another page's entry can be the file `wanted` is (one of, when it is listed undecided): no hash both
+    give differs, nor the size."""
+    if listed.size is not None and wanted.size is not None and listed.size != wanted.size:
+        return False
+    entries = [(wanted.hashes, wanted.size)] + [(c.hashes, c.size) for c in wanted.candidates]
+    return any(
+        all(listed.hashes[name].lower() == digest.lower() for name, digest in hashes.items() if name in listed.hashes)
+        for hashes, _ in entries
+    )
 
 
 def probe_target(upstream: Upstream) -> str:

@@ -58,6 +58,10 @@ HTML_TYPES = ("text/html", "application/xhtml+xml")
 # Whether an upstream's 200, by its headers, is an older version than the copy being revalidated (a lagging
 # mirror's): such an answer is taken as a 304 ("keep yours"), its body never read.
 OlderThanCopy = Callable[[Upstream, Mapping[str, str]], bool]
+# Given the names of the upstreams tried already, where the others have the file: asked once none of those the
+# target names could give it (a PyPI page's links, asked of the other upstreams: pypi/upstream_index.py); None
+# when none has it.
+Elsewhere = Callable[[frozenset[str]], Awaitable[TargetFor | None]]
 
 
 class Fetcher:
@@ -79,16 +83,17 @@ class Fetcher:
         compressed: bool = False,
         before_commit: AfterDownload | None = None,
         older_than_copy: OlderThanCopy | None = None,
+        elsewhere: Elsewhere | None = None,
     ) -> Download | None:
         """The download bringing `path` (running or started now), or None when the file is already cached.
 
         `compressed` lets the upstream gzip the body on the wire (worth it for JSON indexes; a cut transfer then
         starts again from zero on the next upstream). See Downloader.get_or_start for `replace`, `on_done` and
-        `before_commit`; OlderThanCopy for `older_than_copy` (revalidations).
+        `before_commit`; OlderThanCopy for `older_than_copy` (revalidations); Elsewhere for `elsewhere`.
         """
 
         async def produce(download: Download) -> None:
-            await receive_from_upstreams(self.pool, download, target, headers, older_than_copy)
+            await receive_from_upstreams(self.pool, download, target, headers, older_than_copy, elsewhere)
 
         return self.downloader.get_or_start(
             path,
@@ -113,12 +118,15 @@ async def receive_from_upstreams(
     target: TargetFor,
     headers: HeadersFor | None = None,
     older_than_copy: OlderThanCopy | None = None,
+    elsewhere: Elsewhere | None = None,
 ) -> None:
-    """Fill `download` from the first upstream (in the pool's order) that gives the whole, checked file."""
+    """Fill `download` from the first upstream (in the pool's order) that gives the whole, checked file; when none
+    of those `target` names does, from those `elsewhere` finds it on (resuming what arrived, as between any two)."""
     receiver = _Receiver(download, pool, target, older_than_copy)
-    try:
+
+    async def fetch() -> None:
         await pool.fetch(
-            target,
+            receiver.target,
             receiver.receive,
             headers=lambda upstream: receiver.request_headers(headers, upstream),
             ok_statuses=frozenset({200, 206, 304, 416}),
@@ -126,6 +134,21 @@ async def receive_from_upstreams(
             # the encoding names the file's own compression (_unasked_encoding).
             decode=download.compressed,
         )
+
+    try:
+        try:
+            await fetch()
+        except UpstreamsUnavailable as failed:
+            tried = frozenset(receiver.tried)
+            found = await elsewhere(tried) if elsewhere is not None else None
+            if found is None:
+                raise
+            receiver.target = _untried(found, tried)
+            log.info("%s: asking the upstreams that have it elsewhere (%s)", download.final_path.name, failed)
+            try:
+                await fetch()
+            except UpstreamsUnavailable as exc:
+                raise UpstreamsUnavailable({**failed.errors, **exc.errors}, exc.retry_after) from None
     except UpstreamsUnavailable as exc:
         # An upstream declared a length the disk has no room for, and none could give the file instead: the
         # disk's fault (507), not the upstreams'.
@@ -139,6 +162,11 @@ async def receive_from_upstreams(
         liar = pool.by_name(name)
         if liar is not None:
             pool.rest(liar, reason)
+
+
+def _untried(target: TargetFor, tried: frozenset[str]) -> TargetFor:
+    """`target`, for the upstreams not in `tried` only."""
+    return lambda upstream: None if upstream.name in tried else target(upstream)
 
 
 class _Receiver:
