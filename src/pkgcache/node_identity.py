@@ -86,6 +86,17 @@ def copy_state(headers: Mapping[str, str]) -> CopyState:
     return CopyState.FRESH
 
 
+def relays_its_upstream(headers: Mapping[str, str]) -> bool:
+    """Whether an answer is a pkgcache's miss: a body the node sends as it fetches it from its own upstream (a file
+    being downloaded, an index being fetched), so that a cut of it is most likely that upstream's fault, not the
+    node's. Once its headers are out, a node whose upstream cuts the file, or whose upstream's bytes fail their
+    check, can only cut its own answer (it holds back the file's last byte until the file is checked, then cuts).
+    A child does not rest the node for such a cut (upstream/pool.py: `RelayCut`)."""
+    if NodeIdentity.from_headers(headers) is None:
+        return False
+    return headers.get(CACHE_STATE_HEADER, "").strip().lower() == "miss"
+
+
 def host_node_name() -> str:
     """This machine's host name, made fit for a header and a label (the default node name)."""
     name = _OUTSIDE_PATTERN.sub("-", socket.gethostname()).strip("-._")[:63]

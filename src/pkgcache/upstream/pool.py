@@ -30,7 +30,13 @@ import aiohttp
 
 from pkgcache.config import HostPort, redact_credentials, with_user_shown
 from pkgcache.header_numbers import ascii_number
-from pkgcache.node_identity import POLICY_REFUSAL, REFUSAL_HEADER, UPSTREAM_FAILED_HEADER, NodeIdentity
+from pkgcache.node_identity import (
+    POLICY_REFUSAL,
+    REFUSAL_HEADER,
+    UPSTREAM_FAILED_HEADER,
+    NodeIdentity,
+    relays_its_upstream,
+)
 from pkgcache.storage.downloads import Absent
 from pkgcache.upstream.address_guard import GuardedResolver, RefusedAddress, TrustedHosts, guard_middleware
 from pkgcache.upstream.credentials import OriginCredentials, credentials_middleware
@@ -95,6 +101,35 @@ class ParentUpstreamsFailed(UpstreamError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, rest_upstream=False)
+
+
+class RelayCut(UpstreamError):
+    """A pkgcache upstream (a parent) cut an answer it was relaying from its own upstream as it came (its miss:
+    node_identity.relays_its_upstream) mid-body. Its headers were out, so its upstream cutting the file, or sending
+    bytes that failed its check, left it nothing else to do: the parent answered, and is not rested for it (which
+    would also take a child past the parent's policy, to its own mirror, for the whole cool-down). The cut is
+    counted, and the next upstream is asked for this request only. A parent that is really gone refuses the next
+    request's connection, and rests then."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, rest_upstream=False)
+
+
+class AskAgain(UpstreamError):
+    """The answer cannot be judged as this upstream's alone: the same upstream is asked once more (a whole file, not
+    a resumed one, when the bytes another upstream gave before it are in doubt: upstream/transfer.py). Not counted
+    against it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, rest_upstream=False)
+
+
+def is_cut(exc: BaseException) -> bool:
+    """Whether aiohttp raised `exc` for a body cut mid-way: the connection closed or reset before the body's end
+    (not a silence: a read timeout is the slowness the rate floors also rest an upstream for)."""
+    return isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError)) and not isinstance(
+        exc, TimeoutError
+    )
 
 
 class NotAuthoritative(UpstreamError):
@@ -453,6 +488,11 @@ class UpstreamPool:
                         url = again
                         continue
                     errors[upstream.name] = "not found"
+                except AskAgain as exc:
+                    # Once: the loop's second round is the last (a first one asked again as a pkgcache included).
+                    errors[upstream.name] = str(exc)
+                    log.info("upstream %s is asked once more: %s", upstream.name, exc)
+                    continue
                 except NotAuthoritative as exc:
                     errors[upstream.name] = str(exc)
                     if exc.answer is not None:
@@ -530,8 +570,10 @@ class UpstreamPool:
         async with self._slot(upstream, slot_wait):
             upstream.stats.requests += 1
             started = time.monotonic()
+            relayed = False  # the answer is a pkgcache's miss, relayed from its own upstream as it comes
             try:
                 response = await self._send(method, url, headers, decode)
+                relayed = relays_its_upstream(response.headers)
                 try:
                     upstream.stats.observe_latency(time.monotonic() - started)
                     upstream.note_answer(response.headers)
@@ -556,7 +598,10 @@ class UpstreamPool:
             except aiohttp.ClientHttpProxyError as exc:
                 raise UpstreamError(self._proxy_refusal(exc.status, url)) from None
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise UpstreamError(f"{type(exc).__name__} from {url}: {exc}".rstrip(": ")) from None
+                failure = f"{type(exc).__name__} from {url}: {exc}".rstrip(": ")
+                if relayed and is_cut(exc):
+                    raise RelayCut(f"{failure} (a pkgcache's answer relayed from its own upstream, cut)") from None
+                raise UpstreamError(failure) from None
         upstream.last_error = None
         upstream.blocked = False
         self._answered(upstream)

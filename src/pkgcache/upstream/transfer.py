@@ -14,7 +14,9 @@ from the pool's upstreams in order. Each answer is received by a `_Receiver`, wh
   (`BadBytesEverywhere`), so that a layer keeping that index can refresh it.
 
 Which upstream is blamed is decided only from what is known to be right: the index's size and hash, and each
-answer's own headers. An upstream is never blamed for another one's bytes.
+answer's own headers. An upstream is never blamed for another one's bytes: a whole made of two upstreams' bytes
+(resumed) that fails its check is asked again, whole, of the one that sent its end (`AskAgain`), and a parent
+pkgcache that cuts a file it was relaying from its own upstream is not rested for it (`RelayCut`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 import aiohttp
 
 from pkgcache.header_numbers import content_range, unsatisfied_range_size
-from pkgcache.node_identity import CopyState, copy_state
+from pkgcache.node_identity import CopyState, copy_state, relays_its_upstream
 from pkgcache.storage.downloads import (
     Abandoned,
     AfterDownload,
@@ -41,14 +43,17 @@ from pkgcache.storage.downloads import (
 )
 from pkgcache.upstream.compare import Progress, compare_with, comparison_due
 from pkgcache.upstream.pool import (
+    AskAgain,
     BadBytesEverywhere,
     HeadersFor,
     NotAuthoritative,
+    RelayCut,
     TargetFor,
     Upstream,
     UpstreamError,
     UpstreamPool,
     UpstreamsUnavailable,
+    is_cut,
     watched_chunks,
 )
 
@@ -228,11 +233,13 @@ class _Receiver:
             download.mark_not_modified(upstream.name, response.headers)
             return
         skip = self._bytes_to_skip(response)
+        # Whose bytes this answer goes on from, when it resumes (or skips) what another upstream gave.
+        resumed_from = download.source if download.written and download.source != upstream.name else None
         download.begin(upstream.name, response.headers, self._length_to_reserve(response), str(response.url))
         declared = self._declared_total(response)
         try:
             await self._copy_body(upstream, response, skip)
-            self._refuse_a_short_body(upstream, declared)
+            self._refuse_a_short_body(upstream, response, declared)
             download.verify(declared)
             await download.check_content()
         except NoRoomForDeclaredLength as exc:
@@ -243,12 +250,37 @@ class _Receiver:
         except IntegrityError as exc:
             # The bytes are wrong, not just cut: none of them can be kept.
             await download.discard()
+            if resumed_from is not None:
+                # Another upstream's first bytes and this one's last: either may be the wrong ones. Neither is
+                # blamed; this one is asked for the whole file (once: it is then judged on its own bytes).
+                self.bytes_failed = True
+                raise AskAgain(
+                    f"{download.final_path.name} from {resumed_from}, resumed from {upstream.name}, fails its check"
+                    f" ({exc}): {upstream.name} is asked for the whole file"
+                ) from None
             reason = f"{upstream.name} sent a bad {download.final_path.name}: {exc}"
             raise self._contradicts_index(upstream, reason) from None
-        except BaseException:
+        except BaseException as exc:
             if download.compressed:
                 await download.discard()  # a cut compressed transfer cannot be resumed: the next one starts at 0
+            if is_cut(exc) and relays_its_upstream(response.headers):
+                raise self._relay_cut(upstream, exc) from None
             raise
+
+    def _relay_cut(self, upstream: Upstream, exc: BaseException) -> RelayCut:
+        """A parent pkgcache cut the file it was relaying from its own upstream (RelayCut: it is not rested). What
+        arrived is kept, and the next upstream resumes it. Where the cut came does not tell whether the parent's
+        upstream cut the file or sent bytes that failed the parent's check (the parent holds back the file's last
+        byte until then, but the child's reader drops what it had not read yet when the connection ends): a whole
+        that then fails its check is asked of the next upstream again in full, never blamed on it (`receive`)."""
+        download = self.download
+        size = download.expected.size
+        whole = f" of {size}" if size is not None else ""
+        cause = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        return RelayCut(
+            f"{upstream.name}, a pkgcache, cut {download.final_path.name} after {download.written}{whole} bytes"
+            f" relayed from its own upstream ({cause})"
+        )
 
     async def _take_range_refusal(self, upstream: Upstream, response: aiohttp.ClientResponse) -> None:
         """416 to a resumed request: the upstream has no byte past those here. When the size it gives the file
@@ -363,12 +395,16 @@ class _Receiver:
         size = self.download.expected.size
         return size if size is not None else self._declared_total(response)
 
-    def _refuse_a_short_body(self, upstream: Upstream, declared: int | None) -> None:
-        """A body that ended early was cut, not wrong: what arrived is kept, and the next upstream resumes it."""
+    def _refuse_a_short_body(self, upstream: Upstream, response: aiohttp.ClientResponse, declared: int | None) -> None:
+        """A body that ended early was cut, not wrong: what arrived is kept, and the next upstream resumes it. A
+        parent pkgcache relaying its own upstream's answer is not rested for it (RelayCut)."""
         written = self.download.written
         whole = self.download.expected.size if self.download.expected.size is not None else declared
         if whole is not None and written < whole:
-            raise UpstreamError(f"{upstream.name}'s answer ended after {written} of {whole} bytes")
+            reason = f"{upstream.name}'s answer ended after {written} of {whole} bytes"
+            if relays_its_upstream(response.headers):
+                raise RelayCut(f"{reason} (a pkgcache's answer relayed from its own upstream)")
+            raise UpstreamError(reason)
 
     def _alternatives(self, upstream: Upstream) -> list[Upstream]:
         """The upstreams that could take this download over: not tried yet, not resting, able to have it."""
