@@ -14,7 +14,9 @@ The child reaches the parent through tests/test_tiers.py's `Wire`, which records
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
 import json
 import shutil
 import time
@@ -22,8 +24,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
+from pkgcache.node_identity import NODE_HEADER
 from tests.cache_service import RunningCache
 from tests.clients.rattler_client import run_rattler_install
 from tests.clients.rattler_locked import run_locked_install
@@ -33,6 +38,7 @@ from tests.fakes.conda_upstreams import MirrorLikeUpstream
 from tests.fakes.dists import find_dist, sample_dists
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream
 from tests.fakes.rattler_lock import write_pixi_lock
+from tests.fakes.server import FakeServer
 from tests.support import BackgroundLoop, agent_of, installed_dists, run_pip_install, run_uv_install
 from tests.test_conda_removed_packages import _take_out
 from tests.test_tiers import CHILD, CHILD_AGENT, PARENT, Wire, _start_wire, _wait_for
@@ -426,3 +432,232 @@ def test_with_a_mirror_first_a_file_it_lacks_or_spoils_comes_from_the_parent_sec
         assert not [e for e in wire.exchanges if "/pypi/packages/" in e.path and e.status == 200]
     finally:
         bg_loop.run(wire.stop())
+
+
+# --- 5. the parent cuts a file its own mirror cut or spoiled: not rested, and the file comes from elsewhere ---
+
+BIG_WHEEL = "bigpkg-1.0-py3-none-any.whl"
+
+
+def _spoil(mirror: OfficialLikeUpstream | MirrorLikeUpstream, filename: str, fault: str) -> None:
+    """The mirror sends `filename` wrong (same size, bad hash) or cut after half its body."""
+    if fault == "corrupt":
+        mirror.faults.corrupt_files = {filename}
+    else:
+        mirror.faults.fail_mode, mirror.faults.fail_paths = "truncate", {filename}
+
+
+def _mend(mirror: OfficialLikeUpstream | MirrorLikeUpstream) -> None:
+    mirror.faults.corrupt_files, mirror.faults.fail_mode, mirror.faults.fail_paths = set(), None, set()
+
+
+def _upstream_of(cache: RunningCache, side: str, name: str) -> dict[str, Any]:
+    status = json.loads(cache.get("/-/status").body)
+    return next(u for u in status["upstreams"][side] if u["name"] == name)
+
+
+@pytest.mark.parametrize("fault", ["corrupt", "truncate"])
+def test_a_parent_cutting_a_wheel_its_mirror_spoiled_or_cut_is_not_rested_and_its_policy_holds(
+    fault: str,
+    official_upstream: OfficialLikeUpstream,
+    second_mirror: OfficialLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    tmp_path: Path,
+) -> None:
+    """The parent denies delta-pkg; the child lists it first (no pass-through between them: a cut stays a cut) and
+    a mirror of its own second, with the default cool-down. The parent's mirror spoils or cuts bigpkg's wheel, which
+    the parent was streaming to the child: it can only cut. That cut once rested the parent for 60 s, and the child
+    served delta-pkg from its own mirror. The wheel comes from the child's own mirror instead (a cut one is resumed
+    where the parent stopped), without resting the parent."""
+    deny = {"deny": [{"name": "delta-pkg", "reason": "typosquat INC-42"}]}
+    parent = make_cache([official_upstream.index_url], server=PARENT, pypi=deny, conda={"enabled": False})
+    child = _child(
+        make_cache,
+        [{"name": "parent", "url": f"{parent.url}/pypi/simple/"}, {"name": "own", "url": second_mirror.index_url}],
+        conda={"enabled": False},
+    )
+    warm = run_uv_install(parent.index_url, tmp_path / "warm", "beta")  # the parent holds beta and gamma
+    assert warm.returncode == 0, warm.stdout + warm.stderr
+    before = run_pip_install(child.index_url, tmp_path / "before", "delta-pkg")
+    assert before.returncode != 0 and "INC-42" in before.stdout + before.stderr
+    _spoil(official_upstream, BIG_WHEEL, fault)
+    big = run_pip_install(child.index_url, tmp_path / "big", "bigpkg")
+    _mend(official_upstream)
+    parent_seen = _upstream_of(child, "pypi", "parent")
+    # Counted and told, not rested.
+    assert parent_seen["healthy"] is True and parent_seen["failures"] == 1, parent_seen
+    assert "a pkgcache, cut" in parent_seen["last_error"]
+    asked_own = [r for r in second_mirror.files.requests if r.path.endswith(BIG_WHEEL)]
+    assert asked_own, "the child did not ask its own mirror for the wheel the parent could not give"
+    if fault == "truncate":
+        # Resumed where the parent stopped: the first install works.
+        assert big.returncode == 0, big.stdout + big.stderr
+        assert asked_own[0].headers.get("Range", "").startswith("bytes=")
+    # The wheel is whole at the child either way (for a spoiled one, the client that had its first bytes was cut),
+    # and the child's own mirror, which sent only right bytes, is not blamed for the parent's.
+    got = child.get(f"/pypi/files/bigpkg/{BIG_WHEEL}")
+    assert got.status == 200 and got.body == find_dist(sample_dists(), BIG_WHEEL).data
+    own = _upstream_of(child, "pypi", "own")
+    assert own["failures"] == 0, own
+    # The parent's policy still holds, and what the parent holds comes from it (not from the child's own mirror).
+    refused = run_pip_install(child.index_url, tmp_path / "after", "delta-pkg")
+    assert refused.returncode != 0 and "INC-42" in refused.stdout + refused.stderr
+    fine = run_uv_install(child.index_url, tmp_path / "beta", "beta")
+    assert fine.returncode == 0, fine.stdout + fine.stderr
+    assert installed_dists(tmp_path / "beta") == {"beta==1.1", "gamma==0.5"}
+    # (After the cut, the parent rests its own mirror and shows its offline view: the child takes pages from its
+    # own mirror then, as documented, but not the files the parent holds, nor anything of delta-pkg.)
+    assert not [r.path for r in second_mirror.requests + second_mirror.files.requests if "delta" in r.path]
+    own_files = [r.path for r in second_mirror.files.requests]
+    assert not [path for path in own_files if "beta" in path or "gamma" in path], own_files
+
+
+@pytest.mark.parametrize("fault", ["corrupt", "truncate"])
+def test_conda_a_parent_cutting_a_package_its_mirror_spoiled_or_cut_is_not_rested_and_no_mirror_is_blamed(
+    fault: str,
+    conda_channels: Channels,
+    make_cache: Callable[..., RunningCache],
+    bg_loop: BackgroundLoop,
+    tmp_path: Path,
+) -> None:
+    """The conda side, with the child's own mirror second. The parent's mirror spoils or cuts bigpkg, which the
+    parent was streaming to the child. A spoiled one was resumed (Range) from the child's own mirror on the parent's
+    wrong first bytes: the whole failed its check, and the own mirror, which sent only right bytes, was blamed for
+    it. Now such a whole is fetched again from the own mirror in full; a cut one is still resumed."""
+    pkg = find_pkg(conda_channels.forge_pkgs, "bigpkg")
+    central, own = (MirrorLikeUpstream({"conda-forge": conda_channels.forge}) for _ in range(2))
+    for mirror in (central, own):
+        bg_loop.run(mirror.start())
+    try:
+        parent = make_cache(
+            CLOSED_PYPI, server=PARENT, conda={"upstreams": [_conda_mirror(central, "central")], "channels": [FORGE]}
+        )
+        child = _child(
+            make_cache,
+            CLOSED_PYPI,
+            conda={"upstreams": [f"{parent.url}/conda/", _conda_mirror(own, "own")], "channels": [FORGE]},
+        )
+        parent_name = next(u["name"] for u in json.loads(child.get("/-/status").body)["upstreams"]["conda"])
+
+        def rattler(name: str, spec: str) -> set[str]:
+            try:
+                done = run_rattler_install(
+                    [f"{child.url}/conda/{FORGE}"], tmp_path / name, tmp_path / f"{name}-c", [spec]
+                )
+            except RuntimeError:
+                return set()
+            return {p["name"] for p in done["installed"]}
+
+        # The parent holds the app tree; the child has its index from the parent.
+        assert "app" in rattler("warm", "app")
+        _spoil(central, pkg.filename, fault)
+        first = rattler("big", "bigpkg")
+        _mend(central)
+        parent_seen = _upstream_of(child, "conda", parent_name)
+        assert parent_seen["healthy"] is True and "a pkgcache, cut" in parent_seen["last_error"], parent_seen
+        own_seen = _upstream_of(child, "conda", "own")
+        assert own_seen["failures"] == 0 and own_seen["last_error"] is None, own_seen
+        asked_own = [r for r in own.requests if r.path.endswith(pkg.filename)]
+        if fault == "truncate":
+            assert "bigpkg" in first
+            assert asked_own and asked_own[0].headers.get("Range", "").startswith("bytes=")
+        # The child holds the right bytes: a hit, nobody asked again.
+        asked = len(own.requests) + len(central.requests)
+        got = child.get(f"/conda/{FORGE}/noarch/{pkg.filename}")
+        assert got.status == 200 and got.headers["x-pkgcache-cache"] == "hit"
+        assert hashlib.sha256(got.body).hexdigest() == pkg.sha256
+        assert len(own.requests) + len(central.requests) == asked
+        assert "bigpkg" in rattler("again", "bigpkg")
+    finally:
+        for mirror in (central, own):
+            bg_loop.run(mirror.stop())
+
+
+class _CuttingParent(FakeServer):
+    """A stand-in for a parent pkgcache (its identity headers) listing bigpkg's wheel on its page, whose answer for
+    the wheel (a miss) ends after `cut_at` bytes of `body`, as a pkgcache's does when its mirror cuts the file, or
+    (`cut_at` = the size less one: the last byte it holds back until the file is checked) when its check fails."""
+
+    def __init__(self, dist: Any, body: bytes, cut_at: int) -> None:
+        super().__init__()
+        self.dist, self.body, self.cut_at = dist, body, cut_at
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        identity = {NODE_HEADER: "central-1"}
+        if request.path == "/pypi/simple/bigpkg/":
+            entry = {
+                "filename": self.dist.filename,
+                "url": f"../../files/bigpkg/{self.dist.filename}",
+                "hashes": {"sha256": self.dist.sha256},
+                "size": len(self.dist.data),
+            }
+            page = {"meta": {"api-version": "1.1"}, "name": "bigpkg", "files": [entry], "versions": ["1.0"]}
+            return web.json_response(
+                page,
+                content_type="application/vnd.pypi.simple.v1+json",
+                headers={**identity, "X-Pkgcache-Cache": "hit"},
+            )
+        if request.path != f"/pypi/files/bigpkg/{self.dist.filename}" or request.transport is None:
+            return web.Response(status=404, headers=identity)
+        head = [
+            "HTTP/1.1 200 OK",
+            "Content-Type: application/octet-stream",
+            f"Content-Length: {len(self.body)}",
+            f"{NODE_HEADER}: central-1",
+            "X-Pkgcache-Cache: miss",
+        ]
+        request.transport.write(("\r\n".join(head) + "\r\n\r\n").encode() + self.body[: self.cut_at])
+        request.transport.close()  # what was written goes out, then the connection ends
+        raise asyncio.CancelledError
+
+
+@pytest.mark.parametrize("bytes_sent", ["wrong", "right"])
+def test_a_parents_cut_is_resumed_from_the_next_upstream_and_a_whole_that_fails_is_asked_of_it_in_full(
+    bytes_sent: str,
+    second_mirror: OfficialLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    bg_loop: BackgroundLoop,
+) -> None:
+    """A parent pkgcache's mirror cuts a file (the parent cuts midway), or sends wrong bytes (the parent cuts before
+    the last byte, which it holds back until the file is checked). Either way the child's own mirror resumes it
+    (Range). Resumed on wrong bytes, the whole fails its check: the own mirror, which sent only right bytes, was
+    blamed for it, and the file failed. It is now asked for the whole file. The parent is rested neither time."""
+    dist = find_dist(sample_dists(), BIG_WHEEL)
+    wrong = dist.data[:1000] + bytes(b ^ 0xFF for b in dist.data[1000:1016]) + dist.data[1016:]
+    cut_at = len(dist.data) - 1 if bytes_sent == "wrong" else len(dist.data) // 2
+    parent = _CuttingParent(dist, wrong if bytes_sent == "wrong" else dist.data, cut_at)
+    bg_loop.run(parent.start())
+    try:
+        child = _child(
+            make_cache,
+            [{"name": "parent", "url": f"{parent.url}/pypi/simple/"}, {"name": "own", "url": second_mirror.index_url}],
+            conda={"enabled": False},
+        )
+        status, body = asyncio.run(_download(f"{child.url}/pypi/files/bigpkg/{BIG_WHEEL}"))
+        if bytes_sent == "right":
+            assert (status, body) == (200, dist.data), "the client was not given the file resumed from the own mirror"
+        else:
+            assert status == 200 and len(body) < len(dist.data)  # the client had the wrong bytes: it is cut
+        # The next client gets the right file (joining its download, or from the cache), with no request more.
+        kept = child.get(f"/pypi/files/bigpkg/{BIG_WHEEL}")
+        assert kept.status == 200 and kept.body == dist.data
+        asked = [r.headers.get("Range") for r in second_mirror.files.requests if r.path.endswith(BIG_WHEEL)]
+        # Resumed where the parent stopped (where the child's reader was: it drops what it had not read when the
+        # connection ends); after wrong bytes, then the whole file from the first byte.
+        assert len(asked) == (2 if bytes_sent == "wrong" else 1) and (asked[0] or "").startswith("bytes="), asked
+        assert asked[1:] == ([None] if bytes_sent == "wrong" else []), asked
+        seen = {u["name"]: u for u in json.loads(child.get("/-/status").body)["upstreams"]["pypi"]}
+        assert seen["parent"]["healthy"] is True and seen["parent"]["failures"] == 1, seen["parent"]
+        assert seen["own"]["failures"] == 0 and seen["own"]["last_error"] is None, seen["own"]
+    finally:
+        bg_loop.run(parent.stop())
+
+
+async def _download(url: str) -> tuple[int, bytes]:
+    """A client's GET: the status and the bytes it got, however the body ended."""
+    got = bytearray()
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        with contextlib.suppress(aiohttp.ClientPayloadError):
+            async for chunk in response.content.iter_any():
+                got += chunk
+        return response.status, bytes(got)

@@ -58,6 +58,7 @@ class Kind(enum.StrEnum):
     CUT_COMPRESSED = "cut-compressed"  # gzip on the wire, half of the encoded body, then the connection closes
     CUT_NO_LENGTH = "cut-no-length"  # no Content-Length, half the body, then the connection closes (looks whole)
     WRONG_BYTES = "wrong-bytes"  # the true size, other bytes
+    WRONG_CUT = "wrong-cut"  # the true Content-Length, half the body with some of its bytes altered, then it closes
     LARGER_FILE = "larger-file"  # a different, larger file of the same kind, with its own Content-Length
     SMALLER_FILE = "smaller-file"  # a different, smaller file of the same kind, with its own Content-Length
     TOO_LONG = "too-long"  # the true body followed by more bytes, Content-Length counting them all
@@ -111,6 +112,7 @@ class Fault:
             Kind.CUT_COMPRESSED: "cuts a gzip-encoded body",
             Kind.CUT_NO_LENGTH: "cuts the body (no Content-Length: looks whole)",
             Kind.WRONG_BYTES: "wrong bytes, right size",
+            Kind.WRONG_CUT: "cuts the body (with Content-Length), and the bytes it sent were wrong",
             Kind.LARGER_FILE: "a different, larger file with its own Content-Length",
             Kind.SMALLER_FILE: "a different, smaller file with its own Content-Length",
             Kind.TOO_LONG: "the right bytes followed by more",
@@ -179,6 +181,15 @@ def zstd_frame_declaring(size: int, payload: bytes = b"\x80") -> bytes:
     header = b"\x28\xb5\x2f\xfd" + bytes([0b11100000]) + size.to_bytes(8, "little")  # single segment, 8-byte size
     block = (1 | (len(payload) << 3)).to_bytes(3, "little")  # the last block, raw
     return header + block + payload
+
+
+def altered_half(body: bytes) -> bytes:
+    """The first half of `body`, some bytes in its middle replaced by POISON (its first bytes stay those of a file of
+    its kind): a prefix that a resume from another upstream would complete into a file failing its hash."""
+    half = bytearray(body[: len(body) // 2])
+    middle = max(0, len(half) // 2 - len(POISON))
+    half[middle : middle + len(POISON)] = POISON
+    return bytes(half[: len(body) // 2])
 
 
 def other_zip(body: bytes, seed: str, *, larger: bool = True) -> bytes:
@@ -260,6 +271,9 @@ class FaultAnswers:
         if kind is Kind.CUT:
             headers = {"Content-Type": ctype, "Content-Length": str(len(body))}
             return await self._raw(request, headers, body[: len(body) // 2])
+        if kind is Kind.WRONG_CUT:
+            headers = {"Content-Type": ctype, "Content-Length": str(len(body))}
+            return await self._raw(request, headers, altered_half(body))
         if kind is Kind.HUGE_LENGTH:
             return await self._raw(request, {"Content-Type": ctype, "Content-Length": str(1 << 40)}, body)
         if kind is Kind.OVERSTATED_LENGTH:

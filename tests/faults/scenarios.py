@@ -114,6 +114,7 @@ class Scenario:
     settings: Mapping[str, float] = field(default_factory=dict)  # [upstream] settings beyond the harness's own
     revalidation: bool = False  # a good copy is cached first; the fault meets its revalidation
     json_pages: bool = True  # the mirror's pages give sizes (PEP 691 JSON); False: HTML, hashes only
+    keeps_file: bool = False  # the clients' own download keeps the verified file (not only the next request's)
     items: tuple[int, ...] = ()  # the items of issue 9 it checks
     client_gets: str = ""  # for the table; a default is derived from `allowed`
     cache_keeps: str = ""
@@ -136,6 +137,8 @@ class Scenario:
     def cache_text(self) -> str:
         if self.cache_keeps:
             return self.cache_keeps
+        if self.keeps_file:
+            return _RIGHT_ONE[self.resource.kind]
         if self.revalidation:
             return "the good copy, never the fault's body"
         return f"{_RIGHT_ONE[self.resource.kind]}, or nothing"
@@ -216,6 +219,14 @@ def _file_scenarios() -> list[Scenario]:
         file(Fault(Kind.CUT), items=(3,)),
         file(Fault(Kind.CUT_NO_LENGTH), items=(3,)),
         file(Fault(Kind.WRONG_BYTES), allowed=VERIFIED_OR_FAILED, items=(2,)),
+        # Resumed (Range) from the healthy mirror, the whole fails its hash: that mirror, which sent only right
+        # bytes, is asked for the whole file, never blamed.
+        file(
+            Fault(Kind.WRONG_CUT),
+            allowed=VERIFIED_OR_FAILED,
+            keeps_file=True,
+            cache_keeps="the verified bytes: the healthy mirror, which resumed the cut file, is asked for it whole",
+        ),
         file(Fault(Kind.LARGER_FILE), clients=40, allowed=VERIFIED_OR_FAILED, items=(1,)),
         Scenario(
             "file-larger-file-hash-only-index",
@@ -314,6 +325,15 @@ def _conda_scenarios() -> list[Scenario]:
             clients=20,
             allowed=VERIFIED_OR_FAILED,
             items=(2,),
+        ),
+        _named(
+            "conda-package",
+            CONDA_BIG_PACKAGE,
+            Fault(Kind.WRONG_CUT),
+            clients=20,
+            allowed=VERIFIED_OR_FAILED,
+            keeps_file=True,
+            cache_keeps="the verified bytes: the healthy mirror, which resumed the cut file, is asked for it whole",
         ),
         _named(
             "conda-package",
@@ -787,6 +807,28 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         "what the parent or the next upstream gave",
         "../test_tier_faults.py::test_a_5xx_of_the_parent_does_not_take_the_child_past_the_parents_policy_to_its_"
         "own_mirror",
+    ),
+    ServiceScenario(
+        "tier-parent-cuts-what-its-mirror-cut-or-spoiled",
+        "the parent pkgcache's mirror cuts a file, or sends it wrong (same size, bad hash), while the parent streams "
+        "it to a child (a miss: it can only cut its answer); the child lists a mirror of its own second",
+        "the parent is not rested (counted: `failures`, `last_error`): pip and uv install what it holds at once, and "
+        "its policy's 403s still stand; the file from the child's own mirror (found on its page, for PyPI): a cut "
+        "one resumed where the parent stopped (pip installs), a wrong one fetched in full, its first client cut "
+        "(the parent's wrong bytes had reached it)",
+        "the verified file, the own mirror never blamed for the parent's bytes",
+        "../test_tier_faults.py::test_a_parent_cutting_a_wheel_its_mirror_spoiled_or_cut_is_not_rested_and_its_"
+        "policy_holds",
+    ),
+    ServiceScenario(
+        "tier-parent-cuts-conda-package",
+        "the same on the conda side: the parent's mirror cuts bigpkg or sends it wrong while the parent streams it "
+        "to a child that lists its own mirror second",
+        "rattler installs (a cut package resumed from the own mirror; a wrong one fetched there in full, the "
+        "first transfer cut); the parent is not rested",
+        "the verified package, the own mirror never blamed",
+        "../test_tier_faults.py::test_conda_a_parent_cutting_a_package_its_mirror_spoiled_or_cut_is_not_rested_and_"
+        "no_mirror_is_blamed",
     ),
     ServiceScenario(
         "tier-locked-unlisted-conda-package",

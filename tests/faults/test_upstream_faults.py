@@ -5,7 +5,8 @@
 - the next request gets the verified bytes;
 - the faulty mirror was asked, and is resting (or, for a fault that is not its fault, not blamed); the healthy
   mirror was asked where failover is the point, and is never blamed;
-- the cache holds the verified file or nothing, no byte a fault sent, and nothing in tmp/ once downloads end;
+- the cache holds the verified file or nothing (the verified file, for a scenario that `keeps_file`), no byte a
+  fault sent, and nothing in tmp/ once downloads end;
 - the service still answers a normal request.
 """
 
@@ -36,6 +37,9 @@ def test_a_faulty_first_mirror_is_covered_for(scenario: Scenario, fault_run: Cal
             _check_links_are_skipped(checks, run)
 
         settled = run.wait_downloads_settled()
+        if scenario.keeps_file:
+            kept = [p for p in run.cached_copies(run.resource) if verify(p.read_bytes())]
+            checks.expect(bool(kept), "the clients' download kept the verified file", run.cached_copies(run.resource))
         after = run.get()
         checks.expect(
             outcome_of(after, verify) is Outcome.OK, "the next request gets the verified bytes", after.summary()
