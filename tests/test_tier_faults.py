@@ -46,6 +46,9 @@ from tests.test_tiers import CHILD, CHILD_AGENT, PARENT, Wire, _start_wire, _wai
 JSON_PAGE = {"Accept": "application/vnd.pypi.simple.v1+json"}
 CLOSED_PYPI = ["http://127.0.0.1:9/simple/"]
 FORGE = "cloud/conda-forge"
+CONDA_BOTH = ["pkgs/main", FORGE]
+# A literal (these tests also run against code without it), in lower case as an Answer's headers are.
+NOT_SERVED = "x-pkgcache-not-served"
 EXPECTED = "X-Expected-Sha256"
 ALPHA_WHEEL = "alpha-2.0-py3-none-any.whl"
 # A literal, not node_identity's name for it: these tests also run against code without it.
@@ -661,3 +664,49 @@ async def _download(url: str) -> tuple[int, bytes]:
             async for chunk in response.content.iter_any():
                 got += chunk
         return response.status, bytes(got)
+
+
+# --- a channel the child lists and its parent does not serve ---
+
+
+def test_a_channel_the_parent_does_not_serve_is_said_so_to_clients_and_in_the_childs_status(
+    conda_mirror: MirrorLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    """The parent serves pkgs/main only; the child (and a grandchild below it) list conda-forge too. Every tier's
+    client is told why (the parent's reason, not a bare 'not found'), the first answer and the remembered 404 alike,
+    and the child's /-/status names what its parent does not serve, without resting it."""
+    parent = make_cache(
+        CLOSED_PYPI,
+        server=PARENT,
+        conda={"upstreams": [_conda_mirror(conda_mirror, "mirror")], "channels": ["pkgs/main"]},
+    )
+    child = _child(make_cache, CLOSED_PYPI, conda={"upstreams": [f"{parent.url}/conda/"], "channels": CONDA_BOTH})
+    grandchild = make_cache(
+        CLOSED_PYPI,
+        server={"node_name": "desk-1", "tier": "desk"},
+        conda={"upstreams": [f"{child.url}/conda/"], "channels": CONDA_BOTH},
+    )
+    repodata = f"/conda/{FORGE}/noarch/repodata.json"
+    said = parent.get(repodata)
+    assert said.status == 404 and said.headers.get(NOT_SERVED) == FORGE
+    for tier in (child, grandchild, child, grandchild):  # the second time, the remembered 404
+        answer = tier.get(repodata)
+        text = answer.body.decode()
+        assert answer.status == 404, text
+        assert f"channel {FORGE} is not served here; served: pkgs/main" in text, text
+        assert "pkgcache central-1" in text and answer.headers.get(NOT_SERVED) == FORGE, text
+    assert child.get("/conda/pkgs/main/noarch/repodata.json").status == 200
+    status = json.loads(child.get("/-/status").body)
+    (central,) = status["upstreams"]["conda"]
+    assert central["healthy"] and central["failures"] == 0 and not central["last_error"]
+    (note,) = central["not_served"]
+    assert note["what"] == FORGE and f"channel {FORGE} is not served here" in note["reason"]
+    from pkgcache.cli.status_commands import side_health
+
+    assert f"does not serve {FORGE} (pkgcache central-1: channel {FORGE}" in side_health(
+        status["upstreams"]["conda"], {}
+    )
+    assert f"does not serve {FORGE}: pkgcache central-1: channel {FORGE}" in child.get("/").body.decode()
+    (office,) = json.loads(grandchild.get("/-/status").body)["upstreams"]["conda"]
+    assert office["pkgcache"]["node"] == CHILD["node_name"]
+    assert office["healthy"] and [n["what"] for n in office["not_served"]] == [FORGE]

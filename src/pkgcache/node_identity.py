@@ -26,6 +26,11 @@ POLICY_REFUSAL = "policy"
 # bytes, or every one rests): a failure of that request, not of the node, which answers the rest of its cache. A
 # child fails that request over to its next upstream without resting the node (upstream/pool.py).
 UPSTREAM_FAILED_HEADER = "X-Pkgcache-Upstream-Failed"
+# On a 404: the node does not serve that at all (a conda channel it is not configured for), not "it does not exist".
+# Its value is what is not served (the channel's path, such as "cloud/conda-forge") and its body the node's reason.
+# A child relays that reason to its client, marked the same, and shows it with the node in its /-/status.
+NOT_SERVED_HEADER = "X-Pkgcache-Not-Served"
+NOT_SERVED_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 # How fresh the copy a node answered with is (http/responses.py names it too), and, on a stale page, why it is.
 CACHE_STATE_HEADER = "X-Pkgcache-Cache"
 STALE_REASON_HEADER = "X-Pkgcache-Stale-Reason"

@@ -831,6 +831,18 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         "no_mirror_is_blamed",
     ),
     ServiceScenario(
+        "tier-parent-channel-not-served",
+        "a child lists a conda channel its parent pkgcache is not configured for (the parent answers 404 marked "
+        "`X-Pkgcache-Not-Served: <channel>`)",
+        "404 with the parent's reason (`channel ... is not served here; served: ...`), marked the same for a tier "
+        "below, also while the 404 is remembered; the parent is not rested, and the child's `/-/status`, page and "
+        "`pkgcache status` name the channel it does not serve (it said only `not found on any upstream`, its status "
+        "showed nothing wrong)",
+        "the 404, with the reason, for the conda index_ttl",
+        "../test_tier_faults.py::test_a_channel_the_parent_does_not_serve_is_said_so_to_clients_and_in_the_childs_"
+        "status",
+    ),
+    ServiceScenario(
         "tier-locked-unlisted-conda-package",
         "a lock-file install, through a child, of a conda package its channel no longer lists; the parent is cold "
         "(parent first, or the child's own mirror first and lacking the file)",

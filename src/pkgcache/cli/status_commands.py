@@ -110,7 +110,20 @@ def side_health(upstreams: list[dict[str, Any]], gate: dict[str, Any]) -> str:
     for upstream in upstreams:
         if not upstream.get("healthy"):
             parts.append(_resting(upstream))
+    parts.extend(_not_served(upstream) for upstream in upstreams if upstream.get("not_served"))
     return "; ".join(parts)
+
+
+def _not_served(upstream: dict[str, Any]) -> str:
+    """ "central does not serve cloud/conda-forge (pkgcache central-1: channel ... is not served here; ...)": what
+    this configuration lists and its pkgcache upstream's does not."""
+    notes = [note for note in upstream.get("not_served") or [] if isinstance(note, dict)]
+    said = []
+    for note in notes:
+        reason = " ".join(str(note.get("reason") or "").split())
+        reason = reason[:ERROR_CHARS] + "..." if len(reason) > ERROR_CHARS else reason
+        said.append(f"{note.get('what', '?')} ({reason})" if reason else str(note.get("what", "?")))
+    return f"{upstream.get('name', '?')} does not serve {', '.join(said)}"
 
 
 def _offline_view(gate: dict[str, Any]) -> str:

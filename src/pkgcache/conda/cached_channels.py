@@ -91,7 +91,9 @@ class ChannelPaths:
     def channel(self, root: str, name: str) -> Channel:
         channel = self._channels.get(f"{root}/{name}")
         if channel is None:
-            raise UnknownChannel(f"channel {root}/{name} is not served here; served: {', '.join(self._channels)}")
+            raise UnknownChannel(
+                f"channel {root}/{name} is not served here; served: {', '.join(self._channels)}", f"{root}/{name}"
+            )
         return channel
 
     def channel_paths(self) -> list[str]:

@@ -47,6 +47,8 @@ Transform = Callable[[Download], Awaitable[None]]
 TRANSFORMED = "transformed"
 # In the sidecar of a copy taken from a parent pkgcache's offline view (`_mark_provisional`).
 PROVISIONAL = "provisional"
+# In the sidecar of a remembered 404 whose pkgcache upstreams do not serve the channel: what, and their reasons.
+NOT_SERVED = "not_served"
 
 
 class IndexFiles:
@@ -92,17 +94,17 @@ class IndexFiles:
             meta = await self._revalidated(path, target, meta, how)
             if meta is not None and meta.age() >= ttl:  # no upstream answered: the copy (or the 404) kept
                 if meta.missing:
-                    raise UpstreamNotFound(path.name)
+                    raise missing_error(path, meta)
                 return Lookup(CacheState.STALE, path, meta)
         if meta is not None and meta.age() < ttl:
             if meta.missing:
-                raise UpstreamNotFound(path.name)
+                raise missing_error(path, meta)
             return Lookup(CacheState.HIT, path, meta)
         if meta is not None and meta.missing:
             # A stale "not there" stays the answer while one background request asks again: clients treat a
             # 404 on optional files as "use another form", but a 5xx as fatal.
             self._fetch(path, target, how)
-            raise UpstreamNotFound(path.name)
+            raise missing_error(path, meta)
         if meta is not None:
             self._revalidate_in_background(path, target, meta, how)
             return Lookup(CacheState.STALE, path, meta)
@@ -235,7 +237,11 @@ class IndexFiles:
     async def _record(self, download: Download, how: _How) -> None:
         path = download.final_path
         if isinstance(download.error, UpstreamNotFound):
-            await self.sidecars.save(path, FileMeta(fetched_at=time.time(), missing=True))
+            missing = FileMeta(fetched_at=time.time(), missing=True)
+            if download.error.not_served and download.error.what:
+                # Why, when a pkgcache upstream does not serve its channel: told to every client until asked again.
+                missing.extra[NOT_SERVED] = {"what": download.error.what, "by": download.error.not_served}
+            await self.sidecars.save(path, missing)
             return
         if isinstance(download.error, BadBytesEverywhere) and download.expected.optional:
             log.warning("no upstream has a sound %s; answered as not there for now: %s", path.name, download.error)
@@ -273,6 +279,16 @@ class _How:
 
     after_fetch: AfterFetch | None = None
     transform: Transform | None = None
+
+
+def missing_error(path: Path, meta: FileMeta) -> UpstreamNotFound:
+    """The error for a file every upstream said was not there (`meta.missing`), with the reason of those that do not
+    serve its channel at all, as first answered."""
+    said = meta.extra.get(NOT_SERVED)
+    if not isinstance(said, dict) or not isinstance(said.get("by"), dict) or not isinstance(said.get("what"), str):
+        return UpstreamNotFound(path.name)
+    by = {str(name): str(reason) for name, reason in said["by"].items()}
+    return UpstreamNotFound(path.name, not_served=by, what=said["what"])
 
 
 def _mark_provisional(meta: FileMeta, download: Download) -> None:

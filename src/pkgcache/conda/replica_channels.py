@@ -12,6 +12,7 @@ from pathlib import Path
 from pkgcache.cache_state import CacheState, revalidation_due
 from pkgcache.conda.cached_channels import ChannelPaths
 from pkgcache.conda.channels import Channel
+from pkgcache.conda.index_files import missing_error
 from pkgcache.conda.package_records import ListedRecords, unlisted_refusal
 from pkgcache.conda.source import Lookup
 from pkgcache.config import CondaConfig
@@ -19,7 +20,6 @@ from pkgcache.storage.downloads import Download
 from pkgcache.storage.file_records import recorded_of
 from pkgcache.storage.sidecars import Sidecars
 from pkgcache.storage.store import CacheIsReadOnly
-from pkgcache.upstream.pool import UpstreamNotFound
 
 
 class ReplicaChannels:
@@ -43,7 +43,7 @@ class ReplicaChannels:
                 "a missing, stale or to be revalidated index file is fetched by the worker that writes"
             )
         if meta.missing:
-            raise UpstreamNotFound(path.name)
+            raise missing_error(path, meta)
         return Lookup(CacheState.HIT, path, meta)
 
     async def package(self, channel: Channel, subdir: str, filename: str) -> Path | Download:

@@ -45,6 +45,7 @@ from pkgcache.http.responses import (
     send_cached_file,
     send_download,
 )
+from pkgcache.node_identity import NOT_SERVED_HEADER
 from pkgcache.storage.downloads import Download
 from pkgcache.storage.file_use import FileUse
 
@@ -175,6 +176,9 @@ def _note_upstream(request: web.Request, download: Download) -> None:
 
 
 def _error(exc: Exception) -> web.StreamResponse:
+    if isinstance(exc, UnknownChannel) and exc.channel:
+        # Marked, so that a child pkgcache listing the channel tells its clients and its operator why (pool.py).
+        return plain_error(404, str(exc), **{NOT_SERVED_HEADER: exc.channel})
     if isinstance(exc, (UnknownChannel, UnknownPath, PackageNotInRepodata)):
         return plain_error(404, str(exc))
     if isinstance(exc, (PackageRecordUnclear, UnlistedPackageMismatch)):

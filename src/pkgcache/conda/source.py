@@ -28,7 +28,12 @@ from pkgcache.storage.sidecars import FileMeta
 
 
 class UnknownChannel(LookupError):
-    """A channel this pkgcache is not configured to serve."""
+    """A channel this pkgcache is not configured to serve: `channel` is its path ("cloud/conda-forge"), None when
+    the path names no channel at all."""
+
+    def __init__(self, message: str, channel: str | None = None) -> None:
+        super().__init__(message)
+        self.channel = channel
 
 
 class PackageNotInRepodata(LookupError):

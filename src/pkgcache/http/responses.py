@@ -25,7 +25,13 @@ from aiohttp.abc import AbstractStreamWriter
 
 from pkgcache.cache_state import CacheState
 from pkgcache.header_numbers import ascii_number
-from pkgcache.node_identity import CACHE_STATE_HEADER, POLICY_REFUSAL, REFUSAL_HEADER, UPSTREAM_FAILED_HEADER
+from pkgcache.node_identity import (
+    CACHE_STATE_HEADER,
+    NOT_SERVED_HEADER,
+    POLICY_REFUSAL,
+    REFUSAL_HEADER,
+    UPSTREAM_FAILED_HEADER,
+)
 from pkgcache.storage.downloads import Abandoned, Download, FileGone, IntegrityError
 from pkgcache.storage.file_use import FileUse
 from pkgcache.storage.store import StorageError, UnsafePath
@@ -58,6 +64,14 @@ def plain_error(status: int, message: str, **headers: str) -> web.Response:
     return web.Response(status=status, text=message.rstrip() + "\n", headers=headers)
 
 
+def not_found_error(message: str, exc: UpstreamNotFound) -> web.Response:
+    """A 404 saying `message`, and which pkgcache upstreams do not serve the thing at all and why (a channel this
+    configuration lists and the parent's does not), marked for a child below this one (node_identity.py)."""
+    if not exc.not_served or not exc.what:
+        return plain_error(404, message)
+    return plain_error(404, f"{message} ({exc.not_served_words()})", **{NOT_SERVED_HEADER: exc.what})
+
+
 # On a 5xx that says this node's upstreams failed for the request (not the node itself): a child fails that request
 # over without resting this node (node_identity.py).
 UPSTREAMS_FAILED = {UPSTREAM_FAILED_HEADER: "1"}
@@ -68,7 +82,7 @@ def error_for(exc: BaseException) -> web.Response | None:
     if isinstance(exc, UnsafePath):
         return plain_error(400, f"refused path: {exc}")
     if isinstance(exc, UpstreamNotFound):
-        return plain_error(404, "not found on any upstream")
+        return not_found_error("not found on any upstream", exc)
     if isinstance(exc, UpstreamRefused):
         # The parent's verdict as it gave it (pip and uv show the reason phrase), marked for a child below this one.
         headers = {"Cache-Control": "no-store", REFUSAL_HEADER: POLICY_REFUSAL}

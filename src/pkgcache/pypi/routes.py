@@ -25,6 +25,7 @@ from pkgcache.http.responses import (
     Found,
     answer_found,
     error_for,
+    not_found_error,
     parse_byte_range,
     plain_error,
     send_cached_file,
@@ -51,6 +52,7 @@ from pkgcache.pypi.source import FileNotListed, IndexSource
 from pkgcache.storage.downloads import Download
 from pkgcache.storage.file_use import FileUse
 from pkgcache.storage.store import StorageError
+from pkgcache.upstream.pool import UpstreamNotFound
 from pkgcache.upstream.ranges import (
     MAX_PASSED_RANGE,
     RangeBody,
@@ -394,6 +396,8 @@ def _page_error(project: str, exc: Exception) -> web.Response:
     response = error_for(exc)
     if response is None:
         raise exc
+    if isinstance(exc, UpstreamNotFound):
+        return not_found_error(f"project {project!r} was not found on any upstream", exc)
     if response.status == 404:
         return plain_error(404, f"project {project!r} was not found on any upstream")
     return response

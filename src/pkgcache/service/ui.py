@@ -113,6 +113,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "col_failures": ("Failures", "失败"),
     "col_error": ("Last error", "最近错误"),
     "state_ok": ("OK", "正常"),
+    "not_served": ("does not serve {what}: {reason}", "不提供 {what}：{reason}"),
     "state_unused": ("not used yet", "尚未使用"),
     "state_resting": ("resting, {seconds} s left", "暂停中，剩余 {seconds} 秒"),
     "state_probing": (
@@ -370,6 +371,14 @@ def _identity_words(lang: str, identity: dict[str, Any] | None, plain: str, with
     return text(lang, plain, node=identity["node"])
 
 
+def _upstream_error(lang: str, status: dict[str, Any]) -> str:
+    """Its last error, and what it (a pkgcache) said it does not serve although this configuration lists it."""
+    said = [str(status.get("last_error") or "")]
+    for note in status.get("not_served") or []:
+        said.append(text(lang, "not_served", what=note.get("what"), reason=note.get("reason")))
+    return "; ".join(words for words in said if words)
+
+
 def _upstream_row(lang: str, status: dict[str, Any]) -> UpstreamRow:
     css, state = _upstream_state(lang, status)
     latency = status.get("latency_ms")
@@ -381,7 +390,7 @@ def _upstream_row(lang: str, status: dict[str, Any]) -> UpstreamRow:
         latency="–" if latency is None else f"{latency} ms",
         requests=status.get("requests", 0),
         failures=status.get("failures", 0),
-        error=str(status.get("last_error") or ""),
+        error=_upstream_error(lang, status),
         parent=_identity_words(lang, status.get("pkgcache"), "parent", "parent_tier"),
     )
 

@@ -31,6 +31,8 @@ import aiohttp
 from pkgcache.config import HostPort, redact_credentials, with_user_shown
 from pkgcache.header_numbers import ascii_number
 from pkgcache.node_identity import (
+    NOT_SERVED_HEADER,
+    NOT_SERVED_PATTERN,
     POLICY_REFUSAL,
     REFUSAL_HEADER,
     UPSTREAM_FAILED_HEADER,
@@ -75,6 +77,8 @@ PROBE_ANSWERS = frozenset({200, 206}) | NOT_FOUND_STATUSES
 MAX_REFUSAL_BYTES = 1024
 # Bodies smaller than this tell an upstream's latency more than its rate: they do not count towards it.
 RATE_SAMPLE_BYTES = 1 << 20
+# What a pkgcache upstream said it does not serve (its conda channels), remembered per upstream: at most this many.
+MAX_NOT_SERVED_NOTES = 16
 
 
 class UpstreamError(Exception):
@@ -169,11 +173,27 @@ class UpstreamNotFound(Absent):
     `unanswered` names the upstreams that could have had it and did not answer (they failed, or were resting),
     with why: empty when every one of them said "not found". A caller holding a copy may find one upstream's word
     too little to drop it for (pypi/cached_index.py keeps a cached page then).
+
+    `not_served` names the pkgcache upstreams whose 404 said they do not serve it at all (a conda channel they are
+    not configured for: `X-Pkgcache-Not-Served`), with their reasons, and `what` is what they do not serve: the
+    client is told, and a child below this one too (http/responses.py).
     """
 
-    def __init__(self, message: str, unanswered: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        unanswered: Mapping[str, str] | None = None,
+        not_served: Mapping[str, str] | None = None,
+        what: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.unanswered = dict(unanswered or {})
+        self.not_served = dict(not_served or {})
+        self.what = what
+
+    def not_served_words(self) -> str:
+        """The upstreams that do not serve it, with their reasons, in one line ("" when none said so)."""
+        return "; ".join(f"{name} does not serve it: {reason}" for name, reason in self.not_served.items())
 
 
 class UpstreamsUnavailable(Exception):
@@ -217,6 +237,14 @@ class UpstreamStats:
 
 
 @dataclass
+class NotServed:
+    """A pkgcache upstream's word that it does not serve something (a conda channel), and when it last said so."""
+
+    reason: str
+    seen_at: float  # monotonic
+
+
+@dataclass
 class Upstream:
     """One mirror as the pool sees it: its name, a connection cap and its health."""
 
@@ -237,6 +265,9 @@ class Upstream:
     stats: UpstreamStats = field(default_factory=UpstreamStats)
     # Set once one of its answers says it is a pkgcache (a parent tier, or a cluster of nodes): the last node seen.
     pkgcache: NodeIdentity | None = None
+    # What it, a pkgcache, said it does not serve (a channel's path -> its reason), until it answers under that path:
+    # not a failure (it serves the rest), but a configuration that disagrees with this one's, shown in /-/status.
+    not_served: dict[str, NotServed] = field(default_factory=dict)
     _slots: asyncio.Semaphore | None = None
     _next_range_at: float = 0.0
 
@@ -272,6 +303,23 @@ class Upstream:
         if identity is not None:
             self.pkgcache = identity
 
+    def note_not_served(self, what: str, reason: str) -> bool:
+        """Remember that it does not serve `what`, for `reason`; True when that is news."""
+        news = self.not_served.get(what, NotServed("", 0.0)).reason != reason
+        self.not_served.pop(what, None)
+        self.not_served[what] = NotServed(reason, time.monotonic())
+        while len(self.not_served) > MAX_NOT_SERVED_NOTES:
+            del self.not_served[next(iter(self.not_served))]
+        return news
+
+    def note_served(self, url: str) -> None:
+        """It answered `url`: forget that it does not serve what holds that URL (its configuration changed)."""
+        if not self.not_served:
+            return
+        path = urlsplit(url).path
+        for what in [what for what in self.not_served if f"/{what}/" in path]:
+            del self.not_served[what]
+
     def status(self, now: float) -> dict[str, object]:
         return {
             "name": self.name,
@@ -286,6 +334,10 @@ class Upstream:
             "latency_ms": None if self.stats.latency_seconds is None else round(self.stats.latency_seconds * 1000, 1),
             "rate_bytes_per_second": None if self.stats.rate is None else round(self.stats.rate),
             "pkgcache": None if self.pkgcache is None else self.pkgcache.to_json(),
+            "not_served": [
+                {"what": what, "reason": note.reason, "seen_seconds_ago": round(now - note.seen_at)}
+                for what, note in self.not_served.items()
+            ],
         }
 
 
@@ -460,6 +512,8 @@ class UpstreamPool:
         `decode=False`: bodies are read as sent, whatever their Content-Encoding (`handle` judges it).
         """
         errors: dict[str, str] = {}
+        not_served: dict[str, str] = {}
+        what: str | None = None
         asked_any = False
         fallback: NotAuthoritative | None = None
         tries = [(upstream, url) for upstream in self.candidates() if (url := target(upstream)) is not None]
@@ -476,7 +530,10 @@ class UpstreamPool:
                         upstream, url, handle, request_headers, method, ok_statuses, slot_wait, decode
                     )
                     return await _within(exchange, None if last and not bound_last else timeout, url)
-                except UpstreamNotFound:
+                except UpstreamNotFound as exc:
+                    if upstream.name in exc.not_served:
+                        not_served[upstream.name] = exc.not_served[upstream.name]
+                        what = what or exc.what
                     # Its "not found" just said it is a pkgcache: asked once more as one, when that changes the
                     # URL (its files' own paths) or the headers (those only a pkgcache is sent).
                     again = target(upstream) if not known and upstream.pkgcache is not None else None
@@ -522,7 +579,7 @@ class UpstreamPool:
             for upstream in self.upstreams:
                 if upstream.name not in errors and self.is_resting(upstream, now) and target(upstream) is not None:
                     unanswered[upstream.name] = self._resting_words(upstream, now)
-            raise UpstreamNotFound(f"not found on {', '.join(not_found_on)}", unanswered)
+            raise UpstreamNotFound(f"not found on {', '.join(not_found_on)}", unanswered, not_served, what)
         if not asked_any:
             raise self._all_resting(target)
         raise UpstreamsUnavailable(errors)
@@ -577,7 +634,7 @@ class UpstreamPool:
                 try:
                     upstream.stats.observe_latency(time.monotonic() - started)
                     upstream.note_answer(response.headers)
-                    await self._check_status(response, ok_statuses, url)
+                    await self._check_status(upstream, response, ok_statuses, url)
                     result = await handle(upstream, response)
                 finally:
                     response.release()
@@ -604,6 +661,7 @@ class UpstreamPool:
                 raise UpstreamError(failure) from None
         upstream.last_error = None
         upstream.blocked = False
+        upstream.note_served(url)
         self._answered(upstream)
         return result
 
@@ -640,11 +698,22 @@ class UpstreamPool:
         finally:
             upstream.slots.release()
 
-    async def _check_status(self, response: aiohttp.ClientResponse, ok_statuses: frozenset[int], url: str) -> None:
+    async def _check_status(
+        self, upstream: Upstream, response: aiohttp.ClientResponse, ok_statuses: frozenset[int], url: str
+    ) -> None:
         status = response.status
         if status in ok_statuses:
             return
         if status in NOT_FOUND_STATUSES:
+            what = response.headers.get(NOT_SERVED_HEADER, "").strip()
+            node = NodeIdentity.from_headers(response.headers)
+            if node is not None and NOT_SERVED_PATTERN.match(what):
+                # Not "it does not exist" but "I do not serve that at all": this configuration lists something its
+                # pkgcache upstream's does not. Said to the client, and shown in /-/status until it is served.
+                reason = f"pkgcache {node.name}: {await _refusal_reason(response, f'{what} is not served')}"
+                if upstream.note_not_served(what, reason):
+                    log.warning("upstream %s does not serve %s (%s)", upstream.name, what, reason)
+                raise UpstreamNotFound(redact_credentials(url), not_served={upstream.name: reason}, what=what)
             raise UpstreamNotFound(redact_credentials(url))
         if status == 407 and self.policy.proxy:
             # The proxy's answer, not the mirror's (every upstream is asked through it and gets the same).
@@ -842,14 +911,14 @@ def _rate_floor(policy: UpstreamPolicySettings, rate_to_beat: float | None) -> t
     return floor, why
 
 
-async def _refusal_reason(response: aiohttp.ClientResponse) -> str:
+async def _refusal_reason(response: aiohttp.ClientResponse, default: str = "refused by its policy") -> str:
     """A pkgcache's policy refusal in its words: the first line of its body (a proxy between may drop the status
     line's reason, and HTTP/2 has none), else that reason, as one printable line fit for a status line."""
     try:
         first = (await response.content.read(MAX_REFUSAL_BYTES)).decode("utf-8", "replace").strip().split("\n")[0]
     except (aiohttp.ClientError, TimeoutError):
         first = ""
-    words = " ".join(first.split()) or response.reason or "refused by its policy"
+    words = " ".join(first.split()) or response.reason or default
     return "".join(c if c.isprintable() else "?" for c in words).encode("latin-1", "replace").decode("latin-1")
 
 
