@@ -36,7 +36,7 @@ from pkgcache.daemon.errors import ServesElsewhere
 from pkgcache.daemon.files import InstancePaths
 from pkgcache.daemon.lifecycle import wait_until_ready
 from pkgcache.daemon.logs import problem_lines
-from tests.cache_service import free_port
+from tests.cache_service import RunningCache, free_port
 from tests.fakes.dists import find_dist, sample_dists
 from tests.fakes.pypi_upstreams import FailingUpstream, SlowUpstream, TunaLikeUpstream
 from tests.fakes.server import FakeServer
@@ -1121,6 +1121,57 @@ def test_check_says_what_a_404_most_likely_means_of_an_upstream_url(bg_loop: Bac
     finally:
         for server in (pypi, conda):
             bg_loop.run(server.stop())
+
+
+def test_check_names_a_pkgcache_upstream_and_puts_it_first_as_a_tier_above(
+    bg_loop: BackgroundLoop, tmp_path: Path, tuna: TunaLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    """An office's configuration (docs/operations.md, tiers): the central pkgcache first, a mirror after it. check
+    ranked them by speed and advised the mirror first (which goes around the central's policy), did not say the
+    central is a pkgcache, and its 404s (a project none of its upstreams has, a channel it does not serve) were
+    `HTTP 404` with a hint that the URL may be wrong."""
+    conda = FakeCondaMirror()
+    bg_loop.run(conda.start())
+    try:
+        mirror = {
+            "name": "mirror",
+            "pkgs_url": f"{conda.url}/anaconda/pkgs/",
+            "cloud_url": f"{conda.url}/anaconda/cloud/",
+        }
+        central = make_cache(
+            [tuna.index_url],
+            server={"node_name": "central-1", "tier": "central"},
+            conda={"upstreams": [mirror], "channels": ["pkgs/main"]},
+        )
+        config = tmp_path / "office.toml"
+        config.write_text(
+            f'[pypi]\nupstreams = [{{ name = "central", url = "{central.url}/pypi/simple/" }}, '
+            f'{{ name = "mirror", url = "{tuna.index_url}" }}]\n'
+            f'[conda]\nupstreams = [{{ name = "central", pkgs_url = "{central.url}/conda/pkgs/", '
+            f'cloud_url = "{central.url}/conda/cloud/" }}, {{ name = "mirror", pkgs_url = "{mirror["pkgs_url"]}", '
+            f'cloud_url = "{mirror["cloud_url"]}" }}]\nchannels = ["pkgs/main", "cloud/conda-forge"]\n'
+        )
+        checked = run_pkgcache("check", "--config", str(config), "--project", "alpha", "--timeout", "5")
+        out = checked.stdout
+        assert "central (pypi) is a pkgcache: node central-1, tier central\n" in out, out
+        assert "central (conda) is a pkgcache: node central-1, tier central\n" in out, out
+        assert "suggested pypi order: central, mirror (pkgcache first, whatever its speed" in out, out
+        assert "fastest working pypi upstreams first" not in out, out
+        # The central does not serve conda-forge: said so, with what to do, and not taken for a wrong URL.
+        assert "ERROR: HTTP 404: pkgcache central-1 does not" in out and " serve cloud/conda-forge\n" in out, out
+        hints = [line for line in out.splitlines() if line.startswith("hint: ")]
+        assert len(hints) == 1 and "central is a pkgcache (node central-1): its URL is right" in hints[0], out
+        assert "does not serve cloud/conda-forge, which this configuration lists: add it to central-1's" in hints[0]
+        # It answered pkgs/main: still first for conda, the channel it lacks being a hint of its own.
+        assert "suggested conda order: central, mirror (pkgcache first" in out, out
+        assert checked.returncode == 1, out + checked.stderr
+        # Without --project: pip, which none of the central's upstreams has here.
+        checked = run_pkgcache("check", "--config", str(config), "--timeout", "5")
+        assert "ERROR: HTTP 404: project 'pip' was not found on" in checked.stdout, checked.stdout
+        has_not = "central is a pkgcache (node central-1): its URL is right, and none of its upstreams has that project"
+        assert has_not in checked.stdout, checked.stdout
+    finally:
+        bg_loop.run(conda.stop())
 
 
 def test_check_pypi_only(tmp_path: Path, tuna: TunaLikeUpstream) -> None:

@@ -4,6 +4,10 @@ PyPI mirrors are asked for a project page (`<index>pip/`) that must parse as one
 `pkgs/main/noarch/repodata.json`, which must be repodata JSON, and (by HEAD) for the first community channel's
 repodata. Every probe runs at once, each bounded by a timeout, with pkgcache's own User-Agent and client settings, so a
 mirror that refuses pkgcache shows up here too.
+
+An upstream whose answers carry `X-Pkgcache-Node` is another pkgcache (a tier above this one): it is named as one,
+its 404s say its reason, and the suggested order puts it first whatever its speed (docs/operations.md, "Tiers and
+clusters"): it brings its cache and its policy, which a faster mirror listed before it would go around.
 """
 
 from __future__ import annotations
@@ -21,13 +25,20 @@ import aiohttp
 import click
 
 from pkgcache.cli.options import SECONDS, config_option, settings_from_options
-from pkgcache.config import Settings, with_user_shown
+from pkgcache.config import Settings, redact_credentials, with_user_shown
 from pkgcache.formatting import format_bytes
+from pkgcache.node_identity import NOT_SERVED_HEADER, NOT_SERVED_PATTERN, NodeIdentity
 from pkgcache.presets import CONDA_PRESETS, PYPI_PRESETS
 from pkgcache.pypi.parse import InvalidPage, parse_project_page
 from pkgcache.pypi.upstream_index import PROBE_PROJECT, UPSTREAM_ACCEPT
 from pkgcache.upstream.credentials import OriginCredentials
-from pkgcache.upstream.pool import UpstreamError, UpstreamPolicySettings, make_client_session, read_limited
+from pkgcache.upstream.pool import (
+    MAX_REFUSAL_BYTES,
+    UpstreamError,
+    UpstreamPolicySettings,
+    make_client_session,
+    read_limited,
+)
 
 # The project the service's own probe asks for (pypi/upstream_index.py): what `check` says works is what it uses.
 DEFAULT_PROJECT = PROBE_PROJECT
@@ -64,10 +75,12 @@ def check_command(
     click.echo(format_table(results))
     for line in hints(results):
         click.echo(f"\nhint: {line}")
+    for line in pkgcache_lines(results):
+        click.echo(f"\n{line}")
     for side in ("pypi", "conda"):
-        order = suggested_order(results, side)
-        if order:
-            click.echo(f"\nfastest working {side} upstreams first: {', '.join(order)}")
+        advice = order_advice(results, side)
+        if advice:
+            click.echo(f"\n{advice}")
     failed = sum(1 for result in results if not result.ok)
     if failed:
         click.echo(f"\n{failed} of {len(results)} probes failed", err=True)
@@ -90,6 +103,7 @@ class Probe:
     kind: ProbeKind
     # The user whose credentials go with the request (the upstream's), shown in its URL as `user:***@`.
     user: str | None = None
+    position: int = 0  # of its upstream in the configured list of its side
 
     @property
     def method(self) -> str:
@@ -106,24 +120,26 @@ class ProbeResult:
     ok: bool
     latency_ms: float | None  # time to the response headers; None when there was no answer
     detail: str
+    pkgcache: NodeIdentity | None = None  # the node that answered, when the upstream is a pkgcache
 
 
 def plan_probes(settings: Settings, project: str = DEFAULT_PROJECT) -> list[Probe]:
     """One probe per PyPI upstream, two per conda upstream (its pkgs/ root and its cloud/ root)."""
     probes: list[Probe] = []
     if settings.pypi.enabled:
-        for upstream in settings.pypi.upstreams:
+        for position, upstream in enumerate(settings.pypi.upstreams):
             url = f"{upstream.url}{project}/"
-            probes.append(Probe("pypi", upstream.name, f"{project} page", url, "pypi-page", upstream.user))
+            probes.append(Probe("pypi", upstream.name, f"{project} page", url, "pypi-page", upstream.user, position))
     if settings.conda.enabled:
         cloud_channel = _first_cloud_channel(settings.conda.channels)
-        for conda_upstream in settings.conda.upstreams:
+        for position, conda_upstream in enumerate(settings.conda.upstreams):
+            name = conda_upstream.name
             url = f"{conda_upstream.pkgs_url}main/noarch/repodata.json"
             user = conda_upstream.user
-            probes.append(Probe("conda", conda_upstream.name, "pkgs/main repodata", url, "repodata", user))
+            probes.append(Probe("conda", name, "pkgs/main repodata", url, "repodata", user, position))
             if cloud_channel:
                 url = f"{conda_upstream.cloud_url}{cloud_channel}/noarch/repodata.json"
-                probes.append(Probe("conda", conda_upstream.name, f"{cloud_channel} (HEAD)", url, "exists", user))
+                probes.append(Probe("conda", name, f"{cloud_channel} (HEAD)", url, "exists", user, position))
     return probes
 
 
@@ -148,6 +164,7 @@ async def run_probes(settings: Settings, probes: list[Probe], timeout: float) ->
 async def probe_one(session: aiohttp.ClientSession, probe: Probe, timeout: float, max_redirects: int) -> ProbeResult:
     started = time.monotonic()
     latency: float | None = None
+    node: NodeIdentity | None = None
     headers = {"Accept": UPSTREAM_ACCEPT} if probe.kind == "pypi-page" else {}
     try:
         async with (
@@ -157,18 +174,36 @@ async def probe_one(session: aiohttp.ClientSession, probe: Probe, timeout: float
             ) as response,
         ):
             latency = (time.monotonic() - started) * 1000
+            node = NodeIdentity.from_headers(response.headers)
             if response.status != 200:
-                raise ProbeFailed(f"HTTP {response.status}")
+                raise ProbeFailed(await _failure(response, node))
             detail = await _judge(probe, response)
     except ProbeFailed as exc:
-        return ProbeResult(probe, False, latency, str(exc))
+        return ProbeResult(probe, False, latency, str(exc), node)
     except TimeoutError:
-        return ProbeResult(probe, False, latency, f"no complete answer within {timeout:g} s")
+        return ProbeResult(probe, False, latency, f"no complete answer within {timeout:g} s", node)
     except aiohttp.TooManyRedirects:
-        return ProbeResult(probe, False, latency, f"more than {max_redirects} redirects")
+        return ProbeResult(probe, False, latency, f"more than {max_redirects} redirects", node)
     except aiohttp.ClientError as exc:
-        return ProbeResult(probe, False, latency, _describe_client_error(exc))
-    return ProbeResult(probe, True, latency, detail)
+        return ProbeResult(probe, False, latency, _describe_client_error(exc), node)
+    return ProbeResult(probe, True, latency, detail, node)
+
+
+async def _failure(response: aiohttp.ClientResponse, node: NodeIdentity | None) -> str:
+    """`HTTP <status>`; from a pkgcache, with its reason: the first line of its answer (one line of plain text), or
+    for a HEAD what it says it does not serve."""
+    status = f"HTTP {response.status}"
+    if node is None:
+        return status
+    what = response.headers.get(NOT_SERVED_HEADER, "").strip()
+    if NOT_SERVED_PATTERN.match(what):
+        return f"{status}: pkgcache {node.name}{NOT_SERVED_WORDS}{what}"
+    try:
+        body = await response.content.read(MAX_REFUSAL_BYTES)
+    except (aiohttp.ClientError, TimeoutError):
+        body = b""
+    reason = _first_line(redact_credentials(body.decode("utf-8", "replace")), 200)
+    return f"{status}: {reason}" if reason else status
 
 
 async def _judge(probe: Probe, response: aiohttp.ClientResponse) -> str:
@@ -243,22 +278,29 @@ def _first_cloud_channel(channels: list[str]) -> str | None:
 
 NOT_FOUND = "HTTP 404"
 UNAUTHORIZED = "HTTP 401"
+NOT_SERVED_WORDS = " does not serve "
 
 
 def hints(results: list[ProbeResult]) -> list[str]:
     """What a 404 most likely means of an upstream's URL: a PyPI one without its simple-index part, a conda one
     whose channel path is missing a part or has one twice. URLs are never refused for it (private indexes have
-    their own paths: devpi's `+simple/`, Artifactory's `.../simple/`)."""
+    their own paths: devpi's `+simple/`, Artifactory's `.../simple/`). A pkgcache's 404 says its reason: its URL is
+    right, and what it lacks or does not serve is said."""
     found: list[str] = []
     for result in results:
         probe = result.probe
-        if not result.ok and result.detail == UNAUTHORIZED:
+        if not result.ok and result.detail.startswith(UNAUTHORIZED):
             given = "its user and password are refused" if probe.user is not None else "it wants a user and password"
             found.append(
-                f"{probe.upstream} answered {result.detail} for {probe.shown_url}: {given}; give them as the "
+                f"{probe.upstream} answered {UNAUTHORIZED} for {probe.shown_url}: {given}; give them as the "
                 "upstream's user and password (a table's keys, or user:password@ in its URL)"
             )
-        if result.ok or result.detail != NOT_FOUND:
+        if result.ok or not result.detail.startswith(NOT_FOUND):
+            continue
+        if result.pkgcache is not None:
+            found.append(_pkgcache_hint(result))
+            continue
+        if result.detail != NOT_FOUND:
             continue
         if probe.kind == "pypi-page":
             base = probe.url.removesuffix("/").rsplit("/", 1)[0] + "/"
@@ -278,6 +320,21 @@ def hints(results: list[ProbeResult]) -> list[str]:
                 )
             )
     return found
+
+
+def _pkgcache_hint(result: ProbeResult) -> str:
+    probe, node = result.probe, result.pkgcache
+    assert node is not None
+    who = f"{probe.upstream} is a pkgcache (node {node.name}): its URL is right"
+    _, marked, what = result.detail.partition(NOT_SERVED_WORDS)
+    if marked:
+        return (
+            f"{who}, and it does not serve {what}, which this configuration lists: add it to {node.name}'s [conda] "
+            "channels, or leave it out of this one's"
+        )
+    if probe.kind == "pypi-page":
+        return f"{who}, and none of its upstreams has that project: give --project one they have"
+    return f"{who}, and none of its upstreams has {probe.what}"
 
 
 SIDE_ORDER = {"pypi": 0, "conda": 1}
@@ -327,11 +384,52 @@ def format_table(results: list[ProbeResult]) -> str:
 
 
 def suggested_order(results: list[ProbeResult], side: str) -> list[str]:
-    """Upstream names of one side, fastest first, leaving out any with a failed probe."""
+    """Upstream names of one side: the pkgcaches first (tiers above this one), in the configured order, each that
+    answered one probe well (a channel it does not serve is a hint of its own); then the mirrors, fastest first,
+    leaving out any with a failed probe."""
     failing = {r.probe.upstream for r in results if r.probe.side == side and not r.ok}
-    order: list[str] = []
+    working = {r.probe.upstream for r in results if r.probe.side == side and r.ok}
+    tiers = pkgcache_upstreams(results, side)
+    order = [name for name in tiers if name in working]
     for result in sort_results(results):
         name = result.probe.upstream
-        if result.probe.side == side and name not in failing and name not in order:
+        if result.probe.side == side and name not in failing and name not in order and name not in tiers:
             order.append(name)
     return order
+
+
+def pkgcache_upstreams(results: list[ProbeResult], side: str) -> dict[str, NodeIdentity]:
+    """The upstreams of one side that answered as a pkgcache, in the configured order, with the node that did."""
+    found = sorted(
+        (r for r in results if r.probe.side == side and r.pkgcache is not None), key=lambda r: r.probe.position
+    )
+    tiers: dict[str, NodeIdentity] = {}
+    for result in found:
+        assert result.pkgcache is not None
+        tiers.setdefault(result.probe.upstream, result.pkgcache)
+    return tiers
+
+
+def pkgcache_lines(results: list[ProbeResult]) -> list[str]:
+    """ "central (pypi) is a pkgcache: node central-1, tier central", one line per upstream that is one."""
+    lines = []
+    for side in SIDE_ORDER:
+        for name, node in pkgcache_upstreams(results, side).items():
+            tier = f", tier {node.tier}" if node.tier else ""
+            lines.append(f"{name} ({side}) is a pkgcache: node {node.name}{tier}")
+    return lines
+
+
+def order_advice(results: list[ProbeResult], side: str) -> str:
+    """The order to give one side's upstreams in, as one line ("" when none works)."""
+    order = suggested_order(results, side)
+    if not order:
+        return ""
+    tiers = [name for name in order if name in pkgcache_upstreams(results, side)]
+    if not tiers:
+        return f"fastest working {side} upstreams first: {', '.join(order)}"
+    then = "; then the mirrors, fastest first" if len(tiers) < len(order) else ""
+    return (
+        f"suggested {side} order: {', '.join(order)} (pkgcache first, whatever its speed: a tier above this one "
+        f"brings its cache and its policy, which a mirror listed before it would go around{then})"
+    )
