@@ -710,3 +710,65 @@ def test_a_channel_the_parent_does_not_serve_is_said_so_to_clients_and_in_the_ch
     (office,) = json.loads(grandchild.get("/-/status").body)["upstreams"]["conda"]
     assert office["pkgcache"]["node"] == CHILD["node_name"]
     assert office["healthy"] and [n["what"] for n in office["not_served"]] == [FORGE]
+
+
+# --- pkgcaches whose upstreams make a loop ---
+
+
+def test_two_offices_listing_each_other_as_backup_answer_a_miss_neither_holds_at_once_and_rest_neither(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], bg_loop: BackgroundLoop
+) -> None:
+    """Offices A and B list the central mirror first and each other second. With the central down, a page neither
+    holds went A -> B -> A, where it joined A's own download and waited for itself: 10 s (first_byte_timeout),
+    then each office rested the other for a minute. The request carries the chain of pkgcaches it came through
+    (in the User-Agent), and A, finding itself on it, answers B at once with a 508 that rests nobody."""
+    wire_to_a = _start_wire(bg_loop, "http://127.0.0.1:9")  # aimed at A once A listens
+    try:
+        timeouts = {"first_byte_timeout": 10}
+        b = make_cache(
+            [
+                {"name": "central", "url": official_upstream.index_url},
+                {"name": "peer", "url": f"{wire_to_a.url}/pypi/simple/"},
+            ],
+            server={"node_name": "office-b", "tier": "office"},
+            upstream=timeouts,
+            conda={"enabled": False},
+        )
+        a = make_cache(
+            [{"name": "central", "url": official_upstream.index_url}, {"name": "peer", "url": f"{b.url}/pypi/simple/"}],
+            server={"node_name": "office-a", "tier": "office"},
+            upstream=timeouts,
+            conda={"enabled": False},
+        )
+        wire_to_a.target = a.url
+        assert b.get("/pypi/simple/alpha/").status == 200  # B holds alpha's page
+        official_upstream.faults.fail_mode = "reset"
+        # The backup still works: what B holds, A gets from it.
+        assert a.get("/pypi/simple/alpha/", JSON_PAGE).status == 200
+        for project in ("beta", "gamma"):  # a page neither holds: once with the central failing, once resting
+            started = time.monotonic()
+            answer = a.get(f"/pypi/simple/{project}/")
+            took = time.monotonic() - started
+            assert answer.status in (502, 503), answer.body
+            assert took < 3, f"{took:.1f} s: {answer.body!r}"
+            assert b"pkgcache office-a is on this request's way already" in answer.body, answer.body
+        # B's request came back to A marked with A's own mark: 508, marked, at once; B asked A nothing it waited on.
+        looped = [e for e in wire_to_a.exchanges if e.status == 508]
+        assert looped and all(e.headers.get("X-Pkgcache-Loop") == "1" for e in looped)
+        for office in (a, b):
+            peer = next(u for u in json.loads(office.get("/-/status").body)["upstreams"]["pypi"] if u["name"] == "peer")
+            assert peer["healthy"] and peer["failures"] == 0, peer
+        # A request that came through as many pkgcaches as a chain may hold is not sent on (nor a client's mark).
+        marks = [f"+{n:012x}" for n in range(8)]
+        long_way = {"User-Agent": f"pkgcache/0 ({marks[0]}) (via {' '.join(marks[1:])})"}
+        refused = a.get("/pypi/simple/delta-pkg/", long_way)
+        assert refused.status == 508 and refused.headers.get("x-pkgcache-loop") == "1", refused.body
+        assert b"came through 8 pkgcaches" in refused.body
+        assert "on this request's way already" in (
+            next(u for u in json.loads(b.get("/-/status").body)["upstreams"]["pypi"] if u["name"] == "peer")[
+                "last_error"
+            ]
+            or ""
+        )
+    finally:
+        bg_loop.run(wire_to_a.stop())

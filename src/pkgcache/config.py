@@ -245,7 +245,8 @@ class ServerConfig(_Section):
 
     def loop_mark(self) -> str:
         """A short mark this instance puts in the User-Agent it sends upstream, to know its own requests when a
-        configuration loops back to itself (an upstream, or a cluster's address, that is this very pkgcache).
+        configuration loops back to itself (an upstream, or a cluster's address, that is this very pkgcache), or
+        through other pkgcaches (the marks of those a request came through go on with it: node_identity.py).
         Derived from the node and its data directory: the same in every worker, no host name given away."""
         seed = f"{self.identity().name}\0{self.data_dir}".encode()
         return "+" + hashlib.sha256(seed).hexdigest()[:12]

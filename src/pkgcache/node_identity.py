@@ -14,6 +14,7 @@ import enum
 import re
 import socket
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 NODE_HEADER = "X-Pkgcache-Node"
@@ -34,6 +35,22 @@ NOT_SERVED_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 # How fresh the copy a node answered with is (http/responses.py names it too), and, on a stale page, why it is.
 CACHE_STATE_HEADER = "X-Pkgcache-Cache"
 STALE_REASON_HEADER = "X-Pkgcache-Stale-Reason"
+
+# Loops across pkgcaches (two offices listing each other as a backup, say). Each pkgcache's upstream requests carry
+# its loop mark in their User-Agent (config.py, `ServerConfig.loop_mark`): "pkgcache/0.1 (+1a2b3c4d5e6f)"; one sent
+# for a request that came from other pkgcaches adds their marks, nearest first: "pkgcache/0.1 (+1a2b3c4d5e6f) (via
+# +0f1e2d3c4b5a)". The User-Agent is the one header every upstream is sent, a mirror or a pkgcache not known as one
+# yet. A pkgcache whose own mark is in that chain (not first: that is its own request come straight back, a
+# configuration that reaches itself), or whose chain holds MAX_CHAIN marks, answers 508 at once, marked
+# LOOP_HEADER and UPSTREAM_FAILED_HEADER: the caller tries its next upstream and rests none (each answers other
+# requests). Without it the request joined the download it was made for, and waited for itself until a timeout.
+LOOP_HEADER = "X-Pkgcache-Loop"
+MAX_CHAIN = 8
+_CHAIN_PATTERN = re.compile(r"\((\+[0-9a-f]{12})\)(?: \(via (\+[0-9a-f]{12}(?: \+[0-9a-f]{12})*)\))?$")
+# The chain of the request being answered (its sender's mark first), () when no pkgcache sent it: set by the request
+# cycle (http/request_cycle.py) and read by the upstream pool for every request it sends on that request's behalf
+# (downloads started for it inherit it, as asyncio tasks copy their context).
+REQUEST_CHAIN: ContextVar[tuple[str, ...]] = ContextVar("pkgcache_request_chain", default=())
 
 # What a node name or tier may hold: it goes into a response header and a Prometheus label as it is.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -100,6 +117,22 @@ def relays_its_upstream(headers: Mapping[str, str]) -> bool:
     if NodeIdentity.from_headers(headers) is None:
         return False
     return headers.get(CACHE_STATE_HEADER, "").strip().lower() == "miss"
+
+
+def chain_of(user_agent: str) -> tuple[str, ...]:
+    """The loop marks a pkgcache's upstream request carries in its User-Agent, its sender's first; () for any other
+    client's."""
+    if "(+" not in user_agent:
+        return ()
+    match = _CHAIN_PATTERN.search(user_agent)
+    if match is None:
+        return ()
+    return (match.group(1), *(match.group(2) or "").split())
+
+
+def with_chain(user_agent: str, chain: tuple[str, ...]) -> str:
+    """A pkgcache's User-Agent (its own mark in it) for a request sent on behalf of one that came through `chain`."""
+    return f"{user_agent} (via {' '.join(chain[:MAX_CHAIN])})" if chain else user_agent
 
 
 def host_node_name() -> str:

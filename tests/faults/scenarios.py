@@ -843,6 +843,18 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         "status",
     ),
     ServiceScenario(
+        "tier-mutual-backup-loop",
+        "two offices list the central first and each other second; the central is down (or its mirror), and a "
+        "client asks one office for a page neither holds",
+        "a 502/503 at once (it took 10 s: the request went A -> B -> A and waited on A's own download), naming the "
+        "pkgcache already on the request's way: each request carries the loop marks of the pkgcaches it came through "
+        "in its User-Agent, and a pkgcache on that chain answers 508 marked `X-Pkgcache-Loop` and "
+        "`X-Pkgcache-Upstream-Failed`; neither office rests the other, and what one holds the other still gets",
+        "nothing new",
+        "../test_tier_faults.py::test_two_offices_listing_each_other_as_backup_answer_a_miss_neither_holds_at_once_"
+        "and_rest_neither",
+    ),
+    ServiceScenario(
         "tier-locked-unlisted-conda-package",
         "a lock-file install, through a child, of a conda package its channel no longer lists; the parent is cold "
         "(parent first, or the child's own mirror first and lacking the file)",

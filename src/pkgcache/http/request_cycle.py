@@ -31,6 +31,13 @@ from pkgcache.http.responses import (
     note_client_gone,
     plain_error,
 )
+from pkgcache.node_identity import (
+    LOOP_HEADER,
+    MAX_CHAIN,
+    REQUEST_CHAIN,
+    UPSTREAM_FAILED_HEADER,
+    chain_of,
+)
 from pkgcache.stats import RequestStats
 from pkgcache.storage.store import CacheIsReadOnly
 
@@ -43,6 +50,16 @@ LOOP_MESSAGE = (
     "this request comes from this very pkgcache: its configuration loops back to itself (an upstream, or the address "
     "of a load balancer in front of it, that reaches this instance)"
 )
+CHAIN_LOOP_MESSAGE = (
+    "this request already came through this pkgcache, which asked another pkgcache for it: their upstreams make a "
+    "loop (two that list each other, say), so it is not answered here again; ask your next upstream"
+)
+LONG_CHAIN_MESSAGE = (
+    f"this request already came through {MAX_CHAIN} pkgcaches: their upstreams most likely make a loop, so it is not "
+    "asked again from here; ask your next upstream"
+)
+# On a loop across pkgcaches: the caller asks its next upstream and rests none (node_identity.py).
+_LOOP_HEADERS = {LOOP_HEADER: "1", UPSTREAM_FAILED_HEADER: "1", "Cache-Control": "no-store"}
 # Encoded forms of the characters that could change a path's meaning once decoded: dot, slash, backslash, NUL.
 _ENCODED_SEPARATOR = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
 # Every refusal below needs one of these: an escape, a backslash, a NUL, a dot segment or a doubled slash.
@@ -124,12 +141,19 @@ class RequestCycle:
             status = 500
             response: web.StreamResponse | None = None
             handed_over = False
+            chain = chain_of(request.headers.get("User-Agent", ""))
+            # Upstream requests made for this one carry its chain on (node_identity.py).
+            token = REQUEST_CHAIN.set(chain) if chain else None
             try:
                 reason = hostile_path_reason(request.raw_path)
                 if reason is not None:
                     response = plain_error(400, f"refused path: {reason}")
-                elif loop_mark and loop_mark in request.headers.get("User-Agent", ""):
+                elif loop_mark and chain and chain[0] == loop_mark:
                     response = plain_error(508, LOOP_MESSAGE)
+                elif loop_mark and loop_mark in chain:
+                    response = plain_error(508, CHAIN_LOOP_MESSAGE, **_LOOP_HEADERS)
+                elif len(chain) >= MAX_CHAIN:
+                    response = plain_error(508, LONG_CHAIN_MESSAGE, **_LOOP_HEADERS)
                 elif users and needs_credentials(users, request):
                     response = plain_error(
                         401, "this pkgcache asks for a user name and password", **{"WWW-Authenticate": READ_REALM}
@@ -150,6 +174,8 @@ class RequestCycle:
                 status = exc.status
                 raise
             finally:
+                if token is not None:
+                    REQUEST_CHAIN.reset(token)
                 if not handed_over:
                     account(request, response, status, started)
 

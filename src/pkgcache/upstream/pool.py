@@ -31,13 +31,16 @@ import aiohttp
 from pkgcache.config import HostPort, redact_credentials, with_user_shown
 from pkgcache.header_numbers import ascii_number
 from pkgcache.node_identity import (
+    LOOP_HEADER,
     NOT_SERVED_HEADER,
     NOT_SERVED_PATTERN,
     POLICY_REFUSAL,
     REFUSAL_HEADER,
+    REQUEST_CHAIN,
     UPSTREAM_FAILED_HEADER,
     NodeIdentity,
     relays_its_upstream,
+    with_chain,
 )
 from pkgcache.storage.downloads import Absent
 from pkgcache.upstream.address_guard import GuardedResolver, RefusedAddress, TrustedHosts, guard_middleware
@@ -134,6 +137,12 @@ def is_cut(exc: BaseException) -> bool:
     return isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError)) and not isinstance(
         exc, TimeoutError
     )
+
+
+class RequestLooped(ParentUpstreamsFailed):
+    """A pkgcache upstream answered 508 marked `X-Pkgcache-Loop`: this request already came through it (pkgcaches
+    whose upstreams make a loop, such as two offices listing each other), or through too many pkgcaches. It answers
+    other requests, so it is not rested; the next upstream is asked for this one (node_identity.py)."""
 
 
 class NotAuthoritative(UpstreamError):
@@ -669,6 +678,10 @@ class UpstreamPool:
         self, method: str, url: str, headers: dict[str, str], decode: bool = True
     ) -> aiohttp.ClientResponse:
         """The upstream's answer, its headers read; a silent upstream is given up on after first_byte_timeout."""
+        chain = REQUEST_CHAIN.get()
+        if chain:
+            # For a request that came through other pkgcaches: their marks go on, so that a loop is seen at once.
+            headers = {**headers, "User-Agent": with_chain(self.policy.user_agent, chain)}
         try:
             async with asyncio.timeout(self.policy.first_byte_timeout):
                 return await self.session.request(
@@ -721,6 +734,11 @@ class UpstreamPool:
         refusing_node = NodeIdentity.from_headers(response.headers)
         if status == 403 and refusing_node is not None and response.headers.get(REFUSAL_HEADER) == POLICY_REFUSAL:
             raise UpstreamRefused(await _refusal_reason(response), refusing_node.name)
+        if status == 508 and refusing_node is not None and response.headers.get(LOOP_HEADER):
+            raise RequestLooped(
+                f"HTTP 508 from {url}: pkgcache {refusing_node.name} is on this request's way already, a loop of "
+                f"pkgcaches' upstreams ({await _refusal_reason(response, 'a loop')})"
+            )
         if status >= 500 and refusing_node is not None and response.headers.get(UPSTREAM_FAILED_HEADER):
             reason = await _refusal_reason(response)
             raise ParentUpstreamsFailed(
