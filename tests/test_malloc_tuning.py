@@ -10,8 +10,11 @@ import textwrap
 
 import pytest
 
+from pkgcache import malloc_tuning
 from pkgcache.malloc_tuning import release_freed_memory_promptly
 from pkgcache.service import serving
+from pkgcache.storage import downloads
+from pkgcache.upstream import pool
 
 glibc_only = pytest.mark.skipif(
     not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only"
@@ -60,11 +63,16 @@ def test_freed_buffers_are_given_back_at_once_with_the_thresholds_fixed() -> Non
 
 def test_the_service_fixes_them_before_its_workers_are_forked(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    monkeypatch.setattr(serving, "release_freed_memory_promptly", lambda: calls.append("tuned") or True)
+    monkeypatch.setattr(serving, "release_freed_memory_promptly", lambda threshold: calls.append(threshold) or True)
     monkeypatch.setattr(serving, "serve_worker", lambda *args, **kwargs: calls.append("served"))
     settings = serving.Settings.model_validate({"server": {"workers": 1}})
     assert serving.run(settings) == 0
-    assert calls == ["tuned", "served"]
+    assert calls == [malloc_tuning.SERVICE_MMAP_THRESHOLD, "served"]
+
+
+def test_the_services_download_chunks_are_never_a_mapping_each() -> None:
+    # Each one mapped and unmapped: a big miss at half its rate.
+    assert max(downloads.CHUNK_SIZE, pool.CHUNK_SIZE) + 4096 < malloc_tuning.SERVICE_MMAP_THRESHOLD
 
 
 def test_nothing_is_done_off_linux(monkeypatch: pytest.MonkeyPatch) -> None:

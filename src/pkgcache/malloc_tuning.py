@@ -7,6 +7,11 @@ repodata of 100+ MB through buffers of about 1 MiB (the download written and che
 builder's runs of records): each process then held a few to 20 MB it had freed, and the tree peaked at 146-156 MB of
 PSS against its 150 MB budget (bench/analysis.md). With the thresholds fixed (no raise), 125-135 MB.
 
+The threshold for a block's own mapping differs: a builder keeps glibc's 128 KiB; the service takes 1 MiB, above
+the 256 KiB chunks a download is read, written and sent in (at 128 KiB each chunk was a mapping of its own, faulted
+in afresh: a 200 MB miss went at 102-140 MB/s against 270-280, 2,961 mmap calls for one file), while its 1 MiB
+buffers (a repodata's check) stay mapped. Measured by hand: the cold build's tree at 131-134 MB either way.
+
 `workers/heap.py` trims once a burst of work is over; this stops the burst itself from piling up freed memory.
 glibc only (its `mallopt` parameters): elsewhere nothing is done.
 """
@@ -19,14 +24,17 @@ import sys
 # glibc's mallopt parameter numbers (malloc.h): stable since they were given, part of its ABI.
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-# Blocks this big or bigger get their own mapping, unmapped when freed: glibc's own default, kept fixed.
-MMAP_THRESHOLD = 128 * 1024
+# Blocks this big or bigger get their own mapping, unmapped when freed. In a shard builder: glibc's own default,
+# kept fixed. In the service: above the 256 KiB chunks a download is written and sent in, each of which would
+# otherwise be a mapping of its own, faulted in afresh (a 200 MB miss went at half its rate: 2,961 mmap calls).
+BUILDER_MMAP_THRESHOLD = 128 * 1024
+SERVICE_MMAP_THRESHOLD = 1024 * 1024
 # The heap's free top is given back once it is this big: more than the 128 KiB default, so that a buffer freed
 # and allocated again a moment later (a download's chunks) does not cost a system call each time.
 TRIM_THRESHOLD = 1024 * 1024
 
 
-def release_freed_memory_promptly() -> bool:
+def release_freed_memory_promptly(mmap_threshold: int = BUILDER_MMAP_THRESHOLD) -> bool:
     """Fix malloc's thresholds for this process and the processes it forks (see the module); False where the C
     library is not glibc (nothing done)."""
     if not sys.platform.startswith("linux"):
@@ -38,4 +46,4 @@ def release_freed_memory_promptly() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     # Setting either one turns off the raising of both (glibc's rule); each call answers 1 when taken.
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))

@@ -20,7 +20,7 @@ from pkgcache import __version__
 from pkgcache.config import CondaConfig, PypiConfig, Settings
 from pkgcache.http.fast_path import ServiceRunner
 from pkgcache.http.library_internals import ConnectionWatch, loop_name, new_event_loop
-from pkgcache.malloc_tuning import release_freed_memory_promptly
+from pkgcache.malloc_tuning import SERVICE_MMAP_THRESHOLD, release_freed_memory_promptly
 from pkgcache.presets import shared_operators
 from pkgcache.service.app import create_app
 from pkgcache.workers.context import WorkerContext
@@ -38,7 +38,7 @@ WORKER_STOP_TIMEOUT = SHUTDOWN_TIMEOUT + 15.0
 def run(settings: Settings) -> int:
     """Serve until stopped (SIGTERM, SIGINT); the exit status. OSError if the address cannot be listened on."""
     raise_open_file_limit()
-    release_freed_memory_promptly()  # before the workers are forked: they keep the setting
+    release_freed_memory_promptly(SERVICE_MMAP_THRESHOLD)  # before the workers are forked: they keep the setting
     count = settings.server.worker_count()
     # Said once the port is held: "serving on" followed by "Address already in use" would be a contradiction.
     banner = functools.partial(_log_banner, settings, count)
