@@ -488,3 +488,17 @@ def test_a_parents_policy_refusal_reaches_the_client_and_neither_rests_the_paren
         assert other.returncode == 0, other.stdout + other.stderr
     finally:
         bg_loop.run(wire.stop())
+
+
+def test_a_refusals_message_rides_in_a_header_for_an_answer_without_a_body() -> None:
+    """A HEAD's 403 has no body, and a proxy (or HTTP/2) may drop the status line's reason: the message is in
+    X-Pkgcache-Refusal-Reason too, printable ASCII on the wire whatever its language."""
+    # Imported here: the other tier tests import this module for its helpers, and need it to load without these.
+    from pkgcache.node_identity import refusal_headers, refusal_reason
+
+    message = "delta_pkg-3.0.whl is refused by pkgcache's policy: blocked by 李雷: 100% a typosquat\n(INC-7)"
+    headers = refusal_headers(message)
+    assert headers["X-Pkgcache-Refusal"] == "policy" and headers["Cache-Control"] == "no-store"
+    assert headers["X-Pkgcache-Refusal-Reason"].isascii() and headers["X-Pkgcache-Refusal-Reason"].isprintable()
+    assert refusal_reason(headers) == " ".join(message.split())
+    assert refusal_reason({}) is None

@@ -16,6 +16,7 @@ import socket
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from urllib.parse import quote, unquote
 
 NODE_HEADER = "X-Pkgcache-Node"
 TIER_HEADER = "X-Pkgcache-Tier"
@@ -23,6 +24,12 @@ TIER_HEADER = "X-Pkgcache-Tier"
 # client as it is, without resting that node or asking another upstream, which would serve what the policy refused.
 REFUSAL_HEADER = "X-Pkgcache-Refusal"
 POLICY_REFUSAL = "policy"
+# With it, the refusal's message (UTF-8, percent-encoded where it is not printable ASCII): read by a child when the
+# answer has no body to read it from (a HEAD's: upstream/parent_verdicts.py) and its status line no reason (HTTP/2,
+# or a proxy between that drops it).
+REFUSAL_REASON_HEADER = "X-Pkgcache-Refusal-Reason"
+MAX_REFUSAL_REASON_CHARS = 480
+_REASON_SAFE = "".join(chr(code) for code in range(32, 127) if chr(code) != "%")
 # On a 5xx the node answers because ITS upstreams failed for that request (none could answer, every one sent bad
 # bytes, or every one rests): a failure of that request, not of the node, which answers the rest of its cache. A
 # child fails that request over to its next upstream without resting the node (upstream/pool.py).
@@ -94,6 +101,22 @@ class CopyState(enum.Enum):
     # not the index. The child asks its next upstream for it; when none has it, it serves this answer and keeps
     # it as already expired, as above.
     NOT_AUTHORITATIVE = "not-authoritative"
+
+
+def refusal_headers(message: str) -> dict[str, str]:
+    """The headers of a policy refusal's 403: not to be cached, marked as the policy's, with its message."""
+    line = " ".join(message.split())[:MAX_REFUSAL_REASON_CHARS]
+    return {
+        "Cache-Control": "no-store",
+        REFUSAL_HEADER: POLICY_REFUSAL,
+        REFUSAL_REASON_HEADER: quote(line, _REASON_SAFE),
+    }
+
+
+def refusal_reason(headers: Mapping[str, str]) -> str | None:
+    """The message a policy refusal's headers carry (REFUSAL_REASON_HEADER), if any."""
+    value = unquote(headers.get(REFUSAL_REASON_HEADER, "")).strip()
+    return value[:MAX_REFUSAL_REASON_CHARS] or None
 
 
 def copy_state(headers: Mapping[str, str]) -> CopyState:

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from pkgcache.gate.misses import not_held
 from pkgcache.http.responses import CLIENT_RETRY_AFTER_SECONDS, UPSTREAMS_FAILED
-from pkgcache.node_identity import POLICY_REFUSAL, REFUSAL_HEADER
+from pkgcache.node_identity import refusal_headers
 
 # Long enough for a rule, its reason and a date; status lines of this size pass every client and proxy tried.
 MAX_REASON_CHARS = 480
@@ -32,8 +32,7 @@ class Refused(web.HTTPForbidden):
     """A project or file the policy does not let through (marked so, for a pkgcache below this one: a child)."""
 
     def __init__(self, message: str) -> None:
-        headers = {"Cache-Control": "no-store", REFUSAL_HEADER: POLICY_REFUSAL}
-        super().__init__(reason=reason_phrase(message), text=message + "\n", headers=headers)
+        super().__init__(reason=reason_phrase(message), text=message + "\n", headers=refusal_headers(message))
         self.message = message
 
 

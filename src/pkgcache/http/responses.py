@@ -28,9 +28,8 @@ from pkgcache.header_numbers import ascii_number
 from pkgcache.node_identity import (
     CACHE_STATE_HEADER,
     NOT_SERVED_HEADER,
-    POLICY_REFUSAL,
-    REFUSAL_HEADER,
     UPSTREAM_FAILED_HEADER,
+    refusal_headers,
 )
 from pkgcache.storage.downloads import Abandoned, Download, FileGone, IntegrityError
 from pkgcache.storage.file_use import FileUse
@@ -85,8 +84,7 @@ def error_for(exc: BaseException) -> web.Response | None:
         return not_found_error("not found on any upstream", exc)
     if isinstance(exc, UpstreamRefused):
         # The parent's verdict as it gave it (pip and uv show the reason phrase), marked for a child below this one.
-        headers = {"Cache-Control": "no-store", REFUSAL_HEADER: POLICY_REFUSAL}
-        return web.Response(status=403, reason=exc.reason, text=f"{exc}\n", headers=headers)
+        return web.Response(status=403, reason=exc.reason, text=f"{exc}\n", headers=refusal_headers(exc.reason))
     if isinstance(exc, UpstreamsUnavailable):
         if exc.retry_after is not None:
             retry_after = min(CLIENT_RETRY_AFTER_SECONDS, max(1, int(exc.retry_after)))

@@ -39,6 +39,7 @@ from pkgcache.node_identity import (
     REQUEST_CHAIN,
     UPSTREAM_FAILED_HEADER,
     NodeIdentity,
+    refusal_reason,
     relays_its_upstream,
     with_chain,
 )
@@ -931,12 +932,13 @@ def _rate_floor(policy: UpstreamPolicySettings, rate_to_beat: float | None) -> t
 
 async def _refusal_reason(response: aiohttp.ClientResponse, default: str = "refused by its policy") -> str:
     """A pkgcache's policy refusal in its words: the first line of its body (a proxy between may drop the status
-    line's reason, and HTTP/2 has none), else that reason, as one printable line fit for a status line."""
+    line's reason, and HTTP/2 has none), else what its headers say (a HEAD's answer has no body), else that reason,
+    as one printable line fit for a status line."""
     try:
         first = (await response.content.read(MAX_REFUSAL_BYTES)).decode("utf-8", "replace").strip().split("\n")[0]
     except (aiohttp.ClientError, TimeoutError):
         first = ""
-    words = " ".join(first.split()) or response.reason or default
+    words = " ".join(first.split()) or refusal_reason(response.headers) or response.reason or default
     return "".join(c if c.isprintable() else "?" for c in words).encode("latin-1", "replace").decode("latin-1")
 
 
