@@ -48,6 +48,7 @@ class Exchange:
     request_headers: CIMultiDict[str]
     status: int
     headers: CIMultiDict[str]
+    method: str = "GET"
 
 
 class Wire(FakeServer):
@@ -71,7 +72,10 @@ class Wire(FakeServer):
         ) as answer:
             body = await answer.read()
             kept = CIMultiDict((k, v) for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP)
-            self.exchanges.append(Exchange(request.path, CIMultiDict(request.headers), answer.status, kept))
+            self.exchanges.append(
+                Exchange(request.path, CIMultiDict(request.headers), answer.status, kept, request.method)
+            )
+            # The status line's reason is not passed on (a proxy between tiers may drop it; HTTP/2 has none).
             return web.Response(status=answer.status, body=body if request.method != "HEAD" else None, headers=kept)
 
     async def stop(self) -> None:

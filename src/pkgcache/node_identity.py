@@ -30,6 +30,10 @@ POLICY_REFUSAL = "policy"
 REFUSAL_REASON_HEADER = "X-Pkgcache-Refusal-Reason"
 MAX_REFUSAL_REASON_CHARS = 480
 _REASON_SAFE = "".join(chr(code) for code in range(32, 127) if chr(code) != "%")
+# On a project page (200 or 304) that lists files every one of which the node's policy refuses: a page the policy
+# alone would leave empty is shown whole, each file refused when asked for (docs/policy.md). A child holding one of
+# those files asks the node before serving it (upstream/parent_verdicts.py), and says the same of its own page.
+FILES_REFUSED_HEADER = "X-Pkgcache-Files-Refused"
 # On a 5xx the node answers because ITS upstreams failed for that request (none could answer, every one sent bad
 # bytes, or every one rests): a failure of that request, not of the node, which answers the rest of its cache. A
 # child fails that request over to its next upstream without resting the node (upstream/pool.py).

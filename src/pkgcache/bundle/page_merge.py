@@ -70,4 +70,4 @@ def with_files(entry: CachedPage, extra: list[DistFile]) -> CachedPage:
         added = [v for v in dict.fromkeys(version_of(d.filename) for d in extra) if v and v not in versions]
         versions = (*versions, *added)
     merged = dataclasses.replace(page, files=(*page.files, *extra), versions=versions)
-    return CachedPage(merged, entry.upstream, entry.fetched_at, entry.etag, entry.last_modified)
+    return entry.listing(merged)

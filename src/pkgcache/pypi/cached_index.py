@@ -24,13 +24,14 @@ from pathlib import Path
 from pkgcache.cache_state import CacheState, revalidation_due
 from pkgcache.config import PypiConfig
 from pkgcache.pypi.model import DistFile
-from pkgcache.pypi.names import PROVENANCE_SUFFIX
+from pkgcache.pypi.names import PROVENANCE_SUFFIX, companion_base
 from pkgcache.pypi.pages import CachedPage, PageMemory, PageStore
 from pkgcache.pypi.source import FileNotListed
-from pkgcache.pypi.upstream_index import UpstreamIndex
+from pkgcache.pypi.upstream_index import UpstreamIndex, parent_file_url
 from pkgcache.storage.downloads import Download
 from pkgcache.storage.file_records import Recorded, agrees, recorded_of
 from pkgcache.storage.store import StorageError
+from pkgcache.upstream.parent_verdicts import ParentVerdicts
 from pkgcache.upstream.pool import BadBytesEverywhere, UpstreamNotFound, UpstreamsUnavailable
 from pkgcache.upstream.ranges import RangeBody, fetch_range
 
@@ -58,6 +59,7 @@ class CachedIndex:
     def __init__(self, config: PypiConfig, origin: UpstreamIndex, pages: PageStore, memory: PageMemory) -> None:
         self.index_ttl = config.index_ttl
         self.origin = origin
+        self.parent_verdicts = ParentVerdicts(origin.pool, config.index_ttl)
         self.pages = pages
         self.memory = memory
         self._refreshes: dict[str, asyncio.Task[CachedPage]] = {}
@@ -300,8 +302,12 @@ class CachedIndex:
         await self._page_checked(project, filename)
         path = self.pages.file_path(project, filename)
         recorded = recorded_of(path)
-        if recorded is not None and await self._is_as_listed(project, filename, recorded):
-            return path
+        if recorded is not None:
+            entry = self.memory.get(project) or await self._load(project)
+            if is_as_listed(entry, filename, recorded):
+                if entry is not None and parent_word_needed(entry, filename, self.index_ttl):
+                    await self._heed_parent(project, filename, entry)
+                return path
         # A file there that the page no longer lists as it is was replaced upstream under its name: fetched again
         # and checked against the page, it replaces the old one by a rename (readers of the old one finish).
         replace = recorded is not None
@@ -446,12 +452,19 @@ class CachedIndex:
             log.warning("could not keep the page of %s on disk: %s", project, exc)
         self.memory.put(project, fixed)
 
-    async def _is_as_listed(self, project: str, filename: str, recorded: Recorded) -> bool:
-        """Whether a cached file is the one the project's page, as served now, lists under its name (its size and
-        hash, compared with what was recorded of the file when it was checked: no hashing here). A page that
-        does not list it, or lists no size or hash, cannot tell: the file is served as it is."""
-        entry = self.memory.get(project) or await self._load(project)
-        return is_as_listed(entry, filename, recorded)
+    async def _heed_parent(self, project: str, filename: str, entry: CachedPage) -> None:
+        """Ask the parent pkgcache that gave the page about a cached file it does not vouch for now (see
+        `parent_word_needed`): UpstreamRefused when its policy refuses the file (upstream/parent_verdicts.py). A
+        page past its time-to-live is revalidated meanwhile, in the background, so that the next requests (and
+        the workers that only read, which hand such a request over) find it fresh."""
+        upstream = self.parent_verdicts.parent(entry.upstream)
+        if upstream is None:
+            return
+        if entry.age() >= self.index_ttl:
+            self._refresh_in_background(project)
+        base = companion_base(filename) or filename
+        url = parent_file_url(upstream, project, base)
+        await self.parent_verdicts.heed(f"{project}/{base}", upstream, url)
 
     async def _start_download(
         self, project: str, filename: str, path: Path, *, replace: bool = False
@@ -516,6 +529,10 @@ class CachedIndex:
             dist = entry.files.get(filename)
         if dist is None:
             raise FileNotListed(f"{project} has no file {filename}")
+        if entry.origin.parent is not None and entry.origin.parent_refuses_all:
+            # Its parent refuses every file of the page: a `.metadata` made here, or a part of the file, is not
+            # served before the parent is asked about the file either.
+            await self._heed_parent(project, filename, entry)
         return entry, dist
 
     def status(self) -> dict[str, object]:
@@ -524,6 +541,7 @@ class CachedIndex:
             "pages_in_memory": len(self.memory),
             "page_memory_bytes": self.memory.total,
             "projects_known_missing": len(self._missing),
+            **self.parent_verdicts.status(),
         }
 
 
@@ -627,7 +645,21 @@ def _with_files(entry: CachedPage, replaced: Mapping[str, DistFile]) -> CachedPa
     """`entry` with the files named in `replaced` listed as those entries."""
     files = tuple(replaced.get(dist.filename, dist) for dist in entry.page.files)
     page = dataclasses.replace(entry.page, files=files)
-    return CachedPage(page, entry.upstream, entry.fetched_at, entry.etag, entry.last_modified, entry.refresh_error)
+    return entry.listing(page)
+
+
+def parent_word_needed(entry: CachedPage, filename: str, index_ttl: float, now: float | None = None) -> bool:
+    """Whether a cached file (a distribution, or its provenance) is served only once the parent pkgcache that gave
+    the page in force has been asked about it (upstream/parent_verdicts.py): the page does not list it, the parent
+    said it refuses every file the page lists, or the page is past its time-to-live (or provisional), so that what
+    it lists may be what the parent's policy let through then, not now. A page listing the file, fresh and without
+    that mark, vouches for it: no request. A mirror's page never asks (a file it no longer lists is served as it was
+    checked, which lock files need)."""
+    page = entry.origin
+    if page.parent is None:
+        return False
+    base = companion_base(filename) or filename
+    return page.parent_refuses_all or base not in entry.files or page.provisional or entry.age(now) >= index_ttl
 
 
 def is_as_listed(entry: CachedPage | None, filename: str, recorded: Recorded) -> bool:

@@ -206,7 +206,10 @@ class FilteredIndex(IndexLayer):
         if split.page is entry.page:
             shown = entry
         elif not split.page.files and entry.page.files and _policy_alone(split.refused):
-            shown = entry  # the policy left nothing: shown whole, every file refused with its reason (see above)
+            # The policy left nothing: shown whole, every file refused with its reason (see above), and the answer
+            # says so (FILES_REFUSED_HEADER): a child pkgcache holding one of them asks before serving it.
+            shown = entry.derived(entry.page)
+            shown.refused_here = True
             self.counters["pages_shown_whole"] += 1
         else:
             shown = entry.derived(split.page)

@@ -119,6 +119,15 @@ class CachedPage:
     # revalidated before it is answered again (cached_index.py), however young. Not kept on disk: a page read back
     # is past its time-to-live already, and revalidated as any stale page.
     provisional: bool = False
+    # The node name of the pkgcache that gave the page (a parent tier), None for a mirror's: the parent's policy
+    # made the page, so a cached file it no longer lists (or lists only as refused) is served only once the parent
+    # has been asked about it (cached_index.parent_word_needed). Kept on disk with the page.
+    parent: str | None = None
+    # That parent said every file the page lists is refused by its policy (it showed the page whole, as a page its
+    # policy alone would leave empty is shown: FILES_REFUSED_HEADER). Kept on disk with the page.
+    parent_refuses_all: bool = False
+    # A view of this node's policy that shows such a page whole (filtered_index.py): its answer says so too.
+    refused_here: bool = False
     files: dict[str, DistFile] = field(init=False, repr=False)
     _rendered: dict[tuple[str, bool], Rendered] = field(default_factory=dict, init=False, repr=False)
     # The page.json this copy was read from or written to, and when a reader last checked it is still that file.
@@ -139,9 +148,22 @@ class CachedPage:
         origin = self.base or self
         return CachedPage(page, self.upstream, self.fetched_at, self.etag, self.last_modified, base=origin)
 
+    def listing(self, page: ProjectPage) -> CachedPage:
+        """A copy listing `page` instead, kept in this one's place (not a view): where and when it came from, its
+        validators and what its parent said of it stay."""
+        copy = CachedPage(page, self.upstream, self.fetched_at, self.etag, self.last_modified, self.refresh_error)
+        copy.parent, copy.parent_refuses_all = self.parent, self.parent_refuses_all
+        return copy
+
     @property
     def origin(self) -> CachedPage:
         return self.base or self
+
+    @property
+    def files_refused(self) -> bool:
+        """Whether every file the page lists is refused, by this node's policy (a view showing it whole) or by the
+        parent pkgcache that gave it: its answer says so (FILES_REFUSED_HEADER), for a child below this node."""
+        return self.refused_here or self.origin.parent_refuses_all
 
     @property
     def is_big(self) -> bool:
@@ -186,13 +208,17 @@ class CachedPage:
         return BYTES_PER_FILE * (len(self.page.files) + 1)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "page": self.page.to_json(),
             "upstream": self.upstream,
             "fetched_at": self.fetched_at,
             "etag": self.etag,
             "last_modified": self.last_modified,
         }
+        if self.parent is not None:
+            data["parent"] = self.parent
+            data["parent_refuses_all"] = self.parent_refuses_all
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CachedPage:
@@ -202,6 +228,8 @@ class CachedPage:
             fetched_at=float(data["fetched_at"]),
             etag=data.get("etag"),
             last_modified=data.get("last_modified"),
+            parent=parent if isinstance(parent := data.get("parent"), str) and parent else None,
+            parent_refuses_all=data.get("parent_refuses_all") is True,
         )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pkgcache.cache_state import CacheState, revalidation_due
 from pkgcache.config import PypiConfig
-from pkgcache.pypi.cached_index import is_as_listed
+from pkgcache.pypi.cached_index import is_as_listed, parent_word_needed
 from pkgcache.pypi.model import DistFile
 from pkgcache.pypi.pages import CachedPage, PageMemory, PageStore
 from pkgcache.storage.downloads import Download
@@ -67,6 +67,8 @@ class ReplicaIndex:
                 self.memory.put(project, entry)
         if not is_as_listed(entry, filename, recorded):
             raise CacheIsReadOnly("a file replaced upstream is fetched again by the worker that writes")
+        if entry is not None and parent_word_needed(entry, filename, self.index_ttl):
+            raise CacheIsReadOnly("the parent pkgcache is asked about a file its page does not vouch for by the writer")
         return path
 
     def cached_file(self, project: str, filename: str) -> Path | None:
@@ -84,6 +86,8 @@ class ReplicaIndex:
         dist = entry.files.get(filename)
         if dist is None:
             raise CacheIsReadOnly("a page without the file is refreshed by the worker that writes")
+        if entry.parent is not None and entry.parent_refuses_all:
+            raise CacheIsReadOnly("the parent pkgcache refusing the page's files is asked by the worker that writes")
         return entry, dist
 
     def _due_for_disk_check(self, entry: CachedPage, now: float | None = None) -> bool:

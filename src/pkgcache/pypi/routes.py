@@ -31,6 +31,7 @@ from pkgcache.http.responses import (
     send_cached_file,
     send_download,
 )
+from pkgcache.node_identity import FILES_REFUSED_HEADER, POLICY_REFUSAL
 from pkgcache.pypi.core_metadata import made_not_kept
 from pkgcache.pypi.names import (
     METADATA_SUFFIX,
@@ -174,6 +175,8 @@ class PypiRoutes:
         }
         if entry.stale_reason and state == CacheState.STALE:
             headers["X-Pkgcache-Stale-Reason"] = "no upstream could revalidate this page; serving the last good copy"
+        if entry.files_refused:
+            headers[FILES_REFUSED_HEADER] = POLICY_REFUSAL
         if_none_match = request.headers.get("If-None-Match")
         if if_none_match and _names_page(if_none_match, rendered.etag):
             headers.pop("Content-Encoding", None)  # a 304 has no body to be encoded

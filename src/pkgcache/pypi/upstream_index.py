@@ -19,7 +19,7 @@ from urllib.parse import quote, urljoin
 import aiohttp
 
 from pkgcache.config import PypiConfig, PypiUpstream
-from pkgcache.node_identity import CopyState, copy_state
+from pkgcache.node_identity import FILES_REFUSED_HEADER, POLICY_REFUSAL, CopyState, NodeIdentity, copy_state
 from pkgcache.pypi.model import DistFile, ProjectPage
 from pkgcache.pypi.pages import CachedPage, in_page_thread
 from pkgcache.pypi.parse import ContradictoryPage, InvalidPage, NeedsFullReader, parse_project_page
@@ -131,6 +131,11 @@ class UpstreamIndex:
         contradictory: list[CachedPage],
     ) -> CachedPage:
         page = await self._page_of(project, previous, upstream, response, contradictory)
+        if page.upstream == upstream.name:  # this answer's page (not a cached one kept over a lagging mirror's)
+            # A parent pkgcache's page: what its policy let through, or (every file refused) showed whole.
+            node = NodeIdentity.from_headers(response.headers)
+            page.parent = None if node is None else node.name
+            page.parent_refuses_all = node is not None and response.headers.get(FILES_REFUSED_HEADER) == POLICY_REFUSAL
         # A parent pkgcache's copy past its time-to-live, or its offline view: not kept as fresh (node_identity.py).
         believed = copy_state(response.headers)
         page.provisional = believed is CopyState.NOT_AUTHORITATIVE
@@ -253,7 +258,7 @@ class UpstreamIndex:
             if upstream.name == entry.upstream:
                 return url + suffix
             if upstream.pkgcache is not None:
-                return urljoin(upstream.base_url, f"../files/{quote(project)}/{quote(dist.filename)}{suffix}")
+                return parent_file_url(upstream, project, dist.filename) + suffix
             files_base = self._files_base(upstream.name)
             if packages_path and files_base:
                 return files_base + packages_path + suffix
@@ -296,6 +301,11 @@ class UpstreamIndex:
             return None
         # Mirrors keep files beside the index: <root>/simple/ and <root>/packages/.
         return upstream.files_url or urljoin(upstream.url, "../packages/")
+
+
+def parent_file_url(upstream: Upstream, project: str, filename: str) -> str:
+    """Where a pkgcache upstream (a parent) serves a project's file: `files/<project>/<file>` beside its `simple/`."""
+    return urljoin(upstream.base_url, f"../files/{quote(project)}/{quote(filename)}")
 
 
 def _only(upstream: Upstream, url: str) -> TargetFor:

@@ -175,6 +175,7 @@ class UpstreamRefused(Exception):
     def __init__(self, reason: str, node: str) -> None:
         super().__init__(f"{reason} (refused by pkgcache {node})")
         self.reason = reason
+        self.node = node
 
 
 class UpstreamNotFound(Absent):

@@ -1,0 +1,204 @@
+"""A block (or any policy change) at a parent pkgcache reaches what a child already holds, within the child's
+index_ttl (upstream/parent_verdicts.py, docs/policy.md "Blocks", docs/operations.md "Tiers and clusters").
+
+Before: a central block of delta-pkg==3.0 (its only release: the central shows its page whole, every file refused)
+left the office's page as it was and the office served its cached wheel, so pip installed it; a blocked alpha==2.0
+dropped from the office's page but its cached wheel stayed a 200 by URL.
+
+mirror <- parent <- Wire (records method, path, status) <- child; real pip and uv through the child.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.cache_service import CacheProcess, RunningCache
+from tests.fakes.pypi_upstreams import OfficialLikeUpstream
+from tests.support import BackgroundLoop, http_get, run_pip_install, run_uv_install
+from tests.test_tiers import CHILD, CHILD_AGENT, JSON_PAGE, PARENT, Wire, _start_wire, _wait_for
+
+TOKEN = "tier-blocks-admin-token-0123456789"
+# The answers' headers, as http_get gives them (in lower case): the mark of a page whose every file is refused, and
+# of a policy's refusal (node_identity.py).
+MARK = "x-pkgcache-files-refused"
+REFUSAL = "x-pkgcache-refusal"
+INSTALLERS = {"pip": run_pip_install, "uv": run_uv_install}
+DELTA = "/pypi/files/delta-pkg/delta_pkg-3.0-py3-none-any.whl"
+ALPHA2 = "/pypi/files/alpha/alpha-2.0-py3-none-any.whl"
+GAMMA = "/pypi/files/gamma/gamma-0.5-py3-none-any.whl"
+TTL = 2.0
+
+
+def _admin(cache: RunningCache, action: str) -> None:
+    answer = http_get(f"{cache.url}/-/admin/{action}", {"Authorization": f"Bearer {TOKEN}"}, "POST")
+    assert answer.status == 200, (action, answer.status, answer.body)
+
+
+def _heads(wire: Wire, suffix: str) -> int:
+    return len([e for e in wire.to(suffix) if e.method == "HEAD"])
+
+
+def _pypi_tiers(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], bg_loop: BackgroundLoop
+) -> tuple[RunningCache, Wire, RunningCache]:
+    parent = make_cache(
+        [official_upstream.index_url], server=PARENT, access={"admin_token": TOKEN}, conda={"enabled": False}
+    )
+    wire = _start_wire(bg_loop, parent.url)
+    child = make_cache(
+        [{"name": "parent", "url": f"{wire.url}/pypi/simple/"}],
+        server=CHILD,
+        pypi={"index_ttl": TTL},
+        conda={"enabled": False},
+        upstream={"user_agent": CHILD_AGENT},
+    )
+    return parent, wire, child
+
+
+@pytest.mark.parametrize("kind", ["pip", "uv"])
+def test_a_central_block_reaches_the_files_an_office_holds(
+    kind: str,
+    official_upstream: OfficialLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    bg_loop: BackgroundLoop,
+    tmp_path: Path,
+) -> None:
+    parent, wire, child = _pypi_tiers(official_upstream, make_cache, bg_loop)
+    try:
+        warm = INSTALLERS[kind](child.index_url, tmp_path / "warm", "alpha==2.0")
+        assert warm.returncode == 0, warm.stdout + warm.stderr
+        # Files the page lists, fresh: served from the cache with no request to the parent.
+        for path in (DELTA, ALPHA2, GAMMA):
+            assert child.get(path).status == 200
+        assert [e.path for e in wire.exchanges if e.method == "HEAD"] == []
+
+        _admin(parent, "pypi/block?target=delta-pkg==3.0&reason=INC-7")  # its only release: page shown whole
+        _admin(parent, "pypi/block?target=alpha==2.0&reason=INC-10")  # alpha 1.0 stays: left off the page
+        time.sleep(TTL + 0.2)
+        after = INSTALLERS[kind](child.index_url, tmp_path / "after", "delta-pkg==3.0")
+        said = after.stdout + after.stderr
+        assert after.returncode != 0 and "INC-7" in said, said
+        # The page the office serves says what the central one says: delta-pkg's every file is refused.
+        _wait_for(lambda: MARK in child.get("/pypi/simple/delta-pkg/", JSON_PAGE).headers, "the mark on the page")
+        # By URL (a lock file, a pinned link): the office answers the central verdict as its own.
+        for path, reason in ((DELTA, b"INC-7"), (ALPHA2, b"INC-10")):
+            asked = _heads(wire, path)
+            answers = [child.get(path) for _ in range(5)]
+            assert {a.status for a in answers} == {403}, [(a.status, a.body) for a in answers]
+            assert reason in answers[0].body and b"refused by pkgcache central-1" in answers[0].body
+            assert answers[0].headers[REFUSAL] == "policy"
+            # Asked with a HEAD, once while the verdict holds (the office's index_ttl); no file fetched for it.
+            assert 1 <= _heads(wire, path) <= asked + 1
+            assert len([e for e in wire.to(path) if e.method == "GET"]) == 1  # the warm install's
+        pinned = run_pip_install(child.index_url, tmp_path / "pinned", f"{child.url}{ALPHA2}", extra_args=["--no-deps"])
+        assert pinned.returncode != 0 and "INC-10" in pinned.stdout + pinned.stderr
+
+        # An unblock reaches the office the same way.
+        _admin(parent, "pypi/unblock?target=alpha==2.0")
+        time.sleep(TTL + 0.2)
+        child.get("/pypi/simple/alpha/", JSON_PAGE)
+        _wait_for(lambda: child.get(ALPHA2).status == 200, "alpha 2.0 served again after the unblock")
+    finally:
+        bg_loop.run(wire.stop())
+
+
+def test_a_parent_that_cannot_be_asked_leaves_the_office_serving_what_it_holds(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], bg_loop: BackgroundLoop
+) -> None:
+    """No verdict without the parent: its rules as they were (the office's stale copy) hold, as for any page."""
+    parent, wire, child = _pypi_tiers(official_upstream, make_cache, bg_loop)
+    try:
+        assert child.get("/pypi/simple/alpha/", JSON_PAGE).status == 200
+        assert child.get(ALPHA2).status == 200
+        _admin(parent, "pypi/block?target=alpha==2.0&reason=INC-10")
+        time.sleep(TTL + 0.2)
+        child.get("/pypi/simple/alpha/", JSON_PAGE)
+
+        def dropped() -> bool:
+            page = json.loads(child.get("/pypi/simple/alpha/", JSON_PAGE).body)
+            return all(f["filename"] != "alpha-2.0-py3-none-any.whl" for f in page["files"])
+
+        _wait_for(dropped, "the office's page without alpha 2.0")
+        wire.faults.fail_mode = "reset"
+        assert child.get(ALPHA2).status == 200
+        wire.faults.fail_mode = None
+    finally:
+        bg_loop.run(wire.stop())
+
+
+def test_a_block_two_tiers_up_reaches_the_grandchild(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], bg_loop: BackgroundLoop
+) -> None:
+    """office <- region <- central: the region relays the central verdict (and the mark on the page) as its own."""
+    parent, wire, child = _pypi_tiers(official_upstream, make_cache, bg_loop)
+    grandchild = make_cache(
+        [{"name": "region", "url": f"{child.url}/pypi/simple/"}],
+        server={"node_name": "office-2", "tier": "office"},
+        pypi={"index_ttl": TTL},
+        conda={"enabled": False},
+    )
+    try:
+        assert grandchild.get("/pypi/simple/delta-pkg/", JSON_PAGE).status == 200
+        assert grandchild.get(DELTA).status == 200
+        _admin(parent, "pypi/block?target=delta-pkg==3.0&reason=INC-7")
+        time.sleep(TTL + 0.2)
+
+        def refused() -> bool:
+            grandchild.get("/pypi/simple/delta-pkg/", JSON_PAGE)
+            return grandchild.get(DELTA).status == 403
+
+        _wait_for(refused, "the grandchild refusing delta-pkg 3.0", timeout=3 * TTL + 5)
+        answer = grandchild.get(DELTA)
+        assert b"INC-7" in answer.body, answer.body
+        _wait_for(
+            lambda: MARK in grandchild.get("/pypi/simple/delta-pkg/", JSON_PAGE).headers,
+            "the grandchild's page marked as the central one is",
+        )
+    finally:
+        bg_loop.run(wire.stop())
+
+
+def test_a_central_block_reaches_every_worker_of_an_office(
+    official_upstream: OfficialLikeUpstream,
+    make_cache: Callable[..., RunningCache],
+    bg_loop: BackgroundLoop,
+    tmp_path: Path,
+) -> None:
+    """An office with two workers: the workers that only read hand such a file to the one that writes, which asks."""
+    parent = make_cache(
+        [official_upstream.index_url], server=PARENT, access={"admin_token": TOKEN}, conda={"enabled": False}
+    )
+    wire = _start_wire(bg_loop, parent.url)
+    config = tmp_path / "office.toml"
+    config.write_text(
+        f'[server]\nnode_name = "office-1"\n[pypi]\nindex_ttl = {TTL}\n'
+        f'upstreams = [{{ name = "central", url = "{wire.url}/pypi/simple/" }}]\n[conda]\nenabled = false\n'
+    )
+    office = CacheProcess(tmp_path / "office", "--workers", "2", "--config", str(config))
+    try:
+        for path in ("/pypi/simple/delta-pkg/", "/pypi/simple/alpha/"):
+            assert http_get(office.url + path, JSON_PAGE).status == 200
+        assert http_get(office.url + DELTA).status == 200 and http_get(office.url + ALPHA2).status == 200
+        _admin(parent, "pypi/block?target=delta-pkg==3.0&reason=INC-7")
+        _admin(parent, "pypi/block?target=alpha==2.0&reason=INC-10")
+        time.sleep(TTL + 0.2)
+        for path in ("/pypi/simple/delta-pkg/", "/pypi/simple/alpha/"):
+            http_get(office.url + path, JSON_PAGE)
+        _wait_for(lambda: http_get(office.url + DELTA).status == 403, "the office refusing delta-pkg 3.0")
+        # Over new connections (the kernel spreads them over both workers): every answer is the central verdict.
+        statuses = [http_get(office.url + path).status for path in (DELTA, ALPHA2) * 10]
+        assert set(statuses) == {403}, statuses
+
+        def every_worker_took_some() -> bool:
+            workers = json.loads(http_get(f"{office.url}/-/status").body)["workers"]
+            return all(w["requests"] + w["handed_over"] > 0 for w in workers)
+
+        _wait_for(every_worker_took_some, "both workers' counts of the requests they took")
+    finally:
+        assert office.terminate() == 0
+        bg_loop.run(wire.stop())
