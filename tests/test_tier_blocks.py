@@ -3,9 +3,10 @@ index_ttl (upstream/parent_verdicts.py, docs/policy.md "Blocks", docs/operations
 
 Before: a central block of delta-pkg==3.0 (its only release: the central shows its page whole, every file refused)
 left the office's page as it was and the office served its cached wheel, so pip installed it; a blocked alpha==2.0
-dropped from the office's page but its cached wheel stayed a 200 by URL.
+dropped from the office's page but its cached wheel stayed a 200 by URL; a locked conda install got the office's
+cached libfoo 1.1 while the central answered 403.
 
-mirror <- parent <- Wire (records method, path, status) <- child; real pip and uv through the child.
+mirror <- parent <- Wire (records method, path, status) <- child; real pip, uv and py-rattler through the child.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from pathlib import Path
 import pytest
 
 from tests.cache_service import CacheProcess, RunningCache
+from tests.clients.rattler_locked import run_locked_install
+from tests.conda_support import SUBDIR, Channels
+from tests.fakes.conda_channel import find_pkg
+from tests.fakes.conda_upstreams import AnacondaLikeUpstream
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream
+from tests.fakes.rattler_lock import write_pixi_lock
 from tests.support import BackgroundLoop, http_get, run_pip_install, run_uv_install
 from tests.test_tiers import CHILD, CHILD_AGENT, JSON_PAGE, PARENT, Wire, _start_wire, _wait_for
 
@@ -32,6 +38,10 @@ DELTA = "/pypi/files/delta-pkg/delta_pkg-3.0-py3-none-any.whl"
 ALPHA2 = "/pypi/files/alpha/alpha-2.0-py3-none-any.whl"
 GAMMA = "/pypi/files/gamma/gamma-0.5-py3-none-any.whl"
 TTL = 2.0
+# Long enough for a rattler lock and install to run while the office's conda index is fresh.
+CONDA_TTL = 6.0
+FORGE = "cloud/conda-forge"
+CONDA_CHANNELS = ["pkgs/main", FORGE]
 
 
 def _admin(cache: RunningCache, action: str) -> None:
@@ -201,4 +211,113 @@ def test_a_central_block_reaches_every_worker_of_an_office(
         _wait_for(every_worker_took_some, "both workers' counts of the requests they took")
     finally:
         assert office.terminate() == 0
+        bg_loop.run(wire.stop())
+
+
+@pytest.mark.parametrize("channel", CONDA_CHANNELS)
+def test_a_central_block_reaches_a_locked_conda_install_through_an_office(
+    channel: str,
+    anaconda_upstream: AnacondaLikeUpstream,
+    conda_channels: Channels,
+    make_cache: Callable[..., RunningCache],
+    bg_loop: BackgroundLoop,
+    tmp_path: Path,
+) -> None:
+    """pixi install --locked through the office: no solve, each package asked for with its sha256. The office
+    holds libfoo 1.1 from an earlier install; the central blocks it since."""
+    anaconda = {
+        "name": "anaconda-fake",
+        "pkgs_url": f"{anaconda_upstream.repo.url}/pkgs/",
+        "cloud_url": f"{anaconda_upstream.conda.url}/",
+    }
+    closed = ["http://127.0.0.1:9/simple/"]
+    parent = make_cache(
+        closed,
+        server=PARENT,
+        access={"admin_token": TOKEN},
+        conda={"upstreams": [anaconda], "channels": CONDA_CHANNELS},
+    )
+    wire = _start_wire(bg_loop, parent.url)
+    try:
+        child = make_cache(
+            closed,
+            server=CHILD,
+            conda={"upstreams": [f"{wire.url}/conda/"], "channels": CONDA_CHANNELS, "index_ttl": CONDA_TTL},
+            upstream={"user_agent": CHILD_AGENT},
+        )
+        lock = tmp_path / "pixi.lock"
+        write_pixi_lock([f"{child.url}/conda/{channel}"], [SUBDIR], ["app"], lock, tmp_path / "lock-cache")
+        warm = run_locked_install(lock, SUBDIR, tmp_path / "warm", tmp_path / "warm-pkgs")
+        assert warm.returncode == 0, warm.stderr
+        pkgs = conda_channels.forge_pkgs if channel == FORGE else conda_channels.main_pkgs
+        libfoo = find_pkg(pkgs, "libfoo", "1.1")
+        package = f"/conda/{channel}/{SUBDIR}/{libfoo.filename}"
+        locked = {"X-Expected-Sha256": libfoo.sha256}
+        assert child.get(package, locked).status == 200
+        assert [e.path for e in wire.exchanges if e.method == "HEAD"] == []  # its index fresh, listing it
+
+        _admin(parent, "conda/block?target=libfoo==1.1&reason=INC-9")
+        time.sleep(CONDA_TTL + 0.2)
+        after = run_locked_install(lock, SUBDIR, tmp_path / "after", tmp_path / "after-pkgs")
+        assert after.returncode != 0, after.stdout
+        assert libfoo.filename in after.stderr and "INC-9" in after.stderr, after.stderr  # rattler shows the reason
+        answers = [child.get(package, locked) for _ in range(4)]
+        assert {a.status for a in answers} == {403}, [(a.status, a.body) for a in answers]
+        assert b"INC-9" in answers[0].body and b"refused by pkgcache central-1" in answers[0].body
+        assert _heads(wire, libfoo.filename) == 1
+        # What the central still lets through is served from the office's cache as before.
+        other = find_pkg(pkgs, "app")
+        assert (
+            child.get(f"/conda/{channel}/{SUBDIR}/{other.filename}", {"X-Expected-Sha256": other.sha256}).status == 200
+        )
+    finally:
+        bg_loop.run(wire.stop())
+
+
+def test_a_central_block_reaches_a_package_an_office_checks_against_repodata(
+    anaconda_upstream: AnacondaLikeUpstream,
+    conda_channels: Channels,
+    make_cache: Callable[..., RunningCache],
+    bg_loop: BackgroundLoop,
+) -> None:
+    """The office holds the central's repodata.json (no shards): once revalidated, it no longer lists the blocked
+    package, and a locked request for the office's cached copy gets the central verdict."""
+    anaconda = {
+        "name": "anaconda-fake",
+        "pkgs_url": f"{anaconda_upstream.repo.url}/pkgs/",
+        "cloud_url": f"{anaconda_upstream.conda.url}/",
+    }
+    closed = ["http://127.0.0.1:9/simple/"]
+    parent = make_cache(
+        closed, server=PARENT, access={"admin_token": TOKEN}, conda={"upstreams": [anaconda], "channels": ["pkgs/main"]}
+    )
+    wire = _start_wire(bg_loop, parent.url)
+    try:
+        child = make_cache(
+            closed,
+            server=CHILD,
+            conda={"upstreams": [f"{wire.url}/conda/"], "channels": ["pkgs/main"], "index_ttl": TTL},
+            upstream={"user_agent": CHILD_AGENT},
+        )
+        libfoo = find_pkg(conda_channels.main_pkgs, "libfoo", "1.1")
+        repodata, package = f"/conda/pkgs/main/{SUBDIR}/repodata.json", f"/conda/pkgs/main/{SUBDIR}/{libfoo.filename}"
+        locked = {"X-Expected-Sha256": libfoo.sha256}
+        assert child.get(repodata).status == 200
+        assert child.get(package, locked).status == 200
+        assert child.get(package, locked).status == 200 and _heads(wire, libfoo.filename) == 0
+
+        _admin(parent, "conda/block?target=libfoo==1.1&reason=INC-9")
+        time.sleep(TTL + 0.2)
+        child.get(repodata)  # stale: revalidated meanwhile
+
+        def dropped() -> bool:
+            listed = json.loads(child.get(repodata).body)
+            return libfoo.filename not in {**listed.get("packages", {}), **listed.get("packages.conda", {})}
+
+        _wait_for(dropped, "the office's repodata without libfoo 1.1")
+        answers = [child.get(package, locked) for _ in range(4)]
+        assert {a.status for a in answers} == {403}, [(a.status, a.body) for a in answers]
+        assert b"INC-9" in answers[0].body
+        assert _heads(wire, libfoo.filename) == 1
+    finally:
         bg_loop.run(wire.stop())

@@ -54,6 +54,7 @@ from pkgcache.storage.file_records import Recorded, agrees, recorded_of
 from pkgcache.storage.filetypes import magic_for, max_package_size
 from pkgcache.storage.sidecars import FETCHED_URL, FileMeta
 from pkgcache.storage.store import CacheStore, in_storage_thread
+from pkgcache.upstream.parent_verdicts import ParentVerdicts
 from pkgcache.upstream.pool import (
     BadBytesEverywhere,
     TargetFor,
@@ -119,6 +120,7 @@ class CachedChannels:
         self.origin = origin
         self.files = files
         self.fetcher = origin.fetcher
+        self.parent_verdicts = ParentVerdicts(origin.fetcher.pool, config.index_ttl)
         # Whether each repodata download in flight may be streamed: told once per generation of its bytes (an
         # upstream taking over starts a new one), for all its clients (a herd).
         self._streamable: weakref.WeakKeyDictionary[Download, tuple[int, asyncio.Task[bool]]] = (
@@ -227,6 +229,7 @@ class CachedChannels:
             refusal = unlisted_refusal()
             if refusal is not None and not await self.listed.lists(path):
                 raise refusal
+            await self._heed_parent(channel, subdir, filename, path)
             return path
         # A package there that its index no longer lists as it is (or not as its client expects it) was replaced
         # upstream under its name: fetched again and checked against its record, it replaces the old file by a
@@ -253,6 +256,7 @@ class CachedChannels:
             if replace and not client_disagrees_with(recorded):
                 if refusal is not None:
                     raise refusal
+                await self._heed_parent(channel, subdir, filename, path)
                 return path  # no longer listed: served as it was checked when it came
             if expected is None:
                 raise PackageNotInRepodata(await self._not_listed(channel, subdir, filename))
@@ -267,6 +271,7 @@ class CachedChannels:
         else:
             hashes, size = expected_of(record)
             if recorded is not None and agrees(recorded, hashes, size):
+                await self._heed_parent(channel, subdir, filename, path)
                 return path  # the record, looked up again, is the cached file's: a client's repodata is not ours
         # A parent pkgcache is asked as the client asked this one, whether or not an index here lists the package:
         # the parent's index may no longer list it (an index cached here is older), and it fetches it then only for
@@ -287,6 +292,18 @@ class CachedChannels:
         if record is None:
             await self._checked_whole(download, f"{channel.path}/{subdir}/{filename}", hashes["sha256"])
         return download
+
+    async def _heed_parent(self, channel: Channel, subdir: str, filename: str, path: Path) -> None:
+        """A cached package served while the subdir's index came from a parent pkgcache that does not vouch for it
+        now (it does not list it, or is past its time-to-live: `ListedRecords.parent_vouching`) is served only once
+        that parent has been asked: UpstreamRefused when its policy refuses it (upstream/parent_verdicts.py)."""
+        parent, vouched = await self.listed.parent_vouching(path, self.index_ttl)
+        upstream = None if vouched else self.parent_verdicts.parent(parent)
+        if upstream is None:
+            return
+        url = (await self._package_target(channel, subdir, filename))(upstream)
+        if url is not None:
+            await self.parent_verdicts.heed(f"{channel.path}/{subdir}/{filename}", upstream, url)
 
     @staticmethod
     async def _checked_whole(download: Download, what: str, expected: str) -> None:
@@ -474,7 +491,7 @@ class CachedChannels:
         return path if download is None else download
 
     def status(self) -> dict[str, object]:
-        return {"channels": self.channel_paths(), "index_ttl": self.index_ttl}
+        return {"channels": self.channel_paths(), "index_ttl": self.index_ttl, **self.parent_verdicts.status()}
 
 
 # The repodata forms packages are checked against, in the order they are looked for (as ListedRecords does).

@@ -28,9 +28,9 @@ from pathlib import Path
 from pkgcache.cache_state import CLOCK_SLIP_SECONDS, CacheState, revalidation_due
 from pkgcache.conda.index_checks import content_check_for, magic_of_index, max_size_of_index
 from pkgcache.conda.source import Lookup
-from pkgcache.node_identity import CopyState, copy_state
+from pkgcache.node_identity import CopyState, NodeIdentity, copy_state
 from pkgcache.storage.downloads import Download, Expected
-from pkgcache.storage.sidecars import FETCHED_URL, FileMeta, Sidecars
+from pkgcache.storage.sidecars import FETCHED_URL, PARENT_NODE, FileMeta, Sidecars
 from pkgcache.upstream.pool import BadBytesEverywhere, TargetFor, Upstream, UpstreamNotFound
 from pkgcache.upstream.transfer import Fetcher
 
@@ -293,11 +293,19 @@ def missing_error(path: Path, meta: FileMeta) -> UpstreamNotFound:
 
 def _mark_provisional(meta: FileMeta, download: Download) -> None:
     """A parent pkgcache's offline view (or a copy it could not revalidate), taken for want of a better answer, is
-    revalidated before it is answered again (`get`), as a shard index always is."""
+    revalidated before it is answered again (`get`), as a shard index always is. A parent pkgcache's copy is marked
+    with its node name (PARENT_NODE): its policy made it (conda/package_records.py)."""
     if copy_state(download.headers) is CopyState.NOT_AUTHORITATIVE:
         meta.extra[PROVISIONAL] = True
     else:
         meta.extra.pop(PROVISIONAL, None)
+    if download.source != meta.upstream:
+        return  # another upstream's 304 (the copy is no newer than what it has): the copy is still the one it was
+    node = NodeIdentity.from_headers(download.headers)
+    if node is not None:
+        meta.extra[PARENT_NODE] = node.name
+    else:
+        meta.extra.pop(PARENT_NODE, None)
 
 
 def _fetched_at(download: Download) -> float:

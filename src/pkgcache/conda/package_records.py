@@ -45,11 +45,12 @@ from typing import Any
 import zstandard
 
 from pkgcache.conda.channels import SHARD_INDEX
+from pkgcache.conda.index_files import PROVISIONAL
 from pkgcache.conda.passes_ahead import PassesAhead, PassStopped
 from pkgcache.conda.records import expected_of, find_records
 from pkgcache.conda.shards import record_in_shard, shard_for
 from pkgcache.storage.file_records import Recorded, agrees
-from pkgcache.storage.sidecars import FileMeta
+from pkgcache.storage.sidecars import PARENT_NODE, FileMeta
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ EXPECTED_SHA256_HEADER = "x-expected-sha256"
 HIT_CHECK_WAIT = 0.5
 # Subdirs whose answers are kept (each a dict of the packages asked about or cached there).
 SUBDIRS_KEPT = 256
+# Answers of cached shards kept for the parent's check (whether a shard holds a package).
+SHARD_ANSWERS_KEPT = 100_000
 
 # A package's record as far as a cached file is compared with it: its hashes and size.
 Listed = tuple[dict[str, str], int | None]
@@ -135,6 +138,7 @@ class ListedRecords:
         # subdir folder -> (version of its index files, {package file name: its record, or None if not listed})
         self._known: dict[Path, tuple[tuple[object, ...], dict[str, Listed | None]]] = {}
         self._scans: dict[tuple[Path, tuple[object, ...]], asyncio.Future[dict[str, Listed | None]]] = {}
+        self._shard_answers: dict[tuple[str, str], bool] = {}  # (shard file, package file) -> whether it holds it
 
     async def is_as_listed(self, path: Path, recorded: Recorded) -> bool:
         """Whether the cached package at `path` is the file its subdir's cached index lists under its name, and
@@ -242,6 +246,47 @@ class ListedRecords:
         self._scans[key] = scan
         scan.add_done_callback(lambda done: self._scanned(key, done))
 
+    async def parent_vouching(self, path: Path, ttl: float) -> tuple[str | None, bool]:
+        """Whether the subdir's cached index came from a parent pkgcache, and vouches for the cached package at
+        `path`: the upstream name of that parent (None: no parent gave it; it then vouches), and whether the index
+        in force lists the package in a copy younger than `ttl` (and not provisional). The index is the package's
+        cached shard when the cached shard index names one (not the repodata then: the shard is the parent's word
+        on the package now), else the repodata packages are checked against. A package it does not vouch for is
+        served only once the parent has been asked (upstream/parent_verdicts.py): its policy may have taken it out
+        since the package was cached. Costs no request; a shard read at most, once per shard and package."""
+        folder, filename = path.parent, path.name
+        present: dict[str, FileMeta] = {}
+        for name in RECORD_SOURCES:
+            meta = await self.meta_for(folder / name)
+            if meta is not None and not meta.missing and not meta.extra.get("generated"):
+                present[name] = meta
+        parent = next((meta.upstream for meta in present.values() if meta.extra.get(PARENT_NODE)), None)
+        if parent is None:
+            return None, True
+        index = present.get(SHARD_INDEX)
+        if index is not None:
+            shard = await asyncio.to_thread(_cached_shard_of, folder, filename)
+            if shard is not None:
+                return parent, _fresh(index, ttl) and await self._in_shard(shard, filename)
+        repodata = next((present[name] for name in ("repodata.json", "repodata.json.zst") if name in present), None)
+        if repodata is None or not _fresh(repodata, ttl):
+            return parent, False
+        try:
+            return parent, await self.listing(path) is not None
+        except ListingUnknown:
+            return parent, False
+
+    async def _in_shard(self, shard: Path, filename: str) -> bool:
+        """Whether a cached shard holds the package (kept: a shard is named by its bytes' hash)."""
+        key = (shard.name, filename)
+        known = self._shard_answers.get(key)
+        if known is None:
+            known = await asyncio.to_thread(record_in_shard, shard, filename) is not None
+            self._shard_answers[key] = known
+            while len(self._shard_answers) > SHARD_ANSWERS_KEPT:
+                self._shard_answers.pop(next(iter(self._shard_answers)))
+        return known
+
     async def _version(self, folder: Path) -> tuple[object, ...]:
         metas = [await self.meta_for(folder / name) for name in RECORD_SOURCES]
         return tuple(
@@ -295,11 +340,22 @@ class ListedRecords:
 
 
 def _record_from_cached_shard(folder: Path, filename: str) -> dict[str, Any] | None:
+    shard = _cached_shard_of(folder, filename)
+    return None if shard is None else record_in_shard(shard, filename)
+
+
+def _cached_shard_of(folder: Path, filename: str) -> Path | None:
+    """The cached shard the subdir's cached shard index names for the package's name, if it is cached (blocking)."""
     shard_name = shard_for(folder / SHARD_INDEX, filename.rsplit("-", 2)[0])
     if shard_name is None:
         return None
     shard = folder / "shards" / shard_name
-    return record_in_shard(shard, filename) if shard.is_file() else None
+    return shard if shard.is_file() else None
+
+
+def _fresh(meta: FileMeta, ttl: float) -> bool:
+    """Whether a cached index file is within its time-to-live and no parent's provisional copy."""
+    return meta.age() < ttl and not meta.extra.get(PROVISIONAL)
 
 
 def _scan(

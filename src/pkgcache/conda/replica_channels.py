@@ -56,6 +56,11 @@ class ReplicaChannels:
         refusal = unlisted_refusal()  # a policy judges a package its index does not list by its file name
         if refusal is not None and not await self.listed.lists(path):
             raise refusal
+        _, vouched = await self.listed.parent_vouching(path, self.index_ttl)
+        if not vouched:
+            raise CacheIsReadOnly(
+                "the parent pkgcache is asked about a package its index does not vouch for by the writer"
+            )
         return path
 
     async def shard(self, channel: Channel, subdir: str, shard_name: str) -> Path | Download:

@@ -23,6 +23,8 @@ META_SUFFIX = ".meta"
 # An index file's `extra` note of the URL its copy was fetched from, after redirects: what relative URLs in it
 # (a repodata's base_url, a shard index's) are relative to, on its upstream.
 FETCHED_URL = "fetched_url"
+# An index file's `extra` note of the node name of the parent pkgcache whose copy it is (whose policy made it).
+PARENT_NODE = "parent"
 
 
 @dataclass
