@@ -875,6 +875,24 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         "test_a_locked_install_of_a_package_dropped_since_the_child_cached_its_shards_works_through_the_tier",
     ),
     ServiceScenario(
+        "tier-parent-policy-changed",
+        "the parent pkgcache blocks (or denies) a release its child holds in its cache; the child's copy of the "
+        "page or index past its index_ttl, or revalidated since (the release left off, or its page shown whole "
+        "with `X-Pkgcache-Files-Refused: policy`)",
+        "403 with the parent's reason, for the file by URL (a lock file) as for a resolver's install (pip, uv, a "
+        "locked rattler install): the child asks the parent with a HEAD of that file, once per index_ttl",
+        "the file, kept (not purged); the verdict, for the index_ttl",
+        "../test_tier_blocks.py::test_a_central_block_reaches_the_files_an_office_holds",
+    ),
+    ServiceScenario(
+        "tier-parent-down-policy-unknown",
+        "a child holds a file its copy of the parent's page no longer lists, and the parent cannot be asked about it "
+        "(down, resting)",
+        "200 with the cached file: no verdict, so the parent's rules as the child last saw them (as a stale page)",
+        "the file; nothing remembered, the parent asked again once it answers",
+        "../test_tier_blocks.py::test_a_parent_that_cannot_be_asked_leaves_the_office_serving_what_it_holds",
+    ),
+    ServiceScenario(
         "tier-mirror-first-file-fails",
         "a child lists a mirror first and its parent pkgcache second; the mirror lacks a wheel its page lists "
         "(sync lag, 404) or sends wrong bytes",
