@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -312,3 +313,55 @@ def test_a_purge_holds_for_a_file_whose_download_was_under_way(
         time.sleep(0.05)
     official_upstream.faults.bytes_per_second = None
     assert cache.get(f"/pypi/files/bigpkg/{big}").headers["x-pkgcache-cache"] == "miss"
+
+
+def _sent(at: float, give_up_at: float | None = None) -> dict[str, str]:
+    """The headers `pkgcache block/unblock` sends: when it sent the request, and when it stops waiting for it."""
+    return {**BEARER, "X-Pkgcache-Sent-At": str(at), "X-Pkgcache-Give-Up-At": str(give_up_at or at + 40)}
+
+
+def _listed(cache: RunningCache) -> bool:
+    return ALPHA.encode() in cache.get("/pypi/simple/alpha/").body
+
+
+def test_a_change_sent_before_the_last_one_or_arriving_after_its_sender_gave_up_is_not_made(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    """QA v35 H1: an unblock held by a stopped replica, whose sender gave up and blocked again, must not be made
+    when it reaches the primary at last."""
+    cache = _admin_cache(make_cache, official_upstream)
+    now = time.time()
+    assert _post(cache, "/-/admin/pypi/block?target=alpha==2.0&who=first", _sent(now))[0] == 200
+    # An unblock sent before that block, arriving after it: refused, the block stays.
+    stale = cache.get("/-/admin/pypi/unblock?target=alpha==2.0&who=stale", _sent(now - 5), method="POST")
+    assert stale.status == 409 and b"a later change to the pypi block of alpha==2.0" in stale.body
+    # 2.0.0 is the same release, so the same block.
+    assert cache.get("/-/admin/pypi/unblock?target=alpha==2.0.0", _sent(now - 1), method="POST").status == 409
+    # One whose sender stopped waiting before it arrived: refused too, whatever it is.
+    late = cache.get("/-/admin/pypi/unblock?target=alpha==2.0", _sent(now + 1, time.time() - 1), method="POST")
+    assert late.status == 409 and b"after its sender stopped waiting" in late.body
+    assert cache.get("/-/admin/gc", _sent(now + 1, time.time() - 1), method="POST").status == 409
+    assert not _listed(cache)
+    log = [json.loads(line) for line in (cache.data_dir / "gate/blocks.log").read_text().splitlines()]
+    assert [(entry["action"], entry["who"]) for entry in log] == [("block", "first")]
+    # A later one is made; and a request without the headers (curl) is taken as it comes.
+    assert _post(cache, "/-/admin/pypi/unblock?target=alpha==2.0&who=later", _sent(time.time()))[0] == 200
+    assert _listed(cache)
+    assert _post(cache, "/-/admin/pypi/block?target=alpha==2.0&who=curl", BEARER)[0] == 200
+    assert not _listed(cache)
+
+
+def test_blocking_what_is_already_blocked_for_the_same_reason_adds_nothing_to_the_log(
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache]
+) -> None:
+    """QA v35 L3: a block repeated because its answer was lost (a replica killed mid-request) is not a second
+    entry; the same release blocked for another reason is."""
+    cache = _admin_cache(make_cache, official_upstream)
+    status, first = _post(cache, "/-/admin/pypi/block?target=alpha==2.0&who=ops&reason=bad", BEARER)
+    assert status == 200
+    status, again = _post(cache, "/-/admin/pypi/block?target=alpha==2.0.0&who=ops&reason=bad", BEARER)
+    assert status == 200 and again["when"] == first["when"] and again["version"] == "2.0"
+    assert _post(cache, "/-/admin/pypi/block?target=alpha==2.0&who=ops&reason=worse", BEARER)[0] == 200
+    log = [json.loads(line) for line in (cache.data_dir / "gate/blocks.log").read_text().splitlines()]
+    assert [(entry["action"], entry["why"]) for entry in log] == [("block", "bad"), ("block", "worse")]
+    assert not _listed(cache)

@@ -450,7 +450,7 @@ def test_block_and_unblock_exit_1_naming_a_worker_the_instance_says_did_not_appl
     }
     monkeypatch.setattr(commands, "running_instance_url", lambda located: "http://127.0.0.1:9")
     monkeypatch.setattr(
-        commands, "call_admin_api", lambda located, url, path: answers[path.split("?")[0].rsplit("/")[-1]]
+        commands, "call_admin_api", lambda located, url, path, timeout: answers[path.split("?")[0].rsplit("/")[-1]]
     )
     where = ["--data-dir", str(tmp_path)]
     blocked = CliRunner().invoke(block_command, ["alpha==2.0", *where])
@@ -465,3 +465,17 @@ def test_block_and_unblock_exit_1_naming_a_worker_the_instance_says_did_not_appl
     answers["block"] = {"purged_files": 0, "purged_bytes": 0, "workers_behind": []}
     done = CliRunner().invoke(block_command, ["alpha==2.0", *where])
     assert done.exit_code == 0 and "blocked alpha==2.0 (pypi) for everyone" in done.output, done.output
+
+
+def test_block_given_again_without_a_running_instance_adds_no_line_to_the_log(tmp_path: Path) -> None:
+    """QA v35 L3, on the data directory: the same block for the same reason is kept as it was, and logged once."""
+    store = CacheStore(tmp_path)
+    store.prepare()
+    (tmp_path / "gate").mkdir()  # a data directory that holds blocks
+    where = ["--data-dir", str(tmp_path)]
+    for _ in range(2):
+        done = CliRunner().invoke(block_command, ["alpha==2.0", "--reason", "bad", *where])
+        assert done.exit_code == 0, done.output
+    assert CliRunner().invoke(block_command, ["alpha==2.0", "--reason", "worse", *where]).exit_code == 0
+    history = BlockBook(store).history()
+    assert [(entry["action"], entry["why"]) for entry in history] == [("block", "bad"), ("block", "worse")]

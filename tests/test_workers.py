@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import stat
 import time
 from collections.abc import Callable
@@ -15,8 +16,15 @@ from pathlib import Path
 import msgpack
 import pytest
 import zstandard
+from aiohttp import web
 
+from pkgcache.cli import admin_commands
+from pkgcache.cli.admin_commands import call_admin_api
+from pkgcache.cli.locate import Located
+from pkgcache.cli.options import flag_overrides, resolve_settings
 from pkgcache.conda.shard_packs import PackWriter
+from pkgcache.daemon.files import InstancePaths
+from pkgcache.daemon.lock import inspect_instance
 from pkgcache.gate.state import APPLY_TIMEOUT
 from pkgcache.pypi.core_metadata import MetadataCounters
 from pkgcache.service.app import _pypi_pool
@@ -24,6 +32,7 @@ from pkgcache.service.carried import PrimaryCounters
 from pkgcache.stats import RequestStats
 from pkgcache.storage.eviction import CacheKeeper, Freed
 from pkgcache.storage.store import CacheStore
+from pkgcache.workers.forwarding import Forwarder
 from pkgcache.workers.gate_sync import GateSync
 from pkgcache.workers.shared_counters import _CARRIED_HEADER, CARRIED_BYTES, SharedCounters
 from tests.cache_service import CacheProcess, cache_settings
@@ -521,3 +530,83 @@ def test_shards_still_in_their_pack_are_served_by_every_worker(
                 assert answer.status == 200 and answer.body == data, answer.status
     finally:
         assert process.terminate() == 0
+
+
+def test_admin_commands_go_to_the_primary_and_never_wait_on_a_stopped_replica(
+    official_upstream: OfficialLikeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QA v35 H1: `pkgcache block/unblock/gc` talked to the port, where the kernel may hand the connection to a
+    replica that is stopped; the command hung, and what it asked for was done once the replica ran again."""
+    config = tmp_path / "pkgcache.toml"
+    config.write_text(
+        f'[pypi]\nupstreams = ["{official_upstream.index_url}"]\n[conda]\nenabled = false\n'
+        f'[access]\nadmin_token = "{TOKEN}"\n'
+    )
+    data_dir = tmp_path / "data"
+    process = CacheProcess(data_dir, "--workers", "3", "--config", str(config))
+    replicas: list[int] = []
+    try:
+        replicas = [row["pid"] for row in _status(process)["workers"][1:]]
+        settings = resolve_settings(config, flag_overrides({"data_dir": data_dir}))
+        located = Located("gc", inspect_instance(InstancePaths(data_dir)), settings)
+        monkeypatch.setattr(admin_commands, "ADMIN_TIMEOUT", 5.0)
+        for pid in replicas:
+            os.kill(pid, signal.SIGSTOP)
+        # Two thirds of the port's connections would land on a stopped replica: through it, 8 calls in a row
+        # would all be answered once in 6561.
+        for _ in range(8):
+            started = time.monotonic()
+            answer = call_admin_api(located, process.url, "/-/admin/gc")
+            assert "freed_files" in answer and time.monotonic() - started < 5
+    finally:
+        for pid in replicas:
+            os.kill(pid, signal.SIGCONT)
+        process.terminate()
+
+
+async def _serve_forwarding(tmp_path: Path, seen: list[str]) -> tuple[web.AppRunner, web.AppRunner, Forwarder, int]:
+    async def primary_handler(request: web.Request) -> web.Response:
+        seen.append(request.path_qs)
+        return web.json_response({"done": request.path_qs})
+
+    primary = web.Application()
+    primary.router.add_route("*", "/{tail:.*}", primary_handler)
+    primary_runner = web.AppRunner(primary)
+    await primary_runner.setup()
+    await web.UnixSite(primary_runner, str(tmp_path / "primary.sock")).start()
+
+    forwarder = Forwarder(str(tmp_path / "primary.sock"))
+    await forwarder.start()
+
+    async def stuck_replica(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.5)  # stopped, or busy, while its client gives up
+        return await forwarder.forward(request)
+
+    replica = web.Application()
+    replica.router.add_route("*", "/{tail:.*}", stuck_replica)
+    replica_runner = web.AppRunner(replica)
+    await replica_runner.setup()
+    site = web.TCPSite(replica_runner, "127.0.0.1", 0)
+    await site.start()
+    port = replica_runner.addresses[0][1]
+    return primary_runner, replica_runner, forwarder, port
+
+
+def test_a_replica_does_not_pass_on_a_change_whose_client_has_gone(bg_loop: BackgroundLoop, tmp_path: Path) -> None:
+    """QA v35 H1: an unblock whose sender gave up while a replica held it was done when the replica resumed,
+    undoing the block made since."""
+    seen: list[str] = []
+    primary_runner, replica_runner, forwarder, port = bg_loop.run(_serve_forwarding(tmp_path, seen))
+    request = b"POST /-/admin/pypi/unblock?target=alpha HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as gone:
+            gone.sendall(request.replace(b"alpha", b"gone"))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as waiting:
+            waiting.sendall(request.replace(b"alpha", b"waiting"))
+            assert waiting.recv(65536).startswith(b"HTTP/1.1 200")
+        time.sleep(0.5)
+        assert seen == ["/-/admin/pypi/unblock?target=waiting"]
+    finally:
+        bg_loop.run(replica_runner.cleanup())
+        bg_loop.run(forwarder.close())
+        bg_loop.run(primary_runner.cleanup())

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -24,14 +26,27 @@ from pkgcache.cli.options import locate_options
 from pkgcache.formatting import format_bytes, shell_quote
 from pkgcache.pypi.names import BadName, check_filename, normalize_project
 from pkgcache.pypi.pages import project_entries
-from pkgcache.service.admin import ADMIN_OFF, ADMIN_STATE_HEADER, parse_size, pypi_file_entries
+from pkgcache.service.admin import (
+    ADMIN_OFF,
+    ADMIN_STATE_HEADER,
+    GIVE_UP_AT_HEADER,
+    SENT_AT_HEADER,
+    parse_size,
+    pypi_file_entries,
+)
 from pkgcache.storage.eviction import Freed, collect_offline, remove_entries
 from pkgcache.storage.store import CacheStore, UnsafePath
+from pkgcache.workers.supervisor import primary_socket_beside
 
 if TYPE_CHECKING:
     from pkgcache.bundle.verifying import VerifyReport  # imported when verify runs: the CLI starts without it
 
 ADMIN_TIMEOUT = 600.0  # a gc of a large cache walks it whole
+# A block or unblock is answered within the service's APPLY_TIMEOUT (10 s) plus its purge. The request says when the
+# command stops waiting, a little before it does: one the primary starts by then is answered before the command
+# gives up, and one that reaches it later (held by a stuck worker) is refused rather than done unseen.
+CHANGE_TIMEOUT = 60.0
+GIVE_UP_MARGIN = 20.0
 
 
 class AdminError(click.ClickException):
@@ -48,8 +63,44 @@ def running_instance_url(located: Located) -> str | None:
     return located.url
 
 
-def call_admin_api(located: Located, url: str, path: str) -> dict[str, Any]:
-    """POST to the admin API of the instance at `url`; its JSON answer, or AdminError saying what went wrong."""
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over the primary worker's private socket."""
+
+    def __init__(self, address: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.address)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _connect(located: Located, url: str, timeout: float) -> http.client.HTTPConnection:
+    """A connection to the instance: to its primary worker's private socket when it has one this user may use (the
+    worker that makes every change, so the call never waits on a replica that is stopped or stuck), else its port."""
+    parts = urlsplit(url)
+    address = primary_socket_beside(str(located.paths.data_dir))
+    if address is not None:
+        connection = _UnixConnection(address, timeout)
+        try:
+            connection.connect()
+        except OSError:  # a single worker (no such socket), one left by a killed instance, another user's
+            connection.close()
+        else:
+            return connection
+    return http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
+
+
+def call_admin_api(located: Located, url: str, path: str, timeout: float | None = None) -> dict[str, Any]:
+    """POST to the admin API of the instance at `url` (waiting `timeout`, ADMIN_TIMEOUT if None); its JSON answer,
+    or AdminError saying what went wrong."""
+    timeout = ADMIN_TIMEOUT if timeout is None else timeout
     token = located.settings.access.admin_token
     if token is None:
         # `restart --config FILE` finds the instance as this command did (and keeps its other settings); a data
@@ -60,14 +111,29 @@ def call_admin_api(located: Located, url: str, path: str) -> dict[str, Any]:
             f"and apply it with `pkgcache restart{named} --config FILE` (the other settings it was started with "
             "still hold), or stop it, to work on the data directory directly"
         )
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=ADMIN_TIMEOUT)
+    sent_at = time.time()
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Content-Length": "0",
+        SENT_AT_HEADER: f"{sent_at:.6f}",
+        GIVE_UP_AT_HEADER: f"{sent_at + max(timeout - GIVE_UP_MARGIN, timeout / 2):.6f}",
+    }
+    connection = _connect(located, url, timeout)
     try:
-        connection.request("POST", path, headers={"Authorization": f"Bearer {token}", "Content-Length": "0"})
+        connection.request("POST", path, headers=headers)
         response = connection.getresponse()
         body = response.read()
+    except TimeoutError:
+        raise AdminError(
+            f"pkgcache at {url} did not answer within {timeout:g} s: the service refuses this request if it reaches "
+            "it later, but it may have been under way already: see the service's log (and, for a block, "
+            "`pkgcache policy show`)"
+        ) from None
     except (OSError, http.client.HTTPException) as exc:
-        raise AdminError(f"pkgcache at {url} did not answer: {exc}") from None
+        raise AdminError(
+            f"pkgcache at {url} did not answer: {exc} (it may have done the request before the answer was lost: see "
+            "the service's log; a block or unblock can safely be given again)"
+        ) from None
     finally:
         connection.close()
     if response.status == 200:

@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 
 import click
 
-from pkgcache.cli.admin_commands import call_admin_api, running_instance_url
+from pkgcache.cli.admin_commands import CHANGE_TIMEOUT, call_admin_api, running_instance_url
 from pkgcache.cli.locate import Located, locate_instance, require_data_dir
 from pkgcache.cli.options import flag_overrides, locate_options, resolve_settings
 from pkgcache.config import Settings
@@ -74,7 +74,7 @@ def block_command(config_file: Path | None, data_dir: Path | None, target: str, 
     url = running_instance_url(located)
     if url is not None:
         query = urlencode({"target": target, "reason": reason, "who": made.who})
-        answer = call_admin_api(located, url, f"/-/admin/{side}/block?{query}")
+        answer = call_admin_api(located, url, f"/-/admin/{side}/block?{query}", timeout=CHANGE_TIMEOUT)
         files, size = int(answer.get("purged_files", 0)), int(answer.get("purged_bytes", 0))
         behind = _workers_behind(answer)
     else:
@@ -117,11 +117,12 @@ def _block_on_disk(settings: Settings, side: str, made: Block) -> tuple[int, int
     store = CacheStore(settings.server.data_dir)
     book = BlockBook(store)
     try:
-        book.add(side, made)
+        kept = book.add(side, made)
     except BlocksUnreadable as exc:
         raise click.ClickException(str(exc)) from None
     freed = remove_entries(blocked_files(store, side, made))
-    book.record(BlockChange("block", side, made, made.who, freed.files, freed.bytes))
+    if kept is made:  # the same block already in force is not logged again
+        book.record(BlockChange("block", side, made, made.who, freed.files, freed.bytes))
     click.echo("pkgcache is not running: the block is written to the data directory, in force when it starts")
     return freed.files, freed.bytes
 
@@ -141,7 +142,8 @@ def unblock_command(config_file: Path | None, data_dir: Path | None, target: str
     url = running_instance_url(located)
     if url is not None:
         query = urlencode({"target": target, "who": _who()})
-        behind = _workers_behind(call_admin_api(located, url, f"/-/admin/{side}/unblock?{query}"))
+        path = f"/-/admin/{side}/unblock?{query}"
+        behind = _workers_behind(call_admin_api(located, url, path, timeout=CHANGE_TIMEOUT))
         if behind:
             click.echo(f"unblocked {target} ({side})")
             _not_everywhere("unblock", behind)

@@ -120,13 +120,18 @@ class BlockBook:
                 raise BlocksUnreadable(f"the {side} blocks of {self.path} cannot be read ({exc}): fix it") from None
         return found
 
-    def add(self, side: str, block: Block) -> None:
-        """Keep `block` (replacing one of the same name and version), blocking: call from a thread."""
+    def add(self, side: str, block: Block) -> Block:
+        """Keep `block` (replacing one of the same name and version), blocking: call from a thread. The block in
+        force afterwards: `block`, or the one already in force for the same release and reason (left as it was)."""
         with self._changing():
             blocks = self.read_sound()
             key = block_key(side, block.name, block.version)
+            for present in blocks[side]:
+                if block_key(side, present.name, present.version) == key and present.why == block.why:
+                    return present
             kept = [b for b in blocks[side] if block_key(side, b.name, b.version) != key]
             self._write({**blocks, side: (*kept, block)})
+        return block
 
     def remove(self, side: str, name: str, version: str | None) -> Block | None:
         """Drop the block of `name` at `version` (None: the block of every version; `1.1` is `1.1.0`, as a block

@@ -17,12 +17,22 @@ they change the cache. Answers are JSON.
 A block or unblock is answered once every live worker has it in force (gate/state.py): the requests made after the
 answer, whichever worker takes them, see no page listing a blocked file. A worker that has not said so within
 APPLY_TIMEOUT is named in the answer's `workers_behind` (the block is made all the same, and in force elsewhere).
+Blocking what is already blocked, for the same reason, changes nothing and adds no line to the log.
+
+A request can reach the primary long after it was sent: it waited on a replica that was stopped or stuck, whose
+client gave up. Two headers, which `pkgcache` sends, keep such a request from undoing what was done since:
+`X-Pkgcache-Sent-At` (Unix time, the sender's clock) and `X-Pkgcache-Give-Up-At` (when the sender stops waiting).
+An admin request that arrives past its give-up time is refused (409, nothing done), and a block or unblock sent
+before the last change made to the same block (by this primary) is refused too (409): it is older than what is in
+force.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -30,7 +40,7 @@ from aiohttp import web
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
 from pkgcache.conda.channels import FileKind, UnknownPath, check_subdir, kind_of
-from pkgcache.gate.blocks import BlockChange, BlocksUnreadable, block_from_target
+from pkgcache.gate.blocks import BlockChange, BlocksUnreadable, block_from_target, block_key
 from pkgcache.gate.purge import blocked_files
 from pkgcache.gate.state import APPLY_TIMEOUT, GATE_KEY, Gate
 from pkgcache.http.auth import admin_refusal
@@ -52,6 +62,10 @@ ADMIN_ROOT = "/-/admin"
 # On the 404 every admin path gets when the API is off: the mark clients match, not the wording.
 ADMIN_STATE_HEADER = "X-Pkgcache-Admin"
 ADMIN_OFF = "off"
+SENT_AT_HEADER = "X-Pkgcache-Sent-At"
+GIVE_UP_AT_HEADER = "X-Pkgcache-Give-Up-At"
+# The primary's memory of when the change last made to each block was sent (block_key -> sender's time).
+_LAST_SENT: web.AppKey[dict[tuple[str, str, object], float]] = web.AppKey("admin_last_sent", dict)
 _SIZE = TypeAdapter(ByteSize)
 
 
@@ -66,10 +80,48 @@ def parse_size(text: str) -> int:
 def _guarded(handler: Handler) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
         token = operations(request).settings.access.admin_token
-        refusal = admin_refusal(request, token or "")
+        refusal = admin_refusal(request, token or "") or _given_up(request)
         return refusal if refusal is not None else await handler(request)
 
     return guarded
+
+
+def _header_time(request: web.Request, name: str) -> float | None:
+    try:
+        value = float(request.headers.get(name, ""))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None  # NaN and infinity are no time
+
+
+def _given_up(request: web.Request) -> web.Response | None:
+    """A 409 for a request whose sender said it stopped waiting before it arrived here."""
+    give_up_at = _header_time(request, GIVE_UP_AT_HEADER)
+    if give_up_at is None or time.time() <= give_up_at:
+        return None
+    log.warning(
+        "admin %s %s arrived %.1f s after its sender gave up: not done",
+        request.method,
+        request.path_qs,
+        time.time() - give_up_at,
+    )
+    return plain_error(409, "this request arrived after its sender stopped waiting for it: nothing was done")
+
+
+def _older_than_last(request: web.Request, side: str, key: tuple[str, object], target: str) -> web.Response | None:
+    """A 409 for a block or unblock sent before the last change made to the same block; else it is the last."""
+    sent_at = _header_time(request, SENT_AT_HEADER)
+    if sent_at is None:
+        return None
+    last = request.app[_LAST_SENT]
+    full = (side, *key)
+    if sent_at < last.get(full, float("-inf")):
+        log.warning("admin %s %s was sent before the last change to it: not done", request.path, target)
+        return plain_error(
+            409, f"a later change to the {side} block of {target} was made since this request was sent: not done"
+        )
+    last[full] = sent_at
+    return None
 
 
 async def purge_holding(ops: Operations, paths: list[Path]) -> Freed:
@@ -211,14 +263,19 @@ async def block(request: web.Request) -> web.StreamResponse:
             CondaPolicy(blocks=[made])  # a version conda cannot read is refused here, not when serving
     except ValueError as exc:
         return plain_error(400, str(exc))
+    stale = _older_than_last(request, side, block_key(side, made.name, made.version), made.target)
+    if stale is not None:
+        return stale
     try:
-        await asyncio.to_thread(gate.book.add, side, made)
+        kept = await asyncio.to_thread(gate.book.add, side, made)
     except BlocksUnreadable as exc:
         return plain_error(409, str(exc))
     behind = await _in_force_everywhere(gate, f"the {side} block of {made.target}")
     freed = await ops.keeper.purge(await asyncio.to_thread(blocked_files, ops.store, side, made))
-    change = BlockChange("block", side, made, made.who, freed.files, freed.bytes)
-    await asyncio.to_thread(gate.book.record, change)
+    change = BlockChange("block", side, kept, made.who, freed.files, freed.bytes)
+    if kept is made:  # the same block already in force (a call repeated after a lost answer) is not logged again
+        await asyncio.to_thread(gate.book.record, change)
+    made = kept
     log.warning("%s block: %s (purged %d cached files)", side, made.describe(), freed.files)
     return web.json_response({**made.as_json(), "side": side, **change.as_json(), "workers_behind": behind})
 
@@ -243,6 +300,9 @@ async def unblock(request: web.Request) -> web.StreamResponse:
         name, version = parse_block_target(request.query.get("target", ""))
     except ValueError as exc:
         return plain_error(400, str(exc))
+    stale = _older_than_last(request, side, block_key(side, name, version), request.query.get("target", ""))
+    if stale is not None:
+        return stale
     try:
         removed = await asyncio.to_thread(gate.book.remove, side, name, version)
     except BlocksUnreadable as exc:
@@ -271,6 +331,7 @@ def add_admin_routes(app: web.Application, token: str | None, *, pypi: bool, con
     if token is None:
         add_post(app, ADMIN_ROOT + r"/{tail:[\s\S]*}", admin_off)
         return
+    app[_LAST_SENT] = {}
     add_post(app, f"{ADMIN_ROOT}/gc", _guarded(gc))
     if pypi:
         add_post(app, f"{ADMIN_ROOT}/pypi/purge/{{project}}", _guarded(purge_pypi_project))

@@ -3,6 +3,11 @@ socket, and the primary's answer relayed back as it arrives (a download streams 
 
 The primary logs and counts these requests; the replica does neither, so each request appears once.
 
+A change (any request but GET and HEAD) whose client has hung up is not passed on: it may have waited long in
+this replica (stopped, or stuck), and its sender, having given up, may have asked for something else since, which
+this one, done late, would undo. (A client that shuts down its sending side while waiting for the answer counts as
+gone: HTTP clients do not.)
+
 A download may be silent for minutes while its upstream is slow, so a hand-over has no deadline of its own, with
 one exception: the checks and status pages a machine polls (`/-/health`, `/metrics`...) are given `limits` by the
 application. Past its limit such a request is answered at once (a primary stopped, or stuck, answers nothing), and
@@ -13,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -93,6 +100,9 @@ class Forwarder:
         body = await request.read() if request.body_exists else None
         if body is not None and len(body) > MAX_FORWARDED_BODY:
             return plain_error(413, "request body too large")
+        if request.method not in ("GET", "HEAD") and _client_gone(request):
+            log.warning("not passing %s %s on to the primary: its client has gone", request.method, request.path)
+            return plain_error(499, "the client closed the connection before the request was passed on")
         limit = self.limits.get(request.path) if request.method in ("GET", "HEAD") else None
         if limit is not None:
             return await self._forward_within(request, limit)
@@ -144,6 +154,24 @@ class Forwarder:
                     return None
                 await asyncio.sleep(pause)
         return None
+
+
+def _client_gone(request: web.Request) -> bool:
+    """Whether the client has closed its connection (what is left to read of it is the end)."""
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return True
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        # A duplicate descriptor, peeked at: nothing is taken from what the connection has yet to read.
+        with socket.socket(fileno=os.dup(sock.fileno())) as probe:
+            return probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False  # connected, nothing more sent
+    except OSError:
+        return True  # reset
 
 
 def _not_taken(exc: BaseException, method: str) -> bool:

@@ -46,6 +46,13 @@ _PR_SET_PDEATHSIG = 1
 ServeWorker = Callable[[WorkerContext, list[socket.socket]], None]
 
 
+def primary_socket_beside(runtime_dir: str) -> str | None:
+    """Where the primary's private socket is for a data directory, or None when that path is too long (the socket
+    is then in a temporary folder only the workers know)."""
+    beside = os.path.join(runtime_dir, PRIVATE_SOCKET)
+    return beside if len(os.fsencode(beside)) <= MAX_UNIX_SOCKET_PATH else None
+
+
 class SupervisorError(Exception):
     """The workers could not be started or kept running; the message says why."""
 
@@ -115,10 +122,11 @@ class Supervisor:
             raise
 
     def _private_socket_path(self) -> str:
-        """Beside the pid file, so a killed supervisor's socket is found and replaced at the next start; in a
-        private temporary folder when that path is too long for a Unix socket."""
-        beside = os.path.join(self.runtime_dir, PRIVATE_SOCKET)
-        if len(os.fsencode(beside)) <= MAX_UNIX_SOCKET_PATH:
+        """Beside the pid file, so a killed supervisor's socket is found and replaced at the next start (and the
+        command line finds the primary there); in a private temporary folder when that path is too long for a Unix
+        socket."""
+        beside = primary_socket_beside(self.runtime_dir)
+        if beside is not None:
             return beside
         self._private_dir = tempfile.mkdtemp(prefix="pkgcache-")
         return os.path.join(self._private_dir, PRIVATE_SOCKET)
