@@ -299,6 +299,32 @@ def test_a_wheel_dripping_from_the_first_mirror_on_a_cold_start_goes_on_from_the
     assert endings and "complete" not in endings, endings
 
 
+def test_a_wheel_dripping_from_the_own_mirror_goes_on_from_a_parent_pkgcache_not_yet_known_as_one(
+    mirrors: Callable[..., tuple[FaultyPypiUpstream, TunaLikeUpstream]],
+    make_cache: Callable[..., RunningCache], tmp_path: Path,
+) -> None:  # fmt: skip
+    # An office over [its own mirror, the central pkgcache]: the comparison's range learns the central is a
+    # pkgcache (its first answer to the office); the resume must then ask it at its files/ path, not at the page's
+    # link made before it was known (a 404 there cut the client, and pip failed the install: QA verify35 M1).
+    wheel = build_wheel("tierdrip", "1.0", payload_size=600_000)
+    a, b = mirrors([wheel])
+    a.plan.set(wheel.filename, Fault(Kind.DRIP, rate=20_000))
+    # A gives pip the wheel's metadata itself: the child's first answer from the parent is the comparison's range.
+    a.serves_metadata = True
+    parent = make_cache([b.index_url])
+    child = make_cache([a.index_url, parent.index_url], upstream={"compare_after": 1})
+    result = run_pip_install(child.index_url, tmp_path / "target", "tierdrip==1.0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert installed_dists(tmp_path / "target") == {"tierdrip==1.0"}
+    child.wait_for_downloads_to_end()
+    assert hashlib.sha256(_kept(child, "tierdrip", wheel.filename)).hexdigest() == wheel.sha256
+    # The parent was timed on a range and resumed the transfer; A never finished sending the wheel.
+    endings = [transfer.ending for transfer in a.transfers if transfer.path.endswith(wheel.filename)]
+    assert endings and "complete" not in endings, endings
+    parent.wait_for_downloads_to_end()
+    assert hashlib.sha256(_kept(parent, "tierdrip", wheel.filename)).hexdigest() == wheel.sha256
+
+
 def test_a_slow_transfer_is_compared_once_and_goes_on_when_the_next_mirror_is_no_faster(
     bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
 ) -> None:

@@ -527,13 +527,21 @@ class UpstreamPool:
         what: str | None = None
         asked_any = False
         fallback: NotAuthoritative | None = None
-        tries = [(upstream, url) for upstream in self.candidates() if (url := target(upstream)) is not None]
-        for position, (upstream, url) in enumerate(tries):
+        tries = [
+            (upstream, url, upstream.pkgcache is not None)
+            for upstream in self.candidates()
+            if (url := target(upstream)) is not None
+        ]
+        for position, (upstream, url, known) in enumerate(tries):
             asked_any = True
             last = position == len(tries) - 1
             # A busy upstream is waited for only as long as another one could answer instead.
             slot_wait = self.policy.slot_wait if not last else None
             for _ in range(2):
+                if not known and upstream.pkgcache is not None:
+                    # Learnt to be a pkgcache since its URL was made (by another request meanwhile, such as a
+                    # comparison's range while an upstream before it was sending): asked at its own path.
+                    url = target(upstream) or url
                 known = upstream.pkgcache is not None
                 request_headers = self._request_headers(upstream, headers)
                 try:
