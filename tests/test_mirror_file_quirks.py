@@ -325,6 +325,38 @@ def test_a_wheel_dripping_from_the_own_mirror_goes_on_from_a_parent_pkgcache_not
     assert hashlib.sha256(_kept(parent, "tierdrip", wheel.filename)).hexdigest() == wheel.sha256
 
 
+def test_a_mirror_that_took_a_slow_transfer_over_and_throttles_after_its_first_mib_is_compared_again(
+    bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
+) -> None:
+    # B sends each answer's first 1.1 MB at once, then 20 KB/s (nginx's limit_rate_after): its range of the wheel's
+    # first MiB beats A's drip, and it takes the transfer over. Its crawl after the burst is its own transfer's,
+    # compared again with the next upstream, C, which ends the wheel (once per download, B sent the rest at
+    # 20 KB/s, and 2 MiB took 250 s against 105 s from A alone: QA verify35 M4).
+    wheel = build_wheel("burstwheel", "1.0", payload_size=2_400_000)
+    a = FaultyPypiUpstream([wheel], json_pages=False)
+    a.plan.set(wheel.filename, Fault(Kind.DRIP, rate=20_000))
+    b = SlowUpstream([wheel], bytes_per_second=20_000, strict_ua=False)
+    b.fast_bytes = 1_100_000
+    c = TunaLikeUpstream([wheel], strict_ua=False)
+    _start(bg_loop, a, b, c)
+    try:
+        cache = make_cache([a.index_url, b.index_url, c.index_url], upstream={"compare_after": 1})
+        assert cache.get("/pypi/simple/burstwheel/").status == 200
+        assert _get_until_whole(cache, f"/pypi/files/burstwheel/{wheel.filename}") == wheel.data
+        cache.wait_for_downloads_to_end()
+        assert hashlib.sha256(_kept(cache, "burstwheel", wheel.filename)).hexdigest() == wheel.sha256
+        # B was timed on the first MiB and resumed A's transfer; C was timed on the first MiB too, and resumed
+        # B's transfer past where B's had started.
+        from_b = _resumed_from(_ranges_asked(b, wheel.filename))
+        from_c = _resumed_from(_ranges_asked(c, wheel.filename))
+        assert len(from_b) == 1 and len(from_c) == 1, (_ranges_asked(b, wheel.filename), from_c)
+        assert from_b[0] < from_c[0] < len(wheel.data)
+        assert c.count_whole(f"/{wheel.filename}") == 0
+    finally:
+        for server in (a, b, c):
+            bg_loop.run(server.stop())
+
+
 def test_a_slow_transfer_is_compared_once_and_goes_on_when_the_next_mirror_is_no_faster(
     bg_loop: BackgroundLoop, make_cache: Callable[..., RunningCache]
 ) -> None:

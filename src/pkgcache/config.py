@@ -272,8 +272,9 @@ class UpstreamPolicy(_Section):
     )
     # No rate is known for the others on a cold start, so relative_min_rate has nothing to compare with: a file
     # transfer that has run this long and is not near its end has one other upstream that has the file timed on a
-    # range of up to 1 MiB (upstream/compare.py), once per download; under relative_min_rate of what that one did,
-    # the transfer goes on from it, resuming with Range. A drip above min_rate held pip for 2 minutes otherwise.
+    # range of up to 1 MiB (upstream/compare.py), once per upstream transfer; under relative_min_rate of what that
+    # one did, the transfer goes on from it, resuming with Range. A drip above min_rate held pip for 2 minutes
+    # otherwise.
     compare_after: float = Field(
         3.0,
         ge=0,

@@ -735,10 +735,12 @@ class TunaLikeUpstream(_IndexServer):
 
 class SlowUpstream(TunaLikeUpstream):
     """TunaLike that waits ``delay`` seconds before every answer and sends bodies at
-    ``bytes_per_second`` (0 = unthrottled) in small chunks; both can be changed while running."""
+    ``bytes_per_second`` (0 = unthrottled) in small chunks, each body's first ``fast_bytes`` unthrottled (nginx's
+    ``limit_rate_after``); all can be changed while running."""
 
     delay: FaultKnob[float] = FaultKnob()
     bytes_per_second: FaultKnob[int | None] = FaultKnob()
+    fast_bytes: FaultKnob[int] = FaultKnob()
 
     def __init__(
         self,

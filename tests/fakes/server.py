@@ -74,6 +74,8 @@ class Faults:
     before answering; "hang" answers nothing for `hang_seconds`; "truncate" sends the headers and half the body,
     then closes the connection. fail_paths limits failures to paths ending with one of its entries.
     delay: seconds to wait before answering. bytes_per_second: throttle for response bodies (None or 0: none).
+    fast_bytes: each body's first this many bytes are sent unthrottled (nginx's limit_rate_after), the rest at
+    bytes_per_second.
     corrupt_files: file names (or path suffixes) whose bytes are altered, keeping their size.
     retry_after: seconds sent as Retry-After with 429 and 503 fault answers (None: no header).
     """
@@ -82,6 +84,7 @@ class Faults:
     fail_paths: set[str] | None = None
     delay: float = 0.0
     bytes_per_second: int | None = None
+    fast_bytes: int = 0
     corrupt_files: set[str] = field(default_factory=set)
     hang_seconds: float = 30.0
     retry_after: int | None = None
@@ -391,7 +394,9 @@ async def _send(
     try:
         await response.prepare(request)
         if request.method != "HEAD":
-            await _write_body(response, body[: len(body) // 2] if cut else body, faults.bytes_per_second)
+            sent = body[: len(body) // 2] if cut else body
+            await _write_body(response, sent[: faults.fast_bytes], None)
+            await _write_body(response, sent[faults.fast_bytes :], faults.bytes_per_second)
         if cut:
             if request.transport is not None:
                 request.transport.close()  # close() flushes what was written, then sends FIN

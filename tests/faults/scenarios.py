@@ -777,13 +777,36 @@ SERVICE_SCENARIOS: list[ServiceScenario] = [
         "the first mirror sends a file slowly but above min_rate (a 1.5 MB wheel at 12 KB/s), on a cold start: no "
         "rate is known yet for the next mirror, which has the file, so relative_min_rate has nothing to compare with",
         "200 with the checked file: after compare_after (3 s) the next mirror is timed on one range of the file's "
-        "first bytes (up to 1 MiB, once per download); far faster (relative_min_rate), it resumes the transfer "
-        "where it stopped (Range) and the first mirror rests. pip and uv install within seconds (they waited 2 "
-        "minutes for the slow mirror). No take-over when the next mirror is no faster, refuses ranges, or has "
+        "first bytes (up to 1 MiB, once per upstream transfer); far faster (relative_min_rate), it resumes the "
+        "transfer where it stopped (Range) and the first mirror rests. pip and uv install within seconds (they "
+        "waited 2 minutes for the slow mirror). No take-over when the next mirror is no faster, refuses ranges, or has "
         "other bytes",
         "the file, checked whole against the page's hash (the first mirror's bytes and the next one's together)",
         "../test_mirror_file_quirks.py::test_a_wheel_dripping_from_the_first_mirror_on_a_cold_start_goes_on_from_"
         "the_next_one",
+        (),
+    ),
+    ServiceScenario(
+        "slow-file-burst-then-throttle",
+        "the first mirror drips a file; the next one sends each answer's first MiB at once, then crawls (nginx's "
+        "limit_rate_after): it wins the comparison on the file's first MiB and takes the transfer over",
+        "200 with the checked file: the transfer from the mirror that took over is compared again once it is slow "
+        "(one comparison per upstream transfer), and a third mirror that is faster resumes it. With two mirrors the "
+        "crawl is waited for (the first one rests)",
+        "the file, checked whole against the page's hash (three mirrors' bytes together)",
+        "../test_mirror_file_quirks.py::test_a_mirror_that_took_a_slow_transfer_over_and_throttles_after_its_first_"
+        "mib_is_compared_again",
+        (),
+    ),
+    ServiceScenario(
+        "slow-file-through-a-parent-not-yet-known",
+        "a child over [its own mirror, a parent pkgcache]: its mirror drips a file, and the comparison's range is "
+        "the child's first answer from the parent, which says it is a pkgcache",
+        "200 with the checked file: the parent resumes the transfer at its own files/ path (it got the page's link, "
+        "a 404, and pip failed the install)",
+        "the file, checked whole against the page's hash, in the child and in the parent",
+        "../test_mirror_file_quirks.py::test_a_wheel_dripping_from_the_own_mirror_goes_on_from_a_parent_pkgcache_"
+        "not_yet_known_as_one",
         (),
     ),
     ServiceScenario(

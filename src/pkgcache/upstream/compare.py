@@ -1,4 +1,4 @@
-"""Comparing a slow file transfer with another upstream that has the file: one range request, once per download.
+"""Comparing a slow file transfer with another upstream that has the file: one range request per upstream transfer.
 
 `[upstream] relative_min_rate` gives a transfer over to an upstream far faster than the one sending it, but only
 once that one's rate is known (`UpstreamStats.rate`, from big bodies it sent before). On a cold start none is, and a
@@ -14,11 +14,19 @@ fails, and rests) and the pool asks that upstream next, which resumes the file w
 transfer.py): the bytes kept and the ones it sends are checked together against the index's size and hash before
 any client gets the file's last byte.
 
-Bounds: one comparison per download; only while another upstream could take over; only for an identity transfer
-(one that can be resumed) with at least `COMPARE_MIN_REMAINING` bytes to go; the range is given up on as soon as it
-can no longer show that upstream fast enough (and after `rate_window` at most). Its bytes are not kept, but
-compared with those already written: an upstream that has other bytes (or another size) for the file does not
-take it over (one of the two is wrong; the hash decides at the end of the transfer going on).
+Bounds: one comparison per upstream transfer (at most one per upstream the download used: an upstream that took
+over and turned slow itself, say fast for its first MiB and throttled after, as nginx's `limit_rate_after` does, is
+compared again, with the next upstream not tried yet); only while another upstream could take over; only for an
+identity transfer (one that can be resumed) with at least `COMPARE_MIN_REMAINING` bytes to go; the range is given
+up on as soon as it can no longer show that upstream fast enough (and after `rate_window` at most). Its bytes are
+not kept, but compared with those already written: an upstream that has other bytes (or another size) for the file
+does not take it over (one of the two is wrong; the hash decides at the end of the transfer going on).
+
+Limits: the range is of the file's first bytes, so an upstream with a burst allowance of a MiB or more always looks
+fast on it; what bounds the harm is that its own transfer is compared again, but only with an upstream not tried
+yet: the one it took over from rests and is not asked again for this download (with two upstreams, the second
+one's crawl after its burst is waited for). A transfer of unknown size (no size on the index page, no
+Content-Length: a parent pkgcache relaying a miss from an HTML-only mirror) is never compared.
 """
 
 from __future__ import annotations

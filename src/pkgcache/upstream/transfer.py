@@ -189,7 +189,9 @@ class _Receiver:
         self.no_room: NoRoomForDeclaredLength | None = None
         self.sent_bad: dict[str, str] = {}  # upstream -> why its bytes failed their check
         self.bytes_failed = False  # some bytes failed their check (whoever sent them)
-        self.compared = False  # a slow transfer of it was compared with another upstream (compare.py)
+        # The upstreams whose slow transfers of it were compared with another upstream (compare.py): one
+        # comparison per upstream transfer, so an upstream that took over and turned slow is compared again.
+        self.compared: set[str] = set()
 
     def request_headers(self, extra: HeadersFor | None, upstream: Upstream) -> dict[str, str]:
         # Bodies are decoded as they arrive, so a hash is always of the file's own bytes; but Range counts encoded
@@ -327,7 +329,7 @@ class _Receiver:
     async def _copy_body(self, upstream: Upstream, response: aiohttp.ClientResponse, skip: int) -> None:
         download = self.download
         # Only an upstream that another one could replace is given up on for being slow, or for being far slower
-        # than the fastest such one has lately been (or, once per download, than the next one is: compare.py).
+        # than the fastest such one has lately been (or, once per upstream transfer, than the next one is: compare.py).
         alternatives = self._alternatives(upstream)
         rates = [other.stats.rate for other in alternatives if other.stats.rate is not None]
         chunks = watched_chunks(
@@ -368,16 +370,17 @@ class _Receiver:
         self, upstream: Upstream, total: int, progress: Callable[[], Progress]
     ) -> asyncio.Task[str | None] | None:
         """The comparison of this slow transfer with the next upstream that could take it over (compare.py), started
-        when it is due: once per download, for an identity transfer (one that can be resumed) that someone waits
+        when it is due: once per upstream transfer (at most one per upstream the download used), for an identity
+        transfer (one that can be resumed) that someone waits
         for (one nobody waits for is stopped soon: it is not worth another upstream's bytes)."""
-        if self.compared or self.download.compressed or not self.download.awaited:
+        if upstream.name in self.compared or self.download.compressed or not self.download.awaited:
             return None
         if not comparison_due(self.pool.policy, progress(), total - self.download.written):
             return None
         alternatives = self._alternatives(upstream)
         if not alternatives:
             return None
-        self.compared = True
+        self.compared.add(upstream.name)
         other = alternatives[0]
         log.info(
             "%s comes slowly from %s (%.0f B/s): timing %s on a range of it",
