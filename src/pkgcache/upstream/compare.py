@@ -26,7 +26,10 @@ Limits: the range is of the file's first bytes, so an upstream with a burst allo
 fast on it; what bounds the harm is that its own transfer is compared again, but only with an upstream not tried
 yet: the one it took over from rests and is not asked again for this download (with two upstreams, the second
 one's crawl after its burst is waited for). A transfer of unknown size (no size on the index page, no
-Content-Length: a parent pkgcache relaying a miss from an HTML-only mirror) is never compared.
+Content-Length) is never compared. That is a child over [parent pkgcache, own mirror] whose parent relays a miss
+from an HTML-only mirror (no sizes on its pages; relayed chunked): and there the own mirror could not take over in
+any case, since the child knows that mirror's URL for the file only once the parent failed (the parent's page
+links its own files/ path; `Fetcher.download(elsewhere=...)`).
 """
 
 from __future__ import annotations
