@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from typing import Any
 
 # glibc's mallopt parameter numbers (malloc.h): stable since they were given, part of its ABI.
 M_TRIM_THRESHOLD = -1
@@ -34,16 +35,25 @@ SERVICE_MMAP_THRESHOLD = 1024 * 1024
 TRIM_THRESHOLD = 1024 * 1024
 
 
+def c_library_function(name: str, argtypes: list[type], restype: type) -> Any | None:
+    """The C library's function `name` typed as given (ctypes), or None off Linux or where it has none (musl has
+    no mallopt, for one). Also how workers/heap.py finds `malloc_trim`."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = getattr(ctypes.CDLL(None), name)  # the process's own symbols: its C library's among them
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = argtypes
+    function.restype = restype
+    return function
+
+
 def release_freed_memory_promptly(mmap_threshold: int = BUILDER_MMAP_THRESHOLD) -> bool:
     """Fix malloc's thresholds for this process and the processes it forks (see the module); False where the C
     library is not glibc (nothing done)."""
-    if not sys.platform.startswith("linux"):
+    mallopt = c_library_function("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int)
+    if mallopt is None:
         return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols: its C library's among them
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
     # Setting either one turns off the raising of both (glibc's rule); each call answers 1 when taken.
     return bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))

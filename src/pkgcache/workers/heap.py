@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
-import sys
 import time
 from collections.abc import Callable
+
+from pkgcache.malloc_tuning import c_library_function
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +38,8 @@ Trim = Callable[[], object]
 
 def find_malloc_trim() -> Trim | None:
     """A call of glibc's `malloc_trim(0)`, or None where the C library has none."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        function = ctypes.CDLL(None).malloc_trim  # the process's own symbols: its C library's among them
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_size_t]
-    function.restype = ctypes.c_int
-    return lambda: function(0)
+    function = c_library_function("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
+    return None if function is None else lambda: function(0)
 
 
 class QuietTrims:
