@@ -15,6 +15,7 @@ from tests.fakes.conda_upstreams import AnacondaLikeUpstream, MirrorLikeUpstream
 from tests.fakes.dists import sample_dists
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream, TunaLikeUpstream
 from tests.support import BackgroundLoop
+from tests.tier_support import TierBuilder
 
 # --- fake upstreams ---
 
@@ -62,6 +63,15 @@ def make_cache(bg_loop: BackgroundLoop, tmp_path: Path) -> Iterator[Callable[...
     yield make
     for cache in started:
         cache.stop()
+
+
+@pytest.fixture
+def tier_builder(make_cache: Callable[..., RunningCache], bg_loop: BackgroundLoop) -> Iterator[TierBuilder]:
+    """Tiers of pkgcache: tier_builder.parent(...), .wire(parent.url), .child([pypi_parent(wire.url)], ...).
+    The Wires stop when the test ends, then the pkgcaches."""
+    builder = TierBuilder(make_cache, bg_loop)
+    yield builder
+    builder.stop_wires()
 
 
 # --- conda channels and fake conda upstreams ---

@@ -8,7 +8,8 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Coroutine, Mapping, Sequence
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -159,3 +160,12 @@ def agent_of(request: Any) -> str:
     """The User-Agent of a request a fake recorded, without the loop mark pkgcache adds to it (" (+1a2b...)")."""
     agent = request.headers.get("User-Agent", "")
     return agent.split(" (+", 1)[0]
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    """Poll `condition` until it holds; AssertionError naming `what` when `timeout` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)

@@ -25,8 +25,8 @@ from tests.fakes.conda_channel import find_pkg
 from tests.fakes.conda_upstreams import AnacondaLikeUpstream
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream
 from tests.fakes.rattler_lock import write_pixi_lock
-from tests.support import BackgroundLoop, http_get, run_pip_install, run_uv_install
-from tests.test_tiers import CHILD, CHILD_AGENT, JSON_PAGE, PARENT, Wire, _start_wire, _wait_for
+from tests.support import http_get, run_pip_install, run_uv_install, wait_for
+from tests.tier_support import CLOSED_PYPI, JSON_PAGE, TierBuilder, Wire, conda_parent, pypi_parent
 
 TOKEN = "tier-blocks-admin-token-0123456789"
 # The answers' headers, as http_get gives them (in lower case): the mark of a page whose every file is refused, and
@@ -54,136 +54,130 @@ def _heads(wire: Wire, suffix: str) -> int:
 
 
 def _pypi_tiers(
-    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], bg_loop: BackgroundLoop
+    official_upstream: OfficialLikeUpstream, tier_builder: TierBuilder
 ) -> tuple[RunningCache, Wire, RunningCache]:
-    parent = make_cache(
-        [official_upstream.index_url], server=PARENT, access={"admin_token": TOKEN}, conda={"enabled": False}
+    """The central (its admin token TOKEN) over the mirror, the wire, the office (index_ttl TTL) over the wire."""
+    parent = tier_builder.parent([official_upstream.index_url], access={"admin_token": TOKEN}, conda={"enabled": False})
+    wire = tier_builder.wire(parent.url)
+    child = tier_builder.child([pypi_parent(wire.url)], pypi={"index_ttl": TTL}, conda={"enabled": False})
+    return parent, wire, child
+
+
+def _conda_tiers(
+    anaconda_upstream: AnacondaLikeUpstream, tier_builder: TierBuilder, channels: list[str], ttl: float
+) -> tuple[RunningCache, Wire, RunningCache]:
+    """The conda side of _pypi_tiers: the central over the anaconda fake, the office's index_ttl `ttl`."""
+    anaconda = {
+        "name": "anaconda-fake",
+        "pkgs_url": f"{anaconda_upstream.repo.url}/pkgs/",
+        "cloud_url": f"{anaconda_upstream.conda.url}/",
+    }
+    parent = tier_builder.parent(
+        CLOSED_PYPI, access={"admin_token": TOKEN}, conda={"upstreams": [anaconda], "channels": channels}
     )
-    wire = _start_wire(bg_loop, parent.url)
-    child = make_cache(
-        [{"name": "parent", "url": f"{wire.url}/pypi/simple/"}],
-        server=CHILD,
-        pypi={"index_ttl": TTL},
-        conda={"enabled": False},
-        upstream={"user_agent": CHILD_AGENT},
+    wire = tier_builder.wire(parent.url)
+    child = tier_builder.child(
+        CLOSED_PYPI, conda={"upstreams": [conda_parent(wire.url)], "channels": channels, "index_ttl": ttl}
     )
     return parent, wire, child
 
 
 @pytest.mark.parametrize("kind", ["pip", "uv"])
 def test_a_central_block_reaches_the_files_an_office_holds(
-    kind: str,
-    official_upstream: OfficialLikeUpstream,
-    make_cache: Callable[..., RunningCache],
-    bg_loop: BackgroundLoop,
-    tmp_path: Path,
+    kind: str, official_upstream: OfficialLikeUpstream, tier_builder: TierBuilder, tmp_path: Path
 ) -> None:
-    parent, wire, child = _pypi_tiers(official_upstream, make_cache, bg_loop)
-    try:
-        warm = INSTALLERS[kind](child.index_url, tmp_path / "warm", "alpha==2.0")
-        assert warm.returncode == 0, warm.stdout + warm.stderr
-        # Files the page lists, fresh: served from the cache with no request to the parent.
-        for path in (DELTA, ALPHA2, GAMMA):
-            assert child.get(path).status == 200
-        assert [e.path for e in wire.exchanges if e.method == "HEAD"] == []
+    parent, wire, child = _pypi_tiers(official_upstream, tier_builder)
+    warm = INSTALLERS[kind](child.index_url, tmp_path / "warm", "alpha==2.0")
+    assert warm.returncode == 0, warm.stdout + warm.stderr
+    # Files the page lists, fresh: served from the cache with no request to the parent.
+    for path in (DELTA, ALPHA2, GAMMA):
+        assert child.get(path).status == 200
+    assert [e.path for e in wire.exchanges if e.method == "HEAD"] == []
 
-        _admin(parent, "pypi/block?target=delta-pkg==3.0&reason=INC-7")  # its only release: page shown whole
-        _admin(parent, "pypi/block?target=alpha==2.0&reason=INC-10")  # alpha 1.0 stays: left off the page
-        time.sleep(TTL + 0.2)
-        after = INSTALLERS[kind](child.index_url, tmp_path / "after", "delta-pkg==3.0")
-        said = after.stdout + after.stderr
-        assert after.returncode != 0 and "INC-7" in said, said
-        # The page the office serves says what the central one says: delta-pkg's every file is refused.
-        _wait_for(lambda: MARK in child.get("/pypi/simple/delta-pkg/", JSON_PAGE).headers, "the mark on the page")
-        # By URL (a lock file, a pinned link): the office answers the central verdict as its own.
-        for path, reason in ((DELTA, b"INC-7"), (ALPHA2, b"INC-10")):
-            asked = _heads(wire, path)
-            answers = [child.get(path) for _ in range(5)]
-            assert {a.status for a in answers} == {403}, [(a.status, a.body) for a in answers]
-            assert reason in answers[0].body and b"refused by pkgcache central-1" in answers[0].body
-            assert answers[0].headers[REFUSAL] == "policy"
-            # Asked with a HEAD, once while the verdict holds (the office's index_ttl); no file fetched for it.
-            assert 1 <= _heads(wire, path) <= asked + 1
-            assert len([e for e in wire.to(path) if e.method == "GET"]) == 1  # the warm install's
-        pinned = run_pip_install(child.index_url, tmp_path / "pinned", f"{child.url}{ALPHA2}", extra_args=["--no-deps"])
-        assert pinned.returncode != 0 and "INC-10" in pinned.stdout + pinned.stderr
+    _admin(parent, "pypi/block?target=delta-pkg==3.0&reason=INC-7")  # its only release: page shown whole
+    _admin(parent, "pypi/block?target=alpha==2.0&reason=INC-10")  # alpha 1.0 stays: left off the page
+    time.sleep(TTL + 0.2)
+    after = INSTALLERS[kind](child.index_url, tmp_path / "after", "delta-pkg==3.0")
+    said = after.stdout + after.stderr
+    assert after.returncode != 0 and "INC-7" in said, said
+    # The page the office serves says what the central one says: delta-pkg's every file is refused.
+    wait_for(lambda: MARK in child.get("/pypi/simple/delta-pkg/", JSON_PAGE).headers, "the mark on the page")
+    # By URL (a lock file, a pinned link): the office answers the central verdict as its own.
+    for path, reason in ((DELTA, b"INC-7"), (ALPHA2, b"INC-10")):
+        asked = _heads(wire, path)
+        answers = [child.get(path) for _ in range(5)]
+        assert {a.status for a in answers} == {403}, [(a.status, a.body) for a in answers]
+        assert reason in answers[0].body and b"refused by pkgcache central-1" in answers[0].body
+        assert answers[0].headers[REFUSAL] == "policy"
+        # Asked with a HEAD, once while the verdict holds (the office's index_ttl); no file fetched for it.
+        assert 1 <= _heads(wire, path) <= asked + 1
+        assert len([e for e in wire.to(path) if e.method == "GET"]) == 1  # the warm install's
+    pinned = run_pip_install(child.index_url, tmp_path / "pinned", f"{child.url}{ALPHA2}", extra_args=["--no-deps"])
+    assert pinned.returncode != 0 and "INC-10" in pinned.stdout + pinned.stderr
 
-        # An unblock reaches the office the same way.
-        _admin(parent, "pypi/unblock?target=alpha==2.0")
-        time.sleep(TTL + 0.2)
-        child.get("/pypi/simple/alpha/", JSON_PAGE)
-        _wait_for(lambda: child.get(ALPHA2).status == 200, "alpha 2.0 served again after the unblock")
-    finally:
-        bg_loop.run(wire.stop())
+    # An unblock reaches the office the same way.
+    _admin(parent, "pypi/unblock?target=alpha==2.0")
+    time.sleep(TTL + 0.2)
+    child.get("/pypi/simple/alpha/", JSON_PAGE)
+    wait_for(lambda: child.get(ALPHA2).status == 200, "alpha 2.0 served again after the unblock")
 
 
 def test_a_parent_that_cannot_be_asked_leaves_the_office_serving_what_it_holds(
-    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], bg_loop: BackgroundLoop
+    official_upstream: OfficialLikeUpstream, tier_builder: TierBuilder
 ) -> None:
     """No verdict without the parent: its rules as they were (the office's stale copy) hold, as for any page."""
-    parent, wire, child = _pypi_tiers(official_upstream, make_cache, bg_loop)
-    try:
-        assert child.get("/pypi/simple/alpha/", JSON_PAGE).status == 200
-        assert child.get(ALPHA2).status == 200
-        _admin(parent, "pypi/block?target=alpha==2.0&reason=INC-10")
-        time.sleep(TTL + 0.2)
-        child.get("/pypi/simple/alpha/", JSON_PAGE)
+    parent, wire, child = _pypi_tiers(official_upstream, tier_builder)
+    assert child.get("/pypi/simple/alpha/", JSON_PAGE).status == 200
+    assert child.get(ALPHA2).status == 200
+    _admin(parent, "pypi/block?target=alpha==2.0&reason=INC-10")
+    time.sleep(TTL + 0.2)
+    child.get("/pypi/simple/alpha/", JSON_PAGE)
 
-        def dropped() -> bool:
-            page = json.loads(child.get("/pypi/simple/alpha/", JSON_PAGE).body)
-            return all(f["filename"] != "alpha-2.0-py3-none-any.whl" for f in page["files"])
+    def dropped() -> bool:
+        page = json.loads(child.get("/pypi/simple/alpha/", JSON_PAGE).body)
+        return all(f["filename"] != "alpha-2.0-py3-none-any.whl" for f in page["files"])
 
-        _wait_for(dropped, "the office's page without alpha 2.0")
-        wire.faults.fail_mode = "reset"
-        assert child.get(ALPHA2).status == 200
-        wire.faults.fail_mode = None
-    finally:
-        bg_loop.run(wire.stop())
+    wait_for(dropped, "the office's page without alpha 2.0")
+    wire.faults.fail_mode = "reset"
+    assert child.get(ALPHA2).status == 200
+    wire.faults.fail_mode = None
 
 
 def test_a_block_two_tiers_up_reaches_the_grandchild(
-    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], bg_loop: BackgroundLoop
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], tier_builder: TierBuilder
 ) -> None:
     """office <- region <- central: the region relays the central verdict (and the mark on the page) as its own."""
-    parent, wire, child = _pypi_tiers(official_upstream, make_cache, bg_loop)
+    parent, _, child = _pypi_tiers(official_upstream, tier_builder)
     grandchild = make_cache(
         [{"name": "region", "url": f"{child.url}/pypi/simple/"}],
         server={"node_name": "office-2", "tier": "office"},
         pypi={"index_ttl": TTL},
         conda={"enabled": False},
     )
-    try:
-        assert grandchild.get("/pypi/simple/delta-pkg/", JSON_PAGE).status == 200
-        assert grandchild.get(DELTA).status == 200
-        _admin(parent, "pypi/block?target=delta-pkg==3.0&reason=INC-7")
-        time.sleep(TTL + 0.2)
+    assert grandchild.get("/pypi/simple/delta-pkg/", JSON_PAGE).status == 200
+    assert grandchild.get(DELTA).status == 200
+    _admin(parent, "pypi/block?target=delta-pkg==3.0&reason=INC-7")
+    time.sleep(TTL + 0.2)
 
-        def refused() -> bool:
-            grandchild.get("/pypi/simple/delta-pkg/", JSON_PAGE)
-            return grandchild.get(DELTA).status == 403
+    def refused() -> bool:
+        grandchild.get("/pypi/simple/delta-pkg/", JSON_PAGE)
+        return grandchild.get(DELTA).status == 403
 
-        _wait_for(refused, "the grandchild refusing delta-pkg 3.0", timeout=3 * TTL + 5)
-        answer = grandchild.get(DELTA)
-        assert b"INC-7" in answer.body, answer.body
-        _wait_for(
-            lambda: MARK in grandchild.get("/pypi/simple/delta-pkg/", JSON_PAGE).headers,
-            "the grandchild's page marked as the central one is",
-        )
-    finally:
-        bg_loop.run(wire.stop())
+    wait_for(refused, "the grandchild refusing delta-pkg 3.0", timeout=3 * TTL + 5)
+    answer = grandchild.get(DELTA)
+    assert b"INC-7" in answer.body, answer.body
+    wait_for(
+        lambda: MARK in grandchild.get("/pypi/simple/delta-pkg/", JSON_PAGE).headers,
+        "the grandchild's page marked as the central one is",
+    )
 
 
 def test_a_central_block_reaches_every_worker_of_an_office(
-    official_upstream: OfficialLikeUpstream,
-    make_cache: Callable[..., RunningCache],
-    bg_loop: BackgroundLoop,
-    tmp_path: Path,
+    official_upstream: OfficialLikeUpstream, tier_builder: TierBuilder, tmp_path: Path
 ) -> None:
     """An office with two workers: the workers that only read hand such a file to the one that writes, which asks."""
-    parent = make_cache(
-        [official_upstream.index_url], server=PARENT, access={"admin_token": TOKEN}, conda={"enabled": False}
-    )
-    wire = _start_wire(bg_loop, parent.url)
+    parent = tier_builder.parent([official_upstream.index_url], access={"admin_token": TOKEN}, conda={"enabled": False})
+    wire = tier_builder.wire(parent.url)
     config = tmp_path / "office.toml"
     config.write_text(
         f'[server]\nnode_name = "office-1"\n[pypi]\nindex_ttl = {TTL}\n'
@@ -199,7 +193,7 @@ def test_a_central_block_reaches_every_worker_of_an_office(
         time.sleep(TTL + 0.2)
         for path in ("/pypi/simple/delta-pkg/", "/pypi/simple/alpha/"):
             http_get(office.url + path, JSON_PAGE)
-        _wait_for(lambda: http_get(office.url + DELTA).status == 403, "the office refusing delta-pkg 3.0")
+        wait_for(lambda: http_get(office.url + DELTA).status == 403, "the office refusing delta-pkg 3.0")
         # Over new connections (the kernel spreads them over both workers): every answer is the central verdict.
         statuses = [http_get(office.url + path).status for path in (DELTA, ALPHA2) * 10]
         assert set(statuses) == {403}, statuses
@@ -208,10 +202,9 @@ def test_a_central_block_reaches_every_worker_of_an_office(
             workers = json.loads(http_get(f"{office.url}/-/status").body)["workers"]
             return all(w["requests"] + w["handed_over"] > 0 for w in workers)
 
-        _wait_for(every_worker_took_some, "both workers' counts of the requests they took")
+        wait_for(every_worker_took_some, "both workers' counts of the requests they took")
     finally:
         assert office.terminate() == 0
-        bg_loop.run(wire.stop())
 
 
 @pytest.mark.parametrize("channel", CONDA_CHANNELS)
@@ -219,105 +212,60 @@ def test_a_central_block_reaches_a_locked_conda_install_through_an_office(
     channel: str,
     anaconda_upstream: AnacondaLikeUpstream,
     conda_channels: Channels,
-    make_cache: Callable[..., RunningCache],
-    bg_loop: BackgroundLoop,
+    tier_builder: TierBuilder,
     tmp_path: Path,
 ) -> None:
     """pixi install --locked through the office: no solve, each package asked for with its sha256. The office
     holds libfoo 1.1 from an earlier install; the central blocks it since."""
-    anaconda = {
-        "name": "anaconda-fake",
-        "pkgs_url": f"{anaconda_upstream.repo.url}/pkgs/",
-        "cloud_url": f"{anaconda_upstream.conda.url}/",
-    }
-    closed = ["http://127.0.0.1:9/simple/"]
-    parent = make_cache(
-        closed,
-        server=PARENT,
-        access={"admin_token": TOKEN},
-        conda={"upstreams": [anaconda], "channels": CONDA_CHANNELS},
-    )
-    wire = _start_wire(bg_loop, parent.url)
-    try:
-        child = make_cache(
-            closed,
-            server=CHILD,
-            conda={"upstreams": [f"{wire.url}/conda/"], "channels": CONDA_CHANNELS, "index_ttl": CONDA_TTL},
-            upstream={"user_agent": CHILD_AGENT},
-        )
-        lock = tmp_path / "pixi.lock"
-        write_pixi_lock([f"{child.url}/conda/{channel}"], [SUBDIR], ["app"], lock, tmp_path / "lock-cache")
-        warm = run_locked_install(lock, SUBDIR, tmp_path / "warm", tmp_path / "warm-pkgs")
-        assert warm.returncode == 0, warm.stderr
-        pkgs = conda_channels.forge_pkgs if channel == FORGE else conda_channels.main_pkgs
-        libfoo = find_pkg(pkgs, "libfoo", "1.1")
-        package = f"/conda/{channel}/{SUBDIR}/{libfoo.filename}"
-        locked = {"X-Expected-Sha256": libfoo.sha256}
-        assert child.get(package, locked).status == 200
-        assert [e.path for e in wire.exchanges if e.method == "HEAD"] == []  # its index fresh, listing it
+    parent, wire, child = _conda_tiers(anaconda_upstream, tier_builder, CONDA_CHANNELS, CONDA_TTL)
+    lock = tmp_path / "pixi.lock"
+    write_pixi_lock([f"{child.url}/conda/{channel}"], [SUBDIR], ["app"], lock, tmp_path / "lock-cache")
+    warm = run_locked_install(lock, SUBDIR, tmp_path / "warm", tmp_path / "warm-pkgs")
+    assert warm.returncode == 0, warm.stderr
+    pkgs = conda_channels.forge_pkgs if channel == FORGE else conda_channels.main_pkgs
+    libfoo = find_pkg(pkgs, "libfoo", "1.1")
+    package = f"/conda/{channel}/{SUBDIR}/{libfoo.filename}"
+    locked = {"X-Expected-Sha256": libfoo.sha256}
+    assert child.get(package, locked).status == 200
+    assert [e.path for e in wire.exchanges if e.method == "HEAD"] == []  # its index fresh, listing it
 
-        _admin(parent, "conda/block?target=libfoo==1.1&reason=INC-9")
-        time.sleep(CONDA_TTL + 0.2)
-        after = run_locked_install(lock, SUBDIR, tmp_path / "after", tmp_path / "after-pkgs")
-        assert after.returncode != 0, after.stdout
-        assert libfoo.filename in after.stderr and "INC-9" in after.stderr, after.stderr  # rattler shows the reason
-        answers = [child.get(package, locked) for _ in range(4)]
-        assert {a.status for a in answers} == {403}, [(a.status, a.body) for a in answers]
-        assert b"INC-9" in answers[0].body and b"refused by pkgcache central-1" in answers[0].body
-        assert _heads(wire, libfoo.filename) == 1
-        # What the central still lets through is served from the office's cache as before.
-        other = find_pkg(pkgs, "app")
-        assert (
-            child.get(f"/conda/{channel}/{SUBDIR}/{other.filename}", {"X-Expected-Sha256": other.sha256}).status == 200
-        )
-    finally:
-        bg_loop.run(wire.stop())
+    _admin(parent, "conda/block?target=libfoo==1.1&reason=INC-9")
+    time.sleep(CONDA_TTL + 0.2)
+    after = run_locked_install(lock, SUBDIR, tmp_path / "after", tmp_path / "after-pkgs")
+    assert after.returncode != 0, after.stdout
+    assert libfoo.filename in after.stderr and "INC-9" in after.stderr, after.stderr  # rattler shows the reason
+    answers = [child.get(package, locked) for _ in range(4)]
+    assert {a.status for a in answers} == {403}, [(a.status, a.body) for a in answers]
+    assert b"INC-9" in answers[0].body and b"refused by pkgcache central-1" in answers[0].body
+    assert _heads(wire, libfoo.filename) == 1
+    # What the central still lets through is served from the office's cache as before.
+    other = find_pkg(pkgs, "app")
+    assert child.get(f"/conda/{channel}/{SUBDIR}/{other.filename}", {"X-Expected-Sha256": other.sha256}).status == 200
 
 
 def test_a_central_block_reaches_a_package_an_office_checks_against_repodata(
-    anaconda_upstream: AnacondaLikeUpstream,
-    conda_channels: Channels,
-    make_cache: Callable[..., RunningCache],
-    bg_loop: BackgroundLoop,
+    anaconda_upstream: AnacondaLikeUpstream, conda_channels: Channels, tier_builder: TierBuilder
 ) -> None:
     """The office holds the central's repodata.json (no shards): once revalidated, it no longer lists the blocked
     package, and a locked request for the office's cached copy gets the central verdict."""
-    anaconda = {
-        "name": "anaconda-fake",
-        "pkgs_url": f"{anaconda_upstream.repo.url}/pkgs/",
-        "cloud_url": f"{anaconda_upstream.conda.url}/",
-    }
-    closed = ["http://127.0.0.1:9/simple/"]
-    parent = make_cache(
-        closed, server=PARENT, access={"admin_token": TOKEN}, conda={"upstreams": [anaconda], "channels": ["pkgs/main"]}
-    )
-    wire = _start_wire(bg_loop, parent.url)
-    try:
-        child = make_cache(
-            closed,
-            server=CHILD,
-            conda={"upstreams": [f"{wire.url}/conda/"], "channels": ["pkgs/main"], "index_ttl": TTL},
-            upstream={"user_agent": CHILD_AGENT},
-        )
-        libfoo = find_pkg(conda_channels.main_pkgs, "libfoo", "1.1")
-        repodata, package = f"/conda/pkgs/main/{SUBDIR}/repodata.json", f"/conda/pkgs/main/{SUBDIR}/{libfoo.filename}"
-        locked = {"X-Expected-Sha256": libfoo.sha256}
-        assert child.get(repodata).status == 200
-        assert child.get(package, locked).status == 200
-        assert child.get(package, locked).status == 200 and _heads(wire, libfoo.filename) == 0
+    parent, wire, child = _conda_tiers(anaconda_upstream, tier_builder, ["pkgs/main"], TTL)
+    libfoo = find_pkg(conda_channels.main_pkgs, "libfoo", "1.1")
+    repodata, package = f"/conda/pkgs/main/{SUBDIR}/repodata.json", f"/conda/pkgs/main/{SUBDIR}/{libfoo.filename}"
+    locked = {"X-Expected-Sha256": libfoo.sha256}
+    assert child.get(repodata).status == 200
+    assert child.get(package, locked).status == 200
+    assert child.get(package, locked).status == 200 and _heads(wire, libfoo.filename) == 0
 
-        _admin(parent, "conda/block?target=libfoo==1.1&reason=INC-9")
-        time.sleep(TTL + 0.2)
-        child.get(repodata)  # stale: revalidated meanwhile
+    _admin(parent, "conda/block?target=libfoo==1.1&reason=INC-9")
+    time.sleep(TTL + 0.2)
+    child.get(repodata)  # stale: revalidated meanwhile
 
-        def dropped() -> bool:
-            listed = json.loads(child.get(repodata).body)
-            return libfoo.filename not in {**listed.get("packages", {}), **listed.get("packages.conda", {})}
+    def dropped() -> bool:
+        listed = json.loads(child.get(repodata).body)
+        return libfoo.filename not in {**listed.get("packages", {}), **listed.get("packages.conda", {})}
 
-        _wait_for(dropped, "the office's repodata without libfoo 1.1")
-        answers = [child.get(package, locked) for _ in range(4)]
-        assert {a.status for a in answers} == {403}, [(a.status, a.body) for a in answers]
-        assert b"INC-9" in answers[0].body
-        assert _heads(wire, libfoo.filename) == 1
-    finally:
-        bg_loop.run(wire.stop())
+    wait_for(dropped, "the office's repodata without libfoo 1.1")
+    answers = [child.get(package, locked) for _ in range(4)]
+    assert {a.status for a in answers} == {403}, [(a.status, a.body) for a in answers]
+    assert b"INC-9" in answers[0].body
+    assert _heads(wire, libfoo.filename) == 1

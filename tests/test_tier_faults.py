@@ -39,12 +39,10 @@ from tests.fakes.dists import find_dist, sample_dists
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream
 from tests.fakes.rattler_lock import write_pixi_lock
 from tests.fakes.server import FakeServer
-from tests.support import BackgroundLoop, agent_of, installed_dists, run_pip_install, run_uv_install
+from tests.support import BackgroundLoop, agent_of, installed_dists, run_pip_install, run_uv_install, wait_for
 from tests.test_conda_removed_packages import _take_out
-from tests.test_tiers import CHILD, CHILD_AGENT, PARENT, Wire, _start_wire, _wait_for
+from tests.tier_support import CHILD, CHILD_AGENT, CLOSED_PYPI, JSON_PAGE, TierBuilder, Wire, conda_parent, pypi_parent
 
-JSON_PAGE = {"Accept": "application/vnd.pypi.simple.v1+json"}
-CLOSED_PYPI = ["http://127.0.0.1:9/simple/"]
 FORGE = "cloud/conda-forge"
 CONDA_BOTH = ["pkgs/main", FORGE]
 # A literal (these tests also run against code without it), in lower case as an Answer's headers are.
@@ -63,12 +61,6 @@ def _child_asked(server: Any, suffix: str) -> list[Any]:
     return [r for r in server.requests if agent_of(r) == CHILD_AGENT and r.path.endswith(suffix)]
 
 
-def _child(make_cache: Callable[..., RunningCache], upstreams: list[Any], **sections: Any) -> RunningCache:
-    return make_cache(
-        upstreams, server=CHILD, upstream={"user_agent": CHILD_AGENT, **sections.pop("upstream", {})}, **sections
-    )
-
-
 @pytest.fixture
 def second_mirror(bg_loop: BackgroundLoop) -> Iterator[OfficialLikeUpstream]:
     """A healthy mirror of the same index, the child's own (the parent's mirror is `official_upstream`)."""
@@ -79,13 +71,10 @@ def second_mirror(bg_loop: BackgroundLoop) -> Iterator[OfficialLikeUpstream]:
 
 
 @pytest.fixture
-def offline_parent(
-    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], bg_loop: BackgroundLoop
-) -> Iterator[tuple[RunningCache, Wire]]:
+def offline_parent(official_upstream: OfficialLikeUpstream, tier_builder: TierBuilder) -> tuple[RunningCache, Wire]:
     """A parent showing its offline view: it held alpha's page and alpha 2.0's wheel, and its mirror went down."""
-    parent = make_cache(
+    parent = tier_builder.parent(
         [official_upstream.index_url],
-        server=PARENT,
         pypi={"index_ttl": 1},
         upstream={"cooldown": 1, "connect_timeout": 1, "first_byte_timeout": 1},
         conda={"enabled": False},
@@ -95,13 +84,11 @@ def offline_parent(
     time.sleep(1.1)
     official_upstream.faults.fail_mode = "reset"
     parent.get("/pypi/simple/beta/")
-    _wait_for(
+    wait_for(
         lambda: parent.get("/pypi/simple/alpha/", JSON_PAGE).headers.get("x-pkgcache-cache") == "offline",
         "the parent's offline view",
     )
-    wire = _start_wire(bg_loop, parent.url)
-    yield parent, wire
-    bg_loop.run(wire.stop())
+    return parent, tier_builder.wire(parent.url)
 
 
 # --- 1. the parent's offline view is not the index ---
@@ -110,11 +97,11 @@ def offline_parent(
 def test_a_mirror_second_in_the_child_gives_the_page_the_parents_offline_view_shrank(
     offline_parent: tuple[RunningCache, Wire],
     second_mirror: OfficialLikeUpstream,
-    make_cache: Callable[..., RunningCache],
+    tier_builder: TierBuilder,
     tmp_path: Path,
 ) -> None:
     _, wire = offline_parent
-    child = _child(make_cache, [{"name": "parent", "url": f"{wire.url}/pypi/simple/"}, second_mirror.index_url])
+    child = tier_builder.child([pypi_parent(wire.url), second_mirror.index_url])
     result = run_uv_install(child.index_url, tmp_path / "t", "alpha==1.0")
     assert result.returncode == 0, result.stdout + result.stderr
     assert installed_dists(tmp_path / "t") == {"alpha==1.0"}
@@ -130,18 +117,18 @@ def test_a_mirror_second_in_the_child_gives_the_page_the_parents_offline_view_sh
 def test_the_parents_offline_view_is_served_for_want_of_better_but_not_kept_once_the_parent_is_back(
     offline_parent: tuple[RunningCache, Wire],
     official_upstream: OfficialLikeUpstream,
-    make_cache: Callable[..., RunningCache],
+    tier_builder: TierBuilder,
     tmp_path: Path,
 ) -> None:
     parent, wire = offline_parent
-    child = _child(make_cache, [{"name": "parent", "url": f"{wire.url}/pypi/simple/"}])
+    child = tier_builder.child([pypi_parent(wire.url)])
     first = child.get("/pypi/simple/alpha/", JSON_PAGE)
     # No other upstream: the parent's view is served, said to be stale (for a child below) and not fresh at all.
     assert first.status == 200 and _files_on(first.body) == [ALPHA_WHEEL]
     assert first.headers["x-pkgcache-cache"] == "stale" and first.headers["cache-control"] == "max-age=0"
     assert "x-pkgcache-stale-reason" in first.headers
     official_upstream.faults.fail_mode = None
-    _wait_for(
+    wait_for(
         lambda: parent.get("/pypi/simple/alpha/", JSON_PAGE).headers.get("x-pkgcache-cache") != "offline",
         "the parent back online",
     )
@@ -155,15 +142,13 @@ def test_the_parents_offline_view_is_served_for_want_of_better_but_not_kept_once
 
 
 def test_conda_the_parents_offline_shard_index_says_so_and_the_child_drops_it_once_the_parent_is_back(
-    conda_channels: Channels, make_cache: Callable[..., RunningCache], bg_loop: BackgroundLoop, tmp_path: Path
+    conda_channels: Channels, tier_builder: TierBuilder, bg_loop: BackgroundLoop, tmp_path: Path
 ) -> None:
     mirror = MirrorLikeUpstream({"conda-forge": conda_channels.forge})
     bg_loop.run(mirror.start())
-    wire: Wire | None = None
     try:
-        parent = make_cache(
+        parent = tier_builder.parent(
             CLOSED_PYPI,
-            server=PARENT,
             conda={"upstreams": [f"{mirror.url}/anaconda/"], "channels": [FORGE], "index_ttl": 1},
             upstream={"cooldown": 1, "connect_timeout": 1, "first_byte_timeout": 1},
         )
@@ -181,22 +166,20 @@ def test_conda_the_parents_offline_shard_index_says_so_and_the_child_drops_it_on
             parent.get(shard_index)
             return down in parent.get("/metrics").body.decode()
 
-        _wait_for(offline, "the parent's conda offline view")
+        wait_for(offline, "the parent's conda offline view")
         view = parent.get(shard_index)
         # The shard index made from the offline view says it is one (it said "miss"), and is not to be kept.
         assert view.headers["x-pkgcache-cache"] == "offline" and view.headers["cache-control"] == "public, max-age=0"
-        wire = _start_wire(bg_loop, parent.url)
-        child = _child(make_cache, CLOSED_PYPI, conda={"upstreams": [f"{wire.url}/conda/"], "channels": [FORGE]})
+        wire = tier_builder.wire(parent.url)
+        child = tier_builder.child(CLOSED_PYPI, conda={"upstreams": [conda_parent(wire.url)], "channels": [FORGE]})
         for form in ("noarch/repodata_shards.msgpack.zst", f"{SUBDIR}/repodata_shards.msgpack.zst"):
             assert child.get(f"/conda/{FORGE}/{form}").status == 200
         mirror.faults.fail_mode = None
-        _wait_for(lambda: down not in parent.get("/metrics").body.decode(), "the parent back online")
+        wait_for(lambda: down not in parent.get("/metrics").body.decode(), "the parent back online")
         installed = rattler(child.url, "b-big", "bigpkg")
         assert "bigpkg" in {p["name"] for p in installed["installed"]}
         assert any(e.status == 200 and "/bigpkg" in e.path for e in wire.exchanges)
     finally:
-        if wire is not None:
-            bg_loop.run(wire.stop())
         bg_loop.run(mirror.stop())
 
 
@@ -205,68 +188,56 @@ def test_conda_the_parents_offline_shard_index_says_so_and_the_child_drops_it_on
 
 @pytest.mark.parametrize("kind", ["pip", "uv"])
 def test_a_5xx_of_the_parent_for_what_its_mirrors_cannot_give_leaves_the_parent_serving_its_cache(
-    kind: str,
-    official_upstream: OfficialLikeUpstream,
-    make_cache: Callable[..., RunningCache],
-    bg_loop: BackgroundLoop,
-    tmp_path: Path,
+    kind: str, official_upstream: OfficialLikeUpstream, tier_builder: TierBuilder, tmp_path: Path
 ) -> None:
     install = run_pip_install if kind == "pip" else run_uv_install
-    parent = make_cache([official_upstream.index_url], server=PARENT, upstream={"cooldown": 60})
+    parent = tier_builder.parent([official_upstream.index_url], upstream={"cooldown": 60})
     warm = install(parent.index_url, tmp_path / "warm", "alpha==2.0")
     assert warm.returncode == 0, warm.stdout + warm.stderr
     official_upstream.faults.fail_mode = "reset"
-    wire = _start_wire(bg_loop, parent.url)
-    try:
-        child = _child(make_cache, [{"name": "parent", "url": f"{wire.url}/pypi/simple/"}], upstream={"cooldown": 60})
-        miss = child.get("/pypi/simple/bigpkg/")
-        (relayed,) = wire.to("/pypi/simple/bigpkg/")
-        assert relayed.status in (502, 503) and relayed.headers[UPSTREAM_FAILED_HEADER] == "1"
-        # The child's own answer says the same to a child below it, with the parent's reason.
-        assert miss.status == 502 and miss.headers[UPSTREAM_FAILED_HEADER.lower()] == "1", miss.body
-        assert b"could not get it from its own upstreams" in miss.body
-        result = install(child.index_url, tmp_path / "t", "alpha==2.0")
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert wire.to(f"/pypi/files/alpha/{ALPHA_WHEEL}")
-        status = json.loads(child.get("/-/status").body)
-        parent_status = next(u for u in status["upstreams"]["pypi"] if u["name"] == "parent")
-        assert parent_status["healthy"] is True and parent_status["failures"] == 0, parent_status
-    finally:
-        bg_loop.run(wire.stop())
+    wire = tier_builder.wire(parent.url)
+    child = tier_builder.child([pypi_parent(wire.url)], upstream={"cooldown": 60})
+    miss = child.get("/pypi/simple/bigpkg/")
+    (relayed,) = wire.to("/pypi/simple/bigpkg/")
+    assert relayed.status in (502, 503) and relayed.headers[UPSTREAM_FAILED_HEADER] == "1"
+    # The child's own answer says the same to a child below it, with the parent's reason.
+    assert miss.status == 502 and miss.headers[UPSTREAM_FAILED_HEADER.lower()] == "1", miss.body
+    assert b"could not get it from its own upstreams" in miss.body
+    result = install(child.index_url, tmp_path / "t", "alpha==2.0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert wire.to(f"/pypi/files/alpha/{ALPHA_WHEEL}")
+    status = json.loads(child.get("/-/status").body)
+    parent_status = next(u for u in status["upstreams"]["pypi"] if u["name"] == "parent")
+    assert parent_status["healthy"] is True and parent_status["failures"] == 0, parent_status
 
 
 def test_a_5xx_of_the_parent_does_not_take_the_child_past_the_parents_policy_to_its_own_mirror(
     official_upstream: OfficialLikeUpstream,
     second_mirror: OfficialLikeUpstream,
-    make_cache: Callable[..., RunningCache],
-    bg_loop: BackgroundLoop,
+    tier_builder: TierBuilder,
     tmp_path: Path,
 ) -> None:
     """The parent denies delta-pkg; the child lists it first and a healthy mirror second. One 502 of the parent
     (its mirror blipped for an unrelated miss) once rested it, and the child served delta-pkg from its mirror."""
     deny = {"deny": [{"name": "delta-pkg", "reason": "typosquat INC-42"}]}
-    parent = make_cache([official_upstream.index_url], server=PARENT, pypi=deny, conda={"enabled": False})
-    wire = _start_wire(bg_loop, parent.url)
-    try:
-        child = _child(
-            make_cache,
-            [{"name": "parent", "url": f"{wire.url}/pypi/simple/"}, second_mirror.index_url],
-            conda={"enabled": False},
-        )
-        wheel = "/pypi/files/delta-pkg/delta_pkg-3.0-py3-none-any.whl"
-        assert child.get(wheel).status == 403
-        official_upstream.faults.fail_mode = "reset"
-        # The parent cannot get bigpkg (which it never held): that request, and it alone, goes to the mirror.
-        assert child.get("/pypi/simple/bigpkg/").status == 200
-        assert [e.status for e in wire.to("/pypi/simple/bigpkg/")] == [502]
-        official_upstream.faults.fail_mode = None
-        refused = child.get(wheel)
-        assert refused.status == 403 and b"INC-42" in refused.body
-        result = run_pip_install(child.index_url, tmp_path / "t", "delta-pkg")
-        assert result.returncode != 0 and "INC-42" in result.stdout + result.stderr
-        assert not [r.path for r in second_mirror.requests + second_mirror.files.requests if "delta" in r.path]
-    finally:
-        bg_loop.run(wire.stop())
+    parent = tier_builder.parent([official_upstream.index_url], pypi=deny, conda={"enabled": False})
+    wire = tier_builder.wire(parent.url)
+    child = tier_builder.child(
+        [pypi_parent(wire.url), second_mirror.index_url],
+        conda={"enabled": False},
+    )
+    wheel = "/pypi/files/delta-pkg/delta_pkg-3.0-py3-none-any.whl"
+    assert child.get(wheel).status == 403
+    official_upstream.faults.fail_mode = "reset"
+    # The parent cannot get bigpkg (which it never held): that request, and it alone, goes to the mirror.
+    assert child.get("/pypi/simple/bigpkg/").status == 200
+    assert [e.status for e in wire.to("/pypi/simple/bigpkg/")] == [502]
+    official_upstream.faults.fail_mode = None
+    refused = child.get(wheel)
+    assert refused.status == 403 and b"INC-42" in refused.body
+    result = run_pip_install(child.index_url, tmp_path / "t", "delta-pkg")
+    assert result.returncode != 0 and "INC-42" in result.stdout + result.stderr
+    assert not [r.path for r in second_mirror.requests + second_mirror.files.requests if "delta" in r.path]
 
 
 # --- 3. a client's X-Expected-Sha256 reaches the parent, never a mirror ---
@@ -290,7 +261,7 @@ def test_a_locked_install_of_a_package_its_channel_dropped_works_through_a_cold_
     order: str,
     removed_forge: Path,
     conda_channels: Channels,
-    make_cache: Callable[..., RunningCache],
+    tier_builder: TierBuilder,
     bg_loop: BackgroundLoop,
 ) -> None:
     pkg = find_pkg(conda_channels.forge_pkgs, "libfoo", "1.1")
@@ -298,19 +269,19 @@ def test_a_locked_install_of_a_package_its_channel_dropped_works_through_a_cold_
     for mirror in mirrors:
         bg_loop.run(mirror.start())
     central, own = mirrors
-    parent = make_cache(
-        CLOSED_PYPI, server=PARENT, conda={"upstreams": [_conda_mirror(central, "central")], "channels": [FORGE]}
+    parent = tier_builder.parent(
+        CLOSED_PYPI, conda={"upstreams": [_conda_mirror(central, "central")], "channels": [FORGE]}
     )
-    wire = _start_wire(bg_loop, parent.url)
+    wire = tier_builder.wire(parent.url)
     try:
-        upstreams: list[Any] = [f"{wire.url}/conda/"]
+        upstreams: list[Any] = [conda_parent(wire.url)]
         if order == "mirror-first":
             # The child's own mirror first, which lost the file: only the parent can give it. The child has not
             # talked to the parent before (its repodata came from the mirror): the parent's 404 says what it is.
             own.faults.fail_mode = "404"
             own.faults.fail_paths = {pkg.filename}
             upstreams.insert(0, _conda_mirror(own, "own"))
-        child = _child(make_cache, CLOSED_PYPI, conda={"upstreams": upstreams, "channels": [FORGE]})
+        child = tier_builder.child(CLOSED_PYPI, conda={"upstreams": upstreams, "channels": [FORGE]})
         url = f"/conda/{FORGE}/{SUBDIR}/{pkg.filename}"
         answer = child.get(url, {EXPECTED: pkg.sha256})
         assert answer.status == 200, answer.body
@@ -321,7 +292,6 @@ def test_a_locked_install_of_a_package_its_channel_dropped_works_through_a_cold_
         assert not [r.path for mirror in mirrors for r in mirror.requests if EXPECTED in r.headers]
         assert [r for r in central.requests if r.path.endswith(pkg.filename)]
     finally:
-        bg_loop.run(wire.stop())
         for mirror in mirrors:
             bg_loop.run(mirror.stop())
 
@@ -334,7 +304,7 @@ def _listed_by(cache: RunningCache, filename: str) -> bool:
 @contextlib.contextmanager
 def _tier_with_shards_from_before(
     conda_channels: Channels,
-    make_cache: Callable[..., RunningCache],
+    tier_builder: TierBuilder,
     bg_loop: BackgroundLoop,
     tmp_path: Path,
     child_ttl: float,
@@ -351,25 +321,23 @@ def _tier_with_shards_from_before(
             (root / subdir / name).unlink(missing_ok=True)
     mirror = MirrorLikeUpstream({"conda-forge": root}, only_json=True)
     bg_loop.run(mirror.start())
-    parent = make_cache(
+    parent = tier_builder.parent(
         CLOSED_PYPI,
-        server=PARENT,
         conda={"upstreams": [_conda_mirror(mirror, "central")], "channels": [FORGE], "index_ttl": 1},
     )
-    wire = _start_wire(bg_loop, parent.url)
+    wire = tier_builder.wire(parent.url)
     try:
-        conda = {"upstreams": [f"{wire.url}/conda/"], "channels": [FORGE], "index_ttl": child_ttl}
-        child = _child(make_cache, CLOSED_PYPI, conda=conda)
+        conda = {"upstreams": [conda_parent(wire.url)], "channels": [FORGE], "index_ttl": child_ttl}
+        child = tier_builder.child(CLOSED_PYPI, conda=conda)
         lock = tmp_path / "pixi.lock"
         locked = write_pixi_lock([f"{child.url}/conda/{FORGE}"], [SUBDIR], ["app"], lock, tmp_path / "lock-cache")
         assert any(item["url"].endswith(pkg.filename) for item in locked)
         assert list(child.data_dir.rglob(f"{SUBDIR}/shards/*.msgpack.zst")), "the child cached no shard"
         _take_out(root, SUBDIR, pkg.filename, under_removed=True)
-        _wait_for(lambda: not _listed_by(parent, pkg.filename), "the parent's index to drop the package", 30)
+        wait_for(lambda: not _listed_by(parent, pkg.filename), "the parent's index to drop the package", 30)
         assert not wire.to(pkg.filename) and not [p for p in mirror.paths() if p.endswith(pkg.filename)]
         yield child, parent, wire, mirror, lock
     finally:
-        bg_loop.run(wire.stop())
         bg_loop.run(mirror.stop())
 
 
@@ -377,7 +345,7 @@ def _tier_with_shards_from_before(
 def test_a_locked_install_of_a_package_dropped_since_the_child_cached_its_shards_works_through_the_tier(
     child_index: str,
     conda_channels: Channels,
-    make_cache: Callable[..., RunningCache],
+    tier_builder: TierBuilder,
     bg_loop: BackgroundLoop,
     tmp_path: Path,
 ) -> None:
@@ -386,9 +354,10 @@ def test_a_locked_install_of_a_package_dropped_since_the_child_cached_its_shards
     # it only for the client's sha256, which the child passes on though it found a record (as it agrees with it).
     pkg = find_pkg(conda_channels.forge_pkgs, "libfoo", "1.1")
     ttl = 600 if child_index == "fresh" else 1
-    with _tier_with_shards_from_before(conda_channels, make_cache, bg_loop, tmp_path, ttl) as (child, _, wire, m, lock):
+    tier = _tier_with_shards_from_before(conda_channels, tier_builder, bg_loop, tmp_path, ttl)
+    with tier as (child, _, wire, m, lock):
         if child_index == "refreshed":
-            _wait_for(lambda: not _listed_by(child, pkg.filename), "the child's repodata to drop the package", 30)
+            wait_for(lambda: not _listed_by(child, pkg.filename), "the child's repodata to drop the package", 30)
         done = run_locked_install(lock, SUBDIR, tmp_path / "env", tmp_path / "pkgs")
         assert done.returncode == 0, done.stderr
         assert (tmp_path / "env/share/libfoo/libfoo.txt").read_text() == "libfoo 1.1\n"
@@ -407,34 +376,29 @@ def test_with_a_mirror_first_a_file_it_lacks_or_spoils_comes_from_the_parent_sec
     fault: str,
     official_upstream: OfficialLikeUpstream,
     second_mirror: OfficialLikeUpstream,
-    make_cache: Callable[..., RunningCache],
-    bg_loop: BackgroundLoop,
+    tier_builder: TierBuilder,
     tmp_path: Path,
 ) -> None:
-    parent = make_cache([official_upstream.index_url], server=PARENT, conda={"enabled": False})
-    wire = _start_wire(bg_loop, parent.url)
-    try:
-        child = _child(
-            make_cache,
-            [second_mirror.index_url, {"name": "parent", "url": f"{wire.url}/pypi/simple/"}],
-            conda={"enabled": False},
-        )
-        if fault == "corrupt":
-            second_mirror.faults.corrupt_files = {ALPHA_WHEEL}
-        else:  # sync lag: the page lists the wheel, the mirror's files host does not have it (nor its metadata) yet
-            second_mirror.faults.fail_mode = "404"
-            second_mirror.faults.fail_paths = {ALPHA_WHEEL}
-        result = run_uv_install(child.index_url, tmp_path / "t", "alpha==2.0")
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert "alpha==2.0" in installed_dists(tmp_path / "t")
-        got = child.get(f"/pypi/files/alpha/{ALPHA_WHEEL}")
-        assert got.status == 200 and got.body == find_dist(sample_dists(), ALPHA_WHEEL).data
-        # The pages came from the mirror; the wheel from the parent, at its own path for it (never `packages/`).
-        assert _child_asked(second_mirror, "/simple/alpha/")
-        assert [e.status for e in wire.to(f"/pypi/files/alpha/{ALPHA_WHEEL}")][-1] == 200
-        assert not [e for e in wire.exchanges if "/pypi/packages/" in e.path and e.status == 200]
-    finally:
-        bg_loop.run(wire.stop())
+    parent = tier_builder.parent([official_upstream.index_url], conda={"enabled": False})
+    wire = tier_builder.wire(parent.url)
+    child = tier_builder.child(
+        [second_mirror.index_url, pypi_parent(wire.url)],
+        conda={"enabled": False},
+    )
+    if fault == "corrupt":
+        second_mirror.faults.corrupt_files = {ALPHA_WHEEL}
+    else:  # sync lag: the page lists the wheel, the mirror's files host does not have it (nor its metadata) yet
+        second_mirror.faults.fail_mode = "404"
+        second_mirror.faults.fail_paths = {ALPHA_WHEEL}
+    result = run_uv_install(child.index_url, tmp_path / "t", "alpha==2.0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "alpha==2.0" in installed_dists(tmp_path / "t")
+    got = child.get(f"/pypi/files/alpha/{ALPHA_WHEEL}")
+    assert got.status == 200 and got.body == find_dist(sample_dists(), ALPHA_WHEEL).data
+    # The pages came from the mirror; the wheel from the parent, at its own path for it (never `packages/`).
+    assert _child_asked(second_mirror, "/simple/alpha/")
+    assert [e.status for e in wire.to(f"/pypi/files/alpha/{ALPHA_WHEEL}")][-1] == 200
+    assert not [e for e in wire.exchanges if "/pypi/packages/" in e.path and e.status == 200]
 
 
 # --- 5. the parent cuts a file its own mirror cut or spoiled: not rested, and the file comes from elsewhere ---
@@ -464,7 +428,7 @@ def test_a_parent_cutting_a_wheel_its_mirror_spoiled_or_cut_is_not_rested_and_it
     fault: str,
     official_upstream: OfficialLikeUpstream,
     second_mirror: OfficialLikeUpstream,
-    make_cache: Callable[..., RunningCache],
+    tier_builder: TierBuilder,
     tmp_path: Path,
 ) -> None:
     """The parent denies delta-pkg; the child lists it first (no pass-through between them: a cut stays a cut) and
@@ -473,10 +437,9 @@ def test_a_parent_cutting_a_wheel_its_mirror_spoiled_or_cut_is_not_rested_and_it
     served delta-pkg from its own mirror. The wheel comes from the child's own mirror instead (a cut one is resumed
     where the parent stopped), without resting the parent."""
     deny = {"deny": [{"name": "delta-pkg", "reason": "typosquat INC-42"}]}
-    parent = make_cache([official_upstream.index_url], server=PARENT, pypi=deny, conda={"enabled": False})
-    child = _child(
-        make_cache,
-        [{"name": "parent", "url": f"{parent.url}/pypi/simple/"}, {"name": "own", "url": second_mirror.index_url}],
+    parent = tier_builder.parent([official_upstream.index_url], pypi=deny, conda={"enabled": False})
+    child = tier_builder.child(
+        [pypi_parent(parent.url), {"name": "own", "url": second_mirror.index_url}],
         conda={"enabled": False},
     )
     warm = run_uv_install(parent.index_url, tmp_path / "warm", "beta")  # the parent holds beta and gamma
@@ -519,7 +482,7 @@ def test_a_parent_cutting_a_wheel_its_mirror_spoiled_or_cut_is_not_rested_and_it
 def test_conda_a_parent_cutting_a_package_its_mirror_spoiled_or_cut_is_not_rested_and_no_mirror_is_blamed(
     fault: str,
     conda_channels: Channels,
-    make_cache: Callable[..., RunningCache],
+    tier_builder: TierBuilder,
     bg_loop: BackgroundLoop,
     tmp_path: Path,
 ) -> None:
@@ -532,13 +495,12 @@ def test_conda_a_parent_cutting_a_package_its_mirror_spoiled_or_cut_is_not_reste
     for mirror in (central, own):
         bg_loop.run(mirror.start())
     try:
-        parent = make_cache(
-            CLOSED_PYPI, server=PARENT, conda={"upstreams": [_conda_mirror(central, "central")], "channels": [FORGE]}
+        parent = tier_builder.parent(
+            CLOSED_PYPI, conda={"upstreams": [_conda_mirror(central, "central")], "channels": [FORGE]}
         )
-        child = _child(
-            make_cache,
+        child = tier_builder.child(
             CLOSED_PYPI,
-            conda={"upstreams": [f"{parent.url}/conda/", _conda_mirror(own, "own")], "channels": [FORGE]},
+            conda={"upstreams": [conda_parent(parent.url), _conda_mirror(own, "own")], "channels": [FORGE]},
         )
         parent_name = next(u["name"] for u in json.loads(child.get("/-/status").body)["upstreams"]["conda"])
 
@@ -618,7 +580,7 @@ class _CuttingParent(FakeServer):
 def test_a_parents_cut_is_resumed_from_the_next_upstream_and_a_whole_that_fails_is_asked_of_it_in_full(
     bytes_sent: str,
     second_mirror: OfficialLikeUpstream,
-    make_cache: Callable[..., RunningCache],
+    tier_builder: TierBuilder,
     bg_loop: BackgroundLoop,
 ) -> None:
     """A parent pkgcache's mirror cuts a file (the parent cuts midway), or sends wrong bytes (the parent cuts before
@@ -631,9 +593,8 @@ def test_a_parents_cut_is_resumed_from_the_next_upstream_and_a_whole_that_fails_
     parent = _CuttingParent(dist, wrong if bytes_sent == "wrong" else dist.data, cut_at)
     bg_loop.run(parent.start())
     try:
-        child = _child(
-            make_cache,
-            [{"name": "parent", "url": f"{parent.url}/pypi/simple/"}, {"name": "own", "url": second_mirror.index_url}],
+        child = tier_builder.child(
+            [pypi_parent(parent.url), {"name": "own", "url": second_mirror.index_url}],
             conda={"enabled": False},
         )
         status, body = asyncio.run(_download(f"{child.url}/pypi/files/bigpkg/{BIG_WHEEL}"))
@@ -670,21 +631,20 @@ async def _download(url: str) -> tuple[int, bytes]:
 
 
 def test_a_channel_the_parent_does_not_serve_is_said_so_to_clients_and_in_the_childs_status(
-    conda_mirror: MirrorLikeUpstream, make_cache: Callable[..., RunningCache]
+    conda_mirror: MirrorLikeUpstream, make_cache: Callable[..., RunningCache], tier_builder: TierBuilder
 ) -> None:
     """The parent serves pkgs/main only; the child (and a grandchild below it) list conda-forge too. Every tier's
     client is told why (the parent's reason, not a bare 'not found'), the first answer and the remembered 404 alike,
     and the child's /-/status names what its parent does not serve, without resting it."""
-    parent = make_cache(
+    parent = tier_builder.parent(
         CLOSED_PYPI,
-        server=PARENT,
         conda={"upstreams": [_conda_mirror(conda_mirror, "mirror")], "channels": ["pkgs/main"]},
     )
-    child = _child(make_cache, CLOSED_PYPI, conda={"upstreams": [f"{parent.url}/conda/"], "channels": CONDA_BOTH})
+    child = tier_builder.child(CLOSED_PYPI, conda={"upstreams": [conda_parent(parent.url)], "channels": CONDA_BOTH})
     grandchild = make_cache(
         CLOSED_PYPI,
         server={"node_name": "desk-1", "tier": "desk"},
-        conda={"upstreams": [f"{child.url}/conda/"], "channels": CONDA_BOTH},
+        conda={"upstreams": [conda_parent(child.url)], "channels": CONDA_BOTH},
     )
     repodata = f"/conda/{FORGE}/noarch/repodata.json"
     said = parent.get(repodata)
@@ -716,59 +676,54 @@ def test_a_channel_the_parent_does_not_serve_is_said_so_to_clients_and_in_the_ch
 
 
 def test_two_offices_listing_each_other_as_backup_answer_a_miss_neither_holds_at_once_and_rest_neither(
-    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], bg_loop: BackgroundLoop
+    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], tier_builder: TierBuilder
 ) -> None:
     """Offices A and B list the central mirror first and each other second. With the central down, a page neither
     holds went A -> B -> A, where it joined A's own download and waited for itself: 10 s (first_byte_timeout),
     then each office rested the other for a minute. The request carries the chain of pkgcaches it came through
     (in the User-Agent), and A, finding itself on it, answers B at once with a 508 that rests nobody."""
-    wire_to_a = _start_wire(bg_loop, "http://127.0.0.1:9")  # aimed at A once A listens
-    try:
-        timeouts = {"first_byte_timeout": 10}
-        b = make_cache(
-            [
-                {"name": "central", "url": official_upstream.index_url},
-                {"name": "peer", "url": f"{wire_to_a.url}/pypi/simple/"},
-            ],
-            server={"node_name": "office-b", "tier": "office"},
-            upstream=timeouts,
-            conda={"enabled": False},
-        )
-        a = make_cache(
-            [{"name": "central", "url": official_upstream.index_url}, {"name": "peer", "url": f"{b.url}/pypi/simple/"}],
-            server={"node_name": "office-a", "tier": "office"},
-            upstream=timeouts,
-            conda={"enabled": False},
-        )
-        wire_to_a.target = a.url
-        assert b.get("/pypi/simple/alpha/").status == 200  # B holds alpha's page
-        official_upstream.faults.fail_mode = "reset"
-        # The backup still works: what B holds, A gets from it.
-        assert a.get("/pypi/simple/alpha/", JSON_PAGE).status == 200
-        for project in ("beta", "gamma"):  # a page neither holds: once with the central failing, once resting
-            started = time.monotonic()
-            answer = a.get(f"/pypi/simple/{project}/")
-            took = time.monotonic() - started
-            assert answer.status in (502, 503), answer.body
-            assert took < 3, f"{took:.1f} s: {answer.body!r}"
-            assert b"pkgcache office-a is on this request's way already" in answer.body, answer.body
-        # B's request came back to A marked with A's own mark: 508, marked, at once; B asked A nothing it waited on.
-        looped = [e for e in wire_to_a.exchanges if e.status == 508]
-        assert looped and all(e.headers.get("X-Pkgcache-Loop") == "1" for e in looped)
-        for office in (a, b):
-            peer = next(u for u in json.loads(office.get("/-/status").body)["upstreams"]["pypi"] if u["name"] == "peer")
-            assert peer["healthy"] and peer["failures"] == 0, peer
-        # A request that came through as many pkgcaches as a chain may hold is not sent on (nor a client's mark).
-        marks = [f"+{n:012x}" for n in range(8)]
-        long_way = {"User-Agent": f"pkgcache/0 ({marks[0]}) (via {' '.join(marks[1:])})"}
-        refused = a.get("/pypi/simple/delta-pkg/", long_way)
-        assert refused.status == 508 and refused.headers.get("x-pkgcache-loop") == "1", refused.body
-        assert b"came through 8 pkgcaches" in refused.body
-        assert "on this request's way already" in (
-            next(u for u in json.loads(b.get("/-/status").body)["upstreams"]["pypi"] if u["name"] == "peer")[
-                "last_error"
-            ]
-            or ""
-        )
-    finally:
-        bg_loop.run(wire_to_a.stop())
+    wire_to_a = tier_builder.wire("http://127.0.0.1:9")  # aimed at A once A listens
+    timeouts = {"first_byte_timeout": 10}
+    b = make_cache(
+        [
+            {"name": "central", "url": official_upstream.index_url},
+            {"name": "peer", "url": f"{wire_to_a.url}/pypi/simple/"},
+        ],
+        server={"node_name": "office-b", "tier": "office"},
+        upstream=timeouts,
+        conda={"enabled": False},
+    )
+    a = make_cache(
+        [{"name": "central", "url": official_upstream.index_url}, {"name": "peer", "url": f"{b.url}/pypi/simple/"}],
+        server={"node_name": "office-a", "tier": "office"},
+        upstream=timeouts,
+        conda={"enabled": False},
+    )
+    wire_to_a.target = a.url
+    assert b.get("/pypi/simple/alpha/").status == 200  # B holds alpha's page
+    official_upstream.faults.fail_mode = "reset"
+    # The backup still works: what B holds, A gets from it.
+    assert a.get("/pypi/simple/alpha/", JSON_PAGE).status == 200
+    for project in ("beta", "gamma"):  # a page neither holds: once with the central failing, once resting
+        started = time.monotonic()
+        answer = a.get(f"/pypi/simple/{project}/")
+        took = time.monotonic() - started
+        assert answer.status in (502, 503), answer.body
+        assert took < 3, f"{took:.1f} s: {answer.body!r}"
+        assert b"pkgcache office-a is on this request's way already" in answer.body, answer.body
+    # B's request came back to A marked with A's own mark: 508, marked, at once; B asked A nothing it waited on.
+    looped = [e for e in wire_to_a.exchanges if e.status == 508]
+    assert looped and all(e.headers.get("X-Pkgcache-Loop") == "1" for e in looped)
+    for office in (a, b):
+        peer = next(u for u in json.loads(office.get("/-/status").body)["upstreams"]["pypi"] if u["name"] == "peer")
+        assert peer["healthy"] and peer["failures"] == 0, peer
+    # A request that came through as many pkgcaches as a chain may hold is not sent on (nor a client's mark).
+    marks = [f"+{n:012x}" for n in range(8)]
+    long_way = {"User-Agent": f"pkgcache/0 ({marks[0]}) (via {' '.join(marks[1:])})"}
+    refused = a.get("/pypi/simple/delta-pkg/", long_way)
+    assert refused.status == 508 and refused.headers.get("x-pkgcache-loop") == "1", refused.body
+    assert b"came through 8 pkgcaches" in refused.body
+    assert "on this request's way already" in (
+        next(u for u in json.loads(b.get("/-/status").body)["upstreams"]["pypi"] if u["name"] == "peer")["last_error"]
+        or ""
+    )

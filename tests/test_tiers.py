@@ -1,23 +1,19 @@
 """Tiers: a child pkgcache whose first upstream is a parent pkgcache, over the fake mirrors.
 
-The child reaches the parent through `Wire`, a recording pass-through, so the tests see exactly what went between
-the two tiers: the child's requests (validators included) and the parent's answers (statuses and headers). The
-child sends its own User-Agent, so the fake mirrors' logs tell its requests from the parent's.
+The child reaches the parent through `Wire` (tests/tier_support.py), a recording pass-through, so the tests see
+exactly what went between the two tiers: the child's requests (validators included) and the parent's answers
+(statuses and headers). The child sends its own User-Agent, so the fake mirrors' logs tell its requests from the
+parent's.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
-from multidict import CIMultiDict
 
 from pkgcache.http.fast_path import FAST_PATH_KEY
 from pkgcache.node_identity import NODE_HEADER, TIER_HEADER
@@ -27,64 +23,12 @@ from tests.fakes.conda_upstreams import AnacondaLikeUpstream
 from tests.fakes.dists import find_dist, sample_dists
 from tests.fakes.pypi_upstreams import OfficialLikeUpstream, TunaLikeUpstream
 from tests.fakes.server import FakeServer
-from tests.support import BackgroundLoop, agent_of, http_get, installed_dists, run_pip_install, run_uv_install
+from tests.support import agent_of, http_get, installed_dists, run_pip_install, run_uv_install, wait_for
+from tests.tier_support import CHILD_AGENT, CLOSED_PYPI, JSON_PAGE, TierBuilder, Wire, conda_parent, pypi_parent
 
 EXPECTED_TREE = {"alpha==2.0", "beta==1.1", "gamma==0.5", "delta-pkg==3.0"}
 INSTALLERS = {"pip": run_pip_install, "uv": run_uv_install}
-CHILD_AGENT = "pkgcache-child/test"
-PARENT = {"node_name": "central-1", "tier": "central"}
-CHILD = {"node_name": "office-1", "tier": "office"}
 CONDA_CHANNELS = ["pkgs/main", "cloud/conda-forge"]
-JSON_PAGE = {"Accept": "application/vnd.pypi.simple.v1+json"}
-# Headers a pass-through must not copy: they describe one connection, or are set again by aiohttp.
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
-
-
-@dataclass(frozen=True)
-class Exchange:
-    """One request the child sent its parent, and the parent's answer."""
-
-    path: str
-    request_headers: CIMultiDict[str]
-    status: int
-    headers: CIMultiDict[str]
-    method: str = "GET"
-
-
-class Wire(FakeServer):
-    """Passes every request to `target` unchanged and records each exchange (see Exchange).
-
-    Its `faults` make the parent look down: `fail_mode = "reset"` drops every connection.
-    """
-
-    def __init__(self, target: str) -> None:
-        super().__init__()
-        self.target = target
-        self.exchanges: list[Exchange] = []
-        self._session: aiohttp.ClientSession | None = None
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(auto_decompress=False)
-        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP)
-        async with self._session.request(
-            request.method, self.target + request.path_qs, headers=headers, allow_redirects=False
-        ) as answer:
-            body = await answer.read()
-            kept = CIMultiDict((k, v) for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP)
-            self.exchanges.append(
-                Exchange(request.path, CIMultiDict(request.headers), answer.status, kept, request.method)
-            )
-            # The status line's reason is not passed on (a proxy between tiers may drop it; HTTP/2 has none).
-            return web.Response(status=answer.status, body=body if request.method != "HEAD" else None, headers=kept)
-
-    async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        await super().stop()
-
-    def to(self, suffix: str) -> list[Exchange]:
-        return [exchange for exchange in self.exchanges if exchange.path.endswith(suffix)]
 
 
 @dataclass
@@ -105,48 +49,28 @@ class Tiers:
         return next(u for u in status["upstreams"][side] if u["name"] == name)
 
 
-def _start_wire(bg_loop: BackgroundLoop, target: str) -> Wire:
-    wire = Wire(target)
-    bg_loop.run(wire.start())
-    return wire
-
-
 @pytest.fixture
 def tiers(
     official_upstream: OfficialLikeUpstream,
     anaconda_upstream: AnacondaLikeUpstream,
-    make_cache: Callable[..., RunningCache],
-    bg_loop: BackgroundLoop,
-) -> Iterator[Tiers]:
+    tier_builder: TierBuilder,
+) -> Tiers:
     """mirror ← parent ← wire ← child; the child lists the parent first, then the mirror itself (both sides)."""
     anaconda = {
         "name": "anaconda-fake",
         "pkgs_url": f"{anaconda_upstream.repo.url}/pkgs/",
         "cloud_url": f"{anaconda_upstream.conda.url}/",
     }
-    parent = make_cache(
-        [official_upstream.index_url],
-        server=PARENT,
-        conda={"upstreams": [anaconda], "channels": CONDA_CHANNELS},
+    parent = tier_builder.parent(
+        [official_upstream.index_url], conda={"upstreams": [anaconda], "channels": CONDA_CHANNELS}
     )
-    wire = _start_wire(bg_loop, parent.url)
-    child = make_cache(
-        [{"name": "parent", "url": f"{wire.url}/pypi/simple/"}, official_upstream.index_url],
-        server=CHILD,
+    wire = tier_builder.wire(parent.url)
+    child = tier_builder.child(
+        [pypi_parent(wire.url), official_upstream.index_url],
         # The short form of a pkgcache parent on the conda side: its /conda/ base (pkgs/ and cloud/ below it).
-        conda={"upstreams": [f"{wire.url}/conda/", anaconda], "channels": CONDA_CHANNELS},
-        upstream={"user_agent": CHILD_AGENT},
+        conda={"upstreams": [conda_parent(wire.url), anaconda], "channels": CONDA_CHANNELS},
     )
-    yield Tiers(official_upstream, parent, wire, child)
-    bg_loop.run(wire.stop())
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
+    return Tiers(official_upstream, parent, wire, child)
 
 
 # --- installs through two tiers ---
@@ -187,26 +111,19 @@ def test_rattler_installs_through_a_child_over_a_parent_with_shards_through_both
 
 
 def test_over_a_mirror_without_metadata_the_child_takes_the_parents_metadata_and_reads_no_ranges(
-    tuna_upstream: TunaLikeUpstream, make_cache: Callable[..., RunningCache], bg_loop: BackgroundLoop, tmp_path: Path
+    tuna_upstream: TunaLikeUpstream, tier_builder: TierBuilder, tmp_path: Path
 ) -> None:
-    parent = make_cache([tuna_upstream.index_url], server=PARENT)
-    wire = _start_wire(bg_loop, parent.url)
-    try:
-        child = make_cache(
-            [{"name": "parent", "url": f"{wire.url}/pypi/simple/"}, tuna_upstream.index_url],
-            server=CHILD,
-            upstream={"user_agent": CHILD_AGENT},
-        )
-        result = run_uv_install(child.index_url, tmp_path / "target", "alpha==2.0")
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert installed_dists(tmp_path / "target") == EXPECTED_TREE
-        # The mirror has no metadata; the parent makes it (by ranges of the mirror's wheels, or from the wheel),
-        # and the child takes the parent's `.metadata` as any upstream's: never a range of the parent's wheels.
-        assert wire.to("alpha-2.0-py3-none-any.whl.metadata")
-        assert [e.path for e in wire.exchanges if "Range" in e.request_headers] == []
-        assert not any(agent_of(r) == CHILD_AGENT for r in tuna_upstream.requests)
-    finally:
-        bg_loop.run(wire.stop())
+    parent = tier_builder.parent([tuna_upstream.index_url])
+    wire = tier_builder.wire(parent.url)
+    child = tier_builder.child([pypi_parent(wire.url), tuna_upstream.index_url])
+    result = run_uv_install(child.index_url, tmp_path / "target", "alpha==2.0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert installed_dists(tmp_path / "target") == EXPECTED_TREE
+    # The mirror has no metadata; the parent makes it (by ranges of the mirror's wheels, or from the wheel),
+    # and the child takes the parent's `.metadata` as any upstream's: never a range of the parent's wheels.
+    assert wire.to("alpha-2.0-py3-none-any.whl.metadata")
+    assert [e.path for e in wire.exchanges if "Range" in e.request_headers] == []
+    assert not any(agent_of(r) == CHILD_AGENT for r in tuna_upstream.requests)
 
 
 # --- what the index says, intact ---
@@ -282,73 +199,58 @@ def test_the_child_answers_with_its_own_cache_state_and_identity_never_the_paren
 
 
 def test_a_stale_page_is_revalidated_with_304s_down_the_chain(
-    official_upstream: OfficialLikeUpstream, make_cache: Callable[..., RunningCache], bg_loop: BackgroundLoop
+    official_upstream: OfficialLikeUpstream, tier_builder: TierBuilder
 ) -> None:
-    parent = make_cache([official_upstream.index_url], server=PARENT, pypi={"index_ttl": 0})
-    wire = _start_wire(bg_loop, parent.url)
-    try:
-        child = make_cache(
-            [{"name": "parent", "url": f"{wire.url}/pypi/simple/"}],
-            server=CHILD,
-            pypi={"index_ttl": 0},
-            upstream={"user_agent": CHILD_AGENT},
-        )
-        first = child.get("/pypi/simple/alpha/", JSON_PAGE)
-        assert first.status == 200
-        # index_ttl 0: the next request is served stale at once while the child revalidates with the parent...
-        assert child.get("/pypi/simple/alpha/", JSON_PAGE).headers["x-pkgcache-cache"] == "stale"
-        _wait_for(lambda: len(wire.to("/pypi/simple/alpha/")) == 2, "the child's revalidation")
-        fetch, revalidation = wire.to("/pypi/simple/alpha/")
-        assert "If-None-Match" not in fetch.request_headers
-        assert revalidation.request_headers["If-None-Match"] == fetch.headers["ETag"]
-        assert revalidation.status == 304
-        # ...and the parent, its own copy stale too, revalidated with the mirror the same way.
-        _wait_for(lambda: _conditional_answers(official_upstream, "/simple/alpha/"), "the parent's revalidation")
-        assert _conditional_answers(official_upstream, "/simple/alpha/") == [304]
-        # A client's own validator gets its 304 from the child.
-        etag = first.headers["etag"]
-        assert child.get("/pypi/simple/alpha/", {**JSON_PAGE, "If-None-Match": etag}).status == 304
-    finally:
-        bg_loop.run(wire.stop())
+    parent = tier_builder.parent([official_upstream.index_url], pypi={"index_ttl": 0})
+    wire = tier_builder.wire(parent.url)
+    child = tier_builder.child([pypi_parent(wire.url)], pypi={"index_ttl": 0})
+    first = child.get("/pypi/simple/alpha/", JSON_PAGE)
+    assert first.status == 200
+    # index_ttl 0: the next request is served stale at once while the child revalidates with the parent...
+    assert child.get("/pypi/simple/alpha/", JSON_PAGE).headers["x-pkgcache-cache"] == "stale"
+    wait_for(lambda: len(wire.to("/pypi/simple/alpha/")) == 2, "the child's revalidation")
+    fetch, revalidation = wire.to("/pypi/simple/alpha/")
+    assert "If-None-Match" not in fetch.request_headers
+    assert revalidation.request_headers["If-None-Match"] == fetch.headers["ETag"]
+    assert revalidation.status == 304
+    # ...and the parent, its own copy stale too, revalidated with the mirror the same way.
+    wait_for(lambda: _conditional_answers(official_upstream, "/simple/alpha/"), "the parent's revalidation")
+    assert _conditional_answers(official_upstream, "/simple/alpha/") == [304]
+    # A client's own validator gets its 304 from the child.
+    etag = first.headers["etag"]
+    assert child.get("/pypi/simple/alpha/", {**JSON_PAGE, "If-None-Match": etag}).status == 304
 
 
 def test_stale_repodata_is_revalidated_with_304s_down_the_chain(
-    anaconda_upstream: AnacondaLikeUpstream, make_cache: Callable[..., RunningCache], bg_loop: BackgroundLoop
+    anaconda_upstream: AnacondaLikeUpstream, tier_builder: TierBuilder
 ) -> None:
     anaconda = {
         "name": "anaconda-fake",
         "pkgs_url": f"{anaconda_upstream.repo.url}/pkgs/",
         "cloud_url": f"{anaconda_upstream.conda.url}/",
     }
-    closed = ["http://127.0.0.1:9/simple/"]
-    parent = make_cache(
-        closed, server=PARENT, conda={"upstreams": [anaconda], "channels": ["pkgs/main"], "index_ttl": 0}
+    parent = tier_builder.parent(
+        CLOSED_PYPI, conda={"upstreams": [anaconda], "channels": ["pkgs/main"], "index_ttl": 0}
     )
-    wire = _start_wire(bg_loop, parent.url)
+    wire = tier_builder.wire(parent.url)
     path = f"/conda/pkgs/main/{SUBDIR}/repodata.json"
-    try:
-        child = make_cache(
-            closed,
-            server=CHILD,
-            conda={"upstreams": [f"{wire.url}/conda/"], "channels": ["pkgs/main"], "index_ttl": 0},
-            upstream={"user_agent": CHILD_AGENT},
-        )
-        # The parent holds the file (a streamed first answer carries no validators yet: see docs/operations.md).
-        assert parent.get(path).status == 200
-        first = child.get(path)
-        assert first.status == 200 and first.body == parent.get(path).body
-        assert child.get(path).headers["x-pkgcache-cache"] == "stale"
-        _wait_for(lambda: len(wire.to(path)) == 2, "the child's revalidation")
-        fetch, revalidation = wire.to(path)
-        assert revalidation.request_headers["If-None-Match"] == fetch.headers["ETag"]
-        assert revalidation.status == 304
-        _wait_for(lambda: _conditional_answers(anaconda_upstream, path.split("main", 1)[1]), "the parent's 304")
-        assert 304 in _conditional_answers(anaconda_upstream, path.split("main", 1)[1])
-        # And a client's validator gets its 304 from the child (a streamed first answer had none to give).
-        cached = child.get(path)
-        assert child.get(path, {"If-None-Match": cached.headers["etag"]}).status == 304
-    finally:
-        bg_loop.run(wire.stop())
+    child = tier_builder.child(
+        CLOSED_PYPI, conda={"upstreams": [conda_parent(wire.url)], "channels": ["pkgs/main"], "index_ttl": 0}
+    )
+    # The parent holds the file (a streamed first answer carries no validators yet: see docs/operations.md).
+    assert parent.get(path).status == 200
+    first = child.get(path)
+    assert first.status == 200 and first.body == parent.get(path).body
+    assert child.get(path).headers["x-pkgcache-cache"] == "stale"
+    wait_for(lambda: len(wire.to(path)) == 2, "the child's revalidation")
+    fetch, revalidation = wire.to(path)
+    assert revalidation.request_headers["If-None-Match"] == fetch.headers["ETag"]
+    assert revalidation.status == 304
+    wait_for(lambda: _conditional_answers(anaconda_upstream, path.split("main", 1)[1]), "the parent's 304")
+    assert 304 in _conditional_answers(anaconda_upstream, path.split("main", 1)[1])
+    # And a client's validator gets its 304 from the child (a streamed first answer had none to give).
+    cached = child.get(path)
+    assert child.get(path, {"If-None-Match": cached.headers["etag"]}).status == 304
 
 
 def _found_by_child(server: FakeServer) -> list[str]:
@@ -458,46 +360,34 @@ def test_metrics_and_the_page_name_the_node_its_tier_and_its_parent(tiers: Tiers
 
 @pytest.mark.parametrize("kind", ["pip", "uv"])
 def test_a_parents_policy_refusal_reaches_the_client_and_neither_rests_the_parent_nor_goes_to_the_mirror(
-    kind: str,
-    official_upstream: OfficialLikeUpstream,
-    make_cache: Callable[..., RunningCache],
-    bg_loop: BackgroundLoop,
-    tmp_path: Path,
+    kind: str, official_upstream: OfficialLikeUpstream, tier_builder: TierBuilder, tmp_path: Path
 ) -> None:
     """The central cache denies delta-pkg; an office cache lists it first and the public mirror after it. The
     office passes the central verdict on: asking the mirror instead would serve what the central policy refused,
     and resting the central cache would send every other install of the office to the mirror meanwhile."""
     deny = {"deny": [{"name": "delta-pkg", "reason": "typosquat INC-42"}]}
-    parent = make_cache([official_upstream.index_url], server=PARENT, pypi=deny)
-    wire = _start_wire(bg_loop, parent.url)
-    try:
-        child = make_cache(
-            [{"name": "parent", "url": f"{wire.url}/pypi/simple/"}, official_upstream.index_url],
-            server=CHILD,
-            conda={"enabled": False},
-            upstream={"user_agent": CHILD_AGENT},
-        )
-        result = INSTALLERS[kind](child.index_url, tmp_path / "target", "alpha==2.0")
-        said = result.stdout + result.stderr
-        assert result.returncode != 0 and "INC-42" in said, said  # both show a refused download's reason phrase
-        answer = child.get("/pypi/files/delta-pkg/delta_pkg-3.0-py3-none-any.whl")
-        assert answer.status == 403 and b"INC-42" in answer.body, (answer.status, answer.body)
-        mirror_seen = official_upstream.requests + official_upstream.files.requests
-        assert not [r.path for r in mirror_seen if agent_of(r) == CHILD_AGENT]  # all through the central cache
-        status = json.loads(child.get("/-/status").body)
-        parent_status = next(u for u in status["upstreams"]["pypi"] if u["name"] == "parent")
-        assert parent_status["healthy"] and parent_status["failures"] == 0, parent_status
-        # The rest of the office's installs still go through the central cache at once.
-        other = INSTALLERS[kind](child.index_url, tmp_path / "other", "gamma==0.5")
-        assert other.returncode == 0, other.stdout + other.stderr
-    finally:
-        bg_loop.run(wire.stop())
+    parent = tier_builder.parent([official_upstream.index_url], pypi=deny)
+    wire = tier_builder.wire(parent.url)
+    child = tier_builder.child([pypi_parent(wire.url), official_upstream.index_url], conda={"enabled": False})
+    result = INSTALLERS[kind](child.index_url, tmp_path / "target", "alpha==2.0")
+    said = result.stdout + result.stderr
+    assert result.returncode != 0 and "INC-42" in said, said  # both show a refused download's reason phrase
+    answer = child.get("/pypi/files/delta-pkg/delta_pkg-3.0-py3-none-any.whl")
+    assert answer.status == 403 and b"INC-42" in answer.body, (answer.status, answer.body)
+    mirror_seen = official_upstream.requests + official_upstream.files.requests
+    assert not [r.path for r in mirror_seen if agent_of(r) == CHILD_AGENT]  # all through the central cache
+    status = json.loads(child.get("/-/status").body)
+    parent_status = next(u for u in status["upstreams"]["pypi"] if u["name"] == "parent")
+    assert parent_status["healthy"] and parent_status["failures"] == 0, parent_status
+    # The rest of the office's installs still go through the central cache at once.
+    other = INSTALLERS[kind](child.index_url, tmp_path / "other", "gamma==0.5")
+    assert other.returncode == 0, other.stdout + other.stderr
 
 
 def test_a_refusals_message_rides_in_a_header_for_an_answer_without_a_body() -> None:
     """A HEAD's 403 has no body, and a proxy (or HTTP/2) may drop the status line's reason: the message is in
     X-Pkgcache-Refusal-Reason too, printable ASCII on the wire whatever its language."""
-    # Imported here: the other tier tests import this module for its helpers, and need it to load without these.
+    # Imported here, so that the rest of this module loads on code without these.
     from pkgcache.node_identity import refusal_headers, refusal_reason
 
     message = "delta_pkg-3.0.whl is refused by pkgcache's policy: blocked by 李雷: 100% a typosquat\n(INC-7)"
