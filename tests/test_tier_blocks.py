@@ -67,11 +67,7 @@ def _conda_tiers(
     anaconda_upstream: AnacondaLikeUpstream, tier_builder: TierBuilder, channels: list[str], ttl: float
 ) -> tuple[RunningCache, Wire, RunningCache]:
     """The conda side of _pypi_tiers: the central over the anaconda fake, the office's index_ttl `ttl`."""
-    anaconda = {
-        "name": "anaconda-fake",
-        "pkgs_url": f"{anaconda_upstream.repo.url}/pkgs/",
-        "cloud_url": f"{anaconda_upstream.conda.url}/",
-    }
+    anaconda = anaconda_upstream.upstream_config()
     parent = tier_builder.parent(
         CLOSED_PYPI, access={"admin_token": TOKEN}, conda={"upstreams": [anaconda], "channels": channels}
     )

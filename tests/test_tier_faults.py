@@ -252,10 +252,6 @@ def removed_forge(conda_channels: Channels, tmp_path: Path) -> Path:
     return root
 
 
-def _conda_mirror(mirror: MirrorLikeUpstream, name: str) -> dict[str, str]:
-    return {"name": name, "pkgs_url": f"{mirror.url}/anaconda/pkgs/", "cloud_url": f"{mirror.url}/anaconda/cloud/"}
-
-
 @pytest.mark.parametrize("order", ["parent-first", "mirror-first"])
 def test_a_locked_install_of_a_package_its_channel_dropped_works_through_a_cold_parent(
     order: str,
@@ -270,7 +266,7 @@ def test_a_locked_install_of_a_package_its_channel_dropped_works_through_a_cold_
         bg_loop.run(mirror.start())
     central, own = mirrors
     parent = tier_builder.parent(
-        CLOSED_PYPI, conda={"upstreams": [_conda_mirror(central, "central")], "channels": [FORGE]}
+        CLOSED_PYPI, conda={"upstreams": [central.upstream_config("central")], "channels": [FORGE]}
     )
     wire = tier_builder.wire(parent.url)
     try:
@@ -280,7 +276,7 @@ def test_a_locked_install_of_a_package_its_channel_dropped_works_through_a_cold_
             # talked to the parent before (its repodata came from the mirror): the parent's 404 says what it is.
             own.faults.fail_mode = "404"
             own.faults.fail_paths = {pkg.filename}
-            upstreams.insert(0, _conda_mirror(own, "own"))
+            upstreams.insert(0, own.upstream_config("own"))
         child = tier_builder.child(CLOSED_PYPI, conda={"upstreams": upstreams, "channels": [FORGE]})
         url = f"/conda/{FORGE}/{SUBDIR}/{pkg.filename}"
         answer = child.get(url, {EXPECTED: pkg.sha256})
@@ -323,7 +319,7 @@ def _tier_with_shards_from_before(
     bg_loop.run(mirror.start())
     parent = tier_builder.parent(
         CLOSED_PYPI,
-        conda={"upstreams": [_conda_mirror(mirror, "central")], "channels": [FORGE], "index_ttl": 1},
+        conda={"upstreams": [mirror.upstream_config("central")], "channels": [FORGE], "index_ttl": 1},
     )
     wire = tier_builder.wire(parent.url)
     try:
@@ -496,11 +492,11 @@ def test_conda_a_parent_cutting_a_package_its_mirror_spoiled_or_cut_is_not_reste
         bg_loop.run(mirror.start())
     try:
         parent = tier_builder.parent(
-            CLOSED_PYPI, conda={"upstreams": [_conda_mirror(central, "central")], "channels": [FORGE]}
+            CLOSED_PYPI, conda={"upstreams": [central.upstream_config("central")], "channels": [FORGE]}
         )
         child = tier_builder.child(
             CLOSED_PYPI,
-            conda={"upstreams": [conda_parent(parent.url), _conda_mirror(own, "own")], "channels": [FORGE]},
+            conda={"upstreams": [conda_parent(parent.url), own.upstream_config("own")], "channels": [FORGE]},
         )
         parent_name = next(u["name"] for u in json.loads(child.get("/-/status").body)["upstreams"]["conda"])
 
@@ -638,7 +634,7 @@ def test_a_channel_the_parent_does_not_serve_is_said_so_to_clients_and_in_the_ch
     and the child's /-/status names what its parent does not serve, without resting it."""
     parent = tier_builder.parent(
         CLOSED_PYPI,
-        conda={"upstreams": [_conda_mirror(conda_mirror, "mirror")], "channels": ["pkgs/main"]},
+        conda={"upstreams": [conda_mirror.upstream_config("mirror")], "channels": ["pkgs/main"]},
     )
     child = tier_builder.child(CLOSED_PYPI, conda={"upstreams": [conda_parent(parent.url)], "channels": CONDA_BOTH})
     grandchild = make_cache(

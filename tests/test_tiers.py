@@ -56,11 +56,7 @@ def tiers(
     tier_builder: TierBuilder,
 ) -> Tiers:
     """mirror ← parent ← wire ← child; the child lists the parent first, then the mirror itself (both sides)."""
-    anaconda = {
-        "name": "anaconda-fake",
-        "pkgs_url": f"{anaconda_upstream.repo.url}/pkgs/",
-        "cloud_url": f"{anaconda_upstream.conda.url}/",
-    }
+    anaconda = anaconda_upstream.upstream_config()
     parent = tier_builder.parent(
         [official_upstream.index_url], conda={"upstreams": [anaconda], "channels": CONDA_CHANNELS}
     )
@@ -224,11 +220,7 @@ def test_a_stale_page_is_revalidated_with_304s_down_the_chain(
 def test_stale_repodata_is_revalidated_with_304s_down_the_chain(
     anaconda_upstream: AnacondaLikeUpstream, tier_builder: TierBuilder
 ) -> None:
-    anaconda = {
-        "name": "anaconda-fake",
-        "pkgs_url": f"{anaconda_upstream.repo.url}/pkgs/",
-        "cloud_url": f"{anaconda_upstream.conda.url}/",
-    }
+    anaconda = anaconda_upstream.upstream_config()
     parent = tier_builder.parent(
         CLOSED_PYPI, conda={"upstreams": [anaconda], "channels": ["pkgs/main"], "index_ttl": 0}
     )

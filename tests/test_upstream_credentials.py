@@ -35,6 +35,7 @@ from tests.fakes.dists import sample_dists
 from tests.fakes.pypi_upstreams import TUNA_ALLOWED_HEADERS, OfficialLikeUpstream, TunaLikeUpstream
 from tests.fakes.server import FakeServer, RecordedRequest
 from tests.support import BackgroundLoop, http_get, installed_dists, isolated_env, run_pip_install, run_uv_install
+from tests.tier_support import CHILD, PARENT
 
 USER = "office"
 # Characters a URL must percent-encode: the password given in a URL is read decoded.
@@ -259,10 +260,6 @@ def test_a_mirror_with_basic_auth_gets_them_with_its_own_files_ranges_and_conda_
 # --- an office over a central with `[access] users`, real clients ---
 
 
-PARENT = {"node_name": "central-1", "tier": "central"}
-CHILD = {"node_name": "office-1", "tier": "office"}
-
-
 @pytest.mark.parametrize("given", ["in the url", "as user and password"])
 def test_pip_uv_and_rattler_install_through_an_office_over_a_central_with_users(
     given: str,
@@ -271,11 +268,7 @@ def test_pip_uv_and_rattler_install_through_an_office_over_a_central_with_users(
     make_cache: Callable[..., RunningCache],
     tmp_path: Path,
 ) -> None:
-    anaconda = {
-        "name": "anaconda-fake",
-        "pkgs_url": f"{anaconda_upstream.repo.url}/pkgs/",
-        "cloud_url": f"{anaconda_upstream.conda.url}/",
-    }
+    anaconda = anaconda_upstream.upstream_config()
     channels = ["pkgs/main", "cloud/conda-forge"]
     central = make_cache(
         [official_upstream.index_url],

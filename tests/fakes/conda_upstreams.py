@@ -260,6 +260,10 @@ class AnacondaLikeUpstream(_CondaUpstream):
         host = self.repo if key.startswith("pkgs/") else self.conda
         return f"{host.url}/{key}"
 
+    def upstream_config(self, name: str = "anaconda-fake") -> dict[str, str]:
+        """This upstream as a `[conda] upstreams` table."""
+        return {"name": name, "pkgs_url": f"{self.repo.url}/pkgs/", "cloud_url": f"{self.conda.url}/"}
+
 
 class MirrorLikeUpstream(_CondaUpstream):
     """One host: "pkgs/*" channels under /anaconda/pkgs/, community channels under /anaconda/cloud/."""
@@ -299,3 +303,7 @@ class MirrorLikeUpstream(_CondaUpstream):
         if key not in self.channels:
             raise KeyError(key)
         return f"{self.server.url}{self._mount(key)}"
+
+    def upstream_config(self, name: str) -> dict[str, str]:
+        """This mirror as a `[conda] upstreams` table."""
+        return {"name": name, "pkgs_url": f"{self.url}/anaconda/pkgs/", "cloud_url": f"{self.url}/anaconda/cloud/"}

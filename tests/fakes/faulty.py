@@ -499,10 +499,6 @@ class FaultyCondaMirror(MirrorLikeUpstream):
     def transfers(self) -> list[Transfer]:
         return self.answers.transfers
 
-    def upstream_config(self, name: str) -> dict[str, str]:
-        """This mirror as a `[conda] upstreams` table."""
-        return {"name": name, "pkgs_url": f"{self.url}/anaconda/pkgs/", "cloud_url": f"{self.url}/anaconda/cloud/"}
-
 
 def refused_conda_config(name: str) -> dict[str, str]:
     """A conda upstream table whose addresses refuse connections."""
