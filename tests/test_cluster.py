@@ -16,7 +16,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from aiohttp import web
 from tests.cache_service import CacheProcess, RunningCache, free_port
 from tests.fakes.dists import Dist, find_dist, sample_dists
 from tests.fakes.pypi_upstreams import TunaLikeUpstream
-from tests.support import BackgroundLoop, agent_of, http_get, installed_dists, isolated_env, run_pip_install
+from tests.support import BackgroundLoop, agent_of, http_get, installed_dists, isolated_env, run_pip_install, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 HAPROXY_CFG = REPO / "deploy" / "haproxy.cfg"
@@ -216,7 +215,7 @@ def cluster(bg_loop: BackgroundLoop, tmp_path: Path) -> Iterator[Cluster]:
         rendered.write_text(render_haproxy_cfg(HAPROXY_CFG.read_text(), port, stats_port, node_ports))
         haproxy = HAProxy(rendered, port, stats_port)
         cluster = Cluster(mirror, haproxy, nodes, data_dirs)
-        _wait_for(lambda: _states_are(haproxy, dict.fromkeys(NODES, "UP")), "haproxy to see every node up")
+        wait_for(lambda: _states_are(haproxy, dict.fromkeys(NODES, "UP")), "haproxy to see every node up", 30)
         yield cluster
     finally:
         if haproxy is not None:
@@ -232,14 +231,6 @@ def _states_are(haproxy: HAProxy, wanted: dict[str, str]) -> bool:
         return haproxy.server_states() == wanted
     except OSError:
         return False
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.1)
 
 
 async def _herd(url: str, count: int) -> list[tuple[int, str, bytes]]:
@@ -278,7 +269,7 @@ def test_a_node_killed_in_the_middle_of_a_pip_install_costs_the_install_nothing(
     pip = subprocess.Popen(command, env=isolated_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         # pip has its first files and waits for beta's wheel, which the mirror holds: kill the node fetching it.
-        _wait_for(lambda: cluster.mirror.fetches(held) != [], "the node that fetches beta's wheel", 60)
+        wait_for(lambda: cluster.mirror.fetches(held) != [], "the node that fetches beta's wheel", 60)
         (agent,) = cluster.mirror.fetches(held)
         victim = cluster.node_of_agent(agent)
         cluster.kill(victim)
@@ -313,7 +304,7 @@ def test_losing_a_node_costs_only_the_refetch_of_the_files_it_held(cluster: Clus
     victim = max(held, key=lambda name: len(held[name]))
     cluster.kill(victim)
     survivors = dict.fromkeys(set(NODES) - {victim}, "UP") | {victim: "DOWN"}
-    _wait_for(lambda: _states_are(cluster.haproxy, survivors), f"haproxy to take {victim} out")
+    wait_for(lambda: _states_are(cluster.haproxy, survivors), f"haproxy to take {victim} out", 30)
     cluster.mirror.reset_log()
 
     again = run_pip_install(cluster.index_url, tmp_path / "again", "alpha==2.0")
