@@ -8,6 +8,7 @@ quirk was about what a client installs, that real pip and uv install through pkg
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import hashlib
@@ -37,6 +38,17 @@ INSTALLERS = {"pip": run_pip_install, "uv": run_uv_install}
 def _start(bg_loop: BackgroundLoop, *servers: TunaLikeUpstream) -> None:
     for server in servers:
         bg_loop.run(server.start())
+
+
+@contextlib.contextmanager
+def _serving(bg_loop: BackgroundLoop, *servers: TunaLikeUpstream) -> Iterator[None]:
+    """The servers started, and stopped on leaving."""
+    _start(bg_loop, *servers)
+    try:
+        yield
+    finally:
+        for server in servers:
+            bg_loop.run(server.stop())
 
 
 @pytest.fixture
@@ -222,8 +234,7 @@ def test_a_mirrors_wrong_metadata_hash_is_never_advertised(
     a, b = TunaLikeUpstream([wheel], strict_ua=False), TunaLikeUpstream([wheel], strict_ua=False)
     a.serves_metadata = True  # the right METADATA, under a wrong hash; B has no PEP 658 at all
     a.advertised_metadata_hashes[wheel.filename] = wrong
-    _start(bg_loop, a, b)
-    try:
+    with _serving(bg_loop, a, b):
         cache = make_cache([a.index_url, b.index_url])
         # The first run is the one that failed: the page then carried A's hash, the .metadata another.
         result = INSTALLERS[kind](cache.index_url, tmp_path / "target", "metahash==1.0")
@@ -233,9 +244,6 @@ def test_a_mirrors_wrong_metadata_hash_is_never_advertised(
         page = cache.get("/pypi/simple/metahash/").body.decode()
         assert wrong not in page
         assert f"sha256={hashlib.sha256(wheel.metadata or b'').hexdigest()}" in page
-    finally:
-        bg_loop.run(a.stop())
-        bg_loop.run(b.stop())
 
 
 # --- ranges refused by a slow mirror -----------------------------------------------------------------------------
@@ -263,6 +271,18 @@ def test_a_metadata_read_asks_the_next_mirror_for_ranges_when_a_slow_one_refuses
 
 def _ranges_asked(server: TunaLikeUpstream, filename: str) -> list[str]:
     return [r.headers["Range"] for r in server.requests if r.path.endswith(f"/{filename}") and "Range" in r.headers]
+
+
+def _fetched_comparing_after_1s(
+    make_cache: Callable[..., RunningCache], a: TunaLikeUpstream, b: TunaLikeUpstream, project: str, wheel: Dist
+) -> RunningCache:
+    """A pkgcache over [A, B] comparing a slow transfer after 1 s, once it has served `wheel` whole and kept it."""
+    cache = make_cache([a.index_url, b.index_url], upstream={"compare_after": 1})
+    assert cache.get(f"/pypi/simple/{project}/").status == 200
+    answer = cache.get(f"/pypi/files/{project}/{wheel.filename}")
+    assert answer.status == 200 and answer.body == wheel.data
+    cache.wait_for_downloads_to_end()
+    return cache
 
 
 def _resumed_from(ranges: list[str]) -> list[int]:
@@ -338,8 +358,7 @@ def test_a_mirror_that_took_a_slow_transfer_over_and_throttles_after_its_first_m
     b = SlowUpstream([wheel], bytes_per_second=20_000, strict_ua=False)
     b.fast_bytes = 1_100_000
     c = TunaLikeUpstream([wheel], strict_ua=False)
-    _start(bg_loop, a, b, c)
-    try:
+    with _serving(bg_loop, a, b, c):
         cache = make_cache([a.index_url, b.index_url, c.index_url], upstream={"compare_after": 1})
         assert cache.get("/pypi/simple/burstwheel/").status == 200
         assert _get_until_whole(cache, f"/pypi/files/burstwheel/{wheel.filename}") == wheel.data
@@ -352,9 +371,6 @@ def test_a_mirror_that_took_a_slow_transfer_over_and_throttles_after_its_first_m
         assert len(from_b) == 1 and len(from_c) == 1, (_ranges_asked(b, wheel.filename), from_c)
         assert from_b[0] < from_c[0] < len(wheel.data)
         assert c.count_whole(f"/{wheel.filename}") == 0
-    finally:
-        for server in (a, b, c):
-            bg_loop.run(server.stop())
 
 
 def test_a_slow_transfer_is_compared_once_and_goes_on_when_the_next_mirror_is_no_faster(
@@ -363,20 +379,12 @@ def test_a_slow_transfer_is_compared_once_and_goes_on_when_the_next_mirror_is_no
     wheel = build_wheel("slowboth", "1.0", payload_size=150_000)
     a = SlowUpstream([wheel], bytes_per_second=20_000, strict_ua=False)
     b = SlowUpstream([wheel], bytes_per_second=20_000, strict_ua=False)
-    _start(bg_loop, a, b)
-    try:
-        cache = make_cache([a.index_url, b.index_url], upstream={"compare_after": 1})
-        assert cache.get("/pypi/simple/slowboth/").status == 200
-        answer = cache.get(f"/pypi/files/slowboth/{wheel.filename}")
-        assert answer.status == 200 and answer.body == wheel.data
-        cache.wait_for_downloads_to_end()
+    with _serving(bg_loop, a, b):
+        _fetched_comparing_after_1s(make_cache, a, b, "slowboth", wheel)
         # One range to B, given up on once B could no longer prove much faster; A sent the whole wheel.
         assert _ranges_asked(b, wheel.filename) == [f"bytes=0-{len(wheel.data) - 1}"]
         assert b.count_whole(f"/{wheel.filename}") == 0
         assert a.count_whole(f"/{wheel.filename}") == 1 and not _ranges_asked(a, wheel.filename)
-    finally:
-        bg_loop.run(a.stop())
-        bg_loop.run(b.stop())
 
 
 def test_a_faster_mirror_whose_first_bytes_differ_does_not_take_a_slow_transfer_over(
@@ -388,18 +396,10 @@ def test_a_faster_mirror_whose_first_bytes_differ_does_not_take_a_slow_transfer_
     # B answers ranges of the wheel with other bytes of the same length: resumed from it, the file would fail its
     # hash, and A's good bytes would go with B's.
     b.range_bodies[wheel.filename] = bytes(len(wheel.data))
-    _start(bg_loop, a, b)
-    try:
-        cache = make_cache([a.index_url, b.index_url], upstream={"compare_after": 1})
-        assert cache.get("/pypi/simple/otherbytes/").status == 200
-        answer = cache.get(f"/pypi/files/otherbytes/{wheel.filename}")
-        assert answer.status == 200 and answer.body == wheel.data
-        cache.wait_for_downloads_to_end()
+    with _serving(bg_loop, a, b):
+        _fetched_comparing_after_1s(make_cache, a, b, "otherbytes", wheel)
         assert _ranges_asked(b, wheel.filename) == [f"bytes=0-{len(wheel.data) - 1}"]
         assert a.count_whole(f"/{wheel.filename}") == 1
-    finally:
-        bg_loop.run(a.stop())
-        bg_loop.run(b.stop())
 
 
 def test_only_a_transfer_far_from_its_end_after_compare_after_is_compared() -> None:
