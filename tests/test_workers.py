@@ -165,15 +165,20 @@ async def _fetch_outcomes(url: str, count: int) -> list[object]:
         return await asyncio.gather(*(one() for _ in range(count)))
 
 
+def _three_workers(upstream: OfficialLikeUpstream, tmp_path: Path) -> tuple[Path, CacheProcess]:
+    """pkgcache with three workers over `upstream` (conda off, the admin token TOKEN), its data in tmp_path/data:
+    its configuration file, and the process."""
+    config = tmp_path / "pkgcache.toml"
+    config.write_text(
+        f'[pypi]\nupstreams = ["{upstream.index_url}"]\n[conda]\nenabled = false\n[access]\nadmin_token = "{TOKEN}"\n'
+    )
+    return config, CacheProcess(tmp_path / "data", "--workers", "3", "--config", str(config))
+
+
 def test_a_new_release_reaches_every_worker_after_a_refresh(
     official_upstream: OfficialLikeUpstream, tmp_path: Path
 ) -> None:
-    config = tmp_path / "pkgcache.toml"
-    config.write_text(
-        f'[pypi]\nupstreams = ["{official_upstream.index_url}"]\n[conda]\nenabled = false\n'
-        f'[access]\nadmin_token = "{TOKEN}"\n'
-    )
-    process = CacheProcess(tmp_path / "data", "--workers", "3", "--config", str(config))
+    _, process = _three_workers(official_upstream, tmp_path)
     try:
         _pages_over_new_connections(process, "/pypi/simple/alpha/", 20)  # every worker now holds the page
         official_upstream.add_dist(build_wheel("alpha", "9.0"))
@@ -370,13 +375,8 @@ def _admin_over_private_socket(data_dir: Path, path: str) -> tuple[int, dict]:
 def test_a_block_names_a_worker_that_does_not_apply_it_and_does_not_wait_for_a_dead_one(
     official_upstream: OfficialLikeUpstream, tmp_path: Path
 ) -> None:
-    config = tmp_path / "pkgcache.toml"
-    config.write_text(
-        f'[pypi]\nupstreams = ["{official_upstream.index_url}"]\n[conda]\nenabled = false\n'
-        f'[access]\nadmin_token = "{TOKEN}"\n'
-    )
+    _, process = _three_workers(official_upstream, tmp_path)
     data_dir = tmp_path / "data"
-    process = CacheProcess(data_dir, "--workers", "3", "--config", str(config))
     try:
         _pages_over_new_connections(process, "/pypi/simple/alpha/", 10)
         replicas = [row["pid"] for row in _status(process)["workers"][1:]]
@@ -537,13 +537,8 @@ def test_admin_commands_go_to_the_primary_and_never_wait_on_a_stopped_replica(
 ) -> None:
     """QA v35 H1: `pkgcache block/unblock/gc` talked to the port, where the kernel may hand the connection to a
     replica that is stopped; the command hung, and what it asked for was done once the replica ran again."""
-    config = tmp_path / "pkgcache.toml"
-    config.write_text(
-        f'[pypi]\nupstreams = ["{official_upstream.index_url}"]\n[conda]\nenabled = false\n'
-        f'[access]\nadmin_token = "{TOKEN}"\n'
-    )
+    config, process = _three_workers(official_upstream, tmp_path)
     data_dir = tmp_path / "data"
-    process = CacheProcess(data_dir, "--workers", "3", "--config", str(config))
     replicas: list[int] = []
     try:
         replicas = [row["pid"] for row in _status(process)["workers"][1:]]
